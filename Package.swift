@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Kernels are only fast when Swift may use this CPU's vector units (AVX-512, FMA): by default it targets
+// baseline x86-64 and turns `addingProduct` into a libm call per lane (see shared/NATIVE.md).
+let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
+
+let package = Package(
+    name: "Keel",
+    products: [
+        .executable(name: "keel", targets: ["keel"]),
+        .library(name: "KeelTrain", targets: ["KeelTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "KeelCore", swiftSettings: native),
+        .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS"], swiftSettings: native),
+        .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
+        .target(name: "KeelData", dependencies: ["KeelCore"], swiftSettings: native),
+        .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel"], swiftSettings: native),
+        .target(
+            name: "KeelTrain",
+            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "TOMLKit"],
+            swiftSettings: native),
+        .executableTarget(
+            name: "keel",
+            dependencies: ["KeelTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: native),
+        .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
+        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
+        .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain"], swiftSettings: native),
+    ]
+)

@@ -1,0 +1,47 @@
+import Foundation
+
+/// Writes files so that a reader (or a crash) only ever sees the old version or the complete new one:
+/// write to a temporary name in the same directory, fsync, rename, fsync the directory.
+public enum AtomicFile {
+    /// Atomically replaces `url` with `data`.
+    public static func write(_ data: Data, to url: URL) throws {
+        try write(to: url) { handle in
+            try handle.write(contentsOf: data)
+        }
+    }
+
+    /// Atomically replaces `url` with what `body` writes to the handle it is given.
+    public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
+        let directory = url.deletingLastPathComponent()
+        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+            throw KeelError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
+        }
+        do {
+            let handle = try FileHandle(forWritingTo: temporary)
+            defer { try? handle.close() }
+            try body(handle)
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw KeelError("cannot write \(url.path): \(error)")
+        }
+        try rename(temporary, to: url)
+    }
+
+    /// Renames `source` to `destination` (replacing a file) and fsyncs the parent directory.
+    public static func rename(_ source: URL, to destination: URL) throws {
+        guard Foundation.rename(source.path, destination.path) == 0 else {
+            throw KeelError("cannot rename \(source.path) to \(destination.path): \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(destination.deletingLastPathComponent())
+    }
+
+    /// Flushes a directory's entries to disk so a completed rename survives a crash.
+    public static func syncDirectory(_ directory: URL) {
+        let fd = open(directory.path, O_RDONLY)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+}

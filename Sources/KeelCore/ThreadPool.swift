@@ -1,0 +1,103 @@
+import Foundation
+import Synchronization
+
+/// A persistent pool of worker threads for data-parallel loops inside kernels.
+///
+/// Workers spin briefly on an atomic generation counter (a dispatch costs well under a microsecond while
+/// they are awake) and then park on a condition variable, so an idle pool does not burn the cores that
+/// BLAS or the next process needs. The calling thread always takes part in the work.
+///
+/// Work is split into contiguous chunks by index only, so the result of a loop whose iterations write
+/// disjoint outputs does not depend on which thread ran what: kernels stay deterministic.
+public final class ThreadPool: @unchecked Sendable {
+    /// The pool kernels use; its size comes from `KEEL_THREADS` or the number of active cores.
+    public static let shared = ThreadPool(threadCount: defaultThreadCount())
+
+    /// Number of threads that take part in a loop, the caller included.
+    public let threadCount: Int
+
+    private let generation = Atomic<Int>(0)
+    private let pending = Atomic<Int>(0)
+    private let condition = NSCondition()
+    // Written by the caller before the generation is bumped (release), read by workers after (acquire).
+    private var job: UnsafeRawPointer?
+    private var jobCount = 0
+
+    /// Creates a pool in which `threadCount` threads (the caller and `threadCount - 1` workers) run loops.
+    public init(threadCount: Int) {
+        self.threadCount = max(1, threadCount)
+        for worker in 1..<self.threadCount {
+            let thread = Thread { [unowned self] in self.workerLoop(worker) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// The thread count from `KEEL_THREADS`, or the number of active processors.
+    public static func defaultThreadCount() -> Int {
+        if let text = ProcessInfo.processInfo.environment["KEEL_THREADS"], let value = Int(text), value > 0 {
+            return value
+        }
+        return ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// Calls `body` with disjoint contiguous sub-ranges that together cover `0..<count`, in parallel.
+    ///
+    /// The split depends only on `count` and `threadCount`.
+    public func parallelFor(_ count: Int, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(threadCount, count)
+        if chunks == 1 {
+            body(0..<count)
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            var task: (Range<Int>) -> Void = escaping
+            withUnsafePointer(to: &task) { pointer in
+                job = UnsafeRawPointer(pointer)
+                jobCount = count
+                // Every worker checks in, even one with no chunk, so none can lag a generation behind.
+                pending.store(threadCount - 1, ordering: .relaxed)
+                condition.lock()
+                generation.add(1, ordering: .releasing)
+                condition.broadcast()
+                condition.unlock()
+                body(ThreadPool.chunk(0, of: chunks, count: count))
+                while pending.load(ordering: .acquiring) > 0 {}
+                job = nil
+            }
+        }
+    }
+
+    /// The `index`-th of `chunks` near-equal contiguous pieces of `0..<count`.
+    private static func chunk(_ index: Int, of chunks: Int, count: Int) -> Range<Int> {
+        let base = count / chunks, extra = count % chunks
+        let start = index * base + min(index, extra)
+        return start..<(start + base + (index < extra ? 1 : 0))
+    }
+
+    private func workerLoop(_ worker: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            var current = generation.load(ordering: .acquiring)
+            while current == seen {
+                spins += 1
+                if spins > 200_000 {
+                    condition.lock()
+                    while generation.load(ordering: .acquiring) == seen { condition.wait() }
+                    condition.unlock()
+                }
+                current = generation.load(ordering: .acquiring)
+            }
+            seen = current
+            let count = jobCount
+            let chunks = min(threadCount, count)
+            if worker < chunks, let job {
+                let task = job.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee
+                task(ThreadPool.chunk(worker, of: chunks, count: count))
+            }
+            pending.subtract(1, ordering: .releasing)
+        }
+    }
+}

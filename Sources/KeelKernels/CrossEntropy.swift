@@ -1,0 +1,44 @@
+import Foundation
+import KeelCore
+
+/// Softmax cross-entropy fused with its gradient: one pass over each row of logits.
+public enum CrossEntropy {
+    /// losses[n] = logsumexp(logits[n]) − logits[n, target[n]] for n in 0..<rows.
+    ///
+    /// When `gradientScale` is given, logits[n] is overwritten by (softmax − onehot) · gradientScale, the
+    /// gradient of gradientScale · Σ losses; this saves a second logits-sized buffer.
+    /// Targets must lie in 0..<vocab (checked by the data path before the step).
+    public static func forward(
+        losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
+        rows: Int, vocab v: Int, gradientScale: Float?
+    ) {
+        ThreadPool.shared.parallelFor(rows) { range in
+            for r in range {
+                let row = logits + r * v
+                var m16 = Float16x(repeating: -.infinity), i = 0
+                while i + 16 <= v { m16 = pointwiseMax(m16, load16(row + i)); i += 16 }
+                var maximum = m16.max()
+                while i < v { maximum = max(maximum, row[i]); i += 1 }
+                let target = Int(targets[r])
+                let targetLogit = row[target]
+                guard let scale = gradientScale else {
+                    var total = Float16x(), j = 0
+                    let shift = Float16x(repeating: maximum)
+                    while j + 16 <= v { total += exp16(load16(row + j) - shift); j += 16 }
+                    var sum = total.sum()
+                    while j < v { sum += expScalar(row[j] - maximum); j += 1 }
+                    losses[r] = maximum + log(sum) - targetLogit
+                    continue
+                }
+                let sum = exponentiate(row, count: v, shift: maximum)
+                losses[r] = maximum + log(sum) - targetLogit
+                let factor = scale / sum
+                var j = 0
+                let f = Float16x(repeating: factor)
+                while j + 16 <= v { store16(load16(row + j) * f, row + j); j += 16 }
+                while j < v { row[j] *= factor; j += 1 }
+                row[target] -= scale
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import KeelCore
+
+/// Token (and optionally learned position) embedding lookup.
+public enum Embedding {
+    /// out[b, t] = table[tokens[b, t]] (+ positions[t]); out: [B·T, C].
+    public static func forward(
+        _ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, table: UnsafePointer<Float>,
+        positions: UnsafePointer<Float>?, rows: Int, length: Int, columns c: Int
+    ) {
+        ThreadPool.shared.parallelFor(rows) { range in
+            for r in range {
+                let o = out + r * c
+                o.update(from: table + Int(tokens[r]) * c, count: c)
+                if let positions { add(positions + (r % length) * c, into: o, c) }
+            }
+        }
+    }
+
+    /// dTable[tokens[n]] += dOut[n]; dPositions[t] += dOut[b, t].
+    ///
+    /// Parallel over column blocks, each walking rows in order, so repeated tokens sum deterministically.
+    public static func backward(
+        dTable: UnsafeMutablePointer<Float>, dPositions: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
+        tokens: UnsafePointer<Int32>, rows: Int, length: Int, columns c: Int
+    ) {
+        ThreadPool.shared.parallelFor((c + 15) / 16) { blocks in
+            let start = blocks.lowerBound * 16, width = min(c, blocks.upperBound * 16) - start
+            for r in 0..<rows {
+                let g = dOut + r * c + start
+                add(g, into: dTable + Int(tokens[r]) * c + start, width)
+                if let dPositions { add(g, into: dPositions + (r % length) * c + start, width) }
+            }
+        }
+    }
+}

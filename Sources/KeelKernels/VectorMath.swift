@@ -1,0 +1,107 @@
+/// Vectorised elementwise helpers shared by the kernels.
+///
+/// Swift neither fuses `a * b + c` nor reassociates reductions, so these use `SIMD16<Float>` with explicit
+/// `addingProduct` and independent accumulators (see shared/NATIVE.md). `exp16` replaces libm's `expf`,
+/// which is far too slow to call per element.
+
+import KeelCore
+
+public typealias Float16x = SIMD16<Float>
+
+@inline(__always)
+func load16(_ pointer: UnsafePointer<Float>) -> Float16x {
+    UnsafeRawPointer(pointer).loadUnaligned(as: Float16x.self)
+}
+
+@inline(__always)
+func store16(_ value: Float16x, _ pointer: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: Float16x.self)
+}
+
+/// e^x with a relative error below 2e-7 for x in [-87, 88] (Cody–Waite range reduction, degree-7 Taylor).
+@inline(__always)
+func exp16(_ x: Float16x) -> Float16x {
+    let clamped = x.clamped(lowerBound: Float16x(repeating: -87.0), upperBound: Float16x(repeating: 88.0))
+    let n = (clamped * 1.442_695_04).rounded(.toNearestOrEven)
+    var r = clamped.addingProduct(n, Float16x(repeating: -0.693_145_751_953_125))
+    r = r.addingProduct(n, Float16x(repeating: -1.428_606_765_330_187e-6))
+    var p = Float16x(repeating: 1.0 / 5040)
+    p = Float16x(repeating: 1.0 / 720).addingProduct(p, r)
+    p = Float16x(repeating: 1.0 / 120).addingProduct(p, r)
+    p = Float16x(repeating: 1.0 / 24).addingProduct(p, r)
+    p = Float16x(repeating: 1.0 / 6).addingProduct(p, r)
+    p = Float16x(repeating: 0.5).addingProduct(p, r)
+    p = Float16x(repeating: 1).addingProduct(p, r)
+    p = Float16x(repeating: 1).addingProduct(p, r)
+    let exponent = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
+    return p * unsafeBitCast(exponent, to: Float16x.self)
+}
+
+/// tanh(x), computed from `exp16`; absolute error below 3e-7.
+@inline(__always)
+func tanh16(_ x: Float16x) -> Float16x {
+    let e = exp16(2 * x.clamped(lowerBound: Float16x(repeating: -10), upperBound: Float16x(repeating: 10)))
+    return (e - 1) / (e + 1)
+}
+
+/// Scalar e^x through the same approximation as `exp16`, so tails match vector bodies exactly.
+@inline(__always)
+func expScalar(_ x: Float) -> Float {
+    exp16(Float16x(repeating: x))[0]
+}
+
+/// Σ a[i]·b[i] for i in 0..<n, with four independent vector accumulators.
+@inline(__always)
+public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s0 = Float16x(), s1 = Float16x()
+    var i = 0
+    while i + 32 <= n {
+        s0 = s0.addingProduct(load16(a + i), load16(b + i))
+        s1 = s1.addingProduct(load16(a + i + 16), load16(b + i + 16))
+        i += 32
+    }
+    if i + 16 <= n {
+        s0 = s0.addingProduct(load16(a + i), load16(b + i))
+        i += 16
+    }
+    var total = (s0 + s1).sum()
+    while i < n {
+        total += a[i] * b[i]
+        i += 1
+    }
+    return total
+}
+
+/// y[i] += alpha · x[i] for i in 0..<n.
+@inline(__always)
+public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    let a = Float16x(repeating: alpha)
+    var i = 0
+    while i + 16 <= n {
+        store16(load16(y + i).addingProduct(a, load16(x + i)), y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] += alpha * x[i]
+        i += 1
+    }
+}
+
+/// y[i] += x[i] for i in 0..<n.
+@inline(__always)
+public func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 16 <= n {
+        store16(load16(y + i) + load16(x + i), y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] += x[i]
+        i += 1
+    }
+}
+
+/// y[i] += x[i] for i in 0..<count, on the shared pool (residual connections).
+public func addInPlace(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    parallelBlocks(count) { start, end in add(x + start, into: y + start, end - start) }
+}

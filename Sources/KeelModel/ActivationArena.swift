@@ -1,0 +1,66 @@
+import KeelCore
+import KeelKernels
+
+/// Every activation the backward pass needs, preallocated for up to `rows` tokens (B·T), so the training
+/// step never allocates.
+final class ActivationArena {
+    /// What one transformer block saves.
+    struct Block {
+        let mid, norm1, norm2: FloatBuffer  // [N, C]
+        let mean1, rstd1, mean2, rstd2: FloatBuffer  // [N]
+        let qkv: FloatBuffer  // [N, (H + 2KV)·d]
+        let attention: FloatBuffer  // [N, H·d]
+        let lse: FloatBuffer  // [B, H, T]
+        let hidden: FloatBuffer  // [N, F] (GPT-2) or [N, 2F] (Llama: gate | up)
+        let activated: FloatBuffer  // [N, F]
+    }
+
+    let rows: Int
+    let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each block, then the last output
+    let blocks: [Block]
+    let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer
+    let logits: FloatBuffer  // [N, V]; holds ∂L/∂logits after a training forward pass
+    let losses: FloatBuffer  // [N]
+    let inputs: UnsafeMutableBufferPointer<Int32>
+    let targets: UnsafeMutableBufferPointer<Int32>
+    // Backward scratch, reused by every block.
+    let dResidual, dNorm: FloatBuffer
+    let dQKV, dAttention, dHidden, dActivated, attentionScratch: FloatBuffer
+
+    init(config: ModelConfig, rows n: Int) {
+        rows = n
+        let c = config.width, h = config.heads, d = config.headDim
+        let qkvWidth = (config.heads + 2 * config.kvHeads) * d
+        let hiddenWidth = config.hiddenWidth * (config.architecture == .llama ? 2 : 1)
+        residuals = (0...config.layers).map { _ in FloatBuffer(count: n * c) }
+        blocks = (0..<config.layers).map { _ in
+            Block(
+                mid: FloatBuffer(count: n * c), norm1: FloatBuffer(count: n * c), norm2: FloatBuffer(count: n * c),
+                mean1: FloatBuffer(count: n), rstd1: FloatBuffer(count: n), mean2: FloatBuffer(count: n),
+                rstd2: FloatBuffer(count: n), qkv: FloatBuffer(count: n * qkvWidth),
+                attention: FloatBuffer(count: n * h * d), lse: FloatBuffer(count: n * h),
+                hidden: FloatBuffer(count: n * hiddenWidth), activated: FloatBuffer(count: n * config.hiddenWidth))
+        }
+        finalNorm = FloatBuffer(count: n * c)
+        finalMean = FloatBuffer(count: n)
+        finalRstd = FloatBuffer(count: n)
+        logits = FloatBuffer(count: n * config.vocabSize)
+        losses = FloatBuffer(count: n)
+        inputs = .allocate(capacity: n)
+        targets = .allocate(capacity: n)
+        inputs.initialize(repeating: 0)
+        targets.initialize(repeating: 0)
+        dResidual = FloatBuffer(count: n * c)
+        dNorm = FloatBuffer(count: n * c)
+        dQKV = FloatBuffer(count: n * qkvWidth)
+        dAttention = FloatBuffer(count: n * h * d)
+        dHidden = FloatBuffer(count: n * hiddenWidth)
+        dActivated = FloatBuffer(count: n * config.hiddenWidth)
+        attentionScratch = FloatBuffer(count: n * h)
+    }
+
+    deinit {
+        inputs.deallocate()
+        targets.deallocate()
+    }
+}

@@ -1,0 +1,94 @@
+import KeelCore
+
+/// The transformer family: it decides the layers, the parameter names and the export format.
+public enum Architecture: String, Sendable, Codable, CaseIterable {
+    /// GPT-2: learned positions, LayerNorm, GELU-tanh MLP, biases, head tied to the token embedding.
+    case gpt2
+    /// Llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, no biases, untied head.
+    case llama
+}
+
+/// The shape of a decoder-only transformer. Keys in `[model]` of the TOML config use the snake_case names
+/// given on each property.
+public struct ModelConfig: Sendable, Equatable, Codable {
+    /// `arch`
+    public var architecture: Architecture
+    /// `vocab_size`
+    public var vocabSize: Int
+    /// `n_layer`
+    public var layers: Int
+    /// `n_head`
+    public var heads: Int
+    /// `n_kv_head` (Llama; GPT-2 always uses `n_head`)
+    public var kvHeads: Int
+    /// `d_model`
+    public var width: Int
+    /// `d_ff`: hidden width of the MLP
+    public var hiddenWidth: Int
+    /// `max_seq_len`: longest sequence (size of GPT-2's position table; RoPE table length)
+    public var maxLength: Int
+    /// `norm_eps`
+    public var normEpsilon: Float
+    /// `rope_theta` (Llama)
+    public var ropeTheta: Double
+
+    public init(
+        architecture: Architecture, vocabSize: Int, layers: Int, heads: Int, kvHeads: Int? = nil, width: Int,
+        hiddenWidth: Int? = nil, maxLength: Int, normEpsilon: Float? = nil, ropeTheta: Double = 10_000
+    ) {
+        self.architecture = architecture
+        self.vocabSize = vocabSize
+        self.layers = layers
+        self.heads = heads
+        self.kvHeads = architecture == .gpt2 ? heads : (kvHeads ?? heads)
+        self.width = width
+        self.hiddenWidth = hiddenWidth ?? ModelConfig.defaultHiddenWidth(architecture, width: width)
+        self.maxLength = maxLength
+        self.normEpsilon = normEpsilon ?? (architecture == .gpt2 ? 1e-5 : 1e-6)
+        self.ropeTheta = ropeTheta
+    }
+
+    /// Width of one attention head.
+    public var headDim: Int { width / heads }
+
+    /// GPT-2 uses 4·d; Llama uses ⅔ of that for each of its two SwiGLU input projections, rounded up to 64,
+    /// which keeps the parameter count of the two families close.
+    public static func defaultHiddenWidth(_ architecture: Architecture, width: Int) -> Int {
+        switch architecture {
+        case .gpt2: return 4 * width
+        case .llama: return (8 * width / 3 + 63) / 64 * 64
+        }
+    }
+
+    /// Named shapes: `(n_layer, n_head, d_model, max_seq_len)`.
+    public static let presets: [String: (layers: Int, heads: Int, width: Int, maxLength: Int)] = [
+        "tiny": (2, 4, 64, 64),
+        "small": (6, 6, 384, 256),
+        "gpt2-124m": (12, 12, 768, 1024),
+    ]
+
+    /// Checks every constraint and names the key at fault.
+    public func validate() throws {
+        func require(_ condition: Bool, _ key: String, _ message: String) throws {
+            if !condition { throw KeelError("config: model.\(key) \(message)") }
+        }
+        try require(vocabSize > 0, "vocab_size", "must be positive (got \(vocabSize))")
+        try require(layers > 0, "n_layer", "must be positive (got \(layers))")
+        try require(heads > 0, "n_head", "must be positive (got \(heads))")
+        try require(width > 0, "d_model", "must be positive (got \(width))")
+        try require(width % heads == 0, "n_head", "(\(heads)) must divide d_model (\(width))")
+        try require(kvHeads > 0 && heads % kvHeads == 0, "n_kv_head", "(\(kvHeads)) must divide n_head (\(heads))")
+        try require(architecture == .gpt2 || headDim % 2 == 0, "n_head", "must leave an even head dimension for RoPE (d_model / n_head = \(headDim))")
+        try require(hiddenWidth > 0, "d_ff", "must be positive (got \(hiddenWidth))")
+        try require(maxLength > 0, "max_seq_len", "must be positive (got \(maxLength))")
+        try require(normEpsilon > 0 && normEpsilon.isFinite, "norm_eps", "must be a positive number (got \(normEpsilon))")
+        try require(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta", "must be a positive number (got \(ropeTheta))")
+    }
+
+    /// The keys of the JSON form used by `state.json` and the NumPy reference (matches the TOML keys).
+    enum CodingKeys: String, CodingKey {
+        case architecture = "arch", vocabSize = "vocab_size", layers = "n_layer", heads = "n_head"
+        case kvHeads = "n_kv_head", width = "d_model", hiddenWidth = "d_ff", maxLength = "max_seq_len"
+        case normEpsilon = "norm_eps", ropeTheta = "rope_theta"
+    }
+}

@@ -1,0 +1,252 @@
+import KeelCore
+import KeelKernels
+
+/// A decoder-only transformer (GPT-2 or Llama) with explicit forward and backward passes over one flat
+/// parameter buffer and one flat gradient buffer.
+///
+/// Usage per micro-batch: `forward(inputs:targets:…)` with a `lossScale` computes the loss and leaves
+/// ∂loss/∂logits in place; `backward()` then adds every parameter's gradient into `gradients`
+/// (callers zero it once per optimizer step, which is what makes gradient accumulation work).
+public final class Transformer: @unchecked Sendable {
+    public let config: ModelConfig
+    public let table: ParameterTable
+    /// All parameters, laid out by `table`.
+    public let parameters: FloatBuffer
+    /// All gradients, same layout as `parameters`.
+    public let gradients: FloatBuffer
+
+    private let blocks: [BlockParameters]
+    private let tokenEmbedding: Int
+    private let positionEmbedding: Int?
+    private let finalNorm: Norm
+    private let head: Int
+    private let rope: RotaryEmbedding?
+    private var arena: ActivationArena?
+    private var shape = (batch: 0, length: 0)
+
+    /// Offsets of one block's parameters and the shapes of its projections.
+    private struct BlockParameters {
+        let norm1, norm2: Norm
+        let qkv, projection, up, down: Projection
+    }
+
+    /// A normalisation layer's parameters (bias only for LayerNorm).
+    private struct Norm {
+        let weight: Int
+        let bias: Int?
+    }
+
+    /// A linear layer's parameters and shape.
+    private struct Projection {
+        let weight: Int
+        let bias: Int?
+        let shape: LinearShape
+    }
+
+    /// Builds the model with freshly initialised parameters.
+    public init(config: ModelConfig, seed: UInt64) throws {
+        try config.validate()
+        self.config = config
+        table = ParameterTable(config: config)
+        parameters = FloatBuffer(count: table.count)
+        gradients = FloatBuffer(count: table.count)
+        table.initialize(parameters, seed: seed)
+
+        let c = config.width, f = config.hiddenWidth, d = config.headDim
+        let t = table
+        switch config.architecture {
+        case .gpt2:
+            tokenEmbedding = t.offset("transformer.wte.weight")
+            positionEmbedding = t.offset("transformer.wpe.weight")
+            finalNorm = Norm(weight: t.offset("transformer.ln_f.weight"), bias: t.offset("transformer.ln_f.bias"))
+            head = tokenEmbedding
+            rope = nil
+            blocks = (0..<config.layers).map { l in
+                let p = "transformer.h.\(l)."
+                func projection(_ name: String, _ i: Int, _ o: Int) -> Projection {
+                    Projection(weight: t.offset(p + name + ".weight"), bias: t.offset(p + name + ".bias"),
+                               shape: LinearShape(inFeatures: i, outFeatures: o, layout: .inputMajor))
+                }
+                return BlockParameters(
+                    norm1: Norm(weight: t.offset(p + "ln_1.weight"), bias: t.offset(p + "ln_1.bias")),
+                    norm2: Norm(weight: t.offset(p + "ln_2.weight"), bias: t.offset(p + "ln_2.bias")),
+                    qkv: projection("attn.c_attn", c, 3 * c), projection: projection("attn.c_proj", c, c),
+                    up: projection("mlp.c_fc", c, f), down: projection("mlp.c_proj", f, c))
+            }
+        case .llama:
+            tokenEmbedding = t.offset("model.embed_tokens.weight")
+            positionEmbedding = nil
+            finalNorm = Norm(weight: t.offset("model.norm.weight"), bias: nil)
+            head = t.offset("lm_head.weight")
+            rope = RotaryEmbedding(headDim: d, maxLength: config.maxLength, theta: config.ropeTheta)
+            let q = config.heads * d, kv = config.kvHeads * d
+            blocks = (0..<config.layers).map { l in
+                let p = "model.layers.\(l)."
+                // q/k/v and gate/up are adjacent in the table, so each group is one [out, in] matrix.
+                func projection(_ name: String, _ i: Int, _ o: Int) -> Projection {
+                    Projection(weight: t.offset(p + name + ".weight"), bias: nil,
+                               shape: LinearShape(inFeatures: i, outFeatures: o, layout: .outputMajor))
+                }
+                return BlockParameters(
+                    norm1: Norm(weight: t.offset(p + "input_layernorm.weight"), bias: nil),
+                    norm2: Norm(weight: t.offset(p + "post_attention_layernorm.weight"), bias: nil),
+                    qkv: projection("self_attn.q_proj", c, q + 2 * kv), projection: projection("self_attn.o_proj", q, c),
+                    up: projection("mlp.gate_proj", c, 2 * f), down: projection("mlp.down_proj", f, c))
+            }
+        }
+    }
+
+    /// Runs the model on `inputs` ([batch, length] token ids, each in `0..<vocabSize`).
+    ///
+    /// With `targets`, returns the mean cross-entropy over all positions; with `lossScale` as well,
+    /// prepares `backward()` to add the gradient of `lossScale · mean loss`. Without targets returns 0 and
+    /// leaves the logits readable through `logits(row:)`.
+    @discardableResult
+    public func forward(
+        inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil
+    ) -> Float {
+        precondition(length <= config.maxLength, "sequence longer than max_seq_len")
+        let n = batch * length, c = config.width, v = config.vocabSize
+        if arena == nil || arena!.rows < n { arena = ActivationArena(config: config, rows: n) }
+        let a = arena!
+        shape = (batch, length)
+        a.inputs.baseAddress!.update(from: inputs, count: n)
+        let p = parameters.pointer
+        let attention = attentionShape
+
+        Embedding.forward(a.residuals[0].pointer, tokens: inputs, table: p + tokenEmbedding,
+                          positions: positionEmbedding.map { p + $0 }, rows: n, length: length, columns: c)
+        for (l, block) in blocks.enumerated() {
+            let s = a.blocks[l], x = a.residuals[l].pointer, out = a.residuals[l + 1].pointer
+            normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, block.norm1, rows: n)
+            project(s.qkv.pointer, s.norm1.pointer, block.qkv, rows: n)
+            rope?.apply(s.qkv.pointer, batch: batch, length: length, stride: attention.rowStride,
+                        heads: config.heads + config.kvHeads)
+            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer,
+                              scratch: a.attentionScratch.pointer)
+            project(s.mid.pointer, s.attention.pointer, block.projection, rows: n)
+            addInPlace(x, into: s.mid.pointer, count: n * c)
+            normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, block.norm2, rows: n)
+            project(s.hidden.pointer, s.norm2.pointer, block.up, rows: n)
+            switch config.architecture {
+            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * config.hiddenWidth)
+            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: config.hiddenWidth)
+            }
+            project(out, s.activated.pointer, block.down, rows: n)
+            addInPlace(s.mid.pointer, into: out, count: n * c)
+        }
+        normalize(a.finalNorm.pointer, a.finalMean.pointer, a.finalRstd.pointer, a.residuals[config.layers].pointer,
+                  finalNorm, rows: n)
+        headShape.forward(a.logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
+
+        guard let targets else { return 0 }
+        a.targets.baseAddress!.update(from: targets, count: n)
+        CrossEntropy.forward(losses: a.losses.pointer, logits: a.logits.pointer, targets: targets, rows: n, vocab: v,
+                             gradientScale: lossScale.map { $0 / Float(n) })
+        var total = 0.0
+        for i in 0..<n { total += Double(a.losses.pointer[i]) }
+        return Float(total / Double(n))
+    }
+
+    /// The logits of one row (b·length + t) of the last forward pass, before any loss was applied.
+    public func logits(row: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: arena!.logits.pointer + row * config.vocabSize, count: config.vocabSize)
+    }
+
+    /// Adds the gradient of the last training forward pass into `gradients`.
+    public func backward() {
+        guard let a = arena else { preconditionFailure("backward() before forward()") }
+        let (batch, length) = shape
+        let n = batch * length, c = config.width
+        let p = parameters.pointer, g = gradients.pointer
+        let attention = attentionShape
+        let dResidual = a.dResidual.pointer, dNorm = a.dNorm.pointer
+
+        headShape.backward(dInput: dNorm, accumulateInput: false, dWeight: g + head, dBias: nil,
+                           dOut: a.logits.pointer, input: a.finalNorm.pointer, weight: p + head, rows: n)
+        dResidual.update(repeating: 0, count: n * c)
+        normalizeBackward(dResidual, dNorm, a.residuals[config.layers].pointer, a.finalMean.pointer,
+                          a.finalRstd.pointer, finalNorm, rows: n)
+        for (l, block) in blocks.enumerated().reversed() {
+            let s = a.blocks[l]
+            projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, block.down, rows: n)
+            switch config.architecture {
+            case .gpt2:
+                GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer,
+                              count: n * config.hiddenWidth)
+            case .llama:
+                SwiGLU.backward(dGateUp: a.dHidden.pointer, dOut: a.dActivated.pointer, gateUp: s.hidden.pointer,
+                                rows: n, width: config.hiddenWidth)
+            }
+            projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, block.up, rows: n)
+            normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, block.norm2, rows: n)
+            projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, block.projection, rows: n)
+            attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
+                               lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
+            rope?.apply(a.dQKV.pointer, batch: batch, length: length, stride: attention.rowStride,
+                        heads: config.heads + config.kvHeads, inverse: true)
+            projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, block.qkv, rows: n)
+            normalizeBackward(dResidual, dNorm, a.residuals[l].pointer, s.mean1.pointer, s.rstd1.pointer,
+                              block.norm1, rows: n)
+        }
+        Embedding.backward(dTable: g + tokenEmbedding, dPositions: positionEmbedding.map { g + $0 }, dOut: dResidual,
+                           tokens: a.inputs.baseAddress!, rows: n, length: length, columns: c)
+    }
+
+    // MARK: - Layers shared by both architectures
+
+    private var attentionShape: CausalAttention {
+        CausalAttention(batch: shape.batch, length: shape.length, heads: config.heads, kvHeads: config.kvHeads,
+                        headDim: config.headDim)
+    }
+
+    /// The output projection to the vocabulary: logits = x · Wᵀ with W: [V, C] (GPT-2's tied `wte` too).
+    private var headShape: LinearShape {
+        LinearShape(inFeatures: config.width, outFeatures: config.vocabSize, layout: .outputMajor)
+    }
+
+    private func normalize(
+        _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+        _ x: UnsafePointer<Float>, _ norm: Norm, rows: Int
+    ) {
+        let p = parameters.pointer
+        if let bias = norm.bias {
+            LayerNorm.forward(out, mean: mean, rstd: rstd, x, weight: p + norm.weight, bias: p + bias, rows: rows,
+                              columns: config.width, epsilon: config.normEpsilon)
+        } else {
+            RMSNorm.forward(out, rstd: rstd, x, weight: p + norm.weight, rows: rows, columns: config.width,
+                            epsilon: config.normEpsilon)
+        }
+    }
+
+    /// Adds the normalisation's input gradient into dx and its parameter gradients into `gradients`.
+    private func normalizeBackward(
+        _ dx: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+        _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, _ norm: Norm, rows: Int
+    ) {
+        let p = parameters.pointer, g = gradients.pointer
+        if let bias = norm.bias {
+            LayerNorm.backward(dx: dx, dWeight: g + norm.weight, dBias: g + bias, dOut: dOut, x: x,
+                               weight: p + norm.weight, mean: mean, rstd: rstd, rows: rows, columns: config.width)
+        } else {
+            RMSNorm.backward(dx: dx, dWeight: g + norm.weight, dOut: dOut, x: x, weight: p + norm.weight, rstd: rstd,
+                             rows: rows, columns: config.width)
+        }
+    }
+
+    private func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: Projection, rows: Int) {
+        let p = parameters.pointer
+        layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: rows)
+    }
+
+    /// Overwrites dInput with the layer's input gradient; adds its parameter gradients into `gradients`.
+    private func projectBackward(
+        _ dInput: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>,
+        _ layer: Projection, rows: Int
+    ) {
+        let p = parameters.pointer, g = gradients.pointer
+        layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
+                             dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
+                             rows: rows)
+    }
+}
