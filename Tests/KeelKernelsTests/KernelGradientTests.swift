@@ -1,0 +1,212 @@
+import KeelCore
+import KeelKernels
+import XCTest
+
+/// Every kernel's backward pass against finite differences of its forward pass.
+final class KernelGradientTests: XCTestCase {
+    var check = GradientCheck()
+
+    func testLayerNorm() {
+        let n = 6, c = 40
+        let x = check.buffer(n * c, scale: 2, offset: 0.5), w = check.buffer(c, offset: 1), b = check.buffer(c)
+        let upstream = check.buffer(n * c)
+        let out = FloatBuffer(count: n * c), mean = FloatBuffer(count: n), rstd = FloatBuffer(count: n)
+        func loss() -> Double {
+            LayerNorm.forward(out.pointer, mean: mean.pointer, rstd: rstd.pointer, x.pointer, weight: w.pointer,
+                              bias: b.pointer, rows: n, columns: c, epsilon: 1e-5)
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        _ = loss()
+        let dx = FloatBuffer(count: n * c), dw = FloatBuffer(count: c), db = FloatBuffer(count: c)
+        LayerNorm.backward(dx: dx.pointer, dWeight: dw.pointer, dBias: db.pointer, dOut: upstream.pointer, x: x.pointer,
+                           weight: w.pointer, mean: mean.pointer, rstd: rstd.pointer, rows: n, columns: c)
+        GradientCheck.assertMatches(dx, input: x, "layernorm dx", loss: loss)
+        GradientCheck.assertMatches(dw, input: w, "layernorm dweight", loss: loss)
+        GradientCheck.assertMatches(db, input: b, "layernorm dbias", loss: loss)
+    }
+
+    func testRMSNorm() {
+        let n = 5, c = 36
+        let x = check.buffer(n * c, scale: 1.5), w = check.buffer(c, offset: 1), upstream = check.buffer(n * c)
+        let out = FloatBuffer(count: n * c), rstd = FloatBuffer(count: n)
+        func loss() -> Double {
+            RMSNorm.forward(out.pointer, rstd: rstd.pointer, x.pointer, weight: w.pointer, rows: n, columns: c, epsilon: 1e-6)
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        _ = loss()
+        let dx = FloatBuffer(count: n * c), dw = FloatBuffer(count: c)
+        RMSNorm.backward(dx: dx.pointer, dWeight: dw.pointer, dOut: upstream.pointer, x: x.pointer, weight: w.pointer,
+                         rstd: rstd.pointer, rows: n, columns: c)
+        GradientCheck.assertMatches(dx, input: x, "rmsnorm dx", loss: loss)
+        GradientCheck.assertMatches(dw, input: w, "rmsnorm dweight", loss: loss)
+    }
+
+    func testGELU() {
+        let count = 100
+        let x = check.buffer(count, scale: 2), upstream = check.buffer(count), out = FloatBuffer(count: count)
+        func loss() -> Double {
+            GELU.forward(out.pointer, x.pointer, count: count)
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        let dx = FloatBuffer(count: count)
+        GELU.backward(dx: dx.pointer, dOut: upstream.pointer, x: x.pointer, count: count)
+        GradientCheck.assertMatches(dx, input: x, epsilon: 1e-3, "gelu dx", loss: loss)
+    }
+
+    func testGELUMatchesDefinition() {
+        let count = 37
+        let x = check.buffer(count, scale: 3), out = FloatBuffer(count: count)
+        GELU.forward(out.pointer, x.pointer, count: count)
+        for i in 0..<count {
+            let v = Double(x.pointer[i])
+            let expected = 0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+            XCTAssertEqual(Double(out.pointer[i]), expected, accuracy: 1e-6)
+        }
+    }
+
+    func testSwiGLU() {
+        let n = 4, f = 20
+        let x = check.buffer(n * 2 * f, scale: 2), upstream = check.buffer(n * f), out = FloatBuffer(count: n * f)
+        func loss() -> Double {
+            SwiGLU.forward(out.pointer, x.pointer, rows: n, width: f)
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        let dx = FloatBuffer(count: n * 2 * f)
+        SwiGLU.backward(dGateUp: dx.pointer, dOut: upstream.pointer, gateUp: x.pointer, rows: n, width: f)
+        GradientCheck.assertMatches(dx, input: x, epsilon: 1e-3, "swiglu dx", loss: loss)
+    }
+
+    func testLinearBothLayouts() {
+        for layout in [WeightLayout.inputMajor, .outputMajor] {
+            let n = 5, i = 7, o = 9
+            let shape = LinearShape(inFeatures: i, outFeatures: o, layout: layout)
+            let x = check.buffer(n * i), w = check.buffer(i * o), b = check.buffer(o), upstream = check.buffer(n * o)
+            let out = FloatBuffer(count: n * o)
+            func loss() -> Double {
+                shape.forward(out.pointer, x.pointer, weight: w.pointer, bias: b.pointer, rows: n)
+                return GradientCheck.weightedSum(out, upstream)
+            }
+            _ = loss()
+            // Check the forward against the definition too: the layout decides which index is the input.
+            let r = 3, col = 4
+            var expected = Double(b.pointer[col])
+            for k in 0..<i {
+                let weight = layout == .inputMajor ? w.pointer[k * o + col] : w.pointer[col * i + k]
+                expected += Double(x.pointer[r * i + k]) * Double(weight)
+            }
+            XCTAssertEqual(Double(out.pointer[r * o + col]), expected, accuracy: 1e-5)
+            let dx = FloatBuffer(count: n * i), dw = FloatBuffer(count: i * o), db = FloatBuffer(count: o)
+            shape.backward(dInput: dx.pointer, accumulateInput: false, dWeight: dw.pointer, dBias: db.pointer,
+                           dOut: upstream.pointer, input: x.pointer, weight: w.pointer, rows: n)
+            GradientCheck.assertMatches(dx, input: x, "linear \(layout) dx", loss: loss)
+            GradientCheck.assertMatches(dw, input: w, "linear \(layout) dweight", loss: loss)
+            GradientCheck.assertMatches(db, input: b, "linear \(layout) dbias", loss: loss)
+        }
+    }
+
+    func testCausalAttentionWithGroupedHeads() {
+        for (heads, kvHeads) in [(2, 2), (4, 2), (4, 1)] {
+            let attention = CausalAttention(batch: 2, length: 5, heads: heads, kvHeads: kvHeads, headDim: 8)
+            let n = 2 * 5
+            let qkv = check.buffer(n * attention.rowStride), upstream = check.buffer(n * heads * 8)
+            let out = FloatBuffer(count: n * heads * 8), lse = FloatBuffer(count: attention.statsCount)
+            let scratch = FloatBuffer(count: attention.scratchCount)
+            func loss() -> Double {
+                attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
+                return GradientCheck.weightedSum(out, upstream)
+            }
+            _ = loss()
+            let dqkv = FloatBuffer(count: n * attention.rowStride)
+            attention.backward(dQKV: dqkv.pointer, dOut: upstream.pointer, out: out.pointer, lse: lse.pointer,
+                               qkv: qkv.pointer, scratch: scratch.pointer)
+            GradientCheck.assertMatches(dqkv, input: qkv, samples: 400, "attention H=\(heads) KV=\(kvHeads) dqkv", loss: loss)
+        }
+    }
+
+    func testAttentionIsCausal() {
+        // Changing the last token's key and value must not change any earlier output.
+        let attention = CausalAttention(batch: 1, length: 4, heads: 2, kvHeads: 1, headDim: 4)
+        let qkv = check.buffer(4 * attention.rowStride)
+        let out = FloatBuffer(count: 4 * 8), lse = FloatBuffer(count: attention.statsCount)
+        let scratch = FloatBuffer(count: attention.scratchCount)
+        attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
+        let before = out.toArray()
+        for k in 8..<attention.rowStride { qkv.pointer[3 * attention.rowStride + k] += 1 }
+        attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
+        XCTAssertEqual(Array(out.toArray()[0..<24]), Array(before[0..<24]))
+        XCTAssertNotEqual(Array(out.toArray()[24..<32]), Array(before[24..<32]))
+    }
+
+    func testRotaryEmbedding() {
+        let rope = RotaryEmbedding(headDim: 8, maxLength: 6, theta: 10_000)
+        let stride = 24, rows = 2 * 6
+        let x = check.buffer(rows * stride), upstream = check.buffer(rows * stride)
+        let work = FloatBuffer(count: rows * stride)
+        func loss() -> Double {
+            work.pointer.update(from: x.pointer, count: x.count)
+            rope.apply(work.pointer, batch: 2, length: 6, stride: stride, heads: 2)
+            return GradientCheck.weightedSum(work, upstream)
+        }
+        _ = loss()
+        // Heads past the first two are untouched.
+        XCTAssertEqual(work.pointer[stride + 20], x.pointer[stride + 20])
+        let dx = FloatBuffer(count: rows * stride)
+        dx.pointer.update(from: upstream.pointer, count: upstream.count)
+        rope.apply(dx.pointer, batch: 2, length: 6, stride: stride, heads: 2, inverse: true)
+        GradientCheck.assertMatches(dx, input: x, samples: 300, "rope dx", loss: loss)
+        // Position 0 is the identity; position 1 rotates pair (0, 4) by exactly 1 radian.
+        XCTAssertEqual(work.pointer[0], x.pointer[0])
+        let a = Double(x.pointer[stride]), b = Double(x.pointer[stride + 4])
+        XCTAssertEqual(Double(work.pointer[stride]), a * cos(1) - b * sin(1), accuracy: 1e-5)
+    }
+
+    func testCrossEntropy() {
+        let n = 4, v = 37
+        let logits = check.buffer(n * v, scale: 3)
+        let targets: [Int32] = [0, 36, 5, 17]
+        let losses = FloatBuffer(count: n), work = FloatBuffer(count: n * v)
+        func loss() -> Double {
+            work.pointer.update(from: logits.pointer, count: logits.count)
+            targets.withUnsafeBufferPointer { t in
+                CrossEntropy.forward(losses: losses.pointer, logits: work.pointer, targets: t.baseAddress!, rows: n,
+                                     vocab: v, gradientScale: nil)
+            }
+            return (0..<n).reduce(0.0) { $0 + Double(losses.pointer[$1]) }
+        }
+        _ = loss()
+        // Loss against the definition.
+        for r in 0..<n {
+            let row = (0..<v).map { Double(logits.pointer[r * v + $0]) }
+            let lse = log(row.map { exp($0) }.reduce(0, +))
+            XCTAssertEqual(Double(losses.pointer[r]), lse - row[Int(targets[r])], accuracy: 1e-5)
+        }
+        let gradient = FloatBuffer(count: n * v)
+        gradient.pointer.update(from: logits.pointer, count: logits.count)
+        targets.withUnsafeBufferPointer { t in
+            CrossEntropy.forward(losses: losses.pointer, logits: gradient.pointer, targets: t.baseAddress!, rows: n,
+                                 vocab: v, gradientScale: 1)
+        }
+        GradientCheck.assertMatches(gradient, input: logits, epsilon: 1e-3, samples: 200, "cross-entropy dlogits", loss: loss)
+    }
+
+    func testEmbeddingWithRepeatedTokens() {
+        let c = 8, length = 3, rows = 6
+        let table = check.buffer(5 * c), positions = check.buffer(length * c), upstream = check.buffer(rows * c)
+        let tokens: [Int32] = [1, 4, 1, 1, 0, 4]
+        let out = FloatBuffer(count: rows * c)
+        func loss() -> Double {
+            tokens.withUnsafeBufferPointer { t in
+                Embedding.forward(out.pointer, tokens: t.baseAddress!, table: table.pointer, positions: positions.pointer,
+                                  rows: rows, length: length, columns: c)
+            }
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        let dTable = FloatBuffer(count: 5 * c), dPositions = FloatBuffer(count: length * c)
+        tokens.withUnsafeBufferPointer { t in
+            Embedding.backward(dTable: dTable.pointer, dPositions: dPositions.pointer, dOut: upstream.pointer,
+                               tokens: t.baseAddress!, rows: rows, length: length, columns: c)
+        }
+        GradientCheck.assertMatches(dTable, input: table, "embedding dtable", loss: loss)
+        GradientCheck.assertMatches(dPositions, input: positions, "embedding dpositions", loss: loss)
+    }
+}
