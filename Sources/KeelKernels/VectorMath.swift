@@ -33,8 +33,10 @@ func exp16(_ x: Float16x) -> Float16x {
     p = Float16x(repeating: 0.5).addingProduct(p, r)
     p = Float16x(repeating: 1).addingProduct(p, r)
     p = Float16x(repeating: 1).addingProduct(p, r)
-    let exponent = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-    return p * unsafeBitCast(exponent, to: Float16x.self)
+    // 2ⁿ from n's bits: adding 1.5·2²³ puts the integer n + 127 in the low mantissa bits (exact for
+    // |n| < 2²²), avoiding a float-to-int conversion Swift does not vectorise.
+    let shifted = unsafeBitCast(n + (12_582_912 + 127), to: SIMD16<Int32>.self) &- 0x4B40_0000
+    return p * unsafeBitCast(shifted &<< 23, to: Float16x.self)
 }
 
 /// tanh(x), computed from `exp16`; absolute error below 3e-7.

@@ -1,1 +1,2 @@
-print("keel")
+BLASEnvironment.selectCoreType()
+Keel.main()

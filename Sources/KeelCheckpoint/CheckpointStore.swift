@@ -1,0 +1,103 @@
+import Foundation
+import KeelCore
+
+/// Checkpoint directories that are either complete and verified or ignored.
+///
+/// A checkpoint `root/step_00000100/` is written as `root/.step_00000100.partial/`; its files are fsynced,
+/// `manifest.json` (size and XXH64 of every file) is written last, and the directory is renamed into place.
+/// A crash at any moment leaves either no checkpoint or a complete one; a file damaged later is caught by
+/// its checksum.
+public enum CheckpointStore {
+    /// One file's record in `manifest.json`.
+    public struct FileRecord: Codable, Equatable, Sendable {
+        public let bytes: Int
+        public let xxh64: String
+    }
+
+    /// The name of the checkpoint directory for `step`.
+    public static func name(step: Int) -> String {
+        "step_" + String(repeating: "0", count: max(0, 8 - String(step).count)) + String(step)
+    }
+
+    /// Writes a checkpoint: `writers` maps file names to functions that write that file at the URL given.
+    @discardableResult
+    public static func write(root: URL, step: Int, writers: [(String, (URL) throws -> Void)]) throws -> URL {
+        let manager = FileManager.default
+        try manager.createDirectory(at: root, withIntermediateDirectories: true)
+        let final = root.appendingPathComponent(name(step: step))
+        let partial = root.appendingPathComponent("." + name(step: step) + ".partial")
+        try? manager.removeItem(at: partial)
+        try manager.createDirectory(at: partial, withIntermediateDirectories: false)
+        var records: [String: FileRecord] = [:]
+        for (file, writer) in writers {
+            let url = partial.appendingPathComponent(file)
+            try writer(url)
+            records[file] = try record(of: url)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(encoder.encode(records), to: partial.appendingPathComponent("manifest.json"))
+        if manager.fileExists(atPath: final.path) { try manager.removeItem(at: final) }
+        try AtomicFile.rename(partial, to: final)
+        return final
+    }
+
+    /// Throws unless `directory` holds a manifest and every file it lists has the recorded size and checksum.
+    public static func verify(_ directory: URL) throws {
+        let manifestURL = directory.appendingPathComponent("manifest.json")
+        guard let data = try? Data(contentsOf: manifestURL) else {
+            throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
+        }
+        guard let records = try? JSONDecoder().decode([String: FileRecord].self, from: data) else {
+            throw KeelError("checkpoint \(directory.path): manifest.json is malformed")
+        }
+        for (file, expected) in records.sorted(by: { $0.key < $1.key }) {
+            let url = directory.appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw KeelError("checkpoint \(directory.path) is damaged: \(file) is missing")
+            }
+            let actual = try record(of: url)
+            if actual.bytes != expected.bytes {
+                throw KeelError("checkpoint \(directory.path) is damaged: \(file) has \(actual.bytes) bytes, expected \(expected.bytes) (truncated?)")
+            }
+            if actual.xxh64 != expected.xxh64 {
+                throw KeelError("checkpoint \(directory.path) is damaged: \(file) fails its checksum")
+            }
+        }
+    }
+
+    /// Complete checkpoint directories under `root`, newest step first.
+    public static func list(_ root: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        return names.filter { $0.hasPrefix("step_") }.sorted(by: >).map { root.appendingPathComponent($0) }
+    }
+
+    /// The newest checkpoint under `root` that verifies, and a message for each newer one that did not.
+    public static func latestValid(in root: URL) -> (checkpoint: URL?, problems: [String]) {
+        var problems: [String] = []
+        for candidate in list(root) {
+            do {
+                try verify(candidate)
+                return (candidate, problems)
+            } catch {
+                problems.append("\(error)")
+            }
+        }
+        return (nil, problems)
+    }
+
+    /// Deletes all but the newest `keep` checkpoints (keep ≤ 0 keeps all).
+    public static func prune(_ root: URL, keep: Int) {
+        guard keep > 0 else { return }
+        for old in list(root).dropFirst(keep) { try? FileManager.default.removeItem(at: old) }
+    }
+
+    private static func record(of url: URL) throws -> FileRecord {
+        let data: Data
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw KeelError("cannot read \(url.path): \(error.localizedDescription)")
+        }
+        let hash = data.withUnsafeBytes { XXH64.hash($0) }
+        return FileRecord(bytes: data.count, xxh64: String(hash, radix: 16))
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import KeelCore
+import TOMLKit
+
+/// A value in a Keel config file.
+public indirect enum ConfigValue: Equatable, Sendable {
+    case int(Int), double(Double), string(String), bool(Bool), array([ConfigValue])
+
+    /// The value written as TOML.
+    var toml: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .double(let v): return v == v.rounded() && abs(v) < 1e15 ? String(format: "%.1f", v) : "\(v)"
+        case .string(let v):
+            let escaped = v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\"\(escaped)\""
+        case .bool(let v): return v ? "true" : "false"
+        case .array(let v): return "[" + v.map(\.toml).joined(separator: ", ") + "]"
+        }
+    }
+
+    var typeName: String {
+        switch self {
+        case .int: return "an integer"
+        case .double: return "a number"
+        case .string: return "a string"
+        case .bool: return "a boolean"
+        case .array: return "an array"
+        }
+    }
+}
+
+/// The flat `section.key → value` view of a TOML config plus command-line overrides, read through typed
+/// accessors that remember which keys exist so that anything left over is reported as unknown.
+struct ConfigValues {
+    private(set) var values: [String: ConfigValue] = [:]
+    private var known: [String] = []
+
+    /// Parses TOML text; `origin` names the file in errors.
+    init(toml text: String, origin: String) throws {
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
+            throw KeelError("config: \(origin): \(error.description) at line \(error.source.begin.line)")
+        }
+        for section in table.keys.sorted() {
+            guard let sectionTable = table[section]?.table else {
+                throw KeelError("config: \(origin): key '\(section)' must be inside a section such as [training]")
+            }
+            for key in sectionTable.keys.sorted() {
+                let name = "\(section).\(key)"
+                guard let value = ConfigValues.convert(sectionTable[key]!) else {
+                    throw KeelError("config: \(name) has a value type Keel does not use")
+                }
+                values[name] = value
+            }
+        }
+    }
+
+    /// Applies `section.key=value` overrides; the value is read as TOML, or as a bare string if it is not TOML.
+    mutating func override(_ assignments: [String]) throws {
+        for assignment in assignments {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw KeelError("--set \(assignment): expected section.key=value")
+            }
+            let key = String(assignment[..<equals]).trimmingCharacters(in: .whitespaces)
+            let text = String(assignment[assignment.index(after: equals)...]).trimmingCharacters(in: .whitespaces)
+            guard key.split(separator: ".").count == 2 else {
+                throw KeelError("--set \(assignment): key must be section.key, like training.steps")
+            }
+            if let table = try? TOMLTable(string: "v = \(text)"), let value = table["v"].flatMap(ConfigValues.convert) {
+                values[key] = value
+            } else {
+                values[key] = .string(text)
+            }
+        }
+    }
+
+    private static func convert(_ value: TOMLValueConvertible) -> ConfigValue? {
+        switch value.type {
+        case .int: return value.int.map { .int($0) }
+        case .double: return value.double.map { .double($0) }
+        case .string: return value.string.map { .string($0) }
+        case .bool: return value.bool.map { .bool($0) }
+        case .array:
+            guard let array = value.array else { return nil }
+            var items: [ConfigValue] = []
+            for item in array {
+                guard let converted = convert(item) else { return nil }
+                items.append(converted)
+            }
+            return .array(items)
+        default: return nil
+        }
+    }
+
+    // MARK: - Typed access
+
+    mutating func value(_ key: String) -> ConfigValue? {
+        known.append(key)
+        return values[key]
+    }
+
+    func wrongType(_ key: String, _ expected: String, _ got: ConfigValue) -> KeelError {
+        KeelError("config: \(key) must be \(expected) (got \(got.typeName) \(got.toml))")
+    }
+
+    mutating func int(_ key: String, _ fallback: Int) throws -> Int {
+        guard let v = value(key) else { return fallback }
+        guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
+        return i
+    }
+
+    mutating func optionalInt(_ key: String) throws -> Int? {
+        guard let v = value(key) else { return nil }
+        guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
+        return i
+    }
+
+    mutating func double(_ key: String, _ fallback: Double) throws -> Double {
+        try optionalDouble(key) ?? fallback
+    }
+
+    mutating func optionalDouble(_ key: String) throws -> Double? {
+        guard let v = value(key) else { return nil }
+        switch v {
+        case .double(let d): return d
+        case .int(let i): return Double(i)
+        default: throw wrongType(key, "a number", v)
+        }
+    }
+
+    mutating func bool(_ key: String, _ fallback: Bool) throws -> Bool {
+        guard let v = value(key) else { return fallback }
+        guard case .bool(let b) = v else { throw wrongType(key, "true or false", v) }
+        return b
+    }
+
+    mutating func string(_ key: String, _ fallback: String?) throws -> String? {
+        guard let v = value(key) else { return fallback }
+        guard case .string(let s) = v else { throw wrongType(key, "a string", v) }
+        return s
+    }
+
+    mutating func strings(_ key: String) throws -> [String] {
+        guard let v = value(key) else { return [] }
+        switch v {
+        case .string(let s): return [s]
+        case .array(let items):
+            return try items.map {
+                guard case .string(let s) = $0 else { throw wrongType(key, "an array of strings", v) }
+                return s
+            }
+        default: throw wrongType(key, "an array of strings", v)
+        }
+    }
+
+    /// Throws for the first key that no accessor asked for, suggesting the nearest known key.
+    func rejectUnknownKeys() throws {
+        let knownSet = Set(known)
+        for key in values.keys.sorted() where !knownSet.contains(key) {
+            let nearest = known.min { editDistance($0, key) < editDistance($1, key) }
+            let hint = nearest.map { editDistance($0, key) <= 3 ? " (did you mean '\($0)'?)" : "" } ?? ""
+            throw KeelError("config: unknown key '\(key)'\(hint)")
+        }
+    }
+
+    /// The values as TOML text, by section, for saving beside a run.
+    var tomlText: String {
+        var sections: [String: [(String, ConfigValue)]] = [:]
+        for (key, value) in values {
+            let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
+            sections[parts[0], default: []].append((parts[1], value))
+        }
+        return sections.keys.sorted().map { section in
+            "[\(section)]\n" + sections[section]!.sorted { $0.0 < $1.0 }.map { "\($0.0) = \($0.1.toml)\n" }.joined()
+        }.joined(separator: "\n")
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var row = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var previous = row[0]
+        row[0] = i
+        for j in 1...max(b.count, 1) where !b.isEmpty {
+            let current = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+            previous = current
+        }
+    }
+    return row[b.count]
+}

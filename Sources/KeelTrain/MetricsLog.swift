@@ -1,0 +1,56 @@
+import Foundation
+import KeelCore
+
+/// `metrics.jsonl`: one JSON object per line, appended and flushed as each step ends.
+///
+/// Floats are written with Swift's shortest round-trip representation, so parsing a logged loss and
+/// converting it to Float gives back exactly the Float the run computed.
+public final class MetricsLog {
+    private let handle: FileHandle
+    public let url: URL
+
+    /// Opens `url` for appending. With `keepingThrough`, first drops records of steps after that one
+    /// (a resumed run rewrites the steps it repeats), replacing the file atomically.
+    public init(url: URL, keepingThrough lastStep: Int?) throws {
+        self.url = url
+        let manager = FileManager.default
+        if let lastStep, let existing = try? String(contentsOf: url, encoding: .utf8) {
+            let kept = existing.split(separator: "\n").filter { line in
+                guard let data = line.data(using: .utf8),
+                      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                      let step = object["step"] as? Int
+                else { return false }
+                return step <= lastStep
+            }
+            try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
+        } else if lastStep == nil || !manager.fileExists(atPath: url.path) {
+            try AtomicFile.write(Data(), to: url)
+        }
+        guard let handle = try? FileHandle(forWritingTo: url) else { throw KeelError("cannot open \(url.path) for writing") }
+        try handle.seekToEnd()
+        self.handle = handle
+    }
+
+    deinit {
+        try? handle.close()
+    }
+
+    /// A field's value in a record.
+    public enum Field {
+        case int(Int), float(Float), double(Double)
+
+        var json: String {
+            switch self {
+            case .int(let v): return String(v)
+            case .float(let v): return v.isFinite ? "\(v)" : "null"
+            case .double(let v): return v.isFinite ? "\(v)" : "null"
+            }
+        }
+    }
+
+    /// Appends one record with fields in the given order.
+    public func write(_ fields: KeyValuePairs<String, Field>) throws {
+        let line = "{" + fields.map { "\"\($0.key)\": \($0.value.json)" }.joined(separator: ", ") + "}\n"
+        try handle.write(contentsOf: Data(line.utf8))
+    }
+}

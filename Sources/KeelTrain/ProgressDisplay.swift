@@ -1,0 +1,41 @@
+import Foundation
+
+/// The live progress line: redrawn in place on a terminal, printed every `every` steps otherwise.
+struct ProgressDisplay {
+    let totalSteps: Int
+    let every: Int
+    private let interactive = isatty(STDERR_FILENO) != 0
+
+    init(totalSteps: Int, every: Int) {
+        self.totalSteps = totalSteps
+        self.every = every
+    }
+
+    func update(step: Int, loss: Float, learningRate: Double, tokensPerSecond: Double, secondsPerStep: Double) {
+        let eta = Double(totalSteps - step) * secondsPerStep
+        let line = String(format: "step %*d/%d | loss %.4f | lr %.2e | %@ tok/s | ETA %@",
+                          String(totalSteps).count, step, totalSteps, loss, learningRate,
+                          ProgressDisplay.compact(tokensPerSecond), ProgressDisplay.duration(eta))
+        if interactive {
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+            if step == totalSteps { FileHandle.standardError.write(Data("\n".utf8)) }
+        } else if step % every == 0 || step == totalSteps || step == 1 {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+    }
+
+    /// Prints a message on its own line without breaking the progress line.
+    func message(_ text: String) {
+        FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+    }
+
+    static func compact(_ value: Double) -> String {
+        value >= 10_000 ? String(format: "%.1fk", value / 1000) : String(format: "%.0f", value)
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "?" }
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}

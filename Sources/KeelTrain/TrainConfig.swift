@@ -1,0 +1,194 @@
+import Foundation
+import KeelCore
+import KeelKernels
+import KeelData
+import KeelModel
+
+/// Everything a training run is configured by: the `[model]`, `[data]`, `[training]`, `[checkpoint]`,
+/// `[logging]` and `[sample]` sections of a TOML file, with `--set section.key=value` overrides.
+///
+/// See `docs/configuration.md` for every key, its default and its meaning.
+public struct TrainConfig: Sendable {
+    public var model: ModelConfig
+    public var data: DataSettings
+    public var training: TrainingSettings
+    public var checkpoint: CheckpointSettings
+    public var logging: LoggingSettings
+    public var sample: SampleSettings
+    /// The resolved configuration as TOML (saved beside the run so `--resume` can reuse it).
+    public let resolvedTOML: String
+
+    /// `[data]`
+    public struct DataSettings: Sendable {
+        /// `paths`: text files, directories of them, or llm.c `.bin` token shards.
+        public var paths: [String]
+        /// `val_fraction`: share of the token stream held out for validation.
+        public var validationFraction: Double
+        /// `tokenizer`: only "byte" until the BPE tokenizer lands.
+        public var tokenizer: String
+    }
+
+    /// `[training]`
+    public struct TrainingSettings: Sendable {
+        public var seed: UInt64
+        /// `steps`: optimizer steps.
+        public var steps: Int
+        /// `batch_size`: sequences per micro-batch.
+        public var batchSize: Int
+        /// `seq_len`: tokens per sequence (≤ model.max_seq_len).
+        public var sequenceLength: Int
+        /// `grad_accum`: micro-batches per optimizer step.
+        public var gradientAccumulation: Int
+        /// `lr`, `min_lr`, `warmup_steps`: linear warm-up then cosine decay to `min_lr`.
+        public var learningRate: Double
+        public var minLearningRate: Double
+        public var warmupSteps: Int
+        /// `weight_decay`, `beta1`, `beta2`, `eps`.
+        public var adamW: AdamWSettings
+        /// `grad_clip`: maximum global gradient norm (0 disables).
+        public var gradientClip: Double
+        /// `decay_embeddings`: apply weight decay to embedding tables too.
+        public var decayEmbeddings: Bool
+        /// `eval_every` (0 = only at start and end) and `eval_batches` (micro-batches per evaluation).
+        public var evalEvery: Int
+        public var evalBatches: Int
+
+        /// Tokens per optimizer step.
+        public var tokensPerStep: Int { batchSize * sequenceLength * gradientAccumulation }
+    }
+
+    /// `[checkpoint]`
+    public struct CheckpointSettings: Sendable {
+        /// `every`: steps between checkpoints (0 = only at the end).
+        public var every: Int
+        /// `keep`: newest checkpoints kept (0 = all).
+        public var keep: Int
+    }
+
+    /// `[logging]`
+    public struct LoggingSettings: Sendable {
+        /// `every`: steps between progress lines when the output is not a terminal.
+        public var every: Int
+    }
+
+    /// `[sample]`: text printed after training (and the defaults of `keel sample`).
+    public struct SampleSettings: Sendable {
+        public var prompt: String
+        /// `tokens`: how many to generate (0 = no sample).
+        public var tokens: Int
+        public var temperature: Double
+        /// `top_k`: keep only the k most likely tokens (0 = all).
+        public var topK: Int
+    }
+
+    /// Reads the TOML at `path` (if any) and applies `overrides`.
+    public static func load(path: String?, overrides: [String]) throws -> TrainConfig {
+        var text = ""
+        if let path {
+            guard FileManager.default.fileExists(atPath: path) else { throw KeelError("config: \(path): no such file") }
+            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw KeelError("config: \(path): cannot read (not UTF-8 text?)")
+            }
+            text = contents
+        }
+        var values = try ConfigValues(toml: text, origin: path ?? "(no file)")
+        try values.override(overrides)
+        return try TrainConfig(values)
+    }
+
+    init(_ source: ConfigValues) throws {
+        var v = source
+        data = DataSettings(
+            paths: try v.strings("data.paths"),
+            validationFraction: try v.double("data.val_fraction", 0.1),
+            tokenizer: try v.string("data.tokenizer", "byte")!)
+        guard data.tokenizer == "byte" else {
+            throw KeelError("config: data.tokenizer must be \"byte\" (got \"\(data.tokenizer)\")")
+        }
+        guard data.validationFraction >= 0, data.validationFraction < 1 else {
+            throw KeelError("config: data.val_fraction must be in [0, 1) (got \(data.validationFraction))")
+        }
+
+        let presetName = try v.string("model.preset", nil)
+        var shape = (layers: 2, heads: 4, width: 64, maxLength: 64)
+        if let presetName {
+            guard let preset = ModelConfig.presets[presetName] else {
+                throw KeelError("config: model.preset \"\(presetName)\" is not one of \(ModelConfig.presets.keys.sorted().joined(separator: ", "))")
+            }
+            shape = preset
+        }
+        let archName = try v.string("model.arch", "gpt2")!
+        guard let architecture = Architecture(rawValue: archName) else {
+            throw KeelError("config: model.arch must be \"gpt2\" or \"llama\" (got \"\(archName)\")")
+        }
+        let heads = try v.int("model.n_head", shape.heads)
+        model = ModelConfig(
+            architecture: architecture, vocabSize: try v.int("model.vocab_size", ByteTokenizer.vocabSize),
+            layers: try v.int("model.n_layer", shape.layers), heads: heads,
+            kvHeads: try v.optionalInt("model.n_kv_head"), width: try v.int("model.d_model", shape.width),
+            hiddenWidth: try v.optionalInt("model.d_ff"), maxLength: try v.int("model.max_seq_len", shape.maxLength),
+            normEpsilon: try v.optionalDouble("model.norm_eps").map(Float.init),
+            ropeTheta: try v.double("model.rope_theta", 10_000))
+        if architecture == .gpt2, let kv = v.values["model.n_kv_head"], kv != .int(heads) {
+            throw KeelError("config: model.n_kv_head applies to llama only (gpt2 uses n_head)")
+        }
+        try model.validate()
+
+        training = TrainingSettings(
+            seed: UInt64(truncatingIfNeeded: try v.int("training.seed", 1337)),
+            steps: try v.int("training.steps", 1000),
+            batchSize: try v.int("training.batch_size", 8),
+            sequenceLength: try v.int("training.seq_len", model.maxLength),
+            gradientAccumulation: try v.int("training.grad_accum", 1),
+            learningRate: try v.double("training.lr", 3e-4),
+            minLearningRate: try v.optionalDouble("training.min_lr") ?? 0,
+            warmupSteps: try v.int("training.warmup_steps", 0),
+            adamW: AdamWSettings(
+                beta1: Float(try v.double("training.beta1", 0.9)), beta2: Float(try v.double("training.beta2", 0.95)),
+                epsilon: Float(try v.double("training.eps", 1e-8)),
+                weightDecay: Float(try v.double("training.weight_decay", 0.1))),
+            gradientClip: try v.double("training.grad_clip", 1.0),
+            decayEmbeddings: try v.bool("training.decay_embeddings", false),
+            evalEvery: try v.int("training.eval_every", 100),
+            evalBatches: try v.int("training.eval_batches", 20))
+        if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
+        checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3))
+        logging = LoggingSettings(every: try v.int("logging.every", 10))
+        sample = SampleSettings(
+            prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),
+            temperature: try v.double("sample.temperature", 0.8), topK: try v.int("sample.top_k", 40))
+        try v.rejectUnknownKeys()
+        resolvedTOML = v.tomlText
+        try validate()
+    }
+
+    private func validate() throws {
+        func require(_ condition: Bool, _ key: String, _ message: String) throws {
+            if !condition { throw KeelError("config: \(key) \(message)") }
+        }
+        let t = training
+        try require(!data.paths.isEmpty, "data.paths", "is required: the text files or directories to train on")
+        try require(t.steps > 0, "training.steps", "must be positive (got \(t.steps))")
+        try require(t.batchSize > 0, "training.batch_size", "must be positive (got \(t.batchSize))")
+        try require(t.sequenceLength > 0 && t.sequenceLength <= model.maxLength, "training.seq_len",
+                    "must be in 1...model.max_seq_len (\(model.maxLength)) (got \(t.sequenceLength))")
+        try require(t.gradientAccumulation > 0, "training.grad_accum", "must be positive (got \(t.gradientAccumulation))")
+        try require(t.learningRate > 0 && t.learningRate.isFinite, "training.lr", "must be a positive number (got \(t.learningRate))")
+        try require(t.minLearningRate >= 0 && t.minLearningRate <= t.learningRate, "training.min_lr",
+                    "must be in [0, training.lr] (got \(t.minLearningRate))")
+        try require(t.warmupSteps >= 0, "training.warmup_steps", "must not be negative (got \(t.warmupSteps))")
+        try require((0..<1).contains(t.adamW.beta1), "training.beta1", "must be in [0, 1) (got \(t.adamW.beta1))")
+        try require((0..<1).contains(t.adamW.beta2), "training.beta2", "must be in [0, 1) (got \(t.adamW.beta2))")
+        try require(t.adamW.epsilon > 0, "training.eps", "must be positive (got \(t.adamW.epsilon))")
+        try require(t.adamW.weightDecay >= 0, "training.weight_decay", "must not be negative (got \(t.adamW.weightDecay))")
+        try require(t.gradientClip >= 0, "training.grad_clip", "must not be negative (got \(t.gradientClip))")
+        try require(t.evalEvery >= 0, "training.eval_every", "must not be negative (got \(t.evalEvery))")
+        try require(t.evalBatches > 0, "training.eval_batches", "must be positive (got \(t.evalBatches))")
+        try require(checkpoint.every >= 0, "checkpoint.every", "must not be negative (got \(checkpoint.every))")
+        try require(checkpoint.keep >= 0, "checkpoint.keep", "must not be negative (got \(checkpoint.keep))")
+        try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
+        try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
+        try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")
+        try require(sample.topK >= 0, "sample.top_k", "must not be negative (got \(sample.topK))")
+    }
+}

@@ -1,0 +1,249 @@
+import Foundation
+import KeelCheckpoint
+import KeelCore
+import KeelData
+import KeelKernels
+import KeelModel
+
+/// What a finished run reports.
+public struct TrainingSummary: Sendable {
+    public var steps: Int
+    /// Validation loss before the first step (nil when resumed) and after the last.
+    public var initialValidationLoss: Float?
+    public var finalValidationLoss: Float
+    /// Cross-entropy of the validation split under the training split's token frequencies.
+    public var unigramLoss: Double
+    public var tokensPerSecond: Double
+    public var checkpoint: URL
+}
+
+/// The single-process training loop: micro-batches with gradient accumulation, global-norm clipping,
+/// AdamW with warm-up and cosine decay, periodic validation, metrics, checkpoints and resume.
+///
+/// Output directory layout: `config.toml` (the resolved config), `metrics.jsonl`,
+/// `checkpoints/step_NNNNNNNN/{model.safetensors, model.json, optimizer.safetensors, state.json, manifest.json}`.
+public final class Trainer {
+    public let config: TrainConfig
+    public let output: URL
+    public let model: Transformer
+    private let corpus: TokenCorpus
+    private let m: FloatBuffer
+    private let v: FloatBuffer
+    private var state: TrainingState
+    private var resumedFrom: URL?
+    private let checkpointRoot: URL
+    private let log: (String) -> Void
+
+    /// Prepares a run in `output`: reads the data, builds the model, and with `resume` restores the newest
+    /// valid checkpoint there. `log` receives one-line status messages.
+    public init(config: TrainConfig, output: URL, resume: Bool, log: @escaping (String) -> Void) throws {
+        self.config = config
+        self.output = output
+        self.log = log
+        checkpointRoot = output.appendingPathComponent("checkpoints")
+        let tokenizer = ByteTokenizer()
+        corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer, vocabSize: config.model.vocabSize,
+                                 validationFraction: config.data.validationFraction)
+        let length = config.training.sequenceLength
+        guard corpus.train.count > length + 1 else {
+            throw KeelError("data: the training split has \(corpus.train.count) tokens, fewer than training.seq_len + 2 (\(length + 2))")
+        }
+        guard corpus.validation.count > length else {
+            throw KeelError("data: the validation split has \(corpus.validation.count) tokens, fewer than training.seq_len + 1 (\(length + 1)); raise data.val_fraction")
+        }
+        model = try Transformer(config: config.model, seed: config.training.seed)
+        m = FloatBuffer(count: model.table.count)
+        v = FloatBuffer(count: model.table.count)
+        state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, batchesConsumed: 0,
+                              tokenizer: config.data.tokenizer, config: config.resolvedTOML)
+
+        try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
+        if resume {
+            let found = CheckpointStore.latestValid(in: checkpointRoot)
+            for problem in found.problems { log("warning: skipping \(problem)") }
+            guard let checkpoint = found.checkpoint else {
+                throw KeelError("--resume: no valid checkpoint in \(checkpointRoot.path)")
+            }
+            try restore(from: checkpoint)
+            resumedFrom = checkpoint
+        }
+        try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
+    }
+
+    /// Runs until `training.steps`, returning the summary; throws (after keeping the last good checkpoint)
+    /// if the loss or gradient stops being finite.
+    public func run() throws -> TrainingSummary {
+        let t = config.training
+        let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
+        let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
+                                            totalSteps: t.steps)
+        let sampler = BatchSampler(batch: batch, length: length, seed: t.seed)
+        let metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
+                                     keepingThrough: resumedFrom == nil ? nil : state.step)
+        let progress = ProgressDisplay(totalSteps: t.steps, every: config.logging.every)
+        let groups = model.table.entries.map { entry in
+            (range: entry.range,
+             decays: entry.role == .matrix || (entry.role == .embedding && t.decayEmbeddings))
+        }
+        setBLASThreadCount(ThreadPool.shared.threadCount)
+
+        let unigram = unigramLoss()
+        log(String(format: "data: %d files, %d training and %d validation tokens; unigram baseline loss %.4f",
+                   corpus.fileCount, corpus.train.count, corpus.validation.count, unigram))
+        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(t.tokensPerStep) tokens per step")
+        var initialValidation: Float?
+        if let resumedFrom {
+            log("resumed from \(resumedFrom.path) at step \(state.step)")
+        } else {
+            let loss = validationLoss()
+            initialValidation = loss
+            try metrics.write(["step": .int(0), "val_loss": .float(loss)])
+            log(String(format: "step 0: validation loss %.4f", loss))
+        }
+
+        var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
+        var lastCheckpoint = resumedFrom
+        var lastValidation: (step: Int, loss: Float)?
+        let segmentStart = Date()
+        let firstStep = state.step
+        let elapsedBefore = state.elapsedSeconds
+        var segmentTokens = 0
+        while state.step < t.steps {
+            let step = state.step + 1
+            let stepStart = Date()
+            model.gradients.zero()
+            var loss = 0.0
+            for micro in 0..<accumulation {
+                sampler.fill(inputs: &inputs, targets: &targets, from: corpus.train, step: step, microBatch: micro)
+                let microLoss = inputs.withUnsafeBufferPointer { i in
+                    targets.withUnsafeBufferPointer { tg in
+                        model.forward(inputs: i.baseAddress!, targets: tg.baseAddress!, batch: batch, length: length,
+                                      lossScale: 1 / Float(accumulation))
+                    }
+                }
+                model.backward()
+                loss += Double(microLoss) / Double(accumulation)
+            }
+            let gradientNorm = Float(sumOfSquares(model.gradients.pointer, count: model.table.count).squareRoot())
+            guard loss.isFinite, gradientNorm.isFinite else {
+                let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
+                throw KeelError("training diverged: \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? gradientNorm : Float(loss)) at step \(step)\(kept)")
+            }
+            if t.gradientClip > 0, Double(gradientNorm) > t.gradientClip {
+                scale(model.gradients.pointer, count: model.table.count, by: Float(t.gradientClip) / gradientNorm)
+            }
+            let rate = schedule.rate(at: step)
+            AdamW.update(params: model.parameters.pointer, grads: model.gradients.pointer, m: m.pointer, v: v.pointer,
+                         groups: groups, learningRate: Float(rate), step: step, settings: t.adamW)
+
+            state.step = step
+            state.tokens += t.tokensPerStep
+            state.batchesConsumed += accumulation
+            segmentTokens += t.tokensPerStep
+            let segmentSeconds = Date().timeIntervalSince(segmentStart)
+            state.elapsedSeconds = elapsedBefore + segmentSeconds
+            let tokensPerSecond = Double(t.tokensPerStep) / max(Date().timeIntervalSince(stepStart), 1e-9)
+            try metrics.write([
+                "step": .int(step), "loss": .float(Float(loss)), "lr": .double(rate), "grad_norm": .float(gradientNorm),
+                "tokens": .int(state.tokens), "tokens_per_s": .double(tokensPerSecond),
+                "elapsed_s": .double(state.elapsedSeconds),
+            ])
+            progress.update(step: step, loss: Float(loss), learningRate: rate,
+                            tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
+                            secondsPerStep: segmentSeconds / Double(step - firstStep))
+
+            if (t.evalEvery > 0 && step % t.evalEvery == 0) || step == t.steps {
+                let validation = validationLoss()
+                lastValidation = (step, validation)
+                try metrics.write(["step": .int(step), "val_loss": .float(validation)])
+                progress.message(String(format: "step %d: validation loss %.4f", step, validation))
+            }
+            if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == t.steps {
+                lastCheckpoint = try saveCheckpoint()
+            }
+        }
+        let finalValidation = lastValidation?.step == state.step ? lastValidation!.loss : validationLoss()
+        let checkpoint = try lastCheckpoint ?? saveCheckpoint()
+        let seconds = Date().timeIntervalSince(segmentStart)
+        return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
+                               finalValidationLoss: finalValidation, unigramLoss: unigram,
+                               tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint)
+    }
+
+    /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows.
+    public func validationLoss() -> Float {
+        let batch = config.training.batchSize, length = config.training.sequenceLength
+        let windows = BatchSampler.evaluationWindows(tokenCount: corpus.validation.count, length: length,
+                                                     limit: config.training.evalBatches * batch)
+        var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
+        var total = 0.0
+        var start = 0
+        while start < windows {
+            let rows = min(batch, windows - start)
+            for r in 0..<rows {
+                let offset = (start + r) * length
+                for i in 0..<length {
+                    inputs[r * length + i] = corpus.validation[offset + i]
+                    targets[r * length + i] = corpus.validation[offset + i + 1]
+                }
+            }
+            let loss = inputs.withUnsafeBufferPointer { i in
+                targets.withUnsafeBufferPointer { tg in
+                    model.forward(inputs: i.baseAddress!, targets: tg.baseAddress!, batch: rows, length: length)
+                }
+            }
+            total += Double(loss) * Double(rows)
+            start += rows
+        }
+        return Float(total / Double(windows))
+    }
+
+    /// Cross-entropy of the validation tokens under add-one-smoothed training token frequencies: the loss
+    /// of a model that ignores context, which a trained transformer must beat.
+    public func unigramLoss() -> Double {
+        var counts = [Double](repeating: 1, count: config.model.vocabSize)
+        for token in corpus.train { counts[Int(token)] += 1 }
+        let total = counts.reduce(0, +)
+        var loss = 0.0
+        for token in corpus.validation { loss -= Foundation.log(counts[Int(token)] / total) }
+        return loss / Double(corpus.validation.count)
+    }
+
+    @discardableResult
+    private func saveCheckpoint() throws -> URL {
+        let model = self.model, m = self.m, v = self.v, state = self.state
+        let count = model.table.count
+        let url = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
+            (ModelFiles.weightsFile, { try ModelFiles.writeWeights(of: model, to: $0) }),
+            (ModelFiles.configFile, { try ModelFiles.writeConfig(model.config, to: $0) }),
+            ("optimizer.safetensors", {
+                try Safetensors.write([
+                    TensorSlice(name: "exp_avg", shape: [count], floats: m.pointer),
+                    TensorSlice(name: "exp_avg_sq", shape: [count], floats: v.pointer),
+                ], to: $0)
+            }),
+            ("state.json", {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try AtomicFile.write(encoder.encode(state), to: $0)
+            }),
+        ])
+        CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep)
+        return url
+    }
+
+    private func restore(from checkpoint: URL) throws {
+        let saved = try ModelFiles.readConfig(from: checkpoint.appendingPathComponent(ModelFiles.configFile))
+        guard saved == config.model else {
+            throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
+        }
+        try ModelFiles.loadWeights(into: model, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
+        let optimizer = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
+        try optimizer.copyFloats("exp_avg", shape: [model.table.count], to: m.pointer)
+        try optimizer.copyFloats("exp_avg_sq", shape: [model.table.count], to: v.pointer)
+        state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
+        guard state.seed == config.training.seed else {
+            throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")
+        }
+    }
+}

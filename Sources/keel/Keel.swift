@@ -1,0 +1,13 @@
+import ArgumentParser
+
+struct Keel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keel",
+        abstract: "Train, sample and export GPT-2 and Llama models on CPU.",
+        discussion: """
+            Start with `keel train --config configs/demo.toml`. Every run directory holds config.toml, \
+            metrics.jsonl and checkpoints/; `sample` and `export` accept a run directory (newest valid \
+            checkpoint) or one checkpoint directory.
+            """,
+        subcommands: [Train.self, Sample.self, Export.self, Logits.self])
+}

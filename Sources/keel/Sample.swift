@@ -1,0 +1,36 @@
+import ArgumentParser
+import KeelCheckpoint
+
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a checkpoint.")
+
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    var checkpoint: String
+
+    @Option(help: "Text to continue.")
+    var prompt = "\n"
+
+    @Option(help: "Number of tokens to generate.")
+    var tokens = 200
+
+    @Option(help: "Softmax temperature; 0 is greedy.")
+    var temperature = 0.8
+
+    @Option(name: .customLong("top-k"), help: "Sample among the k most likely tokens (0: all).")
+    var topK = 40
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 1
+
+    func validate() throws {
+        guard tokens >= 0 else { throw ValidationError("--tokens must not be negative") }
+        guard temperature >= 0 else { throw ValidationError("--temperature must not be negative") }
+        guard topK >= 0 else { throw ValidationError("--top-k must not be negative") }
+    }
+
+    func run() throws {
+        let model = try ModelFiles.loadModel(fromCheckpoint: ModelFiles.resolveCheckpoint(checkpoint))
+        print(Sampling.generate(model: model, prompt: prompt, tokens: tokens, temperature: temperature, topK: topK,
+                                seed: seed))
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelData
+import KeelModel
+import KeelTrain
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model from a TOML config.",
+        discussion: """
+            Writes DIR/config.toml, DIR/metrics.jsonl (one JSON object per step) and \
+            DIR/checkpoints/step_N/. Override any config key with --set, e.g. --set training.steps=20. \
+            With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
+            DIR/config.toml when --config is not given).
+            """)
+
+    @Option(name: .shortAndLong, help: "TOML config file.")
+    var config: String?
+
+    @Option(name: .shortAndLong, help: "Run directory (default: runs/<config name>).")
+    var out: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key.", valueName: "section.key=value"))
+    var overrides: [String] = []
+
+    @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
+    var resume = false
+
+    func run() throws {
+        guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
+            throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
+        }
+        let output = URL(fileURLWithPath: directory)
+        var configPath = config
+        if configPath == nil {
+            let saved = output.appendingPathComponent("config.toml").path
+            guard resume, FileManager.default.fileExists(atPath: saved) else {
+                throw ValidationError("give --config FILE (or --resume with a run directory that has config.toml)")
+            }
+            configPath = saved
+        }
+        let settings = try TrainConfig.load(path: configPath, overrides: overrides)
+        let trainer = try Trainer(config: settings, output: output, resume: resume) { message in
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+        }
+        let summary = try trainer.run()
+
+        var lines: [String] = []
+        let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""
+        let below = (1 - Double(summary.finalValidationLoss) / summary.unigramLoss) * 100
+        lines.append(String(format: "validation loss: %@%.4f at step %d", start, summary.finalValidationLoss, summary.steps))
+        lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% below it)", summary.unigramLoss, below))
+        lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
+        lines.append("checkpoint: \(summary.checkpoint.path)")
+        print(lines.joined(separator: "\n"))
+        if settings.sample.tokens > 0 {
+            print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
+            print(Sampling.generate(model: trainer.model, prompt: settings.sample.prompt, tokens: settings.sample.tokens,
+                                    temperature: settings.sample.temperature, topK: settings.sample.topK,
+                                    seed: settings.training.seed))
+        }
+    }
+}
+
+/// Text generation shared by `train` (the closing sample) and `sample`.
+enum Sampling {
+    static func generate(model: Transformer, prompt: String, tokens: Int, temperature: Double, topK: Int, seed: UInt64) -> String {
+        let tokenizer = ByteTokenizer()
+        let ids = tokenizer.encode(Array(prompt.utf8))
+        let settings = SamplingSettings(temperature: Float(temperature), topK: topK, seed: seed)
+        let generated = model.generate(prompt: ids, count: tokens, settings: settings)
+        return tokenizer.decodeText(generated)
+    }
+}
