@@ -1,4 +1,5 @@
 import COpenBLAS
+import KeelCore
 
 /// Whether a matrix operand of `gemm` is read as stored or transposed.
 public enum Transpose: Sendable {
@@ -10,7 +11,11 @@ public enum Transpose: Sendable {
 /// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS.
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
-@inline(__always)
+///
+/// OpenBLAS runs single-threaded; Keel's pool splits C into row blocks (or column blocks when C is wide
+/// and short) and each thread multiplies its block. One set of threads then serves both BLAS and Keel's
+/// own kernels, instead of two sets spinning against each other on the same cores. Each element of C
+/// is computed by one BLAS call over the full K, so the result does not depend on the thread count.
 public func gemm(
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
     alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
@@ -19,12 +24,25 @@ public func gemm(
 ) {
     let lda = lda ?? (transA == .none ? k : m)
     let ldb = ldb ?? (transB == .none ? n : k)
-    cblas_sgemm(
-        CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
-        alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc ?? n))
+    let ldc = ldc ?? n
+    _ = singleThreadedBLAS
+    let block = 64
+    let splitRows = m >= n
+    let blocks = ((splitRows ? m : n) + block - 1) / block
+    ThreadPool.shared.parallelFor(blocks) { range in
+        let start = range.lowerBound * block
+        let end = min(splitRows ? m : n, range.upperBound * block)
+        if splitRows {
+            let aStart = transA == .none ? a + start * lda : a + start
+            cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(end - start), Int32(n), Int32(k),
+                        alpha, aStart, Int32(lda), b, Int32(ldb), beta, c + start * ldc, Int32(ldc))
+        } else {
+            let bStart = transB == .none ? b + start : b + start * ldb
+            cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(end - start), Int32(k),
+                        alpha, a, Int32(lda), bStart, Int32(ldb), beta, c + start, Int32(ldc))
+        }
+    }
 }
 
-/// Sets the number of threads OpenBLAS uses for each call.
-public func setBLASThreadCount(_ count: Int) {
-    openblas_set_num_threads(Int32(count))
-}
+/// OpenBLAS is made single-threaded before its first use: `gemm` parallelises over Keel's own pool.
+private let singleThreadedBLAS: Void = openblas_set_num_threads(1)

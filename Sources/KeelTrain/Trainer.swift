@@ -70,9 +70,10 @@ public final class Trainer {
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
     }
 
-    /// Runs until `training.steps`, returning the summary; throws (after keeping the last good checkpoint)
-    /// if the loss or gradient stops being finite.
-    public func run() throws -> TrainingSummary {
+    /// Runs until `training.steps` (or, with `stopAfter`, until that step, as if interrupted there, so that
+    /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if
+    /// the loss or gradient stops being finite.
+    public func run(stopAfter: Int? = nil) throws -> TrainingSummary {
         let t = config.training
         let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
@@ -85,7 +86,6 @@ public final class Trainer {
             (range: entry.range,
              decays: entry.role == .matrix || (entry.role == .embedding && t.decayEmbeddings))
         }
-        setBLASThreadCount(ThreadPool.shared.threadCount)
 
         let unigram = unigramLoss()
         log(String(format: "data: %d files, %d training and %d validation tokens; unigram baseline loss %.4f",
@@ -108,7 +108,8 @@ public final class Trainer {
         let firstStep = state.step
         let elapsedBefore = state.elapsedSeconds
         var segmentTokens = 0
-        while state.step < t.steps {
+        let lastStep = min(t.steps, stopAfter ?? t.steps)
+        while state.step < lastStep {
             let step = state.step + 1
             let stepStart = Date()
             model.gradients.zero()
@@ -152,13 +153,13 @@ public final class Trainer {
                             tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
                             secondsPerStep: segmentSeconds / Double(step - firstStep))
 
-            if (t.evalEvery > 0 && step % t.evalEvery == 0) || step == t.steps {
+            if (t.evalEvery > 0 && step % t.evalEvery == 0) || step == lastStep {
                 let validation = validationLoss()
                 lastValidation = (step, validation)
                 try metrics.write(["step": .int(step), "val_loss": .float(validation)])
                 progress.message(String(format: "step %d: validation loss %.4f", step, validation))
             }
-            if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == t.steps {
+            if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == lastStep {
                 lastCheckpoint = try saveCheckpoint()
             }
         }

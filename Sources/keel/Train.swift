@@ -27,6 +27,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
+    @Option(help: ArgumentHelp("Stop after this step (checkpointing it), as if interrupted; finish later with --resume.", valueName: "step"))
+    var stopAfter: Int?
+
     func run() throws {
         guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
@@ -44,7 +47,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: settings, output: output, resume: resume) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
-        let summary = try trainer.run()
+        let summary = try trainer.run(stopAfter: stopAfter)
 
         var lines: [String] = []
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""

@@ -1,0 +1,153 @@
+import Foundation
+import KeelCheckpoint
+import KeelCore
+import KeelTrain
+import XCTest
+
+/// Every kind of bad input gives one clear error naming the problem, and leaves nothing half-written.
+final class BadInputTests: XCTestCase {
+    private func assertKeelError(_ expected: String..., file: StaticString = #filePath, line: UInt = #line,
+                                 _ body: () throws -> Void) {
+        do {
+            try body()
+            XCTFail("expected an error containing \(expected)", file: file, line: line)
+        } catch let error as KeelError {
+            for fragment in expected {
+                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
+            }
+            XCTAssertFalse(error.message.contains("\n"), "error must be one line", file: file, line: line)
+        } catch {
+            XCTFail("expected a KeelError, got \(error)", file: file, line: line)
+        }
+    }
+
+    func testMissingDataFile() throws {
+        let fixture = try TrainFixture()
+        let missing = fixture.root.appendingPathComponent("nope.txt").path
+        assertKeelError("no such file or directory", missing) {
+            _ = try fixture.run(try fixture.config(["data.paths=[\"\(missing)\"]"]), in: "run")
+        }
+    }
+
+    func testEmptyCorpus() throws {
+        let fixture = try TrainFixture()
+        let empty = fixture.root.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        try Data().write(to: empty.appendingPathComponent("a.txt"))
+        assertKeelError("corpus is empty") {
+            _ = try fixture.run(try fixture.config(["data.paths=[\"\(empty.path)\"]"]), in: "run")
+        }
+    }
+
+    /// An llm.c token shard holding ids `tokens`.
+    private func writeShard(_ tokens: [UInt16], to url: URL, claimedCount: Int? = nil) throws {
+        var header = [Int32](repeating: 0, count: 256)
+        header[0] = 20_240_520
+        header[1] = 1
+        header[2] = Int32(claimedCount ?? tokens.count)
+        var data = header.withUnsafeBytes { Data($0) }
+        tokens.withUnsafeBytes { data.append(contentsOf: $0) }
+        try data.write(to: url)
+    }
+
+    func testTokenOutsideVocabulary() throws {
+        let fixture = try TrainFixture()
+        let shard = fixture.root.appendingPathComponent("tokens.bin")
+        var tokens = (0..<500).map { UInt16($0 % 200) }
+        tokens[321] = 300
+        try writeShard(tokens, to: shard)
+        assertKeelError("token id 300", "position 321", "vocab_size 257") {
+            _ = try fixture.run(try fixture.config(["data.paths=[\"\(shard.path)\"]"]), in: "run")
+        }
+    }
+
+    func testShardWhoseHeaderDisagreesWithItsSize() throws {
+        let fixture = try TrainFixture()
+        let shard = fixture.root.appendingPathComponent("tokens.bin")
+        try writeShard((0..<500).map { UInt16($0 % 200) }, to: shard, claimedCount: 600)
+        assertKeelError(shard.path, "header says 600 tokens") {
+            _ = try fixture.run(try fixture.config(["data.paths=[\"\(shard.path)\"]"]), in: "run")
+        }
+    }
+
+    func testConfigErrorsNameTheKey() throws {
+        let fixture = try TrainFixture()
+        assertKeelError("unknown key 'training.stepz'", "did you mean 'training.steps'") {
+            _ = try fixture.config(["training.stepz=3"])
+        }
+        assertKeelError("training.steps must be an integer") { _ = try fixture.config(["training.steps=\"ten\""]) }
+        assertKeelError("model.n_head", "must divide d_model") { _ = try fixture.config(["model.n_head=5"]) }
+        assertKeelError("model.n_kv_head") { _ = try fixture.config(["model.n_kv_head=3"], arch: "llama") }
+        assertKeelError("training.lr must be a positive number") { _ = try fixture.config(["training.lr=-1"]) }
+        assertKeelError("training.seq_len") { _ = try fixture.config(["training.seq_len=100"]) }
+        assertKeelError("model.arch") { _ = try fixture.config(["model.arch=\"bert\""]) }
+        assertKeelError("--set training.steps", "section.key=value") { _ = try fixture.config(["training.steps"]) }
+        let file = fixture.root.appendingPathComponent("bad.toml")
+        try Data("[training]\nsteps = = 3\n".utf8).write(to: file)
+        assertKeelError(file.path, "line 2") { _ = try TrainConfig.load(path: file.path, overrides: []) }
+        assertKeelError("no such file") { _ = try TrainConfig.load(path: "/nonexistent.toml", overrides: []) }
+    }
+
+    /// A diverging run stops at the step where the loss stops being finite, names it, and keeps the last
+    /// good checkpoint intact.
+    func testNonFiniteLossStopsAndKeepsLastCheckpoint() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config([
+            "training.lr=1e30", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0",
+            "checkpoint.every=1", "training.eval_every=0",
+        ])
+        var message = ""
+        do {
+            _ = try fixture.run(config, in: "run")
+            XCTFail("a run with lr 1e30 must diverge")
+        } catch let error as KeelError {
+            message = error.message
+        }
+        XCTAssertTrue(message.hasPrefix("training diverged"), message)
+        let step = Int(message.split(separator: " at step ")[1].prefix { $0.isNumber })!
+        let kept = fixture.checkpoints("run")
+        XCTAssertEqual(kept.last, CheckpointStore.name(step: step - 1), "checkpoints: \(kept)")
+        XCTAssertTrue(message.contains(CheckpointStore.name(step: step - 1)))
+        XCTAssertNoThrow(try CheckpointStore.verify(fixture.root.appendingPathComponent("run/checkpoints/\(kept.last!)")))
+    }
+
+    func testTruncatedCheckpointIsDetectedAndResumeFallsBack() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["training.steps=10"])
+        _ = try fixture.run(config, in: "run")
+        let newest = fixture.root.appendingPathComponent("run/checkpoints/step_00000010")
+        let weights = newest.appendingPathComponent("model.safetensors")
+        let size = try FileManager.default.attributesOfItem(atPath: weights.path)[.size] as! Int
+        let handle = try FileHandle(forWritingTo: weights)
+        try handle.truncate(atOffset: UInt64(size / 2))
+        try handle.close()
+
+        assertKeelError(newest.path, "model.safetensors", "truncated") {
+            _ = try ModelFiles.loadModel(fromCheckpoint: newest)
+        }
+        assertKeelError(weights.path, "truncated") { _ = try SafetensorsFile(url: weights) }
+
+        var warnings: [String] = []
+        let trainer = try Trainer(config: try fixture.config(["training.steps=12"]),
+                                  output: fixture.root.appendingPathComponent("run"), resume: true) { warnings.append($0) }
+        XCTAssertTrue(warnings.contains { $0.contains("step_00000010") && $0.contains("damaged") }, "\(warnings)")
+        let summary = try trainer.run()
+        XCTAssertEqual(summary.steps, 12)
+        XCTAssertEqual(try fixture.losses("run").keys.sorted(), Array(1...12))
+    }
+
+    func testResumeWithoutCheckpoint() throws {
+        let fixture = try TrainFixture()
+        assertKeelError("no valid checkpoint") {
+            _ = try fixture.run(try fixture.config(), in: "fresh", resume: true)
+        }
+    }
+
+    func testResumeWithDifferentModelShape() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
+        assertKeelError("different model shape") {
+            _ = try fixture.run(try fixture.config(["model.d_model=64"]), in: "run", resume: true)
+        }
+    }
+}
