@@ -57,6 +57,9 @@ public final class Trainer {
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, batchesConsumed: 0,
                               tokenizer: config.data.tokenizer, config: config.resolvedTOML)
 
+        if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
+            throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
+        }
         try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
         if resume {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
@@ -128,7 +131,9 @@ public final class Trainer {
             let gradientNorm = Float(sumOfSquares(model.gradients.pointer, count: model.table.count).squareRoot())
             guard loss.isFinite, gradientNorm.isFinite else {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
-                throw KeelError("training diverged: \(loss.isFinite ? "gradient norm" : "loss") is \(loss.isFinite ? gradientNorm : Float(loss)) at step \(step)\(kept)")
+                let culprit = loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
+                                            : "loss is \(loss.isNaN ? "NaN" : "infinite")"
+                throw KeelError("training diverged: \(culprit) at step \(step)\(kept)")
             }
             if t.gradientClip > 0, Double(gradientNorm) > t.gradientClip {
                 scale(model.gradients.pointer, count: model.table.count, by: Float(t.gradientClip) / gradientNorm)

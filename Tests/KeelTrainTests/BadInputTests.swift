@@ -136,6 +136,16 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(try fixture.losses("run").keys.sorted(), Array(1...12))
     }
 
+    func testFreshRunRefusesToOverwriteAnExistingRun() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
+        let before = fixture.checkpoints("run")
+        assertKeelError("already holds a run", "--resume") {
+            _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
+        }
+        XCTAssertEqual(fixture.checkpoints("run"), before)
+    }
+
     func testResumeWithoutCheckpoint() throws {
         let fixture = try TrainFixture()
         assertKeelError("no valid checkpoint") {

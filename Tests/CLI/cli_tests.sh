@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Command-line tests: exit codes, one-line errors and files on disk, through the real `keel` binary.
+# Usage: Tests/CLI/cli_tests.sh PATH_TO_KEEL
+set -uo pipefail
+keel=$(realpath "${1:?usage: cli_tests.sh PATH_TO_KEEL}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0
+failed=0
+
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -f "$work/err" ] && sed 's/^/    /' "$work/err" | head -5; }
+
+# expect_error NAME FRAGMENT COMMAND...: non-zero exit, exactly one "Error: …" line, which contains
+# FRAGMENT and is the last line (progress lines may come before it), and no crash report.
+expect_error() {
+    local name=$1 fragment=$2
+    shift 2
+    "$@" >"$work/out" 2>"$work/err"
+    local status=$?
+    local lines
+    lines=$(grep -c "^Error: " "$work/err")
+    if [ "$status" -ne 0 ] && tail -1 "$work/err" | grep -q -- "^Error: .*$fragment" && [ "$lines" -eq 1 ] \
+        && ! grep -q "Fatal error" "$work/err"; then
+        pass "$name"
+    else
+        fail "$name (exit $status, $lines error lines, wanted '$fragment')"
+    fi
+}
+
+# expect_ok NAME COMMAND...: zero exit.
+expect_ok() {
+    local name=$1
+    shift
+    if "$@" >"$work/out" 2>"$work/err"; then pass "$name"; else fail "$name (exit $?)"; fi
+}
+
+mkdir -p "$work/corpus"
+for i in 1 2 3; do
+    for j in $(seq 1 60); do echo "To be, or not to be, that is the question $i $j."; done >"$work/corpus/doc$i.txt"
+done
+cat >"$work/tiny.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+d_model = 16
+max_seq_len = 16
+[data]
+paths = ["$work/corpus"]
+[training]
+steps = 6
+batch_size = 2
+lr = 1e-3
+eval_every = 0
+eval_batches = 1
+[checkpoint]
+every = 2
+[logging]
+every = 100
+TOML
+
+expect_ok "help lists the subcommands" "$keel" --help
+grep -q "train" "$work/out" && grep -q "export" "$work/out" && pass "help mentions train and export" || fail "help mentions train and export"
+expect_ok "train --help" "$keel" train --help
+
+expect_error "missing config file" "no such file" "$keel" train --config "$work/nope.toml" --out "$work/r0"
+expect_error "unknown config key" "unknown key 'training.stepz'" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set training.stepz=3
+expect_error "impossible model shape" "model.n_head" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set model.n_head=3
+expect_error "missing data file" "no such file or directory: $work/missing.txt" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set "data.paths=[\"$work/missing.txt\"]"
+
+expect_ok "train stops after step 4" "$keel" train --config "$work/tiny.toml" --out "$work/run" --stop-after 4
+[ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 4 ] && pass "4 step records" || fail "4 step records"
+expect_error "fresh train refuses an existing run" "--resume" "$keel" train --config "$work/tiny.toml" --out "$work/run"
+expect_ok "resume finishes the run" "$keel" train --resume --out "$work/run"
+[ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] && pass "6 step records after resume" || fail "6 step records after resume"
+grep -q "validation loss" "$work/out" && pass "summary printed" || fail "summary printed"
+
+expect_ok "sample" "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be"
+[ -s "$work/out" ] && pass "sample printed text" || fail "sample printed text"
+expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"
+python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
+    && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"
+
+newest=$(ls -d "$work"/run/checkpoints/step_* | sort | tail -1)
+truncate -s 100 "$newest/model.safetensors"
+expect_error "truncated checkpoint" "truncated" "$keel" sample --checkpoint "$newest"
+expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
+
+expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
+    --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0
+ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

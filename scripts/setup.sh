@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
+#   system: OpenBLAS (matrix products), pkg-config (locates it for the Swift build)
+#   Python: NumPy (the float64 reference model the tests compare against)
+# Swift 6 must already be installed (it is on the project's machines, at /opt/swift).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libopenblas-dev pkg-config)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy
+
+command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
+command -v swift >/dev/null || { echo "setup: Swift 6 is required (expected at /opt/swift)" >&2; exit 1; }

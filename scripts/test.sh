@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
+# NumPy reference, training, bad input) and the command-line tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
+swift build
+swift test
+bash Tests/CLI/cli_tests.sh .build/debug/keel
