@@ -92,6 +92,12 @@ public struct ParameterTable: Sendable {
         self.index = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.name, $0) })
     }
 
+    /// The optimizer's weight-decay groups: matrices decay; norms, biases and (unless `decayEmbeddings`)
+    /// embedding tables do not.
+    public func decayGroups(decayEmbeddings: Bool) -> [(range: Range<Int>, decays: Bool)] {
+        entries.map { ($0.range, $0.role == .matrix || ($0.role == .embedding && decayEmbeddings)) }
+    }
+
     /// The entry called `name`, if any.
     public subscript(name: String) -> ParameterEntry? {
         index[name].map { entries[$0] }

@@ -85,10 +85,7 @@ public final class Trainer {
         let metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                      keepingThrough: resumedFrom == nil ? nil : state.step)
         let progress = ProgressDisplay(totalSteps: t.steps, every: config.logging.every)
-        let groups = model.table.entries.map { entry in
-            (range: entry.range,
-             decays: entry.role == .matrix || (entry.role == .embedding && t.decayEmbeddings))
-        }
+        let groups = model.table.decayGroups(decayEmbeddings: t.decayEmbeddings)
 
         let unigram = unigramLoss()
         log(String(format: "data: %d files, %d training and %d validation tokens; unigram baseline loss %.4f",
