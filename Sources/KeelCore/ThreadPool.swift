@@ -45,14 +45,20 @@ public final class ThreadPool: @unchecked Sendable {
     ///
     /// The split depends only on `count` and `threadCount`.
     public func parallelFor(_ count: Int, _ body: (Range<Int>) -> Void) {
+        parallelChunks(count) { _, range in body(range) }
+    }
+
+    /// Like `parallelFor`, also passing the chunk's index in `0..<threadCount`; no two chunks with the same
+    /// index run at once, so it can select per-thread scratch memory.
+    public func parallelChunks(_ count: Int, _ body: (Int, Range<Int>) -> Void) {
         guard count > 0 else { return }
         let chunks = min(threadCount, count)
         if chunks == 1 {
-            body(0..<count)
+            body(0, 0..<count)
             return
         }
         withoutActuallyEscaping(body) { escaping in
-            var task: (Range<Int>) -> Void = escaping
+            var task: (Int, Range<Int>) -> Void = escaping
             withUnsafePointer(to: &task) { pointer in
                 job = UnsafeRawPointer(pointer)
                 jobCount = count
@@ -62,7 +68,7 @@ public final class ThreadPool: @unchecked Sendable {
                 generation.add(1, ordering: .releasing)
                 condition.broadcast()
                 condition.unlock()
-                body(ThreadPool.chunk(0, of: chunks, count: count))
+                body(0, ThreadPool.chunk(0, of: chunks, count: count))
                 while pending.load(ordering: .acquiring) > 0 {}
                 job = nil
             }
@@ -94,8 +100,8 @@ public final class ThreadPool: @unchecked Sendable {
             let count = jobCount
             let chunks = min(threadCount, count)
             if worker < chunks, let job {
-                let task = job.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee
-                task(ThreadPool.chunk(worker, of: chunks, count: count))
+                let task = job.assumingMemoryBound(to: ((Int, Range<Int>) -> Void).self).pointee
+                task(worker, ThreadPool.chunk(worker, of: chunks, count: count))
             }
             pending.subtract(1, ordering: .releasing)
         }

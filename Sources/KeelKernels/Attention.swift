@@ -1,18 +1,25 @@
 import Foundation
 import KeelCore
 
-/// Causal multi-head attention with grouped key/value heads, fused softmax and no T×T matrix in memory.
+/// Causal multi-head attention with grouped key/value heads, fused softmax and no B·H·T×T tensor.
 ///
 /// Input rows hold the projected queries, keys and values side by side, as the fused projection writes
 /// them: `[q (H·d) | k (KV·d) | v (KV·d)]` per token. GPT-2 is the case KV = H. Query head h reads key and
-/// value head h / (H / KV). The forward pass saves only the log-sum-exp of each softmax row; the backward
-/// pass recomputes the probabilities from it (as FlashAttention does), so memory is O(B·H·T).
+/// value head h / (H / KV).
+///
+/// Each thread works through one (sequence, head) at a time in blocks of `blockRows` queries: the block's
+/// scores against all earlier keys are one GEMM into per-thread scratch, the causal softmax is applied in
+/// place, and the output is a second GEMM. Only the log-sum-exp of each softmax row is saved; the backward
+/// pass recomputes the probabilities from it (as FlashAttention does). Memory: O(threads · blockRows · T)
+/// scratch plus O(B·H·T) statistics.
 public struct CausalAttention: Sendable {
     public let batch: Int
     public let length: Int
     public let heads: Int
     public let kvHeads: Int
     public let headDim: Int
+    /// Queries per block: large enough for efficient GEMMs, small enough that scratch stays in cache.
+    public static let blockRows = 64
 
     public init(batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int) {
         precondition(heads % kvHeads == 0, "heads must be a multiple of kvHeads")
@@ -25,8 +32,13 @@ public struct CausalAttention: Sendable {
 
     /// Floats in one token's row of the fused q/k/v input.
     public var rowStride: Int { (heads + 2 * kvHeads) * headDim }
-    /// Floats of scratch memory both passes need.
-    public var scratchCount: Int { batch * heads * length }
+    /// Floats of scratch memory both passes need (two score blocks per thread of the shared pool).
+    public var scratchCount: Int { CausalAttention.scratchCount(maxLength: length) }
+
+    /// Scratch for any sequence length up to `maxLength`.
+    public static func scratchCount(maxLength: Int) -> Int {
+        ThreadPool.shared.threadCount * 2 * blockRows * maxLength
+    }
     /// Floats in the saved log-sum-exp: [B, H, T].
     public var statsCount: Int { batch * heads * length }
 
@@ -38,28 +50,30 @@ public struct CausalAttention: Sendable {
         scratch: UnsafeMutablePointer<Float>
     ) {
         let t = length, d = headDim, stride = rowStride, width = heads * d
-        let group = heads / kvHeads, scale = self.scale
-        ThreadPool.shared.parallelFor(batch * heads) { items in
+        let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
+        ThreadPool.shared.parallelChunks(batch * heads) { slot, items in
+            let scores = scratch + slot * 2 * block * t
             for item in items {
                 let b = item / heads, h = item % heads, g = h / group
                 let base = qkv + b * t * stride
-                let scores = scratch + item * t
-                for i in 0..<t {
-                    let q = base + i * stride + h * d
-                    var maximum = -Float.infinity
-                    for j in 0...i {
-                        let s = dot(q, base + j * stride + (heads + g) * d, d) * scale
-                        scores[j] = s
-                        maximum = max(maximum, s)
+                let q = base + h * d, k = base + (heads + g) * d, v = base + (heads + kvHeads + g) * d
+                let o = out + b * t * width + h * d
+                for start in Swift.stride(from: 0, to: t, by: block) {
+                    let rows = min(block, t - start), keys = start + rows
+                    // S[rows, keys] = scale · Q_block · K[0..<keys]ᵀ
+                    serialGemm(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * stride,
+                               lda: stride, k, ldb: stride, beta: 0, scores, ldc: keys)
+                    for i in 0..<rows {
+                        let row = scores + i * keys, visible = start + i + 1
+                        let maximum = rowMaximum(row, count: visible)
+                        let sum = exponentiate(row, count: visible, shift: maximum)
+                        scaleInPlace(row, count: visible, by: 1 / sum)
+                        (row + visible).update(repeating: 0, count: keys - visible)
+                        lse[item * t + start + i] = maximum + log(sum)
                     }
-                    let sum = exponentiate(scores, count: i + 1, shift: maximum)
-                    let o = out + (b * t + i) * width + h * d
-                    o.update(repeating: 0, count: d)
-                    let inverse = 1 / sum
-                    for j in 0...i {
-                        axpy(scores[j] * inverse, base + j * stride + (heads + kvHeads + g) * d, o, d)
-                    }
-                    lse[item * t + i] = maximum + log(sum)
+                    // O_block = P · V[0..<keys]
+                    serialGemm(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v, ldb: stride,
+                               beta: 0, o + start * width, ldc: width)
                 }
             }
         }
@@ -71,43 +85,83 @@ public struct CausalAttention: Sendable {
         lse: UnsafePointer<Float>, qkv: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>
     ) {
         let t = length, d = headDim, stride = rowStride, width = heads * d
-        let group = heads / kvHeads, scale = self.scale
+        let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
         // Each item owns one key/value head of one sequence, hence its dk, dv and the dq of its query heads.
-        ThreadPool.shared.parallelFor(batch * kvHeads) { items in
+        ThreadPool.shared.parallelChunks(batch * kvHeads) { slot, items in
+            let p = scratch + slot * 2 * block * t, dp = p + block * t
             for item in items {
                 let b = item / kvHeads, g = item % kvHeads
                 let base = qkv + b * t * stride, dBase = dQKV + b * t * stride
-                let kOffset = (heads + g) * d, vOffset = (heads + kvHeads + g) * d
+                let k = base + (heads + g) * d, v = base + (heads + kvHeads + g) * d
+                let dk = dBase + (heads + g) * d, dv = dBase + (heads + kvHeads + g) * d
                 for j in 0..<t {
-                    (dBase + j * stride + kOffset).update(repeating: 0, count: d)
-                    (dBase + j * stride + vOffset).update(repeating: 0, count: d)
+                    (dk + j * stride).update(repeating: 0, count: d)
+                    (dv + j * stride).update(repeating: 0, count: d)
                 }
-                let p = scratch + item * t
                 for h in (g * group)..<((g + 1) * group) {
-                    for i in 0..<t {
-                        let q = base + i * stride + h * d
-                        let dq = dBase + i * stride + h * d
-                        let dO = dOut + (b * t + i) * width + h * d
-                        let o = out + (b * t + i) * width + h * d
-                        let rowLSE = lse[(b * heads + h) * t + i]
-                        for j in 0...i {
-                            p[j] = dot(q, base + j * stride + kOffset, d) * scale
+                    let q = base + h * d, dq = dBase + h * d
+                    let o = out + b * t * width + h * d, dO = dOut + b * t * width + h * d
+                    let rowLSE = lse + (b * heads + h) * t
+                    for start in Swift.stride(from: 0, to: t, by: block) {
+                        let rows = min(block, t - start), keys = start + rows
+                        let qBlock = q + start * stride, dOBlock = dO + start * width
+                        // P = exp(scale · Q Kᵀ − lse), causal
+                        serialGemm(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: stride,
+                                   k, ldb: stride, beta: 0, p, ldc: keys)
+                        for i in 0..<rows {
+                            let row = p + i * keys, visible = start + i + 1
+                            _ = exponentiate(row, count: visible, shift: rowLSE[start + i])
+                            (row + visible).update(repeating: 0, count: keys - visible)
                         }
-                        _ = exponentiate(p, count: i + 1, shift: rowLSE)
-                        let delta = dot(dO, o, d)
-                        dq.update(repeating: 0, count: d)
-                        for j in 0...i {
-                            let dp = dot(dO, base + j * stride + vOffset, d)
-                            let ds = p[j] * (dp - delta) * scale
-                            axpy(ds, base + j * stride + kOffset, dq, d)
-                            axpy(ds, q, dBase + j * stride + kOffset, d)
-                            axpy(p[j], dO, dBase + j * stride + vOffset, d)
+                        // dV += Pᵀ · dO_block;  dP = dO_block · Vᵀ
+                        serialGemm(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, dOBlock, ldb: width,
+                                   beta: 1, dv, ldc: stride)
+                        serialGemm(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, v, ldb: stride,
+                                   beta: 0, dp, ldc: keys)
+                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
+                        for i in 0..<rows {
+                            let delta = dot(dOBlock + i * width, o + (start + i) * width, d)
+                            softmaxBackward(dp + i * keys, p + i * keys, count: start + i + 1, delta: delta, scale: scale)
+                            (dp + i * keys + start + i + 1).update(repeating: 0, count: keys - start - i - 1)
                         }
+                        // dQ_block = dS · K;  dK += dSᵀ · Q_block
+                        serialGemm(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, k, ldb: stride, beta: 0,
+                                   dq + start * stride, ldc: stride)
+                        serialGemm(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: stride,
+                                   beta: 1, dk, ldc: stride)
                     }
                 }
             }
         }
     }
+}
+
+/// max(x[0..<count]).
+@inline(__always)
+func rowMaximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var m16 = Float16x(repeating: -.infinity), i = 0
+    while i + 16 <= count { m16 = pointwiseMax(m16, load16(x + i)); i += 16 }
+    var maximum = horizontalMax(m16)
+    while i < count { maximum = max(maximum, x[i]); i += 1 }
+    return maximum
+}
+
+/// x[i] *= factor for i in 0..<count (on the calling thread).
+@inline(__always)
+func scaleInPlace(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+    let f = Float16x(repeating: factor)
+    var i = 0
+    while i + 16 <= count { store16(load16(x + i) * f, x + i); i += 16 }
+    while i < count { x[i] *= factor; i += 1 }
+}
+
+/// dp[i] = p[i] · (dp[i] − delta) · scale for i in 0..<count.
+@inline(__always)
+func softmaxBackward(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, count: Int, delta: Float, scale: Float) {
+    let d = Float16x(repeating: delta), s = Float16x(repeating: scale)
+    var i = 0
+    while i + 16 <= count { store16(load16(p + i) * (load16(dp + i) - d) * s, dp + i); i += 16 }
+    while i < count { dp[i] = p[i] * (dp[i] - delta) * scale; i += 1 }
 }
 
 /// x[i] = e^(x[i] − shift) for i in 0..<count; returns the sum of the results.
@@ -121,7 +175,7 @@ func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) ->
         total += e
         i += 16
     }
-    var sum = total.sum()
+    var sum = horizontalSum(total)
     while i < count {
         x[i] = expScalar(x[i] - shift)
         sum += x[i]

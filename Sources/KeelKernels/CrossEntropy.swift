@@ -15,28 +15,21 @@ public enum CrossEntropy {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
                 let row = logits + r * v
-                var m16 = Float16x(repeating: -.infinity), i = 0
-                while i + 16 <= v { m16 = pointwiseMax(m16, load16(row + i)); i += 16 }
-                var maximum = m16.max()
-                while i < v { maximum = max(maximum, row[i]); i += 1 }
+                let maximum = rowMaximum(row, count: v)
                 let target = Int(targets[r])
                 let targetLogit = row[target]
                 guard let scale = gradientScale else {
                     var total = Float16x(), j = 0
                     let shift = Float16x(repeating: maximum)
                     while j + 16 <= v { total += exp16(load16(row + j) - shift); j += 16 }
-                    var sum = total.sum()
+                    var sum = horizontalSum(total)
                     while j < v { sum += expScalar(row[j] - maximum); j += 1 }
                     losses[r] = maximum + log(sum) - targetLogit
                     continue
                 }
                 let sum = exponentiate(row, count: v, shift: maximum)
                 losses[r] = maximum + log(sum) - targetLogit
-                let factor = scale / sum
-                var j = 0
-                let f = Float16x(repeating: factor)
-                while j + 16 <= v { store16(load16(row + j) * f, row + j); j += 16 }
-                while j < v { row[j] *= factor; j += 1 }
+                scaleInPlace(row, count: v, by: scale / sum)
                 row[target] -= scale
             }
         }

@@ -25,7 +25,6 @@ public func gemm(
     let lda = lda ?? (transA == .none ? k : m)
     let ldb = ldb ?? (transB == .none ? n : k)
     let ldc = ldc ?? n
-    _ = singleThreadedBLAS
     let block = 64
     let splitRows = m >= n
     let blocks = ((splitRows ? m : n) + block - 1) / block
@@ -33,15 +32,26 @@ public func gemm(
         let start = range.lowerBound * block
         let end = min(splitRows ? m : n, range.upperBound * block)
         if splitRows {
-            let aStart = transA == .none ? a + start * lda : a + start
-            cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(end - start), Int32(n), Int32(k),
-                        alpha, aStart, Int32(lda), b, Int32(ldb), beta, c + start * ldc, Int32(ldc))
+            serialGemm(transA, transB, m: end - start, n: n, k: k, alpha: alpha,
+                       transA == .none ? a + start * lda : a + start, lda: lda, b, ldb: ldb,
+                       beta: beta, c + start * ldc, ldc: ldc)
         } else {
-            let bStart = transB == .none ? b + start : b + start * ldb
-            cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(end - start), Int32(k),
-                        alpha, a, Int32(lda), bStart, Int32(ldb), beta, c + start, Int32(ldc))
+            serialGemm(transA, transB, m: m, n: end - start, k: k, alpha: alpha, a, lda: lda,
+                       transB == .none ? b + start : b + start * ldb, ldb: ldb, beta: beta, c + start, ldc: ldc)
         }
     }
+}
+
+/// `gemm` on the calling thread only, for use inside a kernel that is already parallel.
+@inline(__always)
+func serialGemm(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
+    _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    _ = singleThreadedBLAS
+    cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// OpenBLAS is made single-threaded before its first use: `gemm` parallelises over Keel's own pool.

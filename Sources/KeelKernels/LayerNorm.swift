@@ -13,13 +13,13 @@ public enum LayerNorm {
                 let row = x + r * c, o = out + r * c
                 var sum = Float16x(), i = 0
                 while i + 16 <= c { sum += load16(row + i); i += 16 }
-                var total = sum.sum()
+                var total = horizontalSum(sum)
                 while i < c { total += row[i]; i += 1 }
                 let m = total / Float(c)
                 var sq = Float16x(); i = 0
                 let mv = Float16x(repeating: m)
                 while i + 16 <= c { let d = load16(row + i) - mv; sq = sq.addingProduct(d, d); i += 16 }
-                var variance = sq.sum()
+                var variance = horizontalSum(sq)
                 while i < c { let d = row[i] - m; variance += d * d; i += 1 }
                 let s = 1 / (variance / Float(c) + epsilon).squareRoot()
                 let sv = Float16x(repeating: s)

@@ -19,10 +19,16 @@ func store16(_ value: Float16x, _ pointer: UnsafeMutablePointer<Float>) {
 }
 
 /// e^x with a relative error below 2e-7 for x in [-87, 88] (Cody–Waite range reduction, degree-7 Taylor).
+///
+/// Written with `pointwiseMin`/`pointwiseMax` and the 1.5·2²³ rounding trick because the generic
+/// `clamped` and `rounded` on SIMD types compile to per-lane calls.
 @inline(__always)
 func exp16(_ x: Float16x) -> Float16x {
-    let clamped = x.clamped(lowerBound: Float16x(repeating: -87.0), upperBound: Float16x(repeating: 88.0))
-    let n = (clamped * 1.442_695_04).rounded(.toNearestOrEven)
+    let clamped = pointwiseMin(pointwiseMax(x, Float16x(repeating: -87.0)), Float16x(repeating: 88.0))
+    // Adding 1.5·2²³ rounds to the nearest integer and leaves n + 127 in the low mantissa bits.
+    let magic = Float16x(repeating: 12_582_912 + 127)
+    let biased = magic.addingProduct(clamped, Float16x(repeating: 1.442_695_04))
+    let n = biased - magic
     var r = clamped.addingProduct(n, Float16x(repeating: -0.693_145_751_953_125))
     r = r.addingProduct(n, Float16x(repeating: -1.428_606_765_330_187e-6))
     var p = Float16x(repeating: 1.0 / 5040)
@@ -33,16 +39,14 @@ func exp16(_ x: Float16x) -> Float16x {
     p = Float16x(repeating: 0.5).addingProduct(p, r)
     p = Float16x(repeating: 1).addingProduct(p, r)
     p = Float16x(repeating: 1).addingProduct(p, r)
-    // 2ⁿ from n's bits: adding 1.5·2²³ puts the integer n + 127 in the low mantissa bits (exact for
-    // |n| < 2²²), avoiding a float-to-int conversion Swift does not vectorise.
-    let shifted = unsafeBitCast(n + (12_582_912 + 127), to: SIMD16<Int32>.self) &- 0x4B40_0000
-    return p * unsafeBitCast(shifted &<< 23, to: Float16x.self)
+    let exponent = (unsafeBitCast(biased, to: SIMD16<Int32>.self) &- 0x4B40_0000) &<< 23
+    return p * unsafeBitCast(exponent, to: Float16x.self)
 }
 
 /// tanh(x), computed from `exp16`; absolute error below 3e-7.
 @inline(__always)
 func tanh16(_ x: Float16x) -> Float16x {
-    let e = exp16(2 * x.clamped(lowerBound: Float16x(repeating: -10), upperBound: Float16x(repeating: 10)))
+    let e = exp16(2 * pointwiseMin(pointwiseMax(x, Float16x(repeating: -10)), Float16x(repeating: 10)))
     return (e - 1) / (e + 1)
 }
 
@@ -50,6 +54,24 @@ func tanh16(_ x: Float16x) -> Float16x {
 @inline(__always)
 func expScalar(_ x: Float) -> Float {
     exp16(Float16x(repeating: x))[0]
+}
+
+/// The sum of the 16 lanes (the generic `SIMD.sum()` is not specialised and costs a call per use).
+@inline(__always)
+func horizontalSum(_ v: Float16x) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
+/// The largest of the 16 lanes.
+@inline(__always)
+func horizontalMax(_ v: Float16x) -> Float {
+    let a = pointwiseMax(v.lowHalf, v.highHalf)
+    let b = pointwiseMax(a.lowHalf, a.highHalf)
+    let c = pointwiseMax(b.lowHalf, b.highHalf)
+    return max(c[0], c[1])
 }
 
 /// Σ a[i]·b[i] for i in 0..<n, with four independent vector accumulators.
@@ -66,7 +88,7 @@ public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) 
         s0 = s0.addingProduct(load16(a + i), load16(b + i))
         i += 16
     }
-    var total = (s0 + s1).sum()
+    var total = horizontalSum(s0 + s1)
     while i < n {
         total += a[i] * b[i]
         i += 1

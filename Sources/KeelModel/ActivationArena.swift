@@ -56,7 +56,7 @@ final class ActivationArena {
         dAttention = FloatBuffer(count: n * h * d)
         dHidden = FloatBuffer(count: n * hiddenWidth)
         dActivated = FloatBuffer(count: n * config.hiddenWidth)
-        attentionScratch = FloatBuffer(count: n * h)
+        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength))
     }
 
     deinit {

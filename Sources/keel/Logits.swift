@@ -23,8 +23,11 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         let model = try ModelFiles.loadModel(fromCheckpoint: ModelFiles.resolveCheckpoint(checkpoint))
-        let tokens = Array(ByteTokenizer().encode(Array(text.utf8)).prefix(model.config.maxLength))
+        let tokens = ByteTokenizer().encode(Array(text.utf8))
         guard !tokens.isEmpty else { throw ValidationError("--text is empty") }
+        guard tokens.count <= model.config.maxLength else {
+            throw ValidationError("--text is \(tokens.count) tokens, more than the model's max_seq_len (\(model.config.maxLength))")
+        }
         _ = tokens.withUnsafeBufferPointer { model.forward(inputs: $0.baseAddress!, targets: nil, batch: 1, length: tokens.count) }
         let v = model.config.vocabSize
         var logits = [Float](repeating: 0, count: tokens.count * v)

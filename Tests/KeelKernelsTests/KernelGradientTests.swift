@@ -105,11 +105,12 @@ final class KernelGradientTests: XCTestCase {
     }
 
     func testCausalAttentionWithGroupedHeads() {
-        for (heads, kvHeads) in [(2, 2), (4, 2), (4, 1)] {
-            let attention = CausalAttention(batch: 2, length: 5, heads: heads, kvHeads: kvHeads, headDim: 8)
-            let n = 2 * 5
-            let qkv = check.buffer(n * attention.rowStride), upstream = check.buffer(n * heads * 8)
-            let out = FloatBuffer(count: n * heads * 8), lse = FloatBuffer(count: attention.statsCount)
+        // The last case spans more than one block of queries (blockRows = 64).
+        for (batch, length, heads, kvHeads, d) in [(2, 5, 2, 2, 8), (2, 5, 4, 2, 8), (2, 5, 4, 1, 8), (1, 70, 2, 1, 4)] {
+            let attention = CausalAttention(batch: batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+            let n = batch * length
+            let qkv = check.buffer(n * attention.rowStride), upstream = check.buffer(n * heads * d)
+            let out = FloatBuffer(count: n * heads * d), lse = FloatBuffer(count: attention.statsCount)
             let scratch = FloatBuffer(count: attention.scratchCount)
             func loss() -> Double {
                 attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
@@ -119,22 +120,23 @@ final class KernelGradientTests: XCTestCase {
             let dqkv = FloatBuffer(count: n * attention.rowStride)
             attention.backward(dQKV: dqkv.pointer, dOut: upstream.pointer, out: out.pointer, lse: lse.pointer,
                                qkv: qkv.pointer, scratch: scratch.pointer)
-            GradientCheck.assertMatches(dqkv, input: qkv, samples: 400, "attention H=\(heads) KV=\(kvHeads) dqkv", loss: loss)
+            GradientCheck.assertMatches(dqkv, input: qkv, samples: 400, "attention T=\(length) H=\(heads) KV=\(kvHeads) dqkv", loss: loss)
         }
     }
 
     func testAttentionIsCausal() {
-        // Changing the last token's key and value must not change any earlier output.
-        let attention = CausalAttention(batch: 1, length: 4, heads: 2, kvHeads: 1, headDim: 4)
-        let qkv = check.buffer(4 * attention.rowStride)
-        let out = FloatBuffer(count: 4 * 8), lse = FloatBuffer(count: attention.statsCount)
+        // Changing the last token's key and value must not change any earlier output (T spans two blocks).
+        let t = 80
+        let attention = CausalAttention(batch: 1, length: t, heads: 2, kvHeads: 1, headDim: 4)
+        let qkv = check.buffer(t * attention.rowStride)
+        let out = FloatBuffer(count: t * 8), lse = FloatBuffer(count: attention.statsCount)
         let scratch = FloatBuffer(count: attention.scratchCount)
         attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
         let before = out.toArray()
-        for k in 8..<attention.rowStride { qkv.pointer[3 * attention.rowStride + k] += 1 }
+        for k in 8..<attention.rowStride { qkv.pointer[(t - 1) * attention.rowStride + k] += 1 }
         attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer)
-        XCTAssertEqual(Array(out.toArray()[0..<24]), Array(before[0..<24]))
-        XCTAssertNotEqual(Array(out.toArray()[24..<32]), Array(before[24..<32]))
+        XCTAssertEqual(Array(out.toArray()[0..<((t - 1) * 8)]), Array(before[0..<((t - 1) * 8)]))
+        XCTAssertNotEqual(Array(out.toArray()[((t - 1) * 8)...]), Array(before[((t - 1) * 8)...]))
     }
 
     func testRotaryEmbedding() {

@@ -116,10 +116,10 @@ run_case() {
     local name="$1" dir="$TMP/$1" out rc line
     mkdir -p "$dir"
     write_config "$name" "$2" "$3" "$4"
-    fail() {
-        line="$(printf '%-10s FAIL  %s (log: %s)' "$name" "$1" "$2")"
+    fail() {   # fail REASON LOGFILE: record the failure and show the log
+        line="$(printf '%-10s FAIL  %s' "$name" "$1")"
         echo "$line" >> "$TMP/summary"; log "$line"
-        [ "${KEEP_TMP:-0}" = 1 ] || sed 's/^/    /' "$2"
+        if [ "${KEEP_TMP:-0}" = 1 ]; then log "log: $2"; else sed 's/^/    /' "$2"; fi
     }
     log "== $name: arch=$2 n_head=4 n_kv_head=$3 d_ff=$4, $STEPS steps"
     if ! "$KEEL" train --config "$TMP/$name.toml" --out "$dir/run" > "$dir/train.log" 2>&1; then
@@ -139,10 +139,10 @@ run_case() {
     rc=0
     "$VPY" "$ROOT/scripts/hf_check/check_export.py" "$dir/hf" "$dir/logits.safetensors" --tol "$TOL" \
         > "$dir/check.log" 2>&1 || rc=$?
-    sed 's/^/    /' "$dir/check.log"
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then
         fail "check_export.py exit $rc (load/format error)" "$dir/check.log"; return
     fi
+    sed 's/^/    /' "$dir/check.log"
     local rn rmax am
     rn="$(sed -n 's/^||keel - hf|| \/ ||hf|| *//p' "$dir/check.log")"
     rmax="$(sed -n 's/^max|keel - hf| \/ max|hf| *//p' "$dir/check.log")"
