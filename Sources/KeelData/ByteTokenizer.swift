@@ -10,13 +10,8 @@ public struct ByteTokenizer: Sendable {
 
     public init() {}
 
-    /// The ids of `bytes`.
-    public func encode<Bytes: Sequence>(_ bytes: Bytes) -> [Int32] where Bytes.Element == UInt8 {
-        bytes.map { Int32($0) }
-    }
-
     /// The bytes of `ids`; end-of-text becomes a blank line so documents stay visibly separate.
-    public func decode<IDs: Sequence>(_ ids: IDs) -> [UInt8] where IDs.Element == Int32 {
+    public func decode(_ ids: [Int32]) -> [UInt8] {
         var bytes: [UInt8] = []
         for id in ids {
             if id == endOfText { bytes += [10, 10] } else if (0..<256).contains(id) { bytes.append(UInt8(id)) }
@@ -24,8 +19,4 @@ public struct ByteTokenizer: Sendable {
         return bytes
     }
 
-    /// `ids` as text, with invalid UTF-8 shown as U+FFFD.
-    public func decodeText<IDs: Sequence>(_ ids: IDs) -> String where IDs.Element == Int32 {
-        String(decoding: decode(ids), as: UTF8.self)
-    }
 }

@@ -1,11 +1,12 @@
 import Foundation
 import KeelCore
 
-/// A tokenised corpus split into training and validation token streams.
+/// A corpus tokenised in memory at start-up, split into training and validation token streams: the simple
+/// path for small corpora (large ones are prepared once into shards with `keel data prepare`).
 ///
 /// Inputs are text files (each file is one document; directories are read recursively in sorted order,
-/// hidden files skipped) or llm.c token shards (`.bin`: 256 int32 header, magic 20240520, uint16 tokens).
-/// Documents are joined with end-of-text; the last `validationFraction` of the stream is held out.
+/// hidden files skipped) or llm.c token shards (`.bin`). Documents are joined with end-of-text; the last
+/// `validationFraction` of the stream is held out.
 public struct TokenCorpus: Sendable {
     public let train: [Int32]
     public let validation: [Int32]
@@ -13,20 +14,20 @@ public struct TokenCorpus: Sendable {
     public let fileCount: Int
 
     /// Reads and tokenises `paths`, checking every token id against `vocabSize`.
-    public init(paths: [String], tokenizer: ByteTokenizer, vocabSize: Int, validationFraction: Double) throws {
+    public init(paths: [String], tokenizer: any TextTokenizer, vocabSize: Int, validationFraction: Double) throws {
         guard !paths.isEmpty else { throw KeelError("config: data.paths is empty: name at least one file or directory") }
         let files = try TokenCorpus.expand(paths)
         var tokens: [Int32] = []
         for file in files {
             if file.pathExtension == "bin" {
-                tokens += try TokenCorpus.readShard(file, vocabSize: vocabSize)
+                tokens += try TokenShard(url: file).tokens()
             } else {
                 let data: Data
                 do { data = try Data(contentsOf: file) } catch {
                     throw KeelError("data: cannot read \(file.path): \(error.localizedDescription)")
                 }
                 if data.isEmpty { continue }
-                tokens += tokenizer.encode(data)
+                tokens += data.withUnsafeBytes { tokenizer.encode($0.bindMemory(to: UInt8.self)) }
                 tokens.append(tokenizer.endOfText)
             }
         }
@@ -43,7 +44,7 @@ public struct TokenCorpus: Sendable {
     }
 
     /// Regular files named by `paths`, directories expanded recursively, in a deterministic order.
-    static func expand(_ paths: [String]) throws -> [URL] {
+    public static func expand(_ paths: [String]) throws -> [URL] {
         var files: [URL] = []
         let manager = FileManager.default
         for path in paths {
@@ -67,25 +68,5 @@ public struct TokenCorpus: Sendable {
             files += found.sorted { $0.path < $1.path }
         }
         return files
-    }
-
-    /// The tokens of an llm.c shard, with its header checked against the file size.
-    static func readShard(_ url: URL, vocabSize: Int) throws -> [Int32] {
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw KeelError("data: cannot read \(url.path): \(error.localizedDescription)")
-        }
-        guard data.count >= 1024 else { throw KeelError("data: \(url.path): too short for a token shard header") }
-        return try data.withUnsafeBytes { raw -> [Int32] in
-            let header = (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
-            guard header[0] == 20_240_520, header[1] == 1 else {
-                throw KeelError("data: \(url.path): not an llm.c token shard (magic \(header[0]), version \(header[1]))")
-            }
-            let count = Int(header[2])
-            guard count >= 0, 1024 + 2 * count == data.count else {
-                throw KeelError("data: \(url.path): header says \(count) tokens but the file holds \((data.count - 1024) / 2)")
-            }
-            return (0..<count).map { Int32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 1024 + 2 * $0, as: UInt16.self))) }
-        }
     }
 }

@@ -20,11 +20,13 @@ public struct TrainConfig: Sendable {
 
     /// `[data]`
     public struct DataSettings: Sendable {
-        /// `paths`: text files, directories of them, or llm.c `.bin` token shards.
+        /// `dataset`: a directory prepared by `keel data prepare` (shards, manifest, tokenizer).
+        public var dataset: String?
+        /// `paths`: text files, directories of them, or llm.c `.bin` token shards, tokenised at start-up.
         public var paths: [String]
         /// `val_fraction`: share of the token stream held out for validation.
         public var validationFraction: Double
-        /// `tokenizer`: only "byte" until the BPE tokenizer lands.
+        /// `tokenizer`: "byte", or a `tokenizer.json` / `.tiktoken` file (with `paths`).
         public var tokenizer: String
     }
 
@@ -99,11 +101,15 @@ public struct TrainConfig: Sendable {
     init(_ source: ConfigValues) throws {
         var v = source
         data = DataSettings(
+            dataset: try v.string("data.dataset", nil),
             paths: try v.strings("data.paths"),
             validationFraction: try v.double("data.val_fraction", 0.1),
             tokenizer: try v.string("data.tokenizer", "byte")!)
-        guard data.tokenizer == "byte" else {
-            throw KeelError("config: data.tokenizer must be \"byte\" (got \"\(data.tokenizer)\")")
+        if data.dataset != nil {
+            guard data.paths.isEmpty else { throw KeelError("config: give data.dataset or data.paths, not both") }
+            guard v.values["data.tokenizer"] == nil else {
+                throw KeelError("config: data.tokenizer comes from the dataset's manifest; remove it or use data.paths")
+            }
         }
         guard data.validationFraction >= 0, data.validationFraction < 1 else {
             throw KeelError("config: data.val_fraction must be in [0, 1) (got \(data.validationFraction))")
@@ -122,8 +128,9 @@ public struct TrainConfig: Sendable {
             throw KeelError("config: model.arch must be \"gpt2\" or \"llama\" (got \"\(archName)\")")
         }
         let heads = try v.int("model.n_head", shape.heads)
+        let vocabSize = try v.optionalInt("model.vocab_size")
         model = ModelConfig(
-            architecture: architecture, vocabSize: try v.int("model.vocab_size", ByteTokenizer.vocabSize),
+            architecture: architecture, vocabSize: try vocabSize ?? TrainConfig.vocabularySize(of: data),
             layers: try v.int("model.n_layer", shape.layers), heads: heads,
             kvHeads: try v.optionalInt("model.n_kv_head"), width: try v.int("model.d_model", shape.width),
             hiddenWidth: try v.optionalInt("model.d_ff"), maxLength: try v.int("model.max_seq_len", shape.maxLength),
@@ -162,12 +169,19 @@ public struct TrainConfig: Sendable {
         try validate()
     }
 
+    /// The vocabulary size of the configured data's tokenizer (the default for `model.vocab_size`).
+    static func vocabularySize(of data: DataSettings) throws -> Int {
+        if let dataset = data.dataset { return try ShardManifest.read(from: URL(fileURLWithPath: dataset)).vocabSize }
+        return try loadTokenizer(data.tokenizer).vocabSize
+    }
+
     private func validate() throws {
         func require(_ condition: Bool, _ key: String, _ message: String) throws {
             if !condition { throw KeelError("config: \(key) \(message)") }
         }
         let t = training
-        try require(!data.paths.isEmpty, "data.paths", "is required: the text files or directories to train on")
+        try require(!data.paths.isEmpty || data.dataset != nil, "data.paths",
+                    "or data.dataset is required: the text files, or the prepared dataset, to train on")
         try require(t.steps > 0, "training.steps", "must be positive (got \(t.steps))")
         try require(t.batchSize > 0, "training.batch_size", "must be positive (got \(t.batchSize))")
         try require(t.sequenceLength > 0 && t.sequenceLength <= model.maxLength, "training.seq_len",

@@ -26,7 +26,7 @@ public final class Trainer {
     public let config: TrainConfig
     public let output: URL
     public let model: Transformer
-    private let corpus: TokenCorpus
+    private let data: TrainingData
     private let m: FloatBuffer
     private let v: FloatBuffer
     private var state: TrainingState
@@ -41,21 +41,12 @@ public final class Trainer {
         self.output = output
         self.log = log
         checkpointRoot = output.appendingPathComponent("checkpoints")
-        let tokenizer = ByteTokenizer()
-        corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer, vocabSize: config.model.vocabSize,
-                                 validationFraction: config.data.validationFraction)
-        let length = config.training.sequenceLength
-        guard corpus.train.count > length + 1 else {
-            throw KeelError("data: the training split has \(corpus.train.count) tokens, fewer than training.seq_len + 2 (\(length + 2))")
-        }
-        guard corpus.validation.count > length else {
-            throw KeelError("data: the validation split has \(corpus.validation.count) tokens, fewer than training.seq_len + 1 (\(length + 1)); raise data.val_fraction")
-        }
+        data = try TrainingData(config: config)
         model = try Transformer(config: config.model, seed: config.training.seed)
         m = FloatBuffer(count: model.table.count)
         v = FloatBuffer(count: model.table.count)
-        state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, batchesConsumed: 0,
-                              tokenizer: config.data.tokenizer, config: config.resolvedTOML)
+        state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
+                              tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
         if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
@@ -71,7 +62,13 @@ public final class Trainer {
             resumedFrom = checkpoint
         }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
+        if let file = data.tokenizerFile {
+            try AtomicFile.write(Data(contentsOf: file), to: output.appendingPathComponent(file.lastPathComponent))
+        }
     }
+
+    /// The run's tokenizer (to decode samples).
+    public var tokenizer: any TextTokenizer { data.tokenizer }
 
     /// Runs until `training.steps` (or, with `stopAfter`, until that step, as if interrupted there, so that
     /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if
@@ -81,15 +78,16 @@ public final class Trainer {
         let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
-        let sampler = BatchSampler(batch: batch, length: length, seed: t.seed)
+        let loader = try TokenLoader(windows: data.train, batch: batch, seed: t.seed, position: state.samplesConsumed)
+        defer { loader.stop() }
         let metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                      keepingThrough: resumedFrom == nil ? nil : state.step)
         let progress = ProgressDisplay(totalSteps: t.steps, every: config.logging.every)
         let groups = model.table.decayGroups(decayEmbeddings: t.decayEmbeddings)
 
-        let unigram = unigramLoss()
-        log(String(format: "data: %d files, %d training and %d validation tokens; unigram baseline loss %.4f",
-                   corpus.fileCount, corpus.train.count, corpus.validation.count, unigram))
+        let unigram = data.unigramLoss(vocabSize: config.model.vocabSize)
+        log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
+                   data.summary, data.train.tokenCount, data.validation.tokenCount, unigram))
         log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(t.tokensPerStep) tokens per step")
         var initialValidation: Float?
         if let resumedFrom {
@@ -114,8 +112,10 @@ public final class Trainer {
             let stepStart = Date()
             model.gradients.zero()
             var loss = 0.0
-            for micro in 0..<accumulation {
-                sampler.fill(inputs: &inputs, targets: &targets, from: corpus.train, step: step, microBatch: micro)
+            for _ in 0..<accumulation {
+                inputs.withUnsafeMutableBufferPointer { i in
+                    targets.withUnsafeMutableBufferPointer { tg in loader.next(inputs: i.baseAddress!, targets: tg.baseAddress!) }
+                }
                 let microLoss = inputs.withUnsafeBufferPointer { i in
                     targets.withUnsafeBufferPointer { tg in
                         model.forward(inputs: i.baseAddress!, targets: tg.baseAddress!, batch: batch, length: length,
@@ -141,7 +141,7 @@ public final class Trainer {
 
             state.step = step
             state.tokens += t.tokensPerStep
-            state.batchesConsumed += accumulation
+            state.samplesConsumed = loader.position
             segmentTokens += t.tokensPerStep
             let segmentSeconds = Date().timeIntervalSince(segmentStart)
             state.elapsedSeconds = elapsedBefore + segmentSeconds
@@ -176,18 +176,18 @@ public final class Trainer {
     /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows.
     public func validationLoss() -> Float {
         let batch = config.training.batchSize, length = config.training.sequenceLength
-        let windows = BatchSampler.evaluationWindows(tokenCount: corpus.validation.count, length: length,
-                                                     limit: config.training.evalBatches * batch)
+        let windows = min(data.validation.count, config.training.evalBatches * batch)
         var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
         var total = 0.0
         var start = 0
         while start < windows {
             let rows = min(batch, windows - start)
-            for r in 0..<rows {
-                let offset = (start + r) * length
-                for i in 0..<length {
-                    inputs[r * length + i] = corpus.validation[offset + i]
-                    targets[r * length + i] = corpus.validation[offset + i + 1]
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { tg in
+                    for r in 0..<rows {
+                        data.validation.copy(window: start + r, inputs: i.baseAddress! + r * length,
+                                             targets: tg.baseAddress! + r * length)
+                    }
                 }
             }
             let loss = inputs.withUnsafeBufferPointer { i in
@@ -199,17 +199,6 @@ public final class Trainer {
             start += rows
         }
         return Float(total / Double(windows))
-    }
-
-    /// Cross-entropy of the validation tokens under add-one-smoothed training token frequencies: the loss
-    /// of a model that ignores context, which a trained transformer must beat.
-    public func unigramLoss() -> Double {
-        var counts = [Double](repeating: 1, count: config.model.vocabSize)
-        for token in corpus.train { counts[Int(token)] += 1 }
-        let total = counts.reduce(0, +)
-        var loss = 0.0
-        for token in corpus.validation { loss -= Foundation.log(counts[Int(token)] / total) }
-        return loss / Double(corpus.validation.count)
     }
 
     @discardableResult
@@ -230,7 +219,9 @@ public final class Trainer {
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try AtomicFile.write(encoder.encode(state), to: $0)
             }),
-        ])
+        ] + (data.tokenizerFile.map { file in
+            [(file.lastPathComponent, { try AtomicFile.write(Data(contentsOf: file), to: $0) })]
+        } ?? []))
         CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep)
         return url
     }

@@ -1,10 +1,11 @@
 import Foundation
 import KeelCore
+import KeelData
 
 /// What a checkpoint records besides weights and optimizer moments (`state.json`).
 ///
-/// The data position and the random state are both the step: the sampler and every random stream are
-/// keyed by (seed, step, …), so they need no other state to continue exactly where they stopped.
+/// The data position is `samplesConsumed` (the loader's position); the random state is the seed, since
+/// the data order and every random stream are keyed by (seed, epoch or step, …).
 public struct TrainingState: Codable, Equatable, Sendable {
     /// Optimizer steps completed.
     public var step: Int
@@ -14,23 +15,31 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var elapsedSeconds: Double
     /// The run's seed; with `step` it determines every later batch and random draw.
     public var seed: UInt64
-    /// Micro-batches drawn so far (step × grad_accum): the loader's position.
-    public var batchesConsumed: Int
-    /// The tokenizer the token ids belong to.
+    /// Training windows consumed so far, by all ranks: the loader's position.
+    public var samplesConsumed: Int
+    /// The tokenizer the token ids belong to: "byte", or the tokenizer file's name beside this file.
     public var tokenizer: String
     /// The resolved configuration the run was started with, as TOML.
     public var config: String
 
     enum CodingKeys: String, CodingKey {
         case step, tokens, seed, tokenizer, config
-        case elapsedSeconds = "elapsed_s", batchesConsumed = "batches_consumed"
+        case elapsedSeconds = "elapsed_s", samplesConsumed = "samples_consumed"
     }
 
-    static func read(from url: URL) throws -> TrainingState {
+    /// Reads a `state.json`.
+    public static func read(from url: URL) throws -> TrainingState {
         guard let data = try? Data(contentsOf: url) else { throw KeelError("\(url.path): cannot read") }
         guard let state = try? JSONDecoder().decode(TrainingState.self, from: data) else {
             throw KeelError("\(url.path): malformed training state")
         }
         return state
     }
+}
+
+/// The tokenizer recorded in checkpoint (or run) directory `directory`: byte-level, or the tokenizer file
+/// stored beside `state.json`.
+public func loadCheckpointTokenizer(_ directory: URL) throws -> any TextTokenizer {
+    let state = try TrainingState.read(from: directory.appendingPathComponent("state.json"))
+    return try loadTokenizer(state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path)
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelData
+import KeelTrain
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,8 +21,10 @@ struct Export: ParsableCommand {
         var out: String
 
         func run() throws {
-            let model = try ModelFiles.loadModel(fromCheckpoint: ModelFiles.resolveCheckpoint(checkpoint))
-            try HuggingFaceExport.write(model, to: URL(fileURLWithPath: out), endOfText: Int(ByteTokenizer().endOfText))
+            let directory = try ModelFiles.resolveCheckpoint(checkpoint)
+            let model = try ModelFiles.loadModel(fromCheckpoint: directory)
+            let tokenizer = try loadCheckpointTokenizer(directory)
+            try HuggingFaceExport.write(model, to: URL(fileURLWithPath: out), endOfText: Int(tokenizer.endOfText))
             print("wrote \(out)/config.json and \(out)/model.safetensors")
         }
     }

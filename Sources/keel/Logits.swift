@@ -3,6 +3,7 @@ import Foundation
 import KeelCheckpoint
 import KeelCore
 import KeelData
+import KeelTrain
 
 struct Logits: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,15 +16,16 @@ struct Logits: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
     var checkpoint: String
 
-    @Option(help: "Text to score (byte tokens).")
+    @Option(help: "Text to score (encoded with the checkpoint's tokenizer).")
     var text: String
 
     @Option(name: .shortAndLong, help: "safetensors file to write.")
     var out: String
 
     func run() throws {
-        let model = try ModelFiles.loadModel(fromCheckpoint: ModelFiles.resolveCheckpoint(checkpoint))
-        let tokens = ByteTokenizer().encode(Array(text.utf8))
+        let directory = try ModelFiles.resolveCheckpoint(checkpoint)
+        let model = try ModelFiles.loadModel(fromCheckpoint: directory)
+        let tokens = try loadCheckpointTokenizer(directory).encode(text)
         guard !tokens.isEmpty else { throw ValidationError("--text is empty") }
         guard tokens.count <= model.config.maxLength else {
             throw ValidationError("--text is \(tokens.count) tokens, more than the model's max_seq_len (\(model.config.maxLength))")

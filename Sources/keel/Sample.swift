@@ -1,5 +1,6 @@
 import ArgumentParser
 import KeelCheckpoint
+import KeelTrain
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a checkpoint.")
@@ -29,8 +30,9 @@ struct Sample: ParsableCommand {
     }
 
     func run() throws {
-        let model = try ModelFiles.loadModel(fromCheckpoint: ModelFiles.resolveCheckpoint(checkpoint))
-        print(Sampling.generate(model: model, prompt: prompt, tokens: tokens, temperature: temperature, topK: topK,
-                                seed: seed))
+        let directory = try ModelFiles.resolveCheckpoint(checkpoint)
+        let model = try ModelFiles.loadModel(fromCheckpoint: directory)
+        print(try Sampling.generate(model: model, tokenizer: loadCheckpointTokenizer(directory), prompt: prompt,
+                                    tokens: tokens, temperature: temperature, topK: topK, seed: seed))
     }
 }

@@ -59,7 +59,8 @@ struct Train: ParsableCommand {
         print(lines.joined(separator: "\n"))
         if settings.sample.tokens > 0 {
             print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
-            print(Sampling.generate(model: trainer.model, prompt: settings.sample.prompt, tokens: settings.sample.tokens,
+            print(try Sampling.generate(model: trainer.model, tokenizer: trainer.tokenizer, prompt: settings.sample.prompt,
+                                        tokens: settings.sample.tokens,
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,
                                     seed: settings.training.seed))
         }
@@ -68,11 +69,12 @@ struct Train: ParsableCommand {
 
 /// Text generation shared by `train` (the closing sample) and `sample`.
 enum Sampling {
-    static func generate(model: Transformer, prompt: String, tokens: Int, temperature: Double, topK: Int, seed: UInt64) -> String {
-        let tokenizer = ByteTokenizer()
-        let ids = tokenizer.encode(Array(prompt.utf8))
+    static func generate(
+        model: Transformer, tokenizer: any TextTokenizer, prompt: String, tokens: Int, temperature: Double, topK: Int,
+        seed: UInt64
+    ) throws -> String {
         let settings = SamplingSettings(temperature: Float(temperature), topK: topK, seed: seed)
-        let generated = model.generate(prompt: ids, count: tokens, settings: settings)
-        return tokenizer.decodeText(generated)
+        let generated = model.generate(prompt: tokenizer.encode(prompt), count: tokens, settings: settings)
+        return try tokenizer.decodeText(generated)
     }
 }

@@ -1,0 +1,247 @@
+import Foundation
+import KeelCore
+
+/// What `BPEEncoder.encode` does with special-token text (such as `<|endoftext|>`) found in its input.
+public enum SpecialTokenPolicy: String, Sendable, CaseIterable {
+    /// Encode it as ordinary text, like tiktoken's `encode_ordinary` (the safe choice for training data).
+    case ordinary
+    /// Emit the special token's id, like tiktoken's `allowed_special="all"`.
+    case allowed
+    /// Throw, like tiktoken's default `disallowed_special="all"`.
+    case rejected
+}
+
+/// Encodes text with a `BPEVocabulary`. Not thread-safe: give each thread its own encoder (they share the
+/// vocabulary). Each encoder caches the tokens of pieces it has seen, which is most of the speed on text.
+public final class BPEEncoder {
+    public let vocabulary: BPEVocabulary
+    private let preTokenizer: PreTokenizer
+    private var cacheIndex: ByteStringTable
+    private var cacheSpans: [(start: Int32, count: Int32)] = []
+    private var cacheTokens: [Int32] = []
+    private static let cacheLimit = 1 << 18
+    // Scratch for merging one piece.
+    private var parts: [Int32] = []
+    private var ranks: [Int32] = []
+    private var heap = PairHeap()
+    private var next: [Int32] = []
+    private var previous: [Int32] = []
+
+    /// Pieces longer than this merge through a heap (O(n log n)) instead of rescanning (O(n²)).
+    static let heapThreshold = 128
+
+    public init(vocabulary: BPEVocabulary) {
+        self.vocabulary = vocabulary
+        preTokenizer = PreTokenizer(pattern: vocabulary.pattern)
+        cacheIndex = ByteStringTable(capacity: 1024)
+    }
+
+    /// Appends the tokens of `text` (UTF-8 bytes, not necessarily valid) to `output`, treating any special
+    /// token text as ordinary text.
+    public func encodeOrdinary(_ text: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
+        guard text.count > 0 else { return }
+        preTokenizer.split(text) { range in
+            encodePiece(UnsafeBufferPointer(rebasing: text[range]), into: &output)
+        }
+    }
+
+    /// Appends the tokens of `text` to `output`, handling special-token text by `policy`.
+    public func encode(_ text: UnsafeBufferPointer<UInt8>, specialTokens policy: SpecialTokenPolicy,
+                       into output: inout [Int32]) throws {
+        if policy == .ordinary || vocabulary.specialTokens.isEmpty {
+            encodeOrdinary(text, into: &output)
+            return
+        }
+        let specials = vocabulary.specialTokens.map { (Array($0.key.utf8), $0.value) }.sorted { $0.0.count > $1.0.count }
+        var start = 0, i = 0
+        while i < text.count {
+            if let (bytes, id) = specials.first(where: { special in
+                special.0.count <= text.count - i && special.0.withUnsafeBufferPointer {
+                    memcmp($0.baseAddress!, text.baseAddress! + i, special.0.count) == 0
+                }
+            }) {
+                guard policy == .allowed else {
+                    throw KeelError("text contains the special token \(String(decoding: bytes, as: UTF8.self)) at byte \(i); allow it or encode it as ordinary text")
+                }
+                encodeOrdinary(UnsafeBufferPointer(rebasing: text[start..<i]), into: &output)
+                output.append(id)
+                i += bytes.count
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        encodeOrdinary(UnsafeBufferPointer(rebasing: text[start..<text.count]), into: &output)
+    }
+
+    /// Convenience: the tokens of `text`.
+    public func encode(_ text: String, specialTokens policy: SpecialTokenPolicy = .ordinary) throws -> [Int32] {
+        var output: [Int32] = []
+        var text = text
+        try text.withUTF8 { try encode($0, specialTokens: policy, into: &output) }
+        return output
+    }
+
+    /// The bytes of `ids`; special tokens become their text.
+    public func decode<IDs: Sequence>(_ ids: IDs) throws -> [UInt8] where IDs.Element == Int32 {
+        let specials = Dictionary(uniqueKeysWithValues: vocabulary.specialTokens.map { ($0.value, $0.key) })
+        var bytes: [UInt8] = []
+        for id in ids {
+            if let special = specials[id] {
+                bytes += special.utf8
+            } else {
+                let token = vocabulary.bytes(of: id)
+                guard !token.isEmpty else { throw KeelError("token id \(id) is not in the vocabulary (size \(vocabulary.size))") }
+                bytes += token
+            }
+        }
+        return bytes
+    }
+
+    // MARK: - One piece
+
+    private func encodePiece(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
+        if piece.count == 1 {
+            output.append(vocabulary.byteTokens[Int(piece[0])])
+            return
+        }
+        let raw = UnsafeRawBufferPointer(piece)
+        if vocabulary.emitsWholePieces, let whole = vocabulary.tokensByBytes.value(for: raw) {
+            output.append(whole)
+            return
+        }
+        if let cached = cacheIndex.value(for: raw) {
+            let span = cacheSpans[Int(cached)]
+            output.append(contentsOf: cacheTokens[Int(span.start)..<Int(span.start + span.count)])
+            return
+        }
+        let first = output.count
+        if piece.count > BPEEncoder.heapThreshold {
+            mergeWithHeap(piece, into: &output)
+        } else {
+            mergeByScanning(piece, into: &output)
+        }
+        if cacheSpans.count >= BPEEncoder.cacheLimit {
+            cacheIndex = ByteStringTable(capacity: 1024)
+            cacheSpans.removeAll(keepingCapacity: true)
+            cacheTokens.removeAll(keepingCapacity: true)
+        }
+        cacheIndex.insert(raw, value: Int32(cacheSpans.count))
+        cacheSpans.append((Int32(cacheTokens.count), Int32(output.count - first)))
+        cacheTokens.append(contentsOf: output[first...])
+    }
+
+    /// Repeatedly merges the adjacent pair with the lowest rank (leftmost on ties), rescanning each time.
+    private func mergeByScanning(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
+        let pairs = vocabulary.pairs
+        parts.removeAll(keepingCapacity: true)
+        ranks.removeAll(keepingCapacity: true)
+        for byte in piece { parts.append(vocabulary.byteTokens[Int(byte)]) }
+        for i in 0..<(parts.count - 1) { ranks.append(pairs.merge(parts[i], parts[i + 1])?.rank ?? .max) }
+        while true {
+            var best = Int32.max, at = -1
+            for i in 0..<ranks.count where ranks[i] < best {
+                best = ranks[i]
+                at = i
+            }
+            guard at >= 0 else { break }
+            parts[at] = pairs.merge(parts[at], parts[at + 1])!.token
+            parts.remove(at: at + 1)
+            ranks.remove(at: at)
+            if at < ranks.count { ranks[at] = pairs.merge(parts[at], parts[at + 1])?.rank ?? .max }
+            if at > 0 { ranks[at - 1] = pairs.merge(parts[at - 1], parts[at])?.rank ?? .max }
+        }
+        output.append(contentsOf: parts)
+    }
+
+    /// The same merges as `mergeByScanning` in O(n log n): a linked list of parts and a heap of candidate
+    /// pairs ordered by (rank, position), entries checked for staleness when popped.
+    private func mergeWithHeap(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
+        let pairs = vocabulary.pairs
+        let n = piece.count
+        parts.removeAll(keepingCapacity: true)
+        for byte in piece { parts.append(vocabulary.byteTokens[Int(byte)]) }
+        next = (0..<n).map { Int32($0 + 1) }
+        previous = (0..<n).map { Int32($0 - 1) }
+        heap.removeAll()
+        func consider(_ left: Int32) {
+            guard left >= 0 else { return }
+            let right = next[Int(left)]
+            guard right < n, let merge = pairs.merge(parts[Int(left)], parts[Int(right)]) else { return }
+            heap.push(PairHeap.Entry(rank: merge.rank, position: left, right: right,
+                                     leftToken: parts[Int(left)], rightToken: parts[Int(right)]))
+        }
+        for i in 0..<(n - 1) { consider(Int32(i)) }
+        while let entry = heap.pop() {
+            let left = Int(entry.position), right = Int(entry.right)
+            // Stale if either part was merged away or changed since the entry was pushed.
+            guard next[left] == entry.right, parts[left] == entry.leftToken, parts[right] == entry.rightToken,
+                  previous[right] == entry.position
+            else { continue }
+            parts[left] = pairs.merge(entry.leftToken, entry.rightToken)!.token
+            let after = next[right]
+            next[left] = after
+            if after < n { previous[Int(after)] = Int32(left) }
+            parts[right] = -1
+            next[right] = -1
+            previous[right] = -1
+            consider(previous[left])
+            consider(Int32(left))
+        }
+        var i: Int32 = 0
+        while i < n {
+            output.append(parts[Int(i)])
+            i = next[Int(i)]
+        }
+    }
+}
+
+/// A binary min-heap of candidate merges ordered by (rank, position).
+struct PairHeap {
+    struct Entry {
+        let rank: Int32
+        let position: Int32
+        let right: Int32
+        let leftToken: Int32
+        let rightToken: Int32
+
+        @inline(__always)
+        func precedes(_ other: Entry) -> Bool {
+            rank < other.rank || (rank == other.rank && position < other.position)
+        }
+    }
+
+    private var items: [Entry] = []
+
+    mutating func removeAll() { items.removeAll(keepingCapacity: true) }
+
+    mutating func push(_ entry: Entry) {
+        items.append(entry)
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].precedes(items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < items.count, items[left].precedes(items[smallest]) { smallest = left }
+                if right < items.count, items[right].precedes(items[smallest]) { smallest = right }
+                guard smallest != parent else { break }
+                items.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import KeelCore
+
+/// An open-addressing hash map from byte strings to `Int32`, without allocating per lookup.
+///
+/// Keys are stored once in a byte arena; a lookup hashes the probe bytes (XXH64) and compares them with the
+/// stored key only when the 64-bit hashes match.
+struct ByteStringTable: Sendable {
+    private var hashes: [UInt64]
+    private var values: [Int32]
+    private var keyStarts: [Int32]
+    private var keyLengths: [Int32]
+    private var arena: [UInt8] = []
+    private var mask: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size <<= 1 }
+        hashes = [UInt64](repeating: 0, count: size)
+        values = [Int32](repeating: -1, count: size)
+        keyStarts = [Int32](repeating: 0, count: size)
+        keyLengths = [Int32](repeating: 0, count: size)
+        mask = size - 1
+    }
+
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        XXH64.hash(bytes) | 1  // never 0, which marks an empty slot
+    }
+
+    /// The value stored for `key`, if any.
+    func value(for key: UnsafeRawBufferPointer) -> Int32? {
+        let h = ByteStringTable.hash(key)
+        var slot = Int(truncatingIfNeeded: h) & mask
+        while hashes[slot] != 0 {
+            if hashes[slot] == h, Int(keyLengths[slot]) == key.count, matches(slot, key) { return values[slot] }
+            slot = (slot + 1) & mask
+        }
+        return nil
+    }
+
+    /// Stores `value` for `key`, replacing any earlier value. Grows when half full.
+    mutating func insert(_ key: UnsafeRawBufferPointer, value: Int32) {
+        if (count + 1) * 2 > hashes.count { grow() }
+        let h = ByteStringTable.hash(key)
+        var slot = Int(truncatingIfNeeded: h) & mask
+        while hashes[slot] != 0 {
+            if hashes[slot] == h, Int(keyLengths[slot]) == key.count, matches(slot, key) {
+                values[slot] = value
+                return
+            }
+            slot = (slot + 1) & mask
+        }
+        hashes[slot] = h
+        values[slot] = value
+        keyStarts[slot] = Int32(arena.count)
+        keyLengths[slot] = Int32(key.count)
+        arena.append(contentsOf: key)
+        count += 1
+    }
+
+    private func matches(_ slot: Int, _ key: UnsafeRawBufferPointer) -> Bool {
+        guard key.count > 0 else { return true }
+        return arena.withUnsafeBytes { stored in
+            memcmp(stored.baseAddress! + Int(keyStarts[slot]), key.baseAddress!, key.count) == 0
+        }
+    }
+
+    private mutating func grow() {
+        var bigger = ByteStringTable(capacity: hashes.count)
+        arena.withUnsafeBytes { stored in
+            for slot in 0..<hashes.count where hashes[slot] != 0 {
+                bigger.insert(UnsafeRawBufferPointer(rebasing: stored[Int(keyStarts[slot])..<Int(keyStarts[slot] + keyLengths[slot])]),
+                              value: values[slot])
+            }
+        }
+        self = bigger
+    }
+}
+
+/// An open-addressing hash map from a pair of token ids to the merge that joins them.
+struct PairTable: Sendable {
+    /// A merge: its priority (lower merges first) and the token it produces.
+    struct Merge: Sendable, Equatable {
+        let rank: Int32
+        let token: Int32
+    }
+
+    private var keys: [UInt64]
+    private var merges: [Merge]
+    private let mask: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size <<= 1 }
+        keys = [UInt64](repeating: .max, count: size)
+        merges = [Merge](repeating: Merge(rank: 0, token: 0), count: size)
+        mask = size - 1
+    }
+
+    @inline(__always)
+    private static func key(_ left: Int32, _ right: Int32) -> UInt64 {
+        UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right))
+    }
+
+    @inline(__always)
+    private func slot(for key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20) & mask
+    }
+
+    /// The merge joining `left` and `right`, if they merge.
+    @inline(__always)
+    func merge(_ left: Int32, _ right: Int32) -> Merge? {
+        let k = PairTable.key(left, right)
+        var s = slot(for: k)
+        while keys[s] != .max {
+            if keys[s] == k { return merges[s] }
+            s = (s + 1) & mask
+        }
+        return nil
+    }
+
+    /// Records a merge; an existing entry for the pair is kept if its rank is lower.
+    mutating func insert(_ left: Int32, _ right: Int32, _ merge: Merge) {
+        precondition((count + 1) * 2 <= keys.count, "PairTable capacity exceeded")
+        let k = PairTable.key(left, right)
+        var s = slot(for: k)
+        while keys[s] != .max {
+            if keys[s] == k {
+                if merge.rank < merges[s].rank { merges[s] = merge }
+                return
+            }
+            s = (s + 1) & mask
+        }
+        keys[s] = k
+        merges[s] = merge
+        count += 1
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import KeelCore
+
+/// `manifest.json` of a prepared dataset directory: the tokenizer, and for each split its shards with
+/// their token counts and checksums. Written last by `keel data prepare`, so a directory with a manifest
+/// is complete.
+public struct ShardManifest: Codable, Equatable, Sendable {
+    /// One shard file.
+    public struct Shard: Codable, Equatable, Sendable {
+        public var file: String
+        public var tokens: Int
+        public var xxh64: String
+    }
+
+    /// One split (`train` or `val`).
+    public struct Split: Codable, Equatable, Sendable {
+        public var documents: Int
+        public var tokens: Int
+        public var shards: [Shard]
+    }
+
+    public var version = 1
+    /// The tokenizer file inside the dataset directory (`tokenizer.json` or `tokenizer.tiktoken`), or "byte".
+    public var tokenizer: String
+    public var vocabSize: Int
+    public var endOfText: Int32
+    public var dtype: TokenShardFormat
+    public var train: Split
+    public var val: Split
+    /// Input bytes read.
+    public var sourceBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case version, tokenizer, dtype, train, val
+        case vocabSize = "vocab_size", endOfText = "end_of_text", sourceBytes = "source_bytes"
+    }
+
+    public static let fileName = "manifest.json"
+
+    /// Reads `directory/manifest.json`.
+    public static func read(from directory: URL) throws -> ShardManifest {
+        let url = directory.appendingPathComponent(fileName)
+        guard let data = try? Data(contentsOf: url) else {
+            throw KeelError("data: \(directory.path) is not a prepared dataset (no \(fileName); run keel data prepare)")
+        }
+        do { return try JSONDecoder().decode(ShardManifest.self, from: data) } catch {
+            throw KeelError("data: \(url.path) is malformed")
+        }
+    }
+
+    /// Writes the manifest atomically.
+    public func write(to directory: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(encoder.encode(self), to: directory.appendingPathComponent(ShardManifest.fileName))
+    }
+
+    /// Maps and verifies the shards of one split.
+    public func openShards(_ split: Split, in directory: URL) throws -> [TokenShard] {
+        try split.shards.map { shard in
+            guard let checksum = UInt64(shard.xxh64, radix: 16) else {
+                throw KeelError("data: \(ShardManifest.fileName) has a malformed checksum for \(shard.file)")
+            }
+            let opened = try TokenShard(url: directory.appendingPathComponent(shard.file), checksum: checksum)
+            guard opened.count == shard.tokens else {
+                throw KeelError("data: \(shard.file) holds \(opened.count) tokens, the manifest says \(shard.tokens)")
+            }
+            return opened
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import KeelCore
+
+/// What training, data preparation and sampling need from a tokenizer.
+public protocol TextTokenizer: Sendable {
+    /// Number of ids (the model's minimum vocabulary size).
+    var vocabSize: Int { get }
+    /// The id that separates documents.
+    var endOfText: Int32 { get }
+    /// The ids of `text` (UTF-8 bytes, not necessarily valid); special-token text is encoded as text.
+    func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32]
+    /// The bytes of `ids` (end-of-text and other special tokens as their text).
+    func decode(_ ids: [Int32]) throws -> [UInt8]
+}
+
+extension TextTokenizer {
+    /// The ids of a string.
+    public func encode(_ text: String) -> [Int32] {
+        Array(text.utf8).withUnsafeBufferPointer { encode($0) }
+    }
+
+    /// `ids` as text, with invalid UTF-8 shown as U+FFFD.
+    public func decodeText(_ ids: [Int32]) throws -> String {
+        String(decoding: try decode(ids), as: UTF8.self)
+    }
+}
+
+extension ByteTokenizer: TextTokenizer {
+    public func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32] {
+        text.map { Int32($0) }
+    }
+}
+
+/// A byte-level BPE vocabulary as a `TextTokenizer`.
+public struct BPETokenizer: TextTokenizer {
+    public let vocabulary: BPEVocabulary
+    public let endOfText: Int32
+
+    /// Wraps `vocabulary`, which must have an `<|endoftext|>` special token.
+    public init(vocabulary: BPEVocabulary, origin: String) throws {
+        guard let endOfText = vocabulary.endOfText else {
+            throw KeelError("tokenizer: \(origin) has no \(BPEVocabulary.endOfTextText) special token to separate documents")
+        }
+        self.vocabulary = vocabulary
+        self.endOfText = endOfText
+    }
+
+    public var vocabSize: Int { vocabulary.size }
+
+    public func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32] {
+        var output: [Int32] = []
+        BPEEncoder(vocabulary: vocabulary).encodeOrdinary(text, into: &output)
+        return output
+    }
+
+    public func decode(_ ids: [Int32]) throws -> [UInt8] {
+        try BPEEncoder(vocabulary: vocabulary).decode(ids)
+    }
+}
+
+/// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.
+public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
+    if name == "byte" { return ByteTokenizer() }
+    return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name)
+}

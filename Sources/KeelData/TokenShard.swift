@@ -1,0 +1,121 @@
+import Foundation
+import KeelCore
+
+/// Token shards in llm.c's format: a header of 256 little-endian int32 (magic, version, token count in
+/// the third slot, the rest zero) followed by the tokens.
+public enum TokenShardFormat: String, Sendable, Codable, CaseIterable {
+    /// magic 20240520, version 1: uint16 tokens (vocabularies up to 65,536 ids).
+    case uint16
+    /// magic 20240801, version 7: uint32 tokens (llm.c's Llama 3 convention).
+    case uint32
+
+    public var magic: Int32 { self == .uint16 ? 20_240_520 : 20_240_801 }
+    public var version: Int32 { self == .uint16 ? 1 : 7 }
+    public var tokenSize: Int { self == .uint16 ? 2 : 4 }
+    static let headerBytes = 1024
+
+    /// The narrowest format that holds ids below `vocabSize`.
+    public static func narrowest(vocabSize: Int) -> TokenShardFormat {
+        vocabSize <= 65_536 ? .uint16 : .uint32
+    }
+
+    /// Throws unless every id below `vocabSize` fits.
+    public func check(vocabSize: Int) throws {
+        if self == .uint16 && vocabSize > 65_536 {
+            throw KeelError("a vocabulary of \(vocabSize) ids does not fit uint16 shards (at most 65,536); use uint32")
+        }
+    }
+
+    /// Writes `tokens` as a shard, atomically; returns the file's XXH64.
+    public func write(_ tokens: ArraySlice<Int32>, to url: URL) throws -> UInt64 {
+        var bytes = [UInt8](repeating: 0, count: TokenShardFormat.headerBytes + tokens.count * tokenSize)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: Int32.self)
+            raw.storeBytes(of: version.littleEndian, toByteOffset: 4, as: Int32.self)
+            raw.storeBytes(of: Int32(tokens.count).littleEndian, toByteOffset: 8, as: Int32.self)
+            var offset = TokenShardFormat.headerBytes
+            for token in tokens {
+                if self == .uint16 {
+                    raw.storeBytes(of: UInt16(truncatingIfNeeded: token).littleEndian, toByteOffset: offset, as: UInt16.self)
+                } else {
+                    raw.storeBytes(of: UInt32(truncatingIfNeeded: token).littleEndian, toByteOffset: offset, as: UInt32.self)
+                }
+                offset += tokenSize
+            }
+        }
+        try AtomicFile.write(Data(bytes), to: url)
+        return XXH64.hash(bytes)
+    }
+}
+
+/// A memory-mapped token shard whose header has been checked against its size (and, when given, its
+/// checksum).
+public final class TokenShard: @unchecked Sendable {
+    public let url: URL
+    public let format: TokenShardFormat
+    public let count: Int
+    private let data: Data
+
+    /// Maps `url`; with `checksum`, verifies the file's XXH64 first.
+    public init(url: URL, checksum: UInt64? = nil) throws {
+        self.url = url
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw KeelError("data: cannot read shard \(url.path): \(error.localizedDescription)")
+        }
+        guard data.count >= TokenShardFormat.headerBytes else {
+            throw KeelError("data: \(url.path): too short for a token shard header (\(data.count) bytes)")
+        }
+        let header = data.withUnsafeBytes { raw in
+            (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+        }
+        guard let format = TokenShardFormat.allCases.first(where: { $0.magic == header[0] && $0.version == header[1] }) else {
+            throw KeelError("data: \(url.path): not an llm.c token shard (magic \(header[0]), version \(header[1]))")
+        }
+        let stored = (data.count - TokenShardFormat.headerBytes) / format.tokenSize
+        guard header[2] >= 0, TokenShardFormat.headerBytes + Int(header[2]) * format.tokenSize == data.count else {
+            throw KeelError("data: \(url.path): header says \(header[2]) tokens but the file holds \(stored)")
+        }
+        if let checksum {
+            let actual = data.withUnsafeBytes { XXH64.hash($0) }
+            guard actual == checksum else { throw KeelError("data: \(url.path): checksum mismatch (the shard is damaged)") }
+        }
+        self.format = format
+        self.count = Int(header[2])
+    }
+
+    /// Copies tokens `range` into `destination` as Int32.
+    public func copy(_ range: Range<Int>, to destination: UnsafeMutablePointer<Int32>) {
+        data.withUnsafeBytes { raw in
+            let base = raw.baseAddress! + TokenShardFormat.headerBytes
+            switch format {
+            case .uint16:
+                let tokens = base.assumingMemoryBound(to: UInt16.self)
+                for (i, t) in range.enumerated() { destination[i] = Int32(UInt16(littleEndian: tokens[t])) }
+            case .uint32:
+                let tokens = base.assumingMemoryBound(to: UInt32.self)
+                for (i, t) in range.enumerated() { destination[i] = Int32(bitPattern: UInt32(littleEndian: tokens[t])) }
+            }
+        }
+    }
+
+    /// All tokens as Int32 (for tests and tools).
+    public func tokens() -> [Int32] {
+        var result = [Int32](repeating: 0, count: count)
+        result.withUnsafeMutableBufferPointer { copy(0..<count, to: $0.baseAddress!) }
+        return result
+    }
+
+    /// The largest token id in the shard (for vocabulary checks).
+    public func maximumToken() -> Int32 {
+        var largest: Int32 = -1
+        var chunk = [Int32](repeating: 0, count: 1 << 16)
+        var start = 0
+        while start < count {
+            let n = min(chunk.count, count - start)
+            chunk.withUnsafeMutableBufferPointer { copy(start..<(start + n), to: $0.baseAddress!) }
+            for i in 0..<n { largest = max(largest, chunk[i]) }
+            start += n
+        }
+        return largest
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import KeelCore
+
+/// Reading and writing BPE vocabularies in the formats other tools use:
+/// tiktoken's `.tiktoken` rank files and Hugging Face's `tokenizer.json`.
+public enum TokenizerFiles {
+    /// Loads `path` by its extension: `.tiktoken` or `.json` (Hugging Face).
+    ///
+    /// A `.tiktoken` file holds only ranks: its split pattern and special tokens come from `pattern`, or
+    /// from the file name for the standard vocabularies (cl100k_base, r50k_base/gpt2).
+    public static func load(_ path: String, pattern: SplitPattern? = nil) throws -> BPEVocabulary {
+        let url = URL(fileURLWithPath: path)
+        guard FileManager.default.fileExists(atPath: path) else { throw KeelError("tokenizer: \(path): no such file") }
+        guard let data = try? Data(contentsOf: url) else { throw KeelError("tokenizer: \(path): cannot read") }
+        if url.pathExtension == "tiktoken" {
+            let name = url.deletingPathExtension().lastPathComponent
+            let known = knownTiktoken(name)
+            guard let split = pattern ?? known?.pattern else {
+                throw KeelError("tokenizer: \(path): a .tiktoken file does not say its split pattern; pass --pattern gpt2 or cl100k")
+            }
+            return try BPEVocabulary(ranks: parseTiktoken(data, path: path), specialTokens: known?.specials ?? [:], pattern: split)
+        }
+        return try parseHuggingFace(data, path: path)
+    }
+
+    /// Special tokens and pattern of the standard OpenAI vocabularies, by file name.
+    static func knownTiktoken(_ name: String) -> (pattern: SplitPattern, specials: [String: Int32])? {
+        if name.hasPrefix("cl100k_base") {
+            return (.cl100k, ["<|endoftext|>": 100_257, "<|fim_prefix|>": 100_258, "<|fim_middle|>": 100_259,
+                              "<|fim_suffix|>": 100_260, "<|endofprompt|>": 100_276])
+        }
+        if name.hasPrefix("r50k_base") || name.hasPrefix("gpt2") { return (.gpt2, ["<|endoftext|>": 50_256]) }
+        return nil
+    }
+
+    /// Lines of `base64(token bytes) rank`.
+    static func parseTiktoken(_ data: Data, path: String) throws -> [([UInt8], Int32)] {
+        var ranks: [([UInt8], Int32)] = []
+        var lineNumber = 0
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            lineNumber += 1
+            let fields = line.split(separator: UInt8(ascii: " "))
+            guard fields.count == 2, let bytes = Data(base64Encoded: Data(fields[0])),
+                  let rank = Int32(String(decoding: fields[1], as: UTF8.self))
+            else { throw KeelError("tokenizer: \(path): line \(lineNumber) is not 'base64 rank'") }
+            ranks.append((Array(bytes), rank))
+        }
+        guard !ranks.isEmpty else { throw KeelError("tokenizer: \(path): no tokens") }
+        return ranks
+    }
+
+    /// Writes the ordinary tokens as a `.tiktoken` rank file (ranks are ids).
+    public static func writeTiktoken(_ vocabulary: BPEVocabulary, to url: URL) throws {
+        var text = ""
+        for id in 0..<vocabulary.ordinaryCount {
+            let bytes = vocabulary.bytes(of: Int32(id))
+            if !bytes.isEmpty { text += Data(bytes).base64EncodedString() + " \(id)\n" }
+        }
+        try AtomicFile.write(Data(text.utf8), to: url)
+    }
+
+    // MARK: - Hugging Face tokenizer.json
+
+    /// GPT-2's reversible map from bytes to printable characters, used for the vocabulary's keys.
+    public static let byteToCharacter: [Character] = {
+        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        var characters = printable.map { Character(Unicode.Scalar(UInt32($0))!) }
+        var extra = 0
+        for byte in 0..<256 where !printable.contains(byte) {
+            printable.append(byte)
+            characters.append(Character(Unicode.Scalar(UInt32(256 + extra))!))
+            extra += 1
+        }
+        var table = [Character](repeating: " ", count: 256)
+        for (byte, character) in zip(printable, characters) { table[byte] = character }
+        return table
+    }()
+
+    static let characterToByte: [Character: UInt8] = Dictionary(
+        uniqueKeysWithValues: byteToCharacter.enumerated().map { ($1, UInt8($0)) })
+
+    static func encodeKey(_ bytes: some Sequence<UInt8>) -> String {
+        String(bytes.map { byteToCharacter[Int($0)] })
+    }
+
+    static func decodeKey(_ key: String, path: String) throws -> [UInt8] {
+        try key.map { character in
+            guard let byte = characterToByte[character] else {
+                throw KeelError("tokenizer: \(path): vocabulary entry '\(key)' is not byte-level")
+            }
+            return byte
+        }
+    }
+
+    /// The regular expressions Hugging Face `Split` pre-tokenizers use for each pattern.
+    static let splitRegexes: [String: SplitPattern] = [
+        #"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#: .gpt2,
+        #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .cl100k,
+    ]
+
+    static func parseHuggingFace(_ data: Data, path: String) throws -> BPEVocabulary {
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let model = root["model"] as? [String: Any]
+        else { throw KeelError("tokenizer: \(path): not a Hugging Face tokenizer.json (no model)") }
+        guard model["type"] as? String == "BPE", let vocab = model["vocab"] as? [String: Int],
+              let mergeList = model["merges"] as? [Any]
+        else { throw KeelError("tokenizer: \(path): only byte-level BPE models are supported") }
+        let pattern = try huggingFacePattern(root["pre_tokenizer"], path: path)
+
+        var tokens = [[UInt8]](repeating: [], count: (vocab.values.max() ?? -1) + 1)
+        for (key, id) in vocab {
+            guard id >= 0 else { throw KeelError("tokenizer: \(path): negative id for '\(key)'") }
+            tokens[id] = try decodeKey(key, path: path)
+        }
+        var merges: [(left: Int32, right: Int32)] = []
+        merges.reserveCapacity(mergeList.count)
+        for (index, entry) in mergeList.enumerated() {
+            let parts: [String]
+            if let text = entry as? String {
+                parts = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            } else {
+                parts = entry as? [String] ?? []
+            }
+            guard parts.count == 2, let left = vocab[parts[0]], let right = vocab[parts[1]] else {
+                throw KeelError("tokenizer: \(path): merge \(index) is malformed or names unknown tokens")
+            }
+            merges.append((Int32(left), Int32(right)))
+        }
+        var specials: [String: Int32] = [:]
+        for case let added as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
+            if let content = added["content"] as? String, let id = added["id"] as? Int, vocab[content] == nil {
+                specials[content] = Int32(id)
+            }
+        }
+        return try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: specials, pattern: pattern,
+                                 emitsWholePieces: model["ignore_merges"] as? Bool ?? false)
+    }
+
+    /// The split pattern of a `ByteLevel` pre-tokenizer (GPT-2's regex), or of a `Split` with one of the
+    /// known regexes followed by `ByteLevel` without its own regex.
+    static func huggingFacePattern(_ value: Any?, path: String) throws -> SplitPattern {
+        guard let object = value as? [String: Any], let type = object["type"] as? String else {
+            throw KeelError("tokenizer: \(path): pre_tokenizer must be ByteLevel (or Split + ByteLevel)")
+        }
+        if type == "ByteLevel" {
+            guard object["use_regex"] as? Bool ?? true, !(object["add_prefix_space"] as? Bool ?? false) else {
+                throw KeelError("tokenizer: \(path): ByteLevel pre_tokenizer must use its regex and no prefix space")
+            }
+            return .gpt2
+        }
+        if type == "Sequence", let steps = object["pretokenizers"] as? [[String: Any]], steps.count == 2,
+           steps[0]["type"] as? String == "Split", steps[1]["type"] as? String == "ByteLevel",
+           steps[1]["use_regex"] as? Bool == false,
+           let regex = (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String,
+           let pattern = splitRegexes[regex] {
+            return pattern
+        }
+        throw KeelError("tokenizer: \(path): unsupported pre_tokenizer (Keel reads ByteLevel, or Split with the GPT-2 or cl100k regex + ByteLevel)")
+    }
+
+    /// Writes a Hugging Face `tokenizer.json` for a vocabulary with a merge list (Keel-trained or loaded from
+    /// tokenizer.json); `tokenizers.Tokenizer.from_file` loads it and encodes text to the same ids.
+    public static func writeHuggingFace(_ vocabulary: BPEVocabulary, to url: URL) throws {
+        guard vocabulary.emitsWholePieces == false else {
+            throw KeelError("tokenizer: a tiktoken vocabulary has no merge list; save it as .tiktoken")
+        }
+        var vocab: [String: Int] = [:]
+        for id in 0..<vocabulary.ordinaryCount {
+            let bytes = vocabulary.bytes(of: Int32(id))
+            if !bytes.isEmpty { vocab[encodeKey(bytes)] = id }
+        }
+        let merges = vocabulary.merges.map {
+            encodeKey(vocabulary.bytes(of: $0.left)) + " " + encodeKey(vocabulary.bytes(of: $0.right))
+        }
+        let added: [[String: Any]] = vocabulary.specialTokens.sorted { $0.value < $1.value }.map {
+            ["id": Int($0.value), "content": $0.key, "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": true]
+        }
+        let preTokenizer: [String: Any]
+        switch vocabulary.pattern {
+        case .gpt2:
+            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        case .cl100k:
+            let regex = splitRegexes.first { $0.value == .cl100k }!.key
+            preTokenizer = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+            ]]
+        }
+        let root: [String: Any] = [
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
+            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": NSNull(),
+            "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
+                      "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": vocab, "merges": merges],
+        ]
+        try AtomicFile.write(JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), to: url)
+    }
+}
