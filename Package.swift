@@ -17,10 +17,12 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "KeelCore", swiftSettings: native),
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
-        .target(name: "KeelData", dependencies: ["KeelCore"], swiftSettings: native),
+        .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
@@ -31,6 +33,7 @@ let package = Package(
             dependencies: ["KeelTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
+        .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain"], swiftSettings: native),
     ]

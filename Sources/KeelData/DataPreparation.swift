@@ -1,0 +1,201 @@
+import Foundation
+import KeelCore
+
+/// `keel data prepare`: tokenises a corpus into llm.c token shards with a train/validation split by
+/// document and a manifest.
+///
+/// Every document is preceded by end-of-text (llm.c's convention), so a window's context never runs from
+/// one document into the next without the separator. Documents are assigned to validation evenly: document
+/// i goes to validation when ⌊(i+1)·f⌋ > ⌊i·f⌋, which holds out exactly ⌊n·f⌋ of n documents spread over
+/// the corpus, deterministically. Documents are tokenised in parallel in batches and written in input
+/// order, so the output does not depend on the thread count.
+public struct DataPreparation {
+    /// Files to read (text, JSONL, optionally gzip/zstd compressed; directories expanded).
+    public var inputs: [String]
+    /// The tokenizer file (`tokenizer.json`, `.tiktoken`) or "byte".
+    public var tokenizer: String
+    public var output: URL
+    public var validationFraction: Double = 0.01
+    /// Tokens per shard (the last shard of each split may be shorter).
+    public var shardTokens = 100_000_000
+    /// Shard token width; nil picks the narrowest that holds the vocabulary.
+    public var format: TokenShardFormat?
+
+    public init(inputs: [String], tokenizer: String, output: URL) {
+        self.inputs = inputs
+        self.tokenizer = tokenizer
+        self.output = output
+    }
+
+    /// Counters for the progress display.
+    public struct Progress: Sendable {
+        public var documents = 0
+        public var bytes = 0
+        public var tokens = 0
+        public var seconds = 0.0
+
+        public init() {}
+    }
+
+    /// Runs the preparation; `progress` is called after each batch of documents.
+    @discardableResult
+    public func run(progress: (Progress) -> Void = { _ in }) throws -> ShardManifest {
+        guard validationFraction >= 0, validationFraction < 1 else {
+            throw KeelError("--val-fraction must be in [0, 1) (got \(validationFraction))")
+        }
+        guard shardTokens > 0 else { throw KeelError("--shard-tokens must be positive") }
+        let files = try TokenCorpus.expand(inputs)
+        let encoders = try Encoders(tokenizer)
+        let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)
+        try format.check(vocabSize: encoders.vocabSize)
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: output.appendingPathComponent(ShardManifest.fileName).path) {
+            throw KeelError("\(output.path) already holds a prepared dataset; choose another --out or delete it")
+        }
+
+        var writers = [SplitWriter(name: "train", format: format, shardTokens: shardTokens, directory: output),
+                       SplitWriter(name: "val", format: format, shardTokens: shardTokens, directory: output)]
+        var status = Progress()
+        let start = Date()
+        var batch = DocumentBatch()
+        func flush() throws {
+            guard batch.count > 0 else { return }
+            let encoded = encoders.encode(batch)
+            for (offset, tokens) in encoded.enumerated() {
+                let index = status.documents + offset
+                let isValidation = Int(Double(index + 1) * validationFraction) > Int(Double(index) * validationFraction)
+                try writers[isValidation ? 1 : 0].append(document: tokens, endOfText: encoders.endOfText)
+                status.tokens += tokens.count + 1
+            }
+            status.documents += batch.count
+            status.bytes += batch.bytes.count
+            status.seconds = Date().timeIntervalSince(start)
+            batch.removeAll()
+            progress(status)
+        }
+        for file in files {
+            try DocumentSource(url: file).forEachDocument { document in
+                batch.append(document)
+                if batch.bytes.count >= 32 << 20 || batch.count >= 4096 { try flush() }
+            }
+        }
+        try flush()
+        guard status.documents > 0 else {
+            throw KeelError("data: no documents in \(inputs.joined(separator: ", ")) (empty files are skipped)")
+        }
+        let manifest = ShardManifest(
+            tokenizer: try encoders.copyTokenizer(to: output), vocabSize: encoders.vocabSize,
+            endOfText: encoders.endOfText, dtype: format, train: try writers[0].finish(), val: try writers[1].finish(),
+            sourceBytes: status.bytes)
+        try manifest.write(to: output)
+        return manifest
+    }
+}
+
+/// Documents gathered for one parallel tokenisation pass.
+struct DocumentBatch {
+    var bytes: [UInt8] = []
+    var ends: [Int] = []
+    var count: Int { ends.count }
+
+    mutating func append(_ document: UnsafeBufferPointer<UInt8>) {
+        bytes.append(contentsOf: document)
+        ends.append(bytes.count)
+    }
+
+    mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
+    }
+}
+
+/// One tokenizer per thread (BPE encoders keep a cache and are not thread-safe).
+private struct Encoders {
+    let vocabSize: Int
+    let endOfText: Int32
+    private let source: String
+    private let bpe: [BPEEncoder]
+
+    init(_ name: String) throws {
+        source = name
+        if name == "byte" {
+            vocabSize = ByteTokenizer.vocabSize
+            endOfText = ByteTokenizer().endOfText
+            bpe = []
+        } else {
+            let vocabulary = try TokenizerFiles.load(name)
+            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name)
+            vocabSize = tokenizer.vocabSize
+            endOfText = tokenizer.endOfText
+            bpe = (0..<ThreadPool.shared.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
+        }
+    }
+
+    /// The tokens of each document of `batch`, in order.
+    func encode(_ batch: DocumentBatch) -> [[Int32]] {
+        var results = [[Int32]](repeating: [], count: batch.count)
+        batch.bytes.withUnsafeBufferPointer { bytes in
+            results.withUnsafeMutableBufferPointer { out in
+                ThreadPool.shared.parallelChunks(batch.count) { slot, range in
+                    for i in range {
+                        let document = UnsafeBufferPointer(rebasing: bytes[(i == 0 ? 0 : batch.ends[i - 1])..<batch.ends[i]])
+                        if bpe.isEmpty {
+                            out[i] = document.map { Int32($0) }
+                        } else {
+                            bpe[slot].encodeOrdinary(document, into: &out[i])
+                        }
+                    }
+                }
+            }
+        }
+        return results
+    }
+
+    /// Copies the tokenizer file into the dataset; returns its name there ("byte" for byte-level).
+    func copyTokenizer(to directory: URL) throws -> String {
+        guard source != "byte" else { return "byte" }
+        let url = URL(fileURLWithPath: source)
+        let name = url.pathExtension == "tiktoken" ? "tokenizer.tiktoken" : "tokenizer.json"
+        try AtomicFile.write(Data(contentsOf: url), to: directory.appendingPathComponent(name))
+        return name
+    }
+}
+
+/// Accumulates one split's tokens and writes a shard whenever `shardTokens` are buffered.
+private struct SplitWriter {
+    let name: String
+    let format: TokenShardFormat
+    let shardTokens: Int
+    let directory: URL
+    private var buffer: [Int32] = []
+    private var shards: [ShardManifest.Shard] = []
+    private var documents = 0
+    private var tokens = 0
+
+    init(name: String, format: TokenShardFormat, shardTokens: Int, directory: URL) {
+        self.name = name
+        self.format = format
+        self.shardTokens = shardTokens
+        self.directory = directory
+    }
+
+    mutating func append(document: [Int32], endOfText: Int32) throws {
+        buffer.append(endOfText)
+        buffer.append(contentsOf: document)
+        documents += 1
+        tokens += document.count + 1
+        while buffer.count >= shardTokens { try writeShard(count: shardTokens) }
+    }
+
+    mutating func finish() throws -> ShardManifest.Split {
+        if !buffer.isEmpty { try writeShard(count: buffer.count) }
+        return ShardManifest.Split(documents: documents, tokens: tokens, shards: shards)
+    }
+
+    private mutating func writeShard(count: Int) throws {
+        let file = String(format: "%@_%06d.bin", name, shards.count)
+        let checksum = try format.write(buffer[..<count], to: directory.appendingPathComponent(file))
+        shards.append(ShardManifest.Shard(file: file, tokens: count, xxh64: String(checksum, radix: 16)))
+        buffer.removeFirst(count)
+    }
+}

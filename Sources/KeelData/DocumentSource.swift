@@ -1,0 +1,198 @@
+import Foundation
+import Glibc
+import KeelCore
+
+/// How a corpus file is read.
+public enum DocumentFormat: Sendable {
+    /// The whole file is one document.
+    case text
+    /// JSON Lines: each non-blank line is a JSON object whose string field `text` is one document.
+    case jsonl
+}
+
+/// How a corpus file is compressed.
+public enum Compression: Sendable {
+    /// Stored as is.
+    case none
+    /// gzip; concatenated members are one stream.
+    case gzip
+    /// Zstandard; concatenated frames are one stream.
+    case zstd
+}
+
+/// A corpus file, streamed one document at a time for tokenisation.
+///
+/// Memory stays bounded by the largest single document (for JSONL, the longest line) however large the
+/// file is: plain text files are memory-mapped, JSONL is read in pieces, and a compressed text file is
+/// decompressed into memory whole because it is one document.
+///
+/// Behaviours worth knowing:
+/// - Empty documents (an empty text file, a JSONL `"text": ""`) are skipped; blank JSONL lines
+///   (whitespace only, including a lone `\r`) too. An empty `.gz`/`.zst` file is an error, not an empty
+///   stream, since it is what a failed download leaves.
+/// - Bytes after a complete gzip member or zstd frame must be another member or frame: trailing padding
+///   is reported as corrupt data.
+/// - Bytes are passed through as they are: invalid UTF-8 in a text file or inside a JSON string reaches
+///   the tokenizer unchanged, which handles it.
+/// - A `\u` escape of a lone UTF-16 surrogate (not half of a pair) decodes to U+FFFD, since it has no
+///   UTF-8 encoding.
+/// - A UTF-8 byte-order mark at the start of a JSONL file is ignored.
+/// - JSON is checked as Python's `json.loads` checks it (`NaN`/`Infinity` accepted, the last of
+///   duplicate keys wins), except that raw control characters inside strings are accepted.
+public struct DocumentSource: Sendable {
+    /// The corpus file.
+    public let url: URL
+    /// How the decompressed bytes divide into documents.
+    public let format: DocumentFormat
+    /// How the file is decompressed.
+    public let compression: Compression
+
+    /// Format and compression of `url`, from its name and its first bytes.
+    ///
+    /// The name decides the format after a compression suffix (`.gz`, `.zst`, `.zstd`) is removed:
+    /// `.jsonl`, `.ndjson` and `.json` are JSON Lines (`.json.gz` is how several public corpora name JSON
+    /// Lines shards; a true JSON document fails on its first line), anything else is text.
+    /// Compression comes from the magic bytes when they are gzip's (`1f 8b`) or zstd's (`28 b5 2f fd`),
+    /// whatever the name says; otherwise from the name. So a mislabelled compressed file still decodes,
+    /// while a `.gz` file without the gzip magic fails loudly rather than being tokenised as binary noise.
+    /// An unreadable file is classified by name alone; reading it later reports the problem.
+    public init(url: URL) {
+        self.url = url
+        var name = url.lastPathComponent.lowercased()
+        var named = Compression.none
+        let suffixes = [(".gz", Compression.gzip), (".zst", .zstd), (".zstd", .zstd)]
+        if let (suffix, kind) = suffixes.first(where: { name.hasSuffix($0.0) }) {
+            name.removeLast(suffix.count)
+            named = kind
+        }
+        let jsonLines = [".jsonl", ".ndjson", ".json"].contains { name.hasSuffix($0) }
+        format = jsonLines ? .jsonl : .text
+        compression = Self.magicCompression(of: url.path) ?? named
+    }
+
+    /// The compression announced by the first bytes of the file at `path`, if any.
+    private static func magicCompression(of path: String) -> Compression? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
+        let got = withUnsafeMutableBytes(of: &magic) { read(descriptor, $0.baseAddress, 4) }
+        if got >= 2 && magic.0 == 0x1F && magic.1 == 0x8B { return .gzip }
+        if got == 4 && magic == (0x28, 0xB5, 0x2F, 0xFD) { return .zstd }
+        return nil
+    }
+
+    /// Calls `body` with each document's UTF-8 bytes, in file order. The bytes are valid only during the
+    /// call. Errors from `body` propagate unchanged.
+    ///
+    /// Throws `KeelError` naming the file (and for JSONL the line and column) when the file cannot be
+    /// read, a compressed stream is corrupt or truncated, or a JSONL line is not a JSON object, has no
+    /// `text` field, or has a `text` that is not a string.
+    public func forEachDocument(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+        let file = try FileInput(path: url.path)
+        let stream: ByteStream
+        switch compression {
+        case .none:
+            if format == .text, try file.withMappedContents(body) { return }
+            stream = file
+        case .gzip:
+            stream = try GzipStream(file: file)
+        case .zstd:
+            stream = try ZstdStream(file: file)
+        }
+        switch format {
+        case .text: try forWholeStream(stream, body)
+        case .jsonl: try forEachLine(stream, body)
+        }
+    }
+
+    /// The whole decoded stream as one document.
+    private func forWholeStream(_ stream: ByteStream, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+        let buffer = ByteBuffer(capacity: 1 << 20)
+        while true {
+            if buffer.count == buffer.capacity { buffer.reserve(buffer.capacity * 2) }
+            let got = try stream.read(into: buffer.base + buffer.count, count: buffer.capacity - buffer.count)
+            if got == 0 { break }
+            buffer.count += got
+        }
+        if buffer.count > 0 { try body(buffer.bytes) }
+    }
+
+    /// The `text` of every JSONL line.
+    private func forEachLine(_ stream: ByteStream, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+        let lines = LineReader(stream)
+        let extractor = JSONLTextExtractor()
+        while var line = try lines.next() {
+            var column = 0
+            if lines.number == 1, line.starts(with: [0xEF, 0xBB, 0xBF]) {
+                line = UnsafeBufferPointer(rebasing: line[3...])
+                column = 3
+            }
+            let parsed: JSONLine
+            do { parsed = try extractor.parse(line) } catch {
+                throw KeelError("data: \(url.path): line \(lines.number), column \(error.column + column): \(error.message)")
+            }
+            switch parsed {
+            case .blank:
+                continue
+            case .missingText:
+                throw KeelError("data: \(url.path): line \(lines.number): the JSON object has no \"text\" field")
+            case .textNotString(let kind):
+                throw KeelError("data: \(url.path): line \(lines.number): \"text\" is \(kind), not a string")
+            case .text(let text):
+                if !text.isEmpty { try body(text) }
+            }
+        }
+    }
+}
+
+/// Splits a byte stream at '\n' through one buffer that grows to the longest line.
+final class LineReader {
+    private let stream: ByteStream
+    private let buffer = ByteBuffer(capacity: 1 << 20)
+    /// Start of the first line not yet returned.
+    private var start = 0
+    /// Where the search for the next '\n' resumes: bytes before it hold none past `start`.
+    private var searched = 0
+    private var ended = false
+    /// 1-based number of the line last returned.
+    private(set) var number = 0
+
+    init(_ stream: ByteStream) {
+        self.stream = stream
+    }
+
+    /// The next line without its '\n'; valid until the next call. Nil at the end of the stream.
+    func next() throws -> UnsafeBufferPointer<UInt8>? {
+        while true {
+            let base = buffer.base
+            if let hit = memchr(base + searched, 0x0A, buffer.count - searched) {
+                let newline = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
+                return take(upTo: newline, skipping: 1)
+            }
+            searched = buffer.count
+            if ended {
+                return start < buffer.count ? take(upTo: buffer.count, skipping: 0) : nil
+            }
+            // Keep only the unfinished line, at the front, and grow when it fills the buffer.
+            if start > 0 {
+                let kept = buffer.count - start
+                memmove(base, base + start, kept)
+                buffer.count = kept
+                searched -= start
+                start = 0
+            }
+            if buffer.count == buffer.capacity { buffer.reserve(buffer.capacity * 2) }
+            let got = try stream.read(into: buffer.base + buffer.count, count: buffer.capacity - buffer.count)
+            if got == 0 { ended = true } else { buffer.count += got }
+        }
+    }
+
+    private func take(upTo end: Int, skipping separator: Int) -> UnsafeBufferPointer<UInt8> {
+        let line = UnsafeBufferPointer(start: buffer.base + start, count: end - start)
+        start = end + separator
+        searched = start
+        number += 1
+        return line
+    }
+}

@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelData
+
+struct TokenizerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Train byte-level BPE vocabularies and encode or decode text.",
+        subcommands: [TrainTokenizer.self, Encode.self, Decode.self])
+
+    struct TrainTokenizer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train",
+            abstract: "Learn a byte-level BPE vocabulary from text.",
+            discussion: """
+                Writes a Hugging Face tokenizer.json (loadable with tokenizers.Tokenizer.from_file, which \
+                encodes any text to the same ids as Keel) or, with a .tiktoken extension, a tiktoken rank \
+                file. The vocabulary holds the 256 bytes, the merges, and <|endoftext|> as its last id.
+                """)
+
+        @Option(help: "Number of ids, including the 256 bytes and <|endoftext|>.")
+        var vocabSize: Int
+
+        @Option(name: .long, parsing: .upToNextOption, help: "Text/JSONL files or directories (gzip or zstd allowed).")
+        var input: [String]
+
+        @Option(help: "Split pattern applied before BPE: gpt2 or cl100k.")
+        var pattern: SplitPattern = .gpt2
+
+        @Option(name: .shortAndLong, help: "File to write (tokenizer.json, or NAME.tiktoken).")
+        var out: String
+
+        func run() throws {
+            let start = Date()
+            let vocabulary = try TokenizerTraining.train(
+                files: TokenCorpus.expand(input), vocabSize: vocabSize, pattern: pattern,
+                progress: { FileHandle.standardError.write(Data(("tokenizer: " + $0 + "\n").utf8)) })
+            let url = URL(fileURLWithPath: out)
+            if url.pathExtension == "tiktoken" {
+                try TokenizerFiles.writeTiktoken(vocabulary, to: url)
+            } else {
+                try TokenizerFiles.writeHuggingFace(vocabulary, to: url)
+            }
+            print(String(format: "wrote %@: %d ids in %.1f s", out, vocabulary.size, Date().timeIntervalSince(start)))
+        }
+    }
+
+    struct Encode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Encode text to token ids (whitespace-separated integers on stdout).")
+
+        @Option(help: "tokenizer.json or .tiktoken file (or \"byte\").")
+        var tokenizer: String
+
+        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2 or cl100k).")
+        var pattern: SplitPattern?
+
+        @Option(help: "File to encode (default: standard input).")
+        var input: String?
+
+        @Option(help: "Special-token text in the input: ordinary (encode as text), allowed (emit its id) or rejected (error).")
+        var special: SpecialTokenPolicy = .rejected
+
+        func run() throws {
+            let text = try readInput(input)
+            let ids: [Int32]
+            if tokenizer == "byte" {
+                ids = text.map { Int32($0) }
+            } else {
+                let encoder = BPEEncoder(vocabulary: try TokenizerFiles.load(tokenizer, pattern: pattern))
+                var output: [Int32] = []
+                try text.withUnsafeBufferPointer { try encoder.encode($0, specialTokens: special, into: &output) }
+                ids = output
+            }
+            FileHandle.standardOutput.write(Data((ids.map(String.init).joined(separator: " ") + "\n").utf8))
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Decode whitespace-separated token ids to text.")
+
+        @Option(help: "tokenizer.json or .tiktoken file (or \"byte\").")
+        var tokenizer: String
+
+        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2 or cl100k).")
+        var pattern: SplitPattern?
+
+        @Option(help: "File of ids (default: standard input).")
+        var input: String?
+
+        func run() throws {
+            let text = String(decoding: try readInput(input), as: UTF8.self)
+            var ids: [Int32] = []
+            for (index, field) in text.split(whereSeparator: { $0.isWhitespace }).enumerated() {
+                guard let id = Int32(field) else { throw KeelError("decode: item \(index + 1) ('\(field)') is not an integer id") }
+                ids.append(id)
+            }
+            let bytes = tokenizer == "byte" ? ByteTokenizer().decode(ids)
+                : try BPEEncoder(vocabulary: TokenizerFiles.load(tokenizer, pattern: pattern)).decode(ids)
+            FileHandle.standardOutput.write(Data(bytes))
+        }
+    }
+}
+
+/// The bytes of `path`, or of standard input when nil.
+func readInput(_ path: String?) throws -> [UInt8] {
+    guard let path else { return Array(FileHandle.standardInput.readDataToEndOfFile()) }
+    guard let data = FileManager.default.contents(atPath: path) else { throw KeelError("\(path): cannot read") }
+    return Array(data)
+}
+
+extension SplitPattern: ExpressibleByArgument {}
+extension SpecialTokenPolicy: ExpressibleByArgument {}

@@ -1,0 +1,126 @@
+import Foundation
+import KeelCore
+import KeelData
+import XCTest
+
+final class ShardTests: XCTestCase {
+    /// Documents of varied text: ASCII, Unicode, a document containing special-token text.
+    private let documents = [
+        "First document.\nIt has two lines.", "Ünïcödé — 中文 — emoji 🚀 and combining e\u{301}.",
+        "A third one, with <|endoftext|> written in it literally.", String(repeating: "long line ", count: 500),
+        "5", "tabs\tand   spaces   ", "the end",
+    ]
+
+    private func writeCorpus(in directory: URL) throws -> URL {
+        let corpus = directory.appendingPathComponent("corpus")
+        try FileManager.default.createDirectory(at: corpus, withIntermediateDirectories: true)
+        for (i, text) in documents.enumerated() {
+            try Data(text.utf8).write(to: corpus.appendingPathComponent(String(format: "doc%02d.txt", i)))
+        }
+        try Data().write(to: corpus.appendingPathComponent("empty.txt"))  // skipped
+        return corpus
+    }
+
+    /// Splits a shard stream back into documents at end-of-text (each document is preceded by it).
+    private func documents(in tokens: [Int32], endOfText: Int32, decode: ([Int32]) throws -> [UInt8]) throws -> [String] {
+        XCTAssertEqual(tokens.first, endOfText)
+        var result: [String] = []
+        var current: [Int32] = []
+        for token in tokens.dropFirst() {
+            if token == endOfText {
+                result.append(String(decoding: try decode(current), as: UTF8.self))
+                current = []
+            } else {
+                current.append(token)
+            }
+        }
+        result.append(String(decoding: try decode(current), as: UTF8.self))
+        return result
+    }
+
+    private func roundTrip(tokenizer: String, decode: ([Int32]) throws -> [UInt8], directory: URL) throws {
+        let corpus = try writeCorpus(in: directory)
+        let output = directory.appendingPathComponent("dataset-\(UUID())")
+        var preparation = DataPreparation(inputs: [corpus.path], tokenizer: tokenizer, output: output)
+        preparation.validationFraction = 0.3
+        preparation.shardTokens = 700  // several shards per split
+        let manifest = try preparation.run()
+        XCTAssertEqual(manifest.train.documents + manifest.val.documents, documents.count)
+        XCTAssertEqual(manifest.val.documents, 2)  // ⌊7 × 0.3⌋, spread: documents 3 and 6
+        XCTAssertGreaterThan(manifest.train.shards.count, 1)
+        let reread = try ShardManifest.read(from: output)
+        XCTAssertEqual(reread, manifest)
+        let train = try manifest.openShards(manifest.train, in: output).flatMap { $0.tokens() }
+        let val = try manifest.openShards(manifest.val, in: output).flatMap { $0.tokens() }
+        XCTAssertEqual(train.count, manifest.train.tokens)
+        let expectedVal = [documents[3], documents[6]]
+        let expectedTrain = documents.enumerated().filter { ![3, 6].contains($0.offset) }.map(\.element)
+        XCTAssertEqual(try self.documents(in: train, endOfText: manifest.endOfText, decode: decode), expectedTrain)
+        XCTAssertEqual(try self.documents(in: val, endOfText: manifest.endOfText, decode: decode), expectedVal)
+        XCTAssertEqual(manifest.dtype, .uint16)
+    }
+
+    func testPrepareReadDecodeRoundTripByteLevel() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        try roundTrip(tokenizer: "byte", decode: { ByteTokenizer().decode($0) }, directory: directory)
+    }
+
+    func testPrepareReadDecodeRoundTripBPE() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let vocabulary = try TokenizerTraining.train(files: [try writeCorpus(in: directory)], vocabSize: 300)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+        let encoder = BPEEncoder(vocabulary: vocabulary)
+        try roundTrip(tokenizer: json.path, decode: { try encoder.decode($0) }, directory: directory)
+    }
+
+    func testLargeVocabularyUsesUint32AndUint16IsRefused() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        var tokens = (0..<256).map { [UInt8($0)] } + [[UInt8]](repeating: [], count: 70_000 - 256)
+        tokens.append(Array("ab".utf8))
+        let vocabulary = try BPEVocabulary(tokens: tokens, merges: [(97, 98)], specialTokens: ["<|endoftext|>": 70_001], pattern: .gpt2)
+        let json = directory.appendingPathComponent("big.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+        let corpus = try writeCorpus(in: directory)
+        let output = directory.appendingPathComponent("big")
+        let manifest = try DataPreparation(inputs: [corpus.path], tokenizer: json.path, output: output).run()
+        XCTAssertEqual(manifest.dtype, .uint32)
+        let shard = try manifest.openShards(manifest.train, in: output)[0]
+        XCTAssertEqual(shard.format.magic, 20_240_801)
+        XCTAssertEqual(shard.format.version, 7)
+        XCTAssertEqual(shard.tokens().first, 70_001)
+        XCTAssertTrue(shard.tokens().contains(70_000))  // "ab" merged
+        var forced = DataPreparation(inputs: [corpus.path], tokenizer: json.path, output: directory.appendingPathComponent("small"))
+        forced.format = .uint16
+        XCTAssertThrowsError(try forced.run()) { XCTAssertTrue("\($0)".contains("does not fit uint16")) }
+    }
+
+    func testDamagedShardsAreRejected() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let output = directory.appendingPathComponent("dataset")
+        let manifest = try DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: "byte", output: output).run()
+        let shard = output.appendingPathComponent(manifest.train.shards[0].file)
+        var bytes = try Data(contentsOf: shard)
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: shard)
+        XCTAssertThrowsError(try manifest.openShards(manifest.train, in: output)) {
+            XCTAssertTrue("\($0)".contains("checksum"), "\($0)")
+            XCTAssertTrue("\($0)".contains(shard.path))
+        }
+        bytes.removeLast(2)
+        try bytes.write(to: shard)
+        XCTAssertThrowsError(try TokenShard(url: shard)) { XCTAssertTrue("\($0)".contains("header says")) }
+        XCTAssertThrowsError(try DataPreparation(inputs: [directory.path], tokenizer: "byte", output: output).run()) {
+            XCTAssertTrue("\($0)".contains("already holds a prepared dataset"))
+        }
+    }
+
+    func testEmptyInputIsAnError() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        try Data().write(to: directory.appendingPathComponent("empty.txt"))
+        XCTAssertThrowsError(try DataPreparation(inputs: [directory.path], tokenizer: "byte",
+                                                 output: directory.appendingPathComponent("out")).run()) {
+            XCTAssertTrue("\($0)".contains("no documents"))
+        }
+    }
+}

