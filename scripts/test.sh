@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch_corpus.sh   # the tokenizer tests compare against tiktoken on the Shakespeare corpus
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 swift build
 swift test

@@ -5,7 +5,8 @@ import KeelData
 
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "data", abstract: "Prepare training data.", subcommands: [Prepare.self])
+        commandName: "data", abstract: "Prepare training data and measure the loader.",
+        subcommands: [Prepare.self, Bench.self])
 
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -62,6 +63,46 @@ struct DataCommand: ParsableCommand {
             return String(format: "%d documents, %.1f MB, %d tokens | %.1f MB/s, %.0fk tokens/s | %.1f s",
                           s.documents, Double(s.bytes) / 1e6, s.tokens, Double(s.bytes) / 1e6 / seconds,
                           Double(s.tokens) / 1e3 / seconds, s.seconds)
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure how fast the loader delivers training batches from a prepared dataset.",
+            discussion: "Compare with the tokens/s `keel train` consumes (metrics.jsonl) for the same batch shape.")
+
+        @Option(help: "Dataset directory (from keel data prepare).")
+        var dataset: String
+
+        @Option(help: "Sequences per batch.")
+        var batchSize = 4
+
+        @Option(help: "Tokens per sequence.")
+        var seqLen = 256
+
+        @Option(help: "Batches to draw.")
+        var batches = 5000
+
+        func run() throws {
+            let directory = URL(fileURLWithPath: dataset)
+            let manifest = try ShardManifest.read(from: directory)
+            let windows = TokenWindows(segments: try manifest.openShards(manifest.train, in: directory).map { .shard($0) },
+                                       length: seqLen)
+            let loader = try TokenLoader(windows: windows, batch: batchSize, seed: 1)
+            defer { loader.stop() }
+            var inputs = [Int32](repeating: 0, count: batchSize * seqLen), targets = inputs
+            var checksum: Int64 = 0
+            let start = Date()
+            for _ in 0..<batches {
+                inputs.withUnsafeMutableBufferPointer { i in
+                    targets.withUnsafeMutableBufferPointer { t in loader.next(inputs: i.baseAddress!, targets: t.baseAddress!) }
+                }
+                checksum &+= Int64(inputs[0])
+            }
+            let seconds = Date().timeIntervalSince(start)
+            let tokens = Double(batches * batchSize * seqLen)
+            print(String(format: "loader: %d batches of %d × %d tokens in %.3f s = %.0f tokens/s (checksum %lld)",
+                         batches, batchSize, seqLen, seconds, tokens / seconds, checksum))
         }
     }
 }

@@ -7,7 +7,7 @@ struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
         abstract: "Train byte-level BPE vocabularies and encode or decode text.",
-        subcommands: [TrainTokenizer.self, Encode.self, Decode.self])
+        subcommands: [TrainTokenizer.self, Encode.self, Decode.self, Bench.self])
 
     struct TrainTokenizer: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -99,6 +99,55 @@ struct TokenizerCommand: ParsableCommand {
             let bytes = tokenizer == "byte" ? ByteTokenizer().decode(ids)
                 : try BPEEncoder(vocabulary: TokenizerFiles.load(tokenizer, pattern: pattern)).decode(ids)
             FileHandle.standardOutput.write(Data(bytes))
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure encoding throughput (MB/s) over files held in memory.",
+            discussion: """
+                Each measurement encodes every file once with fresh encoders (no warm cache carried over).                 scripts/bench/tokenizer.py runs this beside tiktoken and Hugging Face tokenizers.
+                """)
+
+        @Option(help: "tokenizer.json or .tiktoken file.")
+        var tokenizer: String
+
+        @Option(name: .long, parsing: .upToNextOption, help: "Files or directories to encode.")
+        var input: [String]
+
+        @Option(help: "Threads (1: single-threaded encoder; 0: all cores).")
+        var threads = 1
+
+        @Option(help: "Measurements to take (the median is printed).")
+        var repeats = 3
+
+        func run() throws {
+            let vocabulary = try TokenizerFiles.load(tokenizer)
+            let documents = try TokenCorpus.expand(input).map { Array(try Data(contentsOf: $0)) }
+            let bytes = documents.reduce(0) { $0 + $1.count }
+            let pool = threads == 0 ? ThreadPool.shared : ThreadPool(threadCount: threads)
+            var times: [Double] = []
+            var tokens = 0
+            for _ in 0..<repeats {
+                let encoders = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
+                var counts = [Int](repeating: 0, count: documents.count)
+                let start = Date()
+                counts.withUnsafeMutableBufferPointer { out in
+                    pool.parallelChunks(documents.count) { slot, range in
+                        var ids: [Int32] = []
+                        for i in range {
+                            ids.removeAll(keepingCapacity: true)
+                            documents[i].withUnsafeBufferPointer { encoders[slot].encodeOrdinary($0, into: &ids) }
+                            out[i] = ids.count
+                        }
+                    }
+                }
+                times.append(Date().timeIntervalSince(start))
+                tokens = counts.reduce(0, +)
+            }
+            let median = times.sorted()[times.count / 2]
+            print(String(format: "keel: %.2f MB in %d files, %d tokens, %d thread(s): %.2f MB/s (median of %d)",
+                         Double(bytes) / 1e6, documents.count, tokens, pool.threadCount, Double(bytes) / 1e6 / median, repeats))
         }
     }
 }
