@@ -91,5 +91,43 @@ expect_error "diverging run names the step" "diverged" "$keel" train --config "$
     --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0
 ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
 
+# The data path: train a tokenizer, prepare shards (text + gzip JSONL), train on them, sample, export.
+printf '{"text": "Now is the winter of our discontent"}\n{"text": "Made glorious summer by this sun of York"}\n' \
+    | gzip >"$work/corpus/extra.jsonl.gz"
+expect_ok "tokenizer train" "$keel" tokenizer train --vocab-size 300 --input "$work/corpus" --out "$work/tok.json"
+echo "To be, or not" >"$work/line.txt"
+expect_ok "tokenizer encode" "$keel" tokenizer encode --tokenizer "$work/tok.json" --input "$work/line.txt"
+cp "$work/out" "$work/ids.txt"
+expect_ok "tokenizer decode" "$keel" tokenizer decode --tokenizer "$work/tok.json" --input "$work/ids.txt"
+cmp -s "$work/out" "$work/line.txt" && pass "encode then decode gives the text back" || fail "encode then decode gives the text back"
+expect_ok "data prepare" "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds" --val-fraction 0.25
+[ -f "$work/ds/manifest.json" ] && [ -f "$work/ds/tokenizer.json" ] && ls "$work"/ds/train_*.bin >/dev/null \
+    && pass "dataset has manifest, tokenizer and shards" || fail "dataset has manifest, tokenizer and shards"
+cat >"$work/ds.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+d_model = 16
+max_seq_len = 16
+[data]
+dataset = "$work/ds"
+[training]
+steps = 4
+batch_size = 2
+eval_every = 0
+eval_batches = 1
+TOML
+expect_ok "train on a prepared dataset" "$keel" train --config "$work/ds.toml" --out "$work/dsrun"
+[ -f "$work/dsrun/tokenizer.json" ] && pass "run keeps its tokenizer" || fail "run keeps its tokenizer"
+expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
+expect_error "prepare refuses to overwrite a dataset" "already holds" \
+    "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds"
+printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$work/bad.jsonl"
+expect_error "JSONL line without text" "$work/bad.jsonl: line 2" \
+    "$keel" data prepare --tokenizer byte --input "$work/bad.jsonl" --out "$work/bad"
+shard=$(ls "$work"/ds/train_*.bin | head -1)
+printf 'x' >>"$shard"
+expect_error "shard whose size disagrees with its header" "header says" "$keel" train --config "$work/ds.toml" --out "$work/dsrun2"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
