@@ -35,6 +35,6 @@ let package = Package(
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
-        .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain"], swiftSettings: native),
+        .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
     ]
 )

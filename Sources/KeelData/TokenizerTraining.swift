@@ -5,22 +5,28 @@ import KeelCore
 /// distinct pieces (in parallel, one table per thread), learn merges with `BPETrainer`, and add
 /// `<|endoftext|>` as the last id.
 public enum TokenizerTraining {
-    /// A vocabulary of at most `vocabSize` ids (256 bytes, the merges, end-of-text) learned from `files`
-    /// (text, JSONL, optionally compressed — see `DocumentSource`). `progress` receives status lines.
+    /// A vocabulary of at most `vocabSize` ids (256 bytes, the merges, end-of-text) learned from `inputs`:
+    /// files or directories of text or JSONL, optionally compressed (see `DocumentSource`). `progress`
+    /// receives status lines.
     public static func train(
-        files: [URL], vocabSize: Int, pattern: SplitPattern = .gpt2, progress: (String) -> Void = { _ in }
+        inputs: [String], vocabSize: Int, pattern: SplitPattern = .gpt2, progress: (String) -> Void = { _ in }
     ) throws -> BPEVocabulary {
         guard vocabSize >= 257 else {
             throw KeelError("tokenizer: --vocab-size must be at least 257 (256 bytes + end-of-text), got \(vocabSize)")
         }
         let start = Date()
-        let pieces = try countPieces(files: files, pattern: pattern)
+        let pieces = try countPieces(files: TokenCorpus.expand(inputs), pattern: pattern)
         guard !pieces.isEmpty else { throw KeelError("tokenizer: the training files hold no text") }
         progress(String(format: "counted %d distinct pieces in %.1f s", pieces.count, Date().timeIntervalSince(start)))
         let mergeStart = Date()
         let target = vocabSize - 257
+        var reported = 0
         let merges = BPETrainer.train(pieces: pieces, mergeCount: target) { done in
-            if done % 500 == 0 { progress("merges: \(done)/\(target)") }
+            // About ten progress lines whatever the vocabulary size.
+            if done - reported >= max(target / 10, 1) {
+                reported = done
+                progress("merges: \(done)/\(target)")
+            }
         }
         progress(String(format: "learned %d merges in %.1f s", merges.count, Date().timeIntervalSince(mergeStart)))
         var tokens = (0..<256).map { [UInt8($0)] }

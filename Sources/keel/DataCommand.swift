@@ -42,7 +42,7 @@ struct DataCommand: ParsableCommand {
             preparation.shardTokens = shardTokens
             preparation.format = dtype
             let interactive = isatty(STDERR_FILENO) != 0
-            var lastPrinted = Date.distantPast
+            var lastPrinted = Date()
             var last = DataPreparation.Progress()
             let manifest = try preparation.run { status in
                 last = status

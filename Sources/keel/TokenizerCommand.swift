@@ -34,7 +34,7 @@ struct TokenizerCommand: ParsableCommand {
         func run() throws {
             let start = Date()
             let vocabulary = try TokenizerTraining.train(
-                files: TokenCorpus.expand(input), vocabSize: vocabSize, pattern: pattern,
+                inputs: input, vocabSize: vocabSize, pattern: pattern,
                 progress: { FileHandle.standardError.write(Data(("tokenizer: " + $0 + "\n").utf8)) })
             let url = URL(fileURLWithPath: out)
             if url.pathExtension == "tiktoken" {

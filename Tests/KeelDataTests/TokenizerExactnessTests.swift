@@ -41,7 +41,7 @@ final class TokenizerExactnessTests: XCTestCase {
     func testTrainedTokenizerMatchesHuggingFaceTokenizers() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
         let training = Array(try DataFixtures.shakespeare().prefix(6))
-        let vocabulary = try TokenizerTraining.train(files: training, vocabSize: 2000)
+        let vocabulary = try TokenizerTraining.train(inputs: training.map(\.path), vocabSize: 2000)
         XCTAssertEqual(vocabulary.size, 2000)
         XCTAssertEqual(vocabulary.endOfText, 1999)
         let json = directory.appendingPathComponent("tokenizer.json")

@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelData
 import KeelKernels
 import KeelModel
 import KeelTrain
@@ -59,6 +60,29 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(b.count, 20, "resumed run must log each step once")
             for step in 11...20 { XCTAssertEqual(a[step], b[step], "\(arch) step \(step)") }
         }
+    }
+
+    /// The same on a prepared BPE dataset: the loader's position is restored from the checkpoint.
+    func testResumeOnAPreparedDatasetIsBitExact() throws {
+        let fixture = try TrainFixture()
+        let tokenizer = fixture.root.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(try TokenizerTraining.train(inputs: [fixture.corpus.path], vocabSize: 320), to: tokenizer)
+        let dataset = fixture.root.appendingPathComponent("dataset")
+        var preparation = DataPreparation(inputs: [fixture.corpus.path], tokenizer: tokenizer.path, output: dataset)
+        preparation.validationFraction = 0.34
+        try preparation.run()
+        let config = try fixture.config(["data.paths=[]", "data.dataset=\"\(dataset.path)\""])
+        // The model's vocabulary defaults to the dataset's (the tiny corpus runs out of merges before 320).
+        XCTAssertEqual(config.model.vocabSize, try ShardManifest.read(from: dataset).vocabSize)
+        _ = try fixture.run(config, in: "straight")
+        _ = try fixture.run(config, in: "split", stopAfter: 10)
+        _ = try fixture.run(config, in: "split", resume: true)
+        let a = try fixture.losses("straight"), b = try fixture.losses("split")
+        XCTAssertEqual(a.count, 20)
+        for step in 1...20 { XCTAssertEqual(a[step], b[step], "step \(step)") }
+        let state = try TrainingState.read(from: fixture.root.appendingPathComponent("split/checkpoints/step_00000020/state.json"))
+        XCTAssertEqual(state.samplesConsumed, 20 * 4)
+        XCTAssertEqual(state.tokenizer, "tokenizer.json")
     }
 
     func testTrainingLowersValidationLossBelowUnigram() throws {
