@@ -9,6 +9,15 @@ public enum TokenizerFiles {
     /// A `.tiktoken` file holds only ranks: its split pattern and special tokens come from `pattern`, or
     /// from the file name for the standard vocabularies (cl100k_base, r50k_base/gpt2).
     public static func load(_ path: String, pattern: SplitPattern? = nil) throws -> BPEVocabulary {
+        do {
+            return try loadUnnamed(path, pattern: pattern)
+        } catch let error as KeelError where !error.message.contains(path) {
+            // Vocabulary checks do not know the file; say which one it was.
+            throw KeelError(error.message.replacingOccurrences(of: "tokenizer: ", with: "tokenizer: \(path): ", options: .anchored))
+        }
+    }
+
+    private static func loadUnnamed(_ path: String, pattern: SplitPattern?) throws -> BPEVocabulary {
         let url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: path) else { throw KeelError("tokenizer: \(path): no such file") }
         guard let data = try? Data(contentsOf: url) else { throw KeelError("tokenizer: \(path): cannot read") }

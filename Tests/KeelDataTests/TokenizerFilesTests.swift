@@ -1,0 +1,61 @@
+import Foundation
+import KeelCore
+import KeelData
+import XCTest
+
+final class TokenizerFilesTests: XCTestCase {
+    private func trained(_ directory: URL) throws -> BPEVocabulary {
+        let corpus = directory.appendingPathComponent("corpus.txt")
+        try Data(String(repeating: "the cat sat on the mat; the rat ate the hat. ", count: 40).utf8).write(to: corpus)
+        return try TokenizerTraining.train(inputs: [corpus.path], vocabSize: 280)
+    }
+
+    func testTiktokenFileRoundTrip() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let vocabulary = try trained(directory)
+        let url = directory.appendingPathComponent("mine.tiktoken")
+        try TokenizerFiles.writeTiktoken(vocabulary, to: url)
+        XCTAssertThrowsError(try TokenizerFiles.load(url.path)) { XCTAssertTrue("\($0)".contains("--pattern")) }
+        let reloaded = try TokenizerFiles.load(url.path, pattern: .gpt2)
+        XCTAssertEqual(reloaded.ordinaryCount, vocabulary.ordinaryCount)
+        for id in 0..<vocabulary.ordinaryCount {
+            XCTAssertEqual(reloaded.bytes(of: Int32(id)), vocabulary.bytes(of: Int32(id)))
+        }
+        // Byte-string ranks (tiktoken) and merge ranks give the same ids for a trained vocabulary.
+        let text = "the cat ate the rat that sat on a mat"
+        XCTAssertEqual(try BPEEncoder(vocabulary: reloaded).encode(text), try BPEEncoder(vocabulary: vocabulary).encode(text))
+    }
+
+    func testMalformedTokenizerFilesNameTheProblem() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        func check(_ name: String, _ contents: String, _ fragment: String, line: UInt = #line) throws {
+            let url = directory.appendingPathComponent(name)
+            try Data(contents.utf8).write(to: url)
+            XCTAssertThrowsError(try TokenizerFiles.load(url.path, pattern: .gpt2), line: line) {
+                XCTAssertTrue("\($0)".contains(fragment), "\($0)", line: line)
+                XCTAssertTrue("\($0)".contains(url.path), "\($0)", line: line)
+            }
+        }
+        try check("bad.tiktoken", "QQ== 0\nnot base64 at all\n", "line 2")
+        try check("bytes.tiktoken", "QQ== 0\n", "no token for byte")
+        try check("tokenizer.json", "{\"model\": {\"type\": \"WordPiece\"}}", "byte-level BPE")
+        try check("nomodel.json", "[1, 2]", "not a Hugging Face tokenizer.json")
+        XCTAssertThrowsError(try TokenizerFiles.load(directory.appendingPathComponent("absent.json").path)) {
+            XCTAssertTrue("\($0)".contains("no such file"))
+        }
+    }
+
+    func testTokenizerJSONDeclaresItsPreTokenizer() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let url = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(try trained(directory), to: url)
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let model = root["model"] as! [String: Any]
+        XCTAssertEqual(model["type"] as? String, "BPE")
+        XCTAssertEqual(model["ignore_merges"] as? Bool, false)
+        XCTAssertEqual((root["pre_tokenizer"] as! [String: Any])["type"] as? String, "ByteLevel")
+        let added = root["added_tokens"] as! [[String: Any]]
+        XCTAssertEqual(added.first?["content"] as? String, "<|endoftext|>")
+        XCTAssertEqual(added.first?["id"] as? Int, (model["vocab"] as! [String: Int]).count)
+    }
+}
