@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 import KeelData
 import XCTest
 
@@ -78,7 +79,7 @@ final class BPETrainerTests: XCTestCase {
     }
 
     func testResultDoesNotDependOnPieceOrderOrSplitting() {
-        var random = SplitMix64(seed: 7)
+        var random = RandomStream(seed: 7)
         let corpus = randomCorpus(&random, alphabet: Array("abcde".utf8), pieces: 60)
         let expected = BPETrainer.train(pieces: corpus, mergeCount: 200)
         XCTAssertGreaterThan(expected.count, 10)
@@ -94,7 +95,7 @@ final class BPETrainerTests: XCTestCase {
     /// The skip of pairs that spell an existing token cannot fire for merges trained this way (see BPETrainer),
     /// so this checks the guarantee itself, on small alphabets where long runs and repeats make it hardest.
     func testNoTwoTokensSpellTheSameBytes() {
-        var random = SplitMix64(seed: 11)
+        var random = RandomStream(seed: 11)
         for trial in 0..<300 {
             let alphabet = Array("abcd".utf8).prefix(2 + trial % 3)
             let corpus = randomCorpus(&random, alphabet: Array(alphabet), pieces: 1 + trial % 25)
@@ -107,7 +108,7 @@ final class BPETrainerTests: XCTestCase {
     }
 
     func testReportsProgress() {
-        var random = SplitMix64(seed: 3)
+        var random = RandomStream(seed: 3)
         let corpus = randomCorpus(&random, alphabet: Array("abcdefgh".utf8), pieces: 400)
         var reports: [Int] = []
         let result = BPETrainer.train(pieces: corpus, mergeCount: 350) { reports.append($0) }
@@ -118,7 +119,7 @@ final class BPETrainerTests: XCTestCase {
     }
 
     func testMatchesReferenceOnRandomCorpora() throws {
-        var random = SplitMix64(seed: 5)
+        var random = RandomStream(seed: 5)
         var corpora: [(pieces: Pieces, mergeCount: Int)] = []
         for trial in 0..<40 {
             let alphabet = Array("abcdefgh".utf8).prefix(2 + trial % 7)
@@ -147,10 +148,10 @@ final class BPETrainerTests: XCTestCase {
     }
 
     /// Random pieces of 2–12 letters from `alphabet`, with counts 1–6.
-    private func randomCorpus(_ random: inout SplitMix64, alphabet: [UInt8], pieces: Int) -> Pieces {
+    private func randomCorpus(_ random: inout RandomStream, alphabet: [UInt8], pieces: Int) -> Pieces {
         (0..<pieces).map { _ in
-            let length = 2 + random.next(below: 11)
-            return ((0..<length).map { _ in alphabet[random.next(below: alphabet.count)] }, 1 + random.next(below: 6))
+            let length = 2 + random.nextInt(below: 11)
+            return ((0..<length).map { _ in alphabet[random.nextInt(below: alphabet.count)] }, 1 + random.nextInt(below: 6))
         }
     }
 
@@ -206,18 +207,3 @@ final class BPETrainerTests: XCTestCase {
     }
 }
 
-/// A small seeded generator (SplitMix64), so the random corpora are the same on every run.
-private struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next(below bound: Int) -> Int {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Int(z % UInt64(bound))
-    }
-}

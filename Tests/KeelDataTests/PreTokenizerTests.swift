@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 import KeelData
 import XCTest
 
@@ -105,9 +106,9 @@ final class PreTokenizerTests: XCTestCase {
         for first in 0...255 {
             for second in 0...255 { texts.append([UInt8(first), UInt8(second)]) }
         }
-        var random = FuzzGenerator(seed: 17)
+        var random = RandomStream(seed: 17)
         for _ in 0..<2000 {
-            texts.append((0..<random.next(below: 40)).map { _ in UInt8(random.next(below: 256)) })
+            texts.append((0..<random.nextInt(below: 40)).map { _ in UInt8(random.nextInt(below: 256)) })
         }
         for pattern in SplitPattern.allCases {
             for text in texts { assertTiles(pieces(text, pattern), text.count, "\(pattern) \(text)") }
@@ -155,15 +156,15 @@ final class PreTokenizerTests: XCTestCase {
     }
 
     func testFuzzMatchesReference() throws {
-        var random = FuzzGenerator(seed: 1)
+        var random = RandomStream(seed: 1)
         let texts = (0..<4000).map { _ in Self.fuzzText(&random, invalidBytes: false) }
         try assertMatchesReference(texts, "fuzz")
     }
 
     func testInvalidUTF8FuzzMatchesReference() throws {
-        var random = FuzzGenerator(seed: 2)
+        var random = RandomStream(seed: 2)
         var texts = (0..<2000).map { _ in Self.fuzzText(&random, invalidBytes: true) }
-        texts += (0..<500).map { _ in (0..<random.next(below: 30)).map { _ in UInt8(random.next(below: 256)) } }
+        texts += (0..<500).map { _ in (0..<random.nextInt(below: 30)).map { _ in UInt8(random.nextInt(below: 256)) } }
         try assertMatchesReference(texts, "invalid UTF-8 fuzz")
     }
 
@@ -282,52 +283,37 @@ final class PreTokenizerTests: XCTestCase {
     ]
 
     /// Up to 60 random fragments; with `invalidBytes`, about one in twelve is an invalid sequence.
-    private static func fuzzText(_ random: inout FuzzGenerator, invalidBytes: Bool) -> [UInt8] {
+    private static func fuzzText(_ random: inout RandomStream, invalidBytes: Bool) -> [UInt8] {
         let totalWeight = fragments.reduce(0) { $0 + $1.weight }
         var text: [UInt8] = []
-        for _ in 0..<random.next(below: 61) {
-            if invalidBytes && random.next(below: 12) == 0 {
-                text += invalidFragments[random.next(below: invalidFragments.count)]
+        for _ in 0..<random.nextInt(below: 61) {
+            if invalidBytes && random.nextInt(below: 12) == 0 {
+                text += invalidFragments[random.nextInt(below: invalidFragments.count)]
                 continue
             }
-            var pick = random.next(below: totalWeight), group = 0
+            var pick = random.nextInt(below: totalWeight), group = 0
             while pick >= fragments[group].weight {
                 pick -= fragments[group].weight
                 group += 1
             }
             let choices = fragments[group].choices
-            text += Array(choices[random.next(below: choices.count)].utf8)
+            text += Array(choices[random.nextInt(below: choices.count)].utf8)
         }
         return text
     }
 
     /// English-like text (words, numbers, punctuation, line breaks and indentation) for when the corpus is absent.
     private static func generatedProse(seed: UInt64, words: Int) -> [UInt8] {
-        var random = FuzzGenerator(seed: seed)
+        var random = RandomStream(seed: seed)
         let vocabulary = ["the", "and", "I", "you", "my", "lord", "is", "it's", "thou'lt", "we'll", "O", "what", "Enter",
                           "KING", "HENRY", "'tis", "sweet", "love", "1623", "42", "Act", "II", "Scene", "--"]
         let separators = [" ", " ", " ", " ", ", ", ". ", "; ", "! ", "? ", ".\n", "\n\n", ":\n  ", "  ", "\n\t", "\r\n"]
         var text: [UInt8] = []
         for _ in 0..<words {
-            text += Array(vocabulary[random.next(below: vocabulary.count)].utf8)
-            text += Array(separators[random.next(below: separators.count)].utf8)
+            text += Array(vocabulary[random.nextInt(below: vocabulary.count)].utf8)
+            text += Array(separators[random.nextInt(below: separators.count)].utf8)
         }
         return text
     }
 }
 
-/// A small seeded generator (SplitMix64), so that the fuzz texts are the same on every run.
-private struct FuzzGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next(below bound: Int) -> Int {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Int(z % UInt64(bound))
-    }
-}

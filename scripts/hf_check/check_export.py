@@ -27,23 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # local directories only; never r
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "Tests", "Reference"))
 import safetensors_np  # noqa: E402
-
-
-def load_model(export_dir):
-    import torch
-    import transformers
-    transformers.utils.logging.disable_progress_bar()
-    kwargs = dict(attn_implementation="eager", output_loading_info=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                export_dir, dtype=torch.float32, **kwargs)
-        except TypeError:   # transformers < 4.56 only knows torch_dtype
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                export_dir, torch_dtype=torch.float32, **kwargs)
-    model.eval()
-    return model, info
+from hf_loading import load_float32  # noqa: E402
 
 
 def main():
@@ -74,7 +58,7 @@ def main():
         print(f"error: {a.export_dir} has no config.json")
         return 2
     try:
-        model, info = load_model(a.export_dir)
+        model, info = load_float32(a.export_dir)
     except Exception as e:  # noqa: BLE001 - report any loading failure as such
         print(f"error: transformers could not load {a.export_dir}: {type(e).__name__}: {e}")
         return 2

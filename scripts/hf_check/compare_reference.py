@@ -39,6 +39,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "Tests", "Reference"))
 import reference as ref  # noqa: E402
 import safetensors_np  # noqa: E402
+from hf_loading import load_float32  # noqa: E402
 
 # float32 transformers vs float64 reference (relative to the largest |logit|)
 TOL_F32 = 1e-5
@@ -105,18 +106,7 @@ def write_hf_dir(cfg, params, out_dir, metadata=None):
 
 def load_hf(model_dir):
     """Load a model directory in float32 with eager attention; fail on any unloaded tensor."""
-    import torch
-    import transformers
-    transformers.utils.logging.disable_progress_bar()
-    kwargs = dict(attn_implementation="eager", output_loading_info=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=torch.float32, **kwargs)
-        except TypeError:   # transformers < 4.56 only knows torch_dtype
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                model_dir, torch_dtype=torch.float32, **kwargs)
+    model, info = load_float32(model_dir)
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if bad:
         raise RuntimeError(f"{model_dir}: transformers did not load the checkpoint cleanly: {bad}")
