@@ -11,7 +11,7 @@ bash scripts/fetch_corpus.sh
 echo "build: swift build -c release" >&2
 swift build -c release
 rm -rf runs/demo data/shakespeare-bpe
-.build/release/keel tokenizer train --vocab-size 4096 --input data/shakespeare --out data/shakespeare-bpe.json
+.build/release/keel tokenizer train --vocab-size 1024 --input data/shakespeare --out data/shakespeare-bpe.json
 .build/release/keel data prepare --tokenizer data/shakespeare-bpe.json --input data/shakespeare \
     --out data/shakespeare-bpe --val-fraction 0.05
 .build/release/keel train --config configs/demo.toml --out runs/demo

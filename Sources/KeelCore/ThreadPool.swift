@@ -75,6 +75,14 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// Calls the caller's closure through its address. Every reference the call takes must be dropped
+    /// before the worker checks in: the closure lives on the caller's stack only until `pending` reaches 0,
+    /// and a copy released afterwards (as a local `let task = …pointee` could be) corrupts that memory.
+    @inline(never)
+    private static func run(_ job: UnsafeRawPointer, _ chunk: Int, _ range: Range<Int>) {
+        job.assumingMemoryBound(to: ((Int, Range<Int>) -> Void).self).pointee(chunk, range)
+    }
+
     /// The `index`-th of `chunks` near-equal contiguous pieces of `0..<count`.
     private static func chunk(_ index: Int, of chunks: Int, count: Int) -> Range<Int> {
         let base = count / chunks, extra = count % chunks
@@ -100,8 +108,7 @@ public final class ThreadPool: @unchecked Sendable {
             let count = jobCount
             let chunks = min(threadCount, count)
             if worker < chunks, let job {
-                let task = job.assumingMemoryBound(to: ((Int, Range<Int>) -> Void).self).pointee
-                task(worker, ThreadPool.chunk(worker, of: chunks, count: count))
+                ThreadPool.run(job, worker, ThreadPool.chunk(worker, of: chunks, count: count))
             }
             pending.subtract(1, ordering: .releasing)
         }

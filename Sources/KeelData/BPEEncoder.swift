@@ -16,6 +16,11 @@ public enum SpecialTokenPolicy: String, Sendable, CaseIterable {
 public final class BPEEncoder {
     public let vocabulary: BPEVocabulary
     private let preTokenizer: PreTokenizer
+    // Private copies of the vocabulary's lookup tables: encoders on different threads touching the same
+    // array buffers contend on their reference counts, which made two threads slower than one.
+    private let pairs: PairTable
+    private let wholePieces: ByteStringTable?
+    private let byteTokens: [Int32]
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
@@ -33,6 +38,9 @@ public final class BPEEncoder {
     public init(vocabulary: BPEVocabulary) {
         self.vocabulary = vocabulary
         preTokenizer = PreTokenizer(pattern: vocabulary.pattern)
+        pairs = vocabulary.pairs.copied()
+        wholePieces = vocabulary.emitsWholePieces ? vocabulary.tokensByBytes.copied() : nil
+        byteTokens = vocabulary.byteTokens.map { $0 }
         cacheIndex = ByteStringTable(capacity: 1024)
     }
 
@@ -102,11 +110,11 @@ public final class BPEEncoder {
 
     private func encodePiece(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         if piece.count == 1 {
-            output.append(vocabulary.byteTokens[Int(piece[0])])
+            output.append(byteTokens[Int(piece[0])])
             return
         }
         let raw = UnsafeRawBufferPointer(piece)
-        if vocabulary.emitsWholePieces, let whole = vocabulary.tokensByBytes.value(for: raw) {
+        if let whole = wholePieces?.value(for: raw) {
             output.append(whole)
             return
         }
@@ -133,10 +141,9 @@ public final class BPEEncoder {
 
     /// Repeatedly merges the adjacent pair with the lowest rank (leftmost on ties), rescanning each time.
     private func mergeByScanning(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
-        let pairs = vocabulary.pairs
         parts.removeAll(keepingCapacity: true)
         ranks.removeAll(keepingCapacity: true)
-        for byte in piece { parts.append(vocabulary.byteTokens[Int(byte)]) }
+        for byte in piece { parts.append(byteTokens[Int(byte)]) }
         for i in 0..<(parts.count - 1) { ranks.append(pairs.merge(parts[i], parts[i + 1])?.rank ?? .max) }
         while true {
             var best = Int32.max, at = -1
@@ -157,10 +164,9 @@ public final class BPEEncoder {
     /// The same merges as `mergeByScanning` in O(n log n): a linked list of parts and a heap of candidate
     /// pairs ordered by (rank, position), entries checked for staleness when popped.
     private func mergeWithHeap(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
-        let pairs = vocabulary.pairs
         let n = piece.count
         parts.removeAll(keepingCapacity: true)
-        for byte in piece { parts.append(vocabulary.byteTokens[Int(byte)]) }
+        for byte in piece { parts.append(byteTokens[Int(byte)]) }
         next = (0..<n).map { Int32($0 + 1) }
         previous = (0..<n).map { Int32($0 - 1) }
         heap.removeAll()

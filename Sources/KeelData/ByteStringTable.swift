@@ -59,6 +59,17 @@ struct ByteStringTable: Sendable {
         count += 1
     }
 
+    /// A copy with storage of its own (see `BPEEncoder.init` for why that matters).
+    func copied() -> ByteStringTable {
+        var copy = self
+        copy.hashes = hashes.map { $0 }
+        copy.values = values.map { $0 }
+        copy.keyStarts = keyStarts.map { $0 }
+        copy.keyLengths = keyLengths.map { $0 }
+        copy.arena = arena.map { $0 }
+        return copy
+    }
+
     /// Calls `body` with every key and its value, in no particular order.
     func forEach(_ body: (UnsafeRawBufferPointer, Int32) -> Void) {
         arena.withUnsafeBytes { stored in
@@ -112,6 +123,14 @@ struct PairTable: Sendable {
     @inline(__always)
     private func slot(for key: UInt64) -> Int {
         Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20) & mask
+    }
+
+    /// A copy with storage of its own (see `BPEEncoder.init` for why that matters).
+    func copied() -> PairTable {
+        var copy = self
+        copy.keys = keys.map { $0 }
+        copy.merges = merges.map { $0 }
+        return copy
     }
 
     /// The merge joining `left` and `right`, if they merge.

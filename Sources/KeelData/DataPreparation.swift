@@ -45,7 +45,7 @@ public struct DataPreparation {
         }
         guard shardTokens > 0 else { throw KeelError("--shard-tokens must be positive") }
         let files = try TokenCorpus.expand(inputs)
-        let encoders = try Encoders(tokenizer)
+        let encoders = try ParallelEncoder(tokenizer)
         let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)
         try format.check(vocabSize: encoders.vocabSize)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -89,75 +89,6 @@ public struct DataPreparation {
             sourceBytes: status.bytes)
         try manifest.write(to: output)
         return manifest
-    }
-}
-
-/// Documents gathered for one parallel tokenisation pass.
-struct DocumentBatch {
-    var bytes: [UInt8] = []
-    var ends: [Int] = []
-    var count: Int { ends.count }
-
-    mutating func append(_ document: UnsafeBufferPointer<UInt8>) {
-        bytes.append(contentsOf: document)
-        ends.append(bytes.count)
-    }
-
-    mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
-        ends.removeAll(keepingCapacity: true)
-    }
-}
-
-/// One tokenizer per thread (BPE encoders keep a cache and are not thread-safe).
-private struct Encoders {
-    let vocabSize: Int
-    let endOfText: Int32
-    private let source: String
-    private let bpe: [BPEEncoder]
-
-    init(_ name: String) throws {
-        source = name
-        if name == "byte" {
-            vocabSize = ByteTokenizer.vocabSize
-            endOfText = ByteTokenizer().endOfText
-            bpe = []
-        } else {
-            let vocabulary = try TokenizerFiles.load(name)
-            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name)
-            vocabSize = tokenizer.vocabSize
-            endOfText = tokenizer.endOfText
-            bpe = (0..<ThreadPool.shared.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
-        }
-    }
-
-    /// The tokens of each document of `batch`, in order.
-    func encode(_ batch: DocumentBatch) -> [[Int32]] {
-        var results = [[Int32]](repeating: [], count: batch.count)
-        batch.bytes.withUnsafeBufferPointer { bytes in
-            results.withUnsafeMutableBufferPointer { out in
-                ThreadPool.shared.parallelChunks(batch.count) { slot, range in
-                    for i in range {
-                        let document = UnsafeBufferPointer(rebasing: bytes[(i == 0 ? 0 : batch.ends[i - 1])..<batch.ends[i]])
-                        if bpe.isEmpty {
-                            out[i] = document.map { Int32($0) }
-                        } else {
-                            bpe[slot].encodeOrdinary(document, into: &out[i])
-                        }
-                    }
-                }
-            }
-        }
-        return results
-    }
-
-    /// Copies the tokenizer file into the dataset; returns its name there ("byte" for byte-level).
-    func copyTokenizer(to directory: URL) throws -> String {
-        guard source != "byte" else { return "byte" }
-        let url = URL(fileURLWithPath: source)
-        let name = url.pathExtension == "tiktoken" ? "tokenizer.tiktoken" : "tokenizer.json"
-        try AtomicFile.write(Data(contentsOf: url), to: directory.appendingPathComponent(name))
-        return name
     }
 }
 

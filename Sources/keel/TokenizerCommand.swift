@@ -122,32 +122,24 @@ struct TokenizerCommand: ParsableCommand {
         var repeats = 3
 
         func run() throws {
-            let vocabulary = try TokenizerFiles.load(tokenizer)
-            let documents = try TokenCorpus.expand(input).map { Array(try Data(contentsOf: $0)) }
-            let bytes = documents.reduce(0) { $0 + $1.count }
+            var batch = DocumentBatch()
+            for file in try TokenCorpus.expand(input) {
+                try Array(Data(contentsOf: file)).withUnsafeBufferPointer { batch.append($0) }
+            }
             let pool = threads == 0 ? ThreadPool.shared : ThreadPool(threadCount: threads)
             var times: [Double] = []
             var tokens = 0
             for _ in 0..<repeats {
-                let encoders = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
-                var counts = [Int](repeating: 0, count: documents.count)
+                let encoder = try ParallelEncoder(tokenizer, pool: pool)
                 let start = Date()
-                counts.withUnsafeMutableBufferPointer { out in
-                    pool.parallelChunks(documents.count) { slot, range in
-                        var ids: [Int32] = []
-                        for i in range {
-                            ids.removeAll(keepingCapacity: true)
-                            documents[i].withUnsafeBufferPointer { encoders[slot].encodeOrdinary($0, into: &ids) }
-                            out[i] = ids.count
-                        }
-                    }
-                }
+                let encoded = encoder.encode(batch)
                 times.append(Date().timeIntervalSince(start))
-                tokens = counts.reduce(0, +)
+                tokens = encoded.reduce(0) { $0 + $1.count }
             }
+            let bytes = batch.bytes.count, files = batch.count
             let median = times.sorted()[times.count / 2]
             print(String(format: "keel: %.2f MB in %d files, %d tokens, %d thread(s): %.2f MB/s (median of %d)",
-                         Double(bytes) / 1e6, documents.count, tokens, pool.threadCount, Double(bytes) / 1e6 / median, repeats))
+                         Double(bytes) / 1e6, files, tokens, pool.threadCount, Double(bytes) / 1e6 / median, repeats))
         }
     }
 }
