@@ -25,6 +25,8 @@ public func gemm(
     let lda = lda ?? (transA == .none ? k : m)
     let ldb = ldb ?? (transB == .none ? n : k)
     let ldc = ldc ?? n
+    // 64-row (or column) blocks: measured faster than one large block per thread, where concurrent
+    // single-threaded OpenBLAS calls on 2 cores ran at half speed.
     let block = 64
     let splitRows = m >= n
     let blocks = ((splitRows ? m : n) + block - 1) / block
@@ -52,6 +54,17 @@ func serialGemm(
     _ = singleThreadedBLAS
     cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
                 alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// C = A·B (row-major, dense) with OpenBLAS's own threading on `threads` threads, for measuring the
+/// machine's sgemm ceiling; Keel's kernels use `gemm`.
+public func openBLASGemm(threads: Int, m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                         _ c: UnsafeMutablePointer<Float>) {
+    _ = singleThreadedBLAS
+    openblas_set_num_threads(Int32(threads))
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, c,
+                Int32(n))
+    openblas_set_num_threads(1)
 }
 
 /// OpenBLAS is made single-threaded before its first use: `gemm` parallelises over Keel's own pool.

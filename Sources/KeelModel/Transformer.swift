@@ -23,6 +23,8 @@ public final class Transformer: @unchecked Sendable {
     private let rope: RotaryEmbedding?
     private var arena: ActivationArena?
     private var shape = (batch: 0, length: 0)
+    /// When set, every kernel call is timed into it (`keel bench --profile`).
+    public var profiler: Profiler?
 
     /// Offsets of one block's parameters and the shapes of its projections.
     private struct BlockParameters {
@@ -114,35 +116,45 @@ public final class Transformer: @unchecked Sendable {
         let p = parameters.pointer
         let attention = attentionShape
 
-        Embedding.forward(a.residuals[0].pointer, tokens: inputs, table: p + tokenEmbedding,
-                          positions: positionEmbedding.map { p + $0 }, rows: n, length: length, columns: c)
+        profiled(.embedding, .forward, bytes: 8 * Double(n * c)) {
+            Embedding.forward(a.residuals[0].pointer, tokens: inputs, table: p + tokenEmbedding,
+                              positions: positionEmbedding.map { p + $0 }, rows: n, length: length, columns: c)
+        }
         for (l, block) in blocks.enumerated() {
             let s = a.blocks[l], x = a.residuals[l].pointer, out = a.residuals[l + 1].pointer
             normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, block.norm1, rows: n)
             project(s.qkv.pointer, s.norm1.pointer, block.qkv, rows: n)
-            rope?.apply(s.qkv.pointer, batch: batch, length: length, stride: attention.rowStride,
-                        heads: config.heads + config.kvHeads)
-            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer,
-                              scratch: a.attentionScratch.pointer)
+            profiled(.attention, .forward, flops: attentionFlops(.forward)) {
+                rope?.apply(s.qkv.pointer, batch: batch, length: length, stride: attention.rowStride,
+                            heads: config.heads + config.kvHeads)
+                attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer,
+                                  scratch: a.attentionScratch.pointer)
+            }
             project(s.mid.pointer, s.attention.pointer, block.projection, rows: n)
-            addInPlace(x, into: s.mid.pointer, count: n * c)
+            profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(x, into: s.mid.pointer, count: n * c) }
             normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, block.norm2, rows: n)
             project(s.hidden.pointer, s.norm2.pointer, block.up, rows: n)
-            switch config.architecture {
-            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * config.hiddenWidth)
-            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: config.hiddenWidth)
+            profiled(.activation, .forward, bytes: 12 * Double(n * config.hiddenWidth)) {
+                switch config.architecture {
+                case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * config.hiddenWidth)
+                case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: config.hiddenWidth)
+                }
             }
             project(out, s.activated.pointer, block.down, rows: n)
-            addInPlace(s.mid.pointer, into: out, count: n * c)
+            profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(s.mid.pointer, into: out, count: n * c) }
         }
         normalize(a.finalNorm.pointer, a.finalMean.pointer, a.finalRstd.pointer, a.residuals[config.layers].pointer,
                   finalNorm, rows: n)
-        headShape.forward(a.logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
+        profiled(.matmul, .forward, flops: 2 * Double(n * c * v)) {
+            headShape.forward(a.logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
+        }
 
         guard let targets else { return 0 }
         a.targets.baseAddress!.update(from: targets, count: n)
-        CrossEntropy.forward(losses: a.losses.pointer, logits: a.logits.pointer, targets: targets, rows: n, vocab: v,
-                             gradientScale: lossScale.map { $0 / Float(n) })
+        profiled(.loss, .forward, bytes: 12 * Double(n * v)) {
+            CrossEntropy.forward(losses: a.losses.pointer, logits: a.logits.pointer, targets: targets, rows: n, vocab: v,
+                                 gradientScale: lossScale.map { $0 / Float(n) })
+        }
         var total = 0.0
         for i in 0..<n { total += Double(a.losses.pointer[i]) }
         return Float(total / Double(n))
@@ -162,38 +174,60 @@ public final class Transformer: @unchecked Sendable {
         let attention = attentionShape
         let dResidual = a.dResidual.pointer, dNorm = a.dNorm.pointer
 
-        headShape.backward(dInput: dNorm, accumulateInput: false, dWeight: g + head, dBias: nil,
-                           dOut: a.logits.pointer, input: a.finalNorm.pointer, weight: p + head, rows: n)
+        profiled(.matmul, .backward, flops: 4 * Double(n * c * config.vocabSize)) {
+            headShape.backward(dInput: dNorm, accumulateInput: false, dWeight: g + head, dBias: nil,
+                               dOut: a.logits.pointer, input: a.finalNorm.pointer, weight: p + head, rows: n)
+        }
         dResidual.update(repeating: 0, count: n * c)
         normalizeBackward(dResidual, dNorm, a.residuals[config.layers].pointer, a.finalMean.pointer,
                           a.finalRstd.pointer, finalNorm, rows: n)
         for (l, block) in blocks.enumerated().reversed() {
             let s = a.blocks[l]
             projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, block.down, rows: n)
-            switch config.architecture {
-            case .gpt2:
-                GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer,
-                              count: n * config.hiddenWidth)
-            case .llama:
-                SwiGLU.backward(dGateUp: a.dHidden.pointer, dOut: a.dActivated.pointer, gateUp: s.hidden.pointer,
-                                rows: n, width: config.hiddenWidth)
+            profiled(.activation, .backward, bytes: 16 * Double(n * config.hiddenWidth)) {
+                switch config.architecture {
+                case .gpt2:
+                    GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer,
+                                  count: n * config.hiddenWidth)
+                case .llama:
+                    SwiGLU.backward(dGateUp: a.dHidden.pointer, dOut: a.dActivated.pointer, gateUp: s.hidden.pointer,
+                                    rows: n, width: config.hiddenWidth)
+                }
             }
             projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, block.up, rows: n)
             normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, block.norm2, rows: n)
             projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, block.projection, rows: n)
-            attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
-                               lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
-            rope?.apply(a.dQKV.pointer, batch: batch, length: length, stride: attention.rowStride,
-                        heads: config.heads + config.kvHeads, inverse: true)
+            profiled(.attention, .backward, flops: attentionFlops(.backward)) {
+                attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
+                                   lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
+                rope?.apply(a.dQKV.pointer, batch: batch, length: length, stride: attention.rowStride,
+                            heads: config.heads + config.kvHeads, inverse: true)
+            }
             projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, block.qkv, rows: n)
             normalizeBackward(dResidual, dNorm, a.residuals[l].pointer, s.mean1.pointer, s.rstd1.pointer,
                               block.norm1, rows: n)
         }
-        Embedding.backward(dTable: g + tokenEmbedding, dPositions: positionEmbedding.map { g + $0 }, dOut: dResidual,
-                           tokens: a.inputs.baseAddress!, rows: n, length: length, columns: c)
+        profiled(.embedding, .backward, bytes: 12 * Double(n * c)) {
+            Embedding.backward(dTable: g + tokenEmbedding, dPositions: positionEmbedding.map { g + $0 }, dOut: dResidual,
+                               tokens: a.inputs.baseAddress!, rows: n, length: length, columns: c)
+        }
     }
 
     // MARK: - Layers shared by both architectures
+
+    /// Runs `body`, timed into `profiler` when one is set.
+    @inline(__always)
+    private func profiled(_ kind: Profiler.Kind, _ direction: Profiler.Direction, flops: Double = 0, bytes: Double = 0,
+                          _ body: () -> Void) {
+        if let profiler { profiler.measure(kind, direction, flops: flops, bytes: bytes, body) } else { body() }
+    }
+
+    /// Multiply-adds of causal attention for one layer: Q·Kᵀ and P·V over the lower triangle forward
+    /// (2·B·H·T²·d FLOPs); backward recomputes P and runs four products (5·B·H·T²·d).
+    private func attentionFlops(_ direction: Profiler.Direction) -> Double {
+        let base = Double(shape.batch * config.heads * shape.length * shape.length * config.headDim)
+        return direction == .forward ? 2 * base : 5 * base
+    }
 
     private var attentionShape: CausalAttention {
         CausalAttention(batch: shape.batch, length: shape.length, heads: config.heads, kvHeads: config.kvHeads,
@@ -206,6 +240,15 @@ public final class Transformer: @unchecked Sendable {
     }
 
     private func normalize(
+        _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+        _ x: UnsafePointer<Float>, _ norm: Norm, rows: Int
+    ) {
+        profiled(.norm, .forward, bytes: 8 * Double(rows * config.width)) {
+            normalizeUnprofiled(out, mean, rstd, x, norm, rows: rows)
+        }
+    }
+
+    private func normalizeUnprofiled(
         _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
         _ x: UnsafePointer<Float>, _ norm: Norm, rows: Int
     ) {
@@ -224,6 +267,15 @@ public final class Transformer: @unchecked Sendable {
         _ dx: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
         _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, _ norm: Norm, rows: Int
     ) {
+        profiled(.norm, .backward, bytes: 16 * Double(rows * config.width)) {
+            normalizeBackwardUnprofiled(dx, dOut, x, mean, rstd, norm, rows: rows)
+        }
+    }
+
+    private func normalizeBackwardUnprofiled(
+        _ dx: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+        _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, _ norm: Norm, rows: Int
+    ) {
         let p = parameters.pointer, g = gradients.pointer
         if let bias = norm.bias {
             LayerNorm.backward(dx: dx, dWeight: g + norm.weight, dBias: g + bias, dOut: dOut, x: x,
@@ -236,7 +288,9 @@ public final class Transformer: @unchecked Sendable {
 
     private func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: Projection, rows: Int) {
         let p = parameters.pointer
-        layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: rows)
+        profiled(.matmul, .forward, flops: 2 * Double(rows * layer.shape.inFeatures * layer.shape.outFeatures)) {
+            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: rows)
+        }
     }
 
     /// Overwrites dInput with the layer's input gradient; adds its parameter gradients into `gradients`.
@@ -245,8 +299,10 @@ public final class Transformer: @unchecked Sendable {
         _ layer: Projection, rows: Int
     ) {
         let p = parameters.pointer, g = gradients.pointer
-        layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
-                             dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
-                             rows: rows)
+        profiled(.matmul, .backward, flops: 4 * Double(rows * layer.shape.inFeatures * layer.shape.outFeatures)) {
+            layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
+                                 dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
+                                 rows: rows)
+        }
     }
 }

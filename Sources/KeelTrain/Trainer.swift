@@ -27,8 +27,7 @@ public final class Trainer {
     public let output: URL
     public let model: Transformer
     private let data: TrainingData
-    private let m: FloatBuffer
-    private let v: FloatBuffer
+    private let optimizer: Optimizer
     private var state: TrainingState
     private var resumedFrom: URL?
     private let checkpointRoot: URL
@@ -43,8 +42,8 @@ public final class Trainer {
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
         model = try Transformer(config: config.model, seed: config.training.seed)
-        m = FloatBuffer(count: model.table.count)
-        v = FloatBuffer(count: model.table.count)
+        optimizer = Optimizer(model: model, settings: config.training.adamW, gradientClip: config.training.gradientClip,
+                              decayEmbeddings: config.training.decayEmbeddings)
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
@@ -83,7 +82,6 @@ public final class Trainer {
         let metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                      keepingThrough: resumedFrom == nil ? nil : state.step)
         let progress = ProgressDisplay(totalSteps: t.steps, every: config.logging.every)
-        let groups = model.table.decayGroups(decayEmbeddings: t.decayEmbeddings)
 
         let unigram = data.unigramLoss(vocabSize: config.model.vocabSize)
         log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
@@ -110,34 +108,17 @@ public final class Trainer {
         while state.step < lastStep {
             let step = state.step + 1
             let stepStart = Date()
-            model.gradients.zero()
-            var loss = 0.0
-            for _ in 0..<accumulation {
-                inputs.withUnsafeMutableBufferPointer { i in
-                    targets.withUnsafeMutableBufferPointer { tg in loader.next(inputs: i.baseAddress!, targets: tg.baseAddress!) }
-                }
-                let microLoss = inputs.withUnsafeBufferPointer { i in
-                    targets.withUnsafeBufferPointer { tg in
-                        model.forward(inputs: i.baseAddress!, targets: tg.baseAddress!, batch: batch, length: length,
-                                      lossScale: 1 / Float(accumulation))
-                    }
-                }
-                model.backward()
-                loss += Double(microLoss) / Double(accumulation)
-            }
-            let gradientNorm = Float(sumOfSquares(model.gradients.pointer, count: model.table.count).squareRoot())
+            let loss = optimizer.accumulateGradients(from: loader, accumulation: accumulation, inputs: &inputs,
+                                                     targets: &targets)
+            let gradientNorm = optimizer.gradientNorm()
             guard loss.isFinite, gradientNorm.isFinite else {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
                 let culprit = loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
                                             : "loss is \(loss.isNaN ? "NaN" : "infinite")"
                 throw KeelError("training diverged: \(culprit) at step \(step)\(kept)")
             }
-            if t.gradientClip > 0, Double(gradientNorm) > t.gradientClip {
-                scale(model.gradients.pointer, count: model.table.count, by: Float(t.gradientClip) / gradientNorm)
-            }
             let rate = schedule.rate(at: step)
-            AdamW.update(params: model.parameters.pointer, grads: model.gradients.pointer, m: m.pointer, v: v.pointer,
-                         groups: groups, learningRate: Float(rate), step: step, settings: t.adamW)
+            optimizer.update(gradientNorm: gradientNorm, learningRate: Float(rate), step: step)
 
             state.step = step
             state.tokens += t.tokensPerStep
@@ -203,7 +184,7 @@ public final class Trainer {
 
     @discardableResult
     private func saveCheckpoint() throws -> URL {
-        let model = self.model, m = self.m, v = self.v, state = self.state
+        let model = self.model, m = optimizer.m, v = optimizer.v, state = self.state
         let count = model.table.count
         let url = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
             (ModelFiles.weightsFile, { try ModelFiles.writeWeights(of: model, to: $0) }),
@@ -232,9 +213,9 @@ public final class Trainer {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
         }
         try ModelFiles.loadWeights(into: model, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
-        let optimizer = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
-        try optimizer.copyFloats("exp_avg", shape: [model.table.count], to: m.pointer)
-        try optimizer.copyFloats("exp_avg_sq", shape: [model.table.count], to: v.pointer)
+        let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
+        try moments.copyFloats("exp_avg", shape: [model.table.count], to: optimizer.m.pointer)
+        try moments.copyFloats("exp_avg_sq", shape: [model.table.count], to: optimizer.v.pointer)
         state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
         guard state.seed == config.training.seed else {
             throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")

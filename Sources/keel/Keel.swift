@@ -9,5 +9,5 @@ struct Keel: ParsableCommand {
             metrics.jsonl and checkpoints/; `sample` and `export` accept a run directory (newest valid \
             checkpoint) or one checkpoint directory.
             """,
-        subcommands: [Train.self, Sample.self, Export.self, Logits.self, TokenizerCommand.self, DataCommand.self])
+        subcommands: [Train.self, Sample.self, Export.self, Logits.self, TokenizerCommand.self, DataCommand.self, Bench.self])
 }

@@ -1,0 +1,136 @@
+import Foundation
+import KeelCore
+import KeelData
+import KeelKernels
+import KeelModel
+
+/// A standard training-step benchmark: a model shape and a batch shape.
+public struct BenchmarkPreset: Sendable {
+    public let name: String
+    public let model: ModelConfig
+    public let batch: Int
+    public let length: Int
+
+    public init(name: String, model: ModelConfig, batch: Int, length: Int) {
+        self.name = name
+        self.model = model
+        self.batch = batch
+        self.length = length
+    }
+
+    /// GPT-2 124M (B=4, T=256), a small 6 × 384 shape (B=8, T=256), and the Llama variant of each.
+    public static let all: [BenchmarkPreset] = {
+        func make(_ name: String, _ architecture: Architecture, layers: Int, width: Int, maxLength: Int, batch: Int) -> BenchmarkPreset {
+            BenchmarkPreset(name: name, model: ModelConfig(
+                architecture: architecture, vocabSize: 50_304, layers: layers, heads: width / 64, width: width,
+                maxLength: maxLength), batch: batch, length: 256)
+        }
+        return [
+            make("gpt2-124m", .gpt2, layers: 12, width: 768, maxLength: 1024, batch: 4),
+            make("small", .gpt2, layers: 6, width: 384, maxLength: 256, batch: 8),
+            make("gpt2-124m-llama", .llama, layers: 12, width: 768, maxLength: 1024, batch: 4),
+            make("small-llama", .llama, layers: 6, width: 384, maxLength: 256, batch: 8),
+        ]
+    }()
+}
+
+/// What one benchmark run measured.
+public struct BenchmarkResult: Sendable, Codable {
+    public var config: String
+    public var msPerStep: [Double]
+    public var tokensPerStep: Int
+    public var parameters: Int
+    public var modelFlopsPerStep: Double
+    public var sgemmGFLOPs: Double
+    public var peakRSSMB: Double
+
+    enum CodingKeys: String, CodingKey {
+        case config, parameters
+        case msPerStep = "ms_per_step", tokensPerStep = "tokens_per_step", modelFlopsPerStep = "model_flops_per_step"
+        case sgemmGFLOPs = "sgemm_gflops", peakRSSMB = "peak_rss_mb"
+    }
+
+    public var medianMilliseconds: Double { msPerStep.sorted()[msPerStep.count / 2] }
+    public var tokensPerSecond: Double { Double(tokensPerStep) / (medianMilliseconds / 1000) }
+    public var modelGFLOPs: Double { modelFlopsPerStep / (medianMilliseconds / 1000) / 1e9 }
+    /// Model FLOPs utilisation against the measured sgemm ceiling.
+    public var utilisation: Double { modelGFLOPs / sgemmGFLOPs }
+}
+
+/// Runs full training steps (forward, cross-entropy, backward, clipping, AdamW) on random tokens.
+public enum Benchmark {
+    /// Model FLOPs per step: 6 × parameters × tokens for the matrix products of forward and backward, plus
+    /// attention's 12 × layers × T × width per token (the convention of the PaLM paper and nanoGPT).
+    public static func modelFlops(_ config: ModelConfig, parameters: Int, tokens: Int, length: Int) -> Double {
+        6 * Double(parameters) * Double(tokens) + 12 * Double(config.layers * length * config.width) * Double(tokens)
+    }
+
+    /// The machine's sgemm ceiling in GFLOP/s: the best of OpenBLAS's own multi-threaded sgemm and Keel's
+    /// `gemm` (single-threaded OpenBLAS calls over Keel's pool) on transformer-shaped and square products.
+    public static func sgemmCeiling() -> (ceiling: Double, openBLAS: Double, keel: Double) {
+        let shapes = [(1024, 2304, 768), (1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048)]
+        var bestOpenBLAS = 0.0, bestKeel = 0.0
+        let threads = ThreadPool.shared.threadCount
+        for (m, n, k) in shapes {
+            let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+            for i in 0..<a.count { a.pointer[i] = Float(i % 7) * 0.01 }
+            for i in 0..<b.count { b.pointer[i] = Float(i % 5) * 0.01 }
+            func rate(_ multiply: () -> Void) -> Double {
+                multiply()
+                var calls = 0
+                let start = Date()
+                while Date().timeIntervalSince(start) < 0.3 {
+                    multiply()
+                    calls += 1
+                }
+                return 2 * Double(m * n * k) * Double(calls) / Date().timeIntervalSince(start) / 1e9
+            }
+            bestOpenBLAS = max(bestOpenBLAS, rate { openBLASGemm(threads: threads, m: m, n: n, k: k, a.pointer, b.pointer, c.pointer) })
+            bestKeel = max(bestKeel, rate { gemm(.none, .none, m: m, n: n, k: k, a.pointer, b.pointer, beta: 0, c.pointer) })
+        }
+        return (max(bestOpenBLAS, bestKeel), bestOpenBLAS, bestKeel)
+    }
+
+    /// Peak resident memory of this process (VmHWM), in MB.
+    public static func peakResidentMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 0 }
+        return kilobytes / 1024
+    }
+
+    /// `warmup` untimed steps, then `steps` timed ones.
+    public static func run(_ preset: BenchmarkPreset, steps: Int, warmup: Int, sgemmGFLOPs: Double,
+                           profiler: Profiler? = nil) throws -> BenchmarkResult {
+        let model = try Transformer(config: preset.model, seed: 1)
+        model.profiler = profiler
+        let optimizer = Optimizer(model: model, settings: AdamWSettings(), gradientClip: 1, decayEmbeddings: false)
+        var random = RandomStream(seed: 2)
+        let tokens = (0..<((steps + warmup + 1) * preset.batch * (preset.length + 1))).map { _ in
+            Int32(random.nextInt(below: preset.model.vocabSize))
+        }
+        let loader = try TokenLoader(windows: TokenWindows(segments: [.memory(tokens)], length: preset.length),
+                                     batch: preset.batch, seed: 3)
+        defer { loader.stop() }
+        var inputs = [Int32](repeating: 0, count: preset.batch * preset.length), targets = inputs
+        var milliseconds: [Double] = []
+        for step in 1...(warmup + steps) {
+            if step == warmup + 1 { profiler?.reset() }
+            let start = Date()
+            profiler?.stepStarted()
+            _ = optimizer.accumulateGradients(from: loader, accumulation: 1, inputs: &inputs, targets: &targets)
+            profiler?.measure(.optimizer, .forward, flops: 0, bytes: 16 * Double(model.table.count)) {
+                optimizer.update(gradientNorm: optimizer.gradientNorm(), learningRate: 3e-4, step: step)
+            }
+            profiler?.stepEnded()
+            if step > warmup { milliseconds.append(Date().timeIntervalSince(start) * 1000) }
+        }
+        let tokensPerStep = preset.batch * preset.length
+        return BenchmarkResult(
+            config: preset.name, msPerStep: milliseconds, tokensPerStep: tokensPerStep, parameters: model.table.count,
+            modelFlopsPerStep: modelFlops(preset.model, parameters: model.table.count, tokens: tokensPerStep,
+                                          length: preset.length),
+            sgemmGFLOPs: sgemmGFLOPs, peakRSSMB: peakResidentMegabytes())
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import KeelModel
+import KeelTrain
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time full training steps of standard model shapes on random tokens.",
+        discussion: """
+            Each preset runs warm-up steps, then timed steps of forward, cross-entropy, backward, clipping \
+            and AdamW. Reported: ms/step (min/median/max), tokens/s, model GFLOP/s (6 × parameters × tokens + \
+            12 × layers × T × width × tokens per step), utilisation against an sgemm ceiling measured first \
+            on this machine, and peak RSS. --profile adds where a step's time goes. \
+            scripts/bench/peer/run.sh runs the same presets beside PyTorch.
+            """)
+
+    @Option(help: "Preset(s): \(BenchmarkPreset.all.map(\.name).joined(separator: ", ")), or all.")
+    var preset: [String] = ["all"]
+
+    @Option(help: "Timed steps.")
+    var steps = 10
+
+    @Option(help: "Untimed warm-up steps.")
+    var warmup = 2
+
+    @Flag(help: "Print the time per kind of work (forward and backward), with GFLOP/s or GB/s.")
+    var profile = false
+
+    @Flag(help: "Print one JSON object per preset instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup not negative") }
+        let known = Set(BenchmarkPreset.all.map(\.name) + ["all"])
+        for name in preset where !known.contains(name) {
+            throw ValidationError("unknown preset '\(name)'; choose from \(known.sorted().joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        let presets = preset.contains("all") ? BenchmarkPreset.all : BenchmarkPreset.all.filter { preset.contains($0.name) }
+        let measured = Benchmark.sgemmCeiling()
+        let ceiling = measured.ceiling
+        if !json {
+            print(String(format: "sgemm ceiling on this machine: %.1f GFLOP/s (OpenBLAS threaded %.1f, Keel's gemm %.1f)",
+                         ceiling, measured.openBLAS, measured.keel))
+        }
+        for preset in presets {
+            let profiler = profile ? Profiler() : nil
+            let result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling, profiler: profiler)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+                continue
+            }
+            let sorted = result.msPerStep.sorted()
+            print(String(format: "%@ (%.1fM parameters, %d tokens/step): ms/step min %.0f median %.0f max %.0f | %.0f tokens/s | %.1f model GFLOP/s | MFU %.1f%% | peak RSS %.0f MB",
+                         preset.name, Double(result.parameters) / 1e6, result.tokensPerStep, sorted.first!,
+                         result.medianMilliseconds, sorted.last!, result.tokensPerSecond, result.modelGFLOPs,
+                         100 * result.utilisation, result.peakRSSMB))
+            if let profiler { print(profiler.report()) }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import KeelModel
+import KeelTrain
+import XCTest
+
+final class BenchmarkTests: XCTestCase {
+    func testPresetsMatchTheIssueShapes() {
+        let names = BenchmarkPreset.all.map(\.name)
+        XCTAssertEqual(names, ["gpt2-124m", "small", "gpt2-124m-llama", "small-llama"])
+        let gpt2 = BenchmarkPreset.all[0]
+        XCTAssertEqual(ParameterTable(config: gpt2.model).count, 124_475_904)  // GPT-2 small with vocab 50304
+        XCTAssertEqual(gpt2.batch * gpt2.length, 1024)
+        XCTAssertEqual(BenchmarkPreset.all[3].model.architecture, .llama)
+        XCTAssertEqual(BenchmarkPreset.all[3].model.hiddenWidth, 1024)
+    }
+
+    func testModelFlopsFollowTheConvention() {
+        let config = ModelConfig(architecture: .gpt2, vocabSize: 100, layers: 2, heads: 2, width: 8, maxLength: 16)
+        // 6 · P · tokens + 12 · L · T · C · tokens
+        let expected: Double = 6 * 1000 * 64 + 12 * 2 * 16 * 8 * 64
+        XCTAssertEqual(Benchmark.modelFlops(config, parameters: 1000, tokens: 64, length: 16), expected)
+    }
+
+    func testBenchmarkAndProfileOfATinyModel() throws {
+        let preset = BenchmarkPreset(
+            name: "tiny", model: ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 2, kvHeads: 1, width: 16,
+                                             maxLength: 32), batch: 2, length: 32)
+        let profiler = Profiler()
+        let result = try Benchmark.run(preset, steps: 3, warmup: 1, sgemmGFLOPs: 100, profiler: profiler)
+        XCTAssertEqual(result.msPerStep.count, 3)
+        XCTAssertTrue(result.msPerStep.allSatisfy { $0 > 0 })
+        XCTAssertEqual(result.tokensPerStep, 64)
+        XCTAssertGreaterThan(result.peakRSSMB, 0)
+        let report = profiler.report()
+        for kind in ["matmul forward", "matmul backward", "attention forward", "attention backward", "norm backward",
+                     "activation forward", "loss forward", "embedding backward", "optimizer", "data", "other", "step"] {
+            XCTAssertTrue(report.contains(kind), "profile lacks \(kind):\n\(report)")
+        }
+    }
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Training-step speed: Keel against an identical PyTorch model (eager and torch.compile), run alternately.
+
+    scripts/bench/peer/run.sh [CONFIG...] [--rounds 5] [--skip-compile] [--json OUT] [--keel PATH]
+    (or, inside .venv-bench: python scripts/bench/peer/peer.py --configs small,gpt2-124m ...)
+
+For each config and each of --rounds rounds, three fresh processes run one after the other:
+  1. `keel bench --preset NAME --steps S --warmup W --json`
+  2. torch_bench.py (PyTorch eager), W warm-up steps then S measured steps
+  3. torch_bench.py --compile (torch.compile(model), compilation inside the warm-up, so excluded)
+Each process's median ms/step is its round's figure; the table gives the median over rounds, and the ratio
+torch_ms / keel_ms per round as min / median / max (> 1: Keel is faster). Peak RSS is each process's
+ru_maxrss from wait4. The share of CPU time other processes used during each measurement is recorded, and a
+warning printed when it passes --max-foreign, since on a 2-core machine any other load distorts the figures.
+"""
+import argparse
+import json
+import os
+import platform
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from configs import CONFIGS, model_flops_per_step, parameter_count  # noqa: E402
+
+
+def system_busy_seconds():
+    """CPU seconds all processes on the machine have spent busy so far (/proc/stat, every core)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(cmd, env, first_step_timeout=None, timeout=None):
+    """Runs cmd in its own session and returns rc, stdout, stderr, wall_s, cpu_s, maxrss_mb (the child and the
+    descendants it reaped, from wait4), foreign_cpu (other processes' share of the machine meanwhile), and
+    timed_out ("first step" or "total") where a limit was hit and the process group killed."""
+    busy0, start = system_busy_seconds(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    streams = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    first_step_seen, timed_out = False, None
+    open_fds = set(streams)
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 0.5)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.discard(fd)
+                continue
+            streams[fd].append(chunk)
+            if fd == proc.stderr.fileno() and b'"event": "first_step"' in chunk:
+                first_step_seen = True
+        elapsed = time.perf_counter() - start
+        if timed_out is None:
+            if first_step_timeout and not first_step_seen and elapsed > first_step_timeout:
+                timed_out = "first step"
+            elif timeout and elapsed > timeout:
+                timed_out = "total"
+            if timed_out:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    cpu = usage.ru_utime + usage.ru_stime
+    busy = system_busy_seconds() - busy0
+    return {
+        "rc": proc.returncode,
+        "stdout": b"".join(streams[proc.stdout.fileno()]).decode(errors="replace"),
+        "stderr": b"".join(streams[proc.stderr.fileno()]).decode(errors="replace"),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "maxrss_mb": usage.ru_maxrss / 1024,
+        "foreign_cpu": max(0.0, busy - cpu) / (wall * os.cpu_count()),
+        "timed_out": timed_out,
+    }
+
+
+def last_json_line(text):
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line in the output")
+
+
+def measure(side, cmd, env, args, name):
+    """One process of one side; returns the raw record (with "error" on failure)."""
+    run = run_child(cmd, env,
+                    first_step_timeout=args.compile_timeout if side == "compile" else None,
+                    timeout=args.process_timeout)
+    record = {"cmd": cmd, "wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "maxrss_mb": run["maxrss_mb"],
+              "process_foreign_cpu": run["foreign_cpu"]}
+    if run["timed_out"]:
+        limit = f"first step (compilation) over {args.compile_timeout:.0f} s" if run["timed_out"] == "first step" \
+            else f"process over {args.process_timeout:.0f} s"
+        record["error"] = f"killed: {limit}"
+    elif run["rc"] != 0:
+        record["error"] = f"exit status {run['rc']}: " + run["stderr"].strip()[-2000:]
+    else:
+        try:
+            out = last_json_line(run["stdout"])
+        except ValueError as e:
+            record["error"] = f"{e}: {run['stdout'][-500:]!r}"
+            return record
+        record.update(out)
+        record["median_ms"] = statistics.median(out["ms_per_step"])
+        # The torch worker measures other processes' load over its measured steps alone; for Keel the
+        # whole process stands in.
+        record.setdefault("foreign_cpu", run["foreign_cpu"])
+        if out.get("config") != name:
+            record["error"] = f"reported config {out.get('config')!r}, expected {name!r}"
+    return record
+
+
+def fmt_ratio(values):
+    if not values:
+        return "-"
+    return f"{min(values):.2f}× / {statistics.median(values):.2f}× / {max(values):.2f}×"
+
+
+def machine_info():
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=HERE).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=HERE).stdout.strip())
+    except OSError:
+        rev, dirty = "?", None
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release(), "git_rev": rev, "git_dirty": dirty}
+
+
+def summarize(name, rounds, args, warnings):
+    bench = CONFIGS[name]
+    c = bench.model
+    flops = model_flops_per_step(bench)
+    tokens = bench.tokens_per_step
+    print(f"\n== {name}: {c.arch}, {c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, "
+          f"{parameter_count(c) / 1e6:.2f} M parameters; B {bench.batch} × T {bench.seq} = {tokens} tokens/step; "
+          f"{flops / 1e9:.1f} GFLOP/step; {len(rounds)} rounds ==")
+    sides = [("keel", "keel"), ("eager", "torch eager"), ("compile", "torch compile")]
+    sgemm = [r["keel"]["sgemm_gflops"] for r in rounds if "median_ms" in r.get("keel", {})
+             and r["keel"].get("sgemm_gflops")]
+    sgemm = statistics.median(sgemm) if sgemm else None
+    header = f"  {'':14s} {'ms/step':>9s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'of sgemm':>8s} {'peak RSS':>9s} " \
+             f"{'other CPU':>9s}   torch/keel ms (min / median / max)"
+    print(header)
+    summary = {}
+    for key, label in sides:
+        records = [r[key] for r in rounds if key in r]
+        ok = [x for x in records if "median_ms" in x and "error" not in x]
+        if not records:
+            continue
+        if not ok:
+            print(f"  {label:14s} failed: {records[-1].get('error', '?')[:300]}")
+            summary[key] = {"error": records[-1].get("error")}
+            continue
+        ms = statistics.median(x["median_ms"] for x in ok)
+        gflops = flops / (ms / 1e3) / 1e9
+        rss = statistics.median(x["maxrss_mb"] for x in ok)
+        foreign = max(x["foreign_cpu"] for x in ok)
+        ratios = []
+        if key != "keel":
+            ratios = [r[key]["median_ms"] / r["keel"]["median_ms"] for r in rounds
+                      if "median_ms" in r.get(key, {}) and "error" not in r[key]
+                      and "median_ms" in r.get("keel", {}) and "error" not in r["keel"]]
+        of_sgemm = f"{100 * gflops / sgemm:7.1f}%" if sgemm else f"{'-':>8s}"
+        print(f"  {label:14s} {ms:9.1f} {tokens / (ms / 1e3):9.0f} {gflops:8.1f} {of_sgemm} {rss:7.0f} MB "
+              f"{100 * foreign:8.1f}%   {fmt_ratio(ratios) if key != 'keel' else ''}")
+        summary[key] = {"median_ms": ms, "tokens_per_s": tokens / (ms / 1e3), "model_gflops": gflops,
+                        "peak_rss_mb": rss, "max_foreign_cpu": foreign, "rounds_ok": len(ok)}
+        if ratios:
+            summary[key]["torch_over_keel"] = {"min": min(ratios), "median": statistics.median(ratios),
+                                               "max": max(ratios), "per_round": ratios}
+        if foreign > args.max_foreign:
+            warnings.append(f"{name} {label}: other processes used up to {100 * foreign:.0f}% of the CPU "
+                            f"during a measurement; its times are not trustworthy")
+    if sgemm:
+        keel = summary.get("keel", {})
+        mfu = keel.get("model_gflops", 0) / sgemm if keel.get("model_gflops") else None
+        print(f"  Keel sgemm: {sgemm:.1f} GFLOP/s" + (f"; Keel MFU (model GFLOP/s / sgemm) {100 * mfu:.1f}%"
+                                                      if mfu else ""))
+        summary["sgemm_gflops"] = sgemm
+        summary["keel_mfu"] = mfu
+    keel_reported = [r["keel"]["peak_rss_mb"] for r in rounds if "peak_rss_mb" in r.get("keel", {})]
+    if keel_reported:
+        print(f"  Keel's own peak_rss_mb: {statistics.median(keel_reported):.0f} MB (table: wait4 ru_maxrss)")
+    firsts = [r["compile"]["first_step_s"] for r in rounds if r.get("compile", {}).get("first_step_s")]
+    if firsts:
+        eager_ms = summary.get("eager", {}).get("median_ms")
+        later = f", later rounds (warm Inductor cache) median {statistics.median(firsts[1:]):.1f} s" \
+            if len(firsts) > 1 else ""
+        print(f"  torch.compile first step (compilation + one step): round 1 (cold cache) {firsts[0]:.1f} s{later}")
+        summary["compile_first_step_s"] = firsts
+    steady = [r["eager"]["steady_peak_rss_mb"] for r in rounds if r.get("eager", {}).get("steady_peak_rss_mb")]
+    if steady:
+        base = statistics.median(r["eager"]["rss_after_import_mb"] for r in rounds if "rss_after_import_mb" in
+                                 r.get("eager", {}))
+        print(f"  torch process after `import torch`: {base:.0f} MB RSS (counted in its peak)")
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keel", default=".build/release/keel", help="keel binary (or keel_stub.py)")
+    parser.add_argument("--skip-keel", action="store_true", help="PyTorch only (no ratios)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated, from {', '.join(CONFIGS)} (default: all)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "single"],
+                        help="PyTorch AdamW implementation (fused: the fastest on CPU, see README)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (default: cores)")
+    parser.add_argument("--compile-timeout", type=float, default=600,
+                        help="seconds allowed for torch.compile's first step; beyond it compile is dropped")
+    parser.add_argument("--process-timeout", type=float, default=3600, help="seconds allowed for one process")
+    parser.add_argument("--max-foreign", type=float, default=0.05,
+                        help="warn when other processes used more than this share of the CPU")
+    parser.add_argument("--python", default=sys.executable, help="Python with torch for the PyTorch side")
+    parser.add_argument("--json", metavar="OUT", help="write every raw number to this JSON file")
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if not args.skip_keel and not os.path.exists(args.keel):
+        parser.error(f"no Keel binary at {args.keel} (build it, pass --keel, or --skip-keel)")
+
+    torch_env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    cache = None
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # A fresh Inductor cache per run: round 1 compiles cold, later rounds hit the cache.
+        cache = tempfile.TemporaryDirectory(prefix="keel-peer-inductor-")
+        torch_env["TORCHINDUCTOR_CACHE_DIR"] = cache.name
+    torch_cmd = [args.python, os.path.join(HERE, "torch_bench.py"), "--steps", str(args.steps),
+                 "--warmup", str(args.warmup), "--optimizer", args.optimizer, "--threads", str(args.threads),
+                 "--json"]
+    keel_cmd = [args.keel] if os.access(args.keel, os.X_OK) or args.skip_keel else [sys.executable, args.keel]
+
+    info = machine_info()
+    print(f"peer benchmark: {info['cpu']}, {info['cores']} cores; git {info['git_rev']}"
+          f"{' (dirty)' if info['git_dirty'] else ''}; configs {', '.join(names)}; {args.rounds} rounds of "
+          f"{args.warmup} warm-up + {args.steps} measured steps; PyTorch AdamW {args.optimizer}, "
+          f"{args.threads} threads" + ("" if not args.skip_compile else "; compile skipped"))
+    results = {"meta": dict(info, args=vars(args), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")), "configs": {}}
+    warnings = []
+    for name in names:
+        rounds = []
+        dropped = {}  # side -> reason: a side that fails once is not run again for this config
+        sides = ([] if args.skip_keel else ["keel"]) + ["eager"] + ([] if args.skip_compile else ["compile"])
+        for r in range(args.rounds):
+            entry = {}
+            for side in sides:
+                if side in dropped:
+                    continue
+                if side == "keel":
+                    cmd = keel_cmd + ["bench", "--preset", name, "--steps", str(args.steps),
+                                      "--warmup", str(args.warmup), "--json"]
+                    record = measure(side, cmd, os.environ.copy(), args, name)
+                else:
+                    cmd = torch_cmd + ["--preset", name] + (["--compile"] if side == "compile" else [])
+                    record = measure(side, cmd, torch_env, args, name)
+                entry[side] = record
+                if "error" in record:
+                    dropped[side] = record["error"]
+                    print(f"  {name} round {r + 1}: {side} failed, dropped for this config: "
+                          f"{record['error'][:1000]}", file=sys.stderr)
+                if side == "keel" and record.get("stub"):
+                    msg = "Keel figures come from keel_stub.py (made up), not from Keel"
+                    if msg not in warnings:
+                        warnings.append(msg)
+                if side == "keel" and "median_ms" in record:
+                    bench = CONFIGS[name]
+                    expected = (bench.tokens_per_step, model_flops_per_step(bench))
+                    got = (record.get("tokens_per_step"), record.get("model_flops_per_step"))
+                    if got != expected:
+                        msg = (f"{name}: keel reports tokens/model FLOPs per step {got}, peer expects {expected}; "
+                               "the two sides do not run the same work (or count it differently)")
+                        if msg not in warnings:
+                            warnings.append(msg)
+            rounds.append(entry)
+            parts = []
+            for side in sides:
+                x = entry.get(side, {})
+                if "median_ms" in x and "error" not in x:
+                    part = f"{side} {x['median_ms']:.0f} ms"
+                    if side != "keel" and "median_ms" in entry.get("keel", {}):
+                        part += f" ({x['median_ms'] / entry['keel']['median_ms']:.2f}×)"
+                    if side == "compile" and x.get("first_step_s"):
+                        part += f" [first step {x['first_step_s']:.1f} s]"
+                    parts.append(part)
+            print(f"  {name} round {r + 1}/{args.rounds}: " + ", ".join(parts or ["nothing measured"]), flush=True)
+        results["configs"][name] = {"rounds": rounds, "dropped": dropped}
+        results["configs"][name]["summary"] = summarize(name, rounds, args, warnings)
+        if args.json:  # after every config, so an interrupted run keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+    for w in warnings:
+        print(f"WARNING: {w}")
+    results["warnings"] = warnings
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"raw numbers: {args.json}")
+    if cache:
+        cache.cleanup()
+
+
+if __name__ == "__main__":
+    main()
