@@ -19,7 +19,11 @@ final class ActivationArena {
     let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each block, then the last output
     let blocks: [Block]
     let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer
-    let logits: FloatBuffer  // [N, V]; holds ∂L/∂logits after a training forward pass
+    /// Logits of one chunk of rows, [headRows, V]: the loss never needs all N × V at once.
+    let headLogits: FloatBuffer
+    let headRows: Int
+    /// All N × V logits, allocated only when a forward pass without targets asks for them (sampling).
+    private(set) var fullLogits: FloatBuffer?
     let losses: FloatBuffer  // [N]
     let inputs: UnsafeMutableBufferPointer<Int32>
     let targets: UnsafeMutableBufferPointer<Int32>
@@ -44,7 +48,8 @@ final class ActivationArena {
         finalNorm = FloatBuffer(count: n * c)
         finalMean = FloatBuffer(count: n)
         finalRstd = FloatBuffer(count: n)
-        logits = FloatBuffer(count: n * config.vocabSize)
+        headRows = min(n, ActivationArena.headChunkRows)
+        headLogits = FloatBuffer(count: headRows * config.vocabSize)
         losses = FloatBuffer(count: n)
         inputs = .allocate(capacity: n)
         targets = .allocate(capacity: n)
@@ -57,6 +62,18 @@ final class ActivationArena {
         dHidden = FloatBuffer(count: n * hiddenWidth)
         dActivated = FloatBuffer(count: n * config.hiddenWidth)
         attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength))
+    }
+
+    /// Rows of logits computed at a time by the loss: 256 × 50,304 floats is 51 MB, against 206 MB for a
+    /// whole 1,024-token batch, and large enough for efficient matrix products.
+    static let headChunkRows = 256
+
+    /// A buffer for all N × V logits.
+    func allLogits(vocabulary: Int) -> FloatBuffer {
+        if let fullLogits { return fullLogits }
+        let buffer = FloatBuffer(count: rows * vocabulary)
+        fullLogits = buffer
+        return buffer
     }
 
     deinit {

@@ -4,8 +4,8 @@ import KeelKernels
 /// A decoder-only transformer (GPT-2 or Llama) with explicit forward and backward passes over one flat
 /// parameter buffer and one flat gradient buffer.
 ///
-/// Usage per micro-batch: `forward(inputs:targets:…)` with a `lossScale` computes the loss and leaves
-/// ∂loss/∂logits in place; `backward()` then adds every parameter's gradient into `gradients`
+/// Usage per micro-batch: `forward(inputs:targets:…)` with a `lossScale` computes the loss (and, chunk by
+/// chunk, the output head's gradients); `backward()` then adds every other parameter's gradient into `gradients`
 /// (callers zero it once per optimizer step, which is what makes gradient accumulation work).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
@@ -145,39 +145,60 @@ public final class Transformer: @unchecked Sendable {
         }
         normalize(a.finalNorm.pointer, a.finalMean.pointer, a.finalRstd.pointer, a.residuals[config.layers].pointer,
                   finalNorm, rows: n)
-        profiled(.matmul, .forward, flops: 2 * Double(n * c * v)) {
-            headShape.forward(a.logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
-        }
 
-        guard let targets else { return 0 }
+        guard let targets else {
+            let logits = a.allLogits(vocabulary: v)
+            profiled(.matmul, .forward, flops: 2 * Double(n * c * v)) {
+                headShape.forward(logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
+            }
+            return 0
+        }
         a.targets.baseAddress!.update(from: targets, count: n)
-        profiled(.loss, .forward, bytes: 12 * Double(n * v)) {
-            CrossEntropy.forward(losses: a.losses.pointer, logits: a.logits.pointer, targets: targets, rows: n, vocab: v,
-                                 gradientScale: lossScale.map { $0 / Float(n) })
+        // The head and the loss run in chunks of rows so the N × V logits never exist at once. In a training
+        // pass each chunk's ∂loss/∂logits goes straight into the head's backward: its input gradient lands in
+        // dNorm for `backward()`, its weight gradient in `gradients`.
+        let g = gradients.pointer
+        var start = 0
+        while start < n {
+            let rows = min(a.headRows, n - start)
+            let x = a.finalNorm.pointer + start * c
+            profiled(.matmul, .forward, flops: 2 * Double(rows * c * v)) {
+                headShape.forward(a.headLogits.pointer, x, weight: p + head, bias: nil, rows: rows)
+            }
+            profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
+                CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
+                                     rows: rows, vocab: v, gradientScale: lossScale.map { $0 / Float(n) })
+            }
+            if lossScale != nil {
+                profiled(.matmul, .backward, flops: 4 * Double(rows * c * v)) {
+                    headShape.backward(dInput: a.dNorm.pointer + start * c, accumulateInput: false, dWeight: g + head,
+                                       dBias: nil, dOut: a.headLogits.pointer, input: x, weight: p + head, rows: rows)
+                }
+            }
+            start += rows
         }
         var total = 0.0
         for i in 0..<n { total += Double(a.losses.pointer[i]) }
         return Float(total / Double(n))
     }
 
-    /// The logits of one row (b·length + t) of the last forward pass, before any loss was applied.
+    /// The logits of one row (b·length + t) of the last forward pass without targets.
     public func logits(row: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: arena!.logits.pointer + row * config.vocabSize, count: config.vocabSize)
+        UnsafeBufferPointer(start: arena!.allLogits(vocabulary: config.vocabSize).pointer + row * config.vocabSize,
+                            count: config.vocabSize)
     }
 
-    /// Adds the gradient of the last training forward pass into `gradients`.
+    /// Adds the rest of the gradient of the last training forward pass into `gradients` (the output head's
+    /// share was added during that pass). Call it right after that pass.
     public func backward() {
         guard let a = arena else { preconditionFailure("backward() before forward()") }
         let (batch, length) = shape
         let n = batch * length, c = config.width
-        let p = parameters.pointer, g = gradients.pointer
+        let g = gradients.pointer
         let attention = attentionShape
         let dResidual = a.dResidual.pointer, dNorm = a.dNorm.pointer
 
-        profiled(.matmul, .backward, flops: 4 * Double(n * c * config.vocabSize)) {
-            headShape.backward(dInput: dNorm, accumulateInput: false, dWeight: g + head, dBias: nil,
-                               dOut: a.logits.pointer, input: a.finalNorm.pointer, weight: p + head, rows: n)
-        }
+        // The head's backward already ran, chunk by chunk, in the training forward pass (dNorm holds its result).
         dResidual.update(repeating: 0, count: n * c)
         normalizeBackward(dResidual, dNorm, a.residuals[config.layers].pointer, a.finalMean.pointer,
                           a.finalRstd.pointer, finalNorm, rows: n)

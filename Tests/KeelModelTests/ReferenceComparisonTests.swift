@@ -15,8 +15,14 @@ final class ReferenceComparisonTests: XCTestCase {
         try compareWithReference(ModelFixtures.llama)
     }
 
-    private func compareWithReference(_ config: ModelConfig) throws {
-        let batch = 2, length = 7
+    /// 40 × 7 = 280 rows: the output head and the loss run in two chunks of rows (256 + 24).
+    func testBothMatchAcrossLossChunks() throws {
+        try compareWithReference(ModelFixtures.gpt2, batch: 40)
+        try compareWithReference(ModelFixtures.llama, batch: 40)
+    }
+
+    private func compareWithReference(_ config: ModelConfig, batch: Int = 2) throws {
+        let length = 7
         let model = try ModelFixtures.randomModel(config, seed: 11)
         let tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 3)
         let loss = ModelFixtures.lossAndGradients(model, tokens.inputs, tokens.targets, batch: batch, length: length)
