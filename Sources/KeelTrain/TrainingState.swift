@@ -1,6 +1,8 @@
 import Foundation
 import KeelCore
+import KeelCheckpoint
 import KeelData
+import KeelModel
 
 /// What a checkpoint records besides weights and optimizer moments (`state.json`).
 ///
@@ -42,4 +44,11 @@ public struct TrainingState: Codable, Equatable, Sendable {
 public func loadCheckpointTokenizer(_ directory: URL) throws -> any TextTokenizer {
     let state = try TrainingState.read(from: directory.appendingPathComponent("state.json"))
     return try loadTokenizer(state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path)
+}
+
+/// The model and tokenizer of a user's `--checkpoint`: a checkpoint directory, or a run directory (its
+/// newest valid checkpoint). Shared by `sample`, `export` and `logits`.
+public func loadCheckpoint(_ path: String) throws -> (model: Transformer, tokenizer: any TextTokenizer) {
+    let directory = try ModelFiles.resolveCheckpoint(path)
+    return (try ModelFiles.loadModel(fromCheckpoint: directory), try loadCheckpointTokenizer(directory))
 }

@@ -21,9 +21,7 @@ struct Export: ParsableCommand {
         var out: String
 
         func run() throws {
-            let directory = try ModelFiles.resolveCheckpoint(checkpoint)
-            let model = try ModelFiles.loadModel(fromCheckpoint: directory)
-            let tokenizer = try loadCheckpointTokenizer(directory)
+            let (model, tokenizer) = try loadCheckpoint(checkpoint)
             try HuggingFaceExport.write(model, to: URL(fileURLWithPath: out), endOfText: Int(tokenizer.endOfText))
             print("wrote \(out)/config.json and \(out)/model.safetensors")
         }

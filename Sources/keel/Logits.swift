@@ -23,9 +23,8 @@ struct Logits: ParsableCommand {
     var out: String
 
     func run() throws {
-        let directory = try ModelFiles.resolveCheckpoint(checkpoint)
-        let model = try ModelFiles.loadModel(fromCheckpoint: directory)
-        let tokens = try loadCheckpointTokenizer(directory).encode(text)
+        let (model, tokenizer) = try loadCheckpoint(checkpoint)
+        let tokens = tokenizer.encode(text)
         guard !tokens.isEmpty else { throw ValidationError("--text is empty") }
         guard tokens.count <= model.config.maxLength else {
             throw ValidationError("--text is \(tokens.count) tokens, more than the model's max_seq_len (\(model.config.maxLength))")

@@ -30,9 +30,8 @@ struct Sample: ParsableCommand {
     }
 
     func run() throws {
-        let directory = try ModelFiles.resolveCheckpoint(checkpoint)
-        let model = try ModelFiles.loadModel(fromCheckpoint: directory)
-        print(try Sampling.generate(model: model, tokenizer: loadCheckpointTokenizer(directory), prompt: prompt,
+        let (model, tokenizer) = try loadCheckpoint(checkpoint)
+        print(try Sampling.generate(model: model, tokenizer: tokenizer, prompt: prompt,
                                     tokens: tokens, temperature: temperature, topK: topK, seed: seed))
     }
 }
