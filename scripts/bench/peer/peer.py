@@ -52,6 +52,27 @@ def wait_for_idle(limit_s, threshold):
             return False
 
 
+ALLOCATORS = {
+    "jemalloc": ["libjemalloc.so.2", "libjemalloc.so"],
+    "tcmalloc": ["libtcmalloc_minimal.so.4", "libtcmalloc.so.4"],
+}
+LIBRARY_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"]
+
+
+def allocator_library(choice):
+    """(name, path) of the malloc to preload into the PyTorch process; glibc's when none is found or chosen."""
+    names = ["jemalloc", "tcmalloc"] if choice == "auto" else [] if choice == "glibc" else [choice]
+    for name in names:
+        for directory in LIBRARY_DIRS:
+            for lib in ALLOCATORS[name]:
+                if os.path.exists(os.path.join(directory, lib)):
+                    return name, os.path.join(directory, lib)
+        if choice != "auto":
+            sys.exit(f"peer.py: no {name} library in {', '.join(LIBRARY_DIRS)} (apt-get install libjemalloc2 "
+                     "or libtcmalloc-minimal4)")
+    return "glibc", None
+
+
 def run_child(cmd, env, first_step_timeout=None, timeout=None):
     """Runs cmd in its own session and returns rc, stdout, stderr, wall_s, cpu_s, maxrss_mb (the child and the
     descendants it reaped, from wait4), foreign_cpu (other processes' share of the machine meanwhile), and
@@ -244,6 +265,8 @@ def main():
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "single"],
                         help="PyTorch AdamW implementation (fused: the fastest on CPU, see README)")
+    parser.add_argument("--torch-malloc", default="auto", choices=["auto", "jemalloc", "tcmalloc", "glibc"],
+                        help="allocator preloaded into the PyTorch process (auto: jemalloc, else tcmalloc, else glibc)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (default: cores)")
     parser.add_argument("--compile-timeout", type=float, default=600,
                         help="seconds allowed for torch.compile's first step; beyond it compile is dropped")
@@ -266,11 +289,13 @@ def main():
         parser.error(f"no Keel binary at {args.keel} (build it, pass --keel, or --skip-keel)")
 
     torch_env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    malloc, malloc_path = allocator_library(args.torch_malloc)
+    if malloc_path:
+        torch_env["LD_PRELOAD"] = " ".join(x for x in [malloc_path, os.environ.get("LD_PRELOAD", "")] if x)
     cache = None
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        # A fresh Inductor cache per run: round 1 compiles cold, later rounds hit the cache.
+        # A fresh Inductor cache per config: round 1 compiles cold, later rounds hit the cache.
         cache = tempfile.TemporaryDirectory(prefix="keel-peer-inductor-")
-        torch_env["TORCHINDUCTOR_CACHE_DIR"] = cache.name
     torch_cmd = [args.python, os.path.join(HERE, "torch_bench.py"), "--steps", str(args.steps),
                  "--warmup", str(args.warmup), "--optimizer", args.optimizer, "--threads", str(args.threads),
                  "--json"]
@@ -280,11 +305,17 @@ def main():
     print(f"peer benchmark: {info['cpu']}, {info['cores']} cores; git {info['git_rev']}"
           f"{' (dirty)' if info['git_dirty'] else ''}; configs {', '.join(names)}; {args.rounds} rounds of "
           f"{args.warmup} warm-up + {args.steps} measured steps; PyTorch AdamW {args.optimizer}, "
-          f"{args.threads} threads" + ("" if not args.skip_compile else "; compile skipped"))
-    results = {"meta": dict(info, args=vars(args), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")), "configs": {}}
+          f"{args.threads} threads, malloc {malloc}" + ("" if not args.skip_compile else "; compile skipped"))
+    if malloc == "glibc":
+        print("  note: PyTorch runs on glibc malloc, whose page faults cost it ~20% on this benchmark; "
+              "apt-get install libjemalloc2 for its best figures (README)")
+    results = {"meta": dict(info, args=vars(args), torch_malloc=malloc, torch_ld_preload=malloc_path,
+                            started=time.strftime("%Y-%m-%dT%H:%M:%S%z")), "configs": {}}
     warnings = []
     for name in names:
         rounds = []
+        if cache:
+            torch_env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache.name, name)
         dropped = {}  # side -> reason: a side that fails once is not run again for this config
         sides = ([] if args.skip_keel else ["keel"]) + ["eager"] + ([] if args.skip_compile else ["compile"])
         for r in range(args.rounds):

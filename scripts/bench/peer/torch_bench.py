@@ -129,6 +129,7 @@ def main():
         "optimizer": args.optimizer,
         "clip_foreach": args.clip_foreach,
         "threads": threads,
+        "ld_preload": os.environ.get("LD_PRELOAD"),
         "torch_version": torch.__version__,
     }
     print(json.dumps(result), flush=True)
