@@ -61,8 +61,17 @@ public struct BenchmarkResult: Sendable, Codable {
 public enum Benchmark {
     /// Model FLOPs per step: 6 × parameters × tokens for the matrix products of forward and backward, plus
     /// attention's 12 × layers × T × width per token (the convention of the PaLM paper and nanoGPT).
+    /// `parameters` should count only weights that enter a matrix product (see `multipliedParameters`).
     public static func modelFlops(_ config: ModelConfig, parameters: Int, tokens: Int, length: Int) -> Double {
         6 * Double(parameters) * Double(tokens) + 12 * Double(config.layers * length * config.width) * Double(tokens)
+    }
+
+    /// Parameters that take part in matrix products: all of them except tables that are only looked up
+    /// (GPT-2's position embedding, Llama's untied input embedding; GPT-2's token embedding is also the
+    /// output head, so it counts).
+    public static func multipliedParameters(_ config: ModelConfig) -> Int {
+        let lookedUp = config.architecture == .gpt2 ? config.maxLength * config.width : config.vocabSize * config.width
+        return ParameterTable(config: config).count - lookedUp
     }
 
     /// The machine's sgemm ceiling in GFLOP/s: the best of OpenBLAS's own multi-threaded sgemm and Keel's
@@ -129,8 +138,8 @@ public enum Benchmark {
         let tokensPerStep = preset.batch * preset.length
         return BenchmarkResult(
             config: preset.name, msPerStep: milliseconds, tokensPerStep: tokensPerStep, parameters: model.table.count,
-            modelFlopsPerStep: modelFlops(preset.model, parameters: model.table.count, tokens: tokensPerStep,
-                                          length: preset.length),
+            modelFlopsPerStep: modelFlops(preset.model, parameters: multipliedParameters(preset.model),
+                                          tokens: tokensPerStep, length: preset.length),
             sgemmGFLOPs: sgemmGFLOPs, peakRSSMB: peakResidentMegabytes())
     }
 }

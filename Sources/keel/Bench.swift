@@ -9,8 +9,10 @@ struct Bench: ParsableCommand {
         discussion: """
             Each preset runs warm-up steps, then timed steps of forward, cross-entropy, backward, clipping \
             and AdamW. Reported: ms/step (min/median/max), tokens/s, model GFLOP/s (6 × parameters × tokens + \
-            12 × layers × T × width × tokens per step), utilisation against an sgemm ceiling measured first \
-            on this machine, and peak RSS. --profile adds where a step's time goes. \
+            12 × layers × T × width × tokens per step, counting only parameters that enter matrix products: \
+            not GPT-2's position table nor Llama's input embedding), utilisation against an sgemm ceiling \
+            measured first on this machine (the best of OpenBLAS's threaded sgemm and Keel's gemm on \
+            1024×2304×768, 1024×768×3072, 1024×3072×768 and 2048³ products), and peak RSS. --profile adds where a step's time goes. \
             scripts/bench/peer/run.sh runs the same presets beside PyTorch.
             """)
 

@@ -20,6 +20,12 @@ final class BenchmarkTests: XCTestCase {
         XCTAssertEqual(Benchmark.modelFlops(config, parameters: 1000, tokens: 64, length: 16), expected)
     }
 
+    func testLookupTablesAreNotCountedAsMatrixProducts() {
+        let gpt2 = BenchmarkPreset.all[0].model, llama = BenchmarkPreset.all[2].model
+        XCTAssertEqual(Benchmark.multipliedParameters(gpt2), 124_475_904 - 1024 * 768)
+        XCTAssertEqual(Benchmark.multipliedParameters(llama), ParameterTable(config: llama).count - 50_304 * 768)
+    }
+
     func testBenchmarkAndProfileOfATinyModel() throws {
         let preset = BenchmarkPreset(
             name: "tiny", model: ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 2, kvHeads: 1, width: 16,

@@ -66,9 +66,17 @@ def parameter_count(c: ModelConfig):
     return v * d + L * block + d + v * d
 
 
+def multiplied_parameter_count(c: ModelConfig):
+    """Parameters that enter matrix products: all but the tables only looked up (GPT-2's position table,
+    Llama's untied input embedding), as `keel bench` counts them."""
+    looked_up = c.max_seq_len * c.d_model if c.arch == "gpt2" else c.vocab_size * c.d_model
+    return parameter_count(c) - looked_up
+
+
 def model_flops_per_step(bench: BenchConfig):
-    """6·N·tokens (dense matmuls, forward + backward) + 12·n_layer·T·d_model·tokens (attention scores and
-    values, forward + backward, without causal halving): the formula peer.py and `keel bench` share."""
+    """6·N·tokens (dense matmuls, forward + backward, N = multiplied parameters) + 12·n_layer·T·d_model·tokens
+    (attention scores and values, forward + backward, without causal halving): the formula peer.py and
+    `keel bench` share."""
     c = bench.model
     tokens = bench.tokens_per_step
-    return 6 * parameter_count(c) * tokens + 12 * c.n_layer * bench.seq * c.d_model * tokens
+    return 6 * multiplied_parameter_count(c) * tokens + 12 * c.n_layer * bench.seq * c.d_model * tokens

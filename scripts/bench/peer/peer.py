@@ -14,6 +14,7 @@ ru_maxrss from wait4. The share of CPU time other processes used during each mea
 warning printed when it passes --max-foreign, since on a 2-core machine any other load distorts the figures.
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ ALLOCATORS = {
     "jemalloc": ["libjemalloc.so.2", "libjemalloc.so"],
     "tcmalloc": ["libtcmalloc_minimal.so.4", "libtcmalloc.so.4"],
 }
+JEMALLOC_CONF = "oversize_threshold:1,background_thread:false,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 LIBRARY_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"]
 
 
@@ -235,6 +237,11 @@ def summarize(name, rounds, args, warnings):
                                                       if mfu else ""))
         summary["sgemm_gflops"] = sgemm
         summary["keel_mfu"] = mfu
+    mm = [r["eager"]["torch_mm_gflops"] for r in rounds if r.get("eager", {}).get("torch_mm_gflops")]
+    if mm:
+        shape = next(r["eager"]["torch_mm_shape"] for r in rounds if r.get("eager", {}).get("torch_mm_shape"))
+        print(f"  PyTorch (MKL) sgemm [{shape[0]}×{shape[1]}]·[{shape[1]}×{shape[2]}]: {statistics.median(mm):.1f} GFLOP/s")
+        summary["torch_mm_gflops"] = statistics.median(mm)
     keel_reported = [r["keel"]["peak_rss_mb"] for r in rounds if "peak_rss_mb" in r.get("keel", {})]
     if keel_reported:
         print(f"  Keel's own peak_rss_mb: {statistics.median(keel_reported):.0f} MB (table: wait4 ru_maxrss)")
@@ -244,7 +251,14 @@ def summarize(name, rounds, args, warnings):
         later = f", later rounds (warm Inductor cache) median {statistics.median(firsts[1:]):.1f} s" \
             if len(firsts) > 1 else ""
         print(f"  torch.compile first step (compilation + one step): round 1 (cold cache) {firsts[0]:.1f} s{later}")
+        # Compilation alone: the first step less that process's timed step.
+        costs = [r["compile"]["first_step_s"] - r["compile"]["median_ms"] / 1e3 for r in rounds
+                 if r.get("compile", {}).get("first_step_s") and "median_ms" in r["compile"]]
+        if costs:
+            print(f"  torch.compile compilation ≈ first step − timed step: {costs[0]:.1f} s cold"
+                  + (f", {statistics.median(costs[1:]):.1f} s from the cache" if len(costs) > 1 else ""))
         summary["compile_first_step_s"] = firsts
+        summary["compile_seconds"] = costs
     steady = [r["eager"]["steady_peak_rss_mb"] for r in rounds if r.get("eager", {}).get("steady_peak_rss_mb")]
     if steady:
         base = statistics.median(r["eager"]["rss_after_import_mb"] for r in rounds if "rss_after_import_mb" in
@@ -292,6 +306,9 @@ def main():
     malloc, malloc_path = allocator_library(args.torch_malloc)
     if malloc_path:
         torch_env["LD_PRELOAD"] = " ".join(x for x in [malloc_path, os.environ.get("LD_PRELOAD", "")] if x)
+    if malloc == "jemalloc" and "MALLOC_CONF" not in os.environ:
+        # Never hand freed pages back: with jemalloc's default decay the page faults of glibc return.
+        torch_env["MALLOC_CONF"] = JEMALLOC_CONF
     cache = None
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         # A fresh Inductor cache per config: round 1 compiles cold, later rounds hit the cache.
@@ -302,14 +319,20 @@ def main():
     keel_cmd = [args.keel] if os.access(args.keel, os.X_OK) or args.skip_keel else [sys.executable, args.keel]
 
     info = machine_info()
+    if not args.skip_keel:
+        with open(args.keel, "rb") as f:
+            info["keel_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        info["keel_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.path.getmtime(args.keel)))
     print(f"peer benchmark: {info['cpu']}, {info['cores']} cores; git {info['git_rev']}"
-          f"{' (dirty)' if info['git_dirty'] else ''}; configs {', '.join(names)}; {args.rounds} rounds of "
+          f"{' (dirty)' if info['git_dirty'] else ''}"
+          f"{'; keel ' + info['keel_sha256'] + ' built ' + info['keel_mtime'] if 'keel_sha256' in info else ''}; configs {', '.join(names)}; {args.rounds} rounds of "
           f"{args.warmup} warm-up + {args.steps} measured steps; PyTorch AdamW {args.optimizer}, "
           f"{args.threads} threads, malloc {malloc}" + ("" if not args.skip_compile else "; compile skipped"))
-    if malloc == "glibc":
+    if malloc == "glibc" and args.torch_malloc == "auto":
         print("  note: PyTorch runs on glibc malloc, whose page faults cost it ~20% on this benchmark; "
               "apt-get install libjemalloc2 for its best figures (README)")
     results = {"meta": dict(info, args=vars(args), torch_malloc=malloc, torch_ld_preload=malloc_path,
+                            torch_malloc_conf=torch_env.get("MALLOC_CONF"),
                             started=time.strftime("%Y-%m-%dT%H:%M:%S%z")), "configs": {}}
     warnings = []
     for name in names:

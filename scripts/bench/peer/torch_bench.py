@@ -112,6 +112,19 @@ def main():
     foreign_cpu = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((wall1 - wall0) * os.cpu_count())
     own_cpu_util = (own1 - own0) / (wall1 - wall0)
 
+    # PyTorch's own matrix-product speed (MKL sgemm) on the MLP's first product, [B·T, d] × [d, d_ff]:
+    # the torch counterpart of Keel's sgemm_gflops, to tell BLAS speed from everything else.
+    a = torch.randn(B * T, bench.model.d_model)
+    w = torch.randn(bench.model.d_model, bench.model.d_ff)
+    out = torch.empty(B * T, bench.model.d_ff)
+    torch.mm(a, w, out=out)
+    mm_times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, w, out=out)
+        mm_times.append(time.perf_counter() - start)
+    mm_gflops = 2 * B * T * bench.model.d_model * bench.model.d_ff / sorted(mm_times)[2] / 1e9
+
     result = {
         "config": args.preset,
         "ms_per_step": [s * 1e3 for s in measured],
@@ -123,6 +136,8 @@ def main():
         "warmup_ms": [s * 1e3 for s in warmup_s],
         "first_step_s": warmup_s[0] if warmup_s else None,
         "losses": losses,
+        "torch_mm_gflops": mm_gflops,
+        "torch_mm_shape": [B * T, bench.model.d_model, bench.model.d_ff],
         "foreign_cpu": foreign_cpu,
         "own_cpu_util": own_cpu_util,
         "compiled": args.compile,
