@@ -21,6 +21,8 @@ public final class BPEEncoder {
     private let pairs: PairTable
     private let wholePieces: ByteStringTable?
     private let byteTokens: [Int32]
+    /// Special tokens' bytes, longest first so that one that prefixes another cannot shadow it.
+    private let specials: [(bytes: [UInt8], id: Int32)]
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
@@ -41,6 +43,7 @@ public final class BPEEncoder {
         pairs = vocabulary.pairs.copied()
         wholePieces = vocabulary.emitsWholePieces ? vocabulary.tokensByBytes.copied() : nil
         byteTokens = vocabulary.byteTokens.map { $0 }
+        specials = vocabulary.specialTokens.map { (Array($0.key.utf8), $0.value) }.sorted { $0.bytes.count > $1.bytes.count }
         cacheIndex = ByteStringTable(capacity: 1024)
     }
 
@@ -60,12 +63,11 @@ public final class BPEEncoder {
             encodeOrdinary(text, into: &output)
             return
         }
-        let specials = vocabulary.specialTokens.map { (Array($0.key.utf8), $0.value) }.sorted { $0.0.count > $1.0.count }
         var start = 0, i = 0
         while i < text.count {
             if let (bytes, id) = specials.first(where: { special in
-                special.0.count <= text.count - i && special.0.withUnsafeBufferPointer {
-                    memcmp($0.baseAddress!, text.baseAddress! + i, special.0.count) == 0
+                special.bytes.count <= text.count - i && special.bytes.withUnsafeBufferPointer {
+                    memcmp($0.baseAddress!, text.baseAddress! + i, special.bytes.count) == 0
                 }
             }) {
                 guard policy == .allowed else {

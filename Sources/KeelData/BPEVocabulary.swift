@@ -126,9 +126,4 @@ public final class BPEVocabulary: Sendable {
         guard id >= 0, Int(id) < ordinaryCount else { return [] }
         return tokenArena[tokenStarts[Int(id)]..<tokenStarts[Int(id) + 1]]
     }
-
-    /// The id of the ordinary token whose bytes are `bytes`, if any.
-    public func id(of bytes: [UInt8]) -> Int32? {
-        bytes.withUnsafeBytes { tokensByBytes.value(for: $0) }
-    }
 }

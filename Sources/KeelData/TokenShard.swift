@@ -104,18 +104,4 @@ public final class TokenShard: @unchecked Sendable {
         result.withUnsafeMutableBufferPointer { copy(0..<count, to: $0.baseAddress!) }
         return result
     }
-
-    /// The largest token id in the shard (for vocabulary checks).
-    public func maximumToken() -> Int32 {
-        var largest: Int32 = -1
-        var chunk = [Int32](repeating: 0, count: 1 << 16)
-        var start = 0
-        while start < count {
-            let n = min(chunk.count, count - start)
-            chunk.withUnsafeMutableBufferPointer { copy(start..<(start + n), to: $0.baseAddress!) }
-            for i in 0..<n { largest = max(largest, chunk[i]) }
-            start += n
-        }
-        return largest
-    }
 }
