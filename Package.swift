@@ -19,14 +19,16 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "KeelCore", swiftSettings: native),
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
+        .target(name: "KeelDistributed", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "CMPI"], swiftSettings: native),
         .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
-            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "TOMLKit"],
+            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelDistributed", "TOMLKit"],
             swiftSettings: native),
         .executableTarget(
             name: "keel",
@@ -35,6 +37,7 @@ let package = Package(
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
+        .testTarget(name: "KeelDistributedTests", dependencies: ["KeelDistributed"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
     ]
 )

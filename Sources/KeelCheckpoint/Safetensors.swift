@@ -145,14 +145,19 @@ public struct SafetensorsFile: @unchecked Sendable {
         }
     }
 
-    /// Copies float32 tensor `name`, which must have `shape`, to `destination`.
-    public func copyFloats(_ name: String, shape: [Int], to destination: UnsafeMutablePointer<Float>) throws {
+    /// Copies float32 tensor `name`, which must have `shape`, to `destination`; with `elements`, only that span
+    /// of its flattened values (a ZeRO shard of optimizer state).
+    public func copyFloats(
+        _ name: String, shape: [Int], elements: Range<Int>? = nil, to destination: UnsafeMutablePointer<Float>
+    ) throws {
         let entry = try entry(name)
         guard entry.dtype == .f32, entry.shape == shape else {
             throw KeelError("\(url.path): tensor '\(name)' is \(entry.dtype.rawValue) \(entry.shape), expected F32 \(shape)")
         }
+        let span = elements ?? 0..<shape.reduce(1, *)
         try withBytes(of: name) { bytes in
-            UnsafeMutableRawPointer(destination).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            UnsafeMutableRawPointer(destination).copyMemory(from: bytes.baseAddress! + 4 * span.lowerBound,
+                                                            byteCount: 4 * span.count)
         }
     }
 

@@ -33,12 +33,19 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// The thread count from `KEEL_THREADS`, or the number of active processors.
+    /// The thread count from `KEEL_THREADS`; otherwise the processors this process may run on, divided among
+    /// the job's processes on this machine when the launcher left them all free to run anywhere (so that
+    /// N ranks on one machine do not run N × cores threads).
     public static func defaultThreadCount() -> Int {
-        if let text = ProcessInfo.processInfo.environment["KEEL_THREADS"], let value = Int(text), value > 0 {
+        let info = ProcessInfo.processInfo, environment = info.environment
+        if let text = environment["KEEL_THREADS"], let value = Int(text), value > 0 {
             return value
         }
-        return ProcessInfo.processInfo.activeProcessorCount
+        let allowed = info.activeProcessorCount
+        let localProcesses = ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"].lazy
+            .compactMap { environment[$0].flatMap { Int($0.prefix(while: \.isNumber)) } }.first ?? 1
+        if localProcesses > 1, allowed == info.processorCount { return max(1, allowed / localProcesses) }
+        return allowed
     }
 
     /// Calls `body` with disjoint contiguous sub-ranges that together cover `0..<count`, in parallel.

@@ -103,6 +103,15 @@ public struct ParameterTable: Sendable {
         index[name].map { entries[$0] }
     }
 
+    /// The contiguous span of the flat buffer held by the parameters whose names start with `prefix`
+    /// (e.g. one block's `model.layers.3.`).
+    public func range(ofPrefix prefix: String) -> Range<Int> {
+        let matching = entries.filter { $0.name.hasPrefix(prefix) }
+        guard let first = matching.first, let last = matching.last else { preconditionFailure("no parameters under \(prefix)") }
+        precondition(matching.reduce(0) { $0 + $1.count } == last.range.upperBound - first.offset, "\(prefix) is not contiguous")
+        return first.offset..<last.range.upperBound
+    }
+
     /// Offset of a parameter that the layout guarantees exists.
     func offset(_ name: String) -> Int {
         guard let entry = self[name] else { preconditionFailure("no parameter \(name)") }

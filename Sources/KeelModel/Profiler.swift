@@ -27,9 +27,9 @@ public final class Profiler {
 
     /// Runs `body`, adding its time, `flops` and `bytes` to (kind, direction).
     @inline(__always)
-    public func measure<T>(_ kind: Kind, _ direction: Direction, flops: Double, bytes: Double, _ body: () -> T) -> T {
+    public func measure<T>(_ kind: Kind, _ direction: Direction, flops: Double, bytes: Double, _ body: () throws -> T) rethrows -> T {
         let start = DispatchTime.now().uptimeNanoseconds
-        let result = body()
+        let result = try body()
         let key = kind == .optimizer || kind == .data ? kind.rawValue : "\(kind.rawValue) \(direction.rawValue)"
         totals[key, default: Totals()].seconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         totals[key, default: Totals()].flops += flops

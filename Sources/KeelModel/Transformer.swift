@@ -25,11 +25,20 @@ public final class Transformer: @unchecked Sendable {
     private var shape = (batch: 0, length: 0)
     /// When set, every kernel call is timed into it (`keel bench --profile`).
     public var profiler: Profiler?
+    /// When set, called with each span of `gradients` as soon as a training pass has finished writing it
+    /// (the untied output head at the end of `forward`, the rest during `backward`, last layer first), so
+    /// data parallelism can start communicating while the backward pass continues.
+    public var gradientsReady: ((Range<Int>) -> Void)?
+    /// Spans of `gradients` in the order `gradientsReady` reports them.
+    private let headSpan: Range<Int>?
+    private let finalNormSpan: Range<Int>
+    private let embeddingSpan: Range<Int>
 
     /// Offsets of one block's parameters and the shapes of its projections.
     private struct BlockParameters {
         let norm1, norm2: Norm
         let qkv, projection, up, down: Projection
+        let span: Range<Int>
     }
 
     /// A normalisation layer's parameters (bias only for LayerNorm).
@@ -73,8 +82,12 @@ public final class Transformer: @unchecked Sendable {
                     norm1: Norm(weight: t.offset(p + "ln_1.weight"), bias: t.offset(p + "ln_1.bias")),
                     norm2: Norm(weight: t.offset(p + "ln_2.weight"), bias: t.offset(p + "ln_2.bias")),
                     qkv: projection("attn.c_attn", c, 3 * c), projection: projection("attn.c_proj", c, c),
-                    up: projection("mlp.c_fc", c, f), down: projection("mlp.c_proj", f, c))
+                    up: projection("mlp.c_fc", c, f), down: projection("mlp.c_proj", f, c),
+                    span: t.range(ofPrefix: p))
             }
+            headSpan = nil
+            finalNormSpan = t.range(ofPrefix: "transformer.ln_f.")
+            embeddingSpan = t.range(ofPrefix: "transformer.w")
         case .llama:
             tokenEmbedding = t.offset("model.embed_tokens.weight")
             positionEmbedding = nil
@@ -93,8 +106,12 @@ public final class Transformer: @unchecked Sendable {
                     norm1: Norm(weight: t.offset(p + "input_layernorm.weight"), bias: nil),
                     norm2: Norm(weight: t.offset(p + "post_attention_layernorm.weight"), bias: nil),
                     qkv: projection("self_attn.q_proj", c, q + 2 * kv), projection: projection("self_attn.o_proj", q, c),
-                    up: projection("mlp.gate_proj", c, 2 * f), down: projection("mlp.down_proj", f, c))
+                    up: projection("mlp.gate_proj", c, 2 * f), down: projection("mlp.down_proj", f, c),
+                    span: t.range(ofPrefix: p))
             }
+            headSpan = t.range(ofPrefix: "lm_head.")
+            finalNormSpan = t.range(ofPrefix: "model.norm.")
+            embeddingSpan = t.range(ofPrefix: "model.embed_tokens.")
         }
     }
 
@@ -177,6 +194,7 @@ public final class Transformer: @unchecked Sendable {
             }
             start += rows
         }
+        if lossScale != nil, let headSpan { gradientsReady?(headSpan) }
         var total = 0.0
         for i in 0..<n { total += Double(a.losses.pointer[i]) }
         return Float(total / Double(n))
@@ -202,6 +220,7 @@ public final class Transformer: @unchecked Sendable {
         dResidual.update(repeating: 0, count: n * c)
         normalizeBackward(dResidual, dNorm, a.residuals[config.layers].pointer, a.finalMean.pointer,
                           a.finalRstd.pointer, finalNorm, rows: n)
+        gradientsReady?(finalNormSpan)
         for (l, block) in blocks.enumerated().reversed() {
             let s = a.blocks[l]
             projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, block.down, rows: n)
@@ -227,11 +246,13 @@ public final class Transformer: @unchecked Sendable {
             projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, block.qkv, rows: n)
             normalizeBackward(dResidual, dNorm, a.residuals[l].pointer, s.mean1.pointer, s.rstd1.pointer,
                               block.norm1, rows: n)
+            gradientsReady?(block.span)
         }
         profiled(.embedding, .backward, bytes: 12 * Double(n * c)) {
             Embedding.backward(dTable: g + tokenEmbedding, dPositions: positionEmbedding.map { g + $0 }, dOut: dResidual,
                                tokens: a.inputs.baseAddress!, rows: n, length: length, columns: c)
         }
+        gradientsReady?(embeddingSpan)
     }
 
     // MARK: - Layers shared by both architectures

@@ -1,6 +1,7 @@
 import Foundation
 import KeelCore
 import KeelData
+import KeelDistributed
 import KeelKernels
 import KeelModel
 
@@ -114,7 +115,10 @@ public enum Benchmark {
                            profiler: Profiler? = nil) throws -> BenchmarkResult {
         let model = try Transformer(config: preset.model, seed: 1)
         model.profiler = profiler
-        let optimizer = Optimizer(model: model, settings: AdamWSettings(), gradientClip: 1, decayEmbeddings: false)
+        let parallel = DataParallel(model: model, communicator: SingleProcessCommunicator(),
+                                    bucketElements: model.table.count, shardOptimizerState: false)
+        let optimizer = Optimizer(model: model, parallel: parallel, settings: AdamWSettings(), gradientClip: 1,
+                                  decayEmbeddings: false)
         var random = RandomStream(seed: 2)
         let tokens = (0..<((steps + warmup + 1) * preset.batch * (preset.length + 1))).map { _ in
             Int32(random.nextInt(below: preset.model.vocabSize))
@@ -128,9 +132,15 @@ public enum Benchmark {
             if step == warmup + 1 { profiler?.reset() }
             let start = Date()
             profiler?.stepStarted()
-            _ = optimizer.accumulateGradients(from: loader, accumulation: 1, inputs: &inputs, targets: &targets)
-            profiler?.measure(.optimizer, .forward, flops: 0, bytes: 16 * Double(model.table.count)) {
-                optimizer.update(gradientNorm: optimizer.gradientNorm(), learningRate: 3e-4, step: step)
+            _ = try optimizer.accumulateGradients(from: loader, accumulation: 1, inputs: &inputs, targets: &targets,
+                                                  label: "step \(step)")
+            func optimize() throws {
+                try optimizer.update(gradientNorm: optimizer.gradientNorm(), learningRate: 3e-4, step: step)
+            }
+            if let profiler {
+                try profiler.measure(.optimizer, .forward, flops: 0, bytes: 16 * Double(model.table.count), optimize)
+            } else {
+                try optimize()
             }
             profiler?.stepEnded()
             if step > warmup { milliseconds.append(Date().timeIntervalSince(start) * 1000) }

@@ -50,6 +50,11 @@ public final class MetricsLog {
 
     /// Appends one record with fields in the given order.
     public func write(_ fields: KeyValuePairs<String, Field>) throws {
+        try write(fields.map { ($0.key, $0.value) })
+    }
+
+    /// Appends one record with fields in the given order.
+    public func write(_ fields: [(key: String, value: Field)]) throws {
         let line = "{" + fields.map { "\"\($0.key)\": \($0.value.json)" }.joined(separator: ", ") + "}\n"
         try handle.write(contentsOf: Data(line.utf8))
     }

@@ -1,53 +1,68 @@
 import KeelCore
 import KeelData
+import KeelDistributed
 import KeelKernels
 import KeelModel
 
-/// The optimizer half of a training step over a model's flat buffers: global gradient norm, clipping,
-/// and one fused AdamW pass by decay group. Shared by `Trainer` and `keel bench`.
+/// The optimizer half of a training step over a model's flat buffers: gradient averaging across
+/// data-parallel ranks, global gradient norm, clipping, and one fused AdamW pass by decay group over this
+/// rank's shard. Shared by `Trainer` and `keel bench`.
 public final class Optimizer {
     public let model: Transformer
-    /// AdamW's first and second moments, laid out like the parameters.
+    public let parallel: DataParallel
+    /// AdamW's first and second moments of `parallel.shard` (all parameters without ZeRO-1).
     public let m: FloatBuffer
     public let v: FloatBuffer
     public let settings: AdamWSettings
     /// Maximum global gradient norm (0 disables clipping).
     public let gradientClip: Double
+    /// Decay groups clipped to the shard, relative to its start.
     private let groups: [(range: Range<Int>, decays: Bool)]
 
-    public init(model: Transformer, settings: AdamWSettings, gradientClip: Double, decayEmbeddings: Bool) {
+    public init(model: Transformer, parallel: DataParallel, settings: AdamWSettings, gradientClip: Double,
+                decayEmbeddings: Bool) {
         self.model = model
+        self.parallel = parallel
         self.settings = settings
         self.gradientClip = gradientClip
-        m = FloatBuffer(count: model.table.count)
-        v = FloatBuffer(count: model.table.count)
-        groups = model.table.decayGroups(decayEmbeddings: decayEmbeddings)
-    }
-
-    /// The global L2 norm of the gradients.
-    public func gradientNorm() -> Float {
-        Float(sumOfSquares(model.gradients.pointer, count: model.table.count).squareRoot())
-    }
-
-    /// Clips the gradients to `gradientClip` (given their norm) and applies AdamW step `step` (from 1).
-    public func update(gradientNorm: Float, learningRate: Float, step: Int) {
-        if gradientClip > 0, Double(gradientNorm) > gradientClip {
-            scale(model.gradients.pointer, count: model.table.count, by: Float(gradientClip) / gradientNorm)
+        let shard = parallel.shard
+        m = FloatBuffer(count: shard.count)
+        v = FloatBuffer(count: shard.count)
+        groups = model.table.decayGroups(decayEmbeddings: decayEmbeddings).compactMap { group in
+            let part = group.range.clamped(to: shard)
+            guard !part.isEmpty else { return nil }
+            return ((part.lowerBound - shard.lowerBound)..<(part.upperBound - shard.lowerBound), group.decays)
         }
-        AdamW.update(params: model.parameters.pointer, grads: model.gradients.pointer, m: m.pointer, v: v.pointer,
-                     groups: groups, learningRate: learningRate, step: step, settings: settings)
+    }
+
+    /// The global L2 norm of the averaged gradients.
+    public func gradientNorm() throws -> Float {
+        Float(try parallel.gradientSumOfSquares().squareRoot())
+    }
+
+    /// Clips the gradients to `gradientClip` (given their norm), applies AdamW step `step` (from 1) to this
+    /// rank's shard, and shares the updated parameters with the other ranks.
+    public func update(gradientNorm: Float, learningRate: Float, step: Int) throws {
+        let shard = parallel.shard
+        if gradientClip > 0, Double(gradientNorm) > gradientClip {
+            scale(parallel.shardGradients, count: shard.count, by: Float(gradientClip) / gradientNorm)
+        }
+        AdamW.update(params: model.parameters.pointer + shard.lowerBound, grads: parallel.shardGradients, m: m.pointer,
+                     v: v.pointer, groups: groups, learningRate: learningRate, step: step, settings: settings)
+        try parallel.gatherParameters()
     }
 
     /// Zeroes the gradients, runs `accumulation` micro-batches from `loader` through forward and backward
-    /// (each scaled by 1/accumulation), and returns the mean loss. `inputs` and `targets` are scratch of
-    /// loader.batch × length tokens.
+    /// (each scaled by 1/accumulation), averages the gradients across ranks (overlapping the last backward
+    /// pass), and returns the mean loss over all ranks. `inputs` and `targets` are scratch of
+    /// loader.batch × length tokens; `label` names the step in communication traces and errors.
     public func accumulateGradients(
-        from loader: TokenLoader, accumulation: Int, inputs: inout [Int32], targets: inout [Int32]
-    ) -> Double {
+        from loader: TokenLoader, accumulation: Int, inputs: inout [Int32], targets: inout [Int32], label: String
+    ) throws -> Double {
         let batch = loader.batch, length = loader.windows.length
         model.gradients.zero()
         var loss = 0.0
-        for _ in 0..<accumulation {
+        for micro in 0..<accumulation {
             func fetch() {
                 inputs.withUnsafeMutableBufferPointer { i in
                     targets.withUnsafeMutableBufferPointer { t in loader.next(inputs: i.baseAddress!, targets: t.baseAddress!) }
@@ -58,6 +73,7 @@ public final class Optimizer {
             } else {
                 fetch()
             }
+            if micro == accumulation - 1 { parallel.prepareLastMicroBatch(label: label) }
             let microLoss = inputs.withUnsafeBufferPointer { i in
                 targets.withUnsafeBufferPointer { t in
                     model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length,
@@ -67,6 +83,8 @@ public final class Optimizer {
             model.backward()
             loss += Double(microLoss) / Double(accumulation)
         }
-        return loss
+        try parallel.synchronizeGradients()
+        guard parallel.communicator.size > 1 else { return loss }
+        return try parallel.communicator.allReduce([loss], .average, label: "\(label): loss")[0]
     }
 }

@@ -5,7 +5,7 @@ import KeelData
 import KeelModel
 
 /// Everything a training run is configured by: the `[model]`, `[data]`, `[training]`, `[checkpoint]`,
-/// `[logging]` and `[sample]` sections of a TOML file, with `--set section.key=value` overrides.
+/// `[logging]`, `[sample]` and `[distributed]` sections of a TOML file, with `--set section.key=value` overrides.
 ///
 /// See `docs/configuration.md` for every key, its default and its meaning.
 public struct TrainConfig: Sendable {
@@ -15,6 +15,7 @@ public struct TrainConfig: Sendable {
     public var checkpoint: CheckpointSettings
     public var logging: LoggingSettings
     public var sample: SampleSettings
+    public var distributed: DistributedSettings
     /// The resolved configuration as TOML (saved beside the run so `--resume` can reuse it).
     public let resolvedTOML: String
 
@@ -81,6 +82,19 @@ public struct TrainConfig: Sendable {
         public var temperature: Double
         /// `top_k`: keep only the k most likely tokens (0 = all).
         public var topK: Int
+    }
+
+    /// `[distributed]`: how data-parallel processes (started by mpirun, srun or `keel launch`) cooperate.
+    public struct DistributedSettings: Sendable {
+        /// `bucket_mb`: gradient megabytes communicated together (PyTorch DDP's `bucket_cap_mb`).
+        public var bucketMegabytes: Double
+        /// `zero_stage`: 0 replicates the optimizer state on every rank; 1 shards it (ZeRO stage 1).
+        public var zeroStage: Int
+        /// `timeout_s`: seconds a rank waits for the others in any communication before stopping the job.
+        public var timeoutSeconds: Double
+
+        /// Floats per gradient bucket.
+        public var bucketElements: Int { max(1, Int(bucketMegabytes * 1_048_576 / 4)) }
     }
 
     /// Reads the TOML at `path` (if any) and applies `overrides`.
@@ -164,6 +178,9 @@ public struct TrainConfig: Sendable {
         sample = SampleSettings(
             prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),
             temperature: try v.double("sample.temperature", 0.8), topK: try v.int("sample.top_k", 40))
+        distributed = DistributedSettings(
+            bucketMegabytes: try v.double("distributed.bucket_mb", 25), zeroStage: try v.int("distributed.zero_stage", 0),
+            timeoutSeconds: try v.double("distributed.timeout_s", 60))
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
         try validate()
@@ -203,6 +220,11 @@ public struct TrainConfig: Sendable {
         try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
         try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
         try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")
+        try require(distributed.bucketMegabytes > 0 && distributed.bucketMegabytes.isFinite, "distributed.bucket_mb",
+                    "must be a positive number (got \(distributed.bucketMegabytes))")
+        try require(distributed.zeroStage == 0 || distributed.zeroStage == 1, "distributed.zero_stage",
+                    "must be 0 (replicated optimizer state) or 1 (sharded) (got \(distributed.zeroStage))")
+        try require(distributed.timeoutSeconds > 0, "distributed.timeout_s", "must be positive (got \(distributed.timeoutSeconds))")
         try require(sample.topK >= 0, "sample.top_k", "must not be negative (got \(sample.topK))")
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import KeelCheckpoint
 import KeelCore
 import KeelData
+import KeelDistributed
 import KeelKernels
 import KeelModel
 
@@ -17,8 +18,10 @@ public struct TrainingSummary: Sendable {
     public var checkpoint: URL
 }
 
-/// The single-process training loop: micro-batches with gradient accumulation, global-norm clipping,
-/// AdamW with warm-up and cosine decay, periodic validation, metrics, checkpoints and resume.
+/// The training loop: micro-batches with gradient accumulation, global-norm clipping, AdamW with warm-up
+/// and cosine decay, periodic validation, metrics, checkpoints and resume — on one process, or on every
+/// rank of a data-parallel group (each rank reads its own part of every batch; gradients are averaged in
+/// overlapped buckets; rank 0 alone writes metrics, progress and checkpoints).
 ///
 /// Output directory layout: `config.toml` (the resolved config), `metrics.jsonl`,
 /// `checkpoints/step_NNNNNNNN/{model.safetensors, model.json, optimizer.safetensors, state.json, manifest.json}`.
@@ -28,38 +31,52 @@ public final class Trainer {
     public let model: Transformer
     private let data: TrainingData
     private let optimizer: Optimizer
+    private let parallel: DataParallel
+    private let communicator: any Communicator
     private var state: TrainingState
     private var resumedFrom: URL?
     private let checkpointRoot: URL
     private let log: (String) -> Void
 
     /// Prepares a run in `output`: reads the data, builds the model, and with `resume` restores the newest
-    /// valid checkpoint there. `log` receives one-line status messages.
-    public init(config: TrainConfig, output: URL, resume: Bool, log: @escaping (String) -> Void) throws {
+    /// valid checkpoint there. `communicator` is the data-parallel group (every rank constructs its own
+    /// `Trainer`). `log` receives one-line status messages (on rank 0 only).
+    public init(config: TrainConfig, output: URL, resume: Bool,
+                communicator: any Communicator = SingleProcessCommunicator(), log: @escaping (String) -> Void) throws {
         self.config = config
         self.output = output
-        self.log = log
+        self.communicator = communicator
+        let isLeader = communicator.rank == 0
+        self.log = { if isLeader { log($0) } }
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
         model = try Transformer(config: config.model, seed: config.training.seed)
-        optimizer = Optimizer(model: model, settings: config.training.adamW, gradientClip: config.training.gradientClip,
-                              decayEmbeddings: config.training.decayEmbeddings)
+        parallel = DataParallel(model: model, communicator: communicator, bucketElements: config.distributed.bucketElements,
+                                shardOptimizerState: config.distributed.zeroStage == 1)
+        optimizer = Optimizer(model: model, parallel: parallel, settings: config.training.adamW,
+                              gradientClip: config.training.gradientClip, decayEmbeddings: config.training.decayEmbeddings)
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
         if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
         }
-        try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
+        if isLeader { try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true) }
         if resume {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
-            for problem in found.problems { log("warning: skipping \(problem)") }
+            for problem in found.problems { self.log("warning: skipping \(problem)") }
             guard let checkpoint = found.checkpoint else {
                 throw KeelError("--resume: no valid checkpoint in \(checkpointRoot.path)")
             }
             try restore(from: checkpoint)
             resumedFrom = checkpoint
         }
+        // Every rank initialised (or restored) the same parameters; rank 0's copy is made authoritative anyway,
+        // as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
+        if communicator.size > 1 {
+            try communicator.broadcast(model.parameters.buffer, root: 0, label: "initial parameters")
+        }
+        guard isLeader else { return }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
         if let file = data.tokenizerFile {
             try AtomicFile.write(Data(contentsOf: file), to: output.appendingPathComponent(file.lastPathComponent))
@@ -77,23 +94,27 @@ public final class Trainer {
         let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
-        let loader = try TokenLoader(windows: data.train, batch: batch, seed: t.seed, position: state.samplesConsumed)
+        let isLeader = communicator.rank == 0
+        let tokensPerStep = t.tokensPerStep * communicator.size
+        let loader = try TokenLoader(windows: data.train, batch: batch, seed: t.seed, rank: communicator.rank,
+                                     worldSize: communicator.size, position: state.samplesConsumed)
         defer { loader.stop() }
-        let metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
-                                     keepingThrough: resumedFrom == nil ? nil : state.step)
-        let progress = ProgressDisplay(totalSteps: t.steps, every: config.logging.every)
+        let metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
+                                                keepingThrough: resumedFrom == nil ? nil : state.step) : nil
+        let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
 
-        let unigram = data.unigramLoss(vocabSize: config.model.vocabSize)
+        let unigram = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
         log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
                    data.summary, data.train.tokenCount, data.validation.tokenCount, unigram))
-        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(t.tokensPerStep) tokens per step")
+        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(tokensPerStep) tokens per step")
+        if communicator.size > 1 { log(parallelSummary()) }
         var initialValidation: Float?
         if let resumedFrom {
             log("resumed from \(resumedFrom.path) at step \(state.step)")
         } else {
-            let loss = validationLoss()
+            let loss = try validationLoss()
             initialValidation = loss
-            try metrics.write(["step": .int(0), "val_loss": .float(loss)])
+            try metrics?.write(["step": .int(0), "val_loss": .float(loss)])
             log(String(format: "step 0: validation loss %.4f", loss))
         }
 
@@ -108,9 +129,9 @@ public final class Trainer {
         while state.step < lastStep {
             let step = state.step + 1
             let stepStart = Date()
-            let loss = optimizer.accumulateGradients(from: loader, accumulation: accumulation, inputs: &inputs,
-                                                     targets: &targets)
-            let gradientNorm = optimizer.gradientNorm()
+            let loss = try optimizer.accumulateGradients(from: loader, accumulation: accumulation, inputs: &inputs,
+                                                         targets: &targets, label: "step \(step)")
+            let gradientNorm = try optimizer.gradientNorm()
             guard loss.isFinite, gradientNorm.isFinite else {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
                 let culprit = loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
@@ -118,35 +139,44 @@ public final class Trainer {
                 throw KeelError("training diverged: \(culprit) at step \(step)\(kept)")
             }
             let rate = schedule.rate(at: step)
-            optimizer.update(gradientNorm: gradientNorm, learningRate: Float(rate), step: step)
+            try optimizer.update(gradientNorm: gradientNorm, learningRate: Float(rate), step: step)
 
             state.step = step
-            state.tokens += t.tokensPerStep
+            state.tokens += tokensPerStep
             state.samplesConsumed = loader.position
-            segmentTokens += t.tokensPerStep
+            segmentTokens += tokensPerStep
             let segmentSeconds = Date().timeIntervalSince(segmentStart)
             state.elapsedSeconds = elapsedBefore + segmentSeconds
-            let tokensPerSecond = Double(t.tokensPerStep) / max(Date().timeIntervalSince(stepStart), 1e-9)
-            try metrics.write([
-                "step": .int(step), "loss": .float(Float(loss)), "lr": .double(rate), "grad_norm": .float(gradientNorm),
-                "tokens": .int(state.tokens), "tokens_per_s": .double(tokensPerSecond),
-                "elapsed_s": .double(state.elapsedSeconds),
-            ])
-            progress.update(step: step, loss: Float(loss), learningRate: rate,
+            let tokensPerSecond = Double(tokensPerStep) / max(Date().timeIntervalSince(stepStart), 1e-9)
+            var record: [(key: String, value: MetricsLog.Field)] = [
+                ("step", .int(step)), ("loss", .float(Float(loss))), ("lr", .double(rate)), ("grad_norm", .float(gradientNorm)),
+                ("tokens", .int(state.tokens)), ("tokens_per_s", .double(tokensPerSecond)),
+                ("elapsed_s", .double(state.elapsedSeconds)),
+            ]
+            if communicator.size > 1 {
+                // How this step's gradient communication overlapped the backward pass.
+                let overlap = parallel.statistics
+                record += [("comm_buckets", .int(overlap.buckets)),
+                           ("comm_overlapped_buckets", .int(overlap.startedDuringBackward)),
+                           ("comm_s", .double(overlap.communicationSeconds)),
+                           ("comm_exposed_s", .double(overlap.exposedSeconds))]
+            }
+            try metrics?.write(record)
+            progress?.update(step: step, loss: Float(loss), learningRate: rate,
                             tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
                             secondsPerStep: segmentSeconds / Double(step - firstStep))
 
             if (t.evalEvery > 0 && step % t.evalEvery == 0) || step == lastStep {
-                let validation = validationLoss()
+                let validation = try validationLoss()
                 lastValidation = (step, validation)
-                try metrics.write(["step": .int(step), "val_loss": .float(validation)])
-                progress.message(String(format: "step %d: validation loss %.4f", step, validation))
+                try metrics?.write(["step": .int(step), "val_loss": .float(validation)])
+                progress?.message(String(format: "step %d: validation loss %.4f", step, validation))
             }
             if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == lastStep {
                 lastCheckpoint = try saveCheckpoint()
             }
         }
-        let finalValidation = lastValidation?.step == state.step ? lastValidation!.loss : validationLoss()
+        let finalValidation = lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
         let checkpoint = try lastCheckpoint ?? saveCheckpoint()
         let seconds = Date().timeIntervalSince(segmentStart)
         return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
@@ -154,13 +184,14 @@ public final class Trainer {
                                tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint)
     }
 
-    /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows.
-    public func validationLoss() -> Float {
+    /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows (the ranks of a
+    /// data-parallel group share the micro-batches out and combine their sums).
+    public func validationLoss() throws -> Float {
         let batch = config.training.batchSize, length = config.training.sequenceLength
-        let windows = min(data.validation.count, config.training.evalBatches * batch)
+        let windows = min(data.validation.count, config.training.evalBatches * batch * communicator.size)
         var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
         var total = 0.0
-        var start = 0
+        var start = communicator.rank * batch
         while start < windows {
             let rows = min(batch, windows - start)
             inputs.withUnsafeMutableBufferPointer { i in
@@ -177,14 +208,29 @@ public final class Trainer {
                 }
             }
             total += Double(loss) * Double(rows)
-            start += rows
+            start += batch * communicator.size
         }
+        if communicator.size > 1 { total = try communicator.allReduce([total], .sum, label: "validation loss")[0] }
         return Float(total / Double(windows))
     }
 
+    /// One line describing the data-parallel layout and the optimizer memory per rank.
+    private func parallelSummary() -> String {
+        let megabytes = { (floats: Int) in String(format: "%.1f MiB", Double(floats) * 8 / 1_048_576) }
+        let optimizerState = parallel.shardsOptimizerState
+            ? "ZeRO-1, optimizer state \(megabytes(parallel.shard.count)) per rank (\(megabytes(model.table.count)) unsharded)"
+            : "optimizer state replicated, \(megabytes(model.table.count)) per rank"
+        return "data parallel: \(communicator.size) processes, \(parallel.buckets.count) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
+    }
+
+    /// Writes a checkpoint (rank 0; the other ranks contribute their optimizer shards) and returns its directory.
     @discardableResult
     private func saveCheckpoint() throws -> URL {
-        let model = self.model, m = optimizer.m, v = optimizer.v, state = self.state
+        let gatheredM = try parallel.gatherToFirstRank(optimizer.m), gatheredV = try parallel.gatherToFirstRank(optimizer.v)
+        guard let m = gatheredM, let v = gatheredV else {
+            return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: state.step))
+        }
+        let model = self.model, state = self.state
         let count = model.table.count
         let url = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
             (ModelFiles.weightsFile, { try ModelFiles.writeWeights(of: model, to: $0) }),
@@ -214,8 +260,8 @@ public final class Trainer {
         }
         try ModelFiles.loadWeights(into: model, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
         let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
-        try moments.copyFloats("exp_avg", shape: [model.table.count], to: optimizer.m.pointer)
-        try moments.copyFloats("exp_avg_sq", shape: [model.table.count], to: optimizer.v.pointer)
+        try moments.copyFloats("exp_avg", shape: [model.table.count], elements: parallel.shard, to: optimizer.m.pointer)
+        try moments.copyFloats("exp_avg_sq", shape: [model.table.count], elements: parallel.shard, to: optimizer.v.pointer)
         state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
         guard state.seed == config.training.seed else {
             throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCore
 import KeelData
+import KeelDistributed
 import KeelModel
 import KeelTrain
 
@@ -12,7 +13,8 @@ struct Train: ParsableCommand {
             Writes DIR/config.toml, DIR/metrics.jsonl (one JSON object per step) and \
             DIR/checkpoints/step_N/. Override any config key with --set, e.g. --set training.steps=20. \
             With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
-            DIR/config.toml when --config is not given).
+            DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, every \
+            process trains one data-parallel rank (training.batch_size sequences each); rank 0 writes the run.
             """)
 
     @Option(name: .shortAndLong, help: "TOML config file.")
@@ -44,10 +46,31 @@ struct Train: ParsableCommand {
             configPath = saved
         }
         let settings = try TrainConfig.load(path: configPath, overrides: overrides)
-        let trainer = try Trainer(config: settings, output: output, resume: resume) { message in
+        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        guard placement.isDistributed else {
+            try train(settings, output: output, communicator: SingleProcessCommunicator())
+            return
+        }
+        let world = try MPIRuntime.initialize(timeout: settings.distributed.timeoutSeconds)
+        do {
+            guard world.size == placement.worldSize else {
+                throw KeelError("\(placement.launcher) says this job has \(placement.worldSize) processes but MPI sees \(world.size): Keel's processes talk through MPI, so start them with mpirun, srun or `keel launch` (see docs/operations.md)")
+            }
+            try train(settings, output: output, communicator: world)
+            world.finalize()
+        } catch {
+            // One line per failing rank; MPI_Abort then stops the ranks still waiting for this one.
+            FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
+            world.abort(code: 1)
+        }
+    }
+
+    private func train(_ settings: TrainConfig, output: URL, communicator: any Communicator) throws {
+        let trainer = try Trainer(config: settings, output: output, resume: resume, communicator: communicator) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let summary = try trainer.run(stopAfter: stopAfter)
+        guard communicator.rank == 0 else { return }
 
         var lines: [String] = []
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""

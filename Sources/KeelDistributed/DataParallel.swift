@@ -1,0 +1,140 @@
+import KeelCore
+import KeelKernels
+import KeelModel
+
+/// What one optimizer step's gradient communication did, for metrics and the overlap benchmark.
+public struct OverlapStatistics: Sendable, Equatable {
+    /// Buckets communicated this step.
+    public var buckets = 0
+    /// Buckets whose communication began before the backward pass ended: the proof of overlap.
+    public var startedDuringBackward = 0
+    /// Sum over buckets of the time from start to end of their communication.
+    public var communicationSeconds = 0.0
+    /// Time the step waited for communication after the backward pass ended (what was not hidden).
+    public var exposedSeconds = 0.0
+
+    public init() {}
+}
+
+/// Data parallelism for one model over a communicator: the gradients of each micro-batch's ranks are
+/// averaged in buckets while the backward pass is still running, and with ZeRO stage 1 the optimizer state
+/// is sharded by ranges of the flat buffer.
+///
+/// Buckets are fixed spans of the flat gradient buffer (a large tensor spans several). A bucket's
+/// communication starts as soon as the model reports every gradient in it final (`Transformer.gradientsReady`),
+/// which happens only in the last micro-batch of an accumulation, so the other micro-batches communicate
+/// nothing. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is reduce-scattered so that
+/// each rank receives the average of its own shard only, updates that shard, and the parameters are then
+/// all-gathered.
+public final class DataParallel {
+    public let model: Transformer
+    public let communicator: any Communicator
+    /// Whether the optimizer state is sharded (ZeRO stage 1; only meaningful with more than one rank).
+    public let shardsOptimizerState: Bool
+    /// Each rank's span of the flat buffer for the optimizer (one span covering everything without ZeRO).
+    public let shards: [Range<Int>]
+    /// The spans of the flat buffer communicated together.
+    public let buckets: [Range<Int>]
+    private let shardGradientBuffer: FloatBuffer?
+    private var pending: [Int]
+    private var requests: [CommunicationRequest?]
+    private var label = ""
+    /// Statistics of the last `synchronizeGradients` call.
+    public private(set) var statistics = OverlapStatistics()
+
+    /// Plans buckets of at most `bucketElements` floats; `shardOptimizerState` selects ZeRO-1.
+    public init(model: Transformer, communicator: any Communicator, bucketElements: Int, shardOptimizerState: Bool) {
+        precondition(bucketElements > 0)
+        self.model = model
+        self.communicator = communicator
+        let count = model.table.count
+        self.shardsOptimizerState = shardOptimizerState && communicator.size > 1
+        shards = self.shardsOptimizerState ? evenPartition(count: count, parts: communicator.size) : [0..<count]
+        buckets = stride(from: 0, to: count, by: bucketElements).map { $0..<min(count, $0 + bucketElements) }
+        shardGradientBuffer = self.shardsOptimizerState ? FloatBuffer(count: shards[communicator.rank].count) : nil
+        pending = buckets.map(\.count)
+        requests = Array(repeating: nil, count: buckets.count)
+    }
+
+    /// This rank's span of the flat buffer for the optimizer.
+    public var shard: Range<Int> { shards[shardsOptimizerState ? communicator.rank : 0] }
+
+    /// The averaged gradients of `shard` (after `synchronizeGradients`), indexed from the shard's start.
+    public var shardGradients: UnsafeMutablePointer<Float> {
+        shardGradientBuffer?.pointer ?? model.gradients.pointer
+    }
+
+    /// Arms communication for the training pass that follows (call before the last micro-batch's `forward`).
+    public func prepareLastMicroBatch(label: String) {
+        self.label = label
+        pending = buckets.map(\.count)
+        requests = Array(repeating: nil, count: buckets.count)
+        model.gradientsReady = { [unowned self] span in self.gradientsReady(span) }
+    }
+
+    /// Waits for every bucket of the last micro-batch (call right after its `backward`).
+    public func synchronizeGradients() throws {
+        model.gradientsReady = nil
+        let backwardEnded = monotonicSeconds()
+        var statistics = OverlapStatistics()
+        for (index, request) in requests.enumerated() {
+            guard let request else { preconditionFailure("bucket \(index) was never reported ready") }
+            try request.wait()
+            let interval = request.interval!
+            statistics.buckets += 1
+            statistics.communicationSeconds += interval.ended - interval.began
+            if interval.began < backwardEnded { statistics.startedDuringBackward += 1 }
+        }
+        statistics.exposedSeconds = monotonicSeconds() - backwardEnded
+        self.statistics = statistics
+    }
+
+    /// Σ g² over all ranks' gradients (each rank holds either all of them or its shard).
+    public func gradientSumOfSquares() throws -> Double {
+        let local = sumOfSquares(shardGradients, count: shard.count)
+        guard shardsOptimizerState else { return local }
+        return try communicator.allReduce([local], .sum, label: "\(label): gradient norm")[0]
+    }
+
+    /// Copies every rank's updated shard of the parameters to all ranks (ZeRO-1; nothing otherwise).
+    public func gatherParameters() throws {
+        guard shardsOptimizerState else { return }
+        try communicator.allGather(model.parameters.pointer, counts: shards.map(\.count), label: "\(label): parameters")
+    }
+
+    /// The whole of a shard-laid-out buffer (optimizer moments) on rank 0, for a checkpoint; nil on other ranks.
+    /// Without ZeRO, `local` already is the whole.
+    public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
+        guard shardsOptimizerState else { return communicator.rank == 0 ? local : nil }
+        let whole = communicator.rank == 0 ? FloatBuffer(count: model.table.count) : nil
+        try communicator.gather(UnsafePointer(local.pointer), into: whole?.pointer, counts: shards.map(\.count), root: 0,
+                                label: "checkpoint: optimizer state")
+        return whole
+    }
+
+    /// Marks `span` final and starts every bucket that became complete, in bucket order (the same on all ranks).
+    private func gradientsReady(_ span: Range<Int>) {
+        let size = buckets.first!.count
+        for index in (span.lowerBound / size)..<((span.upperBound + size - 1) / size) {
+            let bucket = buckets[index]
+            pending[index] -= bucket.clamped(to: span).count
+            precondition(pending[index] >= 0, "gradient span \(span) reported twice")
+            if pending[index] == 0 { requests[index] = start(bucket: index) }
+        }
+    }
+
+    private func start(bucket index: Int) -> CommunicationRequest {
+        let bucket = buckets[index]
+        let text = "\(label): gradient bucket \(index + 1) of \(buckets.count)"
+        let gradients = model.gradients.pointer
+        guard shardsOptimizerState else {
+            return communicator.startAllReduce(UnsafeMutableBufferPointer(start: gradients + bucket.lowerBound,
+                                                                          count: bucket.count), .average, label: text)
+        }
+        // This rank's part of the bucket lands at its place in the shard (nothing lands when they do not meet).
+        let own = shard
+        let offset = bucket.overlaps(own) ? max(bucket.lowerBound, own.lowerBound) - own.lowerBound : 0
+        return communicator.startReduceScatter(UnsafePointer(gradients + bucket.lowerBound), into: shardGradients + offset,
+                                               counts: shards.map { bucket.clamped(to: $0).count }, .average, label: text)
+    }
+}

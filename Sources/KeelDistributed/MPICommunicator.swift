@@ -1,0 +1,251 @@
+import CMPI
+import Foundation
+import KeelCore
+
+/// A `Communicator` over an MPI communicator; every MPI call runs on the `MPIRuntime`'s progress thread.
+///
+/// Hang detection: before each operation the progress thread tells every peer the operation's sequence
+/// number (an 8-byte message on a duplicate communicator, so it never mixes with the caller's messages) and
+/// collects what the peers told it. When an operation outlives the timeout, the peers whose last announced
+/// operation is older than it are the ones that are hung or dead, and the error names them.
+public final class MPICommunicator: Communicator, @unchecked Sendable {
+    public let rank: Int
+    public let size: Int
+    public let timeout: Double
+    /// The world rank of each member, for messages.
+    public let worldRanks: [Int]
+    private let comm: MPI_Comm
+    private let watch: MPI_Comm
+    private let runtime: MPIRuntime
+    // Used only on the progress thread:
+    private var sequence: Int64 = 0
+    private var lastAnnounced: [Int64]
+    private var recentLabels: [Int64: String] = [:]
+    private static let announcementTag: Int32 = 7
+
+    /// Wraps `comm`; runs on the progress thread (it makes collective calls).
+    init(comm: MPI_Comm, runtime: MPIRuntime, timeout: Double) throws {
+        self.comm = comm
+        self.runtime = runtime
+        self.timeout = timeout
+        var value: Int32 = 0
+        MPI_Comm_rank(comm, &value)
+        rank = Int(value)
+        MPI_Comm_size(comm, &value)
+        size = Int(value)
+        var duplicate: MPI_Comm?
+        let code = MPI_Comm_dup(comm, &duplicate)
+        guard code == MPI_SUCCESS, let duplicate else { throw KeelError("MPI_Comm_dup failed: \(MPIRuntime.errorText(code))") }
+        watch = duplicate
+        var worldRank: Int32 = 0
+        MPI_Comm_rank(keel_mpi_comm_world(), &worldRank)
+        var all = [Int32](repeating: 0, count: size)
+        MPI_Allgather(&worldRank, 1, keel_mpi_int32(), &all, 1, keel_mpi_int32(), comm)
+        worldRanks = all.map(Int.init)
+        lastAnnounced = [Int64](repeating: 0, count: size)
+    }
+
+    /// This process's rank in the job.
+    public var worldRank: Int { worldRanks[rank] }
+
+    public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
+        let request = CommunicationRequest(label: operation.label)
+        runtime.enqueue { self.execute(operation, request) }
+        return request
+    }
+
+    public func split(color: Int, key: Int) throws -> any Communicator {
+        var result: Result<MPICommunicator, Error>!
+        runtime.perform {
+            var part: MPI_Comm?
+            let code = MPI_Comm_split(self.comm, Int32(color), Int32(key), &part)
+            guard code == MPI_SUCCESS, let part else {
+                result = .failure(KeelError("MPI_Comm_split failed: \(MPIRuntime.errorText(code))"))
+                return
+            }
+            result = Result { try MPICommunicator(comm: part, runtime: self.runtime, timeout: self.timeout) }
+        }
+        return try result.get()
+    }
+
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(keel_mpi_comm_world(), code)
+        exit(code)
+    }
+
+    /// Waits for queued operations, then shuts MPI down (call once, on the world communicator, at the end).
+    public func finalize() {
+        runtime.finalize()
+    }
+
+    // MARK: - Progress thread
+
+    private func execute(_ operation: CommunicationOperation, _ request: CommunicationRequest) {
+        sequence += 1
+        recentLabels[sequence] = operation.label
+        recentLabels[sequence - 256] = nil
+        if size > 1 {
+            announce(sequence)
+            collectAnnouncements()
+        }
+        // Counts and displacements must outlive the non-blocking call.
+        var counts: [Int32] = [], displacements: [Int32] = []
+        var handle: MPI_Request? = keel_mpi_request_null()
+        let code = post(operation, &handle, &counts, &displacements)
+        let began = monotonicSeconds()
+        request.markStarted(at: began)
+        guard code == MPI_SUCCESS else {
+            request.finish(at: monotonicSeconds(), failure: failure(operation, MPIRuntime.errorText(code)))
+            return
+        }
+        var polls = 0
+        var pause: UInt32 = 20
+        while true {
+            var flag: Int32 = 0
+            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
+            guard testCode == MPI_SUCCESS else {
+                request.finish(at: monotonicSeconds(), failure: failure(operation, MPIRuntime.errorText(testCode)))
+                return
+            }
+            if flag != 0 { break }
+            polls += 1
+            if polls > 64 {
+                usleep(pause)
+                pause = min(pause * 2, 500)
+            }
+            if monotonicSeconds() - began > timeout {
+                request.finish(at: monotonicSeconds(), failure: diagnoseTimeout(operation))
+                return
+            }
+        }
+        if case .allReduce(let buffer, let count, .average) = operation.kind {
+            divide(buffer, count: count, scalar: operation.scalar)
+        }
+        if case .reduceScatter(_, let destination, let counts, .average) = operation.kind {
+            divide(destination, count: counts[rank], scalar: operation.scalar)
+        }
+        request.finish(at: monotonicSeconds(), failure: nil)
+    }
+
+    private func post(
+        _ operation: CommunicationOperation, _ handle: inout MPI_Request?, _ counts: inout [Int32],
+        _ displacements: inout [Int32]
+    ) -> Int32 {
+        let type = datatype(operation.scalar)
+        func blocks(_ sizes: [Int]) {
+            precondition(sizes.count == size, "\(operation.label): \(sizes.count) counts for \(size) ranks")
+            counts = sizes.map { Int32(checkedCount($0)) }
+            var offset = 0
+            displacements = sizes.map { count in
+                defer { offset += count }
+                return Int32(checkedCount(offset))
+            }
+        }
+        switch operation.kind {
+        case .allReduce(let buffer, let count, let reduction):
+            return MPI_Iallreduce(keel_mpi_in_place(), buffer, Int32(checkedCount(count)), type, mpiOperation(reduction),
+                                  comm, &handle)
+        case .reduceScatter(let source, let destination, let sizes, let reduction):
+            blocks(sizes)
+            return MPI_Ireduce_scatter(source, destination, counts, type, mpiOperation(reduction), comm, &handle)
+        case .allGather(let buffer, let sizes):
+            blocks(sizes)
+            return MPI_Iallgatherv(keel_mpi_in_place(), 0, type, buffer, counts, displacements, type, comm, &handle)
+        case .gather(let source, let destination, let sizes, let root):
+            blocks(sizes)
+            return MPI_Igatherv(source, counts[rank], type, rank == root ? destination : nil, counts, displacements, type,
+                                Int32(root), comm, &handle)
+        case .broadcast(let buffer, let count, let root):
+            return MPI_Ibcast(buffer, Int32(checkedCount(count)), type, Int32(root), comm, &handle)
+        case .send(let buffer, let count, let destination, let tag):
+            return MPI_Isend(buffer, Int32(checkedCount(count)), type, Int32(destination), Int32(tag), comm, &handle)
+        case .receive(let buffer, let count, let source, let tag):
+            return MPI_Irecv(buffer, Int32(checkedCount(count)), type, Int32(source), Int32(tag), comm, &handle)
+        case .barrier:
+            return MPI_Ibarrier(comm, &handle)
+        }
+    }
+
+    /// Tells every peer that this rank has reached operation `number`.
+    private func announce(_ number: Int64) {
+        var value = number
+        for peer in 0..<size where peer != rank {
+            MPI_Send(&value, 1, keel_mpi_int64(), Int32(peer), Self.announcementTag, watch)
+        }
+    }
+
+    /// Records the newest operation number each peer has announced.
+    private func collectAnnouncements() {
+        while true {
+            var flag: Int32 = 0
+            var status = MPI_Status()
+            MPI_Iprobe(MPI_ANY_SOURCE, Self.announcementTag, watch, &flag, &status)
+            if flag == 0 { return }
+            var value: Int64 = 0
+            let source = keel_mpi_status_source(&status)
+            MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.announcementTag, watch, keel_mpi_status_ignore())
+            lastAnnounced[Int(source)] = max(lastAnnounced[Int(source)], value)
+        }
+    }
+
+    /// The error for an operation that outlived the timeout, naming the ranks that never started it.
+    private func diagnoseTimeout(_ operation: CommunicationOperation) -> KeelError {
+        // Announcements already sent may still be in flight: give them a moment to land.
+        let until = monotonicSeconds() + 1
+        while monotonicSeconds() < until {
+            collectAnnouncements()
+            usleep(10_000)
+        }
+        let missing = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
+        let waited = String(format: "%.0f", timeout)
+        guard !missing.isEmpty else {
+            return KeelError("'\(operation.label)' did not finish within \(waited) s although every rank started it; the transport is stuck")
+        }
+        let names = missing.map { peer -> String in
+            let last = lastAnnounced[peer]
+            let where_ = last == 0 ? "has not communicated at all"
+                : "is stuck after '\(recentLabels[last] ?? "operation \(last)")'"
+            return "rank \(worldRanks[peer]) \(where_)"
+        }
+        return KeelError("'\(operation.label)' did not finish within \(waited) s: \(names.joined(separator: "; ")) (hung or dead)")
+    }
+
+    private func failure(_ operation: CommunicationOperation, _ detail: String) -> KeelError {
+        KeelError("'\(operation.label)' failed: \(detail)")
+    }
+
+    private func divide(_ buffer: UnsafeMutableRawPointer, count: Int, scalar: ScalarKind) {
+        switch scalar {
+        case .float32:
+            let p = buffer.assumingMemoryBound(to: Float.self), factor = 1 / Float(size)
+            for i in 0..<count { p[i] *= factor }
+        case .float64:
+            let p = buffer.assumingMemoryBound(to: Double.self), factor = 1 / Double(size)
+            for i in 0..<count { p[i] *= factor }
+        case .int64:
+            preconditionFailure("average of integers")
+        }
+    }
+
+    private func datatype(_ scalar: ScalarKind) -> MPI_Datatype {
+        switch scalar {
+        case .float32: keel_mpi_float()
+        case .float64: keel_mpi_double()
+        case .int64: keel_mpi_int64()
+        }
+    }
+
+    private func mpiOperation(_ reduction: Reduction) -> MPI_Op {
+        switch reduction {
+        case .sum, .average: keel_mpi_sum()
+        case .max: keel_mpi_max()
+        case .min: keel_mpi_min()
+        }
+    }
+
+    /// MPI counts are 32-bit.
+    private func checkedCount(_ count: Int) -> Int {
+        precondition(count <= Int(Int32.max), "MPI message of \(count) elements exceeds 2³¹ − 1")
+        return count
+    }
+}

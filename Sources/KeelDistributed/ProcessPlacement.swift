@@ -1,0 +1,67 @@
+import Foundation
+import KeelCore
+
+/// Where this process sits in a job: its rank, the number of processes, and its index on its machine,
+/// read from whichever launcher started it.
+///
+/// Read in order: OpenMPI's `mpirun` (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, `OMPI_COMM_WORLD_LOCAL_SIZE`), Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`,
+/// `SLURM_LOCALID`, `SLURM_NTASKS_PER_NODE`), then torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `LOCAL_WORLD_SIZE`). With none of them set, the process is alone.
+public struct ProcessPlacement: Equatable, Sendable {
+    public var rank: Int
+    public var worldSize: Int
+    public var localRank: Int
+    /// Processes on this machine, when the launcher says.
+    public var localSize: Int?
+    /// Which launcher's variables were read ("OpenMPI", "Slurm", "torchrun" or "none").
+    public var launcher: String
+
+    public init(rank: Int, worldSize: Int, localRank: Int, localSize: Int?, launcher: String) {
+        self.rank = rank
+        self.worldSize = worldSize
+        self.localRank = localRank
+        self.localSize = localSize
+        self.launcher = launcher
+    }
+
+    /// A process started on its own.
+    public static let single = ProcessPlacement(rank: 0, worldSize: 1, localRank: 0, localSize: 1, launcher: "none")
+
+    /// Whether more than one process takes part.
+    public var isDistributed: Bool { worldSize > 1 }
+
+    private static let schemes: [(launcher: String, rank: String, size: String, localRank: String, localSize: String)] = [
+        ("OpenMPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("Slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+        ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+    ]
+
+    /// The placement described by `environment`; throws naming the variable when a value is malformed.
+    public static func discover(_ environment: [String: String]) throws -> ProcessPlacement {
+        for scheme in schemes where environment[scheme.rank] != nil || environment[scheme.size] != nil {
+            func number(_ name: String, required: Bool) throws -> Int? {
+                guard let text = environment[name] else {
+                    if required { throw KeelError("launcher environment: \(name) is not set (\(scheme.launcher) variables are incomplete)") }
+                    return nil
+                }
+                // Slurm writes e.g. "2(x3)" for a uniform count per node; the count is the part before "(".
+                let leading = text.split(separator: "(").first.map(String.init) ?? text
+                guard let value = Int(leading.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+                    throw KeelError("launcher environment: \(name)=\(text) is not a non-negative integer")
+                }
+                return value
+            }
+            let rank = try number(scheme.rank, required: true)!
+            let size = try number(scheme.size, required: true)!
+            guard size >= 1, rank < size else {
+                throw KeelError("launcher environment: \(scheme.rank)=\(rank) is not below \(scheme.size)=\(size)")
+            }
+            let localRank = try number(scheme.localRank, required: false) ?? 0
+            let localSize = try number(scheme.localSize, required: false)
+            return ProcessPlacement(rank: rank, worldSize: size, localRank: localRank, localSize: localSize,
+                                    launcher: scheme.launcher)
+        }
+        return .single
+    }
+}
