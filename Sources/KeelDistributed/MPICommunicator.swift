@@ -21,6 +21,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private var sequence: Int64 = 0
     private var lastAnnounced: [Int64]
     private var recentLabels: [Int64: String] = [:]
+    /// The first failure; every later operation fails with it at once, so the caller hears of it right away.
+    private var failure: KeelError?
     private static let announcementTag: Int32 = 7
 
     /// Wraps `comm`; runs on the progress thread (it makes collective calls).
@@ -81,6 +83,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: - Progress thread
 
     private func execute(_ operation: CommunicationOperation, _ request: CommunicationRequest) {
+        if let failure {
+            request.finish(at: monotonicSeconds(), failure: failure)
+            return
+        }
+        let failed = { (error: KeelError) in
+            self.failure = error
+            request.finish(at: monotonicSeconds(), failure: error)
+        }
         sequence += 1
         recentLabels[sequence] = operation.label
         recentLabels[sequence - 256] = nil
@@ -94,29 +104,20 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         let code = post(operation, &handle, &counts, &displacements)
         let began = monotonicSeconds()
         request.markStarted(at: began)
-        guard code == MPI_SUCCESS else {
-            request.finish(at: monotonicSeconds(), failure: failure(operation, MPIRuntime.errorText(code)))
-            return
-        }
+        guard code == MPI_SUCCESS else { return failed(mpiFailure(operation, code)) }
         var polls = 0
         var pause: UInt32 = 20
         while true {
             var flag: Int32 = 0
             let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
-            guard testCode == MPI_SUCCESS else {
-                request.finish(at: monotonicSeconds(), failure: failure(operation, MPIRuntime.errorText(testCode)))
-                return
-            }
+            guard testCode == MPI_SUCCESS else { return failed(mpiFailure(operation, testCode)) }
             if flag != 0 { break }
             polls += 1
             if polls > 64 {
                 usleep(pause)
                 pause = min(pause * 2, 500)
             }
-            if monotonicSeconds() - began > timeout {
-                request.finish(at: monotonicSeconds(), failure: diagnoseTimeout(operation))
-                return
-            }
+            if monotonicSeconds() - began > timeout { return failed(diagnoseTimeout(operation)) }
         }
         if case .allReduce(let buffer, let count, .average) = operation.kind {
             divide(buffer, count: count, scalar: operation.scalar)
@@ -210,8 +211,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return KeelError("'\(operation.label)' did not finish within \(waited) s: \(names.joined(separator: "; ")) (hung or dead)")
     }
 
-    private func failure(_ operation: CommunicationOperation, _ detail: String) -> KeelError {
-        KeelError("'\(operation.label)' failed: \(detail)")
+    private func mpiFailure(_ operation: CommunicationOperation, _ code: Int32) -> KeelError {
+        KeelError("'\(operation.label)' failed: \(MPIRuntime.errorText(code))")
     }
 
     private func divide(_ buffer: UnsafeMutableRawPointer, count: Int, scalar: ScalarKind) {

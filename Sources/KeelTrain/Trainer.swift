@@ -216,10 +216,11 @@ public final class Trainer {
 
     /// One line describing the data-parallel layout and the optimizer memory per rank.
     private func parallelSummary() -> String {
-        let megabytes = { (floats: Int) in String(format: "%.1f MiB", Double(floats) * 8 / 1_048_576) }
+        // Two moments of 4 bytes per parameter.
+        let size = { (floats: Int) in String(format: "%.1f KiB", Double(floats) * 8 / 1024) }
         let optimizerState = parallel.shardsOptimizerState
-            ? "ZeRO-1, optimizer state \(megabytes(parallel.shard.count)) per rank (\(megabytes(model.table.count)) unsharded)"
-            : "optimizer state replicated, \(megabytes(model.table.count)) per rank"
+            ? "ZeRO-1, optimizer state \(size(parallel.shard.count)) per rank (\(size(model.table.count)) unsharded)"
+            : "optimizer state replicated, \(size(model.table.count)) per rank"
         return "data parallel: \(communicator.size) processes, \(parallel.buckets.count) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
 

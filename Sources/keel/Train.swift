@@ -51,17 +51,8 @@ struct Train: ParsableCommand {
             try train(settings, output: output, communicator: SingleProcessCommunicator())
             return
         }
-        let world = try MPIRuntime.initialize(timeout: settings.distributed.timeoutSeconds)
-        do {
-            guard world.size == placement.worldSize else {
-                throw KeelError("\(placement.launcher) says this job has \(placement.worldSize) processes but MPI sees \(world.size): Keel's processes talk through MPI, so start them with mpirun, srun or `keel launch` (see docs/operations.md)")
-            }
+        try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
             try train(settings, output: output, communicator: world)
-            world.finalize()
-        } catch {
-            // One line per failing rank; MPI_Abort then stops the ranks still waiting for this one.
-            FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
-            world.abort(code: 1)
         }
     }
 

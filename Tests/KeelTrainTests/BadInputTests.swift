@@ -82,6 +82,9 @@ final class BadInputTests: XCTestCase {
         assertKeelError("training.seq_len") { _ = try fixture.config(["training.seq_len=100"]) }
         assertKeelError("model.arch") { _ = try fixture.config(["model.arch=\"bert\""]) }
         assertKeelError("--set training.steps", "section.key=value") { _ = try fixture.config(["training.steps"]) }
+        assertKeelError("distributed.zero_stage must be 0", "or 1") { _ = try fixture.config(["distributed.zero_stage=3"]) }
+        assertKeelError("distributed.bucket_mb must be a positive number") { _ = try fixture.config(["distributed.bucket_mb=0"]) }
+        assertKeelError("distributed.timeout_s must be positive") { _ = try fixture.config(["distributed.timeout_s=-5"]) }
         let file = fixture.root.appendingPathComponent("bad.toml")
         try Data("[training]\nsteps = = 3\n".utf8).write(to: file)
         assertKeelError(file.path, "line 2") { _ = try TrainConfig.load(path: file.path, overrides: []) }

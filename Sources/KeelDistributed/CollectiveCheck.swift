@@ -1,0 +1,157 @@
+import KeelCore
+
+/// Self-checks and timings of every communicator operation across a job (what `keel collectives` runs,
+/// in the spirit of nccl-tests): each rank fills buffers from a formula of (rank, index), runs the
+/// operation, and compares the result with the formula's exact answer.
+public enum CollectiveCheck {
+    /// Rank r's value at index i: small integers, so every sum is exact in Float.
+    static func value(rank: Int, index: Int) -> Float {
+        Float((rank + 1) * (index % 7 + 1))
+    }
+
+    /// Runs every operation once on `elements` floats per rank and throws at the first wrong value; returns
+    /// the names of the checks that passed.
+    public static func verify(_ comm: any Communicator, elements: Int) throws -> [String] {
+        let n = comm.size, r = comm.rank
+        var passed: [String] = []
+        func expect(_ name: String, _ actual: [Float], _ expected: (Int) -> Float) throws {
+            for (i, x) in actual.enumerated() where x != expected(i) {
+                throw KeelError("\(name): rank \(r) element \(i) is \(x), expected \(expected(i))")
+            }
+            passed.append(name)
+        }
+        let rankSum = Float(n * (n + 1) / 2)
+        func filled(_ count: Int, rank: Int) -> [Float] { (0..<count).map { value(rank: rank, index: $0) } }
+
+        var buffer = filled(elements, rank: r)
+        try buffer.withUnsafeMutableBufferPointer { try comm.allReduce($0, .sum) }
+        try expect("all-reduce sum", buffer) { rankSum * Float($0 % 7 + 1) }
+
+        buffer = filled(elements, rank: r)
+        try buffer.withUnsafeMutableBufferPointer { try comm.allReduce($0, .average) }
+        try expect("all-reduce average", buffer) { rankSum / Float(n) * Float($0 % 7 + 1) }
+
+        buffer = filled(elements, rank: r)
+        try buffer.withUnsafeMutableBufferPointer { try comm.allReduce($0, .max) }
+        try expect("all-reduce max", buffer) { value(rank: n - 1, index: $0) }
+
+        let doubles = try comm.allReduce([Double(r), 1], .sum)
+        try expect("all-reduce of doubles", doubles.map(Float.init)) { $0 == 0 ? Float(n * (n - 1) / 2) : Float(n) }
+
+        // Uneven blocks (ZeRO shards of a bucket): rank k's block is counts[k] long, one of them empty.
+        let counts = (0..<n).map { k in k == 1 ? 0 : elements / n + k }
+        let total = counts.reduce(0, +)
+        let offsets = counts.indices.map { counts[..<$0].reduce(0, +) }
+        let source = filled(total, rank: r)
+        var block = [Float](repeating: -1, count: max(counts[r], 1))
+        try source.withUnsafeBufferPointer { s in
+            try block.withUnsafeMutableBufferPointer { b in
+                try comm.reduceScatter(s.baseAddress!, into: b.baseAddress!, counts: counts, .sum)
+            }
+        }
+        try expect("reduce-scatter", Array(block.prefix(counts[r]))) { rankSum * Float((offsets[r] + $0) % 7 + 1) }
+
+        var gathered = [Float](repeating: -1, count: total)
+        for i in 0..<counts[r] { gathered[offsets[r] + i] = value(rank: r, index: offsets[r] + i) }
+        try gathered.withUnsafeMutableBufferPointer { try comm.allGather($0.baseAddress!, counts: counts) }
+        let owner = { (i: Int) in counts.indices.first { offsets[$0] <= i && i < offsets[$0] + counts[$0] }! }
+        try expect("all-gather", gathered) { value(rank: owner($0), index: $0) }
+
+        let mine = (0..<max(counts[r], 1)).map { value(rank: r, index: offsets[r] + $0) }
+        var collected = [Float](repeating: -1, count: total)
+        try mine.withUnsafeBufferPointer { m in
+            try collected.withUnsafeMutableBufferPointer { c in
+                try comm.gather(m.baseAddress!, into: r == 0 ? c.baseAddress! : nil, counts: counts, root: 0)
+            }
+        }
+        if r == 0 {
+            try expect("gather", collected) { value(rank: owner($0), index: $0) }
+        } else {
+            passed.append("gather")
+        }
+
+        let root = n - 1
+        buffer = filled(elements, rank: r)
+        try buffer.withUnsafeMutableBufferPointer { try comm.broadcast($0, root: root) }
+        try expect("broadcast", buffer) { value(rank: root, index: $0) }
+
+        // A ring: send to the next rank, receive from the previous, both in flight at once.
+        if n > 1 {
+            let outgoing = filled(elements, rank: r)
+            var incoming = [Float](repeating: -1, count: elements)
+            let sent = outgoing.withUnsafeBufferPointer { comm.startSend($0, to: (r + 1) % n, tag: 3) }
+            let received = incoming.withUnsafeMutableBufferPointer { comm.startReceive($0, from: (r + n - 1) % n, tag: 3) }
+            try sent.wait()
+            try received.wait()
+            try expect("send/receive ring", incoming) { value(rank: (r + n - 1) % n, index: $0) }
+        }
+
+        // Two non-blocking all-reduces in flight together.
+        var first = filled(elements, rank: r), second = filled(elements, rank: r)
+        let a = first.withUnsafeMutableBufferPointer { comm.startAllReduce($0, .sum) }
+        let b = second.withUnsafeMutableBufferPointer { comm.startAllReduce($0, .max) }
+        try a.wait()
+        try b.wait()
+        try expect("non-blocking all-reduces", first) { rankSum * Float($0 % 7 + 1) }
+        try expect("non-blocking all-reduces (second)", second) { value(rank: n - 1, index: $0) }
+
+        // Sub-groups: even and odd ranks reduce separately.
+        let half = try comm.split(color: r % 2, key: r)
+        let members = stride(from: r % 2, to: n, by: 2).map { $0 }
+        buffer = filled(elements, rank: r)
+        try buffer.withUnsafeMutableBufferPointer { try half.allReduce($0, .sum) }
+        let groupSum = Float(members.map { $0 + 1 }.reduce(0, +))
+        try expect("split into even/odd groups", buffer) { groupSum * Float($0 % 7 + 1) }
+
+        try comm.barrier()
+        passed.append("barrier")
+        return passed
+    }
+
+    /// One operation's timing at one size.
+    public struct Timing: Sendable {
+        public var operation: String
+        public var bytes: Int
+        /// Median seconds per call.
+        public var seconds: Double
+        /// Bytes per second as nccl-tests define it: algorithm bandwidth (bytes / time) and bus bandwidth
+        /// (scaled by the share each link must carry, comparable across process counts).
+        public var algorithmBandwidth: Double { Double(bytes) / seconds }
+        public var busBandwidth: Double
+    }
+
+    /// Median time of all-reduce, reduce-scatter, all-gather and broadcast of `elements` floats.
+    public static func measure(_ comm: any Communicator, elements: Int, iterations: Int) throws -> [Timing] {
+        let n = Double(comm.size)
+        let buffer = FloatBuffer(count: elements), output = FloatBuffer(count: elements / comm.size + 1)
+        let counts = evenPartition(count: elements, parts: comm.size).map(\.count)
+        let operations: [(String, Double, () -> CommunicationRequest)] = [
+            ("all-reduce", 2 * (n - 1) / n, { comm.startAllReduce(buffer.buffer, .sum) }),
+            ("reduce-scatter", (n - 1) / n, {
+                comm.startReduceScatter(UnsafePointer(buffer.pointer), into: output.pointer, counts: counts, .sum)
+            }),
+            ("all-gather", (n - 1) / n, { comm.startAllGather(buffer.pointer, counts: counts) }),
+            ("broadcast", 1, { comm.start(CommunicationOperation(.broadcast(UnsafeMutableRawPointer(buffer.pointer),
+                                                                             count: elements, root: 0),
+                                                                 scalar: .float32, label: "broadcast")) }),
+        ]
+        var timings: [Timing] = []
+        for (name, factor, run) in operations {
+            try run().wait()
+            var seconds: [Double] = []
+            for _ in 0..<iterations {
+                try comm.barrier()
+                let request = run()
+                try request.wait()
+                let interval = request.interval!
+                seconds.append(interval.ended - interval.began)
+            }
+            // Every rank reports the slowest rank's time, as the collective is only done when all are.
+            let slowest = try comm.allReduce(seconds, .max)
+            let median = slowest.sorted()[slowest.count / 2]
+            timings.append(Timing(operation: name, bytes: 4 * elements, seconds: median,
+                                  busBandwidth: Double(4 * elements) / median * factor))
+        }
+        return timings
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+import KeelCore
+import KeelDistributed
+
+/// How a command runs as one rank of a multi-process job.
+enum DistributedRun {
+    /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints
+    /// "Error: rank R: …" and aborts the whole job (a rank that merely exited would leave the others waiting
+    /// for it until their timeout).
+    static func run(placement: ProcessPlacement, timeout: Double, _ body: (MPICommunicator) throws -> Void) throws {
+        let world = try MPIRuntime.initialize(timeout: timeout)
+        let mismatch = KeelError("\(placement.launcher) variables say this job has \(placement.worldSize) processes but MPI sees \(world.size): Keel's processes talk through MPI, so start them with mpirun, srun or `keel launch` (see docs/operations.md)")
+        if world.size == 1 {
+            // Started without an MPI launcher (e.g. by torchrun): there is no job to abort.
+            world.finalize()
+            throw mismatch
+        }
+        do {
+            guard world.size == placement.worldSize else { throw mismatch }
+            try body(world)
+            world.finalize()
+        } catch {
+            FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
+            world.abort(code: 1)
+        }
+    }
+}
