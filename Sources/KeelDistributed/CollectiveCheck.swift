@@ -79,19 +79,27 @@ public enum CollectiveCheck {
         if n > 1 {
             let outgoing = filled(elements, rank: r)
             var incoming = [Float](repeating: -1, count: elements)
-            let sent = outgoing.withUnsafeBufferPointer { comm.startSend($0, to: (r + 1) % n, tag: 3) }
-            let received = incoming.withUnsafeMutableBufferPointer { comm.startReceive($0, from: (r + n - 1) % n, tag: 3) }
-            try sent.wait()
-            try received.wait()
+            // Buffers are only valid inside these closures, so the requests are waited on there.
+            try outgoing.withUnsafeBufferPointer { o in
+                try incoming.withUnsafeMutableBufferPointer { i in
+                    let sent = comm.startSend(o, to: (r + 1) % n, tag: 3)
+                    let received = comm.startReceive(i, from: (r + n - 1) % n, tag: 3)
+                    try sent.wait()
+                    try received.wait()
+                }
+            }
             try expect("send/receive ring", incoming) { value(rank: (r + n - 1) % n, index: $0) }
         }
 
         // Two non-blocking all-reduces in flight together.
         var first = filled(elements, rank: r), second = filled(elements, rank: r)
-        let a = first.withUnsafeMutableBufferPointer { comm.startAllReduce($0, .sum) }
-        let b = second.withUnsafeMutableBufferPointer { comm.startAllReduce($0, .max) }
-        try a.wait()
-        try b.wait()
+        try first.withUnsafeMutableBufferPointer { f in
+            try second.withUnsafeMutableBufferPointer { s in
+                let a = comm.startAllReduce(f, .sum), b = comm.startAllReduce(s, .max)
+                try a.wait()
+                try b.wait()
+            }
+        }
         try expect("non-blocking all-reduces", first) { rankSum * Float($0 % 7 + 1) }
         try expect("non-blocking all-reduces (second)", second) { value(rank: n - 1, index: $0) }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Data-parallel step time against one process at equal work per rank, measured alternately in one run,
+# with the share of gradient communication hidden behind the backward pass and peak memory per rank.
+#
+# Usage: scripts/bench/data_parallel.sh [ROUNDS] [STEPS]      (defaults: 3 rounds of 8 steps)
+# Model: the `small` shape (6 layers × 384, vocabulary 50,304, ~30M parameters), T=256, 8 sequences per
+# rank, one kernel thread per process; data: the byte-level Shakespeare corpus (scripts/fetch_corpus.sh).
+# Compares: 1 process; DP=2; DP=2 with ZeRO-1. Needs /usr/bin/time (Debian package `time`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+steps=${2:-8}
+command -v /usr/bin/time >/dev/null || { echo "data_parallel.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
+bash scripts/fetch_corpus.sh >/dev/null
+swift build -c release >/dev/null
+keel=.build/release/keel
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat >"$work/bench.toml" <<TOML
+[model]
+arch = "gpt2"
+n_layer = 6
+n_head = 6
+d_model = 384
+max_seq_len = 256
+vocab_size = 50304
+[data]
+paths = ["data/shakespeare"]
+val_fraction = 0.01
+[training]
+steps = $steps
+batch_size = 8
+seq_len = 256
+eval_every = 0
+eval_batches = 1
+[logging]
+every = 1
+TOML
+mpi=(mpirun -np 2)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+export KEEL_THREADS=1
+for round in $(seq 1 "$rounds"); do
+    for variant in single dp2 dp2-zero1; do
+        out="$work/$variant-$round"
+        case $variant in
+            single) /usr/bin/time -f "peak_rss_kb %M" -o "$out.rss0" "$keel" train --config "$work/bench.toml" --out "$out" 2>/dev/null ;;
+            dp2) "${mpi[@]}" sh -c '/usr/bin/time -f "peak_rss_kb %M" -o "$0.rss$OMPI_COMM_WORLD_RANK" "$@"' "$out" \
+                     "$keel" train --config "$work/bench.toml" --out "$out" 2>/dev/null ;;
+            dp2-zero1) "${mpi[@]}" sh -c '/usr/bin/time -f "peak_rss_kb %M" -o "$0.rss$OMPI_COMM_WORLD_RANK" "$@"' "$out" \
+                     "$keel" train --config "$work/bench.toml" --out "$out" --set distributed.zero_stage=1 2>/dev/null ;;
+        esac >/dev/null
+        echo "round $round: $variant done" >&2
+    done
+done
+python3 - "$work" "$rounds" <<'PY'
+import glob, json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+print("| run | ms/step (median) | ratio to 1 process | tokens/s (all ranks) | comm ms/step | exposed ms/step | hidden | peak RSS per rank |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+base = None
+for variant, ranks in [("single", 1), ("dp2", 2), ("dp2-zero1", 2)]:
+    step_ms, comm, exposed, rss = [], [], [], []
+    for r in range(1, rounds + 1):
+        records = [json.loads(l) for l in open(f"{work}/{variant}-{r}/metrics.jsonl") if '"loss"' in l]
+        elapsed = [rec["elapsed_s"] for rec in records]
+        # Step 1 includes warm-up (arena allocation, page faults): time steps 2..N.
+        step_ms += [1000 * (b - a) for a, b in zip(elapsed[1:], elapsed[2:])]
+        comm += [1000 * rec.get("comm_s", 0) for rec in records[1:]]
+        exposed += [1000 * rec.get("comm_exposed_s", 0) for rec in records[1:]]
+        for f in glob.glob(f"{work}/{variant}-{r}.rss*"):
+            rss.append(int(open(f).read().split()[1]) / 1024)
+    median = statistics.median(step_ms)
+    base = base or median
+    tokens = ranks * 8 * 256 / median * 1000
+    c, e = statistics.median(comm), statistics.median(exposed)
+    hidden = f"{100 * (1 - e / c):.0f}%" if c > 0 else "–"
+    print(f"| {variant} | {median:.0f} | {median / base:.2f} | {tokens:.0f} | {c:.0f} | {e:.0f} | {hidden} | {max(rss):.0f} MB |")
+PY
