@@ -7,7 +7,9 @@ import KeelCore
 /// Hang detection: before each operation the progress thread tells every peer the operation's sequence
 /// number (an 8-byte message on a duplicate communicator, so it never mixes with the caller's messages) and
 /// collects what the peers told it. When an operation outlives the timeout, the peers whose last announced
-/// operation is older than it are the ones that are hung or dead, and the error names them.
+/// operation is older than it are the ones that are hung or dead, and the error names them. If every peer
+/// had started it, the waiting rank pings them all: a progress thread that is waiting on an operation
+/// answers pings, so the peers that stay silent are the stopped or dead ones.
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let size: Int
@@ -24,6 +26,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// The first failure; every later operation fails with it at once, so the caller hears of it right away.
     private var failure: KeelError?
     private static let announcementTag: Int32 = 7
+    private static let pingTag: Int32 = 8
+    private static let pongTag: Int32 = 9
 
     /// Wraps `comm`; runs on the progress thread (it makes collective calls).
     init(comm: MPI_Comm, runtime: MPIRuntime, timeout: Double) throws {
@@ -113,6 +117,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             guard testCode == MPI_SUCCESS else { return failed(mpiFailure(operation, testCode)) }
             if flag != 0 { break }
             polls += 1
+            if size > 1 && polls % 16 == 0 { answerPings() }
             if polls > 64 {
                 usleep(pause)
                 pause = min(pause * 2, 500)
@@ -177,35 +182,73 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     /// Records the newest operation number each peer has announced.
     private func collectAnnouncements() {
-        while true {
-            var flag: Int32 = 0
-            var status = MPI_Status()
-            MPI_Iprobe(MPI_ANY_SOURCE, Self.announcementTag, watch, &flag, &status)
-            if flag == 0 { return }
+        while let source = probe(tag: Self.announcementTag) {
             var value: Int64 = 0
-            let source = keel_mpi_status_source(&status)
             MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.announcementTag, watch, keel_mpi_status_ignore())
             lastAnnounced[Int(source)] = max(lastAnnounced[Int(source)], value)
         }
     }
 
-    /// The error for an operation that outlived the timeout, naming the ranks that never started it.
+    /// Replies to every ping a peer has sent.
+    private func answerPings() {
+        while let source = probe(tag: Self.pingTag) {
+            var value: Int64 = 0
+            MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pingTag, watch, keel_mpi_status_ignore())
+            MPI_Send(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch)
+        }
+    }
+
+    /// The source of a pending message with `tag` on the watch communicator, if any.
+    private func probe(tag: Int32) -> Int32? {
+        var flag: Int32 = 0
+        var status = MPI_Status()
+        MPI_Iprobe(MPI_ANY_SOURCE, tag, watch, &flag, &status)
+        return flag == 0 ? nil : keel_mpi_status_source(&status)
+    }
+
+    /// The peers that answer a ping within two seconds.
+    private func responsivePeers() -> Set<Int> {
+        var value: Int64 = sequence
+        for peer in 0..<size where peer != rank {
+            MPI_Send(&value, 1, keel_mpi_int64(), Int32(peer), Self.pingTag, watch)
+        }
+        var answered = Set<Int>()
+        let until = monotonicSeconds() + 2
+        while monotonicSeconds() < until && answered.count < size - 1 {
+            answerPings()
+            while let source = probe(tag: Self.pongTag) {
+                MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch, keel_mpi_status_ignore())
+                answered.insert(Int(source))
+            }
+            usleep(10_000)
+        }
+        return answered
+    }
+
+    /// The error for an operation that outlived the timeout, naming the ranks that never started it or
+    /// that no longer respond.
     private func diagnoseTimeout(_ operation: CommunicationOperation) -> KeelError {
         // Announcements already sent may still be in flight: give them a moment to land.
         let until = monotonicSeconds() + 1
         while monotonicSeconds() < until {
             collectAnnouncements()
+            answerPings()
             usleep(10_000)
         }
         let missing = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
         let waited = String(format: "%.0f", timeout)
         guard !missing.isEmpty else {
-            return KeelError("'\(operation.label)' did not finish within \(waited) s although every rank started it; the transport is stuck")
+            let answered = responsivePeers()
+            let silent = (0..<size).filter { $0 != rank && !answered.contains($0) }.map { "rank \(worldRanks[$0])" }
+            guard !silent.isEmpty else {
+                return KeelError("'\(operation.label)' did not finish within \(waited) s although every rank started it and responds; the transport is stuck")
+            }
+            return KeelError("'\(operation.label)' did not finish within \(waited) s: \(silent.joined(separator: ", ")) started it but does not respond (stopped or dead)")
         }
         let names = missing.map { peer -> String in
             let last = lastAnnounced[peer]
             let where_ = last == 0 ? "has not communicated at all"
-                : "is stuck after '\(recentLabels[last] ?? "operation \(last)")'"
+                : "never reported starting it (its last report: '\(recentLabels[last] ?? "operation \(last)")')"
             return "rank \(worldRanks[peer]) \(where_)"
         }
         return KeelError("'\(operation.label)' did not finish within \(waited) s: \(names.joined(separator: "; ")) (hung or dead)")
