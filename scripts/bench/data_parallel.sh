@@ -64,7 +64,7 @@ work, rounds = sys.argv[1], int(sys.argv[2])
 alone = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(all-reduce|reduce-scatter)\s+25\.0 MB\s+([0-9.]+) ms", open(f"{work}/collectives.txt").read(), re.M)}
 print(f"25 MB bucket alone: all-reduce {alone['all-reduce']:.1f} ms, reduce-scatter {alone['reduce-scatter']:.1f} ms")
 print()
-print("| run | ms/step (median) | ratio to 1 process | tokens/s (all ranks) | buckets started during backward | exposed comm ms/step | hidden | peak RSS per rank |")
+print("| run | ms/step (median) | ratio to 1 process | tokens/s (all ranks) | buckets started during backward | exposed comm ms/step | hidden | peak RSS, rank 0 / rank 1 |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for arch in ["gpt2", "llama"]:
   base = None
@@ -78,8 +78,7 @@ for arch in ["gpt2", "llama"]:
         early += [rec.get("comm_overlapped_buckets", 0) for rec in records[1:]]
         exposed += [1000 * rec.get("comm_exposed_s", 0) for rec in records[1:]]
         buckets = records[-1].get("comm_buckets", 0)
-        for f in glob.glob(f"{work}/{arch}-{variant}-{r}.rss*"):
-            rss.append(int(open(f).read().split()[1]) / 1024)
+        rss.append([int(open(f).read().split()[1]) / 1024 for f in sorted(glob.glob(f"{work}/{arch}-{variant}-{r}.rss*"))])
     median = statistics.median(step_ms)
     base = base or median
     tokens = ranks * 8 * 256 / median * 1000
@@ -89,5 +88,7 @@ for arch in ["gpt2", "llama"]:
         comm = f"{statistics.median(early):.0f} of {buckets} | {e:.0f} | {100 * (1 - e / serial):.0f}% of {serial:.0f} ms"
     else:
         comm = "– | – | –"
-    print(f"| {arch} {variant} | {median:.0f} | {median / base:.2f} | {tokens:.0f} | {comm} | {max(rss):.0f} MB |")
+    # Rank 0's peak includes gathering the whole optimizer state for the final checkpoint.
+    peaks = " / ".join(f"{max(run[k] for run in rss):.0f}" for k in range(ranks))
+    print(f"| {arch} {variant} | {median:.0f} | {median / base:.2f} | {tokens:.0f} | {comm} | {peaks} MB |")
 PY
