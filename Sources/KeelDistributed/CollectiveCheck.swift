@@ -103,13 +103,14 @@ public enum CollectiveCheck {
         try expect("non-blocking all-reduces", first) { rankSum * Float($0 % 7 + 1) }
         try expect("non-blocking all-reduces (second)", second) { value(rank: n - 1, index: $0) }
 
-        // Sub-groups: even and odd ranks reduce separately.
-        let half = try comm.split(color: r % 2, key: r)
-        let members = stride(from: r % 2, to: n, by: 2).map { $0 }
+        // Sub-groups from a mesh: with 2-way tensor parallelism the data-parallel groups are the even and
+        // the odd ranks, which reduce separately.
+        let mesh = try Mesh(worldSize: n, tensor: n % 2 == 0 ? 2 : 1)
+        let group = try mesh.communicator(.data, from: comm)
         buffer = filled(elements, rank: r)
-        try buffer.withUnsafeMutableBufferPointer { try half.allReduce($0, .sum) }
-        let groupSum = Float(members.map { $0 + 1 }.reduce(0, +))
-        try expect("split into even/odd groups", buffer) { groupSum * Float($0 % 7 + 1) }
+        try buffer.withUnsafeMutableBufferPointer { try group.allReduce($0, .sum) }
+        let groupSum = Float(mesh.group(.data, containing: r).map { $0 + 1 }.reduce(0, +))
+        try expect("mesh sub-groups", buffer) { groupSum * Float($0 % 7 + 1) }
 
         try comm.barrier()
         passed.append("barrier")

@@ -9,7 +9,7 @@ struct Collectives: ParsableCommand {
         discussion: """
             Run it under mpirun, srun or keel launch, e.g. `keel launch --nproc 2 -- collectives`. Every \
             operation training uses (all-reduce, reduce-scatter and all-gather with uneven blocks, gather, \
-            broadcast, send/receive, non-blocking operations, sub-groups, barrier) is run on values whose \
+            broadcast, send/receive, non-blocking operations, a Mesh's sub-groups, barrier) is run on values whose \
             exact result is known and checked on every rank; then all-reduce, reduce-scatter, all-gather and \
             broadcast are timed at each size and reported with nccl-tests' algorithm and bus bandwidth.
             """)
