@@ -37,7 +37,7 @@ let package = Package(
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
-        .testTarget(name: "KeelDistributedTests", dependencies: ["KeelDistributed", "KeelModel"], swiftSettings: native),
+        .testTarget(name: "KeelDistributedTests", dependencies: ["KeelDistributed", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
     ]
 )

@@ -42,8 +42,8 @@ public final class ThreadPool: @unchecked Sendable {
             return value
         }
         let allowed = info.activeProcessorCount
-        let localProcesses = ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"].lazy
-            .compactMap { environment[$0].flatMap { Int($0.prefix(while: \.isNumber)) } }.first ?? 1
+        // A malformed launcher variable is reported by the command that starts the run, not here.
+        let localProcesses = (try? ProcessPlacement.discover(environment))?.localSize ?? 1
         if localProcesses > 1, allowed == info.processorCount { return max(1, allowed / localProcesses) }
         return allowed
     }

@@ -19,11 +19,11 @@ public final class CommunicationRequest: @unchecked Sendable {
     }
 
     /// A request that finished at once (single-process operations).
-    static func completed(label: String) -> CommunicationRequest {
+    static func completed(label: String, failure: KeelError? = nil) -> CommunicationRequest {
         let request = CommunicationRequest(label: label)
         let now = monotonicSeconds()
         request.markStarted(at: now)
-        request.finish(at: now, failure: nil)
+        request.finish(at: now, failure: failure)
         return request
     }
 

@@ -22,9 +22,7 @@ public final class SingleProcessCommunicator: Communicator {
         case .allReduce, .allGather, .broadcast, .barrier:
             break
         }
-        let request = CommunicationRequest.completed(label: operation.label)
-        if let failure { request.finish(at: monotonicSeconds(), failure: failure) }
-        return request
+        return CommunicationRequest.completed(label: operation.label, failure: failure)
     }
 
     public func split(color: Int, key: Int) throws -> any Communicator {

@@ -84,7 +84,6 @@ public final class Optimizer {
             loss += Double(microLoss) / Double(accumulation)
         }
         try parallel.synchronizeGradients()
-        guard parallel.communicator.size > 1 else { return loss }
         return try parallel.communicator.allReduce([loss], .average, label: "\(label): loss")[0]
     }
 }

@@ -37,6 +37,8 @@ public final class Trainer {
     private var resumedFrom: URL?
     private let checkpointRoot: URL
     private let log: (String) -> Void
+    /// Rank 0 writes the run directory, metrics and progress.
+    private var isLeader: Bool { communicator.rank == 0 }
 
     /// Prepares a run in `output`: reads the data, builds the model, and with `resume` restores the newest
     /// valid checkpoint there. `communicator` is the data-parallel group (every rank constructs its own
@@ -46,8 +48,7 @@ public final class Trainer {
         self.config = config
         self.output = output
         self.communicator = communicator
-        let isLeader = communicator.rank == 0
-        self.log = { if isLeader { log($0) } }
+        self.log = communicator.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
         model = try Transformer(config: config.model, seed: config.training.seed)
@@ -73,9 +74,7 @@ public final class Trainer {
         }
         // Every rank initialised (or restored) the same parameters; rank 0's copy is made authoritative anyway,
         // as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
-        if communicator.size > 1 {
-            try communicator.broadcast(model.parameters.buffer, root: 0, label: "initial parameters")
-        }
+        try communicator.broadcast(model.parameters.buffer, root: 0, label: "initial parameters")
         guard isLeader else { return }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
         if let file = data.tokenizerFile {
@@ -94,7 +93,6 @@ public final class Trainer {
         let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
-        let isLeader = communicator.rank == 0
         let tokensPerStep = t.tokensPerStep * communicator.size
         let loader = try TokenLoader(windows: data.train, batch: batch, seed: t.seed, rank: communicator.rank,
                                      worldSize: communicator.size, position: state.samplesConsumed)
@@ -210,7 +208,7 @@ public final class Trainer {
             total += Double(loss) * Double(rows)
             start += batch * communicator.size
         }
-        if communicator.size > 1 { total = try communicator.allReduce([total], .sum, label: "validation loss")[0] }
+        total = try communicator.allReduce([total], .sum, label: "validation loss")[0]
         return Float(total / Double(windows))
     }
 

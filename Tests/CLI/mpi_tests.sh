@@ -150,6 +150,28 @@ else
 fi
 
 # --- Launcher environments and failures --------------------------------------------------------------------
+# refused NAME FRAGMENT COMMAND...: non-zero exit with exactly one "Error: …" line containing FRAGMENT.
+refused() {
+    local name=$1 fragment=$2
+    shift 2
+    if "$@" >"$work/out" 2>"$work/err"; then fail "$name (exit 0)"; return; fi
+    if [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] && grep -q -- "^Error: .*$fragment" "$work/err"; then
+        pass "$name"
+    else
+        fail "$name (wanted one error line with '$fragment')"
+    fi
+}
+refused "launch without a command" "give the command after --" "$keel" launch --nproc 2
+refused "launch with no processes" "--nproc must be at least 1" "$keel" launch --nproc 0 -- train --config "$c"
+refused "collectives outside a launcher" "run this under a launcher" "$keel" collectives
+more=$(($(nproc) + 1))
+if "$keel" launch --nproc $more --dry-run -- train --config "$c" >"$work/out" 2>"$work/err" \
+    && grep -Eq "^launch: mpirun -np $more .*--oversubscribe.* $keel train --config $c\$" "$work/err"; then
+    pass "launch --dry-run prints the mpirun command (oversubscribing more processes than cores)"
+else
+    fail "launch --dry-run prints the mpirun command"
+fi
+
 # torchrun-style variables without an MPI launcher: a clear error instead of N independent runs.
 if RANK=0 WORLD_SIZE=2 "$keel" train --config "$c" --out "$work/torchrun" >"$work/out" 2>"$work/err"; then
     fail "torchrun variables without MPI are refused"

@@ -1,5 +1,5 @@
 import XCTest
-@testable import KeelDistributed
+import KeelCore
 
 final class ProcessPlacementTests: XCTestCase {
     func testEachLauncherIsRecognised() throws {

@@ -1,5 +1,4 @@
 import Foundation
-import KeelCore
 
 /// Where this process sits in a job: its rank, the number of processes, and its index on its machine,
 /// read from whichever launcher started it.
