@@ -20,8 +20,11 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // bf16 products on AMX / AVX512-BF16; its functions name their instruction sets themselves, so the
+        // library loads on any x86-64 and Keel picks the engine at run time.
+        .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O2"])]),
         .target(name: "KeelCore", swiftSettings: native),
-        .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS"], swiftSettings: native),
+        .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         .target(name: "KeelDistributed", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "CMPI"], swiftSettings: native),
@@ -36,7 +39,7 @@ let package = Package(
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
-        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint"], swiftSettings: native),
+        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDistributedTests", dependencies: ["KeelDistributed", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
     ]

@@ -12,7 +12,8 @@ public enum Transpose: Sendable {
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///
-/// OpenBLAS runs single-threaded; Keel's pool splits C into row blocks (or column blocks when C is wide
+/// With `precision: .bfloat16` the operands are rounded to bf16 and multiplied on AMX or AVX512-BF16
+/// (`bfloat16Gemm`); otherwise OpenBLAS runs single-threaded: Keel's pool splits C into row blocks (or column blocks when C is wide
 /// and short) and each thread multiplies its block. One set of threads then serves both BLAS and Keel's
 /// own kernels, instead of two sets spinning against each other on the same cores. Each element of C
 /// is computed by one BLAS call over the full K, so the result does not depend on the thread count.
@@ -20,11 +21,16 @@ public func gemm(
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
     alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
     _ b: UnsafePointer<Float>, ldb: Int? = nil,
-    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil, precision: MatrixPrecision = .float32
 ) {
     let lda = lda ?? (transA == .none ? k : m)
     let ldb = ldb ?? (transB == .none ? n : k)
     let ldc = ldc ?? n
+    if precision == .bfloat16 {
+        bfloat16Gemm(transA, m: m, n: n, k: k, alpha: alpha, a, lda: lda, right: .matrix(transB, b, ldb: ldb),
+                     beta: beta, c, ldc: ldc)
+        return
+    }
     // 64-row (or column) blocks: measured faster than one large block per thread, where concurrent
     // single-threaded OpenBLAS calls on 2 cores ran at half speed.
     let block = 64

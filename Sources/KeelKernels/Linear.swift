@@ -20,10 +20,10 @@ public struct LinearShape: Sendable {
         self.layout = layout
     }
 
-    /// out[N, O] = input[N, I] · W (+ bias).
+    /// out[N, O] = input[N, I] · W (+ bias), with the weight packed in `packed` when given (bf16 only).
     public func forward(
         _ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        bias: UnsafePointer<Float>?, rows: Int
+        bias: UnsafePointer<Float>?, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
         if let bias {
@@ -31,34 +31,69 @@ public struct LinearShape: Sendable {
                 for r in range { (out + r * o).update(from: bias, count: o) }
             }
         }
-        gemm(.none, layout == .inputMajor ? .none : .transposed, m: rows, n: o, k: i,
-             input, lda: i, weight, ldb: layout == .inputMajor ? o : i,
-             beta: bias == nil ? 0 : 1, out, ldc: o)
+        let operand = forwardOperand
+        if let packed, precision == .bfloat16 {
+            gemm(.none, m: rows, input, lda: i, packed: packed.forward, beta: bias == nil ? 0 : 1, out, ldc: o)
+        } else {
+            gemm(.none, operand.transpose, m: rows, n: o, k: i, input, lda: i, weight, ldb: operand.ldb,
+                 beta: bias == nil ? 0 : 1, out, ldc: o, precision: precision)
+        }
     }
 
     /// dInput (= or +=), dWeight += and dBias += from dOut[N, O].
     public func backward(
         dInput: UnsafeMutablePointer<Float>, accumulateInput: Bool, dWeight: UnsafeMutablePointer<Float>,
         dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, rows: Int
+        weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
+        let operand = inputGradientOperand
+        if let packed, precision == .bfloat16 {
+            gemm(.none, m: rows, dOut, lda: o, packed: packed.inputGradient, beta: accumulateInput ? 1 : 0, dInput, ldc: i)
+        } else {
+            gemm(.none, operand.transpose, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: operand.ldb,
+                 beta: accumulateInput ? 1 : 0, dInput, ldc: i, precision: precision)
+        }
         switch layout {
-        case .inputMajor:
-            // dInput[N, I] = dOut[N, O] · W[I, O]ᵀ;  dW[I, O] += input[N, I]ᵀ · dOut[N, O]
-            gemm(.none, .transposed, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: o,
-                 beta: accumulateInput ? 1 : 0, dInput, ldc: i)
-            gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o)
-        case .outputMajor:
-            // dInput[N, I] = dOut[N, O] · W[O, I];  dW[O, I] += dOut[N, O]ᵀ · input[N, I]
-            gemm(.none, .none, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: i,
-                 beta: accumulateInput ? 1 : 0, dInput, ldc: i)
-            gemm(.transposed, .none, m: o, n: i, k: rows, dOut, lda: o, input, ldb: i, beta: 1, dWeight, ldc: i)
+        case .inputMajor:  // dW[I, O] += input[N, I]ᵀ · dOut[N, O]
+            gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o,
+                 precision: precision)
+        case .outputMajor:  // dW[O, I] += dOut[N, O]ᵀ · input[N, I]
+            gemm(.transposed, .none, m: o, n: i, k: rows, dOut, lda: o, input, ldb: i, beta: 1, dWeight, ldc: i,
+                 precision: precision)
         }
         if let dBias {
             sumRows(dOut, rows: rows, columns: o, into: dBias)
         }
     }
+
+    /// Packs `weight` in bf16 for the forward product and the input-gradient product.
+    public func pack(_ weight: UnsafePointer<Float>, into packed: PackedLinearWeight) {
+        let forward = forwardOperand, inputGradient = inputGradientOperand
+        packed.forward.pack(forward.transpose, k: inFeatures, n: outFeatures, weight, ldb: forward.ldb)
+        packed.inputGradient.pack(inputGradient.transpose, k: outFeatures, n: inFeatures, weight, ldb: inputGradient.ldb)
+    }
+
+    /// How the forward product reads W as its right operand [I, O].
+    private var forwardOperand: (transpose: Transpose, ldb: Int) {
+        layout == .inputMajor ? (.none, outFeatures) : (.transposed, inFeatures)
+    }
+
+    /// How dInput = dOut · Wᵀ reads W as its right operand [O, I].
+    private var inputGradientOperand: (transpose: Transpose, ldb: Int) {
+        layout == .inputMajor ? (.transposed, outFeatures) : (.none, inFeatures)
+    }
+}
+
+/// A linear layer's weight in bf16, packed for the two products that read it, so that a weight used
+/// many times between optimizer steps is rounded and packed once.
+public final class PackedLinearWeight: @unchecked Sendable {
+    /// W as op(B)[I, O] of the forward product.
+    public let forward = PackedOperand()
+    /// W as op(B)[O, I] of the input-gradient product.
+    public let inputGradient = PackedOperand()
+
+    public init() {}
 }
 
 /// into[c] += Σ_r x[r, c], parallel over columns so the sum order (and result) is independent of threads.

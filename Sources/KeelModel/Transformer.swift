@@ -25,6 +25,10 @@ public final class Transformer: @unchecked Sendable {
     private var shape = (batch: 0, length: 0)
     /// When set, every kernel call is timed into it (`keel bench --profile`).
     public var profiler: Profiler?
+    /// The operand format of the projections' and the head's matrix products (attention's stay fp32);
+    /// `.bfloat16` needs `BFloat16Engine.selected`.
+    public var matrixPrecision: MatrixPrecision = .float32
+    private lazy var headPack = PackedLinearWeight()
     /// When set, called with each span of `gradients` as soon as a training pass has finished writing it
     /// (the untied output head at the end of `forward`, the rest during `backward`, last layer first), so
     /// data parallelism can start communicating while the backward pass continues.
@@ -166,7 +170,8 @@ public final class Transformer: @unchecked Sendable {
         guard let targets else {
             let logits = a.allLogits(vocabulary: v)
             profiled(.matmul, .forward, flops: 2 * Double(n * c * v)) {
-                headShape.forward(logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n)
+                headShape.forward(logits.pointer, a.finalNorm.pointer, weight: p + head, bias: nil, rows: n,
+                                  precision: matrixPrecision)
             }
             return 0
         }
@@ -175,12 +180,16 @@ public final class Transformer: @unchecked Sendable {
         // pass each chunk's ∂loss/∂logits goes straight into the head's backward: its input gradient lands in
         // dNorm for `backward()`, its weight gradient in `gradients`.
         let g = gradients.pointer
+        // In bf16 the head's weight is rounded and packed once for all chunks, not once per chunk and product.
+        let packedHead = matrixPrecision == .bfloat16 ? headPack : nil
+        if let packedHead { headShape.pack(p + head, into: packedHead) }
         var start = 0
         while start < n {
             let rows = min(a.headRows, n - start)
             let x = a.finalNorm.pointer + start * c
             profiled(.matmul, .forward, flops: 2 * Double(rows * c * v)) {
-                headShape.forward(a.headLogits.pointer, x, weight: p + head, bias: nil, rows: rows)
+                headShape.forward(a.headLogits.pointer, x, weight: p + head, bias: nil, rows: rows,
+                                  precision: matrixPrecision, packed: packedHead)
             }
             profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
                 CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
@@ -189,7 +198,8 @@ public final class Transformer: @unchecked Sendable {
             if lossScale != nil {
                 profiled(.matmul, .backward, flops: 4 * Double(rows * c * v)) {
                     headShape.backward(dInput: a.dNorm.pointer + start * c, accumulateInput: false, dWeight: g + head,
-                                       dBias: nil, dOut: a.headLogits.pointer, input: x, weight: p + head, rows: rows)
+                                       dBias: nil, dOut: a.headLogits.pointer, input: x, weight: p + head, rows: rows,
+                                       precision: matrixPrecision, packed: packedHead)
                 }
             }
             start += rows
@@ -331,7 +341,8 @@ public final class Transformer: @unchecked Sendable {
     private func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: Projection, rows: Int) {
         let p = parameters.pointer
         profiled(.matmul, .forward, flops: 2 * Double(rows * layer.shape.inFeatures * layer.shape.outFeatures)) {
-            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: rows)
+            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: rows,
+                                precision: matrixPrecision)
         }
     }
 
@@ -344,7 +355,7 @@ public final class Transformer: @unchecked Sendable {
         profiled(.matmul, .backward, flops: 4 * Double(rows * layer.shape.inFeatures * layer.shape.outFeatures)) {
             layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
                                  dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
-                                 rows: rows)
+                                 rows: rows, precision: matrixPrecision)
         }
     }
 }

@@ -112,9 +112,10 @@ public enum Benchmark {
 
     /// `warmup` untimed steps, then `steps` timed ones.
     public static func run(_ preset: BenchmarkPreset, steps: Int, warmup: Int, sgemmGFLOPs: Double,
-                           profiler: Profiler? = nil) throws -> BenchmarkResult {
+                           precision: MatrixPrecision = .float32, profiler: Profiler? = nil) throws -> BenchmarkResult {
         let model = try Transformer(config: preset.model, seed: 1)
         model.profiler = profiler
+        model.matrixPrecision = precision
         let parallel = DataParallel(model: model, communicator: SingleProcessCommunicator(),
                                     bucketElements: model.table.count, shardOptimizerState: false)
         let optimizer = Optimizer(model: model, parallel: parallel, settings: AdamWSettings(), gradientClip: 1,

@@ -55,6 +55,9 @@ public struct TrainConfig: Sendable {
         /// `eval_every` (0 = only at start and end) and `eval_batches` (micro-batches per evaluation).
         public var evalEvery: Int
         public var evalBatches: Int
+        /// `precision`: the operand format of the matrix products, "fp32" or "bf16" (bf16 operands with fp32
+        /// accumulation, master weights, optimizer state and every other kernel).
+        public var precision: MatrixPrecision
 
         /// Tokens per optimizer step.
         public var tokensPerStep: Int { batchSize * sequenceLength * gradientAccumulation }
@@ -171,7 +174,8 @@ public struct TrainConfig: Sendable {
             gradientClip: try v.double("training.grad_clip", 1.0),
             decayEmbeddings: try v.bool("training.decay_embeddings", false),
             evalEvery: try v.int("training.eval_every", 100),
-            evalBatches: try v.int("training.eval_batches", 20))
+            evalBatches: try v.int("training.eval_batches", 20),
+            precision: try Self.precision(try v.string("training.precision", "fp32")!))
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
         checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3))
         logging = LoggingSettings(every: try v.int("logging.every", 10))
@@ -184,6 +188,17 @@ public struct TrainConfig: Sendable {
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
         try validate()
+    }
+
+    static func precision(_ name: String) throws -> MatrixPrecision {
+        guard let precision = MatrixPrecision(rawValue: name) else {
+            throw KeelError("config: training.precision must be \"fp32\" or \"bf16\" (got \"\(name)\")")
+        }
+        if precision == .bfloat16, BFloat16Engine.selected == nil {
+            throw KeelError("config: training.precision = \"bf16\" needs a CPU with AMX or AVX512-BF16, and this one has "
+                            + "neither; use \"fp32\"")
+        }
+        return precision
     }
 
     /// The vocabulary size of the configured data's tokenizer (the default for `model.vocab_size`).

@@ -52,6 +52,7 @@ public final class Trainer {
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
         model = try Transformer(config: config.model, seed: config.training.seed)
+        model.matrixPrecision = config.training.precision
         parallel = DataParallel(model: model, communicator: communicator, bucketElements: config.distributed.bucketElements,
                                 shardOptimizerState: config.distributed.zeroStage == 1)
         optimizer = Optimizer(model: model, parallel: parallel, settings: config.training.adamW,
@@ -104,7 +105,8 @@ public final class Trainer {
         let unigram = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
         log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
                    data.summary, data.train.tokenCount, data.validation.tokenCount, unigram))
-        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(tokensPerStep) tokens per step")
+        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(tokensPerStep) tokens per step"
+            + (model.matrixPrecision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected!.rawValue)" : ""))
         if communicator.size > 1 { log(parallelSummary()) }
         var initialValidation: Float?
         if let resumedFrom {

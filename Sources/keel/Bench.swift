@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeelKernels
 import KeelModel
 import KeelTrain
 
@@ -28,6 +29,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print the time per kind of work (forward and backward), with GFLOP/s or GB/s.")
     var profile = false
 
+    @Option(help: "Operand format of the matrix products: fp32, or bf16 (AMX / AVX512-BF16, fp32 accumulation).")
+    var precision: MatrixPrecision = .float32
+
     @Flag(help: "Print one JSON object per preset instead of a table.")
     var json = false
 
@@ -49,7 +53,8 @@ struct Bench: ParsableCommand {
         }
         for preset in presets {
             let profiler = profile ? Profiler() : nil
-            let result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling, profiler: profiler)
+            let result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling,
+                                           precision: precision, profiler: profiler)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
@@ -65,3 +70,5 @@ struct Bench: ParsableCommand {
         }
     }
 }
+
+extension MatrixPrecision: ExpressibleByArgument {}

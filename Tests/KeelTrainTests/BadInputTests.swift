@@ -84,6 +84,9 @@ final class BadInputTests: XCTestCase {
         assertKeelError("--set training.steps", "section.key=value") { _ = try fixture.config(["training.steps"]) }
         assertKeelError("distributed.zero_stage must be 0", "or 1") { _ = try fixture.config(["distributed.zero_stage=3"]) }
         assertKeelError("distributed.bucket_mb must be a positive number") { _ = try fixture.config(["distributed.bucket_mb=0"]) }
+        assertKeelError("training.precision must be \"fp32\" or \"bf16\"", "fp16") {
+            _ = try fixture.config(["training.precision=\"fp16\""])
+        }
         assertKeelError("distributed.timeout_s must be positive") { _ = try fixture.config(["distributed.timeout_s=-5"]) }
         let file = fixture.root.appendingPathComponent("bad.toml")
         try Data("[training]\nsteps = = 3\n".utf8).write(to: file)

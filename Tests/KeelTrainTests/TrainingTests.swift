@@ -92,6 +92,21 @@ final class TrainingTests: XCTestCase {
         XCTAssertLessThan(Double(summary.finalValidationLoss), summary.unigramLoss)
     }
 
+    /// `training.precision = "bf16"` trains as well as fp32 on the fixture corpus, and is deterministic.
+    func testBFloat16TrainingTracksFloat32() throws {
+        try XCTSkipIf(BFloat16Engine.available.isEmpty, "this CPU has neither AMX nor AVX512-BF16")
+        let fixture = try TrainFixture()
+        let steps = ["training.steps=60", "training.eval_every=0"]
+        let fp32 = try fixture.run(try fixture.config(steps), in: "fp32")
+        let bf16 = try fixture.run(try fixture.config(steps + ["training.precision=\"bf16\""]), in: "bf16")
+        _ = try fixture.run(try fixture.config(steps + ["training.precision=\"bf16\""]), in: "bf16-again")
+        XCTAssertEqual(try fixture.losses("bf16"), try fixture.losses("bf16-again"))
+        XCTAssertNotEqual(try fixture.losses("bf16"), try fixture.losses("fp32"))
+        XCTAssertLessThan(Double(bf16.finalValidationLoss), bf16.unigramLoss)
+        XCTAssertEqual(Double(bf16.finalValidationLoss), Double(fp32.finalValidationLoss),
+                       accuracy: 0.02 * Double(fp32.finalValidationLoss))
+    }
+
     func testMetricsHaveRequiredFieldsAndExactFloats() throws {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")

@@ -1,0 +1,251 @@
+// Packing and block kernels for bf16 products; layouts are described in bfloat16_gemm.h and below.
+//
+// Packed A, block mb (32 rows) at mb·32·Kp: for each K step s (32 values of k), two 16×32 tiles (rows
+// mb·32+0…15, then +16…31), each row the 32 bf16 of k = 32s…32s+31. Packed B, block nb (32 columns) at
+// nb·32·Kp: for each K step, two tiles of 16 rows (pairs of k) × 16 columns × 2 (k even, k odd), the
+// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read. Kp is k rounded up to 32; padding is zero.
+#include "bfloat16_gemm.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define AMX_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+
+enum { TILE = 512, STEP = 1024 }; // elements in one 16×32 tile, and in one K step of a packed block
+
+static keel_bf16_engine detected_engine = KEEL_BF16_NONE;
+static pthread_once_t detection = PTHREAD_ONCE_INIT;
+
+static void detect_engine(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return; // no OSXSAVE
+    unsigned xcr0_low, xcr0_high;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    if ((xcr0_low & 0xE6) != 0xE6) return; // the OS does not save zmm state
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
+    int avx512 = ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1); // F, BW, VL
+    int amx = ((edx >> 22) & 1) && ((edx >> 24) & 1);                        // AMX-BF16, AMX-TILE
+    __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx);
+    if (!avx512 || !((eax >> 5) & 1)) return; // AVX512-BF16
+    detected_engine = KEEL_BF16_AVX512;
+    // Linux hands out the 8 KiB tile state only on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+    if (amx && syscall(SYS_arch_prctl, 0x1023, 18) == 0) detected_engine = KEEL_BF16_AMX;
+}
+
+keel_bf16_engine keel_bf16_best_engine(void) {
+    pthread_once(&detection, detect_engine);
+    return detected_engine;
+}
+
+size_t keel_bf16_packed_count(int rows_or_columns, int k) {
+    size_t blocks = (size_t)(rows_or_columns + KEEL_BF16_BLOCK - 1) / KEEL_BF16_BLOCK;
+    size_t steps = (size_t)(k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    return blocks * steps * STEP;
+}
+
+static inline __mmask16 first(int count) {
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
+}
+
+/// 32 floats (fewer when `count` < 32, zero-filled) rounded to 32 bf16, in order.
+AVX512_BF16 static inline __m512i round32(const float *source, int count) {
+    __m512 low = _mm512_maskz_loadu_ps(first(count), source);
+    __m512 high = _mm512_maskz_loadu_ps(first(count - 16), source + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(high, low);
+}
+
+/// 16 pairs (even[c], odd[c]) in bf16 from two rows of 16 floats (fewer when `count` < 16); a null row is zero.
+AVX512_BF16 static inline __m512i interleave16(const float *even, const float *odd, int count) {
+    __m512 e = even ? _mm512_maskz_loadu_ps(first(count), even) : _mm512_setzero_ps();
+    __m512 o = odd ? _mm512_maskz_loadu_ps(first(count), odd) : _mm512_setzero_ps();
+    __m512i both = (__m512i)_mm512_cvtne2ps_pbh(o, e); // words 0…15 from even, 16…31 from odd
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(order, both);
+}
+
+/// Writes the 16×16 transpose (in 32-bit pairs) of `rows` to `out`.
+AVX512_BF16 static inline void store_transposed(const uint32_t rows[256], uint16_t *out) {
+    const __m512i column = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
+    for (int r = 0; r < 16; r++)
+        _mm512_storeu_si512(out + r * 32, _mm512_i32gather_epi32(column, (const int *)(rows + r), 4));
+}
+
+AVX512_BF16 void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                                  int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    for (int mb = block_begin; mb < block_end; mb++) {
+        uint16_t *block = packed + (size_t)mb * steps * STEP;
+        if (!transposed) {
+            for (int half = 0; half < 2; half++)
+                for (int r = 0; r < 16; r++) {
+                    int row = mb * 32 + half * 16 + r;
+                    for (int s = 0; s < steps; s++) {
+                        __m512i v = row < m ? round32(a + (size_t)row * lda + s * 32, k - s * 32)
+                                            : _mm512_setzero_si512();
+                        _mm512_storeu_si512(block + s * STEP + half * TILE + r * 32, v);
+                    }
+                }
+            continue;
+        }
+        // A is stored k×m: pair up rows k, k+1 over 16 rows of A at a time, then transpose.
+        uint32_t pairs[256] __attribute__((aligned(64)));
+        for (int s = 0; s < steps; s++)
+            for (int half = 0; half < 2; half++) {
+                int row0 = mb * 32 + half * 16;
+                for (int j = 0; j < 16; j++) {
+                    int k0 = s * 32 + 2 * j;
+                    const float *even = k0 < k ? a + (size_t)k0 * lda + row0 : NULL;
+                    const float *odd = k0 + 1 < k ? a + (size_t)(k0 + 1) * lda + row0 : NULL;
+                    _mm512_store_si512(pairs + j * 16, interleave16(even, odd, m - row0));
+                }
+                store_transposed(pairs, block + s * STEP + half * TILE);
+            }
+    }
+}
+
+AVX512_BF16 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
+                                  int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    uint32_t pairs[256] __attribute__((aligned(64)));
+    for (int nb = block_begin; nb < block_end; nb++) {
+        uint16_t *block = packed + (size_t)nb * steps * STEP;
+        for (int s = 0; s < steps; s++)
+            for (int half = 0; half < 2; half++) {
+                int column0 = nb * 32 + half * 16;
+                uint16_t *tile = block + s * STEP + half * TILE;
+                if (!transposed) {
+                    for (int j = 0; j < 16; j++) {
+                        int k0 = s * 32 + 2 * j;
+                        const float *even = k0 < k ? b + (size_t)k0 * ldb + column0 : NULL;
+                        const float *odd = k0 + 1 < k ? b + (size_t)(k0 + 1) * ldb + column0 : NULL;
+                        _mm512_storeu_si512(tile + j * 32, interleave16(even, odd, n - column0));
+                    }
+                    continue;
+                }
+                // B is stored n×k: each column's k run is contiguous; round it, then transpose.
+                for (int c = 0; c < 16; c++) {
+                    int column = column0 + c;
+                    __m512i v = column < n ? round32(b + (size_t)column * ldb + s * 32, k - s * 32)
+                                           : _mm512_setzero_si512();
+                    _mm512_store_si512(pairs + c * 16, v);
+                }
+                store_transposed(pairs, tile);
+            }
+    }
+}
+
+/// c[0..<count] = alpha · sums + beta · c (c not read when beta is 0).
+AVX512_BF16 static inline void merge16(float *c, __m512 sums, int count, float alpha, float beta) {
+    __mmask16 mask = first(count);
+    __m512 result = _mm512_mul_ps(sums, _mm512_set1_ps(alpha));
+    if (beta != 0)
+        result = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, c), _mm512_set1_ps(beta), result);
+    _mm512_mask_storeu_ps(c, mask, result);
+}
+
+AVX512_BF16 static void avx512_block(int row0, int column0, int m, int n, int steps, const uint16_t *a,
+                                     const uint16_t *b, float alpha, float beta, float *c, int ldc) {
+    // 8 rows × 32 columns of accumulators at a time: 16 of the 32 zmm registers.
+    for (int group = 0; group < 32 && row0 + group < m; group += 8) {
+        __m512 sums[8][2];
+        for (int i = 0; i < 8; i++) sums[i][0] = sums[i][1] = _mm512_setzero_ps();
+        for (int s = 0; s < steps; s++) {
+            const uint16_t *as = a + s * STEP, *bs = b + s * STEP;
+            for (int pair = 0; pair < 16; pair++) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(bs + pair * 32);
+                __m512bh b1 = (__m512bh)_mm512_loadu_si512(bs + TILE + pair * 32);
+                for (int i = 0; i < 8; i++) {
+                    int row = group + i;
+                    uint32_t word;
+                    memcpy(&word, as + (row / 16) * TILE + (row % 16) * 32 + pair * 2, 4);
+                    __m512bh av = (__m512bh)_mm512_set1_epi32((int)word);
+                    sums[i][0] = _mm512_dpbf16_ps(sums[i][0], av, b0);
+                    sums[i][1] = _mm512_dpbf16_ps(sums[i][1], av, b1);
+                }
+            }
+        }
+        for (int i = 0; i < 8 && row0 + group + i < m; i++) {
+            float *row = c + (size_t)(row0 + group + i) * ldc + column0;
+            merge16(row, sums[i][0], n - column0, alpha, beta);
+            merge16(row + 16, sums[i][1], n - column0 - 16, alpha, beta);
+        }
+    }
+}
+
+AMX_BF16 static void amx_block(int row0, int column0, int m, int n, int steps, const uint16_t *a,
+                               const uint16_t *b, float alpha, float beta, float *c, int ldc) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int s = 0; s < steps; s++) {
+        _tile_loadd(4, a + s * STEP, 64);
+        _tile_loadd(5, a + s * STEP + TILE, 64);
+        _tile_loadd(6, b + s * STEP, 64);
+        _tile_loadd(7, b + s * STEP + TILE, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    // Through an L1-resident buffer rather than tile stores straight into C: measured 30-40% faster when C
+    // is larger than the caches (stores that miss stall the tile unit).
+    float sums[32 * 32] __attribute__((aligned(64)));
+    _tile_stored(0, sums, 128);
+    _tile_stored(1, sums + 16, 128);
+    _tile_stored(2, sums + 16 * 32, 128);
+    _tile_stored(3, sums + 16 * 32 + 16, 128);
+    float *corner = c + (size_t)row0 * ldc + column0;
+    for (int i = 0; i < 32 && row0 + i < m; i++) {
+        float *row = corner + (size_t)i * ldc;
+        merge16(row, _mm512_load_ps(sums + i * 32), n - column0, alpha, beta);
+        merge16(row + 16, _mm512_load_ps(sums + i * 32 + 16), n - column0 - 16, alpha, beta);
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} tile_config;
+
+AMX_BF16 static void amx_blocks(int m, int n, int steps, const uint16_t *packed_a, const uint16_t *packed_b,
+                                float alpha, float beta, float *c, int ldc, int block_begin, int block_end) {
+    tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.rows[t] = 16;
+        config.bytes_per_row[t] = 64;
+    }
+    _tile_loadconfig(&config);
+    int row_blocks = (m + 31) / 32;
+    for (int block = block_begin; block < block_end; block++) {
+        int nb = block / row_blocks, mb = block % row_blocks;
+        amx_block(mb * 32, nb * 32, m, n, steps, packed_a + (size_t)mb * steps * STEP,
+                  packed_b + (size_t)nb * steps * STEP, alpha, beta, c, ldc);
+    }
+    _tile_release();
+}
+
+void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const uint16_t *packed_a,
+                           const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
+                           int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    if (engine == KEEL_BF16_AMX) {
+        amx_blocks(m, n, steps, packed_a, packed_b, alpha, beta, c, ldc, block_begin, block_end);
+        return;
+    }
+    int row_blocks = (m + 31) / 32;
+    for (int block = block_begin; block < block_end; block++) {
+        int nb = block / row_blocks, mb = block % row_blocks;
+        avx512_block(mb * 32, nb * 32, m, n, steps, packed_a + (size_t)mb * steps * STEP,
+                     packed_b + (size_t)nb * steps * STEP, alpha, beta, c, ldc);
+    }
+}

@@ -1,0 +1,43 @@
+// bf16 matrix products with fp32 accumulation on Intel AMX tiles (Sapphire Rapids and later) or, without
+// AMX, on AVX512-BF16 dot products. Operands arrive as fp32 and are rounded to bf16 (nearest even) while
+// they are packed; results are fp32. Threading is the caller's: each function works on a range of blocks.
+#ifndef KEEL_BFLOAT16_GEMM_H
+#define KEEL_BFLOAT16_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Which instructions the bf16 products run on.
+typedef enum {
+    KEEL_BF16_NONE = 0,   ///< neither AMX nor AVX512-BF16 usable: bf16 products are unavailable
+    KEEL_BF16_AVX512 = 1, ///< AVX512-BF16 dot products (e.g. AMD Zen 4/5, Intel Cooper Lake)
+    KEEL_BF16_AMX = 2     ///< AMX tiles (Intel Sapphire Rapids and later)
+} keel_bf16_engine;
+
+/// The best engine this CPU and kernel allow; asks Linux for AMX tile state once per process.
+keel_bf16_engine keel_bf16_best_engine(void);
+
+/// Rows (of A) or columns (of B) per packed block, and the K granularity of packing.
+enum { KEEL_BF16_BLOCK = 32, KEEL_BF16_KSTEP = 32 };
+
+/// Elements (uint16) of a packed A with m rows and depth k, or of a packed B with depth k and n columns.
+size_t keel_bf16_packed_count(int rows_or_columns, int k);
+
+/// Packs 32-row blocks [block_begin, block_end) of op(A)[m×k] (row-major storage, `transposed` meaning
+/// A is stored k×m) into tile order, zero-padded to whole blocks and whole K steps.
+void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                      int block_begin, int block_end);
+
+/// Packs 32-column blocks [block_begin, block_end) of op(B)[k×n] (`transposed` meaning B is stored n×k)
+/// into pairs-of-K ("VNNI") tile order, zero-padded like `keel_bf16_pack_a`.
+void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
+                      int block_begin, int block_end);
+
+/// C = alpha · A·B + beta · C for the 32×32 output blocks [block_begin, block_end), numbered
+/// column-block-major (block = nb · row_blocks + mb) so one thread's blocks share B panels. With
+/// beta == 0, C is not read. Each output element is summed over K in a fixed order.
+void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const uint16_t *packed_a,
+                           const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
+                           int block_begin, int block_end);
+
+#endif

@@ -1,0 +1,158 @@
+import CBFloat16
+import Foundation
+import KeelCore
+import Synchronization
+
+/// The number format matrix products read their operands in. Results, accumulation, master weights and
+/// every other kernel stay fp32 either way.
+public enum MatrixPrecision: String, Sendable, CaseIterable {
+    /// fp32 operands through OpenBLAS's sgemm.
+    case float32 = "fp32"
+    /// Operands rounded to bf16 (nearest even) and multiplied with fp32 accumulation on AMX tiles or
+    /// AVX512-BF16 dot products: Keel's mixed-precision mode.
+    case bfloat16 = "bf16"
+}
+
+/// The instructions bf16 products run on.
+public enum BFloat16Engine: String, Sendable {
+    /// Intel AMX tiles (Sapphire Rapids and later).
+    case amx
+    /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
+    case avx512
+
+    /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
+    /// `avx512`) names when the CPU has it; nil when the CPU has neither.
+    public static let selected: BFloat16Engine? = {
+        let available = BFloat16Engine.available
+        if let name = ProcessInfo.processInfo.environment["KEEL_BF16_ENGINE"], let wanted = BFloat16Engine(rawValue: name),
+           available.contains(wanted) {
+            return wanted
+        }
+        return available.first
+    }()
+
+    /// The engines this CPU and operating system support, fastest first.
+    public static let available: [BFloat16Engine] = {
+        switch keel_bf16_best_engine() {
+        case KEEL_BF16_AMX: [.amx, .avx512]
+        case KEEL_BF16_AVX512: [.avx512]
+        default: []
+        }
+    }()
+
+    var native: keel_bf16_engine { self == .amx ? KEEL_BF16_AMX : KEEL_BF16_AVX512 }
+}
+
+/// The right-hand operand op(B)[k×n] of bf16 products, packed once and read by many: a weight that
+/// several products in a row multiply (the output head, chunk after chunk).
+public final class PackedOperand: @unchecked Sendable {
+    private var storage = PackingBuffer()
+    /// The depth and width of the packed matrix.
+    public private(set) var k = 0, n = 0
+
+    public init() {}
+
+    /// Rounds op(B)[k×n] (row-major storage, `ldb` defaulting to the dense row length) to bf16 and packs it.
+    public func pack(_ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int? = nil) {
+        self.k = k
+        self.n = n
+        packRightOperand(transB, k: k, n: n, b, ldb: ldb ?? (transB == .none ? n : k),
+                         into: storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k))))
+    }
+
+    var packed: UnsafePointer<UInt16> { UnsafePointer(storage.pointer!) }
+}
+
+/// C[M×N] = alpha · op(A) · B + beta · C with a packed B, in bf16 (see `gemm`).
+public func gemm(
+    _ transA: Transpose, m: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
+    packed b: PackedOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+) {
+    bfloat16Gemm(transA, m: m, n: b.n, k: b.k, alpha: alpha, a, lda: lda ?? (transA == .none ? b.k : m),
+                 right: .packed(b.packed), beta: beta, c, ldc: ldc ?? b.n)
+}
+
+enum RightOperand {
+    case matrix(Transpose, UnsafePointer<Float>, ldb: Int)
+    case packed(UnsafePointer<UInt16>)
+}
+
+/// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs A (and B unless it comes packed) in
+/// parallel, then splits C's 32 × 32 blocks among the pool's threads. Every block is summed over the full
+/// K by one thread in a fixed order, so the result does not depend on the thread count.
+func bfloat16Gemm(
+    _ transA: Transpose, m: Int, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
+    right: RightOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+    engine: BFloat16Engine? = BFloat16Engine.selected
+) {
+    guard let engine else { preconditionFailure("bf16 matrix products need AVX512-BF16 or AMX, which this CPU lacks") }
+    guard m > 0, n > 0 else { return }
+    packingLock.withLock { _ in
+        let packedA = scratch.a.reserve(keel_bf16_packed_count(Int32(m), Int32(k)))
+        let rowBlocks = (m + 31) / 32, columnBlocks = (n + 31) / 32
+        let packedB: UnsafePointer<UInt16>
+        switch right {
+        case .packed(let pointer):
+            packedB = pointer
+            ThreadPool.shared.parallelFor(rowBlocks) { blocks in
+                keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packedA,
+                                 Int32(blocks.lowerBound), Int32(blocks.upperBound))
+            }
+        case .matrix(let transB, let b, let ldb):
+            let destination = scratch.b.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
+            packedB = UnsafePointer(destination)
+            // One loop packs both: A's row blocks first, then B's column blocks.
+            ThreadPool.shared.parallelFor(rowBlocks + columnBlocks) { blocks in
+                let rows = blocks.clamped(to: 0..<rowBlocks), columns = blocks.clamped(to: rowBlocks..<rowBlocks + columnBlocks)
+                if !rows.isEmpty {
+                    keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packedA,
+                                     Int32(rows.lowerBound), Int32(rows.upperBound))
+                }
+                if !columns.isEmpty {
+                    keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), destination,
+                                     Int32(columns.lowerBound - rowBlocks), Int32(columns.upperBound - rowBlocks))
+                }
+            }
+        }
+        ThreadPool.shared.parallelFor(rowBlocks * columnBlocks) { blocks in
+            keel_bf16_gemm_blocks(engine.native, Int32(m), Int32(n), Int32(k), packedA, packedB, alpha, beta, c,
+                                  Int32(ldc), Int32(blocks.lowerBound), Int32(blocks.upperBound))
+        }
+    }
+}
+
+private func packRightOperand(
+    _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>
+) {
+    ThreadPool.shared.parallelFor((n + 31) / 32) { blocks in
+        keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), packed,
+                         Int32(blocks.lowerBound), Int32(blocks.upperBound))
+    }
+}
+
+/// A grow-only, 64-byte aligned buffer of bf16 values: packing allocates only when a product is larger
+/// than any before it.
+struct PackingBuffer: ~Copyable {
+    private(set) var pointer: UnsafeMutablePointer<UInt16>?
+    private var capacity = 0
+
+    mutating func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+        if count > capacity || pointer == nil {
+            pointer.map { UnsafeMutableRawPointer($0).deallocate() }
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 2, alignment: 64)
+            pointer = raw.bindMemory(to: UInt16.self, capacity: max(count, 1))
+            capacity = max(count, 1)
+        }
+        return pointer!
+    }
+
+    deinit { pointer.map { UnsafeMutableRawPointer($0).deallocate() } }
+}
+
+/// Packing space of the products that pack both operands; `packingLock` makes products run one at a time.
+private final class PackingScratch: @unchecked Sendable {
+    var a = PackingBuffer(), b = PackingBuffer()
+}
+
+private let scratch = PackingScratch()
+private let packingLock = Mutex(())

@@ -1,0 +1,133 @@
+@testable import KeelKernels
+import KeelCore
+import XCTest
+
+/// bf16 products against a float64 product of the same operands rounded to bf16 by this test's own
+/// rounding, for every engine this CPU has.
+final class BFloat16GemmTests: XCTestCase {
+    /// Round to nearest even on the bit pattern, the definition the AMX and AVX512-BF16 conversions follow.
+    private func roundedToBFloat16(_ x: Float) -> Float {
+        let bits = x.bitPattern
+        let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000
+        return Float(bitPattern: rounded)
+    }
+
+    private func engines() throws -> [BFloat16Engine] {
+        try XCTSkipIf(BFloat16Engine.available.isEmpty, "this CPU has neither AMX nor AVX512-BF16")
+        return BFloat16Engine.available
+    }
+
+    private func random(_ count: Int, _ stream: inout RandomStream) -> [Float] {
+        (0..<count).map { _ in (stream.nextUniform() - 0.5) * 2 }
+    }
+
+    func testMatchesRoundedReferenceForEveryLayoutAndEdge() throws {
+        var stream = RandomStream(seed: 11)
+        // Sizes straddle the 32-row/column blocks, the 32-deep K steps and the 16-wide tiles.
+        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31)]
+        for engine in try engines() {
+            for transA in [Transpose.none, .transposed] {
+                for transB in [Transpose.none, .transposed] {
+                    for (m, n, k) in shapes {
+                        for beta: Float in [0, 1, 0.5] {
+                            let lda = (transA == .none ? k : m) + 3, ldb = (transB == .none ? n : k) + 2, ldc = n + 5
+                            let a = random(lda * (transA == .none ? m : k), &stream)
+                            let b = random(ldb * (transB == .none ? k : n), &stream)
+                            let original = random(ldc * m, &stream)
+                            var c = original
+                            // NaN in C must not leak through when beta is 0 (C is not read).
+                            if beta == 0 { c = c.map { _ in .nan } }
+                            a.withUnsafeBufferPointer { a in
+                                b.withUnsafeBufferPointer { b in
+                                    bfloat16Gemm(transA, m: m, n: n, k: k, alpha: 1.5, a.baseAddress!, lda: lda,
+                                                 right: .matrix(transB, b.baseAddress!, ldb: ldb), beta: beta, &c, ldc: ldc,
+                                                 engine: engine)
+                                }
+                            }
+                            for i in 0..<m {
+                                for j in 0..<n {
+                                    var sum = 0.0, magnitude = 0.0
+                                    for p in 0..<k {
+                                        let x = Double(roundedToBFloat16(transA == .none ? a[i * lda + p] : a[p * lda + i]))
+                                            * Double(roundedToBFloat16(transB == .none ? b[p * ldb + j] : b[j * ldb + p]))
+                                        sum += x
+                                        magnitude += abs(x)
+                                    }
+                                    let old = beta == 0 ? 0 : Double(beta * original[i * ldc + j])
+                                    let expected = 1.5 * sum + old
+                                    let error = abs(Double(c[i * ldc + j]) - expected) / (1.5 * magnitude + abs(old) + 1e-30)
+                                    XCTAssertLessThan(error, 1e-6, "\(engine) \(transA) \(transB) \(m)×\(n)×\(k) beta \(beta) at \(i),\(j)")
+                                }
+                                // Columns past n belong to someone else.
+                                for j in n..<ldc where beta != 0 {
+                                    XCTAssertEqual(c[i * ldc + j], original[i * ldc + j])
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Operands really are bf16: 1 + 2⁻¹⁰ has no bf16 form and rounds to 1, so the product is exactly k.
+    func testOperandsAreRoundedToBFloat16() throws {
+        for engine in try engines() {
+            let k = 40
+            let a = [Float](repeating: 1 + 1.0 / 1024, count: k), b = [Float](repeating: 1, count: k)
+            var c: [Float] = [0]
+            b.withUnsafeBufferPointer { b in
+                bfloat16Gemm(.none, m: 1, n: 1, k: k, alpha: 1, a, lda: k, right: .matrix(.none, b.baseAddress!, ldb: 1),
+                             beta: 0, &c, ldc: 1, engine: engine)
+            }
+            XCTAssertEqual(c[0], Float(k), "\(engine)")
+        }
+    }
+
+    /// A weight packed once gives the same bits as packing it inside every product, in both of a linear
+    /// layer's products and for both layouts.
+    func testPackedWeightMatchesPackingPerProduct() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 5)
+        let rows = 45
+        for layout in [WeightLayout.inputMajor, .outputMajor] {
+            let shape = LinearShape(inFeatures: 40, outFeatures: 70, layout: layout)
+            let weight = random(40 * 70, &stream), input = random(rows * 40, &stream), dOut = random(rows * 70, &stream)
+            let packed = PackedLinearWeight()
+            shape.pack(weight, into: packed)
+            var results: [[Float]] = []
+            for pack in [nil, packed] {
+                var out = [Float](repeating: 0, count: rows * 70), dInput = [Float](repeating: 0, count: rows * 40)
+                var dWeight = [Float](repeating: 0, count: 40 * 70)
+                shape.forward(&out, input, weight: weight, bias: nil, rows: rows, precision: .bfloat16, packed: pack)
+                shape.backward(dInput: &dInput, accumulateInput: false, dWeight: &dWeight, dBias: nil, dOut: dOut,
+                               input: input, weight: weight, rows: rows, precision: .bfloat16, packed: pack)
+                results.append(out + dInput + dWeight)
+            }
+            XCTAssertEqual(results[0], results[1], "\(layout)")
+        }
+    }
+
+    /// bf16 linear layers stay within bf16's rounding of the fp32 ones (relative error about 2⁻⁸ per
+    /// operand, far less after summing many products), in both directions.
+    func testLinearLayerCloseToFloat32() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 9)
+        let rows = 64, i = 96, o = 80
+        let shape = LinearShape(inFeatures: i, outFeatures: o, layout: .outputMajor)
+        let weight = random(i * o, &stream), input = random(rows * i, &stream), dOut = random(rows * o, &stream)
+        var results: [[Float]] = []
+        for precision in MatrixPrecision.allCases {
+            var out = [Float](repeating: 0, count: rows * o), dInput = [Float](repeating: 0, count: rows * i)
+            var dWeight = [Float](repeating: 0, count: i * o)
+            shape.forward(&out, input, weight: weight, bias: nil, rows: rows, precision: precision)
+            shape.backward(dInput: &dInput, accumulateInput: false, dWeight: &dWeight, dBias: nil, dOut: dOut,
+                           input: input, weight: weight, rows: rows, precision: precision)
+            results.append(out + dInput + dWeight)
+        }
+        let difference = zip(results[0], results[1]).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+        let norm = results[0].map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
+        XCTAssertLessThan(difference / norm, 1e-2)
+        XCTAssertGreaterThan(difference / norm, 0, "bf16 should differ from fp32 at all")
+    }
+}
