@@ -149,13 +149,13 @@ AVX512_BF16 static inline void merge16(float *c, __m512 sums, int count, float a
     _mm512_mask_storeu_ps(c, mask, result);
 }
 
-AVX512_BF16 static void avx512_block(int row0, int column0, int m, int n, int steps, const uint16_t *a,
-                                     const uint16_t *b, float alpha, float beta, float *c, int ldc) {
+AVX512_BF16 static void avx512_block(int row0, int column0, int m, int n, int first_step, int end_step,
+                                     const uint16_t *a, const uint16_t *b, float alpha, float beta, float *c, int ldc) {
     // 8 rows × 32 columns of accumulators at a time: 16 of the 32 zmm registers.
     for (int group = 0; group < 32 && row0 + group < m; group += 8) {
         __m512 sums[8][2];
         for (int i = 0; i < 8; i++) sums[i][0] = sums[i][1] = _mm512_setzero_ps();
-        for (int s = 0; s < steps; s++) {
+        for (int s = first_step; s < end_step; s++) {
             const uint16_t *as = a + s * STEP, *bs = b + s * STEP;
             for (int pair = 0; pair < 16; pair++) {
                 __m512bh b0 = (__m512bh)_mm512_loadu_si512(bs + pair * 32);
@@ -178,13 +178,13 @@ AVX512_BF16 static void avx512_block(int row0, int column0, int m, int n, int st
     }
 }
 
-AMX_BF16 static void amx_block(int row0, int column0, int m, int n, int steps, const uint16_t *a,
+AMX_BF16 static void amx_block(int row0, int column0, int m, int n, int first_step, int end_step, const uint16_t *a,
                                const uint16_t *b, float alpha, float beta, float *c, int ldc) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    for (int s = 0; s < steps; s++) {
+    for (int s = first_step; s < end_step; s++) {
         _tile_loadd(4, a + s * STEP, 64);
         _tile_loadd(5, a + s * STEP + TILE, 64);
         _tile_loadd(6, b + s * STEP, 64);
@@ -215,8 +215,7 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-AMX_BF16 static void amx_blocks(int m, int n, int steps, const uint16_t *packed_a, const uint16_t *packed_b,
-                                float alpha, float beta, float *c, int ldc, int block_begin, int block_end) {
+AMX_BF16 static void amx_configure(void) {
     tile_config config;
     memset(&config, 0, sizeof config);
     config.palette = 1;
@@ -225,27 +224,32 @@ AMX_BF16 static void amx_blocks(int m, int n, int steps, const uint16_t *packed_
         config.bytes_per_row[t] = 64;
     }
     _tile_loadconfig(&config);
-    int row_blocks = (m + 31) / 32;
-    for (int block = block_begin; block < block_end; block++) {
-        int nb = block / row_blocks, mb = block % row_blocks;
-        amx_block(mb * 32, nb * 32, m, n, steps, packed_a + (size_t)mb * steps * STEP,
-                  packed_b + (size_t)nb * steps * STEP, alpha, beta, c, ldc);
-    }
-    _tile_release();
 }
+
+AMX_BF16 static void amx_release(void) { _tile_release(); }
+
+// K steps per pass over the blocks: 32 steps (1,024 values of k) keep a pass's A and B sub-panels in L2 when K is
+// large (the output head's input gradient has K = vocabulary), instead of streaming whole panels per block.
+enum { PASS_STEPS = 32 };
 
 void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const uint16_t *packed_a,
                            const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
                            int block_begin, int block_end) {
     int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
-    if (engine == KEEL_BF16_AMX) {
-        amx_blocks(m, n, steps, packed_a, packed_b, alpha, beta, c, ldc, block_begin, block_end);
-        return;
-    }
     int row_blocks = (m + 31) / 32;
-    for (int block = block_begin; block < block_end; block++) {
-        int nb = block / row_blocks, mb = block % row_blocks;
-        avx512_block(mb * 32, nb * 32, m, n, steps, packed_a + (size_t)mb * steps * STEP,
-                     packed_b + (size_t)nb * steps * STEP, alpha, beta, c, ldc);
+    if (engine == KEEL_BF16_AMX) amx_configure();
+    // Each pass adds its partial sums into C, so every element is still summed over k in one fixed order.
+    for (int first = 0; first < steps || first == 0; first += PASS_STEPS) {
+        int end = first + PASS_STEPS < steps ? first + PASS_STEPS : steps;
+        float pass_beta = first == 0 ? beta : 1;
+        for (int block = block_begin; block < block_end; block++) {
+            int nb = block / row_blocks, mb = block % row_blocks;
+            const uint16_t *a = packed_a + (size_t)mb * steps * STEP, *b = packed_b + (size_t)nb * steps * STEP;
+            if (engine == KEEL_BF16_AMX)
+                amx_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+            else
+                avx512_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+        }
     }
+    if (engine == KEEL_BF16_AMX) amx_release();
 }

@@ -44,11 +44,15 @@ public struct BenchmarkResult: Sendable, Codable {
     public var modelFlopsPerStep: Double
     public var sgemmGFLOPs: Double
     public var peakRSSMB: Double
+    /// The operand format of the matrix products ("fp32" or "bf16").
+    public var precision: String = MatrixPrecision.float32.rawValue
+    /// With bf16: the ceiling of Keel's bf16 products on the same shapes as the sgemm ceiling.
+    public var bfloat16GFLOPs: Double?
 
     enum CodingKeys: String, CodingKey {
-        case config, parameters
+        case config, parameters, precision
         case msPerStep = "ms_per_step", tokensPerStep = "tokens_per_step", modelFlopsPerStep = "model_flops_per_step"
-        case sgemmGFLOPs = "sgemm_gflops", peakRSSMB = "peak_rss_mb"
+        case sgemmGFLOPs = "sgemm_gflops", peakRSSMB = "peak_rss_mb", bfloat16GFLOPs = "bf16_gemm_gflops"
     }
 
     public var medianMilliseconds: Double { msPerStep.sorted()[msPerStep.count / 2] }
@@ -75,30 +79,49 @@ public enum Benchmark {
         return ParameterTable(config: config).count - lookedUp
     }
 
+    /// Transformer-shaped and square products on which the ceilings are measured.
+    static let ceilingShapes = [(1024, 2304, 768), (1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048)]
+
     /// The machine's sgemm ceiling in GFLOP/s: the best of OpenBLAS's own multi-threaded sgemm and Keel's
     /// `gemm` (single-threaded OpenBLAS calls over Keel's pool) on transformer-shaped and square products.
     public static func sgemmCeiling() -> (ceiling: Double, openBLAS: Double, keel: Double) {
-        let shapes = [(1024, 2304, 768), (1024, 768, 3072), (1024, 3072, 768), (2048, 2048, 2048)]
         var bestOpenBLAS = 0.0, bestKeel = 0.0
         let threads = ThreadPool.shared.threadCount
-        for (m, n, k) in shapes {
-            let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
-            for i in 0..<a.count { a.pointer[i] = Float(i % 7) * 0.01 }
-            for i in 0..<b.count { b.pointer[i] = Float(i % 5) * 0.01 }
-            func rate(_ multiply: () -> Void) -> Double {
-                multiply()
-                var calls = 0
-                let start = Date()
-                while Date().timeIntervalSince(start) < 0.3 {
-                    multiply()
-                    calls += 1
-                }
-                return 2 * Double(m * n * k) * Double(calls) / Date().timeIntervalSince(start) / 1e9
-            }
-            bestOpenBLAS = max(bestOpenBLAS, rate { openBLASGemm(threads: threads, m: m, n: n, k: k, a.pointer, b.pointer, c.pointer) })
-            bestKeel = max(bestKeel, rate { gemm(.none, .none, m: m, n: n, k: k, a.pointer, b.pointer, beta: 0, c.pointer) })
+        for (m, n, k) in ceilingShapes {
+            bestOpenBLAS = max(bestOpenBLAS, productRate(m: m, n: n, k: k) { a, b, c in
+                openBLASGemm(threads: threads, m: m, n: n, k: k, a, b, c)
+            })
+            bestKeel = max(bestKeel, productRate(m: m, n: n, k: k) { a, b, c in
+                gemm(.none, .none, m: m, n: n, k: k, a, b, beta: 0, c)
+            })
         }
         return (max(bestOpenBLAS, bestKeel), bestOpenBLAS, bestKeel)
+    }
+
+    /// The best rate of Keel's bf16 products (rounding and packing of both operands included) on the
+    /// shapes of the sgemm ceiling.
+    public static func bfloat16Ceiling() -> Double {
+        ceilingShapes.map { m, n, k in
+            productRate(m: m, n: n, k: k) { a, b, c in gemm(.none, .none, m: m, n: n, k: k, a, b, beta: 0, c, precision: .bfloat16) }
+        }.max()!
+    }
+
+    /// GFLOP/s of `multiply` on m×k and k×n operands, repeated for 0.3 s after one untimed call.
+    private static func productRate(
+        m: Int, n: Int, k: Int,
+        _ multiply: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
+    ) -> Double {
+        let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+        for i in 0..<a.count { a.pointer[i] = Float(i % 7) * 0.01 }
+        for i in 0..<b.count { b.pointer[i] = Float(i % 5) * 0.01 }
+        multiply(a.pointer, b.pointer, c.pointer)
+        var calls = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < 0.3 {
+            multiply(a.pointer, b.pointer, c.pointer)
+            calls += 1
+        }
+        return 2 * Double(m * n * k) * Double(calls) / Date().timeIntervalSince(start) / 1e9
     }
 
     /// Peak resident memory of this process (VmHWM), in MB.
@@ -151,6 +174,6 @@ public enum Benchmark {
             config: preset.name, msPerStep: milliseconds, tokensPerStep: tokensPerStep, parameters: model.table.count,
             modelFlopsPerStep: modelFlops(preset.model, parameters: multipliedParameters(preset.model),
                                           tokens: tokensPerStep, length: preset.length),
-            sgemmGFLOPs: sgemmGFLOPs, peakRSSMB: peakResidentMegabytes())
+            sgemmGFLOPs: sgemmGFLOPs, peakRSSMB: peakResidentMegabytes(), precision: precision.rawValue)
     }
 }

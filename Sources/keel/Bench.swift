@@ -14,6 +14,8 @@ struct Bench: ParsableCommand {
             not GPT-2's position table nor Llama's input embedding), utilisation against an sgemm ceiling \
             measured first on this machine (the best of OpenBLAS's threaded sgemm and Keel's gemm on \
             1024×2304×768, 1024×768×3072, 1024×3072×768 and 2048³ products), and peak RSS. --profile adds where a step's time goes. \
+            --precision bf16 runs the matrix products with bf16 operands (AMX, or AVX512-BF16) and fp32 accumulation, \
+            and also reports the ceiling of those products on the same shapes. \
             scripts/bench/peer/run.sh runs the same presets beside PyTorch.
             """)
 
@@ -36,6 +38,9 @@ struct Bench: ParsableCommand {
     var json = false
 
     func validate() throws {
+        if precision == .bfloat16, BFloat16Engine.selected == nil {
+            throw ValidationError("--precision bf16 needs a CPU with AMX or AVX512-BF16, and this one has neither")
+        }
         guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup not negative") }
         let known = Set(BenchmarkPreset.all.map(\.name) + ["all"])
         for name in preset where !known.contains(name) {
@@ -47,14 +52,20 @@ struct Bench: ParsableCommand {
         let presets = preset.contains("all") ? BenchmarkPreset.all : BenchmarkPreset.all.filter { preset.contains($0.name) }
         let measured = Benchmark.sgemmCeiling()
         let ceiling = measured.ceiling
+        let bfloat16Ceiling = precision == .bfloat16 ? Benchmark.bfloat16Ceiling() : nil
         if !json {
             print(String(format: "sgemm ceiling on this machine: %.1f GFLOP/s (OpenBLAS threaded %.1f, Keel's gemm %.1f)",
                          ceiling, measured.openBLAS, measured.keel))
+            if let bfloat16Ceiling {
+                print(String(format: "bf16 product ceiling (%@, packing included): %.1f GFLOP/s",
+                             BFloat16Engine.selected!.rawValue, bfloat16Ceiling))
+            }
         }
         for preset in presets {
             let profiler = profile ? Profiler() : nil
-            let result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling,
+            var result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling,
                                            precision: precision, profiler: profiler)
+            result.bfloat16GFLOPs = bfloat16Ceiling
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
@@ -62,10 +73,11 @@ struct Bench: ParsableCommand {
                 continue
             }
             let sorted = result.msPerStep.sorted()
-            print(String(format: "%@ (%.1fM parameters, %d tokens/step): ms/step min %.0f median %.0f max %.0f | %.0f tokens/s | %.1f model GFLOP/s | MFU %.1f%% | peak RSS %.0f MB",
+            print(String(format: "%@ (%.1fM parameters, %d tokens/step): ms/step min %.0f median %.0f max %.0f | %.0f tokens/s | %.1f model GFLOP/s | MFU %.1f%% of sgemm | peak RSS %.0f MB",
                          preset.name, Double(result.parameters) / 1e6, result.tokensPerStep, sorted.first!,
                          result.medianMilliseconds, sorted.last!, result.tokensPerSecond, result.modelGFLOPs,
-                         100 * result.utilisation, result.peakRSSMB))
+                         100 * result.utilisation, result.peakRSSMB)
+                  + (bfloat16Ceiling.map { String(format: " | %.1f%% of the bf16 ceiling", 100 * result.modelGFLOPs / $0) } ?? ""))
             if let profiler { print(profiler.report()) }
         }
     }

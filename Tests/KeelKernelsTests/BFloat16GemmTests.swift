@@ -23,8 +23,9 @@ final class BFloat16GemmTests: XCTestCase {
 
     func testMatchesRoundedReferenceForEveryLayoutAndEdge() throws {
         var stream = RandomStream(seed: 11)
-        // Sizes straddle the 32-row/column blocks, the 32-deep K steps and the 16-wide tiles.
-        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31)]
+        // Sizes straddle the 32-row/column blocks, the 32-deep K steps, the 16-wide tiles and (k = 1,100) the
+        // 1,024-deep passes whose partial sums are added into C.
+        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31), (33, 40, 1100)]
         for engine in try engines() {
             for transA in [Transpose.none, .transposed] {
                 for transB in [Transpose.none, .transposed] {

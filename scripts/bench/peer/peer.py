@@ -159,6 +159,10 @@ def measure(side, cmd, env, args, name):
     return record
 
 
+SIDE_LABELS = {"keel": "keel", "keel-bf16": "keel bf16", "eager": "torch eager", "compile": "torch compile",
+               "eager-bf16": "torch eager bf16"}
+
+
 def fmt_ratio(values):
     if not values:
         return "-"
@@ -193,12 +197,13 @@ def summarize(name, rounds, args, warnings):
     print(f"\n== {name}: {c.arch}, {c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, "
           f"{parameter_count(c) / 1e6:.2f} M parameters; B {bench.batch} × T {bench.seq} = {tokens} tokens/step; "
           f"{flops / 1e9:.1f} GFLOP/step; {len(rounds)} rounds ==")
-    sides = [("keel", "keel"), ("eager", "torch eager"), ("compile", "torch compile")]
-    sgemm = [r["keel"]["sgemm_gflops"] for r in rounds if "median_ms" in r.get("keel", {})
-             and r["keel"].get("sgemm_gflops")]
+    sides = [(key, SIDE_LABELS[key]) for key in SIDE_LABELS if any(key in r for r in rounds)]
+    keel_sides = [key for key, _ in sides if key.startswith("keel")]
+    sgemm = [r[k]["sgemm_gflops"] for r in rounds for k in ("keel", "keel-bf16") if "median_ms" in r.get(k, {})
+             and r[k].get("sgemm_gflops")]
     sgemm = statistics.median(sgemm) if sgemm else None
     header = f"  {'':14s} {'ms/step':>9s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'of sgemm':>8s} {'peak RSS':>9s} " \
-             f"{'other CPU':>9s}   torch/keel ms (min / median / max)"
+             f"{'other CPU':>9s}   " + "   ".join(f"torch/{k} ms (min / median / max)" for k in keel_sides)
     print(header)
     summary = {}
     for key, label in sides:
@@ -214,29 +219,40 @@ def summarize(name, rounds, args, warnings):
         gflops = flops / (ms / 1e3) / 1e9
         rss = statistics.median(x["maxrss_mb"] for x in ok)
         foreign = max(x["foreign_cpu"] for x in ok)
-        ratios = []
-        if key != "keel":
-            ratios = [r[key]["median_ms"] / r["keel"]["median_ms"] for r in rounds
-                      if "median_ms" in r.get(key, {}) and "error" not in r[key]
-                      and "median_ms" in r.get("keel", {}) and "error" not in r["keel"]]
+        ratios = {}
+        if not key.startswith("keel"):
+            for keel in keel_sides:
+                ratios[keel] = [r[key]["median_ms"] / r[keel]["median_ms"] for r in rounds
+                                if "median_ms" in r.get(key, {}) and "error" not in r[key]
+                                and "median_ms" in r.get(keel, {}) and "error" not in r[keel]]
         of_sgemm = f"{100 * gflops / sgemm:7.1f}%" if sgemm else f"{'-':>8s}"
         print(f"  {label:14s} {ms:9.1f} {tokens / (ms / 1e3):9.0f} {gflops:8.1f} {of_sgemm} {rss:7.0f} MB "
-              f"{100 * foreign:8.1f}%   {fmt_ratio(ratios) if key != 'keel' else ''}")
+              f"{100 * foreign:8.1f}%   " + "   ".join(fmt_ratio(v) for v in ratios.values()))
         summary[key] = {"median_ms": ms, "tokens_per_s": tokens / (ms / 1e3), "model_gflops": gflops,
                         "peak_rss_mb": rss, "max_foreign_cpu": foreign, "rounds_ok": len(ok)}
-        if ratios:
-            summary[key]["torch_over_keel"] = {"min": min(ratios), "median": statistics.median(ratios),
-                                               "max": max(ratios), "per_round": ratios}
+        for keel, values in ratios.items():
+            if values:
+                summary[key][f"torch_over_{keel}"] = {"min": min(values), "median": statistics.median(values),
+                                                     "max": max(values), "per_round": values}
         if foreign > args.max_foreign:
             warnings.append(f"{name} {label}: other processes used up to {100 * foreign:.0f}% of the CPU "
                             f"during a measurement; its times are not trustworthy")
     if sgemm:
-        keel = summary.get("keel", {})
-        mfu = keel.get("model_gflops", 0) / sgemm if keel.get("model_gflops") else None
-        print(f"  Keel sgemm: {sgemm:.1f} GFLOP/s" + (f"; Keel MFU (model GFLOP/s / sgemm) {100 * mfu:.1f}%"
-                                                      if mfu else ""))
+        mfus = {k: summary[k]["model_gflops"] / sgemm for k in keel_sides if summary.get(k, {}).get("model_gflops")}
+        print(f"  Keel sgemm: {sgemm:.1f} GFLOP/s" + "".join(f"; {k} MFU (model GFLOP/s / sgemm) {100 * v:.1f}%"
+                                                             for k, v in mfus.items()))
         summary["sgemm_gflops"] = sgemm
-        summary["keel_mfu"] = mfu
+        summary["keel_mfu"] = mfus.get("keel")
+        if "keel-bf16" in mfus:
+            summary["keel_bf16_mfu"] = mfus["keel-bf16"]
+    bf16_ceiling = [r["keel-bf16"]["bf16_gemm_gflops"] for r in rounds
+                    if r.get("keel-bf16", {}).get("bf16_gemm_gflops")]
+    if bf16_ceiling:
+        ceiling = statistics.median(bf16_ceiling)
+        bf16 = summary.get("keel-bf16", {}).get("model_gflops")
+        print(f"  Keel bf16 product ceiling: {ceiling:.1f} GFLOP/s"
+              + (f"; keel-bf16 at {100 * bf16 / ceiling:.1f}% of it" if bf16 else ""))
+        summary["bf16_gemm_gflops"] = ceiling
     mm = [r["eager"]["torch_mm_gflops"] for r in rounds if r.get("eager", {}).get("torch_mm_gflops")]
     if mm:
         shape = next(r["eager"]["torch_mm_shape"] for r in rounds if r.get("eager", {}).get("torch_mm_shape"))
@@ -277,6 +293,10 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--keel-precision", default="fp32", choices=["fp32", "bf16", "both"],
+                        help="Keel's matrix operands (keel bench --precision); both: a Keel process of each per round")
+    parser.add_argument("--torch-bf16", action="store_true",
+                        help="also run PyTorch eager under torch.autocast(bfloat16), the peer of Keel's bf16")
     parser.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "single"],
                         help="PyTorch AdamW implementation (fused: the fastest on CPU, see README)")
     parser.add_argument("--torch-malloc", default="auto", choices=["auto", "jemalloc", "tcmalloc", "glibc"],
@@ -340,17 +360,21 @@ def main():
         if cache:
             torch_env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache.name, name)
         dropped = {}  # side -> reason: a side that fails once is not run again for this config
-        sides = ([] if args.skip_keel else ["keel"]) + ["eager"] + ([] if args.skip_compile else ["compile"])
+        keel_sides = {"fp32": ["keel"], "bf16": ["keel-bf16"], "both": ["keel", "keel-bf16"]}[args.keel_precision]
+        sides = ([] if args.skip_keel else keel_sides) + ["eager"] + ([] if args.skip_compile else ["compile"]) \
+            + (["eager-bf16"] if args.torch_bf16 else [])
         for r in range(args.rounds):
             entry = {}
             for side in sides:
                 if side in dropped:
                     continue
-                if side == "keel":
+                if side.startswith("keel"):
                     cmd, env = keel_cmd + ["bench", "--preset", name, "--steps", str(args.steps),
-                                           "--warmup", str(args.warmup), "--json"], os.environ.copy()
+                                           "--warmup", str(args.warmup), "--json"] \
+                        + (["--precision", "bf16"] if side == "keel-bf16" else []), os.environ.copy()
                 else:
-                    cmd, env = torch_cmd + ["--preset", name] + (["--compile"] if side == "compile" else []), torch_env
+                    cmd, env = torch_cmd + ["--preset", name] + (["--compile"] if side == "compile" else []) \
+                        + (["--autocast-bf16"] if side == "eager-bf16" else []), torch_env
                 for attempt in range(args.retries + 1):
                     if args.wait_idle > 0:
                         wait_for_idle(args.wait_idle, args.max_foreign)
@@ -366,11 +390,11 @@ def main():
                     dropped[side] = record["error"]
                     print(f"  {name} round {r + 1}: {side} failed, dropped for this config: "
                           f"{record['error'][:1000]}", file=sys.stderr)
-                if side == "keel" and record.get("stub"):
+                if side.startswith("keel") and record.get("stub"):
                     msg = "Keel figures come from keel_stub.py (made up), not from Keel"
                     if msg not in warnings:
                         warnings.append(msg)
-                if side == "keel" and "median_ms" in record:
+                if side.startswith("keel") and "median_ms" in record:
                     bench = CONFIGS[name]
                     expected = (bench.tokens_per_step, model_flops_per_step(bench))
                     got = (record.get("tokens_per_step"), record.get("model_flops_per_step"))
@@ -385,8 +409,9 @@ def main():
                 x = entry.get(side, {})
                 if "median_ms" in x and "error" not in x:
                     part = f"{side} {x['median_ms']:.0f} ms"
-                    if side != "keel" and "median_ms" in entry.get("keel", {}):
-                        part += f" ({x['median_ms'] / entry['keel']['median_ms']:.2f}×)"
+                    for keel in (k for k in sides if k.startswith("keel")):
+                        if not side.startswith("keel") and "median_ms" in entry.get(keel, {}):
+                            part += f" ({x['median_ms'] / entry[keel]['median_ms']:.2f}× {keel})"
                     if side == "compile" and x.get("first_step_s"):
                         part += f" [first step {x['first_step_s']:.1f} s]"
                     parts.append(part)

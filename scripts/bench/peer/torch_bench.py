@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch side of the peer benchmark: one process, one config, `--warmup` + `--steps` training steps.
 
-    python scripts/bench/peer/torch_bench.py --preset small --steps 3 --warmup 2 [--compile] [--json]
+    python scripts/bench/peer/torch_bench.py --preset small --steps 3 --warmup 2 [--compile] [--autocast-bf16] [--json]
 
 Prints one JSON line in the schema of `keel bench --json` (config, ms_per_step, tokens_per_step,
 model_flops_per_step, peak_rss_mb) plus PyTorch-only fields (first_step_s, warmup_ms, rss_after_import_mb,
@@ -41,6 +41,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile(model), mode default")
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help="forward and loss under torch.autocast('cpu', bfloat16): PyTorch's mixed precision, "
+                             "the counterpart of keel --precision bf16 (fp32 weights and optimizer)")
     parser.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "single"],
                         help="AdamW implementation: fused=True, foreach=True, or the per-tensor loop")
     parser.add_argument("--clip-foreach", default="auto", choices=["auto", "on", "off"])
@@ -79,7 +82,8 @@ def main():
         idx, targets = batches[i % len(batches)]
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = forward(idx, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16):
+            loss = forward(idx, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=clip_foreach)
         optimizer.step()
@@ -141,6 +145,7 @@ def main():
         "foreign_cpu": foreign_cpu,
         "own_cpu_util": own_cpu_util,
         "compiled": args.compile,
+        "autocast_bf16": args.autocast_bf16,
         "optimizer": args.optimizer,
         "clip_foreach": args.clip_foreach,
         "threads": threads,
