@@ -8,13 +8,13 @@ public enum Transpose: Sendable {
     var cblas: CBLAS_TRANSPOSE { self == .none ? CblasNoTrans : CblasTrans }
 }
 
-/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS.
+/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS (fp32) or, with
+/// `precision: .bfloat16`, with operands rounded to bf16 on AMX or AVX512-BF16 (see `bfloat16Gemm`).
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///
-/// With `precision: .bfloat16` the operands are rounded to bf16 and multiplied on AMX or AVX512-BF16
-/// (`bfloat16Gemm`); otherwise OpenBLAS runs single-threaded: Keel's pool splits C into row blocks (or column blocks when C is wide
-/// and short) and each thread multiplies its block. One set of threads then serves both BLAS and Keel's
+/// In fp32, OpenBLAS runs single-threaded: Keel's pool splits C into row blocks (or column blocks when C
+/// is wide and short) and each thread multiplies its block. One set of threads then serves both BLAS and Keel's
 /// own kernels, instead of two sets spinning against each other on the same cores. Each element of C
 /// is computed by one BLAS call over the full K, so the result does not depend on the thread count.
 public func gemm(

@@ -4,12 +4,13 @@
     scripts/bench/peer/run.sh [CONFIG...] [--rounds 5] [--skip-compile] [--json OUT] [--keel PATH]
     (or, inside .venv-bench: python scripts/bench/peer/peer.py --configs small,gpt2-124m ...)
 
-For each config and each of --rounds rounds, three fresh processes run one after the other:
-  1. `keel bench --preset NAME --steps S --warmup W --json`
+For each config and each of --rounds rounds, fresh processes run one after the other:
+  1. `keel bench --preset NAME --steps S --warmup W --json` (--keel-precision: fp32, bf16 or both)
   2. torch_bench.py (PyTorch eager), W warm-up steps then S measured steps
   3. torch_bench.py --compile (torch.compile(model), compilation inside the warm-up, so excluded)
+  4. with --torch-bf16: torch_bench.py --autocast-bf16 (eager under torch.autocast bfloat16)
 Each process's median ms/step is its round's figure; the table gives the median over rounds, and the ratio
-torch_ms / keel_ms per round as min / median / max (> 1: Keel is faster). Peak RSS is each process's
+torch_ms / keel_ms per round (against each Keel side) as min / median / max (> 1: Keel is faster). Peak RSS is each process's
 ru_maxrss from wait4. The share of CPU time other processes used during each measurement is recorded, and a
 warning printed when it passes --max-foreign, since on a 2-core machine any other load distorts the figures.
 """
