@@ -239,6 +239,7 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
     int row_blocks = (m + 31) / 32;
     if (engine == KEEL_BF16_AMX) amx_configure();
     // Each pass adds its partial sums into C, so every element is still summed over k in one fixed order.
+    // There is always a first pass, so that with k = 0 C still becomes beta · C.
     for (int first = 0; first < steps || first == 0; first += PASS_STEPS) {
         int end = first + PASS_STEPS < steps ? first + PASS_STEPS : steps;
         float pass_beta = first == 0 ? beta : 1;

@@ -56,8 +56,11 @@ public final class PackedOperand: @unchecked Sendable {
     public func pack(_ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int? = nil) {
         self.k = k
         self.n = n
-        packRightOperand(transB, k: k, n: n, b, ldb: ldb ?? (transB == .none ? n : k),
-                         into: storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k))))
+        let ldb = ldb ?? (transB == .none ? n : k)
+        let destination = storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
+        ThreadPool.shared.parallelFor((n + 31) / 32) { blocks in
+            packRight(transB, k: k, n: n, b, ldb: ldb, into: destination, blocks: blocks)
+        }
     }
 
     var packed: UnsafePointer<UInt16> { UnsafePointer(storage.pointer!) }
@@ -95,23 +98,17 @@ func bfloat16Gemm(
         case .packed(let pointer):
             packedB = pointer
             ThreadPool.shared.parallelFor(rowBlocks) { blocks in
-                keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packedA,
-                                 Int32(blocks.lowerBound), Int32(blocks.upperBound))
+                packLeft(transA, m: m, k: k, a, lda: lda, into: packedA, blocks: blocks)
             }
         case .matrix(let transB, let b, let ldb):
             let destination = scratch.b.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
             packedB = UnsafePointer(destination)
             // One loop packs both: A's row blocks first, then B's column blocks.
             ThreadPool.shared.parallelFor(rowBlocks + columnBlocks) { blocks in
-                let rows = blocks.clamped(to: 0..<rowBlocks), columns = blocks.clamped(to: rowBlocks..<rowBlocks + columnBlocks)
-                if !rows.isEmpty {
-                    keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packedA,
-                                     Int32(rows.lowerBound), Int32(rows.upperBound))
-                }
-                if !columns.isEmpty {
-                    keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), destination,
-                                     Int32(columns.lowerBound - rowBlocks), Int32(columns.upperBound - rowBlocks))
-                }
+                packLeft(transA, m: m, k: k, a, lda: lda, into: packedA, blocks: blocks.clamped(to: 0..<rowBlocks))
+                let columns = blocks.clamped(to: rowBlocks..<rowBlocks + columnBlocks)
+                packRight(transB, k: k, n: n, b, ldb: ldb, into: destination,
+                          blocks: (columns.lowerBound - rowBlocks)..<(columns.upperBound - rowBlocks))
             }
         }
         ThreadPool.shared.parallelFor(rowBlocks * columnBlocks) { blocks in
@@ -121,13 +118,22 @@ func bfloat16Gemm(
     }
 }
 
-private func packRightOperand(
-    _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>
+/// Rounds and packs the 32-row blocks `blocks` of op(A)[m×k] (none when the range is empty).
+private func packLeft(
+    _ transA: Transpose, m: Int, k: Int, _ a: UnsafePointer<Float>, lda: Int, into packed: UnsafeMutablePointer<UInt16>,
+    blocks: Range<Int>
 ) {
-    ThreadPool.shared.parallelFor((n + 31) / 32) { blocks in
-        keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), packed,
-                         Int32(blocks.lowerBound), Int32(blocks.upperBound))
-    }
+    keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packed,
+                     Int32(blocks.lowerBound), Int32(blocks.upperBound))
+}
+
+/// Rounds and packs the 32-column blocks `blocks` of op(B)[k×n] (none when the range is empty).
+private func packRight(
+    _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>,
+    blocks: Range<Int>
+) {
+    keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), packed,
+                     Int32(blocks.lowerBound), Int32(blocks.upperBound))
 }
 
 /// A grow-only, 64-byte aligned buffer of bf16 values: packing allocates only when a product is larger

@@ -20,7 +20,7 @@ public struct LinearShape: Sendable {
         self.layout = layout
     }
 
-    /// out[N, O] = input[N, I] · W (+ bias), with the weight packed in `packed` when given (bf16 only).
+    /// out[N, O] = input[N, I] · W (+ bias). A `packed` weight (see `pack`) is used instead of `weight`, in bf16.
     public func forward(
         _ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         bias: UnsafePointer<Float>?, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
@@ -31,26 +31,26 @@ public struct LinearShape: Sendable {
                 for r in range { (out + r * o).update(from: bias, count: o) }
             }
         }
-        let operand = forwardOperand
-        if let packed, precision == .bfloat16 {
+        if let packed {
             gemm(.none, m: rows, input, lda: i, packed: packed.forward, beta: bias == nil ? 0 : 1, out, ldc: o)
         } else {
+            let operand = forwardOperand
             gemm(.none, operand.transpose, m: rows, n: o, k: i, input, lda: i, weight, ldb: operand.ldb,
                  beta: bias == nil ? 0 : 1, out, ldc: o, precision: precision)
         }
     }
 
-    /// dInput (= or +=), dWeight += and dBias += from dOut[N, O].
+    /// dInput (= or +=), dWeight += and dBias += from dOut[N, O]; a `packed` weight serves dInput, in bf16.
     public func backward(
         dInput: UnsafeMutablePointer<Float>, accumulateInput: Bool, dWeight: UnsafeMutablePointer<Float>,
         dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
-        let operand = inputGradientOperand
-        if let packed, precision == .bfloat16 {
+        if let packed {
             gemm(.none, m: rows, dOut, lda: o, packed: packed.inputGradient, beta: accumulateInput ? 1 : 0, dInput, ldc: i)
         } else {
+            let operand = inputGradientOperand
             gemm(.none, operand.transpose, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: operand.ldb,
                  beta: accumulateInput ? 1 : 0, dInput, ldc: i, precision: precision)
         }
