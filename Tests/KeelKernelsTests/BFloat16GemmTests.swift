@@ -23,9 +23,9 @@ final class BFloat16GemmTests: XCTestCase {
 
     func testMatchesRoundedReferenceForEveryLayoutAndEdge() throws {
         var stream = RandomStream(seed: 11)
-        // Sizes straddle the 32-row/column blocks, the 32-deep K steps, the 16-wide tiles and (k = 1,100) the
-        // 1,024-deep passes whose partial sums are added into C.
-        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31), (33, 40, 1100)]
+        // Sizes straddle the 32-row/column blocks, the 32-deep K steps, the 16-wide tiles, (k = 1,100) the
+        // 1,024-deep passes whose partial sums are added into C, and (m = 300) the 256-row bands blocks run in.
+        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31), (33, 40, 1100), (300, 70, 40)]
         for engine in try engines() {
             for transA in [Transpose.none, .transposed] {
                 for transB in [Transpose.none, .transposed] {

@@ -33,9 +33,9 @@ void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uin
 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
                       int block_begin, int block_end);
 
-/// C = alpha · A·B + beta · C for the 32×32 output blocks [block_begin, block_end), numbered
-/// column-block-major (block = nb · row_blocks + mb) so one thread's blocks share B panels. With
-/// beta == 0, C is not read. Each output element is summed over K in a fixed order.
+/// C = alpha · A·B + beta · C for the 32×32 output blocks [block_begin, block_end), numbered in bands of 8
+/// row blocks (256 rows), column-block-major within a band, so one thread's blocks share a band of A in L2
+/// and B panels in L1. With beta == 0, C is not read. Each output element is summed over K in a fixed order.
 void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const uint16_t *packed_a,
                            const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
                            int block_begin, int block_end);
