@@ -298,3 +298,17 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
     }
     if (engine == KEEL_BF16_AMX) amx_release();
 }
+
+size_t keel_bf16_serial_scratch_count(int m, int n, int k) {
+    return keel_bf16_packed_count(m, k) + keel_bf16_packed_count(n, k);
+}
+
+void keel_bf16_gemm_serial(keel_bf16_engine engine, int transposed_a, int transposed_b, int m, int n, int k,
+                           float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                           int ldc, uint16_t *scratch) {
+    int row_blocks = (m + 31) / 32, column_blocks = (n + 31) / 32;
+    uint16_t *packed_b = scratch + keel_bf16_packed_count(m, k);
+    keel_bf16_pack_a(transposed_a, m, k, a, lda, scratch, 0, row_blocks);
+    keel_bf16_pack_b(transposed_b, k, n, b, ldb, packed_b, 0, column_blocks);
+    keel_bf16_gemm_blocks(engine, m, n, k, scratch, packed_b, alpha, beta, c, ldc, 0, row_blocks * column_blocks);
+}

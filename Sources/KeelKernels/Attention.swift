@@ -1,3 +1,4 @@
+import CBFloat16
 import Foundation
 import KeelCore
 
@@ -11,33 +12,71 @@ import KeelCore
 /// scores against all earlier keys are one GEMM into per-thread scratch, the causal softmax is applied in
 /// place, and the output is a second GEMM. Only the log-sum-exp of each softmax row is saved; the backward
 /// pass recomputes the probabilities from it (as FlashAttention does). Memory: O(threads · blockRows · T)
-/// scratch plus O(B·H·T) statistics.
+/// scratch plus O(B·H·T) statistics. In bf16 the products read bf16-rounded operands (the probabilities
+/// included) with fp32 accumulation, as the model's other products do; softmax runs in fp32.
 public struct CausalAttention: Sendable {
     public let batch: Int
     public let length: Int
     public let heads: Int
     public let kvHeads: Int
     public let headDim: Int
+    /// The operand format of the score and output products; softmax and its statistics stay fp32.
+    public let precision: MatrixPrecision
     /// Queries per block: large enough for efficient GEMMs, small enough that scratch stays in cache.
     public static let blockRows = 64
 
-    public init(batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int) {
+    public init(batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int, precision: MatrixPrecision = .float32) {
         precondition(heads % kvHeads == 0, "heads must be a multiple of kvHeads")
         self.batch = batch
         self.length = length
         self.heads = heads
         self.kvHeads = kvHeads
         self.headDim = headDim
+        self.precision = precision
     }
 
     /// Floats in one token's row of the fused q/k/v input.
     public var rowStride: Int { (heads + 2 * kvHeads) * headDim }
-    /// Floats of scratch memory both passes need (two score blocks per thread of the shared pool).
-    public var scratchCount: Int { CausalAttention.scratchCount(maxLength: length) }
+    /// Floats of scratch memory both passes need: per thread of the shared pool, two score blocks and room
+    /// to pack the operands of a bf16 product.
+    public var scratchCount: Int { CausalAttention.scratchCount(maxLength: length, headDim: headDim) }
 
     /// Scratch for any sequence length up to `maxLength`.
-    public static func scratchCount(maxLength: Int) -> Int {
-        ThreadPool.shared.threadCount * 2 * blockRows * maxLength
+    public static func scratchCount(maxLength: Int, headDim: Int) -> Int {
+        ThreadPool.shared.threadCount * slotCount(length: maxLength, headDim: headDim)
+    }
+
+    /// Floats of one thread's scratch, a multiple of 16 so that every slot starts 64-byte aligned.
+    private static func slotCount(length t: Int, headDim d: Int) -> Int {
+        // The largest packing among the products: scores (rows × keys × d), outputs (rows × d × keys) and the
+        // key/value gradients (keys × d × rows).
+        let packing = [(blockRows, t, d), (blockRows, d, t), (t, d, blockRows)]
+            .map { m, n, k in keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k)) }.max()!
+        return (2 * blockRows * t + (packing + 1) / 2 + 15) / 16 * 16
+    }
+
+    /// Thread `slot`'s two score blocks and its packing space.
+    private func slotScratch(_ scratch: UnsafeMutablePointer<Float>, _ slot: Int)
+        -> (scores: UnsafeMutablePointer<Float>, packing: UnsafeMutablePointer<UInt16>) {
+        let start = scratch + slot * CausalAttention.slotCount(length: length, headDim: headDim)
+        let packing = UnsafeMutableRawPointer(start + 2 * CausalAttention.blockRows * length)
+        return (start, packing.bindMemory(to: UInt16.self, capacity: 1))
+    }
+
+    /// One of the block products, on the calling thread: OpenBLAS in fp32, bf16 tiles in bf16.
+    @inline(__always)
+    private func product(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
+        _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, packing: UnsafeMutablePointer<UInt16>
+    ) {
+        switch precision {
+        case .float32:
+            serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+        case .bfloat16:
+            serialBFloat16Gemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c,
+                               ldc: ldc, scratch: packing)
+        }
     }
     /// Floats in the saved log-sum-exp: [B, H, T].
     public var statsCount: Int { batch * heads * length }
@@ -52,7 +91,7 @@ public struct CausalAttention: Sendable {
         let t = length, d = headDim, stride = rowStride, width = heads * d
         let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
         ThreadPool.shared.parallelChunks(batch * heads) { slot, items in
-            let scores = scratch + slot * 2 * block * t
+            let (scores, packing) = slotScratch(scratch, slot)
             for item in items {
                 let b = item / heads, h = item % heads, g = h / group
                 let base = qkv + b * t * stride
@@ -61,8 +100,8 @@ public struct CausalAttention: Sendable {
                 for start in Swift.stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - start), keys = start + rows
                     // S[rows, keys] = scale · Q_block · K[0..<keys]ᵀ
-                    serialGemm(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * stride,
-                               lda: stride, k, ldb: stride, beta: 0, scores, ldc: keys)
+                    product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * stride,
+                               lda: stride, k, ldb: stride, beta: 0, scores, ldc: keys, packing: packing)
                     for i in 0..<rows {
                         let row = scores + i * keys, visible = start + i + 1
                         let maximum = rowMaximum(row, count: visible)
@@ -72,8 +111,8 @@ public struct CausalAttention: Sendable {
                         lse[item * t + start + i] = maximum + log(sum)
                     }
                     // O_block = P · V[0..<keys]
-                    serialGemm(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v, ldb: stride,
-                               beta: 0, o + start * width, ldc: width)
+                    product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v, ldb: stride,
+                               beta: 0, o + start * width, ldc: width, packing: packing)
                 }
             }
         }
@@ -88,7 +127,8 @@ public struct CausalAttention: Sendable {
         let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
         // Each item owns one key/value head of one sequence, hence its dk, dv and the dq of its query heads.
         ThreadPool.shared.parallelChunks(batch * kvHeads) { slot, items in
-            let p = scratch + slot * 2 * block * t, dp = p + block * t
+            let (p, packing) = slotScratch(scratch, slot)
+            let dp = p + block * t
             for item in items {
                 let b = item / kvHeads, g = item % kvHeads
                 let base = qkv + b * t * stride, dBase = dQKV + b * t * stride
@@ -106,18 +146,18 @@ public struct CausalAttention: Sendable {
                         let rows = min(block, t - start), keys = start + rows
                         let qBlock = q + start * stride, dOBlock = dO + start * width
                         // P = exp(scale · Q Kᵀ − lse), causal
-                        serialGemm(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: stride,
-                                   k, ldb: stride, beta: 0, p, ldc: keys)
+                        product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: stride,
+                                   k, ldb: stride, beta: 0, p, ldc: keys, packing: packing)
                         for i in 0..<rows {
                             let row = p + i * keys, visible = start + i + 1
                             _ = exponentiate(row, count: visible, shift: rowLSE[start + i])
                             (row + visible).update(repeating: 0, count: keys - visible)
                         }
                         // dV += Pᵀ · dO_block;  dP = dO_block · Vᵀ
-                        serialGemm(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, dOBlock, ldb: width,
-                                   beta: 1, dv, ldc: stride)
-                        serialGemm(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, v, ldb: stride,
-                                   beta: 0, dp, ldc: keys)
+                        product(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, dOBlock, ldb: width,
+                                   beta: 1, dv, ldc: stride, packing: packing)
+                        product(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, v, ldb: stride,
+                                   beta: 0, dp, ldc: keys, packing: packing)
                         // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
                         for i in 0..<rows {
                             let delta = dot(dOBlock + i * width, o + (start + i) * width, d)
@@ -125,10 +165,10 @@ public struct CausalAttention: Sendable {
                             (dp + i * keys + start + i + 1).update(repeating: 0, count: keys - start - i - 1)
                         }
                         // dQ_block = dS · K;  dK += dSᵀ · Q_block
-                        serialGemm(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, k, ldb: stride, beta: 0,
-                                   dq + start * stride, ldc: stride)
-                        serialGemm(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: stride,
-                                   beta: 1, dk, ldc: stride)
+                        product(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, k, ldb: stride, beta: 0,
+                                   dq + start * stride, ldc: stride, packing: packing)
+                        product(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: stride,
+                                   beta: 1, dk, ldc: stride, packing: packing)
                     }
                 }
             }

@@ -88,7 +88,7 @@ func bfloat16Gemm(
     right: RightOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
     engine: BFloat16Engine? = BFloat16Engine.selected
 ) {
-    guard let engine else { preconditionFailure("bf16 matrix products need AVX512-BF16 or AMX, which this CPU lacks") }
+    let engine = available(engine)
     guard m > 0, n > 0 else { return }
     packingLock.withLock { _ in
         let packedA = scratch.a.reserve(keel_bf16_packed_count(Int32(m), Int32(k)))
@@ -116,6 +116,23 @@ func bfloat16Gemm(
                                   Int32(ldc), Int32(blocks.lowerBound), Int32(blocks.upperBound))
         }
     }
+}
+
+/// A bf16 product on the calling thread, for kernels that are already parallel: packs both operands into
+/// `scratch` (`keel_bf16_serial_scratch_count(m, n, k)` values).
+func serialBFloat16Gemm(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
+    _ b: UnsafePointer<Float>, ldb: Int, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+    scratch: UnsafeMutablePointer<UInt16>
+) {
+    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA == .none ? 0 : 1, transB == .none ? 0 : 1, Int32(m), Int32(n), Int32(k),
+                          alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
+}
+
+/// `engine`, which configuration checks have made sure exists before any bf16 product runs.
+private func available(_ engine: BFloat16Engine?) -> BFloat16Engine {
+    guard let engine else { preconditionFailure("bf16 matrix products need AVX512-BF16 or AMX, which this CPU lacks") }
+    return engine
 }
 
 /// Rounds and packs the 32-row blocks `blocks` of op(A)[m×k] (none when the range is empty).

@@ -61,7 +61,7 @@ final class ActivationArena {
         dAttention = FloatBuffer(count: n * h * d)
         dHidden = FloatBuffer(count: n * hiddenWidth)
         dActivated = FloatBuffer(count: n * config.hiddenWidth)
-        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength))
+        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: config.headDim))
     }
 
     /// Rows of logits computed at a time by the loss: 256 × 50,304 floats is 51 MB, against 206 MB for a

@@ -283,7 +283,7 @@ public final class Transformer: @unchecked Sendable {
 
     private var attentionShape: CausalAttention {
         CausalAttention(batch: shape.batch, length: shape.length, heads: config.heads, kvHeads: config.kvHeads,
-                        headDim: config.headDim)
+                        headDim: config.headDim, precision: matrixPrecision)
     }
 
     /// The output projection to the vocabulary: logits = x · Wᵀ with W: [V, C] (GPT-2's tied `wte` too).

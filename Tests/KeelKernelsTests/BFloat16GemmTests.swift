@@ -131,4 +131,39 @@ final class BFloat16GemmTests: XCTestCase {
         XCTAssertLessThan(difference / norm, 1e-2)
         XCTAssertGreaterThan(difference / norm, 0, "bf16 should differ from fp32 at all")
     }
+
+    /// bf16 attention (scores, outputs and all five backward products on bf16 operands) stays within bf16's
+    /// rounding of fp32 attention, with several query blocks, grouped heads and a head size that is not a
+    /// whole K step, and gives the same bits on every run.
+    func testAttentionCloseToFloat32() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 13)
+        let batch = 2, length = 150, heads = 4, kvHeads = 2, d = 24
+        let shape = { (precision: MatrixPrecision) in
+            CausalAttention(batch: batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d, precision: precision)
+        }
+        let n = batch * length, stride = shape(.float32).rowStride
+        let qkv = random(n * stride, &stream), dOut = random(n * heads * d, &stream)
+        func run(_ precision: MatrixPrecision) -> (out: [Float], dQKV: [Float]) {
+            let attention = shape(precision)
+            var out = [Float](repeating: 0, count: n * heads * d), dQKV = [Float](repeating: .nan, count: n * stride)
+            var lse = [Float](repeating: 0, count: attention.statsCount)
+            var scratch = [Float](repeating: 0, count: attention.scratchCount)
+            attention.forward(&out, lse: &lse, qkv: qkv, scratch: &scratch)
+            attention.backward(dQKV: &dQKV, dOut: dOut, out: out, lse: lse, qkv: qkv, scratch: &scratch)
+            return (out, dQKV)
+        }
+        func relativeDistance(_ x: [Float], _ y: [Float]) -> Double {
+            let difference = zip(x, y).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+            return difference / x.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
+        }
+        let float32 = run(.float32), bfloat16 = run(.bfloat16)
+        for (name, x, y) in [("out", float32.out, bfloat16.out), ("dQKV", float32.dQKV, bfloat16.dQKV)] {
+            XCTAssertLessThan(relativeDistance(x, y), 2e-2, name)
+            XCTAssertGreaterThan(relativeDistance(x, y), 0, "\(name): bf16 should differ from fp32 at all")
+        }
+        let again = run(.bfloat16)
+        XCTAssertEqual(again.out, bfloat16.out)
+        XCTAssertEqual(again.dQKV, bfloat16.dQKV)
+    }
 }

@@ -40,4 +40,14 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
                            const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
                            int block_begin, int block_end);
 
+/// uint16 values of scratch `keel_bf16_gemm_serial` needs for an m×n×k product.
+size_t keel_bf16_serial_scratch_count(int m, int n, int k);
+
+/// C[m×n] = alpha · op(A) · op(B) + beta · C on the calling thread: packs both operands into `scratch`
+/// (`keel_bf16_serial_scratch_count` values), then multiplies. For small products inside kernels that are
+/// already parallel, such as attention's per-head blocks. With beta == 0, C is not read.
+void keel_bf16_gemm_serial(keel_bf16_engine engine, int transposed_a, int transposed_b, int m, int n, int k,
+                           float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                           int ldc, uint16_t *scratch);
+
 #endif
