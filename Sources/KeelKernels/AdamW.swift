@@ -1,3 +1,4 @@
+import CAdamW
 import Foundation
 import KeelCore
 
@@ -18,11 +19,12 @@ public struct AdamWSettings: Sendable, Equatable {
 
 /// One fused AdamW pass over ranges of the flat parameter, gradient and moment buffers.
 public enum AdamW {
-    /// Updates `params[range]` in place for each (range, decays) group; `step` counts from 1.
+    /// Updates `params[range]` in place for each (range, decays) group; `step` counts from 1. Gradients are
+    /// read multiplied by `gradientScale` (gradient clipping's factor), which spares a pass over them.
     public static func update(
         params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
         v: UnsafeMutablePointer<Float>, groups: [(range: Range<Int>, decays: Bool)], learningRate: Float,
-        step: Int, settings: AdamWSettings
+        step: Int, settings: AdamWSettings, gradientScale: Float = 1
     ) {
         let b1 = settings.beta1, b2 = settings.beta2
         let correction1 = 1 - Float(pow(Double(b1), Double(step)))
@@ -31,17 +33,10 @@ public enum AdamW {
         let rootCorrection2 = correction2.squareRoot()
         for group in groups {
             let decay = group.decays ? 1 - learningRate * settings.weightDecay : 1
-            let base = group.range.lowerBound, count = group.range.count
-            parallelBlocks(count) { start, end in
-                for i in (base + start)..<(base + end) {
-                    let g = grads[i]
-                    let mi = b1 * m[i] + (1 - b1) * g
-                    let vi = b2 * v[i] + (1 - b2) * g * g
-                    m[i] = mi
-                    v[i] = vi
-                    let denominator = vi.squareRoot() / rootCorrection2 + settings.epsilon
-                    params[i] = params[i] * decay - stepSize * mi / denominator
-                }
+            let base = group.range.lowerBound
+            parallelBlocks(group.range.count) { start, end in
+                keel_adamw_update(params + base + start, grads + base + start, m + base + start, v + base + start,
+                                  end - start, b1, b2, stepSize, rootCorrection2, settings.epsilon, decay, gradientScale)
             }
         }
     }
@@ -61,11 +56,4 @@ public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
         }
     }
     return partial.reduce(0, +)
-}
-
-/// x[i] *= factor for i in 0..<count.
-public func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
-    parallelBlocks(count) { start, end in
-        for i in start..<end { x[i] *= factor }
-    }
 }

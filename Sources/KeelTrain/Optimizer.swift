@@ -40,15 +40,15 @@ public final class Optimizer {
         Float(try parallel.gradientSumOfSquares().squareRoot())
     }
 
-    /// Clips the gradients to `gradientClip` (given their norm), applies AdamW step `step` (from 1) to this
-    /// rank's shard, and shares the updated parameters with the other ranks.
+    /// Applies AdamW step `step` (from 1) to this rank's shard with the gradients clipped to `gradientClip`
+    /// (given their norm; the clipping factor is applied as AdamW reads them, the buffer keeps the unclipped
+    /// values), and shares the updated parameters with the other ranks.
     public func update(gradientNorm: Float, learningRate: Float, step: Int) throws {
         let shard = parallel.shard
-        if gradientClip > 0, Double(gradientNorm) > gradientClip {
-            scale(parallel.shardGradients, count: shard.count, by: Float(gradientClip) / gradientNorm)
-        }
+        let clipping = gradientClip > 0 && Double(gradientNorm) > gradientClip
         AdamW.update(params: model.parameters.pointer + shard.lowerBound, grads: parallel.shardGradients, m: m.pointer,
-                     v: v.pointer, groups: groups, learningRate: learningRate, step: step, settings: settings)
+                     v: v.pointer, groups: groups, learningRate: learningRate, step: step, settings: settings,
+                     gradientScale: clipping ? Float(gradientClip) / gradientNorm : 1)
         try parallel.gatherParameters()
     }
 

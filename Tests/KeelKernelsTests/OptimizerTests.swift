@@ -16,10 +16,15 @@ final class OptimizerTests: XCTestCase {
         let lr: Float = 0.01
         for step in 1...5 {
             for i in 0..<count { grads.pointer[i] = random.nextNormal() }
+            // Every other step clips: AdamW reads the gradients scaled, and leaves the buffer as it was.
+            let gradientScale: Float = step.isMultiple(of: 2) ? 0.25 : 1
+            let unscaled = grads.toArray()
             AdamW.update(params: params.pointer, grads: grads.pointer, m: m.pointer, v: v.pointer,
-                         groups: [(0..<30, true), (30..<50, false)], learningRate: lr, step: step, settings: settings)
+                         groups: [(0..<30, true), (30..<50, false)], learningRate: lr, step: step, settings: settings,
+                         gradientScale: gradientScale)
+            XCTAssertEqual(grads.toArray(), unscaled)
             for i in 0..<count {
-                let g = Double(grads.pointer[i])
+                let g = Double(grads.pointer[i]) * Double(gradientScale)
                 let decay = i < 30 ? 0.1 : 0
                 refParams[i] *= 1 - Double(lr) * decay
                 refM[i] = 0.9 * refM[i] + 0.1 * g
