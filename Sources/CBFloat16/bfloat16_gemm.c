@@ -100,12 +100,14 @@ static inline const float *row_or_null(const float *matrix, int k, int k_count, 
     return k < k_count ? matrix + (size_t)k * ld : NULL;
 }
 
-AVX512_BF16 void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
-                                  int block_begin, int block_end) {
+AVX512_BF16 void keel_bf16_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                                        int total_k, int k_offset, int block_begin, int block_end) {
     int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    size_t block_stride = keel_bf16_packed_count(KEEL_BF16_BLOCK, total_k);
+    packed += (size_t)(k_offset / KEEL_BF16_KSTEP) * STEP;
     if (!transposed) {
         for (int mb = block_begin; mb < block_end; mb++) {
-            uint16_t *block = packed + (size_t)mb * steps * STEP;
+            uint16_t *block = packed + mb * block_stride;
             for (int half = 0; half < 2; half++)
                 for (int r = 0; r < 16; r++) {
                     int row = mb * 32 + half * 16 + r;
@@ -130,8 +132,13 @@ AVX512_BF16 void keel_bf16_pack_a(int transposed, int m, int k, const float *a, 
                     const float *even = row_or_null(a, k0, k, lda), *odd = row_or_null(a, k0 + 1, k, lda);
                     pairs[j] = interleave16(even ? even + row0 : NULL, odd ? odd + row0 : NULL, m - row0);
                 }
-                store_transposed(pairs, packed + (size_t)mb * steps * STEP + s * STEP + half * TILE);
+                store_transposed(pairs, packed + mb * block_stride + s * STEP + half * TILE);
             }
+}
+
+void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed, int block_begin,
+                      int block_end) {
+    keel_bf16_pack_a_slice(transposed, m, k, a, lda, packed, k, 0, block_begin, block_end);
 }
 
 AVX512_BF16 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,

@@ -71,44 +71,90 @@ public func gemm(
     _ transA: Transpose, m: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
     packed b: PackedOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
-    bfloat16Gemm(transA, m: m, n: b.n, k: b.k, alpha: alpha, a, lda: lda ?? (transA == .none ? b.k : m),
+    bfloat16Gemm(m: m, n: b.n, k: b.k, alpha: alpha, left: .matrix(transA, a, ld: lda ?? (transA == .none ? b.k : m)),
                  right: .packed(b.packed), beta: beta, c, ldc: ldc ?? b.n)
 }
 
-enum RightOperand {
-    case matrix(Transpose, UnsafePointer<Float>, ldb: Int)
+/// The left operand op(A)[m×k] of a bf16 product whose K arrives in slices: packed slice by slice, then
+/// multiplied once. The output head's weight gradient is such a product: its K is the batch's rows, whose
+/// ∂loss/∂logits exist one chunk at a time.
+public final class PackedLeftOperand: @unchecked Sendable {
+    private var storage = PackingBuffer()
+    /// The height and depth of the packed matrix.
+    public private(set) var m = 0, k = 0
+
+    public init() {}
+
+    /// Makes room for op(A)[m×k]; `pack` then fills it slice by slice.
+    public func reserve(m: Int, k: Int) {
+        self.m = m
+        self.k = k
+        _ = storage.reserve(keel_bf16_packed_count(Int32(m), Int32(k)))
+    }
+
+    /// Rounds op(A)[m × columns] to bf16 and packs it as K columns [offset, offset + columns); `offset` is a
+    /// multiple of 32, and only the last slice may have a `columns` that is not.
+    public func pack(_ transA: Transpose, columns: Int, offset: Int, _ a: UnsafePointer<Float>, lda: Int) {
+        precondition(offset % Int(KEEL_BF16_KSTEP) == 0 && offset + columns <= k, "slice \(offset)+\(columns) of K = \(k)")
+        let (m, k, destination) = (m, k, storage.pointer!)
+        ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
+            keel_bf16_pack_a_slice(transA == .none ? 0 : 1, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
+                                   Int32(offset), Int32(blocks.lowerBound), Int32(blocks.upperBound))
+        }
+    }
+
+    var packed: UnsafePointer<UInt16> { UnsafePointer(storage.pointer!) }
+}
+
+/// C[M×N] = alpha · A · op(B) + beta · C with a packed A, in bf16 (see `gemm`).
+public func gemm(
+    packed a: PackedLeftOperand, _ transB: Transpose, n: Int, alpha: Float = 1, _ b: UnsafePointer<Float>, ldb: Int? = nil,
+    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+) {
+    bfloat16Gemm(m: a.m, n: n, k: a.k, alpha: alpha, left: .packed(a.packed),
+                 right: .matrix(transB, b, ld: ldb ?? (transB == .none ? n : a.k)), beta: beta, c, ldc: ldc ?? n)
+}
+
+/// An operand of `bfloat16Gemm`: an fp32 matrix to round and pack (with its transpose and row stride), or
+/// one packed already.
+enum Operand {
+    case matrix(Transpose, UnsafePointer<Float>, ld: Int)
     case packed(UnsafePointer<UInt16>)
 }
 
-/// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs A (and B unless it comes packed) in
+/// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs the operands that are not packed yet in
 /// parallel, then splits C's 32 × 32 blocks among the pool's threads. Every block is summed over the full
 /// K by one thread in a fixed order, so the result does not depend on the thread count.
 func bfloat16Gemm(
-    _ transA: Transpose, m: Int, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
-    right: RightOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-    engine: BFloat16Engine? = BFloat16Engine.selected
+    m: Int, n: Int, k: Int, alpha: Float, left: Operand, right: Operand, beta: Float, _ c: UnsafeMutablePointer<Float>,
+    ldc: Int, engine: BFloat16Engine? = BFloat16Engine.selected
 ) {
     let engine = available(engine)
     guard m > 0, n > 0 else { return }
     packingLock.withLock { _ in
-        let packedA = scratch.a.reserve(keel_bf16_packed_count(Int32(m), Int32(k)))
         let rowBlocks = (m + 31) / 32, columnBlocks = (n + 31) / 32
-        let packedB: UnsafePointer<UInt16>
-        switch right {
-        case .packed(let pointer):
-            packedB = pointer
-            ThreadPool.shared.parallelFor(rowBlocks) { blocks in
-                packLeft(transA, m: m, k: k, a, lda: lda, into: packedA, blocks: blocks)
+        // Where each operand is packed: its own packing when it comes packed, scratch when it is to be packed here.
+        let packedA: UnsafePointer<UInt16>, packedB: UnsafePointer<UInt16>
+        var leftBlocks = 0, rightBlocks = 0
+        if case .packed(let pointer) = left { packedA = pointer } else {
+            packedA = UnsafePointer(scratch.a.reserve(keel_bf16_packed_count(Int32(m), Int32(k))))
+            leftBlocks = rowBlocks
+        }
+        if case .packed(let pointer) = right { packedB = pointer } else {
+            packedB = UnsafePointer(scratch.b.reserve(keel_bf16_packed_count(Int32(n), Int32(k))))
+            rightBlocks = columnBlocks
+        }
+        // One loop packs both: A's row blocks first, then B's column blocks.
+        ThreadPool.shared.parallelFor(leftBlocks + rightBlocks) { blocks in
+            if case .matrix(let transA, let a, let lda) = left {
+                let rows = blocks.clamped(to: 0..<leftBlocks)
+                keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), scratch.a.pointer!,
+                                 Int32(rows.lowerBound), Int32(rows.upperBound))
             }
-        case .matrix(let transB, let b, let ldb):
-            let destination = scratch.b.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
-            packedB = UnsafePointer(destination)
-            // One loop packs both: A's row blocks first, then B's column blocks.
-            ThreadPool.shared.parallelFor(rowBlocks + columnBlocks) { blocks in
-                packLeft(transA, m: m, k: k, a, lda: lda, into: packedA, blocks: blocks.clamped(to: 0..<rowBlocks))
-                let columns = blocks.clamped(to: rowBlocks..<rowBlocks + columnBlocks)
-                packRight(transB, k: k, n: n, b, ldb: ldb, into: destination,
-                          blocks: (columns.lowerBound - rowBlocks)..<(columns.upperBound - rowBlocks))
+            if case .matrix(let transB, let b, let ldb) = right {
+                let columns = blocks.clamped(to: leftBlocks..<leftBlocks + rightBlocks)
+                packRight(transB, k: k, n: n, b, ldb: ldb, into: scratch.b.pointer!,
+                          blocks: (columns.lowerBound - leftBlocks)..<(columns.upperBound - leftBlocks))
             }
         }
         ThreadPool.shared.parallelFor(rowBlocks * columnBlocks) { blocks in
@@ -133,15 +179,6 @@ func serialBFloat16Gemm(
 private func available(_ engine: BFloat16Engine?) -> BFloat16Engine {
     guard let engine else { preconditionFailure("bf16 matrix products need AVX512-BF16 or AMX, which this CPU lacks") }
     return engine
-}
-
-/// Rounds and packs the 32-row blocks `blocks` of op(A)[m×k] (none when the range is empty).
-private func packLeft(
-    _ transA: Transpose, m: Int, k: Int, _ a: UnsafePointer<Float>, lda: Int, into packed: UnsafeMutablePointer<UInt16>,
-    blocks: Range<Int>
-) {
-    keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), packed,
-                     Int32(blocks.lowerBound), Int32(blocks.upperBound))
 }
 
 /// Rounds and packs the 32-column blocks `blocks` of op(B)[k×n] (none when the range is empty).

@@ -27,7 +27,7 @@ public func gemm(
     let ldb = ldb ?? (transB == .none ? n : k)
     let ldc = ldc ?? n
     if precision == .bfloat16 {
-        bfloat16Gemm(transA, m: m, n: n, k: k, alpha: alpha, a, lda: lda, right: .matrix(transB, b, ldb: ldb),
+        bfloat16Gemm(m: m, n: n, k: k, alpha: alpha, left: .matrix(transA, a, ld: lda), right: .matrix(transB, b, ld: ldb),
                      beta: beta, c, ldc: ldc)
         return
     }

@@ -47,13 +47,8 @@ public struct LinearShape: Sendable {
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
-        if let packed {
-            gemm(.none, m: rows, dOut, lda: o, packed: packed.inputGradient, beta: accumulateInput ? 1 : 0, dInput, ldc: i)
-        } else {
-            let operand = inputGradientOperand
-            gemm(.none, operand.transpose, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: operand.ldb,
-                 beta: accumulateInput ? 1 : 0, dInput, ldc: i, precision: precision)
-        }
+        inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
+                      packed: packed)
         switch layout {
         case .inputMajor:  // dW[I, O] += input[N, I]ᵀ · dOut[N, O]
             gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o,
@@ -64,6 +59,21 @@ public struct LinearShape: Sendable {
         }
         if let dBias {
             sumRows(dOut, rows: rows, columns: o, into: dBias)
+        }
+    }
+
+    /// dInput[N, I] (= or +=) dOut[N, O] · Wᵀ; a `packed` weight is used instead of `weight`, in bf16.
+    public func inputGradient(
+        _ dInput: UnsafeMutablePointer<Float>, accumulate: Bool, dOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
+    ) {
+        let o = outFeatures, i = inFeatures
+        if let packed {
+            gemm(.none, m: rows, dOut, lda: o, packed: packed.inputGradient, beta: accumulate ? 1 : 0, dInput, ldc: i)
+        } else {
+            let operand = inputGradientOperand
+            gemm(.none, operand.transpose, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: operand.ldb,
+                 beta: accumulate ? 1 : 0, dInput, ldc: i, precision: precision)
         }
     }
 

@@ -25,10 +25,12 @@ public final class Transformer: @unchecked Sendable {
     private var shape = (batch: 0, length: 0)
     /// When set, every kernel call is timed into it (`keel bench --profile`).
     public var profiler: Profiler?
-    /// The operand format of the projections' and the head's matrix products (attention's stay fp32);
+    /// The operand format of every matrix product (projections, the head and attention's products);
     /// `.bfloat16` needs `BFloat16Engine.selected`.
     public var matrixPrecision: MatrixPrecision = .float32
     private lazy var headPack = PackedLinearWeight()
+    /// bf16 training: the head's ∂loss/∂logitsᵀ over all rows, packed chunk by chunk for its weight gradient.
+    private lazy var headGradientPack = PackedLeftOperand()
     /// When set, called with each span of `gradients` as soon as a training pass has finished writing it
     /// (the untied output head at the end of `forward`, the rest during `backward`, last layer first), so
     /// data parallelism can start communicating while the backward pass continues.
@@ -183,6 +185,10 @@ public final class Transformer: @unchecked Sendable {
         // In bf16 the head's weight is rounded and packed once for all chunks, not once per chunk and product.
         let packedHead = matrixPrecision == .bfloat16 ? headPack : nil
         if let packedHead { headShape.pack(p + head, into: packedHead) }
+        // And its weight gradient is one product over all rows after the loop: each chunk packs its ∂loss/∂logitsᵀ
+        // as a slice of that product's K, where a product per chunk would read and write the whole V × C gradient.
+        let headGradient = packedHead != nil && lossScale != nil ? headGradientPack : nil
+        headGradient?.reserve(m: v, k: n)
         var start = 0
         while start < n {
             let rows = min(a.headRows, n - start)
@@ -195,14 +201,25 @@ public final class Transformer: @unchecked Sendable {
                 CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
                                      rows: rows, vocab: v, gradientScale: lossScale.map { $0 / Float(n) })
             }
-            if lossScale != nil {
+            if let headGradient {
+                profiled(.matmul, .backward, flops: 2 * Double(rows * c * v)) {
+                    headShape.inputGradient(a.dNorm.pointer + start * c, accumulate: false, dOut: a.headLogits.pointer,
+                                            weight: p + head, rows: rows, packed: packedHead)
+                    headGradient.pack(.transposed, columns: rows, offset: start, a.headLogits.pointer, lda: v)
+                }
+            } else if lossScale != nil {
                 profiled(.matmul, .backward, flops: 4 * Double(rows * c * v)) {
                     headShape.backward(dInput: a.dNorm.pointer + start * c, accumulateInput: false, dWeight: g + head,
                                        dBias: nil, dOut: a.headLogits.pointer, input: x, weight: p + head, rows: rows,
-                                       precision: matrixPrecision, packed: packedHead)
+                                       precision: matrixPrecision)
                 }
             }
             start += rows
+        }
+        if let headGradient {  // dW[V, C] += (∂loss/∂logits)ᵀ · x, over all N rows at once
+            profiled(.matmul, .backward, flops: 2 * Double(n * c * v)) {
+                gemm(packed: headGradient, .none, n: c, a.finalNorm.pointer, beta: 1, g + head)
+            }
         }
         if lossScale != nil, let headSpan { gradientsReady?(headSpan) }
         var total = 0.0

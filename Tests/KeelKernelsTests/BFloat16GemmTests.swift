@@ -40,8 +40,8 @@ final class BFloat16GemmTests: XCTestCase {
                             if beta == 0 { c = c.map { _ in .nan } }
                             a.withUnsafeBufferPointer { a in
                                 b.withUnsafeBufferPointer { b in
-                                    bfloat16Gemm(transA, m: m, n: n, k: k, alpha: 1.5, a.baseAddress!, lda: lda,
-                                                 right: .matrix(transB, b.baseAddress!, ldb: ldb), beta: beta, &c, ldc: ldc,
+                                    bfloat16Gemm(m: m, n: n, k: k, alpha: 1.5, left: .matrix(transA, a.baseAddress!, ld: lda),
+                                                 right: .matrix(transB, b.baseAddress!, ld: ldb), beta: beta, &c, ldc: ldc,
                                                  engine: engine)
                                 }
                             }
@@ -77,9 +77,11 @@ final class BFloat16GemmTests: XCTestCase {
             let k = 40
             let a = [Float](repeating: 1 + 1.0 / 1024, count: k), b = [Float](repeating: 1, count: k)
             var c: [Float] = [0]
-            b.withUnsafeBufferPointer { b in
-                bfloat16Gemm(.none, m: 1, n: 1, k: k, alpha: 1, a, lda: k, right: .matrix(.none, b.baseAddress!, ldb: 1),
-                             beta: 0, &c, ldc: 1, engine: engine)
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    bfloat16Gemm(m: 1, n: 1, k: k, alpha: 1, left: .matrix(.none, a.baseAddress!, ld: k),
+                                 right: .matrix(.none, b.baseAddress!, ld: 1), beta: 0, &c, ldc: 1, engine: engine)
+                }
             }
             XCTAssertEqual(c[0], Float(k), "\(engine)")
         }
@@ -106,6 +108,30 @@ final class BFloat16GemmTests: XCTestCase {
                 results.append(out + dInput + dWeight)
             }
             XCTAssertEqual(results[0], results[1], "\(layout)")
+        }
+    }
+
+    /// A left operand packed slice by slice of K (the output head's weight gradient, chunk by chunk) gives
+    /// the same bits as the product that packs it whole, for both storage orders.
+    func testLeftOperandPackedInSlicesMatchesWholeProduct() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 17)
+        let m = 70, n = 45, k = 100
+        let b = random(k * n, &stream), original = random(m * n, &stream)
+        for transA in [Transpose.none, .transposed] {
+            let a = random(m * k, &stream), lda = transA == .none ? k : m
+            var whole = original, sliced = original
+            gemm(transA, .none, m: m, n: n, k: k, a, lda: lda, b, beta: 1, &whole, precision: .bfloat16)
+            let left = PackedLeftOperand()
+            left.reserve(m: m, k: k)
+            a.withUnsafeBufferPointer { a in
+                for (offset, columns) in [(0, 64), (64, 36)] {  // the last slice ends part-way through a K step
+                    let slice = a.baseAddress! + (transA == .none ? offset : offset * lda)
+                    left.pack(transA, columns: columns, offset: offset, slice, lda: lda)
+                }
+            }
+            gemm(packed: left, .none, n: n, b, beta: 1, &sliced)
+            XCTAssertEqual(sliced, whole, "\(transA)")
         }
     }
 

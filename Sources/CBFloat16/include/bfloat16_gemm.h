@@ -28,6 +28,13 @@ size_t keel_bf16_packed_count(int rows_or_columns, int k);
 void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
                       int block_begin, int block_end);
 
+/// Packs 32-row blocks [block_begin, block_end) of op(A)[m×k] as K columns [k_offset, k_offset + k) of a
+/// packed A of depth total_k: one slice of K at a time, for a left operand whose K arrives in parts (the
+/// output head's ∂loss/∂logitsᵀ, chunk of rows by chunk). k_offset is a multiple of KEEL_BF16_KSTEP; a slice
+/// whose k is not pads the rest of its last step with zeros, so only the last slice may be one.
+void keel_bf16_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                            int total_k, int k_offset, int block_begin, int block_end);
+
 /// Packs 32-column blocks [block_begin, block_end) of op(B)[k×n] (`transposed` meaning B is stored n×k)
 /// into pairs-of-K ("VNNI") tile order, zero-padded like `keel_bf16_pack_a`.
 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
