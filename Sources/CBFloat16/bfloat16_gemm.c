@@ -85,9 +85,10 @@ AVX512_BF16 static inline void store_transposed(const __m512i rows[16], uint16_t
         u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
     }
     for (int q = 0; q < 4; q++) {
-        __m512i even_lanes_low = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88), odd_lanes_low = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xDD);
-        __m512i even_lanes_high = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88),
-                odd_lanes_high = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xDD);
+        __m512i even_lanes_low = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);
+        __m512i odd_lanes_low = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xDD);
+        __m512i even_lanes_high = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
+        __m512i odd_lanes_high = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xDD);
         _mm512_storeu_si512(out + (0 + q) * 32, _mm512_shuffle_i32x4(even_lanes_low, even_lanes_high, 0x88));
         _mm512_storeu_si512(out + (4 + q) * 32, _mm512_shuffle_i32x4(odd_lanes_low, odd_lanes_high, 0x88));
         _mm512_storeu_si512(out + (8 + q) * 32, _mm512_shuffle_i32x4(even_lanes_low, even_lanes_high, 0xDD));
@@ -148,7 +149,8 @@ AVX512_BF16 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, 
         // Two stored rows (k, k+1) at a time, across every block: the reads run along the rows.
         for (int s = 0; s < steps; s++)
             for (int j = 0; j < 16; j++) {
-                const float *even = row_or_null(b, s * 32 + 2 * j, k, ldb), *odd = row_or_null(b, s * 32 + 2 * j + 1, k, ldb);
+                const float *even = row_or_null(b, s * 32 + 2 * j, k, ldb);
+                const float *odd = row_or_null(b, s * 32 + 2 * j + 1, k, ldb);
                 for (int nb = block_begin; nb < block_end; nb++)
                     for (int half = 0; half < 2; half++) {
                         int column0 = nb * 32 + half * 16;

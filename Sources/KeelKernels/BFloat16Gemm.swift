@@ -171,8 +171,8 @@ func serialBFloat16Gemm(
     _ b: UnsafePointer<Float>, ldb: Int, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
     scratch: UnsafeMutablePointer<UInt16>
 ) {
-    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA == .none ? 0 : 1, transB == .none ? 0 : 1, Int32(m), Int32(n), Int32(k),
-                          alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
+    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA == .none ? 0 : 1, transB == .none ? 0 : 1,
+                          Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
 }
 
 /// `engine`, which configuration checks have made sure exists before any bf16 product runs.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Stand-in for `keel bench` while the real command does not exist: same arguments, same JSON line, made-up
-timings (the model FLOPs at 100 GFLOP/s), and "stub": true, which makes peer.py print a warning. Tests only.
+"""Stand-in for `keel bench` that tests the peer script without building Keel: same arguments, same JSON
+line, made-up timings (the model FLOPs at 100 GFLOP/s), and "stub": true, which makes peer.py print a
+warning. Tests only.
 
-    python3 scripts/bench/peer/run.sh --keel scripts/bench/peer/keel_stub.py small
+    bash scripts/bench/peer/run.sh small --keel scripts/bench/peer/keel_stub.py
 """
 import argparse
 import json
