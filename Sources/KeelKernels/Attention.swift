@@ -50,8 +50,8 @@ public struct CausalAttention: Sendable {
     private static func slotCount(length t: Int, headDim d: Int) -> Int {
         // The largest packing among the products: scores (rows × keys × d), outputs (rows × d × keys) and the
         // key/value gradients (keys × d × rows).
-        let packing = [(blockRows, t, d), (blockRows, d, t), (t, d, blockRows)]
-            .map { m, n, k in keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k)) }.max()!
+        func count(_ m: Int, _ n: Int, _ k: Int) -> Int { keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k)) }
+        let packing = max(count(blockRows, t, d), count(blockRows, d, t), count(t, d, blockRows))
         return (2 * blockRows * t + (packing + 1) / 2 + 15) / 16 * 16
     }
 
