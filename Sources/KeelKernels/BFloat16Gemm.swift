@@ -98,7 +98,7 @@ public final class PackedLeftOperand: @unchecked Sendable {
         precondition(offset % Int(KEEL_BF16_KSTEP) == 0 && offset + columns <= k, "slice \(offset)+\(columns) of K = \(k)")
         let (m, k, destination) = (m, k, storage.pointer!)
         ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
-            keel_bf16_pack_a_slice(transA == .none ? 0 : 1, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
+            keel_bf16_pack_a_slice(transA.flag, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
                                    Int32(offset), Int32(blocks.lowerBound), Int32(blocks.upperBound))
         }
     }
@@ -148,7 +148,7 @@ func bfloat16Gemm(
         ThreadPool.shared.parallelFor(leftBlocks + rightBlocks) { blocks in
             if case .matrix(let transA, let a, let lda) = left {
                 let rows = blocks.clamped(to: 0..<leftBlocks)
-                keel_bf16_pack_a(transA == .none ? 0 : 1, Int32(m), Int32(k), a, Int32(lda), scratch.a.pointer!,
+                keel_bf16_pack_a(transA.flag, Int32(m), Int32(k), a, Int32(lda), scratch.a.pointer!,
                                  Int32(rows.lowerBound), Int32(rows.upperBound))
             }
             if case .matrix(let transB, let b, let ldb) = right {
@@ -171,7 +171,7 @@ func serialBFloat16Gemm(
     _ b: UnsafePointer<Float>, ldb: Int, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
     scratch: UnsafeMutablePointer<UInt16>
 ) {
-    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA == .none ? 0 : 1, transB == .none ? 0 : 1,
+    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA.flag, transB.flag,
                           Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
 }
 
@@ -186,7 +186,7 @@ private func packRight(
     _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>,
     blocks: Range<Int>
 ) {
-    keel_bf16_pack_b(transB == .none ? 0 : 1, Int32(k), Int32(n), b, Int32(ldb), packed,
+    keel_bf16_pack_b(transB.flag, Int32(k), Int32(n), b, Int32(ldb), packed,
                      Int32(blocks.lowerBound), Int32(blocks.upperBound))
 }
 

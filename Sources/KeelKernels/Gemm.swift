@@ -6,6 +6,8 @@ public enum Transpose: Sendable {
     case none, transposed
 
     var cblas: CBLAS_TRANSPOSE { self == .none ? CblasNoTrans : CblasTrans }
+    /// The `transposed` flag of the bf16 C functions.
+    var flag: Int32 { self == .none ? 0 : 1 }
 }
 
 /// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS (fp32) or, with
