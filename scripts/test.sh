@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_corpus.sh   # the tokenizer tests compare against tiktoken on the Shakespeare corpus
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
+export PATH="$PWD/.venv/bin:$PATH"   # the reference tools scripts/setup.sh installed
 swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel

@@ -32,7 +32,7 @@ public final class MPIRuntime: @unchecked Sendable {
             throw KeelError("this MPI library offers no thread support (level \(provided)); Keel needs MPI_THREAD_SERIALIZED")
         }
         MPI_Comm_set_errhandler(keel_mpi_comm_world(), keel_mpi_errors_return())
-        // shared/NATIVE.md measured 3× lower all-reduce bandwidth when glibc unmaps OpenMPI's temporaries.
+        // All-reduce bandwidth measured 3× lower when glibc unmaps OpenMPI's temporaries (docs/platform.md).
         keel_keep_freed_memory()
 
         let runtime = MPIRuntime()

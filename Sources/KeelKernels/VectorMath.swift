@@ -1,7 +1,7 @@
 /// Vectorised elementwise helpers shared by the kernels.
 ///
 /// Swift neither fuses `a * b + c` nor reassociates reductions, so these use `SIMD16<Float>` with explicit
-/// `addingProduct` and independent accumulators (see shared/NATIVE.md). `exp16` replaces libm's `expf`,
+/// `addingProduct` and independent accumulators (see docs/platform.md). `exp16` replaces libm's `expf`,
 /// which is far too slow to call per element.
 
 import KeelCore

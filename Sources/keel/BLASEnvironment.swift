@@ -1,7 +1,7 @@
 import Foundation
 
 /// Debian's OpenBLAS does not recognise recent AVX-512 CPUs (Zen 4/5) and falls back to its Haswell (AVX2)
-/// kernels, at about a third of the speed (shared/NATIVE.md). It reads `OPENBLAS_CORETYPE` only when the
+/// kernels, at about a third of the speed (docs/platform.md). It reads `OPENBLAS_CORETYPE` only when the
 /// library loads, before `main`, so on an AVX-512 CPU Keel sets it to SkylakeX and re-executes itself once.
 ///
 /// An unset variable or the AVX2 fallback values are upgraded; any other value is the user's choice and is
