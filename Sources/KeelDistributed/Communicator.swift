@@ -71,6 +71,9 @@ public protocol Communicator: AnyObject, Sendable {
     var timeout: Double { get }
     /// Starts `operation` after every operation this process started before it.
     func start(_ operation: CommunicationOperation) -> CommunicationRequest
+    /// How many operations this process has started on this communicator so far: what metrics report as
+    /// the communication of a step, and what tests count to prove that a step communicated nothing more.
+    var startedOperations: Int { get }
     /// A communicator over the ranks that pass the same `color`, ordered by `key` (collective: every rank
     /// of this group must call it).
     func split(color: Int, key: Int) throws -> any Communicator

@@ -19,6 +19,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private let comm: MPI_Comm
     private let watch: MPI_Comm
     private let runtime: MPIRuntime
+    private let counter = OperationCounter()
     // Used only on the progress thread:
     private var sequence: Int64 = 0
     private var lastAnnounced: [Int64]
@@ -54,7 +55,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// This process's rank in the job.
     public var worldRank: Int { worldRanks[rank] }
 
+    public var startedOperations: Int { counter.value }
+
     public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
+        counter.increment()
         let request = CommunicationRequest(label: operation.label)
         runtime.enqueue { self.execute(operation, request) }
         return request

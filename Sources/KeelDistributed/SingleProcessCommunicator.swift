@@ -8,9 +8,14 @@ public final class SingleProcessCommunicator: Communicator {
     public let size = 1
     public let timeout = Double.infinity
 
+    private let counter = OperationCounter()
+
     public init() {}
 
+    public var startedOperations: Int { counter.value }
+
     public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
+        counter.increment()
         var failure: KeelError?
         switch operation.kind {
         case .reduceScatter(let source, let destination, let counts, _):

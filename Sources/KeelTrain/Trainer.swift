@@ -129,6 +129,7 @@ public final class Trainer {
         while state.step < lastStep {
             let step = state.step + 1
             let stepStart = Date()
+            let operationsBefore = communicator.startedOperations
             let loss = try optimizer.accumulateGradients(from: loader, accumulation: accumulation, inputs: &inputs,
                                                          targets: &targets, label: "step \(step)")
             let gradientNorm = try optimizer.gradientNorm()
@@ -156,7 +157,8 @@ public final class Trainer {
             if communicator.size > 1 {
                 // How this step's gradient communication overlapped the backward pass.
                 let overlap = parallel.statistics
-                record += [("comm_buckets", .int(overlap.buckets)),
+                record += [("comm_ops", .int(communicator.startedOperations - operationsBefore)),
+                           ("comm_buckets", .int(overlap.buckets)),
                            ("comm_overlapped_buckets", .int(overlap.startedDuringBackward)),
                            ("comm_s", .double(overlap.communicationSeconds)),
                            ("comm_exposed_s", .double(overlap.exposedSeconds))]

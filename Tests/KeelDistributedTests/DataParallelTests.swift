@@ -23,21 +23,62 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(parallel.shard, 0..<model.table.count)
     }
 
-    func testEveryBucketIsCommunicatedAfterTheLastMicroBatch() throws {
+    /// Each bucket is handed to the communicator while the backward pass is still running: when a bucket
+    /// that does not hold the embeddings starts, the embeddings' gradient (the last the backward pass
+    /// computes) still holds what the earlier micro-batches left. Only the last micro-batch communicates,
+    /// each bucket once.
+    func testBucketsStartDuringTheBackwardPassOfTheLastMicroBatchOnly() throws {
         let model = try model()
-        let parallel = DataParallel(model: model, communicator: SingleProcessCommunicator(), bucketElements: 777,
-                                    shardOptimizerState: false)
+        let embedding = model.table.entries[0].range
+        var earlierMicroBatches: [Float] = []
+        let communicator = RecordingCommunicator { Array(model.gradients.toArray()[embedding]) == earlierMicroBatches }
+        let parallel = DataParallel(model: model, communicator: communicator, bucketElements: 777, shardOptimizerState: false)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
-        parallel.prepareLastMicroBatch(label: "step 1")
-        inputs.withUnsafeBufferPointer { i in
-            targets.withUnsafeBufferPointer { t in
-                _ = model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: 2, length: 8, lossScale: 1)
+        model.gradients.zero()
+        for micro in 0..<3 {
+            if micro == 2 { parallel.prepareLastMicroBatch(label: "step 1") }
+            inputs.withUnsafeBufferPointer { i in
+                targets.withUnsafeBufferPointer { t in
+                    _ = model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: 2, length: 8, lossScale: 1)
+                }
             }
+            model.backward()
+            if micro < 2 { XCTAssertEqual(communicator.started.count, 0, "micro-batch \(micro) communicated") }
+            if micro == 1 { earlierMicroBatches = Array(model.gradients.toArray()[embedding]) }
         }
-        model.backward()
         try parallel.synchronizeGradients()
+        XCTAssertEqual(communicator.started.map(\.label).sorted(),
+                       (1...parallel.buckets.count).map { "step 1: gradient bucket \($0) of \(parallel.buckets.count)" }.sorted())
+        let later = communicator.started.filter { started in
+            let index = Int(started.label.split(separator: " ")[4])! - 1
+            return !parallel.buckets[index].overlaps(embedding)
+        }
+        XCTAssertGreaterThan(later.count, 2)
+        for started in later { XCTAssertTrue(started.observation, "\(started.label) started after the backward pass had ended") }
         XCTAssertEqual(parallel.statistics.buckets, parallel.buckets.count)
         XCTAssertEqual(parallel.statistics.startedDuringBackward, parallel.buckets.count)
         XCTAssertNil(model.gradientsReady, "the hook must be disarmed for the next micro-batches")
     }
+}
+
+/// A single-process communicator that records every operation started, with what `observe` saw at that moment.
+private final class RecordingCommunicator: Communicator, @unchecked Sendable {
+    let rank = 0, size = 1, timeout = Double.infinity
+    private let inner = SingleProcessCommunicator()
+    private let observe: () -> Bool
+    private(set) var started: [(label: String, observation: Bool)] = []
+
+    init(observe: @escaping () -> Bool) {
+        self.observe = observe
+    }
+
+    var startedOperations: Int { started.count }
+
+    func start(_ operation: CommunicationOperation) -> CommunicationRequest {
+        started.append((operation.label, observe()))
+        return inner.start(operation)
+    }
+
+    func split(color: Int, key: Int) throws -> any Communicator { self }
+    func abort(code: Int32) -> Never { inner.abort(code: code) }
 }

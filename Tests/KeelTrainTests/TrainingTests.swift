@@ -107,27 +107,49 @@ final class TrainingTests: XCTestCase {
                        accuracy: 0.02 * Double(fp32.finalValidationLoss))
     }
 
+    /// Every step record has its fields, and the validation losses the run returned are the ones in the file,
+    /// bit for bit.
     func testMetricsHaveRequiredFieldsAndExactFloats() throws {
         let fixture = try TrainFixture()
-        _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
+        let summary = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
         let text = try String(contentsOf: fixture.root.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8)
-        let lines = text.split(separator: "\n")
-        var stepRecords = 0, validationRecords = 0
-        for line in lines {
+        var stepRecords = 0
+        var validation: [Float] = []
+        for line in text.split(separator: "\n") {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
             if object["loss"] != nil {
                 stepRecords += 1
                 for key in ["step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"] {
                     XCTAssertNotNil(object[key], "missing \(key)")
                 }
-                // The logged text parses to a Float that prints back to the same text: nothing was rounded.
-                let lossText = String(line.split(separator: "\"loss\": ")[1].prefix { $0 != "," })
-                XCTAssertEqual("\(Float(lossText)!)", lossText)
             }
-            if object["val_loss"] != nil { validationRecords += 1 }
+            if object["val_loss"] != nil { validation.append(try XCTUnwrap(MetricsText.float("val_loss", in: line))) }
         }
         XCTAssertEqual(stepRecords, 5)
-        XCTAssertEqual(validationRecords, 2)  // before step 1, and at step 5 (both eval_every and the last step)
+        // Before step 1, and at step 5 (both eval_every and the last step).
+        XCTAssertEqual(validation.map(\.bitPattern), [summary.initialValidationLoss!, summary.finalValidationLoss].map(\.bitPattern))
+    }
+
+    /// The log writes floats so that their text parses back to the same bits, whatever the value.
+    func testMetricsLogRoundTripsFloatsBitForBit() throws {
+        let fixture = try TrainFixture()
+        let url = fixture.root.appendingPathComponent("metrics.jsonl")
+        let log = try MetricsLog(url: url, keepingThrough: nil)
+        var random = RandomStream(seed: 5)
+        // Values whose shortest round-trip text needs all 9 digits, subnormals, extremes, and random bit patterns.
+        var floats: [Float] = [0.1, 1 / 3, 16_777_215, .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude,
+                               -0.0, 3.4028235e38, 1.00000012, 8.589973e9]
+        floats += (0..<500).map { _ in Float(bitPattern: UInt32(random.nextInt(below: 0x7F80_0000))) }
+        let doubles: [Double] = [0.1, 1 / 3, .leastNonzeroMagnitude, 2.5e-308, 123_456_789.123_456_78]
+        for (index, value) in floats.enumerated() {
+            try log.write(["step": .int(index), "loss": .float(value), "lr": .double(doubles[index % doubles.count])])
+        }
+        let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, floats.count)
+        for (index, line) in lines.enumerated() {
+            XCTAssertEqual(MetricsText.float("loss", in: line)?.bitPattern, floats[index].bitPattern, String(line))
+            XCTAssertEqual(MetricsText.double("lr", in: line)?.bitPattern, doubles[index % doubles.count].bitPattern, String(line))
+        }
     }
 
     func testLearningRateSchedule() {
@@ -137,6 +159,17 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(schedule.rate(at: 60), 0.55, accuracy: 1e-12)
         XCTAssertEqual(schedule.rate(at: 110), 0.1, accuracy: 1e-12)
     }
+}
+
+/// Reads a number of a metrics line from its text, not through a JSON parser's Double.
+enum MetricsText {
+    static func text(_ key: String, in line: Substring) -> Substring? {
+        guard let range = line.range(of: "\"\(key)\": ") else { return nil }
+        return line[range.upperBound...].prefix { $0 != "," && $0 != "}" }
+    }
+
+    static func float(_ key: String, in line: Substring) -> Float? { text(key, in: line).flatMap { Float($0) } }
+    static func double(_ key: String, in line: Substring) -> Double? { text(key, in: line).flatMap { Double($0) } }
 }
 
 extension Transformer {
