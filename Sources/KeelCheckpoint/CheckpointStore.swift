@@ -48,8 +48,9 @@ public enum CheckpointStore {
         guard let data = try? Data(contentsOf: manifestURL) else {
             throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
         }
-        guard let records = try? JSONDecoder().decode([String: FileRecord].self, from: data) else {
-            throw KeelError("checkpoint \(directory.path): manifest.json is malformed")
+        let records: [String: FileRecord]
+        do { records = try JSONDecoder().decode([String: FileRecord].self, from: data) } catch {
+            throw KeelError("checkpoint \(directory.path): manifest.json is malformed: \(decodingProblem(error))")
         }
         for (file, expected) in records.sorted(by: { $0.key < $1.key }) {
             let url = directory.appendingPathComponent(file)

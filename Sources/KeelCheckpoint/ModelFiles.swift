@@ -43,7 +43,7 @@ public enum ModelFiles {
         } catch let error as KeelError {
             throw error
         } catch {
-            throw KeelError("\(url.path): malformed model config")
+            throw KeelError("\(url.path): malformed model config: \(decodingProblem(error))")
         }
     }
 

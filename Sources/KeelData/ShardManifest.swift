@@ -44,7 +44,7 @@ public struct ShardManifest: Codable, Equatable, Sendable {
             throw KeelError("data: \(directory.path) is not a prepared dataset (no \(fileName); run keel data prepare)")
         }
         do { return try JSONDecoder().decode(ShardManifest.self, from: data) } catch {
-            throw KeelError("data: \(url.path) is malformed")
+            throw KeelError("data: \(url.path) is malformed: \(decodingProblem(error))")
         }
     }
 

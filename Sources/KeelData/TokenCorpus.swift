@@ -4,9 +4,10 @@ import KeelCore
 /// A corpus tokenised in memory at start-up, split into training and validation token streams: the simple
 /// path for small corpora (large ones are prepared once into shards with `keel data prepare`).
 ///
-/// Inputs are text files (each file is one document; directories are read recursively in sorted order,
-/// hidden files skipped) or llm.c token shards (`.bin`). Documents are joined with end-of-text; the last
-/// `validationFraction` of the stream is held out.
+/// Inputs are read as `keel data prepare` reads them (`DocumentSource`: text files, one document each; JSON
+/// Lines with a `text` field, one document per line; either gzip or zstd compressed), or are llm.c token
+/// shards (`.bin`); directories are read recursively in sorted order, hidden files skipped. Each document is
+/// followed by end-of-text; the last `validationFraction` of the stream is held out.
 public struct TokenCorpus: Sendable {
     public let train: [Int32]
     public let validation: [Int32]
@@ -22,13 +23,10 @@ public struct TokenCorpus: Sendable {
             if file.pathExtension == "bin" {
                 tokens += try TokenShard(url: file).tokens()
             } else {
-                let data: Data
-                do { data = try Data(contentsOf: file) } catch {
-                    throw KeelError("data: cannot read \(file.path): \(error.localizedDescription)")
+                try DocumentSource(url: file).forEachDocument { document in
+                    tokens += tokenizer.encode(document)
+                    tokens.append(tokenizer.endOfText)
                 }
-                if data.isEmpty { continue }
-                tokens += data.withUnsafeBytes { tokenizer.encode($0.bindMemory(to: UInt8.self)) }
-                tokens.append(tokenizer.endOfText)
             }
         }
         guard !tokens.isEmpty else {

@@ -98,6 +98,24 @@ public final class TokenShard: @unchecked Sendable {
         }
     }
 
+    /// Throws, naming the file and the first offending position, unless every token is below `vocabSize`
+    /// (a shard made with another tokenizer would otherwise index past the embedding table).
+    public func checkTokens(below vocabSize: Int) throws {
+        let largest = data.withUnsafeBytes { raw -> Int in
+            let base = raw.baseAddress! + TokenShardFormat.headerBytes
+            switch format {
+            case .uint16:
+                return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt16.self), count: count).max() ?? 0)
+            case .uint32:
+                return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt32.self), count: count).max() ?? 0)
+            }
+        }
+        guard largest >= vocabSize else { return }
+        let tokens = self.tokens()
+        let position = tokens.firstIndex { Int(UInt32(bitPattern: $0)) >= vocabSize }!
+        throw KeelError("data: \(url.path): token id \(UInt32(bitPattern: tokens[position])) at position \(position) is outside the model's vocabulary (model.vocab_size \(vocabSize)); was the shard made with another tokenizer?")
+    }
+
     /// All tokens as Int32 (for tests and tools).
     public func tokens() -> [Int32] {
         var result = [Int32](repeating: 0, count: count)

@@ -116,8 +116,21 @@ public enum TokenizerFiles {
         else { throw KeelError("tokenizer: \(path): only byte-level BPE models are supported") }
         let pattern = try huggingFacePattern(root["pre_tokenizer"], path: path)
 
+        // Added tokens are matched in the text before BPE runs, as `tokenizers` does, so they are special
+        // tokens here. Hugging Face's own GPT-2 file also lists `<|endoftext|>` in model.vocab (id 50256):
+        // that id then belongs to the special token, not to an ordinary token spelled `<|endoftext|>`.
+        var specials: [String: Int32] = [:]
+        for case let added as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
+            guard let content = added["content"] as? String, let id = added["id"] as? Int, id >= 0 else {
+                throw KeelError("tokenizer: \(path): an entry of added_tokens lacks its content or id")
+            }
+            if let listed = vocab[content], listed != id {
+                throw KeelError("tokenizer: \(path): '\(content)' has id \(listed) in model.vocab but \(id) in added_tokens")
+            }
+            specials[content] = Int32(id)
+        }
         var tokens = [[UInt8]](repeating: [], count: (vocab.values.max() ?? -1) + 1)
-        for (key, id) in vocab {
+        for (key, id) in vocab where specials[key] == nil {
             guard id >= 0 else { throw KeelError("tokenizer: \(path): negative id for '\(key)'") }
             tokens[id] = try decodeKey(key, path: path)
         }
@@ -130,16 +143,10 @@ public enum TokenizerFiles {
             } else {
                 parts = entry as? [String] ?? []
             }
-            guard parts.count == 2, let left = vocab[parts[0]], let right = vocab[parts[1]] else {
-                throw KeelError("tokenizer: \(path): merge \(index) is malformed or names unknown tokens")
-            }
+            guard parts.count == 2, let left = vocab[parts[0]], let right = vocab[parts[1]],
+                  specials[parts[0]] == nil, specials[parts[1]] == nil
+            else { throw KeelError("tokenizer: \(path): merge \(index) is malformed or names unknown or added tokens") }
             merges.append((Int32(left), Int32(right)))
-        }
-        var specials: [String: Int32] = [:]
-        for case let added as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
-            if let content = added["content"] as? String, let id = added["id"] as? Int, vocab[content] == nil {
-                specials[content] = Int32(id)
-            }
         }
         return try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: specials, pattern: pattern,
                                  emitsWholePieces: model["ignore_merges"] as? Bool ?? false)

@@ -189,30 +189,10 @@ public final class Trainer {
     /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows (the ranks of a
     /// data-parallel group share the micro-batches out and combine their sums).
     public func validationLoss() throws -> Float {
-        let batch = config.training.batchSize, length = config.training.sequenceLength
-        let windows = min(data.validation.count, config.training.evalBatches * batch * communicator.size)
-        var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
-        var total = 0.0
-        var start = communicator.rank * batch
-        while start < windows {
-            let rows = min(batch, windows - start)
-            inputs.withUnsafeMutableBufferPointer { i in
-                targets.withUnsafeMutableBufferPointer { tg in
-                    for r in 0..<rows {
-                        data.validation.copy(window: start + r, inputs: i.baseAddress! + r * length,
-                                             targets: tg.baseAddress! + r * length)
-                    }
-                }
-            }
-            let loss = inputs.withUnsafeBufferPointer { i in
-                targets.withUnsafeBufferPointer { tg in
-                    model.forward(inputs: i.baseAddress!, targets: tg.baseAddress!, batch: rows, length: length)
-                }
-            }
-            total += Double(loss) * Double(rows)
-            start += batch * communicator.size
-        }
-        total = try communicator.allReduce([total], .sum, label: "validation loss")[0]
+        let windows = min(data.validation.count, config.training.evalBatches * config.training.batchSize * communicator.size)
+        let local = Evaluation.lossSum(of: model, on: data.validation, count: windows, batch: config.training.batchSize,
+                                       rank: communicator.rank, ranks: communicator.size)
+        let total = try communicator.allReduce([local], .sum, label: "validation loss")[0]
         return Float(total / Double(windows))
     }
 

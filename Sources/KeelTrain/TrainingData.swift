@@ -15,6 +15,7 @@ struct TrainingData {
 
     init(config: TrainConfig) throws {
         let length = config.training.sequenceLength
+        let tooLittleValidation: String
         if let dataset = config.data.dataset {
             let directory = URL(fileURLWithPath: dataset)
             let manifest = try ShardManifest.read(from: directory)
@@ -29,9 +30,15 @@ struct TrainingData {
             guard manifest.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the dataset's vocabulary (\(manifest.vocabSize))")
             }
-            train = TokenWindows(segments: try manifest.openShards(manifest.train, in: directory).map { .shard($0) }, length: length)
-            validation = TokenWindows(segments: try manifest.openShards(manifest.val, in: directory).map { .shard($0) }, length: length)
+            func windows(_ split: ShardManifest.Split) throws -> TokenWindows {
+                let shards = try manifest.openShards(split, in: directory)
+                for shard in shards { try shard.checkTokens(below: config.model.vocabSize) }
+                return TokenWindows(segments: shards.map { .shard($0) }, length: length)
+            }
+            train = try windows(manifest.train)
+            validation = try windows(manifest.val)
             summary = "dataset \(dataset): \(manifest.train.documents) + \(manifest.val.documents) documents"
+            tooLittleValidation = "prepare the dataset again with a larger --val-fraction"
         } else {
             tokenizer = try loadTokenizer(config.data.tokenizer)
             tokenizerFile = config.data.tokenizer == "byte" ? nil : URL(fileURLWithPath: config.data.tokenizer)
@@ -43,12 +50,13 @@ struct TrainingData {
             train = TokenWindows(segments: [.memory(corpus.train)], length: length)
             validation = TokenWindows(segments: [.memory(corpus.validation)], length: length)
             summary = "\(corpus.fileCount) files"
+            tooLittleValidation = "raise data.val_fraction"
         }
         guard train.count >= config.training.batchSize else {
             throw KeelError("data: the training split has \(train.tokenCount) tokens, too few for one batch of \(config.training.batchSize) sequences of \(length + 1) tokens")
         }
         guard validation.count > 0 else {
-            throw KeelError("data: the validation split has \(validation.tokenCount) tokens, fewer than training.seq_len + 1 (\(length + 1)); raise data.val_fraction")
+            throw KeelError("data: the validation split has \(validation.tokenCount) tokens, fewer than training.seq_len + 1 (\(length + 1)); \(tooLittleValidation)")
         }
     }
 

@@ -32,10 +32,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Reads a `state.json`.
     public static func read(from url: URL) throws -> TrainingState {
         guard let data = try? Data(contentsOf: url) else { throw KeelError("\(url.path): cannot read") }
-        guard let state = try? JSONDecoder().decode(TrainingState.self, from: data) else {
-            throw KeelError("\(url.path): malformed training state")
+        do { return try JSONDecoder().decode(TrainingState.self, from: data) } catch {
+            throw KeelError("\(url.path): malformed training state: \(decodingProblem(error))")
         }
-        return state
     }
 }
 

@@ -3,6 +3,7 @@
 # Usage: Tests/CLI/cli_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: cli_tests.sh PATH_TO_KEEL}")
+here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 passed=0
@@ -35,6 +36,13 @@ expect_ok() {
     if "$@" >"$work/out" 2>"$work/err"; then pass "$name"; else fail "$name (exit $?)"; fi
 }
 
+# check NAME PYTHON_EXPRESSION ARGS...: the expression (over sys.argv) is true.
+check() {
+    local name=$1 expression=$2
+    shift 2
+    if python3 -c "import json, sys; assert $expression" "$@" 2>"$work/err"; then pass "$name"; else fail "$name"; fi
+}
+
 mkdir -p "$work/corpus"
 for i in 1 2 3; do
     for j in $(seq 1 60); do echo "To be, or not to be, that is the question $i $j."; done >"$work/corpus/doc$i.txt"
@@ -62,6 +70,8 @@ TOML
 expect_ok "help lists the subcommands" "$keel" --help
 grep -q "train" "$work/out" && grep -q "export" "$work/out" && pass "help mentions train and export" || fail "help mentions train and export"
 expect_ok "train --help" "$keel" train --help
+grep -q -- "--config" "$work/out" && grep -q -- "--resume" "$work/out" && grep -q -- "--set" "$work/out" \
+    && grep -q -- "--stop-after" "$work/out" && pass "train --help lists its options" || fail "train --help lists its options"
 
 expect_error "missing config file" "no such file" "$keel" train --config "$work/nope.toml" --out "$work/r0"
 expect_error "unknown config key" "unknown key 'training.stepz'" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set training.stepz=3
@@ -75,14 +85,37 @@ expect_error "fresh train refuses an existing run" "--resume" "$keel" train --co
 expect_ok "resume finishes the run" "$keel" train --resume --out "$work/run"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] && pass "6 step records after resume" || fail "6 step records after resume"
 grep -q "validation loss" "$work/out" && pass "summary printed" || fail "summary printed"
+check "metrics steps are 1..6, once each, with finite losses" \
+    '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in map(json.loads, open(sys.argv[1])) if "loss" in r)' \
+    "$work/run/metrics.jsonl"
 
 expect_ok "sample" "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be"
-[ -s "$work/out" ] && pass "sample printed text" || fail "sample printed text"
+cp "$work/out" "$work/sample1"
+"$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be" >"$work/sample2" 2>/dev/null
+"$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be" --seed 2 >"$work/sample3" 2>/dev/null
+check "sample continues the prompt, the same for the same seed and otherwise for another" \
+    'open(sys.argv[1], "rb").read().startswith(b"To be") and len(open(sys.argv[1], "rb").read()) > 6 and open(sys.argv[1], "rb").read() == open(sys.argv[2], "rb").read() != open(sys.argv[3], "rb").read()' \
+    "$work/sample1" "$work/sample2" "$work/sample3"
 expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"
 python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
     && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"
 
 newest=$(ls -d "$work"/run/checkpoints/step_* | sort | tail -1)
+
+# keel eval: the run's loss on a text file equals the float64 NumPy reference model's on the same windows.
+expect_ok "eval on a text file" "$keel" eval --checkpoint "$work/run" --seq-len 16 --json "$work/corpus/doc1.txt"
+reference=$(python3 "$here/eval_reference.py" "$newest" "$work/corpus/doc1.txt" 16)
+check "eval's loss equals the NumPy reference's ($reference), over every window" \
+    'abs(json.load(open(sys.argv[1]))["loss"] / float(sys.argv[2]) - 1) < 1e-5 and json.load(open(sys.argv[1]))["windows"] == int(sys.argv[3]) // 16' \
+    "$work/out" "$reference" "$(wc -c <"$work/corpus/doc1.txt")"
+expect_ok "eval prints loss and perplexity" "$keel" eval --checkpoint "$work/run" --max-windows 3 "$work/corpus"
+grep -Eq "^loss [0-9]+\.[0-9]{4}  perplexity [0-9]+\.[0-9]{2}  \(3 windows of 16 tokens: 48 predicted tokens\)$" "$work/out" \
+    && pass "eval's summary line" || fail "eval's summary line: $(cat "$work/out")"
+"$keel" eval --checkpoint "$work/run" >"$work/out" 2>"$work/err"
+[ $? -eq 64 ] && grep -q "^Error: give either --dataset DIR or files to evaluate on" "$work/err" \
+    && pass "eval without data is a usage error" || fail "eval without data is a usage error"
+expect_error "eval with a window longer than the model's" "longer than the model's max_seq_len (16)" \
+    "$keel" eval --checkpoint "$work/run" --seq-len 17 "$work/corpus"
 truncate -s 100 "$newest/model.safetensors"
 expect_error "truncated checkpoint" "truncated" "$keel" sample --checkpoint "$newest"
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
@@ -97,12 +130,18 @@ printf '{"text": "Now is the winter of our discontent"}\n{"text": "Made glorious
 expect_ok "tokenizer train" "$keel" tokenizer train --vocab-size 300 --input "$work/corpus" --out "$work/tok.json"
 echo "To be, or not" >"$work/line.txt"
 expect_ok "tokenizer encode" "$keel" tokenizer encode --tokenizer "$work/tok.json" --input "$work/line.txt"
+check "encode prints whitespace-separated ids below the vocabulary size" \
+    'len(open(sys.argv[1]).read().split()) > 1 and all(0 <= int(t) < 300 for t in open(sys.argv[1]).read().split())' "$work/out"
 cp "$work/out" "$work/ids.txt"
 expect_ok "tokenizer decode" "$keel" tokenizer decode --tokenizer "$work/tok.json" --input "$work/ids.txt"
 cmp -s "$work/out" "$work/line.txt" && pass "encode then decode gives the text back" || fail "encode then decode gives the text back"
 expect_ok "data prepare" "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds" --val-fraction 0.25
 [ -f "$work/ds/manifest.json" ] && [ -f "$work/ds/tokenizer.json" ] && ls "$work"/ds/train_*.bin >/dev/null \
     && pass "dataset has manifest, tokenizer and shards" || fail "dataset has manifest, tokenizer and shards"
+# 3 text files + 2 JSONL lines = 5 documents, ⌊5 × 0.25⌋ = 1 held out; counts agree with the shard files.
+check "manifest counts documents and tokens as the shards hold them" \
+    'json.load(open(sys.argv[1]))["train"]["documents"] == 4 and json.load(open(sys.argv[1]))["val"]["documents"] == 1 and all(sum(s["tokens"] for s in json.load(open(sys.argv[1]))[k]["shards"]) == json.load(open(sys.argv[1]))[k]["tokens"] == sum((__import__("os").path.getsize(sys.argv[2] + "/" + s["file"]) - 1024) // 2 for s in json.load(open(sys.argv[1]))[k]["shards"]) for k in ("train", "val"))' \
+    "$work/ds/manifest.json" "$work/ds"
 cat >"$work/ds.toml" <<TOML
 [model]
 n_layer = 1
@@ -118,8 +157,19 @@ eval_every = 0
 eval_batches = 1
 TOML
 expect_ok "train on a prepared dataset" "$keel" train --config "$work/ds.toml" --out "$work/dsrun"
-[ -f "$work/dsrun/tokenizer.json" ] && pass "run keeps its tokenizer" || fail "run keeps its tokenizer"
+check "dataset run logged 4 steps" '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4]' \
+    "$work/dsrun/metrics.jsonl"
+cmp -s "$work/dsrun/tokenizer.json" "$work/tok.json" && pass "run keeps its tokenizer" || fail "run keeps its tokenizer"
 expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
+grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail "the sample starts with its prompt"
+# Eval on the same validation windows (seq_len 16, one batch of 2) reproduces the run's last validation loss exactly.
+expect_ok "eval on a dataset" "$keel" eval --checkpoint "$work/dsrun" --dataset "$work/ds" --seq-len 16 --batch-size 2 \
+    --max-windows 2 --json
+check "eval on the dataset equals the run's validation loss" \
+    'json.load(open(sys.argv[1]))["loss"] == [r for r in map(json.loads, open(sys.argv[2])) if "val_loss" in r][-1]["val_loss"]' \
+    "$work/out" "$work/dsrun/metrics.jsonl"
+expect_error "eval on a dataset of another tokenizer" "was tokenised with tokenizer.json, not with the checkpoint's tokenizer (byte)" \
+    "$keel" eval --checkpoint "$work/run" --dataset "$work/ds"
 expect_error "prepare refuses to overwrite a dataset" "already holds" \
     "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds"
 printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$work/bad.jsonl"
@@ -128,6 +178,19 @@ expect_error "JSONL line without text" "$work/bad.jsonl: line 2" \
 shard=$(ls "$work"/ds/train_*.bin | head -1)
 printf 'x' >>"$shard"
 expect_error "shard whose size disagrees with its header" "header says" "$keel" train --config "$work/ds.toml" --out "$work/dsrun2"
+
+# A file the user cannot read: one error naming it (as root, permissions do not stop reads, so drop to nobody).
+cp "$work/corpus/doc1.txt" "$work/secret.txt"
+chmod 000 "$work/secret.txt"
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    chmod 755 "$work" && chmod -R a+rX "$work/corpus" "$work/tiny.toml" && mkdir -m 777 "$work/nobody"
+    as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+else
+    mkdir "$work/nobody"
+fi
+expect_error "unreadable data file" "cannot read $work/secret.txt: permission denied" \
+    "${as_user[@]}" "$keel" train --config "$work/tiny.toml" --out "$work/nobody/run" --set "data.paths=[\"$work/secret.txt\"]"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

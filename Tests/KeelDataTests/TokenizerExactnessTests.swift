@@ -8,11 +8,11 @@ import XCTest
 final class TokenizerExactnessTests: XCTestCase {
     private var stressText: URL { DataFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/unicode_stress.txt") }
 
-    private func keelIDs(_ vocabulary: BPEVocabulary, _ files: [URL]) throws -> [[Int32]] {
+    private func keelIDs(_ vocabulary: BPEVocabulary, _ files: [URL], specialTokens: SpecialTokenPolicy = .ordinary) throws -> [[Int32]] {
         let encoder = BPEEncoder(vocabulary: vocabulary)
         return try files.map { file in
             var ids: [Int32] = []
-            try Array(Data(contentsOf: file)).withUnsafeBufferPointer { encoder.encodeOrdinary($0, into: &ids) }
+            try Array(Data(contentsOf: file)).withUnsafeBufferPointer { try encoder.encode($0, specialTokens: specialTokens, into: &ids) }
             return ids
         }
     }
@@ -54,6 +54,35 @@ final class TokenizerExactnessTests: XCTestCase {
         // And the file reads back into the same vocabulary.
         let reloaded = try TokenizerFiles.load(json.path)
         XCTAssertEqual(try keelIDs(reloaded, [stressText]), try keelIDs(vocabulary, [stressText]))
+    }
+
+    /// Hugging Face's own GPT-2 tokenizer.json lists `<|endoftext|>` in model.vocab (its last id) as well as
+    /// among the added tokens. Such a file, made by `tokenizers` itself, loads with that id as the
+    /// end-of-text special token and encodes as `tokenizers` does, special-token text included.
+    func testHuggingFaceGPT2LayoutMatchesTokenizers() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        let shakespeare = try DataFixtures.shakespeare()
+        try DataFixtures.python([DataFixtures.reference, "hf-gpt2-layout", json.path] + shakespeare.prefix(4).map(\.path))
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
+        let vocab = (root["model"] as! [String: Any])["vocab"] as! [String: Int]
+        XCTAssertEqual(vocab["<|endoftext|>"], 1000, "the reference must lay the file out as GPT-2's")
+        XCTAssertEqual((root["added_tokens"] as! [[String: Any]]).map { $0["id"] as? Int }, [1000])
+
+        let vocabulary = try TokenizerFiles.load(json.path)
+        XCTAssertEqual(vocabulary.endOfText, 1000)
+        XCTAssertEqual(vocabulary.size, 1001)
+        XCTAssertEqual(try loadTokenizer(json.path).endOfText, 1000)
+        // Documents joined by the special token's text, as corpora dumped with separators are.
+        let joined = directory.appendingPathComponent("joined.txt")
+        let documents = try shakespeare.suffix(2).map { try String(contentsOf: $0, encoding: .utf8) }
+        try Data((documents.joined(separator: "<|endoftext|>") + "<|endoftext|>").utf8).write(to: joined)
+        let files = Array(shakespeare.suffix(3)) + [stressText, joined]
+        let out = directory.appendingPathComponent("ids.bin")
+        try DataFixtures.python([DataFixtures.reference, "hf", json.path, out.path] + files.map(\.path))
+        let keel = try keelIDs(vocabulary, files, specialTokens: .allowed)
+        assertSameIDs(keel, try DataFixtures.readIDLists(out), files)
+        XCTAssertEqual(keel.last!.filter { $0 == 1000 }.count, 2)
     }
 
     func testRoundTripIncludingInvalidUTF8() throws {

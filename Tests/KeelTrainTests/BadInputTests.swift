@@ -6,21 +6,6 @@ import XCTest
 
 /// Every kind of bad input gives one clear error naming the problem, and leaves nothing half-written.
 final class BadInputTests: XCTestCase {
-    private func assertKeelError(_ expected: String..., file: StaticString = #filePath, line: UInt = #line,
-                                 _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(expected)", file: file, line: line)
-        } catch let error as KeelError {
-            for fragment in expected {
-                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
-            }
-            XCTAssertFalse(error.message.contains("\n"), "error must be one line", file: file, line: line)
-        } catch {
-            XCTFail("expected a KeelError, got \(error)", file: file, line: line)
-        }
-    }
-
     func testMissingDataFile() throws {
         let fixture = try TrainFixture()
         let missing = fixture.root.appendingPathComponent("nope.txt").path

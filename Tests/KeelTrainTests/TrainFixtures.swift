@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelData
 import KeelTrain
 
 /// Temporary run directories and a small deterministic corpus for training tests.
@@ -55,9 +56,52 @@ final class TrainFixture {
         return result
     }
 
+    /// A dataset prepared from the fixture corpus with a BPE tokenizer trained on it (`keel data prepare`).
+    func dataset(validationFraction: Double = 0.34) throws -> URL {
+        let tokenizer = root.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(try TokenizerTraining.train(inputs: [corpus.path], vocabSize: 320), to: tokenizer)
+        let dataset = root.appendingPathComponent("dataset")
+        var preparation = DataPreparation(inputs: [corpus.path], tokenizer: tokenizer.path, output: dataset)
+        preparation.validationFraction = validationFraction
+        try preparation.run()
+        return dataset
+    }
+
+    /// `config(overrides)` training on the prepared `dataset` instead of the corpus files.
+    func config(on dataset: URL, _ overrides: [String] = []) throws -> TrainConfig {
+        try config(["data.paths=[]", "data.dataset=\"\(dataset.path)\""] + overrides)
+    }
+
+    /// Replaces `file` of checkpoint `directory` with `contents` and records its new size and checksum in the
+    /// checkpoint's manifest, so the checkpoint still verifies (as one written by a faulty writer would).
+    func replace(_ file: URL, in directory: URL, with contents: Data) throws {
+        try contents.write(to: file)
+        let manifest = directory.appendingPathComponent("manifest.json")
+        var records = try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as! [String: Any]
+        records[file.lastPathComponent] = ["bytes": contents.count, "xxh64": String(XXH64.hash(Array(contents)), radix: 16)]
+        try JSONSerialization.data(withJSONObject: records).write(to: manifest)
+    }
+
     func checkpoints(_ name: String) -> [String] {
         let directory = root.appendingPathComponent(name).appendingPathComponent("checkpoints")
         return ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).sorted()
+    }
+}
+
+extension XCTestCase {
+    /// Runs `body`, which must throw one `KeelError` on one line that contains every `expected` fragment.
+    func assertKeelError(_ expected: String..., file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
+        do {
+            try body()
+            XCTFail("expected an error containing \(expected)", file: file, line: line)
+        } catch let error as KeelError {
+            for fragment in expected {
+                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
+            }
+            XCTAssertFalse(error.message.contains("\n"), "error must be one line", file: file, line: line)
+        } catch {
+            XCTFail("expected a KeelError, got \(error)", file: file, line: line)
+        }
     }
 }
 

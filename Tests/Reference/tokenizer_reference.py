@@ -6,10 +6,16 @@
   tokenizer_reference.py tiktoken OUT FILE...
       encodes each FILE (UTF-8 text) with tiktoken's cl100k_base (encode_ordinary) into OUT
   tokenizer_reference.py hf TOKENIZER_JSON OUT FILE...
-      encodes each FILE with Hugging Face `tokenizers` loading TOKENIZER_JSON into OUT
+      encodes each FILE with Hugging Face `tokenizers` loading TOKENIZER_JSON into OUT (special-token text
+      in a FILE becomes the special token's id, as `tokenizers` always does)
+  tokenizer_reference.py hf-gpt2-layout TOKENIZER_JSON FILE...
+      trains a 1,000-token byte-level BPE on the FILEs with `tokenizers` and saves it laid out as Hugging
+      Face's own GPT-2 tokenizer.json is: <|endoftext|> is the last id of model.vocab and also an added
+      special token
 
 OUT is little-endian int32: for each file, its token count, then its ids.
 """
+import json
 import os
 import struct
 import sys
@@ -47,7 +53,28 @@ def main():
         tokenizer = Tokenizer.from_file(sys.argv[2])
         write(sys.argv[3], [tokenizer.encode(read_text(p), add_special_tokens=False).ids for p in sys.argv[4:]])
         return
+    if mode == "hf-gpt2-layout":
+        gpt2_layout(sys.argv[2], sys.argv[3:])
+        return
     sys.exit("unknown mode " + mode)
+
+
+def gpt2_layout(out, files):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    trained.train(files, trainer)
+    model = json.loads(trained.to_str())["model"]
+    vocab = model["vocab"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    vocab["<|endoftext|>"] = len(vocab)
+    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    gpt2.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    gpt2.decoder = decoders.ByteLevel()
+    gpt2.add_special_tokens(["<|endoftext|>"])  # already in the vocabulary: keeps its id there
+    gpt2.save(out)
 
 
 if __name__ == "__main__":

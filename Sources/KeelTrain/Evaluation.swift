@@ -1,0 +1,78 @@
+import Foundation
+import KeelCore
+import KeelData
+import KeelModel
+
+/// The loss of a model on windows of a token stream, without training: the validation pass of `Trainer` and
+/// `keel eval`.
+public enum Evaluation {
+    /// Σ over windows 0..<count of each window's mean next-token loss, for the windows this rank takes:
+    /// batches of `batch` consecutive windows, dealt to `ranks` ranks in turn (rank r takes the batches that
+    /// start at r·batch, (r + ranks)·batch, …). Dividing the sum over all ranks by `count` gives the mean loss
+    /// per token, since every window has `windows.length` targets. `progress` gets the windows done so far.
+    public static func lossSum(
+        of model: Transformer, on windows: TokenWindows, count: Int, batch: Int, rank: Int = 0, ranks: Int = 1,
+        progress: (Int) -> Void = { _ in }
+    ) -> Double {
+        precondition(count <= windows.count && batch > 0)
+        let length = windows.length
+        var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
+        var total = 0.0
+        var start = rank * batch
+        while start < count {
+            let rows = min(batch, count - start)
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { t in
+                    for r in 0..<rows {
+                        windows.copy(window: start + r, inputs: i.baseAddress! + r * length, targets: t.baseAddress! + r * length)
+                    }
+                }
+            }
+            let loss = inputs.withUnsafeBufferPointer { i in
+                targets.withUnsafeBufferPointer { t in
+                    model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: rows, length: length)
+                }
+            }
+            total += Double(loss) * Double(rows)
+            progress(start + rows)
+            start += batch * ranks
+        }
+        return total
+    }
+}
+
+extension Evaluation {
+    /// Windows of `length` tokens over one split ("train" or "val") of a prepared dataset, which must have
+    /// been tokenised with the checkpoint's tokenizer and hold only ids below `vocabSize`.
+    public static func windows(dataset: URL, split: String, checkpoint: URL, vocabSize: Int, length: Int) throws -> TokenWindows {
+        let manifest = try ShardManifest.read(from: dataset)
+        let state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
+        let sameTokenizer: Bool
+        switch (manifest.tokenizer, state.tokenizer) {
+        case ("byte", "byte"): sameTokenizer = true
+        case ("byte", _), (_, "byte"): sameTokenizer = false
+        default:
+            sameTokenizer = try Data(contentsOf: dataset.appendingPathComponent(manifest.tokenizer))
+                == Data(contentsOf: checkpoint.appendingPathComponent(state.tokenizer))
+        }
+        guard sameTokenizer else {
+            throw KeelError("eval: \(dataset.path) was tokenised with \(manifest.tokenizer), not with the checkpoint's tokenizer (\(state.tokenizer)): its ids would mean other text")
+        }
+        let chosen: ShardManifest.Split
+        switch split {
+        case "val": chosen = manifest.val
+        case "train": chosen = manifest.train
+        default: throw KeelError("eval: --split must be \"val\" or \"train\" (got \"\(split)\")")
+        }
+        let shards = try manifest.openShards(chosen, in: dataset)
+        for shard in shards { try shard.checkTokens(below: vocabSize) }
+        return TokenWindows(segments: shards.map { .shard($0) }, length: length)
+    }
+
+    /// Windows of `length` tokens over text, JSONL or compressed files (read as `data.paths` reads them),
+    /// encoded with `tokenizer`.
+    public static func windows(files: [String], tokenizer: any TextTokenizer, vocabSize: Int, length: Int) throws -> TokenWindows {
+        let corpus = try TokenCorpus(paths: files, tokenizer: tokenizer, vocabSize: vocabSize, validationFraction: 0)
+        return TokenWindows(segments: [.memory(corpus.train)], length: length)
+    }
+}
