@@ -33,30 +33,76 @@ public final class BPEVocabulary: Sendable {
     /// The conventional name of the end-of-text token.
     public static let endOfTextText = "<|endoftext|>"
 
-    /// A tiktoken vocabulary: `ranks` gives each ordinary token's bytes and rank (its id).
-    public convenience init(ranks: [([UInt8], Int32)], specialTokens: [String: Int32], pattern: SplitPattern) throws {
-        var table = ByteStringTable(capacity: ranks.count)
+    /// A tiktoken vocabulary: each ordinary token's bytes and rank (its id).
+    convenience init(ranked: RankedTokens, specialTokens: [String: Int32], pattern: SplitPattern) throws {
+        var table = ByteStringTable(capacity: ranked.count)
         var largest: Int32 = -1
-        for (bytes, rank) in ranks {
-            guard rank >= 0 else { throw KeelError("tokenizer: negative rank \(rank)") }
-            bytes.withUnsafeBytes { table.insert($0, value: rank) }
-            largest = max(largest, rank)
+        ranked.bytes.withUnsafeBytes { arena in
+            for token in 0..<ranked.count {
+                table.insert(UnsafeRawBufferPointer(rebasing: arena[ranked.range(of: token)]), value: ranked.ranks[token])
+                largest = max(largest, ranked.ranks[token])
+            }
         }
         var tokens = [[UInt8]](repeating: [], count: Int(largest) + 1)
-        for (bytes, rank) in ranks { tokens[Int(rank)] = bytes }
-        var pairs = PairTable(capacity: ranks.reduce(0) { $0 + max(0, $1.0.count - 1) })
-        for (bytes, rank) in ranks where bytes.count >= 2 {
-            bytes.withUnsafeBytes { raw in
-                for split in 1..<bytes.count {
-                    if let left = table.value(for: UnsafeRawBufferPointer(rebasing: raw[..<split])),
-                       let right = table.value(for: UnsafeRawBufferPointer(rebasing: raw[split...])) {
-                        pairs.insert(left, right, PairTable.Merge(rank: rank, token: rank))
+        for token in 0..<ranked.count { tokens[Int(ranked.ranks[token])] = Array(ranked.bytes[ranked.range(of: token)]) }
+        let pairs = Self.splitPairs(ranked, table)
+        try self.init(tokens: tokens, table: table, pairs: pairs, merges: [], specialTokens: specialTokens,
+                      pattern: pattern, emitsWholePieces: true)
+    }
+
+    /// tiktoken's merges: two adjacent parts merge when their bytes joined are a token, with that token's rank.
+    /// So every split of a token into two tokens is a pair. Walking the tokens in byte order with a stack of
+    /// the current token's prefixes finds each split's left part without hashing (a token's prefixes come
+    /// before it, and every token between a prefix and it starts with that prefix); the right parts are
+    /// looked up in parallel.
+    private static func splitPairs(_ ranked: RankedTokens, _ table: ByteStringTable) -> PairTable {
+        var candidates: [(left: Int32, token: Int32, split: Int32)] = []
+        ranked.bytes.withUnsafeBytes { arena in
+            func slice(_ token: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: arena[ranked.range(of: token)]) }
+            // Sorted on the first 8 bytes as one big-endian integer, the rest compared only on ties.
+            let keyed = (0..<ranked.count).map { token -> (key: UInt64, token: Int) in
+                var key: UInt64 = 0
+                for byte in slice(token).prefix(8) { key = key << 8 | UInt64(byte) }
+                return (key << (8 * UInt64(max(0, 8 - slice(token).count))), token)
+            }.sorted { a, b in
+                if a.key != b.key { return a.key < b.key }
+                let x = slice(a.token), y = slice(b.token)
+                let common = memcmp(x.baseAddress!, y.baseAddress!, min(x.count, y.count))
+                return common != 0 ? common < 0 : x.count < y.count
+            }
+            let order = keyed.map(\.token)
+            var prefixes: [Int] = []
+            for token in order {
+                let bytes = slice(token)
+                while let top = prefixes.last {
+                    let prefix = slice(top)
+                    if prefix.count < bytes.count && memcmp(prefix.baseAddress!, bytes.baseAddress!, prefix.count) == 0 { break }
+                    prefixes.removeLast()
+                }
+                for prefix in prefixes {
+                    candidates.append((ranked.ranks[prefix], Int32(token), Int32(ranked.range(of: prefix).count)))
+                }
+                prefixes.append(token)
+            }
+        }
+        var rights = [Int32](repeating: -1, count: candidates.count)
+        ranked.bytes.withUnsafeBytes { arena in
+            rights.withUnsafeMutableBufferPointer { rights in
+                ThreadPool.shared.parallelFor(candidates.count) { range in
+                    for i in range {
+                        let whole = ranked.range(of: Int(candidates[i].token))
+                        let suffix = (whole.lowerBound + Int(candidates[i].split))..<whole.upperBound
+                        rights[i] = table.value(for: UnsafeRawBufferPointer(rebasing: arena[suffix])) ?? -1
                     }
                 }
             }
         }
-        try self.init(tokens: tokens, table: table, pairs: pairs, merges: [], specialTokens: specialTokens,
-                      pattern: pattern, emitsWholePieces: true)
+        var pairs = PairTable(capacity: rights.lazy.filter { $0 >= 0 }.count)
+        for (candidate, right) in zip(candidates, rights) where right >= 0 {
+            let rank = ranked.ranks[Int(candidate.token)]
+            pairs.insert(candidate.left, right, PairTable.Merge(rank: rank, token: rank))
+        }
+        return pairs
     }
 
     /// A Hugging Face–style vocabulary: `tokens[id]` is each ordinary token's bytes; `merges` in priority

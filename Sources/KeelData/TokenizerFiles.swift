@@ -27,7 +27,8 @@ public enum TokenizerFiles {
             guard let split = pattern ?? known?.pattern else {
                 throw KeelError("tokenizer: \(path): a .tiktoken file does not say its split pattern; pass --pattern gpt2 or cl100k")
             }
-            return try BPEVocabulary(ranks: parseTiktoken(data, path: path), specialTokens: known?.specials ?? [:], pattern: split)
+            return try BPEVocabulary(ranked: RankedTokens(tiktoken: data, path: path), specialTokens: known?.specials ?? [:],
+                                     pattern: split)
         }
         return try parseHuggingFace(data, path: path)
     }
@@ -40,22 +41,6 @@ public enum TokenizerFiles {
         }
         if name.hasPrefix("r50k_base") || name.hasPrefix("gpt2") { return (.gpt2, ["<|endoftext|>": 50_256]) }
         return nil
-    }
-
-    /// Lines of `base64(token bytes) rank`.
-    static func parseTiktoken(_ data: Data, path: String) throws -> [([UInt8], Int32)] {
-        var ranks: [([UInt8], Int32)] = []
-        var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n")) {
-            lineNumber += 1
-            let fields = line.split(separator: UInt8(ascii: " "))
-            guard fields.count == 2, let bytes = Data(base64Encoded: Data(fields[0])),
-                  let rank = Int32(String(decoding: fields[1], as: UTF8.self))
-            else { throw KeelError("tokenizer: \(path): line \(lineNumber) is not 'base64 rank'") }
-            ranks.append((Array(bytes), rank))
-        }
-        guard !ranks.isEmpty else { throw KeelError("tokenizer: \(path): no tokens") }
-        return ranks
     }
 
     /// Writes the ordinary tokens as a `.tiktoken` rank file (ranks are ids).

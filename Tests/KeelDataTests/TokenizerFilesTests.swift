@@ -37,6 +37,11 @@ final class TokenizerFilesTests: XCTestCase {
             }
         }
         try check("bad.tiktoken", "QQ== 0\nnot base64 at all\n", "line 2")
+        try check("padding.tiktoken", "QQ== 0\n\nQ=Q= 1\n", "line 3")
+        try check("rank.tiktoken", "QQ== 0\nQg== 1x\n", "line 2")
+        try check("norank.tiktoken", "QQ==\n", "line 1")
+        try check("length.tiktoken", "QQ= 0\n", "line 1")
+        try check("huge.tiktoken", "QQ== 99999999999\n", "line 1")
         try check("bytes.tiktoken", "QQ== 0\n", "no token for byte")
         try check("tokenizer.json", "{\"model\": {\"type\": \"WordPiece\"}}", "byte-level BPE")
         try check("nomodel.json", "[1, 2]", "not a Hugging Face tokenizer.json")
