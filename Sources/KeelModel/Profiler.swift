@@ -50,6 +50,14 @@ public final class Profiler {
         steps += 1
     }
 
+    /// Per step, for each kind of work measured ("matmul forward", "optimizer", …): milliseconds, FLOPs and
+    /// bytes moved.
+    public func perStep() -> [String: (milliseconds: Double, flops: Double, bytes: Double)] {
+        guard steps > 0 else { return [:] }
+        let n = Double(steps)
+        return totals.mapValues { (1000 * $0.seconds / n, $0.flops / n, $0.bytes / n) }
+    }
+
     /// A table: each kind's milliseconds per step, share of the step, and achieved GFLOP/s or GB/s.
     public func report() -> String {
         guard steps > 0 else { return "no steps profiled" }

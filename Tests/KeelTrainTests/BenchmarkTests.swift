@@ -26,6 +26,8 @@ final class BenchmarkTests: XCTestCase {
         XCTAssertEqual(Benchmark.multipliedParameters(llama), ParameterTable(config: llama).count - 50_304 * 768)
     }
 
+    /// The profile of a tiny Llama: its FLOP counts are the model's (2·tokens per weight of every matrix
+    /// product forward, twice that backward), and the report's shares add up to the step.
     func testBenchmarkAndProfileOfATinyModel() throws {
         let preset = BenchmarkPreset(
             name: "tiny", model: ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 2, kvHeads: 1, width: 16,
@@ -35,11 +37,29 @@ final class BenchmarkTests: XCTestCase {
         XCTAssertEqual(result.msPerStep.count, 3)
         XCTAssertTrue(result.msPerStep.allSatisfy { $0 > 0 })
         XCTAssertEqual(result.tokensPerStep, 64)
+        XCTAssertEqual(result.parameters, ParameterTable(config: preset.model).count)
         XCTAssertGreaterThan(result.peakRSSMB, 0)
+
+        let work = profiler.perStep()
+        let matrixWeights = ParameterTable(config: preset.model).entries.filter { $0.role == .matrix }.map(\.count).reduce(0, +)
+        XCTAssertEqual(work["matmul forward"]?.flops, 2 * 64 * Double(matrixWeights))
+        XCTAssertEqual(work["matmul backward"]?.flops, 4 * 64 * Double(matrixWeights))
+        XCTAssertGreaterThan(work["attention forward"]?.flops ?? 0, 0)
+        XCTAssertEqual(work["optimizer"]?.bytes, 16 * Double(result.parameters))
+
         let report = profiler.report()
-        for kind in ["matmul forward", "matmul backward", "attention forward", "attention backward", "norm backward",
-                     "activation forward", "loss forward", "embedding backward", "optimizer", "data", "other", "step"] {
-            XCTAssertTrue(report.contains(kind), "profile lacks \(kind):\n\(report)")
+        var shares: [String: Double] = [:]
+        for line in report.split(separator: "\n").dropFirst() {
+            let name = String(line.prefix(22)).trimmingCharacters(in: .whitespaces)
+            let share = try XCTUnwrap(line.split(separator: " ").first { $0.hasSuffix("%") }, String(line))
+            shares[name] = Double(share.dropLast())
         }
+        for kind in ["matmul forward", "matmul backward", "attention forward", "attention backward", "norm backward",
+                     "activation forward", "loss forward", "embedding backward", "optimizer", "data", "other (idle, glue)"] {
+            XCTAssertNotNil(shares[kind], "profile lacks \(kind):\n\(report)")
+        }
+        XCTAssertEqual(shares["step"], 100)
+        // Each share is rounded to 0.1%.
+        XCTAssertEqual(shares.filter { $0.key != "step" }.values.reduce(0, +), 100, accuracy: 0.05 * Double(shares.count))
     }
 }
