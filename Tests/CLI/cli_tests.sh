@@ -128,6 +128,10 @@ ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoin
 printf '{"text": "Now is the winter of our discontent"}\n{"text": "Made glorious summer by this sun of York"}\n' \
     | gzip >"$work/corpus/extra.jsonl.gz"
 expect_ok "tokenizer train" "$keel" tokenizer train --vocab-size 300 --input "$work/corpus" --out "$work/tok.json"
+# 256 bytes + merges + end-of-text = 300 ids, the last one <|endoftext|>.
+check "the trained tokenizer has 300 ids, <|endoftext|> last" \
+    'len(json.load(open(sys.argv[1]))["model"]["vocab"]) + len(json.load(open(sys.argv[1]))["added_tokens"]) == 300 and json.load(open(sys.argv[1]))["added_tokens"][-1] == {**json.load(open(sys.argv[1]))["added_tokens"][-1], "content": "<|endoftext|>", "id": 299}' \
+    "$work/tok.json"
 echo "To be, or not" >"$work/line.txt"
 expect_ok "tokenizer encode" "$keel" tokenizer encode --tokenizer "$work/tok.json" --input "$work/line.txt"
 check "encode prints whitespace-separated ids below the vocabulary size" \
