@@ -29,11 +29,13 @@ let package = Package(
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
-        .target(name: "KeelDistributed", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "CMPI"], swiftSettings: native),
+        // Communication sits below the model (so parallel layers may call collectives); strategies above it.
+        .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
+        .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),
         .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
-            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelDistributed", "TOMLKit"],
+            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "TOMLKit"],
             swiftSettings: native),
         .executableTarget(
             name: "keel",
@@ -42,7 +44,8 @@ let package = Package(
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels"], swiftSettings: native),
-        .testTarget(name: "KeelDistributedTests", dependencies: ["KeelDistributed", "KeelModel", "KeelCore"], swiftSettings: native),
+        .testTarget(name: "KeelCommTests", dependencies: ["KeelComm", "KeelCore"], swiftSettings: native),
+        .testTarget(name: "KeelParallelTests", dependencies: ["KeelParallel", "KeelComm", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
     ]
 )

@@ -1,9 +1,10 @@
 import Foundation
 import KeelCore
 import KeelData
-import KeelDistributed
+import KeelComm
 import KeelKernels
 import KeelModel
+import KeelParallel
 
 /// A standard training-step benchmark: a model shape and a batch shape.
 public struct BenchmarkPreset: Sendable {

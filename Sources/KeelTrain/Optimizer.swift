@@ -1,8 +1,9 @@
 import KeelCore
 import KeelData
-import KeelDistributed
+import KeelComm
 import KeelKernels
 import KeelModel
+import KeelParallel
 
 /// The optimizer half of a training step over a model's flat buffers: gradient averaging across
 /// data-parallel ranks, global gradient norm, clipping, and one fused AdamW pass by decay group over this

@@ -2,9 +2,10 @@ import Foundation
 import KeelCheckpoint
 import KeelCore
 import KeelData
-import KeelDistributed
+import KeelComm
 import KeelKernels
 import KeelModel
+import KeelParallel
 
 /// What a finished run reports.
 public struct TrainingSummary: Sendable {
@@ -41,10 +42,13 @@ public final class Trainer {
     private var isLeader: Bool { communicator.rank == 0 }
 
     /// Prepares a run in `output`: reads the data, builds the model, and with `resume` restores the newest
-    /// valid checkpoint there. `communicator` is the data-parallel group (every rank constructs its own
+    /// valid checkpoint there. `groups` are this rank's process groups; training is data parallel over
+    /// `groups.data` (every rank constructs its own
     /// `Trainer`). `log` receives one-line status messages (on rank 0 only).
     public init(config: TrainConfig, output: URL, resume: Bool,
-                communicator: any Communicator = SingleProcessCommunicator(), log: @escaping (String) -> Void) throws {
+                groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
+        precondition(groups.mesh.pipeline == 1 && groups.mesh.tensor == 1, "Trainer runs data parallelism only")
+        let communicator = groups.data
         self.config = config
         self.output = output
         self.communicator = communicator

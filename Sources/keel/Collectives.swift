@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeelCore
-import KeelDistributed
+import KeelComm
 
 struct Collectives: ParsableCommand {
     static let configuration = CommandConfiguration(

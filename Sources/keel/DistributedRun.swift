@@ -1,6 +1,6 @@
 import Foundation
 import KeelCore
-import KeelDistributed
+import KeelComm
 
 /// How a command runs as one rank of a multi-process job.
 enum DistributedRun {

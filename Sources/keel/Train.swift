@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCore
 import KeelData
-import KeelDistributed
+import KeelComm
 import KeelModel
 import KeelTrain
 
@@ -48,20 +48,20 @@ struct Train: ParsableCommand {
         let settings = try TrainConfig.load(path: configPath, overrides: overrides)
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else {
-            try train(settings, output: output, communicator: SingleProcessCommunicator())
+            try train(settings, output: output, groups: .singleProcess())
             return
         }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
-            try train(settings, output: output, communicator: world)
+            try train(settings, output: output, groups: ParallelState(mesh: Mesh(worldSize: world.size), world: world))
         }
     }
 
-    private func train(_ settings: TrainConfig, output: URL, communicator: any Communicator) throws {
-        let trainer = try Trainer(config: settings, output: output, resume: resume, communicator: communicator) { message in
+    private func train(_ settings: TrainConfig, output: URL, groups: ParallelState) throws {
+        let trainer = try Trainer(config: settings, output: output, resume: resume, groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let summary = try trainer.run(stopAfter: stopAfter)
-        guard communicator.rank == 0 else { return }
+        guard groups.world.rank == 0 else { return }
 
         var lines: [String] = []
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""

@@ -1,3 +1,4 @@
+import KeelComm
 import KeelCore
 import KeelKernels
 import KeelModel
@@ -16,18 +17,18 @@ public struct OverlapStatistics: Sendable, Equatable {
     public init() {}
 }
 
-/// Data parallelism for one model over a communicator: the gradients of each micro-batch's ranks are
+/// Data parallelism for one model (any `GradientSource`) over a communicator: the gradients of each micro-batch's ranks are
 /// averaged in buckets while the backward pass is still running, and with ZeRO stage 1 the optimizer state
 /// is sharded by ranges of the flat buffer.
 ///
 /// Buckets are fixed spans of the flat gradient buffer (a large tensor spans several). A bucket's
-/// communication starts as soon as the model reports every gradient in it final (`Transformer.gradientsReady`),
+/// communication starts as soon as the model reports every gradient in it final (`GradientSource.gradientsReady`),
 /// which happens only in the last micro-batch of an accumulation, so the other micro-batches communicate
 /// nothing. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is reduce-scattered so that
 /// each rank receives the average of its own shard only, updates that shard, and the parameters are then
 /// all-gathered.
 public final class DataParallel {
-    public let model: Transformer
+    public let model: any GradientSource
     public let communicator: any Communicator
     /// Whether the optimizer state is sharded (ZeRO stage 1; only meaningful with more than one rank).
     public let shardsOptimizerState: Bool
@@ -43,11 +44,11 @@ public final class DataParallel {
     public private(set) var statistics = OverlapStatistics()
 
     /// Plans buckets of at most `bucketElements` floats; `shardOptimizerState` selects ZeRO-1.
-    public init(model: Transformer, communicator: any Communicator, bucketElements: Int, shardOptimizerState: Bool) {
+    public init(model: any GradientSource, communicator: any Communicator, bucketElements: Int, shardOptimizerState: Bool) {
         precondition(bucketElements > 0)
         self.model = model
         self.communicator = communicator
-        let count = model.table.count
+        let count = model.parameters.count
         self.shardsOptimizerState = shardOptimizerState && communicator.size > 1
         shards = self.shardsOptimizerState ? evenPartition(count: count, parts: communicator.size) : [0..<count]
         buckets = stride(from: 0, to: count, by: bucketElements).map { $0..<min(count, $0 + bucketElements) }
@@ -106,7 +107,7 @@ public final class DataParallel {
     /// Without ZeRO, `local` already is the whole.
     public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
         guard shardsOptimizerState else { return communicator.rank == 0 ? local : nil }
-        let whole = communicator.rank == 0 ? FloatBuffer(count: model.table.count) : nil
+        let whole = communicator.rank == 0 ? FloatBuffer(count: model.parameters.count) : nil
         try communicator.gather(UnsafePointer(local.pointer), into: whole?.pointer, counts: shards.map(\.count), root: 0,
                                 label: "checkpoint: optimizer state")
         return whole

@@ -1,6 +1,6 @@
 import KeelCore
 import XCTest
-@testable import KeelDistributed
+@testable import KeelComm
 
 final class MeshTests: XCTestCase {
     func testRanksAreLaidOutTensorInnermost() throws {

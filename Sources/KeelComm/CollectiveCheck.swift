@@ -112,6 +112,31 @@ public enum CollectiveCheck {
         let groupSum = Float(mesh.group(.data, containing: r).map { $0 + 1 }.reduce(0, +))
         try expect("mesh sub-groups", buffer) { groupSum * Float($0 % 7 + 1) }
 
+        // ParallelState's groups: every pipeline layout this job size allows (all stages; 2 stages × the rest
+        // data parallel). Each group reduces exactly its mesh members; only the two end stages share an
+        // embedding group.
+        for stages in Set([n, n % 2 == 0 ? 2 : n]) where stages > 1 {
+            let state = try ParallelState(mesh: Mesh(worldSize: n, pipeline: stages), world: comm)
+            for (axis, group) in [(Mesh.Axis.pipeline, state.pipeline), (.data, state.data), (.tensor, state.tensor)] {
+                let members = state.mesh.group(axis, containing: r)
+                let sum = try group.allReduce([Double(r + 1)], .sum)[0]
+                guard group.size == members.count, sum == Double(members.map { $0 + 1 }.reduce(0, +)) else {
+                    throw KeelError("parallel state: rank \(r)'s \(axis) group (pipeline \(stages)) is not \(members)")
+                }
+            }
+            let ends = state.mesh.embeddingGroups().first { $0.contains(r) }
+            guard (state.embedding == nil) == (ends == nil) else {
+                throw KeelError("parallel state: rank \(r) \(ends == nil ? "has" : "lacks") an embedding group")
+            }
+            if let embedding = state.embedding, let ends {
+                let sum = try embedding.allReduce([Double(r + 1)], .sum)[0]
+                guard sum == Double(ends.map { $0 + 1 }.reduce(0, +)) else {
+                    throw KeelError("parallel state: rank \(r)'s embedding group is not \(ends)")
+                }
+            }
+        }
+        passed.append("parallel state groups")
+
         try comm.barrier()
         passed.append("barrier")
         return passed

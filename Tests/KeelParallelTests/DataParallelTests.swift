@@ -1,7 +1,8 @@
 import KeelCore
 import KeelModel
 import XCTest
-@testable import KeelDistributed
+import KeelComm
+@testable import KeelParallel
 
 /// Data parallelism on one process (the multi-process behaviour is tested under mpirun by
 /// Tests/CLI/mpi_tests.sh): bucket planning and the bookkeeping that launches each bucket.
