@@ -21,6 +21,9 @@ public struct ParameterEntry: Sendable, Equatable {
     public let offset: Int
     public let role: ParameterRole
     public let initialization: Initialization
+    /// The part that owns it, and its role there.
+    public let part: ModelPart
+    public let slot: TensorSlot
 
     public var count: Int { shape.reduce(1, *) }
     public var range: Range<Int> { offset..<(offset + count) }
@@ -35,57 +38,18 @@ public struct ParameterTable: Sendable {
     public let count: Int
     private let index: [String: Int]
 
-    /// Lays out the parameters of `config` with Hugging Face names.
+    /// Lays out the parameters of `config` as its family declares them: the embedding, each block, the head.
     public init(config: ModelConfig) {
         var entries: [ParameterEntry] = []
         var offset = 0
-        func add(_ name: String, _ shape: [Int], _ role: ParameterRole, _ initialization: Initialization) {
-            let entry = ParameterEntry(name: name, shape: shape, offset: offset, role: role, initialization: initialization)
-            entries.append(entry)
-            offset += entry.count
-        }
-        let c = config.width, f = config.hiddenWidth, v = config.vocabSize
-        let std: Float = 0.02
-        // Residual projections are scaled down with depth (GPT-2 paper) so the stream's variance stays bounded.
-        let residualStd = std / Float(2 * config.layers).squareRoot()
-        switch config.architecture {
-        case .gpt2:
-            add("transformer.wte.weight", [v, c], .embedding, .normal(std: std))
-            add("transformer.wpe.weight", [config.maxLength, c], .embedding, .normal(std: std))
-            for l in 0..<config.layers {
-                let p = "transformer.h.\(l)."
-                add(p + "ln_1.weight", [c], .norm, .ones)
-                add(p + "ln_1.bias", [c], .bias, .zeros)
-                add(p + "attn.c_attn.weight", [c, 3 * c], .matrix, .normal(std: std))
-                add(p + "attn.c_attn.bias", [3 * c], .bias, .zeros)
-                add(p + "attn.c_proj.weight", [c, c], .matrix, .normal(std: residualStd))
-                add(p + "attn.c_proj.bias", [c], .bias, .zeros)
-                add(p + "ln_2.weight", [c], .norm, .ones)
-                add(p + "ln_2.bias", [c], .bias, .zeros)
-                add(p + "mlp.c_fc.weight", [c, f], .matrix, .normal(std: std))
-                add(p + "mlp.c_fc.bias", [f], .bias, .zeros)
-                add(p + "mlp.c_proj.weight", [f, c], .matrix, .normal(std: residualStd))
-                add(p + "mlp.c_proj.bias", [c], .bias, .zeros)
+        let family = config.architecture.family
+        for part in [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head] {
+            for spec in family.tensors(of: part, config) {
+                let entry = ParameterEntry(name: spec.name, shape: spec.shape, offset: offset, role: spec.role,
+                                           initialization: spec.initialization, part: part, slot: spec.slot)
+                entries.append(entry)
+                offset += entry.count
             }
-            add("transformer.ln_f.weight", [c], .norm, .ones)
-            add("transformer.ln_f.bias", [c], .bias, .zeros)
-        case .llama:
-            let d = config.headDim, q = config.heads * d, kv = config.kvHeads * d
-            add("model.embed_tokens.weight", [v, c], .embedding, .normal(std: std))
-            for l in 0..<config.layers {
-                let p = "model.layers.\(l)."
-                add(p + "input_layernorm.weight", [c], .norm, .ones)
-                add(p + "self_attn.q_proj.weight", [q, c], .matrix, .normal(std: std))
-                add(p + "self_attn.k_proj.weight", [kv, c], .matrix, .normal(std: std))
-                add(p + "self_attn.v_proj.weight", [kv, c], .matrix, .normal(std: std))
-                add(p + "self_attn.o_proj.weight", [c, q], .matrix, .normal(std: residualStd))
-                add(p + "post_attention_layernorm.weight", [c], .norm, .ones)
-                add(p + "mlp.gate_proj.weight", [f, c], .matrix, .normal(std: std))
-                add(p + "mlp.up_proj.weight", [f, c], .matrix, .normal(std: std))
-                add(p + "mlp.down_proj.weight", [c, f], .matrix, .normal(std: residualStd))
-            }
-            add("model.norm.weight", [c], .norm, .ones)
-            add("lm_head.weight", [v, c], .matrix, .normal(std: std))
         }
         self.entries = entries
         self.count = offset
@@ -103,19 +67,16 @@ public struct ParameterTable: Sendable {
         index[name].map { entries[$0] }
     }
 
-    /// The contiguous span of the flat buffer held by the parameters whose names start with `prefix`
-    /// (e.g. one block's `model.layers.3.`).
-    public func range(ofPrefix prefix: String) -> Range<Int> {
-        let matching = entries.filter { $0.name.hasPrefix(prefix) }
-        guard let first = matching.first, let last = matching.last else { preconditionFailure("no parameters under \(prefix)") }
-        precondition(matching.reduce(0) { $0 + $1.count } == last.range.upperBound - first.offset, "\(prefix) is not contiguous")
+    /// The span of the flat buffer that `part`'s parameters fill (they are adjacent).
+    public func range(of part: ModelPart) -> Range<Int> {
+        let matching = entries.filter { $0.part == part }
+        guard let first = matching.first, let last = matching.last else { preconditionFailure("no parameters in \(part)") }
         return first.offset..<last.range.upperBound
     }
 
-    /// Offset of a parameter that the layout guarantees exists.
-    func offset(_ name: String) -> Int {
-        guard let entry = self[name] else { preconditionFailure("no parameter \(name)") }
-        return entry.offset
+    /// Offset of the first tensor in `slot` of `part`, if the family has one there.
+    func offset(_ slot: TensorSlot, in part: ModelPart) -> Int? {
+        entries.first { $0.part == part && $0.slot == slot }?.offset
     }
 
     /// Fills `buffer` with the initial values, each tensor from its own random stream keyed by its index,

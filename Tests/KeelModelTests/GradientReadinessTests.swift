@@ -29,8 +29,8 @@ final class GradientReadinessTests: XCTestCase {
                 XCTAssertTrue(values.contains { $0 != 0 }, "\(config.architecture): span \(span) has no gradient")
             }
             // The last layer's parameters are reported before the first layer's (reverse order of the pass).
-            let firstBlock = model.table.range(ofPrefix: config.architecture == .gpt2 ? "transformer.h.0." : "model.layers.0.")
-            let lastBlock = model.table.range(ofPrefix: config.architecture == .gpt2 ? "transformer.h.1." : "model.layers.1.")
+            let firstBlock = model.table.range(of: .block(0))
+            let lastBlock = model.table.range(of: .block(1))
             let order = reported.map(\.span)
             XCTAssertLessThan(order.firstIndex(of: lastBlock)!, order.firstIndex(of: firstBlock)!)
         }

@@ -1,0 +1,88 @@
+import KeelCore
+import KeelKernels
+
+/// One transformer block, pre-norm: x + attention(norm₁(x)) = mid, mid + MLP(norm₂(mid)) = out.
+/// GPT-2: LayerNorm, fused QKV, GELU-tanh; Llama: RMSNorm, RoPE on q and k, SwiGLU over gate | up.
+/// Forward saves what backward needs in `saved`; backward adds this block's parameter gradients into the
+/// gradient buffer and turns the gradient of its output into the gradient of its input, in place.
+struct Block {
+    /// The block's span of the flat buffers (reported to data parallelism when its gradients are final).
+    let span: Range<Int>
+    private let attentionNorm, mlpNorm: NormParameters
+    private let qkv, attentionOutput, up, down: ProjectionParameters
+
+    init(_ table: ParameterTable, layer: Int, config: ModelConfig) {
+        let part = ModelPart.block(layer), layout = config.architecture.family.weightLayout
+        let c = config.width, d = config.headDim, f = config.hiddenWidth
+        func projection(_ weight: TensorSlot, _ bias: TensorSlot, _ input: Int, _ output: Int) -> ProjectionParameters {
+            ProjectionParameters(table, part, weight: weight, bias: bias,
+                                 shape: LinearShape(inFeatures: input, outFeatures: output, layout: layout))
+        }
+        span = table.range(of: part)
+        attentionNorm = NormParameters(table, part, weight: .attentionNorm, bias: .attentionNormBias)
+        mlpNorm = NormParameters(table, part, weight: .mlpNorm, bias: .mlpNormBias)
+        qkv = projection(.qkv, .qkvBias, c, (config.heads + 2 * config.kvHeads) * d)
+        attentionOutput = projection(.attentionOutput, .attentionOutputBias, config.heads * d, c)
+        // Llama's gate and up projections are one product of twice the width.
+        up = projection(.up, .upBias, c, config.architecture == .llama ? 2 * f : f)
+        down = projection(.down, .downBias, f, c)
+    }
+
+    /// x → out, both [N, C]; `scratch` is attention's per-thread workspace.
+    func forward(
+        _ x: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, saved s: ActivationArena.Block,
+        scratch: UnsafeMutablePointer<Float>, rope: RotaryEmbedding?, _ context: PartContext
+    ) {
+        let config = context.config, n = context.rows, c = config.width, attention = context.attention
+        context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm)
+        context.project(s.qkv.pointer, s.norm1.pointer, qkv)
+        context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {
+            rope?.apply(s.qkv.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
+                        heads: config.heads + config.kvHeads)
+            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: scratch)
+        }
+        context.project(s.mid.pointer, s.attention.pointer, attentionOutput)
+        context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(x, into: s.mid.pointer, count: n * c) }
+        context.normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, mlpNorm)
+        context.project(s.hidden.pointer, s.norm2.pointer, up)
+        context.profiled(.activation, .forward, bytes: 12 * Double(n * config.hiddenWidth)) {
+            switch config.architecture {
+            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * config.hiddenWidth)
+            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: config.hiddenWidth)
+            }
+        }
+        context.project(out, s.activated.pointer, down)
+        context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(s.mid.pointer, into: out, count: n * c) }
+    }
+
+    /// dResidual holds ∂loss/∂out on entry and ∂loss/∂x on return; `x` is the input of the forward pass.
+    func backward(
+        _ dResidual: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, saved s: ActivationArena.Block,
+        work a: ActivationArena, rope: RotaryEmbedding?, _ context: PartContext
+    ) {
+        let config = context.config, n = context.rows, attention = context.attention
+        let dNorm = a.dNorm.pointer
+        context.projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, down)
+        context.profiled(.activation, .backward, bytes: 16 * Double(n * config.hiddenWidth)) {
+            switch config.architecture {
+            case .gpt2:
+                GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer,
+                              count: n * config.hiddenWidth)
+            case .llama:
+                SwiGLU.backward(dGateUp: a.dHidden.pointer, dOut: a.dActivated.pointer, gateUp: s.hidden.pointer,
+                                rows: n, width: config.hiddenWidth)
+            }
+        }
+        context.projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, up)
+        context.normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, mlpNorm)
+        context.projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, attentionOutput)
+        context.profiled(.attention, .backward, flops: context.attentionFlops(.backward)) {
+            attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
+                               lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
+            rope?.apply(a.dQKV.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
+                        heads: config.heads + config.kvHeads, inverse: true)
+        }
+        context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv)
+        context.normalizeBackward(dResidual, dNorm, x, s.mean1.pointer, s.rstd1.pointer, attentionNorm)
+    }
+}

@@ -1,0 +1,35 @@
+import KeelCore
+import KeelKernels
+
+/// Token ids → the residual stream: a row of the token table per id, plus GPT-2's learned position row.
+struct InputEmbedding {
+    /// The token table (GPT-2's output head reads it too).
+    let tokenTable: Int
+    private let positionTable: Int?
+    let span: Range<Int>
+
+    init(_ table: ParameterTable) {
+        guard let tokens = table.offset(.tokenTable, in: .embedding) else { preconditionFailure("no token table") }
+        tokenTable = tokens
+        positionTable = table.offset(.positionTable, in: .embedding)
+        span = table.range(of: .embedding)
+    }
+
+    /// out [N, C] ← embeddings of `tokens` [B, T].
+    func forward(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, _ context: PartContext) {
+        let p = context.parameters, n = context.rows, c = context.config.width
+        context.profiled(.embedding, .forward, bytes: 8 * Double(n * c)) {
+            Embedding.forward(out, tokens: tokens, table: p + tokenTable, positions: positionTable.map { p + $0 }, rows: n,
+                              length: context.length, columns: c)
+        }
+    }
+
+    /// Adds ∂loss/∂table (scattered from dOut [N, C]) into the gradient buffer.
+    func backward(_ dOut: UnsafePointer<Float>, tokens: UnsafePointer<Int32>, _ context: PartContext) {
+        let g = context.gradients, n = context.rows, c = context.config.width
+        context.profiled(.embedding, .backward, bytes: 12 * Double(n * c)) {
+            Embedding.backward(dTable: g + tokenTable, dPositions: positionTable.map { g + $0 }, dOut: dOut, tokens: tokens,
+                               rows: n, length: context.length, columns: c)
+        }
+    }
+}

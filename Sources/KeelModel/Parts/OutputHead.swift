@@ -1,0 +1,103 @@
+import KeelCore
+import KeelKernels
+
+/// The final norm, the output projection to the vocabulary (logits = x · Wᵀ, W: [V, C]; GPT-2's W is the
+/// token table) and the cross-entropy loss.
+///
+/// The projection and the loss run in chunks of rows so the N × V logits never exist at once. In a training
+/// pass each chunk's ∂loss/∂logits goes straight into the projection's backward: its input gradient lands in
+/// dNorm for `backward`, its weight gradient in the gradient buffer.
+struct OutputHead {
+    private let norm: NormParameters
+    /// The projection's weight: the family's output tensor, or the tied token table.
+    private let weight: Int
+    /// The final norm's span, and the untied projection's (nil when tied: the embedding's span covers it).
+    let normSpan: Range<Int>
+    let weightSpan: Range<Int>?
+
+    init(_ table: ParameterTable, tiedTo tokenTable: Int) {
+        norm = NormParameters(table, .head, weight: .finalNorm, bias: .finalNormBias)
+        let output = table.entries.first { $0.part == .head && $0.slot == .output }
+        weight = output?.offset ?? tokenTable
+        weightSpan = output?.range
+        let norms = table.entries.filter { $0.part == .head && ($0.slot == .finalNorm || $0.slot == .finalNormBias) }
+        normSpan = norms.first!.offset..<norms.last!.range.upperBound
+    }
+
+    private func shape(_ config: ModelConfig) -> LinearShape {
+        LinearShape(inFeatures: config.width, outFeatures: config.vocabSize, layout: .outputMajor)
+    }
+
+    /// The final norm of the last block's output x [N, C] into the arena.
+    func normalize(_ x: UnsafePointer<Float>, _ a: ActivationArena, _ context: PartContext) {
+        context.normalize(a.finalNorm.pointer, a.finalMean.pointer, a.finalRstd.pointer, x, norm)
+    }
+
+    /// All N × V logits of the normalised rows (inference: no loss, no gradients).
+    func logits(into logits: UnsafeMutablePointer<Float>, _ a: ActivationArena, _ context: PartContext) {
+        let config = context.config, n = context.rows
+        context.profiled(.matmul, .forward, flops: 2 * Double(n * config.width * config.vocabSize)) {
+            shape(config).forward(logits, a.finalNorm.pointer, weight: context.parameters + weight, bias: nil, rows: n,
+                                  precision: context.precision)
+        }
+    }
+
+    /// Per-row losses into `a.losses`; with `lossScale`, also the projection's gradients (input gradient into
+    /// `a.dNorm`, weight gradient added into the gradient buffer) for a loss of `lossScale · mean`.
+    /// `packs` are the bf16 caches: the weight packed once for all chunks, and ∂loss/∂logitsᵀ packed chunk by
+    /// chunk for one weight-gradient product over all rows.
+    func loss(
+        targets: UnsafePointer<Int32>, lossScale: Float?, _ a: ActivationArena,
+        packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
+    ) {
+        let config = context.config, n = context.rows, c = config.width, v = config.vocabSize
+        let p = context.parameters, g = context.gradients, headShape = shape(config)
+        // In bf16 the weight is rounded and packed once for all chunks, not once per chunk and product.
+        let packedHead = context.precision == .bfloat16 ? packs.weight : nil
+        if let packedHead { headShape.pack(p + weight, into: packedHead) }
+        // And its weight gradient is one product over all rows after the loop: each chunk packs its ∂loss/∂logitsᵀ
+        // as a slice of that product's K, where a product per chunk would read and write the whole V × C gradient.
+        let headGradient = packedHead != nil && lossScale != nil ? packs.gradient : nil
+        headGradient?.reserve(m: v, k: n)
+        var start = 0
+        while start < n {
+            let rows = min(a.headRows, n - start)
+            let x = a.finalNorm.pointer + start * c
+            context.profiled(.matmul, .forward, flops: 2 * Double(rows * c * v)) {
+                headShape.forward(a.headLogits.pointer, x, weight: p + weight, bias: nil, rows: rows,
+                                  precision: context.precision, packed: packedHead)
+            }
+            context.profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
+                CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
+                                     rows: rows, vocab: v, gradientScale: lossScale.map { $0 / Float(n) })
+            }
+            if let headGradient {
+                context.profiled(.matmul, .backward, flops: 2 * Double(rows * c * v)) {
+                    headShape.inputGradient(a.dNorm.pointer + start * c, accumulate: false, dOut: a.headLogits.pointer,
+                                            weight: p + weight, rows: rows, packed: packedHead)
+                    headGradient.pack(.transposed, columns: rows, offset: start, a.headLogits.pointer, lda: v)
+                }
+            } else if lossScale != nil {
+                context.profiled(.matmul, .backward, flops: 4 * Double(rows * c * v)) {
+                    headShape.backward(dInput: a.dNorm.pointer + start * c, accumulateInput: false, dWeight: g + weight,
+                                       dBias: nil, dOut: a.headLogits.pointer, input: x, weight: p + weight, rows: rows,
+                                       precision: context.precision)
+                }
+            }
+            start += rows
+        }
+        if let headGradient {  // dW[V, C] += (∂loss/∂logits)ᵀ · x, over all N rows at once
+            context.profiled(.matmul, .backward, flops: 2 * Double(n * c * v)) {
+                gemm(packed: headGradient, .none, n: c, a.finalNorm.pointer, beta: 1, g + weight)
+            }
+        }
+    }
+
+    /// The final norm's backward: ∂loss/∂x into dResidual (zeroed first) from the projection's input
+    /// gradient in `a.dNorm`; x is the last block's output.
+    func backward(_ dResidual: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, _ a: ActivationArena,
+                  _ context: PartContext) {
+        dResidual.update(repeating: 0, count: context.rows * context.config.width)
+        context.normalizeBackward(dResidual, a.dNorm.pointer, x, a.finalMean.pointer, a.finalRstd.pointer, norm)
+    }
+}

@@ -1,0 +1,116 @@
+import KeelCore
+import KeelKernels
+
+/// What every part reads while it runs: the model's shape, its flat parameter and gradient buffers, the
+/// batch's shape, the operand format of the matrix products and the profiler. Built per pass; a part holds
+/// only offsets into the buffers, so the same part code runs on whichever buffers a model or stage owns.
+struct PartContext {
+    let config: ModelConfig
+    let parameters: UnsafeMutablePointer<Float>
+    let gradients: UnsafeMutablePointer<Float>
+    let batch: Int
+    let length: Int
+    let precision: MatrixPrecision
+    let profiler: Profiler?
+
+    /// Tokens in the batch (B·T): the rows of every activation matrix.
+    var rows: Int { batch * length }
+
+    /// Runs `body`, timed into `profiler` when one is set.
+    @inline(__always)
+    func profiled(_ kind: Profiler.Kind, _ direction: Profiler.Direction, flops: Double = 0, bytes: Double = 0,
+                  _ body: () -> Void) {
+        if let profiler { profiler.measure(kind, direction, flops: flops, bytes: bytes, body) } else { body() }
+    }
+
+    var attention: CausalAttention {
+        CausalAttention(batch: batch, length: length, heads: config.heads, kvHeads: config.kvHeads,
+                        headDim: config.headDim, precision: precision)
+    }
+
+    /// Multiply-adds of causal attention for one layer: Q·Kᵀ and P·V over the lower triangle forward
+    /// (2·B·H·T²·d FLOPs); backward recomputes P and runs four products (5·B·H·T²·d).
+    func attentionFlops(_ direction: Profiler.Direction) -> Double {
+        let base = Double(batch * config.heads * length * length * config.headDim)
+        return direction == .forward ? 2 * base : 5 * base
+    }
+
+    func normalize(
+        _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+        _ x: UnsafePointer<Float>, _ norm: NormParameters
+    ) {
+        let p = parameters, c = config.width, n = rows
+        profiled(.norm, .forward, bytes: 8 * Double(n * c)) {
+            if let bias = norm.bias {
+                LayerNorm.forward(out, mean: mean, rstd: rstd, x, weight: p + norm.weight, bias: p + bias, rows: n,
+                                  columns: c, epsilon: config.normEpsilon)
+            } else {
+                RMSNorm.forward(out, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon)
+            }
+        }
+    }
+
+    /// Adds the normalisation's input gradient into dx and its parameter gradients into `gradients`.
+    func normalizeBackward(
+        _ dx: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+        _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, _ norm: NormParameters
+    ) {
+        let p = parameters, g = gradients, c = config.width, n = rows
+        profiled(.norm, .backward, bytes: 16 * Double(n * c)) {
+            if let bias = norm.bias {
+                LayerNorm.backward(dx: dx, dWeight: g + norm.weight, dBias: g + bias, dOut: dOut, x: x,
+                                   weight: p + norm.weight, mean: mean, rstd: rstd, rows: n, columns: c)
+            } else {
+                RMSNorm.backward(dx: dx, dWeight: g + norm.weight, dOut: dOut, x: x, weight: p + norm.weight, rstd: rstd,
+                                 rows: n, columns: c)
+            }
+        }
+    }
+
+    func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: ProjectionParameters) {
+        let p = parameters, n = rows
+        profiled(.matmul, .forward, flops: 2 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
+            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: n,
+                                precision: precision)
+        }
+    }
+
+    /// Overwrites dInput with the layer's input gradient; adds its parameter gradients into `gradients`.
+    func projectBackward(
+        _ dInput: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>,
+        _ layer: ProjectionParameters
+    ) {
+        let p = parameters, g = gradients, n = rows
+        profiled(.matmul, .backward, flops: 4 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
+            layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
+                                 dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
+                                 rows: n, precision: precision)
+        }
+    }
+}
+
+/// A normalisation layer's parameters (bias only for LayerNorm), as offsets into the flat buffers.
+struct NormParameters {
+    let weight: Int
+    let bias: Int?
+
+    init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot) {
+        guard let offset = table.offset(weight, in: part) else { preconditionFailure("\(part) has no \(weight)") }
+        self.weight = offset
+        self.bias = table.offset(bias, in: part)
+    }
+}
+
+/// A linear layer's parameters and shape.
+struct ProjectionParameters {
+    let weight: Int
+    let bias: Int?
+    let shape: LinearShape
+
+    init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot, shape: LinearShape) {
+        guard let offset = table.offset(weight, in: part) else { preconditionFailure("\(part) has no \(weight)") }
+        self.weight = offset
+        self.bias = table.offset(bias, in: part)
+        self.shape = shape
+    }
+}
