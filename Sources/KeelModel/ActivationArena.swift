@@ -16,7 +16,7 @@ final class ActivationArena {
     }
 
     let rows: Int
-    let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each block, then the last output
+    let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each of the L blocks, then their output
     let blocks: [Block]
     let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer
     /// Logits of one chunk of rows, [headRows, V]: the loss never needs all N × V at once.
@@ -31,13 +31,14 @@ final class ActivationArena {
     let dResidual, dNorm: FloatBuffer
     let dQKV, dAttention, dHidden, dActivated, attentionScratch: FloatBuffer
 
-    init(config: ModelConfig, rows n: Int) {
+    /// Room for `layers` blocks (a pipeline stage's) over `n` rows.
+    init(config: ModelConfig, layers: Int, rows n: Int) {
         rows = n
         let c = config.width, h = config.heads, d = config.headDim
         let qkvWidth = (config.heads + 2 * config.kvHeads) * d
         let hiddenWidth = config.hiddenWidth * (config.architecture == .llama ? 2 : 1)
-        residuals = (0...config.layers).map { _ in FloatBuffer(count: n * c) }
-        blocks = (0..<config.layers).map { _ in
+        residuals = (0...layers).map { _ in FloatBuffer(count: n * c) }
+        blocks = (0..<layers).map { _ in
             Block(
                 mid: FloatBuffer(count: n * c), norm1: FloatBuffer(count: n * c), norm2: FloatBuffer(count: n * c),
                 mean1: FloatBuffer(count: n), rstd1: FloatBuffer(count: n), mean2: FloatBuffer(count: n),

@@ -24,6 +24,9 @@ public struct ParameterEntry: Sendable, Equatable {
     /// The part that owns it, and its role there.
     public let part: ModelPart
     public let slot: TensorSlot
+    /// Its position in the whole model's table: what keys its initial values, so a pipeline stage's tensors
+    /// start equal to the same tensors of the whole model.
+    public let key: Int
 
     public var count: Int { shape.reduce(1, *) }
     public var range: Range<Int> { offset..<(offset + count) }
@@ -40,16 +43,39 @@ public struct ParameterTable: Sendable {
 
     /// Lays out the parameters of `config` as its family declares them: the embedding, each block, the head.
     public init(config: ModelConfig) {
+        self.init(config: config, layers: 0..<config.layers)
+    }
+
+    /// The parameters of one pipeline stage: the embedding when `layers` starts at 0, blocks `layers`, and the
+    /// head when they end at the last block. A tied head (GPT-2) on a stage without the embedding gets its own
+    /// copy of the token table, after the head's own tensors and under the same name, as the head's output
+    /// weight (its gradient is then summed with the first stage's, so both copies stay equal).
+    public init(config: ModelConfig, layers: Range<Int>) {
+        precondition(!layers.isEmpty && layers.lowerBound >= 0 && layers.upperBound <= config.layers, "no such layers")
+        let family = config.architecture.family
+        let parts = [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head]
+        let whole = parts.flatMap { part in family.tensors(of: part, config).map { (part, $0) } }
+        let first = layers.lowerBound == 0, last = layers.upperBound == config.layers
+        var kept = whole.enumerated().filter { _, tensor in
+            switch tensor.0 {
+            case .embedding: first
+            case .block(let layer): layers.contains(layer)
+            case .head: last
+            }
+        }
+        let tied = !whole.contains { $0.1.slot == .output }
+        if last && !first && tied, let tokens = whole.enumerated().first(where: { $0.element.1.slot == .tokenTable }) {
+            let table = tokens.element.1
+            kept.append((tokens.offset, (.head, TensorSpec(name: table.name, shape: table.shape, role: table.role,
+                                                           initialization: table.initialization, slot: .output))))
+        }
         var entries: [ParameterEntry] = []
         var offset = 0
-        let family = config.architecture.family
-        for part in [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head] {
-            for spec in family.tensors(of: part, config) {
-                let entry = ParameterEntry(name: spec.name, shape: spec.shape, offset: offset, role: spec.role,
-                                           initialization: spec.initialization, part: part, slot: spec.slot)
-                entries.append(entry)
-                offset += entry.count
-            }
+        for (key, (part, spec)) in kept {
+            let entry = ParameterEntry(name: spec.name, shape: spec.shape, offset: offset, role: spec.role,
+                                       initialization: spec.initialization, part: part, slot: spec.slot, key: key)
+            entries.append(entry)
+            offset += entry.count
         }
         self.entries = entries
         self.count = offset
@@ -79,16 +105,16 @@ public struct ParameterTable: Sendable {
         entries.first { $0.part == part && $0.slot == slot }?.offset
     }
 
-    /// Fills `buffer` with the initial values, each tensor from its own random stream keyed by its index,
-    /// so a tensor's initial values do not depend on the others.
+    /// Fills `buffer` with the initial values, each tensor from its own random stream keyed by its position in
+    /// the whole model, so a tensor's initial values depend neither on the others nor on the stage holding it.
     public func initialize(_ buffer: FloatBuffer, seed: UInt64) {
-        for (i, entry) in entries.enumerated() {
+        for entry in entries {
             let p = buffer.pointer + entry.offset
             switch entry.initialization {
             case .zeros: p.update(repeating: 0, count: entry.count)
             case .ones: p.update(repeating: 1, count: entry.count)
             case .normal(let std):
-                var random = RandomStream(seed: seed, key: 0x1417, UInt64(i))
+                var random = RandomStream(seed: seed, key: 0x1417, UInt64(entry.key))
                 for j in 0..<entry.count { p[j] = random.nextNormal() * std }
             }
         }

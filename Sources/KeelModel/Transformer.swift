@@ -2,22 +2,27 @@ import KeelCore
 import KeelKernels
 
 /// A decoder-only transformer (GPT-2 or Llama) with explicit forward and backward passes over one flat
-/// parameter buffer and one flat gradient buffer.
+/// parameter buffer and one flat gradient buffer — the whole model, or one pipeline stage of it: the
+/// embedding when its `layers` start at 0, blocks `layers`, and the head when they end at the last block.
 ///
-/// Usage per micro-batch: `forward(inputs:targets:…)` with a `lossScale` computes the loss (and, chunk by
-/// chunk, the output head's gradients); `backward()` then adds every other parameter's gradient into `gradients`
-/// (callers zero it once per optimizer step, which is what makes gradient accumulation work).
+/// Usage per micro-batch: `forward` with a `lossScale` computes the loss on the last stage (and, chunk by
+/// chunk, the output head's gradients); `backward` then adds every other parameter's gradient into
+/// `gradients` (callers zero it once per optimizer step, which is what makes gradient accumulation work).
+/// Stages after the first take the previous stage's `output` as their input, stages before the last take
+/// the next stage's `inputGradient` as their output's gradient.
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
+    /// The blocks this model holds (all of them unless it is a pipeline stage).
+    public let layers: Range<Int>
     public let table: ParameterTable
-    /// All parameters, laid out by `table`.
+    /// This model's parameters, laid out by `table`.
     public let parameters: FloatBuffer
-    /// All gradients, same layout as `parameters`.
+    /// Their gradients, same layout as `parameters`.
     public let gradients: FloatBuffer
 
-    private let embedding: InputEmbedding
+    private let embedding: InputEmbedding?
     private let blocks: [Block]
-    private let head: OutputHead
+    private let head: OutputHead?
     private let rope: RotaryEmbedding?
     private var arena: ActivationArena?
     private var shape = (batch: 0, length: 0)
@@ -34,22 +39,33 @@ public final class Transformer: @unchecked Sendable {
     /// data parallelism can start communicating while the backward pass continues.
     public var gradientsReady: ((Range<Int>) -> Void)?
 
-    /// Builds the model with freshly initialised parameters.
-    public init(config: ModelConfig, seed: UInt64) throws {
+    /// Builds the model, or the pipeline stage holding blocks `layers`, with freshly initialised parameters
+    /// (each tensor equal to the same tensor of the whole model built with the same seed).
+    public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil) throws {
         try config.validate()
+        let layers = layers ?? 0..<config.layers
+        guard !layers.isEmpty, layers.lowerBound >= 0, layers.upperBound <= config.layers else {
+            throw KeelError("a stage's layers \(layers) must be a non-empty part of 0..<\(config.layers)")
+        }
         self.config = config
-        table = ParameterTable(config: config)
+        self.layers = layers
+        let table = ParameterTable(config: config, layers: layers)
+        self.table = table
         parameters = FloatBuffer(count: table.count)
         gradients = FloatBuffer(count: table.count)
         table.initialize(parameters, seed: seed)
-        let table = self.table
-        let embedding = InputEmbedding(table)
+        let embedding = layers.lowerBound == 0 ? InputEmbedding(table) : nil
         self.embedding = embedding
-        blocks = (0..<config.layers).map { Block(table, layer: $0, config: config) }
-        head = OutputHead(table, tiedTo: embedding.tokenTable)
+        blocks = layers.map { Block(table, layer: $0, config: config) }
+        head = layers.upperBound == config.layers ? OutputHead(table, tiedTo: embedding?.tokenTable) : nil
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
     }
+
+    /// Whether this model starts from token ids (it holds the embedding).
+    public var isFirstStage: Bool { embedding != nil }
+    /// Whether this model ends in the loss (it holds the head).
+    public var isLastStage: Bool { head != nil }
 
     /// The parts' view of the buffers and of the current batch.
     private var context: PartContext {
@@ -57,29 +73,55 @@ public final class Transformer: @unchecked Sendable {
                     length: shape.length, precision: matrixPrecision, profiler: profiler)
     }
 
-    /// Runs the model on `inputs` ([batch, length] token ids, each in `0..<vocabSize`).
+    /// Runs the model on `inputs` ([batch, length] token ids, each in `0..<vocabSize`); the first stage only.
     ///
     /// With `targets`, returns the mean cross-entropy over all positions; with `lossScale` as well,
     /// prepares `backward()` to add the gradient of `lossScale · mean loss`. Without targets returns 0 and
-    /// leaves the logits readable through `logits(row:)`.
+    /// leaves the logits readable through `logits(row:)`. On a stage before the last, `targets` and
+    /// `lossScale` are ignored, it returns 0 and its result is `output`.
     @discardableResult
     public func forward(
         inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil
     ) -> Float {
+        guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
+        let a = prepare(batch: batch, length: length)
+        a.inputs.baseAddress!.update(from: inputs, count: batch * length)
+        embedding.forward(a.residuals[0].pointer, tokens: inputs, context)
+        return run(a, targets: targets, lossScale: lossScale)
+    }
+
+    /// Runs a stage after the first on the previous stage's `output` ([batch · length, width]); otherwise as
+    /// `forward(inputs:…)`.
+    @discardableResult
+    public func forward(
+        activations: UnsafePointer<Float>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil
+    ) -> Float {
+        precondition(!isFirstStage, "the first stage takes token ids")
+        let a = prepare(batch: batch, length: length)
+        a.residuals[0].pointer.update(from: activations, count: batch * length * config.width)
+        return run(a, targets: targets, lossScale: lossScale)
+    }
+
+    /// The last forward pass's result on a stage before the last: [batch · length, width].
+    public var output: UnsafePointer<Float> { UnsafePointer(arena!.residuals[blocks.count].pointer) }
+
+    private func prepare(batch: Int, length: Int) -> ActivationArena {
         precondition(length <= config.maxLength, "sequence longer than max_seq_len")
         let n = batch * length
-        if arena == nil || arena!.rows < n { arena = ActivationArena(config: config, rows: n) }
-        let a = arena!
+        if arena == nil || arena!.rows < n { arena = ActivationArena(config: config, layers: blocks.count, rows: n) }
         shape = (batch, length)
-        a.inputs.baseAddress!.update(from: inputs, count: n)
-        let context = self.context
+        return arena!
+    }
 
-        embedding.forward(a.residuals[0].pointer, tokens: inputs, context)
-        for (l, block) in blocks.enumerated() {
-            block.forward(a.residuals[l].pointer, into: a.residuals[l + 1].pointer, saved: a.blocks[l],
+    /// The blocks, then on the last stage the head and the loss.
+    private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?) -> Float {
+        let context = self.context, n = context.rows
+        for (i, block) in blocks.enumerated() {
+            block.forward(a.residuals[i].pointer, into: a.residuals[i + 1].pointer, saved: a.blocks[i],
                           scratch: a.attentionScratch.pointer, rope: rope, context)
         }
-        head.normalize(a.residuals[config.layers].pointer, a, context)
+        guard let head else { return 0 }
+        head.normalize(a.residuals[blocks.count].pointer, a, context)
         guard let targets else {
             head.logits(into: a.allLogits(vocabulary: config.vocabSize).pointer, a, context)
             return 0
@@ -99,18 +141,34 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Adds the rest of the gradient of the last training forward pass into `gradients` (the output head's
-    /// share was added during that pass). Call it right after that pass.
+    /// share was added during that pass); the last stage only. Call it right after that pass.
     public func backward() {
-        guard let a = arena else { preconditionFailure("backward() before forward()") }
+        guard let a = arena, let head else { preconditionFailure("backward() needs a training forward pass of the last stage") }
+        // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds its result).
+        head.backward(a.dResidual.pointer, input: a.residuals[blocks.count].pointer, a, context)
+        gradientsReady?(head.normSpan)
+        backwardThroughBlocks(a)
+    }
+
+    /// A stage before the last: adds the gradients of its last forward pass into `gradients`, given the
+    /// gradient of its `output` (the next stage's `inputGradient`).
+    public func backward(outputGradient: UnsafePointer<Float>) {
+        guard let a = arena, head == nil else { preconditionFailure("backward(outputGradient:) is for stages before the last") }
+        a.dResidual.pointer.update(from: outputGradient, count: shape.batch * shape.length * config.width)
+        backwardThroughBlocks(a)
+    }
+
+    /// After `backward` on a stage after the first: the gradient of its input, for the previous stage.
+    public var inputGradient: UnsafePointer<Float> { UnsafePointer(arena!.dResidual.pointer) }
+
+    private func backwardThroughBlocks(_ a: ActivationArena) {
         let context = self.context
         let dResidual = a.dResidual.pointer
-        // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds its result).
-        head.backward(dResidual, input: a.residuals[config.layers].pointer, a, context)
-        gradientsReady?(head.normSpan)
-        for (l, block) in blocks.enumerated().reversed() {
-            block.backward(dResidual, input: a.residuals[l].pointer, saved: a.blocks[l], work: a, rope: rope, context)
+        for (i, block) in blocks.enumerated().reversed() {
+            block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope, context)
             gradientsReady?(block.span)
         }
+        guard let embedding else { return }
         embedding.backward(dResidual, tokens: a.inputs.baseAddress!, context)
         gradientsReady?(embedding.span)
     }

@@ -9,16 +9,18 @@ import KeelKernels
 /// dNorm for `backward`, its weight gradient in the gradient buffer.
 struct OutputHead {
     private let norm: NormParameters
-    /// The projection's weight: the family's output tensor, or the tied token table.
+    /// The projection's weight: the head's own output tensor, or the tied token table.
     private let weight: Int
     /// The final norm's span, and the untied projection's (nil when tied: the embedding's span covers it).
     let normSpan: Range<Int>
     let weightSpan: Range<Int>?
 
-    init(_ table: ParameterTable, tiedTo tokenTable: Int) {
+    /// The head of `table`, whose output weight is its own tensor, or else the token table at `tokenTable`.
+    init(_ table: ParameterTable, tiedTo tokenTable: Int?) {
         norm = NormParameters(table, .head, weight: .finalNorm, bias: .finalNormBias)
         let output = table.entries.first { $0.part == .head && $0.slot == .output }
-        weight = output?.offset ?? tokenTable
+        guard let offset = output?.offset ?? tokenTable else { preconditionFailure("the head has no output weight") }
+        weight = offset
         weightSpan = output?.range
         let norms = table.entries.filter { $0.part == .head && ($0.slot == .finalNorm || $0.slot == .finalNormBias) }
         normSpan = norms.first!.offset..<norms.last!.range.upperBound
