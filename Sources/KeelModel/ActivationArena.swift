@@ -16,6 +16,8 @@ final class ActivationArena {
     }
 
     let rows: Int
+    /// The shape of the batch whose activations the arena holds now (at most `rows` tokens).
+    var batch = 0, length = 0
     let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each of the L blocks, then their output
     let blocks: [Block]
     let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer

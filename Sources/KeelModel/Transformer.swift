@@ -24,8 +24,9 @@ public final class Transformer: @unchecked Sendable {
     private let blocks: [Block]
     private let head: OutputHead?
     private let rope: RotaryEmbedding?
-    private var arena: ActivationArena?
-    private var shape = (batch: 0, length: 0)
+    /// One set of saved activations per micro-batch in flight (a pipeline stage holds several between their
+    /// forward and backward passes); slot 0 unless the caller says otherwise.
+    private var arenas: [ActivationArena?] = [nil]
     /// When set, every kernel call is timed into it (`keel bench --profile`).
     public var profiler: Profiler?
     /// The operand format of every matrix product (projections, the head and attention's products);
@@ -67,10 +68,10 @@ public final class Transformer: @unchecked Sendable {
     /// Whether this model ends in the loss (it holds the head).
     public var isLastStage: Bool { head != nil }
 
-    /// The parts' view of the buffers and of the current batch.
-    private var context: PartContext {
-        PartContext(config: config, parameters: parameters.pointer, gradients: gradients.pointer, batch: shape.batch,
-                    length: shape.length, precision: matrixPrecision, profiler: profiler)
+    /// The parts' view of the buffers and of the batch held in `arena`.
+    private func context(_ arena: ActivationArena) -> PartContext {
+        PartContext(config: config, parameters: parameters.pointer, gradients: gradients.pointer, batch: arena.batch,
+                    length: arena.length, precision: matrixPrecision, profiler: profiler)
     }
 
     /// Runs the model on `inputs` ([batch, length] token ids, each in `0..<vocabSize`); the first stage only.
@@ -81,41 +82,47 @@ public final class Transformer: @unchecked Sendable {
     /// `lossScale` are ignored, it returns 0 and its result is `output`.
     @discardableResult
     public func forward(
-        inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil
+        inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil,
+        slot: Int = 0
     ) -> Float {
         guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
-        let a = prepare(batch: batch, length: length)
+        let a = prepare(batch: batch, length: length, slot: slot)
         a.inputs.baseAddress!.update(from: inputs, count: batch * length)
-        embedding.forward(a.residuals[0].pointer, tokens: inputs, context)
+        embedding.forward(a.residuals[0].pointer, tokens: inputs, context(a))
         return run(a, targets: targets, lossScale: lossScale)
     }
 
     /// Runs a stage after the first on the previous stage's `output` ([batch · length, width]); otherwise as
-    /// `forward(inputs:…)`.
+    /// `forward(inputs:…)`. `slot` chooses the saved activations used (one per micro-batch in flight).
     @discardableResult
     public func forward(
-        activations: UnsafePointer<Float>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil
+        activations: UnsafePointer<Float>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil,
+        slot: Int = 0
     ) -> Float {
         precondition(!isFirstStage, "the first stage takes token ids")
-        let a = prepare(batch: batch, length: length)
+        let a = prepare(batch: batch, length: length, slot: slot)
         a.residuals[0].pointer.update(from: activations, count: batch * length * config.width)
         return run(a, targets: targets, lossScale: lossScale)
     }
 
-    /// The last forward pass's result on a stage before the last: [batch · length, width].
-    public var output: UnsafePointer<Float> { UnsafePointer(arena!.residuals[blocks.count].pointer) }
+    /// The result of the forward pass in `slot` on a stage before the last: [batch · length, width].
+    public func output(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.residuals[blocks.count].pointer) }
 
-    private func prepare(batch: Int, length: Int) -> ActivationArena {
+    private func prepare(batch: Int, length: Int, slot: Int) -> ActivationArena {
         precondition(length <= config.maxLength, "sequence longer than max_seq_len")
         let n = batch * length
-        if arena == nil || arena!.rows < n { arena = ActivationArena(config: config, layers: blocks.count, rows: n) }
-        shape = (batch, length)
-        return arena!
+        while arenas.count <= slot { arenas.append(nil) }
+        if arenas[slot] == nil || arenas[slot]!.rows < n {
+            arenas[slot] = ActivationArena(config: config, layers: blocks.count, rows: n)
+        }
+        arenas[slot]!.batch = batch
+        arenas[slot]!.length = length
+        return arenas[slot]!
     }
 
     /// The blocks, then on the last stage the head and the loss.
     private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?) -> Float {
-        let context = self.context, n = context.rows
+        let context = context(a), n = context.rows
         for (i, block) in blocks.enumerated() {
             block.forward(a.residuals[i].pointer, into: a.residuals[i + 1].pointer, saved: a.blocks[i],
                           scratch: a.attentionScratch.pointer, rope: rope, context)
@@ -136,33 +143,33 @@ public final class Transformer: @unchecked Sendable {
 
     /// The logits of one row (b·length + t) of the last forward pass without targets.
     public func logits(row: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: arena!.allLogits(vocabulary: config.vocabSize).pointer + row * config.vocabSize,
+        UnsafeBufferPointer(start: arenas[0]!.allLogits(vocabulary: config.vocabSize).pointer + row * config.vocabSize,
                             count: config.vocabSize)
     }
 
-    /// Adds the rest of the gradient of the last training forward pass into `gradients` (the output head's
-    /// share was added during that pass); the last stage only. Call it right after that pass.
-    public func backward() {
-        guard let a = arena, let head else { preconditionFailure("backward() needs a training forward pass of the last stage") }
+    /// Adds the rest of the gradient of the training forward pass in `slot` into `gradients` (the output
+    /// head's share was added during that pass); the last stage only.
+    public func backward(slot: Int = 0) {
+        guard let a = arenas[slot], let head else { preconditionFailure("backward() needs a training forward pass of the last stage") }
         // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds its result).
-        head.backward(a.dResidual.pointer, input: a.residuals[blocks.count].pointer, a, context)
+        head.backward(a.dResidual.pointer, input: a.residuals[blocks.count].pointer, a, context(a))
         gradientsReady?(head.normSpan)
         backwardThroughBlocks(a)
     }
 
-    /// A stage before the last: adds the gradients of its last forward pass into `gradients`, given the
+    /// A stage before the last: adds the gradients of the forward pass in `slot` into `gradients`, given the
     /// gradient of its `output` (the next stage's `inputGradient`).
-    public func backward(outputGradient: UnsafePointer<Float>) {
-        guard let a = arena, head == nil else { preconditionFailure("backward(outputGradient:) is for stages before the last") }
-        a.dResidual.pointer.update(from: outputGradient, count: shape.batch * shape.length * config.width)
+    public func backward(outputGradient: UnsafePointer<Float>, slot: Int = 0) {
+        guard let a = arenas[slot], head == nil else { preconditionFailure("backward(outputGradient:) is for stages before the last") }
+        a.dResidual.pointer.update(from: outputGradient, count: a.batch * a.length * config.width)
         backwardThroughBlocks(a)
     }
 
-    /// After `backward` on a stage after the first: the gradient of its input, for the previous stage.
-    public var inputGradient: UnsafePointer<Float> { UnsafePointer(arena!.dResidual.pointer) }
+    /// After `backward` in `slot` on a stage after the first: the gradient of its input, for the previous stage.
+    public func inputGradient(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.dResidual.pointer) }
 
     private func backwardThroughBlocks(_ a: ActivationArena) {
-        let context = self.context
+        let context = context(a)
         let dResidual = a.dResidual.pointer
         for (i, block) in blocks.enumerated().reversed() {
             block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope, context)

@@ -48,14 +48,14 @@ final class StageTests: XCTestCase {
             tokens.targets.withUnsafeBufferPointer { t in
                 _ = stages[0].forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length, lossScale: 1)
                 for s in 1..<stages.count {
-                    loss = stages[s].forward(activations: stages[s - 1].output, targets: t.baseAddress!, batch: batch,
+                    loss = stages[s].forward(activations: stages[s - 1].output(), targets: t.baseAddress!, batch: batch,
                                              length: length, lossScale: 1)
                 }
             }
         }
         stages.last!.backward()
         for s in stride(from: stages.count - 2, through: 0, by: -1) {
-            stages[s].backward(outputGradient: stages[s + 1].inputGradient)
+            stages[s].backward(outputGradient: stages[s + 1].inputGradient())
         }
         XCTAssertEqual(loss, wholeLoss, label)
 
