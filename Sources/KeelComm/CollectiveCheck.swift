@@ -91,6 +91,26 @@ public enum CollectiveCheck {
             try expect("send/receive ring", incoming) { value(rank: (r + n - 1) % n, index: $0) }
         }
 
+        // Messages too large to be sent eagerly (a pipeline's activations): every rank sends to both neighbours
+        // before receiving from them. Each send completes only once its receive is posted, so this deadlocks
+        // unless a rank's sends and receives progress side by side.
+        if n > 1 {
+            let large = 1 << 21
+            let outgoing = (0..<large).map { Float(($0 &* 31 &+ r) % 1000) }
+            var fromPrevious = [Float](repeating: -1, count: large), fromNext = fromPrevious
+            try outgoing.withUnsafeBufferPointer { o in
+                try fromPrevious.withUnsafeMutableBufferPointer { p in
+                    try fromNext.withUnsafeMutableBufferPointer { q in
+                        let requests = [comm.startSend(o, to: (r + 1) % n, tag: 5), comm.startSend(o, to: (r + n - 1) % n, tag: 6),
+                                        comm.startReceive(p, from: (r + n - 1) % n, tag: 5),
+                                        comm.startReceive(q, from: (r + 1) % n, tag: 6)]
+                        for request in requests { try request.wait() }
+                    }
+                }
+            }
+            try expect("large crossing sends", fromPrevious) { Float(($0 &* 31 &+ (r + n - 1) % n) % 1000) }
+        }
+
         // Two non-blocking all-reduces in flight together.
         var first = filled(elements, rank: r), second = filled(elements, rank: r)
         try first.withUnsafeMutableBufferPointer { f in

@@ -99,6 +99,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             self.failure = error
             request.finish(at: monotonicSeconds(), failure: error)
         }
+        if case .send = operation.kind { return startPointToPoint(operation, request) }
+        if case .receive = operation.kind { return startPointToPoint(operation, request) }
         sequence += 1
         recentLabels[sequence] = operation.label
         recentLabels[sequence - 256] = nil
@@ -122,6 +124,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             if flag != 0 { break }
             polls += 1
             if size > 1 && polls % 16 == 0 { answerPings() }
+            runtime.pollInFlight()
             if polls > 64 {
                 usleep(pause)
                 pause = min(pause * 2, 500)
@@ -135,6 +138,53 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             divide(destination, count: counts[rank], scalar: operation.scalar)
         }
         request.finish(at: monotonicSeconds(), failure: nil)
+    }
+
+    /// Posts a send or receive and leaves it to the runtime to progress, beside later operations. Collectives'
+    /// sequence numbers are not involved (each rank of a pipeline sends and receives different messages); a
+    /// message that does not arrive in time is reported with its peer and whether the peer still answers.
+    private func startPointToPoint(_ operation: CommunicationOperation, _ request: CommunicationRequest) {
+        var counts: [Int32] = [], displacements: [Int32] = []
+        var handle: MPI_Request? = keel_mpi_request_null()
+        let code = post(operation, &handle, &counts, &displacements)
+        let began = monotonicSeconds()
+        request.markStarted(at: began)
+        guard code == MPI_SUCCESS else {
+            failure = mpiFailure(operation, code)
+            return request.finish(at: monotonicSeconds(), failure: failure)
+        }
+        var polls = 0
+        runtime.track(MPIRuntime.InFlight { [self] in
+            var flag: Int32 = 0
+            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
+            if testCode != MPI_SUCCESS || flag != 0 {
+                let error = testCode == MPI_SUCCESS ? nil : mpiFailure(operation, testCode)
+                if let error { failure = error }
+                request.finish(at: monotonicSeconds(), failure: error)
+                return true
+            }
+            polls += 1
+            if size > 1 && polls % 64 == 0 { answerPings() }
+            guard monotonicSeconds() - began > timeout else { return false }
+            failure = peerTimeout(operation)
+            request.finish(at: monotonicSeconds(), failure: failure)
+            return true
+        })
+    }
+
+    /// The error for a send or receive that outlived the timeout: its peer stopped answering, or answers but
+    /// never sent (or received) the matching message.
+    private func peerTimeout(_ operation: CommunicationOperation) -> KeelError {
+        let peer: Int
+        switch operation.kind {
+        case .send(_, _, let destination, _): peer = destination
+        case .receive(_, _, let source, _): peer = source
+        default: preconditionFailure("not a point-to-point operation")
+        }
+        let waited = String(format: "%.0f", timeout)
+        let answers = responsivePeers().contains(peer)
+        return KeelError("'\(operation.label)' did not finish within \(waited) s: rank \(worldRanks[peer]) "
+            + (answers ? "is alive but never matched it (do the ranks run the same schedule?)" : "does not respond (stopped or dead)"))
     }
 
     private func post(

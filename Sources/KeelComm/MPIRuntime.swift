@@ -17,6 +17,17 @@ public final class MPIRuntime: @unchecked Sendable {
     private var jobs: [() -> Void] = []
     private var stopping = false
     private var stopped = false
+    // Used only on the progress thread:
+    /// Point-to-point operations posted and not yet complete. They progress side by side with each other and
+    /// with later operations, because a pipeline's sends and receives must: a rank that waited for its send
+    /// to finish before posting its next receive could deadlock with a neighbour doing the same.
+    private var inFlight: [InFlight] = []
+
+    /// A posted point-to-point operation: `poll` tests it and finishes its request when done (or timed out),
+    /// returning whether it is finished.
+    struct InFlight {
+        let poll: () -> Bool
+    }
 
     private init() {}
 
@@ -79,19 +90,43 @@ public final class MPIRuntime: @unchecked Sendable {
         MPI_Finalize()
     }
 
+    /// Keeps a posted point-to-point operation progressing until its `poll` says it is finished (progress
+    /// thread only).
+    func track(_ operation: InFlight) {
+        inFlight.append(operation)
+    }
+
+    /// Tests every point-to-point operation in flight once (progress thread only; collectives call it while
+    /// they wait, so messages keep moving).
+    func pollInFlight() {
+        inFlight.removeAll { $0.poll() }
+    }
+
     private func progressLoop() {
+        var pause: UInt32 = 20
+        condition.lock()
         while true {
-            condition.lock()
-            while jobs.isEmpty && !stopping { condition.wait() }
-            if jobs.isEmpty {
+            if !jobs.isEmpty {
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+                pause = 20
+                condition.lock()
+            } else if !inFlight.isEmpty {
+                // Messages in flight: keep polling them, napping briefly in between, until a job comes.
+                condition.unlock()
+                pollInFlight()
+                usleep(pause)
+                pause = min(pause * 2, 200)
+                condition.lock()
+            } else if stopping {
                 stopped = true
                 condition.broadcast()
                 condition.unlock()
                 return
+            } else {
+                condition.wait()
             }
-            let job = jobs.removeFirst()
-            condition.unlock()
-            job()
         }
     }
 

@@ -71,7 +71,7 @@ same_losses() {
 
 # --- Collectives ------------------------------------------------------------------------------------------
 for n in 2 4; do
-    if "${mpi[@]}" -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" && grep -q "14 checks passed" "$work/out"; then
+    if "${mpi[@]}" -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" && grep -q "15 checks passed" "$work/out"; then
         pass "collectives check on $n processes"
     else
         fail "collectives check on $n processes"
