@@ -135,7 +135,8 @@ public enum CollectiveCheck {
         // ParallelState's groups: every pipeline layout this job size allows (all stages; 2 stages × the rest
         // data parallel). Each group reduces exactly its mesh members; only the two end stages share an
         // embedding group.
-        for stages in Set([n, n % 2 == 0 ? 2 : n]) where stages > 1 {
+        // (An array, not a Set: every rank must build the layouts in the same order.)
+        for stages in (n % 2 == 0 && n > 2 ? [n, 2] : [n]) where stages > 1 {
             let state = try ParallelState(mesh: Mesh(worldSize: n, pipeline: stages), world: comm)
             for (axis, group) in [(Mesh.Axis.pipeline, state.pipeline), (.data, state.data), (.tensor, state.tensor)] {
                 let members = state.mesh.group(axis, containing: r)

@@ -46,9 +46,18 @@ public struct LinearShape: Sendable {
         dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
-        let o = outFeatures, i = inFeatures
         inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
                       packed: packed)
+        weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, rows: rows, precision: precision)
+    }
+
+    /// dWeight += and dBias += from dOut[N, O] and the forward input[N, I] (the half of `backward` that no other
+    /// layer waits for, which zero-bubble pipeline schedules run later).
+    public func weightGradient(
+        _ dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
+        input: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32
+    ) {
+        let o = outFeatures, i = inFeatures
         switch layout {
         case .inputMajor:  // dW[I, O] += input[N, I]ᵀ · dOut[N, O]
             gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o,

@@ -67,6 +67,30 @@ final class ActivationArena {
         attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: config.headDim))
     }
 
+    /// What a split backward pass keeps for its weight-gradient half: each block's projection output
+    /// gradients, and the gradient reaching the embedding.
+    final class Deferred {
+        struct Block {
+            let down, up, attentionOutput, qkv: FloatBuffer
+        }
+
+        let blocks: [Block]
+        let embedding: FloatBuffer
+
+        init(config: ModelConfig, layers: Int, rows n: Int) {
+            let c = config.width, qkvWidth = (config.heads + 2 * config.kvHeads) * config.headDim
+            let hiddenWidth = config.hiddenWidth * (config.architecture == .llama ? 2 : 1)
+            blocks = (0..<layers).map { _ in
+                Block(down: FloatBuffer(count: n * c), up: FloatBuffer(count: n * hiddenWidth),
+                      attentionOutput: FloatBuffer(count: n * c), qkv: FloatBuffer(count: n * qkvWidth))
+            }
+            embedding = FloatBuffer(count: n * c)
+        }
+    }
+
+    /// Allocated by the first split backward pass through this arena.
+    var deferred: Deferred?
+
     /// Rows of logits computed at a time by the loss: 256 × 50,304 floats is 51 MB, against 206 MB for a
     /// whole 1,024-token batch, and large enough for efficient matrix products.
     static let headChunkRows = 256

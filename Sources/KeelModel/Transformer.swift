@@ -150,33 +150,69 @@ public final class Transformer: @unchecked Sendable {
     /// Adds the rest of the gradient of the training forward pass in `slot` into `gradients` (the output
     /// head's share was added during that pass); the last stage only.
     public func backward(slot: Int = 0) {
-        guard let a = arenas[slot], let head else { preconditionFailure("backward() needs a training forward pass of the last stage") }
-        // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds its result).
-        head.backward(a.dResidual.pointer, input: a.residuals[blocks.count].pointer, a, context(a))
-        gradientsReady?(head.normSpan)
-        backwardThroughBlocks(a)
+        backwardPass(slot: slot, outputGradient: nil, deferringWeights: false)
     }
 
     /// A stage before the last: adds the gradients of the forward pass in `slot` into `gradients`, given the
     /// gradient of its `output` (the next stage's `inputGradient`).
     public func backward(outputGradient: UnsafePointer<Float>, slot: Int = 0) {
-        guard let a = arenas[slot], head == nil else { preconditionFailure("backward(outputGradient:) is for stages before the last") }
-        a.dResidual.pointer.update(from: outputGradient, count: a.batch * a.length * config.width)
-        backwardThroughBlocks(a)
+        backwardPass(slot: slot, outputGradient: outputGradient, deferringWeights: false)
     }
 
-    /// After `backward` in `slot` on a stage after the first: the gradient of its input, for the previous stage.
-    public func inputGradient(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.dResidual.pointer) }
+    /// The first half of a split backward pass (a zero-bubble schedule's B): as `backward`, from the loss on
+    /// the last stage or from `outputGradient` on the others, but the projections' and the embedding's weight
+    /// gradients wait for `backwardWeight(slot:)`; `inputGradient(slot:)` is ready when it returns.
+    public func backwardInput(outputGradient: UnsafePointer<Float>? = nil, slot: Int = 0) {
+        backwardPass(slot: slot, outputGradient: outputGradient, deferringWeights: true)
+    }
 
-    private func backwardThroughBlocks(_ a: ActivationArena) {
+    /// The second half of a split backward pass (W): the weight gradients `backwardInput(slot:)` held back.
+    public func backwardWeight(slot: Int = 0) {
+        guard let a = arenas[slot], let deferred = a.deferred else { preconditionFailure("backwardWeight() before backwardInput()") }
         let context = context(a)
-        let dResidual = a.dResidual.pointer
         for (i, block) in blocks.enumerated().reversed() {
-            block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope, context)
+            block.backwardWeight(saved: a.blocks[i], deferred: deferred.blocks[i], context)
             gradientsReady?(block.span)
         }
+        embeddingBackward(a, dOut: deferred.embedding.pointer)
+    }
+
+    /// After a backward pass in `slot` on a stage after the first: the gradient of its input, for the previous
+    /// stage.
+    public func inputGradient(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.dResidual.pointer) }
+
+    private func backwardPass(slot: Int, outputGradient: UnsafePointer<Float>?, deferringWeights: Bool) {
+        guard let a = arenas[slot] else { preconditionFailure("backward before forward") }
+        let context = context(a)
+        let dResidual = a.dResidual.pointer, n = context.rows
+        if let head {
+            precondition(outputGradient == nil, "the last stage's backward starts from its loss")
+            // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds it).
+            head.backward(dResidual, input: a.residuals[blocks.count].pointer, a, context)
+            gradientsReady?(head.normSpan)
+        } else {
+            guard let outputGradient else { preconditionFailure("a stage before the last needs its output's gradient") }
+            dResidual.update(from: outputGradient, count: n * config.width)
+        }
+        if deferringWeights && a.deferred == nil {
+            a.deferred = ActivationArena.Deferred(config: config, layers: blocks.count, rows: a.rows)
+        }
+        let deferred = deferringWeights ? a.deferred : nil
+        for (i, block) in blocks.enumerated().reversed() {
+            block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope,
+                           deferred: deferred?.blocks[i], context)
+            if deferred == nil { gradientsReady?(block.span) }
+        }
+        if let deferred {
+            if isFirstStage { deferred.embedding.pointer.update(from: dResidual, count: n * config.width) }
+        } else {
+            embeddingBackward(a, dOut: dResidual)
+        }
+    }
+
+    private func embeddingBackward(_ a: ActivationArena, dOut: UnsafePointer<Float>) {
         guard let embedding else { return }
-        embedding.backward(dResidual, tokens: a.inputs.baseAddress!, context)
+        embedding.backward(dOut, tokens: a.inputs.baseAddress!, context(a))
         gradientsReady?(embedding.span)
     }
 }

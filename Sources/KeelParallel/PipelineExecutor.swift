@@ -8,8 +8,9 @@ import KeelModel
 /// passes in between. A peer that never answers ends the step within the communicator's timeout, with an
 /// error naming the transfer (and, over MPI, the rank) it was waiting on.
 ///
-/// Each forward pass takes a free activation slot of its chunk and its backward pass gives it back, so a
-/// chunk holds only as many micro-batches' activations as the schedule keeps in flight. What a pass sends is
+/// Each forward pass takes a free activation slot of its chunk and its backward pass (for a split backward,
+/// its weight half) gives it back, so a chunk holds only as many micro-batches' activations as the schedule
+/// keeps in flight. What a pass sends is
 /// copied out of its slot first, so the slot can be reused while the message is on its way.
 public final class PipelineExecutor {
     /// This rank's model chunks: chunk c is global stage c · p + rank.
@@ -74,21 +75,25 @@ public final class PipelineExecutor {
                 if !model.isLastStage {
                     copy(model.output(slot: slot), to: Transfer(gradient: false, microBatch: microBatch, receivingStage: stage + 1))
                 }
-            case let .backward(microBatch, chunk):
-                let model = chunks[chunk], stage = globalStage(chunk)
-                let slot = slots.removeValue(forKey: MicroBatchChunk(microBatch: microBatch, chunk: chunk))!
-                if model.isLastStage {
-                    model.backward(slot: slot)
+            case let .backward(microBatch, chunk), let .backwardInput(microBatch, chunk):
+                let model = chunks[chunk], stage = globalStage(chunk), key = MicroBatchChunk(microBatch: microBatch, chunk: chunk)
+                let slot = slots[key]!
+                let gradient = model.isLastStage
+                    ? nil : try arrived(Transfer(gradient: true, microBatch: microBatch, receivingStage: stage))
+                if case .backward = action {
+                    if let gradient { model.backward(outputGradient: gradient, slot: slot) } else { model.backward(slot: slot) }
                 } else {
-                    let gradient = try arrived(Transfer(gradient: true, microBatch: microBatch, receivingStage: stage))
-                    model.backward(outputGradient: gradient, slot: slot)
+                    model.backwardInput(outputGradient: gradient, slot: slot)
                 }
                 if !model.isFirstStage {
                     copy(model.inputGradient(slot: slot), to: Transfer(gradient: true, microBatch: microBatch, receivingStage: stage - 1))
                 }
-                freeSlots[chunk].append(slot)
-            case .backwardInput, .backwardWeight:
-                throw KeelError("pipeline: \(action) needs a split backward pass, which the model does not have yet")
+                // A split backward still needs the slot's activations for its weight half.
+                if case .backward = action { releaseSlot(key) }
+            case let .backwardWeight(microBatch, chunk):
+                let key = MicroBatchChunk(microBatch: microBatch, chunk: chunk)
+                chunks[chunk].backwardWeight(slot: slots[key]!)
+                releaseSlot(key)
             case let .sendActivation(microBatch, chunk, to):
                 send(Transfer(gradient: false, microBatch: microBatch, receivingStage: globalStage(chunk) + 1), to: to, label: label)
             case let .sendGradient(microBatch, chunk, to):
@@ -125,6 +130,10 @@ public final class PipelineExecutor {
         }()
         slots[MicroBatchChunk(microBatch: microBatch, chunk: chunk)] = slot
         return slot
+    }
+
+    private func releaseSlot(_ key: MicroBatchChunk) {
+        freeSlots[key.chunk].append(slots.removeValue(forKey: key)!)
     }
 
     private func copy(_ source: UnsafePointer<Float>, to transfer: Transfer) {

@@ -3,29 +3,32 @@ import KeelModel
 
 /// How a model's blocks are cut into pipeline stages.
 public enum StagePartition {
-    /// Cuts `config`'s blocks into `stages` contiguous, non-empty ranges whose parameter counts (the
-    /// embedding counted on the first stage, the head on the last) have the smallest possible maximum: the
-    /// slowest stage sets the pace of the whole pipeline.
+    /// Cuts `config`'s blocks into `stages` contiguous, non-empty ranges whose parameter counts — what each
+    /// stage stores: its blocks, the embedding on the first, the head on the last (with GPT-2's tied token
+    /// table copied there) — have the smallest possible maximum.
     public static func balanced(_ config: ModelConfig, stages: Int) throws -> [Range<Int>] {
         let layers = config.layers
         guard stages >= 1, stages <= layers else {
             throw KeelError("parallel layout: \(stages) pipeline stages need at least as many layers (model.n_layer is \(layers))")
         }
         let table = ParameterTable(config: config)
-        var cost = (0..<layers).map { Double(table.range(of: .block($0)).count) }
-        cost[0] += Double(table.range(of: .embedding).count)
-        cost[layers - 1] += Double(table.range(of: .head).count)
+        var before = [0]  // parameters of blocks 0..<l
+        for layer in 0..<layers { before.append(before[layer] + table.range(of: .block(layer)).count) }
+        let embedding = table.range(of: .embedding).count, head = table.range(of: .head).count
+        let tiedCopy = table.entries.contains { $0.slot == .output } ? 0 : table.entries.first { $0.slot == .tokenTable }!.count
+        func cost(_ range: Range<Int>) -> Int {
+            before[range.upperBound] - before[range.lowerBound] + (range.lowerBound == 0 ? embedding : 0)
+                + (range.upperBound == layers ? head + (range.lowerBound > 0 ? tiedCopy : 0) : 0)
+        }
         // best[s][l]: the smallest largest stage when the first l layers form s stages; cut[s][l] where the
         // last of those stages starts.
-        var best = [[Double]](repeating: [Double](repeating: .infinity, count: layers + 1), count: stages + 1)
+        var best = [[Int]](repeating: [Int](repeating: .max, count: layers + 1), count: stages + 1)
         var cut = [[Int]](repeating: [Int](repeating: 0, count: layers + 1), count: stages + 1)
         best[0][0] = 0
         for s in 1...stages {
             for l in s...layers {
-                var stage = 0.0
-                for start in stride(from: l - 1, through: s - 1, by: -1) {
-                    stage += cost[start]
-                    let worst = max(best[s - 1][start], stage)
+                for start in (s - 1)..<l where best[s - 1][start] != .max {
+                    let worst = max(best[s - 1][start], cost(start..<l))
                     if worst < best[s][l] {
                         best[s][l] = worst
                         cut[s][l] = start

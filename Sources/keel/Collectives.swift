@@ -24,10 +24,7 @@ struct Collectives: ParsableCommand {
     var timeout = 60.0
 
     func run() throws {
-        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
-        guard placement.isDistributed else {
-            throw ValidationError("run this under a launcher, e.g. `keel launch --nproc 2 -- collectives`")
-        }
+        let placement = try DistributedRun.launchedPlacement(example: "keel launch --nproc 2 -- collectives")
         let megabytes = try sizes.split(separator: ",").map { text -> Double in
             guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value > 0 else {
                 throw ValidationError("--sizes: '\(text)' is not a positive number of MB")

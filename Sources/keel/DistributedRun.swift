@@ -1,9 +1,18 @@
+import ArgumentParser
 import Foundation
 import KeelCore
 import KeelComm
 
 /// How a command runs as one rank of a multi-process job.
 enum DistributedRun {
+    /// This process's place in the job a launcher started; throws, showing `example`, when no launcher did
+    /// (a check across processes means nothing in one).
+    static func launchedPlacement(example: String) throws -> ProcessPlacement {
+        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        guard placement.isDistributed else { throw ValidationError("run this under a launcher, e.g. `\(example)`") }
+        return placement
+    }
+
     /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints
     /// "Error: rank R: …" and aborts the whole job (a rank that merely exited would leave the others waiting
     /// for it until their timeout).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Multi-process tests under OpenMPI's mpirun on this machine: collectives, data-parallel equivalence with
-# a single process (with and without ZeRO-1, both architectures), overlap, resharded resume, launcher
-# environments, and a rank that hangs or dies.
+# Multi-process tests under OpenMPI's mpirun on this machine: collectives, pipeline execution against the whole
+# model, data-parallel equivalence with a single process (with and without ZeRO-1, both architectures), overlap,
+# resharded resume, launcher environments, and a rank that hangs or dies.
 # Usage: Tests/CLI/mpi_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: mpi_tests.sh PATH_TO_KEEL}")
@@ -75,6 +75,15 @@ for n in 2 4; do
         pass "collectives check on $n processes"
     else
         fail "collectives check on $n processes"
+    fi
+done
+
+# --- Pipeline execution: every schedule's loss and gradients equal the whole model's ------------------------
+for n in 2 4; do
+    if "${mpi[@]}" -np $n "$keel" pipeline-check >"$work/out" 2>"$work/err" && grep -q "16 checks passed" "$work/out"; then
+        pass "pipeline check on $n ranks (GPipe, 1F1B, interleaved, ZB-H1; GPT-2 and Llama; m = p and 2p)"
+    else
+        fail "pipeline check on $n ranks"
     fi
 done
 
@@ -180,6 +189,7 @@ refused() {
 refused "launch without a command" "give the command after --" "$keel" launch --nproc 2
 refused "launch with no processes" "--nproc must be at least 1" "$keel" launch --nproc 0 -- train --config "$c"
 refused "collectives outside a launcher" "run this under a launcher" "$keel" collectives
+refused "pipeline-check outside a launcher" "run this under a launcher, e.g. .keel launch --nproc 2 -- pipeline-check" "$keel" pipeline-check
 more=$(($(nproc) + 1))
 if "$keel" launch --nproc $more --dry-run -- train --config "$c" >"$work/out" 2>"$work/err" \
     && grep -Eq "^launch: mpirun -np $more .*--oversubscribe.* $keel train --config $c\$" "$work/err"; then

@@ -17,6 +17,52 @@ final class StageTests: XCTestCase {
         }
     }
 
+    /// A backward pass split into its input half and, later, its weight half (zero-bubble schedules) adds the
+    /// same gradients, bit for bit, as the whole backward pass — on the whole model and on two stages, with two
+    /// micro-batches in flight in different slots.
+    func testSplitBackwardEqualsTheWholeBackward() throws {
+        for base in [ModelFixtures.gpt2, ModelFixtures.llama] {
+            var config = base
+            config.layers = 4
+            let batch = 2, length = 8
+            let micro = (0..<2).map { ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 20 + UInt64($0)) }
+            for layers in [[0..<4], [0..<2, 2..<4]] {
+                var runs: [[[Float]]] = []
+                for split in [false, true] {
+                    let stages = try layers.map { try Transformer(config: config, seed: 3, layers: $0) }
+                    for (slot, tokens) in micro.enumerated() {
+                        tokens.inputs.withUnsafeBufferPointer { i in
+                            tokens.targets.withUnsafeBufferPointer { t in
+                                _ = stages[0].forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length,
+                                                      lossScale: 0.5, slot: slot)
+                                for s in 1..<stages.count {
+                                    _ = stages[s].forward(activations: stages[s - 1].output(slot: slot), targets: t.baseAddress!,
+                                                          batch: batch, length: length, lossScale: 0.5, slot: slot)
+                                }
+                            }
+                        }
+                    }
+                    for slot in 0..<micro.count {
+                        for s in stride(from: stages.count - 1, through: 0, by: -1) {
+                            let gradient = s == stages.count - 1 ? nil : stages[s + 1].inputGradient(slot: slot)
+                            if split {
+                                stages[s].backwardInput(outputGradient: gradient, slot: slot)
+                            } else if let gradient {
+                                stages[s].backward(outputGradient: gradient, slot: slot)
+                            } else {
+                                stages[s].backward(slot: slot)
+                            }
+                        }
+                    }
+                    if split { for slot in 0..<micro.count { for stage in stages { stage.backwardWeight(slot: slot) } } }
+                    runs.append(stages.map { $0.gradients.toArray() })
+                }
+                XCTAssertEqual(runs[0], runs[1], "\(config.architecture), \(layers.count) stage(s)")
+                XCTAssertTrue(runs[0].allSatisfy { $0.contains { $0 != 0 } })
+            }
+        }
+    }
+
     private func compare(_ config: ModelConfig, cuts: [Int]) throws {
         let batch = 2, length = 8
         let tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 4)

@@ -56,13 +56,17 @@ struct Block {
     }
 
     /// dResidual holds ∂loss/∂out on entry and ∂loss/∂x on return; `x` is the input of the forward pass.
+    /// Parameter gradients are added into the gradient buffer, except, with `deferred`, the projections'
+    /// weight gradients: their output gradients are kept there for `backwardWeight` (a zero-bubble schedule's
+    /// B and W halves).
     func backward(
         _ dResidual: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, saved s: ActivationArena.Block,
-        work a: ActivationArena, rope: RotaryEmbedding?, _ context: PartContext
+        work a: ActivationArena, rope: RotaryEmbedding?, deferred: ActivationArena.Deferred.Block? = nil,
+        _ context: PartContext
     ) {
         let config = context.config, n = context.rows, attention = context.attention
         let dNorm = a.dNorm.pointer
-        context.projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, down)
+        context.projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, down, deferred: deferred?.down.pointer)
         context.profiled(.activation, .backward, bytes: 16 * Double(n * config.hiddenWidth)) {
             switch config.architecture {
             case .gpt2:
@@ -73,16 +77,25 @@ struct Block {
                                 rows: n, width: config.hiddenWidth)
             }
         }
-        context.projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, up)
+        context.projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, up, deferred: deferred?.up.pointer)
         context.normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, mlpNorm)
-        context.projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, attentionOutput)
+        context.projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, attentionOutput,
+                                deferred: deferred?.attentionOutput.pointer)
         context.profiled(.attention, .backward, flops: context.attentionFlops(.backward)) {
             attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
                                lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
             rope?.apply(a.dQKV.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
                         heads: config.heads + config.kvHeads, inverse: true)
         }
-        context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv)
+        context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv, deferred: deferred?.qkv.pointer)
         context.normalizeBackward(dResidual, dNorm, x, s.mean1.pointer, s.rstd1.pointer, attentionNorm)
+    }
+
+    /// The projections' weight gradients held back by `backward(…, deferred:)`, from the saved forward inputs.
+    func backwardWeight(saved s: ActivationArena.Block, deferred: ActivationArena.Deferred.Block, _ context: PartContext) {
+        context.projectWeightGradient(deferred.down.pointer, s.activated.pointer, down)
+        context.projectWeightGradient(deferred.up.pointer, s.norm2.pointer, up)
+        context.projectWeightGradient(deferred.attentionOutput.pointer, s.attention.pointer, attentionOutput)
+        context.projectWeightGradient(deferred.qkv.pointer, s.norm1.pointer, qkv)
     }
 }

@@ -75,16 +75,34 @@ struct PartContext {
         }
     }
 
-    /// Overwrites dInput with the layer's input gradient; adds its parameter gradients into `gradients`.
+    /// Overwrites dInput with the layer's input gradient; adds its parameter gradients into `gradients`, or,
+    /// with `deferred`, copies dOut there for `projectWeightGradient` to add them later.
     func projectBackward(
         _ dInput: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>,
-        _ layer: ProjectionParameters
+        _ layer: ProjectionParameters, deferred: UnsafeMutablePointer<Float>? = nil
     ) {
-        let p = parameters, g = gradients, n = rows
-        profiled(.matmul, .backward, flops: 4 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
-            layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
-                                 dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
-                                 rows: n, precision: precision)
+        let p = parameters, g = gradients, n = rows, products = Double(n * layer.shape.inFeatures * layer.shape.outFeatures)
+        guard let deferred else {
+            profiled(.matmul, .backward, flops: 4 * products) {
+                layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
+                                     dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
+                                     rows: n, precision: precision)
+            }
+            return
+        }
+        profiled(.matmul, .backward, flops: 2 * products) {
+            layer.shape.inputGradient(dInput, accumulate: false, dOut: dOut, weight: p + layer.weight, rows: n,
+                                      precision: precision)
+            deferred.update(from: dOut, count: n * layer.shape.outFeatures)
+        }
+    }
+
+    /// Adds the layer's parameter gradients into `gradients` from its saved `dOut` and forward `input`.
+    func projectWeightGradient(_ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>, _ layer: ProjectionParameters) {
+        let g = gradients, n = rows
+        profiled(.matmul, .backward, flops: 2 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
+            layer.shape.weightGradient(g + layer.weight, dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, rows: n,
+                                       precision: precision)
         }
     }
 }
