@@ -52,6 +52,16 @@ public final class PipelineExecutor {
     /// The most micro-batches whose activations each chunk held at once so far (its slots).
     public var activationSlots: [Int] { slotCount }
 
+    /// A pass of the last `run` and when it ran (monotonic seconds), for the measured bubble.
+    public struct TimedPass: Sendable {
+        public let action: PipelineAction
+        public let start: Double
+        public let end: Double
+    }
+
+    /// The forward and backward passes of the last `run`, in order.
+    public private(set) var timeline: [TimedPass] = []
+
     /// Runs the schedule once: micro-batch k reads its token ids from `inputs(k)` on the first stage and its
     /// targets from `targets(k)` on the last, and every loss is scaled by `lossScale` (1/m averages the
     /// micro-batches). Gradients are added into each chunk's buffer. Returns the sum of the micro-batches'
@@ -59,27 +69,32 @@ public final class PipelineExecutor {
     public func run(inputs: (Int) -> UnsafePointer<Int32>, targets: (Int) -> UnsafePointer<Int32>, lossScale: Float,
                     label: String) throws -> Double {
         var loss = 0.0
+        timeline.removeAll(keepingCapacity: true)
         for action in actions {
             switch action {
             case let .forward(microBatch, chunk):
                 let model = chunks[chunk], stage = globalStage(chunk), slot = acquireSlot(chunk, microBatch)
                 let target = model.isLastStage ? targets(microBatch) : nil
-                if model.isFirstStage {
-                    loss += Double(model.forward(inputs: inputs(microBatch), targets: target, batch: batch, length: length,
+                let input = model.isFirstStage
+                    ? nil : try arrived(Transfer(gradient: false, microBatch: microBatch, receivingStage: stage))
+                let start = monotonicSeconds()
+                if let input {
+                    loss += Double(model.forward(activations: input, targets: target, batch: batch, length: length,
                                                  lossScale: lossScale, slot: slot))
                 } else {
-                    let input = try arrived(Transfer(gradient: false, microBatch: microBatch, receivingStage: stage))
-                    loss += Double(model.forward(activations: input, targets: target, batch: batch, length: length,
+                    loss += Double(model.forward(inputs: inputs(microBatch), targets: target, batch: batch, length: length,
                                                  lossScale: lossScale, slot: slot))
                 }
                 if !model.isLastStage {
                     copy(model.output(slot: slot), to: Transfer(gradient: false, microBatch: microBatch, receivingStage: stage + 1))
                 }
+                timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))
             case let .backward(microBatch, chunk), let .backwardInput(microBatch, chunk):
                 let model = chunks[chunk], stage = globalStage(chunk), key = MicroBatchChunk(microBatch: microBatch, chunk: chunk)
                 let slot = slots[key]!
                 let gradient = model.isLastStage
                     ? nil : try arrived(Transfer(gradient: true, microBatch: microBatch, receivingStage: stage))
+                let start = monotonicSeconds()
                 if case .backward = action {
                     if let gradient { model.backward(outputGradient: gradient, slot: slot) } else { model.backward(slot: slot) }
                 } else {
@@ -90,10 +105,12 @@ public final class PipelineExecutor {
                 }
                 // A split backward still needs the slot's activations for its weight half.
                 if case .backward = action { releaseSlot(key) }
+                timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))
             case let .backwardWeight(microBatch, chunk):
-                let key = MicroBatchChunk(microBatch: microBatch, chunk: chunk)
+                let key = MicroBatchChunk(microBatch: microBatch, chunk: chunk), start = monotonicSeconds()
                 chunks[chunk].backwardWeight(slot: slots[key]!)
                 releaseSlot(key)
+                timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))
             case let .sendActivation(microBatch, chunk, to):
                 send(Transfer(gradient: false, microBatch: microBatch, receivingStage: globalStage(chunk) + 1), to: to, label: label)
             case let .sendGradient(microBatch, chunk, to):
