@@ -87,6 +87,20 @@ for n in 2 4; do
     fi
 done
 
+# The schedule benchmark on a tiny model: one row per schedule and m, the formula's bubble, and the activations
+# rank 0 held (GPipe all m, 1F1B at most p = 2, interleaved per chunk).
+if "${mpi[@]}" -np 2 "$keel" pipeline-bench --layers 4 --width 32 --heads 2 --seq-len 16 --micro-batches 2,4 --steps 1 \
+    >"$work/out" 2>"$work/err" && python3 - "$work/out" >"$work/err" 2>&1 <<'PY'
+import re, sys
+rows = {(f[0], int(f[1])): f for f in (l.split() for l in open(sys.argv[1]).read().splitlines()[2:])}
+assert sorted(rows) == sorted((s, m) for s in ("gpipe", "1f1b", "interleaved", "zb-h1") for m in (2, 4)), rows.keys()
+assert rows[("gpipe", 2)][5] == "33.3%" and rows[("1f1b", 4)][5] == "20.0%" and rows[("interleaved", 4)][5] == "11.1%"
+assert rows[("gpipe", 4)][6] == "4" and rows[("1f1b", 4)][6] == "2" and rows[("interleaved", 4)][6] == "4,2"
+assert all(0 <= float(r[3].rstrip("%")) < 100 and float(r[2]) > 0 for r in rows.values())
+PY
+then pass "pipeline-bench reports every schedule with its formula bubble and activation slots"
+else fail "pipeline-bench reports every schedule with its formula bubble and activation slots"; fi
+
 # --- Data parallel equals one process with the whole batch ------------------------------------------------
 for arch in gpt2 llama; do
     config "$work/$arch.toml" "$arch"
