@@ -1,6 +1,7 @@
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelKernels
 import KeelTrain
 import XCTest
 
@@ -52,6 +53,19 @@ final class BadInputTests: XCTestCase {
         try writeShard((0..<500).map { UInt16($0 % 200) }, to: shard, claimedCount: 600)
         assertKeelError(shard.path, "header says 600 tokens") {
             _ = try fixture.run(try fixture.config(["data.paths=[\"\(shard.path)\"]"]), in: "run")
+        }
+    }
+
+    /// Runs on every CPU: where bf16 products have an engine the setting is taken, elsewhere it is refused with
+    /// a message that says why and what to use instead (the bf16 tests themselves skip there).
+    func testBFloat16PrecisionIsRefusedWithoutAnEngine() throws {
+        let fixture = try TrainFixture()
+        if BFloat16Engine.available.isEmpty {
+            assertKeelError("training.precision = \"bf16\" needs a CPU with AMX or AVX512-BF16", "use \"fp32\"") {
+                _ = try fixture.config(["training.precision=\"bf16\""])
+            }
+        } else {
+            XCTAssertEqual(try fixture.config(["training.precision=\"bf16\""]).training.precision, .bfloat16)
         }
     }
 
