@@ -42,6 +42,14 @@ public struct CommunicationOperation: @unchecked Sendable {
         case send(UnsafeRawPointer, count: Int, destination: Int, tag: Int)
         case receive(UnsafeMutableRawPointer, count: Int, source: Int, tag: Int)
         case barrier
+
+        /// A send or a receive: a message between two ranks, not an operation of the whole group.
+        public var isPointToPoint: Bool {
+            switch self {
+            case .send, .receive: true
+            default: false
+            }
+        }
     }
 
     public let kind: Kind

@@ -99,8 +99,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             self.failure = error
             request.finish(at: monotonicSeconds(), failure: error)
         }
-        if case .send = operation.kind { return startPointToPoint(operation, request) }
-        if case .receive = operation.kind { return startPointToPoint(operation, request) }
+        if operation.kind.isPointToPoint { return startPointToPoint(operation, request) }
         sequence += 1
         recentLabels[sequence] = operation.label
         recentLabels[sequence - 256] = nil

@@ -111,11 +111,25 @@ check "eval's loss equals the NumPy reference's ($reference), over every window"
 expect_ok "eval prints loss and perplexity" "$keel" eval --checkpoint "$work/run" --max-windows 3 "$work/corpus"
 grep -Eq "^loss [0-9]+\.[0-9]{4}  perplexity [0-9]+\.[0-9]{2}  \(3 windows of 16 tokens: 48 predicted tokens\)$" "$work/out" \
     && pass "eval's summary line" || fail "eval's summary line: $(cat "$work/out")"
-"$keel" eval --checkpoint "$work/run" >"$work/out" 2>"$work/err"
-[ $? -eq 64 ] && grep -q "^Error: give either --dataset DIR or files to evaluate on" "$work/err" \
-    && pass "eval without data is a usage error" || fail "eval without data is a usage error"
 expect_error "eval with a window longer than the model's" "longer than the model's max_seq_len (16)" \
     "$keel" eval --checkpoint "$work/run" --seq-len 17 "$work/corpus"
+# usage NAME FRAGMENT COMMAND...: an option the parser refuses — exit 64 and one "Error: …" line with FRAGMENT.
+usage() {
+    local name=$1 fragment=$2
+    shift 2
+    "$@" >"$work/out" 2>"$work/err"
+    local status=$?
+    if [ "$status" -eq 64 ] && [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] && grep -q -- "^Error: .*$fragment" "$work/err"; then
+        pass "$name"
+    else
+        fail "$name (exit $status, wanted '$fragment')"
+    fi
+}
+usage "eval without data" "give either --dataset DIR or files to evaluate on" "$keel" eval --checkpoint "$work/run"
+usage "eval with negative --max-windows" "--max-windows must not be negative" \
+    "$keel" eval --checkpoint "$work/run" --max-windows=-1 "$work/corpus"
+usage "pipeline-bench with an unknown schedule" "unknown schedule 'pipedream'" "$keel" pipeline-bench --schedules gpipe,pipedream
+usage "pipeline-bench with no timed steps" "--steps must be at least 1" "$keel" pipeline-bench --steps 0
 truncate -s 100 "$newest/model.safetensors"
 expect_error "truncated checkpoint" "truncated" "$keel" sample --checkpoint "$newest"
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
@@ -133,6 +147,8 @@ check "the trained tokenizer has 300 ids, <|endoftext|> last" \
     'len(json.load(open(sys.argv[1]))["model"]["vocab"]) + len(json.load(open(sys.argv[1]))["added_tokens"]) == 300 and json.load(open(sys.argv[1]))["added_tokens"][-1] == {**json.load(open(sys.argv[1]))["added_tokens"][-1], "content": "<|endoftext|>", "id": 299}' \
     "$work/tok.json"
 echo "To be, or not" >"$work/line.txt"
+usage "tokenizer bench with no measurements" "--repeats must be at least 1" \
+    "$keel" tokenizer bench --tokenizer "$work/tok.json" --input "$work/line.txt" --repeats 0
 expect_ok "tokenizer encode" "$keel" tokenizer encode --tokenizer "$work/tok.json" --input "$work/line.txt"
 check "encode prints whitespace-separated ids below the vocabulary size" \
     'len(open(sys.argv[1]).read().split()) > 1 and all(0 <= int(t) < 300 for t in open(sys.argv[1]).read().split())' "$work/out"
@@ -172,6 +188,8 @@ expect_ok "eval on a dataset" "$keel" eval --checkpoint "$work/dsrun" --dataset 
 check "eval on the dataset equals the run's validation loss" \
     'json.load(open(sys.argv[1]))["loss"] == [r for r in map(json.loads, open(sys.argv[2])) if "val_loss" in r][-1]["val_loss"]' \
     "$work/out" "$work/dsrun/metrics.jsonl"
+expect_error "eval on a split that does not exist" "--split must be \"val\" or \"train\" (got \"test\")" \
+    "$keel" eval --checkpoint "$work/dsrun" --dataset "$work/ds" --split test
 expect_error "eval on a dataset of another tokenizer" "was tokenised with tokenizer.json, not with the checkpoint's tokenizer (byte)" \
     "$keel" eval --checkpoint "$work/run" --dataset "$work/ds"
 expect_error "prepare refuses to overwrite a dataset" "already holds" \

@@ -65,13 +65,8 @@ final class TrainingTests: XCTestCase {
     /// The same on a prepared BPE dataset: the loader's position is restored from the checkpoint.
     func testResumeOnAPreparedDatasetIsBitExact() throws {
         let fixture = try TrainFixture()
-        let tokenizer = fixture.root.appendingPathComponent("tokenizer.json")
-        try TokenizerFiles.writeHuggingFace(try TokenizerTraining.train(inputs: [fixture.corpus.path], vocabSize: 320), to: tokenizer)
-        let dataset = fixture.root.appendingPathComponent("dataset")
-        var preparation = DataPreparation(inputs: [fixture.corpus.path], tokenizer: tokenizer.path, output: dataset)
-        preparation.validationFraction = 0.34
-        try preparation.run()
-        let config = try fixture.config(["data.paths=[]", "data.dataset=\"\(dataset.path)\""])
+        let dataset = try fixture.dataset()
+        let config = try fixture.config(on: dataset)
         // The model's vocabulary defaults to the dataset's (the tiny corpus runs out of merges before 320).
         XCTAssertEqual(config.model.vocabSize, try ShardManifest.read(from: dataset).vocabSize)
         _ = try fixture.run(config, in: "straight")
@@ -94,7 +89,7 @@ final class TrainingTests: XCTestCase {
 
     /// `training.precision = "bf16"` trains as well as fp32 on the fixture corpus, and is deterministic.
     func testBFloat16TrainingTracksFloat32() throws {
-        try XCTSkipIf(BFloat16Engine.available.isEmpty, "this CPU has neither AMX nor AVX512-BF16")
+        try XCTSkipIf(BFloat16Engine.available.isEmpty, "skipped on this CPU: bf16 products need AMX or AVX512-BF16 (AMD Zen 3 has neither); there training.precision = \"bf16\" is refused instead, as BadInputTests.testBFloat16PrecisionIsRefusedWithoutAnEngine checks")
         let fixture = try TrainFixture()
         let steps = ["training.steps=60", "training.eval_every=0"]
         let fp32 = try fixture.run(try fixture.config(steps), in: "fp32")
