@@ -12,8 +12,13 @@ public enum ModelFiles {
 
     /// Writes every parameter of `model` to `url`.
     public static func writeWeights(of model: Transformer, to url: URL) throws {
-        let slices = model.table.entries.map {
-            TensorSlice(name: $0.name, shape: $0.shape, floats: model.parameters.pointer + $0.offset)
+        try writeWeights(model.table, model.parameters, to: url)
+    }
+
+    /// Writes every tensor of `table` from `parameters` (laid out by it) as safetensors.
+    public static func writeWeights(_ table: ParameterTable, _ parameters: FloatBuffer, to url: URL) throws {
+        let slices = table.entries.map {
+            TensorSlice(name: $0.name, shape: $0.shape, floats: parameters.pointer + $0.offset)
         }
         try Safetensors.write(slices, metadata: ["format": "pt"], to: url)
     }

@@ -21,10 +21,11 @@ public struct OverlapStatistics: Sendable, Equatable {
 /// averaged in buckets while the backward pass is still running, and with ZeRO stage 1 the optimizer state
 /// is sharded by ranges of the flat buffer.
 ///
-/// Buckets are fixed spans of the flat gradient buffer (a large tensor spans several). A bucket's
-/// communication starts as soon as the model reports every gradient in it final (`GradientSource.gradientsReady`),
-/// which happens only in the last micro-batch of an accumulation, so the other micro-batches communicate
-/// nothing. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is reduce-scattered so that
+/// Buckets are fixed spans of the flat gradient buffer (a large tensor spans several). A training pass
+/// reports each span of the gradients once per micro-batch (`GradientSource.gradientsReady`); a bucket's
+/// communication starts as soon as every micro-batch of the step has reported all of it, which is during
+/// the last backward pass that touches it, so the earlier micro-batches communicate nothing — in whatever
+/// order a pipeline schedule runs them. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is reduce-scattered so that
 /// each rank receives the average of its own shard only, updates that shard, and the parameters are then
 /// all-gathered.
 public final class DataParallel {
@@ -37,7 +38,9 @@ public final class DataParallel {
     /// The spans of the flat buffer communicated together.
     public let buckets: [Range<Int>]
     private let shardGradientBuffer: FloatBuffer?
+    /// Reports each bucket still waits for: its elements × the micro-batches that have not reported them.
     private var pending: [Int]
+    private var microBatches = 1
     private var requests: [CommunicationRequest?]
     private var label = ""
     /// Statistics of the last `synchronizeGradients` call.
@@ -65,15 +68,23 @@ public final class DataParallel {
         shardGradientBuffer?.pointer ?? model.gradients.pointer
     }
 
-    /// Arms communication for the training pass that follows (call before the last micro-batch's `forward`).
-    public func prepareLastMicroBatch(label: String) {
+    /// Arms communication for a step of `microBatches` training passes (call before the first `forward`).
+    /// `label` names the step in traces and errors.
+    public func prepare(microBatches: Int, label: String) {
         self.label = label
-        pending = buckets.map(\.count)
+        self.microBatches = microBatches
+        pending = buckets.map { $0.count * microBatches }
         requests = Array(repeating: nil, count: buckets.count)
         model.gradientsReady = { [unowned self] span in self.gradientsReady(span) }
     }
 
-    /// Waits for every bucket of the last micro-batch (call right after its `backward`).
+    /// Marks `span` final for every micro-batch at once — for gradients the step completes itself (the tied
+    /// embedding, summed across pipeline stages after the passes), which the model's reports skipped.
+    public func finish(_ span: Range<Int>) {
+        report(span, times: microBatches)
+    }
+
+    /// Waits for every bucket (call when the step's last backward pass is done).
     public func synchronizeGradients() throws {
         model.gradientsReady = nil
         let backwardEnded = monotonicSeconds()
@@ -90,11 +101,14 @@ public final class DataParallel {
         self.statistics = statistics
     }
 
-    /// Σ g² over all ranks' gradients (each rank holds either all of them or its shard).
-    public func gradientSumOfSquares() throws -> Double {
-        let local = sumOfSquares(shardGradients, count: shard.count)
-        guard shardsOptimizerState else { return local }
-        return try communicator.allReduce([local], .sum, label: "\(label): gradient norm")[0]
+    /// Σ g² over this rank's averaged gradients (all of them, or its shard with ZeRO-1), leaving out
+    /// `excluded` (a copy of a tensor another stage counts).
+    public func localSumOfSquares(excluding excluded: Range<Int>? = nil) -> Double {
+        let own = shard
+        guard let excluded, excluded.overlaps(own) else { return sumOfSquares(shardGradients, count: own.count) }
+        let cut = excluded.clamped(to: own)
+        return sumOfSquares(shardGradients, count: cut.lowerBound - own.lowerBound)
+            + sumOfSquares(shardGradients + (cut.upperBound - own.lowerBound), count: own.upperBound - cut.upperBound)
     }
 
     /// Copies every rank's updated shard of the parameters to all ranks (ZeRO-1; nothing otherwise).
@@ -113,13 +127,19 @@ public final class DataParallel {
         return whole
     }
 
-    /// Marks `span` final and starts every bucket that became complete, in bucket order (the same on all ranks).
+    /// Counts one micro-batch's report of `span` and starts every bucket that became complete, in bucket
+    /// order (the same on all ranks).
     private func gradientsReady(_ span: Range<Int>) {
+        report(span, times: 1)
+    }
+
+    private func report(_ span: Range<Int>, times: Int) {
+        guard !span.isEmpty else { return }
         let size = buckets.first!.count
         for index in (span.lowerBound / size)..<((span.upperBound + size - 1) / size) {
             let bucket = buckets[index]
-            pending[index] -= bucket.clamped(to: span).count
-            precondition(pending[index] >= 0, "gradient span \(span) reported twice")
+            pending[index] -= bucket.clamped(to: span).count * times
+            precondition(pending[index] >= 0, "gradient span \(span) reported more often than there are micro-batches")
             if pending[index] == 0 { requests[index] = start(bucket: index) }
         }
     }

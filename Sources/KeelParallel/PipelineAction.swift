@@ -62,6 +62,43 @@ public enum PipelineAction: Hashable, Sendable {
     }
 }
 
+extension PipelineAction {
+    /// The action as four integers — kind (0…8 in declaration order), micro-batch, chunk, peer rank (−1 where
+    /// there is none) — to send it to another process or record it in a timeline.
+    public var encoded: [Int64] {
+        let (kind, microBatch, chunk, peer): (Int, Int, Int, Int) = switch self {
+        case let .forward(k, c): (0, k, c, -1)
+        case let .backward(k, c): (1, k, c, -1)
+        case let .backwardInput(k, c): (2, k, c, -1)
+        case let .backwardWeight(k, c): (3, k, c, -1)
+        case let .sendActivation(k, c, r): (4, k, c, r)
+        case let .receiveActivation(k, c, r): (5, k, c, r)
+        case let .sendGradient(k, c, r): (6, k, c, r)
+        case let .receiveGradient(k, c, r): (7, k, c, r)
+        case .optimizerStep: (8, 0, 0, -1)
+        }
+        return [Int64(kind), Int64(microBatch), Int64(chunk), Int64(peer)]
+    }
+
+    /// The action `encoded` describes (four integers); nil when they describe none.
+    public init?(encoded e: ArraySlice<Int64>) {
+        guard e.count == 4 else { return nil }
+        let (k, c, r) = (Int(e[e.startIndex + 1]), Int(e[e.startIndex + 2]), Int(e[e.startIndex + 3]))
+        switch e[e.startIndex] {
+        case 0: self = .forward(microBatch: k, chunk: c)
+        case 1: self = .backward(microBatch: k, chunk: c)
+        case 2: self = .backwardInput(microBatch: k, chunk: c)
+        case 3: self = .backwardWeight(microBatch: k, chunk: c)
+        case 4: self = .sendActivation(microBatch: k, chunk: c, to: r)
+        case 5: self = .receiveActivation(microBatch: k, chunk: c, from: r)
+        case 6: self = .sendGradient(microBatch: k, chunk: c, to: r)
+        case 7: self = .receiveGradient(microBatch: k, chunk: c, from: r)
+        case 8: self = .optimizerStep
+        default: return nil
+        }
+    }
+}
+
 /// A micro-batch on one model chunk of a rank: the unit that is forwarded once and backwarded once, and whose
 /// activations are held in between.
 struct MicroBatchChunk: Hashable {

@@ -21,6 +21,43 @@ public enum PipelineBenchmark {
         public let theoreticalBubble: Double
         /// Each chunk's most activations held at once, on this rank.
         public let activationSlots: [Int]
+        /// The measured mean cost of each kind of pass, as the simulator takes them.
+        public let costs: ScheduleCosts
+    }
+
+    /// One schedule simulated at a pipeline size that was not measured.
+    public struct Projection: Sendable {
+        public let schedule: PipelineSchedule
+        public let stages: Int
+        public let microBatches: Int
+        /// The simulator's bubble with the measured costs, every stage (chunk) as costly as a measured one.
+        public let simulatedBubble: Double
+        /// The published formula's bubble (equal costs).
+        public let theoreticalBubble: Double
+    }
+
+    /// For each schedule of `measured`, its bubble at every pipeline size of `stages` with m = p, 2p and 4p
+    /// micro-batches, simulated with the costs measured at that schedule's largest micro-batch count: what the
+    /// schedules would idle on a deeper pipeline of stages as costly as the measured ones (transfers free).
+    public static func project(_ measured: [Result], stages: [Int]) throws -> [Projection] {
+        var projections: [Projection] = []
+        var seen: [PipelineSchedule] = []
+        for result in measured where !seen.contains(result.schedule) {
+            seen.append(result.schedule)
+            let basis = measured.filter { $0.schedule == result.schedule }.max { $0.microBatches < $1.microBatches }!
+            for p in stages {
+                for m in [p, 2 * p, 4 * p] {
+                    let v = basis.virtualStages
+                    let perRank = try (0..<p).map { try basis.schedule.actions(stages: p, virtualStages: v, microBatches: m, rank: $0) }
+                    projections.append(Projection(
+                        schedule: basis.schedule, stages: p, microBatches: m,
+                        simulatedBubble: try ScheduleSimulator.run(perRank, costs: basis.costs).bubbleFraction,
+                        theoreticalBubble: ScheduleSimulator.bubbleFormula(basis.schedule, stages: p, virtualStages: v,
+                                                                           microBatches: m)))
+                }
+            }
+        }
+        return projections
     }
 
     /// Runs every schedule of `schedules` at every micro-batch count of `microBatches` over `pipeline`, with one
@@ -52,10 +89,10 @@ public enum PipelineBenchmark {
                     }
                     let local = monotonicSeconds() - start
                     let seconds = try pipeline.allReduce([local], .max, label: "pipeline bench: step time")[0]
-                    let busy = executor.timeline.reduce(0) { $0 + $1.end - $1.start }
+                    let busy = executor.timeline.reduce(0) { $0 + ($1.isPass ? $1.end - $1.start : 0) }
                     // Σ time and count of each kind of pass: forward, full backward, B, W.
                     var costs = [Double](repeating: 0, count: 8)
-                    for pass in executor.timeline {
+                    for pass in executor.timeline where pass.isPass {
                         let kind: Int
                         switch pass.action {
                         case .forward: kind = 0
@@ -80,7 +117,7 @@ public enum PipelineBenchmark {
                     schedule: schedule, virtualStages: v, microBatches: m, stepSeconds: median.seconds,
                     measuredBubble: median.bubble, simulatedBubble: simulated,
                     theoreticalBubble: ScheduleSimulator.bubbleFormula(schedule, stages: p, virtualStages: v, microBatches: m),
-                    activationSlots: executor.activationSlots))
+                    activationSlots: executor.activationSlots, costs: costs))
             }
         }
         return results

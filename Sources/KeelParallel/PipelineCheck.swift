@@ -58,11 +58,12 @@ public enum PipelineCheck {
         let ranges = try StagePartition.balanced(config, stages: p * v)
         let chunks = try (0..<v).map { c in try Transformer(config: config, seed: 5, layers: ranges[c * p + rank]) }
         let executor = PipelineExecutor(chunks: chunks, pipeline: pipeline, actions: perRank[rank], batch: batch, length: length)
-        let loss = try inputs.withPointers { i in
+        let losses = try inputs.withPointers { i in
             try targets.withPointers { t in
                 try executor.run(inputs: { i[$0] }, targets: { t[$0] }, lossScale: 1 / Float(m), label: name)
             }
         }
+        let loss = losses.reduce(0.0) { $0 + Double($1) }
         let total = try pipeline.allReduce([loss], .sum, label: "\(name): loss")[0]
         guard abs(total / wholeLoss - 1) < 1e-6 else {
             throw KeelError("\(name): pipeline loss \(total / Double(m)) differs from the whole model's \(wholeLoss / Double(m))")

@@ -29,12 +29,26 @@ public enum PipelineSchedule: String, CaseIterable, Sendable {
     public func actions(stages p: Int, virtualStages v: Int, microBatches m: Int,
                         rank: Int) throws -> [PipelineAction] {
         try checkShape(stages: p, virtualStages: v, microBatches: m, rank: rank)
+        return Self.withMessages(passes(stages: p, virtualStages: v, microBatches: m, rank: rank), stages: p,
+                                 virtualStages: v, rank: rank) + [.optimizerStep]
+    }
+
+    /// A forward-only iteration (validation): micro-batch by micro-batch, each through this rank's chunks in
+    /// stage order, with the messages between stages. No gradients, no optimizer step; deadlock-free because
+    /// every pass waits only for a stage before it of the same or an earlier micro-batch.
+    public static func forwardOnly(stages p: Int, virtualStages v: Int, microBatches m: Int, rank: Int) -> [PipelineAction] {
+        let passes = (0..<m).flatMap { k in (0..<v).map { PipelineAction.forward(microBatch: k, chunk: $0) } }
+        return withMessages(passes, stages: p, virtualStages: v, rank: rank)
+    }
+
+    /// `passes` with the messages around them: each pass receives its input just before it runs and sends its
+    /// output just after. Receives block and sends do not, so a rank waits only for the data its next pass needs.
+    private static func withMessages(_ passes: [PipelineAction], stages p: Int, virtualStages v: Int,
+                                     rank: Int) -> [PipelineAction] {
         let layout = StageLayout(ranks: p)
         let lastStage = p * v - 1
         var actions: [PipelineAction] = []
-        // Each pass receives its input just before it runs and sends its output just after: receives block
-        // and sends do not, so a rank waits only for the data its next pass needs.
-        for pass in passes(stages: p, virtualStages: v, microBatches: m, rank: rank) {
+        for pass in passes {
             switch pass {
             case let .forward(microBatch, chunk):
                 let stage = layout.stage(rank: rank, chunk: chunk)
@@ -52,7 +66,6 @@ public enum PipelineSchedule: String, CaseIterable, Sendable {
                 actions.append(pass)
             }
         }
-        actions.append(.optimizerStep)
         return actions
     }
 

@@ -63,7 +63,8 @@ public struct BenchmarkResult: Sendable, Codable {
     public var utilisation: Double { modelGFLOPs / sgemmGFLOPs }
 }
 
-/// Runs full training steps (forward, cross-entropy, backward, clipping, AdamW) on random tokens.
+/// Runs full training steps (forward, cross-entropy, backward, clipping, AdamW) on random tokens — the
+/// trainer's own `TrainingStep`.
 public enum Benchmark {
     /// Model FLOPs per step: 6 × parameters × tokens for the matrix products of forward and backward, plus
     /// attention's 12 × layers × T × width per token (the convention of the PaLM paper and nanoGPT).
@@ -137,13 +138,17 @@ public enum Benchmark {
     /// `warmup` untimed steps, then `steps` timed ones.
     public static func run(_ preset: BenchmarkPreset, steps: Int, warmup: Int, sgemmGFLOPs: Double,
                            precision: MatrixPrecision = .float32, profiler: Profiler? = nil) throws -> BenchmarkResult {
-        let model = try Transformer(config: preset.model, seed: 1)
+        // The trainer's own step on one process: one micro-batch, AdamW, clipping at 1.
+        let settings = TrainConfig.TrainingSettings(
+            seed: 1, steps: warmup + steps, batchSize: preset.batch, sequenceLength: preset.length, gradientAccumulation: 1,
+            learningRate: 3e-4, minLearningRate: 3e-4, warmupSteps: 0, adamW: AdamWSettings(), gradientClip: 1,
+            decayEmbeddings: false, evalEvery: 0, evalBatches: 1, precision: precision)
+        let trainingStep = try TrainingStep(
+            model: preset.model, layers: [0..<preset.model.layers], schedule: .oneForwardOneBackward, virtualStages: 1,
+            training: settings, distributed: TrainConfig.DistributedSettings(bucketMegabytes: 25, zeroStage: 0, timeoutSeconds: 60),
+            groups: .singleProcess())
+        let model = trainingStep.chunks[0]
         model.profiler = profiler
-        model.matrixPrecision = precision
-        let parallel = DataParallel(model: model, communicator: SingleProcessCommunicator(),
-                                    bucketElements: model.table.count, shardOptimizerState: false)
-        let optimizer = Optimizer(model: model, parallel: parallel, settings: AdamWSettings(), gradientClip: 1,
-                                  decayEmbeddings: false)
         var random = RandomStream(seed: 2)
         let tokens = (0..<((steps + warmup + 1) * preset.batch * (preset.length + 1))).map { _ in
             Int32(random.nextInt(below: preset.model.vocabSize))
@@ -151,22 +156,12 @@ public enum Benchmark {
         let loader = try TokenLoader(windows: TokenWindows(segments: [.memory(tokens)], length: preset.length),
                                      batch: preset.batch, seed: 3)
         defer { loader.stop() }
-        var inputs = [Int32](repeating: 0, count: preset.batch * preset.length), targets = inputs
         var milliseconds: [Double] = []
         for step in 1...(warmup + steps) {
             if step == warmup + 1 { profiler?.reset() }
             let start = Date()
             profiler?.stepStarted()
-            _ = try optimizer.accumulateGradients(from: loader, accumulation: 1, inputs: &inputs, targets: &targets,
-                                                  label: "step \(step)")
-            func optimize() throws {
-                try optimizer.update(gradientNorm: optimizer.gradientNorm(), learningRate: 3e-4, step: step)
-            }
-            if let profiler {
-                try profiler.measure(.optimizer, .forward, flops: 0, bytes: 16 * Double(model.table.count), optimize)
-            } else {
-                try optimize()
-            }
+            _ = try trainingStep.run(number: step, learningRate: 3e-4, loader: loader)
             profiler?.stepEnded()
             if step > warmup { milliseconds.append(Date().timeIntervalSince(start) * 1000) }
         }

@@ -155,6 +155,16 @@ struct ConfigValues {
         }
     }
 
+    /// An array of integers, or nil when the key is absent.
+    mutating func optionalInts(_ key: String) throws -> [Int]? {
+        guard let v = value(key) else { return nil }
+        guard case .array(let items) = v else { throw wrongType(key, "an array of integers", v) }
+        return try items.map {
+            guard case .int(let i) = $0 else { throw wrongType(key, "an array of integers", v) }
+            return i
+        }
+    }
+
     /// Throws for the first key that no accessor asked for, suggesting the nearest known key.
     func rejectUnknownKeys() throws {
         let knownSet = Set(known)

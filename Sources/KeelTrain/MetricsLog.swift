@@ -37,13 +37,14 @@ public final class MetricsLog {
 
     /// A field's value in a record.
     public enum Field {
-        case int(Int), float(Float), double(Double)
+        case int(Int), float(Float), double(Double), doubles([Double])
 
         var json: String {
             switch self {
             case .int(let v): return String(v)
             case .float(let v): return v.isFinite ? "\(v)" : "null"
             case .double(let v): return v.isFinite ? "\(v)" : "null"
+            case .doubles(let v): return "[" + v.map { Field.double($0).json }.joined(separator: ", ") + "]"
             }
         }
     }

@@ -3,9 +3,10 @@ import KeelCore
 import KeelKernels
 import KeelData
 import KeelModel
+import KeelParallel
 
 /// Everything a training run is configured by: the `[model]`, `[data]`, `[training]`, `[checkpoint]`,
-/// `[logging]`, `[sample]` and `[distributed]` sections of a TOML file, with `--set section.key=value` overrides.
+/// `[logging]`, `[sample]`, `[distributed]` and `[parallel]` sections of a TOML file, with `--set section.key=value` overrides.
 ///
 /// See `docs/configuration.md` for every key, its default and its meaning.
 public struct TrainConfig: Sendable {
@@ -16,6 +17,7 @@ public struct TrainConfig: Sendable {
     public var logging: LoggingSettings
     public var sample: SampleSettings
     public var distributed: DistributedSettings
+    public var parallel: ParallelSettings
     /// The resolved configuration as TOML (saved beside the run so `--resume` can reuse it).
     public let resolvedTOML: String
 
@@ -100,6 +102,46 @@ public struct TrainConfig: Sendable {
         public var bucketElements: Int { max(1, Int(bucketMegabytes * 1_048_576 / 4)) }
     }
 
+    /// `[parallel]`: how the processes of a job divide the work — pipeline stages × data-parallel replicas.
+    public struct ParallelSettings: Sendable {
+        /// `pp`: pipeline ranks; each holds consecutive blocks (1: every rank holds the whole model).
+        public var pipeline: Int
+        /// `dp`: data-parallel replicas (default: the processes divided by `pp`); `pp × dp` must be the job's size.
+        public var data: Int?
+        /// `schedule`: the pipeline schedule ("gpipe", "1f1b", "interleaved", "zb-h1").
+        public var schedule: PipelineSchedule
+        /// `virtual_stages`: model chunks per pipeline rank (interleaved only; default 2 there, 1 otherwise).
+        public var virtualStages: Int
+        /// `stage_boundaries`: the first block of every stage after the first (pp · virtual_stages − 1 values);
+        /// nil balances the stages by parameter count.
+        public var stageBoundaries: [Int]?
+
+        /// Pipeline stages in all: pp · virtual_stages.
+        public var stages: Int { pipeline * virtualStages }
+
+        /// The blocks of each pipeline stage, in stage order.
+        public func stageLayers(_ model: ModelConfig) throws -> [Range<Int>] {
+            guard let boundaries = stageBoundaries else { return try StagePartition.balanced(model, stages: stages) }
+            let edges = [0] + boundaries + [model.layers]
+            guard zip(edges, edges.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                throw KeelError("config: parallel.stage_boundaries \(boundaries) must rise strictly within 1..<model.n_layer (\(model.layers)), so that every stage has a block")
+            }
+            return zip(edges, edges.dropFirst()).map { $0..<$1 }
+        }
+
+        /// The data-parallel size in a job of `processes`, or an error naming the keys that do not fit.
+        public func dataParallelSize(processes: Int) throws -> Int {
+            guard processes % pipeline == 0 else {
+                throw KeelError("config: parallel.pp (\(pipeline)) must divide the number of processes (\(processes))")
+            }
+            let dp = processes / pipeline
+            if let data, data != dp {
+                throw KeelError("config: parallel.pp × parallel.dp = \(pipeline) × \(data) = \(pipeline * data) must equal the number of processes (\(processes))")
+            }
+            return dp
+        }
+    }
+
     /// Reads the TOML at `path` (if any) and applies `overrides`.
     public static func load(path: String?, overrides: [String]) throws -> TrainConfig {
         var text = ""
@@ -163,7 +205,7 @@ public struct TrainConfig: Sendable {
             steps: try v.int("training.steps", 1000),
             batchSize: try v.int("training.batch_size", 8),
             sequenceLength: try v.int("training.seq_len", model.maxLength),
-            gradientAccumulation: try v.int("training.grad_accum", 1),
+            gradientAccumulation: try Self.microBatches(&v),
             learningRate: try v.double("training.lr", 3e-4),
             minLearningRate: try v.optionalDouble("training.min_lr") ?? 0,
             warmupSteps: try v.int("training.warmup_steps", 0),
@@ -185,9 +227,26 @@ public struct TrainConfig: Sendable {
         distributed = DistributedSettings(
             bucketMegabytes: try v.double("distributed.bucket_mb", 25), zeroStage: try v.int("distributed.zero_stage", 0),
             timeoutSeconds: try v.double("distributed.timeout_s", 60))
+        let schedule = try v.string("parallel.schedule", PipelineSchedule.oneForwardOneBackward.rawValue)!
+        guard let pipelineSchedule = PipelineSchedule(rawValue: schedule) else {
+            throw KeelError("config: parallel.schedule must be one of \(PipelineSchedule.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(schedule)\")")
+        }
+        parallel = ParallelSettings(
+            pipeline: try v.int("parallel.pp", 1), data: try v.optionalInt("parallel.dp"), schedule: pipelineSchedule,
+            virtualStages: try v.int("parallel.virtual_stages", pipelineSchedule == .interleaved ? 2 : 1),
+            stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
         try validate()
+    }
+
+    /// `training.grad_accum`, or its pipeline name `parallel.micro_batches` (m): the micro-batches of a step.
+    private static func microBatches(_ v: inout ConfigValues) throws -> Int {
+        let accumulation = try v.optionalInt("training.grad_accum"), microBatches = try v.optionalInt("parallel.micro_batches")
+        if let accumulation, let microBatches, accumulation != microBatches {
+            throw KeelError("config: training.grad_accum (\(accumulation)) and parallel.micro_batches (\(microBatches)) both set the micro-batches per step; give one")
+        }
+        return microBatches ?? accumulation ?? 1
     }
 
     static func precision(_ name: String) throws -> MatrixPrecision {
@@ -240,6 +299,25 @@ public struct TrainConfig: Sendable {
         try require(distributed.zeroStage == 0 || distributed.zeroStage == 1, "distributed.zero_stage",
                     "must be 0 (replicated optimizer state) or 1 (sharded) (got \(distributed.zeroStage))")
         try require(distributed.timeoutSeconds > 0, "distributed.timeout_s", "must be positive (got \(distributed.timeoutSeconds))")
+        let p = parallel
+        try require(p.pipeline >= 1, "parallel.pp", "must be positive (got \(p.pipeline))")
+        try require(p.data.map { $0 >= 1 } ?? true, "parallel.dp", "must be positive (got \(p.data ?? 0))")
+        try require(p.virtualStages >= 1, "parallel.virtual_stages", "must be positive (got \(p.virtualStages))")
+        try require(p.schedule == .interleaved || p.virtualStages == 1, "parallel.virtual_stages",
+                    "must be 1 with the \(p.schedule.rawValue) schedule (only interleaved holds several chunks per rank)")
+        try require(p.schedule != .interleaved || p.pipeline >= 2, "parallel.pp",
+                    "must be at least 2 for the interleaved schedule (got \(p.pipeline))")
+        try require(p.schedule != .interleaved || p.virtualStages >= 2, "parallel.virtual_stages",
+                    "must be at least 2 with the interleaved schedule (got \(p.virtualStages))")
+        try require(p.stages <= model.layers, "parallel.pp",
+                    "× parallel.virtual_stages = \(p.stages) stages need at least as many blocks (model.n_layer is \(model.layers))")
+        try require(p.schedule != .interleaved || t.gradientAccumulation % p.pipeline == 0, "parallel.micro_batches",
+                    "(\(t.gradientAccumulation)) must be a multiple of parallel.pp (\(p.pipeline)) for the interleaved schedule")
+        if let boundaries = p.stageBoundaries {
+            try require(boundaries.count == p.stages - 1, "parallel.stage_boundaries",
+                        "needs pp × virtual_stages − 1 = \(p.stages - 1) values (got \(boundaries.count))")
+            _ = try p.stageLayers(model)
+        }
         try require(sample.topK >= 0, "sample.top_k", "must not be negative (got \(sample.topK))")
     }
 }

@@ -21,46 +21,53 @@ public struct TrainingSummary: Sendable {
 
 /// The training loop: micro-batches with gradient accumulation, global-norm clipping, AdamW with warm-up
 /// and cosine decay, periodic validation, metrics, checkpoints and resume — on one process, or on every
-/// rank of a data-parallel group (each rank reads its own part of every batch; gradients are averaged in
-/// overlapped buckets; rank 0 alone writes metrics, progress and checkpoints).
+/// rank of a pipeline × data-parallel grid (`[parallel]`): each data-parallel replica reads its own part of
+/// every batch, each pipeline rank runs its stages under the configured schedule (`TrainingStep` is one
+/// step, whatever the layout); world rank 0 alone writes metrics, progress and checkpoints, which hold the
+/// whole model whatever the layout.
 ///
 /// Output directory layout: `config.toml` (the resolved config), `metrics.jsonl`,
 /// `checkpoints/step_NNNNNNNN/{model.safetensors, model.json, optimizer.safetensors, state.json, manifest.json}`.
 public final class Trainer {
     public let config: TrainConfig
     public let output: URL
-    public let model: Transformer
+    /// This rank's share of the training: its model chunks, optimizers and schedule.
+    public let step: TrainingStep
     private let data: TrainingData
-    private let optimizer: Optimizer
-    private let parallel: DataParallel
-    private let communicator: any Communicator
+    private let groups: ParallelState
+    /// The blocks of every pipeline stage, in stage order, and the parameter layout of each.
+    private let stageLayers: [Range<Int>]
+    private let stageTables: [ParameterTable]
+    private let wholeTable: ParameterTable
     private var state: TrainingState
     private var resumedFrom: URL?
     private let checkpointRoot: URL
     private let log: (String) -> Void
-    /// Rank 0 writes the run directory, metrics and progress.
-    private var isLeader: Bool { communicator.rank == 0 }
+    /// World rank 0 writes the run directory, metrics and progress.
+    private var isLeader: Bool { groups.world.rank == 0 }
 
-    /// Prepares a run in `output`: reads the data, builds the model, and with `resume` restores the newest
-    /// valid checkpoint there. `groups` are this rank's process groups; training is data parallel over
-    /// `groups.data` (every rank constructs its own
-    /// `Trainer`). `log` receives one-line status messages (on rank 0 only).
+    /// Prepares a run in `output`: reads the data, builds this rank's part of the model, and with `resume`
+    /// restores the newest valid checkpoint there. `groups` are this rank's process groups, laid out as
+    /// `[parallel]` says (every rank constructs its own `Trainer`). `log` receives one-line status messages
+    /// (on world rank 0 only).
     public init(config: TrainConfig, output: URL, resume: Bool,
                 groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
-        precondition(groups.mesh.pipeline == 1 && groups.mesh.tensor == 1, "Trainer runs data parallelism only")
-        let communicator = groups.data
+        let dataParallel = try config.parallel.dataParallelSize(processes: groups.world.size)
+        guard groups.mesh.pipeline == config.parallel.pipeline, groups.mesh.data == dataParallel else {
+            throw KeelError("parallel layout: the job is laid out as \(groups.mesh.pipeline) pipeline × \(groups.mesh.data) data ranks, the config asks for \(config.parallel.pipeline) × \(dataParallel)")
+        }
         self.config = config
         self.output = output
-        self.communicator = communicator
-        self.log = communicator.rank == 0 ? log : { _ in }
+        self.groups = groups
+        self.log = groups.world.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
-        model = try Transformer(config: config.model, seed: config.training.seed)
-        model.matrixPrecision = config.training.precision
-        parallel = DataParallel(model: model, communicator: communicator, bucketElements: config.distributed.bucketElements,
-                                shardOptimizerState: config.distributed.zeroStage == 1)
-        optimizer = Optimizer(model: model, parallel: parallel, settings: config.training.adamW,
-                              gradientClip: config.training.gradientClip, decayEmbeddings: config.training.decayEmbeddings)
+        stageLayers = try config.parallel.stageLayers(config.model)
+        stageTables = stageLayers.map { ParameterTable(config: config.model, layers: $0) }
+        wholeTable = ParameterTable(config: config.model)
+        step = try TrainingStep(model: config.model, layers: stageLayers, schedule: config.parallel.schedule,
+                                virtualStages: config.parallel.virtualStages, training: config.training,
+                                distributed: config.distributed, groups: groups)
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
@@ -77,9 +84,11 @@ public final class Trainer {
             try restore(from: checkpoint)
             resumedFrom = checkpoint
         }
-        // Every rank initialised (or restored) the same parameters; rank 0's copy is made authoritative anyway,
-        // as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
-        try communicator.broadcast(model.parameters.buffer, root: 0, label: "initial parameters")
+        // Every replica initialised (or restored) the same parameters; replica 0's copy is made authoritative
+        // anyway, as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
+        for chunk in step.chunks {
+            try groups.data.broadcast(chunk.parameters.buffer, root: 0, label: "initial parameters")
+        }
         guard isLeader else { return }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
         if let file = data.tokenizerFile {
@@ -87,20 +96,26 @@ public final class Trainer {
         }
     }
 
+    /// The whole model, when this rank holds all of it (no pipeline parallelism); nil on a pipeline stage.
+    public var model: Transformer? {
+        step.chunks.count == 1 && step.chunks[0].isFirstStage && step.chunks[0].isLastStage ? step.chunks[0] : nil
+    }
+
     /// The run's tokenizer (to decode samples).
     public var tokenizer: any TextTokenizer { data.tokenizer }
 
     /// Runs until `training.steps` (or, with `stopAfter`, until that step, as if interrupted there, so that
     /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if
-    /// the loss or gradient stops being finite.
-    public func run(stopAfter: Int? = nil) throws -> TrainingSummary {
+    /// the loss or gradient stops being finite. With `trace`, world rank 0 writes every rank's timeline of
+    /// the run's steps there as a Chrome trace.
+    public func run(stopAfter: Int? = nil, trace: URL? = nil) throws -> TrainingSummary {
         let t = config.training
-        let batch = t.batchSize, length = t.sequenceLength, accumulation = t.gradientAccumulation
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
-        let tokensPerStep = t.tokensPerStep * communicator.size
-        let loader = try TokenLoader(windows: data.train, batch: batch, seed: t.seed, rank: communicator.rank,
-                                     worldSize: communicator.size, position: state.samplesConsumed)
+        let replicas = groups.data
+        let tokensPerStep = t.tokensPerStep * replicas.size
+        let loader = try TokenLoader(windows: data.train, batch: t.batchSize, seed: t.seed, rank: replicas.rank,
+                                     worldSize: replicas.size, position: state.samplesConsumed)
         defer { loader.stop() }
         let metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                                 keepingThrough: resumedFrom == nil ? nil : state.step) : nil
@@ -109,9 +124,10 @@ public final class Trainer {
         let unigram = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
         log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
                    data.summary, data.train.tokenCount, data.validation.tokenCount, unigram))
-        log("model: \(config.model.architecture.rawValue), \(model.table.count) parameters; \(tokensPerStep) tokens per step"
-            + (model.matrixPrecision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected!.rawValue)" : ""))
-        if communicator.size > 1 { log(parallelSummary()) }
+        log("model: \(config.model.architecture.rawValue), \(wholeTable.count) parameters; \(tokensPerStep) tokens per step"
+            + (t.precision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected!.rawValue)" : ""))
+        if groups.pipeline.size > 1 { log(pipelineSummary()) }
+        if replicas.size > 1 { log(dataParallelSummary()) }
         var initialValidation: Float?
         if let resumedFrom {
             log("resumed from \(resumedFrom.path) at step \(state.step)")
@@ -122,31 +138,30 @@ public final class Trainer {
             log(String(format: "step 0: validation loss %.4f", loss))
         }
 
-        var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
         var lastCheckpoint = resumedFrom
         var lastValidation: (step: Int, loss: Float)?
+        if trace != nil { try groups.world.barrier(label: "trace: common start") }
+        let tracer = trace.map { _ in PipelineTrace() }
         let segmentStart = Date()
         let firstStep = state.step
         let elapsedBefore = state.elapsedSeconds
         var segmentTokens = 0
         let lastStep = min(t.steps, stopAfter ?? t.steps)
         while state.step < lastStep {
-            let step = state.step + 1
+            let number = state.step + 1
             let stepStart = Date()
-            let operationsBefore = communicator.startedOperations
-            let loss = try optimizer.accumulateGradients(from: loader, accumulation: accumulation, inputs: &inputs,
-                                                         targets: &targets, label: "step \(step)")
-            let gradientNorm = try optimizer.gradientNorm()
-            guard loss.isFinite, gradientNorm.isFinite else {
+            let operationsBefore = groups.world.startedOperations
+            let rate = schedule.rate(at: number)
+            let result: StepResult
+            do {
+                result = try step.run(number: number, learningRate: Float(rate), loader: loader)
+            } catch let diverged as TrainingDiverged {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
-                let culprit = loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
-                                            : "loss is \(loss.isNaN ? "NaN" : "infinite")"
-                throw KeelError("training diverged: \(culprit) at step \(step)\(kept)")
+                throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)")
             }
-            let rate = schedule.rate(at: step)
-            try optimizer.update(gradientNorm: gradientNorm, learningRate: Float(rate), step: step)
+            tracer?.record(step: number, step.executor)
 
-            state.step = step
+            state.step = number
             state.tokens += tokensPerStep
             state.samplesConsumed = loader.position
             segmentTokens += tokensPerStep
@@ -154,78 +169,131 @@ public final class Trainer {
             state.elapsedSeconds = elapsedBefore + segmentSeconds
             let tokensPerSecond = Double(tokensPerStep) / max(Date().timeIntervalSince(stepStart), 1e-9)
             var record: [(key: String, value: MetricsLog.Field)] = [
-                ("step", .int(step)), ("loss", .float(Float(loss))), ("lr", .double(rate)), ("grad_norm", .float(gradientNorm)),
-                ("tokens", .int(state.tokens)), ("tokens_per_s", .double(tokensPerSecond)),
-                ("elapsed_s", .double(state.elapsedSeconds)),
+                ("step", .int(number)), ("loss", .float(Float(result.loss))), ("lr", .double(rate)),
+                ("grad_norm", .float(result.gradientNorm)), ("tokens", .int(state.tokens)),
+                ("tokens_per_s", .double(tokensPerSecond)), ("elapsed_s", .double(state.elapsedSeconds)),
             ]
-            if communicator.size > 1 {
-                // How this step's gradient communication overlapped the backward pass.
-                let overlap = parallel.statistics
-                record += [("comm_ops", .int(communicator.startedOperations - operationsBefore)),
-                           ("comm_buckets", .int(overlap.buckets)),
-                           ("comm_overlapped_buckets", .int(overlap.startedDuringBackward)),
-                           ("comm_s", .double(overlap.communicationSeconds)),
-                           ("comm_exposed_s", .double(overlap.exposedSeconds))]
+            if groups.pipeline.size > 1 {
+                // The idle share of each pipeline rank's step (replica 0), measured by its executor.
+                record += [("bubble", .double(result.bubbles.reduce(0, +) / Double(result.bubbles.count))),
+                           ("bubble_per_stage", .doubles(result.bubbles))]
+            }
+            if replicas.size > 1 {
+                // How this step's gradient communication overlapped the backward passes (this rank's chunks).
+                let overlap = step.parallels.map(\.statistics)
+                record += [("comm_ops", .int(groups.world.startedOperations - operationsBefore)),
+                           ("comm_buckets", .int(overlap.reduce(0) { $0 + $1.buckets })),
+                           ("comm_overlapped_buckets", .int(overlap.reduce(0) { $0 + $1.startedDuringBackward })),
+                           ("comm_s", .double(overlap.reduce(0) { $0 + $1.communicationSeconds })),
+                           ("comm_exposed_s", .double(overlap.reduce(0) { $0 + $1.exposedSeconds }))]
             }
             try metrics?.write(record)
-            progress?.update(step: step, loss: Float(loss), learningRate: rate,
-                            tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
-                            secondsPerStep: segmentSeconds / Double(step - firstStep))
+            progress?.update(step: number, loss: Float(result.loss), learningRate: rate,
+                             tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
+                             secondsPerStep: segmentSeconds / Double(number - firstStep))
 
-            if (t.evalEvery > 0 && step % t.evalEvery == 0) || step == lastStep {
+            if (t.evalEvery > 0 && number % t.evalEvery == 0) || number == lastStep {
                 let validation = try validationLoss()
-                lastValidation = (step, validation)
-                try metrics?.write(["step": .int(step), "val_loss": .float(validation)])
-                progress?.message(String(format: "step %d: validation loss %.4f", step, validation))
+                lastValidation = (number, validation)
+                try metrics?.write(["step": .int(number), "val_loss": .float(validation)])
+                progress?.message(String(format: "step %d: validation loss %.4f", number, validation))
             }
-            if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == lastStep {
+            if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep {
                 lastCheckpoint = try saveCheckpoint()
             }
         }
         let finalValidation = lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
         let checkpoint = try lastCheckpoint ?? saveCheckpoint()
         let seconds = Date().timeIntervalSince(segmentStart)
+        if let trace, let tracer {
+            try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
+            log("trace: \(trace.path) (open it in https://ui.perfetto.dev or chrome://tracing)")
+        }
         return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
                                finalValidationLoss: finalValidation, unigramLoss: unigram,
                                tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint)
     }
 
-    /// Mean loss over up to `eval_batches` micro-batches of consecutive validation windows (the ranks of a
-    /// data-parallel group share the micro-batches out and combine their sums).
+    /// Mean loss over up to `eval_batches` micro-batches per replica of consecutive validation windows: the
+    /// replicas share the micro-batches out (rank r takes the batches that start at r·batch, (r + ranks)·batch,
+    /// …), each runs them forward through its pipeline, and the sums are combined.
     public func validationLoss() throws -> Float {
-        let windows = min(data.validation.count, config.training.evalBatches * config.training.batchSize * communicator.size)
-        let local = Evaluation.lossSum(of: model, on: data.validation, count: windows, batch: config.training.batchSize,
-                                       rank: communicator.rank, ranks: communicator.size)
-        let total = try communicator.allReduce([local], .sum, label: "validation loss")[0]
+        let batch = config.training.batchSize, length = data.validation.length
+        let replicas = groups.data
+        let windows = min(data.validation.count, config.training.evalBatches * batch * replicas.size)
+        let starts = Array(stride(from: replicas.rank * batch, to: windows, by: batch * replicas.size))
+        let rows = { (k: Int) in min(batch, windows - starts[k]) }
+        var inputs = [Int32](repeating: 0, count: max(1, starts.count * batch * length)), targets = inputs
+        inputs.withUnsafeMutableBufferPointer { i in
+            targets.withUnsafeMutableBufferPointer { t in
+                for (k, start) in starts.enumerated() {
+                    for r in 0..<rows(k) {
+                        let offset = (k * batch + r) * length
+                        data.validation.copy(window: start + r, inputs: i.baseAddress! + offset, targets: t.baseAddress! + offset)
+                    }
+                }
+            }
+        }
+        let losses = try inputs.withUnsafeBufferPointer { i in
+            try targets.withUnsafeBufferPointer { t in
+                try step.executor.evaluate(microBatches: starts.count, rows: rows,
+                                           inputs: { i.baseAddress! + $0 * batch * length },
+                                           targets: { t.baseAddress! + $0 * batch * length }, label: "validation")
+            }
+        }
+        let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * Double(rows($1.offset)) }
+        var total = try replicas.allReduce([local], .sum, label: "validation loss")[0]
+        if groups.pipeline.size > 1 {
+            total = try groups.pipeline.allReduce([losses.isEmpty ? 0 : total], .sum, label: "validation loss from the last stage")[0]
+        }
         return Float(total / Double(windows))
     }
 
-    /// One line describing the data-parallel layout and the optimizer memory per rank.
-    private func parallelSummary() -> String {
-        // Two moments of 4 bytes per parameter.
-        let size = { (floats: Int) in String(format: "%.1f KiB", Double(floats) * 8 / 1024) }
-        let optimizerState = parallel.shardsOptimizerState
-            ? "ZeRO-1, optimizer state \(size(parallel.shard.count)) per rank (\(size(model.table.count)) unsharded)"
-            : "optimizer state replicated, \(size(model.table.count)) per rank"
-        return "data parallel: \(communicator.size) processes, \(parallel.buckets.count) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
+    /// One line describing the pipeline: its stages, schedule and micro-batches.
+    private func pipelineSummary() -> String {
+        let p = config.parallel
+        let stages = stageLayers.enumerated().map { "\($0.offset):\($0.element.lowerBound)..<\($0.element.upperBound)" }
+        let largest = stageTables.map(\.count).max()!
+        return "pipeline: \(p.pipeline) ranks × \(p.virtualStages) chunk\(p.virtualStages == 1 ? "" : "s"), schedule \(p.schedule.rawValue), "
+            + "\(config.training.gradientAccumulation) micro-batches per step; blocks by stage \(stages.joined(separator: " ")); "
+            + "largest stage \(largest) parameters"
     }
 
-    /// Writes a checkpoint (rank 0; the other ranks contribute their optimizer shards) and returns its directory.
+    /// One line describing the data-parallel layout and the optimizer memory per rank.
+    private func dataParallelSummary() -> String {
+        // Two moments of 4 bytes per parameter.
+        let size = { (floats: Int) in String(format: "%.1f KiB", Double(floats) * 8 / 1024) }
+        let parallel = step.parallels
+        let local = step.chunks.reduce(0) { $0 + $1.table.count }, shard = parallel.reduce(0) { $0 + $1.shard.count }
+        let optimizerState = parallel[0].shardsOptimizerState
+            ? "ZeRO-1, optimizer state \(size(shard)) per rank (\(size(local)) unsharded)"
+            : "optimizer state replicated, \(size(local)) per rank"
+        return "data parallel: \(groups.data.size) replicas, \(parallel.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
+    }
+
+    /// Writes a checkpoint of the whole model (world rank 0 writes; every rank contributes its stages'
+    /// parameters and its optimizer shards) and returns its directory.
     @discardableResult
     private func saveCheckpoint() throws -> URL {
-        let gatheredM = try parallel.gatherToFirstRank(optimizer.m), gatheredV = try parallel.gatherToFirstRank(optimizer.v)
-        guard let m = gatheredM, let v = gatheredV else {
-            return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: state.step))
+        let url = checkpointRoot.appendingPathComponent(CheckpointStore.name(step: state.step))
+        // Each chunk's optimizer shards to replica 0, then replica 0's stages to pipeline rank 0.
+        var moments: [(m: FloatBuffer, v: FloatBuffer)] = []
+        for optimizer in step.optimizers {
+            let m = try optimizer.parallel.gatherToFirstRank(optimizer.m), v = try optimizer.parallel.gatherToFirstRank(optimizer.v)
+            if let m, let v { moments.append((m, v)) }
         }
-        let model = self.model, state = self.state
-        let count = model.table.count
-        let url = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
-            (ModelFiles.weightsFile, { try ModelFiles.writeWeights(of: model, to: $0) }),
-            (ModelFiles.configFile, { try ModelFiles.writeConfig(model.config, to: $0) }),
+        guard groups.data.rank == 0 else { return url }
+        let parameters = try collect(step.chunks.map(\.parameters), label: "parameters")
+        let m = try collect(moments.map(\.m), label: "optimizer state"), v = try collect(moments.map(\.v), label: "optimizer state")
+        guard let parameters, let m, let v else { return url }
+        let table = wholeTable, config = self.config, state = self.state
+        let written = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
+            (ModelFiles.weightsFile, { try ModelFiles.writeWeights(table, parameters, to: $0) }),
+            (ModelFiles.configFile, { try ModelFiles.writeConfig(config.model, to: $0) }),
             ("optimizer.safetensors", {
                 try Safetensors.write([
-                    TensorSlice(name: "exp_avg", shape: [count], floats: m.pointer),
-                    TensorSlice(name: "exp_avg_sq", shape: [count], floats: v.pointer),
+                    TensorSlice(name: "exp_avg", shape: [table.count], floats: m.pointer),
+                    TensorSlice(name: "exp_avg_sq", shape: [table.count], floats: v.pointer),
                 ], to: $0)
             }),
             ("state.json", {
@@ -237,7 +305,34 @@ public final class Trainer {
             [(file.lastPathComponent, { try AtomicFile.write(Data(contentsOf: file), to: $0) })]
         } ?? []))
         CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep)
-        return url
+        return written
+    }
+
+    /// Assembles the whole model's buffer on pipeline rank 0 from every rank's chunk buffers (laid out as
+    /// each chunk's parameters), placing each tensor by name; nil on the other ranks. A tied table's copy on
+    /// the last stage is left out: the first stage's is the model's.
+    private func collect(_ local: [FloatBuffer], label: String) throws -> FloatBuffer? {
+        let pipeline = groups.pipeline, p = pipeline.size
+        let whole = pipeline.rank == 0 ? FloatBuffer(count: wholeTable.count) : nil
+        for (chunk, buffer) in local.enumerated() {
+            let stages = (0..<p).map { chunk * p + $0 }
+            let counts = stages.map { stageTables[$0].count }
+            let gathered = p == 1 ? buffer : (pipeline.rank == 0 ? FloatBuffer(count: counts.reduce(0, +)) : nil)
+            if p > 1 {
+                try pipeline.gather(UnsafePointer(buffer.pointer), into: gathered?.pointer, counts: counts, root: 0,
+                                    label: "checkpoint: \(label) of chunk \(chunk)")
+            }
+            guard let whole, let gathered else { continue }
+            var offset = 0
+            for (stage, count) in zip(stages, counts) {
+                for entry in stageTables[stage].entries where wholeTable[entry.name]!.slot == entry.slot {
+                    (whole.pointer + wholeTable[entry.name]!.offset).update(from: gathered.pointer + offset + entry.offset,
+                                                                           count: entry.count)
+                }
+                offset += count
+            }
+        }
+        return whole
     }
 
     private func restore(from checkpoint: URL) throws {
@@ -245,10 +340,21 @@ public final class Trainer {
         guard saved == config.model else {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
         }
-        try ModelFiles.loadWeights(into: model, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
         let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
-        try moments.copyFloats("exp_avg", shape: [model.table.count], elements: parallel.shard, to: optimizer.m.pointer)
-        try moments.copyFloats("exp_avg_sq", shape: [model.table.count], elements: parallel.shard, to: optimizer.v.pointer)
+        for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
+            try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
+            // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model.
+            let shard = optimizer.parallel.shard
+            for entry in chunk.table.entries {
+                let part = entry.range.clamped(to: shard)
+                guard !part.isEmpty else { continue }
+                let start = wholeTable[entry.name]!.offset + part.lowerBound - entry.offset
+                for (name, buffer) in [("exp_avg", optimizer.m), ("exp_avg_sq", optimizer.v)] {
+                    try moments.copyFloats(name, shape: [wholeTable.count], elements: start..<(start + part.count),
+                                           to: buffer.pointer + part.lowerBound - shard.lowerBound)
+                }
+            }
+        }
         state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
         guard state.seed == config.training.seed else {
             throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")

@@ -14,7 +14,8 @@ struct PipelineBenchCommand: ParsableCommand {
             `KEEL_THREADS=1 keel launch --nproc 2 -- pipeline-bench`. For each schedule and micro-batch count it \
             prints the step time, the measured bubble (each rank's idle share of the step, from the executor's \
             timeline, averaged over ranks), the bubble the simulator predicts from the measured cost of each \
-            kind of pass, the published formula's, and the activations each rank held at most.
+            kind of pass, the published formula's, and the activations each rank held at most; then each schedule \
+            simulated with those costs at larger pipeline sizes (--project).
             """)
 
     @Option(help: "Model family: gpt2 or llama.")
@@ -29,6 +30,8 @@ struct PipelineBenchCommand: ParsableCommand {
     @Option(help: "Schedules (comma-separated): gpipe, 1f1b, interleaved (2 chunks per rank), zb-h1.")
     var schedules = "gpipe,1f1b,interleaved,zb-h1"
     @Option(help: "Timed steps per measurement (after one untimed).") var steps = 2
+    @Option(help: "Pipeline sizes to simulate with the measured costs (comma-separated; empty for none).")
+    var project = "4,8,16"
     @Option(help: "Seconds an operation may wait for the other ranks.") var timeout = 120.0
 
     func run() throws {
@@ -46,6 +49,12 @@ struct PipelineBenchCommand: ParsableCommand {
             return (schedule, schedule == .interleaved ? 2 : 1)
         }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        let projected = try project.split(separator: ",").map { text -> Int in
+            guard let p = Int(text.trimmingCharacters(in: .whitespaces)), p > 0 else {
+                throw ValidationError("--project: '\(text)' is not a positive pipeline size")
+            }
+            return p
+        }
         let config = ModelConfig(architecture: architecture, vocabSize: vocab, layers: layers, heads: heads, width: width,
                                  maxLength: seqLen)
         try config.validate()
@@ -61,6 +70,13 @@ struct PipelineBenchCommand: ParsableCommand {
                              r.schedule.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0), r.microBatches, r.stepSeconds,
                              100 * r.measuredBubble, 100 * r.simulatedBubble, 100 * r.theoreticalBubble,
                              r.activationSlots.map(String.init).joined(separator: ",")))
+            }
+            guard !projected.isEmpty else { return }
+            print("\nsimulated at larger p with each schedule's costs measured at its largest m (transfers free):")
+            print("schedule       p    m  bubble: simulated  formula")
+            for r in try PipelineBenchmark.project(results, stages: projected) {
+                print(String(format: "%@ %3d %4d %18.1f%% %7.1f%%", r.schedule.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0),
+                             r.stages, r.microBatches, 100 * r.simulatedBubble, 100 * r.theoreticalBubble))
             }
         }
     }

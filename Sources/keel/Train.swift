@@ -3,6 +3,7 @@ import Foundation
 import KeelCore
 import KeelData
 import KeelComm
+import KeelCheckpoint
 import KeelModel
 import KeelTrain
 
@@ -13,8 +14,9 @@ struct Train: ParsableCommand {
             Writes DIR/config.toml, DIR/metrics.jsonl (one JSON object per step) and \
             DIR/checkpoints/step_N/. Override any config key with --set, e.g. --set training.steps=20. \
             With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
-            DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, every \
-            process trains one data-parallel rank (training.batch_size sequences each); rank 0 writes the run.
+            DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, the \
+            processes form parallel.pp pipeline stages × parallel.dp data-parallel replicas (each replica reads \
+            training.batch_size sequences per micro-batch); rank 0 writes the run.
             """)
 
     @Option(name: .shortAndLong, help: "TOML config file.")
@@ -32,6 +34,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Stop after this step (checkpointing it), as if interrupted; finish later with --resume.", valueName: "step"))
     var stopAfter: Int?
 
+    @Option(help: ArgumentHelp("Write every rank's timeline of passes, waits and sends as a Chrome trace (Perfetto, chrome://tracing).", valueName: "file"))
+    var trace: String?
+
     func run() throws {
         guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
@@ -48,11 +53,17 @@ struct Train: ParsableCommand {
         let settings = try TrainConfig.load(path: configPath, overrides: overrides)
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else {
+            if settings.parallel.pipeline > 1 || (settings.parallel.data ?? 1) > 1 {
+                let processes = settings.parallel.pipeline * (settings.parallel.data ?? 1)
+                throw ValidationError("parallel.pp × parallel.dp needs \(processes) processes; start them with `mpirun -n \(processes) keel train …` (or srun, or `keel launch`)")
+            }
             try train(settings, output: output, groups: .singleProcess())
             return
         }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
-            try train(settings, output: output, groups: ParallelState(mesh: Mesh(worldSize: world.size), world: world))
+            _ = try settings.parallel.dataParallelSize(processes: world.size)
+            let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline)
+            try train(settings, output: output, groups: ParallelState(mesh: mesh, world: world))
         }
     }
 
@@ -60,7 +71,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: settings, output: output, resume: resume, groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
-        let summary = try trainer.run(stopAfter: stopAfter)
+        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) })
         guard groups.world.rank == 0 else { return }
 
         var lines: [String] = []
@@ -73,7 +84,9 @@ struct Train: ParsableCommand {
         print(lines.joined(separator: "\n"))
         if settings.sample.tokens > 0 {
             print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
-            print(try Sampling.generate(model: trainer.model, tokenizer: trainer.tokenizer, prompt: settings.sample.prompt,
+            // A pipeline rank holds only its stages: sample from the whole model the checkpoint holds.
+            let model = try trainer.model ?? ModelFiles.loadModel(fromCheckpoint: summary.checkpoint)
+            print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, prompt: settings.sample.prompt,
                                         tokens: settings.sample.tokens,
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,
                                     seed: settings.training.seed))

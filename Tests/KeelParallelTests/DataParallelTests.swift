@@ -26,8 +26,8 @@ final class DataParallelTests: XCTestCase {
 
     /// Each bucket is handed to the communicator while the backward pass is still running: when a bucket
     /// that does not hold the embeddings starts, the embeddings' gradient (the last the backward pass
-    /// computes) still holds what the earlier micro-batches left. Only the last micro-batch communicates,
-    /// each bucket once.
+    /// computes) still holds what the earlier micro-batches left. Armed once for the whole step, only the
+    /// last micro-batch communicates, each bucket once.
     func testBucketsStartDuringTheBackwardPassOfTheLastMicroBatchOnly() throws {
         let model = try model()
         let embedding = model.table.entries[0].range
@@ -36,8 +36,8 @@ final class DataParallelTests: XCTestCase {
         let parallel = DataParallel(model: model, communicator: communicator, bucketElements: 777, shardOptimizerState: false)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
         model.gradients.zero()
+        parallel.prepare(microBatches: 3, label: "step 1")
         for micro in 0..<3 {
-            if micro == 2 { parallel.prepareLastMicroBatch(label: "step 1") }
             inputs.withUnsafeBufferPointer { i in
                 targets.withUnsafeBufferPointer { t in
                     _ = model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: 2, length: 8, lossScale: 1)
@@ -59,6 +59,36 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(parallel.statistics.buckets, parallel.buckets.count)
         XCTAssertEqual(parallel.statistics.startedDuringBackward, parallel.buckets.count)
         XCTAssertNil(model.gradientsReady, "the hook must be disarmed for the next micro-batches")
+    }
+
+    /// A span the model's reports leave out (a pipeline's tied embedding, completed after the passes) holds its
+    /// buckets back until `finish` — and only those buckets.
+    func testFinishReleasesTheBucketsOfAHeldBackSpan() throws {
+        let model = try model()
+        let held = model.table.entries[0].range
+        let communicator = RecordingCommunicator { true }
+        let parallel = DataParallel(model: model, communicator: communicator, bucketElements: 100, shardOptimizerState: false)
+        let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
+        model.gradients.zero()
+        parallel.prepare(microBatches: 2, label: "step 1")
+        let report = model.gradientsReady!
+        model.gradientsReady = { span in
+            if span.lowerBound < held.upperBound { report(held.upperBound..<max(held.upperBound, span.upperBound)) } else { report(span) }
+        }
+        for _ in 0..<2 {
+            inputs.withUnsafeBufferPointer { i in
+                targets.withUnsafeBufferPointer { t in
+                    _ = model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: 2, length: 8, lossScale: 1)
+                }
+            }
+            model.backward()
+        }
+        let waiting = parallel.buckets.filter { $0.overlaps(held) }.count
+        XCTAssertGreaterThan(waiting, 0)
+        XCTAssertEqual(communicator.started.count, parallel.buckets.count - waiting)
+        parallel.finish(held)
+        XCTAssertEqual(communicator.started.count, parallel.buckets.count)
+        try parallel.synchronizeGradients()
     }
 }
 

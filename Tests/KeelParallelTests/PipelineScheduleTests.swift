@@ -201,6 +201,54 @@ final class PipelineScheduleTests: XCTestCase {
         }
     }
 
+    /// Validation's forward-only iteration: every (micro-batch, chunk) forwarded once, nothing else computed,
+    /// every message received exactly once, and all ranks run to the end with blocking receives.
+    func testForwardOnlyIterationsForwardEveryMicroBatchOnceAndRunToTheEnd() throws {
+        for p in 1...6 {
+            for v in 1...3 {
+                for m in 1...(2 * p) {
+                    let perRank = (0..<p).map { PipelineSchedule.forwardOnly(stages: p, virtualStages: v, microBatches: m, rank: $0) }
+                    var sends: [String] = [], receives: [String] = []
+                    for (rank, actions) in perRank.enumerated() {
+                        let forwards = actions.compactMap { action -> MicroBatchChunk? in
+                            if case let .forward(k, c) = action { return MicroBatchChunk(microBatch: k, chunk: c) }
+                            return nil
+                        }
+                        XCTAssertEqual(Set(forwards).count, forwards.count, "p=\(p) v=\(v) m=\(m) rank \(rank): a forward twice")
+                        XCTAssertEqual(forwards.count, v * m, "p=\(p) v=\(v) m=\(m) rank \(rank)")
+                        for action in actions {
+                            switch action {
+                            case let .sendActivation(k, c, to):
+                                sends.append("\(k) stage \(c * p + rank + 1) on \(to)")
+                            case let .receiveActivation(k, c, from):
+                                receives.append("\(k) stage \(c * p + rank) on \(rank)")
+                                XCTAssertEqual((c * p + rank - 1) % p, from)
+                            case .forward: break
+                            default: XCTFail("p=\(p) v=\(v) m=\(m) rank \(rank): \(action) in a forward-only iteration")
+                            }
+                        }
+                    }
+                    XCTAssertEqual(sends.sorted(), receives.sorted(), "p=\(p) v=\(v) m=\(m)")
+                    XCTAssertEqual(sends.count, m * (p * v - 1))
+                    XCTAssertNoThrow(try PipelineReplay.run(perRank) { _, _ in }, "p=\(p) v=\(v) m=\(m)")
+                }
+            }
+        }
+    }
+
+    /// Actions cross process boundaries as four integers (the cross-rank plan check and the trace use them).
+    func testActionsSurviveTheirIntegerEncoding() throws {
+        let actions = try PipelineSchedule.zeroBubbleH1.actions(stages: 3, virtualStages: 1, microBatches: 4, rank: 1)
+            + PipelineSchedule.interleaved.actions(stages: 2, virtualStages: 2, microBatches: 4, rank: 0)
+            + [.backward(microBatch: 2, chunk: 1)]
+        for action in actions {
+            XCTAssertEqual(PipelineAction(encoded: action.encoded[...]), action)
+        }
+        XCTAssertEqual(Set(actions.map { $0.encoded[0] }), Set(0...8))
+        XCTAssertNil(PipelineAction(encoded: [9, 0, 0, -1][...]))
+        XCTAssertNil(PipelineAction(encoded: [0, 0, 0][...]))
+    }
+
     func testValidatorCatchesAMissingReceive() throws {
         var actions = try Shape(schedule: .oneForwardOneBackward, p: 2, v: 1, m: 2).actions()
         XCTAssertEqual(actions[1].removeFirst(), .receiveActivation(microBatch: 0, chunk: 0, from: 0))

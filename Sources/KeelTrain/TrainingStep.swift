@@ -1,0 +1,204 @@
+import KeelComm
+import KeelCore
+import KeelData
+import KeelKernels
+import KeelModel
+import KeelParallel
+
+/// What one optimizer step measured.
+public struct StepResult: Sendable {
+    /// Mean loss over the step's micro-batches and data-parallel replicas (the same on every rank).
+    public var loss: Double
+    /// Global L2 norm of the averaged gradients, before clipping (the same on every rank).
+    public var gradientNorm: Float
+    /// The idle share of each pipeline rank's step, from the executor's timeline (one value without a pipeline).
+    public var bubbles: [Double]
+}
+
+/// The loss or the gradient norm of a step was not finite; the parameters were left unchanged.
+public struct TrainingDiverged: Error {
+    public let step: Int
+    /// What went wrong, e.g. "loss is NaN".
+    public let reason: String
+}
+
+/// One optimizer step on this rank, in the order it happens (as llm.c's training loop reads):
+///
+/// 1. **Data**: the step's m micro-batches of this data-parallel replica come from the loader.
+/// 2. **Forward and backward**: the pipeline schedule runs every micro-batch's passes through this rank's
+///    model chunks (with one stage, that is m forward–backward pairs, i.e. gradient accumulation), adding
+///    gradients into each chunk's buffer. Buckets of gradients start their data-parallel reduction the moment
+///    their last micro-batch has reported them, while later passes still run.
+/// 3. **Tied embedding**: GPT-2's token table lives on the first and the last stage; its two gradients are
+///    summed over that pair (Megatron's embedding group) and only then reduced across replicas.
+/// 4. **Reduction** completes; the loss is averaged over replicas and sent from the last stage to all.
+/// 5. **Norm**: the global gradient norm over every stage (the tied table counted once), for clipping.
+/// 6. **Update**: each chunk's optimizer applies AdamW to its shard and shares the updated parameters.
+///
+/// One process is the special case of one stage, one replica; every layout runs this same code.
+public final class TrainingStep {
+    /// This rank's model chunks (one, the whole model, without pipeline parallelism).
+    public let chunks: [Transformer]
+    public let groups: ParallelState
+    public let executor: PipelineExecutor
+    /// Gradient reduction across the data-parallel group, per chunk.
+    public let parallels: [DataParallel]
+    public let optimizers: [Optimizer]
+    public let microBatches: Int
+    private let batch: Int
+    private let length: Int
+    private let gradientClip: Double
+    /// The tied token table's span of the gradients in a chunk of this rank, when it holds one of the
+    /// table's two copies (the first or the last stage of a pipeline of a tied model).
+    private let tied: (chunk: Int, span: Range<Int>, isCopy: Bool)?
+    /// The step's micro-batches of token ids and targets, [m, batch · length] each.
+    private let inputs: UnsafeMutablePointer<Int32>
+    private let targets: UnsafeMutablePointer<Int32>
+
+    /// Builds this rank's chunks of `model` — the stages `layers` (in stage order, p · v of them) that
+    /// `groups.pipeline`'s rank holds under `schedule` with `virtualStages` chunks per rank — initialised from
+    /// `seed`, with optimizers over `groups.data`.
+    public init(model: ModelConfig, layers: [Range<Int>], schedule: PipelineSchedule, virtualStages: Int,
+                training t: TrainConfig.TrainingSettings, distributed: TrainConfig.DistributedSettings,
+                groups: ParallelState) throws {
+        let p = groups.pipeline.size, rank = groups.pipeline.rank
+        precondition(layers.count == p * virtualStages)
+        precondition(groups.mesh.tensor == 1, "tensor parallelism is not supported yet")
+        self.groups = groups
+        microBatches = t.gradientAccumulation
+        batch = t.batchSize
+        length = t.sequenceLength
+        gradientClip = t.gradientClip
+        chunks = try (0..<virtualStages).map { c in
+            let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank])
+            chunk.matrixPrecision = t.precision
+            return chunk
+        }
+        let actions = try schedule.actions(stages: p, virtualStages: virtualStages, microBatches: microBatches, rank: rank)
+        try PipelinePlan(schedule: schedule, virtualStages: virtualStages, microBatches: microBatches, layers: layers,
+                         actions: actions).checkAgreement(over: groups.pipeline)
+        executor = PipelineExecutor(chunks: chunks, pipeline: groups.pipeline, actions: actions, batch: batch, length: length)
+        parallels = chunks.map {
+            DataParallel(model: $0, communicator: groups.data, bucketElements: distributed.bucketElements,
+                         shardOptimizerState: distributed.zeroStage == 1)
+        }
+        optimizers = zip(chunks, parallels).map {
+            Optimizer(model: $0, parallel: $1, settings: t.adamW, decayEmbeddings: t.decayEmbeddings)
+        }
+        tied = Self.tiedTable(chunks, stages: layers.count)
+        inputs = .allocate(capacity: microBatches * batch * length)
+        targets = .allocate(capacity: microBatches * batch * length)
+    }
+
+    deinit {
+        inputs.deallocate()
+        targets.deallocate()
+    }
+
+    /// Where this rank holds a copy of a tied token table that another stage also holds.
+    private static func tiedTable(_ chunks: [Transformer], stages: Int) -> (chunk: Int, span: Range<Int>, isCopy: Bool)? {
+        // A tied model's whole table has no output projection of its own.
+        guard stages > 1, !ParameterTable(config: chunks[0].config).entries.contains(where: { $0.slot == .output }) else {
+            return nil
+        }
+        for (index, chunk) in chunks.enumerated() {
+            if chunk.isFirstStage, let entry = chunk.table.entries.first(where: { $0.slot == .tokenTable }) {
+                return (index, entry.range, false)
+            }
+            if chunk.isLastStage, let entry = chunk.table.entries.first(where: { $0.slot == .output }) {
+                return (index, entry.range, true)
+            }
+        }
+        return nil
+    }
+
+    /// The span of the last stage's copy of the tied token table, which the gradient norm leaves out.
+    private func excludedFromNorm(_ chunk: Int) -> Range<Int>? {
+        guard let tied, tied.isCopy, tied.chunk == chunk else { return nil }
+        return tied.span
+    }
+
+    /// Runs optimizer step `number` (from 1) at `learningRate` on the next micro-batches from `loader` (this
+    /// replica's part of the global batch). Throws `TrainingDiverged`, before changing any parameter, when the
+    /// loss or the gradient norm is not finite.
+    public func run(number: Int, learningRate: Float, loader: TokenLoader) throws -> StepResult {
+        let label = "step \(number)", profiler = chunks[0].profiler
+
+        // 1. Data.
+        for k in 0..<microBatches {
+            let fetch = { loader.next(inputs: self.inputs + k * self.batch * self.length, targets: self.targets + k * self.batch * self.length) }
+            if let profiler {
+                profiler.measure(.data, .forward, flops: 0, bytes: 8 * Double(batch * length), fetch)
+            } else {
+                fetch()
+            }
+        }
+
+        // 2. Forward and backward, with the data-parallel reduction armed (the tied table held back).
+        for (chunk, parallel) in zip(chunks, parallels) {
+            chunk.gradients.zero()
+            parallel.prepare(microBatches: microBatches, label: label)
+        }
+        if let tied {
+            let report = chunks[tied.chunk].gradientsReady!
+            chunks[tied.chunk].gradientsReady = { span in
+                report(span.lowerBound..<min(span.upperBound, max(span.lowerBound, tied.span.lowerBound)))
+                report(max(span.lowerBound, min(span.upperBound, tied.span.upperBound))..<span.upperBound)
+            }
+        }
+        let size = batch * length
+        let losses = try executor.run(inputs: { UnsafePointer(self.inputs + $0 * size) },
+                                      targets: { UnsafePointer(self.targets + $0 * size) },
+                                      lossScale: 1 / Float(microBatches), label: label)
+
+        // 3. Tied embedding: both copies get the sum of both stages' gradients, then join the reduction.
+        if let tied {
+            let gradients = UnsafeMutableBufferPointer(start: chunks[tied.chunk].gradients.pointer + tied.span.lowerBound,
+                                                       count: tied.span.count)
+            try groups.embedding!.allReduce(gradients, .sum, label: "\(label): tied embedding gradient")
+            parallels[tied.chunk].finish(tied.span)
+        }
+
+        // 4. Reduction and loss.
+        for parallel in parallels { try parallel.synchronizeGradients() }
+        var loss = losses.reduce(0.0) { $0 + Double($1) / Double(microBatches) }
+        loss = try groups.data.allReduce([loss], .average, label: "\(label): loss")[0]
+        if groups.pipeline.size > 1 {
+            loss = try groups.pipeline.allReduce([losses.isEmpty ? 0 : loss], .sum, label: "\(label): loss from the last stage")[0]
+        }
+
+        // 5. Global gradient norm: over the shards of the data-parallel group (ZeRO-1) and the pipeline's stages.
+        var sumOfSquares = parallels.enumerated().reduce(0.0) { $0 + $1.element.localSumOfSquares(excluding: excludedFromNorm($1.offset)) }
+        if parallels[0].shardsOptimizerState {
+            sumOfSquares = try groups.world.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
+        } else if groups.pipeline.size > 1 {
+            sumOfSquares = try groups.pipeline.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
+        }
+        let gradientNorm = Float(sumOfSquares.squareRoot())
+        guard loss.isFinite, gradientNorm.isFinite else {
+            throw TrainingDiverged(step: number, reason: loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
+                                                                      : "loss is \(loss.isNaN ? "NaN" : "infinite")")
+        }
+
+        // 6. Update, with the clipping factor applied as AdamW reads the gradients.
+        let clipping = gradientClip > 0 && Double(gradientNorm) > gradientClip
+        let scale = clipping ? Float(gradientClip) / gradientNorm : 1
+        let update = { for optimizer in self.optimizers { try optimizer.update(learningRate: learningRate, step: number, gradientScale: scale) } }
+        if let profiler {
+            let parameters = chunks.reduce(0) { $0 + $1.table.count }
+            try profiler.measure(.optimizer, .forward, flops: 0, bytes: 16 * Double(parameters), update)
+        } else {
+            try update()
+        }
+        let bubbles = groups.pipeline.size > 1
+            ? try gatherBubbles(label: label) : [executor.measuredBubble]
+        return StepResult(loss: loss, gradientNorm: gradientNorm, bubbles: bubbles)
+    }
+
+    /// Every pipeline rank's measured bubble of this step.
+    private func gatherBubbles(label: String) throws -> [Double] {
+        var all = [Double](repeating: 0, count: groups.pipeline.size)
+        all[groups.pipeline.rank] = executor.measuredBubble
+        return try groups.pipeline.allReduce(all, .sum, label: "\(label): pipeline bubble")
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import KeelModel
+import KeelParallel
+import KeelTrain
+import XCTest
+
+/// The `[parallel]` section: defaults, the `micro_batches` alias, stage boundaries, and errors that name the key
+/// and say what must divide what.
+final class ParallelConfigTests: XCTestCase {
+    func testDefaultsAreOneProcessWithOneForwardOneBackward() throws {
+        let config = try TrainFixture().config()
+        XCTAssertEqual(config.parallel.pipeline, 1)
+        XCTAssertNil(config.parallel.data)
+        XCTAssertEqual(config.parallel.schedule, .oneForwardOneBackward)
+        XCTAssertEqual(config.parallel.virtualStages, 1)
+        XCTAssertEqual(try config.parallel.dataParallelSize(processes: 4), 4)
+        XCTAssertEqual(try config.parallel.stageLayers(config.model), [0..<2])
+    }
+
+    func testSettingsAreReadAndMicroBatchesIsGradientAccumulation() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["model.n_layer=8", "parallel.pp=2", "parallel.dp=3",
+                                         "parallel.schedule=\"interleaved\"", "parallel.micro_batches=6"])
+        XCTAssertEqual(config.parallel.pipeline, 2)
+        XCTAssertEqual(config.parallel.data, 3)
+        XCTAssertEqual(config.parallel.schedule, .interleaved)
+        XCTAssertEqual(config.parallel.virtualStages, 2, "interleaved defaults to two chunks per rank")
+        XCTAssertEqual(config.parallel.stages, 4)
+        XCTAssertEqual(config.training.gradientAccumulation, 6)
+        XCTAssertEqual(try config.parallel.dataParallelSize(processes: 6), 3)
+        // Without boundaries the stages are balanced by parameter count (StagePartitionTests checks the cut).
+        let balanced = try config.parallel.stageLayers(config.model)
+        XCTAssertEqual(balanced.count, 4)
+        XCTAssertEqual(balanced.first?.lowerBound, 0)
+        XCTAssertEqual(balanced.last?.upperBound, 8)
+        let resolved = try fixture.config(["model.n_layer=8", "parallel.pp=3", "parallel.stage_boundaries=[1, 5]",
+                                           "parallel.schedule=\"gpipe\""])
+        XCTAssertEqual(try resolved.parallel.stageLayers(resolved.model), [0..<1, 1..<5, 5..<8])
+    }
+
+    func testParallelErrorsNameTheKey() throws {
+        let fixture = try TrainFixture()
+        assertKeelError("parallel.pp must be positive") { _ = try fixture.config(["parallel.pp=0"]) }
+        assertKeelError("parallel.dp must be positive") { _ = try fixture.config(["parallel.dp=0"]) }
+        assertKeelError("parallel.schedule", "1f1b") { _ = try fixture.config(["parallel.schedule=\"pipedream\""]) }
+        assertKeelError("parallel.virtual_stages must be 1 with the 1f1b schedule") {
+            _ = try fixture.config(["parallel.pp=2", "parallel.virtual_stages=2"])
+        }
+        assertKeelError("parallel.pp must be at least 2 for the interleaved schedule") {
+            _ = try fixture.config(["parallel.schedule=\"interleaved\""])
+        }
+        assertKeelError("parallel.virtual_stages must be at least 2 with the interleaved schedule") {
+            _ = try fixture.config(["parallel.pp=2", "parallel.schedule=\"interleaved\"", "parallel.virtual_stages=1"])
+        }
+        assertKeelError("parallel.micro_batches (3) must be a multiple of parallel.pp (2)") {
+            _ = try fixture.config(["model.n_layer=4", "parallel.pp=2", "parallel.schedule=\"interleaved\"",
+                                    "parallel.micro_batches=3"])
+        }
+        assertKeelError("parallel.pp", "4 stages need at least as many blocks", "model.n_layer is 2") {
+            _ = try fixture.config(["parallel.pp=4"])
+        }
+        assertKeelError("parallel.micro_batches", "training.grad_accum") {
+            _ = try fixture.config(["parallel.micro_batches=4", "training.grad_accum=2"])
+        }
+        assertKeelError("parallel.stage_boundaries needs pp × virtual_stages − 1 = 1 values (got 2)") {
+            _ = try fixture.config(["parallel.pp=2", "parallel.stage_boundaries=[1, 1]"])
+        }
+        assertKeelError("parallel.stage_boundaries [2]", "must rise strictly") {
+            _ = try fixture.config(["parallel.pp=2", "parallel.stage_boundaries=[2]"])
+        }
+        let config = try fixture.config(["parallel.pp=2"])
+        assertKeelError("parallel.pp (2) must divide the number of processes (3)") {
+            _ = try config.parallel.dataParallelSize(processes: 3)
+        }
+        assertKeelError("parallel.pp × parallel.dp = 2 × 3 = 6 must equal the number of processes (4)") {
+            _ = try fixture.config(["parallel.pp=2", "parallel.dp=3"]).parallel.dataParallelSize(processes: 4)
+        }
+        // A single process cannot hold a two-stage layout.
+        assertKeelError("parallel.pp (2) must divide the number of processes (1)") {
+            _ = try fixture.run(config, in: "two-stages")
+        }
+    }
+}
