@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
-# NumPy reference, training, bad input), the command-line tests and the multi-process tests under mpirun.
+# NumPy reference, training, bad input), the command-line tests and the multi-process tests (data and pipeline
+# parallelism) under mpirun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,3 +12,4 @@ swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
 bash Tests/CLI/mpi_tests.sh .build/debug/keel
+bash Tests/CLI/pipeline_tests.sh .build/debug/keel

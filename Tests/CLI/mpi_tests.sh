@@ -8,66 +8,7 @@ keel=$(realpath "${1:?usage: mpi_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -f "$work/err" ] && sed 's/^/    /' "$work/err" | tail -8; }
-
-mpi=(mpirun --oversubscribe)
-[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
-# One kernel thread per rank: the ranks share this machine's cores.
-export KEEL_THREADS=1
-
-# A small deterministic corpus of varied lines.
-mkdir -p "$work/corpus"
-awk 'BEGIN { split("the of and to in a is that for it as was with be by on not he this are or his from at which but have an they you were", w, " ");
-             for (d = 1; d <= 3; d++) { f = sprintf("'"$work"'/corpus/doc%d.txt", d);
-               for (i = 1; i <= 400; i++) { s = ""; for (j = 1; j <= 12; j++) s = s w[(i * 7 + j * j * 3 + d * 11) % 30 + 1] " "; print s "." > f } } }'
-
-config() { # config FILE ARCH
-    cat >"$1" <<TOML
-[model]
-arch = "$2"
-n_layer = 2
-n_head = 2
-n_kv_head = $([ "$2" = llama ] && echo 1 || echo 2)
-d_model = 32
-max_seq_len = 32
-[data]
-paths = ["$work/corpus"]
-val_fraction = 0.1
-[training]
-steps = 50
-batch_size = 2
-seq_len = 32
-lr = 1e-3
-warmup_steps = 5
-eval_every = 0
-eval_batches = 2
-[distributed]
-bucket_mb = 0.01
-[logging]
-every = 10
-TOML
-}
-
-# run NAME OUT [mpirun -np N] keel train ... : runs a training command, recording stderr.
-run() {
-    local name=$1
-    shift
-    if "$@" >"$work/out" 2>"$work/err"; then return 0; fi
-    fail "$name (exit $?)"
-    return 1
-}
-
-# same_losses NAME REFERENCE RUN: per-step losses agree to 1e-5 relative for all 50 steps.
-same_losses() {
-    if python3 "$here/compare_losses.py" "$2/metrics.jsonl" "$3/metrics.jsonl" 50 1e-5 >"$work/cmp" 2>&1; then
-        pass "$1 ($(cat "$work/cmp"))"
-    else
-        fail "$1: $(cat "$work/cmp")"
-    fi
-}
+source "$here/mpi_common.sh"
 
 # --- Collectives ------------------------------------------------------------------------------------------
 for n in 2 4; do
@@ -92,14 +33,22 @@ done
 if "${mpi[@]}" -np 2 "$keel" pipeline-bench --layers 4 --width 32 --heads 2 --seq-len 16 --micro-batches 2,4 --steps 1 \
     >"$work/out" 2>"$work/err" && python3 - "$work/out" >"$work/err" 2>&1 <<'PY'
 import re, sys
-rows = {(f[0], int(f[1])): f for f in (l.split() for l in open(sys.argv[1]).read().splitlines()[2:])}
+measured, projected = open(sys.argv[1]).read().split("\n\n")
+rows = {(f[0], int(f[1])): f for f in (l.split() for l in measured.splitlines()[2:])}
 assert sorted(rows) == sorted((s, m) for s in ("gpipe", "1f1b", "interleaved", "zb-h1") for m in (2, 4)), rows.keys()
 assert rows[("gpipe", 2)][5] == "33.3%" and rows[("1f1b", 4)][5] == "20.0%" and rows[("interleaved", 4)][5] == "11.1%"
 assert rows[("gpipe", 4)][6] == "4" and rows[("1f1b", 4)][6] == "2" and rows[("interleaved", 4)][6] == "4,2"
 assert all(0 <= float(r[3].rstrip("%")) < 100 and float(r[2]) > 0 for r in rows.values())
+# Then each schedule simulated at p = 4, 8, 16 with m = p, 2p, 4p; with equal stages, GPipe's and 1F1B's bubble
+# is the formula's whatever the measured forward and backward costs.
+larger = {(f[0], int(f[1]), int(f[2])): f[3:] for f in (l.split() for l in projected.splitlines()[2:])}
+assert sorted(larger) == sorted((s, p, k * p) for s in ("gpipe", "1f1b", "interleaved", "zb-h1") for p in (4, 8, 16) for k in (1, 2, 4)), sorted(larger)
+assert larger[("1f1b", 4, 4)][1] == "42.9%" and larger[("interleaved", 16, 64)][1] == "10.5%" and larger[("zb-h1", 8, 32)][1] == "6.8%"
+assert all(larger[(s, p, m)][0] == larger[(s, p, m)][1] for (s, p, m) in larger if s in ("gpipe", "1f1b")), larger
+assert all(0 < float(v[0].rstrip("%")) < 100 for v in larger.values())
 PY
-then pass "pipeline-bench reports every schedule with its formula bubble and activation slots"
-else fail "pipeline-bench reports every schedule with its formula bubble and activation slots"; fi
+then pass "pipeline-bench reports every schedule with its formula bubble and activation slots, and simulates p = 4, 8, 16"
+else fail "pipeline-bench reports every schedule with its formula bubble and activation slots, and simulates p = 4, 8, 16"; fi
 
 # --- Data parallel equals one process with the whole batch ------------------------------------------------
 for arch in gpt2 llama; do
@@ -189,17 +138,6 @@ else
 fi
 
 # --- Launcher environments and failures --------------------------------------------------------------------
-# refused NAME FRAGMENT COMMAND...: non-zero exit with exactly one "Error: …" line containing FRAGMENT.
-refused() {
-    local name=$1 fragment=$2
-    shift 2
-    if "$@" >"$work/out" 2>"$work/err"; then fail "$name (exit 0)"; return; fi
-    if [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] && grep -q -- "^Error: .*$fragment" "$work/err"; then
-        pass "$name"
-    else
-        fail "$name (wanted one error line with '$fragment')"
-    fi
-}
 refused "launch without a command" "give the command after --" "$keel" launch --nproc 2
 refused "launch with no processes" "--nproc must be at least 1" "$keel" launch --nproc 0 -- train --config "$c"
 refused "collectives outside a launcher" "run this under a launcher" "$keel" collectives
@@ -221,49 +159,10 @@ else
     fail "torchrun variables without MPI are refused"
 fi
 
-# rank_pid RUN_DIR RANK: the PID of that rank of the job writing RUN_DIR.
-rank_pid() {
-    for pid in $(pgrep -f "keel train --config $c --out $1"); do
-        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then echo "$pid"; return; fi
-    done
-}
-
-# fault NAME SIGNAL TIMEOUT LIMIT PATTERN: stop or kill rank 1 mid-run; the job must end non-zero within LIMIT
-# seconds of the signal with PATTERN in its output.
-fault() {
-    local name=$1 signal=$2 timeout=$3 limit=$4 pattern=$5 out="$work/fault-$2"
-    "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$out" --set training.steps=1000000 \
-        --set distributed.timeout_s="$timeout" >"$work/out" 2>"$work/err" &
-    local job=$! pid="" waited=0
-    while [ -z "$pid" ] || [ ! -s "$out/metrics.jsonl" ]; do
-        sleep 0.5
-        pid=$(rank_pid "$out" 1)
-        waited=$((waited + 1))
-        [ $waited -gt 120 ] && break
-    done
-    sleep 1
-    kill "-$signal" "$pid" 2>/dev/null
-    local start=$SECONDS
-    while kill -0 $job 2>/dev/null && [ $((SECONDS - start)) -le "$limit" ]; do sleep 0.5; done
-    if kill -0 $job 2>/dev/null; then
-        fail "$name: still running $limit s after the fault"
-        kill -9 $job 2>/dev/null
-        pkill -9 -f "keel train --config $c --out $out"
-        return
-    fi
-    wait $job
-    local status=$?
-    if [ $status -ne 0 ] && grep -Eq "$pattern" "$work/err"; then
-        pass "$name (exit $status after $((SECONDS - start)) s)"
-    else
-        fail "$name (exit $status, wanted /$pattern/)"
-    fi
-    pkill -9 -f "keel train --config $c --out $out" 2>/dev/null
-}
 # Rank 1 may stop before an operation (the others see it never started) or in the middle of one (it no
 # longer answers pings); either way rank 0 must name it.
-fault "a hung rank stops the job, named" STOP 5 30 "^Error: rank 0: '.*' did not finish within 5 s: rank 1 (never reported starting it|has not communicated|started it but does not respond)"
-fault "a killed rank stops the job, named" KILL 60 60 "process rank 1 .*signal 9"
+fault "a hung rank stops the job, named" STOP 5 30 "^Error: rank 0: '.*' did not finish within 5 s: rank 1 (never reported starting it|has not communicated|started it but does not respond)" "$c"
+fault "a killed rank stops the job, named" KILL 60 60 "process rank 1 .*signal 9" "$c"
 
 echo "mpi tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,120 @@
+# Helpers shared by the multi-process test scripts (sourced, after they set $keel, $here and $work).
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -f "$work/err" ] && sed 's/^/    /' "$work/err" | tail -8; }
+
+mpi=(mpirun --oversubscribe)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+# One kernel thread per rank: the ranks share this machine's cores.
+export KEEL_THREADS=1
+
+# A small deterministic corpus of varied lines.
+mkdir -p "$work/corpus"
+awk 'BEGIN { split("the of and to in a is that for it as was with be by on not he this are or his from at which but have an they you were", w, " ");
+             for (d = 1; d <= 3; d++) { f = sprintf("'"$work"'/corpus/doc%d.txt", d);
+               for (i = 1; i <= 400; i++) { s = ""; for (j = 1; j <= 12; j++) s = s w[(i * 7 + j * j * 3 + d * 11) % 30 + 1] " "; print s "." > f } } }'
+
+config() { # config FILE ARCH [LAYERS]: a tiny model (2 blocks unless LAYERS), 50 steps of batch 2 on the corpus.
+    cat >"$1" <<TOML
+[model]
+arch = "$2"
+n_layer = ${3:-2}
+n_head = 2
+n_kv_head = $([ "$2" = llama ] && echo 1 || echo 2)
+d_model = 32
+max_seq_len = 32
+[data]
+paths = ["$work/corpus"]
+val_fraction = 0.1
+[training]
+steps = 50
+batch_size = 2
+seq_len = 32
+lr = 1e-3
+warmup_steps = 5
+eval_every = 0
+eval_batches = 2
+[distributed]
+bucket_mb = 0.01
+[logging]
+every = 10
+TOML
+}
+
+# run NAME [mpirun -np N] keel train ... : runs a training command, recording stderr.
+run() {
+    local name=$1
+    shift
+    "$@" >"$work/out" 2>"$work/err"
+    local status=$?
+    [ $status -eq 0 ] && return 0
+    fail "$name (exit $status)"
+    return 1
+}
+
+# same_losses NAME REFERENCE RUN [STEPS]: per-step losses agree to 1e-5 relative for all STEPS (default 50) steps.
+same_losses() {
+    if python3 "$here/compare_losses.py" "$2/metrics.jsonl" "$3/metrics.jsonl" "${4:-50}" 1e-5 >"$work/cmp" 2>&1; then
+        pass "$1 ($(cat "$work/cmp"))"
+    else
+        fail "$1: $(cat "$work/cmp")"
+    fi
+}
+
+# refused NAME FRAGMENT COMMAND...: non-zero exit with exactly one "Error: …" line containing FRAGMENT.
+refused() {
+    local name=$1 fragment=$2
+    shift 2
+    if "$@" >"$work/out" 2>"$work/err"; then fail "$name (exit 0)"; return; fi
+    if [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] && grep -q -- "^Error: .*$fragment" "$work/err"; then
+        pass "$name"
+    else
+        fail "$name (wanted one error line with '$fragment')"
+    fi
+}
+
+# rank_pid RUN_DIR RANK: the PID of that rank of the job writing RUN_DIR.
+rank_pid() {
+    for pid in $(pgrep -f -- "--out $1( |\$)"); do
+        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then echo "$pid"; return; fi
+    done
+}
+
+# fault NAME SIGNAL TIMEOUT LIMIT PATTERN CONFIG [TRAIN OPTIONS...]: a two-process run of CONFIG; stop or kill
+# rank 1 mid-run; the job must end non-zero within LIMIT seconds of the signal with PATTERN in its output.
+faults=0
+fault() {
+    local name=$1 signal=$2 timeout=$3 limit=$4 pattern=$5 config=$6
+    shift 6
+    faults=$((faults + 1))
+    local out="$work/fault-$faults"
+    "${mpi[@]}" -np 2 "$keel" train --config "$config" --out "$out" --set training.steps=1000000 \
+        --set distributed.timeout_s="$timeout" "$@" >"$work/out" 2>"$work/err" &
+    local job=$! pid="" waited=0
+    while [ -z "$pid" ] || [ ! -s "$out/metrics.jsonl" ]; do
+        sleep 0.5
+        pid=$(rank_pid "$out" 1)
+        waited=$((waited + 1))
+        [ $waited -gt 120 ] && break
+    done
+    sleep 1
+    kill "-$signal" "$pid" 2>/dev/null
+    local start=$SECONDS
+    while kill -0 $job 2>/dev/null && [ $((SECONDS - start)) -le "$limit" ]; do sleep 0.5; done
+    if kill -0 $job 2>/dev/null; then
+        fail "$name: still running $limit s after the fault"
+        kill -9 $job 2>/dev/null
+        pkill -9 -f -- "--out $out( |\$)"
+        return
+    fi
+    wait $job
+    local status=$?
+    if [ $status -ne 0 ] && grep -Eq "$pattern" "$work/err"; then
+        pass "$name (exit $status after $((SECONDS - start)) s)"
+    else
+        fail "$name (exit $status, wanted /$pattern/)"
+    fi
+    pkill -9 -f -- "--out $out( |\$)" 2>/dev/null
+}
