@@ -17,27 +17,24 @@ public struct OverlapStatistics: Sendable, Equatable {
     public init() {}
 }
 
-/// Data parallelism for one model (any `GradientSource`) over a communicator: the gradients of each micro-batch's ranks are
-/// averaged in buckets while the backward pass is still running, and with ZeRO stage 1 the optimizer state
-/// is sharded by ranges of the flat buffer.
+/// Data parallelism for one model (any `GradientSource`) over a communicator: the gradients of the ranks are
+/// averaged in buckets while the backward pass is still running, into the optimizer's shard (`OptimizerShard`:
+/// all of the buffer, or with ZeRO stage 1 this rank's range of it).
 ///
 /// Buckets are fixed spans of the flat gradient buffer (a large tensor spans several). A training pass
 /// reports each span of the gradients once per micro-batch (`GradientSource.gradientsReady`); a bucket's
 /// communication starts as soon as every micro-batch of the step has reported all of it, which is during
 /// the last backward pass that touches it, so the earlier micro-batches communicate nothing — in whatever
-/// order a pipeline schedule runs them. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is reduce-scattered so that
-/// each rank receives the average of its own shard only, updates that shard, and the parameters are then
-/// all-gathered.
+/// order a pipeline schedule runs them. Without ZeRO each bucket is all-reduced in place; with ZeRO-1 it is
+/// reduce-scattered so that each rank receives the average of its own range only, which its optimizer
+/// updates before sharing the parameters.
 public final class DataParallel {
     public let model: any GradientSource
     public let communicator: any Communicator
-    /// Whether the optimizer state is sharded (ZeRO stage 1; only meaningful with more than one rank).
-    public let shardsOptimizerState: Bool
-    /// Each rank's span of the flat buffer for the optimizer (one span covering everything without ZeRO).
-    public let shards: [Range<Int>]
+    /// Where the averaged gradients go: the optimizer's part of the buffer.
+    public let shard: OptimizerShard
     /// The spans of the flat buffer communicated together.
     public let buckets: [Range<Int>]
-    private let shardGradientBuffer: FloatBuffer?
     /// Reports each bucket still waits for: its elements × the micro-batches that have not reported them.
     private var pending: [Int]
     private var microBatches = 1
@@ -46,26 +43,17 @@ public final class DataParallel {
     /// Statistics of the last `synchronizeGradients` call.
     public private(set) var statistics = OverlapStatistics()
 
-    /// Plans buckets of at most `bucketElements` floats; `shardOptimizerState` selects ZeRO-1.
-    public init(model: any GradientSource, communicator: any Communicator, bucketElements: Int, shardOptimizerState: Bool) {
+    /// Plans buckets of at most `bucketElements` floats of `shard`'s model, averaged over `shard`'s communicator
+    /// (the data-parallel group).
+    public init(shard: OptimizerShard, bucketElements: Int) {
         precondition(bucketElements > 0)
-        self.model = model
-        self.communicator = communicator
+        self.shard = shard
+        model = shard.model
+        communicator = shard.communicator
         let count = model.parameters.count
-        self.shardsOptimizerState = shardOptimizerState && communicator.size > 1
-        shards = self.shardsOptimizerState ? evenPartition(count: count, parts: communicator.size) : [0..<count]
         buckets = stride(from: 0, to: count, by: bucketElements).map { $0..<min(count, $0 + bucketElements) }
-        shardGradientBuffer = self.shardsOptimizerState ? FloatBuffer(count: shards[communicator.rank].count) : nil
         pending = buckets.map(\.count)
         requests = Array(repeating: nil, count: buckets.count)
-    }
-
-    /// This rank's span of the flat buffer for the optimizer.
-    public var shard: Range<Int> { shards[shardsOptimizerState ? communicator.rank : 0] }
-
-    /// The averaged gradients of `shard` (after `synchronizeGradients`), indexed from the shard's start.
-    public var shardGradients: UnsafeMutablePointer<Float> {
-        shardGradientBuffer?.pointer ?? model.gradients.pointer
     }
 
     /// Arms communication for a step of `microBatches` training passes (call before the first `forward`).
@@ -101,32 +89,6 @@ public final class DataParallel {
         self.statistics = statistics
     }
 
-    /// Σ g² over this rank's averaged gradients (all of them, or its shard with ZeRO-1), leaving out
-    /// `excluded` (a copy of a tensor another stage counts).
-    public func localSumOfSquares(excluding excluded: Range<Int>? = nil) -> Double {
-        let own = shard
-        guard let excluded, excluded.overlaps(own) else { return sumOfSquares(shardGradients, count: own.count) }
-        let cut = excluded.clamped(to: own)
-        return sumOfSquares(shardGradients, count: cut.lowerBound - own.lowerBound)
-            + sumOfSquares(shardGradients + (cut.upperBound - own.lowerBound), count: own.upperBound - cut.upperBound)
-    }
-
-    /// Copies every rank's updated shard of the parameters to all ranks (ZeRO-1; nothing otherwise).
-    public func gatherParameters() throws {
-        guard shardsOptimizerState else { return }
-        try communicator.allGather(model.parameters.pointer, counts: shards.map(\.count), label: "\(label): parameters")
-    }
-
-    /// The whole of a shard-laid-out buffer (optimizer moments) on rank 0, for a checkpoint; nil on other ranks.
-    /// Without ZeRO, `local` already is the whole.
-    public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
-        guard shardsOptimizerState else { return communicator.rank == 0 ? local : nil }
-        let whole = communicator.rank == 0 ? FloatBuffer(count: model.parameters.count) : nil
-        try communicator.gather(UnsafePointer(local.pointer), into: whole?.pointer, counts: shards.map(\.count), root: 0,
-                                label: "checkpoint: optimizer state")
-        return whole
-    }
-
     /// Counts one micro-batch's report of `span` and starts every bucket that became complete, in bucket
     /// order (the same on all ranks).
     private func gradientsReady(_ span: Range<Int>) {
@@ -148,14 +110,14 @@ public final class DataParallel {
         let bucket = buckets[index]
         let text = "\(label): gradient bucket \(index + 1) of \(buckets.count)"
         let gradients = model.gradients.pointer
-        guard shardsOptimizerState else {
+        guard shard.isSharded else {
             return communicator.startAllReduce(UnsafeMutableBufferPointer(start: gradients + bucket.lowerBound,
                                                                           count: bucket.count), .average, label: text)
         }
         // This rank's part of the bucket lands at its place in the shard (nothing lands when they do not meet).
-        let own = shard
+        let own = shard.range
         let offset = bucket.overlaps(own) ? max(bucket.lowerBound, own.lowerBound) - own.lowerBound : 0
-        return communicator.startReduceScatter(UnsafePointer(gradients + bucket.lowerBound), into: shardGradients + offset,
-                                               counts: shards.map { bucket.clamped(to: $0).count }, .average, label: text)
+        return communicator.startReduceScatter(UnsafePointer(gradients + bucket.lowerBound), into: shard.gradients + offset,
+                                               counts: shard.ranges.map { bucket.clamped(to: $0).count }, .average, label: text)
     }
 }

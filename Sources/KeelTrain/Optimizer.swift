@@ -1,32 +1,37 @@
+import KeelComm
 import KeelCore
 import KeelKernels
 import KeelModel
 import KeelParallel
 
-/// AdamW for one model (or pipeline chunk) over its flat buffers: its moments for the span of parameters
-/// this rank updates (`parallel.shard`: all of them, or its ZeRO-1 shard), one fused pass by decay group,
-/// then the updated parameters shared with the data-parallel group.
+/// AdamW for one model (or pipeline chunk) over its flat buffers. It owns its state and its ZeRO shard: the
+/// range of the buffers it updates (`shard`: all of them, or with ZeRO-1 this rank's range over the
+/// data-parallel group), AdamW's moments for that range, one fused pass by decay group, then the updated
+/// parameters shared with the group.
 public final class Optimizer {
     public let model: Transformer
-    public let parallel: DataParallel
-    /// AdamW's first and second moments of `parallel.shard`.
+    /// The range this rank updates, and the averaged gradients of it.
+    public let shard: OptimizerShard
+    /// AdamW's first and second moments of `shard.range`.
     public let m: FloatBuffer
     public let v: FloatBuffer
     public let settings: AdamWSettings
     /// Decay groups clipped to the shard, relative to its start.
     private let groups: [(range: Range<Int>, decays: Bool)]
 
-    public init(model: Transformer, parallel: DataParallel, settings: AdamWSettings, decayEmbeddings: Bool) {
+    /// With `zero`, the state is sharded over `dataParallel` (ZeRO stage 1).
+    public init(model: Transformer, dataParallel: any Communicator, zero: Bool, settings: AdamWSettings,
+                decayEmbeddings: Bool) {
         self.model = model
-        self.parallel = parallel
         self.settings = settings
-        let shard = parallel.shard
-        m = FloatBuffer(count: shard.count)
-        v = FloatBuffer(count: shard.count)
+        shard = OptimizerShard(model: model, communicator: dataParallel, zero: zero)
+        let range = shard.range
+        m = FloatBuffer(count: range.count)
+        v = FloatBuffer(count: range.count)
         groups = model.table.decayGroups(decayEmbeddings: decayEmbeddings).compactMap { group in
-            let part = group.range.clamped(to: shard)
+            let part = group.range.clamped(to: range)
             guard !part.isEmpty else { return nil }
-            return ((part.lowerBound - shard.lowerBound)..<(part.upperBound - shard.lowerBound), group.decays)
+            return ((part.lowerBound - range.lowerBound)..<(part.upperBound - range.lowerBound), group.decays)
         }
     }
 
@@ -34,9 +39,9 @@ public final class Optimizer {
     /// `gradientScale` as AdamW reads them (the clipping factor; the buffer keeps the unclipped values), and
     /// shares the updated parameters with the other ranks of the data-parallel group.
     public func update(learningRate: Float, step: Int, gradientScale: Float) throws {
-        AdamW.update(params: model.parameters.pointer + parallel.shard.lowerBound, grads: parallel.shardGradients,
+        AdamW.update(params: model.parameters.pointer + shard.range.lowerBound, grads: shard.gradients,
                      m: m.pointer, v: v.pointer, groups: groups, learningRate: learningRate, step: step,
                      settings: settings, gradientScale: gradientScale)
-        try parallel.gatherParameters()
+        try shard.gatherParameters(label: "step \(step)")
     }
 }

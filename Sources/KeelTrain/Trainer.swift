@@ -263,12 +263,12 @@ public final class Trainer {
     private func dataParallelSummary() -> String {
         // Two moments of 4 bytes per parameter.
         let size = { (floats: Int) in String(format: "%.1f KiB", Double(floats) * 8 / 1024) }
-        let parallel = step.parallels
-        let local = step.chunks.reduce(0) { $0 + $1.table.count }, shard = parallel.reduce(0) { $0 + $1.shard.count }
-        let optimizerState = parallel[0].shardsOptimizerState
+        let shards = step.optimizers.map(\.shard)
+        let local = step.chunks.reduce(0) { $0 + $1.table.count }, shard = shards.reduce(0) { $0 + $1.range.count }
+        let optimizerState = shards[0].isSharded
             ? "ZeRO-1, optimizer state \(size(shard)) per rank (\(size(local)) unsharded)"
             : "optimizer state replicated, \(size(local)) per rank"
-        return "data parallel: \(groups.data.size) replicas, \(parallel.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
+        return "data parallel: \(groups.data.size) replicas, \(step.parallels.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
 
     /// Writes a checkpoint of the whole model (world rank 0 writes; every rank contributes its stages'
@@ -279,7 +279,7 @@ public final class Trainer {
         // Each chunk's optimizer shards to replica 0, then replica 0's stages to pipeline rank 0.
         var moments: [(m: FloatBuffer, v: FloatBuffer)] = []
         for optimizer in step.optimizers {
-            let m = try optimizer.parallel.gatherToFirstRank(optimizer.m), v = try optimizer.parallel.gatherToFirstRank(optimizer.v)
+            let m = try optimizer.shard.gatherToFirstRank(optimizer.m), v = try optimizer.shard.gatherToFirstRank(optimizer.v)
             if let m, let v { moments.append((m, v)) }
         }
         guard groups.data.rank == 0 else { return url }
@@ -344,7 +344,7 @@ public final class Trainer {
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
             try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
             // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model.
-            let shard = optimizer.parallel.shard
+            let shard = optimizer.shard.range
             for entry in chunk.table.entries {
                 let part = entry.range.clamped(to: shard)
                 guard !part.isEmpty else { continue }

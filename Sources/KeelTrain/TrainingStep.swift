@@ -78,13 +78,11 @@ public final class TrainingStep {
         try PipelinePlan(schedule: schedule, virtualStages: virtualStages, microBatches: microBatches, layers: layers,
                          actions: actions).checkAgreement(over: groups.pipeline)
         executor = PipelineExecutor(chunks: chunks, pipeline: groups.pipeline, actions: actions, batch: batch, length: length)
-        parallels = chunks.map {
-            DataParallel(model: $0, communicator: groups.data, bucketElements: distributed.bucketElements,
-                         shardOptimizerState: distributed.zeroStage == 1)
+        optimizers = chunks.map {
+            Optimizer(model: $0, dataParallel: groups.data, zero: distributed.zeroStage == 1, settings: t.adamW,
+                      decayEmbeddings: t.decayEmbeddings)
         }
-        optimizers = zip(chunks, parallels).map {
-            Optimizer(model: $0, parallel: $1, settings: t.adamW, decayEmbeddings: t.decayEmbeddings)
-        }
+        parallels = optimizers.map { DataParallel(shard: $0.shard, bucketElements: distributed.bucketElements) }
         tied = Self.tiedTable(chunks, stages: layers.count)
         inputs = .allocate(capacity: microBatches * batch * length)
         targets = .allocate(capacity: microBatches * batch * length)
@@ -168,8 +166,8 @@ public final class TrainingStep {
         }
 
         // 5. Global gradient norm: over the shards of the data-parallel group (ZeRO-1) and the pipeline's stages.
-        var sumOfSquares = parallels.enumerated().reduce(0.0) { $0 + $1.element.localSumOfSquares(excluding: excludedFromNorm($1.offset)) }
-        if parallels[0].shardsOptimizerState {
+        var sumOfSquares = optimizers.enumerated().reduce(0.0) { $0 + $1.element.shard.sumOfSquares(excluding: excludedFromNorm($1.offset)) }
+        if optimizers[0].shard.isSharded {
             sumOfSquares = try groups.world.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
         } else if groups.pipeline.size > 1 {
             sumOfSquares = try groups.pipeline.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]

@@ -66,6 +66,7 @@ resume_args=(--set training.steps=$steps --set parallel.micro_batches=4 --set tr
              --set 'parallel.schedule="interleaved"' --set distributed.zero_stage=1 --set checkpoint.every=100)
 run "resumed run, first half" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/resumed" "${resume_args[@]}" \
     --stop-after 15 \
+    && cp -r "$work/resumed" "$work/relaid" \
     && run "resumed run, second half" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/resumed" \
         "${resume_args[@]}" --resume \
     && if python3 - "$work/gpt2-2-2-interleaved-1/metrics.jsonl" "$work/resumed/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
@@ -82,6 +83,12 @@ assert last == resumed_last, (last, resumed_last)
 PY
     then pass "pp=2 × dp=2 interleaved ZeRO-1 run resumed from its step-15 checkpoint logs the straight run's losses, as text"
     else fail "pp=2 × dp=2 interleaved ZeRO-1 run resumed from its step-15 checkpoint logs the straight run's losses"; fi
+
+# The checkpoint holds the whole model, so the same step-15 checkpoint also resumes on one process (batch 2 =
+# the pipeline's 2 replicas × 1) and ends like the single-process run.
+run "pipeline checkpoint resumed on one process" "$keel" train --resume --out "$work/relaid" --set parallel.pp=1 \
+    --set 'parallel.schedule="1f1b"' --set distributed.zero_stage=0 --set training.batch_size=2 \
+    && same_losses "pp=2 × dp=2 checkpoint resumed on one process = one process" "$work/gpt2-ref2" "$work/relaid" $steps
 
 # --- A pipeline checkpoint exports the weights one process has after the same steps ---------------------------
 for arch in gpt2 llama; do

@@ -14,14 +14,14 @@ final class DataParallelTests: XCTestCase {
 
     func testBucketsTileTheFlatBuffer() throws {
         let model = try model()
-        let parallel = DataParallel(model: model, communicator: SingleProcessCommunicator(), bucketElements: 1000,
-                                    shardOptimizerState: true)
+        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), zero: true)
+        let parallel = DataParallel(shard: shard, bucketElements: 1000)
         XCTAssertEqual(parallel.buckets.count, (model.table.count + 999) / 1000)
         XCTAssertEqual(parallel.buckets.map(\.count).reduce(0, +), model.table.count)
         XCTAssertTrue(parallel.buckets.dropLast().allSatisfy { $0.count == 1000 })
         // One rank: ZeRO has nothing to shard, so the optimizer sees the whole buffer.
-        XCTAssertFalse(parallel.shardsOptimizerState)
-        XCTAssertEqual(parallel.shard, 0..<model.table.count)
+        XCTAssertFalse(shard.isSharded)
+        XCTAssertEqual(shard.range, 0..<model.table.count)
     }
 
     /// Each bucket is handed to the communicator while the backward pass is still running: when a bucket
@@ -33,7 +33,7 @@ final class DataParallelTests: XCTestCase {
         let embedding = model.table.entries[0].range
         var earlierMicroBatches: [Float] = []
         let communicator = RecordingCommunicator { Array(model.gradients.toArray()[embedding]) == earlierMicroBatches }
-        let parallel = DataParallel(model: model, communicator: communicator, bucketElements: 777, shardOptimizerState: false)
+        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, zero: false), bucketElements: 777)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
         model.gradients.zero()
         parallel.prepare(microBatches: 3, label: "step 1")
@@ -67,7 +67,7 @@ final class DataParallelTests: XCTestCase {
         let model = try model()
         let held = model.table.entries[0].range
         let communicator = RecordingCommunicator { true }
-        let parallel = DataParallel(model: model, communicator: communicator, bucketElements: 100, shardOptimizerState: false)
+        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, zero: false), bucketElements: 100)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
         model.gradients.zero()
         parallel.prepare(microBatches: 2, label: "step 1")
@@ -89,6 +89,18 @@ final class DataParallelTests: XCTestCase {
         parallel.finish(held)
         XCTAssertEqual(communicator.started.count, parallel.buckets.count)
         try parallel.synchronizeGradients()
+    }
+
+    /// The gradient norm's share of a shard leaves out exactly the excluded span (a tied copy).
+    func testShardSumOfSquaresLeavesOutTheExcludedSpan() throws {
+        let model = try model()
+        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), zero: false)
+        for i in 0..<model.table.count { model.gradients.pointer[i] = Float(i % 7) - 3 }
+        let values = model.gradients.toArray().map { Double($0) * Double($0) }
+        XCTAssertEqual(shard.sumOfSquares(), values.reduce(0, +), accuracy: 1e-9)
+        let excluded = 40..<95
+        XCTAssertEqual(shard.sumOfSquares(excluding: excluded),
+                       values.reduce(0, +) - values[excluded].reduce(0, +), accuracy: 1e-9)
     }
 }
 

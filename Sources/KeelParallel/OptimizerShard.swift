@@ -1,0 +1,63 @@
+import KeelComm
+import KeelCore
+import KeelKernels
+import KeelModel
+
+/// The part of a model's flat buffers that this rank's optimizer updates: with ZeRO stage 1 the r-th of N equal
+/// ranges over a data-parallel group of N ranks, otherwise all of it. It holds the averaged gradients of that
+/// range (which `DataParallel` reduce-scatters into it), and after the update shares the updated parameters
+/// with the other ranks.
+public final class OptimizerShard {
+    public let model: any GradientSource
+    public let communicator: any Communicator
+    /// Whether the state is sharded (ZeRO stage 1 on more than one rank).
+    public let isSharded: Bool
+    /// Each rank's range of the flat buffer (one range covering everything without ZeRO).
+    public let ranges: [Range<Int>]
+    /// The reduce-scattered gradients of this rank's range, with ZeRO-1.
+    private let gradientBuffer: FloatBuffer?
+
+    /// `zero` selects ZeRO stage 1 over `communicator` (the data-parallel group).
+    public init(model: any GradientSource, communicator: any Communicator, zero: Bool) {
+        self.model = model
+        self.communicator = communicator
+        let count = model.parameters.count
+        isSharded = zero && communicator.size > 1
+        ranges = isSharded ? evenPartition(count: count, parts: communicator.size) : [0..<count]
+        gradientBuffer = isSharded ? FloatBuffer(count: ranges[communicator.rank].count) : nil
+    }
+
+    /// This rank's range of the flat buffer.
+    public var range: Range<Int> { ranges[isSharded ? communicator.rank : 0] }
+
+    /// The averaged gradients of `range` (once `DataParallel.synchronizeGradients` returned), indexed from
+    /// the range's start.
+    public var gradients: UnsafeMutablePointer<Float> {
+        gradientBuffer?.pointer ?? model.gradients.pointer
+    }
+
+    /// Σ g² over `gradients`, leaving out `excluded` (a copy of a tensor another stage counts).
+    public func sumOfSquares(excluding excluded: Range<Int>? = nil) -> Double {
+        let own = range
+        guard let excluded, excluded.overlaps(own) else { return KeelKernels.sumOfSquares(gradients, count: own.count) }
+        let cut = excluded.clamped(to: own)
+        return KeelKernels.sumOfSquares(gradients, count: cut.lowerBound - own.lowerBound)
+            + KeelKernels.sumOfSquares(gradients + (cut.upperBound - own.lowerBound), count: own.upperBound - cut.upperBound)
+    }
+
+    /// Copies every rank's updated range of the parameters to all ranks (ZeRO-1; nothing otherwise).
+    public func gatherParameters(label: String) throws {
+        guard isSharded else { return }
+        try communicator.allGather(model.parameters.pointer, counts: ranges.map(\.count), label: "\(label): parameters")
+    }
+
+    /// The whole of a buffer laid out like `range` (optimizer moments) on rank 0, for a checkpoint; nil on the
+    /// other ranks. Without ZeRO, `local` already is the whole.
+    public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
+        guard isSharded else { return communicator.rank == 0 ? local : nil }
+        let whole = communicator.rank == 0 ? FloatBuffer(count: model.parameters.count) : nil
+        try communicator.gather(UnsafePointer(local.pointer), into: whole?.pointer, counts: ranges.map(\.count), root: 0,
+                                label: "checkpoint: optimizer state")
+        return whole
+    }
+}
