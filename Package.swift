@@ -41,7 +41,7 @@ let package = Package(
             name: "keel",
             dependencies: ["KeelTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
-        .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels"], swiftSettings: native),
+        .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels"], swiftSettings: native),
         .testTarget(name: "KeelCommTests", dependencies: ["KeelComm", "KeelCore"], swiftSettings: native),

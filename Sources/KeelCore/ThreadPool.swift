@@ -5,7 +5,7 @@ import Synchronization
 ///
 /// Workers spin briefly on an atomic generation counter (a dispatch costs well under a microsecond while
 /// they are awake) and then park on a condition variable, so an idle pool does not burn the cores that
-/// BLAS or the next process needs. The calling thread always takes part in the work.
+/// BLAS or the next process needs. The calling thread always takes part in the work. Loops must not nest.
 ///
 /// Work is split into contiguous chunks by index only, so the result of a loop whose iterations write
 /// disjoint outputs does not depend on which thread ran what: kernels stay deterministic.
@@ -19,6 +19,9 @@ public final class ThreadPool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
     private let condition = NSCondition()
+    /// Held by the caller whose loop the workers run: loops that several threads start at once (ranks that are
+    /// threads of one process, in tests) run one after another, each over the whole pool.
+    private let dispatch = NSLock()
     // Written by the caller before the generation is bumped (release), read by workers after (acquire).
     private var job: UnsafeRawPointer?
     private var jobCount = 0
@@ -64,6 +67,8 @@ public final class ThreadPool: @unchecked Sendable {
             body(0, 0..<count)
             return
         }
+        dispatch.lock()
+        defer { dispatch.unlock() }
         withoutActuallyEscaping(body) { escaping in
             var task: (Int, Range<Int>) -> Void = escaping
             withUnsafePointer(to: &task) { pointer in

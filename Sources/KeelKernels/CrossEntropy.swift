@@ -19,12 +19,7 @@ public enum CrossEntropy {
                 let target = Int(targets[r])
                 let targetLogit = row[target]
                 guard let scale = gradientScale else {
-                    var total = Float16x(), j = 0
-                    let shift = Float16x(repeating: maximum)
-                    while j + 16 <= v { total += exp16(load16(row + j) - shift); j += 16 }
-                    var sum = horizontalSum(total)
-                    while j < v { sum += expScalar(row[j] - maximum); j += 1 }
-                    losses[r] = maximum + log(sum) - targetLogit
+                    losses[r] = maximum + log(sumOfExponentials(row, count: v, shift: maximum)) - targetLogit
                     continue
                 }
                 let sum = exponentiate(row, count: v, shift: maximum)
@@ -34,4 +29,14 @@ public enum CrossEntropy {
             }
         }
     }
+}
+
+/// Σ exp(x − shift) over `count` values, leaving x unchanged.
+func sumOfExponentials(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Float {
+    var total = Float16x(), j = 0
+    let shifted = Float16x(repeating: shift)
+    while j + 16 <= count { total += exp16(load16(x + j) - shifted); j += 16 }
+    var sum = horizontalSum(total)
+    while j < count { sum += expScalar(x[j] - shift); j += 1 }
+    return sum
 }
