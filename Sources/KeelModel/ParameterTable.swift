@@ -16,7 +16,13 @@ public enum ParameterRole: Sendable, Equatable {
 public struct ParameterEntry: Sendable, Equatable {
     /// Hugging Face name, e.g. `transformer.h.0.attn.c_attn.weight`.
     public let name: String
+    /// The shape this rank holds: `wholeShape`, or its tensor-parallel piece of it.
     public let shape: [Int]
+    /// The tensor's shape in the whole model.
+    public let wholeShape: [Int]
+    /// How tensor parallelism cuts it, and which piece this rank holds.
+    public let split: TensorSplit
+    public let tensorRank: TensorRank
     /// First element in the flat buffer.
     public let offset: Int
     public let role: ParameterRole
@@ -46,11 +52,20 @@ public struct ParameterTable: Sendable {
         self.init(config: config, layers: 0..<config.layers)
     }
 
+    /// Whether every tensor of `config` divides into `size` tensor-parallel pieces.
+    public static func divides(_ config: ModelConfig, by size: Int) -> Bool {
+        let family = config.architecture.family
+        let parts = [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head]
+        return parts.allSatisfy { part in family.tensors(of: part, config).allSatisfy { $0.split.divides(by: size) } }
+    }
+
     /// The parameters of one pipeline stage: the embedding when `layers` starts at 0, blocks `layers`, and the
     /// head when they end at the last block. A tied head (GPT-2) on a stage without the embedding gets its own
     /// copy of the token table, after the head's own tensors and under the same name, as the head's output
-    /// weight (its gradient is then summed with the first stage's, so both copies stay equal).
-    public init(config: ModelConfig, layers: Range<Int>) {
+    /// weight (its gradient is then summed with the first stage's, so both copies stay equal). With `tensor`,
+    /// each tensor that tensor parallelism splits holds only that rank's piece (`TensorSplit`); every block of a
+    /// split tensor must divide by the group's size (`divides`).
+    public init(config: ModelConfig, layers: Range<Int>, tensor: TensorRank = .whole) {
         precondition(!layers.isEmpty && layers.lowerBound >= 0 && layers.upperBound <= config.layers, "no such layers")
         let family = config.architecture.family
         let parts = [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head]
@@ -67,13 +82,17 @@ public struct ParameterTable: Sendable {
         if last && !first && tied, let tokens = whole.enumerated().first(where: { $0.element.1.slot == .tokenTable }) {
             let table = tokens.element.1
             kept.append((tokens.offset, (.head, TensorSpec(name: table.name, shape: table.shape, role: table.role,
-                                                           initialization: table.initialization, slot: .output))))
+                                                           initialization: table.initialization, slot: .output,
+                                                           split: table.split))))
         }
         var entries: [ParameterEntry] = []
         var offset = 0
         for (key, (part, spec)) in kept {
-            let entry = ParameterEntry(name: spec.name, shape: spec.shape, offset: offset, role: spec.role,
-                                       initialization: spec.initialization, part: part, slot: spec.slot, key: key)
+            precondition(spec.split.divides(by: tensor.size), "\(spec.name) does not divide into \(tensor.size) pieces")
+            let entry = ParameterEntry(name: spec.name, shape: spec.split.shape(of: spec.shape, size: tensor.size),
+                                       wholeShape: spec.shape, split: spec.split, tensorRank: tensor, offset: offset,
+                                       role: spec.role, initialization: spec.initialization, part: part, slot: spec.slot,
+                                       key: key)
             entries.append(entry)
             offset += entry.count
         }
@@ -106,7 +125,8 @@ public struct ParameterTable: Sendable {
     }
 
     /// Fills `buffer` with the initial values, each tensor from its own random stream keyed by its position in
-    /// the whole model, so a tensor's initial values depend neither on the others nor on the stage holding it.
+    /// the whole model, so a tensor's initial values depend neither on the others nor on the stage holding it;
+    /// a tensor-parallel piece is cut from the whole tensor's values.
     public func initialize(_ buffer: FloatBuffer, seed: UInt64) {
         for entry in entries {
             let p = buffer.pointer + entry.offset
@@ -115,7 +135,15 @@ public struct ParameterTable: Sendable {
             case .ones: p.update(repeating: 1, count: entry.count)
             case .normal(let std):
                 var random = RandomStream(seed: seed, key: 0x1417, UInt64(entry.key))
-                for j in 0..<entry.count { p[j] = random.nextNormal() * std }
+                let whole = entry.wholeShape.reduce(1, *)
+                guard whole != entry.count else {
+                    for j in 0..<entry.count { p[j] = random.nextNormal() * std }
+                    continue
+                }
+                let values = UnsafeMutablePointer<Float>.allocate(capacity: whole)
+                defer { values.deallocate() }
+                for j in 0..<whole { values[j] = random.nextNormal() * std }
+                entry.split.copy(values, shape: entry.wholeShape, p, rank: entry.tensorRank)
             }
         }
     }

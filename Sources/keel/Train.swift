@@ -78,7 +78,8 @@ struct Train: ParsableCommand {
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""
         let below = (1 - Double(summary.finalValidationLoss) / summary.unigramLoss) * 100
         lines.append(String(format: "validation loss: %@%.4f at step %d", start, summary.finalValidationLoss, summary.steps))
-        lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% below it)", summary.unigramLoss, below))
+        lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% %@ it)", summary.unigramLoss, abs(below),
+                            below >= 0 ? "below" : "still above"))
         lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
         lines.append("checkpoint: \(summary.checkpoint.path)")
         print(lines.joined(separator: "\n"))

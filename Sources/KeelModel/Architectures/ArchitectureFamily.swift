@@ -28,6 +28,8 @@ public struct TensorSpec: Sendable, Equatable {
     public let role: ParameterRole
     public let initialization: Initialization
     public let slot: TensorSlot
+    /// How tensor parallelism cuts it.
+    public let split: TensorSplit
 }
 
 /// Everything a transformer family says about itself, in one place: its tensors part by part (names,

@@ -8,27 +8,32 @@ public enum GPT2: ArchitectureFamily {
     public static func tensors(of part: ModelPart, _ config: ModelConfig) -> [TensorSpec] {
         let c = config.width, f = config.hiddenWidth, std = ModelConfig.initialStd
         func spec(_ name: String, _ shape: [Int], _ role: ParameterRole, _ initialization: Initialization,
-                  _ slot: TensorSlot) -> TensorSpec {
-            TensorSpec(name: name, shape: shape, role: role, initialization: initialization, slot: slot)
+                  _ slot: TensorSlot, _ split: TensorSplit = .replicated) -> TensorSpec {
+            TensorSpec(name: name, shape: shape, role: role, initialization: initialization, slot: slot, split: split)
         }
+        // Conv1D weights are [in, out]: column-parallel projections split the columns (axis 1), row-parallel
+        // ones the rows (axis 0); q | k | v are three blocks of c.
         switch part {
         case .embedding:
-            return [spec("transformer.wte.weight", [config.vocabSize, c], .embedding, .normal(std: std), .tokenTable),
+            return [spec("transformer.wte.weight", [config.vocabSize, c], .embedding, .normal(std: std), .tokenTable,
+                         .split(axis: 0, blocks: [config.vocabSize])),
                     spec("transformer.wpe.weight", [config.maxLength, c], .embedding, .normal(std: std), .positionTable)]
         case .block(let layer):
             let p = "transformer.h.\(layer)."
             return [
                 spec(p + "ln_1.weight", [c], .norm, .ones, .attentionNorm),
                 spec(p + "ln_1.bias", [c], .bias, .zeros, .attentionNormBias),
-                spec(p + "attn.c_attn.weight", [c, 3 * c], .matrix, .normal(std: std), .qkv),
-                spec(p + "attn.c_attn.bias", [3 * c], .bias, .zeros, .qkvBias),
-                spec(p + "attn.c_proj.weight", [c, c], .matrix, .normal(std: config.residualStd), .attentionOutput),
+                spec(p + "attn.c_attn.weight", [c, 3 * c], .matrix, .normal(std: std), .qkv, .split(axis: 1, blocks: [c, c, c])),
+                spec(p + "attn.c_attn.bias", [3 * c], .bias, .zeros, .qkvBias, .split(axis: 0, blocks: [c, c, c])),
+                spec(p + "attn.c_proj.weight", [c, c], .matrix, .normal(std: config.residualStd), .attentionOutput,
+                     .split(axis: 0, blocks: [c])),
                 spec(p + "attn.c_proj.bias", [c], .bias, .zeros, .attentionOutputBias),
                 spec(p + "ln_2.weight", [c], .norm, .ones, .mlpNorm),
                 spec(p + "ln_2.bias", [c], .bias, .zeros, .mlpNormBias),
-                spec(p + "mlp.c_fc.weight", [c, f], .matrix, .normal(std: std), .up),
-                spec(p + "mlp.c_fc.bias", [f], .bias, .zeros, .upBias),
-                spec(p + "mlp.c_proj.weight", [f, c], .matrix, .normal(std: config.residualStd), .down),
+                spec(p + "mlp.c_fc.weight", [c, f], .matrix, .normal(std: std), .up, .split(axis: 1, blocks: [f])),
+                spec(p + "mlp.c_fc.bias", [f], .bias, .zeros, .upBias, .split(axis: 0, blocks: [f])),
+                spec(p + "mlp.c_proj.weight", [f, c], .matrix, .normal(std: config.residualStd), .down,
+                     .split(axis: 0, blocks: [f])),
                 spec(p + "mlp.c_proj.bias", [c], .bias, .zeros, .downBias),
             ]
         case .head:

@@ -10,28 +10,34 @@ public enum Llama: ArchitectureFamily {
         let c = config.width, f = config.hiddenWidth, std = ModelConfig.initialStd
         let q = config.heads * config.headDim, kv = config.kvHeads * config.headDim
         func spec(_ name: String, _ shape: [Int], _ role: ParameterRole, _ initialization: Initialization,
-                  _ slot: TensorSlot) -> TensorSpec {
-            TensorSpec(name: name, shape: shape, role: role, initialization: initialization, slot: slot)
+                  _ slot: TensorSlot, _ split: TensorSplit = .replicated) -> TensorSpec {
+            TensorSpec(name: name, shape: shape, role: role, initialization: initialization, slot: slot, split: split)
         }
+        // Linear weights are [out, in]: column-parallel projections split the rows (axis 0), row-parallel ones
+        // the columns (axis 1).
+        func rows(_ count: Int) -> TensorSplit { .split(axis: 0, blocks: [count]) }
+        func columns(_ count: Int) -> TensorSplit { .split(axis: 1, blocks: [count]) }
         switch part {
         case .embedding:
-            return [spec("model.embed_tokens.weight", [config.vocabSize, c], .embedding, .normal(std: std), .tokenTable)]
+            return [spec("model.embed_tokens.weight", [config.vocabSize, c], .embedding, .normal(std: std), .tokenTable,
+                         rows(config.vocabSize))]
         case .block(let layer):
             let p = "model.layers.\(layer)."
             return [
                 spec(p + "input_layernorm.weight", [c], .norm, .ones, .attentionNorm),
-                spec(p + "self_attn.q_proj.weight", [q, c], .matrix, .normal(std: std), .qkv),
-                spec(p + "self_attn.k_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv),
-                spec(p + "self_attn.v_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv),
-                spec(p + "self_attn.o_proj.weight", [c, q], .matrix, .normal(std: config.residualStd), .attentionOutput),
+                spec(p + "self_attn.q_proj.weight", [q, c], .matrix, .normal(std: std), .qkv, rows(q)),
+                spec(p + "self_attn.k_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv)),
+                spec(p + "self_attn.v_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv)),
+                spec(p + "self_attn.o_proj.weight", [c, q], .matrix, .normal(std: config.residualStd), .attentionOutput,
+                     columns(q)),
                 spec(p + "post_attention_layernorm.weight", [c], .norm, .ones, .mlpNorm),
-                spec(p + "mlp.gate_proj.weight", [f, c], .matrix, .normal(std: std), .up),
-                spec(p + "mlp.up_proj.weight", [f, c], .matrix, .normal(std: std), .up),
-                spec(p + "mlp.down_proj.weight", [c, f], .matrix, .normal(std: config.residualStd), .down),
+                spec(p + "mlp.gate_proj.weight", [f, c], .matrix, .normal(std: std), .up, rows(f)),
+                spec(p + "mlp.up_proj.weight", [f, c], .matrix, .normal(std: std), .up, rows(f)),
+                spec(p + "mlp.down_proj.weight", [c, f], .matrix, .normal(std: config.residualStd), .down, columns(f)),
             ]
         case .head:
             return [spec("model.norm.weight", [c], .norm, .ones, .finalNorm),
-                    spec("lm_head.weight", [config.vocabSize, c], .matrix, .normal(std: std), .output)]
+                    spec("lm_head.weight", [config.vocabSize, c], .matrix, .normal(std: std), .output, rows(config.vocabSize))]
         }
     }
 
