@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "CAdamW", cSettings: [.unsafeFlags(["-O2", "-march=native", "-ffp-contract=off", "-fno-math-errno"])]),
         .target(name: "KeelCore", swiftSettings: native),
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW"], swiftSettings: native),
-        .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels"], swiftSettings: native),
+        .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels", "KeelComm"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
@@ -43,7 +43,7 @@ let package = Package(
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
-        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels"], swiftSettings: native),
+        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelCommTests", dependencies: ["KeelComm", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelParallelTests", dependencies: ["KeelParallel", "KeelComm", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),

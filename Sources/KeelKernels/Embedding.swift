@@ -1,16 +1,27 @@
 import KeelCore
 
 /// Token (and optionally learned position) embedding lookup.
+///
+/// `vocabulary` is the ids whose rows `table` holds (all of them, or a tensor-parallel rank's slice, whose rows
+/// start at its first id); a token outside it looks up zeros and gets no gradient here.
 public enum Embedding {
     /// out[b, t] = table[tokens[b, t]] (+ positions[t]); out: [B·T, C].
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, table: UnsafePointer<Float>,
-        positions: UnsafePointer<Float>?, rows: Int, length: Int, columns c: Int
+        positions: UnsafePointer<Float>?, rows: Int, length: Int, columns c: Int, vocabulary: Range<Int>? = nil
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
-                let o = out + r * c
-                o.update(from: table + Int(tokens[r]) * c, count: c)
+                let o = out + r * c, id = Int(tokens[r])
+                if let vocabulary {
+                    if vocabulary.contains(id) {
+                        o.update(from: table + (id - vocabulary.lowerBound) * c, count: c)
+                    } else {
+                        o.update(repeating: 0, count: c)
+                    }
+                } else {
+                    o.update(from: table + id * c, count: c)
+                }
                 if let positions { add(positions + (r % length) * c, into: o, c) }
             }
         }
@@ -21,13 +32,17 @@ public enum Embedding {
     /// Parallel over column blocks, each walking rows in order, so repeated tokens sum deterministically.
     public static func backward(
         dTable: UnsafeMutablePointer<Float>, dPositions: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
-        tokens: UnsafePointer<Int32>, rows: Int, length: Int, columns c: Int
+        tokens: UnsafePointer<Int32>, rows: Int, length: Int, columns c: Int, vocabulary: Range<Int>? = nil
     ) {
         ThreadPool.shared.parallelFor((c + 15) / 16) { blocks in
             let start = blocks.lowerBound * 16, width = min(c, blocks.upperBound * 16) - start
             for r in 0..<rows {
-                let g = dOut + r * c + start
-                add(g, into: dTable + Int(tokens[r]) * c + start, width)
+                let g = dOut + r * c + start, id = Int(tokens[r])
+                if let vocabulary {
+                    if vocabulary.contains(id) { add(g, into: dTable + (id - vocabulary.lowerBound) * c + start, width) }
+                } else {
+                    add(g, into: dTable + id * c + start, width)
+                }
                 if let dPositions { add(g, into: dPositions + (r % length) * c + start, width) }
             }
         }

@@ -8,6 +8,7 @@ final class ActivationArena {
     struct Block {
         let mid, norm1, norm2: FloatBuffer  // [N, C]
         let mean1, rstd1, mean2, rstd2: FloatBuffer  // [N]
+        // H, KV and F are this rank's share under tensor parallelism (`LocalShape`).
         let qkv: FloatBuffer  // [N, (H + 2KV)·d]
         let attention: FloatBuffer  // [N, H·d]
         let lse: FloatBuffer  // [B, H, T]
@@ -21,7 +22,8 @@ final class ActivationArena {
     let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each of the L blocks, then their output
     let blocks: [Block]
     let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer
-    /// Logits of one chunk of rows, [headRows, V]: the loss never needs all N × V at once.
+    /// Logits of one chunk of rows, [headRows, V] (V: this rank's vocabulary): the loss never needs all N × V
+    /// at once.
     let headLogits: FloatBuffer
     let headRows: Int
     /// All N × V logits, allocated only when a forward pass without targets asks for them (sampling).
@@ -33,12 +35,12 @@ final class ActivationArena {
     let dResidual, dNorm: FloatBuffer
     let dQKV, dAttention, dHidden, dActivated, attentionScratch: FloatBuffer
 
-    /// Room for `layers` blocks (a pipeline stage's) over `n` rows.
-    init(config: ModelConfig, layers: Int, rows n: Int) {
+    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes.
+    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int) {
         rows = n
-        let c = config.width, h = config.heads, d = config.headDim
-        let qkvWidth = (config.heads + 2 * config.kvHeads) * d
-        let hiddenWidth = config.hiddenWidth * (config.architecture == .llama ? 2 : 1)
+        let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth
+        let qkvWidth = shape.qkvWidth
+        let hiddenWidth = f * (config.architecture == .llama ? 2 : 1)
         residuals = (0...layers).map { _ in FloatBuffer(count: n * c) }
         blocks = (0..<layers).map { _ in
             Block(
@@ -46,13 +48,13 @@ final class ActivationArena {
                 mean1: FloatBuffer(count: n), rstd1: FloatBuffer(count: n), mean2: FloatBuffer(count: n),
                 rstd2: FloatBuffer(count: n), qkv: FloatBuffer(count: n * qkvWidth),
                 attention: FloatBuffer(count: n * h * d), lse: FloatBuffer(count: n * h),
-                hidden: FloatBuffer(count: n * hiddenWidth), activated: FloatBuffer(count: n * config.hiddenWidth))
+                hidden: FloatBuffer(count: n * hiddenWidth), activated: FloatBuffer(count: n * f))
         }
         finalNorm = FloatBuffer(count: n * c)
         finalMean = FloatBuffer(count: n)
         finalRstd = FloatBuffer(count: n)
         headRows = min(n, ActivationArena.headChunkRows)
-        headLogits = FloatBuffer(count: headRows * config.vocabSize)
+        headLogits = FloatBuffer(count: headRows * shape.vocabulary.count)
         losses = FloatBuffer(count: n)
         inputs = .allocate(capacity: n)
         targets = .allocate(capacity: n)
@@ -63,8 +65,8 @@ final class ActivationArena {
         dQKV = FloatBuffer(count: n * qkvWidth)
         dAttention = FloatBuffer(count: n * h * d)
         dHidden = FloatBuffer(count: n * hiddenWidth)
-        dActivated = FloatBuffer(count: n * config.hiddenWidth)
-        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: config.headDim))
+        dActivated = FloatBuffer(count: n * f)
+        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: d))
     }
 
     /// What a split backward pass keeps for its weight-gradient half: each block's projection output
@@ -77,9 +79,9 @@ final class ActivationArena {
         let blocks: [Block]
         let embedding: FloatBuffer
 
-        init(config: ModelConfig, layers: Int, rows n: Int) {
-            let c = config.width, qkvWidth = (config.heads + 2 * config.kvHeads) * config.headDim
-            let hiddenWidth = config.hiddenWidth * (config.architecture == .llama ? 2 : 1)
+        init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int) {
+            let c = config.width, qkvWidth = shape.qkvWidth
+            let hiddenWidth = shape.hiddenWidth * (config.architecture == .llama ? 2 : 1)
             blocks = (0..<layers).map { _ in
                 Block(down: FloatBuffer(count: n * c), up: FloatBuffer(count: n * hiddenWidth),
                       attentionOutput: FloatBuffer(count: n * c), qkv: FloatBuffer(count: n * qkvWidth))

@@ -1,3 +1,4 @@
+import KeelComm
 import KeelCore
 import KeelKernels
 
@@ -20,6 +21,9 @@ public final class Transformer: @unchecked Sendable {
     /// Their gradients, same layout as `parameters`.
     public let gradients: FloatBuffer
 
+    /// The tensor-parallel group this model's parts run over, if any, and this rank's sizes in it.
+    private let tensor: TensorGroup?
+    private let shape: LocalShape
     private let embedding: InputEmbedding?
     private let blocks: [Block]
     private let head: OutputHead?
@@ -41,23 +45,31 @@ public final class Transformer: @unchecked Sendable {
     public var gradientsReady: ((Range<Int>) -> Void)?
 
     /// Builds the model, or the pipeline stage holding blocks `layers`, with freshly initialised parameters
-    /// (each tensor equal to the same tensor of the whole model built with the same seed).
-    public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil) throws {
+    /// (each tensor equal to the same tensor of the whole model built with the same seed). With `tensor`, the
+    /// model is this rank's share of a tensor-parallel group (Megatron-LM): its pieces of every split tensor
+    /// (`TensorSplit`), cut from the whole model's, and passes that sum partial results over the group.
+    public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil, tensor: (any Communicator)? = nil) throws {
         try config.validate()
         let layers = layers ?? 0..<config.layers
         guard !layers.isEmpty, layers.lowerBound >= 0, layers.upperBound <= config.layers else {
             throw KeelError("a stage's layers \(layers) must be a non-empty part of 0..<\(config.layers)")
         }
+        let tensorRank = tensor.map { TensorRank(rank: $0.rank, size: $0.size) } ?? .whole
+        guard ParameterTable.divides(config, by: tensorRank.size) else {
+            throw KeelError("tensor parallelism: \(tensorRank.size) ranks must divide n_head (\(config.heads)), n_kv_head (\(config.kvHeads)), d_ff (\(config.hiddenWidth)) and vocab_size (\(config.vocabSize))")
+        }
         self.config = config
         self.layers = layers
-        let table = ParameterTable(config: config, layers: layers)
+        self.tensor = tensor.flatMap { $0.size > 1 ? TensorGroup(communicator: $0) : nil }
+        shape = LocalShape(config, tensor: tensorRank)
+        let table = ParameterTable(config: config, layers: layers, tensor: tensorRank)
         self.table = table
         parameters = FloatBuffer(count: table.count)
         gradients = FloatBuffer(count: table.count)
         table.initialize(parameters, seed: seed)
         let embedding = layers.lowerBound == 0 ? InputEmbedding(table) : nil
         self.embedding = embedding
-        blocks = layers.map { Block(table, layer: $0, config: config) }
+        blocks = layers.map { [shape] in Block(table, layer: $0, config: config, shape: shape) }
         head = layers.upperBound == config.layers ? OutputHead(table, tiedTo: embedding?.tokenTable) : nil
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
@@ -70,7 +82,8 @@ public final class Transformer: @unchecked Sendable {
 
     /// The parts' view of the buffers and of the batch held in `arena`.
     private func context(_ arena: ActivationArena) -> PartContext {
-        PartContext(config: config, parameters: parameters.pointer, gradients: gradients.pointer, batch: arena.batch,
+        PartContext(config: config, shape: shape, tensor: tensor, parameters: parameters.pointer, gradients: gradients.pointer,
+                    batch: arena.batch,
                     length: arena.length, precision: matrixPrecision, profiler: profiler)
     }
 
@@ -113,7 +126,7 @@ public final class Transformer: @unchecked Sendable {
         let n = batch * length
         while arenas.count <= slot { arenas.append(nil) }
         if arenas[slot] == nil || arenas[slot]!.rows < n {
-            arenas[slot] = ActivationArena(config: config, layers: blocks.count, rows: n)
+            arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n)
         }
         arenas[slot]!.batch = batch
         arenas[slot]!.length = length
@@ -195,7 +208,7 @@ public final class Transformer: @unchecked Sendable {
             dResidual.update(from: outputGradient, count: n * config.width)
         }
         if deferringWeights && a.deferred == nil {
-            a.deferred = ActivationArena.Deferred(config: config, layers: blocks.count, rows: a.rows)
+            a.deferred = ActivationArena.Deferred(config: config, shape: shape, layers: blocks.count, rows: a.rows)
         }
         let deferred = deferringWeights ? a.deferred : nil
         for (i, block) in blocks.enumerated().reversed() {

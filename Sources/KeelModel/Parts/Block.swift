@@ -5,27 +5,35 @@ import KeelKernels
 /// GPT-2: LayerNorm, fused QKV, GELU-tanh; Llama: RMSNorm, RoPE on q and k, SwiGLU over gate | up.
 /// Forward saves what backward needs in `saved`; backward adds this block's parameter gradients into the
 /// gradient buffer and turns the gradient of its output into the gradient of its input, in place.
+///
+/// Under tensor parallelism (Megatron-LM) the same code runs on each rank's share of the heads and of the MLP
+/// width: q | k | v and the MLP's up projection are column-parallel (each rank computes its heads' and its
+/// hidden units' outputs from the whole input), the attention output and down projections row-parallel (each
+/// rank's partial output is summed over the tensor group, one all-reduce each); in the backward pass the
+/// input gradients of the column-parallel projections are summed instead.
 struct Block {
     /// The block's span of the flat buffers (reported to data parallelism when its gradients are final).
     let span: Range<Int>
     private let attentionNorm, mlpNorm: NormParameters
     private let qkv, attentionOutput, up, down: ProjectionParameters
 
-    init(_ table: ParameterTable, layer: Int, config: ModelConfig) {
+    init(_ table: ParameterTable, layer: Int, config: ModelConfig, shape: LocalShape) {
         let part = ModelPart.block(layer), layout = config.architecture.family.weightLayout
-        let c = config.width, d = config.headDim, f = config.hiddenWidth
-        func projection(_ weight: TensorSlot, _ bias: TensorSlot, _ input: Int, _ output: Int) -> ProjectionParameters {
+        let c = config.width, d = shape.headDim, f = shape.hiddenWidth
+        func projection(_ weight: TensorSlot, _ bias: TensorSlot, _ input: Int, _ output: Int,
+                        rowParallel: Bool = false) -> ProjectionParameters {
             ProjectionParameters(table, part, weight: weight, bias: bias,
-                                 shape: LinearShape(inFeatures: input, outFeatures: output, layout: layout))
+                                 shape: LinearShape(inFeatures: input, outFeatures: output, layout: layout),
+                                 summedAfterwards: rowParallel)
         }
         span = table.range(of: part)
         attentionNorm = NormParameters(table, part, weight: .attentionNorm, bias: .attentionNormBias)
         mlpNorm = NormParameters(table, part, weight: .mlpNorm, bias: .mlpNormBias)
-        qkv = projection(.qkv, .qkvBias, c, (config.heads + 2 * config.kvHeads) * d)
-        attentionOutput = projection(.attentionOutput, .attentionOutputBias, config.heads * d, c)
+        qkv = projection(.qkv, .qkvBias, c, shape.qkvWidth)
+        attentionOutput = projection(.attentionOutput, .attentionOutputBias, shape.heads * d, c, rowParallel: true)
         // Llama's gate and up projections are one product of twice the width.
         up = projection(.up, .upBias, c, config.architecture == .llama ? 2 * f : f)
-        down = projection(.down, .downBias, f, c)
+        down = projection(.down, .downBias, f, c, rowParallel: true)
     }
 
     /// x → out, both [N, C]; `scratch` is attention's per-thread workspace.
@@ -34,24 +42,27 @@ struct Block {
         scratch: UnsafeMutablePointer<Float>, rope: RotaryEmbedding?, _ context: PartContext
     ) {
         let config = context.config, n = context.rows, c = config.width, attention = context.attention
+        let shape = context.shape, f = shape.hiddenWidth
         context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm)
         context.project(s.qkv.pointer, s.norm1.pointer, qkv)
         context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {
             rope?.apply(s.qkv.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
-                        heads: config.heads + config.kvHeads)
+                        heads: shape.heads + shape.kvHeads)
             attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: scratch)
         }
         context.project(s.mid.pointer, s.attention.pointer, attentionOutput)
+        context.tensor?.sum(s.mid.pointer, count: n * c, label: "attention output")
         context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(x, into: s.mid.pointer, count: n * c) }
         context.normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, mlpNorm)
         context.project(s.hidden.pointer, s.norm2.pointer, up)
-        context.profiled(.activation, .forward, bytes: 12 * Double(n * config.hiddenWidth)) {
+        context.profiled(.activation, .forward, bytes: 12 * Double(n * f)) {
             switch config.architecture {
-            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * config.hiddenWidth)
-            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: config.hiddenWidth)
+            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * f)
+            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: f)
             }
         }
         context.project(out, s.activated.pointer, down)
+        context.tensor?.sum(out, count: n * c, label: "MLP output")
         context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(s.mid.pointer, into: out, count: n * c) }
     }
 
@@ -64,20 +75,21 @@ struct Block {
         work a: ActivationArena, rope: RotaryEmbedding?, deferred: ActivationArena.Deferred.Block? = nil,
         _ context: PartContext
     ) {
-        let config = context.config, n = context.rows, attention = context.attention
+        let config = context.config, n = context.rows, c = config.width, attention = context.attention
+        let shape = context.shape, f = shape.hiddenWidth
         let dNorm = a.dNorm.pointer
         context.projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, down, deferred: deferred?.down.pointer)
-        context.profiled(.activation, .backward, bytes: 16 * Double(n * config.hiddenWidth)) {
+        context.profiled(.activation, .backward, bytes: 16 * Double(n * f)) {
             switch config.architecture {
             case .gpt2:
-                GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer,
-                              count: n * config.hiddenWidth)
+                GELU.backward(dx: a.dHidden.pointer, dOut: a.dActivated.pointer, x: s.hidden.pointer, count: n * f)
             case .llama:
                 SwiGLU.backward(dGateUp: a.dHidden.pointer, dOut: a.dActivated.pointer, gateUp: s.hidden.pointer,
-                                rows: n, width: config.hiddenWidth)
+                                rows: n, width: f)
             }
         }
         context.projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, up, deferred: deferred?.up.pointer)
+        context.tensor?.sum(dNorm, count: n * c, label: "MLP input gradient")
         context.normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, mlpNorm)
         context.projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, attentionOutput,
                                 deferred: deferred?.attentionOutput.pointer)
@@ -85,9 +97,10 @@ struct Block {
             attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
                                lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
             rope?.apply(a.dQKV.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
-                        heads: config.heads + config.kvHeads, inverse: true)
+                        heads: shape.heads + shape.kvHeads, inverse: true)
         }
         context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv, deferred: deferred?.qkv.pointer)
+        context.tensor?.sum(dNorm, count: n * c, label: "attention input gradient")
         context.normalizeBackward(dResidual, dNorm, x, s.mean1.pointer, s.rstd1.pointer, attentionNorm)
     }
 

@@ -2,6 +2,9 @@ import KeelCore
 import KeelKernels
 
 /// Token ids → the residual stream: a row of the token table per id, plus GPT-2's learned position row.
+///
+/// Under tensor parallelism the token table is vocab-parallel: each rank looks up the ids it holds (zeros for
+/// the others), the first rank adds the positions, and the sum over the group is the whole embedding.
 struct InputEmbedding {
     /// The token table (GPT-2's output head reads it too).
     let tokenTable: Int
@@ -17,11 +20,13 @@ struct InputEmbedding {
 
     /// out [N, C] ← embeddings of `tokens` [B, T].
     func forward(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, _ context: PartContext) {
-        let p = context.parameters, n = context.rows, c = context.config.width
+        let p = context.parameters, n = context.rows, c = context.config.width, tensor = context.tensor
+        let positions = tensor == nil || tensor!.rank.rank == 0 ? positionTable.map { p + $0 } : nil
         context.profiled(.embedding, .forward, bytes: 8 * Double(n * c)) {
-            Embedding.forward(out, tokens: tokens, table: p + tokenTable, positions: positionTable.map { p + $0 }, rows: n,
-                              length: context.length, columns: c)
+            Embedding.forward(out, tokens: tokens, table: p + tokenTable, positions: positions, rows: n,
+                              length: context.length, columns: c, vocabulary: tensor.map { _ in context.shape.vocabulary })
         }
+        tensor?.sum(out, count: n * c, label: "embedding")
     }
 
     /// Adds ∂loss/∂table (scattered from dOut [N, C]) into the gradient buffer.
@@ -29,7 +34,8 @@ struct InputEmbedding {
         let g = context.gradients, n = context.rows, c = context.config.width
         context.profiled(.embedding, .backward, bytes: 12 * Double(n * c)) {
             Embedding.backward(dTable: g + tokenTable, dPositions: positionTable.map { g + $0 }, dOut: dOut, tokens: tokens,
-                               rows: n, length: context.length, columns: c)
+                               rows: n, length: context.length, columns: c,
+                               vocabulary: context.tensor.map { _ in context.shape.vocabulary })
         }
     }
 }

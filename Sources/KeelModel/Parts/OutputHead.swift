@@ -7,6 +7,10 @@ import KeelKernels
 /// The projection and the loss run in chunks of rows so the N × V logits never exist at once. In a training
 /// pass each chunk's ∂loss/∂logits goes straight into the projection's backward: its input gradient lands in
 /// dNorm for `backward`, its weight gradient in the gradient buffer.
+///
+/// Under tensor parallelism the projection is vocab-parallel: each rank computes the logits of its slice of
+/// the vocabulary, the loss combines the slices (`VocabParallelCrossEntropy`), and the projection's partial
+/// input gradients are summed over the group.
 struct OutputHead {
     private let norm: NormParameters
     /// The projection's weight: the head's own output tensor, or the tied token table.
@@ -26,8 +30,8 @@ struct OutputHead {
         normSpan = norms.first!.offset..<norms.last!.range.upperBound
     }
 
-    private func shape(_ config: ModelConfig) -> LinearShape {
-        LinearShape(inFeatures: config.width, outFeatures: config.vocabSize, layout: .outputMajor)
+    private func shape(_ context: PartContext) -> LinearShape {
+        LinearShape(inFeatures: context.config.width, outFeatures: context.shape.vocabulary.count, layout: .outputMajor)
     }
 
     /// The final norm of the last block's output x [N, C] into the arena.
@@ -38,8 +42,9 @@ struct OutputHead {
     /// All N × V logits of the normalised rows (inference: no loss, no gradients).
     func logits(into logits: UnsafeMutablePointer<Float>, _ a: ActivationArena, _ context: PartContext) {
         let config = context.config, n = context.rows
+        precondition(context.tensor == nil, "all logits of a tensor-parallel head are not gathered (sampling runs on one process)")
         context.profiled(.matmul, .forward, flops: 2 * Double(n * config.width * config.vocabSize)) {
-            shape(config).forward(logits, a.finalNorm.pointer, weight: context.parameters + weight, bias: nil, rows: n,
+            shape(context).forward(logits, a.finalNorm.pointer, weight: context.parameters + weight, bias: nil, rows: n,
                                   precision: context.precision)
         }
     }
@@ -52,8 +57,8 @@ struct OutputHead {
         targets: UnsafePointer<Int32>, lossScale: Float?, _ a: ActivationArena,
         packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
     ) {
-        let config = context.config, n = context.rows, c = config.width, v = config.vocabSize
-        let p = context.parameters, g = context.gradients, headShape = shape(config)
+        let config = context.config, n = context.rows, c = config.width, v = context.shape.vocabulary.count
+        let p = context.parameters, g = context.gradients, headShape = shape(context)
         // In bf16 the weight is rounded and packed once for all chunks, not once per chunk and product.
         let packedHead = context.precision == .bfloat16 ? packs.weight : nil
         if let packedHead { headShape.pack(p + weight, into: packedHead) }
@@ -70,8 +75,17 @@ struct OutputHead {
                                   precision: context.precision, packed: packedHead)
             }
             context.profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
-                CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
-                                     rows: rows, vocab: v, gradientScale: lossScale.map { $0 / Float(n) })
+                let scale = lossScale.map { $0 / Float(n) }
+                if let tensor = context.tensor {
+                    tensor.run {
+                        try VocabParallelCrossEntropy.forward(
+                            losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start, rows: rows,
+                            slice: context.shape.vocabulary, gradientScale: scale, reductions: tensor.lossReductions)
+                    }
+                } else {
+                    CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
+                                         rows: rows, vocab: v, gradientScale: scale)
+                }
             }
             if let headGradient {
                 context.profiled(.matmul, .backward, flops: 2 * Double(rows * c * v)) {
@@ -93,6 +107,7 @@ struct OutputHead {
                 gemm(packed: headGradient, .none, n: c, a.finalNorm.pointer, beta: 1, g + weight)
             }
         }
+        if lossScale != nil { context.tensor?.sum(a.dNorm.pointer, count: n * c, label: "head input gradient") }
     }
 
     /// The final norm's backward: ∂loss/∂x into dResidual (zeroed first) from the projection's input

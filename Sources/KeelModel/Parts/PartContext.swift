@@ -6,6 +6,10 @@ import KeelKernels
 /// only offsets into the buffers, so the same part code runs on whichever buffers a model or stage owns.
 struct PartContext {
     let config: ModelConfig
+    /// This rank's share of the heads, MLP width and vocabulary (all of them without tensor parallelism).
+    let shape: LocalShape
+    /// The tensor-parallel group, when there is one.
+    let tensor: TensorGroup?
     let parameters: UnsafeMutablePointer<Float>
     let gradients: UnsafeMutablePointer<Float>
     let batch: Int
@@ -24,14 +28,14 @@ struct PartContext {
     }
 
     var attention: CausalAttention {
-        CausalAttention(batch: batch, length: length, heads: config.heads, kvHeads: config.kvHeads,
-                        headDim: config.headDim, precision: precision)
+        CausalAttention(batch: batch, length: length, heads: shape.heads, kvHeads: shape.kvHeads,
+                        headDim: shape.headDim, precision: precision)
     }
 
     /// Multiply-adds of causal attention for one layer: Q·Kᵀ and P·V over the lower triangle forward
     /// (2·B·H·T²·d FLOPs); backward recomputes P and runs four products (5·B·H·T²·d).
     func attentionFlops(_ direction: Profiler.Direction) -> Double {
-        let base = Double(batch * config.heads * length * length * config.headDim)
+        let base = Double(batch * shape.heads * length * length * shape.headDim)
         return direction == .forward ? 2 * base : 5 * base
     }
 
@@ -70,7 +74,7 @@ struct PartContext {
     func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: ProjectionParameters) {
         let p = parameters, n = rows
         profiled(.matmul, .forward, flops: 2 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
-            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.bias.map { p + $0 }, rows: n,
+            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.forwardBias.map { p + $0 }, rows: n,
                                 precision: precision)
         }
     }
@@ -123,12 +127,18 @@ struct NormParameters {
 struct ProjectionParameters {
     let weight: Int
     let bias: Int?
+    /// The bias the forward pass adds: none on all tensor ranks but the first when the layer's partial outputs
+    /// are summed over the tensor group afterwards (a row-parallel projection), so it is added once.
+    let forwardBias: Int?
     let shape: LinearShape
 
-    init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot, shape: LinearShape) {
+    init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot, shape: LinearShape,
+         summedAfterwards: Bool = false) {
         guard let offset = table.offset(weight, in: part) else { preconditionFailure("\(part) has no \(weight)") }
         self.weight = offset
         self.bias = table.offset(bias, in: part)
+        let firstRank = table.entries.first { $0.part == part && $0.slot == weight }!.tensorRank.rank == 0
+        forwardBias = summedAfterwards && !firstRank ? nil : self.bias
         self.shape = shape
     }
 }

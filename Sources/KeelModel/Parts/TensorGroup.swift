@@ -1,0 +1,64 @@
+import Foundation
+import KeelComm
+import KeelCore
+import KeelKernels
+
+/// The sizes one rank's parts compute with: the whole model's, or under tensor parallelism its share of the
+/// heads, the MLP width and the vocabulary (the residual stream keeps its full width on every rank).
+struct LocalShape {
+    let heads: Int
+    let kvHeads: Int
+    let headDim: Int
+    /// The MLP's hidden width on this rank.
+    let hiddenWidth: Int
+    /// The vocabulary ids whose embedding rows and logits this rank holds.
+    let vocabulary: Range<Int>
+
+    init(_ config: ModelConfig, tensor: TensorRank) {
+        let t = tensor.size
+        heads = config.heads / t
+        kvHeads = config.kvHeads / t
+        headDim = config.headDim
+        hiddenWidth = config.hiddenWidth / t
+        let slice = config.vocabSize / t
+        vocabulary = (tensor.rank * slice)..<((tensor.rank + 1) * slice)
+    }
+
+    /// Columns of the fused q | k | v projection's output.
+    var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
+}
+
+/// The tensor-parallel group a model's parts sum their partial results over (Megatron's f and g operators:
+/// after a row-parallel projection in the forward pass, after a column-parallel one in the backward pass).
+///
+/// The parts' passes cannot throw, so a collective that fails (a rank that died or hangs past the timeout)
+/// ends the job here as `keel` does for any error on a rank: one "Error: rank R: …" line, then every process
+/// is stopped.
+struct TensorGroup {
+    let communicator: any Communicator
+
+    var rank: TensorRank { TensorRank(rank: communicator.rank, size: communicator.size) }
+
+    /// Replaces `count` values at `buffer` by their sum over the group.
+    func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) {
+        run { try communicator.allReduce(UnsafeMutableBufferPointer(start: buffer, count: count), .sum, label: label) }
+    }
+
+    /// The cross-rank reductions of the vocab-parallel loss.
+    var lossReductions: VocabParallelCrossEntropy.Reductions {
+        let communicator = self.communicator
+        return VocabParallelCrossEntropy.Reductions(
+            maximum: { try communicator.allReduce($0, .max, label: "loss: row maxima over the vocabulary") },
+            sum: { try communicator.allReduce($0, .sum, label: "loss: sums over the vocabulary") })
+    }
+
+    /// Runs `body`; on failure reports it and stops the job.
+    func run(_ body: () throws -> Void) {
+        do {
+            try body()
+        } catch {
+            FileHandle.standardError.write(Data("Error: rank \(communicator.rank) of the tensor group: \(error)\n".utf8))
+            communicator.abort(code: 1)
+        }
+    }
+}
