@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
-# NumPy reference, training, bad input), the command-line tests and the multi-process tests (data and pipeline
+# NumPy reference, training, bad input), the command-line tests and the multi-process tests (data, pipeline and tensor
 # parallelism) under mpirun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +13,4 @@ swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
 bash Tests/CLI/mpi_tests.sh .build/debug/keel
 bash Tests/CLI/pipeline_tests.sh .build/debug/keel
+bash Tests/CLI/tensor_tests.sh .build/debug/keel

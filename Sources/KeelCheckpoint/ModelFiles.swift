@@ -27,7 +27,14 @@ public enum ModelFiles {
     public static func loadWeights(into model: Transformer, from url: URL) throws {
         let file = try SafetensorsFile(url: url)
         for entry in model.table.entries {
-            try file.copyFloats(entry.name, shape: entry.shape, to: model.parameters.pointer + entry.offset)
+            guard entry.shape != entry.wholeShape else {
+                try file.copyFloats(entry.name, shape: entry.shape, to: model.parameters.pointer + entry.offset)
+                continue
+            }
+            // A tensor-parallel piece: cut from the whole tensor the file holds.
+            let whole = FloatBuffer(count: entry.wholeShape.reduce(1, *))
+            try file.copyFloats(entry.name, shape: entry.wholeShape, to: whole.pointer)
+            entry.split.copy(whole.pointer, shape: entry.wholeShape, model.parameters.pointer + entry.offset, rank: entry.tensorRank)
         }
     }
 

@@ -36,13 +36,20 @@ public final class OptimizerShard {
         gradientBuffer?.pointer ?? model.gradients.pointer
     }
 
-    /// Σ g² over `gradients`, leaving out `excluded` (a copy of a tensor another stage counts).
-    public func sumOfSquares(excluding excluded: Range<Int>? = nil) -> Double {
+    /// Σ g² over `gradients`, leaving out the spans `excluded` (tensors another rank counts: a tied copy on
+    /// the last pipeline stage, replicated tensors on all tensor ranks but the first).
+    public func sumOfSquares(excluding excluded: [Range<Int>] = []) -> Double {
         let own = range
-        guard let excluded, excluded.overlaps(own) else { return KeelKernels.sumOfSquares(gradients, count: own.count) }
-        let cut = excluded.clamped(to: own)
-        return KeelKernels.sumOfSquares(gradients, count: cut.lowerBound - own.lowerBound)
-            + KeelKernels.sumOfSquares(gradients + (cut.upperBound - own.lowerBound), count: own.upperBound - cut.upperBound)
+        var total = 0.0, start = own.lowerBound
+        func add(_ span: Range<Int>) {
+            total += KeelKernels.sumOfSquares(gradients + (span.lowerBound - own.lowerBound), count: span.count)
+        }
+        for cut in excluded.map({ $0.clamped(to: own) }).filter({ !$0.isEmpty }).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if cut.lowerBound > start { add(start..<cut.lowerBound) }
+            start = max(start, cut.upperBound)
+        }
+        if own.upperBound > start { add(start..<own.upperBound) }
+        return total
     }
 
     /// Copies every rank's updated range of the parameters to all ranks (ZeRO-1; nothing otherwise).

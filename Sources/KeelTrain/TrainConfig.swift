@@ -102,11 +102,15 @@ public struct TrainConfig: Sendable {
         public var bucketElements: Int { max(1, Int(bucketMegabytes * 1_048_576 / 4)) }
     }
 
-    /// `[parallel]`: how the processes of a job divide the work — pipeline stages × data-parallel replicas.
+    /// `[parallel]`: how the processes of a job divide the work — pipeline stages × data-parallel replicas ×
+    /// tensor-parallel ranks.
     public struct ParallelSettings: Sendable {
         /// `pp`: pipeline ranks; each holds consecutive blocks (1: every rank holds the whole model).
         public var pipeline: Int
-        /// `dp`: data-parallel replicas (default: the processes divided by `pp`); `pp × dp` must be the job's size.
+        /// `tp`: tensor-parallel ranks; each holds its share of every layer's heads, MLP width and vocabulary.
+        public var tensor: Int
+        /// `dp`: data-parallel replicas (default: the processes divided by `pp × tp`); `pp × tp × dp` must be the
+        /// job's size.
         public var data: Int?
         /// `schedule`: the pipeline schedule ("gpipe", "1f1b", "interleaved", "zb-h1").
         public var schedule: PipelineSchedule
@@ -131,15 +135,21 @@ public struct TrainConfig: Sendable {
 
         /// The data-parallel size in a job of `processes`, or an error naming the keys that do not fit.
         public func dataParallelSize(processes: Int) throws -> Int {
-            guard processes % pipeline == 0 else {
-                throw KeelError("config: parallel.pp (\(pipeline)) must divide the number of processes (\(processes))")
+            let split = tensor == 1 ? "parallel.pp (\(pipeline))" : "parallel.pp × parallel.tp (\(pipeline) × \(tensor))"
+            guard processes % (pipeline * tensor) == 0 else {
+                throw KeelError("config: \(split) must divide the number of processes (\(processes))")
             }
-            let dp = processes / pipeline
+            let dp = processes / (pipeline * tensor)
             if let data, data != dp {
-                throw KeelError("config: parallel.pp × parallel.dp = \(pipeline) × \(data) = \(pipeline * data) must equal the number of processes (\(processes))")
+                let keys = tensor == 1 ? "parallel.pp × parallel.dp = \(pipeline) × \(data)"
+                    : "parallel.pp × parallel.tp × parallel.dp = \(pipeline) × \(tensor) × \(data)"
+                throw KeelError("config: \(keys) = \(pipeline * tensor * data) must equal the number of processes (\(processes))")
             }
             return dp
         }
+
+        /// Processes the layout needs when `dp` is given (or 1).
+        public var processes: Int { pipeline * tensor * (data ?? 1) }
     }
 
     /// Reads the TOML at `path` (if any) and applies `overrides`.
@@ -232,7 +242,8 @@ public struct TrainConfig: Sendable {
             throw KeelError("config: parallel.schedule must be one of \(PipelineSchedule.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(schedule)\")")
         }
         parallel = ParallelSettings(
-            pipeline: try v.int("parallel.pp", 1), data: try v.optionalInt("parallel.dp"), schedule: pipelineSchedule,
+            pipeline: try v.int("parallel.pp", 1), tensor: try v.int("parallel.tp", 1), data: try v.optionalInt("parallel.dp"),
+            schedule: pipelineSchedule,
             virtualStages: try v.int("parallel.virtual_stages", pipelineSchedule == .interleaved ? 2 : 1),
             stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
         try v.rejectUnknownKeys()
@@ -302,6 +313,11 @@ public struct TrainConfig: Sendable {
         let p = parallel
         try require(p.pipeline >= 1, "parallel.pp", "must be positive (got \(p.pipeline))")
         try require(p.data.map { $0 >= 1 } ?? true, "parallel.dp", "must be positive (got \(p.data ?? 0))")
+        try require(p.tensor >= 1, "parallel.tp", "must be positive (got \(p.tensor))")
+        for (key, value) in [("model.n_head", model.heads), ("model.n_kv_head", model.kvHeads), ("model.d_ff", model.hiddenWidth),
+                             ("model.vocab_size", model.vocabSize)] {
+            try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")
+        }
         try require(p.virtualStages >= 1, "parallel.virtual_stages", "must be positive (got \(p.virtualStages))")
         try require(p.schedule == .interleaved || p.virtualStages == 1, "parallel.virtual_stages",
                     "must be 1 with the \(p.schedule.rawValue) schedule (only interleaved holds several chunks per rank)")

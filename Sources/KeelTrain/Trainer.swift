@@ -53,8 +53,9 @@ public final class Trainer {
     public init(config: TrainConfig, output: URL, resume: Bool,
                 groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
         let dataParallel = try config.parallel.dataParallelSize(processes: groups.world.size)
-        guard groups.mesh.pipeline == config.parallel.pipeline, groups.mesh.data == dataParallel else {
-            throw KeelError("parallel layout: the job is laid out as \(groups.mesh.pipeline) pipeline × \(groups.mesh.data) data ranks, the config asks for \(config.parallel.pipeline) × \(dataParallel)")
+        guard groups.mesh.pipeline == config.parallel.pipeline, groups.mesh.tensor == config.parallel.tensor,
+              groups.mesh.data == dataParallel else {
+            throw KeelError("parallel layout: the job is laid out as \(groups.mesh.pipeline) pipeline × \(groups.mesh.tensor) tensor × \(groups.mesh.data) data ranks, the config asks for \(config.parallel.pipeline) × \(config.parallel.tensor) × \(dataParallel)")
         }
         self.config = config
         self.output = output
@@ -96,9 +97,10 @@ public final class Trainer {
         }
     }
 
-    /// The whole model, when this rank holds all of it (no pipeline parallelism); nil on a pipeline stage.
+    /// The whole model, when this rank holds all of it (no pipeline or tensor parallelism); nil otherwise.
     public var model: Transformer? {
-        step.chunks.count == 1 && step.chunks[0].isFirstStage && step.chunks[0].isLastStage ? step.chunks[0] : nil
+        step.chunks.count == 1 && step.chunks[0].isFirstStage && step.chunks[0].isLastStage && groups.tensor.size == 1
+            ? step.chunks[0] : nil
     }
 
     /// The run's tokenizer (to decode samples).
@@ -311,10 +313,12 @@ public final class Trainer {
     /// Assembles the whole model's buffer on pipeline rank 0 from every rank's chunk buffers (laid out as
     /// each chunk's parameters), placing each tensor by name; nil on the other ranks. A tied table's copy on
     /// the last stage is left out: the first stage's is the model's.
-    private func collect(_ local: [FloatBuffer], label: String) throws -> FloatBuffer? {
+    private func collect(_ pieces: [FloatBuffer], label: String) throws -> FloatBuffer? {
+        let local = try pieces.enumerated().map { try wholeStage($1, chunk: $0, label: label) }
+        guard groups.tensor.rank == 0 else { return nil }
         let pipeline = groups.pipeline, p = pipeline.size
         let whole = pipeline.rank == 0 ? FloatBuffer(count: wholeTable.count) : nil
-        for (chunk, buffer) in local.enumerated() {
+        for (chunk, buffer) in local.map({ $0! }).enumerated() {
             let stages = (0..<p).map { chunk * p + $0 }
             let counts = stages.map { stageTables[$0].count }
             let gathered = p == 1 ? buffer : (pipeline.rank == 0 ? FloatBuffer(count: counts.reduce(0, +)) : nil)
@@ -335,6 +339,29 @@ public final class Trainer {
         return whole
     }
 
+    /// A chunk's buffer laid out as its whole stage: with tensor parallelism the tensor ranks' pieces, gathered
+    /// to tensor rank 0 and put back together there (nil on the other ranks); otherwise `piece` itself.
+    private func wholeStage(_ piece: FloatBuffer, chunk: Int, label: String) throws -> FloatBuffer? {
+        let tensor = groups.tensor, t = tensor.size
+        guard t > 1 else { return piece }
+        // Every tensor rank's pieces are laid out alike (equal shares), so rank r's tensor sits at the same offset.
+        let pieces = step.chunks[chunk].table, count = pieces.count
+        let gathered = tensor.rank == 0 ? FloatBuffer(count: t * count) : nil
+        try tensor.gather(UnsafePointer(piece.pointer), into: gathered?.pointer, counts: Array(repeating: count, count: t),
+                          root: 0, label: "checkpoint: \(label) of the tensor ranks")
+        guard let gathered else { return nil }
+        let stage = stageTables[chunk * groups.pipeline.size + groups.pipeline.rank]
+        let whole = FloatBuffer(count: stage.count)
+        for entry in stage.entries {
+            let source = pieces[entry.name]!.offset
+            for r in 0..<t {
+                entry.split.copy(whole.pointer + entry.offset, shape: entry.shape, gathered.pointer + r * count + source,
+                                 rank: TensorRank(rank: r, size: t), gathering: true)
+            }
+        }
+        return whole
+    }
+
     private func restore(from checkpoint: URL) throws {
         let saved = try ModelFiles.readConfig(from: checkpoint.appendingPathComponent(ModelFiles.configFile))
         guard saved == config.model else {
@@ -343,15 +370,24 @@ public final class Trainer {
         let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
             try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
-            // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model.
+            // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model (and,
+            // for a tensor-parallel piece, cut from the whole tensor's).
             let shard = optimizer.shard.range
             for entry in chunk.table.entries {
                 let part = entry.range.clamped(to: shard)
                 guard !part.isEmpty else { continue }
-                let start = wholeTable[entry.name]!.offset + part.lowerBound - entry.offset
+                let whole = wholeTable[entry.name]!
                 for (name, buffer) in [("exp_avg", optimizer.m), ("exp_avg_sq", optimizer.v)] {
-                    try moments.copyFloats(name, shape: [wholeTable.count], elements: start..<(start + part.count),
-                                           to: buffer.pointer + part.lowerBound - shard.lowerBound)
+                    let destination = buffer.pointer + part.lowerBound - shard.lowerBound
+                    guard entry.count != whole.count else {
+                        let start = whole.offset + part.lowerBound - entry.offset
+                        try moments.copyFloats(name, shape: [wholeTable.count], elements: start..<(start + part.count), to: destination)
+                        continue
+                    }
+                    let values = FloatBuffer(count: whole.count), piece = FloatBuffer(count: entry.count)
+                    try moments.copyFloats(name, shape: [wholeTable.count], elements: whole.range, to: values.pointer)
+                    entry.split.copy(values.pointer, shape: whole.shape, piece.pointer, rank: entry.tensorRank)
+                    destination.update(from: piece.pointer + part.lowerBound - entry.offset, count: part.count)
                 }
             }
         }

@@ -63,14 +63,13 @@ public final class TrainingStep {
                 groups: ParallelState) throws {
         let p = groups.pipeline.size, rank = groups.pipeline.rank
         precondition(layers.count == p * virtualStages)
-        precondition(groups.mesh.tensor == 1, "tensor parallelism is not supported yet")
         self.groups = groups
         microBatches = t.gradientAccumulation
         batch = t.batchSize
         length = t.sequenceLength
         gradientClip = t.gradientClip
         chunks = try (0..<virtualStages).map { c in
-            let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank])
+            let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank], tensor: groups.tensor)
             chunk.matrixPrecision = t.precision
             return chunk
         }
@@ -110,10 +109,15 @@ public final class TrainingStep {
         return nil
     }
 
-    /// The span of the last stage's copy of the tied token table, which the gradient norm leaves out.
-    private func excludedFromNorm(_ chunk: Int) -> Range<Int>? {
-        guard let tied, tied.isCopy, tied.chunk == chunk else { return nil }
-        return tied.span
+    /// The spans of a chunk's gradients that another rank counts in the gradient norm: the last stage's copy of
+    /// the tied token table, and on tensor ranks but the first every replicated tensor.
+    private func excludedFromNorm(_ chunk: Int) -> [Range<Int>] {
+        var excluded: [Range<Int>] = []
+        if let tied, tied.isCopy, tied.chunk == chunk { excluded.append(tied.span) }
+        if groups.tensor.rank > 0 {
+            excluded += chunks[chunk].table.entries.filter { $0.split == .replicated }.map(\.range)
+        }
+        return excluded
     }
 
     /// Runs optimizer step `number` (from 1) at `learningRate` on the next micro-batches from `loader` (this
@@ -165,12 +169,15 @@ public final class TrainingStep {
             loss = try groups.pipeline.allReduce([losses.isEmpty ? 0 : loss], .sum, label: "\(label): loss from the last stage")[0]
         }
 
-        // 5. Global gradient norm: over the shards of the data-parallel group (ZeRO-1) and the pipeline's stages.
+        // 5. Global gradient norm: over the shards of the data-parallel group (ZeRO-1), the tensor ranks' pieces
+        // and the pipeline's stages.
         var sumOfSquares = optimizers.enumerated().reduce(0.0) { $0 + $1.element.shard.sumOfSquares(excluding: excludedFromNorm($1.offset)) }
         if optimizers[0].shard.isSharded {
             sumOfSquares = try groups.world.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
-        } else if groups.pipeline.size > 1 {
-            sumOfSquares = try groups.pipeline.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
+        } else {
+            for group in [groups.tensor, groups.pipeline] where group.size > 1 {
+                sumOfSquares = try group.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
+            }
         }
         let gradientNorm = Float(sumOfSquares.squareRoot())
         guard loss.isFinite, gradientNorm.isFinite else {

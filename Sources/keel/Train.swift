@@ -53,16 +53,16 @@ struct Train: ParsableCommand {
         let settings = try TrainConfig.load(path: configPath, overrides: overrides)
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else {
-            if settings.parallel.pipeline > 1 || (settings.parallel.data ?? 1) > 1 {
-                let processes = settings.parallel.pipeline * (settings.parallel.data ?? 1)
-                throw ValidationError("parallel.pp × parallel.dp needs \(processes) processes; start them with `mpirun -n \(processes) keel train …` (or srun, or `keel launch`)")
+            let processes = settings.parallel.processes
+            if processes > 1 {
+                throw ValidationError("parallel.pp × parallel.tp × parallel.dp needs \(processes) processes; start them with `mpirun -n \(processes) keel train …` (or srun, or `keel launch`)")
             }
             try train(settings, output: output, groups: .singleProcess())
             return
         }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
             _ = try settings.parallel.dataParallelSize(processes: world.size)
-            let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline)
+            let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline, tensor: settings.parallel.tensor)
             try train(settings, output: output, groups: ParallelState(mesh: mesh, world: world))
         }
     }

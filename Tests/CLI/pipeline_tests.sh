@@ -137,7 +137,7 @@ then pass "--trace writes both ranks' passes, waits and sends, in schedule order
 else fail "--trace writes both ranks' passes, waits and sends, in schedule order on one clock"; fi
 
 # --- Bad layouts and failures --------------------------------------------------------------------------------
-refused "a pipeline outside a launcher" "parallel.pp × parallel.dp needs 2 processes; start them with .mpirun -n 2" "$keel" train --config "$c" --out "$work/alone" \
+refused "a pipeline outside a launcher" "parallel.pp × parallel.tp × parallel.dp needs 2 processes; start them with .mpirun -n 2" "$keel" train --config "$c" --out "$work/alone" \
     --set parallel.pp=2
 failed_with "pp that does not divide the processes" "parallel.pp \(2\) must divide the number of processes \(3\)" \
     "${mpi[@]}" -np 3 "$keel" train --config "$c" --out "$work/three" --set parallel.pp=2

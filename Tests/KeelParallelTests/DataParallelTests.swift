@@ -99,8 +99,11 @@ final class DataParallelTests: XCTestCase {
         let values = model.gradients.toArray().map { Double($0) * Double($0) }
         XCTAssertEqual(shard.sumOfSquares(), values.reduce(0, +), accuracy: 1e-9)
         let excluded = 40..<95
-        XCTAssertEqual(shard.sumOfSquares(excluding: excluded),
+        XCTAssertEqual(shard.sumOfSquares(excluding: [excluded]),
                        values.reduce(0, +) - values[excluded].reduce(0, +), accuracy: 1e-9)
+        // Several spans, unordered and overlapping.
+        XCTAssertEqual(shard.sumOfSquares(excluding: [200..<260, 0..<10, 240..<300]),
+                       values.reduce(0, +) - values[0..<10].reduce(0, +) - values[200..<300].reduce(0, +), accuracy: 1e-9)
     }
 }
 

@@ -68,6 +68,16 @@ final class ParallelConfigTests: XCTestCase {
         assertKeelError("parallel.stage_boundaries [2]", "must rise strictly") {
             _ = try fixture.config(["parallel.pp=2", "parallel.stage_boundaries=[2]"])
         }
+        assertKeelError("parallel.tp must be positive") { _ = try fixture.config(["parallel.tp=0"]) }
+        // The fixture has 2 heads, d_ff 128 and the byte vocabulary (257).
+        assertKeelError("parallel.tp (4) must divide model.n_head (2)") { _ = try fixture.config(["parallel.tp=4"]) }
+        assertKeelError("parallel.tp (2) must divide model.vocab_size (257)") { _ = try fixture.config(["parallel.tp=2"]) }
+        let tensor = try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.pp=2"])
+        XCTAssertEqual(tensor.parallel.tensor, 2)
+        XCTAssertEqual(try tensor.parallel.dataParallelSize(processes: 8), 2)
+        assertKeelError("parallel.pp × parallel.tp (2 × 2) must divide the number of processes (6)") {
+            _ = try tensor.parallel.dataParallelSize(processes: 6)
+        }
         let config = try fixture.config(["parallel.pp=2"])
         assertKeelError("parallel.pp (2) must divide the number of processes (3)") {
             _ = try config.parallel.dataParallelSize(processes: 3)
