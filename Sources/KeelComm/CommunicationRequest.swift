@@ -71,14 +71,18 @@ public func monotonicSeconds() -> Double {
     Double(DispatchTime.now().uptimeNanoseconds) / 1e9
 }
 
-/// A count that any thread may bump and read (communicators count the operations started on them).
+/// Counts that any thread may bump and read: the operations a communicator started and their bytes.
 final class OperationCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
+    private var byteCount = 0
 
-    func increment() {
+    /// Counts `operation`, started by `rank`.
+    func record(_ operation: CommunicationOperation, rank: Int) {
+        let bytes = operation.payloadBytes(rank: rank)
         lock.lock()
         count += 1
+        byteCount += bytes
         lock.unlock()
     }
 
@@ -86,5 +90,11 @@ final class OperationCounter: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return count
+    }
+
+    var bytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return byteCount
     }
 }

@@ -63,6 +63,19 @@ public struct CommunicationOperation: @unchecked Sendable {
         self.scalar = scalar
         self.label = label
     }
+
+    /// The bytes rank `rank` puts into the operation: an all-reduce's buffer, a reduce-scatter's whole source,
+    /// its own block of an all-gather or gather, a broadcast's buffer (on every rank), a send's message; a
+    /// receive and a barrier put in nothing (a message is counted once, by its sender).
+    public func payloadBytes(rank: Int) -> Int {
+        let elements = switch kind {
+        case .allReduce(_, let count, _), .broadcast(_, let count, _), .send(_, let count, _, _): count
+        case .reduceScatter(_, _, let counts, _): counts.reduce(0, +)
+        case .allGather(_, let counts), .gather(_, _, let counts, _): counts[rank]
+        case .receive, .barrier: 0
+        }
+        return elements * scalar.byteCount
+    }
 }
 
 /// A group of processes that exchange data: the interface training code talks to, whatever moves the bytes.
@@ -82,6 +95,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// How many operations this process has started on this communicator so far: what metrics report as
     /// the communication of a step, and what tests count to prove that a step communicated nothing more.
     var startedOperations: Int { get }
+    /// The bytes this process has put into the operations it started (`CommunicationOperation.payloadBytes`):
+    /// the volume that tests compare with the analytic communication of a parallel layout.
+    var communicatedBytes: Int { get }
     /// A communicator over the ranks that pass the same `color`, ordered by `key` (collective: every rank
     /// of this group must call it).
     func split(color: Int, key: Int) throws -> any Communicator

@@ -57,8 +57,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public var startedOperations: Int { counter.value }
 
+    public var communicatedBytes: Int { counter.bytes }
+
     public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
-        counter.increment()
+        counter.record(operation, rank: rank)
         let request = CommunicationRequest(label: operation.label)
         runtime.enqueue { self.execute(operation, request) }
         return request

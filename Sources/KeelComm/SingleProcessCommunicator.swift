@@ -14,8 +14,10 @@ public final class SingleProcessCommunicator: Communicator {
 
     public var startedOperations: Int { counter.value }
 
+    public var communicatedBytes: Int { counter.bytes }
+
     public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
-        counter.increment()
+        counter.record(operation, rank: rank)
         var failure: KeelError?
         switch operation.kind {
         case .reduceScatter(let source, let destination, let counts, _):

@@ -56,8 +56,10 @@ public final class ThreadCommunicator: Communicator, @unchecked Sendable {
 
     public var startedOperations: Int { counter.value }
 
+    public var communicatedBytes: Int { counter.bytes }
+
     public func start(_ operation: CommunicationOperation) -> CommunicationRequest {
-        counter.increment()
+        counter.record(operation, rank: rank)
         let request = CommunicationRequest(label: operation.label)
         switch operation.kind {
         case .send(let source, let count, let destination, let tag):

@@ -152,7 +152,7 @@ public final class Trainer {
         while state.step < lastStep {
             let number = state.step + 1
             let stepStart = Date()
-            let operationsBefore = groups.world.startedOperations
+            let operationsBefore = groups.world.startedOperations, tensorBytesBefore = groups.tensor.communicatedBytes
             let rate = schedule.rate(at: number)
             let result: StepResult
             do {
@@ -179,6 +179,10 @@ public final class Trainer {
                 // The idle share of each pipeline rank's step (replica 0), measured by its executor.
                 record += [("bubble", .double(result.bubbles.reduce(0, +) / Double(result.bubbles.count))),
                            ("bubble_per_stage", .doubles(result.bubbles))]
+            }
+            if groups.tensor.size > 1 {
+                // What this rank's tensor group moved in the step (activations, their gradients, the loss's sums).
+                record.append(("comm_tensor_bytes", .int(groups.tensor.communicatedBytes - tensorBytesBefore)))
             }
             if replicas.size > 1 {
                 // How this step's gradient communication overlapped the backward passes (this rank's chunks).

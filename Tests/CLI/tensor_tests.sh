@@ -53,6 +53,21 @@ for arch in gpt2 llama; do
     done
 done
 
+# The tensor group's traffic, counted by the communicator, is the analytic volume: per micro-batch of N tokens,
+# all-reduces of N × C floats for the embedding, two per block forward and two backward, and the head's input
+# gradient; the loss's row maxima and sums (3 × N floats); then the gradient norm (one double) per step.
+if python3 - "$work/gpt2-2-1-2/metrics.jsonl" "$work/llama-2-1-2/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
+import json, sys
+layers, width, tokens, micro_batches = 4, 32, 16, 2
+expected = 4 * micro_batches * ((4 * layers + 2) * tokens * width + 3 * tokens) + 8
+for path in sys.argv[1:]:
+    counted = [json.loads(l)["comm_tensor_bytes"] for l in open(path) if '"loss"' in l]
+    assert len(counted) == 30 and set(counted) == {expected}, (path, set(counted), expected)
+print(f"{expected} bytes per step")
+PY
+then pass "tensor-parallel traffic per step equals the analytic volume ($(cat "$work/err"))"
+else fail "tensor-parallel traffic per step equals the analytic volume"; fi
+
 c="$work/gpt2.toml"
 common+=(--set model.n_kv_head=4)
 # Resume: a tp = 2 × dp = 2 ZeRO-1 run stopped at step 15 logs the straight run's losses as text, and its

@@ -47,6 +47,28 @@ final class ThreadCommunicatorTests: XCTestCase {
         XCTAssertEqual(sums, [[3, 30], [3, 30]])
     }
 
+    /// Each operation counts the bytes this rank puts in: a reduce's whole buffer, its own block of a gather, a
+    /// broadcast's buffer on every rank, a message once (by its sender).
+    func testCommunicatedBytesCountWhatEachRankPutsIn() throws {
+        let counts = try ThreadCommunicator.run(size: 2) { comm -> (operations: Int, bytes: Int) in
+            var ten = [Float](repeating: 1, count: 10), eight = [Float](repeating: 1, count: 8), block = [Float](repeating: 0, count: 5)
+            try ten.withUnsafeMutableBufferPointer { try comm.allReduce($0, .sum) }
+            try eight.withUnsafeBufferPointer { source in
+                try block.withUnsafeMutableBufferPointer { try comm.reduceScatter(source.baseAddress!, into: $0.baseAddress!, counts: [3, 5], .sum) }
+            }
+            try eight.withUnsafeMutableBufferPointer { try comm.allGather($0.baseAddress!, counts: [3, 5]) }
+            try ten.withUnsafeMutableBufferPointer { try comm.broadcast(UnsafeMutableBufferPointer(rebasing: $0[0..<4]), root: 0) }
+            var message = [Double](repeating: 2, count: 7)
+            try message.withUnsafeMutableBufferPointer {
+                if comm.rank == 0 { try comm.send(UnsafeBufferPointer($0), to: 1) } else { try comm.receive($0, from: 0) }
+            }
+            try comm.barrier()
+            return (comm.startedOperations, comm.communicatedBytes)
+        }
+        XCTAssertEqual(counts.map(\.operations), [6, 6])
+        XCTAssertEqual(counts.map(\.bytes), [40 + 32 + 12 + 16 + 56, 40 + 32 + 20 + 16])
+    }
+
     func testARankThatNeverJoinsIsNamed() throws {
         let outcomes = try ThreadCommunicator.run(size: 3, timeout: 0.3) { comm -> String in
             guard comm.rank != 2 else { return "absent" }

@@ -119,6 +119,7 @@ private final class RecordingCommunicator: Communicator, @unchecked Sendable {
     }
 
     var startedOperations: Int { started.count }
+    var communicatedBytes: Int { inner.communicatedBytes }
 
     func start(_ operation: CommunicationOperation) -> CommunicationRequest {
         started.append((operation.label, observe()))
