@@ -3,39 +3,45 @@ import KeelCore
 import KeelData
 import KeelModel
 
-/// The loss of a model on windows of a token stream, without training: the validation pass of `Trainer` and
-/// `keel eval`.
+/// The loss of a model on windows of a token stream, without training: `keel eval`, and the way `Trainer`'s
+/// validation pass deals the windows out.
 public enum Evaluation {
-    /// Σ over windows 0..<count of each window's mean next-token loss, for the windows this rank takes:
-    /// batches of `batch` consecutive windows, dealt to `ranks` ranks in turn (rank r takes the batches that
-    /// start at r·batch, (r + ranks)·batch, …). Dividing the sum over all ranks by `count` gives the mean loss
-    /// per token, since every window has `windows.length` targets. `progress` gets the windows done so far.
+    /// The windows of 0..<count that a rank takes: batches of `batch` consecutive windows, dealt to `ranks`
+    /// ranks in turn (rank r takes the batches that start at r·batch, (r + ranks)·batch, …); the last may be
+    /// shorter.
+    public static func batches(count: Int, batch: Int, rank: Int = 0, ranks: Int = 1) -> [Range<Int>] {
+        precondition(batch > 0)
+        return stride(from: rank * batch, to: count, by: batch * ranks).map { $0..<min($0 + batch, count) }
+    }
+
+    /// Copies the windows `range` of `windows` into consecutive rows of `inputs` and `targets`.
+    static func copy(_ range: Range<Int>, of windows: TokenWindows, inputs: UnsafeMutablePointer<Int32>,
+                     targets: UnsafeMutablePointer<Int32>) {
+        for (row, window) in range.enumerated() {
+            windows.copy(window: window, inputs: inputs + row * windows.length, targets: targets + row * windows.length)
+        }
+    }
+
+    /// Σ over windows 0..<count of each window's mean next-token loss, for the windows this rank takes
+    /// (`batches`). Dividing the sum over all ranks by `count` gives the mean loss per token, since every
+    /// window has `windows.length` targets. `progress` gets the windows done so far.
     public static func lossSum(
         of model: Transformer, on windows: TokenWindows, count: Int, batch: Int, rank: Int = 0, ranks: Int = 1,
         progress: (Int) -> Void = { _ in }
     ) -> Double {
-        precondition(count <= windows.count && batch > 0)
+        precondition(count <= windows.count)
         let length = windows.length
         var inputs = [Int32](repeating: 0, count: batch * length), targets = inputs
         var total = 0.0
-        var start = rank * batch
-        while start < count {
-            let rows = min(batch, count - start)
-            inputs.withUnsafeMutableBufferPointer { i in
+        for range in batches(count: count, batch: batch, rank: rank, ranks: ranks) {
+            let loss = inputs.withUnsafeMutableBufferPointer { i in
                 targets.withUnsafeMutableBufferPointer { t in
-                    for r in 0..<rows {
-                        windows.copy(window: start + r, inputs: i.baseAddress! + r * length, targets: t.baseAddress! + r * length)
-                    }
+                    copy(range, of: windows, inputs: i.baseAddress!, targets: t.baseAddress!)
+                    return model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: range.count, length: length)
                 }
             }
-            let loss = inputs.withUnsafeBufferPointer { i in
-                targets.withUnsafeBufferPointer { t in
-                    model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: rows, length: length)
-                }
-            }
-            total += Double(loss) * Double(rows)
-            progress(start + rows)
-            start += batch * ranks
+            total += Double(loss) * Double(range.count)
+            progress(range.upperBound)
         }
         return total
     }

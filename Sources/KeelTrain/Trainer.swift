@@ -221,28 +221,26 @@ public final class Trainer {
     }
 
     /// Mean loss over up to `eval_batches` micro-batches per replica of consecutive validation windows: the
-    /// replicas share the micro-batches out (rank r takes the batches that start at r·batch, (r + ranks)·batch,
-    /// …), each runs them forward through its pipeline, and the sums are combined.
+    /// replicas share the micro-batches out as `Evaluation.batches` deals them, each runs its own forward
+    /// through its pipeline, and the sums are combined.
     public func validationLoss() throws -> Float {
         let batch = config.training.batchSize, length = data.validation.length
         let replicas = groups.data
         let windows = min(data.validation.count, config.training.evalBatches * batch * replicas.size)
-        let starts = Array(stride(from: replicas.rank * batch, to: windows, by: batch * replicas.size))
-        let rows = { (k: Int) in min(batch, windows - starts[k]) }
-        var inputs = [Int32](repeating: 0, count: max(1, starts.count * batch * length)), targets = inputs
+        let ranges = Evaluation.batches(count: windows, batch: batch, rank: replicas.rank, ranks: replicas.size)
+        let rows = { (k: Int) in ranges[k].count }
+        var inputs = [Int32](repeating: 0, count: max(1, ranges.count * batch * length)), targets = inputs
         inputs.withUnsafeMutableBufferPointer { i in
             targets.withUnsafeMutableBufferPointer { t in
-                for (k, start) in starts.enumerated() {
-                    for r in 0..<rows(k) {
-                        let offset = (k * batch + r) * length
-                        data.validation.copy(window: start + r, inputs: i.baseAddress! + offset, targets: t.baseAddress! + offset)
-                    }
+                for (k, range) in ranges.enumerated() {
+                    Evaluation.copy(range, of: data.validation, inputs: i.baseAddress! + k * batch * length,
+                                    targets: t.baseAddress! + k * batch * length)
                 }
             }
         }
         let losses = try inputs.withUnsafeBufferPointer { i in
             try targets.withUnsafeBufferPointer { t in
-                try step.executor.evaluate(microBatches: starts.count, rows: rows,
+                try step.executor.evaluate(microBatches: ranges.count, rows: rows,
                                            inputs: { i.baseAddress! + $0 * batch * length },
                                            targets: { t.baseAddress! + $0 * batch * length }, label: "validation")
             }
