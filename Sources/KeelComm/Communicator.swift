@@ -162,6 +162,17 @@ extension Communicator {
         try startAllGather(buffer, counts: counts, label: label).wait()
     }
 
+    /// Every rank's `values` (the same number on every rank), concatenated in rank order, on every rank.
+    public func allGather<T: CommunicationScalar & Numeric>(_ values: [T], label: String = "all-gather") throws -> [T] {
+        guard !values.isEmpty else { return [] }
+        var all = [T](repeating: 0, count: size * values.count)
+        all.replaceSubrange((rank * values.count)..<((rank + 1) * values.count), with: values)
+        try all.withUnsafeMutableBufferPointer {
+            try allGather($0.baseAddress!, counts: Array(repeating: values.count, count: size), label: label)
+        }
+        return all
+    }
+
     /// Collects every rank's block (counts[rank] elements at `source`) into `root`'s `destination`.
     public func gather<T: CommunicationScalar>(
         _ source: UnsafePointer<T>, into destination: UnsafeMutablePointer<T>?, counts: [Int], root: Int,

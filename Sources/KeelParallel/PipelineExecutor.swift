@@ -22,7 +22,8 @@ public final class PipelineExecutor {
     private let length: Int
     private let stageCount: Int
     private var pool: [FloatBuffer] = []
-    private var incoming: [Transfer: (buffer: FloatBuffer, request: CommunicationRequest)] = [:]
+    /// Posted receives, with the receive action (for the timeline) and where the data lands.
+    private var incoming: [Transfer: (action: PipelineAction, buffer: FloatBuffer, request: CommunicationRequest)] = [:]
     private var sends: [(buffer: FloatBuffer, request: CommunicationRequest)] = []
     private var freeSlots: [[Int]]
     private var slotCount: [Int]
@@ -224,23 +225,21 @@ public final class PipelineExecutor {
 
     private func receive(_ transfer: Transfer, count: Int, from peer: Int, label: String, action: PipelineAction) {
         let buffer = takeBuffer()
-        incoming[transfer] = (buffer, pipeline.startReceive(UnsafeMutableBufferPointer(start: buffer.pointer, count: count),
-                                                            from: peer, tag: tag(transfer),
-                                                            label: "\(label): \(describe(transfer)) from pipeline rank \(peer)"))
-        receiveActions[transfer] = action
+        incoming[transfer] = (action, buffer,
+                              pipeline.startReceive(UnsafeMutableBufferPointer(start: buffer.pointer, count: count),
+                                                    from: peer, tag: tag(transfer),
+                                                    label: "\(label): \(describe(transfer)) from pipeline rank \(peer)"))
     }
-
-    private var receiveActions: [Transfer: PipelineAction] = [:]
 
     /// The received data of `transfer`, once it has arrived (the wait goes into the timeline); the caller
     /// returns the buffer to the pool when its pass has read it.
     private func arrived(_ transfer: Transfer) throws -> FloatBuffer {
-        guard let (buffer, request) = incoming.removeValue(forKey: transfer) else {
+        guard let (action, buffer, request) = incoming.removeValue(forKey: transfer) else {
             throw KeelError("pipeline: the schedule runs a pass before receiving its \(describe(transfer))")
         }
         let start = monotonicSeconds()
         try request.wait()
-        timeline.append(TimedPass(action: receiveActions.removeValue(forKey: transfer)!, start: start, end: monotonicSeconds()))
+        timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))
         return buffer
     }
 

@@ -30,12 +30,12 @@ public struct PipelinePlan: Sendable {
         guard p > 1 else { return }
         // First what every rank runs, in a fixed width (the action count differs between ranks and is not
         // compared), then the stage boundaries, whose number the first row fixed, then the actions.
-        let schedules = try Self.rows([Int64(PipelineSchedule.allCases.firstIndex(of: schedule)!), Int64(virtualStages),
+        let schedules = try rows([Int64(PipelineSchedule.allCases.firstIndex(of: schedule)!), Int64(virtualStages),
                                        Int64(microBatches), Int64(layers.count), Int64(actions.count)],
                                       over: pipeline, label: "pipeline plan")
         var boundaries: [[Int64]] = []
         if schedules.allSatisfy({ $0.prefix(4) == schedules[0].prefix(4) }) {
-            boundaries = try Self.rows(layers.map { Int64($0.upperBound) }, over: pipeline, label: "pipeline stages")
+            boundaries = try rows(layers.map { Int64($0.upperBound) }, over: pipeline, label: "pipeline stages")
         }
         for rank in 1..<p {
             guard schedules[rank].prefix(4) != schedules[0].prefix(4) || (!boundaries.isEmpty && boundaries[rank] != boundaries[0])
@@ -52,7 +52,7 @@ public struct PipelinePlan: Sendable {
 
         let counts = schedules.map { Int($0[4]) }, longest = counts.max()!
         let codes = actions.flatMap(\.encoded) + [Int64](repeating: 0, count: (longest - actions.count) * 4)
-        let all = try Self.rows(codes, over: pipeline, label: "pipeline actions")
+        let all = try rows(codes, over: pipeline, label: "pipeline actions")
         let perRank = try (0..<p).map { rank in
             try (0..<counts[rank]).map { index in
                 guard let action = PipelineAction(encoded: all[rank][(index * 4)..<(index * 4 + 4)]) else {
@@ -65,10 +65,8 @@ public struct PipelinePlan: Sendable {
     }
 
     /// Every rank's `row` (the same length on every rank), in rank order, on every rank.
-    private static func rows(_ row: [Int64], over group: any Communicator, label: String) throws -> [[Int64]] {
-        var all = [Int64](repeating: 0, count: group.size * row.count)
-        all.replaceSubrange((group.rank * row.count)..<((group.rank + 1) * row.count), with: row)
-        let summed = try group.allReduce(all, .sum, label: label)
-        return (0..<group.size).map { Array(summed[($0 * row.count)..<(($0 + 1) * row.count)]) }
+    private func rows(_ row: [Int64], over group: any Communicator, label: String) throws -> [[Int64]] {
+        let all = try group.allGather(row, label: label)
+        return (0..<group.size).map { Array(all[($0 * row.count)..<(($0 + 1) * row.count)]) }
     }
 }

@@ -64,9 +64,7 @@ public final class PipelineTrace {
 
     /// Every rank's number of event fields, known to all ranks (a gather's counts must agree everywhere).
     private func gatherCounts(_ world: any Communicator) throws -> [Int] {
-        var counts = [Int64](repeating: 0, count: world.size)
-        counts[world.rank] = Int64(events.count)
-        return try world.allReduce(counts, .sum, label: "trace: event counts").map { Int($0) }
+        try world.allGather([Int64(events.count)], label: "trace: event counts").map { Int($0) }
     }
 
     private static func describe(_ action: PipelineAction) -> (name: String, category: String) {

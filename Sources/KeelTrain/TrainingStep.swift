@@ -51,6 +51,9 @@ public final class TrainingStep {
     /// The tied token table's span of the gradients in a chunk of this rank, when it holds one of the
     /// table's two copies (the first or the last stage of a pipeline of a tied model).
     private let tied: (chunk: Int, span: Range<Int>, isCopy: Bool)?
+    /// Per chunk, the spans of its gradients that another rank counts in the gradient norm: the last stage's copy
+    /// of the tied token table, and on tensor ranks but the first every replicated tensor.
+    private let excludedFromNorm: [[Range<Int>]]
     /// The step's micro-batches of token ids and targets, [m, batch · length] each.
     private let inputs: UnsafeMutablePointer<Int32>
     private let targets: UnsafeMutablePointer<Int32>
@@ -82,7 +85,14 @@ public final class TrainingStep {
                       decayEmbeddings: t.decayEmbeddings)
         }
         parallels = optimizers.map { DataParallel(shard: $0.shard, bucketElements: distributed.bucketElements) }
-        tied = Self.tiedTable(chunks, stages: layers.count)
+        let tied = Self.tiedTable(chunks, stages: layers.count)
+        self.tied = tied
+        let chunks = self.chunks, firstTensorRank = groups.tensor.rank == 0
+        excludedFromNorm = chunks.indices.map { chunk in
+            let copy = tied.flatMap { $0.isCopy && $0.chunk == chunk ? [$0.span] : nil } ?? []
+            let replicated = firstTensorRank ? [] : chunks[chunk].table.entries.filter { $0.split == .replicated }.map(\.range)
+            return copy + replicated
+        }
         inputs = .allocate(capacity: microBatches * batch * length)
         targets = .allocate(capacity: microBatches * batch * length)
     }
@@ -107,17 +117,6 @@ public final class TrainingStep {
             }
         }
         return nil
-    }
-
-    /// The spans of a chunk's gradients that another rank counts in the gradient norm: the last stage's copy of
-    /// the tied token table, and on tensor ranks but the first every replicated tensor.
-    private func excludedFromNorm(_ chunk: Int) -> [Range<Int>] {
-        var excluded: [Range<Int>] = []
-        if let tied, tied.isCopy, tied.chunk == chunk { excluded.append(tied.span) }
-        if groups.tensor.rank > 0 {
-            excluded += chunks[chunk].table.entries.filter { $0.split == .replicated }.map(\.range)
-        }
-        return excluded
     }
 
     /// Runs optimizer step `number` (from 1) at `learningRate` on the next micro-batches from `loader` (this
@@ -171,7 +170,7 @@ public final class TrainingStep {
 
         // 5. Global gradient norm: over the shards of the data-parallel group (ZeRO-1), the tensor ranks' pieces
         // and the pipeline's stages.
-        var sumOfSquares = optimizers.enumerated().reduce(0.0) { $0 + $1.element.shard.sumOfSquares(excluding: excludedFromNorm($1.offset)) }
+        var sumOfSquares = optimizers.enumerated().reduce(0.0) { $0 + $1.element.shard.sumOfSquares(excluding: excludedFromNorm[$1.offset]) }
         if optimizers[0].shard.isSharded {
             sumOfSquares = try groups.world.allReduce([sumOfSquares], .sum, label: "\(label): gradient norm")[0]
         } else {
@@ -195,15 +194,8 @@ public final class TrainingStep {
         } else {
             try update()
         }
-        let bubbles = groups.pipeline.size > 1
-            ? try gatherBubbles(label: label) : [executor.measuredBubble]
+        // Every pipeline rank's measured bubble of this step.
+        let bubbles = try groups.pipeline.allGather([executor.measuredBubble], label: "\(label): pipeline bubble")
         return StepResult(loss: loss, gradientNorm: gradientNorm, bubbles: bubbles)
-    }
-
-    /// Every pipeline rank's measured bubble of this step.
-    private func gatherBubbles(label: String) throws -> [Double] {
-        var all = [Double](repeating: 0, count: groups.pipeline.size)
-        all[groups.pipeline.rank] = executor.measuredBubble
-        return try groups.pipeline.allReduce(all, .sum, label: "\(label): pipeline bubble")
     }
 }
