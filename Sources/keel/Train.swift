@@ -37,6 +37,17 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Write every rank's timeline of passes, waits and sends as a Chrome trace (Perfetto, chrome://tracing).", valueName: "file"))
     var trace: String?
 
+    func validate() throws {
+        // The trace is written after the last step: a place it cannot go must fail before training, not after.
+        if let trace {
+            let directory = URL(fileURLWithPath: trace).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--trace: the directory \(directory) does not exist")
+            }
+        }
+    }
+
     func run() throws {
         guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
