@@ -1,4 +1,7 @@
-# Helpers shared by the multi-process test scripts (sourced, after they set $keel, $here and $work).
+# Helpers shared by the multi-process test scripts (sourced, after they set $keel and $here): a scratch
+# directory $work, removed on exit, holding a small corpus; pass/fail counting; the mpirun command.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
 passed=0
 failed=0
@@ -61,6 +64,24 @@ same_losses() {
     else
         fail "$1: $(cat "$work/cmp")"
     fi
+}
+
+# same_logged_losses NAME STRAIGHT RESUMED STEPS: the runs log the same per-step losses and the same last
+# validation loss, as text (what a resumed run must reproduce bit for bit).
+same_logged_losses() {
+    if python3 - "$2/metrics.jsonl" "$3/metrics.jsonl" "$4" >"$work/cmp" 2>&1 <<'PY'
+import re, sys
+def losses(path):  # the logged text of every step's loss, and of the last validation loss
+    lines = [l for l in open(path) if 'loss"' in l]
+    steps = [(re.search(r'"step": ?(\d+)', l).group(1), re.search(r'"loss": ?([^,}]+)', l).group(1))
+             for l in lines if '"loss"' in l]
+    return steps, re.search(r'"val_loss": ?([^,}]+)', lines[-1]).group(1)
+(straight, last), (resumed, resumed_last) = losses(sys.argv[1]), losses(sys.argv[2])
+assert len(straight) == int(sys.argv[3]), len(straight)
+assert straight == resumed, [(a, b) for a, b in zip(straight, resumed) if a != b][:3]
+assert last == resumed_last, (last, resumed_last)
+PY
+    then pass "$1"; else fail "$1: $(cat "$work/cmp")"; fi
 }
 
 # refused NAME FRAGMENT COMMAND...: non-zero exit with exactly one "Error: …" line containing FRAGMENT.

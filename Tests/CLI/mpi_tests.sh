@@ -6,8 +6,6 @@
 set -uo pipefail
 keel=$(realpath "${1:?usage: mpi_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$here/mpi_common.sh"
 
 # --- Collectives ------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@
 set -uo pipefail
 keel=$(realpath "${1:?usage: pipeline_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$here/mpi_common.sh"
 
 steps=30
@@ -69,20 +67,8 @@ run "resumed run, first half" "${mpi[@]}" -np 4 "$keel" train --config "$c" --ou
     && cp -r "$work/resumed" "$work/relaid" \
     && run "resumed run, second half" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/resumed" \
         "${resume_args[@]}" --resume \
-    && if python3 - "$work/gpt2-2-2-interleaved-1/metrics.jsonl" "$work/resumed/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
-import re, sys
-def losses(path):  # the logged text of every step's loss, and of the last validation loss
-    lines = [l for l in open(path) if 'loss"' in l]
-    steps = [(re.search(r'"step": ?(\d+)', l).group(1), re.search(r'"loss": ?([^,}]+)', l).group(1))
-             for l in lines if '"loss"' in l]
-    return steps, re.search(r'"val_loss": ?([^,}]+)', lines[-1]).group(1)
-(straight, last), (resumed, resumed_last) = losses(sys.argv[1]), losses(sys.argv[2])
-assert len(straight) == 30, len(straight)
-assert straight == resumed, [(a, b) for a, b in zip(straight, resumed) if a != b][:3]
-assert last == resumed_last, (last, resumed_last)
-PY
-    then pass "pp=2 × dp=2 interleaved ZeRO-1 run resumed from its step-15 checkpoint logs the straight run's losses, as text"
-    else fail "pp=2 × dp=2 interleaved ZeRO-1 run resumed from its step-15 checkpoint logs the straight run's losses"; fi
+    && same_logged_losses "pp=2 × dp=2 interleaved ZeRO-1 run resumed from its step-15 checkpoint logs the straight run's losses, as text" \
+        "$work/gpt2-2-2-interleaved-1" "$work/resumed" $steps
 
 # The checkpoint holds the whole model, so the same step-15 checkpoint also resumes on one process (batch 2 =
 # the pipeline's 2 replicas × 1) and ends like the single-process run.

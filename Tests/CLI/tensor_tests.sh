@@ -6,8 +6,6 @@
 set -uo pipefail
 keel=$(realpath "${1:?usage: tensor_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$here/mpi_common.sh"
 
 steps=30
@@ -78,15 +76,8 @@ run "tp=2 dp=2 straight" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$w
         --set parallel.tp=2 --set distributed.zero_stage=1 --stop-after 15 \
     && cp -r "$work/tp-resumed" "$work/tp-relaid" \
     && run "tp=2 dp=2 second half" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/tp-resumed" \
-    && if python3 - "$work/tp-straight/metrics.jsonl" "$work/tp-resumed/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
-import re, sys
-def losses(path):
-    return [(re.search(r'"step": ?(\d+)', l).group(1), re.search(r'"loss": ?([^,}]+)', l).group(1)) for l in open(path) if '"loss"' in l]
-straight, resumed = losses(sys.argv[1]), losses(sys.argv[2])
-assert len(straight) == 30 and straight == resumed, [(a, b) for a, b in zip(straight, resumed) if a != b][:3]
-PY
-    then pass "tp=2 × dp=2 ZeRO-1 run resumed from step 15 logs the straight run's losses, as text"
-    else fail "tp=2 × dp=2 ZeRO-1 run resumed from step 15 logs the straight run's losses"; fi
+    && same_logged_losses "tp=2 × dp=2 ZeRO-1 run resumed from step 15 logs the straight run's losses, as text" \
+        "$work/tp-straight" "$work/tp-resumed" $steps
 run "tp checkpoint resumed on one process" "$keel" train --resume --out "$work/tp-relaid" --set parallel.tp=1 \
         --set distributed.zero_stage=0 --set training.batch_size=2 \
     && same_losses "tp=2 × dp=2 checkpoint resumed on one process = one process" "$work/gpt2-ref-kv4-b2" "$work/tp-relaid" $steps
