@@ -2,12 +2,14 @@ import KeelCore
 import KeelKernels
 
 /// Every activation the backward pass needs, preallocated for up to `rows` tokens (B·T), so the training
-/// step never allocates.
+/// step never allocates. The residual stream and the norms' statistics have `streamRows` rows: all of them, or
+/// under sequence parallelism this tensor rank's share (marked [S, …] below).
 final class ActivationArena {
     /// What one transformer block saves.
     struct Block {
-        let mid, norm1, norm2: FloatBuffer  // [N, C]
-        let mean1, rstd1, mean2, rstd2: FloatBuffer  // [N]
+        let mid: FloatBuffer  // [S, C]
+        let norm1, norm2: FloatBuffer  // [N, C]: the column-parallel projections' inputs
+        let mean1, rstd1, mean2, rstd2: FloatBuffer  // [S]
         // H, KV and F are this rank's share under tensor parallelism (`LocalShape`).
         let qkv: FloatBuffer  // [N, (H + 2KV)·d]
         let attention: FloatBuffer  // [N, H·d]
@@ -19,9 +21,10 @@ final class ActivationArena {
     let rows: Int
     /// The shape of the batch whose activations the arena holds now (at most `rows` tokens).
     var batch = 0, length = 0
-    let residuals: [FloatBuffer]  // L + 1 of [N, C]: the stream entering each of the L blocks, then their output
+    let residuals: [FloatBuffer]  // L + 1 of [S, C]: the stream entering each of the L blocks, then their output
     let blocks: [Block]
-    let finalNorm: FloatBuffer, finalMean: FloatBuffer, finalRstd: FloatBuffer
+    let finalNorm: FloatBuffer  // [N, C]
+    let finalMean: FloatBuffer, finalRstd: FloatBuffer  // [S]
     /// Logits of one chunk of rows, [headRows, V] (V: this rank's vocabulary): the loss never needs all N × V
     /// at once.
     let headLogits: FloatBuffer
@@ -32,27 +35,34 @@ final class ActivationArena {
     let inputs: UnsafeMutableBufferPointer<Int32>
     let targets: UnsafeMutableBufferPointer<Int32>
     // Backward scratch, reused by every block.
-    let dResidual, dNorm: FloatBuffer
+    let dResidual: FloatBuffer  // [S, C]
+    let dNorm: FloatBuffer
     let dQKV, dAttention, dHidden, dActivated, attentionScratch: FloatBuffer
+    /// Sequence parallelism only: a [N, C] matrix the group sums from (row-parallel outputs) or gathers into
+    /// (the stream's gradient), and the [S, C] rows of a summed input gradient.
+    let sequenceScratch, dStreamScratch: FloatBuffer?
 
-    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes.
-    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int) {
+    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes; the stream holds
+    /// `rows / streamDivisor` of them (the tensor size under sequence parallelism, else 1).
+    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, streamDivisor: Int = 1) {
         rows = n
-        let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth
+        let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth, s = n / streamDivisor
         let qkvWidth = shape.qkvWidth
         let hiddenWidth = f * (config.architecture == .llama ? 2 : 1)
-        residuals = (0...layers).map { _ in FloatBuffer(count: n * c) }
+        residuals = (0...layers).map { _ in FloatBuffer(count: s * c) }
         blocks = (0..<layers).map { _ in
             Block(
-                mid: FloatBuffer(count: n * c), norm1: FloatBuffer(count: n * c), norm2: FloatBuffer(count: n * c),
-                mean1: FloatBuffer(count: n), rstd1: FloatBuffer(count: n), mean2: FloatBuffer(count: n),
-                rstd2: FloatBuffer(count: n), qkv: FloatBuffer(count: n * qkvWidth),
+                mid: FloatBuffer(count: s * c), norm1: FloatBuffer(count: n * c), norm2: FloatBuffer(count: n * c),
+                mean1: FloatBuffer(count: s), rstd1: FloatBuffer(count: s), mean2: FloatBuffer(count: s),
+                rstd2: FloatBuffer(count: s), qkv: FloatBuffer(count: n * qkvWidth),
                 attention: FloatBuffer(count: n * h * d), lse: FloatBuffer(count: n * h),
                 hidden: FloatBuffer(count: n * hiddenWidth), activated: FloatBuffer(count: n * f))
         }
         finalNorm = FloatBuffer(count: n * c)
-        finalMean = FloatBuffer(count: n)
-        finalRstd = FloatBuffer(count: n)
+        finalMean = FloatBuffer(count: s)
+        finalRstd = FloatBuffer(count: s)
+        sequenceScratch = streamDivisor > 1 ? FloatBuffer(count: n * c) : nil
+        dStreamScratch = streamDivisor > 1 ? FloatBuffer(count: s * c) : nil
         headRows = min(n, ActivationArena.headChunkRows)
         headLogits = FloatBuffer(count: headRows * shape.vocabulary.count)
         losses = FloatBuffer(count: n)
@@ -60,7 +70,7 @@ final class ActivationArena {
         targets = .allocate(capacity: n)
         inputs.initialize(repeating: 0)
         targets.initialize(repeating: 0)
-        dResidual = FloatBuffer(count: n * c)
+        dResidual = FloatBuffer(count: s * c)
         dNorm = FloatBuffer(count: n * c)
         dQKV = FloatBuffer(count: n * qkvWidth)
         dAttention = FloatBuffer(count: n * h * d)

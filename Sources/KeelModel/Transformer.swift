@@ -47,8 +47,12 @@ public final class Transformer: @unchecked Sendable {
     /// Builds the model, or the pipeline stage holding blocks `layers`, with freshly initialised parameters
     /// (each tensor equal to the same tensor of the whole model built with the same seed). With `tensor`, the
     /// model is this rank's share of a tensor-parallel group (Megatron-LM): its pieces of every split tensor
-    /// (`TensorSplit`), cut from the whole model's, and passes that sum partial results over the group.
-    public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil, tensor: (any Communicator)? = nil) throws {
+    /// (`TensorSplit`), cut from the whole model's, and passes that sum partial results over the group; with
+    /// `sequenceParallel` as well, the residual stream and the norms hold only this rank's share of the token rows
+    /// (every batch's B·T must then divide by the group's size), and the norms' gradients are partial sums that
+    /// the caller adds up over the group (`sequenceParallelSpans`).
+    public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil, tensor: (any Communicator)? = nil,
+                sequenceParallel: Bool = false) throws {
         try config.validate()
         let layers = layers ?? 0..<config.layers
         guard !layers.isEmpty, layers.lowerBound >= 0, layers.upperBound <= config.layers else {
@@ -60,7 +64,10 @@ public final class Transformer: @unchecked Sendable {
         }
         self.config = config
         self.layers = layers
-        self.tensor = tensor.flatMap { $0.size > 1 ? TensorGroup(communicator: $0) : nil }
+        guard !sequenceParallel || tensorRank.size > 1 else {
+            throw KeelError("sequence parallelism needs a tensor-parallel group of more than one rank")
+        }
+        self.tensor = tensor.flatMap { $0.size > 1 ? TensorGroup(communicator: $0, sequenceParallel: sequenceParallel) : nil }
         shape = LocalShape(config, tensor: tensorRank)
         let table = ParameterTable(config: config, layers: layers, tensor: tensorRank)
         self.table = table
@@ -73,6 +80,20 @@ public final class Transformer: @unchecked Sendable {
         head = layers.upperBound == config.layers ? OutputHead(table, tiedTo: embedding?.tokenTable) : nil
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
+    }
+
+    /// The spans of `gradients` that each tensor rank computes from only its rows under sequence parallelism (the
+    /// norms'): after a step's passes they must be summed over the tensor group. Empty otherwise.
+    public var sequenceParallelSpans: [Range<Int>] {
+        guard tensor?.sequenceParallel == true else { return [] }
+        let norms: Set<TensorSlot> = [.attentionNorm, .attentionNormBias, .mlpNorm, .mlpNormBias, .finalNorm, .finalNormBias]
+        return table.entries.filter { norms.contains($0.slot) }.map(\.range)
+    }
+
+    /// Floats of one micro-batch's activations (or their gradient) between pipeline stages: the residual stream
+    /// of batch · length tokens, or under sequence parallelism this tensor rank's rows of it.
+    public func activationCount(batch: Int, length: Int) -> Int {
+        batch * length / (tensor?.sequenceParallel == true ? tensor!.communicator.size : 1) * config.width
     }
 
     /// Whether this model starts from token ids (it holds the embedding).
@@ -101,11 +122,11 @@ public final class Transformer: @unchecked Sendable {
         guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
         let a = prepare(batch: batch, length: length, slot: slot)
         a.inputs.baseAddress!.update(from: inputs, count: batch * length)
-        embedding.forward(a.residuals[0].pointer, tokens: inputs, context(a))
+        embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
         return run(a, targets: targets, lossScale: lossScale)
     }
 
-    /// Runs a stage after the first on the previous stage's `output` ([batch · length, width]); otherwise as
+    /// Runs a stage after the first on the previous stage's `output` (`activationCount` floats); otherwise as
     /// `forward(inputs:…)`. `slot` chooses the saved activations used (one per micro-batch in flight).
     @discardableResult
     public func forward(
@@ -114,19 +135,20 @@ public final class Transformer: @unchecked Sendable {
     ) -> Float {
         precondition(!isFirstStage, "the first stage takes token ids")
         let a = prepare(batch: batch, length: length, slot: slot)
-        a.residuals[0].pointer.update(from: activations, count: batch * length * config.width)
+        a.residuals[0].pointer.update(from: activations, count: activationCount(batch: batch, length: length))
         return run(a, targets: targets, lossScale: lossScale)
     }
 
-    /// The result of the forward pass in `slot` on a stage before the last: [batch · length, width].
+    /// The result of the forward pass in `slot` on a stage before the last (`activationCount` floats).
     public func output(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.residuals[blocks.count].pointer) }
 
     private func prepare(batch: Int, length: Int, slot: Int) -> ActivationArena {
         precondition(length <= config.maxLength, "sequence longer than max_seq_len")
-        let n = batch * length
+        let n = batch * length, divisor = tensor?.sequenceParallel == true ? tensor!.communicator.size : 1
+        precondition(n % divisor == 0, "sequence parallelism over \(divisor) ranks needs batch · length (\(n)) divisible by it")
         while arenas.count <= slot { arenas.append(nil) }
         if arenas[slot] == nil || arenas[slot]!.rows < n {
-            arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n)
+            arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n, streamDivisor: divisor)
         }
         arenas[slot]!.batch = batch
         arenas[slot]!.length = length
@@ -138,7 +160,7 @@ public final class Transformer: @unchecked Sendable {
         let context = context(a), n = context.rows
         for (i, block) in blocks.enumerated() {
             block.forward(a.residuals[i].pointer, into: a.residuals[i + 1].pointer, saved: a.blocks[i],
-                          scratch: a.attentionScratch.pointer, rope: rope, context)
+                          work: a, rope: rope, context)
         }
         guard let head else { return 0 }
         head.normalize(a.residuals[blocks.count].pointer, a, context)
@@ -197,7 +219,7 @@ public final class Transformer: @unchecked Sendable {
     private func backwardPass(slot: Int, outputGradient: UnsafePointer<Float>?, deferringWeights: Bool) {
         guard let a = arenas[slot] else { preconditionFailure("backward before forward") }
         let context = context(a)
-        let dResidual = a.dResidual.pointer, n = context.rows
+        let dResidual = a.dResidual.pointer, stream = context.streamRows * config.width
         if let head {
             precondition(outputGradient == nil, "the last stage's backward starts from its loss")
             // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds it).
@@ -205,7 +227,7 @@ public final class Transformer: @unchecked Sendable {
             gradientsReady?(head.normSpan)
         } else {
             guard let outputGradient else { preconditionFailure("a stage before the last needs its output's gradient") }
-            dResidual.update(from: outputGradient, count: n * config.width)
+            dResidual.update(from: outputGradient, count: stream)
         }
         if deferringWeights && a.deferred == nil {
             a.deferred = ActivationArena.Deferred(config: config, shape: shape, layers: blocks.count, rows: a.rows)
@@ -217,15 +239,15 @@ public final class Transformer: @unchecked Sendable {
             if deferred == nil { gradientsReady?(block.span) }
         }
         if let deferred {
-            if isFirstStage { deferred.embedding.pointer.update(from: dResidual, count: n * config.width) }
+            if isFirstStage { deferred.embedding.pointer.update(from: dResidual, count: stream) }
         } else {
             embeddingBackward(a, dOut: dResidual)
         }
     }
 
-    private func embeddingBackward(_ a: ActivationArena, dOut: UnsafePointer<Float>) {
+    private func embeddingBackward(_ a: ActivationArena, dOut: UnsafeMutablePointer<Float>) {
         guard let embedding else { return }
-        embedding.backward(dOut, tokens: a.inputs.baseAddress!, context(a))
+        embedding.backward(dOut, tokens: a.inputs.baseAddress!, a, context(a))
         gradientsReady?(embedding.span)
     }
 }

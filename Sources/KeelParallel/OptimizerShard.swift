@@ -52,6 +52,26 @@ public final class OptimizerShard {
         return total
     }
 
+    /// Replaces the averaged gradients of `spans` (clamped to `range`) by their sum over `group`, in one
+    /// all-reduce: gradients each rank of `group` computed from only part of the data (sequence parallelism's
+    /// norms). Every rank of `group` must hold the same ranges.
+    public func sum(_ spans: [Range<Int>], over group: any Communicator, label: String) throws {
+        let own = range
+        let parts = spans.map { $0.clamped(to: own) }.filter { !$0.isEmpty }
+        var packed = [Float]()
+        packed.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for part in parts {
+            packed.append(contentsOf: UnsafeBufferPointer(start: gradients + (part.lowerBound - own.lowerBound), count: part.count))
+        }
+        guard !packed.isEmpty else { return }
+        packed = try group.allReduce(packed, .sum, label: label)
+        var next = 0
+        for part in parts {
+            (gradients + (part.lowerBound - own.lowerBound)).update(from: Array(packed[next..<(next + part.count)]), count: part.count)
+            next += part.count
+        }
+    }
+
     /// Copies every rank's updated range of the parameters to all ranks (ZeRO-1; nothing otherwise).
     public func gatherParameters(label: String) throws {
         guard isSharded else { return }

@@ -183,7 +183,7 @@ public final class PipelineExecutor {
     private func globalStage(_ chunk: Int) -> Int { chunk * pipeline.size + pipeline.rank }
 
     /// Floats in a message of `rows` sequences.
-    private func elements(_ rows: Int) -> Int { rows * length * chunks[0].config.width }
+    private func elements(_ rows: Int) -> Int { chunks[0].activationCount(batch: rows, length: length) }
 
     /// A message buffer of `batch` sequences: a delivered send's, or a new one.
     private func takeBuffer() -> FloatBuffer {

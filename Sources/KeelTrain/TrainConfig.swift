@@ -116,6 +116,9 @@ public struct TrainConfig: Sendable {
         public var schedule: PipelineSchedule
         /// `virtual_stages`: model chunks per pipeline rank (interleaved only; default 2 there, 1 otherwise).
         public var virtualStages: Int
+        /// `sequence_parallel`: split the residual stream and the norms along the B·T token rows over the tensor
+        /// group (Korthikanti et al., 2022); needs tp > 1 and training.seq_len divisible by tp.
+        public var sequenceParallel: Bool
         /// `stage_boundaries`: the first block of every stage after the first (pp · virtual_stages − 1 values);
         /// nil balances the stages by parameter count.
         public var stageBoundaries: [Int]?
@@ -245,6 +248,7 @@ public struct TrainConfig: Sendable {
             pipeline: try v.int("parallel.pp", 1), tensor: try v.int("parallel.tp", 1), data: try v.optionalInt("parallel.dp"),
             schedule: pipelineSchedule,
             virtualStages: try v.int("parallel.virtual_stages", pipelineSchedule == .interleaved ? 2 : 1),
+            sequenceParallel: try v.bool("parallel.sequence_parallel", false),
             stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
@@ -318,6 +322,10 @@ public struct TrainConfig: Sendable {
                              ("model.vocab_size", model.vocabSize)] {
             try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")
         }
+        try require(!p.sequenceParallel || p.tensor > 1, "parallel.sequence_parallel",
+                    "needs tensor parallelism (parallel.tp > 1): it splits the tensor group's token rows")
+        try require(!p.sequenceParallel || t.sequenceLength % p.tensor == 0, "parallel.sequence_parallel",
+                    "needs training.seq_len (\(t.sequenceLength)) divisible by parallel.tp (\(p.tensor)): each tensor rank holds an equal share of the rows")
         try require(p.virtualStages >= 1, "parallel.virtual_stages", "must be positive (got \(p.virtualStages))")
         try require(p.schedule == .interleaved || p.virtualStages == 1, "parallel.virtual_stages",
                     "must be 1 with the \(p.schedule.rawValue) schedule (only interleaved holds several chunks per rank)")

@@ -68,7 +68,8 @@ public final class Trainer {
         wholeTable = ParameterTable(config: config.model)
         step = try TrainingStep(model: config.model, layers: stageLayers, schedule: config.parallel.schedule,
                                 virtualStages: config.parallel.virtualStages, training: config.training,
-                                distributed: config.distributed, groups: groups)
+                                distributed: config.distributed, sequenceParallel: config.parallel.sequenceParallel,
+                                groups: groups)
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 

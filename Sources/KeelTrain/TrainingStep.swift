@@ -31,7 +31,9 @@ public struct TrainingDiverged: Error {
 ///    their last micro-batch has reported them, while later passes still run.
 /// 3. **Tied embedding**: GPT-2's token table lives on the first and the last stage; its two gradients are
 ///    summed over that pair (Megatron's embedding group) and only then reduced across replicas.
-/// 4. **Reduction** completes; the loss is averaged over replicas and sent from the last stage to all.
+/// 4. **Reduction** completes (with sequence parallelism the norms' gradients, each tensor rank's from its own
+///    rows, are then summed over the tensor group); the loss is averaged over replicas and sent from the last
+///    stage to all.
 /// 5. **Norm**: the global gradient norm over every stage (the tied table counted once), for clipping.
 /// 6. **Update**: each chunk's optimizer applies AdamW to its shard and shares the updated parameters.
 ///
@@ -51,6 +53,8 @@ public final class TrainingStep {
     /// The tied token table's span of the gradients in a chunk of this rank, when it holds one of the
     /// table's two copies (the first or the last stage of a pipeline of a tied model).
     private let tied: (chunk: Int, span: Range<Int>, isCopy: Bool)?
+    /// Per chunk, the spans of its gradients that sequence parallelism leaves partial on each tensor rank.
+    private let partialSpans: [[Range<Int>]]
     /// Per chunk, the spans of its gradients that another rank counts in the gradient norm: the last stage's copy
     /// of the tied token table, and on tensor ranks but the first every replicated tensor.
     private let excludedFromNorm: [[Range<Int>]]
@@ -60,10 +64,11 @@ public final class TrainingStep {
 
     /// Builds this rank's chunks of `model` — the stages `layers` (in stage order, p · v of them) that
     /// `groups.pipeline`'s rank holds under `schedule` with `virtualStages` chunks per rank — initialised from
-    /// `seed`, with optimizers over `groups.data`.
+    /// `seed`, with optimizers over `groups.data`; `sequenceParallel` splits the residual stream's rows over
+    /// `groups.tensor`.
     public init(model: ModelConfig, layers: [Range<Int>], schedule: PipelineSchedule, virtualStages: Int,
                 training t: TrainConfig.TrainingSettings, distributed: TrainConfig.DistributedSettings,
-                groups: ParallelState) throws {
+                sequenceParallel: Bool = false, groups: ParallelState) throws {
         let p = groups.pipeline.size, rank = groups.pipeline.rank
         precondition(layers.count == p * virtualStages)
         self.groups = groups
@@ -72,7 +77,8 @@ public final class TrainingStep {
         length = t.sequenceLength
         gradientClip = t.gradientClip
         chunks = try (0..<virtualStages).map { c in
-            let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank], tensor: groups.tensor)
+            let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank], tensor: groups.tensor,
+                                        sequenceParallel: sequenceParallel)
             chunk.matrixPrecision = t.precision
             return chunk
         }
@@ -85,6 +91,7 @@ public final class TrainingStep {
                       decayEmbeddings: t.decayEmbeddings)
         }
         parallels = optimizers.map { DataParallel(shard: $0.shard, bucketElements: distributed.bucketElements) }
+        partialSpans = chunks.map(\.sequenceParallelSpans)
         let tied = Self.tiedTable(chunks, stages: layers.count)
         self.tied = tied
         let chunks = self.chunks, firstTensorRank = groups.tensor.rank == 0
@@ -162,6 +169,9 @@ public final class TrainingStep {
 
         // 4. Reduction and loss.
         for parallel in parallels { try parallel.synchronizeGradients() }
+        for (optimizer, spans) in zip(optimizers, partialSpans) where !spans.isEmpty {
+            try optimizer.shard.sum(spans, over: groups.tensor, label: "\(label): sequence-parallel norm gradients")
+        }
         var loss = losses.reduce(0.0) { $0 + Double($1) / Double(microBatches) }
         loss = try groups.data.allReduce([loss], .average, label: "\(label): loss")[0]
         if groups.pipeline.size > 1 {

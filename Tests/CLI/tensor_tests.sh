@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Tensor-parallel training under OpenMPI's mpirun: every (tp, pp, dp) layout trains the single process's model
-# (per-step losses), its checkpoint exports the single process's weights, and a tp that does not divide the
-# model is refused naming the key.
+# Tensor-parallel training under OpenMPI's mpirun: every (tp, pp, dp) layout, with and without sequence
+# parallelism, trains the single process's model (per-step losses), its checkpoint exports the single process's
+# weights, the tensor group's traffic is the analytic volume, and a tp that does not divide the model is refused
+# naming the key.
 # Usage: Tests/CLI/tensor_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: tensor_tests.sh PATH_TO_KEEL}")
@@ -35,17 +36,19 @@ PY
 for arch in gpt2 llama; do
     config "$work/$arch.toml" "$arch" 4
     c="$work/$arch.toml"
-    # (tp, pp, dp, n_kv_head): Llama keeps grouped-query attention (2 kv heads for 4 query heads) where tp = 2.
-    for layout in "4 1 1 4" "2 1 2 2" "2 2 1 2"; do
-        read -r tp pp dp kv <<<"$layout"
+    # (tp, pp, dp, n_kv_head, sequence parallelism): Llama keeps grouped-query attention (2 kv heads for 4 query
+    # heads) where tp = 2.
+    for layout in "4 1 1 4 false" "2 1 2 2 false" "2 2 1 2 false" "2 1 2 2 true" "2 2 1 2 true"; do
+        read -r tp pp dp kv sp <<<"$layout"
         [ "$arch" = gpt2 ] && kv=4
         reference="$work/$arch-ref-kv$kv-b$dp"
         [ -d "$reference" ] || run "$arch reference, kv heads $kv, batch $dp" "$keel" train --config "$c" --out "$reference" \
             "${common[@]}" --set model.n_kv_head=$kv --set training.batch_size=$dp || continue
-        name="$arch tp=$tp pp=$pp dp=$dp"
-        out="$work/$arch-$tp-$pp-$dp"
+        name="$arch tp=$tp pp=$pp dp=$dp$([ "$sp" = true ] && echo " sequence-parallel")"
+        out="$work/$arch-$tp-$pp-$dp$([ "$sp" = true ] && echo -sp)"
         run "$name" "${mpi[@]}" -np $((tp * pp * dp)) "$keel" train --config "$c" --out "$out" "${common[@]}" \
-            --set model.n_kv_head=$kv --set parallel.tp=$tp --set parallel.pp=$pp || continue
+            --set model.n_kv_head=$kv --set parallel.tp=$tp --set parallel.pp=$pp --set parallel.sequence_parallel=$sp \
+            || continue
         same_losses "$name = one process × batch $dp" "$reference" "$out" $steps
         export_matches "$name checkpoint exports the single-process weights" "$reference" "$out"
     done
@@ -54,14 +57,23 @@ done
 # The tensor group's traffic, counted by the communicator, is the analytic volume: per micro-batch of N tokens,
 # all-reduces of N × C floats for the embedding, two per block forward and two backward, and the head's input
 # gradient; the loss's row maxima and sums (3 × N floats); then the gradient norm (one double) per step.
-if python3 - "$work/gpt2-2-1-2/metrics.jsonl" "$work/llama-2-1-2/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
+# With sequence parallelism each of those 4L + 2 all-reduces is a reduce-scatter (counted as the N × C floats
+# it reduces) and an all-gather (counted as the N × C / tp floats each rank contributes): on a ring both move
+# what the all-reduce moved. Each step then sums the norms' gradients over the group: 4L + 2 vectors of C for
+# GPT-2 (LayerNorm weight and bias), 2L + 1 for Llama.
+if python3 - "$work" >"$work/err" 2>&1 <<'PY'
 import json, sys
-layers, width, tokens, micro_batches = 4, 32, 16, 2
-expected = 4 * micro_batches * ((4 * layers + 2) * tokens * width + 3 * tokens) + 8
-for path in sys.argv[1:]:
-    counted = [json.loads(l)["comm_tensor_bytes"] for l in open(path) if '"loss"' in l]
-    assert len(counted) == 30 and set(counted) == {expected}, (path, set(counted), expected)
-print(f"{expected} bytes per step")
+layers, width, tokens, micro_batches, tp = 4, 32, 16, 2, 2
+reductions = 4 * layers + 2
+layouts = {"gpt2-2-1-2": (reductions * tokens * width, 0), "llama-2-1-2": (reductions * tokens * width, 0),
+           "gpt2-2-1-2-sp": (reductions * tokens * width * (1 + 1 / tp), (4 * layers + 2) * width),
+           "llama-2-1-2-sp": (reductions * tokens * width * (1 + 1 / tp), (2 * layers + 1) * width)}
+for name, (activations, norms) in layouts.items():
+    expected = 4 * micro_batches * (activations + 3 * tokens) + 8 + 4 * norms
+    counted = [json.loads(l)["comm_tensor_bytes"] for l in open(f"{sys.argv[1]}/{name}/metrics.jsonl") if '"loss"' in l]
+    assert len(counted) == 30 and set(counted) == {expected}, (name, set(counted), expected)
+    print(f"{name}: {expected:.0f}", end="; ")
+print("bytes per step")
 PY
 then pass "tensor-parallel traffic per step equals the analytic volume ($(cat "$work/err"))"
 else fail "tensor-parallel traffic per step equals the analytic volume"; fi
@@ -84,6 +96,8 @@ run "tp checkpoint resumed on one process" "$keel" train --resume --out "$work/t
 
 refused "tp that does not divide the heads" "parallel.tp (3) must divide model.n_head (4)" \
     "$keel" train --config "$c" --out "$work/tp3" "${common[@]}" --set parallel.tp=3
+refused "sequence parallelism without tensor parallelism" "parallel.sequence_parallel needs tensor parallelism" \
+    "$keel" train --config "$c" --out "$work/sp1" "${common[@]}" --set parallel.sequence_parallel=true
 refused "tensor parallelism outside a launcher" "parallel.pp × parallel.tp × parallel.dp needs 2 processes" \
     "$keel" train --config "$c" --out "$work/tp2" "${common[@]}" --set parallel.tp=2
 

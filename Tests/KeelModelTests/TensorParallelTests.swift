@@ -6,7 +6,8 @@ import XCTest
 /// A model split over a tensor-parallel group (ranks as threads) is the whole model: every rank computes the
 /// whole model's loss, and the gradients of every rank's pieces, put back together, are the whole model's —
 /// for GPT-2 (tied, vocab-parallel embedding and head) and Llama (grouped-query attention), with the backward
-/// pass whole or split into its input and weight halves.
+/// pass whole or split into its input and weight halves, and with sequence parallelism (the stream's rows split
+/// over the ranks; the norms' partial gradients summed over the group, as training does after a step).
 final class TensorParallelTests: XCTestCase {
     /// Width 32 over 4 heads, d_ff and the vocabulary divisible by 4.
     private let configs = [
@@ -23,12 +24,17 @@ final class TensorParallelTests: XCTestCase {
             let loss = Self.run(whole, tokens, batch: batch, length: length, split: false)
             let expected = whole.gradients.toArray()
             for size in config.kvHeads % 4 == 0 ? [2, 4] : [2] {
-                for split in [false, true] {
+                for (split, sequenceParallel) in [(false, false), (true, false), (false, true), (true, true)] {
                     let ranks = try ThreadCommunicator.run(size: size) { group -> (loss: Float, model: Transformer) in
-                        let model = try Transformer(config: config, seed: 11, tensor: group)
-                        return (TensorParallelTests.run(model, tokens, batch: batch, length: length, split: split), model)
+                        let model = try Transformer(config: config, seed: 11, tensor: group, sequenceParallel: sequenceParallel)
+                        let loss = TensorParallelTests.run(model, tokens, batch: batch, length: length, split: split)
+                        for span in model.sequenceParallelSpans {
+                            try group.allReduce(UnsafeMutableBufferPointer(start: model.gradients.pointer + span.lowerBound,
+                                                                           count: span.count))
+                        }
+                        return (loss, model)
                     }
-                    let name = "\(config.architecture) tp=\(size)\(split ? " split backward" : "")"
+                    let name = "\(config.architecture) tp=\(size)\(split ? " split backward" : "")\(sequenceParallel ? " sequence-parallel" : "")"
                     for rank in ranks { XCTAssertEqual(rank.loss, loss, accuracy: 1e-5 * loss, name) }
                     for entry in whole.table.entries {
                         var rebuilt = [Float](repeating: .nan, count: entry.count)

@@ -75,6 +75,16 @@ final class ParallelConfigTests: XCTestCase {
         let tensor = try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.pp=2"])
         XCTAssertEqual(tensor.parallel.tensor, 2)
         XCTAssertEqual(try tensor.parallel.dataParallelSize(processes: 8), 2)
+        XCTAssertFalse(tensor.parallel.sequenceParallel, "sequence parallelism is off unless asked for")
+        XCTAssertTrue(try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.sequence_parallel=true"])
+            .parallel.sequenceParallel)
+        assertKeelError("parallel.sequence_parallel needs tensor parallelism (parallel.tp > 1)") {
+            _ = try fixture.config(["parallel.sequence_parallel=true"])
+        }
+        assertKeelError("parallel.sequence_parallel needs training.seq_len (15) divisible by parallel.tp (2)") {
+            _ = try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.sequence_parallel=true",
+                                    "training.seq_len=15"])
+        }
         assertKeelError("parallel.pp × parallel.tp (2 × 2) must divide the number of processes (6)") {
             _ = try tensor.parallel.dataParallelSize(processes: 6)
         }

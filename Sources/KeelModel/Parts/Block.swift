@@ -10,7 +10,10 @@ import KeelKernels
 /// width: q | k | v and the MLP's up projection are column-parallel (each rank computes its heads' and its
 /// hidden units' outputs from the whole input), the attention output and down projections row-parallel (each
 /// rank's partial output is summed over the tensor group, one all-reduce each); in the backward pass the
-/// input gradients of the column-parallel projections are summed instead.
+/// input gradients of the column-parallel projections are summed instead. With sequence parallelism the
+/// residual stream and the norms hold only this rank's rows: the norms' outputs are all-gathered before the
+/// column-parallel projections and the row-parallel sums are reduce-scatters (`PartContext`), and in the backward
+/// pass the other way round.
 struct Block {
     /// The block's span of the flat buffers (reported to data parallelism when its gradients are final).
     let span: Range<Int>
@@ -36,23 +39,25 @@ struct Block {
         down = projection(.down, .downBias, f, c, rowParallel: true)
     }
 
-    /// x → out, both [N, C]; `scratch` is attention's per-thread workspace.
+    /// x → out, both the residual stream ([streamRows, C]); `a` holds the scratch buffers.
     func forward(
         _ x: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, saved s: ActivationArena.Block,
-        scratch: UnsafeMutablePointer<Float>, rope: RotaryEmbedding?, _ context: PartContext
+        work a: ActivationArena, rope: RotaryEmbedding?, _ context: PartContext
     ) {
         let config = context.config, n = context.rows, c = config.width, attention = context.attention
-        let shape = context.shape, f = shape.hiddenWidth
+        let shape = context.shape, f = shape.hiddenWidth, stream = context.streamRows
         context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm)
         context.project(s.qkv.pointer, s.norm1.pointer, qkv)
         context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {
             rope?.apply(s.qkv.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
                         heads: shape.heads + shape.kvHeads)
-            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: scratch)
+            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
         }
-        context.project(s.mid.pointer, s.attention.pointer, attentionOutput)
-        context.tensor?.sum(s.mid.pointer, count: n * c, label: "attention output")
-        context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(x, into: s.mid.pointer, count: n * c) }
+        context.project(context.partialOutput(s.mid.pointer, a), s.attention.pointer, attentionOutput)
+        context.sumPartialOutput(s.mid.pointer, a, label: "attention output")
+        context.profiled(.residual, .forward, bytes: 12 * Double(stream * c)) {
+            addInPlace(x, into: s.mid.pointer, count: stream * c)
+        }
         context.normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, mlpNorm)
         context.project(s.hidden.pointer, s.norm2.pointer, up)
         context.profiled(.activation, .forward, bytes: 12 * Double(n * f)) {
@@ -61,12 +66,15 @@ struct Block {
             case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: f)
             }
         }
-        context.project(out, s.activated.pointer, down)
-        context.tensor?.sum(out, count: n * c, label: "MLP output")
-        context.profiled(.residual, .forward, bytes: 12 * Double(n * c)) { addInPlace(s.mid.pointer, into: out, count: n * c) }
+        context.project(context.partialOutput(out, a), s.activated.pointer, down)
+        context.sumPartialOutput(out, a, label: "MLP output")
+        context.profiled(.residual, .forward, bytes: 12 * Double(stream * c)) {
+            addInPlace(s.mid.pointer, into: out, count: stream * c)
+        }
     }
 
-    /// dResidual holds ∂loss/∂out on entry and ∂loss/∂x on return; `x` is the input of the forward pass.
+    /// dResidual holds ∂loss/∂out on entry and ∂loss/∂x on return (the stream's rows); `x` is the input of the
+    /// forward pass.
     /// Parameter gradients are added into the gradient buffer, except, with `deferred`, the projections'
     /// weight gradients: their output gradients are kept there for `backwardWeight` (a zero-bubble schedule's
     /// B and W halves).
@@ -75,10 +83,11 @@ struct Block {
         work a: ActivationArena, rope: RotaryEmbedding?, deferred: ActivationArena.Deferred.Block? = nil,
         _ context: PartContext
     ) {
-        let config = context.config, n = context.rows, c = config.width, attention = context.attention
+        let config = context.config, n = context.rows, attention = context.attention
         let shape = context.shape, f = shape.hiddenWidth
         let dNorm = a.dNorm.pointer
-        context.projectBackward(a.dActivated.pointer, dResidual, s.activated.pointer, down, deferred: deferred?.down.pointer)
+        let dOutput = context.gatheredGradient(dResidual, a, label: "MLP output gradient")
+        context.projectBackward(a.dActivated.pointer, dOutput, s.activated.pointer, down, deferred: deferred?.down.pointer)
         context.profiled(.activation, .backward, bytes: 16 * Double(n * f)) {
             switch config.architecture {
             case .gpt2:
@@ -89,9 +98,10 @@ struct Block {
             }
         }
         context.projectBackward(dNorm, a.dHidden.pointer, s.norm2.pointer, up, deferred: deferred?.up.pointer)
-        context.tensor?.sum(dNorm, count: n * c, label: "MLP input gradient")
-        context.normalizeBackward(dResidual, dNorm, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, mlpNorm)
-        context.projectBackward(a.dAttention.pointer, dResidual, s.attention.pointer, attentionOutput,
+        let dMLPInput = context.summedInputGradient(dNorm, a, label: "MLP input gradient")
+        context.normalizeBackward(dResidual, dMLPInput, s.mid.pointer, s.mean2.pointer, s.rstd2.pointer, mlpNorm)
+        let dMid = context.gatheredGradient(dResidual, a, label: "attention output gradient")
+        context.projectBackward(a.dAttention.pointer, dMid, s.attention.pointer, attentionOutput,
                                 deferred: deferred?.attentionOutput.pointer)
         context.profiled(.attention, .backward, flops: context.attentionFlops(.backward)) {
             attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
@@ -100,8 +110,8 @@ struct Block {
                         heads: shape.heads + shape.kvHeads, inverse: true)
         }
         context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv, deferred: deferred?.qkv.pointer)
-        context.tensor?.sum(dNorm, count: n * c, label: "attention input gradient")
-        context.normalizeBackward(dResidual, dNorm, x, s.mean1.pointer, s.rstd1.pointer, attentionNorm)
+        let dAttentionInput = context.summedInputGradient(dNorm, a, label: "attention input gradient")
+        context.normalizeBackward(dResidual, dAttentionInput, x, s.mean1.pointer, s.rstd1.pointer, attentionNorm)
     }
 
     /// The projections' weight gradients held back by `backward(…, deferred:)`, from the saved forward inputs.

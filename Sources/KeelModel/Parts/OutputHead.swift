@@ -10,7 +10,8 @@ import KeelKernels
 ///
 /// Under tensor parallelism the projection is vocab-parallel: each rank computes the logits of its slice of
 /// the vocabulary, the loss combines the slices (`VocabParallelCrossEntropy`), and the projection's partial
-/// input gradients are summed over the group.
+/// input gradients are summed over the group (under sequence parallelism, the final norm runs on this rank's
+/// rows of the stream, its output is all-gathered, and the input gradients are reduce-scattered).
 struct OutputHead {
     private let norm: NormParameters
     /// The projection's weight: the head's own output tensor, or the tied token table.
@@ -34,7 +35,7 @@ struct OutputHead {
         LinearShape(inFeatures: context.config.width, outFeatures: context.shape.vocabulary.count, layout: .outputMajor)
     }
 
-    /// The final norm of the last block's output x [N, C] into the arena.
+    /// The final norm of the last block's output x (the stream's rows) into the arena, for all N rows.
     func normalize(_ x: UnsafePointer<Float>, _ a: ActivationArena, _ context: PartContext) {
         context.normalize(a.finalNorm.pointer, a.finalMean.pointer, a.finalRstd.pointer, x, norm)
     }
@@ -107,14 +108,14 @@ struct OutputHead {
                 gemm(packed: headGradient, .none, n: c, a.finalNorm.pointer, beta: 1, g + weight)
             }
         }
-        if lossScale != nil { context.tensor?.sum(a.dNorm.pointer, count: n * c, label: "head input gradient") }
     }
 
     /// The final norm's backward: ∂loss/∂x into dResidual (zeroed first) from the projection's input
-    /// gradient in `a.dNorm`; x is the last block's output.
+    /// gradient in `a.dNorm` (summed over the tensor group first); x is the last block's output.
     func backward(_ dResidual: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, _ a: ActivationArena,
                   _ context: PartContext) {
-        dResidual.update(repeating: 0, count: context.rows * context.config.width)
-        context.normalizeBackward(dResidual, a.dNorm.pointer, x, a.finalMean.pointer, a.finalRstd.pointer, norm)
+        let dNorm = context.summedInputGradient(a.dNorm.pointer, a, label: "head input gradient")
+        dResidual.update(repeating: 0, count: context.streamRows * context.config.width)
+        context.normalizeBackward(dResidual, dNorm, x, a.finalMean.pointer, a.finalRstd.pointer, norm)
     }
 }

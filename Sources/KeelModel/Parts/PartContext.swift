@@ -17,8 +17,14 @@ struct PartContext {
     let precision: MatrixPrecision
     let profiler: Profiler?
 
-    /// Tokens in the batch (B·T): the rows of every activation matrix.
+    /// Tokens in the batch (B·T): the rows of every activation matrix inside the tensor-parallel regions.
     var rows: Int { batch * length }
+
+    /// Whether the residual stream and the norms hold only this rank's rows (`TensorGroup.sequenceParallel`).
+    var sequenceParallel: Bool { tensor?.sequenceParallel ?? false }
+
+    /// Rows of the residual stream on this rank: all of `rows`, or under sequence parallelism its share.
+    var streamRows: Int { sequenceParallel ? rows / tensor!.communicator.size : rows }
 
     /// Runs `body`, timed into `profiler` when one is set.
     @inline(__always)
@@ -39,27 +45,76 @@ struct PartContext {
         return direction == .forward ? 2 * base : 5 * base
     }
 
+    /// Normalises the residual stream x ([streamRows, C]) into `out`, the input of the column-parallel projection
+    /// that follows, for all `rows` ([N, C]): under sequence parallelism each rank normalises its rows and the
+    /// group all-gathers them. `mean` and `rstd` keep the statistics of the stream's rows.
     func normalize(
         _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
         _ x: UnsafePointer<Float>, _ norm: NormParameters
     ) {
-        let p = parameters, c = config.width, n = rows
+        let p = parameters, c = config.width, n = streamRows
+        let own = sequenceParallel ? out + tensor!.streamRows(of: rows).lowerBound * c : out
         profiled(.norm, .forward, bytes: 8 * Double(n * c)) {
             if let bias = norm.bias {
-                LayerNorm.forward(out, mean: mean, rstd: rstd, x, weight: p + norm.weight, bias: p + bias, rows: n,
+                LayerNorm.forward(own, mean: mean, rstd: rstd, x, weight: p + norm.weight, bias: p + bias, rows: n,
                                   columns: c, epsilon: config.normEpsilon)
             } else {
-                RMSNorm.forward(out, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon)
+                RMSNorm.forward(own, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon)
             }
+        }
+        if sequenceParallel { tensor!.allGather(out, rows: rows, columns: c, label: "sequence-parallel norm output") }
+    }
+
+    /// Where a result that the tensor group sums (a row-parallel projection's, the vocab-parallel embedding's)
+    /// is written for all `rows`: `out` itself, or under sequence parallelism the arena's full-size scratch.
+    func partialOutput(_ out: UnsafeMutablePointer<Float>, _ a: ActivationArena) -> UnsafeMutablePointer<Float> {
+        sequenceParallel ? a.sequenceScratch!.pointer : out
+    }
+
+    /// Sums the partial results written at `partialOutput(out, a)` over the tensor group into `out`: in place
+    /// (all-reduce), or under sequence parallelism this rank's rows of the sum (reduce-scatter).
+    func sumPartialOutput(_ out: UnsafeMutablePointer<Float>, _ a: ActivationArena, label: String) {
+        guard let tensor else { return }
+        let c = config.width
+        if tensor.sequenceParallel {
+            tensor.reduceScatter(a.sequenceScratch!.pointer, into: out, rows: rows, columns: c, label: label)
+        } else {
+            tensor.sum(out, count: rows * c, label: label)
         }
     }
 
-    /// Adds the normalisation's input gradient into dx and its parameter gradients into `gradients`.
+    /// The gradient of the residual stream for all `rows`, as the tensor-parallel region's backward reads it:
+    /// `dStream` itself, or under sequence parallelism every rank's rows of it all-gathered into the scratch.
+    func gatheredGradient(_ dStream: UnsafeMutablePointer<Float>, _ a: ActivationArena, label: String)
+        -> UnsafeMutablePointer<Float> {
+        guard sequenceParallel else { return dStream }
+        let full = a.sequenceScratch!.pointer, c = config.width
+        full.advanced(by: tensor!.streamRows(of: rows).lowerBound * c).update(from: dStream, count: streamRows * c)
+        tensor!.allGather(full, rows: rows, columns: c, label: label)
+        return full
+    }
+
+    /// Sums a column-parallel projection's partial input gradients (`dFull`, [N, C]) over the tensor group and
+    /// returns the gradient of the stream's rows: `dFull` after an all-reduce in place, or under sequence
+    /// parallelism this rank's rows of the sum, reduce-scattered into the arena's `dStreamScratch`.
+    func summedInputGradient(_ dFull: UnsafeMutablePointer<Float>, _ a: ActivationArena, label: String)
+        -> UnsafeMutablePointer<Float> {
+        guard let tensor else { return dFull }
+        guard tensor.sequenceParallel else {
+            tensor.sum(dFull, count: rows * config.width, label: label)
+            return dFull
+        }
+        tensor.reduceScatter(dFull, into: a.dStreamScratch!.pointer, rows: rows, columns: config.width, label: label)
+        return a.dStreamScratch!.pointer
+    }
+
+    /// Adds the normalisation's input gradient into dx and its parameter gradients into `gradients`; dx, dOut
+    /// and x are the stream's rows.
     func normalizeBackward(
         _ dx: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
         _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, _ norm: NormParameters
     ) {
-        let p = parameters, g = gradients, c = config.width, n = rows
+        let p = parameters, g = gradients, c = config.width, n = streamRows
         profiled(.norm, .backward, bytes: 16 * Double(n * c)) {
             if let bias = norm.bias {
                 LayerNorm.backward(dx: dx, dWeight: g + norm.weight, dBias: g + bias, dOut: dOut, x: x,

@@ -36,12 +36,36 @@ struct LocalShape {
 /// is stopped.
 struct TensorGroup {
     let communicator: any Communicator
+    /// Sequence parallelism (Korthikanti et al., 2022): outside the tensor-parallel regions — the norms and the
+    /// residual stream — each rank holds only its share of the B·T token rows (`streamRows`), so the sums after
+    /// row-parallel projections become reduce-scatters and the inputs of column-parallel ones all-gathers.
+    let sequenceParallel: Bool
 
     var rank: TensorRank { TensorRank(rank: communicator.rank, size: communicator.size) }
 
     /// Replaces `count` values at `buffer` by their sum over the group.
     func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) {
         run { try communicator.allReduce(UnsafeMutableBufferPointer(start: buffer, count: count), .sum, label: label) }
+    }
+
+    /// The rows of a [rows, columns] matrix that each rank holds under sequence parallelism: the r-th of `size`
+    /// contiguous, equal runs.
+    func streamRows(of rows: Int) -> Range<Int> {
+        let share = rows / communicator.size
+        return (communicator.rank * share)..<((communicator.rank + 1) * share)
+    }
+
+    /// `full` is [rows, columns] with this rank's `streamRows` filled in; afterwards every rank's are, on all ranks.
+    func allGather(_ full: UnsafeMutablePointer<Float>, rows: Int, columns: Int, label: String) {
+        let counts = Array(repeating: rows / communicator.size * columns, count: communicator.size)
+        run { try communicator.allGather(full, counts: counts, label: label) }
+    }
+
+    /// This rank's `streamRows` of the sum over the group of `full` ([rows, columns]), into `local`.
+    func reduceScatter(_ full: UnsafePointer<Float>, into local: UnsafeMutablePointer<Float>, rows: Int, columns: Int,
+                       label: String) {
+        let counts = Array(repeating: rows / communicator.size * columns, count: communicator.size)
+        run { try communicator.reduceScatter(full, into: local, counts: counts, .sum, label: label) }
     }
 
     /// The cross-rank reductions of the vocab-parallel loss.
