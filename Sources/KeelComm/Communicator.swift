@@ -1,3 +1,4 @@
+import Foundation
 import KeelCore
 
 /// How a collective combines the ranks' values.
@@ -106,6 +107,18 @@ public protocol Communicator: AnyObject, Sendable {
 }
 
 extension Communicator {
+    /// Runs `body` where a failure cannot be thrown to the caller (inside a model's passes): a collective that
+    /// fails (a rank that died or hangs past the timeout) ends the job as `keel` does for any error on a rank —
+    /// one "Error: rank R of the GROUP: …" line, then every process is stopped.
+    public func stoppingJobOnFailure(of group: String, _ body: () throws -> Void) {
+        do {
+            try body()
+        } catch {
+            FileHandle.standardError.write(Data("Error: rank \(rank) of the \(group): \(error)\n".utf8))
+            abort(code: 1)
+        }
+    }
+
     /// Starts an in-place all-reduce of `buffer`.
     public func startAllReduce<T: CommunicationScalar>(
         _ buffer: UnsafeMutableBufferPointer<T>, _ reduction: Reduction = .sum, label: String = "all-reduce"

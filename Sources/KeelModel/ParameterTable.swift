@@ -126,24 +126,33 @@ public struct ParameterTable: Sendable {
 
     /// Fills `buffer` with the initial values, each tensor from its own random stream keyed by its position in
     /// the whole model, so a tensor's initial values depend neither on the others nor on the stage holding it;
-    /// a tensor-parallel piece is cut from the whole tensor's values.
-    public func initialize(_ buffer: FloatBuffer, seed: UInt64) {
+    /// a tensor-parallel piece is cut from the whole tensor's values. With `range`, only the elements in it are
+    /// written (a fully sharded rank's own share), with the same values they have in the whole buffer.
+    public func initialize(_ buffer: FloatBuffer, seed: UInt64, only range: Range<Int>? = nil) {
         for entry in entries {
-            let p = buffer.pointer + entry.offset
+            let kept = entry.range.clamped(to: range ?? entry.range)
+            guard !kept.isEmpty else { continue }
+            // The entry's values, into the buffer when it is wholly kept, else into scratch to copy `kept` from.
+            let scratch = kept == entry.range ? nil : UnsafeMutablePointer<Float>.allocate(capacity: entry.count)
+            defer { scratch?.deallocate() }
+            let p = scratch ?? buffer.pointer + entry.offset
             switch entry.initialization {
             case .zeros: p.update(repeating: 0, count: entry.count)
             case .ones: p.update(repeating: 1, count: entry.count)
             case .normal(let std):
                 var random = RandomStream(seed: seed, key: 0x1417, UInt64(entry.key))
                 let whole = entry.wholeShape.reduce(1, *)
-                guard whole != entry.count else {
+                if whole == entry.count {
                     for j in 0..<entry.count { p[j] = random.nextNormal() * std }
-                    continue
+                } else {
+                    let values = UnsafeMutablePointer<Float>.allocate(capacity: whole)
+                    defer { values.deallocate() }
+                    for j in 0..<whole { values[j] = random.nextNormal() * std }
+                    entry.split.copy(values, shape: entry.wholeShape, p, rank: entry.tensorRank)
                 }
-                let values = UnsafeMutablePointer<Float>.allocate(capacity: whole)
-                defer { values.deallocate() }
-                for j in 0..<whole { values[j] = random.nextNormal() * std }
-                entry.split.copy(values, shape: entry.wholeShape, p, rank: entry.tensorRank)
+            }
+            if let scratch {
+                (buffer.pointer + kept.lowerBound).update(from: scratch + (kept.lowerBound - entry.offset), count: kept.count)
             }
         }
     }

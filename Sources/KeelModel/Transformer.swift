@@ -43,6 +43,9 @@ public final class Transformer: @unchecked Sendable {
     /// (the untied output head at the end of `forward`, the rest during `backward`, last layer first), so
     /// data parallelism can start communicating while the backward pass continues.
     public var gradientsReady: ((Range<Int>) -> Void)?
+    /// When set, each part's parameters are acquired from it just before the part reads them and released just
+    /// after (ZeRO-3); nil: `parameters` always holds all of them.
+    public var residency: (any ParameterResidency)?
 
     /// Builds the model, or the pipeline stage holding blocks `layers`, with freshly initialised parameters
     /// (each tensor equal to the same tensor of the whole model built with the same seed). With `tensor`, the
@@ -50,9 +53,10 @@ public final class Transformer: @unchecked Sendable {
     /// (`TensorSplit`), cut from the whole model's, and passes that sum partial results over the group; with
     /// `sequenceParallel` as well, the residual stream and the norms hold only this rank's share of the token rows
     /// (every batch's B·T must then divide by the group's size), and the norms' gradients are partial sums that
-    /// the caller adds up over the group (`sequenceParallelSpans`).
+    /// the caller adds up over the group (`sequenceParallelSpans`). With `initialized` false the parameters
+    /// are left zero and untouched (ZeRO-3 initialises each rank's share with `table.initialize(_:seed:only:)`).
     public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil, tensor: (any Communicator)? = nil,
-                sequenceParallel: Bool = false) throws {
+                sequenceParallel: Bool = false, initialized: Bool = true) throws {
         try config.validate()
         let layers = layers ?? 0..<config.layers
         guard !layers.isEmpty, layers.lowerBound >= 0, layers.upperBound <= config.layers else {
@@ -73,7 +77,7 @@ public final class Transformer: @unchecked Sendable {
         self.table = table
         parameters = FloatBuffer(count: table.count)
         gradients = FloatBuffer(count: table.count)
-        table.initialize(parameters, seed: seed)
+        if initialized { table.initialize(parameters, seed: seed) }
         let embedding = layers.lowerBound == 0 ? InputEmbedding(table) : nil
         self.embedding = embedding
         blocks = layers.map { [shape] in Block(table, layer: $0, config: config, shape: shape) }
@@ -122,7 +126,9 @@ public final class Transformer: @unchecked Sendable {
         guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
         let a = prepare(batch: batch, length: length, slot: slot)
         a.inputs.baseAddress!.update(from: inputs, count: batch * length)
-        embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
+        using([embedding.span], next: blocks.first.map { [$0.span] } ?? head?.forwardSpans) {
+            embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
+        }
         return run(a, targets: targets, lossScale: lossScale)
     }
 
@@ -159,10 +165,14 @@ public final class Transformer: @unchecked Sendable {
     private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?) -> Float {
         let context = context(a), n = context.rows
         for (i, block) in blocks.enumerated() {
-            block.forward(a.residuals[i].pointer, into: a.residuals[i + 1].pointer, saved: a.blocks[i],
-                          work: a, rope: rope, context)
+            using([block.span], next: i + 1 < blocks.count ? [blocks[i + 1].span] : head?.forwardSpans) {
+                block.forward(a.residuals[i].pointer, into: a.residuals[i + 1].pointer, saved: a.blocks[i],
+                              work: a, rope: rope, context)
+            }
         }
         guard let head else { return 0 }
+        residency?.acquire(head.forwardSpans, upcoming: nil)
+        defer { residency?.release(head.forwardSpans) }
         head.normalize(a.residuals[blocks.count].pointer, a, context)
         guard let targets else {
             head.logits(into: a.allLogits(vocabulary: config.vocabSize).pointer, a, context)
@@ -223,7 +233,9 @@ public final class Transformer: @unchecked Sendable {
         if let head {
             precondition(outputGradient == nil, "the last stage's backward starts from its loss")
             // The projection's backward already ran, chunk by chunk, in the training forward pass (dNorm holds it).
-            head.backward(dResidual, input: a.residuals[blocks.count].pointer, a, context)
+            using(head.backwardSpans, next: blocks.last.map { [$0.span] }) {
+                head.backward(dResidual, input: a.residuals[blocks.count].pointer, a, context)
+            }
             gradientsReady?(head.normSpan)
         } else {
             guard let outputGradient else { preconditionFailure("a stage before the last needs its output's gradient") }
@@ -234,8 +246,10 @@ public final class Transformer: @unchecked Sendable {
         }
         let deferred = deferringWeights ? a.deferred : nil
         for (i, block) in blocks.enumerated().reversed() {
-            block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope,
-                           deferred: deferred?.blocks[i], context)
+            using([block.span], next: i > 0 ? [blocks[i - 1].span] : nil) {
+                block.backward(dResidual, input: a.residuals[i].pointer, saved: a.blocks[i], work: a, rope: rope,
+                               deferred: deferred?.blocks[i], context)
+            }
             if deferred == nil { gradientsReady?(block.span) }
         }
         if let deferred {
@@ -245,6 +259,16 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// Runs a part's `body` with its parameter `spans` present (`residency`), naming the `next` part's.
+    private func using(_ spans: [Range<Int>], next: [Range<Int>]?, _ body: () -> Void) {
+        guard let residency else { return body() }
+        residency.acquire(spans, upcoming: next)
+        body()
+        residency.release(spans)
+    }
+
+    /// The embedding's backward pass reads no parameters (it scatters the gradient into the token table), nor do
+    /// the weight gradients of a split backward pass, so neither acquires any.
     private func embeddingBackward(_ a: ActivationArena, dOut: UnsafeMutablePointer<Float>) {
         guard let embedding else { return }
         embedding.backward(dOut, tokens: a.inputs.baseAddress!, a, context(a))

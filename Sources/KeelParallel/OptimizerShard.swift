@@ -3,26 +3,35 @@ import KeelCore
 import KeelKernels
 import KeelModel
 
-/// The part of a model's flat buffers that this rank's optimizer updates: with ZeRO stage 1 the r-th of N equal
-/// ranges over a data-parallel group of N ranks, otherwise all of it. It holds the averaged gradients of that
-/// range (which `DataParallel` reduce-scatters into it), and after the update shares the updated parameters
-/// with the other ranks.
+/// The part of a model's flat buffers that this rank's optimizer updates: with ZeRO (stage 1 and up) the r-th of
+/// N equal ranges over a data-parallel group of N ranks, otherwise all of it. It holds the averaged gradients of
+/// that range (which `DataParallel` reduce-scatters into it), and after the update shares the updated parameters
+/// with the other ranks — except at stage 3, where each rank keeps only its range and the parts gather the rest
+/// when they run (`ShardedParameters`).
 public final class OptimizerShard {
     public let model: any GradientSource
     public let communicator: any Communicator
-    /// Whether the state is sharded (ZeRO stage 1 on more than one rank).
+    /// Whether the optimizer state is sharded (ZeRO stage 1 or more, on more than one rank).
     public let isSharded: Bool
+    /// Whether the gradients are too (stage 2 or 3): `DataParallel` reduce-scatters every micro-batch's buckets
+    /// and frees them, so the model's gradient buffer is never whole.
+    public let shardsGradients: Bool
+    /// Whether the parameters are too (stage 3): this rank holds only its range of them between passes.
+    public let shardsParameters: Bool
     /// Each rank's range of the flat buffer (one range covering everything without ZeRO).
     public let ranges: [Range<Int>]
     /// The reduce-scattered gradients of this rank's range, with ZeRO-1.
     private let gradientBuffer: FloatBuffer?
 
-    /// `zero` selects ZeRO stage 1 over `communicator` (the data-parallel group).
-    public init(model: any GradientSource, communicator: any Communicator, zero: Bool) {
+    /// `stage` is the ZeRO stage over `communicator` (the data-parallel group): 0 (nothing sharded) to 3.
+    public init(model: any GradientSource, communicator: any Communicator, stage: Int) {
+        precondition((0...3).contains(stage), "ZeRO stage \(stage)")
         self.model = model
         self.communicator = communicator
         let count = model.parameters.count
-        isSharded = zero && communicator.size > 1
+        isSharded = stage >= 1 && communicator.size > 1
+        shardsGradients = isSharded && stage >= 2
+        shardsParameters = isSharded && stage == 3
         ranges = isSharded ? evenPartition(count: count, parts: communicator.size) : [0..<count]
         gradientBuffer = isSharded ? FloatBuffer(count: ranges[communicator.rank].count) : nil
     }
@@ -34,6 +43,24 @@ public final class OptimizerShard {
     /// the range's start.
     public var gradients: UnsafeMutablePointer<Float> {
         gradientBuffer?.pointer ?? model.gradients.pointer
+    }
+
+    /// Zeroes the shard's own gradients (where the stage-2 and -3 micro-batches accumulate).
+    public func clearGradients() {
+        gradientBuffer?.zero()
+    }
+
+    /// Gives back the memory of the parameters outside this rank's range in `span` (ZeRO-3, after a part ran).
+    public func releaseParameters(_ span: Range<Int>) {
+        let own = range
+        model.parameters.release(span.lowerBound..<max(span.lowerBound, min(span.upperBound, own.lowerBound)))
+        model.parameters.release(min(span.upperBound, max(span.lowerBound, own.upperBound))..<span.upperBound)
+    }
+
+    /// Starts gathering `span` of the parameters in place from the ranks whose ranges it meets (ZeRO-3).
+    public func startGathering(_ span: Range<Int>, label: String) -> CommunicationRequest {
+        communicator.startAllGather(model.parameters.pointer + span.lowerBound, counts: ranges.map { span.clamped(to: $0).count },
+                                    label: label)
     }
 
     /// Σ g² over `gradients`, leaving out the spans `excluded` (tensors another rank counts: a tied copy on
@@ -72,9 +99,9 @@ public final class OptimizerShard {
         }
     }
 
-    /// Copies every rank's updated range of the parameters to all ranks (ZeRO-1; nothing otherwise).
+    /// Copies every rank's updated range of the parameters to all ranks (ZeRO-1 and -2; nothing otherwise).
     public func gatherParameters(label: String) throws {
-        guard isSharded else { return }
+        guard isSharded && !shardsParameters else { return }
         try communicator.allGather(model.parameters.pointer, counts: ranges.map(\.count), label: "\(label): parameters")
     }
 
@@ -82,9 +109,19 @@ public final class OptimizerShard {
     /// other ranks. Without ZeRO, `local` already is the whole.
     public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
         guard isSharded else { return communicator.rank == 0 ? local : nil }
+        return try gatherToFirstRank(UnsafePointer(local.pointer), label: "checkpoint: optimizer state")
+    }
+
+    /// The whole parameter buffer on rank 0 (nil on the others): the model's own buffer unless they are sharded
+    /// (ZeRO-3), then gathered from every rank's range.
+    public func parametersOnFirstRank() throws -> FloatBuffer? {
+        guard shardsParameters else { return communicator.rank == 0 ? model.parameters : nil }
+        return try gatherToFirstRank(UnsafePointer(model.parameters.pointer + range.lowerBound), label: "checkpoint: parameters")
+    }
+
+    private func gatherToFirstRank(_ local: UnsafePointer<Float>, label: String) throws -> FloatBuffer? {
         let whole = communicator.rank == 0 ? FloatBuffer(count: model.parameters.count) : nil
-        try communicator.gather(UnsafePointer(local.pointer), into: whole?.pointer, counts: ranges.map(\.count), root: 0,
-                                label: "checkpoint: optimizer state")
+        try communicator.gather(local, into: whole?.pointer, counts: ranges.map(\.count), root: 0, label: label)
         return whole
     }
 }

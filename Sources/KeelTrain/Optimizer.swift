@@ -5,9 +5,9 @@ import KeelModel
 import KeelParallel
 
 /// AdamW for one model (or pipeline chunk) over its flat buffers. It owns its state and its ZeRO shard: the
-/// range of the buffers it updates (`shard`: all of them, or with ZeRO-1 this rank's range over the
+/// range of the buffers it updates (`shard`: all of them, or with ZeRO this rank's range over the
 /// data-parallel group), AdamW's moments for that range, one fused pass by decay group, then the updated
-/// parameters shared with the group.
+/// parameters shared with the group (except under ZeRO-3, where each rank keeps only its range).
 public final class Optimizer {
     public let model: Transformer
     /// The range this rank updates, and the averaged gradients of it.
@@ -19,12 +19,12 @@ public final class Optimizer {
     /// Decay groups clipped to the shard, relative to its start.
     private let groups: [(range: Range<Int>, decays: Bool)]
 
-    /// With `zero`, the state is sharded over `dataParallel` (ZeRO stage 1).
-    public init(model: Transformer, dataParallel: any Communicator, zero: Bool, settings: AdamWSettings,
+    /// `zeroStage` (0–3) says what is sharded over `dataParallel` (`OptimizerShard`).
+    public init(model: Transformer, dataParallel: any Communicator, zeroStage: Int, settings: AdamWSettings,
                 decayEmbeddings: Bool) {
         self.model = model
         self.settings = settings
-        shard = OptimizerShard(model: model, communicator: dataParallel, zero: zero)
+        shard = OptimizerShard(model: model, communicator: dataParallel, stage: zeroStage)
         let range = shard.range
         m = FloatBuffer(count: range.count)
         v = FloatBuffer(count: range.count)

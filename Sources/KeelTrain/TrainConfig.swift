@@ -93,7 +93,8 @@ public struct TrainConfig: Sendable {
     public struct DistributedSettings: Sendable {
         /// `bucket_mb`: gradient megabytes communicated together (PyTorch DDP's `bucket_cap_mb`).
         public var bucketMegabytes: Double
-        /// `zero_stage`: 0 replicates the optimizer state on every rank; 1 shards it (ZeRO stage 1).
+        /// `zero_stage`: what is sharded over the data-parallel group: 0 nothing, 1 the optimizer state, 2 also
+        /// the gradients, 3 also the parameters (FSDP).
         public var zeroStage: Int
         /// `timeout_s`: seconds a rank waits for the others in any communication before stopping the job.
         public var timeoutSeconds: Double
@@ -311,13 +312,15 @@ public struct TrainConfig: Sendable {
         try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")
         try require(distributed.bucketMegabytes > 0 && distributed.bucketMegabytes.isFinite, "distributed.bucket_mb",
                     "must be a positive number (got \(distributed.bucketMegabytes))")
-        try require(distributed.zeroStage == 0 || distributed.zeroStage == 1, "distributed.zero_stage",
-                    "must be 0 (replicated optimizer state) or 1 (sharded) (got \(distributed.zeroStage))")
+        try require((0...3).contains(distributed.zeroStage), "distributed.zero_stage",
+                    "must be 0 (nothing sharded), 1 (optimizer state), 2 (and gradients) or 3 (and parameters) (got \(distributed.zeroStage))")
         try require(distributed.timeoutSeconds > 0, "distributed.timeout_s", "must be positive (got \(distributed.timeoutSeconds))")
         let p = parallel
         try require(p.pipeline >= 1, "parallel.pp", "must be positive (got \(p.pipeline))")
         try require(p.data.map { $0 >= 1 } ?? true, "parallel.dp", "must be positive (got \(p.data ?? 0))")
         try require(p.tensor >= 1, "parallel.tp", "must be positive (got \(p.tensor))")
+        try require(distributed.zeroStage <= 1 || p.pipeline == 1, "distributed.zero_stage",
+                    "(\(distributed.zeroStage)) must be 0 or 1 with pipeline parallelism (parallel.pp = \(p.pipeline)): ZeRO-2 and -3 reduce each micro-batch's gradients as its backward pass ends, which a pipeline's interleaved micro-batches do not allow; a stage already holds 1/pp of the model (DeepSpeed too limits pipelines to ZeRO-1)")
         for (key, value) in [("model.n_head", model.heads), ("model.n_kv_head", model.kvHeads), ("model.d_ff", model.hiddenWidth),
                              ("model.vocab_size", model.vocabSize)] {
             try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")

@@ -88,7 +88,8 @@ public final class Trainer {
         }
         // Every replica initialised (or restored) the same parameters; replica 0's copy is made authoritative
         // anyway, as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
-        for chunk in step.chunks {
+        // (Under ZeRO-3 there are no replicas to agree: each rank holds the only copy of its range.)
+        for (chunk, optimizer) in zip(step.chunks, step.optimizers) where !optimizer.shard.shardsParameters {
             try groups.data.broadcast(chunk.parameters.buffer, root: 0, label: "initial parameters")
         }
         guard isLeader else { return }
@@ -98,10 +99,11 @@ public final class Trainer {
         }
     }
 
-    /// The whole model, when this rank holds all of it (no pipeline or tensor parallelism); nil otherwise.
+    /// The whole model, when this rank holds all of it (no pipeline or tensor parallelism, no ZeRO-3); nil
+    /// otherwise.
     public var model: Transformer? {
         step.chunks.count == 1 && step.chunks[0].isFirstStage && step.chunks[0].isLastStage && groups.tensor.size == 1
-            ? step.chunks[0] : nil
+            && step.chunks[0].residency == nil ? step.chunks[0] : nil
     }
 
     /// The run's tokenizer (to decode samples).
@@ -154,6 +156,7 @@ public final class Trainer {
             let number = state.step + 1
             let stepStart = Date()
             let operationsBefore = groups.world.startedOperations, tensorBytesBefore = groups.tensor.communicatedBytes
+            let dataBytesBefore = groups.data.communicatedBytes
             let rate = schedule.rate(at: number)
             let result: StepResult
             do {
@@ -162,6 +165,7 @@ public final class Trainer {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
                 throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)")
             }
+            let dataBytes = groups.data.communicatedBytes - dataBytesBefore
             tracer?.record(step: number, step.executor)
 
             state.step = number
@@ -188,7 +192,9 @@ public final class Trainer {
             if replicas.size > 1 {
                 // How this step's gradient communication overlapped the backward passes (this rank's chunks).
                 let overlap = step.parallels.map(\.statistics)
+                // What this rank's data-parallel group moved: gradients, ZeRO's parameter gathers, the loss.
                 record += [("comm_ops", .int(groups.world.startedOperations - operationsBefore)),
+                           ("comm_data_bytes", .int(dataBytes)),
                            ("comm_buckets", .int(overlap.reduce(0) { $0 + $1.buckets })),
                            ("comm_overlapped_buckets", .int(overlap.reduce(0) { $0 + $1.startedDuringBackward })),
                            ("comm_s", .double(overlap.reduce(0) { $0 + $1.communicationSeconds })),
@@ -270,8 +276,9 @@ public final class Trainer {
         let size = { (floats: Int) in String(format: "%.1f KiB", Double(floats) * 8 / 1024) }
         let shards = step.optimizers.map(\.shard)
         let local = step.chunks.reduce(0) { $0 + $1.table.count }, shard = shards.reduce(0) { $0 + $1.range.count }
+        let stage = shards[0].shardsParameters ? 3 : shards[0].shardsGradients ? 2 : 1
         let optimizerState = shards[0].isSharded
-            ? "ZeRO-1, optimizer state \(size(shard)) per rank (\(size(local)) unsharded)"
+            ? "ZeRO-\(stage), optimizer state \(size(shard)) per rank (\(size(local)) unsharded)"
             : "optimizer state replicated, \(size(local)) per rank"
         return "data parallel: \(groups.data.size) replicas, \(step.parallels.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
@@ -287,8 +294,9 @@ public final class Trainer {
             let m = try optimizer.shard.gatherToFirstRank(optimizer.m), v = try optimizer.shard.gatherToFirstRank(optimizer.v)
             if let m, let v { moments.append((m, v)) }
         }
+        let replicaParameters = try step.optimizers.compactMap { try $0.shard.parametersOnFirstRank() }
         guard groups.data.rank == 0 else { return url }
-        let parameters = try collect(step.chunks.map(\.parameters), label: "parameters")
+        let parameters = try collect(replicaParameters, label: "parameters")
         let m = try collect(moments.map(\.m), label: "optimizer state"), v = try collect(moments.map(\.v), label: "optimizer state")
         guard let parameters, let m, let v else { return url }
         let table = wholeTable, config = self.config, state = self.state
@@ -373,6 +381,8 @@ public final class Trainer {
         let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
             try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
+            // ZeRO-3 keeps only this rank's range.
+            if optimizer.shard.shardsParameters { optimizer.shard.releaseParameters(0..<chunk.table.count) }
             // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model (and,
             // for a tensor-parallel piece, cut from the whole tensor's).
             let shard = optimizer.shard.range

@@ -46,6 +46,8 @@ public final class TrainingStep {
     /// Gradient reduction across the data-parallel group, per chunk.
     public let parallels: [DataParallel]
     public let optimizers: [Optimizer]
+    /// ZeRO-3's parameter gathering, per chunk (nil unless the parameters are sharded).
+    private let residencies: [ShardedParameters?]
     public let microBatches: Int
     private let batch: Int
     private let length: Int
@@ -76,9 +78,11 @@ public final class TrainingStep {
         batch = t.batchSize
         length = t.sequenceLength
         gradientClip = t.gradientClip
+        // Under ZeRO-3 each rank initialises only its range of the parameters, below.
+        let shardsParameters = distributed.zeroStage == 3 && groups.data.size > 1
         chunks = try (0..<virtualStages).map { c in
             let chunk = try Transformer(config: model, seed: t.seed, layers: layers[c * p + rank], tensor: groups.tensor,
-                                        sequenceParallel: sequenceParallel)
+                                        sequenceParallel: sequenceParallel, initialized: !shardsParameters)
             chunk.matrixPrecision = t.precision
             return chunk
         }
@@ -87,8 +91,15 @@ public final class TrainingStep {
                          actions: actions).checkAgreement(over: groups.pipeline)
         executor = PipelineExecutor(chunks: chunks, pipeline: groups.pipeline, actions: actions, batch: batch, length: length)
         optimizers = chunks.map {
-            Optimizer(model: $0, dataParallel: groups.data, zero: distributed.zeroStage == 1, settings: t.adamW,
+            Optimizer(model: $0, dataParallel: groups.data, zeroStage: distributed.zeroStage, settings: t.adamW,
                       decayEmbeddings: t.decayEmbeddings)
+        }
+        residencies = zip(chunks, optimizers).map { chunk, optimizer in
+            guard optimizer.shard.shardsParameters else { return nil }
+            chunk.table.initialize(chunk.parameters, seed: t.seed, only: optimizer.shard.range)
+            let residency = ShardedParameters(shard: optimizer.shard)
+            chunk.residency = residency
+            return residency
         }
         parallels = optimizers.map { DataParallel(shard: $0.shard, bucketElements: distributed.bucketElements) }
         partialSpans = chunks.map(\.sequenceParallelSpans)
@@ -143,9 +154,11 @@ public final class TrainingStep {
         }
 
         // 2. Forward and backward, with the data-parallel reduction armed (the tied table held back).
-        for (chunk, parallel) in zip(chunks, parallels) {
-            chunk.gradients.zero()
+        for (index, (chunk, parallel)) in zip(chunks, parallels).enumerated() {
+            // ZeRO-2/3 never hold the whole buffer: released, its pages read as zero without being written.
+            if parallel.shard.shardsGradients { chunk.gradients.release(0..<chunk.gradients.count) } else { chunk.gradients.zero() }
             parallel.prepare(microBatches: microBatches, label: label)
+            residencies[index]?.label = label
         }
         if let tied {
             let report = chunks[tied.chunk].gradientsReady!

@@ -46,6 +46,13 @@ every = 10
 TOML
 }
 
+# What the layout tests (tensor_tests.sh, sharding_tests.sh) add to `config`: 30 steps; four heads and a
+# vocabulary padded to 260 (the byte tokenizer has 257 ids), so tp = 2 and 4 divide them; two micro-batches of
+# one 16-token sequence per replica.
+steps=30
+layouts=(--set training.steps=$steps --set parallel.micro_batches=2 --set training.seq_len=16 --set training.batch_size=1
+         --set model.n_head=4 --set model.vocab_size=260)
+
 # run NAME [mpirun -np N] keel train ... : runs a training command, recording stderr.
 run() {
     local name=$1
@@ -82,6 +89,44 @@ assert straight == resumed, [(a, b) for a, b in zip(straight, resumed) if a != b
 assert last == resumed_last, (last, resumed_last)
 PY
     then pass "$1"; else fail "$1: $(cat "$work/cmp")"; fi
+}
+
+# resumes NAME PROCESSES REFERENCE ONE_PROCESS TRAIN_ARGS...: a run of TRAIN_ARGS on PROCESSES ranks stopped at
+# step 15 and resumed logs the straight run's losses as text, and its step-15 checkpoint (whole tensors) resumes on
+# one process, with the settings ONE_PROCESS (words), like REFERENCE, the single-process run.
+resumed_runs=0
+resumes() {
+    local name=$1 processes=$2 reference=$3 one=$4
+    shift 4
+    resumed_runs=$((resumed_runs + 1))
+    local out="$work/resumed-$resumed_runs"
+    run "$name straight" "${mpi[@]}" -np "$processes" "$keel" train --out "$out-straight" "$@" \
+        && run "$name first half" "${mpi[@]}" -np "$processes" "$keel" train --out "$out" "$@" --stop-after 15 \
+        && cp -r "$out" "$out-relaid" \
+        && run "$name second half" "${mpi[@]}" -np "$processes" "$keel" train --resume --out "$out" \
+        && same_logged_losses "$name run resumed from step 15 logs the straight run's losses, as text" \
+            "$out-straight" "$out" $steps
+    # shellcheck disable=SC2086 # ONE_PROCESS is words
+    run "$name checkpoint resumed on one process" "$keel" train --resume --out "$out-relaid" $one \
+        && same_losses "$name checkpoint resumed on one process = one process" "$reference" "$out-relaid" $steps
+}
+
+# export_matches NAME REFERENCE_RUN RUN: both runs' checkpoints export to Hugging Face with the same tensors.
+export_matches() {
+    if "$keel" export hf --checkpoint "$2" --out "$2-hf" >"$work/out" 2>"$work/err" \
+        && "$keel" export hf --checkpoint "$3" --out "$3-hf" >"$work/out" 2>"$work/err" \
+        && python3 - "$here/../Reference" "$2-hf" "$3-hf" >"$work/err" 2>&1 <<'PY'
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from safetensors_np import load_file
+reference, run = (load_file(f"{d}/model.safetensors") for d in sys.argv[2:4])
+assert sorted(reference) == sorted(run), (sorted(reference), sorted(run))
+worst = max(float(np.max(np.abs(reference[k] - run[k]))) for k in reference)
+print(f"{len(reference)} tensors, largest difference {worst:.1e}")
+assert worst < 1e-5, worst
+PY
+    then pass "$1 ($(cat "$work/err"))"; else fail "$1"; fi
 }
 
 # refused NAME FRAGMENT COMMAND...: non-zero exit with exactly one "Error: …" line containing FRAGMENT.

@@ -9,29 +9,7 @@ keel=$(realpath "${1:?usage: tensor_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/mpi_common.sh"
 
-steps=30
-# Four heads and a vocabulary padded to 260 (the byte tokenizer has 257 ids), so tp = 2 and 4 divide them;
-# two micro-batches of one 16-token sequence per replica.
-common=(--set training.steps=$steps --set parallel.micro_batches=2 --set training.seq_len=16 --set training.batch_size=1
-        --set model.n_head=4 --set model.vocab_size=260)
-
-# export_matches NAME REFERENCE_RUN RUN: both runs' checkpoints export to Hugging Face with the same tensors.
-export_matches() {
-    if "$keel" export hf --checkpoint "$2" --out "$2-hf" >"$work/out" 2>"$work/err" \
-        && "$keel" export hf --checkpoint "$3" --out "$3-hf" >"$work/out" 2>"$work/err" \
-        && python3 - "$here/../Reference" "$2-hf" "$3-hf" >"$work/err" 2>&1 <<'PY'
-import sys
-import numpy as np
-sys.path.insert(0, sys.argv[1])
-from safetensors_np import load_file
-reference, run = (load_file(f"{d}/model.safetensors") for d in sys.argv[2:4])
-assert sorted(reference) == sorted(run), (sorted(reference), sorted(run))
-worst = max(float(np.max(np.abs(reference[k] - run[k]))) for k in reference)
-print(f"{len(reference)} tensors, largest difference {worst:.1e}")
-assert worst < 1e-5, worst
-PY
-    then pass "$1 ($(cat "$work/err"))"; else fail "$1"; fi
-}
+common=("${layouts[@]}")
 
 for arch in gpt2 llama; do
     config "$work/$arch.toml" "$arch" 4
@@ -80,19 +58,9 @@ else fail "tensor-parallel traffic per step equals the analytic volume"; fi
 
 c="$work/gpt2.toml"
 common+=(--set model.n_kv_head=4)
-# Resume: a tp = 2 × dp = 2 ZeRO-1 run stopped at step 15 logs the straight run's losses as text, and its
-# checkpoint (whole tensors) resumes on one process like the single-process run.
-run "tp=2 dp=2 straight" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/tp-straight" "${common[@]}" \
-        --set parallel.tp=2 --set distributed.zero_stage=1 \
-    && run "tp=2 dp=2 first half" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/tp-resumed" "${common[@]}" \
-        --set parallel.tp=2 --set distributed.zero_stage=1 --stop-after 15 \
-    && cp -r "$work/tp-resumed" "$work/tp-relaid" \
-    && run "tp=2 dp=2 second half" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/tp-resumed" \
-    && same_logged_losses "tp=2 × dp=2 ZeRO-1 run resumed from step 15 logs the straight run's losses, as text" \
-        "$work/tp-straight" "$work/tp-resumed" $steps
-run "tp checkpoint resumed on one process" "$keel" train --resume --out "$work/tp-relaid" --set parallel.tp=1 \
-        --set distributed.zero_stage=0 --set training.batch_size=2 \
-    && same_losses "tp=2 × dp=2 checkpoint resumed on one process = one process" "$work/gpt2-ref-kv4-b2" "$work/tp-relaid" $steps
+# Resume: a tp = 2 × dp = 2 ZeRO-1 run, and its checkpoint on one process.
+resumes "tp=2 × dp=2 ZeRO-1" 4 "$work/gpt2-ref-kv4-b2" "--set parallel.tp=1 --set distributed.zero_stage=0 --set training.batch_size=2" \
+    --config "$c" "${common[@]}" --set parallel.tp=2 --set distributed.zero_stage=1
 
 refused "tp that does not divide the heads" "parallel.tp (3) must divide model.n_head (4)" \
     "$keel" train --config "$c" --out "$work/tp3" "${common[@]}" --set parallel.tp=3

@@ -14,7 +14,7 @@ final class DataParallelTests: XCTestCase {
 
     func testBucketsTileTheFlatBuffer() throws {
         let model = try model()
-        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), zero: true)
+        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), stage: 1)
         let parallel = DataParallel(shard: shard, bucketElements: 1000)
         XCTAssertEqual(parallel.buckets.count, (model.table.count + 999) / 1000)
         XCTAssertEqual(parallel.buckets.map(\.count).reduce(0, +), model.table.count)
@@ -33,7 +33,7 @@ final class DataParallelTests: XCTestCase {
         let embedding = model.table.entries[0].range
         var earlierMicroBatches: [Float] = []
         let communicator = RecordingCommunicator { Array(model.gradients.toArray()[embedding]) == earlierMicroBatches }
-        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, zero: false), bucketElements: 777)
+        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, stage: 0), bucketElements: 777)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
         model.gradients.zero()
         parallel.prepare(microBatches: 3, label: "step 1")
@@ -67,7 +67,7 @@ final class DataParallelTests: XCTestCase {
         let model = try model()
         let held = model.table.entries[0].range
         let communicator = RecordingCommunicator { true }
-        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, zero: false), bucketElements: 100)
+        let parallel = DataParallel(shard: OptimizerShard(model: model, communicator: communicator, stage: 0), bucketElements: 100)
         let inputs: [Int32] = (0..<16).map { Int32($0 * 5 % 31) }, targets: [Int32] = (0..<16).map { Int32($0 * 3 % 31) }
         model.gradients.zero()
         parallel.prepare(microBatches: 2, label: "step 1")
@@ -94,7 +94,7 @@ final class DataParallelTests: XCTestCase {
     /// The gradient norm's share of a shard leaves out exactly the excluded span (a tied copy).
     func testShardSumOfSquaresLeavesOutTheExcludedSpan() throws {
         let model = try model()
-        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), zero: false)
+        let shard = OptimizerShard(model: model, communicator: SingleProcessCommunicator(), stage: 0)
         for i in 0..<model.table.count { model.gradients.pointer[i] = Float(i % 7) - 3 }
         let values = model.gradients.toArray().map { Double($0) * Double($0) }
         XCTAssertEqual(shard.sumOfSquares(), values.reduce(0, +), accuracy: 1e-9)

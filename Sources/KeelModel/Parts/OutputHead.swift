@@ -19,6 +19,10 @@ struct OutputHead {
     /// The final norm's span, and the untied projection's (nil when tied: the embedding's span covers it).
     let normSpan: Range<Int>
     let weightSpan: Range<Int>?
+    /// The spans of the parameters the training forward pass reads (the norm, the projection's weight wherever
+    /// it lies) and the backward pass reads (the norm).
+    let forwardSpans: [Range<Int>]
+    var backwardSpans: [Range<Int>] { [normSpan] }
 
     /// The head of `table`, whose output weight is its own tensor, or else the token table at `tokenTable`.
     init(_ table: ParameterTable, tiedTo tokenTable: Int?) {
@@ -29,6 +33,7 @@ struct OutputHead {
         weightSpan = output?.range
         let norms = table.entries.filter { $0.part == .head && ($0.slot == .finalNorm || $0.slot == .finalNormBias) }
         normSpan = norms.first!.offset..<norms.last!.range.upperBound
+        forwardSpans = [normSpan, output?.range ?? table.entries.first { $0.offset == offset }!.range]
     }
 
     private func shape(_ context: PartContext) -> LinearShape {

@@ -1,4 +1,3 @@
-import Foundation
 import KeelComm
 import KeelCore
 import KeelKernels
@@ -31,9 +30,8 @@ struct LocalShape {
 /// The tensor-parallel group a model's parts sum their partial results over (Megatron's f and g operators:
 /// after a row-parallel projection in the forward pass, after a column-parallel one in the backward pass).
 ///
-/// The parts' passes cannot throw, so a collective that fails (a rank that died or hangs past the timeout)
-/// ends the job here as `keel` does for any error on a rank: one "Error: rank R: …" line, then every process
-/// is stopped.
+/// The parts' passes cannot throw, so a collective that fails ends the job here
+/// (`Communicator.stoppingJobOnFailure`).
 struct TensorGroup {
     let communicator: any Communicator
     /// Sequence parallelism (Korthikanti et al., 2022): outside the tensor-parallel regions — the norms and the
@@ -78,11 +76,6 @@ struct TensorGroup {
 
     /// Runs `body`; on failure reports it and stops the job.
     func run(_ body: () throws -> Void) {
-        do {
-            try body()
-        } catch {
-            FileHandle.standardError.write(Data("Error: rank \(communicator.rank) of the tensor group: \(error)\n".utf8))
-            communicator.abort(code: 1)
-        }
+        communicator.stoppingJobOnFailure(of: "tensor group", body)
     }
 }
