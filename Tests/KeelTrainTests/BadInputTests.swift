@@ -81,7 +81,11 @@ final class BadInputTests: XCTestCase {
         assertKeelError("training.seq_len") { _ = try fixture.config(["training.seq_len=100"]) }
         assertKeelError("model.arch") { _ = try fixture.config(["model.arch=\"bert\""]) }
         assertKeelError("--set training.steps", "section.key=value") { _ = try fixture.config(["training.steps"]) }
-        assertKeelError("distributed.zero_stage must be 0", "or 1") { _ = try fixture.config(["distributed.zero_stage=3"]) }
+        assertKeelError("distributed.zero_stage must be 0", "or 3 (and parameters)") { _ = try fixture.config(["distributed.zero_stage=4"]) }
+        XCTAssertEqual(try fixture.config(["distributed.zero_stage=3"]).distributed.zeroStage, 3)
+        assertKeelError("distributed.zero_stage (2) must be 0 or 1 with pipeline parallelism (parallel.pp = 2)") {
+            _ = try fixture.config(["distributed.zero_stage=2", "parallel.pp=2"])
+        }
         assertKeelError("distributed.bucket_mb must be a positive number") { _ = try fixture.config(["distributed.bucket_mb=0"]) }
         assertKeelError("training.precision must be \"fp32\" or \"bf16\"", "fp16") {
             _ = try fixture.config(["training.precision=\"fp16\""])
