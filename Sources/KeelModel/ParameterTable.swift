@@ -20,7 +20,8 @@ public struct ParameterEntry: Sendable, Equatable {
     public let shape: [Int]
     /// The tensor's shape in the whole model.
     public let wholeShape: [Int]
-    /// How tensor parallelism cuts it, and which piece this rank holds.
+    /// How tensor parallelism cuts it, and which piece this rank holds, of how many (fewer than the tensor
+    /// ranks when several share a piece: `TensorSplit.piece(for:)`).
     public let split: TensorSplit
     public let tensorRank: TensorRank
     /// First element in the flat buffer.
@@ -45,6 +46,8 @@ public struct ParameterEntry: Sendable, Equatable {
 public struct ParameterTable: Sendable {
     public let entries: [ParameterEntry]
     public let count: Int
+    /// The tensor-parallel rank whose pieces the table holds.
+    public let tensor: TensorRank
     private let index: [String: Int]
 
     /// Lays out the parameters of `config` as its family declares them: the embedding, each block, the head.
@@ -89,8 +92,9 @@ public struct ParameterTable: Sendable {
         var offset = 0
         for (key, (part, spec)) in kept {
             precondition(spec.split.divides(by: tensor.size), "\(spec.name) does not divide into \(tensor.size) pieces")
-            let entry = ParameterEntry(name: spec.name, shape: spec.split.shape(of: spec.shape, size: tensor.size),
-                                       wholeShape: spec.shape, split: spec.split, tensorRank: tensor, offset: offset,
+            let piece = spec.split.piece(for: tensor)
+            let entry = ParameterEntry(name: spec.name, shape: spec.split.shape(of: spec.shape, size: piece.size),
+                                       wholeShape: spec.shape, split: spec.split, tensorRank: piece, offset: offset,
                                        role: spec.role, initialization: spec.initialization, part: part, slot: spec.slot,
                                        key: key)
             entries.append(entry)
@@ -98,6 +102,7 @@ public struct ParameterTable: Sendable {
         }
         self.entries = entries
         self.count = offset
+        self.tensor = tensor
         self.index = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.name, $0) })
     }
 

@@ -8,6 +8,8 @@ public final class Profiler {
     /// What a span of work is.
     public enum Kind: String, CaseIterable, Sendable {
         case embedding, norm, matmul, attention, activation, residual, loss, optimizer, data
+        /// The tensor group's collectives inside the passes (tensor and sequence parallelism).
+        case tensorCommunication = "tensor comm"
     }
 
     public enum Direction: String, CaseIterable, Sendable {

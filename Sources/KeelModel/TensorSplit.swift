@@ -20,20 +20,30 @@ public enum TensorSplit: Sendable, Equatable {
     /// Cut along dimension `axis`, which is the concatenation of `blocks` (GPT-2's q | k | v columns are three
     /// blocks of d_model): each block is cut into equal pieces, and rank r holds piece r of every block, in
     /// block order — so a column-parallel q | k | v projection gives each rank whole heads of q, k and v.
-    case split(axis: Int, blocks: [Int])
+    /// With `pieces` (a key or value projection's heads), it is never cut into more than that many: in a larger
+    /// group, consecutive ranks share a piece (Megatron-LM's replicated key/value heads).
+    case split(axis: Int, blocks: [Int], pieces: Int? = nil)
 
-    /// The shape of rank's piece of a tensor of `shape`.
+    /// Which piece a rank of a group holds, of how many: `rank` itself, unless the group is larger than `pieces`.
+    public func piece(for rank: TensorRank) -> TensorRank {
+        guard case .split(_, _, let limit?) = self, rank.size > limit else { return rank }
+        return TensorRank(rank: rank.rank * limit / rank.size, size: limit)
+    }
+
+    /// The shape of one of `size` pieces of a tensor of `shape`.
     public func shape(of shape: [Int], size: Int) -> [Int] {
-        guard case .split(let axis, _) = self, size > 1 else { return shape }
+        guard case .split(let axis, _, _) = self, size > 1 else { return shape }
         var local = shape
         local[axis] /= size
         return local
     }
 
-    /// Whether every block divides into `size` equal pieces.
+    /// Whether a group of `size` ranks can hold it: every block divides into its pieces, and with `pieces`,
+    /// the group's size and `pieces` divide one another.
     public func divides(by size: Int) -> Bool {
-        guard case .split(_, let blocks) = self else { return true }
-        return blocks.allSatisfy { $0 % size == 0 }
+        guard case .split(_, let blocks, let limit) = self else { return true }
+        let pieces = min(size, limit ?? size)
+        return size % pieces == 0 && (limit ?? pieces) % pieces == 0 && blocks.allSatisfy { $0 % pieces == 0 }
     }
 
     /// Copies `rank`'s piece of `whole` (laid out row-major as `shape`) into `piece`, or with `gathering`, the
@@ -41,7 +51,7 @@ public enum TensorSplit: Sendable, Equatable {
     public func copy(_ whole: UnsafeMutablePointer<Float>, shape: [Int], _ piece: UnsafeMutablePointer<Float>,
                      rank: TensorRank, gathering: Bool = false) {
         let count = shape.reduce(1, *)
-        guard case .split(let axis, let blocks) = self, rank.size > 1 else {
+        guard case .split(let axis, let blocks, _) = self, rank.size > 1 else {
             if gathering { whole.update(from: piece, count: count) } else { piece.update(from: whole, count: count) }
             return
         }

@@ -23,6 +23,8 @@ public final class Transformer: @unchecked Sendable {
 
     /// The tensor-parallel group this model's parts run over, if any, and this rank's sizes in it.
     private let tensor: TensorGroup?
+    /// The tensor ranks that share this rank's key/value heads (more ranks than kv heads), if any.
+    private let kvGroup: (any Communicator)?
     private let shape: LocalShape
     private let embedding: InputEmbedding?
     private let blocks: [Block]
@@ -53,7 +55,8 @@ public final class Transformer: @unchecked Sendable {
     /// (`TensorSplit`), cut from the whole model's, and passes that sum partial results over the group; with
     /// `sequenceParallel` as well, the residual stream and the norms hold only this rank's share of the token rows
     /// (every batch's B·T must then divide by the group's size), and the norms' gradients are partial sums that
-    /// the caller adds up over the group (`sequenceParallelSpans`). With `initialized` false the parameters
+    /// the caller adds up over the group (`partialGradients`). With more tensor ranks than key/value heads, each
+    /// kv head is held by several ranks, whose gradients of it are partial too. With `initialized` false the parameters
     /// are left zero and untouched (ZeRO-3 initialises each rank's share with `table.initialize(_:seed:only:)`).
     public init(config: ModelConfig, seed: UInt64, layers: Range<Int>? = nil, tensor: (any Communicator)? = nil,
                 sequenceParallel: Bool = false, initialized: Bool = true) throws {
@@ -63,8 +66,8 @@ public final class Transformer: @unchecked Sendable {
             throw KeelError("a stage's layers \(layers) must be a non-empty part of 0..<\(config.layers)")
         }
         let tensorRank = tensor.map { TensorRank(rank: $0.rank, size: $0.size) } ?? .whole
-        guard ParameterTable.divides(config, by: tensorRank.size) else {
-            throw KeelError("tensor parallelism: \(tensorRank.size) ranks must divide n_head (\(config.heads)), n_kv_head (\(config.kvHeads)), d_ff (\(config.hiddenWidth)) and vocab_size (\(config.vocabSize))")
+        guard config.heads % tensorRank.size == 0, ParameterTable.divides(config, by: tensorRank.size) else {
+            throw KeelError("tensor parallelism: \(tensorRank.size) ranks must divide n_head (\(config.heads)), d_ff (\(config.hiddenWidth)) and vocab_size (\(config.vocabSize)), and divide or be a multiple of n_kv_head (\(config.kvHeads))")
         }
         self.config = config
         self.layers = layers
@@ -72,6 +75,9 @@ public final class Transformer: @unchecked Sendable {
             throw KeelError("sequence parallelism needs a tensor-parallel group of more than one rank")
         }
         self.tensor = tensor.flatMap { $0.size > 1 ? TensorGroup(communicator: $0, sequenceParallel: sequenceParallel) : nil }
+        // The ranks sharing this rank's key/value heads, when there are more ranks than kv heads.
+        let t = tensorRank.size, kv = config.kvHeads
+        kvGroup = t > kv ? try tensor!.split(color: tensorRank.rank * kv / t, key: tensorRank.rank) : nil
         shape = LocalShape(config, tensor: tensorRank)
         let table = ParameterTable(config: config, layers: layers, tensor: tensorRank)
         self.table = table
@@ -86,12 +92,32 @@ public final class Transformer: @unchecked Sendable {
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
     }
 
-    /// The spans of `gradients` that each tensor rank computes from only its rows under sequence parallelism (the
-    /// norms'): after a step's passes they must be summed over the tensor group. Empty otherwise.
-    public var sequenceParallelSpans: [Range<Int>] {
-        guard tensor?.sequenceParallel == true else { return [] }
-        let norms: Set<TensorSlot> = [.attentionNorm, .attentionNormBias, .mlpNorm, .mlpNormBias, .finalNorm, .finalNormBias]
-        return table.entries.filter { norms.contains($0.slot) }.map(\.range)
+    /// Gradients this rank computes only part of, with the group over which the parts add up: under sequence
+    /// parallelism the norms' (each tensor rank saw only its rows), and key/value heads shared by several tensor
+    /// ranks (each rank's query heads contribute their part). After a step's passes each must be summed over its
+    /// group (which commutes with the data-parallel average). Empty otherwise.
+    public var partialGradients: [(spans: [Range<Int>], group: any Communicator)] {
+        var partial: [(spans: [Range<Int>], group: any Communicator)] = []
+        if let tensor, tensor.sequenceParallel {
+            let norms: Set<TensorSlot> = [.attentionNorm, .attentionNormBias, .mlpNorm, .mlpNormBias, .finalNorm, .finalNormBias]
+            partial.append((table.entries.filter { norms.contains($0.slot) }.map(\.range), tensor.communicator))
+        }
+        if let kvGroup { partial.append((sharedPieces.map(\.range), kvGroup)) }
+        return partial
+    }
+
+    /// The spans of `gradients` that another rank of the tensor group holds too and counts (in the gradient norm,
+    /// say): every whole (replicated) tensor on tensor ranks but the first, and shared key/value heads on the
+    /// ranks sharing them but the first.
+    public var duplicateSpans: [Range<Int>] {
+        let replicated = table.tensor.rank == 0 ? [] : table.entries.filter { $0.split == .replicated }
+        let shared = (kvGroup?.rank ?? 0) == 0 ? [] : sharedPieces
+        return (replicated + shared).map(\.range)
+    }
+
+    /// Split tensors whose piece this rank shares with other tensor ranks (key/value heads).
+    private var sharedPieces: [ParameterEntry] {
+        table.entries.filter { $0.split != .replicated && $0.tensorRank.size < table.tensor.size }
     }
 
     /// Floats of one micro-batch's activations (or their gradient) between pipeline stages: the residual stream

@@ -30,10 +30,11 @@ public struct OverlapStatistics: Sendable, Equatable {
 /// updates before sharing the parameters.
 ///
 /// With ZeRO-2 and -3 the whole gradient buffer must never be resident, so nothing waits for the last
-/// micro-batch: each micro-batch's bucket is copied out, freed in the buffer (the next micro-batch starts it
-/// from zero) and reduce-scattered at once, and each rank adds the average of its range into the shard. At most
-/// `inFlightBuckets` copies are on their way at a time; the oldest is finished before another starts. This sends
-/// the gradients once per micro-batch, as DeepSpeed's ZeRO-2 and FSDP without `no_sync` do.
+/// micro-batch: each micro-batch's bucket is reduce-scattered as soon as that micro-batch has finished it, straight
+/// into the shard, where the micro-batches' averages add up; once done, the bucket's memory is handed back to
+/// the operating system (the next micro-batch starts it from zero). At most `inFlightBuckets` buckets are on
+/// their way at once, and before the next micro-batch's passes write again, every bucket of this one has landed. This sends the gradients once per micro-batch, as DeepSpeed's
+/// ZeRO-2 and FSDP without `no_sync` do.
 public final class DataParallel {
     public let model: any GradientSource
     public let communicator: any Communicator
@@ -45,24 +46,15 @@ public final class DataParallel {
     private var pending: [Int]
     private var microBatches = 1
     private var requests: [CommunicationRequest?]
-    /// ZeRO-2/3: the micro-batch buckets on their way, oldest first, with their copies and where the result goes.
-    private var flights: [Flight] = []
-    private var spareBuffers: [FloatBuffer] = []
+    /// ZeRO-2/3: the buckets of the current micro-batch on their way, in order.
+    private var flights: [(request: CommunicationRequest, bucket: Range<Int>)] = []
+    /// ZeRO-2/3: buckets of the current micro-batch started so far.
+    private var startedThisMicroBatch = 0
+    /// ZeRO-2/3: buckets whose memory may wait for their communication; the oldest lands before more start.
+    public static let inFlightBuckets = 4
     private var label = ""
     /// Statistics of the last `synchronizeGradients` call.
     public private(set) var statistics = OverlapStatistics()
-    /// ZeRO-2/3: micro-batch buckets reduce-scattered at once, at most.
-    public static let inFlightBuckets = 4
-
-    private struct Flight {
-        let request: CommunicationRequest
-        /// The bucket's gradients, and this rank's averaged part of them once the request is done.
-        let sent: FloatBuffer
-        let received: FloatBuffer
-        /// The part of the bucket in this rank's range, relative to the range's start.
-        let destination: Range<Int>
-    }
-
     /// Plans buckets of at most `bucketElements` floats of `shard`'s model, averaged over `shard`'s communicator
     /// (the data-parallel group).
     public init(shard: OptimizerShard, bucketElements: Int) {
@@ -101,7 +93,7 @@ public final class DataParallel {
         let backwardEnded = monotonicSeconds()
         if shard.shardsGradients {
             precondition(pending == buckets.map(\.count), "a micro-batch's gradients were reported only in part")
-            while !flights.isEmpty { try land(backwardEnded: backwardEnded) }
+            try landFlights(backwardEnded: backwardEnded)
         } else {
             for (index, request) in requests.enumerated() {
                 guard let request else { preconditionFailure("bucket \(index) was never reported ready") }
@@ -119,13 +111,15 @@ public final class DataParallel {
         if interval.began < backwardEnded { statistics.startedDuringBackward += 1 }
     }
 
-    /// ZeRO-2/3: waits for the oldest micro-batch bucket and adds this rank's average of it into the shard.
-    private func land(backwardEnded: Double = .infinity) throws {
-        let flight = flights.removeFirst()
-        try flight.request.wait()
-        count(flight.request, backwardEnded: backwardEnded)
-        addInPlace(flight.received.pointer, into: shard.gradients + flight.destination.lowerBound, count: flight.destination.count)
-        spareBuffers += [flight.sent, flight.received]
+    /// ZeRO-2/3: waits for the oldest `count` buckets on their way (all by default) and frees their memory in the
+    /// model's buffer.
+    private func landFlights(_ count: Int? = nil, backwardEnded: Double = .infinity) throws {
+        for flight in flights.prefix(count ?? flights.count) {
+            try flight.request.wait()
+            self.count(flight.request, backwardEnded: backwardEnded)
+            model.gradients.release(flight.bucket)
+        }
+        flights.removeFirst(count ?? flights.count)
     }
 
     /// Counts one micro-batch's report of `span` and starts every bucket that became complete, in bucket
@@ -151,22 +145,29 @@ public final class DataParallel {
         }
     }
 
-    /// ZeRO-2/3: sends one micro-batch's gradients of a bucket on their way and frees them in the model's buffer.
+    /// ZeRO-2/3: averages one micro-batch's bucket into the shard, which already holds the earlier micro-batches'
+    /// average of this rank's part of it. A reduce-scatter overwrites its destination, so this rank first adds N ×
+    /// that into its own part of the bucket: the group's average then comes out as the running sum. When the
+    /// micro-batch's last bucket has started, all of them are waited for (the next passes write these spans);
+    /// before that, only those beyond `inFlightBuckets`.
     private func startMicroBatch(bucket index: Int) {
-        let bucket = buckets[index], own = shard.range
-        if flights.count >= Self.inFlightBuckets {
-            shard.communicator.stoppingJobOnFailure(of: "data-parallel group") { try land() }
+        let bucket = buckets[index], own = shard.range, part = bucket.clamped(to: own)
+        let gradients = model.gradients.pointer
+        let offset = part.isEmpty ? 0 : part.lowerBound - own.lowerBound
+        if !part.isEmpty {
+            axpy(Float(communicator.size), UnsafePointer(shard.gradients + offset), gradients + part.lowerBound, part.count)
         }
-        let sent = spareBuffers.popLast() ?? FloatBuffer(count: buckets[0].count)
-        let received = spareBuffers.popLast() ?? FloatBuffer(count: buckets[0].count)
-        sent.pointer.update(from: model.gradients.pointer + bucket.lowerBound, count: bucket.count)
-        model.gradients.release(bucket)
-        let part = bucket.clamped(to: own)
         let request = communicator.startReduceScatter(
-            UnsafePointer(sent.pointer), into: received.pointer, counts: shard.ranges.map { bucket.clamped(to: $0).count },
-            .average, label: "\(label): gradient bucket \(index + 1) of \(buckets.count)")
-        flights.append(Flight(request: request, sent: sent, received: received,
-                              destination: part.isEmpty ? 0..<0 : (part.lowerBound - own.lowerBound)..<(part.upperBound - own.lowerBound)))
+            UnsafePointer(gradients + bucket.lowerBound), into: shard.gradients + offset,
+            counts: shard.ranges.map { bucket.clamped(to: $0).count }, .average,
+            label: "\(label): gradient bucket \(index + 1) of \(buckets.count)")
+        flights.append((request, bucket))
+        startedThisMicroBatch += 1
+        let finished = startedThisMicroBatch == buckets.count
+        if finished { startedThisMicroBatch = 0 }
+        shard.communicator.stoppingJobOnFailure(of: "data-parallel group") {
+            try landFlights(finished ? nil : max(0, flights.count - Self.inFlightBuckets))
+        }
     }
 
     private func start(bucket index: Int) -> CommunicationRequest {

@@ -101,6 +101,12 @@ struct ConfigValues {
         return values[key]
     }
 
+    /// Records a value the config derived for `key`, so the saved config (and a resumed run) has it.
+    mutating func resolve(_ key: String, _ value: ConfigValue) {
+        known.append(key)
+        values[key] = value
+    }
+
     func wrongType(_ key: String, _ expected: String, _ got: ConfigValue) -> KeelError {
         KeelError("config: \(key) must be \(expected) (got \(got.typeName) \(got.toml))")
     }

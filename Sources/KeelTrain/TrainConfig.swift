@@ -201,9 +201,17 @@ public struct TrainConfig: Sendable {
             throw KeelError("config: model.arch must be \"gpt2\" or \"llama\" (got \"\(archName)\")")
         }
         let heads = try v.int("model.n_head", shape.heads)
-        let vocabSize = try v.optionalInt("model.vocab_size")
+        var vocabSize = try v.optionalInt("model.vocab_size")
+        if vocabSize == nil {
+            // The tokenizer's vocabulary, padded up to a multiple of the tensor ranks (as Megatron-LM pads it), so
+            // each holds an equal slice; the padded ids never occur, and the size is saved with the run so that
+            // it resumes in any layout.
+            let tokens = try TrainConfig.vocabularySize(of: data), tensor = max(try v.int("parallel.tp", 1), 1)
+            vocabSize = (tokens + tensor - 1) / tensor * tensor
+            if vocabSize != tokens { v.resolve("model.vocab_size", .int(vocabSize!)) }
+        }
         model = ModelConfig(
-            architecture: architecture, vocabSize: try vocabSize ?? TrainConfig.vocabularySize(of: data),
+            architecture: architecture, vocabSize: vocabSize!,
             layers: try v.int("model.n_layer", shape.layers), heads: heads,
             kvHeads: try v.optionalInt("model.n_kv_head"), width: try v.int("model.d_model", shape.width),
             hiddenWidth: try v.optionalInt("model.d_ff"), maxLength: try v.int("model.max_seq_len", shape.maxLength),
@@ -321,10 +329,11 @@ public struct TrainConfig: Sendable {
         try require(p.tensor >= 1, "parallel.tp", "must be positive (got \(p.tensor))")
         try require(distributed.zeroStage <= 1 || p.pipeline == 1, "distributed.zero_stage",
                     "(\(distributed.zeroStage)) must be 0 or 1 with pipeline parallelism (parallel.pp = \(p.pipeline)): ZeRO-2 and -3 reduce each micro-batch's gradients as its backward pass ends, which a pipeline's interleaved micro-batches do not allow; a stage already holds 1/pp of the model (DeepSpeed too limits pipelines to ZeRO-1)")
-        for (key, value) in [("model.n_head", model.heads), ("model.n_kv_head", model.kvHeads), ("model.d_ff", model.hiddenWidth),
-                             ("model.vocab_size", model.vocabSize)] {
+        for (key, value) in [("model.n_head", model.heads), ("model.d_ff", model.hiddenWidth), ("model.vocab_size", model.vocabSize)] {
             try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")
         }
+        try require(model.kvHeads % p.tensor == 0 || p.tensor % model.kvHeads == 0, "parallel.tp",
+                    "(\(p.tensor)) must divide model.n_kv_head (\(model.kvHeads)) or be a multiple of it: each tensor rank holds an equal share of the key/value heads, or shares one with tp / n_kv_head ranks")
         try require(!p.sequenceParallel || p.tensor > 1, "parallel.sequence_parallel",
                     "needs tensor parallelism (parallel.tp > 1): it splits the tensor group's token rows")
         try require(!p.sequenceParallel || t.sequenceLength % p.tensor == 0, "parallel.sequence_parallel",

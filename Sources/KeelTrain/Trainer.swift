@@ -113,7 +113,10 @@ public final class Trainer {
     /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if
     /// the loss or gradient stops being finite. With `trace`, world rank 0 writes every rank's timeline of
     /// the run's steps there as a Chrome trace.
-    public func run(stopAfter: Int? = nil, trace: URL? = nil) throws -> TrainingSummary {
+    ///
+    /// With `profiler`, every kernel call of this rank's chunks and its tensor group's collectives are timed into
+    /// it, from the second step of this run on (the first warms up).
+    public func run(stopAfter: Int? = nil, trace: URL? = nil, profiler: Profiler? = nil) throws -> TrainingSummary {
         let t = config.training
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
@@ -159,11 +162,20 @@ public final class Trainer {
             let dataBytesBefore = groups.data.communicatedBytes
             let rate = schedule.rate(at: number)
             let result: StepResult
+            if let profiler {
+                if number == firstStep + 2 { profiler.reset() }
+                for chunk in step.chunks { chunk.profiler = profiler }
+                profiler.stepStarted()
+            }
             do {
                 result = try step.run(number: number, learningRate: Float(rate), loader: loader)
             } catch let diverged as TrainingDiverged {
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
                 throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)")
+            }
+            if let profiler {  // validation and checkpoints are not part of the step
+                profiler.stepEnded()
+                for chunk in step.chunks { chunk.profiler = nil }
             }
             let dataBytes = groups.data.communicatedBytes - dataBytesBefore
             tracer?.record(step: number, step.executor)
@@ -367,7 +379,7 @@ public final class Trainer {
             let source = pieces[entry.name]!.offset
             for r in 0..<t {
                 entry.split.copy(whole.pointer + entry.offset, shape: entry.shape, gathered.pointer + r * count + source,
-                                 rank: TensorRank(rank: r, size: t), gathering: true)
+                                 rank: entry.split.piece(for: TensorRank(rank: r, size: t)), gathering: true)
             }
         }
         return whole

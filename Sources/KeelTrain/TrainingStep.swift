@@ -31,9 +31,9 @@ public struct TrainingDiverged: Error {
 ///    their last micro-batch has reported them, while later passes still run.
 /// 3. **Tied embedding**: GPT-2's token table lives on the first and the last stage; its two gradients are
 ///    summed over that pair (Megatron's embedding group) and only then reduced across replicas.
-/// 4. **Reduction** completes (with sequence parallelism the norms' gradients, each tensor rank's from its own
-///    rows, are then summed over the tensor group); the loss is averaged over replicas and sent from the last
-///    stage to all.
+/// 4. **Reduction** completes (gradients a rank computes only part of — the norms' under sequence parallelism,
+///    key/value heads shared by tensor ranks — are then summed over their groups); the loss is averaged over
+///    replicas and sent from the last stage to all.
 /// 5. **Norm**: the global gradient norm over every stage (the tied table counted once), for clipping.
 /// 6. **Update**: each chunk's optimizer applies AdamW to its shard and shares the updated parameters.
 ///
@@ -55,10 +55,11 @@ public final class TrainingStep {
     /// The tied token table's span of the gradients in a chunk of this rank, when it holds one of the
     /// table's two copies (the first or the last stage of a pipeline of a tied model).
     private let tied: (chunk: Int, span: Range<Int>, isCopy: Bool)?
-    /// Per chunk, the spans of its gradients that sequence parallelism leaves partial on each tensor rank.
-    private let partialSpans: [[Range<Int>]]
+    /// Per chunk, the gradients each rank computes only part of, and the groups that complete them
+    /// (`Transformer.partialGradients`).
+    private let partialGradients: [[(spans: [Range<Int>], group: any Communicator)]]
     /// Per chunk, the spans of its gradients that another rank counts in the gradient norm: the last stage's copy
-    /// of the tied token table, and on tensor ranks but the first every replicated tensor.
+    /// of the tied token table, and what another tensor rank holds too (`Transformer.duplicateSpans`).
     private let excludedFromNorm: [[Range<Int>]]
     /// The step's micro-batches of token ids and targets, [m, batch · length] each.
     private let inputs: UnsafeMutablePointer<Int32>
@@ -102,14 +103,13 @@ public final class TrainingStep {
             return residency
         }
         parallels = optimizers.map { DataParallel(shard: $0.shard, bucketElements: distributed.bucketElements) }
-        partialSpans = chunks.map(\.sequenceParallelSpans)
+        partialGradients = chunks.map(\.partialGradients)
         let tied = Self.tiedTable(chunks, stages: layers.count)
         self.tied = tied
-        let chunks = self.chunks, firstTensorRank = groups.tensor.rank == 0
+        let chunks = self.chunks
         excludedFromNorm = chunks.indices.map { chunk in
             let copy = tied.flatMap { $0.isCopy && $0.chunk == chunk ? [$0.span] : nil } ?? []
-            let replicated = firstTensorRank ? [] : chunks[chunk].table.entries.filter { $0.split == .replicated }.map(\.range)
-            return copy + replicated
+            return copy + chunks[chunk].duplicateSpans
         }
         inputs = .allocate(capacity: microBatches * batch * length)
         targets = .allocate(capacity: microBatches * batch * length)
@@ -182,8 +182,10 @@ public final class TrainingStep {
 
         // 4. Reduction and loss.
         for parallel in parallels { try parallel.synchronizeGradients() }
-        for (optimizer, spans) in zip(optimizers, partialSpans) where !spans.isEmpty {
-            try optimizer.shard.sum(spans, over: groups.tensor, label: "\(label): sequence-parallel norm gradients")
+        for (optimizer, partial) in zip(optimizers, partialGradients) {
+            for (spans, group) in partial {
+                try optimizer.shard.sum(spans, over: group, label: "\(label): partial gradients")
+            }
         }
         var loss = losses.reduce(0.0) { $0 + Double($1) / Double(microBatches) }
         loss = try groups.data.allReduce([loss], .average, label: "\(label): loss")[0]

@@ -37,6 +37,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Write every rank's timeline of passes, waits and sends as a Chrome trace (Perfetto, chrome://tracing).", valueName: "file"))
     var trace: String?
 
+    @Flag(help: "Print where rank 0's steps went (time per kind of kernel, forward and backward, and the tensor group's collectives), after the first step.")
+    var profile = false
+
     func validate() throws {
         // The trace is written after the last step: a place it cannot go must fail before training, not after.
         if let trace {
@@ -82,8 +85,10 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: settings, output: output, resume: resume, groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
-        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) })
+        let profiler = profile ? Profiler() : nil
+        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler)
         guard groups.world.rank == 0 else { return }
+        if let profiler { print(profiler.report()) }
 
         var lines: [String] = []
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""

@@ -15,8 +15,8 @@ for arch in gpt2 llama; do
     config "$work/$arch.toml" "$arch" 4
     c="$work/$arch.toml"
     # (tp, pp, dp, n_kv_head, sequence parallelism): Llama keeps grouped-query attention (2 kv heads for 4 query
-    # heads) where tp = 2.
-    for layout in "4 1 1 4 false" "2 1 2 2 false" "2 2 1 2 false" "2 1 2 2 true" "2 2 1 2 true"; do
+    # heads), which at tp = 4 means each kv head is shared by two ranks.
+    for layout in "4 1 1 2 false" "2 1 2 2 false" "2 2 1 2 false" "2 1 2 2 true" "2 2 1 2 true"; do
         read -r tp pp dp kv sp <<<"$layout"
         [ "$arch" = gpt2 ] && kv=4
         reference="$work/$arch-ref-kv$kv-b$dp"
@@ -61,6 +61,17 @@ common+=(--set model.n_kv_head=4)
 # Resume: a tp = 2 × dp = 2 ZeRO-1 run, and its checkpoint on one process.
 resumes "tp=2 × dp=2 ZeRO-1" 4 "$work/gpt2-ref-kv4-b2" "--set parallel.tp=1 --set distributed.zero_stage=0 --set training.batch_size=2" \
     --config "$c" "${common[@]}" --set parallel.tp=2 --set distributed.zero_stage=1
+
+# --profile: rank 0's table of where a tp = 2 step went includes the tensor group's collectives.
+if "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/profiled" "${common[@]}" --set training.steps=3 \
+        --set parallel.tp=2 --profile >"$work/out" 2>"$work/err" \
+    && grep -q "^tensor comm forward" "$work/out" && grep -q "^tensor comm backward" "$work/out" \
+    && grep -q "^matmul forward" "$work/out" && grep -q "^step " "$work/out"; then
+    pass "--profile shows a tp = 2 step's kernels and tensor collectives"
+else
+    cat "$work/out" >>"$work/err"
+    fail "--profile shows a tp = 2 step's kernels and tensor collectives"
+fi
 
 refused "tp that does not divide the heads" "parallel.tp (3) must divide model.n_head (4)" \
     "$keel" train --config "$c" --out "$work/tp3" "${common[@]}" --set parallel.tp=3

@@ -26,7 +26,7 @@ final class TensorSplitTests: XCTestCase {
                 for entry in whole.entries {
                     let rebuilt = FloatBuffer(count: entry.count)
                     rebuilt.pointer.update(repeating: .nan, count: entry.count)
-                    var pieces = 0
+                    var pieces = 0, seen = Set<Int>()
                     for (table, buffer) in zip(ranks, values) {
                         let piece = try XCTUnwrap(table[entry.name], "\(entry.name) missing")
                         XCTAssertEqual(piece.wholeShape, entry.shape)
@@ -37,7 +37,8 @@ final class TensorSplitTests: XCTestCase {
                         }
                         piece.split.copy(rebuilt.pointer, shape: entry.shape, buffer.pointer + piece.offset,
                                          rank: piece.tensorRank, gathering: true)
-                        pieces += piece.count
+                        // Ranks that share a piece (key/value heads, at tp = 4 over 2 kv heads) count it once.
+                        if seen.insert(piece.tensorRank.rank).inserted { pieces += piece.count }
                     }
                     if case .split = entry.split { XCTAssertEqual(pieces, entry.count, "\(entry.name)") }
                     XCTAssertEqual(Array(UnsafeBufferPointer(start: rebuilt.pointer, count: entry.count)),
@@ -45,6 +46,23 @@ final class TensorSplitTests: XCTestCase {
                                    "\(architecture) tp=\(size): \(entry.name) put back together differs")
                 }
             }
+        }
+    }
+
+    /// Llama with 2 key/value heads over 4 tensor ranks: ranks 0 and 1 hold kv head 0, ranks 2 and 3 head 1 —
+    /// whole heads, never half of one — while each holds its own query head.
+    func testKeyValueHeadsAreSharedWhenRanksOutnumberThem() throws {
+        let config = config(.llama), d = config.headDim
+        XCTAssertFalse(ParameterTable.divides(ModelConfig(architecture: .llama, vocabSize: 36, layers: 2, heads: 6, kvHeads: 3,
+                                                          width: 48, maxLength: 8), by: 2),
+                       "2 ranks cannot share 3 kv heads")
+        for rank in 0..<4 {
+            let table = ParameterTable(config: config, layers: 0..<2, tensor: TensorRank(rank: rank, size: 4))
+            let key = table["model.layers.0.self_attn.k_proj.weight"]!, query = table["model.layers.0.self_attn.q_proj.weight"]!
+            XCTAssertEqual(key.shape, [d, config.width])
+            XCTAssertEqual(key.tensorRank, TensorRank(rank: rank / 2, size: 2))
+            XCTAssertEqual(query.shape, [d, config.width])
+            XCTAssertEqual(query.tensorRank, TensorRank(rank: rank, size: 4))
         }
     }
 

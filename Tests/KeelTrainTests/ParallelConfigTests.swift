@@ -71,11 +71,28 @@ final class ParallelConfigTests: XCTestCase {
         assertKeelError("parallel.tp must be positive") { _ = try fixture.config(["parallel.tp=0"]) }
         // The fixture has 2 heads, d_ff 128 and the byte vocabulary (257).
         assertKeelError("parallel.tp (4) must divide model.n_head (2)") { _ = try fixture.config(["parallel.tp=4"]) }
-        assertKeelError("parallel.tp (2) must divide model.vocab_size (257)") { _ = try fixture.config(["parallel.tp=2"]) }
+        // The tokenizer's 257 ids are padded to a multiple of tp, and the padded size saved with the run; a size
+        // given explicitly is kept, and must divide.
+        let padded = try fixture.config(["parallel.tp=2"])
+        XCTAssertEqual(padded.model.vocabSize, 258)
+        XCTAssertTrue(padded.resolvedTOML.contains("vocab_size = 258"), padded.resolvedTOML)
+        XCTAssertEqual(try fixture.config(["parallel.tp=4", "model.n_head=4"]).model.vocabSize, 260)
+        XCTAssertEqual(try fixture.config([]).model.vocabSize, 257)
+        XCTAssertFalse(try fixture.config([]).resolvedTOML.contains("vocab_size"))
+        assertKeelError("parallel.tp (2) must divide model.vocab_size (257)") {
+            _ = try fixture.config(["parallel.tp=2", "model.vocab_size=257"])
+        }
         let tensor = try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.pp=2"])
         XCTAssertEqual(tensor.parallel.tensor, 2)
         XCTAssertEqual(try tensor.parallel.dataParallelSize(processes: 8), 2)
         XCTAssertFalse(tensor.parallel.sequenceParallel, "sequence parallelism is off unless asked for")
+        // More tensor ranks than key/value heads share them; a tp that neither divides nor is a multiple is refused.
+        XCTAssertEqual(try fixture.config(["model.arch=\"llama\"", "parallel.tp=4", "model.n_head=4", "model.n_kv_head=1", "model.vocab_size=260"])
+            .parallel.tensor, 4)
+        assertKeelError("parallel.tp (2) must divide model.n_kv_head (3) or be a multiple of it") {
+            _ = try fixture.config(["model.arch=\"llama\"", "parallel.tp=2", "model.d_model=48", "model.n_head=6", "model.n_kv_head=3",
+                                    "model.vocab_size=258"])
+        }
         XCTAssertTrue(try fixture.config(["parallel.tp=2", "model.vocab_size=258", "parallel.sequence_parallel=true"])
             .parallel.sequenceParallel)
         assertKeelError("parallel.sequence_parallel needs tensor parallelism (parallel.tp > 1)") {

@@ -15,7 +15,7 @@ public enum Llama: ArchitectureFamily {
         }
         // Linear weights are [out, in]: column-parallel projections split the rows (axis 0), row-parallel ones
         // the columns (axis 1).
-        func rows(_ count: Int) -> TensorSplit { .split(axis: 0, blocks: [count]) }
+        func rows(_ count: Int, pieces: Int? = nil) -> TensorSplit { .split(axis: 0, blocks: [count], pieces: pieces) }
         func columns(_ count: Int) -> TensorSplit { .split(axis: 1, blocks: [count]) }
         switch part {
         case .embedding:
@@ -26,8 +26,9 @@ public enum Llama: ArchitectureFamily {
             return [
                 spec(p + "input_layernorm.weight", [c], .norm, .ones, .attentionNorm),
                 spec(p + "self_attn.q_proj.weight", [q, c], .matrix, .normal(std: std), .qkv, rows(q)),
-                spec(p + "self_attn.k_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv)),
-                spec(p + "self_attn.v_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv)),
+                // Never cut inside a key/value head: with more tensor ranks than kv heads, ranks share them.
+                spec(p + "self_attn.k_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv, pieces: config.kvHeads)),
+                spec(p + "self_attn.v_proj.weight", [kv, c], .matrix, .normal(std: std), .qkv, rows(kv, pieces: config.kvHeads)),
                 spec(p + "self_attn.o_proj.weight", [c, q], .matrix, .normal(std: config.residualStd), .attentionOutput,
                      columns(q)),
                 spec(p + "post_attention_layernorm.weight", [c], .norm, .ones, .mlpNorm),

@@ -62,7 +62,11 @@ struct PartContext {
                 RMSNorm.forward(own, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon)
             }
         }
-        if sequenceParallel { tensor!.allGather(out, rows: rows, columns: c, label: "sequence-parallel norm output") }
+        if sequenceParallel {
+            profiled(.tensorCommunication, .forward) {
+                tensor!.allGather(out, rows: rows, columns: c, label: "sequence-parallel norm output")
+            }
+        }
     }
 
     /// Where a result that the tensor group sums (a row-parallel projection's, the vocab-parallel embedding's)
@@ -76,10 +80,12 @@ struct PartContext {
     func sumPartialOutput(_ out: UnsafeMutablePointer<Float>, _ a: ActivationArena, label: String) {
         guard let tensor else { return }
         let c = config.width
-        if tensor.sequenceParallel {
-            tensor.reduceScatter(a.sequenceScratch!.pointer, into: out, rows: rows, columns: c, label: label)
-        } else {
-            tensor.sum(out, count: rows * c, label: label)
+        profiled(.tensorCommunication, .forward) {
+            if tensor.sequenceParallel {
+                tensor.reduceScatter(a.sequenceScratch!.pointer, into: out, rows: rows, columns: c, label: label)
+            } else {
+                tensor.sum(out, count: rows * c, label: label)
+            }
         }
     }
 
@@ -90,7 +96,7 @@ struct PartContext {
         guard sequenceParallel else { return dStream }
         let full = a.sequenceScratch!.pointer, c = config.width
         full.advanced(by: tensor!.streamRows(of: rows).lowerBound * c).update(from: dStream, count: streamRows * c)
-        tensor!.allGather(full, rows: rows, columns: c, label: label)
+        profiled(.tensorCommunication, .backward) { tensor!.allGather(full, rows: rows, columns: c, label: label) }
         return full
     }
 
@@ -101,10 +107,12 @@ struct PartContext {
         -> UnsafeMutablePointer<Float> {
         guard let tensor else { return dFull }
         guard tensor.sequenceParallel else {
-            tensor.sum(dFull, count: rows * config.width, label: label)
+            profiled(.tensorCommunication, .backward) { tensor.sum(dFull, count: rows * config.width, label: label) }
             return dFull
         }
-        tensor.reduceScatter(dFull, into: a.dStreamScratch!.pointer, rows: rows, columns: config.width, label: label)
+        profiled(.tensorCommunication, .backward) {
+            tensor.reduceScatter(dFull, into: a.dStreamScratch!.pointer, rows: rows, columns: config.width, label: label)
+        }
         return a.dStreamScratch!.pointer
     }
 

@@ -16,7 +16,8 @@ struct LocalShape {
     init(_ config: ModelConfig, tensor: TensorRank) {
         let t = tensor.size
         heads = config.heads / t
-        kvHeads = config.kvHeads / t
+        // With more ranks than kv heads, each rank holds the one its query heads read.
+        kvHeads = max(config.kvHeads / t, 1)
         headDim = config.headDim
         hiddenWidth = config.hiddenWidth / t
         let slice = config.vocabSize / t
