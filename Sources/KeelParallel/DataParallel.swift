@@ -51,7 +51,7 @@ public final class DataParallel {
     /// ZeRO-2/3: buckets of the current micro-batch started so far.
     private var startedThisMicroBatch = 0
     /// ZeRO-2/3: buckets whose memory may wait for their communication; the oldest lands before more start.
-    public static let inFlightBuckets = 4
+    public static let inFlightBuckets = 2
     private var label = ""
     /// Statistics of the last `synchronizeGradients` call.
     public private(set) var statistics = OverlapStatistics()

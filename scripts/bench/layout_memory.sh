@@ -3,7 +3,8 @@
 # gradients and AdamW moments) trained for 2 steps on one process, and on two with data parallelism, ZeRO-1, -2
 # and -3, and tensor parallelism (tp = 2, with and without sequence parallelism), from /usr/bin/time around
 # each rank. Rank 0 also gathers and writes the
-# checkpoint, so rank 1 shows what the layout itself holds (docs/benchmarks.md).
+# checkpoint, so rank 1 shows what the layout itself holds (docs/benchmarks.md). Buckets of 4 MB: ZeRO-2 and -3
+# hold up to three buckets of gradients in flight, which must be small against the model's 82 MB of gradients.
 # Usage: scripts/bench/layout_memory.sh        Needs /usr/bin/time (Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,7 @@ w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 common=(--config configs/demo-byte.toml --set model.n_layer=12 --set model.n_head=6 --set model.d_model=384 --set model.max_seq_len=64
   --set model.vocab_size=258 --set training.seq_len=64 --set training.batch_size=1 --set training.steps=2 --set training.eval_every=0
-  --set training.eval_batches=1 --set checkpoint.every=0)
+  --set training.eval_batches=1 --set checkpoint.every=0 --set distributed.bucket_mb=4)
 mpi=(mpirun --oversubscribe -np 2)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 KEEL_THREADS=1 /usr/bin/time -f %M -o "$w/one.0" .build/release/keel train "${common[@]}" --out "$w/one" >/dev/null 2>&1
