@@ -28,17 +28,23 @@ public enum CheckpointStore {
         let partial = root.appendingPathComponent("." + name(step: step) + ".partial")
         try? manager.removeItem(at: partial)
         try manager.createDirectory(at: partial, withIntermediateDirectories: false)
-        var records: [String: FileRecord] = [:]
-        for (file, writer) in writers {
-            let url = partial.appendingPathComponent(file)
-            try writer(url)
-            records[file] = try record(of: url)
+        do {
+            var records: [String: FileRecord] = [:]
+            for (file, writer) in writers {
+                let url = partial.appendingPathComponent(file)
+                try writer(url)
+                records[file] = try record(of: url)
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(encoder.encode(records), to: partial.appendingPathComponent("manifest.json"))
+            if manager.fileExists(atPath: final.path) { try manager.removeItem(at: final) }
+            try AtomicFile.rename(partial, to: final)
+        } catch {
+            // A full disk or a file-size limit: nothing half-written stays behind, the older checkpoints are intact.
+            try? manager.removeItem(at: partial)
+            throw KeelError("checkpoint \(final.path) was not written (the previous ones are intact): \(error)")
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(encoder.encode(records), to: partial.appendingPathComponent("manifest.json"))
-        if manager.fileExists(atPath: final.path) { try manager.removeItem(at: final) }
-        try AtomicFile.rename(partial, to: final)
         return final
     }
 
@@ -87,10 +93,14 @@ public enum CheckpointStore {
         return (nil, problems)
     }
 
-    /// Deletes all but the newest `keep` checkpoints (keep ≤ 0 keeps all).
-    public static func prune(_ root: URL, keep: Int) {
+    /// Deletes all but the newest `keep` checkpoints (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the
+    /// steps it divides (milestones for later evaluation).
+    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0) {
         guard keep > 0 else { return }
-        for old in list(root).dropFirst(keep) { try? FileManager.default.removeItem(at: old) }
+        for old in list(root).dropFirst(keep) {
+            if keepEvery > 0, let step = Int(old.lastPathComponent.dropFirst("step_".count)), step % keepEvery == 0 { continue }
+            try? FileManager.default.removeItem(at: old)
+        }
     }
 
     private static func record(of url: URL) throws -> FileRecord {

@@ -24,9 +24,18 @@ public enum AtomicFile {
             try handle.synchronize()
         } catch {
             try? FileManager.default.removeItem(at: temporary)
-            throw KeelError("cannot write \(url.path): \(error)")
+            throw KeelError("cannot write \(url.path): \(systemReason(error))")
         }
         try rename(temporary, to: url)
+    }
+
+    /// The operating system's words for a failed write ("No space left on device", "File too large"), rather
+    /// than Foundation's wrapping of them.
+    private static func systemReason(_ error: Error) -> String {
+        if let error = error as? KeelError { return error.message }
+        var current = error as NSError
+        while let underlying = current.userInfo[NSUnderlyingErrorKey] as? NSError { current = underlying }
+        return current.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32(current.code))) : "\(error)"
     }
 
     /// Renames `source` to `destination` (replacing a file) and fsyncs the parent directory.

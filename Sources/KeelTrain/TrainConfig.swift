@@ -71,6 +71,8 @@ public struct TrainConfig: Sendable {
         public var every: Int
         /// `keep`: newest checkpoints kept (0 = all).
         public var keep: Int
+        /// `keep_every`: also keep the checkpoints of steps that this divides (0 = none).
+        public var keepEvery: Int
     }
 
     /// `[logging]`
@@ -241,7 +243,8 @@ public struct TrainConfig: Sendable {
             evalBatches: try v.int("training.eval_batches", 20),
             precision: try Self.precision(try v.string("training.precision", "fp32")!))
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
-        checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3))
+        checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3),
+                                        keepEvery: try v.int("checkpoint.keep_every", 0))
         logging = LoggingSettings(every: try v.int("logging.every", 10))
         sample = SampleSettings(
             prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),
@@ -315,6 +318,7 @@ public struct TrainConfig: Sendable {
         try require(t.evalBatches > 0, "training.eval_batches", "must be positive (got \(t.evalBatches))")
         try require(checkpoint.every >= 0, "checkpoint.every", "must not be negative (got \(checkpoint.every))")
         try require(checkpoint.keep >= 0, "checkpoint.keep", "must not be negative (got \(checkpoint.keep))")
+        try require(checkpoint.keepEvery >= 0, "checkpoint.keep_every", "must not be negative (got \(checkpoint.keepEvery))")
         try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
         try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
         try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")

@@ -10,13 +10,16 @@ import KeelParallel
 /// What a finished run reports.
 public struct TrainingSummary: Sendable {
     public var steps: Int
-    /// Validation loss before the first step (nil when resumed) and after the last.
+    /// Validation loss before the first step (nil when resumed) and after the last (nil when a stop signal
+    /// ended the run: it stops as soon as the checkpoint is written).
     public var initialValidationLoss: Float?
-    public var finalValidationLoss: Float
+    public var finalValidationLoss: Float?
     /// Cross-entropy of the validation split under the training split's token frequencies.
     public var unigramLoss: Double
     public var tokensPerSecond: Double
     public var checkpoint: URL
+    /// The signal that stopped the run early (`StopSignals`), if one did.
+    public var stoppedBy: Int32?
 }
 
 /// The training loop: micro-batches with gradient accumulation, global-norm clipping, AdamW with warm-up
@@ -148,6 +151,7 @@ public final class Trainer {
 
         var lastCheckpoint = resumedFrom
         var lastValidation: (step: Int, loss: Float)?
+        var stoppedBy: Int32?
         if trace != nil { try groups.world.barrier(label: "trace: common start") }
         let tracer = trace.map { _ in PipelineTrace() }
         let segmentStart = Date()
@@ -217,17 +221,24 @@ public final class Trainer {
                              tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
                              secondsPerStep: segmentSeconds / Double(number - firstStep))
 
-            if (t.evalEvery > 0 && number % t.evalEvery == 0) || number == lastStep {
+            // A stop signal on any rank ends the run on every rank after this same step, with a checkpoint.
+            stoppedBy = try agreedStopSignal(step: number)
+            if stoppedBy == nil, (t.evalEvery > 0 && number % t.evalEvery == 0) || number == lastStep {
                 let validation = try validationLoss()
                 lastValidation = (number, validation)
                 try metrics?.write(["step": .int(number), "val_loss": .float(validation)])
                 progress?.message(String(format: "step %d: validation loss %.4f", number, validation))
             }
-            if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep {
+            if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep || stoppedBy != nil {
                 lastCheckpoint = try saveCheckpoint()
             }
+            if let stoppedBy {
+                log("\(StopSignals.name(of: stoppedBy)): stopped after step \(number) with checkpoint \(lastCheckpoint!.path); continue with keel train --resume --out \(output.path)")
+                break
+            }
         }
-        let finalValidation = lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
+        let finalValidation = stoppedBy != nil ? nil
+            : lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
         let checkpoint = try lastCheckpoint ?? saveCheckpoint()
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
@@ -236,7 +247,18 @@ public final class Trainer {
         }
         return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
                                finalValidationLoss: finalValidation, unigramLoss: unigram,
-                               tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint)
+                               tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint,
+                               stoppedBy: stoppedBy)
+    }
+
+    /// The stop signal any rank has received (`StopSignals`), agreed by all so that every rank stops after the
+    /// same step; nil when none has. Not counted in the step's communication metrics.
+    private func agreedStopSignal(step: Int) throws -> Int32? {
+        var signal = Double(StopSignals.received ?? 0)
+        if groups.world.size > 1 {
+            signal = try groups.world.allReduce([signal], .max, label: "step \(step): stop request")[0]
+        }
+        return signal > 0 ? Int32(signal) : nil
     }
 
     /// Mean loss over up to `eval_batches` micro-batches per replica of consecutive validation windows: the
@@ -311,6 +333,13 @@ public final class Trainer {
         let parameters = try collect(replicaParameters, label: "parameters")
         let m = try collect(moments.map(\.m), label: "optimizer state"), v = try collect(moments.map(\.v), label: "optimizer state")
         guard let parameters, let m, let v else { return url }
+        // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass reads,
+        // say): such a state is never saved as the last good one.
+        if let broken = wholeTable.entries.first(where: { entry in
+            UnsafeBufferPointer(start: parameters.pointer + entry.offset, count: entry.count).contains { !$0.isFinite }
+        }) {
+            throw KeelError("training diverged: \(broken.name) holds NaN or infinite values after step \(state.step); no checkpoint was written for it (the older ones are intact)")
+        }
         let table = wholeTable, config = self.config, state = self.state
         let written = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
             (ModelFiles.weightsFile, { try ModelFiles.writeWeights(table, parameters, to: $0) }),
@@ -329,7 +358,7 @@ public final class Trainer {
         ] + (data.tokenizerFile.map { file in
             [(file.lastPathComponent, { try AtomicFile.write(Data(contentsOf: file), to: $0) })]
         } ?? []))
-        CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep)
+        CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
         return written
     }
 

@@ -16,7 +16,9 @@ struct Train: ParsableCommand {
             With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
             DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, the \
             processes form parallel.pp pipeline stages × parallel.dp data-parallel replicas (each replica reads \
-            training.batch_size sequences per micro-batch); rank 0 writes the run.
+            training.batch_size sequences per micro-batch); rank 0 writes the run. SIGTERM, SIGUSR1 (Slurm's \
+            pre-emption warning) or Ctrl-C on any rank: every rank finishes the current step, a checkpoint is \
+            written and keel exits 0; a second Ctrl-C exits at once.
             """)
 
     @Option(name: .shortAndLong, help: "TOML config file.")
@@ -52,6 +54,10 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // From now on SIGTERM, SIGUSR1 and Ctrl-C stop training after the current step, with a checkpoint.
+        StopSignals.install()
+        // A file-size limit (ulimit -f) then fails the write with an error naming it, instead of killing keel.
+        signal(SIGXFSZ, SIG_IGN)
         guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
         }
@@ -89,11 +95,18 @@ struct Train: ParsableCommand {
         let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler)
         guard groups.world.rank == 0 else { return }
         if let profiler { print(profiler.report()) }
+        if let signal = summary.stoppedBy {
+            print("stopped by \(StopSignals.name(of: signal)) after step \(summary.steps)")
+            print("checkpoint: \(summary.checkpoint.path)")
+            print("continue with: keel train --resume --out \(output.path)")
+            return
+        }
 
         var lines: [String] = []
         let start = summary.initialValidationLoss.map { String(format: "%.4f at step 0 → ", $0) } ?? ""
-        let below = (1 - Double(summary.finalValidationLoss) / summary.unigramLoss) * 100
-        lines.append(String(format: "validation loss: %@%.4f at step %d", start, summary.finalValidationLoss, summary.steps))
+        let final = summary.finalValidationLoss!
+        let below = (1 - Double(final) / summary.unigramLoss) * 100
+        lines.append(String(format: "validation loss: %@%.4f at step %d", start, final, summary.steps))
         lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% %@ it)", summary.unigramLoss, abs(below),
                             below >= 0 ? "below" : "still above"))
         lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))

@@ -120,6 +120,28 @@ final class BadInputTests: XCTestCase {
         XCTAssertNoThrow(try CheckpointStore.verify(fixture.root.appendingPathComponent("run/checkpoints/\(kept.last!)")))
     }
 
+    /// A weight no pass reads (a position row beyond seq_len) made infinite: every loss and gradient stays
+    /// finite, but the state is refused as a checkpoint, naming the tensor.
+    func testNonFiniteWeightIsNeverCheckpointed() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["training.seq_len=8", "checkpoint.every=1", "training.steps=3", "training.eval_every=0"])
+        let trainer = try Trainer(config: config, output: fixture.root.appendingPathComponent("run"), resume: false) { _ in }
+        let model = try XCTUnwrap(trainer.model), positions = try XCTUnwrap(model.table["transformer.wpe.weight"])
+        model.parameters.pointer[positions.offset + 12 * config.model.width] = .infinity
+        assertKeelError("training diverged", "transformer.wpe.weight", "after step 1", "no checkpoint was written") {
+            _ = try trainer.run()
+        }
+        XCTAssertEqual(fixture.checkpoints("run"), [], "a checkpoint with an infinite weight was kept")
+    }
+
+    /// Retention keeps the newest `keep` checkpoints and, with `keep_every`, the milestones it divides.
+    func testRetentionKeepsTheNewestAndTheMilestones() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=12", "checkpoint.every=1", "checkpoint.keep=2",
+                                                "checkpoint.keep_every=5", "training.eval_every=0"]), in: "run")
+        XCTAssertEqual(fixture.checkpoints("run"), [5, 10, 11, 12].map { CheckpointStore.name(step: $0) })
+    }
+
     func testTruncatedCheckpointIsDetectedAndResumeFallsBack() throws {
         let fixture = try TrainFixture()
         let config = try fixture.config(["training.steps=10"])

@@ -83,8 +83,8 @@ final class TrainingTests: XCTestCase {
     func testTrainingLowersValidationLossBelowUnigram() throws {
         let fixture = try TrainFixture()
         let summary = try fixture.run(try fixture.config(["training.steps=60", "training.eval_every=0"]), in: "run")
-        XCTAssertLessThan(summary.finalValidationLoss, summary.initialValidationLoss!)
-        XCTAssertLessThan(Double(summary.finalValidationLoss), summary.unigramLoss)
+        XCTAssertLessThan(summary.finalValidationLoss!, summary.initialValidationLoss!)
+        XCTAssertLessThan(Double(summary.finalValidationLoss!), summary.unigramLoss)
     }
 
     /// `training.precision = "bf16"` trains as well as fp32 on the fixture corpus, and is deterministic.
@@ -97,9 +97,9 @@ final class TrainingTests: XCTestCase {
         _ = try fixture.run(try fixture.config(steps + ["training.precision=\"bf16\""]), in: "bf16-again")
         XCTAssertEqual(try fixture.losses("bf16"), try fixture.losses("bf16-again"))
         XCTAssertNotEqual(try fixture.losses("bf16"), try fixture.losses("fp32"))
-        XCTAssertLessThan(Double(bf16.finalValidationLoss), bf16.unigramLoss)
-        XCTAssertEqual(Double(bf16.finalValidationLoss), Double(fp32.finalValidationLoss),
-                       accuracy: 0.02 * Double(fp32.finalValidationLoss))
+        XCTAssertLessThan(Double(bf16.finalValidationLoss!), bf16.unigramLoss)
+        XCTAssertEqual(Double(bf16.finalValidationLoss!), Double(fp32.finalValidationLoss!),
+                       accuracy: 0.02 * Double(fp32.finalValidationLoss!))
     }
 
     /// Every step record has its fields, and the validation losses the run returned are the ones in the file,
@@ -122,7 +122,7 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertEqual(stepRecords, 5)
         // Before step 1, and at step 5 (both eval_every and the last step).
-        XCTAssertEqual(validation.map(\.bitPattern), [summary.initialValidationLoss!, summary.finalValidationLoss].map(\.bitPattern))
+        XCTAssertEqual(validation.map(\.bitPattern), [summary.initialValidationLoss!, summary.finalValidationLoss!].map(\.bitPattern))
     }
 
     /// The log writes floats so that their text parses back to the same bits, whatever the value.

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs that are interrupted, with real signals and real limits: SIGTERM (one process) and SIGUSR1 (one rank of a
+# 4-process job) finish the step, checkpoint and exit 0, and --resume then logs the uninterrupted run's losses;
+# a second Ctrl-C exits at once leaving no partial checkpoint; a write that hits a file-size limit stops with
+# one clear error and no partial checkpoint.
+# Usage: Tests/CLI/interruption_tests.sh PATH_TO_KEEL
+set -uo pipefail
+keel=$(realpath "${1:?usage: interruption_tests.sh PATH_TO_KEEL}")
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/mpi_common.sh"
+
+config "$work/gpt2.toml" gpt2
+c="$work/gpt2.toml"
+steps=400
+long=(--set training.steps=$steps --set checkpoint.every=0)
+
+# after_steps RUN N: waits (up to 60 s) until RUN's metrics.jsonl has N step records.
+after_steps() {
+    local waited=0
+    until [ "$(grep -c '"loss"' "$1/metrics.jsonl" 2>/dev/null || echo 0)" -ge "$2" ]; do
+        sleep 0.2
+        waited=$((waited + 1))
+        [ $waited -gt 300 ] && return 1
+    done
+    return 0
+}
+
+# only_complete_checkpoints RUN: every entry of RUN/checkpoints is a complete, verified step_N directory.
+only_complete_checkpoints() {
+    for entry in "$1"/checkpoints/* "$1"/checkpoints/.[!.]*; do
+        [ -e "$entry" ] || continue
+        case "$(basename "$entry")" in step_*) [ -f "$entry/manifest.json" ] || return 1 ;; *) return 1 ;; esac
+    done
+}
+
+# The uninterrupted run every resumed one must match.
+run "straight run" "$keel" train --config "$c" --out "$work/straight" "${long[@]}"
+
+# SIGTERM to one process: it finishes the step, writes its checkpoint, says how to continue and exits 0.
+"$keel" train --config "$c" --out "$work/term" "${long[@]}" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/term" 5 && kill -TERM $job
+wait $job
+status=$?
+stopped=$(sed -n 's/^stopped by SIGTERM after step \([0-9]*\)$/\1/p' "$work/out")
+if [ $status -eq 0 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] \
+    && [ -d "$work/term/checkpoints/$(printf 'step_%08d' "$stopped")" ] && grep -q "keel train --resume --out" "$work/out"; then
+    pass "SIGTERM: the step finishes, step $stopped is checkpointed, exit 0"
+else
+    fail "SIGTERM: the step finishes, a checkpoint is written, exit 0 (exit $status, stopped at '${stopped}')"
+fi
+run "resume after SIGTERM" "$keel" train --resume --out "$work/term" \
+    && same_logged_losses "resumed after SIGTERM logs the uninterrupted run's losses, as text" "$work/straight" "$work/term" $steps
+
+# SIGUSR1 (Slurm's pre-emption warning) to one rank of four: all stop after the same step, with one checkpoint.
+run "straight 4-process run" "${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/straight4" "${long[@]}" \
+    --set distributed.zero_stage=1 --set training.batch_size=1
+"${mpi[@]}" -np 4 "$keel" train --config "$c" --out "$work/usr1" "${long[@]}" --set distributed.zero_stage=1 \
+    --set training.batch_size=1 >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/usr1" 5 && kill -USR1 "$(rank_pid "$work/usr1" 2)"
+wait $job
+status=$?
+stopped=$(sed -n 's/^stopped by SIGUSR1 after step \([0-9]*\)$/\1/p' "$work/out")
+if [ $status -eq 0 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] && only_complete_checkpoints "$work/usr1" \
+    && [ -d "$work/usr1/checkpoints/$(printf 'step_%08d' "$stopped")" ]; then
+    pass "SIGUSR1 to rank 2 of 4: every rank stops after step $stopped, checkpointed, exit 0"
+else
+    fail "SIGUSR1 to rank 2 of 4: every rank stops after the same step, checkpointed, exit 0 (exit $status, '${stopped}')"
+fi
+run "resume after SIGUSR1" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/usr1" \
+    && same_logged_losses "resumed after SIGUSR1 logs the uninterrupted run's losses, as text" "$work/straight4" "$work/usr1" $steps
+
+# Two Ctrl-Cs: the second ends the process at once (130), and no partial checkpoint is ever visible.
+"$keel" train --config "$c" --out "$work/int" "${long[@]}" --set checkpoint.every=1 >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/int" 5 && kill -INT $job && kill -INT $job
+wait $job
+status=$?
+if [ $status -eq 130 ] && only_complete_checkpoints "$work/int"; then
+    pass "a second Ctrl-C exits at once (130) and leaves only complete checkpoints"
+else
+    fail "a second Ctrl-C exits at once (130) and leaves only complete checkpoints (exit $status: $(ls -a "$work/int/checkpoints" | tr '\n' ' '))"
+fi
+
+# A full disk, as a file-size limit of 64 KiB: the first checkpoint (about 130 KB of weights) cannot be written.
+(ulimit -f 64 && exec "$keel" train --config "$c" --out "$work/full" --set training.steps=4 --set checkpoint.every=2) \
+    >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -ne 0 ] && [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] \
+    && grep -q "^Error: checkpoint .*step_00000002 was not written (the previous ones are intact): .*File too large" "$work/err" \
+    && only_complete_checkpoints "$work/full" && [ -z "$(ls -A "$work/full/checkpoints")" ]; then
+    pass "a write past the file-size limit: one clear error, no partial checkpoint"
+else
+    fail "a write past the file-size limit: one clear error, no partial checkpoint (exit $status)"
+fi
+
+echo "interruption tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
