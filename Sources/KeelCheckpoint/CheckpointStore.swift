@@ -48,8 +48,16 @@ public enum CheckpointStore {
         return final
     }
 
-    /// Throws unless `directory` holds a manifest and every file it lists has the recorded size and checksum.
-    public static func verify(_ directory: URL) throws {
+    /// One file of a checkpoint as its manifest records it, and what is wrong with it now (nil: it is intact).
+    public struct FileStatus: Sendable {
+        public let name: String
+        public let recorded: FileRecord
+        public let problem: String?
+    }
+
+    /// Every file `directory`'s manifest lists, each checked against its recorded size and checksum; throws
+    /// when there is no readable manifest.
+    public static func inspect(_ directory: URL) throws -> [FileStatus] {
         let manifestURL = directory.appendingPathComponent("manifest.json")
         guard let data = try? Data(contentsOf: manifestURL) else {
             throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
@@ -58,18 +66,23 @@ public enum CheckpointStore {
         do { records = try JSONDecoder().decode([String: FileRecord].self, from: data) } catch {
             throw KeelError("checkpoint \(directory.path): manifest.json is malformed: \(decodingProblem(error))")
         }
-        for (file, expected) in records.sorted(by: { $0.key < $1.key }) {
+        return try records.sorted(by: { $0.key < $1.key }).map { file, expected in
             let url = directory.appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: url.path) else {
-                throw KeelError("checkpoint \(directory.path) is damaged: \(file) is missing")
+                return FileStatus(name: file, recorded: expected, problem: "\(file) is missing")
             }
             let actual = try record(of: url)
-            if actual.bytes != expected.bytes {
-                throw KeelError("checkpoint \(directory.path) is damaged: \(file) has \(actual.bytes) bytes, expected \(expected.bytes) (truncated?)")
-            }
-            if actual.xxh64 != expected.xxh64 {
-                throw KeelError("checkpoint \(directory.path) is damaged: \(file) fails its checksum")
-            }
+            let problem = actual.bytes != expected.bytes
+                ? "\(file) has \(actual.bytes) bytes, expected \(expected.bytes) (truncated?)"
+                : actual.xxh64 != expected.xxh64 ? "\(file) fails its checksum" : nil
+            return FileStatus(name: file, recorded: expected, problem: problem)
+        }
+    }
+
+    /// Throws unless `directory` holds a manifest and every file it lists has the recorded size and checksum.
+    public static func verify(_ directory: URL) throws {
+        if let problem = try inspect(directory).compactMap(\.problem).first {
+            throw KeelError("checkpoint \(directory.path) is damaged: \(problem)")
         }
     }
 

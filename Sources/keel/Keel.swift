@@ -10,5 +10,5 @@ struct Keel: ParsableCommand {
             checkpoint) or one checkpoint directory.
             """,
         subcommands: [Train.self, Launch.self, Sample.self, Eval.self, Export.self, Logits.self, TokenizerCommand.self, DataCommand.self,
-                      Bench.self, Collectives.self, PipelineCheckCommand.self, PipelineBenchCommand.self])
+                      CheckpointCommand.self, Bench.self, Collectives.self, PipelineCheckCommand.self, PipelineBenchCommand.self])
 }

@@ -134,8 +134,15 @@ usage "pipeline-bench with a pipeline size of 0 to simulate" "--project: '0' is 
     "$keel" pipeline-bench --project 4,0
 usage "a trace in a directory that does not exist" "--trace: the directory $work/none does not exist" \
     "$keel" train --config "$work/tiny.toml" --trace "$work/none/trace.json"
+expect_ok "checkpoint inspect on a run" "$keel" checkpoint inspect "$work/run"
+grep -q "^  step_00000006  valid$" "$work/out" && grep -q "^state: step 6," "$work/out" \
+    && grep -q "^  model.safetensors .* ok$" "$work/out" && grep -q "^every file matches" "$work/out" \
+    && pass "checkpoint inspect lists the checkpoints, the state and every file" \
+    || fail "checkpoint inspect lists the checkpoints, the state and every file"
 truncate -s 100 "$newest/model.safetensors"
 expect_error "truncated checkpoint" "truncated" "$keel" sample --checkpoint "$newest"
+expect_error "checkpoint inspect names the damaged file" "model.safetensors has 100 bytes" \
+    "$keel" checkpoint inspect "$newest"
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
 
 expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
