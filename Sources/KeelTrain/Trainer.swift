@@ -230,7 +230,10 @@ public final class Trainer {
                 progress?.message(String(format: "step %d: validation loss %.4f", number, validation))
             }
             if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep || stoppedBy != nil {
+                // Training waits for the whole write (gather, serialise, fsync, rename): log how long.
+                let started = monotonicSeconds()
                 lastCheckpoint = try saveCheckpoint()
+                try metrics?.write(["step": .int(number), "checkpoint_s": .double(monotonicSeconds() - started)])
             }
             if let stoppedBy {
                 log("\(StopSignals.name(of: stoppedBy)): stopped after step \(number) with checkpoint \(lastCheckpoint!.path); continue with keel train --resume --out \(output.path)")

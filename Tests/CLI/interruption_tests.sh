@@ -11,7 +11,7 @@ source "$here/mpi_common.sh"
 
 config "$work/gpt2.toml" gpt2
 c="$work/gpt2.toml"
-steps=400
+steps=200
 long=(--set training.steps=$steps --set checkpoint.every=0)
 
 # after_steps RUN N: waits (up to 60 s) until RUN's metrics.jsonl has N step records.
@@ -81,6 +81,32 @@ if [ $status -eq 130 ] && only_complete_checkpoints "$work/int"; then
     pass "a second Ctrl-C exits at once (130) and leaves only complete checkpoints"
 else
     fail "a second Ctrl-C exits at once (130) and leaves only complete checkpoints (exit $status: $(ls -a "$work/int/checkpoints" | tr '\n' ' '))"
+fi
+
+# kill -9 in the middle of a checkpoint write (a 3 M-parameter model, checkpointed every step, so a write is
+# under way most of the time): the half-written checkpoint stays hidden, --resume takes the previous one, and
+# the run ends with the uninterrupted run's losses. Up to three tries to land the kill inside a write.
+big=(--set model.n_layer=4 --set model.d_model=256 --set model.n_head=4 --set model.n_kv_head=4 --set training.steps=30
+     --set checkpoint.every=1 --set checkpoint.keep=2)
+run "straight run, checkpointed every step" "$keel" train --config "$c" --out "$work/big-straight" "${big[@]}"
+landed=""
+for try in 1 2 3; do
+    rm -rf "$work/killed"
+    "$keel" train --config "$c" --out "$work/killed" "${big[@]}" >"$work/out" 2>"$work/err" &
+    job=$!
+    after_steps "$work/killed" 5
+    until compgen -G "$work/killed/checkpoints/.step_*.partial" >/dev/null || ! kill -0 $job 2>/dev/null; do :; done
+    kill -9 $job 2>/dev/null
+    wait $job 2>/dev/null
+    partial=$(compgen -G "$work/killed/checkpoints/.step_*.partial")
+    if [ -n "$partial" ] && [ ! -f "$partial/manifest.json" ]; then landed=$(basename "$partial"); break; fi
+done
+if [ -n "$landed" ] && run "resume after kill -9 in a write" "$keel" train --resume --out "$work/killed" \
+    && grep -q "resumed from" "$work/err" && ! compgen -G "$work/killed/checkpoints/.step_*" >/dev/null; then
+    same_logged_losses "kill -9 inside a checkpoint write ($landed): resumed from the previous one, the uninterrupted run's losses" \
+        "$work/big-straight" "$work/killed" 30
+else
+    fail "kill -9 inside a checkpoint write: resumed from the previous checkpoint (landed in a write: '${landed}')"
 fi
 
 # A full disk, as a file-size limit of 64 KiB: the first checkpoint (about 130 KB of weights) cannot be written.
