@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs that are interrupted, with real signals and real limits: SIGTERM (one process) and SIGUSR1 (one rank of a
 # 4-process job) finish the step, checkpoint and exit 0, and --resume then logs the uninterrupted run's losses;
-# a second Ctrl-C exits at once leaving no partial checkpoint; a write that hits a file-size limit stops with
-# one clear error and no partial checkpoint.
+# a second Ctrl-C exits at once leaving no partial checkpoint; kill -9 inside a checkpoint write loses nothing;
+# `keel launch --max-restarts` recovers a 4-process job from kill -9 of a random rank at a random step, ending
+# with the uninterrupted run's weights bit for bit; a write that hits a file-size limit stops with one clear
+# error and no partial checkpoint.
 # Usage: Tests/CLI/interruption_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: interruption_tests.sh PATH_TO_KEEL}")
@@ -25,9 +27,10 @@ after_steps() {
     return 0
 }
 
-# only_complete_checkpoints RUN: every entry of RUN/checkpoints is a complete, verified step_N directory.
+# only_complete_checkpoints RUN: every visible entry of RUN/checkpoints is a complete step_N directory (a write
+# cut short stays hidden, as .step_N.partial).
 only_complete_checkpoints() {
-    for entry in "$1"/checkpoints/* "$1"/checkpoints/.[!.]*; do
+    for entry in "$1"/checkpoints/*; do
         [ -e "$entry" ] || continue
         case "$(basename "$entry")" in step_*) [ -f "$entry/manifest.json" ] || return 1 ;; *) return 1 ;; esac
     done
@@ -71,10 +74,15 @@ fi
 run "resume after SIGUSR1" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/usr1" \
     && same_logged_losses "resumed after SIGUSR1 logs the uninterrupted run's losses, as text" "$work/straight4" "$work/usr1" $steps
 
-# Two Ctrl-Cs: the second ends the process at once (130), and no partial checkpoint is ever visible.
-"$keel" train --config "$c" --out "$work/int" "${long[@]}" --set checkpoint.every=1 >"$work/out" 2>"$work/err" &
+# A 3 M-parameter model checkpointed every step, so a write is under way most of the time.
+big=(--set model.n_layer=4 --set model.d_model=256 --set model.n_head=4 --set model.n_kv_head=4 --set training.steps=30
+     --set checkpoint.every=1 --set checkpoint.keep=2)
+
+# Two Ctrl-Cs: the second ends the process at once (130), and no partial checkpoint is ever visible. (The second
+# comes 50 ms after the first: two of the same signal pending at once are delivered as one.)
+"$keel" train --config "$c" --out "$work/int" "${big[@]}" >"$work/out" 2>"$work/err" &
 job=$!
-after_steps "$work/int" 5 && kill -INT $job && kill -INT $job
+after_steps "$work/int" 5 && kill -INT $job && sleep 0.05 && kill -INT $job
 wait $job
 status=$?
 if [ $status -eq 130 ] && only_complete_checkpoints "$work/int"; then
@@ -83,11 +91,9 @@ else
     fail "a second Ctrl-C exits at once (130) and leaves only complete checkpoints (exit $status: $(ls -a "$work/int/checkpoints" | tr '\n' ' '))"
 fi
 
-# kill -9 in the middle of a checkpoint write (a 3 M-parameter model, checkpointed every step, so a write is
-# under way most of the time): the half-written checkpoint stays hidden, --resume takes the previous one, and
-# the run ends with the uninterrupted run's losses. Up to three tries to land the kill inside a write.
-big=(--set model.n_layer=4 --set model.d_model=256 --set model.n_head=4 --set model.n_kv_head=4 --set training.steps=30
-     --set checkpoint.every=1 --set checkpoint.keep=2)
+# kill -9 in the middle of a checkpoint write (the 3 M-parameter model): the half-written checkpoint stays
+# hidden, --resume takes the previous one, and the run ends with the uninterrupted run's losses. Up to three
+# tries to land the kill inside a write.
 run "straight run, checkpointed every step" "$keel" train --config "$c" --out "$work/big-straight" "${big[@]}"
 landed=""
 for try in 1 2 3; do
@@ -108,6 +114,36 @@ if [ -n "$landed" ] && run "resume after kill -9 in a write" "$keel" train --res
 else
     fail "kill -9 inside a checkpoint write: resumed from the previous checkpoint (landed in a write: '${landed}')"
 fi
+
+# keel launch --max-restarts: kill -9 of a random rank at a random step of a 4-process job (pp = 2 × dp = 2, and
+# dp = 4 with ZeRO-1); the supervisor restarts it from the newest checkpoint and it ends with the uninterrupted
+# run's weights and optimizer state, bit for bit, and its losses.
+for layout in "--set parallel.pp=2 --set parallel.micro_batches=2" "--set distributed.zero_stage=1"; do
+    # shellcheck disable=SC2206 # the layout is words
+    job_args=(train --config "$c" --set training.steps=60 --set checkpoint.every=5 --set training.batch_size=1 $layout)
+    name="pp=2 × dp=2"; [[ "$layout" == *zero_stage* ]] && name="dp=4 ZeRO-1"
+    tag=${name//[^a-z0-9]/}
+    rank=$((RANDOM % 4)) at=$((8 + RANDOM % 15))
+    run "$name uninterrupted" "$keel" launch --nproc 4 -- "${job_args[@]}" --out "$work/sup-straight-$tag" || continue
+    "$keel" launch --nproc 4 --max-restarts 2 -- "${job_args[@]}" --out "$work/sup-$tag" >"$work/out" 2>"$work/err" &
+    job=$!
+    after_steps "$work/sup-$tag" $at && kill -9 "$(rank_pid "$work/sup-$tag" $rank)"
+    wait $job
+    status=$?
+    final="checkpoints/step_00000060"
+    if [ $status -eq 0 ] && grep -q "^launch: the job failed .* restart 1 of 2 from .*step_" "$work/err" \
+        && grep -q "^launch: recovered: step" "$work/err" && grep -q "^launch: finished after 1 restart" "$work/err" \
+        && cmp -s "$work/sup-straight-$tag/$final/model.safetensors" "$work/sup-$tag/$final/model.safetensors" \
+        && cmp -s "$work/sup-straight-$tag/$final/optimizer.safetensors" "$work/sup-$tag/$final/optimizer.safetensors"; then
+        pass "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights bit for bit ($(grep -o '[0-9]* steps\? lost' "$work/err"); $(grep -o 'trained .* after the failure' "$work/err"))"
+        same_logged_losses "$name: the restarted job logs the uninterrupted run's losses, as text" \
+            "$work/sup-straight-$tag" "$work/sup-$tag" 60
+    else
+        fail "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights (exit $status)"
+    fi
+done
+refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
+    "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 
 # A full disk, as a file-size limit of 64 KiB: the first checkpoint (about 130 KB of weights) cannot be written.
 (ulimit -f 64 && exec "$keel" train --config "$c" --out "$work/full" --set training.steps=4 --set checkpoint.every=2) \

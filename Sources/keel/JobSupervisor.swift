@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import KeelCheckpoint
+import KeelCore
+
+/// `keel launch --max-restarts N`: runs a training job through mpirun and, when it fails — a rank died (mpirun
+/// then stops the others) or hung past the timeout (the ranks then stop themselves) — starts it again with
+/// `--resume`, so it continues from the newest valid checkpoint, up to N times. It says what failed, where the job
+/// resumed, how many steps were lost and how long recovery took (from the failure to the first new step).
+///
+/// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to mpirun as SIGUSR1, which forwards it to
+/// every rank: they checkpoint and exit cleanly, and the job is not restarted.
+struct JobSupervisor {
+    /// The mpirun command line (its program first).
+    let arguments: [String]
+    let runDirectory: URL
+    let maxRestarts: Int
+
+    func run() throws {
+        StopSignals.install()
+        var command = arguments
+        var recovery: Recovery?
+        for attempt in 0...maxRestarts {
+            let outcome = try runJob(command, recovery: recovery)
+            if outcome.status == 0 {
+                if attempt > 0 { log("finished after \(attempt) restart\(attempt == 1 ? "" : "s")") }
+                return
+            }
+            if let signal = StopSignals.received {
+                log("stopped by \(StopSignals.name(of: signal)); not restarting")
+                throw ExitCode(outcome.status)
+            }
+            guard attempt < maxRestarts else {
+                log("the job failed (\(outcome.description)); giving up after \(maxRestarts) restart\(maxRestarts == 1 ? "" : "s")")
+                throw ExitCode(outcome.status)
+            }
+            let failed = Date(), reached = lastLoggedStep()
+            let found = CheckpointStore.latestValid(in: runDirectory.appendingPathComponent("checkpoints"))
+            if let checkpoint = found.checkpoint, let step = Int(checkpoint.lastPathComponent.dropFirst("step_".count)) {
+                log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
+                    + "from \(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
+                command = resuming(arguments)
+                recovery = Recovery(failed: failed, fromStep: step, staleMetrics: metricsFile())
+            } else {
+                log("the job failed (\(outcome.description)) after step \(reached) with no checkpoint yet; restart \(attempt + 1) of \(maxRestarts) from the beginning")
+                command = arguments
+                recovery = Recovery(failed: failed, fromStep: 0, staleMetrics: metricsFile())
+            }
+        }
+    }
+
+    /// A restart under way: when the job failed, the step it resumes after, and the metrics file it left (a
+    /// resumed run replaces the file, so a step logged in the new one is a new step).
+    private struct Recovery {
+        let failed: Date
+        let fromStep: Int
+        let staleMetrics: Int?
+    }
+
+    /// Runs mpirun once and waits for it, passing stop signals on and reporting when a restarted job has
+    /// trained its first new step.
+    private func runJob(_ command: [String], recovery: Recovery?) throws -> (status: Int32, description: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
+        do { try process.run() } catch {
+            throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription)); install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH")
+        }
+        var forwarded = false, recovered = recovery == nil
+        while process.isRunning {
+            if !forwarded, StopSignals.received != nil {
+                kill(process.processIdentifier, SIGUSR1)
+                forwarded = true
+            }
+            if !recovered, let recovery, metricsFile() != recovery.staleMetrics, lastLoggedStep() > recovery.fromStep {
+                log(String(format: "recovered: step %d trained %.1f s after the failure", recovery.fromStep + 1,
+                           Date().timeIntervalSince(recovery.failed)))
+                recovered = true
+            }
+            usleep(100_000)
+        }
+        let status = process.terminationStatus
+        return process.terminationReason == .uncaughtSignal
+            ? (128 + status, "mpirun killed by signal \(status)") : (status, "exit status \(status)")
+    }
+
+    /// The train command with `--resume` (once).
+    private func resuming(_ command: [String]) -> [String] {
+        command.contains("--resume") ? command : command + ["--resume"]
+    }
+
+    /// The file number of metrics.jsonl, which changes when a run replaces it.
+    private func metricsFile() -> Int? {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: runDirectory.appendingPathComponent("metrics.jsonl").path)
+        return (attributes?[.systemFileNumber] as? NSNumber)?.intValue
+    }
+
+    /// The last step the job logged in metrics.jsonl (0 when none).
+    private func lastLoggedStep() -> Int {
+        guard let text = try? String(contentsOf: runDirectory.appendingPathComponent("metrics.jsonl"), encoding: .utf8) else { return 0 }
+        return text.split(separator: "\n").reversed().lazy.compactMap { line -> Int? in
+            guard line.contains("\"loss\""), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            else { return nil }
+            return object["step"] as? Int
+        }.first ?? 0
+    }
+
+    private func log(_ message: String) {
+        FileHandle.standardError.write(Data("launch: \(message)\n".utf8))
+    }
+}
