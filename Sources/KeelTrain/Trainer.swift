@@ -424,9 +424,9 @@ public final class Trainer {
         }
         let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
-            try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile))
-            // ZeRO-3 keeps only this rank's range.
-            if optimizer.shard.shardsParameters { optimizer.shard.releaseParameters(0..<chunk.table.count) }
+            // Under ZeRO-3 only this rank's range, so no rank ever holds the whole model.
+            try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile),
+                                       only: optimizer.shard.shardsParameters ? optimizer.shard.range : nil)
             // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model (and,
             // for a tensor-parallel piece, cut from the whole tensor's).
             let shard = optimizer.shard.range

@@ -67,9 +67,12 @@ else fail "data-parallel traffic per step equals the analytic volume"; fi
 
 c="$work/gpt2.toml"
 common+=(--set model.n_kv_head=4)
-# Resume: a ZeRO-3 run, and its checkpoint on one process.
+# Resume: a ZeRO-3 run, and its checkpoint on one process; then Llama with tensor parallelism under ZeRO-3 (each
+# rank restores only its range of its tensor pieces).
 resumes "ZeRO-3" 4 "$work/gpt2-ref-b4" "--set distributed.zero_stage=0 --set training.batch_size=4" \
     --config "$c" "${common[@]}" --set distributed.zero_stage=3
+resumes "Llama tp=2 × dp=2 ZeRO-3" 4 "$work/llama-ref-b2" "--set parallel.tp=1 --set distributed.zero_stage=0 --set training.batch_size=2" \
+    --config "$work/llama.toml" "${layouts[@]}" --set model.n_kv_head=2 --set parallel.tp=2 --set distributed.zero_stage=3
 
 # Memory, measured: the peak resident memory of ranks 1-3 (rank 0 gathers the whole model to write the checkpoint)
 # of a 9.6 M-parameter GPT-2. ZeRO-2 no longer holds the whole gradient (4·P bytes), ZeRO-3 no longer the 3/4 of
