@@ -52,18 +52,23 @@ public final class DataParallel {
     private var startedThisMicroBatch = 0
     /// ZeRO-2/3: buckets whose memory may wait for their communication; the oldest lands before more start.
     public static let inFlightBuckets = 2
+    /// ZeRO-2/3: the fewest buckets a model is cut into (so those in flight hold under a fifth of its gradients).
+    public static let shardedBucketsPerModel = 16
     private var label = ""
     /// Statistics of the last `synchronizeGradients` call.
     public private(set) var statistics = OverlapStatistics()
     /// Plans buckets of at most `bucketElements` floats of `shard`'s model, averaged over `shard`'s communicator
-    /// (the data-parallel group).
+    /// (the data-parallel group). With ZeRO-2/3 a bucket is also at most 1/`shardedBucketsPerModel` of the
+    /// model: the buckets that wait for their communication then hold a small share of the gradients, whatever
+    /// the bucket size configured for plain data parallelism.
     public init(shard: OptimizerShard, bucketElements: Int) {
         precondition(bucketElements > 0)
         self.shard = shard
         model = shard.model
         communicator = shard.communicator
         let count = model.parameters.count
-        buckets = stride(from: 0, to: count, by: bucketElements).map { $0..<min(count, $0 + bucketElements) }
+        let size = shard.shardsGradients ? min(bucketElements, max(1, count / Self.shardedBucketsPerModel)) : bucketElements
+        buckets = stride(from: 0, to: count, by: size).map { $0..<min(count, $0 + size) }
         pending = buckets.map(\.count)
         requests = Array(repeating: nil, count: buckets.count)
     }

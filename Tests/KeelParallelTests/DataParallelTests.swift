@@ -91,6 +91,16 @@ final class DataParallelTests: XCTestCase {
         try parallel.synchronizeGradients()
     }
 
+    /// ZeRO-2/3 cut the model into at least 16 buckets, whatever bucket size is configured; ZeRO-1 keeps it.
+    func testShardedGradientsUseAtLeastSixteenBuckets() throws {
+        let model = try model(), group = ThreadCommunicator.group(size: 2)[0]
+        let sharded = DataParallel(shard: OptimizerShard(model: model, communicator: group, stage: 2), bucketElements: 1 << 30)
+        XCTAssertGreaterThanOrEqual(sharded.buckets.count, 16)
+        XCTAssertEqual(sharded.buckets.map(\.count).reduce(0, +), model.table.count)
+        let plain = DataParallel(shard: OptimizerShard(model: model, communicator: group, stage: 1), bucketElements: 1 << 30)
+        XCTAssertEqual(plain.buckets.count, 1)
+    }
+
     /// The gradient norm's share of a shard leaves out exactly the excluded span (a tied copy).
     func testShardSumOfSquaresLeavesOutTheExcludedSpan() throws {
         let model = try model()
