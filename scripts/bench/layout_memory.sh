@@ -3,8 +3,8 @@
 # gradients and AdamW moments) trained for 2 steps on one process, and on two with data parallelism, ZeRO-1, -2
 # and -3, and tensor parallelism (tp = 2, with and without sequence parallelism), from /usr/bin/time around
 # each rank. Rank 0 also gathers and writes the
-# checkpoint, so rank 1 shows what the layout itself holds (docs/benchmarks.md). Buckets of 4 MB: ZeRO-2 and -3
-# hold up to three buckets of gradients in flight, which must be small against the model's 82 MB of gradients.
+# checkpoint, so rank 1 shows what the layout itself holds (docs/benchmarks.md). Buckets of 4 MB, as the table in
+# docs/benchmarks.md was measured (ZeRO-2 and -3 hold up to three buckets of gradients in flight).
 # Usage: scripts/bench/layout_memory.sh        Needs /usr/bin/time (Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
