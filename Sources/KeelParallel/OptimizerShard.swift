@@ -91,11 +91,13 @@ public final class OptimizerShard {
             packed.append(contentsOf: UnsafeBufferPointer(start: gradients + (part.lowerBound - own.lowerBound), count: part.count))
         }
         guard !packed.isEmpty else { return }
-        packed = try group.allReduce(packed, .sum, label: label)
-        var next = 0
-        for part in parts {
-            (gradients + (part.lowerBound - own.lowerBound)).update(from: Array(packed[next..<(next + part.count)]), count: part.count)
-            next += part.count
+        try packed.withUnsafeMutableBufferPointer { packed in
+            try group.allReduce(packed, .sum, label: label)
+            var next = packed.baseAddress!
+            for part in parts {
+                (gradients + (part.lowerBound - own.lowerBound)).update(from: next, count: part.count)
+                next += part.count
+            }
         }
     }
 
