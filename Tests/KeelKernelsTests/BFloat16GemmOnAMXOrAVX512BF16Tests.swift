@@ -3,8 +3,9 @@ import KeelCore
 import XCTest
 
 /// bf16 products against a float64 product of the same operands rounded to bf16 by this test's own
-/// rounding, for every engine this CPU has.
-final class BFloat16GemmTests: XCTestCase {
+/// rounding, for every engine this CPU has. Every test here needs AMX or AVX512-BF16 and is skipped, saying so,
+/// on a CPU with neither (Zen 3): the engines are those instructions, there is no portable one to test instead.
+final class BFloat16GemmOnAMXOrAVX512BF16Tests: XCTestCase {
     /// Round to nearest even on the bit pattern, the definition the AMX and AVX512-BF16 conversions follow.
     private func roundedToBFloat16(_ x: Float) -> Float {
         let bits = x.bitPattern
