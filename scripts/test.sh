@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
 # NumPy reference, training, bad input), the command-line tests and the multi-process tests (data, pipeline and tensor
-# parallelism, ZeRO-2/3) and the interruption tests (signals, full disks) under mpirun.
+# parallelism, ZeRO-2/3, checkpoints resharded between layouts) and the interruption tests (signals, full disks)
+# under mpirun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,4 +16,5 @@ bash Tests/CLI/mpi_tests.sh .build/debug/keel
 bash Tests/CLI/pipeline_tests.sh .build/debug/keel
 bash Tests/CLI/tensor_tests.sh .build/debug/keel
 bash Tests/CLI/sharding_tests.sh .build/debug/keel
+bash Tests/CLI/resharding_tests.sh .build/debug/keel
 bash Tests/CLI/interruption_tests.sh .build/debug/keel

@@ -3,15 +3,20 @@ import KeelCore
 
 /// Checkpoint directories that are either complete and verified or ignored.
 ///
-/// A checkpoint `root/step_00000100/` is written as `root/.step_00000100.partial/`; its files are fsynced,
-/// `manifest.json` (size and XXH64 of every file) is written last, and the directory is renamed into place.
-/// A crash at any moment leaves either no checkpoint or a complete one; a file damaged later is caught by
-/// its checksum.
+/// A checkpoint `root/step_00000100/` is written as `root/.step_00000100.partial/`: every rank writes its
+/// files there (each fsynced), then world rank 0 writes `manifest.json` (`CheckpointManifest`, with the size
+/// and XXH64 of every file) and renames the directory into place. A crash at any moment leaves either no
+/// checkpoint or a complete one; a file damaged later is caught by its checksum.
 public enum CheckpointStore {
     /// One file's record in `manifest.json`.
     public struct FileRecord: Codable, Equatable, Sendable {
         public let bytes: Int
         public let xxh64: String
+
+        public init(bytes: Int, xxh64: String) {
+            self.bytes = bytes
+            self.xxh64 = xxh64
+        }
     }
 
     /// The name of the checkpoint directory for `step`.
@@ -19,33 +24,60 @@ public enum CheckpointStore {
         "step_" + String(repeating: "0", count: max(0, 8 - String(step).count)) + String(step)
     }
 
-    /// Writes a checkpoint: `writers` maps file names to functions that write that file at the URL given.
-    @discardableResult
-    public static func write(root: URL, step: Int, writers: [(String, (URL) throws -> Void)]) throws -> URL {
-        let manager = FileManager.default
-        try manager.createDirectory(at: root, withIntermediateDirectories: true)
-        let final = root.appendingPathComponent(name(step: step))
-        let partial = root.appendingPathComponent("." + name(step: step) + ".partial")
-        try? manager.removeItem(at: partial)
-        try manager.createDirectory(at: partial, withIntermediateDirectories: false)
+    /// Where the checkpoint of `step` is written before it is published.
+    public static func partialDirectory(root: URL, step: Int) -> URL {
+        root.appendingPathComponent("." + name(step: step) + ".partial")
+    }
+
+    /// Creates (if needed) the directory the ranks write the checkpoint of `step` into; every rank may call it.
+    public static func prepare(root: URL, step: Int) throws -> URL {
+        let partial = partialDirectory(root: root, step: step)
         do {
-            var records: [String: FileRecord] = [:]
-            for (file, writer) in writers {
-                let url = partial.appendingPathComponent(file)
-                try writer(url)
-                records[file] = try record(of: url)
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(encoder.encode(records), to: partial.appendingPathComponent("manifest.json"))
-            if manager.fileExists(atPath: final.path) { try manager.removeItem(at: final) }
+            try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+        } catch {
+            throw notWritten(root: root, step: step, because: AtomicFile.systemReason(error))
+        }
+        return partial
+    }
+
+    /// Removes the partial directories a crash left under `root` (before a run writes its first checkpoint).
+    public static func removePartials(root: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        for name in names where name.hasPrefix(".step_") && name.hasSuffix(".partial") {
+            try? FileManager.default.removeItem(at: root.appendingPathComponent(name))
+        }
+    }
+
+    /// Writes `manifest` last into the partial directory of its step and renames that into place, replacing an
+    /// older checkpoint of the same step; on failure removes the partial directory and throws.
+    @discardableResult
+    public static func publish(_ manifest: CheckpointManifest, root: URL) throws -> URL {
+        let final = root.appendingPathComponent(name(step: manifest.step))
+        let partial = partialDirectory(root: root, step: manifest.step)
+        do {
+            try AtomicFile.write(manifest.encoded(), to: partial.appendingPathComponent(CheckpointManifest.fileName))
+            if FileManager.default.fileExists(atPath: final.path) { try FileManager.default.removeItem(at: final) }
             try AtomicFile.rename(partial, to: final)
         } catch {
-            // A full disk or a file-size limit: nothing half-written stays behind, the older checkpoints are intact.
-            try? manager.removeItem(at: partial)
-            throw KeelError("checkpoint \(final.path) was not written (the previous ones are intact): \(error)")
+            discard(root: root, step: manifest.step)
+            throw notWritten(root: root, step: manifest.step, because: "\(error)")
         }
         return final
+    }
+
+    /// Removes what was written of the checkpoint of `step` (a rank failed: nothing half-written stays behind).
+    public static func discard(root: URL, step: Int) {
+        try? FileManager.default.removeItem(at: partialDirectory(root: root, step: step))
+    }
+
+    /// The error for a checkpoint that could not be written, `reason` saying why.
+    public static func notWritten(root: URL, step: Int, because reason: String) -> KeelError {
+        KeelError("checkpoint \(root.appendingPathComponent(name(step: step)).path) was not written (the previous ones are intact): \(reason)")
+    }
+
+    /// The manifest of a sharded checkpoint; nil for a consolidated one (whose manifest lists only its files).
+    public static func readManifest(_ directory: URL) throws -> CheckpointManifest? {
+        try parseManifest(directory).sharded
     }
 
     /// One file of a checkpoint as its manifest records it, and what is wrong with it now (nil: it is intact).
@@ -58,14 +90,7 @@ public enum CheckpointStore {
     /// Every file `directory`'s manifest lists, each checked against its recorded size and checksum; throws
     /// when there is no readable manifest.
     public static func inspect(_ directory: URL) throws -> [FileStatus] {
-        let manifestURL = directory.appendingPathComponent("manifest.json")
-        guard let data = try? Data(contentsOf: manifestURL) else {
-            throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
-        }
-        let records: [String: FileRecord]
-        do { records = try JSONDecoder().decode([String: FileRecord].self, from: data) } catch {
-            throw KeelError("checkpoint \(directory.path): manifest.json is malformed: \(decodingProblem(error))")
-        }
+        let records = try parseManifest(directory).files
         return try records.sorted(by: { $0.key < $1.key }).map { file, expected in
             let url = directory.appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: url.path) else {
@@ -116,7 +141,29 @@ public enum CheckpointStore {
         }
     }
 
-    private static func record(of url: URL) throws -> FileRecord {
+    /// `directory`'s manifest: the files it lists and, for a sharded checkpoint, all of it.
+    private static func parseManifest(_ directory: URL) throws -> (files: [String: FileRecord], sharded: CheckpointManifest?) {
+        let manifestURL = directory.appendingPathComponent(CheckpointManifest.fileName)
+        guard let data = try? Data(contentsOf: manifestURL) else {
+            throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
+        }
+        let format = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["format"] as? String
+        do {
+            guard let format else { return (try JSONDecoder().decode([String: FileRecord].self, from: data), nil) }
+            guard format == CheckpointManifest.currentFormat else {
+                throw KeelError("checkpoint \(directory.path) has format \(format), which this Keel cannot read (it reads \(CheckpointManifest.currentFormat))")
+            }
+            let manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+            return (manifest.files, manifest)
+        } catch let error as KeelError {
+            throw error
+        } catch {
+            throw KeelError("checkpoint \(directory.path): manifest.json is malformed: \(decodingProblem(error))")
+        }
+    }
+
+    /// The size and XXH64 of the file at `url`.
+    public static func record(of url: URL) throws -> FileRecord {
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw KeelError("cannot read \(url.path): \(error.localizedDescription)")

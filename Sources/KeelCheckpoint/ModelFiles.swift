@@ -23,27 +23,6 @@ public enum ModelFiles {
         try Safetensors.write(slices, metadata: ["format": "pt"], to: url)
     }
 
-    /// Copies every parameter from `url` into `model`, checking names and shapes; with `range`, only the
-    /// elements of the model's buffer in it (a ZeRO-3 rank's own share), leaving the rest untouched.
-    public static func loadWeights(into model: Transformer, from url: URL, only range: Range<Int>? = nil) throws {
-        let file = try SafetensorsFile(url: url)
-        for entry in model.table.entries {
-            let kept = entry.range.clamped(to: range ?? entry.range)
-            guard !kept.isEmpty else { continue }
-            let destination = model.parameters.pointer + kept.lowerBound
-            let inEntry = (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset)
-            guard entry.shape != entry.wholeShape else {
-                try file.copyFloats(entry.name, shape: entry.shape, elements: inEntry, to: destination)
-                continue
-            }
-            // A tensor-parallel piece: cut from the whole tensor the file holds.
-            let whole = FloatBuffer(count: entry.wholeShape.reduce(1, *)), piece = FloatBuffer(count: entry.count)
-            try file.copyFloats(entry.name, shape: entry.wholeShape, to: whole.pointer)
-            entry.split.copy(whole.pointer, shape: entry.wholeShape, piece.pointer, rank: entry.tensorRank)
-            destination.update(from: piece.pointer + inEntry.lowerBound, count: inEntry.count)
-        }
-    }
-
     /// Writes the model's shape as JSON.
     public static func writeConfig(_ config: ModelConfig, to url: URL) throws {
         let encoder = JSONEncoder()
@@ -63,15 +42,6 @@ public enum ModelFiles {
         } catch {
             throw KeelError("\(url.path): malformed model config: \(decodingProblem(error))")
         }
-    }
-
-    /// Loads the model stored in checkpoint `directory` after verifying its checksums.
-    public static func loadModel(fromCheckpoint directory: URL) throws -> Transformer {
-        try CheckpointStore.verify(directory)
-        let config = try readConfig(from: directory.appendingPathComponent(configFile))
-        let model = try Transformer(config: config, seed: 0)
-        try loadWeights(into: model, from: directory.appendingPathComponent(weightsFile))
-        return model
     }
 
     /// Resolves a user's `--checkpoint`: a checkpoint directory itself, or a run directory (or its

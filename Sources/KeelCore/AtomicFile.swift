@@ -31,7 +31,7 @@ public enum AtomicFile {
 
     /// The operating system's words for a failed write ("No space left on device", "File too large"), rather
     /// than Foundation's wrapping of them.
-    private static func systemReason(_ error: Error) -> String {
+    public static func systemReason(_ error: Error) -> String {
         if let error = error as? KeelError { return error.message }
         var current = error as NSError
         while let underlying = current.userInfo[NSUnderlyingErrorKey] as? NSError { current = underlying }

@@ -106,24 +106,4 @@ public final class OptimizerShard {
         guard isSharded && !shardsParameters else { return }
         try communicator.allGather(model.parameters.pointer, counts: ranges.map(\.count), label: "\(label): parameters")
     }
-
-    /// The whole of a buffer laid out like `range` (optimizer moments) on rank 0, for a checkpoint; nil on the
-    /// other ranks. Without ZeRO, `local` already is the whole.
-    public func gatherToFirstRank(_ local: FloatBuffer) throws -> FloatBuffer? {
-        guard isSharded else { return communicator.rank == 0 ? local : nil }
-        return try gatherToFirstRank(UnsafePointer(local.pointer), label: "checkpoint: optimizer state")
-    }
-
-    /// The whole parameter buffer on rank 0 (nil on the others): the model's own buffer unless they are sharded
-    /// (ZeRO-3), then gathered from every rank's range.
-    public func parametersOnFirstRank() throws -> FloatBuffer? {
-        guard shardsParameters else { return communicator.rank == 0 ? model.parameters : nil }
-        return try gatherToFirstRank(UnsafePointer(model.parameters.pointer + range.lowerBound), label: "checkpoint: parameters")
-    }
-
-    private func gatherToFirstRank(_ local: UnsafePointer<Float>, label: String) throws -> FloatBuffer? {
-        let whole = communicator.rank == 0 ? FloatBuffer(count: model.parameters.count) : nil
-        try communicator.gather(local, into: whole?.pointer, counts: ranges.map(\.count), root: 0, label: label)
-        return whole
-    }
 }

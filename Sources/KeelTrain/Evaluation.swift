@@ -1,4 +1,5 @@
 import Foundation
+import KeelCheckpoint
 import KeelCore
 import KeelData
 import KeelModel
@@ -50,16 +51,16 @@ public enum Evaluation {
 extension Evaluation {
     /// Windows of `length` tokens over one split ("train" or "val") of a prepared dataset, which must have
     /// been tokenised with the checkpoint's tokenizer and hold only ids below `vocabSize`.
-    public static func windows(dataset: URL, split: String, checkpoint: URL, vocabSize: Int, length: Int) throws -> TokenWindows {
+    public static func windows(dataset: URL, split: String, checkpoint: CheckpointReader, vocabSize: Int, length: Int) throws -> TokenWindows {
         let manifest = try ShardManifest.read(from: dataset)
-        let state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
+        let state = checkpoint.state
         let sameTokenizer: Bool
         switch (manifest.tokenizer, state.tokenizer) {
         case ("byte", "byte"): sameTokenizer = true
         case ("byte", _), (_, "byte"): sameTokenizer = false
         default:
             sameTokenizer = try Data(contentsOf: dataset.appendingPathComponent(manifest.tokenizer))
-                == Data(contentsOf: checkpoint.appendingPathComponent(state.tokenizer))
+                == Data(contentsOf: checkpoint.directory.appendingPathComponent(state.tokenizer))
         }
         guard sameTokenizer else {
             throw KeelError("eval: \(dataset.path) was tokenised with \(manifest.tokenizer), not with the checkpoint's tokenizer (\(state.tokenizer)): its ids would mean other text")

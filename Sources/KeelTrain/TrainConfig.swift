@@ -73,6 +73,9 @@ public struct TrainConfig: Sendable {
         public var keep: Int
         /// `keep_every`: also keep the checkpoints of steps that this divides (0 = none).
         public var keepEvery: Int
+        /// `async`: write checkpoints in the background while training goes on (`ShardWriter`); false writes
+        /// them before the next step starts.
+        public var async: Bool
     }
 
     /// `[logging]`
@@ -244,7 +247,8 @@ public struct TrainConfig: Sendable {
             precision: try Self.precision(try v.string("training.precision", "fp32")!))
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
         checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3),
-                                        keepEvery: try v.int("checkpoint.keep_every", 0))
+                                        keepEvery: try v.int("checkpoint.keep_every", 0),
+                                        async: try v.bool("checkpoint.async", true))
         logging = LoggingSettings(every: try v.int("logging.every", 10))
         sample = SampleSettings(
             prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),

@@ -26,11 +26,11 @@ public struct TrainingSummary: Sendable {
 /// and cosine decay, periodic validation, metrics, checkpoints and resume — on one process, or on every
 /// rank of a pipeline × data-parallel grid (`[parallel]`): each data-parallel replica reads its own part of
 /// every batch, each pipeline rank runs its stages under the configured schedule (`TrainingStep` is one
-/// step, whatever the layout); world rank 0 alone writes metrics, progress and checkpoints, which hold the
-/// whole model whatever the layout.
+/// step, whatever the layout); world rank 0 alone writes metrics and progress. Every rank writes its own slices
+/// of each checkpoint (`ShardPlan`), which any layout can resume from (`CheckpointReader`).
 ///
 /// Output directory layout: `config.toml` (the resolved config), `metrics.jsonl`,
-/// `checkpoints/step_NNNNNNNN/{model.safetensors, model.json, optimizer.safetensors, state.json, manifest.json}`.
+/// `checkpoints/step_NNNNNNNN/{rank_NNNNN.safetensors…, manifest.json}` (and the tokenizer file).
 public final class Trainer {
     public let config: TrainConfig
     public let output: URL
@@ -42,6 +42,14 @@ public final class Trainer {
     private let stageLayers: [Range<Int>]
     private let stageTables: [ParameterTable]
     private let wholeTable: ParameterTable
+    /// The layout checkpoints record, and the writer of this rank's slices of them.
+    private let checkpointLayout: CheckpointLayout
+    private let shardWriter: ShardWriter
+    /// The checkpoint being written: its state, the seconds training has waited for it, and this rank's outcome
+    /// when the file was written in the foreground.
+    private var pending: (state: TrainingState, stall: Double, outcome: ShardWriter.Outcome?)?
+    private var lastCheckpoint: URL?
+    private var metrics: MetricsLog?
     private var state: TrainingState
     private var resumedFrom: URL?
     private let checkpointRoot: URL
@@ -73,13 +81,20 @@ public final class Trainer {
                                 virtualStages: config.parallel.virtualStages, training: config.training,
                                 distributed: config.distributed, sequenceParallel: config.parallel.sequenceParallel,
                                 groups: groups)
+        checkpointLayout = CheckpointLayout(pipeline: groups.mesh.pipeline, tensor: groups.mesh.tensor, data: groups.mesh.data,
+                                            virtualStages: config.parallel.virtualStages,
+                                            zeroStage: config.distributed.zeroStage, stageLayers: stageLayers)
+        shardWriter = ShardWriter(slices: try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: groups.world.rank))
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
         if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
         }
-        if isLeader { try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true) }
+        if isLeader {
+            try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
+            CheckpointStore.removePartials(root: checkpointRoot)
+        }
         if resume {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
             for problem in found.problems { self.log("warning: skipping \(problem)") }
@@ -94,6 +109,10 @@ public final class Trainer {
         // (Under ZeRO-3 there are no replicas to agree: each rank holds the only copy of its range.)
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) where !optimizer.shard.shardsParameters {
             try groups.data.broadcast(chunk.parameters.buffer, root: 0, label: "initial parameters")
+        }
+        // A checkpoint written in the background needs the parameters and moments unchanged until it has copied them.
+        step.beforeUpdate = { [unowned self] in
+            if pending != nil { pending!.stall += shardWriter.waitUntilCopied() }
         }
         guard isLeader else { return }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
@@ -128,8 +147,8 @@ public final class Trainer {
         let loader = try TokenLoader(windows: data.train, batch: t.batchSize, seed: t.seed, rank: replicas.rank,
                                      worldSize: replicas.size, position: state.samplesConsumed)
         defer { loader.stop() }
-        let metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
-                                                keepingThrough: resumedFrom == nil ? nil : state.step) : nil
+        metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
+                                            keepingThrough: resumedFrom == nil ? nil : state.step) : nil
         let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
 
         let unigram = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
@@ -149,7 +168,7 @@ public final class Trainer {
             log(String(format: "step 0: validation loss %.4f", loss))
         }
 
-        var lastCheckpoint = resumedFrom
+        lastCheckpoint = resumedFrom
         var lastValidation: (step: Int, loss: Float)?
         var stoppedBy: Int32?
         if trace != nil { try groups.world.barrier(label: "trace: common start") }
@@ -174,6 +193,9 @@ public final class Trainer {
             do {
                 result = try step.run(number: number, learningRate: Float(rate), loader: loader)
             } catch let diverged as TrainingDiverged {
+                // Every rank diverges at the same step (the loss and norm are global): a checkpoint still being
+                // written holds the state before it, and is finished first.
+                if pending != nil { try finishCheckpoint() }
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
                 throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)")
             }
@@ -221,8 +243,11 @@ public final class Trainer {
                              tokensPerSecond: Double(segmentTokens) / max(segmentSeconds, 1e-9),
                              secondsPerStep: segmentSeconds / Double(number - firstStep))
 
-            // A stop signal on any rank ends the run on every rank after this same step, with a checkpoint.
-            stoppedBy = try agreedStopSignal(step: number)
+            // A stop signal on any rank ends the run on every rank after this same step, with a checkpoint; a
+            // checkpoint written in the background is published once every rank's file is written.
+            let agreed = try agreeAfterStep(number)
+            stoppedBy = agreed.signal
+            if agreed.checkpointWritten { try finishCheckpoint() }
             if stoppedBy == nil, (t.evalEvery > 0 && number % t.evalEvery == 0) || number == lastStep {
                 let validation = try validationLoss()
                 lastValidation = (number, validation)
@@ -230,10 +255,8 @@ public final class Trainer {
                 progress?.message(String(format: "step %d: validation loss %.4f", number, validation))
             }
             if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep || stoppedBy != nil {
-                // Training waits for the whole write (gather, serialise, fsync, rename): log how long.
-                let started = monotonicSeconds()
-                lastCheckpoint = try saveCheckpoint()
-                try metrics?.write(["step": .int(number), "checkpoint_s": .double(monotonicSeconds() - started)])
+                // The last one is finished before the run ends.
+                try startCheckpoint(finishing: number == lastStep || stoppedBy != nil)
             }
             if let stoppedBy {
                 log("\(StopSignals.name(of: stoppedBy)): stopped after step \(number) with checkpoint \(lastCheckpoint!.path); continue with keel train --resume --out \(output.path)")
@@ -242,7 +265,8 @@ public final class Trainer {
         }
         let finalValidation = stoppedBy != nil ? nil
             : lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
-        let checkpoint = try lastCheckpoint ?? saveCheckpoint()
+        if lastCheckpoint == nil { try startCheckpoint(finishing: true) }
+        let checkpoint = lastCheckpoint!
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
             try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
@@ -255,13 +279,14 @@ public final class Trainer {
     }
 
     /// The stop signal any rank has received (`StopSignals`), agreed by all so that every rank stops after the
-    /// same step; nil when none has. Not counted in the step's communication metrics.
-    private func agreedStopSignal(step: Int) throws -> Int32? {
-        var signal = Double(StopSignals.received ?? 0)
+    /// same step (nil when none has), and whether every rank has written its file of the checkpoint being written
+    /// in the background. Not counted in the step's communication metrics.
+    private func agreeAfterStep(_ number: Int) throws -> (signal: Int32?, checkpointWritten: Bool) {
+        var values = [Double(StopSignals.received ?? 0), pending != nil && !shardWriter.isFinished ? 1 : 0]
         if groups.world.size > 1 {
-            signal = try groups.world.allReduce([signal], .max, label: "step \(step): stop request")[0]
+            values = try groups.world.allReduce(values, .max, label: "step \(number): stop request and checkpoint progress")
         }
-        return signal > 0 ? Int32(signal) : nil
+        return (values[0] > 0 ? Int32(values[0]) : nil, pending != nil && values[1] == 0)
     }
 
     /// Mean loss over up to `eval_batches` micro-batches per replica of consecutive validation windows: the
@@ -320,135 +345,125 @@ public final class Trainer {
         return "data parallel: \(groups.data.size) replicas, \(step.parallels.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
 
-    /// Writes a checkpoint of the whole model (world rank 0 writes; every rank contributes its stages'
-    /// parameters and its optimizer shards) and returns its directory.
-    @discardableResult
-    private func saveCheckpoint() throws -> URL {
-        let url = checkpointRoot.appendingPathComponent(CheckpointStore.name(step: state.step))
-        // Each chunk's optimizer shards to replica 0, then replica 0's stages to pipeline rank 0.
-        var moments: [(m: FloatBuffer, v: FloatBuffer)] = []
-        for optimizer in step.optimizers {
-            let m = try optimizer.shard.gatherToFirstRank(optimizer.m), v = try optimizer.shard.gatherToFirstRank(optimizer.v)
-            if let m, let v { moments.append((m, v)) }
+    /// Starts the checkpoint of step `state.step` — after finishing the one before, if it is still being written —
+    /// and with `finishing`, or when checkpoints are not asynchronous, finishes it (`finishCheckpoint`). Every rank
+    /// writes only its slices (`ShardPlan`); no rank gathers anything from another.
+    private func startCheckpoint(finishing: Bool) throws {
+        if pending != nil { try finishCheckpoint() }
+        let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
+        var outcome: ShardWriter.Outcome?
+        do {
+            let url = try CheckpointStore.prepare(root: checkpointRoot, step: state.step)
+                .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))
+            let source: ShardWriter.Source = { [unowned self] kind, index in liveState(kind, slice: index) }
+            if inBackground { shardWriter.begin(to: url, from: source) } else { outcome = shardWriter.write(to: url, from: source) }
+        } catch {
+            outcome = .failed(error)
         }
-        let replicaParameters = try step.optimizers.compactMap { try $0.shard.parametersOnFirstRank() }
-        guard groups.data.rank == 0 else { return url }
-        let parameters = try collect(replicaParameters, label: "parameters")
-        let m = try collect(moments.map(\.m), label: "optimizer state"), v = try collect(moments.map(\.v), label: "optimizer state")
-        guard let parameters, let m, let v else { return url }
-        // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass reads,
-        // say): such a state is never saved as the last good one.
-        if let broken = wholeTable.entries.first(where: { entry in
-            UnsafeBufferPointer(start: parameters.pointer + entry.offset, count: entry.count).contains { !$0.isFinite }
-        }) {
-            throw KeelError("training diverged: \(broken.name) holds NaN or infinite values after step \(state.step); no checkpoint was written for it (the older ones are intact)")
-        }
-        let table = wholeTable, config = self.config, state = self.state
-        let written = try CheckpointStore.write(root: checkpointRoot, step: state.step, writers: [
-            (ModelFiles.weightsFile, { try ModelFiles.writeWeights(table, parameters, to: $0) }),
-            (ModelFiles.configFile, { try ModelFiles.writeConfig(config.model, to: $0) }),
-            ("optimizer.safetensors", {
-                try Safetensors.write([
-                    TensorSlice(name: "exp_avg", shape: [table.count], floats: m.pointer),
-                    TensorSlice(name: "exp_avg_sq", shape: [table.count], floats: v.pointer),
-                ], to: $0)
-            }),
-            ("state.json", {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try AtomicFile.write(encoder.encode(state), to: $0)
-            }),
-        ] + (data.tokenizerFile.map { file in
-            [(file.lastPathComponent, { try AtomicFile.write(Data(contentsOf: file), to: $0) })]
-        } ?? []))
-        CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
-        return written
+        pending = (state, monotonicSeconds() - started, outcome)
+        if !inBackground { try finishCheckpoint() }
     }
 
-    /// Assembles the whole model's buffer on pipeline rank 0 from every rank's chunk buffers (laid out as
-    /// each chunk's parameters), placing each tensor by name; nil on the other ranks. A tied table's copy on
-    /// the last stage is left out: the first stage's is the model's.
-    private func collect(_ pieces: [FloatBuffer], label: String) throws -> FloatBuffer? {
-        let local = try pieces.enumerated().map { try wholeStage($1, chunk: $0, label: label) }
-        guard groups.tensor.rank == 0 else { return nil }
-        let pipeline = groups.pipeline, p = pipeline.size
-        let whole = pipeline.rank == 0 ? FloatBuffer(count: wholeTable.count) : nil
-        for (chunk, buffer) in local.map({ $0! }).enumerated() {
-            let stages = (0..<p).map { chunk * p + $0 }
-            let counts = stages.map { stageTables[$0].count }
-            let gathered = p == 1 ? buffer : (pipeline.rank == 0 ? FloatBuffer(count: counts.reduce(0, +)) : nil)
-            if p > 1 {
-                try pipeline.gather(UnsafePointer(buffer.pointer), into: gathered?.pointer, counts: counts, root: 0,
-                                    label: "checkpoint: \(label) of chunk \(chunk)")
+    /// Finishes the pending checkpoint: waits for this rank's file, then with every rank publishes it (world rank 0
+    /// writes the manifest and renames the directory into place) and logs how long training waited for it. If any
+    /// rank's weights hold a NaN or infinity, or its write failed, nothing of the checkpoint stays on disk, the
+    /// older ones are intact, and every rank throws.
+    private func finishCheckpoint() throws {
+        guard let pending else { return }
+        self.pending = nil
+        let started = monotonicSeconds(), world = groups.world, number = pending.state.step
+        // This rank's outcome, shared with all: [0 written, 1 failed, 2 non-finite weights; that slice; bytes; xxh64].
+        var failure: Error?, writeSeconds = 0.0
+        let local: [Int64]
+        switch pending.outcome ?? shardWriter.finish() {
+        case .written(let record, let seconds):
+            local = [0, 0, Int64(record.bytes), Int64(bitPattern: UInt64(record.xxh64, radix: 16)!)]
+            writeSeconds = seconds
+        case .nonFinite(let slice):
+            local = [2, Int64(slice), 0, 0]
+        case .failed(let error):
+            local = [1, 0, 0, 0]
+            failure = CheckpointStore.notWritten(root: checkpointRoot, step: number, because: AtomicFile.systemReason(error))
+        }
+        let outcomes = try world.allGather(local, label: "checkpoint \(number): files written")
+        let ranks = (0..<world.size).map { Array(outcomes[(4 * $0)..<(4 * $0 + 4)]) }
+        if let bad = ranks.firstIndex(where: { $0[0] != 0 }) {
+            if isLeader { CheckpointStore.discard(root: checkpointRoot, step: number) }
+            if ranks[bad][0] == 2 {
+                // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
+                // reads, say): such a state is never saved as the last good one.
+                let name = try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: bad)[Int(ranks[bad][1])].name
+                throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)")
             }
-            guard let whole, let gathered else { continue }
-            var offset = 0
-            for (stage, count) in zip(stages, counts) {
-                for entry in stageTables[stage].entries where wholeTable[entry.name]!.slot == entry.slot {
-                    (whole.pointer + wholeTable[entry.name]!.offset).update(from: gathered.pointer + offset + entry.offset,
-                                                                           count: entry.count)
+            throw failure ?? CheckpointStore.notWritten(root: checkpointRoot, step: number,
+                                                         because: "rank \(bad) could not write its file (its error says why)")
+        }
+        var published = true
+        if isLeader {
+            do {
+                var files: [String: CheckpointStore.FileRecord] = [:]
+                for (rank, outcome) in ranks.enumerated() {
+                    files[ShardPlan.fileName(rank: rank)] = CheckpointStore.FileRecord(
+                        bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
                 }
-                offset += count
+                if let tokenizer = data.tokenizerFile {
+                    let copy = CheckpointStore.partialDirectory(root: checkpointRoot, step: number)
+                        .appendingPathComponent(tokenizer.lastPathComponent)
+                    try AtomicFile.write(Data(contentsOf: tokenizer), to: copy)
+                    files[tokenizer.lastPathComponent] = try CheckpointStore.record(of: copy)
+                }
+                let plan = try ShardPlan(config: config.model, layout: checkpointLayout)
+                try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
+                                                               state: pending.state, files: files, tensors: plan.manifestTensors()),
+                                            root: checkpointRoot)
+                CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
+            } catch {
+                failure = error
+                published = false
             }
         }
-        return whole
-    }
-
-    /// A chunk's buffer laid out as its whole stage: with tensor parallelism the tensor ranks' pieces, gathered
-    /// to tensor rank 0 and put back together there (nil on the other ranks); otherwise `piece` itself.
-    private func wholeStage(_ piece: FloatBuffer, chunk: Int, label: String) throws -> FloatBuffer? {
-        let tensor = groups.tensor, t = tensor.size
-        guard t > 1 else { return piece }
-        // Every tensor rank's pieces are laid out alike (equal shares), so rank r's tensor sits at the same offset.
-        let pieces = step.chunks[chunk].table, count = pieces.count
-        let gathered = tensor.rank == 0 ? FloatBuffer(count: t * count) : nil
-        try tensor.gather(UnsafePointer(piece.pointer), into: gathered?.pointer, counts: Array(repeating: count, count: t),
-                          root: 0, label: "checkpoint: \(label) of the tensor ranks")
-        guard let gathered else { return nil }
-        let stage = stageTables[chunk * groups.pipeline.size + groups.pipeline.rank]
-        let whole = FloatBuffer(count: stage.count)
-        for entry in stage.entries {
-            let source = pieces[entry.name]!.offset
-            for r in 0..<t {
-                entry.split.copy(whole.pointer + entry.offset, shape: entry.shape, gathered.pointer + r * count + source,
-                                 rank: entry.split.piece(for: TensorRank(rank: r, size: t)), gathering: true)
-            }
+        if world.size > 1 {
+            published = try world.allReduce([published ? 0.0 : 1.0], .max, label: "checkpoint \(number): published")[0] == 0
         }
-        return whole
+        if let failure { throw failure }
+        guard published else {
+            throw CheckpointStore.notWritten(root: checkpointRoot, step: number, because: "rank 0 could not publish it (its error says why)")
+        }
+        lastCheckpoint = checkpointRoot.appendingPathComponent(CheckpointStore.name(step: number))
+        // Training waited `checkpoint_s` for it (snapshot, the rare wait for the copy, publishing); world rank 0
+        // wrote its file in `checkpoint_write_s`; all files together hold `checkpoint_bytes`.
+        try metrics?.write(["step": .int(number), "checkpoint_s": .double(pending.stall + monotonicSeconds() - started),
+                            "checkpoint_write_s": .double(writeSeconds),
+                            "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))])
     }
 
+    /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's
+    /// parameters, or in the moments, which hold only the optimizer shard's range.
+    private func liveState(_ kind: CheckpointKind, slice index: Int) -> UnsafePointer<Float> {
+        let slice = shardWriter.slices[index], optimizer = step.optimizers[slice.chunk]
+        let inShard = slice.offset - optimizer.shard.range.lowerBound
+        switch kind {
+        case .model: return UnsafePointer(step.chunks[slice.chunk].parameters.pointer + slice.offset)
+        case .firstMoment: return UnsafePointer(optimizer.m.pointer + inShard)
+        case .secondMoment: return UnsafePointer(optimizer.v.pointer + inShard)
+        }
+    }
+
+    /// Restores this rank's share from `checkpoint`, whatever layout wrote it: its chunks' weights (under ZeRO-3
+    /// only its range, so no rank ever holds the whole model) and its shard of the moments.
     private func restore(from checkpoint: URL) throws {
-        let saved = try ModelFiles.readConfig(from: checkpoint.appendingPathComponent(ModelFiles.configFile))
-        guard saved == config.model else {
+        let reader = try CheckpointReader(checkpoint, verify: false)
+        guard reader.model == config.model else {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
         }
-        let moments = try SafetensorsFile(url: checkpoint.appendingPathComponent("optimizer.safetensors"))
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
-            // Under ZeRO-3 only this rank's range, so no rank ever holds the whole model.
-            try ModelFiles.loadWeights(into: chunk, from: checkpoint.appendingPathComponent(ModelFiles.weightsFile),
-                                       only: optimizer.shard.shardsParameters ? optimizer.shard.range : nil)
-            // This rank's shard of each tensor's moments, read from where the tensor lies in the whole model (and,
-            // for a tensor-parallel piece, cut from the whole tensor's).
             let shard = optimizer.shard.range
-            for entry in chunk.table.entries {
-                let part = entry.range.clamped(to: shard)
-                guard !part.isEmpty else { continue }
-                let whole = wholeTable[entry.name]!
-                for (name, buffer) in [("exp_avg", optimizer.m), ("exp_avg_sq", optimizer.v)] {
-                    let destination = buffer.pointer + part.lowerBound - shard.lowerBound
-                    guard entry.count != whole.count else {
-                        let start = whole.offset + part.lowerBound - entry.offset
-                        try moments.copyFloats(name, shape: [wholeTable.count], elements: start..<(start + part.count), to: destination)
-                        continue
-                    }
-                    let values = FloatBuffer(count: whole.count), piece = FloatBuffer(count: entry.count)
-                    try moments.copyFloats(name, shape: [wholeTable.count], elements: whole.range, to: values.pointer)
-                    entry.split.copy(values.pointer, shape: whole.shape, piece.pointer, rank: entry.tensorRank)
-                    destination.update(from: piece.pointer + part.lowerBound - entry.offset, count: part.count)
-                }
-            }
+            try reader.load(.model, table: chunk.table, into: chunk.parameters.pointer,
+                            only: optimizer.shard.shardsParameters ? shard : nil)
+            try reader.load(.firstMoment, table: chunk.table, into: optimizer.m.pointer, base: shard.lowerBound, only: shard)
+            try reader.load(.secondMoment, table: chunk.table, into: optimizer.v.pointer, base: shard.lowerBound, only: shard)
         }
-        state = try TrainingState.read(from: checkpoint.appendingPathComponent("state.json"))
+        state = reader.state
         guard state.seed == config.training.seed else {
             throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")
         }

@@ -61,6 +61,9 @@ public final class TrainingStep {
     /// Per chunk, the spans of its gradients that another rank counts in the gradient norm: the last stage's copy
     /// of the tied token table, and what another tensor rank holds too (`Transformer.duplicateSpans`).
     private let excludedFromNorm: [[Range<Int>]]
+    /// Called just before the update changes any parameter or optimizer moment: a background checkpoint writer
+    /// waits there until it has its copy of them.
+    public var beforeUpdate: (() -> Void)?
     /// The step's micro-batches of token ids and targets, [m, batch · length] each.
     private let inputs: UnsafeMutablePointer<Int32>
     private let targets: UnsafeMutablePointer<Int32>
@@ -212,6 +215,7 @@ public final class TrainingStep {
         // 6. Update, with the clipping factor applied as AdamW reads the gradients.
         let clipping = gradientClip > 0 && Double(gradientNorm) > gradientClip
         let scale = clipping ? Float(gradientClip) / gradientNorm : 1
+        beforeUpdate?()
         let update = { for optimizer in self.optimizers { try optimizer.update(learningRate: learningRate, step: number, gradientScale: scale) } }
         if let profiler {
             let parameters = chunks.reduce(0) { $0 + $1.table.count }

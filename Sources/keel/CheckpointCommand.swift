@@ -6,7 +6,7 @@ import KeelTrain
 
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "checkpoint", abstract: "Look into checkpoints.", subcommands: [Inspect.self])
+        commandName: "checkpoint", abstract: "Look into and convert checkpoints.", subcommands: [Inspect.self, Convert.self])
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,10 +40,22 @@ struct CheckpointCommand: ParsableCommand {
             let directory = try ModelFiles.resolveCheckpoint(path)
             let files = try CheckpointStore.inspect(directory)
             print("checkpoint: \(directory.path)")
-            let state = try TrainingState.read(from: directory.appendingPathComponent("state.json"))
+            let checkpoint = try CheckpointReader(directory, verify: false)
+            let state = checkpoint.state, model = checkpoint.model
             print("state: step \(state.step), \(state.tokens) tokens, \(state.samplesConsumed) samples consumed, seed \(state.seed), tokenizer \(state.tokenizer), \(String(format: "%.0f", state.elapsedSeconds)) s of training")
-            let model = try ModelFiles.readConfig(from: directory.appendingPathComponent(ModelFiles.configFile))
             print("model: \(model.architecture.rawValue), \(model.layers) layers, \(model.heads) heads (\(model.kvHeads) key/value), width \(model.width), d_ff \(model.hiddenWidth), vocabulary \(model.vocabSize), max_seq_len \(model.maxLength)")
+            if let manifest = checkpoint.manifest {
+                let stages = manifest.layout.stageLayers.enumerated().map { "\($0.offset):\($0.element.lowerBound)..<\($0.element.upperBound)" }
+                print("written by: \(manifest.layout.summary); blocks by stage \(stages.joined(separator: " ")) (format \(manifest.format): readable by any layout)")
+                for (kind, tensors) in manifest.tensors.sorted(by: { $0.key > $1.key }) {
+                    let elements = tensors.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+                    let slices = tensors.values.reduce(0) { $0 + $1.slices.count }
+                    let split = tensors.values.filter { $0.pieces > 1 }.count
+                    print("\(kind): \(tensors.count) tensors, \(elements) elements (F32) in \(slices) slices; \(split) tensors cut into tensor-parallel pieces")
+                }
+            } else {
+                print("written by: an earlier Keel, consolidated (model.safetensors, optimizer.safetensors)")
+            }
             print("files:")
             for file in files {
                 let status = file.problem.map { "DAMAGED: \($0)" } ?? "ok"
@@ -53,9 +65,44 @@ struct CheckpointCommand: ParsableCommand {
                 throw KeelError("checkpoint \(directory.path) is damaged: \(problem)")
             }
             print("every file matches its recorded size and checksum")
-            let weights = try SafetensorsFile(url: directory.appendingPathComponent(ModelFiles.weightsFile))
-            let parameters = weights.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
-            print("weights: \(weights.entries.count) tensors, \(parameters) parameters (\(weights.entries.values.first?.dtype.rawValue ?? "-"))")
+        }
+    }
+
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a checkpoint's model, whatever layout wrote it, as one consolidated file or a Hugging Face directory.",
+            discussion: """
+                --to safetensors writes OUT as one safetensors file of every weight under its Hugging Face name \
+                (what PyTorch's safetensors.torch.load_file reads); --to hf writes OUT/config.json and \
+                OUT/model.safetensors, which transformers.AutoModelForCausalLM.from_pretrained(OUT) loads. The \
+                checkpoint's checksums are verified first; OUT is written atomically.
+                """)
+
+        @Argument(help: "Run directory (newest valid checkpoint), its checkpoints/ folder, or one checkpoint directory.")
+        var path: String
+
+        @Option(name: .shortAndLong, help: "File (--to safetensors) or directory (--to hf) to write.")
+        var out: String
+
+        @Option(help: "safetensors or hf.")
+        var to: String = "safetensors"
+
+        func validate() throws {
+            guard ["safetensors", "hf"].contains(to) else { throw ValidationError("--to must be safetensors or hf (got \(to))") }
+        }
+
+        func run() throws {
+            let checkpoint = try CheckpointReader(try ModelFiles.resolveCheckpoint(path))
+            let model = try checkpoint.loadModel()
+            let url = URL(fileURLWithPath: out)
+            if to == "hf" {
+                let tokenizer = try loadCheckpointTokenizer(checkpoint)
+                try HuggingFaceExport.write(model, to: url, endOfText: Int(tokenizer.endOfText))
+                print("wrote \(out)/config.json and \(out)/model.safetensors from \(checkpoint.directory.path)")
+            } else {
+                try ModelFiles.writeWeights(of: model, to: url)
+                print("wrote \(out): \(model.table.entries.count) tensors, \(model.table.count) parameters from \(checkpoint.directory.path)")
+            }
         }
     }
 }

@@ -48,14 +48,15 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let directory = try ModelFiles.resolveCheckpoint(checkpoint)
-        let (model, tokenizer) = try loadCheckpoint(directory.path)
+        let reader = try CheckpointReader(directory)
+        let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         let length = seqLen ?? model.config.maxLength
         guard length <= model.config.maxLength else {
             throw KeelError("--seq-len \(length) is longer than the model's max_seq_len (\(model.config.maxLength))")
         }
         let vocabulary = model.config.vocabSize
         let windows = try dataset.map {
-            try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: directory, vocabSize: vocabulary,
+            try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
                                    length: length)
         } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length)
         let count = maxWindows > 0 ? min(maxWindows, windows.count) : windows.count

@@ -115,7 +115,7 @@ struct Train: ParsableCommand {
         if settings.sample.tokens > 0 {
             print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
             // A pipeline rank holds only its stages: sample from the whole model the checkpoint holds.
-            let model = try trainer.model ?? ModelFiles.loadModel(fromCheckpoint: summary.checkpoint)
+            let model = try trainer.model ?? CheckpointReader(summary.checkpoint).loadModel()
             print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, prompt: settings.sample.prompt,
                                         tokens: settings.sample.tokens,
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,

@@ -102,9 +102,16 @@ python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit
 
 newest=$(ls -d "$work"/run/checkpoints/step_* | sort | tail -1)
 
-# keel eval: the run's loss on a text file equals the float64 NumPy reference model's on the same windows.
+# keel checkpoint convert: one consolidated safetensors file, or the same Hugging Face directory as export hf.
+expect_ok "checkpoint convert to one safetensors file" "$keel" checkpoint convert "$work/run" --out "$work/consolidated.safetensors"
+expect_ok "checkpoint convert to a Hugging Face directory" "$keel" checkpoint convert "$newest" --to hf --out "$work/hf2"
+cmp -s "$work/hf/model.safetensors" "$work/hf2/model.safetensors" && cmp -s "$work/hf/config.json" "$work/hf2/config.json" \
+    && pass "checkpoint convert --to hf writes what export hf writes" || fail "checkpoint convert --to hf writes what export hf writes"
+
+# keel eval: the run's loss on a text file equals the float64 NumPy reference model's on the same windows (the
+# reference reads the converted weights, so this checks convert too).
 expect_ok "eval on a text file" "$keel" eval --checkpoint "$work/run" --seq-len 16 --json "$work/corpus/doc1.txt"
-reference=$(python3 "$here/eval_reference.py" "$newest" "$work/corpus/doc1.txt" 16)
+reference=$(python3 "$here/eval_reference.py" "$newest" "$work/consolidated.safetensors" "$work/corpus/doc1.txt" 16)
 check "eval's loss equals the NumPy reference's ($reference), over every window" \
     'abs(json.load(open(sys.argv[1]))["loss"] / float(sys.argv[2]) - 1) < 1e-5 and json.load(open(sys.argv[1]))["windows"] == int(sys.argv[3]) // 16' \
     "$work/out" "$reference" "$(wc -c <"$work/corpus/doc1.txt")"
@@ -125,6 +132,8 @@ usage() {
         fail "$name (exit $status, wanted '$fragment')"
     fi
 }
+usage "checkpoint convert to an unknown format" "--to must be safetensors or hf (got gguf)" \
+    "$keel" checkpoint convert "$work/run" --to gguf --out "$work/x"
 usage "eval without data" "give either --dataset DIR or files to evaluate on" "$keel" eval --checkpoint "$work/run"
 usage "eval with negative --max-windows" "--max-windows must not be negative" \
     "$keel" eval --checkpoint "$work/run" --max-windows=-1 "$work/corpus"
@@ -136,12 +145,13 @@ usage "a trace in a directory that does not exist" "--trace: the directory $work
     "$keel" train --config "$work/tiny.toml" --trace "$work/none/trace.json"
 expect_ok "checkpoint inspect on a run" "$keel" checkpoint inspect "$work/run"
 grep -q "^  step_00000006  valid$" "$work/out" && grep -q "^state: step 6," "$work/out" \
-    && grep -q "^  model.safetensors .* ok$" "$work/out" && grep -q "^every file matches" "$work/out" \
+    && grep -q "^  rank_00000.safetensors .* ok$" "$work/out" && grep -q "^every file matches" "$work/out" \
+    && grep -q "^written by: pp 1 × tp 1 × dp 1, ZeRO-0" "$work/out" \
     && pass "checkpoint inspect lists the checkpoints, the state and every file" \
     || fail "checkpoint inspect lists the checkpoints, the state and every file"
-truncate -s 100 "$newest/model.safetensors"
+truncate -s 100 "$newest/rank_00000.safetensors"
 expect_error "truncated checkpoint" "truncated" "$keel" sample --checkpoint "$newest"
-expect_error "checkpoint inspect names the damaged file" "model.safetensors has 100 bytes" \
+expect_error "checkpoint inspect names the damaged file" "rank_00000.safetensors has 100 bytes" \
     "$keel" checkpoint inspect "$newest"
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
 

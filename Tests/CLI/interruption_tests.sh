@@ -27,6 +27,15 @@ after_steps() {
     return 0
 }
 
+# same_files DIR_A DIR_B FILE...: every FILE is in both directories, with the same bytes.
+same_files() {
+    local a=$1 b=$2 file
+    shift 2
+    for file in "$@"; do
+        [ -f "$a/$file" ] && cmp -s "$a/$file" "$b/$file" || return 1
+    done
+}
+
 # only_complete_checkpoints RUN: every visible entry of RUN/checkpoints is a complete step_N directory (a write
 # cut short stays hidden, as .step_N.partial).
 only_complete_checkpoints() {
@@ -133,8 +142,7 @@ for layout in "--set parallel.pp=2 --set parallel.micro_batches=2" "--set distri
     final="checkpoints/step_00000060"
     if [ $status -eq 0 ] && grep -q "^launch: the job failed .* restart 1 of 2 from .*step_" "$work/err" \
         && grep -q "^launch: recovered: step" "$work/err" && grep -q "^launch: finished after 1 restart" "$work/err" \
-        && cmp -s "$work/sup-straight-$tag/$final/model.safetensors" "$work/sup-$tag/$final/model.safetensors" \
-        && cmp -s "$work/sup-straight-$tag/$final/optimizer.safetensors" "$work/sup-$tag/$final/optimizer.safetensors"; then
+        && same_files "$work/sup-straight-$tag/$final" "$work/sup-$tag/$final" rank_0000{0,1,2,3}.safetensors; then
         pass "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights bit for bit ($(grep -o '[0-9]* steps\? lost' "$work/err"); $(grep -o 'trained .* after the failure' "$work/err"))"
         same_logged_losses "$name: the restarted job logs the uninterrupted run's losses, as text" \
             "$work/sup-straight-$tag" "$work/sup-$tag" 60

@@ -36,12 +36,15 @@ done
 # runs, forward (embedding, blocks, head: final norm and output weight — GPT-2's is the token table) and backward
 # (head's final norm, blocks), rank 0 contributing the part's floats inside its range [0, P/4). ZeRO-2 instead
 # all-gathers the updated parameters once per step (P/4 floats from rank 0). Every step also averages the loss
-# and sums the gradient norm (a double each). The flat layout comes from the checkpoint's tensor offsets.
-if python3 - "$work" >"$work/err" 2>&1 <<'PY'
+# and sums the gradient norm (a double each). The flat layout comes from the tensor offsets of the checkpoint's
+# model converted to one file (in the order of the parameter buffer).
+if "$keel" checkpoint convert "$work/gpt2-ref-b4" --out "$work/gpt2-ref.safetensors" >/dev/null 2>"$work/err" \
+    && "$keel" checkpoint convert "$work/llama-ref-b4" --out "$work/llama-ref.safetensors" >/dev/null 2>"$work/err" \
+    && python3 - "$work" >"$work/err" 2>&1 <<'PY'
 import json, re, struct, sys
 work, micro_batches, ranks = sys.argv[1], 2, 4
 for arch in ("gpt2", "llama"):
-    with open(f"{work}/{arch}-ref-b4/checkpoints/step_00000030/model.safetensors", "rb") as f:
+    with open(f"{work}/{arch}-ref.safetensors", "rb") as f:
         header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
     spans = {name: (t["data_offsets"][0] // 4, t["data_offsets"][1] // 4) for name, t in header.items() if name != "__metadata__"}
     total = max(end for _, end in spans.values())

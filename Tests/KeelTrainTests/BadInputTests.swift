@@ -147,14 +147,14 @@ final class BadInputTests: XCTestCase {
         let config = try fixture.config(["training.steps=10"])
         _ = try fixture.run(config, in: "run")
         let newest = fixture.root.appendingPathComponent("run/checkpoints/step_00000010")
-        let weights = newest.appendingPathComponent("model.safetensors")
+        let weights = newest.appendingPathComponent("rank_00000.safetensors")
         let size = try FileManager.default.attributesOfItem(atPath: weights.path)[.size] as! Int
         let handle = try FileHandle(forWritingTo: weights)
         try handle.truncate(atOffset: UInt64(size / 2))
         try handle.close()
 
-        assertKeelError(newest.path, "model.safetensors", "truncated") {
-            _ = try ModelFiles.loadModel(fromCheckpoint: newest)
+        assertKeelError(newest.path, "rank_00000.safetensors", "truncated") {
+            _ = try CheckpointReader(newest).loadModel()
         }
         assertKeelError(weights.path, "truncated") { _ = try SafetensorsFile(url: weights) }
 

@@ -110,16 +110,23 @@ final class DataInputTests: XCTestCase {
         }
     }
 
-    /// A `state.json` that passes its checksum but is not a training state (written by something else).
+    /// A manifest whose training state is not one (written by something else): resuming names the file and field.
     func testMalformedTrainingState() throws {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
-        let checkpoint = fixture.root.appendingPathComponent("run/checkpoints/step_00000005")
-        let state = checkpoint.appendingPathComponent("state.json")
-        try fixture.replace(state, in: checkpoint, with: Data("{\"step\": \"five\"}".utf8))
-        assertKeelError(state.path, "malformed training state", "\"step\" is not") {
-            _ = try fixture.run(try fixture.config(["training.steps=8"]), in: "run", resume: true)
+        let manifest = fixture.root.appendingPathComponent("run/checkpoints/step_00000005/manifest.json")
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as! [String: Any]
+        var state = object["state"] as! [String: Any]
+        state["step"] = "five"
+        object["state"] = state
+        try JSONSerialization.data(withJSONObject: object).write(to: manifest)
+        assertKeelError(manifest.deletingLastPathComponent().path, "manifest.json is malformed", "\"state.step\" is not") {
+            _ = try CheckpointReader(manifest.deletingLastPathComponent())
         }
+        var warnings: [String] = []
+        XCTAssertThrowsError(try Trainer(config: try fixture.config(["training.steps=8"]),
+                                         output: fixture.root.appendingPathComponent("run"), resume: true) { warnings.append($0) })
+        XCTAssertTrue(warnings.contains { $0.contains("manifest.json is malformed") }, "\(warnings)")
     }
 
     /// One flipped bit in a checkpoint's weights: loading that checkpoint fails, naming the file; resuming
@@ -128,11 +135,11 @@ final class DataInputTests: XCTestCase {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=10"]), in: "run")
         let newest = fixture.root.appendingPathComponent("run/checkpoints/step_00000010")
-        let weights = newest.appendingPathComponent("model.safetensors")
+        let weights = newest.appendingPathComponent("rank_00000.safetensors")
         var bytes = try Data(contentsOf: weights)
         bytes[bytes.count - 1001] ^= 0x04
         try bytes.write(to: weights)
-        assertKeelError(newest.path, "model.safetensors fails its checksum") { _ = try ModelFiles.loadModel(fromCheckpoint: newest) }
+        assertKeelError(newest.path, "rank_00000.safetensors fails its checksum") { _ = try CheckpointReader(newest).loadModel() }
         var warnings: [String] = []
         let trainer = try Trainer(config: try fixture.config(["training.steps=12"]), output: fixture.root.appendingPathComponent("run"),
                                   resume: true) { warnings.append($0) }

@@ -77,9 +77,11 @@ final class TrainFixture {
     func replace(_ file: URL, in directory: URL, with contents: Data) throws {
         try contents.write(to: file)
         let manifest = directory.appendingPathComponent("manifest.json")
-        var records = try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as! [String: Any]
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as! [String: Any]
+        var records = object["files"] as! [String: Any]
         records[file.lastPathComponent] = ["bytes": contents.count, "xxh64": String(XXH64.hash(Array(contents)), radix: 16)]
-        try JSONSerialization.data(withJSONObject: records).write(to: manifest)
+        object["files"] = records
+        try JSONSerialization.data(withJSONObject: object).write(to: manifest)
     }
 
     func checkpoints(_ name: String) -> [String] {

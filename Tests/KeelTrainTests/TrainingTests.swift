@@ -1,4 +1,5 @@
 import Foundation
+import KeelCheckpoint
 import KeelCore
 import KeelData
 import KeelKernels
@@ -75,7 +76,7 @@ final class TrainingTests: XCTestCase {
         let a = try fixture.losses("straight"), b = try fixture.losses("split")
         XCTAssertEqual(a.count, 20)
         for step in 1...20 { XCTAssertEqual(a[step], b[step], "step \(step)") }
-        let state = try TrainingState.read(from: fixture.root.appendingPathComponent("split/checkpoints/step_00000020/state.json"))
+        let state = try CheckpointReader(fixture.root.appendingPathComponent("split/checkpoints/step_00000020")).state
         XCTAssertEqual(state.samplesConsumed, 20 * 4)
         XCTAssertEqual(state.tokenizer, "tokenizer.json")
     }

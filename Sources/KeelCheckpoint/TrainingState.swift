@@ -1,10 +1,7 @@
 import Foundation
 import KeelCore
-import KeelCheckpoint
-import KeelData
-import KeelModel
 
-/// What a checkpoint records besides weights and optimizer moments (`state.json`).
+/// What a checkpoint records besides tensors: the step, the data position and the random state.
 ///
 /// The data position is `samplesConsumed` (the loader's position); the random state is the seed, since
 /// the data order and every random stream are keyed by (seed, epoch or step, …).
@@ -19,35 +16,32 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var seed: UInt64
     /// Training windows consumed so far, by all ranks: the loader's position.
     public var samplesConsumed: Int
-    /// The tokenizer the token ids belong to: "byte", or the tokenizer file's name beside this file.
+    /// The tokenizer the token ids belong to: "byte", or the tokenizer file's name in the checkpoint directory.
     public var tokenizer: String
     /// The resolved configuration the run was started with, as TOML.
     public var config: String
+
+    public init(step: Int, tokens: Int, elapsedSeconds: Double, seed: UInt64, samplesConsumed: Int, tokenizer: String,
+                config: String) {
+        self.step = step
+        self.tokens = tokens
+        self.elapsedSeconds = elapsedSeconds
+        self.seed = seed
+        self.samplesConsumed = samplesConsumed
+        self.tokenizer = tokenizer
+        self.config = config
+    }
 
     enum CodingKeys: String, CodingKey {
         case step, tokens, seed, tokenizer, config
         case elapsedSeconds = "elapsed_s", samplesConsumed = "samples_consumed"
     }
 
-    /// Reads a `state.json`.
+    /// Reads the `state.json` of a checkpoint written before checkpoints were sharded.
     public static func read(from url: URL) throws -> TrainingState {
         guard let data = try? Data(contentsOf: url) else { throw KeelError("\(url.path): cannot read") }
         do { return try JSONDecoder().decode(TrainingState.self, from: data) } catch {
             throw KeelError("\(url.path): malformed training state: \(decodingProblem(error))")
         }
     }
-}
-
-/// The tokenizer recorded in checkpoint (or run) directory `directory`: byte-level, or the tokenizer file
-/// stored beside `state.json`.
-public func loadCheckpointTokenizer(_ directory: URL) throws -> any TextTokenizer {
-    let state = try TrainingState.read(from: directory.appendingPathComponent("state.json"))
-    return try loadTokenizer(state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path)
-}
-
-/// The model and tokenizer of a user's `--checkpoint`: a checkpoint directory, or a run directory (its
-/// newest valid checkpoint). Shared by `sample`, `export` and `logits`.
-public func loadCheckpoint(_ path: String) throws -> (model: Transformer, tokenizer: any TextTokenizer) {
-    let directory = try ModelFiles.resolveCheckpoint(path)
-    return (try ModelFiles.loadModel(fromCheckpoint: directory), try loadCheckpointTokenizer(directory))
 }

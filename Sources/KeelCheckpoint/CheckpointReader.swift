@@ -1,0 +1,135 @@
+import Foundation
+import KeelCore
+import KeelModel
+
+/// A checkpoint opened for reading into any layout.
+///
+/// A sharded checkpoint (`CheckpointManifest`) is read slice by slice: a piece in the layout it was written in
+/// straight from its slices, anything else by assembling the whole tensor — one at a time — and cutting the
+/// piece wanted from it. A consolidated checkpoint, as Keel wrote them before checkpoints were sharded
+/// (`model.safetensors`, `optimizer.safetensors`, `model.json`, `state.json`), reads through the same path:
+/// its tensors are described as unsplit ones with a single slice each.
+public final class CheckpointReader {
+    public let directory: URL
+    public let model: ModelConfig
+    public let state: TrainingState
+    /// The manifest of a sharded checkpoint; nil for a consolidated one.
+    public let manifest: CheckpointManifest?
+    private let tensors: [String: [String: StoredTensor]]
+    private var files: [String: SafetensorsFile] = [:]
+
+    /// Opens `directory`, first checking every file's size and checksum unless `verify` is false (the caller
+    /// just did, e.g. `CheckpointStore.latestValid`).
+    public init(_ directory: URL, verify: Bool = true) throws {
+        if verify { try CheckpointStore.verify(directory) }
+        self.directory = directory
+        if let manifest = try CheckpointStore.readManifest(directory) {
+            self.manifest = manifest
+            model = manifest.model
+            state = manifest.state
+            tensors = manifest.tensors
+        } else {
+            manifest = nil
+            model = try ModelFiles.readConfig(from: directory.appendingPathComponent(ModelFiles.configFile))
+            state = try TrainingState.read(from: directory.appendingPathComponent("state.json"))
+            tensors = Self.consolidatedTensors(model)
+        }
+        do { try model.validate() } catch {
+            throw KeelError("checkpoint \(directory.path): \(error)")
+        }
+    }
+
+    /// The whole model on one process.
+    public func loadModel() throws -> Transformer {
+        let transformer = try Transformer(config: model, seed: 0)
+        try load(.model, table: transformer.table, into: transformer.parameters.pointer)
+        return transformer
+    }
+
+    /// Fills the tensors of `table` (one rank's chunk, in any layout) with those of `kind`: element `i` of the
+    /// chunk's buffer goes to `destination[i - base]`. With `range`, only the buffer's elements in it (a ZeRO
+    /// shard), which must start at or after `base`.
+    public func load(_ kind: CheckpointKind, table: ParameterTable, into destination: UnsafeMutablePointer<Float>,
+                     base: Int = 0, only range: Range<Int>? = nil) throws {
+        for entry in table.entries {
+            let kept = entry.range.clamped(to: range ?? entry.range)
+            guard !kept.isEmpty else { continue }
+            try read(kind, entry.name, shape: entry.wholeShape, split: entry.split, piece: ShardPlan.piece(of: entry),
+                     elements: (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset),
+                     into: destination + (kept.lowerBound - base))
+        }
+    }
+
+    /// Copies `elements` of piece `piece` (of a tensor of `shape` cut as `split`) of tensor `name` to `destination`.
+    public func read(_ kind: CheckpointKind, _ name: String, shape: [Int], split: TensorSplit, piece: TensorRank,
+                     elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
+        guard let stored = tensors[kind.rawValue]?[name] else {
+            throw KeelError("checkpoint \(directory.path) holds no \(kind.rawValue) tensor '\(name)'")
+        }
+        guard stored.shape == shape, stored.dtype == .f32 else {
+            throw KeelError("checkpoint \(directory.path): \(kind.rawValue) tensor '\(name)' is \(stored.dtype.rawValue) \(stored.shape), expected F32 \(shape)")
+        }
+        if piece.size == stored.pieces {
+            try assemble(stored, name, piece: piece.rank, elements: elements, into: destination)
+            return
+        }
+        // Written in another tensor-parallel layout: the whole tensor from its pieces, then the piece wanted.
+        let count = shape.reduce(1, *)
+        let whole = FloatBuffer(count: count), scratch = FloatBuffer(count: count / min(stored.pieces, piece.size))
+        for p in 0..<stored.pieces {
+            try assemble(stored, name, piece: p, elements: 0..<(count / stored.pieces), into: scratch.pointer)
+            stored.split.copy(whole.pointer, shape: shape, scratch.pointer, rank: TensorRank(rank: p, size: stored.pieces),
+                              gathering: true)
+        }
+        split.copy(whole.pointer, shape: shape, scratch.pointer, rank: piece)
+        destination.update(from: scratch.pointer + elements.lowerBound, count: elements.count)
+    }
+
+    /// Copies `elements` of stored piece `piece` from the slices that hold them.
+    private func assemble(_ stored: StoredTensor, _ name: String, piece: Int, elements: Range<Int>,
+                          into destination: UnsafeMutablePointer<Float>) throws {
+        var copied = 0
+        for slice in stored.slices where slice.piece == piece {
+            let overlap = elements.clamped(to: slice.start..<(slice.start + slice.count))
+            guard !overlap.isEmpty else { continue }
+            let file = try open(slice.file)
+            let at = (slice.offset ?? 0) + overlap.lowerBound - slice.start
+            try file.withBytes(of: slice.key) { bytes in
+                guard try file.entry(slice.key).dtype == .f32, bytes.count >= 4 * (at + overlap.count) else {
+                    throw KeelError("\(file.url.path): tensor '\(slice.key)' is too short for its slice of '\(name)'")
+                }
+                UnsafeMutableRawPointer(destination + (overlap.lowerBound - elements.lowerBound))
+                    .copyMemory(from: bytes.baseAddress! + 4 * at, byteCount: 4 * overlap.count)
+            }
+            copied += overlap.count
+        }
+        guard copied == elements.count else {
+            throw KeelError("checkpoint \(directory.path): the slices of '\(name)' miss elements of piece \(piece) (\(copied) of \(elements.count) found)")
+        }
+    }
+
+    private func open(_ file: String) throws -> SafetensorsFile {
+        if let opened = files[file] { return opened }
+        let opened = try SafetensorsFile(url: directory.appendingPathComponent(file))
+        files[file] = opened
+        return opened
+    }
+
+    /// A consolidated checkpoint's tensors: whole weights by name in `model.safetensors`, the moments as flat
+    /// vectors laid out like the whole model's parameter table.
+    private static func consolidatedTensors(_ config: ModelConfig) -> [String: [String: StoredTensor]] {
+        let table = ParameterTable(config: config)
+        let stored = { (file: String, key: (ParameterEntry) -> String, offset: (ParameterEntry) -> Int?) in
+            Dictionary(uniqueKeysWithValues: table.entries.map { entry in
+                (entry.name, StoredTensor(shape: entry.shape, dtype: .f32, split: entry.split, pieces: 1, slices: [
+                    StoredSlice(file: file, key: key(entry), piece: 0, start: 0, count: entry.count, offset: offset(entry)),
+                ]))
+            })
+        }
+        return [
+            CheckpointKind.model.rawValue: stored(ModelFiles.weightsFile, { $0.name }, { _ in nil }),
+            CheckpointKind.firstMoment.rawValue: stored("optimizer.safetensors", { _ in "exp_avg" }, { $0.offset }),
+            CheckpointKind.secondMoment.rawValue: stored("optimizer.safetensors", { _ in "exp_avg_sq" }, { $0.offset }),
+        ]
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import KeelCheckpoint
+import KeelCore
+import KeelModel
+import XCTest
+
+/// A sharded checkpoint holds every element of the model exactly once, whatever the layout that writes it, and
+/// reads back into any other layout as the values that layout's ranks hold.
+final class ShardedCheckpointTests: XCTestCase {
+    private let layers = 4
+
+    private func config(_ architecture: Architecture) -> ModelConfig {
+        // One key/value head: with 4 tensor ranks, each piece of k and v is shared by 4 ranks.
+        ModelConfig(architecture: architecture, vocabSize: 36, layers: layers, heads: 4, kvHeads: 1, width: 32, maxLength: 8)
+    }
+
+    /// pipeline × tensor × data, chunks per pipeline rank, ZeRO stage.
+    private var layouts: [CheckpointLayout] {
+        let stages = { (count: Int) in (0..<count).map { ($0 * self.layers / count)..<(($0 + 1) * self.layers / count) } }
+        return [
+            CheckpointLayout(pipeline: 1, tensor: 1, data: 1, virtualStages: 1, zeroStage: 0, stageLayers: stages(1)),
+            CheckpointLayout(pipeline: 1, tensor: 1, data: 3, virtualStages: 1, zeroStage: 1, stageLayers: stages(1)),
+            CheckpointLayout(pipeline: 2, tensor: 1, data: 2, virtualStages: 2, zeroStage: 1, stageLayers: stages(4)),
+            CheckpointLayout(pipeline: 1, tensor: 4, data: 1, virtualStages: 1, zeroStage: 0, stageLayers: stages(1)),
+            CheckpointLayout(pipeline: 2, tensor: 2, data: 2, virtualStages: 1, zeroStage: 3, stageLayers: stages(2)),
+        ]
+    }
+
+    func testEveryElementIsWrittenExactlyOnce() throws {
+        for architecture in Architecture.allCases {
+            let config = config(architecture), whole = ParameterTable(config: config)
+            for layout in layouts {
+                let tensors = try ShardPlan(config: config, layout: layout).manifestTensors()
+                XCTAssertEqual(Set(tensors.keys), Set(CheckpointKind.allCases.map(\.rawValue)))
+                let model = try XCTUnwrap(tensors[CheckpointKind.model.rawValue])
+                XCTAssertEqual(Set(model.keys), Set(whole.entries.map(\.name)), "\(architecture) \(layout.summary)")
+                for (name, tensor) in model {
+                    let pieceCount = tensor.shape.reduce(1, *) / tensor.pieces
+                    for piece in 0..<tensor.pieces {
+                        var next = 0
+                        for slice in tensor.slices where slice.piece == piece {
+                            XCTAssertEqual(slice.start, next, "\(name) piece \(piece) in \(layout.summary): gap or overlap")
+                            next = slice.start + slice.count
+                        }
+                        XCTAssertEqual(next, pieceCount, "\(name) piece \(piece) in \(layout.summary)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every layout's ranks write their (initial) values; every layout reads each checkpoint back and gets, rank by
+    /// rank and chunk by chunk, exactly the values it would hold itself. The moments are written as the weights
+    /// plus 1 and 2, so a kind read from the wrong key fails.
+    func testEveryLayoutReadsEveryOther() throws {
+        for architecture in Architecture.allCases {
+            let config = config(architecture)
+            for written in layouts {
+                let directory = try write(config, layout: written)
+                let reader = try CheckpointReader(directory)
+                for read in layouts {
+                    let plan = try ShardPlan(config: config, layout: read)
+                    for rank in 0..<read.worldSize {
+                        for table in plan.tables(rank: rank) {
+                            let expected = FloatBuffer(count: table.count), actual = FloatBuffer(count: table.count)
+                            table.initialize(expected, seed: 9)
+                            for (kind, shift) in zip(CheckpointKind.allCases, [Float(0), 1, 2]) {
+                                try reader.load(kind, table: table, into: actual.pointer)
+                                for i in 0..<table.count where actual.pointer[i] != expected.pointer[i] + shift {
+                                    XCTFail("\(architecture): \(kind) written by \(written.summary), read by \(read.summary) rank \(rank): element \(i) differs")
+                                    break
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testAMissingSliceIsNamed() throws {
+        let config = config(.llama), layout = layouts[1]
+        let directory = try write(config, layout: layout)
+        let manifestURL = directory.appendingPathComponent(CheckpointManifest.fileName)
+        var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
+        manifest.tensors["model"]!["model.norm.weight"]!.slices.removeLast()
+        try manifest.encoded().write(to: manifestURL)
+        let table = ParameterTable(config: config), buffer = FloatBuffer(count: table.count)
+        XCTAssertThrowsError(try CheckpointReader(directory).load(.model, table: table, into: buffer.pointer)) { error in
+            XCTAssertTrue("\(error)".contains("the slices of 'model.norm.weight' miss elements"), "\(error)")
+        }
+    }
+
+    /// In the background the writer copies the live buffers first: once `waitUntilCopied` returns, changing them
+    /// changes nothing in the file, which holds the values of when the write began. A NaN weight writes nothing.
+    func testBackgroundWriteHoldsTheValuesOfWhenItBegan() throws {
+        let config = config(.gpt2), layout = layouts[0]
+        let slices = try ShardPlan(config: config, layout: layout).slices(rank: 0)
+        let table = ParameterTable(config: config), live = FloatBuffer(count: table.count)
+        table.initialize(live, seed: 4)
+        let before = Array(UnsafeBufferPointer(start: live.pointer, count: table.count))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-writer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let writer = ShardWriter(slices: slices), url = directory.appendingPathComponent("rank_00000.safetensors")
+        writer.begin(to: url, from: { _, index in UnsafePointer(live.pointer + slices[index].offset) })
+        XCTAssertTrue(writer.isPending)
+        writer.waitUntilCopied()
+        for i in 0..<table.count { live.pointer[i] = -1 }
+        guard case .written(let record, _) = writer.finish() else { return XCTFail("the write failed") }
+        XCTAssertFalse(writer.isPending)
+        XCTAssertEqual(record, try CheckpointStore.record(of: url))
+        let file = try SafetensorsFile(url: url)
+        for slice in slices {
+            let stored = try file.doubles(slice.key(.model)).map(Float.init)
+            XCTAssertEqual(stored, Array(before[slice.offset..<(slice.offset + slice.count)]), slice.name)
+        }
+
+        live.pointer[7] = .nan
+        writer.begin(to: directory.appendingPathComponent("again.safetensors"), from: { _, index in UnsafePointer(live.pointer + slices[index].offset) })
+        guard case .nonFinite(let slice) = writer.finish() else { return XCTFail("a NaN weight was written") }
+        XCTAssertEqual(slices[slice].name, table.entries.first { $0.range.contains(7) }!.name)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("again.safetensors").path))
+    }
+
+    /// A checkpoint of `config`'s initial values written by every rank of `layout`, published as training does.
+    private func write(_ config: ModelConfig, layout: CheckpointLayout) throws -> URL {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("keel-sharded-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        let plan = try ShardPlan(config: config, layout: layout), step = 3
+        let directory = try CheckpointStore.prepare(root: root, step: step)
+        var files: [String: CheckpointStore.FileRecord] = [:]
+        for rank in 0..<layout.worldSize {
+            let buffers = plan.tables(rank: rank).map { table in
+                CheckpointKind.allCases.indices.map { shift in
+                    let buffer = FloatBuffer(count: table.count)
+                    table.initialize(buffer, seed: 9)
+                    for i in 0..<table.count { buffer.pointer[i] += Float(shift) }
+                    return buffer
+                }
+            }
+            let file = ShardPlan.fileName(rank: rank), slices = plan.slices(rank: rank)
+            files[file] = try ShardWriter.write(slices, from: { kind, index in
+                UnsafePointer(buffers[slices[index].chunk][CheckpointKind.allCases.firstIndex(of: kind)!].pointer + slices[index].offset)
+            }, to: directory.appendingPathComponent(file))
+        }
+        let state = TrainingState(step: step, tokens: 0, elapsedSeconds: 0, seed: 9, samplesConsumed: 0, tokenizer: "byte", config: "")
+        return try CheckpointStore.publish(CheckpointManifest(step: step, layout: layout, model: config, state: state,
+                                                              files: files, tensors: plan.manifestTensors()), root: root)
+    }
+}
