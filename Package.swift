@@ -32,7 +32,7 @@ let package = Package(
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),
-        .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel", "KeelComm"], swiftSettings: native),
+        .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel", "KeelComm", "CZstd"], swiftSettings: native),
         .target(
             name: "KeelTrain",
             dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "TOMLKit"],

@@ -23,16 +23,24 @@ public struct CheckpointManifest: Codable, Sendable {
     public var files: [String: CheckpointStore.FileRecord]
     /// Every global tensor, by kind (`CheckpointKind`) and name.
     public var tensors: [String: [String: StoredTensor]]
+    /// With a level, every slice is stored as one zstd frame of its F32 values (a U8 tensor) at that level.
+    public var zstdLevel: Int?
 
     public init(step: Int, layout: CheckpointLayout, model: ModelConfig, state: TrainingState,
-                files: [String: CheckpointStore.FileRecord], tensors: [String: [String: StoredTensor]]) {
+                files: [String: CheckpointStore.FileRecord], tensors: [String: [String: StoredTensor]], zstdLevel: Int? = nil) {
         format = Self.currentFormat
+        self.zstdLevel = zstdLevel
         self.step = step
         self.layout = layout
         self.model = model
         self.state = state
         self.files = files
         self.tensors = tensors
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, step, layout, model, state, files, tensors
+        case zstdLevel = "zstd_level"
     }
 
     /// The manifest as written: pretty-printed with sorted keys, so equal checkpoints have equal manifests.

@@ -1,3 +1,4 @@
+import CZstd
 import Foundation
 import KeelCore
 import KeelModel
@@ -94,12 +95,25 @@ public final class CheckpointReader {
             guard !overlap.isEmpty else { continue }
             let file = try open(slice.file)
             let at = (slice.offset ?? 0) + overlap.lowerBound - slice.start
+            let target = destination + (overlap.lowerBound - elements.lowerBound)
             try file.withBytes(of: slice.key) { bytes in
-                guard try file.entry(slice.key).dtype == .f32, bytes.count >= 4 * (at + overlap.count) else {
+                let dtype = try file.entry(slice.key).dtype
+                if let level = manifest?.zstdLevel {
+                    // One zstd frame of the whole slice: decompressed, then the overlap copied.
+                    guard dtype == .u8 else { throw KeelError("\(file.url.path): tensor '\(slice.key)' is \(dtype.rawValue), not a zstd frame (U8)") }
+                    let values = FloatBuffer(count: slice.count)
+                    let size = ZSTD_decompress(values.pointer, 4 * slice.count, bytes.baseAddress, bytes.count)
+                    guard ZSTD_isError(size) == 0, size == 4 * slice.count else {
+                        let reason = ZSTD_isError(size) != 0 ? String(cString: ZSTD_getErrorName(size)) : "\(size) bytes, expected \(4 * slice.count)"
+                        throw KeelError("\(file.url.path): tensor '\(slice.key)' does not decompress (zstd level \(level)): \(reason)")
+                    }
+                    target.update(from: values.pointer + (at - (slice.offset ?? 0)), count: overlap.count)
+                    return
+                }
+                guard dtype == .f32, bytes.count >= 4 * (at + overlap.count) else {
                     throw KeelError("\(file.url.path): tensor '\(slice.key)' is too short for its slice of '\(name)'")
                 }
-                UnsafeMutableRawPointer(destination + (overlap.lowerBound - elements.lowerBound))
-                    .copyMemory(from: bytes.baseAddress! + 4 * at, byteCount: 4 * overlap.count)
+                UnsafeMutableRawPointer(target).copyMemory(from: bytes.baseAddress! + 4 * at, byteCount: 4 * overlap.count)
             }
             copied += overlap.count
         }

@@ -131,6 +131,22 @@ public enum CheckpointStore {
         return (nil, problems)
     }
 
+    /// The newest checkpoint that verifies among several roots (disk checkpoints and in-memory snapshots), and a
+    /// message for each newer one that did not.
+    public static func latestValid(in roots: [URL]) -> (checkpoint: URL?, problems: [String]) {
+        let found = roots.map { latestValid(in: $0) }
+        let newest = found.compactMap(\.checkpoint).max { $0.lastPathComponent < $1.lastPathComponent }
+        return (newest, found.flatMap(\.problems))
+    }
+
+    /// Where the in-memory snapshots of the run in `runDirectory` are kept under `base` (a tmpfs such as
+    /// `/dev/shm/keel`): a directory named after the run and a hash of its absolute path, so runs never share one.
+    public static func snapshotRoot(for runDirectory: URL, in base: URL) -> URL {
+        let path = runDirectory.standardizedFileURL.path
+        let hash = String(XXH64.hash(Array(path.utf8)), radix: 16)
+        return base.appendingPathComponent("\(runDirectory.lastPathComponent)-\(hash)")
+    }
+
     /// Deletes all but the newest `keep` checkpoints (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the
     /// steps it divides (milestones for later evaluation).
     public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0) {
@@ -162,13 +178,22 @@ public enum CheckpointStore {
         }
     }
 
-    /// The size and XXH64 of the file at `url`.
+    /// The size and XXH64 of the file at `url`, read in chunks (a mapping would count the whole file in the
+    /// process's resident memory).
     public static func record(of url: URL) throws -> FileRecord {
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw KeelError("cannot read \(url.path): \(error.localizedDescription)")
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw KeelError("cannot read \(url.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
+        defer { chunk.deallocate() }
+        var hasher = XXH64(), bytes = 0
+        while true {
+            let got = read(fd, chunk.baseAddress, chunk.count)
+            guard got >= 0 else { throw KeelError("cannot read \(url.path): \(String(cString: strerror(errno)))") }
+            if got == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: chunk[..<got]))
+            bytes += got
         }
-        let hash = data.withUnsafeBytes { XXH64.hash($0) }
-        return FileRecord(bytes: data.count, xxh64: String(hash, radix: 16))
+        return FileRecord(bytes: bytes, xxh64: String(hasher.digest(), radix: 16))
     }
 }

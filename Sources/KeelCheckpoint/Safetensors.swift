@@ -3,11 +3,12 @@ import KeelCore
 
 /// Element types Keel reads and writes in safetensors files.
 public enum TensorDType: String, Sendable, Codable {
-    case f32 = "F32", f64 = "F64", i32 = "I32", i64 = "I64"
+    case f32 = "F32", f64 = "F64", i32 = "I32", i64 = "I64", u8 = "U8"
 
     /// Bytes per element.
     public var size: Int {
         switch self {
+        case .u8: return 1
         case .f32, .i32: return 4
         case .f64, .i64: return 8
         }
@@ -170,6 +171,7 @@ public struct SafetensorsFile: @unchecked Sendable {
             case .f64: return Array(bytes.withMemoryRebound(to: Double.self) { $0 })
             case .i32: return bytes.withMemoryRebound(to: Int32.self) { $0.map(Double.init) }
             case .i64: return bytes.withMemoryRebound(to: Int64.self) { $0.map(Double.init) }
+            case .u8: return bytes.map(Double.init)
             }
         }
     }

@@ -1,3 +1,4 @@
+import CZstd
 import Foundation
 import KeelComm
 import KeelCore
@@ -23,6 +24,8 @@ public final class ShardWriter: @unchecked Sendable {
     }
 
     public let slices: [ShardPlan.Slice]
+    /// The zstd level each slice is compressed at; nil: stored as F32.
+    public let zstdLevel: Int?
     /// Each slice's first element in a snapshot of one kind; the total.
     private let starts: [Int]
     private let total: Int
@@ -33,8 +36,9 @@ public final class ShardWriter: @unchecked Sendable {
     /// Whether a background write has begun and its outcome not been taken (`finish`).
     public private(set) var isPending = false
 
-    public init(slices: [ShardPlan.Slice]) {
+    public init(slices: [ShardPlan.Slice], zstdLevel: Int? = nil) {
         self.slices = slices
+        self.zstdLevel = zstdLevel
         var starts: [Int] = [], total = 0
         for slice in slices {
             starts.append(total)
@@ -49,7 +53,7 @@ public final class ShardWriter: @unchecked Sendable {
         let started = monotonicSeconds()
         if let broken = Self.firstNonFinite(slices, weights: { source(.model, $0) }) { return .nonFinite(slice: broken) }
         do {
-            return .written(try Self.write(slices, from: source, to: url), seconds: monotonicSeconds() - started)
+            return .written(try Self.write(slices, zstdLevel: zstdLevel, from: source, to: url), seconds: monotonicSeconds() - started)
         } catch {
             return .failed(error)
         }
@@ -70,9 +74,6 @@ public final class ShardWriter: @unchecked Sendable {
         let live = UncheckedSource(read: source)
         let slices = self.slices, starts = self.starts, total = self.total
         let thread = Thread { [self] in
-            // Below training's priority: on a machine with as many cores as training threads, the write takes
-            // what training leaves. (Linux applies a process priority set for "0" to the calling thread only.)
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             let started = monotonicSeconds()
             let copy = { (kind: CheckpointKind, index: Int) -> UnsafePointer<Float> in
                 UnsafePointer(snapshot.pointer + CheckpointKind.allCases.firstIndex(of: kind)! * total + starts[index])
@@ -86,6 +87,10 @@ public final class ShardWriter: @unchecked Sendable {
             copied = true
             condition.broadcast()
             condition.unlock()
+            // The copy ran at training's priority (the update may be waiting for it); the write runs below it, so
+            // on a machine with as many cores as training threads it takes what training leaves. (Linux applies a
+            // process priority set for "0" to the calling thread only.)
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             var result = write(to: url, from: copy)
             if case .written(let record, _) = result { result = .written(record, seconds: monotonicSeconds() - started) }
             condition.lock()
@@ -124,12 +129,30 @@ public final class ShardWriter: @unchecked Sendable {
         return result
     }
 
-    /// Writes `slices` of every kind from `source` to `url` (atomically, fsynced) and returns its record.
-    public static func write(_ slices: [ShardPlan.Slice], from source: Source, to url: URL) throws -> CheckpointStore.FileRecord {
+    /// Writes `slices` of every kind from `source` to `url` (atomically, fsynced) and returns its record; with
+    /// `zstdLevel`, each slice as one zstd frame at that level.
+    public static func write(_ slices: [ShardPlan.Slice], zstdLevel: Int? = nil, from source: Source,
+                             to url: URL) throws -> CheckpointStore.FileRecord {
         var tensors: [TensorSlice] = []
+        var frames: [UnsafeMutableRawBufferPointer] = []
+        defer { for frame in frames { frame.deallocate() } }
+        let context = zstdLevel.map { _ in ZSTD_createCCtx() }
+        defer { if let context { ZSTD_freeCCtx(context) } }
         for kind in CheckpointKind.allCases {
             for (index, slice) in slices.enumerated() {
-                tensors.append(TensorSlice(name: slice.key(kind), shape: [slice.count], floats: source(kind, index)))
+                guard let zstdLevel, let context else {
+                    tensors.append(TensorSlice(name: slice.key(kind), shape: [slice.count], floats: source(kind, index)))
+                    continue
+                }
+                let bytes = 4 * slice.count, bound = ZSTD_compressBound(bytes)
+                let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 8)
+                frames.append(frame)
+                let size = ZSTD_compressCCtx(context, frame.baseAddress, bound, source(kind, index), bytes, Int32(zstdLevel))
+                guard ZSTD_isError(size) == 0 else {
+                    throw KeelError("cannot compress \(slice.key(kind)): \(String(cString: ZSTD_getErrorName(size)))")
+                }
+                tensors.append(TensorSlice(name: slice.key(kind), dtype: .u8, shape: [size],
+                                           bytes: UnsafeRawBufferPointer(rebasing: frame[..<size])))
             }
         }
         try Safetensors.write(tensors, metadata: ["format": CheckpointManifest.currentFormat], to: url)

@@ -7,29 +7,66 @@ public struct XXH64: Sendable {
     private static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
     private static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
 
-    /// The hash of `bytes` with `seed`.
-    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        let n = bytes.count
-        guard let base = bytes.baseAddress else { return finish(seed &+ p5, length: 0, tail: bytes[...]) }
-        var h: UInt64
+    private var v1: UInt64, v2: UInt64, v3: UInt64, v4: UInt64
+    private let seed: UInt64
+    private var length = 0
+    /// Bytes given to `update` that do not yet fill a 32-byte stripe.
+    private var pending: [UInt8] = []
+
+    /// A hash to feed piece by piece (`update`), e.g. a file read in chunks, equal to `hash` of the whole.
+    public init(seed: UInt64 = 0) {
+        self.seed = seed
+        v1 = seed &+ Self.p1 &+ Self.p2
+        v2 = seed &+ Self.p2
+        v3 = seed
+        v4 = seed &- Self.p1
+    }
+
+    /// Adds `bytes` to the hashed input.
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        length += bytes.count
         var offset = 0
-        if n >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
-            while offset + 32 <= n {
-                v1 = round(v1, base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-                v2 = round(v2, base.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
-                v3 = round(v3, base.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self))
-                v4 = round(v4, base.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self))
-                offset += 32
-            }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+        if !pending.isEmpty {
+            offset = min(32 - pending.count, bytes.count)
+            pending.append(contentsOf: bytes[0..<offset])
+            guard pending.count == 32 else { return }
+            pending.withUnsafeBytes { consume(stripe: $0.baseAddress!) }
+            pending.removeAll(keepingCapacity: true)
+        }
+        guard let base = bytes.baseAddress else { return }
+        while offset + 32 <= bytes.count {
+            consume(stripe: base + offset)
+            offset += 32
+        }
+        pending.append(contentsOf: bytes[offset...])
+    }
+
+    /// The hash of everything given to `update`.
+    public func digest() -> UInt64 {
+        var h: UInt64
+        if length >= 32 {
+            h = Self.rotl(v1, 1) &+ Self.rotl(v2, 7) &+ Self.rotl(v3, 12) &+ Self.rotl(v4, 18)
             for v in [v1, v2, v3, v4] {
-                h = (h ^ round(0, v)) &* p1 &+ p4
+                h = (h ^ Self.round(0, v)) &* Self.p1 &+ Self.p4
             }
         } else {
-            h = seed &+ p5
+            h = seed &+ Self.p5
         }
-        return finish(h, length: n, tail: bytes[offset...])
+        return pending.withUnsafeBytes { Self.finish(h, length: length, tail: $0[...]) }
+    }
+
+    @inline(__always) private mutating func consume(stripe: UnsafeRawPointer) {
+        v1 = Self.round(v1, stripe.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        v2 = Self.round(v2, stripe.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        v3 = Self.round(v3, stripe.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        v4 = Self.round(v4, stripe.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+    }
+
+    /// The hash of `bytes` with `seed`.
+    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+        var hasher = XXH64(seed: seed)
+        hasher.update(bytes)
+        return hasher.digest()
     }
 
     /// The hash of a byte array.

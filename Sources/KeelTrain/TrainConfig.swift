@@ -76,6 +76,13 @@ public struct TrainConfig: Sendable {
         /// `async`: write checkpoints in the background while training goes on (`ShardWriter`); false writes
         /// them before the next step starts.
         public var async: Bool
+        /// `zstd_level`: compress each slice with zstd at this level (1–19); 0 stores plain F32.
+        public var zstdLevel: Int
+        /// `snapshot_every`: steps between in-memory snapshots (0 = none): checkpoints kept in `snapshot_dir`, a
+        /// memory-backed file system that outlives a crashed process, from which a restarted job resumes.
+        public var snapshotEvery: Int
+        /// `snapshot_dir`: where in-memory snapshots go (a tmpfs).
+        public var snapshotDirectory: String
     }
 
     /// `[logging]`
@@ -248,7 +255,10 @@ public struct TrainConfig: Sendable {
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
         checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3),
                                         keepEvery: try v.int("checkpoint.keep_every", 0),
-                                        async: try v.bool("checkpoint.async", true))
+                                        async: try v.bool("checkpoint.async", true),
+                                        zstdLevel: try v.int("checkpoint.zstd_level", 0),
+                                        snapshotEvery: try v.int("checkpoint.snapshot_every", 0),
+                                        snapshotDirectory: try v.string("checkpoint.snapshot_dir", "/dev/shm/keel")!)
         logging = LoggingSettings(every: try v.int("logging.every", 10))
         sample = SampleSettings(
             prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),
@@ -323,6 +333,9 @@ public struct TrainConfig: Sendable {
         try require(checkpoint.every >= 0, "checkpoint.every", "must not be negative (got \(checkpoint.every))")
         try require(checkpoint.keep >= 0, "checkpoint.keep", "must not be negative (got \(checkpoint.keep))")
         try require(checkpoint.keepEvery >= 0, "checkpoint.keep_every", "must not be negative (got \(checkpoint.keepEvery))")
+        try require(checkpoint.snapshotEvery >= 0, "checkpoint.snapshot_every", "must not be negative (got \(checkpoint.snapshotEvery))")
+        try require((0...19).contains(checkpoint.zstdLevel), "checkpoint.zstd_level",
+                    "must be 0 (no compression) or a zstd level from 1 to 19 (got \(checkpoint.zstdLevel))")
         try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
         try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
         try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")

@@ -47,7 +47,9 @@ public final class Trainer {
     private let shardWriter: ShardWriter
     /// The checkpoint being written: its state, the seconds training has waited for it, and this rank's outcome
     /// when the file was written in the foreground.
-    private var pending: (state: TrainingState, stall: Double, outcome: ShardWriter.Outcome?)?
+    private var pending: (root: URL, state: TrainingState, stall: Double, outcome: ShardWriter.Outcome?)?
+    /// Where in-memory snapshots go (`checkpoint.snapshot_every`); nil without them.
+    private let snapshotRoot: URL?
     private var lastCheckpoint: URL?
     private var metrics: MetricsLog?
     private var state: TrainingState
@@ -84,22 +86,30 @@ public final class Trainer {
         checkpointLayout = CheckpointLayout(pipeline: groups.mesh.pipeline, tensor: groups.mesh.tensor, data: groups.mesh.data,
                                             virtualStages: config.parallel.virtualStages,
                                             zeroStage: config.distributed.zeroStage, stageLayers: stageLayers)
-        shardWriter = ShardWriter(slices: try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: groups.world.rank))
+        shardWriter = ShardWriter(slices: try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: groups.world.rank),
+                                  zstdLevel: config.checkpoint.zstdLevel > 0 ? config.checkpoint.zstdLevel : nil)
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
+        snapshotRoot = try Self.snapshotRoot(config: config, output: output, worldSize: groups.world.size)
         if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
         }
         if isLeader {
             try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
             CheckpointStore.removePartials(root: checkpointRoot)
+            if let snapshotRoot {
+                // A fresh run's snapshots would be another run's, left by a crash.
+                if !resume { try? FileManager.default.removeItem(at: snapshotRoot) }
+                CheckpointStore.removePartials(root: snapshotRoot)
+            }
         }
         if resume {
-            let found = CheckpointStore.latestValid(in: checkpointRoot)
+            let roots = [checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])
+            let found = CheckpointStore.latestValid(in: roots)
             for problem in found.problems { self.log("warning: skipping \(problem)") }
             guard let checkpoint = found.checkpoint else {
-                throw KeelError("--resume: no valid checkpoint in \(checkpointRoot.path)")
+                throw KeelError("--resume: no valid checkpoint in \(roots.map(\.path).joined(separator: " or "))")
             }
             try restore(from: checkpoint)
             resumedFrom = checkpoint
@@ -160,7 +170,8 @@ public final class Trainer {
         if replicas.size > 1 { log(dataParallelSummary()) }
         var initialValidation: Float?
         if let resumedFrom {
-            log("resumed from \(resumedFrom.path) at step \(state.step)")
+            let inMemory = resumedFrom.deletingLastPathComponent() == snapshotRoot
+            log("resumed from \(inMemory ? "the in-memory snapshot " : "")\(resumedFrom.path) at step \(state.step)")
         } else {
             let loss = try validationLoss()
             initialValidation = loss
@@ -168,7 +179,8 @@ public final class Trainer {
             log(String(format: "step 0: validation loss %.4f", loss))
         }
 
-        lastCheckpoint = resumedFrom
+        // Only checkpoints on disk count as the run's last one (a snapshot disappears when the run ends).
+        lastCheckpoint = resumedFrom?.deletingLastPathComponent() == checkpointRoot ? resumedFrom : nil
         var lastValidation: (step: Int, loss: Float)?
         var stoppedBy: Int32?
         if trace != nil { try groups.world.barrier(label: "trace: common start") }
@@ -256,7 +268,9 @@ public final class Trainer {
             }
             if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep || stoppedBy != nil {
                 // The last one is finished before the run ends.
-                try startCheckpoint(finishing: number == lastStep || stoppedBy != nil)
+                try startCheckpoint(in: checkpointRoot, finishing: number == lastStep || stoppedBy != nil)
+            } else if let snapshotRoot, number % config.checkpoint.snapshotEvery == 0 {
+                try startCheckpoint(in: snapshotRoot, finishing: false)
             }
             if let stoppedBy {
                 log("\(StopSignals.name(of: stoppedBy)): stopped after step \(number) with checkpoint \(lastCheckpoint!.path); continue with keel train --resume --out \(output.path)")
@@ -265,8 +279,10 @@ public final class Trainer {
         }
         let finalValidation = stoppedBy != nil ? nil
             : lastValidation?.step == state.step ? lastValidation!.loss : try validationLoss()
-        if lastCheckpoint == nil { try startCheckpoint(finishing: true) }
+        if lastCheckpoint == nil { try startCheckpoint(in: checkpointRoot, finishing: true) }
         let checkpoint = lastCheckpoint!
+        // The run's state is on disk: its snapshots would only hold memory.
+        if isLeader, let snapshotRoot { try? FileManager.default.removeItem(at: snapshotRoot) }
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
             try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
@@ -345,22 +361,23 @@ public final class Trainer {
         return "data parallel: \(groups.data.size) replicas, \(step.parallels.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
 
-    /// Starts the checkpoint of step `state.step` — after finishing the one before, if it is still being written —
-    /// and with `finishing`, or when checkpoints are not asynchronous, finishes it (`finishCheckpoint`). Every rank
-    /// writes only its slices (`ShardPlan`); no rank gathers anything from another.
-    private func startCheckpoint(finishing: Bool) throws {
+    /// Starts the checkpoint of step `state.step` under `root` (the run's checkpoints, or its in-memory snapshots)
+    /// — after finishing the one before, if it is still being written — and with `finishing`, or when checkpoints
+    /// are not asynchronous, finishes it (`finishCheckpoint`). Every rank writes only its slices (`ShardPlan`); no
+    /// rank gathers anything from another.
+    private func startCheckpoint(in root: URL, finishing: Bool) throws {
         if pending != nil { try finishCheckpoint() }
         let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
         var outcome: ShardWriter.Outcome?
         do {
-            let url = try CheckpointStore.prepare(root: checkpointRoot, step: state.step)
+            let url = try CheckpointStore.prepare(root: root, step: state.step)
                 .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))
             let source: ShardWriter.Source = { [unowned self] kind, index in liveState(kind, slice: index) }
             if inBackground { shardWriter.begin(to: url, from: source) } else { outcome = shardWriter.write(to: url, from: source) }
         } catch {
             outcome = .failed(error)
         }
-        pending = (state, monotonicSeconds() - started, outcome)
+        pending = (root, state, monotonicSeconds() - started, outcome)
         if !inBackground { try finishCheckpoint() }
     }
 
@@ -371,7 +388,8 @@ public final class Trainer {
     private func finishCheckpoint() throws {
         guard let pending else { return }
         self.pending = nil
-        let started = monotonicSeconds(), world = groups.world, number = pending.state.step
+        let started = monotonicSeconds(), world = groups.world, number = pending.state.step, root = pending.root
+        let isSnapshot = root != checkpointRoot
         // This rank's outcome, shared with all: [0 written, 1 failed, 2 non-finite weights; that slice; bytes; xxh64].
         var failure: Error?, writeSeconds = 0.0
         let local: [Int64]
@@ -383,20 +401,24 @@ public final class Trainer {
             local = [2, Int64(slice), 0, 0]
         case .failed(let error):
             local = [1, 0, 0, 0]
-            failure = CheckpointStore.notWritten(root: checkpointRoot, step: number, because: AtomicFile.systemReason(error))
+            failure = CheckpointStore.notWritten(root: root, step: number, because: AtomicFile.systemReason(error))
         }
         let outcomes = try world.allGather(local, label: "checkpoint \(number): files written")
         let ranks = (0..<world.size).map { Array(outcomes[(4 * $0)..<(4 * $0 + 4)]) }
         if let bad = ranks.firstIndex(where: { $0[0] != 0 }) {
-            if isLeader { CheckpointStore.discard(root: checkpointRoot, step: number) }
+            if isLeader { CheckpointStore.discard(root: root, step: number) }
             if ranks[bad][0] == 2 {
                 // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
                 // reads, say): such a state is never saved as the last good one.
                 let name = try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: bad)[Int(ranks[bad][1])].name
                 throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)")
             }
-            throw failure ?? CheckpointStore.notWritten(root: checkpointRoot, step: number,
-                                                         because: "rank \(bad) could not write its file (its error says why)")
+            let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
+                                                               because: "rank \(bad) could not write its file (its error says why)")
+            // Snapshots only shorten recovery: without one, training goes on (the checkpoints on disk still hold).
+            guard isSnapshot else { throw error }
+            log("warning: no in-memory snapshot of step \(number): \(error)")
+            return
         }
         var published = true
         if isLeader {
@@ -407,16 +429,21 @@ public final class Trainer {
                         bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
                 }
                 if let tokenizer = data.tokenizerFile {
-                    let copy = CheckpointStore.partialDirectory(root: checkpointRoot, step: number)
+                    let copy = CheckpointStore.partialDirectory(root: root, step: number)
                         .appendingPathComponent(tokenizer.lastPathComponent)
                     try AtomicFile.write(Data(contentsOf: tokenizer), to: copy)
                     files[tokenizer.lastPathComponent] = try CheckpointStore.record(of: copy)
                 }
                 let plan = try ShardPlan(config: config.model, layout: checkpointLayout)
                 try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
-                                                               state: pending.state, files: files, tensors: plan.manifestTensors()),
-                                            root: checkpointRoot)
-                CheckpointStore.prune(checkpointRoot, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
+                                                               state: pending.state, files: files, tensors: plan.manifestTensors(),
+                                                               zstdLevel: shardWriter.zstdLevel),
+                                            root: root)
+                if isSnapshot {
+                    CheckpointStore.prune(root, keep: 1)
+                } else {
+                    CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
+                }
             } catch {
                 failure = error
                 published = false
@@ -425,16 +452,31 @@ public final class Trainer {
         if world.size > 1 {
             published = try world.allReduce([published ? 0.0 : 1.0], .max, label: "checkpoint \(number): published")[0] == 0
         }
-        if let failure { throw failure }
-        guard published else {
-            throw CheckpointStore.notWritten(root: checkpointRoot, step: number, because: "rank 0 could not publish it (its error says why)")
+        if !published {
+            let error = failure ?? CheckpointStore.notWritten(root: root, step: number, because: "rank 0 could not publish it (its error says why)")
+            guard isSnapshot else { throw error }
+            log("warning: no in-memory snapshot of step \(number): \(error)")
+            return
         }
-        lastCheckpoint = checkpointRoot.appendingPathComponent(CheckpointStore.name(step: number))
+        if !isSnapshot { lastCheckpoint = root.appendingPathComponent(CheckpointStore.name(step: number)) }
         // Training waited `checkpoint_s` for it (snapshot, the rare wait for the copy, publishing); world rank 0
         // wrote its file in `checkpoint_write_s`; all files together hold `checkpoint_bytes`.
+        // An in-memory snapshot's record says so with `"in_memory": 1`.
         try metrics?.write(["step": .int(number), "checkpoint_s": .double(pending.stall + monotonicSeconds() - started),
                             "checkpoint_write_s": .double(writeSeconds),
-                            "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))])
+                            "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))]
+                           + (isSnapshot ? [("in_memory", .int(1))] : []))
+    }
+
+    /// Where the in-memory snapshots of a run in `output` configured as `config` go; nil when it takes none.
+    /// Snapshots are read back through the file system, so every rank must be on this machine.
+    public static func snapshotRoot(config: TrainConfig, output: URL, worldSize: Int) throws -> URL? {
+        guard config.checkpoint.snapshotEvery > 0 else { return nil }
+        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        if let local = placement.localSize, placement.launcher != "none", local < worldSize {
+            throw KeelError("checkpoint.snapshot_every: in-memory snapshots need every rank on one machine for now (\(local) of the job's \(worldSize) ranks run on this one); set it to 0")
+        }
+        return CheckpointStore.snapshotRoot(for: output, in: URL(fileURLWithPath: config.checkpoint.snapshotDirectory))
     }
 
     /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's

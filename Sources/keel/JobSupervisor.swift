@@ -2,10 +2,12 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelTrain
 
 /// `keel launch --max-restarts N`: runs a training job through mpirun and, when it fails — a rank died (mpirun
 /// then stops the others) or hung past the timeout (the ranks then stop themselves) — starts it again with
-/// `--resume`, so it continues from the newest valid checkpoint, up to N times. It says what failed, where the job
+/// `--resume`, so it continues from the newest valid checkpoint — an in-memory snapshot when the job takes them
+/// (`checkpoint.snapshot_every`) and one survived — up to N times. It says what failed, where the job
 /// resumed, how many steps were lost and how long recovery took (from the failure to the first new step).
 ///
 /// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to mpirun as SIGUSR1, which forwards it to
@@ -35,10 +37,12 @@ struct JobSupervisor {
                 throw ExitCode(outcome.status)
             }
             let failed = Date(), reached = lastLoggedStep()
-            let found = CheckpointStore.latestValid(in: runDirectory.appendingPathComponent("checkpoints"))
+            let roots = checkpointRoots()
+            let found = CheckpointStore.latestValid(in: roots)
             if let checkpoint = found.checkpoint, let step = Int(checkpoint.lastPathComponent.dropFirst("step_".count)) {
+                let source = checkpoint.deletingLastPathComponent() == roots[0] ? "" : "the in-memory snapshot "
                 log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
-                    + "from \(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
+                    + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
                 command = resuming(arguments)
                 recovery = Recovery(failed: failed, fromStep: step, staleMetrics: metricsFile())
             } else {
@@ -82,6 +86,17 @@ struct JobSupervisor {
         let status = process.terminationStatus
         return process.terminationReason == .uncaughtSignal
             ? (128 + status, "mpirun killed by signal \(status)") : (status, "exit status \(status)")
+    }
+
+    /// Where the job's checkpoints are: on disk, then its in-memory snapshots if its config (the resolved
+    /// config.toml the job wrote) takes them.
+    private func checkpointRoots() -> [URL] {
+        let disk = runDirectory.appendingPathComponent("checkpoints")
+        let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
+        guard let config, let snapshots = try? Trainer.snapshotRoot(config: config, output: runDirectory, worldSize: 1) else {
+            return [disk]
+        }
+        return [disk, snapshots]
     }
 
     /// The train command with `--resume` (once).

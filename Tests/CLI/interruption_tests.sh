@@ -124,13 +124,16 @@ else
     fail "kill -9 inside a checkpoint write: resumed from the previous checkpoint (landed in a write: '${landed}')"
 fi
 
-# keel launch --max-restarts: kill -9 of a random rank at a random step of a 4-process job (pp = 2 × dp = 2, and
-# dp = 4 with ZeRO-1); the supervisor restarts it from the newest checkpoint and it ends with the uninterrupted
-# run's weights and optimizer state, bit for bit, and its losses.
-for layout in "--set parallel.pp=2 --set parallel.micro_batches=2" "--set distributed.zero_stage=1"; do
+# keel launch --max-restarts: kill -9 of a random rank at a random step of a 4-process job (pp = 2 × dp = 2 with
+# an in-memory snapshot every step and a checkpoint on disk every 20, and dp = 4 with ZeRO-1 and a checkpoint every
+# 5); the supervisor restarts it — the first from the snapshot in memory, losing at most two steps; the second from
+# disk — and it ends with the uninterrupted run's weights and optimizer state, bit for bit, and its losses.
+for layout in "--set parallel.pp=2 --set parallel.micro_batches=2 --set checkpoint.every=20 --set checkpoint.snapshot_every=1" \
+              "--set distributed.zero_stage=1 --set checkpoint.every=5"; do
     # shellcheck disable=SC2206 # the layout is words
-    job_args=(train --config "$c" --set training.steps=60 --set checkpoint.every=5 --set training.batch_size=1 $layout)
+    job_args=(train --config "$c" --set training.steps=60 --set training.batch_size=1 $layout)
     name="pp=2 × dp=2"; [[ "$layout" == *zero_stage* ]] && name="dp=4 ZeRO-1"
+    source="from .*/checkpoints/step_"; [[ "$layout" == *snapshot* ]] && source="from the in-memory snapshot .*: [012] steps\? lost"
     tag=${name//[^a-z0-9]/}
     rank=$((RANDOM % 4)) at=$((8 + RANDOM % 15))
     run "$name uninterrupted" "$keel" launch --nproc 4 -- "${job_args[@]}" --out "$work/sup-straight-$tag" || continue
@@ -140,10 +143,10 @@ for layout in "--set parallel.pp=2 --set parallel.micro_batches=2" "--set distri
     wait $job
     status=$?
     final="checkpoints/step_00000060"
-    if [ $status -eq 0 ] && grep -q "^launch: the job failed .* restart 1 of 2 from .*step_" "$work/err" \
+    if [ $status -eq 0 ] && grep -q "^launch: the job failed .* restart 1 of 2 $source" "$work/err" \
         && grep -q "^launch: recovered: step" "$work/err" && grep -q "^launch: finished after 1 restart" "$work/err" \
         && same_files "$work/sup-straight-$tag/$final" "$work/sup-$tag/$final" rank_0000{0,1,2,3}.safetensors; then
-        pass "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights bit for bit ($(grep -o '[0-9]* steps\? lost' "$work/err"); $(grep -o 'trained .* after the failure' "$work/err"))"
+        pass "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights bit for bit ($(grep -o 'restart 1 of 2 from.*' "$work/err" | sed "s|$work/||"); $(grep -o 'trained .* after the failure' "$work/err"))"
         same_logged_losses "$name: the restarted job logs the uninterrupted run's losses, as text" \
             "$work/sup-straight-$tag" "$work/sup-$tag" 60
     else

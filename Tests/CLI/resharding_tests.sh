@@ -2,7 +2,8 @@
 # Resharding under OpenMPI's mpirun: a checkpoint written in one layout — dp 4 with ZeRO-1, pp 2 × dp 2 with
 # ZeRO-1, tp 2 × dp 2 with ZeRO-3 — resumes on one process and in each of the other two layouts, and every
 # resumed run logs the per-step losses of the single process's uninterrupted run (1e-5 relative). Every layout
-# trains on the same global batch (4 sequences per micro-batch, 2 micro-batches), its replicas sharing it.
+# trains on the same global batch (4 sequences per micro-batch, 2 micro-batches), its replicas sharing it. The
+# pp 2 × dp 2 run compresses its checkpoints with zstd.
 # Usage: Tests/CLI/resharding_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: resharding_tests.sh PATH_TO_KEEL}")
@@ -25,9 +26,13 @@ launch() {
     if [ $((pp * tp * dp)) -eq 1 ]; then "$@" "${settings[@]}"; else "${mpi[@]}" -np $((pp * tp * dp)) "$@" "${settings[@]}"; fi
 }
 
+declare -A extra=([pp2-dp2-zero1]="--set checkpoint.zstd_level=3")
+
 run "one process, uninterrupted" launch one "$keel" train "${common[@]}" --out "$work/reference"
 for writer in dp4-zero1 pp2-dp2-zero1 tp2-dp2-zero3; do
-    run "$writer: first half" launch $writer "$keel" train "${common[@]}" --out "$work/$writer" --stop-after 15 || continue
+    # shellcheck disable=SC2086 # the extra settings are words
+    run "$writer: first half" launch $writer "$keel" train "${common[@]}" --out "$work/$writer" --stop-after 15 \
+        ${extra[$writer]:-} || continue
     for reader in one dp4-zero1 pp2-dp2-zero1 tp2-dp2-zero3; do
         [ $reader = $writer ] && continue
         cp -r "$work/$writer" "$work/$writer-to-$reader"

@@ -77,7 +77,7 @@ resumes "ZeRO-3" 4 "$work/gpt2-ref-b4" "--set distributed.zero_stage=0 --set tra
 resumes "Llama tp=2 × dp=2 ZeRO-3" 4 "$work/llama-ref-b2" "--set parallel.tp=1 --set distributed.zero_stage=0 --set training.batch_size=2" \
     --config "$work/llama.toml" "${layouts[@]}" --set model.n_kv_head=2 --set parallel.tp=2 --set distributed.zero_stage=3
 
-# Memory, measured: the peak resident memory of ranks 1-3 (rank 0 gathers the whole model to write the checkpoint)
+# Memory, measured: the peak resident memory of ranks 1-3 (rank 0 also keeps the logs and writes the manifests)
 # of a 9.6 M-parameter GPT-2. ZeRO-2 no longer holds the whole gradient (4·P bytes), ZeRO-3 no longer the 3/4 of
 # the parameters outside its range (3·P bytes); each keeps a few buckets and parts in flight, so at least half
 # of that must go, and no more than all of it.

@@ -61,5 +61,20 @@ final class OptimizerTests: XCTestCase {
         // Published XXH64 test vectors (seed 0).
         XCTAssertEqual(XXH64.hash([UInt8]()), 0xEF46_DB37_51D8_E999)
         XCTAssertEqual(XXH64.hash(Array("abc".utf8)), 0x44BC_2CF5_AD77_0999)
+        // Longer than a 32-byte stripe (`printf '…' | xxhsum -H64`).
+        XCTAssertEqual(XXH64.hash(Array("Nobody inspects the spammish repetition".utf8)), 0xFBCE_A83C_8A37_8BF1)
+    }
+
+    /// Fed in pieces of any sizes — across stripes, empty, one byte — the hash is that of the whole.
+    func testChecksumInPiecesEqualsTheWhole() {
+        let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 7919 &+ $0 >> 3) }
+        let whole = XXH64.hash(bytes)
+        for cuts in [[0, 1000], [0, 1, 2, 33, 64, 65, 1000], [0, 31, 31, 63, 500, 999, 1000], [0, 5, 10, 1000]] {
+            var hasher = XXH64()
+            bytes.withUnsafeBytes { all in
+                for (start, end) in zip(cuts, cuts.dropFirst()) { hasher.update(UnsafeRawBufferPointer(rebasing: all[start..<end])) }
+            }
+            XCTAssertEqual(hasher.digest(), whole, "\(cuts)")
+        }
     }
 }

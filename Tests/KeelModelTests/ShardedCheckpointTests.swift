@@ -78,6 +78,43 @@ final class ShardedCheckpointTests: XCTestCase {
         }
     }
 
+    /// Compressed with zstd, a checkpoint reads back the same values into another layout, its files hold zstd
+    /// frames (U8), and a damaged frame is named.
+    func testCompressedCheckpointReadsTheSame() throws {
+        let config = config(.llama), written = layouts[4], read = layouts[1]
+        let directory = try write(config, layout: written, zstdLevel: 3)
+        let reader = try CheckpointReader(directory)
+        XCTAssertEqual(reader.manifest?.zstdLevel, 3)
+        let plan = try ShardPlan(config: config, layout: read)
+        for rank in 0..<read.worldSize {
+            for table in plan.tables(rank: rank) {
+                let expected = FloatBuffer(count: table.count), actual = FloatBuffer(count: table.count)
+                table.initialize(expected, seed: 9)
+                try reader.load(.secondMoment, table: table, into: actual.pointer)
+                XCTAssertTrue((0..<table.count).allSatisfy { actual.pointer[$0] == expected.pointer[$0] + 2 }, "rank \(rank)")
+            }
+        }
+        let file = try SafetensorsFile(url: directory.appendingPathComponent(ShardPlan.fileName(rank: 0)))
+        XCTAssertTrue(file.entries.values.allSatisfy { $0.dtype == .u8 })
+
+        // A frame that is not zstd: rewritten in place with its checksum updated, so only decompression can tell.
+        let manifestURL = directory.appendingPathComponent(CheckpointManifest.fileName)
+        var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
+        let key = try XCTUnwrap(manifest.tensors["model"]?["model.norm.weight"]?.slices.first)
+        let url = directory.appendingPathComponent(key.file)
+        var bytes = try Data(contentsOf: url)
+        let header = Int(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let range = try SafetensorsFile(url: url).entry(key.key).range
+        for i in range { bytes[8 + header + i] = 0x55 }
+        try bytes.write(to: url)
+        manifest.files[key.file] = try CheckpointStore.record(of: url)
+        try manifest.encoded().write(to: manifestURL)
+        let table = ParameterTable(config: config), buffer = FloatBuffer(count: table.count)
+        XCTAssertThrowsError(try CheckpointReader(directory).load(.model, table: table, into: buffer.pointer)) { error in
+            XCTAssertTrue("\(error)".contains("'\(key.key)' does not decompress (zstd level 3)"), "\(error)")
+        }
+    }
+
     func testAMissingSliceIsNamed() throws {
         let config = config(.llama), layout = layouts[1]
         let directory = try write(config, layout: layout)
@@ -124,7 +161,7 @@ final class ShardedCheckpointTests: XCTestCase {
     }
 
     /// A checkpoint of `config`'s initial values written by every rank of `layout`, published as training does.
-    private func write(_ config: ModelConfig, layout: CheckpointLayout) throws -> URL {
+    private func write(_ config: ModelConfig, layout: CheckpointLayout, zstdLevel: Int? = nil) throws -> URL {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("keel-sharded-\(UUID().uuidString)")
         addTeardownBlock { try? FileManager.default.removeItem(at: root) }
         let plan = try ShardPlan(config: config, layout: layout), step = 3
@@ -140,12 +177,13 @@ final class ShardedCheckpointTests: XCTestCase {
                 }
             }
             let file = ShardPlan.fileName(rank: rank), slices = plan.slices(rank: rank)
-            files[file] = try ShardWriter.write(slices, from: { kind, index in
+            files[file] = try ShardWriter.write(slices, zstdLevel: zstdLevel, from: { kind, index in
                 UnsafePointer(buffers[slices[index].chunk][CheckpointKind.allCases.firstIndex(of: kind)!].pointer + slices[index].offset)
             }, to: directory.appendingPathComponent(file))
         }
         let state = TrainingState(step: step, tokens: 0, elapsedSeconds: 0, seed: 9, samplesConsumed: 0, tokenizer: "byte", config: "")
         return try CheckpointStore.publish(CheckpointManifest(step: step, layout: layout, model: config, state: state,
-                                                              files: files, tensors: plan.manifestTensors()), root: root)
+                                                              files: files, tensors: plan.manifestTensors(), zstdLevel: zstdLevel),
+                                     root: root)
     }
 }

@@ -91,6 +91,10 @@ final class BadInputTests: XCTestCase {
             _ = try fixture.config(["training.precision=\"fp16\""])
         }
         assertKeelError("distributed.timeout_s must be positive") { _ = try fixture.config(["distributed.timeout_s=-5"]) }
+        assertKeelError("checkpoint.zstd_level must be 0 (no compression) or a zstd level from 1 to 19 (got 20)") {
+            _ = try fixture.config(["checkpoint.zstd_level=20"])
+        }
+        assertKeelError("checkpoint.snapshot_every must not be negative") { _ = try fixture.config(["checkpoint.snapshot_every=-1"]) }
         let file = fixture.root.appendingPathComponent("bad.toml")
         try Data("[training]\nsteps = = 3\n".utf8).write(to: file)
         assertKeelError(file.path, "line 2") { _ = try TrainConfig.load(path: file.path, overrides: []) }
@@ -132,6 +136,22 @@ final class BadInputTests: XCTestCase {
             _ = try trainer.run()
         }
         XCTAssertEqual(fixture.checkpoints("run"), [], "a checkpoint with an infinite weight was kept")
+    }
+
+    /// In-memory snapshots are read back through the machine's file system: a job spread over machines (as its
+    /// launcher's variables say) is refused, naming the key.
+    func testSnapshotsAcrossMachinesAreRefused() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["checkpoint.snapshot_every=2"])
+        let variables = ["OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+                         "OMPI_COMM_WORLD_LOCAL_SIZE": "2"]
+        for (name, value) in variables { setenv(name, value, 1) }
+        defer { for name in variables.keys { unsetenv(name) } }
+        assertKeelError("checkpoint.snapshot_every", "every rank on one machine", "2 of the job's 4 ranks") {
+            _ = try Trainer.snapshotRoot(config: config, output: fixture.root, worldSize: 4)
+        }
+        for name in variables.keys { unsetenv(name) }
+        XCTAssertNotNil(try Trainer.snapshotRoot(config: config, output: fixture.root, worldSize: 1))
     }
 
     /// Retention keeps the newest `keep` checkpoints and, with `keep_every`, the milestones it divides.
