@@ -62,8 +62,8 @@ public final class ShardWriter: @unchecked Sendable {
     /// Starts writing the file at `url` from `source` in the background; returns at once.
     public func begin(to url: URL, from source: @escaping Source) {
         precondition(!isPending, "a checkpoint is already being written")
-        let snapshot = self.snapshot ?? FloatBuffer(count: CheckpointKind.allCases.count * total)
-        self.snapshot = snapshot
+        allocateSnapshot()
+        let snapshot = self.snapshot!
         isPending = true
         condition.lock()
         copied = false
@@ -100,6 +100,15 @@ public final class ShardWriter: @unchecked Sendable {
         }
         thread.stackSize = 1 << 20
         thread.start()
+    }
+
+    /// Allocates the snapshot buffer, if not yet done, and touches every page of it: done before training starts,
+    /// the first background checkpoint's copy does not have to fault its memory in while the next step waits.
+    public func allocateSnapshot() {
+        guard snapshot == nil else { return }
+        let buffer = FloatBuffer(count: CheckpointKind.allCases.count * total)
+        buffer.pointer.update(repeating: 0, count: buffer.count)
+        snapshot = buffer
     }
 
     /// Blocks until the background write has copied the live buffers; returns the seconds it waited.

@@ -9,7 +9,8 @@ struct Launch: ParsableCommand {
         discussion: """
             Example: keel launch --nproc 2 -- train --config configs/demo.toml. Runs mpirun with this keel \
             binary, the options OpenMPI needs here (--allow-run-as-root as root, --oversubscribe when there are \
-            more processes than cores on one machine) and this environment's KEEL_*, OPENBLAS_* and OMP_* \
+            more processes than cores on one machine, otherwise each rank bound to its share of the cores \
+            rather than to one) and this environment's KEEL_*, OPENBLAS_* and OMP_* \
             variables; prints the mpirun command first. On Slurm, run `srun keel train …` instead \
             (docs/operations.md). With --max-restarts N it supervises a `train … --out DIR` job: when the job \
             fails (a rank died, or hung past distributed.timeout_s), it starts it again with --resume from the \
@@ -69,10 +70,16 @@ struct Launch: ParsableCommand {
     func mpirunArguments(executable: String, environment: [String: String]) -> [String] {
         var arguments = [mpirun, "-np", String(nproc)]
         if getuid() == 0 { arguments.append("--allow-run-as-root") }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
         if let hosts {
             arguments += ["--host", hosts]
-        } else if nproc > ProcessInfo.processInfo.activeProcessorCount {
+        } else if nproc > cores {
             arguments.append("--oversubscribe")
+        } else {
+            // OpenMPI binds each rank to one core by default: its compute threads, its gradient communication
+            // thread and its checkpoint writer would all share that core, with the others idle. Each rank gets
+            // its share of the machine's cores instead.
+            arguments += ["--map-by", "slot:PE=\(cores / nproc)"]
         }
         for name in environment.keys.sorted()
         where ["KEEL_", "OPENBLAS_", "OMP_"].contains(where: { name.hasPrefix($0) }) && name != "KEEL_NO_REEXEC" {

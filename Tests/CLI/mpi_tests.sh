@@ -147,6 +147,14 @@ if "$keel" launch --nproc $more --dry-run -- train --config "$c" >"$work/out" 2>
 else
     fail "launch --dry-run prints the mpirun command"
 fi
+# One process on this machine gets all its cores, not OpenMPI's default of one (its checkpoint writer and
+# communication thread would share that core with the compute threads).
+if "$keel" launch --nproc 1 --dry-run -- train --config "$c" >"$work/out" 2>"$work/err" \
+    && grep -Eq "^launch: mpirun -np 1 .*--map-by slot:PE=$(nproc) .*$keel train --config $c\$" "$work/err"; then
+    pass "launch binds one process to all $(nproc) cores"
+else
+    fail "launch binds one process to all $(nproc) cores: $(cat "$work/err")"
+fi
 
 # torchrun-style variables without an MPI launcher: a clear error instead of N independent runs.
 if RANK=0 WORLD_SIZE=2 "$keel" train --config "$c" --out "$work/torchrun" >"$work/out" 2>"$work/err"; then
