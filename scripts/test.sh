@@ -2,7 +2,7 @@
 # The whole test suite: installs what is needed, then runs the Swift tests (kernels, model against the
 # NumPy reference, training, bad input), the command-line tests and the multi-process tests (data, pipeline and tensor
 # parallelism, ZeRO-2/3, checkpoints resharded between layouts) and the interruption tests (signals, full disks)
-# under mpirun.
+# under mpirun, and keel launch inside a local one-machine Slurm (srun, kill -9 recovery).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,3 +18,4 @@ bash Tests/CLI/tensor_tests.sh .build/debug/keel
 bash Tests/CLI/sharding_tests.sh .build/debug/keel
 bash Tests/CLI/resharding_tests.sh .build/debug/keel
 bash Tests/CLI/interruption_tests.sh .build/debug/keel
+bash Tests/CLI/slurm_tests.sh .build/debug/keel

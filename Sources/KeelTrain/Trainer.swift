@@ -471,14 +471,20 @@ public final class Trainer {
     }
 
     /// Where the in-memory snapshots of a run in `output` configured as `config` go; nil when it takes none.
-    /// Snapshots are read back through the file system, so every rank must be on this machine.
-    public static func snapshotRoot(config: TrainConfig, output: URL, worldSize: Int) throws -> URL? {
+    public static func snapshotRoot(config: TrainConfig, output: URL) -> URL? {
         guard config.checkpoint.snapshotEvery > 0 else { return nil }
+        return CheckpointStore.snapshotRoot(for: output, in: URL(fileURLWithPath: config.checkpoint.snapshotDirectory))
+    }
+
+    /// `snapshotRoot(config:output:)` for a job of `worldSize` ranks, which must all run on this machine:
+    /// snapshots are read back through its file system.
+    public static func snapshotRoot(config: TrainConfig, output: URL, worldSize: Int) throws -> URL? {
+        guard let root = snapshotRoot(config: config, output: output) else { return nil }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         if let local = placement.localSize, placement.launcher != "none", local < worldSize {
             throw KeelError("checkpoint.snapshot_every: in-memory snapshots need every rank on one machine for now (\(local) of the job's \(worldSize) ranks run on this one); set it to 0")
         }
-        return CheckpointStore.snapshotRoot(for: output, in: URL(fileURLWithPath: config.checkpoint.snapshotDirectory))
+        return root
     }
 
     /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's

@@ -4,16 +4,16 @@ import KeelCheckpoint
 import KeelCore
 import KeelTrain
 
-/// `keel launch --max-restarts N`: runs a training job through mpirun and, when it fails — a rank died (mpirun
-/// then stops the others) or hung past the timeout (the ranks then stop themselves) — starts it again with
+/// `keel launch --max-restarts N`: runs a training job through mpirun (or srun, inside a Slurm allocation) and,
+/// when it fails — a rank died (mpirun or srun then stops the others) or hung past the timeout (the ranks then stop themselves) — starts it again with
 /// `--resume`, so it continues from the newest valid checkpoint — an in-memory snapshot when the job takes them
 /// (`checkpoint.snapshot_every`) and one survived — up to N times. It says what failed, where the job
 /// resumed, how many steps were lost and how long recovery took (from the failure to the first new step).
 ///
-/// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to mpirun as SIGUSR1, which forwards it to
-/// every rank: they checkpoint and exit cleanly, and the job is not restarted.
+/// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to the launcher as SIGUSR1, which forwards
+/// it to every rank: they checkpoint and exit cleanly, and the job is not restarted.
 struct JobSupervisor {
-    /// The mpirun command line (its program first).
+    /// The launcher's command line (mpirun or srun first).
     let arguments: [String]
     let runDirectory: URL
     let maxRestarts: Int
@@ -61,7 +61,7 @@ struct JobSupervisor {
         let staleMetrics: Int?
     }
 
-    /// Runs mpirun once and waits for it, passing stop signals on and reporting when a restarted job has
+    /// Runs the launcher once and waits for it, passing stop signals on and reporting when a restarted job has
     /// trained its first new step.
     private func runJob(_ command: [String], recovery: Recovery?) throws -> (status: Int32, description: String) {
         let process = Process()
@@ -85,7 +85,7 @@ struct JobSupervisor {
         }
         let status = process.terminationStatus
         return process.terminationReason == .uncaughtSignal
-            ? (128 + status, "mpirun killed by signal \(status)") : (status, "exit status \(status)")
+            ? (128 + status, "\(command[0]) killed by signal \(status)") : (status, "exit status \(status)")
     }
 
     /// Where the job's checkpoints are: on disk, then its in-memory snapshots if its config (the resolved
@@ -93,9 +93,7 @@ struct JobSupervisor {
     private func checkpointRoots() -> [URL] {
         let disk = runDirectory.appendingPathComponent("checkpoints")
         let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
-        guard let config, let snapshots = try? Trainer.snapshotRoot(config: config, output: runDirectory, worldSize: 1) else {
-            return [disk]
-        }
+        guard let config, let snapshots = Trainer.snapshotRoot(config: config, output: runDirectory) else { return [disk] }
         return [disk, snapshots]
     }
 

@@ -5,14 +5,15 @@ import KeelCore
 
 struct Launch: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a Keel command on several processes through mpirun.",
+        abstract: "Start a Keel command on several processes through mpirun, or srun inside a Slurm allocation.",
         discussion: """
             Example: keel launch --nproc 2 -- train --config configs/demo.toml. Runs mpirun with this keel \
             binary, the options OpenMPI needs here (--allow-run-as-root as root, --oversubscribe when there are \
             more processes than cores on one machine, otherwise each rank bound to its share of the cores \
             rather than to one) and this environment's KEEL_*, OPENBLAS_* and OMP_* \
-            variables; prints the mpirun command first. On Slurm, run `srun keel train …` instead \
-            (docs/operations.md). With --max-restarts N it supervises a `train … --out DIR` job: when the job \
+            variables; prints the mpirun command first. Inside a Slurm allocation (SLURM_JOB_ID set) it runs \
+            srun instead (--mpi=pmix, --kill-on-bad-exit=1; the allocation decides the machines); --launcher \
+            chooses. With --max-restarts N it supervises a `train … --out DIR` job: when the job \
             fails (a rank died, or hung past distributed.timeout_s), it starts it again with --resume from the \
             newest valid checkpoint, up to N times, saying what failed, where it resumed and how many steps \
             were lost. SIGTERM, SIGUSR1 or Ctrl-C to it stop the job cleanly (a checkpoint, no restart).
@@ -27,6 +28,9 @@ struct Launch: ParsableCommand {
     @Option(help: "The mpirun program.")
     var mpirun = "mpirun"
 
+    @Option(help: "mpirun, srun, or auto: srun inside a Slurm allocation, mpirun otherwise.")
+    var launcher = "auto"
+
     @Flag(help: "Print the mpirun command without running it.")
     var dryRun = false
 
@@ -40,6 +44,12 @@ struct Launch: ParsableCommand {
         guard nproc >= 1 else { throw ValidationError("--nproc must be at least 1") }
         guard !command.isEmpty else { throw ValidationError("give the command after --, e.g. keel launch --nproc 2 -- train --config FILE") }
         guard maxRestarts >= 0 else { throw ValidationError("--max-restarts must not be negative") }
+        guard ["auto", "mpirun", "srun"].contains(launcher) else {
+            throw ValidationError("--launcher must be auto, mpirun or srun (got \(launcher))")
+        }
+        if usesSrun && hosts != nil {
+            throw ValidationError("--hosts is mpirun's; under Slurm the allocation decides the machines")
+        }
         if maxRestarts > 0 && (command.first != "train" || runDirectory == nil) {
             throw ValidationError("--max-restarts supervises a training run: give `-- train … --out DIR`, so that it can resume from DIR's checkpoints")
         }
@@ -54,17 +64,30 @@ struct Launch: ParsableCommand {
         return nil
     }
 
+    /// Whether the job starts through Slurm's srun.
+    private var usesSrun: Bool {
+        launcher == "srun" || (launcher == "auto" && ProcessInfo.processInfo.environment["SLURM_JOB_ID"] != nil)
+    }
+
     func run() throws {
-        let arguments = mpirunArguments(executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
-                                        environment: ProcessInfo.processInfo.environment)
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let arguments = usesSrun ? srunArguments(executable: executable)
+            : mpirunArguments(executable: executable, environment: ProcessInfo.processInfo.environment)
         FileHandle.standardError.write(Data(("launch: " + arguments.joined(separator: " ") + "\n").utf8))
         if dryRun { return }
         guard maxRestarts > 0, let directory = runDirectory else {
             let cArguments = arguments.map { strdup($0) } + [nil]
-            execvp(mpirun, cArguments)
-            throw ValidationError("cannot run \(mpirun) (\(String(cString: strerror(errno)))); install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH")
+            execvp(arguments[0], cArguments)
+            throw ValidationError("cannot run \(arguments[0]) (\(String(cString: strerror(errno))))" + (usesSrun ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
         try JobSupervisor(arguments: arguments, runDirectory: directory, maxRestarts: maxRestarts).run()
+    }
+
+    /// srun inside the allocation: the ranks reach each other through PMIx, and one that dies takes the others
+    /// down (so a supervisor sees the job fail). srun passes the whole environment and forwards SIGUSR1 and
+    /// SIGTERM to the ranks.
+    func srunArguments(executable: String) -> [String] {
+        ["srun", "--ntasks", String(nproc), "--mpi=pmix", "--kill-on-bad-exit=1", executable] + command
     }
 
     func mpirunArguments(executable: String, environment: [String: String]) -> [String] {

@@ -16,26 +16,6 @@ c="$work/gpt2.toml"
 steps=200
 long=(--set training.steps=$steps --set checkpoint.every=0)
 
-# after_steps RUN N: waits (up to 60 s) until RUN's metrics.jsonl has N step records.
-after_steps() {
-    local waited=0
-    until [ "$(grep -c '"loss"' "$1/metrics.jsonl" 2>/dev/null || echo 0)" -ge "$2" ]; do
-        sleep 0.2
-        waited=$((waited + 1))
-        [ $waited -gt 300 ] && return 1
-    done
-    return 0
-}
-
-# same_files DIR_A DIR_B FILE...: every FILE is in both directories, with the same bytes.
-same_files() {
-    local a=$1 b=$2 file
-    shift 2
-    for file in "$@"; do
-        [ -f "$a/$file" ] && cmp -s "$a/$file" "$b/$file" || return 1
-    done
-}
-
 # only_complete_checkpoints RUN: every visible entry of RUN/checkpoints is a complete step_N directory (a write
 # cut short stays hidden, as .step_N.partial).
 only_complete_checkpoints() {

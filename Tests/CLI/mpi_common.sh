@@ -141,10 +141,11 @@ refused() {
     fi
 }
 
-# rank_pid RUN_DIR RANK: the PID of that rank of the job writing RUN_DIR.
+# rank_pid RUN_DIR RANK [VARIABLE]: the PID of that rank of the job writing RUN_DIR (its rank read from VARIABLE,
+# OMPI_COMM_WORLD_RANK unless given: SLURM_PROCID under srun).
 rank_pid() {
     for pid in $(pgrep -f -- "--out $1( |\$)"); do
-        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then echo "$pid"; return; fi
+        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "${3:-OMPI_COMM_WORLD_RANK}=$2"; then echo "$pid"; return; fi
     done
 }
 
@@ -183,4 +184,24 @@ fault() {
         fail "$name (exit $status, wanted /$pattern/)"
     fi
     pkill -9 -f -- "--out $out( |\$)" 2>/dev/null
+}
+
+# after_steps RUN N: waits (up to 60 s) until RUN's metrics.jsonl has N step records.
+after_steps() {
+    local waited=0
+    until [ "$(cat "$1/metrics.jsonl" 2>/dev/null | grep -c '"loss"')" -ge "$2" ]; do
+        sleep 0.2
+        waited=$((waited + 1))
+        [ $waited -gt 300 ] && return 1
+    done
+    return 0
+}
+
+# same_files DIR_A DIR_B FILE...: every FILE is in both directories, with the same bytes.
+same_files() {
+    local a=$1 b=$2 file
+    shift 2
+    for file in "$@"; do
+        [ -f "$a/$file" ] && cmp -s "$a/$file" "$b/$file" || return 1
+    done
 }
