@@ -44,6 +44,9 @@ public final class Trainer {
     private let wholeTable: ParameterTable
     /// The layout checkpoints record, and the writer of this rank's slices of them.
     private let checkpointLayout: CheckpointLayout
+    private let shardPlan: ShardPlan
+    /// Every rank's slices as the manifest lists them: the same for every checkpoint of the run.
+    private lazy var manifestTensors = shardPlan.manifestTensors()
     private let shardWriter: ShardWriter
     /// The checkpoint being written: its state, the seconds training has waited for it, and this rank's outcome
     /// when the file was written in the foreground.
@@ -86,7 +89,8 @@ public final class Trainer {
         checkpointLayout = CheckpointLayout(pipeline: groups.mesh.pipeline, tensor: groups.mesh.tensor, data: groups.mesh.data,
                                             virtualStages: config.parallel.virtualStages,
                                             zeroStage: config.distributed.zeroStage, stageLayers: stageLayers)
-        shardWriter = ShardWriter(slices: try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: groups.world.rank),
+        shardPlan = try ShardPlan(config: config.model, layout: checkpointLayout)
+        shardWriter = ShardWriter(slices: shardPlan.slices(rank: groups.world.rank),
                                   zstdLevel: config.checkpoint.zstdLevel > 0 ? config.checkpoint.zstdLevel : nil)
         if config.checkpoint.async { shardWriter.allocateSnapshot() }
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
@@ -411,7 +415,7 @@ public final class Trainer {
             if ranks[bad][0] == 2 {
                 // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
                 // reads, say): such a state is never saved as the last good one.
-                let name = try ShardPlan(config: config.model, layout: checkpointLayout).slices(rank: bad)[Int(ranks[bad][1])].name
+                let name = shardPlan.slices(rank: bad)[Int(ranks[bad][1])].name
                 throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)")
             }
             let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
@@ -435,9 +439,8 @@ public final class Trainer {
                     try AtomicFile.write(Data(contentsOf: tokenizer), to: copy)
                     files[tokenizer.lastPathComponent] = try CheckpointStore.record(of: copy)
                 }
-                let plan = try ShardPlan(config: config.model, layout: checkpointLayout)
                 try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
-                                                               state: pending.state, files: files, tensors: plan.manifestTensors(),
+                                                               state: pending.state, files: files, tensors: manifestTensors,
                                                                zstdLevel: shardWriter.zstdLevel),
                                             root: root)
                 if isSnapshot {

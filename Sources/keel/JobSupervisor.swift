@@ -68,7 +68,8 @@ struct JobSupervisor {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = command
         do { try process.run() } catch {
-            throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription)); install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH")
+            throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription))"
+                                  + (command[0] == "srun" ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
         var forwarded = false, recovered = recovery == nil
         while process.isRunning {

@@ -109,10 +109,7 @@ final class ShardedCheckpointTests: XCTestCase {
         try bytes.write(to: url)
         manifest.files[key.file] = try CheckpointStore.record(of: url)
         try manifest.encoded().write(to: manifestURL)
-        let table = ParameterTable(config: config), buffer = FloatBuffer(count: table.count)
-        XCTAssertThrowsError(try CheckpointReader(directory).load(.model, table: table, into: buffer.pointer)) { error in
-            XCTAssertTrue("\(error)".contains("'\(key.key)' does not decompress (zstd level 3)"), "\(error)")
-        }
+        assertLoadingFails(config, from: directory, saying: "'\(key.key)' does not decompress (zstd level 3)")
     }
 
     func testAMissingSliceIsNamed() throws {
@@ -122,10 +119,7 @@ final class ShardedCheckpointTests: XCTestCase {
         var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
         manifest.tensors["model"]!["model.norm.weight"]!.slices.removeLast()
         try manifest.encoded().write(to: manifestURL)
-        let table = ParameterTable(config: config), buffer = FloatBuffer(count: table.count)
-        XCTAssertThrowsError(try CheckpointReader(directory).load(.model, table: table, into: buffer.pointer)) { error in
-            XCTAssertTrue("\(error)".contains("the slices of 'model.norm.weight' miss elements"), "\(error)")
-        }
+        assertLoadingFails(config, from: directory, saying: "the slices of 'model.norm.weight' miss elements")
     }
 
     /// In the background the writer copies the live buffers first: once `waitUntilCopied` returns, changing them
@@ -158,6 +152,15 @@ final class ShardedCheckpointTests: XCTestCase {
         guard case .nonFinite(let slice) = writer.finish() else { return XCTFail("a NaN weight was written") }
         XCTAssertEqual(slices[slice].name, table.entries.first { $0.range.contains(7) }!.name)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("again.safetensors").path))
+    }
+
+    /// Loading the weights of `config` from `directory` throws an error containing `fragment`.
+    private func assertLoadingFails(_ config: ModelConfig, from directory: URL, saying fragment: String,
+                                    line: UInt = #line) {
+        let table = ParameterTable(config: config), buffer = FloatBuffer(count: table.count)
+        XCTAssertThrowsError(try CheckpointReader(directory).load(.model, table: table, into: buffer.pointer), line: line) { error in
+            XCTAssertTrue("\(error)".contains(fragment), "\(error)", line: line)
+        }
     }
 
     /// A checkpoint of `config`'s initial values written by every rank of `layout`, published as training does.
