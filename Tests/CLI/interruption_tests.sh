@@ -105,10 +105,11 @@ else
 fi
 
 # keel launch --max-restarts: kill -9 of a random rank at a random step of a 4-process job (pp = 2 × dp = 2 with
-# an in-memory snapshot every step and a checkpoint on disk every 20, and dp = 4 with ZeRO-1 and a checkpoint every
+# an in-memory snapshot every step and a checkpoint on disk every 30 (after the kill, so the newest state is a
+# snapshot), and dp = 4 with ZeRO-1 and a checkpoint every
 # 5); the supervisor restarts it — the first from the snapshot in memory, losing at most two steps; the second from
 # disk — and it ends with the uninterrupted run's weights and optimizer state, bit for bit, and its losses.
-for layout in "--set parallel.pp=2 --set parallel.micro_batches=2 --set checkpoint.every=20 --set checkpoint.snapshot_every=1" \
+for layout in "--set parallel.pp=2 --set parallel.micro_batches=2 --set checkpoint.every=30 --set checkpoint.snapshot_every=1" \
               "--set distributed.zero_stage=1 --set checkpoint.every=5"; do
     # shellcheck disable=SC2206 # the layout is words
     job_args=(train --config "$c" --set training.steps=60 --set training.batch_size=1 $layout)

@@ -32,7 +32,8 @@ run "uninterrupted, under srun" salloc -n 4 "$keel" launch --nproc 4 -- "${args[
     && same_logged_losses "the job under srun logs the losses of the job under mpirun, as text" \
         "$work/mpirun-straight" "$work/srun-straight" 40
 
-rank=$((RANDOM % 4)) at=$((8 + RANDOM % 15))
+# Killed before step 20, the first checkpoint on disk, so that the newest state is always a snapshot.
+rank=$((RANDOM % 4)) at=$((8 + RANDOM % 10))
 salloc -n 4 "$keel" launch --nproc 4 --max-restarts 2 -- "${args[@]}" --out "$work/srun-killed" >"$work/out" 2>"$work/err" &
 job=$!
 after_steps "$work/srun-killed" $at && kill -9 "$(rank_pid "$work/srun-killed" $rank SLURM_PROCID)"
