@@ -40,6 +40,13 @@ public final class CheckpointReader {
         }
     }
 
+    /// Opens what a user's `--checkpoint` names (`ModelFiles.resolveCheckpoint`): a checkpoint directory, verified
+    /// here, or a run directory's newest valid checkpoint, verified while it was found (not twice).
+    public convenience init(resolving path: String) throws {
+        let directory = try ModelFiles.resolveCheckpoint(path)
+        try self.init(directory, verify: directory.standardizedFileURL == URL(fileURLWithPath: path).standardizedFileURL)
+    }
+
     /// The whole model on one process.
     public func loadModel() throws -> Transformer {
         let transformer = try Transformer(config: model, seed: 0)
@@ -61,15 +68,29 @@ public final class CheckpointReader {
         }
     }
 
+    /// The files `load` reads for the same arguments: what a rank needs on its machine to restore its share.
+    public func files(for kind: CheckpointKind, table: ParameterTable, only range: Range<Int>? = nil) throws -> Set<String> {
+        var names: Set<String> = []
+        for entry in table.entries {
+            let kept = entry.range.clamped(to: range ?? entry.range)
+            guard !kept.isEmpty else { continue }
+            let stored = try storedTensor(kind, entry.name, shape: entry.wholeShape)
+            let piece = ShardPlan.piece(of: entry)
+            let elements = (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset)
+            // As `read` does: the piece's own slices, or every piece's when the tensor must be assembled whole.
+            let wanted = piece.size == stored.pieces ? [(piece.rank, elements)]
+                : (0..<stored.pieces).map { ($0, 0..<(stored.shape.reduce(1, *) / stored.pieces)) }
+            for (p, range) in wanted {
+                names.formUnion(overlapping(stored, piece: p, elements: range).map(\.slice.file))
+            }
+        }
+        return names
+    }
+
     /// Copies `elements` of piece `piece` (of a tensor of `shape` cut as `split`) of tensor `name` to `destination`.
     public func read(_ kind: CheckpointKind, _ name: String, shape: [Int], split: TensorSplit, piece: TensorRank,
                      elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
-        guard let stored = tensors[kind.rawValue]?[name] else {
-            throw KeelError("checkpoint \(directory.path) holds no \(kind.rawValue) tensor '\(name)'")
-        }
-        guard stored.shape == shape, stored.dtype == .f32 else {
-            throw KeelError("checkpoint \(directory.path): \(kind.rawValue) tensor '\(name)' is \(stored.dtype.rawValue) \(stored.shape), expected F32 \(shape)")
-        }
+        let stored = try storedTensor(kind, name, shape: shape)
         if piece.size == stored.pieces {
             try assemble(stored, name, piece: piece.rank, elements: elements, into: destination)
             return
@@ -86,13 +107,30 @@ public final class CheckpointReader {
         destination.update(from: scratch.pointer + elements.lowerBound, count: elements.count)
     }
 
+    /// The stored tensor `name` of `kind`, checked to be F32 of `shape`.
+    private func storedTensor(_ kind: CheckpointKind, _ name: String, shape: [Int]) throws -> StoredTensor {
+        guard let stored = tensors[kind.rawValue]?[name] else {
+            throw KeelError("checkpoint \(directory.path) holds no \(kind.rawValue) tensor '\(name)'")
+        }
+        guard stored.shape == shape, stored.dtype == .f32 else {
+            throw KeelError("checkpoint \(directory.path): \(kind.rawValue) tensor '\(name)' is \(stored.dtype.rawValue) \(stored.shape), expected F32 \(shape)")
+        }
+        return stored
+    }
+
+    /// The slices of stored piece `piece` that hold some of `elements`, each with the elements it holds.
+    private func overlapping(_ stored: StoredTensor, piece: Int, elements: Range<Int>) -> [(slice: StoredSlice, overlap: Range<Int>)] {
+        stored.slices.compactMap { slice in
+            let overlap = elements.clamped(to: slice.start..<(slice.start + slice.count))
+            return slice.piece == piece && !overlap.isEmpty ? (slice, overlap) : nil
+        }
+    }
+
     /// Copies `elements` of stored piece `piece` from the slices that hold them.
     private func assemble(_ stored: StoredTensor, _ name: String, piece: Int, elements: Range<Int>,
                           into destination: UnsafeMutablePointer<Float>) throws {
         var copied = 0
-        for slice in stored.slices where slice.piece == piece {
-            let overlap = elements.clamped(to: slice.start..<(slice.start + slice.count))
-            guard !overlap.isEmpty else { continue }
+        for (slice, overlap) in overlapping(stored, piece: piece, elements: elements) {
             let file = try open(slice.file)
             let at = (slice.offset ?? 0) + overlap.lowerBound - slice.start
             let target = destination + (overlap.lowerBound - elements.lowerBound)

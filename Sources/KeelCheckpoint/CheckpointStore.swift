@@ -131,14 +131,6 @@ public enum CheckpointStore {
         return (nil, problems)
     }
 
-    /// The newest checkpoint that verifies among several roots (disk checkpoints and in-memory snapshots), and a
-    /// message for each newer one that did not.
-    public static func latestValid(in roots: [URL]) -> (checkpoint: URL?, problems: [String]) {
-        let found = roots.map { latestValid(in: $0) }
-        let newest = found.compactMap(\.checkpoint).max { $0.lastPathComponent < $1.lastPathComponent }
-        return (newest, found.flatMap(\.problems))
-    }
-
     /// Where the in-memory snapshots of the run in `runDirectory` are kept under `base` (a tmpfs such as
     /// `/dev/shm/keel`): a directory named after the run and a hash of its absolute path, so runs never share one.
     public static func snapshotRoot(for runDirectory: URL, in base: URL) -> URL {

@@ -14,6 +14,9 @@ import KeelCore
 public final class ShardWriter: @unchecked Sendable {
     /// Where slice `index`'s elements of `kind` are (in the live buffers).
     public typealias Source = (CheckpointKind, Int) -> UnsafePointer<Float>
+    /// Work that follows the write on the same thread, given its outcome and returning the one to report (e.g.
+    /// `BuddyCopy`, which sends the file to another machine).
+    public typealias Completion = (Outcome) -> Outcome
 
     /// What became of one checkpoint's file.
     public enum Outcome {
@@ -48,19 +51,25 @@ public final class ShardWriter: @unchecked Sendable {
         self.total = total
     }
 
-    /// Writes the file at `url` now, from `source`.
-    public func write(to url: URL, from source: Source) -> Outcome {
+    /// Writes the file at `url` now, from `source`, then runs `completion`.
+    public func write(to url: URL, from source: Source, then completion: Completion? = nil) -> Outcome {
         let started = monotonicSeconds()
-        if let broken = Self.firstNonFinite(slices, weights: { source(.model, $0) }) { return .nonFinite(slice: broken) }
-        do {
-            return .written(try Self.write(slices, zstdLevel: zstdLevel, from: source, to: url), seconds: monotonicSeconds() - started)
-        } catch {
-            return .failed(error)
+        let outcome: Outcome
+        if let broken = Self.firstNonFinite(slices, weights: { source(.model, $0) }) {
+            outcome = .nonFinite(slice: broken)
+        } else {
+            do {
+                outcome = .written(try Self.write(slices, zstdLevel: zstdLevel, from: source, to: url), seconds: monotonicSeconds() - started)
+            } catch {
+                outcome = .failed(error)
+            }
         }
+        return completion?(outcome) ?? outcome
     }
 
-    /// Starts writing the file at `url` from `source` in the background; returns at once.
-    public func begin(to url: URL, from source: @escaping Source) {
+    /// Starts writing the file at `url` from `source` in the background, followed there by `completion`; returns
+    /// at once.
+    public func begin(to url: URL, from source: @escaping Source, then completion: Completion? = nil) {
         precondition(!isPending, "a checkpoint is already being written")
         allocateSnapshot()
         let snapshot = self.snapshot!
@@ -71,7 +80,7 @@ public final class ShardWriter: @unchecked Sendable {
         condition.unlock()
         // The thread reads the live buffers through `source` only until `copied`, while the caller keeps them
         // unchanged (`waitUntilCopied`).
-        let live = UncheckedSource(read: source)
+        let live = UncheckedSource(read: source), then = UncheckedCompletion(run: completion)
         let slices = self.slices, starts = self.starts, total = self.total
         let thread = Thread { [self] in
             let started = monotonicSeconds()
@@ -93,6 +102,7 @@ public final class ShardWriter: @unchecked Sendable {
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             var result = write(to: url, from: copy)
             if case .written(let record, _) = result { result = .written(record, seconds: monotonicSeconds() - started) }
+            if let completion = then.run { result = completion(result) }
             condition.lock()
             outcome = result
             condition.broadcast()
@@ -180,4 +190,9 @@ public final class ShardWriter: @unchecked Sendable {
 /// waits for it not to change.
 private struct UncheckedSource: @unchecked Sendable {
     let read: ShardWriter.Source
+}
+
+/// A `ShardWriter.Completion` handed to the writing thread, the only one that runs it.
+private struct UncheckedCompletion: @unchecked Sendable {
+    let run: ShardWriter.Completion?
 }

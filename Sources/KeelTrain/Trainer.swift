@@ -48,11 +48,18 @@ public final class Trainer {
     /// Every rank's slices as the manifest lists them: the same for every checkpoint of the run.
     private lazy var manifestTensors = shardPlan.manifestTensors()
     private let shardWriter: ShardWriter
-    /// The checkpoint being written: its state, the seconds training has waited for it, and this rank's outcome
-    /// when the file was written in the foreground.
-    private var pending: (root: URL, state: TrainingState, stall: Double, outcome: ShardWriter.Outcome?)?
-    /// Where in-memory snapshots go (`checkpoint.snapshot_every`); nil without them.
+    /// The checkpoint being written.
+    private var pending: PendingCheckpoint?
+    /// Where in-memory snapshots go on this machine (`checkpoint.snapshot_every`); nil without them.
     private let snapshotRoot: URL?
+    /// The machines the ranks run on, when the run takes in-memory snapshots, and the communicator over the whole
+    /// job that snapshot files travel on between machines (used for nothing else).
+    private let machines: MachinePlacement?
+    private let snapshotChannel: (any Communicator)?
+    /// The copies of this rank's snapshot files on another machine, when the job runs on several.
+    private let buddyCopy: BuddyCopy?
+    /// What the restore fetched from other machines, for the log.
+    private var fetchedAtRestore: SnapshotRecovery.Restored?
     private var lastCheckpoint: URL?
     private var metrics: MetricsLog?
     private var state: TrainingState
@@ -96,26 +103,33 @@ public final class Trainer {
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
 
-        snapshotRoot = try Self.snapshotRoot(config: config, output: output, worldSize: groups.world.size)
+        if config.checkpoint.snapshotEvery > 0 {
+            let machines = try MachinePlacement.discover(world: groups.world)
+            self.machines = machines
+            snapshotRoot = Self.snapshotRoot(config: config, output: output)
+            let channel = try groups.world.size > 1 ? groups.world.split(color: 0, key: groups.world.rank) : groups.world
+            snapshotChannel = channel
+            buddyCopy = machines.count > 1 ? BuddyCopy(machines: machines, channel: channel) : nil
+        } else {
+            machines = nil
+            snapshotRoot = nil
+            snapshotChannel = nil
+            buddyCopy = nil
+        }
         if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
         }
         if isLeader {
             try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
             CheckpointStore.removePartials(root: checkpointRoot)
-            if let snapshotRoot {
-                // A fresh run's snapshots would be another run's, left by a crash.
-                if !resume { try? FileManager.default.removeItem(at: snapshotRoot) }
-                CheckpointStore.removePartials(root: snapshotRoot)
-            }
+        }
+        if let snapshotRoot, machines!.isMachineLeader {
+            // A fresh run's snapshots would be another run's, left by a crash.
+            if !resume { try? FileManager.default.removeItem(at: snapshotRoot) }
+            CheckpointStore.removePartials(root: snapshotRoot)
         }
         if resume {
-            let roots = [checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])
-            let found = CheckpointStore.latestValid(in: roots)
-            for problem in found.problems { self.log("warning: skipping \(problem)") }
-            guard let checkpoint = found.checkpoint else {
-                throw KeelError("--resume: no valid checkpoint in \(roots.map(\.path).joined(separator: " or "))")
-            }
+            let checkpoint = try newestCheckpoint()
             try restore(from: checkpoint)
             resumedFrom = checkpoint
         }
@@ -176,7 +190,11 @@ public final class Trainer {
         var initialValidation: Float?
         if let resumedFrom {
             let inMemory = resumedFrom.deletingLastPathComponent() == snapshotRoot
-            log("resumed from \(inMemory ? "the in-memory snapshot " : "")\(resumedFrom.path) at step \(state.step)")
+            let fetched = fetchedAtRestore.map {
+                $0.fetchedFiles == 0 ? "" : String(format: " (%d file%@, %.1f MB, fetched from other machines)",
+                                                   $0.fetchedFiles, $0.fetchedFiles == 1 ? "" : "s", Double($0.fetchedBytes) / 1e6)
+            } ?? ""
+            log("resumed from \(inMemory ? "the in-memory snapshot " : "")\(resumedFrom.path)\(fetched) at step \(state.step)")
         } else {
             let loss = try validationLoss()
             initialValidation = loss
@@ -287,7 +305,11 @@ public final class Trainer {
         if lastCheckpoint == nil { try startCheckpoint(in: checkpointRoot, finishing: true) }
         let checkpoint = lastCheckpoint!
         // The run's state is on disk: its snapshots would only hold memory.
-        if isLeader, let snapshotRoot { try? FileManager.default.removeItem(at: snapshotRoot) }
+        if let snapshotRoot, machines!.isMachineLeader {
+            try? FileManager.default.removeItem(at: snapshotRoot)
+            // The run's directory of machines, once the last machine sharing this file system has left it.
+            rmdir(snapshotRoot.deletingLastPathComponent().path)
+        }
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
             try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
@@ -366,35 +388,60 @@ public final class Trainer {
         return "data parallel: \(groups.data.size) replicas, \(step.parallels.reduce(0) { $0 + $1.buckets.count }) gradient buckets of up to \(String(format: "%g", config.distributed.bucketMegabytes)) MB; \(optimizerState)"
     }
 
+    /// A checkpoint being written.
+    private struct PendingCheckpoint {
+        let root: URL
+        /// Whether `root` is the in-memory snapshots' (not the run's checkpoints on disk).
+        let isSnapshot: Bool
+        let state: TrainingState
+        /// The seconds training has waited for it so far.
+        var stall: Double
+        /// This rank's outcome, when its file was written in the foreground.
+        var outcome: ShardWriter.Outcome?
+    }
+
     /// Starts the checkpoint of step `state.step` under `root` (the run's checkpoints, or its in-memory snapshots)
     /// — after finishing the one before, if it is still being written — and with `finishing`, or when checkpoints
     /// are not asynchronous, finishes it (`finishCheckpoint`). Every rank writes only its slices (`ShardPlan`); no
-    /// rank gathers anything from another.
+    /// rank gathers anything from another. A snapshot on several machines is then copied to the buddy machines by
+    /// the same thread (`BuddyCopy`).
     private func startCheckpoint(in root: URL, finishing: Bool) throws {
         if pending != nil { try finishCheckpoint() }
         let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
+        let isSnapshot = root != checkpointRoot
         var outcome: ShardWriter.Outcome?
         do {
             let url = try CheckpointStore.prepare(root: root, step: state.step)
                 .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))
             let source: ShardWriter.Source = { [unowned self] kind, index in liveState(kind, slice: index) }
-            if inBackground { shardWriter.begin(to: url, from: source) } else { outcome = shardWriter.write(to: url, from: source) }
+            let copy = isSnapshot ? buddyCopy.map { copies in { copies.exchange(after: $0, file: url) } } : nil
+            if inBackground {
+                shardWriter.begin(to: url, from: source, then: copy)
+            } else {
+                outcome = shardWriter.write(to: url, from: source, then: copy)
+            }
         } catch {
-            outcome = .failed(error)
+            // Every rank reaches this point for every checkpoint, so its buddy is never left waiting for it.
+            outcome = buddyCopy != nil && isSnapshot
+                ? buddyCopy!.exchange(after: .failed(error), file: CheckpointStore.partialDirectory(root: root, step: state.step)
+                                          .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank)))
+                : .failed(error)
         }
-        pending = (root, state, monotonicSeconds() - started, outcome)
+        pending = PendingCheckpoint(root: root, isSnapshot: isSnapshot, state: state, stall: monotonicSeconds() - started,
+                                    outcome: outcome)
         if !inBackground { try finishCheckpoint() }
     }
 
-    /// Finishes the pending checkpoint: waits for this rank's file, then with every rank publishes it (world rank 0
-    /// writes the manifest and renames the directory into place) and logs how long training waited for it. If any
+    /// Finishes the pending checkpoint: waits for this rank's file (and its copies), then with every rank publishes
+    /// it — world rank 0 writes the manifest and renames the directory into place; for a snapshot, the leading rank
+    /// of each machine does so in that machine's directory — and logs how long training waited for it. If any
     /// rank's weights hold a NaN or infinity, or its write failed, nothing of the checkpoint stays on disk, the
-    /// older ones are intact, and every rank throws.
+    /// older ones are intact, and every rank throws (for a snapshot: warns, and training goes on).
     private func finishCheckpoint() throws {
         guard let pending else { return }
         self.pending = nil
         let started = monotonicSeconds(), world = groups.world, number = pending.state.step, root = pending.root
-        let isSnapshot = root != checkpointRoot
+        let publishes = pending.isSnapshot ? machines!.isMachineLeader : isLeader
         // This rank's outcome, shared with all: [0 written, 1 failed, 2 non-finite weights; that slice; bytes; xxh64].
         var failure: Error?, writeSeconds = 0.0
         let local: [Int64]
@@ -411,7 +458,7 @@ public final class Trainer {
         let outcomes = try world.allGather(local, label: "checkpoint \(number): files written")
         let ranks = (0..<world.size).map { Array(outcomes[(4 * $0)..<(4 * $0 + 4)]) }
         if let bad = ranks.firstIndex(where: { $0[0] != 0 }) {
-            if isLeader { CheckpointStore.discard(root: root, step: number) }
+            if publishes { CheckpointStore.discard(root: root, step: number) }
             if ranks[bad][0] == 2 {
                 // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
                 // reads, say): such a state is never saved as the last good one.
@@ -421,12 +468,13 @@ public final class Trainer {
             let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
                                                                because: "rank \(bad) could not write its file (its error says why)")
             // Snapshots only shorten recovery: without one, training goes on (the checkpoints on disk still hold).
-            guard isSnapshot else { throw error }
+            guard pending.isSnapshot else { throw error }
+            if failure != nil, !isLeader { FileHandle.standardError.write(Data("warning: rank \(world.rank): \(error)\n".utf8)) }
             log("warning: no in-memory snapshot of step \(number): \(error)")
             return
         }
         var published = true
-        if isLeader {
+        if publishes {
             do {
                 var files: [String: CheckpointStore.FileRecord] = [:]
                 for (rank, outcome) in ranks.enumerated() {
@@ -443,7 +491,7 @@ public final class Trainer {
                                                                state: pending.state, files: files, tensors: manifestTensors,
                                                                zstdLevel: shardWriter.zstdLevel),
                                             root: root)
-                if isSnapshot {
+                if pending.isSnapshot {
                     // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step.
                     Thread.detachNewThread { CheckpointStore.prune(root, keep: 1) }
                 } else {
@@ -458,36 +506,57 @@ public final class Trainer {
             published = try world.allReduce([published ? 0.0 : 1.0], .max, label: "checkpoint \(number): published")[0] == 0
         }
         if !published {
-            let error = failure ?? CheckpointStore.notWritten(root: root, step: number, because: "rank 0 could not publish it (its error says why)")
-            guard isSnapshot else { throw error }
+            if publishes { CheckpointStore.discard(root: root, step: number) }
+            let error = failure ?? CheckpointStore.notWritten(root: root, step: number, because: "it could not be published (rank 0's error says why)")
+            guard pending.isSnapshot else { throw error }
             log("warning: no in-memory snapshot of step \(number): \(error)")
             return
         }
-        if !isSnapshot { lastCheckpoint = root.appendingPathComponent(CheckpointStore.name(step: number)) }
+        if !pending.isSnapshot { lastCheckpoint = root.appendingPathComponent(CheckpointStore.name(step: number)) }
         // Training waited `checkpoint_s` for it (snapshot, the rare wait for the copy, publishing); world rank 0
-        // wrote its file in `checkpoint_write_s`; all files together hold `checkpoint_bytes`.
-        // An in-memory snapshot's record says so with `"in_memory": 1`.
+        // wrote its file in `checkpoint_write_s`; all files together hold `checkpoint_bytes`. An in-memory
+        // snapshot's record says so with `"in_memory": 1`; on several machines, world rank 0's copies to and from
+        // its buddies took `checkpoint_copy_s` after its file was written and brought it `checkpoint_copy_bytes`.
+        let copies = pending.isSnapshot ? buddyCopy : nil
         try metrics?.write(["step": .int(number), "checkpoint_s": .double(pending.stall + monotonicSeconds() - started),
                             "checkpoint_write_s": .double(writeSeconds),
                             "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))]
-                           + (isSnapshot ? [("in_memory", .int(1))] : []))
+                           + (pending.isSnapshot ? [("in_memory", .int(1))] : [])
+                           + (copies.map { [("checkpoint_copy_s", .double($0.seconds)), ("checkpoint_copy_bytes", .int($0.receivedBytes))] } ?? []))
     }
 
-    /// Where the in-memory snapshots of a run in `output` configured as `config` go; nil when it takes none.
-    public static func snapshotRoot(config: TrainConfig, output: URL) -> URL? {
+    /// Where the in-memory snapshots of a run in `output` configured as `config` go on the machine called
+    /// `machine`; nil when it takes none. Each machine has a directory of its own under the run's, so that ranks
+    /// standing for several machines on one host (`KEEL_MACHINE`) keep apart what separate machines would.
+    public static func snapshotRoot(config: TrainConfig, output: URL,
+                                    machine: String = MachinePlacement.localName()) -> URL? {
         guard config.checkpoint.snapshotEvery > 0 else { return nil }
+        let safe = String(machine.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? $0 : "_" })
         return CheckpointStore.snapshotRoot(for: output, in: URL(fileURLWithPath: config.checkpoint.snapshotDirectory))
+            .appendingPathComponent(safe)
     }
 
-    /// `snapshotRoot(config:output:)` for a job of `worldSize` ranks, which must all run on this machine:
-    /// snapshots are read back through its file system.
-    public static func snapshotRoot(config: TrainConfig, output: URL, worldSize: Int) throws -> URL? {
-        guard let root = snapshotRoot(config: config, output: output) else { return nil }
-        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
-        if let local = placement.localSize, placement.launcher != "none", local < worldSize {
-            throw KeelError("checkpoint.snapshot_every: in-memory snapshots need every rank on one machine for now (\(local) of the job's \(worldSize) ranks run on this one); set it to 0")
+    /// The checkpoint `--resume` continues from: the newest on disk that verifies (found by world rank 0, which
+    /// warns about newer damaged ones), unless the machines' in-memory snapshots hold a newer one — then that,
+    /// with the files this rank needs fetched to its machine (`SnapshotRecovery`).
+    private func newestCheckpoint() throws -> URL {
+        var diskStep = -1.0
+        if isLeader {
+            let found = CheckpointStore.latestValid(in: checkpointRoot)
+            for problem in found.problems { log("warning: skipping \(problem)") }
+            diskStep = found.checkpoint.flatMap { Double($0.lastPathComponent.dropFirst("step_".count)) } ?? -1
         }
-        return root
+        if groups.world.size > 1 { diskStep = try groups.world.allReduce([diskStep], .max, label: "newest checkpoint on disk")[0] }
+        if let snapshotRoot, let machines, let snapshotChannel,
+           let restored = try SnapshotRecovery.restore(root: snapshotRoot, machines: machines, channel: snapshotChannel,
+                                                       newerThan: Int(diskStep), needs: neededFiles, warn: log) {
+            fetchedAtRestore = restored
+            return restored.directory
+        }
+        guard diskStep >= 0 else {
+            throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
+        }
+        return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: Int(diskStep)))
     }
 
     /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's
@@ -502,6 +571,23 @@ public final class Trainer {
         }
     }
 
+    /// What this rank restores: for each chunk, its weights (under ZeRO-3 only its shard's range) into its
+    /// parameters, and its shard of each moment into the optimizer's buffers (which begin at the shard's start).
+    private var restoreTargets: [(kind: CheckpointKind, table: ParameterTable, destination: UnsafeMutablePointer<Float>,
+                                  base: Int, range: Range<Int>?)] {
+        zip(step.chunks, step.optimizers).flatMap { chunk, optimizer in
+            let shard = optimizer.shard.range
+            return [(CheckpointKind.model, chunk.table, chunk.parameters.pointer, 0, optimizer.shard.shardsParameters ? shard : nil),
+                    (.firstMoment, chunk.table, optimizer.m.pointer, shard.lowerBound, shard),
+                    (.secondMoment, chunk.table, optimizer.v.pointer, shard.lowerBound, shard)]
+        }
+    }
+
+    /// The files of `reader`'s checkpoint this rank reads to restore its share.
+    private func neededFiles(_ reader: CheckpointReader) throws -> Set<String> {
+        try restoreTargets.reduce(into: []) { $0.formUnion(try reader.files(for: $1.kind, table: $1.table, only: $1.range)) }
+    }
+
     /// Restores this rank's share from `checkpoint`, whatever layout wrote it: its chunks' weights (under ZeRO-3
     /// only its range, so no rank ever holds the whole model) and its shard of the moments.
     private func restore(from checkpoint: URL) throws {
@@ -509,12 +595,8 @@ public final class Trainer {
         guard reader.model == config.model else {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
         }
-        for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
-            let shard = optimizer.shard.range
-            try reader.load(.model, table: chunk.table, into: chunk.parameters.pointer,
-                            only: optimizer.shard.shardsParameters ? shard : nil)
-            try reader.load(.firstMoment, table: chunk.table, into: optimizer.m.pointer, base: shard.lowerBound, only: shard)
-            try reader.load(.secondMoment, table: chunk.table, into: optimizer.v.pointer, base: shard.lowerBound, only: shard)
+        for target in restoreTargets {
+            try reader.load(target.kind, table: target.table, into: target.destination, base: target.base, only: target.range)
         }
         state = reader.state
         guard state.seed == config.training.seed else {

@@ -92,7 +92,7 @@ struct CheckpointCommand: ParsableCommand {
         }
 
         func run() throws {
-            let checkpoint = try CheckpointReader(try ModelFiles.resolveCheckpoint(path))
+            let checkpoint = try CheckpointReader(resolving: path)
             let model = try checkpoint.loadModel()
             let url = URL(fileURLWithPath: out)
             if to == "hf" {

@@ -47,8 +47,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let directory = try ModelFiles.resolveCheckpoint(checkpoint)
-        let reader = try CheckpointReader(directory)
+        let reader = try CheckpointReader(resolving: checkpoint)
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         let length = seqLen ?? model.config.maxLength
         guard length <= model.config.maxLength else {
@@ -64,7 +63,7 @@ struct Eval: ParsableCommand {
             throw KeelError("eval: the data has \(windows.tokenCount) tokens, fewer than --seq-len + 1 (\(length + 1))")
         }
         let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
-        FileHandle.standardError.write(Data("eval: \(directory.path) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        FileHandle.standardError.write(Data("eval: \(reader.directory.path) on \(source): \(count) windows of \(length) tokens\n".utf8))
         var reported = 0
         let sum = Evaluation.lossSum(of: model, on: windows, count: count, batch: batchSize) { done in
             guard done * 10 / count > reported * 10 / count, done < count else { return }

@@ -37,10 +37,8 @@ struct JobSupervisor {
                 throw ExitCode(outcome.status)
             }
             let failed = Date(), reached = lastLoggedStep()
-            let roots = checkpointRoots()
-            let found = CheckpointStore.latestValid(in: roots)
-            if let checkpoint = found.checkpoint, let step = Int(checkpoint.lastPathComponent.dropFirst("step_".count)) {
-                let source = checkpoint.deletingLastPathComponent() == roots[0] ? "" : "the in-memory snapshot "
+            if let (checkpoint, inMemory) = newestCheckpoint(), let step = Int(checkpoint.lastPathComponent.dropFirst("step_".count)) {
+                let source = inMemory ? "the in-memory snapshot " : ""
                 log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
                     + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
                 command = resuming(arguments)
@@ -89,13 +87,18 @@ struct JobSupervisor {
             ? (128 + status, "\(command[0]) killed by signal \(status)") : (status, "exit status \(status)")
     }
 
-    /// Where the job's checkpoints are: on disk, then its in-memory snapshots if its config (the resolved
-    /// config.toml the job wrote) takes them.
-    private func checkpointRoots() -> [URL] {
-        let disk = runDirectory.appendingPathComponent("checkpoints")
+    /// What the restarted job will resume from, as far as this machine can tell: the newest checkpoint on disk
+    /// that verifies, or this machine's newest in-memory snapshot when the job takes them (its config, the resolved
+    /// config.toml the job wrote, says) and it is newer. A snapshot's files are spread over the job's machines,
+    /// so it is not verified here; the job says where it actually resumed from.
+    private func newestCheckpoint() -> (URL, inMemory: Bool)? {
+        let disk = CheckpointStore.latestValid(in: runDirectory.appendingPathComponent("checkpoints")).checkpoint
         let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
-        guard let config, let snapshots = Trainer.snapshotRoot(config: config, output: runDirectory) else { return [disk] }
-        return [disk, snapshots]
+        let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }.flatMap { root in
+            CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil }
+        }
+        if let snapshot, disk.map({ snapshot.lastPathComponent > $0.lastPathComponent }) ?? true { return (snapshot, true) }
+        return disk.map { ($0, false) }
     }
 
     /// The train command with `--resume` (once).

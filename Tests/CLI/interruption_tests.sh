@@ -3,7 +3,8 @@
 # 4-process job) finish the step, checkpoint and exit 0, and --resume then logs the uninterrupted run's losses;
 # a second Ctrl-C exits at once leaving no partial checkpoint; kill -9 inside a checkpoint write loses nothing;
 # `keel launch --max-restarts` recovers a 4-process job from kill -9 of a random rank at a random step, ending
-# with the uninterrupted run's weights bit for bit; a write that hits a file-size limit stops with one clear
+# with the uninterrupted run's weights bit for bit, and a job on two machines (stood for by this one) loses one
+# machine's memory and resumes from the copies on the other; a write that hits a file-size limit stops with one clear
 # error and no partial checkpoint.
 # Usage: Tests/CLI/interruption_tests.sh PATH_TO_KEEL
 set -uo pipefail
@@ -134,6 +135,33 @@ for layout in "--set parallel.pp=2 --set parallel.micro_batches=2 --set checkpoi
         fail "$name: kill -9 of rank $rank after step $at, restarted by keel launch, ends with the same weights (exit $status)"
     fi
 done
+# Two machines, stood for by this one: KEEL_MACHINE names each rank's machine (ranks 0-1 "a", 2-3 "b"), and each
+# machine keeps its snapshots in a directory of its own. The pp = 2 × dp = 2 job above takes a snapshot every step,
+# and every rank's file is copied to its buddy on the other machine. kill -9 of a rank of machine b, then b's
+# memory is wiped (the machine is lost); the resumed job gathers the newest snapshot from machine a's copies —
+# there is no checkpoint on disk yet — and ends with the uninterrupted run's weights, bit for bit.
+shm="/dev/shm/keel-tests-$$"
+two_machines() { "${mpi[@]}" -np 2 -x KEEL_MACHINE=a "$keel" "$@" : -np 2 -x KEEL_MACHINE=b "$keel" "$@"; }
+at=$((5 + RANDOM % 15))
+two_machines train --config "$c" --set training.steps=60 --set training.batch_size=1 --set parallel.pp=2 \
+    --set parallel.micro_batches=2 --set checkpoint.every=30 --set checkpoint.snapshot_every=1 \
+    --set checkpoint.snapshot_dir="$shm" --out "$work/machines" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/machines" $at && kill -9 "$(rank_pid "$work/machines" 3)"
+wait $job
+kept=$(ls "$(ls -d "$shm"/machines-*/a/step_* | tail -1)" 2>/dev/null | grep -c '^rank_')
+rm -rf "$shm"/machines-*/b
+if [ "$kept" -eq 4 ] && run "two machines: resume" two_machines train --resume --out "$work/machines" \
+    && grep -q "resumed from the in-memory snapshot $shm/machines-[0-9a-f]*/a/step_[0-9]* ([0-9]* files, .* fetched from other machines)" "$work/err" \
+    && ! grep -q "warning" "$work/err" && [ "$(grep -c '"checkpoint_copy_s"' "$work/machines/metrics.jsonl")" -gt 30 ] \
+    && same_files "$work/sup-straight-pp2dp2/checkpoints/step_00000060" "$work/machines/checkpoints/step_00000060" rank_0000{0,1,2,3}.safetensors; then
+    pass "two machines: kill -9 of rank 3 after step $at and machine b's memory wiped; resumed from machine a's copies with the same weights bit for bit ($(grep -o 'resumed from .*' "$work/err" | sed "s|$shm/||"))"
+else
+    fail "two machines: resumed from machine a's copies with the same weights (machine a kept $kept rank files)"
+fi
+[ -z "$(ls -A "$shm" 2>/dev/null)" ] || fail "two machines: the snapshots are removed when the run ends ($(ls -R "$shm"))"
+rm -rf "$shm"
+
 refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
     "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 

@@ -162,31 +162,4 @@ final class ShardedCheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains(fragment), "\(error)", line: line)
         }
     }
-
-    /// A checkpoint of `config`'s initial values written by every rank of `layout`, published as training does.
-    private func write(_ config: ModelConfig, layout: CheckpointLayout, zstdLevel: Int? = nil) throws -> URL {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("keel-sharded-\(UUID().uuidString)")
-        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
-        let plan = try ShardPlan(config: config, layout: layout), step = 3
-        let directory = try CheckpointStore.prepare(root: root, step: step)
-        var files: [String: CheckpointStore.FileRecord] = [:]
-        for rank in 0..<layout.worldSize {
-            let buffers = plan.tables(rank: rank).map { table in
-                CheckpointKind.allCases.indices.map { shift in
-                    let buffer = FloatBuffer(count: table.count)
-                    table.initialize(buffer, seed: 9)
-                    for i in 0..<table.count { buffer.pointer[i] += Float(shift) }
-                    return buffer
-                }
-            }
-            let file = ShardPlan.fileName(rank: rank), slices = plan.slices(rank: rank)
-            files[file] = try ShardWriter.write(slices, zstdLevel: zstdLevel, from: { kind, index in
-                UnsafePointer(buffers[slices[index].chunk][CheckpointKind.allCases.firstIndex(of: kind)!].pointer + slices[index].offset)
-            }, to: directory.appendingPathComponent(file))
-        }
-        let state = TrainingState(step: step, tokens: 0, elapsedSeconds: 0, seed: 9, samplesConsumed: 0, tokenizer: "byte", config: "")
-        return try CheckpointStore.publish(CheckpointManifest(step: step, layout: layout, model: config, state: state,
-                                                              files: files, tensors: plan.manifestTensors(), zstdLevel: zstdLevel),
-                                     root: root)
-    }
 }

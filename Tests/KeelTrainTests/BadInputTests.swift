@@ -138,22 +138,6 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(fixture.checkpoints("run"), [], "a checkpoint with an infinite weight was kept")
     }
 
-    /// In-memory snapshots are read back through the machine's file system: a job spread over machines (as its
-    /// launcher's variables say) is refused, naming the key.
-    func testSnapshotsAcrossMachinesAreRefused() throws {
-        let fixture = try TrainFixture()
-        let config = try fixture.config(["checkpoint.snapshot_every=2"])
-        let variables = ["OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
-                         "OMPI_COMM_WORLD_LOCAL_SIZE": "2"]
-        for (name, value) in variables { setenv(name, value, 1) }
-        defer { for name in variables.keys { unsetenv(name) } }
-        assertKeelError("checkpoint.snapshot_every", "every rank on one machine", "2 of the job's 4 ranks") {
-            _ = try Trainer.snapshotRoot(config: config, output: fixture.root, worldSize: 4)
-        }
-        for name in variables.keys { unsetenv(name) }
-        XCTAssertNotNil(try Trainer.snapshotRoot(config: config, output: fixture.root, worldSize: 1))
-    }
-
     /// Retention keeps the newest `keep` checkpoints and, with `keep_every`, the milestones it divides.
     func testRetentionKeepsTheNewestAndTheMilestones() throws {
         let fixture = try TrainFixture()

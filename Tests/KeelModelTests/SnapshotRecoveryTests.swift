@@ -1,0 +1,185 @@
+import Foundation
+import KeelCheckpoint
+import KeelComm
+import KeelCore
+import KeelModel
+import XCTest
+
+/// A snapshot spread over machines — each holding its own rank's file and its buddy's copy — is restored when
+/// what survives covers every file, each rank fetching from another machine only the files it needs and lacks;
+/// when it does not, the job falls back to disk.
+final class SnapshotRecoveryTests: XCTestCase {
+    private let config = ModelConfig(architecture: .gpt2, vocabSize: 36, layers: 2, heads: 4, kvHeads: 4, width: 32, maxLength: 8)
+    /// Three machines of one rank each: rank 0's copy is kept on machine 1, 1's on 2, 2's on 0 (a ring).
+    private let machineOfRank = [0, 1, 2]
+    private func layout(zeroStage: Int) -> CheckpointLayout {
+        CheckpointLayout(pipeline: 1, tensor: 1, data: 3, virtualStages: 1, zeroStage: zeroStage, stageLayers: [0..<2])
+    }
+
+    /// The snapshot `write` makes with 3 data-parallel ranks, laid out on each machine as training leaves it: its
+    /// own rank's file, its buddy copy and the manifest. `lost` machines have an empty directory (a replacement).
+    private func spread(lost: Set<Int> = []) throws -> [URL] {
+        let snapshot = try write(config, layout: layout(zeroStage: 1))
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("keel-machines-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: base) }
+        let placement = MachinePlacement(machineOfRank: machineOfRank, rank: 0)
+        return try (0..<3).map { machine in
+            let root = base.appendingPathComponent("m\(machine)")
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            guard !lost.contains(machine) else { return root }
+            let directory = root.appendingPathComponent(snapshot.lastPathComponent)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let kept = [machine] + placement.buddied(by: machine)
+            for name in [CheckpointManifest.fileName] + kept.map({ ShardPlan.fileName(rank: $0) }) {
+                try FileManager.default.copyItem(at: snapshot.appendingPathComponent(name), to: directory.appendingPathComponent(name))
+            }
+            return root
+        }
+    }
+
+    /// Restores on 3 ranks (one per machine) reading as `zeroStage`; checks every rank's weights (its shard under
+    /// ZeRO-3) and moments; returns the files fetched (nil: nothing restorable) and the warnings.
+    private func restore(_ roots: [URL], newerThan: Int = -1, zeroStage: Int = 1) throws -> (fetched: Int?, warnings: [String]) {
+        let config = config, machineOfRank = machineOfRank
+        let results = try ThreadCommunicator.run(size: 3) { world -> (Int?, [String]) in
+            let table = ParameterTable(config: config)
+            let shard = evenPartition(count: table.count, parts: 3)[world.rank]
+            let targets: [(CheckpointKind, Range<Int>?)] = [(.model, zeroStage == 3 ? shard : nil), (.firstMoment, shard), (.secondMoment, shard)]
+            var warnings: [String] = []
+            let restored = try SnapshotRecovery.restore(
+                root: roots[world.rank], machines: MachinePlacement(machineOfRank: machineOfRank, rank: world.rank),
+                channel: world, newerThan: newerThan,
+                needs: { reader in try targets.reduce(into: []) { $0.formUnion(try reader.files(for: $1.0, table: table, only: $1.1)) } },
+                warn: { warnings.append($0) })
+            guard let restored else { return (nil, warnings) }
+            let reader = try CheckpointReader(restored.directory, verify: false)
+            for (kind, range) in targets {
+                let actual = FloatBuffer(count: table.count), expected = expectedValues(kind, table: table)
+                try reader.load(kind, table: table, into: actual.pointer, only: range)
+                for i in range ?? 0..<table.count where actual.pointer[i] != expected.pointer[i] {
+                    throw KeelError("rank \(world.rank): \(kind) element \(i) is \(actual.pointer[i]), expected \(expected.pointer[i])")
+                }
+            }
+            return (restored.fetchedFiles, warnings)
+        }
+        XCTAssertEqual(Set(results.map { $0.0 }).count, 1, "the ranks disagree on what was fetched")
+        return (results[0].0, results.flatMap(\.1))
+    }
+
+    func testEachMachineFetchesTheFilesItLacks() throws {
+        // Under ZeRO-1 every rank reads every file's weights: each machine lacks one.
+        XCTAssertEqual(try restore(try spread()).fetched, 3)
+    }
+
+    func testALostMachineIsRebuiltFromItsBuddies() throws {
+        let roots = try spread(lost: [1])
+        // Machine 0 lacks rank 1's file, machine 2 rank 0's, and the replacement machine 1 all three.
+        XCTAssertEqual(try restore(roots).fetched, 5)
+        XCTAssertNotNil(try CheckpointStore.readManifest(roots[1].appendingPathComponent(CheckpointStore.name(step: 3))))
+    }
+
+    func testARankFetchesOnlyWhatItReads() throws {
+        // Under ZeRO-3 a rank of the same data-parallel layout reads only its own file: only the replacement fetches.
+        XCTAssertEqual(try restore(try spread(lost: [1]), zeroStage: 3).fetched, 1)
+    }
+
+    func testADamagedFileIsFetchedAgain() throws {
+        let roots = try spread()
+        let file = roots[0].appendingPathComponent(CheckpointStore.name(step: 3)).appendingPathComponent(ShardPlan.fileName(rank: 0))
+        var bytes = try Data(contentsOf: file)
+        bytes[bytes.count - 5] ^= 0xff
+        try bytes.write(to: file)
+        XCTAssertEqual(try restore(roots).fetched, 4, "machine 0 fetches its own file back from machine 1")
+    }
+
+    func testTwoLostNeighboursLoseTheSnapshot() throws {
+        // Rank 1's file lived on machines 1 and 2 only.
+        let outcome = try restore(try spread(lost: [1, 2]))
+        XCTAssertNil(outcome.fetched)
+        XCTAssertEqual(outcome.warnings, [])
+    }
+
+    func testANewerCheckpointOnDiskWins() throws {
+        XCTAssertNil(try restore(try spread(), newerThan: 3).fetched)
+    }
+
+    /// Each rank's file reaches its buddy on the other machine, right after it is written; a buddy that cannot make
+    /// room for a copy fails (its snapshot is then abandoned) without leaving the sender waiting, and neither does a
+    /// rank whose own write failed.
+    func testBuddiesSwapTheirFiles() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("keel-buddies-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: base) }
+        let directories = ["a", "b"].map { base.appendingPathComponent($0) }
+        let files = (0..<2).map { directories[$0].appendingPathComponent(ShardPlan.fileName(rank: $0)) }
+        for rank in 0..<2 {
+            try FileManager.default.createDirectory(at: directories[rank], withIntermediateDirectories: true)
+            try Data((0..<(1000 + 333 * rank)).map { UInt8(truncatingIfNeeded: $0 * (rank + 3)) }).write(to: files[rank])
+        }
+        /// Every rank's outcome (written or the failure's text) and bytes received, with `written` saying whose write succeeded.
+        func exchange(written: [Bool]) throws -> [(String, Int)] {
+            try ThreadCommunicator.run(size: 2) { world -> (String, Int) in
+                let copies = BuddyCopy(machines: MachinePlacement(machineOfRank: [0, 1], rank: world.rank), channel: world)
+                let record = try CheckpointStore.record(of: files[world.rank])
+                let outcome = copies.exchange(after: written[world.rank] ? .written(record, seconds: 0) : .failed(KeelError("disk full")),
+                                              file: files[world.rank])
+                switch outcome {
+                case .written: return ("written", copies.receivedBytes)
+                case .failed(let error): return ("\(error)", copies.receivedBytes)
+                case .nonFinite: return ("non-finite", copies.receivedBytes)
+                }
+            }
+        }
+        var outcomes = try exchange(written: [true, true])
+        XCTAssertEqual(outcomes.map(\.0), ["written", "written"])
+        XCTAssertEqual(outcomes.map(\.1), [1333, 1000])
+        for rank in 0..<2 {
+            XCTAssertEqual(try Data(contentsOf: directories[1 - rank].appendingPathComponent(ShardPlan.fileName(rank: rank))),
+                           try Data(contentsOf: files[rank]))
+        }
+        // Machine b cannot take rank 0's copy (a directory stands where it would be received).
+        try FileManager.default.removeItem(at: directories[1].appendingPathComponent(ShardPlan.fileName(rank: 0)))
+        try FileManager.default.createDirectory(at: directories[1].appendingPathComponent(".rank_00000.safetensors.receiving"),
+                                                withIntermediateDirectories: true)
+        outcomes = try exchange(written: [true, true])
+        XCTAssertEqual(outcomes[0].0, "written")
+        XCTAssertTrue(outcomes[1].0.contains("copying snapshot files between machines"), outcomes[1].0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directories[1].appendingPathComponent(ShardPlan.fileName(rank: 0)).path))
+        // Rank 0's own write failed: it sends nothing, and its buddy does not wait for it.
+        try FileManager.default.removeItem(at: directories[1].appendingPathComponent(".rank_00000.safetensors.receiving"))
+        outcomes = try exchange(written: [false, true])
+        XCTAssertEqual(outcomes.map(\.0), ["disk full", "written"])
+        XCTAssertEqual(outcomes.map(\.1), [1333, 0])
+    }
+
+    /// Files move between ranks intact whatever their length, and a receiver that cannot make room says where.
+    func testFilesTravelWholeBetweenRanks() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let lengths = [1, 8, 12_345]
+        for (index, length) in lengths.enumerated() {
+            try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 * 7 + index) }).write(to: directory.appendingPathComponent("sent-\(index)"))
+        }
+        _ = try ThreadCommunicator.run(size: 2) { world in
+            let transfer = FileTransfer()
+            for (index, length) in lengths.enumerated() {
+                if world.rank == 0 {
+                    try transfer.offer(directory.appendingPathComponent("sent-\(index)"), bytes: length, to: 1, tag: index)
+                } else {
+                    try transfer.expect(directory.appendingPathComponent("received-\(index)"), bytes: length, from: 0, tag: index)
+                }
+            }
+            transfer.start(over: world)
+            try transfer.finish()
+        }
+        for index in lengths.indices {
+            XCTAssertEqual(try Data(contentsOf: directory.appendingPathComponent("received-\(index)")),
+                           try Data(contentsOf: directory.appendingPathComponent("sent-\(index)")))
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix(".") }, [],
+                       "no temporary file left behind")
+        XCTAssertThrowsError(try FileTransfer().expect(directory.appendingPathComponent("missing/file"), bytes: 10, from: 0, tag: 0)) {
+            XCTAssertTrue("\($0)".contains("missing"), "\($0)")
+        }
+    }
+}
