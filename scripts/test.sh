@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_corpus.sh   # the tokenizer tests compare against tiktoken on the Shakespeare corpus
+bash scripts/fetch_web_fixtures.sh   # the WARC tests read pywb's sample crawl against its index
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 export PATH="$PWD/.venv/bin:$PATH"   # the reference tools scripts/setup.sh installed
 swift build

@@ -410,22 +410,20 @@ public final class Trainer {
         let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
         let isSnapshot = root != checkpointRoot
         var outcome: ShardWriter.Outcome?
+        let url = CheckpointStore.partialDirectory(root: root, step: state.step)
+            .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))
+        let copy: ShardWriter.Completion? = isSnapshot ? buddyCopy.map { copies in { copies.exchange(after: $0, file: url) } } : nil
         do {
-            let url = try CheckpointStore.prepare(root: root, step: state.step)
-                .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))
+            _ = try CheckpointStore.prepare(root: root, step: state.step)
             let source: ShardWriter.Source = { [unowned self] kind, index in liveState(kind, slice: index) }
-            let copy = isSnapshot ? buddyCopy.map { copies in { copies.exchange(after: $0, file: url) } } : nil
             if inBackground {
                 shardWriter.begin(to: url, from: source, then: copy)
             } else {
                 outcome = shardWriter.write(to: url, from: source, then: copy)
             }
         } catch {
-            // Every rank reaches this point for every checkpoint, so its buddy is never left waiting for it.
-            outcome = buddyCopy != nil && isSnapshot
-                ? buddyCopy!.exchange(after: .failed(error), file: CheckpointStore.partialDirectory(root: root, step: state.step)
-                                          .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank)))
-                : .failed(error)
+            // The buddy waits for word of this rank's file, written or not.
+            outcome = copy?(.failed(error)) ?? .failed(error)
         }
         pending = PendingCheckpoint(root: root, isSnapshot: isSnapshot, state: state, stall: monotonicSeconds() - started,
                                     outcome: outcome)

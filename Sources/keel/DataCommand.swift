@@ -5,8 +5,8 @@ import KeelData
 
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "data", abstract: "Prepare training data and measure the loader.",
-        subcommands: [Prepare.self, Bench.self])
+        commandName: "data", abstract: "Prepare training data, read web crawls (WARC) and measure the loader.",
+        subcommands: [Prepare.self, Warc.self, Bench.self])
 
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -222,6 +222,23 @@ shard=$(ls "$work"/ds/train_*.bin | head -1)
 printf 'x' >>"$shard"
 expect_error "shard whose size disagrees with its header" "header says" "$keel" train --config "$work/ds.toml" --out "$work/dsrun2"
 
+# keel data warc: pywb's sample crawl (scripts/fetch_web_fixtures.sh fetches it) listed record by record; a copy
+# cut short loses only the record it cuts, with a warning naming the file and the record's offset (212 whole gzip
+# members precede the cut at byte 700,000, as Python's zlib counts them).
+crawl="$here/../../data/pywb/sample_archive/warcs/iana.warc.gz"
+expect_ok "data warc lists a crawl" "$keel" data warc "$crawl"
+check "data warc lists its 343 records, the first response at offset 334 (2,258 bytes, status 200)" \
+    '(lambda r: len(r) == 343 and (r[1]["offset"], r[1]["length"], r[1]["status"], r[1]["type"]) == (334, 2258, 200, "response"))([json.loads(l) for l in open(sys.argv[1])])' \
+    "$work/out"
+head -c 700000 "$crawl" >"$work/cut.warc.gz"
+if "$keel" data warc "$work/cut.warc.gz" >"$work/out" 2>"$work/err" && grep -q "^warning: $work/cut.warc.gz: record at offset [0-9]* skipped: gzip member ends early" "$work/err" \
+    && grep -q "^[0-9]* records read, 1 skipped$" "$work/err" && [ "$(wc -l <"$work/out")" -eq 212 ]; then
+    pass "data warc on a truncated crawl: the cut record skipped with its offset, the 212 before it listed"
+else
+    fail "data warc on a truncated crawl: the cut record skipped with its offset, the others listed"
+fi
+expect_error "data warc on a file that does not exist" "$work/missing.warc.gz: cannot read" "$keel" data warc "$work/missing.warc.gz"
+
 # A file the user cannot read: one error naming it (as root, permissions do not stop reads, so drop to nobody).
 cp "$work/corpus/doc1.txt" "$work/secret.txt"
 chmod 000 "$work/secret.txt"

@@ -1,0 +1,169 @@
+import Foundation
+import Glibc
+
+/// The character encoding of a web page, and its conversion to UTF-8 with glibc's iconv.
+///
+/// The encoding is found as the HTML standard's "encoding sniffing" does, in its order: a byte order mark; the
+/// HTTP `Content-Type` charset; a `<meta charset>` or `<meta http-equiv="Content-Type" content="…; charset=…">`
+/// in the first 1,024 bytes; then the bytes themselves — UTF-8 when they are valid UTF-8 (and not plain ASCII),
+/// otherwise windows-1252, the standard's default for most locales. Labels are normalised as the WHATWG Encoding
+/// standard maps them (latin1, ascii and iso-8859-1 mean windows-1252; gb2312 means GBK, read as GB18030).
+public enum Charset {
+    /// Where the encoding was found.
+    public enum Source: String, Sendable {
+        case byteOrderMark = "bom", http, meta, bytes
+    }
+
+    /// The encoding of `bytes` (an HTML document) served with HTTP charset `httpCharset`.
+    public static func detect(_ bytes: [UInt8], httpCharset: String?) -> (name: String, source: Source) {
+        if bytes.starts(with: [0xef, 0xbb, 0xbf]) { return ("UTF-8", .byteOrderMark) }
+        if bytes.starts(with: [0xfe, 0xff]) { return ("UTF-16BE", .byteOrderMark) }
+        if bytes.starts(with: [0xff, 0xfe]) { return ("UTF-16LE", .byteOrderMark) }
+        if let label = httpCharset, let name = normalized(label) { return (name, .http) }
+        if let label = metaCharset(bytes.prefix(1024)), let name = normalized(label) {
+            // A page that declares UTF-16 in ASCII bytes cannot be UTF-16 (the standard reads it as UTF-8).
+            return (name.hasPrefix("UTF-16") ? "UTF-8" : name, .meta)
+        }
+        return (isValidUTF8(bytes) ? "UTF-8" : "WINDOWS-1252", .bytes)
+    }
+
+    /// `bytes` in `charset` as a string; sequences invalid in it become U+FFFD. An encoding iconv does not know is
+    /// read as UTF-8.
+    public static func decode(_ bytes: [UInt8], charset: String) -> String {
+        if charset == "UTF-8" {
+            return String(decoding: bytes.starts(with: [0xef, 0xbb, 0xbf]) ? bytes.dropFirst(3) : bytes[...], as: UTF8.self)
+        }
+        let converter = iconv_open("UTF-8", charset)
+        guard converter != iconv_t(bitPattern: -1) else { return String(decoding: bytes, as: UTF8.self) }
+        defer { iconv_close(converter) }
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count * 2)
+        let replacement: [UInt8] = [0xef, 0xbf, 0xbd]
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        bytes.withUnsafeBufferPointer { input in
+            var inPointer = UnsafeMutablePointer<CChar>(mutating: UnsafeRawPointer(input.baseAddress!).assumingMemoryBound(to: CChar.self))
+            var inLeft = input.count
+            while inLeft > 0 {
+                let (result, produced, failure) = chunk.withUnsafeMutableBufferPointer { out -> (Int, Int, Int32) in
+                    var outPointer: UnsafeMutablePointer<CChar>? = UnsafeMutableRawPointer(out.baseAddress!).assumingMemoryBound(to: CChar.self)
+                    var outLeft = out.count
+                    var source: UnsafeMutablePointer<CChar>? = inPointer
+                    let result = iconv(converter, &source, &inLeft, &outPointer, &outLeft)
+                    let failure = errno
+                    inPointer = source!
+                    return (result, out.count - outLeft, failure)
+                }
+                output.append(contentsOf: chunk[..<produced])
+                guard result == -1 else { continue }
+                switch failure {
+                case E2BIG:
+                    continue
+                case EILSEQ, EINVAL:
+                    // An invalid (or, at the end, incomplete) sequence: one replacement character, one byte skipped.
+                    output.append(contentsOf: replacement)
+                    inPointer += 1
+                    inLeft -= 1
+                default:
+                    return
+                }
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// The `charset` parameter of a `Content-Type` value.
+    static func parameter(_ contentType: String) -> String? {
+        guard let range = contentType.range(of: "charset", options: .caseInsensitive) else { return nil }
+        var rest = contentType[range.upperBound...].drop { $0 == " " || $0 == "\t" }
+        guard rest.first == "=" else { return nil }
+        rest = rest.dropFirst().drop { $0 == " " || $0 == "\t" || $0 == "\"" || $0 == "'" }
+        let value = rest.prefix { !";\"' \t,>".contains($0) }
+        return value.isEmpty ? nil : String(value)
+    }
+
+    /// The charset a `<meta>` declares in `head` (the HTML standard's prescan, simplified: `<meta` tags' `charset`
+    /// attribute, or the `charset=` in the `content` of one with `http-equiv="content-type"`).
+    static func metaCharset(_ head: ArraySlice<UInt8>) -> String? {
+        let text = String(decoding: head, as: UTF8.self).lowercased()
+        var searchFrom = text.startIndex
+        while let meta = text.range(of: "<meta", range: searchFrom..<text.endIndex) {
+            let tagEnd = text[meta.upperBound...].firstIndex(of: ">") ?? text.endIndex
+            let tag = String(text[meta.upperBound..<tagEnd])
+            if let value = attribute("charset", in: tag) { return value }
+            if attribute("http-equiv", in: tag) == "content-type", let content = attribute("content", in: tag),
+               let value = parameter(content) {
+                return value
+            }
+            searchFrom = tagEnd
+        }
+        return nil
+    }
+
+    /// The value of attribute `name` in a tag's attribute text (quoted or not; the first of that name counts).
+    private static func attribute(_ name: String, in tag: String) -> String? {
+        let characters = Array(tag)
+        var index = 0
+        func skip(while condition: (Character) -> Bool) { while index < characters.count, condition(characters[index]) { index += 1 } }
+        while index < characters.count {
+            skip { $0.isWhitespace || $0 == "/" }
+            let nameStart = index
+            skip { !$0.isWhitespace && $0 != "=" && $0 != ">" }
+            let found = String(characters[nameStart..<index])
+            skip { $0.isWhitespace }
+            var value = ""
+            if index < characters.count, characters[index] == "=" {
+                index += 1
+                skip { $0.isWhitespace }
+                if index < characters.count, characters[index] == "\"" || characters[index] == "'" {
+                    let quote = characters[index]
+                    index += 1
+                    let valueStart = index
+                    skip { $0 != quote }
+                    value = String(characters[valueStart..<index])
+                    index += 1
+                } else {
+                    let valueStart = index
+                    skip { !$0.isWhitespace && $0 != ">" }
+                    value = String(characters[valueStart..<index])
+                }
+            }
+            if found == name { return value.trimmingCharacters(in: .whitespaces) }
+            if found.isEmpty { index += 1 }
+        }
+        return nil
+    }
+
+    /// The name iconv knows for an encoding label (WHATWG Encoding standard's mapping for the common ones); nil for
+    /// a label that names no encoding iconv has.
+    static func normalized(_ label: String) -> String? {
+        let key = label.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        let aliases: [String: String] = [
+            "utf8": "UTF-8", "utf-8": "UTF-8", "unicode-1-1-utf-8": "UTF-8",
+            "ascii": "WINDOWS-1252", "us-ascii": "WINDOWS-1252", "latin1": "WINDOWS-1252", "iso-8859-1": "WINDOWS-1252",
+            "iso8859-1": "WINDOWS-1252", "l1": "WINDOWS-1252", "cp1252": "WINDOWS-1252", "windows-1252": "WINDOWS-1252",
+            "x-cp1252": "WINDOWS-1252",
+            "gb2312": "GB18030", "gbk": "GB18030", "x-gbk": "GB18030", "gb18030": "GB18030", "chinese": "GB18030",
+            "shift_jis": "SHIFT_JIS", "sjis": "SHIFT_JIS", "x-sjis": "SHIFT_JIS", "ms_kanji": "SHIFT_JIS", "windows-31j": "CP932",
+            "euc-kr": "CP949", "ks_c_5601-1987": "CP949", "windows-949": "CP949",
+            "big5": "BIG5-HKSCS", "big5-hkscs": "BIG5-HKSCS", "x-x-big5": "BIG5-HKSCS",
+            "iso-8859-9": "WINDOWS-1254", "latin5": "WINDOWS-1254", "tis-620": "WINDOWS-874", "iso-8859-11": "WINDOWS-874",
+        ]
+        let name = aliases[key] ?? key.uppercased()
+        let probe = iconv_open("UTF-8", name)
+        guard probe != iconv_t(bitPattern: -1) else { return nil }
+        iconv_close(probe)
+        return name
+    }
+
+    /// Whether `bytes` are valid UTF-8.
+    static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
+        var iterator = bytes.makeIterator(), decoder = UTF8()
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue: continue
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import CZlib
+import Foundation
+import KeelCore
+
+/// An HTTP/1.x response as a WARC `response` record holds it: status, headers, and the body with its transfer
+/// coding (chunked) and content coding (gzip, deflate) removed.
+public struct HTTPResponse: Sendable {
+    public let status: Int
+    public let headers: [(name: String, value: String)]
+    public let body: [UInt8]
+
+    /// Parses `block`; throws when it does not begin with an HTTP status line and headers, or its content coding
+    /// cannot be undone.
+    public init(parsing block: [UInt8]) throws {
+        guard let end = Self.headerEnd(block) else { throw KeelError("no end to the HTTP header") }
+        // Lines split on bytes: as Characters, "\r\n" is one and would not split on "\n".
+        var lines = block[..<end.headerEnd].split(separator: 0x0a, omittingEmptySubsequences: false)
+            .map { String(decoding: $0.last == 0x0d ? $0.dropLast() : $0, as: UTF8.self) }
+        let statusLine = lines.removeFirst()
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {
+            throw KeelError("not an HTTP response (it begins \(String(reflecting: String(statusLine.prefix(40)))))")
+        }
+        self.status = status
+        let headers: [(name: String, value: String)] = lines.compactMap { line in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        self.headers = headers
+        var body = Array(block[end.bodyStart...])
+        let lookUp = { (name: String) in
+            headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value.lowercased()
+        }
+        // Archives often store the body already de-chunked while keeping the header: only a body that parses as
+        // chunks is de-chunked.
+        if lookUp("Transfer-Encoding")?.contains("chunked") == true, let dechunked = Self.dechunked(body) { body = dechunked }
+        switch lookUp("Content-Encoding") ?? "identity" {
+        case "gzip", "x-gzip", "deflate":
+            // Some servers label a body gzip that was stored decoded: a body that does not inflate is kept.
+            if let inflated = Self.inflated(body) { body = inflated }
+        case "identity", "":
+            break
+        case let coding:
+            throw KeelError("unsupported content coding \(coding)")
+        }
+        self.body = body
+    }
+
+    /// The value of the first header field called `name` (compared without regard to case).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+
+    /// The media type of `Content-Type`, lower-cased, without parameters ("text/html").
+    public var mediaType: String? {
+        header("Content-Type").map { $0.prefix { $0 != ";" }.trimmingCharacters(in: .whitespaces).lowercased() }
+            .flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The `charset` parameter of `Content-Type`, if any.
+    public var charset: String? {
+        header("Content-Type").flatMap(Charset.parameter)
+    }
+
+    /// Where the header ends (before its blank line) and the body begins.
+    private static func headerEnd(_ bytes: [UInt8]) -> (headerEnd: Int, bodyStart: Int)? {
+        var index = 0
+        while index < bytes.count {
+            guard let newline = bytes[index...].firstIndex(of: 0x0a) else { return nil }
+            if newline + 1 < bytes.count, bytes[newline + 1] == 0x0a { return (newline, newline + 2) }
+            if newline + 2 < bytes.count, bytes[newline + 1] == 0x0d, bytes[newline + 2] == 0x0a { return (newline, newline + 3) }
+            index = newline + 1
+        }
+        return nil
+    }
+
+    /// `body` without its chunked transfer coding; nil when it is not a sequence of chunks.
+    static func dechunked(_ body: [UInt8]) -> [UInt8]? {
+        var result: [UInt8] = [], index = 0
+        while index < body.count {
+            guard let newline = body[index...].firstIndex(of: 0x0a) else { return nil }
+            let sizeText = String(decoding: body[index..<newline], as: UTF8.self)
+                .prefix { $0 != ";" }.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let size = Int(sizeText, radix: 16), size >= 0 else { return nil }
+            if size == 0 { return result }
+            let start = newline + 1
+            // A truncated last chunk keeps what arrived.
+            let end = min(start + size, body.count)
+            result.append(contentsOf: body[start..<end])
+            index = end
+            if index < body.count, body[index] == 0x0d { index += 1 }
+            if index < body.count, body[index] == 0x0a { index += 1 }
+        }
+        return result
+    }
+
+    /// `body` inflated from gzip, zlib or raw deflate; nil when it is none of them.
+    static func inflated(_ body: [UInt8]) -> [UInt8]? {
+        guard !body.isEmpty else { return body }
+        // 15 + 32: gzip or zlib, detected from the header; then raw deflate (-15), which some servers send as "deflate".
+        for windowBits in [15 + 32, -15] {
+            if let result = inflate(body, windowBits: Int32(windowBits)) { return result }
+        }
+        return nil
+    }
+
+    private static func inflate(_ body: [UInt8], windowBits: Int32) -> [UInt8]? {
+        // zlib keeps a pointer back to its z_stream and rejects a moved one, so it lives at a fixed address.
+        let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+        stream.initialize(to: z_stream())
+        defer { stream.deallocate() }
+        guard keel_inflateInit2(stream, windowBits) == Z_OK else { return nil }
+        defer { inflateEnd(stream) }
+        var result: [UInt8] = []
+        let chunk = UnsafeMutablePointer<UInt8>.allocate(capacity: 1 << 16)
+        defer { chunk.deallocate() }
+        return body.withUnsafeBufferPointer { input -> [UInt8]? in
+            stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!)
+            stream.pointee.avail_in = UInt32(input.count)
+            while true {
+                stream.pointee.next_out = chunk
+                stream.pointee.avail_out = 1 << 16
+                let status = CZlib.inflate(stream, Z_NO_FLUSH)
+                result.append(contentsOf: UnsafeBufferPointer(start: chunk, count: (1 << 16) - Int(stream.pointee.avail_out)))
+                switch status {
+                case Z_STREAM_END: return result
+                case Z_OK: continue
+                // Truncated bodies are common in crawls: what inflated so far is kept.
+                case Z_BUF_ERROR: return result.isEmpty ? nil : result
+                default: return nil
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import Foundation
+import KeelCore
+
+/// One record of a WARC file (ISO 28500, versions 1.0 and 1.1).
+public struct WARCRecord: Sendable {
+    /// Where the record begins in the file: for a compressed file, the start of the gzip member holding it (what
+    /// a CDX index records); for a plain file, the record's first byte.
+    public let offset: Int
+    /// The bytes the record takes in the file — its gzip member, when it is a member of its own as Common Crawl
+    /// writes them; nil when several records share a member.
+    public let length: Int?
+    /// The record's version line, e.g. "WARC/1.0".
+    public let version: String
+    /// The named fields, in order.
+    public let headers: [(name: String, value: String)]
+    /// The content block (for a `response` record: the HTTP response, headers and body).
+    public let block: [UInt8]
+
+    /// The value of the first header field called `name` (compared without regard to case).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+
+    /// `WARC-Type`: warcinfo, response, resource, request, metadata, revisit, conversion, continuation.
+    public var type: String? { header("WARC-Type") }
+    public var targetURI: String? { header("WARC-Target-URI").map(Self.unbracketed) }
+    public var date: String? { header("WARC-Date") }
+
+    /// WARC 1.0 allowed `<uri>` around the target URI; 1.1 forbids it.
+    private static func unbracketed(_ value: String) -> String {
+        value.hasPrefix("<") && value.hasSuffix(">") ? String(value.dropFirst().dropLast()) : value
+    }
+}
+
+/// Reads the records of a WARC or WARC.gz file one at a time, in memory bounded by the largest record kept.
+///
+/// A record that cannot be read — a truncated or corrupt gzip member, a header that is not WARC's, a
+/// `Content-Length` that disagrees with the record, a block larger than `maxRecordBytes` — is skipped: counted in
+/// `skipped`, reported to `warn` with the file and offset, and reading goes on with the next record (the next gzip
+/// member, or in a plain file the next line that begins a record).
+public final class WARCReader {
+    public let path: String
+    /// Blocks larger than this are skipped (read through, not kept).
+    public let maxRecordBytes: Int
+    /// Records skipped so far.
+    public private(set) var skipped = 0
+    private let input: RecordInput
+    private let warn: (String) -> Void
+    private var buffer: [UInt8] = []
+    private var position = 0
+    /// Decoded bytes taken from `buffer` so far (the offset in a plain file).
+    private var consumed = 0
+    /// A plain file's version line found while looking for the next record after damage, and where it began.
+    private var pendingVersion: String?
+    private var pendingStart = 0
+
+    public init(path: String, maxRecordBytes: Int = 64 << 20, warn: @escaping (String) -> Void) throws {
+        self.path = path
+        self.maxRecordBytes = maxRecordBytes
+        self.warn = warn
+        input = try RecordInput(path: path)
+    }
+
+    /// The next record; nil at the end of the file.
+    public func next() throws -> WARCRecord? {
+        while true {
+            var start = input.isCompressed ? input.memberStart : consumed
+            do {
+                if position == buffer.count, try !fill() {
+                    // The member is done: the next record starts a new one.
+                    guard try input.beginMember() else { return nil }
+                    continue
+                }
+                start = input.isCompressed ? input.memberStart : consumed
+                guard let record = try readRecord(startingAt: &start) else { continue }
+                return record
+            } catch let damage as RecordInput.Damage {
+                skip(at: damage.offset, damage.reason)
+                try input.skipToNextMember()
+                buffer.removeAll(keepingCapacity: true)
+                position = 0
+            } catch let problem as Problem {
+                skip(at: start, problem.reason)
+                try recover()
+            }
+        }
+    }
+
+    /// A record's own content is wrong (the file's compression is intact).
+    private struct Problem: Error {
+        let reason: String
+    }
+
+    /// Reads the record beginning at the next byte, past blank lines (which move a plain file's `start`); nil when
+    /// only blank lines remained in the member.
+    private func readRecord(startingAt start: inout Int) throws -> WARCRecord? {
+        var versionLine = pendingVersion
+        if pendingVersion != nil { start = pendingStart }
+        pendingVersion = nil
+        while versionLine == nil {
+            if !input.isCompressed { start = consumed }
+            guard let line = try readLine() else { return nil }
+            if !line.isEmpty { versionLine = line }
+        }
+        guard let version = versionLine, version.hasPrefix("WARC/") else {
+            throw Problem(reason: "not a WARC record (it begins \(String(reflecting: String((versionLine ?? "").prefix(40)))))")
+        }
+        var headers: [(name: String, value: String)] = []
+        var headerBytes = 0
+        while true {
+            guard let line = try readLine() else { throw Problem(reason: "the file ends inside the record's header") }
+            if line.isEmpty { break }
+            headerBytes += line.utf8.count
+            guard headerBytes < 1 << 20 else { throw Problem(reason: "a header of over 1 MB") }
+            if line.first == " " || line.first == "\t", !headers.isEmpty {
+                // A continuation line (allowed by WARC 1.0's grammar).
+                headers[headers.count - 1].value += " " + line.trimmingCharacters(in: .whitespaces)
+                continue
+            }
+            guard let colon = line.firstIndex(of: ":") else { throw Problem(reason: "a header line without a colon: \(line.prefix(60))") }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        guard let lengthText = headers.first(where: { $0.name.caseInsensitiveCompare("Content-Length") == .orderedSame })?.value,
+              let length = Int(lengthText), length >= 0 else {
+            throw Problem(reason: "no valid Content-Length")
+        }
+        let block: [UInt8]
+        if length > maxRecordBytes {
+            try discard(length)
+            try expectTrailer()
+            throw Problem(reason: "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
+        } else {
+            block = try take(length)
+        }
+        try expectTrailer()
+        var recordLength: Int?
+        if input.isCompressed {
+            // A record that is a member of its own: the member ends right after it.
+            if position == buffer.count, try !fill(), let end = input.memberEnd { recordLength = end - start }
+        } else {
+            recordLength = consumed - start
+        }
+        return WARCRecord(offset: start, length: recordLength, version: version, headers: headers, block: block)
+    }
+
+    /// The two line ends after a block; anything else means `Content-Length` was wrong.
+    private func expectTrailer() throws {
+        for _ in 0..<2 {
+            guard let line = try readLine() else { return }  // the last record of a file may lack its trailer
+            guard line.isEmpty else {
+                throw Problem(reason: "the record does not end where its Content-Length says (found \(String(reflecting: String(line.prefix(40)))))")
+            }
+        }
+    }
+
+    private func skip(at offset: Int, _ reason: String) {
+        skipped += 1
+        warn("\(path): record at offset \(offset) skipped: \(reason)")
+    }
+
+    /// After a record's own damage, finds the next record: the rest of a gzip member is read through (its end is
+    /// the next record's start); a plain file is read line by line up to the next version line.
+    private func recover() throws {
+        if input.isCompressed {
+            do {
+                while try fill() { position = buffer.count }
+            } catch is RecordInput.Damage {
+                try input.skipToNextMember()
+            }
+            buffer.removeAll(keepingCapacity: true)
+            position = 0
+            return
+        }
+        while true {
+            let lineStart = consumed
+            guard let line = try readLine() else { return }
+            if line.hasPrefix("WARC/1.") {
+                pendingVersion = line
+                pendingStart = lineStart
+                return
+            }
+        }
+    }
+
+    // MARK: - Buffered bytes of the current member
+
+    /// Appends more decoded bytes of the current member to the buffer; false at its end.
+    private func fill() throws -> Bool {
+        if position > 0 {
+            buffer.removeSubrange(0..<position)
+            position = 0
+        }
+        let old = buffer.count
+        buffer.append(contentsOf: Self.room)
+        let got = try buffer.withUnsafeMutableBufferPointer { try input.read(into: $0.baseAddress! + old, count: Self.room.count) }
+        buffer.removeLast(Self.room.count - got)
+        return got > 0
+    }
+
+    /// What `fill` appends and then overwrites: copying it is a memcpy.
+    private static let room = [UInt8](repeating: 0, count: 1 << 16)
+
+    /// The next line without its line end (CRLF or LF), as UTF-8 with invalid bytes replaced; nil at the member's end.
+    private func readLine() throws -> String? {
+        while true {
+            if let newline = buffer[position...].firstIndex(of: 0x0a) {
+                var end = newline
+                if end > position && buffer[end - 1] == 0x0d { end -= 1 }
+                let line = String(decoding: buffer[position..<end], as: UTF8.self)
+                consumed += newline + 1 - position
+                position = newline + 1
+                return line
+            }
+            guard buffer.count - position < 1 << 20 else { throw Problem(reason: "a line of over 1 MB") }
+            guard try fill() else {
+                guard position < buffer.count else { return nil }
+                let line = String(decoding: buffer[position...], as: UTF8.self)
+                consumed += buffer.count - position
+                position = buffer.count
+                return line
+            }
+        }
+    }
+
+    /// The next `count` bytes.
+    private func take(_ count: Int) throws -> [UInt8] {
+        while buffer.count - position < count {
+            guard try fill() else { throw Problem(reason: "the file ends inside the record's block (\(buffer.count - position) of \(count) bytes)") }
+        }
+        defer {
+            position += count
+            consumed += count
+        }
+        return Array(buffer[position..<(position + count)])
+    }
+
+    /// Reads through the next `count` bytes without keeping them.
+    private func discard(_ count: Int) throws {
+        var left = count
+        while left > 0 {
+            if position == buffer.count {
+                guard try fill() else { throw Problem(reason: "the file ends inside the record's block") }
+            }
+            let step = min(left, buffer.count - position)
+            position += step
+            consumed += step
+            left -= step
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import KeelWeb
+import XCTest
+
+/// A response's body comes out as the server meant it — chunks joined, gzip undone — and its text in UTF-8
+/// whatever encoding it was served in, found as the HTML standard finds it.
+final class HTTPAndCharsetTests: XCTestCase {
+    func testChunkedAndGzippedBodies() throws {
+        let chunked = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/html\r\n\r\n5\r\nHello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n".utf8)
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: chunked).body, as: UTF8.self), "Hello, world")
+        // Archives often keep the header of a body they stored de-chunked.
+        let stored = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n<html>plain</html>".utf8)
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: stored).body, as: UTF8.self), "<html>plain</html>")
+        let gzipped = Array("HTTP/1.1 404 Not Found\r\nContent-Encoding: gzip\r\nContent-Type: TEXT/HTML; Charset=\"ISO-8859-1\"\r\n\r\n".utf8)
+            + WARCFixture.gzip(Array("<p>zipped</p>".utf8))
+        let response = try HTTPResponse(parsing: gzipped)
+        XCTAssertEqual(response.status, 404)
+        XCTAssertEqual(String(decoding: response.body, as: UTF8.self), "<p>zipped</p>")
+        XCTAssertEqual(response.mediaType, "text/html")
+        XCTAssertEqual(response.charset, "ISO-8859-1")
+        // Cut short, as crawlers cut large bodies: what inflates is kept.
+        let cut = Array("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".utf8)
+            + WARCFixture.gzip(Array(String(repeating: "<p>long text</p>", count: 500).utf8)).prefix(60)
+        XCTAssertTrue(String(decoding: try HTTPResponse(parsing: cut).body, as: UTF8.self).hasPrefix("<p>long text</p>"))
+        XCTAssertThrowsError(try HTTPResponse(parsing: Array("GET / HTTP/1.1\r\n\r\n".utf8))) { XCTAssertTrue("\($0)".contains("not an HTTP response")) }
+        XCTAssertThrowsError(try HTTPResponse(parsing: Array("HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\nxx".utf8))) {
+            XCTAssertTrue("\($0)".contains("unsupported content coding br"))
+        }
+    }
+
+    func testTheEncodingIsFoundInTheStandardsOrder() {
+        let meta = Array("<html><head><META Charset='koi8-r'></head>".utf8)
+        XCTAssertEqual(Charset.detect([0xef, 0xbb, 0xbf] + meta, httpCharset: "iso-8859-2").name, "UTF-8", "a BOM comes first")
+        XCTAssertEqual(Charset.detect(meta, httpCharset: "iso-8859-2").name, "ISO-8859-2", "then the HTTP header")
+        XCTAssertEqual(Charset.detect(meta, httpCharset: nil).name, "KOI8-R", "then <meta charset>")
+        let equiv = Array(#"<meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">"#.utf8)
+        XCTAssertEqual(Charset.detect(equiv, httpCharset: nil).name, "SHIFT_JIS")
+        XCTAssertEqual(Charset.detect(equiv, httpCharset: nil).source, .meta)
+        XCTAssertEqual(Charset.detect(Array("<p>naïve</p>".utf8), httpCharset: nil).name, "UTF-8", "valid UTF-8 bytes")
+        XCTAssertEqual(Charset.detect([0x3c, 0x70, 0x3e, 0xe9, 0x3c], httpCharset: nil).name, "WINDOWS-1252", "otherwise windows-1252")
+        XCTAssertEqual(Charset.detect(meta, httpCharset: "latin1").name, "WINDOWS-1252", "latin1 means windows-1252")
+        XCTAssertEqual(Charset.detect(meta, httpCharset: "no-such-charset").name, "KOI8-R", "an unknown label is passed over")
+    }
+
+    func testTextIsConvertedToUTF8() {
+        // "Привет" in windows-1251, "日本" in Shift_JIS, "café" in windows-1252, "中文" in GBK.
+        XCTAssertEqual(Charset.decode([0xcf, 0xf0, 0xe8, 0xe2, 0xe5, 0xf2], charset: "WINDOWS-1251"), "Привет")
+        XCTAssertEqual(Charset.decode([0x93, 0xfa, 0x96, 0x7b], charset: "SHIFT_JIS"), "日本")
+        XCTAssertEqual(Charset.decode([0x63, 0x61, 0x66, 0xe9], charset: "WINDOWS-1252"), "café")
+        XCTAssertEqual(Charset.decode([0xd6, 0xd0, 0xce, 0xc4], charset: "GB18030"), "中文")
+        // An invalid sequence is replaced, and the text around it kept.
+        XCTAssertEqual(Charset.decode([0x61, 0x81, 0x62], charset: "WINDOWS-1252"), "a\u{FFFD}b")
+        XCTAssertEqual(Charset.decode([0x61, 0x93, 0xfa, 0x93], charset: "SHIFT_JIS"), "a日\u{FFFD}", "a sequence cut short at the end")
+        XCTAssertEqual(Charset.decode([0xef, 0xbb, 0xbf, 0x61], charset: "UTF-8"), "a", "the BOM is dropped")
+    }
+}

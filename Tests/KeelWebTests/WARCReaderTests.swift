@@ -1,0 +1,133 @@
+import Foundation
+import KeelWeb
+import XCTest
+
+/// WARC files are read record by record, at the offsets an index records, and a damaged record costs only itself.
+final class WARCReaderTests: XCTestCase {
+    private let bodies = ["<p>first</p>", "<p>second</p>", "<p>third</p>"]
+
+    private func records() -> [[UInt8]] {
+        bodies.enumerated().map { WARCFixture.record(uri: "http://example.com/\($0.offset)", block: WARCFixture.response($0.element)) }
+    }
+
+    /// Every record of `url`, with the warnings given.
+    private func read(_ url: URL, maxRecordBytes: Int = 1 << 20) throws -> (records: [WARCRecord], warnings: [String], skipped: Int) {
+        var warnings: [String] = []
+        let reader = try WARCReader(path: url.path, maxRecordBytes: maxRecordBytes) { warnings.append($0) }
+        var records: [WARCRecord] = []
+        while let record = try reader.next() { records.append(record) }
+        return (records, warnings, reader.skipped)
+    }
+
+    func testPlainRecordsAtTheirOffsets() throws {
+        let records = records()
+        let url = try temporaryFile(records.flatMap { $0 }, name: "plain.warc")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1", "http://example.com/2"])
+        XCTAssertEqual(read.records.map(\.offset), [0, records[0].count, records[0].count + records[1].count])
+        XCTAssertEqual(read.records.map(\.length), records.map(\.count))
+        XCTAssertEqual(try HTTPResponse(parsing: read.records[1].block).body, Array(bodies[1].utf8))
+        XCTAssertEqual(read.warnings, [])
+    }
+
+    func testOneGzipMemberPerRecordGivesEachMembersOffsetAndLength() throws {
+        let members = records().map(WARCFixture.gzip)
+        let url = try temporaryFile(members.flatMap { $0 }, name: "records.warc.gz")
+        let read = try read(url)
+        XCTAssertEqual(read.records.count, 3)
+        XCTAssertEqual(read.records.map(\.offset), [0, members[0].count, members[0].count + members[1].count])
+        XCTAssertEqual(read.records.map(\.length), members.map(\.count))
+        XCTAssertEqual(read.records.map(\.type), ["response", "response", "response"])
+    }
+
+    func testATruncatedLastMemberIsSkippedWithItsOffset() throws {
+        let members = records().map(WARCFixture.gzip)
+        let url = try temporaryFile(members[0] + members[1] + members[2].dropLast(20), name: "cut.warc.gz")
+        let read = try read(url)
+        XCTAssertEqual(read.records.count, 2)
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertEqual(read.warnings.count, 1)
+        XCTAssertTrue(read.warnings[0].contains("cut.warc.gz: record at offset \(members[0].count + members[1].count) skipped"), read.warnings[0])
+    }
+
+    func testACorruptMemberCostsOnlyItsRecord() throws {
+        var members = records().map(WARCFixture.gzip)
+        for index in 12..<(members[1].count - 10) { members[1][index] ^= 0x5a }
+        let url = try temporaryFile(members.flatMap { $0 }, name: "corrupt.warc.gz")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/2"])
+        XCTAssertEqual(read.records.last?.offset, members[0].count + members[1].count, "the record after the damage keeps its offset")
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertTrue(read.warnings.first?.contains("offset \(members[0].count)") == true, "\(read.warnings)")
+    }
+
+    func testAWrongContentLengthAndJunkAreSkippedInAPlainFile() throws {
+        let good = records()
+        let wrong = WARCFixture.record(uri: "http://example.com/wrong", block: WARCFixture.response("<p>x</p>"), contentLength: 10)
+        let junk = [UInt8](repeating: 0xff, count: 300) + Array("\r\n".utf8)
+        let url = try temporaryFile(good[0] + wrong + junk + good[1], name: "bad.warc")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1"])
+        XCTAssertEqual(read.records[1].offset, good[0].count + wrong.count + junk.count)
+        XCTAssertEqual(read.skipped, 1, "the junk is read through while looking for the next record")
+        XCTAssertTrue(read.warnings[0].contains("does not end where its Content-Length says"), read.warnings[0])
+    }
+
+    func testARecordOverTheLimitIsSkippedAndTheNextOneRead() throws {
+        let big = WARCFixture.record(uri: "http://example.com/big", block: WARCFixture.response(String(repeating: "x", count: 5000)))
+        let members = [records()[0], big, records()[2]].map(WARCFixture.gzip)
+        let url = try temporaryFile(members.flatMap { $0 }, name: "big.warc.gz")
+        let read = try read(url, maxRecordBytes: 1000)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/2"])
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertTrue(read.warnings[0].contains("over the limit of 1000"), read.warnings[0])
+    }
+
+    func testAFileThatIsNotAWARC() throws {
+        let url = try temporaryFile(Array("just some text\nand more\n".utf8), name: "text.warc")
+        let read = try read(url)
+        XCTAssertEqual(read.records.count, 0)
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertThrowsError(try WARCReader(path: "/nonexistent.warc") { _ in }) { XCTAssertTrue("\($0)".contains("/nonexistent.warc")) }
+    }
+
+    /// pywb's sample crawl (its sdist on PyPI): every record its CDXJ index lists is read at the same offset, with
+    /// the same compressed length, URL, digest, status and media type.
+    func testPywbSampleCrawlMatchesItsIndex() throws {
+        let archive = ProcessInfo.processInfo.environment["KEEL_PYWB_SAMPLES"] ?? Self.defaultSamples
+        let warc = URL(fileURLWithPath: archive).appendingPathComponent("warcs/iana.warc.gz")
+        let cdxj = URL(fileURLWithPath: archive).appendingPathComponent("cdxj/iana.cdxj")
+        guard FileManager.default.fileExists(atPath: warc.path) else {
+            return XCTFail("\(warc.path) is missing: run scripts/fetch_web_fixtures.sh (the test suite does)")
+        }
+        let read = try read(warc, maxRecordBytes: 64 << 20)
+        XCTAssertEqual(read.records.count, 343)
+        XCTAssertEqual(read.skipped, 0)
+        let byOffset = Dictionary(uniqueKeysWithValues: read.records.map { ($0.offset, $0) })
+        let lines = try String(contentsOf: cdxj, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 171)
+        for line in lines {
+            let json = try XCTUnwrap(line.firstIndex(of: "{").map { line[$0...] })
+            let entry = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: String])
+            let offset = try XCTUnwrap(Int(entry["offset"] ?? "")), length = try XCTUnwrap(Int(entry["length"] ?? ""))
+            guard let record = byOffset[offset] else { XCTFail("no record at offset \(offset) (\(entry["url"] ?? ""))"); continue }
+            XCTAssertEqual(record.length, length, "offset \(offset)")
+            XCTAssertEqual(record.targetURI, entry["url"], "offset \(offset)")
+            XCTAssertEqual(record.header("WARC-Payload-Digest").map { String($0.split(separator: ":").last!) }, entry["digest"],
+                           "offset \(offset)")
+            if record.type == "response" {
+                let response = try HTTPResponse(parsing: record.block)
+                XCTAssertEqual(String(response.status), entry["status"], "offset \(offset)")
+                XCTAssertEqual(response.mediaType ?? "unk", entry["mime"], "offset \(offset)")
+            } else {
+                XCTAssertEqual(entry["mime"], "warc/revisit")
+            }
+        }
+    }
+
+    /// Where scripts/fetch_web_fixtures.sh unpacks pywb's samples (data/pywb/ of this package).
+    private static var defaultSamples: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("data/pywb/sample_archive").path
+    }
+}
