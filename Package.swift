@@ -20,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // An HTML5 parser (Google's gumbo, Debian's libgumbo-dev): web pages parsed as browsers parse them.
+        .systemLibrary(name: "CGumbo", pkgConfig: "gumbo", providers: [.apt(["libgumbo-dev"])]),
         // bf16 products on AMX / AVX512-BF16; its functions name their instruction sets themselves, so the
         // library loads on any x86-64 and Keel picks the engine at run time.
         .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O2"])]),
@@ -29,8 +31,8 @@ let package = Package(
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels", "KeelComm"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
-        // Web data: WARC reading, HTTP responses, character sets (and, to come, extraction, filters, deduplication).
-        .target(name: "KeelWeb", dependencies: ["KeelCore", "CZlib"], swiftSettings: native),
+        // Web data: WARC reading, HTTP responses, character sets, main-content extraction (filters and deduplication to come).
+        .target(name: "KeelWeb", dependencies: ["KeelCore", "CZlib", "CGumbo"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),

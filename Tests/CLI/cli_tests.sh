@@ -239,6 +239,18 @@ else
 fi
 expect_error "data warc on a file that does not exist" "$work/missing.warc.gz: cannot read" "$keel" data warc "$work/missing.warc.gz"
 
+# keel data extract: a page in windows-1251 (declared by <meta>) and pywb's crawl give their main text in UTF-8,
+# without the menu; a missing input is one error naming it.
+mkdir -p "$work/pages"
+printf '<html><head><meta charset="windows-1251"><title>T</title></head><body><nav><a href="/">\xcc\xe5\xed\xfe</a></nav><article><p>\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0!</p></article></body></html>' \
+    >"$work/pages/ru.html"
+expect_ok "data extract on HTML files and a crawl" "$keel" data extract "$work/pages" "$crawl" --out "$work/pages.jsonl"
+check "data extract decodes windows-1251, drops the menu, and lists the crawl's HTML pages with their URLs" \
+    '(lambda r: r[0]["text"] == "Привет, мир!" and r[0]["title"] == "T" and any(x.get("url") == "http://www.iana.org/" and "Internet Assigned Numbers Authority" in x["text"] for x in r))([json.loads(l) for l in open(sys.argv[1])])' \
+    "$work/pages.jsonl"
+expect_error "data extract on a missing input" "$work/nothing.html: no such file or directory" \
+    "$keel" data extract "$work/nothing.html" --out "$work/x.jsonl"
+
 # A file the user cannot read: one error naming it (as root, permissions do not stop reads, so drop to nobody).
 cp "$work/corpus/doc1.txt" "$work/secret.txt"
 chmod 000 "$work/secret.txt"

@@ -81,7 +81,7 @@ run "pipeline checkpoint resumed on one process" "$keel" train --resume --out "$
 
 # --- A pipeline checkpoint exports the weights one process has after the same steps ---------------------------
 for arch in gpt2 llama; do
-    run "$arch export of the pipeline run" "$keel" export hf --checkpoint "$work/$arch-4-1-zb-h1-0" --out "$work/$arch-hf-pp" \
+    run "$arch export of the pipeline run" "$keel" export hf --checkpoint "$work/$arch-4-1-interleaved-0" --out "$work/$arch-hf-pp" \
         && run "$arch export of the reference" "$keel" export hf --checkpoint "$work/$arch-ref1" --out "$work/$arch-hf-ref" \
         && if python3 - "$here/../Reference" "$work/$arch-hf-ref" "$work/$arch-hf-pp" >"$work/err" 2>&1 <<'PY'
 import json, sys

@@ -1,0 +1,252 @@
+import CGumbo
+import Foundation
+
+/// The main content of a web page as text: its title, then its headings, paragraphs, list items, table cells,
+/// code and quotes, without navigation, headers, footers, sidebars, banners, forms, scripts and styles.
+///
+/// The page is parsed by an HTML5 parser (gumbo), as a browser would parse it. Then, in order:
+/// 1. Elements that are never content are dropped whole: scripts, styles, forms and their controls, `nav`,
+///    `aside`, `footer`, and any element whose `id`, `class` or `role` names boilerplate (navigation, menus,
+///    cookie and consent banners, sharing, related links, comments unless asked for, advertising).
+/// 2. The content root is the page's `article` or `main` (or `role="main"`) when one holds most of the page's
+///    remaining text, else the body.
+/// 3. The text under it is cut into blocks at block-level elements. A list or table that is mostly link text (a
+///    menu, a list of related articles) is dropped whole, and so is a block of several links and little else (a
+///    tag cloud); a paragraph that is one link (a reference) stays.
+public struct ContentExtractor: Sendable {
+    /// Whether comment sections are kept.
+    public var includeComments = false
+    /// A block whose share of link text is above this is dropped.
+    public var maximumLinkDensity = 0.5
+
+    public init() {}
+
+    /// The extracted page: its title and its main text, one block per line.
+    public struct Page: Sendable {
+        public let title: String?
+        public let text: String
+    }
+
+    /// Extracts the main content of `html` (UTF-8).
+    public func extract(html: String) -> Page {
+        var options = kGumboDefaultOptions
+        let output: UnsafeMutablePointer<GumboOutput> = html.withCString { gumbo_parse_with_options(&options, $0, strlen($0)) }
+        defer { gumbo_destroy_output(&options, output) }
+        let root = output.pointee.root!
+        let title = Self.find(root) { Self.tag($0) == GUMBO_TAG_TITLE }.map { Self.plainText($0) }
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
+        let body = Self.find(root) { Self.tag($0) == GUMBO_TAG_BODY } ?? root
+        var blocks: [Block] = []
+        let contentRoot = mainRoot(in: body)
+        collect(contentRoot, into: &blocks)
+        let kept = blocks.filter { block in
+            let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { return false }
+            let density = Double(block.linkCharacters) / Double(max(1, block.characters))
+            return density <= maximumLinkDensity || block.links < 2 || block.characters > 300
+        }
+        let text = kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        return Page(title: title, text: text)
+    }
+
+    // MARK: - Blocks
+
+    /// A run of text between block boundaries, with how much of it is link text.
+    private struct Block {
+        var text = ""
+        var characters = 0
+        var linkCharacters = 0
+        var links = 0
+    }
+
+    /// Lists and tables, judged whole by their share of link text.
+    private static let listTags: Set<UInt32> = Set([GUMBO_TAG_UL, GUMBO_TAG_OL, GUMBO_TAG_DL, GUMBO_TAG_TABLE].map(\.rawValue))
+
+    private static let blockTags: Set<UInt32> = Set([
+        GUMBO_TAG_P, GUMBO_TAG_DIV, GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5, GUMBO_TAG_H6,
+        GUMBO_TAG_LI, GUMBO_TAG_UL, GUMBO_TAG_OL, GUMBO_TAG_DL, GUMBO_TAG_DT, GUMBO_TAG_DD, GUMBO_TAG_TABLE, GUMBO_TAG_TR,
+        GUMBO_TAG_TD, GUMBO_TAG_TH, GUMBO_TAG_PRE, GUMBO_TAG_BLOCKQUOTE, GUMBO_TAG_SECTION, GUMBO_TAG_ARTICLE,
+        GUMBO_TAG_MAIN, GUMBO_TAG_BR, GUMBO_TAG_HR, GUMBO_TAG_FIGURE, GUMBO_TAG_FIGCAPTION, GUMBO_TAG_HEADER,
+        GUMBO_TAG_CAPTION, GUMBO_TAG_ADDRESS, GUMBO_TAG_CENTER,
+    ].map(\.rawValue))
+
+    /// Elements that are never main content.
+    private static let droppedTags: Set<UInt32> = Set([
+        GUMBO_TAG_SCRIPT, GUMBO_TAG_STYLE, GUMBO_TAG_NOSCRIPT, GUMBO_TAG_TEMPLATE, GUMBO_TAG_HEAD, GUMBO_TAG_NAV,
+        GUMBO_TAG_ASIDE, GUMBO_TAG_FOOTER, GUMBO_TAG_FORM, GUMBO_TAG_BUTTON, GUMBO_TAG_SELECT, GUMBO_TAG_OPTION,
+        GUMBO_TAG_TEXTAREA, GUMBO_TAG_INPUT, GUMBO_TAG_IFRAME, GUMBO_TAG_SVG, GUMBO_TAG_CANVAS, GUMBO_TAG_OBJECT,
+        GUMBO_TAG_EMBED, GUMBO_TAG_MENU, GUMBO_TAG_LABEL,
+    ].map(\.rawValue))
+
+    /// Words in `id`, `class` or `role` that mark boilerplate.
+    private static let boilerplate = ["nav", "menu", "footer", "sidebar", "cookie", "consent", "banner", "share",
+                                      "social", "related", "breadcrumb", "advert", "sponsor", "promo", "newsletter",
+                                      "subscribe", "popup", "modal", "masthead", "toolbar", "pagination", "skip-link",
+                                      "widget", "rss", "login", "signup", "tags", "byline-share"]
+
+    /// Whether `node` (an element) is never main content.
+    private func isDropped(_ node: UnsafeMutablePointer<GumboNode>) -> Bool {
+        let tag = Self.tag(node)
+        if Self.droppedTags.contains(tag.rawValue) { return true }
+        if tag == GUMBO_TAG_BODY || tag == GUMBO_TAG_HTML || tag == GUMBO_TAG_MAIN || tag == GUMBO_TAG_ARTICLE { return false }
+        // Hidden from readers: the hidden attribute, aria-hidden, an inline display: none.
+        if Self.attribute("hidden", of: node) != nil || Self.attribute("aria-hidden", of: node) == "true"
+            || Self.attribute("style", of: node).map({ $0.lowercased().filter { !$0.isWhitespace }.contains("display:none") }) == true {
+            return true
+        }
+        let marks = ["id", "class", "role"].compactMap { Self.attribute($0, of: node)?.lowercased() }.joined(separator: " ")
+        guard !marks.isEmpty else { return false }
+        if !includeComments, marks.contains("comment") { return true }
+        // Words or word parts separated by - or _ ("main-nav", "site_footer", "cookie-banner"), plural or not.
+        let words = marks.split(whereSeparator: { " -_".contains($0) }).map(String.init)
+        return words.contains { word in Self.boilerplate.contains { word == $0 || word == $0 + "s" } } || marks.contains("navigation")
+    }
+
+    /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least
+    /// 40% of the body's text, else the body itself.
+    private func mainRoot(in body: UnsafeMutablePointer<GumboNode>) -> UnsafeMutablePointer<GumboNode> {
+        let total = contentLength(body)
+        guard total > 0 else { return body }
+        var best: (node: UnsafeMutablePointer<GumboNode>, length: Int)?
+        Self.visit(body) { node in
+            let tag = Self.tag(node)
+            guard tag == GUMBO_TAG_ARTICLE || tag == GUMBO_TAG_MAIN || Self.attribute("role", of: node) == "main" else { return true }
+            let length = contentLength(node)
+            if length > best?.length ?? 0 { best = (node, length) }
+            return true
+        }
+        if let best, Double(best.length) >= 0.4 * Double(total) { return best.node }
+        return body
+    }
+
+    /// The characters of text under `node`, not counting dropped elements.
+    private func contentLength(_ node: UnsafeMutablePointer<GumboNode>) -> Int {
+        switch node.pointee.type {
+        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA:
+            return strlen(node.pointee.v.text.text)
+        case GUMBO_NODE_ELEMENT, GUMBO_NODE_TEMPLATE:
+            guard !isDropped(node) else { return 0 }
+            return Self.children(node).reduce(0) { $0 + contentLength($1) }
+        default:
+            return 0
+        }
+    }
+
+    /// The non-space characters of text under `node` (dropped elements aside), and how many of them are in links.
+    private func textShares(_ node: UnsafeMutablePointer<GumboNode>, inLink: Bool = false) -> (Int, Int) {
+        switch node.pointee.type {
+        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA:
+            let count = String(cString: node.pointee.v.text.text).unicodeScalars.filter { !$0.properties.isWhitespace }.count
+            return (count, inLink ? count : 0)
+        case GUMBO_NODE_ELEMENT:
+            guard !isDropped(node) else { return (0, 0) }
+            let link = inLink || Self.tag(node) == GUMBO_TAG_A
+            return Self.children(node).reduce((0, 0)) { sum, child in
+                let (characters, links) = textShares(child, inLink: link)
+                return (sum.0 + characters, sum.1 + links)
+            }
+        default:
+            return (0, 0)
+        }
+    }
+
+    /// Appends the blocks of `node` to `blocks`.
+    private func collect(_ node: UnsafeMutablePointer<GumboNode>, into blocks: inout [Block], inLink: Bool = false) {
+        switch node.pointee.type {
+        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE:
+            let text = String(cString: node.pointee.v.text.text)
+            if blocks.isEmpty { blocks.append(Block()) }
+            let squeezed = Self.squeezed(text)
+            guard !squeezed.isEmpty else { return }
+            blocks[blocks.count - 1].text += squeezed
+            let letters = squeezed.filter { !$0.isWhitespace }.count
+            blocks[blocks.count - 1].characters += letters
+            if inLink { blocks[blocks.count - 1].linkCharacters += letters }
+        case GUMBO_NODE_ELEMENT, GUMBO_NODE_TEMPLATE:
+            guard !isDropped(node) else { return }
+            let tag = Self.tag(node)
+            if Self.listTags.contains(tag.rawValue) {
+                let (characters, linkCharacters) = textShares(node)
+                if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) { return }
+            }
+            let isBlock = Self.blockTags.contains(tag.rawValue)
+            if isBlock { blocks.append(Block()) }
+            let link = inLink || tag == GUMBO_TAG_A
+            if tag == GUMBO_TAG_A {
+                if blocks.isEmpty { blocks.append(Block()) }
+                blocks[blocks.count - 1].links += 1
+            }
+            if tag == GUMBO_TAG_PRE {
+                // Code keeps its lines and spaces.
+                let code = Self.plainText(node)
+                blocks[blocks.count - 1].text += code
+                blocks[blocks.count - 1].characters += code.count
+            } else {
+                for child in Self.children(node) { collect(child, into: &blocks, inLink: link) }
+            }
+            if isBlock { blocks.append(Block()) }
+        default:
+            return
+        }
+    }
+
+    // MARK: - Gumbo helpers
+
+    private static func tag(_ node: UnsafeMutablePointer<GumboNode>) -> GumboTag {
+        node.pointee.type == GUMBO_NODE_ELEMENT ? node.pointee.v.element.tag : GUMBO_TAG_UNKNOWN
+    }
+
+    private static func children(_ node: UnsafeMutablePointer<GumboNode>) -> [UnsafeMutablePointer<GumboNode>] {
+        let vector = node.pointee.type == GUMBO_NODE_DOCUMENT ? node.pointee.v.document.children : node.pointee.v.element.children
+        return (0..<Int(vector.length)).map { vector.data[$0]!.assumingMemoryBound(to: GumboNode.self) }
+    }
+
+    private static func attribute(_ name: String, of node: UnsafeMutablePointer<GumboNode>) -> String? {
+        guard node.pointee.type == GUMBO_NODE_ELEMENT else { return nil }
+        return withUnsafePointer(to: &node.pointee.v.element.attributes) { attributes in
+            gumbo_get_attribute(attributes, name).map { String(cString: $0.pointee.value) }
+        }
+    }
+
+    /// Calls `body` on every element under `node` in document order, descending while it returns true.
+    private static func visit(_ node: UnsafeMutablePointer<GumboNode>, _ body: (UnsafeMutablePointer<GumboNode>) -> Bool) {
+        guard node.pointee.type == GUMBO_NODE_ELEMENT || node.pointee.type == GUMBO_NODE_DOCUMENT else { return }
+        if node.pointee.type == GUMBO_NODE_ELEMENT, !body(node) { return }
+        for child in children(node) { visit(child, body) }
+    }
+
+    /// The first element under `node` (itself included) for which `matches` holds.
+    private static func find(_ node: UnsafeMutablePointer<GumboNode>,
+                             _ matches: (UnsafeMutablePointer<GumboNode>) -> Bool) -> UnsafeMutablePointer<GumboNode>? {
+        var found: UnsafeMutablePointer<GumboNode>?
+        visit(node) { element in
+            if found == nil, matches(element) { found = element }
+            return found == nil
+        }
+        return found
+    }
+
+    /// All the text under `node`, as it is.
+    private static func plainText(_ node: UnsafeMutablePointer<GumboNode>) -> String {
+        switch node.pointee.type {
+        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE: return String(cString: node.pointee.v.text.text)
+        case GUMBO_NODE_ELEMENT, GUMBO_NODE_DOCUMENT: return children(node).map(plainText).joined()
+        default: return ""
+        }
+    }
+
+    /// `text` with every run of whitespace made one space.
+    private static func squeezed(_ text: String) -> String {
+        var result = "", lastWasSpace = false
+        for character in text {
+            if character.isWhitespace {
+                if !lastWasSpace { result.append(" ") }
+                lastWasSpace = true
+            } else {
+                result.append(character)
+                lastWasSpace = false
+            }
+        }
+        return result
+    }
+}

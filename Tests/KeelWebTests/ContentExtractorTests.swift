@@ -1,0 +1,70 @@
+import KeelWeb
+import XCTest
+
+/// The main content of a page is kept, in order, and what surrounds it is not.
+final class ContentExtractorTests: XCTestCase {
+    private let page = """
+        <!doctype html><html><head><title> The Article Title </title><style>p { color: red }</style>
+        <script>var tracking = "script text";</script></head>
+        <body>
+        <header class="site-header"><a href="/">Site name</a></header>
+        <nav><ul><li><a href="/a">Home</a></li><li><a href="/b">Archive</a></li></ul></nav>
+        <div class="cookie-consent">We use cookies. Accept all?</div>
+        <article>
+          <h1>A heading worth keeping</h1>
+          <p>The first paragraph has <a href="/x">a link</a> inside its text, which stays.</p>
+          <ul><li>First point of a list</li><li>Second point of a list</li></ul>
+          <table><tr><td>Cell one</td><td>Cell two</td></tr></table>
+          <pre>let x = 1
+        let y = 2</pre>
+          <blockquote>A quoted sentence from someone.</blockquote>
+          <div class="share-buttons"><a href="/t">Tweet this</a> <a href="/f">Share on Facebook</a></div>
+          <div><a href="/1">Tag one</a> <a href="/2">Tag two</a> <a href="/3">Tag three</a></div>
+          <p><a href="https://example.org/source">https://example.org/source</a></p>
+          <ul><li><a href="/r1">Related story one</a></li><li><a href="/r2">Related story two</a></li></ul>
+          <section id="comments"><p>A reader's comment on the article.</p></section>
+        </article>
+        <aside><p>Sidebar text that is not content.</p></aside>
+        <footer><p>Copyright and imprint.</p></footer>
+        </body></html>
+        """
+
+    func testTheArticleIsKeptAndItsSurroundingsAreNot() {
+        let result = ContentExtractor().extract(html: page)
+        XCTAssertEqual(result.title, "The Article Title")
+        let expected = ["A heading worth keeping", "The first paragraph has a link inside its text, which stays.",
+                        "First point of a list", "Second point of a list", "Cell one", "Cell two",
+                        "let x = 1\nlet y = 2", "A quoted sentence from someone.", "https://example.org/source"]
+        var position = result.text.startIndex
+        for piece in expected {
+            guard let found = result.text.range(of: piece, range: position..<result.text.endIndex) else {
+                return XCTFail("missing or out of order: \(piece)\n---\n\(result.text)")
+            }
+            position = found.upperBound
+        }
+        for unwanted in ["Site name", "Home", "Archive", "cookies", "Sidebar", "Copyright", "Tweet", "Tag one",
+                         "Related story", "comment on the article", "script text", "color: red"] {
+            XCTAssertFalse(result.text.contains(unwanted), "\(unwanted) was kept:\n\(result.text)")
+        }
+    }
+
+    func testCommentsAreKeptWhenAskedFor() {
+        var extractor = ContentExtractor()
+        extractor.includeComments = true
+        XCTAssertTrue(extractor.extract(html: page).text.contains("A reader's comment on the article."))
+    }
+
+    func testAPageWithoutAnArticleKeepsItsBodyText() {
+        let html = "<html><body><div id=\"main-nav\"><a href=\"/\">Menu</a></div><p>one<p>two<div>three</body>"
+        let result = ContentExtractor().extract(html: html)
+        XCTAssertEqual(result.text, "one\ntwo\nthree", "unclosed tags are closed as a browser closes them")
+        XCTAssertNil(result.title)
+    }
+
+    func testAnArticleHoldingLittleOfThePageIsNotTakenForItsContent() {
+        let body = String(repeating: "<p>Plenty of body text outside any article element.</p>", count: 5)
+        let result = ContentExtractor().extract(html: "<body>\(body)<article><p>A teaser.</p></article></body>")
+        XCTAssertTrue(result.text.hasPrefix("Plenty of body text"), result.text)
+        XCTAssertTrue(result.text.hasSuffix("A teaser."), result.text)
+    }
+}
