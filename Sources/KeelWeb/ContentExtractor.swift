@@ -136,7 +136,7 @@ public struct ContentExtractor: Sendable {
     private func textShares(_ node: UnsafeMutablePointer<GumboNode>, inLink: Bool = false) -> (Int, Int) {
         switch node.pointee.type {
         case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA:
-            let count = String(cString: node.pointee.v.text.text).unicodeScalars.filter { !$0.properties.isWhitespace }.count
+            let count = Self.squeezed(node.pointee.v.text.text).letters
             return (count, inLink ? count : 0)
         case GUMBO_NODE_ELEMENT:
             guard !isDropped(node) else { return (0, 0) }
@@ -154,12 +154,10 @@ public struct ContentExtractor: Sendable {
     private func collect(_ node: UnsafeMutablePointer<GumboNode>, into blocks: inout [Block], inLink: Bool = false) {
         switch node.pointee.type {
         case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE:
-            let text = String(cString: node.pointee.v.text.text)
             if blocks.isEmpty { blocks.append(Block()) }
-            let squeezed = Self.squeezed(text)
+            let (squeezed, letters) = Self.squeezed(node.pointee.v.text.text)
             guard !squeezed.isEmpty else { return }
             blocks[blocks.count - 1].text += squeezed
-            let letters = squeezed.filter { !$0.isWhitespace }.count
             blocks[blocks.count - 1].characters += letters
             if inLink { blocks[blocks.count - 1].linkCharacters += letters }
         case GUMBO_NODE_ELEMENT, GUMBO_NODE_TEMPLATE:
@@ -235,18 +233,25 @@ public struct ContentExtractor: Sendable {
         }
     }
 
-    /// `text` with every run of whitespace made one space.
-    private static func squeezed(_ text: String) -> String {
-        var result = "", lastWasSpace = false
-        for character in text {
-            if character.isWhitespace {
-                if !lastWasSpace { result.append(" ") }
-                lastWasSpace = true
-            } else {
-                result.append(character)
-                lastWasSpace = false
+    /// The UTF-8 text at `text` with every run of HTML whitespace (space, tab, line feed, form feed, carriage
+    /// return) made one space, and its count of other bytes (a measure of its length, on bytes for speed).
+    private static func squeezed(_ text: UnsafePointer<CChar>) -> (text: String, letters: Int) {
+        let length = strlen(text)
+        var bytes = [UInt8](), letters = 0, lastWasSpace = false
+        bytes.reserveCapacity(length)
+        UnsafeRawPointer(text).withMemoryRebound(to: UInt8.self, capacity: length) { source in
+            for index in 0..<length {
+                let byte = source[index]
+                if byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0c || byte == 0x0d {
+                    if !lastWasSpace { bytes.append(0x20) }
+                    lastWasSpace = true
+                } else {
+                    bytes.append(byte)
+                    letters += 1
+                    lastWasSpace = false
+                }
             }
         }
-        return result
+        return (String(decoding: bytes, as: UTF8.self), letters)
     }
 }

@@ -55,7 +55,8 @@ final class ContentExtractorTests: XCTestCase {
     }
 
     func testAPageWithoutAnArticleKeepsItsBodyText() {
-        let html = "<html><body><div id=\"main-nav\"><a href=\"/\">Menu</a></div><p>one<p>two<div>three</body>"
+        let html = "<html><body><div id=\"main-nav\"><a href=\"/\">Menu</a></div><nav>Skip to</nav><p>one<p>two<div>three"
+            + "<div style=\"display: none\">invisible</div><footer>Imprint</footer></body>"
         let result = ContentExtractor().extract(html: html)
         XCTAssertEqual(result.text, "one\ntwo\nthree", "unclosed tags are closed as a browser closes them")
         XCTAssertNil(result.title)
