@@ -11,8 +11,9 @@ import Foundation
 /// 2. The content root is the page's `article` or `main` (or `role="main"`) when one holds most of the page's
 ///    remaining text, else the body.
 /// 3. The text under it is cut into blocks at block-level elements. A list or table that is mostly link text (a
-///    menu, a list of related articles) is dropped whole, and so is a block of several links and little else (a
-///    tag cloud); a paragraph that is one link (a reference) stays.
+///    menu, a list of related articles) is dropped whole, with a short heading right before it ("Read also"); so
+///    is a block that is mostly links (a tag cloud, "Back to the list"), unless it is one link that shows its
+///    address (a reference).
 public struct ContentExtractor: Sendable {
     /// Whether comment sections are kept.
     public var includeComments = false
@@ -43,7 +44,9 @@ public struct ContentExtractor: Sendable {
             let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { return false }
             let density = Double(block.linkCharacters) / Double(max(1, block.characters))
-            return density <= maximumLinkDensity || block.links < 2 || block.characters > 300
+            // A block that is one link stays only when the link shows its address (a reference, not "Back to the list").
+            let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
+            return density <= maximumLinkDensity || isReference || block.characters > 300
         }
         let text = kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
         return Page(title: title, text: text)
@@ -57,7 +60,12 @@ public struct ContentExtractor: Sendable {
         var characters = 0
         var linkCharacters = 0
         var links = 0
+        /// Whether the block is a heading (h1–h6).
+        var isHeading = false
     }
+
+    private static let headingTags: Set<UInt32> = Set([GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5,
+                                                       GUMBO_TAG_H6].map(\.rawValue))
 
     /// Lists and tables, judged whole by their share of link text.
     private static let listTags: Set<UInt32> = Set([GUMBO_TAG_UL, GUMBO_TAG_OL, GUMBO_TAG_DL, GUMBO_TAG_TABLE].map(\.rawValue))
@@ -165,10 +173,17 @@ public struct ContentExtractor: Sendable {
             let tag = Self.tag(node)
             if Self.listTags.contains(tag.rawValue) {
                 let (characters, linkCharacters) = textShares(node)
-                if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) { return }
+                if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) {
+                    // A short heading right before a dropped list of links is its title ("Read also", "Related").
+                    if let last = blocks.lastIndex(where: { !$0.text.trimmingCharacters(in: .whitespaces).isEmpty }),
+                       blocks[last].isHeading, blocks[last].characters <= 60 {
+                        blocks.removeSubrange(last...)
+                    }
+                    return
+                }
             }
             let isBlock = Self.blockTags.contains(tag.rawValue)
-            if isBlock { blocks.append(Block()) }
+            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag.rawValue))) }
             let link = inLink || tag == GUMBO_TAG_A
             if tag == GUMBO_TAG_A {
                 if blocks.isEmpty { blocks.append(Block()) }

@@ -21,7 +21,9 @@ final class ContentExtractorTests: XCTestCase {
           <div class="share-buttons"><a href="/t">Tweet this</a> <a href="/f">Share on Facebook</a></div>
           <div><a href="/1">Tag one</a> <a href="/2">Tag two</a> <a href="/3">Tag three</a></div>
           <p><a href="https://example.org/source">https://example.org/source</a></p>
+          <h2>Read also</h2>
           <ul><li><a href="/r1">Related story one</a></li><li><a href="/r2">Related story two</a></li></ul>
+          <p><a href="/list">Back to the list</a></p>
           <section id="comments"><p>A reader's comment on the article.</p></section>
         </article>
         <aside><p>Sidebar text that is not content.</p></aside>
@@ -43,7 +45,7 @@ final class ContentExtractorTests: XCTestCase {
             position = found.upperBound
         }
         for unwanted in ["Site name", "Home", "Archive", "cookies", "Sidebar", "Copyright", "Tweet", "Tag one",
-                         "Related story", "comment on the article", "script text", "color: red"] {
+                         "Related story", "Read also", "Back to the list", "comment on the article", "script text", "color: red"] {
             XCTAssertFalse(result.text.contains(unwanted), "\(unwanted) was kept:\n\(result.text)")
         }
     }
