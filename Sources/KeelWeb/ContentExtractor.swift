@@ -92,6 +92,18 @@ public struct ContentExtractor: Sendable {
                                       "subscribe", "popup", "modal", "masthead", "toolbar", "pagination", "skip-link",
                                       "widget", "rss", "login", "signup", "tags", "byline-share"]
 
+    /// Parts of `id`, `class` or `role` that mark content, overriding the boilerplate words.
+    private static let contentMarks = ["article", "content", "entry", "post-body", "story", "main"]
+
+    /// Whether `bytes` contain `word` (ASCII).
+    private static func contains(_ bytes: [UInt8], _ word: String) -> Bool {
+        let needle = Array(word.utf8)
+        guard bytes.count >= needle.count else { return false }
+        return (0...(bytes.count - needle.count)).contains { start in
+            bytes[start] == needle[0] && bytes[start..<(start + needle.count)].elementsEqual(needle)
+        }
+    }
+
     /// Whether `node` (an element) is never main content.
     private func isDropped(_ node: UnsafeMutablePointer<GumboNode>) -> Bool {
         let tag = Self.tag(node)
@@ -102,12 +114,17 @@ public struct ContentExtractor: Sendable {
             || Self.attribute("style", of: node).map({ $0.lowercased().filter { !$0.isWhitespace }.contains("display:none") }) == true {
             return true
         }
-        let marks = ["id", "class", "role"].compactMap { Self.attribute($0, of: node)?.lowercased() }.joined(separator: " ")
+        // Compared as ASCII bytes: Foundation's substring search costs more than the parse on class-heavy pages.
+        let marks = Array(["id", "class", "role"].compactMap { Self.attribute($0, of: node) }.joined(separator: " ").utf8)
+            .map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }
         guard !marks.isEmpty else { return false }
-        if !includeComments, marks.contains("comment") { return true }
+        if !includeComments, Self.contains(marks, "comment") { return true }
+        // A container that also calls itself content ("l-sidebar-fixed l-article-body-segment") is kept, as
+        // Mozilla's Readability keeps its "unlikely candidates" that say so.
+        if Self.contentMarks.contains(where: { Self.contains(marks, $0) }) { return false }
         // Words or word parts separated by - or _ ("main-nav", "site_footer", "cookie-banner"), plural or not.
-        let words = marks.split(whereSeparator: { " -_".contains($0) }).map(String.init)
-        return words.contains { word in Self.boilerplate.contains { word == $0 || word == $0 + "s" } } || marks.contains("navigation")
+        let words = marks.split(whereSeparator: { $0 == 0x20 || $0 == 0x2d || $0 == 0x5f }).map { String(decoding: $0, as: UTF8.self) }
+        return words.contains { word in Self.boilerplate.contains { word == $0 || word == $0 + "s" } } || Self.contains(marks, "navigation")
     }
 
     /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least

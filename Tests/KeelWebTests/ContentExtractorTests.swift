@@ -64,6 +64,14 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertNil(result.title)
     }
 
+    /// A layout container named after a sidebar that also says it holds the article is kept (as Readability does);
+    /// a plain sidebar is not.
+    func testAContainerThatCallsItselfContentIsKept() {
+        let html = "<body><div class=\"l-sidebar-fixed l-article-body-segment\"><p>The story itself.</p></div>"
+            + "<div class=\"Sidebar\"><p>Side notes.</p></div></body>"
+        XCTAssertEqual(ContentExtractor().extract(html: html).text, "The story itself.")
+    }
+
     func testAnArticleHoldingLittleOfThePageIsNotTakenForItsContent() {
         let body = String(repeating: "<p>Plenty of body text outside any article element.</p>", count: 5)
         let result = ContentExtractor().extract(html: "<body>\(body)<article><p>A teaser.</p></article></body>")
