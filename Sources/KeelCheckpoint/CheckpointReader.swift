@@ -59,24 +59,27 @@ public final class CheckpointReader {
     /// shard), which must start at or after `base`.
     public func load(_ kind: CheckpointKind, table: ParameterTable, into destination: UnsafeMutablePointer<Float>,
                      base: Int = 0, only range: Range<Int>? = nil) throws {
-        for entry in table.entries {
-            let kept = entry.range.clamped(to: range ?? entry.range)
-            guard !kept.isEmpty else { continue }
+        for (entry, elements) in Self.wanted(table, only: range) {
             try read(kind, entry.name, shape: entry.wholeShape, split: entry.split, piece: ShardPlan.piece(of: entry),
-                     elements: (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset),
-                     into: destination + (kept.lowerBound - base))
+                     elements: elements, into: destination + (entry.offset + elements.lowerBound - base))
+        }
+    }
+
+    /// The tensors of `table` with elements in `range` (all of them without one), and which of each tensor's
+    /// elements those are.
+    private static func wanted(_ table: ParameterTable, only range: Range<Int>?) -> [(ParameterEntry, Range<Int>)] {
+        table.entries.compactMap { entry in
+            let kept = entry.range.clamped(to: range ?? entry.range)
+            return kept.isEmpty ? nil : (entry, (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset))
         }
     }
 
     /// The files `load` reads for the same arguments: what a rank needs on its machine to restore its share.
     public func files(for kind: CheckpointKind, table: ParameterTable, only range: Range<Int>? = nil) throws -> Set<String> {
         var names: Set<String> = []
-        for entry in table.entries {
-            let kept = entry.range.clamped(to: range ?? entry.range)
-            guard !kept.isEmpty else { continue }
+        for (entry, elements) in Self.wanted(table, only: range) {
             let stored = try storedTensor(kind, entry.name, shape: entry.wholeShape)
             let piece = ShardPlan.piece(of: entry)
-            let elements = (kept.lowerBound - entry.offset)..<(kept.upperBound - entry.offset)
             // As `read` does: the piece's own slices, or every piece's when the tensor must be assembled whole.
             let wanted = piece.size == stored.pieces ? [(piece.rank, elements)]
                 : (0..<stored.pieces).map { ($0, 0..<(stored.shape.reduce(1, *) / stored.pieces)) }

@@ -107,7 +107,8 @@ public final class Trainer {
             let machines = try MachinePlacement.discover(world: groups.world)
             self.machines = machines
             snapshotRoot = Self.snapshotRoot(config: config, output: output)
-            let channel = try groups.world.size > 1 ? groups.world.split(color: 0, key: groups.world.rank) : groups.world
+            // Files travel only between machines; on one, the snapshots' few collectives share the world's.
+            let channel = try machines.count > 1 ? groups.world.split(color: 0, key: groups.world.rank) : groups.world
             snapshotChannel = channel
             buddyCopy = machines.count > 1 ? BuddyCopy(machines: machines, channel: channel) : nil
         } else {

@@ -224,7 +224,8 @@ expect_error "shard whose size disagrees with its header" "header says" "$keel" 
 
 # keel data warc: pywb's sample crawl (scripts/fetch_web_fixtures.sh fetches it) listed record by record; a copy
 # cut short loses only the record it cuts, with a warning naming the file and the record's offset (212 whole gzip
-# members precede the cut at byte 700,000, as Python's zlib counts them).
+# members precede the cut at byte 700,000, as Python's zlib counts them: decompressobj(31) member after member over
+# the first 700,000 bytes, counting those that reach their end).
 crawl="$here/../../data/pywb/sample_archive/warcs/iana.warc.gz"
 expect_ok "data warc lists a crawl" "$keel" data warc "$crawl"
 check "data warc lists its 343 records, the first response at offset 334 (2,258 bytes, status 200)" \
@@ -237,6 +238,7 @@ if "$keel" data warc "$work/cut.warc.gz" >"$work/out" 2>"$work/err" && grep -q "
 else
     fail "data warc on a truncated crawl: the cut record skipped with its offset, the others listed"
 fi
+usage "data warc with a record limit of 0" "--max-record-mb must be positive" "$keel" data warc --max-record-mb 0 "$crawl"
 expect_error "data warc on a file that does not exist" "$work/missing.warc.gz: cannot read" "$keel" data warc "$work/missing.warc.gz"
 
 # keel data extract: a page in windows-1251 (declared by <meta>) and pywb's crawl give their main text in UTF-8,
