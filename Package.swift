@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels", "KeelComm"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         // Web data: WARC reading, HTTP responses, character sets, main-content extraction (filters and deduplication to come).
-        .target(name: "KeelWeb", dependencies: ["KeelCore", "CZlib", "CGumbo"], swiftSettings: native),
+        .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CGumbo"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),

@@ -10,7 +10,8 @@ public enum AtomicFile {
         }
     }
 
-    /// Atomically replaces `url` with what `body` writes to the handle it is given.
+    /// Atomically replaces `url` with what `body` writes to the handle it is given. A `KeelError` from `body`
+    /// propagates unchanged; other failures become "cannot write URL: reason".
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         let directory = url.deletingLastPathComponent()
         let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
@@ -22,11 +23,26 @@ public enum AtomicFile {
             defer { try? handle.close() }
             try body(handle)
             try handle.synchronize()
+        } catch let error as KeelError {
+            // Already a clear message (bad input found while writing, say): the file stays as it was.
+            try? FileManager.default.removeItem(at: temporary)
+            throw error
         } catch {
             try? FileManager.default.removeItem(at: temporary)
             throw KeelError("cannot write \(url.path): \(systemReason(error))")
         }
         try rename(temporary, to: url)
+    }
+
+    /// Atomically replaces several files with what `body` writes to their handles (nil URLs get nil handles):
+    /// all are written before any is renamed into place, and a failure leaves every one as it was.
+    public static func writeAll(_ urls: [URL?], _ body: ([FileHandle?]) throws -> Void) throws {
+        func open(_ index: Int, _ handles: [FileHandle?]) throws {
+            guard index < urls.count else { return try body(handles) }
+            guard let url = urls[index] else { return try open(index + 1, handles + [nil]) }
+            try write(to: url) { handle in try open(index + 1, handles + [handle]) }
+        }
+        try open(0, [])
     }
 
     /// The operating system's words for a failed write ("No space left on device", "File too large"), rather

@@ -90,19 +90,69 @@ public struct DocumentSource: Sendable {
     /// `text` field, or has a `text` that is not a string.
     public func forEachDocument(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
         let file = try FileInput(path: url.path)
-        let stream: ByteStream
-        switch compression {
-        case .none:
-            if format == .text, try file.withMappedContents(body) { return }
-            stream = file
-        case .gzip:
-            stream = try GzipStream(file: file)
-        case .zstd:
-            stream = try ZstdStream(file: file)
-        }
+        if compression == .none, format == .text, try file.withMappedContents(body) { return }
+        let stream = try decompressed(file)
         switch format {
         case .text: try forWholeStream(stream, body)
-        case .jsonl: try forEachLine(stream, body)
+        case .jsonl: try forEachText(stream, body)
+        }
+    }
+
+    /// One line of a JSON Lines file: the whole line and its decoded `text`, both valid only during the call.
+    public struct Record {
+        /// 1-based line number.
+        public let number: Int
+        /// The line, without its newline or a leading byte-order mark.
+        public let line: UnsafeBufferPointer<UInt8>
+        /// The decoded `text` field (UTF-8).
+        public let text: UnsafeBufferPointer<UInt8>
+        /// Where the `text` value, quotes included, lies in `line`: a record can be rewritten with another
+        /// text by replacing these bytes.
+        public let textValue: Range<Int>
+    }
+
+    /// Every record of a JSON Lines file, for readers that keep whole records rather than their `text`
+    /// (decompressed; blank lines skipped). Throws `KeelError` as `forEachDocument` does for a line that is not
+    /// a JSON object with a string `text`. Memory stays bounded by the longest line.
+    public func forEachRecord(_ body: (Record) throws -> Void) throws {
+        let lines = LineReader(try decompressed(FileInput(path: url.path)))
+        let extractor = JSONLTextExtractor()
+        while var line = try lines.next() {
+            switch try parse(&line, lines.number, extractor) {
+            case .blank, .missingText, .textNotString: continue
+            case .text(let text, let value): try body(Record(number: lines.number, line: line, text: text, textValue: value))
+            }
+        }
+    }
+
+    /// Parses one line, throwing `KeelError` naming the file and line for anything but a blank line or a
+    /// JSON object with a string `text`.
+    private func parse(_ line: inout UnsafeBufferPointer<UInt8>, _ number: Int, _ extractor: JSONLTextExtractor) throws -> JSONLine {
+        // A byte-order mark may open the file; columns still count it.
+        var column = 0
+        if number == 1, line.starts(with: [0xEF, 0xBB, 0xBF]) {
+            line = UnsafeBufferPointer(rebasing: line[3...])
+            column = 3
+        }
+        let parsed: JSONLine
+        do { parsed = try extractor.parse(line) } catch {
+            throw KeelError("data: \(url.path): line \(number), column \(error.column + column): \(error.message)")
+        }
+        switch parsed {
+        case .missingText:
+            throw KeelError("data: \(url.path): line \(number): the JSON object has no \"text\" field")
+        case .textNotString(let kind):
+            throw KeelError("data: \(url.path): line \(number): \"text\" is \(kind), not a string")
+        default:
+            return parsed
+        }
+    }
+
+    private func decompressed(_ file: FileInput) throws -> ByteStream {
+        switch compression {
+        case .none: file
+        case .gzip: try GzipStream(file: file)
+        case .zstd: try ZstdStream(file: file)
         }
     }
 
@@ -119,29 +169,11 @@ public struct DocumentSource: Sendable {
     }
 
     /// The `text` of every JSONL line.
-    private func forEachLine(_ stream: ByteStream, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+    private func forEachText(_ stream: ByteStream, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
         let lines = LineReader(stream)
         let extractor = JSONLTextExtractor()
         while var line = try lines.next() {
-            var column = 0
-            if lines.number == 1, line.starts(with: [0xEF, 0xBB, 0xBF]) {
-                line = UnsafeBufferPointer(rebasing: line[3...])
-                column = 3
-            }
-            let parsed: JSONLine
-            do { parsed = try extractor.parse(line) } catch {
-                throw KeelError("data: \(url.path): line \(lines.number), column \(error.column + column): \(error.message)")
-            }
-            switch parsed {
-            case .blank:
-                continue
-            case .missingText:
-                throw KeelError("data: \(url.path): line \(lines.number): the JSON object has no \"text\" field")
-            case .textNotString(let kind):
-                throw KeelError("data: \(url.path): line \(lines.number): \"text\" is \(kind), not a string")
-            case .text(let text):
-                if !text.isEmpty { try body(text) }
-            }
+            if case .text(let text, _) = try parse(&line, lines.number, extractor), !text.isEmpty { try body(text) }
         }
     }
 }

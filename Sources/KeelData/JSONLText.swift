@@ -73,8 +73,8 @@ struct JSONLineError: Error {
 enum JSONLine {
     /// Only whitespace.
     case blank
-    /// The decoded `text` field; valid until the next line is read.
-    case text(UnsafeBufferPointer<UInt8>)
+    /// The decoded `text` field, valid until the next line is read, and where its quoted value lies in the line.
+    case text(UnsafeBufferPointer<UInt8>, value: Range<Int>)
     /// A JSON object without a `text` field.
     case missingText
     /// A JSON object whose `text` field is not a string; names the JSON type it is.
@@ -163,7 +163,9 @@ private struct Cursor {
                 if !isText {
                     try skipValue()
                 } else if current == quote {
-                    result = .text(try string(into: decoded))
+                    let start = index
+                    let text = try string(into: decoded)
+                    result = .text(text, value: start..<index)
                 } else {
                     let kind = Self.kind(of: current)
                     try skipValue()

@@ -253,6 +253,39 @@ check "data extract decodes windows-1251, drops the menu, and lists the crawl's 
 expect_error "data extract on a missing input" "$work/nothing.html: no such file or directory" \
     "$keel" data extract "$work/nothing.html" --out "$work/x.jsonl"
 
+# keel data filter: a good document is kept as written (other fields too), a short one and a list removed with
+# datatrove's reasons, c4_quality's line drops rewrite the kept text; bad input leaves no output behind.
+python3 - "$work/docs.jsonl" <<'PY'
+import json, sys
+good = ("The history of the town is long and varied, and it has been told many times by the people who live there. "
+        "It was founded in the twelfth century by monks who wanted to have a place to pray and to work with their hands. "
+        "Over time, the settlement grew into a market town with a church, a mill and several inns. "
+        "Today it is known for its old bridge and the annual fair, which brings visitors from all over the country. "
+        "The museum tells the story of the town and of the families that shaped it over the centuries.")
+with open(sys.argv[1], "w") as f:
+    f.write(json.dumps({"id": 1, "text": good + "\nPlease enable JavaScript to view this page."}) + "\n")
+    f.write(json.dumps({"id": 2, "text": "Too short to keep."}) + "\n")
+    f.write("\n")
+    f.write(json.dumps({"id": 3, "text": "\n".join("- item %d" % i for i in range(80))}) + "\n")
+PY
+expect_ok "data filter on JSONL" "$keel" data filter "$work/docs.jsonl" --out "$work/kept.jsonl" --removed "$work/removed.jsonl" \
+    --report "$work/filter-report.json"
+check "data filter keeps the good document without its JavaScript line, other fields intact, and names why the others went" \
+    '(lambda k, r, rep: [d["id"] for d in k] == [1] and k[0]["text"].endswith("over the centuries.") and [(d["id"], d["filter"], d["filter_reason"]) for d in r] == [(2, "gopher_repetition", "top_2_gram"), (3, "gopher_repetition", "top_2_gram")] and rep["documents"] == 3 and rep["keptDocuments"] == 1)([json.loads(l) for l in open(sys.argv[1])], [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3])))' \
+    "$work/kept.jsonl" "$work/removed.jsonl" "$work/filter-report.json"
+grep -q "| gopher_repetition | (all) | 2 (66.7%)" "$work/out" && pass "data filter prints the per-rule table" || fail "data filter prints the per-rule table"
+printf '{"text": "fine"}\n{"text": 3}\n' >"$work/badtext.jsonl"
+rm -f "$work/bad-out.jsonl"
+expect_error "data filter on a record whose text is not a string" "$work/badtext.jsonl: line 2: \"text\" is a number, not a string" \
+    "$keel" data filter "$work/badtext.jsonl" --out "$work/bad-out.jsonl"
+[ ! -e "$work/bad-out.jsonl" ] && pass "data filter on bad input writes no output" || fail "data filter on bad input writes no output"
+expect_error "data filter with an unknown rule set" "no filter rule set named \"gopher\"" \
+    "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --rules gopher
+expect_error "data filter with a bad threshold" "gopher_quality.min_doc_words: \"lots\" is not a number" \
+    "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --set gopher_quality.min_doc_words=lots
+usage "data filter --removed-per-rule without --removed" "--removed-per-rule needs --removed" \
+    "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --removed-per-rule 3
+
 # A file the user cannot read: one error naming it (as root, permissions do not stop reads, so drop to nobody).
 cp "$work/corpus/doc1.txt" "$work/secret.txt"
 chmod 000 "$work/secret.txt"
