@@ -28,8 +28,13 @@ public struct ContentExtractor: Sendable {
         public let text: String
     }
 
+    /// When the visible text is shorter than this many characters, the page's embedded state is read too.
+    public var embeddedStateThreshold = 250
+
     /// Extracts the main content of `html` (UTF-8).
-    public func extract(html: String) -> Page {
+    public func extract(html: String) -> Page { extract(html: html, readingState: true) }
+
+    private func extract(html: String, readingState: Bool) -> Page {
         var options = kGumboDefaultOptions
         let output: UnsafeMutablePointer<GumboOutput> = html.withCString { gumbo_parse_with_options(&options, $0, strlen($0)) }
         defer { gumbo_destroy_output(&options, output) }
@@ -48,8 +53,32 @@ public struct ContentExtractor: Sendable {
             let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
             return density <= maximumLinkDensity || isReference || block.characters > 300
         }
-        let text = kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        var text = kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        if readingState, text.count < embeddedStateThreshold {
+            // A page rendered by JavaScript: its text is in the state the scripts render from.
+            let state = embeddedState(root).filter { !text.contains($0) }
+            if !state.isEmpty { text = ([text].filter { !$0.isEmpty } + state).joined(separator: "\n") }
+        }
         return Page(title: title, text: text)
+    }
+
+    /// The prose in the page's scripts (framework state, JSON-LD) and `noscript` elements.
+    private func embeddedState(_ root: UnsafeMutablePointer<GumboNode>) -> [String] {
+        var scripts: [EmbeddedState.Script] = [], noscripts: [String] = []
+        Self.visit(root) { node in
+            switch Self.tag(node) {
+            case GUMBO_TAG_SCRIPT:
+                scripts.append(EmbeddedState.Script(type: Self.attribute("type", of: node), id: Self.attribute("id", of: node),
+                                                    text: Self.plainText(node)))
+                return false
+            case GUMBO_TAG_NOSCRIPT:
+                noscripts.append(Self.plainText(node))
+                return false
+            default:
+                return true
+            }
+        }
+        return EmbeddedState().texts(scripts: scripts, noscripts: noscripts) { extract(html: $0, readingState: false).text }
     }
 
     // MARK: - Blocks

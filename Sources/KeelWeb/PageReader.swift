@@ -1,0 +1,85 @@
+import Foundation
+import KeelCore
+import KeelData
+
+/// The pages `keel data extract` reads — HTML files, directories of them, WARC files (their `text/html` responses
+/// with status 200) — each decoded to UTF-8 and reduced to its main text.
+public struct PageReader: Sendable {
+    /// One page's main text and what is known of it.
+    public struct Page: Sendable {
+        /// The file, or `file@offset` for a WARC record.
+        public var source: String
+        public var url: String?
+        public var title: String?
+        public var text: String
+
+        /// The page as a JSON line (without its newline) — source, url, title, text — and where the text's
+        /// value lies in it.
+        public var record: (line: [UInt8], textValue: Range<Int>) {
+            var line: [UInt8] = Array("{".utf8)
+            for (key, value) in [("source", source), ("url", url), ("title", title)] {
+                guard let value else { continue }
+                JSONString.append(key, to: &line)
+                line.append(UInt8(ascii: ":"))
+                JSONString.append(value, to: &line)
+                line.append(UInt8(ascii: ","))
+            }
+            JSONString.append("text", to: &line)
+            line.append(UInt8(ascii: ":"))
+            let start = line.count
+            JSONString.append(text, to: &line)
+            let textValue = start..<line.count
+            line.append(UInt8(ascii: "}"))
+            return (line, textValue)
+        }
+    }
+
+    public var extractor = ContentExtractor()
+
+    public init() {}
+
+    /// The files `input` names: itself, or the HTML and WARC files under a directory, sorted.
+    public static func files(_ input: String) throws -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else {
+            throw KeelError("\(input): no such file or directory")
+        }
+        guard isDirectory.boolValue else { return [input] }
+        let names = FileManager.default.enumerator(atPath: input)?.compactMap { $0 as? String } ?? []
+        return names.filter { [".html", ".htm", ".warc", ".warc.gz"].contains(where: $0.lowercased().hasSuffix) }
+            .sorted().map { (input as NSString).appendingPathComponent($0) }
+    }
+
+    /// Whether `file` is read as a WARC file (by its name).
+    public static func isWARC(_ file: String) -> Bool { file.hasSuffix(".warc") || file.hasSuffix(".warc.gz") }
+
+    /// Calls `body` with every page of `file` that has text; returns how many pages were read and how many had
+    /// no text. Damaged WARC records are skipped and reported to `warn`.
+    @discardableResult
+    public func forEachPage(in file: String, warn: @escaping (String) -> Void,
+                            _ body: (Page) throws -> Void) throws -> (pages: Int, empty: Int) {
+        var pages = 0, empty = 0
+        func emit(source: String, url: String?, bytes: [UInt8], httpCharset: String?) throws {
+            let charset = Charset.detect(bytes, httpCharset: httpCharset)
+            let page = extractor.extract(html: Charset.decode(bytes, charset: charset.name))
+            pages += 1
+            guard !page.text.isEmpty else { return empty += 1 }
+            try body(Page(source: source, url: url, title: page.title, text: page.text))
+        }
+        if Self.isWARC(file) {
+            let reader = try WARCReader(path: file, warn: warn)
+            while let record = try reader.next() {
+                guard record.type == "response", let response = try? HTTPResponse(parsing: record.block),
+                      response.status == 200, response.mediaType == "text/html" else { continue }
+                try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset)
+            }
+        } else {
+            let bytes: [UInt8]
+            do { bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file))) } catch {
+                throw KeelError("cannot read \(file): \(AtomicFile.systemReason(error))")
+            }
+            try emit(source: file, url: nil, bytes: bytes, httpCharset: nil)
+        }
+        return (pages, empty)
+    }
+}
