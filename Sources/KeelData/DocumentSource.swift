@@ -113,12 +113,13 @@ public struct DocumentSource: Sendable {
 
     /// Every record of a JSON Lines file, for readers that keep whole records rather than their `text`
     /// (decompressed; blank lines skipped). Throws `KeelError` as `forEachDocument` does for a line that is not
-    /// a JSON object with a string `text`. Memory stays bounded by the longest line.
-    public func forEachRecord(_ body: (Record) throws -> Void) throws {
+    /// a JSON object with a string `text` — or with a string `field`, when another field is wanted (`html`; the
+    /// record's `text` is then that field). Memory stays bounded by the longest line.
+    public func forEachRecord(field: String = "text", _ body: (Record) throws -> Void) throws {
         let lines = LineReader(try decompressed(FileInput(path: url.path)))
-        let extractor = JSONLTextExtractor()
+        let extractor = JSONLTextExtractor(field: field)
         while var line = try lines.next() {
-            switch try parse(&line, lines.number, extractor) {
+            switch try parse(&line, lines.number, extractor, field: field) {
             case .blank, .missingText, .textNotString: continue
             case .text(let text, let value): try body(Record(number: lines.number, line: line, text: text, textValue: value))
             }
@@ -127,7 +128,8 @@ public struct DocumentSource: Sendable {
 
     /// Parses one line, throwing `KeelError` naming the file and line for anything but a blank line or a
     /// JSON object with a string `text`.
-    private func parse(_ line: inout UnsafeBufferPointer<UInt8>, _ number: Int, _ extractor: JSONLTextExtractor) throws -> JSONLine {
+    private func parse(_ line: inout UnsafeBufferPointer<UInt8>, _ number: Int, _ extractor: JSONLTextExtractor,
+                       field: String = "text") throws -> JSONLine {
         // A byte-order mark may open the file; columns still count it.
         var column = 0
         if number == 1, line.starts(with: [0xEF, 0xBB, 0xBF]) {
@@ -140,9 +142,9 @@ public struct DocumentSource: Sendable {
         }
         switch parsed {
         case .missingText:
-            throw KeelError("data: \(url.path): line \(number): the JSON object has no \"text\" field")
+            throw KeelError("data: \(url.path): line \(number): the JSON object has no \"\(field)\" field")
         case .textNotString(let kind):
-            throw KeelError("data: \(url.path): line \(number): \"text\" is \(kind), not a string")
+            throw KeelError("data: \(url.path): line \(number): \"\(field)\" is \(kind), not a string")
         default:
             return parsed
         }

@@ -81,7 +81,7 @@ enum JSONLine {
     case textNotString(String)
 }
 
-/// Extracts the top-level `text` string of a one-line JSON object, faster than a general JSON parser
+/// Extracts the top-level `text` string (or another field's) of a one-line JSON object, faster than a general JSON parser
 /// because nothing else is materialised: other values are only checked and skipped.
 ///
 /// Accepts what Python's `json.loads` accepts (including `NaN` and `Infinity`, and the last of duplicate
@@ -93,12 +93,18 @@ struct JSONLTextExtractor {
     private let decoded = ByteBuffer(capacity: 1 << 16)
     /// Holds a field name that has escapes, to compare it with `text`.
     private let name = ByteBuffer(capacity: 64)
+    /// The field extracted: `text`, or another string field (`html`).
+    private let field: [UInt8]
+
+    init(field: String = "text") {
+        self.field = Array(field.utf8)
+    }
 
     /// Parses `line` (without its newline).
     func parse(_ line: UnsafeBufferPointer<UInt8>) throws(JSONLineError) -> JSONLine {
         guard let base = line.baseAddress else { return .blank }
         var cursor = Cursor(base: base, end: line.count)
-        return try cursor.object(decoded: decoded, name: name)
+        return try cursor.object(decoded: decoded, name: name, field: field)
     }
 }
 
@@ -144,7 +150,7 @@ private struct Cursor {
     }
 
     /// The whole line: one JSON object, returning its `text` field.
-    mutating func object(decoded: ByteBuffer, name: ByteBuffer) throws(JSONLineError) -> JSONLine {
+    mutating func object(decoded: ByteBuffer, name: ByteBuffer, field: [UInt8]) throws(JSONLineError) -> JSONLine {
         skipWhitespace()
         guard index < end else { return .blank }
         guard current == UInt8(ascii: "{") else { throw failure("the line is not a JSON object") }
@@ -158,7 +164,7 @@ private struct Cursor {
                 skipWhitespace()
                 guard current == quote else { throw expected("a quoted field name") }
                 let key = try string(into: name)
-                let isText = key.elementsEqual("text".utf8)
+                let isText = key.elementsEqual(field)
                 try separator()
                 if !isText {
                     try skipValue()

@@ -22,10 +22,15 @@ public struct ContentExtractor: Sendable {
 
     public init() {}
 
-    /// The extracted page: its title and its main text, one block per line.
+    /// The extracted page: its title, main text (one block per line), the language it declares and its date.
     public struct Page: Sendable {
         public let title: String?
         public let text: String
+        /// The language the page declares (`<html lang>`, a content-language `<meta>`), as its primary subtag.
+        public var language: String? = nil
+        /// The publication date the page states (JSON-LD `datePublished`, `article:published_time` and similar
+        /// `<meta>`, `<time datetime>`), as YYYY-MM-DD.
+        public var date: String? = nil
     }
 
     /// When the visible text is shorter than this many characters, the page's embedded state is read too.
@@ -59,7 +64,60 @@ public struct ContentExtractor: Sendable {
             let state = embeddedState(root).filter { !text.contains($0) }
             if !state.isEmpty { text = ([text].filter { !$0.isEmpty } + state).joined(separator: "\n") }
         }
-        return Page(title: title, text: text)
+        return Page(title: title, text: text, language: Self.declaredLanguage(root), date: Self.publicationDate(root))
+    }
+
+    /// The primary language subtag of `<html lang>` or a content-language `<meta>` ("de-DE" → "de").
+    private static func declaredLanguage(_ root: UnsafeMutablePointer<GumboNode>) -> String? {
+        var declared = find(root) { tag($0) == GUMBO_TAG_HTML }.flatMap { attribute("lang", of: $0) ?? attribute("xml:lang", of: $0) }
+        if declared == nil {
+            declared = find(root) { tag($0) == GUMBO_TAG_META && attribute("http-equiv", of: $0)?.lowercased() == "content-language" }
+                .flatMap { attribute("content", of: $0) }
+        }
+        guard let primary = declared?.split(whereSeparator: { $0 == "-" || $0 == "_" || $0 == "," }).first?
+            .trimmingCharacters(in: .whitespaces).lowercased(), (2...3).contains(primary.count),
+            primary.allSatisfy({ $0.isASCII && $0.isLetter }) else { return nil }
+        return primary
+    }
+
+    /// `<meta>` names and properties that hold a publication date, most specific first.
+    private static let dateMetas = ["article:published_time", "datepublished", "og:published_time", "publication_date",
+                                    "pubdate", "dc.date.issued", "dc.date", "dcterms.date", "date", "sailthru.date"]
+
+    /// The page's publication date as YYYY-MM-DD: JSON-LD `datePublished`, then a date `<meta>`, then the first
+    /// `<time datetime>`.
+    private static func publicationDate(_ root: UnsafeMutablePointer<GumboNode>) -> String? {
+        var fromJSONLD: String?, fromMeta: [String: String] = [:], fromTime: String?
+        visit(root) { node in
+            switch tag(node) {
+            case GUMBO_TAG_SCRIPT where attribute("type", of: node)?.lowercased() == "application/ld+json":
+                if fromJSONLD == nil, let range = plainText(node).range(of: "\"datePublished\"") {
+                    let rest = plainText(node)[range.upperBound...].drop { $0 == " " || $0 == ":" || $0 == "\"" }
+                    fromJSONLD = isoDate(String(rest.prefix(10)))
+                }
+            case GUMBO_TAG_META:
+                let key = (attribute("property", of: node) ?? attribute("name", of: node) ?? attribute("itemprop", of: node))?.lowercased()
+                if let key, dateMetas.contains(key), let content = attribute("content", of: node), let date = isoDate(content) {
+                    fromMeta[key] = fromMeta[key] ?? date
+                }
+            case GUMBO_TAG_TIME:
+                if fromTime == nil, let value = attribute("datetime", of: node) { fromTime = isoDate(value) }
+            default:
+                break
+            }
+            return true
+        }
+        return fromJSONLD ?? dateMetas.lazy.compactMap { fromMeta[$0] }.first ?? fromTime
+    }
+
+    /// "2024-03-07T10:00:00Z" or "2024-03-07" → "2024-03-07"; anything else → nil.
+    private static func isoDate(_ value: String) -> String? {
+        let digits = Array(value.trimmingCharacters(in: .whitespaces).utf8.prefix(10))
+        guard digits.count == 10, digits[4] == UInt8(ascii: "-"), digits[7] == UInt8(ascii: "-"),
+              digits.enumerated().allSatisfy({ $0.offset == 4 || $0.offset == 7 || (48...57).contains($0.element) }),
+              let month = Int(String(decoding: digits[5..<7], as: UTF8.self)), (1...12).contains(month),
+              let day = Int(String(decoding: digits[8..<10], as: UTF8.self)), (1...31).contains(day) else { return nil }
+        return String(decoding: digits, as: UTF8.self)
     }
 
     /// The prose in the page's scripts (framework state, JSON-LD) and `noscript` elements.

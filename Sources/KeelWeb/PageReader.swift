@@ -11,13 +11,16 @@ public struct PageReader: Sendable {
         public var source: String
         public var url: String?
         public var title: String?
+        /// The language the page declares (its primary subtag), and its publication date (YYYY-MM-DD).
+        public var declaredLanguage: String?
+        public var date: String?
         public var text: String
 
-        /// The page as a JSON line (without its newline) — source, url, title, text — and where the text's
-        /// value lies in it.
+        /// The page as a JSON line (without its newline) — source, url, title, declared_language, date, text —
+        /// and where the text's value lies in it.
         public var record: (line: [UInt8], textValue: Range<Int>) {
             var line: [UInt8] = Array("{".utf8)
-            for (key, value) in [("source", source), ("url", url), ("title", title)] {
+            for (key, value) in [("source", source), ("url", url), ("title", title), ("declared_language", declaredLanguage), ("date", date)] {
                 guard let value else { continue }
                 JSONString.append(key, to: &line)
                 line.append(UInt8(ascii: ":"))
@@ -53,20 +56,39 @@ public struct PageReader: Sendable {
     /// Whether `file` is read as a WARC file (by its name).
     public static func isWARC(_ file: String) -> Bool { file.hasSuffix(".warc") || file.hasSuffix(".warc.gz") }
 
+    /// Whether `file` is read as JSON Lines (by its name; compressed too).
+    public static func isJSONL(_ file: String) -> Bool {
+        [".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"].contains(where: file.lowercased().hasSuffix)
+    }
+
     /// Calls `body` with every page of `file` that has text; returns how many pages were read and how many had
-    /// no text. Damaged WARC records are skipped and reported to `warn`.
+    /// no text. Damaged WARC records are skipped and reported to `warn`. With `littleText`, a page with fewer than
+    /// `minimumCharacters` of text goes there instead, with its UTF-8 HTML (to be rendered, say).
     @discardableResult
-    public func forEachPage(in file: String, warn: @escaping (String) -> Void,
+    public func forEachPage(in file: String, warn: @escaping (String) -> Void, minimumCharacters: Int = 1,
+                            littleText: ((Page, [UInt8]) throws -> Void)? = nil,
                             _ body: (Page) throws -> Void) throws -> (pages: Int, empty: Int) {
         var pages = 0, empty = 0
         func emit(source: String, url: String?, bytes: [UInt8], httpCharset: String?) throws {
             let charset = Charset.detect(bytes, httpCharset: httpCharset)
-            let page = extractor.extract(html: Charset.decode(bytes, charset: charset.name))
+            let html = Charset.decode(bytes, charset: charset.name)
+            let page = extractor.extract(html: html)
             pages += 1
+            let found = Page(source: source, url: url, title: page.title, declaredLanguage: page.language, date: page.date,
+                             text: page.text)
+            if let littleText, page.text.count < minimumCharacters { return try littleText(found, Array(html.utf8)) }
             guard !page.text.isEmpty else { return empty += 1 }
-            try body(Page(source: source, url: url, title: page.title, text: page.text))
+            try body(found)
         }
-        if Self.isWARC(file) {
+        if Self.isJSONL(file) {
+            // Pages already fetched, one JSON object each: the HTML in "html", the address in "url" if any.
+            try DocumentSource(url: URL(fileURLWithPath: file)).forEachRecord(field: "html") { record in
+                let line = Data(buffer: record.line)
+                let url = line.range(of: Data("\"url\"".utf8)) == nil ? nil
+                    : (try? JSONSerialization.jsonObject(with: line) as? [String: Any])?["url"] as? String
+                try emit(source: "\(file):\(record.number)", url: url, bytes: Array(record.text), httpCharset: "utf-8")
+            }
+        } else if Self.isWARC(file) {
             let reader = try WARCReader(path: file, warn: warn)
             while let record = try reader.next() {
                 guard record.type == "response", let response = try? HTTPResponse(parsing: record.block),

@@ -4,7 +4,7 @@ import KeelCore
 /// thresholds default to datatrove 0.10's and are set by name (`gopher_quality.min_doc_words=100`).
 public struct QualityFilter: Sendable {
     /// The rule sets Keel has, in the order FineWeb's pipeline runs them.
-    public static let ruleNames = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
+    public static let ruleNames = ["language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 
     public private(set) var rules: [any QualityRule]
 
@@ -12,6 +12,7 @@ public struct QualityFilter: Sendable {
     public init(rules names: [String] = QualityFilter.ruleNames) throws {
         rules = try names.map { name in
             switch name {
+            case "language": LanguageRule()
             case "gopher_repetition": GopherRepetitionRule()
             case "gopher_quality": GopherQualityRule()
             case "c4_quality": C4QualityRule()
@@ -35,6 +36,11 @@ public struct QualityFilter: Sendable {
         }
         try rules[index].set(String(assignment[assignment.index(after: dot)..<equals]),
                              to: String(assignment[assignment.index(after: equals)...]))
+    }
+
+    /// Loads what the chosen rules need (the language model); call after the last `set`.
+    public mutating func prepare() throws {
+        for index in rules.indices { try rules[index].prepare() }
     }
 
     /// The first rule that removes `document` and its reason, or nil when every rule keeps it (C4 may have

@@ -4,6 +4,8 @@ import KeelCore
 /// indexing), and its spaCy-style words, computed once and shared by the rules that count words.
 public final class FilterDocument {
     public private(set) var text: String
+    /// The language and its probability, once the language rule has looked.
+    public internal(set) var language: (code: String, probability: Double)?
     private(set) var scalars: [Unicode.Scalar]
     private var cachedWords: [Range<Int>]?
 
@@ -41,9 +43,13 @@ public protocol QualityRule: Sendable {
     func check(_ document: FilterDocument) -> String?
     /// Sets a threshold by its datatrove parameter name; throws `KeelError` for an unknown name or bad value.
     mutating func set(_ parameter: String, to value: String) throws
+    /// Loads what the rule needs (a model), once its parameters are set; throws `KeelError` if it cannot.
+    mutating func prepare() throws
 }
 
 extension QualityRule {
+    public mutating func prepare() throws {}
+
     /// Parses a parameter value: a number, `none`/`0` (the rule off, as a falsy threshold is in datatrove).
     static func number(_ value: String, for parameter: String, in rule: String) throws -> Double? {
         if ["none", "off", "false"].contains(value.lowercased()) { return nil }

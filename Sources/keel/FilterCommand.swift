@@ -53,6 +53,7 @@ extension DataCommand {
         func run() throws {
             var filter = try QualityFilter(rules: rules.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             for setting in settings { try filter.set(setting) }
+            try filter.prepare()
             let files = try inputs.map { input -> DocumentSource in
                 guard FileManager.default.fileExists(atPath: input) else { throw KeelError("data filter: \(input): no such file") }
                 return DocumentSource(url: URL(fileURLWithPath: input))
@@ -154,36 +155,18 @@ private struct Batch {
                 result.decisions += "\(numbers[index])\t\(rule.name)\t\(rule.check(document) ?? "keep")\n"
             }
         }
-        let document = FilterDocument(text: text)
         if words {
             result.words = [UInt8(ascii: "[")]
-            for (position, word) in document.wordStrings.enumerated() {
+            for (position, word) in FilterDocument(text: text).wordStrings.enumerated() {
                 if position > 0 { result.words.append(UInt8(ascii: ",")) }
                 JSONString.append(word, to: &result.words)
             }
             result.words.append(contentsOf: [UInt8(ascii: "]"), 0x0A])
         }
-        result.fate = filter.apply(document)
-        // The record as read, with the text c4_quality left or the removing rule added before its closing brace.
-        let line = lines[index]
-        if let fate = result.fate {
-            let close = line.lastIndex(of: UInt8(ascii: "}"))!
-            result.output = Array(line[..<close])
-            for (key, value) in [("filter", fate.rule), ("filter_reason", fate.reason)] {
-                result.output.append(UInt8(ascii: ","))
-                JSONString.append(key, to: &result.output)
-                result.output.append(UInt8(ascii: ":"))
-                JSONString.append(value, to: &result.output)
-            }
-            result.output += line[close...]
-        } else if document.text != text {
-            let value = textValues[index]
-            result.output = Array(line[..<value.lowerBound]) + JSONString.quoted(document.text) + line[value.upperBound...]
-        } else {
-            result.output = line
-        }
-        result.keptBytes = result.fate == nil ? document.text.utf8.count : 0
-        result.output.append(0x0A)
+        let filtered = FilteredRecord(line: lines[index], text: text, textValue: textValues[index], filter: filter)
+        result.fate = filtered.fate
+        result.keptBytes = filtered.keptBytes
+        result.output = filtered.line + [0x0A]
         return result
     }
 }

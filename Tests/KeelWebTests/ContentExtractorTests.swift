@@ -78,4 +78,25 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertTrue(result.text.hasPrefix("Plenty of body text"), result.text)
         XCTAssertTrue(result.text.hasSuffix("A teaser."), result.text)
     }
+
+    func testDeclaredLanguageAndPublicationDate() {
+        let extractor = ContentExtractor()
+        let dated = extractor.extract(html: """
+            <html lang="de-AT"><head><meta property="article:published_time" content="2024-03-07T10:00:00+01:00">
+            <meta name="date" content="2023-01-01"></head><body><p>Text.</p><time datetime="2022-05-05">5 May</time></body></html>
+            """)
+        XCTAssertEqual(dated.language, "de")
+        // The most specific statement wins: article:published_time over a bare "date" and a <time>.
+        XCTAssertEqual(dated.date, "2024-03-07")
+        let fromJSONLD = extractor.extract(html: """
+            <html><head><meta http-equiv="Content-Language" content="fr"><script type="application/ld+json">
+            {"@type":"NewsArticle","datePublished": "2021-11-30T08:00:00Z"}</script>
+            <meta name="date" content="2023-01-01"></head><body><p>Texte.</p></body></html>
+            """)
+        XCTAssertEqual(fromJSONLD.language, "fr")
+        XCTAssertEqual(fromJSONLD.date, "2021-11-30")
+        let nothing = extractor.extract(html: "<html lang=\"x-klingon-long\"><body><time datetime=\"tomorrow\">soon</time></body></html>")
+        XCTAssertNil(nothing.language)
+        XCTAssertNil(nothing.date)
+    }
 }
