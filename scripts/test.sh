@@ -13,6 +13,7 @@ export PATH="$PWD/.venv/bin:$PATH"   # the reference tools scripts/setup.sh inst
 swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
+bash Tests/CLI/dedup_tests.sh .build/debug/keel
 bash Tests/CLI/mpi_tests.sh .build/debug/keel
 bash Tests/CLI/pipeline_tests.sh .build/debug/keel
 bash Tests/CLI/tensor_tests.sh .build/debug/keel

@@ -43,16 +43,22 @@ public struct XXH64: Sendable {
 
     /// The hash of everything given to `update`.
     public func digest() -> UInt64 {
+        pending.withUnsafeBytes { digest(tail: $0[...]) }
+    }
+
+    /// The hash, given the bytes after the last whole stripe.
+    private func digest(tail: Slice<UnsafeRawBufferPointer>) -> UInt64 {
         var h: UInt64
         if length >= 32 {
             h = Self.rotl(v1, 1) &+ Self.rotl(v2, 7) &+ Self.rotl(v3, 12) &+ Self.rotl(v4, 18)
-            for v in [v1, v2, v3, v4] {
-                h = (h ^ Self.round(0, v)) &* Self.p1 &+ Self.p4
-            }
+            h = (h ^ Self.round(0, v1)) &* Self.p1 &+ Self.p4
+            h = (h ^ Self.round(0, v2)) &* Self.p1 &+ Self.p4
+            h = (h ^ Self.round(0, v3)) &* Self.p1 &+ Self.p4
+            h = (h ^ Self.round(0, v4)) &* Self.p1 &+ Self.p4
         } else {
             h = seed &+ Self.p5
         }
-        return pending.withUnsafeBytes { Self.finish(h, length: length, tail: $0[...]) }
+        return Self.finish(h, length: length, tail: tail)
     }
 
     @inline(__always) private mutating func consume(stripe: UnsafeRawPointer) {
@@ -62,11 +68,18 @@ public struct XXH64: Sendable {
         v4 = Self.round(v4, stripe.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
     }
 
-    /// The hash of `bytes` with `seed`.
+    /// The hash of `bytes` with `seed`, in one pass and without allocating (dedup hashes shingles by the million).
     public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        var hasher = XXH64(seed: seed)
-        hasher.update(bytes)
-        return hasher.digest()
+        var state = XXH64(seed: seed)
+        var offset = 0
+        if let base = bytes.baseAddress {
+            while offset + 32 <= bytes.count {
+                state.consume(stripe: base + offset)
+                offset += 32
+            }
+        }
+        state.length = bytes.count
+        return state.digest(tail: bytes[offset...])
     }
 
     /// The hash of a byte array.

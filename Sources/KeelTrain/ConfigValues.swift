@@ -33,12 +33,12 @@ public indirect enum ConfigValue: Equatable, Sendable {
 
 /// The flat `section.key → value` view of a TOML config plus command-line overrides, read through typed
 /// accessors that remember which keys exist so that anything left over is reported as unknown.
-struct ConfigValues {
+public struct ConfigValues {
     private(set) var values: [String: ConfigValue] = [:]
     private var known: [String] = []
 
     /// Parses TOML text; `origin` names the file in errors.
-    init(toml text: String, origin: String) throws {
+    public init(toml text: String, origin: String) throws {
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
             throw KeelError("config: \(origin): \(error.description) at line \(error.source.begin.line)")
@@ -58,7 +58,7 @@ struct ConfigValues {
     }
 
     /// Applies `section.key=value` overrides; the value is read as TOML, or as a bare string if it is not TOML.
-    mutating func override(_ assignments: [String]) throws {
+    public mutating func override(_ assignments: [String]) throws {
         for assignment in assignments {
             guard let equals = assignment.firstIndex(of: "=") else {
                 throw KeelError("--set \(assignment): expected section.key=value")
@@ -111,7 +111,7 @@ struct ConfigValues {
         KeelError("config: \(key) must be \(expected) (got \(got.typeName) \(got.toml))")
     }
 
-    mutating func int(_ key: String, _ fallback: Int) throws -> Int {
+    public mutating func int(_ key: String, _ fallback: Int) throws -> Int {
         guard let v = value(key) else { return fallback }
         guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
         return i
@@ -123,7 +123,7 @@ struct ConfigValues {
         return i
     }
 
-    mutating func double(_ key: String, _ fallback: Double) throws -> Double {
+    public mutating func double(_ key: String, _ fallback: Double) throws -> Double {
         try optionalDouble(key) ?? fallback
     }
 
@@ -136,19 +136,19 @@ struct ConfigValues {
         }
     }
 
-    mutating func bool(_ key: String, _ fallback: Bool) throws -> Bool {
+    public mutating func bool(_ key: String, _ fallback: Bool) throws -> Bool {
         guard let v = value(key) else { return fallback }
         guard case .bool(let b) = v else { throw wrongType(key, "true or false", v) }
         return b
     }
 
-    mutating func string(_ key: String, _ fallback: String?) throws -> String? {
+    public mutating func string(_ key: String, _ fallback: String?) throws -> String? {
         guard let v = value(key) else { return fallback }
         guard case .string(let s) = v else { throw wrongType(key, "a string", v) }
         return s
     }
 
-    mutating func strings(_ key: String) throws -> [String] {
+    public mutating func strings(_ key: String) throws -> [String] {
         guard let v = value(key) else { return [] }
         switch v {
         case .string(let s): return [s]
@@ -172,7 +172,7 @@ struct ConfigValues {
     }
 
     /// Throws for the first key that no accessor asked for, suggesting the nearest known key.
-    func rejectUnknownKeys() throws {
+    public func rejectUnknownKeys() throws {
         let knownSet = Set(known)
         for key in values.keys.sorted() where !knownSet.contains(key) {
             let nearest = known.min { editDistance($0, key) < editDistance($1, key) }

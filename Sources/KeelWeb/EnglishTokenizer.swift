@@ -15,6 +15,15 @@ public struct EnglishTokenizer: Sendable {
     private struct SpecialCase: Sendable {
         var text: [Unicode.Scalar]
         var tokenLengths: [Int]
+
+        /// Appends the special case's tokens, its text starting at `start`.
+        func appendTokens(at start: Int, to tokens: inout [Range<Int>]) {
+            var at = start
+            for length in tokenLengths {
+                tokens.append(at..<(at + length))
+                at += length
+            }
+        }
     }
 
     private enum Prefix: Sendable {
@@ -43,6 +52,10 @@ public struct EnglishTokenizer: Sendable {
     /// into without special cases, keyed by the hash of the first of those tokens.
     private var spanningSpecials: [UInt64: [(pieces: [[Unicode.Scalar]], special: SpecialCase)]] = [:]
     private var longestFirstPiece = 0
+    /// The hashes of the special cases' texts and of the spanning ones' first pieces, as bits (`HashBits`): most
+    /// words are neither, and a bit test is cheaper than a dictionary lookup.
+    private let specialHashes: HashBits
+    private var spanningHashes = HashBits()
 
     private init() {
         var specials: [UInt64: [SpecialCase]] = [:]
@@ -55,6 +68,9 @@ public struct EnglishTokenizer: Sendable {
             longest = max(longest, text.count)
         }
         specialCases = specials
+        var hashes = HashBits()
+        for hash in specials.keys { hashes.insert(hash) }
+        specialHashes = hashes
         longestSpecialCase = longest
         prefixes = EnglishTokenizerTables.prefixes.map { piece in
             switch piece {
@@ -76,12 +92,17 @@ public struct EnglishTokenizer: Sendable {
             precondition($0.unicodeScalars.count == 1, "a sentence end is one character")
             return $0.unicodeScalars.first!
         })
+        let literalPrefixes = prefixes.compactMap { if case .literal(let text) = $0 { text } else { nil } }
+        precondition(!(literalPrefixes + suffixes.values.joined()).contains { $0.allSatisfy(Self.isASCIILetter) }
+                     && !(65...122).contains { Self.isASCIILetter(Unicode.Scalar(UInt8($0))) && symbols.contains(Unicode.Scalar(UInt8($0))) },
+                     "the fast path for words of ASCII letters assumes no prefix, suffix or symbol is made of letters")
         for special in specials.values.joined() {
             let text = special.text, whole = 0..<text.count
             guard prefix(text, whole) > 0 || suffix(text, whole) > 0 || text.contains(" ")
                 || whole.contains(where: { infix(text, at: $0, in: whole) != nil }) else { continue }
             let pieces = tokens(text, specialCases: false).map { Array(text[$0]) }
             spanningSpecials[Self.hash(pieces[0][...]), default: []].append((pieces, special))
+            spanningHashes.insert(Self.hash(pieces[0][...]))
             longestFirstPiece = max(longestFirstPiece, pieces[0].count)
         }
     }
@@ -115,7 +136,8 @@ public struct EnglishTokenizer: Sendable {
     private func joinSpanningSpecials(_ text: [Unicode.Scalar], _ tokens: inout [Range<Int>]) {
         var matches: [(start: Int, end: Int)] = []
         for (index, token) in tokens.enumerated() where token.count <= longestFirstPiece {
-            guard let candidates = spanningSpecials[Self.hash(text[token])] else { continue }
+            let hash = Self.hash(text[token])
+            guard spanningHashes.contains(hash), let candidates = spanningSpecials[hash] else { continue }
             for candidate in candidates where index + candidate.pieces.count <= tokens.count {
                 let matched = candidate.pieces.indices.allSatisfy { text[tokens[index + $0]].elementsEqual(candidate.pieces[$0]) }
                 if matched { matches.append((index, index + candidate.pieces.count)) }
@@ -135,11 +157,7 @@ public struct EnglishTokenizer: Sendable {
             joined.append(contentsOf: tokens[next..<match.start])
             let span = tokens[match.start].lowerBound..<tokens[match.end - 1].upperBound
             if let special = special(text, span) {
-                var at = span.lowerBound
-                for length in special.tokenLengths {
-                    joined.append(at..<(at + length))
-                    at += length
-                }
+                special.appendTokens(at: span.lowerBound, to: &joined)
             } else {
                 joined.append(contentsOf: tokens[match.start..<match.end])
             }
@@ -188,6 +206,16 @@ public struct EnglishTokenizer: Sendable {
     // MARK: - One white-space-free piece
 
     private func tokenize(_ text: [Unicode.Scalar], _ piece: Range<Int>, specialCases: Bool, into tokens: inout [Range<Int>]) {
+        // Most words are ASCII letters only: no affix, infix or URL can split them (`init` checks that the tables
+        // hold none made of letters alone), so they are a special case or one token.
+        if text[piece].allSatisfy(Self.isASCIILetter) {
+            if specialCases, let special = special(text, piece) {
+                special.appendTokens(at: piece.lowerBound, to: &tokens)
+            } else {
+                tokens.append(piece)
+            }
+            return
+        }
         var start = piece.lowerBound, end = piece.upperBound
         var prefixes: [Range<Int>] = [], suffixes: [Range<Int>] = []
         var lastSize = 0
@@ -226,11 +254,7 @@ public struct EnglishTokenizer: Sendable {
         tokens.append(contentsOf: prefixes)
         if start < end {
             if let special = special(text, start..<end) {
-                var at = start
-                for length in special.tokenLengths {
-                    tokens.append(at..<(at + length))
-                    at += length
-                }
+                special.appendTokens(at: start, to: &tokens)
             } else if isURL(text, start..<end) {
                 tokens.append(start..<end)
             } else {
@@ -247,7 +271,9 @@ public struct EnglishTokenizer: Sendable {
     }
 
     private func special(_ text: [Unicode.Scalar], _ range: Range<Int>) -> SpecialCase? {
-        guard range.count <= longestSpecialCase, let candidates = specialCases[Self.hash(text[range])] else { return nil }
+        guard range.count <= longestSpecialCase else { return nil }
+        let hash = Self.hash(text[range])
+        guard specialHashes.contains(hash), let candidates = specialCases[hash] else { return nil }
         return candidates.first { $0.text[...] == text[range] }
     }
 
@@ -305,6 +331,8 @@ public struct EnglishTokenizer: Sendable {
     }
 
     private func isDigit(_ scalar: Unicode.Scalar) -> Bool { (48...57).contains(scalar.value) }
+
+    private static func isASCIILetter(_ scalar: Unicode.Scalar) -> Bool { (97...122).contains(scalar.value | 0x20) }
 
     /// Splits at spaCy's infixes: its alternatives tried in order at each position, left to right, a match
     /// at the very start skipped (spaCy keeps it in the next token).
@@ -424,4 +452,14 @@ public struct EnglishTokenizer: Sendable {
             return value <= 255 && (string.count < 3 || string.first == "1" || string.first == "2")
         }
     }
+}
+
+/// A set of 64-bit hashes as one bit each of 2¹⁶, indexed by the hash's low bits: `contains` may answer yes for a
+/// hash never inserted (then the dictionary behind it says no), never no for one inserted.
+private struct HashBits: Sendable {
+    private var words = [UInt64](repeating: 0, count: 1 << 10)
+
+    mutating func insert(_ hash: UInt64) { words[Int(hash >> 6 & 0x3FF)] |= 1 << (hash & 63) }
+
+    func contains(_ hash: UInt64) -> Bool { words[Int(hash >> 6 & 0x3FF)] & (1 << (hash & 63)) != 0 }
 }

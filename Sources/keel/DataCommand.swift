@@ -6,7 +6,7 @@ import KeelData
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data", abstract: "Prepare training data, read web crawls (WARC) and measure the loader.",
-        subcommands: [Prepare.self, Warc.self, Extract.self, Filter.self, Bench.self])
+        subcommands: [Prepare.self, Warc.self, Extract.self, Filter.self, Dedup.self, Pipeline.self, Bench.self])
 
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(

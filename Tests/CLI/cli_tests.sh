@@ -4,44 +4,7 @@
 set -uo pipefail
 keel=$(realpath "${1:?usage: cli_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -f "$work/err" ] && sed 's/^/    /' "$work/err" | head -5; }
-
-# expect_error NAME FRAGMENT COMMAND...: non-zero exit, exactly one "Error: …" line, which contains
-# FRAGMENT and is the last line (progress lines may come before it), and no crash report.
-expect_error() {
-    local name=$1 fragment=$2
-    shift 2
-    "$@" >"$work/out" 2>"$work/err"
-    local status=$?
-    local lines
-    lines=$(grep -c "^Error: " "$work/err")
-    if [ "$status" -ne 0 ] && tail -1 "$work/err" | grep -q -- "^Error: .*$fragment" && [ "$lines" -eq 1 ] \
-        && ! grep -q "Fatal error" "$work/err"; then
-        pass "$name"
-    else
-        fail "$name (exit $status, $lines error lines, wanted '$fragment')"
-    fi
-}
-
-# expect_ok NAME COMMAND...: zero exit.
-expect_ok() {
-    local name=$1
-    shift
-    if "$@" >"$work/out" 2>"$work/err"; then pass "$name"; else fail "$name (exit $?)"; fi
-}
-
-# check NAME PYTHON_EXPRESSION ARGS...: the expression (over sys.argv) is true.
-check() {
-    local name=$1 expression=$2
-    shift 2
-    if python3 -c "import json, sys; assert $expression" "$@" 2>"$work/err"; then pass "$name"; else fail "$name"; fi
-}
+source "$here/cli_common.sh"
 
 mkdir -p "$work/corpus"
 for i in 1 2 3; do
@@ -120,18 +83,6 @@ grep -Eq "^loss [0-9]+\.[0-9]{4}  perplexity [0-9]+\.[0-9]{2}  \(3 windows of 16
     && pass "eval's summary line" || fail "eval's summary line: $(cat "$work/out")"
 expect_error "eval with a window longer than the model's" "longer than the model's max_seq_len (16)" \
     "$keel" eval --checkpoint "$work/run" --seq-len 17 "$work/corpus"
-# usage NAME FRAGMENT COMMAND...: an option the parser refuses — exit 64 and one "Error: …" line with FRAGMENT.
-usage() {
-    local name=$1 fragment=$2
-    shift 2
-    "$@" >"$work/out" 2>"$work/err"
-    local status=$?
-    if [ "$status" -eq 64 ] && [ "$(grep -c '^Error: ' "$work/err")" -eq 1 ] && grep -q -- "^Error: .*$fragment" "$work/err"; then
-        pass "$name"
-    else
-        fail "$name (exit $status, wanted '$fragment')"
-    fi
-}
 usage "checkpoint convert to an unknown format" "--to must be safetensors or hf (got gguf)" \
     "$keel" checkpoint convert "$work/run" --to gguf --out "$work/x"
 usage "eval without data" "give either --dataset DIR or files to evaluate on" "$keel" eval --checkpoint "$work/run"
@@ -252,6 +203,36 @@ check "data extract decodes windows-1251, drops the menu, and lists the crawl's 
     "$work/pages.jsonl"
 expect_error "data extract on a missing input" "$work/nothing.html: no such file or directory" \
     "$keel" data extract "$work/nothing.html" --out "$work/x.jsonl"
+python3 -c 'import json, sys; f = open(sys.argv[1], "w"); f.write(json.dumps({"url": "https://example.org/a", "html": "<html lang=\"en\"><head><title>A</title><meta name=\"date\" content=\"2020-02-02\"></head><body><nav>Menu</nav><p>Fetched pages can come as JSON lines.</p></body></html>"}) + "\n")' "$work/fetched.jsonl"
+expect_ok "data extract on JSONL with an html field" "$keel" data extract "$work/fetched.jsonl" --out "$work/fetched-text.jsonl"
+check "data extract on JSONL keeps the URL and gives the text, declared language and date" \
+    '(lambda r: (r["url"], r["text"], r["declared_language"], r["date"], r["title"]) == ("https://example.org/a", "Fetched pages can come as JSON lines.", "en", "2020-02-02", "A"))(json.loads(open(sys.argv[1]).readline()))' \
+    "$work/fetched-text.jsonl"
+printf '{"url": "x"}\n' >"$work/nohtml.jsonl"
+expect_error "data extract on JSONL without an html field" "$work/nohtml.jsonl: line 1: the JSON object has no \"html\" field" \
+    "$keel" data extract "$work/nohtml.jsonl" --out "$work/x.jsonl"
+
+# keel data extract --render: a page whose text only its script writes is rendered by headless Chromium; a page
+# that hangs its browser, and a browser that crashes, cost that page and a warning, not the run.
+mkdir -p "$work/js"
+cat >"$work/js/app.html" <<'HTML'
+<html><head><title>App</title></head><body><div id="app"></div>
+<script>document.getElementById('app').innerHTML = '<article><p>' + ['Only', 'the', 'script', 'of', 'this', 'page', 'writes', 'its', 'text.'].join(' ') + '</p></article>';</script>
+</body></html>
+HTML
+printf '<html><body><div id="x"></div><script>while (true) {}</script></body></html>' >"$work/js/hang.html"
+expect_ok "data extract --render" "$keel" data extract "$work/js" --out "$work/js.jsonl" --render --render-timeout 5
+grep -q "hang.html: not rendered: the browser took more than 5 s and was stopped" "$work/err" \
+    && pass "data extract --render stops a hung browser and goes on" || fail "data extract --render stops a hung browser and goes on"
+check "data extract --render gives the text the script wrote" \
+    '[json.loads(l)["text"] for l in open(sys.argv[1])] == ["Only the script of this page writes its text."]' "$work/js.jsonl"
+printf '#!/bin/sh\nkill -SEGV $$\n' >"$work/crashing-browser" && chmod +x "$work/crashing-browser"
+expect_ok "data extract --render with a browser that crashes" "$keel" data extract "$work/js" --out "$work/js2.jsonl" --render \
+    --chromium "$work/crashing-browser"
+grep -q "app.html: not rendered: the browser crashed (signal 11)" "$work/err" \
+    && pass "data extract --render reports a crashed browser per page" || fail "data extract --render reports a crashed browser per page"
+expect_error "data extract --render with a browser that is not there" "--chromium $work/no-browser: not an executable file" \
+    "$keel" data extract "$work/js" --out "$work/js3.jsonl" --render --chromium "$work/no-browser"
 
 # keel data filter: a good document is kept as written (other fields too), a short one and a list removed with
 # datatrove's reasons, c4_quality's line drops rewrite the kept text; bad input leaves no output behind.
@@ -269,7 +250,7 @@ with open(sys.argv[1], "w") as f:
     f.write(json.dumps({"id": 3, "text": "\n".join("- item %d" % i for i in range(80))}) + "\n")
 PY
 expect_ok "data filter on JSONL" "$keel" data filter "$work/docs.jsonl" --out "$work/kept.jsonl" --removed "$work/removed.jsonl" \
-    --report "$work/filter-report.json"
+    --report "$work/filter-report.json" --rules gopher_repetition,gopher_quality,c4_quality,fineweb_quality
 check "data filter keeps the good document without its JavaScript line, other fields intact, and names why the others went" \
     '(lambda k, r, rep: [d["id"] for d in k] == [1] and k[0]["text"].endswith("over the centuries.") and [(d["id"], d["filter"], d["filter_reason"]) for d in r] == [(2, "gopher_repetition", "top_2_gram"), (3, "gopher_repetition", "top_2_gram")] and rep["documents"] == 3 and rep["keptDocuments"] == 1)([json.loads(l) for l in open(sys.argv[1])], [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3])))' \
     "$work/kept.jsonl" "$work/removed.jsonl" "$work/filter-report.json"
@@ -283,8 +264,69 @@ expect_error "data filter with an unknown rule set" "no filter rule set named \"
     "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --rules gopher
 expect_error "data filter with a bad threshold" "gopher_quality.min_doc_words: \"lots\" is not a number" \
     "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --set gopher_quality.min_doc_words=lots
+expect_error "data filter's language rule without its model" "language: no language model at $work/none.npz.xz" \
+    "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --set language.model="$work/none.npz.xz"
 usage "data filter --removed-per-rule without --removed" "--removed-per-rule needs --removed" \
     "$keel" data filter "$work/docs.jsonl" --out "$work/x.jsonl" --removed-per-rule 3
+
+# keel data pipeline: HTML pages and a JSONL file to byte shards. The German page goes (language), the copied page
+# goes (dedup); a file whose results are lost is redone on the next run, the others are skipped, and the shards come
+# out byte-identical; a changed setting or a bad configuration is refused.
+mkdir -p "$work/site"
+python3 - "$work/site" "$work/more.jsonl" <<'PY'
+import json, sys
+site, more = sys.argv[1], sys.argv[2]
+def article(topic):
+    return (f"The history of {topic} is long and varied, and it has been told many times by the people who live there. "
+            f"It was founded in the twelfth century by monks who wanted to have a place to pray and to work with their hands. "
+            f"Over time, the settlement grew into a market town with a church, a mill and several inns, and {topic} prospered. "
+            f"Today it is known for its old bridge and the annual fair, which brings visitors from all over the country. "
+            f"The museum tells the story of {topic} and of the families that shaped it over the centuries.")
+german = ("Die Geschichte der Stadt ist lang und wechselvoll, und sie wurde schon oft von den Menschen erzählt, die dort leben. "
+          "Sie wurde im zwölften Jahrhundert von Mönchen gegründet, die einen Ort zum Beten und zum Arbeiten suchten. "
+          "Heute ist sie für ihre alte Brücke und den jährlichen Markt bekannt, der Besucher aus dem ganzen Land anzieht.")
+page = "<html><head><title>{0}</title></head><body><nav><a href='/'>Home</a></nav><article><p>{1}</p></article></body></html>"
+science = ("The experiment was designed to measure how quickly water cools in containers made of different materials. "
+           "Each container was filled with the same amount of boiling water and placed in a room kept at a steady temperature. "
+           "Readings were taken every five minutes with a digital thermometer, and the results were written down in a notebook. "
+           "The metal container lost heat fastest, while the one wrapped in wool kept the water warm for almost two hours. "
+           "These results show that the material of a container matters a great deal when we want to keep a drink hot.")
+cooking = ("To make the bread, mix the flour with the salt and the yeast in a large bowl before adding any of the warm water. "
+           "Knead the dough on a floured table for about ten minutes until it feels smooth and springs back when pressed. "
+           "Leave it covered in a warm place for an hour, then shape it into a loaf and let it rise again on the baking tray. "
+           "Bake it in a hot oven for thirty minutes, until the crust is brown and the loaf sounds hollow when you tap it. "
+           "Let the bread cool on a rack before cutting it, or the inside will be heavy and the slices will tear apart.")
+for name, text in [("a", article("Oldbridge")), ("b", science), ("c", article("Oldbridge")), ("d", german)]:
+    open(f"{site}/{name}.html", "w").write(page.format(name, text))
+with open(more, "w") as f:
+    f.write(json.dumps({"id": 7, "text": cooking}) + "\n")
+PY
+cat >"$work/pipeline.toml" <<TOML
+[input]
+paths = ["site", "more.jsonl"]
+[filter]
+settings = ["language.model=$here/../../data/langid/model.npz.xz"]
+[output]
+dir = "corpus"
+tokenizer = "byte"
+val_fraction = 0.0
+TOML
+expect_ok "data pipeline on pages and JSONL" "$keel" data pipeline --config "$work/pipeline.toml"
+check "data pipeline keeps three of five documents: the German page filtered, the copied page deduplicated" \
+    '(lambda r: r["pages"] == 5 and [(s["name"], s["documents"]) for s in r["stages"]] == [("extract", 5), ("filter", 4), ("deduplicate", 3), ("tokenize", 3)] and r["filter"]["removed"]["language"]["language"]["documents"] == 1 and r["trainTokens"] > 1000)(json.load(open(sys.argv[1])))' \
+    "$work/corpus/pipeline-report.json"
+cp "$work/corpus/train_000000.bin" "$work/first-shard.bin"
+rm "$work"/corpus/work/filtered/b.html-*.json
+expect_ok "data pipeline resumed after losing one file's results" "$keel" data pipeline --config "$work/pipeline.toml"
+grep -q "resume: 4 of 5 file(s) done by an earlier run" "$work/err" && cmp -s "$work/first-shard.bin" "$work/corpus/train_000000.bin" \
+    && pass "data pipeline redoes only the unfinished file and writes the same shards" \
+    || fail "data pipeline redoes only the unfinished file and writes the same shards"
+expect_error "data pipeline resumed with other settings" "was made with another rules" \
+    "$keel" data pipeline --config "$work/pipeline.toml" --set filter.rules=gopher_quality --set filter.settings=[]
+expect_error "data pipeline with a misspelt key" "unknown key 'output.tokeniser'" \
+    "$keel" data pipeline --config "$work/pipeline.toml" --set output.tokeniser=byte
+printf '[input]\npaths = ["site"]\n[output]\ndir = "x"\n' >"$work/notok.toml"
+expect_error "data pipeline without a tokenizer" "output.tokenizer is missing" "$keel" data pipeline --config "$work/notok.toml"
 
 # A file the user cannot read: one error naming it (as root, permissions do not stop reads, so drop to nobody).
 cp "$work/corpus/doc1.txt" "$work/secret.txt"

@@ -1,0 +1,293 @@
+import Foundation
+import KeelCore
+import KeelData
+
+/// `keel data pipeline`: web pages (HTML files, directories, WARC files) or JSONL documents → main text → quality
+/// filters → deduplication → token shards, with a report of what each stage kept.
+///
+/// Resumable: each input file's extraction and filtering is written to `OUTPUT/work/` under a name derived from
+/// its path, atomically, with its statistics beside it; a restarted run skips every file whose statistics exist,
+/// so finished files are neither redone nor written twice. Deduplication and tokenisation run once all files are
+/// done and are skipped when their results exist. Input files are processed in parallel, one per thread.
+public struct CorpusPipeline: Sendable {
+    public struct Configuration: Sendable {
+        /// HTML files, directories of them, WARC files, or JSONL files with a `text` field (already extracted).
+        public var inputs: [String]
+        /// The dataset directory: token shards and manifest, `work/`, `pipeline-report.json`.
+        public var output: URL
+        public var includeComments = false
+        public var filterRules = QualityFilter.ruleNames
+        /// `rule.parameter=value` assignments.
+        public var filterSettings: [String] = []
+        public var deduplicate = true
+        public var deduplication = DeduplicationOptions()
+        /// tokenizer.json, a .tiktoken file, or "byte".
+        public var tokenizer: String
+        public var validationFraction = 0.01
+        public var shardTokens = 100_000_000
+        public var threads = ThreadPool.defaultThreadCount()
+
+        public init(inputs: [String], output: URL, tokenizer: String) {
+            self.inputs = inputs
+            self.output = output
+            self.tokenizer = tokenizer
+        }
+    }
+
+    /// What one stage left: documents, UTF-8 bytes of text, and the time it took (summed over threads for the
+    /// per-file stages).
+    public struct Stage: Codable, Sendable {
+        public var name: String
+        public var documents = 0
+        public var bytes = 0
+        public var tokens: Int?
+        public var seconds = 0.0
+    }
+
+    /// One input file's extraction and filtering, kept beside its output so a restart can skip the file.
+    struct FileResult: Codable, Sendable {
+        var pages = 0
+        var extracted = Stage(name: "extract")
+        var filter = FilterReport()
+        var filterSeconds = 0.0
+    }
+
+    public struct Report: Codable, Sendable {
+        public var files = 0
+        /// Files whose results a previous run had already written.
+        public var resumedFiles = 0
+        public var pages = 0
+        public var stages: [Stage] = []
+        public var filter = FilterReport()
+        public var trainTokens = 0
+        public var validationTokens = 0
+    }
+
+    public let configuration: Configuration
+
+    public init(_ configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// Runs every stage not yet done; `progress` gets one line per event.
+    public func run(progress: @escaping @Sendable (String) -> Void) throws -> Report {
+        var filter = try QualityFilter(rules: configuration.filterRules)
+        for setting in configuration.filterSettings { try filter.set(setting) }
+        try filter.prepare()
+        let files = try configuration.inputs.flatMap { input in
+            PageReader.isJSONL(input) ? [input] : try PageReader.files(input)
+        }
+        guard !files.isEmpty else { throw KeelError("data pipeline: the inputs hold no HTML, WARC or JSONL files") }
+        let work = configuration.output.appendingPathComponent("work")
+        let extracted = work.appendingPathComponent("filtered")
+        try FileManager.default.createDirectory(at: extracted, withIntermediateDirectories: true)
+        try checkSettings(in: work)
+
+        var report = Report()
+        report.files = files.count
+        let outputs = files.map { extracted.appendingPathComponent(Self.workName(for: $0)) }
+        let results = try processFiles(files, outputs, filter, progress: progress, resumed: &report.resumedFiles)
+        var extractStage = Stage(name: "extract"), filterStage = Stage(name: "filter")
+        for result in results {
+            report.pages += result.pages
+            extractStage.documents += result.extracted.documents
+            extractStage.bytes += result.extracted.bytes
+            extractStage.seconds += result.extracted.seconds
+            filterStage.documents += result.filter.keptDocuments
+            filterStage.bytes += result.filter.keptBytes
+            filterStage.seconds += result.filterSeconds
+            report.filter.merge(result.filter)
+        }
+        report.stages = [extractStage, filterStage]
+
+        var documents = outputs.map { $0.appendingPathExtension("jsonl").path }
+        // The later stages are redone when the set of files under them changed (inputs added or removed).
+        let sources = outputs.map(\.lastPathComponent).sorted()
+        if configuration.deduplicate {
+            let deduplicated = work.appendingPathComponent("deduplicated.jsonl")
+            let statistics = work.appendingPathComponent("deduplicated.json")
+            var stage: Stage
+            if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: statistics)), done.sources == sources {
+                stage = done.stage
+                progress("deduplicate: done by an earlier run")
+            } else {
+                progress("deduplicate: \(filterStage.documents) documents")
+                // Sorted runs spill next to the work, not to a small /tmp.
+                var options = configuration.deduplication
+                options.temporaryDirectory = work
+                let result = try JSONLDeduplication.run(inputs: documents, output: deduplicated.path, options: options)
+                stage = Stage(name: "deduplicate", documents: result.keptDocuments, bytes: 0, seconds: result.seconds)
+                stage.bytes = try Self.textBytes(deduplicated.path)
+                try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: stage, sources: sources)), to: statistics)
+            }
+            report.stages.append(stage)
+            documents = [deduplicated.path]
+        }
+
+        let tokenStart = Date()
+        let manifest: ShardManifest
+        let tokenized = work.appendingPathComponent("tokenized.json")
+        if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: tokenized)), done.sources == sources,
+           let finished = try? ShardManifest.read(from: configuration.output) {
+            manifest = finished
+            progress("tokenize: done by an earlier run")
+        } else {
+            progress("tokenize: \(documents.count) file(s) with \(configuration.tokenizer)")
+            try removeDataset()
+            var preparation = DataPreparation(inputs: documents, tokenizer: configuration.tokenizer, output: configuration.output)
+            preparation.validationFraction = configuration.validationFraction
+            preparation.shardTokens = configuration.shardTokens
+            manifest = try preparation.run()
+            try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources)), to: tokenized)
+        }
+        report.trainTokens = manifest.train.tokens
+        report.validationTokens = manifest.val.tokens
+        report.stages.append(Stage(name: "tokenize", documents: manifest.train.documents + manifest.val.documents,
+                                   bytes: report.stages.last!.bytes, tokens: manifest.train.tokens + manifest.val.tokens,
+                                   seconds: Date().timeIntervalSince(tokenStart)))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(encoder.encode(report), to: configuration.output.appendingPathComponent("pipeline-report.json"))
+        return report
+    }
+
+    /// Removes the token shards and manifest an earlier run made from other files (the pipeline owns them).
+    private func removeDataset() throws {
+        guard let old = try? ShardManifest.read(from: configuration.output) else { return }
+        for shard in old.train.shards + old.val.shards {
+            try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(shard.file))
+        }
+        if old.tokenizer != "byte" { try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(old.tokenizer)) }
+        try FileManager.default.removeItem(at: configuration.output.appendingPathComponent(ShardManifest.fileName))
+    }
+
+    /// A whole-corpus stage's result and the per-file outputs it was made from.
+    struct DoneStage: Codable {
+        var stage: Stage
+        var sources: [String]
+    }
+
+    /// The settings that shape every file's output, as the work directory records them: a run may resume only
+    /// with the same ones (inputs may be added; the whole-corpus stages are then redone).
+    private var settings: [String: String] {
+        let dedup = configuration.deduplication.minHash
+        return [
+            "rules": configuration.filterRules.joined(separator: ","), "settings": configuration.filterSettings.joined(separator: ";"),
+            "comments": "\(configuration.includeComments)", "deduplicate": "\(configuration.deduplicate)",
+            "minhash": "\(dedup.shingleSize) \(dedup.bands) \(dedup.rows) \(dedup.seed) \(dedup.hashBits)",
+            "tokenizer": configuration.tokenizer, "val_fraction": "\(configuration.validationFraction)",
+            "shard_tokens": "\(configuration.shardTokens)",
+        ]
+    }
+
+    private func checkSettings(in work: URL) throws {
+        let file = work.appendingPathComponent("settings.json")
+        if let recorded = try? JSONDecoder().decode([String: String].self, from: Data(contentsOf: file)) {
+            if let changed = settings.keys.sorted().first(where: { recorded[$0] != settings[$0] }) {
+                throw KeelError("data pipeline: \(configuration.output.path) was made with another \(changed) "
+                    + "(\(recorded[changed] ?? "none"), now \(settings[changed]!)); use a new output directory, or remove "
+                    + "\(work.path) to start over")
+            }
+        } else {
+            try AtomicFile.write(JSONEncoder().encode(settings), to: file)
+        }
+    }
+
+    /// Extracts and filters every file not already done, `configuration.threads` files at a time.
+    private func processFiles(_ files: [String], _ outputs: [URL], _ filter: QualityFilter,
+                              progress: @escaping @Sendable (String) -> Void, resumed: inout Int) throws -> [FileResult] {
+        var results = [FileResult?](repeating: nil, count: files.count)
+        for (index, output) in outputs.enumerated() {
+            let statistics = output.appendingPathExtension("json")
+            results[index] = try? JSONDecoder().decode(FileResult.self, from: Data(contentsOf: statistics))
+        }
+        resumed = results.compactMap { $0 }.count
+        if resumed > 0 { progress("resume: \(resumed) of \(files.count) file(s) done by an earlier run") }
+        let pending = results.indices.filter { results[$0] == nil }
+        let done = try concurrentMap(pending.count, workers: configuration.threads) { position in
+            let index = pending[position]
+            let result = try processFile(files[index], into: outputs[index], filter, warn: progress)
+            progress("done: \(files[index]): \(result.pages) pages, \(result.filter.keptDocuments) kept")
+            return result
+        }
+        for (position, index) in pending.enumerated() { results[index] = done[position] }
+        return results.map { $0! }
+    }
+
+    /// One file: its pages' main text (or its JSONL records), filtered, written to `output`.jsonl, then the
+    /// statistics to `output`.json — the marker a restart looks for.
+    private func processFile(_ file: String, into output: URL, _ filter: QualityFilter,
+                             warn: @escaping @Sendable (String) -> Void) throws -> FileResult {
+        var result = FileResult()
+        var reader = PageReader()
+        reader.extractor.includeComments = configuration.includeComments
+        try AtomicFile.write(to: output.appendingPathExtension("jsonl")) { handle in
+            var pending = Data()
+            func judge(_ line: [UInt8], _ text: String, _ textValue: Range<Int>) throws {
+                let started = Date()
+                let judged = FilteredRecord(line: line, text: text, textValue: textValue, filter: filter)
+                result.filterSeconds += Date().timeIntervalSince(started)
+                result.filter.count(bytes: text.utf8.count, removedBy: judged.fate, keptBytes: judged.keptBytes)
+                guard judged.fate == nil else { return }
+                pending.append(contentsOf: judged.line)
+                pending.append(0x0A)
+                if pending.count > 1 << 20 { try handle.write(contentsOf: pending); pending.removeAll(keepingCapacity: true) }
+            }
+            var started = Date()
+            if PageReader.isJSONL(file) {
+                try DocumentSource(url: URL(fileURLWithPath: file)).forEachRecord { record in
+                    let text = String(decoding: record.text, as: UTF8.self)
+                    result.pages += 1
+                    result.extracted.documents += 1
+                    result.extracted.bytes += record.text.count
+                    try judge(Array(record.line), text, record.textValue)
+                }
+            } else {
+                let counts = try reader.forEachPage(in: file, warn: warn) { page in
+                    result.extracted.seconds += Date().timeIntervalSince(started)
+                    result.extracted.documents += 1
+                    result.extracted.bytes += page.text.utf8.count
+                    let record = page.record
+                    try judge(record.line, page.text, record.textValue)
+                    started = Date()
+                }
+                result.pages = counts.pages
+            }
+            result.extracted.seconds += Date().timeIntervalSince(started)
+            try handle.write(contentsOf: pending)
+        }
+        try AtomicFile.write(JSONEncoder().encode(result), to: output.appendingPathExtension("json"))
+        return result
+    }
+
+    /// A file name for an input's results: its base name and a hash of its full path (two inputs may share a name).
+    static func workName(for file: String) -> String {
+        let path = URL(fileURLWithPath: file).standardizedFileURL.path
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return "\((file as NSString).lastPathComponent)-\(String(hash, radix: 16))"
+    }
+
+    /// UTF-8 bytes of the `text` fields of a JSONL file.
+    static func textBytes(_ path: String) throws -> Int {
+        var bytes = 0
+        try DocumentSource(url: URL(fileURLWithPath: path)).forEachRecord { bytes += $0.text.count }
+        return bytes
+    }
+}
+
+extension FilterReport {
+    /// Adds another report's counts (one file's, to the run's).
+    public mutating func merge(_ other: FilterReport) {
+        documents += other.documents
+        bytes += other.bytes
+        keptDocuments += other.keptDocuments
+        keptBytes += other.keptBytes
+        for (rule, reasons) in other.removed {
+            for (reason, removal) in reasons {
+                removed[rule, default: [:]][reason, default: Removal()].documents += removal.documents
+                removed[rule, default: [:]][reason, default: Removal()].bytes += removal.bytes
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import KeelCore
+
+/// How `Deduplicator` works and how much memory it may use.
+public struct DeduplicationOptions: Sendable {
+    /// Shingles, bands, rows, seed, hash width.
+    public var minHash = MinHashParameters()
+    /// Only exact duplicates (no MinHash).
+    public var exactOnly = false
+    /// Bytes of keys held in memory before they are sorted and spilled to a run file.
+    public var memoryBudget = 1 << 30
+    /// Run files merged at once (more are merged in passes).
+    public var mergeFanIn = 64
+    /// Where run files go (a fresh directory is made inside it and removed at the end).
+    public var temporaryDirectory = FileManager.default.temporaryDirectory
+
+    public init() {}
+}
+
+/// Finds exact and near-duplicate documents in a stream too large for memory, keeping the first of each cluster.
+///
+/// Every document added gets the next index. Its exact key (two XXH64 hashes of the text with runs of white space
+/// made one space and the ends trimmed) and, unless `exactOnly`, one key per LSH band (the band's MinHash values)
+/// go to external sorters; memory grows only by one `UInt32` per document, for union-find. `finish` streams each
+/// sorter in key order: documents sharing an exact key, or a band's values, are merged into one cluster
+/// (union-find whose root is always the cluster's smallest index), so the first document in input order is kept
+/// — as datatrove keeps it — and chains A~B~C form one cluster even when A and C share no bucket.
+public final class Deduplicator {
+    public let options: DeduplicationOptions
+    private var hasher: MinHasher
+    private let directory: URL
+    private let exactKeys: ExternalSorter
+    private let bandKeys: [ExternalSorter]
+    private var parent: [UInt32] = []
+    private var record: [UInt64]
+    private var whitespaceNormalized: [UInt8] = []
+    private var withoutShingles = 0
+    private var finished = false
+
+    public init(options: DeduplicationOptions = DeduplicationOptions()) throws {
+        self.options = options
+        hasher = MinHasher(options.minHash)
+        let rows = options.minHash.rows
+        let directory = options.temporaryDirectory.appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw KeelError("cannot create a temporary directory in \(options.temporaryDirectory.path): \(AtomicFile.systemReason(error))")
+        }
+        exactKeys = ExternalSorter(width: 3, directory: directory, name: "exact")
+        bandKeys = options.exactOnly ? [] : (0..<options.minHash.bands).map {
+            ExternalSorter(width: rows + 1, directory: directory, name: "band\($0)")
+        }
+        record = [UInt64](repeating: 0, count: max(3, rows + 1))
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    /// Documents added so far.
+    public var count: Int { parent.count }
+
+    /// Adds the next document.
+    public func add(_ text: String) throws {
+        precondition(!finished, "add after finish")
+        guard parent.count < Int(UInt32.max) else { throw KeelError("more than \(UInt32.max - 1) documents") }
+        let index = UInt64(parent.count)
+        parent.append(UInt32(index))
+        let (k0, k1) = exactKey(text)
+        record[0] = k0
+        record[1] = k1
+        record[2] = index
+        record.withUnsafeBufferPointer { exactKeys.append(UnsafeBufferPointer(rebasing: $0[0..<3])) }
+        if !options.exactOnly {
+            if let signature = hasher.signature(of: text) {
+                let rows = options.minHash.rows
+                for (band, sorter) in bandKeys.enumerated() {
+                    for r in 0..<rows { record[r] = signature[band * rows + r] }
+                    record[rows] = index
+                    record.withUnsafeBufferPointer { sorter.append(UnsafeBufferPointer(rebasing: $0[0...rows])) }
+                }
+            } else {
+                withoutShingles += 1
+            }
+        }
+        let buffered = exactKeys.bufferedBytes + bandKeys.reduce(0) { $0 + $1.bufferedBytes }
+        if buffered >= options.memoryBudget {
+            try exactKeys.spill()
+            for sorter in bandKeys { try sorter.spill() }
+        }
+    }
+
+    /// Clusters the documents. `candidatePair` (optional) is called once for every pair of documents (i < j) that
+    /// share a bucket of some band — LSH's candidate pairs, exact duplicates included; collecting them costs
+    /// memory in the number of pairs.
+    public func finish(candidatePair: ((Int, Int) -> Void)? = nil) throws -> DeduplicationResult {
+        precondition(!finished, "finish twice")
+        finished = true
+        var exact = [Bool](repeating: false, count: parent.count)
+        // Exact keys: every document after the first of its group is an exact duplicate of it.
+        try groups(of: exactKeys, keyWidth: 2) { members in
+            for m in members.dropFirst() {
+                exact[Int(m)] = true
+                union(members[0], m)
+            }
+        }
+        var pairs = Set<UInt64>()
+        for sorter in bandKeys {
+            try groups(of: sorter, keyWidth: options.minHash.rows) { members in
+                for m in members.dropFirst() { union(members[0], m) }
+                if candidatePair != nil {
+                    for j in 1..<members.count {
+                        for i in 0..<j { pairs.insert(UInt64(members[i]) << 32 | UInt64(members[j])) }
+                    }
+                }
+            }
+        }
+        if let candidatePair {
+            for pair in pairs.sorted() { candidatePair(Int(pair >> 32), Int(pair & 0xFFFF_FFFF)) }
+        }
+        for i in parent.indices { parent[i] = find(UInt32(i)) }
+        let spilled = exactKeys.spilledRuns + bandKeys.reduce(0) { $0 + $1.spilledRuns }
+        try? FileManager.default.removeItem(at: directory)
+        return DeduplicationResult(representative: parent, exact: exact, withoutShingles: withoutShingles, spilledRuns: spilled)
+    }
+
+    /// Streams `sorter` and calls `body` with the documents (ascending) of every run of two or more records whose
+    /// first `keyWidth` words agree.
+    private func groups(of sorter: ExternalSorter, keyWidth: Int, _ body: ([UInt32]) -> Void) throws {
+        var key = [UInt64](repeating: 0, count: keyWidth)
+        var members: [UInt32] = []
+        try sorter.merge(fanIn: options.mergeFanIn) { r in
+            var same = !members.isEmpty
+            if same { for k in 0..<keyWidth where r[k] != key[k] { same = false; break } }
+            if !same {
+                if members.count > 1 { body(members) }
+                members.removeAll(keepingCapacity: true)
+                for k in 0..<keyWidth { key[k] = r[k] }
+            }
+            members.append(UInt32(r[keyWidth]))
+        }
+        if members.count > 1 { body(members) }
+    }
+
+    private func find(_ x: UInt32) -> UInt32 {
+        var x = Int(x)
+        while parent[x] != UInt32(x) {
+            parent[x] = parent[Int(parent[x])]  // path halving
+            x = Int(parent[x])
+        }
+        return UInt32(x)
+    }
+
+    private func union(_ a: UInt32, _ b: UInt32) {
+        let ra = find(a), rb = find(b)
+        if ra < rb { parent[Int(rb)] = ra } else if rb < ra { parent[Int(ra)] = rb }
+    }
+
+    /// Two independent XXH64 hashes (128 bits: no collision in any real corpus) of the text with white space
+    /// normalised: runs of it become one space, the ends are trimmed. Case and punctuation count.
+    private func exactKey(_ text: String) -> (UInt64, UInt64) {
+        // A local array (swapped with the stored one to keep its capacity): appending to a class's property would
+        // pay a run-time exclusivity check per character.
+        var whitespaceNormalized: [UInt8] = []
+        swap(&whitespaceNormalized, &self.whitespaceNormalized)
+        defer { swap(&whitespaceNormalized, &self.whitespaceNormalized) }
+        whitespaceNormalized.removeAll(keepingCapacity: true)
+        var pendingSpace = false
+        for scalar in text.unicodeScalars {
+            if PythonText.isSpace(scalar) {
+                pendingSpace = true
+                continue
+            }
+            if pendingSpace && !whitespaceNormalized.isEmpty { whitespaceNormalized.append(0x20) }
+            pendingSpace = false
+            MinHasher.appendUTF8(scalar.value, to: &whitespaceNormalized)
+        }
+        return whitespaceNormalized.withUnsafeBytes {
+            (XXH64.hash($0, seed: 0), XXH64.hash($0, seed: 0x9E37_79B9_7F4A_7C15))
+        }
+    }
+}
+
+/// What `Deduplicator.finish` found, document by document.
+public struct DeduplicationResult: Sendable {
+    /// For each document, the index of the document kept for its cluster (itself when it is kept).
+    public let representative: [UInt32]
+    /// For each document, whether an earlier document has the same exact key.
+    public let exact: [Bool]
+    /// Documents with fewer words than a shingle (no signature, so only exact duplicates of them are found).
+    public let withoutShingles: Int
+    /// Run files the sorters wrote (0 when everything fit in memory).
+    public let spilledRuns: Int
+
+    public var documents: Int { representative.count }
+    public func isKept(_ document: Int) -> Bool { representative[document] == UInt32(document) }
+    /// Documents removed.
+    public var removed: Int { representative.indices.count { !isKept($0) } }
+    /// Documents removed as exact duplicates.
+    public var exactDuplicates: Int { exact.count { $0 } }
+    /// Clusters of two or more documents.
+    public var clusters: Int { Set(representative.indices.filter { !isKept($0) }.map { representative[$0] }).count }
+    /// Clusters with at least one removed document that is not an exact duplicate (found by MinHash).
+    public var nearDuplicateClusters: Int {
+        Set(representative.indices.filter { !isKept($0) && !exact[$0] }.map { representative[$0] }).count
+    }
+}

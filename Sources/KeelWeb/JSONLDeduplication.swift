@@ -1,0 +1,118 @@
+import Foundation
+import KeelCore
+import KeelData
+
+/// What `JSONLDeduplication.run` did.
+public struct DeduplicationReport: Sendable {
+    public var documents = 0
+    public var inputBytes = 0
+    public var keptDocuments = 0
+    public var keptBytes = 0
+    public var exactDuplicates = 0
+    /// Documents removed as near duplicates (not exact ones).
+    public var nearDuplicates = 0
+    public var clusters = 0
+    public var nearDuplicateClusters = 0
+    public var withoutShingles = 0
+    public var spilledRuns = 0
+    public var candidatePairs = 0
+    public var seconds = 0.0
+}
+
+/// `keel data dedup` on files: JSONL documents with a "text" field in (plain, gzip or zstd, read by KeelData's
+/// `DocumentSource`), the first document of each duplicate cluster out, every line copied byte for byte (other
+/// fields pass through unchanged).
+///
+/// The inputs are read twice — once to find the clusters, once to write — so only the keys and one integer per
+/// document are ever held. Every line is validated in the first pass, so bad input (a missing file, a line that is not
+/// a JSON object, no "text" string) stops the run with the file and line before any output exists; outputs are
+/// written to temporary names and renamed when complete.
+public enum JSONLDeduplication {
+    /// Deduplicates `inputs` into `output`; removed documents go to `removed` (each line with `"duplicate_of"`: the
+    /// index of the document kept in its place, counting non-blank lines of all inputs from 0), and LSH candidate
+    /// pairs to `pairs` ("i<TAB>j" per line, i < j, sorted).
+    public static func run(inputs: [String], output: String, removed: String? = nil, pairs: String? = nil,
+                           options: DeduplicationOptions = DeduplicationOptions()) throws -> DeduplicationReport {
+        let started = Date()
+        var report = DeduplicationReport()
+        let deduplicator = try Deduplicator(options: options)
+        try forEachRecord(inputs) { record in
+            report.inputBytes += record.line.count + 1
+            try deduplicator.add(String(decoding: record.text, as: UTF8.self))
+        }
+        var pairText = Data()
+        let result = try deduplicator.finish(candidatePair: pairs == nil ? nil : { i, j in
+            report.candidatePairs += 1
+            pairText.append(contentsOf: Array("\(i)\t\(j)\n".utf8))
+        })
+        if let pairs { try AtomicFile.write(pairText, to: URL(fileURLWithPath: pairs)) }
+
+        let write = { (kept: FileHandle, dropped: FileHandle?) throws in
+            var keptBuffer = Data(), droppedBuffer = Data()
+            var document = 0
+            try forEachRecord(inputs) { record in
+                defer { document += 1 }
+                let line = record.line
+                if result.isKept(document) {
+                    report.keptDocuments += 1
+                    report.keptBytes += line.count + 1
+                    keptBuffer.append(line.baseAddress!, count: line.count)
+                    keptBuffer.append(0x0A)
+                    if keptBuffer.count >= 1 << 22 { try kept.write(contentsOf: keptBuffer); keptBuffer.removeAll() }
+                } else if let dropped {
+                    droppedBuffer.append(contentsOf: annotated(line, representative: Int(result.representative[document])))
+                    if droppedBuffer.count >= 1 << 22 { try dropped.write(contentsOf: droppedBuffer); droppedBuffer.removeAll() }
+                }
+            }
+            try kept.write(contentsOf: keptBuffer)
+            try dropped?.write(contentsOf: droppedBuffer)
+            guard document == result.documents else {
+                throw KeelError("the inputs changed while they were being deduplicated (\(result.documents) documents, then \(document))")
+            }
+        }
+        try AtomicFile.write(to: URL(fileURLWithPath: output)) { kept in
+            if let removed {
+                try AtomicFile.write(to: URL(fileURLWithPath: removed)) { dropped in try write(kept, dropped) }
+            } else {
+                try write(kept, nil)
+            }
+        }
+        report.documents = result.documents
+        report.exactDuplicates = result.exactDuplicates
+        report.nearDuplicates = result.removed - result.exactDuplicates
+        report.clusters = result.clusters
+        report.nearDuplicateClusters = result.nearDuplicateClusters
+        report.withoutShingles = result.withoutShingles
+        report.spilledRuns = result.spilledRuns
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// Writes each document's shingle hashes, in text order with repeats (datatrove's `get_shingles`), as one JSON
+    /// array per line: what scripts/bench/dedup_vs_datasketch.py compares with datatrove.
+    public static func writeShingles(inputs: [String], to output: String, parameters: MinHashParameters) throws {
+        var hasher = MinHasher(parameters)
+        var lines = Data()
+        try forEachRecord(inputs) { record in
+            let hashes = hasher.shingleHashes(of: String(decoding: record.text, as: UTF8.self))
+            lines.append(contentsOf: Array(("[" + hashes.map(String.init).joined(separator: ",") + "]\n").utf8))
+        }
+        try AtomicFile.write(lines, to: URL(fileURLWithPath: output))
+    }
+
+    /// Every record (non-blank line) of every input, in order.
+    private static func forEachRecord(_ inputs: [String], _ body: (DocumentSource.Record) throws -> Void) throws {
+        for path in inputs { try DocumentSource(url: URL(fileURLWithPath: path)).forEachRecord(body) }
+    }
+
+    /// The line with `"duplicate_of": representative` added as the object's last field, and a newline. The line
+    /// was checked to be a JSON object with a "text" field, so it ends in "}" (then perhaps white space).
+    static func annotated(_ line: UnsafeBufferPointer<UInt8>, representative: Int) -> [UInt8] {
+        let close = line.lastIndex(of: UInt8(ascii: "}"))!
+        var output = Array(line[..<close])
+        output.append(UInt8(ascii: ","))
+        JSONString.append("duplicate_of", to: &output)
+        output.append(contentsOf: Array(":\(representative)}\n".utf8))
+        return output
+    }
+}
