@@ -5,8 +5,9 @@ import Glibc
 ///
 /// The encoding is found as the HTML standard's "encoding sniffing" does, in its order: a byte order mark; the
 /// HTTP `Content-Type` charset; a `<meta charset>` or `<meta http-equiv="Content-Type" content="…; charset=…">`
-/// in the first 1,024 bytes; then the bytes themselves — UTF-8 when they are valid UTF-8 (and not plain ASCII),
-/// otherwise windows-1252, the standard's default for most locales. Labels are normalised as the WHATWG Encoding
+/// in the first 1,024 bytes; then the bytes themselves — UTF-8 when they are valid UTF-8, otherwise the legacy
+/// encoding whose decoding looks most like text (`CharsetGuess`: windows-1252, the standard's default for most
+/// locales, unless the bytes read as Cyrillic, Greek, Chinese, Japanese or Korean). Labels are normalised as the WHATWG Encoding
 /// standard maps them (latin1, ascii and iso-8859-1 mean windows-1252; gb2312 means GBK, read as GB18030).
 public enum Charset {
     /// Where the encoding was found.
@@ -24,7 +25,7 @@ public enum Charset {
             // A page that declares UTF-16 in ASCII bytes cannot be UTF-16 (the standard reads it as UTF-8).
             return (name.hasPrefix("UTF-16") ? "UTF-8" : name, .meta)
         }
-        return (isValidUTF8(bytes) ? "UTF-8" : "WINDOWS-1252", .bytes)
+        return (isValidUTF8(bytes) ? "UTF-8" : CharsetGuess.guess(bytes), .bytes)
     }
 
     /// `bytes` in `charset` as a string; sequences invalid in it become U+FFFD. An encoding iconv does not know is

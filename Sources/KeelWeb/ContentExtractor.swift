@@ -19,6 +19,8 @@ public struct ContentExtractor: Sendable {
     public var includeComments = false
     /// A block whose share of link text is above this is dropped.
     public var maximumLinkDensity = 0.5
+    /// Whether the text is Markdown (headings, lists, quotes, code fences, tables) rather than plain lines.
+    public var markdown = false
 
     public init() {}
 
@@ -58,11 +60,11 @@ public struct ContentExtractor: Sendable {
             let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
             return density <= maximumLinkDensity || isReference || block.characters > 300
         }
-        var text = kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        var text = markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
         if readingState, text.count < embeddedStateThreshold {
             // A page rendered by JavaScript: its text is in the state the scripts render from.
             let state = embeddedState(root).filter { !text.contains($0) }
-            if !state.isEmpty { text = ([text].filter { !$0.isEmpty } + state).joined(separator: "\n") }
+            if !state.isEmpty { text = ([text].filter { !$0.isEmpty } + state).joined(separator: markdown ? "\n\n" : "\n") }
         }
         return Page(title: title, text: text, language: Self.declaredLanguage(root), date: Self.publicationDate(root))
     }
@@ -149,6 +151,85 @@ public struct ContentExtractor: Sendable {
         var links = 0
         /// Whether the block is a heading (h1–h6).
         var isHeading = false
+        /// How the block reads as Markdown.
+        var shape = MarkdownShape()
+    }
+
+    /// A block's Markdown: its line prefix ("## ", "  - ", "> "), or that it is code or a table cell.
+    private struct MarkdownShape {
+        var prefix = ""
+        var isCode = false
+        /// The table row a cell belongs to (a number unique to the row), and whether it is a header cell.
+        var row: Int?
+        var isHeader = false
+        var isListItem = false
+    }
+
+    /// Where a node sits, for its blocks' Markdown: inside how many lists (and whether the innermost is
+    /// ordered), quotes, and which table row.
+    private struct Nesting {
+        var lists = 0
+        var ordered = false
+        var quotes = 0
+        var row: Int?
+
+        /// The shape of a block of element `tag` here.
+        func shape(_ tag: GumboTag) -> MarkdownShape {
+            var shape = MarkdownShape(prefix: String(repeating: "> ", count: quotes))
+            switch tag {
+            case GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5, GUMBO_TAG_H6:
+                shape.prefix += String(repeating: "#", count: Int(tag.rawValue - GUMBO_TAG_H1.rawValue) + 1) + " "
+            case GUMBO_TAG_LI:
+                shape.prefix += String(repeating: "  ", count: max(0, lists - 1)) + (ordered ? "1. " : "- ")
+                shape.isListItem = true
+            case GUMBO_TAG_PRE:
+                shape.isCode = true
+            case GUMBO_TAG_TD, GUMBO_TAG_TH:
+                shape.row = row
+                shape.isHeader = tag == GUMBO_TAG_TH
+            default:
+                // Text continuing inside a list item lines up under it.
+                shape.prefix += String(repeating: "  ", count: lists)
+            }
+            return shape
+        }
+    }
+
+    /// The blocks as Markdown: paragraphs apart, list items and table rows together, code fenced.
+    private static func markdown(_ blocks: [Block]) -> String {
+        var pieces: [(text: String, tight: Bool)] = []
+        var index = 0
+        while index < blocks.count {
+            let block = blocks[index]
+            if let row = block.shape.row {
+                // A table: its rows one line each, a separator under the first.
+                var rows: [[String]] = [], header = block.shape.isHeader
+                var currentRow = row
+                var cells: [String] = []
+                while index < blocks.count, let cellRow = blocks[index].shape.row {
+                    if cellRow != currentRow { rows.append(cells); cells = []; currentRow = cellRow }
+                    cells.append(blocks[index].text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "|", with: "\\|"))
+                    index += 1
+                }
+                rows.append(cells)
+                header = header || rows.count > 1
+                let width = rows.map(\.count).max() ?? 1
+                var lines = rows.map { "| " + ($0 + Array(repeating: "", count: width - $0.count)).joined(separator: " | ") + " |" }
+                if header { lines.insert("|" + String(repeating: " --- |", count: width), at: 1) }
+                pieces.append((lines.joined(separator: "\n"), false))
+                continue
+            }
+            let text = block.shape.isCode ? "```\n" + block.text.trimmingCharacters(in: .newlines) + "\n```"
+                : block.shape.prefix + block.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            pieces.append((text, block.shape.isListItem))
+            index += 1
+        }
+        var output = ""
+        for (position, piece) in pieces.enumerated() {
+            if position > 0 { output += piece.tight && pieces[position - 1].tight ? "\n" : "\n\n" }
+            output += piece.text
+        }
+        return output
     }
 
     private static let headingTags: Set<UInt32> = Set([GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5,
@@ -263,7 +344,8 @@ public struct ContentExtractor: Sendable {
     }
 
     /// Appends the blocks of `node` to `blocks`.
-    private func collect(_ node: UnsafeMutablePointer<GumboNode>, into blocks: inout [Block], inLink: Bool = false) {
+    private func collect(_ node: UnsafeMutablePointer<GumboNode>, into blocks: inout [Block], inLink: Bool = false,
+                         nesting: Nesting = Nesting()) {
         switch node.pointee.type {
         case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE:
             if blocks.isEmpty { blocks.append(Block()) }
@@ -286,8 +368,17 @@ public struct ContentExtractor: Sendable {
                     return
                 }
             }
+            var inner = nesting
+            switch tag {
+            case GUMBO_TAG_UL, GUMBO_TAG_OL:
+                inner.lists += 1
+                inner.ordered = tag == GUMBO_TAG_OL
+            case GUMBO_TAG_BLOCKQUOTE: inner.quotes += 1
+            case GUMBO_TAG_TR: inner.row = blocks.count
+            default: break
+            }
             let isBlock = Self.blockTags.contains(tag.rawValue)
-            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag.rawValue))) }
+            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag.rawValue), shape: nesting.shape(tag))) }
             let link = inLink || tag == GUMBO_TAG_A
             if tag == GUMBO_TAG_A {
                 if blocks.isEmpty { blocks.append(Block()) }
@@ -299,9 +390,9 @@ public struct ContentExtractor: Sendable {
                 blocks[blocks.count - 1].text += code
                 blocks[blocks.count - 1].characters += code.count
             } else {
-                for child in Self.children(node) { collect(child, into: &blocks, inLink: link) }
+                for child in Self.children(node) { collect(child, into: &blocks, inLink: link, nesting: inner) }
             }
-            if isBlock { blocks.append(Block()) }
+            if isBlock { blocks.append(Block(shape: nesting.shape(GUMBO_TAG_SPAN))) }
         default:
             return
         }

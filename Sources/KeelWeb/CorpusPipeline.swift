@@ -16,6 +16,8 @@ public struct CorpusPipeline: Sendable {
         /// The dataset directory: token shards and manifest, `work/`, `pipeline-report.json`.
         public var output: URL
         public var includeComments = false
+        /// Whether extracted text is Markdown rather than plain lines.
+        public var markdown = false
         public var filterRules = QualityFilter.ruleNames
         /// `rule.parameter=value` assignments.
         public var filterSettings: [String] = []
@@ -173,7 +175,8 @@ public struct CorpusPipeline: Sendable {
         let dedup = configuration.deduplication.minHash
         return [
             "rules": configuration.filterRules.joined(separator: ","), "settings": configuration.filterSettings.joined(separator: ";"),
-            "comments": "\(configuration.includeComments)", "deduplicate": "\(configuration.deduplicate)",
+            "comments": "\(configuration.includeComments)", "markdown": "\(configuration.markdown)",
+            "deduplicate": "\(configuration.deduplicate)",
             "minhash": "\(dedup.shingleSize) \(dedup.bands) \(dedup.rows) \(dedup.seed) \(dedup.hashBits)",
             "tokenizer": configuration.tokenizer, "val_fraction": "\(configuration.validationFraction)",
             "shard_tokens": "\(configuration.shardTokens)",
@@ -221,6 +224,7 @@ public struct CorpusPipeline: Sendable {
         var result = FileResult()
         var reader = PageReader()
         reader.extractor.includeComments = configuration.includeComments
+        reader.extractor.markdown = configuration.markdown
         try AtomicFile.write(to: output.appendingPathExtension("jsonl")) { handle in
             var pending = Data()
             func judge(_ line: [UInt8], _ text: String, _ textValue: Range<Int>) throws {

@@ -1,9 +1,10 @@
+import CBrotli
 import CZlib
 import Foundation
 import KeelCore
 
 /// An HTTP/1.x response as a WARC `response` record holds it: status, headers, and the body with its transfer
-/// coding (chunked) and content coding (gzip, deflate) removed.
+/// coding (chunked) and content coding (gzip, deflate, br) removed.
 public struct HTTPResponse: Sendable {
     public let status: Int
     public let headers: [(name: String, value: String)]
@@ -38,6 +39,8 @@ public struct HTTPResponse: Sendable {
         case "gzip", "x-gzip", "deflate":
             // Some servers label a body gzip that was stored decoded: a body that does not inflate is kept.
             if let inflated = Self.inflated(body) { body = inflated }
+        case "br":
+            if let decoded = Self.unbrotli(body) { body = decoded }
         case "identity", "":
             break
         case let coding:
@@ -92,6 +95,34 @@ public struct HTTPResponse: Sendable {
             if index < body.count, body[index] == 0x0a { index += 1 }
         }
         return result
+    }
+
+    /// `body` decoded from Brotli; nil when it is not Brotli (a body stored decoded under the header). A truncated
+    /// stream gives what decoded so far.
+    static func unbrotli(_ body: [UInt8]) -> [UInt8]? {
+        guard !body.isEmpty, let state = BrotliDecoderCreateInstance(nil, nil, nil) else { return nil }
+        defer { BrotliDecoderDestroyInstance(state) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        return body.withUnsafeBufferPointer { input -> [UInt8]? in
+            var nextIn: UnsafePointer<UInt8>? = input.baseAddress
+            var availableIn = input.count
+            while true {
+                let (status, produced) = chunk.withUnsafeMutableBufferPointer { output -> (BrotliDecoderResult, Int) in
+                    var nextOut: UnsafeMutablePointer<UInt8>? = output.baseAddress
+                    var availableOut = output.count
+                    let status = BrotliDecoderDecompressStream(state, &availableIn, &nextIn, &availableOut, &nextOut, nil)
+                    return (status, output.count - availableOut)
+                }
+                result.append(contentsOf: chunk[..<produced])
+                switch status {
+                case BROTLI_DECODER_RESULT_SUCCESS: return result
+                case BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT: continue
+                case BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT: return result.isEmpty ? nil : result
+                default: return nil
+                }
+            }
+        }
     }
 
     /// `body` inflated from gzip, zlib or raw deflate; nil when it is none of them.

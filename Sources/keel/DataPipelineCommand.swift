@@ -42,7 +42,7 @@ extension DataCommand {
                 + (report.resumedFiles > 0 ? " (\(report.resumedFiles) file(s) resumed from an earlier run)" : ""))
         }
 
-        /// Reads the TOML configuration: [input] paths, comments; [filter] rules, settings; [dedup] enabled,
+        /// Reads the TOML configuration: [input] paths, comments, markdown; [filter] rules, settings; [dedup] enabled,
         /// shingle, bands, rows, memory_mb; [output] dir, tokenizer, val_fraction, shard_tokens, threads.
         static func configuration(path: String, overrides: [String]) throws -> CorpusPipeline.Configuration {
             let text: String
@@ -63,6 +63,7 @@ extension DataCommand {
             var configuration = CorpusPipeline.Configuration(inputs: inputs.map(resolve), output: URL(fileURLWithPath: resolve(output)),
                                                              tokenizer: resolve(tokenizer))
             configuration.includeComments = try values.bool("input.comments", false)
+            configuration.markdown = try values.bool("input.markdown", false)
             let rules = try values.strings("filter.rules")
             if !rules.isEmpty { configuration.filterRules = rules }
             configuration.filterSettings = try values.strings("filter.settings")

@@ -25,6 +25,9 @@ extension DataCommand {
         @Flag(help: "Keep comment sections.")
         var comments = false
 
+        @Flag(help: "Write the text as Markdown: headings, lists, quotes, code fences, tables.")
+        var markdown = false
+
         @Flag(help: "Render pages that still give little text (under 100 characters) with headless Chromium, then extract them.")
         var render = false
 
@@ -45,6 +48,7 @@ extension DataCommand {
         func run() throws {
             var reader = PageReader()
             reader.extractor.includeComments = comments
+            reader.extractor.markdown = markdown
             var renderer = render ? try PageRenderer(browser: chromium) : nil
             renderer?.timeout = renderTimeout
             let files = try inputs.flatMap(PageReader.files)

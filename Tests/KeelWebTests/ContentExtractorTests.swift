@@ -100,3 +100,43 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertNil(nothing.date)
     }
 }
+
+/// `markdown = true`: the same content, written as Markdown.
+final class MarkdownOutputTests: XCTestCase {
+    func testHeadingsListsQuotesCodeAndTables() {
+        var extractor = ContentExtractor()
+        extractor.markdown = true
+        let page = extractor.extract(html: """
+            <html><body><nav><a href="/">Home</a></nav><article>
+            <h1>Title</h1><p>First paragraph.</p><h3>Part</h3>
+            <ul><li>one</li><li>two<ol><li>inner</li></ol></li></ul>
+            <blockquote><p>Quoted words.</p></blockquote>
+            <pre>let x = 1
+            print(x)</pre>
+            <table><tr><th>name</th><th>size</th></tr><tr><td>a|b</td><td>3</td></tr></table>
+            </article></body></html>
+            """)
+        XCTAssertEqual(page.text, """
+            # Title
+
+            First paragraph.
+
+            ### Part
+
+            - one
+            - two
+              1. inner
+
+            > Quoted words.
+
+            ```
+            let x = 1
+            print(x)
+            ```
+
+            | name | size |
+            | --- | --- |
+            | a\\|b | 3 |
+            """)
+    }
+}

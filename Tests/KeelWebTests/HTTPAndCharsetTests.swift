@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import KeelWeb
 import XCTest
 
@@ -23,9 +24,22 @@ final class HTTPAndCharsetTests: XCTestCase {
             + WARCFixture.gzip(Array(String(repeating: "<p>long text</p>", count: 500).utf8)).prefix(60)
         XCTAssertTrue(String(decoding: try HTTPResponse(parsing: cut).body, as: UTF8.self).hasPrefix("<p>long text</p>"))
         XCTAssertThrowsError(try HTTPResponse(parsing: Array("GET / HTTP/1.1\r\n\r\n".utf8))) { XCTAssertTrue("\($0)".contains("not an HTTP response")) }
-        XCTAssertThrowsError(try HTTPResponse(parsing: Array("HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\nxx".utf8))) {
-            XCTAssertTrue("\($0)".contains("unsupported content coding br"))
+        XCTAssertThrowsError(try HTTPResponse(parsing: Array("HTTP/1.1 200 OK\r\nContent-Encoding: compress\r\n\r\nxx".utf8))) {
+            XCTAssertTrue("\($0)".contains("unsupported content coding compress"))
         }
+    }
+
+    func testBrotliBodies() throws {
+        // brotli.compress(b"<html><body><p>Brotli-coded pages are common on the modern web.</p></body></html>"), Python's
+        // brotli 1.x: the reference encoder.
+        let coded: [UInt8] = [27, 80, 0, 232, 141, 211, 37, 180, 87, 249, 44, 189, 225, 245, 58, 30, 156, 55, 217, 161, 20, 73, 73,
+                              30, 31, 33, 216, 128, 3, 151, 166, 69, 39, 88, 121, 28, 54, 224, 16, 18, 216, 182, 7, 154, 214, 112,
+                              6, 71, 142, 233, 237, 171, 100, 28, 253, 17, 91, 208, 19, 232, 138, 220, 240, 112, 161, 147, 62]
+        let header = Array("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: br\r\n\r\n".utf8)
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: header + coded).body, as: UTF8.self),
+                       "<html><body><p>Brotli-coded pages are common on the modern web.</p></body></html>")
+        // A body stored decoded under the header stays as it is.
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: header + Array("<p>plain</p>".utf8)).body, as: UTF8.self), "<p>plain</p>")
     }
 
     func testTheEncodingIsFoundInTheStandardsOrder() {
@@ -40,6 +54,41 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertEqual(Charset.detect([0x3c, 0x70, 0x3e, 0xe9, 0x3c], httpCharset: nil).name, "WINDOWS-1252", "otherwise windows-1252")
         XCTAssertEqual(Charset.detect(meta, httpCharset: "latin1").name, "WINDOWS-1252", "latin1 means windows-1252")
         XCTAssertEqual(Charset.detect(meta, httpCharset: "no-such-charset").name, "KOI8-R", "an unknown label is passed over")
+    }
+
+    /// `text` in `charset`, by glibc's iconv (the reference encoder).
+    private func encoded(_ text: String, _ charset: String) -> [UInt8] {
+        let converter = iconv_open(charset, "UTF-8")
+        defer { iconv_close(converter) }
+        var input = Array(text.utf8), output = [UInt8](repeating: 0, count: input.count * 4)
+        var inLeft = input.count, outLeft = output.count
+        input.withUnsafeMutableBytes { inBytes in
+            output.withUnsafeMutableBytes { outBytes in
+                var inPointer: UnsafeMutablePointer<CChar>? = inBytes.baseAddress!.assumingMemoryBound(to: CChar.self)
+                var outPointer: UnsafeMutablePointer<CChar>? = outBytes.baseAddress!.assumingMemoryBound(to: CChar.self)
+                XCTAssertNotEqual(iconv(converter, &inPointer, &inLeft, &outPointer, &outLeft), -1, charset)
+            }
+        }
+        return Array(output[..<(output.count - outLeft)])
+    }
+
+    func testUndeclaredLegacyEncodingsAreGuessedFromTheBytes() {
+        for (text, charsets) in [
+            ("Le château est situé près de la rivière, où les élèves étudient l'été.", ["WINDOWS-1252"]),
+            ("Привет, мир! Это простой текст на русском языке для проверки кодировки.", ["WINDOWS-1251", "KOI8-R"]),
+            ("Η γρήγορη καφέ αλεπού πηδά πάνω από τον τεμπέλη σκύλο.", ["WINDOWS-1253"]),
+            ("这是一个用于测试编码检测的简体中文句子，内容很普通。", ["GB18030"]),
+            ("これは文字コードの判定を確かめるための日本語の文章です。", ["SHIFT_JIS", "EUC-JP"]),
+            ("이것은 인코딩 감지를 확인하기 위한 한국어 문장입니다.", ["CP949"]),
+        ] {
+            for charset in charsets {
+                let page = Array("<html><body><p>".utf8) + encoded(text, charset) + Array("</p></body></html>".utf8)
+                let found = Charset.detect(page, httpCharset: nil)
+                XCTAssertEqual(found.name, charset, text)
+                XCTAssertEqual(found.source, .bytes)
+                XCTAssertTrue(Charset.decode(page, charset: found.name).contains(text), charset)
+            }
+        }
     }
 
     func testTextIsConvertedToUTF8() {
