@@ -287,12 +287,32 @@ public struct ContentExtractor: Sendable {
             .map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }
         guard !marks.isEmpty else { return false }
         if !includeComments, Self.contains(marks, "comment") { return true }
-        // A container that also calls itself content ("l-sidebar-fixed l-article-body-segment") is kept, as
-        // Mozilla's Readability keeps its "unlikely candidates" that say so.
-        if Self.contentMarks.contains(where: { Self.contains(marks, $0) }) { return false }
-        // Words or word parts separated by - or _ ("main-nav", "site_footer", "cookie-banner"), plural or not.
-        let words = marks.split(whereSeparator: { $0 == 0x20 || $0 == 0x2d || $0 == 0x5f }).map { String(decoding: $0, as: UTF8.self) }
-        return words.contains { word in Self.boilerplate.contains { word == $0 || word == $0 + "s" } } || Self.contains(marks, "navigation")
+        // Judged name by name: one that names boilerplate ("entry-meta", "post-author") marks it even when it also
+        // says content; a container with another name that says content ("l-sidebar-fixed
+        // l-article-body-segment") is kept, as Mozilla's Readability keeps its "unlikely candidates" that say so.
+        var boilerplate = false, content = false
+        for name in marks.split(separator: 0x20).map(Array.init) {
+            if Self.namesBoilerplate(name) { boilerplate = true } else if Self.contentMarks.contains(where: { Self.contains(name, $0) }) { content = true }
+        }
+        return boilerplate && !content
+    }
+
+    /// Parts of a class or id name that mark boilerplate wherever they occur in it (as trafilatura's discard
+    /// expressions match them): bylines and author boxes, meta lines, ratings, related and recommended lists,
+    /// sharing, widgets. (Tried on trafilatura's evaluation pages and left out because they cost more text than
+    /// boilerplate: "hidden" — utility classes such as overflow-hidden — and "teaser".)
+    private static let boilerplateFragments = [
+        "byline", "author", "meta", "rating", "timestamp", "user-info", "related", "recommend", "most-popular", "more-on",
+        "-stories", "share", "sharing", "sociable", "tag-list", "jp-", "widget", "outbrain", "taboola", "paid-content",
+        "noprint", "navbar", "subnav", "breadcrumb", "newsletter", "syndication", "akismet", "reply-",
+    ]
+
+    /// Whether one class or id name names boilerplate: one of its words (separated by - or _, plural or not) is a
+    /// boilerplate word ("main-nav", "site_footer", "cookie-banner"), or it holds a boilerplate fragment.
+    private static func namesBoilerplate(_ name: [UInt8]) -> Bool {
+        if boilerplateFragments.contains(where: { contains(name, $0) }) { return true }
+        let words = name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).map { String(decoding: $0, as: UTF8.self) }
+        return words.contains { word in boilerplate.contains { word == $0 || word == $0 + "s" } }
     }
 
     /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least

@@ -79,6 +79,15 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertTrue(result.text.hasSuffix("A teaser."), result.text)
     }
 
+    func testANameSayingBoilerplateWinsOverOneSayingContentInTheSameName() {
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="entry-content"><p>The body of the post, which is what a reader came for.</p>
+            <div class="entry-meta">Posted by Anna on 3 May</div><div class="sharedaddy sd-sharing-enabled">Share this: Twitter</div>
+            <div class="post-author-bio">Anna writes about gardens.</div></div></body></html>
+            """)
+        XCTAssertEqual(page.text, "The body of the post, which is what a reader came for.")
+    }
+
     func testDeclaredLanguageAndPublicationDate() {
         let extractor = ContentExtractor()
         let dated = extractor.extract(html: """
