@@ -48,10 +48,23 @@ public final class LanguageIdentifier: Sendable {
         let rowOf = try unsigned(array("nextmove_row"))
         let features = try array("out_feat").values(as: Int32.self)
         let featureCount = ptc.shape[0]
-        // Checked once here so that the walk over text can index without fear.
+        // Checked once here so that the walk over text can index without fear (plain loops: the tables are large,
+        // and these run unoptimised in debug builds too).
+        func largest(_ values: [UInt32]) -> UInt32 {
+            values.withUnsafeBufferPointer { buffer in
+                var largest: UInt32 = 0
+                for value in buffer where value > largest { largest = value }
+                return largest
+            }
+        }
+        let largestFeature = features.withUnsafeBufferPointer { buffer in
+            var largest: Int32 = -1
+            for value in buffer where value > largest { largest = value }
+            return largest
+        }
         guard !rowOf.isEmpty, rowOf.count == features.count, transitions.count % 256 == 0,
-              rowOf.allSatisfy({ Int($0) < transitions.count / 256 }), transitions.allSatisfy({ Int($0) < rowOf.count }),
-              features.allSatisfy({ $0 < featureCount }) else {
+              Int(largest(rowOf)) < transitions.count / 256, Int(largest(transitions)) < rowOf.count,
+              Int(largestFeature) < featureCount else {
             throw KeelError("language model: \(modelPath): the automaton's tables do not fit together")
         }
         (self.transitions, self.rowOf, self.features) = (transitions, rowOf, features)

@@ -24,7 +24,10 @@ struct NumpyArchive {
             // One copy of the bytes (x86-64 and arm64 are little-endian, as the file is): fast even unoptimised.
             var values = [T](repeating: 0, count: count)
             values.withUnsafeMutableBytes { target in _ = data.copyBytes(to: target) }
-            return values.map { T(littleEndian: $0) }
+            #if _endian(big)
+            values = values.map { T(littleEndian: $0) }
+            #endif
+            return values
         }
 
         /// Fixed-width Unicode strings (`<Un`: n UTF-32 code units each, zero-padded).
