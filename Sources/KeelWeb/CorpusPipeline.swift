@@ -52,6 +52,7 @@ public struct CorpusPipeline: Sendable {
         var extracted = Stage(name: "extract")
         var filter = FilterReport()
         var filterSeconds = 0.0
+        var keptTokens = 0
     }
 
     public struct Report: Codable, Sendable {
@@ -76,6 +77,9 @@ public struct CorpusPipeline: Sendable {
         var filter = try QualityFilter(rules: configuration.filterRules)
         for setting in configuration.filterSettings { try filter.set(setting) }
         try filter.prepare()
+        // Loaded now, so a wrong tokenizer stops the run before hours of extraction, not after; it also counts the
+        // tokens each stage leaves.
+        let tokenizer = try loadTokenizer(configuration.tokenizer)
         let files = try configuration.inputs.flatMap { input in
             PageReader.isJSONL(input) ? [input] : try PageReader.files(input)
         }
@@ -88,15 +92,17 @@ public struct CorpusPipeline: Sendable {
         var report = Report()
         report.files = files.count
         let outputs = files.map { extracted.appendingPathComponent(Self.workName(for: $0)) }
-        let results = try processFiles(files, outputs, filter, progress: progress, resumed: &report.resumedFiles)
-        var extractStage = Stage(name: "extract"), filterStage = Stage(name: "filter")
+        let results = try processFiles(files, outputs, filter, tokenizer, progress: progress, resumed: &report.resumedFiles)
+        var extractStage = Stage(name: "extract", tokens: 0), filterStage = Stage(name: "filter", tokens: 0)
         for result in results {
             report.pages += result.pages
             extractStage.documents += result.extracted.documents
             extractStage.bytes += result.extracted.bytes
+            extractStage.tokens! += result.extracted.tokens ?? 0
             extractStage.seconds += result.extracted.seconds
             filterStage.documents += result.filter.keptDocuments
             filterStage.bytes += result.filter.keptBytes
+            filterStage.tokens! += result.keptTokens
             filterStage.seconds += result.filterSeconds
             report.filter.merge(result.filter)
         }
@@ -144,6 +150,11 @@ public struct CorpusPipeline: Sendable {
         }
         report.trainTokens = manifest.train.tokens
         report.validationTokens = manifest.val.tokens
+        if configuration.deduplicate {
+            // The shards hold one end-of-text token before each document; the rest is the documents' text.
+            let documents = manifest.train.documents + manifest.val.documents
+            report.stages[report.stages.count - 1].tokens = manifest.train.tokens + manifest.val.tokens - documents
+        }
         report.stages.append(Stage(name: "tokenize", documents: manifest.train.documents + manifest.val.documents,
                                    bytes: report.stages.last!.bytes, tokens: manifest.train.tokens + manifest.val.tokens,
                                    seconds: Date().timeIntervalSince(tokenStart)))
@@ -197,7 +208,7 @@ public struct CorpusPipeline: Sendable {
     }
 
     /// Extracts and filters every file not already done, `configuration.threads` files at a time.
-    private func processFiles(_ files: [String], _ outputs: [URL], _ filter: QualityFilter,
+    private func processFiles(_ files: [String], _ outputs: [URL], _ filter: QualityFilter, _ tokenizer: any TextTokenizer,
                               progress: @escaping @Sendable (String) -> Void, resumed: inout Int) throws -> [FileResult] {
         var results = [FileResult?](repeating: nil, count: files.count)
         for (index, output) in outputs.enumerated() {
@@ -209,7 +220,7 @@ public struct CorpusPipeline: Sendable {
         let pending = results.indices.filter { results[$0] == nil }
         let done = try concurrentMap(pending.count, workers: configuration.threads) { position in
             let index = pending[position]
-            let result = try processFile(files[index], into: outputs[index], filter, warn: progress)
+            let result = try processFile(files[index], into: outputs[index], filter, tokenizer, warn: progress)
             progress("done: \(files[index]): \(result.pages) pages, \(result.filter.keptDocuments) kept")
             return result
         }
@@ -219,20 +230,25 @@ public struct CorpusPipeline: Sendable {
 
     /// One file: its pages' main text (or its JSONL records), filtered, written to `output`.jsonl, then the
     /// statistics to `output`.json — the marker a restart looks for.
-    private func processFile(_ file: String, into output: URL, _ filter: QualityFilter,
+    private func processFile(_ file: String, into output: URL, _ filter: QualityFilter, _ tokenizer: any TextTokenizer,
                              warn: @escaping @Sendable (String) -> Void) throws -> FileResult {
         var result = FileResult()
+        result.extracted.tokens = 0
         var reader = PageReader()
         reader.extractor.includeComments = configuration.includeComments
         reader.extractor.markdown = configuration.markdown
         try AtomicFile.write(to: output.appendingPathExtension("jsonl")) { handle in
             var pending = Data()
             func judge(_ line: [UInt8], _ text: String, _ textValue: Range<Int>) throws {
+                let tokens = tokenizer.encode(text).count
+                result.extracted.tokens! += tokens
                 let started = Date()
                 let judged = FilteredRecord(line: line, text: text, textValue: textValue, filter: filter)
                 result.filterSeconds += Date().timeIntervalSince(started)
                 result.filter.count(bytes: text.utf8.count, removedBy: judged.fate, keptBytes: judged.keptBytes)
                 guard judged.fate == nil else { return }
+                // c4_quality may have dropped lines: then the kept text is counted again.
+                result.keptTokens += judged.keptText == text ? tokens : tokenizer.encode(judged.keptText).count
                 pending.append(contentsOf: judged.line)
                 pending.append(0x0A)
                 if pending.count > 1 << 20 { try handle.write(contentsOf: pending); pending.removeAll(keepingCapacity: true) }

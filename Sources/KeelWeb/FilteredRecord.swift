@@ -10,6 +10,8 @@ public struct FilteredRecord: Sendable {
     public let line: [UInt8]
     /// UTF-8 bytes of the kept text (0 when removed).
     public let keptBytes: Int
+    /// The kept text (empty when removed).
+    public let keptText: String
 
     /// Judges the record `line`, whose `text` value (quotes included) lies at `textValue` and decodes to `text`.
     public init(line: [UInt8], text: String, textValue: Range<Int>, filter: QualityFilter) {
@@ -29,6 +31,7 @@ public struct FilteredRecord: Sendable {
         self.fate = fate
         self.line = output
         keptBytes = fate == nil ? document.text.utf8.count : 0
+        keptText = fate == nil ? document.text : ""
     }
 
     private enum Value { case string(String), number(Double) }

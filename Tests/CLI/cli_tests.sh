@@ -313,7 +313,7 @@ val_fraction = 0.0
 TOML
 expect_ok "data pipeline on pages and JSONL" "$keel" data pipeline --config "$work/pipeline.toml"
 check "data pipeline keeps three of five documents: the German page filtered, the copied page deduplicated" \
-    '(lambda r: r["pages"] == 5 and [(s["name"], s["documents"]) for s in r["stages"]] == [("extract", 5), ("filter", 4), ("deduplicate", 3), ("tokenize", 3)] and r["filter"]["removed"]["language"]["language"]["documents"] == 1 and r["trainTokens"] > 1000)(json.load(open(sys.argv[1])))' \
+    '(lambda r: r["pages"] == 5 and [(s["name"], s["documents"]) for s in r["stages"]] == [("extract", 5), ("filter", 4), ("deduplicate", 3), ("tokenize", 3)] and r["filter"]["removed"]["language"]["language"]["documents"] == 1 and r["trainTokens"] > 1000 and [s["tokens"] for s in r["stages"]][1:] == [r["stages"][1]["bytes"], r["stages"][2]["bytes"], r["trainTokens"]] and r["stages"][2]["tokens"] == r["trainTokens"] - 3)(json.load(open(sys.argv[1])))' \
     "$work/corpus/pipeline-report.json"
 cp "$work/corpus/train_000000.bin" "$work/first-shard.bin"
 rm "$work"/corpus/work/filtered/b.html-*.json
@@ -325,6 +325,9 @@ expect_error "data pipeline resumed with other settings" "was made with another 
     "$keel" data pipeline --config "$work/pipeline.toml" --set filter.rules=gopher_quality --set filter.settings=[]
 expect_error "data pipeline with a misspelt key" "unknown key 'output.tokeniser'" \
     "$keel" data pipeline --config "$work/pipeline.toml" --set output.tokeniser=byte
+expect_error "data pipeline with a tokenizer that is not there, before any work" "tokenizer: $work/nope.json: no such file" \
+    "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus2" --set output.tokenizer="$work/nope.json"
+[ ! -e "$work/corpus2" ] && pass "data pipeline with a bad tokenizer leaves nothing behind" || fail "data pipeline with a bad tokenizer leaves nothing behind"
 printf '[input]\npaths = ["site"]\n[output]\ndir = "x"\n' >"$work/notok.toml"
 expect_error "data pipeline without a tokenizer" "output.tokenizer is missing" "$keel" data pipeline --config "$work/notok.toml"
 
