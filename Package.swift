@@ -21,9 +21,9 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .systemLibrary(name: "CBrotli", pkgConfig: "libbrotlidec", providers: [.apt(["libbrotli-dev"])]),
+        .systemLibrary(name: "CMyHTML", providers: [.apt(["libmodest-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // An HTML5 parser (Google's gumbo, Debian's libgumbo-dev): web pages parsed as browsers parse them.
-        .systemLibrary(name: "CGumbo", pkgConfig: "gumbo", providers: [.apt(["libgumbo-dev"])]),
         // bf16 products on AMX / AVX512-BF16; its functions name their instruction sets themselves, so the
         // library loads on any x86-64 and Keel picks the engine at run time.
         .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O2"])]),
@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         // Web data: WARC reading, HTTP responses, character sets, main-content extraction (filters and deduplication to come).
         .target(name: "CProcessControl"),
-        .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CLZMA", "CBrotli", "CGumbo", "CProcessControl"], swiftSettings: native),
+        .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CLZMA", "CBrotli", "CMyHTML", "CProcessControl"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),

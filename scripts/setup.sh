@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev libgumbo-dev chromium-headless-shell pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps
+packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev libmodest-dev chromium-headless-shell pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps
           slurm-wlm munge)   # slurm: the tests run keel launch inside a local one-machine Slurm (scripts/slurm_local.sh)
 missing=()
 for package in "${packages[@]}"; do

@@ -1,10 +1,10 @@
-import CGumbo
+import CMyHTML
 import Foundation
 
 /// The main content of a web page as text: its title, then its headings, paragraphs, list items, table cells,
 /// code and quotes, without navigation, headers, footers, sidebars, banners, forms, scripts and styles.
 ///
-/// The page is parsed by an HTML5 parser (gumbo), as a browser would parse it. Then, in order:
+/// The page is parsed by an HTML5 parser (MyHTML, `HTMLDocument`), as a browser would parse it. Then, in order:
 /// 1. Elements that are never content are dropped whole: scripts, styles, forms and their controls, `nav`,
 ///    `aside`, `footer`, and any element whose `id`, `class` or `role` names boilerplate (navigation, menus,
 ///    cookie and consent banners, sharing, related links, comments unless asked for, advertising).
@@ -42,13 +42,13 @@ public struct ContentExtractor: Sendable {
     public func extract(html: String) -> Page { extract(html: html, readingState: true) }
 
     private func extract(html: String, readingState: Bool) -> Page {
-        var options = kGumboDefaultOptions
-        let output: UnsafeMutablePointer<GumboOutput> = html.withCString { gumbo_parse_with_options(&options, $0, strlen($0)) }
-        defer { gumbo_destroy_output(&options, output) }
-        let root = output.pointee.root!
-        let title = Self.find(root) { Self.tag($0) == GUMBO_TAG_TITLE }.map { Self.plainText($0) }
+        let document = HTMLDocument(html: html)
+        // The nodes live as long as the document; it must outlive every use of them below.
+        defer { withExtendedLifetime(document) {} }
+        let root = document.root
+        let title = Self.find(root) { Self.tag($0) == HTMLTag.title }.map { Self.plainText($0) }
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
-        let body = Self.find(root) { Self.tag($0) == GUMBO_TAG_BODY } ?? root
+        let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
         var blocks: [Block] = []
         let contentRoot = mainRoot(in: body)
         collect(contentRoot, into: &blocks)
@@ -70,10 +70,10 @@ public struct ContentExtractor: Sendable {
     }
 
     /// The primary language subtag of `<html lang>` or a content-language `<meta>` ("de-DE" → "de").
-    private static func declaredLanguage(_ root: UnsafeMutablePointer<GumboNode>) -> String? {
-        var declared = find(root) { tag($0) == GUMBO_TAG_HTML }.flatMap { attribute("lang", of: $0) ?? attribute("xml:lang", of: $0) }
+    private static func declaredLanguage(_ root: HTMLNode) -> String? {
+        var declared = find(root) { tag($0) == HTMLTag.html }.flatMap { attribute("lang", of: $0) ?? attribute("xml:lang", of: $0) }
         if declared == nil {
-            declared = find(root) { tag($0) == GUMBO_TAG_META && attribute("http-equiv", of: $0)?.lowercased() == "content-language" }
+            declared = find(root) { tag($0) == HTMLTag.meta && attribute("http-equiv", of: $0)?.lowercased() == "content-language" }
                 .flatMap { attribute("content", of: $0) }
         }
         guard let primary = declared?.split(whereSeparator: { $0 == "-" || $0 == "_" || $0 == "," }).first?
@@ -88,21 +88,21 @@ public struct ContentExtractor: Sendable {
 
     /// The page's publication date as YYYY-MM-DD: JSON-LD `datePublished`, then a date `<meta>`, then the first
     /// `<time datetime>`.
-    private static func publicationDate(_ root: UnsafeMutablePointer<GumboNode>) -> String? {
+    private static func publicationDate(_ root: HTMLNode) -> String? {
         var fromJSONLD: String?, fromMeta: [String: String] = [:], fromTime: String?
         visit(root) { node in
             switch tag(node) {
-            case GUMBO_TAG_SCRIPT where attribute("type", of: node)?.lowercased() == "application/ld+json":
+            case HTMLTag.script where attribute("type", of: node)?.lowercased() == "application/ld+json":
                 if fromJSONLD == nil, let range = plainText(node).range(of: "\"datePublished\"") {
                     let rest = plainText(node)[range.upperBound...].drop { $0 == " " || $0 == ":" || $0 == "\"" }
                     fromJSONLD = isoDate(String(rest.prefix(10)))
                 }
-            case GUMBO_TAG_META:
+            case HTMLTag.meta:
                 let key = (attribute("property", of: node) ?? attribute("name", of: node) ?? attribute("itemprop", of: node))?.lowercased()
                 if let key, dateMetas.contains(key), let content = attribute("content", of: node), let date = isoDate(content) {
                     fromMeta[key] = fromMeta[key] ?? date
                 }
-            case GUMBO_TAG_TIME:
+            case HTMLTag.time:
                 if fromTime == nil, let value = attribute("datetime", of: node) { fromTime = isoDate(value) }
             default:
                 break
@@ -123,15 +123,15 @@ public struct ContentExtractor: Sendable {
     }
 
     /// The prose in the page's scripts (framework state, JSON-LD) and `noscript` elements.
-    private func embeddedState(_ root: UnsafeMutablePointer<GumboNode>) -> [String] {
+    private func embeddedState(_ root: HTMLNode) -> [String] {
         var scripts: [EmbeddedState.Script] = [], noscripts: [String] = []
         Self.visit(root) { node in
             switch Self.tag(node) {
-            case GUMBO_TAG_SCRIPT:
+            case HTMLTag.script:
                 scripts.append(EmbeddedState.Script(type: Self.attribute("type", of: node), id: Self.attribute("id", of: node),
                                                     text: Self.plainText(node)))
                 return false
-            case GUMBO_TAG_NOSCRIPT:
+            case HTMLTag.noscript:
                 noscripts.append(Self.plainText(node))
                 return false
             default:
@@ -174,19 +174,19 @@ public struct ContentExtractor: Sendable {
         var row: Int?
 
         /// The shape of a block of element `tag` here.
-        func shape(_ tag: GumboTag) -> MarkdownShape {
+        func shape(_ tag: Tag) -> MarkdownShape {
             var shape = MarkdownShape(prefix: String(repeating: "> ", count: quotes))
             switch tag {
-            case GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5, GUMBO_TAG_H6:
-                shape.prefix += String(repeating: "#", count: Int(tag.rawValue - GUMBO_TAG_H1.rawValue) + 1) + " "
-            case GUMBO_TAG_LI:
+            case HTMLTag.h1, HTMLTag.h2, HTMLTag.h3, HTMLTag.h4, HTMLTag.h5, HTMLTag.h6:
+                shape.prefix += String(repeating: "#", count: tag - HTMLTag.h1 + 1) + " "
+            case HTMLTag.li:
                 shape.prefix += String(repeating: "  ", count: max(0, lists - 1)) + (ordered ? "1. " : "- ")
                 shape.isListItem = true
-            case GUMBO_TAG_PRE:
+            case HTMLTag.pre:
                 shape.isCode = true
-            case GUMBO_TAG_TD, GUMBO_TAG_TH:
+            case HTMLTag.td, HTMLTag.th:
                 shape.row = row
-                shape.isHeader = tag == GUMBO_TAG_TH
+                shape.isHeader = tag == HTMLTag.th
             default:
                 // Text continuing inside a list item lines up under it.
                 shape.prefix += String(repeating: "  ", count: lists)
@@ -232,27 +232,29 @@ public struct ContentExtractor: Sendable {
         return output
     }
 
-    private static let headingTags: Set<UInt32> = Set([GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5,
-                                                       GUMBO_TAG_H6].map(\.rawValue))
+    private static func id(_ tag: myhtml_tags) -> Tag { Tag(tag.rawValue) }
+
+    private static let headingTags: Set<Tag> = Set([MyHTML_TAG_H1, MyHTML_TAG_H2, MyHTML_TAG_H3, MyHTML_TAG_H4, MyHTML_TAG_H5,
+                                                       MyHTML_TAG_H6].map(Self.id))
 
     /// Lists and tables, judged whole by their share of link text.
-    private static let listTags: Set<UInt32> = Set([GUMBO_TAG_UL, GUMBO_TAG_OL, GUMBO_TAG_DL, GUMBO_TAG_TABLE].map(\.rawValue))
+    private static let listTags: Set<Tag> = Set([MyHTML_TAG_UL, MyHTML_TAG_OL, MyHTML_TAG_DL, MyHTML_TAG_TABLE].map(Self.id))
 
-    private static let blockTags: Set<UInt32> = Set([
-        GUMBO_TAG_P, GUMBO_TAG_DIV, GUMBO_TAG_H1, GUMBO_TAG_H2, GUMBO_TAG_H3, GUMBO_TAG_H4, GUMBO_TAG_H5, GUMBO_TAG_H6,
-        GUMBO_TAG_LI, GUMBO_TAG_UL, GUMBO_TAG_OL, GUMBO_TAG_DL, GUMBO_TAG_DT, GUMBO_TAG_DD, GUMBO_TAG_TABLE, GUMBO_TAG_TR,
-        GUMBO_TAG_TD, GUMBO_TAG_TH, GUMBO_TAG_PRE, GUMBO_TAG_BLOCKQUOTE, GUMBO_TAG_SECTION, GUMBO_TAG_ARTICLE,
-        GUMBO_TAG_MAIN, GUMBO_TAG_BR, GUMBO_TAG_HR, GUMBO_TAG_FIGURE, GUMBO_TAG_FIGCAPTION, GUMBO_TAG_HEADER,
-        GUMBO_TAG_CAPTION, GUMBO_TAG_ADDRESS, GUMBO_TAG_CENTER,
-    ].map(\.rawValue))
+    private static let blockTags: Set<Tag> = Set([
+        MyHTML_TAG_P, MyHTML_TAG_DIV, MyHTML_TAG_H1, MyHTML_TAG_H2, MyHTML_TAG_H3, MyHTML_TAG_H4, MyHTML_TAG_H5, MyHTML_TAG_H6,
+        MyHTML_TAG_LI, MyHTML_TAG_UL, MyHTML_TAG_OL, MyHTML_TAG_DL, MyHTML_TAG_DT, MyHTML_TAG_DD, MyHTML_TAG_TABLE, MyHTML_TAG_TR,
+        MyHTML_TAG_TD, MyHTML_TAG_TH, MyHTML_TAG_PRE, MyHTML_TAG_BLOCKQUOTE, MyHTML_TAG_SECTION, MyHTML_TAG_ARTICLE,
+        MyHTML_TAG_MAIN, MyHTML_TAG_BR, MyHTML_TAG_HR, MyHTML_TAG_FIGURE, MyHTML_TAG_FIGCAPTION, MyHTML_TAG_HEADER,
+        MyHTML_TAG_CAPTION, MyHTML_TAG_ADDRESS, MyHTML_TAG_CENTER,
+    ].map(Self.id))
 
     /// Elements that are never main content.
-    private static let droppedTags: Set<UInt32> = Set([
-        GUMBO_TAG_SCRIPT, GUMBO_TAG_STYLE, GUMBO_TAG_NOSCRIPT, GUMBO_TAG_TEMPLATE, GUMBO_TAG_HEAD, GUMBO_TAG_NAV,
-        GUMBO_TAG_ASIDE, GUMBO_TAG_FOOTER, GUMBO_TAG_FORM, GUMBO_TAG_BUTTON, GUMBO_TAG_SELECT, GUMBO_TAG_OPTION,
-        GUMBO_TAG_TEXTAREA, GUMBO_TAG_INPUT, GUMBO_TAG_IFRAME, GUMBO_TAG_SVG, GUMBO_TAG_CANVAS, GUMBO_TAG_OBJECT,
-        GUMBO_TAG_EMBED, GUMBO_TAG_MENU, GUMBO_TAG_LABEL,
-    ].map(\.rawValue))
+    private static let droppedTags: Set<Tag> = Set([
+        MyHTML_TAG_SCRIPT, MyHTML_TAG_STYLE, MyHTML_TAG_NOSCRIPT, MyHTML_TAG_TEMPLATE, MyHTML_TAG_HEAD, MyHTML_TAG_NAV,
+        MyHTML_TAG_ASIDE, MyHTML_TAG_FOOTER, MyHTML_TAG_FORM, MyHTML_TAG_BUTTON, MyHTML_TAG_SELECT, MyHTML_TAG_OPTION,
+        MyHTML_TAG_TEXTAREA, MyHTML_TAG_INPUT, MyHTML_TAG_IFRAME, MyHTML_TAG_SVG, MyHTML_TAG_CANVAS, MyHTML_TAG_OBJECT,
+        MyHTML_TAG_EMBED, MyHTML_TAG_MENU, MyHTML_TAG_LABEL,
+    ].map(Self.id))
 
     /// Words in `id`, `class` or `role` that mark boilerplate.
     private static let boilerplate = ["nav", "menu", "footer", "sidebar", "cookie", "consent", "banner", "share",
@@ -273,10 +275,10 @@ public struct ContentExtractor: Sendable {
     }
 
     /// Whether `node` (an element) is never main content.
-    private func isDropped(_ node: UnsafeMutablePointer<GumboNode>) -> Bool {
+    private func isDropped(_ node: HTMLNode) -> Bool {
         let tag = Self.tag(node)
-        if Self.droppedTags.contains(tag.rawValue) { return true }
-        if tag == GUMBO_TAG_BODY || tag == GUMBO_TAG_HTML || tag == GUMBO_TAG_MAIN || tag == GUMBO_TAG_ARTICLE { return false }
+        if Self.droppedTags.contains(tag) { return true }
+        if tag == HTMLTag.body || tag == HTMLTag.html || tag == HTMLTag.main || tag == HTMLTag.article { return false }
         // Hidden from readers: the hidden attribute, aria-hidden, an inline display: none.
         if Self.attribute("hidden", of: node) != nil || Self.attribute("aria-hidden", of: node) == "true"
             || Self.attribute("style", of: node).map({ $0.lowercased().filter { !$0.isWhitespace }.contains("display:none") }) == true {
@@ -317,13 +319,13 @@ public struct ContentExtractor: Sendable {
 
     /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least
     /// 40% of the body's text, else the body itself.
-    private func mainRoot(in body: UnsafeMutablePointer<GumboNode>) -> UnsafeMutablePointer<GumboNode> {
+    private func mainRoot(in body: HTMLNode) -> HTMLNode {
         let total = contentLength(body)
         guard total > 0 else { return body }
-        var best: (node: UnsafeMutablePointer<GumboNode>, length: Int)?
+        var best: (node: HTMLNode, length: Int)?
         Self.visit(body) { node in
             let tag = Self.tag(node)
-            guard tag == GUMBO_TAG_ARTICLE || tag == GUMBO_TAG_MAIN || Self.attribute("role", of: node) == "main" else { return true }
+            guard tag == HTMLTag.article || tag == HTMLTag.main || Self.attribute("role", of: node) == "main" else { return true }
             let length = contentLength(node)
             if length > best?.length ?? 0 { best = (node, length) }
             return true
@@ -333,51 +335,40 @@ public struct ContentExtractor: Sendable {
     }
 
     /// The characters of text under `node`, not counting dropped elements.
-    private func contentLength(_ node: UnsafeMutablePointer<GumboNode>) -> Int {
-        switch node.pointee.type {
-        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA:
-            return strlen(node.pointee.v.text.text)
-        case GUMBO_NODE_ELEMENT, GUMBO_NODE_TEMPLATE:
-            guard !isDropped(node) else { return 0 }
-            return Self.children(node).reduce(0) { $0 + contentLength($1) }
-        default:
-            return 0
-        }
+    private func contentLength(_ node: HTMLNode) -> Int {
+        if node.isText { return node.textBytes.count }
+        guard node.isElement, !isDropped(node) else { return 0 }
+        return node.children.reduce(0) { $0 + contentLength($1) }
     }
 
     /// The non-space characters of text under `node` (dropped elements aside), and how many of them are in links.
-    private func textShares(_ node: UnsafeMutablePointer<GumboNode>, inLink: Bool = false) -> (Int, Int) {
-        switch node.pointee.type {
-        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA:
-            let count = Self.squeezed(node.pointee.v.text.text).letters
+    private func textShares(_ node: HTMLNode, inLink: Bool = false) -> (Int, Int) {
+        if node.isText {
+            let count = Self.squeezed(node.textBytes).letters
             return (count, inLink ? count : 0)
-        case GUMBO_NODE_ELEMENT:
-            guard !isDropped(node) else { return (0, 0) }
-            let link = inLink || Self.tag(node) == GUMBO_TAG_A
-            return Self.children(node).reduce((0, 0)) { sum, child in
-                let (characters, links) = textShares(child, inLink: link)
-                return (sum.0 + characters, sum.1 + links)
-            }
-        default:
-            return (0, 0)
+        }
+        guard node.isElement, !isDropped(node) else { return (0, 0) }
+        let link = inLink || node.tag == HTMLTag.a
+        return node.children.reduce((0, 0)) { sum, child in
+            let (characters, links) = textShares(child, inLink: link)
+            return (sum.0 + characters, sum.1 + links)
         }
     }
 
     /// Appends the blocks of `node` to `blocks`.
-    private func collect(_ node: UnsafeMutablePointer<GumboNode>, into blocks: inout [Block], inLink: Bool = false,
+    private func collect(_ node: HTMLNode, into blocks: inout [Block], inLink: Bool = false,
                          nesting: Nesting = Nesting()) {
-        switch node.pointee.type {
-        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE:
+        if node.isText {
             if blocks.isEmpty { blocks.append(Block()) }
-            let (squeezed, letters) = Self.squeezed(node.pointee.v.text.text)
+            let (squeezed, letters) = Self.squeezed(node.textBytes)
             guard !squeezed.isEmpty else { return }
             blocks[blocks.count - 1].text += squeezed
             blocks[blocks.count - 1].characters += letters
             if inLink { blocks[blocks.count - 1].linkCharacters += letters }
-        case GUMBO_NODE_ELEMENT, GUMBO_NODE_TEMPLATE:
+        } else if node.isElement {
             guard !isDropped(node) else { return }
             let tag = Self.tag(node)
-            if Self.listTags.contains(tag.rawValue) {
+            if Self.listTags.contains(tag) {
                 let (characters, linkCharacters) = textShares(node)
                 if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) {
                     // A short heading right before a dropped list of links is its title ("Read also", "Related").
@@ -390,63 +381,55 @@ public struct ContentExtractor: Sendable {
             }
             var inner = nesting
             switch tag {
-            case GUMBO_TAG_UL, GUMBO_TAG_OL:
+            case HTMLTag.ul, HTMLTag.ol:
                 inner.lists += 1
-                inner.ordered = tag == GUMBO_TAG_OL
-            case GUMBO_TAG_BLOCKQUOTE: inner.quotes += 1
-            case GUMBO_TAG_TR: inner.row = blocks.count
+                inner.ordered = tag == HTMLTag.ol
+            case HTMLTag.blockquote: inner.quotes += 1
+            case HTMLTag.tr: inner.row = blocks.count
             default: break
             }
-            let isBlock = Self.blockTags.contains(tag.rawValue)
-            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag.rawValue), shape: nesting.shape(tag))) }
-            let link = inLink || tag == GUMBO_TAG_A
-            if tag == GUMBO_TAG_A {
+            let isBlock = Self.blockTags.contains(tag)
+            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag), shape: nesting.shape(tag))) }
+            let link = inLink || tag == HTMLTag.a
+            if tag == HTMLTag.a {
                 if blocks.isEmpty { blocks.append(Block()) }
                 blocks[blocks.count - 1].links += 1
             }
-            if tag == GUMBO_TAG_PRE {
+            if tag == HTMLTag.pre {
                 // Code keeps its lines and spaces.
                 let code = Self.plainText(node)
                 blocks[blocks.count - 1].text += code
                 blocks[blocks.count - 1].characters += code.count
             } else {
-                for child in Self.children(node) { collect(child, into: &blocks, inLink: link, nesting: inner) }
+                for child in node.children { collect(child, into: &blocks, inLink: link, nesting: inner) }
             }
-            if isBlock { blocks.append(Block(shape: nesting.shape(GUMBO_TAG_SPAN))) }
-        default:
-            return
+            if isBlock { blocks.append(Block(shape: nesting.shape(HTMLTag.span))) }
         }
     }
 
-    // MARK: - Gumbo helpers
+    // MARK: - Tree helpers
 
-    private static func tag(_ node: UnsafeMutablePointer<GumboNode>) -> GumboTag {
-        node.pointee.type == GUMBO_NODE_ELEMENT ? node.pointee.v.element.tag : GUMBO_TAG_UNKNOWN
-    }
+    private static func tag(_ node: HTMLNode) -> Tag { node.isElement ? node.tag : HTMLTag.unknown }
 
-    private static func children(_ node: UnsafeMutablePointer<GumboNode>) -> [UnsafeMutablePointer<GumboNode>] {
-        let vector = node.pointee.type == GUMBO_NODE_DOCUMENT ? node.pointee.v.document.children : node.pointee.v.element.children
-        return (0..<Int(vector.length)).map { vector.data[$0]!.assumingMemoryBound(to: GumboNode.self) }
-    }
+    private static func children(_ node: HTMLNode) -> HTMLChildren { node.children }
 
-    private static func attribute(_ name: String, of node: UnsafeMutablePointer<GumboNode>) -> String? {
-        guard node.pointee.type == GUMBO_NODE_ELEMENT else { return nil }
-        return withUnsafePointer(to: &node.pointee.v.element.attributes) { attributes in
-            gumbo_get_attribute(attributes, name).map { String(cString: $0.pointee.value) }
-        }
+    private static func attribute(_ name: String, of node: HTMLNode) -> String? {
+        node.isElement ? node.attribute(name) : nil
     }
 
     /// Calls `body` on every element under `node` in document order, descending while it returns true.
-    private static func visit(_ node: UnsafeMutablePointer<GumboNode>, _ body: (UnsafeMutablePointer<GumboNode>) -> Bool) {
-        guard node.pointee.type == GUMBO_NODE_ELEMENT || node.pointee.type == GUMBO_NODE_DOCUMENT else { return }
-        if node.pointee.type == GUMBO_NODE_ELEMENT, !body(node) { return }
-        for child in children(node) { visit(child, body) }
+    private static func visit(_ node: HTMLNode, _ body: (HTMLNode) -> Bool) {
+        if node.isElement {
+            guard body(node) else { return }
+        } else if node.tag != HTMLTag.document {
+            return
+        }
+        for child in node.children { visit(child, body) }
     }
 
     /// The first element under `node` (itself included) for which `matches` holds.
-    private static func find(_ node: UnsafeMutablePointer<GumboNode>,
-                             _ matches: (UnsafeMutablePointer<GumboNode>) -> Bool) -> UnsafeMutablePointer<GumboNode>? {
-        var found: UnsafeMutablePointer<GumboNode>?
+    private static func find(_ node: HTMLNode, _ matches: (HTMLNode) -> Bool) -> HTMLNode? {
+        var found: HTMLNode?
         visit(node) { element in
             if found == nil, matches(element) { found = element }
             return found == nil
@@ -455,33 +438,43 @@ public struct ContentExtractor: Sendable {
     }
 
     /// All the text under `node`, as it is.
-    private static func plainText(_ node: UnsafeMutablePointer<GumboNode>) -> String {
-        switch node.pointee.type {
-        case GUMBO_NODE_TEXT, GUMBO_NODE_CDATA, GUMBO_NODE_WHITESPACE: return String(cString: node.pointee.v.text.text)
-        case GUMBO_NODE_ELEMENT, GUMBO_NODE_DOCUMENT: return children(node).map(plainText).joined()
-        default: return ""
-        }
+    private static func plainText(_ node: HTMLNode) -> String {
+        if node.isText { return String(decoding: node.textBytes, as: UTF8.self) }
+        guard node.isElement || node.tag == HTMLTag.document else { return "" }
+        return node.children.map(plainText).joined()
     }
 
-    /// The UTF-8 text at `text` with every run of HTML whitespace (space, tab, line feed, form feed, carriage
-    /// return) made one space, and its count of other bytes (a measure of its length, on bytes for speed).
-    private static func squeezed(_ text: UnsafePointer<CChar>) -> (text: String, letters: Int) {
-        let length = strlen(text)
+    /// `text` (UTF-8) with every run of HTML whitespace (space, tab, line feed, form feed, carriage return) made
+    /// one space, and its count of other bytes (a measure of its length, on bytes for speed).
+    private static func squeezed(_ text: UnsafeRawBufferPointer) -> (text: String, letters: Int) {
         var bytes = [UInt8](), letters = 0, lastWasSpace = false
-        bytes.reserveCapacity(length)
-        UnsafeRawPointer(text).withMemoryRebound(to: UInt8.self, capacity: length) { source in
-            for index in 0..<length {
-                let byte = source[index]
-                if byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0c || byte == 0x0d {
-                    if !lastWasSpace { bytes.append(0x20) }
-                    lastWasSpace = true
-                } else {
-                    bytes.append(byte)
-                    letters += 1
-                    lastWasSpace = false
-                }
+        bytes.reserveCapacity(text.count)
+        for byte in text {
+            if byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0c || byte == 0x0d {
+                if !lastWasSpace { bytes.append(0x20) }
+                lastWasSpace = true
+            } else {
+                bytes.append(byte)
+                letters += 1
+                lastWasSpace = false
             }
         }
         return (String(decoding: bytes, as: UTF8.self), letters)
     }
+}
+
+/// The MyHTML tag ids the extractor names.
+private typealias Tag = myhtml_tag_id_t
+
+private enum HTMLTag {
+    static let unknown = Tag(MyHTML_TAG__UNDEF.rawValue), document = Tag(MyHTML_TAG__UNDEF.rawValue)
+    static let a = Tag(MyHTML_TAG_A.rawValue), article = Tag(MyHTML_TAG_ARTICLE.rawValue)
+    static let blockquote = Tag(MyHTML_TAG_BLOCKQUOTE.rawValue), body = Tag(MyHTML_TAG_BODY.rawValue)
+    static let h1 = Tag(MyHTML_TAG_H1.rawValue), h2 = Tag(MyHTML_TAG_H2.rawValue), h3 = Tag(MyHTML_TAG_H3.rawValue)
+    static let h4 = Tag(MyHTML_TAG_H4.rawValue), h5 = Tag(MyHTML_TAG_H5.rawValue), h6 = Tag(MyHTML_TAG_H6.rawValue)
+    static let html = Tag(MyHTML_TAG_HTML.rawValue), li = Tag(MyHTML_TAG_LI.rawValue), main = Tag(MyHTML_TAG_MAIN.rawValue)
+    static let meta = Tag(MyHTML_TAG_META.rawValue), noscript = Tag(MyHTML_TAG_NOSCRIPT.rawValue), ol = Tag(MyHTML_TAG_OL.rawValue)
+    static let pre = Tag(MyHTML_TAG_PRE.rawValue), script = Tag(MyHTML_TAG_SCRIPT.rawValue), span = Tag(MyHTML_TAG_SPAN.rawValue)
+    static let td = Tag(MyHTML_TAG_TD.rawValue), th = Tag(MyHTML_TAG_TH.rawValue), time = Tag(MyHTML_TAG_TIME.rawValue)
+    static let title = Tag(MyHTML_TAG_TITLE.rawValue), tr = Tag(MyHTML_TAG_TR.rawValue), ul = Tag(MyHTML_TAG_UL.rawValue)
 }
