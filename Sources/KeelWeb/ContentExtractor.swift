@@ -50,8 +50,9 @@ public struct ContentExtractor: Sendable {
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
         let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
         var blocks: [Block] = []
-        let contentRoot = mainRoot(in: body)
-        collect(contentRoot, into: &blocks)
+        let drops = Drops()
+        let contentRoot = mainRoot(in: body, drops)
+        collect(contentRoot, into: &blocks, drops)
         let kept = blocks.filter { block in
             let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { return false }
@@ -265,39 +266,70 @@ public struct ContentExtractor: Sendable {
     /// Parts of `id`, `class` or `role` that mark content, overriding the boilerplate words.
     private static let contentMarks = ["article", "content", "entry", "post-body", "story", "main"]
 
-    /// Whether `bytes` contain `word` (ASCII).
-    private static func contains(_ bytes: [UInt8], _ word: String) -> Bool {
-        let needle = Array(word.utf8)
-        guard bytes.count >= needle.count else { return false }
-        return (0...(bytes.count - needle.count)).contains { start in
-            bytes[start] == needle[0] && bytes[start..<(start + needle.count)].elementsEqual(needle)
+    /// Whether `bytes` contain `needle`.
+    private static func contains(_ bytes: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
+        guard bytes.count >= needle.count, let first = needle.first else { return needle.isEmpty }
+        var start = bytes.startIndex
+        while start + needle.count <= bytes.endIndex {
+            if bytes[start] == first, bytes[start..<(start + needle.count)].elementsEqual(needle) { return true }
+            start += 1
         }
+        return false
     }
 
-    /// Whether `node` (an element) is never main content.
-    private func isDropped(_ node: HTMLNode) -> Bool {
+    // The word lists as bytes, made once: names are compared as ASCII bytes, since Foundation's substring search and
+    // String building cost more than the parse on class-heavy pages.
+    private static let contentMarkBytes = contentMarks.map { Array($0.utf8) }
+    private static let boilerplateFragmentBytes = boilerplateFragments.map { Array($0.utf8) }
+    private static let boilerplateWordBytes = Set(boilerplate.flatMap { [Array($0.utf8), Array(($0 + "s").utf8)] })
+    private static let commentBytes = Array("comment".utf8), displayNoneBytes = Array("display:none".utf8)
+
+    /// Which elements are dropped, each judged once per page (the walks over the tree ask again and again).
+    private final class Drops {
+        var judged: [OpaquePointer: Bool] = [:]
+    }
+
+    /// Whether `node` (an element) is never main content; remembered in `drops`.
+    private func isDropped(_ node: HTMLNode, _ drops: Drops) -> Bool {
+        if let known = drops.judged[node.pointer] { return known }
+        let dropped = judgeDropped(node)
+        drops.judged[node.pointer] = dropped
+        return dropped
+    }
+
+    private func judgeDropped(_ node: HTMLNode) -> Bool {
         let tag = Self.tag(node)
         if Self.droppedTags.contains(tag) { return true }
         if tag == HTMLTag.body || tag == HTMLTag.html || tag == HTMLTag.main || tag == HTMLTag.article { return false }
         // Hidden from readers: the hidden attribute, aria-hidden, an inline display: none.
-        if Self.attribute("hidden", of: node) != nil || Self.attribute("aria-hidden", of: node) == "true"
-            || Self.attribute("style", of: node).map({ $0.lowercased().filter { !$0.isWhitespace }.contains("display:none") }) == true {
-            return true
+        if Self.attribute("hidden", of: node) != nil || Self.attribute("aria-hidden", of: node) == "true" { return true }
+        if let style = Self.attribute("style", of: node) {
+            let squeezed = style.utf8.filter { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }.map(Self.lowercased)
+            if Self.contains(squeezed[...], Self.displayNoneBytes) { return true }
         }
-        // Compared as ASCII bytes: Foundation's substring search costs more than the parse on class-heavy pages.
-        let marks = Array(["id", "class", "role"].compactMap { Self.attribute($0, of: node) }.joined(separator: " ").utf8)
-            .map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }
+        var marks: [UInt8] = []
+        for name in ["id", "class", "role"] {
+            guard let value = Self.attribute(name, of: node) else { continue }
+            if !marks.isEmpty { marks.append(0x20) }
+            marks += value.utf8.map(Self.lowercased)
+        }
         guard !marks.isEmpty else { return false }
-        if !includeComments, Self.contains(marks, "comment") { return true }
+        if !includeComments, Self.contains(marks[...], Self.commentBytes) { return true }
         // Judged name by name: one that names boilerplate ("entry-meta", "post-author") marks it even when it also
         // says content; a container with another name that says content ("l-sidebar-fixed
         // l-article-body-segment") is kept, as Mozilla's Readability keeps its "unlikely candidates" that say so.
         var boilerplate = false, content = false
-        for name in marks.split(separator: 0x20).map(Array.init) {
-            if Self.namesBoilerplate(name) { boilerplate = true } else if Self.contentMarks.contains(where: { Self.contains(name, $0) }) { content = true }
+        for name in marks.split(separator: 0x20) {
+            if Self.namesBoilerplate(name) {
+                boilerplate = true
+            } else if Self.contentMarkBytes.contains(where: { Self.contains(name, $0) }) {
+                content = true
+            }
         }
         return boilerplate && !content
     }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte }
 
     /// Parts of a class or id name that mark boilerplate wherever they occur in it (as trafilatura's discard
     /// expressions match them): bylines and author boxes, meta lines, ratings, related and recommended lists,
@@ -311,22 +343,21 @@ public struct ContentExtractor: Sendable {
 
     /// Whether one class or id name names boilerplate: one of its words (separated by - or _, plural or not) is a
     /// boilerplate word ("main-nav", "site_footer", "cookie-banner"), or it holds a boilerplate fragment.
-    private static func namesBoilerplate(_ name: [UInt8]) -> Bool {
-        if boilerplateFragments.contains(where: { contains(name, $0) }) { return true }
-        let words = name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).map { String(decoding: $0, as: UTF8.self) }
-        return words.contains { word in boilerplate.contains { word == $0 || word == $0 + "s" } }
+    private static func namesBoilerplate(_ name: ArraySlice<UInt8>) -> Bool {
+        if boilerplateFragmentBytes.contains(where: { contains(name, $0) }) { return true }
+        return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { boilerplateWordBytes.contains(Array($0)) }
     }
 
     /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least
     /// 40% of the body's text, else the body itself.
-    private func mainRoot(in body: HTMLNode) -> HTMLNode {
-        let total = contentLength(body)
+    private func mainRoot(in body: HTMLNode, _ drops: Drops) -> HTMLNode {
+        let total = contentLength(body, drops)
         guard total > 0 else { return body }
         var best: (node: HTMLNode, length: Int)?
         Self.visit(body) { node in
             let tag = Self.tag(node)
             guard tag == HTMLTag.article || tag == HTMLTag.main || Self.attribute("role", of: node) == "main" else { return true }
-            let length = contentLength(node)
+            let length = contentLength(node, drops)
             if length > best?.length ?? 0 { best = (node, length) }
             return true
         }
@@ -335,28 +366,28 @@ public struct ContentExtractor: Sendable {
     }
 
     /// The characters of text under `node`, not counting dropped elements.
-    private func contentLength(_ node: HTMLNode) -> Int {
+    private func contentLength(_ node: HTMLNode, _ drops: Drops) -> Int {
         if node.isText { return node.textBytes.count }
-        guard node.isElement, !isDropped(node) else { return 0 }
-        return node.children.reduce(0) { $0 + contentLength($1) }
+        guard node.isElement, !isDropped(node, drops) else { return 0 }
+        return node.children.reduce(0) { $0 + contentLength($1, drops) }
     }
 
     /// The non-space characters of text under `node` (dropped elements aside), and how many of them are in links.
-    private func textShares(_ node: HTMLNode, inLink: Bool = false) -> (Int, Int) {
+    private func textShares(_ node: HTMLNode, _ drops: Drops, inLink: Bool = false) -> (Int, Int) {
         if node.isText {
             let count = Self.squeezed(node.textBytes).letters
             return (count, inLink ? count : 0)
         }
-        guard node.isElement, !isDropped(node) else { return (0, 0) }
+        guard node.isElement, !isDropped(node, drops) else { return (0, 0) }
         let link = inLink || node.tag == HTMLTag.a
         return node.children.reduce((0, 0)) { sum, child in
-            let (characters, links) = textShares(child, inLink: link)
+            let (characters, links) = textShares(child, drops, inLink: link)
             return (sum.0 + characters, sum.1 + links)
         }
     }
 
     /// Appends the blocks of `node` to `blocks`.
-    private func collect(_ node: HTMLNode, into blocks: inout [Block], inLink: Bool = false,
+    private func collect(_ node: HTMLNode, into blocks: inout [Block], _ drops: Drops, inLink: Bool = false,
                          nesting: Nesting = Nesting()) {
         if node.isText {
             if blocks.isEmpty { blocks.append(Block()) }
@@ -366,10 +397,10 @@ public struct ContentExtractor: Sendable {
             blocks[blocks.count - 1].characters += letters
             if inLink { blocks[blocks.count - 1].linkCharacters += letters }
         } else if node.isElement {
-            guard !isDropped(node) else { return }
+            guard !isDropped(node, drops) else { return }
             let tag = Self.tag(node)
             if Self.listTags.contains(tag) {
-                let (characters, linkCharacters) = textShares(node)
+                let (characters, linkCharacters) = textShares(node, drops)
                 if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) {
                     // A short heading right before a dropped list of links is its title ("Read also", "Related").
                     if let last = blocks.lastIndex(where: { !$0.text.trimmingCharacters(in: .whitespaces).isEmpty }),
@@ -401,7 +432,7 @@ public struct ContentExtractor: Sendable {
                 blocks[blocks.count - 1].text += code
                 blocks[blocks.count - 1].characters += code.count
             } else {
-                for child in node.children { collect(child, into: &blocks, inLink: link, nesting: inner) }
+                for child in node.children { collect(child, into: &blocks, drops, inLink: link, nesting: inner) }
             }
             if isBlock { blocks.append(Block(shape: nesting.shape(HTMLTag.span))) }
         }

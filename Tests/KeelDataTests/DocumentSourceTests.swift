@@ -349,4 +349,11 @@ final class DocumentSourceTests: XCTestCase {
         let kilobytes = try XCTUnwrap(Int(line.split(separator: " ")[1]))
         return kilobytes * 1024
     }
+
+    /// What Python's `json.dumps(..., ensure_ascii=False)` writes for the same string (the literal is its output).
+    func testJSONStringsAreWrittenAsPythonWritesThem() {
+        XCTAssertEqual(String(decoding: JSONString.quoted("a\"b\\c\nd\te\u{01}f é"), as: UTF8.self), #""a\"b\\c\nd\te\u0001f é""#)
+        XCTAssertEqual(String(decoding: JSONString.quoted("plain"), as: UTF8.self), "\"plain\"")
+        XCTAssertEqual(String(decoding: JSONString.quoted(""), as: UTF8.self), "\"\"")
+    }
 }
