@@ -301,17 +301,20 @@ public struct ContentExtractor: Sendable {
         let tag = Self.tag(node)
         if Self.droppedTags.contains(tag) { return true }
         if tag == HTMLTag.body || tag == HTMLTag.html || tag == HTMLTag.main || tag == HTMLTag.article { return false }
-        // Hidden from readers: the hidden attribute, aria-hidden, an inline display: none.
-        if Self.attribute("hidden", of: node) != nil || Self.attribute("aria-hidden", of: node) == "true" { return true }
-        if let style = Self.attribute("style", of: node) {
-            let squeezed = style.utf8.filter { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }.map(Self.lowercased)
+        // Hidden from readers: the hidden attribute, aria-hidden, an inline display: none. (Attributes are read as
+        // bytes: making strings of every element's attributes cost more than the rest of this judgement.)
+        if node.attributeBytes("hidden") != nil || node.attributeBytes("aria-hidden").map({ $0.elementsEqual("true".utf8) }) == true {
+            return true
+        }
+        if let style = node.attributeBytes("style") {
+            let squeezed = style.filter { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }.map(Self.lowercased)
             if Self.contains(squeezed[...], Self.displayNoneBytes) { return true }
         }
         var marks: [UInt8] = []
-        for name in ["id", "class", "role"] {
-            guard let value = Self.attribute(name, of: node) else { continue }
+        for value in [node.attributeBytes("id"), node.attributeBytes("class"), node.attributeBytes("role")] {
+            guard let value else { continue }
             if !marks.isEmpty { marks.append(0x20) }
-            marks += value.utf8.map(Self.lowercased)
+            marks += value.map(Self.lowercased)
         }
         guard !marks.isEmpty else { return false }
         if !includeComments, Self.contains(marks[...], Self.commentBytes) { return true }

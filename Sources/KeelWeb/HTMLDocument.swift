@@ -64,10 +64,26 @@ struct HTMLNode {
 
     /// The value of attribute `name` (lower case), if present.
     func attribute(_ name: String) -> String? {
-        guard let attribute = myhtml_attribute_by_key(pointer, name, name.utf8.count) else { return nil }
+        attributeBytes(name).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The UTF-8 bytes of attribute `name`'s value, if present, without making a string (valid while the document
+    /// lives).
+    func attributeBytes(_ name: StaticString) -> UnsafeRawBufferPointer? {
+        attributeBytes(name.utf8Start, name.utf8CodeUnitCount)
+    }
+
+    func attributeBytes(_ name: String) -> UnsafeRawBufferPointer? {
+        var name = name
+        return name.withUTF8 { attributeBytes($0.baseAddress!, $0.count) }
+    }
+
+    private func attributeBytes(_ name: UnsafePointer<UInt8>, _ count: Int) -> UnsafeRawBufferPointer? {
+        let key = UnsafeRawPointer(name).assumingMemoryBound(to: CChar.self)
+        guard let attribute = myhtml_attribute_by_key(pointer, key, count) else { return nil }
         var length = 0
-        guard let value = myhtml_attribute_value(attribute, &length) else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: value, count: length), as: UTF8.self)
+        guard let value = myhtml_attribute_value(attribute, &length) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: value, count: length)
     }
 
     /// A text node's UTF-8 bytes (empty for other nodes).

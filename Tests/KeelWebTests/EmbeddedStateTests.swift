@@ -67,4 +67,12 @@ final class EmbeddedStateTests: XCTestCase {
             """
         XCTAssertEqual(text(page), paragraph.trimmingCharacters(in: .whitespaces))
     }
+
+    func testMarkersAreFoundAnywhereInAScript() {
+        XCTAssertTrue(EmbeddedState.contains("x=1;window.__NUXT__", "__NUXT__"))
+        XCTAssertTrue(EmbeddedState.contains("__NUXT__=1", "__NUXT__"))
+        XCTAssertFalse(EmbeddedState.contains("window.__NUXT_", "__NUXT__"))
+        XCTAssertFalse(EmbeddedState.contains("_ _NUXT__ and __NUX__", "__NUXT__"))
+        XCTAssertFalse(EmbeddedState.contains("", "__NUXT__"))
+    }
 }
