@@ -14,6 +14,9 @@ import Foundation
 ///    menu, a list of related articles) is dropped whole, with a short heading right before it ("Read also"); so
 ///    is a block that is mostly links (a tag cloud, "Back to the list"), unless it is one link that shows its
 ///    address (a reference).
+/// 4. When that leaves under 500 characters, the page is extracted again without judging class and id names (site
+///    builders wrap whole pages in names that usually mean boilerplate), and the result taken if it is more than
+///    twice as long; when it still leaves under 250, the page's embedded state is read (`EmbeddedState`).
 public struct ContentExtractor: Sendable {
     /// Whether comment sections are kept.
     public var includeComments = false
@@ -49,19 +52,13 @@ public struct ContentExtractor: Sendable {
         let title = Self.find(root) { Self.tag($0) == HTMLTag.title }.map { Self.plainText($0) }
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
         let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
-        var blocks: [Block] = []
-        let drops = Drops()
-        let contentRoot = mainRoot(in: body, drops)
-        collect(contentRoot, into: &blocks, drops)
-        let kept = blocks.filter { block in
-            let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !text.isEmpty else { return false }
-            let density = Double(block.linkCharacters) / Double(max(1, block.characters))
-            // A block that is one link stays only when the link shows its address (a reference, not "Back to the list").
-            let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
-            return density <= maximumLinkDensity || isReference || block.characters > 300
+        var text = mainText(body, Drops(byName: true))
+        if text.count < fallbackThreshold {
+            // Too little: the names may have misled (site builders put everything in "elementor-widget", Blogger
+            // in "widget Blog"). Again without judging names, as trafilatura falls back to a plainer extractor.
+            let plainer = mainText(body, Drops(byName: false))
+            if plainer.count > 2 * text.count { text = plainer }
         }
-        var text = markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
         if readingState, text.count < embeddedStateThreshold {
             // A page rendered by JavaScript: its text is in the state the scripts render from.
             let state = embeddedState(root).filter { !text.contains($0) }
@@ -121,6 +118,24 @@ public struct ContentExtractor: Sendable {
               let month = Int(String(decoding: digits[5..<7], as: UTF8.self)), (1...12).contains(month),
               let day = Int(String(decoding: digits[8..<10], as: UTF8.self)), (1...31).contains(day) else { return nil }
         return String(decoding: digits, as: UTF8.self)
+    }
+
+    /// With less text than this, the page is extracted again without judging class and id names.
+    public var fallbackThreshold = 500
+
+    /// The main text under `body`, with elements dropped as `drops` judges them.
+    private func mainText(_ body: HTMLNode, _ drops: Drops) -> String {
+        var blocks: [Block] = []
+        collect(mainRoot(in: body, drops), into: &blocks, drops)
+        let kept = blocks.filter { block in
+            let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { return false }
+            let density = Double(block.linkCharacters) / Double(max(1, block.characters))
+            // A block that is one link stays only when the link shows its address (a reference, not "Back to the list").
+            let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
+            return density <= maximumLinkDensity || isReference || block.characters > 300
+        }
+        return markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
     }
 
     /// The prose in the page's scripts (framework state, JSON-LD) and `noscript` elements.
@@ -287,17 +302,20 @@ public struct ContentExtractor: Sendable {
     /// Which elements are dropped, each judged once per page (the walks over the tree ask again and again).
     private final class Drops {
         var judged: [OpaquePointer: Bool] = [:]
+        /// Whether class, id and role names are judged (the first pass), or only tags and hiding (the fallback).
+        let byName: Bool
+        init(byName: Bool) { self.byName = byName }
     }
 
     /// Whether `node` (an element) is never main content; remembered in `drops`.
     private func isDropped(_ node: HTMLNode, _ drops: Drops) -> Bool {
         if let known = drops.judged[node.pointer] { return known }
-        let dropped = judgeDropped(node)
+        let dropped = judgeDropped(node, byName: drops.byName)
         drops.judged[node.pointer] = dropped
         return dropped
     }
 
-    private func judgeDropped(_ node: HTMLNode) -> Bool {
+    private func judgeDropped(_ node: HTMLNode, byName: Bool) -> Bool {
         let tag = Self.tag(node)
         if Self.droppedTags.contains(tag) { return true }
         if tag == HTMLTag.body || tag == HTMLTag.html || tag == HTMLTag.main || tag == HTMLTag.article { return false }
@@ -318,6 +336,7 @@ public struct ContentExtractor: Sendable {
         }
         guard !marks.isEmpty else { return false }
         if !includeComments, Self.contains(marks[...], Self.commentBytes) { return true }
+        guard byName else { return false }
         // Judged name by name: one that names boilerplate ("entry-meta", "post-author") marks it even when it also
         // says content; a container with another name that says content ("l-sidebar-fixed
         // l-article-body-segment") is kept, as Mozilla's Readability keeps its "unlikely candidates" that say so.

@@ -80,12 +80,24 @@ final class ContentExtractorTests: XCTestCase {
     }
 
     func testANameSayingBoilerplateWinsOverOneSayingContentInTheSameName() {
+        // A post long enough that the extraction without names (for pages under 500 characters) does not start.
+        let body = String(repeating: "The body of the post, which is what a reader came for. ", count: 10).trimmingCharacters(in: .whitespaces)
         let page = ContentExtractor().extract(html: """
-            <html><body><div class="entry-content"><p>The body of the post, which is what a reader came for.</p>
+            <html><body><div class="entry-content"><p>\(body)</p>
             <div class="entry-meta">Posted by Anna on 3 May</div><div class="sharedaddy sd-sharing-enabled">Share this: Twitter</div>
             <div class="post-author-bio">Anna writes about gardens.</div></div></body></html>
             """)
-        XCTAssertEqual(page.text, "The body of the post, which is what a reader came for.")
+        XCTAssertEqual(page.text, body)
+    }
+
+    func testAPageWhoseNamesHideItsTextIsExtractedAgainWithoutThem() {
+        // Site builders wrap everything in names that usually mean boilerplate (Elementor's "elementor-widget").
+        let paragraph = String(repeating: "The association was founded by a small group of teachers who wanted every child to read. ", count: 8)
+        let page = ContentExtractor().extract(html: """
+            <html><body><nav>Home About</nav><div class="elementor-widget elementor-widget-text-editor">
+            <div class="elementor-widget-container"><p>\(paragraph)</p></div></div></body></html>
+            """)
+        XCTAssertEqual(page.text, paragraph.trimmingCharacters(in: .whitespaces))
     }
 
     func testDeclaredLanguageAndPublicationDate() {
