@@ -21,7 +21,7 @@ public struct ContentExtractor: Sendable {
     /// Whether comment sections are kept.
     public var includeComments = false
     /// A block whose share of link text is above this is dropped.
-    public var maximumLinkDensity = 0.5
+    public var maximumLinkDensity = 0.3
     /// Whether the text is Markdown (headings, lists, quotes, code fences, tables) rather than plain lines.
     public var markdown = false
 
@@ -269,14 +269,14 @@ public struct ContentExtractor: Sendable {
         MyHTML_TAG_SCRIPT, MyHTML_TAG_STYLE, MyHTML_TAG_NOSCRIPT, MyHTML_TAG_TEMPLATE, MyHTML_TAG_HEAD, MyHTML_TAG_NAV,
         MyHTML_TAG_ASIDE, MyHTML_TAG_FOOTER, MyHTML_TAG_FORM, MyHTML_TAG_BUTTON, MyHTML_TAG_SELECT, MyHTML_TAG_OPTION,
         MyHTML_TAG_TEXTAREA, MyHTML_TAG_INPUT, MyHTML_TAG_IFRAME, MyHTML_TAG_SVG, MyHTML_TAG_CANVAS, MyHTML_TAG_OBJECT,
-        MyHTML_TAG_EMBED, MyHTML_TAG_MENU, MyHTML_TAG_LABEL,
+        MyHTML_TAG_EMBED, MyHTML_TAG_MENU, MyHTML_TAG_LABEL, MyHTML_TAG_FIGURE, MyHTML_TAG_FIGCAPTION,
     ].map(Self.id))
 
     /// Words in `id`, `class` or `role` that mark boilerplate.
     private static let boilerplate = ["nav", "menu", "footer", "sidebar", "cookie", "consent", "banner", "share",
                                       "social", "related", "breadcrumb", "advert", "sponsor", "promo", "newsletter",
                                       "subscribe", "popup", "modal", "masthead", "toolbar", "pagination", "skip-link",
-                                      "widget", "rss", "login", "signup", "tags", "byline-share"]
+                                      "widget", "rss", "login", "signup", "tags", "byline-share", "date", "time", "dateline"]
 
     /// Parts of `id`, `class` or `role` that mark content, overriding the boilerplate words.
     private static let contentMarks = ["article", "content", "entry", "post-body", "story", "main"]
