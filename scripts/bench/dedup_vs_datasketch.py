@@ -14,9 +14,10 @@
    process) against the whole `keel data dedup` run (reading, exact and MinHash keys, sorting, clustering, writing).
 
 Usage (from the repository root):
-    .venv/bin/python scripts/bench/dedup_vs_datasketch.py --keel .build-dedup/release/keel --pages pages.jsonl
-where pages.jsonl comes from `keel data extract ../shared/data/web/<unpacked trafilatura-eval> --out pages.jsonl`
-(without --pages the script unpacks /work/shared/data/web/trafilatura-eval.tar.zst and extracts it itself).
+    .venv/bin/python scripts/bench/dedup_vs_datasketch.py --keel .build/release/keel --pages pages.jsonl
+where pages.jsonl comes from `keel data extract path/to/trafilatura-eval --out pages.jsonl`; or give
+--eval-archive path/to/trafilatura-eval.tar.zst (trafilatura's tests/evaldata.json, eval/ and cache/) and the
+script unpacks and extracts it itself.
 """
 import argparse
 import itertools
@@ -35,9 +36,6 @@ from datasketch import MinHash, MinHashLSH
 from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.utils.text import ngrams, simplify_text
 
-EVAL_ARCHIVE = Path("/work/shared/data/web/trafilatura-eval.tar.zst")
-
-
 def cpu_model():
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -45,8 +43,8 @@ def cpu_model():
     return "unknown CPU"
 
 
-def extract_pages(keel, work):
-    subprocess.run(["tar", "--zstd", "-xf", str(EVAL_ARCHIVE), "-C", str(work)], check=True)
+def extract_pages(keel, archive, work):
+    subprocess.run(["tar", "--zstd", "-xf", str(archive), "-C", str(work)], check=True)
     pages = work / "pages.jsonl"
     subprocess.run([keel, "data", "extract", str(work / "trafilatura-eval"), "--out", str(pages)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,17 +135,20 @@ def pin(command):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keel", default=".build-dedup/release/keel")
-    parser.add_argument("--pages", help="JSONL of real pages (default: extract the trafilatura evaluation set)")
+    parser.add_argument("--keel", default=".build/release/keel")
+    parser.add_argument("--pages", help="JSONL of real pages, as keel data extract writes them")
+    parser.add_argument("--eval-archive", help="trafilatura-eval.tar.zst, to extract the pages from instead")
     parser.add_argument("--work", help="directory for the corpus and outputs (default: a temporary one)")
     parser.add_argument("--timing-repeats", type=int, default=3, help="best of N timed runs")
     args = parser.parse_args()
+    if not args.pages and not args.eval_archive:
+        parser.error("give --pages PAGES.jsonl or --eval-archive trafilatura-eval.tar.zst")
     os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
     os.sched_setaffinity(0, {0})  # datatrove runs in this process: one core, the one Keel is pinned to
     work = Path(args.work or tempfile.mkdtemp(prefix="dedup-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     keel = str(Path(args.keel).resolve())
-    pages = Path(args.pages) if args.pages else extract_pages(keel, work)
+    pages = Path(args.pages) if args.pages else extract_pages(keel, args.eval_archive, work)
     corpus = work / "corpus.jsonl"
     texts = build_corpus(pages, corpus)
     corpus_bytes = corpus.stat().st_size
