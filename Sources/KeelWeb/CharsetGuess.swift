@@ -46,7 +46,7 @@ enum CharsetGuess {
     static func score(_ text: String, as name: String, from sample: [UInt8]) -> Double {
         let width = twoByte.contains(name) ? 2.0 : 1.0
         var counts: [Script: Int] = [:]
-        var bad = 0, caseBreaks = 0, mixedWords = 0, longWords = 0, lower = 0, upper = 0, spacedHan = 0
+        var bad = 0, asciiLetters = 0, caseBreaks = 0, mixedWords = 0, longWords = 0, lower = 0, upper = 0, spacedHan = 0
         // The word being read: its letters outside ASCII, whether it has ASCII letters, its scripts.
         var wordLetters = 0, wordHasASCII = false, wordScripts = Set<Script>(), previousWasLower = false
         var previousScript: Script?
@@ -79,6 +79,7 @@ enum CharsetGuess {
             if properties.isUppercase, previousWasLower { caseBreaks += 1 }
             previousWasLower = properties.isLowercase
             if value < 0x80 {
+                asciiLetters += 1
                 wordHasASCII = true
                 previousScript = nil
                 continue
@@ -105,8 +106,7 @@ enum CharsetGuess {
         case "WINDOWS-1252":
             // Western text is mostly ASCII letters; a page of accented letters is another script misread.
             let accented = Double(counts[.latin] ?? 0)
-            let asciiLetters = Double(text.unicodeScalars.filter { $0.value < 0x80 && $0.properties.isAlphabetic }.count)
-            if accented > 0.35 * (accented + asciiLetters) { score -= 3 * accented }
+            if accented > 0.35 * (accented + Double(asciiLetters)) { score -= 3 * accented }
         case "WINDOWS-1251", "KOI8-R", "WINDOWS-1253":
             // Running text is mostly lower case; the wrong one of these reads it mostly upper case.
             if lower < upper { score -= dominant }

@@ -283,13 +283,7 @@ public struct ContentExtractor: Sendable {
 
     /// Whether `bytes` contain `needle`.
     private static func contains(_ bytes: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
-        guard bytes.count >= needle.count, let first = needle.first else { return needle.isEmpty }
-        var start = bytes.startIndex
-        while start + needle.count <= bytes.endIndex {
-            if bytes[start] == first, bytes[start..<(start + needle.count)].elementsEqual(needle) { return true }
-            start += 1
-        }
-        return false
+        bytes.withUnsafeBytes { haystack in needle.withUnsafeBytes { containsBytes(haystack, $0) } }
     }
 
     // The word lists as bytes, made once: names are compared as ASCII bytes, since Foundation's substring search and
@@ -463,8 +457,6 @@ public struct ContentExtractor: Sendable {
     // MARK: - Tree helpers
 
     private static func tag(_ node: HTMLNode) -> Tag { node.isElement ? node.tag : HTMLTag.unknown }
-
-    private static func children(_ node: HTMLNode) -> HTMLChildren { node.children }
 
     private static func attribute(_ name: String, of node: HTMLNode) -> String? {
         node.isElement ? node.attribute(name) : nil

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 
 /// The human-language text a JavaScript-rendered page keeps outside its visible DOM: the state a framework
 /// serialises for the browser to render from (Next.js `__NEXT_DATA__`, Nuxt `__NUXT__`, Redux-style
@@ -52,23 +51,11 @@ struct EmbeddedState {
     static let stateMarkers = ["__NUXT__", "__INITIAL_STATE__", "__APOLLO_STATE__", "__PRELOADED_STATE__", "__NEXT_DATA__",
                                "__INITIAL_DATA__", "__APP_STATE__"]
 
-    /// Whether `text` contains `marker`, searched as bytes (memchr for the first, memcmp for the rest): scripts can be
-    /// megabytes of bundled code, and Foundation's search over them cost more than the page's extraction.
+    /// Whether `text` contains `marker`, searched as bytes: scripts can be megabytes of bundled code, and Foundation's
+    /// search over them cost more than the page's extraction.
     static func contains(_ text: String, _ marker: String) -> Bool {
         var text = text, marker = marker
-        return text.withUTF8 { haystack in
-            marker.withUTF8 { needle in
-                guard let base = haystack.baseAddress, let first = needle.first, needle.count <= haystack.count else { return needle.isEmpty }
-                var start = 0
-                while start + needle.count <= haystack.count,
-                      let hit = memchr(base + start, Int32(first), haystack.count - needle.count + 1 - start) {
-                    let index = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
-                    if memcmp(base + index, needle.baseAddress!, needle.count) == 0 { return true }
-                    start = index + 1
-                }
-                return false
-            }
-        }
+        return text.withUTF8 { haystack in marker.withUTF8 { containsBytes(UnsafeRawBufferPointer(haystack), UnsafeRawBufferPointer($0)) } }
     }
 
     /// Whether `text` reads as prose: enough words, mostly letters, not a URL or path, not code.
