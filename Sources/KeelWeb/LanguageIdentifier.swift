@@ -78,15 +78,18 @@ public final class LanguageIdentifier: Sendable {
     /// The most likely language of `text` and its probability. Text with no known n-gram gets a uniform
     /// distribution over the columns, as in py3langid (so a code with two columns comes first).
     public func identify(_ text: String) -> (language: String, probability: Double) {
-        let scores = probabilities(text)
+        best(in: probabilities(text))
+    }
+
+    /// The language of the highest probability (the first column of equal ones).
+    func best(in scores: [Float]) -> (language: String, probability: Double) {
         let best = scores.indices.max { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 > $1) }!
         return (languages[best], Double(scores[best]))
     }
 
-    /// The probability of `language` for `text` (0 for a code the model does not have).
-    public func probability(of language: String, in text: String) -> Double {
-        guard let index = languages.firstIndex(of: language) else { return 0 }
-        return Double(probabilities(text)[index])
+    /// The probability of `language` among `scores` (0 for a code the model does not have).
+    func probability(of language: String, in scores: [Float]) -> Double {
+        languages.firstIndex(of: language).map { Double(scores[$0]) } ?? 0
     }
 
     /// One probability per column of `languages` (a duplicate code's column folded into its first).

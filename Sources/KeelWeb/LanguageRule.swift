@@ -30,11 +30,12 @@ public struct LanguageRule: QualityRule {
 
     public func check(_ document: FilterDocument) -> String? {
         guard let identifier else { preconditionFailure("LanguageRule.prepare() was not called") }
-        let best = identifier.identify(document.text)
+        // Scored once; the best language and every wanted one are read from the same scores.
+        let scores = identifier.probabilities(document.text)
+        let best = identifier.best(in: scores)
         document.language = (best.language, best.probability)
         guard let languages else { return best.probability > threshold ? nil : "language" }
-        let wanted = languages.contains(best.language) ? best.probability
-            : languages.map { identifier.probability(of: $0, in: document.text) }.max() ?? 0
+        let wanted = languages.map { identifier.probability(of: $0, in: scores) }.max() ?? 0
         return wanted > threshold ? nil : "language"
     }
 
