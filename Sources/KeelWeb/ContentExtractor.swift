@@ -7,13 +7,16 @@ import Foundation
 /// The page is parsed by an HTML5 parser (MyHTML, `HTMLDocument`), as a browser would parse it. Then, in order:
 /// 1. Elements that are never content are dropped whole: scripts, styles, forms and their controls, `nav`,
 ///    `aside`, `footer`, and any element whose `id`, `class` or `role` names boilerplate (navigation, menus,
-///    cookie and consent banners, sharing, related links, comments unless asked for, advertising).
-/// 2. The content root is the page's `article` or `main` (or `role="main"`) when one holds most of the page's
-///    remaining text, else the body.
+///    cookie and consent banners, sharing, related links, comments unless asked for, advertising) — unless it
+///    holds half the page's text (a theme's "main-menu" wrapper around everything).
+/// 2. The structural root is the page's `article` or `main` (or `role="main"`) when one holds most of the page's
+///    remaining text, else the body. Under it, the first element named as an article's container
+///    ("entry-content", `itemprop="articleBody"`: `ContentContainer`) is the content root, when its text is not
+///    much shorter than the structural root's; else the structural root is.
 /// 3. The text under it is cut into blocks at block-level elements. A list or table that is mostly link text (a
 ///    menu, a list of related articles) is dropped whole, with a short heading right before it ("Read also"); so
 ///    is a block that is mostly links (a tag cloud, "Back to the list"), unless it is one link that shows its
-///    address (a reference).
+///    address (a reference). A heading left titling nothing (last, or followed by a heading of its level) goes.
 /// 4. When that leaves under 500 characters, the page is extracted again without judging class and id names (site
 ///    builders wrap whole pages in names that usually mean boilerplate), and the result taken if it is more than
 ///    twice as long; when it still leaves under 250, the page's embedded state is read (`EmbeddedState`).
@@ -52,11 +55,11 @@ public struct ContentExtractor: Sendable {
         let title = Self.find(root) { Self.tag($0) == HTMLTag.title }.map { Self.plainText($0) }
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
         let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
-        var text = mainText(body, Drops(byName: true))
+        var text = mainText(body, Drops(byName: true, pageText: Self.visibleTextLength(body)))
         if text.count < fallbackThreshold {
             // Too little: the names may have misled (site builders put everything in "elementor-widget", Blogger
             // in "widget Blog"). Again without judging names, as trafilatura falls back to a plainer extractor.
-            let plainer = mainText(body, Drops(byName: false))
+            let plainer = mainText(body, Drops(byName: false, pageText: 0))
             if plainer.count > 2 * text.count { text = plainer }
         }
         if readingState, text.count < embeddedStateThreshold {
@@ -123,11 +126,33 @@ public struct ContentExtractor: Sendable {
     /// With less text than this, the page is extracted again without judging class and id names.
     public var fallbackThreshold = 500
 
-    /// The main text under `body`, with elements dropped as `drops` judges them.
+    /// The share of the structural root's kept text (see `mainText`) under which the named container is passed
+    /// over as too narrow: its lead paragraph, or the article itself, lies outside it.
+    public var minimumContainerShare = 0.3
+
+    /// An element named as boilerplate that holds at least this share of the body's text is kept: it wraps the page.
+    public var wrapperShare = 0.5
+
+    /// The main text under `body`, with elements dropped as `drops` judges them: the text of the element named as
+    /// the article's container when it keeps at least `minimumContainerShare` of what the page's `article`, `main`
+    /// or body keeps (as trafilatura takes a plainer extractor's text when its own is under half as long), else
+    /// the latter's.
     private func mainText(_ body: HTMLNode, _ drops: Drops) -> String {
+        let structural = structuralRoot(in: body, drops)
+        var kept = keptBlocks(structural, drops)
+        if let container = namedContainer(in: structural, drops) {
+            let inContainer = keptBlocks(container, drops)
+            let length = { (blocks: [Block]) in blocks.reduce(0) { $0 + $1.characters } }
+            if Double(length(inContainer)) >= minimumContainerShare * Double(length(kept)) { kept = inContainer }
+        }
+        return markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+    }
+
+    /// The blocks of text under `root` that are kept: not empty, not mostly links, no heading left titling nothing.
+    private func keptBlocks(_ root: HTMLNode, _ drops: Drops) -> [Block] {
         var blocks: [Block] = []
-        collect(mainRoot(in: body, drops), into: &blocks, drops)
-        let kept = blocks.filter { block in
+        collect(root, into: &blocks, drops)
+        var kept = blocks.filter { block in
             let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { return false }
             let density = Double(block.linkCharacters) / Double(max(1, block.characters))
@@ -135,7 +160,15 @@ public struct ContentExtractor: Sendable {
             let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
             return density <= maximumLinkDensity || isReference || block.characters > 300
         }
-        return markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        // A heading with nothing after it titled something dropped ("Related posts" over a dropped teaser list).
+        while kept.last?.isHeading == true { kept.removeLast() }
+        // Likewise a heading whose section is empty: the next block is a heading of the same or a higher level.
+        return kept.indices.filter { index in
+            let level = kept[index].headingLevel
+            guard level > 0, index + 1 < kept.count else { return true }
+            let next = kept[index + 1].headingLevel
+            return !(next > 0 && next <= level)
+        }.map { kept[$0] }
     }
 
     /// The prose in the page's scripts (framework state, JSON-LD) and `noscript` elements.
@@ -165,8 +198,9 @@ public struct ContentExtractor: Sendable {
         var characters = 0
         var linkCharacters = 0
         var links = 0
-        /// Whether the block is a heading (h1–h6).
-        var isHeading = false
+        /// The heading's level (1 for h1 … 6 for h6), 0 when the block is not a heading.
+        var headingLevel = 0
+        var isHeading: Bool { headingLevel > 0 }
         /// How the block reads as Markdown.
         var shape = MarkdownShape()
     }
@@ -298,18 +332,20 @@ public struct ContentExtractor: Sendable {
         var judged: [OpaquePointer: Bool] = [:]
         /// Whether class, id and role names are judged (the first pass), or only tags and hiding (the fallback).
         let byName: Bool
-        init(byName: Bool) { self.byName = byName }
+        /// The bytes of text in the page's body (`visibleTextLength`).
+        let pageText: Int
+        init(byName: Bool, pageText: Int) { self.byName = byName; self.pageText = pageText }
     }
 
     /// Whether `node` (an element) is never main content; remembered in `drops`.
     private func isDropped(_ node: HTMLNode, _ drops: Drops) -> Bool {
         if let known = drops.judged[node.pointer] { return known }
-        let dropped = judgeDropped(node, byName: drops.byName)
+        let dropped = judgeDropped(node, byName: drops.byName, pageText: drops.pageText)
         drops.judged[node.pointer] = dropped
         return dropped
     }
 
-    private func judgeDropped(_ node: HTMLNode, byName: Bool) -> Bool {
+    private func judgeDropped(_ node: HTMLNode, byName: Bool, pageText: Int) -> Bool {
         let tag = Self.tag(node)
         if Self.droppedTags.contains(tag) { return true }
         if tag == HTMLTag.body || tag == HTMLTag.html || tag == HTMLTag.main || tag == HTMLTag.article { return false }
@@ -342,7 +378,19 @@ public struct ContentExtractor: Sendable {
                 content = true
             }
         }
-        return boilerplate && !content
+        guard boilerplate && !content else { return false }
+        // A wrapper of most of the page is not boilerplate, whatever its name says (a theme's "main-menu
+        // off-canvas-wrap" around the whole page).
+        return Double(Self.visibleTextLength(node)) < wrapperShare * Double(pageText)
+    }
+
+    /// The bytes of text under `node` outside scripts, styles and templates.
+    private static func visibleTextLength(_ node: HTMLNode) -> Int {
+        if node.isText { return node.textBytes.count }
+        guard node.isElement else { return 0 }
+        let tag = node.tag
+        if tag == HTMLTag.script || tag == HTMLTag.style || tag == HTMLTag.noscript || tag == HTMLTag.template { return 0 }
+        return node.children.reduce(0) { $0 + visibleTextLength($1) }
     }
 
     private static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte }
@@ -364,9 +412,18 @@ public struct ContentExtractor: Sendable {
         return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { boilerplateWordBytes.contains(Array($0)) }
     }
 
-    /// The element whose text is the page's main content: an `article`, `main` or `role="main"` holding at least
-    /// 40% of the body's text, else the body itself.
-    private func mainRoot(in body: HTMLNode, _ drops: Drops) -> HTMLNode {
+    /// The first element under `root` (`root` aside) named as an article's container (`ContentContainer`, the most
+    /// telling names first) with at least `containerMinimum` bytes of text.
+    private func namedContainer(in root: HTMLNode, _ drops: Drops) -> HTMLNode? {
+        var firstOfTier = [HTMLNode?](repeating: nil, count: ContentContainer.tierCount)
+        visitKept(root, drops) { node in
+            if let tier = ContentContainer.tier(of: node), firstOfTier[tier] == nil { firstOfTier[tier] = node }
+        }
+        return firstOfTier.lazy.compactMap { $0 }.first { $0.pointer != root.pointer && self.contentLength($0, drops) >= self.containerMinimum }
+    }
+
+    /// An `article`, `main` or `role="main"` holding at least 40% of the body's text, else the body itself.
+    private func structuralRoot(in body: HTMLNode, _ drops: Drops) -> HTMLNode {
         let total = contentLength(body, drops)
         guard total > 0 else { return body }
         var best: (node: HTMLNode, length: Int)?
@@ -379,6 +436,16 @@ public struct ContentExtractor: Sendable {
         }
         if let best, Double(best.length) >= 0.4 * Double(total) { return best.node }
         return body
+    }
+
+    /// A named container with less text than this (bytes, dropped elements aside) is passed over.
+    public var containerMinimum = 250
+
+    /// Calls `body` on every element under `node` (itself included) in document order, dropped elements aside.
+    private func visitKept(_ node: HTMLNode, _ drops: Drops, _ body: (HTMLNode) -> Void) {
+        guard node.isElement, !isDropped(node, drops) else { return }
+        body(node)
+        for child in node.children { visitKept(child, drops, body) }
     }
 
     /// The characters of text under `node`, not counting dropped elements.
@@ -436,7 +503,7 @@ public struct ContentExtractor: Sendable {
             default: break
             }
             let isBlock = Self.blockTags.contains(tag)
-            if isBlock { blocks.append(Block(isHeading: Self.headingTags.contains(tag), shape: nesting.shape(tag))) }
+            if isBlock { blocks.append(Block(headingLevel: Self.headingTags.contains(tag) ? Int(tag - HTMLTag.h1) + 1 : 0, shape: nesting.shape(tag))) }
             let link = inLink || tag == HTMLTag.a
             if tag == HTMLTag.a {
                 if blocks.isEmpty { blocks.append(Block()) }
@@ -521,5 +588,6 @@ private enum HTMLTag {
     static let meta = Tag(MyHTML_TAG_META.rawValue), noscript = Tag(MyHTML_TAG_NOSCRIPT.rawValue), ol = Tag(MyHTML_TAG_OL.rawValue)
     static let pre = Tag(MyHTML_TAG_PRE.rawValue), script = Tag(MyHTML_TAG_SCRIPT.rawValue), span = Tag(MyHTML_TAG_SPAN.rawValue)
     static let td = Tag(MyHTML_TAG_TD.rawValue), th = Tag(MyHTML_TAG_TH.rawValue), time = Tag(MyHTML_TAG_TIME.rawValue)
+    static let style = Tag(MyHTML_TAG_STYLE.rawValue), template = Tag(MyHTML_TAG_TEMPLATE.rawValue)
     static let title = Tag(MyHTML_TAG_TITLE.rawValue), tr = Tag(MyHTML_TAG_TR.rawValue), ul = Tag(MyHTML_TAG_UL.rawValue)
 }

@@ -90,6 +90,55 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertEqual(page.text, body)
     }
 
+    /// Text of some length, different for each `seed`, so that a test can find where each piece went.
+    private func prose(_ seed: String, sentences: Int) -> String {
+        (1...sentences).map { "\(seed) sentence \($0) says something a reader would want to keep." }.joined(separator: " ")
+    }
+
+    /// The element a content management system names as the article's body is where the text is taken from: what
+    /// sits around it without a telling name (a site banner, a byline, teasers of other articles) is left out.
+    func testTheElementNamedAsTheArticleBodyIsTheContentRoot() {
+        let story = prose("Story", sentences: 8), teaser = prose("Teaser", sentences: 3)
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="top"><p>The Daily Example, since 1901</p></div><div class="wrap">
+            <div class="by"><p>By Anna Smith, 3 May 2024</p></div>
+            <div class="entry-content clearfix"><p>\(story)</p></div>
+            <div class="more"><h3>Elsewhere</h3><p>\(teaser)</p></div></div></body></html>
+            """)
+        XCTAssertEqual(page.text, story)
+    }
+
+    /// A named container holding far less than the page's text (the body proper lies outside it) is passed over.
+    func testANamedContainerHoldingLittleOfTheTextIsPassedOver() {
+        let lead = prose("Lead", sentences: 5), story = prose("Story", sentences: 25)
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="post-content"><p>\(lead)</p></div><div class="copy"><p>\(story)</p></div></body></html>
+            """)
+        XCTAssertEqual(page.text, lead + "\n" + story)
+    }
+
+    /// A heading left titling nothing (its list of links dropped, or its section empty) goes with what it titled.
+    func testAHeadingThatTitlesNothingIsDropped() {
+        let first = prose("First", sentences: 6), second = prose("Second", sentences: 6)
+        let page = ContentExtractor().extract(html: """
+            <html><body><article><h1>Title</h1><p>\(first)</p><h2>Gallery</h2><h2>Part two</h2><p>\(second)</p>
+            <h2>More from the site</h2><div class="teaser-list"><p><a href="/a">Another story</a></p></div>
+            </article></body></html>
+            """)
+        XCTAssertEqual(page.text, ["Title", first, "Part two", second].joined(separator: "\n"))
+    }
+
+    /// A theme that names the wrapper of the whole page as a menu ("main-menu off-canvas-wrap") does not hide the
+    /// page: the wrapper is kept, and the boilerplate inside it is still judged by its own names.
+    func testAWrapperNamedAsBoilerplateAroundThePageIsKept() {
+        let story = prose("Story", sentences: 8)
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="main-menu off-canvas-wrap"><div class="page"><p>\(story)</p>
+            <div class="box-related"><span>See also</span><p>Another story</p></div></div></div></body></html>
+            """)
+        XCTAssertEqual(page.text, story)
+    }
+
     func testAPageWhoseNamesHideItsTextIsExtractedAgainWithoutThem() {
         // Site builders wrap everything in names that usually mean boilerplate (Elementor's "elementor-widget").
         let paragraph = String(repeating: "The association was founded by a small group of teachers who wanted every child to read. ", count: 8)
