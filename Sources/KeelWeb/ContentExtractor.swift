@@ -16,7 +16,9 @@ import Foundation
 /// 3. The text under it is cut into blocks at block-level elements. A list or table that is mostly link text (a
 ///    menu, a list of related articles) is dropped whole, with a short heading right before it ("Read also"); so
 ///    is a block that is mostly links (a tag cloud, "Back to the list"), unless it is one link that shows its
-///    address (a reference). A heading left titling nothing (last, or followed by a heading of its level) goes.
+///    address (a reference). Where paragraphs make the page, short text loose in a container (a photo credit, an
+///    "Advertisement" label) is dropped. A heading left titling nothing (last, followed by a heading of its level,
+///    or by dropped links) goes. Whitespace, Unicode's spaces included, becomes one space.
 /// 4. When that leaves under 500 characters, the page is extracted again without judging class and id names (site
 ///    builders wrap whole pages in names that usually mean boilerplate), and the result taken if it is more than
 ///    twice as long; when it still leaves under 250, the page's embedded state is read (`EmbeddedState`).
@@ -130,6 +132,10 @@ public struct ContentExtractor: Sendable {
     /// over as too narrow: its lead paragraph, or the article itself, lies outside it.
     public var minimumContainerShare = 0.3
 
+    /// With at least this many characters (bytes other than spaces) of paragraphs, short text loose in a container
+    /// is dropped.
+    public var minimumParagraphText = 750
+
     /// An element named as boilerplate that holds at least this share of the body's text is kept: it wraps the page.
     public var wrapperShare = 0.5
 
@@ -152,14 +158,28 @@ public struct ContentExtractor: Sendable {
     private func keptBlocks(_ root: HTMLNode, _ drops: Drops) -> [Block] {
         var blocks: [Block] = []
         collect(root, into: &blocks, drops)
-        var kept = blocks.filter { block in
-            let text = block.text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !text.isEmpty else { return false }
+        let isEmpty = blocks.map { $0.text.allSatisfy(\.isWhitespace) }
+        var keep = blocks.indices.map { index in
+            let block = blocks[index]
+            guard !isEmpty[index] else { return false }
             let density = Double(block.linkCharacters) / Double(max(1, block.characters))
             // A block that is one link stays only when the link shows its address (a reference, not "Back to the list").
+            let text = block.text.trimmingCharacters(in: .whitespaces)
             let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
             return density <= maximumLinkDensity || isReference || block.characters > 300
         }
+        // Short loose text (a photo credit, an "Advertisement" label, a byline in a div) is dropped when the
+        // paragraphs make the page: as trafilatura takes a div's own text only when a page's paragraphs hold under
+        // three times its minimum length.
+        let paragraphText = blocks.indices.reduce(0) { $0 + (keep[$1] && blocks[$1].isParagraph ? blocks[$1].characters : 0) }
+        if paragraphText >= minimumParagraphText {
+            for index in blocks.indices where blocks[index].isLoose && blocks[index].characters < 100 { keep[index] = false }
+        }
+        // A short heading whose next text is dropped (the title of a teaser grid, of a list of links) goes with it.
+        for index in blocks.indices where keep[index] && blocks[index].headingLevel >= 2 && blocks[index].characters <= 60 {
+            if let next = blocks[(index + 1)...].indices.first(where: { !isEmpty[$0] }), !keep[next] { keep[index] = false }
+        }
+        var kept = blocks.indices.filter { keep[$0] }.map { blocks[$0] }
         // A heading with nothing after it titled something dropped ("Related posts" over a dropped teaser list).
         while kept.last?.isHeading == true { kept.removeLast() }
         // Likewise a heading whose section is empty: the next block is a heading of the same or a higher level.
@@ -201,6 +221,12 @@ public struct ContentExtractor: Sendable {
         /// The heading's level (1 for h1 … 6 for h6), 0 when the block is not a heading.
         var headingLevel = 0
         var isHeading: Bool { headingLevel > 0 }
+        /// Whether the block is text loose in a container (a `div`'s own text), outside any paragraph, heading, list
+        /// item, cell, quote or code.
+        var isLoose = false
+        /// Whether the block is a paragraph (`p`).
+        var isParagraph = false
+
         /// How the block reads as Markdown.
         var shape = MarkdownShape()
     }
@@ -222,6 +248,8 @@ public struct ContentExtractor: Sendable {
         var ordered = false
         var quotes = 0
         var row: Int?
+        /// Whether an enclosing element holds text as such (a paragraph, heading, list item, cell, quote, code).
+        var inTextElement = false
 
         /// The shape of a block of element `tag` here.
         func shape(_ tag: Tag) -> MarkdownShape {
@@ -287,6 +315,12 @@ public struct ContentExtractor: Sendable {
     private static let headingTags: Set<Tag> = Set([MyHTML_TAG_H1, MyHTML_TAG_H2, MyHTML_TAG_H3, MyHTML_TAG_H4, MyHTML_TAG_H5,
                                                        MyHTML_TAG_H6].map(Self.id))
 
+    /// Elements that hold text as such; text outside them is loose in its container.
+    private static let textTags: Set<Tag> = Set([
+        MyHTML_TAG_P, MyHTML_TAG_H1, MyHTML_TAG_H2, MyHTML_TAG_H3, MyHTML_TAG_H4, MyHTML_TAG_H5, MyHTML_TAG_H6, MyHTML_TAG_LI,
+        MyHTML_TAG_DT, MyHTML_TAG_DD, MyHTML_TAG_TD, MyHTML_TAG_TH, MyHTML_TAG_PRE, MyHTML_TAG_BLOCKQUOTE, MyHTML_TAG_CAPTION,
+    ].map(Self.id))
+
     /// Lists and tables, judged whole by their share of link text.
     private static let listTags: Set<Tag> = Set([MyHTML_TAG_UL, MyHTML_TAG_OL, MyHTML_TAG_DL, MyHTML_TAG_TABLE].map(Self.id))
 
@@ -310,7 +344,7 @@ public struct ContentExtractor: Sendable {
     private static let boilerplate = ["nav", "menu", "footer", "sidebar", "cookie", "consent", "banner", "share",
                                       "social", "related", "breadcrumb", "advert", "sponsor", "promo", "newsletter",
                                       "subscribe", "popup", "modal", "masthead", "toolbar", "pagination", "skip-link",
-                                      "widget", "rss", "login", "signup", "tags", "byline-share", "date", "time", "dateline"]
+                                      "widget", "rss", "login", "signup", "tags", "byline-share", "date", "time"]
 
     /// Parts of `id`, `class` or `role` that mark content, overriding the boilerplate words.
     private static let contentMarks = ["article", "content", "entry", "post-body", "story", "main"]
@@ -473,9 +507,11 @@ public struct ContentExtractor: Sendable {
     private func collect(_ node: HTMLNode, into blocks: inout [Block], _ drops: Drops, inLink: Bool = false,
                          nesting: Nesting = Nesting()) {
         if node.isText {
-            if blocks.isEmpty { blocks.append(Block()) }
-            let (squeezed, letters) = Self.squeezed(node.textBytes)
+            if blocks.isEmpty { blocks.append(Block(isLoose: !nesting.inTextElement)) }
+            var (squeezed, letters) = Self.squeezed(node.textBytes)
             guard !squeezed.isEmpty else { return }
+            // One space where two text nodes meet with a space on each side ("20, " and " was").
+            if squeezed.utf8.first == 0x20, blocks[blocks.count - 1].text.utf8.last == 0x20 { squeezed.removeFirst() }
             blocks[blocks.count - 1].text += squeezed
             blocks[blocks.count - 1].characters += letters
             if inLink { blocks[blocks.count - 1].linkCharacters += letters }
@@ -502,11 +538,16 @@ public struct ContentExtractor: Sendable {
             case HTMLTag.tr: inner.row = blocks.count
             default: break
             }
+            let isTextElement = Self.textTags.contains(tag)
+            inner.inTextElement = nesting.inTextElement || isTextElement
             let isBlock = Self.blockTags.contains(tag)
-            if isBlock { blocks.append(Block(headingLevel: Self.headingTags.contains(tag) ? Int(tag - HTMLTag.h1) + 1 : 0, shape: nesting.shape(tag))) }
+            if isBlock {
+                blocks.append(Block(headingLevel: Self.headingTags.contains(tag) ? Int(tag - HTMLTag.h1) + 1 : 0,
+                                    isLoose: !inner.inTextElement, isParagraph: tag == HTMLTag.p, shape: nesting.shape(tag)))
+            }
             let link = inLink || tag == HTMLTag.a
             if tag == HTMLTag.a {
-                if blocks.isEmpty { blocks.append(Block()) }
+                if blocks.isEmpty { blocks.append(Block(isLoose: !nesting.inTextElement)) }
                 blocks[blocks.count - 1].links += 1
             }
             if tag == HTMLTag.pre {
@@ -517,7 +558,7 @@ public struct ContentExtractor: Sendable {
             } else {
                 for child in node.children { collect(child, into: &blocks, drops, inLink: link, nesting: inner) }
             }
-            if isBlock { blocks.append(Block(shape: nesting.shape(HTMLTag.span))) }
+            if isBlock { blocks.append(Block(isLoose: !nesting.inTextElement, shape: nesting.shape(HTMLTag.span))) }
         }
     }
 
@@ -556,22 +597,48 @@ public struct ContentExtractor: Sendable {
         return node.children.map(plainText).joined()
     }
 
-    /// `text` (UTF-8) with every run of HTML whitespace (space, tab, line feed, form feed, carriage return) made
-    /// one space, and its count of other bytes (a measure of its length, on bytes for speed).
+    /// `text` (UTF-8) with every run of whitespace made one space — HTML's (space, tab, line feed, form feed,
+    /// carriage return) and Unicode's spaces (no-break, en to hair, narrow no-break, ideographic), which pages use
+    /// for layout — and its count of other bytes (a measure of its length, on bytes for speed).
     private static func squeezed(_ text: UnsafeRawBufferPointer) -> (text: String, letters: Int) {
         var bytes = [UInt8](), letters = 0, lastWasSpace = false
         bytes.reserveCapacity(text.count)
-        for byte in text {
-            if byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0c || byte == 0x0d {
+        var index = 0
+        while index < text.count {
+            let byte = text[index]
+            let spaceLength = whitespaceLength(text, at: index)
+            if spaceLength > 0 {
                 if !lastWasSpace { bytes.append(0x20) }
                 lastWasSpace = true
-            } else {
-                bytes.append(byte)
-                letters += 1
-                lastWasSpace = false
+                index += spaceLength
+                continue
             }
+            bytes.append(byte)
+            letters += 1
+            lastWasSpace = false
+            index += 1
         }
         return (String(decoding: bytes, as: UTF8.self), letters)
+    }
+
+    /// The length in bytes of the whitespace character at `index` of `text` (UTF-8), or 0 when it is not one.
+    private static func whitespaceLength(_ text: UnsafeRawBufferPointer, at index: Int) -> Int {
+        let byte = text[index]
+        switch byte {
+        case 0x20, 0x09, 0x0a, 0x0c, 0x0d:
+            return 1
+        case 0xc2:  // U+00A0
+            return index + 1 < text.count && text[index + 1] == 0xa0 ? 2 : 0
+        case 0xe2:  // U+2000–U+200A, U+202F, U+205F
+            guard index + 2 < text.count else { return 0 }
+            let (second, third) = (text[index + 1], text[index + 2])
+            return second == 0x80 && (0x80...0x8a).contains(third) || second == 0x80 && third == 0xaf
+                || second == 0x81 && third == 0x9f ? 3 : 0
+        case 0xe3:  // U+3000
+            return index + 2 < text.count && text[index + 1] == 0x80 && text[index + 2] == 0x80 ? 3 : 0
+        default:
+            return 0
+        }
     }
 }
 
@@ -581,7 +648,8 @@ private typealias Tag = myhtml_tag_id_t
 private enum HTMLTag {
     static let unknown = Tag(MyHTML_TAG__UNDEF.rawValue), document = Tag(MyHTML_TAG__UNDEF.rawValue)
     static let a = Tag(MyHTML_TAG_A.rawValue), article = Tag(MyHTML_TAG_ARTICLE.rawValue)
-    static let blockquote = Tag(MyHTML_TAG_BLOCKQUOTE.rawValue), body = Tag(MyHTML_TAG_BODY.rawValue)
+    static let blockquote = Tag(MyHTML_TAG_BLOCKQUOTE.rawValue), body = Tag(MyHTML_TAG_BODY.rawValue), br = Tag(MyHTML_TAG_BR.rawValue)
+    static let p = Tag(MyHTML_TAG_P.rawValue)
     static let h1 = Tag(MyHTML_TAG_H1.rawValue), h2 = Tag(MyHTML_TAG_H2.rawValue), h3 = Tag(MyHTML_TAG_H3.rawValue)
     static let h4 = Tag(MyHTML_TAG_H4.rawValue), h5 = Tag(MyHTML_TAG_H5.rawValue), h6 = Tag(MyHTML_TAG_H6.rawValue)
     static let html = Tag(MyHTML_TAG_HTML.rawValue), li = Tag(MyHTML_TAG_LI.rawValue), main = Tag(MyHTML_TAG_MAIN.rawValue)

@@ -128,6 +128,39 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertEqual(page.text, ["Title", first, "Part two", second].joined(separator: "\n"))
     }
 
+    /// Short text loose in a container (a photo credit, an "Advertisement" label) is dropped where paragraphs make
+    /// the page, and kept where the page has few paragraphs (text written in divs).
+    func testShortLooseTextIsDroppedWhereParagraphsMakeThePage() {
+        let story = prose("Story", sentences: 12)
+        let withParagraphs = ContentExtractor().extract(html: """
+            <html><body><article><p>\(story)</p><div class="img">Photo: Anna Smith</div><div>Advertisement</div>
+            <p>\(story)</p></article></body></html>
+            """)
+        XCTAssertEqual(withParagraphs.text, story + "\n" + story)
+        let inDivs = ContentExtractor().extract(html: """
+            <html><body><article><div>Opening hours: 9 to 5.</div><div>\(prose("Note", sentences: 8))</div></article></body></html>
+            """)
+        XCTAssertTrue(inDivs.text.hasPrefix("Opening hours: 9 to 5.\n"), inDivs.text)
+    }
+
+    /// A short heading whose next text is dropped as links titles those links.
+    func testAHeadingOverDroppedLinksGoesWithThem() {
+        let story = prose("Story", sentences: 12)
+        let page = ContentExtractor().extract(html: """
+            <html><body><article><h1>Title</h1><p>\(story)</p><h3>You might also like</h3>
+            <div class="card"><a href="/1">The first teaser's long headline, all of it a link</a></div>
+            <p>\(story)</p></article></body></html>
+            """)
+        XCTAssertEqual(page.text, ["Title", story, story].joined(separator: "\n"))
+    }
+
+    /// Runs of whitespace become one space, across text nodes and for Unicode's spaces too (no-break, narrow
+    /// no-break, ideographic), as trafilatura's output has them.
+    func testWhitespaceIsOneSpaceAcrossNodesAndForUnicodeSpaces() {
+        let page = ContentExtractor().extract(html: "<p>Mekhi, 20, <b> was</b> ill;\u{00A0}\u{00A0}those\u{202F}who\u{3000}rest.</p>")
+        XCTAssertEqual(page.text, "Mekhi, 20, was ill; those who rest.")
+    }
+
     /// A theme that names the wrapper of the whole page as a menu ("main-menu off-canvas-wrap") does not hide the
     /// page: the wrapper is kept, and the boilerplate inside it is still judged by its own names.
     func testAWrapperNamedAsBoilerplateAroundThePageIsKept() {
