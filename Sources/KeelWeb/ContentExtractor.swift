@@ -139,17 +139,22 @@ public struct ContentExtractor: Sendable {
     /// An element named as boilerplate that holds at least this share of the body's text is kept: it wraps the page.
     public var wrapperShare = 0.5
 
-    /// The main text under `body`, with elements dropped as `drops` judges them: the text of the element named as
-    /// the article's container when it keeps at least `minimumContainerShare` of what the page's `article`, `main`
-    /// or body keeps (as trafilatura takes a plainer extractor's text when its own is under half as long), else
-    /// the latter's.
+    /// The main text under `body`, with elements dropped as `drops` judges them: the text of the first element named
+    /// as the article's container (most telling names first) that keeps two blocks or more and at least
+    /// `minimumContainerShare` of what the page's `article`, `main` or body keeps (as trafilatura takes a plainer
+    /// extractor's text when its own is under half as long), else the latter's.
     private func mainText(_ body: HTMLNode, _ drops: Drops) -> String {
         let structural = structuralRoot(in: body, drops)
         var kept = keptBlocks(structural, drops)
-        if let container = namedContainer(in: structural, drops) {
+        let length = { (blocks: [Block]) in blocks.reduce(0) { $0 + $1.characters } }
+        let structuralLength = length(kept)
+        for container in namedContainers(in: structural, drops) {
             let inContainer = keptBlocks(container, drops)
-            let length = { (blocks: [Block]) in blocks.reduce(0) { $0 + $1.characters } }
-            if Double(length(inContainer)) >= minimumContainerShare * Double(length(kept)) { kept = inContainer }
+            // One block is too little to be the article (a teaser named "post"), as trafilatura judges.
+            if inContainer.count >= 2, Double(length(inContainer)) >= minimumContainerShare * Double(structuralLength) {
+                kept = inContainer
+                break
+            }
         }
         return markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
     }
@@ -344,7 +349,7 @@ public struct ContentExtractor: Sendable {
     private static let boilerplate = ["nav", "menu", "footer", "sidebar", "cookie", "consent", "banner", "share",
                                       "social", "related", "breadcrumb", "advert", "sponsor", "promo", "newsletter",
                                       "subscribe", "popup", "modal", "masthead", "toolbar", "pagination", "skip-link",
-                                      "widget", "rss", "login", "signup", "tags", "byline-share", "date", "time"]
+                                      "widget", "rss", "login", "signup", "tags", "byline-share", "date", "time", "ad"]
 
     /// Parts of `id`, `class` or `role` that mark content, overriding the boilerplate words.
     private static let contentMarks = ["article", "content", "entry", "post-body", "story", "main"]
@@ -431,12 +436,13 @@ public struct ContentExtractor: Sendable {
 
     /// Parts of a class or id name that mark boilerplate wherever they occur in it (as trafilatura's discard
     /// expressions match them): bylines and author boxes, meta lines, ratings, related and recommended lists,
-    /// sharing, widgets. (Tried on trafilatura's evaluation pages and left out because they cost more text than
+    /// sharing, widgets, captions and credits. (Tried on trafilatura's evaluation pages and left out because they cost more text than
     /// boilerplate: "hidden" — utility classes such as overflow-hidden — and "teaser".)
     private static let boilerplateFragments = [
         "byline", "author", "meta", "rating", "timestamp", "user-info", "related", "recommend", "most-popular", "more-on",
         "-stories", "share", "sharing", "sociable", "tag-list", "jp-", "widget", "outbrain", "taboola", "paid-content",
-        "noprint", "navbar", "subnav", "breadcrumb", "newsletter", "syndication", "akismet", "reply-",
+        "noprint", "navbar", "subnav", "breadcrumb", "newsletter", "syndication", "akismet", "reply-", "caption",
+        "credit", "copyright",
     ]
 
     /// Whether one class or id name names boilerplate: one of its words (separated by - or _, plural or not) is a
@@ -446,14 +452,14 @@ public struct ContentExtractor: Sendable {
         return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { boilerplateWordBytes.contains(Array($0)) }
     }
 
-    /// The first element under `root` (`root` aside) named as an article's container (`ContentContainer`, the most
-    /// telling names first) with at least `containerMinimum` bytes of text.
-    private func namedContainer(in root: HTMLNode, _ drops: Drops) -> HTMLNode? {
+    /// The elements under `root` (`root` aside) named as an article's container (`ContentContainer`), the first of
+    /// each tier, most telling first, with at least `containerMinimum` bytes of text.
+    private func namedContainers(in root: HTMLNode, _ drops: Drops) -> [HTMLNode] {
         var firstOfTier = [HTMLNode?](repeating: nil, count: ContentContainer.tierCount)
         visitKept(root, drops) { node in
             if let tier = ContentContainer.tier(of: node), firstOfTier[tier] == nil { firstOfTier[tier] = node }
         }
-        return firstOfTier.lazy.compactMap { $0 }.first { $0.pointer != root.pointer && self.contentLength($0, drops) >= self.containerMinimum }
+        return firstOfTier.compactMap { $0 }.filter { $0.pointer != root.pointer && self.contentLength($0, drops) >= self.containerMinimum }
     }
 
     /// An `article`, `main` or `role="main"` holding at least 40% of the body's text, else the body itself.

@@ -102,10 +102,10 @@ final class ContentExtractorTests: XCTestCase {
         let page = ContentExtractor().extract(html: """
             <html><body><div class="top"><p>The Daily Example, since 1901</p></div><div class="wrap">
             <div class="by"><p>By Anna Smith, 3 May 2024</p></div>
-            <div class="entry-content clearfix"><p>\(story)</p></div>
+            <div class="entry-content clearfix"><p>\(story)</p><p>\(story)</p></div>
             <div class="more"><h3>Elsewhere</h3><p>\(teaser)</p></div></div></body></html>
             """)
-        XCTAssertEqual(page.text, story)
+        XCTAssertEqual(page.text, story + "\n" + story)
     }
 
     /// A named container holding far less than the page's text (the body proper lies outside it) is passed over.
@@ -159,6 +159,27 @@ final class ContentExtractorTests: XCTestCase {
     func testWhitespaceIsOneSpaceAcrossNodesAndForUnicodeSpaces() {
         let page = ContentExtractor().extract(html: "<p>Mekhi, 20, <b> was</b> ill;\u{00A0}\u{00A0}those\u{202F}who\u{3000}rest.</p>")
         XCTAssertEqual(page.text, "Mekhi, 20, was ill; those who rest.")
+    }
+
+    /// A named container that keeps one block (a teaser named "post") is passed over for the next one named.
+    func testANamedContainerOfOneBlockIsPassedOver() {
+        let teaser = prose("Teaser", sentences: 9), story = prose("Story", sentences: 4)
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="post"><p>\(teaser)</p></div>
+            <div class="story-body"><p>\(story)</p><p>\(story)</p><p>\(story)</p></div></body></html>
+            """)
+        XCTAssertEqual(page.text, [story, story, story].joined(separator: "\n"))
+    }
+
+    /// Captions, photo credits, copyright lines and advertising labels, named as such, are not content.
+    func testCaptionsCreditsCopyrightAndAdvertisingAreDropped() {
+        let story = prose("Story", sentences: 4)
+        let page = ContentExtractor().extract(html: """
+            <html><body><article><p>\(story)</p><div class="wp-caption-text">A river at dawn.</div>
+            <p class="credit">Photo: Anna Smith</p><div class="tl-ad-container"><h3>Advertisement</h3></div>
+            <p>\(story)</p><p class="copyright-note">© 2020 Example Inc. All rights reserved.</p></article></body></html>
+            """)
+        XCTAssertEqual(page.text, story + "\n" + story)
     }
 
     /// A theme that names the wrapper of the whole page as a menu ("main-menu off-canvas-wrap") does not hide the
