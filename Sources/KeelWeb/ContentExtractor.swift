@@ -43,7 +43,7 @@ public struct ContentExtractor: Sendable {
         public var date: String? = nil
     }
 
-    /// When the visible text is shorter than this many characters, the page's embedded state is read too.
+    /// When the visible text is shorter than this many characters (Unicode scalars), the page's embedded state is read too.
     public var embeddedStateThreshold = 250
 
     /// Extracts the main content of `html` (UTF-8).
@@ -58,13 +58,13 @@ public struct ContentExtractor: Sendable {
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
         let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
         var text = mainText(body, Drops(byName: true, pageText: Self.visibleTextLength(body)))
-        if text.count < fallbackThreshold {
+        if text.unicodeScalars.count < fallbackThreshold {
             // Too little: the names may have misled (site builders put everything in "elementor-widget", Blogger
             // in "widget Blog"). Again without judging names, as trafilatura falls back to a plainer extractor.
             let plainer = mainText(body, Drops(byName: false, pageText: 0))
-            if plainer.count > 2 * text.count { text = plainer }
+            if plainer.unicodeScalars.count > 2 * text.unicodeScalars.count { text = plainer }
         }
-        if readingState, text.count < embeddedStateThreshold {
+        if readingState, text.unicodeScalars.count < embeddedStateThreshold {
             // A page rendered by JavaScript: its text is in the state the scripts render from.
             let state = embeddedState(root).filter { !text.contains($0) }
             if !state.isEmpty { text = ([text].filter { !$0.isEmpty } + state).joined(separator: markdown ? "\n\n" : "\n") }
@@ -125,7 +125,7 @@ public struct ContentExtractor: Sendable {
         return String(decoding: digits, as: UTF8.self)
     }
 
-    /// With less text than this, the page is extracted again without judging class and id names.
+    /// With less text than this (Unicode scalars), the page is extracted again without judging class and id names.
     public var fallbackThreshold = 500
 
     /// The share of the structural root's kept text (see `mainText`) under which the named container is passed
@@ -156,20 +156,20 @@ public struct ContentExtractor: Sendable {
                 break
             }
         }
-        return markdown ? Self.markdown(kept) : kept.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n")
+        return markdown ? Self.markdown(kept) : kept.map(\.trimmedText).joined(separator: "\n")
     }
 
     /// The blocks of text under `root` that are kept: not empty, not mostly links, no heading left titling nothing.
     private func keptBlocks(_ root: HTMLNode, _ drops: Drops) -> [Block] {
         var blocks: [Block] = []
         collect(root, into: &blocks, drops)
-        let isEmpty = blocks.map { $0.text.allSatisfy(\.isWhitespace) }
+        let isEmpty = blocks.map { $0.trimmedText.isEmpty }
         var keep = blocks.indices.map { index in
             let block = blocks[index]
             guard !isEmpty[index] else { return false }
             let density = Double(block.linkCharacters) / Double(max(1, block.characters))
             // A block that is one link stays only when the link shows its address (a reference, not "Back to the list").
-            let text = block.text.trimmingCharacters(in: .whitespaces)
+            let text = block.trimmedText
             let isReference = block.links == 1 && (text.contains("://") || text.hasPrefix("www."))
             return density <= maximumLinkDensity || isReference || block.characters > 300
         }
@@ -234,6 +234,16 @@ public struct ContentExtractor: Sendable {
 
         /// How the block reads as Markdown.
         var shape = MarkdownShape()
+
+        /// The text without whitespace at its ends. Outside code it holds no whitespace but single spaces
+        /// (`squeezed`), so the ends are trimmed as bytes: Foundation's trimming, on every block, cost more than the
+        /// parse.
+        var trimmedText: String {
+            if shape.isCode { return text.trimmingCharacters(in: .whitespacesAndNewlines) }
+            let bytes = text.utf8
+            guard let first = bytes.firstIndex(where: { $0 != 0x20 }), let last = bytes.lastIndex(where: { $0 != 0x20 }) else { return "" }
+            return String(text[first...last])
+        }
     }
 
     /// A block's Markdown: its line prefix ("## ", "  - ", "> "), or that it is code or a table cell.
@@ -291,7 +301,7 @@ public struct ContentExtractor: Sendable {
                 var cells: [String] = []
                 while index < blocks.count, let cellRow = blocks[index].shape.row {
                     if cellRow != currentRow { rows.append(cells); cells = []; currentRow = cellRow }
-                    cells.append(blocks[index].text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "|", with: "\\|"))
+                    cells.append(blocks[index].trimmedText.replacingOccurrences(of: "|", with: "\\|"))
                     index += 1
                 }
                 rows.append(cells)
@@ -303,7 +313,7 @@ public struct ContentExtractor: Sendable {
                 continue
             }
             let text = block.shape.isCode ? "```\n" + block.text.trimmingCharacters(in: .newlines) + "\n```"
-                : block.shape.prefix + block.text.trimmingCharacters(in: .whitespacesAndNewlines)
+                : block.shape.prefix + block.trimmedText
             pieces.append((text, block.shape.isListItem))
             index += 1
         }
@@ -368,19 +378,22 @@ public struct ContentExtractor: Sendable {
 
     /// Which elements are dropped, each judged once per page (the walks over the tree ask again and again).
     private final class Drops {
-        var judged: [OpaquePointer: Bool] = [:]
         /// Whether class, id and role names are judged (the first pass), or only tags and hiding (the fallback).
         let byName: Bool
         /// The bytes of text in the page's body (`visibleTextLength`).
         let pageText: Int
+        /// What marks a node judged by this pass (`HTMLNode.mark`): a random number in the upper bits, so that a mark
+        /// left by another pass or another page on a reused node is not taken for this pass's.
+        let generation = UInt.random(in: 1...(UInt.max >> 1)) << 1
         init(byName: Bool, pageText: Int) { self.byName = byName; self.pageText = pageText }
     }
 
-    /// Whether `node` (an element) is never main content; remembered in `drops`.
+    /// Whether `node` (an element) is never main content; remembered on the node.
     private func isDropped(_ node: HTMLNode, _ drops: Drops) -> Bool {
-        if let known = drops.judged[node.pointer] { return known }
+        let mark = node.mark
+        if mark & ~1 == drops.generation { return mark & 1 == 1 }
         let dropped = judgeDropped(node, byName: drops.byName, pageText: drops.pageText)
-        drops.judged[node.pointer] = dropped
+        node.mark = drops.generation | (dropped ? 1 : 0)
         return dropped
     }
 
@@ -452,6 +465,8 @@ public struct ContentExtractor: Sendable {
         return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { boilerplateWordBytes.contains(Array($0)) }
     }
 
+
+
     /// The elements under `root` (`root` aside) named as an article's container (`ContentContainer`), the first of
     /// each tier, most telling first, with at least `containerMinimum` bytes of text.
     private func namedContainers(in root: HTMLNode, _ drops: Drops) -> [HTMLNode] {
@@ -478,9 +493,6 @@ public struct ContentExtractor: Sendable {
         return body
     }
 
-    /// A named container with less text than this (bytes, dropped elements aside) is passed over.
-    public var containerMinimum = 250
-
     /// Calls `body` on every element under `node` (itself included) in document order, dropped elements aside.
     private func visitKept(_ node: HTMLNode, _ drops: Drops, _ body: (HTMLNode) -> Void) {
         guard node.isElement, !isDropped(node, drops) else { return }
@@ -494,6 +506,9 @@ public struct ContentExtractor: Sendable {
         guard node.isElement, !isDropped(node, drops) else { return 0 }
         return node.children.reduce(0) { $0 + contentLength($1, drops) }
     }
+
+    /// A named container with less text than this (bytes, dropped elements aside) is passed over.
+    public var containerMinimum = 250
 
     /// The non-space characters of text under `node` (dropped elements aside), and how many of them are in links.
     private func textShares(_ node: HTMLNode, _ drops: Drops, inLink: Bool = false) -> (Int, Int) {
@@ -528,7 +543,7 @@ public struct ContentExtractor: Sendable {
                 let (characters, linkCharacters) = textShares(node, drops)
                 if Double(linkCharacters) > maximumLinkDensity * Double(max(1, characters)) {
                     // A short heading right before a dropped list of links is its title ("Read also", "Related").
-                    if let last = blocks.lastIndex(where: { !$0.text.trimmingCharacters(in: .whitespaces).isEmpty }),
+                    if let last = blocks.lastIndex(where: { !$0.trimmedText.isEmpty }),
                        blocks[last].isHeading, blocks[last].characters <= 60 {
                         blocks.removeSubrange(last...)
                     }

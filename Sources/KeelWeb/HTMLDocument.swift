@@ -86,6 +86,13 @@ struct HTMLNode {
         return UnsafeRawBufferPointer(start: value, count: length)
     }
 
+    /// A word the caller keeps on the node, 0 until set (MyHTML's per-node data pointer, as bits): a memo that costs
+    /// no hashing. Trees are reused from page to page, so a value must say which page set it.
+    var mark: UInt {
+        get { UInt(bitPattern: myhtml_node_get_data(pointer)) }
+        nonmutating set { myhtml_node_set_data(pointer, UnsafeMutableRawPointer(bitPattern: newValue)) }
+    }
+
     /// A text node's UTF-8 bytes (empty for other nodes).
     var textBytes: UnsafeRawBufferPointer {
         var length = 0

@@ -203,6 +203,16 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertEqual(page.text, paragraph.trimmingCharacters(in: .whitespaces))
     }
 
+    /// The extraction without names judges every element afresh: what the first pass dropped by name is kept.
+    func testTheSecondPassDoesNotReuseTheFirstPassJudgements() {
+        let first = prose("First", sentences: 3), second = prose("Second", sentences: 3)
+        let page = ContentExtractor().extract(html: """
+            <html><body><div class="widget"><p>\(first)</p></div><div class="widget"><p>\(second)</p></div>
+            <div class="widget"><p>\(first)</p></div></body></html>
+            """)
+        XCTAssertEqual(page.text, [first, second, first].joined(separator: "\n"))
+    }
+
     func testDeclaredLanguageAndPublicationDate() {
         let extractor = ContentExtractor()
         let dated = extractor.extract(html: """
