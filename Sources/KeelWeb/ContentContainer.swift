@@ -11,25 +11,22 @@ enum ContentContainer {
     /// How a name is compared with an attribute's value, as bytes (Foundation's string search, on every element of
     /// every page, cost more than parsing the page).
     private enum Test {
-        case contains(String), equals(String), startsWith(String)
+        case contains([UInt8]), equals([UInt8]), startsWith([UInt8])
         /// Contains, ASCII letters compared without case ("articleBody", "ArticleBody"); the name is lower case.
-        case containsIgnoringCase(String)
+        case containsIgnoringCase([UInt8])
 
-        func matches(_ value: UnsafeRawBufferPointer) -> Bool {
+        static func contains(_ name: String) -> Test { .contains(Array(name.utf8)) }
+        static func equals(_ name: String) -> Test { .equals(Array(name.utf8)) }
+        static func startsWith(_ name: String) -> Test { .startsWith(Array(name.utf8)) }
+        static func containsIgnoringCase(_ name: String) -> Test { .containsIgnoringCase(Array(name.utf8)) }
+
+        /// Whether `value` passes; `lowered` is `value` with its ASCII letters in lower case.
+        func matches(_ value: UnsafeRawBufferPointer, lowered: UnsafeRawBufferPointer) -> Bool {
             switch self {
-            case .contains(let name):
-                var name = name
-                return name.withUTF8 { containsBytes(value, UnsafeRawBufferPointer($0)) }
-            case .equals(let name):
-                return value.elementsEqual(name.utf8)
-            case .startsWith(let name):
-                return value.count >= name.utf8.count && zip(value, name.utf8).allSatisfy { $0 == $1 }
-            case .containsIgnoringCase(let name):
-                let lowered = value.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }
-                return lowered.withUnsafeBytes { lowered in
-                    var name = name
-                    return name.withUTF8 { containsBytes(lowered, UnsafeRawBufferPointer($0)) }
-                }
+            case .contains(let name): name.withUnsafeBytes { containsBytes(value, $0) }
+            case .equals(let name): value.elementsEqual(name)
+            case .startsWith(let name): value.count >= name.count && zip(value, name).allSatisfy { $0 == $1 }
+            case .containsIgnoringCase(let name): name.withUnsafeBytes { containsBytes(lowered, $0) }
             }
         }
     }
@@ -91,12 +88,17 @@ enum ContentContainer {
     static func tier(of node: HTMLNode) -> Int? {
         let tag = node.tag
         guard candidateTags.contains(tag) else { return nil }
-        // Each attribute read once: most elements have none of them, and the tiers hold many rules.
+        // Each attribute read once, and lower-cased once: most elements have none of them, and the tiers hold many
+        // rules.
         let values = [node.attributeBytes("class"), node.attributeBytes("id"), node.attributeBytes("itemprop"),
                       node.attributeBytes("role")]
+        let lowered = values.map { $0.map { $0.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 } } }
         return tiers.indices.first { index in
             if let wholeTag = tiers[index].tag, tag == myhtml_tag_id_t(wholeTag.rawValue) { return true }
-            return tiers[index].rules.contains { rule in values[rule.attribute.rawValue].map(rule.test.matches) ?? false }
+            return tiers[index].rules.contains { rule in
+                guard let value = values[rule.attribute.rawValue], let lower = lowered[rule.attribute.rawValue] else { return false }
+                return lower.withUnsafeBytes { rule.test.matches(value, lowered: $0) }
+            }
         }
     }
 }

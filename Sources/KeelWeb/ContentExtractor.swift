@@ -373,7 +373,14 @@ public struct ContentExtractor: Sendable {
     // String building cost more than the parse on class-heavy pages.
     private static let contentMarkBytes = contentMarks.map { Array($0.utf8) }
     private static let boilerplateFragmentBytes = boilerplateFragments.map { Array($0.utf8) }
-    private static let boilerplateWordBytes = Set(boilerplate.flatMap { [Array($0.utf8), Array(($0 + "s").utf8)] })
+    /// The boilerplate words and their plurals, by length: a word of a name is compared only with those of its
+    /// length, without making an array of it.
+    private static let boilerplateWordsByLength: [[[UInt8]]] = {
+        let words = boilerplate.flatMap { [Array($0.utf8), Array(($0 + "s").utf8)] }
+        var byLength = [[[UInt8]]](repeating: [], count: (words.map(\.count).max() ?? 0) + 1)
+        for word in words { byLength[word.count].append(word) }
+        return byLength
+    }()
     private static let commentBytes = Array("comment".utf8), displayNoneBytes = Array("display:none".utf8)
 
     /// Which elements are dropped, each judged once per page (the walks over the tree ask again and again).
@@ -462,7 +469,9 @@ public struct ContentExtractor: Sendable {
     /// boilerplate word ("main-nav", "site_footer", "cookie-banner"), or it holds a boilerplate fragment.
     private static func namesBoilerplate(_ name: ArraySlice<UInt8>) -> Bool {
         if boilerplateFragmentBytes.contains(where: { contains(name, $0) }) { return true }
-        return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { boilerplateWordBytes.contains(Array($0)) }
+        return name.split(whereSeparator: { $0 == 0x2d || $0 == 0x5f }).contains { word in
+            word.count < boilerplateWordsByLength.count && boilerplateWordsByLength[word.count].contains { $0.elementsEqual(word) }
+        }
     }
 
 
