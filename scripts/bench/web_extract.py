@@ -10,8 +10,9 @@ Both read the same raw bytes of the 990 pages. Keel extracts all pages in one pr
 trafilatura 2.3.1 (pip install trafilatura==2.3.1) in a loop of trafilatura.extract with its defaults, both on one
 core. Scoring is trafilatura's (docs/evaluation.rst): over all pages, a `with` snippet found in the output is a true
 positive, one missing a false negative; a `without` snippet found is a false positive, one absent a true negative.
-Prints precision, recall, F1, accuracy and pages/s for each, and Keel's misses per page kind (the domain's
-top-level suffix, a rough stand-in for language and layout) with --misses; with --keel-only, Keel's scores alone.
+Prints precision, recall, F1, accuracy and pages/s for each; with --misses, both extractors' missing and unwanted
+snippets per page kind (the domain's top-level suffix, a rough stand-in for language and layout), then Keel's page by
+page; with --keel-only, Keel's scores alone.
 """
 import json, os, subprocess, sys, tarfile, tempfile, time
 
@@ -78,6 +79,19 @@ def main():
         print(f"{name:<22} {p:>9.3f} {r:>7.3f} {f:>6.3f} {a:>8.3f} {len(paths) / seconds:>8.1f}")
     print(f"keel pages/s ÷ trafilatura's: {trafilatura_seconds / keel_seconds:.1f}×")
     if "--misses" in sys.argv:
+        # Misses by page kind: the top-level domain, a rough stand-in for language and layout.
+        kinds = {}
+        for url, entry in data.items():
+            name = "." + url.split("/")[2].rsplit(".", 1)[-1].split(":")[0] if "://" in url else "(no URL)"
+            kind = kinds.setdefault(name, [0, 0, 0, 0, 0])
+            kind[0] += 1
+            for column, outputs in ((1, keel_outputs), (3, trafilatura_outputs)):
+                text = outputs.get(url) or ""
+                kind[column] += sum(s not in text for s in entry.get("with", []))
+                kind[column + 1] += sum(s in text for s in entry.get("without", []))
+        print(f"{'kind':<8} {'pages':>5} {'keel missing':>12} {'keel unwanted':>13} {'traf. missing':>13} {'traf. unwanted':>14}")
+        for name, (pages, *counts) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+            print(f"{name:<8} {pages:>5} {counts[0]:>12} {counts[1]:>13} {counts[2]:>13} {counts[3]:>14}")
         for url, entry in data.items():
             text = keel_outputs.get(url, "")
             lost = [s for s in entry.get("with", []) if s not in text]
