@@ -21,19 +21,22 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .systemLibrary(name: "CBrotli", pkgConfig: "libbrotlidec", providers: [.apt(["libbrotli-dev"])]),
+        // An HTML5 parser (MyHTML, Debian's libmodest-dev): web pages parsed as browsers parse them.
         .systemLibrary(name: "CMyHTML", providers: [.apt(["libmodest-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-        // An HTML5 parser (Google's gumbo, Debian's libgumbo-dev): web pages parsed as browsers parse them.
         // bf16 products on AMX / AVX512-BF16; its functions name their instruction sets themselves, so the
         // library loads on any x86-64 and Keel picks the engine at run time.
         .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O2"])]),
         // AdamW's update, vectorised by clang for this CPU; no contraction keeps PyTorch's rounding order.
         .target(name: "CAdamW", cSettings: [.unsafeFlags(["-O2", "-march=native", "-ffp-contract=off", "-fno-math-errno"])]),
+        // llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q4_K) and their dot products on AVX2 / AVX-VNNI / AVX512-VNNI,
+        // each function naming its instruction set; no contraction, so quantized bytes equal ggml's reference.
+        .target(name: "CQuant", cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off", "-fno-math-errno"])]),
         .target(name: "KeelCore", swiftSettings: native),
-        .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW"], swiftSettings: native),
+        .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW", "CQuant"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels", "KeelComm"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
-        // Web data: WARC reading, HTTP responses, character sets, main-content extraction (filters and deduplication to come).
+        // Web data: WARC reading, HTTP responses, character sets, main-content extraction, filters, deduplication.
         .target(name: "CProcessControl"),
         .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CLZMA", "CBrotli", "CMyHTML", "CProcessControl"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.

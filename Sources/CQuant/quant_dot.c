@@ -1,0 +1,147 @@
+// Dot products of a quantized weight row with a quantized activation row: the scalar reference, the choice of
+// engine, and the row loop. The reference is ggml's generic code for Q8_0, Q4_0 and Q4_1; for Q4_K it adds each
+// super-block's scaled sums in turn (ggml's generic code keeps eight lane sums instead; every llama.cpp SIMD path
+// has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and the same float
+// operations in the same order, so all engines give the same bits.
+#include "keel_quant.h"
+
+#include <cpuid.h>
+#include <pthread.h>
+
+#include "quant_blocks.h"
+#include "quant_dot_x86.h"
+
+static float dot_q8_0(int n, const block_q8_0 *x, const block_q8_0 *y) {
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_0; ib++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; j++) sumi += x[ib].qs[j] * y[ib].qs[j];
+        sumf += sumi * (keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d));
+    }
+    return sumf;
+}
+
+static float dot_q4_0(int n, const block_q4_0 *x, const block_q8_0 *y) {
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_0; ib++) {
+        int sumi0 = 0, sumi1 = 0;
+        for (int j = 0; j < QK8_0 / 2; j++) {
+            sumi0 += ((x[ib].qs[j] & 0x0F) - 8) * y[ib].qs[j];
+            sumi1 += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + QK8_0 / 2];
+        }
+        int sumi = sumi0 + sumi1;
+        sumf += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
+    }
+    return sumf;
+}
+
+static float dot_q4_1(int n, const block_q4_1 *x, const block_q8_1 *y) {
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_1; ib++) {
+        int sumi0 = 0, sumi1 = 0;
+        for (int j = 0; j < QK8_1 / 2; j++) {
+            sumi0 += (x[ib].qs[j] & 0x0F) * y[ib].qs[j];
+            sumi1 += (x[ib].qs[j] >> 4) * y[ib].qs[j + QK8_1 / 2];
+        }
+        int sumi = sumi0 + sumi1;
+        sumf += (keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d)) * sumi
+              + keel_fp16_to_fp32(x[ib].m) * keel_fp16_to_fp32(y[ib].s);
+    }
+    return sumf;
+}
+
+void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            scales[j] = packed[j] & 63;
+            mins[j] = packed[j + 4] & 63;
+        } else {
+            scales[j] = (uint8_t)((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4));
+            mins[j] = (uint8_t)((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
+        }
+    }
+}
+
+float keel_q4_K_block_sum(float sumf, const void *weight_block, const void *activation_block, int32_t isum) {
+    const block_q4_K *x = weight_block;
+    const block_q8_K *y = activation_block;
+    uint8_t scales[8], mins[8];
+    keel_q4_K_scales_mins(x->scales, scales, mins);
+    int32_t msum = 0;
+    for (int j = 0; j < QK_K / 16; j++) msum += y->bsums[j] * mins[j / 2];
+    const float d = keel_fp16_to_fp32(x->d) * y->d;
+    const float dmin = keel_fp16_to_fp32(x->dmin) * y->d;
+    sumf += d * (float)isum;
+    sumf -= dmin * (float)msum;
+    return sumf;
+}
+
+static float dot_q4_K(int n, const block_q4_K *x, const block_q8_K *y) {
+    float sumf = 0;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t scales[8], mins[8];
+        keel_q4_K_scales_mins(x[i].scales, scales, mins);
+        int32_t isum = 0;
+        const uint8_t *q4 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        for (int j = 0; j < QK_K / 64; j++, q4 += 32, q8 += 64) {
+            int32_t low = 0, high = 0;
+            for (int l = 0; l < 32; l++) {
+                low += (q4[l] & 0xF) * q8[l];
+                high += (q4[l] >> 4) * q8[l + 32];
+            }
+            isum += scales[2 * j] * low + scales[2 * j + 1] * high;
+        }
+        sumf = keel_q4_K_block_sum(sumf, &x[i], &y[i], isum);
+    }
+    return sumf;
+}
+
+static keel_qdot_engine best = KEEL_QDOT_SCALAR;
+static int available[4] = {1, 0, 0, 0};
+static pthread_once_t detection = PTHREAD_ONCE_INIT;
+
+static void detect(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return; // no OSXSAVE
+    unsigned xcr0_low, xcr0_high;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    if ((xcr0_low & 0x6) != 0x6) return; // the OS does not save ymm state
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
+    int avx2 = (ebx >> 5) & 1;
+    int avx512 = ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1) && (xcr0_low & 0xE6) == 0xE6;
+    int avx512_vnni = avx512 && ((ecx >> 11) & 1);
+    __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx);
+    int avx_vnni = avx2 && ((eax >> 4) & 1);
+    available[KEEL_QDOT_AVX2] = avx2;
+    available[KEEL_QDOT_AVX_VNNI] = avx_vnni;
+    available[KEEL_QDOT_AVX512_VNNI] = avx512_vnni;
+    best = avx512_vnni ? KEEL_QDOT_AVX512_VNNI : avx_vnni ? KEEL_QDOT_AVX_VNNI : avx2 ? KEEL_QDOT_AVX2 : KEEL_QDOT_SCALAR;
+}
+
+keel_qdot_engine keel_qdot_best_engine(void) {
+    pthread_once(&detection, detect);
+    return best;
+}
+
+int keel_qdot_engine_available(keel_qdot_engine engine) {
+    pthread_once(&detection, detect);
+    return engine >= 0 && engine <= 3 && available[engine];
+}
+
+float keel_quant_dot(keel_qdot_engine engine, keel_quant_type type, int n, const void *w, const void *a) {
+    if (engine != KEEL_QDOT_SCALAR && keel_qdot_engine_available(engine)) return keel_quant_dot_x86(engine, type, n, w, a);
+    switch (type) {
+    case KEEL_QUANT_Q8_0: return dot_q8_0(n, w, a);
+    case KEEL_QUANT_Q4_0: return dot_q4_0(n, w, a);
+    case KEEL_QUANT_Q4_1: return dot_q4_1(n, w, a);
+    case KEEL_QUANT_Q4_K: return dot_q4_K(n, w, a);
+    default: return 0;
+    }
+}
+
+void keel_quant_matvec(keel_qdot_engine engine, keel_quant_type type, int n, int rows, const void *weights,
+                       size_t row_bytes, const void *activations, float *out) {
+    const char *row = weights;
+    for (int r = 0; r < rows; r++, row += row_bytes) out[r] = keel_quant_dot(engine, type, n, row, activations);
+}

@@ -1,0 +1,166 @@
+// Dot products on x86 SIMD: AVX2 (maddubs + madd), AVX-VNNI and AVX512-VNNI (dpbusd on 256-bit registers). Each
+// computes every block's integer sum exactly — unsigned 8-bit × signed 8-bit products summed in 32 bits (a signed
+// weight's sign moved onto the activation first) — and then the reference's float steps, block by block in its
+// order, so the result is the reference's to the bit. Each function names its instruction set, so the library
+// loads on any x86-64 and keel_qdot_best_engine picks at run time.
+#include "quant_dot_x86.h"
+
+#include <immintrin.h>
+
+#include "quant_blocks.h"
+
+#define AVX2 __attribute__((target("avx2")))
+#define AVX_VNNI __attribute__((target("avx2,avxvnni")))
+#define AVX512_VNNI __attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
+
+/// The eight lane totals of v[0…7], as one vector (block b's sum in lane b).
+AVX2 static inline __m256i totals8(const __m256i v[8]) {
+    __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+AVX2 static inline int32_t total(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/// 32 nibbles from 16 bytes: the low nibbles first, then the high ones (the order of a Q4_0 or Q4_1 block's values).
+AVX2 static inline __m256i nibbles32(const uint8_t *bytes) {
+    __m128i packed = _mm_loadu_si128((const __m128i *)bytes);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// The kernels, once per engine: DOT(u, s) is the eight 32-bit sums of four products each of unsigned bytes u and
+// signed bytes s.
+#define KERNELS(NAME, TARGET, DOT)                                                                                  \
+    TARGET static inline __m256i signed_dot_##NAME(__m256i x, __m256i y) {                                          \
+        return DOT(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static float dot_q8_0_##NAME(int n, const block_q8_0 *x, const block_q8_0 *y) {                          \
+        const int nb = n / QK8_0;                                                                                   \
+        float sumf = 0;                                                                                             \
+        int ib = 0;                                                                                                 \
+        for (; ib + 8 <= nb; ib += 8) {                                                                             \
+            __m256i v[8];                                                                                           \
+            for (int b = 0; b < 8; b++) {                                                                           \
+                v[b] = signed_dot_##NAME(_mm256_loadu_si256((const __m256i *)x[ib + b].qs),                         \
+                                         _mm256_loadu_si256((const __m256i *)y[ib + b].qs));                        \
+            }                                                                                                       \
+            int32_t sums[8];                                                                                        \
+            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
+            for (int b = 0; b < 8; b++)                                                                             \
+                sumf += sums[b] * (keel_fp16_to_fp32(x[ib + b].d) * keel_fp16_to_fp32(y[ib + b].d));               \
+        }                                                                                                           \
+        for (; ib < nb; ib++) {                                                                                     \
+            int32_t sumi = total(signed_dot_##NAME(_mm256_loadu_si256((const __m256i *)x[ib].qs),                  \
+                                                   _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
+            sumf += sumi * (keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d));                               \
+        }                                                                                                           \
+        return sumf;                                                                                                \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static float dot_q4_0_##NAME(int n, const block_q4_0 *x, const block_q8_0 *y) {                          \
+        const int nb = n / QK8_0;                                                                                   \
+        const __m256i eight = _mm256_set1_epi8(8);                                                                  \
+        float sumf = 0;                                                                                             \
+        int ib = 0;                                                                                                 \
+        for (; ib + 8 <= nb; ib += 8) {                                                                             \
+            __m256i v[8];                                                                                           \
+            for (int b = 0; b < 8; b++) {                                                                           \
+                v[b] = signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib + b].qs), eight),                           \
+                                         _mm256_loadu_si256((const __m256i *)y[ib + b].qs));                        \
+            }                                                                                                       \
+            int32_t sums[8];                                                                                        \
+            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
+            for (int b = 0; b < 8; b++)                                                                             \
+                sumf += sums[b] * keel_fp16_to_fp32(x[ib + b].d) * keel_fp16_to_fp32(y[ib + b].d);                 \
+        }                                                                                                           \
+        for (; ib < nb; ib++) {                                                                                     \
+            int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight),                    \
+                                                   _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
+            sumf += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);                                 \
+        }                                                                                                           \
+        return sumf;                                                                                                \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static float dot_q4_1_##NAME(int n, const block_q4_1 *x, const block_q8_1 *y) {                          \
+        const int nb = n / QK8_1;                                                                                   \
+        float sumf = 0;                                                                                             \
+        int ib = 0;                                                                                                 \
+        for (; ib + 8 <= nb; ib += 8) {                                                                             \
+            __m256i v[8];                                                                                           \
+            for (int b = 0; b < 8; b++)                                                                             \
+                v[b] = DOT(nibbles32(x[ib + b].qs), _mm256_loadu_si256((const __m256i *)y[ib + b].qs));             \
+            int32_t sums[8];                                                                                        \
+            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
+            for (int b = 0; b < 8; b++)                                                                             \
+                sumf += (keel_fp16_to_fp32(x[ib + b].d) * keel_fp16_to_fp32(y[ib + b].d)) * sums[b]                \
+                      + keel_fp16_to_fp32(x[ib + b].m) * keel_fp16_to_fp32(y[ib + b].s);                            \
+        }                                                                                                           \
+        for (; ib < nb; ib++) {                                                                                     \
+            int32_t sumi = total(DOT(nibbles32(x[ib].qs), _mm256_loadu_si256((const __m256i *)y[ib].qs)));         \
+            sumf += (keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d)) * sumi                                \
+                  + keel_fp16_to_fp32(x[ib].m) * keel_fp16_to_fp32(y[ib].s);                                        \
+        }                                                                                                           \
+        return sumf;                                                                                                \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static float dot_q4_K_##NAME(int n, const block_q4_K *x, const block_q8_K *y) {                          \
+        const __m256i low_nibbles = _mm256_set1_epi8(0x0F);                                                         \
+        float sumf = 0;                                                                                             \
+        for (int i = 0; i < n / QK_K; i++) {                                                                        \
+            uint8_t scales[8], mins[8];                                                                             \
+            keel_q4_K_scales_mins(x[i].scales, scales, mins);                                                       \
+            __m256i acc = _mm256_setzero_si256();                                                                   \
+            for (int j = 0; j < QK_K / 64; j++) {                                                                   \
+                __m256i q4 = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * j));                              \
+                __m256i low = DOT(_mm256_and_si256(q4, low_nibbles),                                                \
+                                  _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * j)));                         \
+                __m256i high = DOT(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low_nibbles),                         \
+                                   _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * j + 32)));                   \
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(low, _mm256_set1_epi32(scales[2 * j])));             \
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(high, _mm256_set1_epi32(scales[2 * j + 1])));        \
+            }                                                                                                       \
+            sumf = keel_q4_K_block_sum(sumf, &x[i], &y[i], total(acc));                                             \
+        }                                                                                                           \
+        return sumf;                                                                                                \
+    }                                                                                                               \
+                                                                                                                    \
+    static float dot_##NAME(keel_quant_type type, int n, const void *w, const void *a) {                            \
+        switch (type) {                                                                                             \
+        case KEEL_QUANT_Q8_0: return dot_q8_0_##NAME(n, w, a);                                                      \
+        case KEEL_QUANT_Q4_0: return dot_q4_0_##NAME(n, w, a);                                                      \
+        case KEEL_QUANT_Q4_1: return dot_q4_1_##NAME(n, w, a);                                                      \
+        case KEEL_QUANT_Q4_K: return dot_q4_K_##NAME(n, w, a);                                                      \
+        default: return 0;                                                                                          \
+        }                                                                                                           \
+    }
+
+AVX2 static inline __m256i bytes_maddubs(__m256i u, __m256i s) {
+    // Pairs of products fit 16 bits: |u| ≤ 127 and |s| ≤ 127 (quantized activations never reach −128).
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+AVX_VNNI static inline __m256i bytes_avx_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+}
+AVX512_VNNI static inline __m256i bytes_avx512_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+KERNELS(avx2, AVX2, bytes_maddubs)
+KERNELS(avx_vnni, AVX_VNNI, bytes_avx_vnni)
+KERNELS(avx512_vnni, AVX512_VNNI, bytes_avx512_vnni)
+
+float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *w, const void *a) {
+    switch (engine) {
+    case KEEL_QDOT_AVX2: return dot_avx2(type, n, w, a);
+    case KEEL_QDOT_AVX_VNNI: return dot_avx_vnni(type, n, w, a);
+    case KEEL_QDOT_AVX512_VNNI: return dot_avx512_vnni(type, n, w, a);
+    default: return 0;
+    }
+}

@@ -1,0 +1,146 @@
+import CQuant
+import KeelCore
+
+/// A weight format of llama.cpp: blocks of values sharing a scale, laid out byte for byte as ggml lays them out
+/// (`keel_quant.h` describes each), so a row quantized here is a row of a GGUF tensor of that type.
+public enum QuantizationFormat: String, CaseIterable, Sendable {
+    /// 32 values in 34 bytes: an fp16 scale and 32 signed bytes (8.5 bits a value).
+    case q8_0
+    /// 32 values in 18 bytes: an fp16 scale and 32 nibbles centred on 8 (4.5 bits a value).
+    case q4_0
+    /// 32 values in 20 bytes: an fp16 scale, an fp16 minimum and 32 nibbles (5 bits a value).
+    case q4_1
+    /// 256 values in 144 bytes: fp16 scales of the scales and of the minimums, eight 6-bit scales and minimums
+    /// for blocks of 32, and 256 nibbles (4.5 bits a value).
+    case q4_K = "q4_k"
+
+    var type: keel_quant_type {
+        switch self {
+        case .q8_0: KEEL_QUANT_Q8_0
+        case .q4_0: KEEL_QUANT_Q4_0
+        case .q4_1: KEEL_QUANT_Q4_1
+        case .q4_K: KEEL_QUANT_Q4_K
+        }
+    }
+
+    /// ggml's (and GGUF's) number for the format.
+    public var ggmlType: Int { Int(type.rawValue) }
+    /// Values per block.
+    public var blockValues: Int { Int(keel_quant_block_values(type)) }
+    /// Bytes per block.
+    public var blockBytes: Int { keel_quant_block_bytes(type) }
+    /// Bytes of a row of `columns` values.
+    public func rowBytes(columns: Int) -> Int { columns / blockValues * blockBytes }
+}
+
+/// The instructions quantized dot products run on. Every engine gives the scalar reference's bits: the integer
+/// sums are exact and the scaled sums are added in the reference's order.
+public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
+    case scalar, avx2, avxVNNI, avx512VNNI
+
+    var engine: keel_qdot_engine { keel_qdot_engine(UInt32(rawValue)) }
+
+    /// The fastest engine this CPU runs (AVX512-VNNI, then AVX-VNNI, then AVX2, then scalar).
+    public static var best: QuantizedDotEngine { QuantizedDotEngine(rawValue: Int(keel_qdot_best_engine().rawValue)) ?? .scalar }
+
+    /// Whether this CPU runs the engine.
+    public var isAvailable: Bool { keel_qdot_engine_available(engine) != 0 }
+}
+
+/// A matrix of `rows` × `columns` weights quantized row by row, and its product with a vector computed on the
+/// quantized bytes (the vector is quantized to the format's activation blocks, as llama.cpp does), without a
+/// dequantized copy of the matrix.
+public struct QuantizedMatrix: Sendable {
+    public let format: QuantizationFormat
+    public let rows: Int
+    public let columns: Int
+    /// The rows' blocks, `format.rowBytes(columns:)` bytes a row.
+    public let bytes: [UInt8]
+
+    /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does.
+    public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
+        try Self.checkShape(rows: rows, columns: columns, format: format)
+        guard values.count == rows * columns else {
+            throw KeelError("\(values.count) values cannot be a \(rows) × \(columns) matrix")
+        }
+        let rowBytes = format.rowBytes(columns: columns)
+        var bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+        values.withUnsafeBufferPointer { source in
+            bytes.withUnsafeMutableBytes { target in
+                ThreadPool.shared.parallelFor(rows) { range in
+                    for row in range {
+                        keel_quantize_row(format.type, source.baseAddress! + row * columns,
+                                          target.baseAddress! + row * rowBytes, Int64(columns))
+                    }
+                }
+            }
+        }
+        self.init(format: format, rows: rows, columns: columns, checkedBytes: bytes)
+    }
+
+    /// A matrix from blocks already quantized (a GGUF tensor's data, say).
+    public init(format: QuantizationFormat, rows: Int, columns: Int, bytes: [UInt8]) throws {
+        try Self.checkShape(rows: rows, columns: columns, format: format)
+        guard bytes.count == rows * format.rowBytes(columns: columns) else {
+            throw KeelError("a \(rows) × \(columns) \(format.rawValue) matrix has \(rows * format.rowBytes(columns: columns)) bytes, not \(bytes.count)")
+        }
+        self.init(format: format, rows: rows, columns: columns, checkedBytes: bytes)
+    }
+
+    private init(format: QuantizationFormat, rows: Int, columns: Int, checkedBytes: [UInt8]) {
+        self.format = format
+        self.rows = rows
+        self.columns = columns
+        bytes = checkedBytes
+    }
+
+    private static func checkShape(rows: Int, columns: Int, format: QuantizationFormat) throws {
+        guard rows > 0, columns > 0, columns % format.blockValues == 0 else {
+            throw KeelError("a \(format.rawValue) matrix needs rows of a multiple of \(format.blockValues) values; this one has \(columns)")
+        }
+    }
+
+    /// The values the blocks stand for, row-major.
+    public func dequantized() -> [Float] {
+        let rowBytes = format.rowBytes(columns: columns)
+        var values = [Float](repeating: 0, count: rows * columns)
+        bytes.withUnsafeBytes { source in
+            values.withUnsafeMutableBufferPointer { target in
+                for row in 0..<rows {
+                    keel_dequantize_row(format.type, source.baseAddress! + row * rowBytes, target.baseAddress! + row * columns,
+                                        Int64(columns))
+                }
+            }
+        }
+        return values
+    }
+
+    /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
+    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K); rows are shared among the pool's
+    /// threads.
+    public func multiply(_ vector: [Float], engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) -> [Float] {
+        precondition(vector.count == columns, "a \(rows) × \(columns) matrix times a vector of \(vector.count)")
+        let activationType = keel_quant_activation_type(format.type)
+        var activations = [UInt8](repeating: 0, count: columns / Int(keel_quant_block_values(activationType))
+                                                       * keel_quant_block_bytes(activationType))
+        activations.withUnsafeMutableBytes { target in
+            keel_quantize_row(activationType, vector, target.baseAddress!, Int64(columns))
+        }
+        let rowBytes = format.rowBytes(columns: columns)
+        var output = [Float](repeating: 0, count: rows)
+        let engine = engine.isAvailable ? engine : .scalar
+        bytes.withUnsafeBytes { weights in
+            activations.withUnsafeBytes { activations in
+                output.withUnsafeMutableBufferPointer { output in
+                    let (weights, activations, output) = (weights.baseAddress!, activations.baseAddress!, output.baseAddress!)
+                    pool.parallelFor(rows) { range in
+                        keel_quant_matvec(engine.engine, format.type, Int32(columns), Int32(range.count),
+                                          weights + range.lowerBound * rowBytes, rowBytes, activations,
+                                          output + range.lowerBound)
+                    }
+                }
+            }
+        }
+        return output
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import KeelCore
+import KeelKernels
+import XCTest
+
+/// llama.cpp's block formats: Keel's bytes and values against gguf-py's and ggml's reference, and its dot
+/// products on every engine against the scalar reference.
+final class QuantizedMatrixTests: XCTestCase {
+    private static let reference = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Reference")
+
+    /// Values that exercise the formats: normal ones, tiny ones, ties of the rounding (multiples of 1/4), zero
+    /// blocks and large ones, in rows of 256.
+    private func testValues(rows: Int = 64) -> [Float] {
+        var random = SystemRandomNumberGenerator()
+        var values: [Float] = []
+        for row in 0..<rows {
+            for column in 0..<256 {
+                switch row % 5 {
+                case 0: values.append(Float.random(in: -1...1, using: &random) * (column % 7 == 0 ? 4 : 1))
+                case 1: values.append(Float.random(in: -1e-6...1e-6, using: &random))
+                case 2: values.append(Float(Int.random(in: -8...7, using: &random)) / 4)
+                case 3: values.append(column < 128 ? 0 : Float.random(in: 0...3, using: &random))
+                default: values.append(Float.random(in: -3e4...3e4, using: &random))
+                }
+            }
+        }
+        return values
+    }
+
+    private func temporaryFile(_ name: String) -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("keel-quant-\(UUID())-\(name)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// Runs Tests/Reference/gguf_quants.py (gguf-py 0.19.0).
+    private func ggufPy(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", Self.reference.appendingPathComponent("gguf_quants.py").path] + arguments
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "gguf_quants.py \(arguments.joined(separator: " ")) failed (pip install gguf==0.19.0)")
+    }
+
+    private func floats(_ data: Data) -> [Float] {
+        data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    func testQuantizedBytesEqualGgufPy() throws {
+        let values = testValues()
+        let input = temporaryFile("values.f32"), output = temporaryFile("blocks.bin")
+        try values.withUnsafeBytes { try Data($0).write(to: input) }
+        for format in [QuantizationFormat.q8_0, .q4_0, .q4_1] {
+            let matrix = try QuantizedMatrix(quantizing: values, rows: values.count / 256, columns: 256, format: format)
+            try ggufPy(["quantize", format.rawValue, input.path, output.path])
+            let theirs = [UInt8](try Data(contentsOf: output))
+            XCTAssertEqual(theirs.count, matrix.bytes.count, format.rawValue)
+            let differing = zip(theirs, matrix.bytes).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            XCTAssertNil(differing, "\(format.rawValue): first differing byte at \(differing ?? -1) of \(theirs.count)")
+        }
+    }
+
+    func testDequantizedValuesEqualGgufPy() throws {
+        let values = testValues()
+        let blocks = temporaryFile("blocks.bin"), output = temporaryFile("values.f32")
+        for format in QuantizationFormat.allCases {
+            let matrix = try QuantizedMatrix(quantizing: values, rows: values.count / 256, columns: 256, format: format)
+            try Data(matrix.bytes).write(to: blocks)
+            try ggufPy(["dequantize", format.rawValue, blocks.path, output.path])
+            let theirs = floats(try Data(contentsOf: output)), ours = matrix.dequantized()
+            XCTAssertEqual(theirs.count, ours.count, format.rawValue)
+            XCTAssertTrue(zip(theirs, ours).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(format.rawValue): values differ")
+        }
+    }
+
+    /// The 32,768 values of Tests/Reference/quant/README.md: a 64-bit LCG's multiples of 1/8192 in [−4, 4), every
+    /// fourth block of 256 divided by 1,000 and every fourth rounded to quarters.
+    static func referenceValues() -> [Float] {
+        var state: UInt64 = 20_261_204
+        return (0..<128 * 256).map { index in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            var value = Float(Int((state >> 40) & 0xFFFF) - 32768) / 8192
+            if index / 256 % 4 == 1 { value /= 1000 }
+            if index / 256 % 4 == 2 { value = (value * 4).rounded(.toNearestOrEven) / 4 }
+            return value
+        }
+    }
+
+    /// gguf-py has no Q4_K quantizer: the bytes come from ggml's own reference quantizer (Tests/Reference/quant).
+    func testQ4KBytesEqualGgmlReference() throws {
+        let expected = [UInt8](try Data(contentsOf: Self.reference.appendingPathComponent("quant/q4_k_reference.bin")))
+        let matrix = try QuantizedMatrix(quantizing: Self.referenceValues(), rows: 128, columns: 256, format: .q4_K)
+        XCTAssertEqual(matrix.bytes.count, expected.count)
+        let differing = zip(matrix.bytes, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        XCTAssertNil(differing, "first differing byte at \(differing ?? -1), in block \((differing ?? 0) / 144)")
+    }
+
+    /// Each engine this CPU has gives the scalar reference's bits; those it lacks are named as not run.
+    func testEveryEngineGivesTheReferenceBits() throws {
+        var random = SystemRandomNumberGenerator()
+        for (rows, columns) in [(37, 512), (8, 2048), (3, 256 * 9)] {
+            let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
+            let vector = (0..<columns).map { _ in Float.random(in: -2...2, using: &random) }
+            for format in QuantizationFormat.allCases {
+                let matrix = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format)
+                let reference = matrix.multiply(vector, engine: .scalar)
+                for engine in QuantizedDotEngine.allCases.dropFirst() {
+                    guard engine.isAvailable else {
+                        print("note: \(engine) is not on this CPU; its dot products were not run")
+                        continue
+                    }
+                    let result = matrix.multiply(vector, engine: engine)
+                    XCTAssertEqual(result.map(\.bitPattern), reference.map(\.bitPattern), "\(format.rawValue) on \(engine), \(rows) × \(columns)")
+                }
+            }
+        }
+    }
+
+    /// The quantized product is the float product up to the format's error (a loose bound: the rounding of 4- or
+    /// 8-bit values, not of the arithmetic).
+    func testProductsAreCloseToTheFloatProduct() throws {
+        var random = SystemRandomNumberGenerator()
+        let rows = 16, columns = 1024
+        let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
+        let vector = (0..<columns).map { _ in Float.random(in: -1...1, using: &random) }
+        let exact = (0..<rows).map { row in (0..<columns).reduce(0.0) { $0 + Double(weights[row * columns + $1]) * Double(vector[$1]) } }
+        let norm = (exact.reduce(0) { $0 + $1 * $1 } / Double(rows)).squareRoot()
+        for (format, bound) in [(QuantizationFormat.q8_0, 0.02), (.q4_0, 0.2), (.q4_1, 0.2), (.q4_K, 0.2)] {
+            let product = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format).multiply(vector)
+            let error = (zip(product, exact).reduce(0.0) { $0 + (Double($1.0) - $1.1) * (Double($1.0) - $1.1) } / Double(rows)).squareRoot()
+            XCTAssertLessThan(error / norm, bound, format.rawValue)
+            XCTAssertGreaterThan(error, 0, "\(format.rawValue) cannot be exact on random values")
+        }
+    }
+
+    func testShapesThatTheFormatsCannotHoldAreRefused() {
+        XCTAssertThrowsError(try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 100), rows: 2, columns: 50, format: .q8_0)) {
+            XCTAssertEqual("\($0)", "a q8_0 matrix needs rows of a multiple of 32 values; this one has 50")
+        }
+        XCTAssertThrowsError(try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 512), rows: 4, columns: 128, format: .q4_K)) {
+            XCTAssertEqual("\($0)", "a q4_k matrix needs rows of a multiple of 256 values; this one has 128")
+        }
+        XCTAssertThrowsError(try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 60), rows: 2, columns: 32, format: .q4_0)) {
+            XCTAssertEqual("\($0)", "60 values cannot be a 2 × 32 matrix")
+        }
+        XCTAssertThrowsError(try QuantizedMatrix(format: .q4_0, rows: 2, columns: 32, bytes: [UInt8](repeating: 0, count: 35))) {
+            XCTAssertEqual("\($0)", "a 2 × 32 q4_0 matrix has 36 bytes, not 35")
+        }
+    }
+}

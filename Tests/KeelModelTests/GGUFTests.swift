@@ -1,0 +1,145 @@
+import Foundation
+import KeelCheckpoint
+import KeelCore
+import XCTest
+
+/// GGUF files: what gguf-py 0.19.0 (Tests/Reference/gguf_files.py) writes, Keel reads, and writes back to the
+/// byte; what Keel writes, gguf-py reads; damaged files are one clear error.
+final class GGUFTests: XCTestCase {
+    private func temporaryFile(_ name: String) -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("keel-gguf-\(UUID())-\(name)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    @discardableResult
+    private func ggufPy(_ arguments: [String]) throws -> Data {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", ModelFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/gguf_files.py").path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "gguf_files.py \(arguments.joined(separator: " ")) failed (pip install gguf==0.19.0)")
+        return output
+    }
+
+    /// gguf-py's reading of `url`: metadata (key, type names, value), alignment, tensors (name, type, dimensions,
+    /// byte count, hex bytes).
+    private func describe(_ url: URL) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: try ggufPy(["describe", url.path])) as! [String: Any]
+    }
+
+    private static func typeNames(_ value: GGUFValue) -> [String] {
+        // gguf-py's reader names an array's element type from its first element: an empty one is just "ARRAY".
+        if case .array(let element, let elements) = value { return ["ARRAY"] + (elements.isEmpty ? [] : ["\(element)".uppercased()]) }
+        return ["\(value.type)".uppercased()]
+    }
+
+    /// The value as JSON gives gguf-py's contents(): numbers, strings, bools and lists of them.
+    private static func matches(_ value: GGUFValue, _ json: Any) -> Bool {
+        switch value {
+        case .array(_, let elements):
+            guard let list = json as? [Any], list.count == elements.count else { return false }
+            return zip(elements, list).allSatisfy { matches($0, $1) }
+        case .string(let text): return json as? String == text
+        case .bool(let flag): return (json as? Bool) == flag
+        case .float32(let number): return (json as? NSNumber)?.floatValue == number
+        case .float64(let number): return (json as? NSNumber)?.doubleValue == number
+        case .uint64(let number): return (json as? NSNumber)?.uint64Value == number
+        default: return (json as? NSNumber)?.int64Value == Int64(value.integer!)
+        }
+    }
+
+    private func assertSame(_ file: GGUFFile, _ description: [String: Any], _ context: String) {
+        let fields = description["fields"] as! [[Any]]
+        XCTAssertEqual(file.metadata.map(\.key), fields.map { $0[0] as! String }, context)
+        for ((_, value), field) in zip(file.metadata, fields) {
+            XCTAssertEqual(Self.typeNames(value), field[1] as! [String], "\(context): type of \(field[0])")
+            XCTAssertTrue(Self.matches(value, field[2]), "\(context): value of \(field[0]): \(value) against \(field[2])")
+        }
+        XCTAssertEqual(file.alignment, description["alignment"] as? Int, context)
+        let tensors = description["tensors"] as! [[Any]]
+        XCTAssertEqual(file.tensors.map(\.name), tensors.map { $0[0] as! String }, context)
+        for (tensor, theirs) in zip(file.tensors, tensors) {
+            XCTAssertEqual(tensor.type, theirs[1] as? Int, "\(context): \(tensor.name)")
+            XCTAssertEqual(tensor.dimensions, theirs[2] as? [Int], "\(context): \(tensor.name)")
+            XCTAssertEqual(tensor.byteCount, theirs[3] as? Int, "\(context): \(tensor.name)")
+            let hex = file.bytes(of: tensor.name)!.map { String(format: "%02x", $0) }.joined()
+            XCTAssertEqual(hex, theirs[4] as? String, "\(context): bytes of \(tensor.name)")
+        }
+    }
+
+    func testKeelReadsWhatGgufPyWritesAndWritesItBackToTheByte() throws {
+        for alignment in [32, 64] {
+            let original = temporaryFile("py-\(alignment).gguf"), copy = temporaryFile("keel-\(alignment).gguf")
+            try ggufPy(["write", original.path] + (alignment == 32 ? [] : ["--alignment", "64"]))
+            let file = try GGUFFile(contentsOf: original)
+            XCTAssertEqual(file.alignment, alignment)
+            assertSame(file, try describe(original), "alignment \(alignment)")
+            try file.write(to: copy)
+            XCTAssertEqual(try Data(contentsOf: copy), try Data(contentsOf: original), "alignment \(alignment): written back")
+        }
+    }
+
+    func testGgufPyReadsWhatKeelWrites() throws {
+        var file = GGUFFile()
+        file.metadata = [("general.architecture", .string("llama")), ("llama.block_count", .uint32(30)),
+                         ("llama.attention.layer_norm_rms_epsilon", .float32(1e-5)), ("test.int8", .int8(-7)),
+                         ("test.uint16", .uint16(65535)), ("test.int16", .int16(-2)), ("test.uint64", .uint64(1 << 50)),
+                         ("test.int64", .int64(-3)), ("test.float64", .float64(-2.5)), ("test.uint8", .uint8(1)),
+                         ("tokenizer.ggml.add_bos_token", .bool(true)),
+                         ("tokenizer.ggml.tokens", .array(.string, [.string("Ġhello"), .string(""), .string("ü")])),
+                         ("tokenizer.ggml.token_type", .array(.int32, [.int32(1), .int32(3), .int32(6)])),
+                         ("test.empty", .array(.uint32, []))]
+        let values = (0..<96).map { Float($0) / 7 }
+        try file.append(name: "token_embd.weight", type: 0, dimensions: [32, 3], bytes: values.withUnsafeBytes { Data($0) })
+        try file.append(name: "blk.0.attn_q.weight", type: 8, dimensions: [64, 2], bytes: Data((0..<136).map { UInt8($0) }))
+        try file.append(name: "blk.0.ffn_up.weight", type: 12, dimensions: [256, 1], bytes: Data((0..<144).map { UInt8(255 - $0) }))
+        let url = temporaryFile("keel.gguf")
+        try file.write(to: url)
+        assertSame(try GGUFFile(contentsOf: url), try describe(url), "read back by Keel")
+        assertSame(file, try describe(url), "as written")
+    }
+
+    func testDamagedFilesAreOneErrorNamingTheFileAndTheFault() throws {
+        let original = temporaryFile("py.gguf")
+        try ggufPy(["write", original.path])
+        let bytes = [UInt8](try Data(contentsOf: original))
+        let damaged = temporaryFile("damaged.gguf")
+        func error(_ data: [UInt8]) throws -> String {
+            try Data(data).write(to: damaged)
+            do {
+                _ = try GGUFFile(contentsOf: damaged)
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        // Cut anywhere: the header, a key, a value, a tensor description, or the data.
+        for length in [3, 10, 30, 200, 900, bytes.count - 1] {
+            let message = try error(Array(bytes.prefix(length)))
+            XCTAssertTrue(message.hasPrefix(damaged.path + ": "), message)
+            XCTAssertTrue(message.contains("the file ends inside") || message.contains("past the end of the file"), "cut at \(length): \(message)")
+        }
+        var wrongMagic = bytes
+        wrongMagic[0] = 0x46
+        XCTAssertEqual(try error(wrongMagic), "\(damaged.path): not a GGUF file (it does not start with \"GGUF\")")
+        var bigEndian = bytes
+        bigEndian.replaceSubrange(4..<8, with: [0, 0, 0, 3])
+        XCTAssertTrue(try error(bigEndian).contains("big-endian"))
+        // The first tensor's type (after its name, dimension count and two dimensions) set to an unknown one.
+        let name = Array("token_embd.weight".utf8)
+        let at = (0...(bytes.count - name.count)).first { Array(bytes[$0..<($0 + name.count)]) == name }! + name.count + 4 + 16
+        var unknownType = bytes
+        unknownType[at] = 99
+        let unknownTypeError = try error(unknownType)
+        XCTAssertTrue(unknownTypeError.contains("tensor token_embd.weight has ggml type 99"), unknownTypeError)
+        var shifted = bytes
+        shifted[at + 4] = 32 // its offset, which must be 0
+        let shiftedError = try error(shifted)
+        XCTAssertTrue(shiftedError.contains("is at offset 32 of the data, not 0"), shiftedError)
+    }
+}
