@@ -43,13 +43,15 @@ let package = Package(
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),
         .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel", "KeelComm", "CZstd"], swiftSettings: native),
+        // Generation: a KV-cache decoder over a trained model (fp32 or llama.cpp's quantized formats), sampling.
+        .target(name: "KeelInference", dependencies: ["KeelCore", "KeelKernels", "KeelModel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
             dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "TOMLKit"],
             swiftSettings: native),
         .executableTarget(
             name: "keel",
-            dependencies: ["KeelTrain", "KeelWeb", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
@@ -57,6 +59,7 @@ let package = Package(
         .testTarget(name: "KeelCommTests", dependencies: ["KeelComm", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelParallelTests", dependencies: ["KeelParallel", "KeelComm", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
+        .testTarget(name: "KeelInferenceTests", dependencies: ["KeelInference", "KeelModel", "KeelKernels", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "CZlib"], swiftSettings: native),
     ]
 )

@@ -33,22 +33,25 @@ public struct RotaryEmbedding: Sendable {
     public func apply(
         _ x: UnsafeMutablePointer<Float>, batch: Int, length: Int, stride: Int, heads: Int, inverse: Bool = false
     ) {
+        ThreadPool.shared.parallelFor(batch * length) { rows in
+            for row in rows { rotate(x + row * stride, position: row % length, heads: heads, inverse: inverse) }
+        }
+    }
+
+    /// Rotates `heads` consecutive heads at `x` as the token at `position` (0-based), in place.
+    public func rotate(_ x: UnsafeMutablePointer<Float>, position: Int, heads: Int, inverse: Bool = false) {
+        precondition(position < maxLength, "position \(position) beyond the rotary table (\(maxLength))")
         let half = headDim / 2, d = headDim
         let sign: Float = inverse ? -1 : 1
         cosines.withUnsafeBufferPointer { cosPointer in
             sines.withUnsafeBufferPointer { sinPointer in
-                ThreadPool.shared.parallelFor(batch * length) { rows in
-                    for row in rows {
-                        let p = row % length
-                        let c = cosPointer.baseAddress! + p * half, s = sinPointer.baseAddress! + p * half
-                        for h in 0..<heads {
-                            let v = x + row * stride + h * d
-                            for i in 0..<half {
-                                let a = v[i], b = v[i + half], sn = sign * s[i]
-                                v[i] = a * c[i] - b * sn
-                                v[i + half] = b * c[i] + a * sn
-                            }
-                        }
+                let c = cosPointer.baseAddress! + position * half, s = sinPointer.baseAddress! + position * half
+                for h in 0..<heads {
+                    let v = x + h * d
+                    for i in 0..<half {
+                        let a = v[i], b = v[i + half], sn = sign * s[i]
+                        v[i] = a * c[i] - b * sn
+                        v[i + half] = b * c[i] + a * sn
                     }
                 }
             }

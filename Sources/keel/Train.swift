@@ -4,6 +4,7 @@ import KeelCore
 import KeelData
 import KeelComm
 import KeelCheckpoint
+import KeelInference
 import KeelModel
 import KeelTrain
 
@@ -124,14 +125,15 @@ struct Train: ParsableCommand {
     }
 }
 
-/// Text generation shared by `train` (the closing sample) and `sample`.
+/// Text generation shared by `train` (the closing sample) and `sample`: the prompt and its continuation.
 enum Sampling {
     static func generate(
         model: Transformer, tokenizer: any TextTokenizer, prompt: String, tokens: Int, temperature: Double, topK: Int,
         seed: UInt64
     ) throws -> String {
-        let settings = SamplingSettings(temperature: Float(temperature), topK: topK, seed: seed)
-        let generated = model.generate(prompt: tokenizer.encode(prompt), count: tokens, settings: settings)
-        return try tokenizer.decodeText(generated)
+        let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed)
+        let prompt = tokenizer.encode(prompt)
+        let generated = try Decoder(model: model).generate(prompts: [prompt], maxTokens: tokens, options: options)[0]
+        return try tokenizer.decodeText((prompt.isEmpty ? [0] : prompt) + generated)
     }
 }

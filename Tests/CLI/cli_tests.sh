@@ -59,6 +59,30 @@ cp "$work/out" "$work/sample1"
 check "sample continues the prompt, the same for the same seed and otherwise for another" \
     'open(sys.argv[1], "rb").read().startswith(b"To be") and len(open(sys.argv[1], "rb").read()) > 6 and open(sys.argv[1], "rb").read() == open(sys.argv[2], "rb").read() != open(sys.argv[3], "rb").read()' \
     "$work/sample1" "$work/sample2" "$work/sample3"
+# keel generate: the KV-cache decoder. Greedy text is sample's greedy text; prompts in a batch each get what they
+# get alone; a stop string ends the text before it; bad options and an impossible quantization are one error each.
+"$keel" sample --checkpoint "$work/run" --tokens 12 --prompt "To be" --temperature 0 >"$work/greedy-sample" 2>/dev/null
+expect_ok "generate greedy" "$keel" generate --checkpoint "$work/run" --max-tokens 12 --prompt "To be" --temperature 0
+check "generate's greedy text is sample's, the prompt first" \
+    'open(sys.argv[1], "rb").read() == open(sys.argv[2], "rb").read() and open(sys.argv[1], "rb").read().startswith(b"To be")' \
+    "$work/out" "$work/greedy-sample"
+expect_ok "generate a batch" "$keel" generate --checkpoint "$work/run" --max-tokens 15 --prompt "To be" --prompt "What" --json --seed 4
+cp "$work/out" "$work/batch.jsonl"
+"$keel" generate --checkpoint "$work/run" --max-tokens 15 --prompt "What" --json --seed 4 >"$work/alone.jsonl" 2>/dev/null
+check "each prompt of a batch gets one JSON line, the second as it gets alone" \
+    '(lambda b, a: [x["prompt"] for x in b] == ["To be", "What"] and b[1]["text"] == a[0]["text"] and all(x["tokens"] == 15 and x["stop"] == "length" for x in b))([json.loads(l) for l in open(sys.argv[1])], [json.loads(l) for l in open(sys.argv[2])])' \
+    "$work/batch.jsonl" "$work/alone.jsonl"
+# The stop string: the first printable ASCII character after the first one of the generated text.
+stop=$(python3 -c 'import json, sys; t = json.loads(open(sys.argv[1]).readline())["text"]; print(next(c for c in t[1:] if c.isascii() and c.isprintable() and c != " "))' "$work/batch.jsonl")
+expect_ok "generate with a stop string" "$keel" generate --checkpoint "$work/run" --max-tokens 15 --prompt "To be" --json --seed 4 --stop "$stop"
+check "a stop string ends the text before it" \
+    '(lambda r, full, stop: r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
+    "$work/out" "$work/batch.jsonl" "$stop"
+usage "generate with top-p 0" "--top-p must be above 0 and at most 1" "$keel" generate --checkpoint "$work/run" --top-p 0
+usage "generate with an unknown format" "--quantize must be one of q8_0, q4_0, q4_1, q4_k (got q5)" "$keel" generate --checkpoint "$work/run" --quantize q5
+expect_error "generate in a format the model's width cannot hold" "cannot run this model in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
+    "$keel" generate --checkpoint "$work/run" --quantize q8_0
+
 expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"
 python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
     && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"

@@ -1,0 +1,210 @@
+import Foundation
+import KeelCore
+import KeelKernels
+import KeelModel
+
+/// A model run for generation: tokens go through it a few at a time, each attending to the keys and values the
+/// sequence's earlier tokens left in its `KVCache`, so a new token costs one pass over the weights (matrix-vector
+/// products) rather than a pass over the whole text. A prompt goes through as one batch of rows (matrix
+/// products); several sequences step together, one token each, as one batch.
+///
+/// The arithmetic is the training forward pass's (the same norms, activations, rotary embedding and fp32
+/// products), so the logits equal those of `Transformer.forward` on the whole text up to rounding. With
+/// `quantization`, every projection's weight (the output head's too) is quantized once to that llama.cpp format
+/// and products run on the quantized bytes; embeddings and norms stay fp32.
+public final class Decoder: @unchecked Sendable {
+    public let config: ModelConfig
+    /// The format the projections run in, or nil for fp32.
+    public let quantization: QuantizationFormat?
+    private let model: Transformer
+    private var weights: DecoderWeights
+    private let rope: RotaryEmbedding?
+
+    public init(model: Transformer, quantization: QuantizationFormat? = nil) throws {
+        config = model.config
+        self.model = model
+        self.quantization = quantization
+        weights = DecoderWeights(model)
+        rope = config.architecture == .llama
+            ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
+        if let quantization {
+            do {
+                for layer in weights.layers.indices {
+                    try weights.layers[layer].qkv.quantize(quantization)
+                    try weights.layers[layer].attentionOutput.quantize(quantization)
+                    try weights.layers[layer].up.quantize(quantization)
+                    try weights.layers[layer].down.quantize(quantization)
+                }
+                try weights.output.quantize(quantization)
+            } catch {
+                throw KeelError("cannot run this model in \(quantization.rawValue): \(error)")
+            }
+        }
+    }
+
+    /// A new, empty sequence.
+    public func makeSequence() -> DecoderSequence {
+        DecoderSequence(cache: KVCache(layers: config.layers, capacity: config.maxLength, rowWidth: config.kvHeads * config.headDim))
+    }
+
+    /// Appends `tokens` to `sequence` as one batch of rows and returns the logits after the last of them.
+    public func append(_ tokens: [Int32], to sequence: DecoderSequence) -> [Float] {
+        precondition(!tokens.isEmpty, "nothing to append")
+        precondition(sequence.count + tokens.count <= config.maxLength,
+                     "\(sequence.count + tokens.count) tokens exceed max_seq_len (\(config.maxLength))")
+        let rows = tokens.indices.map { Row(sequence: sequence, position: sequence.count + $0) }
+        let logits = forward(tokens, rows: rows, logitsOf: [tokens.count - 1])
+        sequence.cache.count += tokens.count
+        return logits[0]
+    }
+
+    /// Appends one token to each of `sequences` as one batch and returns each one's next logits.
+    public func step(_ tokens: [Int32], sequences: [DecoderSequence]) -> [[Float]] {
+        precondition(tokens.count == sequences.count, "one token per sequence")
+        precondition(Set(sequences.map(ObjectIdentifier.init)).count == sequences.count, "a sequence appears twice")
+        for sequence in sequences { precondition(sequence.count < config.maxLength, "a sequence is at max_seq_len (\(config.maxLength))") }
+        let rows = sequences.map { Row(sequence: $0, position: $0.count) }
+        let logits = forward(tokens, rows: rows, logitsOf: Array(rows.indices))
+        for sequence in sequences { sequence.cache.count += 1 }
+        return logits
+    }
+
+    /// Where a row's token goes: its sequence and its position there.
+    private struct Row {
+        let sequence: DecoderSequence
+        let position: Int
+    }
+
+    /// Runs `tokens` (one per row) through the model, writing each row's keys and values into its sequence's cache
+    /// at its position before any row attends (so a prompt's rows see each other, causally), and returns the logits
+    /// of the rows `logitsOf`.
+    private func forward(_ tokens: [Int32], rows: [Row], logitsOf: [Int]) -> [[Float]] {
+        let n = rows.count, c = config.width, d = config.headDim, f = config.hiddenWidth
+        let heads = config.heads, kvHeads = config.kvHeads, kvWidth = kvHeads * d
+        let qkvWidth = (heads + 2 * kvHeads) * d
+        let upWidth = config.architecture == .llama ? 2 * f : f
+        var x = [Float](repeating: 0, count: n * c), normed = x, attended = [Float](repeating: 0, count: n * heads * d)
+        var qkv = [Float](repeating: 0, count: n * qkvWidth), projected = x
+        var hidden = [Float](repeating: 0, count: n * upWidth), activated = [Float](repeating: 0, count: n * f)
+        var statistics = [Float](repeating: 0, count: 2 * n)
+        // The embedding (GPT-2 adds its learned position).
+        for (r, token) in tokens.enumerated() {
+            precondition(token >= 0 && Int(token) < config.vocabSize, "token \(token) outside the vocabulary")
+            let row = Int(token) * c
+            for i in 0..<c { x[r * c + i] = weights.tokenTable[row + i] }
+            if let positions = weights.positionTable {
+                for i in 0..<c { x[r * c + i] += positions[rows[r].position * c + i] }
+            }
+        }
+        for (layer, w) in weights.layers.enumerated() {
+            normalize(&normed, x, w.attentionNorm, rows: n, statistics: &statistics)
+            normed.withUnsafeBufferPointer { input in
+                qkv.withUnsafeMutableBufferPointer { w.qkv.apply($0.baseAddress!, input.baseAddress!, rows: n) }
+            }
+            qkv.withUnsafeMutableBufferPointer { qkv in
+                for (r, row) in rows.enumerated() {
+                    let line = qkv.baseAddress! + r * qkvWidth
+                    rope?.rotate(line, position: row.position, heads: heads + kvHeads)
+                    let cache = row.sequence.cache
+                    (cache.keys(layer) + row.position * kvWidth).update(from: line + heads * d, count: kvWidth)
+                    (cache.values(layer) + row.position * kvWidth).update(from: line + heads * d + kvWidth, count: kvWidth)
+                }
+                attended.withUnsafeMutableBufferPointer { out in
+                    attend(out.baseAddress!, queries: UnsafePointer(qkv.baseAddress!), stride: qkvWidth, rows: rows, layer: layer)
+                }
+            }
+            attended.withUnsafeBufferPointer { input in
+                projected.withUnsafeMutableBufferPointer { w.attentionOutput.apply($0.baseAddress!, input.baseAddress!, rows: n) }
+            }
+            for i in 0..<(n * c) { x[i] += projected[i] }
+            normalize(&normed, x, w.mlpNorm, rows: n, statistics: &statistics)
+            normed.withUnsafeBufferPointer { input in
+                hidden.withUnsafeMutableBufferPointer { w.up.apply($0.baseAddress!, input.baseAddress!, rows: n) }
+            }
+            hidden.withUnsafeBufferPointer { input in
+                activated.withUnsafeMutableBufferPointer { out in
+                    switch config.architecture {
+                    case .gpt2: GELU.forward(out.baseAddress!, input.baseAddress!, count: n * f)
+                    case .llama: SwiGLU.forward(out.baseAddress!, input.baseAddress!, rows: n, width: f)
+                    }
+                }
+            }
+            activated.withUnsafeBufferPointer { input in
+                projected.withUnsafeMutableBufferPointer { w.down.apply($0.baseAddress!, input.baseAddress!, rows: n) }
+            }
+            for i in 0..<(n * c) { x[i] += projected[i] }
+        }
+        // The head, on the rows whose logits are wanted only.
+        let wanted = logitsOf.flatMap { x[($0 * c)..<(($0 + 1) * c)] }
+        var finalNormed = wanted
+        normalize(&finalNormed, wanted, weights.finalNorm, rows: logitsOf.count, statistics: &statistics)
+        var logits = [Float](repeating: 0, count: logitsOf.count * config.vocabSize)
+        finalNormed.withUnsafeBufferPointer { input in
+            logits.withUnsafeMutableBufferPointer { weights.output.apply($0.baseAddress!, input.baseAddress!, rows: logitsOf.count) }
+        }
+        return logitsOf.indices.map { Array(logits[($0 * config.vocabSize)..<(($0 + 1) * config.vocabSize)]) }
+    }
+
+    /// LayerNorm (GPT-2) or RMSNorm (Llama) of `rows` rows of `x` into `out`.
+    private func normalize(_ out: inout [Float], _ x: [Float], _ norm: NormWeights, rows: Int, statistics: inout [Float]) {
+        let c = config.width
+        statistics.withUnsafeMutableBufferPointer { s in
+            out.withUnsafeMutableBufferPointer { o in
+                switch config.architecture {
+                case .gpt2:
+                    LayerNorm.forward(o.baseAddress!, mean: s.baseAddress!, rstd: s.baseAddress! + rows, x, weight: norm.weight,
+                                      bias: norm.bias!, rows: rows, columns: c, epsilon: config.normEpsilon)
+                case .llama:
+                    RMSNorm.forward(o.baseAddress!, rstd: s.baseAddress!, x, weight: norm.weight, rows: rows, columns: c,
+                                    epsilon: config.normEpsilon)
+                }
+            }
+        }
+    }
+
+    /// Each row's attention over its sequence's cached keys and values up to its own position, head by head
+    /// (query head h reads kv head h / (heads / kvHeads)); rows × heads shared among the pool's threads.
+    private func attend(_ out: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>, stride: Int, rows: [Row], layer: Int) {
+        let d = config.headDim, heads = config.heads, group = heads / config.kvHeads, kvWidth = config.kvHeads * d
+        let scale = 1 / Float(d).squareRoot(), capacity = config.maxLength
+        let pool = ThreadPool.shared
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * capacity)
+        defer { scratch.deallocate() }
+        pool.parallelChunks(rows.count * heads) { chunk, range in
+            let scores = scratch + chunk * capacity
+            for item in range {
+                let r = item / heads, h = item % heads, row = rows[r]
+                let query = queries + r * stride + h * d
+                let keys = UnsafePointer(row.sequence.cache.keys(layer)) + (h / group) * d
+                let values = UnsafePointer(row.sequence.cache.values(layer)) + (h / group) * d
+                let visible = row.position + 1
+                var maximum = -Float.infinity
+                for j in 0..<visible {
+                    scores[j] = scale * dot(query, keys + j * kvWidth, d)
+                    maximum = max(maximum, scores[j])
+                }
+                var sum: Float = 0
+                for j in 0..<visible {
+                    scores[j] = Foundation.exp(scores[j] - maximum)
+                    sum += scores[j]
+                }
+                let target = out + r * heads * d + h * d
+                target.update(repeating: 0, count: d)
+                for j in 0..<visible { axpy(scores[j] / sum, values + j * kvWidth, target, d) }
+            }
+        }
+    }
+}
+
+/// One sequence being generated: the keys and values of the tokens it holds.
+public final class DecoderSequence: @unchecked Sendable {
+    let cache: KVCache
+
+    init(cache: KVCache) { self.cache = cache }
+
+    /// Tokens the sequence holds.
+    public var count: Int { cache.count }
+
+    /// Empties the sequence, to be filled again from a shorter text.
+    public func reset() { cache.clear() }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import KeelCore
+
+/// How the next token is drawn from the logits.
+public struct SamplingOptions: Sendable, Equatable {
+    /// Softmax temperature; 0 takes the most likely token (greedy).
+    public var temperature: Float = 0.8
+    /// Draw among the k most likely tokens (0: all).
+    public var topK = 40
+    /// Draw among the most likely tokens whose probabilities add up to at least p (1: all): nucleus sampling.
+    public var topP: Float = 1
+    /// Tokens already in the sequence have their logits divided by this when positive and multiplied when
+    /// negative (CTRL's repetition penalty; 1: none).
+    public var repetitionPenalty: Float = 1
+    /// The seed: one (seed, position) always draws the same token from the same logits, so a prompt gets the same
+    /// text alone or in a batch.
+    public var seed: UInt64 = 1
+
+    public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 1, repetitionPenalty: Float = 1, seed: UInt64 = 1) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.repetitionPenalty = repetitionPenalty
+        self.seed = seed
+    }
+
+    /// Checks every setting and names the one at fault.
+    public func validate() throws {
+        guard temperature >= 0, temperature.isFinite else { throw KeelError("temperature must be 0 or more (got \(temperature))") }
+        guard topK >= 0 else { throw KeelError("top-k must be 0 or more (got \(topK))") }
+        guard topP > 0, topP <= 1 else { throw KeelError("top-p must be above 0 and at most 1 (got \(topP))") }
+        guard repetitionPenalty > 0, repetitionPenalty.isFinite else {
+            throw KeelError("the repetition penalty must be above 0 (got \(repetitionPenalty))")
+        }
+    }
+}
+
+/// Chooses tokens from logits as `SamplingOptions` say: the repetition penalty, then (greedy, or) temperature,
+/// top-k and top-p, then a draw.
+public enum Sampler {
+    /// The next token after `logits`, given the tokens the sequence holds (`history`, for the penalty) and the
+    /// random stream of this draw.
+    public static func choose(_ logits: [Float], history: [Int32], options: SamplingOptions, random: inout RandomStream) -> Int32 {
+        var logits = logits
+        if options.repetitionPenalty != 1 {
+            for token in Set(history) where Int(token) < logits.count {
+                let value = logits[Int(token)]
+                logits[Int(token)] = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
+            }
+        }
+        // Most likely first; equal logits by token id, so the order never depends on the sort.
+        var order = Array(logits.indices)
+        order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        if options.temperature == 0 { return Int32(order[0]) }
+        if options.topK > 0 { order = Array(order.prefix(options.topK)) }
+        let top = Double(logits[order[0]])
+        var weights = order.map { exp((Double(logits[$0]) - top) / Double(options.temperature)) }
+        if options.topP < 1 {
+            let total = weights.reduce(0, +)
+            var cumulative = 0.0, kept = 0
+            while kept < weights.count {
+                cumulative += weights[kept] / total
+                kept += 1
+                if cumulative >= Double(options.topP) { break }
+            }
+            order = Array(order.prefix(kept))
+            weights = Array(weights.prefix(kept))
+        }
+        var threshold = Double(random.nextUniform()) * weights.reduce(0, +)
+        for (index, weight) in weights.enumerated() {
+            threshold -= weight
+            if threshold < 0 { return Int32(order[index]) }
+        }
+        return Int32(order[order.count - 1])
+    }
+}

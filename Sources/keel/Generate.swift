@@ -1,0 +1,175 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelData
+import KeelInference
+import KeelKernels
+import KeelTrain
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Continue prompts with a checkpoint, over a KV cache (optionally with quantized weights).",
+        discussion: """
+            Each --prompt is continued; several prompts are generated together, one batch per step. With one \
+            prompt the text is printed as it is generated (held back while it may be the start of a --stop \
+            string). Timings go to standard error.
+            """)
+
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    var checkpoint: String
+
+    @Option(help: "Text to continue (repeat for a batch).")
+    var prompt: [String] = []
+
+    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate per prompt.")
+    var maxTokens = 200
+
+    @Option(help: "Softmax temperature; 0 is greedy.")
+    var temperature: Float = 0.8
+
+    @Option(name: .customLong("top-k"), help: "Draw among the k most likely tokens (0: all).")
+    var topK = 40
+
+    @Option(name: .customLong("top-p"), help: "Draw among the most likely tokens holding this much probability (1: all).")
+    var topP: Float = 1
+
+    @Option(name: .customLong("repetition-penalty"), help: "Penalty on tokens already in the text (1: none).")
+    var repetitionPenalty: Float = 1
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Stop a prompt's text at this string, which is not printed (repeatable).")
+    var stop: [String] = []
+
+    @Option(help: "Run the projections in a llama.cpp format: q8_0, q4_0, q4_1 or q4_k (quantized at load).")
+    var quantize: String?
+
+    @Flag(help: "Print one JSON line per prompt (prompt, text, tokens, stop) instead of the text.")
+    var json = false
+
+    func validate() throws {
+        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must not be negative") }
+        do {
+            try options.validate()
+        } catch {
+            throw ValidationError("--\(error)")
+        }
+        if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
+            throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
+        }
+        guard !stop.contains("") else { throw ValidationError("--stop must not be empty") }
+    }
+
+    private var options: SamplingOptions {
+        SamplingOptions(temperature: temperature, topK: topK, topP: topP, repetitionPenalty: repetitionPenalty, seed: seed)
+    }
+
+    func run() throws {
+        let (model, tokenizer) = try loadCheckpoint(checkpoint)
+        let started = Date()
+        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let prompts = prompt.isEmpty ? ["\n"] : prompt
+        let encoded = prompts.map { tokenizer.encode($0) }
+        let stops = stop.map { Array($0.utf8) }
+        var streams = prompts.map { _ in TextStream(stops: stops) }
+        let streaming = prompts.count == 1 && !json
+        if streaming {
+            FileHandle.standardOutput.write(Data(prompts[0].utf8))
+        }
+        let loaded = Date()
+        var firstToken: Date?
+        let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, shouldStop: { index, tokens in
+            // A token's bytes may end inside a character: the stream holds them back until the rest comes.
+            streams[index].update((try? tokenizer.decode(tokens)) ?? [])
+            if streaming { streams[index].flush(to: FileHandle.standardOutput) }
+            return streams[index].stopped
+        }, emit: { _, _ in
+            if firstToken == nil { firstToken = Date() }
+        })
+        let finished = Date()
+        for (index, tokens) in generated.enumerated() {
+            let text = String(decoding: streams[index].text, as: UTF8.self)
+            if json {
+                let line: [String: Any] = ["prompt": prompts[index], "text": text, "tokens": tokens.count,
+                                           "stop": streams[index].stopped ? "string" : "length"]
+                let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else if streaming {
+                streams[index].finish(to: FileHandle.standardOutput)
+                print()
+            } else {
+                print(prompts[index] + text)
+            }
+        }
+        let total = generated.reduce(0) { $0 + $1.count }
+        let promptTokens = encoded.reduce(0) { $0 + $1.count }
+        let prefill = (firstToken ?? finished).timeIntervalSince(loaded)
+        let decode = finished.timeIntervalSince(firstToken ?? finished)
+        FileHandle.standardError.write(Data(String(
+            format: "%d prompt tokens in %.2f s (%.1f tokens/s), %d generated in %.2f s (%.1f tokens/s)%@; loaded in %.2f s\n",
+            promptTokens, prefill, Double(promptTokens) / max(prefill, 1e-9), total, decode,
+            Double(max(0, total - generated.count)) / max(decode, 1e-9), decoder.quantization.map { ", \($0.rawValue)" } ?? "",
+            loaded.timeIntervalSince(started)).utf8))
+    }
+}
+
+/// The text of one generated sequence as it grows: cut at the first stop string, and printable up to what is
+/// certain — whole UTF-8 characters, and not a tail that may be the start of a stop string.
+struct TextStream {
+    let stops: [[UInt8]]
+    /// The text so far, cut before a stop string once one appears.
+    private(set) var text: [UInt8] = []
+    private(set) var stopped = false
+    private var printed = 0
+
+    init(stops: [[UInt8]]) { self.stops = stops }
+
+    /// Takes the whole generated text so far.
+    mutating func update(_ bytes: [UInt8]) {
+        guard !stopped else { return }
+        text = bytes
+        for stop in stops {
+            if let range = firstRange(of: stop, in: text) {
+                text = Array(text[..<range])
+                stopped = true
+            }
+        }
+    }
+
+    private func firstRange(of needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard needle.count <= haystack.count else { return nil }
+        return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+
+    /// Writes what is certain and not yet written.
+    mutating func flush(to handle: FileHandle) {
+        var end = text.count
+        if !stopped {
+            // Hold back a tail that a stop string starts with.
+            for stop in stops {
+                for length in stride(from: min(stop.count - 1, text.count), to: 0, by: -1)
+                    where text[(text.count - length)...].elementsEqual(stop.prefix(length)) {
+                    end = min(end, text.count - length)
+                    break
+                }
+            }
+            // And an incomplete UTF-8 character.
+            var start = end
+            while start > printed, start > end - 4, text[start - 1] & 0xC0 == 0x80 { start -= 1 }
+            if start > printed, start > 0, text[start - 1] >= 0xC0 {
+                let needed = text[start - 1] >= 0xF0 ? 4 : text[start - 1] >= 0xE0 ? 3 : 2
+                if end - (start - 1) < needed { end = start - 1 }
+            }
+        }
+        guard end > printed else { return }
+        handle.write(Data(text[printed..<end]))
+        printed = end
+    }
+
+    /// Writes the rest.
+    mutating func finish(to handle: FileHandle) {
+        if printed < text.count { handle.write(Data(text[printed...])) }
+        printed = text.count
+    }
+}

@@ -1,0 +1,150 @@
+import KeelCore
+import KeelInference
+import KeelKernels
+import KeelModel
+import XCTest
+
+/// The KV-cache decoder against the training forward pass over the whole text, and sampling.
+final class DecoderTests: XCTestCase {
+    static let gpt2 = ModelConfig(architecture: .gpt2, vocabSize: 29, layers: 2, heads: 4, width: 32, hiddenWidth: 64, maxLength: 16)
+    /// Grouped-query attention: 4 query heads share 2 key/value heads.
+    static let llama = ModelConfig(architecture: .llama, vocabSize: 29, layers: 2, heads: 4, kvHeads: 2, width: 32,
+                                   hiddenWidth: 48, maxLength: 16, ropeTheta: 10_000)
+
+    /// A model whose parameters are random values of standard deviation `std` (norms around 1), so that logits
+    /// differ clearly from token to token.
+    static func randomModel(_ config: ModelConfig, seed: UInt64, std: Float = 0.3) throws -> Transformer {
+        let model = try Transformer(config: config, seed: seed)
+        var random = RandomStream(seed: seed, key: 99)
+        for entry in model.table.entries {
+            let p = model.parameters.pointer + entry.offset
+            let base: Float = entry.role == .norm ? 1 : 0
+            for i in 0..<entry.count { p[i] = base + random.nextNormal() * (entry.role == .matrix ? std : 0.3) }
+        }
+        return model
+    }
+
+    /// The training forward pass's logits at every position of `tokens`.
+    static func wholeForwardLogits(_ model: Transformer, _ tokens: [Int32]) -> [[Float]] {
+        tokens.withUnsafeBufferPointer { _ = model.forward(inputs: $0.baseAddress!, targets: nil, batch: 1, length: tokens.count) }
+        return tokens.indices.map { Array(model.logits(row: $0)) }
+    }
+
+    static func largestRelativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+        let scale = b.map(abs).max()!
+        return zip(a, b).map { abs($0 - $1) }.max()! / scale
+    }
+
+    /// A prompt appended whole, then tokens one at a time, then two sequences stepped together: every position's
+    /// logits equal the whole forward pass's.
+    func testCachedLogitsEqualTheWholeForwardPass() throws {
+        for config in [Self.gpt2, Self.llama] {
+            let model = try Self.randomModel(config, seed: 3)
+            let decoder = try Decoder(model: model)
+            let text: [Int32] = [3, 17, 5, 5, 28, 0, 11, 9, 22, 14, 1, 7, 19, 26, 2, 8]
+            let reference = Self.wholeForwardLogits(model, text)
+            let sequence = decoder.makeSequence()
+            var logits = [decoder.append(Array(text.prefix(5)), to: sequence)]
+            for token in text.dropFirst(5) { logits.append(decoder.append([token], to: sequence)) }
+            XCTAssertEqual(sequence.count, text.count)
+            for (offset, position) in (4..<text.count).enumerated() {
+                XCTAssertLessThan(Self.largestRelativeDifference(logits[offset], reference[position]), 1e-5,
+                                  "\(config.architecture) at position \(position)")
+            }
+            // Two sequences of different lengths in one step.
+            let other: [Int32] = [12, 4, 4]
+            let otherReference = Self.wholeForwardLogits(model, other + [6])
+            let first = decoder.makeSequence(), second = decoder.makeSequence()
+            _ = decoder.append(Array(text.prefix(9)), to: first)
+            _ = decoder.append(other, to: second)
+            let stepped = decoder.step([text[9], 6], sequences: [first, second])
+            XCTAssertLessThan(Self.largestRelativeDifference(stepped[0], reference[9]), 1e-5, "\(config.architecture), batched")
+            XCTAssertLessThan(Self.largestRelativeDifference(stepped[1], otherReference[3]), 1e-5, "\(config.architecture), batched")
+        }
+    }
+
+    static func relativeRMS(_ a: [Float], _ b: [Float]) -> Float {
+        (zip(a, b).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / b.map { $0 * $0 }.reduce(0, +)).squareRoot()
+    }
+
+    /// In a llama.cpp format the decoder runs the quantized weights: its logits equal those of fp32 products with
+    /// the weights rounded the same way, up to the rounding of the activations to 8 bits; and they stay as close
+    /// to the unrounded model's as the format's rounding allows.
+    func testQuantizedProjectionsRunTheRoundedWeights() throws {
+        let config = ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 4, kvHeads: 2, width: 256,
+                                 hiddenWidth: 256, maxLength: 16)
+        // Weights of 1/√width keep activations of order one: a model with larger random weights is chaotic, and a
+        // rounding of 0.5% in its weights moves its logits by a fifth.
+        let model = try Self.randomModel(config, seed: 4, std: 1 / 16)
+        let text: [Int32] = [1, 9, 33, 2, 60, 17]
+        let exact = try Decoder(model: model)
+        let reference = exact.append(text, to: exact.makeSequence())
+        for (format, bound) in [(QuantizationFormat.q8_0, Float(0.05)), (.q4_K, 0.35)] {
+            let decoder = try Decoder(model: model, quantization: format)
+            let logits = decoder.append(text, to: decoder.makeSequence())
+            let rounded = try Self.randomModel(config, seed: 4, std: 1 / 16)
+            for entry in rounded.table.entries where entry.role == .matrix {
+                let p = rounded.parameters.pointer + entry.offset
+                let values = Array(UnsafeBufferPointer(start: p, count: entry.count))
+                let back = try QuantizedMatrix(quantizing: values, rows: entry.shape[0], columns: entry.shape[1], format: format)
+                p.update(from: back.dequantized(), count: entry.count)
+            }
+            let plain = try Decoder(model: rounded)
+            let roundedLogits = plain.append(text, to: plain.makeSequence())
+            XCTAssertLessThan(Self.relativeRMS(logits, roundedLogits), 0.05, "\(format.rawValue): against the rounded weights in fp32")
+            XCTAssertLessThan(Self.relativeRMS(logits, reference), bound, "\(format.rawValue): against the model")
+            XCTAssertGreaterThan(Self.relativeRMS(logits, reference), 0, "\(format.rawValue) cannot be exact")
+        }
+        XCTAssertThrowsError(try Decoder(model: try Self.randomModel(Self.llama, seed: 1), quantization: .q4_K)) {
+            XCTAssertTrue("\($0)".hasPrefix("cannot run this model in q4_k: a q4_k matrix needs rows of a multiple of 256 values"), "\($0)")
+        }
+    }
+
+    func testGreedyGenerationFollowsTheArgMaxAndSamplingIsSeeded() throws {
+        let model = try Self.randomModel(Self.llama, seed: 6)
+        let decoder = try Decoder(model: model)
+        let prompt: [Int32] = [1, 2, 3]
+        let greedy = decoder.generate(prompts: [prompt], maxTokens: 6, options: SamplingOptions(temperature: 0))[0]
+        var context = prompt
+        for next in greedy {
+            let logits = Self.wholeForwardLogits(model, context).last!
+            XCTAssertEqual(Int(next), logits.indices.max { logits[$0] < logits[$1] })
+            context.append(next)
+        }
+        let topOne = decoder.generate(prompts: [prompt], maxTokens: 6, options: SamplingOptions(temperature: 1, topK: 1, seed: 9))[0]
+        XCTAssertEqual(greedy, topOne)
+        let options = SamplingOptions(temperature: 1, topK: 0, seed: 5)
+        let a = decoder.generate(prompts: [prompt], maxTokens: 12, options: options)[0]
+        XCTAssertEqual(a, decoder.generate(prompts: [prompt], maxTokens: 12, options: options)[0])
+        XCTAssertNotEqual(a, decoder.generate(prompts: [prompt], maxTokens: 12, options: SamplingOptions(temperature: 1, topK: 0, seed: 6))[0])
+        // Past max_seq_len (16) the sequence is refilled from its last half and goes on.
+        XCTAssertEqual(decoder.generate(prompts: [prompt], maxTokens: 40, options: options)[0].count, 40)
+        // Batched prompts: each gets what it would get alone.
+        let batch = decoder.generate(prompts: [prompt, [7, 7]], maxTokens: 12, options: options)
+        XCTAssertEqual(batch[0], a)
+        var alone = decoder.generate(prompts: [[7, 7]], maxTokens: 12, options: options)
+        XCTAssertEqual(batch[1], alone[0])
+        // A stop condition ends its sequence only.
+        alone = decoder.generate(prompts: [prompt, [7, 7]], maxTokens: 12, options: options, shouldStop: { index, tokens in index == 0 && tokens.count == 3 })
+        XCTAssertEqual(alone[0], Array(a.prefix(3)))
+        XCTAssertEqual(alone[1], batch[1])
+    }
+
+    func testSamplerFiltersAndPenalises() throws {
+        let logits: [Float] = [2, 1, 0.5, 3, -1]
+        var random = RandomStream(seed: 1, key: 2)
+        // top-p 0.5 keeps only the most likely token here (softmax puts 0.63 on it).
+        for _ in 0..<20 {
+            XCTAssertEqual(Sampler.choose(logits, history: [], options: SamplingOptions(temperature: 1, topK: 0, topP: 0.5), random: &random), 3)
+        }
+        // top-k 2 never draws outside {3, 0}.
+        for _ in 0..<50 {
+            XCTAssertTrue([0, 3].contains(Sampler.choose(logits, history: [], options: SamplingOptions(temperature: 1, topK: 2), random: &random)))
+        }
+        // The penalty moves greedy off a repeated token: 3 / 2 = 1.5 < 2.
+        XCTAssertEqual(Sampler.choose(logits, history: [3], options: SamplingOptions(temperature: 0, repetitionPenalty: 2), random: &random), 0)
+        XCTAssertThrowsError(try SamplingOptions(topP: 0).validate()) { XCTAssertEqual("\($0)", "top-p must be above 0 and at most 1 (got 0.0)") }
+        XCTAssertThrowsError(try SamplingOptions(repetitionPenalty: 0).validate())
+        XCTAssertThrowsError(try SamplingOptions(temperature: -1).validate())
+    }
+}
