@@ -104,6 +104,7 @@ static pthread_once_t detection = PTHREAD_ONCE_INIT;
 static void detect(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return; // no OSXSAVE
+    if (!((ecx >> 29) & 1)) return;                                             // no F16C, which every SIMD engine uses
     unsigned xcr0_low, xcr0_high;
     __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
     if ((xcr0_low & 0x6) != 0x6) return; // the OS does not save ymm state
@@ -140,8 +141,14 @@ float keel_quant_dot(keel_qdot_engine engine, keel_quant_type type, int n, const
     }
 }
 
-void keel_quant_matvec(keel_qdot_engine engine, keel_quant_type type, int n, int rows, const void *weights,
-                       size_t row_bytes, const void *activations, float *out) {
+void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type type, int n, int rows, const void *weights,
+                       size_t row_bytes, int count, const void *activations, size_t activation_row_bytes, float *out,
+                       size_t out_stride) {
     const char *row = weights;
-    for (int r = 0; r < rows; r++, row += row_bytes) out[r] = keel_quant_dot(engine, type, n, row, activations);
+    for (int r = 0; r < rows; r++, row += row_bytes) {
+        // Each weight row once, against every activation row while it is in cache.
+        const char *activation = activations;
+        for (int t = 0; t < count; t++, activation += activation_row_bytes)
+            out[(size_t)t * out_stride + r] = keel_quant_dot(engine, type, n, row, activation);
+    }
 }

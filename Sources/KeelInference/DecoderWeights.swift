@@ -16,10 +16,10 @@ struct Projection {
             shape.forward(out, input, weight: weight, bias: bias, rows: rows)
             return
         }
-        let (i, o) = (shape.inFeatures, shape.outFeatures)
-        for row in 0..<rows {
-            let product = quantized.multiply(Array(UnsafeBufferPointer(start: input + row * i, count: i)))
-            for j in 0..<o { out[row * o + j] = product[j] + (bias?[j] ?? 0) }
+        quantized.multiply(input, count: rows, into: out)
+        if let bias {
+            let o = shape.outFeatures
+            for row in 0..<rows { for j in 0..<o { out[row * o + j] += bias[j] } }
         }
     }
 

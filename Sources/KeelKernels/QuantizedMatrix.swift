@@ -120,27 +120,38 @@ public struct QuantizedMatrix: Sendable {
     /// threads.
     public func multiply(_ vector: [Float], engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) -> [Float] {
         precondition(vector.count == columns, "a \(rows) × \(columns) matrix times a vector of \(vector.count)")
-        let activationType = keel_quant_activation_type(format.type)
-        var activations = [UInt8](repeating: 0, count: columns / Int(keel_quant_block_values(activationType))
-                                                       * keel_quant_block_bytes(activationType))
-        activations.withUnsafeMutableBytes { target in
-            keel_quantize_row(activationType, vector, target.baseAddress!, Int64(columns))
-        }
-        let rowBytes = format.rowBytes(columns: columns)
         var output = [Float](repeating: 0, count: rows)
-        let engine = engine.isAvailable ? engine : .scalar
-        bytes.withUnsafeBytes { weights in
-            activations.withUnsafeBytes { activations in
-                output.withUnsafeMutableBufferPointer { output in
-                    let (weights, activations, output) = (weights.baseAddress!, activations.baseAddress!, output.baseAddress!)
-                    pool.parallelFor(rows) { range in
-                        keel_quant_matvec(engine.engine, format.type, Int32(columns), Int32(range.count),
-                                          weights + range.lowerBound * rowBytes, rowBytes, activations,
-                                          output + range.lowerBound)
-                    }
-                }
+        vector.withUnsafeBufferPointer { vector in
+            output.withUnsafeMutableBufferPointer { output in
+                multiply(vector.baseAddress!, count: 1, into: output.baseAddress!, engine: engine, pool: pool)
             }
         }
         return output
+    }
+
+    /// out[count, rows] = input[count, columns] · Mᵀ: each input row's product, as `multiply(_:)` computes it (the
+    /// same bits), with each weight row read once for all the input rows.
+    public func multiply(_ input: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
+                         engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
+        let activationType = keel_quant_activation_type(format.type)
+        let activationRowBytes = columns / Int(keel_quant_block_values(activationType)) * keel_quant_block_bytes(activationType)
+        var activations = [UInt8](repeating: 0, count: count * activationRowBytes)
+        activations.withUnsafeMutableBytes { target in
+            for row in 0..<count {
+                keel_quantize_row(activationType, input + row * columns, target.baseAddress! + row * activationRowBytes, Int64(columns))
+            }
+        }
+        let rowBytes = format.rowBytes(columns: columns)
+        let engine = engine.isAvailable ? engine : .scalar
+        bytes.withUnsafeBytes { weights in
+            activations.withUnsafeBytes { activations in
+                let (weights, activations) = (weights.baseAddress!, activations.baseAddress!)
+                pool.parallelFor(rows) { range in
+                    keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(range.count),
+                                      weights + range.lowerBound * rowBytes, rowBytes, Int32(count), activations,
+                                      activationRowBytes, out + range.lowerBound, rows)
+                }
+            }
+        }
     }
 }

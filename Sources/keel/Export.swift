@@ -6,7 +6,7 @@ import KeelTrain
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Export a checkpoint to other formats.", subcommands: [HuggingFace.self])
+        abstract: "Export a checkpoint to other formats.", subcommands: [HuggingFace.self, GGUF.self])
 
     struct HuggingFace: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -24,6 +24,43 @@ struct Export: ParsableCommand {
             let (model, tokenizer) = try loadCheckpoint(checkpoint)
             try HuggingFaceExport.write(model, to: URL(fileURLWithPath: out), endOfText: Int(tokenizer.endOfText))
             print("wrote \(out)/config.json and \(out)/model.safetensors")
+        }
+    }
+
+    struct GGUF: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gguf",
+            abstract: "Write a Llama checkpoint as a GGUF file for llama.cpp.",
+            discussion: """
+                The projections and embeddings in --type (f32, f16, q8_0, q4_0, q4_1, q4_k: quantized as ggml's \
+                reference quantizer does), the norms in f32, the tokenizer as llama.cpp's byte-level BPE.
+                """)
+
+        @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+        var checkpoint: String
+
+        @Option(help: "Tensor type: f32, f16, q8_0, q4_0, q4_1 or q4_k.")
+        var type = "f32"
+
+        @Option(name: .shortAndLong, help: "GGUF file to write.")
+        var out: String
+
+        func validate() throws {
+            guard GGUFExport.WeightType(rawValue: type.lowercased()) != nil else {
+                throw ValidationError("--type must be one of \(GGUFExport.WeightType.allCases.map(\.rawValue).joined(separator: ", ")) (got \(type))")
+            }
+        }
+
+        func run() throws {
+            let (model, tokenizer) = try loadCheckpoint(checkpoint)
+            let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
+            let file = try GGUFExport.file(
+                for: model, type: GGUFExport.WeightType(rawValue: type.lowercased())!,
+                tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),
+                                                merges: vocabulary.merges, preTokenizer: vocabulary.preTokenizer,
+                                                endOfText: vocabulary.endOfText))
+            try file.write(to: URL(fileURLWithPath: out))
+            print("wrote \(out): \(file.tensors.count) tensors, \(type.lowercased())")
         }
     }
 }

@@ -83,6 +83,19 @@ usage "generate with an unknown format" "--quantize must be one of q8_0, q4_0, q
 expect_error "generate in a format the model's width cannot hold" "cannot run this model in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
     "$keel" generate --checkpoint "$work/run" --quantize q8_0
 
+# keel export gguf: a Llama run as llama.cpp's file, read by gguf-py; a GPT-2 run and an unknown type refused.
+expect_ok "train a tiny Llama" "$keel" train --config "$work/tiny.toml" --out "$work/llamarun" --set 'model.arch="llama"' \
+    --set model.d_model=32 --set model.d_ff=64 --stop-after 2
+expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama.gguf"
+check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
+    '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
+    "$work/llama.gguf"
+expect_error "export gguf of a GPT-2 run" "GGUF export writes Llama models; this one is gpt2" \
+    "$keel" export gguf --checkpoint "$work/run" --out "$work/gpt2.gguf"
+[ ! -e "$work/gpt2.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
+usage "export gguf with an unknown type" "--type must be one of f32, f16, q8_0, q4_0, q4_1, q4_k (got q3)" \
+    "$keel" export gguf --checkpoint "$work/llamarun" --type q3 --out "$work/x.gguf"
+
 expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"
 python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
     && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"

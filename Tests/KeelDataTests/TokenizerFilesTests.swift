@@ -63,4 +63,32 @@ final class TokenizerFilesTests: XCTestCase {
         XCTAssertEqual(added.first?["content"] as? String, "<|endoftext|>")
         XCTAssertEqual(added.first?["id"] as? Int, (model["vocab"] as! [String: Int]).count)
     }
+
+    /// A tokenizer as llama.cpp's GGUF lists it: the same token spellings and merges as the tokenizer.json that
+    /// Hugging Face's library reads, special tokens as control tokens, padding ids as unused ones.
+    func testGGUFVocabularySpellsTokensAsTokenizerJSONDoes() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let vocabulary = try trained(directory)
+        let url = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: url)
+        let model = (try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any])["model"] as! [String: Any]
+        let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: "test")
+        let gguf = try GGUFVocabulary(tokenizer, size: vocabulary.size + 3)
+        XCTAssertEqual(gguf.merges, model["merges"] as! [String])
+        for (text, id) in model["vocab"] as! [String: Int] {
+            XCTAssertEqual(gguf.tokens[id], text)
+            XCTAssertEqual(gguf.types[id], .normal)
+        }
+        XCTAssertEqual(gguf.tokens[Int(tokenizer.endOfText)], "<|endoftext|>")
+        XCTAssertEqual(gguf.types[Int(tokenizer.endOfText)], .control)
+        XCTAssertEqual(Array(gguf.tokens.suffix(3)), (vocabulary.size..<(vocabulary.size + 3)).map { "[PAD\($0)]" })
+        XCTAssertEqual(gguf.types.last, .unused)
+        XCTAssertEqual(gguf.preTokenizer, "gpt-2")
+        let bytes = try GGUFVocabulary(ByteTokenizer(), size: 257)
+        XCTAssertEqual(bytes.tokens[32], "Ġ")
+        XCTAssertEqual(bytes.tokens[65], "A")
+        XCTAssertThrowsError(try GGUFVocabulary(tokenizer, size: 10)) {
+            XCTAssertEqual("\($0)", "the tokenizer has \(vocabulary.size) tokens, more than the model's vocabulary of 10")
+        }
+    }
 }

@@ -118,6 +118,25 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// A product with several input rows gives each row's vector product, bit for bit.
+    func testMatrixProductsAreRowByRowProducts() throws {
+        var random = SystemRandomNumberGenerator()
+        let (rows, columns, count) = (19, 512, 5)
+        let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
+        let inputs = (0..<count * columns).map { _ in Float.random(in: -1...1, using: &random) }
+        for format in QuantizationFormat.allCases {
+            let matrix = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format)
+            var product = [Float](repeating: 0, count: count * rows)
+            inputs.withUnsafeBufferPointer { input in
+                product.withUnsafeMutableBufferPointer { matrix.multiply(input.baseAddress!, count: count, into: $0.baseAddress!) }
+            }
+            for t in 0..<count {
+                let single = matrix.multiply(Array(inputs[(t * columns)..<((t + 1) * columns)]))
+                XCTAssertEqual(Array(product[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), single.map(\.bitPattern), "\(format.rawValue), row \(t)")
+            }
+        }
+    }
+
     /// The quantized product is the float product up to the format's error (a loose bound: the rounding of 4- or
     /// 8-bit values, not of the arithmetic).
     func testProductsAreCloseToTheFloatProduct() throws {

@@ -1,6 +1,8 @@
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelKernels
+import KeelModel
 import XCTest
 
 /// GGUF files: what gguf-py 0.19.0 (Tests/Reference/gguf_files.py) writes, Keel reads, and writes back to the
@@ -141,5 +143,56 @@ final class GGUFTests: XCTestCase {
         shifted[at + 4] = 32 // its offset, which must be 0
         let shiftedError = try error(shifted)
         XCTAssertTrue(shiftedError.contains("is at offset 32 of the data, not 0"), shiftedError)
+    }
+
+    /// A Llama model as llama.cpp's GGUF: `llama.*` metadata typed as llama.cpp reads it, the tokenizer, tensors
+    /// under llama.cpp's names and dimensions, q and k permuted as llama.cpp's converter permutes them, quantized
+    /// tensors that dequantize to the weights.
+    func testLlamaExportIsWhatLlamaCppReads() throws {
+        let config = ModelConfig(architecture: .llama, vocabSize: 40, layers: 2, heads: 4, kvHeads: 2, width: 64,
+                                 hiddenWidth: 96, maxLength: 32, ropeTheta: 500_000)
+        let model = try ModelFixtures.randomModel(config, seed: 11)
+        let tokenizer = GGUFExport.Tokenizer(tokens: (0..<40).map { "t\($0)" }, types: Array(repeating: 1, count: 40),
+                                             merges: ["t 1"], preTokenizer: "gpt-2", endOfText: 39)
+        let url = temporaryFile("llama.gguf")
+        try GGUFExport.file(for: model, type: .f32, tokenizer: tokenizer).write(to: url)
+        let file = try GGUFFile(contentsOf: url)
+        XCTAssertEqual(file["llama.block_count"], .uint32(2))
+        XCTAssertEqual(file["llama.attention.head_count_kv"], .uint32(2))
+        XCTAssertEqual(file["llama.rope.dimension_count"], .uint32(16))
+        XCTAssertEqual(file["llama.rope.freq_base"], .float32(500_000))
+        XCTAssertEqual(file["llama.attention.layer_norm_rms_epsilon"], .float32(config.normEpsilon))
+        XCTAssertEqual(file["tokenizer.ggml.token_type"], .array(.int32, Array(repeating: .int32(1), count: 40)))
+        XCTAssertEqual(file.tensors.count, 2 + 2 * 9 + 1)
+        let byName = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0) })
+        XCTAssertEqual(byName["token_embd.weight"]?.dimensions, [64, 40])
+        XCTAssertEqual(byName["blk.1.attn_k.weight"]?.dimensions, [64, 32])
+        XCTAssertEqual(byName["blk.0.ffn_down.weight"]?.dimensions, [96, 64])
+        XCTAssertEqual(byName["output_norm.weight"]?.dimensions, [64])
+        // q and k permuted exactly as convert_hf_to_gguf.py permutes them; v untouched.
+        for (hf, gguf, heads) in [("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", 4),
+                                  ("model.layers.1.self_attn.k_proj.weight", "blk.1.attn_k.weight", 2)] {
+            let entry = model.table.entries.first { $0.name == hf }!
+            let raw = temporaryFile("hf.f32")
+            try Data(bytes: model.parameters.pointer + entry.offset, count: entry.count * 4).write(to: raw)
+            try ggufPy(["permuted", url.path, gguf, raw.path, "\(heads)"])
+        }
+        let v = model.table.entries.first { $0.name == "model.layers.0.self_attn.v_proj.weight" }!
+        XCTAssertEqual(file.bytes(of: "blk.0.attn_v.weight"), Data(bytes: model.parameters.pointer + v.offset, count: v.count * 4))
+        // Quantized: the blocks of each weight row, as QuantizedMatrix makes them.
+        let quantized = try GGUFExport.file(for: model, type: .q8_0, tokenizer: tokenizer)
+        let down = model.table.entries.first { $0.name == "model.layers.1.mlp.down_proj.weight" }!
+        let values = Array(UnsafeBufferPointer(start: model.parameters.pointer + down.offset, count: down.count))
+        XCTAssertEqual(quantized.bytes(of: "blk.1.ffn_down.weight"),
+                       Data(try QuantizedMatrix(quantizing: values, rows: 64, columns: 96, format: .q8_0).bytes))
+        XCTAssertEqual(quantized.tensors.first { $0.name == "blk.1.ffn_down.weight" }?.type, 8)
+        XCTAssertEqual(quantized.tensors.first { $0.name == "output_norm.weight" }?.type, 0)
+        // What cannot be written is one error.
+        XCTAssertThrowsError(try GGUFExport.file(for: model, type: .q4_k, tokenizer: tokenizer)) {
+            XCTAssertEqual("\($0)", "GGUF export: token_embd.weight in q4_k: a q4_k matrix needs rows of a multiple of 256 values; this one has 64")
+        }
+        XCTAssertThrowsError(try GGUFExport.file(for: try ModelFixtures.randomModel(ModelFixtures.gpt2, seed: 1), type: .f32, tokenizer: tokenizer)) {
+            XCTAssertEqual("\($0)", "GGUF export writes Llama models; this one is gpt2")
+        }
     }
 }

@@ -5,6 +5,10 @@ Usage: gguf_files.py write PATH      a llama-style file: every metadata type, st
        gguf_files.py describe PATH   prints, as JSON, what GGUFReader reads: the metadata in order with its types
                                      and values, the alignment, and each tensor's name, type, dimensions (ggml
                                      order), byte count and bytes (hex)
+       gguf_files.py permuted PATH TENSOR HF.f32 HEADS
+                                     exits 0 when F32 tensor TENSOR of the file is the Hugging Face weight in
+                                     HF.f32 ([rows, columns] float32) permuted as llama.cpp's convert_hf_to_gguf.py
+                                     permutes q_proj and k_proj for HEADS heads
 """
 import json
 import sys
@@ -51,6 +55,14 @@ if command == "write":
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+elif command == "permuted":
+    name, source, heads = sys.argv[3], sys.argv[4], int(sys.argv[5])
+    tensor = next(t for t in GGUFReader(path).tensors if t.name == name)
+    gguf_rows = np.asarray(tensor.data, dtype=np.float32)
+    hf = np.fromfile(source, dtype="<f4").reshape(gguf_rows.shape)
+    # convert_hf_to_gguf.py, LlamaModel.permute
+    expected = hf.reshape(heads, 2, hf.shape[0] // heads // 2, *hf.shape[1:]).swapaxes(1, 2).reshape(hf.shape)
+    sys.exit(0 if np.array_equal(gguf_rows, expected) else 1)
 else:
     reader = GGUFReader(path)
     fields = []

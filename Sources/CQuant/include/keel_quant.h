@@ -64,8 +64,10 @@ int keel_qdot_engine_available(keel_qdot_engine engine);
 float keel_quant_dot(keel_qdot_engine engine, keel_quant_type weight_type, int n, const void *weights,
                      const void *activations);
 
-/// rows dot products: rows weight rows of n values, `row_bytes` apart, with one activation row, into out.
-void keel_quant_matvec(keel_qdot_engine engine, keel_quant_type weight_type, int n, int rows, const void *weights,
-                       size_t row_bytes, const void *activations, float *out);
+/// rows × count dot products: `rows` weight rows of n values, `row_bytes` apart, with `count` activation rows,
+/// `activation_row_bytes` apart; activation row t with weight row r goes to out[t · out_stride + r].
+void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type weight_type, int n, int rows, const void *weights,
+                       size_t row_bytes, int count, const void *activations, size_t activation_row_bytes, float *out,
+                       size_t out_stride);
 
 #endif
