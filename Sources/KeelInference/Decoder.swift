@@ -58,6 +58,13 @@ public final class Decoder: @unchecked Sendable {
         return logits[0]
     }
 
+    /// The logits after each of `tokens` (a text from its start, at most `max_seq_len` tokens), in one batch.
+    public func logits(of tokens: [Int32]) -> [[Float]] {
+        precondition(!tokens.isEmpty && tokens.count <= config.maxLength, "1 to max_seq_len tokens")
+        let sequence = makeSequence()
+        return forward(tokens, rows: tokens.indices.map { Row(sequence: sequence, position: $0) }, logitsOf: Array(tokens.indices))
+    }
+
     /// Appends one token to each of `sequences` as one batch and returns each one's next logits.
     public func step(_ tokens: [Int32], sequences: [DecoderSequence]) -> [[Float]] {
         precondition(tokens.count == sequences.count, "one token per sequence")

@@ -2,6 +2,10 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelModel
+import KeelData
+import KeelKernels
+import KeelInference
 import KeelTrain
 
 struct Eval: ParsableCommand {
@@ -39,11 +43,17 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
+    @Option(help: "Compare the model with its projections in a llama.cpp format (q8_0, q4_0, q4_1, q4_k): both perplexities, the KL divergence of the quantized next-token distributions from fp32's, top-1 agreement.")
+    var quantize: String?
+
     func validate() throws {
         guard (dataset == nil) != files.isEmpty else { throw ValidationError("give either --dataset DIR or files to evaluate on") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         guard maxWindows >= 0 else { throw ValidationError("--max-windows must not be negative") }
         if let seqLen, seqLen <= 0 { throw ValidationError("--seq-len must be positive") }
+        if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
+            throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
+        }
     }
 
     func run() throws {
@@ -64,6 +74,10 @@ struct Eval: ParsableCommand {
         }
         let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
         FileHandle.standardError.write(Data("eval: \(reader.directory.path) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        if let format = quantize.flatMap({ QuantizationFormat(rawValue: $0.lowercased()) }) {
+            try compare(model, format: format, windows: windows, count: count, length: length)
+            return
+        }
         var reported = 0
         let sum = Evaluation.lossSum(of: model, on: windows, count: count, batch: batchSize) { done in
             guard done * 10 / count > reported * 10 / count, done < count else { return }
@@ -77,6 +91,32 @@ struct Eval: ParsableCommand {
         } else {
             print(String(format: "loss %.4f  perplexity %.2f  (%d windows of %d tokens: %d predicted tokens)",
                          Double(loss), perplexity, count, length, count * length))
+        }
+    }
+
+    /// The fp32 model against its projections in `format`, window by window over a KV-cache decoder each.
+    private func compare(_ model: Transformer, format: QuantizationFormat, windows: TokenWindows, count: Int, length: Int) throws {
+        let base = try Decoder(model: model), quantized = try Decoder(model: model, quantization: format)
+        var accuracy = QuantizationAccuracy()
+        var inputs = [Int32](repeating: 0, count: length), targets = inputs
+        for window in 0..<count {
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
+            }
+            accuracy.add(inputs: inputs, targets: targets, base: base, quantized: quantized)
+        }
+        if json {
+            let result: [String: Any] = [
+                "format": format.rawValue, "tokens": accuracy.tokens, "perplexity_fp32": accuracy.basePerplexity,
+                "perplexity": accuracy.quantizedPerplexity, "kl_mean": accuracy.meanDivergence, "kl_p99": accuracy.divergence99,
+                "kl_max": accuracy.largestDivergence, "top1_agreement": accuracy.topOneAgreement,
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print(String(format: "%@ against fp32 over %d tokens: perplexity %.4f against %.4f (%+.2f%%), KL divergence mean %.6f, 99th percentile %.6f, max %.6f; same top token %.2f%%",
+                         format.rawValue, accuracy.tokens, accuracy.quantizedPerplexity, accuracy.basePerplexity,
+                         (accuracy.quantizedPerplexity / accuracy.basePerplexity - 1) * 100, accuracy.meanDivergence,
+                         accuracy.divergence99, accuracy.largestDivergence, accuracy.topOneAgreement * 100))
         }
     }
 }

@@ -90,6 +90,12 @@ expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" -
 check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
     '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
     "$work/llama.gguf"
+expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --max-windows 4 --quantize q8_0 --json
+check "eval --quantize reports both perplexities, the KL divergence and top-1 agreement" \
+    '(lambda r: r["format"] == "q8_0" and r["tokens"] == 64 and r["perplexity"] > 1 and r["perplexity_fp32"] > 1 and 0 <= r["kl_mean"] <= r["kl_p99"] <= r["kl_max"] and 0 <= r["top1_agreement"] <= 1)(json.loads(open(sys.argv[1]).read()))' \
+    "$work/out"
+usage "eval with an unknown format" "--quantize must be one of q8_0, q4_0, q4_1, q4_k (got q2)" \
+    "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --quantize q2
 expect_error "export gguf of a GPT-2 run" "GGUF export writes Llama models; this one is gpt2" \
     "$keel" export gguf --checkpoint "$work/run" --out "$work/gpt2.gguf"
 [ ! -e "$work/gpt2.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
