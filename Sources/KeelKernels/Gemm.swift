@@ -33,6 +33,12 @@ public func gemm(
                      beta: beta, c, ldc: ldc)
         return
     }
+    if m == 1, transA == .none {
+        // One row: a matrix-vector product (a generation step). sgemm packs B before using it, which for one row
+        // costs more than the product; sgemv streams it once.
+        matrixVector(transB, n: n, k: k, alpha: alpha, a, b, ldb: ldb, beta: beta, c)
+        return
+    }
     // 64-row (or column) blocks: measured faster than one large block per thread, where concurrent
     // single-threaded OpenBLAS calls on 2 cores ran at half speed.
     let block = 64
@@ -48,6 +54,27 @@ public func gemm(
         } else {
             serialGemm(transA, transB, m: m, n: end - start, k: k, alpha: alpha, a, lda: lda,
                        transB == .none ? b + start : b + start * ldb, ldb: ldb, beta: beta, c + start, ldc: ldc)
+        }
+    }
+}
+
+/// c[N] = alpha · a[K] · op(B)[K×N] + beta · c, its N outputs split among the pool in blocks of 256.
+private func matrixVector(
+    _ transB: Transpose, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, _ c: UnsafeMutablePointer<Float>
+) {
+    _ = singleThreadedBLAS
+    let block = 256
+    ThreadPool.shared.parallelFor((n + block - 1) / block) { range in
+        let start = range.lowerBound * block, end = min(n, range.upperBound * block)
+        if transB == .transposed {
+            // B is [N, K]: rows start..<end of B times a.
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(end - start), Int32(k), alpha, b + start * ldb, Int32(ldb),
+                        a, 1, beta, c + start, 1)
+        } else {
+            // B is [K, N]: columns start..<end, that is B[:, start..<end]ᵀ times a.
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(end - start), alpha, b + start, Int32(ldb),
+                        a, 1, beta, c + start, 1)
         }
     }
 }
