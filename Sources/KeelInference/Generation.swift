@@ -1,52 +1,105 @@
 import KeelCore
 
+/// Why a sequence's generation ended.
+public enum FinishReason: String, Sendable {
+    /// It reached its token limit.
+    case length
+    /// Its caller stopped it (a stop string, an end token, a client gone).
+    case stop
+}
+
+/// Sequences being generated together: each admitted with its prompt (prefilled at once), then advanced one token
+/// per step, all the sequences' new tokens run through the model as one batch. `Decoder.generate` drives one to
+/// the end; a server admits requests into one as they arrive.
+public final class GenerationBatch {
+    private struct Entry {
+        let id: Int
+        let sequence: DecoderSequence
+        var text: [Int32]
+        var generated: [Int32] = []
+        var logits: [Float]
+        let maxTokens: Int
+        let options: SamplingOptions
+    }
+
+    public let decoder: Decoder
+    private var entries: [Entry] = []
+
+    public init(decoder: Decoder) { self.decoder = decoder }
+
+    /// Whether no sequence is being generated.
+    public var isEmpty: Bool { entries.isEmpty }
+    /// How many sequences are being generated.
+    public var count: Int { entries.count }
+
+    /// Adds a sequence: `prompt` (its last `max_seq_len` tokens; an empty one starts from token 0) goes through the
+    /// model as one batch of rows. It will get at most `maxTokens` tokens (at least one).
+    public func admit(id: Int, prompt: [Int32], maxTokens: Int, options: SamplingOptions) {
+        let text = prompt.isEmpty ? [Int32(0)] : prompt
+        let sequence = decoder.makeSequence()
+        let logits = decoder.append(Array(text.suffix(decoder.config.maxLength)), to: sequence)
+        entries.append(Entry(id: id, sequence: sequence, text: text, logits: logits, maxTokens: max(1, maxTokens), options: options))
+    }
+
+    /// Draws the next token of every sequence and hands it to `accept` (id, token, the sequence's tokens so far),
+    /// which says whether the sequence goes on; then runs the tokens of those that go on through the model as one
+    /// batch. Returns the sequences that ended, with their generated tokens.
+    ///
+    /// The draw for a position depends only on the seed and the position, so a prompt gets the same text alone or
+    /// in any batch. A sequence that reaches `max_seq_len` is refilled from its last half and goes on, as the model
+    /// saw at most that much text in training.
+    public func advance(_ accept: (_ id: Int, _ token: Int32, _ generated: [Int32]) -> Bool) -> [(id: Int, generated: [Int32], reason: FinishReason)] {
+        var finished: [(id: Int, generated: [Int32], reason: FinishReason)] = []
+        var stepping: [Int] = []
+        for index in entries.indices {
+            var random = RandomStream(seed: entries[index].options.seed, key: 0x5A3, UInt64(entries[index].generated.count))
+            let token = Sampler.choose(entries[index].logits, history: entries[index].text, options: entries[index].options,
+                                       random: &random)
+            entries[index].text.append(token)
+            entries[index].generated.append(token)
+            let entry = entries[index]
+            if !accept(entry.id, token, entry.generated) {
+                finished.append((entry.id, entry.generated, .stop))
+            } else if entry.generated.count >= entry.maxTokens {
+                finished.append((entry.id, entry.generated, .length))
+            } else if entry.sequence.count == decoder.config.maxLength {
+                // Full: refill from the last half of the text (its keys are rotated by position, so they are
+                // computed again rather than moved).
+                entry.sequence.reset()
+                entries[index].logits = decoder.append(Array(entry.text.suffix(decoder.config.maxLength / 2 + 1)), to: entry.sequence)
+            } else {
+                stepping.append(index)
+            }
+        }
+        if !stepping.isEmpty {
+            let logits = decoder.step(stepping.map { entries[$0].text.last! }, sequences: stepping.map { entries[$0].sequence })
+            for (index, values) in zip(stepping, logits) { entries[index].logits = values }
+        }
+        let ended = Set(finished.map(\.id))
+        entries.removeAll { ended.contains($0.id) }
+        return finished
+    }
+}
+
 extension Decoder {
     /// Continues each of `prompts` by up to `maxTokens` tokens, the prompts prefilled one by one and then stepped
-    /// together, one token each per step. `emit` gets each token as it is chosen (sequence index, token); a
-    /// sequence ends when `shouldStop` says so after one of its tokens (a stop string was written, an end token
-    /// came). A sequence that reaches `max_seq_len` is refilled from its last half and goes on, as the model saw
-    /// at most that much text in training. Returns each prompt's generated tokens.
+    /// together (`GenerationBatch`). `emit` gets each token as it is chosen (prompt index, token); a sequence ends
+    /// when `shouldStop` says so after one of its tokens. Returns each prompt's generated tokens.
     public func generate(
         prompts: [[Int32]], maxTokens: Int, options: SamplingOptions,
         shouldStop: (_ sequence: Int, _ generated: [Int32]) -> Bool = { _, _ in false },
         emit: (_ sequence: Int, _ token: Int32) -> Void = { _, _ in }
     ) -> [[Int32]] {
-        var texts = prompts.map { $0.isEmpty ? [Int32(0)] : $0 }
         var generated = [[Int32]](repeating: [], count: prompts.count)
         guard maxTokens > 0 else { return generated }
-        let sequences = prompts.map { _ in makeSequence() }
-        var logits = texts.enumerated().map { index, text in
-            append(Array(text.suffix(config.maxLength)), to: sequences[index])
-        }
-        var active = Array(prompts.indices)
-        for position in 0..<maxTokens {
-            var next: [Int32] = []
-            for index in active {
-                // Keyed by position only: a prompt gets the same text alone or in any batch.
-                var random = RandomStream(seed: options.seed, key: 0x5A3, UInt64(position))
-                let token = Sampler.choose(logits[index], history: texts[index], options: options, random: &random)
-                texts[index].append(token)
-                generated[index].append(token)
+        let batch = GenerationBatch(decoder: self)
+        for (index, prompt) in prompts.enumerated() { batch.admit(id: index, prompt: prompt, maxTokens: maxTokens, options: options) }
+        while !batch.isEmpty {
+            for ended in batch.advance({ index, token, tokens in
                 emit(index, token)
-                next.append(token)
-            }
-            let stopping = active.filter { shouldStop($0, generated[$0]) }
-            var stepping: [(index: Int, token: Int32)] = []
-            for (index, token) in zip(active, next) where !stopping.contains(index) {
-                if sequences[index].count == config.maxLength {
-                    // Full: refill from the last half of the text (its keys are rotated by position, so they are
-                    // computed again rather than moved).
-                    sequences[index].reset()
-                    logits[index] = append(Array(texts[index].suffix(config.maxLength / 2 + 1)), to: sequences[index])
-                } else {
-                    stepping.append((index, token))
-                }
-            }
-            active = active.filter { !stopping.contains($0) }
-            guard !active.isEmpty, position + 1 < maxTokens else { break }
-            if !stepping.isEmpty {
-                let stepped = step(stepping.map(\.token), sequences: stepping.map { sequences[$0.index] })
-                for (item, values) in zip(stepping, stepped) { logits[item.index] = values }
+                return !shouldStop(index, tokens)
+            }) {
+                generated[ended.id] = ended.generated
             }
         }
         return generated
