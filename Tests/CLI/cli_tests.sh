@@ -90,6 +90,20 @@ expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" -
 check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
     '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
     "$work/llama.gguf"
+# keel serve: OpenAI's own client against it (Tests/Reference/openai_client_check.py: completions and chat, streamed
+# and not, concurrent requests, malformed ones); bad options refused before it listens.
+"$keel" serve --checkpoint "$work/llamarun" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+server=$!
+for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
+port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+if [ -n "$port" ] && python3 "$here/../Reference/openai_client_check.py" "http://127.0.0.1:$port/v1" >"$work/out" 2>&1; then
+    pass "keel serve answers OpenAI's client: completions, chat, streams, concurrent and malformed requests"
+else
+    fail "keel serve answers OpenAI's client"; sed 's/^/    /' "$work/out" "$work/serve.err" | head -20
+fi
+kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+usage "serve on a port that cannot be" "--port must be 0 to 65535" "$keel" serve --checkpoint "$work/llamarun" --port 70000
+usage "serve in an unknown format" "--quantize must be one of" "$keel" serve --checkpoint "$work/llamarun" --quantize q9
 expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --max-windows 4 --quantize q8_0 --json
 check "eval --quantize reports both perplexities, the KL divergence and top-1 agreement" \
     '(lambda r: r["format"] == "q8_0" and r["tokens"] == 64 and r["perplexity"] > 1 and r["perplexity_fp32"] > 1 and 0 <= r["kl_mean"] <= r["kl_p99"] <= r["kl_max"] and 0 <= r["top1_agreement"] <= 1)(json.loads(open(sys.argv[1]).read()))' \

@@ -1,0 +1,152 @@
+import Foundation
+import Glibc
+import KeelCore
+
+/// A request as the server reads it: method, path, headers (names in lower case) and body.
+struct HTTPRequest {
+    let method: String
+    let path: String
+    let headers: [String: String]
+    let body: Data
+}
+
+/// One client connection: the request it sent, and the response written back on it.
+final class HTTPConnection: @unchecked Sendable {
+    private let socket: Int32
+    private var closed = false
+
+    init(socket: Int32) { self.socket = socket }
+
+    deinit { close() }
+
+    /// Reads one request: the head up to a blank line (at most 64 KiB), then `Content-Length` bytes of body (at
+    /// most `maximumBody`); a failure, with its status and reason, when the client sent something else.
+    func readRequest(maximumBody: Int) -> Result<HTTPRequest, HTTPFailure> {
+        var buffer = Data()
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        let separator = Data("\r\n\r\n".utf8)
+        var headEnd: Range<Data.Index>?
+        while headEnd == nil {
+            guard buffer.count < 65_536 else { return .failure(HTTPFailure(status: 431, message: "the request head is over 64 KiB")) }
+            let received = recv(socket, &chunk, chunk.count, 0)
+            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed before a whole request")) }
+            buffer.append(contentsOf: chunk[0..<received])
+            headEnd = buffer.range(of: separator)
+        }
+        let head = String(decoding: buffer[..<headEnd!.lowerBound], as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n")
+        let requestLine = lines.removeFirst().split(separator: " ")
+        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else {
+            return .failure(HTTPFailure(status: 400, message: "not an HTTP/1 request line"))
+        }
+        var headers: [String: String] = [:]
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { return .failure(HTTPFailure(status: 400, message: "a header line without a colon")) }
+            headers[line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        if headers["transfer-encoding"] != nil {
+            return .failure(HTTPFailure(status: 411, message: "send the body with a Content-Length, not chunked"))
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? -1
+        guard length >= 0 else { return .failure(HTTPFailure(status: 400, message: "Content-Length is not a number")) }
+        guard length <= maximumBody else { return .failure(HTTPFailure(status: 413, message: "the body is over \(maximumBody) bytes")) }
+        var body = Data(buffer[headEnd!.upperBound...])
+        while body.count < length {
+            let received = recv(socket, &chunk, min(chunk.count, length - body.count), 0)
+            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed inside the body")) }
+            body.append(contentsOf: chunk[0..<received])
+        }
+        return .success(HTTPRequest(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers,
+                                    body: body.prefix(length)))
+    }
+
+    /// Writes a whole response with a body of `contentType`, and closes the connection.
+    func respond(status: Int, contentType: String = "application/json", body: Data) {
+        var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
+        head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        _ = write(Data(head.utf8) + body)
+        close()
+    }
+
+    /// Starts a server-sent-events response; `event` then writes each event, `close` ends it.
+    func beginEvents() -> Bool {
+        write(Data("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".utf8))
+    }
+
+    /// Writes `data: JSON` as one event; false once the client has gone.
+    func event(_ data: String) -> Bool { write(Data("data: \(data)\n\n".utf8)) }
+
+    /// Writes all of `data`; false when the client has gone.
+    @discardableResult
+    private func write(_ data: Data) -> Bool {
+        guard !closed else { return false }
+        return data.withUnsafeBytes { raw in
+            var sent = 0
+            while sent < raw.count {
+                let result = send(socket, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+                guard result > 0 else { return false }
+                sent += result
+            }
+            return true
+        }
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(socket)
+    }
+
+    static func reason(_ status: Int) -> String {
+        [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+         413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"][status] ?? "Error"
+    }
+}
+
+/// A request the server refuses, with its status and why.
+struct HTTPFailure: Error {
+    let status: Int
+    let message: String
+}
+
+/// A listening socket on a host and port; each accepted connection is handled on a thread of its own.
+final class HTTPServer {
+    private let socket: Int32
+    let port: Int
+
+    /// Listens on `host` (an IPv4 address) and `port` (0: any free port, reported in `port`).
+    init(host: String, port: Int) throws {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw KeelError("serve: cannot open a socket (\(String(cString: strerror(errno))))") }
+        var yes: Int32 = 1
+        setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw KeelError("serve: --host \(host) is not an IPv4 address") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(socket, 64) == 0 else {
+            let reason = String(cString: strerror(errno))
+            Glibc.close(socket)
+            throw KeelError("serve: cannot listen on \(host):\(port) (\(reason))")
+        }
+        var actual = sockaddr_in(), length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
+        self.socket = socket
+        self.port = Int(UInt16(bigEndian: actual.sin_port))
+    }
+
+    /// Accepts connections for ever, handing each to `handle` on a new thread.
+    func run(_ handle: @escaping @Sendable (HTTPConnection) -> Void) -> Never {
+        while true {
+            let client = accept(socket, nil, nil)
+            guard client >= 0 else { continue }
+            let connection = HTTPConnection(socket: client)
+            let thread = Thread { handle(connection) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+}

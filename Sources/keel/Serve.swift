@@ -1,0 +1,231 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelData
+import KeelInference
+import KeelKernels
+import KeelTrain
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a checkpoint over HTTP with OpenAI's completions and chat completions API.",
+        discussion: """
+            POST /v1/completions and /v1/chat/completions (streamed as server-sent events with "stream": true), \
+            GET /v1/models. Requests that arrive together are generated together, one batch per step. Chat \
+            messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply. A malformed \
+            request gets a 4xx with an OpenAI-style error; the server stays up.
+            """)
+
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    var checkpoint: String
+
+    @Option(help: "IPv4 address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port, printed).")
+    var port = 8080
+
+    @Option(help: "Run the projections in a llama.cpp format: q8_0, q4_0, q4_1 or q4_k.")
+    var quantize: String?
+
+    @Option(help: "The model's name in responses and /v1/models.")
+    var name = "keel"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
+            throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
+        }
+    }
+
+    func run() throws {
+        let (model, tokenizer) = try loadCheckpoint(checkpoint)
+        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let api = CompletionAPI(service: GenerationService(decoder: decoder), tokenizer: tokenizer, model: name,
+                                contextLength: model.config.maxLength)
+        let server = try HTTPServer(host: host, port: port)
+        FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
+        server.run { api.handle($0) }
+    }
+}
+
+/// OpenAI's completions and chat completions over a `GenerationService`.
+struct CompletionAPI: Sendable {
+    let service: GenerationService
+    let tokenizer: any TextTokenizer
+    let model: String
+    let contextLength: Int
+
+    func handle(_ connection: HTTPConnection) {
+        switch connection.readRequest(maximumBody: 8 << 20) {
+        case .failure(let failure):
+            connection.respond(status: failure.status, body: Self.error(failure.message))
+        case .success(let request):
+            let path = request.path.split(separator: "?").first.map(String.init) ?? request.path
+            switch (request.method, path) {
+            case ("GET", "/v1/models"):
+                connection.respond(status: 200, body: Self.json(["object": "list", "data": [["id": model, "object": "model", "owned_by": "keel", "created": 0]]]))
+            case ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"):
+                do {
+                    try complete(request, chat: path.hasSuffix("chat/completions"), on: connection)
+                } catch let failure as HTTPFailure {
+                    connection.respond(status: failure.status, body: Self.error(failure.message))
+                } catch {
+                    connection.respond(status: 500, body: Self.error("\(error)"))
+                }
+            case (_, "/v1/models"), (_, "/v1/completions"), (_, "/v1/chat/completions"):
+                connection.respond(status: 405, body: Self.error("\(request.method) is not allowed on \(path)"))
+            default:
+                connection.respond(status: 404, body: Self.error("no route \(request.method) \(path)"))
+            }
+        }
+    }
+
+    /// The parameters of a completion request, checked.
+    private struct Parameters {
+        var prompt: [Int32]
+        var maxTokens: Int
+        var options: SamplingOptions
+        var stops: [String]
+        var stream: Bool
+    }
+
+    private func parameters(_ body: [String: Any], chat: Bool) throws -> Parameters {
+        func bad(_ message: String) -> HTTPFailure { HTTPFailure(status: 400, message: message) }
+        func number(_ key: String, _ fallback: Double) throws -> Double {
+            guard let value = body[key], !(value is NSNull) else { return fallback }
+            guard let number = value as? NSNumber, !Self.isBoolean(value) else { throw bad("'\(key)' must be a number") }
+            return number.doubleValue
+        }
+        var text: String
+        var stops: [String] = []
+        if chat {
+            guard let messages = body["messages"] as? [[String: Any]], !messages.isEmpty else {
+                throw bad("'messages' must be a non-empty array of {role, content} objects")
+            }
+            text = ""
+            for message in messages {
+                guard let role = message["role"] as? String, let content = message["content"] as? String else {
+                    throw bad("each message needs a string 'role' and a string 'content'")
+                }
+                text += "<|im_start|>\(role)\n\(content)<|im_end|>\n"
+            }
+            text += "<|im_start|>assistant\n"
+            stops.append("<|im_end|>")
+        } else if let prompt = body["prompt"] as? String {
+            text = prompt
+        } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
+            text = prompts[0]
+        } else {
+            throw bad("'prompt' must be a string (one prompt per request)")
+        }
+        switch body["stop"] {
+        case nil, is NSNull: break
+        case let stop as String: stops.append(stop)
+        case let list as [String]: stops += list
+        default: throw bad("'stop' must be a string or an array of strings")
+        }
+        guard !stops.contains("") else { throw bad("'stop' strings must not be empty") }
+        let maxTokens = try number("max_tokens", chat ? 256 : 16)
+        guard maxTokens >= 1, maxTokens == maxTokens.rounded(), maxTokens <= 1_000_000 else {
+            throw bad("'max_tokens' must be a positive integer")
+        }
+        let options = SamplingOptions(temperature: Float(try number("temperature", 1)), topK: Int(try number("top_k", 0)),
+                                      topP: Float(try number("top_p", 1)),
+                                      repetitionPenalty: Float(try number("repetition_penalty", 1)),
+                                      seed: UInt64(clamping: Int64(try number("seed", 0))))
+        do {
+            try options.validate()
+        } catch {
+            throw bad("\(error)")
+        }
+        let stream: Bool
+        switch body["stream"] {
+        case nil, is NSNull: stream = false
+        case let flag as Bool where Self.isBoolean(flag): stream = flag
+        default: throw bad("'stream' must be true or false")
+        }
+        return Parameters(prompt: tokenizer.encode(text), maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+    }
+
+    private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {
+        guard let body = (try? JSONSerialization.jsonObject(with: request.body)) as? [String: Any] else {
+            throw HTTPFailure(status: 400, message: "the body must be a JSON object")
+        }
+        let parameters = try parameters(body, chat: chat)
+        let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let created = Int(Date().timeIntervalSince1970)
+        let state = RequestState(stops: parameters.stops.map { Array($0.utf8) })
+        let finished = DispatchSemaphore(value: 0)
+        let model = self.model
+        @Sendable func chunk(_ text: String?, role: Bool = false, finish: FinishReason? = nil) -> String {
+            let choice: [String: Any]
+            if chat {
+                var delta: [String: Any] = [:]
+                if role { delta["role"] = "assistant" }
+                if let text { delta["content"] = text }
+                choice = ["index": 0, "delta": delta, "finish_reason": finish?.rawValue ?? NSNull()]
+            } else {
+                choice = ["index": 0, "text": text ?? "", "finish_reason": finish?.rawValue ?? NSNull(), "logprobs": NSNull()]
+            }
+            return String(decoding: Self.json(["id": id, "object": chat ? "chat.completion.chunk" : "text_completion",
+                                                "created": created, "model": model, "choices": [choice]]), as: UTF8.self)
+        }
+        if parameters.stream {
+            guard connection.beginEvents(), !chat || connection.event(chunk(nil, role: true)) else { return }
+        }
+        let tokenizer = self.tokenizer
+        service.submit(GenerationService.Request(
+            prompt: Array(parameters.prompt.suffix(contextLength)), maxTokens: parameters.maxTokens, options: parameters.options,
+            onToken: { generated in
+                state.stream.update((try? tokenizer.decode(generated)) ?? [])
+                if parameters.stream {
+                    let delta = state.stream.takeCertain()
+                    if !delta.isEmpty, !connection.event(chunk(String(decoding: delta, as: UTF8.self))) { return false }
+                }
+                return !state.stream.stopped
+            },
+            onFinish: { generated, reason in
+                state.tokens = generated.count
+                state.reason = state.stream.stopped ? .stop : reason
+                finished.signal()
+            }))
+        finished.wait()
+        if parameters.stream {
+            let rest = state.stream.takeRest()
+            if !rest.isEmpty { _ = connection.event(chunk(String(decoding: rest, as: UTF8.self))) }
+            _ = connection.event(chunk(nil, finish: state.reason))
+            _ = connection.event("[DONE]")
+            connection.close()
+            return
+        }
+        let text = String(decoding: state.stream.text, as: UTF8.self)
+        let choice: [String: Any] = chat
+            ? ["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": state.reason.rawValue]
+            : ["index": 0, "text": text, "finish_reason": state.reason.rawValue, "logprobs": NSNull()]
+        connection.respond(status: 200, body: Self.json([
+            "id": id, "object": chat ? "chat.completion" : "text_completion", "created": created, "model": model,
+            "choices": [choice],
+            "usage": ["prompt_tokens": parameters.prompt.count, "completion_tokens": state.tokens,
+                      "total_tokens": parameters.prompt.count + state.tokens],
+        ]))
+    }
+
+    /// What one request's callbacks share: its text as it grows, and how it ended.
+    private final class RequestState: @unchecked Sendable {
+        var stream: TextStream
+        var tokens = 0
+        var reason = FinishReason.length
+        init(stops: [[UInt8]]) { stream = TextStream(stops: stops) }
+    }
+
+    /// Whether a parsed JSON value was `true` or `false` (Foundation bridges numbers to Bool as well, so `is Bool`
+    /// cannot tell 0 from false).
+    static func isBoolean(_ value: Any) -> Bool { String(describing: type(of: value)).contains("Boolean") || type(of: value) == Bool.self }
+
+    static func json(_ object: Any) -> Data { (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data() }
+
+    static func error(_ message: String) -> Data {
+        json(["error": ["message": message, "type": "invalid_request_error", "param": NSNull(), "code": NSNull()]])
+    }
+}

@@ -1,0 +1,80 @@
+"""keel serve through OpenAI's own Python client (pip install openai): completions and chat completions, streamed
+and not, concurrent requests, and malformed ones (a clear 4xx, the server still up).
+
+Usage: openai_client_check.py BASE_URL     (e.g. http://127.0.0.1:8080/v1); exits 0 when every check holds.
+"""
+import concurrent.futures
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+base = sys.argv[1]
+client = OpenAI(base_url=base, api_key="not-needed", max_retries=0)
+
+
+def check(condition, what):
+    if not condition:
+        sys.exit(f"FAILED: {what}")
+
+
+models = [m.id for m in client.models.list()]
+check(models == ["keel"], f"/v1/models lists the model: {models}")
+
+plain = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
+text = plain.choices[0].text
+check(len(text) > 0 and plain.choices[0].finish_reason == "length", f"a completion of 12 tokens: {plain}")
+check(plain.usage.completion_tokens == 12 and plain.usage.prompt_tokens > 0, f"usage counts tokens: {plain.usage}")
+
+streamed = "".join(chunk.choices[0].text for chunk in
+                   client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, stream=True))
+check(streamed == text, f"the streamed completion is the same text: {streamed!r} vs {text!r}")
+
+messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a play?"}]
+chat = client.chat.completions.create(model="keel", messages=messages, max_tokens=10, temperature=0)
+reply = chat.choices[0].message.content
+check(chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("length", "stop"), f"a chat reply: {chat}")
+chunks = list(client.chat.completions.create(model="keel", messages=messages, max_tokens=10, temperature=0, stream=True))
+check(chunks[0].choices[0].delta.role == "assistant", "the stream starts with the assistant's role")
+check("".join(c.choices[0].delta.content or "" for c in chunks) == reply, "the streamed chat reply is the same text")
+
+# Concurrent requests are batched; each gets what it gets alone.
+def complete(seed):
+    return client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1, seed=seed).choices[0].text
+
+alone = [complete(seed) for seed in range(4)]
+with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    together = list(pool.map(complete, range(4)))
+check(together == alone, f"concurrent requests give what they give alone: {together} vs {alone}")
+
+# A stop string ends the text before it.
+first = text.strip()[:1]
+if first:
+    stopped = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, stop=[first])
+    check(first not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop", f"stop string: {stopped}")
+
+# Malformed requests: a clear 4xx, and the server stays up.
+try:
+    client.completions.create(model="keel", prompt="To be", max_tokens=-1)
+    check(False, "max_tokens -1 is refused")
+except openai.BadRequestError as error:
+    check("max_tokens" in str(error), f"the error names max_tokens: {error}")
+for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}'):
+    path = "/chat/completions" if b"messages" in body else "/completions"
+    request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request)
+        check(False, f"{body!r} is refused")
+    except urllib.error.HTTPError as error:
+        check(error.code == 400 and "message" in json.loads(error.read())["error"], f"{body!r}: 400 with a message")
+try:
+    urllib.request.urlopen(base + "/nothing")
+    check(False, "an unknown path is 404")
+except urllib.error.HTTPError as error:
+    check(error.code == 404, f"an unknown path is 404, not {error.code}")
+again = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
+check(again.choices[0].text == text, "after the errors the server still answers, the same")
+print("ok")
