@@ -94,7 +94,8 @@ struct CompletionAPI: Sendable {
         func bad(_ message: String) -> HTTPFailure { HTTPFailure(status: 400, message: message) }
         func number(_ key: String, _ fallback: Double) throws -> Double {
             guard let value = body[key], !(value is NSNull) else { return fallback }
-            guard let number = value as? NSNumber, !Self.isBoolean(value) else { throw bad("'\(key)' must be a number") }
+            guard let number = value as? NSNumber, !Self.isBoolean(value), number.doubleValue.isFinite,
+                  abs(number.doubleValue) < 1e15 else { throw bad("'\(key)' must be a number") }
             return number.doubleValue
         }
         var text: String
