@@ -110,6 +110,15 @@ check "eval --quantize reports both perplexities, the KL divergence and top-1 ag
     "$work/out"
 usage "eval with an unknown format" "--quantize must be one of q8_0, q4_0, q4_1, q4_k (got q2)" \
     "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --quantize q2
+# keel eval --llama-cpp-scoring counts what llama-perplexity counts: each window's predictions from its middle to its
+# next-to-last token (here computed from the training forward pass's logits of the same 16 bytes).
+printf 'To be, or not to be, that is the question' >"$work/question.txt"
+expect_ok "eval --llama-cpp-scoring" "$keel" eval --checkpoint "$work/llamarun" "$work/question.txt" --seq-len 16 --max-windows 1 --llama-cpp-scoring --json
+cp "$work/out" "$work/scored.json"
+expect_ok "logits of the first window" "$keel" logits --checkpoint "$work/llamarun" --text "To be, or not to" --out "$work/window.safetensors"
+check "llama.cpp's scoring counts the window's second half, positions 8 to 14, as the logits give them" \
+    '(lambda r, t, l: r["scored_tokens"] == 7 and abs(r["perplexity"] - __import__("numpy").exp(sum(__import__("numpy").logaddexp.reduce(l[p].astype("float64")) - l[p][t[p + 1]] for p in range(8, 15)) / 7)) < 1e-4 * r["perplexity"])(json.load(open(sys.argv[1])), *(lambda f: (f["tokens"], f["logits"]))(__import__("sys").path.insert(0, sys.argv[3]) or __import__("safetensors_np").load_file(sys.argv[2])))' \
+    "$work/scored.json" "$work/window.safetensors" "$here/../Reference"
 expect_error "export gguf of a GPT-2 run" "GGUF export writes Llama models; this one is gpt2" \
     "$keel" export gguf --checkpoint "$work/run" --out "$work/gpt2.gguf"
 [ ! -e "$work/gpt2.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
