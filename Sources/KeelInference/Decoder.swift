@@ -20,7 +20,10 @@ public final class Decoder: @unchecked Sendable {
     private var weights: DecoderWeights
     private let rope: RotaryEmbedding?
 
-    public init(model: Transformer, quantization: QuantizationFormat? = nil) throws {
+    /// With `releasingFloatWeights` (and a `quantization`), the projections' fp32 weights are handed back to the
+    /// operating system once quantized — the model's buffer then reads zero there, so only a model used for nothing
+    /// else may be given — and a quantized run holds the embeddings and norms in fp32 and the rest quantized.
+    public init(model: Transformer, quantization: QuantizationFormat? = nil, releasingFloatWeights: Bool = false) throws {
         config = model.config
         self.model = model
         self.quantization = quantization
@@ -38,6 +41,10 @@ public final class Decoder: @unchecked Sendable {
                 try weights.output.quantize(quantization)
             } catch {
                 throw KeelError("cannot run this model in \(quantization.rawValue): \(error)")
+            }
+            if releasingFloatWeights {
+                // Every matrix but the token table (embedding lookups read it in fp32) now runs quantized.
+                for entry in model.table.entries where entry.role == .matrix { model.parameters.release(entry.range) }
             }
         }
     }

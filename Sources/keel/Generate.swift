@@ -68,7 +68,8 @@ struct Generate: ParsableCommand {
     func run() throws {
         let (model, tokenizer) = try loadCheckpoint(checkpoint)
         let started = Date()
-        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
+                                  releasingFloatWeights: true)
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = prompts.map { tokenizer.encode($0) }
         let stops = stop.map { Array($0.utf8) }

@@ -40,7 +40,8 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try loadCheckpoint(checkpoint)
-        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
+                                  releasingFloatWeights: true)
         let api = CompletionAPI(service: GenerationService(decoder: decoder), tokenizer: tokenizer, model: name,
                                 contextLength: model.config.maxLength)
         let server = try HTTPServer(host: host, port: port)

@@ -100,6 +100,26 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// A quantized decoder that hands the fp32 projections back gives the same logits, and the model's buffer reads
+    /// zero there (the memory is the operating system's again); the token table stays.
+    func testReleasingTheFloatWeightsKeepsTheQuantizedLogits() throws {
+        let config = ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 4, kvHeads: 2, width: 64,
+                                 hiddenWidth: 64, maxLength: 16)
+        let text: [Int32] = [5, 6, 7, 8, 60]
+        let kept = try Decoder(model: try Self.randomModel(config, seed: 9, std: 1 / 8), quantization: .q8_0)
+        let model = try Self.randomModel(config, seed: 9, std: 1 / 8)
+        let released = try Decoder(model: model, quantization: .q8_0, releasingFloatWeights: true)
+        XCTAssertEqual(released.logits(of: text).flatMap { $0 }.map(\.bitPattern), kept.logits(of: text).flatMap { $0 }.map(\.bitPattern))
+        for entry in model.table.entries {
+            let values = UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count)
+            if entry.role == .matrix {
+                XCTAssertTrue(values.allSatisfy { $0 == 0 }, "\(entry.name) released")
+            } else {
+                XCTAssertTrue(values.contains { $0 != 0 }, "\(entry.name) kept")
+            }
+        }
+    }
+
     func testGreedyGenerationFollowsTheArgMaxAndSamplingIsSeeded() throws {
         let model = try Self.randomModel(Self.llama, seed: 6)
         let decoder = try Decoder(model: model)
