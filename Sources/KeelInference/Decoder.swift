@@ -19,6 +19,8 @@ public final class Decoder: @unchecked Sendable {
     private let model: Transformer
     private var weights: DecoderWeights
     private let rope: RotaryEmbedding?
+    /// Attention scores, `max_seq_len` per thread of the pool (allocated once: `attend` runs per layer per token).
+    private let scores: FloatBuffer
 
     /// With `releasingFloatWeights` (and a `quantization`), the projections' fp32 weights are handed back to the
     /// operating system once quantized — the model's buffer then reads zero there, so only a model used for nothing
@@ -30,6 +32,7 @@ public final class Decoder: @unchecked Sendable {
         weights = DecoderWeights(model)
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
+        scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
         if let quantization {
             do {
                 for layer in weights.layers.indices {
@@ -181,10 +184,8 @@ public final class Decoder: @unchecked Sendable {
     private func attend(_ out: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>, stride: Int, rows: [Row], layer: Int) {
         let d = config.headDim, heads = config.heads, group = heads / config.kvHeads, kvWidth = config.kvHeads * d
         let scale = 1 / Float(d).squareRoot(), capacity = config.maxLength
-        let pool = ThreadPool.shared
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: pool.threadCount * capacity)
-        defer { scratch.deallocate() }
-        pool.parallelChunks(rows.count * heads) { chunk, range in
+        let scratch = self.scores.pointer
+        ThreadPool.shared.parallelChunks(rows.count * heads) { chunk, range in
             let scores = scratch + chunk * capacity
             for item in range {
                 let r = item / heads, h = item % heads, row = rows[r]
