@@ -41,7 +41,8 @@ public struct QuantizationAccuracy: Sendable {
     /// The share of tokens whose most likely next token is the same in both.
     public var topOneAgreement: Double { Double(agreements) / Double(max(1, tokens)) }
 
-    static func logSoftmax(_ logits: [Float]) -> [Double] {
+    /// log softmax(`logits`), in Double.
+    public static func logSoftmax(_ logits: [Float]) -> [Double] {
         let maximum = Double(logits.max()!)
         let sum = logits.reduce(0.0) { $0 + exp(Double($1) - maximum) }
         let logSum = maximum + log(sum)

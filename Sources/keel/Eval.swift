@@ -106,11 +106,7 @@ struct Eval: ParsableCommand {
     private func compare(_ model: Transformer, format: QuantizationFormat, windows: TokenWindows, count: Int, length: Int) throws {
         let base = try Decoder(model: model), quantized = try Decoder(model: model, quantization: format)
         var accuracy = QuantizationAccuracy()
-        var inputs = [Int32](repeating: 0, count: length), targets = inputs
-        for window in 0..<count {
-            inputs.withUnsafeMutableBufferPointer { i in
-                targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
-            }
+        forEachWindow(windows, count: count) { inputs, targets in
             accuracy.add(inputs: inputs, targets: targets, base: base, quantized: quantized)
         }
         if json {
@@ -133,17 +129,11 @@ struct Eval: ParsableCommand {
     /// each predicting the window's next token.
     private func scoreAsLlamaCpp(_ model: Transformer, format: QuantizationFormat?, windows: TokenWindows, count: Int, length: Int) throws {
         let decoder = try Decoder(model: model, quantization: format)
-        var inputs = [Int32](repeating: 0, count: length), targets = inputs
         var loss = 0.0, scored = 0
-        for window in 0..<count {
-            inputs.withUnsafeMutableBufferPointer { i in
-                targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
-            }
+        forEachWindow(windows, count: count) { inputs, _ in
             let logits = decoder.logits(of: inputs)
             for position in (length / 2)..<(length - 1) {
-                let maximum = Double(logits[position].max()!)
-                let sum = logits[position].reduce(0.0) { $0 + exp(Double($1) - maximum) }
-                loss += maximum + log(sum) - Double(logits[position][Int(inputs[position + 1])])
+                loss -= QuantizationAccuracy.logSoftmax(logits[position])[Int(inputs[position + 1])]
                 scored += 1
             }
         }
@@ -153,6 +143,17 @@ struct Eval: ParsableCommand {
         } else {
             print(String(format: "perplexity %.4f as llama-perplexity -c %d scores it (%d windows, %d predictions, %@)",
                          perplexity, length, count, scored, format?.rawValue ?? "f32"))
+        }
+    }
+
+    /// Calls `body` with the inputs and targets of windows 0..<count.
+    private func forEachWindow(_ windows: TokenWindows, count: Int, _ body: ([Int32], [Int32]) -> Void) {
+        var inputs = [Int32](repeating: 0, count: windows.length), targets = inputs
+        for window in 0..<count {
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
+            }
+            body(inputs, targets)
         }
     }
 }
