@@ -4,7 +4,7 @@ import KeelCore
 public enum Architecture: String, Sendable, Codable, CaseIterable {
     /// GPT-2: learned positions, LayerNorm, GELU-tanh MLP, biases, head tied to the token embedding.
     case gpt2
-    /// Llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, no biases, untied head.
+    /// Llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, no biases, head untied unless the config ties it.
     case llama
 }
 
@@ -31,10 +31,14 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public var normEpsilon: Float
     /// `rope_theta` (Llama)
     public var ropeTheta: Double
+    /// `tie_embeddings`: the output head is the token embedding (always for GPT-2; Llama models such as SmolLM2
+    /// and Llama 3.2 1B tie it too)
+    public var tiedEmbeddings: Bool
 
     public init(
         architecture: Architecture, vocabSize: Int, layers: Int, heads: Int, kvHeads: Int? = nil, width: Int,
-        hiddenWidth: Int? = nil, maxLength: Int, normEpsilon: Float? = nil, ropeTheta: Double = 10_000
+        hiddenWidth: Int? = nil, maxLength: Int, normEpsilon: Float? = nil, ropeTheta: Double = 10_000,
+        tiedEmbeddings: Bool? = nil
     ) {
         self.architecture = architecture
         self.vocabSize = vocabSize
@@ -46,6 +50,7 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         self.maxLength = maxLength
         self.normEpsilon = normEpsilon ?? (architecture == .gpt2 ? 1e-5 : 1e-6)
         self.ropeTheta = ropeTheta
+        self.tiedEmbeddings = tiedEmbeddings ?? (architecture == .gpt2)
     }
 
     /// Width of one attention head.
@@ -83,12 +88,30 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         try require(maxLength > 0, "max_seq_len", "must be positive (got \(maxLength))")
         try require(normEpsilon > 0 && normEpsilon.isFinite, "norm_eps", "must be a positive number (got \(normEpsilon))")
         try require(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta", "must be a positive number (got \(ropeTheta))")
+        try require(architecture != .gpt2 || tiedEmbeddings, "tie_embeddings", "must be true for gpt2 (its head is the token embedding)")
     }
 
     /// The keys of the JSON form used by `state.json` and the NumPy reference (matches the TOML keys).
     enum CodingKeys: String, CodingKey {
         case architecture = "arch", vocabSize = "vocab_size", layers = "n_layer", heads = "n_head"
         case kvHeads = "n_kv_head", width = "d_model", hiddenWidth = "d_ff", maxLength = "max_seq_len"
-        case normEpsilon = "norm_eps", ropeTheta = "rope_theta"
+        case normEpsilon = "norm_eps", ropeTheta = "rope_theta", tiedEmbeddings = "tie_embeddings"
+    }
+
+    /// Decodes the JSON form; `tie_embeddings`, absent from checkpoints written before Llama could tie its head,
+    /// takes the family's default.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        architecture = try container.decode(Architecture.self, forKey: .architecture)
+        vocabSize = try container.decode(Int.self, forKey: .vocabSize)
+        layers = try container.decode(Int.self, forKey: .layers)
+        heads = try container.decode(Int.self, forKey: .heads)
+        kvHeads = try container.decode(Int.self, forKey: .kvHeads)
+        width = try container.decode(Int.self, forKey: .width)
+        hiddenWidth = try container.decode(Int.self, forKey: .hiddenWidth)
+        maxLength = try container.decode(Int.self, forKey: .maxLength)
+        normEpsilon = try container.decode(Float.self, forKey: .normEpsilon)
+        ropeTheta = try container.decode(Double.self, forKey: .ropeTheta)
+        tiedEmbeddings = try container.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? (architecture == .gpt2)
     }
 }

@@ -71,8 +71,8 @@ public enum PipelineCheck {
 
         // Gradients: each tensor against the whole model's (accumulated in another order, so to rounding). The
         // tied table's copies are summed over the ranks that hold them first.
-        let tiedName = "transformer.wte.weight"
-        var tied = [Float](repeating: 0, count: whole.table[tiedName]?.count ?? 0)
+        let tiedName = whole.config.tiedEmbeddings ? whole.table.entries.first { $0.slot == .tokenTable }?.name : nil
+        var tied = [Float](repeating: 0, count: tiedName.flatMap { whole.table[$0]?.count } ?? 0)
         for chunk in chunks {
             for entry in chunk.table.entries {
                 let gradient = Array(UnsafeBufferPointer(start: chunk.gradients.pointer + entry.offset, count: entry.count))
@@ -85,7 +85,7 @@ public enum PipelineCheck {
         }
         if !tied.isEmpty {
             tied = try pipeline.allReduce(tied, .sum, label: "\(name): tied embedding")
-            try compare(tied, whole, tiedName, name)
+            try compare(tied, whole, tiedName!, name)
         }
     }
 

@@ -74,11 +74,12 @@ public enum Benchmark {
     }
 
     /// Parameters that take part in matrix products: all of them except tables that are only looked up
-    /// (GPT-2's position embedding, Llama's untied input embedding; GPT-2's token embedding is also the
-    /// output head, so it counts).
+    /// (GPT-2's position embedding, an untied input embedding; a tied token embedding is also the output
+    /// head, so it counts).
     public static func multipliedParameters(_ config: ModelConfig) -> Int {
-        let lookedUp = config.architecture == .gpt2 ? config.maxLength * config.width : config.vocabSize * config.width
-        return ParameterTable(config: config).count - lookedUp
+        let positions = config.architecture == .gpt2 ? config.maxLength * config.width : 0
+        let tokens = config.tiedEmbeddings ? 0 : config.vocabSize * config.width
+        return ParameterTable(config: config).count - positions - tokens
     }
 
     /// Transformer-shaped and square products on which the ceilings are measured.

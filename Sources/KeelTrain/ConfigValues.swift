@@ -142,6 +142,11 @@ public struct ConfigValues {
         return b
     }
 
+    mutating func optionalBool(_ key: String) throws -> Bool? {
+        guard value(key) != nil else { return nil }
+        return try bool(key, false)
+    }
+
     public mutating func string(_ key: String, _ fallback: String?) throws -> String? {
         guard let v = value(key) else { return fallback }
         guard case .string(let s) = v else { throw wrongType(key, "a string", v) }

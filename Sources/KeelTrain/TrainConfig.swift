@@ -228,7 +228,8 @@ public struct TrainConfig: Sendable {
             kvHeads: try v.optionalInt("model.n_kv_head"), width: try v.int("model.d_model", shape.width),
             hiddenWidth: try v.optionalInt("model.d_ff"), maxLength: try v.int("model.max_seq_len", shape.maxLength),
             normEpsilon: try v.optionalDouble("model.norm_eps").map(Float.init),
-            ropeTheta: try v.double("model.rope_theta", 10_000))
+            ropeTheta: try v.double("model.rope_theta", 10_000),
+            tiedEmbeddings: try v.optionalBool("model.tie_embeddings"))
         if architecture == .gpt2, let kv = v.values["model.n_kv_head"], kv != .int(heads) {
             throw KeelError("config: model.n_kv_head applies to llama only (gpt2 uses n_head)")
         }

@@ -6,7 +6,7 @@ import XCTest
 /// reported exactly once, and only once its gradients are final.
 final class GradientReadinessTests: XCTestCase {
     func testEverySpanIsReportedOnceWithItsFinalValues() throws {
-        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+        for config in [ModelFixtures.gpt2, ModelFixtures.llama, ModelFixtures.tiedLlama] {
             let model = try ModelFixtures.randomModel(config, seed: 4)
             let (inputs, targets, _) = ModelFixtures.tokens(batch: 2, length: 8, vocab: config.vocabSize, seed: 6)
             var reported: [(span: Range<Int>, values: [Float])] = []

@@ -9,6 +9,9 @@ enum ModelFixtures {
     /// Grouped-query attention: 4 query heads share 2 key/value heads.
     static let llama = ModelConfig(architecture: .llama, vocabSize: 23, layers: 2, heads: 4, kvHeads: 2, width: 16,
                                    hiddenWidth: 24, maxLength: 8, ropeTheta: 10_000)
+    /// Llama with its output head tied to the token embedding (SmolLM2, Llama 3.2 1B).
+    static let tiedLlama = ModelConfig(architecture: .llama, vocabSize: 23, layers: 2, heads: 4, kvHeads: 2, width: 16,
+                                       hiddenWidth: 24, maxLength: 8, ropeTheta: 10_000, tiedEmbeddings: true)
 
     /// A model whose parameters are all O(1) random values (not the training initialisation), so that every
     /// gradient is far from zero and every code path is exercised.

@@ -15,6 +15,12 @@ final class ReferenceComparisonTests: XCTestCase {
         try compareWithReference(ModelFixtures.llama)
     }
 
+    /// The token table is both the input embedding and the output head: its gradient sums both uses.
+    func testTiedLlamaMatchesNumPyReference() throws {
+        XCTAssertFalse(ParameterTable(config: ModelFixtures.tiedLlama).entries.contains { $0.name == "lm_head.weight" })
+        try compareWithReference(ModelFixtures.tiedLlama)
+    }
+
     /// 40 × 7 = 280 rows: the output head and the loss run in two chunks of rows (256 + 24).
     func testBothMatchAcrossLossChunks() throws {
         try compareWithReference(ModelFixtures.gpt2, batch: 40)

@@ -54,6 +54,9 @@ class Config:
         self.max_seq_len = int(d["max_seq_len"])
         self.norm_eps = float(d.get("norm_eps", 1e-5 if self.arch == "gpt2" else 1e-6))
         self.rope_theta = float(d.get("rope_theta", 10000.0))
+        self.tie_embeddings = bool(d.get("tie_embeddings", self.arch == "gpt2"))
+        if self.arch == "gpt2" and not self.tie_embeddings:
+            raise ValueError("gpt2's head is always tied")
         if self.d_model % self.n_head:
             raise ValueError("d_model must be divisible by n_head")
         if self.n_head % self.n_kv_head:
@@ -67,7 +70,7 @@ class Config:
                  n_head=self.n_head, d_model=self.d_model, d_ff=self.d_ff,
                  max_seq_len=self.max_seq_len, norm_eps=self.norm_eps)
         if self.arch == "llama":
-            d.update(n_kv_head=self.n_kv_head, rope_theta=self.rope_theta)
+            d.update(n_kv_head=self.n_kv_head, rope_theta=self.rope_theta, tie_embeddings=self.tie_embeddings)
         return d
 
 
@@ -109,8 +112,16 @@ def param_shapes(cfg):
             s[p + "mlp.up_proj.weight"] = (F, C)
             s[p + "mlp.down_proj.weight"] = (C, F)
         s["model.norm.weight"] = (C,)
-        s["lm_head.weight"] = (V, C)
+        if not cfg.tie_embeddings:
+            s["lm_head.weight"] = (V, C)
     return s
+
+
+def head_name(cfg):
+    """The output projection's tensor: the token table when tied."""
+    if cfg.arch == "gpt2":
+        return "transformer.wte.weight"
+    return "model.embed_tokens.weight" if cfg.tie_embeddings else "lm_head.weight"
 
 
 def layer_prefix(cfg, i):
@@ -454,7 +465,7 @@ def model_forward(cfg, params, idx):
             x, c = llama_block_forward(x, layer_params(cfg, params, i), cfg, cos, sin)
             caches.append(c)
         xf, fc = rmsnorm_forward(x, params["model.norm.weight"], cfg.norm_eps)
-        logits = xf @ params["lm_head.weight"].T                                             # [B, T, V]
+        logits = xf @ params[head_name(cfg)].T                                               # [B, T, V]
     return logits, dict(idx=idx, layers=caches, final=fc, xf=xf, rope=rope)
 
 
@@ -478,8 +489,8 @@ def model_backward(cfg, params, cache, dlogits):
         grads["transformer.wpe.weight"][:T] += dx.sum(axis=0)
     else:
         cos, sin = cache["rope"]
-        grads["lm_head.weight"] += dlogits.reshape(-1, V).T @ xf.reshape(-1, C)
-        dxf = dlogits @ params["lm_head.weight"]                                             # [B, T, C]
+        grads[head_name(cfg)] += dlogits.reshape(-1, V).T @ xf.reshape(-1, C)
+        dxf = dlogits @ params[head_name(cfg)]                                               # [B, T, C]
         dx, grads["model.norm.weight"] = rmsnorm_backward(dxf, cache["final"])
         for i in reversed(range(cfg.n_layer)):
             dx, gr = llama_block_backward(dx, layer_params(cfg, params, i), cache["layers"][i],

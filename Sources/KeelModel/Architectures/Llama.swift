@@ -1,7 +1,7 @@
 import KeelKernels
 
 /// Llama (`LlamaForCausalLM`): RoPE, RMSNorm without bias, SwiGLU MLP, grouped-query attention, no biases,
-/// an untied output head. Weights are Linear's `[out, in]`; q/k/v and gate/up are adjacent so each group is
+/// an output head of its own unless `tiedEmbeddings` makes it the token embedding. Weights are Linear's `[out, in]`; q/k/v and gate/up are adjacent so each group is
 /// one matrix product.
 public enum Llama: ArchitectureFamily {
     public static let weightLayout = WeightLayout.outputMajor
@@ -37,8 +37,9 @@ public enum Llama: ArchitectureFamily {
                 spec(p + "mlp.down_proj.weight", [c, f], .matrix, .normal(std: config.residualStd), .down, columns(f)),
             ]
         case .head:
-            return [spec("model.norm.weight", [c], .norm, .ones, .finalNorm),
-                    spec("lm_head.weight", [config.vocabSize, c], .matrix, .normal(std: std), .output, rows(config.vocabSize))]
+            let norm = spec("model.norm.weight", [c], .norm, .ones, .finalNorm)
+            if config.tiedEmbeddings { return [norm] }
+            return [norm, spec("lm_head.weight", [config.vocabSize, c], .matrix, .normal(std: std), .output, rows(config.vocabSize))]
         }
     }
 
@@ -49,7 +50,7 @@ public enum Llama: ArchitectureFamily {
             "num_hidden_layers": config.layers, "num_attention_heads": config.heads,
             "num_key_value_heads": config.kvHeads, "head_dim": config.headDim,
             "max_position_embeddings": config.maxLength, "rms_norm_eps": Double("\(config.normEpsilon)") ?? Double(config.normEpsilon),
-            "rope_theta": config.ropeTheta, "hidden_act": "silu", "tie_word_embeddings": false,
+            "rope_theta": config.ropeTheta, "hidden_act": "silu", "tie_word_embeddings": config.tiedEmbeddings,
             "attention_bias": false, "mlp_bias": false, "initializer_range": 0.02,
         ]
     }
