@@ -87,27 +87,11 @@ public enum GGUFExport {
             ("tokenizer.ggml.eos_token_id", .uint32(UInt32(tokenizer.endOfText))),
             ("tokenizer.ggml.add_bos_token", .bool(false)),
         ]
-        let names: [String: String] = [
-            "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-            "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
-            "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-            "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-            "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
-            "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
-        ]
         for entry in model.table.entries {
-            var name = entry.name, layer: Int?
-            if name.hasPrefix("model.layers.") {
-                let parts = name.split(separator: ".", maxSplits: 3)
-                layer = Int(parts[2])
-                name = String(parts[3])
-            }
-            guard let mapped = names[name] else { throw KeelError("GGUF export: no llama.cpp name for \(entry.name)") }
-            let ggufName = layer.map { "blk.\($0)." + mapped } ?? mapped
+            guard let ggufName = llamaCppName(of: entry.name) else { throw KeelError("GGUF export: no llama.cpp name for \(entry.name)") }
             var values = Array(UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count))
-            if name == "self_attn.q_proj.weight" || name == "self_attn.k_proj.weight" {
-                values = permutedForLlamaCpp(values, heads: name.hasPrefix("self_attn.q") ? config.heads : config.kvHeads,
-                                             headDim: config.headDim, columns: entry.shape[1])
+            if let heads = rotatedHeads(entry.name, config) {
+                values = permutedForLlamaCpp(values, heads: heads, headDim: config.headDim, rowLength: entry.shape[1])
             }
             // GGUF lists dimensions innermost first: a [rows, columns] matrix is [columns, rows].
             let dimensions = Array(entry.shape.reversed())
@@ -118,15 +102,45 @@ public enum GGUFExport {
         return file
     }
 
-    /// `values` (rows of `heads` × `headDim` output features) with each head's rows j and j + d/2 made adjacent.
-    static func permutedForLlamaCpp(_ values: [Float], heads: Int, headDim: Int, columns: Int) -> [Float] {
+    /// llama.cpp's names of Llama's tensors, by their Hugging Face names (within a block, after `model.layers.N.`).
+    static let llamaCppNames: [String: String] = [
+        "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+    ]
+
+    /// The llama.cpp name of the Hugging Face tensor `name` (`model.layers.3.self_attn.q_proj.weight` →
+    /// `blk.3.attn_q.weight`), or nil for a tensor llama.cpp's Llama has not.
+    static func llamaCppName(of name: String) -> String? {
+        guard name.hasPrefix("model.layers.") else { return llamaCppNames[name] }
+        let parts = name.split(separator: ".", maxSplits: 3)
+        guard parts.count == 4, let layer = Int(parts[2]), let mapped = llamaCppNames[String(parts[3])] else { return nil }
+        return "blk.\(layer)." + mapped
+    }
+
+    /// The heads of the rows RoPE rotates in tensor `name` (q: query heads, k: key/value heads), else nil.
+    static func rotatedHeads(_ name: String, _ config: ModelConfig) -> Int? {
+        if name.hasSuffix(".self_attn.q_proj.weight") { return config.heads }
+        if name.hasSuffix(".self_attn.k_proj.weight") { return config.kvHeads }
+        return nil
+    }
+
+    /// `values` (rows of `heads` × `headDim` output features, `rowLength` elements each: floats, or a quantized
+    /// row's bytes) with each head's rows j and j + d/2 made adjacent (rows 2j and 2j + 1), as llama.cpp's converter
+    /// orders them; with `inverse`, back again.
+    static func permutedForLlamaCpp<Element>(_ values: [Element], heads: Int, headDim: Int, rowLength: Int,
+                                             inverse: Bool = false) -> [Element] {
         var permuted = values
         let half = headDim / 2
         for head in 0..<heads {
             for j in 0..<half {
-                for (target, source) in [(2 * j, j), (2 * j + 1, j + half)] {
-                    let to = (head * headDim + target) * columns, from = (head * headDim + source) * columns
-                    permuted.replaceSubrange(to..<(to + columns), with: values[from..<(from + columns)])
+                for (llamaCpp, keel) in [(2 * j, j), (2 * j + 1, j + half)] {
+                    let (target, source) = inverse ? (keel, llamaCpp) : (llamaCpp, keel)
+                    let to = (head * headDim + target) * rowLength, from = (head * headDim + source) * rowLength
+                    permuted.replaceSubrange(to..<(to + rowLength), with: values[from..<(from + rowLength)])
                 }
             }
         }

@@ -79,7 +79,7 @@ public struct ShardPlan: Sendable {
     }
 
     /// Every global tensor of every kind with the slices of all ranks, as the manifest records them.
-    public func manifestTensors() -> [String: [String: StoredTensor]] {
+    public func manifestTensors(kinds: [CheckpointKind] = CheckpointKind.allCases) -> [String: [String: StoredTensor]] {
         var tensors: [String: StoredTensor] = [:]
         for rank in 0..<layout.worldSize {
             for slice in slices(rank: rank) {
@@ -89,7 +89,7 @@ public struct ShardPlan: Sendable {
                                                start: slice.start, count: slice.count))
             }
         }
-        return Dictionary(uniqueKeysWithValues: CheckpointKind.allCases.map { kind in
+        return Dictionary(uniqueKeysWithValues: kinds.map { kind in
             (kind.rawValue, Dictionary(uniqueKeysWithValues: tensors.map { name, tensor in
                 var tensor = tensor
                 tensor.slices = tensor.slices.map { slice in

@@ -150,14 +150,14 @@ public final class ShardWriter: @unchecked Sendable {
 
     /// Writes `slices` of every kind from `source` to `url` (atomically, fsynced) and returns its record; with
     /// `zstdLevel`, each slice as one zstd frame at that level.
-    public static func write(_ slices: [ShardPlan.Slice], zstdLevel: Int? = nil, from source: Source,
-                             to url: URL) throws -> CheckpointStore.FileRecord {
+    public static func write(_ slices: [ShardPlan.Slice], kinds: [CheckpointKind] = CheckpointKind.allCases,
+                             zstdLevel: Int? = nil, from source: Source, to url: URL) throws -> CheckpointStore.FileRecord {
         var tensors: [TensorSlice] = []
         var frames: [UnsafeMutableRawBufferPointer] = []
         defer { for frame in frames { frame.deallocate() } }
         let context = zstdLevel.map { _ in ZSTD_createCCtx() }
         defer { if let context { ZSTD_freeCCtx(context) } }
-        for kind in CheckpointKind.allCases {
+        for kind in kinds {
             for (index, slice) in slices.enumerated() {
                 guard let zstdLevel, let context else {
                     tensors.append(TensorSlice(name: slice.key(kind), shape: [slice.count], floats: source(kind, index)))

@@ -112,7 +112,8 @@ public final class BPEEncoder {
 
     private func encodePiece(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         if piece.count == 1 {
-            output.append(byteTokens[Int(piece[0])])
+            let token = byteTokens[Int(piece[0])]
+            if token >= 0 { output.append(token) }
             return
         }
         let raw = UnsafeRawBufferPointer(piece)
@@ -141,11 +142,24 @@ public final class BPEEncoder {
         cacheTokens.append(contentsOf: output[first...])
     }
 
+    /// Puts the token of each byte of `piece` in `parts`, leaving out bytes the vocabulary has no token for.
+    @inline(__always)
+    private func appendByteTokens(_ piece: UnsafeBufferPointer<UInt8>) {
+        for byte in piece {
+            let token = byteTokens[Int(byte)]
+            if token >= 0 { parts.append(token) }
+        }
+    }
+
     /// Repeatedly merges the adjacent pair with the lowest rank (leftmost on ties), rescanning each time.
     private func mergeByScanning(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         parts.removeAll(keepingCapacity: true)
         ranks.removeAll(keepingCapacity: true)
-        for byte in piece { parts.append(byteTokens[Int(byte)]) }
+        appendByteTokens(piece)
+        guard parts.count > 1 else {
+            output.append(contentsOf: parts)
+            return
+        }
         for i in 0..<(parts.count - 1) { ranks.append(pairs.merge(parts[i], parts[i + 1])?.rank ?? .max) }
         while true {
             var best = Int32.max, at = -1
@@ -166,9 +180,13 @@ public final class BPEEncoder {
     /// The same merges as `mergeByScanning` in O(n log n): a linked list of parts and a heap of candidate
     /// pairs ordered by (rank, position), entries checked for staleness when popped.
     private func mergeWithHeap(_ piece: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
-        let n = piece.count
         parts.removeAll(keepingCapacity: true)
-        for byte in piece { parts.append(byteTokens[Int(byte)]) }
+        appendByteTokens(piece)
+        let n = parts.count
+        guard n > 1 else {
+            output.append(contentsOf: parts)
+            return
+        }
         next = (0..<n).map { Int32($0 + 1) }
         previous = (0..<n).map { Int32($0 - 1) }
         heap.removeAll()

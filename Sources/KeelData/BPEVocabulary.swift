@@ -24,6 +24,8 @@ public final class BPEVocabulary: Sendable {
 
     let tokenStarts: [Int]
     let tokenArena: [UInt8]
+    /// The token of each byte; -1 for a byte a Hugging Face–style vocabulary has no token for (some omit bytes
+    /// that valid UTF-8 never holds): such bytes are dropped when encoding, as `tokenizers` and llama.cpp drop them.
     let byteTokens: [Int32]
     let pairs: PairTable
     let tokensByBytes: ByteStringTable
@@ -127,16 +129,17 @@ public final class BPEVocabulary: Sendable {
             pairs.insert(merge.left, merge.right, PairTable.Merge(rank: Int32(rank), token: token))
         }
         try self.init(tokens: tokens, table: table, pairs: pairs, merges: merges, specialTokens: specialTokens,
-                      pattern: pattern, emitsWholePieces: emitsWholePieces)
+                      pattern: pattern, emitsWholePieces: emitsWholePieces, allowsMissingBytes: !emitsWholePieces)
     }
 
     private init(
         tokens: [[UInt8]], table: ByteStringTable, pairs: PairTable, merges: [(left: Int32, right: Int32)],
-        specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool
+        specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool, allowsMissingBytes: Bool = false
     ) throws {
         var byteTokens = [Int32](repeating: -1, count: 256)
         for byte in 0..<256 {
             guard let id = [UInt8(byte)].withUnsafeBytes({ table.value(for: $0) }) else {
+                if allowsMissingBytes { continue }
                 throw KeelError("tokenizer: the vocabulary has no token for byte \(byte), so it is not byte-level")
             }
             byteTokens[byte] = id

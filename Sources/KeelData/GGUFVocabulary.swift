@@ -6,14 +6,17 @@ import KeelCore
 public struct GGUFVocabulary: Sendable {
     /// llama.cpp's token types.
     public enum TokenType: Int32, Sendable {
-        case normal = 1, control = 3, unused = 5
+        case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
     }
 
     public let tokens: [String]
     public let types: [TokenType]
     public let merges: [String]
-    /// `tokenizer.ggml.pre`: "gpt-2" for GPT-2's split pattern, "llama-bpe" for cl100k's (Llama 3 uses it).
+    /// `tokenizer.ggml.pre`: llama.cpp's name of the split pattern (`preTokenizerNames`).
     public let preTokenizer: String
+
+    /// llama.cpp's names of Keel's split patterns: GPT-2's, cl100k's (Llama 3 uses it), SmolLM's.
+    public static let preTokenizerNames: [String: SplitPattern] = ["gpt-2": .gpt2, "llama-bpe": .cl100k, "smollm": .gpt2Digits]
     public let endOfText: Int
 
     /// The vocabulary of `tokenizer`, padded to `size` ids (a model's vocabulary may be larger than its tokenizer's:
@@ -45,7 +48,7 @@ public struct GGUFVocabulary: Sendable {
                 }
             }
             merges = vocabulary.merges.map { spell(vocabulary.bytes(of: $0.left)) + " " + spell(vocabulary.bytes(of: $0.right)) }
-            preTokenizer = vocabulary.pattern == .gpt2 ? "gpt-2" : "llama-bpe"
+            preTokenizer = Self.preTokenizerNames.first { $0.value == vocabulary.pattern }!.key
         default:
             throw KeelError("this tokenizer cannot be written to a GGUF file")
         }
@@ -60,5 +63,59 @@ public struct GGUFVocabulary: Sendable {
         self.types = types
         self.merges = merges
         endOfText = Int(tokenizer.endOfText)
+    }
+
+    /// The lists as a GGUF file holds them (`tokenizer.ggml.tokens`, `token_type`, `merges`, `pre`).
+    public init(tokens: [String], types: [Int32], merges: [String], preTokenizer: String, endOfText: Int) throws {
+        guard tokens.count == types.count else {
+            throw KeelError("tokenizer: \(tokens.count) tokens but \(types.count) token types")
+        }
+        self.types = try types.enumerated().map { id, raw in
+            guard let type = TokenType(rawValue: raw) else { throw KeelError("tokenizer: token \(id) has unknown type \(raw)") }
+            return type
+        }
+        self.tokens = tokens
+        self.merges = merges
+        self.preTokenizer = preTokenizer
+        self.endOfText = endOfText
+    }
+
+    /// The Keel tokenizer these lists describe: Keel's byte tokenizer when they are its lists, else byte-level BPE
+    /// with the control and user-defined tokens as special tokens, which must include `<|endoftext|>`.
+    public func tokenizer() throws -> any TextTokenizer {
+        if preTokenizer == "default", merges.isEmpty, tokens.count >= 257,
+           tokens[..<257].elementsEqual((0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) } + ["<|endoftext|>"]),
+           types[256] == .control, types[257...].allSatisfy({ $0 == .unused }) {
+            return ByteTokenizer()
+        }
+        return try BPETokenizer(vocabulary: vocabulary(), origin: "the GGUF file's tokenizer")
+    }
+
+    /// The byte-level BPE vocabulary these lists describe.
+    public func vocabulary() throws -> BPEVocabulary {
+        guard let pattern = Self.preTokenizerNames[preTokenizer] else {
+            throw KeelError("tokenizer: llama.cpp pre-tokenizer \"\(preTokenizer)\" is not one Keel reproduces (\(Self.preTokenizerNames.keys.sorted().joined(separator: ", ")))")
+        }
+        var bytes = [[UInt8]](repeating: [], count: tokens.count)
+        var specials: [String: Int32] = [:], ids: [String: Int32] = [:]
+        for (id, (token, type)) in zip(tokens, types).enumerated() {
+            switch type {
+            case .normal, .byte:
+                bytes[id] = try TokenizerFiles.decodeKey(token, path: "the GGUF file's tokenizer")
+                ids[token] = Int32(id)
+            case .control, .userDefined, .unknown:
+                specials[token] = Int32(id)
+            case .unused:
+                break
+            }
+        }
+        let pairs = try merges.enumerated().map { index, merge -> (left: Int32, right: Int32) in
+            let parts = merge.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2, let left = ids[String(parts[0])], let right = ids[String(parts[1])] else {
+                throw KeelError("tokenizer: merge \(index) (\"\(merge)\") does not name two ordinary tokens")
+            }
+            return (left, right)
+        }
+        return try BPEVocabulary(tokens: bytes, merges: pairs, specialTokens: specials, pattern: pattern)
     }
 }

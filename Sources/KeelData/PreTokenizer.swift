@@ -6,6 +6,9 @@ public enum SplitPattern: String, Sendable, CaseIterable {
     /// cl100k_base's:
     /// `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s`
     case cl100k
+    /// Every number character a piece of its own (`\p{N}`), then GPT-2's pattern on the text between them — Hugging
+    /// Face's `Digits(individual_digits)` + `ByteLevel`, llama.cpp's "smollm" (StarCoder's and SmolLM's tokenizers).
+    case gpt2Digits = "gpt2-digits"
 }
 
 /// Splits text into the pieces that byte-level BPE encodes one at a time, exactly as tiktoken's regex would,
@@ -55,6 +58,22 @@ public struct PreTokenizer: Sendable {
                     let end = scanner.cl100kPieceEnd(from: start)
                     body(start..<end)
                     start = end
+                }
+            case .gpt2Digits:
+                while start < text.count {
+                    let (isNumber, end) = scanner.digitSegment(from: start)
+                    if isNumber {
+                        body(start..<end)
+                        start = end
+                        continue
+                    }
+                    // GPT-2's pattern sees only the segment: its end is the text's end for `\s++$` and `(?!\S)`.
+                    let segment = PieceScanner(bytes: base, count: end, ascii: table.baseAddress!)
+                    while start < end {
+                        let pieceEnd = segment.gpt2PieceEnd(from: start)
+                        body(start..<pieceEnd)
+                        start = pieceEnd
+                    }
                 }
             }
         }
@@ -138,6 +157,19 @@ private struct PieceScanner {
         if lastStart > i { return lastStart }
         // `\s`
         return j
+    }
+
+    /// The number character at `i` (a segment of its own), or the run of other characters from `i` to the next one.
+    func digitSegment(from i: Int) -> (isNumber: Bool, end: Int) {
+        let (c0, length0) = character(at: i)
+        if c0 == .number { return (true, i + length0) }
+        var j = i + length0
+        while j < count {
+            let (c, length) = character(at: j)
+            if c == .number { break }
+            j += length
+        }
+        return (false, j)
     }
 
     /// The end of the GPT-2 piece that starts at `i`.

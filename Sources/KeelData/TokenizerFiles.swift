@@ -150,13 +150,19 @@ public enum TokenizerFiles {
             return .gpt2
         }
         if type == "Sequence", let steps = object["pretokenizers"] as? [[String: Any]], steps.count == 2,
+           steps[0]["type"] as? String == "Digits", steps[0]["individual_digits"] as? Bool == true,
+           steps[1]["type"] as? String == "ByteLevel", steps[1]["use_regex"] as? Bool ?? true,
+           !(steps[1]["add_prefix_space"] as? Bool ?? false) {
+            return .gpt2Digits
+        }
+        if type == "Sequence", let steps = object["pretokenizers"] as? [[String: Any]], steps.count == 2,
            steps[0]["type"] as? String == "Split", steps[1]["type"] as? String == "ByteLevel",
            steps[1]["use_regex"] as? Bool == false,
            let regex = (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String,
            let pattern = splitRegexes[regex] {
             return pattern
         }
-        throw KeelError("tokenizer: \(path): unsupported pre_tokenizer (Keel reads ByteLevel, or Split with the GPT-2 or cl100k regex + ByteLevel)")
+        throw KeelError("tokenizer: \(path): unsupported pre_tokenizer (Keel reads ByteLevel, Digits(individual_digits) + ByteLevel, or Split with the GPT-2 or cl100k regex + ByteLevel)")
     }
 
     /// Writes a Hugging Face `tokenizer.json` for a vocabulary with a merge list (Keel-trained or loaded from
@@ -178,9 +184,12 @@ public enum TokenizerFiles {
              "normalized": false, "special": true]
         }
         let preTokenizer: [String: Any]
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
         switch vocabulary.pattern {
         case .gpt2:
-            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+            preTokenizer = byteLevel
+        case .gpt2Digits:
+            preTokenizer = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
         case .cl100k:
             let regex = splitRegexes.first { $0.value == .cl100k }!.key
             preTokenizer = ["type": "Sequence", "pretokenizers": [

@@ -11,10 +11,11 @@ import KeelModel
 /// The arithmetic is the training forward pass's (the same norms, activations, rotary embedding and fp32
 /// products), so the logits equal those of `Transformer.forward` on the whole text up to rounding. With
 /// `quantization`, every projection's weight (the output head's too) is quantized once to that llama.cpp format
-/// and products run on the quantized bytes; embeddings and norms stay fp32.
+/// and products run on the quantized bytes; embeddings and norms stay fp32. A model read from a quantized GGUF file
+/// runs on the file's own blocks (`init(model:quantizedTensors:)`).
 public final class Decoder: @unchecked Sendable {
     public let config: ModelConfig
-    /// The format the projections run in, or nil for fp32.
+    /// The format the blocks' projections run in, or nil for fp32 (or for several formats).
     public let quantization: QuantizationFormat?
     private let model: Transformer
     private var weights: DecoderWeights
@@ -50,6 +51,55 @@ public final class Decoder: @unchecked Sendable {
                 for entry in model.table.entries where entry.role == .matrix { model.parameters.release(entry.range) }
             }
         }
+    }
+
+    /// A decoder whose projections run on `quantizedTensors` (by Keel tensor name, rows of output features, as
+    /// KeelCheckpoint's `GGUFImport.quantizedModel` reads them) wherever every tensor of a projection has one, all
+    /// in one format; the other projections, and a tied head whose token table is not given, run in fp32 from
+    /// `model` — a projection whose tensors come in several formats is dequantized into it. A tied head given its
+    /// token table quantized multiplies that, as llama.cpp does.
+    public init(model: Transformer, quantizedTensors: [String: QuantizedMatrix]) throws {
+        config = model.config
+        self.model = model
+        weights = DecoderWeights(model)
+        rope = config.architecture == .llama
+            ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
+        scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
+        let table = model.table, parameters = model.parameters
+        var formats = Set<QuantizationFormat>(), blockProjections = 0
+        func use(_ projection: inout Projection, _ part: ModelPart, _ slot: TensorSlot) throws {
+            let entries = table.entries.filter { $0.part == part && $0.slot == slot }
+            let found = entries.compactMap { quantizedTensors[$0.name] }
+            guard !found.isEmpty else { return }
+            guard found.count == entries.count, Set(found.map(\.format)).count == 1 else {
+                // Tensors of one product in several formats (or some not quantized) run in fp32 together.
+                for entry in entries {
+                    guard let matrix = quantizedTensors[entry.name] else { continue }
+                    matrix.dequantized().withUnsafeBufferPointer {
+                        (parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)
+                    }
+                }
+                return
+            }
+            try projection.use(found)
+            if case .block = part {
+                formats.insert(found[0].format)
+                blockProjections += 1
+            }
+        }
+        for layer in weights.layers.indices {
+            let part = ModelPart.block(layer)
+            try use(&weights.layers[layer].qkv, part, .qkv)
+            try use(&weights.layers[layer].attentionOutput, part, .attentionOutput)
+            try use(&weights.layers[layer].up, part, .up)
+            try use(&weights.layers[layer].down, part, .down)
+        }
+        if table.entries.contains(where: { $0.slot == .output }) {
+            try use(&weights.output, .head, .output)
+        } else {
+            try use(&weights.output, .embedding, .tokenTable)
+        }
+        quantization = formats.count == 1 && blockProjections == 4 * config.layers ? formats.first : nil
     }
 
     /// A new, empty sequence.

@@ -1,3 +1,4 @@
+import KeelCore
 import KeelKernels
 import KeelModel
 
@@ -30,6 +31,21 @@ struct Projection {
         var values = [Float](repeating: 0, count: i * o)
         for input in 0..<i { for output in 0..<o { values[output * i + input] = weight[input * o + output] } }
         return values
+    }
+
+    /// Runs on `matrices` instead of the fp32 weight: the rows of the tensors that make up the projection, in order
+    /// (q, k, v; gate, up), in one format.
+    mutating func use(_ matrices: [QuantizedMatrix]) throws {
+        let format = matrices[0].format
+        guard matrices.allSatisfy({ $0.format == format && $0.columns == shape.inFeatures }),
+              matrices.map(\.rows).reduce(0, +) == shape.outFeatures
+        else {
+            let found = matrices.map { "\($0.rows) × \($0.columns) \($0.format.rawValue)" }.joined(separator: ", ")
+            throw KeelError("a \(shape.outFeatures) × \(shape.inFeatures) projection cannot run on \(found)")
+        }
+        quantized = matrices.count == 1 ? matrices[0]
+            : try QuantizedMatrix(format: format, rows: shape.outFeatures, columns: shape.inFeatures,
+                                  bytes: matrices.flatMap(\.bytes))
     }
 
     /// Quantizes the weight to `format` (its rows must hold whole blocks).

@@ -19,7 +19,7 @@ struct Eval: ParsableCommand {
             checkpoint's tokenizer; a dataset must have been prepared with that tokenizer.
             """)
 
-    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint), checkpoint directory, or a llama.cpp .gguf file (run in its own formats).")
     var checkpoint: String
 
     @Option(help: "Prepared dataset directory (keel data prepare) to evaluate on.")
@@ -60,29 +60,34 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
+        let format = quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) }
+        if checkpoint.lowercased().hasSuffix(".gguf") {
+            guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
+            // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
+            let loaded = try InferenceModel.load(checkpoint, quantize: format)
+            let length = try windowLength(loaded.model.config)
+            let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, vocabSize: loaded.model.config.vocabSize,
+                                                 length: length)
+            let count = try windowCount(windows, length: length, origin: loaded.origin)
+            try score(loaded.decoder, label: loaded.decoder.quantization?.rawValue ?? "gguf", windows: windows, count: count,
+                      length: length)
+            return
+        }
         let reader = try CheckpointReader(resolving: checkpoint)
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
-        let length = seqLen ?? model.config.maxLength
-        guard length <= model.config.maxLength else {
-            throw KeelError("--seq-len \(length) is longer than the model's max_seq_len (\(model.config.maxLength))")
-        }
+        let length = try windowLength(model.config)
         let vocabulary = model.config.vocabSize
         let windows = try dataset.map {
             try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
                                    length: length)
         } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length)
-        let count = maxWindows > 0 ? min(maxWindows, windows.count) : windows.count
-        guard count > 0 else {
-            throw KeelError("eval: the data has \(windows.tokenCount) tokens, fewer than --seq-len + 1 (\(length + 1))")
-        }
-        let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
-        FileHandle.standardError.write(Data("eval: \(reader.directory.path) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        let count = try windowCount(windows, length: length, origin: reader.directory.path)
         if llamaCppScoring {
-            try scoreAsLlamaCpp(model, format: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
-                                windows: windows, count: count, length: length)
+            try score(try Decoder(model: model, quantization: format), label: format?.rawValue ?? "f32", windows: windows,
+                      count: count, length: length)
             return
         }
-        if let format = quantize.flatMap({ QuantizationFormat(rawValue: $0.lowercased()) }) {
+        if let format {
             try compare(model, format: format, windows: windows, count: count, length: length)
             return
         }
@@ -100,6 +105,26 @@ struct Eval: ParsableCommand {
             print(String(format: "loss %.4f  perplexity %.2f  (%d windows of %d tokens: %d predicted tokens)",
                          Double(loss), perplexity, count, length, count * length))
         }
+    }
+
+    /// The window length: --seq-len, at most the model's context.
+    private func windowLength(_ config: ModelConfig) throws -> Int {
+        let length = seqLen ?? config.maxLength
+        guard length <= config.maxLength else {
+            throw KeelError("--seq-len \(length) is longer than the model's max_seq_len (\(config.maxLength))")
+        }
+        return length
+    }
+
+    /// How many windows to evaluate (announced on stderr), or an error when the data holds none.
+    private func windowCount(_ windows: TokenWindows, length: Int, origin: String) throws -> Int {
+        let count = maxWindows > 0 ? min(maxWindows, windows.count) : windows.count
+        guard count > 0 else {
+            throw KeelError("eval: the data has \(windows.tokenCount) tokens, fewer than --seq-len + 1 (\(length + 1))")
+        }
+        let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
+        FileHandle.standardError.write(Data("eval: \(origin) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        return count
     }
 
     /// The fp32 model against its projections in `format`, window by window over a KV-cache decoder each.
@@ -124,25 +149,25 @@ struct Eval: ParsableCommand {
         }
     }
 
-    /// The perplexity llama.cpp's `llama-perplexity -c LENGTH` computes on the same tokens: each window of LENGTH
-    /// tokens is run whole, and only the predictions of its second half count — positions LENGTH/2 to LENGTH − 2,
-    /// each predicting the window's next token.
-    private func scoreAsLlamaCpp(_ model: Transformer, format: QuantizationFormat?, windows: TokenWindows, count: Int, length: Int) throws {
-        let decoder = try Decoder(model: model, quantization: format)
+    /// The perplexity of `decoder` over windows 0..<count, each run whole: every prediction scored, or with
+    /// --llama-cpp-scoring the ones llama.cpp's `llama-perplexity -c LENGTH` scores on the same tokens — positions
+    /// LENGTH/2 to LENGTH − 2 of each window, each predicting the window's next token.
+    private func score(_ decoder: Decoder, label: String, windows: TokenWindows, count: Int, length: Int) throws {
+        let scoredPositions = llamaCppScoring ? (length / 2)..<(length - 1) : 0..<length
         var loss = 0.0, scored = 0
-        forEachWindow(windows, count: count) { inputs, _ in
+        forEachWindow(windows, count: count) { inputs, targets in
             let logits = decoder.logits(of: inputs)
-            for position in (length / 2)..<(length - 1) {
-                loss -= QuantizationAccuracy.logSoftmax(logits[position])[Int(inputs[position + 1])]
+            for position in scoredPositions {
+                loss -= QuantizationAccuracy.logSoftmax(logits[position])[Int(targets[position])]
                 scored += 1
             }
         }
         let perplexity = exp(loss / Double(scored))
         if json {
-            print("{\"perplexity\": \(perplexity), \"scored_tokens\": \(scored), \"windows\": \(count), \"format\": \"\(format?.rawValue ?? "f32")\"}")
+            print("{\"perplexity\": \(perplexity), \"scored_tokens\": \(scored), \"windows\": \(count), \"format\": \"\(label)\"}")
         } else {
-            print(String(format: "perplexity %.4f as llama-perplexity -c %d scores it (%d windows, %d predictions, %@)",
-                         perplexity, length, count, scored, format?.rawValue ?? "f32"))
+            print(String(format: "perplexity %.4f%@ (%d windows, %d predictions, %@)", perplexity,
+                         llamaCppScoring ? " as llama-perplexity -c \(length) scores it" : "", count, scored, label))
         }
     }
 

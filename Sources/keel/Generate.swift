@@ -15,7 +15,7 @@ struct Generate: ParsableCommand {
             string). Timings go to standard error.
             """)
 
-    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint), checkpoint directory, or a llama.cpp .gguf file (run in its own formats).")
     var checkpoint: String
 
     @Option(help: "Text to continue (repeat for a batch).")
@@ -66,10 +66,9 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let (model, tokenizer) = try loadCheckpoint(checkpoint)
         let started = Date()
-        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
-                                  releasingFloatWeights: true)
+        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let decoder = loaded.decoder, tokenizer = loaded.tokenizer
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = prompts.map { tokenizer.encode($0) }
         let stops = stop.map { Array($0.utf8) }
@@ -78,7 +77,7 @@ struct Generate: ParsableCommand {
         if streaming {
             FileHandle.standardOutput.write(Data(prompts[0].utf8))
         }
-        let loaded = Date()
+        let ready = Date()
         var firstToken: Date?
         let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, shouldStop: { index, tokens in
             // A token's bytes may end inside a character: the stream holds them back until the rest comes.
@@ -105,13 +104,13 @@ struct Generate: ParsableCommand {
         }
         let total = generated.reduce(0) { $0 + $1.count }
         let promptTokens = encoded.reduce(0) { $0 + $1.count }
-        let prefill = (firstToken ?? finished).timeIntervalSince(loaded)
+        let prefill = (firstToken ?? finished).timeIntervalSince(ready)
         let decode = finished.timeIntervalSince(firstToken ?? finished)
         FileHandle.standardError.write(Data(String(
             format: "%d prompt tokens in %.2f s (%.1f tokens/s), %d generated in %.2f s (%.1f tokens/s)%@; loaded in %.2f s\n",
             promptTokens, prefill, Double(promptTokens) / max(prefill, 1e-9), total, decode,
             Double(max(0, total - generated.count)) / max(decode, 1e-9), decoder.quantization.map { ", \($0.rawValue)" } ?? "",
-            loaded.timeIntervalSince(started)).utf8))
+            ready.timeIntervalSince(started)).utf8))
     }
 }
 

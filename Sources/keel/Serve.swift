@@ -16,7 +16,7 @@ struct Serve: ParsableCommand {
             request gets a 4xx with an OpenAI-style error; the server stays up.
             """)
 
-    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint), checkpoint directory, or a llama.cpp .gguf file (run in its own formats).")
     var checkpoint: String
 
     @Option(help: "IPv4 address to listen on.")
@@ -39,11 +39,9 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let (model, tokenizer) = try loadCheckpoint(checkpoint)
-        let decoder = try Decoder(model: model, quantization: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
-                                  releasingFloatWeights: true)
-        let api = CompletionAPI(service: GenerationService(decoder: decoder), tokenizer: tokenizer, model: name,
-                                contextLength: model.config.maxLength)
+        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
+                                contextLength: loaded.model.config.maxLength)
         let server = try HTTPServer(host: host, port: port)
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
         server.run { api.handle($0) }

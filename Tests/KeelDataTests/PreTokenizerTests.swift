@@ -71,6 +71,21 @@ final class PreTokenizerTests: XCTestCase {
         }
     }
 
+    /// Every number character alone, and GPT-2's pattern on the text between: a space before a number stays
+    /// behind (GPT-2 would join it), and whitespace before a number is a segment's trailing whitespace, whole.
+    func testGPT2DigitsExamples() {
+        let examples: [(String, [String])] = [
+            ("Hello world", ["Hello", " world"]),
+            ("a 12 x3y  4\n", ["a", " ", "1", "2", " x", "3", "y", "  ", "4", "\n"]),
+            ("in 1999, ½ of ٣٤", ["in", " ", "1", "9", "9", "9", ",", " ", "½", " of", " ", "٣", "٤"]),
+            ("it's 3's", ["it", "'s", " ", "3", "'s"]),
+            ("x   \n7", ["x", "   \n", "7"]),
+        ]
+        for (text, expected) in examples {
+            XCTAssertEqual(pieceStrings(text, .gpt2Digits), expected, "gpt2-digits \(text.debugDescription)")
+        }
+    }
+
     func testEmptyTextHasNoPieces() {
         for pattern in SplitPattern.allCases {
             XCTAssertTrue(pieces([], pattern).isEmpty, "\(pattern)")

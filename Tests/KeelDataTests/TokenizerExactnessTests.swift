@@ -56,6 +56,40 @@ final class TokenizerExactnessTests: XCTestCase {
         XCTAssertEqual(try keelIDs(reloaded, [stressText]), try keelIDs(vocabulary, [stressText]))
     }
 
+    /// SmolLM2's kind of tokenizer: numbers split into single digits before GPT-2's pattern (`Digits` +
+    /// `ByteLevel`), and a vocabulary without tokens for a few bytes, which `tokenizers` (like llama.cpp) drops.
+    func testDigitsTokenizerWithMissingBytesMatchesTokenizers() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let training = Array(try DataFixtures.shakespeare().prefix(3))
+        let trained = try TokenizerTraining.train(inputs: training.map(\.path), vocabSize: 1500, pattern: .gpt2Digits)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(trained, to: json)
+        // Take out the tokens of bytes 0x04 and 0xFF (and any merge that names them), as SmolLM2's file lacks them.
+        var root = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
+        var model = root["model"] as! [String: Any]
+        var vocab = model["vocab"] as! [String: Int]
+        let missing = [TokenizerFiles.byteToCharacter[4], TokenizerFiles.byteToCharacter[255]].map { String($0) }
+        for key in missing { XCTAssertNotNil(vocab.removeValue(forKey: key)) }
+        model["vocab"] = vocab
+        model["merges"] = (model["merges"] as! [String]).filter { merge in !missing.contains { merge.contains($0) } }
+        root["model"] = model
+        try JSONSerialization.data(withJSONObject: root).write(to: json)
+        let vocabulary = try TokenizerFiles.load(json.path)
+        XCTAssertEqual(vocabulary.pattern, .gpt2Digits)
+
+        let numbers = directory.appendingPathComponent("numbers.txt")
+        var text = "In 1599, 12,000 people paid 3½ pence; ٣٤ and ²³ are numbers too.\n"
+        text += "control \u{04} bytes \u{04}\u{04} and ÿ survive? 2024-12-04T19:46:07Z  \t 42\n"
+        try Data((text + String(repeating: text, count: 20)).utf8).write(to: numbers)
+        let files = Array(try DataFixtures.shakespeare().suffix(2)) + [stressText, numbers]
+        let out = directory.appendingPathComponent("ids.bin")
+        try DataFixtures.python([DataFixtures.reference, "hf", json.path, out.path] + files.map(\.path))
+        let keel = try keelIDs(vocabulary, files)
+        assertSameIDs(keel, try DataFixtures.readIDLists(out), files)
+        // The 0x04 bytes left no trace.
+        XCTAssertFalse(try BPEEncoder(vocabulary: vocabulary).decode(keel.last!).contains(4))
+    }
+
     /// Hugging Face's own GPT-2 tokenizer.json lists `<|endoftext|>` in model.vocab (its last id) as well as
     /// among the added tokens. Such a file, made by `tokenizers` itself, loads with that id as the
     /// end-of-text special token and encodes as `tokenizers` does, special-token text included.

@@ -3,7 +3,7 @@
 hand-written PreTokenizer (Sources/KeelData/PreTokenizer.swift).
 
 Usage:
-    python3 Tests/Reference/pretokenize_reference.py {gpt2,cl100k} FILE [--lengths LENGTHS]
+    python3 Tests/Reference/pretokenize_reference.py {gpt2,cl100k,gpt2-digits} FILE [--lengths LENGTHS]
 
 FILE is read as bytes. With --lengths, LENGTHS is a file of whitespace-separated decimal byte counts that sum
 to FILE's size, and FILE is taken as that many consecutive texts, each split on its own; otherwise FILE is one
@@ -26,6 +26,10 @@ Why this reproduces tiktoken (which runs the same patterns with Rust's fancy-reg
   * Invalid UTF-8 never reaches tiktoken (it takes `str`). Keel treats each byte that is not part of a
     well-formed sequence as a character that is neither letter, number nor whitespace; decoding with
     `surrogateescape` does the same here, mapping each such byte to a lone surrogate (category Cs).
+
+gpt2-digits is llama.cpp's "smollm" pre-tokenizer, which runs two patterns in turn: `\p{N}` makes every number
+character a piece, then GPT-2's pattern splits each text between them on its own (Hugging Face's
+`Digits(individual_digits=True)` followed by `ByteLevel`).
 """
 
 import argparse
@@ -67,9 +71,43 @@ def check_whitespace():
         sys.exit(f"regex's \\s is not White_Space: extra {extra}, missing {missing}")
 
 
-def pieces(pattern, data):
+NUMBER = regex.compile(r"\p{N}")
+
+
+def segments(text, isolate_numbers):
+    """The texts each pattern run sees: the whole text, or (with isolate_numbers) each number character and
+    each run of text between them, as (text, is_number) pairs."""
+    if not isolate_numbers:
+        return [(text, False)]
+    result, start = [], 0
+    for match in NUMBER.finditer(text):
+        if match.start() > start:
+            result.append((text[start:match.start()], False))
+        result.append((match.group(), True))
+        start = match.end()
+    if start < len(text):
+        result.append((text[start:], False))
+    return result
+
+
+def pieces(pattern, data, isolate_numbers=False):
     """The [start, end] byte ranges of the pieces of `data`."""
     text = data.decode("utf-8", "surrogateescape").translate(TO_UNASSIGNED)
+    result, byte_position = [], 0
+    for segment, is_number in segments(text, isolate_numbers):
+        if is_number:
+            size = len(segment.encode("utf-8", "surrogateescape"))
+            result.append([byte_position, byte_position + size])
+            byte_position += size
+            continue
+        for start, end in split(pattern, segment):
+            result.append([byte_position + start, byte_position + end])
+        byte_position += len(segment.encode("utf-8", "surrogateescape"))
+    return result
+
+
+def split(pattern, text):
+    """The byte ranges of `pattern`'s matches in `text`, which must cover it."""
     result = []
     char_position = byte_position = 0
     for match in pattern.finditer(text):
@@ -85,12 +123,13 @@ def pieces(pattern, data):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pattern", choices=sorted(PATTERNS))
+    parser.add_argument("pattern", choices=sorted(PATTERNS) + ["gpt2-digits"])
     parser.add_argument("file")
     parser.add_argument("--lengths", help="file of byte counts: split FILE into that many texts")
     args = parser.parse_args()
     check_whitespace()
-    pattern = regex.compile(PATTERNS[args.pattern])
+    isolate_numbers = args.pattern == "gpt2-digits"
+    pattern = regex.compile(PATTERNS["gpt2" if isolate_numbers else args.pattern])
     with open(args.file, "rb") as f:
         data = f.read()
     if args.lengths:
@@ -102,7 +141,7 @@ def main():
         lengths = [len(data)]
     texts, offset = [], 0
     for length in lengths:
-        texts.append(pieces(pattern, data[offset:offset + length]))
+        texts.append(pieces(pattern, data[offset:offset + length], isolate_numbers))
         offset += length
     json.dump(texts, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")

@@ -1,0 +1,181 @@
+import Foundation
+import KeelCore
+import KeelKernels
+import KeelModel
+
+/// A llama.cpp GGUF file of a Llama-family model read back into a Keel model: the shape from the `llama.*`
+/// metadata, every tensor dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K) with the q and k rows put
+/// back in Hugging Face's order (`GGUFExport.permutedForLlamaCpp` inverted), the head tied to the token embedding
+/// when the file has no `output.weight`, and the tokenizer's lists as the file holds them.
+public enum GGUFImport {
+    /// What a GGUF file says besides its weights.
+    public struct Description: Sendable {
+        public let config: ModelConfig
+        /// The tokenizer's lists (`tokenizer.ggml.*`), for KeelData's `GGUFVocabulary`.
+        public let tokenizer: GGUFExport.Tokenizer
+        /// `tokenizer.ggml.bos_token_id` / `eos_token_id`, when given.
+        public let beginningOfText: Int?
+        public let endOfSequence: Int?
+        /// `tokenizer.ggml.add_bos_token`: llama.cpp puts the BOS token before every text it scores or continues.
+        public let addsBeginningOfText: Bool
+        /// `tokenizer.chat_template` (Jinja), when given.
+        public let chatTemplate: String?
+        /// `general.name`, when given.
+        public let name: String?
+        /// How many tensors of each ggml type the file holds ("Q4_1": 210, …).
+        public let tensorTypes: [String: Int]
+    }
+
+    /// Reads the description of `file` (at `path`, named in errors), checking that Keel can run the model.
+    public static func describe(_ file: GGUFFile, path: String) throws -> Description {
+        func fail(_ message: String) -> KeelError { KeelError("\(path): \(message)") }
+        let architecture = file["general.architecture"]?.string ?? "(none)"
+        guard architecture == "llama" else {
+            throw fail("general.architecture is \"\(architecture)\"; Keel imports Llama-family models (\"llama\")")
+        }
+        func integer(_ key: String) throws -> Int {
+            guard let value = file[key]?.integer, value > 0 else { throw fail("missing or invalid \(key)") }
+            return value
+        }
+        func number(_ key: String, _ fallback: Double) throws -> Double {
+            guard let value = file[key] else { return fallback }
+            guard let number = value.number ?? value.integer.map(Double.init), number > 0, number.isFinite else {
+                throw fail("invalid \(key)")
+            }
+            return number
+        }
+        guard case .array(_, let tokenValues)? = file["tokenizer.ggml.tokens"] else {
+            throw fail("no tokenizer.ggml.tokens: Keel needs the file's tokenizer")
+        }
+        guard file["tokenizer.ggml.model"]?.string == "gpt2" else {
+            throw fail("tokenizer.ggml.model is \"\(file["tokenizer.ggml.model"]?.string ?? "(none)")\"; Keel reads byte-level BPE (\"gpt2\") tokenizers")
+        }
+        let tokens = tokenValues.compactMap(\.string)
+        let types: [Int32]
+        if case .array(_, let values)? = file["tokenizer.ggml.token_type"] {
+            types = values.compactMap { $0.integer.map(Int32.init) }
+        } else {
+            types = Array(repeating: 1, count: tokens.count)
+        }
+        var merges: [String] = []
+        if case .array(_, let values)? = file["tokenizer.ggml.merges"] { merges = values.compactMap(\.string) }
+        guard tokens.count == tokenValues.count, types.count == tokens.count else {
+            throw fail("tokenizer.ggml.tokens and token_type must be lists of \(tokenValues.count) strings and integers")
+        }
+
+        let width = try integer("llama.embedding_length"), heads = try integer("llama.attention.head_count")
+        guard width % heads == 0 else { throw fail("llama.embedding_length (\(width)) is not a multiple of the \(heads) heads") }
+        let headDim = width / heads
+        if let keyLength = file["llama.attention.key_length"]?.integer, keyLength != headDim {
+            throw fail("llama.attention.key_length is \(keyLength), not embedding_length / head_count (\(headDim)): Keel's Llama has no separate head width")
+        }
+        if let rotated = file["llama.rope.dimension_count"]?.integer, rotated != headDim {
+            throw fail("llama.rope.dimension_count is \(rotated), not the head width \(headDim): Keel rotates whole heads")
+        }
+        if file["llama.rope.scaling.type"] != nil || file["llama.rope.scaling.factor"] != nil {
+            throw fail("the model scales RoPE (llama.rope.scaling.*), which Keel does not implement")
+        }
+        let hasOutput = file.tensors.contains { $0.name == "output.weight" }
+        let config = ModelConfig(
+            architecture: .llama, vocabSize: file["llama.vocab_size"]?.integer ?? tokens.count,
+            layers: try integer("llama.block_count"), heads: heads,
+            kvHeads: file["llama.attention.head_count_kv"]?.integer ?? heads, width: width,
+            hiddenWidth: try integer("llama.feed_forward_length"), maxLength: try integer("llama.context_length"),
+            normEpsilon: Float(try number("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+            ropeTheta: try number("llama.rope.freq_base", 10_000), tiedEmbeddings: !hasOutput)
+        do { try config.validate() } catch { throw fail("\(error)") }
+        guard config.vocabSize == tokens.count else {
+            throw fail("llama.vocab_size is \(config.vocabSize) but the tokenizer lists \(tokens.count) tokens")
+        }
+        let eos = file["tokenizer.ggml.eos_token_id"]?.integer
+        var counts: [String: Int] = [:]
+        for tensor in file.tensors { counts[GGMLType.name(tensor.type) ?? "type \(tensor.type)", default: 0] += 1 }
+        return Description(
+            config: config,
+            tokenizer: GGUFExport.Tokenizer(tokens: tokens, types: types, merges: merges,
+                                            preTokenizer: file["tokenizer.ggml.pre"]?.string ?? "default",
+                                            endOfText: eos ?? 0),
+            beginningOfText: file["tokenizer.ggml.bos_token_id"]?.integer, endOfSequence: eos,
+            addsBeginningOfText: { if case .bool(let adds)? = file["tokenizer.ggml.add_bos_token"] { adds } else { false } }(),
+            chatTemplate: file["tokenizer.chat_template"]?.string, name: file["general.name"]?.string,
+            tensorTypes: counts)
+    }
+
+    /// The model of `file` with `config` (from `describe`): every tensor of Keel's Llama found under its llama.cpp
+    /// name, with the shape it must have, dequantized; any tensor Keel has no place for is an error.
+    public static func model(of file: GGUFFile, config: ModelConfig, path: String) throws -> Transformer {
+        try load(file, config: config, path: path, keepingQuantized: false).model
+    }
+
+    /// The model of `file` as it runs quantized: every matrix stored in a format Keel computes on (Q8_0, Q4_0,
+    /// Q4_1, Q4_K) kept as those bytes, by Keel's tensor name, rows in Keel's order; the rest dequantized into the
+    /// model, where the quantized matrices' spans are left untouched (zero, and never made resident) — except the
+    /// token table, which embedding lookups read in fp32 and a tied head multiplies quantized.
+    public static func quantizedModel(of file: GGUFFile, config: ModelConfig, path: String) throws
+        -> (model: Transformer, quantized: [String: QuantizedMatrix]) {
+        try load(file, config: config, path: path, keepingQuantized: true)
+    }
+
+    private static func load(_ file: GGUFFile, config: ModelConfig, path: String, keepingQuantized: Bool) throws
+        -> (model: Transformer, quantized: [String: QuantizedMatrix]) {
+        func fail(_ message: String) -> KeelError { KeelError("\(path): \(message)") }
+        let model = try Transformer(config: config, seed: 0, initialized: false)
+        var used = Set<String>()
+        var quantized: [String: QuantizedMatrix] = [:]
+        for entry in model.table.entries {
+            guard let name = GGUFExport.llamaCppName(of: entry.name) else { throw fail("no llama.cpp name for \(entry.name)") }
+            guard let tensor = file.tensors.first(where: { $0.name == name }), let bytes = file.bytes(of: name) else {
+                throw fail("missing tensor \(name) (Keel's \(entry.name))")
+            }
+            // GGUF lists dimensions innermost first.
+            guard tensor.dimensions == entry.shape.reversed() else {
+                throw fail("tensor \(name) has dimensions \(tensor.dimensions), expected \(Array(entry.shape.reversed()))")
+            }
+            used.insert(name)
+            let rows = entry.shape.count == 1 ? 1 : entry.shape[0], columns = entry.shape.last!
+            let heads = GGUFExport.rotatedHeads(entry.name, config)
+            if keepingQuantized, entry.shape.count == 2,
+               let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == tensor.type }) {
+                var rowBytes = [UInt8](bytes)
+                if let heads {
+                    rowBytes = GGUFExport.permutedForLlamaCpp(rowBytes, heads: heads, headDim: config.headDim,
+                                                              rowLength: format.rowBytes(columns: columns), inverse: true)
+                }
+                quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: rowBytes)
+                if entry.slot != .tokenTable { continue }
+            }
+            var values = try dequantize(bytes, type: tensor.type, rows: rows, columns: columns, tensor: name, path: path)
+            if let heads {
+                values = GGUFExport.permutedForLlamaCpp(values, heads: heads, headDim: config.headDim, rowLength: columns,
+                                                        inverse: true)
+            }
+            guard values.allSatisfy(\.isFinite) else { throw fail("tensor \(name) holds NaN or infinite values") }
+            values.withUnsafeBufferPointer {
+                (model.parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)
+            }
+        }
+        // llama.cpp's converter may add RoPE frequency factors and the like; a tensor ignored would run another model.
+        if let unused = file.tensors.first(where: { !used.contains($0.name) }) {
+            throw fail("tensor \(unused.name) has no place in Keel's Llama")
+        }
+        return (model, quantized)
+    }
+
+    /// `rows` × `columns` values from the bytes of a tensor of ggml type `type`.
+    static func dequantize(_ bytes: Data, type: Int, rows: Int, columns: Int, tensor: String, path: String) throws -> [Float] {
+        let count = rows * columns
+        switch type {
+        case 0:
+            return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self).prefix(count)) }
+        case 1:
+            return bytes.withUnsafeBytes { $0.bindMemory(to: UInt16.self).prefix(count).map { Float(Float16(bitPattern: $0)) } }
+        case 30:
+            return bytes.withUnsafeBytes { $0.bindMemory(to: UInt16.self).prefix(count).map { Float(bitPattern: UInt32($0) << 16) } }
+        default:
+            guard let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == type }) else {
+                throw KeelError("\(path): tensor \(tensor) is \(GGMLType.name(type) ?? "type \(type)"); Keel reads F32, F16, BF16, Q8_0, Q4_0, Q4_1 and Q4_K")
+            }
+            return try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: [UInt8](bytes)).dequantized()
+        }
+    }
+}
