@@ -55,7 +55,7 @@ let package = Package(
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
-        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels", "KeelComm"], swiftSettings: native),
+        .testTarget(name: "KeelModelTests", dependencies: ["KeelModel", "KeelCheckpoint", "KeelKernels", "KeelComm", "KeelData", "KeelInference"], swiftSettings: native),
         .testTarget(name: "KeelCommTests", dependencies: ["KeelComm", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelParallelTests", dependencies: ["KeelParallel", "KeelComm", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),

@@ -90,6 +90,37 @@ expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" -
 check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
     '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
     "$work/llama.gguf"
+# keel import gguf: Keel's own export back into a run that computes the same; a file laid out by gguf-py as llama.cpp's
+# converter writes SmolLM2's (tied head, "smollm" tokenizer, mixed formats); a GGUF file run as it is.
+expect_ok "export gguf f32" "$keel" export gguf --checkpoint "$work/llamarun" --type f32 --out "$work/llama-f32.gguf"
+expect_ok "import gguf" "$keel" import gguf "$work/llama-f32.gguf" --out "$work/imported"
+printf 'To be, or not to be, that is the question: whether tis nobler in the mind' >"$work/hamlet.txt"
+expect_ok "eval of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 --json
+cp "$work/out" "$work/eval-run.json"
+expect_ok "eval of the imported run" "$keel" eval --checkpoint "$work/imported" "$work/hamlet.txt" --seq-len 16 --json
+check "the imported run has the run's loss" 'json.load(open(sys.argv[1]))["loss"] == json.load(open(sys.argv[2]))["loss"]' \
+    "$work/out" "$work/eval-run.json"
+expect_ok "generate from the run" "$keel" generate --checkpoint "$work/llamarun" --prompt "To be" --max-tokens 12 --temperature 0
+cp "$work/out" "$work/greedy-run.txt"
+expect_ok "generate from the GGUF file" "$keel" generate --checkpoint "$work/llama-f32.gguf" --prompt "To be" --max-tokens 12 --temperature 0
+cmp -s "$work/out" "$work/greedy-run.txt" && pass "the GGUF file continues the prompt as the run does" \
+    || fail "the GGUF file continues the prompt as the run does"
+expect_ok "a SmolLM2-like GGUF file by gguf-py" python3 "$here/../Reference/gguf_files.py" model "$work/tiny.gguf" "$work/tiny-expected.safetensors"
+expect_ok "import it" "$keel" import gguf "$work/tiny.gguf" --out "$work/tiny-imported"
+grep -q "head tied to the embedding" "$work/out" && grep -q "pre-tokenizer smollm" "$work/out" \
+    && [ -s "$work/tiny-imported/checkpoints/step_00000000/tokenizer.json" ] \
+    && pass "the import ties the head and keeps the tokenizer as tokenizer.json" || fail "the import ties the head and keeps the tokenizer"
+expect_ok "eval the GGUF file in its own formats" "$keel" eval --checkpoint "$work/tiny.gguf" "$work/hamlet.txt" --seq-len 16 --json
+check "a GGUF file's eval says the model's formats" '(lambda r: r["format"] == "gguf" and r["scored_tokens"] > 0)(json.load(open(sys.argv[1])))' "$work/out"
+expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --max-tokens 4
+expect_error "import a file that is not GGUF" "not a GGUF file" "$keel" import gguf "$work/hamlet.txt" --out "$work/not-imported"
+[ ! -e "$work/not-imported" ] && pass "a refused import leaves no run" || fail "a refused import leaves no run"
+expect_error "import into a run that exists" "already holds a run (step_00000000); choose another --out" \
+    "$keel" import gguf "$work/tiny.gguf" --out "$work/tiny-imported"
+expect_error "quantize a GGUF file again" "is a GGUF file, which runs in its own formats" \
+    "$keel" generate --checkpoint "$work/tiny.gguf" --quantize q8_0
+expect_error "eval a GGUF file on a prepared dataset" "a GGUF file is evaluated on text files" \
+    "$keel" eval --checkpoint "$work/tiny.gguf" --dataset "$work/corpus"
 # keel serve: OpenAI's own client against it (Tests/Reference/openai_client_check.py: completions and chat, streamed
 # and not, concurrent requests, malformed ones); bad options refused before it listens.
 "$keel" serve --checkpoint "$work/llamarun" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
