@@ -9,10 +9,11 @@ import KeelModel
 public enum ImportedCheckpoint {
     /// Writes `model` into run directory `run` (created; it must not hold checkpoints yet) and returns the
     /// checkpoint's directory. `tokenizer` names the tokenizer file and writes it to the URL it is given (nil:
-    /// the byte tokenizer); `config` is the TOML recorded as the run's configuration.
+    /// the byte tokenizer); `extras` are other files to keep beside it (a `tokenizer_config.json` with the chat
+    /// template); `config` is the TOML recorded as the run's configuration.
     @discardableResult
     public static func write(_ model: Transformer, tokenizer: (name: String, write: (URL) throws -> Void)?,
-                             config: String, to run: URL) throws -> URL {
+                             extras: [String: Data] = [:], config: String, to run: URL) throws -> URL {
         let root = run.appendingPathComponent("checkpoints")
         if let existing = CheckpointStore.list(root).first {
             throw KeelError("\(run.path) already holds a run (\(existing.lastPathComponent)); choose another --out")
@@ -30,6 +31,11 @@ public enum ImportedCheckpoint {
                 let url = partial.appendingPathComponent(tokenizer.name)
                 try tokenizer.write(url)
                 files[tokenizer.name] = try CheckpointStore.record(of: url)
+            }
+            for (name, data) in extras.sorted(by: { $0.key < $1.key }) {
+                let url = partial.appendingPathComponent(name)
+                try AtomicFile.write(data, to: url)
+                files[name] = try CheckpointStore.record(of: url)
             }
             let state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: 0, samplesConsumed: 0,
                                       tokenizer: tokenizer?.name ?? "byte", config: config)

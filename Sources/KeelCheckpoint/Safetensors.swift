@@ -4,11 +4,14 @@ import KeelCore
 /// Element types Keel reads and writes in safetensors files.
 public enum TensorDType: String, Sendable, Codable {
     case f32 = "F32", f64 = "F64", i32 = "I32", i64 = "I64", u8 = "U8"
+    /// Half precision and bfloat16, as Hugging Face models are often saved; read (converted to F32), not written.
+    case f16 = "F16", bf16 = "BF16"
 
     /// Bytes per element.
     public var size: Int {
         switch self {
         case .u8: return 1
+        case .f16, .bf16: return 2
         case .f32, .i32: return 4
         case .f64, .i64: return 8
         }
@@ -162,6 +165,30 @@ public struct SafetensorsFile: @unchecked Sendable {
         }
     }
 
+    /// Floating-point tensor `name` (F32, F16, BF16 or F64), which must have `shape`, converted to F32 into
+    /// `destination` (F64 rounded to nearest).
+    public func convertFloats(_ name: String, shape: [Int], to destination: UnsafeMutablePointer<Float>) throws {
+        let entry = try entry(name)
+        guard entry.shape == shape else {
+            throw KeelError("\(url.path): tensor '\(name)' has shape \(entry.shape), expected \(shape)")
+        }
+        let count = shape.reduce(1, *)
+        try withBytes(of: name) { bytes in
+            switch entry.dtype {
+            case .f32:
+                UnsafeMutableRawPointer(destination).copyMemory(from: bytes.baseAddress!, byteCount: 4 * count)
+            case .f16:
+                for i in 0..<count { destination[i] = Float(Float16(bitPattern: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .bf16:
+                for i in 0..<count { destination[i] = Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+            case .f64:
+                for i in 0..<count { destination[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            case .i32, .i64, .u8:
+                throw KeelError("\(url.path): tensor '\(name)' is \(entry.dtype.rawValue), not floating point")
+            }
+        }
+    }
+
     /// Tensor `name` converted to Double (F32 or F64), for tests and tools.
     public func doubles(_ name: String) throws -> [Double] {
         let entry = try entry(name)
@@ -172,6 +199,8 @@ public struct SafetensorsFile: @unchecked Sendable {
             case .i32: return bytes.withMemoryRebound(to: Int32.self) { $0.map(Double.init) }
             case .i64: return bytes.withMemoryRebound(to: Int64.self) { $0.map(Double.init) }
             case .u8: return bytes.map(Double.init)
+            case .f16: return bytes.withMemoryRebound(to: UInt16.self) { $0.map { Double(Float16(bitPattern: $0)) } }
+            case .bf16: return bytes.withMemoryRebound(to: UInt16.self) { $0.map { Double(Float(bitPattern: UInt32($0) << 16)) } }
             }
         }
     }

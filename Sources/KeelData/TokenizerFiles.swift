@@ -92,6 +92,24 @@ public enum TokenizerFiles {
         #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .cl100k,
     ]
 
+    /// A GPT-2-style pair of `vocab.json` (token → id, spelled as tokenizer.json spells it) and `merges.txt` (one
+    /// "left right" merge a line after a `#version` header), read as the ByteLevel tokenizer.json they make.
+    public static func loadVocabularyAndMerges(vocabulary: URL, merges: URL) throws -> BPEVocabulary {
+        guard let vocabData = try? Data(contentsOf: vocabulary),
+              let vocab = try? JSONSerialization.jsonObject(with: vocabData) as? [String: Int]
+        else { throw KeelError("tokenizer: \(vocabulary.path): not a JSON object of tokens to ids") }
+        guard let text = try? String(contentsOf: merges, encoding: .utf8) else {
+            throw KeelError("tokenizer: \(merges.path): cannot read")
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init).filter { !$0.hasPrefix("#version") }
+        let added: [[String: Any]] = vocab[BPEVocabulary.endOfTextText].map { [["id": $0, "content": BPEVocabulary.endOfTextText]] } ?? []
+        let root: [String: Any] = [
+            "model": ["type": "BPE", "vocab": vocab, "merges": lines], "added_tokens": added,
+            "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "use_regex": true],
+        ]
+        return try parseHuggingFace(JSONSerialization.data(withJSONObject: root), path: vocabulary.path)
+    }
+
     static func parseHuggingFace(_ data: Data, path: String) throws -> BPEVocabulary {
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let model = root["model"] as? [String: Any]

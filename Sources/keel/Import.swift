@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeelCheckpoint
+import KeelCore
 import KeelData
 import KeelModel
 
@@ -11,7 +12,73 @@ struct Import: ParsableCommand {
             The run directory then works wherever a Keel run does: generate, serve, eval, sample, export, and \
             fine-tuning with `keel train --init-from RUN`.
             """,
-        subcommands: [GGUF.self])
+        subcommands: [HuggingFace.self, GGUF.self])
+
+    struct HuggingFace: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "hf",
+            abstract: "Import a Hugging Face transformers directory of a GPT-2 or Llama model.",
+            discussion: """
+                DIR holds config.json, the weights (model.safetensors, or shards listed by \
+                model.safetensors.index.json; F32, F16, BF16) and the tokenizer (tokenizer.json, or GPT-2's \
+                vocab.json and merges.txt; or give --tokenizer). tokenizer_config.json, special_tokens_map.json, \
+                chat_template.jinja and generation_config.json are kept beside the tokenizer.
+                """)
+
+        @Argument(help: "The model directory.")
+        var directory: String
+
+        @Option(name: .shortAndLong, help: "Run directory to create.")
+        var out: String
+
+        @Option(help: "Tokenizer file (tokenizer.json) when DIR has none.")
+        var tokenizer: String?
+
+        func run() throws {
+            let root = URL(fileURLWithPath: directory)
+            let configURL = root.appendingPathComponent("config.json")
+            guard let data = try? Data(contentsOf: configURL) else { throw KeelError("\(configURL.path): no such file") }
+            guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw KeelError("\(configURL.path): not a JSON object")
+            }
+            let config = try HuggingFaceImport.config(json, path: configURL.path)
+            // The tokenizer: --tokenizer, DIR/tokenizer.json (kept as it is), or vocab.json + merges.txt (converted).
+            let file = tokenizer.map { URL(fileURLWithPath: $0) } ?? root.appendingPathComponent("tokenizer.json")
+            let vocabulary: BPEVocabulary, write: (URL) throws -> Void
+            if tokenizer != nil || FileManager.default.fileExists(atPath: file.path) {
+                vocabulary = try TokenizerFiles.load(file.path)
+                let bytes = try Data(contentsOf: file)
+                write = { try AtomicFile.write(bytes, to: $0) }
+            } else if FileManager.default.fileExists(atPath: root.appendingPathComponent("vocab.json").path) {
+                vocabulary = try TokenizerFiles.loadVocabularyAndMerges(vocabulary: root.appendingPathComponent("vocab.json"),
+                                                                       merges: root.appendingPathComponent("merges.txt"))
+                write = { try TokenizerFiles.writeHuggingFace(vocabulary, to: $0) }
+            } else {
+                throw KeelError("\(directory): no tokenizer.json (or vocab.json and merges.txt); give one with --tokenizer")
+            }
+            let textTokenizer = try BPETokenizer(vocabulary: vocabulary, origin: file.path)
+            guard vocabulary.size <= config.vocabSize else {
+                throw KeelError("the tokenizer has \(vocabulary.size) ids, more than the model's vocab_size \(config.vocabSize)")
+            }
+            let model = try HuggingFaceImport.model(directory: root, config: config)
+            // What generation reads beside the tokenizer: its special tokens and chat template.
+            var extras: [String: Data] = [:]
+            for name in ["tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"] {
+                if let data = try? Data(contentsOf: root.appendingPathComponent(name)) { extras[name] = data }
+            }
+            let checkpoint = try ImportedCheckpoint.write(
+                model, tokenizer: ("tokenizer.json", write), extras: extras,
+                config: "# Imported by `keel import hf` from \(root.standardizedFileURL.path).\n"
+                    + "# Fine-tune it with `keel train --init-from RUN`, with this [model] section in the config.\n\n"
+                    + ImportedCheckpoint.modelSection(config),
+                to: URL(fileURLWithPath: out))
+            print("""
+                imported \(directory): \(describe(config)); \(model.table.count) parameters
+                tokenizer: byte-level BPE (\(vocabulary.pattern.rawValue) pattern), \(textTokenizer.vocabSize) ids, end of text \(textTokenizer.endOfText)
+                wrote \(checkpoint.path)
+                """)
+        }
+    }
 
     struct GGUF: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -47,12 +114,9 @@ struct Import: ParsableCommand {
             let checkpoint = try ImportedCheckpoint.write(
                 model, tokenizer: bpe.map { bpe in ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, to: $0) }) },
                 config: config, to: URL(fileURLWithPath: out))
-            let c = description.config
             let types = description.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             print("""
-                imported \(file): Llama, \(c.layers) layers, d_model \(c.width), \(c.heads) heads (\(c.kvHeads) kv), \
-                d_ff \(c.hiddenWidth), vocab \(c.vocabSize), context \(c.maxLength), \
-                \(c.tiedEmbeddings ? "head tied to the embedding" : "own output head"); \(model.table.count) parameters
+                imported \(file): \(describe(description.config)); \(model.table.count) parameters
                 tensors dequantized from \(types)
                 tokenizer: \(bpe == nil ? "byte-level (Keel's)" : "byte-level BPE, pre-tokenizer \(lists.preTokenizer)"), \
                 \(tokenizer.vocabSize) ids, end of text \(tokenizer.endOfText)
@@ -63,4 +127,11 @@ struct Import: ParsableCommand {
             }
         }
     }
+}
+
+/// A model's shape in one line, as `keel import` reports it.
+private func describe(_ c: ModelConfig) -> String {
+    "\(c.architecture == .llama ? "Llama" : "GPT-2"), \(c.layers) layers, d_model \(c.width), \(c.heads) heads (\(c.kvHeads) kv), "
+        + "d_ff \(c.hiddenWidth), vocab \(c.vocabSize), context \(c.maxLength), "
+        + (c.tiedEmbeddings ? "head tied to the embedding" : "own output head")
 }

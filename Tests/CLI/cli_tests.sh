@@ -160,6 +160,47 @@ expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf
 python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
     && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"
 
+# keel import hf: directories transformers itself wrote (scripts/hf_check/make_import_fixtures.py) — GPT-2 with only
+# vocab.json + merges.txt, Llama with GQA in bfloat16 shards, Llama with a tied head and SmolLM2's digit-splitting
+# tokenizer — give transformers' token ids and logits (within 1e-5 of the largest); export → import → export is
+# byte-identical; bad directories are one error.
+fixtures="$here/../Reference/hf_import"
+for case in gpt2 llama-gqa llama-tied; do
+    expect_ok "import hf $case" "$keel" import hf "$fixtures/$case" --out "$work/hf-$case"
+    expect_ok "logits of the imported $case" "$keel" logits --checkpoint "$work/hf-$case" --text "$(cat "$fixtures/text.txt")" \
+        --out "$work/hf-$case.logits"
+    check "$case: transformers' token ids, and its logits within 1e-5 relative" \
+        '(lambda k, t: (k["tokens"].reshape(-1) == t["tokens"]).all() and abs(k["logits"].reshape(t["logits"].shape) - t["logits"]).max() <= 1e-5 * abs(t["logits"]).max())(*(lambda m: (m.load_file(sys.argv[1]), m.load_file(sys.argv[2])))(__import__("sys").path.insert(0, sys.argv[3]) or __import__("safetensors_np")))' \
+        "$work/hf-$case.logits" "$fixtures/$case/logits.safetensors" "$here/../Reference"
+    expect_ok "export the imported $case" "$keel" export hf --checkpoint "$work/hf-$case" --out "$work/hf-$case-1"
+    expect_ok "import that export" "$keel" import hf "$work/hf-$case-1" --out "$work/hf-$case-again" \
+        --tokenizer "$work/hf-$case/checkpoints/step_00000000/tokenizer.json"
+    expect_ok "export it again" "$keel" export hf --checkpoint "$work/hf-$case-again" --out "$work/hf-$case-2"
+    cmp -s "$work/hf-$case-1/config.json" "$work/hf-$case-2/config.json" \
+        && cmp -s "$work/hf-$case-1/model.safetensors" "$work/hf-$case-2/model.safetensors" \
+        && pass "$case: export → import → export is byte-identical" || fail "$case: export → import → export is byte-identical"
+done
+[ -s "$work/hf-llama-tied/checkpoints/step_00000000/chat_template.jinja" ] && pass "the chat template is kept beside the tokenizer" \
+    || fail "the chat template is kept beside the tokenizer"
+mkdir -p "$work/hf-bad"
+expect_error "import hf of a directory without config.json" "config.json: no such file" "$keel" import hf "$work/hf-bad" --out "$work/x"
+printf '{"model_type": "bert"}' >"$work/hf-bad/config.json"
+expect_error "import hf of another model type" 'model_type is "bert"; Keel imports "gpt2" and "llama" models' \
+    "$keel" import hf "$work/hf-bad" --out "$work/x"
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_layer"] = 3; json.dump(c, open(sys.argv[2], "w"))' \
+    "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+cp "$work/hf-gpt2-1/model.safetensors" "$work/hf-bad/"
+expect_error "import hf whose weights miss a layer" "no tensor transformer.h.2.ln_1.weight in the model's safetensors files" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["activation_function"] = "relu"; json.dump(c, open(sys.argv[2], "w"))' \
+    "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+expect_error "import hf with another activation" 'activation_function is "relu"' \
+    "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+cp "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+expect_error "import hf without a tokenizer" "no tokenizer.json (or vocab.json and merges.txt); give one with --tokenizer" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x"
+[ ! -e "$work/x" ] && pass "refused imports leave no run" || fail "refused imports leave no run"
+
 newest=$(ls -d "$work"/run/checkpoints/step_* | sort | tail -1)
 
 # keel checkpoint convert: one consolidated safetensors file, or the same Hugging Face directory as export hf.
