@@ -60,6 +60,9 @@ public struct TrainConfig: Sendable {
         /// `precision`: the operand format of the matrix products, "fp32" or "bf16" (bf16 operands with fp32
         /// accumulation, master weights, optimizer state and every other kernel).
         public var precision: MatrixPrecision
+        /// `init_from`: a run or checkpoint directory whose weights a new run starts from (fine-tuning: its shape
+        /// must be the config's [model], its tokenizer the data's); nil for the random initialisation.
+        public var initFrom: String? = nil
 
         /// Tokens per optimizer step.
         public var tokensPerStep: Int { batchSize * sequenceLength * gradientAccumulation }
@@ -252,7 +255,8 @@ public struct TrainConfig: Sendable {
             decayEmbeddings: try v.bool("training.decay_embeddings", false),
             evalEvery: try v.int("training.eval_every", 100),
             evalBatches: try v.int("training.eval_batches", 20),
-            precision: try Self.precision(try v.string("training.precision", "fp32")!))
+            precision: try Self.precision(try v.string("training.precision", "fp32")!),
+            initFrom: try v.string("training.init_from", nil))
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
         checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3),
                                         keepEvery: try v.int("checkpoint.keep_every", 0),

@@ -133,6 +133,8 @@ public final class Trainer {
             let checkpoint = try newestCheckpoint()
             try restore(from: checkpoint)
             resumedFrom = checkpoint
+        } else if let initFrom = config.training.initFrom {
+            try initialize(from: initFrom)
         }
         // Every replica initialised (or restored) the same parameters; replica 0's copy is made authoritative
         // anyway, as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
@@ -585,6 +587,38 @@ public final class Trainer {
     /// The files of `reader`'s checkpoint this rank reads to restore its share.
     private func neededFiles(_ reader: CheckpointReader) throws -> Set<String> {
         try restoreTargets.reduce(into: []) { $0.formUnion(try reader.files(for: $1.kind, table: $1.table, only: $1.range)) }
+    }
+
+    /// Starts from the weights of checkpoint `path` (a run or checkpoint directory, any layout): this rank's share of
+    /// them (under ZeRO-3 only its range), the optimizer fresh — fine-tuning. The checkpoint's model must be the
+    /// config's, and its tokenizer the data's, or the ids would stand for other tokens.
+    private func initialize(from path: String) throws {
+        let reader = try CheckpointReader(resolving: path)
+        guard reader.model == config.model else {
+            throw KeelError("training.init_from: \(reader.directory.path) holds another model than the config's [model] section (\(Self.differences(reader.model, config.model))); copy the [model] section of the run's config.toml")
+        }
+        let theirs = reader.state.tokenizer, ours = data.tokenizerFile
+        let sameTokenizer = theirs == "byte" ? ours == nil
+            : ours.map { (try? Data(contentsOf: $0)) == (try? Data(contentsOf: reader.directory.appendingPathComponent(theirs))) } ?? false
+        guard sameTokenizer else {
+            throw KeelError("training.init_from: the data's tokenizer (\(ours?.path ?? "byte")) is not the checkpoint's (\(theirs == "byte" ? "byte" : reader.directory.appendingPathComponent(theirs).path)): tokenize the data with that one")
+        }
+        for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
+            try reader.load(.model, table: chunk.table, into: chunk.parameters.pointer,
+                            only: optimizer.shard.shardsParameters ? optimizer.shard.range : nil)
+        }
+        log("initialized from \(reader.directory.path) (step \(reader.state.step))")
+    }
+
+    /// The keys in which two model shapes differ, as "n_layer 2 ≠ 3".
+    private static func differences(_ a: ModelConfig, _ b: ModelConfig) -> String {
+        let encoder = JSONEncoder()
+        guard let left = try? JSONSerialization.jsonObject(with: encoder.encode(a)) as? [String: Any],
+              let right = try? JSONSerialization.jsonObject(with: encoder.encode(b)) as? [String: Any] else { return "" }
+        return left.keys.sorted().compactMap { key in
+            let x = "\(left[key] ?? "")", y = "\(right[key] ?? "")"
+            return x == y ? nil : "\(key) \(x) there, \(y) here"
+        }.joined(separator: ", ")
     }
 
     /// Restores this rank's share from `checkpoint`, whatever layout wrote it: its chunks' weights (under ZeRO-3

@@ -34,6 +34,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
+    @Option(help: ArgumentHelp("Start from this run's or checkpoint's weights (fine-tuning; training.init_from).", valueName: "dir"))
+    var initFrom: String?
+
     @Option(help: ArgumentHelp("Stop after this step (checkpointing it), as if interrupted; finish later with --resume.", valueName: "step"))
     var stopAfter: Int?
 
@@ -71,7 +74,11 @@ struct Train: ParsableCommand {
             }
             configPath = saved
         }
-        let settings = try TrainConfig.load(path: configPath, overrides: overrides)
+        // --init-from is training.init_from, saved with the run's config.
+        let initOverride = initFrom.map { path in
+            "training.init_from=\"" + path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        let settings = try TrainConfig.load(path: configPath, overrides: overrides + (initOverride.map { [$0] } ?? []))
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else {
             let processes = settings.parallel.processes

@@ -105,6 +105,19 @@ cp "$work/out" "$work/greedy-run.txt"
 expect_ok "generate from the GGUF file" "$keel" generate --checkpoint "$work/llama-f32.gguf" --prompt "To be" --max-tokens 12 --temperature 0
 cmp -s "$work/out" "$work/greedy-run.txt" && pass "the GGUF file continues the prompt as the run does" \
     || fail "the GGUF file continues the prompt as the run does"
+# keel train --init-from: a run that starts from the imported weights (at a learning rate of 1e-30 it keeps them, to the
+# bit: the same loss).
+expect_ok "fine-tune the imported run" "$keel" train --config "$work/tiny.toml" --out "$work/finetuned" --set 'model.arch="llama"' \
+    --set model.d_model=32 --set model.d_ff=64 --set training.steps=1 --set training.lr=1e-30 --set training.min_lr=1e-30 \
+    --init-from "$work/imported"
+grep -q "initialized from $work/imported/checkpoints/step_00000000" "$work/err" && grep -q "init_from" "$work/finetuned/config.toml" \
+    && pass "the run says where it started, and its config keeps it" || fail "the run says where it started"
+expect_ok "eval of the fine-tuned run" "$keel" eval --checkpoint "$work/finetuned" "$work/hamlet.txt" --seq-len 16 --json
+check "the fine-tuned run (learning rate 1e-30) has the imported loss" 'json.load(open(sys.argv[1]))["loss"] == json.load(open(sys.argv[2]))["loss"]' \
+    "$work/out" "$work/eval-run.json"
+expect_error "init from a model of another shape" "holds another model than the config's .model. section (d_ff 64 there, 40 here)" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/finetuned-2" --set 'model.arch="llama"' --set model.d_model=32 \
+    --set model.d_ff=40 --init-from "$work/imported"
 expect_ok "a SmolLM2-like GGUF file by gguf-py" python3 "$here/../Reference/gguf_files.py" model "$work/tiny.gguf" "$work/tiny-expected.safetensors"
 expect_ok "import it" "$keel" import gguf "$work/tiny.gguf" --out "$work/tiny-imported"
 grep -q "head tied to the embedding" "$work/out" && grep -q "pre-tokenizer smollm" "$work/out" \
@@ -113,6 +126,9 @@ grep -q "head tied to the embedding" "$work/out" && grep -q "pre-tokenizer smoll
 expect_ok "eval the GGUF file in its own formats" "$keel" eval --checkpoint "$work/tiny.gguf" "$work/hamlet.txt" --seq-len 16 --json
 check "a GGUF file's eval says the model's formats" '(lambda r: r["format"] == "gguf" and r["scored_tokens"] > 0)(json.load(open(sys.argv[1])))' "$work/out"
 expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --max-tokens 4
+{ cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
+expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
+    "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"
 expect_error "import a file that is not GGUF" "not a GGUF file" "$keel" import gguf "$work/hamlet.txt" --out "$work/not-imported"
 [ ! -e "$work/not-imported" ] && pass "a refused import leaves no run" || fail "a refused import leaves no run"
 expect_error "import into a run that exists" "already holds a run (step_00000000); choose another --out" \
