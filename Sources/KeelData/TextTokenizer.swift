@@ -11,6 +11,8 @@ public protocol TextTokenizer: Sendable {
     func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32]
     /// The bytes of `ids` (end-of-text and other special tokens as their text).
     func decode(_ ids: [Int32]) throws -> [UInt8]
+    /// The id of the special token spelled `text` (`<|im_start|>`), or nil when the tokenizer has none.
+    func specialToken(_ text: String) -> Int32?
 }
 
 extension TextTokenizer {
@@ -29,6 +31,9 @@ extension ByteTokenizer: TextTokenizer {
     public func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32] {
         text.map { Int32($0) }
     }
+
+    /// None: the byte tokenizer's end of text has no spelling.
+    public func specialToken(_ text: String) -> Int32? { nil }
 }
 
 /// A byte-level BPE vocabulary as a `TextTokenizer`.
@@ -56,6 +61,8 @@ public struct BPETokenizer: TextTokenizer {
     public func decode(_ ids: [Int32]) throws -> [UInt8] {
         try BPEEncoder(vocabulary: vocabulary).decode(ids)
     }
+
+    public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }
 }
 
 /// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.

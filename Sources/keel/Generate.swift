@@ -71,7 +71,8 @@ struct Generate: ParsableCommand {
         let decoder = loaded.decoder, tokenizer = loaded.tokenizer
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = prompts.map { tokenizer.encode($0) }
-        let stops = stop.map { Array($0.utf8) }
+        // The model's end-of-sequence token (an imported model's) ends a text as a stop string does.
+        let stops = (stop + (loaded.endOfSequence.map { [$0] } ?? [])).map { Array($0.utf8) }
         var streams = prompts.map { _ in TextStream(stops: stops) }
         let streaming = prompts.count == 1 && !json
         if streaming {

@@ -87,7 +87,8 @@ struct Import: ParsableCommand {
             discussion: """
                 Tensors in F32, F16, BF16, Q8_0, Q4_0, Q4_1 or Q4_K are dequantized to fp32, the q/k rows that \
                 llama.cpp's converter permuted are put back, a file without output.weight ties the head to the \
-                token embedding, and the GGUF tokenizer (byte-level BPE) becomes the checkpoint's tokenizer.json.
+                token embedding, and the GGUF tokenizer (byte-level BPE) becomes the checkpoint's tokenizer.json, with \
+                its end-of-sequence token and chat template in tokenizer_config.json.
                 """)
 
         @Argument(help: "The GGUF file.")
@@ -111,9 +112,17 @@ struct Import: ParsableCommand {
 
                 """ + ImportedCheckpoint.modelSection(description.config)
             let bpe = (tokenizer as? BPETokenizer)?.vocabulary
+            // Generation's settings as Hugging Face keeps them: the end-of-sequence token and the chat template.
+            var settings: [String: Any] = [:]
+            func spelled(_ id: Int?) -> String? { id.flatMap { lists.tokens.indices.contains($0) ? lists.tokens[$0] : nil } }
+            settings["eos_token"] = spelled(description.endOfSequence)
+            settings["bos_token"] = spelled(description.beginningOfText)
+            settings["chat_template"] = description.chatTemplate
+            let extras = bpe == nil || settings.isEmpty ? [:]
+                : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]
             let checkpoint = try ImportedCheckpoint.write(
                 model, tokenizer: bpe.map { bpe in ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, to: $0) }) },
-                config: config, to: URL(fileURLWithPath: out))
+                extras: extras, config: config, to: URL(fileURLWithPath: out))
             let types = description.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             print("""
                 imported \(file): \(describe(description.config)); \(model.table.count) parameters

@@ -17,6 +17,11 @@ struct InferenceModel {
     /// What was loaded, for messages.
     let origin: String
     let isGGUF: Bool
+    /// The text of the model's end-of-sequence token, when the model declares one (a GGUF file's
+    /// `tokenizer.ggml.eos_token_id`, an import's `tokenizer_config.json`): generation stops there.
+    let endOfSequence: String?
+    /// How chats become prompts for this model.
+    let chat: ChatFormat
 
     /// Loads `path`: a `.gguf` file, or a run or checkpoint directory. `quantize` applies to checkpoints only;
     /// `keepingFloatWeights` keeps a quantized checkpoint's fp32 projections (to compare against them).
@@ -33,13 +38,39 @@ struct InferenceModel {
             let tokenizer = try GGUFVocabulary(tokens: lists.tokens, types: lists.types, merges: lists.merges,
                                                preTokenizer: lists.preTokenizer, endOfText: lists.endOfText).tokenizer()
             let (model, quantized) = try GGUFImport.quantizedModel(of: file, config: description.config, path: path)
+            let endOfSequence = description.endOfSequence.flatMap { lists.tokens.indices.contains($0) ? lists.tokens[$0] : nil }
             return InferenceModel(decoder: try Decoder(model: model, quantizedTensors: quantized), model: model,
-                                  tokenizer: tokenizer, origin: path, isGGUF: true)
+                                  tokenizer: tokenizer, origin: path, isGGUF: true, endOfSequence: endOfSequence,
+                                  chat: ChatFormat(template: description.chatTemplate, endOfSequence: endOfSequence))
         }
         let checkpoint = try CheckpointReader(resolving: path)
         let model = try checkpoint.loadModel()
+        let settings = TokenizerSettings(directory: checkpoint.directory)
         return InferenceModel(decoder: try Decoder(model: model, quantization: quantize, releasingFloatWeights: !keepingFloatWeights),
                               model: model, tokenizer: try loadCheckpointTokenizer(checkpoint),
-                              origin: checkpoint.directory.path, isGGUF: false)
+                              origin: checkpoint.directory.path, isGGUF: false, endOfSequence: settings.endOfSequence,
+                              chat: ChatFormat(template: settings.chatTemplate, endOfSequence: settings.endOfSequence))
+    }
+}
+
+/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation:
+/// the end-of-sequence token and the chat template. Absent files say nothing.
+struct TokenizerSettings {
+    var endOfSequence: String?
+    var chatTemplate: String?
+
+    init(directory: URL) {
+        let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        // A token is a string, or an object with its "content".
+        func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
+        endOfSequence = token(config["eos_token"])
+        if let template = config["chat_template"] as? String {
+            chatTemplate = template
+        } else if let named = config["chat_template"] as? [[String: Any]] {
+            chatTemplate = (named.first { $0["name"] as? String == "default" } ?? named.first)?["template"] as? String
+        } else {
+            chatTemplate = try? String(contentsOf: directory.appendingPathComponent("chat_template.jinja"), encoding: .utf8)
+        }
     }
 }

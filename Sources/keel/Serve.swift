@@ -12,7 +12,9 @@ struct Serve: ParsableCommand {
         discussion: """
             POST /v1/completions and /v1/chat/completions (streamed as server-sent events with "stream": true), \
             GET /v1/models. Requests that arrive together are generated together, one batch per step. Chat \
-            messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply. A malformed \
+            messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply, with the \
+            default system message of the model's own ChatML template (an imported model's or a GGUF file's); a \
+            model's end-of-sequence token ends completions too. A malformed \
             request gets a 4xx with an OpenAI-style error; the server stays up.
             """)
 
@@ -41,8 +43,10 @@ struct Serve: ParsableCommand {
     func run() throws {
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
-                                contextLength: loaded.model.config.maxLength)
+                                contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
+                                endOfSequence: loaded.endOfSequence)
         let server = try HTTPServer(host: host, port: port)
+        FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
         server.run { api.handle($0) }
     }
@@ -54,6 +58,9 @@ struct CompletionAPI: Sendable {
     let tokenizer: any TextTokenizer
     let model: String
     let contextLength: Int
+    let chatFormat: ChatFormat
+    /// Ends a plain completion too, when the model declares one.
+    let endOfSequence: String?
 
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
@@ -97,25 +104,25 @@ struct CompletionAPI: Sendable {
                   abs(number.doubleValue) < 1e15 else { throw bad("'\(key)' must be a number") }
             return number.doubleValue
         }
-        var text: String
+        var prompt: [Int32]
         var stops: [String] = []
         if chat {
             guard let messages = body["messages"] as? [[String: Any]], !messages.isEmpty else {
                 throw bad("'messages' must be a non-empty array of {role, content} objects")
             }
-            text = ""
-            for message in messages {
+            prompt = try chatFormat.prompt(messages.map { message in
                 guard let role = message["role"] as? String, let content = message["content"] as? String else {
                     throw bad("each message needs a string 'role' and a string 'content'")
                 }
-                text += "<|im_start|>\(role)\n\(content)<|im_end|>\n"
-            }
-            text += "<|im_start|>assistant\n"
-            stops.append("<|im_end|>")
-        } else if let prompt = body["prompt"] as? String {
-            text = prompt
+                return (role, content)
+            }, tokenizer: tokenizer)
+            stops += chatFormat.stops
+        } else if let text = body["prompt"] as? String {
+            prompt = tokenizer.encode(text)
+            stops += endOfSequence.map { [$0] } ?? []
         } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
-            text = prompts[0]
+            prompt = tokenizer.encode(prompts[0])
+            stops += endOfSequence.map { [$0] } ?? []
         } else {
             throw bad("'prompt' must be a string (one prompt per request)")
         }
@@ -145,7 +152,7 @@ struct CompletionAPI: Sendable {
         case let flag as Bool where Self.isBoolean(flag): stream = flag
         default: throw bad("'stream' must be true or false")
         }
-        return Parameters(prompt: tokenizer.encode(text), maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        return Parameters(prompt: prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {

@@ -129,6 +129,16 @@ expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/
 { cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
 expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
     "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"
+# keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
+"$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+server=$!
+for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
+port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+grep -q 'chat format: ChatML (the model.s template, with its default system message "You are a tiny test model")' "$work/serve.err" \
+    && pass "serve reads the imported model's chat template" || fail "serve reads the imported model's chat template"
+check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}).encode(), headers={"Content-Type": "application/json"}))))' \
+    "http://127.0.0.1:$port/v1/chat/completions"
+kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
 expect_error "import a file that is not GGUF" "not a GGUF file" "$keel" import gguf "$work/hamlet.txt" --out "$work/not-imported"
 [ ! -e "$work/not-imported" ] && pass "a refused import leaves no run" || fail "a refused import leaves no run"
 expect_error "import into a run that exists" "already holds a run (step_00000000); choose another --out" \

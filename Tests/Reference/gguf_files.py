@@ -101,7 +101,9 @@ elif command == "model":
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
-    writer.add_chat_template("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
+    writer.add_chat_template("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                             "{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}{% endif %}"
+                             "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
 
     def permute(w, heads):
         # convert_hf_to_gguf.py, LlamaModel.permute
