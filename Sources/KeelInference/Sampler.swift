@@ -48,11 +48,12 @@ public enum Sampler {
                 logits[Int(token)] = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
             }
         }
-        // Most likely first; equal logits by token id, so the order never depends on the sort.
-        var order = Array(logits.indices)
-        order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        // Most likely first; equal logits by token id, so the order never depends on the sort. Only the tokens that
+        // can be drawn are ordered (one for greedy, k for top-k): a 49,152-token vocabulary sorted whole for every
+        // token took a seventh of SmolLM2's decoding time.
+        let count = options.temperature == 0 ? 1 : options.topK > 0 ? min(options.topK, logits.count) : logits.count
+        var order = mostLikely(logits, count: count)
         if options.temperature == 0 { return Int32(order[0]) }
-        if options.topK > 0 { order = Array(order.prefix(options.topK)) }
         let top = Double(logits[order[0]])
         var weights = order.map { exp((Double(logits[$0]) - top) / Double(options.temperature)) }
         if options.topP < 1 {
@@ -72,5 +73,22 @@ public enum Sampler {
             if threshold < 0 { return Int32(order[index]) }
         }
         return Int32(order[order.count - 1])
+    }
+
+    /// The `count` most likely tokens in order: higher logit first, the lower id first among equal logits.
+    static func mostLikely(_ logits: [Float], count: Int) -> [Int] {
+        func before(_ a: Int, _ b: Int) -> Bool { logits[a] > logits[b] || (logits[a] == logits[b] && a < b) }
+        guard count < logits.count / 8 else { return logits.indices.sorted(by: before) .prefix(count).map { $0 } }
+        // Insertion into a short sorted list: a token enters only when it beats the last kept one.
+        var kept: [Int] = []
+        kept.reserveCapacity(count + 1)
+        for token in logits.indices {
+            if kept.count == count, !before(token, kept[count - 1]) { continue }
+            var position = kept.count
+            while position > 0, before(token, kept[position - 1]) { position -= 1 }
+            kept.insert(token, at: position)
+            if kept.count > count { kept.removeLast() }
+        }
+        return kept
     }
 }

@@ -1,5 +1,5 @@
 import KeelCore
-import KeelInference
+@testable import KeelInference
 import KeelKernels
 import KeelModel
 import XCTest
@@ -166,5 +166,18 @@ final class DecoderTests: XCTestCase {
         XCTAssertThrowsError(try SamplingOptions(topP: 0).validate()) { XCTAssertEqual("\($0)", "top-p must be above 0 and at most 1 (got 0.0)") }
         XCTAssertThrowsError(try SamplingOptions(repetitionPenalty: 0).validate())
         XCTAssertThrowsError(try SamplingOptions(temperature: -1).validate())
+    }
+
+    /// Over a vocabulary large enough for the partial selection (with ties among the logits), the k most likely
+    /// tokens are the first k of the whole vocabulary sorted by (logit descending, id ascending), and greedy is its
+    /// first.
+    func testMostLikelyTokensAreTheHeadOfTheFullOrder() {
+        var random = RandomStream(seed: 4, key: 1)
+        let logits = (0..<5000).map { _ in Float(random.nextInt(below: 300)) / 10 }
+        let full = logits.indices.sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        for k in [1, 2, 40, 600] {
+            XCTAssertEqual(Sampler.mostLikely(logits, count: k), Array(full.prefix(k)), "k = \(k)")
+        }
+        XCTAssertEqual(Sampler.choose(logits, history: [], options: SamplingOptions(temperature: 0), random: &random), Int32(full[0]))
     }
 }
