@@ -17,6 +17,11 @@ public final class Decoder: @unchecked Sendable {
     public let config: ModelConfig
     /// The format the blocks' projections run in, or nil for fp32 (or for several formats).
     public let quantization: QuantizationFormat?
+    /// Attention in llama.cpp's precision: queries, keys and values rounded to fp16 (its KV cache holds fp16, and its
+    /// CPU attention takes the query to fp16 for the products with the keys), sums and softmax in fp32 — how a GGUF
+    /// file runs by default, so that greedy text follows llama.cpp's through near ties. False: fp32 throughout, the
+    /// training forward pass's arithmetic.
+    public var halfPrecisionAttention = false
     private let model: Transformer
     private var weights: DecoderWeights
     private let rope: RotaryEmbedding?
@@ -172,6 +177,9 @@ public final class Decoder: @unchecked Sendable {
                 for (r, row) in rows.enumerated() {
                     let line = qkv.baseAddress! + r * qkvWidth
                     rope?.rotate(line, position: row.position, heads: heads + kvHeads)
+                    if halfPrecisionAttention {
+                        for i in 0..<((heads + 2 * kvHeads) * d) { line[i] = Float(Float16(line[i])) }
+                    }
                     let cache = row.sequence.cache
                     (cache.keys(layer) + row.position * kvWidth).update(from: line + heads * d, count: kvWidth)
                     (cache.values(layer) + row.position * kvWidth).update(from: line + heads * d + kvWidth, count: kvWidth)

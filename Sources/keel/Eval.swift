@@ -46,6 +46,8 @@ struct Eval: ParsableCommand {
     @Flag(name: .customLong("llama-cpp-scoring"), help: "Score as llama.cpp's llama-perplexity does: in each window only the predictions from its middle to its next-to-last token (with --quantize, the quantized model's).")
     var llamaCppScoring = false
 
+    @OptionGroup var attentionOption: AttentionOption
+
     @Option(help: "Compare the model with its projections in a llama.cpp format (q8_0, q4_0, q4_1, q4_k): both perplexities, the KL divergence of the quantized next-token distributions from fp32's, top-1 agreement.")
     var quantize: String?
 
@@ -64,7 +66,7 @@ struct Eval: ParsableCommand {
         if checkpoint.lowercased().hasSuffix(".gguf") {
             guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
-            let loaded = try InferenceModel.load(checkpoint, quantize: format)
+            let loaded = try InferenceModel.load(checkpoint, quantize: format, attention: attentionOption.attention)
             let length = try windowLength(loaded.model.config)
             let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, vocabSize: loaded.model.config.vocabSize,
                                                  length: length)
@@ -83,8 +85,9 @@ struct Eval: ParsableCommand {
         } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length)
         let count = try windowCount(windows, length: length, origin: reader.directory.path)
         if llamaCppScoring {
-            try score(try Decoder(model: model, quantization: format), label: format?.rawValue ?? "f32", windows: windows,
-                      count: count, length: length)
+            let decoder = try Decoder(model: model, quantization: format)
+            decoder.halfPrecisionAttention = attentionOption.attention == "f16"
+            try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length)
             return
         }
         if let format {

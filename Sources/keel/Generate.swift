@@ -42,6 +42,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Stop a prompt's text at this string, which is not printed (repeatable).")
     var stop: [String] = []
 
+    @OptionGroup var attentionOption: AttentionOption
+
     @Option(help: "Run the projections in a llama.cpp format: q8_0, q4_0, q4_1 or q4_k (quantized at load).")
     var quantize: String?
 
@@ -67,7 +69,8 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
+                                             attention: attentionOption.attention)
         let decoder = loaded.decoder, tokenizer = loaded.tokenizer
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = prompts.map { tokenizer.encode($0) }

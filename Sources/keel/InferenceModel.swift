@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
@@ -24,8 +25,16 @@ struct InferenceModel {
     let chat: ChatFormat
 
     /// Loads `path`: a `.gguf` file, or a run or checkpoint directory. `quantize` applies to checkpoints only;
-    /// `keepingFloatWeights` keeps a quantized checkpoint's fp32 projections (to compare against them).
-    static func load(_ path: String, quantize: QuantizationFormat?, keepingFloatWeights: Bool = false) throws -> InferenceModel {
+    /// `keepingFloatWeights` keeps a quantized checkpoint's fp32 projections (to compare against them); `attention`
+    /// is "f16" (llama.cpp's precision), "f32", or nil for f16 with a GGUF file and f32 with a checkpoint.
+    static func load(_ path: String, quantize: QuantizationFormat?, keepingFloatWeights: Bool = false,
+                     attention: String? = nil) throws -> InferenceModel {
+        let loaded = try load(path, quantize: quantize, keepingFloatWeights: keepingFloatWeights)
+        loaded.decoder.halfPrecisionAttention = (attention ?? (loaded.isGGUF ? "f16" : "f32")) == "f16"
+        return loaded
+    }
+
+    private static func load(_ path: String, quantize: QuantizationFormat?, keepingFloatWeights: Bool) throws -> InferenceModel {
         var isDirectory: ObjCBool = false
         if path.lowercased().hasSuffix(".gguf"), FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
            !isDirectory.boolValue {
@@ -72,5 +81,15 @@ struct TokenizerSettings {
         } else {
             chatTemplate = try? String(contentsOf: directory.appendingPathComponent("chat_template.jinja"), encoding: .utf8)
         }
+    }
+}
+
+/// The `--attention` option of the commands that run a model.
+struct AttentionOption: ParsableArguments {
+    @Option(help: ArgumentHelp("Attention precision: f16 (queries, keys and values rounded to fp16, as llama.cpp computes) or f32 (default: f16 for a .gguf file, f32 for a checkpoint).", valueName: "f16|f32"))
+    var attention: String?
+
+    func validate() throws {
+        if let attention, !["f16", "f32"].contains(attention) { throw ValidationError("--attention must be f16 or f32 (got \(attention))") }
     }
 }

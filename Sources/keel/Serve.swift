@@ -27,6 +27,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Port to listen on (0: any free port, printed).")
     var port = 8080
 
+    @OptionGroup var attentionOption: AttentionOption
+
     @Option(help: "Run the projections in a llama.cpp format: q8_0, q4_0, q4_1 or q4_k.")
     var quantize: String?
 
@@ -41,7 +43,8 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) })
+        let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
+                                             attention: attentionOption.attention)
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfSequence: loaded.endOfSequence)

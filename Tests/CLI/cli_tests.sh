@@ -102,9 +102,16 @@ check "the imported run has the run's loss" 'json.load(open(sys.argv[1]))["loss"
     "$work/out" "$work/eval-run.json"
 expect_ok "generate from the run" "$keel" generate --checkpoint "$work/llamarun" --prompt "To be" --max-tokens 12 --temperature 0
 cp "$work/out" "$work/greedy-run.txt"
-expect_ok "generate from the GGUF file" "$keel" generate --checkpoint "$work/llama-f32.gguf" --prompt "To be" --max-tokens 12 --temperature 0
-cmp -s "$work/out" "$work/greedy-run.txt" && pass "the GGUF file continues the prompt as the run does" \
-    || fail "the GGUF file continues the prompt as the run does"
+expect_ok "generate from the GGUF file" "$keel" generate --checkpoint "$work/llama-f32.gguf" --prompt "To be" --max-tokens 12 --temperature 0 \
+    --attention f32
+cmp -s "$work/out" "$work/greedy-run.txt" && pass "the GGUF file (fp32 attention) continues the prompt as the run does" \
+    || fail "the GGUF file (fp32 attention) continues the prompt as the run does"
+expect_ok "eval of the GGUF file in fp32 attention" "$keel" eval --checkpoint "$work/llama-f32.gguf" "$work/hamlet.txt" --seq-len 16 --json --attention f32
+cp "$work/out" "$work/eval-gguf32.json"
+expect_ok "eval of the GGUF file in fp16 attention (its default)" "$keel" eval --checkpoint "$work/llama-f32.gguf" "$work/hamlet.txt" --seq-len 16 --json
+check "fp16 attention changes the perplexity a little, not much" '(lambda a, b: a != b and abs(a / b - 1) < 1e-2)(json.load(open(sys.argv[1]))["perplexity"], json.load(open(sys.argv[2]))["perplexity"])' \
+    "$work/out" "$work/eval-gguf32.json"
+usage "an unknown attention precision" "--attention must be f16 or f32 (got bf16)" "$keel" generate --checkpoint "$work/llama-f32.gguf" --attention bf16
 # keel train --init-from: a run that starts from the imported weights (at a learning rate of 1e-30 it keeps them, to the
 # bit: the same loss).
 expect_ok "fine-tune the imported run" "$keel" train --config "$work/tiny.toml" --out "$work/finetuned" --set 'model.arch="llama"' \
