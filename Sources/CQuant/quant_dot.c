@@ -145,10 +145,18 @@ void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type type, int n, int
                        size_t row_bytes, int count, const void *activations, size_t activation_row_bytes, float *out,
                        size_t out_stride) {
     const char *row = weights;
+    const int simd = engine != KEEL_QDOT_SCALAR && keel_qdot_engine_available(engine);
     for (int r = 0; r < rows; r++, row += row_bytes) {
-        // Each weight row once, against every activation row while it is in cache.
+        // Each weight row once, against every activation row while it is in cache: eight at a time where the
+        // engine has a kernel for it (one unpacking of the weights, eight independent float chains), then one by one.
         const char *activation = activations;
-        for (int t = 0; t < count; t++, activation += activation_row_bytes)
+        int t = 0;
+        float eight[8];
+        for (; simd && t + 8 <= count; t += 8, activation += 8 * activation_row_bytes) {
+            if (!keel_quant_dot8_x86(engine, type, n, row, activation, activation_row_bytes, eight)) break;
+            for (int k = 0; k < 8; k++) out[(size_t)(t + k) * out_stride + r] = eight[k];
+        }
+        for (; t < count; t++, activation += activation_row_bytes)
             out[(size_t)t * out_stride + r] = keel_quant_dot(engine, type, n, row, activation);
     }
 }

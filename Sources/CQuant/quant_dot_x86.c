@@ -31,6 +31,11 @@ AVX2 static inline int32_t total(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/// Eight fp16 values as fp32 (F16C: exact).
+AVX2 static inline __m256 halves8(const uint16_t bits[8]) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bits));
+}
+
 /// 32 nibbles from 16 bytes: the low nibbles first, then the high ones (the order of a Q4_0 or Q4_1 block's values).
 AVX2 static inline __m256i nibbles32(const uint8_t *bytes) {
     __m128i packed = _mm_loadu_si128((const __m128i *)bytes);
@@ -135,6 +140,72 @@ AVX2 static inline __m256i nibbles32(const uint8_t *bytes) {
         return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
+    /* Eight activation rows against one weight row: lane t of the float vectors is row t's running sum, which */ \
+    /* takes the reference's float steps block by block (no contraction), so each lane is row t's single dot    */ \
+    /* product to the bit; the weight block is unpacked and its scales converted once for the eight rows.       */ \
+    TARGET static void dot8_q8_0_##NAME(int n, const block_q8_0 *x, const char *a, size_t stride, float out[8]) {   \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
+            const __m256i w = _mm256_loadu_si256((const __m256i *)x[ib].qs);                                       \
+            __m256i v[8];                                                                                           \
+            uint16_t dy[8];                                                                                         \
+            for (int t = 0; t < 8; t++) {                                                                           \
+                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + ib;                                  \
+                v[t] = signed_dot_##NAME(w, _mm256_loadu_si256((const __m256i *)y->qs));                           \
+                dy[t] = y->d;                                                                                       \
+            }                                                                                                       \
+            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].d)), halves8(dy));                         \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), scale));                        \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static void dot8_q4_0_##NAME(int n, const block_q4_0 *x, const char *a, size_t stride, float out[8]) {   \
+        const __m256i eight = _mm256_set1_epi8(8);                                                                  \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
+            const __m256i w = _mm256_sub_epi8(nibbles32(x[ib].qs), eight);                                         \
+            __m256i v[8];                                                                                           \
+            uint16_t dy[8];                                                                                         \
+            for (int t = 0; t < 8; t++) {                                                                           \
+                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + ib;                                  \
+                v[t] = signed_dot_##NAME(w, _mm256_loadu_si256((const __m256i *)y->qs));                           \
+                dy[t] = y->d;                                                                                       \
+            }                                                                                                       \
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), _mm256_set1_ps(HALF(x[ib].d)));   \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static void dot8_q4_1_##NAME(int n, const block_q4_1 *x, const char *a, size_t stride, float out[8]) {   \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int ib = 0; ib < n / QK8_1; ib++) {                                                                    \
+            const __m256i w = nibbles32(x[ib].qs);                                                                  \
+            __m256i v[8];                                                                                           \
+            uint16_t dy[8], sy[8];                                                                                  \
+            for (int t = 0; t < 8; t++) {                                                                           \
+                const block_q8_1 *y = (const block_q8_1 *)(a + t * stride) + ib;                                  \
+                v[t] = DOT(w, _mm256_loadu_si256((const __m256i *)y->qs));                                         \
+                dy[t] = y->d;                                                                                       \
+                sy[t] = y->s;                                                                                       \
+            }                                                                                                       \
+            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].d)), halves8(dy));                         \
+            const __m256 minimum = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].m)), halves8(sy));                       \
+            acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(totals8(v))), minimum)); \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    static int dot8_##NAME(keel_quant_type type, int n, const void *w, const char *a, size_t stride, float out[8]) { \
+        switch (type) {                                                                                             \
+        case KEEL_QUANT_Q8_0: dot8_q8_0_##NAME(n, w, a, stride, out); return 1;                                     \
+        case KEEL_QUANT_Q4_0: dot8_q4_0_##NAME(n, w, a, stride, out); return 1;                                     \
+        case KEEL_QUANT_Q4_1: dot8_q4_1_##NAME(n, w, a, stride, out); return 1;                                     \
+        default: return 0;                                                                                          \
+        }                                                                                                           \
+    }                                                                                                               \
+                                                                                                                    \
     static float dot_##NAME(keel_quant_type type, int n, const void *w, const void *a) {                            \
         switch (type) {                                                                                             \
         case KEEL_QUANT_Q8_0: return dot_q8_0_##NAME(n, w, a);                                                      \
@@ -165,6 +236,16 @@ float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, c
     case KEEL_QDOT_AVX2: return dot_avx2(type, n, w, a);
     case KEEL_QDOT_AVX_VNNI: return dot_avx_vnni(type, n, w, a);
     case KEEL_QDOT_AVX512_VNNI: return dot_avx512_vnni(type, n, w, a);
+    default: return 0;
+    }
+}
+
+int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *w, const void *a,
+                        size_t activation_row_bytes, float out[8]) {
+    switch (engine) {
+    case KEEL_QDOT_AVX2: return dot8_avx2(type, n, w, a, activation_row_bytes, out);
+    case KEEL_QDOT_AVX_VNNI: return dot8_avx_vnni(type, n, w, a, activation_row_bytes, out);
+    case KEEL_QDOT_AVX512_VNNI: return dot8_avx512_vnni(type, n, w, a, activation_row_bytes, out);
     default: return 0;
     }
 }

@@ -7,6 +7,11 @@
 /// The dot product on `engine` (AVX2, AVX-VNNI or AVX512-VNNI), which the caller knows the CPU runs.
 float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations);
 
+/// The dot products of one weight row with eight activation rows (`activation_row_bytes` apart) into `out`, each
+/// equal to its `keel_quant_dot_x86` to the bit; returns 0, writing nothing, for a format without such a kernel.
+int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations,
+                        size_t activation_row_bytes, float out[8]);
+
 /// A Q4_K block's eight 6-bit scales and mins, unpacked from its 12 bytes.
 void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]);
 

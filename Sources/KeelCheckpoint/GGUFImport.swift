@@ -108,9 +108,9 @@ public enum GGUFImport {
     }
 
     /// The model of `file` as it runs quantized: every matrix stored in a format Keel computes on (Q8_0, Q4_0,
-    /// Q4_1, Q4_K) kept as those bytes, by Keel's tensor name, rows in Keel's order; the rest dequantized into the
-    /// model, where the quantized matrices' spans are left untouched (zero, and never made resident) — except the
-    /// token table, which embedding lookups read in fp32 and a tied head multiplies quantized.
+    /// Q4_1, Q4_K) kept as those bytes, by Keel's tensor name, rows in Keel's order — the token table too, whose
+    /// rows embedding lookups dequantize one at a time and which a tied head multiplies quantized; the rest
+    /// dequantized into the model, where the quantized matrices' spans are left untouched (zero, never resident).
     public static func quantizedModel(of file: GGUFFile, config: ModelConfig, path: String) throws
         -> (model: Transformer, quantized: [String: QuantizedMatrix]) {
         try load(file, config: config, path: path, keepingQuantized: true)
@@ -142,7 +142,7 @@ public enum GGUFImport {
                                                               rowLength: format.rowBytes(columns: columns), inverse: true)
                 }
                 quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: rowBytes)
-                if entry.slot != .tokenTable { continue }
+                continue
             }
             var values = try dequantize(bytes, type: tensor.type, rows: rows, columns: columns, tensor: name, path: path)
             if let heads {

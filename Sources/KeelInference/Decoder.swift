@@ -27,6 +27,9 @@ public final class Decoder: @unchecked Sendable {
     private let rope: RotaryEmbedding?
     /// Attention scores, `max_seq_len` per thread of the pool (allocated once: `attend` runs per layer per token).
     private let scores: FloatBuffer
+    /// A prompt's attention scores, a block of query rows × `max_seq_len` per thread of the pool (pages touched only
+    /// by prompts long enough to use them).
+    fileprivate let blockScores: FloatBuffer
 
     /// With `releasingFloatWeights` (and a `quantization`), the projections' fp32 weights are handed back to the
     /// operating system once quantized — the model's buffer then reads zero there, so only a model used for nothing
@@ -39,6 +42,7 @@ public final class Decoder: @unchecked Sendable {
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
         scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
+        blockScores = FloatBuffer(count: ThreadPool.shared.threadCount * Self.attentionBlock * config.maxLength)
         if let quantization {
             do {
                 for layer in weights.layers.indices {
@@ -70,6 +74,7 @@ public final class Decoder: @unchecked Sendable {
         rope = config.architecture == .llama
             ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
         scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
+        blockScores = FloatBuffer(count: ThreadPool.shared.threadCount * Self.attentionBlock * config.maxLength)
         let table = model.table, parameters = model.parameters
         var formats = Set<QuantizationFormat>(), blockProjections = 0
         func use(_ projection: inout Projection, _ part: ModelPart, _ slot: TensorSlot) throws {
@@ -103,6 +108,9 @@ public final class Decoder: @unchecked Sendable {
             try use(&weights.output, .head, .output)
         } else {
             try use(&weights.output, .embedding, .tokenTable)
+        }
+        if let name = table.entries.first(where: { $0.slot == .tokenTable })?.name {
+            weights.quantizedTokenTable = quantizedTensors[name]
         }
         quantization = formats.count == 1 && blockProjections == 4 * config.layers ? formats.first : nil
     }
@@ -162,8 +170,12 @@ public final class Decoder: @unchecked Sendable {
         // The embedding (GPT-2 adds its learned position).
         for (r, token) in tokens.enumerated() {
             precondition(token >= 0 && Int(token) < config.vocabSize, "token \(token) outside the vocabulary")
-            let row = Int(token) * c
-            for i in 0..<c { x[r * c + i] = weights.tokenTable[row + i] }
+            if let table = weights.quantizedTokenTable {
+                x.withUnsafeMutableBufferPointer { table.dequantizeRow(Int(token), into: $0.baseAddress! + r * c) }
+            } else {
+                let row = Int(token) * c
+                for i in 0..<c { x[r * c + i] = weights.tokenTable[row + i] }
+            }
             if let positions = weights.positionTable {
                 for i in 0..<c { x[r * c + i] += positions[rows[r].position * c + i] }
             }
@@ -242,6 +254,12 @@ public final class Decoder: @unchecked Sendable {
     private func attend(_ out: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>, stride: Int, rows: [Row], layer: Int) {
         let d = config.headDim, heads = config.heads, group = heads / config.kvHeads, kvWidth = config.kvHeads * d
         let scale = 1 / Float(d).squareRoot(), capacity = config.maxLength
+        if rows.count > 1, rows.allSatisfy({ $0.sequence === rows[0].sequence }),
+           rows.indices.allSatisfy({ rows[$0].position == rows[0].position + $0 }) {
+            attendInBlocks(out, queries: queries, stride: stride, sequence: rows[0].sequence, start: rows[0].position,
+                           count: rows.count, layer: layer)
+            return
+        }
         let scratch = self.scores.pointer
         ThreadPool.shared.parallelChunks(rows.count * heads) { chunk, range in
             let scores = scratch + chunk * capacity
@@ -264,6 +282,50 @@ public final class Decoder: @unchecked Sendable {
                 let target = out + r * heads * d + h * d
                 target.update(repeating: 0, count: d)
                 for j in 0..<visible { axpy(scores[j] / sum, values + j * kvWidth, target, d) }
+            }
+        }
+    }
+}
+
+extension Decoder {
+    /// Rows of queries per block of `attendInBlocks`.
+    static let attentionBlock = 64
+
+    /// The attention of `count` consecutive positions from `start` of one sequence (a prompt): per head and block of
+    /// query rows, the scores as one matrix product with the cached keys up to the block's last position, the
+    /// causal softmax, and the output as one product with the values — the arithmetic of `attend`'s loop, in
+    /// matrix products.
+    fileprivate func attendInBlocks(_ out: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>, stride: Int,
+                                    sequence: DecoderSequence, start: Int, count: Int, layer: Int) {
+        let d = config.headDim, heads = config.heads, group = heads / config.kvHeads, kvWidth = config.kvHeads * d
+        let scale = 1 / Float(d).squareRoot(), block = Self.attentionBlock
+        let blocks = (count + block - 1) / block
+        let keys = UnsafePointer(sequence.cache.keys(layer)), values = UnsafePointer(sequence.cache.values(layer))
+        let scratch = blockScores.pointer, scratchPerThread = block * config.maxLength
+        ThreadPool.shared.parallelChunks(heads * blocks) { chunk, range in
+            let scores = scratch + chunk * scratchPerThread
+            for item in range {
+                let h = item / blocks, first = (item % blocks) * block, rowCount = min(block, count - first)
+                // Keys 0 ... start + first + rowCount − 1: the last row's whole past.
+                let visible = start + first + rowCount
+                let kv = (h / group) * d
+                serialGemm(.none, .transposed, m: rowCount, n: visible, k: d, alpha: scale,
+                           queries + first * stride + h * d, lda: stride, keys + kv, ldb: kvWidth,
+                           beta: 0, scores, ldc: visible)
+                for i in 0..<rowCount {
+                    let line = scores + i * visible, seen = start + first + i + 1
+                    var maximum = -Float.infinity
+                    for j in 0..<seen { maximum = max(maximum, line[j]) }
+                    var sum: Float = 0
+                    for j in 0..<seen {
+                        line[j] = Foundation.exp(line[j] - maximum)
+                        sum += line[j]
+                    }
+                    for j in 0..<seen { line[j] /= sum }
+                    for j in seen..<visible { line[j] = 0 }
+                }
+                serialGemm(.none, .none, m: rowCount, n: d, k: visible, scores, lda: visible, values + kv, ldb: kvWidth,
+                           beta: 0, out + first * heads * d + h * d, ldc: heads * d)
             }
         }
     }

@@ -71,6 +71,8 @@ struct LayerWeights {
 /// A whole model's weights, viewed in its flat parameter buffer (the model must outlive them).
 struct DecoderWeights {
     let tokenTable: UnsafePointer<Float>
+    /// The token table quantized, when the decoder runs on a quantized file's: lookups dequantize its rows.
+    var quantizedTokenTable: QuantizedMatrix?
     /// GPT-2's learned positions.
     let positionTable: UnsafePointer<Float>?
     var layers: [LayerWeights]

@@ -81,7 +81,7 @@ private func matrixVector(
 
 /// `gemm` on the calling thread only, for use inside a kernel that is already parallel.
 @inline(__always)
-func serialGemm(
+public func serialGemm(
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int

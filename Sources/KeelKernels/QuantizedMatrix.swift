@@ -100,6 +100,14 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
+    /// The values row `row` stands for, written to `destination` (`columns` floats): an embedding lookup in a
+    /// quantized table.
+    public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
+        precondition(row >= 0 && row < rows, "row \(row) of a \(rows)-row matrix")
+        let rowBytes = format.rowBytes(columns: columns)
+        bytes.withUnsafeBytes { keel_dequantize_row(format.type, $0.baseAddress! + row * rowBytes, destination, Int64(columns)) }
+    }
+
     /// The values the blocks stand for, row-major.
     public func dequantized() -> [Float] {
         let rowBytes = format.rowBytes(columns: columns)

@@ -118,21 +118,27 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// A product with several input rows gives each row's vector product, bit for bit.
+    /// A product with several input rows gives each row's vector product, bit for bit, on every engine — through
+    /// the kernels that take eight input rows at once (two groups here) and the row-by-row one (the five left).
     func testMatrixProductsAreRowByRowProducts() throws {
         var random = SystemRandomNumberGenerator()
-        let (rows, columns, count) = (19, 512, 5)
+        let (rows, columns, count) = (19, 512, 21)
         let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
         let inputs = (0..<count * columns).map { _ in Float.random(in: -1...1, using: &random) }
         for format in QuantizationFormat.allCases {
             let matrix = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format)
-            var product = [Float](repeating: 0, count: count * rows)
-            inputs.withUnsafeBufferPointer { input in
-                product.withUnsafeMutableBufferPointer { matrix.multiply(input.baseAddress!, count: count, into: $0.baseAddress!) }
-            }
-            for t in 0..<count {
-                let single = matrix.multiply(Array(inputs[(t * columns)..<((t + 1) * columns)]))
-                XCTAssertEqual(Array(product[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), single.map(\.bitPattern), "\(format.rawValue), row \(t)")
+            for engine in QuantizedDotEngine.allCases where engine.isAvailable {
+                var product = [Float](repeating: 0, count: count * rows)
+                inputs.withUnsafeBufferPointer { input in
+                    product.withUnsafeMutableBufferPointer {
+                        matrix.multiply(input.baseAddress!, count: count, into: $0.baseAddress!, engine: engine)
+                    }
+                }
+                for t in 0..<count {
+                    let single = matrix.multiply(Array(inputs[(t * columns)..<((t + 1) * columns)]), engine: .scalar)
+                    XCTAssertEqual(Array(product[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), single.map(\.bitPattern),
+                                   "\(format.rawValue) on \(engine), row \(t)")
+                }
             }
         }
     }
