@@ -25,6 +25,9 @@ public enum GGUFExport {
 
         var format: QuantizationFormat? { QuantizationFormat(rawValue: rawValue) }
 
+        /// Whether the weights are in one of llama.cpp's block formats.
+        public var isQuantized: Bool { format != nil }
+
         /// `general.file_type` (llama.cpp's LlamaFileType; a file of one type throughout).
         var fileType: UInt32 {
             switch self {

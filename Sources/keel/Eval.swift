@@ -63,7 +63,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let format = quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) }
-        if checkpoint.lowercased().hasSuffix(".gguf") {
+        if InferenceModel.isGGUF(checkpoint) {
             guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
             let loaded = try InferenceModel.load(checkpoint, quantize: format, attention: attentionOption.attention)

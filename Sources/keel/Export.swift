@@ -52,15 +52,24 @@ struct Export: ParsableCommand {
         }
 
         func run() throws {
-            let (model, tokenizer) = try loadCheckpoint(checkpoint)
-            let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
-            let file = try GGUFExport.file(
-                for: model, type: GGUFExport.WeightType(rawValue: type.lowercased())!,
-                tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),
-                                                merges: vocabulary.merges, preTokenizer: vocabulary.preTokenizer,
-                                                endOfText: vocabulary.endOfText))
-            try file.write(to: URL(fileURLWithPath: out))
+            let file = try writeGGUF(checkpoint: checkpoint, type: GGUFExport.WeightType(rawValue: type.lowercased())!,
+                                     to: URL(fileURLWithPath: out))
             print("wrote \(out): \(file.tensors.count) tensors, \(type.lowercased())")
         }
     }
+}
+
+/// Writes the model of `checkpoint` (a run or checkpoint directory) as a GGUF file of `type` at `url`: the file
+/// itself, for its description.
+@discardableResult
+func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) throws -> GGUFFile {
+    let (model, tokenizer) = try loadCheckpoint(checkpoint)
+    let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
+    let file = try GGUFExport.file(
+        for: model, type: type,
+        tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),
+                                        merges: vocabulary.merges, preTokenizer: vocabulary.preTokenizer,
+                                        endOfText: vocabulary.endOfText))
+    try file.write(to: url)
+    return file
 }

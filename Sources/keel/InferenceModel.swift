@@ -34,7 +34,19 @@ struct InferenceModel {
         return loaded
     }
 
+    /// The file `keel quantize` writes into its directory.
+    static let quantizedFileName = "model.gguf"
+
+    /// Whether `path` names a GGUF file, or a directory `keel quantize` wrote.
+    static func isGGUF(_ path: String) -> Bool {
+        path.lowercased().hasSuffix(".gguf")
+            || FileManager.default.fileExists(atPath: URL(fileURLWithPath: path).appendingPathComponent(quantizedFileName).path)
+    }
+
     private static func load(_ path: String, quantize: QuantizationFormat?, keepingFloatWeights: Bool) throws -> InferenceModel {
+        // A directory `keel quantize` wrote runs its file.
+        let quantized = URL(fileURLWithPath: path).appendingPathComponent(quantizedFileName).path
+        if FileManager.default.fileExists(atPath: quantized) { return try load(quantized, quantize: quantize, keepingFloatWeights: keepingFloatWeights) }
         var isDirectory: ObjCBool = false
         if path.lowercased().hasSuffix(".gguf"), FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
            !isDirectory.boolValue {

@@ -90,11 +90,26 @@ expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" -
 check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
     '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
     "$work/llama.gguf"
+# keel quantize: a directory with the model in a llama.cpp format, which generate and eval run on its blocks (the same
+# perplexity as eval --quantize of the run, up to the token table's lookups in the format).
+expect_ok "quantize q8_0" "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
+grep -q "bits a weight" "$work/out" && [ -s "$work/llama-q8/model.gguf" ] && pass "quantize wrote model.gguf and its size" \
+    || fail "quantize wrote model.gguf and its size"
+printf 'To be, or not to be, that is the question: whether tis nobler in the mind' >"$work/hamlet.txt"
+expect_ok "eval the quantized directory" "$keel" eval --checkpoint "$work/llama-q8" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --attention f32
+cp "$work/out" "$work/eval-q8.json"
+expect_ok "eval --quantize q8_0 of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --quantize q8_0
+check "the quantized directory scores as the run quantized at load" '(lambda a, b: a["format"] == "q8_0" and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-3)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+    "$work/eval-q8.json" "$work/out"
+expect_ok "generate from the quantized directory" "$keel" generate --checkpoint "$work/llama-q8" --prompt "To be" --max-tokens 8
+usage "quantize to a format that is not one" "--type must be one of q8_0, q4_0, q4_1, q4_k (got f16)" \
+    "$keel" quantize --checkpoint "$work/llamarun" --type f16 --out "$work/x"
+expect_error "quantize over a quantized directory" "model.gguf exists; choose another --out" \
+    "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
 # keel import gguf: Keel's own export back into a run that computes the same; a file laid out by gguf-py as llama.cpp's
 # converter writes SmolLM2's (tied head, "smollm" tokenizer, mixed formats); a GGUF file run as it is.
 expect_ok "export gguf f32" "$keel" export gguf --checkpoint "$work/llamarun" --type f32 --out "$work/llama-f32.gguf"
 expect_ok "import gguf" "$keel" import gguf "$work/llama-f32.gguf" --out "$work/imported"
-printf 'To be, or not to be, that is the question: whether tis nobler in the mind' >"$work/hamlet.txt"
 expect_ok "eval of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 --json
 cp "$work/out" "$work/eval-run.json"
 expect_ok "eval of the imported run" "$keel" eval --checkpoint "$work/imported" "$work/hamlet.txt" --seq-len 16 --json

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import KeelCheckpoint
+import KeelCore
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Quantize a Llama checkpoint's weights to a llama.cpp format, ready to run.",
+        discussion: """
+            Writes DIR/model.gguf: every projection and embedding in --type (quantized as ggml's reference \
+            quantizer does), the norms in fp32, with the checkpoint's tokenizer. generate, serve and eval run DIR \
+            (or the file) on the quantized blocks; llama.cpp runs the file too. `keel eval --checkpoint RUN \
+            --quantize TYPE` measures what the format costs (perplexity, KL divergence from fp32, top-1 agreement).
+            """)
+
+    @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
+    var checkpoint: String
+
+    @Option(help: "Format: q8_0, q4_0, q4_1 or q4_k.")
+    var type: String
+
+    @Option(name: .shortAndLong, help: "Directory to write model.gguf into (created).")
+    var out: String
+
+    func validate() throws {
+        guard let weights = GGUFExport.WeightType(rawValue: type.lowercased()), weights.isQuantized else {
+            throw ValidationError("--type must be one of q8_0, q4_0, q4_1, q4_k (got \(type))")
+        }
+    }
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: out)
+        let url = directory.appendingPathComponent(InferenceModel.quantizedFileName)
+        if FileManager.default.fileExists(atPath: url.path) {
+            throw KeelError("\(url.path) exists; choose another --out")
+        }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let file = try writeGGUF(checkpoint: checkpoint, type: GGUFExport.WeightType(rawValue: type.lowercased())!, to: url)
+        let quantized = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        let values = file.tensors.reduce(0) { $0 + $1.count }
+        print(String(format: "wrote %@: %d tensors, %@, %.1f MiB (fp32: %.1f MiB, %.2f bits a weight)", url.path, file.tensors.count,
+                     type.lowercased(), Double(quantized) / 1_048_576, Double(4 * values) / 1_048_576,
+                     Double(8 * quantized) / Double(values)))
+    }
+}
