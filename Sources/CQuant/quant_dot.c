@@ -11,6 +11,19 @@
 #include "quant_blocks.h"
 #include "quant_dot_x86.h"
 
+/// F16 · F16: each product is exact in fp32; element i goes into lane i mod 32, and the lanes are added as four
+/// vectors of eight, ((0 + 1) + (2 + 3)), then halved three times (j + j+4, j + j+2, 0 + 1) — the order of the
+/// SIMD code, which keeps four eight-lane accumulators.
+static float dot_f16(int n, const uint16_t *x, const uint16_t *y) {
+    float lanes[32] = {0};
+    for (int i = 0; i < n; i += 32)
+        for (int j = 0; j < 32; j++) lanes[j] += keel_fp16_to_fp32(x[i + j]) * keel_fp16_to_fp32(y[i + j]);
+    float s[8], h4[4];
+    for (int j = 0; j < 8; j++) s[j] = (lanes[j] + lanes[8 + j]) + (lanes[16 + j] + lanes[24 + j]);
+    for (int j = 0; j < 4; j++) h4[j] = s[j] + s[j + 4];
+    return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
+
 static float dot_q8_0(int n, const block_q8_0 *x, const block_q8_0 *y) {
     float sumf = 0;
     for (int ib = 0; ib < n / QK8_0; ib++) {
@@ -133,6 +146,7 @@ int keel_qdot_engine_available(keel_qdot_engine engine) {
 float keel_quant_dot(keel_qdot_engine engine, keel_quant_type type, int n, const void *w, const void *a) {
     if (engine != KEEL_QDOT_SCALAR && keel_qdot_engine_available(engine)) return keel_quant_dot_x86(engine, type, n, w, a);
     switch (type) {
+    case KEEL_QUANT_F16: return dot_f16(n, w, a);
     case KEEL_QUANT_Q8_0: return dot_q8_0(n, w, a);
     case KEEL_QUANT_Q4_0: return dot_q4_0(n, w, a);
     case KEEL_QUANT_Q4_1: return dot_q4_1(n, w, a);

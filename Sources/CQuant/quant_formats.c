@@ -13,8 +13,10 @@ int keel_quant_block_values(keel_quant_type type) {
     return type == KEEL_QUANT_Q4_K || type == KEEL_QUANT_Q8_K ? QK_K : 32;
 }
 
+
 size_t keel_quant_block_bytes(keel_quant_type type) {
     switch (type) {
+    case KEEL_QUANT_F16: return 32 * sizeof(uint16_t);
     case KEEL_QUANT_Q4_0: return sizeof(block_q4_0);
     case KEEL_QUANT_Q4_1: return sizeof(block_q4_1);
     case KEEL_QUANT_Q8_0: return sizeof(block_q8_0);
@@ -293,6 +295,9 @@ static void quantize_q8_K(const float *x, block_q8_K *y, int64_t k) {
 
 void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k) {
     switch (type) {
+    case KEEL_QUANT_F16:
+        for (int64_t i = 0; i < k; i++) ((uint16_t *)y)[i] = keel_fp32_to_fp16(x[i]);
+        break;
     case KEEL_QUANT_Q8_0: quantize_q8_0(x, y, k); break;
     case KEEL_QUANT_Q8_1: quantize_q8_1(x, y, k); break;
     case KEEL_QUANT_Q4_0: quantize_q4_0(x, y, k); break;
@@ -304,6 +309,9 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
 
 void keel_dequantize_row(keel_quant_type type, const void *blocks, float *y, int64_t k) {
     switch (type) {
+    case KEEL_QUANT_F16:
+        for (int64_t i = 0; i < k; i++) y[i] = keel_fp16_to_fp32(((const uint16_t *)blocks)[i]);
+        break;
     case KEEL_QUANT_Q8_0: {
         const block_q8_0 *x = blocks;
         for (int64_t i = 0; i < k / QK8_0; i++) {
@@ -361,6 +369,7 @@ keel_quant_type keel_quant_activation_type(keel_quant_type weight_type) {
     switch (weight_type) {
     case KEEL_QUANT_Q4_1: return KEEL_QUANT_Q8_1;
     case KEEL_QUANT_Q4_K: return KEEL_QUANT_Q8_K;
+    case KEEL_QUANT_F16: return KEEL_QUANT_F16;
     default: return KEEL_QUANT_Q8_0;
     }
 }

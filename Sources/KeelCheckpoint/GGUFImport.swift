@@ -107,7 +107,7 @@ public enum GGUFImport {
         try load(file, config: config, path: path, keepingQuantized: false).model
     }
 
-    /// The model of `file` as it runs quantized: every matrix stored in a format Keel computes on (Q8_0, Q4_0,
+    /// The model of `file` as it runs quantized: every matrix stored in a format Keel computes on (F16, Q8_0, Q4_0,
     /// Q4_1, Q4_K) kept as those bytes, by Keel's tensor name, rows in Keel's order — the token table too, whose
     /// rows embedding lookups dequantize one at a time and which a tied head multiplies quantized; the rest
     /// dequantized into the model, where the quantized matrices' spans are left untouched (zero, never resident).
@@ -135,7 +135,8 @@ public enum GGUFImport {
             let rows = entry.shape.count == 1 ? 1 : entry.shape[0], columns = entry.shape.last!
             let heads = GGUFExport.rotatedHeads(entry.name, config)
             if keepingQuantized, entry.shape.count == 2,
-               let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == tensor.type }) {
+               let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == tensor.type }),
+               columns % format.blockValues == 0 {
                 var rowBytes = [UInt8](bytes)
                 if let heads {
                     rowBytes = GGUFExport.permutedForLlamaCpp(rowBytes, heads: heads, headDim: config.headDim,

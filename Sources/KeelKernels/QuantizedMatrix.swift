@@ -4,6 +4,9 @@ import KeelCore
 /// A weight format of llama.cpp: blocks of values sharing a scale, laid out byte for byte as ggml lays them out
 /// (`keel_quant.h` describes each), so a row quantized here is a row of a GGUF tensor of that type.
 public enum QuantizationFormat: String, CaseIterable, Sendable {
+    /// IEEE half precision, 16 bits a value (rows of a multiple of 32 values); products take the activations in
+    /// half precision too, as ggml's do.
+    case f16
     /// 32 values in 34 bytes: an fp16 scale and 32 signed bytes (8.5 bits a value).
     case q8_0
     /// 32 values in 18 bytes: an fp16 scale and 32 nibbles centred on 8 (4.5 bits a value).
@@ -16,6 +19,7 @@ public enum QuantizationFormat: String, CaseIterable, Sendable {
 
     var type: keel_quant_type {
         switch self {
+        case .f16: KEEL_QUANT_F16
         case .q8_0: KEEL_QUANT_Q8_0
         case .q4_0: KEEL_QUANT_Q4_0
         case .q4_1: KEEL_QUANT_Q4_1
@@ -124,7 +128,7 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
-    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K); rows are shared among the pool's
+    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K, F16 for F16); rows are shared among the pool's
     /// threads.
     public func multiply(_ vector: [Float], engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) -> [Float] {
         precondition(vector.count == columns, "a \(rows) × \(columns) matrix times a vector of \(vector.count)")

@@ -7,7 +7,7 @@ struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Quantize a Llama checkpoint's weights to a llama.cpp format, ready to run.",
         discussion: """
-            Writes DIR/model.gguf: every projection and embedding in --type (quantized as ggml's reference \
+            Writes DIR/model.gguf: every projection and embedding in --type (halves, or blocks quantized as ggml's reference \
             quantizer does), the norms in fp32, with the checkpoint's tokenizer. generate, serve and eval run DIR \
             (or the file) on the quantized blocks; llama.cpp runs the file too. `keel eval --checkpoint RUN \
             --quantize TYPE` measures what the format costs (perplexity, KL divergence from fp32, top-1 agreement).
@@ -16,7 +16,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
     var checkpoint: String
 
-    @Option(help: "Format: q8_0, q4_0, q4_1 or q4_k.")
+    @Option(help: "Format: f16, q8_0, q4_0, q4_1 or q4_k.")
     var type: String
 
     @Option(name: .shortAndLong, help: "Directory to write model.gguf into (created).")
@@ -24,7 +24,7 @@ struct Quantize: ParsableCommand {
 
     func validate() throws {
         guard let weights = GGUFExport.WeightType(rawValue: type.lowercased()), weights.isQuantized else {
-            throw ValidationError("--type must be one of q8_0, q4_0, q4_1, q4_k (got \(type))")
+            throw ValidationError("--type must be one of f16, q8_0, q4_0, q4_1, q4_k (got \(type))")
         }
     }
 

@@ -52,7 +52,7 @@ final class QuantizedMatrixTests: XCTestCase {
         let values = testValues()
         let input = temporaryFile("values.f32"), output = temporaryFile("blocks.bin")
         try values.withUnsafeBytes { try Data($0).write(to: input) }
-        for format in [QuantizationFormat.q8_0, .q4_0, .q4_1] {
+        for format in [QuantizationFormat.f16, .q8_0, .q4_0, .q4_1] {
             let matrix = try QuantizedMatrix(quantizing: values, rows: values.count / 256, columns: 256, format: format)
             try ggufPy(["quantize", format.rawValue, input.path, output.path])
             let theirs = [UInt8](try Data(contentsOf: output))

@@ -96,32 +96,35 @@ final class GGUFImportTests: XCTestCase {
         }
     }
 
-    /// A file run in its own formats (its blocks, its q/k rows put back in Keel's order, a projection assembled from
-    /// several tensors) computes exactly what Keel's decoder computes quantizing the same weights itself.
+    /// A file run in its own formats (its blocks or halves, its q/k rows put back in Keel's order, a projection
+    /// assembled from several tensors) computes exactly what Keel's decoder computes quantizing the same weights itself.
     func testQuantizedFileRunsAsKeelsQuantizedDecoder() throws {
-        for tied in [false, true] {
-            let config = ModelConfig(architecture: .llama, vocabSize: 48, layers: 2, heads: 4, kvHeads: 2, width: 64,
-                                     hiddenWidth: 96, maxLength: 32, tiedEmbeddings: tied)
-            let model = try ModelFixtures.randomModel(config, seed: 9)
-            // Lookups read the token table in fp32: make it the values its Q8_0 blocks stand for, so that the
-            // file's table (dequantized) and the original are the same.
-            let table = model.table["model.embed_tokens.weight"]!
-            let exact = try QuantizedMatrix(quantizing: values(model, table.name), rows: 48, columns: 64, format: .q8_0).dequantized()
-            exact.withUnsafeBufferPointer { (model.parameters.pointer + table.offset).update(from: $0.baseAddress!, count: table.count) }
-            let tokenizer = GGUFExport.Tokenizer(tokens: (0..<48).map { "t\($0)" }, types: Array(repeating: 1, count: 48),
-                                                 merges: [], preTokenizer: "gpt-2", endOfText: 47)
-            let url = temporaryFile("q8.gguf")
-            try GGUFExport.file(for: model, type: .q8_0, tokenizer: tokenizer).write(to: url)
-            let file = try GGUFFile(contentsOf: url)
-            let (fileModel, quantized) = try GGUFImport.quantizedModel(of: file, config: config, path: url.path)
-            XCTAssertEqual(Set(quantized.keys).count, 2 * 7 + 1 + (tied ? 0 : 1))
-            // The quantized matrices' fp32 spans were never written.
-            XCTAssertTrue(values(fileModel, "model.layers.1.mlp.down_proj.weight").allSatisfy { $0 == 0 })
-            let fromFile = try Decoder(model: fileModel, quantizedTensors: quantized)
-            XCTAssertEqual(fromFile.quantization, .q8_0)
-            let keel = try Decoder(model: model, quantization: .q8_0)
-            let tokens: [Int32] = [3, 17, 40, 2, 2, 9, 31, 0, 46, 12]
-            XCTAssertEqual(fromFile.logits(of: tokens), keel.logits(of: tokens), tied ? "tied" : "untied")
+        for (format, type) in [(QuantizationFormat.q8_0, GGUFExport.WeightType.q8_0), (.f16, .f16)] {
+            for tied in [false, true] {
+                let label = "\(format.rawValue), \(tied ? "tied" : "untied")"
+                let config = ModelConfig(architecture: .llama, vocabSize: 48, layers: 2, heads: 4, kvHeads: 2, width: 64,
+                                         hiddenWidth: 96, maxLength: 32, tiedEmbeddings: tied)
+                let model = try ModelFixtures.randomModel(config, seed: 9)
+                // Lookups read the token table in fp32: make it the values its blocks stand for, so that the file's
+                // table (looked up from its blocks) and the original are the same.
+                let table = model.table["model.embed_tokens.weight"]!
+                let exact = try QuantizedMatrix(quantizing: values(model, table.name), rows: 48, columns: 64, format: format).dequantized()
+                exact.withUnsafeBufferPointer { (model.parameters.pointer + table.offset).update(from: $0.baseAddress!, count: table.count) }
+                let tokenizer = GGUFExport.Tokenizer(tokens: (0..<48).map { "t\($0)" }, types: Array(repeating: 1, count: 48),
+                                                     merges: [], preTokenizer: "gpt-2", endOfText: 47)
+                let url = temporaryFile("\(format.rawValue).gguf")
+                try GGUFExport.file(for: model, type: type, tokenizer: tokenizer).write(to: url)
+                let file = try GGUFFile(contentsOf: url)
+                let (fileModel, quantized) = try GGUFImport.quantizedModel(of: file, config: config, path: url.path)
+                XCTAssertEqual(Set(quantized.keys).count, 2 * 7 + 1 + (tied ? 0 : 1), label)
+                // The quantized matrices' fp32 spans were never written.
+                XCTAssertTrue(values(fileModel, "model.layers.1.mlp.down_proj.weight").allSatisfy { $0 == 0 }, label)
+                let fromFile = try Decoder(model: fileModel, quantizedTensors: quantized)
+                XCTAssertEqual(fromFile.quantization, format, label)
+                let keel = try Decoder(model: model, quantization: format)
+                let tokens: [Int32] = [3, 17, 40, 2, 2, 9, 31, 0, 46, 12]
+                XCTAssertEqual(fromFile.logits(of: tokens), keel.logits(of: tokens), label)
+            }
         }
     }
 

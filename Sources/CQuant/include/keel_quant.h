@@ -10,6 +10,7 @@
 //         nibbles (per 64 values: 32 bytes, value l low, l + 32 high); x = d·scale_j·q − dmin·min_j.
 //   Q8_1: 32 values in 36 bytes — fp16 d, fp16 s = d·Σq, 32 int8 q (activations paired with Q4_1).
 //   Q8_K: 256 values in 292 bytes — fp32 d, 256 int8 q, 16 int16 sums of 16 (activations paired with Q4_K).
+//   F16:  IEEE binary16 values, taken 32 (64 bytes) at a time here; activations paired with it are F16 too.
 // The type numbers are ggml's (and GGUF's).
 #ifndef KEEL_QUANT_H
 #define KEEL_QUANT_H
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 typedef enum {
+    KEEL_QUANT_F16 = 1,
     KEEL_QUANT_Q4_0 = 2,
     KEEL_QUANT_Q4_1 = 3,
     KEEL_QUANT_Q8_0 = 8,
@@ -38,11 +40,11 @@ float keel_fp16_to_fp32(uint16_t bits);
 /// operation, so that the bytes equal those of llama.cpp built without floating-point contraction.
 void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k);
 
-/// The k values a row of Q8_0, Q4_0, Q4_1 or Q4_K blocks stands for.
+/// The k values a row of F16, Q8_0, Q4_0, Q4_1 or Q4_K blocks stands for.
 void keel_dequantize_row(keel_quant_type type, const void *x, float *y, int64_t k);
 
 /// The format a weight type's dot products take their activations in: Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1,
-/// Q8_K for Q4_K.
+/// Q8_K for Q4_K, F16 for F16 (as ggml takes them).
 keel_quant_type keel_quant_activation_type(keel_quant_type weight_type);
 
 /// The instructions a dot product runs on.
@@ -60,7 +62,8 @@ int keel_qdot_engine_available(keel_qdot_engine engine);
 
 /// The dot product of n values: a weight row of `weight_type` with an activation row in its activation type.
 /// Every engine gives the same bits as the scalar reference: the integer sums are exact, and the scaled sums are
-/// added in the reference's order.
+/// added in the reference's order. (F16: the products of two halves are exact in fp32; element i is added into
+/// lane i mod 32, and the 32 lanes are added in a fixed tree.)
 float keel_quant_dot(keel_qdot_engine engine, keel_quant_type weight_type, int n, const void *weights,
                      const void *activations);
 
