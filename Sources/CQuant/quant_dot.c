@@ -1,7 +1,8 @@
 // Dot products of a quantized weight row with a quantized activation row: the scalar reference, the choice of
-// engine, and the row loop. The reference is ggml's generic code for Q8_0, Q4_0 and Q4_1; for Q4_K it adds each
-// super-block's scaled sums in turn (ggml's generic code keeps eight lane sums instead; every llama.cpp SIMD path
-// has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and the same float
+// engine, and the row loop. The reference is ggml's generic code for Q8_0 and Q4_1; for Q4_0 it adds the blocks'
+// scaled sums in eight lanes (so that SIMD code can take them eight at a time: block after block held it to half
+// the memory's speed); for Q4_K it adds each super-block's scaled sums in turn (ggml's generic code keeps eight lane
+// sums instead; every llama.cpp SIMD path has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and the same float
 // operations in the same order, so all engines give the same bits.
 #include "keel_quant.h"
 
@@ -34,18 +35,20 @@ static float dot_q8_0(int n, const block_q8_0 *x, const block_q8_0 *y) {
     return sumf;
 }
 
+/// Q4_0: each block's scaled sum goes into lane (block mod 8), and the lanes are added as a tree (`keel_lanes_total`),
+/// so that SIMD code takes eight blocks' float steps as one vector; ggml's generic code adds block after block
+/// (its SIMD paths differ from it and from each other anyway).
 static float dot_q4_0(int n, const block_q4_0 *x, const block_q8_0 *y) {
-    float sumf = 0;
+    float lanes[8] = {0};
     for (int ib = 0; ib < n / QK8_0; ib++) {
-        int sumi0 = 0, sumi1 = 0;
+        int sumi = 0;
         for (int j = 0; j < QK8_0 / 2; j++) {
-            sumi0 += ((x[ib].qs[j] & 0x0F) - 8) * y[ib].qs[j];
-            sumi1 += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + QK8_0 / 2];
+            sumi += ((x[ib].qs[j] & 0x0F) - 8) * y[ib].qs[j];
+            sumi += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + QK8_0 / 2];
         }
-        int sumi = sumi0 + sumi1;
-        sumf += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
+        lanes[ib % 8] += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
     }
-    return sumf;
+    return keel_lanes_total(lanes);
 }
 
 static float dot_q4_1(int n, const block_q4_1 *x, const block_q8_1 *y) {
@@ -63,19 +66,9 @@ static float dot_q4_1(int n, const block_q4_1 *x, const block_q8_1 *y) {
     return sumf;
 }
 
-void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            scales[j] = packed[j] & 63;
-            mins[j] = packed[j + 4] & 63;
-        } else {
-            scales[j] = (uint8_t)((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4));
-            mins[j] = (uint8_t)((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
-        }
-    }
-}
-
-float keel_q4_K_block_sum(float sumf, const void *weight_block, const void *activation_block, int32_t isum) {
+/// `sumf` plus one Q4_K·Q8_K super-block, given the integer sum of its scaled products `isum` (Σ scale_j ·
+/// Σ q4·q8 over its eight sub-blocks): the float steps, in the order the SIMD kernels take them too.
+static float q4_K_block_sum(float sumf, const void *weight_block, const void *activation_block, int32_t isum) {
     const block_q4_K *x = weight_block;
     const block_q8_K *y = activation_block;
     uint8_t scales[8], mins[8];
@@ -105,7 +98,7 @@ static float dot_q4_K(int n, const block_q4_K *x, const block_q8_K *y) {
             }
             isum += scales[2 * j] * low + scales[2 * j + 1] * high;
         }
-        sumf = keel_q4_K_block_sum(sumf, &x[i], &y[i], isum);
+        sumf = q4_K_block_sum(sumf, &x[i], &y[i], isum);
     }
     return sumf;
 }

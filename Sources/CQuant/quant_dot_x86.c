@@ -91,28 +91,33 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
+    /* Q4_0's reference adds block b's scaled sum into lane b mod 8: eight blocks' float steps as one vector. */   \
     TARGET static float dot_q4_0_##NAME(int n, const block_q4_0 *x, const block_q8_0 *y) {                          \
         const int nb = n / QK8_0;                                                                                   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
-        float sumf = 0;                                                                                             \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
         int ib = 0;                                                                                                 \
         for (; ib + 8 <= nb; ib += 8) {                                                                             \
             __m256i v[8];                                                                                           \
+            uint16_t dx[8], dy[8];                                                                                  \
             for (int b = 0; b < 8; b++) {                                                                           \
-                v[b] = signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib + b].qs), eight),                           \
-                                         _mm256_loadu_si256((const __m256i *)y[ib + b].qs));                        \
+                /* Σ (q − 8)·a = Σ q·a − Σ 8·a: the same integer, the nibbles unsigned as they are. */                \
+                const __m256i a = _mm256_loadu_si256((const __m256i *)y[ib + b].qs);                               \
+                v[b] = _mm256_sub_epi32(DOT(nibbles32(x[ib + b].qs), a), DOT(eight, a));                            \
+                dx[b] = x[ib + b].d;                                                                                \
+                dy[b] = y[ib + b].d;                                                                                \
             }                                                                                                       \
-            int32_t sums[8];                                                                                        \
-            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
-            for (int b = 0; b < 8; b++)                                                                             \
-                sumf += sums[b] * HALF(x[ib + b].d) * HALF(y[ib + b].d);                 \
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), halves8(dx));                      \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
         }                                                                                                           \
+        float lanes[8];                                                                                             \
+        _mm256_storeu_ps(lanes, acc);                                                                               \
         for (; ib < nb; ib++) {                                                                                     \
             int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight),                    \
                                                    _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
-            sumf += sumi * HALF(x[ib].d) * HALF(y[ib].d);                                 \
+            lanes[ib % 8] += sumi * HALF(x[ib].d) * HALF(y[ib].d);                                                  \
         }                                                                                                           \
-        return sumf;                                                                                                \
+        return keel_lanes_total(lanes);                                                                             \
     }                                                                                                               \
                                                                                                                     \
     TARGET static float dot_q4_1_##NAME(int n, const block_q4_1 *x, const block_q8_1 *y) {                          \
@@ -137,23 +142,33 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
+    /* Per super-block: the eight sub-blocks' byte products as eight lane sums, reduced at once and scaled by  */ \
+    /* their 6-bit scales in one vector multiply; the mins against the activation's sums of 16 in one madd;      */ \
+    /* then the reference's float steps.                                                                         */ \
     TARGET static float dot_q4_K_##NAME(int n, const block_q4_K *x, const block_q8_K *y) {                          \
         const __m256i low_nibbles = _mm256_set1_epi8(0x0F);                                                         \
         float sumf = 0;                                                                                             \
         for (int i = 0; i < n / QK_K; i++) {                                                                        \
             uint8_t scales[8], mins[8];                                                                             \
             keel_q4_K_scales_mins(x[i].scales, scales, mins);                                                       \
-            __m256i acc = _mm256_setzero_si256();                                                                   \
+            __m256i v[8];                                                                                           \
             for (int j = 0; j < QK_K / 64; j++) {                                                                   \
                 __m256i q4 = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * j));                              \
-                __m256i low = DOT(_mm256_and_si256(q4, low_nibbles),                                                \
-                                  _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * j)));                         \
-                __m256i high = DOT(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low_nibbles),                         \
+                v[2 * j] = DOT(_mm256_and_si256(q4, low_nibbles),                                                   \
+                               _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * j)));                            \
+                v[2 * j + 1] = DOT(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low_nibbles),                         \
                                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * j + 32)));                   \
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(low, _mm256_set1_epi32(scales[2 * j])));             \
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(high, _mm256_set1_epi32(scales[2 * j + 1])));        \
             }                                                                                                       \
-            sumf = keel_q4_K_block_sum(sumf, &x[i], &y[i], total(acc));                                             \
+            const __m256i scale = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)scales));                  \
+            const int32_t isum = total(_mm256_mullo_epi32(totals8(v), scale));                                     \
+            /* Σ bsums[j] · mins[j / 2]: each min against two sums of 16. */                                        \
+            const __m128i m8 = _mm_loadl_epi64((const __m128i *)mins);                                             \
+            const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                                   \
+            const int32_t msum = total(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[i].bsums), m16));   \
+            const float d = HALF(x[i].d) * y[i].d;                                                                  \
+            const float dmin = HALF(x[i].dmin) * y[i].d;                                                            \
+            sumf += d * (float)isum;                                                                                \
+            sumf -= dmin * (float)msum;                                                                             \
         }                                                                                                           \
         return sumf;                                                                                                \
     }                                                                                                               \
@@ -180,7 +195,9 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
                                                                                                                     \
     TARGET static void dot8_q4_0_##NAME(int n, const block_q4_0 *x, const char *a, size_t stride, float out[8]) {   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+        /* One accumulator per lane of the reference (block mod 8), each over the eight activation rows. */        \
+        __m256 acc[8];                                                                                              \
+        for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();                                                   \
         for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
             const __m256i w = _mm256_sub_epi8(nibbles32(x[ib].qs), eight);                                         \
             __m256i v[8];                                                                                           \
@@ -191,9 +208,11 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
                 dy[t] = y->d;                                                                                       \
             }                                                                                                       \
             const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), _mm256_set1_ps(HALF(x[ib].d)));   \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
+            acc[ib % 8] = _mm256_add_ps(acc[ib % 8], _mm256_mul_ps(scaled, halves8(dy)));                          \
         }                                                                                                           \
-        _mm256_storeu_ps(out, acc);                                                                                 \
+        const __m256 h0 = _mm256_add_ps(acc[0], acc[4]), h1 = _mm256_add_ps(acc[1], acc[5]);                      \
+        const __m256 h2 = _mm256_add_ps(acc[2], acc[6]), h3 = _mm256_add_ps(acc[3], acc[7]);                       \
+        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));                       \
     }                                                                                                               \
                                                                                                                     \
     TARGET static void dot8_q4_1_##NAME(int n, const block_q4_1 *x, const char *a, size_t stride, float out[8]) {   \

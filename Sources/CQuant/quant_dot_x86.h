@@ -12,11 +12,26 @@ float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, c
 int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations,
                         size_t activation_row_bytes, float out[8]);
 
-/// A Q4_K block's eight 6-bit scales and mins, unpacked from its 12 bytes.
-void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]);
+/// Eight lane sums added as a tree: (0 + 4, 1 + 5, 2 + 6, 3 + 7), then (a + c) + (b + d) — the order in which SIMD
+/// code halves a vector of eight.
+static inline float keel_lanes_total(const float lanes[8]) {
+    float h4[4];
+    for (int j = 0; j < 4; j++) h4[j] = lanes[j] + lanes[j + 4];
+    return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
 
-/// `sumf` plus one Q4_K·Q8_K super-block, given the integer sum of its scaled products `isum` (Σ scale_j ·
-/// Σ q4·q8 over its eight sub-blocks): the float steps of the reference, in its order.
-float keel_q4_K_block_sum(float sumf, const void *weight_block, const void *activation_block, int32_t isum);
+/// A Q4_K block's eight 6-bit scales and mins, unpacked from its 12 bytes (inline: once per super-block in every
+/// dot product).
+static inline void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            scales[j] = packed[j] & 63;
+            mins[j] = packed[j + 4] & 63;
+        } else {
+            scales[j] = (uint8_t)((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4));
+            mins[j] = (uint8_t)((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
+        }
+    }
+}
 
 #endif

@@ -49,7 +49,8 @@ public final class CheckpointReader {
 
     /// The whole model on one process.
     public func loadModel() throws -> Transformer {
-        let transformer = try Transformer(config: model, seed: 0)
+        // Every tensor is read from the checkpoint: a random initialisation first would only cost time.
+        let transformer = try Transformer(config: model, seed: 0, initialized: false)
         try load(.model, table: transformer.table, into: transformer.parameters.pointer)
         return transformer
     }
