@@ -3,8 +3,10 @@ import KeelCore
 import KeelKernels
 import KeelModel
 
-/// A Llama model as the GGUF file llama.cpp loads: its shape as `llama.*` metadata, its tokenizer, and its tensors
-/// under llama.cpp's names (`token_embd`, `blk.N.attn_q`, …) in a chosen type, the norms in F32.
+/// A Llama or GPT-2 model as the GGUF file llama.cpp loads: its shape as `llama.*` or `gpt2.*` metadata, its
+/// tokenizer, and its tensors under llama.cpp's names (`token_embd`, `blk.N.attn_q`, `blk.N.attn_qkv`, …) in a chosen
+/// type, the norms and biases in F32 — laid out as llama.cpp's `convert_hf_to_gguf.py` lays them out: rows of output
+/// features (GPT-2's Conv1D weights transposed), GPT-2's tied head written out as `output.weight`.
 ///
 /// The q and k projections' rows are permuted as llama.cpp's converter permutes them: Keel (like Hugging Face)
 /// rotates dimension i of a head with dimension i + d/2, llama.cpp rotates adjacent pairs, so row j of a head goes
@@ -58,30 +60,37 @@ public enum GGUFExport {
         }
     }
 
-    /// The GGUF file of `model` (a whole Llama model) with its weights in `type`.
+    /// The GGUF file of `model` (a whole Llama or GPT-2 model) with its weights in `type`.
     public static func file(for model: Transformer, type: WeightType, tokenizer: Tokenizer) throws -> GGUFFile {
         let config = model.config
-        guard config.architecture == .llama else {
-            throw KeelError("GGUF export writes Llama models; this one is \(config.architecture.rawValue)")
-        }
         guard model.isFirstStage && model.isLastStage else { throw KeelError("GGUF export needs the whole model") }
         guard tokenizer.tokens.count == config.vocabSize else {
             throw KeelError("the tokenizer lists \(tokenizer.tokens.count) tokens for a vocabulary of \(config.vocabSize)")
         }
+        let arch = config.architecture.rawValue
         var file = GGUFFile()
         file.metadata = [
-            ("general.architecture", .string("llama")), ("general.name", .string("keel")),
+            ("general.architecture", .string(arch)), ("general.name", .string("keel")),
             ("general.file_type", .uint32(type.fileType)), ("general.quantization_version", .uint32(2)),
-            ("llama.context_length", .uint32(UInt32(config.maxLength))),
-            ("llama.embedding_length", .uint32(UInt32(config.width))),
-            ("llama.block_count", .uint32(UInt32(config.layers))),
-            ("llama.feed_forward_length", .uint32(UInt32(config.hiddenWidth))),
-            ("llama.attention.head_count", .uint32(UInt32(config.heads))),
-            ("llama.attention.head_count_kv", .uint32(UInt32(config.kvHeads))),
-            ("llama.attention.layer_norm_rms_epsilon", .float32(config.normEpsilon)),
-            ("llama.rope.freq_base", .float32(Float(config.ropeTheta))),
-            ("llama.rope.dimension_count", .uint32(UInt32(config.headDim))),
-            ("llama.vocab_size", .uint32(UInt32(config.vocabSize))),
+            ("\(arch).context_length", .uint32(UInt32(config.maxLength))),
+            ("\(arch).embedding_length", .uint32(UInt32(config.width))),
+            ("\(arch).block_count", .uint32(UInt32(config.layers))),
+            ("\(arch).feed_forward_length", .uint32(UInt32(config.hiddenWidth))),
+            ("\(arch).attention.head_count", .uint32(UInt32(config.heads))),
+        ]
+        switch config.architecture {
+        case .llama:
+            file.metadata += [
+                ("llama.attention.head_count_kv", .uint32(UInt32(config.kvHeads))),
+                ("llama.attention.layer_norm_rms_epsilon", .float32(config.normEpsilon)),
+                ("llama.rope.freq_base", .float32(Float(config.ropeTheta))),
+                ("llama.rope.dimension_count", .uint32(UInt32(config.headDim))),
+            ]
+        case .gpt2:
+            file.metadata += [("gpt2.attention.layer_norm_epsilon", .float32(config.normEpsilon))]
+        }
+        file.metadata += [
+            ("\(arch).vocab_size", .uint32(UInt32(config.vocabSize))),
             ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string(tokenizer.preTokenizer)),
             ("tokenizer.ggml.tokens", .array(.string, tokenizer.tokens.map(GGUFValue.string))),
             ("tokenizer.ggml.token_type", .array(.int32, tokenizer.types.map(GGUFValue.int32))),
@@ -91,36 +100,82 @@ public enum GGUFExport {
             ("tokenizer.ggml.add_bos_token", .bool(false)),
         ]
         for entry in model.table.entries {
-            guard let ggufName = llamaCppName(of: entry.name) else { throw KeelError("GGUF export: no llama.cpp name for \(entry.name)") }
+            guard let ggufName = llamaCppName(of: entry.name, config.architecture) else {
+                throw KeelError("GGUF export: no llama.cpp name for \(entry.name)")
+            }
             var values = Array(UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count))
             if let heads = rotatedHeads(entry.name, config) {
                 values = permutedForLlamaCpp(values, heads: heads, headDim: config.headDim, rowLength: entry.shape[1])
             }
-            // GGUF lists dimensions innermost first: a [rows, columns] matrix is [columns, rows].
-            let dimensions = Array(entry.shape.reversed())
-            let tensorType = entry.shape.count == 1 ? .f32 : type
-            try file.append(name: ggufName, type: tensorType.ggmlType, dimensions: dimensions,
-                            bytes: try encode(values, rows: entry.shape.count == 1 ? 1 : entry.shape[0], as: tensorType, tensor: ggufName))
+            let (rows, columns) = rowsAndColumns(entry, config)
+            if isTransposed(entry, config) { values = transposed(values, rows: columns, columns: rows) }
+            let tensorType = keepsFloat32(entry) ? .f32 : type
+            // GGUF lists dimensions innermost first: rows of `columns` values are [columns, rows].
+            let dimensions = entry.shape.count == 1 ? entry.shape : [columns, rows]
+            let bytes = try encode(values, rows: rows, as: tensorType, tensor: ggufName)
+            try file.append(name: ggufName, type: tensorType.ggmlType, dimensions: dimensions, bytes: bytes)
+            // llama.cpp's converter writes GPT-2's tied head out as its own tensor, a copy of the token table.
+            if config.architecture == .gpt2, entry.slot == .tokenTable {
+                try file.append(name: "output.weight", type: tensorType.ggmlType, dimensions: dimensions, bytes: bytes)
+            }
         }
         return file
     }
 
-    /// llama.cpp's names of Llama's tensors, by their Hugging Face names (within a block, after `model.layers.N.`).
-    static let llamaCppNames: [String: String] = [
-        "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+    /// A tensor as GGUF holds it: rows of output features (GPT-2's Conv1D `[in, out]` weights transposed), a vector
+    /// as one row.
+    static func rowsAndColumns(_ entry: ParameterEntry, _ config: ModelConfig) -> (rows: Int, columns: Int) {
+        if entry.shape.count == 1 { return (1, entry.shape[0]) }
+        return isTransposed(entry, config) ? (entry.shape[1], entry.shape[0]) : (entry.shape[0], entry.shape[1])
+    }
+
+    /// Whether Keel stores the tensor `[in, out]` (GPT-2's projections), which GGUF holds as rows of outputs.
+    static func isTransposed(_ entry: ParameterEntry, _ config: ModelConfig) -> Bool {
+        config.architecture.family.weightLayout == .inputMajor && entry.role == .matrix
+    }
+
+    /// Norms, biases and GPT-2's position table stay F32 whatever the type (the position table is looked up, never
+    /// multiplied).
+    static func keepsFloat32(_ entry: ParameterEntry) -> Bool { entry.shape.count == 1 || entry.slot == .positionTable }
+
+    /// `values` (`rows` × `columns`, row-major) transposed.
+    static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
+        var result = [Float](repeating: 0, count: values.count)
+        for row in 0..<rows { for column in 0..<columns { result[column * rows + row] = values[row * columns + column] } }
+        return result
+    }
+
+    /// llama.cpp's names of each family's tensors, by their Hugging Face names (within a block, after the block's
+    /// prefix `model.layers.N.` or `transformer.h.N.`).
+    static let llamaCppNames: [Architecture: [String: String]] = [
+        .llama: [
+            "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+            "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
+            "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+            "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+            "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+            "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+        ],
+        .gpt2: [
+            "transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+            "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias",
+            "ln_1.weight": "attn_norm.weight", "ln_1.bias": "attn_norm.bias",
+            "attn.c_attn.weight": "attn_qkv.weight", "attn.c_attn.bias": "attn_qkv.bias",
+            "attn.c_proj.weight": "attn_output.weight", "attn.c_proj.bias": "attn_output.bias",
+            "ln_2.weight": "ffn_norm.weight", "ln_2.bias": "ffn_norm.bias",
+            "mlp.c_fc.weight": "ffn_up.weight", "mlp.c_fc.bias": "ffn_up.bias",
+            "mlp.c_proj.weight": "ffn_down.weight", "mlp.c_proj.bias": "ffn_down.bias",
+        ],
     ]
 
-    /// The llama.cpp name of the Hugging Face tensor `name` (`model.layers.3.self_attn.q_proj.weight` →
-    /// `blk.3.attn_q.weight`), or nil for a tensor llama.cpp's Llama has not.
-    static func llamaCppName(of name: String) -> String? {
-        guard name.hasPrefix("model.layers.") else { return llamaCppNames[name] }
-        let parts = name.split(separator: ".", maxSplits: 3)
-        guard parts.count == 4, let layer = Int(parts[2]), let mapped = llamaCppNames[String(parts[3])] else { return nil }
+    /// The llama.cpp name of the Hugging Face tensor `name` of `architecture` (`model.layers.3.self_attn.q_proj.weight`
+    /// → `blk.3.attn_q.weight`), or nil for a tensor llama.cpp's model has not.
+    static func llamaCppName(of name: String, _ architecture: Architecture) -> String? {
+        let names = llamaCppNames[architecture]!
+        let prefix = architecture == .llama ? "model.layers." : "transformer.h."
+        guard name.hasPrefix(prefix) else { return names[name] }
+        let parts = name.dropFirst(prefix.count).split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, let layer = Int(parts[0]), let mapped = names[String(parts[1])] else { return nil }
         return "blk.\(layer)." + mapped
     }
 

@@ -3,8 +3,8 @@ import KeelCore
 import KeelKernels
 import KeelModel
 
-/// A llama.cpp GGUF file of a Llama-family model read back into a Keel model: the shape from the `llama.*`
-/// metadata, every tensor dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K) with the q and k rows put
+/// A llama.cpp GGUF file of a Llama-family or GPT-2 model read back into a Keel model: the shape from the `llama.*`
+/// or `gpt2.*` metadata, every tensor dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K) with the q and k rows put
 /// back in Hugging Face's order (`GGUFExport.permutedForLlamaCpp` inverted), the head tied to the token embedding
 /// when the file has no `output.weight`, and the tokenizer's lists as the file holds them.
 public enum GGUFImport {
@@ -29,9 +29,9 @@ public enum GGUFImport {
     /// Reads the description of `file` (at `path`, named in errors), checking that Keel can run the model.
     public static func describe(_ file: GGUFFile, path: String) throws -> Description {
         func fail(_ message: String) -> KeelError { KeelError("\(path): \(message)") }
-        let architecture = file["general.architecture"]?.string ?? "(none)"
-        guard architecture == "llama" else {
-            throw fail("general.architecture is \"\(architecture)\"; Keel imports Llama-family models (\"llama\")")
+        let name = file["general.architecture"]?.string ?? "(none)"
+        guard let architecture = Architecture(rawValue: name) else {
+            throw fail("general.architecture is \"\(name)\"; Keel imports Llama-family (\"llama\") and GPT-2 (\"gpt2\") models")
         }
         func integer(_ key: String) throws -> Int {
             guard let value = file[key]?.integer, value > 0 else { throw fail("missing or invalid \(key)") }
@@ -63,29 +63,42 @@ public enum GGUFImport {
             throw fail("tokenizer.ggml.tokens and token_type must be lists of \(tokenValues.count) strings and integers")
         }
 
-        let width = try integer("llama.embedding_length"), heads = try integer("llama.attention.head_count")
-        guard width % heads == 0 else { throw fail("llama.embedding_length (\(width)) is not a multiple of the \(heads) heads") }
+        let arch = architecture.rawValue
+        let width = try integer("\(arch).embedding_length"), heads = try integer("\(arch).attention.head_count")
+        guard width % heads == 0 else { throw fail("\(arch).embedding_length (\(width)) is not a multiple of the \(heads) heads") }
         let headDim = width / heads
-        if let keyLength = file["llama.attention.key_length"]?.integer, keyLength != headDim {
-            throw fail("llama.attention.key_length is \(keyLength), not embedding_length / head_count (\(headDim)): Keel's Llama has no separate head width")
-        }
-        if let rotated = file["llama.rope.dimension_count"]?.integer, rotated != headDim {
-            throw fail("llama.rope.dimension_count is \(rotated), not the head width \(headDim): Keel rotates whole heads")
-        }
-        if file["llama.rope.scaling.type"] != nil || file["llama.rope.scaling.factor"] != nil {
-            throw fail("the model scales RoPE (llama.rope.scaling.*), which Keel does not implement")
+        if let keyLength = file["\(arch).attention.key_length"]?.integer, keyLength != headDim {
+            throw fail("\(arch).attention.key_length is \(keyLength), not embedding_length / head_count (\(headDim)): Keel's models have no separate head width")
         }
         let hasOutput = file.tensors.contains { $0.name == "output.weight" }
-        let config = ModelConfig(
-            architecture: .llama, vocabSize: file["llama.vocab_size"]?.integer ?? tokens.count,
-            layers: try integer("llama.block_count"), heads: heads,
-            kvHeads: file["llama.attention.head_count_kv"]?.integer ?? heads, width: width,
-            hiddenWidth: try integer("llama.feed_forward_length"), maxLength: try integer("llama.context_length"),
-            normEpsilon: Float(try number("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-            ropeTheta: try number("llama.rope.freq_base", 10_000), tiedEmbeddings: !hasOutput)
+        let config: ModelConfig
+        switch architecture {
+        case .llama:
+            if let rotated = file["llama.rope.dimension_count"]?.integer, rotated != headDim {
+                throw fail("llama.rope.dimension_count is \(rotated), not the head width \(headDim): Keel rotates whole heads")
+            }
+            if file["llama.rope.scaling.type"] != nil || file["llama.rope.scaling.factor"] != nil {
+                throw fail("the model scales RoPE (llama.rope.scaling.*), which Keel does not implement")
+            }
+            config = ModelConfig(
+                architecture: .llama, vocabSize: file["llama.vocab_size"]?.integer ?? tokens.count,
+                layers: try integer("llama.block_count"), heads: heads,
+                kvHeads: file["llama.attention.head_count_kv"]?.integer ?? heads, width: width,
+                hiddenWidth: try integer("llama.feed_forward_length"), maxLength: try integer("llama.context_length"),
+                normEpsilon: Float(try number("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+                ropeTheta: try number("llama.rope.freq_base", 10_000), tiedEmbeddings: !hasOutput)
+        case .gpt2:
+            // GPT-2's head is the token table; llama.cpp's converter writes it out again as output.weight (checked
+            // to be the same when the tensors are read).
+            config = ModelConfig(
+                architecture: .gpt2, vocabSize: file["gpt2.vocab_size"]?.integer ?? tokens.count,
+                layers: try integer("gpt2.block_count"), heads: heads, width: width,
+                hiddenWidth: try integer("gpt2.feed_forward_length"), maxLength: try integer("gpt2.context_length"),
+                normEpsilon: Float(try number("gpt2.attention.layer_norm_epsilon", 1e-5)))
+        }
         do { try config.validate() } catch { throw fail("\(error)") }
         guard config.vocabSize == tokens.count else {
-            throw fail("llama.vocab_size is \(config.vocabSize) but the tokenizer lists \(tokens.count) tokens")
+            throw fail("\(arch).vocab_size is \(config.vocabSize) but the tokenizer lists \(tokens.count) tokens")
         }
         let eos = file["tokenizer.ggml.eos_token_id"]?.integer
         var counts: [String: Int] = [:]
@@ -123,18 +136,22 @@ public enum GGUFImport {
         var used = Set<String>()
         var quantized: [String: QuantizedMatrix] = [:]
         for entry in model.table.entries {
-            guard let name = GGUFExport.llamaCppName(of: entry.name) else { throw fail("no llama.cpp name for \(entry.name)") }
+            guard let name = GGUFExport.llamaCppName(of: entry.name, config.architecture) else {
+                throw fail("no llama.cpp name for \(entry.name)")
+            }
             guard let tensor = file.tensors.first(where: { $0.name == name }), let bytes = file.bytes(of: name) else {
                 throw fail("missing tensor \(name) (Keel's \(entry.name))")
             }
-            // GGUF lists dimensions innermost first.
-            guard tensor.dimensions == entry.shape.reversed() else {
-                throw fail("tensor \(name) has dimensions \(tensor.dimensions), expected \(Array(entry.shape.reversed()))")
+            // Rows of output features; GGUF lists dimensions innermost first.
+            let (rows, columns) = GGUFExport.rowsAndColumns(entry, config)
+            let expected = entry.shape.count == 1 ? entry.shape : [columns, rows]
+            guard tensor.dimensions == expected else {
+                throw fail("tensor \(name) has dimensions \(tensor.dimensions), expected \(expected)")
             }
             used.insert(name)
-            let rows = entry.shape.count == 1 ? 1 : entry.shape[0], columns = entry.shape.last!
             let heads = GGUFExport.rotatedHeads(entry.name, config)
-            if keepingQuantized, entry.shape.count == 2,
+            // Kept as blocks: the matrices products read, and the token table (looked up a row at a time).
+            if keepingQuantized, entry.role == .matrix || entry.slot == .tokenTable,
                let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == tensor.type }),
                columns % format.blockValues == 0 {
                 var rowBytes = [UInt8](bytes)
@@ -150,14 +167,22 @@ public enum GGUFImport {
                 values = GGUFExport.permutedForLlamaCpp(values, heads: heads, headDim: config.headDim, rowLength: columns,
                                                         inverse: true)
             }
+            if GGUFExport.isTransposed(entry, config) { values = GGUFExport.transposed(values, rows: rows, columns: columns) }
             guard values.allSatisfy(\.isFinite) else { throw fail("tensor \(name) holds NaN or infinite values") }
             values.withUnsafeBufferPointer {
                 (model.parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)
             }
         }
+        // GPT-2's head written out (llama.cpp's converter does): it must be the token table.
+        if config.architecture == .gpt2, !used.contains("output.weight"), let head = file.bytes(of: "output.weight") {
+            guard head == file.bytes(of: "token_embd.weight"),
+                  file.tensors.first(where: { $0.name == "output.weight" })?.type == file.tensors.first(where: { $0.name == "token_embd.weight" })?.type
+            else { throw fail("output.weight is not the token table: Keel's GPT-2 ties its head") }
+            used.insert("output.weight")
+        }
         // llama.cpp's converter may add RoPE frequency factors and the like; a tensor ignored would run another model.
         if let unused = file.tensors.first(where: { !used.contains($0.name) }) {
-            throw fail("tensor \(unused.name) has no place in Keel's Llama")
+            throw fail("tensor \(unused.name) has no place in Keel's \(config.architecture == .llama ? "Llama" : "GPT-2")")
         }
         return (model, quantized)
     }

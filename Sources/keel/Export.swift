@@ -30,10 +30,12 @@ struct Export: ParsableCommand {
     struct GGUF: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gguf",
-            abstract: "Write a Llama checkpoint as a GGUF file for llama.cpp.",
+            abstract: "Write a Llama or GPT-2 checkpoint as a GGUF file for llama.cpp.",
             discussion: """
                 The projections and embeddings in --type (f32, f16, q8_0, q4_0, q4_1, q4_k: quantized as ggml's \
-                reference quantizer does), the norms in f32, the tokenizer as llama.cpp's byte-level BPE.
+                reference quantizer does), the norms and biases in f32, the tokenizer as llama.cpp's byte-level BPE; laid out as \
+                llama.cpp's converter lays them out (Llama's q/k rows permuted, GPT-2's Conv1D weights transposed and \
+                its tied head written out).
                 """)
 
         @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")

@@ -83,11 +83,11 @@ struct Import: ParsableCommand {
     struct GGUF: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gguf",
-            abstract: "Import a llama.cpp GGUF file of a Llama-family model.",
+            abstract: "Import a llama.cpp GGUF file of a Llama-family or GPT-2 model.",
             discussion: """
                 Tensors in F32, F16, BF16, Q8_0, Q4_0, Q4_1 or Q4_K are dequantized to fp32, the q/k rows that \
-                llama.cpp's converter permuted are put back, a file without output.weight ties the head to the \
-                token embedding, and the GGUF tokenizer (byte-level BPE) becomes the checkpoint's tokenizer.json, with \
+                llama.cpp's converter permuted are put back (GPT-2's transposed weights too), a Llama file without \
+                output.weight ties the head to the token embedding, and the GGUF tokenizer (byte-level BPE) becomes the checkpoint's tokenizer.json, with \
                 its end-of-sequence token and chat template in tokenizer_config.json.
                 """)
 

@@ -5,7 +5,7 @@ import KeelCore
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Quantize a Llama checkpoint's weights to a llama.cpp format, ready to run.",
+        abstract: "Quantize a checkpoint's weights to a llama.cpp format, ready to run.",
         discussion: """
             Writes DIR/model.gguf: every projection and embedding in --type (halves, or blocks quantized as ggml's reference \
             quantizer does), the norms in fp32, with the checkpoint's tokenizer. generate, serve and eval run DIR \

@@ -198,9 +198,21 @@ expect_ok "logits of the first window" "$keel" logits --checkpoint "$work/llamar
 check "llama.cpp's scoring counts the window's second half, positions 8 to 14, as the logits give them" \
     '(lambda r, t, l: r["scored_tokens"] == 7 and abs(r["perplexity"] - __import__("numpy").exp(sum(__import__("numpy").logaddexp.reduce(l[p].astype("float64")) - l[p][t[p + 1]] for p in range(8, 15)) / 7)) < 1e-4 * r["perplexity"])(json.load(open(sys.argv[1])), *(lambda f: (f["tokens"], f["logits"]))(__import__("sys").path.insert(0, sys.argv[3]) or __import__("safetensors_np").load_file(sys.argv[2])))' \
     "$work/scored.json" "$work/window.safetensors" "$here/../Reference"
-expect_error "export gguf of a GPT-2 run" "GGUF export writes Llama models; this one is gpt2" \
-    "$keel" export gguf --checkpoint "$work/run" --out "$work/gpt2.gguf"
-[ ! -e "$work/gpt2.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
+# GPT-2 in GGUF (llama.cpp's "gpt2": Conv1D weights as rows of outputs, the tied head written out): the file runs as
+# the run does, and imports back to the same loss.
+expect_ok "export gguf of a GPT-2 run" "$keel" export gguf --checkpoint "$work/run" --out "$work/gpt2.gguf"
+check "gguf-py reads a gpt2 file with its head written out" \
+    '(lambda r: r.fields["general.architecture"].contents() == "gpt2" and any(t.name == "output.weight" for t in r.tensors))(__import__("gguf").GGUFReader(sys.argv[1]))' \
+    "$work/gpt2.gguf"
+expect_ok "eval of the GPT-2 run" "$keel" eval --checkpoint "$work/run" "$work/question.txt" --seq-len 16 --json
+cp "$work/out" "$work/gpt2-run.json"
+expect_ok "import the GPT-2 file" "$keel" import gguf "$work/gpt2.gguf" --out "$work/gpt2-imported"
+expect_ok "eval of the imported GPT-2" "$keel" eval --checkpoint "$work/gpt2-imported" "$work/question.txt" --seq-len 16 --json
+check "the imported GPT-2 has the run's loss" 'json.load(open(sys.argv[1]))["loss"] == json.load(open(sys.argv[2]))["loss"]' \
+    "$work/out" "$work/gpt2-run.json"
+expect_error "export gguf in a format the model's width cannot hold" "GGUF export: token_embd.weight in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
+    "$keel" export gguf --checkpoint "$work/run" --type q8_0 --out "$work/gpt2-q8.gguf"
+[ ! -e "$work/gpt2-q8.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
 usage "export gguf with an unknown type" "--type must be one of f32, f16, q8_0, q4_0, q4_1, q4_k (got q3)" \
     "$keel" export gguf --checkpoint "$work/llamarun" --type q3 --out "$work/x.gguf"
 

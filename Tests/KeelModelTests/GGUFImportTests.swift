@@ -70,19 +70,22 @@ final class GGUFImportTests: XCTestCase {
     /// Keel's exports read back to the very weights, and (being exact in f32 and f16, idempotent in q8_0) write
     /// back to the very bytes — with an untied head and with a tied one.
     func testExportImportExportIsByteIdentical() throws {
-        for tied in [false, true] {
-            let config = ModelConfig(architecture: .llama, vocabSize: 40, layers: 2, heads: 4, kvHeads: 2, width: 64,
-                                     hiddenWidth: 96, maxLength: 32, ropeTheta: 500_000, tiedEmbeddings: tied)
+        let gpt2 = ModelConfig(architecture: .gpt2, vocabSize: 40, layers: 2, heads: 4, width: 64, hiddenWidth: 96, maxLength: 32)
+        for (tied, family) in [(false, Architecture.llama), (true, .llama), (true, .gpt2)] {
+            let config = family == .gpt2 ? gpt2
+                : ModelConfig(architecture: .llama, vocabSize: 40, layers: 2, heads: 4, kvHeads: 2, width: 64,
+                              hiddenWidth: 96, maxLength: 32, ropeTheta: 500_000, tiedEmbeddings: tied)
             let original = try ModelFixtures.randomModel(config, seed: 5)
             let tokenizer = GGUFExport.Tokenizer(tokens: (0..<40).map { "t\($0)" }, types: Array(repeating: 1, count: 40),
                                                  merges: ["t 1"], preTokenizer: "gpt-2", endOfText: 39)
             for type in [GGUFExport.WeightType.f32, .f16, .q8_0] {
-                let label = "\(type.rawValue), \(tied ? "tied" : "untied")"
+                let label = "\(family) \(type.rawValue), \(tied ? "tied" : "untied")"
                 let exported = try GGUFExport.file(for: original, type: type, tokenizer: tokenizer)
                 let url = temporaryFile("\(type.rawValue).gguf")
                 try exported.write(to: url)
                 let file = try GGUFFile(contentsOf: url)
-                XCTAssertEqual(file.tensors.contains { $0.name == "output.weight" }, !tied, label)
+                // llama.cpp's converter writes GPT-2's tied head out; a tied Llama has none.
+                XCTAssertEqual(file.tensors.contains { $0.name == "output.weight" }, !tied || family == .gpt2, label)
                 let description = try GGUFImport.describe(file, path: url.path)
                 XCTAssertEqual(description.config, config, label)
                 let imported = try GGUFImport.model(of: file, config: description.config, path: url.path)
@@ -99,15 +102,17 @@ final class GGUFImportTests: XCTestCase {
     /// A file run in its own formats (its blocks or halves, its q/k rows put back in Keel's order, a projection
     /// assembled from several tensors) computes exactly what Keel's decoder computes quantizing the same weights itself.
     func testQuantizedFileRunsAsKeelsQuantizedDecoder() throws {
+        let gpt2 = ModelConfig(architecture: .gpt2, vocabSize: 48, layers: 2, heads: 4, width: 64, hiddenWidth: 96, maxLength: 32)
         for (format, type) in [(QuantizationFormat.q8_0, GGUFExport.WeightType.q8_0), (.f16, .f16)] {
-            for tied in [false, true] {
-                let label = "\(format.rawValue), \(tied ? "tied" : "untied")"
-                let config = ModelConfig(architecture: .llama, vocabSize: 48, layers: 2, heads: 4, kvHeads: 2, width: 64,
-                                         hiddenWidth: 96, maxLength: 32, tiedEmbeddings: tied)
+            for (tied, family) in [(false, Architecture.llama), (true, .llama), (true, .gpt2)] {
+                let label = "\(family) \(format.rawValue), \(tied ? "tied" : "untied")"
+                let config = family == .gpt2 ? gpt2
+                    : ModelConfig(architecture: .llama, vocabSize: 48, layers: 2, heads: 4, kvHeads: 2, width: 64,
+                                  hiddenWidth: 96, maxLength: 32, tiedEmbeddings: tied)
                 let model = try ModelFixtures.randomModel(config, seed: 9)
                 // Lookups read the token table in fp32: make it the values its blocks stand for, so that the file's
                 // table (looked up from its blocks) and the original are the same.
-                let table = model.table["model.embed_tokens.weight"]!
+                let table = model.table.entries.first { $0.slot == .tokenTable }!
                 let exact = try QuantizedMatrix(quantizing: values(model, table.name), rows: 48, columns: 64, format: format).dequantized()
                 exact.withUnsafeBufferPointer { (model.parameters.pointer + table.offset).update(from: $0.baseAddress!, count: table.count) }
                 let tokenizer = GGUFExport.Tokenizer(tokens: (0..<48).map { "t\($0)" }, types: Array(repeating: 1, count: 48),
@@ -116,9 +121,10 @@ final class GGUFImportTests: XCTestCase {
                 try GGUFExport.file(for: model, type: type, tokenizer: tokenizer).write(to: url)
                 let file = try GGUFFile(contentsOf: url)
                 let (fileModel, quantized) = try GGUFImport.quantizedModel(of: file, config: config, path: url.path)
-                XCTAssertEqual(Set(quantized.keys).count, 2 * 7 + 1 + (tied ? 0 : 1), label)
+                XCTAssertEqual(Set(quantized.keys).count, 2 * (family == .gpt2 ? 4 : 7) + 1 + (tied ? 0 : 1), label)
                 // The quantized matrices' fp32 spans were never written.
-                XCTAssertTrue(values(fileModel, "model.layers.1.mlp.down_proj.weight").allSatisfy { $0 == 0 }, label)
+                let down = family == .gpt2 ? "transformer.h.1.mlp.c_proj.weight" : "model.layers.1.mlp.down_proj.weight"
+                XCTAssertTrue(values(fileModel, down).allSatisfy { $0 == 0 }, label)
                 let fromFile = try Decoder(model: fileModel, quantizedTensors: quantized)
                 XCTAssertEqual(fromFile.quantization, format, label)
                 let keel = try Decoder(model: model, quantization: format)
@@ -156,7 +162,7 @@ final class GGUFImportTests: XCTestCase {
             return file
         }
         try expectError(try rebuilt(metadata: { $0[0].value = .string("falcon") }),
-                        "bad.gguf: general.architecture is \"falcon\"; Keel imports Llama-family models (\"llama\")")
+                        "bad.gguf: general.architecture is \"falcon\"; Keel imports Llama-family (\"llama\") and GPT-2 (\"gpt2\") models")
         try expectError(try rebuilt(tensors: { $0.name != "blk.0.ffn_up.weight" }),
                         "bad.gguf: missing tensor blk.0.ffn_up.weight (Keel's model.layers.0.mlp.up_proj.weight)")
         try expectError(try rebuilt(extra: true), "bad.gguf: tensor rope_freqs.weight has no place in Keel's Llama")

@@ -192,7 +192,38 @@ final class GGUFTests: XCTestCase {
             XCTAssertEqual("\($0)", "GGUF export: token_embd.weight in q4_k: a q4_k matrix needs rows of a multiple of 256 values; this one has 64")
         }
         XCTAssertThrowsError(try GGUFExport.file(for: try ModelFixtures.randomModel(ModelFixtures.gpt2, seed: 1), type: .f32, tokenizer: tokenizer)) {
-            XCTAssertEqual("\($0)", "GGUF export writes Llama models; this one is gpt2")
+            XCTAssertEqual("\($0)", "the tokenizer lists 40 tokens for a vocabulary of 23")
         }
+    }
+
+    /// GPT-2 as llama.cpp's converter writes it: `gpt2.*` metadata, Conv1D weights transposed to rows of outputs
+    /// (dimensions [in, out]), biases and norms and the position table in F32, the tied head written out as
+    /// `output.weight`, a copy of the token table.
+    func testGPT2ExportIsLaidOutAsLlamaCppsConverter() throws {
+        let config = ModelConfig(architecture: .gpt2, vocabSize: 40, layers: 2, heads: 4, width: 64, hiddenWidth: 128, maxLength: 32)
+        let model = try ModelFixtures.randomModel(config, seed: 12)
+        let tokenizer = GGUFExport.Tokenizer(tokens: (0..<40).map { "t\($0)" }, types: Array(repeating: 1, count: 40),
+                                             merges: [], preTokenizer: "gpt-2", endOfText: 39)
+        let url = temporaryFile("gpt2.gguf")
+        try GGUFExport.file(for: model, type: .q8_0, tokenizer: tokenizer).write(to: url)
+        let file = try GGUFFile(contentsOf: url)
+        XCTAssertEqual(file["general.architecture"], .string("gpt2"))
+        XCTAssertEqual(file["gpt2.block_count"], .uint32(2))
+        XCTAssertEqual(file["gpt2.feed_forward_length"], .uint32(128))
+        XCTAssertEqual(file["gpt2.attention.layer_norm_epsilon"], .float32(1e-5))
+        let byName = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0) })
+        XCTAssertEqual(file.tensors.count, 2 + 2 + 2 * 12 + 1)
+        XCTAssertEqual(byName["blk.0.attn_qkv.weight"]?.dimensions, [64, 192])
+        XCTAssertEqual(byName["blk.1.ffn_down.weight"]?.dimensions, [128, 64])
+        XCTAssertEqual(byName["position_embd.weight"]?.type, 0)
+        XCTAssertEqual(byName["blk.0.attn_qkv.bias"]?.type, 0)
+        XCTAssertEqual(byName["blk.0.attn_qkv.weight"]?.type, 8)
+        XCTAssertEqual(file.bytes(of: "output.weight"), file.bytes(of: "token_embd.weight"))
+        // Row j of the qkv tensor is column j of Keel's [in, out] c_attn weight.
+        let entry = model.table["transformer.h.0.attn.c_attn.weight"]!
+        let weight = UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count)
+        let rows = (0..<192).flatMap { j in (0..<64).map { i in weight[i * 192 + j] } }
+        XCTAssertEqual(file.bytes(of: "blk.0.attn_qkv.weight"),
+                       Data(try QuantizedMatrix(quantizing: rows, rows: 192, columns: 64, format: .q8_0).bytes))
     }
 }

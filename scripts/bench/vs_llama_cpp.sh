@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Keel against llama.cpp on one Llama checkpoint: the checkpoint exported to GGUF in each type, then for each
+# Keel against llama.cpp on one Llama checkpoint: the checkpoint exported to GGUF in each type, and both running that
+# file as it is (Keel: its blocks or halves, attention in llama.cpp's fp16 precision), then for each
 #   - perplexity: llama-perplexity -c LEN on TEXT, and keel eval --llama-cpp-scoring on the same text (the same
-#     windows, the same predictions counted), Keel running the checkpoint in fp32 or with --quantize TYPE;
+#     windows, the same predictions counted);
 #   - greedy text: llama-simple and keel generate --temperature 0 from the same prompt;
 #   - decode speed: llama-bench tg (no prompt) and keel generate (its generated tokens per second), alternated.
 # Usage: scripts/bench/vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS]     (LEN 128, CHUNKS 40 by default)
@@ -23,20 +24,18 @@ echo "| type | llama.cpp perplexity | Keel perplexity | difference | greedy text
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for type in f32 f16 q8_0 q4_0 q4_1 q4_k; do
     "$keel" export gguf --checkpoint "$run" --type "$type" --out "$work/$type.gguf" >/dev/null
-    quantize=()
-    case $type in f32 | f16) ;; *) quantize=(--quantize "$type") ;; esac
     theirs=$("$bin/llama-perplexity" -m "$work/$type.gguf" -f "$text" -c "$length" -b "$length" --chunks "$chunks" 2>&1 \
         | sed -n 's/^Final estimate: PPL = \([0-9.]*\).*/\1/p')
-    ours=$("$keel" eval --checkpoint "$run" "$text" --seq-len "$length" --max-windows "$chunks" --llama-cpp-scoring --json \
-        "${quantize[@]}" 2>/dev/null | python3 -c 'import json, sys; print("%.4f" % json.load(sys.stdin)["perplexity"])')
+    ours=$("$keel" eval --checkpoint "$work/$type.gguf" "$text" --seq-len "$length" --max-windows "$chunks" --llama-cpp-scoring --json \
+        2>/dev/null | python3 -c 'import json, sys; print("%.4f" % json.load(sys.stdin)["perplexity"])')
     their_text=$("$bin/llama-simple" -m "$work/$type.gguf" -n 32 "$prompt" 2>/dev/null)
-    our_text=$("$keel" generate --checkpoint "$run" --prompt "$prompt" --max-tokens 32 --temperature 0 "${quantize[@]}" 2>/dev/null)
+    our_text=$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt" --max-tokens 32 --temperature 0 2>/dev/null)
     agree=$(python3 -c 'import sys, os; a, b = sys.argv[1], sys.argv[2]; print(len(os.path.commonprefix([a, b])) - len(sys.argv[3]), "of", len(b) - len(sys.argv[3]), "characters")' \
         "$their_text" "$our_text" "$prompt")
     speeds=()
     for _ in 1 2; do
         speeds+=("$("$bin/llama-bench" -m "$work/$type.gguf" -p 0 -n 64 -t 2 -r 1 2>/dev/null | awk -F'|' '/tg64/ { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
-        speeds+=("$("$keel" generate --checkpoint "$run" --prompt "$prompt" --max-tokens 64 --temperature 0 "${quantize[@]}" 2>&1 >/dev/null \
+        speeds+=("$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt" --max-tokens 64 --temperature 0 2>&1 >/dev/null \
             | sed -n 's/.*generated in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p')")
     done
     difference=$(python3 -c 'import sys; print("%+.3f%%" % ((float(sys.argv[2]) / float(sys.argv[1]) - 1) * 100))' "$theirs" "$ours")
