@@ -109,7 +109,7 @@ public enum GGUFExport {
             }
             let (rows, columns) = rowsAndColumns(entry, config)
             if isTransposed(entry, config) { values = transposed(values, rows: columns, columns: rows) }
-            let tensorType = keepsFloat32(entry) ? .f32 : type
+            let tensorType = keepsFloat32(entry) ? .f32 : isHead(entry, config) ? headType(type, columns: columns) : type
             // GGUF lists dimensions innermost first: rows of `columns` values are [columns, rows].
             let dimensions = entry.shape.count == 1 ? entry.shape : [columns, rows]
             let bytes = try encode(values, rows: rows, as: tensorType, tensor: ggufName)
@@ -137,6 +137,17 @@ public enum GGUFExport {
     /// Norms, biases and GPT-2's position table stay F32 whatever the type (the position table is looked up, never
     /// multiplied).
     static func keepsFloat32(_ entry: ParameterEntry) -> Bool { entry.shape.count == 1 || entry.slot == .positionTable }
+
+    /// Whether the tensor is the output head: the head's own, or a tied head's token table.
+    static func isHead(_ entry: ParameterEntry, _ config: ModelConfig) -> Bool {
+        entry.slot == .output || (config.tiedEmbeddings && entry.slot == .tokenTable)
+    }
+
+    /// The head's type when the rest is `type`: Q8_0 for the 4-bit formats (`QuantizationFormat.headFormat`).
+    static func headType(_ type: WeightType, columns: Int) -> WeightType {
+        guard let format = type.format else { return type }
+        return WeightType(rawValue: format.headFormat(columns: columns).rawValue)!
+    }
 
     /// `values` (`rows` × `columns`, row-major) transposed.
     static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {

@@ -10,8 +10,8 @@ import KeelModel
 ///
 /// The arithmetic is the training forward pass's (the same norms, activations, rotary embedding and fp32
 /// products), so the logits equal those of `Transformer.forward` on the whole text up to rounding. With
-/// `quantization`, every projection's weight (the output head's too) is quantized once to that llama.cpp format
-/// and products run on the quantized bytes; embeddings and norms stay fp32. A model read from a quantized GGUF file
+/// `quantization`, every projection's weight is quantized once to that llama.cpp format (the output head to
+/// `headFormat`: Q8_0 for the 4-bit formats) and products run on the quantized bytes; embeddings and norms stay fp32. A model read from a quantized GGUF file
 /// runs on the file's own blocks (`init(model:quantizedTensors:)`).
 public final class Decoder: @unchecked Sendable {
     public let config: ModelConfig
@@ -51,7 +51,7 @@ public final class Decoder: @unchecked Sendable {
                     try weights.layers[layer].up.quantize(quantization)
                     try weights.layers[layer].down.quantize(quantization)
                 }
-                try weights.output.quantize(quantization)
+                try weights.output.quantize(quantization.headFormat(columns: config.width))
             } catch {
                 throw KeelError("cannot run this model in \(quantization.rawValue): \(error)")
             }

@@ -27,6 +27,16 @@ public enum QuantizationFormat: String, CaseIterable, Sendable {
         }
     }
 
+    /// The format of a model's output head when its other weights are in this one: 4-bit formats keep the head in
+    /// Q8_0 (llama.cpp's quantizer likewise keeps it wider than the rest: the logits are where 4-bit rounding costs
+    /// most, a small model's above all), when its rows hold whole blocks of 32.
+    public func headFormat(columns: Int) -> QuantizationFormat {
+        switch self {
+        case .q4_0, .q4_1, .q4_K: columns % QuantizationFormat.q8_0.blockValues == 0 ? .q8_0 : self
+        case .f16, .q8_0: self
+        }
+    }
+
     /// ggml's (and GGUF's) number for the format.
     public var ggmlType: Int { Int(type.rawValue) }
     /// Values per block.

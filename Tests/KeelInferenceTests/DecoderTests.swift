@@ -68,8 +68,8 @@ final class DecoderTests: XCTestCase {
     }
 
     /// In a llama.cpp format the decoder runs the quantized weights: its logits equal those of fp32 products with
-    /// the weights rounded the same way, up to the rounding of the activations to 8 bits; and they stay as close
-    /// to the unrounded model's as the format's rounding allows.
+    /// the weights rounded the same way (the head in Q8_0 beside a 4-bit format), up to the rounding of the
+    /// activations to 8 bits; and they stay as close to the unrounded model's as the format's rounding allows.
     func testQuantizedProjectionsRunTheRoundedWeights() throws {
         let config = ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 4, kvHeads: 2, width: 256,
                                  hiddenWidth: 256, maxLength: 16)
@@ -83,10 +83,12 @@ final class DecoderTests: XCTestCase {
             let decoder = try Decoder(model: model, quantization: format)
             let logits = decoder.append(text, to: decoder.makeSequence())
             let rounded = try Self.randomModel(config, seed: 4, std: 1 / 16)
+            // The head in its own format (Q8_0 beside a 4-bit format), the other matrices in `format`.
             for entry in rounded.table.entries where entry.role == .matrix {
                 let p = rounded.parameters.pointer + entry.offset
                 let values = Array(UnsafeBufferPointer(start: p, count: entry.count))
-                let back = try QuantizedMatrix(quantizing: values, rows: entry.shape[0], columns: entry.shape[1], format: format)
+                let rowFormat = entry.slot == .output ? format.headFormat(columns: entry.shape[1]) : format
+                let back = try QuantizedMatrix(quantizing: values, rows: entry.shape[0], columns: entry.shape[1], format: rowFormat)
                 p.update(from: back.dequantized(), count: entry.count)
             }
             let plain = try Decoder(model: rounded)

@@ -225,5 +225,14 @@ final class GGUFTests: XCTestCase {
         let rows = (0..<192).flatMap { j in (0..<64).map { i in weight[i * 192 + j] } }
         XCTAssertEqual(file.bytes(of: "blk.0.attn_qkv.weight"),
                        Data(try QuantizedMatrix(quantizing: rows, rows: 192, columns: 64, format: .q8_0).bytes))
+        // In a 4-bit format the head (here the tied token table) stays Q8_0, as llama.cpp's quantizer keeps it wider.
+        let q4 = try GGUFExport.file(for: model, type: .q4_0, tokenizer: tokenizer)
+        let types = Dictionary(uniqueKeysWithValues: q4.tensors.map { ($0.name, $0.type) })
+        XCTAssertEqual([types["token_embd.weight"], types["output.weight"], types["blk.0.attn_qkv.weight"]], [8, 8, 2])
+        let untied = try GGUFExport.file(for: try ModelFixtures.randomModel(
+            ModelConfig(architecture: .llama, vocabSize: 40, layers: 1, heads: 2, width: 64, hiddenWidth: 64, maxLength: 16), seed: 3),
+            type: .q4_1, tokenizer: tokenizer)
+        let untiedTypes = Dictionary(uniqueKeysWithValues: untied.tensors.map { ($0.name, $0.type) })
+        XCTAssertEqual([untiedTypes["token_embd.weight"], untiedTypes["output.weight"], untiedTypes["blk.0.attn_q.weight"]], [3, 8, 3])
     }
 }
