@@ -16,7 +16,7 @@ import KeelModel
 public final class Decoder: @unchecked Sendable {
     public let config: ModelConfig
     /// The format the blocks' projections run in, or nil for fp32 (or for several formats).
-    public let quantization: QuantizationFormat?
+    public private(set) var quantization: QuantizationFormat?
     /// Attention in llama.cpp's precision: queries, keys and values rounded to fp16 (its KV cache holds fp16, and its
     /// CPU attention takes the query to fp16 for the products with the keys), sums and softmax in fp32 — how a GGUF
     /// file runs by default, so that greedy text follows llama.cpp's through near ties. False: fp32 throughout, the
@@ -34,16 +34,10 @@ public final class Decoder: @unchecked Sendable {
     /// With `releasingFloatWeights` (and a `quantization`), the projections' fp32 weights are handed back to the
     /// operating system once quantized — the model's buffer then reads zero there, so only a model used for nothing
     /// else may be given — and a quantized run holds the embeddings and norms in fp32 and the rest quantized.
-    public init(model: Transformer, quantization: QuantizationFormat? = nil, releasingFloatWeights: Bool = false) throws {
-        config = model.config
-        self.model = model
-        self.quantization = quantization
-        weights = DecoderWeights(model)
-        rope = config.architecture == .llama
-            ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
-        scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
-        blockScores = FloatBuffer(count: ThreadPool.shared.threadCount * Self.attentionBlock * config.maxLength)
+    public convenience init(model: Transformer, quantization: QuantizationFormat? = nil, releasingFloatWeights: Bool = false) throws {
+        self.init(running: model)
         if let quantization {
+            self.quantization = quantization
             do {
                 for layer in weights.layers.indices {
                     try weights.layers[layer].qkv.quantize(quantization)
@@ -67,14 +61,8 @@ public final class Decoder: @unchecked Sendable {
     /// in one format; the other projections, and a tied head whose token table is not given, run in fp32 from
     /// `model` — a projection whose tensors come in several formats is dequantized into it. A tied head given its
     /// token table quantized multiplies that, as llama.cpp does.
-    public init(model: Transformer, quantizedTensors: [String: QuantizedMatrix]) throws {
-        config = model.config
-        self.model = model
-        weights = DecoderWeights(model)
-        rope = config.architecture == .llama
-            ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
-        scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
-        blockScores = FloatBuffer(count: ThreadPool.shared.threadCount * Self.attentionBlock * config.maxLength)
+    public convenience init(model: Transformer, quantizedTensors: [String: QuantizedMatrix]) throws {
+        self.init(running: model)
         let table = model.table, parameters = model.parameters
         var formats = Set<QuantizationFormat>(), blockProjections = 0
         func use(_ projection: inout Projection, _ part: ModelPart, _ slot: TensorSlot) throws {
@@ -113,6 +101,17 @@ public final class Decoder: @unchecked Sendable {
             weights.quantizedTokenTable = quantizedTensors[name]
         }
         quantization = formats.count == 1 && blockProjections == 4 * config.layers ? formats.first : nil
+    }
+
+    /// The model run in fp32, as both public initialisers start.
+    private init(running model: Transformer) {
+        config = model.config
+        self.model = model
+        weights = DecoderWeights(model)
+        rope = config.architecture == .llama
+            ? RotaryEmbedding(headDim: config.headDim, maxLength: config.maxLength, theta: config.ropeTheta) : nil
+        scores = FloatBuffer(count: ThreadPool.shared.threadCount * config.maxLength)
+        blockScores = FloatBuffer(count: ThreadPool.shared.threadCount * Self.attentionBlock * config.maxLength)
     }
 
     /// A new, empty sequence.
