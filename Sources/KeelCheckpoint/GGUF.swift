@@ -185,6 +185,14 @@ public struct GGUFFile: Sendable {
         } catch {
             throw KeelError("\(url.path): cannot read (\(AtomicFile.systemReason(error)))")
         }
+        // Products read the tensors where they lie in the mapping: ask for the file ahead, so that the first token
+        // does not wait on it page by page (llama.cpp populates its mapping likewise).
+        data.withUnsafeBytes { raw in
+            guard let start = raw.baseAddress, raw.count > 0 else { return }
+            let page = UInt(sysconf(Int32(_SC_PAGESIZE))), address = UInt(bitPattern: start)
+            let aligned = address & ~(page - 1)
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: aligned), raw.count + Int(address - aligned), MADV_WILLNEED)
+        }
         var reader = GGUFByteReader(data: data, path: url.path)
         let magic: UInt32 = try reader.integer("the magic number")
         guard magic == Self.magic else { throw reader.error("not a GGUF file (it does not start with \"GGUF\")") }
@@ -232,7 +240,8 @@ public struct GGUFFile: Sendable {
             }
             guard tensorBytes[info.name] == nil else { throw reader.error("tensor \(info.name) appears twice") }
             tensors.append(GGUFTensor(name: info.name, dimensions: info.dimensions, type: info.type, offset: expected, byteCount: count))
-            tensorBytes[info.name] = data.subdata(in: (dataStart + expected)..<(dataStart + expected + count))
+            // A slice shares the mapping: the tensor's pages are read only when used.
+            tensorBytes[info.name] = data[(dataStart + expected)..<(dataStart + expected + count)]
             expected = Self.padded(expected + count, to: alignment)
         }
     }

@@ -154,12 +154,15 @@ public enum GGUFImport {
             if keepingQuantized, entry.role == .matrix || entry.slot == .tokenTable,
                let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == tensor.type }),
                columns % format.blockValues == 0 {
-                var rowBytes = [UInt8](bytes)
                 if let heads {
-                    rowBytes = GGUFExport.permutedForLlamaCpp(rowBytes, heads: heads, headDim: config.headDim,
-                                                              rowLength: format.rowBytes(columns: columns), inverse: true)
+                    // q and k rows move back into Keel's order: a copy.
+                    let rowBytes = GGUFExport.permutedForLlamaCpp([UInt8](bytes), heads: heads, headDim: config.headDim,
+                                                                  rowLength: format.rowBytes(columns: columns), inverse: true)
+                    quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: rowBytes)
+                } else {
+                    // The rest is computed on where it lies in the file's mapping.
+                    quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, data: bytes)
                 }
-                quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: rowBytes)
                 continue
             }
             var values = try dequantize(bytes, type: tensor.type, rows: rows, columns: columns, tensor: name, path: path)

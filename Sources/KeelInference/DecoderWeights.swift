@@ -3,21 +3,28 @@ import KeelKernels
 import KeelModel
 
 /// A projection of a decoder, ready for products: an fp32 weight viewed in the model's flat buffer, or the same
-/// weight quantized to one of llama.cpp's formats (rows of output features).
+/// weight quantized to one of llama.cpp's formats (rows of output features) — in parts when its tensors come apart
+/// (q, k and v of a GGUF file, each its own mapped tensor), whose rows follow each other in the output.
 struct Projection {
     let shape: LinearShape
     let weight: UnsafePointer<Float>
     let bias: UnsafePointer<Float>?
-    /// The weight quantized, `[out, in]`, when the decoder runs quantized.
-    var quantized: QuantizedMatrix?
+    /// The weight quantized, `[out, in]`, in parts of consecutive output rows; empty when the decoder runs fp32.
+    var quantized: [QuantizedMatrix] = []
 
     /// out[rows, O] = input[rows, I] · W (+ bias).
     func apply(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int) {
-        guard let quantized else {
+        guard let first = quantized.first else {
             shape.forward(out, input, weight: weight, bias: bias, rows: rows)
             return
         }
-        quantized.multiply(input, count: rows, into: out)
+        // The input quantized once for every part (they share format and width).
+        let activations = first.activations(input, count: rows)
+        var offset = 0
+        for part in quantized {
+            part.multiply(activations: activations, count: rows, into: out + offset, outputStride: shape.outFeatures)
+            offset += part.rows
+        }
         if let bias {
             let o = shape.outFeatures
             for row in 0..<rows { for j in 0..<o { out[row * o + j] += bias[j] } }
@@ -43,15 +50,13 @@ struct Projection {
             let found = matrices.map { "\($0.rows) × \($0.columns) \($0.format.rawValue)" }.joined(separator: ", ")
             throw KeelError("a \(shape.outFeatures) × \(shape.inFeatures) projection cannot run on \(found)")
         }
-        quantized = matrices.count == 1 ? matrices[0]
-            : try QuantizedMatrix(format: format, rows: shape.outFeatures, columns: shape.inFeatures,
-                                  bytes: matrices.flatMap(\.bytes))
+        quantized = matrices
     }
 
     /// Quantizes the weight to `format` (its rows must hold whole blocks).
     mutating func quantize(_ format: QuantizationFormat) throws {
-        quantized = try QuantizedMatrix(quantizing: outputMajorValues(), rows: shape.outFeatures, columns: shape.inFeatures,
-                                        format: format)
+        quantized = [try QuantizedMatrix(quantizing: outputMajorValues(), rows: shape.outFeatures, columns: shape.inFeatures,
+                                         format: format)]
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import CQuant
 import KeelCore
 
@@ -63,13 +64,17 @@ public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
 
 /// A matrix of `rows` × `columns` weights quantized row by row, and its product with a vector computed on the
 /// quantized bytes (the vector is quantized to the format's activation blocks, as llama.cpp does), without a
-/// dequantized copy of the matrix.
+/// dequantized copy of the matrix. The blocks may be a file's own mapped bytes (`init(format:rows:columns:data:)`),
+/// which are then read where they lie.
 public struct QuantizedMatrix: Sendable {
     public let format: QuantizationFormat
     public let rows: Int
     public let columns: Int
     /// The rows' blocks, `format.rowBytes(columns:)` bytes a row.
-    public let bytes: [UInt8]
+    private let storage: Data
+
+    /// A copy of the rows' blocks.
+    public var bytes: [UInt8] { [UInt8](storage) }
 
     /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does.
     public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
@@ -89,23 +94,25 @@ public struct QuantizedMatrix: Sendable {
                 }
             }
         }
-        self.init(format: format, rows: rows, columns: columns, checkedBytes: bytes)
+        try self.init(format: format, rows: rows, columns: columns, data: Data(bytes))
     }
 
-    /// A matrix from blocks already quantized (a GGUF tensor's data, say).
+    /// A matrix from blocks already quantized (a GGUF tensor's data, rows moved, say).
     public init(format: QuantizationFormat, rows: Int, columns: Int, bytes: [UInt8]) throws {
-        try Self.checkShape(rows: rows, columns: columns, format: format)
-        guard bytes.count == rows * format.rowBytes(columns: columns) else {
-            throw KeelError("a \(rows) × \(columns) \(format.rawValue) matrix has \(rows * format.rowBytes(columns: columns)) bytes, not \(bytes.count)")
-        }
-        self.init(format: format, rows: rows, columns: columns, checkedBytes: bytes)
+        try self.init(format: format, rows: rows, columns: columns, data: Data(bytes))
     }
 
-    private init(format: QuantizationFormat, rows: Int, columns: Int, checkedBytes: [UInt8]) {
+    /// A matrix on blocks held elsewhere, without a copy: a GGUF file's mapped tensor (its pages are read from the
+    /// file as products touch them, and shared with the file cache, as llama.cpp uses its files).
+    public init(format: QuantizationFormat, rows: Int, columns: Int, data: Data) throws {
+        try Self.checkShape(rows: rows, columns: columns, format: format)
+        guard data.count == rows * format.rowBytes(columns: columns) else {
+            throw KeelError("a \(rows) × \(columns) \(format.rawValue) matrix has \(rows * format.rowBytes(columns: columns)) bytes, not \(data.count)")
+        }
         self.format = format
         self.rows = rows
         self.columns = columns
-        bytes = checkedBytes
+        storage = data
     }
 
     private static func checkShape(rows: Int, columns: Int, format: QuantizationFormat) throws {
@@ -119,14 +126,14 @@ public struct QuantizedMatrix: Sendable {
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         precondition(row >= 0 && row < rows, "row \(row) of a \(rows)-row matrix")
         let rowBytes = format.rowBytes(columns: columns)
-        bytes.withUnsafeBytes { keel_dequantize_row(format.type, $0.baseAddress! + row * rowBytes, destination, Int64(columns)) }
+        storage.withUnsafeBytes { keel_dequantize_row(format.type, $0.baseAddress! + row * rowBytes, destination, Int64(columns)) }
     }
 
     /// The values the blocks stand for, row-major.
     public func dequantized() -> [Float] {
         let rowBytes = format.rowBytes(columns: columns)
         var values = [Float](repeating: 0, count: rows * columns)
-        bytes.withUnsafeBytes { source in
+        storage.withUnsafeBytes { source in
             values.withUnsafeMutableBufferPointer { target in
                 for row in 0..<rows {
                     keel_dequantize_row(format.type, source.baseAddress! + row * rowBytes, target.baseAddress! + row * columns,
@@ -138,8 +145,8 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
-    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K, F16 for F16); rows are shared among the pool's
-    /// threads.
+    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K, F16 for F16); rows are shared among
+    /// the pool's threads.
     public func multiply(_ vector: [Float], engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) -> [Float] {
         precondition(vector.count == columns, "a \(rows) × \(columns) matrix times a vector of \(vector.count)")
         var output = [Float](repeating: 0, count: rows)
@@ -155,23 +162,42 @@ public struct QuantizedMatrix: Sendable {
     /// same bits), with each weight row read once for all the input rows.
     public func multiply(_ input: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
                          engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
-        let activationType = keel_quant_activation_type(format.type)
-        let activationRowBytes = columns / Int(keel_quant_block_values(activationType)) * keel_quant_block_bytes(activationType)
-        var activations = [UInt8](repeating: 0, count: count * activationRowBytes)
+        multiply(activations: activations(input, count: count), count: count, into: out, outputStride: rows,
+                 engine: engine, pool: pool)
+    }
+
+    /// `count` rows of `columns` values quantized to this format's activation blocks, as products take them: one
+    /// quantization for several matrices of the format and width (q, k and v, say).
+    public func activations(_ input: UnsafePointer<Float>, count: Int) -> [UInt8] {
+        let type = keel_quant_activation_type(format.type), rowBytes = activationRowBytes
+        var activations = [UInt8](repeating: 0, count: count * rowBytes)
         activations.withUnsafeMutableBytes { target in
             for row in 0..<count {
-                keel_quantize_row(activationType, input + row * columns, target.baseAddress! + row * activationRowBytes, Int64(columns))
+                keel_quantize_row(type, input + row * columns, target.baseAddress! + row * rowBytes, Int64(columns))
             }
         }
-        let rowBytes = format.rowBytes(columns: columns)
+        return activations
+    }
+
+    /// Bytes of one quantized activation row.
+    private var activationRowBytes: Int {
+        let type = keel_quant_activation_type(format.type)
+        return columns / Int(keel_quant_block_values(type)) * keel_quant_block_bytes(type)
+    }
+
+    /// out[t · outputStride + r] = activation row t · weight row r, for `count` rows quantized by `activations`.
+    public func multiply(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>, outputStride: Int,
+                         engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
+        precondition(activations.count == count * activationRowBytes, "activations of another format, width or count")
+        let rowBytes = format.rowBytes(columns: columns), activationRowBytes = activationRowBytes
         let engine = engine.isAvailable ? engine : .scalar
-        bytes.withUnsafeBytes { weights in
+        storage.withUnsafeBytes { weights in
             activations.withUnsafeBytes { activations in
                 let (weights, activations) = (weights.baseAddress!, activations.baseAddress!)
                 pool.parallelFor(rows) { range in
                     keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(range.count),
                                       weights + range.lowerBound * rowBytes, rowBytes, Int32(count), activations,
-                                      activationRowBytes, out + range.lowerBound, rows)
+                                      activationRowBytes, out + range.lowerBound, outputStride)
                 }
             }
         }
