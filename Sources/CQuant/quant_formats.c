@@ -10,7 +10,10 @@
 #include "quant_blocks.h"
 
 int keel_quant_block_values(keel_quant_type type) {
-    return type == KEEL_QUANT_Q4_K || type == KEEL_QUANT_Q8_K ? QK_K : 32;
+    switch (type) {
+    case KEEL_QUANT_Q4_K: case KEEL_QUANT_Q8_K: case KEEL_QUANT_Q5_K: case KEEL_QUANT_Q6_K: return QK_K;
+    default: return 32;
+    }
 }
 
 
@@ -23,6 +26,10 @@ size_t keel_quant_block_bytes(keel_quant_type type) {
     case KEEL_QUANT_Q8_1: return sizeof(block_q8_1);
     case KEEL_QUANT_Q4_K: return sizeof(block_q4_K);
     case KEEL_QUANT_Q8_K: return sizeof(block_q8_K);
+    case KEEL_QUANT_Q5_0: return sizeof(block_q5_0);
+    case KEEL_QUANT_Q5_1: return sizeof(block_q5_1);
+    case KEEL_QUANT_Q5_K: return sizeof(block_q5_K);
+    case KEEL_QUANT_Q6_K: return sizeof(block_q6_K);
     }
     return 0;
 }
@@ -304,6 +311,8 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
     case KEEL_QUANT_Q4_1: quantize_q4_1(x, y, k); break;
     case KEEL_QUANT_Q4_K: quantize_q4_K(x, y, k); break;
     case KEEL_QUANT_Q8_K: quantize_q8_K(x, y, k); break;
+    case KEEL_QUANT_Q5_0: case KEEL_QUANT_Q5_1: case KEEL_QUANT_Q5_K: case KEEL_QUANT_Q6_K:
+        break; // read-only formats: Keel never writes them
     }
 }
 
@@ -355,6 +364,73 @@ void keel_dequantize_row(keel_quant_type type, const void *blocks, float *y, int
                 const float d2 = d * sc, m2 = min * m;
                 for (int l = 0; l < 32; l++) *y++ = d1 * (q[l] & 0xF) - m1;
                 for (int l = 0; l < 32; l++) *y++ = d2 * (q[l] >> 4) - m2;
+            }
+        }
+        break;
+    }
+    case KEEL_QUANT_Q5_0: {
+        const block_q5_0 *x = blocks;
+        for (int64_t i = 0; i < k / 32; i++) {
+            const float d = keel_fp16_to_fp32(x[i].d);
+            uint32_t qh;
+            memcpy(&qh, x[i].qh, sizeof(qh));
+            for (int j = 0; j < 16; j++) {
+                const uint8_t xh_0 = ((qh >> (j + 0)) << 4) & 0x10, xh_1 = ((qh >> (j + 12))) & 0x10;
+                y[i * 32 + j] = (((x[i].qs[j] & 0x0F) | xh_0) - 16) * d;
+                y[i * 32 + j + 16] = (((x[i].qs[j] >> 4) | xh_1) - 16) * d;
+            }
+        }
+        break;
+    }
+    case KEEL_QUANT_Q5_1: {
+        const block_q5_1 *x = blocks;
+        for (int64_t i = 0; i < k / 32; i++) {
+            const float d = keel_fp16_to_fp32(x[i].d), m = keel_fp16_to_fp32(x[i].m);
+            uint32_t qh;
+            memcpy(&qh, x[i].qh, sizeof(qh));
+            for (int j = 0; j < 16; j++) {
+                const uint8_t xh_0 = ((qh >> (j + 0)) << 4) & 0x10, xh_1 = ((qh >> (j + 12))) & 0x10;
+                y[i * 32 + j] = ((x[i].qs[j] & 0x0F) | xh_0) * d + m;
+                y[i * 32 + j + 16] = ((x[i].qs[j] >> 4) | xh_1) * d + m;
+            }
+        }
+        break;
+    }
+    case KEEL_QUANT_Q5_K: {
+        const block_q5_K *x = blocks;
+        for (int64_t i = 0; i < k / QK_K; i++) {
+            const uint8_t *ql = x[i].qs, *qh = x[i].qh;
+            const float d = keel_fp16_to_fp32(x[i].d), min = keel_fp16_to_fp32(x[i].dmin);
+            uint8_t sc, m, u1 = 1, u2 = 2;
+            for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, u1 <<= 2, u2 <<= 2) {
+                scale_min_k4(is, x[i].scales, &sc, &m);
+                const float d1 = d * sc, m1 = min * m;
+                scale_min_k4(is + 1, x[i].scales, &sc, &m);
+                const float d2 = d * sc, m2 = min * m;
+                for (int l = 0; l < 32; l++) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+                for (int l = 0; l < 32; l++) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            }
+        }
+        break;
+    }
+    case KEEL_QUANT_Q6_K: {
+        const block_q6_K *x = blocks;
+        for (int64_t i = 0; i < k / QK_K; i++) {
+            const float d = keel_fp16_to_fp32(x[i].d);
+            const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+            const int8_t *sc = x[i].scales;
+            for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+                for (int l = 0; l < 32; l++) {
+                    const int is = l / 16;
+                    const int8_t q1 = (int8_t)((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    const int8_t q2 = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    const int8_t q3 = (int8_t)((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    const int8_t q4 = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[l + 0] = d * sc[is + 0] * q1;
+                    y[l + 32] = d * sc[is + 2] * q2;
+                    y[l + 64] = d * sc[is + 4] * q3;
+                    y[l + 96] = d * sc[is + 6] * q4;
+                }
             }
         }
         break;

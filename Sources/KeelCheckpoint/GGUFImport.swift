@@ -201,10 +201,10 @@ public enum GGUFImport {
         case 30:
             return bytes.withUnsafeBytes { $0.bindMemory(to: UInt16.self).prefix(count).map { Float(bitPattern: UInt32($0) << 16) } }
         default:
-            guard let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == type }) else {
-                throw KeelError("\(path): tensor \(tensor) is \(GGMLType.name(type) ?? "type \(type)"); Keel reads F32, F16, BF16, Q8_0, Q4_0, Q4_1 and Q4_K")
+            guard let values = QuantizedMatrix.dequantized(ggmlType: type, rows: rows, columns: columns, bytes: bytes) else {
+                throw KeelError("\(path): tensor \(tensor) is \(GGMLType.name(type) ?? "type \(type)"); Keel reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K and Q6_K")
             }
-            return try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: [UInt8](bytes)).dequantized()
+            return values
         }
     }
 }

@@ -203,3 +203,35 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 }
+
+extension QuantizedMatrix {
+    /// The ggml types whose rows Keel dequantizes but does not compute on (llama.cpp's Q4_K_M and Q5 files hold
+    /// them), by ggml number, with their values and bytes per block.
+    private static let readOnlyTypes: [Int: keel_quant_type] = [6: KEEL_QUANT_Q5_0, 7: KEEL_QUANT_Q5_1, 13: KEEL_QUANT_Q5_K,
+                                                                14: KEEL_QUANT_Q6_K]
+
+    /// The `rows` × `columns` values of a tensor of ggml type `ggmlType` in one of Keel's formats, or in Q5_0, Q5_1,
+    /// Q5_K or Q6_K, as ggml's dequantizers compute them; nil for another type or rows that are not whole blocks.
+    public static func dequantized(ggmlType: Int, rows: Int, columns: Int, bytes: Data) -> [Float]? {
+        let type: keel_quant_type
+        if let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == ggmlType }) {
+            type = format.type
+        } else if let readOnly = readOnlyTypes[ggmlType] {
+            type = readOnly
+        } else {
+            return nil
+        }
+        let blockValues = Int(keel_quant_block_values(type)), rowBytes = columns / blockValues * keel_quant_block_bytes(type)
+        guard columns % blockValues == 0, bytes.count == rows * rowBytes else { return nil }
+        var values = [Float](repeating: 0, count: rows * columns)
+        bytes.withUnsafeBytes { source in
+            values.withUnsafeMutableBufferPointer { target in
+                for row in 0..<rows {
+                    keel_dequantize_row(type, source.baseAddress! + row * rowBytes, target.baseAddress! + row * columns,
+                                        Int64(columns))
+                }
+            }
+        }
+        return values
+    }
+}

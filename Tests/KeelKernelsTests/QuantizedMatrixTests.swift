@@ -75,6 +75,35 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// Formats Keel only reads (llama.cpp's Q4_K_M and Q5 files hold them): random blocks with sane fp16 scales
+    /// dequantize to gguf-py's values, to the bit.
+    func testReadOnlyFormatsDequantizeAsGgufPy() throws {
+        var random = SystemRandomNumberGenerator()
+        let blocks = temporaryFile("blocks.bin"), output = temporaryFile("values.f32")
+        // ggml type, bytes per 256 values, offsets of the fp16 scales in a block and the block's size.
+        let formats: [(name: String, type: Int, rowBytes: Int, scales: [Int], block: Int)] = [
+            ("q5_0", 6, 176, [0], 22), ("q5_1", 7, 192, [0, 2], 24), ("q5_k", 13, 176, [0, 2], 176), ("q6_k", 14, 210, [208], 210),
+        ]
+        for format in formats {
+            let rows = 12
+            var bytes = (0..<rows * format.rowBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
+            for start in stride(from: 0, to: bytes.count, by: format.block) {
+                for offset in format.scales {
+                    let scale = Float16(Float.random(in: 0.001...0.05, using: &random)).bitPattern
+                    bytes[start + offset] = UInt8(scale & 0xFF)
+                    bytes[start + offset + 1] = UInt8(scale >> 8)
+                }
+            }
+            try Data(bytes).write(to: blocks)
+            try ggufPy(["dequantize", format.name, blocks.path, output.path])
+            let theirs = floats(try Data(contentsOf: output))
+            let ours = try XCTUnwrap(QuantizedMatrix.dequantized(ggmlType: format.type, rows: rows, columns: 256, bytes: Data(bytes)))
+            XCTAssertEqual(theirs.count, ours.count, format.name)
+            XCTAssertTrue(zip(theirs, ours).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(format.name): values differ")
+        }
+        XCTAssertNil(QuantizedMatrix.dequantized(ggmlType: 10, rows: 1, columns: 256, bytes: Data(count: 84)), "Q2_K is not read")
+    }
+
     /// The 32,768 values of Tests/Reference/quant/README.md: a 64-bit LCG's multiples of 1/8192 in [−4, 4), every
     /// fourth block of 256 divided by 1,000 and every fourth rounded to quarters.
     static func referenceValues() -> [Float] {

@@ -22,9 +22,13 @@ typedef enum {
     KEEL_QUANT_F16 = 1,
     KEEL_QUANT_Q4_0 = 2,
     KEEL_QUANT_Q4_1 = 3,
+    KEEL_QUANT_Q5_0 = 6,  // read only (dequantized), as Q5_1, Q5_K and Q6_K
+    KEEL_QUANT_Q5_1 = 7,
     KEEL_QUANT_Q8_0 = 8,
     KEEL_QUANT_Q8_1 = 9,
     KEEL_QUANT_Q4_K = 12,
+    KEEL_QUANT_Q5_K = 13,
+    KEEL_QUANT_Q6_K = 14,
     KEEL_QUANT_Q8_K = 15,
 } keel_quant_type;
 
@@ -40,7 +44,8 @@ float keel_fp16_to_fp32(uint16_t bits);
 /// operation, so that the bytes equal those of llama.cpp built without floating-point contraction.
 void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k);
 
-/// The k values a row of F16, Q8_0, Q4_0, Q4_1 or Q4_K blocks stands for.
+/// The k values a row of F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K or Q6_K blocks stands for, as ggml's
+/// dequantizers compute them.
 void keel_dequantize_row(keel_quant_type type, const void *x, float *y, int64_t k);
 
 /// The format a weight type's dot products take their activations in: Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1,
