@@ -186,9 +186,16 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// out[t · outputStride + r] = activation row t · weight row r, for `count` rows quantized by `activations`.
+    /// Each row's product is the one `multiply(_:)` computes, to the bit — except F16 with several rows (a prompt),
+    /// which runs as fp32 matrix products on the halves converted (`halfMatrixProduct`): the same products, summed in
+    /// OpenBLAS's order.
     public func multiply(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>, outputStride: Int,
                          engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
         precondition(activations.count == count * activationRowBytes, "activations of another format, width or count")
+        if format == .f16 && count > 1 {
+            halfMatrixProduct(activations: activations, count: count, into: out, outputStride: outputStride, pool: pool)
+            return
+        }
         let rowBytes = format.rowBytes(columns: columns), activationRowBytes = activationRowBytes
         let engine = engine.isAvailable ? engine : .scalar
         storage.withUnsafeBytes { weights in
@@ -198,6 +205,40 @@ public struct QuantizedMatrix: Sendable {
                     keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(range.count),
                                       weights + range.lowerBound * rowBytes, rowBytes, Int32(count), activations,
                                       activationRowBytes, out + range.lowerBound, outputStride)
+                }
+            }
+        }
+    }
+}
+
+extension QuantizedMatrix {
+    /// Rows of halves converted per OpenBLAS call in `halfMatrixProduct`.
+    private static let halfRowsPerBlock = 64
+
+    /// An F16 matrix times several rows of halves: blocks of weight rows converted to fp32 on each thread and
+    /// multiplied by OpenBLAS's sgemm — a prompt at the speed of fp32 matrix products, where dot products pair by
+    /// pair ran at a quarter of it.
+    private func halfMatrixProduct(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>,
+                                   outputStride: Int, pool: ThreadPool) {
+        let block = Self.halfRowsPerBlock, blocks = (rows + block - 1) / block, columns = columns, rows = rows
+        var input = [Float](repeating: 0, count: count * columns)
+        activations.withUnsafeBytes { source in
+            input.withUnsafeMutableBufferPointer {
+                keel_dequantize_row(KEEL_QUANT_F16, source.baseAddress!, $0.baseAddress!, Int64(count * columns))
+            }
+        }
+        let scratch = FloatBuffer(count: pool.threadCount * block * columns)
+        storage.withUnsafeBytes { weights in
+            input.withUnsafeBufferPointer { input in
+                let (weights, input, scratch) = (weights.baseAddress!, input.baseAddress!, scratch.pointer)
+                pool.parallelChunks(blocks) { chunk, range in
+                    let converted = scratch + chunk * block * columns
+                    for index in range {
+                        let first = index * block, blockRows = min(block, rows - first)
+                        keel_dequantize_row(KEEL_QUANT_F16, weights + first * columns * 2, converted, Int64(blockRows * columns))
+                        serialGemm(.none, .transposed, m: count, n: blockRows, k: columns, input, lda: columns, converted,
+                                   ldb: columns, beta: 0, out + first, ldc: outputStride)
+                    }
                 }
             }
         }
