@@ -67,7 +67,7 @@ static float dot_q4_1(int n, const block_q4_1 *x, const block_q8_1 *y) {
 }
 
 /// `sumf` plus one Q4_K·Q8_K super-block, given the integer sum of its scaled products `isum` (Σ scale_j ·
-/// Σ q4·q8 over its eight sub-blocks): the float steps, in the order the SIMD kernels take them too.
+/// Σ q4·q8 over its eight sub-blocks).
 static float q4_K_block_sum(float sumf, const void *weight_block, const void *activation_block, int32_t isum) {
     const block_q4_K *x = weight_block;
     const block_q8_K *y = activation_block;
@@ -75,11 +75,7 @@ static float q4_K_block_sum(float sumf, const void *weight_block, const void *ac
     keel_q4_K_scales_mins(x->scales, scales, mins);
     int32_t msum = 0;
     for (int j = 0; j < QK_K / 16; j++) msum += y->bsums[j] * mins[j / 2];
-    const float d = keel_fp16_to_fp32(x->d) * y->d;
-    const float dmin = keel_fp16_to_fp32(x->dmin) * y->d;
-    sumf += d * (float)isum;
-    sumf -= dmin * (float)msum;
-    return sumf;
+    return keel_q4_K_add(sumf, keel_fp16_to_fp32(x->d), keel_fp16_to_fp32(x->dmin), y->d, isum, msum);
 }
 
 static float dot_q4_K(int n, const block_q4_K *x, const block_q8_K *y) {

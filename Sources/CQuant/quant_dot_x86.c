@@ -165,10 +165,7 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
             const __m128i m8 = _mm_loadl_epi64((const __m128i *)mins);                                             \
             const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                                   \
             const int32_t msum = total(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[i].bsums), m16));   \
-            const float d = HALF(x[i].d) * y[i].d;                                                                  \
-            const float dmin = HALF(x[i].dmin) * y[i].d;                                                            \
-            sumf += d * (float)isum;                                                                                \
-            sumf -= dmin * (float)msum;                                                                             \
+            sumf = keel_q4_K_add(sumf, HALF(x[i].d), HALF(x[i].dmin), y[i].d, isum, msum);                         \
         }                                                                                                           \
         return sumf;                                                                                                \
     }                                                                                                               \

@@ -20,6 +20,16 @@ static inline float keel_lanes_total(const float lanes[8]) {
     return (h4[0] + h4[2]) + (h4[1] + h4[3]);
 }
 
+/// `sumf` plus one Q4_K·Q8_K super-block: its weight scales `dx`, `dmin` (from fp16), the activation's scale `dy`,
+/// the integer sum of its scaled products `isum` and of its mins against the activation's sums `msum` — the float
+/// steps of the reference, shared by every engine so that they add in one order.
+static inline float keel_q4_K_add(float sumf, float dx, float dmin, float dy, int32_t isum, int32_t msum) {
+    const float d = dx * dy, m = dmin * dy;
+    sumf += d * (float)isum;
+    sumf -= m * (float)msum;
+    return sumf;
+}
+
 /// A Q4_K block's eight 6-bit scales and mins, unpacked from its 12 bytes (inline: once per super-block in every
 /// dot product).
 static inline void keel_q4_K_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {

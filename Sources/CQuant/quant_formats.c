@@ -5,6 +5,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant_blocks.h"
@@ -312,7 +313,7 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
     case KEEL_QUANT_Q4_K: quantize_q4_K(x, y, k); break;
     case KEEL_QUANT_Q8_K: quantize_q8_K(x, y, k); break;
     case KEEL_QUANT_Q5_0: case KEEL_QUANT_Q5_1: case KEEL_QUANT_Q5_K: case KEEL_QUANT_Q6_K:
-        break; // read-only formats: Keel never writes them
+        abort(); // read-only formats: no caller writes them, and a row left unwritten must not pass for one
     }
 }
 

@@ -89,7 +89,13 @@ public enum GGMLType {
     /// The bytes of `dimensions` values of `type`, or nil when the type is unknown or a row is not whole blocks.
     public static func byteCount(type: Int, dimensions: [Int]) -> Int? {
         guard let layout = layouts[type], let row = dimensions.first, row % layout.values == 0 else { return nil }
-        return dimensions.dropFirst().reduce(row / layout.values * layout.bytes) { $0 * $1 }
+        var count = row / layout.values * layout.bytes
+        for dimension in dimensions.dropFirst() {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { return nil }
+            count = product
+        }
+        return count
     }
 }
 
@@ -226,6 +232,8 @@ public struct GGUFFile: Sendable {
             let offset: UInt64 = try reader.integer("the offset of \(name)")
             infos.append((name, dimensions, Int(type), offset))
         }
+        // Tensors are read as floats and halves where they lie: their offsets must keep that alignment.
+        guard alignment % 8 == 0 else { throw reader.error("general.alignment is \(alignment), not a multiple of 8") }
         let dataStart = Self.padded(reader.position, to: alignment)
         var expected = 0
         for info in infos {

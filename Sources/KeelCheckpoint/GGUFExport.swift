@@ -27,10 +27,11 @@ public enum GGUFExport {
 
         var format: QuantizationFormat? { QuantizationFormat(rawValue: rawValue) }
 
-        /// Whether the weights are in one of llama.cpp's block formats.
+        /// Whether Keel computes on the type as it is stored (f16 and the block formats; not f32).
         public var isQuantized: Bool { format != nil }
 
-        /// `general.file_type` (llama.cpp's LlamaFileType; a file of one type throughout).
+        /// `general.file_type` (llama.cpp's LlamaFileType: the type of most tensors; norms, biases and GPT-2's
+        /// position table are F32, and beside a 4-bit type the head is Q8_0).
         var fileType: UInt32 {
             switch self {
             case .f32: 0
@@ -38,7 +39,7 @@ public enum GGUFExport {
             case .q4_0: 2
             case .q4_1: 3
             case .q8_0: 7
-            case .q4_k: 14 // MOSTLY_Q4_K_S: Q4_K everywhere
+            case .q4_k: 14 // MOSTLY_Q4_K_S: Q4_K but for the head
             }
         }
     }
@@ -222,7 +223,7 @@ public enum GGUFExport {
         case .f16: return values.map { Float16($0).bitPattern }.withUnsafeBytes { Data($0) }
         case .q8_0, .q4_0, .q4_1, .q4_k:
             do {
-                return Data(try QuantizedMatrix(quantizing: values, rows: rows, columns: values.count / rows, format: type.format!).bytes)
+                return try QuantizedMatrix(quantizing: values, rows: rows, columns: values.count / rows, format: type.format!).data
             } catch {
                 throw KeelError("GGUF export: \(tensor) in \(type.rawValue): \(error)")
             }

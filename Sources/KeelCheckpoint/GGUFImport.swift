@@ -4,7 +4,8 @@ import KeelKernels
 import KeelModel
 
 /// A llama.cpp GGUF file of a Llama-family or GPT-2 model read back into a Keel model: the shape from the `llama.*`
-/// or `gpt2.*` metadata, every tensor dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K) with the q and k rows put
+/// or `gpt2.*` metadata, every tensor dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K,
+/// Q6_K) with the q and k rows put
 /// back in Hugging Face's order (`GGUFExport.permutedForLlamaCpp` inverted), the head tied to the token embedding
 /// when the file has no `output.weight`, and the tokenizer's lists as the file holds them.
 public enum GGUFImport {
@@ -53,7 +54,7 @@ public enum GGUFImport {
         let tokens = tokenValues.compactMap(\.string)
         let types: [Int32]
         if case .array(_, let values)? = file["tokenizer.ggml.token_type"] {
-            types = values.compactMap { $0.integer.map(Int32.init) }
+            types = values.compactMap { $0.integer.flatMap { Int32(exactly: $0) } }
         } else {
             types = Array(repeating: 1, count: tokens.count)
         }
@@ -133,13 +134,14 @@ public enum GGUFImport {
         -> (model: Transformer, quantized: [String: QuantizedMatrix]) {
         func fail(_ message: String) -> KeelError { KeelError("\(path): \(message)") }
         let model = try Transformer(config: config, seed: 0, initialized: false)
+        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var used = Set<String>()
         var quantized: [String: QuantizedMatrix] = [:]
         for entry in model.table.entries {
             guard let name = GGUFExport.llamaCppName(of: entry.name, config.architecture) else {
                 throw fail("no llama.cpp name for \(entry.name)")
             }
-            guard let tensor = file.tensors.first(where: { $0.name == name }), let bytes = file.bytes(of: name) else {
+            guard let tensor = tensors[name], let bytes = file.bytes(of: name) else {
                 throw fail("missing tensor \(name) (Keel's \(entry.name))")
             }
             // Rows of output features; GGUF lists dimensions innermost first.
@@ -177,10 +179,12 @@ public enum GGUFImport {
             }
         }
         // GPT-2's head written out (llama.cpp's converter does): it must be the token table.
-        if config.architecture == .gpt2, !used.contains("output.weight"), let head = file.bytes(of: "output.weight") {
-            guard head == file.bytes(of: "token_embd.weight"),
-                  file.tensors.first(where: { $0.name == "output.weight" })?.type == file.tensors.first(where: { $0.name == "token_embd.weight" })?.type
-            else { throw fail("output.weight is not the token table: Keel's GPT-2 ties its head") }
+        if config.architecture == .gpt2, !used.contains("output.weight"), let head = tensors["output.weight"] {
+            let table = tensors["token_embd.weight"]!
+            guard head.type == table.type, file.bytes(of: head.name) == file.bytes(of: table.name) else {
+                let types = [head, table].map { GGMLType.name($0.type) ?? "type \($0.type)" }
+                throw fail("output.weight (\(types[0])) is not the token table (\(types[1])): Keel's GPT-2 ties its head; quantize the file with llama-quantize --output-tensor-type \(types[1].lowercased()) (or --pure)")
+            }
             used.insert("output.weight")
         }
         // llama.cpp's converter may add RoPE frequency factors and the like; a tensor ignored would run another model.

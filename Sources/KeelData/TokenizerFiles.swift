@@ -101,7 +101,7 @@ public enum TokenizerFiles {
         guard let text = try? String(contentsOf: merges, encoding: .utf8) else {
             throw KeelError("tokenizer: \(merges.path): cannot read")
         }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init).filter { !$0.hasPrefix("#version") }
+        let lines = text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.hasPrefix("#version") }
         let added: [[String: Any]] = vocab[BPEVocabulary.endOfTextText].map { [["id": $0, "content": BPEVocabulary.endOfTextText]] } ?? []
         let root: [String: Any] = [
             "model": ["type": "BPE", "vocab": vocab, "merges": lines], "added_tokens": added,

@@ -73,7 +73,12 @@ public final class Decoder: @unchecked Sendable {
                 // Tensors of one product in several formats (or some not quantized) run in fp32 together.
                 for entry in entries {
                     guard let matrix = quantizedTensors[entry.name] else { continue }
-                    matrix.dequantized().withUnsafeBufferPointer {
+                    // Rows of outputs; a family storing [in, out] (GPT-2) takes them transposed.
+                    var values = matrix.dequantized()
+                    if config.architecture.family.weightLayout == .inputMajor {
+                        values = (0..<matrix.columns).flatMap { i in (0..<matrix.rows).map { o in values[o * matrix.columns + i] } }
+                    }
+                    values.withUnsafeBufferPointer {
                         (parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)
                     }
                 }

@@ -78,7 +78,8 @@ public enum Sampler {
     /// The `count` most likely tokens in order: higher logit first, the lower id first among equal logits.
     static func mostLikely(_ logits: [Float], count: Int) -> [Int] {
         func before(_ a: Int, _ b: Int) -> Bool { logits[a] > logits[b] || (logits[a] == logits[b] && a < b) }
-        guard count < logits.count / 8 else { return logits.indices.sorted(by: before) .prefix(count).map { $0 } }
+        // Insertion costs vocabulary × count at worst: for a large k (a request may ask for thousands), sort.
+        guard count <= 64, count < logits.count / 8 else { return logits.indices.sorted(by: before).prefix(count).map { $0 } }
         // Insertion into a short sorted list: a token enters only when it beats the last kept one.
         var kept: [Int] = []
         kept.reserveCapacity(count + 1)

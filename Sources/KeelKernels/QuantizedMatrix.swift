@@ -76,6 +76,9 @@ public struct QuantizedMatrix: Sendable {
     /// A copy of the rows' blocks.
     public var bytes: [UInt8] { [UInt8](storage) }
 
+    /// The rows' blocks, without a copy.
+    public var data: Data { storage }
+
     /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does.
     public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
         try Self.checkShape(rows: rows, columns: columns, format: format)
@@ -131,17 +134,7 @@ public struct QuantizedMatrix: Sendable {
 
     /// The values the blocks stand for, row-major.
     public func dequantized() -> [Float] {
-        let rowBytes = format.rowBytes(columns: columns)
-        var values = [Float](repeating: 0, count: rows * columns)
-        storage.withUnsafeBytes { source in
-            values.withUnsafeMutableBufferPointer { target in
-                for row in 0..<rows {
-                    keel_dequantize_row(format.type, source.baseAddress! + row * rowBytes, target.baseAddress! + row * columns,
-                                        Int64(columns))
-                }
-            }
-        }
-        return values
+        Self.dequantized(format.type, rows: rows, columns: columns, bytes: storage)
     }
 
     /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
@@ -247,7 +240,7 @@ extension QuantizedMatrix {
 
 extension QuantizedMatrix {
     /// The ggml types whose rows Keel dequantizes but does not compute on (llama.cpp's Q4_K_M and Q5 files hold
-    /// them), by ggml number, with their values and bytes per block.
+    /// them), by ggml number.
     private static let readOnlyTypes: [Int: keel_quant_type] = [6: KEEL_QUANT_Q5_0, 7: KEEL_QUANT_Q5_1, 13: KEEL_QUANT_Q5_K,
                                                                 14: KEEL_QUANT_Q6_K]
 
@@ -264,6 +257,12 @@ extension QuantizedMatrix {
         }
         let blockValues = Int(keel_quant_block_values(type)), rowBytes = columns / blockValues * keel_quant_block_bytes(type)
         guard columns % blockValues == 0, bytes.count == rows * rowBytes else { return nil }
+        return dequantized(type, rows: rows, columns: columns, bytes: bytes)
+    }
+
+    /// The values of `rows` rows of `type` (whole blocks, as many bytes as they take), row-major.
+    fileprivate static func dequantized(_ type: keel_quant_type, rows: Int, columns: Int, bytes: Data) -> [Float] {
+        let rowBytes = columns / Int(keel_quant_block_values(type)) * keel_quant_block_bytes(type)
         var values = [Float](repeating: 0, count: rows * columns)
         bytes.withUnsafeBytes { source in
             values.withUnsafeMutableBufferPointer { target in

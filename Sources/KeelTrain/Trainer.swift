@@ -610,7 +610,7 @@ public final class Trainer {
         log("initialized from \(reader.directory.path) (step \(reader.state.step))")
     }
 
-    /// The keys in which two model shapes differ, as "n_layer 2 ≠ 3".
+    /// The keys in which two model shapes differ, as "n_layer 2 there, 3 here".
     private static func differences(_ a: ModelConfig, _ b: ModelConfig) -> String {
         let encoder = JSONEncoder()
         guard let left = try? JSONSerialization.jsonObject(with: encoder.encode(a)) as? [String: Any],

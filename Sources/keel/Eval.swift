@@ -90,6 +90,9 @@ struct Eval: ParsableCommand {
             try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length)
             return
         }
+        if attentionOption.attention != nil {
+            throw KeelError("--attention applies to a GGUF file or to --llama-cpp-scoring; the plain and --quantize evaluations run fp32 attention")
+        }
         if let format {
             try compare(model, format: format, windows: windows, count: count, length: length)
             return

@@ -85,7 +85,7 @@ struct Import: ParsableCommand {
             commandName: "gguf",
             abstract: "Import a llama.cpp GGUF file of a Llama-family or GPT-2 model.",
             discussion: """
-                Tensors in F32, F16, BF16, Q8_0, Q4_0, Q4_1 or Q4_K are dequantized to fp32, the q/k rows that \
+                Tensors in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K or Q6_K are dequantized to fp32, the q/k rows that \
                 llama.cpp's converter permuted are put back (GPT-2's transposed weights too), a Llama file without \
                 output.weight ties the head to the token embedding, and the GGUF tokenizer (byte-level BPE) becomes the checkpoint's tokenizer.json, with \
                 its end-of-sequence token and chat template in tokenizer_config.json.
@@ -102,9 +102,7 @@ struct Import: ParsableCommand {
             let gguf = try GGUFFile(contentsOf: url)
             let description = try GGUFImport.describe(gguf, path: file)
             let lists = description.tokenizer
-            let vocabulary = try GGUFVocabulary(tokens: lists.tokens, types: lists.types, merges: lists.merges,
-                                                preTokenizer: lists.preTokenizer, endOfText: lists.endOfText)
-            let tokenizer = try vocabulary.tokenizer()
+            let tokenizer = try description.textTokenizer()
             let model = try GGUFImport.model(of: gguf, config: description.config, path: file)
             let config = """
                 # Imported by `keel import gguf` from \(url.lastPathComponent)\(description.name.map { " (\($0))" } ?? "").
@@ -114,9 +112,8 @@ struct Import: ParsableCommand {
             let bpe = (tokenizer as? BPETokenizer)?.vocabulary
             // Generation's settings as Hugging Face keeps them: the end-of-sequence token and the chat template.
             var settings: [String: Any] = [:]
-            func spelled(_ id: Int?) -> String? { id.flatMap { lists.tokens.indices.contains($0) ? lists.tokens[$0] : nil } }
-            settings["eos_token"] = spelled(description.endOfSequence)
-            settings["bos_token"] = spelled(description.beginningOfText)
+            settings["eos_token"] = description.spelling(of: description.endOfSequence)
+            settings["bos_token"] = description.spelling(of: description.beginningOfText)
             settings["chat_template"] = description.chatTemplate
             let extras = bpe == nil || settings.isEmpty ? [:]
                 : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]

@@ -55,11 +55,9 @@ struct InferenceModel {
             }
             let file = try GGUFFile(contentsOf: URL(fileURLWithPath: path))
             let description = try GGUFImport.describe(file, path: path)
-            let lists = description.tokenizer
-            let tokenizer = try GGUFVocabulary(tokens: lists.tokens, types: lists.types, merges: lists.merges,
-                                               preTokenizer: lists.preTokenizer, endOfText: lists.endOfText).tokenizer()
+            let tokenizer = try description.textTokenizer()
             let (model, quantized) = try GGUFImport.quantizedModel(of: file, config: description.config, path: path)
-            let endOfSequence = description.endOfSequence.flatMap { lists.tokens.indices.contains($0) ? lists.tokens[$0] : nil }
+            let endOfSequence = description.spelling(of: description.endOfSequence)
             return InferenceModel(decoder: try Decoder(model: model, quantizedTensors: quantized), model: model,
                                   tokenizer: tokenizer, origin: path, isGGUF: true, endOfSequence: endOfSequence,
                                   chat: ChatFormat(template: description.chatTemplate, endOfSequence: endOfSequence))
@@ -103,5 +101,18 @@ struct AttentionOption: ParsableArguments {
 
     func validate() throws {
         if let attention, !["f16", "f32"].contains(attention) { throw ValidationError("--attention must be f16 or f32 (got \(attention))") }
+    }
+}
+
+extension GGUFImport.Description {
+    /// The file's tokenizer as Keel's (KeelData's `GGUFVocabulary` of its lists).
+    func textTokenizer() throws -> any TextTokenizer {
+        try GGUFVocabulary(tokens: tokenizer.tokens, types: tokenizer.types, merges: tokenizer.merges,
+                           preTokenizer: tokenizer.preTokenizer, endOfText: tokenizer.endOfText).tokenizer()
+    }
+
+    /// The text of token `id` (the end-of-sequence token, say), when the file lists it.
+    func spelling(of id: Int?) -> String? {
+        id.flatMap { tokenizer.tokens.indices.contains($0) ? tokenizer.tokens[$0] : nil }
     }
 }

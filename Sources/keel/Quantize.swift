@@ -7,8 +7,9 @@ struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Quantize a checkpoint's weights to a llama.cpp format, ready to run.",
         discussion: """
-            Writes DIR/model.gguf: every projection and embedding in --type (halves, or blocks quantized as ggml's reference \
-            quantizer does), the norms in fp32, with the checkpoint's tokenizer. generate, serve and eval run DIR \
+            Writes DIR/model.gguf: the projections and embeddings in --type (halves, or blocks quantized as ggml's \
+            reference quantizer does; beside a 4-bit type the output head in q8_0), the norms and biases in fp32, with \
+            the checkpoint's tokenizer. generate, serve and eval run DIR \
             (or the file) on the quantized blocks; llama.cpp runs the file too. `keel eval --checkpoint RUN \
             --quantize TYPE` measures what the format costs (perplexity, KL divergence from fp32, top-1 agreement).
             """)
@@ -33,6 +34,11 @@ struct Quantize: ParsableCommand {
         let url = directory.appendingPathComponent(InferenceModel.quantizedFileName)
         if FileManager.default.fileExists(atPath: url.path) {
             throw KeelError("\(url.path) exists; choose another --out")
+        }
+        // A directory holding model.gguf runs that file: a run's own directory would no longer run its checkpoints.
+        if FileManager.default.fileExists(atPath: directory.appendingPathComponent("checkpoints").path)
+            || FileManager.default.fileExists(atPath: directory.appendingPathComponent(CheckpointManifest.fileName).path) {
+            throw KeelError("\(out) holds a run or a checkpoint; choose another --out")
         }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let file = try writeGGUF(checkpoint: checkpoint, type: GGUFExport.WeightType(rawValue: type.lowercased())!, to: url)

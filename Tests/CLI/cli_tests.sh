@@ -106,6 +106,9 @@ usage "quantize to a format that is not one" "--type must be one of f16, q8_0, q
     "$keel" quantize --checkpoint "$work/llamarun" --type f32 --out "$work/x"
 expect_error "quantize over a quantized directory" "model.gguf exists; choose another --out" \
     "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
+expect_error "quantize into a run's own directory" "holds a run or a checkpoint; choose another --out" \
+    "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llamarun"
+[ ! -e "$work/llamarun/model.gguf" ] && pass "a refused quantize writes nothing" || fail "a refused quantize writes nothing"
 # keel import gguf: Keel's own export back into a run that computes the same; a file laid out by gguf-py as llama.cpp's
 # converter writes SmolLM2's (tied head, "smollm" tokenizer, mixed formats); a GGUF file run as it is.
 expect_ok "export gguf f32" "$keel" export gguf --checkpoint "$work/llamarun" --type f32 --out "$work/llama-f32.gguf"

@@ -11,6 +11,7 @@
 //   Q8_1: 32 values in 36 bytes — fp16 d, fp16 s = d·Σq, 32 int8 q (activations paired with Q4_1).
 //   Q8_K: 256 values in 292 bytes — fp32 d, 256 int8 q, 16 int16 sums of 16 (activations paired with Q4_K).
 //   F16:  IEEE binary16 values, taken 32 (64 bytes) at a time here; activations paired with it are F16 too.
+//   Q5_0, Q5_1, Q5_K, Q6_K: read (dequantized) only, as llama.cpp's _K_M and Q5 files hold them; see ggml-common.h.
 // The type numbers are ggml's (and GGUF's).
 #ifndef KEEL_QUANT_H
 #define KEEL_QUANT_H
