@@ -88,7 +88,9 @@ public struct GGUFVocabulary: Sendable {
            types[256] == .control, types[257...].allSatisfy({ $0 == .unused }) {
             return ByteTokenizer()
         }
-        return try BPETokenizer(vocabulary: vocabulary(), origin: "the GGUF file's tokenizer")
+        // The file's EOS separates documents when the vocabulary has no <|endoftext|> (Llama 3's <|end_of_text|>).
+        let endOfSequence = tokens.indices.contains(endOfText) && types[endOfText] != .normal ? tokens[endOfText] : nil
+        return try BPETokenizer(vocabulary: vocabulary(), origin: "the GGUF file's tokenizer", endOfSequence: endOfSequence)
     }
 
     /// The byte-level BPE vocabulary these lists describe.

@@ -39,7 +39,8 @@ public struct ParallelEncoder {
             bpe = []
         } else {
             let vocabulary = try TokenizerFiles.load(name)
-            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name)
+            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name,
+                                             endOfSequence: TokenizerFiles.declaredEndOfSequence(besides: name))
             vocabSize = tokenizer.vocabSize
             endOfText = tokenizer.endOfText
             bpe = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }

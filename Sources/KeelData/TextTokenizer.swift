@@ -41,10 +41,12 @@ public struct BPETokenizer: TextTokenizer {
     public let vocabulary: BPEVocabulary
     public let endOfText: Int32
 
-    /// Wraps `vocabulary`, which must have an `<|endoftext|>` special token.
-    public init(vocabulary: BPEVocabulary, origin: String) throws {
-        guard let endOfText = vocabulary.endOfText else {
-            throw KeelError("tokenizer: \(origin) has no \(BPEVocabulary.endOfTextText) special token to separate documents")
+    /// Wraps `vocabulary`, whose `<|endoftext|>` special token separates documents — or, for vocabularies that
+    /// name it otherwise (Llama 3's `<|end_of_text|>`), the special token `endOfSequence` (a `tokenizer_config.json`'s
+    /// `eos_token`, a GGUF file's EOS).
+    public init(vocabulary: BPEVocabulary, origin: String, endOfSequence: String? = nil) throws {
+        guard let endOfText = vocabulary.endOfText ?? endOfSequence.flatMap({ vocabulary.specialTokens[$0] }) else {
+            throw KeelError("tokenizer: \(origin) has no \(BPEVocabulary.endOfTextText) special token to separate documents\(endOfSequence.map { " (nor \($0))" } ?? "")")
         }
         self.vocabulary = vocabulary
         self.endOfText = endOfText
@@ -68,5 +70,6 @@ public struct BPETokenizer: TextTokenizer {
 /// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.
 public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
     if name == "byte" { return ByteTokenizer() }
-    return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name)
+    return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name,
+                            endOfSequence: TokenizerFiles.declaredEndOfSequence(besides: name))
 }

@@ -483,10 +483,17 @@ public final class Trainer {
                         bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
                 }
                 if let tokenizer = data.tokenizerFile {
-                    let copy = CheckpointStore.partialDirectory(root: root, step: number)
-                        .appendingPathComponent(tokenizer.lastPathComponent)
-                    try AtomicFile.write(Data(contentsOf: tokenizer), to: copy)
-                    files[tokenizer.lastPathComponent] = try CheckpointStore.record(of: copy)
+                    // The tokenizer, and what Hugging Face keeps beside it for generation (an imported model's
+                    // end-of-sequence token and chat template), when present.
+                    let beside = ["tokenizer_config.json", "chat_template.jinja"].map {
+                        tokenizer.deletingLastPathComponent().appendingPathComponent($0)
+                    }.filter { FileManager.default.fileExists(atPath: $0.path) }
+                    for source in [tokenizer] + beside {
+                        let copy = CheckpointStore.partialDirectory(root: root, step: number)
+                            .appendingPathComponent(source.lastPathComponent)
+                        try AtomicFile.write(Data(contentsOf: source), to: copy)
+                        files[source.lastPathComponent] = try CheckpointStore.record(of: copy)
+                    }
                 }
                 try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
                                                                state: pending.state, files: files, tensors: manifestTensors,

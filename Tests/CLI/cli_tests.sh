@@ -154,6 +154,11 @@ expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/
 { cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
 expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
     "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"
+expect_ok "fine-tune the import with its own tokenizer" "$keel" train --config "$work/smol.toml" --out "$work/smol-run" \
+    --init-from "$work/tiny-imported" --set "data.tokenizer=\"$work/tiny-imported/checkpoints/step_00000000/tokenizer.json\""
+[ -s "$(ls -d "$work"/smol-run/checkpoints/step_* | tail -1)/tokenizer_config.json" ] \
+    && pass "the fine-tuned checkpoints keep the import's tokenizer_config.json (EOS, chat template)" \
+    || fail "the fine-tuned checkpoints keep the import's tokenizer_config.json"
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
 "$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!

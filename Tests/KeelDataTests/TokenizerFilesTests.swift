@@ -91,4 +91,32 @@ final class TokenizerFilesTests: XCTestCase {
             XCTAssertEqual("\($0)", "the tokenizer has \(vocabulary.size) tokens, more than the model's vocabulary of 10")
         }
     }
+
+    /// A vocabulary whose documents end with another special token (Llama 3's `<|end_of_text|>`) loads when the
+    /// `tokenizer_config.json` beside it names that token its `eos_token` (and a GGUF file its EOS), and is refused,
+    /// naming what is missing, when nothing does.
+    func testEndOfSequenceNamedBesideTheTokenizer() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-eos-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bytes = (0..<256).map { [UInt8($0)] }
+        let vocabulary = try BPEVocabulary(tokens: bytes, merges: [], specialTokens: ["<|end_of_text|>": 256, "<|begin_of_text|>": 257],
+                                           pattern: .cl100k)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+        XCTAssertThrowsError(try loadTokenizer(json.path)) {
+            XCTAssertEqual("\($0)", "tokenizer: \(json.path) has no <|endoftext|> special token to separate documents")
+        }
+        try Data(#"{"eos_token": {"content": "<|end_of_text|>"}}"#.utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        XCTAssertEqual(try loadTokenizer(json.path).endOfText, 256)
+        try Data(#"{"eos_token": "<|missing|>"}"#.utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        XCTAssertThrowsError(try loadTokenizer(json.path)) {
+            XCTAssertEqual("\($0)", "tokenizer: \(json.path) has no <|endoftext|> special token to separate documents (nor <|missing|>)")
+        }
+        // A GGUF file's lists: its EOS (a control token) separates documents.
+        let spell = { (byte: Int) in String(TokenizerFiles.byteToCharacter[byte]) }
+        let lists = try GGUFVocabulary(tokens: (0..<256).map(spell) + ["<|end_of_text|>"], types: Array(repeating: 1, count: 256) + [3],
+                                       merges: [], preTokenizer: "llama-bpe", endOfText: 256)
+        XCTAssertEqual(try lists.tokenizer().endOfText, 256)
+    }
 }
