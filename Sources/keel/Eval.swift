@@ -67,6 +67,9 @@ struct Eval: ParsableCommand {
             guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
             let loaded = try InferenceModel.load(checkpoint, quantize: format, attention: attentionOption.attention)
+            if let bos = loaded.beginningOfText {
+                FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; windows are cut from the text without it\n".utf8))
+            }
             let length = try windowLength(loaded.model.config)
             let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, vocabSize: loaded.model.config.vocabSize,
                                                  length: length)

@@ -73,7 +73,7 @@ struct Generate: ParsableCommand {
                                              attention: attentionOption.attention)
         let decoder = loaded.decoder, tokenizer = loaded.tokenizer
         let prompts = prompt.isEmpty ? ["\n"] : prompt
-        let encoded = prompts.map { tokenizer.encode($0) }
+        let encoded = prompts.map { loaded.prompt(tokenizer.encode($0)) }
         // The model's end-of-sequence token (an imported model's) ends a text as a stop string does.
         let stops = (stop + (loaded.endOfSequence.map { [$0] } ?? [])).map { Array($0.utf8) }
         var streams = prompts.map { _ in TextStream(stops: stops) }

@@ -117,6 +117,7 @@ struct Import: ParsableCommand {
             settings["eos_token"] = description.spelling(of: description.endOfSequence)
             settings["bos_token"] = description.spelling(of: description.beginningOfText)
             settings["chat_template"] = description.chatTemplate
+            if description.addsBeginningOfText { settings["add_bos_token"] = true }
             let extras = bpe == nil || settings.isEmpty ? [:]
                 : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]
             let checkpoint = try ImportedCheckpoint.write(
@@ -131,7 +132,7 @@ struct Import: ParsableCommand {
                 wrote \(checkpoint.path)
                 """)
             if description.addsBeginningOfText, let bos = description.beginningOfText {
-                print("note: the file asks for BOS token \(bos) before every text; Keel does not add it, so prepend its text to prompts")
+                print("note: texts start with BOS token \(bos) (generate and serve put it before prompts; eval's windows do not start with it)")
             }
         }
     }

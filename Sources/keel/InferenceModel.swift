@@ -23,6 +23,12 @@ struct InferenceModel {
     let endOfSequence: String?
     /// How chats become prompts for this model.
     let chat: ChatFormat
+    /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or
+    /// `add_bos_token` in an import's `tokenizer_config.json`: Llama 3's `<|begin_of_text|>`).
+    let beginningOfText: Int32?
+
+    /// `tokens` as the model reads a text: after its beginning-of-text token when it asks for one.
+    func prompt(_ tokens: [Int32]) -> [Int32] { (beginningOfText.map { [$0] } ?? []) + tokens }
 
     /// Loads `path`: a `.gguf` file, or a run or checkpoint directory. `quantize` applies to checkpoints only;
     /// `keepingFloatWeights` keeps a quantized checkpoint's fp32 projections (to compare against them); `attention`
@@ -58,25 +64,32 @@ struct InferenceModel {
             let tokenizer = try description.textTokenizer()
             let (model, quantized) = try GGUFImport.quantizedModel(of: file, config: description.config, path: path)
             let endOfSequence = description.spelling(of: description.endOfSequence)
+            let bos = description.addsBeginningOfText ? description.beginningOfText.flatMap { Int32(exactly: $0) } : nil
             return InferenceModel(decoder: try Decoder(model: model, quantizedTensors: quantized), model: model,
                                   tokenizer: tokenizer, origin: path, isGGUF: true, endOfSequence: endOfSequence,
-                                  chat: ChatFormat(template: description.chatTemplate, endOfSequence: endOfSequence))
+                                  chat: ChatFormat(template: description.chatTemplate, endOfSequence: endOfSequence),
+                                  beginningOfText: bos)
         }
         let checkpoint = try CheckpointReader(resolving: path)
         let model = try checkpoint.loadModel()
         let settings = TokenizerSettings(directory: checkpoint.directory)
+        let tokenizer = try loadCheckpointTokenizer(checkpoint)
         return InferenceModel(decoder: try Decoder(model: model, quantization: quantize, releasingFloatWeights: !keepingFloatWeights),
-                              model: model, tokenizer: try loadCheckpointTokenizer(checkpoint),
+                              model: model, tokenizer: tokenizer,
                               origin: checkpoint.directory.path, isGGUF: false, endOfSequence: settings.endOfSequence,
-                              chat: ChatFormat(template: settings.chatTemplate, endOfSequence: settings.endOfSequence))
+                              chat: ChatFormat(template: settings.chatTemplate, endOfSequence: settings.endOfSequence),
+                              beginningOfText: settings.addsBeginningOfText ? settings.beginningOfText.flatMap(tokenizer.specialToken) : nil)
     }
 }
 
 /// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation:
-/// the end-of-sequence token and the chat template. Absent files say nothing.
+/// the end-of-sequence token, the chat template, and whether texts start with the beginning-of-text token. Absent
+/// files say nothing.
 struct TokenizerSettings {
     var endOfSequence: String?
     var chatTemplate: String?
+    var beginningOfText: String?
+    var addsBeginningOfText: Bool
 
     init(directory: URL) {
         let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))
@@ -84,6 +97,8 @@ struct TokenizerSettings {
         // A token is a string, or an object with its "content".
         func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
         endOfSequence = token(config["eos_token"])
+        beginningOfText = token(config["bos_token"])
+        addsBeginningOfText = config["add_bos_token"] as? Bool ?? false
         if let template = config["chat_template"] as? String {
             chatTemplate = template
         } else if let named = config["chat_template"] as? [[String: Any]] {

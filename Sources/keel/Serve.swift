@@ -47,7 +47,7 @@ struct Serve: ParsableCommand {
                                              attention: attentionOption.attention)
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
-                                endOfSequence: loaded.endOfSequence)
+                                endOfSequence: loaded.endOfSequence, beginningOfText: loaded.beginningOfText)
         let server = try HTTPServer(host: host, port: port)
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
@@ -64,6 +64,8 @@ struct CompletionAPI: Sendable {
     let chatFormat: ChatFormat
     /// Ends a plain completion too, when the model declares one.
     let endOfSequence: String?
+    /// Starts every prompt, when the model asks for it.
+    let beginningOfText: Int32?
 
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
@@ -155,7 +157,7 @@ struct CompletionAPI: Sendable {
         case let flag as Bool where Self.isBoolean(flag): stream = flag
         default: throw bad("'stream' must be true or false")
         }
-        return Parameters(prompt: prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        return Parameters(prompt: (beginningOfText.map { [$0] } ?? []) + prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {

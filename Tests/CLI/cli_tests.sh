@@ -151,6 +151,17 @@ grep -q "head tied to the embedding" "$work/out" && grep -q "pre-tokenizer smoll
 expect_ok "eval the GGUF file in its own formats" "$keel" eval --checkpoint "$work/tiny.gguf" "$work/hamlet.txt" --seq-len 16 --json
 check "a GGUF file's eval says the model's formats" '(lambda r: r["format"] == "gguf" and r["scored_tokens"] > 0)(json.load(open(sys.argv[1])))' "$work/out"
 expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --max-tokens 4
+# A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
+# import keeps asking.
+expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos
+for file in tiny tiny-bos; do
+    "$keel" generate --checkpoint "$work/$file.gguf" --prompt "In 1599 the" --max-tokens 1 2>"$work/$file.err" >/dev/null
+done
+expect_ok "import the file that asks for BOS" "$keel" import gguf "$work/tiny-bos.gguf" --out "$work/tiny-bos-run"
+"$keel" generate --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --max-tokens 1 2>"$work/tiny-bos-run.err" >/dev/null
+check "BOS goes before the prompt of the file, and of its import, that ask for it" \
+    '(lambda n: n[1] == n[0] + 1 and n[2] == n[1])([int(open(f).read().split(" prompt tokens")[0].split()[-1]) for f in sys.argv[1:]])' \
+    "$work/tiny.err" "$work/tiny-bos.err" "$work/tiny-bos-run.err"
 { cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
 expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
     "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"
