@@ -1,9 +1,9 @@
 // Dot products of a quantized weight row with a quantized activation row: the scalar reference, the choice of
-// engine, and the row loop. The reference is ggml's generic code for Q8_0 and Q4_1; for Q4_0 it adds the blocks'
-// scaled sums in eight lanes (so that SIMD code can take them eight at a time: block after block held it to half
-// the memory's speed); for Q4_K it adds each super-block's scaled sums in turn (ggml's generic code keeps eight lane
-// sums instead; every llama.cpp SIMD path has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and the same float
-// operations in the same order, so all engines give the same bits.
+// engine, and the row loop. The reference is ggml's generic code for Q8_0, Q4_0 and Q4_1 (block after block); for
+// Q4_K it adds each super-block's scaled sums in turn (ggml's generic code keeps eight lane sums instead; every
+// llama.cpp SIMD path has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and
+// the same float operations in the same order, so all engines give the same bits — the interleaved kernels too,
+// whose lanes are eight rows each taking its own steps in this order.
 #include "keel_quant.h"
 
 #include <cpuid.h>
@@ -35,20 +35,17 @@ static float dot_q8_0(int n, const block_q8_0 *x, const block_q8_0 *y) {
     return sumf;
 }
 
-/// Q4_0: each block's scaled sum goes into lane (block mod 8), and the lanes are added as a tree (`keel_lanes_total`),
-/// so that SIMD code takes eight blocks' float steps as one vector; ggml's generic code adds block after block
-/// (its SIMD paths differ from it and from each other anyway).
 static float dot_q4_0(int n, const block_q4_0 *x, const block_q8_0 *y) {
-    float lanes[8] = {0};
+    float sumf = 0;
     for (int ib = 0; ib < n / QK8_0; ib++) {
         int sumi = 0;
         for (int j = 0; j < QK8_0 / 2; j++) {
             sumi += ((x[ib].qs[j] & 0x0F) - 8) * y[ib].qs[j];
             sumi += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + QK8_0 / 2];
         }
-        lanes[ib % 8] += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
+        sumf += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
     }
-    return keel_lanes_total(lanes);
+    return sumf;
 }
 
 static float dot_q4_1(int n, const block_q4_1 *x, const block_q8_1 *y) {

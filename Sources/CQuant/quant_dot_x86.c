@@ -6,6 +6,7 @@
 #include "quant_dot_x86.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "quant_blocks.h"
 
@@ -91,33 +92,28 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
-    /* Q4_0's reference adds block b's scaled sum into lane b mod 8: eight blocks' float steps as one vector. */   \
     TARGET static float dot_q4_0_##NAME(int n, const block_q4_0 *x, const block_q8_0 *y) {                          \
         const int nb = n / QK8_0;                                                                                   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+        float sumf = 0;                                                                                             \
         int ib = 0;                                                                                                 \
         for (; ib + 8 <= nb; ib += 8) {                                                                             \
             __m256i v[8];                                                                                           \
-            uint16_t dx[8], dy[8];                                                                                  \
             for (int b = 0; b < 8; b++) {                                                                           \
                 /* Σ (q − 8)·a = Σ q·a − Σ 8·a: the same integer, the nibbles unsigned as they are. */                \
                 const __m256i a = _mm256_loadu_si256((const __m256i *)y[ib + b].qs);                               \
                 v[b] = _mm256_sub_epi32(DOT(nibbles32(x[ib + b].qs), a), DOT(eight, a));                            \
-                dx[b] = x[ib + b].d;                                                                                \
-                dy[b] = y[ib + b].d;                                                                                \
             }                                                                                                       \
-            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), halves8(dx));                      \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
+            int32_t sums[8];                                                                                        \
+            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
+            for (int b = 0; b < 8; b++) sumf += sums[b] * HALF(x[ib + b].d) * HALF(y[ib + b].d);                    \
         }                                                                                                           \
-        float lanes[8];                                                                                             \
-        _mm256_storeu_ps(lanes, acc);                                                                               \
         for (; ib < nb; ib++) {                                                                                     \
             int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight),                    \
                                                    _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
-            lanes[ib % 8] += sumi * HALF(x[ib].d) * HALF(y[ib].d);                                                  \
+            sumf += sumi * HALF(x[ib].d) * HALF(y[ib].d);                                                           \
         }                                                                                                           \
-        return keel_lanes_total(lanes);                                                                             \
+        return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
     TARGET static float dot_q4_1_##NAME(int n, const block_q4_1 *x, const block_q8_1 *y) {                          \
@@ -192,9 +188,7 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
                                                                                                                     \
     TARGET static void dot8_q4_0_##NAME(int n, const block_q4_0 *x, const char *a, size_t stride, float out[8]) {   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
-        /* One accumulator per lane of the reference (block mod 8), each over the eight activation rows. */        \
-        __m256 acc[8];                                                                                              \
-        for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();                                                   \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
         for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
             const __m256i w = _mm256_sub_epi8(nibbles32(x[ib].qs), eight);                                         \
             __m256i v[8];                                                                                           \
@@ -205,11 +199,9 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
                 dy[t] = y->d;                                                                                       \
             }                                                                                                       \
             const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), _mm256_set1_ps(HALF(x[ib].d)));   \
-            acc[ib % 8] = _mm256_add_ps(acc[ib % 8], _mm256_mul_ps(scaled, halves8(dy)));                          \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
         }                                                                                                           \
-        const __m256 h0 = _mm256_add_ps(acc[0], acc[4]), h1 = _mm256_add_ps(acc[1], acc[5]);                      \
-        const __m256 h2 = _mm256_add_ps(acc[2], acc[6]), h3 = _mm256_add_ps(acc[3], acc[7]);                       \
-        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));                       \
+        _mm256_storeu_ps(out, acc);                                                                                 \
     }                                                                                                               \
                                                                                                                     \
     TARGET static void dot8_q4_1_##NAME(int n, const block_q4_1 *x, const char *a, size_t stride, float out[8]) {   \
@@ -265,6 +257,124 @@ AVX512_VNNI static inline __m256i bytes_avx512_vnni(__m256i u, __m256i s) {
 KERNELS(avx2, AVX2, bytes_maddubs)
 KERNELS(avx_vnni, AVX_VNNI, bytes_avx_vnni)
 KERNELS(avx512_vnni, AVX512_VNNI, bytes_avx512_vnni)
+
+/// Four bytes as one 32-bit lane value (for broadcasting an activation chunk to eight rows' lanes).
+static inline int32_t chunk4(const int8_t *bytes) {
+    int32_t value;
+    memcpy(&value, bytes, 4);
+    return value;
+}
+
+// The interleaved kernels (quant_interleave.c lays the groups out), once per engine: lane r of every vector is
+// weight row r. ACC(acc, u, s) adds to acc the eight 32-bit sums of four products each of unsigned bytes u and
+// signed bytes s; an activation chunk of four bytes is broadcast to the eight lanes, so one vector instruction
+// takes eight rows' chunks and no row needs a horizontal sum. The float steps are each row's reference steps,
+// in lanes.
+#define GROUP_KERNELS(NAME, TARGET, ACC)                                                                            \
+    TARGET static void group_q8_0_##NAME(int n, const uint8_t *g, const block_q8_0 *y, float *out) {               \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int b = 0; b < n / QK8_0; b++, g += 8 * sizeof(block_q8_0)) {                                         \
+            __m256i s = _mm256_setzero_si256();                                                                     \
+            for (int c = 0; c < 8; c++) {                                                                           \
+                /* Signed weights: their signs moved onto the activations, as in signed_dot. */                      \
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c));                          \
+                const __m256i a = _mm256_set1_epi32(chunk4(y[b].qs + 4 * c));                                      \
+                s = ACC(s, _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));                                         \
+            }                                                                                                       \
+            const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)),               \
+                                               _mm256_set1_ps(HALF(y[b].d)));                                       \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale));                                  \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static void group_q4_0_##NAME(int n, const uint8_t *g, const block_q8_0 *y, const int32_t *sums,        \
+                                         float *out) {                                                              \
+        const __m256i low = _mm256_set1_epi8(0x0F);                                                                 \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int b = 0; b < n / QK8_0; b++, g += 8 * sizeof(block_q4_0)) {                                         \
+            __m256i s = _mm256_setzero_si256();                                                                     \
+            for (int c = 0; c < 4; c++) {                                                                           \
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c));                          \
+                s = ACC(s, _mm256_and_si256(q, low), _mm256_set1_epi32(chunk4(y[b].qs + 4 * c)));                  \
+                s = ACC(s, _mm256_and_si256(_mm256_srli_epi16(q, 4), low),                                          \
+                        _mm256_set1_epi32(chunk4(y[b].qs + 16 + 4 * c)));                                           \
+            }                                                                                                       \
+            /* The nibbles were taken unsigned: take away 8 · Σ a. */                                              \
+            s = _mm256_sub_epi32(s, _mm256_set1_epi32(sums[b]));                                                    \
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(s),                                              \
+                                                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)));              \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, _mm256_set1_ps(HALF(y[b].d))));                          \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static void group_q4_K_##NAME(int n, const uint8_t *g, const block_q8_K *y, float *out) {               \
+        const __m256i low = _mm256_set1_epi8(0x0F);                                                                 \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (int i = 0; i < n / QK_K; i++, g += 8 * (4 + 16 + QK_K / 2)) {                                         \
+            const uint8_t *scales = g + 32, *mins = g + 96, *qs = g + 160;                                          \
+            __m256i isum = _mm256_setzero_si256();                                                                  \
+            for (int j = 0; j < QK_K / 64; j++) {                                                                   \
+                __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();                                   \
+                for (int c = 0; c < 8; c++) {                                                                       \
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (8 * j + c)));                \
+                    lo = ACC(lo, _mm256_and_si256(q, low), _mm256_set1_epi32(chunk4(y[i].qs + 64 * j + 4 * c)));   \
+                    hi = ACC(hi, _mm256_and_si256(_mm256_srli_epi16(q, 4), low),                                    \
+                             _mm256_set1_epi32(chunk4(y[i].qs + 64 * j + 32 + 4 * c)));                             \
+                }                                                                                                   \
+                const __m256i s0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 16 * j)));     \
+                const __m256i s1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 16 * j + 8))); \
+                isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_mullo_epi32(lo, s0), _mm256_mullo_epi32(hi, s1))); \
+            }                                                                                                       \
+            __m256i msum = _mm256_setzero_si256();                                                                  \
+            for (int j = 0; j < 8; j++) {                                                                           \
+                const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(mins + 8 * j)));         \
+                msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(m, _mm256_set1_epi32(y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]))); \
+            }                                                                                                       \
+            /* keel_q4_K_add's steps in lanes: d = dx·dy, m = dmin·dy; sumf += d·isum; sumf −= m·msum. */            \
+            const __m256 dy = _mm256_set1_ps(y[i].d);                                                               \
+            const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)), dy);              \
+            const __m256 m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16))), dy);       \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));                                   \
+            acc = _mm256_sub_ps(acc, _mm256_mul_ps(m, _mm256_cvtepi32_ps(msum)));                                   \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    static void group_##NAME(keel_quant_type type, int n, const void *g, const void *a, const int32_t *sums,         \
+                             float *out) {                                                                          \
+        switch (type) {                                                                                             \
+        case KEEL_QUANT_Q8_0: group_q8_0_##NAME(n, g, a, out); break;                                              \
+        case KEEL_QUANT_Q4_0: group_q4_0_##NAME(n, g, a, sums, out); break;                                        \
+        case KEEL_QUANT_Q4_K: group_q4_K_##NAME(n, g, a, out); break;                                              \
+        default: break;                                                                                             \
+        }                                                                                                           \
+    }
+
+AVX2 static inline __m256i acc_maddubs(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, bytes_maddubs(u, s));
+}
+AVX_VNNI static inline __m256i acc_avx_vnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+}
+AVX512_VNNI static inline __m256i acc_avx512_vnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+}
+
+GROUP_KERNELS(avx2, AVX2, acc_maddubs)
+GROUP_KERNELS(avx_vnni, AVX_VNNI, acc_avx_vnni)
+GROUP_KERNELS(avx512_vnni, AVX512_VNNI, acc_avx512_vnni)
+
+void keel_quant_gemv8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, const void *a,
+                          const int32_t *sums, float out[8]) {
+    switch (engine) {
+    case KEEL_QDOT_AVX2: group_avx2(type, n, group, a, sums, out); break;
+    case KEEL_QDOT_AVX_VNNI: group_avx_vnni(type, n, group, a, sums, out); break;
+    case KEEL_QDOT_AVX512_VNNI: group_avx512_vnni(type, n, group, a, sums, out); break;
+    default: break;
+    }
+}
 
 float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *w, const void *a) {
     switch (engine) {

@@ -12,13 +12,10 @@ float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, c
 int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations,
                         size_t activation_row_bytes, float out[8]);
 
-/// Eight lane sums added as a tree: (0 + 4, 1 + 5, 2 + 6, 3 + 7), then (a + c) + (b + d) — the order in which SIMD
-/// code halves a vector of eight.
-static inline float keel_lanes_total(const float lanes[8]) {
-    float h4[4];
-    for (int j = 0; j < 4; j++) h4[j] = lanes[j] + lanes[j + 4];
-    return (h4[0] + h4[2]) + (h4[1] + h4[3]);
-}
+/// One interleaved group of eight weight rows (Q8_0, Q4_0 or Q4_K) times one activation row into out[0…7], each
+/// equal to its row's `keel_quant_dot` to the bit. `sums`: Q4_0 only, 8 · Σ of each activation block's quants.
+void keel_quant_gemv8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, const void *activations,
+                          const int32_t *sums, float out[8]);
 
 /// `sumf` plus one Q4_K·Q8_K super-block: its weight scales `dx`, `dmin` (from fp16), the activation's scale `dy`,
 /// the integer sum of its scaled products `isum` and of its mins against the activation's sums `msum` — the float

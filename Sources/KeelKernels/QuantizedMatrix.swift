@@ -64,20 +64,42 @@ public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
 
 /// A matrix of `rows` × `columns` weights quantized row by row, and its product with a vector computed on the
 /// quantized bytes (the vector is quantized to the format's activation blocks, as llama.cpp does), without a
-/// dequantized copy of the matrix. The blocks may be a file's own mapped bytes (`init(format:rows:columns:data:)`),
-/// which are then read where they lie.
+/// dequantized copy of the matrix. Q8_0, Q4_0 and Q4_K rows are held interleaved eight at a time (the layout of
+/// `keel_quant_interleave`; a last few rows short of eight stay as they are), so that one vector instruction takes
+/// eight rows' blocks; `data` gives ggml's row layout back, byte for byte.
 public struct QuantizedMatrix: Sendable {
     public let format: QuantizationFormat
     public let rows: Int
     public let columns: Int
-    /// The rows' blocks, `format.rowBytes(columns:)` bytes a row.
+    /// Groups of eight interleaved rows at the start of `storage` (0 for a format without the layout).
+    private let groups: Int
+    /// The groups (`groupBytes` each), then the rows after them in ggml's layout (`format.rowBytes(columns:)` each).
     private let storage: Data
 
-    /// A copy of the rows' blocks.
-    public var bytes: [UInt8] { [UInt8](storage) }
+    /// A copy of the rows' blocks, in ggml's layout.
+    public var bytes: [UInt8] { [UInt8](data) }
 
-    /// The rows' blocks, without a copy.
-    public var data: Data { storage }
+    /// The rows' blocks in ggml's layout (as a GGUF tensor holds them).
+    public var data: Data {
+        guard groups > 0 else { return storage }
+        let rowBytes = format.rowBytes(columns: columns), groupBytes = groupBytes
+        var rowMajor = Data(count: rows * rowBytes)
+        storage.withUnsafeBytes { source in
+            rowMajor.withUnsafeMutableBytes { target in
+                for group in 0..<groups {
+                    keel_quant_deinterleave(format.type, Int64(columns), source.baseAddress! + group * groupBytes,
+                                            target.baseAddress! + 8 * group * rowBytes, rowBytes)
+                }
+                let tail = rows - 8 * groups
+                (target.baseAddress! + 8 * groups * rowBytes).copyMemory(from: source.baseAddress! + groups * groupBytes,
+                                                                         byteCount: tail * rowBytes)
+            }
+        }
+        return rowMajor
+    }
+
+    /// Bytes of one group of eight interleaved rows.
+    private var groupBytes: Int { keel_quant_group_bytes(format.type, Int64(columns)) }
 
     /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does.
     public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
@@ -105,8 +127,10 @@ public struct QuantizedMatrix: Sendable {
         try self.init(format: format, rows: rows, columns: columns, data: Data(bytes))
     }
 
-    /// A matrix on blocks held elsewhere, without a copy: a GGUF file's mapped tensor (its pages are read from the
-    /// file as products touch them, and shared with the file cache, as llama.cpp uses its files).
+    /// A matrix of blocks in ggml's row layout held elsewhere (a GGUF file's mapped tensor): formats without the
+    /// interleaved layout (F16, Q4_1) compute on them where they lie, without a copy (their pages are read from the
+    /// file as products touch them, and shared with the file cache, as llama.cpp uses its files); the others take
+    /// one interleaved copy, as llama.cpp's repacking does.
     public init(format: QuantizationFormat, rows: Int, columns: Int, data: Data) throws {
         try Self.checkShape(rows: rows, columns: columns, format: format)
         guard data.count == rows * format.rowBytes(columns: columns) else {
@@ -115,7 +139,28 @@ public struct QuantizedMatrix: Sendable {
         self.format = format
         self.rows = rows
         self.columns = columns
-        storage = data
+        let groupBytes = keel_quant_group_bytes(format.type, Int64(columns))
+        groups = groupBytes > 0 ? rows / 8 : 0
+        guard groups > 0 else {
+            storage = data
+            return
+        }
+        let rowBytes = format.rowBytes(columns: columns), groups = groups
+        var interleaved = Data(count: groups * groupBytes + (rows - 8 * groups) * rowBytes)
+        data.withUnsafeBytes { source in
+            interleaved.withUnsafeMutableBytes { target in
+                let (source, target) = (source.baseAddress!, target.baseAddress!)
+                ThreadPool.shared.parallelFor(groups) { range in
+                    for group in range {
+                        keel_quant_interleave(format.type, Int64(columns), source + 8 * group * rowBytes, rowBytes,
+                                              target + group * groupBytes)
+                    }
+                }
+                (target + groups * groupBytes).copyMemory(from: source + 8 * groups * rowBytes,
+                                                          byteCount: (rows - 8 * groups) * rowBytes)
+            }
+        }
+        storage = interleaved
     }
 
     private static func checkShape(rows: Int, columns: Int, format: QuantizationFormat) throws {
@@ -129,12 +174,24 @@ public struct QuantizedMatrix: Sendable {
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         precondition(row >= 0 && row < rows, "row \(row) of a \(rows)-row matrix")
         let rowBytes = format.rowBytes(columns: columns)
-        storage.withUnsafeBytes { keel_dequantize_row(format.type, $0.baseAddress! + row * rowBytes, destination, Int64(columns)) }
+        storage.withUnsafeBytes { source in
+            guard row < 8 * groups else {
+                let offset = groups * groupBytes + (row - 8 * groups) * rowBytes
+                keel_dequantize_row(format.type, source.baseAddress! + offset, destination, Int64(columns))
+                return
+            }
+            // The row's group back in ggml's layout, then its row.
+            withUnsafeTemporaryAllocation(byteCount: 8 * rowBytes, alignment: 16) { rows in
+                keel_quant_deinterleave(format.type, Int64(columns), source.baseAddress! + row / 8 * groupBytes,
+                                        rows.baseAddress!, rowBytes)
+                keel_dequantize_row(format.type, rows.baseAddress! + row % 8 * rowBytes, destination, Int64(columns))
+            }
+        }
     }
 
     /// The values the blocks stand for, row-major.
     public func dequantized() -> [Float] {
-        Self.dequantized(format.type, rows: rows, columns: columns, bytes: storage)
+        Self.dequantized(format.type, rows: rows, columns: columns, bytes: data)
     }
 
     /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
@@ -191,13 +248,23 @@ public struct QuantizedMatrix: Sendable {
         }
         let rowBytes = format.rowBytes(columns: columns), activationRowBytes = activationRowBytes
         let engine = engine.isAvailable ? engine : .scalar
+        let groups = groups, groupBytes = groupBytes, tail = rows - 8 * groups
         storage.withUnsafeBytes { weights in
             activations.withUnsafeBytes { activations in
                 let (weights, activations) = (weights.baseAddress!, activations.baseAddress!)
-                pool.parallelFor(rows) { range in
-                    keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(range.count),
-                                      weights + range.lowerBound * rowBytes, rowBytes, Int32(count), activations,
-                                      activationRowBytes, out + range.lowerBound, outputStride)
+                // The groups, then (as one more piece of work) the rows after them.
+                pool.parallelFor(groups + (tail > 0 ? 1 : 0)) { range in
+                    let last = min(range.upperBound, groups)
+                    if range.lowerBound < last {
+                        keel_quant_matmul_groups(engine.engine, format.type, Int32(columns), Int32(last - range.lowerBound),
+                                                 weights + range.lowerBound * groupBytes, Int32(count), activations,
+                                                 activationRowBytes, out + 8 * range.lowerBound, outputStride)
+                    }
+                    if range.upperBound > groups {
+                        keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(tail), weights + groups * groupBytes,
+                                          rowBytes, Int32(count), activations, activationRowBytes, out + 8 * groups,
+                                          outputStride)
+                    }
                 }
             }
         }

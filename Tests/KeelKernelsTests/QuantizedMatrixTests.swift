@@ -1,3 +1,4 @@
+import CQuant
 import Foundation
 import KeelCore
 import KeelKernels
@@ -148,6 +149,44 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// Q8_0, Q4_0 and Q4_K rows are held interleaved eight at a time (19 rows: two groups and three rows after
+    /// them): the bytes a matrix gives back are the bytes it was given, each row's values (an embedding lookup) are
+    /// that row's, and each row's product is the scalar dot product of its own ggml row, to the bit.
+    func testInterleavedRowsGiveBackTheirBytesValuesAndProducts() throws {
+        var random = SystemRandomNumberGenerator()
+        let rows = 19, columns = 512
+        for format in [QuantizationFormat.q8_0, .q4_0, .q4_K] {
+            // Random bytes, not a quantizer's: every bit of every field must come back (Q4_K's packed 6-bit scales).
+            let given = (0..<rows * format.rowBytes(columns: columns)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let matrix = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: given)
+            XCTAssertEqual(matrix.bytes, given, format.rawValue)
+            let rowBytes = format.rowBytes(columns: columns)
+            for row in 0..<rows {
+                var expected = [Float](repeating: 0, count: columns), found = expected
+                given.withUnsafeBytes { keel_dequantize_row(format.ggmlQuantType, $0.baseAddress! + row * rowBytes, &expected, Int64(columns)) }
+                matrix.dequantizeRow(row, into: &found)
+                XCTAssertEqual(found.map(\.bitPattern), expected.map(\.bitPattern), "\(format.rawValue) row \(row)")
+            }
+            // Products of a quantizer's rows (finite scales) against the scalar dot of each ggml row.
+            let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
+            let vector = (0..<columns).map { _ in Float.random(in: -2...2, using: &random) }
+            let quantized = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format)
+            let activations = quantized.activations(vector, count: 1), bytes = quantized.bytes
+            let expected = (0..<rows).map { row in
+                bytes.withUnsafeBytes { weights in
+                    activations.withUnsafeBytes {
+                        keel_quant_dot(KEEL_QDOT_SCALAR, format.ggmlQuantType, Int32(columns), weights.baseAddress! + row * rowBytes,
+                                       $0.baseAddress!)
+                    }
+                }
+            }
+            for engine in QuantizedDotEngine.allCases where engine.isAvailable {
+                XCTAssertEqual(quantized.multiply(vector, engine: engine).map(\.bitPattern), expected.map(\.bitPattern),
+                               "\(format.rawValue) on \(engine)")
+            }
+        }
+    }
+
     /// A product with several input rows gives each row's vector product, bit for bit, on every engine — through
     /// the kernels that take eight input rows at once (two groups here) and the row-by-row one (the five left); F16
     /// within fp32 rounding (its rows go through sgemm).
@@ -212,4 +251,9 @@ final class QuantizedMatrixTests: XCTestCase {
             XCTAssertEqual("\($0)", "a 2 × 32 q4_0 matrix has 36 bytes, not 35")
         }
     }
+}
+
+private extension QuantizationFormat {
+    /// The C library's type for the format.
+    var ggmlQuantType: keel_quant_type { keel_quant_type(UInt32(ggmlType)) }
 }

@@ -79,4 +79,19 @@ void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type weight_type, int
                        size_t row_bytes, int count, const void *activations, size_t activation_row_bytes, float *out,
                        size_t out_stride);
 
+/// Weight rows interleaved eight at a time (quant_interleave.c describes the layout) for Q8_0, Q4_0 and Q4_K: bytes
+/// of one group of eight rows of n values, or 0 for a format without the layout.
+size_t keel_quant_group_bytes(keel_quant_type type, int64_t n);
+
+/// Eight rows of n values (ggml's bytes, `row_bytes` apart) into one interleaved group, and back.
+void keel_quant_interleave(keel_quant_type type, int64_t n, const void *rows, size_t row_bytes, void *group);
+void keel_quant_deinterleave(keel_quant_type type, int64_t n, const void *group, void *rows, size_t row_bytes);
+
+/// `groups` interleaved groups (8 · groups weight rows) × `count` activation rows (`activation_row_bytes` apart):
+/// activation row t with weight row r goes to out[t · out_stride + r], each equal to the scalar reference's
+/// `keel_quant_dot` of the two rows, to the bit, on every engine.
+void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int n, int groups, const void *weights,
+                              int count, const void *activations, size_t activation_row_bytes, float *out,
+                              size_t out_stride);
+
 #endif
