@@ -102,5 +102,17 @@ public func openBLASGemm(threads: Int, m: Int, n: Int, k: Int, _ a: UnsafePointe
     openblas_set_num_threads(1)
 }
 
-/// OpenBLAS is made single-threaded before its first use: `gemm` parallelises over Keel's own pool.
-private let singleThreadedBLAS: Void = openblas_set_num_threads(1)
+/// Makes OpenBLAS single-threaded and stops its idle worker threads now (as every call into it does first): a
+/// command that may run without calling it — generation from a quantized model — calls this at its start.
+public func useSingleThreadedBLAS() {
+    _ = singleThreadedBLAS
+}
+
+/// OpenBLAS is made single-threaded before its first use: `gemm` parallelises over Keel's own pool. Its worker
+/// threads, started when the library loaded, are stopped too: idle, they spin (yielding) for about 2^28 cycles
+/// before they sleep, which took a tenth of the machine from a short `keel generate` (a third busy thread on 2
+/// cores) and left Keel's own workers waiting for a core.
+private let singleThreadedBLAS: Void = {
+    openblas_set_num_threads(1)
+    _ = blas_thread_shutdown_()
+}()

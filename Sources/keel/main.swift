@@ -1,2 +1,5 @@
+import KeelKernels
+
 BLASEnvironment.selectCoreType()
+useSingleThreadedBLAS()
 Keel.main()
