@@ -1,4 +1,5 @@
 import COpenBLAS
+import CQuant
 import KeelCore
 
 /// Whether a matrix operand of `gemm` is read as stored or transposed.
@@ -58,19 +59,28 @@ public func gemm(
     }
 }
 
-/// c[N] = alpha · a[K] · op(B)[K×N] + beta · c, its N outputs split among the pool in blocks of 256.
+/// c[N] = alpha · a[K] · op(B)[K×N] + beta · c, its N outputs split among the pool in blocks of 256: rows of B
+/// ([N, K], Llama's layout) through Keel's own kernel (`keel_f32_matvec`, one stream per thread: faster than
+/// OpenBLAS's sgemv here), columns (GPT-2's [K, N]) through sgemv.
 private func matrixVector(
     _ transB: Transpose, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>
 ) {
     _ = singleThreadedBLAS
-    let block = 256
+    let block = 256, engine = keel_qdot_best_engine()
     ThreadPool.shared.parallelFor((n + block - 1) / block) { range in
         let start = range.lowerBound * block, end = min(n, range.upperBound * block)
         if transB == .transposed {
             // B is [N, K]: rows start..<end of B times a.
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(end - start), Int32(k), alpha, b + start * ldb, Int32(ldb),
-                        a, 1, beta, c + start, 1)
+            for first in stride(from: start, to: end, by: block) {
+                let count = min(block, end - first)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { dots in
+                    keel_f32_matvec(engine, Int32(count), Int32(k), b + first * ldb, ldb, a, dots.baseAddress!)
+                    for j in 0..<count {
+                        c[first + j] = beta == 0 ? alpha * dots[j] : alpha * dots[j] + beta * c[first + j]
+                    }
+                }
+            }
         } else {
             // B is [K, N]: columns start..<end, that is B[:, start..<end]ᵀ times a.
             cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(end - start), alpha, b + start, Int32(ldb),

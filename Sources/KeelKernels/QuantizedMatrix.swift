@@ -252,18 +252,21 @@ public struct QuantizedMatrix: Sendable {
         storage.withUnsafeBytes { weights in
             activations.withUnsafeBytes { activations in
                 let (weights, activations) = (weights.baseAddress!, activations.baseAddress!)
-                // The groups, then (as one more piece of work) the rows after them.
-                pool.parallelFor(groups + (tail > 0 ? 1 : 0)) { range in
+                // Pieces of work: the groups, then the rows after them one by one (every row, for a format
+                // without groups).
+                pool.parallelFor(groups + tail) { range in
                     let last = min(range.upperBound, groups)
                     if range.lowerBound < last {
                         keel_quant_matmul_groups(engine.engine, format.type, Int32(columns), Int32(last - range.lowerBound),
                                                  weights + range.lowerBound * groupBytes, Int32(count), activations,
                                                  activationRowBytes, out + 8 * range.lowerBound, outputStride)
                     }
-                    if range.upperBound > groups {
-                        keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(tail), weights + groups * groupBytes,
-                                          rowBytes, Int32(count), activations, activationRowBytes, out + 8 * groups,
-                                          outputStride)
+                    let first = max(range.lowerBound, groups)
+                    if first < range.upperBound {
+                        let row = 8 * groups + first - groups
+                        keel_quant_matmul(engine.engine, format.type, Int32(columns), Int32(range.upperBound - first),
+                                          weights + groups * groupBytes + (first - groups) * rowBytes, rowBytes,
+                                          Int32(count), activations, activationRowBytes, out + row, outputStride)
                     }
                 }
             }

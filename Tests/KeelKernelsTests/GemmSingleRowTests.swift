@@ -1,3 +1,4 @@
+import CQuant
 import KeelKernels
 import XCTest
 
@@ -18,6 +19,28 @@ final class GemmSingleRowTests: XCTestCase {
                 let expected = 0.5 * sum + 2 * Double(initial[j])
                 XCTAssertEqual(Double(c[j]), expected, accuracy: 1e-4, "\(transB), column \(j)")
             }
+        }
+    }
+
+    /// Keel's fp32 matrix-vector kernel gives the scalar code's bits on every engine this CPU has (rows of 32 · 5 + 7
+    /// values: whole groups of 32 lanes and a tail).
+    func testTheMatrixVectorKernelGivesTheSameBitsOnEveryEngine() {
+        var random = SystemRandomNumberGenerator()
+        let (rows, k, ldw) = (13, 167, 170)
+        let w = (0..<(rows * ldw)).map { _ in Float.random(in: -1...1, using: &random) }
+        let x = (0..<k).map { _ in Float.random(in: -1...1, using: &random) }
+        func product(_ engine: QuantizedDotEngine) -> [UInt32] {
+            var out = [Float](repeating: 0, count: rows)
+            keel_f32_matvec(keel_qdot_engine(UInt32(engine.rawValue)), Int32(rows), Int32(k), w, ldw, x, &out)
+            return out.map(\.bitPattern)
+        }
+        let reference = product(.scalar)
+        for engine in QuantizedDotEngine.allCases.dropFirst() {
+            guard engine.isAvailable else {
+                print("note: \(engine) is not on this CPU; its matrix-vector products were not run")
+                continue
+            }
+            XCTAssertEqual(product(engine), reference, "\(engine)")
         }
     }
 }

@@ -79,6 +79,11 @@ void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type weight_type, int
                        size_t row_bytes, int count, const void *activations, size_t activation_row_bytes, float *out,
                        size_t out_stride);
 
+/// out[r] = Σ_i w[r · ldw + i] · x[i] for r < rows: fp32 rows times a vector (generation from an fp32 model).
+/// Element i of a row is added into lane i mod 32 and the lanes in a fixed tree, so every engine gives the
+/// scalar code's bits.
+void keel_f32_matvec(keel_qdot_engine engine, int rows, int n, const float *w, size_t ldw, const float *x, float *out);
+
 /// Weight rows interleaved eight at a time (quant_interleave.c describes the layout) for Q8_0, Q4_0 and Q4_K: bytes
 /// of one group of eight rows of n values, or 0 for a format without the layout.
 size_t keel_quant_group_bytes(keel_quant_type type, int64_t n);
