@@ -125,6 +125,19 @@ public struct GGUFFile: Sendable {
     /// The bytes of tensor `name` (of the file's mapping when read).
     public func bytes(of name: String) -> Data? { tensorBytes[name] }
 
+    /// Tells the operating system that tensor `name`'s bytes will not be read for a while (a copy of them is in
+    /// use): the file's pages that lie wholly inside them leave this process's memory (MADV_PAGEOUT: reclaimed, and
+    /// read from the file again if ever touched — nothing is lost, whatever memory the bytes are in).
+    public func releasePages(of name: String) {
+        tensorBytes[name]?.withUnsafeBytes { raw in
+            guard let start = raw.baseAddress else { return }
+            let page = UInt(sysconf(Int32(_SC_PAGESIZE))), address = UInt(bitPattern: start)
+            let first = (address + page - 1) & ~(page - 1), end = (address + UInt(raw.count)) & ~(page - 1)
+            guard end > first else { return }
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: first), Int(end - first), 21 /* MADV_PAGEOUT */)
+        }
+    }
+
     /// The alignment of the data: `general.alignment` when the file sets it.
     public var alignment: Int {
         if case .uint32(let value)? = self["general.alignment"], value > 0 { return Int(value) }

@@ -162,8 +162,11 @@ public enum GGUFImport {
                                                                   rowLength: format.rowBytes(columns: columns), inverse: true)
                     quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: rowBytes)
                 } else {
-                    // The rest is computed on where it lies in the file's mapping.
-                    quantized[entry.name] = try QuantizedMatrix(format: format, rows: rows, columns: columns, data: bytes)
+                    // The rest is computed on where it lies in the file's mapping, or on an interleaved copy
+                    // (then the file's pages are handed back).
+                    let matrix = try QuantizedMatrix(format: format, rows: rows, columns: columns, data: bytes)
+                    if matrix.isInterleaved { file.releasePages(of: name) }
+                    quantized[entry.name] = matrix
                 }
                 continue
             }

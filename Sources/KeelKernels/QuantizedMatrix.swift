@@ -98,6 +98,9 @@ public struct QuantizedMatrix: Sendable {
         return rowMajor
     }
 
+    /// Whether the matrix holds its rows interleaved, in its own copy (the bytes it was made from are not read again).
+    public var isInterleaved: Bool { groups > 0 }
+
     /// Bytes of one group of eight interleaved rows.
     private var groupBytes: Int { keel_quant_group_bytes(format.type, Int64(columns)) }
 
