@@ -269,85 +269,129 @@ static inline int32_t chunk4(const int8_t *bytes) {
 // weight row r. ACC(acc, u, s) adds to acc the eight 32-bit sums of four products each of unsigned bytes u and
 // signed bytes s; an activation chunk of four bytes is broadcast to the eight lanes, so one vector instruction
 // takes eight rows' chunks and no row needs a horizontal sum. The float steps are each row's reference steps,
-// in lanes.
+// in lanes. Each kernel takes T activation rows (`stride` bytes apart; results `out_stride` floats apart) against
+// the group at once — T = 4 for a prompt, so that each weight chunk is loaded and unpacked once for four rows and
+// four independent sums hide the instructions' latency; T = 1 for a generation step. T is a constant where the
+// kernels are inlined, so each T compiles to its own loop.
 #define GROUP_KERNELS(NAME, TARGET, ACC)                                                                            \
-    TARGET static void group_q8_0_##NAME(int n, const uint8_t *g, const block_q8_0 *y, float *out) {               \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+    TARGET static inline __attribute__((always_inline)) void group_q8_0_##NAME(                                    \
+        int n, const uint8_t *g, const char *a, size_t stride, float *out, size_t out_stride, const int T) {        \
+        __m256 acc[4];                                                                                              \
+        for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                                   \
         for (int b = 0; b < n / QK8_0; b++, g += 8 * sizeof(block_q8_0)) {                                         \
-            __m256i s = _mm256_setzero_si256();                                                                     \
+            __m256i s[4];                                                                                           \
+            for (int t = 0; t < T; t++) s[t] = _mm256_setzero_si256();                                              \
             for (int c = 0; c < 8; c++) {                                                                           \
                 /* Signed weights: their signs moved onto the activations, as in signed_dot. */                      \
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c));                          \
-                const __m256i a = _mm256_set1_epi32(chunk4(y[b].qs + 4 * c));                                      \
-                s = ACC(s, _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));                                         \
+                const __m256i u = _mm256_sign_epi8(w, w);                                                           \
+                for (int t = 0; t < T; t++) {                                                                       \
+                    const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                \
+                    s[t] = ACC(s[t], u, _mm256_sign_epi8(_mm256_set1_epi32(chunk4(y->qs + 4 * c)), w));            \
+                }                                                                                                   \
             }                                                                                                       \
-            const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)),               \
-                                               _mm256_set1_ps(HALF(y[b].d)));                                       \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale));                                  \
+            const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                                \
+            for (int t = 0; t < T; t++) {                                                                           \
+                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                    \
+                const __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(HALF(y->d)));                                 \
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(s[t]), scale));                     \
+            }                                                                                                       \
         }                                                                                                           \
-        _mm256_storeu_ps(out, acc);                                                                                 \
+        for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);                                 \
     }                                                                                                               \
                                                                                                                     \
-    TARGET static void group_q4_0_##NAME(int n, const uint8_t *g, const block_q8_0 *y, const int32_t *sums,        \
-                                         float *out) {                                                              \
+    TARGET static inline __attribute__((always_inline)) void group_q4_0_##NAME(                                    \
+        int n, const uint8_t *g, const char *a, size_t stride, const int32_t *sums, float *out, size_t out_stride, \
+        const int T) {                                                                                              \
         const __m256i low = _mm256_set1_epi8(0x0F);                                                                 \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
-        for (int b = 0; b < n / QK8_0; b++, g += 8 * sizeof(block_q4_0)) {                                         \
-            __m256i s = _mm256_setzero_si256();                                                                     \
+        const int blocks = n / QK8_0;                                                                               \
+        __m256 acc[4];                                                                                              \
+        for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                                   \
+        for (int b = 0; b < blocks; b++, g += 8 * sizeof(block_q4_0)) {                                            \
+            __m256i s[4];                                                                                           \
+            for (int t = 0; t < T; t++) s[t] = _mm256_setzero_si256();                                              \
             for (int c = 0; c < 4; c++) {                                                                           \
                 const __m256i q = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c));                          \
-                s = ACC(s, _mm256_and_si256(q, low), _mm256_set1_epi32(chunk4(y[b].qs + 4 * c)));                  \
-                s = ACC(s, _mm256_and_si256(_mm256_srli_epi16(q, 4), low),                                          \
-                        _mm256_set1_epi32(chunk4(y[b].qs + 16 + 4 * c)));                                           \
+                const __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);   \
+                for (int t = 0; t < T; t++) {                                                                       \
+                    const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                \
+                    s[t] = ACC(s[t], lo, _mm256_set1_epi32(chunk4(y->qs + 4 * c)));                                \
+                    s[t] = ACC(s[t], hi, _mm256_set1_epi32(chunk4(y->qs + 16 + 4 * c)));                           \
+                }                                                                                                   \
             }                                                                                                       \
-            /* The nibbles were taken unsigned: take away 8 · Σ a. */                                              \
-            s = _mm256_sub_epi32(s, _mm256_set1_epi32(sums[b]));                                                    \
-            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(s),                                              \
-                                                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)));              \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, _mm256_set1_ps(HALF(y[b].d))));                          \
+            const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                                \
+            for (int t = 0; t < T; t++) {                                                                           \
+                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                    \
+                /* The nibbles were taken unsigned: take away 8 · Σ a. */                                          \
+                const __m256i exact = _mm256_sub_epi32(s[t], _mm256_set1_epi32(sums[t * blocks + b]));             \
+                const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(exact), dx);                                 \
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scaled, _mm256_set1_ps(HALF(y->d))));                  \
+            }                                                                                                       \
         }                                                                                                           \
-        _mm256_storeu_ps(out, acc);                                                                                 \
+        for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);                                 \
     }                                                                                                               \
                                                                                                                     \
-    TARGET static void group_q4_K_##NAME(int n, const uint8_t *g, const block_q8_K *y, float *out) {               \
+    TARGET static inline __attribute__((always_inline)) void group_q4_K_##NAME(                                    \
+        int n, const uint8_t *g, const char *a, size_t stride, float *out, size_t out_stride, const int T) {        \
         const __m256i low = _mm256_set1_epi8(0x0F);                                                                 \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+        __m256 acc[4];                                                                                              \
+        for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                                   \
         for (int i = 0; i < n / QK_K; i++, g += 8 * (4 + 16 + QK_K / 2)) {                                         \
             const uint8_t *scales = g + 32, *mins = g + 96, *qs = g + 160;                                          \
-            __m256i isum = _mm256_setzero_si256();                                                                  \
+            __m256i isum[4];                                                                                        \
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();                                           \
             for (int j = 0; j < QK_K / 64; j++) {                                                                   \
-                __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();                                   \
+                __m256i lo[4], hi[4];                                                                               \
+                for (int t = 0; t < T; t++) lo[t] = hi[t] = _mm256_setzero_si256();                                 \
                 for (int c = 0; c < 8; c++) {                                                                       \
                     const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (8 * j + c)));                \
-                    lo = ACC(lo, _mm256_and_si256(q, low), _mm256_set1_epi32(chunk4(y[i].qs + 64 * j + 4 * c)));   \
-                    hi = ACC(hi, _mm256_and_si256(_mm256_srli_epi16(q, 4), low),                                    \
-                             _mm256_set1_epi32(chunk4(y[i].qs + 64 * j + 32 + 4 * c)));                             \
+                    const __m256i ql = _mm256_and_si256(q, low), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), low); \
+                    for (int t = 0; t < T; t++) {                                                                   \
+                        const block_q8_K *y = (const block_q8_K *)(a + t * stride) + i;                            \
+                        lo[t] = ACC(lo[t], ql, _mm256_set1_epi32(chunk4(y->qs + 64 * j + 4 * c)));                 \
+                        hi[t] = ACC(hi[t], qh, _mm256_set1_epi32(chunk4(y->qs + 64 * j + 32 + 4 * c)));            \
+                    }                                                                                               \
                 }                                                                                                   \
                 const __m256i s0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 16 * j)));     \
                 const __m256i s1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 16 * j + 8))); \
-                isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_mullo_epi32(lo, s0), _mm256_mullo_epi32(hi, s1))); \
+                for (int t = 0; t < T; t++)                                                                         \
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_mullo_epi32(lo[t], s0),             \
+                                                                         _mm256_mullo_epi32(hi[t], s1)));           \
             }                                                                                                       \
-            __m256i msum = _mm256_setzero_si256();                                                                  \
-            for (int j = 0; j < 8; j++) {                                                                           \
-                const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(mins + 8 * j)));         \
-                msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(m, _mm256_set1_epi32(y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]))); \
+            const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                                \
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16)));                       \
+            for (int t = 0; t < T; t++) {                                                                           \
+                const block_q8_K *y = (const block_q8_K *)(a + t * stride) + i;                                    \
+                __m256i msum = _mm256_setzero_si256();                                                              \
+                for (int j = 0; j < 8; j++) {                                                                       \
+                    const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(mins + 8 * j)));     \
+                    msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(m, _mm256_set1_epi32(y->bsums[2 * j] + y->bsums[2 * j + 1]))); \
+                }                                                                                                   \
+                /* keel_q4_K_add's steps in lanes: d = dx·dy, m = dmin·dy; sumf += d·isum; sumf −= m·msum. */        \
+                const __m256 dy = _mm256_set1_ps(y->d);                                                             \
+                const __m256 d = _mm256_mul_ps(dx, dy), m = _mm256_mul_ps(dmin, dy);                                \
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t])));                      \
+                acc[t] = _mm256_sub_ps(acc[t], _mm256_mul_ps(m, _mm256_cvtepi32_ps(msum)));                         \
             }                                                                                                       \
-            /* keel_q4_K_add's steps in lanes: d = dx·dy, m = dmin·dy; sumf += d·isum; sumf −= m·msum. */            \
-            const __m256 dy = _mm256_set1_ps(y[i].d);                                                               \
-            const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)), dy);              \
-            const __m256 m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16))), dy);       \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));                                   \
-            acc = _mm256_sub_ps(acc, _mm256_mul_ps(m, _mm256_cvtepi32_ps(msum)));                                   \
         }                                                                                                           \
-        _mm256_storeu_ps(out, acc);                                                                                 \
+        for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);                                 \
     }                                                                                                               \
                                                                                                                     \
-    static void group_##NAME(keel_quant_type type, int n, const void *g, const void *a, const int32_t *sums,         \
-                             float *out) {                                                                          \
+    TARGET static void group_##NAME(keel_quant_type type, int n, const void *g, int count, const char *a,           \
+                                    size_t stride, const int32_t *sums, float *out, size_t out_stride) {            \
         switch (type) {                                                                                             \
-        case KEEL_QUANT_Q8_0: group_q8_0_##NAME(n, g, a, out); break;                                              \
-        case KEEL_QUANT_Q4_0: group_q4_0_##NAME(n, g, a, sums, out); break;                                        \
-        case KEEL_QUANT_Q4_K: group_q4_K_##NAME(n, g, a, out); break;                                              \
+        case KEEL_QUANT_Q8_0:                                                                                       \
+            if (count == 4) group_q8_0_##NAME(n, g, a, stride, out, out_stride, 4);                                 \
+            else group_q8_0_##NAME(n, g, a, stride, out, out_stride, 1);                                            \
+            break;                                                                                                  \
+        case KEEL_QUANT_Q4_0:                                                                                       \
+            if (count == 4) group_q4_0_##NAME(n, g, a, stride, sums, out, out_stride, 4);                           \
+            else group_q4_0_##NAME(n, g, a, stride, sums, out, out_stride, 1);                                      \
+            break;                                                                                                  \
+        case KEEL_QUANT_Q4_K:                                                                                       \
+            if (count == 4) group_q4_K_##NAME(n, g, a, stride, out, out_stride, 4);                                 \
+            else group_q4_K_##NAME(n, g, a, stride, out, out_stride, 1);                                            \
+            break;                                                                                                  \
         default: break;                                                                                             \
         }                                                                                                           \
     }
@@ -366,12 +410,12 @@ GROUP_KERNELS(avx2, AVX2, acc_maddubs)
 GROUP_KERNELS(avx_vnni, AVX_VNNI, acc_avx_vnni)
 GROUP_KERNELS(avx512_vnni, AVX512_VNNI, acc_avx512_vnni)
 
-void keel_quant_gemv8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, const void *a,
-                          const int32_t *sums, float out[8]) {
+void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, int count,
+                          const void *a, size_t stride, const int32_t *sums, float *out, size_t out_stride) {
     switch (engine) {
-    case KEEL_QDOT_AVX2: group_avx2(type, n, group, a, sums, out); break;
-    case KEEL_QDOT_AVX_VNNI: group_avx_vnni(type, n, group, a, sums, out); break;
-    case KEEL_QDOT_AVX512_VNNI: group_avx512_vnni(type, n, group, a, sums, out); break;
+    case KEEL_QDOT_AVX2: group_avx2(type, n, group, count, a, stride, sums, out, out_stride); break;
+    case KEEL_QDOT_AVX_VNNI: group_avx_vnni(type, n, group, count, a, stride, sums, out, out_stride); break;
+    case KEEL_QDOT_AVX512_VNNI: group_avx512_vnni(type, n, group, count, a, stride, sums, out, out_stride); break;
     default: break;
     }
 }

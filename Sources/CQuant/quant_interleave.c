@@ -135,10 +135,13 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
             }
         }
         for (int g = 0; g < groups; g++, group += group_bytes) {
-            // The group's bytes stay in cache while every activation row takes them.
-            for (int t = 0; t < count; t++) {
-                keel_quant_gemv8_x86(engine, type, n, group, (const char *)activations + t * activation_row_bytes,
-                                     sums ? sums + t * (n / QK8_0) : NULL, out + t * out_stride + 8 * g);
+            // The group's bytes stay in cache while every activation row takes them, four at a time.
+            for (int t = 0; t < count;) {
+                const int take = count - t >= 4 ? 4 : 1;
+                keel_quant_group_x86(engine, type, n, group, take, (const char *)activations + t * activation_row_bytes,
+                                     activation_row_bytes, sums ? sums + t * (n / QK8_0) : NULL, out + t * out_stride + 8 * g,
+                                     out_stride);
+                t += take;
             }
         }
         free(sums);
