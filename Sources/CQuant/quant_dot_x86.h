@@ -18,6 +18,13 @@ int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, co
 void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, int count,
                           const void *activations, size_t stride, const int32_t *sums, float *out, size_t out_stride);
 
+/// `groups` interleaved groups (`group_bytes` apart) times `count` activation rows on 512-bit registers
+/// (quant_groups_avx512.c; the AVX512-VNNI engine, which the caller knows the CPU runs): activation row t with the
+/// group's row r goes to out[t · out_stride + 8 · group + r], each equal to `keel_quant_dot` to the bit.
+void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, const void *weights, size_t group_bytes,
+                              int count, const void *activations, size_t activation_row_bytes, float *out,
+                              size_t out_stride);
+
 /// `sumf` plus one Q4_K·Q8_K super-block: its weight scales `dx`, `dmin` (from fp16), the activation's scale `dy`,
 /// the integer sum of its scaled products `isum` and of its mins against the activation's sums `msum` — the float
 /// steps of the reference, shared by every engine so that they add in one order.

@@ -119,6 +119,11 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
     const size_t group_bytes = keel_quant_group_bytes(type, n), row_bytes = keel_quant_block_bytes(type) *
                                                                              (size_t)(n / keel_quant_block_values(type));
     const char *group = weights;
+    if (engine == KEEL_QDOT_AVX512_VNNI && keel_qdot_engine_available(engine)) {
+        keel_quant_groups_avx512(type, n, groups, weights, group_bytes, count, activations, activation_row_bytes, out,
+                                 out_stride);
+        return;
+    }
     if (engine != KEEL_QDOT_SCALAR && keel_qdot_engine_available(engine)) {
         // Q4_0's nibbles are taken unsigned: Σ (q − 8)·a = Σ q·a − 8 · Σ a, with Σ a per activation block once.
         int32_t *sums = NULL;
