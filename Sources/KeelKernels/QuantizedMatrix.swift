@@ -225,9 +225,12 @@ public struct QuantizedMatrix: Sendable {
         let type = keel_quant_activation_type(format.type), rowBytes = activationRowBytes
         var activations = [UInt8](repeating: 0, count: count * rowBytes)
         activations.withUnsafeMutableBytes { target in
-            for row in 0..<count {
-                keel_quantize_row(type, input + row * columns, target.baseAddress! + row * rowBytes, Int64(columns))
+            let target = target.baseAddress!, columns = columns
+            let quantize = { (rows: Range<Int>) in
+                for row in rows { keel_quantize_row(type, input + row * columns, target + row * rowBytes, Int64(columns)) }
             }
+            // A prompt's rows among the pool's threads; one row alone is not worth a dispatch.
+            if count > 1 { ThreadPool.shared.parallelFor(count, quantize) } else { quantize(0..<count) }
         }
         return activations
     }

@@ -127,6 +127,21 @@ final class QuantizedMatrixTests: XCTestCase {
         XCTAssertNil(differing, "first differing byte at \(differing ?? -1), in block \((differing ?? 0) / 144)")
     }
 
+    /// Activations round to bytes half away from zero (ggml's roundf), ties and the values just beside them included:
+    /// a block whose largest magnitude is 127 has scale 1, so each value is rounded as it stands; Swift's own rounding
+    /// is the reference.
+    func testActivationBytesRoundHalfAwayFromZero() throws {
+        let ties: [Float] = [0.5, 1.5, 2.5, Float(0.5).nextDown, Float(0.5).nextUp, Float(2.5).nextDown, 126.5, Float(126.5).nextDown, 0.25, 1e-3, 0]
+        var values: [Float] = [127]
+        for value in ties where values.count < 32 { values.append(value) }
+        for value in ties where values.count < 32 && value != 0 { values.append(-value) }
+        while values.count < 32 { values.append(Float(values.count) / 3) }
+        let matrix = try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)
+        let bytes = matrix.activations(values, count: 1)
+        let expected = values.map { Int8($0.rounded(.toNearestOrAwayFromZero)) }
+        XCTAssertEqual(bytes[2...].map { Int8(bitPattern: $0) }, expected)
+    }
+
     /// Each engine this CPU has gives the scalar reference's bits; those it lacks are named as not run.
     func testEveryEngineGivesTheReferenceBits() throws {
         var random = SystemRandomNumberGenerator()
