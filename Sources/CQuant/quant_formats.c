@@ -3,6 +3,8 @@
 // the bytes equal llama.cpp's reference output; names of blocks and fields are ggml's.
 #include "keel_quant.h"
 
+#include <immintrin.h>
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -325,9 +327,22 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
     }
 }
 
+/// Halves to floats eight at a time by F16C (exact, as the software conversion is; a prompt converts every F16
+/// weight, and one at a time that took a seventh of its time).
+__attribute__((target("avx2,f16c"))) static void halves_to_floats(const uint16_t *x, float *y, int64_t k) {
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < k; i++) y[i] = keel_fp16_to_fp32(x[i]);
+}
+
 void keel_dequantize_row(keel_quant_type type, const void *blocks, float *y, int64_t k) {
     switch (type) {
     case KEEL_QUANT_F16:
+        // Every SIMD engine implies F16C (keel_qdot_best_engine checks it).
+        if (keel_qdot_engine_available(KEEL_QDOT_AVX2)) {
+            halves_to_floats(blocks, y, k);
+            break;
+        }
         for (int64_t i = 0; i < k; i++) y[i] = keel_fp16_to_fp32(((const uint16_t *)blocks)[i]);
         break;
     case KEEL_QUANT_Q8_0: {
