@@ -21,7 +21,7 @@
 enum { Q8_0_GROUP = 8 * sizeof(block_q8_0), Q4_0_GROUP = 8 * sizeof(block_q4_0), Q4_K_GROUP = 8 * (4 + 16 + QK_K / 2) };
 
 /// One activation row as the kernels read it: its quants broadcast (chunk k at pattern + 32k), each block's
-/// scale as fp32, and (Q8_0, Q4_0) the correction for unsigned weights, shift · Σ quants per block.
+/// scale as fp32, and (Q8_0, Q4_0) the correction for unsigned weights, −shift · Σ quants per block.
 typedef struct {
     const uint8_t *pattern;
     const float *scales;
@@ -45,17 +45,17 @@ AVX512 INLINE void q8_0_rows(int blocks, const uint8_t *g, const expanded_row *r
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int b = 0; b < blocks; b++, g += Q8_0_GROUP) {
         __m512i s[4];
-        for (int t = 0; t < T; t++) s[t] = _mm512_setzero_si512();
+        // The sums start at the correction (lanes 0…7), so that the folded sum is exact.
+        for (int t = 0; t < T; t++) s[t] = _mm512_zextsi256_si512(_mm256_set1_epi32(rows[t].corrections[b]));
         for (int c = 0; c < 8; c += 2) {
-            // w + 128 as unsigned bytes; 128 · Σ a is taken away below.
+            // w + 128 as unsigned bytes; the correction takes 128 · Σ a away.
             const __m512i u = _mm512_xor_si512(_mm512_loadu_si512((const void *)(g + 16 + 32 * c)), flip);
             for (int t = 0; t < T; t++) s[t] = _mm512_dpbusd_epi32(s[t], u, pattern_at(&rows[t], 8 * b + c));
         }
         const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
         for (int t = 0; t < T; t++) {
-            const __m256i exact = _mm256_sub_epi32(fold(s[t]), _mm256_set1_epi32(rows[t].corrections[b]));
             const __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(rows[t].scales[b]));
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scale));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(fold(s[t])), scale));
         }
     }
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
@@ -68,7 +68,8 @@ AVX512 INLINE void q4_0_rows(int blocks, const uint8_t *g, const expanded_row *r
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int b = 0; b < blocks; b++, g += Q4_0_GROUP) {
         __m512i s[4];
-        for (int t = 0; t < T; t++) s[t] = _mm512_setzero_si512();
+        // The sums start at the correction (lanes 0…7): the nibbles are taken unsigned.
+        for (int t = 0; t < T; t++) s[t] = _mm512_zextsi256_si512(_mm256_set1_epi32(rows[t].corrections[b]));
         for (int c = 0; c < 4; c += 2) {
             const __m512i q = _mm512_loadu_si512((const void *)(g + 16 + 32 * c));
             const __m512i lo = _mm512_and_si512(q, low), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low);
@@ -80,8 +81,7 @@ AVX512 INLINE void q4_0_rows(int blocks, const uint8_t *g, const expanded_row *r
         }
         const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
         for (int t = 0; t < T; t++) {
-            const __m256i exact = _mm256_sub_epi32(fold(s[t]), _mm256_set1_epi32(rows[t].corrections[b]));
-            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(exact), dx);
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(fold(s[t])), dx);
             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scaled, _mm256_set1_ps(rows[t].scales[b])));
         }
     }
@@ -163,8 +163,9 @@ AVX512 static void expand(keel_quant_type type, int n, const void *a, uint8_t *p
         }
         return;
     }
-    // Q8_0 weights are taken as w + 128, Q4_0's nibbles as they are (q, not q − 8): take away 128 or 8 · Σ a.
-    const int shift = type == KEEL_QUANT_Q8_0 ? 128 : 8;
+    // Q8_0 weights are taken as w + 128, Q4_0's nibbles as they are (q, not q − 8): the sums start at −128 or
+    // −8 · Σ a.
+    const int shift = type == KEEL_QUANT_Q8_0 ? -128 : -8;
     const block_q8_0 *y = a;
     for (int b = 0; b < n / QK8_0; b++) {
         scales[b] = _cvtsh_ss(y[b].d);
@@ -184,6 +185,7 @@ AVX512 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, co
                               size_t out_stride) {
     const int blocks = n / keel_quant_block_values(type);
     const size_t pattern_bytes = 8 * (size_t)n;
+    // Tiles of four activation rows (eight ran slower), then single rows.
     uint8_t *pattern = aligned_alloc(64, 4 * pattern_bytes);
     float *scales = malloc(sizeof(float) * 4 * (size_t)blocks);
     int32_t *corrections = malloc(sizeof(int32_t) * 4 * (size_t)blocks);
@@ -196,8 +198,9 @@ AVX512 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, co
             rows[k] = (expanded_row){pattern + k * pattern_bytes, scales + k * blocks, corrections + k * blocks,
                                      (const block_q8_K *)a};
         }
-        if (take == 4) groups_rows(type, n, groups, weights, group_bytes, rows, out + t * out_stride, out_stride, 4);
-        else groups_rows(type, n, groups, weights, group_bytes, rows, out + t * out_stride, out_stride, 1);
+        float *target = out + t * out_stride;
+        if (take == 4) groups_rows(type, n, groups, weights, group_bytes, rows, target, out_stride, 4);
+        else groups_rows(type, n, groups, weights, group_bytes, rows, target, out_stride, 1);
         t += take;
     }
     free(pattern);
