@@ -242,18 +242,19 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// out[t · outputStride + r] = activation row t · weight row r, for `count` rows quantized by `activations`.
-    /// Each row's product is the one `multiply(_:)` computes, to the bit — except F16 with several rows (a prompt),
-    /// which runs as fp32 matrix products on the halves converted (`halfMatrixProduct`): the same products, summed in
-    /// OpenBLAS's order.
+    /// Each row's product is the one `multiply(_:)` computes, to the bit — except F16 with several rows (a prompt) on
+    /// an engine without AVX-512, which runs as fp32 matrix products on the halves converted (`halfMatrixProduct`):
+    /// the same products, summed in OpenBLAS's order.
     public func multiply(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>, outputStride: Int,
                          engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
         precondition(activations.count == count * activationRowBytes, "activations of another format, width or count")
+        let engine = engine.isAvailable ? engine : .scalar
         if format == .f16 && count > 1 {
-            halfMatrixProduct(activations: activations, count: count, into: out, outputStride: outputStride, pool: pool)
+            halfMatrixProduct(activations: activations, count: count, into: out, outputStride: outputStride,
+                              engine: engine, pool: pool)
             return
         }
         let rowBytes = format.rowBytes(columns: columns), activationRowBytes = activationRowBytes
-        let engine = engine.isAvailable ? engine : .scalar
         let groups = groups, groupBytes = groupBytes, tail = rows - 8 * groups
         storage.withUnsafeBytes { weights in
             activations.withUnsafeBytes { activations in
@@ -284,17 +285,31 @@ extension QuantizedMatrix {
     /// Rows of halves converted per OpenBLAS call in `halfMatrixProduct`.
     private static let halfRowsPerBlock = 64
 
-    /// An F16 matrix times several rows of halves: blocks of weight rows converted to fp32 on each thread and
-    /// multiplied by OpenBLAS's sgemm — a prompt at the speed of fp32 matrix products, where dot products pair by
-    /// pair ran at a quarter of it.
+    /// An F16 matrix times several rows of halves. With AVX-512, Keel's kernel (`keel_f16_matmul`: the dot
+    /// product's own arithmetic, four activation rows by two weight rows at a time) on each thread's rows; otherwise
+    /// blocks of weight rows converted to fp32 and multiplied by OpenBLAS's sgemm — a prompt at the speed of fp32
+    /// matrix products, where dot products pair by pair ran at a quarter of it.
     private func halfMatrixProduct(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>,
-                                   outputStride: Int, pool: ThreadPool) {
+                                   outputStride: Int, engine: QuantizedDotEngine, pool: ThreadPool) {
         let block = Self.halfRowsPerBlock, blocks = (rows + block - 1) / block, columns = columns, rows = rows
         var input = [Float](repeating: 0, count: count * columns)
         activations.withUnsafeBytes { source in
             input.withUnsafeMutableBufferPointer {
                 keel_dequantize_row(KEEL_QUANT_F16, source.baseAddress!, $0.baseAddress!, Int64(count * columns))
             }
+        }
+        // The kernel runs with the AVX512-VNNI engine (AVX-512F and FMA come with it).
+        if engine == .avx512VNNI {
+            storage.withUnsafeBytes { weights in
+                input.withUnsafeBufferPointer { input in
+                    let (weights, input) = (weights.baseAddress!.assumingMemoryBound(to: UInt16.self), input.baseAddress!)
+                    pool.parallelFor(rows) { range in
+                        _ = keel_f16_matmul(engine.engine, Int32(columns), Int32(range.count), weights + range.lowerBound * columns,
+                                            Int32(count), input, out + range.lowerBound, outputStride)
+                    }
+                }
+            }
+            return
         }
         let scratch = FloatBuffer(count: pool.threadCount * block * columns)
         storage.withUnsafeBytes { weights in

@@ -84,6 +84,12 @@ void keel_quant_matmul(keel_qdot_engine engine, keel_quant_type weight_type, int
 /// scalar code's bits.
 void keel_f32_matvec(keel_qdot_engine engine, int rows, int n, const float *w, size_t ldw, const float *x, float *out);
 
+/// `rows` F16 weight rows (n halves each, n a multiple of 32, row after row) times `count` activation rows of n
+/// floats (halves converted: the F16 activation format's values) into out[t · out_stride + r], each equal to its
+/// `keel_quant_dot` to the bit; returns 0, writing nothing, on an engine without the kernel (AVX-512 only).
+int keel_f16_matmul(keel_qdot_engine engine, int n, int rows, const uint16_t *w, int count, const float *x, float *out,
+                    size_t out_stride);
+
 /// Weight rows interleaved eight at a time (quant_interleave.c describes the layout) for Q8_0, Q4_0 and Q4_K: bytes
 /// of one group of eight rows of n values, or 0 for a format without the layout.
 size_t keel_quant_group_bytes(keel_quant_type type, int64_t n);
