@@ -38,12 +38,14 @@ AVX512 INLINE __m512i pattern_at(const expanded_row *row, int chunk) {
     return _mm512_loadu_si512((const void *)(row->pattern + 32 * (size_t)chunk));
 }
 
-AVX512 INLINE void q8_0_rows(int blocks, const uint8_t *g, const expanded_row *rows, float *out, size_t out_stride,
+AVX512 INLINE void q8_0_rows(int first, int last, int resume, const uint8_t *g, const expanded_row *rows, float *out, size_t out_stride,
                              const int T) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m256 acc[4];
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int b = 0; b < blocks; b++, g += Q8_0_GROUP) {
+    // A later range of blocks goes on from the sums the earlier one left in `out`: the same steps in the same order.
+    for (int t = 0; t < T; t++) acc[t] = resume ? _mm256_loadu_ps(out + t * out_stride) : _mm256_setzero_ps();
+    g += (size_t)first * Q8_0_GROUP;
+    for (int b = first; b < last; b++, g += Q8_0_GROUP) {
         __m512i s[4];
         // The sums start at the correction (lanes 0…7), so that the folded sum is exact.
         for (int t = 0; t < T; t++) s[t] = _mm512_zextsi256_si512(_mm256_set1_epi32(rows[t].corrections[b]));
@@ -61,12 +63,14 @@ AVX512 INLINE void q8_0_rows(int blocks, const uint8_t *g, const expanded_row *r
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-AVX512 INLINE void q4_0_rows(int blocks, const uint8_t *g, const expanded_row *rows, float *out, size_t out_stride,
+AVX512 INLINE void q4_0_rows(int first, int last, int resume, const uint8_t *g, const expanded_row *rows, float *out, size_t out_stride,
                              const int T) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     __m256 acc[4];
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int b = 0; b < blocks; b++, g += Q4_0_GROUP) {
+    // A later range of blocks goes on from the sums the earlier one left in `out`: the same steps in the same order.
+    for (int t = 0; t < T; t++) acc[t] = resume ? _mm256_loadu_ps(out + t * out_stride) : _mm256_setzero_ps();
+    g += (size_t)first * Q4_0_GROUP;
+    for (int b = first; b < last; b++, g += Q4_0_GROUP) {
         __m512i s[4];
         // The sums start at the correction (lanes 0…7): the nibbles are taken unsigned.
         for (int t = 0; t < T; t++) s[t] = _mm512_zextsi256_si512(_mm256_set1_epi32(rows[t].corrections[b]));
@@ -88,12 +92,14 @@ AVX512 INLINE void q4_0_rows(int blocks, const uint8_t *g, const expanded_row *r
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-AVX512 INLINE void q4_K_rows(int superblocks, const uint8_t *g, const expanded_row *rows, float *out,
+AVX512 INLINE void q4_K_rows(int first, int last, int resume, const uint8_t *g, const expanded_row *rows, float *out,
                              size_t out_stride, const int T) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     __m256 acc[4];
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int i = 0; i < superblocks; i++, g += Q4_K_GROUP) {
+    // A later range of blocks goes on from the sums the earlier one left in `out`: the same steps in the same order.
+    for (int t = 0; t < T; t++) acc[t] = resume ? _mm256_loadu_ps(out + t * out_stride) : _mm256_setzero_ps();
+    g += (size_t)first * Q4_K_GROUP;
+    for (int i = first; i < last; i++, g += Q4_K_GROUP) {
         const uint8_t *scales = g + 32, *mins = g + 96, *qs = g + 160;
         __m256i isum[4];
         for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
@@ -134,14 +140,15 @@ AVX512 INLINE void q4_K_rows(int superblocks, const uint8_t *g, const expanded_r
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/// `groups` groups times T activation rows; T a constant where inlined.
-AVX512 INLINE void groups_rows(keel_quant_type type, int n, int groups, const uint8_t *g, size_t group_bytes,
-                               const expanded_row *rows, float *out, size_t out_stride, const int T) {
+/// `groups` groups times T activation rows over blocks first..<last (super-blocks for Q4_K), going on from the sums
+/// in `out` when `resume`; T a constant where inlined.
+AVX512 INLINE void groups_rows(keel_quant_type type, int first, int last, int resume, int groups, const uint8_t *g,
+                               size_t group_bytes, const expanded_row *rows, float *out, size_t out_stride, const int T) {
     for (int k = 0; k < groups; k++, g += group_bytes, out += 8) {
         switch (type) {
-        case KEEL_QUANT_Q8_0: q8_0_rows(n / QK8_0, g, rows, out, out_stride, T); break;
-        case KEEL_QUANT_Q4_0: q4_0_rows(n / QK8_0, g, rows, out, out_stride, T); break;
-        case KEEL_QUANT_Q4_K: q4_K_rows(n / QK_K, g, rows, out, out_stride, T); break;
+        case KEEL_QUANT_Q8_0: q8_0_rows(first, last, resume, g, rows, out, out_stride, T); break;
+        case KEEL_QUANT_Q4_0: q4_0_rows(first, last, resume, g, rows, out, out_stride, T); break;
+        case KEEL_QUANT_Q4_K: q4_K_rows(first, last, resume, g, rows, out, out_stride, T); break;
         default: break;
         }
     }
@@ -184,6 +191,8 @@ AVX512 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, co
                               int count, const void *activations, size_t activation_row_bytes, float *out,
                               size_t out_stride) {
     const int blocks = n / keel_quant_block_values(type);
+    // Blocks per range: four rows' broadcast activations within 24 KiB (768 values a row).
+    const int range = 768 / keel_quant_block_values(type) > 1 ? 768 / keel_quant_block_values(type) : 1;
     const size_t pattern_bytes = 8 * (size_t)n;
     // Tiles of four activation rows (eight ran slower), then single rows.
     uint8_t *pattern = aligned_alloc(64, 4 * pattern_bytes);
@@ -199,8 +208,15 @@ AVX512 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, co
                                      (const block_q8_K *)a};
         }
         float *target = out + t * out_stride;
-        if (take == 4) groups_rows(type, n, groups, weights, group_bytes, rows, target, out_stride, 4);
-        else groups_rows(type, n, groups, weights, group_bytes, rows, target, out_stride, 1);
+        // A tile's blocks in ranges whose broadcast activations (32 bytes per 4 values, for each of its rows) stay
+        // in L1 while every group takes them: four rows of 2,048 values would otherwise be read from L2 for each
+        // group. One row (a generation step) fits L1 whole, and its weights stream from memory best in one pass.
+        const int step = take == 4 ? range : blocks;
+        for (int first = 0; first < blocks; first += step) {
+            const int last = first + step < blocks ? first + step : blocks;
+            if (take == 4) groups_rows(type, first, last, first > 0, groups, weights, group_bytes, rows, target, out_stride, 4);
+            else groups_rows(type, first, last, first > 0, groups, weights, group_bytes, rows, target, out_stride, 1);
+        }
         t += take;
     }
     free(pattern);
