@@ -203,11 +203,11 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     /// A product with several input rows gives each row's vector product, bit for bit, on every engine — through
-    /// the kernels that take several input rows at once and the row-by-row ones; F16 without AVX-512 within fp32
-    /// rounding (its rows go through sgemm).
+    /// the kernels that take several input rows at once (rows of 1,280 values: in two ranges of blocks) and the
+    /// row-by-row ones; F16 without AVX-512 within fp32 rounding (its rows go through sgemm).
     func testMatrixProductsAreRowByRowProducts() throws {
         var random = SystemRandomNumberGenerator()
-        for (rows, columns, count) in [(19, 512, 21), (6, 352, 9)] {
+        for (rows, columns, count) in [(19, 512, 21), (6, 352, 9), (11, 1280, 6)] {
             let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
             let inputs = (0..<count * columns).map { _ in Float.random(in: -1...1, using: &random) }
             for format in QuantizationFormat.allCases where columns % format.blockValues == 0 {
