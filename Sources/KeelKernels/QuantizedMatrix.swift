@@ -111,7 +111,8 @@ public struct QuantizedMatrix: Sendable {
             throw KeelError("\(values.count) values cannot be a \(rows) × \(columns) matrix")
         }
         let rowBytes = format.rowBytes(columns: columns)
-        var bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+        // Quantized straight into the Data the matrix keeps (or interleaves): no further copy.
+        var bytes = Data(count: rows * rowBytes)
         values.withUnsafeBufferPointer { source in
             bytes.withUnsafeMutableBytes { target in
                 ThreadPool.shared.parallelFor(rows) { range in
@@ -122,7 +123,7 @@ public struct QuantizedMatrix: Sendable {
                 }
             }
         }
-        try self.init(format: format, rows: rows, columns: columns, data: Data(bytes))
+        try self.init(format: format, rows: rows, columns: columns, data: bytes)
     }
 
     /// A matrix from blocks already quantized (a GGUF tensor's data, rows moved, say).
