@@ -67,30 +67,31 @@ struct Eval: ParsableCommand {
             guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
             let loaded = try InferenceModel.load(checkpoint, quantize: format, attention: attentionOption.attention)
-            if let bos = loaded.beginningOfText {
-                FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; windows are cut from the text without it\n".utf8))
-            }
             let length = try windowLength(loaded.model.config)
             let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, vocabSize: loaded.model.config.vocabSize,
-                                                 length: length)
+                                                 length: length, beginningOfText: llamaCppScoring ? loaded.beginningOfText : nil)
             let count = try windowCount(windows, length: length, origin: loaded.origin)
             try score(loaded.decoder, label: loaded.decoder.quantization?.rawValue ?? "gguf", windows: windows, count: count,
-                      length: length)
+                      length: length, beginningOfText: loaded.beginningOfText)
             return
         }
         let reader = try CheckpointReader(resolving: checkpoint)
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         let length = try windowLength(model.config)
         let vocabulary = model.config.vocabSize
+        let settings = TokenizerSettings(directory: reader.directory)
+        let bos = settings.addsBeginningOfText ? settings.beginningOfText.flatMap(tokenizer.specialToken) : nil
         let windows = try dataset.map {
             try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
                                    length: length)
-        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length)
+        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length,
+                                beginningOfText: llamaCppScoring ? bos : nil)
         let count = try windowCount(windows, length: length, origin: reader.directory.path)
         if llamaCppScoring {
             let decoder = try Decoder(model: model, quantization: format)
             decoder.halfPrecisionAttention = attentionOption.attention == "f16"
-            try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length)
+            try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length,
+                      beginningOfText: bos)
             return
         }
         if attentionOption.attention != nil {
@@ -160,11 +161,21 @@ struct Eval: ParsableCommand {
 
     /// The perplexity of `decoder` over windows 0..<count, each run whole: every prediction scored, or with
     /// --llama-cpp-scoring the ones llama.cpp's `llama-perplexity -c LENGTH` scores on the same tokens — positions
-    /// LENGTH/2 to LENGTH − 2 of each window, each predicting the window's next token.
-    private func score(_ decoder: Decoder, label: String, windows: TokenWindows, count: Int, length: Int) throws {
+    /// LENGTH/2 to LENGTH − 2 of each window, each predicting the window's next token — and, for a model that asks
+    /// for `beginningOfText`, each window's first token replaced by it, as llama-perplexity replaces it (the windows
+    /// then come from the text after it, as llama-perplexity's do).
+    private func score(_ decoder: Decoder, label: String, windows: TokenWindows, count: Int, length: Int,
+                       beginningOfText: Int32?) throws {
         let scoredPositions = llamaCppScoring ? (length / 2)..<(length - 1) : 0..<length
+        if let bos = beginningOfText {
+            let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
+                : "windows are cut from the text without it (--llama-cpp-scoring puts it first, as llama-perplexity does)"
+            FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; \(note)\n".utf8))
+        }
         var loss = 0.0, scored = 0
         forEachWindow(windows, count: count) { inputs, targets in
+            var inputs = inputs
+            if llamaCppScoring, let bos = beginningOfText { inputs[0] = bos }
             let logits = decoder.logits(of: inputs)
             for position in scoredPositions {
                 loss -= QuantizationAccuracy.logSoftmax(logits[position])[Int(targets[position])]

@@ -162,6 +162,15 @@ expect_ok "import the file that asks for BOS" "$keel" import gguf "$work/tiny-bo
 check "BOS goes before the prompt of the file, and of its import, that ask for it" \
     '(lambda n: n[1] == n[0] + 1 and n[2] == n[1])([int(open(f).read().split(" prompt tokens")[0].split()[-1]) for f in sys.argv[1:]])' \
     "$work/tiny.err" "$work/tiny-bos.err" "$work/tiny-bos-run.err"
+# eval --llama-cpp-scoring replaces each window's first token by BOS for such a model, as llama-perplexity does: the
+# two files (the same weights) then score differently, and so do the two imports.
+for model in tiny.gguf tiny-bos.gguf tiny-imported tiny-bos-run; do
+    "$keel" eval --checkpoint "$work/$model" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json >"$work/$model.json" 2>"$work/$model.eval.err"
+done
+check "eval --llama-cpp-scoring puts BOS first in each window of a file, and of an import, that ask for it" \
+    '(lambda p: p[0] != p[1] and p[2] != p[3])([json.load(open(f))["perplexity"] for f in sys.argv[1:5]]) and all("replaced by it" in open(f).read() for f in sys.argv[5:])' \
+    "$work/tiny.gguf.json" "$work/tiny-bos.gguf.json" "$work/tiny-imported.json" "$work/tiny-bos-run.json" \
+    "$work/tiny-bos.gguf.eval.err" "$work/tiny-bos-run.eval.err"
 { cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
 expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
     "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"
