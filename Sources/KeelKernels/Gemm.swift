@@ -67,7 +67,7 @@ private func matrixVector(
     beta: Float, _ c: UnsafeMutablePointer<Float>
 ) {
     _ = singleThreadedBLAS
-    let block = 256, engine = keel_qdot_best_engine()
+    let block = 256, engine = QuantizedDotEngine.best.engine
     ThreadPool.shared.parallelFor((n + block - 1) / block) { range in
         let start = range.lowerBound * block, end = min(n, range.upperBound * block)
         if transB == .transposed {

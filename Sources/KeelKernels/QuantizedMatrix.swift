@@ -55,8 +55,26 @@ public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
 
     var engine: keel_qdot_engine { keel_qdot_engine(UInt32(rawValue)) }
 
-    /// The fastest engine this CPU runs (AVX512-VNNI, then AVX-VNNI, then AVX2, then scalar).
-    public static var best: QuantizedDotEngine { QuantizedDotEngine(rawValue: Int(keel_qdot_best_engine().rawValue)) ?? .scalar }
+    /// The engine products use unless told otherwise: the fastest this CPU runs (AVX512-VNNI, then AVX-VNNI, then
+    /// AVX2, then scalar), or the one `KEEL_QDOT_ENGINE` names (`scalar`, `avx2`, `avx-vnni`, `avx512-vnni`) when the
+    /// CPU runs it — to compare the engines on one machine. Every engine gives the same bits.
+    public static let best: QuantizedDotEngine = {
+        if let name = ProcessInfo.processInfo.environment["KEEL_QDOT_ENGINE"],
+           let wanted = allCases.first(where: { $0.name == name }), wanted.isAvailable {
+            return wanted
+        }
+        return QuantizedDotEngine(rawValue: Int(keel_qdot_best_engine().rawValue)) ?? .scalar
+    }()
+
+    /// The engine's name, as `KEEL_QDOT_ENGINE` takes it.
+    public var name: String {
+        switch self {
+        case .scalar: "scalar"
+        case .avx2: "avx2"
+        case .avxVNNI: "avx-vnni"
+        case .avx512VNNI: "avx512-vnni"
+        }
+    }
 
     /// Whether this CPU runs the engine.
     public var isAvailable: Bool { keel_qdot_engine_available(engine) != 0 }

@@ -151,6 +151,18 @@ grep -q "head tied to the embedding" "$work/out" && grep -q "pre-tokenizer smoll
 expect_ok "eval the GGUF file in its own formats" "$keel" eval --checkpoint "$work/tiny.gguf" "$work/hamlet.txt" --seq-len 16 --json
 check "a GGUF file's eval says the model's formats" '(lambda r: r["format"] == "gguf" and r["scored_tokens"] > 0)(json.load(open(sys.argv[1])))' "$work/out"
 expect_ok "generate from the imported run" "$keel" generate --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --max-tokens 4
+# Every engine gives the same bits (KEEL_QDOT_ENGINE picks one; one this CPU lacks leaves the best): the file's
+# Q8_0, Q4_K, Q4_1, Q4_0 and F16 products continue a prompt identically on each, and score the text identically but
+# for the F16 prompt products, which run through sgemm (another order) without AVX-512: within 1e-4 there.
+for engine in scalar avx2 avx-vnni avx512-vnni; do
+    KEEL_QDOT_ENGINE=$engine "$keel" eval --checkpoint "$work/tiny.gguf" "$work/hamlet.txt" --seq-len 16 --json \
+        >"$work/engine-$engine.json" 2>/dev/null
+    KEEL_QDOT_ENGINE=$engine "$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --max-tokens 12 \
+        --temperature 0 >"$work/engine-$engine.txt" 2>/dev/null
+done
+check "greedy text is the same, and eval within 1e-4, on every quantized-product engine" \
+    '(lambda p: min(p) > 0 and max(p) / min(p) - 1 < 1e-4)([json.load(open(f))["perplexity"] for f in sys.argv[1:5]]) and len({open(f, "rb").read() for f in sys.argv[5:]}) == 1' \
+    "$work"/engine-{scalar,avx2,avx-vnni,avx512-vnni}.json "$work"/engine-{scalar,avx2,avx-vnni,avx512-vnni}.txt
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos
