@@ -90,8 +90,9 @@ struct Eval: ParsableCommand {
         if llamaCppScoring {
             let decoder = try Decoder(model: model, quantization: format)
             decoder.halfPrecisionAttention = attentionOption.attention == "f16"
+            // A prepared dataset's windows are shards' tokens, not a text llama-perplexity would tokenize: as they are.
             try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length,
-                      beginningOfText: bos)
+                      beginningOfText: dataset == nil ? bos : nil)
             return
         }
         if attentionOption.attention != nil {
