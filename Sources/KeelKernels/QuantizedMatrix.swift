@@ -234,13 +234,13 @@ public struct QuantizedMatrix: Sendable {
     /// same bits), with each weight row read once for all the input rows.
     public func multiply(_ input: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
                          engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
-        multiply(activations: activations(input, count: count), count: count, into: out, outputStride: rows,
+        multiply(activations: activations(input, count: count, pool: pool), count: count, into: out, outputStride: rows,
                  engine: engine, pool: pool)
     }
 
     /// `count` rows of `columns` values quantized to this format's activation blocks, as products take them: one
     /// quantization for several matrices of the format and width (q, k and v, say).
-    public func activations(_ input: UnsafePointer<Float>, count: Int) -> [UInt8] {
+    public func activations(_ input: UnsafePointer<Float>, count: Int, pool: ThreadPool = .shared) -> [UInt8] {
         let type = keel_quant_activation_type(format.type), rowBytes = activationRowBytes
         var activations = [UInt8](repeating: 0, count: count * rowBytes)
         activations.withUnsafeMutableBytes { target in
@@ -249,7 +249,7 @@ public struct QuantizedMatrix: Sendable {
                 for row in rows { keel_quantize_row(type, input + row * columns, target + row * rowBytes, Int64(columns)) }
             }
             // A prompt's rows among the pool's threads; one row alone is not worth a dispatch.
-            if count > 1 { ThreadPool.shared.parallelFor(count, quantize) } else { quantize(0..<count) }
+            if count > 1 { pool.parallelFor(count, quantize) } else { quantize(0..<count) }
         }
         return activations
     }
