@@ -4,6 +4,9 @@
 
 #include "keel_quant.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 /// The dot product on `engine` (AVX2, AVX-VNNI or AVX512-VNNI), which the caller knows the CPU runs.
 float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations);
 
@@ -24,6 +27,16 @@ void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, 
 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, const void *weights, size_t group_bytes,
                               int count, const void *activations, size_t activation_row_bytes, float *out,
                               size_t out_stride);
+
+/// Scratch memory for a product, or the process stops with a message naming it (a product has no way to fail,
+/// and a crash on a null pointer would name nothing).
+static inline void *keel_scratch(void *memory, size_t bytes) {
+    if (!memory) {
+        fprintf(stderr, "keel: out of memory for %zu bytes of scratch in a quantized product\n", bytes);
+        abort();
+    }
+    return memory;
+}
 
 /// `sumf` plus one Q4_K·Q8_K super-block: its weight scales `dx`, `dmin` (from fp16), the activation's scale `dy`,
 /// the integer sum of its scaled products `isum` and of its mins against the activation's sums `msum` — the float

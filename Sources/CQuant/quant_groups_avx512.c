@@ -195,9 +195,9 @@ AVX512 void keel_quant_groups_avx512(keel_quant_type type, int n, int groups, co
     const int range = 768 / keel_quant_block_values(type) > 1 ? 768 / keel_quant_block_values(type) : 1;
     const size_t pattern_bytes = 8 * (size_t)n;
     // Tiles of four activation rows (eight ran slower), then single rows.
-    uint8_t *pattern = aligned_alloc(64, 4 * pattern_bytes);
-    float *scales = malloc(sizeof(float) * 4 * (size_t)blocks);
-    int32_t *corrections = malloc(sizeof(int32_t) * 4 * (size_t)blocks);
+    uint8_t *pattern = keel_scratch(aligned_alloc(64, 4 * pattern_bytes), 4 * pattern_bytes);
+    float *scales = keel_scratch(malloc(sizeof(float) * 4 * (size_t)blocks), sizeof(float) * 4 * (size_t)blocks);
+    int32_t *corrections = keel_scratch(malloc(sizeof(int32_t) * 4 * (size_t)blocks), sizeof(int32_t) * 4 * (size_t)blocks);
     expanded_row rows[4];
     for (int t = 0; t < count;) {
         const int take = count - t >= 4 ? 4 : 1;

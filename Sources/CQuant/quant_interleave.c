@@ -129,7 +129,7 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
         int32_t *sums = NULL;
         if (type == KEEL_QUANT_Q4_0) {
             const int blocks = n / QK8_0;
-            sums = malloc(sizeof(int32_t) * (size_t)blocks * (size_t)count);
+            sums = keel_scratch(malloc(sizeof(int32_t) * (size_t)blocks * (size_t)count), sizeof(int32_t) * (size_t)blocks * (size_t)count);
             for (int t = 0; t < count; t++) {
                 const block_q8_0 *y = (const block_q8_0 *)((const char *)activations + t * activation_row_bytes);
                 for (int b = 0; b < blocks; b++) {
@@ -153,7 +153,7 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
         return;
     }
     // The reference: each row's ggml bytes back, and its scalar dot products.
-    uint8_t *rows = malloc(8 * row_bytes);
+    uint8_t *rows = keel_scratch(malloc(8 * row_bytes), 8 * row_bytes);
     for (int g = 0; g < groups; g++, group += group_bytes) {
         keel_quant_deinterleave(type, n, group, rows, row_bytes);
         for (int r = 0; r < 8; r++) {
