@@ -402,20 +402,16 @@ AVX2 static inline __m256i acc_maddubs(__m256i acc, __m256i u, __m256i s) {
 AVX_VNNI static inline __m256i acc_avx_vnni(__m256i acc, __m256i u, __m256i s) {
     return _mm256_dpbusd_avx_epi32(acc, u, s);
 }
-AVX512_VNNI static inline __m256i acc_avx512_vnni(__m256i acc, __m256i u, __m256i s) {
-    return _mm256_dpbusd_epi32(acc, u, s);
-}
 
+// (AVX512-VNNI runs the groups on 512-bit registers: quant_groups_avx512.c.)
 GROUP_KERNELS(avx2, AVX2, acc_maddubs)
 GROUP_KERNELS(avx_vnni, AVX_VNNI, acc_avx_vnni)
-GROUP_KERNELS(avx512_vnni, AVX512_VNNI, acc_avx512_vnni)
 
 void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, int count,
                           const void *a, size_t stride, const int32_t *sums, float *out, size_t out_stride) {
     switch (engine) {
     case KEEL_QDOT_AVX2: group_avx2(type, n, group, count, a, stride, sums, out, out_stride); break;
     case KEEL_QDOT_AVX_VNNI: group_avx_vnni(type, n, group, count, a, stride, sums, out, out_stride); break;
-    case KEEL_QDOT_AVX512_VNNI: group_avx512_vnni(type, n, group, count, a, stride, sums, out, out_stride); break;
     default: break;
     }
 }

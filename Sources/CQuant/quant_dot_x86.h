@@ -3,6 +3,7 @@
 #define KEEL_QUANT_DOT_X86_H
 
 #include "keel_quant.h"
+#include "quant_blocks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,8 @@ int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, co
                         size_t activation_row_bytes, float out[8]);
 
 /// One interleaved group of eight weight rows (Q8_0, Q4_0 or Q4_K) times `count` (1 or 4) activation rows, `stride`
-/// bytes apart: row t's eight products go to out[t · out_stride + 0…7], each equal to its weight row's
-/// `keel_quant_dot` to the bit. `sums`: Q4_0 only, 8 · Σ of each activation block's quants, n / 32 a row.
+/// bytes apart, on AVX2 or AVX-VNNI: row t's eight products go to out[t · out_stride + 0…7], each equal to its weight
+/// row's `keel_quant_dot` to the bit. `sums`: Q4_0 only, 8 · Σ of each activation block's quants, n / 32 a row.
 void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, int count,
                           const void *activations, size_t stride, const int32_t *sums, float *out, size_t out_stride);
 
@@ -36,6 +37,13 @@ static inline void *keel_scratch(void *memory, size_t bytes) {
         abort();
     }
     return memory;
+}
+
+/// Σ of a Q8_0 activation block's quants (the correction for weights taken unsigned: Q4_0's nibbles, Q8_0 + 128).
+static inline int32_t keel_q8_0_sum(const block_q8_0 *y) {
+    int32_t sum = 0;
+    for (int j = 0; j < QK8_0; j++) sum += y->qs[j];
+    return sum;
 }
 
 /// `sumf` plus one Q4_K·Q8_K super-block: its weight scales `dx`, `dmin` (from fp16), the activation's scale `dy`,

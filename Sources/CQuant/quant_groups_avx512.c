@@ -176,9 +176,7 @@ AVX512 static void expand(keel_quant_type type, int n, const void *a, uint8_t *p
     const block_q8_0 *y = a;
     for (int b = 0; b < n / QK8_0; b++) {
         scales[b] = _cvtsh_ss(y[b].d);
-        int32_t sum = 0;
-        for (int j = 0; j < QK8_0; j++) sum += y[b].qs[j];
-        corrections[b] = shift * sum;
+        corrections[b] = shift * keel_q8_0_sum(&y[b]);
         for (int k = 0; k < QK8_0 / 4; k++) {
             int32_t chunk;
             memcpy(&chunk, y[b].qs + 4 * k, 4);

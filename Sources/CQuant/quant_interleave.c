@@ -132,11 +132,7 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
             sums = keel_scratch(malloc(sizeof(int32_t) * (size_t)blocks * (size_t)count), sizeof(int32_t) * (size_t)blocks * (size_t)count);
             for (int t = 0; t < count; t++) {
                 const block_q8_0 *y = (const block_q8_0 *)((const char *)activations + t * activation_row_bytes);
-                for (int b = 0; b < blocks; b++) {
-                    int32_t sum = 0;
-                    for (int j = 0; j < QK8_0; j++) sum += y[b].qs[j];
-                    sums[t * blocks + b] = 8 * sum;
-                }
+                for (int b = 0; b < blocks; b++) sums[t * blocks + b] = 8 * keel_q8_0_sum(&y[b]);
             }
         }
         for (int g = 0; g < groups; g++, group += group_bytes) {

@@ -150,13 +150,6 @@ public enum GGUFExport {
         return WeightType(rawValue: format.headFormat(columns: columns).rawValue)!
     }
 
-    /// `values` (`rows` × `columns`, row-major) transposed.
-    static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
-        var result = [Float](repeating: 0, count: values.count)
-        for row in 0..<rows { for column in 0..<columns { result[column * rows + row] = values[row * columns + column] } }
-        return result
-    }
-
     /// llama.cpp's names of each family's tensors, by their Hugging Face names (within a block, after the block's
     /// prefix `model.layers.N.` or `transformer.h.N.`).
     static let llamaCppNames: [Architecture: [String: String]] = [

@@ -175,7 +175,7 @@ public enum GGUFImport {
                 values = GGUFExport.permutedForLlamaCpp(values, heads: heads, headDim: config.headDim, rowLength: columns,
                                                         inverse: true)
             }
-            if GGUFExport.isTransposed(entry, config) { values = GGUFExport.transposed(values, rows: rows, columns: columns) }
+            if GGUFExport.isTransposed(entry, config) { values = transposed(values, rows: rows, columns: columns) }
             guard values.allSatisfy(\.isFinite) else { throw fail("tensor \(name) holds NaN or infinite values") }
             values.withUnsafeBufferPointer {
                 (model.parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)

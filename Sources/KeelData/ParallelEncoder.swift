@@ -40,7 +40,7 @@ public struct ParallelEncoder {
         } else {
             let vocabulary = try TokenizerFiles.load(name)
             let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name,
-                                             endOfSequence: TokenizerFiles.declaredEndOfSequence(besides: name))
+                                             endOfSequence: TokenizerSettings(besides: name).endOfSequence)
             vocabSize = tokenizer.vocabSize
             endOfText = tokenizer.endOfText
             bpe = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }

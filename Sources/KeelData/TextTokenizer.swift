@@ -71,5 +71,5 @@ public struct BPETokenizer: TextTokenizer {
 public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
     if name == "byte" { return ByteTokenizer() }
     return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name,
-                            endOfSequence: TokenizerFiles.declaredEndOfSequence(besides: name))
+                            endOfSequence: TokenizerSettings(besides: name).endOfSequence)
 }

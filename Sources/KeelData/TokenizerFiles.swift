@@ -92,15 +92,6 @@ public enum TokenizerFiles {
         #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .cl100k,
     ]
 
-    /// The end-of-sequence token that a Hugging Face `tokenizer_config.json` in the directory of `path` names
-    /// (`eos_token`: a string, or an object with its `content`), if there is one.
-    public static func declaredEndOfSequence(besides path: String) -> String? {
-        let url = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
-        guard let data = try? Data(contentsOf: url),
-              let config = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        return config["eos_token"] as? String ?? (config["eos_token"] as? [String: Any])?["content"] as? String
-    }
-
     /// A GPT-2-style pair of `vocab.json` (token → id, spelled as tokenizer.json spells it) and `merges.txt` (one
     /// "left right" merge a line after a `#version` header), read as the ByteLevel tokenizer.json they make.
     public static func loadVocabularyAndMerges(vocabulary: URL, merges: URL) throws -> BPEVocabulary {

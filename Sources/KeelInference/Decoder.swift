@@ -76,7 +76,7 @@ public final class Decoder: @unchecked Sendable {
                     // Rows of outputs; a family storing [in, out] (GPT-2) takes them transposed.
                     var values = matrix.dequantized()
                     if config.architecture.family.weightLayout == .inputMajor {
-                        values = (0..<matrix.columns).flatMap { i in (0..<matrix.rows).map { o in values[o * matrix.columns + i] } }
+                        values = transposed(values, rows: matrix.rows, columns: matrix.columns)
                     }
                     values.withUnsafeBufferPointer {
                         (parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)

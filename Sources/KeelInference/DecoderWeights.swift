@@ -33,11 +33,8 @@ struct Projection {
 
     /// The weight as `[out, in]` values (transposed from GPT-2's `[in, out]`).
     func outputMajorValues() -> [Float] {
-        let (i, o) = (shape.inFeatures, shape.outFeatures)
-        if shape.layout == .outputMajor { return Array(UnsafeBufferPointer(start: weight, count: i * o)) }
-        var values = [Float](repeating: 0, count: i * o)
-        for input in 0..<i { for output in 0..<o { values[output * i + input] = weight[input * o + output] } }
-        return values
+        let (i, o) = (shape.inFeatures, shape.outFeatures), stored = UnsafeBufferPointer(start: weight, count: i * o)
+        return shape.layout == .outputMajor ? Array(stored) : transposed(stored, rows: i, columns: o)
     }
 
     /// Runs on `matrices` instead of the fp32 weight: the rows of the tensors that make up the projection, in order

@@ -129,3 +129,17 @@ public func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, 
 public func addInPlace(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
     parallelBlocks(count) { start, end in add(x + start, into: y + start, end - start) }
 }
+
+/// `values` (`rows` × `columns`, row-major) transposed: `columns` × `rows`. (GPT-2 stores its weights [in, out]; GGUF
+/// files and quantized products take rows of outputs.)
+public func transposed(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) -> [Float] {
+    precondition(values.count == rows * columns, "\(values.count) values are not \(rows) × \(columns)")
+    var result = [Float](repeating: 0, count: values.count)
+    for row in 0..<rows { for column in 0..<columns { result[column * rows + row] = values[row * columns + column] } }
+    return result
+}
+
+/// `values` (`rows` × `columns`, row-major) transposed.
+public func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
+    values.withUnsafeBufferPointer { transposed($0, rows: rows, columns: columns) }
+}

@@ -56,9 +56,8 @@ struct Import: ParsableCommand {
             } else {
                 throw KeelError("\(directory): no tokenizer.json (or vocab.json and merges.txt); give one with --tokenizer")
             }
-            let settings = tokenizer != nil ? file.path : root.appendingPathComponent("tokenizer.json").path
             let textTokenizer = try BPETokenizer(vocabulary: vocabulary, origin: file.path,
-                                                 endOfSequence: TokenizerFiles.declaredEndOfSequence(besides: settings))
+                                                 endOfSequence: TokenizerSettings(besides: file.path).endOfSequence)
             guard vocabulary.size <= config.vocabSize else {
                 throw KeelError("the tokenizer has \(vocabulary.size) ids, more than the model's vocab_size \(config.vocabSize)")
             }

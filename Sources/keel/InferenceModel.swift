@@ -78,34 +78,7 @@ struct InferenceModel {
                               model: model, tokenizer: tokenizer,
                               origin: checkpoint.directory.path, isGGUF: false, endOfSequence: settings.endOfSequence,
                               chat: ChatFormat(template: settings.chatTemplate, endOfSequence: settings.endOfSequence),
-                              beginningOfText: settings.addsBeginningOfText ? settings.beginningOfText.flatMap(tokenizer.specialToken) : nil)
-    }
-}
-
-/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation:
-/// the end-of-sequence token, the chat template, and whether texts start with the beginning-of-text token. Absent
-/// files say nothing.
-struct TokenizerSettings {
-    var endOfSequence: String?
-    var chatTemplate: String?
-    var beginningOfText: String?
-    var addsBeginningOfText: Bool
-
-    init(directory: URL) {
-        let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))
-            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
-        // A token is a string, or an object with its "content".
-        func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
-        endOfSequence = token(config["eos_token"])
-        beginningOfText = token(config["bos_token"])
-        addsBeginningOfText = config["add_bos_token"] as? Bool ?? false
-        if let template = config["chat_template"] as? String {
-            chatTemplate = template
-        } else if let named = config["chat_template"] as? [[String: Any]] {
-            chatTemplate = (named.first { $0["name"] as? String == "default" } ?? named.first)?["template"] as? String
-        } else {
-            chatTemplate = try? String(contentsOf: directory.appendingPathComponent("chat_template.jinja"), encoding: .utf8)
-        }
+                              beginningOfText: settings.beginningOfTextToken(in: tokenizer))
     }
 }
 
