@@ -131,7 +131,7 @@ struct Import: ParsableCommand {
                 wrote \(checkpoint.path)
                 """)
             if description.addsBeginningOfText, let bos = description.beginningOfText {
-                print("note: texts start with BOS token \(bos) (generate and serve put it before prompts; eval's windows do not start with it)")
+                print("note: texts start with BOS token \(bos) (generate and serve put it before prompts; eval --llama-cpp-scoring puts it first, as llama-perplexity does)")
             }
         }
     }
