@@ -1,5 +1,5 @@
 // Dot products of a quantized weight row with a quantized activation row: the scalar reference, the choice of
-// engine, and the row loop. The reference is ggml's generic code for Q8_0, Q4_0 and Q4_1 (block after block); for
+// engine, and the row loop. The reference is ggml's generic code for Q8_0, Q4_0, Q4_1 and Q5_0 (block after block); for
 // Q4_K it adds each super-block's scaled sums in turn (ggml's generic code keeps eight lane sums instead; every
 // llama.cpp SIMD path has an order of its own). The SIMD engines (quant_dot_x86.c) compute the same integer sums and
 // the same float operations in the same order, so all engines give the same bits — the interleaved kernels too,
@@ -8,6 +8,7 @@
 
 #include <cpuid.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "quant_blocks.h"
 #include "quant_dot_x86.h"
@@ -44,6 +45,22 @@ static float dot_q4_0(int n, const block_q4_0 *x, const block_q8_0 *y) {
             sumi += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + QK8_0 / 2];
         }
         sumf += sumi * keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d);
+    }
+    return sumf;
+}
+
+static float dot_q5_0(int n, const block_q5_0 *x, const block_q8_0 *y) {
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_0; ib++) {
+        uint32_t qh;
+        memcpy(&qh, x[ib].qh, sizeof(qh));
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; j++) {
+            const int low = (int)((x[ib].qs[j] & 0x0F) | ((qh >> j) & 1) << 4) - 16;
+            const int high = (int)((x[ib].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
+            sumi += low * y[ib].qs[j] + high * y[ib].qs[j + QK8_0 / 2];
+        }
+        sumf += sumi * (keel_fp16_to_fp32(x[ib].d) * keel_fp16_to_fp32(y[ib].d));
     }
     return sumf;
 }
@@ -136,6 +153,7 @@ float keel_quant_dot(keel_qdot_engine engine, keel_quant_type type, int n, const
     case KEEL_QUANT_Q8_0: return dot_q8_0(n, w, a);
     case KEEL_QUANT_Q4_0: return dot_q4_0(n, w, a);
     case KEEL_QUANT_Q4_1: return dot_q4_1(n, w, a);
+    case KEEL_QUANT_Q5_0: return dot_q5_0(n, w, a);
     case KEEL_QUANT_Q4_K: return dot_q4_K(n, w, a);
     default: return 0;
     }

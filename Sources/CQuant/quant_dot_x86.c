@@ -46,6 +46,20 @@ AVX2 static inline __m256i nibbles32(const uint8_t *bytes) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+/// A Q5_0 block's 32 values unsigned (0…31): its nibbles (low ones first, as `nibbles32`) with bit j of `qh` as
+/// value j's fifth bit, each bit spread to a byte by comparing against a mask with every other bit set (ggml's
+/// bytes_from_bits_32).
+AVX2 static inline __m256i fives32(const block_q5_0 *block) {
+    uint32_t bits;
+    memcpy(&bits, block->qh, sizeof(bits));
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+                                               _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                 0x0101010101010101, 0x0000000000000000));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
+                                          _mm256_set1_epi64x(-1));
+    return _mm256_or_si256(nibbles32(block->qs), _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+}
+
 /// F16 · F16 as the reference adds it: four eight-lane accumulators (lane i mod 32), products exact, no contraction.
 AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -92,26 +106,54 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         return sumf;                                                                                                \
     }                                                                                                               \
                                                                                                                     \
+    /* Eight blocks' integer sums Σ (u − offset)·a, u[b] block b's weights taken unsigned (Q4_0's nibbles, offset */\
+    /* 8; Q5_0's five bits, 16), computed as Σ u·a − Σ offset·a: the same integers. Block b's sum to sums[b].      */\
+    TARGET static inline void offset_sums8_##NAME(const __m256i u[8], const block_q8_0 *y, __m256i offset,          \
+                                                  int32_t sums[8]) {                                                \
+        __m256i v[8];                                                                                               \
+        for (int b = 0; b < 8; b++) {                                                                               \
+            const __m256i a = _mm256_loadu_si256((const __m256i *)y[b].qs);                                         \
+            v[b] = _mm256_sub_epi32(DOT(u[b], a), DOT(offset, a));                                                  \
+        }                                                                                                           \
+        _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                           \
+    }                                                                                                               \
+                                                                                                                    \
     TARGET static float dot_q4_0_##NAME(int n, const block_q4_0 *x, const block_q8_0 *y) {                          \
         const int nb = n / QK8_0;                                                                                   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
         float sumf = 0;                                                                                             \
         int ib = 0;                                                                                                 \
         for (; ib + 8 <= nb; ib += 8) {                                                                             \
-            __m256i v[8];                                                                                           \
-            for (int b = 0; b < 8; b++) {                                                                           \
-                /* Σ (q − 8)·a = Σ q·a − Σ 8·a: the same integer, the nibbles unsigned as they are. */                \
-                const __m256i a = _mm256_loadu_si256((const __m256i *)y[ib + b].qs);                               \
-                v[b] = _mm256_sub_epi32(DOT(nibbles32(x[ib + b].qs), a), DOT(eight, a));                            \
-            }                                                                                                       \
+            __m256i u[8];                                                                                           \
             int32_t sums[8];                                                                                        \
-            _mm256_storeu_si256((__m256i *)sums, totals8(v));                                                       \
+            for (int b = 0; b < 8; b++) u[b] = nibbles32(x[ib + b].qs);                                             \
+            offset_sums8_##NAME(u, y + ib, eight, sums);                                                            \
             for (int b = 0; b < 8; b++) sumf += sums[b] * HALF(x[ib + b].d) * HALF(y[ib + b].d);                    \
         }                                                                                                           \
         for (; ib < nb; ib++) {                                                                                     \
-            int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight),                    \
+            int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight),                     \
                                                    _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
             sumf += sumi * HALF(x[ib].d) * HALF(y[ib].d);                                                           \
+        }                                                                                                           \
+        return sumf;                                                                                                \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static float dot_q5_0_##NAME(int n, const block_q5_0 *x, const block_q8_0 *y) {                          \
+        const int nb = n / QK8_0;                                                                                   \
+        const __m256i sixteen = _mm256_set1_epi8(16);                                                               \
+        float sumf = 0;                                                                                             \
+        int ib = 0;                                                                                                 \
+        for (; ib + 8 <= nb; ib += 8) {                                                                             \
+            __m256i u[8];                                                                                           \
+            int32_t sums[8];                                                                                        \
+            for (int b = 0; b < 8; b++) u[b] = fives32(&x[ib + b]);                                                 \
+            offset_sums8_##NAME(u, y + ib, sixteen, sums);                                                          \
+            for (int b = 0; b < 8; b++) sumf += sums[b] * (HALF(x[ib + b].d) * HALF(y[ib + b].d));                  \
+        }                                                                                                           \
+        for (; ib < nb; ib++) {                                                                                     \
+            int32_t sumi = total(signed_dot_##NAME(_mm256_sub_epi8(fives32(&x[ib]), sixteen),                       \
+                                                   _mm256_loadu_si256((const __m256i *)y[ib].qs)));                 \
+            sumf += sumi * (HALF(x[ib].d) * HALF(y[ib].d));                                                         \
         }                                                                                                           \
         return sumf;                                                                                                \
     }                                                                                                               \
@@ -169,37 +211,48 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
     /* Eight activation rows against one weight row: lane t of the float vectors is row t's running sum, which */ \
     /* takes the reference's float steps block by block (no contraction), so each lane is row t's single dot    */ \
     /* product to the bit; the weight block is unpacked and its scales converted once for the eight rows.       */ \
+    /* Signed weight bytes w (block ib of a row) against block ib of eight activation rows: the eight integer */    \
+    /* sums, row t in lane t, and the rows' scales as fp32 in `dy`.                                           */    \
+    TARGET static inline __m256i sums8_##NAME(__m256i w, const char *a, size_t stride, int ib, __m256 *dy) {        \
+        __m256i v[8];                                                                                               \
+        uint16_t d[8];                                                                                              \
+        for (int t = 0; t < 8; t++) {                                                                               \
+            const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + ib;                                        \
+            v[t] = signed_dot_##NAME(w, _mm256_loadu_si256((const __m256i *)y->qs));                                \
+            d[t] = y->d;                                                                                            \
+        }                                                                                                           \
+        *dy = halves8(d);                                                                                           \
+        return totals8(v);                                                                                          \
+    }                                                                                                               \
+                                                                                                                    \
     TARGET static void dot8_q8_0_##NAME(int n, const block_q8_0 *x, const char *a, size_t stride, float out[8]) {   \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+        __m256 acc = _mm256_setzero_ps(), dy;                                                                       \
         for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
-            const __m256i w = _mm256_loadu_si256((const __m256i *)x[ib].qs);                                       \
-            __m256i v[8];                                                                                           \
-            uint16_t dy[8];                                                                                         \
-            for (int t = 0; t < 8; t++) {                                                                           \
-                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + ib;                                  \
-                v[t] = signed_dot_##NAME(w, _mm256_loadu_si256((const __m256i *)y->qs));                           \
-                dy[t] = y->d;                                                                                       \
-            }                                                                                                       \
-            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].d)), halves8(dy));                         \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), scale));                        \
+            const __m256i sums = sums8_##NAME(_mm256_loadu_si256((const __m256i *)x[ib].qs), a, stride, ib, &dy);   \
+            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].d)), dy);                                  \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scale));                               \
         }                                                                                                           \
         _mm256_storeu_ps(out, acc);                                                                                 \
     }                                                                                                               \
                                                                                                                     \
     TARGET static void dot8_q4_0_##NAME(int n, const block_q4_0 *x, const char *a, size_t stride, float out[8]) {   \
         const __m256i eight = _mm256_set1_epi8(8);                                                                  \
-        __m256 acc = _mm256_setzero_ps();                                                                           \
+        __m256 acc = _mm256_setzero_ps(), dy;                                                                       \
         for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
-            const __m256i w = _mm256_sub_epi8(nibbles32(x[ib].qs), eight);                                         \
-            __m256i v[8];                                                                                           \
-            uint16_t dy[8];                                                                                         \
-            for (int t = 0; t < 8; t++) {                                                                           \
-                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + ib;                                  \
-                v[t] = signed_dot_##NAME(w, _mm256_loadu_si256((const __m256i *)y->qs));                           \
-                dy[t] = y->d;                                                                                       \
-            }                                                                                                       \
-            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(totals8(v)), _mm256_set1_ps(HALF(x[ib].d)));   \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, halves8(dy)));                                          \
+            const __m256i sums = sums8_##NAME(_mm256_sub_epi8(nibbles32(x[ib].qs), eight), a, stride, ib, &dy);     \
+            const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(HALF(x[ib].d)));           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(scaled, dy));                                                    \
+        }                                                                                                           \
+        _mm256_storeu_ps(out, acc);                                                                                 \
+    }                                                                                                               \
+                                                                                                                    \
+    TARGET static void dot8_q5_0_##NAME(int n, const block_q5_0 *x, const char *a, size_t stride, float out[8]) {   \
+        const __m256i sixteen = _mm256_set1_epi8(16);                                                               \
+        __m256 acc = _mm256_setzero_ps(), dy;                                                                       \
+        for (int ib = 0; ib < n / QK8_0; ib++) {                                                                    \
+            const __m256i sums = sums8_##NAME(_mm256_sub_epi8(fives32(&x[ib]), sixteen), a, stride, ib, &dy);       \
+            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(HALF(x[ib].d)), dy);                                  \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scale));                               \
         }                                                                                                           \
         _mm256_storeu_ps(out, acc);                                                                                 \
     }                                                                                                               \
@@ -228,6 +281,7 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         case KEEL_QUANT_Q8_0: dot8_q8_0_##NAME(n, w, a, stride, out); return 1;                                     \
         case KEEL_QUANT_Q4_0: dot8_q4_0_##NAME(n, w, a, stride, out); return 1;                                     \
         case KEEL_QUANT_Q4_1: dot8_q4_1_##NAME(n, w, a, stride, out); return 1;                                     \
+        case KEEL_QUANT_Q5_0: dot8_q5_0_##NAME(n, w, a, stride, out); return 1;                                     \
         default: return 0;                                                                                          \
         }                                                                                                           \
     }                                                                                                               \
@@ -238,6 +292,7 @@ AVX2 static float dot_f16_avx2(int n, const uint16_t *x, const uint16_t *y) {
         case KEEL_QUANT_Q8_0: return dot_q8_0_##NAME(n, w, a);                                                      \
         case KEEL_QUANT_Q4_0: return dot_q4_0_##NAME(n, w, a);                                                      \
         case KEEL_QUANT_Q4_1: return dot_q4_1_##NAME(n, w, a);                                                      \
+        case KEEL_QUANT_Q5_0: return dot_q5_0_##NAME(n, w, a);                                                      \
         case KEEL_QUANT_Q4_K: return dot_q4_K_##NAME(n, w, a);                                                      \
         default: return 0;                                                                                          \
         }                                                                                                           \
@@ -300,32 +355,43 @@ static inline int32_t chunk4(const int8_t *bytes) {
         for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);                                 \
     }                                                                                                               \
                                                                                                                     \
-    TARGET static inline __attribute__((always_inline)) void group_q4_0_##NAME(                                    \
-        int n, const uint8_t *g, const char *a, size_t stride, const int32_t *sums, float *out, size_t out_stride, \
-        const int T) {                                                                                              \
-        const __m256i low = _mm256_set1_epi8(0x0F);                                                                 \
-        const int blocks = n / QK8_0;                                                                               \
+    /* Q4_0 (FIVE = 0) and Q5_0 (FIVE = 1): the nibbles, with Q5_0's fifth bits put in (the group's rearranged */   \
+    /* bits: chunk c's low values have theirs at bit c of each byte, its high ones at bit 4 + c), taken unsigned; */\
+    /* `sums` holds 8 or 16 · Σ a to take away. Then each format's reference float steps.                      */   \
+    TARGET static inline __attribute__((always_inline)) void group_offset_##NAME(                                   \
+        int n, const uint8_t *g, const char *a, size_t stride, const int32_t *sums, float *out, size_t out_stride,  \
+        const int T, const int FIVE) {                                                                              \
+        const __m256i low = _mm256_set1_epi8(0x0F), fifth = _mm256_set1_epi8(0x10);                                 \
+        const int blocks = n / QK8_0, quants = FIVE ? 48 : 16;                                                      \
+        const size_t group_block = FIVE ? 8 * sizeof(block_q5_0) : 8 * sizeof(block_q4_0);                          \
         __m256 acc[4];                                                                                              \
         for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                                   \
-        for (int b = 0; b < blocks; b++, g += 8 * sizeof(block_q4_0)) {                                            \
+        for (int b = 0; b < blocks; b++, g += group_block) {                                                        \
+            const __m256i bits = FIVE ? _mm256_loadu_si256((const __m256i *)(g + 16)) : _mm256_setzero_si256();     \
             __m256i s[4];                                                                                           \
             for (int t = 0; t < T; t++) s[t] = _mm256_setzero_si256();                                              \
             for (int c = 0; c < 4; c++) {                                                                           \
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c));                          \
-                const __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);   \
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(g + quants + 32 * c));                       \
+                __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);         \
+                if (FIVE) {                                                                                         \
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi32(bits, 4 - c), fifth));              \
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi32(bits, c), fifth));                  \
+                }                                                                                                   \
                 for (int t = 0; t < T; t++) {                                                                       \
-                    const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                \
-                    s[t] = ACC(s[t], lo, _mm256_set1_epi32(chunk4(y->qs + 4 * c)));                                \
-                    s[t] = ACC(s[t], hi, _mm256_set1_epi32(chunk4(y->qs + 16 + 4 * c)));                           \
+                    const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                 \
+                    s[t] = ACC(s[t], lo, _mm256_set1_epi32(chunk4(y->qs + 4 * c)));                                 \
+                    s[t] = ACC(s[t], hi, _mm256_set1_epi32(chunk4(y->qs + 16 + 4 * c)));                            \
                 }                                                                                                   \
             }                                                                                                       \
-            const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                                \
+            const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                                 \
             for (int t = 0; t < T; t++) {                                                                           \
-                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                    \
-                /* The nibbles were taken unsigned: take away 8 · Σ a. */                                          \
-                const __m256i exact = _mm256_sub_epi32(s[t], _mm256_set1_epi32(sums[t * blocks + b]));             \
-                const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(exact), dx);                                 \
-                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scaled, _mm256_set1_ps(HALF(y->d))));                  \
+                const block_q8_0 *y = (const block_q8_0 *)(a + t * stride) + b;                                     \
+                const __m256 exact = _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], _mm256_set1_epi32(sums[t * blocks + b])));\
+                const __m256 dy = _mm256_set1_ps(HALF(y->d));                                                       \
+                /* Q4_0: (sumi · dx) · dy; Q5_0: sumi · (dx · dy), as ggml's generic code. */                       \
+                const __m256 product = FIVE ? _mm256_mul_ps(exact, _mm256_mul_ps(dx, dy))                           \
+                                            : _mm256_mul_ps(_mm256_mul_ps(exact, dx), dy);                          \
+                acc[t] = _mm256_add_ps(acc[t], product);                                                            \
             }                                                                                                       \
         }                                                                                                           \
         for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);                                 \
@@ -385,8 +451,12 @@ static inline int32_t chunk4(const int8_t *bytes) {
             else group_q8_0_##NAME(n, g, a, stride, out, out_stride, 1);                                            \
             break;                                                                                                  \
         case KEEL_QUANT_Q4_0:                                                                                       \
-            if (count == 4) group_q4_0_##NAME(n, g, a, stride, sums, out, out_stride, 4);                           \
-            else group_q4_0_##NAME(n, g, a, stride, sums, out, out_stride, 1);                                      \
+            if (count == 4) group_offset_##NAME(n, g, a, stride, sums, out, out_stride, 4, 0);                      \
+            else group_offset_##NAME(n, g, a, stride, sums, out, out_stride, 1, 0);                                 \
+            break;                                                                                                  \
+        case KEEL_QUANT_Q5_0:                                                                                       \
+            if (count == 4) group_offset_##NAME(n, g, a, stride, sums, out, out_stride, 4, 1);                      \
+            else group_offset_##NAME(n, g, a, stride, sums, out, out_stride, 1, 1);                                 \
             break;                                                                                                  \
         case KEEL_QUANT_Q4_K:                                                                                       \
             if (count == 4) group_q4_K_##NAME(n, g, a, stride, out, out_stride, 4);                                 \

@@ -16,9 +16,9 @@ float keel_quant_dot_x86(keel_qdot_engine engine, keel_quant_type type, int n, c
 int keel_quant_dot8_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *weights, const void *activations,
                         size_t activation_row_bytes, float out[8]);
 
-/// One interleaved group of eight weight rows (Q8_0, Q4_0 or Q4_K) times `count` (1 or 4) activation rows, `stride`
+/// One interleaved group of eight weight rows (Q8_0, Q4_0, Q5_0 or Q4_K) times `count` (1 or 4) activation rows, `stride`
 /// bytes apart, on AVX2 or AVX-VNNI: row t's eight products go to out[t · out_stride + 0…7], each equal to its weight
-/// row's `keel_quant_dot` to the bit. `sums`: Q4_0 only, 8 · Σ of each activation block's quants, n / 32 a row.
+/// row's `keel_quant_dot` to the bit. `sums`: Q4_0 and Q5_0 only, 8 or 16 · Σ of each activation block's quants, n / 32 a row.
 void keel_quant_group_x86(keel_qdot_engine engine, keel_quant_type type, int n, const void *group, int count,
                           const void *activations, size_t stride, const int32_t *sums, float *out, size_t out_stride);
 

@@ -132,6 +132,27 @@ static void quantize_q4_0(const float *x, block_q4_0 *y, int64_t k) {
     }
 }
 
+static void quantize_q5_0(const float *x, block_q5_0 *y, int64_t k) {
+    for (int64_t i = 0; i < k / 32; i++, x += 32) {
+        float amax = 0.0f, max = 0.0f; // the value of largest magnitude, the first of equals
+        for (int j = 0; j < 32; j++) {
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        }
+        const float d = max / -16;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = keel_fp32_to_fp16(d);
+        uint32_t qh = 0; // each value's fifth bit: value j's is bit j
+        for (int j = 0; j < 16; j++) {
+            const uint8_t low = MIN(31, (int8_t)(x[j] * id + 16.5f));
+            const uint8_t high = MIN(31, (int8_t)(x[16 + j] * id + 16.5f));
+            y[i].qs[j] = (uint8_t)((low & 0x0F) | ((high & 0x0F) << 4));
+            qh |= (uint32_t)((low & 0x10u) >> 4) << j;
+            qh |= (uint32_t)((high & 0x10u) >> 4) << (j + 16);
+        }
+        memcpy(y[i].qh, &qh, sizeof(qh));
+    }
+}
+
 static void quantize_q4_1(const float *x, block_q4_1 *y, int64_t k) {
     for (int64_t i = 0; i < k / QK4_1; i++, x += QK4_1) {
         float min = FLT_MAX, max = -FLT_MAX;
@@ -322,7 +343,8 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
     case KEEL_QUANT_Q4_1: quantize_q4_1(x, y, k); break;
     case KEEL_QUANT_Q4_K: quantize_q4_K(x, y, k); break;
     case KEEL_QUANT_Q8_K: quantize_q8_K(x, y, k); break;
-    case KEEL_QUANT_Q5_0: case KEEL_QUANT_Q5_1: case KEEL_QUANT_Q5_K: case KEEL_QUANT_Q6_K:
+    case KEEL_QUANT_Q5_0: quantize_q5_0(x, y, k); break;
+    case KEEL_QUANT_Q5_1: case KEEL_QUANT_Q5_K: case KEEL_QUANT_Q6_K:
         abort(); // read-only formats: no caller writes them, and a row left unwritten must not pass for one
     }
 }

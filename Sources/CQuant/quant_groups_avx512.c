@@ -18,10 +18,15 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /// Group bytes per block of each layout (quant_interleave.c).
-enum { Q8_0_GROUP = 8 * sizeof(block_q8_0), Q4_0_GROUP = 8 * sizeof(block_q4_0), Q4_K_GROUP = 8 * (4 + 16 + QK_K / 2) };
+enum {
+    Q8_0_GROUP = 8 * sizeof(block_q8_0),
+    Q4_0_GROUP = 8 * sizeof(block_q4_0),
+    Q5_0_GROUP = 8 * sizeof(block_q5_0),
+    Q4_K_GROUP = 8 * (4 + 16 + QK_K / 2)
+};
 
 /// One activation row as the kernels read it: its quants broadcast (chunk k at pattern + 32k), each block's
-/// scale as fp32, and (Q8_0, Q4_0) the correction for unsigned weights, −shift · Σ quants per block.
+/// scale as fp32, and (Q8_0, Q4_0, Q5_0) the correction for unsigned weights, −shift · Σ quants per block.
 typedef struct {
     const uint8_t *pattern;
     const float *scales;
@@ -92,6 +97,46 @@ AVX512 INLINE void q4_0_rows(int first, int last, int resume, const uint8_t *g, 
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
+/// Q5_0: Q4_0's nibbles with their fifth bits put in (quant_interleave.c's rearranged bits: chunk c's low values
+/// have theirs at bit c of each byte, its high ones at bit 4 + c; chunks c and c + 1 sit in the two halves), taken
+/// unsigned; the sums start at −16 · Σ a.
+AVX512 INLINE void q5_0_rows(int first, int last, int resume, const uint8_t *g, const expanded_row *rows, float *out, size_t out_stride,
+                             const int T) {
+    const __m512i low = _mm512_set1_epi8(0x0F), fifth = _mm512_set1_epi8(0x10);
+    // Shifts for chunks c (lanes 0…7) and c + 1 (lanes 8…15).
+    const __m512i up0 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(3), 1);
+    const __m512i up1 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(1), 1);
+    const __m512i down0 = _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(1), 1);
+    const __m512i down1 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(3), 1);
+    __m256 acc[4];
+    // A later range of blocks goes on from the sums the earlier one left in `out`: the same steps in the same order.
+    for (int t = 0; t < T; t++) acc[t] = resume ? _mm256_loadu_ps(out + t * out_stride) : _mm256_setzero_ps();
+    g += (size_t)first * Q5_0_GROUP;
+    for (int b = first; b < last; b++, g += Q5_0_GROUP) {
+        const __m256i bits256 = _mm256_loadu_si256((const __m256i *)(g + 16));
+        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(bits256), bits256, 1);
+        __m512i s[4];
+        for (int t = 0; t < T; t++) s[t] = _mm512_zextsi256_si512(_mm256_set1_epi32(rows[t].corrections[b]));
+        for (int c = 0; c < 4; c += 2) {
+            const __m512i q = _mm512_loadu_si512((const void *)(g + 48 + 32 * c));
+            const __m512i up = c == 0 ? up0 : up1, down = c == 0 ? down0 : down1;
+            const __m512i lo = _mm512_or_si512(_mm512_and_si512(q, low), _mm512_and_si512(_mm512_sllv_epi32(bits, up), fifth));
+            const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), low),
+                                               _mm512_and_si512(_mm512_srlv_epi32(bits, down), fifth));
+            for (int t = 0; t < T; t++) {
+                s[t] = _mm512_dpbusd_epi32(s[t], lo, pattern_at(&rows[t], 8 * b + c));
+                s[t] = _mm512_dpbusd_epi32(s[t], hi, pattern_at(&rows[t], 8 * b + 4 + c));
+            }
+        }
+        const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        for (int t = 0; t < T; t++) {
+            const __m256 scale = _mm256_mul_ps(dx, _mm256_set1_ps(rows[t].scales[b]));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(fold(s[t])), scale));
+        }
+    }
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
 AVX512 INLINE void q4_K_rows(int first, int last, int resume, const uint8_t *g, const expanded_row *rows, float *out,
                              size_t out_stride, const int T) {
     const __m512i low = _mm512_set1_epi8(0x0F);
@@ -148,6 +193,7 @@ AVX512 INLINE void groups_rows(keel_quant_type type, int first, int last, int re
         switch (type) {
         case KEEL_QUANT_Q8_0: q8_0_rows(first, last, resume, g, rows, out, out_stride, T); break;
         case KEEL_QUANT_Q4_0: q4_0_rows(first, last, resume, g, rows, out, out_stride, T); break;
+        case KEEL_QUANT_Q5_0: q5_0_rows(first, last, resume, g, rows, out, out_stride, T); break;
         case KEEL_QUANT_Q4_K: q4_K_rows(first, last, resume, g, rows, out, out_stride, T); break;
         default: break;
         }
@@ -170,9 +216,9 @@ AVX512 static void expand(keel_quant_type type, int n, const void *a, uint8_t *p
         }
         return;
     }
-    // Q8_0 weights are taken as w + 128, Q4_0's nibbles as they are (q, not q − 8): the sums start at −128 or
-    // −8 · Σ a.
-    const int shift = type == KEEL_QUANT_Q8_0 ? -128 : -8;
+    // Q8_0 weights are taken as w + 128, Q4_0's nibbles and Q5_0's five bits as they are (q, not q − 8 or q − 16):
+    // the sums start at −128, −8 or −16 · Σ a.
+    const int shift = type == KEEL_QUANT_Q8_0 ? -128 : type == KEEL_QUANT_Q4_0 ? -8 : -16;
     const block_q8_0 *y = a;
     for (int b = 0; b < n / QK8_0; b++) {
         scales[b] = _cvtsh_ss(y[b].d);

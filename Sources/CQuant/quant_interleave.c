@@ -6,6 +6,9 @@
 //        (32 bytes), for c = 0…7.
 //   Q4_0 (144 bytes a block): the eight fp16 scales, then the nibble bytes in 4-byte chunks, c = 0…3 (chunk c's
 //        low nibbles are values 4c…4c+3, its high ones 16+4c…).
+//   Q5_0 (176 bytes a block): the eight fp16 scales, the eight rows' fifth bits (4 bytes a row, rearranged: bit j
+//        of byte k is value 4j + k's, so that chunk c's bits for its bytes are one shift and mask away), then the
+//        nibble bytes in chunks as Q4_0's.
 //   Q4_K (1184 bytes a super-block): eight fp16 d, eight fp16 dmin, the 6-bit scales unpacked as bytes [sub-block
 //        j][row] (64), the mins likewise (64), then the nibble bytes in 4-byte chunks, c = 0…31.
 // The layout is lossless: every row's ggml bytes come back out (Q4_K's packing of scales uses all 96 bits).
@@ -22,6 +25,7 @@ static size_t group_block_bytes(keel_quant_type type) {
     switch (type) {
     case KEEL_QUANT_Q8_0: return 8 * sizeof(block_q8_0);
     case KEEL_QUANT_Q4_0: return 8 * sizeof(block_q4_0);
+    case KEEL_QUANT_Q5_0: return 8 * sizeof(block_q5_0);
     case KEEL_QUANT_Q4_K: return 8 * (4 + 16 + QK_K / 2);
     default: return 0;
     }
@@ -41,6 +45,20 @@ static void chunk_quants(uint8_t *chunks, uint8_t *const rows[8], int bytes, int
     }
 }
 
+/// A Q5_0 block's fifth bits (bit v of `bits` is value v's) rearranged so that bit j of byte k is value 4j + k's,
+/// and back.
+static uint32_t fifths_to_group(uint32_t bits) {
+    uint32_t moved = 0;
+    for (int v = 0; v < 32; v++) moved |= ((bits >> v) & 1u) << (8 * (v % 4) + v / 4);
+    return moved;
+}
+
+static uint32_t fifths_from_group(uint32_t moved) {
+    uint32_t bits = 0;
+    for (int v = 0; v < 32; v++) bits |= ((moved >> (8 * (v % 4) + v / 4)) & 1u) << v;
+    return bits;
+}
+
 /// Block b of a group to or from the eight rows' blocks b (`blocks[r]`): the one copy both directions share.
 static void move_block(keel_quant_type type, uint8_t *group_block, uint8_t *const blocks[8], int to_group) {
     uint8_t *quants[8];
@@ -56,6 +74,27 @@ static void move_block(keel_quant_type type, uint8_t *group_block, uint8_t *cons
             quants[r] = blocks[r] + 2;
         }
         chunk_quants(group_block + 16, quants, quant_bytes, to_group);
+        break;
+    }
+    case KEEL_QUANT_Q5_0: {
+        uint32_t *fifths = (uint32_t *)(group_block + 16);
+        for (int r = 0; r < 8; r++) {
+            block_q5_0 *x = (block_q5_0 *)blocks[r];
+            uint32_t bits;
+            if (to_group) {
+                memcpy(&halves[r], &x->d, 2);
+                memcpy(&bits, x->qh, 4);
+                bits = fifths_to_group(bits);
+                memcpy(&fifths[r], &bits, 4);
+            } else {
+                memcpy(&x->d, &halves[r], 2);
+                memcpy(&bits, &fifths[r], 4);
+                bits = fifths_from_group(bits);
+                memcpy(x->qh, &bits, 4);
+            }
+            quants[r] = x->qs;
+        }
+        chunk_quants(group_block + 48, quants, 16, to_group);
         break;
     }
     case KEEL_QUANT_Q4_K: {
@@ -125,14 +164,16 @@ void keel_quant_matmul_groups(keel_qdot_engine engine, keel_quant_type type, int
         return;
     }
     if (engine != KEEL_QDOT_SCALAR && keel_qdot_engine_available(engine)) {
-        // Q4_0's nibbles are taken unsigned: Σ (q − 8)·a = Σ q·a − 8 · Σ a, with Σ a per activation block once.
+        // Q4_0's nibbles and Q5_0's five bits are taken unsigned: Σ (q − 8)·a = Σ q·a − 8 · Σ a (16 for Q5_0),
+        // with Σ a per activation block once.
         int32_t *sums = NULL;
-        if (type == KEEL_QUANT_Q4_0) {
+        if (type == KEEL_QUANT_Q4_0 || type == KEEL_QUANT_Q5_0) {
+            const int32_t shift = type == KEEL_QUANT_Q4_0 ? 8 : 16;
             const int blocks = n / QK8_0;
             sums = keel_scratch(malloc(sizeof(int32_t) * (size_t)blocks * (size_t)count), sizeof(int32_t) * (size_t)blocks * (size_t)count);
             for (int t = 0; t < count; t++) {
                 const block_q8_0 *y = (const block_q8_0 *)((const char *)activations + t * activation_row_bytes);
-                for (int b = 0; b < blocks; b++) sums[t * blocks + b] = 8 * keel_q8_0_sum(&y[b]);
+                for (int b = 0; b < blocks; b++) sums[t * blocks + b] = shift * keel_q8_0_sum(&y[b]);
             }
         }
         for (int g = 0; g < groups; g++, group += group_bytes) {

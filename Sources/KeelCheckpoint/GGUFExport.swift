@@ -14,14 +14,14 @@ import KeelModel
 public enum GGUFExport {
     /// The type of the projections' and embeddings' tensors.
     public enum WeightType: String, CaseIterable, Sendable {
-        case f32, f16, q8_0, q4_0, q4_1, q4_k
+        case f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k
 
         /// ggml's type number.
         var ggmlType: Int {
             switch self {
             case .f32: 0
             case .f16: 1
-            case .q8_0, .q4_0, .q4_1, .q4_k: format!.ggmlType
+            case .q8_0, .q4_0, .q4_1, .q5_0, .q4_k: format!.ggmlType
             }
         }
 
@@ -39,7 +39,8 @@ public enum GGUFExport {
             case .q4_0: 2
             case .q4_1: 3
             case .q8_0: 7
-            case .q4_k: 14 // MOSTLY_Q4_K_S: Q4_K but for the head
+            case .q5_0: 8
+            case .q4_k: 14 // MOSTLY_Q4_K_S: Q4_K but for the head (and Q5_0 where rows are not whole Q4_K blocks)
             }
         }
     }
@@ -110,7 +111,7 @@ public enum GGUFExport {
             }
             let (rows, columns) = rowsAndColumns(entry, config)
             if isTransposed(entry, config) { values = transposed(values, rows: columns, columns: rows) }
-            let tensorType = keepsFloat32(entry) ? .f32 : isHead(entry, config) ? headType(type, columns: columns) : type
+            let tensorType = keepsFloat32(entry) ? .f32 : isHead(entry, config) ? headType(type, columns: columns) : fitting(type, columns: columns)
             // GGUF lists dimensions innermost first: rows of `columns` values are [columns, rows].
             let dimensions = entry.shape.count == 1 ? entry.shape : [columns, rows]
             let bytes = try encode(values, rows: rows, as: tensorType, tensor: ggufName)
@@ -148,6 +149,13 @@ public enum GGUFExport {
     static func headType(_ type: WeightType, columns: Int) -> WeightType {
         guard let format = type.format else { return type }
         return WeightType(rawValue: format.headFormat(columns: columns).rawValue)!
+    }
+
+    /// The type of another matrix with rows of `columns` values: Q5_0 for Q4_K rows that are not whole blocks of 256
+    /// (`QuantizationFormat.fitting`).
+    static func fitting(_ type: WeightType, columns: Int) -> WeightType {
+        guard let format = type.format else { return type }
+        return WeightType(rawValue: format.fitting(columns: columns).rawValue)!
     }
 
     /// llama.cpp's names of each family's tensors, by their Hugging Face names (within a block, after the block's
@@ -214,7 +222,7 @@ public enum GGUFExport {
         switch type {
         case .f32: return values.withUnsafeBytes { Data($0) }
         case .f16: return values.map { Float16($0).bitPattern }.withUnsafeBytes { Data($0) }
-        case .q8_0, .q4_0, .q4_1, .q4_k:
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q4_k:
             do {
                 return try QuantizedMatrix(quantizing: values, rows: rows, columns: values.count / rows, format: type.format!).data
             } catch {

@@ -11,7 +11,7 @@ import KeelModel
 /// The arithmetic is the training forward pass's (the same norms, activations, rotary embedding and fp32
 /// products), so the logits equal those of `Transformer.forward` on the whole text up to rounding. With
 /// `quantization`, every projection's weight is quantized once to that llama.cpp format (the output head to
-/// `headFormat`: Q8_0 for the 4-bit formats) and products run on the quantized bytes; embeddings and norms stay fp32. A model read from a quantized GGUF file
+/// `headFormat`: Q8_0 for the 4-bit formats; Q4_K rows that are not whole blocks of 256 to Q5_0) and products run on the quantized bytes; embeddings and norms stay fp32. A model read from a quantized GGUF file
 /// runs on the file's own blocks (`init(model:quantizedTensors:)`).
 public final class Decoder: @unchecked Sendable {
     public let config: ModelConfig
@@ -105,7 +105,9 @@ public final class Decoder: @unchecked Sendable {
         if let name = table.entries.first(where: { $0.slot == .tokenTable })?.name {
             weights.quantizedTokenTable = quantizedTensors[name]
         }
-        quantization = formats.count == 1 && blockProjections == 4 * config.layers ? formats.first : nil
+        // A Q4_K model holds Q5_0 where rows are not whole blocks of 256 (`QuantizationFormat.fitting`): still Q4_K.
+        let named: Set<QuantizationFormat> = formats == [.q4_K, .q5_0] ? [.q4_K] : formats
+        quantization = named.count == 1 && blockProjections == 4 * config.layers ? named.first : nil
     }
 
     /// The model run in fp32, as both public initialisers start.

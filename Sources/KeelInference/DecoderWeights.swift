@@ -50,10 +50,11 @@ struct Projection {
         quantized = matrices
     }
 
-    /// Quantizes the weight to `format` (its rows must hold whole blocks).
+    /// Quantizes the weight to `format`, or to the format its rows fit (`QuantizationFormat.fitting`: Q5_0 for Q4_K
+    /// rows that are not whole blocks of 256); its rows must hold whole blocks of that.
     mutating func quantize(_ format: QuantizationFormat) throws {
         quantized = [try QuantizedMatrix(quantizing: outputMajorValues(), rows: shape.outFeatures, columns: shape.inFeatures,
-                                         format: format)]
+                                         format: format.fitting(columns: shape.inFeatures))]
     }
 }
 

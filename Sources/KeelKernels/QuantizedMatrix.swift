@@ -14,6 +14,9 @@ public enum QuantizationFormat: String, CaseIterable, Sendable {
     case q4_0
     /// 32 values in 20 bytes: an fp16 scale, an fp16 minimum and 32 nibbles (5 bits a value).
     case q4_1
+    /// 32 values in 22 bytes: an fp16 scale and 32 five-bit values centred on 16 (5.5 bits a value) — what a Q4_K
+    /// model holds where rows are not whole blocks of 256 (`fitting(columns:)`), as llama.cpp's quantizer does.
+    case q5_0
     /// 256 values in 144 bytes: fp16 scales of the scales and of the minimums, eight 6-bit scales and minimums
     /// for blocks of 32, and 256 nibbles (4.5 bits a value).
     case q4_K = "q4_k"
@@ -24,6 +27,7 @@ public enum QuantizationFormat: String, CaseIterable, Sendable {
         case .q8_0: KEEL_QUANT_Q8_0
         case .q4_0: KEEL_QUANT_Q4_0
         case .q4_1: KEEL_QUANT_Q4_1
+        case .q5_0: KEEL_QUANT_Q5_0
         case .q4_K: KEEL_QUANT_Q4_K
         }
     }
@@ -33,9 +37,15 @@ public enum QuantizationFormat: String, CaseIterable, Sendable {
     /// most, a small model's above all), when its rows hold whole blocks of 32.
     public func headFormat(columns: Int) -> QuantizationFormat {
         switch self {
-        case .q4_0, .q4_1, .q4_K: columns % QuantizationFormat.q8_0.blockValues == 0 ? .q8_0 : self
+        case .q4_0, .q4_1, .q5_0, .q4_K: columns % QuantizationFormat.q8_0.blockValues == 0 ? .q8_0 : self
         case .f16, .q8_0: self
         }
+    }
+
+    /// The format a matrix with rows of `columns` values takes when a model is quantized to this one: Q4_K rows
+    /// that are not whole super-blocks of 256 (SmolLM2's 576, say) take Q5_0, llama.cpp's fallback for them.
+    public func fitting(columns: Int) -> QuantizationFormat {
+        self == .q4_K && columns % blockValues != 0 ? .q5_0 : self
     }
 
     /// ggml's (and GGUF's) number for the format.
@@ -82,7 +92,7 @@ public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
 
 /// A matrix of `rows` × `columns` weights quantized row by row, and its product with a vector computed on the
 /// quantized bytes (the vector is quantized to the format's activation blocks, as llama.cpp does), without a
-/// dequantized copy of the matrix. Q8_0, Q4_0 and Q4_K rows are held interleaved eight at a time (the layout of
+/// dequantized copy of the matrix. Q8_0, Q4_0, Q5_0 and Q4_K rows are held interleaved eight at a time (the layout of
 /// `keel_quant_interleave`; a last few rows short of eight stay as they are), so that one vector instruction takes
 /// eight rows' blocks; `data` gives ggml's row layout back, byte for byte.
 public struct QuantizedMatrix: Sendable {
@@ -217,7 +227,7 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// The product with `vector` (`columns` values): `rows` values. The vector is quantized once to the format's
-    /// activation blocks (Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1, Q8_K for Q4_K, F16 for F16); rows are shared among
+    /// activation blocks (Q8_0 for Q8_0, Q4_0 and Q5_0, Q8_1 for Q4_1, Q8_K for Q4_K, F16 for F16); rows are shared among
     /// the pool's threads.
     public func multiply(_ vector: [Float], engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) -> [Float] {
         precondition(vector.count == columns, "a \(rows) × \(columns) matrix times a vector of \(vector.count)")
@@ -351,11 +361,10 @@ extension QuantizedMatrix {
 extension QuantizedMatrix {
     /// The ggml types whose rows Keel dequantizes but does not compute on (llama.cpp's Q4_K_M and Q5 files hold
     /// them), by ggml number.
-    private static let readOnlyTypes: [Int: keel_quant_type] = [6: KEEL_QUANT_Q5_0, 7: KEEL_QUANT_Q5_1, 13: KEEL_QUANT_Q5_K,
-                                                                14: KEEL_QUANT_Q6_K]
+    private static let readOnlyTypes: [Int: keel_quant_type] = [7: KEEL_QUANT_Q5_1, 13: KEEL_QUANT_Q5_K, 14: KEEL_QUANT_Q6_K]
 
-    /// The `rows` × `columns` values of a tensor of ggml type `ggmlType` in one of Keel's formats, or in Q5_0, Q5_1,
-    /// Q5_K or Q6_K, as ggml's dequantizers compute them; nil for another type or rows that are not whole blocks.
+    /// The `rows` × `columns` values of a tensor of ggml type `ggmlType` in one of Keel's formats, or in Q5_1, Q5_K
+    /// or Q6_K, as ggml's dequantizers compute them; nil for another type or rows that are not whole blocks.
     public static func dequantized(ggmlType: Int, rows: Int, columns: Int, bytes: Data) -> [Float]? {
         let type: keel_quant_type
         if let format = QuantizationFormat.allCases.first(where: { $0.ggmlType == ggmlType }) {

@@ -48,7 +48,7 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var attentionOption: AttentionOption
 
-    @Option(help: "Compare the model with its projections in a llama.cpp format (f16, q8_0, q4_0, q4_1, q4_k): both perplexities, the KL divergence of the quantized next-token distributions from fp32's, top-1 agreement.")
+    @Option(help: "Compare the model with its projections in a llama.cpp format (f16, q8_0, q4_0, q4_1, q5_0, q4_k): both perplexities, the KL divergence of the quantized next-token distributions from fp32's, top-1 agreement.")
     var quantize: String?
 
     func validate() throws {

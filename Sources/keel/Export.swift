@@ -32,7 +32,7 @@ struct Export: ParsableCommand {
             commandName: "gguf",
             abstract: "Write a Llama or GPT-2 checkpoint as a GGUF file for llama.cpp.",
             discussion: """
-                The projections and embeddings in --type (f32, f16, q8_0, q4_0, q4_1, q4_k: quantized as ggml's \
+                The projections and embeddings in --type (f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k: quantized as ggml's \
                 reference quantizer does; beside a 4-bit type the output head in q8_0), the norms, biases and GPT-2's \
                 position table in f32, the tokenizer as llama.cpp's byte-level BPE; laid out as \
                 llama.cpp's converter lays them out (Llama's q/k rows permuted, GPT-2's Conv1D weights transposed and \
@@ -42,7 +42,7 @@ struct Export: ParsableCommand {
         @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
         var checkpoint: String
 
-        @Option(help: "Tensor type: f32, f16, q8_0, q4_0, q4_1 or q4_k.")
+        @Option(help: "Tensor type: f32, f16, q8_0, q4_0, q4_1, q5_0 or q4_k.")
         var type = "f32"
 
         @Option(name: .shortAndLong, help: "GGUF file to write.")

@@ -44,7 +44,7 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var attentionOption: AttentionOption
 
-    @Option(help: "Run the projections in a llama.cpp format: f16, q8_0, q4_0, q4_1 or q4_k (quantized at load).")
+    @Option(help: "Run the projections in a llama.cpp format: f16, q8_0, q4_0, q4_1, q5_0 or q4_k (quantized at load).")
     var quantize: String?
 
     @Flag(help: "Print one JSON line per prompt (prompt, text, tokens, stop) instead of the text.")

@@ -17,7 +17,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
     var checkpoint: String
 
-    @Option(help: "Format: f16, q8_0, q4_0, q4_1 or q4_k.")
+    @Option(help: "Format: f16, q8_0, q4_0, q4_1, q5_0 or q4_k.")
     var type: String
 
     @Option(name: .shortAndLong, help: "Directory to write model.gguf into (created).")
@@ -25,7 +25,7 @@ struct Quantize: ParsableCommand {
 
     func validate() throws {
         guard let weights = GGUFExport.WeightType(rawValue: type.lowercased()), weights.isQuantized else {
-            throw ValidationError("--type must be one of f16, q8_0, q4_0, q4_1, q4_k (got \(type))")
+            throw ValidationError("--type must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got \(type))")
         }
     }
 

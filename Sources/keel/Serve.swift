@@ -29,7 +29,7 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var attentionOption: AttentionOption
 
-    @Option(help: "Run the projections in a llama.cpp format: f16, q8_0, q4_0, q4_1 or q4_k.")
+    @Option(help: "Run the projections in a llama.cpp format: f16, q8_0, q4_0, q4_1, q5_0 or q4_k.")
     var quantize: String?
 
     @Option(help: "The model's name in responses and /v1/models.")

@@ -79,7 +79,7 @@ check "a stop string ends the text before it" \
     '(lambda r, full, stop: r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
     "$work/out" "$work/batch.jsonl" "$stop"
 usage "generate with top-p 0" "--top-p must be above 0 and at most 1" "$keel" generate --checkpoint "$work/run" --top-p 0
-usage "generate with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q4_k (got q5)" "$keel" generate --checkpoint "$work/run" --quantize q5
+usage "generate with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got q5)" "$keel" generate --checkpoint "$work/run" --quantize q5
 expect_error "generate in a format the model's width cannot hold" "cannot run this model in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
     "$keel" generate --checkpoint "$work/run" --quantize q8_0
 
@@ -102,7 +102,7 @@ expect_ok "eval --quantize q8_0 of the run" "$keel" eval --checkpoint "$work/lla
 check "the quantized directory scores as the run quantized at load" '(lambda a, b: a["format"] == "q8_0" and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-3)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
     "$work/eval-q8.json" "$work/out"
 expect_ok "generate from the quantized directory" "$keel" generate --checkpoint "$work/llama-q8" --prompt "To be" --max-tokens 8
-usage "quantize to a format that is not one" "--type must be one of f16, q8_0, q4_0, q4_1, q4_k (got f32)" \
+usage "quantize to a format that is not one" "--type must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got f32)" \
     "$keel" quantize --checkpoint "$work/llamarun" --type f32 --out "$work/x"
 expect_error "quantize over a quantized directory" "model.gguf exists; choose another --out" \
     "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
@@ -227,7 +227,7 @@ expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$wo
 check "eval --quantize reports both perplexities, the KL divergence and top-1 agreement" \
     '(lambda r: r["format"] == "q8_0" and r["tokens"] == 64 and r["perplexity"] > 1 and r["perplexity_fp32"] > 1 and 0 <= r["kl_mean"] <= r["kl_p99"] <= r["kl_max"] and 0 <= r["top1_agreement"] <= 1)(json.loads(open(sys.argv[1]).read()))' \
     "$work/out"
-usage "eval with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q4_k (got q2)" \
+usage "eval with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got q2)" \
     "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --quantize q2
 # keel eval --llama-cpp-scoring counts what llama-perplexity counts: each window's predictions from its middle to its
 # next-to-last token (here computed from the training forward pass's logits of the same 16 bytes).
@@ -253,7 +253,7 @@ check "the imported GPT-2 has the run's loss" 'json.load(open(sys.argv[1]))["los
 expect_error "export gguf in a format the model's width cannot hold" "GGUF export: token_embd.weight in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
     "$keel" export gguf --checkpoint "$work/run" --type q8_0 --out "$work/gpt2-q8.gguf"
 [ ! -e "$work/gpt2-q8.gguf" ] && pass "a refused export writes no file" || fail "a refused export writes no file"
-usage "export gguf with an unknown type" "--type must be one of f32, f16, q8_0, q4_0, q4_1, q4_k (got q3)" \
+usage "export gguf with an unknown type" "--type must be one of f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k (got q3)" \
     "$keel" export gguf --checkpoint "$work/llamarun" --type q3 --out "$work/x.gguf"
 
 expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"

@@ -53,7 +53,7 @@ final class QuantizedMatrixTests: XCTestCase {
         let values = testValues()
         let input = temporaryFile("values.f32"), output = temporaryFile("blocks.bin")
         try values.withUnsafeBytes { try Data($0).write(to: input) }
-        for format in [QuantizationFormat.f16, .q8_0, .q4_0, .q4_1] {
+        for format in [QuantizationFormat.f16, .q8_0, .q4_0, .q4_1, .q5_0] {
             let matrix = try QuantizedMatrix(quantizing: values, rows: values.count / 256, columns: 256, format: format)
             try ggufPy(["quantize", format.rawValue, input.path, output.path])
             let theirs = [UInt8](try Data(contentsOf: output))
@@ -76,8 +76,8 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// Formats Keel only reads (llama.cpp's Q4_K_M and Q5 files hold them): random blocks with sane fp16 scales
-    /// dequantize to gguf-py's values, to the bit.
+    /// Formats of llama.cpp's Q4_K_M and Q5 files (all but Q5_0 only read): random blocks — every bit pattern of the
+    /// fifth bits — with sane fp16 scales dequantize to gguf-py's values, to the bit.
     func testReadOnlyFormatsDequantizeAsGgufPy() throws {
         var random = SystemRandomNumberGenerator()
         let blocks = temporaryFile("blocks.bin"), output = temporaryFile("values.f32")
@@ -164,13 +164,13 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// Q8_0, Q4_0 and Q4_K rows are held interleaved eight at a time (19 rows: two groups and three rows after
+    /// Q8_0, Q4_0, Q5_0 and Q4_K rows are held interleaved eight at a time (19 rows: two groups and three rows after
     /// them): the bytes a matrix gives back are the bytes it was given, each row's values (an embedding lookup) are
     /// that row's, and each row's product is the scalar dot product of its own ggml row, to the bit.
     func testInterleavedRowsGiveBackTheirBytesValuesAndProducts() throws {
         var random = SystemRandomNumberGenerator()
         let rows = 19, columns = 512
-        for format in [QuantizationFormat.q8_0, .q4_0, .q4_K] {
+        for format in [QuantizationFormat.q8_0, .q4_0, .q5_0, .q4_K] {
             // Random bytes, not a quantizer's: every bit of every field must come back (Q4_K's packed 6-bit scales).
             let given = (0..<rows * format.rowBytes(columns: columns)).map { _ in UInt8.random(in: 0...255, using: &random) }
             let matrix = try QuantizedMatrix(format: format, rows: rows, columns: columns, bytes: given)
@@ -245,12 +245,21 @@ final class QuantizedMatrixTests: XCTestCase {
         let vector = (0..<columns).map { _ in Float.random(in: -1...1, using: &random) }
         let exact = (0..<rows).map { row in (0..<columns).reduce(0.0) { $0 + Double(weights[row * columns + $1]) * Double(vector[$1]) } }
         let norm = (exact.reduce(0) { $0 + $1 * $1 } / Double(rows)).squareRoot()
-        for (format, bound) in [(QuantizationFormat.q8_0, 0.02), (.q4_0, 0.2), (.q4_1, 0.2), (.q4_K, 0.2)] {
+        for (format, bound) in [(QuantizationFormat.q8_0, 0.02), (.q4_0, 0.2), (.q4_1, 0.2), (.q5_0, 0.1), (.q4_K, 0.2)] {
             let product = try QuantizedMatrix(quantizing: weights, rows: rows, columns: columns, format: format).multiply(vector)
             let error = (zip(product, exact).reduce(0.0) { $0 + (Double($1.0) - $1.1) * (Double($1.0) - $1.1) } / Double(rows)).squareRoot()
             XCTAssertLessThan(error / norm, bound, format.rawValue)
             XCTAssertGreaterThan(error, 0, "\(format.rawValue) cannot be exact on random values")
         }
+    }
+
+    /// Q4_K rows that are not whole blocks of 256 (SmolLM2's 576) take Q5_0, as llama.cpp's quantizer does; other
+    /// formats and whole rows keep theirs.
+    func testRowsThatAreNotWholeQ4KBlocksTakeQ5_0() {
+        XCTAssertEqual(QuantizationFormat.q4_K.fitting(columns: 576), .q5_0)
+        XCTAssertEqual(QuantizationFormat.q4_K.fitting(columns: 1536), .q4_K)
+        XCTAssertEqual(QuantizationFormat.q4_0.fitting(columns: 576), .q4_0)
+        XCTAssertEqual(QuantizationFormat.q5_0.headFormat(columns: 576), .q8_0)
     }
 
     func testShapesThatTheFormatsCannotHoldAreRefused() {

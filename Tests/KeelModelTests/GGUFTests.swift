@@ -187,9 +187,19 @@ final class GGUFTests: XCTestCase {
                        Data(try QuantizedMatrix(quantizing: values, rows: 64, columns: 96, format: .q8_0).bytes))
         XCTAssertEqual(quantized.tensors.first { $0.name == "blk.1.ffn_down.weight" }?.type, 8)
         XCTAssertEqual(quantized.tensors.first { $0.name == "output_norm.weight" }?.type, 0)
-        // What cannot be written is one error.
-        XCTAssertThrowsError(try GGUFExport.file(for: model, type: .q4_k, tokenizer: tokenizer)) {
-            XCTAssertEqual("\($0)", "GGUF export: token_embd.weight in q4_k: a q4_k matrix needs rows of a multiple of 256 values; this one has 64")
+        // Q4_K rows of 64 or 96 values are not whole blocks of 256: those tensors are Q5_0 (as llama.cpp falls back),
+        // the head Q8_0, and the file's type says Q4_K.
+        let k = try GGUFExport.file(for: model, type: .q4_k, tokenizer: tokenizer)
+        XCTAssertEqual(k.bytes(of: "blk.1.ffn_down.weight"),
+                       Data(try QuantizedMatrix(quantizing: values, rows: 64, columns: 96, format: .q5_0).bytes))
+        XCTAssertEqual(Set(k.tensors.filter { $0.name.hasPrefix("blk.") && $0.dimensions.count == 2 }.map(\.type)), [6])
+        XCTAssertEqual(k.tensors.first { $0.name == "output.weight" }?.type, 8)
+        XCTAssertEqual(k["general.file_type"], .uint32(14))
+        // What cannot be written is one error: rows of 48 values are not whole blocks of 32.
+        let narrow = ModelConfig(architecture: .llama, vocabSize: 40, layers: 1, heads: 4, kvHeads: 2, width: 48,
+                                 hiddenWidth: 64, maxLength: 8, ropeTheta: 10_000)
+        XCTAssertThrowsError(try GGUFExport.file(for: try ModelFixtures.randomModel(narrow, seed: 2), type: .q4_k, tokenizer: tokenizer)) {
+            XCTAssertEqual("\($0)", "GGUF export: token_embd.weight in q5_0: a q5_0 matrix needs rows of a multiple of 32 values; this one has 48")
         }
         XCTAssertThrowsError(try GGUFExport.file(for: try ModelFixtures.randomModel(ModelFixtures.gpt2, seed: 1), type: .f32, tokenizer: tokenizer)) {
             XCTAssertEqual("\($0)", "the tokenizer lists 40 tokens for a vocabulary of 23")

@@ -1,8 +1,8 @@
 """llama.cpp's block formats as gguf-py 0.19.0 (PyPI; pinned: later versions changed Q4_0's rounding) computes them:
 the oracle the quantization tests compare Keel's bytes and values with.
 
-Usage: gguf_quants.py quantize FORMAT VALUES.f32 BLOCKS.bin   (Q8_0, Q4_0, Q4_1: gguf-py has no Q4_K quantizer)
-       gguf_quants.py dequantize FORMAT BLOCKS.bin VALUES.f32 (Q8_0, Q4_0, Q4_1, Q4_K)
+Usage: gguf_quants.py quantize FORMAT VALUES.f32 BLOCKS.bin   (Q8_0, Q4_0, Q4_1, Q5_0: gguf-py has no Q4_K quantizer)
+       gguf_quants.py dequantize FORMAT BLOCKS.bin VALUES.f32 (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K)
 Values are little-endian float32, rows of 256.
 """
 import sys

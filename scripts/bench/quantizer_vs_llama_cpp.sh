@@ -38,16 +38,21 @@ PY
 
 echo "| format | quantizer | perplexity | KL mean | KL 99th percentile | same top token |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
-for type in q8_0 q4_0 q4_1 q4_k; do
-    theirs=${type^^}
+for type in q8_0 q4_0 q4_1 q5_0 q4_k; do
     if "$keel" quantize --checkpoint "$run" --type "$type" --out "$work/keel-$type" >/dev/null 2>"$work/err"; then
         echo "| $type | Keel | $(score "$work/keel-$type/model.gguf") |"
     else
         echo "| $type | Keel | $(tail -n 1 "$work/err") | | | |"
     fi
-    if "$bin/llama-quantize" "$work/f32.gguf" "$work/llama-$type.gguf" "$theirs" 2 >/dev/null 2>&1; then
-        echo "| $type | llama.cpp | $(score "$work/llama-$type.gguf") |"
-    else
-        echo "| $type | llama.cpp | (llama-quantize failed) | | | |"
-    fi
+    # Keel's q4_k is Q4_K throughout (Q5_0 where rows are not whole blocks, the head Q8_0); llama.cpp's Q4_K_S and
+    # Q4_K_M put some tensors in Q5_K or Q6_K as well.
+    theirs=${type^^}
+    [ "$type" = q4_k ] && theirs="Q4_K_S Q4_K_M"
+    for name in $theirs; do
+        if "$bin/llama-quantize" "$work/f32.gguf" "$work/llama-$name.gguf" "$name" 2 >/dev/null 2>&1; then
+            echo "| $type | llama.cpp $name | $(score "$work/llama-$name.gguf") |"
+        else
+            echo "| $type | llama.cpp $name | (llama-quantize failed) | | | |"
+        fi
+    done
 done

@@ -6,12 +6,14 @@
 //   Q8_0: 32 values in 34 bytes — fp16 scale d, 32 int8 q; x = d·q.
 //   Q4_0: 32 values in 18 bytes — fp16 d, 16 bytes of nibbles (value j low, j + 16 high); x = d·(q − 8).
 //   Q4_1: 32 values in 20 bytes — fp16 d, fp16 m, 16 bytes of nibbles; x = d·q + m.
+//   Q5_0: 32 values in 22 bytes — fp16 d, 4 bytes of fifth bits (value j's is bit j), 16 bytes of nibbles (as
+//         Q4_0); x = d·(q − 16). Llama.cpp's Q4_K files hold it where rows are not whole Q4_K blocks.
 //   Q4_K: 256 values in 144 bytes — fp16 d, fp16 dmin, 12 bytes of eight 6-bit scales and mins, 128 bytes of
 //         nibbles (per 64 values: 32 bytes, value l low, l + 32 high); x = d·scale_j·q − dmin·min_j.
 //   Q8_1: 32 values in 36 bytes — fp16 d, fp16 s = d·Σq, 32 int8 q (activations paired with Q4_1).
 //   Q8_K: 256 values in 292 bytes — fp32 d, 256 int8 q, 16 int16 sums of 16 (activations paired with Q4_K).
 //   F16:  IEEE binary16 values, taken 32 (64 bytes) at a time here; activations paired with it are F16 too.
-//   Q5_0, Q5_1, Q5_K, Q6_K: read (dequantized) only, as llama.cpp's _K_M and Q5 files hold them; see ggml-common.h.
+//   Q5_1, Q5_K, Q6_K: read (dequantized) only, as llama.cpp's _K_M and Q5 files hold them; see ggml-common.h.
 // The type numbers are ggml's (and GGUF's).
 #ifndef KEEL_QUANT_H
 #define KEEL_QUANT_H
@@ -23,8 +25,8 @@ typedef enum {
     KEEL_QUANT_F16 = 1,
     KEEL_QUANT_Q4_0 = 2,
     KEEL_QUANT_Q4_1 = 3,
-    KEEL_QUANT_Q5_0 = 6,  // read only (dequantized), as Q5_1, Q5_K and Q6_K
-    KEEL_QUANT_Q5_1 = 7,
+    KEEL_QUANT_Q5_0 = 6,
+    KEEL_QUANT_Q5_1 = 7,  // read only (dequantized), as Q5_K and Q6_K
     KEEL_QUANT_Q8_0 = 8,
     KEEL_QUANT_Q8_1 = 9,
     KEEL_QUANT_Q4_K = 12,
@@ -49,7 +51,7 @@ void keel_quantize_row(keel_quant_type type, const float *x, void *y, int64_t k)
 /// dequantizers compute them.
 void keel_dequantize_row(keel_quant_type type, const void *x, float *y, int64_t k);
 
-/// The format a weight type's dot products take their activations in: Q8_0 for Q8_0 and Q4_0, Q8_1 for Q4_1,
+/// The format a weight type's dot products take their activations in: Q8_0 for Q8_0, Q4_0 and Q5_0, Q8_1 for Q4_1,
 /// Q8_K for Q4_K, F16 for F16 (as ggml takes them).
 keel_quant_type keel_quant_activation_type(keel_quant_type weight_type);
 
@@ -90,7 +92,7 @@ void keel_f32_matvec(keel_qdot_engine engine, int rows, int n, const float *w, s
 int keel_f16_matmul(keel_qdot_engine engine, int n, int rows, const uint16_t *w, int count, const float *x, float *out,
                     size_t out_stride);
 
-/// Weight rows interleaved eight at a time (quant_interleave.c describes the layout) for Q8_0, Q4_0 and Q4_K: bytes
+/// Weight rows interleaved eight at a time (quant_interleave.c describes the layout) for Q8_0, Q4_0, Q5_0 and Q4_K: bytes
 /// of one group of eight rows of n values, or 0 for a format without the layout.
 size_t keel_quant_group_bytes(keel_quant_type type, int64_t n);
 
