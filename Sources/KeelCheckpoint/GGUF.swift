@@ -204,13 +204,15 @@ public struct GGUFFile: Sendable {
         } catch {
             throw KeelError("\(url.path): cannot read (\(AtomicFile.systemReason(error)))")
         }
-        // Products read the tensors where they lie in the mapping: ask for the file ahead, so that the first token
-        // does not wait on it page by page (llama.cpp populates its mapping likewise).
+        // Products read the tensors where they lie in the mapping: ask for the file ahead, and fill the mapping's page
+        // tables now (MADV_POPULATE_READ, Linux 5.14; an older kernel refuses it and pages come in on first use), so
+        // that the first prompt does not take a fault for every page it reads — llama.cpp maps with MAP_POPULATE.
         data.withUnsafeBytes { raw in
             guard let start = raw.baseAddress, raw.count > 0 else { return }
             let page = UInt(sysconf(Int32(_SC_PAGESIZE))), address = UInt(bitPattern: start)
-            let aligned = address & ~(page - 1)
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: aligned), raw.count + Int(address - aligned), MADV_WILLNEED)
+            let aligned = UnsafeMutableRawPointer(bitPattern: address & ~(page - 1)), length = raw.count + Int(address & (page - 1))
+            _ = madvise(aligned, length, MADV_WILLNEED)
+            _ = madvise(aligned, length, 22 /* MADV_POPULATE_READ */)
         }
         var reader = GGUFByteReader(data: data, path: url.path)
         let magic: UInt32 = try reader.integer("the magic number")

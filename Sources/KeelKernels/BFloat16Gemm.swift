@@ -21,14 +21,13 @@ public enum BFloat16Engine: String, Sendable {
     case avx512
 
     /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
-    /// `avx512`) names when the CPU has it; nil when the CPU has neither.
+    /// `avx512`) names when the CPU has it (another name, or one the CPU lacks, is warned about on standard error);
+    /// nil when the CPU has neither.
     public static let selected: BFloat16Engine? = {
         let available = BFloat16Engine.available
-        if let name = ProcessInfo.processInfo.environment["KEEL_BF16_ENGINE"], let wanted = BFloat16Engine(rawValue: name),
-           available.contains(wanted) {
-            return wanted
-        }
-        return available.first
+        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512], name: \.rawValue,
+                                 isAvailable: available.contains, fallback: available.first?.rawValue ?? "none (this CPU has no bf16 engine)")
+            ?? available.first
     }()
 
     /// The engines this CPU and operating system support, fastest first.

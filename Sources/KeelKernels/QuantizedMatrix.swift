@@ -67,13 +67,12 @@ public enum QuantizedDotEngine: Int, CaseIterable, Sendable {
 
     /// The engine products use unless told otherwise: the fastest this CPU runs (AVX512-VNNI, then AVX-VNNI, then
     /// AVX2, then scalar), or the one `KEEL_QDOT_ENGINE` names (`scalar`, `avx2`, `avx-vnni`, `avx512-vnni`) when the
-    /// CPU runs it — to compare the engines on one machine. Every engine gives the same bits.
+    /// CPU runs it — to compare the engines on one machine (another name, or one the CPU lacks, is warned about on
+    /// standard error). Every engine gives the same bits.
     public static let best: QuantizedDotEngine = {
-        if let name = ProcessInfo.processInfo.environment["KEEL_QDOT_ENGINE"],
-           let wanted = allCases.first(where: { $0.name == name }), wanted.isAvailable {
-            return wanted
-        }
-        return QuantizedDotEngine(rawValue: Int(keel_qdot_best_engine().rawValue)) ?? .scalar
+        let fastest = QuantizedDotEngine(rawValue: Int(keel_qdot_best_engine().rawValue)) ?? .scalar
+        return environmentChoice("KEEL_QDOT_ENGINE", among: allCases, name: \.name, isAvailable: \.isAvailable,
+                                 fallback: fastest.name) ?? fastest
     }()
 
     /// The engine's name, as `KEEL_QDOT_ENGINE` takes it.

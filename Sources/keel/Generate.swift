@@ -47,6 +47,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Run the projections in a llama.cpp format: f16, q8_0, q4_0, q4_1, q5_0 or q4_k (quantized at load).")
     var quantize: String?
 
+    @Flag(help: "Run the prompts once, untimed, before the timed run (as llama-bench warms up): the timings then leave out first-use costs — pages of a mapped file, cold caches, threads starting.")
+    var warmup = false
+
     @Flag(help: "Print one JSON line per prompt (prompt, text, tokens, stop) instead of the text.")
     var json = false
 
@@ -80,6 +83,9 @@ struct Generate: ParsableCommand {
         let streaming = prompts.count == 1 && !json
         if streaming {
             FileHandle.standardOutput.write(Data(prompts[0].utf8))
+        }
+        if warmup {
+            _ = decoder.generate(prompts: encoded, maxTokens: 1, options: options, shouldStop: { _, _ in false }, emit: { _, _ in })
         }
         let ready = Date()
         var firstToken: Date?

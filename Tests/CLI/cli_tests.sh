@@ -163,6 +163,16 @@ done
 check "greedy text is the same, and eval within 1e-4, on every quantized-product engine" \
     '(lambda p: min(p) > 0 and max(p) / min(p) - 1 < 1e-4)([json.load(open(f))["perplexity"] for f in sys.argv[1:5]]) and len({open(f, "rb").read() for f in sys.argv[5:]}) == 1' \
     "$work"/engine-{scalar,avx2,avx-vnni,avx512-vnni}.json "$work"/engine-{scalar,avx2,avx-vnni,avx512-vnni}.txt
+KEEL_QDOT_ENGINE=avx9 "$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --max-tokens 12 \
+    --temperature 0 >"$work/engine-bad.txt" 2>"$work/engine-bad.err"
+grep -q "warning: KEEL_QDOT_ENGINE=avx9 is not one of scalar, avx2, avx-vnni, avx512-vnni; using" "$work/engine-bad.err" \
+    && cmp -s "$work/engine-bad.txt" "$work/engine-scalar.txt" \
+    && pass "an engine variable that names no engine is warned about, and the fastest runs" \
+    || fail "an engine variable that names no engine: $(cat "$work/engine-bad.err")"
+# --warmup runs the prompt once untimed first: the same text.
+"$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --max-tokens 12 --temperature 0 --warmup \
+    >"$work/warmup.txt" 2>/dev/null
+cmp -s "$work/warmup.txt" "$work/engine-scalar.txt" && pass "generate --warmup gives the same text" || fail "generate --warmup gives the same text"
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos

@@ -262,6 +262,21 @@ final class QuantizedMatrixTests: XCTestCase {
         XCTAssertEqual(QuantizationFormat.q5_0.headFormat(columns: 576), .q8_0)
     }
 
+    /// `KEEL_QDOT_ENGINE` picks an engine the CPU runs; another name, or one the CPU lacks, gives nil (and a warning
+    /// on standard error) so that the fastest runs; unset gives nil quietly.
+    func testAnEngineVariableNamesAnEngineTheCPURuns() {
+        func choice(_ value: String?) -> QuantizedDotEngine? {
+            environmentChoice("KEEL_QDOT_ENGINE", among: QuantizedDotEngine.allCases, name: \.name,
+                              isAvailable: { $0 != .avx2 }, fallback: "scalar",
+                              environment: value.map { ["KEEL_QDOT_ENGINE": $0] } ?? [:])
+        }
+        XCTAssertEqual(choice("avx-vnni"), .avxVNNI)
+        XCTAssertEqual(choice("scalar"), .scalar)
+        XCTAssertNil(choice("avx2"), "an engine the CPU lacks")
+        XCTAssertNil(choice("avx512"), "not an engine's name")
+        XCTAssertNil(choice(nil))
+    }
+
     func testShapesThatTheFormatsCannotHoldAreRefused() {
         XCTAssertThrowsError(try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 100), rows: 2, columns: 50, format: .q8_0)) {
             XCTAssertEqual("\($0)", "a q8_0 matrix needs rows of a multiple of 32 values; this one has 50")

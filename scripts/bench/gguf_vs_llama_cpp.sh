@@ -3,7 +3,8 @@
 #   - perplexity: llama-perplexity -c LEN --chunks CHUNKS on TEXT, and keel eval --llama-cpp-scoring on the same text;
 #   - greedy text: llama-simple -n 32 and keel generate --temperature 0 from each of a few prompts;
 #   - decode speed: llama-bench tg64 (empty context) and keel generate of 64 tokens after a one-token prompt;
-#   - prefill speed: llama-bench pp128 and keel generate's prompt rate on a 128-token prompt cut from TEXT;
+#   - prefill speed: keel generate's prompt rate on the first 100 words of TEXT, and llama-bench's on a prompt of as
+#     many tokens (Keel's speed runs with --warmup: an untimed run first, as llama-bench warms up);
 #   - peak memory (max RSS) of llama-simple and of keel generate, each generating 64 tokens.
 # Speeds alternate the two tools, ROUNDS times each (2 threads both). Decode is memory-bound: the bandwidth column is
 # the file's tensor bytes per token × tokens/s.
@@ -44,20 +45,25 @@ print(" ".join(words[:100]))
 PY
 )
 bytes=$("$python" -c 'import gguf, sys; print(sum(int(t.n_bytes) for t in gguf.GGUFReader(sys.argv[1]).tensors))' "$file")
+# The prompt's length in the model's tokens, for llama-bench's prompt of as many.
+count=$("$keel" generate --checkpoint "$file" --prompt "$prompt128" --max-tokens 1 --temperature 0 2>&1 >/dev/null \
+    | sed -n 's/^\([0-9]*\) prompt tokens in.*/\1/p')
 decode=(); prefill=(); their_decode=(); their_prefill=()
 for _ in $(seq 1 "$rounds"); do
-    line=$("$bin/llama-bench" -m "$file" -p 128 -n 64 -t 2 -r 1 2>/dev/null)
-    their_prefill+=("$(echo "$line" | awk -F'|' '/pp128/ { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
+    line=$("$bin/llama-bench" -m "$file" -p "$count" -n 64 -t 2 -r 1 2>/dev/null)
+    their_prefill+=("$(echo "$line" | awk -F'|' -v test="pp$count" '$0 ~ test { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
     their_decode+=("$(echo "$line" | awk -F'|' '/tg64/ { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
-    decode+=("$("$keel" generate --checkpoint "$file" --prompt "The" --max-tokens 64 --temperature 0 2>&1 >/dev/null \
+    decode+=("$("$keel" generate --checkpoint "$file" --prompt "The" --max-tokens 64 --temperature 0 --warmup 2>&1 >/dev/null \
         | sed -n 's/.*generated in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p')")
-    prefill+=("$("$keel" generate --checkpoint "$file" --prompt "$prompt128" --max-tokens 1 --temperature 0 2>&1 >/dev/null \
-        | sed -n 's/^\([0-9]*\) prompt tokens in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\2 (\1 tokens)/p')")
+    prefill+=("$("$keel" generate --checkpoint "$file" --prompt "$prompt128" --max-tokens 1 --temperature 0 --warmup 2>&1 >/dev/null \
+        | sed -n 's/^[0-9]* prompt tokens in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p')")
 done
 echo "decode tokens/s: llama.cpp ${their_decode[*]}; Keel ${decode[*]}"
-echo "prefill tokens/s: llama.cpp ${their_prefill[*]} (128 tokens); Keel ${prefill[*]}"
+echo "prefill tokens/s ($count-token prompt): llama.cpp ${their_prefill[*]}; Keel ${prefill[*]}"
 "$python" -c 'import statistics as s, sys; b = int(sys.argv[1]); t = [float(x) for x in sys.argv[2].split()]; k = [float(x) for x in sys.argv[3].split()]; print("decode ratio (median): %.2fx; bandwidth: llama.cpp %.1f GB/s, Keel %.1f GB/s (%d tensor bytes a token)" % (s.median(k) / s.median(t), b * s.median(t) / 1e9, b * s.median(k) / 1e9, b))' \
     "$bytes" "${their_decode[*]}" "${decode[*]}"
+"$python" -c 'import statistics as s, sys; t = [float(x) for x in sys.argv[1].split()]; k = [float(x) for x in sys.argv[2].split()]; print("prefill ratio (median): %.2fx" % (s.median(k) / s.median(t)))' \
+    "${their_prefill[*]}" "${prefill[*]}"
 
 their_rss=$( { /usr/bin/time -f %M "$bin/llama-simple" -m "$file" -n 64 "The" >/dev/null 2>"$work/time"; } ; tail -n 1 "$work/time")
 our_rss=$( { /usr/bin/time -f %M "$keel" generate --checkpoint "$file" --prompt "The" --max-tokens 64 >/dev/null 2>"$work/time"; } ; tail -n 1 "$work/time")

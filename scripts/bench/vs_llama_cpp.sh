@@ -6,7 +6,8 @@
 #   - greedy text: llama-simple and keel generate --temperature 0 from the same prompt;
 #   - decode speed: llama-bench tg64 (no prompt) and keel generate (its generated tokens per second); prefill speed:
 #     llama-bench pp128 and keel generate's prompt rate on the first 127 characters of TEXT (127 tokens for a byte
-#     vocabulary); alternated ROUNDS times (5 by default); the table gives each one's median and their ratio.
+#     vocabulary); Keel with --warmup (an untimed run first, as llama-bench warms up); alternated ROUNDS times (5 by
+#     default); the table gives each one's median and their ratio.
 # Usage: scripts/bench/vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS] [ROUNDS]     (LEN 128, CHUNKS 40 by default)
 #   RUN: a Llama run or checkpoint whose widths hold whole blocks of each type (configs/quant.toml makes one);
 #   TEXT: a text file; llama.cpp from scripts/build_llama_cpp.sh; keel from .build/release/keel.
@@ -29,7 +30,7 @@ prompt128=$(head -c 127 "$text")
 
 echo "| type | llama.cpp perplexity | Keel perplexity | difference | greedy text agrees for | decode tokens/s, llama.cpp | Keel | Keel ÷ llama.cpp | prefill tokens/s, llama.cpp | Keel | Keel ÷ llama.cpp |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for type in f32 f16 q8_0 q4_0 q4_1 q4_k; do
+for type in f32 f16 q8_0 q4_0 q4_1 q5_0 q4_k; do
     "$keel" export gguf --checkpoint "$run" --type "$type" --out "$work/$type.gguf" >/dev/null
     theirs=$("$bin/llama-perplexity" -m "$work/$type.gguf" -f "$text" -c "$length" -b "$length" --chunks "$chunks" 2>&1 \
         | sed -n 's/^Final estimate: PPL = \([0-9.]*\).*/\1/p')
@@ -44,9 +45,9 @@ for type in f32 f16 q8_0 q4_0 q4_1 q4_k; do
         line=$("$bin/llama-bench" -m "$work/$type.gguf" -p 128 -n 64 -t 2 -r 1 2>/dev/null)
         theirs_prefill+=("$(echo "$line" | awk -F'|' '/pp128/ { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
         theirs_decode+=("$(echo "$line" | awk -F'|' '/tg64/ { gsub(/ /, "", $(NF-1)); split($(NF-1), v, "±"); print v[1] }')")
-        ours_decode+=("$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt" --max-tokens 64 --temperature 0 2>&1 >/dev/null \
+        ours_decode+=("$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt" --max-tokens 64 --temperature 0 --warmup 2>&1 >/dev/null \
             | sed -n 's/.*generated in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p')")
-        ours_prefill+=("$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt128" --max-tokens 1 --temperature 0 2>&1 >/dev/null \
+        ours_prefill+=("$("$keel" generate --checkpoint "$work/$type.gguf" --prompt "$prompt128" --max-tokens 1 --temperature 0 --warmup 2>&1 >/dev/null \
             | sed -n 's/^[0-9]* prompt tokens in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p')")
     done
     difference=$(python3 -c 'import sys; print("%+.3f%%" % ((float(sys.argv[2]) / float(sys.argv[1]) - 1) * 100))' "$theirs" "$ours")
