@@ -180,6 +180,8 @@ public enum GGUFImport {
             values.withUnsafeBufferPointer {
                 (model.parameters.pointer + entry.offset).update(from: $0.baseAddress!, count: entry.count)
             }
+            // The model's buffer holds the values now: the file's pages go back, so that an f32 file is not held twice.
+            file.releasePages(of: name)
         }
         // GPT-2's head written out (llama.cpp's converter does): it must be the token table.
         if config.architecture == .gpt2, !used.contains("output.weight"), let head = tensors["output.weight"] {
