@@ -13,12 +13,38 @@ public protocol TextTokenizer: Sendable {
     func decode(_ ids: [Int32]) throws -> [UInt8]
     /// The id of the special token spelled `text` (`<|im_start|>`), or nil when the tokenizer has none.
     func specialToken(_ text: String) -> Int32?
+    /// How the tokenizer's special tokens are spelled (none for a byte tokenizer).
+    var specialTokenTexts: [String] { get }
 }
 
 extension TextTokenizer {
     /// The ids of a string.
     public func encode(_ text: String) -> [Int32] {
         Array(text.utf8).withUnsafeBufferPointer { encode($0) }
+    }
+
+    public var specialTokenTexts: [String] { [] }
+
+    /// The ids of a text in which special tokens' spellings stand for those tokens (a rendered chat template's
+    /// `<|im_start|>`), as Hugging Face tokenizers read them; the text between them is encoded as text. Where two
+    /// special tokens start at one place, the longer is taken.
+    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
+        let specials = specialTokenTexts.filter { !$0.isEmpty }.sorted { $0.utf8.count > $1.utf8.count }
+        guard !specials.isEmpty else { return encode(text) }
+        var ids: [Int32] = []
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            var earliest: (range: Range<Substring.Index>, id: Int32)?
+            for special in specials {
+                guard let range = rest.range(of: special), let id = specialToken(special) else { continue }
+                if earliest == nil || range.lowerBound < earliest!.range.lowerBound { earliest = (range, id) }
+            }
+            guard let (range, id) = earliest else { break }
+            ids += encode(String(rest[..<range.lowerBound]))
+            ids.append(id)
+            rest = rest[range.upperBound...]
+        }
+        return ids + encode(String(rest))
     }
 
     /// `ids` as text, with invalid UTF-8 shown as U+FFFD.
@@ -65,6 +91,7 @@ public struct BPETokenizer: TextTokenizer {
     }
 
     public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }
+    public var specialTokenTexts: [String] { Array(vocabulary.specialTokens.keys) }
 }
 
 /// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.

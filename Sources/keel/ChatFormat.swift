@@ -2,68 +2,71 @@ import Foundation
 import KeelCore
 import KeelData
 
-/// How a chat becomes a prompt, and where a reply ends: ChatML (`<|im_start|>role\ncontent<|im_end|>\n` per message,
-/// then `<|im_start|>assistant\n`), the layout SmolLM2, Qwen and Keel's own chat data use.
-///
-/// A model's own chat template (a Jinja program in `tokenizer.chat_template` of a GGUF file, or in the
-/// `tokenizer_config.json` / `chat_template.jinja` an import keeps) is not run — Keel has no Jinja engine — but read
-/// for what ChatML templates vary in: the system message they put first when the chat has none. A template that is
-/// not ChatML is reported, and ChatML used. When the tokenizer has `<|im_start|>` and `<|im_end|>` as special tokens
-/// (an imported model's), the markers are those ids and only the messages' text is encoded, so a message cannot
-/// forge a marker; otherwise (a Keel-trained byte or BPE model) they are encoded as text.
+/// How a chat becomes a prompt, and where a reply ends. A model with a chat template (a GGUF file's
+/// `tokenizer.chat_template`, or the `tokenizer_config.json` / `chat_template.jinja` an import keeps) has its
+/// template run, as `transformers`' `apply_chat_template(..., add_generation_prompt=True)` runs it (KeelData's
+/// `ChatTemplate`), and the text it renders is tokenized with the special tokens' spellings read as those tokens, as
+/// Hugging Face tokenizers read them. A model without one (a Keel-trained run) gets ChatML —
+/// `<|im_start|>role\ncontent<|im_end|>\n` per message, then `<|im_start|>assistant\n` — whose markers are the
+/// tokenizer's special tokens when it has them (and only the messages' text is encoded, so a message cannot forge
+/// one), or text otherwise.
 struct ChatFormat: Sendable {
-    /// The system message put first when a chat has none (from the model's template).
-    let defaultSystem: String?
+    /// The model's template; nil: ChatML.
+    let template: ChatTemplate?
+    /// The special tokens the template sees (`bos_token`, `eos_token`), by the names templates use.
+    let specialTokens: [String: String]
     /// Text that ends a reply: `<|im_end|>`, and the model's end-of-sequence token's text when it has another.
     let stops: [String]
     /// What the format is, for the server's start-up line.
     let summary: String
+    /// Why the model's template cannot be used (it does not parse), when so: `keel serve` refuses to start on it
+    /// rather than give the model another model's prompt format.
+    let problem: String?
 
     static let start = "<|im_start|>", end = "<|im_end|>"
 
-    /// The format for a model whose template is `template` (nil: none) and whose end-of-sequence token is spelled
-    /// `endOfSequence`.
-    init(template: String?, endOfSequence: String?) {
+    /// The format of a model whose template is `template` (nil: none) and whose beginning- and end-of-sequence
+    /// tokens are spelled `beginningOfSequence` and `endOfSequence`.
+    init(template source: String?, beginningOfSequence: String?, endOfSequence: String?) {
         var stops = [Self.end]
         if let endOfSequence, endOfSequence != Self.end, !endOfSequence.isEmpty { stops.append(endOfSequence) }
         self.stops = stops
-        guard let template else {
-            defaultSystem = nil
+        var specialTokens: [String: String] = [:]
+        specialTokens["bos_token"] = beginningOfSequence
+        specialTokens["eos_token"] = endOfSequence
+        self.specialTokens = specialTokens
+        guard let source else {
+            template = nil
             summary = "ChatML"
+            problem = nil
             return
         }
-        guard template.contains(Self.start), template.contains(Self.end) else {
-            defaultSystem = nil
-            summary = "ChatML (the model's chat template is not ChatML, and Keel does not run Jinja templates)"
-            return
+        do {
+            template = try ChatTemplate(source)
+            problem = nil
+        } catch {
+            template = nil
+            problem = "the model's chat template cannot be read: \(error)"
         }
-        // SmolLM2's and Qwen's templates: {{ '<|im_start|>system\nYou are …<|im_end|>\n' }} when the first message is
-        // not a system one.
-        let marker = Self.start + "system\\n"
-        if let open = template.range(of: marker), let close = template.range(of: Self.end, range: open.upperBound..<template.endIndex) {
-            let text = String(template[open.upperBound..<close.lowerBound])
-            defaultSystem = text.contains("{") || text.contains("'") ? nil : text.replacingOccurrences(of: "\\n", with: "\n")
-        } else if let open = template.range(of: Self.start + "system\n"),
-                  let close = template.range(of: Self.end, range: open.upperBound..<template.endIndex) {
-            let text = String(template[open.upperBound..<close.lowerBound])
-            defaultSystem = text.contains("{") || text.contains("'") ? nil : text
-        } else {
-            defaultSystem = nil
-        }
-        summary = "ChatML (the model's template" + (defaultSystem.map { ", with its default system message \"\($0)\"" } ?? "") + ")"
+        summary = "the model's chat template"
     }
 
-    /// The prompt of `messages` (role, content), ending where the assistant's reply starts.
-    func prompt(_ messages: [(role: String, content: String)], tokenizer: any TextTokenizer) -> [Int32] {
-        var all = messages
-        if let defaultSystem, all.first?.role != "system" { all.insert((role: "system", content: defaultSystem), at: 0) }
+    /// The prompt of `messages` (role, content), ending where the assistant's reply starts. A template's own error
+    /// (`raise_exception`: roles out of order, say) is thrown with its message.
+    func prompt(_ messages: [(role: String, content: String)], tokenizer: any TextTokenizer) throws -> [Int32] {
+        if let template {
+            let rendering = try template.render(
+                messages: messages.map { .dictionary(JinjaDictionary([("role", .string($0.role)), ("content", .string($0.content))])) },
+                addGenerationPrompt: true, specialTokens: specialTokens)
+            return tokenizer.encodeRecognizingSpecialTokens(rendering.text)
+        }
         let start = tokenizer.specialToken(Self.start), end = tokenizer.specialToken(Self.end)
         guard let start, let end else {
-            let text = all.map { Self.start + $0.role + "\n" + $0.content + Self.end + "\n" }.joined() + Self.start + "assistant\n"
+            let text = messages.map { Self.start + $0.role + "\n" + $0.content + Self.end + "\n" }.joined() + Self.start + "assistant\n"
             return tokenizer.encode(text)
         }
         var tokens: [Int32] = []
-        for message in all {
+        for message in messages {
             tokens += [start] + tokenizer.encode(message.role + "\n" + message.content) + [end] + tokenizer.encode("\n")
         }
         return tokens + [start] + tokenizer.encode("assistant\n")

@@ -50,7 +50,10 @@ struct Generate: ParsableCommand {
     @Flag(help: "Run the prompts once, untimed, before the timed run (as llama-bench warms up): the timings then leave out first-use costs — pages of a mapped file, cold caches, threads starting.")
     var warmup = false
 
-    @Flag(help: "Print one JSON line per prompt (prompt, text, tokens, stop) instead of the text.")
+    @Flag(help: "Take each --prompt as a user's message and format it as the model's chat template does (ChatML without one); the reply stops at the end of the assistant's turn.")
+    var chat = false
+
+    @Flag(help: "Print one JSON line per prompt (prompt, text, tokens, stop; with --chat the formatted prompt as chat_prompt) instead of the text.")
     var json = false
 
     func validate() throws {
@@ -76,12 +79,20 @@ struct Generate: ParsableCommand {
                                              attention: attentionOption.attention)
         let decoder = loaded.decoder, tokenizer = loaded.tokenizer
         let prompts = prompt.isEmpty ? ["\n"] : prompt
-        let encoded = prompts.map { loaded.prompt(tokenizer.encode($0)) }
-        // The model's end-of-sequence token (an imported model's) ends a text as a stop string does.
-        let stops = (stop + (loaded.endOfSequence.map { [$0] } ?? [])).map { Array($0.utf8) }
+        let encoded = try prompts.map { text in
+            guard chat else { return loaded.prompt(tokenizer.encode(text)) }
+            if let problem = loaded.chat.problem { throw KeelError(problem) }
+            let tokens = try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer)
+            // The beginning-of-text token, unless the template wrote it.
+            return tokens.first != nil && tokens.first == loaded.beginningOfText ? tokens : loaded.prompt(tokens)
+        }
+        // The model's end-of-sequence token (an imported model's) ends a text as a stop string does, and a chat
+        // reply ends with its turn.
+        let stops = (stop + (loaded.endOfSequence.map { [$0] } ?? []) + (chat ? loaded.chat.stops : [])).map { Array($0.utf8) }
         var streams = prompts.map { _ in TextStream(stops: stops) }
         let streaming = prompts.count == 1 && !json
-        if streaming {
+        // A continuation is printed after its prompt; a chat reply alone.
+        if streaming && !chat {
             FileHandle.standardOutput.write(Data(prompts[0].utf8))
         }
         if warmup {
@@ -101,15 +112,16 @@ struct Generate: ParsableCommand {
         for (index, tokens) in generated.enumerated() {
             let text = String(decoding: streams[index].text, as: UTF8.self)
             if json {
-                let line: [String: Any] = ["prompt": prompts[index], "text": text, "tokens": tokens.count,
+                var line: [String: Any] = ["prompt": prompts[index], "text": text, "tokens": tokens.count,
                                            "stop": streams[index].stopped ? "string" : "length"]
+                if chat { line["chat_prompt"] = try tokenizer.decodeText(encoded[index]) }
                 let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else if streaming {
                 streams[index].finish(to: FileHandle.standardOutput)
                 print()
             } else {
-                print(prompts[index] + text)
+                print(chat ? text : prompts[index] + text)
             }
         }
         let total = generated.reduce(0) { $0 + $1.count }

@@ -67,7 +67,9 @@ struct InferenceModel {
             let bos = description.addsBeginningOfText ? description.beginningOfText.flatMap { Int32(exactly: $0) } : nil
             return InferenceModel(decoder: try Decoder(model: model, quantizedTensors: quantized), model: model,
                                   tokenizer: tokenizer, origin: path, isGGUF: true, endOfSequence: endOfSequence,
-                                  chat: ChatFormat(template: description.chatTemplate, endOfSequence: endOfSequence),
+                                  chat: ChatFormat(template: description.chatTemplate,
+                                                   beginningOfSequence: description.spelling(of: description.beginningOfText),
+                                                   endOfSequence: endOfSequence),
                                   beginningOfText: bos)
         }
         let checkpoint = try CheckpointReader(resolving: path)
@@ -77,7 +79,8 @@ struct InferenceModel {
         return InferenceModel(decoder: try Decoder(model: model, quantization: quantize, releasingFloatWeights: !keepingFloatWeights),
                               model: model, tokenizer: tokenizer,
                               origin: checkpoint.directory.path, isGGUF: false, endOfSequence: settings.endOfSequence,
-                              chat: ChatFormat(template: settings.chatTemplate, endOfSequence: settings.endOfSequence),
+                              chat: ChatFormat(template: settings.chatTemplate, beginningOfSequence: settings.beginningOfText,
+                                               endOfSequence: settings.endOfSequence),
                               beginningOfText: settings.beginningOfTextToken(in: tokenizer))
     }
 }

@@ -45,6 +45,7 @@ struct Serve: ParsableCommand {
     func run() throws {
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
+        if let problem = loaded.chat.problem { throw KeelError(problem) }
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfSequence: loaded.endOfSequence, beginningOfText: loaded.beginningOfText)
@@ -115,12 +116,18 @@ struct CompletionAPI: Sendable {
             guard let messages = body["messages"] as? [[String: Any]], !messages.isEmpty else {
                 throw bad("'messages' must be a non-empty array of {role, content} objects")
             }
-            prompt = try chatFormat.prompt(messages.map { message in
+            let conversation = try messages.map { message in
                 guard let role = message["role"] as? String, let content = message["content"] as? String else {
                     throw bad("each message needs a string 'role' and a string 'content'")
                 }
                 return (role, content)
-            }, tokenizer: tokenizer)
+            }
+            do {
+                prompt = try chatFormat.prompt(conversation, tokenizer: tokenizer)
+            } catch let error as JinjaError {
+                // The template's own refusal (roles out of order, say) is the request's fault.
+                throw bad("the model's chat template refused these messages: \(error)")
+            }
             stops += chatFormat.stops
         } else if let text = body["prompt"] as? String {
             prompt = tokenizer.encode(text)
@@ -157,7 +164,9 @@ struct CompletionAPI: Sendable {
         case let flag as Bool where Self.isBoolean(flag): stream = flag
         default: throw bad("'stream' must be true or false")
         }
-        return Parameters(prompt: (beginningOfText.map { [$0] } ?? []) + prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        // The model's beginning-of-text token, unless its chat template wrote it already.
+        let beginning = beginningOfText.flatMap { prompt.first == $0 ? nil : [$0] } ?? []
+        return Parameters(prompt: beginning + prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {

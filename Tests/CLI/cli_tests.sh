@@ -206,11 +206,31 @@ expect_ok "fine-tune the import with its own tokenizer" "$keel" train --config "
 server=$!
 for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
 port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
-grep -q 'chat format: ChatML (the model.s template, with its default system message "You are a tiny test model")' "$work/serve.err" \
-    && pass "serve reads the imported model's chat template" || fail "serve reads the imported model's chat template"
+grep -q "chat format: the model's chat template" "$work/serve.err" \
+    && pass "serve runs the imported model's chat template" || fail "serve runs the imported model's chat template"
 check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}).encode(), headers={"Content-Type": "application/json"}))))' \
     "http://127.0.0.1:$port/v1/chat/completions"
 kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+# generate --chat formats the prompt with the model's template, as jinja2 renders it (transformers' settings); a model
+# without a template gets ChatML.
+"$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --chat --max-tokens 3 --json >"$work/chat.json" 2>/dev/null
+python3 -c 'import json, sys; json.dump([{"messages": [{"role": "user", "content": "In 1599 the"}], "add_generation_prompt": True, "variables": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}}], open(sys.argv[1], "w"))' "$work/chat-case.json"
+python3 -c 'import gguf, sys; f = gguf.GGUFReader(sys.argv[1]).fields["tokenizer.chat_template"]; open(sys.argv[2], "w").write(bytes(f.parts[f.data[0]]).decode())' \
+    "$work/tiny.gguf" "$work/tiny-template.jinja"
+python3 "$here/../Reference/render_chat_template.py" "$work/tiny-template.jinja" "$work/chat-case.json" >"$work/chat-expected.json"
+check "generate --chat renders the file's chat template as jinja2 does" \
+    'json.load(open(sys.argv[1]))["chat_prompt"] == json.load(open(sys.argv[2]))[0]["text"] and json.load(open(sys.argv[2]))[0]["text"].startswith("<|im_start|>system\nYou are a tiny test model")' \
+    "$work/chat.json" "$work/chat-expected.json"
+expect_ok "generate --chat from a model without a template (ChatML)" "$keel" generate --checkpoint "$work/llamarun" --prompt "Hi" --chat --max-tokens 2 --json
+check "a model without a template gets ChatML" '"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" in json.load(open(sys.argv[1]))["chat_prompt"]' "$work/out"
+# A template that does not parse: serve refuses to start (no other model's format in its place), generate --chat says
+# why, and generating without --chat still works.
+python3 "$here/../Reference/gguf_files.py" model "$work/broken-template.gguf" "$work/broken-template.safetensors" --broken-template
+expect_error "serve a model whose chat template does not parse" "the model's chat template cannot be read: line 1:" \
+    "$keel" serve --checkpoint "$work/broken-template.gguf" --port 0
+expect_error "generate --chat with a template that does not parse" "the model's chat template cannot be read" \
+    "$keel" generate --checkpoint "$work/broken-template.gguf" --prompt "Hi" --chat --max-tokens 1
+expect_ok "generate without --chat from a model whose template does not parse" "$keel" generate --checkpoint "$work/broken-template.gguf" --prompt "Hi" --max-tokens 1
 expect_error "import a file that is not GGUF" "not a GGUF file" "$keel" import gguf "$work/hamlet.txt" --out "$work/not-imported"
 [ ! -e "$work/not-imported" ] && pass "a refused import leaves no run" || fail "a refused import leaves no run"
 expect_error "import into a run that exists" "already holds a run (step_00000000); choose another --out" \

@@ -11,7 +11,8 @@ Usage: gguf_files.py write PATH      a llama-style file: every metadata type, st
                                      must give: every weight under its Hugging Face name as gguf-py dequantizes it,
                                      in Hugging Face's row order, and "ids": Hugging Face `tokenizers`' ids of the
                                      text in the metadata key "text", for a tokenizer built from the file's lists
-                                     (with --add-bos the file asks for BOS before every text)
+                                     (with --add-bos the file asks for BOS before every text; with
+                                     --broken-template its chat template does not parse)
        gguf_files.py permuted PATH TENSOR HF.f32 HEADS
                                      exits 0 when F32 tensor TENSOR of the file is the Hugging Face weight in
                                      HF.f32 ([rows, columns] float32) permuted as llama.cpp's convert_hf_to_gguf.py
@@ -102,9 +103,13 @@ elif command == "model":
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token("--add-bos" in sys.argv)
-    writer.add_chat_template("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-                             "{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}{% endif %}"
-                             "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
+    if "--broken-template" in sys.argv:
+        writer.add_chat_template("{% for message in messages %}{{ message.content }")
+    else:
+        writer.add_chat_template("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                                 "{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}{% endif %}"
+                                 "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+                                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
     def permute(w, heads):
         # convert_hf_to_gguf.py, LlamaModel.permute
