@@ -2,7 +2,8 @@ import CBFloat16
 import Foundation
 import KeelCore
 
-/// Causal multi-head attention with grouped key/value heads, fused softmax and no B·H·T×T tensor.
+/// Causal multi-head attention with grouped key/value heads, fused softmax and no B·H·T×T tensor; optionally
+/// restricted to each token's document (packed sequences: no attention across documents).
 ///
 /// Input rows hold the projected queries, keys and values side by side, as the fused projection writes
 /// them: `[q (H·d) | k (KV·d) | v (KV·d)]` per token. GPT-2 is the case KV = H. Query head h reads key and
@@ -83,10 +84,23 @@ public struct CausalAttention: Sendable {
 
     private var scale: Float { 1 / Float(headDim).squareRoot() }
 
-    /// out: [B, T, H·d]; lse: [B, H, T]; scratch: `scratchCount` floats.
+    /// The keys a block of queries `start..<start + rows` of sequence `b` sees: from the first of their documents'
+    /// starts (0 without documents) to the block's end; and query i's own first key.
+    @inline(__always)
+    private func visibleKeys(_ documents: UnsafePointer<Int32>?, b: Int, start: Int, rows: Int)
+        -> (first: Int, keys: Int, rowStart: (Int) -> Int) {
+        guard let documents else { return (0, start + rows, { _ in 0 }) }
+        let starts = documents + b * length
+        // Starts never decrease along a sequence: the block's first row has the earliest.
+        return (Int(starts[start]), start + rows, { Int(starts[start + $0]) })
+    }
+
+    /// out: [B, T, H·d]; lse: [B, H, T]; scratch: `scratchCount` floats. With `documents` ([B, T]: the index of the
+    /// first token of each token's document in its sequence), a query sees only the earlier keys of its own
+    /// document — packed sequences attend as if each document were alone; without, every earlier key.
     public func forward(
         _ out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>
+        scratch: UnsafeMutablePointer<Float>, documents: UnsafePointer<Int32>? = nil
     ) {
         let t = length, d = headDim, stride = rowStride, width = heads * d
         let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
@@ -98,30 +112,36 @@ public struct CausalAttention: Sendable {
                 let q = base + h * d, k = base + (heads + g) * d, v = base + (heads + kvHeads + g) * d
                 let o = out + b * t * width + h * d
                 for start in Swift.stride(from: 0, to: t, by: block) {
-                    let rows = min(block, t - start), keys = start + rows
-                    // S[rows, keys] = scale · Q_block · K[0..<keys]ᵀ
+                    let rows = min(block, t - start)
+                    let (first, end, rowStart) = visibleKeys(documents, b: b, start: start, rows: rows)
+                    let keys = end - first
+                    // S[rows, keys] = scale · Q_block · K[first..<end]ᵀ
                     product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * stride,
-                               lda: stride, k, ldb: stride, beta: 0, scores, ldc: keys, packing: packing)
+                               lda: stride, k + first * stride, ldb: stride, beta: 0, scores, ldc: keys, packing: packing)
                     for i in 0..<rows {
-                        let row = scores + i * keys, visible = start + i + 1
+                        // Row i sees keys from its document's start through itself; the others get probability 0.
+                        let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
+                        let row = scores + i * keys + hidden
                         let maximum = rowMaximum(row, count: visible)
                         let sum = exponentiate(row, count: visible, shift: maximum)
                         scaleInPlace(row, count: visible, by: 1 / sum)
-                        (row + visible).update(repeating: 0, count: keys - visible)
+                        (scores + i * keys).update(repeating: 0, count: hidden)
+                        (row + visible).update(repeating: 0, count: keys - hidden - visible)
                         lse[item * t + start + i] = maximum + log(sum)
                     }
-                    // O_block = P · V[0..<keys]
-                    product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v, ldb: stride,
+                    // O_block = P · V[first..<end]
+                    product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v + first * stride, ldb: stride,
                                beta: 0, o + start * width, ldc: width, packing: packing)
                 }
             }
         }
     }
 
-    /// dQKV: [B, T, rowStride] (overwritten) from dOut: [B, T, H·d].
+    /// dQKV: [B, T, rowStride] (overwritten) from dOut: [B, T, H·d]; `documents` as the forward pass had them.
     public func backward(
         dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
-        lse: UnsafePointer<Float>, qkv: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>
+        lse: UnsafePointer<Float>, qkv: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+        documents: UnsafePointer<Int32>? = nil
     ) {
         let t = length, d = headDim, stride = rowStride, width = heads * d
         let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
@@ -143,32 +163,39 @@ public struct CausalAttention: Sendable {
                     let o = out + b * t * width + h * d, dO = dOut + b * t * width + h * d
                     let rowLSE = lse + (b * heads + h) * t
                     for start in Swift.stride(from: 0, to: t, by: block) {
-                        let rows = min(block, t - start), keys = start + rows
+                        let rows = min(block, t - start)
+                        let (first, end, rowStart) = visibleKeys(documents, b: b, start: start, rows: rows)
+                        let keys = end - first
                         let qBlock = q + start * stride, dOBlock = dO + start * width
-                        // P = exp(scale · Q Kᵀ − lse), causal
+                        let kKeys = k + first * stride, vKeys = v + first * stride
+                        // P = exp(scale · Q Kᵀ − lse) over the keys each row sees
                         product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: stride,
-                                   k, ldb: stride, beta: 0, p, ldc: keys, packing: packing)
+                                   kKeys, ldb: stride, beta: 0, p, ldc: keys, packing: packing)
                         for i in 0..<rows {
-                            let row = p + i * keys, visible = start + i + 1
-                            _ = exponentiate(row, count: visible, shift: rowLSE[start + i])
-                            (row + visible).update(repeating: 0, count: keys - visible)
+                            let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
+                            _ = exponentiate(p + i * keys + hidden, count: visible, shift: rowLSE[start + i])
+                            (p + i * keys).update(repeating: 0, count: hidden)
+                            (p + i * keys + hidden + visible).update(repeating: 0, count: keys - hidden - visible)
                         }
                         // dV += Pᵀ · dO_block;  dP = dO_block · Vᵀ
                         product(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, dOBlock, ldb: width,
-                                   beta: 1, dv, ldc: stride, packing: packing)
-                        product(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, v, ldb: stride,
+                                   beta: 1, dv + first * stride, ldc: stride, packing: packing)
+                        product(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, vKeys, ldb: stride,
                                    beta: 0, dp, ldc: keys, packing: packing)
-                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
+                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, zero where P is
                         for i in 0..<rows {
+                            let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
                             let delta = dot(dOBlock + i * width, o + (start + i) * width, d)
-                            softmaxBackward(dp + i * keys, p + i * keys, count: start + i + 1, delta: delta, scale: scale)
-                            (dp + i * keys + start + i + 1).update(repeating: 0, count: keys - start - i - 1)
+                            softmaxBackward(dp + i * keys + hidden, p + i * keys + hidden, count: visible, delta: delta,
+                                            scale: scale)
+                            (dp + i * keys).update(repeating: 0, count: hidden)
+                            (dp + i * keys + hidden + visible).update(repeating: 0, count: keys - hidden - visible)
                         }
                         // dQ_block = dS · K;  dK += dSᵀ · Q_block
-                        product(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, k, ldb: stride, beta: 0,
+                        product(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, kKeys, ldb: stride, beta: 0,
                                    dq + start * stride, ldc: stride, packing: packing)
                         product(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: stride,
-                                   beta: 1, dk, ldc: stride, packing: packing)
+                                   beta: 1, dk + first * stride, ldc: stride, packing: packing)
                     }
                 }
             }

@@ -3,11 +3,15 @@ import KeelCore
 
 /// Softmax cross-entropy fused with its gradient: one pass over each row of logits.
 public enum CrossEntropy {
+    /// The target of a position that is not trained on (PyTorch's `ignore_index`, −100).
+    public static let ignored: Int32 = -100
+
     /// losses[n] = logsumexp(logits[n]) − logits[n, target[n]] for n in 0..<rows.
     ///
     /// When `gradientScale` is given, logits[n] is overwritten by (softmax − onehot) · gradientScale, the
     /// gradient of gradientScale · Σ losses; this saves a second logits-sized buffer.
-    /// Targets must lie in 0..<vocab (checked by the data path before the step).
+    /// Targets lie in 0..<vocab (checked by the data path before the step), or are `ignored`: a position not trained
+    /// on (a prompt's token under supervised fine-tuning), whose loss and gradient are 0.
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
         rows: Int, vocab v: Int, gradientScale: Float?
@@ -15,8 +19,13 @@ public enum CrossEntropy {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
                 let row = logits + r * v
-                let maximum = rowMaximum(row, count: v)
                 let target = Int(targets[r])
+                guard target != Int(ignored) else {
+                    losses[r] = 0
+                    if gradientScale != nil { row.update(repeating: 0, count: v) }
+                    continue
+                }
+                let maximum = rowMaximum(row, count: v)
                 let targetLogit = row[target]
                 guard let scale = gradientScale else {
                     losses[r] = maximum + log(sumOfExponentials(row, count: v, shift: maximum)) - targetLogit

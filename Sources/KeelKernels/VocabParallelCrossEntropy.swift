@@ -24,7 +24,8 @@ public enum VocabParallelCrossEntropy {
     /// [rows, slice.count]: the columns of vocabulary ids `slice`.
     ///
     /// With `gradientScale`, `logits` is overwritten by this rank's columns of (softmax − onehot) · gradientScale,
-    /// as `CrossEntropy.forward` does for whole rows. Targets lie anywhere in the whole vocabulary.
+    /// as `CrossEntropy.forward` does for whole rows. Targets lie anywhere in the whole vocabulary, or are
+    /// `CrossEntropy.ignored` (loss and gradient 0).
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
         rows: Int, slice: Range<Int>, gradientScale: Float?, reductions: Reductions
@@ -54,10 +55,15 @@ public enum VocabParallelCrossEntropy {
 
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
+                let row = logits + r * v, target = Int(targets[r])
+                guard target != Int(CrossEntropy.ignored) else {
+                    losses[r] = 0
+                    if gradientScale != nil { row.update(repeating: 0, count: v) }
+                    continue
+                }
                 let sum = sums[r]
                 losses[r] = maxima[r] + log(sum) - sums[rows + r]
                 guard let scale = gradientScale else { continue }
-                let row = logits + r * v, target = Int(targets[r])
                 scaleInPlace(row, count: v, by: scale / sum)
                 if slice.contains(target) { row[target - slice.lowerBound] -= scale }
             }

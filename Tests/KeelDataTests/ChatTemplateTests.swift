@@ -17,9 +17,13 @@ final class ChatTemplateTests: XCTestCase {
         guard case .list(let conversations) = cases else { return XCTFail("cases.json is not a list") }
         let names = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter { $0.hasSuffix(".jinja") }.sorted()
         XCTAssertGreaterThanOrEqual(names.count, 9)
+        // And Keel's own ChatML, which supervised fine-tuning uses for a model without a template.
+        let chatML = FileManager.default.temporaryDirectory.appendingPathComponent("keel-chatml-\(UUID()).jinja")
+        try SupervisedFormatter.chatML.write(to: chatML, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: chatML) }
         var generated = 0, errors = 0
-        for name in names {
-            let path = Self.directory.appendingPathComponent(name).path
+        for name in names + [chatML.path] {
+            let path = name.hasPrefix("/") ? name : Self.directory.appendingPathComponent(name).path
             let expected = try JinjaValue(json: DataFixtures.python([
                 DataFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/render_chat_template.py").path, path,
                 Self.directory.appendingPathComponent("cases.json").path,

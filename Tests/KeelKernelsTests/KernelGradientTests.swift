@@ -124,6 +124,63 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// With documents, the gradient is the masked attention's (a finite-difference check), across block edges.
+    func testDocumentMaskedAttentionGradient() {
+        let (batch, length, heads, kvHeads, d) = (2, 70, 4, 2, 4)
+        let attention = CausalAttention(batch: batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+        // Sequence 0: documents at 0, 3, 40 and 66 (one spans the block edge at 64); sequence 1: one document.
+        let documents: [Int32] = (0..<length).map { $0 < 3 ? 0 : $0 < 40 ? 3 : $0 < 66 ? 40 : 66 } + Array(repeating: 0, count: length)
+        let n = batch * length
+        let qkv = check.buffer(n * attention.rowStride), upstream = check.buffer(n * heads * d)
+        let out = FloatBuffer(count: n * heads * d), lse = FloatBuffer(count: attention.statsCount)
+        let scratch = FloatBuffer(count: attention.scratchCount)
+        func loss() -> Double {
+            attention.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer, documents: documents)
+            return GradientCheck.weightedSum(out, upstream)
+        }
+        _ = loss()
+        let dqkv = FloatBuffer(count: n * attention.rowStride)
+        attention.backward(dQKV: dqkv.pointer, dOut: upstream.pointer, out: out.pointer, lse: lse.pointer,
+                           qkv: qkv.pointer, scratch: scratch.pointer, documents: documents)
+        GradientCheck.assertMatches(dqkv, input: qkv, samples: 400, "document-masked attention dqkv", loss: loss)
+    }
+
+    /// Documents packed into one sequence attend exactly as each alone: the same outputs and gradients (up to the
+    /// rounding of products of other sizes) as attention over each document as its own sequence.
+    func testPackedDocumentsAttendAsIfAlone() {
+        let (heads, kvHeads, d) = (2, 1, 8)
+        let lengths = [5, 61, 9, 1], total = lengths.reduce(0, +)
+        let packed = CausalAttention(batch: 1, length: total, heads: heads, kvHeads: kvHeads, headDim: d)
+        let stride = packed.rowStride, width = heads * d
+        let qkv = check.buffer(total * stride), upstream = check.buffer(total * width)
+        var documents: [Int32] = []
+        for (index, length) in lengths.enumerated() {
+            documents += Array(repeating: Int32(lengths[..<index].reduce(0, +)), count: length)
+        }
+        let out = FloatBuffer(count: total * width), lse = FloatBuffer(count: packed.statsCount)
+        let dqkv = FloatBuffer(count: total * stride)
+        let scratch = FloatBuffer(count: packed.scratchCount)
+        packed.forward(out.pointer, lse: lse.pointer, qkv: qkv.pointer, scratch: scratch.pointer, documents: documents)
+        packed.backward(dQKV: dqkv.pointer, dOut: upstream.pointer, out: out.pointer, lse: lse.pointer, qkv: qkv.pointer,
+                        scratch: scratch.pointer, documents: documents)
+        var offset = 0
+        for length in lengths {
+            let alone = CausalAttention(batch: 1, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+            let o = FloatBuffer(count: length * width), l = FloatBuffer(count: alone.statsCount)
+            let g = FloatBuffer(count: length * stride), s = FloatBuffer(count: alone.scratchCount)
+            alone.forward(o.pointer, lse: l.pointer, qkv: qkv.pointer + offset * stride, scratch: s.pointer)
+            alone.backward(dQKV: g.pointer, dOut: upstream.pointer + offset * width, out: o.pointer, lse: l.pointer,
+                           qkv: qkv.pointer + offset * stride, scratch: s.pointer)
+            for i in 0..<(length * width) {
+                XCTAssertEqual(out.pointer[offset * width + i], o.pointer[i], accuracy: 1e-5, "output of a document at \(offset)")
+            }
+            for i in 0..<(length * stride) {
+                XCTAssertEqual(dqkv.pointer[offset * stride + i], g.pointer[i], accuracy: 1e-5, "gradient of a document at \(offset)")
+            }
+            offset += length
+        }
+    }
+
     func testAttentionIsCausal() {
         // Changing the last token's key and value must not change any earlier output (T spans two blocks).
         let t = 80
@@ -165,7 +222,8 @@ final class KernelGradientTests: XCTestCase {
     func testCrossEntropy() {
         let n = 4, v = 37
         let logits = check.buffer(n * v, scale: 3)
-        let targets: [Int32] = [0, 36, 5, 17]
+        // Row 2 is not trained on: no loss, no gradient.
+        let targets: [Int32] = [0, 36, CrossEntropy.ignored, 17]
         let losses = FloatBuffer(count: n), work = FloatBuffer(count: n * v)
         func loss() -> Double {
             work.pointer.update(from: logits.pointer, count: logits.count)
@@ -177,11 +235,12 @@ final class KernelGradientTests: XCTestCase {
         }
         _ = loss()
         // Loss against the definition.
-        for r in 0..<n {
+        for r in 0..<n where targets[r] != CrossEntropy.ignored {
             let row = (0..<v).map { Double(logits.pointer[r * v + $0]) }
             let lse = log(row.map { exp($0) }.reduce(0, +))
             XCTAssertEqual(Double(losses.pointer[r]), lse - row[Int(targets[r])], accuracy: 1e-5)
         }
+        XCTAssertEqual(losses.pointer[2], 0)
         let gradient = FloatBuffer(count: n * v)
         gradient.pointer.update(from: logits.pointer, count: logits.count)
         targets.withUnsafeBufferPointer { t in
@@ -189,6 +248,7 @@ final class KernelGradientTests: XCTestCase {
                                  vocab: v, gradientScale: 1)
         }
         GradientCheck.assertMatches(gradient, input: logits, epsilon: 1e-3, samples: 200, "cross-entropy dlogits", loss: loss)
+        XCTAssertTrue((0..<v).allSatisfy { gradient.pointer[2 * v + $0] == 0 }, "an ignored row has no gradient")
     }
 
     func testEmbeddingWithRepeatedTokens() {

@@ -1,0 +1,169 @@
+import Foundation
+import KeelCore
+
+/// One supervised fine-tuning example: its tokens, and which of them the loss counts (what the assistant writes, or
+/// a completion) — the rest (system and user turns, the template's markers before a reply) is context only.
+public struct SupervisedExample: Sendable, Equatable {
+    public var tokens: [Int32]
+    /// trained[i]: whether the model learns to produce token i.
+    public var trained: [Bool]
+
+    public init(tokens: [Int32], trained: [Bool]) {
+        precondition(tokens.count == trained.count)
+        self.tokens = tokens
+        self.trained = trained
+    }
+}
+
+/// Chat data as supervised examples, as TRL's `SFTTrainer` takes it: JSONL lines with `messages` (a conversation of
+/// `role`/`content` messages, as Hugging Face chat datasets hold them), or `prompt` and `completion` (two strings,
+/// or two lists of messages). A conversation is rendered by the chat template, and what the assistant writes is
+/// trained on: the template's `{% generation %}` spans when it marks them (Keel's ChatML does), else each assistant
+/// turn found as the difference between the conversation rendered up to that turn and up to the turn before with
+/// the generation prompt — which needs a template that renders a conversation's turns as prefixes of the whole, as
+/// most do; one that does not is refused, naming the turn. A string completion is trained on after its prompt, and
+/// ends with the end-of-sequence token.
+public struct SupervisedFormatter: Sendable {
+    public let template: ChatTemplate
+    private let tokenizer: any TextTokenizer
+    private let specialTokens: [String: String]
+    private let endOfSequence: Int32?
+
+    /// Keel's ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the assistant's content and `<|im_end|>` marked as
+    /// generated: the template of a model that brings none.
+    public static let chatML = """
+        {%- for message in messages -%}
+        {{ '<|im_start|>' + message['role'] + '\\n' }}
+        {%- if message['role'] == 'assistant' -%}
+        {% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}
+        {%- else -%}
+        {{ message['content'] + '<|im_end|>\\n' }}
+        {%- endif -%}
+        {%- endfor -%}
+        {%- if add_generation_prompt -%}
+        {{ '<|im_start|>assistant\\n' }}
+        {%- endif -%}
+        """
+
+    /// - Parameters:
+    ///   - template: the model's chat template, or nil for Keel's ChatML.
+    ///   - specialTokens: what the template sees as `bos_token`, `eos_token`.
+    ///   - endOfSequence: the token a string completion ends with.
+    public init(template: String?, tokenizer: any TextTokenizer, specialTokens: [String: String] = [:],
+                endOfSequence: Int32?) throws {
+        self.template = try ChatTemplate(template ?? Self.chatML)
+        self.tokenizer = tokenizer
+        self.specialTokens = specialTokens
+        self.endOfSequence = endOfSequence
+    }
+
+    /// The example of one JSONL line (the caller names the file and line in errors).
+    public func example(json line: String) throws -> SupervisedExample {
+        guard case .dictionary(let fields) = try JinjaValue(json: line) else {
+            throw KeelError("an example must be a JSON object with \"messages\", or \"prompt\" and \"completion\"")
+        }
+        if let messages = fields["messages"] {
+            return try example(messages: try Self.conversation(messages, field: "messages"))
+        }
+        guard let prompt = fields["prompt"], let completion = fields["completion"] else {
+            throw KeelError("an example needs \"messages\", or \"prompt\" and \"completion\" (it has \(fields.keys.map { "\"\($0)\"" }.joined(separator: ", ")))")
+        }
+        switch (prompt, completion) {
+        case (.string(let prompt), .string(let completion)):
+            return example(prompt: prompt, completion: completion)
+        case (.list, .list):
+            return try example(prompt: try Self.conversation(prompt, field: "prompt"),
+                               completion: try Self.conversation(completion, field: "completion"))
+        default:
+            throw KeelError("\"prompt\" and \"completion\" must both be strings or both be lists of messages")
+        }
+    }
+
+    /// A conversation: every assistant turn trained on.
+    public func example(messages: [JinjaValue]) throws -> SupervisedExample {
+        let whole = try render(messages, prompt: false)
+        if !whole.generated.isEmpty { return encode(whole.text, trained: whole.generated) }
+        var spans: [Range<Int>] = []
+        for (index, message) in messages.enumerated() where Self.role(message) == "assistant" {
+            spans.append(try turn(messages, index, within: whole.text))
+        }
+        return encode(whole.text, trained: spans)
+    }
+
+    /// A conversational prompt and its completion: the completion's turns trained on.
+    public func example(prompt: [JinjaValue], completion: [JinjaValue]) throws -> SupervisedExample {
+        let before = try render(prompt, prompt: true).text
+        let whole = try render(prompt + completion, prompt: false).text
+        guard whole.hasPrefix(before) else {
+            throw KeelError("the chat template does not render the prompt as the start of the prompt and completion; mark what the assistant writes with {% generation %}")
+        }
+        return encode(whole, trained: [before.utf8.count..<whole.utf8.count])
+    }
+
+    /// A plain-text prompt and completion: the completion trained on, then the end-of-sequence token.
+    public func example(prompt: String, completion: String) -> SupervisedExample {
+        var example = encode(prompt + completion, trained: [prompt.utf8.count..<(prompt + completion).utf8.count])
+        if let endOfSequence {
+            example.tokens.append(endOfSequence)
+            example.trained.append(true)
+        }
+        return example
+    }
+
+    private func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
+        do {
+            return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens)
+        } catch let error as JinjaError {
+            throw KeelError("the chat template refused the conversation: \(error)")
+        }
+    }
+
+    /// Assistant turn `index`'s bytes in the whole conversation's text: from the end of the conversation before it
+    /// with the generation prompt, to the end of the conversation through it.
+    private func turn(_ messages: [JinjaValue], _ index: Int, within whole: String) throws -> Range<Int> {
+        let before = try render(Array(messages[..<index]), prompt: true).text
+        let through = try render(Array(messages[...index]), prompt: false).text
+        guard through.hasPrefix(before), whole.hasPrefix(through) else {
+            throw KeelError("the chat template does not render the conversation up to message \(index + 1) (an assistant turn) as the start of the whole; mark what the assistant writes with {% generation %}")
+        }
+        return before.utf8.count..<through.utf8.count
+    }
+
+    /// The tokens of `text`, with special tokens' spellings read as those tokens, and those inside `trained` (byte
+    /// ranges, in order) marked. The text is encoded piece by piece at the ranges' edges, so that no token straddles
+    /// an edge.
+    private func encode(_ text: String, trained: [Range<Int>]) -> SupervisedExample {
+        let bytes = Array(text.utf8)
+        var example = SupervisedExample(tokens: [], trained: [])
+        var position = 0
+        func add(_ range: Range<Int>, trained: Bool) {
+            guard !range.isEmpty else { return }
+            let tokens = tokenizer.encodeRecognizingSpecialTokens(String(decoding: bytes[range], as: UTF8.self))
+            example.tokens += tokens
+            example.trained += Array(repeating: trained, count: tokens.count)
+        }
+        for span in trained where span.lowerBound >= position {
+            add(position..<span.lowerBound, trained: false)
+            add(span, trained: true)
+            position = span.upperBound
+        }
+        add(position..<bytes.count, trained: false)
+        return example
+    }
+
+    private static func role(_ message: JinjaValue) -> String? {
+        guard case .dictionary(let fields) = message, case .string(let role)? = fields["role"] else { return nil }
+        return role
+    }
+
+    /// A list of messages, each an object with a string "role".
+    private static func conversation(_ value: JinjaValue, field: String) throws -> [JinjaValue] {
+        guard case .list(let messages) = value, !messages.isEmpty else {
+            throw KeelError("\"\(field)\" must be a non-empty list of messages")
+        }
+        for (index, message) in messages.enumerated() where role(message) == nil {
+            throw KeelError("\"\(field)\" message \(index + 1) is not an object with a string \"role\"")
+        }
+        return messages
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import KeelData
+import XCTest
+
+/// Chat data made into supervised examples: which tokens are trained on, for Keel's ChatML (generation spans) and
+/// for real models' templates (turns found as differences of renderings), prompt–completion pairs, and bad input.
+final class SupervisedExamplesTests: XCTestCase {
+    /// Bytes plus the ChatML markers as special tokens (ids 0–2; byte b is 3 + b).
+    private func tokenizer() throws -> any TextTokenizer {
+        let characters = (0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) }
+        return try GGUFVocabulary(tokens: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + characters,
+                                  types: [3, 3, 3] + Array(repeating: 1, count: 256), merges: [], preTokenizer: "gpt-2",
+                                  endOfText: 0).tokenizer()
+    }
+
+    private let conversation = """
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"},
+                      {"role": "assistant", "content": "4, café."}]}
+        """
+
+    /// The text of the trained tokens, run by run.
+    private func trainedRuns(_ example: SupervisedExample, _ tokenizer: any TextTokenizer) throws -> [String] {
+        var runs: [String] = [], current: [Int32] = []
+        for (token, trained) in zip(example.tokens, example.trained) {
+            if trained { current.append(token) } else if !current.isEmpty { runs.append(try tokenizer.decodeText(current)); current = [] }
+        }
+        if !current.isEmpty { runs.append(try tokenizer.decodeText(current)) }
+        return runs
+    }
+
+    func testKeelChatMLTrainsOnWhatTheAssistantWrites() throws {
+        let tokenizer = try tokenizer()
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 2)
+        let example = try formatter.example(json: conversation.replacingOccurrences(of: "\n", with: " "))
+        XCTAssertEqual(try tokenizer.decodeText(example.tokens), """
+            <|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n\
+            <|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4, café.<|im_end|>\n
+            """)
+        XCTAssertEqual(try trainedRuns(example, tokenizer), ["Hello.<|im_end|>", "4, café.<|im_end|>"])
+        // The markers are the special tokens, not their text.
+        XCTAssertEqual(example.tokens.filter { $0 == 1 }.count, 5)
+    }
+
+    /// SmolLM2's and Qwen2.5's templates mark nothing: each assistant turn is the difference of two renderings.
+    func testTurnsOfTemplatesWithoutGenerationBlocks() throws {
+        let tokenizer = try tokenizer()
+        let directory = DataFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/chat_templates")
+        for name in ["HuggingFaceTB-SmolLM2-135M-Instruct", "Qwen-Qwen2.5-7B-Instruct"] {
+            let template = try String(contentsOf: directory.appendingPathComponent("\(name).jinja"), encoding: .utf8)
+            let formatter = try SupervisedFormatter(template: template, tokenizer: tokenizer, endOfSequence: 2)
+            let example = try formatter.example(json: conversation.replacingOccurrences(of: "\n", with: " "))
+            XCTAssertEqual(try trainedRuns(example, tokenizer), ["Hello.<|im_end|>\n", "4, café.<|im_end|>\n"], name)
+            XCTAssertFalse(example.trained.first!, name)
+        }
+        // Qwen3's template renders an earlier assistant turn otherwise than the last one: refused, naming the turn.
+        let qwen3 = try String(contentsOf: directory.appendingPathComponent("Qwen-Qwen3-0.6B.jinja"), encoding: .utf8)
+        let formatter = try SupervisedFormatter(template: qwen3, tokenizer: tokenizer, endOfSequence: 2)
+        XCTAssertThrowsError(try formatter.example(json: conversation.replacingOccurrences(of: "\n", with: " "))) {
+            XCTAssertTrue("\($0)".hasPrefix("the chat template does not render the conversation up to message 3 (an assistant turn)"), "\($0)")
+        }
+    }
+
+    func testPromptAndCompletion() throws {
+        let tokenizer = try tokenizer()
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 2)
+        let plain = try formatter.example(json: #"{"prompt": "The sky is", "completion": " blue."}"#)
+        XCTAssertEqual(try tokenizer.decodeText(plain.tokens), "The sky is blue.<|im_end|>")
+        XCTAssertEqual(try trainedRuns(plain, tokenizer), [" blue.<|im_end|>"])
+        let chat = try formatter.example(json: #"{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Yo"}]}"#)
+        XCTAssertEqual(try trainedRuns(chat, tokenizer), ["Yo<|im_end|>\n"])
+    }
+
+    func testBadExamplesAreNamed() throws {
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: try tokenizer(), endOfSequence: 2)
+        for (line, message) in [
+            (#"[1]"#, "an example must be a JSON object with \"messages\", or \"prompt\" and \"completion\""),
+            (#"{"text": "x"}"#, "an example needs \"messages\", or \"prompt\" and \"completion\" (it has \"text\")"),
+            (#"{"messages": []}"#, "\"messages\" must be a non-empty list of messages"),
+            (#"{"messages": [{"content": "x"}]}"#, "\"messages\" message 1 is not an object with a string \"role\""),
+            (#"{"prompt": "a", "completion": [{"role": "assistant", "content": "b"}]}"#,
+             "\"prompt\" and \"completion\" must both be strings or both be lists of messages"),
+            (#"{"messages": [{"role": "user", "content": "x"}"#, "JSON: unexpected end at byte 46"),
+        ] {
+            XCTAssertThrowsError(try formatter.example(json: line), line) { XCTAssertEqual("\($0)", message, line) }
+        }
+    }
+}
+
+/// Packing: whole examples into windows, best fit longest first; targets only where the loss counts them, within an
+/// example; each position's document start.
+final class SupervisedWindowsTests: XCTestCase {
+    /// An example of `size` tokens numbered from `first`, trained from position `from` on.
+    private func example(_ first: Int32, size: Int, from: Int) -> SupervisedExample {
+        SupervisedExample(tokens: (0..<size).map { first + Int32($0) }, trained: (0..<size).map { $0 >= from })
+    }
+
+    private func window(_ windows: SupervisedWindows, _ index: Int) -> (inputs: [Int32], targets: [Int32], documents: [Int32]) {
+        var inputs = [Int32](repeating: 0, count: windows.length), targets = inputs, documents = inputs
+        windows.fill(index, inputs: &inputs, targets: &targets, documents: &documents)
+        return (inputs, targets, documents)
+    }
+
+    func testExamplesArePackedWholeBestFitLongestFirst() {
+        let ignored = SupervisedWindows.ignoredTarget
+        // Capacity 8 (length 7): 6 + 2 and 5 + 3, not 6, 5, 3 + 2 in order.
+        let examples = [example(100, size: 6, from: 2), example(200, size: 5, from: 0), example(300, size: 3, from: 1),
+                        example(400, size: 2, from: 1)]
+        let windows = SupervisedWindows(examples: examples, length: 7, padding: 0)
+        XCTAssertEqual(windows.count, 2)
+        XCTAssertEqual(windows.truncated, 0)
+        let first = window(windows, 0), second = window(windows, 1)
+        XCTAssertEqual(first.inputs, [100, 101, 102, 103, 104, 105, 400])
+        // Targets: 102…105 (trained from position 2), none across the edge, 401 (the last position's target).
+        XCTAssertEqual(first.targets, [ignored, 102, 103, 104, 105, ignored, 401])
+        XCTAssertEqual(first.documents, [0, 0, 0, 0, 0, 0, 6])
+        XCTAssertEqual(second.inputs, [200, 201, 202, 203, 204, 300, 301])
+        XCTAssertEqual(second.targets, [201, 202, 203, 204, ignored, 301, 302])
+        XCTAssertEqual(second.documents, [0, 0, 0, 0, 0, 5, 5])
+        XCTAssertEqual(windows.trainedTargets, 4 + 1 + 4 + 2)
+    }
+
+    func testLongExamplesAreCutAndPaddingIsIgnored() {
+        let ignored = SupervisedWindows.ignoredTarget
+        let windows = SupervisedWindows(examples: [example(10, size: 12, from: 0), example(50, size: 2, from: 1)], length: 4,
+                                        padding: 7)
+        XCTAssertEqual(windows.count, 2)
+        XCTAssertEqual(windows.truncated, 1)
+        XCTAssertEqual(window(windows, 0).inputs, [10, 11, 12, 13])
+        XCTAssertEqual(window(windows, 0).targets, [11, 12, 13, 14])
+        // Two tokens, then padding: each padding position its own document, never a target.
+        let padded = window(windows, 1)
+        XCTAssertEqual(padded.inputs, [50, 51, 7, 7])
+        XCTAssertEqual(padded.targets, [51, ignored, ignored, ignored])
+        XCTAssertEqual(padded.documents, [0, 0, 2, 3])
+    }
+}
