@@ -29,12 +29,17 @@ public struct RotaryEmbedding: Sendable {
     }
 
     /// Rotates `heads` consecutive heads at the start of each row of x: [B, T, stride], in place.
-    /// `inverse` rotates backwards, which is the backward pass (the rotation is orthogonal).
+    /// `inverse` rotates backwards, which is the backward pass (the rotation is orthogonal). With `documents` (each
+    /// token's document start in its sequence), positions count from each document's start, as Hugging Face's
+    /// `position_ids` of packed sequences do.
     public func apply(
-        _ x: UnsafeMutablePointer<Float>, batch: Int, length: Int, stride: Int, heads: Int, inverse: Bool = false
+        _ x: UnsafeMutablePointer<Float>, batch: Int, length: Int, stride: Int, heads: Int, inverse: Bool = false,
+        documents: UnsafePointer<Int32>? = nil
     ) {
         ThreadPool.shared.parallelFor(batch * length) { rows in
-            for row in rows { rotate(x + row * stride, position: row % length, heads: heads, inverse: inverse) }
+            for row in rows {
+                rotate(x + row * stride, position: Embedding.position(row, length, documents), heads: heads, inverse: inverse)
+            }
         }
     }
 

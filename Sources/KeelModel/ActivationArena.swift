@@ -34,6 +34,9 @@ final class ActivationArena {
     let losses: FloatBuffer  // [N]
     let inputs: UnsafeMutableBufferPointer<Int32>
     let targets: UnsafeMutableBufferPointer<Int32>
+    /// Each token's document start in its sequence ([N]), when the batch packs documents (`hasDocuments`).
+    let documents: UnsafeMutableBufferPointer<Int32>
+    var hasDocuments = false
     // Backward scratch, reused by every block.
     let dResidual: FloatBuffer  // [S, C]
     let dNorm: FloatBuffer
@@ -68,8 +71,10 @@ final class ActivationArena {
         losses = FloatBuffer(count: n)
         inputs = .allocate(capacity: n)
         targets = .allocate(capacity: n)
+        documents = .allocate(capacity: n)
         inputs.initialize(repeating: 0)
         targets.initialize(repeating: 0)
+        documents.initialize(repeating: 0)
         dResidual = FloatBuffer(count: s * c)
         dNorm = FloatBuffer(count: n * c)
         dQKV = FloatBuffer(count: n * qkvWidth)
@@ -117,6 +122,7 @@ final class ActivationArena {
 
     deinit {
         inputs.deallocate()
+        documents.deallocate()
         targets.deallocate()
     }
 }

@@ -134,23 +134,27 @@ public final class Transformer: @unchecked Sendable {
     /// The parts' view of the buffers and of the batch held in `arena`.
     private func context(_ arena: ActivationArena) -> PartContext {
         PartContext(config: config, shape: shape, tensor: tensor, parameters: parameters.pointer, gradients: gradients.pointer,
-                    batch: arena.batch,
-                    length: arena.length, precision: matrixPrecision, profiler: profiler)
+                    batch: arena.batch, length: arena.length,
+                    documents: arena.hasDocuments ? UnsafePointer(arena.documents.baseAddress!) : nil,
+                    precision: matrixPrecision, profiler: profiler)
     }
 
     /// Runs the model on `inputs` ([batch, length] token ids, each in `0..<vocabSize`); the first stage only.
     ///
-    /// With `targets`, returns the mean cross-entropy over all positions; with `lossScale` as well,
-    /// prepares `backward()` to add the gradient of `lossScale · mean loss`. Without targets returns 0 and
+    /// With `targets`, returns the mean cross-entropy over the positions whose target is not
+    /// `CrossEntropy.ignored` (all of them, for pre-training); with `lossScale` as well, prepares `backward()` to add
+    /// the gradient of `lossScale · mean loss`. Without targets returns 0 and
     /// leaves the logits readable through `logits(row:)`. On a stage before the last, `targets` and
     /// `lossScale` are ignored, it returns 0 and its result is `output`.
+    /// With `documents` ([batch, length]: each token's document start in its sequence), the sequences pack
+    /// documents: attention stays within each, and positions count from its start, as if each were alone.
     @discardableResult
     public func forward(
         inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil,
-        slot: Int = 0
+        slot: Int = 0, documents: UnsafePointer<Int32>? = nil
     ) -> Float {
         guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
-        let a = prepare(batch: batch, length: length, slot: slot)
+        let a = prepare(batch: batch, length: length, slot: slot, documents: documents)
         a.inputs.baseAddress!.update(from: inputs, count: batch * length)
         using([embedding.span], next: blocks.first.map { [$0.span] } ?? head?.forwardSpans) {
             embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
@@ -163,10 +167,10 @@ public final class Transformer: @unchecked Sendable {
     @discardableResult
     public func forward(
         activations: UnsafePointer<Float>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil,
-        slot: Int = 0
+        slot: Int = 0, documents: UnsafePointer<Int32>? = nil
     ) -> Float {
         precondition(!isFirstStage, "the first stage takes token ids")
-        let a = prepare(batch: batch, length: length, slot: slot)
+        let a = prepare(batch: batch, length: length, slot: slot, documents: documents)
         a.residuals[0].pointer.update(from: activations, count: activationCount(batch: batch, length: length))
         return run(a, targets: targets, lossScale: lossScale)
     }
@@ -174,7 +178,7 @@ public final class Transformer: @unchecked Sendable {
     /// The result of the forward pass in `slot` on a stage before the last (`activationCount` floats).
     public func output(slot: Int = 0) -> UnsafePointer<Float> { UnsafePointer(arenas[slot]!.residuals[blocks.count].pointer) }
 
-    private func prepare(batch: Int, length: Int, slot: Int) -> ActivationArena {
+    private func prepare(batch: Int, length: Int, slot: Int, documents: UnsafePointer<Int32>?) -> ActivationArena {
         precondition(length <= config.maxLength, "sequence longer than max_seq_len")
         let n = batch * length, divisor = tensor?.sequenceParallel == true ? tensor!.communicator.size : 1
         precondition(n % divisor == 0, "sequence parallelism over \(divisor) ranks needs batch · length (\(n)) divisible by it")
@@ -184,6 +188,8 @@ public final class Transformer: @unchecked Sendable {
         }
         arenas[slot]!.batch = batch
         arenas[slot]!.length = length
+        arenas[slot]!.hasDocuments = documents != nil
+        if let documents { arenas[slot]!.documents.baseAddress!.update(from: documents, count: n) }
         return arenas[slot]!
     }
 
@@ -205,11 +211,11 @@ public final class Transformer: @unchecked Sendable {
             return 0
         }
         a.targets.baseAddress!.update(from: targets, count: n)
-        head.loss(targets: targets, lossScale: lossScale, a, packs: (headPack, headGradientPack), context)
+        let counted = head.loss(targets: targets, lossScale: lossScale, a, packs: (headPack, headGradientPack), context)
         if lossScale != nil, let span = head.weightSpan { gradientsReady?(span) }
         var total = 0.0
         for i in 0..<n { total += Double(a.losses.pointer[i]) }
-        return Float(total / Double(n))
+        return counted > 0 ? Float(total / Double(counted)) : 0
     }
 
     /// The logits of one row (b·length + t) of the last forward pass without targets.

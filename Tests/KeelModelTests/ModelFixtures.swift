@@ -40,11 +40,15 @@ enum ModelFixtures {
     }
 
     /// Runs forward and backward once and returns the mean loss (gradients are left in `model.gradients`).
-    static func lossAndGradients(_ model: Transformer, _ inputs: [Int32], _ targets: [Int32], batch: Int, length: Int) -> Float {
+    static func lossAndGradients(_ model: Transformer, _ inputs: [Int32], _ targets: [Int32], batch: Int, length: Int,
+                                 documents: [Int32]? = nil) -> Float {
         model.gradients.zero()
         let loss = inputs.withUnsafeBufferPointer { i in
             targets.withUnsafeBufferPointer { t in
-                model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length, lossScale: 1)
+                documents.withOptionalPointer { d in
+                    model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length, lossScale: 1,
+                                  documents: d)
+                }
             }
         }
         model.backward()
@@ -54,5 +58,13 @@ enum ModelFixtures {
     /// The repository root, found from this file's path.
     static var repositoryRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+}
+
+extension Optional where Wrapped == [Int32] {
+    /// `body` with a pointer to the array's elements, or nil.
+    func withOptionalPointer<R>(_ body: (UnsafePointer<Int32>?) -> R) -> R {
+        guard let self else { return body(nil) }
+        return self.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

@@ -1,4 +1,5 @@
 import KeelCore
+import KeelKernels
 import KeelModel
 import XCTest
 
@@ -12,20 +13,35 @@ final class ModelGradientTests: XCTestCase {
         try checkModel(ModelFixtures.llama)
     }
 
-    private func checkModel(_ config: ModelConfig) throws {
+    /// Packed documents (attention within each, positions from each start) and positions not trained on.
+    func testGPT2GradientsWithDocumentsAndIgnoredTargets() throws {
+        try checkModel(ModelFixtures.gpt2, packed: true)
+    }
+
+    func testLlamaGradientsWithDocumentsAndIgnoredTargets() throws {
+        try checkModel(ModelFixtures.llama, packed: true)
+    }
+
+    private func checkModel(_ config: ModelConfig, packed: Bool = false) throws {
         let batch = 2, length = 5
         let model = try ModelFixtures.randomModel(config, seed: 4)
-        let tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 8)
-        _ = ModelFixtures.lossAndGradients(model, tokens.inputs, tokens.targets, batch: batch, length: length)
+        var tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 8)
+        // Sequence 0 holds documents at 0 and 2, sequence 1 at 0 and 4; three targets are not trained on.
+        let documents: [Int32]? = packed ? [0, 0, 2, 2, 2, 0, 0, 0, 0, 4] : nil
+        if packed { for i in [1, 5, 9] { tokens.targets[i] = CrossEntropy.ignored } }
+        _ = ModelFixtures.lossAndGradients(model, tokens.inputs, tokens.targets, batch: batch, length: length, documents: documents)
         let analytic = model.gradients.toArray()
         func loss() -> Double {
             tokens.inputs.withUnsafeBufferPointer { i in
                 tokens.targets.withUnsafeBufferPointer { t in
-                    Double(model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length))
+                    documents.withOptionalPointer { d in
+                        Double(model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length,
+                                             documents: d))
+                    }
                 }
             }
         }
-        let epsilon: Float = 1e-2
+        let epsilon: Float = packed ? 2e-3 : 1e-2
         for entry in model.table.entries {
             var maxGradient = 0.0
             for i in entry.range { maxGradient = max(maxGradient, abs(Double(analytic[i]))) }
@@ -42,6 +58,46 @@ final class ModelGradientTests: XCTestCase {
                 XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(maxGradient, 1e-3) + 2e-4,
                                "\(entry.name)[\(i - entry.offset)]")
             }
+        }
+    }
+}
+
+/// Documents packed into one sequence give the logits each gives alone (attention within each document, positions
+/// from its start — GPT-2's learned positions and Llama's rotary ones).
+final class DocumentPackingTests: XCTestCase {
+    func testPackedDocumentsGiveTheLogitsOfEachAlone() throws {
+        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+            let model = try ModelFixtures.randomModel(config, seed: 6)
+            let lengths = [3, 4, 1], total = lengths.reduce(0, +)
+            let tokens = ModelFixtures.tokens(batch: 1, length: total, vocab: config.vocabSize, seed: 2).inputs
+            var documents: [Int32] = []
+            for (index, length) in lengths.enumerated() {
+                documents += Array(repeating: Int32(lengths[..<index].reduce(0, +)), count: length)
+            }
+            tokens.withUnsafeBufferPointer { t in
+                documents.withUnsafeBufferPointer { d in
+                    _ = model.forward(inputs: t.baseAddress!, targets: nil, batch: 1, length: total, documents: d.baseAddress!)
+                }
+            }
+            let packed = (0..<total).map { Array(model.logits(row: $0)) }
+            var offset = 0
+            for length in lengths {
+                tokens.withUnsafeBufferPointer { t in
+                    _ = model.forward(inputs: t.baseAddress! + offset, targets: nil, batch: 1, length: length)
+                }
+                for row in 0..<length {
+                    let alone = model.logits(row: row)
+                    for (a, b) in zip(packed[offset + row], alone) {
+                        XCTAssertEqual(a, b, accuracy: 1e-5, "\(config.architecture) document at \(offset), row \(row)")
+                    }
+                }
+                offset += length
+            }
+            // Without documents the later documents see the earlier ones: their logits differ.
+            tokens.withUnsafeBufferPointer { t in
+                _ = model.forward(inputs: t.baseAddress!, targets: nil, batch: 1, length: total)
+            }
+            XCTAssertNotEqual(Array(model.logits(row: 3)), packed[3], "\(config.architecture)")
         }
     }
 }

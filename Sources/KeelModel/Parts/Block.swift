@@ -50,8 +50,9 @@ struct Block {
         context.project(s.qkv.pointer, s.norm1.pointer, qkv)
         context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {
             rope?.apply(s.qkv.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
-                        heads: shape.heads + shape.kvHeads)
-            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
+                        heads: shape.heads + shape.kvHeads, documents: context.documents)
+            attention.forward(s.attention.pointer, lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer,
+                              documents: context.documents)
         }
         context.project(context.partialOutput(s.mid.pointer, a), s.attention.pointer, attentionOutput)
         context.sumPartialOutput(s.mid.pointer, a, label: "attention output")
@@ -105,9 +106,10 @@ struct Block {
                                 deferred: deferred?.attentionOutput.pointer)
         context.profiled(.attention, .backward, flops: context.attentionFlops(.backward)) {
             attention.backward(dQKV: a.dQKV.pointer, dOut: a.dAttention.pointer, out: s.attention.pointer,
-                               lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer)
+                               lse: s.lse.pointer, qkv: s.qkv.pointer, scratch: a.attentionScratch.pointer,
+                               documents: context.documents)
             rope?.apply(a.dQKV.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
-                        heads: shape.heads + shape.kvHeads, inverse: true)
+                        heads: shape.heads + shape.kvHeads, inverse: true, documents: context.documents)
         }
         context.projectBackward(dNorm, a.dQKV.pointer, s.norm1.pointer, qkv, deferred: deferred?.qkv.pointer)
         let dAttentionInput = context.summedInputGradient(dNorm, a, label: "attention input gradient")

@@ -27,7 +27,7 @@ struct InputEmbedding {
         context.profiled(.embedding, .forward, bytes: 8 * Double(n * c)) {
             Embedding.forward(context.partialOutput(out, a), tokens: tokens, table: p + tokenTable, positions: positions,
                               rows: n, length: context.length, columns: c,
-                              vocabulary: tensor.map { _ in context.shape.vocabulary })
+                              vocabulary: tensor.map { _ in context.shape.vocabulary }, documents: context.documents)
         }
         context.sumPartialOutput(out, a, label: "embedding")
     }
@@ -40,7 +40,7 @@ struct InputEmbedding {
         context.profiled(.embedding, .backward, bytes: 12 * Double(n * c)) {
             Embedding.backward(dTable: g + tokenTable, dPositions: positionTable.map { g + $0 }, dOut: dOut, tokens: tokens,
                                rows: n, length: context.length, columns: c,
-                               vocabulary: context.tensor.map { _ in context.shape.vocabulary })
+                               vocabulary: context.tensor.map { _ in context.shape.vocabulary }, documents: context.documents)
         }
     }
 }

@@ -56,14 +56,17 @@ struct OutputHead {
     }
 
     /// Per-row losses into `a.losses`; with `lossScale`, also the projection's gradients (input gradient into
-    /// `a.dNorm`, weight gradient added into the gradient buffer) for a loss of `lossScale · mean`.
+    /// `a.dNorm`, weight gradient added into the gradient buffer) for a loss of `lossScale · mean`, the mean over
+    /// the rows whose target is not `CrossEntropy.ignored`. Returns how many rows those are.
     /// `packs` are the bf16 caches: the weight packed once for all chunks, and ∂loss/∂logitsᵀ packed chunk by
     /// chunk for one weight-gradient product over all rows.
+    @discardableResult
     func loss(
         targets: UnsafePointer<Int32>, lossScale: Float?, _ a: ActivationArena,
         packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
-    ) {
+    ) -> Int {
         let config = context.config, n = context.rows, c = config.width, v = context.shape.vocabulary.count
+        let counted = (0..<n).reduce(0) { $0 + (targets[$1] == CrossEntropy.ignored ? 0 : 1) }
         let p = context.parameters, g = context.gradients, headShape = shape(context)
         // In bf16 the weight is rounded and packed once for all chunks, not once per chunk and product.
         let packedHead = context.precision == .bfloat16 ? packs.weight : nil
@@ -81,7 +84,7 @@ struct OutputHead {
                                   precision: context.precision, packed: packedHead)
             }
             context.profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
-                let scale = lossScale.map { $0 / Float(n) }
+                let scale = lossScale.map { counted > 0 ? $0 / Float(counted) : 0 }
                 if let tensor = context.tensor {
                     tensor.run {
                         try VocabParallelCrossEntropy.forward(
@@ -113,6 +116,7 @@ struct OutputHead {
                 gemm(packed: headGradient, .none, n: c, a.finalNorm.pointer, beta: 1, g + weight)
             }
         }
+        return counted
     }
 
     /// The final norm's backward: ∂loss/∂x into dResidual (zeroed first) from the projection's input

@@ -14,6 +14,9 @@ struct PartContext {
     let gradients: UnsafeMutablePointer<Float>
     let batch: Int
     let length: Int
+    /// Each token's document start in its sequence ([B, T]) when the batch packs documents: attention stays within
+    /// a document and positions count from its start.
+    let documents: UnsafePointer<Int32>?
     let precision: MatrixPrecision
     let profiler: Profiler?
 
