@@ -86,22 +86,28 @@ public final class PipelineExecutor {
     /// micro-batches). Gradients are added into each chunk's buffer. Returns the micro-batches' losses in
     /// micro-batch order on the rank holding the last stage, nothing on the others. `label` names the step in
     /// errors.
-    public func run(inputs: (Int) -> UnsafePointer<Int32>, targets: (Int) -> UnsafePointer<Int32>, lossScale: Float,
-                    label: String) throws -> [Float] {
-        try execute(actions, rows: { _ in self.batch }, inputs: inputs, targets: targets, lossScale: lossScale, label: label)
+    /// With `documents`, micro-batch k's sequences pack documents (`Transformer.forward`'s `documents`), on every
+    /// stage.
+    public func run(inputs: (Int) -> UnsafePointer<Int32>, targets: (Int) -> UnsafePointer<Int32>,
+                    documents: ((Int) -> UnsafePointer<Int32>)? = nil, lossScale: Float, label: String) throws -> [Float] {
+        try execute(actions, rows: { _ in self.batch }, inputs: inputs, targets: targets, documents: documents,
+                    lossScale: lossScale, label: label)
     }
 
     /// Runs `microBatches` micro-batches forward only (validation), micro-batch k having `rows(k)` ≤ `batch`
     /// sequences; returns each one's mean loss, in order, on the rank holding the last stage.
     public func evaluate(microBatches: Int, rows: @escaping (Int) -> Int, inputs: (Int) -> UnsafePointer<Int32>,
-                         targets: (Int) -> UnsafePointer<Int32>, label: String) throws -> [Float] {
+                         targets: (Int) -> UnsafePointer<Int32>, documents: ((Int) -> UnsafePointer<Int32>)? = nil,
+                         label: String) throws -> [Float] {
         let actions = PipelineSchedule.forwardOnly(stages: pipeline.size, virtualStages: chunks.count,
                                                    microBatches: microBatches, rank: pipeline.rank)
-        return try execute(actions, rows: rows, inputs: inputs, targets: targets, lossScale: nil, label: label)
+        return try execute(actions, rows: rows, inputs: inputs, targets: targets, documents: documents, lossScale: nil,
+                           label: label)
     }
 
     private func execute(_ actions: [PipelineAction], rows: (Int) -> Int, inputs: (Int) -> UnsafePointer<Int32>,
-                         targets: (Int) -> UnsafePointer<Int32>, lossScale: Float?, label: String) throws -> [Float] {
+                         targets: (Int) -> UnsafePointer<Int32>, documents: ((Int) -> UnsafePointer<Int32>)?,
+                         lossScale: Float?, label: String) throws -> [Float] {
         var losses: [(microBatch: Int, loss: Float)] = []
         timeline.removeAll(keepingCapacity: true)
         interval.start = monotonicSeconds()
@@ -115,13 +121,14 @@ public final class PipelineExecutor {
                     ? nil : try arrived(Transfer(gradient: false, microBatch: microBatch, receivingStage: stage))
                 let start = monotonicSeconds()
                 let loss: Float
+                let packed = documents?(microBatch)
                 if let input {
                     loss = model.forward(activations: input.pointer, targets: target, batch: n, length: length,
-                                         lossScale: lossScale, slot: slot)
+                                         lossScale: lossScale, slot: slot, documents: packed)
                     pool.append(input)
                 } else {
                     loss = model.forward(inputs: inputs(microBatch), targets: target, batch: n, length: length,
-                                         lossScale: lossScale, slot: slot)
+                                         lossScale: lossScale, slot: slot, documents: packed)
                 }
                 if model.isLastStage { losses.append((microBatch, loss)) }
                 timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))

@@ -16,10 +16,11 @@ public enum Evaluation {
     }
 
     /// Copies the windows `range` of `windows` into consecutive rows of `inputs` and `targets`.
-    static func copy(_ range: Range<Int>, of windows: TokenWindows, inputs: UnsafeMutablePointer<Int32>,
-                     targets: UnsafeMutablePointer<Int32>) {
+    static func copy(_ range: Range<Int>, of windows: any TrainingWindows, inputs: UnsafeMutablePointer<Int32>,
+                     targets: UnsafeMutablePointer<Int32>, documents: UnsafeMutablePointer<Int32>? = nil) {
         for (row, window) in range.enumerated() {
-            windows.copy(window: window, inputs: inputs + row * windows.length, targets: targets + row * windows.length)
+            windows.copy(window: window, inputs: inputs + row * windows.length, targets: targets + row * windows.length,
+                         documents: documents.map { $0 + row * windows.length })
         }
     }
 

@@ -29,8 +29,12 @@ public struct TrainConfig: Sendable {
         public var paths: [String]
         /// `val_fraction`: share of the token stream held out for validation.
         public var validationFraction: Double
-        /// `tokenizer`: "byte", or a `tokenizer.json` / `.tiktoken` file (with `paths`).
+        /// `tokenizer`: "byte", or a `tokenizer.json` / `.tiktoken` file (with `paths` or `chat`).
         public var tokenizer: String
+        /// `chat`: JSONL files of conversations (`messages`) or `prompt`/`completion` pairs for supervised
+        /// fine-tuning: rendered by the tokenizer's chat template (Keel's ChatML without one), trained on what the
+        /// assistant writes, packed into windows whose documents do not attend to each other.
+        public var chat: [String] = []
     }
 
     /// `[training]`
@@ -192,7 +196,11 @@ public struct TrainConfig: Sendable {
             dataset: try v.string("data.dataset", nil),
             paths: try v.strings("data.paths"),
             validationFraction: try v.double("data.val_fraction", 0.1),
-            tokenizer: try v.string("data.tokenizer", "byte")!)
+            tokenizer: try v.string("data.tokenizer", "byte")!,
+            chat: try v.strings("data.chat"))
+        if !data.chat.isEmpty, data.dataset != nil || !data.paths.isEmpty {
+            throw KeelError("config: data.chat is the whole training data; remove data.dataset and data.paths")
+        }
         if data.dataset != nil {
             guard data.paths.isEmpty else { throw KeelError("config: give data.dataset or data.paths, not both") }
             guard v.values["data.tokenizer"] == nil else {
@@ -317,8 +325,8 @@ public struct TrainConfig: Sendable {
             if !condition { throw KeelError("config: \(key) \(message)") }
         }
         let t = training
-        try require(!data.paths.isEmpty || data.dataset != nil, "data.paths",
-                    "or data.dataset is required: the text files, or the prepared dataset, to train on")
+        try require(!data.paths.isEmpty || data.dataset != nil || !data.chat.isEmpty, "data.paths",
+                    "or data.dataset (or data.chat) is required: the text files, the prepared dataset or the chat data to train on")
         try require(t.steps > 0, "training.steps", "must be positive (got \(t.steps))")
         try require(t.batchSize > 0, "training.batch_size", "must be positive (got \(t.batchSize))")
         try require(t.sequenceLength > 0 && t.sequenceLength <= model.maxLength, "training.seq_len",

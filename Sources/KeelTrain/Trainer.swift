@@ -183,9 +183,15 @@ public final class Trainer {
                                             keepingThrough: resumedFrom == nil ? nil : state.step) : nil
         let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
 
-        let unigram = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
-        log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
-                   data.summary, data.train.tokenCount, data.validation.tokenCount, unigram))
+        let baseline = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan
+        let unigram = baseline ?? .nan
+        if baseline == nil {
+            log(String(format: "data: %@; %d training and %d validation targets the loss counts (what the assistant writes)",
+                       data.summary, data.trainTargets, data.validationTargets))
+        } else {
+            log(String(format: "data: %@; %d training and %d validation tokens; unigram baseline loss %.4f",
+                       data.summary, data.trainTargets, data.validationTargets, unigram))
+        }
         log("model: \(config.model.architecture.rawValue), \(wholeTable.count) parameters; \(tokensPerStep) tokens per step"
             + (t.precision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected!.rawValue)" : ""))
         if groups.pipeline.size > 1 { log(pipelineSummary()) }
@@ -344,20 +350,27 @@ public final class Trainer {
         let windows = min(data.validation.count, config.training.evalBatches * batch * replicas.size)
         let ranges = Evaluation.batches(count: windows, batch: batch, rank: replicas.rank, ranks: replicas.size)
         let rows = { (k: Int) in ranges[k].count }
-        var inputs = [Int32](repeating: 0, count: max(1, ranges.count * batch * length)), targets = inputs
+        var inputs = [Int32](repeating: 0, count: max(1, ranges.count * batch * length)), targets = inputs, documents = inputs
         inputs.withUnsafeMutableBufferPointer { i in
             targets.withUnsafeMutableBufferPointer { t in
-                for (k, range) in ranges.enumerated() {
-                    Evaluation.copy(range, of: data.validation, inputs: i.baseAddress! + k * batch * length,
-                                    targets: t.baseAddress! + k * batch * length)
+                documents.withUnsafeMutableBufferPointer { d in
+                    for (k, range) in ranges.enumerated() {
+                        Evaluation.copy(range, of: data.validation, inputs: i.baseAddress! + k * batch * length,
+                                        targets: t.baseAddress! + k * batch * length, documents: d.baseAddress! + k * batch * length)
+                    }
                 }
             }
         }
+        let packed = data.validation.packsDocuments
         let losses = try inputs.withUnsafeBufferPointer { i in
             try targets.withUnsafeBufferPointer { t in
-                try step.executor.evaluate(microBatches: ranges.count, rows: rows,
-                                           inputs: { i.baseAddress! + $0 * batch * length },
-                                           targets: { t.baseAddress! + $0 * batch * length }, label: "validation")
+                try documents.withUnsafeBufferPointer { d in
+                    try step.executor.evaluate(microBatches: ranges.count, rows: rows,
+                                               inputs: { i.baseAddress! + $0 * batch * length },
+                                               targets: { t.baseAddress! + $0 * batch * length },
+                                               documents: packed ? { d.baseAddress! + $0 * batch * length } : nil,
+                                               label: "validation")
+                }
             }
         }
         let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * Double(rows($1.offset)) }

@@ -9,14 +9,33 @@ struct TrainingData {
     let tokenizer: any TextTokenizer
     /// The tokenizer file to copy beside the run and into checkpoints (nil for byte-level).
     let tokenizerFile: URL?
-    let train: TokenWindows
-    let validation: TokenWindows
+    let train: any TrainingWindows
+    let validation: any TrainingWindows
     let summary: String
+    /// Targets in each split (the tokens the loss counts: all of them but a window's first, for pre-training).
+    let trainTargets: Int, validationTargets: Int
 
     init(config: TrainConfig) throws {
         let length = config.training.sequenceLength
         let tooLittleValidation: String
-        if let dataset = config.data.dataset {
+        if !config.data.chat.isEmpty {
+            tokenizer = try loadTokenizer(config.data.tokenizer)
+            tokenizerFile = config.data.tokenizer == "byte" ? nil : URL(fileURLWithPath: config.data.tokenizer)
+            guard tokenizer.vocabSize <= config.model.vocabSize else {
+                throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the tokenizer's vocabulary (\(tokenizer.vocabSize))")
+            }
+            let chat = try ChatData(paths: config.data.chat, tokenizer: tokenizer, tokenizerPath: config.data.tokenizer,
+                                    length: length, validationFraction: config.data.validationFraction)
+            guard chat.train.trainedTargets > 0 else {
+                throw KeelError("data.chat: no token the loss counts: the examples are cut (at training.seq_len + 1 = \(length + 1) tokens) before the assistant writes; raise training.seq_len")
+            }
+            train = chat.train
+            validation = chat.validation
+            trainTargets = chat.train.trainedTargets
+            validationTargets = chat.validation.trainedTargets
+            summary = chat.summary
+            tooLittleValidation = "raise data.val_fraction, or add conversations"
+        } else if let dataset = config.data.dataset {
             let directory = URL(fileURLWithPath: dataset)
             let manifest = try ShardManifest.read(from: directory)
             if manifest.tokenizer == "byte" {
@@ -35,8 +54,11 @@ struct TrainingData {
                 for shard in shards { try shard.checkTokens(below: config.model.vocabSize) }
                 return TokenWindows(segments: shards.map { .shard($0) }, length: length)
             }
-            train = try windows(manifest.train)
-            validation = try windows(manifest.val)
+            let (trainWindows, validationWindows) = (try windows(manifest.train), try windows(manifest.val))
+            train = trainWindows
+            validation = validationWindows
+            trainTargets = trainWindows.tokenCount
+            validationTargets = validationWindows.tokenCount
             summary = "dataset \(dataset): \(manifest.train.documents) + \(manifest.val.documents) documents"
             tooLittleValidation = "prepare the dataset again with a larger --val-fraction"
         } else {
@@ -49,20 +71,28 @@ struct TrainingData {
                                          validationFraction: config.data.validationFraction)
             train = TokenWindows(segments: [.memory(corpus.train)], length: length)
             validation = TokenWindows(segments: [.memory(corpus.validation)], length: length)
+            trainTargets = corpus.train.count
+            validationTargets = corpus.validation.count
             summary = "\(corpus.fileCount) files"
             tooLittleValidation = "raise data.val_fraction"
         }
+        // A corpus is counted in tokens, chat data in the windows its examples fill.
+        func size(_ windows: any TrainingWindows) -> String {
+            (windows as? TokenWindows).map { "\($0.tokenCount) tokens" } ?? "\(windows.count) windows"
+        }
         guard train.count >= config.training.batchSize else {
-            throw KeelError("data: the training split has \(train.tokenCount) tokens, too few for one batch of \(config.training.batchSize) sequences of \(length + 1) tokens")
+            throw KeelError("data: the training split has \(size(train)), too few for one batch of \(config.training.batchSize) sequences of \(length + 1) tokens")
         }
         guard validation.count > 0 else {
-            throw KeelError("data: the validation split has \(validation.tokenCount) tokens, fewer than training.seq_len + 1 (\(length + 1)); \(tooLittleValidation)")
+            throw KeelError("data: the validation split has \(size(validation)), fewer than training.seq_len + 1 (\(length + 1)) tokens; \(tooLittleValidation)")
         }
     }
 
     /// Cross-entropy of (up to 1M) validation tokens under add-one-smoothed frequencies of (up to 20M)
-    /// training tokens: the loss of a model that ignores context, which a trained transformer must beat.
-    func unigramLoss(vocabSize: Int) -> Double {
+    /// training tokens: the loss of a model that ignores context, which a trained transformer must beat (nil for
+    /// chat data, whose loss counts only the assistant's tokens).
+    func unigramLoss(vocabSize: Int) -> Double? {
+        guard let train = train as? TokenWindows, let validation = validation as? TokenWindows else { return nil }
         var counts = [Double](repeating: 1, count: vocabSize)
         for token in train.leadingTokens(limit: 20_000_000) { counts[Int(token)] += 1 }
         let total = counts.reduce(0, +)

@@ -64,9 +64,11 @@ public final class TrainingStep {
     /// Called just before the update changes any parameter or optimizer moment: a background checkpoint writer
     /// waits there until it has its copy of them.
     public var beforeUpdate: (() -> Void)?
-    /// The step's micro-batches of token ids and targets, [m, batch · length] each.
+    /// The step's micro-batches of token ids, targets and (packed documents) document starts, [m, batch · length]
+    /// each.
     private let inputs: UnsafeMutablePointer<Int32>
     private let targets: UnsafeMutablePointer<Int32>
+    private let documents: UnsafeMutablePointer<Int32>
 
     /// Builds this rank's chunks of `model` — the stages `layers` (in stage order, p · v of them) that
     /// `groups.pipeline`'s rank holds under `schedule` with `virtualStages` chunks per rank — initialised from
@@ -116,11 +118,13 @@ public final class TrainingStep {
         }
         inputs = .allocate(capacity: microBatches * batch * length)
         targets = .allocate(capacity: microBatches * batch * length)
+        documents = .allocate(capacity: microBatches * batch * length)
     }
 
     deinit {
         inputs.deallocate()
         targets.deallocate()
+        documents.deallocate()
     }
 
     /// Where this rank holds a copy of a tied token table that another stage also holds.
@@ -148,7 +152,10 @@ public final class TrainingStep {
 
         // 1. Data.
         for k in 0..<microBatches {
-            let fetch = { loader.next(inputs: self.inputs + k * self.batch * self.length, targets: self.targets + k * self.batch * self.length) }
+            let offset = k * batch * length
+            let fetch = {
+                loader.next(inputs: self.inputs + offset, targets: self.targets + offset, documents: self.documents + offset)
+            }
             if let profiler {
                 profiler.measure(.data, .forward, flops: 0, bytes: 8 * Double(batch * length), fetch)
             } else {
@@ -171,8 +178,9 @@ public final class TrainingStep {
             }
         }
         let size = batch * length
+        let packed: ((Int) -> UnsafePointer<Int32>)? = loader.windows.packsDocuments ? { UnsafePointer(self.documents + $0 * size) } : nil
         let losses = try executor.run(inputs: { UnsafePointer(self.inputs + $0 * size) },
-                                      targets: { UnsafePointer(self.targets + $0 * size) },
+                                      targets: { UnsafePointer(self.targets + $0 * size) }, documents: packed,
                                       lossScale: 1 / Float(microBatches), label: label)
 
         // 3. Tied embedding: both copies get the sum of both stages' gradients, then join the reduction.

@@ -115,8 +115,11 @@ struct Train: ParsableCommand {
         let final = summary.finalValidationLoss!
         let below = (1 - Double(final) / summary.unigramLoss) * 100
         lines.append(String(format: "validation loss: %@%.4f at step %d", start, final, summary.steps))
-        lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% %@ it)", summary.unigramLoss, abs(below),
-                            below >= 0 ? "below" : "still above"))
+        // Chat data has no unigram baseline: its loss counts only what the assistant writes.
+        if !summary.unigramLoss.isNaN {
+            lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% %@ it)", summary.unigramLoss, abs(below),
+                                below >= 0 ? "below" : "still above"))
+        }
         lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
         lines.append("checkpoint: \(summary.checkpoint.path)")
         print(lines.joined(separator: "\n"))

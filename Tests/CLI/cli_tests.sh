@@ -201,6 +201,37 @@ expect_ok "fine-tune the import with its own tokenizer" "$keel" train --config "
 [ -s "$(ls -d "$work"/smol-run/checkpoints/step_* | tail -1)/tokenizer_config.json" ] \
     && pass "the fine-tuned checkpoints keep the import's tokenizer_config.json (EOS, chat template)" \
     || fail "the fine-tuned checkpoints keep the import's tokenizer_config.json"
+# keel sft: the import fine-tuned on conversations (its own chat template), and a Keel-trained run (ChatML); the
+# loss counts what the assistant writes, and falls.
+python3 -c '
+import json, random, sys
+random.seed(1)
+with open(sys.argv[1], "w") as f:
+    for _ in range(200):
+        a, b = random.randint(0, 9), random.randint(0, 9)
+        f.write(json.dumps({"messages": [{"role": "user", "content": f"{a}+{b}"}, {"role": "assistant", "content": str(a + b)}]}) + "\n")
+' "$work/chat.jsonl"
+sft_settings=(--set training.steps=20 --set training.seq_len=96 --set training.batch_size=4 --set training.lr=3e-3 --set training.eval_every=20)
+expect_ok "sft of the import on conversations" "$keel" sft --init-from "$work/tiny-imported" --data "$work/chat.jsonl" \
+    --out "$work/sft-run" "${sft_settings[@]}"
+grep -q "the tokenizer's chat template); [0-9]* training and [0-9]* validation targets the loss counts" "$work/err" \
+    && pass "sft renders the import's chat template and counts the assistant's tokens" || fail "sft renders the import's chat template"
+check "sft lowers the validation loss on the assistant's tokens to under half" \
+    '(lambda v: len(v) == 2 and v[-1] < 0.5 * v[0])([json.loads(l)["val_loss"] for l in open(sys.argv[1]) if "val_loss" in l])' \
+    "$work/sft-run/metrics.jsonl"
+# A Keel-trained run (byte tokenizer, 16 positions): prompt-completion pairs, the completion and EOS trained on.
+python3 -c 'import json, sys; [print(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a)})) for a in range(40)]' >"$work/pairs.jsonl"
+expect_ok "sft of a Keel-trained run on prompt-completion pairs" "$keel" sft --init-from "$work/llamarun" --data "$work/pairs.jsonl" \
+    --out "$work/sft-pairs" "${sft_settings[@]}" --set training.steps=2 --set training.seq_len=16
+grep -q "(Keel's ChatML); [0-9]* training and [0-9]* validation targets" "$work/err" \
+    && pass "a run without a chat template takes Keel's ChatML" || fail "a run without a chat template takes Keel's ChatML"
+{ head -2 "$work/chat.jsonl"; echo '{"messages": [{"role": "user"'; } >"$work/bad-chat.jsonl"
+expect_error "sft on a malformed line" "bad-chat.jsonl:3: JSON: unexpected end" \
+    "$keel" sft --init-from "$work/tiny-imported" --data "$work/bad-chat.jsonl" --out "$work/sft-bad" "${sft_settings[@]}"
+[ ! -e "$work/sft-bad/checkpoints" ] && pass "a refused sft writes no checkpoint" || fail "a refused sft writes no checkpoint"
+usage "sft without data" "give the chat data with --data" "$keel" sft --init-from "$work/tiny-imported" --out "$work/sft-none"
+expect_error "sft whose examples are cut before the assistant speaks" "no token the loss counts" \
+    "$keel" sft --init-from "$work/tiny-imported" --data "$work/chat.jsonl" --out "$work/sft-short" "${sft_settings[@]}" --set training.seq_len=16
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
 "$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!

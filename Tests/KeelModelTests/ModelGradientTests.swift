@@ -101,3 +101,28 @@ final class DocumentPackingTests: XCTestCase {
         }
     }
 }
+
+/// Tokens masked from the loss, in a document of their own, change nothing: a packed window whose first document
+/// is not trained on (every target ignored) gives the same gradients whatever that document's tokens are — the
+/// loss skips its positions, and the trained document after it does not attend to it.
+final class MaskedTokensTests: XCTestCase {
+    func testPerturbingMaskedTokensLeavesTheGradients() throws {
+        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+            let model = try ModelFixtures.randomModel(config, seed: 9)
+            let length = 8, documents: [Int32] = [0, 0, 0, 3, 3, 3, 3, 3]
+            var tokens = ModelFixtures.tokens(batch: 1, length: length, vocab: config.vocabSize, seed: 3)
+            for i in 0..<3 { tokens.targets[i] = CrossEntropy.ignored }
+            _ = ModelFixtures.lossAndGradients(model, tokens.inputs, tokens.targets, batch: 1, length: length, documents: documents)
+            let before = model.gradients.toArray()
+            var perturbed = tokens.inputs
+            for i in 0..<3 { perturbed[i] = Int32((Int(perturbed[i]) + 5) % config.vocabSize) }
+            _ = ModelFixtures.lossAndGradients(model, perturbed, tokens.targets, batch: 1, length: length, documents: documents)
+            XCTAssertEqual(model.gradients.toArray(), before, "\(config.architecture)")
+            // Without document masking the trained document sees them, and the gradients move.
+            _ = ModelFixtures.lossAndGradients(model, tokens.inputs, tokens.targets, batch: 1, length: length)
+            let unmasked = model.gradients.toArray()
+            _ = ModelFixtures.lossAndGradients(model, perturbed, tokens.targets, batch: 1, length: length)
+            XCTAssertNotEqual(model.gradients.toArray(), unmasked, "\(config.architecture)")
+        }
+    }
+}
