@@ -87,11 +87,13 @@ public final class PipelineExecutor {
     /// micro-batch order on the rank holding the last stage, nothing on the others. `label` names the step in
     /// errors.
     /// With `documents`, micro-batch k's sequences pack documents (`Transformer.forward`'s `documents`), on every
-    /// stage.
+    /// stage; with `weights`, micro-batch k's loss is scaled by `lossScale · weights(k)` (micro-batches that count
+    /// different numbers of targets).
     public func run(inputs: (Int) -> UnsafePointer<Int32>, targets: (Int) -> UnsafePointer<Int32>,
-                    documents: ((Int) -> UnsafePointer<Int32>)? = nil, lossScale: Float, label: String) throws -> [Float] {
+                    documents: ((Int) -> UnsafePointer<Int32>)? = nil, lossScale: Float, weights: ((Int) -> Float)? = nil,
+                    label: String) throws -> [Float] {
         try execute(actions, rows: { _ in self.batch }, inputs: inputs, targets: targets, documents: documents,
-                    lossScale: lossScale, label: label)
+                    lossScale: { lossScale * (weights?($0) ?? 1) }, label: label)
     }
 
     /// Runs `microBatches` micro-batches forward only (validation), micro-batch k having `rows(k)` ≤ `batch`
@@ -107,7 +109,7 @@ public final class PipelineExecutor {
 
     private func execute(_ actions: [PipelineAction], rows: (Int) -> Int, inputs: (Int) -> UnsafePointer<Int32>,
                          targets: (Int) -> UnsafePointer<Int32>, documents: ((Int) -> UnsafePointer<Int32>)?,
-                         lossScale: Float?, label: String) throws -> [Float] {
+                         lossScale: ((Int) -> Float)?, label: String) throws -> [Float] {
         var losses: [(microBatch: Int, loss: Float)] = []
         timeline.removeAll(keepingCapacity: true)
         interval.start = monotonicSeconds()
@@ -124,11 +126,11 @@ public final class PipelineExecutor {
                 let packed = documents?(microBatch)
                 if let input {
                     loss = model.forward(activations: input.pointer, targets: target, batch: n, length: length,
-                                         lossScale: lossScale, slot: slot, documents: packed)
+                                         lossScale: lossScale?(microBatch), slot: slot, documents: packed)
                     pool.append(input)
                 } else {
                     loss = model.forward(inputs: inputs(microBatch), targets: target, batch: n, length: length,
-                                         lossScale: lossScale, slot: slot, documents: packed)
+                                         lossScale: lossScale?(microBatch), slot: slot, documents: packed)
                 }
                 if model.isLastStage { losses.append((microBatch, loss)) }
                 timeline.append(TimedPass(action: action, start: start, end: monotonicSeconds()))

@@ -373,12 +373,19 @@ public final class Trainer {
                 }
             }
         }
-        let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * Double(rows($1.offset)) }
-        var total = try replicas.allReduce([local], .sum, label: "validation loss")[0]
+        // Each micro-batch's loss is its mean per target counted: weigh it by its sequences (a corpus: every
+        // position counts), or by the targets it counts (chat data).
+        let weights = (0..<ranges.count).map { k in
+            packed ? Double((0..<(rows(k) * length)).reduce(0) { $0 + (targets[k * batch * length + $1] == CrossEntropy.ignored ? 0 : 1) })
+                : Double(rows(k))
+        }
+        let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * weights[$1.offset] }
+        let sums = try replicas.allReduce([local, weights.reduce(0, +)], .sum, label: "validation loss")
+        var total = sums[1] > 0 ? sums[0] / sums[1] : 0
         if groups.pipeline.size > 1 {
             total = try groups.pipeline.allReduce([losses.isEmpty ? 0 : total], .sum, label: "validation loss from the last stage")[0]
         }
-        return Float(total / Double(windows))
+        return Float(total)
     }
 
     /// One line describing the pipeline: its stages, schedule and micro-batches.

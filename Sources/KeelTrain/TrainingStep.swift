@@ -178,10 +178,21 @@ public final class TrainingStep {
             }
         }
         let size = batch * length
-        let packed: ((Int) -> UnsafePointer<Int32>)? = loader.windows.packsDocuments ? { UnsafePointer(self.documents + $0 * size) } : nil
+        // Chat data: the loss is the mean over the targets it counts in the whole step, over every replica — each
+        // micro-batch weighs by how many it holds (a micro-batch's own loss is its mean), and the replicas' average
+        // of gradients then comes out as the global mean's.
+        let packsDocuments = loader.windows.packsDocuments
+        let packed: ((Int) -> UnsafePointer<Int32>)? = packsDocuments ? { UnsafePointer(self.documents + $0 * size) } : nil
+        let counted = packsDocuments ? (0..<microBatches).map { k in
+            (0..<size).reduce(0) { $0 + (self.targets[k * size + $1] == CrossEntropy.ignored ? 0 : 1) }
+        } : []
+        let allCounted = packsDocuments
+            ? try groups.data.allReduce([Double(counted.reduce(0, +))], .sum, label: "\(label): targets counted")[0] : 0
+        let weights: ((Int) -> Float)? = packsDocuments
+            ? { k in allCounted > 0 ? Float(Double(counted[k] * self.microBatches * self.groups.data.size) / allCounted) : 0 } : nil
         let losses = try executor.run(inputs: { UnsafePointer(self.inputs + $0 * size) },
                                       targets: { UnsafePointer(self.targets + $0 * size) }, documents: packed,
-                                      lossScale: 1 / Float(microBatches), label: label)
+                                      lossScale: 1 / Float(microBatches), weights: weights, label: label)
 
         // 3. Tied embedding: both copies get the sum of both stages' gradients, then join the reduction.
         if let tied {
@@ -198,8 +209,15 @@ public final class TrainingStep {
                 try optimizer.shard.sum(spans, over: group, label: "\(label): partial gradients")
             }
         }
-        var loss = losses.reduce(0.0) { $0 + Double($1) / Double(microBatches) }
-        loss = try groups.data.allReduce([loss], .average, label: "\(label): loss")[0]
+        var loss: Double
+        if packsDocuments {
+            let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * Double(counted[$1.offset]) }
+            let total = try groups.data.allReduce([local], .sum, label: "\(label): loss")[0]
+            loss = allCounted > 0 ? total / allCounted : 0
+        } else {
+            loss = losses.reduce(0.0) { $0 + Double($1) / Double(microBatches) }
+            loss = try groups.data.allReduce([loss], .average, label: "\(label): loss")[0]
+        }
         if groups.pipeline.size > 1 {
             loss = try groups.pipeline.allReduce([losses.isEmpty ? 0 : loss], .sum, label: "\(label): loss from the last stage")[0]
         }

@@ -48,6 +48,28 @@ for arch in gpt2 llama; do
     done
 done
 
+# --- Supervised fine-tuning: packed examples on every stage, the loss's targets counted over the whole step ---------
+# Prompt-completion pairs of very different lengths packed into 33-token windows (several examples per window,
+# prompts not trained on): pp = 2 × dp = 2 with one sequence per replica equals one process with two, which needs each
+# stage to keep documents apart and the replicas to average over the targets the loss counts in the whole step.
+config "$work/sft-base.toml" llama 4
+if run "sft base run" "$keel" train --config "$work/sft-base.toml" --out "$work/sft-base" --set training.steps=1; then
+    # Short sums and long spelled-out answers: windows count very different numbers of targets.
+    python3 -c '
+import json, random
+random.seed(4)
+for i in range(300):
+    a, b = random.randint(0, 999), random.randint(0, 99)
+    answer = str(a + b) if i % 2 else " ".join(str(a + b)) + " is the sum of " + str(a)
+    print(json.dumps({"prompt": f"{a}+{b}=", "completion": answer}))' >"$work/pairs.jsonl"
+    sft=(--data "$work/pairs.jsonl" --set training.steps=10 --set parallel.micro_batches=2 --set training.lr=3e-3)
+    run "sft reference, batch 2" "$keel" sft --init-from "$work/sft-base" --out "$work/sft-ref" "${sft[@]}" \
+        --set training.batch_size=2 \
+        && run "sft pp=2 dp=2" "${mpi[@]}" -np 4 "$keel" sft --init-from "$work/sft-base" --out "$work/sft-2-2" "${sft[@]}" \
+            --set training.batch_size=1 --set parallel.pp=2 \
+        && same_losses "sft pp=2 dp=2 = one process × batch 2" "$work/sft-ref" "$work/sft-2-2" 10
+fi
+
 # --- The measured bubble is logged for every stage -----------------------------------------------------------
 if python3 - "$work/gpt2-4-1-1f1b-0/metrics.jsonl" >"$work/err" 2>&1 <<'PY'
 import json, sys
