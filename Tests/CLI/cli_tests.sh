@@ -221,6 +221,8 @@ check "sft lowers the validation loss on the assistant's tokens to under half" \
     "$work/sft-run/metrics.jsonl"
 # A Keel-trained run (byte tokenizer, 16 positions): prompt-completion pairs, the completion and EOS trained on.
 python3 -c 'import json, sys; [print(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a)})) for a in range(40)]' >"$work/pairs.jsonl"
+expect_ok "sft --resume goes on from the run's checkpoint" "$keel" sft --resume --out "$work/sft-run" --set training.steps=22
+[ -d "$work/sft-run/checkpoints/step_00000022" ] && pass "the resumed sft wrote step 22" || fail "the resumed sft wrote step 22"
 expect_ok "sft of a Keel-trained run on prompt-completion pairs" "$keel" sft --init-from "$work/llamarun" --data "$work/pairs.jsonl" \
     --out "$work/sft-pairs" "${sft_settings[@]}" --set training.steps=2 --set training.seq_len=16
 grep -q "(Keel's ChatML); [0-9]* training and [0-9]* validation targets" "$work/err" \
