@@ -22,11 +22,15 @@ public final class TokenWindows: @unchecked Sendable {
     let segments: [Segment]
     /// windowStarts[s] is the index of segment s's first window; the last entry is the total.
     private let windowStarts: [Int]
+    /// With document masking, the token that ends each document (end-of-text): a window's tokens after one start a
+    /// new document, which attends only to itself.
+    public let documentEnd: Int32?
 
-    public init(segments: [Segment], length: Int) {
+    public init(segments: [Segment], length: Int, documentEnd: Int32? = nil) {
         precondition(length > 0)
         self.length = length
         self.segments = segments
+        self.documentEnd = documentEnd
         var starts = [0]
         for segment in segments { starts.append(starts.last! + max(0, (segment.count - 1) / length)) }
         windowStarts = starts

@@ -14,11 +14,21 @@ public protocol TrainingWindows: Sendable {
 }
 
 extension TokenWindows: TrainingWindows {
-    public var packsDocuments: Bool { false }
+    /// Whether the windows keep documents apart (`documentEnd`: `data.document_masking`).
+    public var packsDocuments: Bool { documentEnd != nil }
 
+    /// With `documentEnd`, a document starts after each end-of-text token (Megatron's `reset_attention_mask` and
+    /// `reset_position_ids`): the end-of-text token still belongs to the document it ends, and its target (the
+    /// next document's first token) stays, predicted from that document alone.
     public func copy(window index: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>,
                      documents: UnsafeMutablePointer<Int32>?) {
         copy(window: index, inputs: inputs, targets: targets)
+        guard let documentEnd, let documents else { return }
+        var start: Int32 = 0
+        for i in 0..<length {
+            documents[i] = start
+            if inputs[i] == documentEnd { start = Int32(i + 1) }
+        }
     }
 }
 

@@ -35,6 +35,9 @@ public struct TrainConfig: Sendable {
         /// fine-tuning: rendered by the tokenizer's chat template (Keel's ChatML without one), trained on what the
         /// assistant writes, packed into windows whose documents do not attend to each other.
         public var chat: [String] = []
+        /// `document_masking`: with `dataset` or `paths`, a window's documents (each ended by end-of-text) do not
+        /// attend to each other, and positions count from each document's start.
+        public var documentMasking = false
     }
 
     /// `[training]`
@@ -197,7 +200,8 @@ public struct TrainConfig: Sendable {
             paths: try v.strings("data.paths"),
             validationFraction: try v.double("data.val_fraction", 0.1),
             tokenizer: try v.string("data.tokenizer", "byte")!,
-            chat: try v.strings("data.chat"))
+            chat: try v.strings("data.chat"),
+            documentMasking: try v.bool("data.document_masking", false))
         if !data.chat.isEmpty, data.dataset != nil || !data.paths.isEmpty {
             throw KeelError("config: data.chat is the whole training data; remove data.dataset and data.paths")
         }

@@ -49,10 +49,11 @@ struct TrainingData {
             guard manifest.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the dataset's vocabulary (\(manifest.vocabSize))")
             }
+            let documentEnd = config.data.documentMasking ? tokenizer.endOfText : nil
             func windows(_ split: ShardManifest.Split) throws -> TokenWindows {
                 let shards = try manifest.openShards(split, in: directory)
                 for shard in shards { try shard.checkTokens(below: config.model.vocabSize) }
-                return TokenWindows(segments: shards.map { .shard($0) }, length: length)
+                return TokenWindows(segments: shards.map { .shard($0) }, length: length, documentEnd: documentEnd)
             }
             let (trainWindows, validationWindows) = (try windows(manifest.train), try windows(manifest.val))
             train = trainWindows
@@ -69,8 +70,9 @@ struct TrainingData {
             }
             let corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer, vocabSize: config.model.vocabSize,
                                          validationFraction: config.data.validationFraction)
-            train = TokenWindows(segments: [.memory(corpus.train)], length: length)
-            validation = TokenWindows(segments: [.memory(corpus.validation)], length: length)
+            let documentEnd = config.data.documentMasking ? tokenizer.endOfText : nil
+            train = TokenWindows(segments: [.memory(corpus.train)], length: length, documentEnd: documentEnd)
+            validation = TokenWindows(segments: [.memory(corpus.validation)], length: length, documentEnd: documentEnd)
             trainTargets = corpus.train.count
             validationTargets = corpus.validation.count
             summary = "\(corpus.fileCount) files"

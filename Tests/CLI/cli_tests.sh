@@ -221,6 +221,18 @@ check "sft lowers the validation loss on the assistant's tokens to under half" \
     "$work/sft-run/metrics.jsonl"
 # A Keel-trained run (byte tokenizer, 16 positions): prompt-completion pairs, the completion and EOS trained on.
 python3 -c 'import json, sys; [print(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a)})) for a in range(40)]' >"$work/pairs.jsonl"
+# Pre-training with document masking: on documents shorter than a window, every window holds several, and the
+# same run without masking logs other losses from step 1 on (the weights are the same then).
+mkdir -p "$work/shortdocs"
+for i in $(seq 1 40); do printf 'Doc %d: to be or not.' "$i" >"$work/shortdocs/d$i.txt"; done
+for masking in true false; do
+    expect_ok "pre-training with data.document_masking = $masking" "$keel" train --config "$work/tiny.toml" \
+        --out "$work/docmask-$masking" --set "data.paths=[\"$work/shortdocs\"]" --set data.document_masking=$masking \
+        --set training.steps=2
+done
+check "document masking changes what a window's later documents see" \
+    '(lambda a, b: a[0] != b[0])(*[[json.loads(l)["loss"] for l in open(f) if "\"loss\"" in l] for f in sys.argv[1:3]])' \
+    "$work/docmask-true/metrics.jsonl" "$work/docmask-false/metrics.jsonl"
 expect_ok "sft --resume goes on from the run's checkpoint" "$keel" sft --resume --out "$work/sft-run" --set training.steps=22
 [ -d "$work/sft-run/checkpoints/step_00000022" ] && pass "the resumed sft wrote step 22" || fail "the resumed sft wrote step 22"
 expect_ok "sft of a Keel-trained run on prompt-completion pairs" "$keel" sft --init-from "$work/llamarun" --data "$work/pairs.jsonl" \

@@ -96,3 +96,24 @@ final class LoaderTests: XCTestCase {
         }
     }
 }
+
+/// `data.document_masking`: a window's documents start after each end-of-text token, which stays in the document
+/// it ends (and keeps its target); the loader hands the starts out with the batch.
+final class DocumentMaskingWindowsTests: XCTestCase {
+    func testDocumentsStartAfterEachEndOfText() throws {
+        let end: Int32 = 99
+        let tokens: [Int32] = [1, 2, end, 3, 4, 5, end, end, 6, 7, 8]
+        let windows = TokenWindows(segments: [.memory(tokens)], length: 10, documentEnd: end)
+        XCTAssertTrue(windows.packsDocuments)
+        var inputs = [Int32](repeating: 0, count: 10), targets = inputs, documents = inputs
+        windows.copy(window: 0, inputs: &inputs, targets: &targets, documents: &documents)
+        XCTAssertEqual(documents, [0, 0, 0, 3, 3, 3, 3, 7, 8, 8])
+        XCTAssertEqual(targets, [2, end, 3, 4, 5, end, end, 6, 7, 8], "targets are the corpus's, across documents too")
+        let loader = try TokenLoader(windows: windows, batch: 1, seed: 1, prefetch: 2)
+        defer { loader.stop() }
+        var fetched = [Int32](repeating: -1, count: 10)
+        loader.next(inputs: &inputs, targets: &targets, documents: &fetched)
+        XCTAssertEqual(fetched, documents)
+        XCTAssertFalse(TokenWindows(segments: [.memory(tokens)], length: 10).packsDocuments)
+    }
+}
