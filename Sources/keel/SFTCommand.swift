@@ -67,7 +67,9 @@ struct SFT: ParsableCommand {
         }
         defer { if config == nil { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: configPath).deletingLastPathComponent().path) } }
         let quoted = { (path: String) in "\"" + path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-        var sets = overrides
+        // The checkpoint's own vocabulary size: a config that leaves it to the tokenizer would pad it otherwise under
+        // tensor parallelism.
+        var sets = ["model.vocab_size=\(checkpoint.model.vocabSize)"] + overrides
         sets.append("data.chat=[" + data.map(quoted).joined(separator: ", ") + "]")
         sets.append("data.tokenizer=" + quoted(tokenizerName))
         try Train.parse(["--config", configPath] + arguments + sets.flatMap { ["--set", $0] }).run()

@@ -32,6 +32,28 @@ for arch in gpt2 llama; do
     done
 done
 
+# Supervised fine-tuning on packed prompt-completion pairs: each tensor rank's heads keep the documents apart, and
+# the sequence-parallel embedding and norms take each token's position from its document (tp = 2, with and without
+# sequence parallelism, equals one process).
+config "$work/sft-base.toml" llama 4
+if run "sft base run" "$keel" train --config "$work/sft-base.toml" --out "$work/sft-base" --set model.n_kv_head=2 --set model.vocab_size=258 \
+    --set training.steps=1; then
+    python3 -c '
+import json, random
+random.seed(5)
+for i in range(300):
+    a, b = random.randint(0, 999), random.randint(0, 99)
+    print(json.dumps({"prompt": f"{a}+{b}=", "completion": str(a + b) if i % 2 else " ".join(str(a + b)) + " is the sum"}))' \
+        >"$work/pairs.jsonl"
+    sft=(--data "$work/pairs.jsonl" --set training.steps=10 --set training.lr=3e-3)
+    run "sft reference" "$keel" sft --init-from "$work/sft-base" --out "$work/sft-ref" "${sft[@]}" && for sp in false true; do
+        name="sft tp=2$([ "$sp" = true ] && echo " sequence-parallel")"
+        run "$name" "${mpi[@]}" -np 2 "$keel" sft --init-from "$work/sft-base" --out "$work/sft-tp-$sp" "${sft[@]}" \
+            --set parallel.tp=2 --set parallel.sequence_parallel=$sp \
+            && same_losses "$name = one process" "$work/sft-ref" "$work/sft-tp-$sp" 10
+    done
+fi
+
 # The tensor group's traffic, counted by the communicator, is the analytic volume: per micro-batch of N tokens,
 # all-reduces of N × C floats for the embedding, two per block forward and two backward, and the head's input
 # gradient; the loss's row maxima and sums (3 × N floats); then the gradient norm (one double) per step.
