@@ -12,9 +12,12 @@ public enum CrossEntropy {
     /// gradient of gradientScale · Σ losses; this saves a second logits-sized buffer.
     /// Targets lie in 0..<vocab (checked by the data path before the step), or are `ignored`: a position not trained
     /// on (a prompt's token under supervised fine-tuning), whose loss and gradient are 0.
+    /// With `rowScales`, row n's gradient is scaled by gradientScale · rowScales[n] instead (the gradient of
+    /// gradientScale · Σ rowScales[n] · losses[n]: a sequence's log-probability weighted, as preference optimisation
+    /// and policy gradients weigh them).
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-        rows: Int, vocab v: Int, gradientScale: Float?
+        rows: Int, vocab v: Int, gradientScale: Float?, rowScales: UnsafePointer<Float>? = nil
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
@@ -27,10 +30,11 @@ public enum CrossEntropy {
                 }
                 let maximum = rowMaximum(row, count: v)
                 let targetLogit = row[target]
-                guard let scale = gradientScale else {
+                guard let uniform = gradientScale else {
                     losses[r] = maximum + log(sumOfExponentials(row, count: v, shift: maximum)) - targetLogit
                     continue
                 }
+                let scale = rowScales.map { uniform * $0[r] } ?? uniform
                 let sum = exponentiate(row, count: v, shift: maximum)
                 losses[r] = maximum + log(sum) - targetLogit
                 scaleInPlace(row, count: v, by: scale / sum)

@@ -24,11 +24,11 @@ public enum VocabParallelCrossEntropy {
     /// [rows, slice.count]: the columns of vocabulary ids `slice`.
     ///
     /// With `gradientScale`, `logits` is overwritten by this rank's columns of (softmax − onehot) · gradientScale,
-    /// as `CrossEntropy.forward` does for whole rows. Targets lie anywhere in the whole vocabulary, or are
-    /// `CrossEntropy.ignored` (loss and gradient 0).
+    /// as `CrossEntropy.forward` does for whole rows (and `rowScales` as there). Targets lie anywhere in the whole
+    /// vocabulary, or are `CrossEntropy.ignored` (loss and gradient 0).
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-        rows: Int, slice: Range<Int>, gradientScale: Float?, reductions: Reductions
+        rows: Int, slice: Range<Int>, gradientScale: Float?, reductions: Reductions, rowScales: UnsafePointer<Float>? = nil
     ) throws {
         let v = slice.count
         // 1. The row maxima over the whole vocabulary, to shift every exponent.
@@ -63,7 +63,8 @@ public enum VocabParallelCrossEntropy {
                 }
                 let sum = sums[r]
                 losses[r] = maxima[r] + log(sum) - sums[rows + r]
-                guard let scale = gradientScale else { continue }
+                guard let uniform = gradientScale else { continue }
+                let scale = rowScales.map { uniform * $0[r] } ?? uniform
                 scaleInPlace(row, count: v, by: scale / sum)
                 if slice.contains(target) { row[target - slice.lowerBound] -= scale }
             }

@@ -148,10 +148,13 @@ public final class Transformer: @unchecked Sendable {
     /// `lossScale` are ignored, it returns 0 and its result is `output`.
     /// With `documents` ([batch, length]: each token's document start in its sequence), the sequences pack
     /// documents: attention stays within each, and positions count from its start, as if each were alone.
+    /// With `lossWeights` ([batch, length]) as well, `backward()` adds the gradient of
+    /// `lossScale · Σ lossWeights[r] · loss[r]` instead of the mean's (each position's cross-entropy weighed: a
+    /// sequence's log-probability in preference optimisation or a policy gradient); `rowLosses` gives the losses.
     @discardableResult
     public func forward(
         inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, length: Int, lossScale: Float? = nil,
-        slot: Int = 0, documents: UnsafePointer<Int32>? = nil
+        slot: Int = 0, documents: UnsafePointer<Int32>? = nil, lossWeights: UnsafePointer<Float>? = nil
     ) -> Float {
         guard let embedding else { preconditionFailure("a stage after the first takes activations, not tokens") }
         let a = prepare(batch: batch, length: length, slot: slot, documents: documents)
@@ -159,7 +162,14 @@ public final class Transformer: @unchecked Sendable {
         using([embedding.span], next: blocks.first.map { [$0.span] } ?? head?.forwardSpans) {
             embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
         }
-        return run(a, targets: targets, lossScale: lossScale)
+        return run(a, targets: targets, lossScale: lossScale, lossWeights: lossWeights)
+    }
+
+    /// Each position's cross-entropy, −log p(target), from the last forward pass with targets in `slot` (0 where the
+    /// target was ignored): a sequence's log-probability is minus their sum over its completion.
+    public func rowLosses(slot: Int = 0) -> UnsafeBufferPointer<Float> {
+        let a = arenas[slot]!
+        return UnsafeBufferPointer(start: a.losses.pointer, count: a.batch * a.length)
     }
 
     /// Runs a stage after the first on the previous stage's `output` (`activationCount` floats); otherwise as
@@ -194,7 +204,8 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// The blocks, then on the last stage the head and the loss.
-    private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?) -> Float {
+    private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?,
+                     lossWeights: UnsafePointer<Float>? = nil) -> Float {
         let context = context(a), n = context.rows
         for (i, block) in blocks.enumerated() {
             using([block.span], next: i + 1 < blocks.count ? [blocks[i + 1].span] : head?.forwardSpans) {
@@ -211,7 +222,8 @@ public final class Transformer: @unchecked Sendable {
             return 0
         }
         a.targets.baseAddress!.update(from: targets, count: n)
-        let counted = head.loss(targets: targets, lossScale: lossScale, a, packs: (headPack, headGradientPack), context)
+        let counted = head.loss(targets: targets, lossScale: lossScale, rowWeights: lossWeights, a,
+                                packs: (headPack, headGradientPack), context)
         if lossScale != nil, let span = head.weightSpan { gradientsReady?(span) }
         var total = 0.0
         for i in 0..<n { total += Double(a.losses.pointer[i]) }

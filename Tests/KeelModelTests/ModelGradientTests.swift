@@ -126,3 +126,60 @@ final class MaskedTokensTests: XCTestCase {
         }
     }
 }
+
+/// Each position's cross-entropy weighed (what preference optimisation and policy gradients need): `rowLosses` are
+/// −log softmax(logits)[target], and the gradient with `lossWeights` is that of Σ weight · loss, against finite
+/// differences, for both families.
+final class WeightedLossTests: XCTestCase {
+    func testRowLossesAndWeightedGradients() throws {
+        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+            let batch = 2, length = 5, n = batch * length
+            let model = try ModelFixtures.randomModel(config, seed: 12)
+            var tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 13)
+            tokens.targets[3] = CrossEntropy.ignored
+            // Positive and negative weights, as a policy gradient's advantages are.
+            let weights: [Float] = (0..<n).map { Float($0 % 5) / 2 - 1 }
+            // −log softmax of the logits of a forward pass without targets.
+            tokens.inputs.withUnsafeBufferPointer { i in
+                _ = model.forward(inputs: i.baseAddress!, targets: nil, batch: batch, length: length)
+            }
+            let expected: [Double] = (0..<n).map { r in
+                guard tokens.targets[r] != CrossEntropy.ignored else { return 0 }
+                let row = model.logits(row: r).map(Double.init), top = row.max()!
+                return top + log(row.reduce(0) { $0 + exp($1 - top) }) - row[Int(tokens.targets[r])]
+            }
+            func weighted(_ scale: Float?) -> Double {
+                tokens.inputs.withUnsafeBufferPointer { i in
+                    tokens.targets.withUnsafeBufferPointer { t in
+                        weights.withUnsafeBufferPointer { w in
+                            _ = model.forward(inputs: i.baseAddress!, targets: t.baseAddress!, batch: batch, length: length,
+                                              lossScale: scale, lossWeights: w.baseAddress!)
+                        }
+                    }
+                }
+                return zip(model.rowLosses(), weights).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            model.gradients.zero()
+            _ = weighted(1)
+            for (ours, theirs) in zip(model.rowLosses(), expected) {
+                XCTAssertEqual(Double(ours), theirs, accuracy: 1e-5 * max(1, abs(theirs)), "\(config.architecture)")
+            }
+            model.backward()
+            let analytic = model.gradients.toArray()
+            let epsilon: Float = 2e-3
+            for entry in model.table.entries {
+                for i in [entry.offset, entry.offset + entry.count / 2] {
+                    let saved = model.parameters.pointer[i]
+                    model.parameters.pointer[i] = saved + epsilon
+                    let plus = weighted(nil)
+                    model.parameters.pointer[i] = saved - epsilon
+                    let minus = weighted(nil)
+                    model.parameters.pointer[i] = saved
+                    let numeric = (plus - minus) / (2 * Double(epsilon))
+                    XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(abs(numeric), 1e-1) + 2e-4,
+                                   "\(config.architecture) \(entry.name)[\(i - entry.offset)]")
+                }
+            }
+        }
+    }
+}

@@ -60,9 +60,10 @@ struct OutputHead {
     /// the rows whose target is not `CrossEntropy.ignored`. Returns how many rows those are.
     /// `packs` are the bf16 caches: the weight packed once for all chunks, and ∂loss/∂logitsᵀ packed chunk by
     /// chunk for one weight-gradient product over all rows.
+    /// With `rowWeights`, the gradients are those of `lossScale · Σ rowWeights[r] · loss[r]` instead (no mean).
     @discardableResult
     func loss(
-        targets: UnsafePointer<Int32>, lossScale: Float?, _ a: ActivationArena,
+        targets: UnsafePointer<Int32>, lossScale: Float?, rowWeights: UnsafePointer<Float>? = nil, _ a: ActivationArena,
         packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
     ) -> Int {
         let config = context.config, n = context.rows, c = config.width, v = context.shape.vocabulary.count
@@ -84,16 +85,18 @@ struct OutputHead {
                                   precision: context.precision, packed: packedHead)
             }
             context.profiled(.loss, .forward, bytes: 12 * Double(rows * v)) {
-                let scale = lossScale.map { counted > 0 ? $0 / Float(counted) : 0 }
+                let scale = rowWeights != nil ? lossScale : lossScale.map { counted > 0 ? $0 / Float(counted) : 0 }
+                let rowScales = rowWeights.map { $0 + start }
                 if let tensor = context.tensor {
                     tensor.run {
                         try VocabParallelCrossEntropy.forward(
                             losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start, rows: rows,
-                            slice: context.shape.vocabulary, gradientScale: scale, reductions: tensor.lossReductions)
+                            slice: context.shape.vocabulary, gradientScale: scale, reductions: tensor.lossReductions,
+                            rowScales: rowScales)
                     }
                 } else {
                     CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
-                                         rows: rows, vocab: v, gradientScale: scale)
+                                         rows: rows, vocab: v, gradientScale: scale, rowScales: rowScales)
                 }
             }
             if let headGradient {
