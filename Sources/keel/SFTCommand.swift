@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelData
 
 /// `keel sft`: supervised fine-tuning of a run on chat data — `keel train` with `data.chat`, the run's own
 /// tokenizer and model shape, and its weights to start from.
@@ -14,7 +15,8 @@ struct SFT: ParsableCommand {
             takes them). Each conversation is rendered by the chat template kept beside the run's tokenizer (an \
             import's), or in ChatML; the loss counts only what the assistant writes (a completion, after its prompt); \
             conversations are packed into windows of training.seq_len + 1 tokens without attending to each other. \
-            The model's shape and tokenizer are --init-from's; training settings come from --config (its [model] \
+            The model's shape and tokenizer are --init-from's (a BPE tokenizer without ChatML's markers gets them as \
+            special tokens, with embedding rows, in DIR/base); training settings come from --config (its [model] \
             must be the run's) or the defaults, and --set. Everything else is `keel train`: checkpoints, --resume, \
             parallel layouts.
             """)
@@ -48,10 +50,25 @@ struct SFT: ParsableCommand {
             try Train.parse(["--out", out, "--resume"] + overrides.flatMap { ["--set", $0] }).run()
             return
         }
-        let checkpoint = try CheckpointReader(resolving: initFrom)
+        var checkpoint = try CheckpointReader(resolving: initFrom)
         let tokenizer = checkpoint.directory.appendingPathComponent("tokenizer.json")
-        let tokenizerName = FileManager.default.fileExists(atPath: tokenizer.path) ? tokenizer.path : "byte"
-        let arguments = ["--out", out, "--init-from", initFrom]
+        var tokenizerName = FileManager.default.fileExists(atPath: tokenizer.path) ? tokenizer.path : "byte"
+        var start = initFrom
+        // Keel's ChatML on a BPE tokenizer without its markers: they become tokens of their own first.
+        if tokenizerName != "byte", TokenizerSettings(besides: tokenizerName).chatTemplate == nil {
+            let loaded = try loadTokenizer(tokenizerName)
+            let missing = ChatVocabulary.missingMarkers(in: loaded)
+            if !missing.isEmpty {
+                let base = URL(fileURLWithPath: out).appendingPathComponent("base")
+                let line = try ChatVocabulary.extend(checkpoint, tokenizerFile: tokenizer, tokenizer: loaded, missing: missing,
+                                                     into: base)
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+                checkpoint = try CheckpointReader(resolving: base.path)
+                start = base.path
+                tokenizerName = checkpoint.directory.appendingPathComponent("tokenizer.json").path
+            }
+        }
+        let arguments = ["--out", out, "--init-from", start]
         let configPath: String
         if let config {
             configPath = config

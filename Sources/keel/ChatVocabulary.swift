@@ -1,0 +1,70 @@
+import Foundation
+import KeelCheckpoint
+import KeelCore
+import KeelData
+import KeelModel
+
+/// ChatML's markers added to a run whose tokenizer lacks them, before supervised fine-tuning in Keel's ChatML:
+/// `<|im_start|>` and `<|im_end|>` become special tokens of its `tokenizer.json` (ids after its last), and the
+/// model's token table (and an untied output head) gains their rows — within its padding when the vocabulary has
+/// room, else by growing it — each starting at the mean of the tokenizer's rows, as embeddings of new tokens
+/// usually start. The result is a checkpoint of step 0 (`ImportedCheckpoint`) that fine-tuning starts from.
+enum ChatVocabulary {
+    static let markers = [ChatFormat.start, ChatFormat.end]
+
+    /// The markers `tokenizer` lacks as special tokens.
+    static func missingMarkers(in tokenizer: any TextTokenizer) -> [String] {
+        markers.filter { tokenizer.specialToken($0) == nil }
+    }
+
+    /// Writes into run directory `base` the checkpoint's model and tokenizer with `missing` added; returns a line for
+    /// the log.
+    static func extend(_ checkpoint: CheckpointReader, tokenizerFile: URL, tokenizer: any TextTokenizer, missing: [String],
+                       into base: URL) throws -> String {
+        // The tokenizer.json with the markers as added special tokens.
+        guard var root = try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizerFile)) as? [String: Any] else {
+            throw KeelError("\(tokenizerFile.path) is not a tokenizer.json object")
+        }
+        let first = tokenizer.vocabSize
+        var added = root["added_tokens"] as? [[String: Any]] ?? []
+        for (offset, marker) in missing.enumerated() {
+            added.append(["id": first + offset, "content": marker, "single_word": false, "lstrip": false, "rstrip": false,
+                          "normalized": false, "special": true])
+        }
+        root["added_tokens"] = added
+        let tokenizerData = try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
+
+        // The model, its vocabulary rows grown when the new ids do not fit.
+        let old = try checkpoint.loadModel()
+        var config = old.config
+        config.vocabSize = max(config.vocabSize, first + missing.count)
+        let model = try Transformer(config: config, seed: 0)
+        for entry in old.table.entries {
+            guard let target = model.table.entries.first(where: { $0.name == entry.name }) else {
+                throw KeelError("the grown model has no tensor \(entry.name)")
+            }
+            let source = old.parameters.pointer + entry.offset, destination = model.parameters.pointer + target.offset
+            guard entry.slot == .tokenTable || entry.slot == .output else {
+                destination.update(from: source, count: entry.count)
+                continue
+            }
+            // Rows of the vocabulary: the old ones, then the new markers' at the mean of the tokenizer's rows.
+            let width = entry.count / old.config.vocabSize
+            destination.update(from: source, count: entry.count)
+            var mean = [Double](repeating: 0, count: width)
+            for row in 0..<first { for k in 0..<width { mean[k] += Double(source[row * width + k]) / Double(first) } }
+            for row in first..<(first + missing.count) {
+                for k in 0..<width { destination[row * width + k] = Float(mean[k]) }
+            }
+        }
+        try ImportedCheckpoint.write(
+            model, tokenizer: ("tokenizer.json", { try AtomicFile.write(tokenizerData, to: $0) }),
+            config: "# \(checkpoint.directory.path) with ChatML's markers added to its vocabulary by `keel sft`.\n\n"
+                + ImportedCheckpoint.modelSection(config),
+            to: base)
+        let ids = (first..<(first + missing.count)).map(String.init).joined(separator: ", ")
+        return "sft: added \(missing.joined(separator: " and ")) to the vocabulary (ids \(ids)"
+            + (config.vocabSize > old.config.vocabSize ? "; vocabulary \(old.config.vocabSize) → \(config.vocabSize)" : "")
+            + "), their embeddings starting at the mean of the others'"
+    }
+}
