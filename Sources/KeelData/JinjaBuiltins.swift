@@ -229,6 +229,42 @@ enum JinjaBuiltins {
         return parts
     }
 
+    /// Python's `format % arguments` for the conversions templates use: %s, %r, %d and %i, %f with an optional
+    /// precision (%.2f), and %%.
+    private static func percentFormat(_ format: String, _ arguments: [JinjaValue]) throws -> String {
+        var out = "", remaining = arguments[...]
+        var characters = Array(format)[...]
+        func next() throws -> JinjaValue {
+            guard let argument = remaining.popFirst() else { throw JinjaError("not enough arguments for format string") }
+            return argument
+        }
+        while let character = characters.popFirst() {
+            guard character == "%" else { out.append(character); continue }
+            var precision: Int?
+            if characters.first == ".", let digits = Int(String(characters.dropFirst().prefix(while: \.isNumber))) {
+                precision = digits
+                characters = characters.dropFirst(1 + String(digits).count)
+            }
+            switch characters.popFirst() {
+            case "%": out += "%"
+            case "s": out += try next().text
+            case "r": out += try next().repr
+            case "d", "i":
+                let value = try next()
+                guard let number = value.number else { throw JinjaError("%d format: a number is required, not \(value.typeName)") }
+                out += String(Int(number.rounded(.towardZero)))
+            case "f":
+                let value = try next()
+                guard let number = value.number else { throw JinjaError("%f format: a number is required, not \(value.typeName)") }
+                out += String(format: "%.\(precision ?? 6)f", number)
+            case let other:
+                throw JinjaError("unsupported format character '\(other.map(String.init) ?? "")'")
+            }
+        }
+        guard remaining.isEmpty else { throw JinjaError("not all arguments converted during string formatting") }
+        return out
+    }
+
     /// Python's `str.title`: a letter after a non-letter is upper-cased, the others lower-cased.
     private static func titled(_ text: String) -> String {
         var out = ""
@@ -472,6 +508,8 @@ enum JinjaBuiltins {
             let digits: Int = if case .int(let number)? = argument(0, "precision") { number } else { 0 }
             let scale = pow(10, Double(digits))
             return .double(((value.number ?? 0) * scale).rounded(.toNearestOrEven) / scale)
+        case "format":
+            return .string(try percentFormat(value.text, positional))
         case "wordcount":
             return .int(value.text.split(whereSeparator: \.isWhitespace).count)
         default:

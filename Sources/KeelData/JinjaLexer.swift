@@ -1,7 +1,8 @@
 /// A template cut into text and tags, whitespace handled as Hugging Face's chat templates are compiled
 /// (`trim_blocks` and `lstrip_blocks` on): the newline right after a `%}` or `#}` goes, spaces and tabs between the
 /// start of a line and a `{%` or `{#` go; `{%-`/`-%}` (and `{{-`, `-}}`, `{#-`, `-#}`) take every whitespace
-/// character on that side; `{%+` keeps the line's indentation. Comments are dropped; `{% raw %}` passes its text as is.
+/// character on that side; `{%+` keeps the line's indentation. Comments are dropped; `{% raw %}` passes its text as
+/// is; one newline at the template's very end is dropped (Jinja's `keep_trailing_newline` is off).
 struct JinjaLexer {
     enum Piece {
         case text(String)
@@ -14,7 +15,14 @@ struct JinjaLexer {
     private let bytes: [UInt8]
     private var index = 0
 
-    private init(_ source: String) { bytes = Array(source.utf8) }
+    private init(_ source: String) {
+        var bytes = Array(source.utf8)
+        if bytes.last == 0x0A {
+            bytes.removeLast()
+            if bytes.last == 0x0D { bytes.removeLast() }
+        }
+        self.bytes = bytes
+    }
 
     /// The pieces of `source`, or an error naming the line of an unclosed tag or string.
     static func pieces(of source: String) throws -> [Piece] {

@@ -31,7 +31,8 @@ extension JinjaNode: @unchecked Sendable {}
 struct JinjaRenderer {
     private(set) var output = ""
     private(set) var generated: [Range<Int>] = []
-    /// Innermost last. A `for` body and a macro call open one; `if` does not (a `set` there is seen after it).
+    /// Innermost last. A `for` body (afresh each iteration) and a macro call open one; `if` does not (a `set` there is
+    /// seen after it).
     private var scopes: [[String: JinjaValue]]
     private let globals: JinjaDictionary
     private var functions: [String: JinjaValue]
@@ -135,6 +136,8 @@ struct JinjaRenderer {
         }
         if items.isEmpty { return try render(otherwise) }
         for (index, item) in items.enumerated() {
+            // Each iteration starts afresh: a `set` in the body lasts until the iteration ends, as in Jinja.
+            scopes[scopes.count - 1] = [:]
             try bind(item, to: targets)
             assign("loop", .dictionary(JinjaDictionary([
                 ("index", .int(index + 1)), ("index0", .int(index)), ("revindex", .int(items.count - index)),
