@@ -71,9 +71,10 @@ enum JinjaBuiltins {
             let position = index < 0 ? items.count + index : index
             return items.indices.contains(position) ? items[position] : .undefined("[\(index)]")
         case (.string(let text), .int(let index)):
-            let characters = Array(text)
-            let position = index < 0 ? characters.count + index : index
-            return characters.indices.contains(position) ? .string(String(characters[position])) : .undefined("[\(index)]")
+            // Python indexes code points.
+            let scalars = Array(text.unicodeScalars)
+            let position = index < 0 ? scalars.count + index : index
+            return scalars.indices.contains(position) ? .string(String(scalars[position])) : .undefined("[\(index)]")
         default:
             return .undefined(key.text)
         }
@@ -101,7 +102,7 @@ enum JinjaBuiltins {
         }
         switch value {
         case .list(let items): return .list(try pick(items))
-        case .string(let text): return .string(String(try pick(Array(text))))
+        case .string(let text): return .string(scalarString(try pick(Array(text.unicodeScalars))))
         case .undefined(let name): throw JinjaError("'\(name)' is undefined")
         default: throw JinjaError("'\(value.typeName)' object is not subscriptable")
         }
@@ -113,7 +114,7 @@ enum JinjaBuiltins {
         case .undefined: return []
         case .list(let items): return items
         case .dictionary(let dictionary): return dictionary.keys.map(JinjaValue.string)
-        case .string(let text): return text.map { .string(String($0)) }
+        case .string(let text): return text.unicodeScalars.map { .string(String($0)) }
         default: throw JinjaError("'\(value.typeName)' object is not iterable")
         }
     }
@@ -122,6 +123,18 @@ enum JinjaBuiltins {
     static func items(of value: JinjaValue) throws -> [JinjaValue] {
         guard case .list(let items) = value else { throw JinjaError("cannot unpack a \(value.typeName)") }
         return items
+    }
+
+    /// Jinja's attribute path (`"function.name"`): each part looked up as a key first, as its `getattr` filter
+    /// arguments are; an undefined part gives undefined.
+    static func path(_ value: JinjaValue, _ path: String) throws -> JinjaValue {
+        var current = value
+        for part in path.split(separator: ".") {
+            guard current.isDefined else { return current }
+            let key: JinjaValue = Int(part).map(JinjaValue.int) ?? .string(String(part))
+            current = try item(current, key)
+        }
+        return current
     }
 
     // MARK: - Methods
@@ -147,19 +160,30 @@ enum JinjaBuiltins {
         }
     }
 
-    /// The characters `strip` and its kin take away: the given ones, or Python's whitespace.
-    private static func stripSet(_ arguments: [JinjaValue]) -> (Character) -> Bool {
-        if let first = arguments.first, case .string(let characters) = first { return { characters.contains($0) } }
-        return { $0.isWhitespace }
+    /// The code points `strip` and its kin take away: the given ones, or Python's whitespace.
+    private static func stripSet(_ arguments: [JinjaValue]) -> (Unicode.Scalar) -> Bool {
+        if let first = arguments.first, case .string(let characters) = first {
+            let set = Set(characters.unicodeScalars)
+            return { set.contains($0) }
+        }
+        return { $0.properties.isWhitespace }
+    }
+
+    /// A string of code points.
+    private static func scalarString<S: Sequence>(_ scalars: S) -> String where S.Element == Unicode.Scalar {
+        var text = ""
+        text.unicodeScalars.append(contentsOf: scalars)
+        return text
     }
 
     private static func stringMethod(_ name: String, _ text: String, _ arguments: [JinjaValue], _ keywords: JinjaDictionary) throws -> JinjaValue {
         switch name {
+        // Python works on code points ("\r\n" is two), not on Swift's characters.
         case "strip":
-            let strip = stripSet(arguments)
-            return .string(String(text.drop(while: strip).reversed().drop(while: strip).reversed()))
-        case "lstrip": return .string(String(text.drop(while: stripSet(arguments))))
-        case "rstrip": return .string(String(text.reversed().drop(while: stripSet(arguments)).reversed()))
+            let strip = stripSet(arguments), scalars = Array(text.unicodeScalars)
+            return .string(scalarString(scalars.drop(while: strip).reversed().drop(while: strip).reversed()))
+        case "lstrip": return .string(scalarString(text.unicodeScalars.drop(while: stripSet(arguments))))
+        case "rstrip": return .string(scalarString(Array(text.unicodeScalars).reversed().drop(while: stripSet(arguments)).reversed()))
         case "upper": return .string(text.uppercased())
         case "lower": return .string(text.lowercased())
         case "title": return .string(titled(text))
@@ -169,14 +193,18 @@ enum JinjaBuiltins {
         case "startswith", "endswith":
             let candidates: [JinjaValue]
             if case .list(let items)? = arguments.first { candidates = items } else { candidates = Array(arguments.prefix(1)) }
-            return .bool(candidates.contains { name == "startswith" ? text.hasPrefix($0.text) : text.hasSuffix($0.text) })
+            let scalars = Array(text.unicodeScalars)
+            return .bool(candidates.contains { candidate in
+                let affix = Array(candidate.text.unicodeScalars)
+                return name == "startswith" ? scalars.starts(with: affix) : scalars.reversed().starts(with: affix.reversed())
+            })
         case "replace":
             guard arguments.count >= 2 else { throw JinjaError("replace expected 2 arguments") }
             return .string(text.replacingOccurrences(of: arguments[0].text, with: arguments[1].text))
         case "find":
             guard let needle = arguments.first?.text else { throw JinjaError("find expected 1 argument") }
             guard let range = text.range(of: needle) else { return .int(-1) }
-            return .int(text.distance(from: text.startIndex, to: range.lowerBound))
+            return .int(text.unicodeScalars.distance(from: text.unicodeScalars.startIndex, to: range.lowerBound))
         case "count":
             guard let needle = arguments.first?.text, !needle.isEmpty else { return .int(text.count + 1) }
             return .int(text.components(separatedBy: needle).count - 1)
@@ -420,7 +448,7 @@ enum JinjaBuiltins {
         case "length", "count":
             switch value {
             case .list(let items): return .int(items.count)
-            case .string(let text): return .int(text.count)
+            case .string(let text): return .int(text.unicodeScalars.count)
             case .dictionary(let dictionary): return .int(dictionary.entries.count)
             case .undefined: return .int(0)
             default: throw JinjaError("object of type '\(value.typeName)' has no len()")
@@ -440,7 +468,7 @@ enum JinjaBuiltins {
             return try iterate(value).last ?? .undefined("last")
         case "list": return .list(try iterate(value))
         case "reverse":
-            if case .string(let text) = value { return .string(String(text.reversed())) }
+            if case .string(let text) = value { return .string(scalarString(text.unicodeScalars.reversed())) }
             return .list(try iterate(value).reversed())
         case "unique":
             var seen: [JinjaValue] = []
@@ -492,13 +520,13 @@ enum JinjaBuiltins {
             let rest = Array(positional.dropFirst(byAttribute ? 1 : 0))
             let keep = name.hasPrefix("select")
             return .list(try iterate(value).filter { item in
-                let subject = try attribute.map { try self.attribute(item, $0) } ?? item
+                let subject = try attribute.map { try path(item, $0) } ?? item
                 let passes = try rest.first.map { try test($0.text, subject, Array(rest.dropFirst())) } ?? subject.isTrue
                 return passes == keep
             })
         case "map":
             if let attribute = keywords["attribute"] {
-                return .list(try iterate(value).map { try item($0, attribute) })
+                return .list(try iterate(value).map { try path($0, attribute.text) })
             }
             guard let filterName = positional.first?.text else { throw JinjaError("map needs a filter or attribute=") }
             return .list(try iterate(value).map { try filter(filterName, $0, (Array(positional.dropFirst()), JinjaDictionary())) })

@@ -2,7 +2,8 @@
 /// (`trim_blocks` and `lstrip_blocks` on): the newline right after a `%}` or `#}` goes, spaces and tabs between the
 /// start of a line and a `{%` or `{#` go; `{%-`/`-%}` (and `{{-`, `-}}`, `{#-`, `-#}`) take every whitespace
 /// character on that side; `{%+` keeps the line's indentation. Comments are dropped; `{% raw %}` passes its text as
-/// is; one newline at the template's very end is dropped (Jinja's `keep_trailing_newline` is off).
+/// is; line ends are "\n" ("\r\n" and "\r" read as one), and one at the template's very end is dropped (Jinja's
+/// `keep_trailing_newline` is off).
 struct JinjaLexer {
     enum Piece {
         case text(String)
@@ -16,11 +17,16 @@ struct JinjaLexer {
     private var index = 0
 
     private init(_ source: String) {
-        var bytes = Array(source.utf8)
-        if bytes.last == 0x0A {
-            bytes.removeLast()
-            if bytes.last == 0x0D { bytes.removeLast() }
+        // Jinja reads "\r\n" and "\r" as "\n", strings included.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(source.utf8.count)
+        var previousWasReturn = false
+        for byte in source.utf8 {
+            if byte == 0x0A && previousWasReturn { previousWasReturn = false; continue }
+            previousWasReturn = byte == 0x0D
+            bytes.append(byte == 0x0D ? 0x0A : byte)
         }
+        if bytes.last == 0x0A { bytes.removeLast() }
         self.bytes = bytes
     }
 
@@ -102,10 +108,8 @@ struct JinjaLexer {
 
     /// trim_blocks: one newline after a block or comment tag goes (a "-" took every whitespace already).
     private mutating func trimNewline(after dash: Bool) {
-        guard !dash, index < bytes.count else { return }
-        if bytes[index] == 0x0A { index += 1 } else if bytes[index] == 0x0D {
-            index += index + 1 < bytes.count && bytes[index + 1] == 0x0A ? 2 : 1
-        }
+        guard !dash, index < bytes.count, bytes[index] == 0x0A else { return }
+        index += 1
     }
 
     private func find(_ needle: String, from: Int) -> Int? {

@@ -27,13 +27,19 @@ public struct JinjaTemplate: Sendable {
 
 extension JinjaNode: @unchecked Sendable {}
 
+/// The names one scope defines.
+final class JinjaScope {
+    var values: [String: JinjaValue] = [:]
+}
+
 /// The state of one rendering: the output, the scopes of names, the spans of generation blocks.
 struct JinjaRenderer {
     private(set) var output = ""
     private(set) var generated: [Range<Int>] = []
     /// Innermost last. A `for` body (afresh each iteration) and a macro call open one; `if` does not (a `set` there is
-    /// seen after it).
-    private var scopes: [[String: JinjaValue]]
+    /// seen after it). Shared objects, so that a macro sees the names of the scopes it was defined in as they are
+    /// when it is called (itself included: macros recurse).
+    private var scopes: [JinjaScope]
     private let globals: JinjaDictionary
     private var functions: [String: JinjaValue]
 
@@ -43,15 +49,15 @@ struct JinjaRenderer {
     init(globals: JinjaDictionary, functions: [String: JinjaValue]) {
         self.globals = globals
         self.functions = JinjaBuiltins.functions.merging(functions) { _, given in given }
-        scopes = [[:]]
+        scopes = [JinjaScope()]
     }
 
     func lookup(_ name: String) -> JinjaValue {
-        for scope in scopes.reversed() { if let value = scope[name] { return value } }
+        for scope in scopes.reversed() { if let value = scope.values[name] { return value } }
         return globals[name] ?? functions[name] ?? .undefined(name)
     }
 
-    private mutating func assign(_ name: String, _ value: JinjaValue) { scopes[scopes.count - 1][name] = value }
+    private func assign(_ name: String, _ value: JinjaValue) { scopes[scopes.count - 1].values[name] = value }
 
     @discardableResult
     mutating func render(_ nodes: [JinjaNode]) throws -> Flow {
@@ -123,7 +129,7 @@ struct JinjaRenderer {
     private mutating func loop(targets: [String], over iterable: JinjaValue, filter: JinjaExpression?, body: [JinjaNode],
                                otherwise: [JinjaNode]) throws -> Flow {
         let all = try JinjaBuiltins.iterate(iterable)
-        scopes.append([:])
+        scopes.append(JinjaScope())
         defer { scopes.removeLast() }
         var items: [JinjaValue] = []
         for item in all {
@@ -137,7 +143,7 @@ struct JinjaRenderer {
         if items.isEmpty { return try render(otherwise) }
         for (index, item) in items.enumerated() {
             // Each iteration starts afresh: a `set` in the body lasts until the iteration ends, as in Jinja.
-            scopes[scopes.count - 1] = [:]
+            scopes[scopes.count - 1] = JinjaScope()
             try bind(item, to: targets)
             assign("loop", .dictionary(JinjaDictionary([
                 ("index", .int(index + 1)), ("index0", .int(index)), ("revindex", .int(items.count - index)),
@@ -171,7 +177,7 @@ struct JinjaRenderer {
             var renderer = definition
             renderer.output = ""
             renderer.generated = []
-            renderer.scopes.append([:])
+            renderer.scopes.append(JinjaScope())
             guard arguments.count <= parameters.count else {
                 throw JinjaError("macro '\(name)' takes \(parameters.count) arguments, not \(arguments.count)")
             }

@@ -28,6 +28,9 @@ public struct SupervisedFormatter: Sendable {
     private let tokenizer: any TextTokenizer
     private let specialTokens: [String: String]
     private let endOfSequence: Int32?
+    /// The time `strftime_now` formats (in UTC): fixed for a dataset, so that its tokens do not change from day to day
+    /// (a resumed run reads the same examples).
+    private let now: Date
 
     /// Keel's ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the assistant's content and `<|im_end|>` marked as
     /// generated: the template of a model that brings none.
@@ -49,12 +52,14 @@ public struct SupervisedFormatter: Sendable {
     ///   - template: the model's chat template, or nil for Keel's ChatML.
     ///   - specialTokens: what the template sees as `bos_token`, `eos_token`.
     ///   - endOfSequence: the token a string completion ends with.
+    ///   - now: the time a template's `strftime_now` formats (Llama 3's write the date into the system prompt).
     public init(template: String?, tokenizer: any TextTokenizer, specialTokens: [String: String] = [:],
-                endOfSequence: Int32?) throws {
+                endOfSequence: Int32?, now: Date = Date(timeIntervalSince1970: 0)) throws {
         self.template = try ChatTemplate(template ?? Self.chatML)
         self.tokenizer = tokenizer
         self.specialTokens = specialTokens
         self.endOfSequence = endOfSequence
+        self.now = now
     }
 
     /// The example of one JSONL line (the caller names the file and line in errors).
@@ -112,7 +117,8 @@ public struct SupervisedFormatter: Sendable {
 
     private func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
         do {
-            return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens)
+            return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens, now: now,
+                                       timeZone: TimeZone(identifier: "UTC")!)
         } catch let error as JinjaError {
             throw KeelError("the chat template refused the conversation: \(error)")
         }

@@ -199,7 +199,16 @@ public final class Transformer: @unchecked Sendable {
         arenas[slot]!.batch = batch
         arenas[slot]!.length = length
         arenas[slot]!.hasDocuments = documents != nil
-        if let documents { arenas[slot]!.documents.baseAddress!.update(from: documents, count: n) }
+        if let documents {
+            // Each start lies at or before its token, within the sequence, and never moves back: attention and the
+            // position tables read by it.
+            for row in 0..<n {
+                let start = Int(documents[row]), t = row % length
+                precondition(start >= 0 && start <= t && (t == 0 || start >= Int(documents[row - 1])),
+                             "document start \(start) of token \(t) in sequence \(row / length) is not a start of an earlier or the same token")
+            }
+            arenas[slot]!.documents.baseAddress!.update(from: documents, count: n)
+        }
         return arenas[slot]!
     }
 

@@ -18,10 +18,12 @@ struct ChatData {
         special["bos_token"] = settings?.beginningOfText
         special["eos_token"] = settings?.endOfSequence
         let endOfSequence = settings?.endOfSequence.flatMap(tokenizer.specialToken) ?? tokenizer.endOfText
+        // A template's strftime_now sees the newest data file's time: the same examples however late a run resumes.
+        let dated = paths.compactMap { try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate] as? Date }
         let formatter: SupervisedFormatter
         do {
             formatter = try SupervisedFormatter(template: settings?.chatTemplate, tokenizer: tokenizer, specialTokens: special,
-                                                endOfSequence: endOfSequence)
+                                                endOfSequence: endOfSequence, now: dated.max() ?? Date(timeIntervalSince1970: 0))
         } catch {
             throw KeelError("\(tokenizerPath): the chat template beside the tokenizer cannot be read: \(error)")
         }
@@ -33,10 +35,12 @@ struct ChatData {
             } catch {
                 throw KeelError("\(path): cannot read (\(AtomicFile.systemReason(error)))")
             }
-            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            // Lines split on "\n" in the bytes ("\r\n" is one Swift character, so a String split would miss it).
+            for (number, bytes) in Array(text.utf8).split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+                let line = String(decoding: bytes.last == 0x0D ? bytes.dropLast() : bytes, as: UTF8.self)
+                guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
                 do {
-                    examples.append(try formatter.example(json: String(line)))
+                    examples.append(try formatter.example(json: line))
                 } catch {
                     throw KeelError("\(path):\(number + 1): \(error)")
                 }

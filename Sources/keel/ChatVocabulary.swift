@@ -12,6 +12,30 @@ import KeelModel
 enum ChatVocabulary {
     static let markers = [ChatFormat.start, ChatFormat.end]
 
+    /// The extended checkpoint in run directory `base`: made by the first process (rank 0 of an `mpirun` job; the
+    /// others wait for it to be published), or reused when an earlier attempt made it and it has the markers.
+    static func base(at base: URL, extending checkpoint: CheckpointReader, tokenizerFile: URL, tokenizer: any TextTokenizer,
+                     missing: [String]) throws -> CheckpointReader {
+        func ready() -> CheckpointReader? {
+            guard let reader = try? CheckpointReader(resolving: base.path),
+                  let extended = try? loadTokenizer(reader.directory.appendingPathComponent("tokenizer.json").path),
+                  missingMarkers(in: extended).isEmpty else { return nil }
+            return reader
+        }
+        if let reader = ready() { return reader }
+        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        if placement.rank == 0 {
+            let line = try extend(checkpoint, tokenizerFile: tokenizerFile, tokenizer: tokenizer, missing: missing, into: base)
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+            return try CheckpointReader(resolving: base.path)
+        }
+        for _ in 0..<3000 {  // up to 10 minutes
+            if let reader = ready() { return reader }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw KeelError("rank \(placement.rank): \(base.path) was not published by rank 0 in 10 minutes")
+    }
+
     /// The markers `tokenizer` lacks as special tokens.
     static func missingMarkers(in tokenizer: any TextTokenizer) -> [String] {
         markers.filter { tokenizer.specialToken($0) == nil }
@@ -37,7 +61,8 @@ enum ChatVocabulary {
         // The model, its vocabulary rows grown when the new ids do not fit.
         let old = try checkpoint.loadModel()
         var config = old.config
-        config.vocabSize = max(config.vocabSize, first + missing.count)
+        // Grown to a multiple of 64 when it must grow, so that tensor-parallel sizes still divide it.
+        if first + missing.count > config.vocabSize { config.vocabSize = (first + missing.count + 63) / 64 * 64 }
         let model = try Transformer(config: config, seed: 0)
         for entry in old.table.entries {
             guard let target = model.table.entries.first(where: { $0.name == entry.name }) else {

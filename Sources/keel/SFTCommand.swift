@@ -60,10 +60,8 @@ struct SFT: ParsableCommand {
             let missing = ChatVocabulary.missingMarkers(in: loaded)
             if !missing.isEmpty {
                 let base = URL(fileURLWithPath: out).appendingPathComponent("base")
-                let line = try ChatVocabulary.extend(checkpoint, tokenizerFile: tokenizer, tokenizer: loaded, missing: missing,
-                                                     into: base)
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-                checkpoint = try CheckpointReader(resolving: base.path)
+                checkpoint = try ChatVocabulary.base(at: base, extending: checkpoint, tokenizerFile: tokenizer, tokenizer: loaded,
+                                                     missing: missing)
                 start = base.path
                 tokenizerName = checkpoint.directory.appendingPathComponent("tokenizer.json").path
             }

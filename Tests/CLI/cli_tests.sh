@@ -239,6 +239,10 @@ expect_ok "sft of a Keel-trained run on prompt-completion pairs" "$keel" sft --i
     --out "$work/sft-pairs" "${sft_settings[@]}" --set training.steps=2 --set training.seq_len=16
 grep -q "(Keel's ChatML); [0-9]* training and [0-9]* validation targets" "$work/err" \
     && pass "a run without a chat template takes Keel's ChatML" || fail "a run without a chat template takes Keel's ChatML"
+sed 's/$/\r/' "$work/chat.jsonl" >"$work/chat-crlf.jsonl"
+expect_ok "sft on a file with Windows line endings" "$keel" sft --init-from "$work/tiny-imported" --data "$work/chat-crlf.jsonl" \
+    --out "$work/sft-crlf" "${sft_settings[@]}" --set training.steps=1
+grep -q "180 + 20 examples" "$work/err" && pass "every CRLF line is an example" || fail "every CRLF line is an example"
 { head -2 "$work/chat.jsonl"; echo '{"messages": [{"role": "user"'; } >"$work/bad-chat.jsonl"
 expect_error "sft on a malformed line" "bad-chat.jsonl:3: JSON: unexpected end" \
     "$keel" sft --init-from "$work/tiny-imported" --data "$work/bad-chat.jsonl" --out "$work/sft-bad" "${sft_settings[@]}"
@@ -468,13 +472,14 @@ cmp -s "$work/dsrun/tokenizer.json" "$work/tok.json" && pass "run keeps its toke
 expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
 grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail "the sample starts with its prompt"
 # keel sft of a run whose BPE tokenizer lacks ChatML's markers: they become special tokens 300 and 301, the token
-# table grows two rows, each the mean of the 300 before them, and fine-tuning starts from that.
+# table grows to 320 rows (a multiple of 64), the two new ones each the mean of the 300 before them, and fine-tuning
+# starts from that.
 expect_ok "sft of a BPE run without ChatML's markers" "$keel" sft --init-from "$work/dsrun" --data "$work/pairs.jsonl" \
     --out "$work/sft-bpe" --set training.steps=2 --set training.batch_size=2
-grep -q "sft: added <|im_start|> and <|im_end|> to the vocabulary (ids 300, 301; vocabulary 300 → 302)" "$work/err" \
+grep -q "sft: added <|im_start|> and <|im_end|> to the vocabulary (ids 300, 301; vocabulary 300 → 320)" "$work/err" \
     && pass "sft says which tokens it added" || fail "sft says which tokens it added"
 check "the markers are special tokens of the tokenizer, and their embeddings start at the mean of the others" \
-    'sys.path.insert(0, sys.argv[3]) is None and (lambda t, w, np: t.token_to_id("<|im_start|>") == 300 and t.encode("<|im_start|>user<|im_end|>").ids[0] == 300 and t.encode("<|im_start|>user<|im_end|>").ids[-1] == 301 and w.size == 302 * 16 and np.allclose(w.reshape(302, 16)[300], w.reshape(302, 16)[:300].mean(0), atol=1e-6) and np.allclose(w.reshape(302, 16)[301], w.reshape(302, 16)[300]))(__import__("tokenizers").Tokenizer.from_file(sys.argv[1]), __import__("safetensors_np").load_file(sys.argv[2])["model/transformer.wte.weight/0/0"], __import__("numpy"))' \
+    'sys.path.insert(0, sys.argv[3]) is None and (lambda t, w, np: t.token_to_id("<|im_start|>") == 300 and t.encode("<|im_start|>user<|im_end|>").ids[0] == 300 and t.encode("<|im_start|>user<|im_end|>").ids[-1] == 301 and w.size == 320 * 16 and np.allclose(w.reshape(320, 16)[300], w.reshape(320, 16)[:300].mean(0), atol=1e-6) and np.allclose(w.reshape(320, 16)[301], w.reshape(320, 16)[300]))(__import__("tokenizers").Tokenizer.from_file(sys.argv[1]), __import__("safetensors_np").load_file(sys.argv[2])["model/transformer.wte.weight/0/0"], __import__("numpy"))' \
     "$work/sft-bpe/base/checkpoints/step_00000000/tokenizer.json" "$work/sft-bpe/base/checkpoints/step_00000000/rank_00000.safetensors" \
     "$here/../Reference"
 # Eval on the same validation windows (seq_len 16, one batch of 2) reproduces the run's last validation loss exactly.

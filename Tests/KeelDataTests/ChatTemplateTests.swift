@@ -86,6 +86,12 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode("<|im_end|>"), byte("<|im_end|>"), "plain encoding keeps special text as text")
     }
 
+    /// Line ends as jinja2 reads them: "\r\n" and "\r" are "\n" (in strings too), and the last one goes.
+    func testWindowsLineEndingsReadAsJinja2ReadsThem() throws {
+        let rendering = try ChatTemplate("a\r\nb{{ 'c\r\nd' }}\re\r\n").render(messages: [], addGenerationPrompt: false)
+        XCTAssertEqual(rendering.text, "a\nbc\nd\ne")
+    }
+
     /// A template Keel cannot run says what and where, instead of rendering something else.
     func testTemplatesKeelCannotRunFailWithAReason() {
         XCTAssertThrowsError(try ChatTemplate("line one\n{% for m in messages %}{{ m }}")) {
