@@ -483,7 +483,9 @@ enum JinjaBuiltins {
         case "tojson":
             var indent: Int?
             if case .int(let number)? = argument(0, "indent") { indent = number }
-            return .string(try value.json(indent: indent))
+            var separators = indent == nil ? (item: ", ", key: ": ") : (item: ",", key: ": ")
+            if case .list(let pair)? = keywords["separators"], pair.count == 2 { separators = (pair[0].text, pair[1].text) }
+            return .string(try value.json(indent: indent, separators: separators, sortKeys: keywords["sort_keys"]?.isTrue ?? false))
         case "int":
             switch value {
             case .int: return value

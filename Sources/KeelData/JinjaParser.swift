@@ -265,20 +265,27 @@ struct ExpressionParser {
         return try comparison()
     }
 
+    /// Comparisons chain as Python's do: `a < b < c` is `a < b and b < c`.
     private mutating func comparison() throws -> JinjaExpression {
-        var value = try sum()
+        var left = try sum()
+        var chain: JinjaExpression?
         while true {
+            let op: String
             if case .symbol(let symbol)? = peek, ["==", "!=", "<", "<=", ">", ">="].contains(symbol) {
                 index += 1
-                value = .binary(symbol, value, try sum())
+                op = symbol
             } else if take(.name("in")) {
-                value = .binary("in", value, try sum())
+                op = "in"
             } else if peek == .name("not"), index + 1 < tokens.count, tokens[index + 1] == .name("in") {
                 index += 2
-                value = .binary("not in", value, try sum())
+                op = "not in"
             } else {
-                return value
+                return chain ?? left
             }
+            let right = try sum()
+            let link = JinjaExpression.binary(op, left, right)
+            chain = chain.map { .binary("and", $0, link) } ?? link
+            left = right
         }
     }
 

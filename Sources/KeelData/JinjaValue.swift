@@ -203,9 +203,11 @@ extension JinjaValue {
         guard parser.index == parser.bytes.count else { throw parser.error("text after the JSON value") }
     }
 
-    /// The value as JSON, as Python's `json.dumps(value, ensure_ascii=False, indent=indent)` writes it (the `tojson`
-    /// filter of Hugging Face's chat templates): ", " and ": " between items without an indent, keys in order.
-    func json(indent: Int?, level: Int = 0) throws -> String {
+    /// The value as JSON, as Python's `json.dumps(value, ensure_ascii=False, indent=indent, separators=separators,
+    /// sort_keys=sortKeys)` writes it (the `tojson` filter of Hugging Face's chat templates): by default ", " and ": "
+    /// between items without an indent ("," with one), keys in order.
+    func json(indent: Int?, separators: (item: String, key: String) = (", ", ": "), sortKeys: Bool = false,
+              level: Int = 0) throws -> String {
         switch self {
         case .none, .undefined: return "null"
         case .bool(let value): return value ? "true" : "false"
@@ -217,24 +219,28 @@ extension JinjaValue {
         case .string(let value): return String(decoding: JSONString.quoted(value), as: UTF8.self)
         case .list(let values):
             if values.isEmpty { return "[]" }
-            let items = try values.map { try $0.json(indent: indent, level: level + 1) }
-            return Self.jsonContainer("[", "]", items, indent: indent, level: level)
+            let items = try values.map { try $0.json(indent: indent, separators: separators, sortKeys: sortKeys, level: level + 1) }
+            return Self.jsonContainer("[", "]", items, indent: indent, separator: separators.item, level: level)
         case .dictionary(let dictionary):
             if dictionary.isEmpty { return "{}" }
-            let items = try dictionary.entries.map { entry in
-                String(decoding: JSONString.quoted(entry.key), as: UTF8.self) + ": " + (try entry.value.json(indent: indent, level: level + 1))
+            let entries = sortKeys ? dictionary.entries.sorted { Array($0.key.unicodeScalars.map(\.value)).lexicographicallyPrecedes($1.key.unicodeScalars.map(\.value)) }
+                : dictionary.entries
+            let items = try entries.map { entry in
+                String(decoding: JSONString.quoted(entry.key), as: UTF8.self) + separators.key
+                    + (try entry.value.json(indent: indent, separators: separators, sortKeys: sortKeys, level: level + 1))
             }
-            return Self.jsonContainer("{", "}", items, indent: indent, level: level)
+            return Self.jsonContainer("{", "}", items, indent: indent, separator: separators.item, level: level)
         case .namespace, .function:
             throw JinjaError("Object of type \(typeName) is not JSON serializable")
         }
     }
 
-    private static func jsonContainer(_ open: String, _ close: String, _ items: [String], indent: Int?, level: Int) -> String {
-        guard let indent else { return open + items.joined(separator: ", ") + close }
+    private static func jsonContainer(_ open: String, _ close: String, _ items: [String], indent: Int?, separator: String,
+                                      level: Int) -> String {
+        guard let indent else { return open + items.joined(separator: separator) + close }
         let inner = "\n" + String(repeating: " ", count: indent * (level + 1))
         let outer = "\n" + String(repeating: " ", count: indent * level)
-        return open + inner + items.joined(separator: "," + inner) + outer + close
+        return open + inner + items.joined(separator: separator + inner) + outer + close
     }
 }
 
