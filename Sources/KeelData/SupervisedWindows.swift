@@ -29,27 +29,34 @@ public struct SupervisedWindows: Sendable {
         let order = examples.indices.sorted { (min(examples[$0].tokens.count, capacity), $1) > (min(examples[$1].tokens.count, capacity), $0) }
         var bins: [[Int]] = []          // example indices per window
         var free: [Int] = []            // free positions per window
-        var byFree = [[Int]](repeating: [], count: capacity + 1) // windows by free positions, in creation order
+        // Windows with room, by free positions, each list latest-created first (the earliest is taken, from the end).
+        // Full windows are in no list: nothing fits them.
+        var byFree = [[Int]](repeating: [], count: capacity + 1)
         var truncated = 0
         for index in order {
             let size = min(examples[index].tokens.count, capacity)
             if examples[index].tokens.count > capacity { truncated += 1 }
             guard size > 0 else { continue }
-            var window: Int?
-            for space in size...capacity where !byFree[space].isEmpty {
-                window = byFree[space].removeFirst()
-                break
-            }
-            if window == nil {
-                window = bins.count
+            let w: Int
+            if let space = (size...capacity).first(where: { !byFree[$0].isEmpty }) {
+                w = byFree[space].removeLast()
+            } else {
+                w = bins.count
                 bins.append([])
                 free.append(capacity)
             }
-            let w = window!
             bins[w].append(index)
             free[w] -= size
-            byFree[free[w]].append(w)
-            byFree[free[w]].sort()
+            if free[w] > 0 {
+                let list = byFree[free[w]]
+                // Binary search for the place that keeps the list in descending order.
+                var low = 0, high = list.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if list[middle] > w { low = middle + 1 } else { high = middle }
+                }
+                byFree[free[w]].insert(w, at: low)
+            }
         }
         self.truncated = truncated
         count = bins.count

@@ -6,6 +6,11 @@ public enum CrossEntropy {
     /// The target of a position that is not trained on (PyTorch's `ignore_index`, −100).
     public static let ignored: Int32 = -100
 
+    /// How many of `count` targets the loss counts (those not `ignored`).
+    public static func counted(_ targets: UnsafePointer<Int32>, count: Int) -> Int {
+        (0..<count).reduce(0) { $0 + (targets[$1] == ignored ? 0 : 1) }
+    }
+
     /// losses[n] = logsumexp(logits[n]) − logits[n, target[n]] for n in 0..<rows.
     ///
     /// When `gradientScale` is given, logits[n] is overwritten by (softmax − onehot) · gradientScale, the

@@ -29,14 +29,14 @@ struct ChatData {
         }
         var examples: [SupervisedExample] = []
         for path in paths {
-            let text: String
+            let data: Data
             do {
-                text = try String(contentsOfFile: path, encoding: .utf8)
+                data = try Data(contentsOf: URL(fileURLWithPath: path))
             } catch {
                 throw KeelError("\(path): cannot read (\(AtomicFile.systemReason(error)))")
             }
             // Lines split on "\n" in the bytes ("\r\n" is one Swift character, so a String split would miss it).
-            for (number, bytes) in Array(text.utf8).split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            for (number, bytes) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
                 let line = String(decoding: bytes.last == 0x0D ? bytes.dropLast() : bytes, as: UTF8.self)
                 guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
                 do {

@@ -375,9 +375,10 @@ public final class Trainer {
         }
         // Each micro-batch's loss is its mean per target counted: weigh it by its sequences (a corpus: every
         // position counts), or by the targets it counts (chat data).
-        let weights = (0..<ranges.count).map { k in
-            packed ? Double((0..<(rows(k) * length)).reduce(0) { $0 + (targets[k * batch * length + $1] == CrossEntropy.ignored ? 0 : 1) })
-                : Double(rows(k))
+        let weights = targets.withUnsafeBufferPointer { t in
+            (0..<ranges.count).map { k in
+                packed ? Double(CrossEntropy.counted(t.baseAddress! + k * batch * length, count: rows(k) * length)) : Double(rows(k))
+            }
         }
         let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * weights[$1.offset] }
         let sums = try replicas.allReduce([local, weights.reduce(0, +)], .sum, label: "validation loss")

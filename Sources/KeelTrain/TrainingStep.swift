@@ -183,9 +183,7 @@ public final class TrainingStep {
         // of gradients then comes out as the global mean's.
         let packsDocuments = loader.windows.packsDocuments
         let packed: ((Int) -> UnsafePointer<Int32>)? = packsDocuments ? { UnsafePointer(self.documents + $0 * size) } : nil
-        let counted = packsDocuments ? (0..<microBatches).map { k in
-            (0..<size).reduce(0) { $0 + (self.targets[k * size + $1] == CrossEntropy.ignored ? 0 : 1) }
-        } : []
+        let counted = packsDocuments ? (0..<microBatches).map { CrossEntropy.counted(self.targets + $0 * size, count: size) } : []
         let allCounted = packsDocuments
             ? try groups.data.allReduce([Double(counted.reduce(0, +))], .sum, label: "\(label): targets counted")[0] : 0
         let weights: ((Int) -> Float)? = packsDocuments

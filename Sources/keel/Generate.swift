@@ -82,9 +82,7 @@ struct Generate: ParsableCommand {
         let encoded = try prompts.map { text in
             guard chat else { return loaded.prompt(tokenizer.encode(text)) }
             if let problem = loaded.chat.problem { throw KeelError(problem) }
-            let tokens = try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer)
-            // The beginning-of-text token, unless the template wrote it.
-            return tokens.first != nil && tokens.first == loaded.beginningOfText ? tokens : loaded.prompt(tokens)
+            return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer))
         }
         // The model's end-of-sequence token (an imported model's) ends a text as a stop string does, and a chat
         // reply ends with its turn.

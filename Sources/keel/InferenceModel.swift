@@ -28,7 +28,14 @@ struct InferenceModel {
     let beginningOfText: Int32?
 
     /// `tokens` as the model reads a text: after its beginning-of-text token when it asks for one.
-    func prompt(_ tokens: [Int32]) -> [Int32] { (beginningOfText.map { [$0] } ?? []) + tokens }
+    func prompt(_ tokens: [Int32]) -> [Int32] { Self.prompt(tokens, beginningOfText: beginningOfText) }
+
+    /// `tokens` after `beginningOfText` (when given), unless they start with it already (a chat template that
+    /// writes `bos_token` itself).
+    static func prompt(_ tokens: [Int32], beginningOfText: Int32?) -> [Int32] {
+        guard let beginningOfText, tokens.first != beginningOfText else { return tokens }
+        return [beginningOfText] + tokens
+    }
 
     /// Loads `path`: a `.gguf` file, or a run or checkpoint directory. `quantize` applies to checkpoints only;
     /// `keepingFloatWeights` keeps a quantized checkpoint's fp32 projections (to compare against them); `attention`

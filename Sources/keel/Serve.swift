@@ -164,9 +164,7 @@ struct CompletionAPI: Sendable {
         case let flag as Bool where Self.isBoolean(flag): stream = flag
         default: throw bad("'stream' must be true or false")
         }
-        // The model's beginning-of-text token, unless its chat template wrote it already.
-        let beginning = beginningOfText.flatMap { prompt.first == $0 ? nil : [$0] } ?? []
-        return Parameters(prompt: beginning + prompt, maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        return Parameters(prompt: InferenceModel.prompt(prompt, beginningOfText: beginningOfText), maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {

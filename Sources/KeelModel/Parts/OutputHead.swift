@@ -67,7 +67,7 @@ struct OutputHead {
         packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
     ) -> Int {
         let config = context.config, n = context.rows, c = config.width, v = context.shape.vocabulary.count
-        let counted = (0..<n).reduce(0) { $0 + (targets[$1] == CrossEntropy.ignored ? 0 : 1) }
+        let counted = CrossEntropy.counted(targets, count: n)
         let p = context.parameters, g = context.gradients, headShape = shape(context)
         // In bf16 the weight is rounded and packed once for all chunks, not once per chunk and product.
         let packedHead = context.precision == .bfloat16 ? packs.weight : nil
