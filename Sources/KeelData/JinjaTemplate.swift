@@ -82,16 +82,7 @@ struct JinjaRenderer {
         case .loop(let targets, let iterable, let filter, let body, let otherwise):
             return try loop(targets: targets, over: try evaluate(iterable), filter: filter, body: body, otherwise: otherwise)
         case .set(let targets, let expression):
-            let value = try evaluate(expression)
-            if targets.count == 1 {
-                assign(targets[0], value)
-            } else {
-                let items = try JinjaBuiltins.items(of: value)
-                guard items.count == targets.count else {
-                    throw JinjaError("cannot unpack \(items.count) values into \(targets.count) names")
-                }
-                for (target, item) in zip(targets, items) { assign(target, item) }
-            }
+            try bind(try evaluate(expression), to: targets)
         case .setAttribute(let namespace, let attribute, let expression):
             guard case .namespace(let space) = lookup(namespace) else {
                 throw JinjaError("cannot assign attribute on non-namespace object '\(namespace)'")
@@ -157,15 +148,15 @@ struct JinjaRenderer {
         return .normal
     }
 
-    /// Binds a loop's variables to an item (unpacked among several names).
-    private mutating func bind(_ item: JinjaValue, to targets: [String]) throws {
+    /// Binds names to a value (unpacked among several): a `set`'s, or a loop's variables to an item.
+    private func bind(_ item: JinjaValue, to targets: [String]) throws {
         if targets.count == 1 {
             assign(targets[0], item)
             return
         }
         let parts = try JinjaBuiltins.items(of: item)
         guard parts.count == targets.count else {
-            throw JinjaError("cannot unpack \(parts.count) values into \(targets.count) loop variables")
+            throw JinjaError("cannot unpack \(parts.count) values into \(targets.count) names")
         }
         for (target, part) in zip(targets, parts) { assign(target, part) }
     }
