@@ -163,7 +163,7 @@ public struct SupervisedFormatter: Sendable {
     }
 
     /// A list of messages, each an object with a string "role".
-    private static func conversation(_ value: JinjaValue, field: String) throws -> [JinjaValue] {
+    static func conversation(_ value: JinjaValue, field: String) throws -> [JinjaValue] {
         guard case .list(let messages) = value, !messages.isEmpty else {
             throw KeelError("\"\(field)\" must be a non-empty list of messages")
         }

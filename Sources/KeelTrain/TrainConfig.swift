@@ -178,8 +178,9 @@ public struct TrainConfig: Sendable {
         public var processes: Int { pipeline * tensor * (data ?? 1) }
     }
 
-    /// Reads the TOML at `path` (if any) and applies `overrides`.
-    public static func load(path: String?, overrides: [String]) throws -> TrainConfig {
+    /// Reads the TOML at `path` (if any) and applies `overrides`. With `requiresData` false the data need not be
+    /// configured (a command that takes it from its own arguments: `keel dpo`).
+    public static func load(path: String?, overrides: [String], requiresData: Bool = true) throws -> TrainConfig {
         var text = ""
         if let path {
             guard FileManager.default.fileExists(atPath: path) else { throw KeelError("config: \(path): no such file") }
@@ -190,10 +191,10 @@ public struct TrainConfig: Sendable {
         }
         var values = try ConfigValues(toml: text, origin: path ?? "(no file)")
         try values.override(overrides)
-        return try TrainConfig(values)
+        return try TrainConfig(values, requiresData: requiresData)
     }
 
-    init(_ source: ConfigValues) throws {
+    init(_ source: ConfigValues, requiresData: Bool = true) throws {
         var v = source
         data = DataSettings(
             dataset: try v.string("data.dataset", nil),
@@ -295,7 +296,7 @@ public struct TrainConfig: Sendable {
             stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
-        try validate()
+        try validate(requiresData: requiresData)
     }
 
     /// `training.grad_accum`, or its pipeline name `parallel.micro_batches` (m): the micro-batches of a step.
@@ -324,12 +325,12 @@ public struct TrainConfig: Sendable {
         return try loadTokenizer(data.tokenizer).vocabSize
     }
 
-    private func validate() throws {
+    private func validate(requiresData: Bool) throws {
         func require(_ condition: Bool, _ key: String, _ message: String) throws {
             if !condition { throw KeelError("config: \(key) \(message)") }
         }
         let t = training
-        try require(!data.paths.isEmpty || data.dataset != nil || !data.chat.isEmpty, "data.paths",
+        try require(!requiresData || !data.paths.isEmpty || data.dataset != nil || !data.chat.isEmpty, "data.paths",
                     "or data.dataset (or data.chat) is required: the text files, the prepared dataset or the chat data to train on")
         try require(t.steps > 0, "training.steps", "must be positive (got \(t.steps))")
         try require(t.batchSize > 0, "training.batch_size", "must be positive (got \(t.batchSize))")

@@ -8,7 +8,7 @@ import KeelModel
 /// `<|im_start|>` and `<|im_end|>` become special tokens of its `tokenizer.json` (ids after its last), and the
 /// model's token table (and an untied output head) gains their rows — within its padding when the vocabulary has
 /// room, else by growing it — each starting at the mean of the tokenizer's rows, as embeddings of new tokens
-/// usually start. The result is a checkpoint of step 0 (`ImportedCheckpoint`) that fine-tuning starts from.
+/// usually start. The result is a checkpoint of step 0 (`WeightsCheckpoint`) that fine-tuning starts from.
 enum ChatVocabulary {
     static let markers = [ChatFormat.start, ChatFormat.end]
 
@@ -82,10 +82,10 @@ enum ChatVocabulary {
                 for k in 0..<width { destination[row * width + k] = Float(mean[k]) }
             }
         }
-        try ImportedCheckpoint.write(
+        try WeightsCheckpoint.write(
             model, tokenizer: ("tokenizer.json", { try AtomicFile.write(tokenizerData, to: $0) }),
             config: "# \(checkpoint.directory.path) with ChatML's markers added to its vocabulary by `keel sft`.\n\n"
-                + ImportedCheckpoint.modelSection(config),
+                + WeightsCheckpoint.modelSection(config),
             to: base)
         let ids = (first..<(first + missing.count)).map(String.init).joined(separator: ", ")
         return "sft: added \(missing.joined(separator: " and ")) to the vocabulary (ids \(ids)"

@@ -67,11 +67,11 @@ struct Import: ParsableCommand {
             for name in ["tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"] {
                 if let data = try? Data(contentsOf: root.appendingPathComponent(name)) { extras[name] = data }
             }
-            let checkpoint = try ImportedCheckpoint.write(
+            let checkpoint = try WeightsCheckpoint.write(
                 model, tokenizer: ("tokenizer.json", write), extras: extras,
                 config: "# Imported by `keel import hf` from \(root.standardizedFileURL.path).\n"
                     + "# Fine-tune it with `keel train --init-from RUN`, with this [model] section in the config.\n\n"
-                    + ImportedCheckpoint.modelSection(config),
+                    + WeightsCheckpoint.modelSection(config),
                 to: URL(fileURLWithPath: out))
             print("""
                 imported \(directory): \(describe(config)); \(model.table.count) parameters
@@ -109,7 +109,7 @@ struct Import: ParsableCommand {
                 # Imported by `keel import gguf` from \(url.lastPathComponent)\(description.name.map { " (\($0))" } ?? "").
                 # Fine-tune it with `keel train --init-from RUN`, with this [model] section in the config.
 
-                """ + ImportedCheckpoint.modelSection(description.config)
+                """ + WeightsCheckpoint.modelSection(description.config)
             let bpe = (tokenizer as? BPETokenizer)?.vocabulary
             // Generation's settings as Hugging Face keeps them: the end-of-sequence token and the chat template.
             var settings: [String: Any] = [:]
@@ -119,7 +119,7 @@ struct Import: ParsableCommand {
             if description.addsBeginningOfText { settings["add_bos_token"] = true }
             let extras = bpe == nil || settings.isEmpty ? [:]
                 : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]
-            let checkpoint = try ImportedCheckpoint.write(
+            let checkpoint = try WeightsCheckpoint.write(
                 model, tokenizer: bpe.map { bpe in ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, to: $0) }) },
                 extras: extras, config: config, to: URL(fileURLWithPath: out))
             let types = description.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")

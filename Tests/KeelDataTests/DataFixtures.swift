@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelData
 import XCTest
 
 /// Paths and helpers shared by the data tests.
@@ -9,6 +10,24 @@ enum DataFixtures {
     }
 
     static var reference: String { repositoryRoot.appendingPathComponent("Tests/Reference/tokenizer_reference.py").path }
+
+    /// Bytes plus the ChatML markers as special tokens (ids 0–2; byte b is 3 + b).
+    static func chatTokenizer() throws -> any TextTokenizer {
+        let characters = (0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) }
+        return try GGUFVocabulary(tokens: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + characters,
+                                  types: [3, 3, 3] + Array(repeating: 1, count: 256), merges: [], preTokenizer: "gpt-2",
+                                  endOfText: 0).tokenizer()
+    }
+
+    /// The text of the trained tokens, run by run.
+    static func trainedRuns(_ example: SupervisedExample, _ tokenizer: any TextTokenizer) throws -> [String] {
+        var runs: [String] = [], current: [Int32] = []
+        for (token, trained) in zip(example.tokens, example.trained) {
+            if trained { current.append(token) } else if !current.isEmpty { runs.append(try tokenizer.decodeText(current)); current = [] }
+        }
+        if !current.isEmpty { runs.append(try tokenizer.decodeText(current)) }
+        return runs
+    }
 
     /// The Shakespeare corpus files (fetched by scripts/fetch_corpus.sh, which the test script runs).
     static func shakespeare(file: StaticString = #filePath, line: UInt = #line) throws -> [URL] {

@@ -5,52 +5,34 @@ import XCTest
 /// Chat data made into supervised examples: which tokens are trained on, for Keel's ChatML (generation spans) and
 /// for real models' templates (turns found as differences of renderings), prompt–completion pairs, and bad input.
 final class SupervisedExamplesTests: XCTestCase {
-    /// Bytes plus the ChatML markers as special tokens (ids 0–2; byte b is 3 + b).
-    private func tokenizer() throws -> any TextTokenizer {
-        let characters = (0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) }
-        return try GGUFVocabulary(tokens: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + characters,
-                                  types: [3, 3, 3] + Array(repeating: 1, count: 256), merges: [], preTokenizer: "gpt-2",
-                                  endOfText: 0).tokenizer()
-    }
-
     private let conversation = """
         {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                       {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"},
                       {"role": "assistant", "content": "4, café."}]}
         """
 
-    /// The text of the trained tokens, run by run.
-    private func trainedRuns(_ example: SupervisedExample, _ tokenizer: any TextTokenizer) throws -> [String] {
-        var runs: [String] = [], current: [Int32] = []
-        for (token, trained) in zip(example.tokens, example.trained) {
-            if trained { current.append(token) } else if !current.isEmpty { runs.append(try tokenizer.decodeText(current)); current = [] }
-        }
-        if !current.isEmpty { runs.append(try tokenizer.decodeText(current)) }
-        return runs
-    }
-
     func testKeelChatMLTrainsOnWhatTheAssistantWrites() throws {
-        let tokenizer = try tokenizer()
+        let tokenizer = try DataFixtures.chatTokenizer()
         let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 2)
         let example = try formatter.example(json: conversation.replacingOccurrences(of: "\n", with: " "))
         XCTAssertEqual(try tokenizer.decodeText(example.tokens), """
             <|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n\
             <|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4, café.<|im_end|>\n
             """)
-        XCTAssertEqual(try trainedRuns(example, tokenizer), ["Hello.<|im_end|>", "4, café.<|im_end|>"])
+        XCTAssertEqual(try DataFixtures.trainedRuns(example, tokenizer), ["Hello.<|im_end|>", "4, café.<|im_end|>"])
         // The markers are the special tokens, not their text.
         XCTAssertEqual(example.tokens.filter { $0 == 1 }.count, 5)
     }
 
     /// SmolLM2's and Qwen2.5's templates mark nothing: each assistant turn is the difference of two renderings.
     func testTurnsOfTemplatesWithoutGenerationBlocks() throws {
-        let tokenizer = try tokenizer()
+        let tokenizer = try DataFixtures.chatTokenizer()
         let directory = DataFixtures.repositoryRoot.appendingPathComponent("Tests/Reference/chat_templates")
         for name in ["HuggingFaceTB-SmolLM2-135M-Instruct", "Qwen-Qwen2.5-7B-Instruct"] {
             let template = try String(contentsOf: directory.appendingPathComponent("\(name).jinja"), encoding: .utf8)
             let formatter = try SupervisedFormatter(template: template, tokenizer: tokenizer, endOfSequence: 2)
             let example = try formatter.example(json: conversation.replacingOccurrences(of: "\n", with: " "))
-            XCTAssertEqual(try trainedRuns(example, tokenizer), ["Hello.<|im_end|>\n", "4, café.<|im_end|>\n"], name)
+            XCTAssertEqual(try DataFixtures.trainedRuns(example, tokenizer), ["Hello.<|im_end|>\n", "4, café.<|im_end|>\n"], name)
             XCTAssertFalse(example.trained.first!, name)
         }
         // Qwen3's template renders an earlier assistant turn otherwise than the last one: refused, naming the turn.
@@ -62,17 +44,17 @@ final class SupervisedExamplesTests: XCTestCase {
     }
 
     func testPromptAndCompletion() throws {
-        let tokenizer = try tokenizer()
+        let tokenizer = try DataFixtures.chatTokenizer()
         let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 2)
         let plain = try formatter.example(json: #"{"prompt": "The sky is", "completion": " blue."}"#)
         XCTAssertEqual(try tokenizer.decodeText(plain.tokens), "The sky is blue.<|im_end|>")
-        XCTAssertEqual(try trainedRuns(plain, tokenizer), [" blue.<|im_end|>"])
+        XCTAssertEqual(try DataFixtures.trainedRuns(plain, tokenizer), [" blue.<|im_end|>"])
         let chat = try formatter.example(json: #"{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Yo"}]}"#)
-        XCTAssertEqual(try trainedRuns(chat, tokenizer), ["Yo<|im_end|>\n"])
+        XCTAssertEqual(try DataFixtures.trainedRuns(chat, tokenizer), ["Yo<|im_end|>\n"])
     }
 
     func testBadExamplesAreNamed() throws {
-        let formatter = try SupervisedFormatter(template: nil, tokenizer: try tokenizer(), endOfSequence: 2)
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: try DataFixtures.chatTokenizer(), endOfSequence: 2)
         for (line, message) in [
             (#"[1]"#, "an example must be a JSON object with \"messages\", or \"prompt\" and \"completion\""),
             (#"{"text": "x"}"#, "an example needs \"messages\", or \"prompt\" and \"completion\" (it has \"text\")"),

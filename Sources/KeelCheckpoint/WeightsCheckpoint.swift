@@ -2,24 +2,25 @@ import Foundation
 import KeelCore
 import KeelModel
 
-/// A model from elsewhere (`keel import`) saved as a run's checkpoint of step 0: its weights (no optimizer state:
-/// training starts from it with `--init-from`, not `--resume`), its tokenizer file and a config naming its shape,
-/// published as training publishes checkpoints (`CheckpointStore`), so that everything reading a run or a
-/// checkpoint's weights reads it.
-public enum ImportedCheckpoint {
-    /// Writes `model` into run directory `run` (created; it must not hold checkpoints yet) and returns the
-    /// checkpoint's directory. `tokenizer` names the tokenizer file and writes it to the URL it is given (nil:
-    /// the byte tokenizer); `extras` are other files to keep beside it (a `tokenizer_config.json` with the chat
-    /// template); `config` is the TOML recorded as the run's configuration.
+/// A model's weights saved as a run's checkpoint — a model from elsewhere (`keel import`, step 0), or what
+/// preference optimisation made (`keel dpo`, its last step): the weights (no optimizer state: training starts
+/// from it with `--init-from`, not `--resume`), its tokenizer file and a config naming its shape, published as
+/// training publishes checkpoints (`CheckpointStore`), so that everything reading a run or a checkpoint's weights
+/// reads it.
+public enum WeightsCheckpoint {
+    /// Writes `model` as the checkpoint of `step` into run directory `run` (created; for step 0 it must not hold
+    /// checkpoints yet) and returns the checkpoint's directory. `tokenizer` names the tokenizer file and writes it to
+    /// the URL it is given (nil: the byte tokenizer); `extras` are other files to keep beside it (a
+    /// `tokenizer_config.json` with the chat template); `config` is the TOML recorded as the run's configuration.
     @discardableResult
     public static func write(_ model: Transformer, tokenizer: (name: String, write: (URL) throws -> Void)?,
-                             extras: [String: Data] = [:], config: String, to run: URL) throws -> URL {
+                             extras: [String: Data] = [:], config: String, step: Int = 0, to run: URL) throws -> URL {
         let root = run.appendingPathComponent("checkpoints")
-        if let existing = CheckpointStore.list(root).first {
+        if step == 0, let existing = CheckpointStore.list(root).first {
             throw KeelError("\(run.path) already holds a run (\(existing.lastPathComponent)); choose another --out")
         }
         CheckpointStore.removePartials(root: root)
-        let partial = try CheckpointStore.prepare(root: root, step: 0)
+        let partial = try CheckpointStore.prepare(root: root, step: step)
         do {
             let plan = try ShardPlan(config: model.config, layout: .singleProcess(layers: model.config.layers))
             let slices = plan.slices(rank: 0)
@@ -37,16 +38,16 @@ public enum ImportedCheckpoint {
                 try AtomicFile.write(data, to: url)
                 files[name] = try CheckpointStore.record(of: url)
             }
-            let state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: 0, samplesConsumed: 0,
+            let state = TrainingState(step: step, tokens: 0, elapsedSeconds: 0, seed: 0, samplesConsumed: 0,
                                       tokenizer: tokenizer?.name ?? "byte", config: config)
             try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
             try AtomicFile.write(Data(config.utf8), to: run.appendingPathComponent("config.toml"))
             return try CheckpointStore.publish(
-                CheckpointManifest(step: 0, layout: plan.layout, model: model.config, state: state, files: files,
+                CheckpointManifest(step: step, layout: plan.layout, model: model.config, state: state, files: files,
                                    tensors: plan.manifestTensors(kinds: [.model])),
                 root: root)
         } catch {
-            CheckpointStore.discard(root: root, step: 0)
+            CheckpointStore.discard(root: root, step: step)
             throw error
         }
     }
