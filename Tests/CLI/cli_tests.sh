@@ -250,6 +250,47 @@ expect_error "sft on a malformed line" "bad-chat.jsonl:3: JSON: unexpected end" 
 usage "sft without data" "give the chat data with --data" "$keel" sft --init-from "$work/tiny-imported" --out "$work/sft-none"
 expect_error "sft whose examples are cut before the assistant speaks" "no token the loss counts" \
     "$keel" sft --init-from "$work/tiny-imported" --data "$work/chat.jsonl" --out "$work/sft-short" "${sft_settings[@]}" --set training.seq_len=16
+# keel dpo against TRL's DPOTrainer: the same tiny Llama (transformers wrote it), pairs and settings give TRL's losses,
+# rewards, reward accuracies and log-probabilities within 1e-4 for 10 steps (Tests/Reference/dpo_trl, written by
+# scripts/hf_check/make_dpo_fixture.py with TRL 1.16), as plain text, as conversations and with IPO's loss.
+dpo_fixture="$here/../Reference/dpo_trl"
+expect_ok "import the Llama that TRL optimised" "$keel" import hf "$dpo_fixture/model" --out "$work/dpo-base"
+dpo_settings=(--set training.batch_size=2 --set training.grad_accum=2 --set training.steps=10 --set training.seq_len=63)
+for case in text:text:sigmoid:0.1:1e-3 chat:chat:sigmoid:0.1:1e-3 ipo:text:ipo:0.5:1e-4; do
+    IFS=: read -r name pairs loss beta lr <<<"$case"
+    expect_ok "dpo ($name pairs, $loss loss) runs" "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_$pairs.jsonl" \
+        --out "$work/dpo-$name" --loss "$loss" --beta "$beta" --no-shuffle "${dpo_settings[@]}" --set data.val_fraction=0 \
+        --set training.lr="$lr" --set training.min_lr="$lr"
+    expect_ok "dpo ($name pairs, $loss loss) gives TRL's figures for 10 steps" \
+        python3 "$here/../Reference/compare_dpo.py" "$dpo_fixture/trl_$name.json" "$work/dpo-$name/metrics.jsonl"
+done
+expect_ok "generate from the DPO run's checkpoint" "$keel" generate --checkpoint "$work/dpo-text" --prompt "What is the sea?" \
+    --max-tokens 4 --temperature 0
+# Held-out pairs (every 10th): the policy starts as the reference, so their loss is log 2 exactly at step 0.
+expect_ok "dpo with held-out pairs, in an order of its own" "$keel" dpo --init-from "$work/dpo-base" \
+    --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/dpo-val" "${dpo_settings[@]}" --set training.steps=3 --set training.lr=1e-3
+grep -q "22 + 2 pairs" "$work/err" && pass "dpo holds every 10th pair out" || fail "dpo holds every 10th pair out"
+check "the held-out loss is log 2 before the first step, and is measured again after the last" \
+    '(lambda v: [s for s, _ in v] == [0, 3] and abs(v[0][1] - __import__("math").log(2)) < 1e-12)([(r["step"], r["val_loss"]) for r in map(json.loads, open(sys.argv[1])) if "val_loss" in r])' \
+    "$work/dpo-val/metrics.jsonl"
+check "shuffled pairs are not the file's order" \
+    '(lambda a, b: a["logps_chosen"] != b["logps_chosen"])(*[next(json.loads(l) for l in open(f) if "\"loss\"" in l) for f in sys.argv[1:3]])' \
+    "$work/dpo-val/metrics.jsonl" "$work/dpo-chat/metrics.jsonl"
+{ head -1 "$dpo_fixture/pairs_text.jsonl"; echo '{"prompt": "Who?", "chosen": " Me."}'; } >"$work/bad-pairs.jsonl"
+expect_error "dpo on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs "chosen" and "rejected"' \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
+[ ! -e "$work/dpo-bad" ] && pass "a refused dpo writes nothing" || fail "a refused dpo writes nothing"
+echo '{"prompt": "Who?", "chosen": [{"role": "assistant", "content": "Me."}], "rejected": " You."}' >"$work/mixed-pairs.jsonl"
+expect_error "dpo on a pair mixing text and messages" "must all be strings or all be lists of messages" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$work/mixed-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
+expect_error "dpo into a run directory that holds a run" "already holds a run" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-text" "${dpo_settings[@]}"
+expect_error "dpo whose prompts fill the window" "every pair's prompt fills training.seq_len + 1 (4) tokens" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --set training.seq_len=3
+expect_error "ipo with label smoothing" "label smoothing applies to the sigmoid (DPO) loss only" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --loss ipo --label-smoothing 0.1
+usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" --loss hinge
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
 "$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!

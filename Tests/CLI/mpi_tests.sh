@@ -174,5 +174,20 @@ fi
 fault "a hung rank stops the job, named" STOP 5 30 "^Error: rank 0: '.*' did not finish within 5 s: rank 1 (never reported starting it|has not communicated|started it but does not respond)" "$c"
 fault "a killed rank stops the job, named" KILL 60 60 "process rank 1 .*signal 9" "$c"
 
+# keel dpo on data-parallel replicas: two ranks taking one pair each per micro-batch log the losses of one process
+# taking both (the gradients summed over the step's pairs on every rank, the metrics averaged).
+dpo_fixture="$here/../Reference/dpo_trl"
+dpo=(dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --no-shuffle --set training.grad_accum=2
+     --set training.steps=6 --set training.seq_len=63 --set training.lr=1e-3 --set training.min_lr=1e-3)
+if "$keel" import hf "$dpo_fixture/model" --out "$work/dpo-base" >"$work/out" 2>"$work/err" \
+    && "$keel" "${dpo[@]}" --out "$work/dpo-one" --set training.batch_size=2 >"$work/out" 2>"$work/err" \
+    && "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-two" --set training.batch_size=1 >"$work/out" 2>"$work/err" \
+    && grep -q "6 steps of 4 pairs (.*), lr 0.001, 2 processes" "$work/err" \
+    && python3 "$here/compare_losses.py" "$work/dpo-one/metrics.jsonl" "$work/dpo-two/metrics.jsonl" 6 1e-5 >"$work/err" 2>&1; then
+    pass "dpo on 2 data-parallel ranks logs one process's losses ($(cat "$work/err"))"
+else
+    fail "dpo on 2 data-parallel ranks logs one process's losses"
+fi
+
 echo "mpi tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,233 @@
+import Foundation
+import KeelComm
+import KeelCore
+import KeelData
+import KeelKernels
+import KeelModel
+
+/// What preference optimisation optimises (`PreferenceLoss.preference`).
+public struct PreferenceSettings: Sendable {
+    public var objective: PreferenceLoss.Objective
+    /// β: how far from the reference the policy may move (DPO's temperature; IPO's regularisation τ).
+    public var beta: Double
+    /// cDPO's ε: the share of pairs assumed mislabelled (sigmoid only).
+    public var labelSmoothing: Double
+
+    public init(objective: PreferenceLoss.Objective = .sigmoid, beta: Double = 0.1, labelSmoothing: Double = 0) {
+        self.objective = objective
+        self.beta = beta
+        self.labelSmoothing = labelSmoothing
+    }
+}
+
+/// What a step (or an evaluation) measured, as TRL's `DPOTrainer` logs it: means over the pairs.
+public struct PreferenceMetrics: Sendable {
+    public var loss = 0.0
+    /// β(log π − log ρ) of the chosen and the rejected responses (`rewards/chosen`, `rewards/rejected`).
+    public var chosenReward = 0.0
+    public var rejectedReward = 0.0
+    /// The share of pairs whose chosen reward is the higher (`rewards/accuracies`).
+    public var accuracy = 0.0
+    /// The policy's log-probabilities of the responses (`logps/chosen`, `logps/rejected`).
+    public var chosenLogProbability = 0.0
+    public var rejectedLogProbability = 0.0
+    /// Global gradient norm before clipping (training steps only).
+    public var gradientNorm = 0.0
+    /// Pairs measured.
+    public var pairs = 0
+
+    /// The mean reward margin (`rewards/margins`).
+    public var margin: Double { chosenReward - rejectedReward }
+}
+
+/// Direct preference optimisation (DPO, or IPO) of a policy against a frozen reference — the policy's own starting
+/// weights — as TRL's `DPOTrainer` runs it: per pair, the log-probabilities of the chosen and rejected completions
+/// under the policy and the reference, the loss of their log-ratios (`PreferenceLoss.preference`), the mean over
+/// the step's pairs, the global gradient norm clipped, then AdamW.
+///
+/// The reference's log-probabilities are computed once, before the first step, and kept (`reference`): the reference
+/// model never exists beside the policy. A step's micro-batch costs two forward passes and one backward: the first
+/// forward finds the policy's log-probabilities, which set each pair's derivative; the second runs with each
+/// position's loss weighed by it (`Transformer.forward(lossWeights:)`: log π is minus the sum of its positions'
+/// cross-entropies), and the backward pass adds that gradient.
+///
+/// With a data-parallel group, each step's pairs are split between its ranks (each micro-batch takes `batch` pairs
+/// per rank), the gradients and the metrics averaged over it; every rank holds the whole model.
+public final class PreferenceOptimization {
+    public let model: Transformer
+    public let settings: PreferenceSettings
+    public let training: TrainConfig.TrainingSettings
+    private let optimizer: Optimizer
+    private let group: any Communicator
+    public let train: [PreferencePair]
+    public let validation: [PreferencePair]
+    /// The reference's log-probabilities of every training and validation pair's responses.
+    public private(set) var reference: (train: [(chosen: Double, rejected: Double)], validation: [(chosen: Double, rejected: Double)])
+    private let shuffles: Bool
+    private let padding: Int32
+
+    /// - Parameters:
+    ///   - model: the policy, holding the reference's weights (a fine-tuned model's).
+    ///   - shuffles: draw each epoch's pairs in an order of its own (seeded by `training.seed`); false keeps the
+    ///     files' order, as a comparison with another trainer needs.
+    ///   - padding: the token id padded rows hold (never a target).
+    public init(model: Transformer, train: [PreferencePair], validation: [PreferencePair], settings: PreferenceSettings,
+                training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
+                group: any Communicator = SingleProcessCommunicator()) throws {
+        let perStep = training.batchSize * training.gradientAccumulation * group.size
+        guard train.count >= perStep else {
+            throw KeelError("\(train.count) training pairs are fewer than one step's \(perStep) (training.batch_size × training.grad_accum × processes)")
+        }
+        guard settings.beta > 0 else { throw KeelError("beta must be positive (got \(settings.beta))") }
+        guard (0..<0.5).contains(settings.labelSmoothing) else {
+            throw KeelError("label smoothing must be in [0, 0.5) (got \(settings.labelSmoothing))")
+        }
+        guard settings.labelSmoothing == 0 || settings.objective == .sigmoid else {
+            throw KeelError("label smoothing applies to the sigmoid (DPO) loss only")
+        }
+        self.model = model
+        self.train = train
+        self.validation = validation
+        self.settings = settings
+        self.training = training
+        self.shuffles = shuffles
+        self.padding = padding
+        self.group = group
+        model.matrixPrecision = training.precision
+        optimizer = Optimizer(model: model, dataParallel: group, zeroStage: 0, settings: training.adamW,
+                              decayEmbeddings: training.decayEmbeddings)
+        reference = ([], [])
+    }
+
+    /// The reference's log-probabilities of every pair (the policy's weights before the first step), computed once;
+    /// `progress` hears how many pairs are done of how many.
+    public func computeReference(progress: (Int, Int) -> Void = { _, _ in }) {
+        let total = train.count + validation.count
+        var done = 0
+        func logProbabilities(_ pairs: [PreferencePair]) -> [(chosen: Double, rejected: Double)] {
+            stride(from: 0, to: pairs.count, by: training.batchSize).flatMap { start in
+                let chunk = Array(pairs[start..<min(start + training.batchSize, pairs.count)])
+                let values = policyLogProbabilities(PreferenceBatch(chunk, maximumLength: training.sequenceLength, padding: padding))
+                done += chunk.count
+                progress(done, total)
+                return (0..<chunk.count).map { (values[$0], values[chunk.count + $0]) }
+            }
+        }
+        reference = (logProbabilities(train), logProbabilities(validation))
+    }
+
+    /// The training pair at `position` of the endless stream of epochs.
+    private func pairIndex(_ position: Int) -> Int {
+        let epoch = position / train.count, index = position % train.count
+        return shuffles ? WindowPermutation(count: train.count, seed: training.seed, epoch: epoch)(index) : index
+    }
+
+    /// Runs optimizer step `number` (from 1) at `learningRate`; throws `TrainingDiverged`, before changing any
+    /// parameter, when the loss or the gradient norm is not finite.
+    public func step(_ number: Int, learningRate: Float) throws -> PreferenceMetrics {
+        precondition(reference.train.count == train.count, "computeReference() before the first step")
+        let b = training.batchSize, m = training.gradientAccumulation, replicas = group.size
+        let pairsPerStep = b * m * replicas
+        model.gradients.zero()
+        var metrics = PreferenceMetrics()
+        for k in 0..<m {
+            let first = (number - 1) * pairsPerStep + (k * replicas + group.rank) * b
+            let indices = (first..<(first + b)).map(pairIndex)
+            let batch = PreferenceBatch(indices.map { train[$0] }, maximumLength: training.sequenceLength, padding: padding)
+            let policy = policyLogProbabilities(batch)
+            var weights = [Float](repeating: 0, count: batch.rows * batch.length)
+            for (i, index) in indices.enumerated() {
+                let pair = measure(policy: (policy[i], policy[b + i]), reference: reference.train[index],
+                                   lengths: (batch.completionLengths[i], batch.completionLengths[b + i]), into: &metrics)
+                // log π is minus the sum of the row's cross-entropies: each position weighs −∂loss/∂log π, the loss
+                // being the mean over the step's pairs.
+                for (row, derivative) in [(i, pair.dChosen), (b + i, pair.dRejected)] {
+                    let weight = Float(-derivative / Double(pairsPerStep))
+                    for t in 0..<batch.length where batch.targets[row * batch.length + t] != CrossEntropy.ignored {
+                        weights[row * batch.length + t] = weight
+                    }
+                }
+            }
+            batch.withTokens { inputs, targets in
+                weights.withUnsafeBufferPointer { weights in
+                    _ = model.forward(inputs: inputs, targets: targets, batch: batch.rows, length: batch.length, lossScale: 1,
+                                      lossWeights: weights.baseAddress!)
+                }
+            }
+            model.backward()
+        }
+        if replicas > 1 {
+            try group.allReduce(UnsafeMutableBufferPointer(start: model.gradients.pointer, count: model.gradients.count), .sum,
+                                label: "step \(number): gradients")
+        }
+        metrics = try averaged(metrics, label: "step \(number)")
+        let norm = optimizer.shard.sumOfSquares().squareRoot()
+        metrics.gradientNorm = norm
+        guard metrics.loss.isFinite, norm.isFinite else {
+            throw TrainingDiverged(step: number, reason: metrics.loss.isFinite ? "gradient norm is \(norm)" : "loss is \(metrics.loss)")
+        }
+        let clip = training.gradientClip
+        let scale = clip > 0 && norm > clip ? Float(clip / norm) : 1
+        try optimizer.update(learningRate: learningRate, step: number, gradientScale: scale)
+        return metrics
+    }
+
+    /// The loss and rewards on the validation pairs, with the policy as it is (no gradients).
+    public func evaluate() throws -> PreferenceMetrics {
+        var metrics = PreferenceMetrics()
+        let b = training.batchSize, replicas = group.size
+        // Each rank measures every replicas-th batch of pairs; the sums are averaged over the group.
+        for start in stride(from: group.rank * b, to: validation.count, by: b * replicas) {
+            let chunk = start..<min(start + b, validation.count)
+            let batch = PreferenceBatch(Array(validation[chunk]), maximumLength: training.sequenceLength, padding: padding)
+            let policy = policyLogProbabilities(batch)
+            for (i, index) in chunk.enumerated() {
+                _ = measure(policy: (policy[i], policy[chunk.count + i]), reference: reference.validation[index],
+                            lengths: (batch.completionLengths[i], batch.completionLengths[chunk.count + i]), into: &metrics)
+            }
+        }
+        return try averaged(metrics, label: "evaluation")
+    }
+
+    /// One pair's loss and derivatives, its sums added into `metrics`.
+    private func measure(policy: (Double, Double), reference: (chosen: Double, rejected: Double), lengths: (Int, Int),
+                         into metrics: inout PreferenceMetrics) -> (dChosen: Double, dRejected: Double) {
+        // IPO compares log-probabilities per completion token (TRL's normalisation).
+        let scale = settings.objective == .ipo ? (1 / Double(max(1, lengths.0)), 1 / Double(max(1, lengths.1))) : (1, 1)
+        let result = PreferenceLoss.preference(settings.objective, policyChosen: policy.0 * scale.0,
+                                               policyRejected: policy.1 * scale.1,
+                                               referenceChosen: reference.chosen * scale.0,
+                                               referenceRejected: reference.rejected * scale.1, beta: settings.beta,
+                                               labelSmoothing: settings.labelSmoothing)
+        // Rewards are β times the summed log-ratios whatever the objective, as TRL logs them.
+        let chosenReward = settings.beta * (policy.0 - reference.chosen)
+        let rejectedReward = settings.beta * (policy.1 - reference.rejected)
+        metrics.loss += result.loss
+        metrics.chosenReward += chosenReward
+        metrics.rejectedReward += rejectedReward
+        metrics.accuracy += chosenReward > rejectedReward ? 1 : 0
+        metrics.chosenLogProbability += policy.0
+        metrics.rejectedLogProbability += policy.1
+        metrics.pairs += 1
+        return (result.dChosen * scale.0, result.dRejected * scale.1)
+    }
+
+    /// Sums over the group's pairs divided by their count.
+    private func averaged(_ sums: PreferenceMetrics, label: String) throws -> PreferenceMetrics {
+        let local = [sums.loss, sums.chosenReward, sums.rejectedReward, sums.accuracy, sums.chosenLogProbability,
+                     sums.rejectedLogProbability, Double(sums.pairs)]
+        let total = group.size > 1 ? try group.allReduce(local, .sum, label: "\(label): metrics") : local
+        let n = max(1, total[6])
+        return PreferenceMetrics(loss: total[0] / n, chosenReward: total[1] / n, rejectedReward: total[2] / n,
+                                 accuracy: total[3] / n, chosenLogProbability: total[4] / n,
+                                 rejectedLogProbability: total[5] / n, gradientNorm: 0, pairs: Int(total[6]))
+    }
+
+    /// The policy's log-probability of each row's completion (a forward pass without gradients).
+    private func policyLogProbabilities(_ batch: PreferenceBatch) -> [Double] {
+        batch.withTokens { inputs, targets in
+            _ = model.forward(inputs: inputs, targets: targets, batch: batch.rows, length: batch.length)
+        }
+        return batch.logProbabilities(model.rowLosses())
+    }
+}
