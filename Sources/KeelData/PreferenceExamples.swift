@@ -6,10 +6,13 @@ import KeelCore
 public struct PreferencePair: Sendable, Equatable {
     public var chosen: SupervisedExample
     public var rejected: SupervisedExample
+    /// How much better the chosen response is (a line's `margin`, as TRL's `RewardTrainer` reads it; 0 without).
+    public var margin: Double
 
-    public init(chosen: SupervisedExample, rejected: SupervisedExample) {
+    public init(chosen: SupervisedExample, rejected: SupervisedExample, margin: Double = 0) {
         self.chosen = chosen
         self.rejected = rejected
+        self.margin = margin
     }
 }
 
@@ -19,8 +22,20 @@ extension SupervisedFormatter {
     /// assistant message each) — or only `chosen` and `rejected`, whose shared beginning is the prompt (TRL's
     /// `extract_prompt`: the longest common prefix of the two strings or message lists, a space before the first
     /// difference left to the completions). A string completion ends with the end-of-sequence token, as TRL's
-    /// `DPOTrainer` ends it.
+    /// `DPOTrainer` ends it. A number `margin` is kept (reward models can use it).
     public func pair(json line: String) throws -> PreferencePair {
+        var pair = try responses(json: line)
+        if let value = try? JinjaValue(json: line), case .dictionary(let fields) = value, let margin = fields["margin"] {
+            switch margin {
+            case .int(let number): pair.margin = Double(number)
+            case .double(let number): pair.margin = number
+            default: throw KeelError("\"margin\" must be a number")
+            }
+        }
+        return pair
+    }
+
+    private func responses(json line: String) throws -> PreferencePair {
         guard case .dictionary(var fields) = try JinjaValue(json: line) else {
             throw KeelError("a preference pair must be a JSON object with \"chosen\" and \"rejected\" (and \"prompt\")")
         }

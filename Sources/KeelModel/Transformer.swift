@@ -172,6 +172,31 @@ public final class Transformer: @unchecked Sendable {
         return UnsafeBufferPointer(start: a.losses.pointer, count: a.batch * a.length)
     }
 
+    /// Runs the whole model on `inputs` up to its final norm, without the output projection, and returns those
+    /// features ([batch · length, width]): what a reward model's scalar head reads. `backward(featureGradient:)`
+    /// then adds the gradient of a loss of them. One process's whole model only (no tensor parallelism).
+    public func features(inputs: UnsafePointer<Int32>, batch: Int, length: Int, slot: Int = 0,
+                         documents: UnsafePointer<Int32>? = nil) -> UnsafePointer<Float> {
+        guard let embedding, head != nil, tensor == nil else {
+            preconditionFailure("features come from one process's whole model")
+        }
+        let a = prepare(batch: batch, length: length, slot: slot, documents: documents)
+        a.inputs.baseAddress!.update(from: inputs, count: batch * length)
+        using([embedding.span], next: blocks.first.map { [$0.span] } ?? head?.forwardSpans) {
+            embedding.forward(a.residuals[0].pointer, tokens: inputs, a, context(a))
+        }
+        run(a, targets: nil, lossScale: nil, featuresOnly: true)
+        return UnsafePointer(a.finalNorm.pointer)
+    }
+
+    /// Adds into `gradients` the gradient of a loss whose gradient with respect to the last `features` pass in `slot`
+    /// is `featureGradient` ([batch · length, width]); the output projection gets none.
+    public func backward(featureGradient: UnsafePointer<Float>, slot: Int = 0) {
+        guard let a = arenas[slot] else { preconditionFailure("backward before features") }
+        a.dNorm.pointer.update(from: featureGradient, count: a.batch * a.length * config.width)
+        backwardPass(slot: slot, outputGradient: nil, deferringWeights: false)
+    }
+
     /// Runs a stage after the first on the previous stage's `output` (`activationCount` floats); otherwise as
     /// `forward(inputs:…)`. `slot` chooses the saved activations used (one per micro-batch in flight).
     @discardableResult
@@ -212,9 +237,10 @@ public final class Transformer: @unchecked Sendable {
         return arenas[slot]!
     }
 
-    /// The blocks, then on the last stage the head and the loss.
+    /// The blocks, then on the last stage the head and the loss (with `featuresOnly`, the final norm alone).
+    @discardableResult
     private func run(_ a: ActivationArena, targets: UnsafePointer<Int32>?, lossScale: Float?,
-                     lossWeights: UnsafePointer<Float>? = nil) -> Float {
+                     lossWeights: UnsafePointer<Float>? = nil, featuresOnly: Bool = false) -> Float {
         let context = context(a), n = context.rows
         for (i, block) in blocks.enumerated() {
             using([block.span], next: i + 1 < blocks.count ? [blocks[i + 1].span] : head?.forwardSpans) {
@@ -226,6 +252,7 @@ public final class Transformer: @unchecked Sendable {
         residency?.acquire(head.forwardSpans, upcoming: nil)
         defer { residency?.release(head.forwardSpans) }
         head.normalize(a.residuals[blocks.count].pointer, a, context)
+        if featuresOnly { return 0 }
         guard let targets else {
             head.logits(into: a.allLogits(vocabulary: config.vocabSize).pointer, a, context)
             return 0

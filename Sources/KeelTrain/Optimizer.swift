@@ -45,3 +45,14 @@ public final class Optimizer {
         try shard.gatherParameters(label: "step \(step)")
     }
 }
+
+extension TrainingDiverged {
+    /// The factor a step's gradients are scaled by before the update: `clip / norm` when the global norm is above
+    /// `clip` (0: no clipping), else 1. Throws, before anything changes, when the loss or the norm is not finite.
+    static func clippingFactor(loss: Double, norm: Double, clip: Double, step: Int) throws -> Float {
+        guard loss.isFinite, norm.isFinite else {
+            throw TrainingDiverged(step: step, reason: loss.isFinite ? "gradient norm is \(norm)" : "loss is \(loss)")
+        }
+        return clip > 0 && norm > clip ? Float(clip / norm) : 1
+    }
+}

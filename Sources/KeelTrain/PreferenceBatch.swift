@@ -1,48 +1,62 @@
 import KeelData
 import KeelKernels
 
-/// A micro-batch of preference pairs as the model reads it, as TRL's `DPOTrainer` lays it out: the B chosen
-/// sequences in rows 0..<B, the B rejected ones in rows B..<2B, each the prompt and its completion, cut to at most
-/// `length + 1` tokens (keeping the start) and padded at the end to the longest row. A row's targets are the next
-/// tokens of its completion (`CrossEntropy.ignored` elsewhere), so minus the sum of a row's per-position losses is
-/// the completion's log-probability.
+/// A micro-batch of preference pairs as the model reads it, as TRL's trainers lay it out: the B chosen sequences in
+/// rows 0..<B, the B rejected ones in rows B..<2B, each the prompt and its completion, cut to fit (keeping the start)
+/// and padded at the end to the longest row.
 struct PreferenceBatch {
-    /// Rows × `length` token ids, and targets.
+    /// How a sequence becomes a row of at most `maximumLength` positions.
+    enum Layout {
+        /// DPO's: each position's target is the next token where that token is the completion's
+        /// (`CrossEntropy.ignored` elsewhere), so minus the sum of a row's per-position losses is the completion's
+        /// log-probability; a sequence is cut to `maximumLength + 1` tokens.
+        case nextTokens
+        /// A reward model's: the whole sequence as input, cut to `maximumLength` tokens, read at its last position.
+        case wholeSequences
+    }
+
+    /// Rows × `length` token ids, and targets (all ignored for `.wholeSequences`).
     var inputs: [Int32]
     var targets: [Int32]
-    /// Positions per row: the longest row's tokens minus one.
+    /// Positions per row: the longest row's.
     let length: Int
     /// Rows: twice the pairs.
     let rows: Int
-    /// Each row's completion tokens counted by the loss.
+    /// Each row's completion tokens within the row (those `.nextTokens` targets).
     let completionLengths: [Int]
+    /// Each row's last position holding a token.
+    let lastPositions: [Int]
 
-    init(_ pairs: [PreferencePair], maximumLength: Int, padding: Int32) {
+    init(_ pairs: [PreferencePair], maximumLength: Int, padding: Int32, layout: Layout = .nextTokens) {
         let sequences = pairs.map(\.chosen) + pairs.map(\.rejected)
-        let cut = sequences.map { min($0.tokens.count, maximumLength + 1) }
-        length = max(1, (cut.max() ?? 1) - 1)
+        // The first target is token 1: a row of next tokens is its sequence shifted by one.
+        let shift = layout == .nextTokens ? 1 : 0
+        let positions = sequences.map { max(1, min($0.tokens.count, maximumLength + shift) - shift) }
+        length = positions.max() ?? 1
         rows = sequences.count
         inputs = [Int32](repeating: padding, count: rows * length)
         targets = [Int32](repeating: CrossEntropy.ignored, count: rows * length)
         var lengths: [Int] = []
         for (row, sequence) in sequences.enumerated() {
             var counted = 0
-            for t in 0..<max(0, cut[row] - 1) {
+            for t in 0..<min(positions[row], sequence.tokens.count - shift) {
                 inputs[row * length + t] = sequence.tokens[t]
-                if sequence.trained[t + 1] {
-                    targets[row * length + t] = sequence.tokens[t + 1]
+                if sequence.trained[t + shift] {
+                    if layout == .nextTokens { targets[row * length + t] = sequence.tokens[t + 1] }
                     counted += 1
                 }
             }
             lengths.append(counted)
         }
         completionLengths = lengths
+        lastPositions = positions.map { $0 - 1 }
     }
 
-    /// Whether a pair keeps completion tokens of both responses within `maximumLength + 1` tokens (one that does not
-    /// teaches nothing: TRL drops pairs whose prompt fills its `max_length`).
-    static func fits(_ pair: PreferencePair, maximumLength: Int) -> Bool {
-        [pair.chosen, pair.rejected].allSatisfy { $0.trained.prefix(maximumLength + 1).dropFirst().contains(true) }
+    /// Whether a pair keeps completion tokens of both responses within a row of `maximumLength` positions (one that
+    /// does not teaches nothing: TRL drops pairs whose prompt fills its `max_length`).
+    static func fits(_ pair: PreferencePair, maximumLength: Int, layout: Layout = .nextTokens) -> Bool {
+        let shift = layout == .nextTokens ? 1 : 0
+        return [pair.chosen, pair.rejected].allSatisfy { $0.trained.prefix(maximumLength + shift).dropFirst(shift).contains(true) }
     }
 
     /// Runs `body` with the inputs and targets.

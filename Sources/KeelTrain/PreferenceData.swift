@@ -4,8 +4,9 @@ import KeelData
 
 /// Preference pairs for DPO and reward models: JSONL files in TRL's preference format (`SupervisedFormatter.pair`),
 /// rendered with the chat template beside the tokenizer as chat data is (`ChatData`), every 1/fraction-th pair held
-/// out for validation, and the pairs that leave either response nothing within `length + 1` tokens dropped (their
-/// prompt fills the window). A line that is not a pair stops with the file and line named.
+/// out for validation, and the pairs that leave either response nothing within a row of `length` positions dropped
+/// (their prompt fills it: `length + 1` tokens for DPO, `length` for a reward model, which reads whole sequences). A
+/// line that is not a pair stops with the file and line named.
 public struct PreferenceData {
     public let train: [PreferencePair]
     public let validation: [PreferencePair]
@@ -13,17 +14,38 @@ public struct PreferenceData {
     public let summary: String
 
     public init(paths: [String], tokenizer: any TextTokenizer, tokenizerPath: String, length: Int,
-                validationFraction: Double) throws {
+                validationFraction: Double, forRewardModel: Bool = false) throws {
         let formatter = try ChatData.formatter(tokenizer: tokenizer, tokenizerPath: tokenizerPath, paths: paths)
         let pairs = try ChatData.records(paths, kind: "preference pairs", formatter.pair(json:))
-        let fitting = pairs.filter { PreferenceBatch.fits($0, maximumLength: length) }
+        let window = forRewardModel ? "training.seq_len (\(length))" : "training.seq_len + 1 (\(length + 1))"
+        let fitting = pairs.filter {
+            PreferenceBatch.fits($0, maximumLength: length, layout: forRewardModel ? .wholeSequences : .nextTokens)
+        }
         guard !fitting.isEmpty else {
-            throw KeelError("every pair's prompt fills training.seq_len + 1 (\(length + 1)) tokens: no response is left to learn from")
+            throw KeelError("every pair's prompt fills \(window) tokens: no response is left to learn from")
         }
         (train, validation) = ChatData.split(fitting, validationFraction: validationFraction)
         let dropped = pairs.count - fitting.count
         summary = "\(paths.count) preference file\(paths.count == 1 ? "" : "s"), \(train.count) + \(validation.count) pairs"
             + ChatData.templateNote(tokenizerPath)
-            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: the prompt fills training.seq_len + 1 tokens" : "")
+            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: the prompt fills \(window) tokens" : "")
+    }
+}
+
+/// The order training pairs are read in: epoch after epoch, each in an order of its own (a permutation seeded by
+/// `seed` and the epoch) or the files' order. Step s (from 1) reads `perStep` pairs from position (s − 1) · perStep;
+/// within it, micro-batch k of data-parallel rank r takes `batch` pairs from (k · ranks + r) · batch.
+struct PairOrder {
+    let count: Int
+    let seed: UInt64
+    let shuffles: Bool
+
+    /// The pairs micro-batch `microBatch` of step `step` gives this rank.
+    func indices(step: Int, microBatch: Int, batch: Int, accumulation: Int, rank: Int, ranks: Int) -> [Int] {
+        let first = (step - 1) * batch * accumulation * ranks + (microBatch * ranks + rank) * batch
+        return (first..<(first + batch)).map { position in
+            let epoch = position / count, index = position % count
+            return shuffles ? WindowPermutation(count: count, seed: seed, epoch: epoch)(index) : index
+        }
     }
 }

@@ -20,26 +20,6 @@ public struct PreferenceSettings: Sendable {
     }
 }
 
-/// What a step (or an evaluation) measured, as TRL's `DPOTrainer` logs it: means over the pairs.
-public struct PreferenceMetrics: Sendable {
-    public var loss = 0.0
-    /// β(log π − log ρ) of the chosen and the rejected responses (`rewards/chosen`, `rewards/rejected`).
-    public var chosenReward = 0.0
-    public var rejectedReward = 0.0
-    /// The share of pairs whose chosen reward is the higher (`rewards/accuracies`).
-    public var accuracy = 0.0
-    /// The policy's log-probabilities of the responses (`logps/chosen`, `logps/rejected`).
-    public var chosenLogProbability = 0.0
-    public var rejectedLogProbability = 0.0
-    /// Global gradient norm before clipping (training steps only).
-    public var gradientNorm = 0.0
-    /// Pairs measured.
-    public var pairs = 0
-
-    /// The mean reward margin (`rewards/margins`).
-    public var margin: Double { chosenReward - rejectedReward }
-}
-
 /// Direct preference optimisation (DPO, or IPO) of a policy against a frozen reference — the policy's own starting
 /// weights — as TRL's `DPOTrainer` runs it: per pair, the log-probabilities of the chosen and rejected completions
 /// under the policy and the reference, the loss of their log-ratios (`PreferenceLoss.preference`), the mean over
@@ -63,7 +43,7 @@ public final class PreferenceOptimization {
     public let validation: [PreferencePair]
     /// The reference's log-probabilities of every training and validation pair's responses.
     public private(set) var reference: (train: [(chosen: Double, rejected: Double)], validation: [(chosen: Double, rejected: Double)])
-    private let shuffles: Bool
+    private let order: PairOrder
     private let padding: Int32
 
     /// - Parameters:
@@ -90,7 +70,7 @@ public final class PreferenceOptimization {
         self.validation = validation
         self.settings = settings
         self.training = training
-        self.shuffles = shuffles
+        order = PairOrder(count: train.count, seed: training.seed, shuffles: shuffles)
         self.padding = padding
         self.group = group
         model.matrixPrecision = training.precision
@@ -116,23 +96,16 @@ public final class PreferenceOptimization {
         reference = (logProbabilities(train), logProbabilities(validation))
     }
 
-    /// The training pair at `position` of the endless stream of epochs.
-    private func pairIndex(_ position: Int) -> Int {
-        let epoch = position / train.count, index = position % train.count
-        return shuffles ? WindowPermutation(count: train.count, seed: training.seed, epoch: epoch)(index) : index
-    }
-
     /// Runs optimizer step `number` (from 1) at `learningRate`; throws `TrainingDiverged`, before changing any
     /// parameter, when the loss or the gradient norm is not finite.
-    public func step(_ number: Int, learningRate: Float) throws -> PreferenceMetrics {
+    public func step(_ number: Int, learningRate: Float) throws -> PairMetrics {
         precondition(reference.train.count == train.count, "computeReference() before the first step")
         let b = training.batchSize, m = training.gradientAccumulation, replicas = group.size
         let pairsPerStep = b * m * replicas
         model.gradients.zero()
-        var metrics = PreferenceMetrics()
+        var metrics = PairMetrics()
         for k in 0..<m {
-            let first = (number - 1) * pairsPerStep + (k * replicas + group.rank) * b
-            let indices = (first..<(first + b)).map(pairIndex)
+            let indices = order.indices(step: number, microBatch: k, batch: b, accumulation: m, rank: group.rank, ranks: replicas)
             let batch = PreferenceBatch(indices.map { train[$0] }, maximumLength: training.sequenceLength, padding: padding)
             let policy = policyLogProbabilities(batch)
             var weights = [Float](repeating: 0, count: batch.rows * batch.length)
@@ -160,21 +133,17 @@ public final class PreferenceOptimization {
             try group.allReduce(UnsafeMutableBufferPointer(start: model.gradients.pointer, count: model.gradients.count), .sum,
                                 label: "step \(number): gradients")
         }
-        metrics = try averaged(metrics, label: "step \(number)")
+        metrics = try metrics.averaged(over: group, label: "step \(number)")
         let norm = optimizer.shard.sumOfSquares().squareRoot()
         metrics.gradientNorm = norm
-        guard metrics.loss.isFinite, norm.isFinite else {
-            throw TrainingDiverged(step: number, reason: metrics.loss.isFinite ? "gradient norm is \(norm)" : "loss is \(metrics.loss)")
-        }
-        let clip = training.gradientClip
-        let scale = clip > 0 && norm > clip ? Float(clip / norm) : 1
+        let scale = try TrainingDiverged.clippingFactor(loss: metrics.loss, norm: norm, clip: training.gradientClip, step: number)
         try optimizer.update(learningRate: learningRate, step: number, gradientScale: scale)
         return metrics
     }
 
     /// The loss and rewards on the validation pairs, with the policy as it is (no gradients).
-    public func evaluate() throws -> PreferenceMetrics {
-        var metrics = PreferenceMetrics()
+    public func evaluate() throws -> PairMetrics {
+        var metrics = PairMetrics()
         let b = training.batchSize, replicas = group.size
         // Each rank measures every replicas-th batch of pairs; the sums are averaged over the group.
         for start in stride(from: group.rank * b, to: validation.count, by: b * replicas) {
@@ -186,12 +155,12 @@ public final class PreferenceOptimization {
                             lengths: (batch.completionLengths[i], batch.completionLengths[chunk.count + i]), into: &metrics)
             }
         }
-        return try averaged(metrics, label: "evaluation")
+        return try metrics.averaged(over: group, label: "evaluation")
     }
 
     /// One pair's loss and derivatives, its sums added into `metrics`.
     private func measure(policy: (Double, Double), reference: (chosen: Double, rejected: Double), lengths: (Int, Int),
-                         into metrics: inout PreferenceMetrics) -> (dChosen: Double, dRejected: Double) {
+                         into metrics: inout PairMetrics) -> (dChosen: Double, dRejected: Double) {
         // IPO compares log-probabilities per completion token (TRL's normalisation).
         let scale = settings.objective == .ipo ? (1 / Double(max(1, lengths.0)), 1 / Double(max(1, lengths.1))) : (1, 1)
         let result = PreferenceLoss.preference(settings.objective, policyChosen: policy.0 * scale.0,
@@ -202,25 +171,8 @@ public final class PreferenceOptimization {
         // Rewards are β times the summed log-ratios whatever the objective, as TRL logs them.
         let chosenReward = settings.beta * (policy.0 - reference.chosen)
         let rejectedReward = settings.beta * (policy.1 - reference.rejected)
-        metrics.loss += result.loss
-        metrics.chosenReward += chosenReward
-        metrics.rejectedReward += rejectedReward
-        metrics.accuracy += chosenReward > rejectedReward ? 1 : 0
-        metrics.chosenLogProbability += policy.0
-        metrics.rejectedLogProbability += policy.1
-        metrics.pairs += 1
+        metrics.add(loss: result.loss, chosen: chosenReward, rejected: rejectedReward, logProbabilities: policy)
         return (result.dChosen * scale.0, result.dRejected * scale.1)
-    }
-
-    /// Sums over the group's pairs divided by their count.
-    private func averaged(_ sums: PreferenceMetrics, label: String) throws -> PreferenceMetrics {
-        let local = [sums.loss, sums.chosenReward, sums.rejectedReward, sums.accuracy, sums.chosenLogProbability,
-                     sums.rejectedLogProbability, Double(sums.pairs)]
-        let total = group.size > 1 ? try group.allReduce(local, .sum, label: "\(label): metrics") : local
-        let n = max(1, total[6])
-        return PreferenceMetrics(loss: total[0] / n, chosenReward: total[1] / n, rejectedReward: total[2] / n,
-                                 accuracy: total[3] / n, chosenLogProbability: total[4] / n,
-                                 rejectedLogProbability: total[5] / n, gradientNorm: 0, pairs: Int(total[6]))
     }
 
     /// The policy's log-probability of each row's completion (a forward pass without gradients).

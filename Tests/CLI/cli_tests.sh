@@ -291,6 +291,30 @@ expect_error "ipo with label smoothing" "label smoothing applies to the sigmoid 
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --loss ipo --label-smoothing 0.1
 usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" --loss hinge
+# keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
+# saved with their head, and are measured and compared on the pairs; a run without a head is refused.
+reward_settings=(--set training.batch_size=4 --set training.steps=12 --set training.seq_len=64 --set training.lr=1e-3)
+for seed in 1 2; do
+    expect_ok "reward train (seed $seed)" "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" \
+        --out "$work/reward-$seed" "${reward_settings[@]}" --set training.seed=$seed
+done
+check "the reward model's held-out loss falls and its last steps rank every pair right" \
+    '(lambda r: (lambda v, a: v[-1] < v[0] and a[-1] == 1.0)([x["val_loss"] for x in r if "val_loss" in x], [x["accuracy"] for x in r if "accuracy" in x]))([json.loads(l) for l in open(sys.argv[1])])' \
+    "$work/reward-1/metrics.jsonl"
+[ -s "$work/reward-1/checkpoints/step_00000012/reward_head.safetensors" ] && pass "the reward model's checkpoint holds its head" \
+    || fail "the reward model's checkpoint holds its head"
+expect_ok "reward eval of two models" "$keel" reward eval --model "$work/reward-1" --model "$work/reward-2" \
+    --data "$dpo_fixture/pairs_chat.jsonl" --save "$work/reward.json"
+grep -q "^$work/reward-1 vs $work/reward-2: agree on" "$work/out" && grep -q "^ensemble of 2: accuracy" "$work/out" \
+    && pass "reward eval compares the two and reports their ensemble" || fail "reward eval compares the two and reports their ensemble"
+check "the report as JSON: 24 pairs, both models right on most, one agreement" \
+    '(lambda r: r["pairs"] == 24 and all(m["accuracy"] > 0.8 for m in r["models"]) and len(r["agreements"]) == 1)(json.load(open(sys.argv[1])))' \
+    "$work/reward.json"
+expect_error "reward eval of a run without a reward head" "is not a reward model" \
+    "$keel" reward eval --model "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl"
+expect_error "reward train on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs' \
+    "$keel" reward train --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/reward-bad" "${reward_settings[@]}"
+usage "reward eval without a model" "give a reward model with --model" "$keel" reward eval --data "$dpo_fixture/pairs_chat.jsonl"
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
 "$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!

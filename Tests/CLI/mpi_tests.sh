@@ -189,5 +189,16 @@ else
     fail "dpo on 2 data-parallel ranks logs one process's losses"
 fi
 
+# keel reward train likewise: the head's gradient and the transformer's summed over the ranks.
+reward=(reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --set training.grad_accum=2
+        --set training.steps=6 --set training.seq_len=64 --set training.lr=1e-3)
+if "$keel" "${reward[@]}" --out "$work/reward-one" --set training.batch_size=2 >"$work/out" 2>"$work/err" \
+    && "${mpi[@]}" -np 2 "$keel" "${reward[@]}" --out "$work/reward-two" --set training.batch_size=1 >"$work/out" 2>"$work/err" \
+    && python3 "$here/compare_losses.py" "$work/reward-one/metrics.jsonl" "$work/reward-two/metrics.jsonl" 6 1e-5 >"$work/err" 2>&1; then
+    pass "reward train on 2 data-parallel ranks logs one process's losses ($(cat "$work/err"))"
+else
+    fail "reward train on 2 data-parallel ranks logs one process's losses"
+fi
+
 echo "mpi tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -48,13 +48,7 @@ final class ModelGradientTests: XCTestCase {
             XCTAssertGreaterThan(maxGradient, 0, "\(entry.name) has no gradient")
             // Three coordinates per tensor: first, middle, last.
             for i in [entry.offset, entry.offset + entry.count / 2, entry.offset + entry.count - 1] {
-                let saved = model.parameters.pointer[i]
-                model.parameters.pointer[i] = saved + epsilon
-                let plus = loss()
-                model.parameters.pointer[i] = saved - epsilon
-                let minus = loss()
-                model.parameters.pointer[i] = saved
-                let numeric = (plus - minus) / (2 * Double(epsilon))
+                let numeric = centralDifference(model.parameters.pointer + i, epsilon: epsilon) { loss() }
                 XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(maxGradient, 1e-3) + 2e-4,
                                "\(entry.name)[\(i - entry.offset)]")
             }
@@ -169,17 +163,59 @@ final class WeightedLossTests: XCTestCase {
             let epsilon: Float = 2e-3
             for entry in model.table.entries {
                 for i in [entry.offset, entry.offset + entry.count / 2] {
-                    let saved = model.parameters.pointer[i]
-                    model.parameters.pointer[i] = saved + epsilon
-                    let plus = weighted(nil)
-                    model.parameters.pointer[i] = saved - epsilon
-                    let minus = weighted(nil)
-                    model.parameters.pointer[i] = saved
-                    let numeric = (plus - minus) / (2 * Double(epsilon))
+                    let numeric = centralDifference(model.parameters.pointer + i, epsilon: epsilon) { weighted(nil) }
                     XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(abs(numeric), 1e-1) + 2e-4,
                                    "\(config.architecture) \(entry.name)[\(i - entry.offset)]")
                 }
             }
         }
     }
+}
+
+/// The final norm's features (what a reward model's scalar head reads) and the backward pass from a gradient of
+/// them: against finite differences of Σ c · features for fixed random c, for both families; the output projection
+/// is not used, so an untied one gets no gradient.
+final class FeatureGradientTests: XCTestCase {
+    func testFeatureGradientsMatchFiniteDifferences() throws {
+        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+            let batch = 2, length = 4, n = batch * length * config.width
+            let model = try ModelFixtures.randomModel(config, seed: 21)
+            let tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 22)
+            var random = RandomStream(seed: 23, key: 0)
+            let coefficients = (0..<n).map { _ in random.nextNormal() }
+            func objective() -> Double {
+                let features = tokens.inputs.withUnsafeBufferPointer { model.features(inputs: $0.baseAddress!, batch: batch, length: length) }
+                return (0..<n).reduce(0.0) { $0 + Double(features[$1]) * Double(coefficients[$1]) }
+            }
+            model.gradients.zero()
+            _ = objective()
+            coefficients.withUnsafeBufferPointer { model.backward(featureGradient: $0.baseAddress!) }
+            let analytic = model.gradients.toArray()
+            let epsilon: Float = 2e-3
+            for entry in model.table.entries {
+                let largest = entry.range.map { abs(Double(analytic[$0])) }.max()!
+                if entry.part == .head && entry.slot == .output {
+                    XCTAssertEqual(largest, 0, "\(config.architecture): the output projection is not used")
+                    continue
+                }
+                XCTAssertGreaterThan(largest, 0, "\(config.architecture) \(entry.name) has no gradient")
+                for i in [entry.offset, entry.offset + entry.count / 2] {
+                    let numeric = centralDifference(model.parameters.pointer + i, epsilon: epsilon) { objective() }
+                    XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(abs(numeric), largest, 1e-1) + 2e-4,
+                                   "\(config.architecture) \(entry.name)[\(i - entry.offset)]")
+                }
+            }
+        }
+    }
+}
+
+/// (f(x + ε) − f(x − ε)) / 2ε for the float at `value`, which is left as it was.
+func centralDifference(_ value: UnsafeMutablePointer<Float>, epsilon: Float, _ f: () -> Double) -> Double {
+    let saved = value.pointee
+    value.pointee = saved + epsilon
+    let plus = f()
+    value.pointee = saved - epsilon
+    let minus = f()
+    value.pointee = saved
+    return (plus - minus) / (2 * Double(epsilon))
 }

@@ -1,0 +1,175 @@
+import ArgumentParser
+import Foundation
+import KeelCheckpoint
+import KeelComm
+import KeelCore
+import KeelData
+import KeelModel
+import KeelTrain
+
+/// The options `keel dpo` and `keel reward train` share.
+struct PairRunOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The run or checkpoint to start from.", valueName: "dir"))
+    var initFrom: String
+
+    @Option(help: ArgumentHelp("Preference pairs (repeat for several files).", valueName: "file.jsonl"))
+    var data: [String] = []
+
+    @Option(name: .shortAndLong, help: "Run directory to write (it must not hold a run).")
+    var out: String
+
+    @Option(name: .shortAndLong, help: "TOML config with [training], [data] and [checkpoint] settings.")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key.", valueName: "section.key=value"))
+    var overrides: [String] = []
+
+    @Flag(help: "Read the pairs in the files' order every epoch (default: an order of its own per epoch, seeded by training.seed).")
+    var noShuffle = false
+
+    func validate() throws {
+        if data.isEmpty { throw ValidationError("give the preference pairs with --data FILE.jsonl") }
+    }
+}
+
+/// What `keel dpo` and `keel reward train` share: a run started from a checkpoint, its settings ([training],
+/// [data], [checkpoint] keys from --config and --set over the checkpoint's [model]), its tokenizer and preference
+/// pairs, the processes it runs on, and the loop of steps that logs, evaluates and saves weights checkpoints.
+struct PairTrainingRun {
+    let checkpoint: CheckpointReader
+    let config: TrainConfig
+    let output: URL
+    let tokenizerPath: String
+    let tokenizer: any TextTokenizer
+    let data: PreferenceData
+    let group: any Communicator
+
+    /// Rank 0's progress lines, on stderr.
+    func log(_ message: String) {
+        if group.rank == 0 { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+    }
+
+    /// Reads the checkpoint and the settings, refuses an output directory that holds a run, and calls `body` on every
+    /// process of the job (one, or those mpirun started) with the run, its pairs read.
+    static func start(_ options: PairRunOptions, defaults: [String], forRewardModel: Bool,
+                      _ body: (PairTrainingRun) throws -> Void) throws {
+        signal(SIGXFSZ, SIG_IGN)
+        let output = URL(fileURLWithPath: options.out)
+        if let existing = CheckpointStore.list(output.appendingPathComponent("checkpoints")).first {
+            throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out")
+        }
+        let checkpoint = try CheckpointReader(resolving: options.initFrom)
+        let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
+                                         defaults: defaults)
+        let tokenizerFile = checkpoint.directory.appendingPathComponent("tokenizer.json")
+        let tokenizerPath = FileManager.default.fileExists(atPath: tokenizerFile.path) ? tokenizerFile.path : "byte"
+        let tokenizer = try loadTokenizer(tokenizerPath)
+        let data = try PreferenceData(paths: options.data, tokenizer: tokenizer, tokenizerPath: tokenizerPath,
+                                      length: settings.training.sequenceLength,
+                                      validationFraction: settings.data.validationFraction, forRewardModel: forRewardModel)
+        func run(_ group: any Communicator) throws {
+            try body(PairTrainingRun(checkpoint: checkpoint, config: settings, output: output, tokenizerPath: tokenizerPath,
+                                     tokenizer: tokenizer, data: data, group: group))
+        }
+        let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        guard placement.isDistributed else { return try run(SingleProcessCommunicator()) }
+        try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
+    }
+
+    /// The config: the checkpoint's [model], `defaults` where neither --config nor --set gives the key, then --config's
+    /// sections and --set.
+    static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String]) throws -> TrainConfig {
+        var text = WeightsCheckpoint.modelSection(model)
+        var given = overrides.map { String($0.prefix { $0 != "=" }).trimmingCharacters(in: .whitespaces) }
+        if let config {
+            guard let extra = try? String(contentsOfFile: config, encoding: .utf8) else { throw KeelError("config: \(config): cannot read") }
+            let keys = Self.keys(extra)
+            if keys.contains(where: { $0.hasPrefix("model.") }) {
+                throw KeelError("config: \(config): the model is the run's; remove its [model] section")
+            }
+            text += "\n" + extra
+            given += keys
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-pairs-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("settings.toml").path
+        try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
+        let unset = defaults.filter { !given.contains(String($0.prefix { $0 != "=" })) }
+        let settings = try TrainConfig.load(path: path, overrides: unset + overrides, requiresData: false)
+        if !settings.data.chat.isEmpty || settings.data.dataset != nil || !settings.data.paths.isEmpty {
+            throw KeelError("config: the pairs come from --data; remove data.chat, data.dataset and data.paths")
+        }
+        return settings
+    }
+
+    /// The section.key names a TOML text sets.
+    private static func keys(_ text: String) -> [String] {
+        var section = "", keys: [String] = []
+        for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.hasPrefix("#") {
+            if line.hasPrefix("[") {
+                section = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] "))
+            } else if let equals = line.firstIndex(of: "=") {
+                keys.append(section + "." + line[..<equals].trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return keys
+    }
+
+    /// Runs the steps: `step` returns the fields of its metrics record and its progress line; `evaluate` (given the
+    /// step, 0 before the first) returns the fields of a validation record and its line, or nil without validation
+    /// pairs; rank 0 writes config.toml, metrics.jsonl and, every checkpoint.every steps and after the last,
+    /// a checkpoint of the weights with `extras` beside them. Prints the last checkpoint's path.
+    func loop(step: (Int, Float) throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String),
+              evaluate: () throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String)?,
+              model: Transformer, extras: () throws -> [String: Data]) throws {
+        let t = config.training
+        var metrics: MetricsLog?
+        if group.rank == 0 {
+            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+            try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
+            metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"), keepingThrough: nil)
+        }
+        func validate(_ step: Int) throws {
+            guard let result = try evaluate() else { return }
+            log("validation at step \(step): " + result.line)
+            try metrics?.write([("step", .int(step))] + result.fields)
+        }
+        try validate(0)
+        let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
+                                            totalSteps: t.steps)
+        var last: URL?
+        for number in stride(from: 1, through: t.steps, by: 1) {
+            let rate = schedule.rate(at: number), started = Date()
+            let result = try step(number, Float(rate))
+            try metrics?.write([("step", .int(number))] + result.fields
+                               + [("lr", .double(rate)), ("seconds", .double(Date().timeIntervalSince(started)))])
+            if number == 1 || number == t.steps || number % max(1, config.logging.every) == 0 {
+                log("step \(number)/\(t.steps) | " + result.line + String(format: " | lr %.2e", rate))
+            }
+            if t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
+            if group.rank == 0, number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
+                last = try save(model, step: number, extras: try extras())
+            }
+        }
+        try validate(t.steps)
+        if let last { print("checkpoint: \(last.path)") }
+    }
+
+    /// The weights as the run's checkpoint of `step`, with the tokenizer files of the run it started from.
+    private func save(_ model: Transformer, step: Int, extras: [String: Data]) throws -> URL {
+        let source = checkpoint.directory, manager = FileManager.default
+        let tokenizer = source.appendingPathComponent("tokenizer.json")
+        var files = extras
+        for name in ["tokenizer_config.json", "chat_template.jinja"] {
+            if let data = manager.contents(atPath: source.appendingPathComponent(name).path) { files[name] = data }
+        }
+        let written = try WeightsCheckpoint.write(
+            model, tokenizer: manager.fileExists(atPath: tokenizer.path)
+                ? ("tokenizer.json", { try manager.copyItem(at: tokenizer, to: $0) }) : nil,
+            extras: files, config: config.resolvedTOML, step: step, to: output)
+        CheckpointStore.prune(output.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
+                              keepEvery: config.checkpoint.keepEvery)
+        return written
+    }
+}
