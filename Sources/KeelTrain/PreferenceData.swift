@@ -19,7 +19,7 @@ public struct PreferenceData {
         let pairs = try ChatData.records(paths, kind: "preference pairs", formatter.pair(json:))
         let window = forRewardModel ? "training.seq_len (\(length))" : "training.seq_len + 1 (\(length + 1))"
         let fitting = pairs.filter {
-            PreferenceBatch.fits($0, maximumLength: length, layout: forRewardModel ? .wholeSequences : .nextTokens)
+            SequenceBatch.fits($0, maximumLength: length, layout: forRewardModel ? .wholeSequences : .nextTokens)
         }
         guard !fitting.isEmpty else {
             throw KeelError("every pair's prompt fills \(window) tokens: no response is left to learn from")

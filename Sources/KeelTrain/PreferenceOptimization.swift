@@ -87,7 +87,7 @@ public final class PreferenceOptimization {
         func logProbabilities(_ pairs: [PreferencePair]) -> [(chosen: Double, rejected: Double)] {
             stride(from: 0, to: pairs.count, by: training.batchSize).flatMap { start in
                 let chunk = Array(pairs[start..<min(start + training.batchSize, pairs.count)])
-                let values = policyLogProbabilities(PreferenceBatch(chunk, maximumLength: training.sequenceLength, padding: padding))
+                let values = policyLogProbabilities(SequenceBatch(chunk, maximumLength: training.sequenceLength, padding: padding))
                 done += chunk.count
                 progress(done, total)
                 return (0..<chunk.count).map { (values[$0], values[chunk.count + $0]) }
@@ -106,7 +106,7 @@ public final class PreferenceOptimization {
         var metrics = PairMetrics()
         for k in 0..<m {
             let indices = order.indices(step: number, microBatch: k, batch: b, accumulation: m, rank: group.rank, ranks: replicas)
-            let batch = PreferenceBatch(indices.map { train[$0] }, maximumLength: training.sequenceLength, padding: padding)
+            let batch = SequenceBatch(indices.map { train[$0] }, maximumLength: training.sequenceLength, padding: padding)
             let policy = policyLogProbabilities(batch)
             var weights = [Float](repeating: 0, count: batch.rows * batch.length)
             for (i, index) in indices.enumerated() {
@@ -148,7 +148,7 @@ public final class PreferenceOptimization {
         // Each rank measures every replicas-th batch of pairs; the sums are averaged over the group.
         for start in stride(from: group.rank * b, to: validation.count, by: b * replicas) {
             let chunk = start..<min(start + b, validation.count)
-            let batch = PreferenceBatch(Array(validation[chunk]), maximumLength: training.sequenceLength, padding: padding)
+            let batch = SequenceBatch(Array(validation[chunk]), maximumLength: training.sequenceLength, padding: padding)
             let policy = policyLogProbabilities(batch)
             for (i, index) in chunk.enumerated() {
                 _ = measure(policy: (policy[i], policy[chunk.count + i]), reference: reference.validation[index],
@@ -176,7 +176,7 @@ public final class PreferenceOptimization {
     }
 
     /// The policy's log-probability of each row's completion (a forward pass without gradients).
-    private func policyLogProbabilities(_ batch: PreferenceBatch) -> [Double] {
+    private func policyLogProbabilities(_ batch: SequenceBatch) -> [Double] {
         batch.withTokens { inputs, targets in
             _ = model.forward(inputs: inputs, targets: targets, batch: batch.rows, length: batch.length)
         }

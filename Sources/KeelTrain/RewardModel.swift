@@ -48,7 +48,7 @@ public final class RewardModel {
     }
 
     /// Each row's reward, and the features they were read from (valid until the next pass).
-    func rewards(_ batch: PreferenceBatch) -> (rewards: [Double], features: UnsafePointer<Float>) {
+    func rewards(_ batch: SequenceBatch) -> (rewards: [Double], features: UnsafePointer<Float>) {
         let width = transformer.config.width
         var features: UnsafePointer<Float>!
         batch.withTokens { inputs, _ in
@@ -65,7 +65,7 @@ public final class RewardModel {
     public func rewards(of pairs: [PreferencePair], batch: Int, maximumLength: Int, padding: Int32) -> [(chosen: Double, rejected: Double)] {
         stride(from: 0, to: pairs.count, by: batch).flatMap { start in
             let chunk = Array(pairs[start..<min(start + batch, pairs.count)])
-            let values = rewards(PreferenceBatch(chunk, maximumLength: maximumLength, padding: padding, layout: .wholeSequences)).rewards
+            let values = rewards(SequenceBatch(chunk, maximumLength: maximumLength, padding: padding, layout: .wholeSequences)).rewards
             return (0..<chunk.count).map { (values[$0], values[chunk.count + $0]) }
         }
     }

@@ -84,7 +84,7 @@ public final class RewardTraining {
     /// into the transformer's and the head's, and their losses and rewards into `sums`.
     func accumulate(_ pairs: [PreferencePair], pairsPerStep: Int, into sums: inout PairMetrics) {
         let b = pairs.count, width = model.transformer.config.width
-        let batch = PreferenceBatch(pairs, maximumLength: training.sequenceLength, padding: padding, layout: .wholeSequences)
+        let batch = SequenceBatch(pairs, maximumLength: training.sequenceLength, padding: padding, layout: .wholeSequences)
         let (rewards, features) = model.rewards(batch)
         var featureGradient = [Float](repeating: 0, count: batch.rows * batch.length * width)
         for (i, pair) in pairs.enumerated() {

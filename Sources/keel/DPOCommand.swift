@@ -26,7 +26,7 @@ struct DPO: ParsableCommand {
             micro-batch; rank 0 writes the run.
             """)
 
-    @OptionGroup var common: PairRunOptions
+    @OptionGroup var common: FineTuningOptions
 
     @Option(help: "The loss: sigmoid (DPO) or ipo.")
     var loss: String = "sigmoid"
@@ -48,20 +48,23 @@ struct DPO: ParsableCommand {
                                            labelSmoothing: labelSmoothing)
         // TRL's DPOConfig defaults where Keel's training defaults differ.
         let defaults = ["training.lr=1e-6", "training.weight_decay=0", "training.beta2=0.999"]
-        try PairTrainingRun.start(common, defaults: defaults, forRewardModel: false) { run in
+        try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, settings in
+            try PreferenceData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path, length: settings.training.sequenceLength,
+                               validationFraction: settings.data.validationFraction, forRewardModel: false)
+        }) { run, data in
             let t = run.config.training
-            run.log("data: \(run.data.summary)")
+            run.log("data: \(data.summary)")
             let model = try run.checkpoint.loadModel()
-            let trainer = try PreferenceOptimization(model: model, train: run.data.train, validation: run.data.validation,
+            let trainer = try PreferenceOptimization(model: model, train: data.train, validation: data.validation,
                                                      settings: objective, training: t, shuffles: !common.noShuffle,
                                                      padding: run.tokenizer.endOfText, group: run.group)
             let pairsPerStep = t.batchSize * t.gradientAccumulation * run.group.size
             run.log("\(objective.objective == .sigmoid ? "DPO" : "IPO") from \(run.checkpoint.directory.path): β \(objective.beta), "
-                    + "\(t.steps) steps of \(pairsPerStep) pairs (\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(run.data.train.count))) epochs), "
+                    + "\(t.steps) steps of \(pairsPerStep) pairs (\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(data.train.count))) epochs), "
                     + "lr \(t.learningRate), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
             let started = Date()
             trainer.computeReference()
-            run.log(String(format: "reference log-probabilities of %d pairs: %.1f s", run.data.train.count + run.data.validation.count,
+            run.log(String(format: "reference log-probabilities of %d pairs: %.1f s", data.train.count + data.validation.count,
                            Date().timeIntervalSince(started)))
             try run.loop(step: { number, rate in
                 let m = try trainer.step(number, learningRate: rate)
@@ -72,7 +75,7 @@ struct DPO: ParsableCommand {
                         String(format: "loss %.4f | rewards %.4f / %.4f | accuracy %.3f | margin %.4f | grad norm %.3f",
                                m.loss, m.chosenReward, m.rejectedReward, m.accuracy, m.margin, m.gradientNorm))
             }, evaluate: {
-                guard !run.data.validation.isEmpty else { return nil }
+                guard !data.validation.isEmpty else { return nil }
                 let m = try trainer.evaluate()
                 return ([("val_loss", .double(m.loss)), ("val_accuracy", .double(m.accuracy)),
                          ("val_rewards_chosen", .double(m.chosenReward)), ("val_rewards_rejected", .double(m.rejectedReward)),

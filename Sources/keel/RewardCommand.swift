@@ -30,7 +30,7 @@ struct RewardTrain: ParsableCommand {
             the processes are data-parallel replicas.
             """)
 
-    @OptionGroup var common: PairRunOptions
+    @OptionGroup var common: FineTuningOptions
 
     @Option(help: "Centring coefficient: adds it × (r_chosen + r_rejected)² to the loss, keeping rewards near zero (TRL's center_rewards_coefficient).")
     var centering: Double = 0
@@ -40,16 +40,19 @@ struct RewardTrain: ParsableCommand {
 
     func run() throws {
         let defaults = ["training.lr=1e-4", "training.weight_decay=0", "training.beta2=0.999"]
-        try PairTrainingRun.start(common, defaults: defaults, forRewardModel: true) { run in
+        try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, settings in
+            try PreferenceData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path, length: settings.training.sequenceLength,
+                               validationFraction: settings.data.validationFraction, forRewardModel: true)
+        }) { run, data in
             let t = run.config.training
-            run.log("data: \(run.data.summary)")
+            run.log("data: \(data.summary)")
             let model = RewardModel(transformer: try run.checkpoint.loadModel(), seed: t.seed)
-            let trainer = try RewardTraining(model: model, train: run.data.train, validation: run.data.validation,
+            let trainer = try RewardTraining(model: model, train: data.train, validation: data.validation,
                                              centering: centering, training: t, shuffles: !common.noShuffle, orderSeed: orderSeed,
                                              padding: run.tokenizer.endOfText, group: run.group)
             let pairsPerStep = t.batchSize * t.gradientAccumulation * run.group.size
             run.log("reward model from \(run.checkpoint.directory.path): \(t.steps) steps of \(pairsPerStep) pairs "
-                    + "(\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(run.data.train.count))) epochs), "
+                    + "(\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(data.train.count))) epochs), "
                     + "lr \(t.learningRate), seed \(t.seed)\(orderSeed.map { ", order seed \($0)" } ?? ""), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
             try run.loop(step: { number, rate in
                 let m = try trainer.step(number, learningRate: rate)
@@ -58,7 +61,7 @@ struct RewardTrain: ParsableCommand {
                         String(format: "loss %.4f | accuracy %.3f | rewards %.4f / %.4f | grad norm %.3f", m.loss, m.accuracy,
                                m.chosenReward, m.rejectedReward, m.gradientNorm))
             }, evaluate: {
-                guard !run.data.validation.isEmpty else { return nil }
+                guard !data.validation.isEmpty else { return nil }
                 let m = try trainer.evaluate()
                 return ([("val_loss", .double(m.loss)), ("val_accuracy", .double(m.accuracy)), ("val_margin", .double(m.margin))],
                         String(format: "loss %.4f, accuracy %.3f, margin %.4f (%d pairs)", m.loss, m.accuracy, m.margin, m.pairs))

@@ -23,21 +23,21 @@ final class RewardModelTests: XCTestCase {
 
     func testRowsOfBothLayouts() {
         let pairs = [pair([1, 2], [3, 4, 5], [6]), pair([7], [8], [9, 10])]
-        let next = PreferenceBatch(pairs, maximumLength: 3, padding: 0)
+        let next = SequenceBatch(pairs, maximumLength: 3, padding: 0)
         // Chosen rows first; sequences cut to 4 tokens, then shifted: rows of 3 positions.
         XCTAssertEqual(next.length, 3)
         XCTAssertEqual(next.inputs, [1, 2, 3, 7, 0, 0, 1, 2, 0, 7, 9, 0])
         let ignored = CrossEntropy.ignored
         XCTAssertEqual(next.targets, [ignored, 3, 4, 8, ignored, ignored, ignored, 6, ignored, 9, 10, ignored])
         XCTAssertEqual(next.completionLengths, [2, 1, 1, 2])
-        let whole = PreferenceBatch(pairs, maximumLength: 4, padding: 0, layout: .wholeSequences)
+        let whole = SequenceBatch(pairs, maximumLength: 4, padding: 0, layout: .wholeSequences)
         XCTAssertEqual(whole.length, 4)
         XCTAssertEqual(whole.inputs, [1, 2, 3, 4, 7, 8, 0, 0, 1, 2, 6, 0, 7, 9, 10, 0])
         XCTAssertEqual(whole.lastPositions, [3, 1, 2, 2])
         XCTAssertTrue(whole.targets.allSatisfy { $0 == ignored })
         // A prompt that fills the row leaves nothing to learn from.
-        XCTAssertFalse(PreferenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .wholeSequences))
-        XCTAssertTrue(PreferenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .nextTokens))
+        XCTAssertFalse(SequenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .wholeSequences))
+        XCTAssertTrue(SequenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .nextTokens))
     }
 
     func testBradleyTerryGradientsMatchFiniteDifferences() throws {

@@ -7,12 +7,12 @@ import KeelData
 import KeelModel
 import KeelTrain
 
-/// The options `keel dpo` and `keel reward train` share.
-struct PairRunOptions: ParsableArguments {
+/// The options `keel dpo`, `keel reward train` and `keel grpo` share.
+struct FineTuningOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The run or checkpoint to start from.", valueName: "dir"))
     var initFrom: String
 
-    @Option(help: ArgumentHelp("Preference pairs (repeat for several files).", valueName: "file.jsonl"))
+    @Option(help: ArgumentHelp("The data: JSONL files (repeat for several).", valueName: "file.jsonl"))
     var data: [String] = []
 
     @Option(name: .shortAndLong, help: "Run directory to write (it must not hold a run).")
@@ -24,24 +24,23 @@ struct PairRunOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key.", valueName: "section.key=value"))
     var overrides: [String] = []
 
-    @Flag(help: "Read the pairs in the files' order every epoch (default: an order of its own per epoch, seeded by training.seed).")
+    @Flag(help: "Read the data in the files' order every epoch (default: an order of its own per epoch, seeded by training.seed).")
     var noShuffle = false
 
     func validate() throws {
-        if data.isEmpty { throw ValidationError("give the preference pairs with --data FILE.jsonl") }
+        if data.isEmpty { throw ValidationError("give the data with --data FILE.jsonl") }
     }
 }
 
-/// What `keel dpo` and `keel reward train` share: a run started from a checkpoint, its settings ([training],
-/// [data], [checkpoint] keys from --config and --set over the checkpoint's [model]), its tokenizer and preference
-/// pairs, the processes it runs on, and the loop of steps that logs, evaluates and saves weights checkpoints.
-struct PairTrainingRun {
+/// What `keel dpo`, `keel reward train` and `keel grpo` share: a run started from a checkpoint, its settings
+/// ([training], [data], [checkpoint] keys from --config and --set over the checkpoint's [model]), its tokenizer, the
+/// processes it runs on, and the loop of steps that logs, evaluates and saves weights checkpoints.
+struct FineTuningRun {
     let checkpoint: CheckpointReader
     let config: TrainConfig
     let output: URL
     let tokenizerPath: String
     let tokenizer: any TextTokenizer
-    let data: PreferenceData
     let group: any Communicator
 
     /// Rank 0's progress lines, on stderr.
@@ -49,10 +48,12 @@ struct PairTrainingRun {
         if group.rank == 0 { FileHandle.standardError.write(Data((message + "\n").utf8)) }
     }
 
-    /// Reads the checkpoint and the settings, refuses an output directory that holds a run, and calls `body` on every
-    /// process of the job (one, or those mpirun started) with the run, its pairs read.
-    static func start(_ options: PairRunOptions, defaults: [String], forRewardModel: Bool,
-                      _ body: (PairTrainingRun) throws -> Void) throws {
+    /// Reads the checkpoint and the settings, refuses an output directory that holds a run, reads the data with
+    /// `load` (given the tokenizer, its file and the settings), and calls `body` on every process of the job (one, or
+    /// those mpirun started) with the run and the data.
+    static func start<Loaded>(_ options: FineTuningOptions, defaults: [String],
+                            load: (any TextTokenizer, String, TrainConfig) throws -> Loaded,
+                            _ body: (FineTuningRun, Loaded) throws -> Void) throws {
         signal(SIGXFSZ, SIG_IGN)
         let output = URL(fileURLWithPath: options.out)
         if let existing = CheckpointStore.list(output.appendingPathComponent("checkpoints")).first {
@@ -64,12 +65,10 @@ struct PairTrainingRun {
         let tokenizerFile = checkpoint.directory.appendingPathComponent("tokenizer.json")
         let tokenizerPath = FileManager.default.fileExists(atPath: tokenizerFile.path) ? tokenizerFile.path : "byte"
         let tokenizer = try loadTokenizer(tokenizerPath)
-        let data = try PreferenceData(paths: options.data, tokenizer: tokenizer, tokenizerPath: tokenizerPath,
-                                      length: settings.training.sequenceLength,
-                                      validationFraction: settings.data.validationFraction, forRewardModel: forRewardModel)
+        let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
-            try body(PairTrainingRun(checkpoint: checkpoint, config: settings, output: output, tokenizerPath: tokenizerPath,
-                                     tokenizer: tokenizer, data: data, group: group))
+            try body(FineTuningRun(checkpoint: checkpoint, config: settings, output: output, tokenizerPath: tokenizerPath,
+                                   tokenizer: tokenizer, group: group), data)
         }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else { return try run(SingleProcessCommunicator()) }

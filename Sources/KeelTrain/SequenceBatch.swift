@@ -1,10 +1,10 @@
 import KeelData
 import KeelKernels
 
-/// A micro-batch of preference pairs as the model reads it, as TRL's trainers lay it out: the B chosen sequences in
-/// rows 0..<B, the B rejected ones in rows B..<2B, each the prompt and its completion, cut to fit (keeping the start)
-/// and padded at the end to the longest row.
-struct PreferenceBatch {
+/// A micro-batch of sequences — each a prompt and its completion — as the model reads them, as TRL's trainers lay
+/// them out: one a row, cut to fit (keeping the start) and padded at the end to the longest row. Preference pairs
+/// give the B chosen sequences in rows 0..<B and the B rejected ones in rows B..<2B.
+struct SequenceBatch {
     /// How a sequence becomes a row of at most `maximumLength` positions.
     enum Layout {
         /// DPO's: each position's target is the next token where that token is the completion's
@@ -20,15 +20,20 @@ struct PreferenceBatch {
     var targets: [Int32]
     /// Positions per row: the longest row's.
     let length: Int
-    /// Rows: twice the pairs.
+    /// Rows: one a sequence.
     let rows: Int
     /// Each row's completion tokens within the row (those `.nextTokens` targets).
     let completionLengths: [Int]
     /// Each row's last position holding a token.
     let lastPositions: [Int]
 
+    /// The chosen responses of `pairs`, then the rejected ones.
     init(_ pairs: [PreferencePair], maximumLength: Int, padding: Int32, layout: Layout = .nextTokens) {
-        let sequences = pairs.map(\.chosen) + pairs.map(\.rejected)
+        self.init(sequences: pairs.map(\.chosen) + pairs.map(\.rejected), maximumLength: maximumLength, padding: padding,
+                  layout: layout)
+    }
+
+    init(sequences: [SupervisedExample], maximumLength: Int, padding: Int32, layout: Layout = .nextTokens) {
         // The first target is token 1: a row of next tokens is its sequence shifted by one.
         let shift = layout == .nextTokens ? 1 : 0
         let positions = sequences.map { max(1, min($0.tokens.count, maximumLength + shift) - shift) }
