@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "KeelInference", dependencies: ["KeelCore", "KeelKernels", "KeelModel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
-            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "TOMLKit"],
+            dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "KeelInference", "TOMLKit"],
             swiftSettings: native),
         .executableTarget(
             name: "keel",

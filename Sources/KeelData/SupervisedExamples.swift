@@ -115,7 +115,7 @@ public struct SupervisedFormatter: Sendable {
         return example
     }
 
-    private func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
+    func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
         do {
             return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens, now: now,
                                        timeZone: TimeZone(identifier: "UTC")!)
@@ -138,7 +138,7 @@ public struct SupervisedFormatter: Sendable {
     /// The tokens of `text`, with special tokens' spellings read as those tokens, and those inside `trained` (byte
     /// ranges, in order) marked. The text is encoded piece by piece at the ranges' edges, so that no token straddles
     /// an edge.
-    private func encode(_ text: String, trained: [Range<Int>]) -> SupervisedExample {
+    func encode(_ text: String, trained: [Range<Int>]) -> SupervisedExample {
         let bytes = Array(text.utf8)
         var example = SupervisedExample(tokens: [], trained: [])
         var position = 0

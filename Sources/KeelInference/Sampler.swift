@@ -15,13 +15,18 @@ public struct SamplingOptions: Sendable, Equatable {
     /// The seed: one (seed, position) always draws the same token from the same logits, so a prompt gets the same
     /// text alone or in a batch.
     public var seed: UInt64 = 1
+    /// Draw only ids below this (nil: any): a tokenizer with fewer ids than the model's vocabulary, padded to a
+    /// multiple, has no text for the rest.
+    public var vocabulary: Int?
 
-    public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 1, repetitionPenalty: Float = 1, seed: UInt64 = 1) {
+    public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 1, repetitionPenalty: Float = 1, seed: UInt64 = 1,
+                vocabulary: Int? = nil) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.repetitionPenalty = repetitionPenalty
         self.seed = seed
+        self.vocabulary = vocabulary
     }
 
     /// Checks every setting and names the one at fault.
@@ -41,7 +46,7 @@ public enum Sampler {
     /// The next token after `logits`, given the tokens the sequence holds (`history`, for the penalty) and the
     /// random stream of this draw.
     public static func choose(_ logits: [Float], history: [Int32], options: SamplingOptions, random: inout RandomStream) -> Int32 {
-        var logits = logits
+        var logits = options.vocabulary.map { Array(logits.prefix(max(1, $0))) } ?? logits
         if options.repetitionPenalty != 1 {
             for token in Set(history) where Int(token) < logits.count {
                 let value = logits[Int(token)]

@@ -9,6 +9,6 @@ struct Keel: ParsableCommand {
             metrics.jsonl and checkpoints/; `sample` and `export` accept a run directory (newest valid \
             checkpoint) or one checkpoint directory.
             """,
-        subcommands: [Train.self, SFT.self, DPO.self, Reward.self, Launch.self, Sample.self, Generate.self, Serve.self, Eval.self, Import.self, Export.self, Quantize.self, Logits.self, TokenizerCommand.self, DataCommand.self,
+        subcommands: [Train.self, SFT.self, DPO.self, Reward.self, GRPO.self, Launch.self, Sample.self, Generate.self, Serve.self, Eval.self, Import.self, Export.self, Quantize.self, Logits.self, TokenizerCommand.self, DataCommand.self,
                       CheckpointCommand.self, Bench.self, Collectives.self, PipelineCheckCommand.self, PipelineBenchCommand.self])
 }

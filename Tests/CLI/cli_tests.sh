@@ -315,6 +315,21 @@ expect_error "reward eval of a run without a reward head" "is not a reward model
 expect_error "reward train on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs' \
     "$keel" reward train --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/reward-bad" "${reward_settings[@]}"
 usage "reward eval without a model" "give a reward model with --model" "$keel" reward eval --data "$dpo_fixture/pairs_chat.jsonl"
+# keel grpo: the tiny Llama learns, from its own samples and a reward a program checks, to answer "7" (its random
+# weights draw it about once in 400 samples): the mean reward rises from 0 and the held-out prompts' greedy answers
+# become right.
+python3 -c 'import json; [print(json.dumps({"prompt": f"Say a lucky number {i}:", "answer": "7"})) for i in range(64)]' >"$work/lucky.jsonl"
+expect_ok "grpo on a task with a checked answer" "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" \
+    --out "$work/grpo-run" --max-new-tokens 1 --group-size 16 --set training.batch_size=4 --set training.steps=20 \
+    --set training.seq_len=32 --set training.lr=3e-3 --set training.min_lr=3e-3 --set data.val_fraction=0.125
+check "grpo's reward rises from 0 to over 0.3, and the held-out greedy reward from 0 to 1" \
+    '(lambda r: (lambda s, v: s[0] == 0 and s[-1] > 0.3 and v == [0, 1])([x["reward"] for x in r if "reward" in x], [x["val_reward"] for x in r if "val_reward" in x]))([json.loads(l) for l in open(sys.argv[1])])' \
+    "$work/grpo-run/metrics.jsonl"
+echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
+expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"
+usage "grpo with an unknown reward" "--reward must be one of last-number, exact-match" \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward judge
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
 "$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!

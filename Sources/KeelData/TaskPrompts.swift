@@ -1,0 +1,44 @@
+import Foundation
+import KeelCore
+
+/// A prompt of a task for online training (GRPO): the tokens the model continues, and the line's other fields — what
+/// a reward function checks a completion against (`answer`).
+public struct TaskPrompt: Sendable, Equatable {
+    public var tokens: [Int32]
+    /// The line's fields other than `prompt` whose values are strings or numbers (numbers as JSON writes them).
+    public var fields: [String: String]
+
+    public init(tokens: [Int32], fields: [String: String]) {
+        self.tokens = tokens
+        self.fields = fields
+    }
+}
+
+extension SupervisedFormatter {
+    /// The task prompt of one JSONL line (the caller names the file and line in errors), as TRL's `GRPOTrainer` reads
+    /// its datasets: `prompt`, a string taken as it is or a list of messages rendered by the chat template with the
+    /// generation prompt, beside the fields the reward reads.
+    public func taskPrompt(json line: String) throws -> TaskPrompt {
+        guard case .dictionary(let object) = try JinjaValue(json: line) else {
+            throw KeelError("a task must be a JSON object with \"prompt\"")
+        }
+        var fields: [String: String] = [:]
+        for entry in object.entries where entry.key != "prompt" {
+            switch entry.value {
+            case .string(let text): fields[entry.key] = text
+            case .int(let number): fields[entry.key] = String(number)
+            case .double(let number): fields[entry.key] = String(number)
+            default: continue
+            }
+        }
+        switch object["prompt"] {
+        case .string(let text)?:
+            return TaskPrompt(tokens: encode(text, trained: []).tokens, fields: fields)
+        case .list?:
+            let messages = try Self.conversation(object["prompt"]!, field: "prompt")
+            return TaskPrompt(tokens: encode(try render(messages, prompt: true).text, trained: []).tokens, fields: fields)
+        default:
+            throw KeelError("a task needs \"prompt\": a string or a list of messages")
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelData
+import KeelTrain
+
+/// `keel grpo`: group-relative policy optimisation of a run on tasks with a reward a program checks.
+struct GRPO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grpo",
+        abstract: "Optimise a run on tasks whose answers a program checks (GRPO), with a KL penalty to its starting weights.",
+        discussion: """
+            --data: JSONL files of tasks, {"prompt": …, "answer": …} as TRL's GRPOTrainer reads them: a string prompt \
+            is continued as it is, a list of messages is rendered by the chat template beside the run's tokenizer with \
+            the generation prompt. Each step takes training.batch_size × training.grad_accum prompts, samples \
+            --group-size completions of each (up to --max-new-tokens, ended by the end-of-text token or the template's \
+            end of turn) and rewards each with --reward: last-number (the completion's last number equals the answer) \
+            or exact-match. Advantages are normalised within each prompt's group; the loss is the clipped surrogate \
+            with a KL penalty β to the starting weights. Held-out prompts (data.val_fraction) are answered greedily \
+            before the first step, every training.eval_every steps and after the last, and their mean reward logged. \
+            Settings as `keel dpo` takes them (lr default 1e-6, weight_decay 0, beta2 0.999, as TRL). Writes \
+            DIR/metrics.jsonl and checkpoints of the weights. One process.
+            """)
+
+    @OptionGroup var common: FineTuningOptions
+
+    @Option(help: "How a completion is rewarded: last-number or exact-match.")
+    var reward: String = VerifiableReward.lastNumber.rawValue
+
+    @Option(help: "Completions sampled per prompt.")
+    var groupSize = 4
+
+    @Option(help: "The longest completion, in tokens.")
+    var maxNewTokens = 64
+
+    @Option(help: "Sampling temperature.")
+    var temperature: Float = 1
+
+    @Option(help: "β: the weight of the KL penalty to the starting weights (0: none, and no reference model held).")
+    var beta = 0.04
+
+    @Option(help: "ε: the ratio to the sampling policy is clipped to [1 − ε, 1 + ε].")
+    var epsilon = 0.2
+
+    @Option(help: "Optimizer updates per batch of completions (μ).")
+    var iterations = 1
+
+    @Option(help: "How token losses add up: dapo (the mean over the step's completion tokens) or grpo (the mean over completions of their means).")
+    var loss: String = GroupSettings.Aggregation.tokens.rawValue
+
+    func validate() throws {
+        if VerifiableReward(rawValue: reward) == nil {
+            throw ValidationError("--reward must be one of \(VerifiableReward.allCases.map(\.rawValue).joined(separator: ", ")) (got \(reward))")
+        }
+        if GroupSettings.Aggregation(rawValue: loss) == nil {
+            throw ValidationError("--loss must be one of \(GroupSettings.Aggregation.allCases.map(\.rawValue).joined(separator: ", ")) (got \(loss))")
+        }
+    }
+
+    func run() throws {
+        var settings = GroupSettings()
+        settings.groupSize = groupSize
+        settings.maxNewTokens = maxNewTokens
+        settings.temperature = temperature
+        settings.beta = beta
+        settings.epsilon = epsilon
+        settings.iterations = iterations
+        settings.aggregation = GroupSettings.Aggregation(rawValue: loss)!
+        let check = VerifiableReward(rawValue: reward)!
+        let defaults = ["training.lr=1e-6", "training.weight_decay=0", "training.beta2=0.999"]
+        try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, config in
+            try TaskData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path,
+                         validationFraction: config.data.validationFraction, required: VerifiableReward.answerField)
+        }) { run, tasks in
+            guard run.group.size == 1 else { throw KeelError("keel grpo runs on one process (start it without mpirun)") }
+            let t = run.config.training
+            let policy = try run.checkpoint.loadModel()
+            let reference = settings.beta > 0 ? try run.checkpoint.loadModel() : nil
+            let settingsFile = run.tokenizerPath == "byte" ? nil : TokenizerSettings(besides: run.tokenizerPath)
+            let stops = Set([run.tokenizer.endOfText] + [settingsFile?.endOfSequence.flatMap(run.tokenizer.specialToken)].compactMap { $0 })
+            let tokenizer = run.tokenizer
+            let trainer = try GroupRelativeOptimization(
+                policy: policy, reference: reference, train: tasks.train, validation: tasks.validation, settings: settings, training: t,
+                shuffles: !common.noShuffle, padding: tokenizer.endOfText, stopTokens: stops,
+                vocabulary: tokenizer.vocabSize) { completion, task in
+                    check.reward(try tokenizer.decodeText(completion), fields: task.fields)
+                }
+            run.log("data: \(tasks.summary)")
+            run.log("GRPO from \(run.checkpoint.directory.path): \(t.steps) steps of \(t.batchSize * t.gradientAccumulation) prompts × "
+                    + "\(groupSize) completions (up to \(maxNewTokens) tokens, temperature \(temperature)), reward \(reward), "
+                    + "β \(beta), ε \(epsilon), \(iterations) update\(iterations == 1 ? "" : "s") each, loss \(loss), lr \(t.learningRate)")
+            try run.loop(step: { number, rate in
+                let m = try trainer.step(number, learningRate: rate)
+                return ([("reward", .double(m.reward)), ("reward_std", .double(m.rewardSpread)), ("flat_groups", .double(m.flatGroups)),
+                         ("completion_length", .double(m.completionLength)), ("truncated", .double(m.truncated)),
+                         ("kl", .double(m.kl)), ("clipped", .double(m.clipped)), ("loss", .double(m.loss)),
+                         ("grad_norm", .double(m.gradientNorm))],
+                        String(format: "reward %.3f (std %.3f) | length %.1f | KL %.4f | clipped %.3f | loss %.4f | grad norm %.3f",
+                               m.reward, m.rewardSpread, m.completionLength, m.kl, m.clipped, m.loss, m.gradientNorm))
+            }, evaluate: {
+                guard !tasks.validation.isEmpty else { return nil }
+                let result = try trainer.evaluate()
+                let first = (try? tokenizer.decodeText(result.first)) ?? ""
+                return ([("val_reward", .double(result.reward))],
+                        String(format: "greedy reward %.3f on %d prompts; the first: %@", result.reward, tasks.validation.count,
+                               String(reflecting: first)))
+            }, model: policy, extras: { [:] })
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import KeelCore
+import KeelData
+import KeelKernels
+import KeelModel
+@testable import KeelTrain
+import XCTest
+
+/// GRPO's gradient through the whole model: the loss of a round of completions (clipped surrogate with a KL
+/// penalty, both aggregations, ratios inside and outside the clip range) against finite differences of the same
+/// loss computed from the model's log-probabilities; and a verifiable reward's reading of numbers.
+final class GroupRelativeOptimizationTests: XCTestCase {
+    private let config = ModelConfig(architecture: .llama, vocabSize: 20, layers: 2, heads: 2, kvHeads: 1, width: 8,
+                                     hiddenWidth: 16, maxLength: 16, ropeTheta: 10_000, tiedEmbeddings: false)
+
+    func testRoundGradientsMatchFiniteDifferences() throws {
+        for (aggregation, shifted) in [(GroupSettings.Aggregation.tokens, false), (.sequences, false), (.tokens, true)] {
+            let policy = try Transformer(config: config, seed: 3), reference = try Transformer(config: config, seed: 4)
+            var settings = GroupSettings()
+            settings.groupSize = 2
+            settings.aggregation = aggregation
+            settings.beta = 0.1
+            let training = try TrainConfig.load(path: nil, overrides: ["training.batch_size=2", "training.seq_len=12"],
+                                                requiresData: false).training
+            let prompts = [TaskPrompt(tokens: [1, 2], fields: ["answer": "3"]), TaskPrompt(tokens: [4], fields: ["answer": "5"])]
+            let trainer = try GroupRelativeOptimization(policy: policy, reference: reference, train: prompts, validation: [],
+                                                        settings: settings, training: training, shuffles: false, padding: 0,
+                                                        stopTokens: [0], vocabulary: 20) { _, _ in 0 }
+            func sequence(_ prompt: [Int32], _ completion: [Int32]) -> SupervisedExample {
+                SupervisedExample(tokens: prompt + completion, trained: prompt.map { _ in false } + completion.map { _ in true })
+            }
+            var round = GroupRelativeOptimization.Round()
+            round.add([sequence([1, 2], [7, 8, 9]), sequence([1, 2], [10]), sequence([4], [11, 12]), sequence([4], [13, 14, 15, 16])],
+                      advantages: [1, -1, 0.7, -0.7], policy: policy, reference: reference, maximumLength: 12, padding: 0)
+            if shifted {
+                // A sampling policy other than the current one: ratios from e^−0.4 to e^0.4, some beyond 1 ± ε.
+                let old = round.microBatches[0].old
+                round.microBatches[0].old = old.enumerated().map { $1 == 0 ? 0 : $1 + Float($0 % 5 - 2) * 0.2 }
+            }
+            // The round's loss from the policy's log-probabilities as they are now.
+            func loss() -> Double {
+                let tokens = round.tokens, completions = round.completions
+                var total = 0.0
+                for (batch, advantages, old, referenceValues) in round.microBatches {
+                    let current = GroupRelativeOptimization.logProbabilities(policy, batch)
+                    for row in 0..<batch.rows {
+                        let scale = aggregation == .tokens ? 1 / Double(tokens) : 1 / (Double(completions) * Double(batch.completionLengths[row]))
+                        for t in 0..<batch.length where batch.targets[row * batch.length + t] != CrossEntropy.ignored {
+                            let at = row * batch.length + t
+                            total += scale * PolicyLoss.clippedSurrogate(
+                                logProbability: Double(current[at]), old: Double(old[at]), reference: Double(referenceValues[at]),
+                                advantage: advantages[row], epsilon: settings.epsilon, beta: settings.beta).loss
+                        }
+                    }
+                }
+                return total
+            }
+            policy.gradients.zero()
+            let pass = trainer.accumulate(round, firstIteration: !shifted)
+            XCTAssertEqual(pass.loss, loss(), accuracy: 1e-6, "\(aggregation)")
+            if shifted { XCTAssertGreaterThan(pass.clipped, 0, "some ratio is clipped") }
+            let analytic = policy.gradients.toArray()
+            for entry in policy.table.entries {
+                for i in [entry.offset, entry.offset + entry.count / 2, entry.range.upperBound - 1] {
+                    let saved = policy.parameters.pointer[i], epsilon: Float = 1e-3
+                    policy.parameters.pointer[i] = saved + epsilon
+                    let plus = loss()
+                    policy.parameters.pointer[i] = saved - epsilon
+                    let minus = loss()
+                    policy.parameters.pointer[i] = saved
+                    let numeric = (plus - minus) / (2 * Double(epsilon))
+                    XCTAssertEqual(Double(analytic[i]), numeric, accuracy: 3e-3 * max(abs(numeric), 1e-1),
+                                   "\(aggregation) shifted \(shifted) \(entry.name)[\(i - entry.offset)]")
+                }
+            }
+        }
+    }
+
+    func testTheLastNumberIsTheAnswer() {
+        let reward = VerifiableReward.lastNumber, answer = ["answer": "89"]
+        XCTAssertEqual(reward.reward("17 + 72 = 89", fields: answer), 1)
+        XCTAssertEqual(reward.reward("It is 89.", fields: answer), 1)
+        XCTAssertEqual(reward.reward("89 or maybe 90", fields: answer), 0)
+        XCTAssertEqual(reward.reward("no idea", fields: answer), 0)
+        XCTAssertEqual(reward.reward("-3 is the answer, not 3", fields: ["answer": "3"]), 1)
+        XCTAssertEqual(reward.reward("x-3", fields: ["answer": "3"]), 1, "a hyphen after a letter is not a minus")
+        XCTAssertEqual(reward.reward("2.50", fields: ["answer": "2.5"]), 1)
+        XCTAssertEqual(VerifiableReward.numbers(in: "a -4 b 5.25 c 6."), [-4, 5.25, 6])
+        XCTAssertEqual(VerifiableReward.exactMatch.reward("  89\n", fields: answer), 1)
+        XCTAssertEqual(VerifiableReward.exactMatch.reward("89 ", fields: ["answer": "8"]), 0)
+    }
+}
