@@ -37,6 +37,9 @@ public struct ConfigValues {
     private(set) var values: [String: ConfigValue] = [:]
     private var known: [String] = []
 
+    /// The section.key names the text sets.
+    public var keys: [String] { values.keys.sorted() }
+
     /// Parses TOML text; `origin` names the file in errors.
     public init(toml text: String, origin: String) throws {
         let table: TOMLTable

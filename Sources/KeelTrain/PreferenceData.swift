@@ -28,7 +28,7 @@ public struct PreferenceData {
         let dropped = pairs.count - fitting.count
         summary = "\(paths.count) preference file\(paths.count == 1 ? "" : "s"), \(train.count) + \(validation.count) pairs"
             + ChatData.templateNote(tokenizerPath)
-            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: the prompt fills \(window) tokens" : "")
+            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: the prompt fills \(window) tokens, or a response is empty" : "")
     }
 }
 

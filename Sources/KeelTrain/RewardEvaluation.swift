@@ -14,9 +14,12 @@ public struct RewardEvaluation: Sendable, Encodable {
         public var meanMargin: Double
         /// Correlation of every response's reward with its length in tokens.
         public var lengthCorrelation: Double
-        /// Accuracy on the pairs whose chosen response is the shorter (nil: none is).
+        /// Accuracy on the pairs whose chosen response is the shorter, and on those where it is the longer (nil: there
+        /// is no such pair): far apart, the model ranks by length.
         public var accuracyWhenChosenIsShorter: Double?
         public var pairsWhereChosenIsShorter: Int
+        public var accuracyWhenChosenIsLonger: Double?
+        public var pairsWhereChosenIsLonger: Int
     }
 
     /// Two models compared.
@@ -63,15 +66,19 @@ public struct RewardEvaluation: Sendable, Encodable {
         let chosenLengths = pairs.map { $0.chosen.trained.filter { $0 }.count }
         let rejectedLengths = pairs.map { $0.rejected.trained.filter { $0 }.count }
         let shorter = zip(chosenLengths, rejectedLengths).filter { $0 < $1 }.count
+        let longer = pairs.indices.filter { chosenLengths[$0] > rejectedLengths[$0] }
         models = scores.map { name, rewards in
             let chosen = rewards.map(\.chosen), rejected = rewards.map(\.rejected)
             let length = RewardMetrics.lengthSensitivity(chosen: chosen, rejected: rejected, chosenLengths: chosenLengths,
                                                          rejectedLengths: rejectedLengths)
+            let whenLonger = longer.isEmpty ? nil
+                : RewardMetrics.pairwiseAccuracy(chosen: longer.map { chosen[$0] }, rejected: longer.map { rejected[$0] })
             return ModelFigures(name: name, accuracy: RewardMetrics.pairwiseAccuracy(chosen: chosen, rejected: rejected),
                                 calibrationError: RewardMetrics.expectedCalibrationError(chosen: chosen, rejected: rejected),
                                 meanMargin: zip(chosen, rejected).reduce(0.0) { $0 + $1.0 - $1.1 } / Double(chosen.count),
                                 lengthCorrelation: length.correlation, accuracyWhenChosenIsShorter: length.accuracyWhenChosenIsShorter,
-                                pairsWhereChosenIsShorter: shorter)
+                                pairsWhereChosenIsShorter: shorter, accuracyWhenChosenIsLonger: whenLonger,
+                                pairsWhereChosenIsLonger: longer.count)
         }
         var agreements: [Agreement] = []
         for i in scores.indices {
@@ -145,10 +152,13 @@ public struct RewardEvaluation: Sendable, Encodable {
     public var text: String {
         var lines = ["\(pairs) pairs"]
         for m in models {
-            let shorter = m.accuracyWhenChosenIsShorter.map { String(format: "%.3f on the %d pairs whose chosen response is shorter", $0, m.pairsWhereChosenIsShorter) }
-                ?? "no pair has the shorter response chosen"
-            lines.append(String(format: "%@: accuracy %.3f, calibration error %.3f, mean margin %.3f; reward–length correlation %.3f, accuracy %@",
-                                m.name, m.accuracy, m.calibrationError, m.meanMargin, m.lengthCorrelation, shorter))
+            let byLength = [("shorter", m.accuracyWhenChosenIsShorter, m.pairsWhereChosenIsShorter),
+                            ("longer", m.accuracyWhenChosenIsLonger, m.pairsWhereChosenIsLonger)].compactMap { side, accuracy, count in
+                accuracy.map { String(format: "%.3f on the %d pairs whose chosen response is the %@", $0, count, side) }
+            }
+            lines.append(String(format: "%@: accuracy %.3f, calibration error %.3f, mean margin %.3f; reward–length correlation %.3f%@",
+                                m.name, m.accuracy, m.calibrationError, m.meanMargin, m.lengthCorrelation,
+                                byLength.isEmpty ? "" : ", accuracy " + byLength.joined(separator: ", ")))
         }
         for a in agreements {
             lines.append(String(format: "%@ vs %@: agree on %.3f of the pairs, rank correlation of rewards %.3f", a.first, a.second,

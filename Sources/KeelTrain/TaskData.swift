@@ -17,6 +17,7 @@ public struct TaskData {
         let formatter = try ChatData.formatter(tokenizer: tokenizer, tokenizerPath: tokenizerPath, paths: paths)
         let tasks = try ChatData.records(paths, kind: "tasks") { line in
             let task = try formatter.taskPrompt(json: line)
+            guard !task.tokens.isEmpty else { throw KeelError("the prompt is empty: there is nothing to continue") }
             guard task.fields[required] != nil else { throw KeelError("a task needs \"\(required)\", which the reward checks") }
             return task
         }

@@ -76,43 +76,34 @@ struct FineTuningRun {
     }
 
     /// The config: the checkpoint's [model], `defaults` where neither --config nor --set gives the key, then --config's
-    /// sections and --set.
+    /// sections and --set; the model is the run's, so neither may set `model.` keys.
     static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String]) throws -> TrainConfig {
         var text = WeightsCheckpoint.modelSection(model)
-        var given = overrides.map { String($0.prefix { $0 != "=" }).trimmingCharacters(in: .whitespaces) }
+        let key = { (assignment: String) in String(assignment.prefix { $0 != "=" }).trimmingCharacters(in: .whitespaces) }
+        var given = overrides.map(key)
         if let config {
             guard let extra = try? String(contentsOfFile: config, encoding: .utf8) else { throw KeelError("config: \(config): cannot read") }
-            let keys = Self.keys(extra)
+            let keys = try ConfigValues(toml: extra, origin: config).keys
             if keys.contains(where: { $0.hasPrefix("model.") }) {
                 throw KeelError("config: \(config): the model is the run's; remove its [model] section")
             }
             text += "\n" + extra
             given += keys
         }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-pairs-\(UUID())")
+        if let model = given.first(where: { $0.hasPrefix("model.") }) {
+            throw KeelError("config: \(model): the model is the run's (--init-from); it cannot be changed here")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-fine-tuning-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("settings.toml").path
         try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
-        let unset = defaults.filter { !given.contains(String($0.prefix { $0 != "=" })) }
+        let unset = defaults.filter { !given.contains(key($0)) }
         let settings = try TrainConfig.load(path: path, overrides: unset + overrides, requiresData: false)
         if !settings.data.chat.isEmpty || settings.data.dataset != nil || !settings.data.paths.isEmpty {
-            throw KeelError("config: the pairs come from --data; remove data.chat, data.dataset and data.paths")
+            throw KeelError("config: the data comes from --data; remove data.chat, data.dataset and data.paths")
         }
         return settings
-    }
-
-    /// The section.key names a TOML text sets.
-    private static func keys(_ text: String) -> [String] {
-        var section = "", keys: [String] = []
-        for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.hasPrefix("#") {
-            if line.hasPrefix("[") {
-                section = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] "))
-            } else if let equals = line.firstIndex(of: "=") {
-                keys.append(section + "." + line[..<equals].trimmingCharacters(in: .whitespaces))
-            }
-        }
-        return keys
     }
 
     /// Runs the steps: `step` returns the fields of its metrics record and its progress line; `evaluate` (given the

@@ -49,6 +49,7 @@ struct GRPO: ParsableCommand {
     var loss: String = GroupSettings.Aggregation.tokens.rawValue
 
     func validate() throws {
+        if !(temperature > 0 && temperature.isFinite) { throw ValidationError("--temperature must be above 0 (got \(temperature))") }
         if VerifiableReward(rawValue: reward) == nil {
             throw ValidationError("--reward must be one of \(VerifiableReward.allCases.map(\.rawValue).joined(separator: ", ")) (got \(reward))")
         }
@@ -77,7 +78,9 @@ struct GRPO: ParsableCommand {
             let policy = try run.checkpoint.loadModel()
             let reference = settings.beta > 0 ? try run.checkpoint.loadModel() : nil
             let settingsFile = run.tokenizerPath == "byte" ? nil : TokenizerSettings(besides: run.tokenizerPath)
-            let stops = Set([run.tokenizer.endOfText] + [settingsFile?.endOfSequence.flatMap(run.tokenizer.specialToken)].compactMap { $0 })
+            // A reply ends at end of text, at the end-of-sequence token, or at ChatML's end of turn (Keel's ChatML and
+            // most templates close a turn with it, whatever eos_token says).
+            let stops = Set([run.tokenizer.endOfText] + [settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0.flatMap(run.tokenizer.specialToken) })
             let tokenizer = run.tokenizer
             let trainer = try GroupRelativeOptimization(
                 policy: policy, reference: reference, train: tasks.train, validation: tasks.validation, settings: settings, training: t,

@@ -289,6 +289,14 @@ expect_error "dpo whose prompts fill the window" "every pair's prompt fills trai
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --set training.seq_len=3
 expect_error "ipo with label smoothing" "label smoothing applies to the sigmoid (DPO) loss only" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --loss ipo --label-smoothing 0.1
+printf '[training]  # what this run changes\nlr = 2e-4\nmin_lr = 2e-4\n' >"$work/dpo.toml"
+expect_ok "dpo with a config file" "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" \
+    --out "$work/dpo-config" --config "$work/dpo.toml" "${dpo_settings[@]}" --set training.steps=1 --set data.val_fraction=0
+check "the config file's learning rate holds, not TRL's default" \
+    '[json.loads(l)["lr"] for l in open(sys.argv[1]) if "\"loss\"" in l] == [2e-4]' "$work/dpo-config/metrics.jsonl"
+expect_error "dpo refuses to change the run's model" "model.max_seq_len: the model is the run's" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" \
+    --set model.max_seq_len=4096
 usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" --loss hinge
 # keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
@@ -328,6 +336,8 @@ check "grpo's reward rises from 0 to over 0.3, and the held-out greedy reward fr
 echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
 expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"
+usage "grpo at temperature 0" "--temperature must be above 0" \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --temperature 0
 usage "grpo with an unknown reward" "--reward must be one of last-number, exact-match" \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward judge
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.

@@ -120,6 +120,9 @@ final class RewardModelTests: XCTestCase {
         // Chosen responses shorter than the rejected: a over b, b over c, a over c.
         XCTAssertEqual(report.models[0].pairsWhereChosenIsShorter, 3)
         XCTAssertEqual(report.models[1].accuracyWhenChosenIsShorter!, 2.0 / 3, accuracy: 1e-12)
+        // No chosen response is the longer.
+        XCTAssertEqual(report.models[0].pairsWhereChosenIsLonger, 0)
+        XCTAssertNil(report.models[0].accuracyWhenChosenIsLonger)
         XCTAssertEqual(report.agreements.count, 1)
         XCTAssertEqual(report.agreements[0].pairwise, 5.0 / 6, accuracy: 1e-12)
         XCTAssertEqual(report.triples.count, 2)
