@@ -114,6 +114,9 @@ public final class GroupRelativeOptimization {
         order = PairOrder(count: train.count, seed: training.seed, shuffles: shuffles)
     }
 
+    /// What a checkpoint keeps to resume: AdamW's moments (`TrainingStateFile`).
+    public var stateBuffers: [String: FloatBuffer] { ["adam.m": optimizer.m, "adam.v": optimizer.v] }
+
     /// A completion: its tokens (with the stop token that ended it, if one did) and its reward.
     struct Completion {
         var tokens: [Int32]

@@ -79,6 +79,33 @@ public final class PreferenceOptimization {
         reference = ([], [])
     }
 
+    /// What a checkpoint keeps to resume: AdamW's moments (`TrainingStateFile`).
+    public var stateBuffers: [String: FloatBuffer] { ["adam.m": optimizer.m, "adam.v": optimizer.v] }
+
+    /// The file beside a checkpoint's weights that holds the reference's log-probabilities.
+    public static let referenceFile = "reference_logps.json"
+
+    /// The reference's log-probabilities as JSON ({"train": [[chosen, rejected], …], "validation": …}; every Double
+    /// written so that it reads back exactly).
+    public func referenceContents() throws -> Data {
+        let pairs = { (values: [(chosen: Double, rejected: Double)]) in values.map { [$0.chosen, $0.rejected] } }
+        return try JSONEncoder().encode(["train": pairs(reference.train), "validation": pairs(reference.validation)])
+    }
+
+    /// The reference's log-probabilities saved in checkpoint `directory` (a resumed run's: computed once, by its
+    /// first start).
+    public func restoreReference(from directory: URL) throws {
+        let url = directory.appendingPathComponent(Self.referenceFile)
+        guard let data = FileManager.default.contents(atPath: url.path),
+              let saved = try? JSONDecoder().decode([String: [[Double]]].self, from: data),
+              let train = saved["train"], let validation = saved["validation"],
+              train.count == self.train.count, validation.count == self.validation.count,
+              (train + validation).allSatisfy({ $0.count == 2 }) else {
+            throw KeelError("\(url.path): missing, or not the reference of these pairs (were --data and training.seq_len the same?)")
+        }
+        reference = (train.map { ($0[0], $0[1]) }, validation.map { ($0[0], $0[1]) })
+    }
+
     /// The reference's log-probabilities of every pair (the policy's weights before the first step), computed once;
     /// `progress` hears how many pairs are done of how many.
     public func computeReference(progress: (Int, Int) -> Void = { _, _ in }) {

@@ -50,6 +50,11 @@ public final class RewardTraining {
         scoreMoments = (FloatBuffer(count: model.score.count), FloatBuffer(count: model.score.count))
     }
 
+    /// What a checkpoint keeps to resume: AdamW's moments of the transformer and of the head (`TrainingStateFile`).
+    public var stateBuffers: [String: FloatBuffer] {
+        ["adam.m": optimizer.m, "adam.v": optimizer.v, "head.adam.m": scoreMoments.m, "head.adam.v": scoreMoments.v]
+    }
+
     /// Runs optimizer step `number` (from 1) at `learningRate`; throws `TrainingDiverged`, before changing any
     /// parameter, when the loss or the gradient norm is not finite.
     public func step(_ number: Int, learningRate: Float) throws -> PairMetrics {

@@ -54,7 +54,7 @@ struct DPO: ParsableCommand {
         }) { run, data in
             let t = run.config.training
             run.log("data: \(data.summary)")
-            let model = try run.checkpoint.loadModel()
+            let model = try (run.resumed ?? run.checkpoint).loadModel()
             let trainer = try PreferenceOptimization(model: model, train: data.train, validation: data.validation,
                                                      settings: objective, training: t, shuffles: !common.noShuffle,
                                                      padding: run.tokenizer.endOfText, group: run.group)
@@ -62,10 +62,14 @@ struct DPO: ParsableCommand {
             run.log("\(objective.objective == .sigmoid ? "DPO" : "IPO") from \(run.checkpoint.directory.path): β \(objective.beta), "
                     + "\(t.steps) steps of \(pairsPerStep) pairs (\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(data.train.count))) epochs), "
                     + "lr \(t.learningRate), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
-            let started = Date()
-            trainer.computeReference()
-            run.log(String(format: "reference log-probabilities of %d pairs: %.1f s", data.train.count + data.validation.count,
-                           Date().timeIntervalSince(started)))
+            if let resumed = run.resumed {
+                try trainer.restoreReference(from: resumed.directory)
+            } else {
+                let started = Date()
+                trainer.computeReference()
+                run.log(String(format: "reference log-probabilities of %d pairs: %.1f s", data.train.count + data.validation.count,
+                               Date().timeIntervalSince(started)))
+            }
             try run.loop(step: { number, rate in
                 let m = try trainer.step(number, learningRate: rate)
                 return ([("loss", .double(m.loss)), ("rewards_chosen", .double(m.chosenReward)),
@@ -81,7 +85,9 @@ struct DPO: ParsableCommand {
                          ("val_rewards_chosen", .double(m.chosenReward)), ("val_rewards_rejected", .double(m.rejectedReward)),
                          ("val_rewards_margin", .double(m.margin))],
                         String(format: "loss %.4f, accuracy %.3f, margin %.4f (%d pairs)", m.loss, m.accuracy, m.margin, m.pairs))
-            }, model: model, extras: { [:] })
+            }, model: model, state: trainer.stateBuffers, extras: {
+                [PreferenceOptimization.referenceFile: try trainer.referenceContents()]
+            })
         }
     }
 }

@@ -27,6 +27,9 @@ struct FineTuningOptions: ParsableArguments {
     @Flag(help: "Read the data in the files' order every epoch (default: an order of its own per epoch, seeded by training.seed).")
     var noShuffle = false
 
+    @Flag(help: "Continue the run in --out from its newest valid checkpoint, bit for bit (give the command's other options as before; --set training.steps may grow).")
+    var resume = false
+
     func validate() throws {
         if data.isEmpty { throw ValidationError("give the data with --data FILE.jsonl") }
     }
@@ -36,7 +39,10 @@ struct FineTuningOptions: ParsableArguments {
 /// ([training], [data], [checkpoint] keys from --config and --set over the checkpoint's [model]), its tokenizer, the
 /// processes it runs on, and the loop of steps that logs, evaluates and saves weights checkpoints.
 struct FineTuningRun {
+    /// The run it started from (--init-from): the reference's weights.
     let checkpoint: CheckpointReader
+    /// With --resume, the newest valid checkpoint of --out: the weights and state it goes on from.
+    let resumed: CheckpointReader?
     let config: TrainConfig
     let output: URL
     let tokenizerPath: String
@@ -55,9 +61,17 @@ struct FineTuningRun {
                             load: (any TextTokenizer, String, TrainConfig) throws -> Loaded,
                             _ body: (FineTuningRun, Loaded) throws -> Void) throws {
         signal(SIGXFSZ, SIG_IGN)
-        let output = URL(fileURLWithPath: options.out)
-        if let existing = CheckpointStore.list(output.appendingPathComponent("checkpoints")).first {
-            throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out")
+        let output = URL(fileURLWithPath: options.out), root = output.appendingPathComponent("checkpoints")
+        var resumed: CheckpointReader?
+        if options.resume {
+            let found = CheckpointStore.latestValid(in: root)
+            guard let latest = found.checkpoint else {
+                throw KeelError("--resume: \(options.out) holds no valid checkpoint to go on from"
+                                + (found.problems.isEmpty ? "" : " (\(found.problems.joined(separator: "; ")))"))
+            }
+            resumed = try CheckpointReader(latest)
+        } else if let existing = CheckpointStore.list(root).first {
+            throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
         let checkpoint = try CheckpointReader(resolving: options.initFrom)
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
@@ -67,8 +81,8 @@ struct FineTuningRun {
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
-            try body(FineTuningRun(checkpoint: checkpoint, config: settings, output: output, tokenizerPath: tokenizerPath,
-                                   tokenizer: tokenizer, group: group), data)
+            try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,
+                                   tokenizerPath: tokenizerPath, tokenizer: tokenizer, group: group), data)
         }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else { return try run(SingleProcessCommunicator()) }
@@ -109,27 +123,32 @@ struct FineTuningRun {
     /// Runs the steps: `step` returns the fields of its metrics record and its progress line; `evaluate` (given the
     /// step, 0 before the first) returns the fields of a validation record and its line, or nil without validation
     /// pairs; rank 0 writes config.toml, metrics.jsonl and, every checkpoint.every steps and after the last,
-    /// a checkpoint of the weights with `extras` beside them. Prints the last checkpoint's path.
+    /// a checkpoint of the weights with `extras` and the trainer's `state` (`TrainingStateFile`) beside them. A resumed
+    /// run starts after its checkpoint's step, its metrics of later steps dropped. Prints the last checkpoint's path.
     func loop(step: (Int, Float) throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String),
               evaluate: () throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String)?,
-              model: Transformer, extras: () throws -> [String: Data]) throws {
-        let t = config.training
+              model: Transformer, state: [String: FloatBuffer], extras: () throws -> [String: Data]) throws {
+        let t = config.training, first = (resumed?.state.step ?? 0) + 1
+        if let resumed {
+            try TrainingStateFile.restore(state, from: resumed.directory)
+            log("resuming after step \(first - 1) from \(resumed.directory.path)")
+        }
         var metrics: MetricsLog?
         if group.rank == 0 {
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
-            metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"), keepingThrough: nil)
+            metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"), keepingThrough: resumed.map { _ in first - 1 })
         }
         func validate(_ step: Int) throws {
             guard let result = try evaluate() else { return }
             log("validation at step \(step): " + result.line)
             try metrics?.write([("step", .int(step))] + result.fields)
         }
-        try validate(0)
+        if resumed == nil { try validate(0) }
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
         var last: URL?
-        for number in stride(from: 1, through: t.steps, by: 1) {
+        for number in stride(from: first, through: t.steps, by: 1) {
             let rate = schedule.rate(at: number), started = Date()
             let result = try step(number, Float(rate))
             try metrics?.write([("step", .int(number))] + result.fields
@@ -139,10 +158,10 @@ struct FineTuningRun {
             }
             if t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
             if group.rank == 0, number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
-                last = try save(model, step: number, extras: try extras())
+                last = try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state)]) { $1 })
             }
         }
-        try validate(t.steps)
+        if first <= t.steps { try validate(t.steps) }
         if let last { print("checkpoint: \(last.path)") }
     }
 

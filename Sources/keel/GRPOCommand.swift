@@ -75,7 +75,7 @@ struct GRPO: ParsableCommand {
         }) { run, tasks in
             guard run.group.size == 1 else { throw KeelError("keel grpo runs on one process (start it without mpirun)") }
             let t = run.config.training
-            let policy = try run.checkpoint.loadModel()
+            let policy = try (run.resumed ?? run.checkpoint).loadModel()
             let reference = settings.beta > 0 ? try run.checkpoint.loadModel() : nil
             let settingsFile = run.tokenizerPath == "byte" ? nil : TokenizerSettings(besides: run.tokenizerPath)
             // A reply ends at end of text, at the end-of-sequence token, or at ChatML's end of turn (Keel's ChatML and
@@ -107,7 +107,7 @@ struct GRPO: ParsableCommand {
                 return ([("val_reward", .double(result.reward))],
                         String(format: "greedy reward %.3f on %d prompts; the first: %@", result.reward, tasks.validation.count,
                                String(reflecting: first)))
-            }, model: policy, extras: { [:] })
+            }, model: policy, state: trainer.stateBuffers, extras: { [:] })
         }
     }
 }

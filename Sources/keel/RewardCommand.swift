@@ -46,7 +46,8 @@ struct RewardTrain: ParsableCommand {
         }) { run, data in
             let t = run.config.training
             run.log("data: \(data.summary)")
-            let model = RewardModel(transformer: try run.checkpoint.loadModel(), seed: t.seed)
+            let model = try run.resumed.map(RewardModel.init(checkpoint:))
+                ?? RewardModel(transformer: try run.checkpoint.loadModel(), seed: t.seed)
             let trainer = try RewardTraining(model: model, train: data.train, validation: data.validation,
                                              centering: centering, training: t, shuffles: !common.noShuffle, orderSeed: orderSeed,
                                              padding: run.tokenizer.endOfText, group: run.group)
@@ -65,7 +66,7 @@ struct RewardTrain: ParsableCommand {
                 let m = try trainer.evaluate()
                 return ([("val_loss", .double(m.loss)), ("val_accuracy", .double(m.accuracy)), ("val_margin", .double(m.margin))],
                         String(format: "loss %.4f, accuracy %.3f, margin %.4f (%d pairs)", m.loss, m.accuracy, m.margin, m.pairs))
-            }, model: model.transformer, extras: { [RewardModel.headFile: try model.headFileContents()] })
+            }, model: model.transformer, state: trainer.stateBuffers, extras: { [RewardModel.headFile: try model.headFileContents()] })
         }
     }
 }

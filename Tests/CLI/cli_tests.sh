@@ -260,10 +260,21 @@ for case in text:text:sigmoid:0.1:1e-3 chat:chat:sigmoid:0.1:1e-3 ipo:text:ipo:0
     IFS=: read -r name pairs loss beta lr <<<"$case"
     expect_ok "dpo ($name pairs, $loss loss) runs" "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_$pairs.jsonl" \
         --out "$work/dpo-$name" --loss "$loss" --beta "$beta" --no-shuffle "${dpo_settings[@]}" --set data.val_fraction=0 \
-        --set training.lr="$lr" --set training.min_lr="$lr"
+        --set training.lr="$lr" --set training.min_lr="$lr" --set checkpoint.every=5
     expect_ok "dpo ($name pairs, $loss loss) gives TRL's figures for 10 steps" \
         python3 "$here/../Reference/compare_dpo.py" "$dpo_fixture/trl_$name.json" "$work/dpo-$name/metrics.jsonl"
 done
+# --resume, as after a crash just after step 5's checkpoint: steps 6 to 10 as the uninterrupted run logged them.
+same_steps='(lambda a, b, k: [r[k] for r in a if k in r] == [r[k] for r in b if k in r])(*[[json.loads(l) for l in open(f)] for f in sys.argv[1:3]], sys.argv[3])'
+cp -r "$work/dpo-text" "$work/dpo-resumed" && rm -rf "$work/dpo-resumed/checkpoints/step_00000010"
+expect_ok "dpo --resume from step 5" "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" \
+    --out "$work/dpo-resumed" --no-shuffle "${dpo_settings[@]}" --set data.val_fraction=0 --set training.lr=1e-3 \
+    --set training.min_lr=1e-3 --set checkpoint.every=5 --resume
+grep -q "resuming after step 5 from" "$work/err" && pass "dpo --resume says where it goes on from" || fail "dpo --resume says where it goes on from"
+check "the resumed DPO run logs the uninterrupted run's losses bit for bit" "$same_steps" \
+    "$work/dpo-text/metrics.jsonl" "$work/dpo-resumed/metrics.jsonl" loss
+expect_error "dpo --resume of a directory without a checkpoint" "holds no valid checkpoint" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nothing" --resume
 expect_ok "generate from the DPO run's checkpoint" "$keel" generate --checkpoint "$work/dpo-text" --prompt "What is the sea?" \
     --max-tokens 4 --temperature 0
 # Held-out pairs (every 10th): the policy starts as the reference, so their loss is log 2 exactly at step 0.
@@ -304,8 +315,13 @@ usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
 reward_settings=(--set training.batch_size=4 --set training.steps=12 --set training.seq_len=64 --set training.lr=1e-3)
 for seed in 1 2; do
     expect_ok "reward train (seed $seed)" "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" \
-        --out "$work/reward-$seed" "${reward_settings[@]}" --set training.seed=$seed
+        --out "$work/reward-$seed" "${reward_settings[@]}" --set training.seed=$seed --set checkpoint.every=6
 done
+cp -r "$work/reward-1" "$work/reward-resumed" && rm -rf "$work/reward-resumed/checkpoints/step_00000012"
+expect_ok "reward train --resume from step 6" "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" \
+    --out "$work/reward-resumed" "${reward_settings[@]}" --set training.seed=1 --set checkpoint.every=6 --resume
+check "the resumed reward model logs the uninterrupted run's losses bit for bit" "$same_steps" \
+    "$work/reward-1/metrics.jsonl" "$work/reward-resumed/metrics.jsonl" loss
 check "the reward model's held-out loss falls and its last steps rank every pair right" \
     '(lambda r: (lambda v, a: v[-1] < v[0] and a[-1] == 1.0)([x["val_loss"] for x in r if "val_loss" in x], [x["accuracy"] for x in r if "accuracy" in x]))([json.loads(l) for l in open(sys.argv[1])])' \
     "$work/reward-1/metrics.jsonl"
@@ -329,10 +345,16 @@ usage "reward eval without a model" "give a reward model with --model" "$keel" r
 python3 -c 'import json; [print(json.dumps({"prompt": f"Say a lucky number {i}:", "answer": "7"})) for i in range(64)]' >"$work/lucky.jsonl"
 expect_ok "grpo on a task with a checked answer" "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" \
     --out "$work/grpo-run" --max-new-tokens 1 --group-size 16 --set training.batch_size=4 --set training.steps=20 \
-    --set training.seq_len=32 --set training.lr=3e-3 --set training.min_lr=3e-3 --set data.val_fraction=0.125
+    --set training.seq_len=32 --set training.lr=3e-3 --set training.min_lr=3e-3 --set data.val_fraction=0.125 --set checkpoint.every=10
 check "grpo's reward rises from 0 to over 0.3, and the held-out greedy reward from 0 to 1" \
     '(lambda r: (lambda s, v: s[0] == 0 and s[-1] > 0.3 and v == [0, 1])([x["reward"] for x in r if "reward" in x], [x["val_reward"] for x in r if "val_reward" in x]))([json.loads(l) for l in open(sys.argv[1])])' \
     "$work/grpo-run/metrics.jsonl"
+cp -r "$work/grpo-run" "$work/grpo-resumed" && rm -rf "$work/grpo-resumed/checkpoints/step_00000020"
+expect_ok "grpo --resume from step 10" "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" \
+    --out "$work/grpo-resumed" --max-new-tokens 1 --group-size 16 --set training.batch_size=4 --set training.steps=20 \
+    --set training.seq_len=32 --set training.lr=3e-3 --set training.min_lr=3e-3 --set data.val_fraction=0.125 --set checkpoint.every=10 --resume
+check "the resumed GRPO run samples and scores as the uninterrupted one did, bit for bit" "$same_steps" \
+    "$work/grpo-run/metrics.jsonl" "$work/grpo-resumed/metrics.jsonl" reward
 echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
 expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"
