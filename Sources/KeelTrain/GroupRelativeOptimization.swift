@@ -74,15 +74,17 @@ public final class GroupRelativeOptimization {
     private let stopTokens: Set<Int32>
     /// The tokenizer's ids: completions are drawn among them.
     private let vocabulary: Int
-    private let reward: (_ completion: [Int32], _ task: TaskPrompt) throws -> Double
+    private let reward: (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]
 
     /// - Parameters:
-    ///   - reward: a completion's reward (its tokens without the stop token), for its task.
+    ///   - reward: the rewards of completions (their tokens without the stop token), each for its task — all of a
+    ///     batch at once, so that a reward model scores them together.
     ///   - stopTokens: the tokens that end a completion (end of text, the chat template's end of turn).
     ///   - vocabulary: the tokenizer's ids, among which completions are drawn (the model's may be padded beyond).
     public init(policy: Transformer, reference: Transformer?, train: [TaskPrompt], validation: [TaskPrompt],
                 settings: GroupSettings, training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
-                stopTokens: Set<Int32>, vocabulary: Int, reward: @escaping (_ completion: [Int32], _ task: TaskPrompt) throws -> Double) throws {
+                stopTokens: Set<Int32>, vocabulary: Int,
+                reward: @escaping (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]) throws {
         let perStep = training.batchSize * training.gradientAccumulation
         guard train.count >= perStep else {
             throw KeelError("\(train.count) training prompts are fewer than one step's \(perStep) (training.batch_size × training.grad_accum)")
@@ -140,11 +142,11 @@ public final class GroupRelativeOptimization {
         while !batch.isEmpty {
             for ended in batch.advance({ _, token, _ in !stopTokens.contains(token) }) { generated[ended.id] = ended.generated }
         }
-        return try tasks.enumerated().map { i, task in
-            try (0..<count).map { j in
-                let tokens = generated[i * count + j], stopped = tokens.last.map(stopTokens.contains) ?? false
-                return Completion(tokens: tokens, stopped: stopped, reward: try reward(stopped ? Array(tokens.dropLast()) : tokens, task))
-            }
+        let stopped = generated.map { $0.last.map(stopTokens.contains) ?? false }
+        let rewards = try reward(zip(generated, stopped).map { $1 ? Array($0.dropLast()) : $0 },
+                                 tasks.flatMap { Array(repeating: $0, count: count) })
+        return tasks.indices.map { i in
+            (0..<count).map { j in Completion(tokens: generated[i * count + j], stopped: stopped[i * count + j], reward: rewards[i * count + j]) }
         }
     }
 

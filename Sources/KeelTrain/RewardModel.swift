@@ -65,8 +65,17 @@ public final class RewardModel {
     public func rewards(of pairs: [PreferencePair], batch: Int, maximumLength: Int, padding: Int32) -> [(chosen: Double, rejected: Double)] {
         stride(from: 0, to: pairs.count, by: batch).flatMap { start in
             let chunk = Array(pairs[start..<min(start + batch, pairs.count)])
-            let values = rewards(SequenceBatch(chunk, maximumLength: maximumLength, padding: padding, layout: .wholeSequences)).rewards
+            let values = rewards(of: chunk.map(\.chosen) + chunk.map(\.rejected), batch: 2 * chunk.count, maximumLength: maximumLength,
+                                 padding: padding)
             return (0..<chunk.count).map { (values[$0], values[chunk.count + $0]) }
+        }
+    }
+
+    /// The reward of each sequence (a prompt and its completion), `batch` at a time (no gradients).
+    public func rewards(of sequences: [SupervisedExample], batch: Int, maximumLength: Int, padding: Int32) -> [Double] {
+        stride(from: 0, to: sequences.count, by: batch).flatMap { start in
+            rewards(SequenceBatch(sequences: Array(sequences[start..<min(start + batch, sequences.count)]),
+                                  maximumLength: maximumLength, padding: padding, layout: .wholeSequences)).rewards
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeelCheckpoint
 import KeelCore
 import KeelData
 import KeelTrain
@@ -15,7 +16,7 @@ struct GRPO: ParsableCommand {
             the generation prompt. Each step takes training.batch_size × training.grad_accum prompts, samples \
             --group-size completions of each (up to --max-new-tokens, ended by the end-of-text token or the template's \
             end of turn) and rewards each with --reward: last-number (the completion's last number equals the answer) \
-            or exact-match. Advantages are normalised within each prompt's group; the loss is the clipped surrogate \
+            or exact-match — or with --reward-model's score (tasks then need no answer). Advantages are normalised within each prompt's group; the loss is the clipped surrogate \
             with a KL penalty β to the starting weights. Held-out prompts (data.val_fraction) are answered greedily \
             before the first step, every training.eval_every steps and after the last, and their mean reward logged. \
             Settings as `keel dpo` takes them (lr default 1e-6, weight_decay 0, beta2 0.999, as TRL). Writes \
@@ -24,8 +25,11 @@ struct GRPO: ParsableCommand {
 
     @OptionGroup var common: FineTuningOptions
 
-    @Option(help: "How a completion is rewarded: last-number or exact-match.")
+    @Option(help: "How a completion is rewarded: last-number or exact-match (the task's \"answer\" checked).")
     var reward: String = VerifiableReward.lastNumber.rawValue
+
+    @Option(help: ArgumentHelp("Reward each completion with this reward model's score of the prompt and completion instead (`keel reward train`; the same tokenizer).", valueName: "dir"))
+    var rewardModel: String?
 
     @Option(help: "Completions sampled per prompt.")
     var groupSize = 4
@@ -71,7 +75,8 @@ struct GRPO: ParsableCommand {
         let defaults = ["training.lr=1e-6", "training.weight_decay=0", "training.beta2=0.999"]
         try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, config in
             try TaskData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path,
-                         validationFraction: config.data.validationFraction, required: VerifiableReward.answerField)
+                         validationFraction: config.data.validationFraction,
+                         required: rewardModel == nil ? VerifiableReward.answerField : nil)
         }) { run, tasks in
             guard run.group.size == 1 else { throw KeelError("keel grpo runs on one process (start it without mpirun)") }
             let t = run.config.training
@@ -82,15 +87,36 @@ struct GRPO: ParsableCommand {
             // most templates close a turn with it, whatever eos_token says).
             let stops = Set([run.tokenizer.endOfText] + [settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0.flatMap(run.tokenizer.specialToken) })
             let tokenizer = run.tokenizer
-            let trainer = try GroupRelativeOptimization(
-                policy: policy, reference: reference, train: tasks.train, validation: tasks.validation, settings: settings, training: t,
-                shuffles: !common.noShuffle, padding: tokenizer.endOfText, stopTokens: stops,
-                vocabulary: tokenizer.vocabSize) { completion, task in
-                    check.reward(try tokenizer.decodeText(completion), fields: task.fields)
+            let score: ([[Int32]], [TaskPrompt]) throws -> [Double]
+            if let rewardModel {
+                let checkpoint = try CheckpointReader(resolving: rewardModel)
+                let theirs = FileManager.default.contents(atPath: checkpoint.directory.appendingPathComponent("tokenizer.json").path)
+                let ours = FileManager.default.contents(atPath: run.checkpoint.directory.appendingPathComponent("tokenizer.json").path)
+                guard theirs == ours else {
+                    throw KeelError("--reward-model \(rewardModel) has another tokenizer than --init-from: it would read other tokens")
                 }
+                let model = try RewardModel(checkpoint: checkpoint)
+                score = { completions, tasks in
+                    let sequences = zip(completions, tasks).map { completion, task in
+                        SupervisedExample(tokens: task.tokens + completion,
+                                          trained: task.tokens.map { _ in false } + completion.map { _ in true })
+                    }
+                    return model.rewards(of: sequences, batch: t.batchSize * groupSize,
+                                         maximumLength: min(t.sequenceLength, model.transformer.config.maxLength),
+                                         padding: tokenizer.endOfText)
+                }
+            } else {
+                score = { completions, tasks in
+                    try zip(completions, tasks).map { check.reward(try tokenizer.decodeText($0), fields: $1.fields) }
+                }
+            }
+            let trainer = try GroupRelativeOptimization(
+                policy: policy, reference: reference, train: tasks.train, validation: tasks.validation, settings: settings,
+                training: t, shuffles: !common.noShuffle, padding: tokenizer.endOfText, stopTokens: stops,
+                vocabulary: tokenizer.vocabSize, reward: score)
             run.log("data: \(tasks.summary)")
             run.log("GRPO from \(run.checkpoint.directory.path): \(t.steps) steps of \(t.batchSize * t.gradientAccumulation) prompts × "
-                    + "\(groupSize) completions (up to \(maxNewTokens) tokens, temperature \(temperature)), reward \(reward), "
+                    + "\(groupSize) completions (up to \(maxNewTokens) tokens, temperature \(temperature)), reward \(rewardModel.map { "model \($0)" } ?? reward), "
                     + "β \(beta), ε \(epsilon), \(iterations) update\(iterations == 1 ? "" : "s") each, loss \(loss), lr \(t.learningRate)")
             try run.loop(step: { number, rate in
                 let m = try trainer.step(number, learningRate: rate)

@@ -355,6 +355,16 @@ expect_ok "grpo --resume from step 10" "$keel" grpo --init-from "$work/dpo-base"
     --set training.seq_len=32 --set training.lr=3e-3 --set training.min_lr=3e-3 --set data.val_fraction=0.125 --set checkpoint.every=10 --resume
 check "the resumed GRPO run samples and scores as the uninterrupted one did, bit for bit" "$same_steps" \
     "$work/grpo-run/metrics.jsonl" "$work/grpo-resumed/metrics.jsonl" reward
+# Rewarded by a reward model instead (the one trained above, on the same tokenizer): its scores are the rewards.
+expect_ok "grpo rewarded by a reward model" "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" \
+    --out "$work/grpo-rm" --reward-model "$work/reward-1" --max-new-tokens 4 --group-size 4 --set training.batch_size=2 \
+    --set training.steps=2 --set training.seq_len=32 --set training.lr=1e-3
+check "the reward model's scores are the rewards (not a checker's 0 or 1)" \
+    '(lambda v: len(v) == 2 and all(x not in (0, 1) for x in v))([json.loads(l)["reward"] for l in open(sys.argv[1]) if "\"reward\"" in l])' \
+    "$work/grpo-rm/metrics.jsonl"
+expect_error "grpo with a reward model of another tokenizer" "has another tokenizer than --init-from" \
+    "$keel" grpo --init-from "$work/llamarun" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward-model "$work/reward-1" \
+    --set training.seq_len=16
 echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
 expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"

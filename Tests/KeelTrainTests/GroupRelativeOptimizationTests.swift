@@ -25,7 +25,7 @@ final class GroupRelativeOptimizationTests: XCTestCase {
             let prompts = [TaskPrompt(tokens: [1, 2], fields: ["answer": "3"]), TaskPrompt(tokens: [4], fields: ["answer": "5"])]
             let trainer = try GroupRelativeOptimization(policy: policy, reference: reference, train: prompts, validation: [],
                                                         settings: settings, training: training, shuffles: false, padding: 0,
-                                                        stopTokens: [0], vocabulary: 20) { _, _ in 0 }
+                                                        stopTokens: [0], vocabulary: 20) { completions, _ in completions.map { _ in 0 } }
             func sequence(_ prompt: [Int32], _ completion: [Int32]) -> SupervisedExample {
                 SupervisedExample(tokens: prompt + completion, trained: prompt.map { _ in false } + completion.map { _ in true })
             }
