@@ -85,10 +85,7 @@ public final class GroupRelativeOptimization {
                 settings: GroupSettings, training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
                 stopTokens: Set<Int32>, vocabulary: Int,
                 reward: @escaping (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]) throws {
-        let perStep = training.batchSize * training.gradientAccumulation
-        guard train.count >= perStep else {
-            throw KeelError("\(train.count) training prompts are fewer than one step's \(perStep) (training.batch_size × training.grad_accum)")
-        }
+        order = try PairOrder(count: train.count, kind: "prompts", training: training, ranks: nil, shuffles: shuffles)
         guard settings.groupSize >= 2 else { throw KeelError("a group needs at least 2 completions (got \(settings.groupSize))") }
         guard settings.maxNewTokens >= 1, settings.iterations >= 1, settings.epsilon > 0, settings.beta >= 0 else {
             throw KeelError("GRPO needs max new tokens ≥ 1, iterations ≥ 1, ε > 0 and β ≥ 0")
@@ -113,7 +110,6 @@ public final class GroupRelativeOptimization {
         decoder = try Decoder(model: policy)
         optimizer = Optimizer(model: policy, dataParallel: SingleProcessCommunicator(), zeroStage: 0, settings: training.adamW,
                               decayEmbeddings: training.decayEmbeddings)
-        order = PairOrder(count: train.count, seed: training.seed, shuffles: shuffles)
     }
 
     /// What a checkpoint keeps to resume: AdamW's moments (`TrainingStateFile`).

@@ -40,6 +40,19 @@ struct PairOrder {
     let seed: UInt64
     let shuffles: Bool
 
+    /// The order of `count` training items (`kind`: "pairs", "prompts"), seeded by `seed` (default `training.seed`);
+    /// refuses fewer than one step takes — `training.batch_size × training.grad_accum`, times the data-parallel
+    /// `ranks` when there are any.
+    init(count: Int, kind: String, training: TrainConfig.TrainingSettings, ranks: Int?, seed: UInt64? = nil, shuffles: Bool) throws {
+        let perStep = training.batchSize * training.gradientAccumulation * (ranks ?? 1)
+        guard count >= perStep else {
+            throw KeelError("\(count) training \(kind) are fewer than one step's \(perStep) (training.batch_size × training.grad_accum\(ranks == nil ? "" : " × processes"))")
+        }
+        self.count = count
+        self.seed = seed ?? training.seed
+        self.shuffles = shuffles
+    }
+
     /// The pairs micro-batch `microBatch` of step `step` gives this rank.
     func indices(step: Int, microBatch: Int, batch: Int, accumulation: Int, rank: Int, ranks: Int) -> [Int] {
         let first = (step - 1) * batch * accumulation * ranks + (microBatch * ranks + rank) * batch

@@ -54,10 +54,7 @@ public final class PreferenceOptimization {
     public init(model: Transformer, train: [PreferencePair], validation: [PreferencePair], settings: PreferenceSettings,
                 training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
                 group: any Communicator = SingleProcessCommunicator()) throws {
-        let perStep = training.batchSize * training.gradientAccumulation * group.size
-        guard train.count >= perStep else {
-            throw KeelError("\(train.count) training pairs are fewer than one step's \(perStep) (training.batch_size × training.grad_accum × processes)")
-        }
+        order = try PairOrder(count: train.count, kind: "pairs", training: training, ranks: group.size, shuffles: shuffles)
         guard settings.beta > 0 else { throw KeelError("beta must be positive (got \(settings.beta))") }
         guard (0..<0.5).contains(settings.labelSmoothing) else {
             throw KeelError("label smoothing must be in [0, 0.5) (got \(settings.labelSmoothing))")
@@ -70,7 +67,6 @@ public final class PreferenceOptimization {
         self.validation = validation
         self.settings = settings
         self.training = training
-        order = PairOrder(count: train.count, seed: training.seed, shuffles: shuffles)
         self.padding = padding
         self.group = group
         model.matrixPrecision = training.precision

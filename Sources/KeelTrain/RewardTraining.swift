@@ -31,10 +31,8 @@ public final class RewardTraining {
     public init(model: RewardModel, train: [PreferencePair], validation: [PreferencePair], centering: Double,
                 training: TrainConfig.TrainingSettings, shuffles: Bool, orderSeed: UInt64? = nil, padding: Int32,
                 group: any Communicator = SingleProcessCommunicator()) throws {
-        let perStep = training.batchSize * training.gradientAccumulation * group.size
-        guard train.count >= perStep else {
-            throw KeelError("\(train.count) training pairs are fewer than one step's \(perStep) (training.batch_size × training.grad_accum × processes)")
-        }
+        order = try PairOrder(count: train.count, kind: "pairs", training: training, ranks: group.size, seed: orderSeed,
+                              shuffles: shuffles)
         guard centering >= 0 else { throw KeelError("the centring coefficient must not be negative (got \(centering))") }
         self.model = model
         self.train = train
@@ -43,7 +41,6 @@ public final class RewardTraining {
         self.training = training
         self.group = group
         self.padding = padding
-        order = PairOrder(count: train.count, seed: orderSeed ?? training.seed, shuffles: shuffles)
         model.transformer.matrixPrecision = training.precision
         optimizer = Optimizer(model: model.transformer, dataParallel: group, zeroStage: 0, settings: training.adamW,
                               decayEmbeddings: training.decayEmbeddings)

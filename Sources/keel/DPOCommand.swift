@@ -46,8 +46,7 @@ struct DPO: ParsableCommand {
     func run() throws {
         let objective = PreferenceSettings(objective: PreferenceLoss.Objective(rawValue: loss)!, beta: beta,
                                            labelSmoothing: labelSmoothing)
-        // TRL's DPOConfig defaults where Keel's training defaults differ.
-        let defaults = ["training.lr=1e-6", "training.weight_decay=0", "training.beta2=0.999"]
+        let defaults = FineTuningRun.trlDefaults(learningRate: "1e-6")
         try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, settings in
             try PreferenceData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path, length: settings.training.sequenceLength,
                                validationFraction: settings.data.validationFraction, forRewardModel: false)

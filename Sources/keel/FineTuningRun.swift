@@ -89,6 +89,11 @@ struct FineTuningRun {
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
     }
 
+    /// TRL's training defaults where Keel's differ: its trainer's learning rate, no weight decay, β₂ 0.999.
+    static func trlDefaults(learningRate: String) -> [String] {
+        ["training.lr=\(learningRate)", "training.weight_decay=0", "training.beta2=0.999"]
+    }
+
     /// The config: the checkpoint's [model], `defaults` where neither --config nor --set gives the key, then --config's
     /// sections and --set; the model is the run's, so neither may set `model.` keys.
     static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String]) throws -> TrainConfig {

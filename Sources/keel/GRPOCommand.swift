@@ -72,7 +72,7 @@ struct GRPO: ParsableCommand {
         settings.iterations = iterations
         settings.aggregation = GroupSettings.Aggregation(rawValue: loss)!
         let check = VerifiableReward(rawValue: reward)!
-        let defaults = ["training.lr=1e-6", "training.weight_decay=0", "training.beta2=0.999"]
+        let defaults = FineTuningRun.trlDefaults(learningRate: "1e-6")
         try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, config in
             try TaskData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path,
                          validationFraction: config.data.validationFraction,

@@ -39,7 +39,7 @@ struct RewardTrain: ParsableCommand {
     var orderSeed: UInt64?
 
     func run() throws {
-        let defaults = ["training.lr=1e-4", "training.weight_decay=0", "training.beta2=0.999"]
+        let defaults = FineTuningRun.trlDefaults(learningRate: "1e-4")
         try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, settings in
             try PreferenceData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path, length: settings.training.sequenceLength,
                                validationFraction: settings.data.validationFraction, forRewardModel: true)
