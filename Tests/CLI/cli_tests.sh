@@ -308,6 +308,9 @@ check "the config file's learning rate holds, not TRL's default" \
 expect_error "dpo refuses to change the run's model" "model.max_seq_len: the model is the run's" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" \
     --set model.max_seq_len=4096
+expect_error "dpo with fewer pairs than a step takes" "22 training pairs are fewer than one step's 60" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" \
+    --set training.batch_size=30
 usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" --loss hinge
 # keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
@@ -338,6 +341,11 @@ expect_error "reward eval of a run without a reward head" "is not a reward model
     "$keel" reward eval --model "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl"
 expect_error "reward train on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs' \
     "$keel" reward train --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/reward-bad" "${reward_settings[@]}"
+expect_error "reward train with a negative centring coefficient" "must not be negative" \
+    "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/reward-bad" "${reward_settings[@]}" \
+    --centering=-1
+expect_error "reward eval beyond the models' context" "--seq-len 0 must be within 1...128" \
+    "$keel" reward eval --model "$work/reward-1" --data "$dpo_fixture/pairs_chat.jsonl" --seq-len 0
 usage "reward eval without a model" "give a reward model with --model" "$keel" reward eval --data "$dpo_fixture/pairs_chat.jsonl"
 # keel grpo: the tiny Llama learns, from its own samples and a reward a program checks, to answer "7" (its random
 # weights draw it about once in 400 samples): the mean reward rises from 0 and the held-out prompts' greedy answers
@@ -368,6 +376,8 @@ expect_error "grpo with a reward model of another tokenizer" "has another tokeni
 echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
 expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"
+expect_error "grpo with no update per batch" "iterations ≥ 1" \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --iterations 0 --set training.seq_len=32
 usage "grpo at temperature 0" "--temperature must be above 0" \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --temperature 0
 usage "grpo with an unknown reward" "--reward must be one of last-number, exact-match" \
