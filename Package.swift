@@ -45,13 +45,17 @@ let package = Package(
         .target(name: "KeelCheckpoint", dependencies: ["KeelCore", "KeelModel", "KeelComm", "CZstd"], swiftSettings: native),
         // Generation: a KV-cache decoder over a trained model (fp32 or llama.cpp's quantized formats), sampling.
         .target(name: "KeelInference", dependencies: ["KeelCore", "KeelKernels", "KeelModel"], swiftSettings: native),
+        // Charts as standalone SVG (the planner's sweeps, run reports).
+        .target(name: "KeelPlot", swiftSettings: native),
+        // The scale planner: an analytic model of memory and step time for tp × pp × dp layouts on a cluster.
+        .target(name: "KeelPlan", dependencies: ["KeelCore", "KeelModel", "KeelParallel"], swiftSettings: native),
         .target(
             name: "KeelTrain",
             dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "KeelInference", "TOMLKit"],
             swiftSettings: native),
         .executableTarget(
             name: "keel",
-            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", "KeelPlan", "KeelPlot", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
@@ -60,6 +64,7 @@ let package = Package(
         .testTarget(name: "KeelParallelTests", dependencies: ["KeelParallel", "KeelComm", "KeelModel", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
         .testTarget(name: "KeelInferenceTests", dependencies: ["KeelInference", "KeelModel", "KeelKernels", "KeelCore"], swiftSettings: native),
+        .testTarget(name: "KeelPlanTests", dependencies: ["KeelPlan", "KeelPlot", "KeelParallel", "KeelModel"], swiftSettings: native),
         .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "CZlib"], swiftSettings: native),
     ]
 )

@@ -120,7 +120,7 @@ public struct ConfigValues {
         return i
     }
 
-    mutating func optionalInt(_ key: String) throws -> Int? {
+    public mutating func optionalInt(_ key: String) throws -> Int? {
         guard let v = value(key) else { return nil }
         guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
         return i
@@ -130,7 +130,7 @@ public struct ConfigValues {
         try optionalDouble(key) ?? fallback
     }
 
-    mutating func optionalDouble(_ key: String) throws -> Double? {
+    public mutating func optionalDouble(_ key: String) throws -> Double? {
         guard let v = value(key) else { return nil }
         switch v {
         case .double(let d): return d
@@ -145,7 +145,7 @@ public struct ConfigValues {
         return b
     }
 
-    mutating func optionalBool(_ key: String) throws -> Bool? {
+    public mutating func optionalBool(_ key: String) throws -> Bool? {
         guard value(key) != nil else { return nil }
         return try bool(key, false)
     }

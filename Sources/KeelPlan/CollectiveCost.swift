@@ -1,0 +1,27 @@
+/// Time of the collectives a layout runs, on rings (Patarasuk and Yuan 2009; NCCL's ring algorithms): each
+/// of n devices sends (n − 1)/n of the buffer per pass, in n − 1 steps that each pay the link's latency.
+enum CollectiveCost {
+    /// All-reduce of a `bytes` buffer over `n` devices: a reduce-scatter then an all-gather,
+    /// 2(n − 1)/n · bytes / bandwidth + 2(n − 1) · latency.
+    static func allReduce(bytes: Double, devices n: Int, link: Link) -> Double {
+        2 * reduceScatter(bytes: bytes, devices: n, link: link)
+    }
+
+    /// Reduce-scatter of a `bytes` buffer (each device ends with 1/n of it summed): (n − 1)/n · bytes /
+    /// bandwidth + (n − 1) · latency. An all-gather that ends with `bytes` on each device costs the same.
+    static func reduceScatter(bytes: Double, devices n: Int, link: Link) -> Double {
+        guard n > 1 else { return 0 }
+        let steps = Double(n - 1)
+        return steps / Double(n) * bytes / link.bandwidth + steps * link.latency
+    }
+
+    /// All-gather ending with `bytes` on every device.
+    static func allGather(bytes: Double, devices n: Int, link: Link) -> Double {
+        reduceScatter(bytes: bytes, devices: n, link: link)
+    }
+
+    /// One message of `bytes` between two devices.
+    static func message(bytes: Double, link: Link) -> Double {
+        bytes / link.bandwidth + link.latency
+    }
+}

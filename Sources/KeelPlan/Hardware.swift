@@ -1,0 +1,118 @@
+import KeelCore
+
+/// One device the planner places work on: its dense bf16 matrix throughput, memory and memory bandwidth.
+public struct Accelerator: Sendable, Equatable, Codable {
+    /// A name for tables.
+    public var name: String
+    /// Dense (not sparse) bf16 tensor throughput, FLOP/s.
+    public var peakFLOPs: Double
+    /// Memory per device, bytes.
+    public var memoryBytes: Double
+    /// Memory bandwidth, bytes/s: what bounds the passes that are not matrix products.
+    public var memoryBandwidth: Double
+
+    public init(name: String, peakFLOPs: Double, memoryBytes: Double, memoryBandwidth: Double) {
+        self.name = name
+        self.peakFLOPs = peakFLOPs
+        self.memoryBytes = memoryBytes
+        self.memoryBandwidth = memoryBandwidth
+    }
+
+    /// Datasheet figures (NVIDIA's A100, H100 SXM, H200 and HGX B200 datasheets; dense bf16, without sparsity).
+    public static let presets: [Accelerator] = [
+        Accelerator(name: "a100-80gb", peakFLOPs: 312e12, memoryBytes: 80e9, memoryBandwidth: 2.039e12),
+        Accelerator(name: "h100-sxm", peakFLOPs: 989e12, memoryBytes: 80e9, memoryBandwidth: 3.35e12),
+        Accelerator(name: "h200", peakFLOPs: 989e12, memoryBytes: 141e9, memoryBandwidth: 4.8e12),
+        Accelerator(name: "b200", peakFLOPs: 2250e12, memoryBytes: 180e9, memoryBandwidth: 7.7e12),
+    ]
+
+    /// The preset called `name`, or an error listing them.
+    public static func preset(_ name: String) throws -> Accelerator {
+        guard let found = presets.first(where: { $0.name == name }) else {
+            throw KeelError("plan: unknown accelerator '\(name)' (known: \(presets.map(\.name).joined(separator: ", ")), "
+                + "or give --peak-tflops, --memory-gb and --memory-bandwidth-gbs)")
+        }
+        return found
+    }
+}
+
+/// A link between devices as one device sees it: bandwidth in each direction, and the latency of one step of
+/// a collective over it.
+public struct Link: Sendable, Equatable, Codable {
+    /// A name for tables.
+    public var name: String
+    /// Bytes/s one device can send (and at the same time receive).
+    public var bandwidth: Double
+    /// Seconds per message or per step of a ring.
+    public var latency: Double
+
+    public init(name: String, bandwidth: Double, latency: Double) {
+        self.name = name
+        self.bandwidth = bandwidth
+        self.latency = latency
+    }
+
+    /// Per-GPU figures: NVLink 3/4/5 through NVSwitch (A100, H100, B200: 600, 900, 1800 GB/s both directions
+    /// together), and one 200 or 400 Gb/s NIC per GPU for InfiniBand HDR / NDR and RoCE. Latencies are typical
+    /// of one NCCL ring step on each.
+    public static let presets: [Link] = [
+        Link(name: "nvlink3", bandwidth: 300e9, latency: 3e-6),
+        Link(name: "nvlink4", bandwidth: 450e9, latency: 3e-6),
+        Link(name: "nvlink5", bandwidth: 900e9, latency: 3e-6),
+        Link(name: "ib-hdr", bandwidth: 25e9, latency: 6e-6),
+        Link(name: "ib-ndr", bandwidth: 50e9, latency: 6e-6),
+        Link(name: "roce-400", bandwidth: 50e9, latency: 8e-6),
+    ]
+
+    /// The preset called `name`, or an error listing them.
+    public static func preset(_ name: String) throws -> Link {
+        guard let found = presets.first(where: { $0.name == name }) else {
+            throw KeelError("plan: unknown link '\(name)' (known: \(presets.map(\.name).joined(separator: ", ")))")
+        }
+        return found
+    }
+}
+
+/// The machines a run is planned for: identical nodes of `devicesPerNode` accelerators, a fast link inside a
+/// node and a slower one between nodes.
+public struct Cluster: Sendable, Equatable, Codable {
+    public var accelerator: Accelerator
+    public var devicesPerNode: Int
+    public var nodes: Int
+    /// Between devices of one node.
+    public var intraNode: Link
+    /// Between nodes, per device.
+    public var interNode: Link
+
+    public init(accelerator: Accelerator, devicesPerNode: Int, nodes: Int, intraNode: Link, interNode: Link) {
+        self.accelerator = accelerator
+        self.devicesPerNode = devicesPerNode
+        self.nodes = nodes
+        self.intraNode = intraNode
+        self.interNode = interNode
+    }
+
+    /// All devices.
+    public var devices: Int { devicesPerNode * nodes }
+
+    /// The link a group of `size` devices, `stride` ranks apart, communicates over: inside a node when the
+    /// group fits in one, otherwise the inter-node link, which a ring crossing nodes is limited by.
+    public func link(groupSize size: Int, stride: Int) -> Link {
+        size * stride <= devicesPerNode ? intraNode : interNode
+    }
+
+    /// Checks that every figure is usable and names the one that is not.
+    public func validate() throws {
+        func require(_ ok: Bool, _ message: String) throws { if !ok { throw KeelError("plan: \(message)") } }
+        try require(devicesPerNode >= 1, "devices per node must be at least 1 (got \(devicesPerNode))")
+        try require(nodes >= 1, "nodes must be at least 1 (got \(nodes))")
+        let a = accelerator
+        try require(a.peakFLOPs > 0 && a.peakFLOPs.isFinite, "the accelerator's peak FLOP/s must be positive")
+        try require(a.memoryBytes > 0 && a.memoryBytes.isFinite, "the accelerator's memory must be positive")
+        try require(a.memoryBandwidth > 0 && a.memoryBandwidth.isFinite, "the accelerator's memory bandwidth must be positive")
+        for link in [intraNode, interNode] {
+            try require(link.bandwidth > 0 && link.bandwidth.isFinite, "link \(link.name): bandwidth must be positive")
+            try require(link.latency >= 0 && link.latency.isFinite, "link \(link.name): latency must be non-negative")
+        }
+    }
+}

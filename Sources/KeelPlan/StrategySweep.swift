@@ -1,0 +1,28 @@
+/// The best layout of each strategy as the cluster grows at a fixed global batch: where pipeline parallelism
+/// and FSDP cross over.
+public enum StrategySweep {
+    /// One cluster size's answer.
+    public struct Point: Sendable {
+        public let devices: Int
+        /// The fastest fitting layout of each strategy that has one, fastest first.
+        public let best: [LayoutEstimate]
+        /// Strategies with no fitting layout at this size.
+        public let missing: [String]
+    }
+
+    /// Plans `workload` on `cluster` resized to each of `devices` (whole nodes; fewer devices than a node use
+    /// part of one).
+    public static func run(_ workload: Workload, cluster: Cluster, devices: [Int], assumptions: PlanAssumptions,
+                           choices: LayoutChoices) throws -> [Point] {
+        let strategies = choices.strategies.isEmpty ? LayoutChoices.strategyNames : choices.strategies
+        return try devices.map { count in
+            var sized = cluster
+            sized.devicesPerNode = min(cluster.devicesPerNode, count)
+            sized.nodes = max(1, count / cluster.devicesPerNode)
+            let plan = try Planner.plan(workload, cluster: sized, assumptions: assumptions, choices: choices)
+            let best = plan.bestPerStrategy
+            let present = Set(best.map(\.layout.strategy))
+            return Point(devices: sized.devices, best: best, missing: strategies.filter { !present.contains($0) })
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import KeelCore
+import KeelModel
+import KeelParallel
+import KeelPlan
+import KeelTrain
+
+/// What `keel plan` plans: a TOML file's `[model]`, `[workload]`, `[cluster]`, `[layout]` and `[assumptions]`
+/// keys, each of which a flag can set or override (docs/planner.md lists them).
+struct PlanInput {
+    var workload: Workload
+    var cluster: Cluster
+    var assumptions: PlanAssumptions
+    var choices: LayoutChoices
+    /// The model's name for tables (its preset, or its shape).
+    var modelName: String
+
+    init(_ values: inout ConfigValues) throws {
+        let model = try PlanInput.model(&values)
+        modelName = try values.string("model.preset", nil) ?? "\(model.architecture.rawValue) \(model.layers)×\(model.width)"
+        let sequence = try values.int("workload.seq_len", model.maxLength)
+        let batchTokens = try values.optionalInt("workload.global_batch_tokens")
+        let batch = try values.optionalInt("workload.global_batch")
+        if batch != nil && batchTokens != nil {
+            throw KeelError("plan: give workload.global_batch (sequences) or workload.global_batch_tokens, not both")
+        }
+        let sequences = batch ?? batchTokens.map { ($0 + sequence - 1) / max(sequence, 1) } ?? 512
+        workload = Workload(model: model, sequenceLength: sequence, globalBatch: sequences)
+        cluster = try PlanInput.cluster(&values)
+        assumptions = try PlanInput.assumptions(&values)
+        choices = try PlanInput.choices(&values)
+        try values.rejectUnknownKeys()
+        try workload.validate()
+        try cluster.validate()
+        try assumptions.validate()
+    }
+
+    private static func model(_ values: inout ConfigValues) throws -> ModelConfig {
+        var model = try values.string("model.preset", nil).map(ModelPresets.named)
+        let arch = try values.string("model.arch", nil)
+        if model == nil {
+            guard let arch else {
+                throw KeelError("plan: give a model: --model PRESET (\(ModelPresets.all.map(\.name).joined(separator: ", "))) "
+                    + "or model.arch with model.n_layer, model.n_head, model.d_model")
+            }
+            guard let architecture = Architecture(rawValue: arch) else {
+                throw KeelError("plan: model.arch must be gpt2 or llama (got '\(arch)')")
+            }
+            func required(_ key: String) throws -> Int {
+                guard let value = try values.optionalInt(key) else { throw KeelError("plan: model.arch is set, so \(key) is needed too") }
+                return value
+            }
+            model = ModelConfig(architecture: architecture, vocabSize: 50_257, layers: try required("model.n_layer"),
+                                heads: try required("model.n_head"), width: try required("model.d_model"), maxLength: 2048)
+        } else if let arch, arch != model!.architecture.rawValue {
+            throw KeelError("plan: model.arch '\(arch)' contradicts the preset's \(model!.architecture.rawValue)")
+        }
+        var config = model!
+        config.layers = try values.int("model.n_layer", config.layers)
+        config.heads = try values.int("model.n_head", config.heads)
+        config.width = try values.int("model.d_model", config.width)
+        config.kvHeads = config.architecture == .gpt2 ? config.heads : try values.int("model.n_kv_head", config.kvHeads)
+        let defaultHidden = ModelConfig.defaultHiddenWidth(config.architecture, width: config.width)
+        config.hiddenWidth = try values.int("model.d_ff", model!.width == config.width ? config.hiddenWidth : defaultHidden)
+        config.vocabSize = try values.int("model.vocab_size", config.vocabSize)
+        let tied = try values.bool("model.tie_embeddings", config.tiedEmbeddings)
+        config.tiedEmbeddings = config.architecture == .gpt2 || tied
+        return config
+    }
+
+    private static func cluster(_ values: inout ConfigValues) throws -> Cluster {
+        var accelerator = try Accelerator.preset(values.string("cluster.accelerator", "h100-sxm")!)
+        if let peak = try values.optionalDouble("cluster.peak_tflops") { accelerator.peakFLOPs = peak * 1e12 }
+        if let memory = try values.optionalDouble("cluster.memory_gb") { accelerator.memoryBytes = memory * 1e9 }
+        if let bandwidth = try values.optionalDouble("cluster.memory_bandwidth_gbs") { accelerator.memoryBandwidth = bandwidth * 1e9 }
+        let perNode = try values.int("cluster.gpus_per_node", 8)
+        let gpus = try values.optionalInt("cluster.gpus")
+        let nodes = try values.optionalInt("cluster.nodes")
+        if gpus != nil && nodes != nil { throw KeelError("plan: give cluster.gpus or cluster.nodes, not both") }
+        if let gpus, perNode > 0, gpus % perNode != 0 && gpus > perNode {
+            throw KeelError("plan: cluster.gpus (\(gpus)) must be a multiple of cluster.gpus_per_node (\(perNode)), or fewer")
+        }
+        let perNodeUsed = gpus.map { min($0, perNode) } ?? perNode
+        let nodeCount = nodes ?? gpus.map { max(1, $0 / max(perNode, 1)) } ?? 1
+        var intra = try Link.preset(values.string("cluster.intra_node", "nvlink4")!)
+        var inter = try Link.preset(values.string("cluster.inter_node", "ib-ndr")!)
+        if let bandwidth = try values.optionalDouble("cluster.intra_node_gbs") { intra.bandwidth = bandwidth * 1e9 }
+        if let bandwidth = try values.optionalDouble("cluster.inter_node_gbs") { inter.bandwidth = bandwidth * 1e9 }
+        if let latency = try values.optionalDouble("cluster.intra_node_latency_us") { intra.latency = latency * 1e-6 }
+        if let latency = try values.optionalDouble("cluster.inter_node_latency_us") { inter.latency = latency * 1e-6 }
+        return Cluster(accelerator: accelerator, devicesPerNode: perNodeUsed, nodes: nodeCount, intraNode: intra, interNode: inter)
+    }
+
+    private static func assumptions(_ values: inout ConfigValues) throws -> PlanAssumptions {
+        let attentionName = try values.string("assumptions.attention", "flash")!
+        guard let attention = AttentionKind(rawValue: attentionName) else {
+            throw KeelError("plan: assumptions.attention must be flash or materialized (got '\(attentionName)')")
+        }
+        return PlanAssumptions(
+            efficiency: try values.double("assumptions.efficiency", PlanAssumptions.calibratedEfficiency),
+            attention: attention, gradientBytes: Double(try values.int("assumptions.gradient_bytes", 4)),
+            overlapDataParallel: try values.bool("assumptions.overlap", true),
+            memoryHeadroom: try values.double("assumptions.memory_headroom", 0.1))
+    }
+
+    private static func choices(_ values: inout ConfigValues) throws -> LayoutChoices {
+        var choices = LayoutChoices()
+        choices.tensor = try values.optionalInt("layout.tp")
+        choices.pipeline = try values.optionalInt("layout.pp")
+        choices.data = try values.optionalInt("layout.dp")
+        for (key, value) in [("layout.tp", choices.tensor), ("layout.pp", choices.pipeline), ("layout.dp", choices.data)] {
+            if let value, value < 1 { throw KeelError("plan: \(key) must be at least 1 (got \(value))") }
+        }
+        let schedules = try values.strings("layout.schedules")
+        if !schedules.isEmpty {
+            choices.schedules = try schedules.map { name in
+                guard let schedule = PipelineSchedule(rawValue: name) else {
+                    throw KeelError("plan: unknown schedule '\(name)' in layout.schedules (gpipe, 1f1b, interleaved, zb-h1)")
+                }
+                return schedule
+            }
+        }
+        if let zero = try values.optionalInt("layout.zero") {
+            guard (0...3).contains(zero) else { throw KeelError("plan: layout.zero must be 0, 1, 2 or 3 (got \(zero))") }
+            choices.zeroStages = [zero]
+        }
+        choices.microBatchSize = try values.optionalInt("layout.micro_batch_size")
+        choices.maxMicroBatchSize = try values.int("layout.max_micro_batch_size", choices.maxMicroBatchSize)
+        choices.maxVirtualStages = try values.int("layout.max_virtual_stages", choices.maxVirtualStages)
+        if let size = choices.microBatchSize, size < 1 { throw KeelError("plan: layout.micro_batch_size must be at least 1") }
+        guard choices.maxMicroBatchSize >= 1 else { throw KeelError("plan: layout.max_micro_batch_size must be at least 1") }
+        if let parallel = try values.optionalBool("layout.sequence_parallel") { choices.sequenceParallel = [parallel] }
+        let recompute = try values.strings("layout.recompute")
+        if !recompute.isEmpty {
+            choices.recompute = try recompute.map { name in
+                guard let choice = RecomputeChoice(rawValue: name) else {
+                    throw KeelError("plan: layout.recompute takes none, as-needed or full (got '\(name)')")
+                }
+                return choice
+            }
+        }
+        choices.strategies = try values.strings("layout.strategies")
+        for name in choices.strategies where !LayoutChoices.strategyNames.contains(name) {
+            throw KeelError("plan: unknown strategy '\(name)' (\(LayoutChoices.strategyNames.joined(separator: ", ")))")
+        }
+        return choices
+    }
+}

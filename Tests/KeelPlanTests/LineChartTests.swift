@@ -1,0 +1,31 @@
+import KeelPlot
+import XCTest
+
+final class LineChartTests: XCTestCase {
+    func testTicksAreRoundAndCoverTheRange() {
+        XCTAssertEqual(LineChart.niceTicks(0, 47), [0, 10, 20, 30, 40, 50])
+        XCTAssertEqual(LineChart.niceTicks(2.13, 2.71), [2.0, 2.2, 2.4, 2.6, 2.8], accuracy: 1e-9)
+        XCTAssertEqual(LineChart.label(16384), "16384")
+        XCTAssertEqual(LineChart.label(2_500_000), "2.5M")
+        XCTAssertEqual(LineChart.label(0.0125), "0.0125")
+    }
+
+    func testSVGHasOneLinePerSeriesAndEscapesNames() {
+        let chart = LineChart(title: "loss <a&b>", xLabel: "step", yLabel: "loss", series: [
+            .init(name: "run \"a\"", points: [(0, 3), (1, 2.5), (2, 2.1)]),
+            .init(name: "b", points: [(0, 3.1), (2, .nan), (3, 2.0)], dashed: true),
+        ])
+        let svg = chart.svg()
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 2)
+        XCTAssertTrue(svg.contains("loss &lt;a&amp;b&gt;"))
+        XCTAssertTrue(svg.contains("run &quot;a&quot;"))
+        XCTAssertFalse(svg.contains("nan"), "non-finite points are left out")
+        XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, 5)
+        XCTAssertTrue(LineChart(title: "t", xLabel: "x", yLabel: "y", series: []).svg().contains("no data"))
+    }
+}
+
+private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, "\(a) vs \(b)", file: file, line: line)
+    for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, "\(a) vs \(b)", file: file, line: line) }
+}

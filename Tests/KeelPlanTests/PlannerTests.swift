@@ -1,0 +1,116 @@
+@testable import KeelPlan
+import KeelModel
+import XCTest
+
+final class PlannerTests: XCTestCase {
+    private func cluster(_ gpus: Int, _ accelerator: String = "h100-sxm") throws -> Cluster {
+        Cluster(accelerator: try Accelerator.preset(accelerator), devicesPerNode: min(8, gpus), nodes: max(1, gpus / 8),
+                intraNode: try Link.preset("nvlink4"), interNode: try Link.preset("ib-ndr"))
+    }
+
+    /// Ring collectives by hand: 4 devices, 1 GB, 100 GB/s, 10 µs per step.
+    func testRingCollectiveTimes() {
+        let link = Link(name: "x", bandwidth: 100e9, latency: 10e-6)
+        XCTAssertEqual(CollectiveCost.reduceScatter(bytes: 1e9, devices: 4, link: link), 0.75 * 0.01 + 3e-5, accuracy: 1e-12)
+        XCTAssertEqual(CollectiveCost.allReduce(bytes: 1e9, devices: 4, link: link), 1.5 * 0.01 + 6e-5, accuracy: 1e-12)
+        XCTAssertEqual(CollectiveCost.allReduce(bytes: 1e9, devices: 1, link: link), 0)
+    }
+
+    /// Skipping layouts whose lower bound cannot rank changes nothing: the same top layouts, in the same order,
+    /// with the same times, as estimating every layout in full.
+    func testPruningKeepsTheExhaustiveRanking() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 4096, globalBatch: 256)
+        let cluster = try cluster(64)
+        let pruned = try Planner.plan(workload, cluster: cluster, top: 10)
+        let exhaustive = try Planner.plan(workload, cluster: cluster, top: .max)
+        XCTAssertEqual(pruned.fitting, exhaustive.fitting)
+        XCTAssertEqual(exhaustive.ranked.count, exhaustive.fitting, "top .max estimates every fitting layout")
+        XCTAssertLessThan(pruned.ranked.count, exhaustive.ranked.count, "the bound must skip some layouts")
+        XCTAssertEqual(pruned.ranked.prefix(10).map(\.layout), exhaustive.ranked.prefix(10).map(\.layout))
+        XCTAssertEqual(pruned.bestPerStrategy.map(\.layout), exhaustive.bestPerStrategy.map(\.layout))
+        XCTAssertTrue(pruned.ranked.allSatisfy(\.fits))
+        XCTAssertEqual(pruned.ranked.map(\.time.step), pruned.ranked.map(\.time.step).sorted())
+    }
+
+    /// ZeRO-1 shards the optimizer state, ZeRO-2 the gradients too, ZeRO-3 the parameters too, each by dp.
+    func testZeroStagesShardTheirState() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 4096, globalBatch: 64)
+        let cluster = try cluster(8)
+        let memory = try (0...3).map { zero in
+            try LayoutEstimate(ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: zero),
+                               workload: workload, cluster: cluster, assumptions: PlanAssumptions()).memory
+        }
+        let parameters = ModelCost(workload.model).parameters
+        XCTAssertEqual(memory[0].parameters, 2 * parameters)
+        XCTAssertEqual(memory[0].gradients, 4 * parameters)
+        XCTAssertEqual(memory[0].optimizerState, 12 * parameters)
+        XCTAssertEqual(memory[1].optimizerState, 12 * parameters / 8)
+        XCTAssertEqual(memory[1].gradients, 4 * parameters)
+        XCTAssertEqual(memory[2].gradients, 4 * parameters / 8)
+        XCTAssertEqual(memory[2].parameters, 2 * parameters)
+        XCTAssertEqual(memory[3].parameters, 2 * parameters / 8)
+        XCTAssertEqual(Set(memory.map(\.activations)).count, 1, "sharding state leaves activations alone")
+    }
+
+    /// Recomputing "as needed" picks the fewest blocks that fit: one fewer would not fit.
+    func testAsNeededRecomputationIsTheLeastThatFits() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-70b"), sequenceLength: 8192, globalBatch: 512)
+        let cluster = try cluster(256)
+        let plan = try Planner.plan(workload, cluster: cluster, choices: LayoutChoices(recompute: [.asNeeded]), top: 40)
+        let recomputing = plan.ranked.filter { $0.layout.recomputedLayers > 0 }
+        XCTAssertFalse(recomputing.isEmpty)
+        for estimate in recomputing {
+            var fewer = estimate.layout
+            fewer.recomputedLayers -= 1
+            let other = try LayoutEstimate(fewer, workload: workload, cluster: cluster, assumptions: PlanAssumptions())
+            XCTAssertFalse(other.fits, "\(estimate.layout.name) recomputes more than it needs")
+            XCTAssertGreaterThan(estimate.time.step, other.time.step, "recomputation costs time")
+        }
+    }
+
+    func testNothingFitsListsTheSmallestFirst() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-405b"), sequenceLength: 8192, globalBatch: 16)
+        let plan = try Planner.plan(workload, cluster: try cluster(8))
+        XCTAssertTrue(plan.ranked.isEmpty)
+        XCTAssertEqual(plan.fitting, 0)
+        XCTAssertFalse(plan.tooLarge.isEmpty)
+        XCTAssertEqual(plan.tooLarge.map(\.memory.total), plan.tooLarge.map(\.memory.total).sorted())
+        XCTAssertGreaterThan(plan.tooLarge[0].memory.total, plan.tooLarge[0].memoryLimit)
+    }
+
+    func testBadInputIsNamed() throws {
+        var model = try ModelPresets.named("llama3-8b")
+        model.kvHeads = 5
+        XCTAssertThrowsError(try Planner.plan(Workload(model: model, sequenceLength: 4096, globalBatch: 8), cluster: try cluster(8))) {
+            XCTAssertTrue("\($0)".contains("key/value heads"), "\($0)")
+        }
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 4096, globalBatch: 7)
+        XCTAssertThrowsError(try Planner.plan(workload, cluster: try cluster(8), choices: LayoutChoices(tensor: 1, pipeline: 1))) {
+            XCTAssertTrue("\($0)".contains("no layout of 8 devices"), "\($0)")
+        }
+        var broken = try cluster(8)
+        broken.interNode.bandwidth = 0
+        XCTAssertThrowsError(try Planner.plan(workload, cluster: broken)) { XCTAssertTrue("\($0)".contains("bandwidth"), "\($0)") }
+        XCTAssertThrowsError(try Planner.plan(workload, cluster: try cluster(8), assumptions: PlanAssumptions(efficiency: 1.5)))
+        XCTAssertThrowsError(try Accelerator.preset("tpu")) { XCTAssertTrue("\($0)".contains("a100-80gb"), "\($0)") }
+    }
+
+    /// The crossover docs/planner.md reports: Llama 3 405B at 16M tokens per step on H100s with RoCE, FSDP with
+    /// tensor parallelism is ahead at 2,048 devices and pipeline parallelism (with tensor parallelism) at
+    /// 16,384, where FSDP's per-micro-batch gathers no longer hide behind one sequence's compute.
+    func testDocumentedCrossover() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-405b"), sequenceLength: 8192, globalBatch: 2048)
+        var roce = try cluster(8)
+        roce.interNode = try Link.preset("roce-400")
+        let points = try StrategySweep.run(workload, cluster: roce, devices: [2048, 16_384], assumptions: PlanAssumptions(),
+                                           choices: LayoutChoices(strategies: ["pp+tp", "fsdp+tp"]))
+        func mfu(_ point: StrategySweep.Point, _ strategy: String) -> Double {
+            point.best.first { $0.layout.strategy == strategy }!.mfu
+        }
+        XCTAssertGreaterThan(mfu(points[0], "fsdp+tp"), mfu(points[0], "pp+tp"))
+        XCTAssertGreaterThan(mfu(points[1], "pp+tp"), mfu(points[1], "fsdp+tp"))
+        let fsdp = points[1].best.first { $0.layout.strategy == "fsdp+tp" }!
+        let pipeline = points[1].best.first { $0.layout.strategy == "pp+tp" }!
+        XCTAssertGreaterThan(fsdp.traffic.interNode, 2 * pipeline.traffic.interNode)
+    }
+}
