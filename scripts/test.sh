@@ -14,6 +14,7 @@ swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
 bash Tests/CLI/dedup_tests.sh .build/debug/keel
+bash Tests/CLI/plan_tests.sh .build/debug/keel
 bash Tests/CLI/mpi_tests.sh .build/debug/keel
 bash Tests/CLI/pipeline_tests.sh .build/debug/keel
 bash Tests/CLI/tensor_tests.sh .build/debug/keel

@@ -4,20 +4,24 @@ enum CollectiveCost {
     /// All-reduce of a `bytes` buffer over `n` devices: a reduce-scatter then an all-gather,
     /// 2(n − 1)/n · bytes / bandwidth + 2(n − 1) · latency.
     static func allReduce(bytes: Double, devices n: Int, link: Link) -> Double {
-        2 * reduceScatter(bytes: bytes, devices: n, link: link)
+        ring(bytes, devices: n, passes: 2, bandwidth: link.bandwidth, latency: link.latency)
     }
 
     /// Reduce-scatter of a `bytes` buffer (each device ends with 1/n of it summed): (n − 1)/n · bytes /
-    /// bandwidth + (n − 1) · latency. An all-gather that ends with `bytes` on each device costs the same.
+    /// bandwidth + (n − 1) · latency.
     static func reduceScatter(bytes: Double, devices n: Int, link: Link) -> Double {
-        guard n > 1 else { return 0 }
-        let steps = Double(n - 1)
-        return steps / Double(n) * bytes / link.bandwidth + steps * link.latency
+        ring(bytes, devices: n, passes: 1, bandwidth: link.reduceScatterBandwidth ?? link.bandwidth, latency: link.latency)
     }
 
-    /// All-gather ending with `bytes` on every device.
+    /// All-gather ending with `bytes` on every device: as a reduce-scatter, at the all-gather's rate.
     static func allGather(bytes: Double, devices n: Int, link: Link) -> Double {
-        reduceScatter(bytes: bytes, devices: n, link: link)
+        ring(bytes, devices: n, passes: 1, bandwidth: link.allGatherBandwidth ?? link.bandwidth, latency: link.latency)
+    }
+
+    private static func ring(_ bytes: Double, devices n: Int, passes: Double, bandwidth: Double, latency: Double) -> Double {
+        guard n > 1 else { return 0 }
+        let steps = Double(n - 1)
+        return passes * (steps / Double(n) * bytes / bandwidth + steps * latency)
     }
 
     /// One message of `bytes` between two devices.

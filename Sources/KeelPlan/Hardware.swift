@@ -45,11 +45,18 @@ public struct Link: Sendable, Equatable, Codable {
     public var bandwidth: Double
     /// Seconds per message or per step of a ring.
     public var latency: Double
+    /// Where a collective library's reduce-scatter or all-gather reaches another rate than its all-reduce
+    /// (measured by `keel collectives --link`; NCCL's rings reach the same): their per-device send rates.
+    public var reduceScatterBandwidth: Double?
+    public var allGatherBandwidth: Double?
 
-    public init(name: String, bandwidth: Double, latency: Double) {
+    public init(name: String, bandwidth: Double, latency: Double, reduceScatterBandwidth: Double? = nil,
+                allGatherBandwidth: Double? = nil) {
         self.name = name
         self.bandwidth = bandwidth
         self.latency = latency
+        self.reduceScatterBandwidth = reduceScatterBandwidth
+        self.allGatherBandwidth = allGatherBandwidth
     }
 
     /// Per-GPU figures: NVLink 3/4/5 through NVSwitch (A100, H100, B200: 600, 900, 1800 GB/s both directions
@@ -111,7 +118,9 @@ public struct Cluster: Sendable, Equatable, Codable {
         try require(a.memoryBytes > 0 && a.memoryBytes.isFinite, "the accelerator's memory must be positive")
         try require(a.memoryBandwidth > 0 && a.memoryBandwidth.isFinite, "the accelerator's memory bandwidth must be positive")
         for link in [intraNode, interNode] {
-            try require(link.bandwidth > 0 && link.bandwidth.isFinite, "link \(link.name): bandwidth must be positive")
+            for rate in [link.bandwidth, link.reduceScatterBandwidth ?? 1, link.allGatherBandwidth ?? 1] {
+                try require(rate > 0 && rate.isFinite, "link \(link.name): bandwidth must be positive")
+            }
             try require(link.latency >= 0 && link.latency.isFinite, "link \(link.name): latency must be non-negative")
         }
     }

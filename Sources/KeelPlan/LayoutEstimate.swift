@@ -2,11 +2,12 @@ import KeelParallel
 
 /// Memory on the busiest device, bytes.
 public struct MemoryBreakdown: Sendable, Equatable {
-    /// 16-bit weights (a 1/dp share under FSDP).
+    /// Weights as computed on, 16-bit or fp32 (a 1/dp share under FSDP).
     public var parameters: Double
     /// Gradient buffer (a 1/dp share from ZeRO-2).
     public var gradients: Double
-    /// fp32 master weights and Adam's two moments, 12 bytes per parameter (a 1/dp share from ZeRO-1).
+    /// Adam's two moments and, in mixed precision, fp32 master weights: 8 or 12 bytes per parameter (a 1/dp
+    /// share from ZeRO-1).
     public var optimizerState: Double
     /// Activations held for the backward passes of the micro-batches in flight, and the head's logits.
     public var activations: Double
@@ -139,12 +140,13 @@ struct LayoutModel {
         stageLayers = layout.stageLayers(of: config.layers)
         chunkLayers = layout.chunkLayers(of: config.layers)
         let accelerator = cluster.accelerator
-        layerBytes = tokens * cost.activationBytesPerLayer(
+        // ModelCost counts 16-bit activations; fp32 ones take twice the bytes.
+        layerBytes = tokens * assumptions.elementBytes / 2 * cost.activationBytesPerLayer(
             sequence: workload.sequenceLength, tensor: layout.tensor, sequenceParallel: layout.sequenceParallel,
             attention: assumptions.attention)
         let layerFLOPs = cost.layerForwardFLOPs(sequence: workload.sequenceLength) * tokens / t
         forwardLayer = layerFLOPs / (assumptions.efficiency * accelerator.peakFLOPs) + layerBytes / accelerator.memoryBandwidth
-        allReduce = CollectiveCost.allReduce(bytes: tokens * Double(config.width) * 2, devices: layout.tensor,
+        allReduce = CollectiveCost.allReduce(bytes: tokens * Double(config.width) * assumptions.elementBytes, devices: layout.tensor,
                                              link: cluster.link(groupSize: layout.tensor, stride: 1))
         // The busiest rank's blocks plus the embedding (first stage) or the head (last stage; a tied head is a
         // copy of the token table once the stages differ).
@@ -176,21 +178,22 @@ struct LayoutModel {
         let t = Double(layout.tensor), dp = Double(layout.data), g = assumptions.gradientBytes
         let inFlight = try Double(peakInFlight ?? self.peakInFlight())
         let recomputed = Double(layout.recomputedLayers)
-        let inputBytes = tokens * cost.recomputedActivationBytesPerLayer(tensor: layout.tensor,
+        let e = assumptions.elementBytes
+        let inputBytes = tokens * e / 2 * cost.recomputedActivationBytesPerLayer(tensor: layout.tensor,
                                                                         sequenceParallel: layout.sequenceParallel)
         let perChunk = (Double(chunkLayers) - recomputed) * layerBytes + recomputed * inputBytes
         let activations = inFlight * perChunk + (recomputed > 0 ? layerBytes : 0)
             + tokens * cost.headActivationBytes(tensor: layout.tensor)
-        var buffers = layout.pipeline > 1 ? 4 * tokens * Double(config.width) * 2 / t : 0
+        var buffers = layout.pipeline > 1 ? 4 * tokens * Double(config.width) * e / t : 0
         if layout.zeroStage == 3 {
-            buffers += (2 * 2 + g) * cost.parametersPerLayer / t   // two layers gathered, one layer's gradient
+            buffers += (2 * e + g) * cost.parametersPerLayer / t   // two layers gathered, one layer's gradient
         } else if layout.data > 1 {
             buffers += min(localParameters, 2 * 40e6) * g          // two gradient buckets of 40M elements
         }
         return MemoryBreakdown(
-            parameters: 2 * localParameters / (layout.zeroStage == 3 ? dp : 1),
+            parameters: e * localParameters / (layout.zeroStage == 3 ? dp : 1),
             gradients: g * localParameters / (layout.zeroStage >= 2 ? dp : 1),
-            optimizerState: 12 * localParameters / (layout.zeroStage >= 1 ? dp : 1),
+            optimizerState: assumptions.optimizerBytes * localParameters / (layout.zeroStage >= 1 ? dp : 1),
             activations: activations, buffers: buffers)
     }
 
@@ -198,7 +201,8 @@ struct LayoutModel {
         let t = layout.tensor, p = layout.pipeline, dp = layout.data
         let m = Double(layout.microBatches), v = Double(layout.virtualStages)
         func ring(_ bytes: Double, _ n: Int) -> Double { n > 1 ? Double(n - 1) / Double(n) * bytes : 0 }
-        let rows = tokens * Double(workload.model.width) * 2
+        let e = assumptions.elementBytes
+        let rows = tokens * Double(workload.model.width) * e
         let allReducesPerChunk = Double(2 * chunkLayers + 2 * (chunkLayers + layout.recomputedLayers))
         let tensor = m * v * allReducesPerChunk * 2 * ring(rows, t)
         // Each chunk boundary sends activations forward and gradients back, per micro-batch.
@@ -207,9 +211,9 @@ struct LayoutModel {
         var data = 0.0, fsdp = 0.0
         switch layout.zeroStage {
         case 0: data = 2 * ring(local * g, dp)
-        case 1: data = ring(local * g, dp) + ring(local * 2, dp)
-        case 2: data = m * ring(local * g, dp) + ring(local * 2, dp)
-        default: fsdp = m * (2 * ring(local * 2, dp) + ring(local * g, dp))
+        case 1: data = ring(local * g, dp) + ring(local * e, dp)
+        case 2: data = m * ring(local * g, dp) + ring(local * e, dp)
+        default: fsdp = m * (2 * ring(local * e, dp) + ring(local * g, dp))
         }
         func crosses(_ size: Int, _ stride: Int) -> Bool { cluster.link(groupSize: size, stride: stride) == cluster.interNode && size > 1 }
         let interNode = (crosses(t, 1) ? tensor : 0) + (crosses(p, t * dp) ? pipeline : 0) + (crosses(dp, t) ? data + fsdp : 0)
@@ -244,7 +248,7 @@ struct LayoutModel {
             let idle = try PipelineTiming.step(layout.schedule, stages: p, virtualStages: layout.virtualStages,
                                                microBatches: layout.microBatches, costs: costs)
             var withMessages = costs
-            withMessages.transfer = CollectiveCost.message(bytes: tokens * Double(config.width) * 2 / t,
+            withMessages.transfer = CollectiveCost.message(bytes: tokens * Double(config.width) * assumptions.elementBytes / t,
                                                            link: cluster.link(groupSize: p, stride: layout.tensor * dp))
             let sent = try PipelineTiming.step(layout.schedule, stages: p, virtualStages: layout.virtualStages,
                                                microBatches: layout.microBatches, costs: withMessages)
@@ -261,7 +265,7 @@ struct LayoutModel {
         func exposed(_ seconds: Double, behind window: Double) -> Double {
             assumptions.overlapDataParallel ? max(seconds - window, seconds / pieces) : seconds
         }
-        let gather = CollectiveCost.allGather(bytes: local * 2, devices: dp, link: link)
+        let gather = CollectiveCost.allGather(bytes: local * assumptions.elementBytes, devices: dp, link: link)
         let scatter = CollectiveCost.reduceScatter(bytes: local * g, devices: dp, link: link)
         var dataParallel = 0.0, fsdp = 0.0
         switch layout.zeroStage {
@@ -275,8 +279,9 @@ struct LayoutModel {
             fsdp = m * (exposed(gather, behind: stageForward) + exposed(gather + scatter, behind: stageBackward))
         }
         let updated = layout.zeroStage >= 1 ? local / Double(dp) : local
-        // AdamW reads and writes the fp32 weights and both moments, reads the gradient, writes 16-bit weights.
-        let optimizer = updated * (24 + g + 2) / accelerator.memoryBandwidth
+        // AdamW reads and writes the fp32 weights and both moments, reads the gradient, and in mixed precision
+        // writes the 16-bit weights.
+        let optimizer = updated * (24 + g + (assumptions.precision == .bf16 ? 2 : 0)) / accelerator.memoryBandwidth
         return TimeBreakdown(compute: compute, tensorParallel: tensorParallel, pipelineBubble: bubble,
                              pipelineTransfer: transfer, dataParallel: dataParallel, fsdp: fsdp, optimizer: optimizer)
     }

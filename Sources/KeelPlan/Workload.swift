@@ -34,8 +34,18 @@ public struct Workload: Sendable, Equatable {
     }
 }
 
+/// The number formats of a training run.
+public enum PlanPrecision: String, Sendable, CaseIterable {
+    /// Mixed precision: 16-bit weights, activations and messages; fp32 master weights and Adam moments (12 bytes
+    /// per parameter).
+    case bf16
+    /// fp32 throughout (Keel on CPUs: its bf16 mode rounds only matrix operands, so it stores as fp32 does):
+    /// weights, activations and messages 4 bytes, Adam's moments 8 bytes per parameter.
+    case fp32
+}
+
 /// The modelling choices that are not the layout: how close to peak the matrix products run, how attention
-/// stores its scores, gradient precision, overlap, and the memory kept free.
+/// stores its scores, number formats, overlap, and the memory kept free.
 public struct PlanAssumptions: Sendable, Equatable {
     /// The share of peak FLOP/s that large matrix products reach: the calibration constant, fitted once
     /// against published runs (`keel plan --validate`) and used for every accelerator.
@@ -50,18 +60,26 @@ public struct PlanAssumptions: Sendable, Equatable {
     /// The share of device memory left for the allocator's fragmentation, the runtime and the collectives'
     /// own buffers.
     public var memoryHeadroom: Double
+    public var precision: PlanPrecision
+
+    /// Bytes of a weight as computed on, an activation and a message element.
+    public var elementBytes: Double { precision == .fp32 ? 4 : 2 }
+
+    /// Optimizer state per parameter: fp32 master weights (mixed precision only) and Adam's two moments.
+    public var optimizerBytes: Double { precision == .fp32 ? 8 : 12 }
 
     /// The calibration constant: the value that fits Narayanan et al.'s Table 1 and Llama 3's Table 4 best
     /// (`keel plan --validate` prints the fit).
     public static let calibratedEfficiency = 0.585
 
     public init(efficiency: Double = calibratedEfficiency, attention: AttentionKind = .flash, gradientBytes: Double = 4,
-                overlapDataParallel: Bool = true, memoryHeadroom: Double = 0.1) {
+                overlapDataParallel: Bool = true, memoryHeadroom: Double = 0.1, precision: PlanPrecision = .bf16) {
         self.efficiency = efficiency
         self.attention = attention
         self.gradientBytes = gradientBytes
         self.overlapDataParallel = overlapDataParallel
         self.memoryHeadroom = memoryHeadroom
+        self.precision = precision
     }
 
     /// Checks the figures and names the one at fault.
@@ -69,6 +87,7 @@ public struct PlanAssumptions: Sendable, Equatable {
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw KeelError("plan: \(message)") } }
         try require(efficiency > 0 && efficiency <= 1, "the efficiency must be in (0, 1] (got \(efficiency))")
         try require(gradientBytes == 2 || gradientBytes == 4, "gradients are 2 or 4 bytes (got \(gradientBytes))")
+        try require(precision == .bf16 || gradientBytes == 4, "fp32 training has 4-byte gradients (got \(gradientBytes))")
         try require(memoryHeadroom >= 0 && memoryHeadroom < 1, "the memory headroom must be in [0, 1) (got \(memoryHeadroom))")
     }
 }

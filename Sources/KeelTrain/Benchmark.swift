@@ -109,6 +109,45 @@ public enum Benchmark {
         }.max()!
     }
 
+    /// What the scale planner needs of this machine as one of `processes` devices (`keel plan --accelerator
+    /// this-cpu`): Keel's `gemm` rate on the ceiling's shapes with this process's threads (each process has
+    /// cores of its own), the memory bandwidth the threads of all the processes reach together, shared among them,
+    /// and the memory available, shared too.
+    public static func machineProfile(processes: Int = 1) -> (gemmGFLOPs: Double, memoryGBs: Double, memoryBytes: Double) {
+        let gemmRate = ceilingShapes.map { m, n, k in
+            productRate(m: m, n: n, k: k) { a, b, c in gemm(.none, .none, m: m, n: n, k: k, a, b, beta: 0, c) }
+        }.max()!
+        let sharers = max(processes, 1)
+        let pool = sharers == 1 ? ThreadPool.shared : ThreadPool(threadCount: ThreadPool.shared.threadCount * sharers)
+        return (gemmRate, memoryBandwidth(pool: pool) / Double(sharers), availableMemoryBytes() / Double(sharers))
+    }
+
+    /// GB/s of STREAM's triad (a = b + s·c, 12 bytes per element) over 64 MB arrays on `pool`'s threads: the
+    /// median of 5 passes after one untimed.
+    public static func memoryBandwidth(pool: ThreadPool = .shared) -> Double {
+        let count = 16 * 1_048_576
+        let a = FloatBuffer(count: count), b = FloatBuffer(count: count), c = FloatBuffer(count: count)
+        for i in 0..<count { b.pointer[i] = 1; c.pointer[i] = 2 }
+        var seconds: [Double] = []
+        for pass in 0..<6 {
+            let start = Date()
+            pool.parallelFor(count) { range in
+                for i in range { a.pointer[i] = b.pointer[i] + 0.5 * c.pointer[i] }
+            }
+            if pass > 0 { seconds.append(Date().timeIntervalSince(start)) }
+        }
+        return 12 * Double(count) / seconds.sorted()[seconds.count / 2] / 1e9
+    }
+
+    /// MemAvailable from /proc/meminfo, in bytes (0 where it cannot be read).
+    public static func availableMemoryBytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 0 }
+        return kilobytes * 1024
+    }
+
     /// GFLOP/s of `multiply` on m×k and k×n operands, repeated for 0.3 s after one untimed call.
     private static func productRate(
         m: Int, n: Int, k: Int,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeelCore
 import KeelKernels
 import KeelModel
 import KeelTrain
@@ -37,6 +38,12 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object per preset instead of a table.")
     var json = false
 
+    @Flag(help: "Only measure this machine as keel plan's 'this-cpu' device: Keel's gemm rate with this process's threads, and the memory bandwidth and memory available per process (--processes).")
+    var machine = false
+
+    @Option(help: "With --machine: processes (devices) sharing this machine's memory and its bandwidth.")
+    var processes = 1
+
     func validate() throws {
         if precision == .bfloat16, BFloat16Engine.selected == nil {
             throw ValidationError("--precision bf16 needs a CPU with AMX or AVX512-BF16, and this one has neither")
@@ -49,6 +56,22 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if machine {
+            guard processes >= 1 else { throw ValidationError("--processes must be at least 1") }
+            let profile = Benchmark.machineProfile(processes: processes)
+            let threads = ThreadPool.shared.threadCount
+            if json {
+                print("{\"threads\": \(threads), \"processes\": \(processes), \"gemm_gflops\": \(profile.gemmGFLOPs), "
+                    + "\"memory_gbs\": \(profile.memoryGBs), \"memory_bytes\": \(profile.memoryBytes)}")
+            } else {
+                print(String(format: "this-cpu, one of %d process%@ with %d thread%@: gemm %.1f GFLOP/s, memory bandwidth %.1f GB/s "
+                             + "(STREAM triad), %.1f GB of memory available", processes, processes == 1 ? "" : "es", threads,
+                             threads == 1 ? "" : "s", profile.gemmGFLOPs, profile.memoryGBs, profile.memoryBytes / 1e9))
+                print(String(format: "for keel plan: --accelerator this-cpu --set cluster.peak_tflops=%.4f --set cluster.memory_bandwidth_gbs=%.2f "
+                             + "--set cluster.memory_gb=%.2f", profile.gemmGFLOPs / 1e3, profile.memoryGBs, profile.memoryBytes / 1e9))
+            }
+            return
+        }
         let presets = preset.contains("all") ? BenchmarkPreset.all : BenchmarkPreset.all.filter { preset.contains($0.name) }
         let measured = Benchmark.sgemmCeiling()
         let ceiling = measured.ceiling

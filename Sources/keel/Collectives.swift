@@ -23,6 +23,9 @@ struct Collectives: ParsableCommand {
     @Option(help: "Seconds an operation may wait for the other ranks.")
     var timeout = 60.0
 
+    @Flag(help: "Also fit keel plan's ring model (all-reduce = 2(n−1)/n · bytes / bandwidth + 2(n−1) · latency) to all-reduces of 4 KB and 64 MB, take reduce-scatter's and all-gather's rates at 64 MB, and print them as keel plan's link settings.")
+    var link = false
+
     func run() throws {
         let placement = try DistributedRun.launchedPlacement(example: "keel launch --nproc 2 -- collectives")
         let megabytes = try sizes.split(separator: ",").map { text -> Double in
@@ -41,6 +44,31 @@ struct Collectives: ParsableCommand {
                     let name = timing.operation.padding(toLength: 15, withPad: " ", startingAt: 0)
                     print(name + String(format: " %8.1f MB  %9.3f ms  algbw %6.2f GB/s  busbw %6.2f GB/s", size, timing.seconds * 1000,
                                         timing.algorithmBandwidth / 1e9, timing.busBandwidth / 1e9))
+                }
+            }
+            if link, world.size > 1 {
+                func seconds(_ elements: Int) throws -> [String: Double] {
+                    let timings = try CollectiveCheck.measure(world, elements: elements, iterations: max(iterations, 20))
+                    return Dictionary(uniqueKeysWithValues: timings.map { ($0.operation, $0.seconds) })
+                }
+                let smallBytes = 4096.0, largeBytes = 64.0 * 1_048_576
+                let small = try seconds(Int(smallBytes) / 4), large = try seconds(Int(largeBytes) / 4)
+                // The all-reduce at two sizes gives the two unknowns of t = 2(n−1)/n · bytes / bandwidth + 2(n−1) · latency;
+                // the large reduce-scatter and all-gather then give their own rates with that latency.
+                let n = Double(world.size), share = (n - 1) / n
+                let bandwidth = 2 * share * (largeBytes - smallBytes) / max(large["all-reduce"]! - small["all-reduce"]!, 1e-12)
+                let latency = max(0, (small["all-reduce"]! - 2 * share * smallBytes / bandwidth) / (2 * (n - 1)))
+                func rate(_ operation: String) -> Double {
+                    share * largeBytes / max(large[operation]! - (n - 1) * latency, 1e-12)
+                }
+                if world.rank == 0 {
+                    print(String(format: "link: all-reduce of 4 KB %.1f µs, of 64 MB %.2f ms → %.2f GB/s, %.2f µs per ring step; "
+                                 + "reduce-scatter %.2f GB/s, all-gather %.2f GB/s", small["all-reduce"]! * 1e6,
+                                 large["all-reduce"]! * 1e3, bandwidth / 1e9, latency * 1e6, rate("reduce-scatter") / 1e9,
+                                 rate("all-gather") / 1e9))
+                    print(String(format: "for keel plan: --set cluster.intra_node_gbs=%.3f --set cluster.intra_node_latency_us=%.3f "
+                                 + "--set cluster.intra_node_reduce_scatter_gbs=%.3f --set cluster.intra_node_all_gather_gbs=%.3f",
+                                 bandwidth / 1e9, latency * 1e6, rate("reduce-scatter") / 1e9, rate("all-gather") / 1e9))
                 }
             }
         }

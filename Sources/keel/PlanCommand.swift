@@ -134,7 +134,8 @@ struct PlanCommand: ParsableCommand {
                 }, dashed: name.hasPrefix("fsdp"))
             }
             let chart = LineChart(
-                title: "\(input.modelName), \(input.workload.globalBatch) × \(input.workload.sequenceLength) tokens per step, \(input.cluster.accelerator.name)",
+                title: "\(input.modelName), \(input.workload.globalBatch) × \(input.workload.sequenceLength) tokens per step, "
+                    + "\(input.cluster.accelerator.name), \(input.cluster.interNode.name) between nodes",
                 xLabel: "devices", yLabel: "MFU of the best layout (%)", series: series, logarithmicX: true, yRange: 0...60)
             try AtomicFile.write(Data(chart.svg().utf8), to: URL(fileURLWithPath: plot))
             if !json { print("wrote \(plot)") }

@@ -26,8 +26,9 @@ struct PlanInput {
         }
         let sequences = batch ?? batchTokens.map { ($0 + sequence - 1) / max(sequence, 1) } ?? 512
         workload = Workload(model: model, sequenceLength: sequence, globalBatch: sequences)
+        let thisMachine = try PlanInput.measuresThisMachine(&values)
         cluster = try PlanInput.cluster(&values)
-        assumptions = try PlanInput.assumptions(&values)
+        assumptions = try PlanInput.assumptions(&values, thisMachine: thisMachine)
         choices = try PlanInput.choices(&values)
         try values.rejectUnknownKeys()
         try workload.validate()
@@ -68,39 +69,76 @@ struct PlanInput {
         return config
     }
 
+    /// Whether the device is this machine, measured (`cluster.accelerator = "this-cpu"`).
+    private static func measuresThisMachine(_ values: inout ConfigValues) throws -> Bool {
+        try values.string("cluster.accelerator", nil) == "this-cpu"
+    }
+
     private static func cluster(_ values: inout ConfigValues) throws -> Cluster {
-        var accelerator = try Accelerator.preset(values.string("cluster.accelerator", "h100-sxm")!)
-        if let peak = try values.optionalDouble("cluster.peak_tflops") { accelerator.peakFLOPs = peak * 1e12 }
-        if let memory = try values.optionalDouble("cluster.memory_gb") { accelerator.memoryBytes = memory * 1e9 }
-        if let bandwidth = try values.optionalDouble("cluster.memory_bandwidth_gbs") { accelerator.memoryBandwidth = bandwidth * 1e9 }
-        let perNode = try values.int("cluster.gpus_per_node", 8)
+        let name = try values.string("cluster.accelerator", "h100-sxm")!
+        let thisMachine = name == "this-cpu"
+        let perNode = try values.int("cluster.gpus_per_node", thisMachine ? 1 : 8)
         let gpus = try values.optionalInt("cluster.gpus")
         let nodes = try values.optionalInt("cluster.nodes")
         if gpus != nil && nodes != nil { throw KeelError("plan: give cluster.gpus or cluster.nodes, not both") }
-        if let gpus, perNode > 0, gpus % perNode != 0 && gpus > perNode {
+        guard perNode >= 1 else { throw KeelError("plan: cluster.gpus_per_node must be at least 1 (got \(perNode))") }
+        if let gpus, gpus > perNode, gpus % perNode != 0 {
             throw KeelError("plan: cluster.gpus (\(gpus)) must be a multiple of cluster.gpus_per_node (\(perNode)), or fewer")
         }
         let perNodeUsed = gpus.map { min($0, perNode) } ?? perNode
-        let nodeCount = nodes ?? gpus.map { max(1, $0 / max(perNode, 1)) } ?? 1
+        let nodeCount = nodes ?? gpus.map { max(1, $0 / perNode) } ?? 1
+
+        let peak = try values.optionalDouble("cluster.peak_tflops"), memory = try values.optionalDouble("cluster.memory_gb")
+        let bandwidth = try values.optionalDouble("cluster.memory_bandwidth_gbs")
+        var accelerator: Accelerator
+        if thisMachine {
+            // Each process is one device: Keel's gemm on its threads, its share of the memory and of the
+            // bandwidth all processes' threads reach (`keel bench --machine`), unless given.
+            let threads = ThreadPool.shared.threadCount
+            let profile = peak != nil && memory != nil && bandwidth != nil ? (0, 0, 0)
+                : Benchmark.machineProfile(processes: perNodeUsed)
+            accelerator = Accelerator(name: "this-cpu (\(threads) thread\(threads == 1 ? "" : "s") per process)",
+                                      peakFLOPs: profile.0 * 1e9, memoryBytes: profile.2, memoryBandwidth: profile.1 * 1e9)
+        } else {
+            accelerator = try Accelerator.preset(name)
+        }
+        if let peak { accelerator.peakFLOPs = peak * 1e12 }
+        if let memory { accelerator.memoryBytes = memory * 1e9 }
+        if let bandwidth { accelerator.memoryBandwidth = bandwidth * 1e9 }
+
         var intra = try Link.preset(values.string("cluster.intra_node", "nvlink4")!)
         var inter = try Link.preset(values.string("cluster.inter_node", "ib-ndr")!)
-        if let bandwidth = try values.optionalDouble("cluster.intra_node_gbs") { intra.bandwidth = bandwidth * 1e9 }
+        let intraBandwidth = try values.optionalDouble("cluster.intra_node_gbs")
+        if thisMachine && perNodeUsed > 1 && intraBandwidth == nil {
+            throw KeelError("plan: with this-cpu, measure the link between processes first: `keel launch --nproc 2 -- collectives --link` "
+                + "prints the --set cluster.intra_node_gbs=… --set cluster.intra_node_latency_us=… to add")
+        }
+        if let intraBandwidth { intra.bandwidth = intraBandwidth * 1e9 }
         if let bandwidth = try values.optionalDouble("cluster.inter_node_gbs") { inter.bandwidth = bandwidth * 1e9 }
         if let latency = try values.optionalDouble("cluster.intra_node_latency_us") { intra.latency = latency * 1e-6 }
+        if let rate = try values.optionalDouble("cluster.intra_node_reduce_scatter_gbs") { intra.reduceScatterBandwidth = rate * 1e9 }
+        if let rate = try values.optionalDouble("cluster.intra_node_all_gather_gbs") { intra.allGatherBandwidth = rate * 1e9 }
         if let latency = try values.optionalDouble("cluster.inter_node_latency_us") { inter.latency = latency * 1e-6 }
+        if thisMachine { intra.name = "measured" }
         return Cluster(accelerator: accelerator, devicesPerNode: perNodeUsed, nodes: nodeCount, intraNode: intra, interNode: inter)
     }
 
-    private static func assumptions(_ values: inout ConfigValues) throws -> PlanAssumptions {
+    private static func assumptions(_ values: inout ConfigValues, thisMachine: Bool) throws -> PlanAssumptions {
         let attentionName = try values.string("assumptions.attention", "flash")!
         guard let attention = AttentionKind(rawValue: attentionName) else {
             throw KeelError("plan: assumptions.attention must be flash or materialized (got '\(attentionName)')")
         }
+        let precisionName = try values.string("assumptions.precision", thisMachine ? "fp32" : "bf16")!
+        guard let precision = PlanPrecision(rawValue: precisionName) else {
+            throw KeelError("plan: assumptions.precision must be bf16 or fp32 (got '\(precisionName)')")
+        }
+        // On this machine the measured gemm rate is the achievable one: no share of a datasheet peak to calibrate.
+        // And MPI moves shared memory with the same cores that compute, so its time does not hide behind compute.
         return PlanAssumptions(
-            efficiency: try values.double("assumptions.efficiency", PlanAssumptions.calibratedEfficiency),
+            efficiency: try values.double("assumptions.efficiency", thisMachine ? 1 : PlanAssumptions.calibratedEfficiency),
             attention: attention, gradientBytes: Double(try values.int("assumptions.gradient_bytes", 4)),
-            overlapDataParallel: try values.bool("assumptions.overlap", true),
-            memoryHeadroom: try values.double("assumptions.memory_headroom", 0.1))
+            overlapDataParallel: try values.bool("assumptions.overlap", !thisMachine),
+            memoryHeadroom: try values.double("assumptions.memory_headroom", 0.1), precision: precision)
     }
 
     private static func choices(_ values: inout ConfigValues) throws -> LayoutChoices {
