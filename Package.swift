@@ -53,9 +53,11 @@ let package = Package(
             name: "KeelTrain",
             dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelData", "KeelCheckpoint", "KeelComm", "KeelParallel", "KeelInference", "TOMLKit"],
             swiftSettings: native),
+        // Run reports: a run directory's metrics, config and hardware as one HTML page of charts.
+        .target(name: "KeelReport", dependencies: ["KeelCore", "KeelPlot", "KeelTrain"], swiftSettings: native),
         .executableTarget(
             name: "keel",
-            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", "KeelPlan", "KeelPlot", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", "KeelPlan", "KeelPlot", "KeelReport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),
@@ -65,6 +67,7 @@ let package = Package(
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
         .testTarget(name: "KeelInferenceTests", dependencies: ["KeelInference", "KeelModel", "KeelKernels", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelPlanTests", dependencies: ["KeelPlan", "KeelPlot", "KeelParallel", "KeelModel"], swiftSettings: native),
+        .testTarget(name: "KeelReportTests", dependencies: ["KeelReport", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "CZlib"], swiftSettings: native),
     ]
 )

@@ -15,6 +15,7 @@ swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel
 bash Tests/CLI/dedup_tests.sh .build/debug/keel
 bash Tests/CLI/plan_tests.sh .build/debug/keel
+bash Tests/CLI/report_tests.sh .build/debug/keel
 bash Tests/CLI/mpi_tests.sh .build/debug/keel
 bash Tests/CLI/pipeline_tests.sh .build/debug/keel
 bash Tests/CLI/tensor_tests.sh .build/debug/keel

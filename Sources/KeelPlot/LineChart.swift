@@ -9,11 +9,14 @@ public struct LineChart: Sendable {
         public var points: [(x: Double, y: Double)]
         /// Points joined by a dashed line.
         public var dashed: Bool
+        /// A CSS colour; nil takes the palette's next.
+        public var color: String?
 
-        public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false) {
+        public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false, color: String? = nil) {
             self.name = name
             self.points = points
             self.dashed = dashed
+            self.color = color
         }
     }
 
@@ -95,8 +98,8 @@ public struct LineChart: Sendable {
 
         // Lines, points with their values, legend.
         for (index, line) in series.enumerated() {
-            let color = LineChart.palette[index % LineChart.palette.count]
-            let shown = line.points.filter { $0.x.isFinite && $0.y.isFinite && (!logarithmicX || $0.x > 0) }
+            let color = line.color ?? LineChart.palette[index % LineChart.palette.count]
+            let shown = LineChart.thinned(line.points.filter { $0.x.isFinite && $0.y.isFinite && (!logarithmicX || $0.x > 0) })
             let path = shown.map { "\(fmt(xScale($0.x))),\(fmt(yScale($0.y)))" }.joined(separator: " ")
             out += "<g class=\"series\" data-name=\"\(escape(line.name))\">"
             out += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(line.dashed ? " stroke-dasharray=\"6 4\"" : "") points=\"\(path)\"/>"
@@ -114,6 +117,18 @@ public struct LineChart: Sendable {
         }
         out += "</svg>\n"
         return out
+    }
+
+    /// A long series as at most 1,000 points, each the mean of consecutive ones (a 100,000-step run's loss
+    /// stays a small file and reads as its trend); series of up to 2,000 points as they are.
+    public static func thinned(_ points: [(x: Double, y: Double)]) -> [(x: Double, y: Double)] {
+        guard points.count > 2000 else { return points }
+        let buckets = 1000
+        return (0..<buckets).map { bucket in
+            let range = (bucket * points.count / buckets)..<((bucket + 1) * points.count / buckets)
+            let n = Double(range.count)
+            return (points[range].map(\.x).reduce(0, +) / n, points[range].map(\.y).reduce(0, +) / n)
+        }
     }
 
     /// About five ticks at 1, 2 or 5 × a power of ten, covering [low, high].

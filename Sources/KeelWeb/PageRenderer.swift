@@ -48,12 +48,7 @@ public struct PageRenderer: Sendable {
         } catch {
             return .failure(KeelError("cannot write the page to render: \(AtomicFile.systemReason(error))"))
         }
-        var arguments = [browser, "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--mute-audio",
-                         "--user-data-dir=\(directory.path)/profile", "--virtual-time-budget=\(virtualTimeBudget)",
-                         "--host-resolver-rules=MAP * ~NOTFOUND", "--dump-dom", page.absoluteString]
-        // Chromium's sandbox refuses to run as root; as root there is nothing left for it to protect anyway.
-        if getuid() == 0 { arguments.insert("--no-sandbox", at: 1) }
-        switch run(arguments, stdout: output.path) {
+        switch run(arguments(profile: directory) + ["--dump-dom", page.absoluteString], stdout: output.path) {
         case .failure(let error): return .failure(error)
         case .success:
             guard let dom = try? String(contentsOf: output, encoding: .utf8), !dom.isEmpty else {
@@ -61,6 +56,39 @@ public struct PageRenderer: Sendable {
             }
             return .success(dom)
         }
+    }
+
+    /// A PNG of the local page `file` (which must not need the network) in a window of `width` × `height`
+    /// pixels, written to `png`.
+    public func screenshot(of file: URL, width: Int, height: Int, to png: URL) -> Result<Void, KeelError> {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-render-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent("profile"), withIntermediateDirectories: true)
+        } catch {
+            return .failure(KeelError("cannot make the browser's profile directory: \(AtomicFile.systemReason(error))"))
+        }
+        let shot = directory.appendingPathComponent("shot.png")
+        let arguments = arguments(profile: directory) + ["--hide-scrollbars", "--window-size=\(width),\(height)",
+                                                         "--screenshot=\(shot.path)", file.absoluteString]
+        if case .failure(let error) = run(arguments, stdout: "/dev/null") { return .failure(error) }
+        guard let bytes = try? Data(contentsOf: shot), !bytes.isEmpty else { return .failure(KeelError("the browser wrote no screenshot")) }
+        do {
+            try AtomicFile.write(bytes, to: png)
+        } catch {
+            return .failure(KeelError("cannot write \(png.path): \(AtomicFile.systemReason(error))"))
+        }
+        return .success(())
+    }
+
+    /// The browser's command line up to the page: headless, no network but local files, a fresh profile.
+    private func arguments(profile directory: URL) -> [String] {
+        var arguments = [browser, "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--mute-audio",
+                         "--user-data-dir=\(directory.path)/profile", "--virtual-time-budget=\(virtualTimeBudget)",
+                         "--host-resolver-rules=MAP * ~NOTFOUND"]
+        // Chromium's sandbox refuses to run as root; as root there is nothing left for it to protect anyway.
+        if getuid() == 0 { arguments.insert("--no-sandbox", at: 1) }
+        return arguments
     }
 
     /// Renders every page, `workers` browsers at a time; results in the order given.

@@ -23,6 +23,17 @@ final class LineChartTests: XCTestCase {
         XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, 5)
         XCTAssertTrue(LineChart(title: "t", xLabel: "x", yLabel: "y", series: []).svg().contains("no data"))
     }
+
+    /// 5,000 points become 1,000 means of 5 consecutive ones.
+    func testLongSeriesAreAveragedInBuckets() {
+        let points = (0..<5000).map { (x: Double($0), y: Double($0 % 5)) }
+        let thinned = LineChart.thinned(points)
+        XCTAssertEqual(thinned.count, 1000)
+        XCTAssertEqual(thinned[0].x, 2)
+        XCTAssertEqual(thinned[0].y, 2)
+        XCTAssertEqual(thinned[999].x, 4997)
+        XCTAssertEqual(LineChart.thinned(Array(points.prefix(2000))).count, 2000)
+    }
 }
 
 private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {

@@ -1,0 +1,62 @@
+import Foundation
+import KeelCore
+import KeelReport
+import XCTest
+
+final class RunReportTests: XCTestCase {
+    private func run(_ lines: [String], config: String? = nil) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-report-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: directory.appendingPathComponent("metrics.jsonl"))
+        if let config { try Data(config.utf8).write(to: directory.appendingPathComponent("config.toml")) }
+        return directory
+    }
+
+    func testRecordsAreSortedByKind() throws {
+        let directory = try run([
+            #"{"step": 0, "val_loss": 5.5}"#,
+            #"{"step": 1, "loss": 5.4, "lr": 1e-4, "grad_norm": 2.0, "tokens": 512, "tokens_per_s": 1000.0, "elapsed_s": 0.5}"#,
+            #"{"step": 2, "loss": 5.1, "lr": 2e-4, "grad_norm": 1.5, "tokens": 1024, "tokens_per_s": 1100.0, "elapsed_s": 1.0, "bubble": 0.25}"#,
+            #"{"step": 2, "checkpoint_s": 0.125}"#,
+            #"{"step": 2, "val_loss": 5.0}"#,
+        ])
+        let history = try RunHistory(directory: directory)
+        XCTAssertEqual(history.steps.count, 2)
+        XCTAssertEqual(history.series("loss").map(\.y), [5.4, 5.1])
+        XCTAssertEqual(history.series("loss", against: "tokens").map(\.x), [512, 1024])
+        XCTAssertEqual(history.series("bubble").map(\.x), [2], "only records that have the field")
+        XCTAssertEqual(history.validation.map(\.loss), [5.5, 5.0])
+        XCTAssertEqual(history.validationByTokens.map(\.x), [0, 1024])
+        XCTAssertEqual(history.checkpointStalls.map(\.seconds), [0.125])
+        XCTAssertNil(history.config, "no config.toml: the report goes on without it")
+    }
+
+    /// Charts only for what the runs logged; the page carries them, escaped text, and the drawing check.
+    func testPageHasTheChartsWithData() throws {
+        let a = try run([#"{"step": 1, "loss": 5.4, "lr": 1e-4, "grad_norm": 2.0, "tokens": 512, "tokens_per_s": 1000.0, "elapsed_s": 0.5}"#],
+                        config: "[model]\nn_layer = 1 # <script>\n")
+        let report = RunReport(runs: [try RunHistory(directory: a)])
+        let charts = try report.charts()
+        // loss, loss against tokens, lr, grad norm, throughput, model FLOP/s (the config counts them; no peak,
+        // so no MFU); no communication, checkpoint or bubble charts: nothing logged them.
+        XCTAssertEqual(charts.count, 6)
+        let page = report.html(charts: charts)
+        XCTAssertEqual(page.components(separatedBy: "<svg ").count - 1, 6)
+        XCTAssertTrue(page.contains("Model FLOP/s per device"))
+        XCTAssertFalse(page.contains("Pipeline bubble"))
+        XCTAssertTrue(page.contains("# &lt;script&gt;"), "config text is escaped")
+        XCTAssertTrue(page.contains("data-drawn"))
+        XCTAssertFalse(report.html(charts: charts, chartsOnly: true).contains("<pre>"))
+    }
+
+    func testBadMetricsAreNamed() throws {
+        let directory = try run([#"{"step": 1, "loss": 5.4}"#, "not json"])
+        XCTAssertThrowsError(try RunHistory(directory: directory)) {
+            XCTAssertTrue("\($0)".contains("metrics.jsonl:2"), "\($0)")
+        }
+        XCTAssertThrowsError(try RunHistory(directory: directory.appendingPathComponent("nope"))) {
+            XCTAssertTrue("\($0)".contains("is "), "\($0)")
+        }
+    }
+}
