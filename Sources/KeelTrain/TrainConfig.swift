@@ -99,6 +99,8 @@ public struct TrainConfig: Sendable {
     public struct LoggingSettings: Sendable {
         /// `every`: steps between progress lines when the output is not a terminal.
         public var every: Int
+        /// `tensorboard`: also write every metrics record as TensorBoard scalars under `RUN/tensorboard/`.
+        public var tensorBoard: Bool = false
     }
 
     /// `[sample]`: text printed after training (and the defaults of `keel sample`).
@@ -277,7 +279,7 @@ public struct TrainConfig: Sendable {
                                         zstdLevel: try v.int("checkpoint.zstd_level", 0),
                                         snapshotEvery: try v.int("checkpoint.snapshot_every", 0),
                                         snapshotDirectory: try v.string("checkpoint.snapshot_dir", "/dev/shm/keel")!)
-        logging = LoggingSettings(every: try v.int("logging.every", 10))
+        logging = LoggingSettings(every: try v.int("logging.every", 10), tensorBoard: try v.bool("logging.tensorboard", false))
         sample = SampleSettings(
             prompt: try v.string("sample.prompt", "\n")!, tokens: try v.int("sample.tokens", 0),
             temperature: try v.double("sample.temperature", 0.8), topK: try v.int("sample.top_k", 40))

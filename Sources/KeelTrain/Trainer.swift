@@ -62,6 +62,7 @@ public final class Trainer {
     private var fetchedAtRestore: SnapshotRecovery.Restored?
     private var lastCheckpoint: URL?
     private var metrics: MetricsLog?
+
     private var state: TrainingState
     private var resumedFrom: URL?
     private let checkpointRoot: URL
@@ -173,7 +174,10 @@ public final class Trainer {
     ///
     /// With `profiler`, every kernel call of this rank's chunks and its tensor group's collectives are timed into
     /// it, from the second step of this run on (the first warms up).
-    public func run(stopAfter: Int? = nil, trace: URL? = nil, profiler: Profiler? = nil) throws -> TrainingSummary {
+    /// Trains to `training.steps` (or `stopAfter`). `metricsOpened` gets `metrics.jsonl`'s log on world rank 0 as
+    /// soon as it is open, before the first record (a metrics endpoint serves its newest values).
+    public func run(stopAfter: Int? = nil, trace: URL? = nil, profiler: Profiler? = nil,
+                    metricsOpened: ((MetricsLog) throws -> Void)? = nil) throws -> TrainingSummary {
         let t = config.training
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
@@ -184,6 +188,10 @@ public final class Trainer {
         defer { loader.stop() }
         metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                             keepingThrough: resumedFrom == nil ? nil : state.step) : nil
+        if config.logging.tensorBoard {
+            metrics?.tensorBoard = try TensorBoardLog(directory: output.appendingPathComponent("tensorboard"))
+        }
+        if let metrics, let metricsOpened { try metricsOpened(metrics) }
         let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
 
         let baseline = isLeader ? data.unigramLoss(vocabSize: config.model.vocabSize) : .nan

@@ -110,27 +110,27 @@ struct HTTPFailure: Error {
 }
 
 /// A listening socket on a host and port; each accepted connection is handled on a thread of its own.
-final class HTTPServer {
+final class HTTPServer: Sendable {
     private let socket: Int32
     let port: Int
 
     /// Listens on `host` (an IPv4 address) and `port` (0: any free port, reported in `port`).
     init(host: String, port: Int) throws {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw KeelError("serve: cannot open a socket (\(String(cString: strerror(errno))))") }
+        guard socket >= 0 else { throw KeelError("cannot open a socket (\(String(cString: strerror(errno))))") }
         var yes: Int32 = 1
         setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw KeelError("serve: --host \(host) is not an IPv4 address") }
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw KeelError("\(host) is not an IPv4 address") }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard bound == 0, listen(socket, 64) == 0 else {
             let reason = String(cString: strerror(errno))
             Glibc.close(socket)
-            throw KeelError("serve: cannot listen on \(host):\(port) (\(reason))")
+            throw KeelError("cannot listen on \(host):\(port) (\(reason))")
         }
         var actual = sockaddr_in(), length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }

@@ -46,7 +46,14 @@ struct Train: ParsableCommand {
     @Flag(help: "Print where rank 0's steps went (time per kind of kernel, forward and backward, and the tensor group's collectives), after the first step.")
     var profile = false
 
+    @Option(help: ArgumentHelp("Serve the newest metrics for Prometheus at http://HOST:PORT/metrics while training (0: any free port).", valueName: "port"))
+    var metricsPort: Int?
+
+    @Option(help: ArgumentHelp("Address the metrics endpoint listens on (0.0.0.0 for other machines' Prometheus).", valueName: "ipv4"))
+    var metricsHost = "127.0.0.1"
+
     func validate() throws {
+        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be in 0...65535") }
         // The trace is written after the last step: a place it cannot go must fail before training, not after.
         if let trace {
             let directory = URL(fileURLWithPath: trace).deletingLastPathComponent().path
@@ -100,7 +107,11 @@ struct Train: ParsableCommand {
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let profiler = profile ? Profiler() : nil
-        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler)
+        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler) { log in
+            guard let metricsPort else { return }
+            let port = try MetricsEndpoint.start(log, host: metricsHost, port: metricsPort)
+            FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(port)/metrics\n".utf8))
+        }
         guard groups.world.rank == 0 else { return }
         if let profiler { print(profiler.report()) }
         if let signal = summary.stoppedBy {

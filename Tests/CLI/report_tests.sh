@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # keel report through the real binary: two runs overlaid (one a two-stage pipeline with its trace), the HTML opened
-# in headless Chromium (every chart drawn, no script error), the PNG's size, hardware.json, and bad input.
+# in headless Chromium (every chart drawn, no script error), the PNG's size, hardware.json, and bad input; and the
+# live metrics of keel train: TensorBoard event files read by TensorBoard's reader, a Prometheus endpoint read by
+# prometheus_client's parser.
 # Usage: Tests/CLI/report_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: report_tests.sh PATH_TO_KEEL}")
@@ -79,6 +81,64 @@ expect_error "--png with a browser that is not there" "not an executable file" "
     --chromium "$work/nope" --out "$work/r3.html"
 [ ! -e "$work/r3.html" ] && pass "a missing browser is found out before anything is written" || fail "a missing browser is found out before anything is written"
 usage "a negative peak" "peak-tflops" "$keel" report "$work/one" --peak-tflops -1
+
+# Live metrics. TensorBoard: its own reader (the tensorboard package) finds every step's loss and learning rate and
+# every validation loss as metrics.jsonl has them.
+expect_ok "training with TensorBoard event files" "$keel" train --config "$work/tiny.toml" --out "$work/tb" --set logging.tensorboard=true
+if python3 - "$work/tb" <<'PY' 2>"$work/err"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+run = sys.argv[1]
+events = EventAccumulator(run + "/tensorboard")
+events.Reload()
+records = [json.loads(line) for line in open(run + "/metrics.jsonl")]
+steps = [r for r in records if "loss" in r]
+for tag in ["loss", "lr", "grad_norm", "tokens_per_s"]:
+    scalars = events.Scalars(tag)
+    assert [s.step for s in scalars] == [r["step"] for r in steps], tag
+    assert all(abs(s.value - r[tag]) <= 1e-6 * abs(r[tag]) for s, r in zip(scalars, steps)), tag
+validation = [r for r in records if "val_loss" in r]
+assert [(s.step, round(s.value, 5)) for s in events.Scalars("val_loss")] == [(r["step"], round(r["val_loss"], 5)) for r in validation]
+assert len(validation) == 4 and len(steps) == 12
+PY
+then pass "TensorBoard reads every step's metrics as metrics.jsonl has them"; else fail "TensorBoard reads every step's metrics as metrics.jsonl has them"; fi
+
+# Prometheus: while a run trains, /metrics answers in Prometheus's text format (parsed by prometheus_client) with
+# the newest step's loss; other paths are 404.
+"$keel" train --config "$work/tiny.toml" --out "$work/prom" --set training.steps=100000 --set checkpoint.every=0 \
+    --set training.eval_every=0 --metrics-port 0 >/dev/null 2>"$work/prom.err" &
+trainer=$!
+port=""
+for _ in $(seq 1 300); do
+    port=$(sed -n 's|^metrics: Prometheus text at http://127.0.0.1:\([0-9]*\)/metrics$|\1|p' "$work/prom.err")
+    [ -n "$port" ] && grep -q '"loss"' "$work/prom/metrics.jsonl" 2>/dev/null && break
+    sleep 0.1
+done
+if [ -n "$port" ] && python3 - "$port" "$work/prom/metrics.jsonl" <<'PY' 2>"$work/err"
+import json, sys, urllib.error, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+port = sys.argv[1]
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+families = {f.name: f for f in text_string_to_metric_families(text)}
+assert families["keel_loss"].type == "gauge" and families["keel_step"].samples[0].value >= 1, text
+step = int(families["keel_step"].samples[0].value)
+logged = {json.loads(l)["step"]: json.loads(l) for l in open(sys.argv[2]) if '"loss"' in l}
+assert abs(families["keel_loss"].samples[0].value - logged[step]["loss"]) <= 1e-6, (step, text)
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+    raise AssertionError("404 expected")
+except urllib.error.HTTPError as error:
+    assert error.code == 404
+PY
+then pass "Prometheus's parser reads the live metrics (newest step's loss) and other paths are 404"
+else fail "Prometheus's parser reads the live metrics (newest step's loss) and other paths are 404"; fi
+kill "$trainer" 2>/dev/null; wait "$trainer" 2>/dev/null
+usage "a metrics port out of range" "metrics-port" "$keel" train --config "$work/tiny.toml" --out "$work/x" --metrics-port 70000
+python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); import time; time.sleep(30)" >"$work/busy" &
+holder=$!
+for _ in $(seq 1 50); do [ -s "$work/busy" ] && break; sleep 0.1; done
+expect_error "a metrics port in use" "cannot listen on 127.0.0.1:$(cat "$work/busy")" "$keel" train --config "$work/tiny.toml" --out "$work/busyrun" --metrics-port "$(cat "$work/busy")"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

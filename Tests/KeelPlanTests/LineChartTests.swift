@@ -7,6 +7,7 @@ final class LineChartTests: XCTestCase {
         XCTAssertEqual(LineChart.niceTicks(2.13, 2.71), [2.0, 2.2, 2.4, 2.6, 2.8], accuracy: 1e-9)
         XCTAssertEqual(LineChart.label(16384), "16384")
         XCTAssertEqual(LineChart.label(2_500_000), "2.5M")
+        XCTAssertEqual(LineChart.label(200_000), "200k")
         XCTAssertEqual(LineChart.label(0.0125), "0.0125")
     }
 
