@@ -29,6 +29,9 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(pruned.ranked.prefix(10).map(\.layout), exhaustive.ranked.prefix(10).map(\.layout))
         XCTAssertEqual(pruned.bestPerStrategy.map(\.layout), exhaustive.bestPerStrategy.map(\.layout))
         XCTAssertTrue(pruned.ranked.allSatisfy(\.fits))
+        XCTAssertEqual(pruned.whySlower(pruned.ranked[0]), "best")
+        let second = pruned.ranked[1], gap = second.time.step - pruned.ranked[0].time.step
+        XCTAssertTrue(pruned.whySlower(second).hasPrefix("+\(Plan.formatSeconds(gap)): "), pruned.whySlower(second))
         XCTAssertEqual(pruned.ranked.map(\.time.step), pruned.ranked.map(\.time.step).sorted())
     }
 
