@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "KeelTrainTests", dependencies: ["KeelTrain", "KeelData"], swiftSettings: native),
         .testTarget(name: "KeelInferenceTests", dependencies: ["KeelInference", "KeelModel", "KeelKernels", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelPlanTests", dependencies: ["KeelPlan", "KeelPlot", "KeelParallel", "KeelModel"], swiftSettings: native),
-        .testTarget(name: "KeelReportTests", dependencies: ["KeelReport", "KeelCore"], swiftSettings: native),
+        .testTarget(name: "KeelReportTests", dependencies: ["KeelReport", "KeelTrain", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "CZlib"], swiftSettings: native),
     ]
 )

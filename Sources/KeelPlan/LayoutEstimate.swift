@@ -1,3 +1,4 @@
+import KeelCore
 import KeelParallel
 
 /// Memory on the busiest device, bytes.
@@ -86,7 +87,8 @@ public struct LayoutEstimate: Sendable {
     }
 
     init(_ layout: ParallelLayout, workload: Workload, cluster: Cluster, assumptions: PlanAssumptions,
-         peakInFlight: Int?) throws {
+         peakInFlight: [Int]?) throws {
+        try LayoutModel.check(layout, workload: workload)
         let model = LayoutModel(layout, workload: workload, cluster: cluster, assumptions: assumptions)
         self.layout = layout
         memory = try model.memory(peakInFlight: peakInFlight)
@@ -96,13 +98,12 @@ public struct LayoutEstimate: Sendable {
         let step = time.step
         tokensPerSecond = workload.tokensPerStep / step
         let devices = Double(layout.devices)
-        let cost = model.cost
-        let blocks = Double(workload.model.layers)
+        let cost = model.cost, sequence = workload.sequenceLength
         let recomputed = Double(layout.recomputedLayers) / Double(layout.chunkLayers(of: workload.model.layers))
-        let modelFLOPs = workload.tokensPerStep * cost.trainingFLOPsPerToken(sequence: workload.sequenceLength)
-        mfu = modelFLOPs / (step * devices * cluster.accelerator.peakFLOPs)
-        hardwareFLOPsPerDevice = (modelFLOPs + workload.tokensPerStep * recomputed * blocks
-            * cost.layerForwardFLOPs(sequence: workload.sequenceLength)) / (step * devices)
+        mfu = workload.tokensPerStep * cost.trainingFLOPsPerToken(sequence: sequence)
+            / (step * devices * cluster.accelerator.peakFLOPs)
+        hardwareFLOPsPerDevice = workload.tokensPerStep
+            * cost.hardwareFLOPsPerToken(sequence: sequence, recomputedShare: recomputed) / (step * devices)
     }
 }
 
@@ -119,12 +120,17 @@ struct LayoutModel {
     let chunkLayers: Int
     /// One block's forward pass for one micro-batch on one tensor rank (products and memory-bound passes).
     let forwardLayer: Double
-    /// One tensor-parallel all-reduce of a block's output rows.
+    /// One tensor-parallel all-reduce of a block's output rows, or with sequence parallelism the reduce-scatter
+    /// and all-gather that replace it (the same bytes, at those collectives' own rates).
     let allReduce: Double
     /// Bytes one block keeps for its backward, per micro-batch.
     let layerBytes: Double
-    /// Parameters on the busiest rank (its blocks, and the embedding or head) per tensor rank.
-    let localParameters: Double
+    /// Parameters per tensor rank on the first pipeline rank (its blocks and the embedding) and on the last (its
+    /// blocks and the head; a tied head is a copy of the token table once the stages differ); the same rank
+    /// without a pipeline.
+    let firstParameters: Double, lastParameters: Double
+    /// The larger of the two: what the step's data-parallel communication and update wait for.
+    var localParameters: Double { max(firstParameters, lastParameters) }
 
     var memoryLimit: Double { cluster.accelerator.memoryBytes * (1 - assumptions.memoryHeadroom) }
 
@@ -146,14 +152,21 @@ struct LayoutModel {
             attention: assumptions.attention)
         let layerFLOPs = cost.layerForwardFLOPs(sequence: workload.sequenceLength) * tokens / t
         forwardLayer = layerFLOPs / (assumptions.efficiency * accelerator.peakFLOPs) + layerBytes / accelerator.memoryBandwidth
-        allReduce = CollectiveCost.allReduce(bytes: tokens * Double(config.width) * assumptions.elementBytes, devices: layout.tensor,
-                                             link: cluster.link(groupSize: layout.tensor, stride: 1))
-        // The busiest rank's blocks plus the embedding (first stage) or the head (last stage; a tied head is a
-        // copy of the token table once the stages differ).
-        let headMatrix = config.tiedEmbeddings && layout.pipeline > 1 ? Double(config.vocabSize * config.width) : 0
-        let ends = layout.pipeline == 1 ? cost.embeddingParameters + cost.headParameters
-            : max(cost.embeddingParameters, cost.headParameters + headMatrix)
-        localParameters = (Double(stageLayers) * cost.parametersPerLayer + ends) / t
+        let rows = tokens * Double(config.width) * assumptions.elementBytes
+        let tensorLink = cluster.link(groupSize: layout.tensor, stride: 1)
+        allReduce = layout.sequenceParallel
+            ? CollectiveCost.reduceScatter(bytes: rows, devices: layout.tensor, link: tensorLink)
+                + CollectiveCost.allGather(bytes: rows, devices: layout.tensor, link: tensorLink)
+            : CollectiveCost.allReduce(bytes: rows, devices: layout.tensor, link: tensorLink)
+        let blocks = Double(stageLayers) * cost.parametersPerLayer
+        if layout.pipeline == 1 {
+            firstParameters = (blocks + cost.embeddingParameters + cost.headParameters) / t
+            lastParameters = firstParameters
+        } else {
+            let tiedCopy = config.tiedEmbeddings ? Double(config.vocabSize * config.width) : 0
+            firstParameters = (blocks + cost.embeddingParameters) / t
+            lastParameters = (blocks + cost.headParameters + tiedCopy) / t
+        }
     }
 
     /// A chunk's forward and backward for one micro-batch: (compute, tensor-parallel communication) of each.
@@ -166,34 +179,61 @@ struct LayoutModel {
                 layers * 2 * forwardLayer + recomputed * forwardLayer, (layers + recomputed) * 2 * allReduce)
     }
 
-    /// The most (micro-batch, chunk) activations a rank holds at once, from the schedule's action lists.
-    func peakInFlight() throws -> Int {
-        guard layout.pipeline > 1 else { return 1 }
+    /// Throws unless `layout` is one this model can estimate for `workload`: positive sizes, v dividing the
+    /// largest stage's blocks, recomputation within a chunk, a ZeRO stage of 0–3.
+    static func check(_ layout: ParallelLayout, workload: Workload) throws {
+        let stage = layout.stageLayers(of: workload.model.layers)
+        func require(_ ok: Bool, _ what: String) throws {
+            if !ok { throw KeelError("plan: layout \(layout.name): \(what)") }
+        }
+        try require(layout.tensor >= 1 && layout.pipeline >= 1 && layout.data >= 1, "sizes must be at least 1")
+        try require(layout.pipeline <= workload.model.layers, "more stages than blocks")
+        try require(layout.virtualStages >= 1 && stage % layout.virtualStages == 0,
+                    "\(layout.virtualStages) chunks do not divide a stage's \(stage) blocks")
+        try require((0...layout.chunkLayers(of: workload.model.layers)).contains(layout.recomputedLayers),
+                    "recomputes more blocks than a chunk has")
+        try require(layout.microBatchSize >= 1 && layout.microBatches >= 1, "micro-batches must be positive")
+        try require((0...3).contains(layout.zeroStage), "ZeRO stages are 0–3")
+    }
+
+    /// Each pipeline rank's most (micro-batch, chunk) activations held at once, from the schedule's action lists.
+    func peakInFlight() throws -> [Int] {
+        guard layout.pipeline > 1 else { return [1] }
         return try PipelineTiming.peakInFlight(layout.schedule, stages: layout.pipeline,
                                                virtualStages: layout.virtualStages, microBatches: layout.microBatches)
     }
 
-    func memory(peakInFlight: Int? = nil) throws -> MemoryBreakdown {
+    /// Memory of the busiest device: the first pipeline rank (most activations in flight, the embedding) or the
+    /// last (the head, its logits), whichever needs more.
+    func memory(peakInFlight: [Int]? = nil) throws -> MemoryBreakdown {
+        let peaks = try peakInFlight ?? self.peakInFlight()
+        let first = rank(parameters: firstParameters, inFlight: peaks[0], holdsHead: layout.pipeline == 1)
+        guard layout.pipeline > 1 else { return first }
+        let last = rank(parameters: lastParameters, inFlight: peaks[peaks.count - 1], holdsHead: true)
+        return first.total >= last.total ? first : last
+    }
+
+    /// One pipeline rank's memory: `parameters` per tensor rank, `inFlight` chunks of activations.
+    private func rank(parameters: Double, inFlight: Int, holdsHead: Bool) -> MemoryBreakdown {
         let config = workload.model
         let t = Double(layout.tensor), dp = Double(layout.data), g = assumptions.gradientBytes
-        let inFlight = try Double(peakInFlight ?? self.peakInFlight())
         let recomputed = Double(layout.recomputedLayers)
         let e = assumptions.elementBytes
         let inputBytes = tokens * e / 2 * cost.recomputedActivationBytesPerLayer(tensor: layout.tensor,
                                                                         sequenceParallel: layout.sequenceParallel)
         let perChunk = (Double(chunkLayers) - recomputed) * layerBytes + recomputed * inputBytes
-        let activations = inFlight * perChunk + (recomputed > 0 ? layerBytes : 0)
-            + tokens * cost.headActivationBytes(tensor: layout.tensor)
+        let activations = Double(inFlight) * perChunk + (recomputed > 0 ? layerBytes : 0)
+            + (holdsHead ? tokens * cost.headActivationBytes(tensor: layout.tensor, elementBytes: e) : 0)
         var buffers = layout.pipeline > 1 ? 4 * tokens * Double(config.width) * e / t : 0
         if layout.zeroStage == 3 {
             buffers += (2 * e + g) * cost.parametersPerLayer / t   // two layers gathered, one layer's gradient
         } else if layout.data > 1 {
-            buffers += min(localParameters, 2 * 40e6) * g          // two gradient buckets of 40M elements
+            buffers += min(parameters, 2 * 40e6) * g               // two gradient buckets of 40M elements
         }
         return MemoryBreakdown(
-            parameters: e * localParameters / (layout.zeroStage == 3 ? dp : 1),
-            gradients: g * localParameters / (layout.zeroStage >= 2 ? dp : 1),
-            optimizerState: assumptions.optimizerBytes * localParameters / (layout.zeroStage >= 1 ? dp : 1),
+            parameters: e * parameters / (layout.zeroStage == 3 ? dp : 1),
+            gradients: g * parameters / (layout.zeroStage >= 2 ? dp : 1),
+            optimizerState: assumptions.optimizerBytes * parameters / (layout.zeroStage >= 1 ? dp : 1),
             activations: activations, buffers: buffers)
     }
 
@@ -215,7 +255,7 @@ struct LayoutModel {
         case 2: data = m * ring(local * g, dp) + ring(local * e, dp)
         default: fsdp = m * (2 * ring(local * e, dp) + ring(local * g, dp))
         }
-        func crosses(_ size: Int, _ stride: Int) -> Bool { cluster.link(groupSize: size, stride: stride) == cluster.interNode && size > 1 }
+        func crosses(_ size: Int, _ stride: Int) -> Bool { size > 1 && size * stride > cluster.devicesPerNode }
         let interNode = (crosses(t, 1) ? tensor : 0) + (crosses(p, t * dp) ? pipeline : 0) + (crosses(dp, t) ? data + fsdp : 0)
         return TrafficBreakdown(tensorParallel: tensor, pipeline: pipeline, dataParallel: data, fsdp: fsdp, interNode: interNode)
     }

@@ -72,11 +72,10 @@ public struct ModelCost: Sendable, Equatable {
         3 * (Double(config.layers) * layerForwardFLOPs(sequence: sequence) + headForwardFLOPs)
     }
 
-    /// FLOPs the hardware runs per token: the model's, plus one more forward pass of the blocks when every
-    /// block is recomputed in the backward pass (what Megatron-LM's "achieved teraFLOP/s" counts).
-    public func hardwareFLOPsPerToken(sequence: Int, recompute: Bool) -> Double {
-        trainingFLOPsPerToken(sequence: sequence)
-            + (recompute ? Double(config.layers) * layerForwardFLOPs(sequence: sequence) : 0)
+    /// FLOPs the hardware runs per token: the model's, plus another forward pass of the share of blocks
+    /// recomputed in the backward pass (1: all — what Megatron-LM's "achieved teraFLOP/s" counts).
+    public func hardwareFLOPsPerToken(sequence: Int, recomputedShare: Double) -> Double {
+        trainingFLOPsPerToken(sequence: sequence) + recomputedShare * Double(config.layers) * layerForwardFLOPs(sequence: sequence)
     }
 
     /// Bytes one block keeps for its backward pass, per token, with 16-bit activations, on one of `tensor`
@@ -111,9 +110,9 @@ public struct ModelCost: Sendable, Equatable {
         2 * h / (sequenceParallel ? Double(tensor) : 1)
     }
 
-    /// Bytes per token of the output head's activations on one tensor rank: the final norm's input and output,
-    /// and the fp32 logits the loss reads and overwrites with their gradient.
-    public func headActivationBytes(tensor: Int) -> Double {
-        4 * h + 4 * vocabulary / Double(tensor)
+    /// Bytes per token of the output head's activations on one tensor rank: the final norm's input and output
+    /// (`elementBytes` each), and the fp32 logits the loss reads and overwrites with their gradient.
+    public func headActivationBytes(tensor: Int, elementBytes: Double = 2) -> Double {
+        2 * elementBytes * h + 4 * vocabulary / Double(tensor)
     }
 }

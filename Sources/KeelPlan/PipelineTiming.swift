@@ -4,9 +4,9 @@ import KeelParallel
 /// the executor runs.
 enum PipelineTiming {
     /// The simulated step of `schedule` over p stages, v chunks per rank and m micro-batches, from the first
-    /// pass to the last rank's end. Beyond 4p micro-batches every schedule is in its steady state, in which each
-    /// further micro-batch adds the same time, so the step is extrapolated from two simulations p micro-batches
-    /// apart (tests check this against full simulations).
+    /// pass to the last rank's end. From 2p micro-batches on every schedule is in its steady state, in which each
+    /// further micro-batch adds the same time; so beyond 4p the step is extrapolated linearly from simulations of
+    /// 2p + m mod p and 3p + m mod p micro-batches (tests check this against full simulations, up to p = 64).
     static func step(_ schedule: PipelineSchedule, stages p: Int, virtualStages v: Int, microBatches m: Int,
                      costs: ScheduleCosts) throws -> Double {
         func run(_ microBatches: Int) throws -> Double {
@@ -21,16 +21,15 @@ enum PipelineTiming {
         return b + Double(m - second) * (b - a) / Double(p)
     }
 
-    /// The most (micro-batch, chunk) activations any rank holds at once: counted along each rank's action list
-    /// (it depends on the order of the list only, not on timing). GPipe holds all m·v; the others stop
-    /// growing after their warm-up, so beyond 4p micro-batches the lists of 2p + m mod p are counted.
+    /// Each rank's most (micro-batch, chunk) activations held at once: counted along its action list (it depends
+    /// on the order of the list only, not on timing). GPipe holds all m·v; the others stop growing after their
+    /// warm-up, so beyond 4p micro-batches the lists of 2p + m mod p are counted.
     static func peakInFlight(_ schedule: PipelineSchedule, stages p: Int, virtualStages v: Int,
-                             microBatches m: Int) throws -> Int {
-        guard schedule != .gpipe else { return m * v }
+                             microBatches m: Int) throws -> [Int] {
+        guard schedule != .gpipe else { return Array(repeating: m * v, count: p) }
         let counted = m > 4 * p ? 2 * p + m % p : m
-        var peak = 0
-        for rank in 0..<p {
-            var held = 0
+        return try (0..<p).map { rank in
+            var held = 0, peak = 0
             for action in try schedule.actions(stages: p, virtualStages: v, microBatches: counted, rank: rank) {
                 switch action {
                 case .forward: held += 1
@@ -39,7 +38,7 @@ enum PipelineTiming {
                 }
                 peak = max(peak, held)
             }
+            return peak
         }
-        return peak
     }
 }

@@ -76,18 +76,22 @@ public struct Plan: Sendable {
     /// Layouts considered.
     public var considered: Int { fitting + tooLarge.count }
 
-    /// Why `estimate` is slower than the best layout: how much slower, and the parts of the step that differ most
-    /// (at most three, each at least a tenth of the largest difference), e.g. `+1.2 ms: compute +1.38 s, tensor-parallel −1.44 s`.
+    /// Why `estimate` is slower than the best layout: how much slower, and the parts of the step that account
+    /// for it — the largest differences first, both ways, until they add up to the gap within a tenth (at most
+    /// four), e.g. `+65.0 ms: fsdp gathers +138.6 ms, data-parallel −73.6 ms`.
     public func whySlower(_ estimate: LayoutEstimate) -> String {
         guard let best = ranked.first else { return "" }
-        guard estimate.time.step > best.time.step else { return "best" }
+        let gap = estimate.time.step - best.time.step
+        guard gap > 0 else { return "best" }
         let gaps = zip(estimate.time.named, best.time.named).map { (name: $0.name, seconds: $0.seconds - $1.seconds) }
-            .sorted { abs($0.seconds) > abs($1.seconds) }
-        let largest = abs(gaps[0].seconds)
-        let parts = gaps.prefix(3).filter { abs($0.seconds) >= largest / 10 && $0.seconds != 0 }.map {
-            "\($0.name) \($0.seconds > 0 ? "+" : "−")\(Plan.formatSeconds(abs($0.seconds)))"
+            .filter { $0.seconds != 0 }.sorted { abs($0.seconds) > abs($1.seconds) }
+        var parts: [String] = [], sum = 0.0
+        for part in gaps.prefix(4) {
+            parts.append("\(part.name) \(part.seconds > 0 ? "+" : "−")\(Plan.formatSeconds(abs(part.seconds)))")
+            sum += part.seconds
+            if abs(sum - gap) <= gap / 10 { break }
         }
-        return "+\(Plan.formatSeconds(estimate.time.step - best.time.step)): " + parts.joined(separator: ", ")
+        return "+\(Plan.formatSeconds(gap)): " + parts.joined(separator: ", ")
     }
 
     /// The fastest fitting layout of each strategy, in ranking order.
@@ -98,6 +102,7 @@ public struct Plan: Sendable {
 
     /// Seconds in a short human form (µs, ms or s).
     public static func formatSeconds(_ seconds: Double) -> String {
+        if seconds < 1e-6 { return String(format: "%.2f µs", seconds * 1e6) }
         if seconds < 1e-3 { return String(format: "%.0f µs", seconds * 1e6) }
         if seconds < 1 { return String(format: "%.1f ms", seconds * 1e3) }
         return String(format: "%.2f s", seconds)
@@ -117,7 +122,6 @@ public enum Planner {
         }
         for t in tensorSizes {
             for p in divisors(of: devices / t) where p <= model.layers && (choices.pipeline == nil || choices.pipeline == p) {
-                guard devices % (t * p) == 0 else { continue }
                 let dp = devices / (t * p)
                 guard choices.data == nil || choices.data == dp, workload.globalBatch % dp == 0 else { continue }
                 let perRank = workload.globalBatch / dp
@@ -161,8 +165,8 @@ public enum Planner {
         // Memory first (cheap: schedules' held activations are counted once per shape), then a lower bound of
         // each fitting layout's step; the pipeline is simulated only for layouts whose bound could still place
         // them among the `top` fastest or first in their strategy.
-        var peaks: [PeakKey: Int] = [:]
-        var fitting: [(bound: Double, layout: ParallelLayout, peak: Int)] = []
+        var peaks: [PeakKey: [Int]] = [:]
+        var fitting: [(bound: Double, layout: ParallelLayout, peak: [Int])] = []
         var tooLarge: [LayoutMemory] = []
         for base in candidates {
             let key = PeakKey(schedule: base.schedule, stages: base.pipeline, virtualStages: base.virtualStages,
@@ -186,7 +190,7 @@ public enum Planner {
         for candidate in fitting {
             let steps = estimated.map(\.time.step).sorted()
             let threshold = steps.count < top ? Double.infinity : steps[top - 1]
-            guard candidate.bound < max(threshold, bestOfStrategy[candidate.layout.strategy] ?? .infinity) else { continue }
+            guard candidate.bound <= max(threshold, bestOfStrategy[candidate.layout.strategy] ?? .infinity) else { continue }
             let estimate = try LayoutEstimate(candidate.layout, workload: workload, cluster: cluster,
                                               assumptions: assumptions, peakInFlight: candidate.peak)
             estimated.append(estimate)
@@ -205,7 +209,7 @@ public enum Planner {
 
     /// `base` with the recomputation `choices` allow: none, every block of each chunk, or the fewest blocks
     /// that fit (all of them when nothing fits).
-    private static func recomputingVariants(of base: ParallelLayout, peak: Int, workload: Workload, cluster: Cluster,
+    private static func recomputingVariants(of base: ParallelLayout, peak: [Int], workload: Workload, cluster: Cluster,
                                             assumptions: PlanAssumptions, choices: [RecomputeChoice]) throws -> [ParallelLayout] {
         let chunk = base.chunkLayers(of: workload.model.layers)
         var counts = Set<Int>()
@@ -234,8 +238,8 @@ public enum Planner {
             guard schedule == .interleaved else { return [(schedule, 1)] }
             // Chunks of equal size on the largest stage (ceil(L/p) layers; smaller stages idle a little).
             let stageLayers = (layers + p - 1) / p
-            guard m % p == 0 else { return [] }
-            return (2...max(2, choices.maxVirtualStages)).filter { stageLayers % $0 == 0 }.map { (schedule, $0) }
+            guard m % p == 0, choices.maxVirtualStages >= 2 else { return [] }
+            return (2...choices.maxVirtualStages).filter { stageLayers % $0 == 0 }.map { (schedule, $0) }
         }
     }
 

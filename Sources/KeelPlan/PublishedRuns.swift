@@ -81,7 +81,7 @@ public struct PublishedRun: Sendable {
     /// schedule, FlashAttention, fp32 gradient reduce-scatter: 430 and 400 TFLOP/s per GPU (43% and 41% of
     /// bf16 peak). The table's third row (context parallelism at sequence 131,072) is not modelled. The paper
     /// does not mention activation recomputation, so none is assumed; by the planner's memory model that layout
-    /// then needs more than 80 GB on the first stage (about 91–99 GB: 1F1B-interleaved holds ~140 one-block
+    /// then needs more than 80 GB on the first stage (about 90–98 GB: 1F1B-interleaved holds ~140 one-block
     /// chunks of 0.5 GB), so the run must have saved memory in ways the paper leaves out (it mentions
     /// rebalancing the first and last stages and freeing tensors early). Its throughput is compared as published.
     public static let llama3Table4: [PublishedRun] = [(8192, 430.0), (16_384, 400.0)].map { gpus, tflops in

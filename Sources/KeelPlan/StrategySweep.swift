@@ -1,3 +1,5 @@
+import KeelCore
+
 /// The best layout of each strategy as the cluster grows at a fixed global batch: where pipeline parallelism
 /// and FSDP cross over.
 public enum StrategySweep {
@@ -15,6 +17,9 @@ public enum StrategySweep {
     public static func run(_ workload: Workload, cluster: Cluster, devices: [Int], assumptions: PlanAssumptions,
                            choices: LayoutChoices) throws -> [Point] {
         let strategies = choices.strategies.isEmpty ? LayoutChoices.strategyNames : choices.strategies
+        for count in devices where count < 1 || (count > cluster.devicesPerNode && count % cluster.devicesPerNode != 0) {
+            throw KeelError("plan: \(count) devices are not whole nodes of \(cluster.devicesPerNode) (or part of one)")
+        }
         return try devices.map { count in
             var sized = cluster
             sized.devicesPerNode = min(cluster.devicesPerNode, count)

@@ -80,6 +80,7 @@ public struct RunHistory {
                                     length: length)
     }
 
-    /// Devices the run used: its processes, as recorded.
-    public var devices: Int { hardware?.processes ?? 1 }
+    /// Devices the run used: its processes, as recorded (or, for runs before hardware.json, as its config's
+    /// layout needs: pp × tp × dp).
+    public var devices: Int { hardware?.processes ?? config?.parallel.processes ?? 1 }
 }

@@ -23,6 +23,9 @@ public struct RunReport {
     /// Width of one chart; two sit side by side.
     static let chartWidth = 540.0, chartHeight = 330.0
 
+    /// Pixel width of the charts-only page (`html(chartsOnly: true)`).
+    public static let chartsPageWidth = Int(2 * chartWidth + 60)
+
     /// The charts with data, in page order.
     public func charts() throws -> [String] {
         var charts: [String] = []
@@ -91,7 +94,7 @@ public struct RunReport {
                                                    kind: event["cat"] as? String ?? "", name: event["name"] as? String ?? "")))
         }
         guard let last = spans.map(\.step).max() else { throw KeelError("report: \(file.path) has no timed events") }
-        let lanes = (laneNames.keys.max() ?? spans.map(\.span.lane).max() ?? 0) + 1
+        let lanes = max(laneNames.keys.max() ?? 0, spans.map(\.span.lane).max() ?? 0) + 1
         return TimelineChart(title: "Pipeline timeline, step \(last)", laneNames: (0..<lanes).map { laneNames[$0] ?? "rank \($0)" },
                              spans: spans.filter { $0.step == last }.map(\.span), unit: "ms",
                              width: 2 * RunReport.chartWidth + 20).svg()

@@ -13,6 +13,9 @@ public final class MetricsLog: @unchecked Sendable {
     /// The newest value of every numeric field, for a metrics endpoint (`keel train --metrics-port`) that reads
     /// them from another thread.
     private var latest: [String: Double] = [:]
+    /// The fields the last record of each kind (named by its first field after `step`) set: a newer record of
+    /// that kind drops those it does not repeat, so no value outlives the record kind that stopped writing it.
+    private var fieldsOfKind: [String: Set<String>] = [:]
     private let latestLock = NSLock()
 
     /// Opens `url` for appending. With `keepingThrough`, first drops records of steps after that one
@@ -72,7 +75,13 @@ public final class MetricsLog: @unchecked Sendable {
             case .doubles: nil
             }
         }
-        latestLock.withLock { for (tag, value) in scalars { latest[tag] = value } }
+        let kind = fields.first { $0.key != "step" }?.key ?? "step"
+        latestLock.withLock {
+            let written = Set(scalars.map(\.tag))
+            for stale in (fieldsOfKind[kind] ?? []).subtracting(written) where stale != "step" { latest[stale] = nil }
+            fieldsOfKind[kind] = written
+            for (tag, value) in scalars { latest[tag] = value }
+        }
         if let tensorBoard, let step = scalars.first(where: { $0.tag == "step" }) {
             try tensorBoard.write(step: Int(step.value), scalars: scalars.filter { $0.tag != "step" })
         }

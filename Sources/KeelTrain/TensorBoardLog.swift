@@ -29,11 +29,13 @@ public final class TensorBoardLog {
         try? handle.close()
     }
 
-    /// Appends one event at `step` holding `scalars` (tag → value), e.g. `loss`, `lr`, `val_loss`.
+    /// Appends one event at `step` holding the finite `scalars` (tag → value), e.g. `loss`, `lr`, `val_loss`, as
+    /// TensorBoard's float32 scalars (counts above 2²⁴ such as `tokens` lose their last digits there).
     public func write(step: Int, scalars: [(tag: String, value: Double)]) throws {
-        guard !scalars.isEmpty else { return }
+        let finite = scalars.filter { $0.value.isFinite }
+        guard !finite.isEmpty else { return }
         var summary = ProtocolBuffer()
-        for (tag, value) in scalars where value.isFinite {
+        for (tag, value) in finite {
             var entry = ProtocolBuffer()
             entry.string(field: 1, tag)
             entry.float(field: 2, Float(value))

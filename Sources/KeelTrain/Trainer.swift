@@ -173,9 +173,8 @@ public final class Trainer {
     /// the run's steps there as a Chrome trace.
     ///
     /// With `profiler`, every kernel call of this rank's chunks and its tensor group's collectives are timed into
-    /// it, from the second step of this run on (the first warms up).
-    /// Trains to `training.steps` (or `stopAfter`). `metricsOpened` gets `metrics.jsonl`'s log on world rank 0 as
-    /// soon as it is open, before the first record (a metrics endpoint serves its newest values).
+    /// it, from the second step of this run on (the first warms up). `metricsOpened` gets `metrics.jsonl`'s log on
+    /// world rank 0 as soon as it is open, before the first record (a metrics endpoint serves its newest values).
     public func run(stopAfter: Int? = nil, trace: URL? = nil, profiler: Profiler? = nil,
                     metricsOpened: ((MetricsLog) throws -> Void)? = nil) throws -> TrainingSummary {
         let t = config.training

@@ -5,9 +5,8 @@ import KeelTrain
 /// Prometheus's text exposition format (one gauge per field, named `keel_<field>`), on world rank 0, while the
 /// run trains.
 enum MetricsEndpoint {
-    /// Listens on `host`:`port` (0: any free port) on a thread of its own; returns the port.
-    static func start(_ log: MetricsLog, host: String, port: Int) throws -> Int {
-        let server = try HTTPServer(host: host, port: port)
+    /// Answers `server`'s requests from `log`'s newest values, on a thread of its own.
+    static func serve(_ log: MetricsLog, on server: HTTPServer) {
         let thread = Thread {
             server.run { connection in
                 defer { connection.close() }
@@ -21,7 +20,6 @@ enum MetricsEndpoint {
             }
         }
         thread.start()
-        return server.port
     }
 
     /// The values as Prometheus gauges, in name order.

@@ -17,7 +17,10 @@ struct PlanInput {
 
     init(_ values: inout ConfigValues) throws {
         let model = try PlanInput.model(&values)
-        modelName = try values.string("model.preset", nil) ?? "\(model.architecture.rawValue) \(model.layers)×\(model.width)"
+        let shape = "\(model.architecture.rawValue) \(model.layers)×\(model.width)"
+        modelName = try values.string("model.preset", nil).map { preset in
+            (try? ModelPresets.named(preset)) == model ? preset : "\(preset), changed to \(shape)"
+        } ?? shape
         let sequence = try values.int("workload.seq_len", model.maxLength)
         let batchTokens = try values.optionalInt("workload.global_batch_tokens")
         let batch = try values.optionalInt("workload.global_batch")
@@ -65,7 +68,8 @@ struct PlanInput {
         config.hiddenWidth = try values.int("model.d_ff", model!.width == config.width ? config.hiddenWidth : defaultHidden)
         config.vocabSize = try values.int("model.vocab_size", config.vocabSize)
         let tied = try values.bool("model.tie_embeddings", config.tiedEmbeddings)
-        config.tiedEmbeddings = config.architecture == .gpt2 || tied
+        if config.architecture == .gpt2 && !tied { throw KeelError("plan: GPT-2's head is always its token embedding (model.tie_embeddings must be true)") }
+        config.tiedEmbeddings = tied
         return config
     }
 
@@ -77,10 +81,14 @@ struct PlanInput {
     private static func cluster(_ values: inout ConfigValues) throws -> Cluster {
         let name = try values.string("cluster.accelerator", "h100-sxm")!
         let thisMachine = name == "this-cpu"
-        let perNode = try values.int("cluster.gpus_per_node", thisMachine ? 1 : 8)
         let gpus = try values.optionalInt("cluster.gpus")
         let nodes = try values.optionalInt("cluster.nodes")
         if gpus != nil && nodes != nil { throw KeelError("plan: give cluster.gpus or cluster.nodes, not both") }
+        if let gpus, gpus < 1 { throw KeelError("plan: cluster.gpus must be at least 1 (got \(gpus))") }
+        if let nodes, nodes < 1 { throw KeelError("plan: cluster.nodes must be at least 1 (got \(nodes))") }
+        // This machine is one node: its processes are the devices.
+        let perNode = try values.int("cluster.gpus_per_node", thisMachine ? gpus ?? 1 : 8)
+        if thisMachine && (nodes ?? 1) > 1 { throw KeelError("plan: this-cpu is one machine: cluster.nodes must be 1") }
         guard perNode >= 1 else { throw KeelError("plan: cluster.gpus_per_node must be at least 1 (got \(perNode))") }
         if let gpus, gpus > perNode, gpus % perNode != 0 {
             throw KeelError("plan: cluster.gpus (\(gpus)) must be a multiple of cluster.gpus_per_node (\(perNode)), or fewer")
@@ -165,6 +173,7 @@ struct PlanInput {
         choices.microBatchSize = try values.optionalInt("layout.micro_batch_size")
         choices.maxMicroBatchSize = try values.int("layout.max_micro_batch_size", choices.maxMicroBatchSize)
         choices.maxVirtualStages = try values.int("layout.max_virtual_stages", choices.maxVirtualStages)
+        guard choices.maxVirtualStages >= 1 else { throw KeelError("plan: layout.max_virtual_stages must be at least 1 (below 2: no interleaving)") }
         if let size = choices.microBatchSize, size < 1 { throw KeelError("plan: layout.micro_batch_size must be at least 1") }
         guard choices.maxMicroBatchSize >= 1 else { throw KeelError("plan: layout.max_micro_batch_size must be at least 1") }
         if let parallel = try values.optionalBool("layout.sequence_parallel") { choices.sequenceParallel = [parallel] }

@@ -93,6 +93,9 @@ enum PlanOutput {
                 + "\"pipeline_bubble\": \(time.pipelineBubble), \"pipeline_transfer\": \(time.pipelineTransfer), "
                 + "\"data_parallel\": \(time.dataParallel), \"fsdp\": \(time.fsdp), \"optimizer\": \(time.optimizer), "
                 + "\"step\": \(time.step)}"),
+            ("traffic_bytes_per_device", "{\"tensor_parallel\": \(estimate.traffic.tensorParallel), \"pipeline\": \(estimate.traffic.pipeline), "
+                + "\"data_parallel\": \(estimate.traffic.dataParallel), \"fsdp\": \(estimate.traffic.fsdp), "
+                + "\"total\": \(estimate.traffic.total), \"between_nodes\": \(estimate.traffic.interNode)}"),
             ("tokens_per_second", "\(estimate.tokensPerSecond)"), ("mfu", "\(estimate.mfu)"),
             ("hardware_tflops_per_device", "\(estimate.hardwareFLOPsPerDevice / 1e12)"),
             ("why_slower", jsonString(plan.whySlower(estimate))),

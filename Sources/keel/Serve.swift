@@ -49,7 +49,8 @@ struct Serve: ParsableCommand {
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfSequence: loaded.endOfSequence, beginningOfText: loaded.beginningOfText)
-        let server = try HTTPServer(host: host, port: port)
+        let server: HTTPServer
+        do { server = try HTTPServer(host: host, port: port) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
         server.run { api.handle($0) }

@@ -54,6 +54,8 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be in 0...65535") }
+        var address = in_addr()
+        guard inet_pton(AF_INET, metricsHost, &address) == 1 else { throw ValidationError("--metrics-host \(metricsHost) is not an IPv4 address") }
         // The trace is written after the last step: a place it cannot go must fail before training, not after.
         if let trace {
             let directory = URL(fileURLWithPath: trace).deletingLastPathComponent().path
@@ -103,14 +105,23 @@ struct Train: ParsableCommand {
     }
 
     private func train(_ settings: TrainConfig, output: URL, groups: ParallelState) throws {
+        // The port is taken before anything else happens, so that a port in use fails the run at once.
+        var server: HTTPServer?
+        if let metricsPort, groups.world.rank == 0 {
+            do {
+                server = try HTTPServer(host: metricsHost, port: metricsPort)
+            } catch let error as KeelError {
+                throw KeelError("--metrics-port: \(error.message)")
+            }
+        }
         let trainer = try Trainer(config: settings, output: output, resume: resume, groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let profiler = profile ? Profiler() : nil
         let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler) { log in
-            guard let metricsPort else { return }
-            let port = try MetricsEndpoint.start(log, host: metricsHost, port: metricsPort)
-            FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(port)/metrics\n".utf8))
+            guard let server else { return }
+            MetricsEndpoint.serve(log, on: server)
+            FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(server.port)/metrics\n".utf8))
         }
         guard groups.world.rank == 0 else { return }
         if let profiler { print(profiler.report()) }

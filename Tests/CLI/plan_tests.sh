@@ -22,6 +22,9 @@ check "plan --json: 7 layouts, fastest first, all fitting, parts adding up to th
      and p['workload']['parameters'] == 8030261248 and p['considered'] >= p['fitting'] > 7" "$work/plan.json"
 
 # Tokens per second, MFU and model FLOPs agree with each other (6·N + attention per token, over 64 × 989 TFLOP/s).
+check "plan --json: the bytes each device sends, by kind and between nodes" \
+    "(l := json.load(open(sys.argv[1]))['layouts']) and all(abs(sum(v for k, v in x['traffic_bytes_per_device'].items() if k not in ('total', 'between_nodes')) - x['traffic_bytes_per_device']['total']) < 1 \
+     and 0 <= x['traffic_bytes_per_device']['between_nodes'] <= x['traffic_bytes_per_device']['total'] for x in l) and any(x['traffic_bytes_per_device']['between_nodes'] > 0 for x in l)" "$work/plan.json"
 check "plan --json: MFU is the model's FLOPs over the cluster's peak" \
     "(l := json.load(open(sys.argv[1]))['layouts'][0]) and abs(l['tokens_per_second'] * (3 * (32 * (2 * 218103808 + 4 * 4096 * 4096) + 2 * 4096 * 128256)) / (64 * 989e12) - l['mfu']) < 1e-9" \
     "$work/plan.json"
@@ -68,7 +71,12 @@ check "this-cpu: one device, fp32 state, measured rates" \
      and p['layouts'][0]['memory_bytes']['optimizer_state'] == 8 * p['workload']['parameters']" "$work/out"
 
 expect_error "two processes of this CPU need the measured link" "collectives --link" \
-    "$keel" plan --model gpt2-124m --accelerator this-cpu --gpus 2 --gpus-per-node 2
+    "$keel" plan --model gpt2-124m --accelerator this-cpu --gpus 2
+expect_error "this CPU is one machine" "cluster.nodes must be 1" "$keel" plan --model gpt2-124m --accelerator this-cpu --nodes 2
+expect_error "a sweep size that is not whole nodes" "12 devices are not whole nodes of 8" \
+    "$keel" plan --model llama3-8b --seq-len 4096 --global-batch 256 --sweep-gpus 8,12
+expect_error "no devices" "cluster.gpus must be at least 1" "$keel" plan --model llama3-8b --gpus 0
+expect_error "GPT-2 untied" "always its token embedding" "$keel" plan --model gpt2-xl --set model.tie_embeddings=false
 expect_error "unknown model preset" "unknown model preset 'llama4'" "$keel" plan --model llama4 --gpus 8
 expect_error "unknown accelerator" "unknown accelerator 'tpu-v5'" "$keel" plan --model llama3-8b --accelerator tpu-v5
 expect_error "unknown link" "unknown link 'ethernet'" "$keel" plan --model llama3-8b --inter-node ethernet

@@ -137,8 +137,10 @@ usage "a metrics port out of range" "metrics-port" "$keel" train --config "$work
 python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); import time; time.sleep(30)" >"$work/busy" &
 holder=$!
 for _ in $(seq 1 50); do [ -s "$work/busy" ] && break; sleep 0.1; done
-expect_error "a metrics port in use" "cannot listen on 127.0.0.1:$(cat "$work/busy")" "$keel" train --config "$work/tiny.toml" --out "$work/busyrun" --metrics-port "$(cat "$work/busy")"
+expect_error "a metrics port in use" "--metrics-port: cannot listen on 127.0.0.1:$(cat "$work/busy")" "$keel" train --config "$work/tiny.toml" --out "$work/busyrun" --metrics-port "$(cat "$work/busy")"
+[ ! -e "$work/busyrun/metrics.jsonl" ] && pass "a port in use is found out before training starts" || fail "a port in use is found out before training starts"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+usage "a metrics host that is not an address" "metrics-host" "$keel" train --config "$work/tiny.toml" --out "$work/x" --metrics-port 0 --metrics-host localhost
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -17,7 +17,7 @@ final class ModelCostTests: XCTestCase {
         let model = ModelConfig(architecture: .gpt2, vocabSize: Int(v), layers: Int(l), heads: 160, width: Int(h), maxLength: 2048)
         let cost = ModelCost(model)
         let megatron = 96 * b * s * l * h * h * (1 + s / (6 * h) + v / (16 * l * h))
-        XCTAssertEqual(b * s * cost.hardwareFLOPsPerToken(sequence: Int(s), recompute: true), megatron, accuracy: megatron * 1e-12)
+        XCTAssertEqual(b * s * cost.hardwareFLOPsPerToken(sequence: Int(s), recomputedShare: 1), megatron, accuracy: megatron * 1e-12)
         let withoutRecompute = 72 * b * s * l * h * h * (1 + s / (6 * h)) + 6 * b * s * h * v
         XCTAssertEqual(b * s * cost.trainingFLOPsPerToken(sequence: Int(s)), withoutRecompute, accuracy: withoutRecompute * 1e-12)
     }

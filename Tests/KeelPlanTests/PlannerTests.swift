@@ -71,6 +71,30 @@ final class PlannerTests: XCTestCase {
         }
     }
 
+    /// With a pipeline, the busiest device is the first rank (activations in flight) or the last (the head and
+    /// its logits), not a mix: 1F1B's last rank holds one micro-batch, its first p of them.
+    func testPipelineMemoryIsOneRanksMemory() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 8192, globalBatch: 64)
+        let layout = ParallelLayout(tensor: 1, pipeline: 4, data: 2, microBatchSize: 1, microBatches: 32, zeroStage: 1)
+        let estimate = try LayoutEstimate(layout, workload: workload, cluster: try cluster(8), assumptions: PlanAssumptions())
+        let cost = ModelCost(workload.model)
+        let block = 8192 * cost.activationBytesPerLayer(sequence: 8192, tensor: 1, sequenceParallel: false, attention: .flash)
+        XCTAssertEqual(estimate.memory.activations, 4 * 8 * block, accuracy: 1, "the first rank: 4 micro-batches × 8 blocks")
+        XCTAssertEqual(estimate.memory.parameters, 2 * (8 * cost.parametersPerLayer + cost.embeddingParameters), accuracy: 1)
+    }
+
+    func testLayoutsThisModelCannotEstimateAreRefused() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 4096, globalBatch: 64)
+        let bad = [ParallelLayout(tensor: 1, pipeline: 4, data: 2, schedule: .interleaved, virtualStages: 3, microBatchSize: 1,
+                                  microBatches: 32, zeroStage: 1),
+                   ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: 0, recomputedLayers: 33),
+                   ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: 4)]
+        for layout in bad {
+            XCTAssertThrowsError(try LayoutEstimate(layout, workload: workload, cluster: try cluster(8), assumptions: PlanAssumptions()),
+                                 layout.name)
+        }
+    }
+
     func testNothingFitsListsTheSmallestFirst() throws {
         let workload = Workload(model: try ModelPresets.named("llama3-405b"), sequenceLength: 8192, globalBatch: 16)
         let plan = try Planner.plan(workload, cluster: try cluster(8))

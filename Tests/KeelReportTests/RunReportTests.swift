@@ -1,6 +1,7 @@
 import Foundation
 import KeelCore
 import KeelReport
+import KeelTrain
 import XCTest
 
 final class RunReportTests: XCTestCase {
@@ -48,6 +49,22 @@ final class RunReportTests: XCTestCase {
         XCTAssertTrue(page.contains("# &lt;script&gt;"), "config text is escaped")
         XCTAssertTrue(page.contains("data-drawn"))
         XCTAssertFalse(report.html(charts: charts, chartsOnly: true).contains("<pre>"))
+    }
+
+    /// The metrics endpoint's values: a newer record of a kind drops the fields it does not repeat (a snapshot's
+    /// `in_memory` does not outlive it), other kinds' fields stay.
+    func testNewestValuesForgetWhatARecordKindStoppedWriting() throws {
+        let directory = try run([])
+        let log = try MetricsLog(url: directory.appendingPathComponent("metrics.jsonl"), keepingThrough: nil)
+        try log.write(["step": .int(1), "loss": .float(2.5), "lr": .double(1e-3)])
+        try log.write(["step": .int(1), "checkpoint_s": .double(0.5), "in_memory": .int(1)])
+        try log.write(["step": .int(2), "loss": .float(2.25), "lr": .double(2e-3)])
+        try log.write(["step": .int(2), "checkpoint_s": .double(0.25)])
+        let latest = log.latestValues()
+        XCTAssertEqual(latest["step"], 2)
+        XCTAssertEqual(latest["loss"], 2.25)
+        XCTAssertEqual(latest["checkpoint_s"], 0.25)
+        XCTAssertNil(latest["in_memory"])
     }
 
     func testBadMetricsAreNamed() throws {
