@@ -49,11 +49,19 @@ public struct BenchmarkResult: Sendable, Codable {
     public var precision: String = MatrixPrecision.float32.rawValue
     /// With bf16: the ceiling of Keel's bf16 products on the same shapes as the sgemm ceiling.
     public var bfloat16GFLOPs: Double?
+    /// Where it ran: the CPU, its instruction sets that matter, the threads, the BLAS library and its kernels,
+    /// and the bf16 engine (with bf16).
+    public var cpu: String?
+    public var instructionSets: [String]?
+    public var threads: Int?
+    public var blas: String?
+    public var bfloat16Engine: String?
 
     enum CodingKeys: String, CodingKey {
-        case config, parameters, precision
+        case config, parameters, precision, cpu, threads, blas
         case msPerStep = "ms_per_step", tokensPerStep = "tokens_per_step", modelFlopsPerStep = "model_flops_per_step"
         case sgemmGFLOPs = "sgemm_gflops", peakRSSMB = "peak_rss_mb", bfloat16GFLOPs = "bf16_gemm_gflops"
+        case instructionSets = "instruction_sets", bfloat16Engine = "bf16_engine"
     }
 
     public var medianMilliseconds: Double { msPerStep.sorted()[msPerStep.count / 2] }

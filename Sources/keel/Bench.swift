@@ -76,7 +76,11 @@ struct Bench: ParsableCommand {
         let measured = Benchmark.sgemmCeiling()
         let ceiling = measured.ceiling
         let bfloat16Ceiling = precision == .bfloat16 ? Benchmark.bfloat16Ceiling() : nil
+        let host = HostDescription.current(processes: 1, threads: ThreadPool.shared.threadCount)
+        let engine = precision == .bfloat16 ? BFloat16Engine.selected?.rawValue : nil
         if !json {
+            print("\(host.cpu) (\(host.instructionSets.joined(separator: ", "))), \(host.threadsPerProcess) thread\(host.threadsPerProcess == 1 ? "" : "s"); "
+                + "fp32 products: \(BLASLibrary.description)\(engine.map { "; bf16 engine: \($0)" } ?? "")")
             print(String(format: "sgemm ceiling on this machine: %.1f GFLOP/s (OpenBLAS threaded %.1f, Keel's gemm %.1f)",
                          ceiling, measured.openBLAS, measured.keel))
             if let bfloat16Ceiling {
@@ -89,6 +93,11 @@ struct Bench: ParsableCommand {
             var result = try Benchmark.run(preset, steps: steps, warmup: warmup, sgemmGFLOPs: ceiling,
                                            precision: precision, profiler: profiler)
             result.bfloat16GFLOPs = bfloat16Ceiling
+            result.cpu = host.cpu
+            result.instructionSets = host.instructionSets
+            result.threads = host.threadsPerProcess
+            result.blas = BLASLibrary.description
+            result.bfloat16Engine = engine
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
