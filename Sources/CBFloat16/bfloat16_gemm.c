@@ -3,11 +3,13 @@
 // Packed A, block mb (32 rows) at mb·32·Kp: for each K step s (32 values of k), two 16×32 tiles (rows
 // mb·32+0…15, then +16…31), each row the 32 bf16 of k = 32s…32s+31. Packed B, block nb (32 columns) at
 // nb·32·Kp: for each K step, two tiles of 16 rows (pairs of k) × 16 columns × 2 (k even, k odd), the
-// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read. Kp is k rounded up to 32; padding is zero.
+// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read (and the portable engine reads in C). Kp is k rounded up
+// to 32; padding is zero.
 #include "bfloat16_gemm.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -101,8 +103,8 @@ static inline const float *row_or_null(const float *matrix, int k, int k_count, 
     return k < k_count ? matrix + (size_t)k * ld : NULL;
 }
 
-AVX512_BF16 void keel_bf16_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
-                                        int total_k, int k_offset, int block_begin, int block_end) {
+AVX512_BF16 static void avx512_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                                            int total_k, int k_offset, int block_begin, int block_end) {
     int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
     size_t block_stride = keel_bf16_packed_count(KEEL_BF16_BLOCK, total_k);
     packed += (size_t)(k_offset / KEEL_BF16_KSTEP) * STEP;
@@ -137,13 +139,8 @@ AVX512_BF16 void keel_bf16_pack_a_slice(int transposed, int m, int k, const floa
             }
 }
 
-void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed, int block_begin,
-                      int block_end) {
-    keel_bf16_pack_a_slice(transposed, m, k, a, lda, packed, k, 0, block_begin, block_end);
-}
-
-AVX512_BF16 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
-                                  int block_begin, int block_end) {
+AVX512_BF16 static void avx512_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
+                                      int block_begin, int block_end) {
     int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
     if (!transposed) {
         // Two stored rows (k, k+1) at a time, across every block: the reads run along the rows.
@@ -173,6 +170,115 @@ AVX512_BF16 void keel_bf16_pack_b(int transposed, int k, int n, const float *b, 
                 }
                 store_transposed(pairs, packed + (size_t)nb * steps * STEP + s * STEP + half * TILE);
             }
+}
+
+// The portable engine: the same layouts and rounding in plain C, for CPUs without AVX512-BF16.
+
+/// fp32 to bf16, round to nearest even, as VCVTNE2PS2BF16 does: denormal inputs count as zero, NaNs stay quiet NaNs.
+static inline uint16_t portable_round(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7F800000u) == 0) return (uint16_t)((bits >> 16) & 0x8000u);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline float portable_widen(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float x;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+static void portable_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                                  int total_k, int k_offset, int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    size_t block_stride = keel_bf16_packed_count(KEEL_BF16_BLOCK, total_k);
+    packed += (size_t)(k_offset / KEEL_BF16_KSTEP) * STEP;
+    for (int mb = block_begin; mb < block_end; mb++)
+        for (int s = 0; s < steps; s++)
+            for (int r = 0; r < 32; r++) {
+                int row = mb * 32 + r;
+                uint16_t *out = packed + mb * block_stride + s * STEP + (r / 16) * TILE + (r % 16) * 32;
+                for (int kk = 0; kk < 32; kk++) {
+                    int p = s * 32 + kk;
+                    out[kk] = row < m && p < k
+                        ? portable_round(transposed ? a[(size_t)p * lda + row] : a[(size_t)row * lda + p]) : 0;
+                }
+            }
+}
+
+static void portable_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
+                            int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    for (int nb = block_begin; nb < block_end; nb++)
+        for (int s = 0; s < steps; s++)
+            for (int half = 0; half < 2; half++)
+                for (int j = 0; j < 16; j++)
+                    for (int c = 0; c < 16; c++)
+                        for (int parity = 0; parity < 2; parity++) {
+                            int p = s * 32 + 2 * j + parity, column = nb * 32 + half * 16 + c;
+                            packed[(size_t)nb * steps * STEP + s * STEP + half * TILE + j * 32 + c * 2 + parity] =
+                                p < k && column < n
+                                    ? portable_round(transposed ? b[(size_t)column * ldb + p] : b[(size_t)p * ldb + column])
+                                    : 0;
+                        }
+}
+
+/// One 32×32 output block: B's step widened to fp32 once, then each row's pairs of k added as VDPBF16PS adds
+/// them (the odd k's product, then the even one's; both products are exact in fp32).
+static void portable_block(int row0, int column0, int m, int n, int first_step, int end_step, const uint16_t *a,
+                           const uint16_t *b, float alpha, float beta, float *c, int ldc) {
+    float sums[32][32], even[16][32], odd[16][32];
+    memset(sums, 0, sizeof sums);
+    int rows = m - row0 < 32 ? m - row0 : 32, columns = n - column0 < 32 ? n - column0 : 32;
+    for (int s = first_step; s < end_step; s++) {
+        const uint16_t *as = a + s * STEP, *bs = b + s * STEP;
+        for (int half = 0; half < 2; half++)
+            for (int j = 0; j < 16; j++)
+                for (int col = 0; col < 16; col++) {
+                    even[j][half * 16 + col] = portable_widen(bs[half * TILE + j * 32 + col * 2]);
+                    odd[j][half * 16 + col] = portable_widen(bs[half * TILE + j * 32 + col * 2 + 1]);
+                }
+        for (int i = 0; i < rows; i++) {
+            const uint16_t *row = as + (i / 16) * TILE + (i % 16) * 32;
+            for (int j = 0; j < 16; j++) {
+                float a0 = portable_widen(row[2 * j]), a1 = portable_widen(row[2 * j + 1]);
+                for (int col = 0; col < 32; col++) {
+                    float sum = sums[i][col] + a1 * odd[j][col];
+                    sums[i][col] = sum + a0 * even[j][col];
+                }
+            }
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        float *out = c + (size_t)(row0 + i) * ldc + column0;
+        for (int col = 0; col < columns; col++) {
+            float scaled = sums[i][col] * alpha;
+            out[col] = beta != 0 ? fmaf(out[col], beta, scaled) : scaled;
+        }
+    }
+}
+
+void keel_bf16_pack_a_slice(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
+                            uint16_t *packed, int total_k, int k_offset, int block_begin, int block_end) {
+    if (engine == KEEL_BF16_PORTABLE)
+        portable_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
+    else
+        avx512_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
+}
+
+void keel_bf16_pack_a(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
+                      uint16_t *packed, int block_begin, int block_end) {
+    keel_bf16_pack_a_slice(engine, transposed, m, k, a, lda, packed, k, 0, block_begin, block_end);
+}
+
+void keel_bf16_pack_b(keel_bf16_engine engine, int transposed, int k, int n, const float *b, int ldb,
+                      uint16_t *packed, int block_begin, int block_end) {
+    if (engine == KEEL_BF16_PORTABLE)
+        portable_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
+    else
+        avx512_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
 }
 
 /// c[0..<count] = alpha · sums + beta · c (c not read when beta is 0).
@@ -301,8 +407,10 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
             const uint16_t *a = packed_a + (size_t)mb * steps * STEP, *b = packed_b + (size_t)nb * steps * STEP;
             if (engine == KEEL_BF16_AMX)
                 amx_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
-            else
+            else if (engine == KEEL_BF16_AVX512)
                 avx512_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+            else
+                portable_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
         }
     }
     if (engine == KEEL_BF16_AMX) amx_release();
@@ -317,7 +425,7 @@ void keel_bf16_gemm_serial(keel_bf16_engine engine, int transposed_a, int transp
                            int ldc, uint16_t *scratch) {
     int row_blocks = (m + 31) / 32, column_blocks = (n + 31) / 32;
     uint16_t *packed_b = scratch + keel_bf16_packed_count(m, k);
-    keel_bf16_pack_a(transposed_a, m, k, a, lda, scratch, 0, row_blocks);
-    keel_bf16_pack_b(transposed_b, k, n, b, ldb, packed_b, 0, column_blocks);
+    keel_bf16_pack_a(engine, transposed_a, m, k, a, lda, scratch, 0, row_blocks);
+    keel_bf16_pack_b(engine, transposed_b, k, n, b, ldb, packed_b, 0, column_blocks);
     keel_bf16_gemm_blocks(engine, m, n, k, scratch, packed_b, alpha, beta, c, ldc, 0, row_blocks * column_blocks);
 }

@@ -13,33 +13,41 @@ public enum MatrixPrecision: String, Sendable, CaseIterable {
     case bfloat16 = "bf16"
 }
 
-/// The instructions bf16 products run on.
+/// The instructions bf16 products run on. Every engine rounds and packs the operands into the same bytes and
+/// sums in fp32; they differ in speed and in the order of the sums within a pair of k (AMX).
 public enum BFloat16Engine: String, Sendable {
     /// Intel AMX tiles (Sapphire Rapids and later).
     case amx
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
     case avx512
+    /// Plain C on any x86-64 (AMD Zen 3 and other CPUs with neither): the same results as AVX512-BF16, slower.
+    case portable
 
     /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
-    /// `avx512`) names when the CPU has it (another name, or one the CPU lacks, is warned about on standard error);
-    /// nil when the CPU has neither.
-    public static let selected: BFloat16Engine? = {
+    /// `avx512`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
+    /// standard error).
+    public static let selected: BFloat16Engine = {
         let available = BFloat16Engine.available
-        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512], name: \.rawValue,
-                                 isAvailable: available.contains, fallback: available.first?.rawValue ?? "none (this CPU has no bf16 engine)")
-            ?? available.first
+        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512, .portable], name: \.rawValue,
+                                 isAvailable: available.contains, fallback: available[0].rawValue) ?? available[0]
     }()
 
-    /// The engines this CPU and operating system support, fastest first.
+    /// The engines this CPU and operating system support, fastest first; the portable one always.
     public static let available: [BFloat16Engine] = {
         switch keel_bf16_best_engine() {
-        case KEEL_BF16_AMX: [.amx, .avx512]
-        case KEEL_BF16_AVX512: [.avx512]
-        default: []
+        case KEEL_BF16_AMX: [.amx, .avx512, .portable]
+        case KEEL_BF16_AVX512: [.avx512, .portable]
+        default: [.portable]
         }
     }()
 
-    var native: keel_bf16_engine { self == .amx ? KEEL_BF16_AMX : KEEL_BF16_AVX512 }
+    var native: keel_bf16_engine {
+        switch self {
+        case .amx: KEEL_BF16_AMX
+        case .avx512: KEEL_BF16_AVX512
+        case .portable: KEEL_BF16_PORTABLE
+        }
+    }
 }
 
 /// The right-hand operand op(B)[k×n] of bf16 products, packed once and read by many: a weight that
@@ -58,7 +66,7 @@ public final class PackedOperand: @unchecked Sendable {
         let ldb = ldb ?? (transB == .none ? n : k)
         let destination = storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
         ThreadPool.shared.parallelFor((n + 31) / 32) { blocks in
-            packRight(transB, k: k, n: n, b, ldb: ldb, into: destination, blocks: blocks)
+            packRight(BFloat16Engine.selected, transB, k: k, n: n, b, ldb: ldb, into: destination, blocks: blocks)
         }
     }
 
@@ -97,7 +105,7 @@ public final class PackedLeftOperand: @unchecked Sendable {
         precondition(offset % Int(KEEL_BF16_KSTEP) == 0 && offset + columns <= k, "slice \(offset)+\(columns) of K = \(k)")
         let (m, k, destination) = (m, k, storage.pointer!)
         ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
-            keel_bf16_pack_a_slice(transA.flag, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
+            keel_bf16_pack_a_slice(BFloat16Engine.selected.native, transA.flag, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
                                    Int32(offset), Int32(blocks.lowerBound), Int32(blocks.upperBound))
         }
     }
@@ -126,9 +134,8 @@ enum Operand {
 /// K by one thread in a fixed order, so the result does not depend on the thread count.
 func bfloat16Gemm(
     m: Int, n: Int, k: Int, alpha: Float, left: Operand, right: Operand, beta: Float, _ c: UnsafeMutablePointer<Float>,
-    ldc: Int, engine: BFloat16Engine? = BFloat16Engine.selected
+    ldc: Int, engine: BFloat16Engine = BFloat16Engine.selected
 ) {
-    let engine = available(engine)
     guard m > 0, n > 0 else { return }
     packingLock.withLock { _ in
         let rowBlocks = (m + 31) / 32, columnBlocks = (n + 31) / 32
@@ -147,12 +154,12 @@ func bfloat16Gemm(
         ThreadPool.shared.parallelFor(leftBlocks + rightBlocks) { blocks in
             if case .matrix(let transA, let a, let lda) = left {
                 let rows = blocks.clamped(to: 0..<leftBlocks)
-                keel_bf16_pack_a(transA.flag, Int32(m), Int32(k), a, Int32(lda), scratch.a.pointer!,
+                keel_bf16_pack_a(engine.native, transA.flag, Int32(m), Int32(k), a, Int32(lda), scratch.a.pointer!,
                                  Int32(rows.lowerBound), Int32(rows.upperBound))
             }
             if case .matrix(let transB, let b, let ldb) = right {
                 let columns = blocks.clamped(to: leftBlocks..<leftBlocks + rightBlocks)
-                packRight(transB, k: k, n: n, b, ldb: ldb, into: scratch.b.pointer!,
+                packRight(engine, transB, k: k, n: n, b, ldb: ldb, into: scratch.b.pointer!,
                           blocks: (columns.lowerBound - leftBlocks)..<(columns.upperBound - leftBlocks))
             }
         }
@@ -170,22 +177,16 @@ func serialBFloat16Gemm(
     _ b: UnsafePointer<Float>, ldb: Int, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
     scratch: UnsafeMutablePointer<UInt16>
 ) {
-    keel_bf16_gemm_serial(available(BFloat16Engine.selected).native, transA.flag, transB.flag,
+    keel_bf16_gemm_serial(BFloat16Engine.selected.native, transA.flag, transB.flag,
                           Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
-}
-
-/// `engine`, which configuration checks have made sure exists before any bf16 product runs.
-private func available(_ engine: BFloat16Engine?) -> BFloat16Engine {
-    guard let engine else { preconditionFailure("bf16 matrix products need AVX512-BF16 or AMX, which this CPU lacks") }
-    return engine
 }
 
 /// Rounds and packs the 32-column blocks `blocks` of op(B)[k×n] (none when the range is empty).
 private func packRight(
-    _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>,
+    _ engine: BFloat16Engine, _ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int, into packed: UnsafeMutablePointer<UInt16>,
     blocks: Range<Int>
 ) {
-    keel_bf16_pack_b(transB.flag, Int32(k), Int32(n), b, Int32(ldb), packed,
+    keel_bf16_pack_b(engine.native, transB.flag, Int32(k), Int32(n), b, Int32(ldb), packed,
                      Int32(blocks.lowerBound), Int32(blocks.upperBound))
 }
 

@@ -36,7 +36,7 @@ public final class Transformer: @unchecked Sendable {
     /// When set, every kernel call is timed into it (`keel bench --profile`).
     public var profiler: Profiler?
     /// The operand format of every matrix product (projections, the head and attention's products);
-    /// `.bfloat16` needs `BFloat16Engine.selected`.
+    /// `.bfloat16` runs on `BFloat16Engine.selected`.
     public var matrixPrecision: MatrixPrecision = .float32
     private lazy var headPack = PackedLinearWeight()
     /// bf16 training: the head's ∂loss/∂logitsᵀ over all rows, packed chunk by chunk for its weight gradient.

@@ -314,10 +314,6 @@ public struct TrainConfig: Sendable {
         guard let precision = MatrixPrecision(rawValue: name) else {
             throw KeelError("config: training.precision must be \"fp32\" or \"bf16\" (got \"\(name)\")")
         }
-        if precision == .bfloat16, BFloat16Engine.selected == nil {
-            throw KeelError("config: training.precision = \"bf16\" needs a CPU with AMX or AVX512-BF16, and this one has "
-                            + "neither; use \"fp32\"")
-        }
         return precision
     }
 

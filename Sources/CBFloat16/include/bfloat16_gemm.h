@@ -1,5 +1,6 @@
-// bf16 matrix products with fp32 accumulation on Intel AMX tiles (Sapphire Rapids and later) or, without
-// AMX, on AVX512-BF16 dot products. Operands arrive as fp32 and are rounded to bf16 (nearest even) while
+// bf16 matrix products with fp32 accumulation on Intel AMX tiles (Sapphire Rapids and later), on AVX512-BF16
+// dot products without AMX, or in plain C on any other x86-64 (every packing function takes the engine: the
+// portable one packs without AVX-512 into the same bytes). Operands arrive as fp32 and are rounded to bf16 (nearest even) while
 // they are packed; results are fp32. Threading is the caller's: each function works on a range of blocks.
 #ifndef KEEL_BFLOAT16_GEMM_H
 #define KEEL_BFLOAT16_GEMM_H
@@ -11,7 +12,8 @@
 typedef enum {
     KEEL_BF16_NONE = 0,   ///< neither AMX nor AVX512-BF16 usable: bf16 products are unavailable
     KEEL_BF16_AVX512 = 1, ///< AVX512-BF16 dot products (e.g. AMD Zen 4/5, Intel Cooper Lake)
-    KEEL_BF16_AMX = 2     ///< AMX tiles (Intel Sapphire Rapids and later)
+    KEEL_BF16_AMX = 2,    ///< AMX tiles (Intel Sapphire Rapids and later)
+    KEEL_BF16_PORTABLE = 3 ///< plain C on any x86-64: the same packed layouts, rounding and fp32 sums, slower
 } keel_bf16_engine;
 
 /// The best engine this CPU and kernel allow; asks Linux for AMX tile state once per process.
@@ -25,20 +27,20 @@ size_t keel_bf16_packed_count(int rows_or_columns, int k);
 
 /// Packs 32-row blocks [block_begin, block_end) of op(A)[m×k] (row-major storage, `transposed` meaning
 /// A is stored k×m) into tile order, zero-padded to whole blocks and whole K steps.
-void keel_bf16_pack_a(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
-                      int block_begin, int block_end);
+void keel_bf16_pack_a(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
+                      uint16_t *packed, int block_begin, int block_end);
 
 /// Packs 32-row blocks [block_begin, block_end) of op(A)[m×k] as K columns [k_offset, k_offset + k) of a
 /// packed A of depth total_k: one slice of K at a time, for a left operand whose K arrives in parts (the
 /// output head's ∂loss/∂logitsᵀ, chunk of rows by chunk). k_offset is a multiple of KEEL_BF16_KSTEP; a slice
 /// whose k is not pads the rest of its last step with zeros, so only the last slice may be one.
-void keel_bf16_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
-                            int total_k, int k_offset, int block_begin, int block_end);
+void keel_bf16_pack_a_slice(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
+                            uint16_t *packed, int total_k, int k_offset, int block_begin, int block_end);
 
 /// Packs 32-column blocks [block_begin, block_end) of op(B)[k×n] (`transposed` meaning B is stored n×k)
 /// into pairs-of-K ("VNNI") tile order, zero-padded like `keel_bf16_pack_a`.
-void keel_bf16_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
-                      int block_begin, int block_end);
+void keel_bf16_pack_b(keel_bf16_engine engine, int transposed, int k, int n, const float *b, int ldb,
+                      uint16_t *packed, int block_begin, int block_end);
 
 /// C = alpha · A·B + beta · C for the 32×32 output blocks [block_begin, block_end), numbered in bands of 8
 /// row blocks (256 rows), column-block-major within a band, so one thread's blocks share a band of A in L2

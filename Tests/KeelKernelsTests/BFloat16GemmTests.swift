@@ -1,11 +1,11 @@
+import CBFloat16
 @testable import KeelKernels
 import KeelCore
 import XCTest
 
 /// bf16 products against a float64 product of the same operands rounded to bf16 by this test's own
-/// rounding, for every engine this CPU has. Every test here needs AMX or AVX512-BF16 and is skipped, saying so,
-/// on a CPU with neither (Zen 3): the engines are those instructions, there is no portable one to test instead.
-final class BFloat16GemmOnAMXOrAVX512BF16Tests: XCTestCase {
+/// rounding, for every engine this CPU has — the portable one on every CPU.
+final class BFloat16GemmTests: XCTestCase {
     /// Round to nearest even on the bit pattern, the definition the AMX and AVX512-BF16 conversions follow.
     private func roundedToBFloat16(_ x: Float) -> Float {
         let bits = x.bitPattern
@@ -14,8 +14,40 @@ final class BFloat16GemmOnAMXOrAVX512BF16Tests: XCTestCase {
     }
 
     private func engines() throws -> [BFloat16Engine] {
-        try XCTSkipIf(BFloat16Engine.available.isEmpty, "skipped on this CPU: bf16 products need AMX or AVX512-BF16 (AMD Zen 3 has neither); there training.precision = \"bf16\" is refused instead, as BadInputTests.testBFloat16PrecisionIsRefusedWithoutAnEngine checks")
+        XCTAssertEqual(BFloat16Engine.available.last, .portable, "the portable engine is there on every CPU")
         return BFloat16Engine.available
+    }
+
+    /// Every engine packs into the same bytes (the portable one without AVX-512), for both operands, both
+    /// storage orders, ragged edges, a slice of K, and the values rounding must treat specially.
+    func testEveryEnginePacksTheSameBytes() throws {
+        var stream = RandomStream(seed: 5)
+        var values = random(70 * 45, &stream)
+        values[0] = .nan; values[1] = .infinity; values[2] = -0; values[3] = Float(bitPattern: 0x0001_1234); values[4] = 3.3895314e38
+        values[5] = Float(bitPattern: 0x3F80_8000); values[6] = Float(bitPattern: 0x3F81_8000)   // ties to even
+        func packed(_ engine: BFloat16Engine, _ transposed: Int32, a: Bool) -> [UInt16] {
+            let (rows, k) = (45, 70)
+            var out = [UInt16](repeating: 0xFFFF, count: keel_bf16_packed_count(Int32(rows), Int32(k)))
+            values.withUnsafeBufferPointer { v in
+                if a {
+                    keel_bf16_pack_a_slice(engine.native, transposed, Int32(rows), 40, v.baseAddress!, transposed == 0 ? 70 : 45,
+                                           &out, Int32(k), 32, 0, 2)
+                } else {
+                    keel_bf16_pack_b(engine.native, transposed, Int32(k), Int32(rows), v.baseAddress!, transposed == 0 ? 45 : 70,
+                                     &out, 0, 2)
+                }
+            }
+            return out
+        }
+        for transposed: Int32 in [0, 1] {
+            for a in [true, false] {
+                let reference = packed(.portable, transposed, a: a)
+                XCTAssertTrue(reference.contains(0x7FC0) && reference.contains(0x3F80) && reference.contains(0x3F82))
+                for engine in try engines() where engine != .portable {
+                    XCTAssertEqual(packed(engine, transposed, a: a), reference, "\(engine) A: \(a) transposed: \(transposed)")
+                }
+            }
+        }
     }
 
     private func random(_ count: Int, _ stream: inout RandomStream) -> [Float] {
