@@ -12,7 +12,7 @@ public enum Transpose: Sendable {
 }
 
 /// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS (fp32) or, with
-/// `precision: .bfloat16`, with operands rounded to bf16 on AMX or AVX512-BF16 (see `bfloat16Gemm`).
+/// `precision: .bfloat16`, with operands rounded to bf16 on the selected engine (see `bfloat16Gemm`).
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///

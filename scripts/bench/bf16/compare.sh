@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times the bf16 products of one GPT-2 124M layer (or, with "head", of the output head) for two versions of
 # Sources/CBFloat16/bfloat16_gemm.c, alternating in one process: v0 from git revision REV (default HEAD), v1
-# from the working tree. For tuning the kernel; needs AMX or AVX512-BF16.
+# from the working tree. For tuning the AMX / AVX512-BF16 kernels (the portable engine is not their peer).
 #
 #   bash scripts/bench/bf16/compare.sh [REV] [head]
 set -euo pipefail
