@@ -50,6 +50,27 @@ final class BFloat16GemmTests: XCTestCase {
         }
     }
 
+    /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, so their products are the same
+    /// floats (AMX sums in its own order, so it is only held to the reference above).
+    func testPortableProductsEqualAVX512BF16s() throws {
+        guard BFloat16Engine.available.contains(.avx512) else { return }   // nothing to compare with on this CPU
+        var stream = RandomStream(seed: 3)
+        let (m, n, k) = (45, 37, 1100)
+        let a = random(m * k, &stream), b = random(k * n, &stream), start = random(m * n, &stream)
+        var results: [[Float]] = []
+        for engine in [BFloat16Engine.avx512, .portable] {
+            var c = start
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    bfloat16Gemm(m: m, n: n, k: k, alpha: 0.75, left: .matrix(.none, a.baseAddress!, ld: k),
+                                 right: .matrix(.transposed, b.baseAddress!, ld: k), beta: 0.5, &c, ldc: n, engine: engine)
+                }
+            }
+            results.append(c)
+        }
+        XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern))
+    }
+
     private func random(_ count: Int, _ stream: inout RandomStream) -> [Float] {
         (0..<count).map { _ in (stream.nextUniform() - 0.5) * 2 }
     }
