@@ -186,14 +186,16 @@ public enum Planner {
         }
         fitting.sort { $0.bound < $1.bound }
         var estimated: [LayoutEstimate] = []
+        var fastest: [Double] = []   // the `top` smallest steps so far, ascending
         var bestOfStrategy: [String: Double] = [:]
         for candidate in fitting {
-            let steps = estimated.map(\.time.step).sorted()
-            let threshold = steps.count < top ? Double.infinity : steps[top - 1]
+            let threshold = fastest.count < top ? Double.infinity : fastest[top - 1]
             guard candidate.bound <= max(threshold, bestOfStrategy[candidate.layout.strategy] ?? .infinity) else { continue }
             let estimate = try LayoutEstimate(candidate.layout, workload: workload, cluster: cluster,
                                               assumptions: assumptions, peakInFlight: candidate.peak)
             estimated.append(estimate)
+            fastest.insert(estimate.time.step, at: fastest.firstIndex { $0 > estimate.time.step } ?? fastest.count)
+            if fastest.count > top { fastest.removeLast() }
             bestOfStrategy[candidate.layout.strategy] = min(bestOfStrategy[candidate.layout.strategy] ?? .infinity,
                                                             estimate.time.step)
         }

@@ -39,9 +39,13 @@ public struct TimelineChart: Sendable {
     public static let colors = ["forward": "#4e79a7", "backward": "#f28e2b", "backward weights": "#edc948",
                                 "wait": "#e15759", "step": "#59a14f"]
 
+    private static let top = 32.0, row = 26.0
+
+    /// The chart's height in pixels: its lanes, axis and legend.
+    public var height: Double { TimelineChart.top + TimelineChart.row * Double(max(laneNames.count, 1)) + 64 }
+
     public func svg() -> String {
-        let left = 150.0, right = 16.0, top = 32.0, row = 26.0
-        let height = top + row * Double(max(laneNames.count, 1)) + 64
+        let left = 150.0, right = 16.0, top = TimelineChart.top, row = TimelineChart.row
         let plotWidth = width - left - right
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart timeline\" width=\"\(Int(width))\" height=\"\(Int(height))\" "
             + "viewBox=\"0 0 \(Int(width)) \(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"

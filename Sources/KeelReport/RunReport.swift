@@ -70,12 +70,12 @@ public struct RunReport {
             LineChart.Series(name: run.name, points: run.checkpointStalls.map { ($0.step, $0.seconds) }, color: color(index))
         })
         add("Pipeline bubble (idle share of the step)", x: "step", y: "bubble (%)", perRun("bubble", scale: 100))
-        if let trace { charts.append(try RunReport.timeline(trace)) }
+        if let trace { charts.append(try RunReport.timeline(trace).svg()) }
         return charts
     }
 
     /// The last step of a Chrome trace as a timeline, one lane per rank.
-    static func timeline(_ file: URL) throws -> String {
+    static func timeline(_ file: URL) throws -> TimelineChart {
         guard let data = try? Data(contentsOf: file),
               let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               let events = object["traceEvents"] as? [[String: Any]]
@@ -97,18 +97,14 @@ public struct RunReport {
         let lanes = max(laneNames.keys.max() ?? 0, spans.map(\.span.lane).max() ?? 0) + 1
         return TimelineChart(title: "Pipeline timeline, step \(last)", laneNames: (0..<lanes).map { laneNames[$0] ?? "rank \($0)" },
                              spans: spans.filter { $0.step == last }.map(\.span), unit: "ms",
-                             width: 2 * RunReport.chartWidth + 20).svg()
+                             width: 2 * RunReport.chartWidth + 20)
     }
 
     /// Pixel height of the charts-only page (`html(chartsOnly: true)`), for a screenshot of all of it.
-    public func chartsPageHeight(charts: [String]) -> Int {
-        let lineCharts = trace == nil ? charts.count : charts.count - 1
-        let rows = (lineCharts + 1) / 2
-        var height = 70 + rows * Int(RunReport.chartHeight + 16)
-        if trace != nil, let last = charts.last, let range = last.range(of: "height=\"") {
-            height += Int(last[range.upperBound...].prefix { $0.isNumber }) ?? 300
-        }
-        return height + 16
+    public func chartsPageHeight() throws -> Int {
+        let lineCharts = try charts().count - (trace == nil ? 0 : 1)
+        let timeline = try trace.map { try RunReport.timeline($0).height } ?? 0
+        return 70 + (lineCharts + 1) / 2 * Int(RunReport.chartHeight + 16) + Int(timeline) + 16
     }
 
     /// The page. With `chartsOnly`, only the title and the charts (what the PNG shows).

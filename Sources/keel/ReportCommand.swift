@@ -42,7 +42,7 @@ struct ReportCommand: ParsableCommand {
             let page = FileManager.default.temporaryDirectory.appendingPathComponent("keel-report-\(UUID().uuidString).html")
             defer { try? FileManager.default.removeItem(at: page) }
             try AtomicFile.write(Data(report.html(charts: charts, chartsOnly: true).utf8), to: page)
-            let width = RunReport.chartsPageWidth, height = report.chartsPageHeight(charts: charts)
+            let width = RunReport.chartsPageWidth, height = try report.chartsPageHeight()
             if case .failure(let error) = renderer.screenshot(of: page, width: width, height: height, to: URL(fileURLWithPath: png)) {
                 throw KeelError("report: --png: \(error.message)")
             }
