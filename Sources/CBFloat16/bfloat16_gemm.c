@@ -17,8 +17,14 @@
 
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define AMX_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+#define AVX2_FMA __attribute__((target("avx2,fma")))
 
 enum { TILE = 512, STEP = 1024 }; // elements in one 16×32 tile, and in one K step of a packed block
+// K steps per pass over the blocks: 32 steps (1,024 values of k) keep a pass's A and B sub-panels in L2 when K is
+// large (the output head's input gradient has K = vocabulary), instead of streaming whole panels per block.
+enum { PASS_STEPS = 32 };
+// Row blocks per band: a band's packed A (256 rows × K) stays in L2 while its blocks sweep B's column blocks.
+enum { BAND = 8 };
 
 static keel_bf16_engine detected_engine = KEEL_BF16_NONE;
 static pthread_once_t detection = PTHREAD_ONCE_INIT;
@@ -26,10 +32,13 @@ static pthread_once_t detection = PTHREAD_ONCE_INIT;
 static void detect_engine(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return; // no OSXSAVE
+    int fma = (ecx >> 12) & 1;
     unsigned xcr0_low, xcr0_high;
     __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-    if ((xcr0_low & 0xE6) != 0xE6) return; // the OS does not save zmm state
+    if ((xcr0_low & 0x6) != 0x6) return; // the OS does not save ymm state
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
+    if (fma && ((ebx >> 5) & 1)) detected_engine = KEEL_BF16_AVX2;
+    if ((xcr0_low & 0xE6) != 0xE6) return; // nor zmm state
     int avx512 = ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1); // F, BW, VL
     int amx = ((edx >> 22) & 1) && ((edx >> 24) & 1);                        // AMX-BF16, AMX-TILE
     __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx);
@@ -260,10 +269,251 @@ static void portable_block(int row0, int column0, int m, int n, int first_step, 
     }
 }
 
+// The AVX2 engine, for CPUs with neither AMX nor AVX512-BF16 (AMD Zen 3, Intel before Cooper Lake): the
+// portable engine's rounding, layouts and order of sums, eight lanes at a time. A bf16 is the top half of an
+// fp32, so widening one is a mask or a shift in a register, and the products run on FMA at fp32's rate.
+
+/// 8 floats (fewer when `count` < 8, zero-filled) rounded to 8 bf16 as `portable_round` rounds each.
+AVX2_FMA static inline __m128i avx2_round8(const float *source, int count) {
+    __m256i bits;
+    if (count >= 8)
+        bits = _mm256_loadu_si256((const __m256i *)source);
+    else
+        bits = _mm256_maskload_epi32((const int *)source, _mm256_cmpgt_epi32(_mm256_set1_epi32(count),
+                                                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    __m256i top = _mm256_srli_epi32(bits, 16);
+    __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), _mm256_and_si256(top, _mm256_set1_epi32(1)));
+    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16);
+    __m256i quiet = _mm256_or_si256(top, _mm256_set1_epi32(0x40));
+    __m256i signed_zero = _mm256_and_si256(top, _mm256_set1_epi32(0x8000));
+    __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F800000));
+    __m256i is_small = _mm256_cmpeq_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7F800000)), _mm256_setzero_si256());
+    __m256i words = _mm256_blendv_epi8(_mm256_blendv_epi8(rounded, quiet, is_nan), signed_zero, is_small);
+    return _mm_packus_epi32(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)); // all ≤ 0xFFFF
+}
+
+/// Transposes the 8×8 matrix of 16-bit values in `x` (one row each) in place.
+AVX2_FMA static inline void avx2_transpose8x16(__m128i x[8]) {
+    __m128i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm_unpacklo_epi16(x[2 * i], x[2 * i + 1]);
+        t[2 * i + 1] = _mm_unpackhi_epi16(x[2 * i], x[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) { // u[4i + q]: columns 2q and 2q+1 of rows 4i…4i+3
+        u[4 * i] = _mm_unpacklo_epi32(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm_unpackhi_epi32(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm_unpacklo_epi32(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm_unpackhi_epi32(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int q = 0; q < 4; q++) {
+        x[2 * q] = _mm_unpacklo_epi64(u[q], u[4 + q]);
+        x[2 * q + 1] = _mm_unpackhi_epi64(u[q], u[4 + q]);
+    }
+}
+
+/// Transposes the 8×8 matrix of 32-bit values in `x` (one row each) in place.
+AVX2_FMA static inline void avx2_transpose8x32(__m256i x[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int q = 0; q < 4; q++) {
+        x[q] = _mm256_permute2x128_si256(u[q], u[4 + q], 0x20);
+        x[4 + q] = _mm256_permute2x128_si256(u[q], u[4 + q], 0x31);
+    }
+}
+
+AVX2_FMA static void avx2_pack_a_slice(int transposed, int m, int k, const float *a, int lda, uint16_t *packed,
+                                       int total_k, int k_offset, int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    size_t block_stride = keel_bf16_packed_count(KEEL_BF16_BLOCK, total_k);
+    packed += (size_t)(k_offset / KEEL_BF16_KSTEP) * STEP;
+    if (!transposed) {
+        for (int mb = block_begin; mb < block_end; mb++)
+            for (int r = 0; r < 32; r++) {
+                int row = mb * 32 + r;
+                for (int s = 0; s < steps; s++) {
+                    uint16_t *out = packed + mb * block_stride + s * STEP + (r / 16) * TILE + (r % 16) * 32;
+                    for (int q = 0; q < 4; q++) {
+                        int p = s * 32 + q * 8;
+                        __m128i v = row < m ? avx2_round8(a + (size_t)row * lda + p, k - p) : _mm_setzero_si128();
+                        _mm_storeu_si128((__m128i *)(out + q * 8), v);
+                    }
+                }
+            }
+        return;
+    }
+    // A is stored k×m: 8 stored rows (k) × 8 of their columns (rows of op(A)) at a time, rounded, then transposed.
+    // K steps outermost, so a step's 32 stored rows are read front to back across all the blocks.
+    __m128i x[8];
+    for (int s = 0; s < steps; s++)
+        for (int mb = block_begin; mb < block_end; mb++)
+            for (int r0 = 0; r0 < 32; r0 += 8)
+                for (int q = 0; q < 4; q++) {
+                    int row0 = mb * 32 + r0, p0 = s * 32 + q * 8;
+                    for (int i = 0; i < 8; i++)
+                        x[i] = p0 + i < k ? avx2_round8(a + (size_t)(p0 + i) * lda + row0, m - row0) : _mm_setzero_si128();
+                    avx2_transpose8x16(x);
+                    for (int j = 0; j < 8; j++) {
+                        int r = r0 + j;
+                        _mm_storeu_si128((__m128i *)(packed + mb * block_stride + s * STEP + (r / 16) * TILE + (r % 16) * 32 + q * 8), x[j]);
+                    }
+                }
+}
+
+AVX2_FMA static void avx2_pack_b(int transposed, int k, int n, const float *b, int ldb, uint16_t *packed,
+                                 int block_begin, int block_end) {
+    int steps = (k + KEEL_BF16_KSTEP - 1) / KEEL_BF16_KSTEP;
+    if (!transposed) {
+        // Two stored rows (k, k+1) at a time, across every block: rounded 8 columns at a time, then interleaved.
+        for (int s = 0; s < steps; s++)
+            for (int j = 0; j < 16; j++) {
+                int p = s * 32 + 2 * j;
+                for (int nb = block_begin; nb < block_end; nb++)
+                    for (int c0 = 0; c0 < 32; c0 += 8) {
+                        int column0 = nb * 32 + c0;
+                        __m128i even = p < k ? avx2_round8(b + (size_t)p * ldb + column0, n - column0) : _mm_setzero_si128();
+                        __m128i odd = p + 1 < k ? avx2_round8(b + (size_t)(p + 1) * ldb + column0, n - column0) : _mm_setzero_si128();
+                        uint16_t *out = packed + (size_t)nb * steps * STEP + s * STEP + (c0 / 16) * TILE + j * 32 + (c0 % 16) * 2;
+                        _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(even, odd));
+                        _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(even, odd));
+                    }
+            }
+        return;
+    }
+    // B is stored n×k: a column's pairs of k are adjacent already; round 8 columns × 8 pairs, then transpose.
+    __m256i x[8];
+    for (int nb = block_begin; nb < block_end; nb++)
+        for (int s = 0; s < steps; s++)
+            for (int c0 = 0; c0 < 32; c0 += 8)
+                for (int j0 = 0; j0 < 16; j0 += 8) {
+                    int p = s * 32 + 2 * j0;
+                    for (int i = 0; i < 8; i++) {
+                        int column = nb * 32 + c0 + i;
+                        const float *source = b + (size_t)column * ldb + p;
+                        x[i] = column < n ? _mm256_setr_m128i(avx2_round8(source, k - p), avx2_round8(source + 8, k - p - 8))
+                                          : _mm256_setzero_si256();
+                    }
+                    avx2_transpose8x32(x);
+                    uint16_t *tile = packed + (size_t)nb * steps * STEP + s * STEP + (c0 / 16) * TILE + (c0 % 16) * 2;
+                    for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(tile + (j0 + j) * 32), x[j]);
+                }
+}
+
+/// c[0..<count] = alpha · sums + beta · c (c not read when beta is 0), as `merge16` computes it.
+AVX2_FMA static inline void merge8(float *c, __m256 sums, int count, float alpha, float beta) {
+    if (count <= 0) return;
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 result = _mm256_mul_ps(sums, _mm256_set1_ps(alpha));
+    if (beta != 0)
+        result = _mm256_fmadd_ps(_mm256_maskload_ps(c, mask), _mm256_set1_ps(beta), result);
+    _mm256_maskstore_ps(c, mask, result);
+}
+
+// K steps the AVX2 blocks widen B for at a time: the widened B (8 KiB) stays in L1.
+enum { AVX2_CHUNK = 2, AVX2_PAIRS = AVX2_CHUNK * 16 };
+
+/// Two pairs of k for 3 rows × 32 columns, by hand (in C, compilers run out of the 16 registers): the 12 sums in
+/// registers, enough independent ones to hide FMA's latency although each pair adds twice to each sum (the odd
+/// k's product first, as VDPBF16PS adds them). ymm12-14 hold A's three rows: a pair broadcast from the packed
+/// bf16, then its odd k kept by a mask or its even k moved up by a shift. ymm15 holds 8 columns of widened B
+/// (odd k's 32 columns at bytes 0-127 of a pair, even k's at 128-255).
+#define KEEL_AVX2_ROWS(offset, widen) "vpbroadcastd " #offset "(%[a0]), %%ymm12\n\t"                              \
+                                      "vpbroadcastd " #offset "(%[a1]), %%ymm13\n\t"                              \
+                                      "vpbroadcastd " #offset "(%[a2]), %%ymm14\n\t"                              \
+                                      widen(ymm12) widen(ymm13) widen(ymm14)
+#define KEEL_AVX2_ODD(register) "vpand %[high], %%" #register ", %%" #register "\n\t"
+#define KEEL_AVX2_EVEN(register) "vpslld $16, %%" #register ", %%" #register "\n\t"
+#define KEEL_AVX2_COLUMNS(offset, s0, s1, s2) "vmovaps " #offset "(%[b]), %%ymm15\n\t"                           \
+                                              "vfmadd231ps %%ymm15, %%ymm12, %[" #s0 "]\n\t"                     \
+                                              "vfmadd231ps %%ymm15, %%ymm13, %[" #s1 "]\n\t"                     \
+                                              "vfmadd231ps %%ymm15, %%ymm14, %[" #s2 "]\n\t"
+
+/// `count` 32×32 output blocks down one column block (row blocks from row0, their packed A `a_stride` apart):
+/// B's bf16 widened to fp32 (a bf16 is the top half of an fp32: a mask or a shift) a chunk of K at a time, once
+/// for all the blocks, then multiplied 3 of the blocks' rows at a time with the sums kept in `sums` between
+/// chunks (the same floats either way).
+AVX2_FMA static void avx2_blocks(int row0, int count, size_t a_stride, int column0, int m, int n, int first_step,
+                                 int end_step, const uint16_t *a, const uint16_t *b, float alpha, float beta, float *c,
+                                 int ldc) {
+    float wide_b[AVX2_PAIRS][2][32] __attribute__((aligned(32)));
+    float sums[BAND * 32 + 2][32] __attribute__((aligned(32))); // + 2: the last group of 3 may run past the rows
+    static const uint16_t zero_row[32] = {0};                     // the A of rows past the last block
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    int rows = m - row0 < count * 32 ? m - row0 : count * 32;
+    for (int chunk = first_step; chunk < end_step; chunk += AVX2_CHUNK) {
+        int steps = end_step - chunk < AVX2_CHUNK ? end_step - chunk : AVX2_CHUNK;
+        for (int s = 0; s < steps; s++) {
+            const uint16_t *bs = b + (chunk + s) * STEP;
+            for (int j = 0; j < 16; j++)
+                for (int v = 0; v < 4; v++) {
+                    __m256i pairs = _mm256_loadu_si256((const __m256i *)(bs + (v / 2) * TILE + j * 32 + (v % 2) * 16));
+                    _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][0][v * 8], _mm256_and_si256(pairs, high));
+                    _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][1][v * 8], _mm256_slli_epi32(pairs, 16));
+                }
+        }
+        // The blocks' rows one after the other, 3 at a time: only the last group may run past them.
+        for (int group = 0; group < rows; group += 3) {
+            __m256 t[3][4];
+            for (int r = 0; r < 3; r++)
+                for (int v = 0; v < 4; v++)
+                    t[r][v] = chunk == first_step ? _mm256_setzero_ps() : _mm256_load_ps(sums[group + r] + v * 8);
+            for (int s = 0; s < steps; s++) {
+                // A step of a packed block is 32 rows of 32 bf16 (its two tiles one after the other).
+                const uint16_t *row_pairs[3];
+                for (int r = 0; r < 3; r++) {
+                    int row = group + r;
+                    row_pairs[r] = row < count * 32 ? a + (row / 32) * a_stride + (chunk + s) * STEP + (row % 32) * 32
+                                                    : zero_row;
+                }
+                for (int j = 0; j < 16; j += 2) { // two pairs per statement: less loop overhead
+                    __asm__(KEEL_AVX2_ROWS(0, KEEL_AVX2_ODD)
+                            KEEL_AVX2_COLUMNS(0, r0v0, r1v0, r2v0) KEEL_AVX2_COLUMNS(32, r0v1, r1v1, r2v1)
+                            KEEL_AVX2_COLUMNS(64, r0v2, r1v2, r2v2) KEEL_AVX2_COLUMNS(96, r0v3, r1v3, r2v3)
+                            KEEL_AVX2_ROWS(0, KEEL_AVX2_EVEN)
+                            KEEL_AVX2_COLUMNS(128, r0v0, r1v0, r2v0) KEEL_AVX2_COLUMNS(160, r0v1, r1v1, r2v1)
+                            KEEL_AVX2_COLUMNS(192, r0v2, r1v2, r2v2) KEEL_AVX2_COLUMNS(224, r0v3, r1v3, r2v3)
+                            KEEL_AVX2_ROWS(4, KEEL_AVX2_ODD)
+                            KEEL_AVX2_COLUMNS(256, r0v0, r1v0, r2v0) KEEL_AVX2_COLUMNS(288, r0v1, r1v1, r2v1)
+                            KEEL_AVX2_COLUMNS(320, r0v2, r1v2, r2v2) KEEL_AVX2_COLUMNS(352, r0v3, r1v3, r2v3)
+                            KEEL_AVX2_ROWS(4, KEEL_AVX2_EVEN)
+                            KEEL_AVX2_COLUMNS(384, r0v0, r1v0, r2v0) KEEL_AVX2_COLUMNS(416, r0v1, r1v1, r2v1)
+                            KEEL_AVX2_COLUMNS(448, r0v2, r1v2, r2v2) KEEL_AVX2_COLUMNS(480, r0v3, r1v3, r2v3)
+                            : [r0v0] "+x"(t[0][0]), [r0v1] "+x"(t[0][1]), [r0v2] "+x"(t[0][2]), [r0v3] "+x"(t[0][3]),
+                              [r1v0] "+x"(t[1][0]), [r1v1] "+x"(t[1][1]), [r1v2] "+x"(t[1][2]), [r1v3] "+x"(t[1][3]),
+                              [r2v0] "+x"(t[2][0]), [r2v1] "+x"(t[2][1]), [r2v2] "+x"(t[2][2]), [r2v3] "+x"(t[2][3])
+                            : [a0] "r"(row_pairs[0] + j * 2), [a1] "r"(row_pairs[1] + j * 2), [a2] "r"(row_pairs[2] + j * 2),
+                              [b] "r"(&wide_b[s * 16 + j][0][0]), [high] "m"(high)
+                            : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+                }
+            }
+            for (int r = 0; r < 3; r++)
+                for (int v = 0; v < 4; v++) _mm256_store_ps(sums[group + r] + v * 8, t[r][v]);
+        }
+    }
+    for (int row = 0; row < rows; row++) {
+        float *out = c + (size_t)(row0 + row) * ldc + column0;
+        for (int v = 0; v < 4; v++) merge8(out + v * 8, _mm256_load_ps(sums[row] + v * 8), n - column0 - v * 8, alpha, beta);
+    }
+}
+#undef KEEL_AVX2_ROWS
+#undef KEEL_AVX2_ODD
+#undef KEEL_AVX2_EVEN
+#undef KEEL_AVX2_COLUMNS
+
 void keel_bf16_pack_a_slice(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
                             uint16_t *packed, int total_k, int k_offset, int block_begin, int block_end) {
     if (engine == KEEL_BF16_PORTABLE)
         portable_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
+    else if (engine == KEEL_BF16_AVX2)
+        avx2_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
     else
         avx512_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
 }
@@ -277,6 +527,8 @@ void keel_bf16_pack_b(keel_bf16_engine engine, int transposed, int k, int n, con
                       uint16_t *packed, int block_begin, int block_end) {
     if (engine == KEEL_BF16_PORTABLE)
         portable_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
+    else if (engine == KEEL_BF16_AVX2)
+        avx2_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
     else
         avx512_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
 }
@@ -373,9 +625,6 @@ AMX_BF16 static void amx_configure(void) {
 
 AMX_BF16 static void amx_release(void) { _tile_release(); }
 
-// Row blocks per band: a band's packed A (256 rows × K) stays in L2 while its blocks sweep B's column blocks.
-enum { BAND = 8 };
-
 /// The row and column block of output block `block`: bands of BAND row blocks in order, and within a band,
 /// column block major.
 static inline void block_position(int block, int row_blocks, int column_blocks, int *mb, int *nb) {
@@ -385,10 +634,6 @@ static inline void block_position(int block, int row_blocks, int column_blocks, 
     *nb = within / band_rows;
     *mb = first_row + within % band_rows;
 }
-
-// K steps per pass over the blocks: 32 steps (1,024 values of k) keep a pass's A and B sub-panels in L2 when K is
-// large (the output head's input gradient has K = vocabulary), instead of streaming whole panels per block.
-enum { PASS_STEPS = 32 };
 
 void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const uint16_t *packed_a,
                            const uint16_t *packed_b, float alpha, float beta, float *c, int ldc,
@@ -409,6 +654,16 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
                 amx_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
             else if (engine == KEEL_BF16_AVX512)
                 avx512_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+            else if (engine == KEEL_BF16_AVX2) {
+                // The next blocks down the same column block share its widened B.
+                int run = 1, next_mb, next_nb;
+                for (; block + run < block_end && run < BAND; run++) {
+                    block_position(block + run, row_blocks, column_blocks, &next_mb, &next_nb);
+                    if (next_nb != nb || next_mb != mb + run) break;
+                }
+                avx2_blocks(mb * 32, run, (size_t)steps * STEP, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+                block += run - 1;
+            }
             else
                 portable_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
         }

@@ -8,8 +8,8 @@ import Synchronization
 public enum MatrixPrecision: String, Sendable, CaseIterable {
     /// fp32 operands through OpenBLAS's sgemm.
     case float32 = "fp32"
-    /// Operands rounded to bf16 (nearest even) and multiplied with fp32 accumulation on AMX tiles or
-    /// AVX512-BF16 dot products: Keel's mixed-precision mode.
+    /// Operands rounded to bf16 (nearest even) and multiplied with fp32 accumulation on AMX tiles,
+    /// AVX512-BF16 dot products, or (without either) fp32 FMA: Keel's mixed-precision mode.
     case bfloat16 = "bf16"
 }
 
@@ -20,31 +20,46 @@ public enum BFloat16Engine: String, Sendable {
     case amx
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
     case avx512
-    /// Plain C on any x86-64 (AMD Zen 3 and other CPUs with neither): the same results as AVX512-BF16, slower.
+    /// AVX2 + FMA (AMD Zen 3 and other CPUs with neither): bf16 widened to fp32 in registers, the same results
+    /// as AVX512-BF16 at fp32's multiply rate.
+    case avx2
+    /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
+    /// reference the others are tested against.
     case portable
 
     /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
-    /// `avx512`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
+    /// `avx512`, `avx2`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
     /// standard error).
     public static let selected: BFloat16Engine = {
         let available = BFloat16Engine.available
-        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512, .portable], name: \.rawValue,
+        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512, .avx2, .portable], name: \.rawValue,
                                  isAvailable: available.contains, fallback: available[0].rawValue) ?? available[0]
     }()
 
     /// The engines this CPU and operating system support, fastest first; the portable one always.
     public static let available: [BFloat16Engine] = {
         switch keel_bf16_best_engine() {
-        case KEEL_BF16_AMX: [.amx, .avx512, .portable]
-        case KEEL_BF16_AVX512: [.avx512, .portable]
+        case KEEL_BF16_AMX: [.amx, .avx512, .avx2, .portable]
+        case KEEL_BF16_AVX512: [.avx512, .avx2, .portable]
+        case KEEL_BF16_AVX2: [.avx2, .portable]
         default: [.portable]
         }
     }()
+
+    /// What a log says beside the engine's name where bf16 is no faster than fp32 on it, or nil.
+    public var note: String? {
+        switch self {
+        case .amx, .avx512: nil
+        case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at about fp32's speed"
+        case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
+        }
+    }
 
     var native: keel_bf16_engine {
         switch self {
         case .amx: KEEL_BF16_AMX
         case .avx512: KEEL_BF16_AVX512
+        case .avx2: KEEL_BF16_AVX2
         case .portable: KEEL_BF16_PORTABLE
         }
     }

@@ -204,8 +204,7 @@ public final class Trainer {
         }
         log("model: \(config.model.architecture.rawValue), \(wholeTable.count) parameters; \(tokensPerStep) tokens per step"
             + (t.precision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected.rawValue)" : "")
-            + (t.precision == .bfloat16 && BFloat16Engine.selected == .portable
-               ? " (this CPU has neither AMX nor AVX512-BF16: the portable engine gives the same results, several times slower than fp32)" : ""))
+            + (t.precision == .bfloat16 ? BFloat16Engine.selected.note.map { " (\($0))" } ?? "" : ""))
         if groups.pipeline.size > 1 { log(pipelineSummary()) }
         if replicas.size > 1 { log(dataParallelSummary()) }
         var initialValidation: Float?

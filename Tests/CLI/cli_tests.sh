@@ -52,6 +52,27 @@ check "metrics steps are 1..6, once each, with finite losses" \
     '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in map(json.loads, open(sys.argv[1])) if "loss" in r)' \
     "$work/run/metrics.jsonl"
 
+# bf16 training on each engine this CPU has: the log names the engine (and says when it is no faster than fp32),
+# and the engines other than AMX sum in the same order, so their runs' losses are the same floats.
+engines="portable"
+grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2 && grep -m1 '^flags' /proc/cpuinfo | grep -qw fma && engines="$engines avx2"
+grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_bf16 && engines="$engines avx512"
+echo "bf16 engines compared on this CPU: $engines"
+for engine in $engines; do
+    expect_ok "bf16 training on the $engine engine" env KEEL_BF16_ENGINE=$engine "$keel" train --config "$work/tiny.toml" \
+        --out "$work/bf16-$engine" --set 'training.precision="bf16"'
+    cat "$work/out" "$work/err" >"$work/bf16-$engine.log"
+    grep -q "bf16 matrix products on $engine" "$work/bf16-$engine.log" && pass "the log names the $engine engine" \
+        || fail "the log names the $engine engine"
+done
+grep -q "bf16 matrix products on portable (plain C: the same results as AVX512-BF16, several times slower than fp32)" \
+    "$work/bf16-portable.log" && pass "the log says the portable engine is slow" || fail "the log says the portable engine is slow"
+for engine in $engines; do
+    check "bf16 losses on $engine equal the portable engine's, bit for bit" \
+        '[r["loss"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [r["loss"] for r in map(json.loads, open(sys.argv[2])) if "loss" in r]' \
+        "$work/bf16-$engine/metrics.jsonl" "$work/bf16-portable/metrics.jsonl"
+done
+
 expect_ok "sample" "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be"
 cp "$work/out" "$work/sample1"
 "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be" >"$work/sample2" 2>/dev/null

@@ -18,6 +18,22 @@ final class BFloat16GemmTests: XCTestCase {
         return BFloat16Engine.available
     }
 
+    /// The engines found are the ones the CPU advertises to Linux (AMX also needs the kernel's permission,
+    /// which Linux grants wherever it lists the flags), so engine-specific tests run wherever they can.
+    func testFindsTheEnginesTheCPUAdvertises() throws {
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let line = try XCTUnwrap(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") })
+        let flags = Set(line.split(separator: " ").map(String.init))
+        let expected: [(BFloat16Engine, [String])] = [
+            (.amx, ["amx_bf16", "amx_tile", "avx512_bf16"]), (.avx512, ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]),
+            (.avx2, ["avx2", "fma"]), (.portable, []),
+        ]
+        for (engine, needs) in expected {
+            XCTAssertEqual(BFloat16Engine.available.contains(engine), flags.isSuperset(of: needs), "\(engine) needs \(needs)")
+        }
+        print("bf16 engines on this CPU: \(BFloat16Engine.available.map(\.rawValue).joined(separator: ", "))")
+    }
+
     /// Every engine packs into the same bytes (the portable one without AVX-512), for both operands, both
     /// storage orders, ragged edges, a slice of K, and the values rounding must treat specially.
     func testEveryEnginePacksTheSameBytes() throws {
@@ -50,25 +66,32 @@ final class BFloat16GemmTests: XCTestCase {
         }
     }
 
-    /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, so their products are the same
-    /// floats (AMX sums in its own order, so it is only held to the reference above).
-    func testPortableProductsEqualAVX512BF16s() throws {
-        guard BFloat16Engine.available.contains(.avx512) else { return }   // nothing to compare with on this CPU
+    /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, and the AVX2 one as the portable
+    /// one does, so their products are the same floats (AMX sums in its own order, so it is only held to the
+    /// reference below). Shapes cover ragged blocks, several 1,024-deep passes, and rows past a 4-row group.
+    func testProductsEqualThePortableEnginesBitForBit() throws {
+        let engines = try engines().filter { $0 != .amx && $0 != .portable }
         var stream = RandomStream(seed: 3)
-        let (m, n, k) = (45, 37, 1100)
-        let a = random(m * k, &stream), b = random(k * n, &stream), start = random(m * n, &stream)
-        var results: [[Float]] = []
-        for engine in [BFloat16Engine.avx512, .portable] {
-            var c = start
-            a.withUnsafeBufferPointer { a in
-                b.withUnsafeBufferPointer { b in
-                    bfloat16Gemm(m: m, n: n, k: k, alpha: 0.75, left: .matrix(.none, a.baseAddress!, ld: k),
-                                 right: .matrix(.transposed, b.baseAddress!, ld: k), beta: 0.5, &c, ldc: n, engine: engine)
+        for (m, n, k) in [(45, 37, 1100), (70, 100, 2100), (3, 9, 33), (64, 40, 70), (300, 33, 40)] {
+            for (transA, transB) in [(Transpose.none, Transpose.transposed), (.transposed, .none)] {
+                let a = random(m * k, &stream), b = random(k * n, &stream), start = random(m * n, &stream)
+                func product(_ engine: BFloat16Engine) -> [UInt32] {
+                    var c = start
+                    a.withUnsafeBufferPointer { a in
+                        b.withUnsafeBufferPointer { b in
+                            bfloat16Gemm(m: m, n: n, k: k, alpha: 0.75, left: .matrix(transA, a.baseAddress!, ld: transA == .none ? k : m),
+                                         right: .matrix(transB, b.baseAddress!, ld: transB == .none ? n : k), beta: 0.5, &c,
+                                         ldc: n, engine: engine)
+                        }
+                    }
+                    return c.map(\.bitPattern)
+                }
+                let reference = product(.portable)
+                for engine in engines {
+                    XCTAssertEqual(product(engine), reference, "\(engine) \(m)×\(n)×\(k) \(transA) \(transB)")
                 }
             }
-            results.append(c)
         }
-        XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern))
     }
 
     private func random(_ count: Int, _ stream: inout RandomStream) -> [Float] {
