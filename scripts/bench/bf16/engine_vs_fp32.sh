@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Keel's bf16 training step against its fp32 step on this CPU, alternated in fresh processes: for each preset and
-# round, `keel bench` in fp32 then with --precision bf16 (the engine Keel picks here: AMX, else AVX512-BF16).
-# Prints each run's median ms/step, the products' ceilings, and fp32 ms / bf16 ms per round (above 1: bf16 faster).
+# round, `keel bench` in fp32 then with --precision bf16 (the engine Keel picks here: AMX, else AVX512-BF16, else
+# AVX2). Prints each run's median ms/step, the products' ceilings, and fp32 ms / bf16 ms per round (above 1: bf16
+# faster). KEEL_BF16_ENGINE and OPENBLAS_CORETYPE (with KEEL_NO_REEXEC=1) pass through, to time another engine or
+# OpenBLAS's AVX2 kernels on an AVX-512 CPU; the header shows both.
 # Usage: scripts/bench/bf16/engine_vs_fp32.sh [ROUNDS] [PRESET...]   (default 3 rounds, gpt2-124m and small)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -9,7 +11,9 @@ rounds=${1:-3}; shift || true
 presets=("${@:-gpt2-124m}"); [ $# -eq 0 ] && presets=(gpt2-124m small)
 swift build -c release --product keel >/dev/null
 grep -m1 'model name' /proc/cpuinfo
-grep -o -w -E 'avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+.build/release/keel bench --preset small --steps 1 --warmup 0 --precision bf16 2>&1 | grep -m1 -o 'fp32 products: .*'
+echo "KEEL_BF16_ENGINE=${KEEL_BF16_ENGINE:-} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} KEEL_NO_REEXEC=${KEEL_NO_REEXEC:-}"
 for preset in "${presets[@]}"; do
   for round in $(seq 1 "$rounds"); do
     for precision in fp32 bf16; do
