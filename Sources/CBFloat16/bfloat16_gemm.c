@@ -3,8 +3,8 @@
 // Packed A, block mb (32 rows) at mb·32·Kp: for each K step s (32 values of k), two 16×32 tiles (rows
 // mb·32+0…15, then +16…31), each row the 32 bf16 of k = 32s…32s+31. Packed B, block nb (32 columns) at
 // nb·32·Kp: for each K step, two tiles of 16 rows (pairs of k) × 16 columns × 2 (k even, k odd), the
-// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read (and the portable engine reads in C). Kp is k rounded up
-// to 32; padding is zero.
+// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read (and the AVX2 and portable engines widen). Kp is k
+// rounded up to 32; padding is zero.
 #include "bfloat16_gemm.h"
 
 #include <cpuid.h>

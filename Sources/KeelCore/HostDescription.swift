@@ -10,10 +10,13 @@ public struct HostDescription: Codable, Sendable, Equatable {
     public var memoryBytes: Double
     public var processes: Int
     public var threadsPerProcess: Int
+    /// The fp32 matrix library and why it was chosen (KeelKernels' `BLASLibrary.description`); nil in runs
+    /// recorded before Keel chose it.
+    public var blas: String?
 
     enum CodingKeys: String, CodingKey {
         case cpu, instructionSets = "instruction_sets", logicalCores = "logical_cores", memoryBytes = "memory_bytes"
-        case processes, threadsPerProcess = "threads_per_process"
+        case processes, threadsPerProcess = "threads_per_process", blas
     }
 
     /// This machine, for a run of `processes` processes of `threads` threads each.

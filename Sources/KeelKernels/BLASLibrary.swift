@@ -1,12 +1,153 @@
 import COpenBLAS
+import Foundation
+import KeelCore
 
-/// The library behind fp32 matrix products, as it describes itself (for benchmark rows and run records).
-public enum BLASLibrary {
-    /// E.g. `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64 (kernels: SkylakeX)`: its build
-    /// and the kernels it chose for this CPU (Keel selects SkylakeX's on AVX-512 CPUs; docs/platform.md).
-    public static var description: String {
-        let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
-        let core = openblas_get_corename().map { String(cString: $0) } ?? "unknown"
-        return "\(config.trimmingCharacters(in: .whitespaces)) (kernels: \(core))"
+/// The library behind fp32 matrix products, chosen at run time among those this machine has: OpenBLAS (linked,
+/// always there), BLIS (Debian's `libblis4-serial`, or another `libblis.so.4`) and Intel MKL (`libmkl_rt.so.2`:
+/// PyPI's `mkl` wheel, found through `LD_LIBRARY_PATH`, `$VIRTUAL_ENV` or `$CONDA_PREFIX`, or a Python environment
+/// whose bin/ is on `PATH`). All three
+/// export the same `cblas_sgemm`, so one binary runs whichever is fastest on the CPU it meets.
+///
+/// The choice: `KEEL_BLAS` (`openblas`, `blis`, `mkl`, or the path of a library exporting `cblas_sgemm`) when
+/// set; else the one a calibration on this machine measured fastest on Keel's own products (single-threaded
+/// sgemm on 64-row blocks of transformer shapes; OpenBLAS unless another is more than 3% faster), cached in `$XDG_CACHE_HOME/keel/blas.json` (default
+/// `~/.cache`) per CPU and candidate set, so it runs once per machine (under a file lock, so processes that
+/// start together agree); OpenBLAS alone when no other library is there.
+public struct BLASLibrary: Sendable {
+    /// The libraries Keel knows how to load and make single-threaded.
+    public enum Kind: String, CaseIterable, Sendable {
+        case openblas, blis, mkl
     }
+
+    public let kind: Kind
+    /// The file it was loaded from (or the soname the dynamic loader resolved).
+    public let path: String
+    /// How it was chosen: `KEEL_BLAS`, the calibration's rates, or "the only library here".
+    public let reason: String
+    let sgemm: SgemmFunction
+    let sgemv: SgemvFunction
+
+    typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?,
+                                              Int32, UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?,
+                                              Int32) -> Void
+    typealias SgemvFunction = @convention(c) (Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+                                              UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+
+    /// The library fp32 products use in this process.
+    public static let selected: BLASLibrary = choose()
+
+    /// E.g. `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64 (kernels: SkylakeX); calibrated:
+    /// openblas 118.2, blis 97.0 GFLOP/s`: the library, its build and kernels where it says, and why it was chosen.
+    public static var description: String { "\(selected.name); \(selected.reason)" }
+
+    /// The library as it describes itself (OpenBLAS: its build and the kernels it chose for this CPU — Keel selects
+    /// SkylakeX's on AVX-512 CPUs, docs/platform.md).
+    public var name: String {
+        switch kind {
+        case .openblas:
+            let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
+            let core = openblas_get_corename().map { String(cString: $0) } ?? "unknown"
+            return "\(config.trimmingCharacters(in: .whitespaces)) (kernels: \(core))"
+        case .blis: return "BLIS (\(path))"
+        case .mkl: return "Intel MKL (\(path))"
+        }
+    }
+
+    /// Loads `kind` from the first of its candidate files that opens, made single-threaded (Keel's pool
+    /// parallelises around it); nil when none opens or it lacks `cblas_sgemm`.
+    static func load(_ kind: Kind, path explicit: String? = nil, reason: String = "") -> BLASLibrary? {
+        let environment = ProcessInfo.processInfo.environment
+        let candidates: [String] = explicit.map { [$0] } ?? {
+            switch kind {
+            case .openblas: return ["libopenblas.so.0"]
+            case .blis: return ["libblis.so.4"]
+            case .mkl:
+                // PyPI's wheel puts it in a Python environment's lib/: the active one, or one whose bin/ is on PATH.
+                let environments = ["VIRTUAL_ENV", "CONDA_PREFIX"].compactMap { environment[$0] }
+                    + (environment["PATH"] ?? "").split(separator: ":").map { "\($0)/.." }
+                return ["libmkl_rt.so.2"] + environments.map { "\($0)/lib/libmkl_rt.so.2" }
+                    .filter { FileManager.default.fileExists(atPath: $0) }
+            }
+        }()
+        for candidate in candidates {
+            guard let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL),
+                  let sgemm = dlsym(handle, "cblas_sgemm"), let sgemv = dlsym(handle, "cblas_sgemv")
+            else { continue }
+            switch kind {
+            case .openblas: useSingleThreadedBLAS()
+            case .blis:
+                typealias SetThreads = @convention(c) (Int64) -> Void
+                dlsym(handle, "bli_thread_set_num_threads").map { unsafeBitCast($0, to: SetThreads.self)(1) }
+            case .mkl:
+                // Before MKL's first product: its sequential layer (MKL_THREADING_SEQUENTIAL).
+                typealias SetLayer = @convention(c) (Int32) -> Int32
+                dlsym(handle, "MKL_Set_Threading_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(1) }
+            }
+            return BLASLibrary(kind: kind, path: candidate, reason: reason, sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self),
+                               sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
+        }
+        return nil
+    }
+
+    /// `KEEL_BLAS`, else the cached or freshly calibrated fastest, else OpenBLAS.
+    private static func choose() -> BLASLibrary {
+        let environment = ProcessInfo.processInfo.environment
+        if let wanted = environment["KEEL_BLAS"] {
+            let kind = Kind(rawValue: wanted)
+            let path = kind == nil && wanted.contains("/") ? wanted : nil
+            if kind != nil || path != nil,
+               let library = load(kind ?? guessKind(path!), path: path, reason: "chosen by KEEL_BLAS=\(wanted)") {
+                return library
+            }
+            warn(kind == nil && path == nil
+                 ? "KEEL_BLAS=\(wanted) is not one of openblas, blis, mkl or a library's path; choosing by calibration"
+                 : "KEEL_BLAS=\(wanted): could not load it (or it has no cblas_sgemm); choosing by calibration")
+        }
+        let available = Kind.allCases.compactMap { load($0) }
+        guard available.count > 1 else {
+            return load(.openblas, reason: "the only BLAS library here")!
+        }
+        let (calibration, fromCache, file) = BLASCalibration.cachedOrMeasured(available.map(\.kind)) { kind in
+            available.first { $0.kind == kind }!.calibrationRate()
+        }
+        let rates = calibration.rates.sorted { $0.value > $1.value }
+            .map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
+        let source = file.map { " (\(fromCache ? "cached in" : "saved to") \($0))" } ?? ""
+        return load(calibration.fastest(), reason: "calibrated: \(rates) GFLOP/s\(source)")!
+    }
+
+    /// Which loader a library given by path needs: by its file name, OpenBLAS's when it says nothing.
+    private static func guessKind(_ path: String) -> Kind {
+        let file = (path as NSString).lastPathComponent.lowercased()
+        return file.contains("mkl") ? .mkl : file.contains("blis") ? .blis : .openblas
+    }
+
+    /// GFLOP/s of single-threaded sgemm on the 64-row blocks `gemm` gives each call: the best of a few repeats
+    /// of the three products of a transformer layer at width 768 (both operand orders of the weight).
+    func calibrationRate() -> Double {
+        let shapes = [(64, 2304, 768), (64, 768, 3072), (64, 3072, 768)]
+        var stream = RandomStream(seed: 1)
+        let size = shapes.map { m, n, k in max(m * k, k * n, m * n) }.max()!
+        let a = (0..<size).map { _ in stream.nextUniform() - 0.5 }, b = (0..<size).map { _ in stream.nextUniform() - 0.5 }
+        var c = [Float](repeating: 0, count: size)
+        var seconds = 0.0, flops = 0.0
+        for (m, n, k) in shapes {
+            for transB: Int32 in [111, 112] {   // CblasNoTrans, CblasTrans
+                var best = Double.infinity
+                for _ in 0..<8 {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    sgemm(101, 111, transB, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, transB == 111 ? Int32(n) : Int32(k),
+                          0, &c, Int32(n))
+                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                }
+                seconds += best
+                flops += 2 * Double(m * n * k)
+            }
+        }
+        return flops / seconds / 1e9
+    }
+}
+
+private func warn(_ message: String) {
+    FileHandle.standardError.write(Data("keel: warning: \(message)\n".utf8))
 }

@@ -6,17 +6,19 @@ import KeelCore
 public enum Transpose: Sendable {
     case none, transposed
 
-    var cblas: CBLAS_TRANSPOSE { self == .none ? CblasNoTrans : CblasTrans }
+    /// CBLAS's CblasNoTrans or CblasTrans, the same numbers in every library's cblas.h.
+    var cblas: Int32 { self == .none ? 111 : 112 }
     /// The `transposed` flag of the bf16 C functions.
     var flag: Int32 { self == .none ? 0 : 1 }
 }
 
-/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through OpenBLAS (fp32) or, with
+/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through the BLAS library (fp32; see
+/// `BLASLibrary`) or, with
 /// `precision: .bfloat16`, with operands rounded to bf16 on the selected engine (see `bfloat16Gemm`).
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///
-/// In fp32, OpenBLAS runs single-threaded: Keel's pool splits C into row blocks (or column blocks when C
+/// In fp32, the BLAS library runs single-threaded: Keel's pool splits C into row blocks (or column blocks when C
 /// is wide and short) and each thread multiplies its block. One set of threads then serves both BLAS and Keel's
 /// own kernels, instead of two sets spinning against each other on the same cores. Each element of C
 /// is computed by one BLAS call over the full K, so the result does not depend on the thread count.
@@ -66,7 +68,6 @@ private func matrixVector(
     _ transB: Transpose, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>
 ) {
-    _ = singleThreadedBLAS
     let block = 256, engine = QuantizedDotEngine.best.engine
     ThreadPool.shared.parallelFor((n + block - 1) / block) { range in
         let start = range.lowerBound * block, end = min(n, range.upperBound * block)
@@ -83,8 +84,8 @@ private func matrixVector(
             }
         } else {
             // B is [K, N]: columns start..<end, that is B[:, start..<end]ᵀ times a.
-            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(end - start), alpha, b + start, Int32(ldb),
-                        a, 1, beta, c + start, 1)
+            BLASLibrary.selected.sgemv(rowMajor, Transpose.transposed.cblas, Int32(k), Int32(end - start), alpha, b + start,
+                                       Int32(ldb), a, 1, beta, c + start, 1)
         }
     }
 }
@@ -96,9 +97,8 @@ public func serialGemm(
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-    _ = singleThreadedBLAS
-    cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
-                alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    BLASLibrary.selected.sgemm(rowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                               alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// C = A·B (row-major, dense) with OpenBLAS's own threading on `threads` threads, for measuring the
@@ -111,6 +111,9 @@ public func openBLASGemm(threads: Int, m: Int, n: Int, k: Int, _ a: UnsafePointe
                 Int32(n))
     openblas_set_num_threads(1)
 }
+
+/// CBLAS's CblasRowMajor.
+private let rowMajor: Int32 = 101
 
 /// Makes OpenBLAS single-threaded and stops its idle worker threads now (as every call into it does first): a
 /// command that may run without calling it — generation from a quantized model — calls this at its start.

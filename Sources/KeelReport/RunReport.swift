@@ -132,10 +132,11 @@ public struct RunReport {
             for run in runs {
                 out += "<h2>\(escape(run.name))</h2>\n"
                 if let hardware = run.hardware {
-                    out += String(format: "<p>Hardware: %@ (%@), %d logical cores, %.1f GB; %d process%@ of %d thread%@.</p>\n",
+                    out += String(format: "<p>Hardware: %@ (%@), %d logical cores, %.1f GB; %d process%@ of %d thread%@.%@</p>\n",
                                   escape(hardware.cpu), hardware.instructionSets.joined(separator: ", "), hardware.logicalCores,
                                   hardware.memoryBytes / 1e9, hardware.processes, hardware.processes == 1 ? "" : "es",
-                                  hardware.threadsPerProcess, hardware.threadsPerProcess == 1 ? "" : "s")
+                                  hardware.threadsPerProcess, hardware.threadsPerProcess == 1 ? "" : "s",
+                                  hardware.blas.map { " fp32 products: " + escape($0) + "." } ?? "")
                 } else {
                     out += "<p>Hardware: not recorded (hardware.json is written by keel train since this report's version).</p>\n"
                 }

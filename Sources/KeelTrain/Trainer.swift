@@ -150,8 +150,9 @@ public final class Trainer {
         guard isLeader else { return }
         try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
         // Where the run ran, for `keel report`.
-        try AtomicFile.write(HostDescription.current(processes: groups.world.size, threads: ThreadPool.shared.threadCount).json,
-                             to: output.appendingPathComponent("hardware.json"))
+        var host = HostDescription.current(processes: groups.world.size, threads: ThreadPool.shared.threadCount)
+        host.blas = BLASLibrary.description
+        try AtomicFile.write(host.json, to: output.appendingPathComponent("hardware.json"))
         if let file = data.tokenizerFile {
             try AtomicFile.write(Data(contentsOf: file), to: output.appendingPathComponent(file.lastPathComponent))
         }

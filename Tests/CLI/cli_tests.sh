@@ -73,6 +73,39 @@ for engine in $engines; do
         "$work/bf16-$engine/metrics.jsonl" "$work/bf16-portable/metrics.jsonl"
 done
 
+# The fp32 matrix library: measured against the others this machine has, the result cached per machine, or
+# named by KEEL_BLAS; hardware.json records which and why.
+libraries=1
+/sbin/ldconfig -p | grep -q 'libblis.so.4 ' && libraries=2
+expect_ok "train with a fresh BLAS calibration cache" env XDG_CACHE_HOME="$work/cache" "$keel" train --config "$work/tiny.toml" \
+    --out "$work/blas-run" --set training.steps=1
+if [ "$libraries" -gt 1 ]; then
+    check "the calibration is saved with a rate per library" \
+        'all(r > 0 for r in json.load(open(sys.argv[1]))["rates"].values()) and {"openblas", "blis"} <= set(json.load(open(sys.argv[1]))["rates"])' \
+        "$work/cache/keel/blas.json"
+    check "hardware.json says the library was calibrated and where the result is" \
+        '"calibrated: " in json.load(open(sys.argv[1]))["blas"] and sys.argv[2] in json.load(open(sys.argv[1]))["blas"]' \
+        "$work/blas-run/hardware.json" "$work/cache/keel/blas.json"
+    cp "$work/cache/keel/blas.json" "$work/blas-first.json"
+    expect_ok "train again with the cache" env XDG_CACHE_HOME="$work/cache" "$keel" train --config "$work/tiny.toml" \
+        --out "$work/blas-run2" --set training.steps=1
+    cmp -s "$work/cache/keel/blas.json" "$work/blas-first.json" && grep -q "cached in" "$work/blas-run2/hardware.json" \
+        && pass "the second run reads the calibration instead of measuring" || fail "the second run reads the calibration instead of measuring"
+else
+    echo "not run: calibration cache checks (only OpenBLAS on this machine)"
+    grep -q "the only BLAS library here" "$work/blas-run/hardware.json" && pass "hardware.json says OpenBLAS is the only library" \
+        || fail "hardware.json says OpenBLAS is the only library"
+fi
+expect_ok "KEEL_BLAS=openblas" env KEEL_BLAS=openblas "$keel" train --config "$work/tiny.toml" --out "$work/blas-named" --set training.steps=1
+grep -q '"blas" : "OpenBLAS.*chosen by KEEL_BLAS=openblas"' "$work/blas-named/hardware.json" \
+    && pass "hardware.json records the library KEEL_BLAS named" || fail "hardware.json records the library KEEL_BLAS named"
+for value in nonsense /nonexistent/libblas.so; do
+    expect_ok "KEEL_BLAS=$value still trains" env KEEL_BLAS=$value XDG_CACHE_HOME="$work/cache" "$keel" train --config "$work/tiny.toml" \
+        --out "$work/blas-$(basename $value)" --set training.steps=1
+    [ "$(grep -c "^keel: warning: KEEL_BLAS=$value" "$work/err")" -eq 1 ] && pass "KEEL_BLAS=$value is warned about once" \
+        || fail "KEEL_BLAS=$value is warned about once"
+done
+
 expect_ok "sample" "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be"
 cp "$work/out" "$work/sample1"
 "$keel" sample --checkpoint "$work/run" --tokens 20 --prompt "To be" >"$work/sample2" 2>/dev/null

@@ -1,12 +1,120 @@
-import KeelKernels
+import Foundation
+@testable import KeelKernels
+import KeelCore
 import XCTest
 
 final class BLASLibraryTests: XCTestCase {
-    /// Benchmark rows name the library and the kernels it chose: OpenBLAS's own description of itself.
-    func testDescribesTheLibraryAndItsKernels() {
-        let description = BLASLibrary.description
-        XCTAssertTrue(description.hasPrefix("OpenBLAS"), description)
-        XCTAssertTrue(description.contains("(kernels: "), description)
-        XCTAssertFalse(description.contains("(kernels: unknown)"), description)
+    /// OpenBLAS describes its build and the kernels it chose for this CPU.
+    func testOpenBLASDescribesItselfAndItsKernels() throws {
+        let name = try XCTUnwrap(BLASLibrary.load(.openblas)).name
+        XCTAssertTrue(name.hasPrefix("OpenBLAS"), name)
+        XCTAssertTrue(name.contains("(kernels: "), name)
+        XCTAssertFalse(name.contains("(kernels: unknown)"), name)
+        XCTAssertTrue(BLASLibrary.description.hasPrefix(BLASLibrary.selected.name + "; "), BLASLibrary.description)
+    }
+
+    /// Every library this machine has computes C = alpha · op(A) · op(B) + beta · C through Keel's calls, in
+    /// every operand order and with row strides, and c = alpha · a · B + beta · c through sgemv: against a
+    /// float64 product computed here.
+    func testEveryLibraryHereMultipliesCorrectly() throws {
+        let libraries = BLASLibrary.Kind.allCases.compactMap { BLASLibrary.load($0) }
+        XCTAssertEqual(libraries.first?.kind, .openblas, "OpenBLAS is always there")
+        print("BLAS libraries on this machine: \(libraries.map { "\($0.kind.rawValue) (\($0.path))" }.joined(separator: ", "))")
+        var stream = RandomStream(seed: 9)
+        let (m, n, k) = (37, 29, 45)
+        for library in libraries {
+            for (transA, transB) in [(Transpose.none, Transpose.none), (.none, .transposed), (.transposed, .none), (.transposed, .transposed)] {
+                let lda = (transA == .none ? k : m) + 2, ldb = (transB == .none ? n : k) + 3, ldc = n + 1
+                let a = (0..<lda * (transA == .none ? m : k)).map { _ in stream.nextUniform() - 0.5 }
+                let b = (0..<ldb * (transB == .none ? k : n)).map { _ in stream.nextUniform() - 0.5 }
+                let start = (0..<ldc * m).map { _ in stream.nextUniform() - 0.5 }
+                var c = start
+                library.sgemm(101, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k), 1.5, a, Int32(lda), b, Int32(ldb),
+                              0.5, &c, Int32(ldc))
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var sum = 0.0
+                        for p in 0..<k {
+                            sum += Double(transA == .none ? a[i * lda + p] : a[p * lda + i]) * Double(transB == .none ? b[p * ldb + j] : b[j * ldb + p])
+                        }
+                        XCTAssertEqual(Double(c[i * ldc + j]), 1.5 * sum + 0.5 * Double(start[i * ldc + j]), accuracy: 1e-4,
+                                       "\(library.kind) \(transA) \(transB) at \(i),\(j)")
+                    }
+                }
+            }
+            // sgemv as `gemm` uses it for one row: y[n] = 2 · x[k] · B[k×n] + y (B's transpose times x, row-major).
+            let b = (0..<k * n).map { _ in stream.nextUniform() - 0.5 }, x = (0..<k).map { _ in stream.nextUniform() - 0.5 }
+            var y = [Float](repeating: 1, count: n)
+            library.sgemv(101, Transpose.transposed.cblas, Int32(k), Int32(n), 2, b, Int32(n), x, 1, 1, &y, 1)
+            for j in 0..<n {
+                let dot = (0..<k).reduce(0.0) { $0 + Double(b[$1 * n + j]) * Double(x[$1]) }
+                XCTAssertEqual(Double(y[j]), 2 * dot + 1, accuracy: 1e-4, "\(library.kind) sgemv at \(j)")
+            }
+        }
+    }
+
+    /// A measurable rate, in the range of a CPU core (not zero, not infinite).
+    func testCalibrationMeasuresARate() throws {
+        let rate = try XCTUnwrap(BLASLibrary.load(.openblas)).calibrationRate()
+        XCTAssertTrue(rate > 0.1 && rate < 100_000, "\(rate) GFLOP/s")
+    }
+
+    /// OpenBLAS stays unless another library is more than 3% faster; otherwise the fastest wins.
+    func testTheFastestWinsBeyondTheNoise() {
+        func choice(_ rates: [String: Double]) -> BLASLibrary.Kind {
+            BLASCalibration(machine: "m", rates: rates, measured: "").fastest()
+        }
+        XCTAssertEqual(choice(["openblas": 100, "blis": 102]), .openblas)
+        XCTAssertEqual(choice(["openblas": 100, "blis": 110, "mkl": 105]), .blis)
+        XCTAssertEqual(choice(["openblas": 100, "mkl": 200]), .mkl)
+        XCTAssertEqual(choice(["blis": 90, "mkl": 95]), .mkl)
+    }
+
+    /// The first calibration is saved; the next with the same libraries reads it without measuring; another set
+    /// of libraries, or an unreadable file, is measured again and replaces it; without a writable directory the
+    /// result is still returned, unsaved.
+    func testCalibrationIsCachedPerMachineAndLibraries() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blas-cache-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("keel").appendingPathComponent("blas.json")
+        var measured: [BLASLibrary.Kind] = []
+        func calibrate(_ kinds: [BLASLibrary.Kind], file: URL?) -> (BLASCalibration, Bool, String?) {
+            let result = BLASCalibration.cachedOrMeasured(kinds, file: file) { kind in
+                measured.append(kind)
+                return kind == .blis ? 200 : 100
+            }
+            return (result.calibration, result.fromCache, result.cacheFile)
+        }
+        let (first, firstCached, firstFile) = calibrate([.openblas, .blis], file: file)
+        XCTAssertEqual(measured, [.openblas, .blis])
+        XCTAssertFalse(firstCached)
+        XCTAssertEqual(firstFile, file.path)
+        XCTAssertEqual(first.fastest(), .blis)
+        let saved = try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file))
+        XCTAssertEqual(saved, first)
+        XCTAssertTrue(saved.machine.contains(HostDescription.current(processes: 1, threads: 1).cpu), saved.machine)
+
+        measured = []
+        let (second, secondCached, _) = calibrate([.openblas, .blis], file: file)
+        XCTAssertEqual(measured, [], "read from the cache")
+        XCTAssertTrue(secondCached)
+        XCTAssertEqual(second, first)
+
+        _ = calibrate([.openblas, .blis, .mkl], file: file)
+        XCTAssertEqual(measured, [.openblas, .blis, .mkl], "a new library: measured again")
+        XCTAssertEqual(Set(try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file)).rates.keys),
+                       ["openblas", "blis", "mkl"])
+
+        try Data("{not json".utf8).write(to: file)
+        measured = []
+        let (_, corruptCached, _) = calibrate([.openblas, .blis], file: file)
+        XCTAssertFalse(corruptCached)
+        XCTAssertEqual(measured, [.openblas, .blis])
+        XCTAssertNoThrow(try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file)), "replaced")
+
+        let blocked = directory.appendingPathComponent("file-not-directory")
+        try Data().write(to: blocked)
+        let (_, _, unsaved) = calibrate([.openblas, .blis], file: blocked.appendingPathComponent("keel/blas.json"))
+        XCTAssertNil(unsaved)
     }
 }
