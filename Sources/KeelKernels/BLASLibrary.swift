@@ -10,7 +10,7 @@ import KeelCore
 ///
 /// The choice: `KEEL_BLAS` (`openblas`, `blis`, `mkl`, or the path of a library exporting `cblas_sgemm`) when
 /// set; else the one a calibration on this machine measured fastest on Keel's own products (single-threaded
-/// sgemm on 64-row blocks of transformer shapes; OpenBLAS unless another is more than 3% faster), cached in `$XDG_CACHE_HOME/keel/blas.json` (default
+/// sgemm on the blocks of a training step's products; OpenBLAS unless another is more than 3% faster), cached in `$XDG_CACHE_HOME/keel/blas.json` (default
 /// `~/.cache`) per CPU and candidate set, so it runs once per machine (under a file lock, so processes that
 /// start together agree); OpenBLAS alone when no other library is there.
 public struct BLASLibrary: Sendable {
@@ -122,27 +122,29 @@ public struct BLASLibrary: Sendable {
         return file.contains("mkl") ? .mkl : file.contains("blis") ? .blis : .openblas
     }
 
-    /// GFLOP/s of single-threaded sgemm on the 64-row blocks `gemm` gives each call: the best of a few repeats
-    /// of the three products of a transformer layer at width 768 (both operand orders of the weight).
+    /// GFLOP/s of single-threaded sgemm on the blocks `gemm` hands each call in a training step at width 768 over
+    /// 1,024 tokens: 64-row blocks of the forward and input-gradient products, 64-column blocks of a weight
+    /// gradient and of the output head's forward (C wider than tall is split by columns); the best of 8 repeats.
     func calibrationRate() -> Double {
-        let shapes = [(64, 2304, 768), (64, 768, 3072), (64, 3072, 768)]
+        let shapes: [(m: Int, n: Int, k: Int, transA: Transpose, transB: Transpose)] = [
+            (64, 2304, 768, .none, .none), (64, 768, 3072, .none, .none), (64, 768, 2304, .none, .transposed),
+            (768, 64, 1024, .transposed, .none), (1024, 64, 768, .none, .transposed),
+        ]
         var stream = RandomStream(seed: 1)
-        let size = shapes.map { m, n, k in max(m * k, k * n, m * n) }.max()!
+        let size = shapes.map { max($0.m * $0.k, $0.k * $0.n, $0.m * $0.n) }.max()!
         let a = (0..<size).map { _ in stream.nextUniform() - 0.5 }, b = (0..<size).map { _ in stream.nextUniform() - 0.5 }
         var c = [Float](repeating: 0, count: size)
         var seconds = 0.0, flops = 0.0
-        for (m, n, k) in shapes {
-            for transB: Int32 in [111, 112] {   // CblasNoTrans, CblasTrans
-                var best = Double.infinity
-                for _ in 0..<8 {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    sgemm(101, 111, transB, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, transB == 111 ? Int32(n) : Int32(k),
-                          0, &c, Int32(n))
-                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                }
-                seconds += best
-                flops += 2 * Double(m * n * k)
+        for (m, n, k, transA, transB) in shapes {
+            var best = Double.infinity
+            for _ in 0..<8 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                sgemm(101, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k), 1, a, Int32(transA == .none ? k : m), b,
+                      Int32(transB == .none ? n : k), 0, &c, Int32(n))
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }
+            seconds += best
+            flops += 2 * Double(m * n * k)
         }
         return flops / seconds / 1e9
     }

@@ -15,7 +15,8 @@ libraries=(openblas)
 /sbin/ldconfig -p | grep -q 'libblis.so.4 ' && libraries+=(blis)
 [ -e .venv/lib/libmkl_rt.so.2 ] || /sbin/ldconfig -p | grep -q 'libmkl_rt.so.2 ' && libraries+=(mkl)
 echo "libraries: ${libraries[*]}"
-echo "calibration: $(XDG_CACHE_HOME=$(mktemp -d) .build/release/keel bench --preset small --steps 1 --warmup 0 2>&1 \
+cache=$(mktemp -d); trap 'rm -rf "$cache"' EXIT
+echo "calibration: $(XDG_CACHE_HOME=$cache .build/release/keel bench --preset small --steps 1 --warmup 0 2>&1 \
     | grep -m1 -o 'fp32 products: .*')"
 for preset in "${presets[@]}"; do
   for round in $(seq 1 "$rounds"); do
