@@ -10,6 +10,10 @@ bash scripts/fetch_corpus.sh   # the tokenizer tests compare against tiktoken on
 bash scripts/fetch_web_fixtures.sh   # the WARC tests read pywb's sample crawl against its index
 command -v swift >/dev/null || export PATH="/opt/swift/usr/bin:$PATH"
 export PATH="$PWD/.venv/bin:$PATH"   # the reference tools scripts/setup.sh installed
+# The BLAS calibration of this run goes to a scratch cache, not the user's ~/.cache/keel/blas.json.
+XDG_CACHE_HOME=$(mktemp -d)
+export XDG_CACHE_HOME
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 swift build
 swift test
 bash Tests/CLI/cli_tests.sh .build/debug/keel

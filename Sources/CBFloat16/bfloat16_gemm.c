@@ -459,6 +459,7 @@ AVX2_FMA static void avx2_blocks(int row0, int count, size_t a_stride, int colum
     static const uint16_t zero_row[32] = {0};                     // the A of rows past the last block
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     int rows = m - row0 < count * 32 ? m - row0 : count * 32;
+    if (first_step >= end_step) memset(sums, 0, sizeof sums); // k = 0: C becomes beta · C
     for (int chunk = first_step; chunk < end_step; chunk += AVX2_CHUNK) {
         int steps = end_step - chunk < AVX2_CHUNK ? end_step - chunk : AVX2_CHUNK;
         for (int s = 0; s < steps; s++) {

@@ -20,6 +20,7 @@ public func environmentChoice<Engine>(_ variable: String, among engines: [Engine
     return engine
 }
 
-private func warn(_ message: String) {
+/// Writes `keel: warning: message` on standard error: something the user asked for that Keel does otherwise.
+public func warn(_ message: String) {
     FileHandle.standardError.write(Data("keel: warning: \(message)\n".utf8))
 }

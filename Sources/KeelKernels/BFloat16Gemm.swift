@@ -6,7 +6,7 @@ import Synchronization
 /// The number format matrix products read their operands in. Results, accumulation, master weights and
 /// every other kernel stay fp32 either way.
 public enum MatrixPrecision: String, Sendable, CaseIterable {
-    /// fp32 operands through OpenBLAS's sgemm.
+    /// fp32 operands through the sgemm of the library `BLASLibrary` chose (OpenBLAS, BLIS or MKL).
     case float32 = "fp32"
     /// Operands rounded to bf16 (nearest even) and multiplied with fp32 accumulation on AMX tiles,
     /// AVX512-BF16 dot products, or (without either) fp32 FMA: Keel's mixed-precision mode.
@@ -21,7 +21,7 @@ public enum BFloat16Engine: String, Sendable {
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
     case avx512
     /// AVX2 + FMA (AMD Zen 3 and other CPUs with neither): bf16 widened to fp32 in registers, the same results
-    /// as AVX512-BF16 at fp32's multiply rate.
+    /// as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at fp32's rate.
     case avx2
     /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
     /// reference the others are tested against.

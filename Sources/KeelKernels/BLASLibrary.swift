@@ -5,24 +5,26 @@ import KeelCore
 /// The library behind fp32 matrix products, chosen at run time among those this machine has: OpenBLAS (linked,
 /// always there), BLIS (Debian's `libblis4-serial`, or another `libblis.so.4`) and Intel MKL (`libmkl_rt.so.2`:
 /// PyPI's `mkl` wheel, found through `LD_LIBRARY_PATH`, `$VIRTUAL_ENV` or `$CONDA_PREFIX`, or a Python environment
-/// whose bin/ is on `PATH`). All three
-/// export the same `cblas_sgemm`, so one binary runs whichever is fastest on the CPU it meets.
+/// whose bin/ is on `PATH`). All three export the same `cblas_sgemm`, so one binary runs whichever is fastest on
+/// the CPU it meets.
 ///
 /// The choice: `KEEL_BLAS` (`openblas`, `blis`, `mkl`, or the path of a library exporting `cblas_sgemm`) when
 /// set; else the one a calibration on this machine measured fastest on Keel's own products (single-threaded
-/// sgemm on the blocks of a training step's products; OpenBLAS unless another is more than 3% faster), cached in `$XDG_CACHE_HOME/keel/blas.json` (default
-/// `~/.cache`) per CPU and candidate set, so it runs once per machine (under a file lock, so processes that
-/// start together agree); OpenBLAS alone when no other library is there.
+/// sgemm on the blocks of a training step's products; OpenBLAS unless another is more than 3% faster), cached
+/// in `$XDG_CACHE_HOME/keel/blas.json` (default `~/.cache`) per CPU and set of libraries, so it runs once per
+/// machine (under a file lock, so processes that start together agree); OpenBLAS when no other library is
+/// there, or when there is nowhere to keep the calibration (processes measuring each their own could disagree).
 public struct BLASLibrary: Sendable {
     /// The libraries Keel knows how to load and make single-threaded.
     public enum Kind: String, CaseIterable, Sendable {
         case openblas, blis, mkl
     }
 
+    /// Which library this is.
     public let kind: Kind
-    /// The file it was loaded from (or the soname the dynamic loader resolved).
+    /// The file it was loaded from (or the soname the dynamic loader resolved; "linked" for OpenBLAS).
     public let path: String
-    /// How it was chosen: `KEEL_BLAS`, the calibration's rates, or "the only library here".
+    /// How it was chosen: `KEEL_BLAS`, the calibration's rates, or why there was no calibration.
     public let reason: String
     let sgemm: SgemmFunction
     let sgemv: SgemvFunction
@@ -53,67 +55,101 @@ public struct BLASLibrary: Sendable {
         }
     }
 
-    /// Loads `kind` from the first of its candidate files that opens, made single-threaded (Keel's pool
-    /// parallelises around it); nil when none opens or it lacks `cblas_sgemm`.
-    static func load(_ kind: Kind, path explicit: String? = nil, reason: String = "") -> BLASLibrary? {
+    /// Loads `kind` (from `path`, or the first of its usual files that opens), made single-threaded (Keel's pool
+    /// parallelises around it) and checked on a 2 × 2 product; otherwise nil, with what went wrong in `problem`.
+    static func load(_ kind: Kind, path explicit: String? = nil, reason: String = "", problem: UnsafeMutablePointer<String>? = nil)
+        -> BLASLibrary? {
         let environment = ProcessInfo.processInfo.environment
         let candidates: [String] = explicit.map { [$0] } ?? {
             switch kind {
-            case .openblas: return ["libopenblas.so.0"]
+            case .openblas: return ["linked"]
             case .blis: return ["libblis.so.4"]
             case .mkl:
                 // PyPI's wheel puts it in a Python environment's lib/: the active one, or one whose bin/ is on PATH.
                 let environments = ["VIRTUAL_ENV", "CONDA_PREFIX"].compactMap { environment[$0] }
-                    + (environment["PATH"] ?? "").split(separator: ":").map { "\($0)/.." }
+                    + (environment["PATH"] ?? "").split(separator: ":").filter { $0.hasPrefix("/") }.map { "\($0)/.." }
                 return ["libmkl_rt.so.2"] + environments.map { "\($0)/lib/libmkl_rt.so.2" }
                     .filter { FileManager.default.fileExists(atPath: $0) }
             }
         }()
         for candidate in candidates {
-            guard let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL),
-                  let sgemm = dlsym(handle, "cblas_sgemm"), let sgemv = dlsym(handle, "cblas_sgemv")
-            else { continue }
+            // The linked OpenBLAS is the process's own. Another library is bound to its own symbols first
+            // (DEEPBIND): BLIS's cblas_sgemm calls sgemm_, which would otherwise resolve to OpenBLAS's.
+            guard let handle = candidate == "linked" ? dlopen(nil, RTLD_NOW) : dlopen(candidate, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)
+            else {
+                problem?.pointee = dlerror().map { String(cString: $0) } ?? "cannot open \(candidate)"
+                continue
+            }
+            guard let sgemm = dlsym(handle, "cblas_sgemm"), let sgemv = dlsym(handle, "cblas_sgemv") else {
+                problem?.pointee = "\(candidate) has no cblas_sgemm and cblas_sgemv"
+                dlclose(handle)
+                continue
+            }
             switch kind {
             case .openblas: useSingleThreadedBLAS()
             case .blis:
                 typealias SetThreads = @convention(c) (Int64) -> Void
                 dlsym(handle, "bli_thread_set_num_threads").map { unsafeBitCast($0, to: SetThreads.self)(1) }
             case .mkl:
-                // Before MKL's first product: its sequential layer (MKL_THREADING_SEQUENTIAL).
+                // Before MKL's first product: 32-bit integers (MKL_INTERFACE_LP64, whatever MKL_INTERFACE_LAYER
+                // says), and its sequential layer (MKL_THREADING_SEQUENTIAL).
                 typealias SetLayer = @convention(c) (Int32) -> Int32
+                dlsym(handle, "MKL_Set_Interface_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(0) }
                 dlsym(handle, "MKL_Set_Threading_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(1) }
             }
-            return BLASLibrary(kind: kind, path: candidate, reason: reason, sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self),
-                               sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
+            let library = BLASLibrary(kind: kind, path: candidate, reason: reason, sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self),
+                                      sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
+            guard library.multipliesCorrectly else {
+                problem?.pointee = "\(candidate)'s cblas_sgemm gives wrong results (another integer width?)"
+                continue
+            }
+            return library
         }
         return nil
     }
 
+    /// [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50] through `sgemm`, row-major: the calling convention holds.
+    private var multipliesCorrectly: Bool {
+        let a: [Float] = [1, 2, 3, 4], b: [Float] = [5, 6, 7, 8]
+        var c = [Float](repeating: 0, count: 4)
+        sgemm(101, Transpose.none.cblas, Transpose.none.cblas, 2, 2, 2, 1, a, 2, b, 2, 0, &c, 2)
+        return c == [19, 22, 43, 50]
+    }
+
     /// `KEEL_BLAS`, else the cached or freshly calibrated fastest, else OpenBLAS.
     private static func choose() -> BLASLibrary {
+        // OpenBLAS's threads start when it loads, whichever library then runs the products.
+        useSingleThreadedBLAS()
         let environment = ProcessInfo.processInfo.environment
         if let wanted = environment["KEEL_BLAS"] {
             let kind = Kind(rawValue: wanted)
-            let path = kind == nil && wanted.contains("/") ? wanted : nil
+            let path = kind == nil && wanted.hasPrefix("/") ? wanted : nil
+            var problem = ""
             if kind != nil || path != nil,
-               let library = load(kind ?? guessKind(path!), path: path, reason: "chosen by KEEL_BLAS=\(wanted)") {
+               let library = load(kind ?? guessKind(path!), path: path, reason: "chosen by KEEL_BLAS=\(wanted)", problem: &problem) {
                 return library
             }
             warn(kind == nil && path == nil
-                 ? "KEEL_BLAS=\(wanted) is not one of openblas, blis, mkl or a library's path; choosing by calibration"
-                 : "KEEL_BLAS=\(wanted): could not load it (or it has no cblas_sgemm); choosing by calibration")
+                 ? "KEEL_BLAS=\(wanted) is not one of openblas, blis, mkl or a library's absolute path; choosing as without it"
+                 : "KEEL_BLAS=\(wanted): \(problem); choosing as without it")
         }
         let available = Kind.allCases.compactMap { load($0) }
         guard available.count > 1 else {
             return load(.openblas, reason: "the only BLAS library here")!
         }
-        let (calibration, fromCache, file) = BLASCalibration.cachedOrMeasured(available.map(\.kind)) { kind in
-            available.first { $0.kind == kind }!.calibrationRate()
+        // Calibrations are kept per library file and, for OpenBLAS, per kernel set (OPENBLAS_CORETYPE).
+        let libraries = available.map { $0.kind == .openblas ? $0.name : "\($0.kind.rawValue) (\($0.path))" }
+        guard let (calibration, fromCache, file) = BLASCalibration.cachedOrMeasured(libraries, measure: { library in
+            available[libraries.firstIndex(of: library)!].calibrationRate()
+        }) else {
+            return load(.openblas, reason: "not calibrated: nowhere to keep the result (set XDG_CACHE_HOME or HOME)")!
         }
+        let kindOf = Dictionary(uniqueKeysWithValues: zip(libraries, available.map(\.kind)))
         let rates = calibration.rates.sorted { $0.value > $1.value }
-            .map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
-        let source = file.map { " (\(fromCache ? "cached in" : "saved to") \($0))" } ?? ""
-        return load(calibration.fastest(), reason: "calibrated: \(rates) GFLOP/s\(source)")!
+            .map { String(format: "%@ %.1f", kindOf[$0.key]!.rawValue, $0.value) }.joined(separator: ", ")
+        let fastest = available[libraries.firstIndex(of: calibration.fastest(preferring: libraries[0]))!]
+        return load(fastest.kind, path: fastest.kind == .openblas ? nil : fastest.path,
+                    reason: "calibrated: \(rates) GFLOP/s (\(fromCache ? "cached in" : "saved to") \(file))")!
     }
 
     /// Which loader a library given by path needs: by its file name, OpenBLAS's when it says nothing.
@@ -148,8 +184,4 @@ public struct BLASLibrary: Sendable {
         }
         return flops / seconds / 1e9
     }
-}
-
-private func warn(_ message: String) {
-    FileHandle.standardError.write(Data("keel: warning: \(message)\n".utf8))
 }

@@ -12,9 +12,9 @@ public enum Transpose: Sendable {
     var flag: Int32 { self == .none ? 0 : 1 }
 }
 
-/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through the BLAS library (fp32; see
-/// `BLASLibrary`) or, with
-/// `precision: .bfloat16`, with operands rounded to bf16 on the selected engine (see `bfloat16Gemm`).
+/// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through the BLAS library `BLASLibrary`
+/// chose (fp32) or, with `precision: .bfloat16`, with operands rounded to bf16 on the selected engine (see
+/// `bfloat16Gemm`).
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///

@@ -75,8 +75,11 @@ done
 
 # The fp32 matrix library: measured against the others this machine has, the result cached per machine, or
 # named by KEEL_BLAS; hardware.json records which and why.
-libraries=1
-/sbin/ldconfig -p | grep -q 'libblis.so.4 ' && libraries=2
+libraries=1 blis=0
+[ -e /usr/lib/x86_64-linux-gnu/libblis.so.4 ] && blis=1 && libraries=$((libraries + 1))
+for directory in ${PATH//:/ }; do
+    [ -e "$directory/../lib/libmkl_rt.so.2" ] && libraries=$((libraries + 1)) && break
+done
 expect_ok "train with a fresh BLAS calibration cache" env XDG_CACHE_HOME="$work/cache" "$keel" train --config "$work/tiny.toml" \
     --out "$work/blas-run" --set training.steps=1
 if [ "$libraries" -gt 1 ]; then
@@ -95,6 +98,16 @@ else
     echo "not run: calibration cache checks (only OpenBLAS on this machine)"
     grep -q "the only BLAS library here" "$work/blas-run/hardware.json" && pass "hardware.json says OpenBLAS is the only library" \
         || fail "hardware.json says OpenBLAS is the only library"
+fi
+if [ "$blis" -eq 1 ]; then
+    # BLIS's cblas_sgemm calls sgemm_, which OpenBLAS (linked into keel) also exports: it must be BLIS's own.
+    LD_DEBUG=bindings KEEL_BLAS=blis "$keel" train --config "$work/tiny.toml" --out "$work/blas-blis" --set training.steps=1 \
+        >/dev/null 2>"$work/bindings"
+    grep -q "binding file [^ ]*libblis.so.4 .* to [^ ]*libblis.so.4 .*symbol \`sgemm_'" "$work/bindings" \
+        && ! grep -q "binding file [^ ]*libblis.so.4 .* to [^ ]*libopenblas.so.0 .*symbol \`sgemm_'" "$work/bindings" \
+        && pass "KEEL_BLAS=blis runs BLIS's own sgemm_" || fail "KEEL_BLAS=blis runs BLIS's own sgemm_"
+else
+    echo "not run: BLIS's symbol bindings (BLIS is not installed)"
 fi
 expect_ok "KEEL_BLAS=openblas" env KEEL_BLAS=openblas "$keel" train --config "$work/tiny.toml" --out "$work/blas-named" --set training.steps=1
 grep -q '"blas" : "OpenBLAS.*chosen by KEEL_BLAS=openblas"' "$work/blas-named/hardware.json" \

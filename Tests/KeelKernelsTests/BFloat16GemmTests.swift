@@ -68,13 +68,14 @@ final class BFloat16GemmTests: XCTestCase {
 
     /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, and the AVX2 one as the portable
     /// one does, so their products are the same floats (AMX sums in its own order, so it is only held to the
-    /// reference below). Shapes cover ragged blocks, several 1,024-deep passes, and rows past a 4-row group.
+    /// reference below). Shapes cover ragged blocks, several 1,024-deep passes, groups of 3 rows running past the
+    /// last block, runs of 8 row blocks, and k = 0 (C becomes beta · C).
     func testProductsEqualThePortableEnginesBitForBit() throws {
         let engines = try engines().filter { $0 != .amx && $0 != .portable }
         var stream = RandomStream(seed: 3)
-        for (m, n, k) in [(45, 37, 1100), (70, 100, 2100), (3, 9, 33), (64, 40, 70), (300, 33, 40)] {
+        for (m, n, k) in [(45, 37, 1100), (70, 100, 2100), (3, 9, 33), (64, 40, 70), (300, 33, 40), (40, 33, 0)] {
             for (transA, transB) in [(Transpose.none, Transpose.transposed), (.transposed, .none)] {
-                let a = random(m * k, &stream), b = random(k * n, &stream), start = random(m * n, &stream)
+                let a = random(max(1, m * k), &stream), b = random(max(1, k * n), &stream), start = random(m * n, &stream)
                 func product(_ engine: BFloat16Engine) -> [UInt32] {
                     var c = start
                     a.withUnsafeBufferPointer { a in
@@ -101,16 +102,17 @@ final class BFloat16GemmTests: XCTestCase {
     func testMatchesRoundedReferenceForEveryLayoutAndEdge() throws {
         var stream = RandomStream(seed: 11)
         // Sizes straddle the 32-row/column blocks, the 32-deep K steps, the 16-wide tiles, (k = 1,100) the
-        // 1,024-deep passes whose partial sums are added into C, and (m = 300) the 256-row bands blocks run in.
-        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31), (33, 40, 1100), (300, 70, 40)]
+        // 1,024-deep passes whose partial sums are added into C, (m = 300) the 256-row bands blocks run in, and
+        // k = 0 (C becomes beta · C).
+        let shapes = [(37, 45, 70), (64, 64, 64), (5, 3, 1), (96, 33, 100), (1, 129, 31), (33, 40, 1100), (300, 70, 40), (33, 20, 0)]
         for engine in try engines() {
             for transA in [Transpose.none, .transposed] {
                 for transB in [Transpose.none, .transposed] {
                     for (m, n, k) in shapes {
                         for beta: Float in [0, 1, 0.5] {
                             let lda = (transA == .none ? k : m) + 3, ldb = (transB == .none ? n : k) + 2, ldc = n + 5
-                            let a = random(lda * (transA == .none ? m : k), &stream)
-                            let b = random(ldb * (transB == .none ? k : n), &stream)
+                            let a = random(max(1, lda * (transA == .none ? m : k)), &stream)
+                            let b = random(max(1, ldb * (transB == .none ? k : n)), &stream)
                             let original = random(ldc * m, &stream)
                             var c = original
                             // NaN in C must not leak through when beta is 0 (C is not read).

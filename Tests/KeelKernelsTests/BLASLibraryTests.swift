@@ -53,6 +53,30 @@ final class BLASLibraryTests: XCTestCase {
         }
     }
 
+    /// Each library runs its own kernels: their products of the same random matrices differ somewhere in the low
+    /// bits (each sums in its own order). Equal bits would mean one library's calls landing in another's code, as
+    /// BLIS's cblas_sgemm did in OpenBLAS's sgemm_ before BLIS was opened with RTLD_DEEPBIND.
+    func testEachLibraryRunsItsOwnKernels() throws {
+        let libraries = BLASLibrary.Kind.allCases.compactMap { BLASLibrary.load($0) }
+        guard libraries.count > 1 else {
+            print("not run: only OpenBLAS on this machine")
+            return
+        }
+        var stream = RandomStream(seed: 4)
+        let (m, n, k) = (96, 80, 777)
+        let a = (0..<m * k).map { _ in stream.nextUniform() - 0.5 }, b = (0..<k * n).map { _ in stream.nextUniform() - 0.5 }
+        let products = libraries.map { library in
+            var c = [Float](repeating: 0, count: m * n)
+            library.sgemm(101, Transpose.none.cblas, Transpose.none.cblas, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+            return c.map(\.bitPattern)
+        }
+        for i in libraries.indices {
+            for j in libraries.indices where j > i {
+                XCTAssertNotEqual(products[i], products[j], "\(libraries[i].kind) and \(libraries[j].kind) gave the same bits")
+            }
+        }
+    }
+
     /// A measurable rate, in the range of a CPU core (not zero, not infinite).
     func testCalibrationMeasuresARate() throws {
         let rate = try XCTUnwrap(BLASLibrary.load(.openblas)).calibrationRate()
@@ -61,60 +85,61 @@ final class BLASLibraryTests: XCTestCase {
 
     /// OpenBLAS stays unless another library is more than 3% faster; otherwise the fastest wins.
     func testTheFastestWinsBeyondTheNoise() {
-        func choice(_ rates: [String: Double]) -> BLASLibrary.Kind {
-            BLASCalibration(machine: "m", rates: rates, measured: "").fastest()
+        func choice(_ rates: [String: Double]) -> String {
+            BLASCalibration(machine: "m", rates: rates, measured: "").fastest(preferring: "openblas")
         }
-        XCTAssertEqual(choice(["openblas": 100, "blis": 102]), .openblas)
-        XCTAssertEqual(choice(["openblas": 100, "blis": 110, "mkl": 105]), .blis)
-        XCTAssertEqual(choice(["openblas": 100, "mkl": 200]), .mkl)
-        XCTAssertEqual(choice(["blis": 90, "mkl": 95]), .mkl)
+        XCTAssertEqual(choice(["openblas": 100, "blis": 102]), "openblas")
+        XCTAssertEqual(choice(["openblas": 100, "blis": 110, "mkl": 105]), "blis")
+        XCTAssertEqual(choice(["openblas": 100, "mkl": 200]), "mkl")
+        XCTAssertEqual(choice(["blis": 90, "mkl": 95]), "mkl")
     }
 
     /// The first calibration is saved; the next with the same libraries reads it without measuring; another set
-    /// of libraries, or an unreadable file, is measured again and replaces it; without a writable directory the
-    /// result is still returned, unsaved.
+    /// of libraries (or OpenBLAS with other kernels), or an unreadable file, is measured again and replaces it;
+    /// without a writable directory there is no calibration (each process measuring its own could disagree).
     func testCalibrationIsCachedPerMachineAndLibraries() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blas-cache-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("keel").appendingPathComponent("blas.json")
-        var measured: [BLASLibrary.Kind] = []
-        func calibrate(_ kinds: [BLASLibrary.Kind], file: URL?) -> (BLASCalibration, Bool, String?) {
-            let result = BLASCalibration.cachedOrMeasured(kinds, file: file) { kind in
-                measured.append(kind)
-                return kind == .blis ? 200 : 100
+        var measured: [String] = []
+        func calibrate(_ libraries: [String], file: URL?) -> (calibration: BLASCalibration, fromCache: Bool, file: String)? {
+            BLASCalibration.cachedOrMeasured(libraries, file: file) { library in
+                measured.append(library)
+                return library.hasPrefix("blis") ? 200 : 100
             }
-            return (result.calibration, result.fromCache, result.cacheFile)
         }
-        let (first, firstCached, firstFile) = calibrate([.openblas, .blis], file: file)
-        XCTAssertEqual(measured, [.openblas, .blis])
-        XCTAssertFalse(firstCached)
-        XCTAssertEqual(firstFile, file.path)
-        XCTAssertEqual(first.fastest(), .blis)
+        let first = try XCTUnwrap(calibrate(["OpenBLAS (kernels: Haswell)", "blis (libblis.so.4)"], file: file))
+        XCTAssertEqual(measured, ["OpenBLAS (kernels: Haswell)", "blis (libblis.so.4)"])
+        XCTAssertFalse(first.fromCache)
+        XCTAssertEqual(first.file, file.path)
+        XCTAssertEqual(first.calibration.fastest(preferring: "OpenBLAS (kernels: Haswell)"), "blis (libblis.so.4)")
         let saved = try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file))
-        XCTAssertEqual(saved, first)
+        XCTAssertEqual(saved, first.calibration)
         XCTAssertTrue(saved.machine.contains(HostDescription.current(processes: 1, threads: 1).cpu), saved.machine)
 
         measured = []
-        let (second, secondCached, _) = calibrate([.openblas, .blis], file: file)
+        let second = try XCTUnwrap(calibrate(["blis (libblis.so.4)", "OpenBLAS (kernels: Haswell)"], file: file))
         XCTAssertEqual(measured, [], "read from the cache")
-        XCTAssertTrue(secondCached)
-        XCTAssertEqual(second, first)
+        XCTAssertTrue(second.fromCache)
+        XCTAssertEqual(second.calibration, first.calibration)
 
-        _ = calibrate([.openblas, .blis, .mkl], file: file)
-        XCTAssertEqual(measured, [.openblas, .blis, .mkl], "a new library: measured again")
+        _ = calibrate(["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], file: file)
+        XCTAssertEqual(measured, ["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], "other kernels: measured again")
         XCTAssertEqual(Set(try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file)).rates.keys),
-                       ["openblas", "blis", "mkl"])
+                       ["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"])
 
         try Data("{not json".utf8).write(to: file)
         measured = []
-        let (_, corruptCached, _) = calibrate([.openblas, .blis], file: file)
-        XCTAssertFalse(corruptCached)
-        XCTAssertEqual(measured, [.openblas, .blis])
+        let afterCorruption = try XCTUnwrap(calibrate(["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], file: file))
+        XCTAssertFalse(afterCorruption.fromCache)
+        XCTAssertEqual(measured.count, 2)
         XCTAssertNoThrow(try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file)), "replaced")
 
         let blocked = directory.appendingPathComponent("file-not-directory")
         try Data().write(to: blocked)
-        let (_, _, unsaved) = calibrate([.openblas, .blis], file: blocked.appendingPathComponent("keel/blas.json"))
-        XCTAssertNil(unsaved)
+        measured = []
+        XCTAssertNil(calibrate(["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], file: blocked.appendingPathComponent("keel/blas.json")))
+        XCTAssertNil(calibrate(["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], file: nil))
+        XCTAssertEqual(measured, [], "nothing measured that could not be kept")
     }
 }
