@@ -26,6 +26,8 @@ public struct BLASLibrary: Sendable {
     public let path: String
     /// How it was chosen: `KEEL_BLAS`, the calibration's rates, or why there was no calibration.
     public let reason: String
+    /// What BLIS or MKL says of itself (version, and BLIS's kernel set), read when it loaded.
+    private let identity: String
     let sgemm: SgemmFunction
     let sgemv: SgemvFunction
 
@@ -50,8 +52,7 @@ public struct BLASLibrary: Sendable {
             let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
             let core = openblas_get_corename().map { String(cString: $0) } ?? "unknown"
             return "\(config.trimmingCharacters(in: .whitespaces)) (kernels: \(core))"
-        case .blis: return "BLIS (\(path))"
-        case .mkl: return "Intel MKL (\(path))"
+        case .blis, .mkl: return identity
         }
     }
 
@@ -68,7 +69,7 @@ public struct BLASLibrary: Sendable {
                 // PyPI's wheel puts it in a Python environment's lib/: the active one, or one whose bin/ is on PATH.
                 let environments = ["VIRTUAL_ENV", "CONDA_PREFIX"].compactMap { environment[$0] }
                     + (environment["PATH"] ?? "").split(separator: ":").filter { $0.hasPrefix("/") }.map { "\($0)/.." }
-                return ["libmkl_rt.so.2"] + environments.map { "\($0)/lib/libmkl_rt.so.2" }
+                return ["libmkl_rt.so.2"] + environments.map { ("\($0)/lib/libmkl_rt.so.2" as NSString).standardizingPath }
                     .filter { FileManager.default.fileExists(atPath: $0) }
             }
         }()
@@ -97,8 +98,8 @@ public struct BLASLibrary: Sendable {
                 dlsym(handle, "MKL_Set_Interface_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(0) }
                 dlsym(handle, "MKL_Set_Threading_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(1) }
             }
-            let library = BLASLibrary(kind: kind, path: candidate, reason: reason, sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self),
-                                      sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
+            let library = BLASLibrary(kind: kind, path: candidate, reason: reason, identity: identity(kind, handle, candidate),
+                                      sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self), sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
             guard library.multipliesCorrectly else {
                 problem?.pointee = "\(candidate)'s cblas_sgemm gives wrong results (another integer width?)"
                 continue
@@ -106,6 +107,34 @@ public struct BLASLibrary: Sendable {
             return library
         }
         return nil
+    }
+
+    /// "BLIS 0.9.0 (libblis.so.4, kernels: generic)" — BLIS names the kernel set it picked for this CPU, which
+    /// decides its speed (0.9.0 does not know Zen 5 and runs its generic C kernels) — or MKL's version string.
+    private static func identity(_ kind: Kind, _ handle: UnsafeMutableRawPointer, _ path: String) -> String {
+        switch kind {
+        case .openblas: return "OpenBLAS"
+        case .blis:
+            typealias Text = @convention(c) () -> UnsafePointer<CChar>?
+            typealias ArchitectureID = @convention(c) () -> Int32
+            typealias ArchitectureName = @convention(c) (Int32) -> UnsafePointer<CChar>?
+            let version = dlsym(handle, "bli_info_get_version_str").flatMap { unsafeBitCast($0, to: Text.self)() }
+                .map { " " + String(cString: $0) } ?? ""
+            let kernels = dlsym(handle, "bli_arch_query_id").flatMap { id in
+                dlsym(handle, "bli_arch_string").flatMap {
+                    unsafeBitCast($0, to: ArchitectureName.self)(unsafeBitCast(id, to: ArchitectureID.self)())
+                }
+            }.map { ", kernels: " + String(cString: $0) } ?? ""
+            return "BLIS\(version) (\(path)\(kernels))"
+        case .mkl:
+            typealias VersionString = @convention(c) (UnsafeMutablePointer<CChar>, Int32) -> Void
+            guard let function = dlsym(handle, "MKL_Get_Version_String") else { return "Intel MKL (\(path))" }
+            var buffer = [CChar](repeating: 0, count: 256)
+            unsafeBitCast(function, to: VersionString.self)(&buffer, Int32(buffer.count - 1))
+            let version = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                .trimmingCharacters(in: .whitespaces)
+            return "\(version.isEmpty ? "Intel MKL" : version) (\(path))"
+        }
     }
 
     /// [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50] through `sgemm`, row-major: the calling convention holds.
