@@ -164,7 +164,9 @@ final class WeightedLossTests: XCTestCase {
             for entry in model.table.entries {
                 for i in [entry.offset, entry.offset + entry.count / 2] {
                     let numeric = centralDifference(model.parameters.pointer + i, epsilon: epsilon) { weighted(nil) }
-                    XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 2e-3 * max(abs(numeric), 1e-1) + 2e-4,
+                    // The fp32 losses' rounding, divided by 2ε, depends on the BLAS library's kernels: up to 5.3e-4
+                    // with BLIS's generic ones, within 2e-3 · |g| + 2e-4 with OpenBLAS's.
+                    XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 3e-3 * max(abs(numeric), 1e-1) + 4e-4,
                                    "\(config.architecture) \(entry.name)[\(i - entry.offset)]")
                 }
             }
