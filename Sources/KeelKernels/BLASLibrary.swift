@@ -25,7 +25,7 @@ public struct BLASLibrary: Sendable {
     /// The file it was loaded from (or the soname the dynamic loader resolved; "linked" for OpenBLAS).
     public let path: String
     /// How it was chosen: `KEEL_BLAS`, the calibration's rates, or why there was no calibration.
-    public let reason: String
+    public private(set) var reason = ""
     /// What BLIS or MKL says of itself (version, and BLIS's kernel set), read when it loaded.
     private let identity: String
     let sgemm: SgemmFunction
@@ -57,9 +57,8 @@ public struct BLASLibrary: Sendable {
     }
 
     /// Loads `kind` (from `path`, or the first of its usual files that opens), made single-threaded (Keel's pool
-    /// parallelises around it) and checked on a 2 × 2 product; otherwise nil, with what went wrong in `problem`.
-    static func load(_ kind: Kind, path explicit: String? = nil, reason: String = "", problem: UnsafeMutablePointer<String>? = nil)
-        -> BLASLibrary? {
+    /// parallelises around it) and checked on a 2 × 2 product; throws what went wrong with the last file tried.
+    static func load(_ kind: Kind, path explicit: String? = nil) throws -> BLASLibrary {
         let environment = ProcessInfo.processInfo.environment
         let candidates: [String] = explicit.map { [$0] } ?? {
             switch kind {
@@ -73,16 +72,17 @@ public struct BLASLibrary: Sendable {
                     .filter { FileManager.default.fileExists(atPath: $0) }
             }
         }()
+        var problem = "no \(kind.rawValue) library found"
         for candidate in candidates {
             // The linked OpenBLAS is the process's own. Another library is bound to its own symbols first
             // (DEEPBIND): BLIS's cblas_sgemm calls sgemm_, which would otherwise resolve to OpenBLAS's.
             guard let handle = candidate == "linked" ? dlopen(nil, RTLD_NOW) : dlopen(candidate, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)
             else {
-                problem?.pointee = dlerror().map { String(cString: $0) } ?? "cannot open \(candidate)"
+                problem = dlerror().map { String(cString: $0) } ?? "cannot open \(candidate)"
                 continue
             }
             guard let sgemm = dlsym(handle, "cblas_sgemm"), let sgemv = dlsym(handle, "cblas_sgemv") else {
-                problem?.pointee = "\(candidate) has no cblas_sgemm and cblas_sgemv"
+                problem = "\(candidate) has no cblas_sgemm and cblas_sgemv"
                 dlclose(handle)
                 continue
             }
@@ -98,15 +98,22 @@ public struct BLASLibrary: Sendable {
                 dlsym(handle, "MKL_Set_Interface_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(0) }
                 dlsym(handle, "MKL_Set_Threading_Layer").map { _ = unsafeBitCast($0, to: SetLayer.self)(1) }
             }
-            let library = BLASLibrary(kind: kind, path: candidate, reason: reason, identity: identity(kind, handle, candidate),
+            let library = BLASLibrary(kind: kind, path: candidate, identity: identity(kind, handle, candidate),
                                       sgemm: unsafeBitCast(sgemm, to: SgemmFunction.self), sgemv: unsafeBitCast(sgemv, to: SgemvFunction.self))
             guard library.multipliesCorrectly else {
-                problem?.pointee = "\(candidate)'s cblas_sgemm gives wrong results (another integer width?)"
+                problem = "\(candidate)'s cblas_sgemm gives wrong results (another integer width?)"
                 continue
             }
             return library
         }
-        return nil
+        throw KeelError(problem)
+    }
+
+    /// This library with `reason` as why it runs.
+    private func chosen(_ reason: String) -> BLASLibrary {
+        var library = self
+        library.reason = reason
+        return library
     }
 
     /// "BLIS 0.9.0 (libblis.so.4, kernels: generic)" — BLIS names the kernel set it picked for this CPU, which
@@ -141,7 +148,7 @@ public struct BLASLibrary: Sendable {
     private var multipliesCorrectly: Bool {
         let a: [Float] = [1, 2, 3, 4], b: [Float] = [5, 6, 7, 8]
         var c = [Float](repeating: 0, count: 4)
-        sgemm(101, Transpose.none.cblas, Transpose.none.cblas, 2, 2, 2, 1, a, 2, b, 2, 0, &c, 2)
+        sgemm(cblasRowMajor, Transpose.none.cblas, Transpose.none.cblas, 2, 2, 2, 1, a, 2, b, 2, 0, &c, 2)
         return c == [19, 22, 43, 50]
     }
 
@@ -153,32 +160,30 @@ public struct BLASLibrary: Sendable {
         if let wanted = environment["KEEL_BLAS"] {
             let kind = Kind(rawValue: wanted)
             let path = kind == nil && wanted.hasPrefix("/") ? wanted : nil
-            var problem = ""
-            if kind != nil || path != nil,
-               let library = load(kind ?? guessKind(path!), path: path, reason: "chosen by KEEL_BLAS=\(wanted)", problem: &problem) {
-                return library
+            if kind == nil && path == nil {
+                warn("KEEL_BLAS=\(wanted) is not one of openblas, blis, mkl or a library's absolute path; choosing as without it")
+            } else {
+                do {
+                    return try load(kind ?? guessKind(path!), path: path).chosen("chosen by KEEL_BLAS=\(wanted)")
+                } catch {
+                    warn("KEEL_BLAS=\(wanted): \(error); choosing as without it")
+                }
             }
-            warn(kind == nil && path == nil
-                 ? "KEEL_BLAS=\(wanted) is not one of openblas, blis, mkl or a library's absolute path; choosing as without it"
-                 : "KEEL_BLAS=\(wanted): \(problem); choosing as without it")
         }
-        let available = Kind.allCases.compactMap { load($0) }
-        guard available.count > 1 else {
-            return load(.openblas, reason: "the only BLAS library here")!
-        }
+        let available = Kind.allCases.compactMap { try? load($0) }   // OpenBLAS, linked, first
+        guard available.count > 1 else { return available[0].chosen("the only BLAS library here") }
         // Calibrations are kept per library file and, for OpenBLAS, per kernel set (OPENBLAS_CORETYPE).
         let libraries = available.map { $0.kind == .openblas ? $0.name : "\($0.kind.rawValue) (\($0.path))" }
         guard let (calibration, fromCache, file) = BLASCalibration.cachedOrMeasured(libraries, measure: { library in
             available[libraries.firstIndex(of: library)!].calibrationRate()
         }) else {
-            return load(.openblas, reason: "not calibrated: nowhere to keep the result (set XDG_CACHE_HOME or HOME)")!
+            return available[0].chosen("not calibrated: nowhere to keep the result (set XDG_CACHE_HOME or HOME)")
         }
         let kindOf = Dictionary(uniqueKeysWithValues: zip(libraries, available.map(\.kind)))
         let rates = calibration.rates.sorted { $0.value > $1.value }
             .map { String(format: "%@ %.1f", kindOf[$0.key]!.rawValue, $0.value) }.joined(separator: ", ")
         let fastest = available[libraries.firstIndex(of: calibration.fastest(preferring: libraries[0]))!]
-        return load(fastest.kind, path: fastest.kind == .openblas ? nil : fastest.path,
-                    reason: "calibrated: \(rates) GFLOP/s (\(fromCache ? "cached in" : "saved to") \(file))")!
+        return fastest.chosen("calibrated: \(rates) GFLOP/s (\(fromCache ? "cached in" : "saved to") \(file))")
     }
 
     /// Which loader a library given by path needs: by its file name, OpenBLAS's when it says nothing.
@@ -204,7 +209,7 @@ public struct BLASLibrary: Sendable {
             var best = Double.infinity
             for _ in 0..<8 {
                 let start = DispatchTime.now().uptimeNanoseconds
-                sgemm(101, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k), 1, a, Int32(transA == .none ? k : m), b,
+                sgemm(cblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k), 1, a, Int32(transA == .none ? k : m), b,
                       Int32(transB == .none ? n : k), 0, &c, Int32(n))
                 best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             }

@@ -84,7 +84,7 @@ private func matrixVector(
             }
         } else {
             // B is [K, N]: columns start..<end, that is B[:, start..<end]ᵀ times a.
-            BLASLibrary.selected.sgemv(rowMajor, Transpose.transposed.cblas, Int32(k), Int32(end - start), alpha, b + start,
+            BLASLibrary.selected.sgemv(cblasRowMajor, Transpose.transposed.cblas, Int32(k), Int32(end - start), alpha, b + start,
                                        Int32(ldb), a, 1, beta, c + start, 1)
         }
     }
@@ -97,7 +97,7 @@ public func serialGemm(
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-    BLASLibrary.selected.sgemm(rowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+    BLASLibrary.selected.sgemm(cblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
                                alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
@@ -112,8 +112,8 @@ public func openBLASGemm(threads: Int, m: Int, n: Int, k: Int, _ a: UnsafePointe
     openblas_set_num_threads(1)
 }
 
-/// CBLAS's CblasRowMajor.
-private let rowMajor: Int32 = 101
+/// CBLAS's CblasRowMajor, the same number in every library's cblas.h.
+let cblasRowMajor: Int32 = 101
 
 /// Makes OpenBLAS single-threaded and stops its idle worker threads now (as every call into it does first): a
 /// command that may run without calling it — generation from a quantized model — calls this at its start.
