@@ -142,7 +142,7 @@ AVX512_BF16 static void avx512_pack_a_slice(int transposed, int m, int k, const 
                 for (int j = 0; j < 16; j++) {
                     int k0 = s * 32 + 2 * j;
                     const float *even = row_or_null(a, k0, k, lda), *odd = row_or_null(a, k0 + 1, k, lda);
-                    // As in avx2_pack_a_slice: more streams than the prefetcher follows (measured 1.9× faster).
+                    // As in avx2_pack_a_slice: more streams than the prefetcher follows (2.1× faster: docs/benchmarks.md).
                     if (even) _mm_prefetch((const char *)(even + row0 + 64), _MM_HINT_T0);
                     if (odd) _mm_prefetch((const char *)(odd + row0 + 64), _MM_HINT_T0);
                     pairs[j] = interleave16(even ? even + row0 : NULL, odd ? odd + row0 : NULL, m - row0);
@@ -365,7 +365,7 @@ AVX2_FMA static void avx2_pack_a_slice(int transposed, int m, int k, const float
                         if (p0 + i >= k) { x[i] = _mm_setzero_si128(); continue; }
                         const float *source = a + (size_t)(p0 + i) * lda + row0;
                         // 32 stored rows are read side by side, more streams than the hardware prefetcher
-                        // follows: ask for each row's line two blocks ahead (measured 1.5× faster on Zen 5).
+                        // follows: ask for each row's line two blocks ahead (1.7× faster on Zen 5: docs/benchmarks.md).
                         if (r0 % 16 == 0) _mm_prefetch((const char *)(source + 64), _MM_HINT_T0);
                         x[i] = avx2_round8(source, m - row0);
                     }
@@ -407,7 +407,7 @@ AVX2_FMA static void avx2_pack_b(int transposed, int k, int n, const float *b, i
                     for (int i = 0; i < 8; i++) {
                         int column = nb * 32 + c0 + i;
                         const float *source = b + (size_t)column * ldb + p;
-                        // 32 columns stream along k side by side: as in avx2_pack_a_slice (1.5× faster at k = 3072).
+                        // 32 columns stream along k side by side: as in avx2_pack_a_slice.
                         if (column < n && j0 == 0) _mm_prefetch((const char *)(source + 64), _MM_HINT_T0);
                         x[i] = column < n ? _mm256_setr_m128i(avx2_round8(source, k - p), avx2_round8(source + 8, k - p - 8))
                                           : _mm256_setzero_si256();
