@@ -84,9 +84,9 @@ struct Generate: ParsableCommand {
             if let problem = loaded.chat.problem { throw KeelError(problem) }
             return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer))
         }
-        // The model's end-of-sequence token (an imported model's) ends a text as a stop string does, and a chat
-        // reply ends with its turn.
-        let stops = (stop + (loaded.endOfSequence.map { [$0] } ?? []) + (chat ? loaded.chat.stops : [])).map { Array($0.utf8) }
+        // The model's end-of-sequence and end-of-turn tokens (an imported model's) end a text as a stop string does,
+        // and a chat reply ends with its turn.
+        let stops = (stop + loaded.endOfGeneration + (chat ? loaded.chat.stops : [])).map { Array($0.utf8) }
         var streams = prompts.map { _ in TextStream(stops: stops) }
         let streaming = prompts.count == 1 && !json
         // A continuation is printed after its prompt; a chat reply alone.

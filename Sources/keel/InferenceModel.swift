@@ -19,8 +19,21 @@ struct InferenceModel {
     let origin: String
     let isGGUF: Bool
     /// The text of the model's end-of-sequence token, when the model declares one (a GGUF file's
-    /// `tokenizer.ggml.eos_token_id`, an import's `tokenizer_config.json`): generation stops there.
+    /// `tokenizer.ggml.eos_token_id`, an import's `tokenizer_config.json`).
     let endOfSequence: String?
+    /// Where a plain continuation stops (`generate`, `serve`'s completions): the end-of-sequence token's text, and
+    /// the model's special tokens that llama.cpp also ends generation at whichever token a file names as its end of
+    /// sequence — end-of-turn markers such as `<|im_end|>` or `<|eot_id|>` — so that an instruct model's
+    /// continuation stops where llama.cpp's does. Empty when the model declares no end of sequence (a model
+    /// trained here).
+    var endOfGeneration: [String] {
+        guard let endOfSequence else { return [] }
+        return [endOfSequence] + Self.endOfGenerationTexts.filter { $0 != endOfSequence && tokenizer.specialToken($0) != nil }
+    }
+    /// The token texts llama.cpp ends generation at (its `llama-vocab.cpp`, 2025: end of turn, of message, of text).
+    static let endOfGenerationTexts = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
+                                       "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>",
+                                       "<end_of_utterance>", "<｜end▁of▁sentence｜>"]
     /// How chats become prompts for this model.
     let chat: ChatFormat
     /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or

@@ -14,7 +14,7 @@ struct Serve: ParsableCommand {
             GET /v1/models. Requests that arrive together are generated together, one batch per step. Chat \
             messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply, with the \
             default system message of the model's own ChatML template (an imported model's or a GGUF file's); a \
-            model's end-of-sequence token ends completions too. A malformed \
+            model's end-of-sequence and end-of-turn tokens end completions too. A malformed \
             request gets a 4xx with an OpenAI-style error; the server stays up.
             """)
 
@@ -48,7 +48,7 @@ struct Serve: ParsableCommand {
         if let problem = loaded.chat.problem { throw KeelError(problem) }
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
-                                endOfSequence: loaded.endOfSequence, beginningOfText: loaded.beginningOfText)
+                                endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText)
         let server: HTTPServer
         do { server = try HTTPServer(host: host, port: port) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
@@ -64,8 +64,8 @@ struct CompletionAPI: Sendable {
     let model: String
     let contextLength: Int
     let chatFormat: ChatFormat
-    /// Ends a plain completion too, when the model declares one.
-    let endOfSequence: String?
+    /// What ends a plain completion besides its stop strings (`InferenceModel.endOfGeneration`).
+    let endOfGeneration: [String]
     /// Starts every prompt, when the model asks for it.
     let beginningOfText: Int32?
 
@@ -132,10 +132,10 @@ struct CompletionAPI: Sendable {
             stops += chatFormat.stops
         } else if let text = body["prompt"] as? String {
             prompt = tokenizer.encode(text)
-            stops += endOfSequence.map { [$0] } ?? []
+            stops += endOfGeneration
         } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
             prompt = tokenizer.encode(prompts[0])
-            stops += endOfSequence.map { [$0] } ?? []
+            stops += endOfGeneration
         } else {
             throw bad("'prompt' must be a string (one prompt per request)")
         }

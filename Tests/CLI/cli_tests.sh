@@ -240,6 +240,17 @@ grep -q "warning: KEEL_QDOT_ENGINE=avx9 is not one of scalar, avx2, avx-vnni, av
 "$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --max-tokens 12 --temperature 0 --warmup \
     >"$work/warmup.txt" 2>/dev/null
 cmp -s "$work/warmup.txt" "$work/engine-scalar.txt" && pass "generate --warmup gives the same text" || fail "generate --warmup gives the same text"
+# A model whose end of sequence is <|endoftext|> and whose greedy choice after any text is <|im_end|>: generation stops
+# at <|im_end|>, as llama.cpp stops at the end-of-turn tokens it finds in a vocabulary, and so does its import.
+expect_ok "a GGUF file that answers <|im_end|> but ends sequences with <|endoftext|>" \
+    python3 "$here/../Reference/gguf_files.py" ends-turn "$work/ends-turn.gguf"
+expect_ok "import it" "$keel" import gguf "$work/ends-turn.gguf" --out "$work/ends-turn-imported"
+for model in "$work/ends-turn.gguf" "$work/ends-turn-imported"; do
+    "$keel" generate --checkpoint "$model" --prompt "In 1599 the" --max-tokens 4 --temperature 0 --json \
+        >"$work/ends-turn.json" 2>/dev/null
+    check "generation from $(basename "$model") stops at <|im_end|>, an end of turn but not its end of sequence" \
+        '(lambda r: r["text"] == "" and r["stop"] == "string")(json.load(open(sys.argv[1])))' "$work/ends-turn.json"
+done
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos

@@ -13,6 +13,10 @@ Usage: gguf_files.py write PATH      a llama-style file: every metadata type, st
                                      text in the metadata key "text", for a tokenizer built from the file's lists
                                      (with --add-bos the file asks for BOS before every text; with
                                      --broken-template its chat template does not parse)
+       gguf_files.py ends-turn PATH  a tiny Llama with that tokenizer whose greedy choice after any text is
+                                     <|im_end|>, while its end-of-sequence token is <|endoftext|> (the
+                                     blocks add nothing to the stream, and the tied token table's <|im_end|> row
+                                     points where every other row does, four times as long)
        gguf_files.py permuted PATH TENSOR HF.f32 HEADS
                                      exits 0 when F32 tensor TENSOR of the file is the Hugging Face weight in
                                      HF.f32 ([rows, columns] float32) permuted as llama.cpp's convert_hf_to_gguf.py
@@ -25,6 +29,46 @@ import sys
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import quantize
+
+
+
+def smollm_like_vocabulary():
+    """SmolLM2's kind of byte-level BPE vocabulary, in little: three special tokens, the bytes spelled as GPT-2
+    spells them (without 0x04 and 0xFF, which SmolLM2's vocabulary lacks too) and eight merges."""
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in chars:
+            chars[b], extra = chr(256 + extra), extra + 1
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("o", "n"), ("Ġa", "n"), ("e", "r")]
+    tokens = specials + [chars[b] for b in range(256) if b not in (4, 255)] + [a + b for a, b in merges]
+    return specials, merges, tokens
+
+
+def llama_writer(path, name, C, L, H, KV, F, hd, specials, merges, tokens, eos):
+    """A GGUFWriter with a Llama's hyperparameters and the vocabulary's tokenizer in its metadata."""
+    writer = GGUFWriter(path, "llama")
+    writer.add_name(name)
+    writer.add_context_length(128)
+    writer.add_embedding_length(C)
+    writer.add_block_count(L)
+    writer.add_feed_forward_length(F)
+    writer.add_head_count(H)
+    writer.add_head_count_kv(KV)
+    writer.add_rope_dimension_count(hd)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(100000.0)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] * len(specials) + [1] * (len(tokens) - len(specials)))
+    writer.add_token_merges([a + " " + b for a, b in merges])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(eos)
+    return writer
+
 
 command, path = sys.argv[1], sys.argv[2]
 if command == "write":
@@ -72,36 +116,9 @@ elif command == "model":
 
     rng = np.random.default_rng(23)
     C, L, H, KV, F, hd = 64, 2, 4, 2, 256, 16
-    # GPT-2's byte-to-character map, so tokens are spelled as in llama.cpp's files.
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    chars, extra = {b: chr(b) for b in printable}, 0
-    for b in range(256):
-        if b not in chars:
-            chars[b], extra = chr(256 + extra), extra + 1
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("o", "n"), ("Ġa", "n"), ("e", "r")]
-    # Bytes 0x04 and 0xFF have no token, as in SmolLM2's vocabulary.
-    tokens = specials + [chars[b] for b in range(256) if b not in (4, 255)] + [a + b for a, b in merges]
+    specials, merges, tokens = smollm_like_vocabulary()
     V = len(tokens)
-    writer = GGUFWriter(path, "llama")
-    writer.add_name("tiny smollm-like")
-    writer.add_context_length(128)
-    writer.add_embedding_length(C)
-    writer.add_block_count(L)
-    writer.add_feed_forward_length(F)
-    writer.add_head_count(H)
-    writer.add_head_count_kv(KV)
-    writer.add_rope_dimension_count(hd)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_freq_base(100000.0)
-    writer.add_vocab_size(V)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3] * len(specials) + [1] * (V - len(specials)))
-    writer.add_token_merges([a + " " + b for a, b in merges])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    writer = llama_writer(path, "tiny smollm-like", C, L, H, KV, F, hd, specials, merges, tokens, eos=2)
     writer.add_add_bos_token("--add-bos" in sys.argv)
     if "--broken-template" in sys.argv:
         writer.add_chat_template("{% for message in messages %}{{ message.content }")
@@ -179,6 +196,32 @@ elif command == "model":
     text = "In 1599 the\x04 then,  inner  12 ÿ <|im_start|>the end\n"
     expected["ids"] = np.array(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int32)
     safetensors_np.save_file(expected, sys.argv[3], metadata={"text": text})
+elif command == "ends-turn":
+    rng = np.random.default_rng(29)
+    C, H, KV, F, hd = 64, 4, 2, 64, 16
+    specials, merges, tokens = smollm_like_vocabulary()
+    writer = llama_writer(path, "tiny ends-turn", C, 1, H, KV, F, hd, specials, merges, tokens, eos=0)
+    # Every row of the token table near one direction u, <|im_end|>'s four times as long: with blocks that add
+    # nothing, the final norm's output is about u whatever the token, and <|im_end|>'s logit the largest.
+    u = rng.normal(size=C).astype(np.float32)
+    table = u + 0.05 * rng.normal(size=(len(tokens), C)).astype(np.float32)
+    table[specials.index("<|im_end|>")] = 4 * u
+    writer.add_tensor("token_embd.weight", table)
+    ones, zeros = np.ones(C, dtype=np.float32), np.zeros
+    writer.add_tensor("blk.0.attn_norm.weight", ones)
+    writer.add_tensor("blk.0.attn_q.weight", rng.normal(size=(H * hd, C)).astype(np.float32))
+    writer.add_tensor("blk.0.attn_k.weight", rng.normal(size=(KV * hd, C)).astype(np.float32))
+    writer.add_tensor("blk.0.attn_v.weight", rng.normal(size=(KV * hd, C)).astype(np.float32))
+    writer.add_tensor("blk.0.attn_output.weight", zeros((C, H * hd), dtype=np.float32))
+    writer.add_tensor("blk.0.ffn_norm.weight", ones)
+    writer.add_tensor("blk.0.ffn_gate.weight", rng.normal(size=(F, C)).astype(np.float32))
+    writer.add_tensor("blk.0.ffn_up.weight", rng.normal(size=(F, C)).astype(np.float32))
+    writer.add_tensor("blk.0.ffn_down.weight", zeros((C, F), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", ones)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 elif command == "permuted":
     name, source, heads = sys.argv[3], sys.argv[4], int(sys.argv[5])
     tensor = next(t for t in GGUFReader(path).tensors if t.name == name)
