@@ -251,6 +251,13 @@ for model in "$work/ends-turn.gguf" "$work/ends-turn-imported"; do
     check "generation from $(basename "$model") stops at <|im_end|>, an end of turn but not its end of sequence" \
         '(lambda r: r["text"] == "" and r["stop"] == "string")(json.load(open(sys.argv[1])))' "$work/ends-turn.json"
 done
+"$keel" serve --checkpoint "$work/ends-turn.gguf" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+server=$!
+for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
+port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+check "serve's completion from it stops there too" '(lambda c: c["text"] == "" and c["finish_reason"] == "stop")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"prompt": "In 1599 the", "max_tokens": 4, "temperature": 0}).encode(), headers={"Content-Type": "application/json"})))["choices"][0])' \
+    "http://127.0.0.1:$port/v1/completions"
+kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos

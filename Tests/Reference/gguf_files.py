@@ -31,10 +31,10 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import quantize
 
 
-
 def smollm_like_vocabulary():
     """SmolLM2's kind of byte-level BPE vocabulary, in little: three special tokens, the bytes spelled as GPT-2
     spells them (without 0x04 and 0xFF, which SmolLM2's vocabulary lacks too) and eight merges."""
+    # GPT-2's byte-to-character map, so tokens are spelled as in llama.cpp's files.
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     chars, extra = {b: chr(b) for b in printable}, 0
     for b in range(256):
@@ -207,16 +207,16 @@ elif command == "ends-turn":
     table = u + 0.05 * rng.normal(size=(len(tokens), C)).astype(np.float32)
     table[specials.index("<|im_end|>")] = 4 * u
     writer.add_tensor("token_embd.weight", table)
-    ones, zeros = np.ones(C, dtype=np.float32), np.zeros
+    ones = np.ones(C, dtype=np.float32)
     writer.add_tensor("blk.0.attn_norm.weight", ones)
     writer.add_tensor("blk.0.attn_q.weight", rng.normal(size=(H * hd, C)).astype(np.float32))
     writer.add_tensor("blk.0.attn_k.weight", rng.normal(size=(KV * hd, C)).astype(np.float32))
     writer.add_tensor("blk.0.attn_v.weight", rng.normal(size=(KV * hd, C)).astype(np.float32))
-    writer.add_tensor("blk.0.attn_output.weight", zeros((C, H * hd), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_output.weight", np.zeros((C, H * hd), dtype=np.float32))
     writer.add_tensor("blk.0.ffn_norm.weight", ones)
     writer.add_tensor("blk.0.ffn_gate.weight", rng.normal(size=(F, C)).astype(np.float32))
     writer.add_tensor("blk.0.ffn_up.weight", rng.normal(size=(F, C)).astype(np.float32))
-    writer.add_tensor("blk.0.ffn_down.weight", zeros((C, F), dtype=np.float32))
+    writer.add_tensor("blk.0.ffn_down.weight", np.zeros((C, F), dtype=np.float32))
     writer.add_tensor("output_norm.weight", ones)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
