@@ -22,10 +22,11 @@ struct InferenceModel {
     /// `tokenizer.ggml.eos_token_id`, an import's `tokenizer_config.json`).
     let endOfSequence: String?
     /// Where a plain continuation stops (`generate`, `serve`'s completions): the end-of-sequence token's text, and
-    /// the model's special tokens that llama.cpp also ends generation at whichever token a file names as its end of
-    /// sequence — end-of-turn markers such as `<|im_end|>` or `<|eot_id|>` — so that an instruct model's
-    /// continuation stops where llama.cpp's does. Empty when the model declares no end of sequence (a model
-    /// trained here).
+    /// the end-of-turn markers among the model's special tokens (`<|im_end|>`, `<|eot_id|>`, … as listed below),
+    /// which llama.cpp also ends generation at, whichever token a file names as its end of sequence: an instruct
+    /// model's continuation then stops where llama.cpp's does. Empty when the model declares no end of sequence (a
+    /// model trained here). An approximation of llama.cpp's rule, which also applies to tokens not marked special
+    /// and to files without an end of sequence, and leaves `<|end|>` out for gpt-oss's vocabulary.
     var endOfGeneration: [String] {
         guard let endOfSequence else { return [] }
         return [endOfSequence] + Self.endOfGenerationTexts.filter { $0 != endOfSequence && tokenizer.specialToken($0) != nil }
