@@ -6,6 +6,16 @@ keel=$(realpath "${1:?usage: cli_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/cli_common.sh"
 
+# start_server MODEL: keel serve of MODEL on a free port, in the background: sets $server (its pid) and $port (empty
+# when it did not say it was serving within 10 s). stop_server ends it.
+start_server() {
+    "$keel" serve --checkpoint "$1" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+    server=$!
+    for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
+    port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+}
+stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; }
+
 mkdir -p "$work/corpus"
 for i in 1 2 3; do
     for j in $(seq 1 60); do echo "To be, or not to be, that is the question $i $j."; done >"$work/corpus/doc$i.txt"
@@ -251,13 +261,10 @@ for model in "$work/ends-turn.gguf" "$work/ends-turn-imported"; do
     check "generation from $(basename "$model") stops at <|im_end|>, an end of turn but not its end of sequence" \
         '(lambda r: r["text"] == "" and r["stop"] == "string")(json.load(open(sys.argv[1])))' "$work/ends-turn.json"
 done
-"$keel" serve --checkpoint "$work/ends-turn.gguf" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-server=$!
-for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
-port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+start_server "$work/ends-turn.gguf"
 check "serve's completion from it stops there too" '(lambda c: c["text"] == "" and c["finish_reason"] == "stop")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"prompt": "In 1599 the", "max_tokens": 4, "temperature": 0}).encode(), headers={"Content-Type": "application/json"})))["choices"][0])' \
     "http://127.0.0.1:$port/v1/completions"
-kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+stop_server
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos
@@ -468,15 +475,12 @@ usage "grpo at temperature 0" "--temperature must be above 0" \
 usage "grpo with an unknown reward" "--reward must be one of last-number, exact-match" \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward judge
 # keel serve of an imported model: the chat template's default system message, and the markers as special tokens.
-"$keel" serve --checkpoint "$work/tiny-imported" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-server=$!
-for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
-port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+start_server "$work/tiny-imported"
 grep -q "chat format: the model's chat template" "$work/serve.err" \
     && pass "serve runs the imported model's chat template" || fail "serve runs the imported model's chat template"
 check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}).encode(), headers={"Content-Type": "application/json"}))))' \
     "http://127.0.0.1:$port/v1/chat/completions"
-kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+stop_server
 # generate --chat formats the prompt with the model's template, as jinja2 renders it (transformers' settings); a model
 # without a template gets ChatML.
 "$keel" generate --checkpoint "$work/tiny.gguf" --prompt "In 1599 the" --chat --max-tokens 3 --json >"$work/chat.json" 2>/dev/null
@@ -507,16 +511,13 @@ expect_error "eval a GGUF file on a prepared dataset" "a GGUF file is evaluated 
     "$keel" eval --checkpoint "$work/tiny.gguf" --dataset "$work/corpus"
 # keel serve: OpenAI's own client against it (Tests/Reference/openai_client_check.py: completions and chat, streamed
 # and not, concurrent requests, malformed ones); bad options refused before it listens.
-"$keel" serve --checkpoint "$work/llamarun" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-server=$!
-for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
-port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
+start_server "$work/llamarun"
 if [ -n "$port" ] && python3 "$here/../Reference/openai_client_check.py" "http://127.0.0.1:$port/v1" >"$work/out" 2>&1; then
     pass "keel serve answers OpenAI's client: completions, chat, streams, concurrent and malformed requests"
 else
     fail "keel serve answers OpenAI's client"; sed 's/^/    /' "$work/out" "$work/serve.err" | head -20
 fi
-kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+stop_server
 usage "serve on a port that cannot be" "--port must be 0 to 65535" "$keel" serve --checkpoint "$work/llamarun" --port 70000
 usage "serve in an unknown format" "--quantize must be one of" "$keel" serve --checkpoint "$work/llamarun" --quantize q9
 expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --max-windows 4 --quantize q8_0 --json

@@ -70,6 +70,14 @@ def llama_writer(path, name, C, L, H, KV, F, hd, specials, merges, tokens, eos):
     return writer
 
 
+def write_out(writer):
+    """Writes the file: header, metadata, tensors."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 command, path = sys.argv[1], sys.argv[2]
 if command == "write":
     rng = np.random.default_rng(7)
@@ -104,10 +112,7 @@ if command == "write":
                       raw_dtype=GGMLQuantizationType.Q4_0)
     writer.add_tensor("blk.0.ffn_up.weight", rng.integers(0, 256, size=(2, 144), dtype=np.uint8),
                       raw_dtype=GGMLQuantizationType.Q4_K)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
 elif command == "model":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import safetensors_np
@@ -179,10 +184,7 @@ elif command == "model":
         add(p + "mlp.up_proj.weight", f"blk.{i}.ffn_up.weight", normal(F, C), "Q8_0")
         add(p + "mlp.down_proj.weight", f"blk.{i}.ffn_down.weight", normal(C, F), "Q4_K")
     add("model.norm.weight", "output_norm.weight", 1 + normal(C) / 5, "F32")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     expected = {name: value.astype(np.float32) for name, value in expected.items()}
 
     # The tokenizer these lists make, built by Hugging Face `tokenizers` as SmolLM2's tokenizer.json is: the special
@@ -218,10 +220,7 @@ elif command == "ends-turn":
     writer.add_tensor("blk.0.ffn_up.weight", rng.normal(size=(F, C)).astype(np.float32))
     writer.add_tensor("blk.0.ffn_down.weight", np.zeros((C, F), dtype=np.float32))
     writer.add_tensor("output_norm.weight", ones)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
 elif command == "permuted":
     name, source, heads = sys.argv[3], sys.argv[4], int(sys.argv[5])
     tensor = next(t for t in GGUFReader(path).tensors if t.name == name)
