@@ -1,12 +1,20 @@
 // F16 weights times several activation rows (a prompt) on AVX-512: the F16 dot product's own arithmetic — activations
 // rounded to halves, element i's product (exact in fp32: two halves' significands fit) added into lane i mod 32, the
-// lanes added in the fixed tree — for a tile of three activation rows and two weight rows at once, so each row's
-// result is its `keel_quant_dot` to the bit. A multiply-add of an exact product rounds once, as the reference's add
-// does, so fused instructions give the same bits. Per 32 elements, 4 conversions and 6 loads feed 12 multiply-adds
-// (four activation rows kept sixteen sums, and clang left one of them in memory, which cost more than the tile
-// saved). The weight rows are taken in blocks that stay in L2 while every tile of activation rows (in L1) passes
-// over them. On the 75M model of docs/benchmarks.md this reads a prompt about 10% faster than converting blocks to
-// fp32 for OpenBLAS's sgemm; llama.cpp is faster still.
+// lanes added in the fixed tree — for tiles of activation rows and weight rows at once, so each row's result is its
+// `keel_quant_dot` to the bit (lanes 0…15 and 16…31 are independent sums, so they may be taken in either order). A
+// multiply-add of an exact product rounds once, as the reference's add does, so fused instructions give the same bits.
+//
+// Two tiles, chosen by row width:
+// - Rows of up to 1,024 values: four weight rows by four activation rows, lanes 0…15 over the whole row, then lanes
+//   16…31 (both at once would need 32 sums, all the registers) — per 16 elements, 4 conversions and 4 loads feed 16
+//   multiply-adds. The tile's rows (4 × 1,024 halves and 4 × 1,024 floats) stay in L1 between the two passes.
+// - Wider rows (an MLP's down projection): two weight rows by three activation rows, both lane halves in one pass
+//   (twelve sums; per 32 elements 4 conversions and 6 loads feed 12 multiply-adds): the four-by-four tile's rows no
+//   longer fit L1 and would be read twice from L2. Cutting such rows in two for it, the sums kept in memory between
+//   the pieces, was slower than this tile.
+// The weight rows are taken in blocks that stay in L2 while every tile of activation rows passes over them. On rows
+// of 768 values the four-by-four tile runs 6–9% faster than the two-by-three one on a Zen 4 core
+// (`scripts/bench/f16_matmul_peak.sh`, docs/benchmarks.md).
 #include "keel_quant.h"
 
 #include <immintrin.h>
@@ -64,23 +72,84 @@ AVX512 static inline __attribute__((always_inline)) void tile(int n, const uint1
         for (int r = 0; r < R; r++) out[t * ldo + r] = tree(acc[4 * t + 2 * r], acc[4 * t + 2 * r + 1]);
 }
 
+/// Lanes 16h…16h+15 of `R` weight rows times `T` activation rows (R, T ≤ 4, constants where inlined), summed over the
+/// row into sums[4t + r].
+AVX512 static inline __attribute__((always_inline)) void half_tile(int n, const uint16_t *w, size_t ldw, const float *x,
+                                                                   size_t ldx, __m512 *sums, const int h, const int R,
+                                                                   const int T) {
+    __m512 acc[16];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+    for (int i = 16 * h; i < n; i += 32) {
+        __m512 v[4];
+#pragma clang loop unroll(full)
+        for (int r = 0; r < R; r++) v[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + r * ldw + i)));
+#pragma clang loop unroll(full)
+        for (int t = 0; t < T; t++) {
+            const __m512 xt = _mm512_loadu_ps(x + t * ldx + i);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < R; r++) acc[4 * t + r] = _mm512_fmadd_ps(v[r], xt, acc[4 * t + r]);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int k = 0; k < 16; k++) sums[k] = acc[k];
+}
+
+/// `R` weight rows times `T` activation rows (R, T ≤ 4) into out[t · ldo + r], lanes 0…15 in one pass and 16…31 in
+/// the next.
+AVX512 static inline __attribute__((always_inline)) void two_pass_tile(int n, const uint16_t *w, size_t ldw,
+                                                                       const float *x, size_t ldx, float *out,
+                                                                       size_t ldo, const int R, const int T) {
+    __m512 low[16], high[16];
+    half_tile(n, w, ldw, x, ldx, low, 0, R, T);
+    half_tile(n, w, ldw, x, ldx, high, 1, R, T);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * ldo + r] = tree(low[4 * t + r], high[4 * t + r]);
+}
+
+/// Rows of up to `NARROW` values take the four-by-four two-pass tile.
+enum { NARROW = 1024 };
+
 AVX512 static void matmul_avx512(int n, int rows, const uint16_t *w, int count, const float *x, float *out,
                                    size_t out_stride) {
-    const int block = BLOCK_BYTES / (2 * n) > 2 ? BLOCK_BYTES / (2 * n) : 2;
+    const int narrow = n <= NARROW, tile_rows = narrow ? 4 : 2, tile_count = narrow ? 4 : 3;
+    // Whole tiles of weight rows per block, so only the last block has a partial one.
+    const int fitting = BLOCK_BYTES / (2 * n) / tile_rows * tile_rows, block = fitting > tile_rows ? fitting : tile_rows;
     for (int first = 0; first < rows; first += block) {
         const int last = first + block < rows ? first + block : rows;
-        int t = 0;
-        for (; t + 3 <= count; t += 3) {
-            int r = first;
-            for (; r + 2 <= last; r += 2)
-                tile(n, w + (size_t)r * n, n, x + (size_t)t * n, n, out + (size_t)t * out_stride + r, out_stride, 2, 3);
-            if (r < last) tile(n, w + (size_t)r * n, n, x + (size_t)t * n, n, out + (size_t)t * out_stride + r, out_stride, 1, 3);
-        }
-        for (; t < count; t++) {
-            int r = first;
-            for (; r + 2 <= last; r += 2)
-                tile(n, w + (size_t)r * n, n, x + (size_t)t * n, n, out + (size_t)t * out_stride + r, out_stride, 2, 1);
-            if (r < last) tile(n, w + (size_t)r * n, n, x + (size_t)t * n, n, out + (size_t)t * out_stride + r, out_stride, 1, 1);
+        for (int t = 0; t < count; t += tile_count) {
+            const int activations = count - t < tile_count ? count - t : tile_count;
+            const float *xt = x + (size_t)t * n;
+            float *ot = out + (size_t)t * out_stride;
+            for (int r = first; r < last; r += tile_rows) {
+                const int weights = last - r < tile_rows ? last - r : tile_rows;
+                const uint16_t *wr = w + (size_t)r * n;
+                if (narrow) {
+                    // Each shape its own constant instance: the sums stay in registers only when R and T are known.
+                    for (int q = 0; q < weights; q += weights == 4 ? 4 : 1) {
+                        const int R = weights == 4 ? 4 : 1;
+                        const uint16_t *wq = wr + (size_t)q * n;
+                        if (R == 4 && activations == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 4);
+                        else if (R == 4 && activations == 3) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 3);
+                        else if (R == 4 && activations == 2) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 2);
+                        else if (R == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 1);
+                        else if (activations == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 4);
+                        else if (activations == 3) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 3);
+                        else if (activations == 2) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 2);
+                        else two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 1);
+                    }
+                } else if (activations == 3) {
+                    if (weights == 2) tile(n, wr, n, xt, n, ot + r, out_stride, 2, 3);
+                    else tile(n, wr, n, xt, n, ot + r, out_stride, 1, 3);
+                } else {
+                    for (int a = 0; a < activations; a++) {
+                        const float *xa = xt + (size_t)a * n;
+                        float *oa = ot + (size_t)a * out_stride + r;
+                        if (weights == 2) tile(n, wr, n, xa, n, oa, out_stride, 2, 1);
+                        else tile(n, wr, n, xa, n, oa, out_stride, 1, 1);
+                    }
+                }
+            }
         }
     }
 }

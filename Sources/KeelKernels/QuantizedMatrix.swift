@@ -250,17 +250,17 @@ public struct QuantizedMatrix: Sendable {
     /// `count` rows of `columns` values quantized to this format's activation blocks, as products take them: one
     /// quantization for several matrices of the format and width (q, k and v, say).
     public func activations(_ input: UnsafePointer<Float>, count: Int, pool: ThreadPool = .shared) -> [UInt8] {
-        let type = keel_quant_activation_type(format.type), rowBytes = activationRowBytes
-        var activations = [UInt8](repeating: 0, count: count * rowBytes)
-        activations.withUnsafeMutableBytes { target in
-            let target = target.baseAddress!, columns = columns
+        let type = keel_quant_activation_type(format.type), rowBytes = activationRowBytes, columns = columns
+        // Not zero-filled first: every byte is written below (a prompt's rows are megabytes).
+        return [UInt8](unsafeUninitializedCapacity: count * rowBytes) { target, initialized in
+            let target = target.baseAddress!
             let quantize = { (rows: Range<Int>) in
                 for row in rows { keel_quantize_row(type, input + row * columns, target + row * rowBytes, Int64(columns)) }
             }
             // A prompt's rows among the pool's threads; one row alone is not worth a dispatch.
             if count > 1 { pool.parallelFor(count, quantize) } else { quantize(0..<count) }
+            initialized = count * rowBytes
         }
-        return activations
     }
 
     /// Bytes of one quantized activation row.
@@ -314,16 +314,21 @@ extension QuantizedMatrix {
     private static let halfRowsPerBlock = 64
 
     /// An F16 matrix times several rows of halves. With AVX-512, Keel's kernel (`keel_f16_matmul`: the dot
-    /// product's own arithmetic, four activation rows by two weight rows at a time) on each thread's rows; otherwise
+    /// product's own arithmetic, tiles of four weight rows by four activation rows) on each thread's rows; otherwise
     /// blocks of weight rows converted to fp32 and multiplied by OpenBLAS's sgemm — a prompt at the speed of fp32
     /// matrix products, where dot products pair by pair ran at a quarter of it.
     private func halfMatrixProduct(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>,
                                    outputStride: Int, engine: QuantizedDotEngine, pool: ThreadPool) {
         let block = Self.halfRowsPerBlock, blocks = (rows + block - 1) / block, columns = columns, rows = rows
-        var input = [Float](repeating: 0, count: count * columns)
-        activations.withUnsafeBytes { source in
-            input.withUnsafeMutableBufferPointer {
-                keel_dequantize_row(KEEL_QUANT_F16, source.baseAddress!, $0.baseAddress!, Int64(count * columns))
+        // The halves as floats, converted among the pool's threads (not zero-filled first: all are written).
+        let input = activations.withUnsafeBytes { source in
+            [Float](unsafeUninitializedCapacity: count * columns) { target, initialized in
+                let (source, target) = (source.baseAddress!, target.baseAddress!)
+                pool.parallelFor(count) { range in
+                    keel_dequantize_row(KEEL_QUANT_F16, source + range.lowerBound * columns * 2,
+                                        target + range.lowerBound * columns, Int64(range.count * columns))
+                }
+                initialized = count * columns
             }
         }
         // The kernel runs with the AVX512-VNNI engine (AVX-512F and FMA come with it).
