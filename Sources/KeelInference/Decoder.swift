@@ -275,19 +275,11 @@ public final class Decoder: @unchecked Sendable {
                 let keys = UnsafePointer(row.sequence.cache.keys(layer)) + (h / group) * d
                 let values = UnsafePointer(row.sequence.cache.values(layer)) + (h / group) * d
                 let visible = row.position + 1
-                var maximum = -Float.infinity
-                for j in 0..<visible {
-                    scores[j] = scale * dot(query, keys + j * kvWidth, d)
-                    maximum = max(maximum, scores[j])
-                }
-                var sum: Float = 0
-                for j in 0..<visible {
-                    scores[j] = Foundation.exp(scores[j] - maximum)
-                    sum += scores[j]
-                }
+                for j in 0..<visible { scores[j] = scale * dot(query, keys + j * kvWidth, d) }
+                softmaxInPlace(scores, count: visible)
                 let target = out + r * heads * d + h * d
                 target.update(repeating: 0, count: d)
-                for j in 0..<visible { axpy(scores[j] / sum, values + j * kvWidth, target, d) }
+                for j in 0..<visible { axpy(scores[j], values + j * kvWidth, target, d) }
             }
         }
     }
@@ -320,15 +312,8 @@ extension Decoder {
                            beta: 0, scores, ldc: visible)
                 for i in 0..<rowCount {
                     let line = scores + i * visible, seen = start + first + i + 1
-                    var maximum = -Float.infinity
-                    for j in 0..<seen { maximum = max(maximum, line[j]) }
-                    var sum: Float = 0
-                    for j in 0..<seen {
-                        line[j] = Foundation.exp(line[j] - maximum)
-                        sum += line[j]
-                    }
-                    for j in 0..<seen { line[j] /= sum }
-                    for j in seen..<visible { line[j] = 0 }
+                    softmaxInPlace(line, count: seen)
+                    (line + seen).update(repeating: 0, count: visible - seen)
                 }
                 serialGemm(.none, .none, m: rowCount, n: d, k: visible, scores, lda: visible, values + kv, ldb: kvWidth,
                            beta: 0, out + first * heads * d + h * d, ldc: heads * d)

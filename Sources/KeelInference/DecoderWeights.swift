@@ -19,12 +19,8 @@ struct Projection {
             return
         }
         // The input quantized once for every part (they share format and width).
-        let activations = first.activations(input, count: rows)
-        var offset = 0
-        for part in quantized {
-            part.multiply(activations: activations, count: rows, into: out + offset, outputStride: shape.outFeatures)
-            offset += part.rows
-        }
+        QuantizedMatrix.multiply(quantized, activations: first.activations(input, count: rows), count: rows, into: out,
+                                 outputStride: shape.outFeatures)
         if let bias {
             let o = shape.outFeatures
             for row in 0..<rows { for j in 0..<o { out[row * o + j] += bias[j] } }

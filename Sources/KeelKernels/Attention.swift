@@ -231,6 +231,38 @@ func softmaxBackward(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float
     while i < count { dp[i] = p[i] * (dp[i] - delta) * scale; i += 1 }
 }
 
+/// x[i] = e^(x[i] − max x) / Σ_j e^(x[j] − max x) for i in 0..<count, in place: the softmax of a row of attention
+/// scores, vectorised (with `exp16`, as this file's training attention computes it). The row's last partial vector
+/// goes through a padded copy rather than lane by lane: a prompt's rows of scores are short, and scalar tails cost
+/// more than their whole vectors.
+public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    let whole = count - count % 16, rest = count - whole
+    var tail = Float16x(repeating: -.infinity)
+    for lane in 0..<rest { tail[lane] = x[whole + lane] }
+    var m16 = tail
+    for i in stride(from: 0, to: whole, by: 16) {
+        let v = load16(x + i)
+        m16 = m16.replacing(with: v, where: v .> m16)
+    }
+    var maximum = m16[0]
+    for lane in 1..<16 where m16[lane] > maximum { maximum = m16[lane] }
+    let shift = Float16x(repeating: maximum)
+    var total = Float16x()
+    for i in stride(from: 0, to: whole, by: 16) {
+        let e = exp16(load16(x + i) - shift)
+        store16(e, x + i)
+        total += e
+    }
+    // The padding's lanes (−∞) come out of `exp16` as e^-87, not 0: they are left out of the sum.
+    let lanes = Float16x(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    tail = exp16(tail - shift).replacing(with: 0, where: lanes .>= Float16x(repeating: Float(rest)))
+    total += tail
+    let factor = Float16x(repeating: 1 / horizontalSum(total))
+    for i in stride(from: 0, to: whole, by: 16) { store16(load16(x + i) * factor, x + i) }
+    tail *= factor
+    for lane in 0..<rest { x[whole + lane] = tail[lane] }
+}
+
 /// x[i] = e^(x[i] − shift) for i in 0..<count; returns the sum of the results.
 @inline(__always)
 func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {

@@ -278,8 +278,8 @@ public struct QuantizedMatrix: Sendable {
         precondition(activations.count == count * activationRowBytes, "activations of another format, width or count")
         let engine = engine.isAvailable ? engine : .scalar
         if format == .f16 && count > 1 {
-            halfMatrixProduct(activations: activations, count: count, into: out, outputStride: outputStride,
-                              engine: engine, pool: pool)
+            Self.halfMatrixProduct([self], activations: activations, count: count, into: out, outputStride: outputStride,
+                                   engine: engine, pool: pool)
             return
         }
         let rowBytes = format.rowBytes(columns: columns), activationRowBytes = activationRowBytes
@@ -310,16 +310,43 @@ public struct QuantizedMatrix: Sendable {
 }
 
 extension QuantizedMatrix {
+    /// out[t · outputStride + r] = activation row t · row r of the matrices `parts` stacked (their rows follow each
+    /// other in the output: q, k and v of a GGUF file, or gate and up), for `count` rows quantized by
+    /// `parts[0].activations` — each part's `multiply(activations:…)`. The parts share format and width. A prompt in
+    /// F16 converts its halves once for all the parts and shares every part's rows among the threads in one loop.
+    public static func multiply(_ parts: [QuantizedMatrix], activations: [UInt8], count: Int,
+                                into out: UnsafeMutablePointer<Float>, outputStride: Int,
+                                engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
+        precondition(parts.allSatisfy { $0.format == parts[0].format && $0.columns == parts[0].columns },
+                     "parts of one product must share format and width")
+        if parts[0].format == .f16 && count > 1 {
+            precondition(activations.count == count * parts[0].activationRowBytes, "activations of another format, width or count")
+            halfMatrixProduct(parts, activations: activations, count: count, into: out, outputStride: outputStride,
+                              engine: engine.isAvailable ? engine : .scalar, pool: pool)
+            return
+        }
+        var offset = 0
+        for part in parts {
+            part.multiply(activations: activations, count: count, into: out + offset, outputStride: outputStride,
+                          engine: engine, pool: pool)
+            offset += part.rows
+        }
+    }
+
     /// Rows of halves converted per OpenBLAS call in `halfMatrixProduct`.
     private static let halfRowsPerBlock = 64
 
-    /// An F16 matrix times several rows of halves. With AVX-512, Keel's kernel (`keel_f16_matmul`: the dot
-    /// product's own arithmetic, tiles of four weight rows by four activation rows) on each thread's rows; otherwise
-    /// blocks of weight rows converted to fp32 and multiplied by OpenBLAS's sgemm — a prompt at the speed of fp32
-    /// matrix products, where dot products pair by pair ran at a quarter of it.
-    private func halfMatrixProduct(activations: [UInt8], count: Int, into out: UnsafeMutablePointer<Float>,
-                                   outputStride: Int, engine: QuantizedDotEngine, pool: ThreadPool) {
-        let block = Self.halfRowsPerBlock, blocks = (rows + block - 1) / block, columns = columns, rows = rows
+    /// F16 matrices (stacked, as `multiply(_:activations:…)` takes them) times several rows of halves. With
+    /// AVX-512, Keel's kernel (`keel_f16_matmul`: the dot product's own arithmetic, tiles of four weight rows by four
+    /// activation rows) on each thread's rows; otherwise blocks of weight rows converted to fp32 and multiplied by
+    /// OpenBLAS's sgemm — a prompt at the speed of fp32 matrix products, where dot products pair by pair ran at a
+    /// quarter of it.
+    private static func halfMatrixProduct(_ parts: [QuantizedMatrix], activations: [UInt8], count: Int,
+                                          into out: UnsafeMutablePointer<Float>, outputStride: Int,
+                                          engine: QuantizedDotEngine, pool: ThreadPool) {
+        let columns = parts[0].columns
+        // Where each part's rows start in the output, and the total.
+        let starts = parts.reduce(into: [0]) { $0.append($0.last! + $1.rows) }
         // The halves as floats, converted among the pool's threads (not zero-filled first: all are written).
         let input = activations.withUnsafeBytes { source in
             [Float](unsafeUninitializedCapacity: count * columns) { target, initialized in
@@ -331,34 +358,44 @@ extension QuantizedMatrix {
                 initialized = count * columns
             }
         }
-        // The kernel runs with the AVX512-VNNI engine (AVX-512F and FMA come with it).
-        if engine == .avx512VNNI {
-            storage.withUnsafeBytes { weights in
-                input.withUnsafeBufferPointer { input in
-                    let (weights, input) = (weights.baseAddress!.assumingMemoryBound(to: UInt16.self), input.baseAddress!)
-                    pool.parallelFor(rows) { range in
-                        _ = keel_f16_matmul(engine.engine, Int32(columns), Int32(range.count), weights + range.lowerBound * columns,
-                                            Int32(count), input, out + range.lowerBound, outputStride)
-                    }
-                }
-            }
-            return
-        }
-        let scratch = FloatBuffer(count: pool.threadCount * block * columns)
-        storage.withUnsafeBytes { weights in
+        withWeights(parts[...]) { weights in
             input.withUnsafeBufferPointer { input in
-                let (weights, input, scratch) = (weights.baseAddress!, input.baseAddress!, scratch.pointer)
-                pool.parallelChunks(blocks) { chunk, range in
-                    let converted = scratch + chunk * block * columns
-                    for index in range {
-                        let first = index * block, blockRows = min(block, rows - first)
-                        keel_dequantize_row(KEEL_QUANT_F16, weights + first * columns * 2, converted, Int64(blockRows * columns))
+                let input = input.baseAddress!
+                // The kernel runs with the AVX512-VNNI engine (AVX-512F and FMA come with it).
+                if engine == .avx512VNNI {
+                    pool.parallelFor(starts.last!) { range in
+                        for part in parts.indices {
+                            let first = max(range.lowerBound, starts[part]), last = min(range.upperBound, starts[part + 1])
+                            guard first < last else { continue }
+                            let rows = weights[part].assumingMemoryBound(to: UInt16.self) + (first - starts[part]) * columns
+                            _ = keel_f16_matmul(engine.engine, Int32(columns), Int32(last - first), rows, Int32(count), input,
+                                                out + first, outputStride)
+                        }
+                    }
+                    return
+                }
+                // Blocks of each part's rows, as (part, first row in the part).
+                let block = halfRowsPerBlock
+                let blocks = parts.indices.flatMap { part in stride(from: 0, to: parts[part].rows, by: block).map { (part, $0) } }
+                let scratch = FloatBuffer(count: pool.threadCount * block * columns)
+                pool.parallelChunks(blocks.count) { chunk, range in
+                    let converted = scratch.pointer + chunk * block * columns
+                    for (part, first) in blocks[range] {
+                        let blockRows = min(block, parts[part].rows - first)
+                        keel_dequantize_row(KEEL_QUANT_F16, weights[part] + first * columns * 2, converted, Int64(blockRows * columns))
                         serialGemm(.none, .transposed, m: count, n: blockRows, k: columns, input, lda: columns, converted,
-                                   ldb: columns, beta: 0, out + first, ldc: outputStride)
+                                   ldb: columns, beta: 0, out + starts[part] + first, ldc: outputStride)
                     }
                 }
             }
         }
+    }
+
+    /// Calls `body` with the address of each matrix's stored bytes, in order.
+    private static func withWeights<Result>(_ parts: ArraySlice<QuantizedMatrix>, _ addresses: [UnsafeRawPointer] = [],
+                                            _ body: ([UnsafeRawPointer]) -> Result) -> Result {
+        guard let part = parts.first else { return body(addresses) }
+        return part.storage.withUnsafeBytes { withWeights(parts.dropFirst(), addresses + [$0.baseAddress!], body) }
     }
 }
 

@@ -64,6 +64,26 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    /// The softmax inference's attention takes per row of scores: the definition in Double, within 1e-5 relative (the
+    /// float difference x − max, up to 60 here, is rounded by up to 4e-6 of e^(x − max)) or 2e-38 (`exp16` gives
+    /// e^-87 for anything smaller), on rows that end inside a vector, with scores close (every term counts in the
+    /// sum) and far apart.
+    func testSoftmaxMatchesDefinition() {
+        for count in [1, 16, 37] {
+            for scale: Float in [2, 30] {
+                let x = check.buffer(count, scale: scale)
+                let scores = (0..<count).map { Double(x.pointer[$0]) }
+                let largest = scores.max()!, total = scores.reduce(0) { $0 + exp($1 - largest) }
+                softmaxInPlace(x.pointer, count: count)
+                for i in 0..<count {
+                    let expected = exp(scores[i] - largest) / total
+                    XCTAssertEqual(Double(x.pointer[i]), expected, accuracy: 1e-5 * expected + 2e-38,
+                                   "row of \(count), scale \(scale), \(i)")
+                }
+            }
+        }
+    }
+
     func testSwiGLU() {
         let n = 4, f = 20
         let x = check.buffer(n * 2 * f, scale: 2), upstream = check.buffer(n * f), out = FloatBuffer(count: n * f)

@@ -238,6 +238,38 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// Parts stacked (q, k and v of a GGUF file) give each part's own product in their rows of the output, bit for
+    /// bit, on every engine: a prompt in F16 takes another path for them (its halves converted once, all the parts'
+    /// rows in one loop).
+    func testStackedPartsGiveEachPartsProduct() throws {
+        var random = SystemRandomNumberGenerator()
+        let columns = 96, count = 6, partRows = [5, 3, 8], total = partRows.reduce(0, +)
+        let inputs = (0..<count * columns).map { _ in Float.random(in: -1...1, using: &random) }
+        for format in [QuantizationFormat.f16, .q8_0] {
+            let parts = try partRows.map { rows in
+                try QuantizedMatrix(quantizing: (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) },
+                                    rows: rows, columns: columns, format: format)
+            }
+            for engine in QuantizedDotEngine.allCases where engine.isAvailable {
+                let activations = inputs.withUnsafeBufferPointer { parts[0].activations($0.baseAddress!, count: count) }
+                var stacked = [Float](repeating: .nan, count: count * total), separate = stacked
+                stacked.withUnsafeMutableBufferPointer {
+                    QuantizedMatrix.multiply(parts, activations: activations, count: count, into: $0.baseAddress!,
+                                             outputStride: total, engine: engine)
+                }
+                separate.withUnsafeMutableBufferPointer { out in
+                    var offset = 0
+                    for part in parts {
+                        part.multiply(activations: activations, count: count, into: out.baseAddress! + offset,
+                                      outputStride: total, engine: engine)
+                        offset += part.rows
+                    }
+                }
+                XCTAssertEqual(stacked.map(\.bitPattern), separate.map(\.bitPattern), "\(format.rawValue) on \(engine)")
+            }
+        }
+    }
+
     /// The quantized product is the float product up to the format's error (a loose bound: the rounding of 4- or
     /// 8-bit values, not of the arithmetic).
     func testProductsAreCloseToTheFloatProduct() throws {
