@@ -18,6 +18,8 @@ length=${3:-256}
 chunks=${4:-16}
 rounds=${5:-3}
 keel=.build/release/keel
+# Keel takes the 2 threads llama.cpp is given (-t 2), whatever the machine has.
+export KEEL_THREADS=2
 bin=$(bash scripts/build_llama_cpp.sh 2>/dev/null | tail -n 1)
 python=$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )
 work=$(mktemp -d)

@@ -19,6 +19,8 @@ length=${3:-128}
 chunks=${4:-40}
 rounds=${5:-5}
 keel=.build/release/keel
+# Keel takes the 2 threads llama.cpp is given (-t 2), whatever the machine has.
+export KEEL_THREADS=2
 bin=$(bash scripts/build_llama_cpp.sh 2>/dev/null | tail -n 1)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
