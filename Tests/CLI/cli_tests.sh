@@ -155,6 +155,39 @@ expect_ok "generate with a stop string" "$keel" generate --checkpoint "$work/run
 check "a stop string ends the text before it" \
     '(lambda r, full, stop: r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
     "$work/out" "$work/batch.jsonl" "$stop"
+# A repetition penalty changes greedy text that repeats itself.
+expect_ok "generate greedy, 40 tokens" "$keel" generate --checkpoint "$work/run" --max-tokens 40 --prompt "To be" --temperature 0 --json
+cp "$work/out" "$work/greedy40.jsonl"
+expect_ok "generate greedy with a repetition penalty" "$keel" generate --checkpoint "$work/run" --max-tokens 40 --prompt "To be" \
+    --temperature 0 --json --repetition-penalty 100
+cp "$work/out" "$work/penalized40.jsonl"
+check "a repetition penalty changes the greedy text, which repeats itself without it" \
+    '(lambda plain, penalized: len(set(plain)) < len(plain) and penalized != plain)(json.loads(open(sys.argv[1]).readline())["text"], json.loads(open(sys.argv[2]).readline())["text"])' \
+    "$work/greedy40.jsonl" "$work/penalized40.jsonl"
+usage "generate with a repetition penalty of 0" "--repetition-penalty must be above 0 (got 0.0)" \
+    "$keel" generate --checkpoint "$work/run" --repetition-penalty 0
+# keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks).
+start_server "$work/run"
+check "serve's completion with repetition_penalty is generate's penalized text" '(lambda c, r: c["text"] == r["text"])(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"prompt": "To be", "max_tokens": 40, "temperature": 0, "repetition_penalty": 100}).encode(), headers={"Content-Type": "application/json"})))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
+    "http://127.0.0.1:$port/v1/completions" "$work/penalized40.jsonl"
+stop_server
+# Text is printed as it is generated: the prompt and the first tokens arrive while generation goes on (a million
+# tokens take far longer; the reader stops it once it has seen them).
+python3 -c '
+import subprocess, sys
+process = subprocess.Popen([sys.argv[1], "generate", "--checkpoint", sys.argv[2], "--prompt", "To be", "--max-tokens", "1000000"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+seen = b""
+while len(seen) < 20:
+    chunk = process.stdout.read1(64)
+    if not chunk:
+        break
+    seen += chunk
+running = process.poll() is None
+process.kill()
+process.wait()
+sys.exit(0 if running and seen.startswith(b"To be") and len(seen) >= 20 else 1)' "$keel" "$work/run" \
+    && pass "generate prints its text while it generates" || fail "generate prints its text while it generates"
 usage "generate with top-p 0" "--top-p must be above 0 and at most 1" "$keel" generate --checkpoint "$work/run" --top-p 0
 usage "generate with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got q5)" "$keel" generate --checkpoint "$work/run" --quantize q5
 expect_error "generate in a format the model's width cannot hold" "cannot run this model in q8_0: a q8_0 matrix needs rows of a multiple of 32 values; this one has 16" \
@@ -579,6 +612,19 @@ for case in gpt2 llama-gqa llama-tied; do
 done
 [ -s "$work/hf-llama-tied/checkpoints/step_00000000/chat_template.jinja" ] && pass "the chat template is kept beside the tokenizer" \
     || fail "the chat template is kept beside the tokenizer"
+# An import is a run like the others: sample continues a prompt from it, and train --init-from fine-tunes it with its
+# own tokenizer (at a learning rate of 1e-30 the weights stay as imported, to the bit: the same logits).
+expect_ok "sample from the imported llama-gqa" "$keel" sample --checkpoint "$work/hf-llama-gqa" --tokens 6 --prompt "The" --temperature 0
+check "sample continues the prompt from the import" 'open(sys.argv[1], "rb").read().startswith(b"The") and len(open(sys.argv[1], "rb").read()) > 3' "$work/out"
+{ cat "$work/hf-llama-gqa/config.toml"
+  printf '[data]\npaths = ["%s"]\ntokenizer = "%s"\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\nlr = 1e-30\nmin_lr = 1e-30\n' \
+      "$work/corpus" "$work/hf-llama-gqa/checkpoints/step_00000000/tokenizer.json"; } >"$work/hf-finetune.toml"
+expect_ok "fine-tune the imported llama-gqa" "$keel" train --config "$work/hf-finetune.toml" --out "$work/hf-finetuned" \
+    --init-from "$work/hf-llama-gqa"
+expect_ok "logits of the fine-tuned import" "$keel" logits --checkpoint "$work/hf-finetuned" --text "$(cat "$fixtures/text.txt")" \
+    --out "$work/hf-finetuned.logits"
+cmp -s "$work/hf-finetuned.logits" "$work/hf-llama-gqa.logits" && pass "the fine-tuned import (learning rate 1e-30) gives the import's logits" \
+    || fail "the fine-tuned import (learning rate 1e-30) gives the import's logits"
 mkdir -p "$work/hf-bad"
 expect_error "import hf of a directory without config.json" "config.json: no such file" "$keel" import hf "$work/hf-bad" --out "$work/x"
 printf '{"model_type": "bert"}' >"$work/hf-bad/config.json"

@@ -72,6 +72,11 @@ for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a
     except urllib.error.HTTPError as error:
         check(error.code == 400 and "message" in json.loads(error.read())["error"], f"{body!r}: 400 with a message")
 try:
+    urllib.request.urlopen(base + "/completions")
+    check(False, "GET on /completions is refused")
+except urllib.error.HTTPError as error:
+    check(error.code == 405 and "GET" in json.loads(error.read())["error"]["message"], f"GET on /completions is 405, not {error.code}")
+try:
     urllib.request.urlopen(base + "/nothing")
     check(False, "an unknown path is 404")
 except urllib.error.HTTPError as error:
