@@ -10,6 +10,8 @@ final class GenerationServiceTests: XCTestCase {
         let lock = NSLock()
         var finished: [Int: ([Int32], FinishReason)] = [:]
         var tokenCalls: [Int: Int] = [:]
+        /// The request of each token, in the order the service's thread handed them out.
+        var order: [Int] = []
     }
 
     func testConcurrentRequestsGetWhatTheyGetAlone() throws {
@@ -47,5 +49,47 @@ final class GenerationServiceTests: XCTestCase {
             XCTAssertEqual(results.tokenCalls[index], generated.count)
         }
         XCTAssertEqual(service.load, 0)
+    }
+
+    /// Requests that arrive while another is generating join its batch: from the next step on, each step advances
+    /// all of them together (one pass over the weights for all), one token each.
+    func testRequestsArrivingDuringGenerationShareItsSteps() throws {
+        let model = try DecoderTests.randomModel(DecoderTests.llama, seed: 5)
+        let service = GenerationService(decoder: try Decoder(model: model))
+        let options = SamplingOptions(temperature: 0, seed: 1)
+        let results = Results(), done = DispatchGroup()
+        let firstToken = DispatchSemaphore(value: 0), othersQueued = DispatchSemaphore(value: 0)
+        func request(_ index: Int) -> GenerationService.Request {
+            GenerationService.Request(prompt: [Int32(index + 1)], maxTokens: 6, options: options,
+                onToken: { generated in
+                    // Request 0's first token holds its step until the others are queued, so they join the next.
+                    if index == 0 && generated.count == 1 {
+                        firstToken.signal()
+                        othersQueued.wait()
+                    }
+                    results.lock.withLock { results.order.append(index) }
+                    return true
+                },
+                onFinish: { generated, reason in
+                    results.lock.withLock { results.finished[index] = (generated, reason) }
+                    done.leave()
+                })
+        }
+        done.enter()
+        service.submit(request(0))
+        firstToken.wait()
+        for index in 1...2 {
+            done.enter()
+            service.submit(request(index))
+        }
+        othersQueued.signal()
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        // Step 1: request 0 alone; steps 2–6: all three; step 7: the two that joined late, their sixth tokens.
+        let order = results.order
+        let steps = [Array(order.prefix(1))] + stride(from: 1, to: 16, by: 3).map { Array(order[$0..<min($0 + 3, order.count)]) }
+            + [Array(order.dropFirst(16))]
+        XCTAssertEqual(steps.map { Set($0) }, [[0]] + Array(repeating: [0, 1, 2], count: 5) + [[1, 2]], "tokens per step: \(order)")
+        XCTAssertEqual(order.count, 18)
+        XCTAssertEqual((0...2).map { results.finished[$0]!.0.count }, [6, 6, 6])
     }
 }
