@@ -35,7 +35,7 @@ public struct SamplingOptions: Sendable, Equatable {
         guard topK >= 0 else { throw KeelError("top-k must be 0 or more (got \(topK))") }
         guard topP > 0, topP <= 1 else { throw KeelError("top-p must be above 0 and at most 1 (got \(topP))") }
         guard repetitionPenalty > 0, repetitionPenalty.isFinite else {
-            throw KeelError("repetition-penalty must be above 0 (got \(repetitionPenalty))")
+            throw KeelError("repetition-penalty must be a finite number above 0 (got \(repetitionPenalty))")
         }
     }
 }

@@ -207,7 +207,7 @@ public struct CausalAttention: Sendable {
 @inline(__always)
 func rowMaximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
     var m16 = Float16x(repeating: -.infinity), i = 0
-    while i + 16 <= count { m16 = pointwiseMax(m16, load16(x + i)); i += 16 }
+    while i + 16 <= count { m16 = larger(m16, load16(x + i)); i += 16 }
     var maximum = horizontalMax(m16)
     while i < count { maximum = max(maximum, x[i]); i += 1 }
     return maximum
@@ -232,35 +232,10 @@ func softmaxBackward(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float
 }
 
 /// x[i] = e^(x[i] − max x) / Σ_j e^(x[j] − max x) for i in 0..<count, in place: the softmax of a row of attention
-/// scores, vectorised (with `exp16`, as this file's training attention computes it). The row's last partial vector
-/// goes through a padded copy rather than lane by lane: a prompt's rows of scores are short, and scalar tails cost
-/// more than their whole vectors.
+/// scores, as this file's training attention computes it (`exp16`).
 public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    let whole = count - count % 16, rest = count - whole
-    var tail = Float16x(repeating: -.infinity)
-    for lane in 0..<rest { tail[lane] = x[whole + lane] }
-    var m16 = tail
-    for i in stride(from: 0, to: whole, by: 16) {
-        let v = load16(x + i)
-        m16 = m16.replacing(with: v, where: v .> m16)
-    }
-    var maximum = m16[0]
-    for lane in 1..<16 where m16[lane] > maximum { maximum = m16[lane] }
-    let shift = Float16x(repeating: maximum)
-    var total = Float16x()
-    for i in stride(from: 0, to: whole, by: 16) {
-        let e = exp16(load16(x + i) - shift)
-        store16(e, x + i)
-        total += e
-    }
-    // The padding's lanes (−∞) come out of `exp16` as e^-87, not 0: they are left out of the sum.
-    let lanes = Float16x(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-    tail = exp16(tail - shift).replacing(with: 0, where: lanes .>= Float16x(repeating: Float(rest)))
-    total += tail
-    let factor = Float16x(repeating: 1 / horizontalSum(total))
-    for i in stride(from: 0, to: whole, by: 16) { store16(load16(x + i) * factor, x + i) }
-    tail *= factor
-    for lane in 0..<rest { x[whole + lane] = tail[lane] }
+    let sum = exponentiate(x, count: count, shift: rowMaximum(x, count: count))
+    scaleInPlace(x, count: count, by: 1 / sum)
 }
 
 /// x[i] = e^(x[i] − shift) for i in 0..<count; returns the sum of the results.
@@ -275,10 +250,18 @@ func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) ->
         i += 16
     }
     var sum = horizontalSum(total)
-    while i < count {
-        x[i] = expScalar(x[i] - shift)
-        sum += x[i]
-        i += 1
+    // The last partial vector's exponentials in one `exp16` (the same values `expScalar` gives one at a time, at a
+    // sixteenth of the cost: a prompt's rows of scores are short, and per-element tails had cost more than their
+    // whole vectors), added in the same order as ever.
+    let rest = count - i
+    if rest > 0 {
+        var tail = Float16x()
+        for lane in 0..<rest { tail[lane] = x[i + lane] }
+        tail = exp16(tail - s)
+        for lane in 0..<rest {
+            x[i + lane] = tail[lane]
+            sum += tail[lane]
+        }
     }
     return sum
 }

@@ -317,8 +317,8 @@ extension QuantizedMatrix {
     public static func multiply(_ parts: [QuantizedMatrix], activations: [UInt8], count: Int,
                                 into out: UnsafeMutablePointer<Float>, outputStride: Int,
                                 engine: QuantizedDotEngine = .best, pool: ThreadPool = .shared) {
-        precondition(parts.allSatisfy { $0.format == parts[0].format && $0.columns == parts[0].columns },
-                     "parts of one product must share format and width")
+        precondition(!parts.isEmpty && parts.allSatisfy { $0.format == parts[0].format && $0.columns == parts[0].columns },
+                     "a product needs one part or more, all of one format and width")
         if parts[0].format == .f16 && count > 1 {
             precondition(activations.count == count * parts[0].activationRowBytes, "activations of another format, width or count")
             halfMatrixProduct(parts, activations: activations, count: count, into: out, outputStride: outputStride,
@@ -338,7 +338,7 @@ extension QuantizedMatrix {
 
     /// F16 matrices (stacked, as `multiply(_:activations:…)` takes them) times several rows of halves. With
     /// AVX-512, Keel's kernel (`keel_f16_matmul`: the dot product's own arithmetic, tiles of four weight rows by four
-    /// activation rows) on each thread's rows; otherwise blocks of weight rows converted to fp32 and multiplied by
+    /// activation rows, two by three on rows of over 1,024 values) on each thread's rows; otherwise blocks of weight rows converted to fp32 and multiplied by
     /// OpenBLAS's sgemm — a prompt at the speed of fp32 matrix products, where dot products pair by pair ran at a
     /// quarter of it.
     private static func halfMatrixProduct(_ parts: [QuantizedMatrix], activations: [UInt8], count: Int,

@@ -65,13 +65,19 @@ func horizontalSum(_ v: Float16x) -> Float {
     return c[0] + c[1]
 }
 
-/// The largest of the 16 lanes.
+/// The largest of the 16 lanes, lane by lane (`pointwiseMax` on the 8- and 4-lane halves compiled to calls).
 @inline(__always)
 func horizontalMax(_ v: Float16x) -> Float {
-    let a = pointwiseMax(v.lowHalf, v.highHalf)
-    let b = pointwiseMax(a.lowHalf, a.highHalf)
-    let c = pointwiseMax(b.lowHalf, b.highHalf)
-    return max(c[0], c[1])
+    var maximum = v[0]
+    for lane in 1..<16 where v[lane] > maximum { maximum = v[lane] }
+    return maximum
+}
+
+/// The larger of a and b in each lane (a where either is NaN, as `pointwiseMax` gives): a compare and a blend, where
+/// `pointwiseMax` on a running maximum compiled to lane-by-lane compares through memory.
+@inline(__always)
+func larger(_ a: Float16x, _ b: Float16x) -> Float16x {
+    a.replacing(with: b, where: b .> a)
 }
 
 /// Σ a[i]·b[i] for i in 0..<n, with four independent vector accumulators.

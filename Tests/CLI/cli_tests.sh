@@ -155,16 +155,16 @@ expect_ok "generate with a stop string" "$keel" generate --checkpoint "$work/run
 check "a stop string ends the text before it" \
     '(lambda r, full, stop: r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
     "$work/out" "$work/batch.jsonl" "$stop"
-# A repetition penalty changes greedy text that repeats itself.
+# A repetition penalty changes greedy text (40 tokens of this model's greedy text repeat some).
 expect_ok "generate greedy, 40 tokens" "$keel" generate --checkpoint "$work/run" --max-tokens 40 --prompt "To be" --temperature 0 --json
 cp "$work/out" "$work/greedy40.jsonl"
 expect_ok "generate greedy with a repetition penalty" "$keel" generate --checkpoint "$work/run" --max-tokens 40 --prompt "To be" \
     --temperature 0 --json --repetition-penalty 100
 cp "$work/out" "$work/penalized40.jsonl"
-check "a repetition penalty changes the greedy text, which repeats itself without it" \
-    '(lambda plain, penalized: len(set(plain)) < len(plain) and penalized != plain)(json.loads(open(sys.argv[1]).readline())["text"], json.loads(open(sys.argv[2]).readline())["text"])' \
+check "a repetition penalty changes the greedy text" \
+    'json.loads(open(sys.argv[1]).readline())["text"] != json.loads(open(sys.argv[2]).readline())["text"]' \
     "$work/greedy40.jsonl" "$work/penalized40.jsonl"
-usage "generate with a repetition penalty of 0" "--repetition-penalty must be above 0 (got 0.0)" \
+usage "generate with a repetition penalty of 0" "--repetition-penalty must be a finite number above 0 (got 0.0)" \
     "$keel" generate --checkpoint "$work/run" --repetition-penalty 0
 # keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks).
 start_server "$work/run"
@@ -172,11 +172,14 @@ check "serve's completion with repetition_penalty is generate's penalized text" 
     "http://127.0.0.1:$port/v1/completions" "$work/penalized40.jsonl"
 stop_server
 # Text is printed as it is generated: the prompt and the first tokens arrive while generation goes on (a million
-# tokens take far longer; the reader stops it once it has seen them).
+# tokens take far longer; text held back until the end would not arrive before it). The reader stops the process
+# once it has seen them, or after two minutes.
 python3 -c '
-import subprocess, sys
+import signal, subprocess, sys
 process = subprocess.Popen([sys.argv[1], "generate", "--checkpoint", sys.argv[2], "--prompt", "To be", "--max-tokens", "1000000"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+signal.signal(signal.SIGALRM, lambda *_: (process.kill(), sys.exit(1)))
+signal.alarm(120)
 seen = b""
 while len(seen) < 20:
     chunk = process.stdout.read1(64)

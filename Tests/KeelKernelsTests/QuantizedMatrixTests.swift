@@ -205,9 +205,10 @@ final class QuantizedMatrixTests: XCTestCase {
     /// A product with several input rows gives each row's vector product, bit for bit, on every engine — through
     /// the kernels that take several input rows at once (rows of 1,280 values: in two ranges of blocks; for F16 with
     /// AVX-512, rows of up to 1,024 values in tiles of 4 × 4 and wider ones in tiles of 2 × 3, each shape's partial
-    /// tiles among these counts) and the row-by-row ones; F16 without AVX-512 within fp32 rounding (its rows go
-    /// through sgemm).
+    /// tiles among these counts on two threads, whatever the machine has) and the row-by-row ones; F16 without
+    /// AVX-512 within fp32 rounding (its rows go through sgemm).
     func testMatrixProductsAreRowByRowProducts() throws {
+        let pool = ThreadPool(threadCount: 2)
         var random = SystemRandomNumberGenerator()
         for (rows, columns, count) in [(19, 512, 21), (6, 352, 9), (11, 1280, 6), (10, 64, 7), (7, 96, 6), (5, 1056, 5)] {
             let weights = (0..<rows * columns).map { _ in Float.random(in: -1...1, using: &random) }
@@ -218,7 +219,7 @@ final class QuantizedMatrixTests: XCTestCase {
                     var product = [Float](repeating: 0, count: count * rows)
                     inputs.withUnsafeBufferPointer { input in
                         product.withUnsafeMutableBufferPointer {
-                            matrix.multiply(input.baseAddress!, count: count, into: $0.baseAddress!, engine: engine)
+                            matrix.multiply(input.baseAddress!, count: count, into: $0.baseAddress!, engine: engine, pool: pool)
                         }
                     }
                     for t in 0..<count {

@@ -1,8 +1,7 @@
 // The machine's read bandwidth from memory, as decode sees it: THREADS threads (default 2, as the llama.cpp
 // comparisons run) each summing its own part of a 1 GiB array that no cache holds, best of 5 passes, in GB/s.
-// Decode reads every weight once a token, so tokens/s × weight bytes cannot exceed this.
+// Decode reads every weight once a token, so tokens/s × weight bytes cannot exceed this for weights no cache holds.
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -10,15 +9,14 @@
 enum { BYTES = 1 << 30, PASSES = 5 };
 
 typedef struct {
-    const double *data;
+    double *data;
     size_t count;
     double sum;
 } part;
 
 static void *touch(void *argument) {
     part *p = argument;
-    double *data = (double *)p->data;
-    for (size_t i = 0; i < p->count; i++) data[i] = (double)(i & 7);
+    for (size_t i = 0; i < p->count; i++) p->data[i] = (double)(i & 7);
     return NULL;
 }
 
