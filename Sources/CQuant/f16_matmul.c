@@ -107,6 +107,18 @@ AVX512 static inline __attribute__((always_inline)) void two_pass_tile(int n, co
         for (int r = 0; r < R; r++) out[t * ldo + r] = tree(low[4 * t + r], high[4 * t + r]);
 }
 
+/// `R` weight rows (a constant where inlined) times `count` (1…4) activation rows: each count its own instance of
+/// `two_pass_tile`, since its sums stay in registers only when R and T are both known.
+AVX512 static inline __attribute__((always_inline)) void two_pass_tiles(int n, const uint16_t *w, const float *x, float *out,
+                                                                        size_t ldo, const int R, int count) {
+    switch (count) {
+    case 4: two_pass_tile(n, w, n, x, n, out, ldo, R, 4); break;
+    case 3: two_pass_tile(n, w, n, x, n, out, ldo, R, 3); break;
+    case 2: two_pass_tile(n, w, n, x, n, out, ldo, R, 2); break;
+    default: two_pass_tile(n, w, n, x, n, out, ldo, R, 1);
+    }
+}
+
 /// Rows of up to `NARROW` values take the four-by-four two-pass tile.
 enum { NARROW = 1024 };
 
@@ -125,19 +137,10 @@ AVX512 static void matmul_avx512(int n, int rows, const uint16_t *w, int count, 
                 const int weights = last - r < tile_rows ? last - r : tile_rows;
                 const uint16_t *wr = w + (size_t)r * n;
                 if (narrow) {
-                    // Each shape its own constant instance: the sums stay in registers only when R and T are known.
-                    for (int q = 0; q < weights; q += weights == 4 ? 4 : 1) {
-                        const int R = weights == 4 ? 4 : 1;
-                        const uint16_t *wq = wr + (size_t)q * n;
-                        if (R == 4 && activations == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 4);
-                        else if (R == 4 && activations == 3) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 3);
-                        else if (R == 4 && activations == 2) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 2);
-                        else if (R == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 4, 1);
-                        else if (activations == 4) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 4);
-                        else if (activations == 3) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 3);
-                        else if (activations == 2) two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 2);
-                        else two_pass_tile(n, wq, n, xt, n, ot + r + q, out_stride, 1, 1);
-                    }
+                    // A partial tile of weight rows goes one row at a time.
+                    if (weights == 4) two_pass_tiles(n, wr, xt, ot + r, out_stride, 4, activations);
+                    else for (int q = 0; q < weights; q++)
+                        two_pass_tiles(n, wr + (size_t)q * n, xt, ot + r + q, out_stride, 1, activations);
                 } else if (activations == 3) {
                     if (weights == 2) tile(n, wr, n, xt, n, ot + r, out_stride, 2, 3);
                     else tile(n, wr, n, xt, n, ot + r, out_stride, 1, 3);

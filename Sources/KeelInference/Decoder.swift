@@ -1,4 +1,3 @@
-import Foundation
 import KeelCore
 import KeelKernels
 import KeelModel
