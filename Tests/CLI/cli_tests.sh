@@ -15,6 +15,12 @@ start_server() {
     port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
 }
 stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; }
+# post PATH JSON: POSTs JSON to the running server's /v1/PATH; the response goes to $work/response.json (empty when
+# the request fails, which the checks reading it then fail on).
+post() {
+    python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={"Content-Type": "application/json"})).read())' \
+        "http://127.0.0.1:$port/v1/$1" "$2" >"$work/response.json" 2>/dev/null
+}
 
 mkdir -p "$work/corpus"
 for i in 1 2 3; do
@@ -168,8 +174,10 @@ usage "generate with a repetition penalty of 0" "--repetition-penalty must be a 
     "$keel" generate --checkpoint "$work/run" --repetition-penalty 0
 # keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks).
 start_server "$work/run"
-check "serve's completion with repetition_penalty is generate's penalized text" '(lambda c, r: c["text"] == r["text"])(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"prompt": "To be", "max_tokens": 40, "temperature": 0, "repetition_penalty": 100}).encode(), headers={"Content-Type": "application/json"})))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
-    "http://127.0.0.1:$port/v1/completions" "$work/penalized40.jsonl"
+post completions '{"prompt": "To be", "max_tokens": 40, "temperature": 0, "repetition_penalty": 100}'
+check "serve's completion with repetition_penalty is generate's penalized text" \
+    '(lambda c, r: c["text"] == r["text"])(json.load(open(sys.argv[1]))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
+    "$work/response.json" "$work/penalized40.jsonl"
 stop_server
 # Text is printed as it is generated: the prompt and the first tokens arrive while generation goes on (a million
 # tokens take far longer; text held back until the end would not arrive before it). The reader stops the process
@@ -298,8 +306,9 @@ for model in "$work/ends-turn.gguf" "$work/ends-turn-imported"; do
         '(lambda r: r["text"] == "" and r["stop"] == "string")(json.load(open(sys.argv[1])))' "$work/ends-turn.json"
 done
 start_server "$work/ends-turn.gguf"
-check "serve's completion from it stops there too" '(lambda c: c["text"] == "" and c["finish_reason"] == "stop")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"prompt": "In 1599 the", "max_tokens": 4, "temperature": 0}).encode(), headers={"Content-Type": "application/json"})))["choices"][0])' \
-    "http://127.0.0.1:$port/v1/completions"
+post completions '{"prompt": "In 1599 the", "max_tokens": 4, "temperature": 0}'
+check "serve's completion from it stops there too" \
+    '(lambda c: c["text"] == "" and c["finish_reason"] == "stop")(json.load(open(sys.argv[1]))["choices"][0])' "$work/response.json"
 stop_server
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
@@ -514,8 +523,9 @@ usage "grpo with an unknown reward" "--reward must be one of last-number, exact-
 start_server "$work/tiny-imported"
 grep -q "chat format: the model's chat template" "$work/serve.err" \
     && pass "serve runs the imported model's chat template" || fail "serve runs the imported model's chat template"
-check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(__import__("urllib.request").request.urlopen(__import__("urllib.request").request.Request(sys.argv[1], data=json.dumps({"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}).encode(), headers={"Content-Type": "application/json"}))))' \
-    "http://127.0.0.1:$port/v1/chat/completions"
+post chat/completions '{"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}'
+check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(open(sys.argv[1])))' \
+    "$work/response.json"
 stop_server
 # generate --chat formats the prompt with the model's template, as jinja2 renders it (transformers' settings); a model
 # without a template gets ChatML.
