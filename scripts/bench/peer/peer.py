@@ -190,6 +190,48 @@ def machine_info():
             "kernel": platform.release(), "git_rev": rev, "git_dirty": dirty}
 
 
+def keel_host(rounds):
+    """What `keel bench --json` reported about the machine and its engines: the CPU, instruction sets, threads and
+    fp32 library of its fp32 side (else its bf16 side), and the bf16 engine of its bf16 side; None when neither ran."""
+    records = [r[k] for k in ("keel", "keel-bf16") for r in rounds if "median_ms" in r.get(k, {}) and "cpu" in r[k]]
+    if not records:
+        return None
+    host = {key: records[0].get(key) for key in ("cpu", "instruction_sets", "threads", "blas")}
+    host["instruction_sets"] = host["instruction_sets"] or []
+    engines = [r["keel-bf16"].get("bf16_engine") for r in rounds if r.get("keel-bf16", {}).get("bf16_engine")]
+    host["bf16_engine"] = engines[0] if engines else None
+    return host
+
+
+def span(values):
+    """'1.09–1.14×' (or '1.11×' for one value, '-' for none): the range of per-config medians in a table row."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low:.2f}×" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}×"
+
+
+def table_row(results):
+    """The row of docs/benchmarks.md's per-CPU table ("Training step against PyTorch") this run measured: the CPU
+    and its instruction sets, the date, Keel's threads, the fp32 library, each ratio as the range of the configs'
+    medians, and the bf16 engine."""
+    summaries = [c["summary"] for c in results["configs"].values() if c.get("summary")]
+    hosts = [s["keel_host"] for s in summaries if s.get("keel_host")]
+    if not hosts:
+        return None
+    host = hosts[0]
+
+    def medians(side, key):
+        return [s[side][key]["median"] for s in summaries if key in s.get(side, {})]
+
+    bf16 = [s["keel_over_keel_bf16"]["median"] for s in summaries if "keel_over_keel_bf16" in s]
+    libraries = sorted({h["blas"] for h in hosts if h.get("blas")})
+    cpu = f"{host['cpu']} ({', '.join(host['instruction_sets']) or 'no AVX2'}), {results['meta']['started'][:10]}, " \
+          f"{host['threads']} thread{'' if host['threads'] == 1 else 's'}"
+    return (f"| {cpu} | {'; '.join(libraries) or '-'} | {span(medians('eager', 'torch_over_keel'))} | "
+            f"{span(medians('compile', 'torch_over_keel'))} | {host.get('bf16_engine') or '-'} | {span(bf16)} |")
+
+
 def summarize(name, rounds, args, warnings):
     bench = CONFIGS[name]
     c = bench.model
@@ -259,6 +301,18 @@ def summarize(name, rounds, args, warnings):
         shape = next(r["eager"]["torch_mm_shape"] for r in rounds if r.get("eager", {}).get("torch_mm_shape"))
         print(f"  PyTorch (MKL) sgemm [{shape[0]}×{shape[1]}]·[{shape[1]}×{shape[2]}]: {statistics.median(mm):.1f} GFLOP/s")
         summary["torch_mm_gflops"] = statistics.median(mm)
+    host = keel_host(rounds)
+    if host:
+        print(f"  Keel ran on {host['cpu']} ({', '.join(host['instruction_sets']) or 'no AVX2'}), "
+              f"{host['threads']} thread{'' if host['threads'] == 1 else 's'}; fp32 products: {host['blas']}"
+              + (f"; bf16 engine: {host['bf16_engine']}" if host.get("bf16_engine") else ""))
+        summary["keel_host"] = host
+    bf16_over_fp32 = [r["keel"]["median_ms"] / r["keel-bf16"]["median_ms"] for r in rounds
+                      if all("median_ms" in r.get(k, {}) and "error" not in r[k] for k in ("keel", "keel-bf16"))]
+    if bf16_over_fp32:
+        print(f"  Keel fp32 ms / Keel bf16 ms (min / median / max): {fmt_ratio(bf16_over_fp32)}")
+        summary["keel_over_keel_bf16"] = {"min": min(bf16_over_fp32), "median": statistics.median(bf16_over_fp32),
+                                          "max": max(bf16_over_fp32), "per_round": bf16_over_fp32}
     keel_reported = [r["keel"]["peak_rss_mb"] for r in rounds if "peak_rss_mb" in r.get("keel", {})]
     if keel_reported:
         print(f"  Keel's own peak_rss_mb: {statistics.median(keel_reported):.0f} MB (table: wait4 ru_maxrss)")
@@ -302,7 +356,8 @@ def main():
                         help="PyTorch AdamW implementation (fused: the fastest on CPU, see README)")
     parser.add_argument("--torch-malloc", default="auto", choices=["auto", "jemalloc", "tcmalloc", "glibc"],
                         help="allocator preloaded into the PyTorch process (auto: jemalloc, else tcmalloc, else glibc)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (default: cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads of both sides: PyTorch's, and Keel's through KEEL_THREADS (default: cores)")
     parser.add_argument("--compile-timeout", type=float, default=600,
                         help="seconds allowed for torch.compile's first step; beyond it compile is dropped")
     parser.add_argument("--process-timeout", type=float, default=3600, help="seconds allowed for one process")
@@ -324,6 +379,7 @@ def main():
         parser.error(f"no Keel binary at {args.keel} (build it, pass --keel, or --skip-keel)")
 
     torch_env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    keel_env = dict(os.environ, KEEL_THREADS=str(args.threads))
     malloc, malloc_path = allocator_library(args.torch_malloc)
     if malloc_path:
         torch_env["LD_PRELOAD"] = " ".join(x for x in [malloc_path, os.environ.get("LD_PRELOAD", "")] if x)
@@ -372,7 +428,7 @@ def main():
                 if side.startswith("keel"):
                     cmd, env = keel_cmd + ["bench", "--preset", name, "--steps", str(args.steps),
                                            "--warmup", str(args.warmup), "--json"] \
-                        + (["--precision", "bf16"] if side == "keel-bf16" else []), os.environ.copy()
+                        + (["--precision", "bf16"] if side == "keel-bf16" else []), keel_env
                 else:
                     cmd, env = torch_cmd + ["--preset", name] + (["--compile"] if side == "compile" else []) \
                         + (["--autocast-bf16"] if side == "eager-bf16" else []), torch_env
@@ -422,6 +478,13 @@ def main():
         if args.json:  # after every config, so an interrupted run keeps what it measured
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
+    row = table_row(results)
+    if row:
+        print("\nper-CPU table row (docs/benchmarks.md, \"Training step against PyTorch\"; ratios: range of the configs' "
+              "medians, PyTorch ms / Keel ms):")
+        print("| CPU kind | fp32 library chosen | Keel fp32 / eager | Keel fp32 / compile | bf16 engine | Keel bf16 / Keel fp32 |")
+        print(row)
+        results["table_row"] = row
     for w in warnings:
         print(f"WARNING: {w}")
     results["warnings"] = warnings
