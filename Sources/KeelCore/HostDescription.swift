@@ -13,10 +13,13 @@ public struct HostDescription: Codable, Sendable, Equatable {
     /// The fp32 matrix library and why it was chosen (KeelKernels' `BLASLibrary.description`); nil in runs
     /// recorded before Keel chose it.
     public var blas: String?
+    /// The engine of the bf16 matrix products (KeelKernels' `BFloat16Engine`) in a run whose products are bf16; nil
+    /// in fp32 runs.
+    public var bf16Engine: String?
 
     enum CodingKeys: String, CodingKey {
         case cpu, instructionSets = "instruction_sets", logicalCores = "logical_cores", memoryBytes = "memory_bytes"
-        case processes, threadsPerProcess = "threads_per_process", blas
+        case processes, threadsPerProcess = "threads_per_process", blas, bf16Engine = "bf16_engine"
     }
 
     /// This machine, for a run of `processes` processes of `threads` threads each.

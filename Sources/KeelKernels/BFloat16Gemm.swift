@@ -15,7 +15,7 @@ public enum MatrixPrecision: String, Sendable, CaseIterable {
 
 /// The instructions bf16 products run on. Every engine rounds and packs the operands into the same bytes and
 /// sums in fp32; they differ in speed and in the order of the sums within a pair of k (AMX).
-public enum BFloat16Engine: String, Sendable {
+public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// Intel AMX tiles (Sapphire Rapids and later).
     case amx
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
@@ -32,7 +32,7 @@ public enum BFloat16Engine: String, Sendable {
     /// standard error).
     public static let selected: BFloat16Engine = {
         let available = BFloat16Engine.available
-        return environmentChoice("KEEL_BF16_ENGINE", among: [.amx, .avx512, .avx2, .portable], name: \.rawValue,
+        return environmentChoice("KEEL_BF16_ENGINE", among: allCases, name: \.rawValue,
                                  isAvailable: available.contains, fallback: available[0].rawValue) ?? available[0]
     }()
 

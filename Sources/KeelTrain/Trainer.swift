@@ -152,6 +152,7 @@ public final class Trainer {
         // Where the run ran, for `keel report`.
         var host = HostDescription.current(processes: groups.world.size, threads: ThreadPool.shared.threadCount)
         host.blas = BLASLibrary.description
+        if config.training.precision == .bfloat16 { host.bf16Engine = BFloat16Engine.selected.rawValue }
         try AtomicFile.write(host.json, to: output.appendingPathComponent("hardware.json"))
         if let file = data.tokenizerFile {
             try AtomicFile.write(Data(contentsOf: file), to: output.appendingPathComponent(file.lastPathComponent))

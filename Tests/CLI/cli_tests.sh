@@ -68,11 +68,15 @@ check "metrics steps are 1..6, once each, with finite losses" \
     '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in map(json.loads, open(sys.argv[1])) if "loss" in r)' \
     "$work/run/metrics.jsonl"
 
-# bf16 training on each engine this CPU has: the log names the engine (and says when it is no faster than fp32),
-# and the engines other than AMX sum in the same order, so their runs' losses are the same floats.
-engines="portable"
-grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2 && grep -m1 '^flags' /proc/cpuinfo | grep -qw fma && engines="$engines avx2"
-grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_bf16 && engines="$engines avx512"
+# bf16 training on each engine this CPU has: the log and hardware.json name the engine (the log says when it is no
+# faster than fp32), and the engines other than AMX sum in the same order, so their runs' losses are the same floats.
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+has() { for flag in "$@"; do grep -qw "$flag" <<<"$flags" || return 1; done; }
+engines="portable" same_order=""
+if has avx2 fma; then engines="$engines avx2" same_order="$same_order avx2"; else echo "not run: the avx2 engine (no AVX2 + FMA)"; fi
+if has avx512f avx512bw avx512vl avx512_bf16; then engines="$engines avx512" same_order="$same_order avx512"
+else echo "not run: the avx512 engine (no AVX512-BF16)"; fi
+if has amx_bf16 amx_tile avx512_bf16; then engines="$engines amx"; else echo "not run: the amx engine (no AMX)"; fi
 echo "bf16 engines compared on this CPU: $engines"
 for engine in $engines; do
     expect_ok "bf16 training on the $engine engine" env KEEL_BF16_ENGINE=$engine "$keel" train --config "$work/tiny.toml" \
@@ -80,10 +84,14 @@ for engine in $engines; do
     cat "$work/out" "$work/err" >"$work/bf16-$engine.log"
     grep -q "bf16 matrix products on $engine" "$work/bf16-$engine.log" && pass "the log names the $engine engine" \
         || fail "the log names the $engine engine"
+    check "hardware.json names the $engine engine" 'json.load(open(sys.argv[1]))["bf16_engine"] == sys.argv[2]' \
+        "$work/bf16-$engine/hardware.json" "$engine"
 done
 grep -q "bf16 matrix products on portable (plain C: the same results as AVX512-BF16, several times slower than fp32)" \
     "$work/bf16-portable.log" && pass "the log says the portable engine is slow" || fail "the log says the portable engine is slow"
-for engine in ${engines#portable}; do
+check "an fp32 run's hardware.json names no bf16 engine" '"bf16_engine" not in json.load(open(sys.argv[1]))' \
+    "$work/run/hardware.json"
+for engine in $same_order; do
     check "bf16 losses on $engine equal the portable engine's, bit for bit" \
         '[r["loss"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [r["loss"] for r in map(json.loads, open(sys.argv[2])) if "loss" in r]' \
         "$work/bf16-$engine/metrics.jsonl" "$work/bf16-portable/metrics.jsonl"

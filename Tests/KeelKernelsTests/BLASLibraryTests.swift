@@ -20,6 +20,9 @@ final class BLASLibraryTests: XCTestCase {
         let libraries = BLASLibrary.Kind.allCases.compactMap { try? BLASLibrary.load($0) }
         XCTAssertEqual(libraries.first?.kind, .openblas, "OpenBLAS is always there")
         print("BLAS libraries on this machine: \(libraries.map { "\($0.kind.rawValue) (\($0.path))" }.joined(separator: ", "))")
+        for kind in BLASLibrary.Kind.allCases where !libraries.contains(where: { $0.kind == kind }) {
+            print("not run: \(kind.rawValue) is not installed here")
+        }
         var stream = RandomStream(seed: 9)
         let (m, n, k) = (37, 29, 45)
         for library in libraries {
@@ -59,7 +62,7 @@ final class BLASLibraryTests: XCTestCase {
     func testEachLibraryRunsItsOwnKernels() throws {
         let libraries = BLASLibrary.Kind.allCases.compactMap { try? BLASLibrary.load($0) }
         guard libraries.count > 1 else {
-            print("not run: only OpenBLAS on this machine")
+            print("not run: only OpenBLAS on this machine (\(BLASLibrary.Kind.allCases.dropFirst().map(\.rawValue).joined(separator: ", ")) not installed)")
             return
         }
         var stream = RandomStream(seed: 4)

@@ -56,8 +56,6 @@ final class BadInputTests: XCTestCase {
         }
     }
 
-    /// Runs on every CPU: where bf16 products have an engine the setting is taken, elsewhere it is refused with
-    /// a message that says why and what to use instead (the bf16 tests themselves skip there).
     /// bf16 runs on every CPU (on the portable engine where there is no faster one); other names are refused.
     func testBFloat16PrecisionIsAcceptedOnEveryCPU() throws {
         let fixture = try TrainFixture()
