@@ -18,6 +18,7 @@
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define AMX_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #define AVX2_FMA __attribute__((target("avx2,fma")))
+#define AVX512F_FMA __attribute__((target("avx2,fma,avx512f")))
 
 enum { TILE = 512, STEP = 1024 }; // elements in one 16×32 tile, and in one K step of a packed block
 // K steps per pass over the blocks: 32 steps (1,024 values of k) keep a pass's A and B sub-panels in L2 when K is
@@ -39,6 +40,7 @@ static void detect_engine(void) {
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
     if (fma && ((ebx >> 5) & 1)) detected_engine = KEEL_BF16_AVX2;
     if ((xcr0_low & 0xE6) != 0xE6) return; // nor zmm state
+    if (fma && ((ebx >> 5) & 1) && ((ebx >> 16) & 1)) detected_engine = KEEL_BF16_AVX512F; // AVX2, AVX-512F
     int avx512 = ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1); // F, BW, VL
     int amx = ((edx >> 22) & 1) && ((edx >> 24) & 1);                        // AMX-BF16, AMX-TILE
     __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx);
@@ -431,6 +433,19 @@ AVX2_FMA static inline void merge8(float *c, __m256 sums, int count, float alpha
 // K steps the AVX2 blocks widen B for at a time: the widened B (8 KiB) stays in L1.
 enum { AVX2_CHUNK = 2, AVX2_PAIRS = AVX2_CHUNK * 16 };
 
+/// `steps` (at most AVX2_CHUNK) K steps of a packed B block's 32 columns widened to fp32 for the AVX2 and AVX-512F
+/// blocks: wide_b[pair][0] holds each column's odd k, wide_b[pair][1] its even k (a bf16 is the top half of an fp32).
+AVX2_FMA static inline void widen_b(const uint16_t *b, int steps, float (*wide_b)[2][32]) {
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (int s = 0; s < steps; s++)
+        for (int j = 0; j < 16; j++)
+            for (int v = 0; v < 4; v++) {
+                __m256i pairs = _mm256_loadu_si256((const __m256i *)(b + s * STEP + (v / 2) * TILE + j * 32 + (v % 2) * 16));
+                _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][0][v * 8], _mm256_and_si256(pairs, high));
+                _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][1][v * 8], _mm256_slli_epi32(pairs, 16));
+            }
+}
+
 /// Two pairs of k for 3 rows × 32 columns, by hand (in C, compilers run out of the 16 registers): the 12 sums in
 /// registers, enough independent ones to hide FMA's latency although each pair adds twice to each sum (the odd
 /// k's product first, as VDPBF16PS adds them). ymm12-14 hold A's three rows: a pair broadcast from the packed
@@ -462,15 +477,7 @@ AVX2_FMA static void avx2_blocks(int row0, int count, size_t a_stride, int colum
     if (first_step >= end_step) memset(sums, 0, sizeof sums); // k = 0: C becomes beta · C
     for (int chunk = first_step; chunk < end_step; chunk += AVX2_CHUNK) {
         int steps = end_step - chunk < AVX2_CHUNK ? end_step - chunk : AVX2_CHUNK;
-        for (int s = 0; s < steps; s++) {
-            const uint16_t *bs = b + (chunk + s) * STEP;
-            for (int j = 0; j < 16; j++)
-                for (int v = 0; v < 4; v++) {
-                    __m256i pairs = _mm256_loadu_si256((const __m256i *)(bs + (v / 2) * TILE + j * 32 + (v % 2) * 16));
-                    _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][0][v * 8], _mm256_and_si256(pairs, high));
-                    _mm256_store_si256((__m256i *)&wide_b[s * 16 + j][1][v * 8], _mm256_slli_epi32(pairs, 16));
-                }
-        }
+        widen_b(b + chunk * STEP, steps, wide_b);
         // The blocks' rows one after the other, 3 at a time: only the last group may run past them.
         for (int group = 0; group < rows; group += 3) {
             __m256 t[3][4];
@@ -520,11 +527,82 @@ AVX2_FMA static void avx2_blocks(int row0, int count, size_t a_stride, int colum
 #undef KEEL_AVX2_EVEN
 #undef KEEL_AVX2_COLUMNS
 
+// The AVX-512F engine, for CPUs with 512-bit vectors but neither AMX nor AVX512-BF16 (Intel Skylake-SP to Ice Lake):
+// the AVX2 engine's packing, widening and order of sums, sixteen lanes at a time, with 32 registers for the sums.
+
+/// Adds a chunk's `steps` K steps of `R` consecutive rows of a packed block (`rows`: the first's pairs at the chunk's
+/// first step) to their sums (`sums`, 32 floats a row), B's pairs widened in `wide_b`: R × 32 sums in 2R zmm registers,
+/// each pair of k added odd k first. The rows' pairs are widened first, 16 pairs a row in two instructions, so the
+/// pair loop itself has only broadcasts from memory and FMAs (a mask and a shift per row and pair there would take the
+/// ports that 512-bit FMAs use on Intel cores). R is a constant where this is inlined, so the loops over it unroll.
+__attribute__((always_inline)) AVX512F_FMA static inline void avx512f_rows(const int R, const uint16_t *rows, int steps,
+                                                                         int first, const float (*wide_b)[2][32],
+                                                                         float (*sums)[32]) {
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    float wide_a[AVX2_CHUNK][12][2][16] __attribute__((aligned(64))); // [step][row][odd, even][pair]
+    for (int s = 0; s < steps; s++)
+#pragma clang loop unroll(full)
+        for (int r = 0; r < R; r++) {
+            __m512i pairs = _mm512_loadu_si512(rows + s * STEP + r * 32);
+            _mm512_store_si512(wide_a[s][r][0], _mm512_and_si512(pairs, high));
+            _mm512_store_si512(wide_a[s][r][1], _mm512_slli_epi32(pairs, 16));
+        }
+    __m512 t[12][2];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 2; v++) t[r][v] = first ? _mm512_setzero_ps() : _mm512_load_ps(sums[r] + v * 16);
+    for (int s = 0; s < steps; s++)
+        for (int j = 0; j < 16; j++) {
+            const float *wide = &wide_b[s * 16 + j][0][0];
+            __m512 odd0 = _mm512_load_ps(wide), odd1 = _mm512_load_ps(wide + 16);
+            __m512 even0 = _mm512_load_ps(wide + 32), even1 = _mm512_load_ps(wide + 48);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < R; r++) {
+                __m512 a_odd = _mm512_set1_ps(wide_a[s][r][0][j]), a_even = _mm512_set1_ps(wide_a[s][r][1][j]);
+                t[r][0] = _mm512_fmadd_ps(a_even, even0, _mm512_fmadd_ps(a_odd, odd0, t[r][0]));
+                t[r][1] = _mm512_fmadd_ps(a_even, even1, _mm512_fmadd_ps(a_odd, odd1, t[r][1]));
+            }
+        }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 2; v++) _mm512_store_ps(sums[r] + v * 16, t[r][v]);
+}
+
+/// As `avx2_blocks`, in 512-bit registers: `count` 32×32 output blocks down one column block, B widened a chunk of K
+/// at a time for all of them, then each block's rows 12, 12 and 8 at a time (24 or 16 of the 32 zmm registers hold
+/// sums; a group that starts past the last row is skipped, the rest of a partial group reads the packing's zeros).
+AVX512F_FMA static void avx512f_blocks(int row0, int count, size_t a_stride, int column0, int m, int n, int first_step,
+                                       int end_step, const uint16_t *a, const uint16_t *b, float alpha, float beta,
+                                       float *c, int ldc) {
+    float wide_b[AVX2_PAIRS][2][32] __attribute__((aligned(64)));
+    float sums[BAND * 32][32] __attribute__((aligned(64)));
+    int rows = m - row0 < count * 32 ? m - row0 : count * 32;
+    if (first_step >= end_step) memset(sums, 0, sizeof sums); // k = 0: C becomes beta · C
+    for (int chunk = first_step; chunk < end_step; chunk += AVX2_CHUNK) {
+        int steps = end_step - chunk < AVX2_CHUNK ? end_step - chunk : AVX2_CHUNK;
+        widen_b(b + chunk * STEP, steps, wide_b);
+        for (int block = 0; block * 32 < rows; block++) {
+            // A step of a packed block is its 32 rows of 32 bf16 one after the other (its two tiles).
+            const uint16_t *rows_of = a + block * a_stride + chunk * STEP;
+            int first = chunk == first_step, live = rows - block * 32;
+            avx512f_rows(12, rows_of, steps, first, (const float (*)[2][32])wide_b, sums + block * 32);
+            if (live > 12)
+                avx512f_rows(12, rows_of + 12 * 32, steps, first, (const float (*)[2][32])wide_b, sums + block * 32 + 12);
+            if (live > 24)
+                avx512f_rows(8, rows_of + 24 * 32, steps, first, (const float (*)[2][32])wide_b, sums + block * 32 + 24);
+        }
+    }
+    for (int row = 0; row < rows; row++) {
+        float *out = c + (size_t)(row0 + row) * ldc + column0;
+        for (int v = 0; v < 4; v++) merge8(out + v * 8, _mm256_load_ps(sums[row] + v * 8), n - column0 - v * 8, alpha, beta);
+    }
+}
+
 void keel_bf16_pack_a_slice(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
                             uint16_t *packed, int total_k, int k_offset, int block_begin, int block_end) {
     if (engine == KEEL_BF16_PORTABLE)
         portable_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
-    else if (engine == KEEL_BF16_AVX2)
+    else if (engine == KEEL_BF16_AVX2 || engine == KEEL_BF16_AVX512F)
         avx2_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
     else
         avx512_pack_a_slice(transposed, m, k, a, lda, packed, total_k, k_offset, block_begin, block_end);
@@ -539,7 +617,7 @@ void keel_bf16_pack_b(keel_bf16_engine engine, int transposed, int k, int n, con
                       uint16_t *packed, int block_begin, int block_end) {
     if (engine == KEEL_BF16_PORTABLE)
         portable_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
-    else if (engine == KEEL_BF16_AVX2)
+    else if (engine == KEEL_BF16_AVX2 || engine == KEEL_BF16_AVX512F)
         avx2_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
     else
         avx512_pack_b(transposed, k, n, b, ldb, packed, block_begin, block_end);
@@ -666,14 +744,18 @@ void keel_bf16_gemm_blocks(keel_bf16_engine engine, int m, int n, int k, const u
                 amx_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
             else if (engine == KEEL_BF16_AVX512)
                 avx512_block(mb * 32, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
-            else if (engine == KEEL_BF16_AVX2) {
+            else if (engine == KEEL_BF16_AVX2 || engine == KEEL_BF16_AVX512F) {
                 // The next blocks down the same column block share its widened B.
                 int run = 1, next_mb, next_nb;
                 for (; block + run < block_end && run < BAND; run++) {
                     block_position(block + run, row_blocks, column_blocks, &next_mb, &next_nb);
                     if (next_nb != nb || next_mb != mb + run) break;
                 }
-                avx2_blocks(mb * 32, run, (size_t)steps * STEP, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+                if (engine == KEEL_BF16_AVX2)
+                    avx2_blocks(mb * 32, run, (size_t)steps * STEP, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c, ldc);
+                else
+                    avx512f_blocks(mb * 32, run, (size_t)steps * STEP, nb * 32, m, n, first, end, a, b, alpha, pass_beta, c,
+                                   ldc);
                 block += run - 1;
             }
             else

@@ -20,6 +20,9 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     case amx
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
     case avx512
+    /// AVX-512F without BF16 (Intel Skylake-SP to Ice Lake): bf16 widened to fp32 in 512-bit registers, the AVX2
+    /// engine's results sixteen lanes at a time.
+    case avx512f
     /// AVX2 + FMA (AMD Zen 3 and other CPUs with neither): bf16 widened to fp32 in registers, the same results
     /// as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at fp32's rate.
     case avx2
@@ -28,7 +31,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     case portable
 
     /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
-    /// `avx512`, `avx2`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
+    /// `avx512`, `avx512f`, `avx2`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
     /// standard error).
     public static let selected: BFloat16Engine = {
         let available = BFloat16Engine.available
@@ -39,8 +42,9 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// The engines this CPU and operating system support, fastest first; the portable one always.
     public static let available: [BFloat16Engine] = {
         switch keel_bf16_best_engine() {
-        case KEEL_BF16_AMX: [.amx, .avx512, .avx2, .portable]
-        case KEEL_BF16_AVX512: [.avx512, .avx2, .portable]
+        case KEEL_BF16_AMX: [.amx, .avx512, .avx512f, .avx2, .portable]
+        case KEEL_BF16_AVX512: [.avx512, .avx512f, .avx2, .portable]
+        case KEEL_BF16_AVX512F: [.avx512f, .avx2, .portable]
         case KEEL_BF16_AVX2: [.avx2, .portable]
         default: [.portable]
         }
@@ -50,6 +54,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     public var note: String? {
         switch self {
         case .amx, .avx512: nil
+        case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16, at most fp32's speed; not measured on a CPU that picks it"
         case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.88–1.00× fp32's speed as measured"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
         }
@@ -59,6 +64,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         switch self {
         case .amx: KEEL_BF16_AMX
         case .avx512: KEEL_BF16_AVX512
+        case .avx512f: KEEL_BF16_AVX512F
         case .avx2: KEEL_BF16_AVX2
         case .portable: KEEL_BF16_PORTABLE
         }

@@ -15,7 +15,7 @@ struct Bench: ParsableCommand {
             not GPT-2's position table nor Llama's input embedding), utilisation against an sgemm ceiling \
             measured first on this machine (the best of OpenBLAS's threaded sgemm and Keel's gemm on \
             1024×2304×768, 1024×768×3072, 1024×3072×768 and 2048³ products), and peak RSS. --profile adds where a step's time goes. \
-            --precision bf16 runs the matrix products with bf16 operands (AMX, AVX512-BF16, AVX2, or portable C) and fp32 accumulation, \
+            --precision bf16 runs the matrix products with bf16 operands (AMX, AVX512-BF16, AVX-512F, AVX2, or portable C) and fp32 accumulation, \
             and also reports the ceiling of those products on the same shapes. \
             scripts/bench/peer/run.sh runs the same presets beside PyTorch.
             """)
@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print the time per kind of work (forward and backward), with GFLOP/s or GB/s.")
     var profile = false
 
-    @Option(help: "Operand format of the matrix products: fp32, or bf16 (AMX / AVX512-BF16 / AVX2 / portable C, fp32 accumulation).")
+    @Option(help: "Operand format of the matrix products: fp32, or bf16 (AMX / AVX512-BF16 / AVX-512F / AVX2 / portable C, fp32 accumulation).")
     var precision: MatrixPrecision = .float32
 
     @Flag(help: "Print one JSON object per preset instead of a table.")

@@ -74,6 +74,8 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo)
 has() { for flag in "$@"; do grep -qw "$flag" <<<"$flags" || return 1; done; }
 engines="portable" same_order=""
 if has avx2 fma; then engines="$engines avx2" same_order="$same_order avx2"; else echo "not run: the avx2 engine (no AVX2 + FMA)"; fi
+if has avx2 fma avx512f; then engines="$engines avx512f" same_order="$same_order avx512f"
+else echo "not run: the avx512f engine (no AVX-512F)"; fi
 if has avx512f avx512bw avx512vl avx512_bf16; then engines="$engines avx512" same_order="$same_order avx512"
 else echo "not run: the avx512 engine (no AVX512-BF16)"; fi
 if has amx_bf16 amx_tile avx512_bf16; then engines="$engines amx"; else echo "not run: the amx engine (no AMX)"; fi

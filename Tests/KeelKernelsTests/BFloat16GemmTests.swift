@@ -31,7 +31,7 @@ final class BFloat16GemmTests: XCTestCase {
         let flags = Set(line.split(separator: " ").map(String.init))
         let expected: [(BFloat16Engine, [String])] = [
             (.amx, ["amx_bf16", "amx_tile", "avx512_bf16"]), (.avx512, ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]),
-            (.avx2, ["avx2", "fma"]), (.portable, []),
+            (.avx512f, ["avx2", "fma", "avx512f"]), (.avx2, ["avx2", "fma"]), (.portable, []),
         ]
         for (engine, needs) in expected {
             XCTAssertEqual(BFloat16Engine.available.contains(engine), flags.isSuperset(of: needs), "\(engine) needs \(needs)")
@@ -72,10 +72,11 @@ final class BFloat16GemmTests: XCTestCase {
         }
     }
 
-    /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, and the AVX2 one as the portable
-    /// one does, so their products are the same floats (AMX sums in its own order, so it is only held to the
+    /// The portable engine sums each pair of k as AVX512-BF16's VDPBF16PS does, and the AVX2 and AVX-512F ones as the
+    /// portable one does, so their products are the same floats (AMX sums in its own order, so it is only held to the
     /// reference below). Shapes cover ragged blocks, several 1,024-deep passes, groups of 3 rows running past the
-    /// last block, runs of 8 row blocks, and k = 0 (C becomes beta · C).
+    /// last block (AVX2; AVX-512F sums whole blocks in groups of 12, 12 and 8), runs of 8 row blocks, and k = 0 (C
+    /// becomes beta · C).
     func testProductsEqualThePortableEnginesBitForBit() throws {
         let engines = try engines().filter { $0 != .amx && $0 != .portable }
         var stream = RandomStream(seed: 3)

@@ -1,5 +1,5 @@
 // bf16 matrix products with fp32 accumulation on Intel AMX tiles (Sapphire Rapids and later), on AVX512-BF16
-// dot products without AMX, on AVX2 + FMA (operands widened to fp32 in registers) without either, or in plain
+// dot products without AMX, on AVX-512F or AVX2 + FMA (operands widened to fp32 in registers) without either, or in plain
 // C on any other x86-64 (every packing function takes the engine; all of them pack into the same bytes). Operands arrive as fp32 and are rounded to bf16 (nearest even) while
 // they are packed; results are fp32. Threading is the caller's: each function works on a range of blocks.
 #ifndef KEEL_BFLOAT16_GEMM_H
@@ -14,7 +14,8 @@ typedef enum {
     KEEL_BF16_AVX512 = 1, ///< AVX512-BF16 dot products (e.g. AMD Zen 4/5, Intel Cooper Lake)
     KEEL_BF16_AMX = 2,    ///< AMX tiles (Intel Sapphire Rapids and later)
     KEEL_BF16_PORTABLE = 3, ///< plain C on any x86-64: the same packed layouts, rounding and fp32 sums, slower
-    KEEL_BF16_AVX2 = 4    ///< AVX2 + FMA (e.g. AMD Zen 3): the portable engine's results, eight lanes at a time
+    KEEL_BF16_AVX2 = 4,   ///< AVX2 + FMA (e.g. AMD Zen 3): the portable engine's results, eight lanes at a time
+    KEEL_BF16_AVX512F = 5 ///< AVX-512F without BF16 (e.g. Intel Ice Lake): the same, sixteen lanes at a time
 } keel_bf16_engine;
 
 /// The best engine this CPU and kernel allow; asks Linux for AMX tile state once per process.

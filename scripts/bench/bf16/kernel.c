@@ -1,7 +1,7 @@
 // One bf16 product on one thread, split into its parts (pack A, pack B, the block kernel), against OpenBLAS's
 // single-threaded sgemm on the same fp32 operands: the best of 5 runs of each. Built by kernel.sh from the
 // repository's own bfloat16_gemm.c (included, so its static kernels are timed as they are).
-// Usage: kernel M N K ENGINE [TRANSPOSED_A [TRANSPOSED_B]]   (ENGINE: avx512, amx, avx2, portable)
+// Usage: kernel M N K ENGINE [TRANSPOSED_A [TRANSPOSED_B]]   (ENGINE: avx512, amx, avx2, portable, avx512f)
 #include "../../../Sources/CBFloat16/bfloat16_gemm.c"
 #include <cblas.h>
 #include <stdio.h>
@@ -15,11 +15,11 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: %s M N K avx512|amx|avx2|portable [TRANSPOSED_A [TRANSPOSED_B]]\n", argv[0]); return 64; }
+    if (argc < 5) { fprintf(stderr, "usage: %s M N K avx512|amx|avx2|portable|avx512f [TRANSPOSED_A [TRANSPOSED_B]]\n", argv[0]); return 64; }
     int m = atoi(argv[1]), n = atoi(argv[2]), k = atoi(argv[3]);
-    const char *names[] = {"none", "avx512", "amx", "portable", "avx2"};
+    const char *names[] = {"none", "avx512", "amx", "portable", "avx2", "avx512f"};
     keel_bf16_engine engine = KEEL_BF16_NONE;
-    for (int e = 1; e < 5; e++) if (strcmp(argv[4], names[e]) == 0) engine = (keel_bf16_engine)e;
+    for (int e = 1; e < 6; e++) if (strcmp(argv[4], names[e]) == 0) engine = (keel_bf16_engine)e;
     if (engine == KEEL_BF16_NONE) { fprintf(stderr, "unknown engine %s\n", argv[4]); return 64; }
     int ta = argc > 5 ? atoi(argv[5]) : 0, tb = argc > 6 ? atoi(argv[6]) : 0;
     float *a = malloc(4L * m * k), *b = malloc(4L * k * n), *c = malloc(4L * m * n);
