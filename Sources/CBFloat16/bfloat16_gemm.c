@@ -3,8 +3,8 @@
 // Packed A, block mb (32 rows) at mb·32·Kp: for each K step s (32 values of k), two 16×32 tiles (rows
 // mb·32+0…15, then +16…31), each row the 32 bf16 of k = 32s…32s+31. Packed B, block nb (32 columns) at
 // nb·32·Kp: for each K step, two tiles of 16 rows (pairs of k) × 16 columns × 2 (k even, k odd), the
-// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read (and the AVX2 and portable engines widen). Kp is k
-// rounded up to 32; padding is zero.
+// layout AMX's TDPBF16PS and AVX512's VDPBF16PS both read (and the AVX2, AVX-512F and portable engines widen). Kp is
+// k rounded up to 32; padding is zero.
 #include "bfloat16_gemm.h"
 
 #include <cpuid.h>
@@ -274,7 +274,7 @@ static void portable_block(int row0, int column0, int m, int n, int first_step, 
     }
 }
 
-// The AVX2 engine, for CPUs with neither AMX nor AVX512-BF16 (AMD Zen 3, Intel before Cooper Lake): the
+// The AVX2 engine, for CPUs with neither AMX nor AVX512-BF16 nor AVX-512F (AMD Zen 3, Intel before Skylake-SP): the
 // portable engine's rounding, layouts and order of sums, eight lanes at a time. A bf16 is the top half of an
 // fp32, so widening one is a mask or a shift in a register, and the products run on FMA at fp32's rate.
 

@@ -23,8 +23,8 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// AVX-512F without BF16 (Intel Skylake-SP to Ice Lake): bf16 widened to fp32 in 512-bit registers, the AVX2
     /// engine's results sixteen lanes at a time.
     case avx512f
-    /// AVX2 + FMA (AMD Zen 3 and other CPUs with neither): bf16 widened to fp32 in registers, the same results
-    /// as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at fp32's rate.
+    /// AVX2 + FMA (AMD Zen 3 and other CPUs with none of the above): bf16 widened to fp32 in registers, the same
+    /// results as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at fp32's rate.
     case avx2
     /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
     /// reference the others are tested against.
@@ -54,8 +54,8 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     public var note: String? {
         switch self {
         case .amx, .avx512: nil
-        case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16, at most fp32's speed; not measured on a CPU that picks it"
-        case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.88–1.00× fp32's speed as measured"
+        case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; its speed not measured on a CPU that picks it"
+        case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.88–1.00× fp32's speed as measured on AMD Zen 4/5 forced onto it"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
         }
     }
