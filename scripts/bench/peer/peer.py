@@ -193,14 +193,21 @@ def machine_info():
 def keel_host(rounds):
     """What `keel bench --json` reported about the machine and its engines: the CPU, instruction sets, threads and
     fp32 library of its fp32 side (else its bf16 side), and the bf16 engine of its bf16 side; None when neither ran."""
-    records = [r[k] for k in ("keel", "keel-bf16") for r in rounds if "median_ms" in r.get(k, {}) and "cpu" in r[k]]
+    records = [r[k] for k in ("keel", "keel-bf16") for r in rounds
+               if "median_ms" in r.get(k, {}) and "error" not in r[k] and "cpu" in r[k]]
     if not records:
         return None
     host = {key: records[0].get(key) for key in ("cpu", "instruction_sets", "threads", "blas")}
     host["instruction_sets"] = host["instruction_sets"] or []
-    engines = [r["keel-bf16"].get("bf16_engine") for r in rounds if r.get("keel-bf16", {}).get("bf16_engine")]
+    engines = [r["keel-bf16"]["bf16_engine"] for r in rounds
+               if r.get("keel-bf16", {}).get("bf16_engine") and "error" not in r["keel-bf16"]]
     host["bf16_engine"] = engines[0] if engines else None
     return host
+
+
+def threads_text(count):
+    """'2 threads', or what a Keel too old to report them gives."""
+    return "threads not reported" if count is None else f"{count} thread{'' if count == 1 else 's'}"
 
 
 def span(values):
@@ -227,7 +234,7 @@ def table_row(results):
     bf16 = [s["keel_over_keel_bf16"]["median"] for s in summaries if "keel_over_keel_bf16" in s]
     libraries = sorted({h["blas"] for h in hosts if h.get("blas")})
     cpu = f"{host['cpu']} ({', '.join(host['instruction_sets']) or 'no AVX2'}), {results['meta']['started'][:10]}, " \
-          f"{host['threads']} thread{'' if host['threads'] == 1 else 's'}"
+          f"{threads_text(host['threads'])}"
     return (f"| {cpu} | {'; '.join(libraries) or '-'} | {span(medians('eager', 'torch_over_keel'))} | "
             f"{span(medians('compile', 'torch_over_keel'))} | {host.get('bf16_engine') or '-'} | {span(bf16)} |")
 
@@ -304,7 +311,7 @@ def summarize(name, rounds, args, warnings):
     host = keel_host(rounds)
     if host:
         print(f"  Keel ran on {host['cpu']} ({', '.join(host['instruction_sets']) or 'no AVX2'}), "
-              f"{host['threads']} thread{'' if host['threads'] == 1 else 's'}; fp32 products: {host['blas']}"
+              f"{threads_text(host['threads'])}; fp32 products: {host['blas']}"
               + (f"; bf16 engine: {host['bf16_engine']}" if host.get("bf16_engine") else ""))
         summary["keel_host"] = host
     bf16_over_fp32 = [r["keel"]["median_ms"] / r["keel-bf16"]["median_ms"] for r in rounds
@@ -356,8 +363,10 @@ def main():
                         help="PyTorch AdamW implementation (fused: the fastest on CPU, see README)")
     parser.add_argument("--torch-malloc", default="auto", choices=["auto", "jemalloc", "tcmalloc", "glibc"],
                         help="allocator preloaded into the PyTorch process (auto: jemalloc, else tcmalloc, else glibc)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads of both sides: PyTorch's, and Keel's through KEEL_THREADS (default: cores)")
+    parser.add_argument("--threads", type=int,
+                        default=int(os.environ.get("KEEL_THREADS") or len(os.sched_getaffinity(0))),
+                        help="threads of both sides: PyTorch's, and Keel's through KEEL_THREADS (default: KEEL_THREADS "
+                             "when set, else the cores this process may run on)")
     parser.add_argument("--compile-timeout", type=float, default=600,
                         help="seconds allowed for torch.compile's first step; beyond it compile is dropped")
     parser.add_argument("--process-timeout", type=float, default=3600, help="seconds allowed for one process")
