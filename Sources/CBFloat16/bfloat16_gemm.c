@@ -38,9 +38,10 @@ static void detect_engine(void) {
     __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
     if ((xcr0_low & 0x6) != 0x6) return; // the OS does not save ymm state
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
-    if (fma && ((ebx >> 5) & 1)) detected_engine = KEEL_BF16_AVX2;
+    int avx2 = fma && ((ebx >> 5) & 1);
+    if (avx2) detected_engine = KEEL_BF16_AVX2;
     if ((xcr0_low & 0xE6) != 0xE6) return; // nor zmm state
-    if (fma && ((ebx >> 5) & 1) && ((ebx >> 16) & 1)) detected_engine = KEEL_BF16_AVX512F; // AVX2, AVX-512F
+    if (avx2 && ((ebx >> 16) & 1)) detected_engine = KEEL_BF16_AVX512F; // AVX-512F
     int avx512 = ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1); // F, BW, VL
     int amx = ((edx >> 22) & 1) && ((edx >> 24) & 1);                        // AMX-BF16, AMX-TILE
     __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx);
@@ -581,15 +582,14 @@ AVX512F_FMA static void avx512f_blocks(int row0, int count, size_t a_stride, int
     for (int chunk = first_step; chunk < end_step; chunk += AVX2_CHUNK) {
         int steps = end_step - chunk < AVX2_CHUNK ? end_step - chunk : AVX2_CHUNK;
         widen_b(b + chunk * STEP, steps, wide_b);
+        const float (*widened)[2][32] = (const float (*)[2][32])wide_b;
         for (int block = 0; block * 32 < rows; block++) {
             // A step of a packed block is its 32 rows of 32 bf16 one after the other (its two tiles).
             const uint16_t *rows_of = a + block * a_stride + chunk * STEP;
             int first = chunk == first_step, live = rows - block * 32;
-            avx512f_rows(12, rows_of, steps, first, (const float (*)[2][32])wide_b, sums + block * 32);
-            if (live > 12)
-                avx512f_rows(12, rows_of + 12 * 32, steps, first, (const float (*)[2][32])wide_b, sums + block * 32 + 12);
-            if (live > 24)
-                avx512f_rows(8, rows_of + 24 * 32, steps, first, (const float (*)[2][32])wide_b, sums + block * 32 + 24);
+            avx512f_rows(12, rows_of, steps, first, widened, sums + block * 32);
+            if (live > 12) avx512f_rows(12, rows_of + 12 * 32, steps, first, widened, sums + block * 32 + 12);
+            if (live > 24) avx512f_rows(8, rows_of + 24 * 32, steps, first, widened, sums + block * 32 + 24);
         }
     }
     for (int row = 0; row < rows; row++) {
