@@ -190,17 +190,21 @@ def machine_info():
             "kernel": platform.release(), "git_rev": rev, "git_dirty": dirty}
 
 
+def measured(record):
+    """Whether one process's record holds a measurement: its median step, and no error."""
+    return "median_ms" in record and "error" not in record
+
+
 def keel_host(rounds):
     """What `keel bench --json` reported about the machine and its engines: the CPU, instruction sets, threads and
     fp32 library of its fp32 side (else its bf16 side), and the bf16 engine of its bf16 side; None when neither ran."""
-    records = [r[k] for k in ("keel", "keel-bf16") for r in rounds
-               if "median_ms" in r.get(k, {}) and "error" not in r[k] and "cpu" in r[k]]
+    records = [r[k] for k in ("keel", "keel-bf16") for r in rounds if measured(r.get(k, {})) and "cpu" in r[k]]
     if not records:
         return None
     host = {key: records[0].get(key) for key in ("cpu", "instruction_sets", "threads", "blas")}
     host["instruction_sets"] = host["instruction_sets"] or []
     engines = [r["keel-bf16"]["bf16_engine"] for r in rounds
-               if r.get("keel-bf16", {}).get("bf16_engine") and "error" not in r["keel-bf16"]]
+               if measured(r.get("keel-bf16", {})) and r["keel-bf16"].get("bf16_engine")]
     host["bf16_engine"] = engines[0] if engines else None
     return host
 
@@ -258,7 +262,7 @@ def summarize(name, rounds, args, warnings):
     summary = {}
     for key, label in sides:
         records = [r[key] for r in rounds if key in r]
-        ok = [x for x in records if "median_ms" in x and "error" not in x]
+        ok = [x for x in records if measured(x)]
         if not records:
             continue
         if not ok:
@@ -273,8 +277,7 @@ def summarize(name, rounds, args, warnings):
         if not key.startswith("keel"):
             for keel in keel_sides:
                 ratios[keel] = [r[key]["median_ms"] / r[keel]["median_ms"] for r in rounds
-                                if "median_ms" in r.get(key, {}) and "error" not in r[key]
-                                and "median_ms" in r.get(keel, {}) and "error" not in r[keel]]
+                                if measured(r.get(key, {})) and measured(r.get(keel, {}))]
         of_sgemm = f"{100 * gflops / sgemm:7.1f}%" if sgemm else f"{'-':>8s}"
         print(f"  {label:14s} {ms:9.1f} {tokens / (ms / 1e3):9.0f} {gflops:8.1f} {of_sgemm} {rss:7.0f} MB "
               f"{100 * foreign:8.1f}%   " + "   ".join(fmt_ratio(v) for v in ratios.values()))
@@ -315,7 +318,7 @@ def summarize(name, rounds, args, warnings):
               + (f"; bf16 engine: {host['bf16_engine']}" if host.get("bf16_engine") else ""))
         summary["keel_host"] = host
     bf16_over_fp32 = [r["keel"]["median_ms"] / r["keel-bf16"]["median_ms"] for r in rounds
-                      if all("median_ms" in r.get(k, {}) and "error" not in r[k] for k in ("keel", "keel-bf16"))]
+                      if all(measured(r.get(k, {})) for k in ("keel", "keel-bf16"))]
     if bf16_over_fp32:
         print(f"  Keel fp32 ms / Keel bf16 ms (min / median / max): {fmt_ratio(bf16_over_fp32)}")
         summary["keel_over_keel_bf16"] = {"min": min(bf16_over_fp32), "median": statistics.median(bf16_over_fp32),
@@ -473,7 +476,7 @@ def main():
             parts = []
             for side in sides:
                 x = entry.get(side, {})
-                if "median_ms" in x and "error" not in x:
+                if measured(x):
                     part = f"{side} {x['median_ms']:.0f} ms"
                     for keel in (k for k in sides if k.startswith("keel")):
                         if not side.startswith("keel") and "median_ms" in entry.get(keel, {}):
