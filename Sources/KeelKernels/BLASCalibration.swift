@@ -27,6 +27,14 @@ struct BLASCalibration: Codable, Equatable {
     static func cachedOrMeasured(
         _ libraries: [String], file: URL? = defaultFile, measure: (String) -> Double
     ) -> (calibration: BLASCalibration, fromCache: Bool, file: String)? {
+        cachedOrMeasured(libraries, file: file) { Dictionary(uniqueKeysWithValues: $0.map { ($0, measure($0)) }) }
+    }
+
+    /// As above, with every rate from one call of `measureAll` (which may alternate between the candidates, or
+    /// return nil when it could not measure them: then nothing is saved and the result is nil).
+    static func cachedOrMeasured(
+        _ libraries: [String], file: URL?, measureAll: ([String]) -> [String: Double]?
+    ) -> (calibration: BLASCalibration, fromCache: Bool, file: String)? {
         let host = HostDescription.current(processes: 1, threads: 1)
         let machine = "\(host.cpu) [\(host.instructionSets.joined(separator: " "))]"
         guard let file, (try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(),
@@ -41,8 +49,8 @@ struct BLASCalibration: Codable, Equatable {
            cached.machine == machine, Set(cached.rates.keys) == Set(libraries) {
             return (cached, true, file.path)
         }
-        let calibration = BLASCalibration(machine: machine, rates: Dictionary(uniqueKeysWithValues: libraries.map { ($0, measure($0)) }),
-                                          measured: ISO8601DateFormatter().string(from: Date()))
+        guard let rates = measureAll(libraries), Set(rates.keys) == Set(libraries) else { return nil }
+        let calibration = BLASCalibration(machine: machine, rates: rates, measured: ISO8601DateFormatter().string(from: Date()))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         guard let data = try? encoder.encode(calibration), (try? AtomicFile.write(data, to: file)) != nil else { return nil }
@@ -50,10 +58,13 @@ struct BLASCalibration: Codable, Equatable {
     }
 
     /// `$XDG_CACHE_HOME/keel/blas.json`, or under `~/.cache`; nil without either variable.
-    static var defaultFile: URL? {
+    static var defaultFile: URL? { cacheFile("blas.json") }
+
+    /// `$XDG_CACHE_HOME/keel/NAME`, or under `~/.cache`; nil without either variable.
+    static func cacheFile(_ name: String) -> URL? {
         let environment = ProcessInfo.processInfo.environment
         let base = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? environment["HOME"].map { "\($0)/.cache" }
-        return base.map { URL(fileURLWithPath: $0).appendingPathComponent("keel").appendingPathComponent("blas.json") }
+        return base.map { URL(fileURLWithPath: $0).appendingPathComponent("keel").appendingPathComponent(name) }
     }
 }

@@ -40,12 +40,19 @@ public struct BLASLibrary: Sendable {
     /// The library fp32 products use in this process.
     public static let selected: BLASLibrary = choose()
 
-    /// E.g. `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64 (kernels: SkylakeX); calibrated:
-    /// openblas 118.2, blis 97.0 GFLOP/s`: the library, its build and kernels where it says, and why it was chosen.
-    public static var description: String { "\(selected.name); \(selected.reason)" }
+    /// E.g. `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64 (kernels: Haswell); kernels chosen by
+    /// measurement: Haswell 99.3, SkylakeX 94.7 GFLOP/s (cached in …); calibrated: openblas 99.3, blis 91.5 GFLOP/s
+    /// (…)`: the library, its build and kernels where it says (and, for OpenBLAS's on AVX-512 CPUs, how they were
+    /// chosen), and why the library was chosen.
+    public static var description: String {
+        // How OpenBLAS's kernels were chosen matters only where OpenBLAS runs the products.
+        let kernels = selected.kind == .openblas
+            ? ProcessInfo.processInfo.environment[OpenBLASKernels.reasonVariable].map { "; kernels chosen \($0)" } ?? "" : ""
+        return "\(selected.name)\(kernels); \(selected.reason)"
+    }
 
-    /// The library as it describes itself (OpenBLAS: its build and the kernels it chose for this CPU — Keel selects
-    /// SkylakeX's on AVX-512 CPUs, docs/platform.md).
+    /// The library as it describes itself (OpenBLAS: its build and the kernels it loaded — on AVX-512 CPUs those
+    /// `OpenBLASKernels` measured fastest).
     public var name: String {
         switch kind {
         case .openblas:

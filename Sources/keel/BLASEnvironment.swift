@@ -1,27 +1,74 @@
 import Foundation
+import KeelCore
+import KeelKernels
 
-/// Debian's OpenBLAS does not recognise recent AVX-512 CPUs (Zen 4/5) and falls back to its Haswell (AVX2)
-/// kernels, at about a third of the speed (docs/platform.md). It reads `OPENBLAS_CORETYPE` only when the
-/// library loads, before `main`, so on an AVX-512 CPU Keel sets it to SkylakeX and re-executes itself once.
+/// OpenBLAS's kernel set on AVX-512 CPUs. Debian's OpenBLAS does not recognise recent AVX-512 CPUs (Zen 4/5) and
+/// falls back to its Haswell (AVX2) kernels: about a third of the SkylakeX kernels' speed on Zen 5, yet the faster
+/// of the two on Zen 4 (docs/platform.md). It reads `OPENBLAS_CORETYPE` only when the library loads, before `main`,
+/// so on an AVX-512 CPU Keel times both kernel sets in processes of its own (once per machine: `OpenBLASKernels`
+/// caches the rates), sets the variable to the faster and re-executes itself once.
 ///
-/// An unset variable or the AVX2 fallback values are upgraded; any other value is the user's choice and is
+/// An unset variable or the AVX2 fallback values are chosen for; any other value is the user's choice and is
 /// kept, and `KEEL_NO_REEXEC=1` keeps the environment exactly as it is.
 enum BLASEnvironment {
     static let upgradable: Set<String> = ["", "haswell", "zen"]
 
     static func selectCoreType() {
         let environment = ProcessInfo.processInfo.environment
+        if environment[OpenBLASKernels.probeVariable] != nil { runProbe() }
         let current = environment["OPENBLAS_CORETYPE"] ?? ""
         guard upgradable.contains(current.lowercased()), environment["KEEL_NO_REEXEC"] == nil,
               let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              flags.split(separator: " ").contains("avx512f")
+              flags.split(separator: " ").contains("avx512f"),
+              let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         else { return }
-        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1)
+        let (kernels, reason) = OpenBLASKernels.choose { probe(executable, kernels: $0) }
+        setenv("OPENBLAS_CORETYPE", kernels, 1)
+        setenv(OpenBLASKernels.reasonVariable, reason, 1)
         // Guards against a loop should the new process still see the old value.
         setenv("KEEL_NO_REEXEC", "1", 1)
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", arguments)
+        execv(executable, arguments)
         // execv returned: carry on with the library's own choice.
+    }
+
+    /// The calibration rate of OpenBLAS with `kernels`, measured by this program in a process of its own; nil, with a
+    /// warning, when that process fails.
+    private static func probe(_ executable: String, kernels: String) -> Double? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENBLAS_CORETYPE"] = kernels
+        environment["KEEL_NO_REEXEC"] = "1"
+        environment[OpenBLASKernels.probeVariable] = "1"
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        do {
+            try process.run()
+        } catch {
+            warn("could not time OpenBLAS's \(kernels) kernels: \(error)")
+            return nil
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let rate = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), rate > 0
+        else {
+            warn("could not time OpenBLAS's \(kernels) kernels (the probe exited with status \(process.terminationStatus))")
+            return nil
+        }
+        return rate
+    }
+
+    /// In a probe started by `probe`: prints the rate and exits.
+    private static func runProbe() -> Never {
+        do {
+            print(String(format: "%.3f", try OpenBLASKernels.probeRate()))
+            exit(0)
+        } catch {
+            warn("\(error)")
+            exit(1)
+        }
     }
 }

@@ -145,4 +145,48 @@ final class BLASLibraryTests: XCTestCase {
         XCTAssertNil(calibrate(["OpenBLAS (kernels: SkylakeX)", "blis (libblis.so.4)"], file: nil))
         XCTAssertEqual(measured, [], "nothing measured that could not be kept")
     }
+
+    /// OpenBLAS's kernel sets: timed alternately, three rounds, each kept at its best, the faster chosen and cached;
+    /// the next choice reads the cache; a probe that fails, or nowhere to keep the rates, gives SkylakeX unmeasured
+    /// and saves nothing.
+    func testOpenBLASKernelsAreChosenByAlternatedMeasurement() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kernels-cache-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("keel").appendingPathComponent("openblas-kernels.json")
+        var probed: [String] = []
+        let rates = ["Haswell": [90.0, 101, 95], "SkylakeX": [99.0, 97, 98]]
+        func probe(_ kernels: String) -> Double? {
+            probed.append(kernels)
+            return rates[kernels]![probed.filter { $0 == kernels }.count - 1]
+        }
+        let first = OpenBLASKernels.choose(file: file, probe: probe)
+        XCTAssertEqual(probed, ["Haswell", "SkylakeX", "Haswell", "SkylakeX", "Haswell", "SkylakeX"])
+        XCTAssertEqual(first.kernels, "Haswell", "the best of each: 101 against 99")
+        XCTAssertEqual(first.reason, "by measurement: Haswell 101.0, SkylakeX 99.0 GFLOP/s (saved to \(file.path))")
+        XCTAssertEqual(try JSONDecoder().decode(BLASCalibration.self, from: Data(contentsOf: file)).rates,
+                       ["Haswell": 101, "SkylakeX": 99])
+
+        probed = []
+        let second = OpenBLASKernels.choose(file: file, probe: probe)
+        XCTAssertEqual(probed, [], "read from the cache")
+        XCTAssertEqual(second.kernels, "Haswell")
+        XCTAssertTrue(second.reason.hasSuffix("(cached in \(file.path))"), second.reason)
+
+        try FileManager.default.removeItem(at: file)
+        probed = []
+        let failed = OpenBLASKernels.choose(file: file) { kernels in
+            probed.append(kernels)
+            return kernels == "SkylakeX" ? nil : 100
+        }
+        XCTAssertEqual(failed.kernels, "SkylakeX")
+        XCTAssertTrue(failed.reason.hasPrefix("without measurement"), failed.reason)
+        XCTAssertEqual(probed, ["Haswell", "SkylakeX"], "no probing after a failure")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: file.path), "nothing saved")
+
+        let faster = OpenBLASKernels.choose(file: file) { $0 == "SkylakeX" ? 300 : 100 }
+        XCTAssertEqual(faster.kernels, "SkylakeX")
+        probed = []
+        XCTAssertEqual(OpenBLASKernels.choose(file: nil, probe: probe).kernels, "SkylakeX")
+        XCTAssertEqual(probed, [], "nothing measured that could not be kept")
+    }
 }
