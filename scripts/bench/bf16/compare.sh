@@ -20,6 +20,6 @@ for v in v0 v1; do
         -Dkeel_bf16_pack_a_slice=${v}_pack_a_slice -Dkeel_bf16_serial_scratch_count=${v}_serial_count \
         -Dkeel_bf16_gemm_serial=${v}_gemm_serial
 done
-"$cc" -O2 -ISources/CBFloat16/include scripts/bench/bf16/layer_products.c "$work/v0.o" "$work/v1.o" -o "$work/compare" -lpthread
+"$cc" -O2 -ISources/CBFloat16/include scripts/bench/bf16/layer_products.c "$work/v0.o" "$work/v1.o" -o "$work/compare" -lpthread -lm
 echo "v0 = $rev, v1 = working tree"
 "$work/compare" "$what"

@@ -6,11 +6,12 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define DECLARE(v)                                                                                                  \
-    void v##_pack_a(int, int, int, const float *, int, uint16_t *, int, int);                                      \
-    void v##_pack_b(int, int, int, const float *, int, uint16_t *, int, int);                                      \
+    void v##_pack_a(keel_bf16_engine, int, int, int, const float *, int, uint16_t *, int, int);                    \
+    void v##_pack_b(keel_bf16_engine, int, int, int, const float *, int, uint16_t *, int, int);                    \
     void v##_blocks(keel_bf16_engine, int, int, int, const uint16_t *, const uint16_t *, float, float, float *,   \
                     int, int, int);                                                                                 \
     keel_bf16_engine v##_engine(void);
@@ -43,8 +44,8 @@ static void *work(void *argument) {
     int low = all * t / 2, high = all * (t + 1) / 2;
     int a_low = low < row_blocks ? low : row_blocks, a_high = high < row_blocks ? high : row_blocks;
     int b_low = (low > row_blocks ? low : row_blocks) - row_blocks, b_high = (high > row_blocks ? high : row_blocks) - row_blocks;
-    if (a_high > a_low) (version ? v1_pack_a : v0_pack_a)(p.transposed_a, p.m, p.k, a, lda, packed_a, a_low, a_high);
-    if (b_high > b_low) (version ? v1_pack_b : v0_pack_b)(p.transposed_b, p.k, p.n, b, ldb, packed_b, b_low, b_high);
+    if (a_high > a_low) (version ? v1_pack_a : v0_pack_a)(engine, p.transposed_a, p.m, p.k, a, lda, packed_a, a_low, a_high);
+    if (b_high > b_low) (version ? v1_pack_b : v0_pack_b)(engine, p.transposed_b, p.k, p.n, b, ldb, packed_b, b_low, b_high);
     pthread_barrier_wait(&barrier);
     double packed = now();
     int blocks = row_blocks * column_blocks;
@@ -58,7 +59,12 @@ static void *work(void *argument) {
 
 int main(int argc, char **argv) {
     engine = v1_engine();
-    if (engine != KEEL_BF16_AMX && engine != KEEL_BF16_AVX512) { fprintf(stderr, "no bf16 engine on this CPU\n"); return 1; }
+    // KEEL_BF16_ENGINE names another engine, as it does for keel (the CPU must have it).
+    const char *names[] = {"none", "avx512", "amx", "portable", "avx2", "avx512f"}, *chosen = getenv("KEEL_BF16_ENGINE");
+    for (int e = 1; chosen && e < 6; e++)
+        if (strcmp(chosen, names[e]) == 0) engine = (keel_bf16_engine)e;
+    if (engine == KEEL_BF16_NONE) { fprintf(stderr, "no bf16 engine on this CPU\n"); return 1; }
+    printf("engine: %s\n", names[engine]);
     product layer[] = {
         {0, 0, 1024, 2304, 768, "forward qkv"},   {0, 0, 1024, 768, 768, "forward proj"},
         {0, 0, 1024, 3072, 768, "forward fc"},    {0, 0, 1024, 768, 3072, "forward fcproj"},
