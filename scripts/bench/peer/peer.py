@@ -236,7 +236,9 @@ def table_row(results):
         return [s[side][key]["median"] for s in summaries if key in s.get(side, {})]
 
     bf16 = [s["keel_over_keel_bf16"]["median"] for s in summaries if "keel_over_keel_bf16" in s]
-    libraries = sorted({h["blas"] for h in hosts if h.get("blas")})
+    # The library as it names itself (build and kernels): the part of `blas` before how it was chosen, which says
+    # "saved to" in a run's first process and "cached in" after.
+    libraries = sorted({h["blas"].split("; ")[0] for h in hosts if h.get("blas")})
     cpu = f"{host['cpu']} ({', '.join(host['instruction_sets']) or 'no AVX2'}), {results['meta']['started'][:10]}, " \
           f"{threads_text(host['threads'])}"
     return (f"| {cpu} | {'; '.join(libraries) or '-'} | {span(medians('eager', 'torch_over_keel'))} | "
