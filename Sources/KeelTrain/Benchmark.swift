@@ -20,18 +20,21 @@ public struct BenchmarkPreset: Sendable {
         self.length = length
     }
 
-    /// GPT-2 124M (B=4, T=256), a small 6 × 384 shape (B=8, T=256), and the Llama variant of each.
+    /// GPT-2 124M (B=4, T=256), a small 6 × 384 shape (B=8, T=256), the Llama variant of each, and GPT-2 124M over
+    /// its whole context (B=1, T=1024: the same tokens per step, attention's share of the work four times larger).
     public static let all: [BenchmarkPreset] = {
-        func make(_ name: String, _ architecture: Architecture, layers: Int, width: Int, maxLength: Int, batch: Int) -> BenchmarkPreset {
+        func make(_ name: String, _ architecture: Architecture, layers: Int, width: Int, maxLength: Int, batch: Int,
+                  length: Int = 256) -> BenchmarkPreset {
             BenchmarkPreset(name: name, model: ModelConfig(
                 architecture: architecture, vocabSize: 50_304, layers: layers, heads: width / 64, width: width,
-                maxLength: maxLength), batch: batch, length: 256)
+                maxLength: maxLength), batch: batch, length: length)
         }
         return [
             make("gpt2-124m", .gpt2, layers: 12, width: 768, maxLength: 1024, batch: 4),
             make("small", .gpt2, layers: 6, width: 384, maxLength: 256, batch: 8),
             make("gpt2-124m-llama", .llama, layers: 12, width: 768, maxLength: 1024, batch: 4),
             make("small-llama", .llama, layers: 6, width: 384, maxLength: 256, batch: 8),
+            make("gpt2-124m-1k", .gpt2, layers: 12, width: 768, maxLength: 1024, batch: 1, length: 1024),
         ]
     }()
 }

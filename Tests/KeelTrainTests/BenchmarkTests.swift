@@ -5,12 +5,15 @@ import XCTest
 final class BenchmarkTests: XCTestCase {
     func testPresetsMatchTheIssueShapes() {
         let names = BenchmarkPreset.all.map(\.name)
-        XCTAssertEqual(names, ["gpt2-124m", "small", "gpt2-124m-llama", "small-llama"])
+        XCTAssertEqual(names, ["gpt2-124m", "small", "gpt2-124m-llama", "small-llama", "gpt2-124m-1k"])
         let gpt2 = BenchmarkPreset.all[0]
         XCTAssertEqual(ParameterTable(config: gpt2.model).count, 124_475_904)  // GPT-2 small with vocab 50304
         XCTAssertEqual(gpt2.batch * gpt2.length, 1024)
         XCTAssertEqual(BenchmarkPreset.all[3].model.architecture, .llama)
         XCTAssertEqual(BenchmarkPreset.all[3].model.hiddenWidth, 1024)
+        let long = BenchmarkPreset.all[4]
+        XCTAssertEqual(ParameterTable(config: long.model).count, 124_475_904, "GPT-2 124M")
+        XCTAssertEqual([long.batch, long.length, long.model.maxLength], [1, 1024, 1024], "its whole context, 1,024 tokens a step")
     }
 
     func testModelFlopsFollowTheConvention() {

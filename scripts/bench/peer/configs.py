@@ -52,6 +52,7 @@ CONFIGS = {c.name: c for c in [
     _preset("small", "gpt2", 6, 6, 384, 256, 8, 256),
     _preset("gpt2-124m-llama", "llama", 12, 12, 768, 1024, 4, 256),
     _preset("small-llama", "llama", 6, 6, 384, 256, 8, 256),
+    _preset("gpt2-124m-1k", "gpt2", 12, 12, 768, 1024, 1, 1024),
 ]}
 
 

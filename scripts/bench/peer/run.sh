@@ -3,7 +3,7 @@
 #
 #   scripts/bench/peer/run.sh [CONFIG...] [peer.py options]
 #
-# CONFIG: gpt2-124m, small, gpt2-124m-llama, small-llama (default: all four). Any other argument goes to
+# CONFIG: gpt2-124m, small, gpt2-124m-llama, small-llama, gpt2-124m-1k (default: all five). Any other argument goes to
 # peer.py (--rounds N, --skip-compile, --json OUT, --keel PATH, ...; see peer.py --help). Creates
 # .venv-bench/ in the repository root with the CPU-only torch wheel and numpy when it is missing.
 set -euo pipefail
@@ -28,7 +28,7 @@ configs=()
 rest=()
 for arg in "$@"; do
     case "$arg" in
-        gpt2-124m|small|gpt2-124m-llama|small-llama) configs+=("$arg") ;;
+        gpt2-124m|small|gpt2-124m-llama|small-llama|gpt2-124m-1k) configs+=("$arg") ;;
         *) rest+=("$arg") ;;
     esac
 done
