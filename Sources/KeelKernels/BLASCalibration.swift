@@ -1,24 +1,41 @@
 import Foundation
 import KeelCore
 
-/// The measured sgemm rates of the BLAS libraries this machine has, kept in `$XDG_CACHE_HOME/keel/blas.json`
-/// (default `~/.cache/keel/blas.json`) so that the calibration runs once per machine: reused while the CPU (model
-/// and instruction sets) and the libraries (files, and OpenBLAS's kernels) are the ones it measured; measured
+/// Measured sgemm rates, kept in a file under `$XDG_CACHE_HOME/keel` (default `~/.cache/keel`) so that a calibration
+/// runs once per machine: the fp32 libraries' (`blas.json`) and OpenBLAS's kernel sets' (`openblas-kernels.json`).
+/// Reused while the CPU (model, family, model number and stepping, instruction sets) and the candidates (libraries
+/// with their files and OpenBLAS's kernels; kernel sets with OpenBLAS's version) are the ones measured; measured
 /// again, and the file replaced, otherwise or when the file is unreadable. Delete the file to measure again.
 struct BLASCalibration: Codable, Equatable {
-    /// The CPU model and instruction sets the rates were measured on.
+    /// The CPU the rates were measured on: its model name, family, model number and stepping, and instruction sets.
     var machine: String
-    /// GFLOP/s per library, keyed by the library's description.
+    /// GFLOP/s per candidate, keyed by its description.
     var rates: [String: Double]
     /// When, as ISO 8601.
     var measured: String
 
-    /// The library the rates favour: the fastest, unless `preferred` (OpenBLAS, the library Keel is tested with
-    /// most) is within `margin` of it — a difference that small is the calibration's own noise.
+    /// The candidate the rates favour: the fastest, unless `preferred` (OpenBLAS among libraries, the library Keel is
+    /// tested with most; SkylakeX among kernel sets) is within `margin` of it — a difference that small is the
+    /// calibration's own noise.
     func fastest(preferring preferred: String, margin: Double = 0.03) -> String {
         let best = rates.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }!
         if let rate = rates[preferred], rate >= best.value * (1 - margin) { return preferred }
         return best.key
+    }
+
+    /// This machine as the cache names it. Virtual machines often show a bare model name ("AMD EPYC") and the same
+    /// instruction sets on CPU generations whose fastest kernels differ (Zen 4 and Zen 5), so the family, model
+    /// number and stepping are part of it: a cache in a home directory shared between machines does not carry one
+    /// machine's choice to another.
+    static var machine: String {
+        let host = HostDescription.current(processes: 1, threads: 1)
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let lines = cpuinfo.split(separator: "\n").prefix { !$0.isEmpty }
+        let identity = ["cpu family", "model", "stepping"].map { field in
+            let line = lines.first { $0.split(separator: ":").first?.trimmingCharacters(in: .whitespaces) == field }
+            return "\(field) \(line?.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "?")"
+        }
+        return "\(host.cpu) (\(identity.joined(separator: ", "))) [\(host.instructionSets.joined(separator: " "))]"
     }
 
     /// The cached calibration of `libraries` on this machine, or a new one from `measure`, saved; nil when there is
@@ -35,8 +52,7 @@ struct BLASCalibration: Codable, Equatable {
     static func cachedOrMeasured(
         _ libraries: [String], file: URL?, measureAll: ([String]) -> [String: Double]?
     ) -> (calibration: BLASCalibration, fromCache: Bool, file: String)? {
-        let host = HostDescription.current(processes: 1, threads: 1)
-        let machine = "\(host.cpu) [\(host.instructionSets.joined(separator: " "))]"
+        let machine = Self.machine
         guard let file, (try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(),
                                                                    withIntermediateDirectories: true)) != nil else {
             return nil

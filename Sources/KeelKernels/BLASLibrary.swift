@@ -45,9 +45,12 @@ public struct BLASLibrary: Sendable {
     /// (…)`: the library, its build and kernels where it says (and, for OpenBLAS's on AVX-512 CPUs, how they were
     /// chosen), and why the library was chosen.
     public static var description: String {
-        // How OpenBLAS's kernels were chosen matters only where OpenBLAS runs the products.
-        let kernels = selected.kind == .openblas
-            ? ProcessInfo.processInfo.environment[OpenBLASKernels.reasonVariable].map { "; kernels chosen \($0)" } ?? "" : ""
+        // How OpenBLAS's kernels were chosen matters only where OpenBLAS runs the products, and is said only where
+        // the kernels it loaded are the ones chosen (the note travels in the environment, which a user may change).
+        let environment = ProcessInfo.processInfo.environment
+        let loaded = openblas_get_corename().map { String(cString: $0).lowercased() }
+        let kernels = selected.kind == .openblas && loaded != nil && environment["OPENBLAS_CORETYPE"]?.lowercased() == loaded
+            ? environment[OpenBLASKernels.reasonVariable].map { "; kernels chosen \($0)" } ?? "" : ""
         return "\(selected.name)\(kernels); \(selected.reason)"
     }
 

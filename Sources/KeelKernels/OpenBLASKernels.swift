@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 /// OpenBLAS's kernel set on CPUs with AVX-512, chosen by measurement. Debian's OpenBLAS 0.3.21 does not know Zen 4/5
@@ -8,9 +9,11 @@ import Foundation
 public enum OpenBLASKernels {
     /// The kernel sets compared (values of `OPENBLAS_CORETYPE`).
     public static let candidates = ["Haswell", "SkylakeX"]
-    /// The kernel set when there is no measurement to go by: the widest vectors.
+    /// The kernel set when there is nowhere to keep a measurement (processes measuring each for itself could
+    /// disagree), and the one kept when the other is less than `margin` faster: the widest vectors.
     public static let fallback = "SkylakeX"
-    /// Set in a probe's environment: the process prints `probeRate()` and exits.
+    static let margin = 0.03
+    /// Set to 1 in a probe's environment: the process prints `probeRate()` and exits.
     public static let probeVariable = "KEEL_OPENBLAS_PROBE"
     /// How the kernels were chosen, passed by `keel` to the process it re-executes (`BLASLibrary.description`).
     public static let reasonVariable = "KEEL_OPENBLAS_KERNELS"
@@ -20,31 +23,54 @@ public enum OpenBLASKernels {
     /// The linked OpenBLAS's calibration rate (GFLOP/s of `BLASLibrary`'s calibration) with the kernels it loaded.
     public static func probeRate() throws -> Double { try BLASLibrary.load(.openblas).calibrationRate() }
 
-    /// The kernel set to load and how it was chosen ("by measurement: …"): the fastest candidate by the rates cached in
-    /// `$XDG_CACHE_HOME/keel/openblas-kernels.json` (default `~/.cache`) or, the first time on a machine, by `probe`
-    /// (a candidate's rate, or nil when it could not be measured), under the cache's lock so that processes starting
-    /// together measure once and agree. `fallback` when nothing could be measured or kept.
-    public static func choose(probe: (String) -> Double?) -> (kernels: String, reason: String) {
-        choose(file: BLASCalibration.cacheFile("openblas-kernels.json"), probe: probe)
+    /// The kernel set to load and how it was chosen ("by measurement: …"), or nil to keep OpenBLAS's own choice: the
+    /// fastest candidate (`fallback` unless the other is more than `margin` faster) by the rates cached in
+    /// `$XDG_CACHE_HOME/keel/openblas-kernels.json` (default `~/.cache`) for this CPU and OpenBLAS version or, the
+    /// first time, by `probe` (a candidate's rate, or nil when it could not be measured), under the cache's lock so
+    /// that processes starting together measure once and agree. When a probe fails, the candidates measured are
+    /// chosen among and nothing is saved (nil when none was); with nowhere to keep the rates, `fallback` unmeasured.
+    public static func choose(probe: (String) -> Double?) -> (kernels: String, reason: String)? {
+        choose(file: BLASCalibration.cacheFile("openblas-kernels.json"), library: openBLASVersion, probe: probe)
     }
 
-    static func choose(file: URL?, probe: (String) -> Double?) -> (kernels: String, reason: String) {
-        let result = BLASCalibration.cachedOrMeasured(candidates, file: file) { candidates in
-            var best: [String: Double] = [:]
+    static func choose(file: URL?, library: String, probe: (String) -> Double?) -> (kernels: String, reason: String)? {
+        // Keys name the library too: another OpenBLAS is measured afresh.
+        let keys = candidates.map { "\(library) (kernels: \($0))" }
+        var measured: [String: Double] = [:], failed: Set<String> = []
+        let result = BLASCalibration.cachedOrMeasured(keys, file: file) { keys in
             for _ in 0..<rounds {
-                for candidate in candidates {
-                    guard let rate = probe(candidate) else { return nil }
-                    best[candidate] = max(best[candidate] ?? 0, rate)
+                for (key, candidate) in zip(keys, candidates) where !failed.contains(key) {
+                    guard let rate = probe(candidate) else {
+                        failed.insert(key)
+                        continue
+                    }
+                    measured[key] = max(measured[key] ?? 0, rate)
                 }
             }
-            return best
+            return failed.isEmpty ? measured : nil
         }
-        guard let (calibration, fromCache, path) = result else {
-            return (fallback, "without measurement (no kernel set could be timed, or nowhere to keep the result): \(fallback)")
+        let rates: [String: Double], note: String
+        if let (calibration, fromCache, path) = result {
+            (rates, note) = (calibration.rates, "(\(fromCache ? "cached in" : "saved to") \(path))")
+        } else if !failed.isEmpty {
+            // A candidate whose probe failed in any round is not trusted.
+            let trusted = measured.filter { !failed.contains($0.key) }
+            guard !trusted.isEmpty else { return nil }
+            (rates, note) = (trusted, "(not saved: a probe failed)")
+        } else {
+            return (fallback, "without measurement (no cache to keep one in, and processes measuring each their own could disagree): \(fallback)")
         }
-        let kernels = calibration.fastest(preferring: fallback, margin: 0)
-        let rates = calibration.rates.sorted { $0.value > $1.value }
-            .map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
-        return (kernels, "by measurement: \(rates) GFLOP/s (\(fromCache ? "cached in" : "saved to") \(path))")
+        let kernel = { (key: String) in candidates[keys.firstIndex(of: key)!] }
+        let chosen = BLASCalibration(machine: "", rates: rates, measured: "")
+            .fastest(preferring: keys[candidates.firstIndex(of: fallback)!], margin: margin)
+        let text = rates.sorted { $0.value > $1.value }.map { String(format: "%@ %.1f", kernel($0.key), $0.value) }
+            .joined(separator: ", ")
+        return (kernel(chosen), "by measurement: \(text) GFLOP/s \(note)")
+    }
+
+    /// "OpenBLAS 0.3.21": the linked library's name and version, without the kernels it loaded.
+    static var openBLASVersion: String {
+        let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
+        return config.split(separator: " ").prefix(2).joined(separator: " ")
     }
 }

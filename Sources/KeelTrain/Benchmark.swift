@@ -21,7 +21,7 @@ public struct BenchmarkPreset: Sendable {
     }
 
     /// GPT-2 124M (B=4, T=256), a small 6 × 384 shape (B=8, T=256), the Llama variant of each, and GPT-2 124M over
-    /// its whole context (B=1, T=1024: the same tokens per step, attention's share of the work four times larger).
+    /// its whole context (B=1, T=1024: the same tokens per step, attention's work four times larger).
     public static let all: [BenchmarkPreset] = {
         func make(_ name: String, _ architecture: Architecture, layers: Int, width: Int, maxLength: Int, batch: Int,
                   length: Int = 256) -> BenchmarkPreset {

@@ -8,34 +8,39 @@ import KeelKernels
 /// so on an AVX-512 CPU Keel times both kernel sets in processes of its own (once per machine: `OpenBLASKernels`
 /// caches the rates), sets the variable to the faster and re-executes itself once.
 ///
-/// An unset variable or the AVX2 fallback values are chosen for; any other value is the user's choice and is
-/// kept, and `KEEL_NO_REEXEC=1` keeps the environment exactly as it is.
+/// Keel chooses when the variable is unset or names an AVX2 fallback (Haswell, Zen); any other value is the user's
+/// choice and is kept, and `KEEL_NO_REEXEC=1` keeps the environment exactly as it is.
 enum BLASEnvironment {
     static let upgradable: Set<String> = ["", "haswell", "zen"]
+    /// This program, for the probes and the re-execution.
+    static let executable = "/proc/self/exe"
+    /// How long a probe may take (it times well under a second of products) before it is stopped and not counted.
+    static let probeDeadline = 60.0
 
     static func selectCoreType() {
         let environment = ProcessInfo.processInfo.environment
-        if environment[OpenBLASKernels.probeVariable] != nil { runProbe() }
+        if environment[OpenBLASKernels.probeVariable] == "1" { runProbe() }
         let current = environment["OPENBLAS_CORETYPE"] ?? ""
         guard upgradable.contains(current.lowercased()), environment["KEEL_NO_REEXEC"] == nil,
               let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
               flags.split(separator: " ").contains("avx512f"),
-              let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+              let (kernels, reason) = OpenBLASKernels.choose(probe: probe)
         else { return }
-        let (kernels, reason) = OpenBLASKernels.choose { probe(executable, kernels: $0) }
         setenv("OPENBLAS_CORETYPE", kernels, 1)
         setenv(OpenBLASKernels.reasonVariable, reason, 1)
         // Guards against a loop should the new process still see the old value.
         setenv("KEEL_NO_REEXEC", "1", 1)
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
         execv(executable, arguments)
-        // execv returned: carry on with the library's own choice.
+        // execv returned: carry on with the library's own choice, and do not describe the one that did not happen.
+        unsetenv(OpenBLASKernels.reasonVariable)
+        warn("could not re-execute with OpenBLAS's \(kernels) kernels (\(String(cString: strerror(errno)))); OpenBLAS's own choice runs")
     }
 
     /// The calibration rate of OpenBLAS with `kernels`, measured by this program in a process of its own; nil, with a
-    /// warning, when that process fails.
-    private static func probe(_ executable: String, kernels: String) -> Double? {
+    /// warning, when that process fails, is killed, takes longer than `probeDeadline` or prints no rate.
+    private static func probe(_ kernels: String) -> Double? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         var environment = ProcessInfo.processInfo.environment
@@ -45,17 +50,30 @@ enum BLASEnvironment {
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
+        let finished = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in finished.signal() }
         do {
             try process.run()
         } catch {
             warn("could not time OpenBLAS's \(kernels) kernels: \(error)")
             return nil
         }
+        if finished.wait(timeout: .now() + probeDeadline) == .timedOut {
+            process.terminate()
+            finished.wait()
+            warn("could not time OpenBLAS's \(kernels) kernels: the probe took longer than \(Int(probeDeadline)) s and was stopped")
+            return nil
+        }
+        // The probe has exited: its one line is in the pipe.
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, let rate = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), rate > 0
-        else {
-            warn("could not time OpenBLAS's \(kernels) kernels (the probe exited with status \(process.terminationStatus))")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        if process.terminationReason == .uncaughtSignal {
+            warn("could not time OpenBLAS's \(kernels) kernels: the probe was killed by signal \(process.terminationStatus)")
+            return nil
+        }
+        guard process.terminationStatus == 0, let rate = Double(text), rate > 0 else {
+            warn("could not time OpenBLAS's \(kernels) kernels: the probe exited with status \(process.terminationStatus)"
+                 + (process.terminationStatus == 0 ? " but printed no rate ('\(text.prefix(80))')" : ""))
             return nil
         }
         return rate

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelKernels
 
 struct Launch: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -104,8 +105,12 @@ struct Launch: ParsableCommand {
             // its share of the machine's cores instead.
             arguments += ["--map-by", "slot:PE=\(cores / nproc)"]
         }
+        // Not forwarded: what keel set when it chose OpenBLAS's kernels for this machine (another machine chooses its
+        // own; local ranks inherit mpirun's environment, and with it this machine's choice).
+        var chosenHere: Set<String> = ["KEEL_NO_REEXEC", OpenBLASKernels.reasonVariable]
+        if environment[OpenBLASKernels.reasonVariable] != nil { chosenHere.insert("OPENBLAS_CORETYPE") }
         for name in environment.keys.sorted()
-        where ["KEEL_", "OPENBLAS_", "OMP_"].contains(where: { name.hasPrefix($0) }) && name != "KEEL_NO_REEXEC" {
+        where ["KEEL_", "OPENBLAS_", "OMP_"].contains(where: { name.hasPrefix($0) }) && !chosenHere.contains(name) {
             arguments += ["-x", name]
         }
         return arguments + [executable] + command

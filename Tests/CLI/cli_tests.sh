@@ -5,6 +5,8 @@ set -uo pipefail
 keel=$(realpath "${1:?usage: cli_tests.sh PATH_TO_KEEL}")
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/cli_common.sh"
+# Calibrations this script's runs make go to a scratch cache unless the caller chose one (scripts/test.sh does).
+export XDG_CACHE_HOME="${XDG_CACHE_HOME:-$work/xdg-cache}"
 
 # start_server MODEL: keel serve of MODEL on a free port, in the background: sets $server (its pid) and $port (empty
 # when it did not say it was serving within 10 s). stop_server ends it.
@@ -151,8 +153,8 @@ done
 if grep -q -w avx512f /proc/cpuinfo; then
     expect_ok "train with a fresh cache of OpenBLAS's kernel rates" env -u OPENBLAS_CORETYPE -u KEEL_NO_REEXEC KEEL_BLAS=openblas \
         XDG_CACHE_HOME="$work/kernels-cache" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-run" --set training.steps=1
-    check "both kernel sets were timed and the faster runs, as hardware.json says" \
-        'sorted(r := json.load(open(sys.argv[1]))["rates"]) == ["Haswell", "SkylakeX"] and all(v > 0 for v in r.values()) and ("(kernels: %s)" % max(r, key=r.get)) in (b := json.load(open(sys.argv[2]))["blas"]) and "kernels chosen by measurement: " in b and "saved to " + sys.argv[1] in b' \
+    check "both kernel sets were timed and the faster runs (SkylakeX unless Haswell is 3% faster), as hardware.json says" \
+        '(r := json.load(open(sys.argv[1]))["rates"]) and sorted(k.split("(kernels: ")[1] for k in r) == ["Haswell)", "SkylakeX)"] and all(k.startswith("OpenBLAS ") for k in r) and all(v > 0 for v in r.values()) and ("(kernels: %s)" % ("SkylakeX" if [v for k, v in r.items() if "SkylakeX" in k][0] >= 0.97 * max(r.values()) else "Haswell")) in (b := json.load(open(sys.argv[2]))["blas"]) and "kernels chosen by measurement: " in b and "saved to " + sys.argv[1] in b' \
         "$work/kernels-cache/keel/openblas-kernels.json" "$work/kernels-run/hardware.json"
     cp "$work/kernels-cache/keel/openblas-kernels.json" "$work/kernels-first.json"
     expect_ok "train again with the kernel rates cached" env -u OPENBLAS_CORETYPE -u KEEL_NO_REEXEC KEEL_BLAS=openblas \
@@ -164,12 +166,17 @@ if grep -q -w avx512f /proc/cpuinfo; then
     expect_ok "train with an unreadable cache of kernel rates" env -u OPENBLAS_CORETYPE -u KEEL_NO_REEXEC KEEL_BLAS=openblas \
         XDG_CACHE_HOME="$work/kernels-cache" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-run3" --set training.steps=1
     check "an unreadable cache of kernel rates is measured again and replaced" \
-        'sorted(json.load(open(sys.argv[1]))["rates"]) == ["Haswell", "SkylakeX"]' "$work/kernels-cache/keel/openblas-kernels.json"
+        'len(json.load(open(sys.argv[1]))["rates"]) == 2' "$work/kernels-cache/keel/openblas-kernels.json"
     expect_ok "train with OPENBLAS_CORETYPE=SkylakeX" env -u KEEL_NO_REEXEC OPENBLAS_CORETYPE=SkylakeX KEEL_BLAS=openblas \
         XDG_CACHE_HOME="$work/kernels-named" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-named-run" --set training.steps=1
     grep -q '"blas" : "OpenBLAS[^"]*(kernels: SkylakeX)' "$work/kernels-named-run/hardware.json" \
         && ! grep -q "kernels chosen" "$work/kernels-named-run/hardware.json" && [ ! -e "$work/kernels-named/keel/openblas-kernels.json" ] \
         && pass "a kernel set the user names is kept, nothing timed" || fail "a kernel set the user names is kept, nothing timed"
+    expect_ok "train with KEEL_NO_REEXEC=1" env -u OPENBLAS_CORETYPE KEEL_NO_REEXEC=1 KEEL_BLAS=openblas \
+        XDG_CACHE_HOME="$work/kernels-kept" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-kept-run" --set training.steps=1
+    ! grep -q "kernels chosen" "$work/kernels-kept-run/hardware.json" && [ ! -e "$work/kernels-kept/keel/openblas-kernels.json" ] \
+        && pass "KEEL_NO_REEXEC=1 leaves OpenBLAS's kernels to OpenBLAS, nothing timed" \
+        || fail "KEEL_NO_REEXEC=1 leaves OpenBLAS's kernels to OpenBLAS, nothing timed"
 else
     echo "not run: OpenBLAS's kernel choice (no AVX-512 on this CPU: OpenBLAS picks its own AVX2 kernels)"
     expect_ok "train without AVX-512" env XDG_CACHE_HOME="$work/kernels-cache" "$keel" train --config "$work/tiny.toml" \
