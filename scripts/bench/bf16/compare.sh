@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Times the bf16 products of one GPT-2 124M layer (or, with "head", of the output head) for two versions of
 # Sources/CBFloat16/bfloat16_gemm.c, alternating in one process: v0 from git revision REV (default HEAD), v1
-# from the working tree. For tuning the AMX / AVX512-BF16 kernels (the portable engine is not their peer).
+# from the working tree. For tuning the engines' kernels: the best engine here, or the one KEEL_BF16_ENGINE names
+# (amx, avx512, avx512f, avx2, portable; the CPU must have it). REV must be one whose packing functions take the
+# engine as their first argument, as the working tree's do (layer_products.c calls both versions so).
 #
-#   bash scripts/bench/bf16/compare.sh [REV] [head]
+#   KEEL_BF16_ENGINE=avx2 bash scripts/bench/bf16/compare.sh [REV] [head]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 rev=${1:-HEAD}
