@@ -30,7 +30,8 @@ struct BLASCalibration: Codable, Equatable {
     static var machine: String {
         let host = HostDescription.current(processes: 1, threads: 1)
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let lines = cpuinfo.split(separator: "\n").prefix { !$0.isEmpty }
+        // The first processor's lines: up to the first empty one.
+        let lines = cpuinfo.split(separator: "\n", omittingEmptySubsequences: false).prefix { !$0.isEmpty }
         let identity = ["cpu family", "model", "stepping"].map { field in
             let line = lines.first { $0.split(separator: ":").first?.trimmingCharacters(in: .whitespaces) == field }
             return "\(field) \(line?.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "?")"

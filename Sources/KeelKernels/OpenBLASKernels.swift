@@ -27,8 +27,8 @@ public enum OpenBLASKernels {
     /// fastest candidate (`fallback` unless the other is more than `margin` faster) by the rates cached in
     /// `$XDG_CACHE_HOME/keel/openblas-kernels.json` (default `~/.cache`) for this CPU and OpenBLAS version or, the
     /// first time, by `probe` (a candidate's rate, or nil when it could not be measured), under the cache's lock so
-    /// that processes starting together measure once and agree. When a probe fails, the candidates measured are
-    /// chosen among and nothing is saved (nil when none was); with nowhere to keep the rates, `fallback` unmeasured.
+    /// that processes starting together measure once and agree. Nil when a probe fails (nothing saved); `fallback`,
+    /// unmeasured, with nowhere to keep the rates.
     public static func choose(probe: (String) -> Double?) -> (kernels: String, reason: String)? {
         choose(file: BLASCalibration.cacheFile("openblas-kernels.json"), library: openBLASVersion, probe: probe)
     }
@@ -36,30 +36,28 @@ public enum OpenBLASKernels {
     static func choose(file: URL?, library: String, probe: (String) -> Double?) -> (kernels: String, reason: String)? {
         // Keys name the library too: another OpenBLAS is measured afresh.
         let keys = candidates.map { "\(library) (kernels: \($0))" }
-        var measured: [String: Double] = [:], failed: Set<String> = []
+        var measured: [String: Double] = [:], failed = false
         let result = BLASCalibration.cachedOrMeasured(keys, file: file) { keys in
             for _ in 0..<rounds {
-                for (key, candidate) in zip(keys, candidates) where !failed.contains(key) {
+                for (key, candidate) in zip(keys, candidates) {
                     guard let rate = probe(candidate) else {
-                        failed.insert(key)
-                        continue
+                        failed = true
+                        return nil
                     }
                     measured[key] = max(measured[key] ?? 0, rate)
                 }
             }
-            return failed.isEmpty ? measured : nil
+            return measured
         }
-        let rates: [String: Double], note: String
-        if let (calibration, fromCache, path) = result {
-            (rates, note) = (calibration.rates, "(\(fromCache ? "cached in" : "saved to") \(path))")
-        } else if !failed.isEmpty {
-            // A candidate whose probe failed in any round is not trusted.
-            let trusted = measured.filter { !failed.contains($0.key) }
-            guard !trusted.isEmpty else { return nil }
-            (rates, note) = (trusted, "(not saved: a probe failed)")
-        } else {
-            return (fallback, "without measurement (no cache to keep one in, and processes measuring each their own could disagree): \(fallback)")
+        // A probe that failed leaves OpenBLAS's own choice, which every process makes alike (it was warned about; the
+        // next start measures again). Rates that could not be kept give `fallback`: processes measuring each for
+        // itself could disagree.
+        guard !failed else { return nil }
+        guard let (calibration, fromCache, path) = result else {
+            let why = measured.isEmpty ? "no cache directory to keep a measurement in" : "the rates could not be saved in \(file!.path)"
+            return (fallback, "without measurement (\(why)): \(fallback)")
         }
+        let rates = calibration.rates, note = "(\(fromCache ? "cached in" : "saved to") \(path))"
         let kernel = { (key: String) in candidates[keys.firstIndex(of: key)!] }
         let chosen = BLASCalibration(machine: "", rates: rates, measured: "")
             .fastest(preferring: keys[candidates.firstIndex(of: fallback)!], margin: margin)

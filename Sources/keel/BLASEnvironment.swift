@@ -6,7 +6,8 @@ import KeelKernels
 /// falls back to its Haswell (AVX2) kernels: about a third of the SkylakeX kernels' speed on Zen 5, yet the faster
 /// of the two on Zen 4 (docs/platform.md). It reads `OPENBLAS_CORETYPE` only when the library loads, before `main`,
 /// so on an AVX-512 CPU Keel times both kernel sets in processes of its own (once per machine: `OpenBLASKernels`
-/// caches the rates), sets the variable to the faster and re-executes itself once.
+/// caches the rates), sets the variable to the faster (SkylakeX unless it is more than 3% slower) and re-executes
+/// itself once.
 ///
 /// Keel chooses when the variable is unset or names an AVX2 fallback (Haswell, Zen); any other value is the user's
 /// choice and is kept, and `KEEL_NO_REEXEC=1` keeps the environment exactly as it is.
@@ -33,7 +34,10 @@ enum BLASEnvironment {
         setenv("KEEL_NO_REEXEC", "1", 1)
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
         execv(executable, arguments)
-        // execv returned: carry on with the library's own choice, and do not describe the one that did not happen.
+        // execv returned: carry on with the library's own choice, in an environment as it was (processes this one
+        // starts load what it loaded, and nothing describes a choice that did not happen).
+        if current.isEmpty { unsetenv("OPENBLAS_CORETYPE") } else { setenv("OPENBLAS_CORETYPE", current, 1) }
+        unsetenv("KEEL_NO_REEXEC")
         unsetenv(OpenBLASKernels.reasonVariable)
         warn("could not re-execute with OpenBLAS's \(kernels) kernels (\(String(cString: strerror(errno)))); OpenBLAS's own choice runs")
     }
@@ -60,7 +64,10 @@ enum BLASEnvironment {
         }
         if finished.wait(timeout: .now() + probeDeadline) == .timedOut {
             process.terminate()
-            finished.wait()
+            if finished.wait(timeout: .now() + 5) == .timedOut {
+                kill(process.processIdentifier, SIGKILL)
+                finished.wait()
+            }
             warn("could not time OpenBLAS's \(kernels) kernels: the probe took longer than \(Int(probeDeadline)) s and was stopped")
             return nil
         }

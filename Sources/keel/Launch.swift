@@ -71,6 +71,11 @@ struct Launch: ParsableCommand {
     }
 
     func run() throws {
+        // What keel set when it chose OpenBLAS's kernels for this machine stays here: srun passes the whole environment
+        // to every machine, and each chooses its own (local ranks from this machine's cache).
+        if ProcessInfo.processInfo.environment[OpenBLASKernels.reasonVariable] != nil {
+            for name in ["OPENBLAS_CORETYPE", "KEEL_NO_REEXEC", OpenBLASKernels.reasonVariable] { unsetenv(name) }
+        }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let arguments = usesSrun ? srunArguments(executable: executable)
             : mpirunArguments(executable: executable, environment: ProcessInfo.processInfo.environment)
@@ -105,12 +110,7 @@ struct Launch: ParsableCommand {
             // its share of the machine's cores instead.
             arguments += ["--map-by", "slot:PE=\(cores / nproc)"]
         }
-        // Not forwarded: what keel set when it chose OpenBLAS's kernels for this machine (another machine chooses its
-        // own; local ranks inherit mpirun's environment, and with it this machine's choice).
-        var chosenHere: Set<String> = ["KEEL_NO_REEXEC", OpenBLASKernels.reasonVariable]
-        if environment[OpenBLASKernels.reasonVariable] != nil { chosenHere.insert("OPENBLAS_CORETYPE") }
-        for name in environment.keys.sorted()
-        where ["KEEL_", "OPENBLAS_", "OMP_"].contains(where: { name.hasPrefix($0) }) && !chosenHere.contains(name) {
+        for name in environment.keys.sorted() where ["KEEL_", "OPENBLAS_", "OMP_"].contains(where: { name.hasPrefix($0) }) {
             arguments += ["-x", name]
         }
         return arguments + [executable] + command

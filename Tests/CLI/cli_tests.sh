@@ -153,7 +153,7 @@ done
 if grep -q -w avx512f /proc/cpuinfo; then
     expect_ok "train with a fresh cache of OpenBLAS's kernel rates" env -u OPENBLAS_CORETYPE -u KEEL_NO_REEXEC KEEL_BLAS=openblas \
         XDG_CACHE_HOME="$work/kernels-cache" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-run" --set training.steps=1
-    check "both kernel sets were timed and the faster runs (SkylakeX unless Haswell is 3% faster), as hardware.json says" \
+    check "both kernel sets were timed and the faster runs (SkylakeX unless it is 3% slower), as hardware.json says" \
         '(r := json.load(open(sys.argv[1]))["rates"]) and sorted(k.split("(kernels: ")[1] for k in r) == ["Haswell)", "SkylakeX)"] and all(k.startswith("OpenBLAS ") for k in r) and all(v > 0 for v in r.values()) and ("(kernels: %s)" % ("SkylakeX" if [v for k, v in r.items() if "SkylakeX" in k][0] >= 0.97 * max(r.values()) else "Haswell")) in (b := json.load(open(sys.argv[2]))["blas"]) and "kernels chosen by measurement: " in b and "saved to " + sys.argv[1] in b' \
         "$work/kernels-cache/keel/openblas-kernels.json" "$work/kernels-run/hardware.json"
     cp "$work/kernels-cache/keel/openblas-kernels.json" "$work/kernels-first.json"
@@ -174,7 +174,8 @@ if grep -q -w avx512f /proc/cpuinfo; then
         && pass "a kernel set the user names is kept, nothing timed" || fail "a kernel set the user names is kept, nothing timed"
     expect_ok "train with KEEL_NO_REEXEC=1" env -u OPENBLAS_CORETYPE KEEL_NO_REEXEC=1 KEEL_BLAS=openblas \
         XDG_CACHE_HOME="$work/kernels-kept" "$keel" train --config "$work/tiny.toml" --out "$work/kernels-kept-run" --set training.steps=1
-    ! grep -q "kernels chosen" "$work/kernels-kept-run/hardware.json" && [ ! -e "$work/kernels-kept/keel/openblas-kernels.json" ] \
+    [ -f "$work/kernels-kept-run/hardware.json" ] && ! grep -q "kernels chosen" "$work/kernels-kept-run/hardware.json" \
+        && [ ! -e "$work/kernels-kept/keel/openblas-kernels.json" ] \
         && pass "KEEL_NO_REEXEC=1 leaves OpenBLAS's kernels to OpenBLAS, nothing timed" \
         || fail "KEEL_NO_REEXEC=1 leaves OpenBLAS's kernels to OpenBLAS, nothing timed"
 else

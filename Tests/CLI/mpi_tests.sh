@@ -161,13 +161,13 @@ else
 fi
 
 # The environment forwarded to the ranks (-x): KEEL_*, OPENBLAS_* and OMP_*, but not what keel set when it chose
-# OpenBLAS's kernels for this machine (a remote machine chooses its own); a kernel set the user named is forwarded.
+# OpenBLAS's kernels for this machine (a remote machine chooses its own); what the user set is forwarded.
 if env KEEL_NO_REEXEC=1 OPENBLAS_CORETYPE=Haswell KEEL_OPENBLAS_KERNELS="by measurement: x" KEEL_EXAMPLE=1 \
     "$keel" launch --nproc 1 --dry-run -- train --config "$c" >"$work/out" 2>"$work/err" \
     && grep -q -- "-x KEEL_EXAMPLE " "$work/err" && ! grep -q -- "-x OPENBLAS_CORETYPE" "$work/err" \
     && ! grep -q -- "-x KEEL_OPENBLAS_KERNELS" "$work/err" && ! grep -q -- "-x KEEL_NO_REEXEC" "$work/err" \
     && env KEEL_NO_REEXEC=1 OPENBLAS_CORETYPE=SkylakeX "$keel" launch --nproc 1 --dry-run -- train --config "$c" \
-        >"$work/out" 2>"$work/err" && grep -q -- "-x OPENBLAS_CORETYPE " "$work/err"; then
+        >"$work/out" 2>"$work/err" && grep -q -- "-x KEEL_NO_REEXEC " "$work/err" && grep -q -- "-x OPENBLAS_CORETYPE " "$work/err"; then
     pass "launch forwards the user's KEEL_*/OPENBLAS_* variables, not keel's own kernel choice"
 else
     fail "launch forwards the user's KEEL_*/OPENBLAS_* variables, not keel's own kernel choice: $(cat "$work/err")"
