@@ -17,8 +17,9 @@ public enum OpenBLASKernels {
     public static let probeVariable = "KEEL_OPENBLAS_PROBE"
     /// How the kernels were chosen, passed by `keel` to the process it re-executes (`BLASLibrary.description`).
     public static let reasonVariable = "KEEL_OPENBLAS_KERNELS"
-    /// Times each candidate is measured, alternating, keeping its best: the host's slow phases hit both alike.
-    static let rounds = 3
+    /// Times each candidate is measured, alternating, keeping its best: the host's slow phases hit both alike. Five:
+    /// with three, a slow phase over the whole measurement (about a second) once made Zen 4 cache the slower set.
+    static let rounds = 5
 
     /// The linked OpenBLAS's calibration rate (GFLOP/s of `BLASLibrary`'s calibration) with the kernels it loaded.
     public static func probeRate() throws -> Double { try BLASLibrary.load(.openblas).calibrationRate() }
