@@ -24,12 +24,7 @@ public struct HostDescription: Codable, Sendable, Equatable {
 
     /// This machine, for a run of `processes` processes of `threads` threads each.
     public static func current(processes: Int, threads: Int) -> HostDescription {
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let lines = cpuinfo.split(separator: "\n")
-        func field(_ name: String) -> String? {
-            lines.first { $0.hasPrefix(name) }.flatMap { $0.split(separator: ":", maxSplits: 1).last }
-                .map { $0.trimmingCharacters(in: .whitespaces) }
-        }
+        let field = firstProcessor()
         let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
         let interesting = ["avx2", "avx512f", "avx512_bf16", "avx_vnni", "avx512_vnni", "amx_tile", "amx_bf16"]
         let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
@@ -38,6 +33,26 @@ public struct HostDescription: Codable, Sendable, Equatable {
         return HostDescription(cpu: field("model name") ?? "unknown", instructionSets: interesting.filter(flags.contains),
                                logicalCores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: kilobytes * 1024,
                                processes: processes, threadsPerProcess: threads)
+    }
+
+    /// "cpu family 25, model 17, stepping 1": which generation the CPU is, where a virtual machine's model name is
+    /// only "AMD EPYC" ("?" for a field /proc/cpuinfo lacks).
+    public static var cpuSignature: String {
+        let field = firstProcessor()
+        return ["cpu family", "model", "stepping"].map { "\($0) \(field($0) ?? "?")" }.joined(separator: ", ")
+    }
+
+    /// The fields of /proc/cpuinfo's first processor: a value by its field's whole name ("model" is not "model
+    /// name"), nil where absent or empty.
+    private static func firstProcessor() -> (String) -> String? {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let lines = cpuinfo.split(separator: "\n", omittingEmptySubsequences: false).prefix { !$0.isEmpty }
+        return { name in
+            lines.lazy.map { $0.split(separator: ":", maxSplits: 1) }
+                .first { $0.first?.trimmingCharacters(in: .whitespaces) == name }
+                .flatMap { $0.dropFirst().first }.map { $0.trimmingCharacters(in: .whitespaces) }
+                .flatMap { $0.isEmpty ? nil : $0 }
+        }
     }
 
     /// As JSON, keys sorted.

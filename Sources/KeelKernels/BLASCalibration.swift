@@ -29,14 +29,7 @@ struct BLASCalibration: Codable, Equatable {
     /// machine's choice to another.
     static var machine: String {
         let host = HostDescription.current(processes: 1, threads: 1)
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        // The first processor's lines: up to the first empty one.
-        let lines = cpuinfo.split(separator: "\n", omittingEmptySubsequences: false).prefix { !$0.isEmpty }
-        let identity = ["cpu family", "model", "stepping"].map { field in
-            let line = lines.first { $0.split(separator: ":").first?.trimmingCharacters(in: .whitespaces) == field }
-            return "\(field) \(line?.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "?")"
-        }
-        return "\(host.cpu) (\(identity.joined(separator: ", "))) [\(host.instructionSets.joined(separator: " "))]"
+        return "\(host.cpu) (\(HostDescription.cpuSignature)) [\(host.instructionSets.joined(separator: " "))]"
     }
 
     /// The cached calibration of `libraries` on this machine, or a new one from `measure`, saved; nil when there is

@@ -58,13 +58,11 @@ public enum OpenBLASKernels {
             let why = measured.isEmpty ? "no cache directory to keep a measurement in" : "the rates could not be saved in \(file!.path)"
             return (fallback, "without measurement (\(why)): \(fallback)")
         }
-        let rates = calibration.rates, note = "(\(fromCache ? "cached in" : "saved to") \(path))"
         let kernel = { (key: String) in candidates[keys.firstIndex(of: key)!] }
-        let chosen = BLASCalibration(machine: "", rates: rates, measured: "")
-            .fastest(preferring: keys[candidates.firstIndex(of: fallback)!], margin: margin)
-        let text = rates.sorted { $0.value > $1.value }.map { String(format: "%@ %.1f", kernel($0.key), $0.value) }
-            .joined(separator: ", ")
-        return (kernel(chosen), "by measurement: \(text) GFLOP/s \(note)")
+        let chosen = calibration.fastest(preferring: keys[candidates.firstIndex(of: fallback)!], margin: margin)
+        let text = calibration.rates.sorted { $0.value > $1.value }
+            .map { String(format: "%@ %.1f", kernel($0.key), $0.value) }.joined(separator: ", ")
+        return (kernel(chosen), "by measurement: \(text) GFLOP/s (\(fromCache ? "cached in" : "saved to") \(path))")
     }
 
     /// "OpenBLAS 0.3.21": the linked library's name and version, without the kernels it loaded.

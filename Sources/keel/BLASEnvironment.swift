@@ -23,9 +23,7 @@ enum BLASEnvironment {
         if environment[OpenBLASKernels.probeVariable] == "1" { runProbe() }
         let current = environment["OPENBLAS_CORETYPE"] ?? ""
         guard upgradable.contains(current.lowercased()), environment["KEEL_NO_REEXEC"] == nil,
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              flags.split(separator: " ").contains("avx512f"),
+              HostDescription.current(processes: 1, threads: 1).instructionSets.contains("avx512f"),
               let (kernels, reason) = OpenBLASKernels.choose(probe: probe)
         else { return }
         setenv("OPENBLAS_CORETYPE", kernels, 1)
@@ -36,10 +34,17 @@ enum BLASEnvironment {
         execv(executable, arguments)
         // execv returned: carry on with the library's own choice, in an environment as it was (processes this one
         // starts load what it loaded, and nothing describes a choice that did not happen).
-        if current.isEmpty { unsetenv("OPENBLAS_CORETYPE") } else { setenv("OPENBLAS_CORETYPE", current, 1) }
-        unsetenv("KEEL_NO_REEXEC")
-        unsetenv(OpenBLASKernels.reasonVariable)
+        forgetChoice()
+        if !current.isEmpty { setenv("OPENBLAS_CORETYPE", current, 1) }
         warn("could not re-execute with OpenBLAS's \(kernels) kernels (\(String(cString: strerror(errno)))); OpenBLAS's own choice runs")
+    }
+
+    /// Unsets what `selectCoreType` set when it chose OpenBLAS's kernels for this machine (nothing when it did not
+    /// choose): for `keel launch`, whose ranks may run on other machines (srun passes the whole environment) and
+    /// each choose their own, and for an `execv` that failed.
+    static func forgetChoice() {
+        guard ProcessInfo.processInfo.environment[OpenBLASKernels.reasonVariable] != nil else { return }
+        for name in ["OPENBLAS_CORETYPE", "KEEL_NO_REEXEC", OpenBLASKernels.reasonVariable] { unsetenv(name) }
     }
 
     /// The calibration rate of OpenBLAS with `kernels`, measured by this program in a process of its own; nil, with a

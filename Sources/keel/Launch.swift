@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import KeelCheckpoint
 import KeelCore
-import KeelKernels
 
 struct Launch: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -71,11 +70,8 @@ struct Launch: ParsableCommand {
     }
 
     func run() throws {
-        // What keel set when it chose OpenBLAS's kernels for this machine stays here: srun passes the whole environment
-        // to every machine, and each chooses its own (local ranks from this machine's cache).
-        if ProcessInfo.processInfo.environment[OpenBLASKernels.reasonVariable] != nil {
-            for name in ["OPENBLAS_CORETYPE", "KEEL_NO_REEXEC", OpenBLASKernels.reasonVariable] { unsetenv(name) }
-        }
+        // Each rank chooses OpenBLAS's kernels for its own machine (local ranks from this machine's cache).
+        BLASEnvironment.forgetChoice()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let arguments = usesSrun ? srunArguments(executable: executable)
             : mpirunArguments(executable: executable, environment: ProcessInfo.processInfo.environment)

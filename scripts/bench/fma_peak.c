@@ -19,39 +19,23 @@ static double now(void) {
 
 enum { ITERATIONS = 30000000 };
 
-__attribute__((target("avx2,fma"))) static double ymm_peak(void) {
-    __m256 a[12], x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-6f);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
-    double best = 1e9;
-    for (int run = 0; run < 3; run++) {
-        double start = now();
-        for (long i = 0; i < ITERATIONS; i++) {
-#define F(k) "vfmadd231ps %[x], %[y], %[a" #k "]\n\t"
-            __asm__ volatile(CHAINS(F) : OPERANDS : [x] "v"(x), [y] "v"(y));
-#undef F
-        }
-        double elapsed = now() - start;
-        if (elapsed < best) best = elapsed;
+// GFLOP/s of `ITERATIONS` × 12 FMAs on LANES-float vectors of TYPE (the best of 3 runs), as function NAME.
+#define PEAK(NAME, TARGET, TYPE, SET1, LANES)                                                                       \
+    __attribute__((target(TARGET))) static double NAME(void) {                                                      \
+        TYPE a[12], x = SET1(0.999f), y = SET1(1e-6f);                                                               \
+        for (int i = 0; i < 12; i++) a[i] = SET1((float)i);                                                          \
+        double best = 1e9;                                                                                           \
+        for (int run = 0; run < 3; run++) {                                                                          \
+            double start = now();                                                                                    \
+            for (long i = 0; i < ITERATIONS; i++) __asm__ volatile(CHAINS(FMA) : OPERANDS : [x] "v"(x), [y] "v"(y)); \
+            double elapsed = now() - start;                                                                          \
+            if (elapsed < best) best = elapsed;                                                                      \
+        }                                                                                                            \
+        return ITERATIONS * 12.0 * LANES * 2 / best / 1e9;                                                           \
     }
-    return ITERATIONS * 12.0 * 8 * 2 / best / 1e9;
-}
-
-__attribute__((target("avx512f"))) static double zmm_peak(void) {
-    __m512 a[12], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-6f);
-    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
-    double best = 1e9;
-    for (int run = 0; run < 3; run++) {
-        double start = now();
-        for (long i = 0; i < ITERATIONS; i++) {
-#define F(k) "vfmadd231ps %[x], %[y], %[a" #k "]\n\t"
-            __asm__ volatile(CHAINS(F) : OPERANDS : [x] "v"(x), [y] "v"(y));
-#undef F
-        }
-        double elapsed = now() - start;
-        if (elapsed < best) best = elapsed;
-    }
-    return ITERATIONS * 12.0 * 16 * 2 / best / 1e9;
-}
+#define FMA(k) "vfmadd231ps %[x], %[y], %[a" #k "]\n\t"
+PEAK(ymm_peak, "avx2,fma", __m256, _mm256_set1_ps, 8)
+PEAK(zmm_peak, "avx512f", __m512, _mm512_set1_ps, 16)
 
 int main(void) {
     printf("256-bit FMA: %.1f GFLOP/s on one thread\n", ymm_peak());
