@@ -16,6 +16,17 @@ export XDG_CACHE_HOME
 trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 swift build
 swift test
+# The bf16 kernel, model and training tests again on the engines a CPU without bf16 instructions uses, wherever they
+# are not the one Keel picks (that one ran above): blas (the fp32 library on rounded operands) and avx2 (widening in
+# registers), so that both engines' packed weights, attention and training run on every machine.
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+engines=""
+grep -qw avx512_bf16 <<<"$flags" && engines="blas"
+grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags" && engines="$engines avx2"
+for engine in $engines; do
+    echo "bf16 tests on the $engine engine"
+    KEEL_BF16_ENGINE=$engine swift test --skip-build --filter 'BFloat16GemmTests|MixedPrecisionTests|testBFloat16TrainingTracksFloat32'
+done
 bash Tests/CLI/cli_tests.sh .build/debug/keel
 bash Tests/CLI/dedup_tests.sh .build/debug/keel
 bash Tests/CLI/plan_tests.sh .build/debug/keel

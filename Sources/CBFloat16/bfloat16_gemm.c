@@ -598,6 +598,34 @@ AVX512F_FMA static void avx512f_blocks(int row0, int count, size_t a_stride, int
     }
 }
 
+/// 8 floats rounded as `avx2_round8` rounds them, each left in the top half of an fp32 (the product of two such
+/// values is exact in fp32, as on every engine).
+AVX2_FMA static void avx2_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out) {
+    for (int r = 0; r < rows; r++) {
+        const float *in = source + (size_t)r * ld;
+        float *to = out + (size_t)r * ld_out;
+        for (int c = 0; c < columns; c += 8) {
+            __m256i words = _mm256_cvtepu16_epi32(avx2_round8(in + c, columns - c));
+            __m256i bits = _mm256_slli_epi32(words, 16);
+            if (columns - c >= 8)
+                _mm256_storeu_si256((__m256i *)(to + c), bits);
+            else
+                _mm256_maskstore_epi32((int *)(to + c), _mm256_cmpgt_epi32(_mm256_set1_epi32(columns - c),
+                                                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                                       bits);
+        }
+    }
+}
+
+void keel_bf16_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out) {
+    if (keel_bf16_best_engine() != KEEL_BF16_NONE) {
+        avx2_round_rows(rows, columns, source, ld, out, ld_out);
+        return;
+    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < columns; c++) out[(size_t)r * ld_out + c] = portable_widen(portable_round(source[(size_t)r * ld + c]));
+}
+
 void keel_bf16_pack_a_slice(keel_bf16_engine engine, int transposed, int m, int k, const float *a, int lda,
                             uint16_t *packed, int total_k, int k_offset, int block_begin, int block_end) {
     if (engine == KEEL_BF16_PORTABLE)

@@ -51,17 +51,16 @@ public struct CausalAttention: Sendable {
     private static func slotCount(length t: Int, headDim d: Int) -> Int {
         // The largest packing among the products: scores (rows × keys × d), outputs (rows × d × keys) and the
         // key/value gradients (keys × d × rows).
-        func count(_ m: Int, _ n: Int, _ k: Int) -> Int { keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k)) }
-        let packing = max(count(blockRows, t, d), count(blockRows, d, t), count(t, d, blockRows))
-        return (2 * blockRows * t + (packing + 1) / 2 + 15) / 16 * 16
+        func floats(_ m: Int, _ n: Int, _ k: Int) -> Int { (serialBFloat16ScratchBytes(m: m, n: n, k: k) + 3) / 4 }
+        let packing = max(floats(blockRows, t, d), floats(blockRows, d, t), floats(t, d, blockRows))
+        return (2 * blockRows * t + packing + 15) / 16 * 16
     }
 
     /// Thread `slot`'s two score blocks and its packing space.
     private func slotScratch(_ scratch: UnsafeMutablePointer<Float>, _ slot: Int)
-        -> (scores: UnsafeMutablePointer<Float>, packing: UnsafeMutablePointer<UInt16>) {
+        -> (scores: UnsafeMutablePointer<Float>, packing: UnsafeMutableRawPointer) {
         let start = scratch + slot * CausalAttention.slotCount(length: length, headDim: headDim)
-        let packing = UnsafeMutableRawPointer(start + 2 * CausalAttention.blockRows * length)
-        return (start, packing.bindMemory(to: UInt16.self, capacity: 1))
+        return (start, UnsafeMutableRawPointer(start + 2 * CausalAttention.blockRows * length))
     }
 
     /// One of the block products, on the calling thread: OpenBLAS in fp32, bf16 tiles in bf16.
@@ -69,7 +68,7 @@ public struct CausalAttention: Sendable {
     private func product(
         _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
         _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-        beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, packing: UnsafeMutablePointer<UInt16>
+        beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, packing: UnsafeMutableRawPointer
     ) {
         switch precision {
         case .float32:

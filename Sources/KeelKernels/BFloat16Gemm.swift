@@ -13,8 +13,9 @@ public enum MatrixPrecision: String, Sendable, CaseIterable {
     case bfloat16 = "bf16"
 }
 
-/// The instructions bf16 products run on. Every engine rounds and packs the operands into the same bytes and
-/// sums in fp32; they differ in speed and in the order of the sums within a pair of k (AMX).
+/// The instructions bf16 products run on. Every engine rounds the operands to the same bf16 values and sums their
+/// products (exact in fp32) in fp32; they differ in speed and in the order of the sums: within a pair of k (AMX), or
+/// the fp32 library's own order (`blas`).
 public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// Intel AMX tiles (Sapphire Rapids and later).
     case amx
@@ -29,9 +30,15 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
     /// reference the others are tested against.
     case portable
+    /// The fp32 library on bf16 values: the operands rounded to bf16 as every engine rounds them, held as fp32
+    /// (the bf16 in the top half), then multiplied by the sgemm `BLASLibrary` chose. Each product is exact in fp32,
+    /// as on every engine; the sums run in the library's order, so results differ from the other engines' by the
+    /// order of the sums only. The default on CPUs without bf16 instructions, where the library's kernels outrun
+    /// Keel's widening ones (docs/benchmarks.md).
+    case blas
 
     /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
-    /// `avx512`, `avx512f`, `avx2`, `portable`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
+    /// `avx512`, `avx512f`, `avx2`, `portable`, `blas`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
     /// standard error).
     public static let selected: BFloat16Engine = {
         let available = BFloat16Engine.available
@@ -39,14 +46,15 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
                                  isAvailable: available.contains, fallback: available[0].rawValue) ?? available[0]
     }()
 
-    /// The engines this CPU and operating system support, fastest first; the portable one always.
+    /// The engines this CPU and operating system support, fastest first (the portable one last): `blas` on every
+    /// CPU, first where there are no bf16 instructions.
     public static let available: [BFloat16Engine] = {
         switch keel_bf16_best_engine() {
-        case KEEL_BF16_AMX: [.amx, .avx512, .avx512f, .avx2, .portable]
-        case KEEL_BF16_AVX512: [.avx512, .avx512f, .avx2, .portable]
-        case KEEL_BF16_AVX512F: [.avx512f, .avx2, .portable]
-        case KEEL_BF16_AVX2: [.avx2, .portable]
-        default: [.portable]
+        case KEEL_BF16_AMX: [.amx, .avx512, .blas, .avx512f, .avx2, .portable]
+        case KEEL_BF16_AVX512: [.avx512, .blas, .avx512f, .avx2, .portable]
+        case KEEL_BF16_AVX512F: [.blas, .avx512f, .avx2, .portable]
+        case KEEL_BF16_AVX2: [.blas, .avx2, .portable]
+        default: [.blas, .portable]
         }
     }()
 
@@ -57,9 +65,11 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; its speed not measured on a CPU that picks it"
         case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.88–1.00× fp32's speed as measured on AMD Zen 4/5 forced onto it"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
+        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.93–1.00× fp32's speed as measured on AMD Zen 4 forced onto AVX2"
         }
     }
 
+    /// The C engine that packs and multiplies bf16 blocks; `blas` packs none.
     var native: keel_bf16_engine {
         switch self {
         case .amx: KEEL_BF16_AMX
@@ -67,6 +77,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         case .avx512f: KEEL_BF16_AVX512F
         case .avx2: KEEL_BF16_AVX2
         case .portable: KEEL_BF16_PORTABLE
+        case .blas: preconditionFailure("the blas engine packs no bf16 blocks")
         }
     }
 }
@@ -74,24 +85,49 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
 /// The right-hand operand op(B)[k×n] of bf16 products, packed once and read by many: a weight that
 /// several products in a row multiply (the output head, chunk after chunk).
 public final class PackedOperand: @unchecked Sendable {
-    private var storage = PackingBuffer()
+    private var storage = AlignedBuffer<UInt16>()
+    private var rounded = AlignedBuffer<Float>()
     /// The depth and width of the packed matrix.
     public private(set) var k = 0, n = 0
+    private var contents: Operand?
 
     public init() {}
 
-    /// Rounds op(B)[k×n] (row-major storage, `ldb` defaulting to the dense row length) to bf16 and packs it.
+    /// Rounds op(B)[k×n] (row-major storage, `ldb` defaulting to the dense row length) to bf16 and packs it (for
+    /// the `blas` engine: keeps the rounded values in fp32, stored as B is).
     public func pack(_ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int? = nil) {
         self.k = k
         self.n = n
         let ldb = ldb ?? (transB == .none ? n : k)
+        if BFloat16Engine.selected == .blas {
+            let (rows, columns) = transB == .none ? (k, n) : (n, k)
+            let destination = rounded.reserve(rows * columns)
+            roundRows(rows: rows, columns: columns, b, ld: ldb, into: destination, ldOut: columns)
+            contents = .rounded(transB, destination, ld: columns)
+            return
+        }
         let destination = storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
         ThreadPool.shared.parallelFor((n + 31) / 32) { blocks in
             packRight(BFloat16Engine.selected, transB, k: k, n: n, b, ldb: ldb, into: destination, blocks: blocks)
         }
+        contents = .packed(destination)
     }
 
-    var packed: UnsafePointer<UInt16> { UnsafePointer(storage.pointer!) }
+    /// Reads the matrix `other` holds as op(B)[k×n] through `transB`, instead of packing it again, where the engine
+    /// keeps operands as they are stored (`blas`: a linear layer's two products read one rounded weight). Returns
+    /// false, changing nothing, where each product needs its own packing.
+    func share(_ other: PackedOperand, _ transB: Transpose, k: Int, n: Int) -> Bool {
+        guard case .rounded(_, let pointer, let ld)? = other.contents else { return false }
+        precondition(k * n == other.k * other.n, "a shared operand of \(k)×\(n) from one of \(other.k)×\(other.n)")
+        (self.k, self.n, contents) = (k, n, .rounded(transB, pointer, ld: ld))
+        return true
+    }
+
+    /// The matrix as `bfloat16Gemm` reads it.
+    var operand: Operand {
+        guard let contents else { preconditionFailure("a bf16 operand multiplied before it was packed") }
+        return contents
+    }
 }
 
 /// C[M×N] = alpha · op(A) · B + beta · C with a packed B, in bf16 (see `gemm`).
@@ -100,16 +136,18 @@ public func gemm(
     packed b: PackedOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
     bfloat16Gemm(m: m, n: b.n, k: b.k, alpha: alpha, left: .matrix(transA, a, ld: lda ?? (transA == .none ? b.k : m)),
-                 right: .packed(b.packed), beta: beta, c, ldc: ldc ?? b.n)
+                 right: b.operand, beta: beta, c, ldc: ldc ?? b.n)
 }
 
 /// The left operand op(A)[m×k] of a bf16 product whose K arrives in slices: packed slice by slice, then
 /// multiplied once. The output head's weight gradient is such a product: its K is the batch's rows, whose
 /// ∂loss/∂logits exist one chunk at a time.
 public final class PackedLeftOperand: @unchecked Sendable {
-    private var storage = PackingBuffer()
+    private var storage = AlignedBuffer<UInt16>()
+    private var rounded = AlignedBuffer<Float>()
     /// The height and depth of the packed matrix.
     public private(set) var m = 0, k = 0
+    private var contents: Operand?
 
     public init() {}
 
@@ -117,21 +155,45 @@ public final class PackedLeftOperand: @unchecked Sendable {
     public func reserve(m: Int, k: Int) {
         self.m = m
         self.k = k
-        _ = storage.reserve(keel_bf16_packed_count(Int32(m), Int32(k)))
-    }
-
-    /// Rounds op(A)[m × columns] to bf16 and packs it as K columns [offset, offset + columns); `offset` is a
-    /// multiple of 32, and only the last slice may have a `columns` that is not.
-    public func pack(_ transA: Transpose, columns: Int, offset: Int, _ a: UnsafePointer<Float>, lda: Int) {
-        precondition(offset % Int(KEEL_BF16_KSTEP) == 0 && offset + columns <= k, "slice \(offset)+\(columns) of K = \(k)")
-        let (m, k, destination) = (m, k, storage.pointer!)
-        ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
-            keel_bf16_pack_a_slice(BFloat16Engine.selected.native, transA.flag, Int32(m), Int32(columns), a, Int32(lda), destination, Int32(k),
-                                   Int32(offset), Int32(blocks.lowerBound), Int32(blocks.upperBound))
+        if BFloat16Engine.selected == .blas {
+            contents = .rounded(.none, rounded.reserve(m * k), ld: k)
+        } else {
+            contents = .packed(storage.reserve(keel_bf16_packed_count(Int32(m), Int32(k))))
         }
     }
 
-    var packed: UnsafePointer<UInt16> { UnsafePointer(storage.pointer!) }
+    /// Rounds op(A)[m × columns] to bf16 and packs it as K columns [offset, offset + columns); `offset` is a
+    /// multiple of 32, and only the last slice may have a `columns` that is not. Every slice is stored alike
+    /// (`transA`).
+    public func pack(_ transA: Transpose, columns: Int, offset: Int, _ a: UnsafePointer<Float>, lda: Int) {
+        precondition(offset % Int(KEEL_BF16_KSTEP) == 0 && offset + columns <= k, "slice \(offset)+\(columns) of K = \(k)")
+        let (m, k) = (m, k)
+        switch operand {
+        case .rounded(_, let destination, _):
+            // Kept as A is stored: op(A)'s rows (m × k), or for a transposed A its K rows (k × m), whose slice is a
+            // block of whole rows.
+            let target = UnsafeMutablePointer(mutating: destination)
+            if transA == .none {
+                roundRows(rows: m, columns: columns, a, ld: lda, into: target + offset, ldOut: k)
+            } else {
+                roundRows(rows: columns, columns: m, a, ld: lda, into: target + offset * m, ldOut: m)
+            }
+            contents = .rounded(transA, destination, ld: transA == .none ? k : m)
+        case .packed(let destination):
+            let target = UnsafeMutablePointer(mutating: destination)
+            ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
+                keel_bf16_pack_a_slice(BFloat16Engine.selected.native, transA.flag, Int32(m), Int32(columns), a, Int32(lda), target,
+                                       Int32(k), Int32(offset), Int32(blocks.lowerBound), Int32(blocks.upperBound))
+            }
+        case .matrix: preconditionFailure("a packed operand is never a plain matrix")
+        }
+    }
+
+    /// The matrix as `bfloat16Gemm` reads it, once every slice is packed.
+    var operand: Operand {
+        guard let contents else { preconditionFailure("a bf16 operand multiplied before it was reserved") }
+        return contents
+    }
 }
 
 /// C[M×N] = alpha · A · op(B) + beta · C with a packed A, in bf16 (see `gemm`).
@@ -139,15 +201,16 @@ public func gemm(
     packed a: PackedLeftOperand, _ transB: Transpose, n: Int, alpha: Float = 1, _ b: UnsafePointer<Float>, ldb: Int? = nil,
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
-    bfloat16Gemm(m: a.m, n: n, k: a.k, alpha: alpha, left: .packed(a.packed),
+    bfloat16Gemm(m: a.m, n: n, k: a.k, alpha: alpha, left: a.operand,
                  right: .matrix(transB, b, ld: ldb ?? (transB == .none ? n : a.k)), beta: beta, c, ldc: ldc ?? n)
 }
 
-/// An operand of `bfloat16Gemm`: an fp32 matrix to round and pack (with its transpose and row stride), or
-/// one packed already.
+/// An operand of `bfloat16Gemm`: an fp32 matrix to round and pack (with its transpose and row stride), one
+/// packed already, or (the `blas` engine's) one rounded already, held in fp32 as stored.
 enum Operand {
     case matrix(Transpose, UnsafePointer<Float>, ld: Int)
     case packed(UnsafePointer<UInt16>)
+    case rounded(Transpose, UnsafePointer<Float>, ld: Int)
 }
 
 /// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs the operands that are not packed yet in
@@ -158,18 +221,28 @@ func bfloat16Gemm(
     ldc: Int, engine: BFloat16Engine = BFloat16Engine.selected
 ) {
     guard m > 0, n > 0 else { return }
+    if engine == .blas {
+        roundedGemm(m: m, n: n, k: k, alpha: alpha, left: left, right: right, beta: beta, c, ldc: ldc)
+        return
+    }
     packingLock.withLock { _ in
         let rowBlocks = (m + 31) / 32, columnBlocks = (n + 31) / 32
         // Where each operand is packed: its own packing when it comes packed, scratch when it is to be packed here.
         let packedA: UnsafePointer<UInt16>, packedB: UnsafePointer<UInt16>
         var leftBlocks = 0, rightBlocks = 0
-        if case .packed(let pointer) = left { packedA = pointer } else {
+        switch left {
+        case .packed(let pointer): packedA = pointer
+        case .matrix:
             packedA = UnsafePointer(scratch.a.reserve(keel_bf16_packed_count(Int32(m), Int32(k))))
             leftBlocks = rowBlocks
+        case .rounded: preconditionFailure("an operand rounded for the blas engine, multiplied on \(engine)")
         }
-        if case .packed(let pointer) = right { packedB = pointer } else {
+        switch right {
+        case .packed(let pointer): packedB = pointer
+        case .matrix:
             packedB = UnsafePointer(scratch.b.reserve(keel_bf16_packed_count(Int32(n), Int32(k))))
             rightBlocks = columnBlocks
+        case .rounded: preconditionFailure("an operand rounded for the blas engine, multiplied on \(engine)")
         }
         // One loop packs both: A's row blocks first, then B's column blocks.
         ThreadPool.shared.parallelFor(leftBlocks + rightBlocks) { blocks in
@@ -191,15 +264,89 @@ func bfloat16Gemm(
     }
 }
 
-/// A bf16 product on the calling thread, for kernels that are already parallel: packs both operands into
-/// `scratch` (`keel_bf16_serial_scratch_count(m, n, k)` values).
+/// The `blas` engine's product: the operands not rounded yet are rounded into scratch as they are stored (in
+/// parallel, both in one loop), then the fp32 `gemm` multiplies the rounded values.
+private func roundedGemm(
+    m: Int, n: Int, k: Int, alpha: Float, left: Operand, right: Operand, beta: Float, _ c: UnsafeMutablePointer<Float>,
+    ldc: Int
+) {
+    packingLock.withLock { _ in
+        let a = RoundedOperand(left, rows: m, columns: k, scratch: &scratch.roundedA)
+        let b = RoundedOperand(right, rows: k, columns: n, scratch: &scratch.roundedB)
+        ThreadPool.shared.parallelFor(a.rowsToRound + b.rowsToRound) { rows in
+            // A's stored rows first, then B's.
+            let own = rows.clamped(to: a.rowsToRound..<a.rowsToRound + b.rowsToRound)
+            a.round(rows.clamped(to: 0..<a.rowsToRound))
+            b.round((own.lowerBound - a.rowsToRound)..<(own.upperBound - a.rowsToRound))
+        }
+        gemm(a.transpose, b.transpose, m: m, n: n, k: k, alpha: alpha, a.pointer, lda: a.ld, b.pointer, ldb: b.ld, beta: beta,
+             c, ldc: ldc)
+    }
+}
+
+/// An operand of the `blas` engine's product as the fp32 `gemm` reads it: rounded already, or a matrix to round
+/// into scratch, kept as it is stored (dense rows).
+private struct RoundedOperand {
+    let transpose: Transpose, pointer: UnsafePointer<Float>, ld: Int
+    /// The matrix still to round (nil when it was rounded already), and its stored rows.
+    private let source: (pointer: UnsafePointer<Float>, ld: Int)?
+    let rowsToRound: Int
+
+    /// `operand` as op(X)[rows × columns].
+    init(_ operand: Operand, rows: Int, columns: Int, scratch: inout AlignedBuffer<Float>) {
+        switch operand {
+        case .rounded(let transpose, let pointer, let ld):
+            (self.transpose, self.pointer, self.ld, source, rowsToRound) = (transpose, pointer, ld, nil, 0)
+        case .matrix(let transpose, let matrix, let ld):
+            let (stored, width) = transpose == .none ? (rows, columns) : (columns, rows)
+            (self.transpose, self.ld, source, rowsToRound) = (transpose, width, (matrix, ld), stored)
+            pointer = UnsafePointer(scratch.reserve(stored * width))
+        case .packed: preconditionFailure("an operand packed in bf16 blocks, multiplied on the blas engine")
+        }
+    }
+
+    /// Rounds the stored rows `rows` (none when empty or when nothing is to round).
+    func round(_ rows: Range<Int>) {
+        guard let source, !rows.isEmpty else { return }
+        keel_bf16_round_rows(Int32(rows.count), Int32(ld), source.pointer + rows.lowerBound * source.ld, Int32(source.ld),
+                             UnsafeMutablePointer(mutating: pointer) + rows.lowerBound * ld, Int32(ld))
+    }
+}
+
+/// Rounds `rows` × `columns` floats to bf16 values held in fp32, the rows split among the pool's threads.
+private func roundRows(
+    rows: Int, columns: Int, _ source: UnsafePointer<Float>, ld: Int, into destination: UnsafeMutablePointer<Float>, ldOut: Int
+) {
+    ThreadPool.shared.parallelFor(rows) { range in
+        keel_bf16_round_rows(Int32(range.count), Int32(columns), source + range.lowerBound * ld, Int32(ld),
+                             destination + range.lowerBound * ldOut, Int32(ldOut))
+    }
+}
+
+/// Bytes of scratch `serialBFloat16Gemm` needs for an m×n×k product on the selected engine.
+func serialBFloat16ScratchBytes(m: Int, n: Int, k: Int) -> Int {
+    BFloat16Engine.selected == .blas ? 4 * (m * k + k * n) : 2 * keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k))
+}
+
+/// A bf16 product on the calling thread, for kernels that are already parallel: packs (or, on the `blas` engine,
+/// rounds) both operands into `scratch` (`serialBFloat16ScratchBytes(m:n:k:)` bytes, 64-byte aligned).
 func serialBFloat16Gemm(
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
     _ b: UnsafePointer<Float>, ldb: Int, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-    scratch: UnsafeMutablePointer<UInt16>
+    scratch: UnsafeMutableRawPointer
 ) {
-    keel_bf16_gemm_serial(BFloat16Engine.selected.native, transA.flag, transB.flag,
-                          Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), scratch)
+    guard BFloat16Engine.selected == .blas else {
+        let packing = scratch.bindMemory(to: UInt16.self, capacity: keel_bf16_serial_scratch_count(Int32(m), Int32(n), Int32(k)))
+        keel_bf16_gemm_serial(BFloat16Engine.selected.native, transA.flag, transB.flag,
+                              Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), packing)
+        return
+    }
+    let roundedA = scratch.bindMemory(to: Float.self, capacity: m * k + k * n), roundedB = roundedA + m * k
+    let (aRows, aColumns) = transA == .none ? (m, k) : (k, m), (bRows, bColumns) = transB == .none ? (k, n) : (n, k)
+    keel_bf16_round_rows(Int32(aRows), Int32(aColumns), a, Int32(lda), roundedA, Int32(aColumns))
+    keel_bf16_round_rows(Int32(bRows), Int32(bColumns), b, Int32(ldb), roundedB, Int32(bColumns))
+    serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, roundedA, lda: aColumns, roundedB, ldb: bColumns, beta: beta,
+               c, ldc: ldc)
 }
 
 /// Rounds and packs the 32-column blocks `blocks` of op(B)[k×n] (none when the range is empty).
@@ -211,17 +358,17 @@ private func packRight(
                      Int32(blocks.lowerBound), Int32(blocks.upperBound))
 }
 
-/// A grow-only, 64-byte aligned buffer of bf16 values: packing allocates only when a product is larger
-/// than any before it.
-struct PackingBuffer: ~Copyable {
-    private(set) var pointer: UnsafeMutablePointer<UInt16>?
+/// A grow-only, 64-byte aligned buffer: packing and rounding allocate only when a product is larger than any
+/// before it.
+struct AlignedBuffer<Element: BitwiseCopyable>: ~Copyable {
+    private(set) var pointer: UnsafeMutablePointer<Element>?
     private var capacity = 0
 
-    mutating func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+    mutating func reserve(_ count: Int) -> UnsafeMutablePointer<Element> {
         if count > capacity || pointer == nil {
             pointer.map { UnsafeMutableRawPointer($0).deallocate() }
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 2, alignment: 64)
-            pointer = raw.bindMemory(to: UInt16.self, capacity: max(count, 1))
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Element>.stride, alignment: 64)
+            pointer = raw.bindMemory(to: Element.self, capacity: max(count, 1))
             capacity = max(count, 1)
         }
         return pointer!
@@ -230,9 +377,11 @@ struct PackingBuffer: ~Copyable {
     deinit { pointer.map { UnsafeMutableRawPointer($0).deallocate() } }
 }
 
-/// Packing space of the products that pack both operands; `packingLock` makes products run one at a time.
+/// Packing space of the products that pack both operands (rounding space on the `blas` engine); `packingLock` makes
+/// products run one at a time.
 private final class PackingScratch: @unchecked Sendable {
-    var a = PackingBuffer(), b = PackingBuffer()
+    var a = AlignedBuffer<UInt16>(), b = AlignedBuffer<UInt16>()
+    var roundedA = AlignedBuffer<Float>(), roundedB = AlignedBuffer<Float>()
 }
 
 private let scratch = PackingScratch()

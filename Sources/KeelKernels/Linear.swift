@@ -86,11 +86,14 @@ public struct LinearShape: Sendable {
         }
     }
 
-    /// Packs `weight` in bf16 for the forward product and the input-gradient product.
+    /// Packs `weight` in bf16 for the forward product and the input-gradient product (on the `blas` engine, which
+    /// keeps the weight as it is stored, rounds it once for both).
     public func pack(_ weight: UnsafePointer<Float>, into packed: PackedLinearWeight) {
         let forward = forwardOperand, inputGradient = inputGradientOperand
         packed.forward.pack(forward.transpose, k: inFeatures, n: outFeatures, weight, ldb: forward.ldb)
-        packed.inputGradient.pack(inputGradient.transpose, k: outFeatures, n: inFeatures, weight, ldb: inputGradient.ldb)
+        if !packed.inputGradient.share(packed.forward, inputGradient.transpose, k: outFeatures, n: inFeatures) {
+            packed.inputGradient.pack(inputGradient.transpose, k: outFeatures, n: inFeatures, weight, ldb: inputGradient.ldb)
+        }
     }
 
     /// How the forward product reads W as its right operand [I, O].

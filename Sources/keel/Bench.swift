@@ -81,7 +81,7 @@ struct Bench: ParsableCommand {
             print(String(format: "sgemm ceiling on this machine: %.1f GFLOP/s (OpenBLAS threaded %.1f, Keel's gemm %.1f)",
                          ceiling, measured.openBLAS, measured.keel))
             if let bfloat16Ceiling {
-                print(String(format: "bf16 product ceiling (%@, packing included): %.1f GFLOP/s",
+                print(String(format: "bf16 product ceiling (%@, rounding and packing included): %.1f GFLOP/s",
                              BFloat16Engine.selected.rawValue, bfloat16Ceiling))
             }
         }

@@ -71,10 +71,11 @@ check "metrics steps are 1..6, once each, with finite losses" \
     "$work/run/metrics.jsonl"
 
 # bf16 training on each engine this CPU has: the log and hardware.json name the engine (the log says when it is no
-# faster than fp32), and the engines other than AMX sum in the same order, so their runs' losses are the same floats.
+# faster than fp32), and the engines other than AMX and blas sum in the same order, so their runs' losses are the same
+# floats; blas (the fp32 library on the rounded operands, on every CPU) differs from them by the order of sums only.
 flags=$(grep -m1 '^flags' /proc/cpuinfo)
 has() { for flag in "$@"; do grep -qw "$flag" <<<"$flags" || return 1; done; }
-engines="portable" same_order=""
+engines="portable blas" same_order=""
 if has avx2 fma; then engines="$engines avx2" same_order="$same_order avx2"; else echo "not run: the avx2 engine (no AVX2 + FMA)"; fi
 if has avx2 fma avx512f; then engines="$engines avx512f" same_order="$same_order avx512f"
 else echo "not run: the avx512f engine (no AVX-512F)"; fi
@@ -100,6 +101,10 @@ for engine in $same_order; do
         '[r["loss"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [r["loss"] for r in map(json.loads, open(sys.argv[2])) if "loss" in r]' \
         "$work/bf16-$engine/metrics.jsonl" "$work/bf16-portable/metrics.jsonl"
 done
+# Summing in another order moves the losses far less than bf16's rounding does (the fp32 run's distance from them).
+check "bf16 losses on blas are within a tenth of fp32's distance from the portable engine's" \
+    '(lambda L: len(L(1)) == len(L(3)) == 6 and max(abs(x - y) for x, y in zip(L(1), L(3))) < 0.1 * max(abs(x - y) for x, y in zip(L(2), L(3))))(lambda i: [r["loss"] for r in map(json.loads, open(sys.argv[i])) if "loss" in r])' \
+    "$work/bf16-blas/metrics.jsonl" "$work/run/metrics.jsonl" "$work/bf16-portable/metrics.jsonl"
 
 # The fp32 matrix library: measured against the others this machine has, the result cached per machine, or
 # named by KEEL_BLAS; hardware.json records which and why.

@@ -31,7 +31,7 @@ final class BFloat16GemmTests: XCTestCase {
         let flags = Set(line.split(separator: " ").map(String.init))
         let expected: [(BFloat16Engine, [String])] = [
             (.amx, ["amx_bf16", "amx_tile", "avx512_bf16"]), (.avx512, ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]),
-            (.avx512f, ["avx2", "fma", "avx512f"]), (.avx2, ["avx2", "fma"]), (.portable, []),
+            (.avx512f, ["avx2", "fma", "avx512f"]), (.avx2, ["avx2", "fma"]), (.portable, []), (.blas, []),
         ]
         for (engine, needs) in expected {
             XCTAssertEqual(BFloat16Engine.available.contains(engine), flags.isSuperset(of: needs), "\(engine) needs \(needs)")
@@ -39,8 +39,8 @@ final class BFloat16GemmTests: XCTestCase {
         print("bf16 engines on this CPU: \(BFloat16Engine.available.map(\.rawValue).joined(separator: ", "))")
     }
 
-    /// Every engine packs into the same bytes (the portable one without AVX-512), for both operands, both
-    /// storage orders, ragged edges, a slice of K, and the values rounding must treat specially.
+    /// Every engine that packs bf16 blocks packs into the same bytes (the portable one without AVX-512), for both
+    /// operands, both storage orders, ragged edges, a slice of K, and the values rounding must treat specially.
     func testEveryEnginePacksTheSameBytes() throws {
         var stream = RandomStream(seed: 5)
         var values = random(70 * 45, &stream)
@@ -60,7 +60,7 @@ final class BFloat16GemmTests: XCTestCase {
             }
             return out
         }
-        let engines = try engines().filter { $0 != .portable }
+        let engines = try engines().filter { $0 != .portable && $0 != .blas }
         for transposed: Int32 in [0, 1] {
             for a in [true, false] {
                 let reference = packed(.portable, transposed, a: a)
@@ -78,7 +78,7 @@ final class BFloat16GemmTests: XCTestCase {
     /// last block (AVX2; AVX-512F sums whole blocks in groups of 12, 12 and 8), runs of 8 row blocks, and k = 0 (C
     /// becomes beta · C).
     func testProductsEqualThePortableEnginesBitForBit() throws {
-        let engines = try engines().filter { $0 != .amx && $0 != .portable }
+        let engines = try engines().filter { $0 != .amx && $0 != .portable && $0 != .blas }
         var stream = RandomStream(seed: 3)
         for (m, n, k) in [(45, 37, 1100), (70, 100, 2100), (3, 9, 33), (64, 40, 70), (300, 33, 40), (40, 33, 0)] {
             for (transA, transB) in [(Transpose.none, Transpose.transposed), (.transposed, .none)] {
@@ -97,6 +97,66 @@ final class BFloat16GemmTests: XCTestCase {
                 let reference = product(.portable)
                 for engine in engines {
                     XCTAssertEqual(product(engine), reference, "\(engine) \(m)×\(n)×\(k) \(transA) \(transB)")
+                }
+            }
+        }
+    }
+
+    /// The `blas` engine rounds as the packing does: each value becomes the bf16 the portable engine packs (NaN
+    /// stays a quiet NaN, denormals become zeros of their sign, ties go to even, the largest floats round up to
+    /// infinity), in the top half of an fp32 with zeros below; rows of a strided matrix, a ragged last vector, and
+    /// nothing written past `columns`.
+    func testRoundingForTheLibraryMatchesThePackedBytes() {
+        var stream = RandomStream(seed: 23)
+        let (rows, columns, ld, ldOut) = (3, 45, 50, 47)
+        var values = random(rows * ld, &stream)
+        values[0] = .nan; values[1] = .infinity; values[2] = -0; values[3] = Float(bitPattern: 0x0001_1234)
+        values[4] = .greatestFiniteMagnitude; values[5] = Float(bitPattern: 0x3F80_8000); values[6] = Float(bitPattern: 0x3F81_8000)
+        values[7] = Float(bitPattern: 0x8001_1234); values[8] = -.infinity
+        var rounded = [Float](repeating: 7, count: rows * ldOut)
+        keel_bf16_round_rows(Int32(rows), Int32(columns), values, Int32(ld), &rounded, Int32(ldOut))
+        // The portable engine's packing of the same rows: row r's 32 bf16 of K step s at s·1,024 + r·32.
+        var packed = [UInt16](repeating: 0, count: keel_bf16_packed_count(Int32(rows), Int32(columns)))
+        keel_bf16_pack_a(KEEL_BF16_PORTABLE, 0, Int32(rows), Int32(columns), values, Int32(ld), &packed, 0, 1)
+        for r in 0..<rows {
+            for c in 0..<columns {
+                let bits = rounded[r * ldOut + c].bitPattern, expected = packed[(c / 32) * 1024 + r * 32 + c % 32]
+                XCTAssertEqual(bits, UInt32(expected) << 16, "row \(r), column \(c): \(values[r * ld + c])")
+            }
+            XCTAssertEqual(rounded[r * ldOut + columns..<r * ldOut + ldOut], [7, 7], "row \(r): past the columns")
+        }
+        XCTAssertEqual(rounded[0].bitPattern, 0x7FC0_0000)
+        XCTAssertEqual(rounded[3].bitPattern, 0)
+        XCTAssertEqual(rounded[4], .infinity)
+        XCTAssertEqual(rounded[5].bitPattern, 0x3F80_0000)
+        XCTAssertEqual(rounded[6].bitPattern, 0x3F82_0000)
+        XCTAssertEqual(rounded[7].bitPattern, 0x8000_0000)
+    }
+
+    /// The `blas` engine is the fp32 library's product of the operands rounded to bf16 (by this test's own
+    /// rounding), bit for bit: its products are the other engines' exact ones, only summed in the library's
+    /// order. Every layout, strided operands, beta, a one-row product (a matrix-vector product in fp32) and k = 0.
+    func testBLASEngineIsTheLibraryOnRoundedOperands() {
+        var stream = RandomStream(seed: 29)
+        for (m, n, k) in [(45, 37, 1100), (70, 100, 300), (1, 65, 40), (300, 33, 40), (40, 33, 0)] {
+            for transA in [Transpose.none, .transposed] {
+                for transB in [Transpose.none, .transposed] {
+                    let lda = (transA == .none ? k : m) + 3, ldb = (transB == .none ? n : k) + 2, ldc = n + 1
+                    let a = random(max(1, lda * (transA == .none ? m : k)), &stream)
+                    let b = random(max(1, ldb * (transB == .none ? k : n)), &stream)
+                    let start = random(m * ldc, &stream)
+                    var engine = start, library = start
+                    a.withUnsafeBufferPointer { a in
+                        b.withUnsafeBufferPointer { b in
+                            bfloat16Gemm(m: m, n: n, k: k, alpha: 0.75, left: .matrix(transA, a.baseAddress!, ld: lda),
+                                         right: .matrix(transB, b.baseAddress!, ld: ldb), beta: 0.5, &engine, ldc: ldc,
+                                         engine: .blas)
+                        }
+                    }
+                    let roundedA = a.map(roundedToBFloat16), roundedB = b.map(roundedToBFloat16)
+                    gemm(transA, transB, m: m, n: n, k: k, alpha: 0.75, roundedA, lda: lda, roundedB, ldb: ldb, beta: 0.5, &library,
+                         ldc: ldc)
+                    XCTAssertEqual(engine.map(\.bitPattern), library.map(\.bitPattern), "\(m)×\(n)×\(k) \(transA) \(transB)")
                 }
             }
         }

@@ -61,4 +61,9 @@ void keel_bf16_gemm_serial(keel_bf16_engine engine, int transposed_a, int transp
                            float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
                            int ldc, uint16_t *scratch);
 
+/// Rounds `rows` × `columns` floats (row stride `ld`) to bf16 as every packing rounds them and writes them back as
+/// fp32 (the bf16 in the top half, zeros below) to `out` (row stride `ld_out`): the operands of the engine that
+/// multiplies bf16 values with the fp32 library's sgemm. AVX2 where the CPU has it, plain C otherwise.
+void keel_bf16_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out);
+
 #endif

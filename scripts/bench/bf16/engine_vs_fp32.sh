@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keel's bf16 training step against its fp32 step on this CPU, alternated in fresh processes: for each preset and
-# round, `keel bench` in fp32 then with --precision bf16 (the engine Keel picks here: AMX, else AVX512-BF16, else AVX-512F, else
-# AVX2). Prints each run's median ms/step, the products' ceilings, and fp32 ms / bf16 ms per round (above 1: bf16
+# round, `keel bench` in fp32 then with --precision bf16 (the engine Keel picks here: AMX, else AVX512-BF16, else blas,
+# the fp32 library on rounded operands). Prints each run's median ms/step, the products' ceilings, and fp32 ms / bf16 ms per round (above 1: bf16
 # faster). KEEL_BF16_ENGINE and OPENBLAS_CORETYPE (with KEEL_NO_REEXEC=1) pass through, to time another engine or
 # OpenBLAS's AVX2 kernels on an AVX-512 CPU; the header shows both.
 # Usage: scripts/bench/bf16/engine_vs_fp32.sh [ROUNDS] [PRESET...]   (default 3 rounds, gpt2-124m and small)
