@@ -17,12 +17,15 @@ trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 swift build
 swift test
 # The bf16 kernel, model and training tests again on the engines a CPU without bf16 instructions uses, wherever they
-# are not the one Keel picks (that one ran above): blas (the fp32 library on rounded operands) and avx2 (widening in
-# registers), so that both engines' packed weights, attention and training run on every machine.
+# are not the one Keel picks (that one ran above): blas (the fp32 library on rounded operands), avx2 (widening in
+# registers) and, on CPUs with AVX-512F but no BF16, avx512f; so that their packed weights, attention and training
+# run on every machine that has them.
 flags=$(grep -m1 '^flags' /proc/cpuinfo)
+has() { for flag in "$@"; do grep -qw "$flag" <<<"$flags" || return 1; done; }
 engines=""
-grep -qw avx512_bf16 <<<"$flags" && engines="blas"
-grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags" && engines="$engines avx2"
+has avx512_bf16 && engines="blas"
+has avx2 fma && engines="$engines avx2"
+has avx2 fma avx512f && ! has avx512_bf16 && engines="$engines avx512f"
 for engine in $engines; do
     echo "bf16 tests on the $engine engine"
     KEEL_BF16_ENGINE=$engine swift test --skip-build --filter 'BFloat16GemmTests|MixedPrecisionTests|testBFloat16TrainingTracksFloat32'

@@ -598,8 +598,8 @@ AVX512F_FMA static void avx512f_blocks(int row0, int count, size_t a_stride, int
     }
 }
 
-/// 8 floats rounded as `avx2_round8` rounds them, each left in the top half of an fp32 (the product of two such
-/// values is exact in fp32, as on every engine).
+/// Rows rounded 8 floats at a time as `avx2_round8` rounds them, each left in the top half of an fp32 (the product
+/// of two such values is exact in fp32, as on every engine).
 AVX2_FMA static void avx2_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out) {
     for (int r = 0; r < rows; r++) {
         const float *in = source + (size_t)r * ld;
@@ -617,8 +617,9 @@ AVX2_FMA static void avx2_round_rows(int rows, int columns, const float *source,
     }
 }
 
-void keel_bf16_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out) {
-    if (keel_bf16_best_engine() != KEEL_BF16_NONE) {
+void keel_bf16_round_rows(keel_bf16_engine engine, int rows, int columns, const float *source, int ld, float *out,
+                          int ld_out) {
+    if (engine != KEEL_BF16_PORTABLE) {
         avx2_round_rows(rows, columns, source, ld, out, ld_out);
         return;
     }

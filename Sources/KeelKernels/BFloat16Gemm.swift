@@ -21,11 +21,12 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     case amx
     /// AVX512-BF16 dot products (AMD Zen 4/5, Intel Cooper Lake).
     case avx512
-    /// AVX-512F without BF16 (Intel Skylake-SP to Ice Lake): bf16 widened to fp32 in 512-bit registers, the AVX2
-    /// engine's results sixteen lanes at a time.
+    /// AVX-512F (for Intel Skylake-SP to Ice Lake, which lack BF16): bf16 widened to fp32 in 512-bit registers, the
+    /// AVX2 engine's results sixteen lanes at a time.
     case avx512f
-    /// AVX2 + FMA (AMD Zen 3 and other CPUs with none of the above): bf16 widened to fp32 in registers, the same
-    /// results as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at fp32's rate.
+    /// AVX2 + FMA (for CPUs with none of the above, such as AMD Zen 3): bf16 widened to fp32 in registers, the same
+    /// results as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at best at fp32's
+    /// rate; `blas` is the faster default there, this engine the one whose results are AVX512-BF16's bit for bit.
     case avx2
     /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
     /// reference the others are tested against.
@@ -63,13 +64,13 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         switch self {
         case .amx, .avx512: nil
         case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; its speed not measured on a CPU that picks it"
-        case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.88–1.00× fp32's speed as measured on AMD Zen 4/5 forced onto it"
+        case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.83–0.90× fp32's speed on AMD Zen 4 forced onto it, 0.97–1.00× on Zen 5 (medians)"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
-        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.93–1.00× fp32's speed as measured on AMD Zen 4 forced onto AVX2"
+        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.95–0.96× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
         }
     }
 
-    /// The C engine that packs and multiplies bf16 blocks; `blas` packs none.
+    /// The C engine that packs and multiplies bf16 blocks; `blas` packs none, and asking for its traps.
     var native: keel_bf16_engine {
         switch self {
         case .amx: KEEL_BF16_AMX
@@ -90,20 +91,21 @@ public final class PackedOperand: @unchecked Sendable {
     /// The depth and width of the packed matrix.
     public private(set) var k = 0, n = 0
     private var contents: Operand?
+    /// The operand whose rounded matrix this one reads instead (`shareRounded`), and through which transpose.
+    private var sharing: (source: PackedOperand, transB: Transpose)?
 
     public init() {}
 
     /// Rounds op(B)[k×n] (row-major storage, `ldb` defaulting to the dense row length) to bf16 and packs it (for
     /// the `blas` engine: keeps the rounded values in fp32, stored as B is).
     public func pack(_ transB: Transpose, k: Int, n: Int, _ b: UnsafePointer<Float>, ldb: Int? = nil) {
-        self.k = k
-        self.n = n
+        (self.k, self.n, sharing) = (k, n, nil)
         let ldb = ldb ?? (transB == .none ? n : k)
         if BFloat16Engine.selected == .blas {
-            let (rows, columns) = transB == .none ? (k, n) : (n, k)
+            let (rows, columns) = storedShape(transB)
             let destination = rounded.reserve(rows * columns)
             roundRows(rows: rows, columns: columns, b, ld: ldb, into: destination, ldOut: columns)
-            contents = .rounded(transB, destination, ld: columns)
+            contents = .rounded(transB, destination, ld: max(1, columns))
             return
         }
         let destination = storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
@@ -113,18 +115,29 @@ public final class PackedOperand: @unchecked Sendable {
         contents = .packed(destination)
     }
 
-    /// Reads the matrix `other` holds as op(B)[k×n] through `transB`, instead of packing it again, where the engine
-    /// keeps operands as they are stored (`blas`: a linear layer's two products read one rounded weight). Returns
-    /// false, changing nothing, where each product needs its own packing.
-    func share(_ other: PackedOperand, _ transB: Transpose, k: Int, n: Int) -> Bool {
-        guard case .rounded(_, let pointer, let ld)? = other.contents else { return false }
-        precondition(k * n == other.k * other.n, "a shared operand of \(k)×\(n) from one of \(other.k)×\(other.n)")
-        (self.k, self.n, contents) = (k, n, .rounded(transB, pointer, ld: ld))
+    /// Reads, from now until the next `pack`, the rounded matrix `other` holds (as `other` holds it then: packed again
+    /// later, this follows) as op(B)[k×n] through `transB`, instead of rounding a copy, where the engine keeps operands
+    /// as they are stored (`blas`: a linear layer's two products read one rounded weight). Returns false, changing
+    /// nothing, where each product needs its own packing.
+    func shareRounded(from other: PackedOperand, _ transB: Transpose, k: Int, n: Int) -> Bool {
+        guard case .rounded? = other.contents else { return false }
+        (self.k, self.n, contents, sharing) = (k, n, nil, (other, transB))
+        _ = operand  // checks the shapes now
         return true
     }
 
+    /// Rows and columns of the matrix as stored: op(B)[k×n] itself, or its transpose.
+    private func storedShape(_ transB: Transpose) -> (rows: Int, columns: Int) { transB == .none ? (k, n) : (n, k) }
+
     /// The matrix as `bfloat16Gemm` reads it.
     var operand: Operand {
+        if let (source, transB) = sharing {
+            guard case .rounded(let sourceTransB, let pointer, let ld) = source.operand,
+                  source.storedShape(sourceTransB) == storedShape(transB) else {
+                preconditionFailure("a shared bf16 operand of \(k)×\(n) read from one of \(source.k)×\(source.n)")
+            }
+            return .rounded(transB, pointer, ld: ld)
+        }
         guard let contents else { preconditionFailure("a bf16 operand multiplied before it was packed") }
         return contents
     }
@@ -156,7 +169,7 @@ public final class PackedLeftOperand: @unchecked Sendable {
         self.m = m
         self.k = k
         if BFloat16Engine.selected == .blas {
-            contents = .rounded(.none, rounded.reserve(m * k), ld: k)
+            contents = .rounded(.none, rounded.reserve(m * k), ld: max(1, k))
         } else {
             contents = .packed(storage.reserve(keel_bf16_packed_count(Int32(m), Int32(k))))
         }
@@ -178,7 +191,7 @@ public final class PackedLeftOperand: @unchecked Sendable {
             } else {
                 roundRows(rows: columns, columns: m, a, ld: lda, into: target + offset * m, ldOut: m)
             }
-            contents = .rounded(transA, destination, ld: transA == .none ? k : m)
+            contents = .rounded(transA, destination, ld: max(1, transA == .none ? k : m))
         case .packed(let destination):
             let target = UnsafeMutablePointer(mutating: destination)
             ThreadPool.shared.parallelFor((m + 31) / 32) { blocks in
@@ -215,7 +228,8 @@ enum Operand {
 
 /// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs the operands that are not packed yet in
 /// parallel, then splits C's 32 × 32 blocks among the pool's threads. Every block is summed over the full
-/// K by one thread in a fixed order, so the result does not depend on the thread count.
+/// K by one thread in a fixed order, so the result does not depend on the thread count. On the `blas` engine: rounds
+/// the operands not rounded yet, then the fp32 `gemm` (equally independent of the thread count).
 func bfloat16Gemm(
     m: Int, n: Int, k: Int, alpha: Float, left: Operand, right: Operand, beta: Float, _ c: UnsafeMutablePointer<Float>,
     ldc: Int, engine: BFloat16Engine = BFloat16Engine.selected
@@ -288,18 +302,20 @@ private func roundedGemm(
 /// into scratch, kept as it is stored (dense rows).
 private struct RoundedOperand {
     let transpose: Transpose, pointer: UnsafePointer<Float>, ld: Int
-    /// The matrix still to round (nil when it was rounded already), and its stored rows.
+    /// The matrix still to round (nil when it was rounded already), and its stored rows and columns.
     private let source: (pointer: UnsafePointer<Float>, ld: Int)?
     let rowsToRound: Int
+    private let columns: Int
 
     /// `operand` as op(X)[rows × columns].
     init(_ operand: Operand, rows: Int, columns: Int, scratch: inout AlignedBuffer<Float>) {
         switch operand {
         case .rounded(let transpose, let pointer, let ld):
-            (self.transpose, self.pointer, self.ld, source, rowsToRound) = (transpose, pointer, ld, nil, 0)
+            (self.transpose, self.pointer, self.ld, source, rowsToRound, self.columns) = (transpose, pointer, ld, nil, 0, 0)
         case .matrix(let transpose, let matrix, let ld):
             let (stored, width) = transpose == .none ? (rows, columns) : (columns, rows)
-            (self.transpose, self.ld, source, rowsToRound) = (transpose, width, (matrix, ld), stored)
+            // BLAS wants a row stride of at least 1 even when there are no columns (k = 0).
+            (self.transpose, self.ld, source, rowsToRound, self.columns) = (transpose, max(1, width), (matrix, ld), stored, width)
             pointer = UnsafePointer(scratch.reserve(stored * width))
         case .packed: preconditionFailure("an operand packed in bf16 blocks, multiplied on the blas engine")
         }
@@ -308,8 +324,8 @@ private struct RoundedOperand {
     /// Rounds the stored rows `rows` (none when empty or when nothing is to round).
     func round(_ rows: Range<Int>) {
         guard let source, !rows.isEmpty else { return }
-        keel_bf16_round_rows(Int32(rows.count), Int32(ld), source.pointer + rows.lowerBound * source.ld, Int32(source.ld),
-                             UnsafeMutablePointer(mutating: pointer) + rows.lowerBound * ld, Int32(ld))
+        keel_bf16_round_rows(roundingEngine, Int32(rows.count), Int32(columns), source.pointer + rows.lowerBound * source.ld,
+                             Int32(source.ld), UnsafeMutablePointer(mutating: pointer) + rows.lowerBound * ld, Int32(ld))
     }
 }
 
@@ -318,10 +334,13 @@ private func roundRows(
     rows: Int, columns: Int, _ source: UnsafePointer<Float>, ld: Int, into destination: UnsafeMutablePointer<Float>, ldOut: Int
 ) {
     ThreadPool.shared.parallelFor(rows) { range in
-        keel_bf16_round_rows(Int32(range.count), Int32(columns), source + range.lowerBound * ld, Int32(ld),
+        keel_bf16_round_rows(roundingEngine, Int32(range.count), Int32(columns), source + range.lowerBound * ld, Int32(ld),
                              destination + range.lowerBound * ldOut, Int32(ldOut))
     }
 }
+
+/// The instructions `keel_bf16_round_rows` rounds with: AVX2 where the CPU has it.
+private let roundingEngine = keel_bf16_best_engine() == KEEL_BF16_NONE ? KEEL_BF16_PORTABLE : KEEL_BF16_AVX2
 
 /// Bytes of scratch `serialBFloat16Gemm` needs for an m×n×k product on the selected engine.
 func serialBFloat16ScratchBytes(m: Int, n: Int, k: Int) -> Int {
@@ -343,10 +362,10 @@ func serialBFloat16Gemm(
     }
     let roundedA = scratch.bindMemory(to: Float.self, capacity: m * k + k * n), roundedB = roundedA + m * k
     let (aRows, aColumns) = transA == .none ? (m, k) : (k, m), (bRows, bColumns) = transB == .none ? (k, n) : (n, k)
-    keel_bf16_round_rows(Int32(aRows), Int32(aColumns), a, Int32(lda), roundedA, Int32(aColumns))
-    keel_bf16_round_rows(Int32(bRows), Int32(bColumns), b, Int32(ldb), roundedB, Int32(bColumns))
-    serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, roundedA, lda: aColumns, roundedB, ldb: bColumns, beta: beta,
-               c, ldc: ldc)
+    keel_bf16_round_rows(roundingEngine, Int32(aRows), Int32(aColumns), a, Int32(lda), roundedA, Int32(max(1, aColumns)))
+    keel_bf16_round_rows(roundingEngine, Int32(bRows), Int32(bColumns), b, Int32(ldb), roundedB, Int32(max(1, bColumns)))
+    serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, roundedA, lda: max(1, aColumns), roundedB, ldb: max(1, bColumns),
+               beta: beta, c, ldc: ldc)
 }
 
 /// Rounds and packs the 32-column blocks `blocks` of op(B)[k×n] (none when the range is empty).

@@ -91,7 +91,7 @@ public struct LinearShape: Sendable {
     public func pack(_ weight: UnsafePointer<Float>, into packed: PackedLinearWeight) {
         let forward = forwardOperand, inputGradient = inputGradientOperand
         packed.forward.pack(forward.transpose, k: inFeatures, n: outFeatures, weight, ldb: forward.ldb)
-        if !packed.inputGradient.share(packed.forward, inputGradient.transpose, k: outFeatures, n: inFeatures) {
+        if !packed.inputGradient.shareRounded(from: packed.forward, inputGradient.transpose, k: outFeatures, n: inFeatures) {
             packed.inputGradient.pack(inputGradient.transpose, k: outFeatures, n: inFeatures, weight, ldb: inputGradient.ldb)
         }
     }

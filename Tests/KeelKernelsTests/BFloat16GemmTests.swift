@@ -113,24 +113,29 @@ final class BFloat16GemmTests: XCTestCase {
         values[0] = .nan; values[1] = .infinity; values[2] = -0; values[3] = Float(bitPattern: 0x0001_1234)
         values[4] = .greatestFiniteMagnitude; values[5] = Float(bitPattern: 0x3F80_8000); values[6] = Float(bitPattern: 0x3F81_8000)
         values[7] = Float(bitPattern: 0x8001_1234); values[8] = -.infinity
-        var rounded = [Float](repeating: 7, count: rows * ldOut)
-        keel_bf16_round_rows(Int32(rows), Int32(columns), values, Int32(ld), &rounded, Int32(ldOut))
-        // The portable engine's packing of the same rows: row r's 32 bf16 of K step s at s·1,024 + r·32.
-        var packed = [UInt16](repeating: 0, count: keel_bf16_packed_count(Int32(rows), Int32(columns)))
-        keel_bf16_pack_a(KEEL_BF16_PORTABLE, 0, Int32(rows), Int32(columns), values, Int32(ld), &packed, 0, 1)
-        for r in 0..<rows {
-            for c in 0..<columns {
-                let bits = rounded[r * ldOut + c].bitPattern, expected = packed[(c / 32) * 1024 + r * 32 + c % 32]
-                XCTAssertEqual(bits, UInt32(expected) << 16, "row \(r), column \(c): \(values[r * ld + c])")
+        // In plain C, and with AVX2 where the CPU has it: the same bits.
+        let engines = keel_bf16_best_engine() == KEEL_BF16_NONE ? [KEEL_BF16_PORTABLE] : [KEEL_BF16_PORTABLE, KEEL_BF16_AVX2]
+        if engines.count == 1 { print("note: no AVX2 here: the AVX2 rounding did not run") }
+        for engine in engines {
+            var rounded = [Float](repeating: 7, count: rows * ldOut)
+            keel_bf16_round_rows(engine, Int32(rows), Int32(columns), values, Int32(ld), &rounded, Int32(ldOut))
+            // The portable engine's packing of the same rows: row r's 32 bf16 of K step s at s·1,024 + r·32.
+            var packed = [UInt16](repeating: 0, count: keel_bf16_packed_count(Int32(rows), Int32(columns)))
+            keel_bf16_pack_a(KEEL_BF16_PORTABLE, 0, Int32(rows), Int32(columns), values, Int32(ld), &packed, 0, 1)
+            for r in 0..<rows {
+                for c in 0..<columns {
+                    let bits = rounded[r * ldOut + c].bitPattern, expected = packed[(c / 32) * 1024 + r * 32 + c % 32]
+                    XCTAssertEqual(bits, UInt32(expected) << 16, "\(engine): row \(r), column \(c): \(values[r * ld + c])")
+                }
+                XCTAssertEqual(rounded[r * ldOut + columns..<r * ldOut + ldOut], [7, 7], "row \(r): past the columns")
             }
-            XCTAssertEqual(rounded[r * ldOut + columns..<r * ldOut + ldOut], [7, 7], "row \(r): past the columns")
+            XCTAssertEqual(rounded[0].bitPattern, 0x7FC0_0000)
+            XCTAssertEqual(rounded[3].bitPattern, 0)
+            XCTAssertEqual(rounded[4], .infinity)
+            XCTAssertEqual(rounded[5].bitPattern, 0x3F80_0000)
+            XCTAssertEqual(rounded[6].bitPattern, 0x3F82_0000)
+            XCTAssertEqual(rounded[7].bitPattern, 0x8000_0000)
         }
-        XCTAssertEqual(rounded[0].bitPattern, 0x7FC0_0000)
-        XCTAssertEqual(rounded[3].bitPattern, 0)
-        XCTAssertEqual(rounded[4], .infinity)
-        XCTAssertEqual(rounded[5].bitPattern, 0x3F80_0000)
-        XCTAssertEqual(rounded[6].bitPattern, 0x3F82_0000)
-        XCTAssertEqual(rounded[7].bitPattern, 0x8000_0000)
     }
 
     /// The `blas` engine is the fp32 library's product of the operands rounded to bf16 (by this test's own

@@ -1,7 +1,9 @@
 // bf16 matrix products with fp32 accumulation on Intel AMX tiles (Sapphire Rapids and later), on AVX512-BF16
 // dot products without AMX, on AVX-512F or AVX2 + FMA (operands widened to fp32 in registers) without either, or in plain
-// C on any other x86-64 (every packing function takes the engine; all of them pack into the same bytes). Operands arrive as fp32 and are rounded to bf16 (nearest even) while
-// they are packed; results are fp32. Threading is the caller's: each function works on a range of blocks.
+// C on any other x86-64 (every packing function takes the engine; all of them pack into the same bytes). Operands arrive
+// as fp32 and are rounded to bf16 (nearest even) while they are packed; results are fp32. Threading is the caller's: each
+// function works on a range of blocks. `keel_bf16_round_rows` rounds the same way without packing, for the engine that
+// multiplies the rounded values with the fp32 library instead (KeelKernels' `blas`).
 #ifndef KEEL_BFLOAT16_GEMM_H
 #define KEEL_BFLOAT16_GEMM_H
 
@@ -63,7 +65,9 @@ void keel_bf16_gemm_serial(keel_bf16_engine engine, int transposed_a, int transp
 
 /// Rounds `rows` × `columns` floats (row stride `ld`) to bf16 as every packing rounds them and writes them back as
 /// fp32 (the bf16 in the top half, zeros below) to `out` (row stride `ld_out`): the operands of the engine that
-/// multiplies bf16 values with the fp32 library's sgemm. AVX2 where the CPU has it, plain C otherwise.
-void keel_bf16_round_rows(int rows, int columns, const float *source, int ld, float *out, int ld_out);
+/// multiplies bf16 values with the fp32 library's sgemm. In plain C with KEEL_BF16_PORTABLE, with AVX2 (which the
+/// CPU must have) with any other engine.
+void keel_bf16_round_rows(keel_bf16_engine engine, int rows, int columns, const float *source, int ld, float *out,
+                          int ld_out);
 
 #endif

@@ -61,8 +61,14 @@ int main(int argc, char **argv) {
     engine = v1_engine();
     // KEEL_BF16_ENGINE names another engine, as it does for keel (the CPU must have it).
     const char *names[] = {"none", "avx512", "amx", "portable", "avx2", "avx512f"}, *chosen = getenv("KEEL_BF16_ENGINE");
+    int known = !chosen || !*chosen;
     for (int e = 1; chosen && e < 6; e++)
-        if (strcmp(chosen, names[e]) == 0) engine = (keel_bf16_engine)e;
+        if (strcmp(chosen, names[e]) == 0) engine = (keel_bf16_engine)e, known = 1;
+    if (!known) {
+        // blas multiplies with the fp32 library: no kernel of its own to tune here.
+        fprintf(stderr, "KEEL_BF16_ENGINE=%s: not an engine with a kernel (amx, avx512, avx512f, avx2, portable)\n", chosen);
+        return 1;
+    }
     if (engine == KEEL_BF16_NONE) { fprintf(stderr, "no bf16 engine on this CPU\n"); return 1; }
     printf("engine: %s\n", names[engine]);
     product layer[] = {
