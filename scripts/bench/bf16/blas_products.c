@@ -3,24 +3,17 @@
 // each), on fp32 operands and on operands first rounded by `keel_bf16_round_rows` (both operands, their rows split
 // between the threads, as the blas engine rounds them). Alternated in one process; prints the best of 15 each.
 #include "bfloat16_gemm.h"
+#include "gpt2_layer.h"
 #include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-typedef struct { int transposed_a, transposed_b, m, n, k; const char *name; } product;
-
 static product current;
 static int rounding;
 static float *a, *b, *c, *rounded_a, *rounded_b;
 static pthread_barrier_t barrier;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static void *work(void *argument) {
     int t = (int)(long)argument;
@@ -53,14 +46,6 @@ static void *work(void *argument) {
 
 int main(void) {
     openblas_set_num_threads(1);
-    product layer[] = {
-        {0, 0, 1024, 2304, 768, "forward qkv"},   {0, 0, 1024, 768, 768, "forward proj"},
-        {0, 0, 1024, 3072, 768, "forward fc"},    {0, 0, 1024, 768, 3072, "forward fcproj"},
-        {0, 1, 1024, 768, 2304, "dInput qkv"},    {0, 1, 1024, 768, 768, "dInput proj"},
-        {0, 1, 1024, 768, 3072, "dInput fc"},     {0, 1, 1024, 3072, 768, "dInput fcproj"},
-        {1, 0, 768, 2304, 1024, "dWeight qkv"},   {1, 0, 768, 768, 1024, "dWeight proj"},
-        {1, 0, 768, 3072, 1024, "dWeight fc"},    {1, 0, 3072, 768, 1024, "dWeight fcproj"},
-    };
     size_t floats = 3072L * 3072;
     a = malloc(floats * 4), b = malloc(floats * 4), c = malloc(floats * 4);
     rounded_a = malloc(floats * 4), rounded_b = malloc(floats * 4);
@@ -70,7 +55,7 @@ int main(void) {
     double total[2] = {0, 0};
     printf("%-16s %10s %17s\n", "product", "fp32 ms", "rounded + fp32 ms");
     for (int z = 0; z < 12; z++) {
-        current = layer[z];
+        current = gpt2_layer[z];
         double best[2] = {1e9, 1e9};
         for (int round = 0; round < 30; round++) {
             rounding = round & 1;

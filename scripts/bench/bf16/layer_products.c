@@ -3,6 +3,7 @@
 // one process so that the host's slow and fast phases hit both alike. Two threads, split as Keel splits
 // them: packing by blocks of both operands, then output blocks. Prints the best time of 15 per version.
 #include "bfloat16_gemm.h"
+#include "gpt2_layer.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,6 @@
 DECLARE(v0)
 DECLARE(v1)
 
-typedef struct { int transposed_a, transposed_b, m, n, k; const char *name; } product;
-
 static product current;
 static int version;
 static float *a, *b, *c;
@@ -27,12 +26,6 @@ static uint16_t *packed_a, *packed_b;
 static keel_bf16_engine engine;
 static pthread_barrier_t barrier;
 static double pack_time[2], block_time[2];
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static void *work(void *argument) {
     int t = (int)(long)argument;
@@ -71,20 +64,12 @@ int main(int argc, char **argv) {
     }
     if (engine == KEEL_BF16_NONE) { fprintf(stderr, "no bf16 engine on this CPU\n"); return 1; }
     printf("engine: %s\n", names[engine]);
-    product layer[] = {
-        {0, 0, 1024, 2304, 768, "forward qkv"},   {0, 0, 1024, 768, 768, "forward proj"},
-        {0, 0, 1024, 3072, 768, "forward fc"},    {0, 0, 1024, 768, 3072, "forward fcproj"},
-        {0, 1, 1024, 768, 2304, "dInput qkv"},    {0, 1, 1024, 768, 768, "dInput proj"},
-        {0, 1, 1024, 768, 3072, "dInput fc"},     {0, 1, 1024, 3072, 768, "dInput fcproj"},
-        {1, 0, 768, 2304, 1024, "dWeight qkv"},   {1, 0, 768, 768, 1024, "dWeight proj"},
-        {1, 0, 768, 3072, 1024, "dWeight fc"},    {1, 0, 3072, 768, 1024, "dWeight fcproj"},
-    };
     product head[] = {
         {0, 1, 1024, 50304, 768, "head forward"}, {0, 0, 1024, 768, 50304, "head dInput"},
         {1, 0, 50304, 768, 1024, "head dWeight"},
     };
     int use_head = argc > 1 && argv[1][0] == 'h';
-    product *products = use_head ? head : layer;
+    const product *products = use_head ? head : gpt2_layer;
     int count = use_head ? 3 : 12;
     size_t floats = 50304L * 1024, elements = 50304L * 1088;
     a = malloc(floats * 4), b = malloc(floats * 4), c = malloc(floats * 4);
