@@ -26,7 +26,8 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     case avx512f
     /// AVX2 + FMA (for CPUs with none of the above, such as AMD Zen 3): bf16 widened to fp32 in registers, the same
     /// results as AVX512-BF16 (away from denormal and overflowing products, which VDPBF16PS flushes) at best at fp32's
-    /// rate; `blas` is the faster default there, this engine the one whose results are AVX512-BF16's bit for bit.
+    /// rate; `blas` is the default there (faster on the one such setup measured, a Zen 4 held to AVX2), this engine
+    /// the one whose results are AVX512-BF16's bit for bit.
     case avx2
     /// Plain C on any x86-64, even without AVX2: the same results as AVX512-BF16, several times slower; the
     /// reference the others are tested against.
@@ -34,11 +35,11 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     /// The fp32 library on bf16 values: the operands rounded to bf16 as every engine rounds them, held as fp32
     /// (the bf16 in the top half), then multiplied by the sgemm `BLASLibrary` chose. Each product is exact in fp32,
     /// as on every engine; the sums run in the library's order, so results differ from the other engines' by the
-    /// order of the sums only. The default on CPUs without bf16 instructions, where the library's kernels outrun
-    /// Keel's widening ones (docs/benchmarks.md).
+    /// order of the sums only. The default on CPUs without bf16 instructions: the library's kernels outran Keel's
+    /// widening ones on a Zen 4 held to AVX2, the only such setup measured (docs/benchmarks.md).
     case blas
 
-    /// The engine bf16 products use: the fastest this CPU offers, or the one `KEEL_BF16_ENGINE` (`amx`,
+    /// The engine bf16 products use: the first of `available`, or the one `KEEL_BF16_ENGINE` (`amx`,
     /// `avx512`, `avx512f`, `avx2`, `portable`, `blas`) names when the CPU has it (another name, or one the CPU lacks, is warned about on
     /// standard error).
     public static let selected: BFloat16Engine = {
@@ -63,7 +64,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
     public var note: String? {
         switch self {
         case .amx, .avx512: nil
-        case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; its speed not measured on a CPU that picks it"
+        case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; not measured on an Intel CPU without BF16 (0.87× fp32's speed, median of the small shape, on a Zen 4 forced onto it)"
         case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.83–0.90× fp32's speed on AMD Zen 4 forced onto it, 0.97–1.00× on Zen 5 (medians)"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
         case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.95–0.96× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
