@@ -103,10 +103,9 @@ public final class PackedOperand: @unchecked Sendable {
         (self.k, self.n, sharing) = (k, n, nil)
         let ldb = ldb ?? (transB == .none ? n : k)
         if BFloat16Engine.selected == .blas {
-            let (rows, columns) = storedShape(transB)
-            let destination = rounded.reserve(rows * columns)
-            roundRows(rows: rows, columns: columns, b, ld: ldb, into: destination, ldOut: columns)
-            contents = .rounded(transB, destination, ld: max(1, columns))
+            let operand = RoundedOperand(.matrix(transB, b, ld: ldb), rows: k, columns: n) { rounded.reserve($0) }
+            ThreadPool.shared.parallelFor(operand.rowsToRound) { operand.round($0) }
+            contents = .rounded(operand.transpose, operand.pointer, ld: operand.ld)
             return
         }
         let destination = storage.reserve(keel_bf16_packed_count(Int32(n), Int32(k)))
@@ -127,14 +126,11 @@ public final class PackedOperand: @unchecked Sendable {
         return true
     }
 
-    /// Rows and columns of the matrix as stored: op(B)[k×n] itself, or its transpose.
-    private func storedShape(_ transB: Transpose) -> (rows: Int, columns: Int) { transB == .none ? (k, n) : (n, k) }
-
     /// The matrix as `bfloat16Gemm` reads it.
     var operand: Operand {
         if let (source, transB) = sharing {
             guard case .rounded(let sourceTransB, let pointer, let ld) = source.operand,
-                  source.storedShape(sourceTransB) == storedShape(transB) else {
+                  sourceTransB.stored(rows: source.k, columns: source.n) == transB.stored(rows: k, columns: n) else {
                 preconditionFailure("a shared bf16 operand of \(k)×\(n) read from one of \(source.k)×\(source.n)")
             }
             return .rounded(transB, pointer, ld: ld)
@@ -286,8 +282,8 @@ private func roundedGemm(
     ldc: Int
 ) {
     packingLock.withLock { _ in
-        let a = RoundedOperand(left, rows: m, columns: k, scratch: &scratch.roundedA)
-        let b = RoundedOperand(right, rows: k, columns: n, scratch: &scratch.roundedB)
+        let a = RoundedOperand(left, rows: m, columns: k) { scratch.roundedA.reserve($0) }
+        let b = RoundedOperand(right, rows: k, columns: n) { scratch.roundedB.reserve($0) }
         ThreadPool.shared.parallelFor(a.rowsToRound + b.rowsToRound) { rows in
             // A's stored rows first, then B's.
             let own = rows.clamped(to: a.rowsToRound..<a.rowsToRound + b.rowsToRound)
@@ -300,7 +296,7 @@ private func roundedGemm(
 }
 
 /// An operand of the `blas` engine's product as the fp32 `gemm` reads it: rounded already, or a matrix to round
-/// into scratch, kept as it is stored (dense rows).
+/// into memory of its own, kept as it is stored (dense rows).
 private struct RoundedOperand {
     let transpose: Transpose, pointer: UnsafePointer<Float>, ld: Int
     /// The matrix still to round (nil when it was rounded already), and its stored rows and columns.
@@ -308,16 +304,16 @@ private struct RoundedOperand {
     let rowsToRound: Int
     private let columns: Int
 
-    /// `operand` as op(X)[rows × columns].
-    init(_ operand: Operand, rows: Int, columns: Int, scratch: inout AlignedBuffer<Float>) {
+    /// `operand` as op(X)[rows × columns]; a matrix to round gets its memory from `space` (given the floats it needs).
+    init(_ operand: Operand, rows: Int, columns: Int, space: (Int) -> UnsafeMutablePointer<Float>) {
         switch operand {
         case .rounded(let transpose, let pointer, let ld):
             (self.transpose, self.pointer, self.ld, source, rowsToRound, self.columns) = (transpose, pointer, ld, nil, 0, 0)
         case .matrix(let transpose, let matrix, let ld):
-            let (stored, width) = transpose == .none ? (rows, columns) : (columns, rows)
+            let (stored, width) = transpose.stored(rows: rows, columns: columns)
             // BLAS wants a row stride of at least 1 even when there are no columns (k = 0).
             (self.transpose, self.ld, source, rowsToRound, self.columns) = (transpose, max(1, width), (matrix, ld), stored, width)
-            pointer = UnsafePointer(scratch.reserve(stored * width))
+            pointer = UnsafePointer(space(stored * width))
         case .packed: preconditionFailure("an operand packed in bf16 blocks, multiplied on the blas engine")
         }
     }
@@ -361,11 +357,12 @@ func serialBFloat16Gemm(
                               Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc), packing)
         return
     }
-    let roundedA = scratch.bindMemory(to: Float.self, capacity: m * k + k * n), roundedB = roundedA + m * k
-    let (aRows, aColumns) = transA == .none ? (m, k) : (k, m), (bRows, bColumns) = transB == .none ? (k, n) : (n, k)
-    keel_bf16_round_rows(roundingEngine, Int32(aRows), Int32(aColumns), a, Int32(lda), roundedA, Int32(max(1, aColumns)))
-    keel_bf16_round_rows(roundingEngine, Int32(bRows), Int32(bColumns), b, Int32(ldb), roundedB, Int32(max(1, bColumns)))
-    serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, roundedA, lda: max(1, aColumns), roundedB, ldb: max(1, bColumns),
+    let space = scratch.bindMemory(to: Float.self, capacity: m * k + k * n)
+    let left = RoundedOperand(.matrix(transA, a, ld: lda), rows: m, columns: k) { _ in space }
+    let right = RoundedOperand(.matrix(transB, b, ld: ldb), rows: k, columns: n) { _ in space + m * k }
+    left.round(0..<left.rowsToRound)
+    right.round(0..<right.rowsToRound)
+    serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, left.pointer, lda: left.ld, right.pointer, ldb: right.ld,
                beta: beta, c, ldc: ldc)
 }
 

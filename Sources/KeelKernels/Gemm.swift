@@ -10,6 +10,9 @@ public enum Transpose: Sendable {
     var cblas: Int32 { self == .none ? 111 : 112 }
     /// The `transposed` flag of the bf16 C functions.
     var flag: Int32 { self == .none ? 0 : 1 }
+
+    /// The rows and columns of the stored matrix whose op() is `rows` × `columns`.
+    func stored(rows: Int, columns: Int) -> (rows: Int, columns: Int) { self == .none ? (rows, columns) : (columns, rows) }
 }
 
 /// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through the BLAS library `BLASLibrary`
