@@ -139,7 +139,7 @@ final class BFloat16GemmTests: XCTestCase {
     }
 
     /// The `blas` engine is the fp32 library's product of the operands rounded to bf16 (by this test's own
-    /// rounding), bit for bit: its products are the other engines' exact ones, only summed in the library's
+    /// rounding) and stored densely, bit for bit: its products are the other engines' exact ones, only summed in the library's
     /// order. Every layout, strided operands, beta, a one-row product (a matrix-vector product in fp32) and k = 0.
     func testBLASEngineIsTheLibraryOnRoundedOperands() {
         var stream = RandomStream(seed: 29)
@@ -158,9 +158,16 @@ final class BFloat16GemmTests: XCTestCase {
                                          engine: .blas)
                         }
                     }
-                    let roundedA = a.map(roundedToBFloat16), roundedB = b.map(roundedToBFloat16)
-                    gemm(transA, transB, m: m, n: n, k: k, alpha: 0.75, roundedA, lda: lda, roundedB, ldb: ldb, beta: 0.5, &library,
-                         ldc: ldc)
+                    // The library gets the rounded operands laid out as the engine hands them over, dense as stored: a
+                    // library may take another path, and sum in another order, for other row strides (BLIS does).
+                    func dense(_ x: [Float], _ transpose: Transpose, rows: Int, columns: Int, ld: Int) -> (values: [Float], ld: Int) {
+                        let stored = transpose.stored(rows: rows, columns: columns)
+                        let values = (0..<stored.rows).flatMap { r in (0..<stored.columns).map { roundedToBFloat16(x[r * ld + $0]) } }
+                        return (values, max(1, stored.columns))
+                    }
+                    let roundedA = dense(a, transA, rows: m, columns: k, ld: lda), roundedB = dense(b, transB, rows: k, columns: n, ld: ldb)
+                    gemm(transA, transB, m: m, n: n, k: k, alpha: 0.75, roundedA.values, lda: roundedA.ld, roundedB.values,
+                         ldb: roundedB.ld, beta: 0.5, &library, ldc: ldc)
                     XCTAssertEqual(engine.map(\.bitPattern), library.map(\.bitPattern), "\(m)×\(n)×\(k) \(transA) \(transB)")
                 }
             }
