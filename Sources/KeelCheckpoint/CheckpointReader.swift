@@ -19,6 +19,12 @@ public final class CheckpointReader {
     private let tensors: [String: [String: StoredTensor]]
     private var files: [String: SafetensorsFile] = [:]
 
+    /// The checkpoint's tokenizer as `loadTokenizer` takes it: the path of the file its state names (tokenizer.json,
+    /// tokenizer.tiktoken), or "byte".
+    public var tokenizerPath: String {
+        state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path
+    }
+
     /// Opens `directory`, first checking every file's size and checksum unless `verify` is false (the caller
     /// just did, e.g. `CheckpointStore.latestValid`).
     public init(_ directory: URL, verify: Bool = true) throws {

@@ -5,8 +5,9 @@ import KeelCore
 ///
 /// A checkpoint `root/step_00000100/` is written as `root/.step_00000100.partial/`: every rank writes its
 /// files there (each fsynced), then world rank 0 writes `manifest.json` (`CheckpointManifest`, with the size
-/// and XXH64 of every file) and renames the directory into place. A crash at any moment leaves either no
-/// checkpoint or a complete one; a file damaged later is caught by its checksum.
+/// and XXH64 of every file; its own XXH64 beside it in `manifest.json.xxh64`) and renames the directory into place.
+/// A crash at any moment leaves either no checkpoint or a complete one; a file damaged later is caught by its
+/// checksum.
 public enum CheckpointStore {
     /// One file's record in `manifest.json`.
     public struct FileRecord: Codable, Equatable, Sendable {
@@ -22,6 +23,13 @@ public enum CheckpointStore {
     /// The name of the checkpoint directory for `step`.
     public static func name(step: Int) -> String {
         "step_" + String(repeating: "0", count: max(0, 8 - String(step).count)) + String(step)
+    }
+
+    /// The step of the checkpoint directory at `directory` (named by `name(step:)`), nil for any other name.
+    public static func step(of directory: URL) -> Int? {
+        let name = directory.lastPathComponent
+        guard name.hasPrefix("step_"), let step = Int(name.dropFirst("step_".count)), step >= 0 else { return nil }
+        return step
     }
 
     /// Where the checkpoint of `step` is written before it is published.
@@ -48,6 +56,18 @@ public enum CheckpointStore {
         }
     }
 
+    /// The file beside `manifest.json` holding the XXH64 of its bytes (hexadecimal): the manifest holds the training
+    /// state — step, samples read, seed — which no other checksum covers. Checkpoints written before it existed have
+    /// none, and their manifests are read unchecked.
+    public static let manifestChecksumName = "manifest.json.xxh64"
+
+    /// Writes `bytes` as `directory`'s manifest.json, and its checksum beside it (`manifestChecksumName`).
+    public static func writeManifest(_ bytes: Data, into directory: URL) throws {
+        try AtomicFile.write(Data(String(XXH64.hash(Array(bytes)), radix: 16).utf8),
+                             to: directory.appendingPathComponent(manifestChecksumName))
+        try AtomicFile.write(bytes, to: directory.appendingPathComponent(CheckpointManifest.fileName))
+    }
+
     /// Writes `manifest` last into the partial directory of its step and renames that into place, replacing an
     /// older checkpoint of the same step; on failure removes the partial directory and throws.
     @discardableResult
@@ -55,7 +75,7 @@ public enum CheckpointStore {
         let final = root.appendingPathComponent(name(step: manifest.step))
         let partial = partialDirectory(root: root, step: manifest.step)
         do {
-            try AtomicFile.write(manifest.encoded(), to: partial.appendingPathComponent(CheckpointManifest.fileName))
+            try writeManifest(manifest.encoded(), into: partial)
             if FileManager.default.fileExists(atPath: final.path) { try FileManager.default.removeItem(at: final) }
             try AtomicFile.rename(partial, to: final)
         } catch {
@@ -111,10 +131,12 @@ public enum CheckpointStore {
         }
     }
 
-    /// Complete checkpoint directories under `root`, newest step first.
+    /// Complete checkpoint directories under `root`, newest step first (by number: past step 99,999,999 the names
+    /// grow a digit and no longer sort as text).
     public static func list(_ root: URL) -> [URL] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
-        return names.filter { $0.hasPrefix("step_") }.sorted(by: >).map { root.appendingPathComponent($0) }
+        return names.map { root.appendingPathComponent($0) }.compactMap { url in step(of: url).map { (url, $0) } }
+            .sorted { $0.1 > $1.1 }.map(\.0)
     }
 
     /// The newest checkpoint under `root` that verifies, and a message for each newer one that did not.
@@ -139,12 +161,16 @@ public enum CheckpointStore {
         return base.appendingPathComponent("\(runDirectory.lastPathComponent)-\(hash)")
     }
 
-    /// Deletes all but the newest `keep` checkpoints (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the
-    /// steps it divides (milestones for later evaluation).
-    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0) {
+    /// After the checkpoint of step `written` is published: deletes all but the newest `keep` checkpoints up to that
+    /// step (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the steps it divides (milestones for later
+    /// evaluation). Checkpoints of later steps are neither counted nor deleted: the run resumed from before them,
+    /// having found them damaged or unreachable (a snapshot on a lost machine), so counting them could delete every
+    /// checkpoint it can resume from, the one just written included.
+    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0, written: Int) {
         guard keep > 0 else { return }
-        for old in list(root).dropFirst(keep) {
-            if keepEvery > 0, let step = Int(old.lastPathComponent.dropFirst("step_".count)), step % keepEvery == 0 { continue }
+        let candidates = list(root).filter { step(of: $0)! <= written }
+        for old in candidates.dropFirst(keep) {
+            if keepEvery > 0, step(of: old)! % keepEvery == 0 { continue }
             try? FileManager.default.removeItem(at: old)
         }
     }
@@ -155,6 +181,10 @@ public enum CheckpointStore {
         guard let data = try? Data(contentsOf: manifestURL) else {
             throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
         }
+        if let recorded = try? String(contentsOf: directory.appendingPathComponent(manifestChecksumName), encoding: .utf8),
+           recorded.trimmingCharacters(in: .whitespacesAndNewlines) != String(XXH64.hash(Array(data)), radix: 16) {
+            throw KeelError("checkpoint \(directory.path) is damaged: manifest.json fails its checksum")
+        }
         let format = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["format"] as? String
         do {
             guard let format else { return (try JSONDecoder().decode([String: FileRecord].self, from: data), nil) }
@@ -162,6 +192,11 @@ public enum CheckpointStore {
                 throw KeelError("checkpoint \(directory.path) has format \(format), which this Keel cannot read (it reads \(CheckpointManifest.currentFormat))")
             }
             let manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+            // The step is written three times (the manifest, its training state, the directory's name): they agree,
+            // or the manifest was damaged in a way that still parses.
+            guard manifest.state.step == manifest.step, step(of: directory).map({ $0 == manifest.step }) ?? true else {
+                throw KeelError("checkpoint \(directory.path) is damaged: its manifest says step \(manifest.step), its training state step \(manifest.state.step)")
+            }
             return (manifest.files, manifest)
         } catch let error as KeelError {
             throw error

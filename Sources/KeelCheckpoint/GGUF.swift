@@ -258,8 +258,9 @@ public struct GGUFFile: Sendable {
             guard info.offset == UInt64(expected) else {
                 throw reader.error("tensor \(info.name) is at offset \(info.offset) of the data, not \(expected) where the packed layout puts it")
             }
-            guard dataStart + expected + count <= data.count else {
-                throw reader.error("tensor \(info.name) ends at byte \(dataStart + expected + count), past the end of the file (\(data.count) bytes)")
+            // Compared by subtraction: a damaged header's byte count may be near Int.max, and the sum would trap.
+            guard dataStart + expected <= data.count, count <= data.count - dataStart - expected else {
+                throw reader.error("tensor \(info.name) (\(count) bytes at byte \(dataStart + expected)) ends past the end of the file (\(data.count) bytes)")
             }
             guard tensorBytes[info.name] == nil else { throw reader.error("tensor \(info.name) appears twice") }
             tensors.append(GGUFTensor(name: info.name, dimensions: info.dimensions, type: info.type, offset: expected, byteCount: count))

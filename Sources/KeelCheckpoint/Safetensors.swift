@@ -126,8 +126,16 @@ public struct SafetensorsFile: @unchecked Sendable {
             guard end <= available else {
                 throw KeelError("\(path): truncated: tensor '\(name)' ends at byte \(end) of data but the file holds \(available)")
             }
-            guard end - begin == shape.reduce(1, *) * dtype.size else {
-                throw KeelError("\(path): tensor '\(name)' has \(end - begin) bytes but shape \(shape) needs \(shape.reduce(1, *) * dtype.size)")
+            // A damaged or hostile header's shape may not fit in an Int: that is a malformed file, not a trap.
+            let needed = shape.reduce(Optional(dtype.size)) { total, extent in
+                total.flatMap { total in
+                    let (product, overflow) = total.multipliedReportingOverflow(by: extent)
+                    return overflow ? nil : product
+                }
+            }
+            guard let needed else { throw KeelError("\(path): tensor '\(name)' has shape \(shape), too large for any file") }
+            guard end - begin == needed else {
+                throw KeelError("\(path): tensor '\(name)' has \(end - begin) bytes but shape \(shape) needs \(needed)")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, range: begin..<end)
         }

@@ -60,7 +60,7 @@ public enum SnapshotRecovery {
         if machines.isMachineLeader, holders[machines.machine] == nil {
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
             let partial = try CheckpointStore.prepare(root: root, step: step)
-            try AtomicFile.write(Data(manifest), to: partial.appendingPathComponent(CheckpointManifest.fileName))
+            try CheckpointStore.writeManifest(Data(manifest), into: partial)
             try AtomicFile.rename(partial, to: directory)
         }
         try channel.barrier(label: "snapshot \(step): manifest on every machine")
@@ -132,7 +132,7 @@ public enum SnapshotRecovery {
     static func survey(_ root: URL) -> [Holding] {
         CheckpointStore.list(root).compactMap { directory in
             guard let statuses = try? CheckpointStore.inspect(directory),
-                  let step = Int(directory.lastPathComponent.dropFirst("step_".count)) else { return nil }
+                  let step = CheckpointStore.step(of: directory) else { return nil }
             return Holding(step: step, intact: statuses.map { $0.problem == nil })
         }
     }

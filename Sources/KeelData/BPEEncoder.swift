@@ -94,18 +94,7 @@ public final class BPEEncoder {
 
     /// The bytes of `ids`; special tokens become their text.
     public func decode<IDs: Sequence>(_ ids: IDs) throws -> [UInt8] where IDs.Element == Int32 {
-        let specials = Dictionary(uniqueKeysWithValues: vocabulary.specialTokens.map { ($0.value, $0.key) })
-        var bytes: [UInt8] = []
-        for id in ids {
-            if let special = specials[id] {
-                bytes += special.utf8
-            } else {
-                let token = vocabulary.bytes(of: id)
-                guard !token.isEmpty else { throw KeelError("token id \(id) is not in the vocabulary (size \(vocabulary.size))") }
-                bytes += token
-            }
-        }
-        return bytes
+        try vocabulary.decode(ids)
     }
 
     // MARK: - One piece

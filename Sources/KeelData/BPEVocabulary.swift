@@ -175,4 +175,20 @@ public final class BPEVocabulary: Sendable {
         guard id >= 0, Int(id) < ordinaryCount else { return [] }
         return tokenArena[tokenStarts[Int(id)]..<tokenStarts[Int(id) + 1]]
     }
+
+    /// The bytes of `ids`; special tokens become their text.
+    public func decode<IDs: Sequence>(_ ids: IDs) throws -> [UInt8] where IDs.Element == Int32 {
+        let specials = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
+        var bytes: [UInt8] = []
+        for id in ids {
+            if let special = specials[id] {
+                bytes += special.utf8
+            } else {
+                let token = self.bytes(of: id)
+                guard !token.isEmpty else { throw KeelError("token id \(id) is not in the vocabulary (size \(size))") }
+                bytes += token
+            }
+        }
+        return bytes
+    }
 }

@@ -67,12 +67,20 @@ public struct ParallelEncoder {
         return results
     }
 
-    /// Copies the tokenizer file into the dataset; returns its name there ("byte" for byte-level).
+    /// Copies the tokenizer file into the dataset, with the settings files beside it (`TokenizerSettings`: its
+    /// end-of-sequence token, which the dataset's documents end with, and chat template); returns its name there
+    /// ("byte" for byte-level).
     func copyTokenizer(to directory: URL) throws -> String {
         guard source != "byte" else { return "byte" }
         let url = URL(fileURLWithPath: source)
         let name = url.pathExtension == "tiktoken" ? "tokenizer.tiktoken" : "tokenizer.json"
         try AtomicFile.write(Data(contentsOf: url), to: directory.appendingPathComponent(name))
+        for settings in TokenizerSettings.fileNames {
+            let beside = url.deletingLastPathComponent().appendingPathComponent(settings)
+            if FileManager.default.fileExists(atPath: beside.path) {
+                try AtomicFile.write(Data(contentsOf: beside), to: directory.appendingPathComponent(settings))
+            }
+        }
         return name
     }
 }

@@ -87,7 +87,9 @@ public struct BPETokenizer: TextTokenizer {
     }
 
     public func decode(_ ids: [Int32]) throws -> [UInt8] {
-        try BPEEncoder(vocabulary: vocabulary).decode(ids)
+        // Straight from the vocabulary: an encoder would first copy the merge tables, which `serve` and `generate`
+        // did for every token they decoded.
+        try vocabulary.decode(ids)
     }
 
     public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }

@@ -41,7 +41,9 @@ public struct TokenCorpus: Sendable {
         fileCount = files.count
     }
 
-    /// Regular files named by `paths`, directories expanded recursively, in a deterministic order.
+    /// Regular files named by `paths`, directories expanded recursively, in a deterministic order. A symbolic link in
+    /// a directory counts as the file it points to (a Hugging Face cache's snapshot holds only links); one that points
+    /// nowhere is an error, not a file skipped.
     public static func expand(_ paths: [String]) throws -> [URL] {
         var files: [URL] = []
         let manager = FileManager.default
@@ -56,12 +58,23 @@ public struct TokenCorpus: Sendable {
                 continue
             }
             guard let enumerator = manager.enumerator(
-                at: URL(fileURLWithPath: path), includingPropertiesForKeys: [.isRegularFileKey],
+                at: URL(fileURLWithPath: path), includingPropertiesForKeys: [.isRegularFileKey, .isSymbolicLinkKey],
                 options: [.skipsHiddenFiles])
             else { throw KeelError("data: cannot list directory \(path)") }
             var found: [URL] = []
-            for case let url as URL in enumerator where (try? url.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true {
-                found.append(url)
+            for case let url as URL in enumerator {
+                let kind = try? url.resourceValues(forKeys: [.isRegularFileKey, .isSymbolicLinkKey])
+                if kind?.isRegularFile == true {
+                    found.append(url)
+                } else if kind?.isSymbolicLink == true {
+                    // fileExists follows the link; links to directories are not followed (they may loop).
+                    var targetIsDirectory: ObjCBool = false
+                    guard manager.fileExists(atPath: url.path, isDirectory: &targetIsDirectory) else {
+                        let target = (try? manager.destinationOfSymbolicLink(atPath: url.path)) ?? "?"
+                        throw KeelError("data: \(url.path) is a link to \(target), which does not exist")
+                    }
+                    if !targetIsDirectory.boolValue { found.append(url) }
+                }
             }
             files += found.sorted { $0.path < $1.path }
         }

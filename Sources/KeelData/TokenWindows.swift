@@ -40,6 +40,10 @@ public final class TokenWindows: @unchecked Sendable {
     public var count: Int { windowStarts.last! }
     /// Number of tokens over all segments.
     public var tokenCount: Int { segments.reduce(0) { $0 + $1.count } }
+    /// Tokens no window has as a target: each segment's first, and the ones after its last whole window.
+    public var unreachedCount: Int { tokenCount - count * length }
+    /// The most tokens in one segment.
+    public var longestSegment: Int { segments.map(\.count).max() ?? 0 }
 
     /// Copies window `index` into inputs[0..<length] and targets[0..<length].
     public func copy(window index: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {

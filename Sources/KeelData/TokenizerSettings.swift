@@ -9,6 +9,10 @@ public struct TokenizerSettings: Sendable {
     public var beginningOfText: String?
     public var addsBeginningOfText: Bool
 
+    /// The files these settings are read from, which travel with a tokenizer file wherever it is copied (a dataset,
+    /// a checkpoint).
+    public static let fileNames = ["tokenizer_config.json", "chat_template.jinja"]
+
     /// The settings in `directory`.
     public init(directory: URL) {
         let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))

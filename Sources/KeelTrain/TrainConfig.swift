@@ -355,8 +355,9 @@ public struct TrainConfig: Sendable {
         try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
         try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
         try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")
-        try require(distributed.bucketMegabytes > 0 && distributed.bucketMegabytes.isFinite, "distributed.bucket_mb",
-                    "must be a positive number (got \(distributed.bucketMegabytes))")
+        // At most a petabyte: the bucket's float count must fit an Int.
+        try require(distributed.bucketMegabytes > 0 && distributed.bucketMegabytes <= Double(1 << 30), "distributed.bucket_mb",
+                    "must be a positive number of at most \(1 << 30) (got \(distributed.bucketMegabytes))")
         try require((0...3).contains(distributed.zeroStage), "distributed.zero_stage",
                     "must be 0 (nothing sharded), 1 (optimizer state), 2 (and gradients) or 3 (and parameters) (got \(distributed.zeroStage))")
         try require(distributed.timeoutSeconds > 0, "distributed.timeout_s", "must be positive (got \(distributed.timeoutSeconds))")

@@ -37,6 +37,10 @@ public final class Trainer {
     /// This rank's share of the training: its model chunks, optimizers and schedule.
     public let step: TrainingStep
     private let data: TrainingData
+    /// The tokenizer file and the settings files beside it (`TokenizerSettings.fileNames`), read when the run
+    /// started: every checkpoint carries these bytes, so a dataset moved or changed during a long run neither fails
+    /// a checkpoint nor puts another tokenizer in it.
+    private let tokenizerFiles: [(name: String, contents: Data)]
     private let groups: ParallelState
     /// The blocks of every pipeline stage, in stage order, and the parameter layout of each.
     private let stageLayers: [Range<Int>]
@@ -87,6 +91,11 @@ public final class Trainer {
         self.log = groups.world.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
+        tokenizerFiles = try data.tokenizerFile.map { file in
+            let beside = TokenizerSettings.fileNames.map { file.deletingLastPathComponent().appendingPathComponent($0) }
+                .filter { FileManager.default.fileExists(atPath: $0.path) }
+            return try ([file] + beside).map { ($0.lastPathComponent, try Data(contentsOf: $0)) }
+        } ?? []
         stageLayers = try config.parallel.stageLayers(config.model)
         stageTables = stageLayers.map { ParameterTable(config: config.model, layers: $0) }
         wholeTable = ParameterTable(config: config.model)
@@ -154,8 +163,8 @@ public final class Trainer {
         host.blas = BLASLibrary.description
         if config.training.precision == .bfloat16 { host.bf16Engine = BFloat16Engine.selected.rawValue }
         try AtomicFile.write(host.json, to: output.appendingPathComponent("hardware.json"))
-        if let file = data.tokenizerFile {
-            try AtomicFile.write(Data(contentsOf: file), to: output.appendingPathComponent(file.lastPathComponent))
+        if let tokenizer = tokenizerFiles.first {
+            try AtomicFile.write(tokenizer.contents, to: output.appendingPathComponent(tokenizer.name))
         }
     }
 
@@ -516,18 +525,12 @@ public final class Trainer {
                     files[ShardPlan.fileName(rank: rank)] = CheckpointStore.FileRecord(
                         bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
                 }
-                if let tokenizer = data.tokenizerFile {
-                    // The tokenizer, and what Hugging Face keeps beside it for generation (an imported model's
-                    // end-of-sequence token and chat template), when present.
-                    let beside = ["tokenizer_config.json", "chat_template.jinja"].map {
-                        tokenizer.deletingLastPathComponent().appendingPathComponent($0)
-                    }.filter { FileManager.default.fileExists(atPath: $0.path) }
-                    for source in [tokenizer] + beside {
-                        let copy = CheckpointStore.partialDirectory(root: root, step: number)
-                            .appendingPathComponent(source.lastPathComponent)
-                        try AtomicFile.write(Data(contentsOf: source), to: copy)
-                        files[source.lastPathComponent] = try CheckpointStore.record(of: copy)
-                    }
+                // The tokenizer, and what Hugging Face keeps beside it for generation (an imported model's
+                // end-of-sequence token and chat template), when present.
+                for (name, contents) in tokenizerFiles {
+                    let copy = CheckpointStore.partialDirectory(root: root, step: number).appendingPathComponent(name)
+                    try AtomicFile.write(contents, to: copy)
+                    files[name] = try CheckpointStore.record(of: copy)
                 }
                 try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
                                                                state: pending.state, files: files, tensors: manifestTensors,
@@ -535,9 +538,9 @@ public final class Trainer {
                                             root: root)
                 if pending.isSnapshot {
                     // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step.
-                    Thread.detachNewThread { CheckpointStore.prune(root, keep: 1) }
+                    Thread.detachNewThread { CheckpointStore.prune(root, keep: 1, written: number) }
                 } else {
-                    CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery)
+                    CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery, written: number)
                 }
             } catch {
                 failure = error
@@ -586,7 +589,7 @@ public final class Trainer {
         if isLeader {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
             for problem in found.problems { log("warning: skipping \(problem)") }
-            diskStep = found.checkpoint.flatMap { Double($0.lastPathComponent.dropFirst("step_".count)) } ?? -1
+            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init) ?? -1
         }
         if groups.world.size > 1 { diskStep = try groups.world.allReduce([diskStep], .max, label: "newest checkpoint on disk")[0] }
         if let snapshotRoot, let machines, let snapshotChannel,

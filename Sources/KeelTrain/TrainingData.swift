@@ -61,7 +61,11 @@ struct TrainingData {
             trainTargets = trainWindows.tokenCount
             validationTargets = validationWindows.tokenCount
             summary = "dataset \(dataset): \(manifest.train.documents) + \(manifest.val.documents) documents"
+                + Self.shardEnds(trainWindows)
             tooLittleValidation = "prepare the dataset again with a larger --val-fraction"
+            guard trainWindows.count >= config.training.batchSize || trainWindows.tokenCount < (length + 1) * config.training.batchSize else {
+                throw KeelError("data: the training split's shards (the longest \(trainWindows.longestSegment) tokens) are too short for \(config.training.batchSize) windows of \(length + 1) tokens, which never cross a shard: prepare the dataset again with a larger --shard-tokens")
+            }
         } else {
             tokenizer = try loadTokenizer(config.data.tokenizer)
             tokenizerFile = config.data.tokenizer == "byte" ? nil : URL(fileURLWithPath: config.data.tokenizer)
@@ -102,5 +106,14 @@ struct TrainingData {
         var loss = 0.0
         for token in held { loss -= Foundation.log(counts[Int(token)] / total) }
         return loss / Double(held.count)
+    }
+
+    /// A note for the data summary when the ends of a split's shards hold more than 1% of its tokens: windows never
+    /// cross a shard, so what follows a shard's last whole window (and its first token) is never a target.
+    static func shardEnds(_ windows: TokenWindows) -> String {
+        let share = Double(windows.unreachedCount) / Double(max(1, windows.tokenCount))
+        // One shard holding the split loses less than a window: the advice is for many short shards.
+        guard share > 0.01, windows.longestSegment < windows.tokenCount else { return "" }
+        return String(format: " (%.1f%% of the training tokens lie past the last whole window of their shard, never a target: prepare with a larger --shard-tokens)", share * 100)
     }
 }

@@ -83,6 +83,12 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Batches to draw.")
         var batches = 5000
 
+        func validate() throws {
+            guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+            guard seqLen > 0 else { throw ValidationError("--seq-len must be positive") }
+            guard batches > 0 else { throw ValidationError("--batches must be positive") }
+        }
+
         func run() throws {
             let directory = URL(fileURLWithPath: dataset)
             let manifest = try ShardManifest.read(from: directory)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeelCore
+import KeelData
 import KeelTrain
 import KeelWeb
 
@@ -71,12 +72,24 @@ extension DataCommand {
             configuration.deduplication.minHash.shingleSize = try values.int("dedup.shingle", configuration.deduplication.minHash.shingleSize)
             configuration.deduplication.minHash.bands = try values.int("dedup.bands", configuration.deduplication.minHash.bands)
             configuration.deduplication.minHash.rows = try values.int("dedup.rows", configuration.deduplication.minHash.rows)
-            configuration.deduplication.memoryBudget = try values.int("dedup.memory_mb", configuration.deduplication.memoryBudget >> 20) << 20
+            let memoryMegabytes = try values.int("dedup.memory_mb", configuration.deduplication.memoryBudget >> 20)
             configuration.validationFraction = try values.double("output.val_fraction", configuration.validationFraction)
             configuration.shardTokens = try values.int("output.shard_tokens", configuration.shardTokens)
             configuration.threads = try values.int("output.threads", configuration.threads)
             try values.rejectUnknownKeys()
             guard configuration.threads >= 1 else { throw KeelError("config: output.threads must be at least 1") }
+            // Checked here, not hours later when the deduplication or the shards reach them.
+            let minHash = configuration.deduplication.minHash
+            guard minHash.shingleSize > 0, minHash.bands > 0, minHash.rows > 0 else {
+                throw KeelError("config: dedup.shingle, dedup.bands and dedup.rows must be positive (got \(minHash.shingleSize), \(minHash.bands), \(minHash.rows))")
+            }
+            guard (1...(1 << 30)).contains(memoryMegabytes) else {
+                throw KeelError("config: dedup.memory_mb must be 1 to \(1 << 30) (got \(memoryMegabytes))")
+            }
+            configuration.deduplication.memoryBudget = memoryMegabytes << 20
+            guard (1...TokenShardFormat.maximumTokens).contains(configuration.shardTokens) else {
+                throw KeelError("config: output.shard_tokens must be 1 to \(TokenShardFormat.maximumTokens) (a shard's header holds its count in 32 bits; got \(configuration.shardTokens))")
+            }
             guard (0..<1).contains(configuration.validationFraction) else { throw KeelError("config: output.val_fraction must be in [0, 1)") }
             return configuration
         }

@@ -56,6 +56,8 @@ struct Eval: ParsableCommand {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         guard maxWindows >= 0 else { throw ValidationError("--max-windows must not be negative") }
         if let seqLen, seqLen <= 0 { throw ValidationError("--seq-len must be positive") }
+        // llama-perplexity scores positions seq-len/2 to seq-len − 2 of each window: none below 3.
+        if llamaCppScoring, let seqLen, seqLen < 3 { throw ValidationError("--seq-len must be at least 3 with --llama-cpp-scoring (got \(seqLen))") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
             throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
         }
@@ -166,7 +168,10 @@ struct Eval: ParsableCommand {
     /// then come from the text after it, as llama-perplexity's do).
     private func score(_ decoder: Decoder, label: String, windows: TokenWindows, count: Int, length: Int,
                        beginningOfText: Int32?) throws {
-        let scoredPositions = llamaCppScoring ? (length / 2)..<(length - 1) : 0..<length
+        let scoredPositions = llamaCppScoring ? (length / 2)..<max(length / 2, length - 1) : 0..<length
+        guard !scoredPositions.isEmpty else {
+            throw KeelError("eval: windows of \(length) tokens leave nothing to score as llama-perplexity does (it scores positions length/2 to length − 2): use --seq-len 3 or more")
+        }
         if let bos = beginningOfText {
             let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
                 : "windows are cut from the text without it (--llama-cpp-scoring puts it first, as llama-perplexity does)"

@@ -76,8 +76,8 @@ struct FineTuningRun {
         let checkpoint = try CheckpointReader(resolving: options.initFrom)
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
                                          defaults: defaults)
-        let tokenizerFile = checkpoint.directory.appendingPathComponent("tokenizer.json")
-        let tokenizerPath = FileManager.default.fileExists(atPath: tokenizerFile.path) ? tokenizerFile.path : "byte"
+        // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
+        let tokenizerPath = checkpoint.tokenizerPath
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
@@ -172,18 +172,17 @@ struct FineTuningRun {
 
     /// The weights as the run's checkpoint of `step`, with the tokenizer files of the run it started from.
     private func save(_ model: Transformer, step: Int, extras: [String: Data]) throws -> URL {
-        let source = checkpoint.directory, manager = FileManager.default
-        let tokenizer = source.appendingPathComponent("tokenizer.json")
+        let source = checkpoint.directory, manager = FileManager.default, tokenizer = checkpoint.state.tokenizer
         var files = extras
-        for name in ["tokenizer_config.json", "chat_template.jinja"] {
+        for name in TokenizerSettings.fileNames {
             if let data = manager.contents(atPath: source.appendingPathComponent(name).path) { files[name] = data }
         }
         let written = try WeightsCheckpoint.write(
-            model, tokenizer: manager.fileExists(atPath: tokenizer.path)
-                ? ("tokenizer.json", { try manager.copyItem(at: tokenizer, to: $0) }) : nil,
+            model, tokenizer: tokenizer == "byte" ? nil
+                : (tokenizer, { try manager.copyItem(at: source.appendingPathComponent(tokenizer), to: $0) }),
             extras: files, config: config.resolvedTOML, step: step, to: output)
         CheckpointStore.prune(output.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
-                              keepEvery: config.checkpoint.keepEvery)
+                              keepEvery: config.checkpoint.keepEvery, written: step)
         return written
     }
 }

@@ -73,11 +73,18 @@ struct Generate: ParsableCommand {
         SamplingOptions(temperature: temperature, topK: topK, topP: topP, repetitionPenalty: repetitionPenalty, seed: seed)
     }
 
+    /// `options` for `loaded`: drawing only ids its tokenizer can decode (a model's vocabulary may be padded beyond).
+    private func options(for loaded: InferenceModel) -> SamplingOptions {
+        var options = self.options
+        options.vocabulary = loaded.tokenizer.vocabSize
+        return options
+    }
+
     func run() throws {
         let started = Date()
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
-        let decoder = loaded.decoder, tokenizer = loaded.tokenizer
+        let decoder = loaded.decoder, tokenizer = loaded.tokenizer, options = options(for: loaded)
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = try prompts.map { text in
             guard chat else { return loaded.prompt(tokenizer.encode(text)) }
@@ -100,7 +107,7 @@ struct Generate: ParsableCommand {
         var firstToken: Date?
         let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, shouldStop: { index, tokens in
             // A token's bytes may end inside a character: the stream holds them back until the rest comes.
-            streams[index].update((try? tokenizer.decode(tokens)) ?? [])
+            streams[index].update(tokens, decodedBy: tokenizer)
             if streaming { streams[index].flush(to: FileHandle.standardOutput) }
             return streams[index].stopped
         }, emit: { _, _ in
@@ -136,30 +143,39 @@ struct Generate: ParsableCommand {
 
 /// The text of one generated sequence as it grows: cut at the first stop string, and printable up to what is
 /// certain — whole UTF-8 characters, and not a tail that may be the start of a stop string.
+///
+/// Each update decodes only the new tokens (a text's bytes are its tokens' bytes one after another) and looks for
+/// the stop strings only where a new one can end: a token costs the same at the end of a long text as at its start.
 struct TextStream {
     let stops: [[UInt8]]
     /// The text so far, cut before a stop string once one appears.
     private(set) var text: [UInt8] = []
     private(set) var stopped = false
     private var printed = 0
+    /// Tokens decoded into `text` so far.
+    private var decoded = 0
 
     init(stops: [[UInt8]]) { self.stops = stops }
 
-    /// Takes the whole generated text so far.
-    mutating func update(_ bytes: [UInt8]) {
-        guard !stopped else { return }
-        text = bytes
-        for stop in stops {
-            if let range = firstRange(of: stop, in: text) {
-                text = Array(text[..<range])
-                stopped = true
-            }
+    /// Takes the generated tokens so far (those of the last update and any after them). A token the tokenizer
+    /// cannot decode adds nothing.
+    mutating func update(_ tokens: [Int32], decodedBy tokenizer: any TextTokenizer) {
+        guard !stopped, tokens.count > decoded else { return }
+        let added = (try? tokenizer.decode(Array(tokens[decoded...]))) ?? []
+        decoded = tokens.count
+        let searched = text.count
+        text += added
+        // The text before held no stop string: a new one ends in the added bytes. Cut before the earliest.
+        let cut = stops.compactMap { firstRange(of: $0, in: text, from: max(0, searched - $0.count + 1)) }.min()
+        if let cut {
+            text.removeSubrange(cut...)
+            stopped = true
         }
     }
 
-    private func firstRange(of needle: [UInt8], in haystack: [UInt8]) -> Int? {
-        guard needle.count <= haystack.count else { return nil }
-        return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    private func firstRange(of needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard needle.count <= haystack.count - start else { return nil }
+        return (start...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 
     /// The bytes that are certain and not yet taken: whole UTF-8 characters, not a tail that a stop string starts

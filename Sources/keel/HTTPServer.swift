@@ -11,11 +11,27 @@ struct HTTPRequest {
 }
 
 /// One client connection: the request it sent, and the response written back on it.
+///
+/// Events are written from the generation thread every request shares, so they never wait for the client: what it
+/// has not taken yet waits here, and a client that leaves `unsentLimit` bytes unread has gone. Reads and the
+/// connection thread's own writes wait at most `timeoutSeconds` for the client.
 final class HTTPConnection: @unchecked Sendable {
     private let socket: Int32
     private var closed = false
+    /// Event bytes the client has not taken yet, sent before any later ones.
+    private var unsent = Data()
+    /// The most event bytes a client may leave unread (thousands of tokens' events) before it counts as gone.
+    static let unsentLimit = 4 << 20
+    /// How long a read or a waiting write may wait for the client.
+    static let timeoutSeconds = 60
 
-    init(socket: Int32) { self.socket = socket }
+    init(socket: Int32) {
+        self.socket = socket
+        var timeout = timeval(tv_sec: Self.timeoutSeconds, tv_usec: 0)
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            setsockopt(socket, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+    }
 
     deinit { close() }
 
@@ -29,7 +45,7 @@ final class HTTPConnection: @unchecked Sendable {
         while headEnd == nil {
             guard buffer.count < 65_536 else { return .failure(HTTPFailure(status: 431, message: "the request head is over 64 KiB")) }
             let received = recv(socket, &chunk, chunk.count, 0)
-            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed before a whole request")) }
+            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s before a whole request")) }
             buffer.append(contentsOf: chunk[0..<received])
             headEnd = buffer.range(of: separator)
         }
@@ -53,7 +69,7 @@ final class HTTPConnection: @unchecked Sendable {
         var body = Data(buffer[headEnd!.upperBound...])
         while body.count < length {
             let received = recv(socket, &chunk, min(chunk.count, length - body.count), 0)
-            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed inside the body")) }
+            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s inside the body")) }
             body.append(contentsOf: chunk[0..<received])
         }
         return .success(HTTPRequest(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers,
@@ -73,10 +89,42 @@ final class HTTPConnection: @unchecked Sendable {
         write(Data("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".utf8))
     }
 
-    /// Writes `data: JSON` as one event; false once the client has gone.
-    func event(_ data: String) -> Bool { write(Data("data: \(data)\n\n".utf8)) }
+    /// Queues `data: JSON` as one event and sends what the socket takes now, without waiting; false (and the
+    /// connection closed) once the client has gone or left more than `unsentLimit` bytes unread.
+    func event(_ data: String) -> Bool {
+        guard !closed else { return false }
+        unsent.append(Data("data: \(data)\n\n".utf8))
+        while !unsent.isEmpty {
+            let result = unsent.withUnsafeBytes { send(socket, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if result > 0 {
+                unsent.removeFirst(result)
+            } else if result < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                break
+            } else {
+                unsent = Data()
+                close()
+                return false
+            }
+        }
+        guard unsent.count <= Self.unsentLimit else {
+            unsent = Data()
+            close()
+            return false
+        }
+        return true
+    }
 
-    /// Writes all of `data`; false when the client has gone.
+    /// Whether the client has closed its side of the connection, or it failed: nobody will read what a request
+    /// generates (an ASGI server's `http.disconnect`).
+    var clientHasGone: Bool {
+        guard !closed else { return true }
+        var byte: UInt8 = 0
+        let result = recv(socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return result == 0 || (result < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    }
+
+    /// Writes all of `data` (waiting for the client at most `timeoutSeconds` at a time); false when the client has
+    /// gone.
     @discardableResult
     private func write(_ data: Data) -> Bool {
         guard !closed else { return false }
@@ -91,8 +139,14 @@ final class HTTPConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends the events still waiting (waiting for the client as a write does), then closes.
     func close() {
         guard !closed else { return }
+        if !unsent.isEmpty {
+            let rest = unsent
+            unsent = Data()
+            write(rest)
+        }
         closed = true
         Glibc.close(socket)
     }

@@ -37,7 +37,7 @@ struct JobSupervisor {
                 throw ExitCode(outcome.status)
             }
             let failed = Date(), reached = lastLoggedStep()
-            if let (checkpoint, inMemory) = newestCheckpoint(), let step = Int(checkpoint.lastPathComponent.dropFirst("step_".count)) {
+            if let (checkpoint, inMemory) = newestCheckpoint(), let step = CheckpointStore.step(of: checkpoint) {
                 let source = inMemory ? "the in-memory snapshot " : ""
                 log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
                     + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
@@ -97,7 +97,7 @@ struct JobSupervisor {
         let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }.flatMap { root in
             CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil }
         }
-        if let snapshot, disk.map({ snapshot.lastPathComponent > $0.lastPathComponent }) ?? true { return (snapshot, true) }
+        if let snapshot, disk.map({ CheckpointStore.step(of: snapshot)! > CheckpointStore.step(of: $0)! }) ?? true { return (snapshot, true) }
         return disk.map { ($0, false) }
     }
 

@@ -51,14 +51,18 @@ struct SFT: ParsableCommand {
             return
         }
         var checkpoint = try CheckpointReader(resolving: initFrom)
-        let tokenizer = checkpoint.directory.appendingPathComponent("tokenizer.json")
-        var tokenizerName = FileManager.default.fileExists(atPath: tokenizer.path) ? tokenizer.path : "byte"
+        // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
+        var tokenizerName = checkpoint.tokenizerPath
         var start = initFrom
         // Keel's ChatML on a BPE tokenizer without its markers: they become tokens of their own first.
         if tokenizerName != "byte", TokenizerSettings(besides: tokenizerName).chatTemplate == nil {
             let loaded = try loadTokenizer(tokenizerName)
             let missing = ChatVocabulary.missingMarkers(in: loaded)
+            let tokenizer = URL(fileURLWithPath: tokenizerName)
             if !missing.isEmpty {
+                guard tokenizer.pathExtension == "json" else {
+                    throw KeelError("sft: \(tokenizerName) has no chat template and lacks ChatML's \(missing.joined(separator: " and ")); Keel adds them as special tokens to a tokenizer.json only: give the run a chat template (tokenizer_config.json beside the tokenizer) or use a tokenizer.json")
+                }
                 let base = URL(fileURLWithPath: out).appendingPathComponent("base")
                 checkpoint = try ChatVocabulary.base(at: base, extending: checkpoint, tokenizerFile: tokenizer, tokenizer: loaded,
                                                      missing: missing)

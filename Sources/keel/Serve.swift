@@ -64,7 +64,7 @@ struct CompletionAPI: Sendable {
     let model: String
     let contextLength: Int
     let chatFormat: ChatFormat
-    /// What ends a plain completion besides its stop strings (`InferenceModel.endOfGeneration`).
+    /// What ends a completion or chat reply besides its stop strings (`InferenceModel.endOfGeneration`).
     let endOfGeneration: [String]
     /// Starts every prompt, when the model asks for it.
     let beginningOfText: Int32?
@@ -132,20 +132,28 @@ struct CompletionAPI: Sendable {
             stops += chatFormat.stops
         } else if let text = body["prompt"] as? String {
             prompt = tokenizer.encode(text)
-            stops += endOfGeneration
         } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
             prompt = tokenizer.encode(prompts[0])
-            stops += endOfGeneration
         } else {
             throw bad("'prompt' must be a string (one prompt per request)")
         }
+        // The model's end-of-sequence and end-of-turn tokens end a chat reply too, as in `generate --chat`: a template's
+        // turn end (<|eot_id|>) need not be the token the model names as its end of sequence.
+        stops += endOfGeneration
+        let requested: [String]
         switch body["stop"] {
-        case nil, is NSNull: break
-        case let stop as String: stops.append(stop)
-        case let list as [String]: stops += list
+        case nil, is NSNull: requested = []
+        case let stop as String: requested = [stop]
+        case let list as [String]: requested = list
         default: throw bad("'stop' must be a string or an array of strings")
         }
-        guard !stops.contains("") else { throw bad("'stop' strings must not be empty") }
+        guard !requested.contains("") else { throw bad("'stop' strings must not be empty") }
+        // Every new token is searched for each of them, on the thread all requests share: a bounded list (OpenAI's
+        // API takes four).
+        guard requested.count <= Self.stopLimit.count, requested.allSatisfy({ $0.utf8.count <= Self.stopLimit.bytes }) else {
+            throw bad("'stop' takes at most \(Self.stopLimit.count) strings of at most \(Self.stopLimit.bytes) bytes each")
+        }
+        stops += requested
         let maxTokens = try number("max_tokens", chat ? 256 : 16)
         guard maxTokens >= 1, maxTokens == maxTokens.rounded(), maxTokens <= 1_000_000 else {
             throw bad("'max_tokens' must be a positive integer")
@@ -153,7 +161,9 @@ struct CompletionAPI: Sendable {
         let options = SamplingOptions(temperature: Float(try number("temperature", 1)), topK: Int(try number("top_k", 0)),
                                       topP: Float(try number("top_p", 1)),
                                       repetitionPenalty: Float(try number("repetition_penalty", 1)),
-                                      seed: UInt64(clamping: Int64(try number("seed", 0))))
+                                      seed: UInt64(clamping: Int64(try number("seed", 0))),
+                                      // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
+                                      vocabulary: tokenizer.vocabSize)
         do {
             try options.validate()
         } catch {
@@ -198,12 +208,15 @@ struct CompletionAPI: Sendable {
         service.submit(GenerationService.Request(
             prompt: Array(parameters.prompt.suffix(contextLength)), maxTokens: parameters.maxTokens, options: parameters.options,
             onToken: { generated in
-                state.stream.update((try? tokenizer.decode(generated)) ?? [])
+                state.stream.update(generated, decodedBy: tokenizer)
                 if parameters.stream {
                     let delta = state.stream.takeCertain()
-                    if !delta.isEmpty, !connection.event(chunk(String(decoding: delta, as: UTF8.self))) { return false }
+                    state.clientHasGone = !delta.isEmpty && !connection.event(chunk(String(decoding: delta, as: UTF8.self)))
+                } else {
+                    // Nothing is written until the end: a client that left is seen only by looking.
+                    state.clientHasGone = connection.clientHasGone
                 }
-                return !state.stream.stopped
+                return !state.stream.stopped && !state.clientHasGone
             },
             onFinish: { generated, reason in
                 state.tokens = generated.count
@@ -211,6 +224,9 @@ struct CompletionAPI: Sendable {
                 finished.signal()
             }))
         finished.wait()
+        // One line per request, as llama.cpp's server logs them.
+        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, "
+            + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n").utf8))
         if parameters.stream {
             let rest = state.stream.takeRest()
             if !rest.isEmpty { _ = connection.event(chunk(String(decoding: rest, as: UTF8.self))) }
@@ -236,8 +252,13 @@ struct CompletionAPI: Sendable {
         var stream: TextStream
         var tokens = 0
         var reason = FinishReason.length
+        /// The client closed the connection, or stopped reading a stream: the request ended for it.
+        var clientHasGone = false
         init(stops: [[UInt8]]) { stream = TextStream(stops: stops) }
     }
+
+    /// The most stop strings a request may give, and their longest.
+    static let stopLimit = (count: 32, bytes: 1024)
 
     /// Whether a parsed JSON value was `true` or `false` (Foundation bridges numbers to Bool as well, so `is Bool`
     /// cannot tell 0 from false).

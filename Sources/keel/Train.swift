@@ -163,7 +163,8 @@ enum Sampling {
         model: Transformer, tokenizer: any TextTokenizer, prompt: String, tokens: Int, temperature: Double, topK: Int,
         seed: UInt64
     ) throws -> String {
-        let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed)
+        // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
+        let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed, vocabulary: tokenizer.vocabSize)
         let prompt = tokenizer.encode(prompt)
         let generated = try Decoder(model: model).generate(prompts: [prompt], maxTokens: tokens, options: options)[0]
         return try tokenizer.decodeText((prompt.isEmpty ? [0] : prompt) + generated)

@@ -366,6 +366,19 @@ post completions '{"prompt": "In 1599 the", "max_tokens": 4, "temperature": 0}'
 check "serve's completion from it stops there too" \
     '(lambda c: c["text"] == "" and c["finish_reason"] == "stop")(json.load(open(sys.argv[1]))["choices"][0])' "$work/response.json"
 stop_server
+# One whose greedy choice is Llama 3's <|eot_id|>, an end of turn that is neither its end of sequence nor ChatML's:
+# a chat reply stops there in serve as in generate --chat.
+expect_ok "a GGUF file that answers <|eot_id|>" python3 "$here/../Reference/gguf_files.py" ends-turn "$work/eot-id.gguf" --eot-id
+"$keel" generate --checkpoint "$work/eot-id.gguf" --chat --prompt "Hello" --max-tokens 4 --temperature 0 --json \
+    >"$work/eot-id.json" 2>/dev/null
+check "generate --chat stops at <|eot_id|>" '(lambda r: r["text"] == "" and r["stop"] == "string")(json.load(open(sys.argv[1])))' \
+    "$work/eot-id.json"
+start_server "$work/eot-id.gguf"
+post chat/completions '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0}'
+check "serve's chat reply stops at <|eot_id|> too" \
+    '(lambda c: c["message"]["content"] == "" and c["finish_reason"] == "stop")(json.load(open(sys.argv[1]))["choices"][0])' \
+    "$work/response.json"
+stop_server
 # A file that asks for BOS (tokenizer.ggml.add_bos_token, as Llama 3's): generate puts it before the prompt, and its
 # import keeps asking.
 expect_ok "a GGUF file that asks for BOS" python3 "$here/../Reference/gguf_files.py" model "$work/tiny-bos.gguf" "$work/tiny-bos.safetensors" --add-bos
@@ -614,7 +627,7 @@ expect_error "eval a GGUF file on a prepared dataset" "a GGUF file is evaluated 
 # keel serve: OpenAI's own client against it (Tests/Reference/openai_client_check.py: completions and chat, streamed
 # and not, concurrent requests, malformed ones); bad options refused before it listens.
 start_server "$work/llamarun"
-if [ -n "$port" ] && python3 "$here/../Reference/openai_client_check.py" "http://127.0.0.1:$port/v1" >"$work/out" 2>&1; then
+if [ -n "$port" ] && python3 "$here/../Reference/openai_client_check.py" "http://127.0.0.1:$port/v1" "$work/serve.err" >"$work/out" 2>&1; then
     pass "keel serve answers OpenAI's client: completions, chat, streams, concurrent and malformed requests"
 else
     fail "keel serve answers OpenAI's client"; sed 's/^/    /' "$work/out" "$work/serve.err" | head -20
@@ -804,6 +817,16 @@ check "dataset run logged 4 steps" '[r["step"] for r in map(json.loads, open(sys
 cmp -s "$work/dsrun/tokenizer.json" "$work/tok.json" && pass "run keeps its tokenizer" || fail "run keeps its tokenizer"
 expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
 grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail "the sample starts with its prompt"
+# A run trained on a tokenizer file of another name (tok.json, recorded in its state): fine-tuning it tokenizes with
+# that file and keeps it (it used to fall back to bytes when the file was not called tokenizer.json).
+expect_ok "train on tok.json" "$keel" train --config "$work/tiny.toml" --out "$work/tokrun" --set training.steps=2 \
+    --set "data.tokenizer=\"$work/tok.json\"" --set model.vocab_size=300
+expect_ok "dpo of a run whose tokenizer is tok.json" "$keel" dpo --init-from "$work/tokrun" \
+    --data "$here/../Reference/dpo_trl/pairs_text.jsonl" --out "$work/dpo-tok" --set training.steps=1 \
+    --set training.batch_size=2 --set training.seq_len=16 --set data.val_fraction=0
+check "its checkpoint keeps tok.json, the run's tokenizer" \
+    'json.load(open(sys.argv[1]))["state"]["tokenizer"] == "tok.json" and open(sys.argv[2], "rb").read() == open(sys.argv[3], "rb").read()' \
+    "$work/dpo-tok/checkpoints/step_00000001/manifest.json" "$work/dpo-tok/checkpoints/step_00000001/tok.json" "$work/tok.json"
 # keel sft of a run whose BPE tokenizer lacks ChatML's markers: they become special tokens 300 and 301, the token
 # table grows to 320 rows (a multiple of 64), the two new ones each the mean of the 300 before them, and fine-tuning
 # starts from that.
@@ -815,6 +838,18 @@ check "the markers are special tokens of the tokenizer, and their embeddings sta
     'sys.path.insert(0, sys.argv[3]) is None and (lambda t, w, np: t.token_to_id("<|im_start|>") == 300 and t.encode("<|im_start|>user<|im_end|>").ids[0] == 300 and t.encode("<|im_start|>user<|im_end|>").ids[-1] == 301 and w.size == 320 * 16 and np.allclose(w.reshape(320, 16)[300], w.reshape(320, 16)[:300].mean(0), atol=1e-6) and np.allclose(w.reshape(320, 16)[301], w.reshape(320, 16)[300]))(__import__("tokenizers").Tokenizer.from_file(sys.argv[1]), __import__("safetensors_np").load_file(sys.argv[2])["model/transformer.wte.weight/0/0"], __import__("numpy"))' \
     "$work/sft-bpe/base/checkpoints/step_00000000/tokenizer.json" "$work/sft-bpe/base/checkpoints/step_00000000/rank_00000.safetensors" \
     "$here/../Reference"
+# That model's vocabulary (320 rows) is padded beyond its tokenizer's 302 ids: sample, generate and serve draw only ids
+# the tokenizer can decode (a padding id drawn once used to empty generate's and serve's text, and fail sample's).
+expect_ok "sample from a model whose vocabulary is padded" "$keel" sample --checkpoint "$work/sft-bpe" --tokens 100 \
+    --temperature 1 --top-k 0 --seed 3
+expect_ok "generate from a model whose vocabulary is padded" "$keel" generate --checkpoint "$work/sft-bpe" --prompt "To be" \
+    --max-tokens 100 --temperature 1 --top-k 0 --seed 3 --json
+check "its text is what the tokens decode to, none of them a padding id" \
+    '(lambda r: len(r["text"]) > 0 and (r["tokens"] == 100 or r["stop"] == "string"))(json.loads(open(sys.argv[1]).readline()))' "$work/out"
+start_server "$work/sft-bpe"
+post completions '{"prompt": "To be", "max_tokens": 100, "temperature": 1, "top_k": 0, "seed": 3}'
+check "serve's completion from it is text too" 'len(json.load(open(sys.argv[1]))["choices"][0]["text"]) > 0' "$work/response.json"
+stop_server
 # Eval on the same validation windows (seq_len 16, one batch of 2) reproduces the run's last validation loss exactly.
 expect_ok "eval on a dataset" "$keel" eval --checkpoint "$work/dsrun" --dataset "$work/ds" --seq-len 16 --batch-size 2 \
     --max-windows 2 --json
@@ -825,6 +860,10 @@ expect_error "eval on a split that does not exist" "--split must be \"val\" or \
     "$keel" eval --checkpoint "$work/dsrun" --dataset "$work/ds" --split test
 expect_error "eval on a dataset of another tokenizer" "was tokenised with tokenizer.json, not with the checkpoint's tokenizer (byte)" \
     "$keel" eval --checkpoint "$work/run" --dataset "$work/ds"
+expect_error "prepare with shards too large for their header" "--shard-tokens must be 1 to 2147483647" \
+    "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds-huge" --shard-tokens 3000000000
+usage "data bench of empty batches" "--batch-size must be positive" "$keel" data bench --dataset "$work/ds" --batch-size 0
+usage "data bench of empty sequences" "--seq-len must be positive" "$keel" data bench --dataset "$work/ds" --seq-len 0
 expect_error "prepare refuses to overwrite a dataset" "already holds" \
     "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds"
 printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$work/bad.jsonl"
@@ -994,6 +1033,12 @@ expect_error "data pipeline with a misspelt key" "unknown key 'output.tokeniser'
 expect_error "data pipeline with a tokenizer that is not there, before any work" "tokenizer: $work/nope.json: no such file" \
     "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus2" --set output.tokenizer="$work/nope.json"
 [ ! -e "$work/corpus2" ] && pass "data pipeline with a bad tokenizer leaves nothing behind" || fail "data pipeline with a bad tokenizer leaves nothing behind"
+# Settings the deduplication or the shards would trip on hours later are refused before any work.
+expect_error "data pipeline with no bands" "dedup.shingle, dedup.bands and dedup.rows must be positive (got 5, 0, 20)" \
+    "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus3" --set dedup.bands=0 --set dedup.shingle=5 --set dedup.rows=20
+expect_error "data pipeline with shards too large for their header" "output.shard_tokens must be 1 to 2147483647" \
+    "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus3" --set output.shard_tokens=3000000000
+[ ! -e "$work/corpus3" ] && pass "a refused data pipeline leaves nothing behind" || fail "a refused data pipeline leaves nothing behind"
 printf '[input]\npaths = ["site"]\n[output]\ndir = "x"\n' >"$work/notok.toml"
 expect_error "data pipeline without a tokenizer" "output.tokenizer is missing" "$keel" data pipeline --config "$work/notok.toml"
 

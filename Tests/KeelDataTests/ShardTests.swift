@@ -115,6 +115,48 @@ final class ShardTests: XCTestCase {
         }
     }
 
+    /// A tokenizer whose documents end with the `eos_token` its `tokenizer_config.json` names (Llama 3's
+    /// `<|end_of_text|>`): the dataset keeps that file beside its copy of the tokenizer, so training on the dataset
+    /// loads the tokenizer as preparing it did.
+    func testDatasetKeepsTheSettingsBesideItsTokenizer() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let vocabulary = try BPEVocabulary(tokens: (0..<256).map { [UInt8($0)] }, merges: [],
+                                           specialTokens: ["<|end_of_text|>": 256], pattern: .cl100k)
+        let source = directory.appendingPathComponent("tokenizer")
+        try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+        let json = source.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+        try Data(#"{"eos_token": "<|end_of_text|>"}"#.utf8).write(to: source.appendingPathComponent("tokenizer_config.json"))
+        let output = directory.appendingPathComponent("dataset")
+        let manifest = try DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: json.path, output: output).run()
+        XCTAssertEqual(try manifest.openShards(manifest.train, in: output)[0].tokens().first, 256)
+        XCTAssertEqual(try loadTokenizer(output.appendingPathComponent(manifest.tokenizer).path).endOfText, 256)
+    }
+
+    /// Files reached through symbolic links in an input directory are read (a Hugging Face cache's snapshot holds
+    /// only links), and a link that points nowhere is an error naming it.
+    func testLinkedFilesInADirectoryAreRead() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let corpus = try writeCorpus(in: directory)
+        let linked = directory.appendingPathComponent("linked")
+        try FileManager.default.createDirectory(at: linked, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: corpus.path) {
+            try FileManager.default.createSymbolicLink(at: linked.appendingPathComponent(file),
+                                                       withDestinationURL: corpus.appendingPathComponent(file))
+        }
+        let direct = try DataPreparation(inputs: [corpus.path], tokenizer: "byte", output: directory.appendingPathComponent("a")).run()
+        let throughLinks = try DataPreparation(inputs: [linked.path], tokenizer: "byte",
+                                               output: directory.appendingPathComponent("b")).run()
+        XCTAssertEqual(throughLinks.train.documents + throughLinks.val.documents, direct.train.documents + direct.val.documents)
+        XCTAssertEqual(throughLinks.train.tokens + throughLinks.val.tokens, direct.train.tokens + direct.val.tokens)
+        try FileManager.default.createSymbolicLink(at: linked.appendingPathComponent("gone.txt"),
+                                                   withDestinationURL: directory.appendingPathComponent("missing.txt"))
+        XCTAssertThrowsError(try DataPreparation(inputs: [linked.path], tokenizer: "byte",
+                                                 output: directory.appendingPathComponent("c")).run()) {
+            XCTAssertEqual("\($0)", "data: \(linked.path)/gone.txt is a link to \(directory.path)/missing.txt, which does not exist")
+        }
+    }
+
     func testEmptyInputIsAnError() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
         try Data().write(to: directory.appendingPathComponent("empty.txt"))

@@ -139,6 +139,14 @@ final class GGUFTests: XCTestCase {
         unknownType[at] = 99
         let unknownTypeError = try error(unknownType)
         XCTAssertTrue(unknownTypeError.contains("tensor token_embd.weight has ggml type 99"), unknownTypeError)
+        // Dimensions whose f32 size is 2⁶³ − 8 bytes: it fits in an Int, but its end past the data's start does not.
+        var huge = unknownType
+        func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+        huge.replaceSubrange((at - 16)..<(at + 4),
+                             with: littleEndian(UInt64(1 << 31 - 2)) + littleEndian(UInt64(1 << 30 + 1)) + littleEndian(UInt32(0)))
+        let hugeError = try error(huge)
+        XCTAssertTrue(hugeError.contains("tensor token_embd.weight (9223372036854775800 bytes at byte")
+                      && hugeError.contains("ends past the end of the file"), hugeError)
         var shifted = bytes
         shifted[at + 4] = 32 // its offset, which must be 0
         let shiftedError = try error(shifted)

@@ -98,7 +98,6 @@ final class ShardedCheckpointTests: XCTestCase {
         XCTAssertTrue(file.entries.values.allSatisfy { $0.dtype == .u8 })
 
         // A frame that is not zstd: rewritten in place with its checksum updated, so only decompression can tell.
-        let manifestURL = directory.appendingPathComponent(CheckpointManifest.fileName)
         var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
         let key = try XCTUnwrap(manifest.tensors["model"]?["model.norm.weight"]?.slices.first)
         let url = directory.appendingPathComponent(key.file)
@@ -108,17 +107,16 @@ final class ShardedCheckpointTests: XCTestCase {
         for i in range { bytes[8 + header + i] = 0x55 }
         try bytes.write(to: url)
         manifest.files[key.file] = try CheckpointStore.record(of: url)
-        try manifest.encoded().write(to: manifestURL)
+        try CheckpointStore.writeManifest(manifest.encoded(), into: directory)
         assertLoadingFails(config, from: directory, saying: "'\(key.key)' does not decompress (zstd level 3)")
     }
 
     func testAMissingSliceIsNamed() throws {
         let config = config(.llama), layout = layouts[1]
         let directory = try write(config, layout: layout)
-        let manifestURL = directory.appendingPathComponent(CheckpointManifest.fileName)
         var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
         manifest.tensors["model"]!["model.norm.weight"]!.slices.removeLast()
-        try manifest.encoded().write(to: manifestURL)
+        try CheckpointStore.writeManifest(manifest.encoded(), into: directory)
         assertLoadingFails(config, from: directory, saying: "the slices of 'model.norm.weight' miss elements")
     }
 

@@ -83,6 +83,9 @@ final class BadInputTests: XCTestCase {
             _ = try fixture.config(["distributed.zero_stage=2", "parallel.pp=2"])
         }
         assertKeelError("distributed.bucket_mb must be a positive number") { _ = try fixture.config(["distributed.bucket_mb=0"]) }
+        assertKeelError("distributed.bucket_mb must be a positive number of at most 1073741824") {
+            _ = try fixture.config(["distributed.bucket_mb=1e14"])
+        }
         assertKeelError("training.precision must be \"fp32\" or \"bf16\"", "fp16") {
             _ = try fixture.config(["training.precision=\"fp16\""])
         }
@@ -142,6 +145,82 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(fixture.checkpoints("run"), [5, 10, 11, 12].map { CheckpointStore.name(step: $0) })
     }
 
+    /// A run resumed from before a damaged checkpoint keeps what it writes: the damaged, newer one neither counts
+    /// toward `keep` nor makes the pruning delete the checkpoint just written.
+    func testPruningAfterResumingBeforeADamagedCheckpointKeepsTheNewOne() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=4", "checkpoint.every=2", "checkpoint.keep=2",
+                                                "training.eval_every=0"]), in: "run")
+        let damaged = fixture.root.appendingPathComponent("run/checkpoints/step_00000004/rank_00000.safetensors")
+        let handle = try FileHandle(forWritingTo: damaged)
+        try handle.truncate(atOffset: 100)
+        try handle.close()
+        let trainer = try Trainer(config: try fixture.config(["training.steps=3", "checkpoint.every=1", "checkpoint.keep=1",
+                                                              "training.eval_every=0"]),
+                                  output: fixture.root.appendingPathComponent("run"), resume: true) { _ in }
+        _ = try trainer.run()
+        XCTAssertEqual(fixture.checkpoints("run"), [3, 4].map { CheckpointStore.name(step: $0) })
+        XCTAssertEqual(CheckpointStore.latestValid(in: fixture.root.appendingPathComponent("run/checkpoints")).checkpoint?
+            .lastPathComponent, CheckpointStore.name(step: 3))
+    }
+
+    /// The dataset's tokenizer is read once, when the run starts: removed during the run, every checkpoint still
+    /// carries it (it used to fail the first checkpoint after, ending the run).
+    func testCheckpointsCarryTheTokenizerAsTheRunStartedWithIt() throws {
+        let fixture = try TrainFixture()
+        let dataset = try fixture.dataset()
+        let tokenizer = dataset.appendingPathComponent("tokenizer.json")
+        let original = try Data(contentsOf: tokenizer)
+        let trainer = try Trainer(config: try fixture.config(on: dataset, ["training.steps=2", "checkpoint.every=1",
+                                                                           "training.eval_every=0"]),
+                                  output: fixture.root.appendingPathComponent("run"), resume: false) { _ in }
+        try FileManager.default.removeItem(at: tokenizer)
+        _ = try trainer.run()
+        for step in [1, 2] {
+            let checkpoint = fixture.root.appendingPathComponent("run/checkpoints/\(CheckpointStore.name(step: step))")
+            try CheckpointStore.verify(checkpoint)
+            XCTAssertEqual(try Data(contentsOf: checkpoint.appendingPathComponent("tokenizer.json")), original)
+        }
+    }
+
+    /// The manifest holds the training state, which no file checksum covers: a manifest changed on disk fails its own
+    /// checksum, and one whose step disagrees with its state's (written so by a faulty writer) is damaged too; resume
+    /// falls back to the checkpoint before.
+    func testADamagedManifestIsCaught() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=3", "checkpoint.every=1", "training.eval_every=0"]), in: "run")
+        let checkpoints = fixture.root.appendingPathComponent("run/checkpoints")
+        let newest = checkpoints.appendingPathComponent(CheckpointStore.name(step: 3))
+        let manifest = newest.appendingPathComponent("manifest.json")
+        let original = try Data(contentsOf: manifest)
+        let text = String(decoding: original, as: UTF8.self)
+        XCTAssertTrue(text.contains("\"samples_consumed\" : 12"), text)
+        try Data(text.replacingOccurrences(of: "\"samples_consumed\" : 12", with: "\"samples_consumed\" : 92").utf8).write(to: manifest)
+        assertKeelError(newest.path, "is damaged: manifest.json fails its checksum") { try CheckpointStore.verify(newest) }
+        XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+
+        var object = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+        var state = object["state"] as! [String: Any]
+        state["step"] = 4
+        object["state"] = state
+        try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: newest)
+        assertKeelError(newest.path, "is damaged: its manifest says step 3, its training state step 4") { try CheckpointStore.verify(newest) }
+        XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+    }
+
+    /// Checkpoints are ordered by step, also past the eight digits their names are padded to.
+    func testCheckpointsAreOrderedByStepPastEightDigits() throws {
+        let fixture = try TrainFixture()
+        let root = fixture.root.appendingPathComponent("checkpoints")
+        for step in [99_999_999, 100_000_000, 7] {
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(CheckpointStore.name(step: step)),
+                                                    withIntermediateDirectories: true)
+        }
+        XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_100000000", "step_99999999", "step_00000007"])
+        CheckpointStore.prune(root, keep: 1, written: 100_000_000)
+        XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_100000000"])
+    }
+
     func testTruncatedCheckpointIsDetectedAndResumeFallsBack() throws {
         let fixture = try TrainFixture()
         let config = try fixture.config(["training.steps=10"])
@@ -165,6 +244,19 @@ final class BadInputTests: XCTestCase {
         let summary = try trainer.run()
         XCTAssertEqual(summary.steps, 12)
         XCTAssertEqual(try fixture.losses("run").keys.sorted(), Array(1...12))
+    }
+
+    func testSafetensorsShapeBeyondAnyFileIsAnError() throws {
+        // 2³² × 2³² floats: the size overflows Int, which must be a malformed file, not a trap.
+        let fixture = try TrainFixture()
+        let header = Data(#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#.utf8)
+        var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Data($0) }
+        bytes.append(header)
+        let url = fixture.root.appendingPathComponent("huge.safetensors")
+        try bytes.write(to: url)
+        assertKeelError(url.path, "tensor 'w' has shape [4294967296, 4294967296], too large for any file") {
+            _ = try SafetensorsFile(url: url)
+        }
     }
 
     func testFreshRunRefusesToOverwriteAnExistingRun() throws {

@@ -35,7 +35,7 @@ final class ConsolidatedCheckpointTests: XCTestCase {
             return buffer
         }
         for file in try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        where file.hasPrefix("rank_") || file == "manifest.json" {
+        where file.hasPrefix("rank_") || file == "manifest.json" || file == CheckpointStore.manifestChecksumName {
             try FileManager.default.removeItem(at: directory.appendingPathComponent(file))
         }
         let encoder = JSONEncoder()

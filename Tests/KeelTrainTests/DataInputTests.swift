@@ -101,6 +101,32 @@ final class DataInputTests: XCTestCase {
         }
     }
 
+    /// Windows never cross a shard: a dataset of many short shards loses their ends, which the log says with the
+    /// share; shards shorter than a window are an error saying so (not "too few tokens").
+    func testShortShards() throws {
+        let fixture = try TrainFixture()
+        let whole = try fixture.dataset()
+        func prepare(_ name: String, shardTokens: Int) throws -> URL {
+            var preparation = DataPreparation(inputs: [fixture.corpus.path], tokenizer: fixture.root.appendingPathComponent("tokenizer.json").path,
+                                              output: fixture.root.appendingPathComponent(name))
+            preparation.shardTokens = shardTokens
+            preparation.validationFraction = 0.34
+            try preparation.run()
+            return fixture.root.appendingPathComponent(name)
+        }
+        var log: [String] = []
+        _ = try Trainer(config: try fixture.config(on: try prepare("short", shardTokens: 40), ["training.steps=1", "training.eval_every=0"]),
+                        output: fixture.root.appendingPathComponent("a"), resume: false) { log.append($0) }.run()
+        XCTAssertTrue(log.contains { $0.contains("% of the training tokens lie past the last whole window of their shard") }, "\(log)")
+        assertKeelError("shards (the longest 16 tokens) are too short for 4 windows of 17 tokens", "--shard-tokens") {
+            _ = try fixture.run(fixture.config(on: try prepare("shorter", shardTokens: 16)), in: "b")
+        }
+        log = []
+        _ = try Trainer(config: try fixture.config(on: whole, ["training.steps=1", "training.eval_every=0"]),
+                        output: fixture.root.appendingPathComponent("c"), resume: false) { log.append($0) }.run()
+        XCTAssertFalse(log.contains { $0.contains("past the last whole window") }, "\(log)")
+    }
+
     func testEmptyValidationSplit() throws {
         let fixture = try TrainFixture()
         let dataset = try fixture.dataset(validationFraction: 0)
@@ -119,7 +145,7 @@ final class DataInputTests: XCTestCase {
         var state = object["state"] as! [String: Any]
         state["step"] = "five"
         object["state"] = state
-        try JSONSerialization.data(withJSONObject: object).write(to: manifest)
+        try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: manifest.deletingLastPathComponent())
         assertKeelError(manifest.deletingLastPathComponent().path, "manifest.json is malformed", "\"state.step\" is not") {
             _ = try CheckpointReader(manifest.deletingLastPathComponent())
         }

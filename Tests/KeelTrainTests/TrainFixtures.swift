@@ -1,4 +1,5 @@
 import Foundation
+import KeelCheckpoint
 import KeelCore
 import KeelData
 import KeelTrain
@@ -81,7 +82,7 @@ final class TrainFixture {
         var records = object["files"] as! [String: Any]
         records[file.lastPathComponent] = ["bytes": contents.count, "xxh64": String(XXH64.hash(Array(contents)), radix: 16)]
         object["files"] = records
-        try JSONSerialization.data(withJSONObject: object).write(to: manifest)
+        try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: directory)
     }
 
     func checkpoints(_ name: String) -> [String] {

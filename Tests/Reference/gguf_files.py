@@ -13,10 +13,13 @@ Usage: gguf_files.py write PATH      a llama-style file: every metadata type, st
                                      text in the metadata key "text", for a tokenizer built from the file's lists
                                      (with --add-bos the file asks for BOS before every text; with
                                      --broken-template its chat template does not parse)
-       gguf_files.py ends-turn PATH  a tiny Llama with that tokenizer whose greedy choice after any text is
+       gguf_files.py ends-turn PATH [--eot-id]
+                                     a tiny Llama with that tokenizer whose greedy choice after any text is
                                      <|im_end|>, while its end-of-sequence token is <|endoftext|> (the
                                      blocks add nothing to the stream, and the tied token table's <|im_end|> row
-                                     points where every other row does, four times as long)
+                                     points where every other row does, four times as long); with --eot-id the
+                                     vocabulary has Llama 3's <|eot_id|> as a fourth special token, and that is
+                                     the greedy choice
        gguf_files.py permuted PATH TENSOR HF.f32 HEADS
                                      exits 0 when F32 tensor TENSOR of the file is the Hugging Face weight in
                                      HF.f32 ([rows, columns] float32) permuted as llama.cpp's convert_hf_to_gguf.py
@@ -202,12 +205,17 @@ elif command == "ends-turn":
     rng = np.random.default_rng(29)
     C, H, KV, F, hd = 64, 4, 2, 64, 16
     specials, merges, tokens = smollm_like_vocabulary()
+    answer = "<|im_end|>"
+    if "--eot-id" in sys.argv:
+        answer = "<|eot_id|>"
+        tokens = specials + [answer] + tokens[len(specials):]
+        specials = specials + [answer]
     writer = llama_writer(path, "tiny ends-turn", C, 1, H, KV, F, hd, specials, merges, tokens, eos=0)
-    # Every row of the token table near one direction u, <|im_end|>'s four times as long: with blocks that add
-    # nothing, the final norm's output is about u whatever the token, and <|im_end|>'s logit the largest.
+    # Every row of the token table near one direction u, the answer's four times as long: with blocks that add
+    # nothing, the final norm's output is about u whatever the token, and the answer's logit the largest.
     u = rng.normal(size=C).astype(np.float32)
     table = u + 0.05 * rng.normal(size=(len(tokens), C)).astype(np.float32)
-    table[specials.index("<|im_end|>")] = 4 * u
+    table[specials.index(answer)] = 4 * u
     writer.add_tensor("token_embd.weight", table)
     ones = np.ones(C, dtype=np.float32)
     writer.add_tensor("blk.0.attn_norm.weight", ones)

@@ -1,12 +1,18 @@
 """keel serve through OpenAI's own Python client (pip install openai): completions and chat completions, streamed
 and not, concurrent requests, and malformed ones (a clear 4xx, the server still up).
 
-Usage: openai_client_check.py BASE_URL     (e.g. http://127.0.0.1:8080/v1); exits 0 when every check holds.
+With the server's standard error as LOG, also: a client that stops reading a stream, or closes the connection of a
+request that is not streamed, neither holds up other requests nor keeps its own generating.
+
+Usage: openai_client_check.py BASE_URL [LOG]     (e.g. http://127.0.0.1:8080/v1); exits 0 when every check holds.
 """
 import concurrent.futures
 import json
+import socket
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import openai
@@ -81,6 +87,53 @@ try:
     check(False, "an unknown path is 404")
 except urllib.error.HTTPError as error:
     check(error.code == 404, f"an unknown path is 404, not {error.code}")
+request = urllib.request.Request(base + "/completions", data=json.dumps({"prompt": "a", "stop": ["x"] * 33}).encode(),
+                                 headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(request)
+    check(False, "33 stop strings are refused")
+except urllib.error.HTTPError as error:
+    check(error.code == 400 and "'stop' takes at most 32 strings" in json.loads(error.read())["error"]["message"],
+          f"33 stop strings: 400 naming the limit, not {error.code}")
 again = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
 check(again.choices[0].text == text, "after the errors the server still answers, the same")
+
+
+def send_raw(body):
+    """Sends a completion request on a socket of its own and returns the socket, unread."""
+    address = urllib.parse.urlparse(base)
+    raw = socket.create_connection((address.hostname, address.port))
+    payload = json.dumps(body).encode()
+    raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n"
+                + b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    return raw
+
+
+def logged_ends():
+    return [line for line in open(sys.argv[2]) if "ended early: the client has gone" in line]
+
+
+if len(sys.argv) > 2:
+    # A client that stops reading its stream: generation never waits for it. Another request is answered (within a
+    # minute: the server's socket buffers fill within a second of a million-token stream), and the stalled one ends.
+    stalled = send_raw({"prompt": "To be", "max_tokens": 1000000, "temperature": 1, "stream": True})
+    time.sleep(1)
+    patient = OpenAI(base_url=base, api_key="not-needed", max_retries=0, timeout=60)
+    answered = patient.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
+    check(answered.choices[0].text == text, "a request beside a stalled stream is answered, the same")
+    for _ in range(600):
+        if logged_ends():
+            break
+        time.sleep(0.1)
+    check(len(logged_ends()) == 1, "the stalled stream ends: its client has gone (the server's log)")
+    stalled.close()
+    # A request that is not streamed, whose client closes the connection: it ends too, not a million tokens later.
+    send_raw({"prompt": "To be", "max_tokens": 1000000, "temperature": 1}).close()
+    for _ in range(600):
+        if len(logged_ends()) == 2:
+            break
+        time.sleep(0.1)
+    check(len(logged_ends()) == 2, "a closed request that is not streamed ends: its client has gone (the server's log)")
+    again = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
+    check(again.choices[0].text == text, "after the clients that left, the server still answers, the same")
 print("ok")
