@@ -12,13 +12,13 @@ public enum HuggingFaceImport {
     public static func config(_ json: [String: Any], path: String) throws -> ModelConfig {
         func fail(_ message: String) -> KeelError { KeelError("\(path): \(message)") }
         func integer(_ key: String, _ fallback: Int? = nil) throws -> Int {
-            if let value = json[key] as? Int, !(json[key] is Bool), value > 0 { return value }
+            if let value = json[key] as? Int, !isJSONBoolean(json[key]!), value > 0 { return value }
             if json[key] == nil || json[key] is NSNull, let fallback { return fallback }
             throw fail("\(key) must be a positive integer (got \(json[key].map { "\($0)" } ?? "nothing"))")
         }
         func number(_ key: String, _ fallback: Double) throws -> Double {
             guard let value = json[key], !(value is NSNull) else { return fallback }
-            guard let number = (value as? NSNumber)?.doubleValue, !(value is Bool), number > 0, number.isFinite else {
+            guard let number = (value as? NSNumber)?.doubleValue, !isJSONBoolean(value), number > 0, number.isFinite else {
                 throw fail("\(key) must be a positive number (got \(value))")
             }
             return number
@@ -81,11 +81,27 @@ public enum HuggingFaceImport {
             || name.hasSuffix(".rotary_emb.inv_freq")
     }
 
+    /// A stored tensor's name as `GPT2LMHeadModel` knows it: the Hub's GPT-2 files (openai-community/gpt2,
+    /// distilgpt2, …) hold the base model's names without `transformer.` (`wte.weight`, `h.0.attn.c_attn.weight`),
+    /// which `transformers` prefixes when it loads them, and so does this.
+    private static func keelName(_ stored: String, _ config: ModelConfig) -> String {
+        guard config.architecture == .gpt2, !stored.hasPrefix("transformer."), stored != "lm_head.weight" else { return stored }
+        return "transformer." + stored
+    }
+
     /// The model of `directory` with `config`: every tensor read from the file that holds it, converted to fp32;
     /// a missing tensor, a wrong shape or a tensor Keel has no place for is an error (a tied model's `lm_head.weight`,
     /// when saved, must equal the token table).
     public static func model(directory: URL, config: ModelConfig) throws -> Transformer {
-        let files = try weightFiles(directory)
+        // Keel's name → (the file, the name stored there).
+        var files: [String: (file: String, stored: String)] = [:]
+        for (stored, file) in try weightFiles(directory) {
+            let name = keelName(stored, config)
+            guard files[name] == nil else {
+                throw KeelError("\(directory.path): tensor \(name) is stored twice (as \(files[name]!.stored) and \(stored))")
+            }
+            files[name] = (file, stored)
+        }
         let model = try Transformer(config: config, seed: 0, initialized: false)
         var opened: [String: SafetensorsFile] = [:]
         func file(_ name: String) throws -> SafetensorsFile {
@@ -98,7 +114,7 @@ public enum HuggingFaceImport {
             guard let holder = files[entry.name] else {
                 throw KeelError("\(directory.path): no tensor \(entry.name) in the model's safetensors files")
             }
-            try file(holder).convertFloats(entry.name, shape: entry.shape, to: model.parameters.pointer + entry.offset)
+            try file(holder.file).convertFloats(holder.stored, shape: entry.shape, to: model.parameters.pointer + entry.offset)
             if !UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count).allSatisfy(\.isFinite) {
                 throw KeelError("\(directory.path): tensor \(entry.name) holds NaN or infinite values")
             }
@@ -108,13 +124,13 @@ public enum HuggingFaceImport {
             // transformers saves a tied head only when told to; it must then be the token table.
             if config.tiedEmbeddings, name == "lm_head.weight", let table = model.table.entries.first(where: { $0.slot == .tokenTable }) {
                 var head = [Float](repeating: 0, count: table.count)
-                try file(files[name]!).convertFloats(name, shape: table.shape, to: &head)
+                try file(files[name]!.file).convertFloats(files[name]!.stored, shape: table.shape, to: &head)
                 guard head.elementsEqual(UnsafeBufferPointer(start: model.parameters.pointer + table.offset, count: table.count)) else {
                     throw KeelError("\(directory.path): tie_word_embeddings is true but lm_head.weight differs from \(table.name)")
                 }
                 continue
             }
-            throw KeelError("\(directory.path): tensor \(name) has no place in Keel's \(config.architecture.rawValue)")
+            throw KeelError("\(directory.path): tensor \(files[name]!.stored) has no place in Keel's \(config.architecture.rawValue)")
         }
         return model
     }

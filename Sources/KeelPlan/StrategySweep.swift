@@ -20,10 +20,16 @@ public enum StrategySweep {
         for count in devices where count < 1 || (count > cluster.devicesPerNode && count % cluster.devicesPerNode != 0) {
             throw KeelError("plan: \(count) devices are not whole nodes of \(cluster.devicesPerNode) (or part of one)")
         }
+        try workload.validate()
         return try devices.map { count in
             var sized = cluster
             sized.devicesPerNode = min(cluster.devicesPerNode, count)
             sized.nodes = max(1, count / cluster.devicesPerNode)
+            // A size that no layout divides (its data-parallel ways the global batch, say) is a row saying so, not
+            // the end of the sweep.
+            guard !Planner.layouts(workload, cluster: sized, choices: choices).isEmpty else {
+                return Point(devices: sized.devices, best: [], missing: strategies)
+            }
             let plan = try Planner.plan(workload, cluster: sized, assumptions: assumptions, choices: choices)
             let best = plan.bestPerStrategy
             let present = Set(best.map(\.layout.strategy))

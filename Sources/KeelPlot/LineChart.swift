@@ -143,9 +143,10 @@ public struct LineChart: Sendable {
     }
 
     /// A tick or tooltip value: integers below 100,000 plainly (16384 stays 16384), larger values with k/M/G,
-    /// others with 3 significant digits.
+    /// others — and values of 10¹⁵ or more, which a diverging run's gradient norm reaches — with 3 significant digits.
     public static func label(_ value: Double) -> String {
         let magnitude = abs(value)
+        guard magnitude < 1e15 else { return String(format: "%.3g", value) }
         if magnitude >= 1e9 { return trimmed(value / 1e9) + "G" }
         if magnitude >= 1e6 { return trimmed(value / 1e6) + "M" }
         if magnitude >= 1e5 { return trimmed(value / 1e3) + "k" }

@@ -263,7 +263,7 @@ public final class Trainer {
                 // written holds the state before it, and is finished first.
                 if pending != nil { try finishCheckpoint() }
                 let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
-                throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)")
+                throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)", recursOnResume: true)
             }
             if let profiler {  // validation and checkpoints are not part of the step
                 profiler.stepEnded()
@@ -370,7 +370,15 @@ public final class Trainer {
         let batch = config.training.batchSize, length = data.validation.length
         let replicas = groups.data
         let windows = min(data.validation.count, config.training.evalBatches * batch * replicas.size)
-        let ranges = Evaluation.batches(count: windows, batch: batch, rank: replicas.rank, ranks: replicas.size)
+        var ranges = Evaluation.batches(count: windows, batch: batch, rank: replicas.rank, ranks: replicas.size)
+        let dealt = ranges.count
+        if step.optimizers.contains(where: \.shard.shardsParameters) {
+            // Under ZeRO-3 every forward gathers its parameters over the data group, so every replica runs as many
+            // as replica 0, which is dealt the most: the extra ones repeat real windows and weigh nothing. Without
+            // them the replicas' collectives would not pair up when the windows do not divide evenly.
+            let most = Evaluation.batches(count: windows, batch: batch, rank: 0, ranks: replicas.size).count
+            ranges += Array(repeating: 0..<min(batch, windows), count: most - dealt)
+        }
         let rows = { (k: Int) in ranges[k].count }
         var inputs = [Int32](repeating: 0, count: max(1, ranges.count * batch * length)), targets = inputs, documents = inputs
         inputs.withUnsafeMutableBufferPointer { i in
@@ -399,7 +407,7 @@ public final class Trainer {
         // position counts), or by the targets it counts (chat data).
         let weights = targets.withUnsafeBufferPointer { t in
             (0..<ranges.count).map { k in
-                packed ? Double(CrossEntropy.counted(t.baseAddress! + k * batch * length, count: rows(k) * length)) : Double(rows(k))
+                k >= dealt ? 0 : packed ? Double(CrossEntropy.counted(t.baseAddress! + k * batch * length, count: rows(k) * length)) : Double(rows(k))
             }
         }
         let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * weights[$1.offset] }
@@ -507,7 +515,8 @@ public final class Trainer {
                 // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
                 // reads, say): such a state is never saved as the last good one.
                 let name = shardPlan.slices(rank: bad)[Int(ranks[bad][1])].name
-                throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)")
+                throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)",
+                                recursOnResume: true)
             }
             let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
                                                                because: "rank \(bad) could not write its file (its error says why)")

@@ -85,7 +85,7 @@ public struct C4QualityRule: QualityRule {
     public mutating func set(_ parameter: String, to value: String) throws {
         let rule = name
         func flag() throws -> Bool { try Self.flag(value, for: parameter, in: rule) }
-        func count() throws -> Int? { try Self.number(value, for: parameter, in: rule).map { Int($0) } }
+        func count() throws -> Int? { try Self.count(value, for: parameter, in: rule) }
         switch parameter {
         case "remove_citations": removeCitations = try flag()
         case "filter_no_terminal_punct": filterNoTerminalPunctuation = try flag()

@@ -49,11 +49,18 @@ public struct ContentExtractor: Sendable {
     /// Extracts the main content of `html` (UTF-8).
     public func extract(html: String) -> Page { extract(html: html, readingState: true) }
 
+    /// The deepest nesting of elements a page may have for its text to be extracted; a deeper page gives none. The
+    /// tree walks below recurse, on threads of 1 MB stacks: pages nest a few dozen deep, and deeper markup is broken
+    /// or hostile (`<div>` a hundred thousand times), which would overflow the stack (Chrome's parser stops nesting at
+    /// 512).
+    public static let maximumDepth = 256
+
     private func extract(html: String, readingState: Bool) -> Page {
         let document = HTMLDocument(html: html)
         // The nodes live as long as the document; it must outlive every use of them below.
         defer { withExtendedLifetime(document) {} }
         let root = document.root
+        guard !Self.nests(root, deeperThan: Self.maximumDepth) else { return Page(title: nil, text: "", language: nil, date: nil) }
         let title = Self.find(root) { Self.tag($0) == HTMLTag.title }.map { Self.plainText($0) }
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
         let body = Self.find(root) { Self.tag($0) == HTMLTag.body } ?? root
@@ -444,6 +451,16 @@ public struct ContentExtractor: Sendable {
     }
 
     /// The bytes of text under `node` outside scripts, styles and templates.
+    /// Whether elements under `root` nest deeper than `limit` (walked with a stack of its own: this must not recurse).
+    private static func nests(_ root: HTMLNode, deeperThan limit: Int) -> Bool {
+        var stack = [(node: root, depth: 0)]
+        while let (node, depth) = stack.popLast() {
+            guard depth <= limit else { return true }
+            for child in node.children where child.isElement { stack.append((child, depth + 1)) }
+        }
+        return false
+    }
+
     private static func visibleTextLength(_ node: HTMLNode) -> Int {
         if node.isText { return node.textBytes.count }
         guard node.isElement else { return 0 }

@@ -41,7 +41,9 @@ public final class Deduplicator {
         self.options = options
         hasher = MinHasher(options.minHash)
         let rows = options.minHash.rows
-        let directory = options.temporaryDirectory.appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        Self.removeAbandoned(in: options.temporaryDirectory)
+        let directory = options.temporaryDirectory
+            .appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(Self.host)")
         self.directory = directory
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -56,6 +58,22 @@ public final class Deduplicator {
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
+
+    /// This machine, in the names of the run directories: a process of another machine (a shared file system) is
+    /// not looked for here.
+    private static let host = ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_")
+
+    /// Removes the run directories that deduplications on this machine left when they were killed (SIGKILL, the
+    /// out-of-memory killer, a preempted job): their process is gone, and their sorted runs hold up to a kilobyte
+    /// per document.
+    static func removeAbandoned(in temporary: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+        for name in names where name.hasPrefix("keel-dedup-") && name.hasSuffix("-" + host) {
+            guard let pid = Int32(name.dropFirst("keel-dedup-".count).prefix { $0 != "-" }), pid > 0,
+                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
+        }
+    }
 
     /// Documents added so far.
     public var count: Int { parent.count }

@@ -41,7 +41,7 @@ public struct FineWebQualityRule: QualityRule {
         case "line_punct_thr": linePunctuationThreshold = try number()
         case "line_punct_exclude_zero": linePunctuationExcludeZero = try Self.flag(value, for: parameter, in: name)
         case "short_line_thr": shortLineThreshold = try number()
-        case "short_line_length": shortLineLength = Int(try number())
+        case "short_line_length": shortLineLength = try Self.count(value, for: parameter, in: name) ?? 0
         case "char_duplicates_ratio": characterDuplicatesRatio = try number()
         case "new_line_ratio": newLineRatio = try number()
         default:

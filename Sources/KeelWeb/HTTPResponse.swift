@@ -10,8 +10,12 @@ public struct HTTPResponse: Sendable {
     public let headers: [(name: String, value: String)]
     public let body: [UInt8]
 
+    /// The most bytes a body may decode to (a page's HTML is far smaller): a compressed body can expand a thousandfold
+    /// and more, and one crafted to would otherwise exhaust the memory.
+    public static let maximumDecodedBytes = 64 << 20
+
     /// Parses `block`; throws when it does not begin with an HTTP status line and headers, or its content coding
-    /// cannot be undone.
+    /// cannot be undone, or its body decodes to more than `maximumDecodedBytes`.
     public init(parsing block: [UInt8]) throws {
         guard let end = Self.headerEnd(block) else { throw KeelError("no end to the HTTP header") }
         // Lines split on bytes: as Characters, "\r\n" is one and would not split on "\n".
@@ -38,9 +42,9 @@ public struct HTTPResponse: Sendable {
         switch lookUp("Content-Encoding") ?? "identity" {
         case "gzip", "x-gzip", "deflate":
             // Some servers label a body gzip that was stored decoded: a body that does not inflate is kept.
-            if let inflated = Self.inflated(body) { body = inflated }
+            if let inflated = try Self.inflated(body) { body = inflated }
         case "br":
-            if let decoded = Self.unbrotli(body) { body = decoded }
+            if let decoded = try Self.unbrotli(body) { body = decoded }
         case "identity", "":
             break
         case let coding:
@@ -87,8 +91,8 @@ public struct HTTPResponse: Sendable {
             guard let size = Int(sizeText, radix: 16), size >= 0 else { return nil }
             if size == 0 { return result }
             let start = newline + 1
-            // A truncated last chunk keeps what arrived.
-            let end = min(start + size, body.count)
+            // A truncated last chunk keeps what arrived (compared by subtraction: a size may be near Int.max).
+            let end = start + min(size, body.count - start)
             result.append(contentsOf: body[start..<end])
             index = end
             if index < body.count, body[index] == 0x0d { index += 1 }
@@ -97,14 +101,19 @@ public struct HTTPResponse: Sendable {
         return result
     }
 
+    /// The error for a body that decodes to more than `maximumDecodedBytes`.
+    private static var tooLarge: KeelError {
+        KeelError("the body decodes to more than \(maximumDecodedBytes >> 20) MiB")
+    }
+
     /// `body` decoded from Brotli; nil when it is not Brotli (a body stored decoded under the header). A truncated
     /// stream gives what decoded so far.
-    static func unbrotli(_ body: [UInt8]) -> [UInt8]? {
+    static func unbrotli(_ body: [UInt8]) throws -> [UInt8]? {
         guard !body.isEmpty, let state = BrotliDecoderCreateInstance(nil, nil, nil) else { return nil }
         defer { BrotliDecoderDestroyInstance(state) }
         var result: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        return body.withUnsafeBufferPointer { input -> [UInt8]? in
+        return try body.withUnsafeBufferPointer { input -> [UInt8]? in
             var nextIn: UnsafePointer<UInt8>? = input.baseAddress
             var availableIn = input.count
             while true {
@@ -115,6 +124,7 @@ public struct HTTPResponse: Sendable {
                     return (status, output.count - availableOut)
                 }
                 result.append(contentsOf: chunk[..<produced])
+                guard result.count <= maximumDecodedBytes else { throw tooLarge }
                 switch status {
                 case BROTLI_DECODER_RESULT_SUCCESS: return result
                 case BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT: continue
@@ -126,16 +136,16 @@ public struct HTTPResponse: Sendable {
     }
 
     /// `body` inflated from gzip, zlib or raw deflate; nil when it is none of them.
-    static func inflated(_ body: [UInt8]) -> [UInt8]? {
+    static func inflated(_ body: [UInt8]) throws -> [UInt8]? {
         guard !body.isEmpty else { return body }
         // 15 + 32: gzip or zlib, detected from the header; then raw deflate (-15), which some servers send as "deflate".
         for windowBits in [15 + 32, -15] {
-            if let result = inflate(body, windowBits: Int32(windowBits)) { return result }
+            if let result = try inflate(body, windowBits: Int32(windowBits)) { return result }
         }
         return nil
     }
 
-    private static func inflate(_ body: [UInt8], windowBits: Int32) -> [UInt8]? {
+    private static func inflate(_ body: [UInt8], windowBits: Int32) throws -> [UInt8]? {
         // zlib keeps a pointer back to its z_stream and rejects a moved one, so it lives at a fixed address.
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
@@ -145,7 +155,7 @@ public struct HTTPResponse: Sendable {
         var result: [UInt8] = []
         let chunk = UnsafeMutablePointer<UInt8>.allocate(capacity: 1 << 16)
         defer { chunk.deallocate() }
-        return body.withUnsafeBufferPointer { input -> [UInt8]? in
+        return try body.withUnsafeBufferPointer { input -> [UInt8]? in
             stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!)
             stream.pointee.avail_in = UInt32(input.count)
             while true {
@@ -153,6 +163,7 @@ public struct HTTPResponse: Sendable {
                 stream.pointee.avail_out = 1 << 16
                 let status = CZlib.inflate(stream, Z_NO_FLUSH)
                 result.append(contentsOf: UnsafeBufferPointer(start: chunk, count: (1 << 16) - Int(stream.pointee.avail_out)))
+                guard result.count <= maximumDecodedBytes else { throw tooLarge }
                 switch status {
                 case Z_STREAM_END: return result
                 case Z_OK: continue

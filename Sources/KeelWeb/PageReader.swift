@@ -41,7 +41,7 @@ public struct PageReader: Sendable {
 
     public init() {}
 
-    /// The files `input` names: itself, or the HTML and WARC files under a directory, sorted.
+    /// The files `input` names: itself, or the HTML, WARC and JSON Lines files under a directory, sorted.
     public static func files(_ input: String) throws -> [String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else {
@@ -49,17 +49,19 @@ public struct PageReader: Sendable {
         }
         guard isDirectory.boolValue else { return [input] }
         let names = FileManager.default.enumerator(atPath: input)?.compactMap { $0 as? String } ?? []
-        return names.filter { [".html", ".htm", ".warc", ".warc.gz"].contains(where: $0.lowercased().hasSuffix) }
-            .sorted().map { (input as NSString).appendingPathComponent($0) }
+        return names.map { (input as NSString).appendingPathComponent($0) }
+            .filter { isWARC($0) || isJSONL($0) || [".html", ".htm"].contains(where: $0.lowercased().hasSuffix) }.sorted()
     }
 
-    /// Whether `file` is read as a WARC file (by its name).
-    public static func isWARC(_ file: String) -> Bool { file.hasSuffix(".warc") || file.hasSuffix(".warc.gz") }
-
-    /// Whether `file` is read as JSON Lines (by its name; compressed too).
-    public static func isJSONL(_ file: String) -> Bool {
-        [".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"].contains(where: file.lowercased().hasSuffix)
+    /// Whether `file` is read as a WARC file (by its name, in any case).
+    public static func isWARC(_ file: String) -> Bool {
+        let name = file.lowercased()
+        return name.hasSuffix(".warc") || name.hasSuffix(".warc.gz")
     }
+
+    /// Whether `file` is read as JSON Lines: a name `DocumentSource` reads so (.jsonl, .ndjson or .json, each also
+    /// with .gz, .zst or .zstd after it: C4's and Dolma's .json.gz shards too).
+    public static func isJSONL(_ file: String) -> Bool { DocumentSource(url: URL(fileURLWithPath: file)).format == .jsonl }
 
     /// Calls `body` with every page of `file` that has text; returns how many pages were read and how many had
     /// no text. Damaged WARC records are skipped and reported to `warn`. With `littleText`, a page with fewer than
@@ -96,6 +98,10 @@ public struct PageReader: Sendable {
                 try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset)
             }
         } else {
+            // Read whole as one page's HTML: a compressed file of another kind would be one page of noise.
+            guard DocumentSource(url: URL(fileURLWithPath: file)).compression == .none else {
+                throw KeelError("\(file): compressed, but neither JSON Lines (.jsonl, .ndjson, .json) nor WARC (.warc.gz) by its name; an HTML page is read uncompressed")
+            }
             let bytes: [UInt8]
             do { bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file))) } catch {
                 throw KeelError("cannot read \(file): \(AtomicFile.systemReason(error))")

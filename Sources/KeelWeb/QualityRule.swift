@@ -59,6 +59,15 @@ extension QualityRule {
         return number == 0 ? nil : number
     }
 
+    /// Parses a count: a whole number of at most 2³¹ − 1 (a length, a number of sentences), or nil as `number` gives.
+    static func count(_ value: String, for parameter: String, in rule: String) throws -> Int? {
+        guard let number = try number(value, for: parameter, in: rule) else { return nil }
+        guard number == number.rounded(), abs(number) <= Double(Int32.max) else {
+            throw KeelError("\(rule).\(parameter): \"\(value)\" is not a whole number of at most \(Int32.max) (or none)")
+        }
+        return Int(number)
+    }
+
     static func flag(_ value: String, for parameter: String, in rule: String) throws -> Bool {
         switch value.lowercased() {
         case "true", "1", "yes", "on": return true

@@ -173,7 +173,17 @@ public final class WARCReader {
         }
         while true {
             let lineStart = consumed
-            guard let line = try readLine() else { return }
+            let line: String?
+            do {
+                line = try readLine()
+            } catch is Problem {
+                // A line of over 1 MB (a crashed writer's zeros, a minified script) starts no record: what is
+                // buffered of it is passed over, and the search goes on.
+                consumed += buffer.count - position
+                position = buffer.count
+                continue
+            }
+            guard let line else { return }
             if line.hasPrefix("WARC/1.") {
                 pendingVersion = line
                 pendingStart = lineStart

@@ -83,6 +83,9 @@ extension DataCommand {
             guard minHash.shingleSize > 0, minHash.bands > 0, minHash.rows > 0 else {
                 throw KeelError("config: dedup.shingle, dedup.bands and dedup.rows must be positive (got \(minHash.shingleSize), \(minHash.bands), \(minHash.rows))")
             }
+            guard minHash.bands <= 1024, minHash.rows <= 1024 else {
+                throw KeelError("config: dedup.bands and dedup.rows must be at most 1024 (got \(minHash.bands), \(minHash.rows))")
+            }
             guard (1...(1 << 30)).contains(memoryMegabytes) else {
                 throw KeelError("config: dedup.memory_mb must be 1 to \(1 << 30) (got \(memoryMegabytes))")
             }

@@ -13,9 +13,13 @@ enum DistributedRun {
         return placement
     }
 
+    /// The exit status of a job aborted by an error that resuming would meet again (`KeelError.recursOnResume`):
+    /// mpirun exits with the status a rank aborts with, and `keel launch --max-restarts` does not restart on it.
+    static let recurringFailureStatus: Int32 = 3
+
     /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints
     /// "Error: rank R: …" and aborts the whole job (a rank that merely exited would leave the others waiting
-    /// for it until their timeout).
+    /// for it until their timeout), with `recurringFailureStatus` for an error that a restart would meet again.
     static func run(placement: ProcessPlacement, timeout: Double, _ body: (MPICommunicator) throws -> Void) throws {
         let world = try MPIRuntime.initialize(timeout: timeout)
         let mismatch = KeelError("\(placement.launcher) variables say this job has \(placement.worldSize) processes but MPI sees \(world.size): Keel's processes talk through MPI, so start them with mpirun, srun or `keel launch` (see docs/operations.md)")
@@ -30,7 +34,7 @@ enum DistributedRun {
             world.finalize()
         } catch {
             FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
-            world.abort(code: 1)
+            world.abort(code: (error as? KeelError)?.recursOnResume == true ? recurringFailureStatus : 1)
         }
     }
 }

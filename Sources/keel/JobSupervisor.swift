@@ -32,6 +32,10 @@ struct JobSupervisor {
                 log("stopped by \(StopSignals.name(of: signal)); not restarting")
                 throw ExitCode(outcome.status)
             }
+            if outcome.status == DistributedRun.recurringFailureStatus {
+                log("the job failed with an error that resuming would meet again (training diverged; its message is above); not restarting")
+                throw ExitCode(outcome.status)
+            }
             guard attempt < maxRestarts else {
                 log("the job failed (\(outcome.description)); giving up after \(maxRestarts) restart\(maxRestarts == 1 ? "" : "s")")
                 throw ExitCode(outcome.status)

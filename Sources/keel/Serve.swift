@@ -107,7 +107,7 @@ struct CompletionAPI: Sendable {
         func bad(_ message: String) -> HTTPFailure { HTTPFailure(status: 400, message: message) }
         func number(_ key: String, _ fallback: Double) throws -> Double {
             guard let value = body[key], !(value is NSNull) else { return fallback }
-            guard let number = value as? NSNumber, !Self.isBoolean(value), number.doubleValue.isFinite,
+            guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue.isFinite,
                   abs(number.doubleValue) < 1e15 else { throw bad("'\(key)' must be a number") }
             return number.doubleValue
         }
@@ -172,7 +172,7 @@ struct CompletionAPI: Sendable {
         let stream: Bool
         switch body["stream"] {
         case nil, is NSNull: stream = false
-        case let flag as Bool where Self.isBoolean(flag): stream = flag
+        case let value? where isJSONBoolean(value): stream = value as? Bool ?? false
         default: throw bad("'stream' must be true or false")
         }
         return Parameters(prompt: InferenceModel.prompt(prompt, beginningOfText: beginningOfText), maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
@@ -259,10 +259,6 @@ struct CompletionAPI: Sendable {
 
     /// The most stop strings a request may give, and their longest.
     static let stopLimit = (count: 32, bytes: 1024)
-
-    /// Whether a parsed JSON value was `true` or `false` (Foundation bridges numbers to Bool as well, so `is Bool`
-    /// cannot tell 0 from false).
-    static func isBoolean(_ value: Any) -> Bool { String(describing: type(of: value)).contains("Boolean") || type(of: value) == Bool.self }
 
     static func json(_ object: Any) -> Data { (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data() }
 

@@ -21,7 +21,7 @@ extension DataCommand {
         var maxRecordMb = 64
 
         func validate() throws {
-            guard maxRecordMb > 0 else { throw ValidationError("--max-record-mb must be positive") }
+            guard (1...(1 << 20)).contains(maxRecordMb) else { throw ValidationError("--max-record-mb must be 1 to \(1 << 20)") }
         }
 
         func run() throws {

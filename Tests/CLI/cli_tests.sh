@@ -692,6 +692,23 @@ for case in gpt2 llama-gqa llama-tied; do
         && cmp -s "$work/hf-$case-1/model.safetensors" "$work/hf-$case-2/model.safetensors" \
         && pass "$case: export → import → export is byte-identical" || fail "$case: export → import → export is byte-identical"
 done
+# The Hub's GPT-2 files (openai-community/gpt2 and its kind) store the base model's names, without "transformer.",
+# and old transformers' attention-mask buffers: the import reads them as transformers does, to the same logits.
+mkdir -p "$work/hf-gpt2-hub"
+cp "$fixtures/gpt2/config.json" "$fixtures/gpt2/vocab.json" "$fixtures/gpt2/merges.txt" "$work/hf-gpt2-hub/"
+python3 -c 'import sys; sys.path.insert(0, sys.argv[3]); import numpy as np, safetensors_np as st; w = st.load_file(sys.argv[1]); n = sum(k.endswith(".ln_1.weight") for k in w); hub = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in w.items()}; hub.update({f"h.{i}.attn.bias": np.tril(np.ones((1, 1, 8, 8), np.float32)) for i in range(n)}); st.save_file(hub, sys.argv[2])' \
+    "$fixtures/gpt2/model.safetensors" "$work/hf-gpt2-hub/model.safetensors" "$here/../Reference"
+expect_ok "import hf of GPT-2 as the Hub stores it" "$keel" import hf "$work/hf-gpt2-hub" --out "$work/hf-gpt2-hub-run"
+expect_ok "logits of that import" "$keel" logits --checkpoint "$work/hf-gpt2-hub-run" --text "$(cat "$fixtures/text.txt")" \
+    --out "$work/hf-gpt2-hub.logits"
+cmp -s "$work/hf-gpt2-hub.logits" "$work/hf-gpt2.logits" && pass "it gives the same logits as the prefixed file" \
+    || fail "it gives the same logits as the prefixed file"
+# A one-layer Llama with one key/value head (multi-query attention): a config value of 1 is a number, not a boolean.
+expect_ok "train a one-layer Llama with one key/value head" "$keel" train --config "$work/tiny.toml" --out "$work/mqa" \
+    --set training.steps=1 --set 'model.arch="llama"' --set model.n_layer=1 --set model.n_kv_head=1 --set model.vocab_size=320
+expect_ok "export it" "$keel" export hf --checkpoint "$work/mqa" --out "$work/mqa-hf"
+expect_ok "import it back" "$keel" import hf "$work/mqa-hf" --out "$work/mqa-again" \
+    --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
 [ -s "$work/hf-llama-tied/checkpoints/step_00000000/chat_template.jinja" ] && pass "the chat template is kept beside the tokenizer" \
     || fail "the chat template is kept beside the tokenizer"
 # An import is a run like the others: sample continues a prompt from it, and train --init-from fine-tunes it with its
@@ -889,7 +906,9 @@ if "$keel" data warc "$work/cut.warc.gz" >"$work/out" 2>"$work/err" && grep -q "
 else
     fail "data warc on a truncated crawl: the cut record skipped with its offset, the others listed"
 fi
-usage "data warc with a record limit of 0" "--max-record-mb must be positive" "$keel" data warc --max-record-mb 0 "$crawl"
+usage "data warc with a record limit of 0" "--max-record-mb must be 1 to 1048576" "$keel" data warc --max-record-mb 0 "$crawl"
+usage "data warc with a record limit beyond any record" "--max-record-mb must be 1 to 1048576" \
+    "$keel" data warc --max-record-mb 9000000000000 "$crawl"
 expect_error "data warc on a file that does not exist" "$work/missing.warc.gz: cannot read" "$keel" data warc "$work/missing.warc.gz"
 
 # keel data extract: a page in windows-1251 (declared by <meta>) and pywb's crawl give their main text in UTF-8,
@@ -908,6 +927,15 @@ expect_ok "data extract on JSONL with an html field" "$keel" data extract "$work
 check "data extract on JSONL keeps the URL and gives the text, declared language and date" \
     '(lambda r: (r["url"], r["text"], r["declared_language"], r["date"], r["title"]) == ("https://example.org/a", "Fetched pages can come as JSON lines.", "en", "2020-02-02", "A"))(json.loads(open(sys.argv[1]).readline()))' \
     "$work/fetched-text.jsonl"
+# C4's and Dolma's naming (.json.gz) is JSON Lines too; a compressed file of no kind Keel reads is an error, not a page.
+gzip -c "$work/fetched.jsonl" >"$work/fetched.json.gz"
+expect_ok "data extract on .json.gz" "$keel" data extract "$work/fetched.json.gz" --out "$work/fetched-gz.jsonl"
+check "it reads as the JSONL it holds" \
+    'json.loads(open(sys.argv[1]).readline())["text"] == json.loads(open(sys.argv[2]).readline())["text"]' \
+    "$work/fetched-gz.jsonl" "$work/fetched-text.jsonl"
+gzip -c "$work/pages.jsonl" >"$work/pages.tar.gz"
+expect_error "data extract on a compressed file of another kind" "pages.tar.gz: compressed, but neither JSON Lines" \
+    "$keel" data extract "$work/pages.tar.gz" --out "$work/x.jsonl"
 printf '{"url": "x"}\n' >"$work/nohtml.jsonl"
 expect_error "data extract on JSONL without an html field" "$work/nohtml.jsonl: line 1: the JSON object has no \"html\" field" \
     "$keel" data extract "$work/nohtml.jsonl" --out "$work/x.jsonl"

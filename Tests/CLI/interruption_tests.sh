@@ -165,6 +165,18 @@ rm -rf "$shm"
 refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
     "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 
+# A job that diverged would diverge again from any checkpoint (resuming is bit for bit): it exits with status 3, and
+# keel launch says so and does not restart it.
+"$keel" launch --nproc 2 --max-restarts 2 -- train --config "$c" --out "$work/diverged" --set training.steps=5 \
+    --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
+    && grep -q "^launch: the job failed with an error that resuming would meet again" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
+    pass "a diverged job exits with status 3 and is not restarted"
+else
+    fail "a diverged job exits with status 3 and is not restarted (exit $status)"
+fi
+
 # A full disk, as a file-size limit of 64 KiB: the first checkpoint (about 130 KB of weights) cannot be written.
 (ulimit -f 64 && exec "$keel" train --config "$c" --out "$work/full" --set training.steps=4 --set checkpoint.every=2) \
     >"$work/out" 2>"$work/err"

@@ -63,6 +63,11 @@ expect_ok "plan --sweep-gpus with a chart" "$keel" plan --model llama3-70b --seq
 grep -q "^256  *pp+tp" "$work/out" && grep -q "^1024 *fsdp+tp" "$work/out" && grep -q "<polyline" "$work/sweep.svg" \
     && [ "$(grep -c '<polyline' "$work/sweep.svg")" -eq 2 ] && pass "the sweep lists each strategy per size and charts two lines" \
     || fail "the sweep lists each strategy per size and charts two lines"
+# A size where no layout divides the batch (4096 devices: at least 128 data-parallel ways for a batch of 64) is a
+# row saying so; the other sizes are planned.
+expect_ok "plan --sweep-gpus with a size no layout divides" "$keel" plan --model gpt2-124m --global-batch 64 --sweep-gpus 8,4096
+grep -q "^8  *[a-z+]" "$work/out" && grep -q "^4096 .*none fits or divides" "$work/out" \
+    && pass "the size without a layout is a row of its own" || fail "the size without a layout is a row of its own"
 
 # This machine as one device: measured, fp32, and a model small enough to fit.
 expect_ok "plan on this CPU" "$keel" plan --model gpt2-124m --seq-len 256 --global-batch 16 --accelerator this-cpu --gpus 1 --json --top 1

@@ -31,6 +31,26 @@ for arch in gpt2 llama; do
     done
 done
 
+# ZeRO-3 gathers parameters over the data group for every forward, validation's too. A validation split of one
+# window gives replica 0 a micro-batch and the other three none; every replica still runs as many forwards (the
+# extra ones weigh nothing), so the collectives pair up and the validation losses are the single process's.
+validation=(--set training.steps=2 --set training.eval_every=2 --set data.val_fraction=0.0005 --set model.n_kv_head=4)
+if run "gpt2 reference with one validation window" "$keel" train --config "$work/gpt2.toml" --out "$work/z3val-ref" \
+        "${common[@]}" "${validation[@]}" --set training.batch_size=4 \
+    && run "ZeRO-3 dp=4 with one validation window" "${mpi[@]}" -np 4 "$keel" train --config "$work/gpt2.toml" \
+        --out "$work/z3val" "${common[@]}" "${validation[@]}" --set distributed.zero_stage=3; then
+    cp "$work/err" "$work/z3val.err"
+    python3 - "$work/z3val-ref/metrics.jsonl" "$work/z3val/metrics.jsonl" "$work/z3val.err" >"$work/err" 2>&1 <<'PY' \
+        && pass "ZeRO-3 validates an uneven split as one process does" || fail "ZeRO-3 validates an uneven split as one process does"
+import json, re, sys
+held = int(re.search(r"(\d+) validation tokens", open(sys.argv[3]).read()).group(1))
+assert held < 2 * 17, f"{held} validation tokens: more than one window of 17, so the split is not uneven"
+ref, z3 = ([(r["step"], r["val_loss"]) for r in map(json.loads, open(f)) if "val_loss" in r] for f in sys.argv[1:3])
+assert len(ref) == 2 and [s for s, _ in ref] == [s for s, _ in z3], (ref, z3)
+assert all(abs(a - b) <= 1e-5 * abs(a) for (_, a), (_, b) in zip(ref, z3)), (ref, z3)
+PY
+fi
+
 # The data group's traffic on rank 0, counted by the communicator, is the analytic volume. Per micro-batch every
 # gradient bucket is reduce-scattered (P floats in all); ZeRO-3 also gathers each part's parameters before it
 # runs, forward (embedding, blocks, head: final norm and output weight — GPT-2's is the token table) and backward

@@ -9,6 +9,12 @@ final class LineChartTests: XCTestCase {
         XCTAssertEqual(LineChart.label(2_500_000), "2.5M")
         XCTAssertEqual(LineChart.label(200_000), "200k")
         XCTAssertEqual(LineChart.label(0.0125), "0.0125")
+        // Beyond Int's range (a diverging run's gradient norm): still a label, not a trap.
+        XCTAssertEqual(LineChart.label(1e28), "1e+28")
+        XCTAssertEqual(LineChart.label(-2.5e20), "-2.5e+20")
+        XCTAssertEqual(LineChart.label(.infinity), "inf")
+        let svg = LineChart(title: "t", xLabel: "step", yLabel: "grad norm", series: [.init(name: "a", points: [(0, 3), (1, 1e28)])]).svg()
+        XCTAssertTrue(svg.contains("<polyline"))
     }
 
     func testSVGHasOneLinePerSeriesAndEscapesNames() {

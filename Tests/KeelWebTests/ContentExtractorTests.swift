@@ -1,3 +1,4 @@
+import Foundation
 import KeelWeb
 import XCTest
 
@@ -48,6 +49,27 @@ final class ContentExtractorTests: XCTestCase {
                          "Related story", "Read also", "Back to the list", "comment on the article", "script text", "color: red"] {
             XCTAssertFalse(result.text.contains(unwanted), "\(unwanted) was kept:\n\(result.text)")
         }
+    }
+
+    /// On a thread of the pool's 1 MB stack: a page nested as deep as the limit gives its text; one nested twenty
+    /// thousand deep gives none, and does not overflow the stack.
+    func testDeeplyNestedPagesDoNotOverflowTheStack() {
+        final class Result: @unchecked Sendable { var text = "" }
+        func extract(_ html: String) -> String {
+            let result = Result(), done = DispatchSemaphore(value: 0)
+            let thread = Thread {
+                result.text = ContentExtractor().extract(html: html).text
+                done.signal()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+            done.wait()
+            return result.text
+        }
+        let sentence = "<p>A paragraph of text at the bottom of the nesting, long enough to be content.</p>"
+        let deep = String(repeating: "<div>", count: ContentExtractor.maximumDepth - 4) + sentence
+        XCTAssertTrue(extract("<html><body>" + deep + "</body></html>").contains("at the bottom of the nesting"))
+        XCTAssertEqual(extract("<html><body>" + String(repeating: "<div>", count: 20_000) + sentence + "</body></html>"), "")
     }
 
     func testCommentsAreKeptWhenAskedFor() {

@@ -185,6 +185,26 @@ final class DeduplicationTests: XCTestCase {
         return directory
     }
 
+    /// A deduplication killed on this machine leaves its run directory; the next one removes it, and leaves those of
+    /// processes still running and of other machines.
+    func testRunsOfKilledDeduplicationsAreRemoved() throws {
+        let dir = try directory()
+        let finished = Process()
+        finished.executableURL = URL(fileURLWithPath: "/bin/true")
+        try finished.run()
+        finished.waitUntilExit()
+        let host = ProcessInfo.processInfo.hostName
+        let names = ["keel-dedup-\(finished.processIdentifier)-7-\(host)", "keel-dedup-\(getpid())-7-\(host)",
+                     "keel-dedup-\(finished.processIdentifier)-7-elsewhere"]
+        for name in names {
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent(name), withIntermediateDirectories: true)
+        }
+        var options = DeduplicationOptions()
+        options.temporaryDirectory = dir
+        _ = try Deduplicator(options: options)
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir.path)), Set(names.dropFirst()))
+    }
+
     func testJSONLLinesPassThroughUnchanged() throws {
         let dir = try directory()
         let lines = [

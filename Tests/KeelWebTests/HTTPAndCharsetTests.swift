@@ -27,6 +27,13 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertThrowsError(try HTTPResponse(parsing: Array("HTTP/1.1 200 OK\r\nContent-Encoding: compress\r\n\r\nxx".utf8))) {
             XCTAssertTrue("\($0)".contains("unsupported content coding compress"))
         }
+        // A chunk size near Int.max (a damaged or hostile record): the chunk keeps what arrived, no overflow.
+        let huge = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n<p>short</p>".utf8)
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: huge).body, as: UTF8.self), "<p>short</p>")
+        // A body that inflates beyond 64 MiB (a thousandfold from 65 KB of gzip) is refused, not held in memory.
+        let bomb = Array("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".utf8)
+            + WARCFixture.gzip([UInt8](repeating: 0x20, count: HTTPResponse.maximumDecodedBytes + 1))
+        XCTAssertThrowsError(try HTTPResponse(parsing: bomb)) { XCTAssertEqual("\($0)", "the body decodes to more than 64 MiB") }
     }
 
     func testBrotliBodies() throws {

@@ -129,6 +129,12 @@ final class QualityFilterTests: XCTestCase {
         XCTAssertThrowsError(try filter.set("gopher_quality.min_doc_words=many")) { XCTAssertTrue("\($0)".contains("is not a number")) }
         XCTAssertThrowsError(try filter.set("c4_quality.filter_policy=false")) { XCTAssertTrue("\($0)".contains("not among those chosen")) }
         XCTAssertThrowsError(try filter.set("min_doc_words")) { XCTAssertTrue("\($0)".contains("expected rule.parameter=value")) }
+        // Lengths beyond any count are an error, not a trap converting them.
+        var all = try QualityFilter(rules: ["c4_quality", "fineweb_quality"])
+        XCTAssertThrowsError(try all.set("c4_quality.max_word_length=1e19")) {
+            XCTAssertEqual("\($0)", "c4_quality.max_word_length: \"1e19\" is not a whole number of at most 2147483647 (or none)")
+        }
+        XCTAssertThrowsError(try all.set("fineweb_quality.short_line_length=2.5")) { XCTAssertTrue("\($0)".contains("not a whole number")) }
     }
 
     func testPythonLineSplittingAndSpaces() {

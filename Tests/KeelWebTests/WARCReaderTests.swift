@@ -73,6 +73,18 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertTrue(read.warnings[0].contains("does not end where its Content-Length says"), read.warnings[0])
     }
 
+    /// Recovery in a plain file passes over lines of any length (a crashed writer's zeros) to the next record.
+    func testRecoveryPassesOverLinesOfOverAMegabyte() throws {
+        let good = records()
+        let wrong = WARCFixture.record(uri: "http://example.com/wrong", block: WARCFixture.response("<p>x</p>"), contentLength: 10)
+        let zeros = [UInt8](repeating: 0, count: 3 << 20) + Array("\r\n".utf8)
+        let url = try temporaryFile(good[0] + wrong + zeros + good[1], name: "zeros.warc")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1"])
+        XCTAssertEqual(read.records[1].offset, good[0].count + wrong.count + zeros.count)
+        XCTAssertEqual(read.skipped, 1)
+    }
+
     func testARecordOverTheLimitIsSkippedAndTheNextOneRead() throws {
         let big = WARCFixture.record(uri: "http://example.com/big", block: WARCFixture.response(String(repeating: "x", count: 5000)))
         let members = [records()[0], big, records()[2]].map(WARCFixture.gzip)
