@@ -25,6 +25,12 @@ public final class CheckpointReader {
         state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path
     }
 
+    /// The bytes of the checkpoint's tokenizer file, nil for the byte tokenizer: two checkpoints read text as the
+    /// same tokens when these are equal.
+    public var tokenizerContents: Data? {
+        state.tokenizer == "byte" ? nil : FileManager.default.contents(atPath: tokenizerPath)
+    }
+
     /// Opens `directory`, first checking every file's size and checksum unless `verify` is false (the caller
     /// just did, e.g. `CheckpointStore.latestValid`).
     public init(_ directory: URL, verify: Bool = true) throws {

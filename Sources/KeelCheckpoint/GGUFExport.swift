@@ -221,7 +221,9 @@ public enum GGUFExport {
     private static func encode(_ values: [Float], rows: Int, as type: WeightType, tensor: String) throws -> Data {
         switch type {
         case .f32: return values.withUnsafeBytes { Data($0) }
-        case .f16: return values.map { Float16($0).bitPattern }.withUnsafeBytes { Data($0) }
+        case .f16:
+            do { try QuantizedMatrix.checkRange(values, format: .f16) } catch { throw KeelError("GGUF export: \(tensor) in f16: \(error)") }
+            return values.map { Float16($0).bitPattern }.withUnsafeBytes { Data($0) }
         case .q8_0, .q4_0, .q4_1, .q5_0, .q4_k:
             do {
                 return try QuantizedMatrix(quantizing: values, rows: rows, columns: values.count / rows, format: type.format!).data

@@ -45,8 +45,9 @@ public final class GenerationBatch {
     /// which says whether the sequence goes on; then runs the tokens of those that go on through the model as one
     /// batch. Returns the sequences that ended, with their generated tokens.
     ///
-    /// The draw for a position depends only on the seed and the position, so a prompt gets the same text alone or
-    /// in any batch. A sequence that reaches `max_seq_len` is refilled from its last half and goes on, as the model
+    /// The draw for a position depends only on the seed and the position, so a prompt gets the same draws alone or
+    /// in any batch; its logits are the same up to the order of sums (one sequence's step multiplies a vector, a
+    /// batch's a matrix, on other kernels), so at a near-tie the text can part. A sequence that reaches `max_seq_len` is refilled from its last half and goes on, as the model
     /// saw at most that much text in training.
     public func advance(_ accept: (_ id: Int, _ token: Int32, _ generated: [Int32]) -> Bool) -> [(id: Int, generated: [Int32], reason: FinishReason)] {
         var finished: [(id: Int, generated: [Int32], reason: FinishReason)] = []

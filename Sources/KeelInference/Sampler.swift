@@ -13,7 +13,7 @@ public struct SamplingOptions: Sendable, Equatable {
     /// negative (CTRL's repetition penalty; 1: none).
     public var repetitionPenalty: Float = 1
     /// The seed: one (seed, position) always draws the same token from the same logits, so a prompt gets the same
-    /// text alone or in a batch.
+    /// draws alone or in a batch.
     public var seed: UInt64 = 1
     /// Draw only ids below this (nil: any): a tokenizer with fewer ids than the model's vocabulary, padded to a
     /// multiple, has no text for the rest.

@@ -131,9 +131,24 @@ public struct QuantizedMatrix: Sendable {
     /// Bytes of one group of eight interleaved rows.
     private var groupBytes: Int { keel_quant_group_bytes(format.type, Int64(columns)) }
 
-    /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does.
+    /// The largest magnitude a half-precision float holds.
+    public static let halfPrecisionLimit: Float = 65504
+
+    /// Throws when `values` hold a magnitude `format` would store as infinity: f16 stores every value in half
+    /// precision, and Q4_1 each block's minimum (its other types' scales are their block's largest magnitude over 7 to
+    /// 127, and reach infinity only past 460,000).
+    public static func checkRange(_ values: [Float], format: QuantizationFormat) throws {
+        guard format == .f16 || format == .q4_1,
+              let beyond = values.first(where: { abs($0) > halfPrecisionLimit }) else { return }
+        throw KeelError("a value of \(beyond) is beyond half precision's 65,504, in which \(format.rawValue) stores "
+                        + (format == .f16 ? "every value" : "each block's minimum") + "; use f32, q8_0, q4_0, q5_0 or q4_k")
+    }
+
+    /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does; a value `format` cannot
+    /// hold is an error (`checkRange`), not an infinity in the blocks.
     public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
         try Self.checkShape(rows: rows, columns: columns, format: format)
+        try Self.checkRange(values, format: format)
         guard values.count == rows * columns else {
             throw KeelError("\(values.count) values cannot be a \(rows) × \(columns) matrix")
         }

@@ -74,8 +74,12 @@ struct FineTuningRun {
             throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
         let checkpoint = try CheckpointReader(resolving: options.initFrom)
+        // A resumed run goes on with the settings it ran with (its config.toml), as `keel train --resume` does: the
+        // reference's log-probabilities, the schedule and the data order were made with them. A --config given
+        // again replaces them.
+        let saved = options.resume && options.config == nil ? try? String(contentsOf: output.appendingPathComponent("config.toml"), encoding: .utf8) : nil
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
-                                         defaults: defaults)
+                                         defaults: defaults, saved: saved)
         // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
         let tokenizerPath = checkpoint.tokenizerPath
         let tokenizer = try loadTokenizer(tokenizerPath)
@@ -94,12 +98,15 @@ struct FineTuningRun {
         ["training.lr=\(learningRate)", "training.weight_decay=0", "training.beta2=0.999"]
     }
 
-    /// The config: the checkpoint's [model], `defaults` where neither --config nor --set gives the key, then --config's
-    /// sections and --set; the model is the run's, so neither may set `model.` keys.
-    static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String]) throws -> TrainConfig {
-        var text = WeightsCheckpoint.modelSection(model)
+    /// The config: the checkpoint's [model] (or all of `saved`, a resumed run's config.toml), `defaults` where none of
+    /// `saved`, --config and --set gives the key, then --config's sections and --set; the model is the run's, so
+    /// neither --config nor --set may set `model.` keys.
+    static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String],
+                         saved: String? = nil) throws -> TrainConfig {
+        var text = saved ?? WeightsCheckpoint.modelSection(model)
         let key = { (assignment: String) in String(assignment.prefix { $0 != "=" }).trimmingCharacters(in: .whitespaces) }
         var given = overrides.map(key)
+        let kept = try saved.map { try ConfigValues(toml: $0, origin: "config.toml").keys } ?? []
         if let config {
             guard let extra = try? String(contentsOfFile: config, encoding: .utf8) else { throw KeelError("config: \(config): cannot read") }
             let keys = try ConfigValues(toml: extra, origin: config).keys
@@ -117,7 +124,7 @@ struct FineTuningRun {
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("settings.toml").path
         try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
-        let unset = defaults.filter { !given.contains(key($0)) }
+        let unset = defaults.filter { !given.contains(key($0)) && !kept.contains(key($0)) }
         let settings = try TrainConfig.load(path: path, overrides: unset + overrides, requiresData: false)
         if !settings.data.chat.isEmpty || settings.data.dataset != nil || !settings.data.paths.isEmpty {
             throw KeelError("config: the data comes from --data; remove data.chat, data.dataset and data.paths")

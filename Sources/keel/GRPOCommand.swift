@@ -90,9 +90,7 @@ struct GRPO: ParsableCommand {
             let score: ([[Int32]], [TaskPrompt]) throws -> [Double]
             if let rewardModel {
                 let checkpoint = try CheckpointReader(resolving: rewardModel)
-                let theirs = FileManager.default.contents(atPath: checkpoint.directory.appendingPathComponent("tokenizer.json").path)
-                let ours = FileManager.default.contents(atPath: run.checkpoint.directory.appendingPathComponent("tokenizer.json").path)
-                guard theirs == ours else {
+                guard checkpoint.tokenizerContents == run.checkpoint.tokenizerContents else {
                     throw KeelError("--reward-model \(rewardModel) has another tokenizer than --init-from: it would read other tokens")
                 }
                 let model = try RewardModel(checkpoint: checkpoint)

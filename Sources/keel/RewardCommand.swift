@@ -112,12 +112,12 @@ struct RewardEval: ParsableCommand {
 
     func run() throws {
         let checkpoints = try models.map { try CheckpointReader(resolving: $0) }
-        let tokenizerFiles = checkpoints.map { $0.directory.appendingPathComponent("tokenizer.json") }
-        let contents = tokenizerFiles.map { FileManager.default.contents(atPath: $0.path) }
+        // Each model's tokenizer is the file its state names (tokenizer.json, gpt2.json, tokenizer.tiktoken, or bytes).
+        let contents = checkpoints.map(\.tokenizerContents)
         if let different = contents.firstIndex(where: { $0 != contents[0] }) {
             throw KeelError("\(models[different]) has another tokenizer than \(models[0]): reward models compared on the same pairs must share one")
         }
-        let tokenizerPath = contents[0] == nil ? "byte" : tokenizerFiles[0].path
+        let tokenizerPath = checkpoints[0].tokenizerPath
         let tokenizer = try loadTokenizer(tokenizerPath)
         let length = seqLen ?? checkpoints[0].model.maxLength
         guard length >= 1, length <= checkpoints.map(\.model.maxLength).min()! else {

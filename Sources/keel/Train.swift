@@ -17,7 +17,7 @@ struct Train: ParsableCommand {
             With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
             DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, the \
             processes form parallel.pp pipeline stages × parallel.dp data-parallel replicas (each replica reads \
-            training.batch_size sequences per micro-batch); rank 0 writes the run. SIGTERM, SIGUSR1 (Slurm's \
+            training.batch_size sequences per micro-batch); rank 0 writes the log and metrics, every rank its share of each checkpoint. SIGTERM, SIGUSR1 (Slurm's \
             pre-emption warning) or Ctrl-C on any rank: every rank finishes the current step, a checkpoint is \
             written and keel exits 0; a second Ctrl-C exits at once.
             """)

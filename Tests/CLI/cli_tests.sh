@@ -479,6 +479,12 @@ expect_ok "dpo --resume from step 5" "$keel" dpo --init-from "$work/dpo-base" --
 grep -q "resuming after step 5 from" "$work/err" && pass "dpo --resume says where it goes on from" || fail "dpo --resume says where it goes on from"
 check "the resumed DPO run logs the uninterrupted run's losses bit for bit" "$same_steps" \
     "$work/dpo-text/metrics.jsonl" "$work/dpo-resumed/metrics.jsonl" loss
+# Resumed without repeating its settings, the run goes on with those in its config.toml: the same losses again.
+cp -r "$work/dpo-text" "$work/dpo-resumed-saved" && rm -rf "$work/dpo-resumed-saved/checkpoints/step_00000010"
+expect_ok "dpo --resume with the run's saved settings" "$keel" dpo --init-from "$work/dpo-base" \
+    --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-resumed-saved" --no-shuffle --resume
+check "it logs the uninterrupted run's losses bit for bit" "$same_steps" \
+    "$work/dpo-text/metrics.jsonl" "$work/dpo-resumed-saved/metrics.jsonl" loss
 expect_error "dpo --resume of a directory without a checkpoint" "holds no valid checkpoint" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nothing" --resume
 expect_ok "generate from the DPO run's checkpoint" "$keel" generate --checkpoint "$work/dpo-text" --prompt "What is the sea?" \
@@ -844,6 +850,17 @@ expect_ok "dpo of a run whose tokenizer is tok.json" "$keel" dpo --init-from "$w
 check "its checkpoint keeps tok.json, the run's tokenizer" \
     'json.load(open(sys.argv[1]))["state"]["tokenizer"] == "tok.json" and open(sys.argv[2], "rb").read() == open(sys.argv[3], "rb").read()' \
     "$work/dpo-tok/checkpoints/step_00000001/manifest.json" "$work/dpo-tok/checkpoints/step_00000001/tok.json" "$work/tok.json"
+# reward eval reads with the tokenizer file its models' states name: a reward model on tok.json and one on bytes do
+# not share a tokenizer (neither has a tokenizer.json, which once made them look alike, both read as bytes).
+pairs_text="$here/../Reference/dpo_trl/pairs_text.jsonl"
+expect_ok "reward train on the tok.json run" "$keel" reward train --init-from "$work/tokrun" --data "$pairs_text" \
+    --out "$work/rm-tok" --set training.steps=1 --set training.batch_size=2 --set training.seq_len=16 --set data.val_fraction=0
+expect_ok "a byte-level run of 64 tokens" "$keel" train --config "$work/tiny.toml" --out "$work/byte64" --set training.steps=1 \
+    --set model.max_seq_len=64 --set training.seq_len=64
+expect_ok "reward train on it" "$keel" reward train --init-from "$work/byte64" --data "$pairs_text" --out "$work/rm-byte" \
+    --set training.steps=1 --set training.batch_size=2 --set training.seq_len=63 --set data.val_fraction=0
+expect_error "reward eval of models of two tokenizers" "has another tokenizer than" \
+    "$keel" reward eval --model "$work/rm-tok" --model "$work/rm-byte" --data "$pairs_text"
 # keel sft of a run whose BPE tokenizer lacks ChatML's markers: they become special tokens 300 and 301, the token
 # table grows to 320 rows (a multiple of 64), the two new ones each the mean of the 300 before them, and fine-tuning
 # starts from that.

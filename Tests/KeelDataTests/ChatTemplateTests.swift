@@ -87,6 +87,13 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     /// Line ends as jinja2 reads them: "\r\n" and "\r" are "\n" (in strings too), and the last one goes.
+    /// Surrogate escapes as scraped data holds them: a pair is one character; a high surrogate followed by another
+    /// escape is U+FFFD, and that escape is read on its own (it used to trap, subtracting below zero).
+    func testSurrogateEscapesInJSON() throws {
+        XCTAssertEqual(try JinjaValue(json: #"["x\ud83d\ude00y"]"#), .list([.string("x😀y")]))
+        XCTAssertEqual(try JinjaValue(json: #"["x\ud83d\u0041y"]"#), .list([.string("x\u{FFFD}Ay")]))
+    }
+
     func testWindowsLineEndingsReadAsJinja2ReadsThem() throws {
         let rendering = try ChatTemplate("a\r\nb{{ 'c\r\nd' }}\re\r\n").render(messages: [], addGenerationPrompt: false)
         XCTAssertEqual(rendering.text, "a\nbc\nd\ne")

@@ -49,6 +49,22 @@ final class QuantizedMatrixTests: XCTestCase {
         data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
+    /// A weight beyond half precision's range is an error for the formats that would store it as infinity (f16 every
+    /// value, Q4_1 each block's minimum), and quantizes in the others.
+    func testValuesBeyondHalfPrecisionAreRefusedWhereTheyWouldBeInfinite() throws {
+        var values = [Float](repeating: 0.5, count: 2 * 256)
+        values[300] = -70_000
+        for format in [QuantizationFormat.f16, .q4_1] {
+            XCTAssertThrowsError(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)) {
+                XCTAssertTrue("\($0)".hasPrefix("a value of -70000.0 is beyond half precision's 65,504"), "\($0)")
+            }
+        }
+        for format in [QuantizationFormat.q8_0, .q4_0, .q5_0, .q4_K] {
+            let matrix = try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)
+            XCTAssertTrue(matrix.dequantized().allSatisfy(\.isFinite), "\(format)")
+        }
+    }
+
     func testQuantizedBytesEqualGgufPy() throws {
         let values = testValues()
         let input = temporaryFile("values.f32"), output = temporaryFile("blocks.bin")

@@ -5,7 +5,7 @@
 #
 #   bash scripts/bench/grpo_arithmetic.sh RUN OUT [STEPS] [LR]
 #
-# Writes OUT/tasks.jsonl (1,000 problems, every 16th held out: 63), the run in OUT/run, and OUT/curve.svg: the mean
+# Writes OUT/tasks.jsonl (1,000 problems, every 16th held out: 62), the run in OUT/run, and OUT/curve.svg: the mean
 # reward of each step's samples, the held-out greedy reward, and the KL to the starting weights.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -2,8 +2,8 @@
 # Peak resident memory per rank of one model (GPT-2, 12 blocks × 384, 21.4 M parameters: 327 MiB of fp32 weights,
 # gradients and AdamW moments) trained for 2 steps on one process, and on two with data parallelism, ZeRO-1, -2
 # and -3, and tensor parallelism (tp = 2, with and without sequence parallelism), from /usr/bin/time around
-# each rank. Rank 0 also gathers and writes the
-# checkpoint, so rank 1 shows what the layout itself holds (docs/benchmarks.md). Buckets of 4 MB, as the table in
+# each rank. Rank 1 shows what the layout itself holds (when the table in docs/benchmarks.md was measured, rank 0
+# also gathered and wrote the whole checkpoint; checkpoints are sharded since). Buckets of 4 MB, as the table in
 # docs/benchmarks.md was measured (ZeRO-2 and -3 hold up to three buckets of gradients in flight).
 # Usage: scripts/bench/layout_memory.sh        Needs /usr/bin/time (Debian package `time`).
 set -euo pipefail

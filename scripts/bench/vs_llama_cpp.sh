@@ -13,8 +13,8 @@
 #   TEXT: a text file; llama.cpp from scripts/build_llama_cpp.sh; keel from .build/release/keel.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-run=${1:?usage: vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS]}
-text=${2:?usage: vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS]}
+run=${1:?usage: vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS] [ROUNDS]}
+text=${2:?usage: vs_llama_cpp.sh RUN TEXT [LEN] [CHUNKS] [ROUNDS]}
 length=${3:-128}
 chunks=${4:-40}
 rounds=${5:-5}
