@@ -165,9 +165,13 @@ public enum CheckpointStore {
     /// step (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the steps it divides (milestones for later
     /// evaluation). Checkpoints of later steps are neither counted nor deleted: the run resumed from before them,
     /// having found them damaged or unreachable (a snapshot on a lost machine), so counting them could delete every
-    /// checkpoint it can resume from, the one just written included.
-    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0, written: Int) {
+    /// checkpoint it can resume from, the one just written included. With `droppingLater`, those later ones are
+    /// deleted instead (in-memory snapshots: a later one is of no use, and holds memory).
+    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0, written: Int, droppingLater: Bool = false) {
         guard keep > 0 else { return }
+        if droppingLater {
+            for later in list(root) where step(of: later)! > written { try? FileManager.default.removeItem(at: later) }
+        }
         let candidates = list(root).filter { step(of: $0)! <= written }
         for old in candidates.dropFirst(keep) {
             if keepEvery > 0, step(of: old)! % keepEvery == 0 { continue }
@@ -195,7 +199,8 @@ public enum CheckpointStore {
             // The step is written three times (the manifest, its training state, the directory's name): they agree,
             // or the manifest was damaged in a way that still parses.
             guard manifest.state.step == manifest.step, step(of: directory).map({ $0 == manifest.step }) ?? true else {
-                throw KeelError("checkpoint \(directory.path) is damaged: its manifest says step \(manifest.step), its training state step \(manifest.state.step)")
+                throw KeelError("checkpoint \(directory.path) is damaged: its manifest says step \(manifest.step), its training state step \(manifest.state.step)"
+                                + (step(of: directory).map { ", its name step \($0)" } ?? ""))
             }
             return (manifest.files, manifest)
         } catch let error as KeelError {

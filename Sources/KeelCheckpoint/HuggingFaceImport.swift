@@ -29,7 +29,10 @@ public enum HuggingFaceImport {
                 throw fail("\(key) is \"\(value)\"; Keel's \(json["model_type"] ?? "") computes \(allowed.map { "\"\($0)\"" }.joined(separator: " or ")) only")
             }
         }
-        func flag(_ key: String, _ fallback: Bool) -> Bool { json[key] as? Bool ?? fallback }
+        func flag(_ key: String, _ fallback: Bool) -> Bool {
+            guard let value = json[key], isJSONBoolean(value) else { return fallback }
+            return value as? Bool ?? fallback
+        }
         let modelType = json["model_type"] as? String ?? "(none)"
         let config: ModelConfig
         switch modelType {
@@ -55,11 +58,13 @@ public enum HuggingFaceImport {
             let ropeType = scaling["rope_type"] as? String ?? scaling["type"] as? String ?? "default"
             guard ropeType == "default" else { throw fail("RoPE is scaled (\(ropeType)), which Keel does not implement") }
             let theta = try rope["rope_theta"].map { value -> Double in
-                guard let number = (value as? NSNumber)?.doubleValue, number > 0 else { throw fail("rope_parameters.rope_theta must be a positive number") }
+                guard let number = (value as? NSNumber)?.doubleValue, !isJSONBoolean(value), number > 0 else {
+                    throw fail("rope_parameters.rope_theta must be a positive number")
+                }
                 return number
             } ?? number("rope_theta", 10_000)
             let width = try integer("hidden_size"), heads = try integer("num_attention_heads")
-            if let headDim = json["head_dim"] as? Int, headDim * heads != width {
+            if let value = json["head_dim"], !isJSONBoolean(value), let headDim = value as? Int, headDim * heads != width {
                 throw fail("head_dim \(headDim) × \(heads) heads is not hidden_size \(width); Keel's Llama has heads of hidden_size / heads")
             }
             config = ModelConfig(

@@ -43,9 +43,7 @@ public struct DataPreparation {
         guard validationFraction >= 0, validationFraction < 1 else {
             throw KeelError("--val-fraction must be in [0, 1) (got \(validationFraction))")
         }
-        guard (1...TokenShardFormat.maximumTokens).contains(shardTokens) else {
-            throw KeelError("--shard-tokens must be 1 to \(TokenShardFormat.maximumTokens) (a shard's header holds its count in 32 bits; got \(shardTokens))")
-        }
+        if let problem = TokenShardFormat.problem(shardTokens: shardTokens) { throw KeelError("--shard-tokens \(problem)") }
         let files = try TokenCorpus.expand(inputs)
         let encoders = try ParallelEncoder(tokenizer)
         let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)

@@ -58,16 +58,23 @@ public struct DocumentSource: Sendable {
     /// An unreadable file is classified by name alone; reading it later reports the problem.
     public init(url: URL) {
         self.url = url
-        var name = url.lastPathComponent.lowercased()
-        var named = Compression.none
+        let named = Self.classify(name: url.lastPathComponent)
+        format = named.format
+        compression = Self.magicCompression(of: url.path) ?? named.compression
+    }
+
+    /// The format and compression a file's name says (`.jsonl`, `.ndjson` or `.json`, each also with `.gz`, `.zst` or
+    /// `.zstd` after it, is JSON Lines), without opening it.
+    public static func classify(name: String) -> (format: DocumentFormat, compression: Compression) {
+        var name = name.lowercased()
+        var compression = Compression.none
         let suffixes = [(".gz", Compression.gzip), (".zst", .zstd), (".zstd", .zstd)]
         if let (suffix, kind) = suffixes.first(where: { name.hasSuffix($0.0) }) {
             name.removeLast(suffix.count)
-            named = kind
+            compression = kind
         }
         let jsonLines = [".jsonl", ".ndjson", ".json"].contains { name.hasSuffix($0) }
-        format = jsonLines ? .jsonl : .text
-        compression = Self.magicCompression(of: url.path) ?? named
+        return (jsonLines ? .jsonl : .text, compression)
     }
 
     /// The compression announced by the first bytes of the file at `path`, if any.

@@ -75,11 +75,8 @@ public struct ParallelEncoder {
         let url = URL(fileURLWithPath: source)
         let name = url.pathExtension == "tiktoken" ? "tokenizer.tiktoken" : "tokenizer.json"
         try AtomicFile.write(Data(contentsOf: url), to: directory.appendingPathComponent(name))
-        for settings in TokenizerSettings.fileNames {
-            let beside = url.deletingLastPathComponent().appendingPathComponent(settings)
-            if FileManager.default.fileExists(atPath: beside.path) {
-                try AtomicFile.write(Data(contentsOf: beside), to: directory.appendingPathComponent(settings))
-            }
+        for (settings, contents) in try TokenizerSettings.files(in: url.deletingLastPathComponent()) {
+            try AtomicFile.write(contents, to: directory.appendingPathComponent(settings))
         }
         return name
     }

@@ -29,6 +29,12 @@ public enum TokenShardFormat: String, Sendable, Codable, CaseIterable {
     /// The most tokens one shard holds: its header stores the count as a signed 32-bit integer, as llm.c's does.
     public static let maximumTokens = Int(Int32.max)
 
+    /// What is wrong with `shardTokens` tokens per shard, after the setting's name (nil: nothing).
+    public static func problem(shardTokens: Int) -> String? {
+        (1...maximumTokens).contains(shardTokens) ? nil
+            : "must be 1 to \(maximumTokens) (a shard's header holds its count in 32 bits; got \(shardTokens))"
+    }
+
     /// Writes `tokens` as a shard, atomically; returns the file's XXH64.
     public func write(_ tokens: ArraySlice<Int32>, to url: URL) throws -> UInt64 {
         var bytes = [UInt8](repeating: 0, count: TokenShardFormat.headerBytes + tokens.count * tokenSize)

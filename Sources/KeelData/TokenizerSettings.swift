@@ -13,6 +13,12 @@ public struct TokenizerSettings: Sendable {
     /// a checkpoint).
     public static let fileNames = ["tokenizer_config.json", "chat_template.jinja"]
 
+    /// The settings files `directory` holds, with their contents.
+    public static func files(in directory: URL) throws -> [(name: String, contents: Data)] {
+        try fileNames.filter { FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path) }
+            .map { ($0, try Data(contentsOf: directory.appendingPathComponent($0))) }
+    }
+
     /// The settings in `directory`.
     public init(directory: URL) {
         let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))

@@ -5,6 +5,20 @@ import KeelCore
 /// A weight format of llama.cpp: blocks of values sharing a scale, laid out byte for byte as ggml lays them out
 /// (`keel_quant.h` describes each), so a row quantized here is a row of a GGUF tensor of that type.
 public enum QuantizationFormat: String, CaseIterable, Sendable {
+    /// The largest magnitude a value may have for the format to hold it finite: the half-precision limit 65,504 for
+    /// f16's values and Q4_1's block minimums, times the divisor of the others' half-precision block scales (a block's
+    /// largest magnitude over 127, 8 or 16; Q4_K's scale of scales and of minimums over 63).
+    public var largestMagnitude: Float {
+        let half: Float = 65504
+        switch self {
+        case .f16, .q4_1: return half
+        case .q8_0: return half * 127
+        case .q4_0: return half * 8
+        case .q5_0: return half * 16
+        case .q4_K: return half * 63
+        }
+    }
+
     /// IEEE half precision, 16 bits a value (rows of a multiple of 32 values); products take the activations in
     /// half precision too, as ggml's do.
     case f16
@@ -131,17 +145,14 @@ public struct QuantizedMatrix: Sendable {
     /// Bytes of one group of eight interleaved rows.
     private var groupBytes: Int { keel_quant_group_bytes(format.type, Int64(columns)) }
 
-    /// The largest magnitude a half-precision float holds.
-    public static let halfPrecisionLimit: Float = 65504
-
-    /// Throws when `values` hold a magnitude `format` would store as infinity: f16 stores every value in half
-    /// precision, and Q4_1 each block's minimum (its other types' scales are their block's largest magnitude over 7 to
-    /// 127, and reach infinity only past 460,000).
+    /// Throws when `values` hold a magnitude `format` would store as infinity (`QuantizationFormat.largestMagnitude`).
     public static func checkRange(_ values: [Float], format: QuantizationFormat) throws {
-        guard format == .f16 || format == .q4_1,
-              let beyond = values.first(where: { abs($0) > halfPrecisionLimit }) else { return }
-        throw KeelError("a value of \(beyond) is beyond half precision's 65,504, in which \(format.rawValue) stores "
-                        + (format == .f16 ? "every value" : "each block's minimum") + "; use f32, q8_0, q4_0, q5_0 or q4_k")
+        let limit = format.largestMagnitude
+        guard let beyond = values.first(where: { abs($0) > limit }) else { return }
+        let fits = QuantizationFormat.allCases.filter { $0.largestMagnitude >= abs(beyond) }.map(\.rawValue)
+        throw KeelError("a value of \(beyond) is beyond what \(format.rawValue) can hold (magnitudes up to \(Int(limit)): its "
+                        + "half-precision values or scales would be infinite)"
+                        + (fits.isEmpty ? "" : "; \(fits.joined(separator: ", ")) can hold it"))
     }
 
     /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does; a value `format` cannot

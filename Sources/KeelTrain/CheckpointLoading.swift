@@ -6,8 +6,7 @@ import KeelModel
 
 /// The tokenizer recorded in checkpoint `checkpoint`: byte-level, or the tokenizer file stored in its directory.
 public func loadCheckpointTokenizer(_ checkpoint: CheckpointReader) throws -> any TextTokenizer {
-    let name = checkpoint.state.tokenizer
-    return try loadTokenizer(name == "byte" ? "byte" : checkpoint.directory.appendingPathComponent(name).path)
+    try loadTokenizer(checkpoint.tokenizerPath)
 }
 
 /// The model and tokenizer of a user's `--checkpoint`: a checkpoint directory, or a run directory (its

@@ -55,14 +55,8 @@ extension Evaluation {
     public static func windows(dataset: URL, split: String, checkpoint: CheckpointReader, vocabSize: Int, length: Int) throws -> TokenWindows {
         let manifest = try ShardManifest.read(from: dataset)
         let state = checkpoint.state
-        let sameTokenizer: Bool
-        switch (manifest.tokenizer, state.tokenizer) {
-        case ("byte", "byte"): sameTokenizer = true
-        case ("byte", _), (_, "byte"): sameTokenizer = false
-        default:
-            sameTokenizer = try Data(contentsOf: dataset.appendingPathComponent(manifest.tokenizer))
-                == Data(contentsOf: checkpoint.directory.appendingPathComponent(state.tokenizer))
-        }
+        let datasetTokenizer = manifest.tokenizer == "byte" ? nil : try Data(contentsOf: dataset.appendingPathComponent(manifest.tokenizer))
+        let sameTokenizer = datasetTokenizer == checkpoint.tokenizerContents
         guard sameTokenizer else {
             throw KeelError("eval: \(dataset.path) was tokenised with \(manifest.tokenizer), not with the checkpoint's tokenizer (\(state.tokenizer)): its ids would mean other text")
         }

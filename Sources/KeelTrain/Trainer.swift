@@ -92,9 +92,7 @@ public final class Trainer {
         checkpointRoot = output.appendingPathComponent("checkpoints")
         data = try TrainingData(config: config)
         tokenizerFiles = try data.tokenizerFile.map { file in
-            let beside = TokenizerSettings.fileNames.map { file.deletingLastPathComponent().appendingPathComponent($0) }
-                .filter { FileManager.default.fileExists(atPath: $0.path) }
-            return try ([file] + beside).map { ($0.lastPathComponent, try Data(contentsOf: $0)) }
+            try [(file.lastPathComponent, Data(contentsOf: file))] + TokenizerSettings.files(in: file.deletingLastPathComponent())
         } ?? []
         stageLayers = try config.parallel.stageLayers(config.model)
         stageTables = stageLayers.map { ParameterTable(config: config.model, layers: $0) }
@@ -547,7 +545,7 @@ public final class Trainer {
                                             root: root)
                 if pending.isSnapshot {
                     // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step.
-                    Thread.detachNewThread { CheckpointStore.prune(root, keep: 1, written: number) }
+                    Thread.detachNewThread { CheckpointStore.prune(root, keep: 1, written: number, droppingLater: true) }
                 } else {
                     CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery, written: number)
                 }
@@ -650,11 +648,9 @@ public final class Trainer {
         guard reader.model == config.model else {
             throw KeelError("training.init_from: \(reader.directory.path) holds another model than the config's [model] section (\(Self.differences(reader.model, config.model))); copy the [model] section of the run's config.toml")
         }
-        let theirs = reader.state.tokenizer, ours = data.tokenizerFile
-        let sameTokenizer = theirs == "byte" ? ours == nil
-            : ours.map { (try? Data(contentsOf: $0)) == (try? Data(contentsOf: reader.directory.appendingPathComponent(theirs))) } ?? false
-        guard sameTokenizer else {
-            throw KeelError("training.init_from: the data's tokenizer (\(ours?.path ?? "byte")) is not the checkpoint's (\(theirs == "byte" ? "byte" : reader.directory.appendingPathComponent(theirs).path)): tokenize the data with that one")
+        // The run's tokenizer as read when it started (tokenizerFiles' first), against the checkpoint's file.
+        guard tokenizerFiles.first?.contents == reader.tokenizerContents else {
+            throw KeelError("training.init_from: the data's tokenizer (\(data.tokenizerFile?.path ?? "byte")) is not the checkpoint's (\(reader.tokenizerPath)): tokenize the data with that one")
         }
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {
             try reader.load(.model, table: chunk.table, into: chunk.parameters.pointer,

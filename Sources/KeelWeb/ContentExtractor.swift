@@ -450,7 +450,6 @@ public struct ContentExtractor: Sendable {
         return Double(Self.visibleTextLength(node)) < wrapperShare * Double(pageText)
     }
 
-    /// The bytes of text under `node` outside scripts, styles and templates.
     /// Whether elements under `root` nest deeper than `limit` (walked with a stack of its own: this must not recurse).
     private static func nests(_ root: HTMLNode, deeperThan limit: Int) -> Bool {
         var stack = [(node: root, depth: 0)]
@@ -461,6 +460,7 @@ public struct ContentExtractor: Sendable {
         return false
     }
 
+    /// The bytes of text under `node` outside scripts, styles and templates.
     private static func visibleTextLength(_ node: HTMLNode) -> Int {
         if node.isText { return node.textBytes.count }
         guard node.isElement else { return 0 }

@@ -15,6 +15,16 @@ public struct DeduplicationOptions: Sendable {
     public var temporaryDirectory = FileManager.default.temporaryDirectory
 
     public init() {}
+
+    /// What is wrong with these settings, in words (nil: nothing): checked before any document is read, as `keel data
+    /// dedup` and `keel data pipeline` take them (the memory in megabytes).
+    public static func problem(shingle: Int, bands: Int, rows: Int, memoryMegabytes: Int) -> String? {
+        if shingle <= 0 || bands <= 0 || rows <= 0 { return "shingle, bands and rows must be positive (got \(shingle), \(bands), \(rows))" }
+        // Each document gets bands × rows hashes.
+        if bands > 1024 || rows > 1024 { return "bands and rows must be at most 1024 (got \(bands), \(rows))" }
+        if !(1...(1 << 30)).contains(memoryMegabytes) { return "memory must be 1 to \(1 << 30) MB (got \(memoryMegabytes))" }
+        return nil
+    }
 }
 
 /// Finds exact and near-duplicate documents in a stream too large for memory, keeping the first of each cluster.
@@ -68,8 +78,10 @@ public final class Deduplicator {
     /// per document.
     static func removeAbandoned(in temporary: URL) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
-        for name in names where name.hasPrefix("keel-dedup-") && name.hasSuffix("-" + host) {
-            guard let pid = Int32(name.dropFirst("keel-dedup-".count).prefix { $0 != "-" }), pid > 0,
+        for name in names where name.hasPrefix("keel-dedup-") {
+            // keel-dedup-PID-RANDOM-HOST, the host compared whole (node-12 is not gpu-node-12).
+            let parts = name.dropFirst("keel-dedup-".count).split(separator: "-", maxSplits: 2)
+            guard parts.count == 3, parts[2] == host, let pid = Int32(parts[0]), pid > 0,
                   kill(pid, 0) != 0, errno == ESRCH else { continue }
             try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
         }

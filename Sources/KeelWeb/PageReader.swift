@@ -41,7 +41,8 @@ public struct PageReader: Sendable {
 
     public init() {}
 
-    /// The files `input` names: itself, or the HTML, WARC and JSON Lines files under a directory, sorted.
+    /// The files `input` names: itself, or the HTML and WARC files under a directory, sorted (JSON Lines are named
+    /// one by one: a directory's other JSON files, or a pipeline's own output under it, are not pages).
     public static func files(_ input: String) throws -> [String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else {
@@ -50,7 +51,7 @@ public struct PageReader: Sendable {
         guard isDirectory.boolValue else { return [input] }
         let names = FileManager.default.enumerator(atPath: input)?.compactMap { $0 as? String } ?? []
         return names.map { (input as NSString).appendingPathComponent($0) }
-            .filter { isWARC($0) || isJSONL($0) || [".html", ".htm"].contains(where: $0.lowercased().hasSuffix) }.sorted()
+            .filter { isWARC($0) || [".html", ".htm"].contains(where: $0.lowercased().hasSuffix) }.sorted()
     }
 
     /// Whether `file` is read as a WARC file (by its name, in any case).
@@ -61,7 +62,9 @@ public struct PageReader: Sendable {
 
     /// Whether `file` is read as JSON Lines: a name `DocumentSource` reads so (.jsonl, .ndjson or .json, each also
     /// with .gz, .zst or .zstd after it: C4's and Dolma's .json.gz shards too).
-    public static func isJSONL(_ file: String) -> Bool { DocumentSource(url: URL(fileURLWithPath: file)).format == .jsonl }
+    public static func isJSONL(_ file: String) -> Bool {
+        DocumentSource.classify(name: URL(fileURLWithPath: file).lastPathComponent).format == .jsonl
+    }
 
     /// Calls `body` with every page of `file` that has text; returns how many pages were read and how many had
     /// no text. Damaged WARC records are skipped and reported to `warn`. With `littleText`, a page with fewer than
@@ -99,7 +102,7 @@ public struct PageReader: Sendable {
             }
         } else {
             // Read whole as one page's HTML: a compressed file of another kind would be one page of noise.
-            guard DocumentSource(url: URL(fileURLWithPath: file)).compression == .none else {
+            guard DocumentSource.classify(name: URL(fileURLWithPath: file).lastPathComponent).compression == .none else {
                 throw KeelError("\(file): compressed, but neither JSON Lines (.jsonl, .ndjson, .json) nor WARC (.warc.gz) by its name; an HTML page is read uncompressed")
             }
             let bytes: [UInt8]

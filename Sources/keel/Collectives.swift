@@ -29,8 +29,9 @@ struct Collectives: ParsableCommand {
     func run() throws {
         let placement = try DistributedRun.launchedPlacement(example: "keel launch --nproc 2 -- collectives")
         let megabytes = try sizes.split(separator: ",").map { text -> Double in
-            guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value > 0 else {
-                throw ValidationError("--sizes: '\(text)' is not a positive number of MB")
+            // At most a petabyte: the floats it makes must fit an Int.
+            guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value > 0, value <= Double(1 << 30) else {
+                throw ValidationError("--sizes: '\(text)' is not a positive number of MB of at most \(1 << 30)")
             }
             return value
         }

@@ -80,18 +80,13 @@ extension DataCommand {
             guard configuration.threads >= 1 else { throw KeelError("config: output.threads must be at least 1") }
             // Checked here, not hours later when the deduplication or the shards reach them.
             let minHash = configuration.deduplication.minHash
-            guard minHash.shingleSize > 0, minHash.bands > 0, minHash.rows > 0 else {
-                throw KeelError("config: dedup.shingle, dedup.bands and dedup.rows must be positive (got \(minHash.shingleSize), \(minHash.bands), \(minHash.rows))")
-            }
-            guard minHash.bands <= 1024, minHash.rows <= 1024 else {
-                throw KeelError("config: dedup.bands and dedup.rows must be at most 1024 (got \(minHash.bands), \(minHash.rows))")
-            }
-            guard (1...(1 << 30)).contains(memoryMegabytes) else {
-                throw KeelError("config: dedup.memory_mb must be 1 to \(1 << 30) (got \(memoryMegabytes))")
+            if let problem = DeduplicationOptions.problem(shingle: minHash.shingleSize, bands: minHash.bands, rows: minHash.rows,
+                                                          memoryMegabytes: memoryMegabytes) {
+                throw KeelError("config: dedup.shingle, dedup.bands, dedup.rows, dedup.memory_mb: \(problem)")
             }
             configuration.deduplication.memoryBudget = memoryMegabytes << 20
-            guard (1...TokenShardFormat.maximumTokens).contains(configuration.shardTokens) else {
-                throw KeelError("config: output.shard_tokens must be 1 to \(TokenShardFormat.maximumTokens) (a shard's header holds its count in 32 bits; got \(configuration.shardTokens))")
+            if let problem = TokenShardFormat.problem(shardTokens: configuration.shardTokens) {
+                throw KeelError("config: output.shard_tokens \(problem)")
             }
             guard (0..<1).contains(configuration.validationFraction) else { throw KeelError("config: output.val_fraction must be in [0, 1)") }
             return configuration

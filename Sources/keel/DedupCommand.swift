@@ -57,10 +57,9 @@ extension DataCommand {
 
         func validate() throws {
             guard hashBits == 32 || hashBits == 64 else { throw ValidationError("--hash-bits must be 32 or 64") }
-            guard shingle > 0, bands > 0, rows > 0 else { throw ValidationError("--shingle, --bands and --rows must be positive") }
-            // Each document gets bands × rows hashes.
-            guard bands <= 1024, rows <= 1024 else { throw ValidationError("--bands and --rows must be at most 1024") }
-            guard memoryMb > 0 else { throw ValidationError("--memory-mb must be positive") }
+            if let problem = DeduplicationOptions.problem(shingle: shingle, bands: bands, rows: rows, memoryMegabytes: memoryMb) {
+                throw ValidationError("--shingle, --bands, --rows, --memory-mb: \(problem)")
+            }
         }
 
         func run() throws {

@@ -181,9 +181,7 @@ struct FineTuningRun {
     private func save(_ model: Transformer, step: Int, extras: [String: Data]) throws -> URL {
         let source = checkpoint.directory, manager = FileManager.default, tokenizer = checkpoint.state.tokenizer
         var files = extras
-        for name in TokenizerSettings.fileNames {
-            if let data = manager.contents(atPath: source.appendingPathComponent(name).path) { files[name] = data }
-        }
+        for (name, contents) in try TokenizerSettings.files(in: source) { files[name] = contents }
         let written = try WeightsCheckpoint.write(
             model, tokenizer: tokenizer == "byte" ? nil
                 : (tokenizer, { try manager.copyItem(at: source.appendingPathComponent(tokenizer), to: $0) }),

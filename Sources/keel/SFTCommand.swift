@@ -67,7 +67,7 @@ struct SFT: ParsableCommand {
                 checkpoint = try ChatVocabulary.base(at: base, extending: checkpoint, tokenizerFile: tokenizer, tokenizer: loaded,
                                                      missing: missing)
                 start = base.path
-                tokenizerName = checkpoint.directory.appendingPathComponent("tokenizer.json").path
+                tokenizerName = checkpoint.tokenizerPath
             }
         }
         let arguments = ["--out", out, "--init-from", start]

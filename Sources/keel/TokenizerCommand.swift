@@ -97,7 +97,7 @@ struct TokenizerCommand: ParsableCommand {
                 ids.append(id)
             }
             let bytes = tokenizer == "byte" ? ByteTokenizer().decode(ids)
-                : try BPEEncoder(vocabulary: TokenizerFiles.load(tokenizer, pattern: pattern)).decode(ids)
+                : try TokenizerFiles.load(tokenizer, pattern: pattern).decode(ids)
             FileHandle.standardOutput.write(Data(bytes))
         }
     }

@@ -1079,7 +1079,7 @@ expect_error "data pipeline with a tokenizer that is not there, before any work"
     "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus2" --set output.tokenizer="$work/nope.json"
 [ ! -e "$work/corpus2" ] && pass "data pipeline with a bad tokenizer leaves nothing behind" || fail "data pipeline with a bad tokenizer leaves nothing behind"
 # Settings the deduplication or the shards would trip on hours later are refused before any work.
-expect_error "data pipeline with no bands" "dedup.shingle, dedup.bands and dedup.rows must be positive (got 5, 0, 20)" \
+expect_error "data pipeline with no bands" "dedup.memory_mb: shingle, bands and rows must be positive (got 5, 0, 20)" \
     "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus3" --set dedup.bands=0 --set dedup.shingle=5 --set dedup.rows=20
 expect_error "data pipeline with shards too large for their header" "output.shard_tokens must be 1 to 2147483647" \
     "$keel" data pipeline --config "$work/pipeline.toml" --set output.dir="$work/corpus3" --set output.shard_tokens=3000000000

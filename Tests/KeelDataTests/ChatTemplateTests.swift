@@ -86,7 +86,6 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode("<|im_end|>"), byte("<|im_end|>"), "plain encoding keeps special text as text")
     }
 
-    /// Line ends as jinja2 reads them: "\r\n" and "\r" are "\n" (in strings too), and the last one goes.
     /// Surrogate escapes as scraped data holds them: a pair is one character; a high surrogate followed by another
     /// escape is U+FFFD, and that escape is read on its own (it used to trap, subtracting below zero).
     func testSurrogateEscapesInJSON() throws {
@@ -94,6 +93,7 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertEqual(try JinjaValue(json: #"["x\ud83d\u0041y"]"#), .list([.string("x\u{FFFD}Ay")]))
     }
 
+    /// Line ends as jinja2 reads them: "\r\n" and "\r" are "\n" (in strings too), and the last one goes.
     func testWindowsLineEndingsReadAsJinja2ReadsThem() throws {
         let rendering = try ChatTemplate("a\r\nb{{ 'c\r\nd' }}\re\r\n").render(messages: [], addGenerationPrompt: false)
         XCTAssertEqual(rendering.text, "a\nbc\nd\ne")

@@ -49,16 +49,23 @@ final class QuantizedMatrixTests: XCTestCase {
         data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
-    /// A weight beyond half precision's range is an error for the formats that would store it as infinity (f16 every
-    /// value, Q4_1 each block's minimum), and quantizes in the others.
+    /// A weight beyond what a format holds finite is an error naming the formats that can (f16 stores every value in
+    /// half precision, Q4_1 each block's minimum; the others' half-precision scales reach further), and quantizes in
+    /// those.
     func testValuesBeyondHalfPrecisionAreRefusedWhereTheyWouldBeInfinite() throws {
         var values = [Float](repeating: 0.5, count: 2 * 256)
         values[300] = -70_000
         for format in [QuantizationFormat.f16, .q4_1] {
             XCTAssertThrowsError(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)) {
-                XCTAssertTrue("\($0)".hasPrefix("a value of -70000.0 is beyond half precision's 65,504"), "\($0)")
+                XCTAssertEqual("\($0)", "a value of -70000.0 is beyond what \(format.rawValue) can hold (magnitudes up to 65504: its "
+                               + "half-precision values or scales would be infinite); q8_0, q4_0, q5_0, q4_k can hold it")
             }
         }
+        values[300] = -1e6  // beyond Q4_0's scales (65,504 × 8) too
+        XCTAssertThrowsError(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: .q4_0)) {
+            XCTAssertTrue("\($0)".hasSuffix("; q8_0, q5_0, q4_k can hold it"), "\($0)")
+        }
+        values[300] = -70_000
         for format in [QuantizationFormat.q8_0, .q4_0, .q5_0, .q4_K] {
             let matrix = try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)
             XCTAssertTrue(matrix.dequantized().allSatisfy(\.isFinite), "\(format)")

@@ -217,8 +217,11 @@ final class BadInputTests: XCTestCase {
                                                     withIntermediateDirectories: true)
         }
         XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_100000000", "step_99999999", "step_00000007"])
-        CheckpointStore.prune(root, keep: 1, written: 100_000_000)
-        XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_100000000"])
+        CheckpointStore.prune(root, keep: 1, written: 99_999_999)
+        XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_100000000", "step_99999999"])
+        // Snapshots drop later ones too: of no use to a run that went on from before them, and they hold memory.
+        CheckpointStore.prune(root, keep: 1, written: 99_999_999, droppingLater: true)
+        XCTAssertEqual(CheckpointStore.list(root).map(\.lastPathComponent), ["step_99999999"])
     }
 
     func testTruncatedCheckpointIsDetectedAndResumeFallsBack() throws {
