@@ -26,9 +26,14 @@ public final class CheckpointReader {
     }
 
     /// The bytes of the checkpoint's tokenizer file, nil for the byte tokenizer: two checkpoints read text as the
-    /// same tokens when these are equal.
-    public var tokenizerContents: Data? {
-        state.tokenizer == "byte" ? nil : FileManager.default.contents(atPath: tokenizerPath)
+    /// same tokens when these are equal. A file the state names that cannot be read is an error, not the byte
+    /// tokenizer.
+    public func tokenizerContents() throws -> Data? {
+        guard state.tokenizer != "byte" else { return nil }
+        guard let contents = FileManager.default.contents(atPath: tokenizerPath) else {
+            throw KeelError("checkpoint \(directory.path): its tokenizer \(state.tokenizer) cannot be read")
+        }
+        return contents
     }
 
     /// Opens `directory`, first checking every file's size and checksum unless `verify` is false (the caller

@@ -165,18 +165,19 @@ public enum CheckpointStore {
     /// step (keep ≤ 0 keeps all) and, with `keepEvery` > 0, those of the steps it divides (milestones for later
     /// evaluation). Checkpoints of later steps are neither counted nor deleted: the run resumed from before them,
     /// having found them damaged or unreachable (a snapshot on a lost machine), so counting them could delete every
-    /// checkpoint it can resume from, the one just written included. With `droppingLater`, those later ones are
-    /// deleted instead (in-memory snapshots: a later one is of no use, and holds memory).
-    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0, written: Int, droppingLater: Bool = false) {
+    /// checkpoint it can resume from, the one just written included.
+    public static func prune(_ root: URL, keep: Int, keepEvery: Int = 0, written: Int) {
         guard keep > 0 else { return }
-        if droppingLater {
-            for later in list(root) where step(of: later)! > written { try? FileManager.default.removeItem(at: later) }
-        }
         let candidates = list(root).filter { step(of: $0)! <= written }
         for old in candidates.dropFirst(keep) {
             if keepEvery > 0, step(of: old)! % keepEvery == 0 { continue }
             try? FileManager.default.removeItem(at: old)
         }
+    }
+
+    /// The checkpoints under `root` of later steps than `step`.
+    public static func list(_ root: URL, after step: Int) -> [URL] {
+        list(root).filter { self.step(of: $0)! > step }
     }
 
     /// `directory`'s manifest: the files it lists and, for a sharded checkpoint, all of it.

@@ -1,24 +1,11 @@
 import Foundation
 import CQuant
 import KeelCore
+import Synchronization
 
 /// A weight format of llama.cpp: blocks of values sharing a scale, laid out byte for byte as ggml lays them out
 /// (`keel_quant.h` describes each), so a row quantized here is a row of a GGUF tensor of that type.
 public enum QuantizationFormat: String, CaseIterable, Sendable {
-    /// The largest magnitude a value may have for the format to hold it finite: the half-precision limit 65,504 for
-    /// f16's values and Q4_1's block minimums, times the divisor of the others' half-precision block scales (a block's
-    /// largest magnitude over 127, 8 or 16; Q4_K's scale of scales and of minimums over 63).
-    public var largestMagnitude: Float {
-        let half: Float = 65504
-        switch self {
-        case .f16, .q4_1: return half
-        case .q8_0: return half * 127
-        case .q4_0: return half * 8
-        case .q5_0: return half * 16
-        case .q4_K: return half * 63
-        }
-    }
-
     /// IEEE half precision, 16 bits a value (rows of a multiple of 32 values); products take the activations in
     /// half precision too, as ggml's do.
     case f16
@@ -145,36 +132,43 @@ public struct QuantizedMatrix: Sendable {
     /// Bytes of one group of eight interleaved rows.
     private var groupBytes: Int { keel_quant_group_bytes(format.type, Int64(columns)) }
 
-    /// Throws when `values` hold a magnitude `format` would store as infinity (`QuantizationFormat.largestMagnitude`).
-    public static func checkRange(_ values: [Float], format: QuantizationFormat) throws {
-        let limit = format.largestMagnitude
-        guard let beyond = values.first(where: { abs($0) > limit }) else { return }
-        let fits = QuantizationFormat.allCases.filter { $0.largestMagnitude >= abs(beyond) }.map(\.rawValue)
-        throw KeelError("a value of \(beyond) is beyond what \(format.rawValue) can hold (magnitudes up to \(Int(limit)): its "
-                        + "half-precision values or scales would be infinite)"
-                        + (fits.isEmpty ? "" : "; \(fits.joined(separator: ", ")) can hold it"))
+    /// The error for a row that `format` holds as infinities: its half-precision values (f16) or block scales and
+    /// minimums overflowed. Whether they do depends on each block, not only on its largest magnitude (Q4_K fits a
+    /// minimum below the block's own), so it is found by reading the quantized row back.
+    static func beyondRange(_ format: QuantizationFormat, row: Int, largest: Float) -> KeelError {
+        KeelError("\(format.rawValue) cannot hold row \(row) (largest magnitude \(largest)): its half-precision "
+                  + (format == .f16 ? "values" : "block scales") + " would be infinite; q8_0 holds magnitudes up to about 8.3 million")
     }
 
-    /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does; a value `format` cannot
-    /// hold is an error (`checkRange`), not an infinity in the blocks.
+    /// Quantizes row-major `values` (rows × columns) as ggml's reference quantizer does; a row the format would hold
+    /// as infinities is an error (`beyondRange`).
     public init(quantizing values: [Float], rows: Int, columns: Int, format: QuantizationFormat) throws {
         try Self.checkShape(rows: rows, columns: columns, format: format)
-        try Self.checkRange(values, format: format)
         guard values.count == rows * columns else {
             throw KeelError("\(values.count) values cannot be a \(rows) × \(columns) matrix")
         }
         let rowBytes = format.rowBytes(columns: columns)
         // Quantized straight into the Data the matrix keeps (or interleaves): no further copy.
         var bytes = Data(count: rows * rowBytes)
+        let overflowed = Mutex<Int?>(nil)
         values.withUnsafeBufferPointer { source in
             bytes.withUnsafeMutableBytes { target in
                 ThreadPool.shared.parallelFor(rows) { range in
+                    var back = [Float](repeating: 0, count: columns)
                     for row in range {
-                        keel_quantize_row(format.type, source.baseAddress! + row * columns,
-                                          target.baseAddress! + row * rowBytes, Int64(columns))
+                        let input = source.baseAddress! + row * columns, output = target.baseAddress! + row * rowBytes
+                        keel_quantize_row(format.type, input, output, Int64(columns))
+                        // Read back: a finite row must stay finite.
+                        keel_dequantize_row(format.type, output, &back, Int64(columns))
+                        if !back.allSatisfy(\.isFinite), UnsafeBufferPointer(start: input, count: columns).allSatisfy(\.isFinite) {
+                            overflowed.withLock { $0 = min($0 ?? row, row) }
+                        }
                     }
                 }
             }
+        }
+        if let row = overflowed.withLock({ $0 }) {
+            throw Self.beyondRange(format, row: row, largest: values[(row * columns)..<((row + 1) * columns)].map(abs).max()!)
         }
         try self.init(format: format, rows: rows, columns: columns, data: bytes)
     }

@@ -56,7 +56,7 @@ extension Evaluation {
         let manifest = try ShardManifest.read(from: dataset)
         let state = checkpoint.state
         let datasetTokenizer = manifest.tokenizer == "byte" ? nil : try Data(contentsOf: dataset.appendingPathComponent(manifest.tokenizer))
-        let sameTokenizer = datasetTokenizer == checkpoint.tokenizerContents
+        let sameTokenizer = try datasetTokenizer == checkpoint.tokenizerContents()
         guard sameTokenizer else {
             throw KeelError("eval: \(dataset.path) was tokenised with \(manifest.tokenizer), not with the checkpoint's tokenizer (\(state.tokenizer)): its ids would mean other text")
         }

@@ -544,8 +544,14 @@ public final class Trainer {
                                                                zstdLevel: shardWriter.zstdLevel),
                                             root: root)
                 if pending.isSnapshot {
-                    // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step.
-                    Thread.detachNewThread { CheckpointStore.prune(root, keep: 1, written: number, droppingLater: true) }
+                    // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step. Snapshots
+                    // of later steps (which a resume found unusable) go too; they are listed now, before a next
+                    // snapshot is published.
+                    let later = CheckpointStore.list(root, after: number)
+                    Thread.detachNewThread {
+                        for snapshot in later { try? FileManager.default.removeItem(at: snapshot) }
+                        CheckpointStore.prune(root, keep: 1, written: number)
+                    }
                 } else {
                     CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery, written: number)
                 }
@@ -649,7 +655,7 @@ public final class Trainer {
             throw KeelError("training.init_from: \(reader.directory.path) holds another model than the config's [model] section (\(Self.differences(reader.model, config.model))); copy the [model] section of the run's config.toml")
         }
         // The run's tokenizer as read when it started (tokenizerFiles' first), against the checkpoint's file.
-        guard tokenizerFiles.first?.contents == reader.tokenizerContents else {
+        guard try tokenizerFiles.first?.contents == reader.tokenizerContents() else {
             throw KeelError("training.init_from: the data's tokenizer (\(data.tokenizerFile?.path ?? "byte")) is not the checkpoint's (\(reader.tokenizerPath)): tokenize the data with that one")
         }
         for (chunk, optimizer) in zip(step.chunks, step.optimizers) {

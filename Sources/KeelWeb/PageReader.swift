@@ -102,7 +102,8 @@ public struct PageReader: Sendable {
             }
         } else {
             // Read whole as one page's HTML: a compressed file of another kind would be one page of noise.
-            guard DocumentSource.classify(name: URL(fileURLWithPath: file).lastPathComponent).compression == .none else {
+            // By the magic bytes too: a gzip file named x.html is no page either.
+            guard DocumentSource(url: URL(fileURLWithPath: file)).compression == .none else {
                 throw KeelError("\(file): compressed, but neither JSON Lines (.jsonl, .ndjson, .json) nor WARC (.warc.gz) by its name; an HTML page is read uncompressed")
             }
             let bytes: [UInt8]

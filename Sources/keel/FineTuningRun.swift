@@ -74,10 +74,16 @@ struct FineTuningRun {
             throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
         let checkpoint = try CheckpointReader(resolving: options.initFrom)
-        // A resumed run goes on with the settings it ran with (its config.toml), as `keel train --resume` does: the
+        // A resumed run goes on with the settings its checkpoint was written under, as `keel train --resume` does: the
         // reference's log-probabilities, the schedule and the data order were made with them. A --config given
         // again replaces them.
-        let saved = options.resume && options.config == nil ? try? String(contentsOf: output.appendingPathComponent("config.toml"), encoding: .utf8) : nil
+        var saved: String?
+        if let resumed, options.config == nil {
+            guard !resumed.state.config.isEmpty else {
+                throw KeelError("--resume: \(resumed.directory.path) records no settings; give --config and --set as the run had them")
+            }
+            saved = resumed.state.config
+        }
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
                                          defaults: defaults, saved: saved)
         // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
@@ -98,7 +104,7 @@ struct FineTuningRun {
         ["training.lr=\(learningRate)", "training.weight_decay=0", "training.beta2=0.999"]
     }
 
-    /// The config: the checkpoint's [model] (or all of `saved`, a resumed run's config.toml), `defaults` where none of
+    /// The config: the checkpoint's [model] (or all of `saved`, the settings a resumed run's checkpoint records), `defaults` where none of
     /// `saved`, --config and --set gives the key, then --config's sections and --set; the model is the run's, so
     /// neither --config nor --set may set `model.` keys.
     static func settings(model: ModelConfig, config: String?, overrides: [String], defaults: [String],

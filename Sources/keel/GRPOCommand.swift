@@ -90,7 +90,7 @@ struct GRPO: ParsableCommand {
             let score: ([[Int32]], [TaskPrompt]) throws -> [Double]
             if let rewardModel {
                 let checkpoint = try CheckpointReader(resolving: rewardModel)
-                guard checkpoint.tokenizerContents == run.checkpoint.tokenizerContents else {
+                guard try checkpoint.tokenizerContents() == run.checkpoint.tokenizerContents() else {
                     throw KeelError("--reward-model \(rewardModel) has another tokenizer than --init-from: it would read other tokens")
                 }
                 let model = try RewardModel(checkpoint: checkpoint)

@@ -49,22 +49,23 @@ final class QuantizedMatrixTests: XCTestCase {
         data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
-    /// A weight beyond what a format holds finite is an error naming the formats that can (f16 stores every value in
-    /// half precision, Q4_1 each block's minimum; the others' half-precision scales reach further), and quantizes in
-    /// those.
+    /// A row a format would hold as infinities (f16 stores every value in half precision, Q4_1 each block's minimum;
+    /// the others' half-precision scales reach further) is an error naming the row; the formats that reach further
+    /// quantize it.
     func testValuesBeyondHalfPrecisionAreRefusedWhereTheyWouldBeInfinite() throws {
         var values = [Float](repeating: 0.5, count: 2 * 256)
         values[300] = -70_000
         for format in [QuantizationFormat.f16, .q4_1] {
             XCTAssertThrowsError(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)) {
-                XCTAssertEqual("\($0)", "a value of -70000.0 is beyond what \(format.rawValue) can hold (magnitudes up to 65504: its "
-                               + "half-precision values or scales would be infinite); q8_0, q4_0, q5_0, q4_k can hold it")
+                XCTAssertEqual("\($0)", "\(format.rawValue) cannot hold row 1 (largest magnitude 70000.0): its half-precision "
+                               + (format == .f16 ? "values" : "block scales") + " would be infinite; q8_0 holds magnitudes up to about 8.3 million")
             }
         }
-        values[300] = -1e6  // beyond Q4_0's scales (65,504 × 8) too
+        values[300] = -1e6  // beyond Q4_0's scales (a block's largest magnitude over 8)
         XCTAssertThrowsError(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: .q4_0)) {
-            XCTAssertTrue("\($0)".hasSuffix("; q8_0, q5_0, q4_k can hold it"), "\($0)")
+            XCTAssertTrue("\($0)".hasPrefix("q4_0 cannot hold row 1"), "\($0)")
         }
+        XCTAssertNoThrow(try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: .q5_0))  // over 16: 62,500
         values[300] = -70_000
         for format in [QuantizationFormat.q8_0, .q4_0, .q5_0, .q4_K] {
             let matrix = try QuantizedMatrix(quantizing: values, rows: 2, columns: 256, format: format)
