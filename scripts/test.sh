@@ -18,8 +18,8 @@ swift build
 swift test
 # The bf16 kernel, model and training tests again on the engines a CPU without bf16 instructions uses, wherever they
 # are not the one Keel picks (that one ran above): blas (the fp32 library on rounded operands), avx2 (widening in
-# registers) and, on CPUs with AVX-512F but no BF16, avx512f; so that their packed weights, attention and training
-# run on every machine that has them.
+# registers) and, on CPUs with AVX-512F but no BF16 (whose fallback it is), avx512f: their packed weights, attention
+# and training are tested wherever they can run, avx512f only where a CPU would use it.
 flags=$(grep -m1 '^flags' /proc/cpuinfo)
 has() { for flag in "$@"; do grep -qw "$flag" <<<"$flags" || return 1; done; }
 engines=""

@@ -61,9 +61,14 @@ public enum CheckpointStore {
     /// none, and their manifests are read unchecked.
     public static let manifestChecksumName = "manifest.json.xxh64"
 
+    /// What `manifestChecksumName` holds for a manifest of `bytes`.
+    private static func manifestChecksum(_ bytes: Data) -> String {
+        bytes.withUnsafeBytes { String(XXH64.hash($0), radix: 16) }
+    }
+
     /// Writes `bytes` as `directory`'s manifest.json, and its checksum beside it (`manifestChecksumName`).
     public static func writeManifest(_ bytes: Data, into directory: URL) throws {
-        try AtomicFile.write(Data(String(XXH64.hash(Array(bytes)), radix: 16).utf8),
+        try AtomicFile.write(Data(manifestChecksum(bytes).utf8),
                              to: directory.appendingPathComponent(manifestChecksumName))
         try AtomicFile.write(bytes, to: directory.appendingPathComponent(CheckpointManifest.fileName))
     }
@@ -187,7 +192,7 @@ public enum CheckpointStore {
             throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
         }
         if let recorded = try? String(contentsOf: directory.appendingPathComponent(manifestChecksumName), encoding: .utf8),
-           recorded.trimmingCharacters(in: .whitespacesAndNewlines) != String(XXH64.hash(Array(data)), radix: 16) {
+           recorded.trimmingCharacters(in: .whitespacesAndNewlines) != manifestChecksum(data) {
             throw KeelError("checkpoint \(directory.path) is damaged: manifest.json fails its checksum")
         }
         let format = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["format"] as? String

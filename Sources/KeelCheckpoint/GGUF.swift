@@ -89,13 +89,7 @@ public enum GGMLType {
     /// The bytes of `dimensions` values of `type`, or nil when the type is unknown or a row is not whole blocks.
     public static func byteCount(type: Int, dimensions: [Int]) -> Int? {
         guard let layout = layouts[type], let row = dimensions.first, row % layout.values == 0 else { return nil }
-        var count = row / layout.values * layout.bytes
-        for dimension in dimensions.dropFirst() {
-            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
-            guard !overflow else { return nil }
-            count = product
-        }
-        return count
+        return checkedProduct(Array(dimensions.dropFirst()), times: row / layout.values * layout.bytes)
     }
 }
 

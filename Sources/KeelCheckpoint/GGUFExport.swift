@@ -222,12 +222,18 @@ public enum GGUFExport {
         switch type {
         case .f32: return values.withUnsafeBytes { Data($0) }
         case .f16:
-            // A magnitude of 65,520 or more rounds to infinity in half precision.
-            let halves = values.map(Float16.init)
-            if let index = halves.indices.first(where: { !halves[$0].isFinite && values[$0].isFinite }) {
-                throw KeelError("GGUF export: \(tensor) in f16: a value of \(values[index]) is beyond half precision (65,504); export it as f32 or q8_0")
+            var bits = [UInt16](), beyond: Float?
+            bits.reserveCapacity(values.count)
+            for value in values {
+                // A magnitude of 65,520 or more rounds to infinity in half precision.
+                let half = Float16(value)
+                if !half.isFinite, value.isFinite, beyond == nil { beyond = value }
+                bits.append(half.bitPattern)
             }
-            return halves.map(\.bitPattern).withUnsafeBytes { Data($0) }
+            if let beyond {
+                throw KeelError("GGUF export: \(tensor) in f16: a value of \(beyond) is beyond half precision (65,504); export it as f32 or q8_0")
+            }
+            return bits.withUnsafeBytes { Data($0) }
         case .q8_0, .q4_0, .q4_1, .q5_0, .q4_k:
             do {
                 return try QuantizedMatrix(quantizing: values, rows: rows, columns: values.count / rows, format: type.format!).data

@@ -126,14 +126,7 @@ public struct SafetensorsFile: @unchecked Sendable {
             guard end <= available else {
                 throw KeelError("\(path): truncated: tensor '\(name)' ends at byte \(end) of data but the file holds \(available)")
             }
-            // A damaged or hostile header's shape may not fit in an Int: that is a malformed file, not a trap.
-            let needed = shape.reduce(Optional(dtype.size)) { total, extent in
-                total.flatMap { total in
-                    let (product, overflow) = total.multipliedReportingOverflow(by: extent)
-                    return overflow ? nil : product
-                }
-            }
-            guard let needed else { throw KeelError("\(path): tensor '\(name)' has shape \(shape), too large for any file") }
+            guard let needed = checkedProduct(shape, times: dtype.size) else { throw KeelError("\(path): tensor '\(name)' has shape \(shape), too large for any file") }
             guard end - begin == needed else {
                 throw KeelError("\(path): tensor '\(name)' has \(end - begin) bytes but shape \(shape) needs \(needed)")
             }

@@ -17,6 +17,8 @@ public final class BPEVocabulary: Sendable {
     public let size: Int
     /// Special tokens by text, e.g. `<|endoftext|>`.
     public let specialTokens: [String: Int32]
+    /// The text of each special token, by id (decoding, token by token, looks them up).
+    private let specialTexts: [Int32: String]
     /// The end-of-text special token, if the vocabulary has one.
     public let endOfText: Int32?
     /// Whether a piece that is itself a token is emitted whole before any merging (tiktoken semantics).
@@ -157,6 +159,7 @@ public final class BPEVocabulary: Sendable {
         self.pattern = pattern
         self.size = max(tokens.count, Int(largestSpecial) + 1)
         self.specialTokens = specialTokens
+        specialTexts = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         self.endOfText = specialTokens[BPEVocabulary.endOfTextText]
         self.emitsWholePieces = emitsWholePieces
         self.tokenStarts = starts
@@ -178,10 +181,9 @@ public final class BPEVocabulary: Sendable {
 
     /// The bytes of `ids`; special tokens become their text.
     public func decode<IDs: Sequence>(_ ids: IDs) throws -> [UInt8] where IDs.Element == Int32 {
-        let specials = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         var bytes: [UInt8] = []
         for id in ids {
-            if let special = specials[id] {
+            if let special = specialTexts[id] {
                 bytes += special.utf8
             } else {
                 let token = self.bytes(of: id)

@@ -34,7 +34,23 @@ enum DistributedRun {
             world.finalize()
         } catch {
             FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
-            world.abort(code: (error as? KeelError)?.recursOnResume == true ? recurringFailureStatus : 1)
+            world.abort(code: exitStatus(for: error))
+        }
+    }
+
+    /// The status a process ends with for `error`: `recurringFailureStatus` for one resuming would meet again, else 1.
+    static func exitStatus(for error: Error) -> Int32 {
+        (error as? KeelError)?.recursOnResume == true ? recurringFailureStatus : 1
+    }
+
+    /// Runs `body` in a process of its own (no launcher): its error ends the process with `exitStatus(for:)`, as a
+    /// job's ranks end, so that `keel launch --max-restarts` of one process tells a diverged run from a crash too.
+    static func runAlone(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as KeelError where exitStatus(for: error) != 1 {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            throw ExitCode(exitStatus(for: error))
         }
     }
 }

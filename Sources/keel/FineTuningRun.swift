@@ -190,7 +190,7 @@ struct FineTuningRun {
         for (name, contents) in try TokenizerSettings.files(in: source) { files[name] = contents }
         let written = try WeightsCheckpoint.write(
             model, tokenizer: tokenizer == "byte" ? nil
-                : (tokenizer, { try manager.copyItem(at: source.appendingPathComponent(tokenizer), to: $0) }),
+                : (tokenizer, { try manager.copyItem(at: URL(fileURLWithPath: checkpoint.tokenizerPath), to: $0) }),
             extras: files, config: config.resolvedTOML, step: step, to: output)
         CheckpointStore.prune(output.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
                               keepEvery: config.checkpoint.keepEvery, written: step)

@@ -73,27 +73,22 @@ struct Generate: ParsableCommand {
         SamplingOptions(temperature: temperature, topK: topK, topP: topP, repetitionPenalty: repetitionPenalty, seed: seed)
     }
 
-    /// `options` for `loaded`: drawing only ids its tokenizer can decode (a model's vocabulary may be padded beyond).
-    private func options(for loaded: InferenceModel) -> SamplingOptions {
-        var options = self.options
-        options.vocabulary = loaded.tokenizer.vocabSize
-        return options
-    }
-
     func run() throws {
         let started = Date()
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
-        let decoder = loaded.decoder, tokenizer = loaded.tokenizer, options = options(for: loaded)
+        let decoder = loaded.decoder, tokenizer = loaded.tokenizer
+        // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
+        var options = self.options
+        options.vocabulary = tokenizer.vocabSize
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = try prompts.map { text in
             guard chat else { return loaded.prompt(tokenizer.encode(text)) }
             if let problem = loaded.chat.problem { throw KeelError(problem) }
             return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer))
         }
-        // The model's end-of-sequence and end-of-turn tokens (an imported model's) end a text as a stop string does,
-        // and a chat reply ends with its turn.
-        let stops = (stop + loaded.endOfGeneration + (chat ? loaded.chat.stops : [])).map { Array($0.utf8) }
+        let stops = InferenceModel.stops(stop, endOfGeneration: loaded.endOfGeneration, chat: chat ? loaded.chat : nil)
+            .map { Array($0.utf8) }
         var streams = prompts.map { _ in TextStream(stops: stops) }
         let streaming = prompts.count == 1 && !json
         // A continuation is printed after its prompt; a chat reply alone.

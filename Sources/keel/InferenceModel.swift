@@ -35,6 +35,14 @@ struct InferenceModel {
     static let endOfGenerationTexts = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
                                        "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>",
                                        "<end_of_utterance>", "<｜end▁of▁sentence｜>"]
+    /// What ends a text, for `generate` and `serve` alike: the `requested` stop strings, the model's end-of-sequence and
+    /// end-of-turn tokens (`endOfGeneration`), and with `chat` the end of its turn (a template's turn end, <|eot_id|>,
+    /// need not be the token the model names as its end of sequence); each once.
+    static func stops(_ requested: [String], endOfGeneration: [String], chat: ChatFormat?) -> [String] {
+        var seen = Set<String>()
+        return (requested + endOfGeneration + (chat?.stops ?? [])).filter { seen.insert($0).inserted }
+    }
+
     /// How chats become prompts for this model.
     let chat: ChatFormat
     /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or

@@ -112,7 +112,6 @@ struct CompletionAPI: Sendable {
             return number.doubleValue
         }
         var prompt: [Int32]
-        var stops: [String] = []
         if chat {
             guard let messages = body["messages"] as? [[String: Any]], !messages.isEmpty else {
                 throw bad("'messages' must be a non-empty array of {role, content} objects")
@@ -129,7 +128,6 @@ struct CompletionAPI: Sendable {
                 // The template's own refusal (roles out of order, say) is the request's fault.
                 throw bad("the model's chat template refused these messages: \(error)")
             }
-            stops += chatFormat.stops
         } else if let text = body["prompt"] as? String {
             prompt = tokenizer.encode(text)
         } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
@@ -137,9 +135,6 @@ struct CompletionAPI: Sendable {
         } else {
             throw bad("'prompt' must be a string (one prompt per request)")
         }
-        // The model's end-of-sequence and end-of-turn tokens end a chat reply too, as in `generate --chat`: a template's
-        // turn end (<|eot_id|>) need not be the token the model names as its end of sequence.
-        stops += endOfGeneration
         let requested: [String]
         switch body["stop"] {
         case nil, is NSNull: requested = []
@@ -153,7 +148,7 @@ struct CompletionAPI: Sendable {
         guard requested.count <= Self.stopLimit.count, requested.allSatisfy({ $0.utf8.count <= Self.stopLimit.bytes }) else {
             throw bad("'stop' takes at most \(Self.stopLimit.count) strings of at most \(Self.stopLimit.bytes) bytes each")
         }
-        stops += requested
+        let stops = InferenceModel.stops(requested, endOfGeneration: endOfGeneration, chat: chat ? chatFormat : nil)
         let maxTokens = try number("max_tokens", chat ? 256 : 16)
         guard maxTokens >= 1, maxTokens == maxTokens.rounded(), maxTokens <= 1_000_000 else {
             throw bad("'max_tokens' must be a positive integer")

@@ -94,7 +94,7 @@ struct Train: ParsableCommand {
             if processes > 1 {
                 throw ValidationError("parallel.pp × parallel.tp × parallel.dp needs \(processes) processes; start them with `mpirun -n \(processes) keel train …` (or srun, or `keel launch`)")
             }
-            try train(settings, output: output, groups: .singleProcess())
+            try DistributedRun.runAlone { try train(settings, output: output, groups: .singleProcess()) }
             return
         }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in

@@ -217,6 +217,12 @@ expect_ok "generate with a stop string" "$keel" generate --checkpoint "$work/run
 check "a stop string ends the text before it" \
     '(lambda r, full, stop: r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
     "$work/out" "$work/batch.jsonl" "$stop"
+# A stop string of three bytes, so three tokens of this byte-level model: found though each token adds one byte.
+stop3=$(python3 -c 'import json, sys; t = json.loads(open(sys.argv[1]).readline())["text"].encode(); print(t[4:7].decode("utf-8", "ignore"))' "$work/batch.jsonl")
+expect_ok "generate with a stop string of three tokens" "$keel" generate --checkpoint "$work/run" --max-tokens 15 --prompt "To be" --json --seed 4 --stop "$stop3"
+check "a stop string spanning tokens ends the text before it" \
+    '(lambda r, full, stop: len(stop) >= 2 and r["stop"] == "string" and stop not in r["text"] and full.startswith(r["text"]) and len(r["text"]) < len(full))(json.loads(open(sys.argv[1]).readline()), json.loads(open(sys.argv[2]).readline())["text"], sys.argv[3])' \
+    "$work/out" "$work/batch.jsonl" "$stop3"
 # A repetition penalty changes greedy text (40 tokens of this model's greedy text repeat some).
 expect_ok "generate greedy, 40 tokens" "$keel" generate --checkpoint "$work/run" --max-tokens 40 --prompt "To be" --temperature 0 --json
 cp "$work/out" "$work/greedy40.jsonl"
@@ -645,6 +651,8 @@ expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$wo
 check "eval --quantize reports both perplexities, the KL divergence and top-1 agreement" \
     '(lambda r: r["format"] == "q8_0" and r["tokens"] == 64 and r["perplexity"] > 1 and r["perplexity_fp32"] > 1 and 0 <= r["kl_mean"] <= r["kl_p99"] <= r["kl_max"] and 0 <= r["top1_agreement"] <= 1)(json.loads(open(sys.argv[1]).read()))' \
     "$work/out"
+usage "eval --llama-cpp-scoring of windows too short to score" "--seq-len must be at least 3 with --llama-cpp-scoring (got 2)" \
+    "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --llama-cpp-scoring --seq-len 2
 usage "eval with an unknown format" "--quantize must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got q2)" \
     "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --quantize q2
 # keel eval --llama-cpp-scoring counts what llama-perplexity counts: each window's predictions from its middle to its
@@ -795,6 +803,11 @@ expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoin
 expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
     --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0
 ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
+"$keel" train --config "$work/tiny.toml" --out "$work/nan-status" --set training.lr=1e30 --set training.min_lr=1e30 \
+    --set training.grad_clip=0.0 >/dev/null 2>&1
+status=$?
+[ $status -eq 3 ] && pass "a diverged run alone exits with status 3, as a job's ranks do" \
+    || fail "a diverged run alone exits with status 3, as a job's ranks do (exit $status)"
 
 # The data path: train a tokenizer, prepare shards (text + gzip JSONL), train on them, sample, export.
 printf '{"text": "Now is the winter of our discontent"}\n{"text": "Made glorious summer by this sun of York"}\n' \
@@ -898,6 +911,7 @@ expect_error "prepare with shards too large for their header" "--shard-tokens mu
     "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds-huge" --shard-tokens 3000000000
 usage "data bench of empty batches" "--batch-size must be positive" "$keel" data bench --dataset "$work/ds" --batch-size 0
 usage "data bench of empty sequences" "--seq-len must be positive" "$keel" data bench --dataset "$work/ds" --seq-len 0
+usage "data bench of no batches" "--batches must be positive" "$keel" data bench --dataset "$work/ds" --batches 0
 expect_error "prepare refuses to overwrite a dataset" "already holds" \
     "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds"
 printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$work/bad.jsonl"
@@ -950,6 +964,9 @@ expect_ok "data extract on .json.gz" "$keel" data extract "$work/fetched.json.gz
 check "it reads as the JSONL it holds" \
     'json.loads(open(sys.argv[1]).readline())["text"] == json.loads(open(sys.argv[2]).readline())["text"]' \
     "$work/fetched-gz.jsonl" "$work/fetched-text.jsonl"
+gzip -c "$work/pages.jsonl" >"$work/gzipped.html"
+expect_error "data extract on a gzip file named as HTML" "gzipped.html: compressed, but neither JSON Lines" \
+    "$keel" data extract "$work/gzipped.html" --out "$work/x.jsonl"
 gzip -c "$work/pages.jsonl" >"$work/pages.tar.gz"
 expect_error "data extract on a compressed file of another kind" "pages.tar.gz: compressed, but neither JSON Lines" \
     "$keel" data extract "$work/pages.tar.gz" --out "$work/x.jsonl"

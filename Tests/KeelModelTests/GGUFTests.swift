@@ -212,6 +212,11 @@ final class GGUFTests: XCTestCase {
         XCTAssertThrowsError(try GGUFExport.file(for: try ModelFixtures.randomModel(ModelFixtures.gpt2, seed: 1), type: .f32, tokenizer: tokenizer)) {
             XCTAssertEqual("\($0)", "the tokenizer lists 40 tokens for a vocabulary of 23")
         }
+        // A weight beyond half precision is an error in f16, not an infinity in the file.
+        (model.parameters.pointer + down.offset)[5] = 70_000
+        XCTAssertThrowsError(try GGUFExport.file(for: model, type: .f16, tokenizer: tokenizer)) {
+            XCTAssertEqual("\($0)", "GGUF export: blk.1.ffn_down.weight in f16: a value of 70000.0 is beyond half precision (65,504); export it as f32 or q8_0")
+        }
     }
 
     /// GPT-2 as llama.cpp's converter writes it: `gpt2.*` metadata, Conv1D weights transposed to rows of outputs

@@ -206,6 +206,10 @@ final class BadInputTests: XCTestCase {
         try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: newest)
         assertKeelError(newest.path, "is damaged: its manifest says step 3, its training state step 4") { try CheckpointStore.verify(newest) }
         XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+        // A checkpoint moved under another step's name.
+        let moved = checkpoints.appendingPathComponent(CheckpointStore.name(step: 9))
+        try FileManager.default.moveItem(at: checkpoints.appendingPathComponent(CheckpointStore.name(step: 2)), to: moved)
+        assertKeelError(moved.path, "its manifest says step 2, its training state step 2, its name step 9") { try CheckpointStore.verify(moved) }
     }
 
     /// Checkpoints are ordered by step, also past the eight digits their names are padded to.

@@ -91,6 +91,17 @@ final class DeduplicationTests: XCTestCase {
                        [33_495_569, 911_210_949, 136_893_425, 160_526_047, 189_200_472, 471_342_112, 163_026_285, 539_102_892])
     }
 
+    /// Settings the deduplication cannot run with are named before any document is read.
+    func testBadSettingsAreNamed() {
+        XCTAssertNil(DeduplicationOptions.problem(shingle: 5, bands: 14, rows: 8, memoryMegabytes: 1024))
+        XCTAssertEqual(DeduplicationOptions.problem(shingle: 5, bands: 0, rows: 8, memoryMegabytes: 1024),
+                       "shingle, bands and rows must be positive (got 5, 0, 8)")
+        XCTAssertEqual(DeduplicationOptions.problem(shingle: 5, bands: 14, rows: 1025, memoryMegabytes: 1024),
+                       "bands and rows must be at most 1024 (got 14, 1025)")
+        XCTAssertEqual(DeduplicationOptions.problem(shingle: 5, bands: 14, rows: 8, memoryMegabytes: 1 << 31),
+                       "memory must be 1 to 1073741824 MB (got 2147483648)")
+    }
+
     func testShingleHashIsXXH64OfTheWordsJoinedBySpaces() {
         var hasher = MinHasher()
         // Words of every length, so that shingles are hashed both in place and joined, under and over 32 bytes.

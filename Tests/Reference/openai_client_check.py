@@ -87,14 +87,15 @@ try:
     check(False, "an unknown path is 404")
 except urllib.error.HTTPError as error:
     check(error.code == 404, f"an unknown path is 404, not {error.code}")
-request = urllib.request.Request(base + "/completions", data=json.dumps({"prompt": "a", "stop": ["x"] * 33}).encode(),
-                                 headers={"Content-Type": "application/json"})
-try:
-    urllib.request.urlopen(request)
-    check(False, "33 stop strings are refused")
-except urllib.error.HTTPError as error:
-    check(error.code == 400 and "'stop' takes at most 32 strings" in json.loads(error.read())["error"]["message"],
-          f"33 stop strings: 400 naming the limit, not {error.code}")
+for stops, what in ((["x"] * 33, "33 stop strings"), (["x" * 1025], "a stop string of 1,025 bytes")):
+    request = urllib.request.Request(base + "/completions", data=json.dumps({"prompt": "a", "stop": stops}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request)
+        check(False, f"{what} is refused")
+    except urllib.error.HTTPError as error:
+        check(error.code == 400 and "'stop' takes at most 32 strings of at most 1024 bytes each" in json.loads(error.read())["error"]["message"],
+              f"{what}: 400 naming the limit, not {error.code}")
 again = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
 check(again.choices[0].text == text, "after the errors the server still answers, the same")
 
