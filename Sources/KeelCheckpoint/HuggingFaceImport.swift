@@ -29,10 +29,8 @@ public enum HuggingFaceImport {
                 throw fail("\(key) is \"\(value)\"; Keel's \(json["model_type"] ?? "") computes \(allowed.map { "\"\($0)\"" }.joined(separator: " or ")) only")
             }
         }
-        func flag(_ key: String, _ fallback: Bool) -> Bool {
-            guard let value = json[key], isJSONBoolean(value) else { return fallback }
-            return value as? Bool ?? fallback
-        }
+        // Foundation reads JSON's 0 and 1 as Bool too, which here is right: transformers takes them as falsy and truthy.
+        func flag(_ key: String, _ fallback: Bool) -> Bool { json[key] as? Bool ?? fallback }
         let modelType = json["model_type"] as? String ?? "(none)"
         let config: ModelConfig
         switch modelType {
