@@ -50,10 +50,28 @@ public struct CausalAttention: Sendable {
     /// Floats of one thread's scratch, a multiple of 16 so that every slot starts 64-byte aligned.
     private static func slotCount(length t: Int, headDim d: Int) -> Int {
         // The largest packing among the products: scores (rows × keys × d), outputs (rows × d × keys) and the
-        // key/value gradients (keys × d × rows).
+        // key/value gradients (keys × d × rows); where bf16 products read operands rounded beforehand, a head's
+        // rounded Q, K, V and dO instead.
         func floats(_ m: Int, _ n: Int, _ k: Int) -> Int { (serialBFloat16ScratchBytes(m: m, n: n, k: k) + 3) / 4 }
-        let packing = max(floats(blockRows, t, d), floats(blockRows, d, t), floats(t, d, blockRows))
+        let packing = bfloat16ProductsReadRoundedOperands
+            ? 4 * t * d : max(floats(blockRows, t, d), floats(blockRows, d, t), floats(t, d, blockRows))
         return (2 * blockRows * t + packing + 15) / 16 * 16
+    }
+
+    /// Whether this attention's products read Q, K, V, dO, the probabilities and dS rounded once beforehand (bf16 on
+    /// the `blas` engine) instead of rounding each block's operands: a head's K and V are read by every block of
+    /// queries, which would round them again and again.
+    private var roundsOnce: Bool { precision == .bfloat16 && bfloat16ProductsReadRoundedOperands }
+
+    /// Rounds `heads.count` matrices of t × d (each with its row stride) into consecutive t × d blocks of `space`
+    /// (dense rows); returns where each begins.
+    private func rounded(_ heads: [(UnsafePointer<Float>, ld: Int)], into space: UnsafeMutableRawPointer)
+        -> [UnsafePointer<Float>] {
+        let t = length, d = headDim, floats = space.assumingMemoryBound(to: Float.self)
+        return heads.enumerated().map { index, head in
+            roundToBFloat16(rows: t, columns: d, head.0, ld: head.ld, into: floats + index * t * d, ldOut: d)
+            return UnsafePointer(floats + index * t * d)
+        }
     }
 
     /// Thread `slot`'s two score blocks and its packing space.
@@ -63,17 +81,17 @@ public struct CausalAttention: Sendable {
         return (start, UnsafeMutableRawPointer(start + 2 * CausalAttention.blockRows * length))
     }
 
-    /// One of the block products, on the calling thread: OpenBLAS in fp32, bf16 tiles in bf16.
+    /// One of the block products, on the calling thread: OpenBLAS in fp32 or on operands rounded beforehand
+    /// (`roundsOnce`), bf16 tiles in bf16.
     @inline(__always)
     private func product(
         _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
         _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
         beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, packing: UnsafeMutableRawPointer
     ) {
-        switch precision {
-        case .float32:
+        if precision == .float32 || roundsOnce {
             serialGemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
-        case .bfloat16:
+        } else {
             serialBFloat16Gemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c,
                                ldc: ldc, scratch: packing)
         }
@@ -108,15 +126,19 @@ public struct CausalAttention: Sendable {
             for item in items {
                 let b = item / heads, h = item % heads, g = h / group
                 let base = qkv + b * t * stride
-                let q = base + h * d, k = base + (heads + g) * d, v = base + (heads + kvHeads + g) * d
+                var (q, k, v, ld) = (base + h * d, base + (heads + g) * d, base + (heads + kvHeads + g) * d, stride)
+                if roundsOnce {
+                    let heads = rounded([(q, stride), (k, stride), (v, stride)], into: packing)
+                    (q, k, v, ld) = (heads[0], heads[1], heads[2], d)
+                }
                 let o = out + b * t * width + h * d
                 for start in Swift.stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - start)
                     let (first, end, rowStart) = visibleKeys(documents, b: b, start: start, rows: rows)
                     let keys = end - first
                     // S[rows, keys] = scale · Q_block · K[first..<end]ᵀ
-                    product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * stride,
-                               lda: stride, k + first * stride, ldb: stride, beta: 0, scores, ldc: keys, packing: packing)
+                    product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, q + start * ld,
+                               lda: ld, k + first * ld, ldb: ld, beta: 0, scores, ldc: keys, packing: packing)
                     for i in 0..<rows {
                         // Row i sees keys from its document's start through itself; the others get probability 0.
                         let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
@@ -128,8 +150,9 @@ public struct CausalAttention: Sendable {
                         (row + visible).update(repeating: 0, count: keys - hidden - visible)
                         lse[item * t + start + i] = maximum + log(sum)
                     }
+                    if roundsOnce { roundToBFloat16(rows: rows, columns: keys, scores, ld: keys, into: scores, ldOut: keys) }
                     // O_block = P · V[first..<end]
-                    product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v + first * stride, ldb: stride,
+                    product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v + first * ld, ldb: ld,
                                beta: 0, o + start * width, ldc: width, packing: packing)
                 }
             }
@@ -151,37 +174,46 @@ public struct CausalAttention: Sendable {
             for item in items {
                 let b = item / kvHeads, g = item % kvHeads
                 let base = qkv + b * t * stride, dBase = dQKV + b * t * stride
-                let k = base + (heads + g) * d, v = base + (heads + kvHeads + g) * d
+                var (k, v, ld) = (base + (heads + g) * d, base + (heads + kvHeads + g) * d, stride)
+                if roundsOnce {
+                    let heads = rounded([(k, stride), (v, stride)], into: packing)
+                    (k, v, ld) = (heads[0], heads[1], d)
+                }
                 let dk = dBase + (heads + g) * d, dv = dBase + (heads + kvHeads + g) * d
                 for j in 0..<t {
                     (dk + j * stride).update(repeating: 0, count: d)
                     (dv + j * stride).update(repeating: 0, count: d)
                 }
                 for h in (g * group)..<((g + 1) * group) {
-                    let q = base + h * d, dq = dBase + h * d
+                    let dq = dBase + h * d
                     let o = out + b * t * width + h * d, dO = dOut + b * t * width + h * d
+                    // The products' Q and dO (rounded after K and V where `roundsOnce`); delta reads dO in fp32.
+                    var (q, productDO, ldO) = (base + h * d, dO, width)
+                    if roundsOnce {
+                        let heads = rounded([(q, stride), (dO, width)], into: packing + 2 * t * d * MemoryLayout<Float>.stride)
+                        (q, productDO, ldO) = (heads[0], heads[1], d)
+                    }
                     let rowLSE = lse + (b * heads + h) * t
                     for start in Swift.stride(from: 0, to: t, by: block) {
                         let rows = min(block, t - start)
                         let (first, end, rowStart) = visibleKeys(documents, b: b, start: start, rows: rows)
                         let keys = end - first
-                        let qBlock = q + start * stride, dOBlock = dO + start * width
-                        let kKeys = k + first * stride, vKeys = v + first * stride
+                        let qBlock = q + start * ld, dOBlock = dO + start * width, productDOBlock = productDO + start * ldO
+                        let kKeys = k + first * ld, vKeys = v + first * ld
                         // P = exp(scale · Q Kᵀ − lse) over the keys each row sees
-                        product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: stride,
-                                   kKeys, ldb: stride, beta: 0, p, ldc: keys, packing: packing)
+                        product(.none, .transposed, m: rows, n: keys, k: d, alpha: scale, qBlock, lda: ld,
+                                   kKeys, ldb: ld, beta: 0, p, ldc: keys, packing: packing)
                         for i in 0..<rows {
                             let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
                             _ = exponentiate(p + i * keys + hidden, count: visible, shift: rowLSE[start + i])
                             (p + i * keys).update(repeating: 0, count: hidden)
                             (p + i * keys + hidden + visible).update(repeating: 0, count: keys - hidden - visible)
                         }
-                        // dV += Pᵀ · dO_block;  dP = dO_block · Vᵀ
-                        product(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, dOBlock, ldb: width,
-                                   beta: 1, dv + first * stride, ldc: stride, packing: packing)
-                        product(.none, .transposed, m: rows, n: keys, k: d, dOBlock, lda: width, vKeys, ldb: stride,
+                        // dP = dO_block · Vᵀ
+                        product(.none, .transposed, m: rows, n: keys, k: d, productDOBlock, lda: ldO, vKeys, ldb: ld,
                                    beta: 0, dp, ldc: keys, packing: packing)
-                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, zero where P is
+                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, zero where P is (from P in fp32, before it is
+                        // rounded for dV's product)
                         for i in 0..<rows {
                             let hidden = rowStart(i) - first, visible = start + i + 1 - first - hidden
                             let delta = dot(dOBlock + i * width, o + (start + i) * width, d)
@@ -190,10 +222,17 @@ public struct CausalAttention: Sendable {
                             (dp + i * keys).update(repeating: 0, count: hidden)
                             (dp + i * keys + hidden + visible).update(repeating: 0, count: keys - hidden - visible)
                         }
+                        if roundsOnce {
+                            roundToBFloat16(rows: rows, columns: keys, p, ld: keys, into: p, ldOut: keys)
+                            roundToBFloat16(rows: rows, columns: keys, dp, ld: keys, into: dp, ldOut: keys)
+                        }
+                        // dV += Pᵀ · dO_block
+                        product(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, productDOBlock, ldb: ldO,
+                                   beta: 1, dv + first * stride, ldc: stride, packing: packing)
                         // dQ_block = dS · K;  dK += dSᵀ · Q_block
-                        product(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, kKeys, ldb: stride, beta: 0,
+                        product(.none, .none, m: rows, n: d, k: keys, dp, lda: keys, kKeys, ldb: ld, beta: 0,
                                    dq + start * stride, ldc: stride, packing: packing)
-                        product(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: stride,
+                        product(.transposed, .none, m: keys, n: d, k: rows, dp, lda: keys, qBlock, ldb: ld,
                                    beta: 1, dk + first * stride, ldc: stride, packing: packing)
                     }
                 }

@@ -67,7 +67,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; not measured on an Intel CPU without BF16 (0.87× fp32's speed, median of the small shape, on a Zen 4 forced onto it)"
         case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.83–0.90× fp32's speed on AMD Zen 4 forced onto it, 0.97–1.00× on Zen 5 (medians)"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
-        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.95–0.96× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
+        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.96–0.97× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
         }
     }
 
@@ -140,13 +140,14 @@ public final class PackedOperand: @unchecked Sendable {
     }
 }
 
-/// C[M×N] = alpha · op(A) · B + beta · C with a packed B, in bf16 (see `gemm`).
+/// C[M×N] = alpha · op(A) · B + beta · C with a packed B, in bf16 (see `gemm`); `leftIsRounded` where A holds bf16
+/// values already (`RoundedOperands`).
 public func gemm(
-    _ transA: Transpose, m: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
+    _ transA: Transpose, m: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil, leftIsRounded: Bool = false,
     packed b: PackedOperand, beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
-    bfloat16Gemm(m: m, n: b.n, k: b.k, alpha: alpha, left: .matrix(transA, a, ld: lda ?? (transA == .none ? b.k : m)),
-                 right: b.operand, beta: beta, c, ldc: ldc ?? b.n)
+    let left = Operand.input(transA, a, ld: lda ?? (transA == .none ? b.k : m), isRounded: leftIsRounded)
+    bfloat16Gemm(m: m, n: b.n, k: b.k, alpha: alpha, left: left, right: b.operand, beta: beta, c, ldc: ldc ?? b.n)
 }
 
 /// The left operand op(A)[m×k] of a bf16 product whose K arrives in slices: packed slice by slice, then
@@ -199,6 +200,14 @@ public final class PackedLeftOperand: @unchecked Sendable {
         }
     }
 
+    /// The bf16 values of the slice packed at `offset` as they were given (`columns` × m, dense rows), where this
+    /// engine keeps them so: the `blas` engine's slices of a transposed A are A's rows, rounded. Nil on the other
+    /// engines. A product that reads the same slice as A reads it from here without rounding it again.
+    public func roundedSlice(offset: Int) -> UnsafePointer<Float>? {
+        guard case .rounded(.transposed, let pointer, _)? = contents else { return nil }
+        return pointer + offset * m
+    }
+
     /// The matrix as `bfloat16Gemm` reads it, once every slice is packed.
     var operand: Operand {
         guard let contents else { preconditionFailure("a bf16 operand multiplied before it was reserved") }
@@ -221,6 +230,38 @@ enum Operand {
     case matrix(Transpose, UnsafePointer<Float>, ld: Int)
     case packed(UnsafePointer<UInt16>)
     case rounded(Transpose, UnsafePointer<Float>, ld: Int)
+
+    /// An fp32 matrix as the selected engine reads it: as it is where it holds bf16 values already and the engine
+    /// multiplies rounded operands (`blas`), else a matrix to round and pack (rounding a bf16 value gives itself).
+    static func input(_ transpose: Transpose, _ pointer: UnsafePointer<Float>, ld: Int, isRounded: Bool) -> Operand {
+        isRounded && BFloat16Engine.selected == .blas ? .rounded(transpose, pointer, ld: ld) : .matrix(transpose, pointer, ld: ld)
+    }
+}
+
+/// Which operands of a bf16 product hold bf16 values already, held in fp32 (rounded by `roundToBFloat16` or by the
+/// kernel that wrote them): the `blas` engine multiplies those as they are instead of rounding a copy. The other
+/// engines round and pack them as ever; rounding a bf16 value gives itself, so the results are the same either way.
+public struct RoundedOperands: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// op(A), the left operand.
+    public static let left = RoundedOperands(rawValue: 1)
+    /// op(B), the right operand.
+    public static let right = RoundedOperands(rawValue: 2)
+}
+
+/// Whether bf16 products should be handed operands rounded beforehand (`RoundedOperands`): true on the `blas`
+/// engine, where a kernel that rounds a matrix once for several products saves the rounding each product does;
+/// false on the others, which round while packing and would round twice.
+var bfloat16ProductsReadRoundedOperands: Bool { BFloat16Engine.selected == .blas }
+
+/// rounded[r·ldOut + c] = x[r·ld + c] rounded to bf16 (nearest even, as every engine rounds) and held in fp32, for
+/// `rows` × `columns`; on the calling thread (in place when both are the same matrix).
+func roundToBFloat16(
+    rows: Int, columns: Int, _ x: UnsafePointer<Float>, ld: Int, into rounded: UnsafeMutablePointer<Float>, ldOut: Int
+) {
+    guard rows > 0, columns > 0 else { return }
+    keel_bf16_round_rows(roundingEngine, Int32(rows), Int32(columns), x, Int32(ld), rounded, Int32(ldOut))
 }
 
 /// The bf16 product behind `gemm(…, precision: .bfloat16)`: packs the operands that are not packed yet in
@@ -336,6 +377,16 @@ private func roundRows(
     }
 }
 
+/// Calls `body` with x[rows, columns] (dense rows) rounded to bf16 into scratch of its own, the rows rounded in
+/// parallel: an operand that several products read, rounded once for all of them. One caller at a time.
+func withRoundedCopy(_ x: UnsafePointer<Float>, rows: Int, columns: Int, _ body: (UnsafePointer<Float>) -> Void) {
+    roundedCopyLock.withLock { _ in
+        let rounded = scratch.roundedCopy.reserve(rows * columns)
+        roundRows(rows: rows, columns: columns, x, ld: columns, into: rounded, ldOut: columns)
+        body(rounded)
+    }
+}
+
 /// The instructions `keel_bf16_round_rows` rounds with: AVX2 where the CPU has it.
 private let roundingEngine = keel_bf16_best_engine() == KEEL_BF16_NONE ? KEEL_BF16_PORTABLE : KEEL_BF16_AVX2
 
@@ -395,11 +446,12 @@ struct AlignedBuffer<Element: BitwiseCopyable>: ~Copyable {
 }
 
 /// Packing space of the products that pack both operands (rounding space on the `blas` engine); `packingLock` makes
-/// products run one at a time.
+/// products run one at a time. And `withRoundedCopy`'s space, under `roundedCopyLock` (held while its products run).
 private final class PackingScratch: @unchecked Sendable {
     var a = AlignedBuffer<UInt16>(), b = AlignedBuffer<UInt16>()
     var roundedA = AlignedBuffer<Float>(), roundedB = AlignedBuffer<Float>()
+    var roundedCopy = AlignedBuffer<Float>()
 }
 
 private let scratch = PackingScratch()
-private let packingLock = Mutex(())
+private let packingLock = Mutex(()), roundedCopyLock = Mutex(())

@@ -17,7 +17,7 @@ public enum Transpose: Sendable {
 
 /// C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C, row-major, through the BLAS library `BLASLibrary`
 /// chose (fp32) or, with `precision: .bfloat16`, with operands rounded to bf16 on the selected engine (see
-/// `bfloat16Gemm`).
+/// `bfloat16Gemm`); the `rounded` ones hold bf16 values already (`RoundedOperands`).
 ///
 /// `lda`, `ldb` and `ldc` default to the dense row length of the stored matrices.
 ///
@@ -29,14 +29,15 @@ public func gemm(
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
     alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int? = nil,
     _ b: UnsafePointer<Float>, ldb: Int? = nil,
-    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil, precision: MatrixPrecision = .float32
+    beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int? = nil, precision: MatrixPrecision = .float32,
+    rounded: RoundedOperands = []
 ) {
     let lda = lda ?? (transA == .none ? k : m)
     let ldb = ldb ?? (transB == .none ? n : k)
     let ldc = ldc ?? n
     if precision == .bfloat16 {
-        bfloat16Gemm(m: m, n: n, k: k, alpha: alpha, left: .matrix(transA, a, ld: lda), right: .matrix(transB, b, ld: ldb),
-                     beta: beta, c, ldc: ldc)
+        bfloat16Gemm(m: m, n: n, k: k, alpha: alpha, left: .input(transA, a, ld: lda, isRounded: rounded.contains(.left)),
+                     right: .input(transB, b, ld: ldb, isRounded: rounded.contains(.right)), beta: beta, c, ldc: ldc)
         return
     }
     if m == 1, transA == .none {

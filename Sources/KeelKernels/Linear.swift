@@ -46,25 +46,40 @@ public struct LinearShape: Sendable {
         dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
-        inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
-                      packed: packed)
-        weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, rows: rows, precision: precision)
+        guard precision == .bfloat16, bfloat16ProductsReadRoundedOperands else {
+            inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
+                          packed: packed)
+            weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, rows: rows, precision: precision)
+            return
+        }
+        // dOut is an operand of both products: rounded once for both rather than once by each. The bias gradient
+        // sums the fp32 dOut.
+        withRoundedCopy(dOut, rows: rows, columns: outFeatures) { rounded in
+            inputGradient(dInput, accumulate: accumulateInput, dOut: rounded, dOutIsRounded: true, weight: weight, rows: rows,
+                          precision: precision, packed: packed)
+            weightGradient(dWeight, dBias: nil, dOut: rounded, dOutIsRounded: true, input: input, rows: rows, precision: precision)
+        }
+        if let dBias {
+            sumRows(dOut, rows: rows, columns: outFeatures, into: dBias)
+        }
     }
 
     /// dWeight += and dBias += from dOut[N, O] and the forward input[N, I] (the half of `backward` that no other
-    /// layer waits for, which zero-bubble pipeline schedules run later).
+    /// layer waits for, which zero-bubble pipeline schedules run later). `dOutIsRounded` where dOut holds bf16 values
+    /// already (`RoundedOperands`); dBias is then nil, since the bias gradient sums the fp32 dOut.
     public func weightGradient(
         _ dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
-        input: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32
+        dOutIsRounded: Bool = false, input: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32
     ) {
+        precondition(dBias == nil || !dOutIsRounded, "a bias gradient summed from a rounded dOut")
         let o = outFeatures, i = inFeatures
         switch layout {
         case .inputMajor:  // dW[I, O] += input[N, I]ᵀ · dOut[N, O]
             gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o,
-                 precision: precision)
+                 precision: precision, rounded: dOutIsRounded ? .right : [])
         case .outputMajor:  // dW[O, I] += dOut[N, O]ᵀ · input[N, I]
             gemm(.transposed, .none, m: o, n: i, k: rows, dOut, lda: o, input, ldb: i, beta: 1, dWeight, ldc: i,
-                 precision: precision)
+                 precision: precision, rounded: dOutIsRounded ? .left : [])
         }
         if let dBias {
             sumRows(dOut, rows: rows, columns: o, into: dBias)
@@ -72,17 +87,19 @@ public struct LinearShape: Sendable {
     }
 
     /// dInput[N, I] (= or +=) dOut[N, O] · Wᵀ; a `packed` weight is used instead of `weight`, in bf16.
+    /// `dOutIsRounded` where dOut holds bf16 values already (`RoundedOperands`).
     public func inputGradient(
-        _ dInput: UnsafeMutablePointer<Float>, accumulate: Bool, dOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
+        _ dInput: UnsafeMutablePointer<Float>, accumulate: Bool, dOut: UnsafePointer<Float>, dOutIsRounded: Bool = false,
+        weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
         if let packed {
-            gemm(.none, m: rows, dOut, lda: o, packed: packed.inputGradient, beta: accumulate ? 1 : 0, dInput, ldc: i)
+            gemm(.none, m: rows, dOut, lda: o, leftIsRounded: dOutIsRounded, packed: packed.inputGradient,
+                 beta: accumulate ? 1 : 0, dInput, ldc: i)
         } else {
             let operand = inputGradientOperand
             gemm(.none, operand.transpose, m: rows, n: i, k: o, dOut, lda: o, weight, ldb: operand.ldb,
-                 beta: accumulate ? 1 : 0, dInput, ldc: i, precision: precision)
+                 beta: accumulate ? 1 : 0, dInput, ldc: i, precision: precision, rounded: dOutIsRounded ? .left : [])
         }
     }
 

@@ -316,9 +316,36 @@ final class BFloat16GemmTests: XCTestCase {
         XCTAssertGreaterThan(difference / norm, 0, "bf16 should differ from fp32 at all")
     }
 
+    /// A linear layer's backward equals its two halves called apart, bit for bit, on the selected engine (the blas
+    /// engine rounds dOut once for both products there), and its bias gradient sums dOut in fp32, not dOut rounded.
+    func testLinearBackwardEqualsItsHalvesAndSumsTheBiasInFloat32() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 21)
+        let rows = 40, i = 48, o = 72
+        for layout in [WeightLayout.inputMajor, .outputMajor] {
+            let shape = LinearShape(inFeatures: i, outFeatures: o, layout: layout)
+            let weight = random(i * o, &stream), input = random(rows * i, &stream), dOut = random(rows * o, &stream)
+            let startingWeightGradient = random(i * o, &stream)
+            var dInput = [Float](repeating: 0, count: rows * i), dWeight = startingWeightGradient
+            var dBias = [Float](repeating: 0, count: o)
+            shape.backward(dInput: &dInput, accumulateInput: false, dWeight: &dWeight, dBias: &dBias, dOut: dOut, input: input,
+                           weight: weight, rows: rows, precision: .bfloat16)
+            var halfInput = [Float](repeating: 0, count: rows * i), halfWeight = startingWeightGradient
+            var halfBias = [Float](repeating: 0, count: o)
+            shape.inputGradient(&halfInput, accumulate: false, dOut: dOut, weight: weight, rows: rows, precision: .bfloat16)
+            shape.weightGradient(&halfWeight, dBias: &halfBias, dOut: dOut, input: input, rows: rows, precision: .bfloat16)
+            XCTAssertEqual(dInput, halfInput, "\(layout)")
+            XCTAssertEqual(dWeight, halfWeight, "\(layout)")
+            var sums = [Float](repeating: 0, count: o)
+            for r in 0..<rows { for c in 0..<o { sums[c] += dOut[r * o + c] } }
+            XCTAssertEqual(dBias, sums, "\(layout)")
+            XCTAssertEqual(halfBias, sums, "\(layout)")
+        }
+    }
+
     /// bf16 attention (scores, outputs and all five backward products on bf16 operands) stays within bf16's
-    /// rounding of fp32 attention, with several query blocks, grouped heads and a head size that is not a
-    /// whole K step, and gives the same bits on every run.
+    /// rounding of fp32 attention, with several query blocks, grouped heads, a head size that is not a whole K
+    /// step, and with and without documents, and gives the same bits on every run.
     func testAttentionCloseToFloat32() throws {
         _ = try engines()
         var stream = RandomStream(seed: 13)
@@ -328,26 +355,44 @@ final class BFloat16GemmTests: XCTestCase {
         }
         let n = batch * length, stride = shape(.float32).rowStride
         let qkv = random(n * stride, &stream), dOut = random(n * heads * d, &stream)
-        func run(_ precision: MatrixPrecision) -> (out: [Float], dQKV: [Float]) {
+        // Each token's document start: the first sequence has documents from 0, 37 and 100, the second from 0 and 64.
+        let documents = (0..<n).map { token -> Int32 in
+            let (b, i) = (token / length, token % length)
+            return Int32((b == 0 ? [0, 37, 100] : [0, 64]).last { $0 <= i }!)
+        }
+        func run(_ precision: MatrixPrecision, documents: [Int32]?) -> (out: [Float], dQKV: [Float]) {
             let attention = shape(precision)
             var out = [Float](repeating: 0, count: n * heads * d), dQKV = [Float](repeating: .nan, count: n * stride)
             var lse = [Float](repeating: 0, count: attention.statsCount)
             var scratch = [Float](repeating: 0, count: attention.scratchCount)
-            attention.forward(&out, lse: &lse, qkv: qkv, scratch: &scratch)
-            attention.backward(dQKV: &dQKV, dOut: dOut, out: out, lse: lse, qkv: qkv, scratch: &scratch)
+            documents.withOptionalBufferPointer { documents in
+                attention.forward(&out, lse: &lse, qkv: qkv, scratch: &scratch, documents: documents)
+                attention.backward(dQKV: &dQKV, dOut: dOut, out: out, lse: lse, qkv: qkv, scratch: &scratch,
+                                   documents: documents)
+            }
             return (out, dQKV)
         }
         func relativeDistance(_ x: [Float], _ y: [Float]) -> Double {
             let difference = zip(x, y).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
             return difference / x.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
         }
-        let float32 = run(.float32), bfloat16 = run(.bfloat16)
-        for (name, x, y) in [("out", float32.out, bfloat16.out), ("dQKV", float32.dQKV, bfloat16.dQKV)] {
-            XCTAssertLessThan(relativeDistance(x, y), 2e-2, name)
-            XCTAssertGreaterThan(relativeDistance(x, y), 0, "\(name): bf16 should differ from fp32 at all")
+        for documents in [nil, documents] {
+            let float32 = run(.float32, documents: documents), bfloat16 = run(.bfloat16, documents: documents)
+            for (name, x, y) in [("out", float32.out, bfloat16.out), ("dQKV", float32.dQKV, bfloat16.dQKV)] {
+                XCTAssertLessThan(relativeDistance(x, y), 2e-2, "\(name), documents: \(documents != nil)")
+                XCTAssertGreaterThan(relativeDistance(x, y), 0, "\(name): bf16 should differ from fp32 at all")
+            }
+            let again = run(.bfloat16, documents: documents)
+            XCTAssertEqual(again.out, bfloat16.out)
+            XCTAssertEqual(again.dQKV, bfloat16.dQKV)
         }
-        let again = run(.bfloat16)
-        XCTAssertEqual(again.out, bfloat16.out)
-        XCTAssertEqual(again.dQKV, bfloat16.dQKV)
+    }
+}
+
+private extension Optional where Wrapped == [Int32] {
+    /// Calls `body` with the array's base address, or nil.
+    func withOptionalBufferPointer(_ body: (UnsafePointer<Int32>?) -> Void) {
+        guard let array = self else { return body(nil) }
+        array.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }

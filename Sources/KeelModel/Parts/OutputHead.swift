@@ -101,9 +101,13 @@ struct OutputHead {
             }
             if let headGradient {
                 context.profiled(.matmul, .backward, flops: 2 * Double(rows * c * v)) {
-                    headShape.inputGradient(a.dNorm.pointer + start * c, accumulate: false, dOut: a.headLogits.pointer,
-                                            weight: p + weight, rows: rows, packed: packedHead)
                     headGradient.pack(.transposed, columns: rows, offset: start, a.headLogits.pointer, lda: v)
+                    // The blas engine's packing is the chunk rounded: the input gradient reads it instead of rounding
+                    // the chunk again.
+                    let rounded = headGradient.roundedSlice(offset: start)
+                    headShape.inputGradient(a.dNorm.pointer + start * c, accumulate: false,
+                                            dOut: rounded ?? UnsafePointer(a.headLogits.pointer), dOutIsRounded: rounded != nil,
+                                            weight: p + weight, rows: rows, packed: packedHead)
                 }
             } else if lossScale != nil {
                 context.profiled(.matmul, .backward, flops: 4 * Double(rows * c * v)) {
