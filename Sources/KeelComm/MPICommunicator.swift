@@ -109,28 +109,15 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             announce(sequence)
             collectAnnouncements()
         }
-        // Counts and displacements must outlive the non-blocking call.
-        var counts: [Int32] = [], displacements: [Int32] = []
-        var handle: MPI_Request? = keel_mpi_request_null()
-        let code = post(operation, &handle, &counts, &displacements)
-        let began = monotonicSeconds()
-        request.markStarted(at: began)
-        guard code == MPI_SUCCESS else { return failed(mpiFailure(operation, code)) }
-        var polls = 0
-        var pause: UInt32 = 20
-        while true {
-            var flag: Int32 = 0
-            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
-            guard testCode == MPI_SUCCESS else { return failed(mpiFailure(operation, testCode)) }
-            if flag != 0 { break }
-            polls += 1
-            if size > 1 && polls % 16 == 0 { answerPings() }
-            runtime.pollInFlight()
-            if polls > 64 {
-                usleep(pause)
-                pause = min(pause * 2, 500)
+        request.markStarted(at: monotonicSeconds())
+        // One MPI call per piece of at most 2³¹ − 1 elements (one piece for all but huge buffers), one after another;
+        // the timeout runs per piece, which is still progressing when a huge buffer's whole transfer would outlast it.
+        let pieces = operation.kind.pieces(limit: mpiMessageLimit, rank: rank, scalar: operation.scalar)
+        for (index, piece) in pieces.enumerated() {
+            let label = pieces.count == 1 ? operation.label : "\(operation.label) (piece \(index + 1) of \(pieces.count))"
+            if let error = run(CommunicationOperation(piece, scalar: operation.scalar, label: label)) {
+                return failed(error)
             }
-            if monotonicSeconds() - began > timeout { return failed(diagnoseTimeout(operation)) }
         }
         if case .allReduce(let buffer, let count, .average) = operation.kind {
             divide(buffer, count: count, scalar: operation.scalar)
@@ -139,6 +126,32 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             divide(destination, count: counts[rank], scalar: operation.scalar)
         }
         request.finish(at: monotonicSeconds(), failure: nil)
+    }
+
+    /// Posts a collective and waits for it, answering pings meanwhile; returns the error that ended it, if any.
+    private func run(_ operation: CommunicationOperation) -> KeelError? {
+        // Counts and displacements must outlive the non-blocking call.
+        var counts: [Int32] = [], displacements: [Int32] = []
+        var handle: MPI_Request? = keel_mpi_request_null()
+        let code = post(operation, &handle, &counts, &displacements)
+        let began = monotonicSeconds()
+        guard code == MPI_SUCCESS else { return mpiFailure(operation, code) }
+        var polls = 0
+        var pause: UInt32 = 20
+        while true {
+            var flag: Int32 = 0
+            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
+            guard testCode == MPI_SUCCESS else { return mpiFailure(operation, testCode) }
+            if flag != 0 { return nil }
+            polls += 1
+            if size > 1 && polls % 16 == 0 { answerPings() }
+            runtime.pollInFlight()
+            if polls > 64 {
+                usleep(pause)
+                pause = min(pause * 2, 500)
+            }
+            if monotonicSeconds() - began > timeout { return diagnoseTimeout(operation) }
+        }
     }
 
     /// Posts a send or receive and leaves it to the runtime to progress, beside later operations. Collectives'
@@ -342,7 +355,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    /// MPI counts are 32-bit.
+    /// MPI counts are 32-bit: collectives come here in pieces within that (`pieces(limit:rank:scalar:)`); a send or
+    /// a receive of more stops the process.
     private func checkedCount(_ count: Int) -> Int {
         precondition(count <= Int(Int32.max), "MPI message of \(count) elements exceeds 2³¹ − 1")
         return count

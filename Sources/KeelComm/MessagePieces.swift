@@ -1,0 +1,68 @@
+import Foundation
+
+extension CommunicationOperation.Kind {
+    /// This collective as consecutive collectives of at most `limit` elements each, which together do what it does:
+    /// MPI's counts and displacements are 32-bit, so one MPI call moves at most 2³¹ − 1 elements, and a model chunk
+    /// of more parameters (broadcast at start, all-gathered by ZeRO) needs several.
+    ///
+    /// The gathering and scattering collectives are cut along the whole buffer (all ranks' blocks, in rank order):
+    /// piece i covers its elements [i · limit, (i + 1) · limit), and each rank's block in it is the part of its block
+    /// that falls there (often none). Every rank cuts alike, since the cut depends only on the counts, which every
+    /// rank passes alike. A collective within the limit, a send, a receive and a barrier are one piece: themselves.
+    /// `rank` is the caller's rank (where its own block of a reduce-scatter or gather lies); `scalar` the element type.
+    func pieces(limit: Int, rank: Int, scalar: ScalarKind) -> [Self] {
+        precondition(limit > 0, "a message limit of \(limit) elements")
+        let size = scalar.byteCount
+        /// The windows [start, end) of `total` elements, `limit` at a time.
+        func windows(_ total: Int) -> [Range<Int>] {
+            stride(from: 0, to: total, by: limit).map { $0..<min($0 + limit, total) }
+        }
+        /// The part of each rank's block that lies in `window`, as counts; and where the caller's part begins in its block.
+        func parts(_ counts: [Int], in window: Range<Int>) -> (counts: [Int], ownOffset: Int) {
+            var start = 0, own = 0
+            let clipped = counts.enumerated().map { member, count -> Int in
+                defer { start += count }
+                let block = start..<(start + count)
+                if member == rank { own = min(max(window.lowerBound - block.lowerBound, 0), count) }
+                return block.clamped(to: window).count
+            }
+            return (clipped, own)
+        }
+        switch self {
+        case .allReduce(let buffer, let count, let reduction) where count > limit:
+            return windows(count).map { .allReduce(buffer + $0.lowerBound * size, count: $0.count, reduction) }
+        case .broadcast(let buffer, let count, let root) where count > limit:
+            return windows(count).map { .broadcast(buffer + $0.lowerBound * size, count: $0.count, root: root) }
+        case .allGather(let buffer, let counts) where counts.reduce(0, +) > limit:
+            return windows(counts.reduce(0, +)).map { window in
+                .allGather(buffer + window.lowerBound * size, counts: parts(counts, in: window).counts)
+            }
+        case .reduceScatter(let source, let destination, let counts, let reduction) where counts.reduce(0, +) > limit:
+            return windows(counts.reduce(0, +)).map { window in
+                let (clipped, own) = parts(counts, in: window)
+                return .reduceScatter(source: source + window.lowerBound * size, destination: destination + own * size,
+                                      counts: clipped, reduction)
+            }
+        case .gather(let source, let destination, let counts, let root) where counts.reduce(0, +) > limit:
+            return windows(counts.reduce(0, +)).map { window in
+                let (clipped, own) = parts(counts, in: window)
+                return .gather(source: source + own * size, destination: destination.map { $0 + window.lowerBound * size },
+                               counts: clipped, root: root)
+            }
+        default:
+            return [self]
+        }
+    }
+}
+
+/// The most elements one MPI call moves: 2³¹ − 1, MPI's 32-bit counts; `KEEL_MPI_MESSAGE_LIMIT` sets a lower one, for
+/// tests that cut small models' collectives into pieces.
+let mpiMessageLimit: Int = {
+    let most = Int(Int32.max)
+    guard let text = ProcessInfo.processInfo.environment["KEEL_MPI_MESSAGE_LIMIT"] else { return most }
+    guard let value = Int(text), (1...most).contains(value) else {
+        FileHandle.standardError.write(Data("warning: KEEL_MPI_MESSAGE_LIMIT=\(text) is not a count from 1 to \(most); using \(most)\n".utf8))
+        return most
+    }
+    return value
+}()
