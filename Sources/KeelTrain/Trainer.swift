@@ -74,11 +74,28 @@ public final class Trainer {
     /// World rank 0 writes the run directory, metrics and progress.
     private var isLeader: Bool { groups.world.rank == 0 }
 
-    /// Prepares a run in `output`: reads the data, builds this rank's part of the model, and with `resume`
-    /// restores the newest valid checkpoint there. `groups` are this rank's process groups, laid out as
+    /// How a run starts.
+    public enum Start: Sendable {
+        /// From the beginning, in a run directory that holds no checkpoint.
+        case fresh
+        /// From the newest valid checkpoint on disk or in-memory snapshot; an error when there is none.
+        case resume
+        /// As `resume` when the job has a valid checkpoint or snapshot anywhere, else as `fresh`: what a supervisor
+        /// restarting a failed job asks for, since the snapshots lie on the job's machines, which it may not see.
+        case resumeIfAny
+    }
+
+    /// Prepares a run in `output` (see the other initializer), resumed when `resume`.
+    public convenience init(config: TrainConfig, output: URL, resume: Bool,
+                            groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
+        try self.init(config: config, output: output, start: resume ? .resume : .fresh, groups: groups, log: log)
+    }
+
+    /// Prepares a run in `output`: reads the data, builds this rank's part of the model, and unless `start` is
+    /// `fresh` restores the newest valid checkpoint there. `groups` are this rank's process groups, laid out as
     /// `[parallel]` says (every rank constructs its own `Trainer`). `log` receives one-line status messages
     /// (on world rank 0 only).
-    public init(config: TrainConfig, output: URL, resume: Bool,
+    public init(config: TrainConfig, output: URL, start: Start,
                 groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
         let dataParallel = try config.parallel.dataParallelSize(processes: groups.world.size)
         guard groups.mesh.pipeline == config.parallel.pipeline, groups.mesh.tensor == config.parallel.tensor,
@@ -125,7 +142,7 @@ public final class Trainer {
             snapshotChannel = nil
             buddyCopy = nil
         }
-        if !resume, let existing = CheckpointStore.list(checkpointRoot).first {
+        if start == .fresh, let existing = CheckpointStore.list(checkpointRoot).first {
             throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
         }
         if isLeader {
@@ -134,15 +151,15 @@ public final class Trainer {
         }
         if let snapshotRoot, machines!.isMachineLeader {
             // A fresh run's snapshots would be another run's, left by a crash.
-            if !resume { try? FileManager.default.removeItem(at: snapshotRoot) }
+            if start == .fresh { try? FileManager.default.removeItem(at: snapshotRoot) }
             CheckpointStore.removePartials(root: snapshotRoot)
         }
-        if resume {
-            let checkpoint = try newestCheckpoint()
+        if start != .fresh, let checkpoint = try newestCheckpoint(required: start == .resume) {
             try restore(from: checkpoint)
             resumedFrom = checkpoint
-        } else if let initFrom = config.training.initFrom {
-            try initialize(from: initFrom)
+        } else {
+            if start == .resumeIfAny { log("no valid checkpoint or in-memory snapshot yet: starting from the beginning") }
+            if let initFrom = config.training.initFrom { try initialize(from: initFrom) }
         }
         // Every replica initialised (or restored) the same parameters; replica 0's copy is made authoritative
         // anyway, as PyTorch's DistributedDataParallel does, so no rank can silently train a different model.
@@ -596,8 +613,9 @@ public final class Trainer {
 
     /// The checkpoint `--resume` continues from: the newest on disk that verifies (found by world rank 0, which
     /// warns about newer damaged ones), unless the machines' in-memory snapshots hold a newer one — then that,
-    /// with the files this rank needs fetched to its machine (`SnapshotRecovery`).
-    private func newestCheckpoint() throws -> URL {
+    /// with the files this rank needs fetched to its machine (`SnapshotRecovery`). Without either: an error when
+    /// `required`, else nil (every rank alike: the search is collective).
+    private func newestCheckpoint(required: Bool) throws -> URL? {
         var diskStep = -1.0
         if isLeader {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
@@ -612,6 +630,7 @@ public final class Trainer {
             return restored.directory
         }
         guard diskStep >= 0 else {
+            guard required else { return nil }
             throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
         }
         return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: Int(diskStep)))

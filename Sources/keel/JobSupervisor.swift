@@ -8,7 +8,9 @@ import KeelTrain
 /// when it fails — a rank died (mpirun or srun then stops the others) or hung past the timeout (the ranks then stop themselves) — starts it again with
 /// `--resume`, so it continues from the newest valid checkpoint — an in-memory snapshot when the job takes them
 /// (`checkpoint.snapshot_every`) and one survived — up to N times. It says what failed, where the job
-/// resumed, how many steps were lost and how long recovery took (from the failure to the first new step).
+/// resumed, how many steps were lost and how long recovery took (from the failure to the first new step). Where
+/// it sees no checkpoint (none on disk, no snapshot on this machine, which may run no rank) it restarts the job
+/// with `--resume-if-any`, so that the ranks look for snapshots on their own machines.
 ///
 /// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to the launcher as SIGUSR1, which forwards
 /// it to every rank: they checkpoint and exit cleanly, and the job is not restarted.
@@ -48,18 +50,22 @@ struct JobSupervisor {
                 command = resuming(arguments)
                 recovery = Recovery(failed: failed, fromStep: step, staleMetrics: metricsFile())
             } else {
-                log("the job failed (\(outcome.description)) after step \(reached) with no checkpoint yet; restart \(attempt + 1) of \(maxRestarts) from the beginning")
-                command = arguments
+                // This machine may run no rank of the job (a login node), so it does not see the snapshots on the
+                // job's machines: the job looks for them itself, and starts from the beginning only without any.
+                log("the job failed (\(outcome.description)) after step \(reached) with no checkpoint on disk or on this machine; "
+                    + "restart \(attempt + 1) of \(maxRestarts) from an in-memory snapshot on the job's machines if one survived, else from the beginning")
+                command = resuming(arguments, ifAny: true)
                 recovery = Recovery(failed: failed, fromStep: 0, staleMetrics: metricsFile())
             }
         }
     }
 
-    /// A restart under way: when the job failed, the step it resumes after, and the metrics file it left (a
-    /// resumed run replaces the file, so a step logged in the new one is a new step).
+    /// A restart under way: when the job failed, the step it resumes after (nil where the job finds it: then the
+    /// last step of the metrics file it starts with), and the metrics file it left (a resumed run replaces the file
+    /// with the records up to the step it resumed at, so a step logged after those is a new step).
     private struct Recovery {
         let failed: Date
-        let fromStep: Int
+        let fromStep: Int?
         let staleMetrics: Int?
     }
 
@@ -73,16 +79,20 @@ struct JobSupervisor {
             throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription))"
                                   + (command[0] == "srun" ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
-        var forwarded = false, recovered = recovery == nil
+        var forwarded = false, recovered = recovery == nil, resumedAt = recovery?.fromStep
         while process.isRunning {
             if !forwarded, StopSignals.received != nil {
                 kill(process.processIdentifier, SIGUSR1)
                 forwarded = true
             }
-            if !recovered, let recovery, metricsFile() != recovery.staleMetrics, lastLoggedStep() > recovery.fromStep {
-                log(String(format: "recovered: step %d trained %.1f s after the failure", recovery.fromStep + 1,
-                           Date().timeIntervalSince(recovery.failed)))
-                recovered = true
+            if !recovered, let recovery, metricsFile() != recovery.staleMetrics {
+                let logged = lastLoggedStep()
+                if resumedAt == nil { resumedAt = logged }
+                if logged > resumedAt! {
+                    log(String(format: "recovered: step %d trained %.1f s after the failure", resumedAt! + 1,
+                               Date().timeIntervalSince(recovery.failed)))
+                    recovered = true
+                }
             }
             usleep(100_000)
         }
@@ -105,9 +115,12 @@ struct JobSupervisor {
         return disk.map { ($0, false) }
     }
 
-    /// The train command with `--resume` (once).
-    private func resuming(_ command: [String]) -> [String] {
-        command.contains("--resume") ? command : command + ["--resume"]
+    /// The train command with `--resume` (once), or with `ifAny` `--resume-if-any`; a command given with `--resume`
+    /// keeps it (its run had a checkpoint before this job started).
+    private func resuming(_ command: [String], ifAny: Bool = false) -> [String] {
+        let flags = ["--resume", "--resume-if-any"]
+        if command.contains("--resume") { return command }
+        return command.filter { !flags.contains($0) } + [ifAny ? "--resume-if-any" : "--resume"]
     }
 
     /// The file number of metrics.jsonl, which changes when a run replaces it.

@@ -34,6 +34,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
+    @Flag(help: "Continue as --resume does when the job has a valid checkpoint or in-memory snapshot on any of its machines, else start from the beginning (what `keel launch --max-restarts` adds when it restarts a job).")
+    var resumeIfAny = false
+
     @Option(help: ArgumentHelp("Start from this run's or checkpoint's weights (fine-tuning; training.init_from).", valueName: "dir"))
     var initFrom: String?
 
@@ -53,6 +56,7 @@ struct Train: ParsableCommand {
     var metricsHost = "127.0.0.1"
 
     func validate() throws {
+        if resume && resumeIfAny { throw ValidationError("give --resume or --resume-if-any, not both") }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be in 0...65535") }
         var address = in_addr()
         guard inet_pton(AF_INET, metricsHost, &address) == 1 else { throw ValidationError("--metrics-host \(metricsHost) is not an IPv4 address") }
@@ -78,7 +82,7 @@ struct Train: ParsableCommand {
         var configPath = config
         if configPath == nil {
             let saved = output.appendingPathComponent("config.toml").path
-            guard resume, FileManager.default.fileExists(atPath: saved) else {
+            guard resume || resumeIfAny, FileManager.default.fileExists(atPath: saved) else {
                 throw ValidationError("give --config FILE (or --resume with a run directory that has config.toml)")
             }
             configPath = saved
@@ -114,7 +118,8 @@ struct Train: ParsableCommand {
                 throw KeelError("--metrics-port: \(error.message)")
             }
         }
-        let trainer = try Trainer(config: settings, output: output, resume: resume, groups: groups) { message in
+        let trainer = try Trainer(config: settings, output: output, start: resume ? .resume : resumeIfAny ? .resumeIfAny : .fresh,
+                                  groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let profiler = profile ? Profiler() : nil

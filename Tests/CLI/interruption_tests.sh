@@ -162,6 +162,31 @@ fi
 [ -z "$(ls -A "$shm" 2>/dev/null)" ] || fail "two machines: the snapshots are removed when the run ends ($(ls -R "$shm"))"
 rm -rf "$shm"
 
+# keel launch on a machine that runs no rank of the job (a login node, stood for by KEEL_MACHINE=login; its mpirun
+# starts every rank as machine "a"): the job's newest state is an in-memory snapshot on machine a, which the
+# supervisor does not see, and there is no checkpoint on disk yet. It restarts the job with --resume-if-any, and
+# the job resumes from that snapshot, losing at most two steps, where it used to start over (deleting the snapshots).
+printf '#!/bin/sh\nKEEL_MACHINE=a exec mpirun "$@"\n' >"$work/mpirun-a"
+chmod +x "$work/mpirun-a"
+at=$((5 + RANDOM % 15))
+KEEL_MACHINE=login "$keel" launch --nproc 4 --mpirun "$work/mpirun-a" --max-restarts 1 -- train --config "$c" \
+    --set training.steps=60 --set training.batch_size=1 --set parallel.pp=2 --set parallel.micro_batches=2 \
+    --set checkpoint.every=30 --set checkpoint.snapshot_every=1 --set checkpoint.snapshot_dir="$shm" \
+    --out "$work/login" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/login" $at && kill -9 "$(rank_pid "$work/login" 1)"
+wait $job
+status=$?
+resumed=$(sed -n "s|^resumed from the in-memory snapshot $shm/login-[0-9a-f]*/a/step_[0-9]* at step \([0-9]*\)$|\1|p" "$work/err")
+if [ $status -eq 0 ] && grep -q "^launch: the job failed .* with no checkpoint on disk or on this machine; restart 1 of 1 from an in-memory snapshot on the job's machines if one survived" "$work/err" \
+    && [ -n "$resumed" ] && [ "$resumed" -ge $((at - 2)) ] \
+    && same_files "$work/sup-straight-pp2dp2/checkpoints/step_00000060" "$work/login/checkpoints/step_00000060" rank_0000{0,1,2,3}.safetensors; then
+    pass "keel launch from a machine without ranks: kill -9 of rank 1 after step $at; the job resumed from its machine's snapshot of step $resumed with the same weights bit for bit"
+else
+    fail "keel launch from a machine without ranks: the job resumed from its machine's snapshot (exit $status; resumed at step '${resumed}', killed after step $at)"
+fi
+rm -rf "$shm"
+
 refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
     "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 

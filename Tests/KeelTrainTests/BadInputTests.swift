@@ -281,6 +281,22 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// `resumeIfAny` (what `keel launch` restarts a job with when it sees no checkpoint) starts from the beginning,
+    /// saying so, where there is nothing to resume, and resumes where there is, bit for bit.
+    func testResumeIfAnyStartsOverOnlyWithoutACheckpoint() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["training.steps=10"]), run = fixture.root.appendingPathComponent("run")
+        var messages: [String] = []
+        _ = try Trainer(config: config, output: run, start: .resumeIfAny) { messages.append($0) }.run(stopAfter: 5)
+        XCTAssertTrue(messages.contains("no valid checkpoint or in-memory snapshot yet: starting from the beginning"), "\(messages)")
+        messages = []
+        _ = try Trainer(config: config, output: run, start: .resumeIfAny) { messages.append($0) }.run()
+        XCTAssertTrue(messages.contains { $0.hasPrefix("resumed from ") && $0.hasSuffix(" at step 5") }, "\(messages)")
+        _ = try fixture.run(config, in: "straight")
+        XCTAssertEqual(try fixture.losses("run"), try fixture.losses("straight"))
+        XCTAssertEqual(try fixture.losses("run").count, 10)
+    }
+
     func testResumeWithDifferentModelShape() throws {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
