@@ -7,10 +7,13 @@ public struct TaskPrompt: Sendable, Equatable {
     public var tokens: [Int32]
     /// The line's fields other than `prompt` whose values are strings or numbers (numbers as JSON writes them).
     public var fields: [String: String]
+    /// The line's `prompt` as given: a string, or a list of messages.
+    public var prompt: JinjaValue
 
-    public init(tokens: [Int32], fields: [String: String]) {
+    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue) {
         self.tokens = tokens
         self.fields = fields
+        self.prompt = prompt
     }
 }
 
@@ -33,12 +36,30 @@ extension SupervisedFormatter {
         }
         switch object["prompt"] {
         case .string(let text)?:
-            return TaskPrompt(tokens: encode(text, trained: []).tokens, fields: fields)
+            return TaskPrompt(tokens: encode(text, trained: []).tokens, fields: fields, prompt: .string(text))
         case .list?:
             let messages = try Self.conversation(object["prompt"]!, field: "prompt")
-            return TaskPrompt(tokens: encode(try render(messages, prompt: true).text, trained: []).tokens, fields: fields)
+            return TaskPrompt(tokens: encode(try render(messages, prompt: true).text, trained: []).tokens, fields: fields,
+                              prompt: .list(messages))
         default:
             throw KeelError("a task needs \"prompt\": a string or a list of messages")
+        }
+    }
+
+    /// `completion` after `task`'s prompt, rendered as a preference pair's completion is (`pair(json:)`), for a reward
+    /// model trained on such pairs to score where it learnt to: after a string prompt, the completion's text and the
+    /// end-of-sequence token; after a conversation, the assistant's reply as the chat template writes it, end of turn
+    /// included. The text is encoded again, as TRL's `GRPOTrainer` decodes completions and renders them for a reward
+    /// model.
+    public func rewardExample(_ task: TaskPrompt, completion: String) throws -> SupervisedExample {
+        switch task.prompt {
+        case .string(let prompt):
+            return example(prompt: prompt, completion: completion)
+        case .list(let messages):
+            let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string(completion))]))
+            return try example(prompt: messages, completion: [reply])
+        default:
+            preconditionFailure("a task's prompt is a string or a list of messages")
         }
     }
 }

@@ -11,10 +11,13 @@ public struct TaskData {
     public let validation: [TaskPrompt]
     /// A line for the log.
     public let summary: String
+    /// How the tasks were rendered: `rewardExample` renders a completion for a reward model the same way.
+    public let formatter: SupervisedFormatter
 
     public init(paths: [String], tokenizer: any TextTokenizer, tokenizerPath: String, validationFraction: Double,
                 required: String?) throws {
         let formatter = try ChatData.formatter(tokenizer: tokenizer, tokenizerPath: tokenizerPath, paths: paths)
+        self.formatter = formatter
         let tasks = try ChatData.records(paths, kind: "tasks") { line in
             let task = try formatter.taskPrompt(json: line)
             guard !task.tokens.isEmpty else { throw KeelError("the prompt is empty: there is nothing to continue") }

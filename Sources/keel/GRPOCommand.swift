@@ -94,10 +94,12 @@ struct GRPO: ParsableCommand {
                     throw KeelError("--reward-model \(rewardModel) has another tokenizer than --init-from: it would read other tokens")
                 }
                 let model = try RewardModel(checkpoint: checkpoint)
-                score = { completions, tasks in
-                    let sequences = zip(completions, tasks).map { completion, task in
-                        SupervisedExample(tokens: task.tokens + completion,
-                                          trained: task.tokens.map { _ in false } + completion.map { _ in true })
+                let formatter = tasks.formatter
+                score = { completions, prompts in
+                    // Each completion rendered after its prompt as the reward model's training pairs were, so that it
+                    // reads the reward where it learnt to: after the end-of-sequence token or the end of the turn.
+                    let sequences = try zip(completions, prompts).map { completion, prompt in
+                        try formatter.rewardExample(prompt, completion: try tokenizer.decodeText(completion))
                     }
                     return model.rewards(of: sequences, batch: t.batchSize * groupSize,
                                          maximumLength: min(t.sequenceLength, model.transformer.config.maxLength),

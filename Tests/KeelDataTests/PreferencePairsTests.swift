@@ -40,6 +40,20 @@ final class PreferencePairsTests: XCTestCase {
         XCTAssertEqual(result[1].1, ["Green.<|im_end|>\n"])
     }
 
+    /// A GRPO completion is rendered for a reward model as a pair's chosen completion is for its training: the same
+    /// tokens, through the end-of-sequence token or the end of the turn, where the model learnt to read the reward.
+    func testARewardExampleIsRenderedAsAPairsCompletion() throws {
+        let (formatter, tokenizer) = try formatter()
+        for (task, pair) in [(#"{"prompt": "Sky?"}"#, #"{"prompt": "Sky?", "chosen": " Blue.", "rejected": "x"}"#),
+                             (#"{"prompt": [{"role": "user", "content": "Sky?"}]}"#,
+                              #"{"prompt": [{"role": "user", "content": "Sky?"}], "chosen": [{"role": "assistant", "content": " Blue."}], "rejected": [{"role": "assistant", "content": "x"}]}"#)] {
+            let example = try formatter.rewardExample(try formatter.taskPrompt(json: task), completion: " Blue.")
+            let chosen = try formatter.pair(json: pair).chosen
+            XCTAssertEqual(example, chosen, task)
+            XCTAssertTrue(try tokenizer.decodeText(example.tokens).hasSuffix(task.contains("role") ? "<|im_end|>\n" : "<|endoftext|>"))
+        }
+    }
+
     func testAnImplicitPromptIsWhatTheResponsesShareUpToTheSpaceBeforeTheirDifference() throws {
         let (formatter, tokenizer) = try formatter()
         // HH-RLHF's layout: both strings hold the whole dialogue.

@@ -22,7 +22,7 @@ final class GroupRelativeOptimizationTests: XCTestCase {
             settings.beta = 0.1
             let training = try TrainConfig.load(path: nil, overrides: ["training.batch_size=2", "training.seq_len=12"],
                                                 requiresData: false).training
-            let prompts = [TaskPrompt(tokens: [1, 2], fields: ["answer": "3"]), TaskPrompt(tokens: [4], fields: ["answer": "5"])]
+            let prompts = [TaskPrompt(tokens: [1, 2], fields: ["answer": "3"], prompt: .string("12")), TaskPrompt(tokens: [4], fields: ["answer": "5"], prompt: .string("4"))]
             let trainer = try GroupRelativeOptimization(policy: policy, reference: reference, train: prompts, validation: [],
                                                         settings: settings, training: training, shuffles: false, padding: 0,
                                                         stopTokens: [0], vocabulary: 20) { completions, _ in completions.map { _ in 0 } }
