@@ -40,20 +40,20 @@ public struct CausalAttention: Sendable {
     public var rowStride: Int { (heads + 2 * kvHeads) * headDim }
     /// Floats of scratch memory both passes need: per thread of the shared pool, two score blocks and room
     /// to pack the operands of a bf16 product.
-    public var scratchCount: Int { CausalAttention.scratchCount(maxLength: length, headDim: headDim) }
+    public var scratchCount: Int { CausalAttention.scratchCount(maxLength: length, headDim: headDim, precision: precision) }
 
-    /// Scratch for any sequence length up to `maxLength`.
-    public static func scratchCount(maxLength: Int, headDim: Int) -> Int {
-        ThreadPool.shared.threadCount * slotCount(length: maxLength, headDim: headDim)
+    /// Scratch for any sequence length up to `maxLength`, with products in `precision`.
+    public static func scratchCount(maxLength: Int, headDim: Int, precision: MatrixPrecision) -> Int {
+        ThreadPool.shared.threadCount * slotCount(length: maxLength, headDim: headDim, precision: precision)
     }
 
     /// Floats of one thread's scratch, a multiple of 16 so that every slot starts 64-byte aligned.
-    private static func slotCount(length t: Int, headDim d: Int) -> Int {
+    private static func slotCount(length t: Int, headDim d: Int, precision: MatrixPrecision) -> Int {
         // The largest packing among the products: scores (rows × keys × d), outputs (rows × d × keys) and the
         // key/value gradients (keys × d × rows); where bf16 products read operands rounded beforehand, a head's
         // rounded Q, K, V and dO instead.
         func floats(_ m: Int, _ n: Int, _ k: Int) -> Int { (serialBFloat16ScratchBytes(m: m, n: n, k: k) + 3) / 4 }
-        let packing = bfloat16ProductsReadRoundedOperands
+        let packing = roundsOnce(precision)
             ? 4 * t * d : max(floats(blockRows, t, d), floats(blockRows, d, t), floats(t, d, blockRows))
         return (2 * blockRows * t + packing + 15) / 16 * 16
     }
@@ -61,7 +61,11 @@ public struct CausalAttention: Sendable {
     /// Whether this attention's products read Q, K, V, dO, the probabilities and dS rounded once beforehand (bf16 on
     /// the `blas` engine) instead of rounding each block's operands: a head's K and V are read by every block of
     /// queries, which would round them again and again.
-    private var roundsOnce: Bool { precision == .bfloat16 && bfloat16ProductsReadRoundedOperands }
+    private var roundsOnce: Bool { Self.roundsOnce(precision) }
+
+    private static func roundsOnce(_ precision: MatrixPrecision) -> Bool {
+        precision == .bfloat16 && bfloat16ProductsReadRoundedOperands
+    }
 
     /// Rounds `heads.count` matrices of t × d (each with its row stride) into consecutive t × d blocks of `space`
     /// (dense rows); returns where each begins.
@@ -77,7 +81,7 @@ public struct CausalAttention: Sendable {
     /// Thread `slot`'s two score blocks and its packing space.
     private func slotScratch(_ scratch: UnsafeMutablePointer<Float>, _ slot: Int)
         -> (scores: UnsafeMutablePointer<Float>, packing: UnsafeMutableRawPointer) {
-        let start = scratch + slot * CausalAttention.slotCount(length: length, headDim: headDim)
+        let start = scratch + slot * CausalAttention.slotCount(length: length, headDim: headDim, precision: precision)
         return (start, UnsafeMutableRawPointer(start + 2 * CausalAttention.blockRows * length))
     }
 

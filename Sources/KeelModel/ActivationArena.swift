@@ -19,6 +19,8 @@ final class ActivationArena {
     }
 
     let rows: Int
+    /// The matrix products' precision the arena's attention scratch is sized for.
+    let precision: MatrixPrecision
     /// The shape of the batch whose activations the arena holds now (at most `rows` tokens).
     var batch = 0, length = 0
     let residuals: [FloatBuffer]  // L + 1 of [S, C]: the stream entering each of the L blocks, then their output
@@ -45,10 +47,12 @@ final class ActivationArena {
     /// (the stream's gradient), and the [S, C] rows of a summed input gradient.
     let sequenceScratch, dStreamScratch: FloatBuffer?
 
-    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes; the stream holds
-    /// `rows / streamDivisor` of them (the tensor size under sequence parallelism, else 1).
-    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, streamDivisor: Int = 1) {
+    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes, with attention's scratch for
+    /// products in `precision`; the stream holds `rows / streamDivisor` of them (the tensor size under sequence
+    /// parallelism, else 1).
+    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, precision: MatrixPrecision, streamDivisor: Int = 1) {
         rows = n
+        self.precision = precision
         let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth, s = n / streamDivisor
         let qkvWidth = shape.qkvWidth
         let hiddenWidth = f * (config.architecture == .llama ? 2 : 1)
@@ -81,7 +85,8 @@ final class ActivationArena {
         dAttention = FloatBuffer(count: n * h * d)
         dHidden = FloatBuffer(count: n * hiddenWidth)
         dActivated = FloatBuffer(count: n * f)
-        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: d))
+        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: d,
+                                                                           precision: precision))
     }
 
     /// What a split backward pass keeps for its weight-gradient half: each block's projection output

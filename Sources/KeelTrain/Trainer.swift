@@ -614,13 +614,17 @@ public final class Trainer {
     /// The checkpoint `--resume` continues from: the newest on disk that verifies (found by world rank 0, which
     /// warns about newer damaged ones), unless the machines' in-memory snapshots hold a newer one — then that,
     /// with the files this rank needs fetched to its machine (`SnapshotRecovery`). Without either: an error when
-    /// `required`, else nil (every rank alike: the search is collective).
+    /// `required` or when checkpoints are there but none verifies (a run to repair, not to start over), else nil
+    /// (every rank alike: the search is collective).
     private func newestCheckpoint(required: Bool) throws -> URL? {
-        var diskStep = -1.0
+        // The newest valid step on disk; -1 with no checkpoint there, -2 with checkpoints of which none verifies.
+        // Only world rank 0 looks; the others take its answer (the maximum over the ranks).
+        var diskStep = -Double.infinity
         if isLeader {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
             for problem in found.problems { log("warning: skipping \(problem)") }
-            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init) ?? -1
+            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init)
+                ?? (CheckpointStore.list(checkpointRoot).isEmpty ? -1 : -2)
         }
         if groups.world.size > 1 { diskStep = try groups.world.allReduce([diskStep], .max, label: "newest checkpoint on disk")[0] }
         if let snapshotRoot, let machines, let snapshotChannel,
@@ -630,7 +634,7 @@ public final class Trainer {
             return restored.directory
         }
         guard diskStep >= 0 else {
-            guard required else { return nil }
+            guard required || diskStep < -1 else { return nil }
             throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
         }
         return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: Int(diskStep)))

@@ -102,7 +102,7 @@ struct GRPO: ParsableCommand {
                         try formatter.rewardExample(prompt, completion: try tokenizer.decodeText(completion))
                     }
                     return model.rewards(of: sequences, batch: t.batchSize * groupSize,
-                                         maximumLength: min(t.sequenceLength, model.transformer.config.maxLength),
+                                         maximumLength: model.transformer.config.maxLength,
                                          padding: tokenizer.endOfText)
                 }
             } else {

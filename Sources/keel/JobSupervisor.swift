@@ -48,24 +48,23 @@ struct JobSupervisor {
                 log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
                     + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
                 command = resuming(arguments)
-                recovery = Recovery(failed: failed, fromStep: step, staleMetrics: metricsFile())
+                recovery = Recovery(failed: failed, staleMetrics: metricsFile())
             } else {
                 // This machine may run no rank of the job (a login node), so it does not see the snapshots on the
                 // job's machines: the job looks for them itself, and starts from the beginning only without any.
                 log("the job failed (\(outcome.description)) after step \(reached) with no checkpoint on disk or on this machine; "
                     + "restart \(attempt + 1) of \(maxRestarts) from an in-memory snapshot on the job's machines if one survived, else from the beginning")
                 command = resuming(arguments, ifAny: true)
-                recovery = Recovery(failed: failed, fromStep: 0, staleMetrics: metricsFile())
+                recovery = Recovery(failed: failed, staleMetrics: metricsFile())
             }
         }
     }
 
-    /// A restart under way: when the job failed, the step it resumes after (nil where the job finds it: then the
-    /// last step of the metrics file it starts with), and the metrics file it left (a resumed run replaces the file
-    /// with the records up to the step it resumed at, so a step logged after those is a new step).
+    /// A restart under way: when the job failed, and the metrics file it left. The restarted job replaces the file
+    /// with the records up to the step it resumed at (none from the beginning), so a step logged after those is a
+    /// new one; which step it resumed at, the job decides (its ranks may find a newer snapshot than this machine sees).
     private struct Recovery {
         let failed: Date
-        let fromStep: Int?
         let staleMetrics: Int?
     }
 
@@ -79,13 +78,15 @@ struct JobSupervisor {
             throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription))"
                                   + (command[0] == "srun" ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
-        var forwarded = false, recovered = recovery == nil, resumedAt = recovery?.fromStep
+        var forwarded = false, recovered = recovery == nil, resumedAt: Int?
         while process.isRunning {
             if !forwarded, StopSignals.received != nil {
                 kill(process.processIdentifier, SIGUSR1)
                 forwarded = true
             }
             if !recovered, let recovery, metricsFile() != recovery.staleMetrics {
+                // The new file's last step when first seen is the one the job resumed at (a step of this job takes
+                // longer than this loop's tenth of a second between looks).
                 let logged = lastLoggedStep()
                 if resumedAt == nil { resumedAt = logged }
                 if logged > resumedAt! {

@@ -15,8 +15,9 @@ struct Launch: ParsableCommand {
             srun instead (--mpi=pmix, --kill-on-bad-exit=1; the allocation decides the machines); --launcher \
             chooses. With --max-restarts N it supervises a `train … --out DIR` job: when the job \
             fails (a rank died, or hung past distributed.timeout_s), it starts it again with --resume from the \
-            newest valid checkpoint, up to N times, saying what failed, where it resumed and how many steps \
-            were lost. SIGTERM, SIGUSR1 or Ctrl-C to it stop the job cleanly (a checkpoint, no restart).
+            newest valid checkpoint or in-memory snapshot (with --resume-if-any where this machine sees neither: \
+            the ranks then look on their own machines), up to N times, saying what failed, where it resumed and \
+            how many steps were lost. SIGTERM, SIGUSR1 or Ctrl-C to it stop the job cleanly (a checkpoint, no restart).
             """)
 
     @Option(help: "Number of processes.")
@@ -34,7 +35,7 @@ struct Launch: ParsableCommand {
     @Flag(help: "Print the mpirun command without running it.")
     var dryRun = false
 
-    @Option(help: "Restart a failed `train` job (with --resume from its newest checkpoint) up to this many times.")
+    @Option(help: "Restart a failed `train` job (with --resume from its newest checkpoint, or --resume-if-any where there is none here) up to this many times.")
     var maxRestarts = 0
 
     @Argument(parsing: .postTerminator, help: "The keel command each process runs, after --.")

@@ -178,12 +178,13 @@ after_steps "$work/login" $at && kill -9 "$(rank_pid "$work/login" 1)"
 wait $job
 status=$?
 resumed=$(sed -n "s|^resumed from the in-memory snapshot $shm/login-[0-9a-f]*/a/step_[0-9]* at step \([0-9]*\)$|\1|p" "$work/err")
+recovered=$(sed -n 's|^launch: recovered: step \([0-9]*\) trained .*|\1|p' "$work/err")
 if [ $status -eq 0 ] && grep -q "^launch: the job failed .* with no checkpoint on disk or on this machine; restart 1 of 1 from an in-memory snapshot on the job's machines if one survived" "$work/err" \
-    && [ -n "$resumed" ] && [ "$resumed" -ge $((at - 2)) ] \
+    && [ -n "$resumed" ] && [ "$resumed" -ge $((at - 2)) ] && [ -n "$recovered" ] && [ "$recovered" -gt "$resumed" ] \
     && same_files "$work/sup-straight-pp2dp2/checkpoints/step_00000060" "$work/login/checkpoints/step_00000060" rank_0000{0,1,2,3}.safetensors; then
-    pass "keel launch from a machine without ranks: kill -9 of rank 1 after step $at; the job resumed from its machine's snapshot of step $resumed with the same weights bit for bit"
+    pass "keel launch from a machine without ranks: kill -9 of rank 1 after step $at; the job resumed from its machine's snapshot of step $resumed (recovered: step $recovered) with the same weights bit for bit"
 else
-    fail "keel launch from a machine without ranks: the job resumed from its machine's snapshot (exit $status; resumed at step '${resumed}', killed after step $at)"
+    fail "keel launch from a machine without ranks: the job resumed from its machine's snapshot (exit $status; resumed at step '${resumed}', recovered at step '${recovered}', killed after step $at)"
 fi
 rm -rf "$shm"
 

@@ -295,6 +295,17 @@ final class BadInputTests: XCTestCase {
         _ = try fixture.run(config, in: "straight")
         XCTAssertEqual(try fixture.losses("run"), try fixture.losses("straight"))
         XCTAssertEqual(try fixture.losses("run").count, 10)
+
+        // Checkpoints of which none verifies are a run to repair, not one to start over (over its checkpoints).
+        _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "damaged")
+        let weights = fixture.root.appendingPathComponent("damaged/checkpoints/step_00000005/rank_00000.safetensors")
+        let handle = try FileHandle(forWritingTo: weights)
+        try handle.truncate(atOffset: 100)
+        try handle.close()
+        assertKeelError("no valid checkpoint") {
+            _ = try Trainer(config: config, output: fixture.root.appendingPathComponent("damaged"), start: .resumeIfAny) { _ in }
+        }
+        XCTAssertEqual(fixture.checkpoints("damaged"), ["step_00000005"])
     }
 
     func testResumeWithDifferentModelShape() throws {
