@@ -25,7 +25,8 @@ public final class FileTransfer: @unchecked Sendable {
     }
 
     private var files: [Mapped] = []
-    private var requests: [CommunicationRequest] = []
+    /// Each posted message, with the index of its file in `files`.
+    private var requests: [(request: CommunicationRequest, file: Int)] = []
     /// Messages carry 8-byte words, at most this many each (MPI counts are 32-bit).
     private static let wordsPerMessage = 1 << 27
 
@@ -74,16 +75,16 @@ public final class FileTransfer: @unchecked Sendable {
 
     /// Posts every prepared message on `channel`; they progress in the background.
     public func start(over channel: any Communicator) {
-        for file in files {
+        for (index, file) in files.enumerated() {
             let words = file.pointer.assumingMemoryBound(to: Int64.self)
             for first in stride(from: 0, to: file.words, by: Self.wordsPerMessage) {
                 let count = min(Self.wordsPerMessage, file.words - first)
                 let label = "\(file.isReceive ? "receive" : "send") of snapshot file \(file.tag) \(file.isReceive ? "from" : "to") rank \(file.peer)"
-                requests.append(file.isReceive
+                requests.append((file.isReceive
                     ? channel.startReceive(UnsafeMutableBufferPointer(start: words + first, count: count), from: file.peer,
                                            tag: file.tag, label: label)
                     : channel.startSend(UnsafeBufferPointer(start: UnsafePointer(words + first), count: count), to: file.peer,
-                                        tag: file.tag, label: label))
+                                        tag: file.tag, label: label), index))
             }
         }
     }
@@ -92,17 +93,25 @@ public final class FileTransfer: @unchecked Sendable {
     public var isEmpty: Bool { files.isEmpty }
 
     /// Whether every message has been delivered (or failed).
-    public var isComplete: Bool { requests.allSatisfy(\.isComplete) }
+    public var isComplete: Bool { requests.allSatisfy(\.request.isComplete) }
 
     /// Waits for every message, then puts each received file in place; throws the first failure, after removing
     /// what was received. Also what gives up on a transfer never started.
+    ///
+    /// A file with a failed message stays mapped until the process ends: a message that timed out is still posted
+    /// with the transport, which may yet write into the file's pages (or read from them) when its peer comes back,
+    /// and pages unmapped under it would crash a training run that carries on without the copy. Its memory (the
+    /// file's size, in a tmpfs) is what that costs.
     public func finish() throws {
-        var failure: Error?
-        for request in requests {
-            do { try request.wait() } catch { failure = failure ?? error }
+        var failure: Error?, failed = Set<Int>()
+        for (request, file) in requests {
+            do { try request.wait() } catch {
+                failure = failure ?? error
+                failed.insert(file)
+            }
         }
-        for file in files {
-            munmap(file.pointer, file.length)
+        for (index, file) in files.enumerated() {
+            if !failed.contains(index) { munmap(file.pointer, file.length) }
             guard let temporary = file.temporary, let destination = file.destination else { continue }
             if failure == nil, Foundation.rename(temporary.path, destination.path) != 0 {
                 failure = KeelError("cannot rename \(temporary.path) to \(destination.path): \(String(cString: strerror(errno)))")

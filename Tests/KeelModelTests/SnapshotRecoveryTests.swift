@@ -182,4 +182,26 @@ final class SnapshotRecoveryTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("missing"), "\($0)")
         }
     }
+
+    /// A file whose message failed stays mapped: MPI keeps a receive that timed out posted, and may still write into
+    /// the file's pages when the peer comes back; pages freed under it would crash a run that carries on without the
+    /// copy. The file itself is not put in place, and its temporary name is gone.
+    func testAFailedTransferKeepsItsFileMapped() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let received = directory.appendingPathComponent("received")
+        _ = try ThreadCommunicator.run(size: 2, timeout: 0.3) { world in
+            guard world.rank == 1 else { return }  // rank 0 never sends
+            let transfer = FileTransfer()
+            try transfer.expect(received, bytes: 4096, from: 0, tag: 0)
+            transfer.start(over: world)
+            XCTAssertThrowsError(try transfer.finish()) { XCTAssertTrue("\($0)".contains("never sent"), "\($0)") }
+        }
+        // Read to the end: /proc files report a size of 0.
+        let maps = String(decoding: FileHandle(forReadingAtPath: "/proc/self/maps")!.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(maps.contains(directory.appendingPathComponent(".received.receiving").path), "the failed receive's file is mapped")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: received.path))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [])
+    }
 }
