@@ -16,10 +16,11 @@ public enum HuggingFaceImport {
             if json[key] == nil || json[key] is NSNull, let fallback { return fallback }
             throw fail("\(key) must be a positive integer (got \(json[key].map { "\($0)" } ?? "nothing"))")
         }
-        func number(_ key: String, _ fallback: Double) throws -> Double {
-            guard let value = json[key], !(value is NSNull) else { return fallback }
+        /// `fields[key]` (the config's own by default; `prefix` names a nested object in the message), or `fallback`.
+        func number(_ key: String, _ fallback: Double, in fields: [String: Any]? = nil, prefix: String = "") throws -> Double {
+            guard let value = (fields ?? json)[key], !(value is NSNull) else { return fallback }
             guard let number = (value as? NSNumber)?.doubleValue, !isJSONBoolean(value), number > 0, number.isFinite else {
-                throw fail("\(key) must be a positive number (got \(value))")
+                throw fail("\(prefix)\(key) must be a positive number (got \(value))")
             }
             return number
         }
@@ -55,12 +56,8 @@ public enum HuggingFaceImport {
             let scaling = json["rope_scaling"] as? [String: Any] ?? rope
             let ropeType = scaling["rope_type"] as? String ?? scaling["type"] as? String ?? "default"
             guard ropeType == "default" else { throw fail("RoPE is scaled (\(ropeType)), which Keel does not implement") }
-            let theta = try rope["rope_theta"].map { value -> Double in
-                guard let number = (value as? NSNumber)?.doubleValue, !isJSONBoolean(value), number > 0 else {
-                    throw fail("rope_parameters.rope_theta must be a positive number")
-                }
-                return number
-            } ?? number("rope_theta", 10_000)
+            let theta = rope["rope_theta"] == nil
+                ? try number("rope_theta", 10_000) : try number("rope_theta", 10_000, in: rope, prefix: "rope_parameters.")
             let width = try integer("hidden_size"), heads = try integer("num_attention_heads")
             if let value = json["head_dim"], !isJSONBoolean(value), let headDim = value as? Int, headDim * heads != width {
                 throw fail("head_dim \(headDim) × \(heads) heads is not hidden_size \(width); Keel's Llama has heads of hidden_size / heads")

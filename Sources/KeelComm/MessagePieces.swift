@@ -28,23 +28,27 @@ extension CommunicationOperation.Kind {
             }
             return (clipped, own)
         }
+        let total = switch self {
+        case .allGather(_, let counts), .reduceScatter(_, _, let counts, _), .gather(_, _, let counts, _): counts.reduce(0, +)
+        default: 0
+        }
         switch self {
         case .allReduce(let buffer, let count, let reduction) where count > limit:
             return windows(count).map { .allReduce(buffer + $0.lowerBound * size, count: $0.count, reduction) }
         case .broadcast(let buffer, let count, let root) where count > limit:
             return windows(count).map { .broadcast(buffer + $0.lowerBound * size, count: $0.count, root: root) }
-        case .allGather(let buffer, let counts) where counts.reduce(0, +) > limit:
-            return windows(counts.reduce(0, +)).map { window in
+        case .allGather(let buffer, let counts) where total > limit:
+            return windows(total).map { window in
                 .allGather(buffer + window.lowerBound * size, counts: parts(counts, in: window).counts)
             }
-        case .reduceScatter(let source, let destination, let counts, let reduction) where counts.reduce(0, +) > limit:
-            return windows(counts.reduce(0, +)).map { window in
+        case .reduceScatter(let source, let destination, let counts, let reduction) where total > limit:
+            return windows(total).map { window in
                 let (clipped, own) = parts(counts, in: window)
                 return .reduceScatter(source: source + window.lowerBound * size, destination: destination + own * size,
                                       counts: clipped, reduction)
             }
-        case .gather(let source, let destination, let counts, let root) where counts.reduce(0, +) > limit:
-            return windows(counts.reduce(0, +)).map { window in
+        case .gather(let source, let destination, let counts, let root) where total > limit:
+            return windows(total).map { window in
                 let (clipped, own) = parts(counts, in: window)
                 return .gather(source: source + own * size, destination: destination.map { $0 + window.lowerBound * size },
                                counts: clipped, root: root)
@@ -64,5 +68,6 @@ let mpiMessageLimit: Int = {
         FileHandle.standardError.write(Data("warning: KEEL_MPI_MESSAGE_LIMIT=\(text) is not a count from 1 to \(most); using \(most)\n".utf8))
         return most
     }
+    FileHandle.standardError.write(Data("note: MPI collectives go in pieces of at most \(value) elements (KEEL_MPI_MESSAGE_LIMIT)\n".utf8))
     return value
 }()

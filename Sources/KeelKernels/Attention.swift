@@ -60,22 +60,21 @@ public struct CausalAttention: Sendable {
 
     /// Whether this attention's products read Q, K, V, dO, the probabilities and dS rounded once beforehand (bf16 on
     /// the `blas` engine) instead of rounding each block's operands: a head's K and V are read by every block of
-    /// queries, which would round them again and again.
+    /// queries, which would round them again and again. (The forward pass works per query head, so with grouped
+    /// heads each of a group's heads rounds its K and V once; the backward pass, per key/value head, once for all.)
     private var roundsOnce: Bool { Self.roundsOnce(precision) }
 
     private static func roundsOnce(_ precision: MatrixPrecision) -> Bool {
         precision == .bfloat16 && bfloat16ProductsReadRoundedOperands
     }
 
-    /// Rounds `heads.count` matrices of t × d (each with its row stride) into consecutive t × d blocks of `space`
-    /// (dense rows); returns where each begins.
-    private func rounded(_ heads: [(UnsafePointer<Float>, ld: Int)], into space: UnsafeMutableRawPointer)
-        -> [UnsafePointer<Float>] {
-        let t = length, d = headDim, floats = space.assumingMemoryBound(to: Float.self)
-        return heads.enumerated().map { index, head in
-            roundToBFloat16(rows: t, columns: d, head.0, ld: head.ld, into: floats + index * t * d, ldOut: d)
-            return UnsafePointer(floats + index * t * d)
-        }
+    /// Rounds the t × d matrix `head` (row stride `ld`) into the `slot`-th t × d block of `space` (dense rows, one of
+    /// the four a thread's packing space holds); returns where it begins.
+    private func rounded(_ head: UnsafePointer<Float>, ld: Int, into space: UnsafeMutableRawPointer, slot: Int)
+        -> UnsafePointer<Float> {
+        let t = length, d = headDim, block = space.assumingMemoryBound(to: Float.self) + slot * t * d
+        roundToBFloat16(rows: t, columns: d, head, ld: ld, into: block, ldOut: d)
+        return UnsafePointer(block)
     }
 
     /// Thread `slot`'s two score blocks and its packing space.
@@ -132,8 +131,8 @@ public struct CausalAttention: Sendable {
                 let base = qkv + b * t * stride
                 var (q, k, v, ld) = (base + h * d, base + (heads + g) * d, base + (heads + kvHeads + g) * d, stride)
                 if roundsOnce {
-                    let heads = rounded([(q, stride), (k, stride), (v, stride)], into: packing)
-                    (q, k, v, ld) = (heads[0], heads[1], heads[2], d)
+                    (q, k, v, ld) = (rounded(q, ld: stride, into: packing, slot: 0), rounded(k, ld: stride, into: packing, slot: 1),
+                                     rounded(v, ld: stride, into: packing, slot: 2), d)
                 }
                 let o = out + b * t * width + h * d
                 for start in Swift.stride(from: 0, to: t, by: block) {
@@ -180,8 +179,7 @@ public struct CausalAttention: Sendable {
                 let base = qkv + b * t * stride, dBase = dQKV + b * t * stride
                 var (k, v, ld) = (base + (heads + g) * d, base + (heads + kvHeads + g) * d, stride)
                 if roundsOnce {
-                    let heads = rounded([(k, stride), (v, stride)], into: packing)
-                    (k, v, ld) = (heads[0], heads[1], d)
+                    (k, v, ld) = (rounded(k, ld: stride, into: packing, slot: 0), rounded(v, ld: stride, into: packing, slot: 1), d)
                 }
                 let dk = dBase + (heads + g) * d, dv = dBase + (heads + kvHeads + g) * d
                 for j in 0..<t {
@@ -194,8 +192,7 @@ public struct CausalAttention: Sendable {
                     // The products' Q and dO (rounded after K and V where `roundsOnce`); delta reads dO in fp32.
                     var (q, productDO, ldO) = (base + h * d, dO, width)
                     if roundsOnce {
-                        let heads = rounded([(q, stride), (dO, width)], into: packing + 2 * t * d * MemoryLayout<Float>.stride)
-                        (q, productDO, ldO) = (heads[0], heads[1], d)
+                        (q, productDO, ldO) = (rounded(q, ld: stride, into: packing, slot: 2), rounded(dO, ld: width, into: packing, slot: 3), d)
                     }
                     let rowLSE = lse + (b * heads + h) * t
                     for start in Swift.stride(from: 0, to: t, by: block) {

@@ -234,7 +234,7 @@ enum Operand {
     /// An fp32 matrix as the selected engine reads it: as it is where it holds bf16 values already and the engine
     /// multiplies rounded operands (`blas`), else a matrix to round and pack (rounding a bf16 value gives itself).
     static func input(_ transpose: Transpose, _ pointer: UnsafePointer<Float>, ld: Int, isRounded: Bool) -> Operand {
-        isRounded && BFloat16Engine.selected == .blas ? .rounded(transpose, pointer, ld: ld) : .matrix(transpose, pointer, ld: ld)
+        isRounded && bfloat16ProductsReadRoundedOperands ? .rounded(transpose, pointer, ld: ld) : .matrix(transpose, pointer, ld: ld)
     }
 }
 
@@ -361,9 +361,9 @@ private struct RoundedOperand {
 
     /// Rounds the stored rows `rows` (none when empty or when nothing is to round).
     func round(_ rows: Range<Int>) {
-        guard let source, !rows.isEmpty else { return }
-        keel_bf16_round_rows(roundingEngine, Int32(rows.count), Int32(columns), source.pointer + rows.lowerBound * source.ld,
-                             Int32(source.ld), UnsafeMutablePointer(mutating: pointer) + rows.lowerBound * ld, Int32(ld))
+        guard let source else { return }
+        roundToBFloat16(rows: rows.count, columns: columns, source.pointer + rows.lowerBound * source.ld, ld: source.ld,
+                        into: UnsafeMutablePointer(mutating: pointer) + rows.lowerBound * ld, ldOut: ld)
     }
 }
 
@@ -372,8 +372,8 @@ private func roundRows(
     rows: Int, columns: Int, _ source: UnsafePointer<Float>, ld: Int, into destination: UnsafeMutablePointer<Float>, ldOut: Int
 ) {
     ThreadPool.shared.parallelFor(rows) { range in
-        keel_bf16_round_rows(roundingEngine, Int32(range.count), Int32(columns), source + range.lowerBound * ld, Int32(ld),
-                             destination + range.lowerBound * ldOut, Int32(ldOut))
+        roundToBFloat16(rows: range.count, columns: columns, source + range.lowerBound * ld, ld: ld,
+                        into: destination + range.lowerBound * ldOut, ldOut: ldOut)
     }
 }
 

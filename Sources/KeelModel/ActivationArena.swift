@@ -19,8 +19,6 @@ final class ActivationArena {
     }
 
     let rows: Int
-    /// The matrix products' precision the arena's attention scratch is sized for.
-    let precision: MatrixPrecision
     /// The shape of the batch whose activations the arena holds now (at most `rows` tokens).
     var batch = 0, length = 0
     let residuals: [FloatBuffer]  // L + 1 of [S, C]: the stream entering each of the L blocks, then their output
@@ -52,7 +50,6 @@ final class ActivationArena {
     /// parallelism, else 1).
     init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, precision: MatrixPrecision, streamDivisor: Int = 1) {
         rows = n
-        self.precision = precision
         let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth, s = n / streamDivisor
         let qkvWidth = shape.qkvWidth
         let hiddenWidth = f * (config.architecture == .llama ? 2 : 1)

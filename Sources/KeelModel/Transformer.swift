@@ -218,7 +218,9 @@ public final class Transformer: @unchecked Sendable {
         let n = batch * length, divisor = tensor?.sequenceParallel == true ? tensor!.communicator.size : 1
         precondition(n % divisor == 0, "sequence parallelism over \(divisor) ranks needs batch · length (\(n)) divisible by it")
         while arenas.count <= slot { arenas.append(nil) }
-        if arenas[slot] == nil || arenas[slot]!.rows < n || arenas[slot]!.precision != matrixPrecision {
+        // Attention's scratch depends on the products' precision too (bf16 on the blas engine rounds whole heads).
+        let scratch = CausalAttention.scratchCount(maxLength: config.maxLength, headDim: shape.headDim, precision: matrixPrecision)
+        if arenas[slot] == nil || arenas[slot]!.rows < n || arenas[slot]!.attentionScratch.count < scratch {
             arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n, precision: matrixPrecision,
                                            streamDivisor: divisor)
         }

@@ -623,8 +623,8 @@ public final class Trainer {
         if isLeader {
             let found = CheckpointStore.latestValid(in: checkpointRoot)
             for problem in found.problems { log("warning: skipping \(problem)") }
-            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init)
-                ?? (CheckpointStore.list(checkpointRoot).isEmpty ? -1 : -2)
+            // Without a valid one, `problems` names each checkpoint there (none: none there).
+            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init) ?? (found.problems.isEmpty ? -1 : -2)
         }
         if groups.world.size > 1 { diskStep = try groups.world.allReduce([diskStep], .max, label: "newest checkpoint on disk")[0] }
         if let snapshotRoot, let machines, let snapshotChannel,

@@ -48,7 +48,7 @@ enum DistributedRun {
     static func runAlone(_ body: () throws -> Void) throws {
         do {
             try body()
-        } catch let error as KeelError where exitStatus(for: error) != 1 {
+        } catch let error as KeelError where error.recursOnResume {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             throw ExitCode(exitStatus(for: error))
         }

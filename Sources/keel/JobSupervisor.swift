@@ -119,9 +119,8 @@ struct JobSupervisor {
     /// The train command with `--resume` (once), or with `ifAny` `--resume-if-any`; a command given with `--resume`
     /// keeps it (its run had a checkpoint before this job started).
     private func resuming(_ command: [String], ifAny: Bool = false) -> [String] {
-        let flags = ["--resume", "--resume-if-any"]
         if command.contains("--resume") { return command }
-        return command.filter { !flags.contains($0) } + [ifAny ? "--resume-if-any" : "--resume"]
+        return command.filter { $0 != "--resume-if-any" } + [ifAny ? "--resume-if-any" : "--resume"]
     }
 
     /// The file number of metrics.jsonl, which changes when a run replaces it.

@@ -55,6 +55,8 @@ grep -q -- "--config" "$work/out" && grep -q -- "--resume" "$work/out" && grep -
     && grep -q -- "--stop-after" "$work/out" && pass "train --help lists its options" || fail "train --help lists its options"
 
 expect_error "missing config file" "no such file" "$keel" train --config "$work/nope.toml" --out "$work/r0"
+usage "--resume with --resume-if-any" "give --resume or --resume-if-any, not both" \
+    "$keel" train --resume --resume-if-any --out "$work/r0"
 expect_error "unknown config key" "unknown key 'training.stepz'" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set training.stepz=3
 expect_error "impossible model shape" "model.n_head" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --set model.n_head=3
 expect_error "missing data file" "no such file or directory: $work/missing.txt" \
@@ -757,6 +759,11 @@ expect_error "import hf with another activation" 'activation_function is "relu"'
 python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["scale_attn_by_inverse_layer_idx"] = 1; json.dump(c, open(sys.argv[2], "w"))' \
     "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
 expect_error "import hf with a flag written as 1" "attention scaled other than by 1/sqrt(head width)" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+# And true is not a count: a boolean where a size belongs is refused, not read as 1.
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_layer"] = True; json.dump(c, open(sys.argv[2], "w"))' \
+    "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+expect_error "import hf with a boolean layer count" "n_layer must be a positive integer" \
     "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
 cp "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
 expect_error "import hf without a tokenizer" "no tokenizer.json (or vocab.json and merges.txt); give one with --tokenizer" \

@@ -21,12 +21,21 @@ done
 # a huge model chunk's (KEEL_MPI_MESSAGE_LIMIT lowers the limit to reach the cutting with small buffers).
 for n in 2 4; do
     if "${mpi[@]}" -x KEEL_MPI_MESSAGE_LIMIT=7 -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" \
-        && grep -q "15 checks passed" "$work/out"; then
+        && grep -q "15 checks passed" "$work/out" \
+        && [ "$(grep -c "^note: MPI collectives go in pieces of at most 7 elements" "$work/err")" -eq $n ]; then
         pass "collectives check on $n processes, in pieces of 7 elements"
     else
         fail "collectives check on $n processes, in pieces of 7 elements"
     fi
 done
+
+# A size that is not a number is refused, naming it.
+if ! "${mpi[@]}" -np 2 "$keel" collectives --sizes big >"$work/out" 2>"$work/err" \
+    && grep -q -- "--sizes: 'big' is not a positive number of MB" "$work/err"; then
+    pass "collectives refuses --sizes big"
+else
+    fail "collectives refuses --sizes big"
+fi
 
 # --- Pipeline execution: every schedule's loss and gradients equal the whole model's ------------------------
 for n in 2 4; do
@@ -78,6 +87,7 @@ for arch in gpt2 llama; do
     # gradients' all-reduce and ZeRO-1's all-gather of the parameters among them).
     run "$arch DP=2 zero 1, in pieces" "${mpi[@]}" -x KEEL_MPI_MESSAGE_LIMIT=1000 -np 2 "$keel" train --config "$c" \
         --out "$work/$arch-dp2-z1-pieces" --set distributed.zero_stage=1 \
+        && [ "$(grep -c "^note: MPI collectives go in pieces of at most 1000 elements" "$work/err")" -eq 2 ] \
         && same_losses "$arch: DP=2 (ZeRO stage 1) with collectives in pieces of 1000 elements = one process × batch 4" \
             "$work/$arch-ref4" "$work/$arch-dp2-z1-pieces"
     for zero in 0 1; do

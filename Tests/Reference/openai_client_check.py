@@ -69,7 +69,8 @@ try:
 except openai.BadRequestError as error:
     check("max_tokens" in str(error), f"the error names max_tokens: {error}")
 for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": -1}',
-             b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'[1, 2]'):
+             b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
+             b'[1, 2]'):
     path = "/chat/completions" if b"messages" in body else "/completions"
     request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
     try:
