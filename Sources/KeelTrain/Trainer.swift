@@ -277,8 +277,7 @@ public final class Trainer {
                 // Every rank diverges at the same step (the loss and norm are global): a checkpoint still being
                 // written holds the state before it, and is finished first.
                 if pending != nil { try finishCheckpoint() }
-                let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
-                throw KeelError("training diverged: \(diverged.reason) at step \(diverged.step)\(kept)", recursOnResume: true)
+                throw diverged.reported(lastCheckpoint: lastCheckpoint)
             }
             if let profiler {  // validation and checkpoints are not part of the step
                 profiler.stepEnded()

@@ -1,3 +1,4 @@
+import Foundation
 import KeelComm
 import KeelCore
 import KeelData
@@ -16,10 +17,19 @@ public struct StepResult: Sendable {
 }
 
 /// The loss or the gradient norm of a step was not finite; the parameters were left unchanged.
-public struct TrainingDiverged: Error {
+public struct TrainingDiverged: Error, CustomStringConvertible {
     public let step: Int
     /// What went wrong, e.g. "loss is NaN".
     public let reason: String
+
+    public var description: String { "training diverged: \(reason) at step \(step)" }
+
+    /// The error a run reports: this one, naming the checkpoint it can go back to (`lastCheckpoint`, nil when it wrote
+    /// none), marked as one that resuming would meet again (resuming is bit for bit), so that no supervisor restarts it.
+    public func reported(lastCheckpoint: URL?) -> KeelError {
+        let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
+        return KeelError(description + kept, recursOnResume: true)
+    }
 }
 
 /// One optimizer step on this rank, in the order it happens (as llm.c's training loop reads):

@@ -95,7 +95,7 @@ struct FineTuningRun {
                                    tokenizerPath: tokenizerPath, tokenizer: tokenizer, group: group), data)
         }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
-        guard placement.isDistributed else { return try run(SingleProcessCommunicator()) }
+        guard placement.isDistributed else { return try DistributedRun.runAlone { try run(SingleProcessCommunicator()) } }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
     }
 
@@ -168,19 +168,27 @@ struct FineTuningRun {
         var last: URL?
         for number in stride(from: first, through: t.steps, by: 1) {
             let rate = schedule.rate(at: number), started = Date()
-            let result = try step(number, Float(rate))
+            let result: (fields: [(key: String, value: MetricsLog.Field)], line: String)
+            do {
+                result = try step(number, Float(rate))
+            } catch let diverged as TrainingDiverged {
+                throw diverged.reported(lastCheckpoint: last ?? resumed?.directory)
+            }
             try metrics?.write([("step", .int(number))] + result.fields
                                + [("lr", .double(rate)), ("seconds", .double(Date().timeIntervalSince(started)))])
             if number == 1 || number == t.steps || number % max(1, config.logging.every) == 0 {
                 log("step \(number)/\(t.steps) | " + result.line + String(format: " | lr %.2e", rate))
             }
             if t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
-            if group.rank == 0, number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
-                last = try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state)]) { $1 })
+            if number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
+                // Every rank knows the newest checkpoint (a diverged step names it), only rank 0 writes it.
+                last = group.rank == 0
+                    ? try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state)]) { $1 })
+                    : output.appendingPathComponent("checkpoints").appendingPathComponent(CheckpointStore.name(step: number))
             }
         }
         if first <= t.steps { try validate(t.steps) }
-        if let last { print("checkpoint: \(last.path)") }
+        if group.rank == 0, let last { print("checkpoint: \(last.path)") }
     }
 
     /// The weights as the run's checkpoint of `step`, with the tokenizer files of the run it started from.

@@ -512,6 +512,15 @@ check "shuffled pairs are not the file's order" \
 expect_error "dpo on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs "chosen" and "rejected"' \
     "$keel" dpo --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
 [ ! -e "$work/dpo-bad" ] && pass "a refused dpo writes nothing" || fail "a refused dpo writes nothing"
+# A fine-tuning run that diverges says so as `keel train` does, naming its last checkpoint, and exits with status 3 (so
+# that `keel launch --max-restarts` does not restart it).
+"$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nan" "${dpo_settings[@]}" \
+    --set training.steps=3 --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0 \
+    --set checkpoint.every=1 >"$work/out" 2>"$work/err"
+status=$?
+[ $status -eq 3 ] && grep -q "^Error: training diverged: loss is nan at step 2; the last good checkpoint is $work/dpo-nan/checkpoints/step_00000001$" "$work/err" \
+    && pass "a diverged dpo names the step and its last checkpoint, and exits with status 3" \
+    || fail "a diverged dpo names the step and its last checkpoint, and exits with status 3 (exit $status: $(tail -1 "$work/err"))"
 echo '{"prompt": "Who?", "chosen": [{"role": "assistant", "content": "Me."}], "rejected": " You."}' >"$work/mixed-pairs.jsonl"
 expect_error "dpo on a pair mixing text and messages" "must all be strings or all be lists of messages" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$work/mixed-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
