@@ -112,12 +112,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         request.markStarted(at: monotonicSeconds())
         // One MPI call per piece of at most 2³¹ − 1 elements (one piece for all but huge buffers), one after another;
         // the timeout runs per piece, which is still progressing when a huge buffer's whole transfer would outlast it.
-        let pieces = operation.kind.pieces(limit: mpiMessageLimit, rank: rank, scalar: operation.scalar)
-        for (index, piece) in pieces.enumerated() {
-            let label = pieces.count == 1 ? operation.label : "\(operation.label) (piece \(index + 1) of \(pieces.count))"
-            if let error = run(CommunicationOperation(piece, scalar: operation.scalar, label: label)) {
-                return failed(error)
-            }
+        for piece in operation.pieces(limit: mpiMessageLimit, rank: rank) {
+            if let error = run(piece) { return failed(error) }
         }
         if case .allReduce(let buffer, let count, .average) = operation.kind {
             divide(buffer, count: count, scalar: operation.scalar)

@@ -59,6 +59,19 @@ extension CommunicationOperation.Kind {
     }
 }
 
+extension CommunicationOperation {
+    /// This operation as the consecutive operations of at most `limit` elements that MPI is handed
+    /// (`Kind.pieces(limit:rank:scalar:)`), each labelled with its place ("… (piece 2 of 3)"), so that an error names the
+    /// piece that failed; an operation within the limit is itself.
+    func pieces(limit: Int, rank: Int) -> [CommunicationOperation] {
+        let pieces = kind.pieces(limit: limit, rank: rank, scalar: scalar)
+        guard pieces.count > 1 else { return [self] }
+        return pieces.enumerated().map { index, piece in
+            CommunicationOperation(piece, scalar: scalar, label: "\(label) (piece \(index + 1) of \(pieces.count))")
+        }
+    }
+}
+
 /// The most elements one MPI call moves: 2³¹ − 1, MPI's 32-bit counts; `KEEL_MPI_MESSAGE_LIMIT` sets a lower one, for
 /// tests that cut small models' collectives into pieces.
 let mpiMessageLimit: Int = {

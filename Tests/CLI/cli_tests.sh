@@ -775,6 +775,23 @@ python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_layer"] = T
 expect_error "import hf with a boolean layer count" "n_layer must be a positive integer" \
     "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
 cp "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+# A GPT-2 file may name its tensors with or without "transformer.": one holding a tensor under both names is refused
+# (the header gets a second name for the token table's bytes).
+python3 - "$work/hf-gpt2-1/model.safetensors" "$work/hf-twice.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+size = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + size])
+name = next(n for n in header if n.endswith("wte.weight"))
+header[name[len("transformer."):] if name.startswith("transformer.") else "transformer." + name] = header[name]
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
+PY
+cp "$work/hf-twice.safetensors" "$work/hf-bad/model.safetensors"
+expect_error "import hf of a tensor stored under two names" "tensor transformer.wte.weight is stored twice (as " \
+    "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+cp "$work/hf-gpt2-1/model.safetensors" "$work/hf-bad/"
 expect_error "import hf without a tokenizer" "no tokenizer.json (or vocab.json and merges.txt); give one with --tokenizer" \
     "$keel" import hf "$work/hf-bad" --out "$work/x"
 [ ! -e "$work/x" ] && pass "refused imports leave no run" || fail "refused imports leave no run"

@@ -30,6 +30,16 @@ final class MessagePiecesTests: XCTestCase {
         }
     }
 
+    func testEachPieceIsLabelledWithItsPlace() {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4 * total, alignment: 16)
+        defer { buffer.deallocate() }
+        let operation = CommunicationOperation(.allGather(buffer, counts: counts), scalar: .float32, label: "step 3: parameters")
+        let labels = operation.pieces(limit: (total + 2) / 3, rank: 0).map(\.label)
+        XCTAssertEqual(labels, ["step 3: parameters (piece 1 of 3)", "step 3: parameters (piece 2 of 3)",
+                                "step 3: parameters (piece 3 of 3)"])
+        XCTAssertEqual(operation.pieces(limit: total, rank: 0).map(\.label), ["step 3: parameters"])
+    }
+
     func testWithinTheLimitAndPointToPointStayWhole() {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4 * total, alignment: 16)
         defer { buffer.deallocate() }
