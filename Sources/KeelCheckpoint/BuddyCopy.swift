@@ -34,7 +34,8 @@ public final class BuddyCopy: @unchecked Sendable {
         let buddy = machines.buddy(of: rank), sources = machines.buddied(by: rank)
         let directory = file.deletingLastPathComponent()
         var failure: Error?
-        let outgoing = FileTransfer(), incoming = FileTransfer()
+        // One transfer both ways: its messages to and from each peer go one after another (`FileTransfer`).
+        let transfer = FileTransfer()
         // [0] this file's size (-1: none to send); then each source's size; the answers to them; the buddy's answer.
         let words = UnsafeMutableBufferPointer<Int64>.allocate(capacity: 2 + 2 * sources.count)
         defer { words.deallocate() }
@@ -43,7 +44,7 @@ public final class BuddyCopy: @unchecked Sendable {
         words[0] = -1
         if let buddy, case .written(let record, _) = outcome {
             do {
-                try outgoing.offer(file, bytes: record.bytes, to: buddy, tag: fileTag)
+                try transfer.offer(file, bytes: record.bytes, to: buddy, tag: fileTag)
                 words[0] = Int64(record.bytes)
             } catch {
                 failure = error
@@ -63,7 +64,7 @@ public final class BuddyCopy: @unchecked Sendable {
         wait(requests)
         for (index, source) in sources.enumerated() where words[1 + index] >= 0 {
             do {
-                try incoming.expect(directory.appendingPathComponent(ShardPlan.fileName(rank: source)), bytes: Int(words[1 + index]),
+                try transfer.expect(directory.appendingPathComponent(ShardPlan.fileName(rank: source)), bytes: Int(words[1 + index]),
                                     from: source, tag: fileTag)
                 words[answers + index] = 1
             } catch {
@@ -76,13 +77,11 @@ public final class BuddyCopy: @unchecked Sendable {
         if let buddy { requests.append(channel.startReceive(word(buddyAnswer), from: buddy, tag: answerTag, label: "snapshot copy answer")) }
         wait(requests)
         // The file goes only to a buddy that made room for it; otherwise the buddy reports why.
-        if words[0] >= 0, words[buddyAnswer] == 1 { outgoing.start(over: channel) }
-        incoming.start(over: channel)
-        for transfer in [outgoing, incoming] {
-            do { try transfer.finish() } catch { failure = failure ?? error }
-        }
+        if words[0] < 0 || words[buddyAnswer] != 1 { transfer.withdrawOffers() }
+        transfer.start(over: channel)
+        do { try transfer.finish() } catch { failure = failure ?? error }
         seconds = monotonicSeconds() - started
-        receivedBytes = incoming.receivedBytes
+        receivedBytes = transfer.receivedBytes
         guard case .written = outcome, let failure else { return outcome }
         return .failed(KeelError("copying snapshot files between machines: \(AtomicFile.systemReason(failure))"))
     }

@@ -9,8 +9,8 @@ import KeelCore
 /// memory) go straight into the message and the receiver's message lands in the pages of the new file. All
 /// files are prepared first (`offer`, `expect`): a receiver reserves the file's whole size then, so a full
 /// tmpfs is an error there — before anything is sent, when every rank can still agree to give up — not a
-/// crash when a message lands in a page that cannot be had. Then `start` posts every message at once and they
-/// progress in the background until `finish`.
+/// crash when a message lands in a page that cannot be had. Then `start` posts the first message of every file, and
+/// `finish` posts each next one as the one before it completes (see `Lane`).
 public final class FileTransfer: @unchecked Sendable {
     /// A file mapped for a message, and where a received one goes once complete.
     private struct Mapped {
@@ -24,13 +24,29 @@ public final class FileTransfer: @unchecked Sendable {
         let destination: URL?
     }
 
-    private var files: [Mapped] = []
-    /// Each posted message, with the index of its file in `files`.
-    private var requests: [(request: CommunicationRequest, file: Int)] = []
-    /// Messages carry 8-byte words, at most this many each (MPI counts are 32-bit).
-    private static let wordsPerMessage = 1 << 27
+    /// The messages that share a direction, a peer and a tag, in order (the files as prepared, each one's pieces in
+    /// order), with one in flight at a time. The transport matches such messages in the order they are posted, so
+    /// both ends must post them alike; and since a message's timeout runs from its posting, a copy posted all at once
+    /// would fail when it took longer than the timeout in all (a large file on a slow link), though it progresses.
+    /// One at a time, a copy fails only when a message waits the timeout for its peer.
+    private struct Lane {
+        var messages: [(file: Int, firstWord: Int, words: Int)] = []
+        /// The index in `messages` of the next one to post.
+        var next = 0
+        var inFlight: CommunicationRequest?
+    }
 
-    public init() {}
+    private var files: [Mapped] = []
+    private var lanes: [Lane] = []
+    private var channel: (any Communicator)?
+    /// Messages carry 8-byte words, at most this many each (MPI counts are 32-bit).
+    private let wordsPerMessage: Int
+
+    /// A transfer whose messages carry at most `wordsPerMessage` 8-byte words (1 GiB; tests cut smaller pieces).
+    public init(wordsPerMessage: Int = 1 << 27) {
+        precondition(wordsPerMessage > 0, "messages of \(wordsPerMessage) words")
+        self.wordsPerMessage = wordsPerMessage
+    }
 
     /// The bytes of files received so far (counted when they are prepared).
     public private(set) var receivedBytes = 0
@@ -73,27 +89,49 @@ public final class FileTransfer: @unchecked Sendable {
         receivedBytes += bytes
     }
 
-    /// Posts every prepared message on `channel`; they progress in the background.
+    /// Drops the files prepared to send (`offer`): the receiver could not make room for them.
+    public func withdrawOffers() {
+        for file in files where !file.isReceive { munmap(file.pointer, file.length) }
+        files.removeAll { !$0.isReceive }
+    }
+
+    /// Posts the first message of every lane on `channel`; `finish` posts the rest.
     public func start(over channel: any Communicator) {
+        self.channel = channel
+        var laneOf: [String: Int] = [:]
         for (index, file) in files.enumerated() {
-            let words = file.pointer.assumingMemoryBound(to: Int64.self)
-            for first in stride(from: 0, to: file.words, by: Self.wordsPerMessage) {
-                let count = min(Self.wordsPerMessage, file.words - first)
-                let label = "\(file.isReceive ? "receive" : "send") of snapshot file \(file.tag) \(file.isReceive ? "from" : "to") rank \(file.peer)"
-                requests.append((file.isReceive
-                    ? channel.startReceive(UnsafeMutableBufferPointer(start: words + first, count: count), from: file.peer,
-                                           tag: file.tag, label: label)
-                    : channel.startSend(UnsafeBufferPointer(start: UnsafePointer(words + first), count: count), to: file.peer,
-                                        tag: file.tag, label: label), index))
+            let key = "\(file.isReceive) \(file.peer) \(file.tag)"
+            let lane = laneOf[key] ?? lanes.count
+            if lane == lanes.count {
+                laneOf[key] = lane
+                lanes.append(Lane())
+            }
+            for first in stride(from: 0, to: file.words, by: wordsPerMessage) {
+                lanes[lane].messages.append((index, first, min(wordsPerMessage, file.words - first)))
             }
         }
+        for lane in lanes.indices { post(lane) }
+    }
+
+    /// Posts lane `lane`'s next message, if it has one left.
+    private func post(_ lane: Int) {
+        guard lanes[lane].next < lanes[lane].messages.count, let channel else {
+            lanes[lane].inFlight = nil
+            return
+        }
+        let message = lanes[lane].messages[lanes[lane].next], file = files[message.file]
+        lanes[lane].next += 1
+        let words = file.pointer.assumingMemoryBound(to: Int64.self) + message.firstWord
+        let label = "\(file.isReceive ? "receive" : "send") of snapshot file \(file.tag) \(file.isReceive ? "from" : "to") rank \(file.peer)"
+        lanes[lane].inFlight = file.isReceive
+            ? channel.startReceive(UnsafeMutableBufferPointer(start: words, count: message.words), from: file.peer, tag: file.tag,
+                                   label: label)
+            : channel.startSend(UnsafeBufferPointer(start: UnsafePointer(words), count: message.words), to: file.peer,
+                                tag: file.tag, label: label)
     }
 
     /// Whether nothing was prepared.
     public var isEmpty: Bool { files.isEmpty }
-
-    /// Whether every message has been delivered (or failed).
-    public var isComplete: Bool { requests.allSatisfy(\.request.isComplete) }
 
     /// Waits for every message, then puts each received file in place; throws the first failure, after removing
     /// what was received. Also what gives up on a transfer never started.
@@ -104,11 +142,25 @@ public final class FileTransfer: @unchecked Sendable {
     /// file's size, in a tmpfs) is what that costs.
     public func finish() throws {
         var failure: Error?, failed = Set<Int>()
-        for (request, file) in requests {
-            do { try request.wait() } catch {
-                failure = failure ?? error
-                failed.insert(file)
+        // Polled rather than waited on one by one: a lane's next message may be what lets the peer's lanes go on.
+        var pause: UInt32 = 50
+        while lanes.contains(where: { $0.inFlight != nil }) {
+            var progressed = false
+            for lane in lanes.indices {
+                guard let request = lanes[lane].inFlight, request.isComplete else { continue }
+                progressed = true
+                do {
+                    try request.wait()
+                    post(lane)
+                } catch {
+                    // The peer did not answer within the timeout: the rest of the lane is not posted.
+                    failure = failure ?? error
+                    failed.insert(lanes[lane].messages[lanes[lane].next - 1].file)
+                    lanes[lane].inFlight = nil
+                }
             }
+            if !progressed { usleep(pause) }
+            pause = progressed ? 50 : min(pause * 2, 2000)
         }
         for (index, file) in files.enumerated() {
             if !failed.contains(index) { munmap(file.pointer, file.length) }
@@ -119,7 +171,7 @@ public final class FileTransfer: @unchecked Sendable {
             if failure != nil { unlink(temporary.path) }
         }
         files = []
-        requests = []
+        lanes = []
         if let failure { throw failure }
     }
 }

@@ -151,36 +151,68 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertEqual(outcomes.map(\.1), [1333, 0])
     }
 
-    /// Files move between ranks intact whatever their length, and a receiver that cannot make room says where.
+    /// Files move between ranks intact whatever their length, whole or in pieces, with a tag each or all with one
+    /// (their pieces then go one file after another); and a receiver that cannot make room says where.
     func testFilesTravelWholeBetweenRanks() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        let lengths = [1, 8, 12_345]
+        let lengths = [1, 8, 12_345, 3_001]
         for (index, length) in lengths.enumerated() {
             try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 * 7 + index) }).write(to: directory.appendingPathComponent("sent-\(index)"))
         }
-        _ = try ThreadCommunicator.run(size: 2) { world in
-            let transfer = FileTransfer()
-            for (index, length) in lengths.enumerated() {
-                if world.rank == 0 {
-                    try transfer.offer(directory.appendingPathComponent("sent-\(index)"), bytes: length, to: 1, tag: index)
-                } else {
-                    try transfer.expect(directory.appendingPathComponent("received-\(index)"), bytes: length, from: 0, tag: index)
+        for (wordsPerMessage, sharedTag) in [(1 << 27, false), (100, false), (100, true)] {
+            _ = try ThreadCommunicator.run(size: 2) { world in
+                let transfer = FileTransfer(wordsPerMessage: wordsPerMessage)
+                for (index, length) in lengths.enumerated() {
+                    let tag = sharedTag ? 0 : index
+                    if world.rank == 0 {
+                        try transfer.offer(directory.appendingPathComponent("sent-\(index)"), bytes: length, to: 1, tag: tag)
+                    } else {
+                        try transfer.expect(directory.appendingPathComponent("received-\(index)"), bytes: length, from: 0, tag: tag)
+                    }
                 }
+                transfer.start(over: world)
+                try transfer.finish()
             }
-            transfer.start(over: world)
-            try transfer.finish()
-        }
-        for index in lengths.indices {
-            XCTAssertEqual(try Data(contentsOf: directory.appendingPathComponent("received-\(index)")),
-                           try Data(contentsOf: directory.appendingPathComponent("sent-\(index)")))
+            for index in lengths.indices {
+                XCTAssertEqual(try Data(contentsOf: directory.appendingPathComponent("received-\(index)")),
+                               try Data(contentsOf: directory.appendingPathComponent("sent-\(index)")),
+                               "file \(index) in messages of \(wordsPerMessage) words, \(sharedTag ? "one tag" : "a tag each")")
+                try FileManager.default.removeItem(at: directory.appendingPathComponent("received-\(index)"))
+            }
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix(".") }, [],
                        "no temporary file left behind")
         XCTAssertThrowsError(try FileTransfer().expect(directory.appendingPathComponent("missing/file"), bytes: 10, from: 0, tag: 0)) {
             XCTAssertTrue("\($0)".contains("missing"), "\($0)")
         }
+    }
+
+    /// A copy that takes longer than the timeout in all, but whose every message arrives within it, succeeds: a
+    /// large snapshot file on a slow link (here 16 pieces, each sent 0.1 s after the one before, under a timeout of
+    /// 1 s). Posted all at once, the last pieces' receives would time out.
+    func testACopySlowerThanTheTimeoutInAllStillArrives() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let sent = directory.appendingPathComponent("sent"), received = directory.appendingPathComponent("received")
+        let length = 16 * 64 * 8
+        try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 * 13) }).write(to: sent)
+        let began = Date()
+        _ = try ThreadCommunicator.run(size: 2, timeout: 1) { world in
+            let transfer = FileTransfer(wordsPerMessage: 64)
+            if world.rank == 0 {
+                try transfer.offer(sent, bytes: length, to: 1, tag: 0)
+                transfer.start(over: SlowSends(world, delay: 0.1))
+            } else {
+                try transfer.expect(received, bytes: length, from: 0, tag: 0)
+                transfer.start(over: world)
+            }
+            try transfer.finish()
+        }
+        XCTAssertGreaterThan(Date().timeIntervalSince(began), 1.5, "the copy outlasted the timeout")
+        XCTAssertEqual(try Data(contentsOf: received), try Data(contentsOf: sent))
     }
 
     /// A file whose message failed stays mapped: MPI keeps a receive that timed out posted, and may still write into
@@ -204,4 +236,29 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: received.path))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [])
     }
+}
+
+/// A slow link: each send leaves `delay` seconds after it is started (the caller waits that long in `start`).
+private final class SlowSends: Communicator, @unchecked Sendable {
+    private let inner: any Communicator
+    private let delay: Double
+
+    init(_ inner: any Communicator, delay: Double) {
+        self.inner = inner
+        self.delay = delay
+    }
+
+    var rank: Int { inner.rank }
+    var size: Int { inner.size }
+    var timeout: Double { inner.timeout }
+    var startedOperations: Int { inner.startedOperations }
+    var communicatedBytes: Int { inner.communicatedBytes }
+
+    func start(_ operation: CommunicationOperation) -> CommunicationRequest {
+        if case .send = operation.kind { Thread.sleep(forTimeInterval: delay) }
+        return inner.start(operation)
+    }
+
+    func split(color: Int, key: Int) throws -> any Communicator { try inner.split(color: color, key: key) }
+    func abort(code: Int32) -> Never { inner.abort(code: code) }
 }
