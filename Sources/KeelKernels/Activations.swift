@@ -5,8 +5,10 @@ public enum GELU {
     static let k0: Float = 0.797_884_560_802_865_4  // √(2/π)
     static let k1: Float = 0.044_715
 
-    /// out[i] = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), for `count` elements.
-    public static func forward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+    /// out[i] = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), for `count` elements; `roundingOutput`: rounded to bf16
+    /// (`MatrixPrecision.roundsProducedOperands`).
+    public static func forward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int,
+                               roundingOutput: Bool = false) {
         parallelBlocks(count) { start, end in
             var i = start
             while i + 16 <= end {
@@ -21,6 +23,7 @@ public enum GELU {
                 out[i] = 0.5 * v * (1 + t)
                 i += 1
             }
+            if roundingOutput { roundInPlace(out + start, count: end - start) }
         }
     }
 
@@ -51,9 +54,9 @@ public enum GELU {
 
 /// SwiGLU (Llama's MLP): out = silu(gate) · up, where each input row holds [gate (F) | up (F)].
 public enum SwiGLU {
-    /// gateUp: [N, 2F]; out: [N, F].
+    /// gateUp: [N, 2F]; out: [N, F]; `roundingOutput`: rounded to bf16 (`MatrixPrecision.roundsProducedOperands`).
     public static func forward(
-        _ out: UnsafeMutablePointer<Float>, _ gateUp: UnsafePointer<Float>, rows: Int, width f: Int
+        _ out: UnsafeMutablePointer<Float>, _ gateUp: UnsafePointer<Float>, rows: Int, width f: Int, roundingOutput: Bool = false
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
@@ -68,6 +71,7 @@ public enum SwiGLU {
                     o[i] = g[i] / (1 + expScalar(-g[i])) * u[i]
                     i += 1
                 }
+                if roundingOutput { roundInPlace(o, count: f) }
             }
         }
     }
@@ -92,10 +96,11 @@ public enum SwiGLU {
     }
 }
 
-/// Runs `body(start, end)` over 16-aligned blocks of `0..<count` on the shared pool.
+/// Runs `body(start, end)` on each block of 4,096 elements of `0..<count` (16-aligned, and small enough to stay in
+/// the core's cache while a kernel goes over it again), the blocks shared among the pool's threads.
 func parallelBlocks(_ count: Int, _ body: (Int, Int) -> Void) {
     let block = 4096
     ThreadPool.shared.parallelFor((count + block - 1) / block) { blocks in
-        body(blocks.lowerBound * block, min(count, blocks.upperBound * block))
+        for index in blocks { body(index * block, min(count, (index + 1) * block)) }
     }
 }

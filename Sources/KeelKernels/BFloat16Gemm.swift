@@ -248,12 +248,32 @@ public struct RoundedOperands: OptionSet, Sendable {
     public static let left = RoundedOperands(rawValue: 1)
     /// op(B), the right operand.
     public static let right = RoundedOperands(rawValue: 2)
+
+    /// The operands whose flag is true.
+    public init(left: Bool, right: Bool) {
+        self = RoundedOperands(rawValue: (left ? 1 : 0) | (right ? 2 : 0))
+    }
 }
 
 /// Whether bf16 products should be handed operands rounded beforehand (`RoundedOperands`): true on the `blas`
 /// engine, where a kernel that rounds a matrix once for several products saves the rounding each product does;
 /// false on the others, which round while packing and would round twice.
 var bfloat16ProductsReadRoundedOperands: Bool { BFloat16Engine.selected == .blas }
+
+extension MatrixPrecision {
+    /// Whether the kernels that write a matrix product's operand (the norms, the activation functions) write it rounded
+    /// to bf16 (their `roundingOutput`), for the products to read as rounded (`RoundedOperands`): in bf16 on the engine
+    /// that multiplies rounded operands as they are (`blas`), which then need not round them again, where rounding a
+    /// row the kernel has just written costs little. The other engines round while packing, and a bf16 value rounds to
+    /// itself: every engine's results are the same bits either way.
+    public var roundsProducedOperands: Bool { self == .bfloat16 && bfloat16ProductsReadRoundedOperands }
+}
+
+/// x[0..<count] rounded to bf16 in place, where a kernel has just written them (`MatrixPrecision.roundsProducedOperands`).
+@inline(__always)
+func roundInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    roundToBFloat16(rows: 1, columns: count, x, ld: count, into: x, ldOut: count)
+}
 
 /// rounded[r·ldOut + c] = x[r·ld + c] rounded to bf16 (nearest even, as every engine rounds) and held in fp32, for
 /// `rows` × `columns`; on the calling thread (in place when both are the same matrix).

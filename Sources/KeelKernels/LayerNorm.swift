@@ -2,11 +2,12 @@ import KeelCore
 
 /// LayerNorm over the last dimension (GPT-2): out = (x − mean) · rstd · weight + bias.
 public enum LayerNorm {
-    /// x, out: [N, C]; mean, rstd: [N] are saved for the backward pass.
+    /// x, out: [N, C]; mean, rstd: [N] are saved for the backward pass. `roundingOutput`: out rounded to bf16
+    /// (`MatrixPrecision.roundsProducedOperands`).
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
         _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-        rows: Int, columns c: Int, epsilon: Float
+        rows: Int, columns c: Int, epsilon: Float, roundingOutput: Bool = false
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
@@ -29,6 +30,7 @@ public enum LayerNorm {
                     i += 16
                 }
                 while i < c { o[i] = (row[i] - m) * s * weight[i] + bias[i]; i += 1 }
+                if roundingOutput { roundInPlace(o, count: c) }
                 mean[r] = m
                 rstd[r] = s
             }

@@ -21,9 +21,11 @@ public struct LinearShape: Sendable {
     }
 
     /// out[N, O] = input[N, I] · W (+ bias). A `packed` weight (see `pack`) is used instead of `weight`, in bf16.
+    /// `inputIsRounded` where the input holds bf16 values already (`RoundedOperands`).
     public func forward(
-        _ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        bias: UnsafePointer<Float>?, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
+        _ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, inputIsRounded: Bool = false,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, precision: MatrixPrecision = .float32,
+        packed: PackedLinearWeight? = nil
     ) {
         let o = outFeatures, i = inFeatures
         if let bias {
@@ -32,24 +34,27 @@ public struct LinearShape: Sendable {
             }
         }
         if let packed {
-            gemm(.none, m: rows, input, lda: i, packed: packed.forward, beta: bias == nil ? 0 : 1, out, ldc: o)
+            gemm(.none, m: rows, input, lda: i, leftIsRounded: inputIsRounded, packed: packed.forward,
+                 beta: bias == nil ? 0 : 1, out, ldc: o)
         } else {
             let operand = forwardOperand
             gemm(.none, operand.transpose, m: rows, n: o, k: i, input, lda: i, weight, ldb: operand.ldb,
-                 beta: bias == nil ? 0 : 1, out, ldc: o, precision: precision)
+                 beta: bias == nil ? 0 : 1, out, ldc: o, precision: precision, rounded: inputIsRounded ? .left : [])
         }
     }
 
     /// dInput (= or +=), dWeight += and dBias += from dOut[N, O]; a `packed` weight serves dInput, in bf16.
+    /// `inputIsRounded` where the forward input holds bf16 values already (`RoundedOperands`).
     public func backward(
         dInput: UnsafeMutablePointer<Float>, accumulateInput: Bool, dWeight: UnsafeMutablePointer<Float>,
-        dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+        dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, inputIsRounded: Bool = false,
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
         guard precision == .bfloat16, bfloat16ProductsReadRoundedOperands else {
             inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
                           packed: packed)
-            weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, rows: rows, precision: precision)
+            weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, inputIsRounded: inputIsRounded, rows: rows,
+                           precision: precision)
             return
         }
         // dOut is an operand of both products: rounded once for both rather than once by each. The bias gradient
@@ -57,7 +62,8 @@ public struct LinearShape: Sendable {
         withRoundedCopy(dOut, rows: rows, columns: outFeatures) { rounded in
             inputGradient(dInput, accumulate: accumulateInput, dOut: rounded, dOutIsRounded: true, weight: weight, rows: rows,
                           precision: precision, packed: packed)
-            weightGradient(dWeight, dBias: nil, dOut: rounded, dOutIsRounded: true, input: input, rows: rows, precision: precision)
+            weightGradient(dWeight, dBias: nil, dOut: rounded, dOutIsRounded: true, input: input, inputIsRounded: inputIsRounded,
+                           rows: rows, precision: precision)
         }
         if let dBias {
             sumRows(dOut, rows: rows, columns: outFeatures, into: dBias)
@@ -65,21 +71,23 @@ public struct LinearShape: Sendable {
     }
 
     /// dWeight += and dBias += from dOut[N, O] and the forward input[N, I] (the half of `backward` that no other
-    /// layer waits for, which zero-bubble pipeline schedules run later). `dOutIsRounded` where dOut holds bf16 values
-    /// already (`RoundedOperands`); dBias is then nil, since the bias gradient sums the fp32 dOut.
+    /// layer waits for, which zero-bubble pipeline schedules run later). `dOutIsRounded` and `inputIsRounded` where
+    /// dOut or the input holds bf16 values already (`RoundedOperands`); dBias is then nil, since the bias gradient sums
+    /// the fp32 dOut.
     public func weightGradient(
         _ dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
-        dOutIsRounded: Bool = false, input: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32
+        dOutIsRounded: Bool = false, input: UnsafePointer<Float>, inputIsRounded: Bool = false, rows: Int,
+        precision: MatrixPrecision = .float32
     ) {
         precondition(dBias == nil || !dOutIsRounded, "a bias gradient summed from a rounded dOut")
         let o = outFeatures, i = inFeatures
         switch layout {
         case .inputMajor:  // dW[I, O] += input[N, I]ᵀ · dOut[N, O]
             gemm(.transposed, .none, m: i, n: o, k: rows, input, lda: i, dOut, ldb: o, beta: 1, dWeight, ldc: o,
-                 precision: precision, rounded: dOutIsRounded ? .right : [])
+                 precision: precision, rounded: RoundedOperands(left: inputIsRounded, right: dOutIsRounded))
         case .outputMajor:  // dW[O, I] += dOut[N, O]ᵀ · input[N, I]
             gemm(.transposed, .none, m: o, n: i, k: rows, dOut, lda: o, input, ldb: i, beta: 1, dWeight, ldc: i,
-                 precision: precision, rounded: dOutIsRounded ? .left : [])
+                 precision: precision, rounded: RoundedOperands(left: dOutIsRounded, right: inputIsRounded))
         }
         if let dBias {
             sumRows(dOut, rows: rows, columns: o, into: dBias)

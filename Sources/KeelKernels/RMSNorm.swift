@@ -2,16 +2,18 @@ import KeelCore
 
 /// RMSNorm over the last dimension (Llama): out = x · rstd · weight, rstd = 1/√(mean(x²) + ε).
 public enum RMSNorm {
-    /// x, out: [N, C]; rstd: [N] is saved for the backward pass.
+    /// x, out: [N, C]; rstd: [N] is saved for the backward pass. `roundingOutput`: out rounded to bf16
+    /// (`MatrixPrecision.roundsProducedOperands`).
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, rows: Int, columns c: Int, epsilon: Float
+        weight: UnsafePointer<Float>, rows: Int, columns c: Int, epsilon: Float, roundingOutput: Bool = false
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
                 let row = x + r * c, o = out + r * c
                 let s = 1 / (dot(row, row, c) / Float(c) + epsilon).squareRoot()
                 for i in 0..<c { o[i] = row[i] * s * weight[i] }
+                if roundingOutput { roundInPlace(o, count: c) }
                 rstd[r] = s
             }
         }

@@ -347,6 +347,66 @@ final class BFloat16GemmTests: XCTestCase {
         }
     }
 
+    /// The kernels that write a product's operand write it rounded to bf16 when asked (each element this test's own
+    /// rounding of what they write unasked), across row and block edges; and they are asked exactly where the products
+    /// read such operands as they are: in bf16 on the blas engine.
+    func testProducersRoundTheirOutputsWhenAsked() {
+        var stream = RandomStream(seed: 23)
+        let rows = 5, c = 37, count = 10_001  // a row width and a count that are not whole vectors or 4,096-blocks
+        let x = random(rows * c, &stream), weight = random(c, &stream), bias = random(c, &stream)
+        let wide = random(count, &stream), gateUp = random(rows * 2 * c, &stream)
+        func both(_ size: Int, _ kernel: (UnsafeMutablePointer<Float>, Bool) -> Void) -> (plain: [Float], rounded: [Float]) {
+            var plain = [Float](repeating: .nan, count: size), rounded = plain
+            kernel(&plain, false)
+            kernel(&rounded, true)
+            return (plain, rounded)
+        }
+        var mean = [Float](repeating: 0, count: rows), rstd = mean
+        let outputs: [(String, (plain: [Float], rounded: [Float]))] = [
+            ("LayerNorm", both(rows * c) {
+                LayerNorm.forward($0, mean: &mean, rstd: &rstd, x, weight: weight, bias: bias, rows: rows, columns: c,
+                                  epsilon: 1e-5, roundingOutput: $1)
+            }),
+            ("RMSNorm", both(rows * c) {
+                RMSNorm.forward($0, rstd: &rstd, x, weight: weight, rows: rows, columns: c, epsilon: 1e-5, roundingOutput: $1)
+            }),
+            ("GELU", both(count) { GELU.forward($0, wide, count: count, roundingOutput: $1) }),
+            ("SwiGLU", both(rows * c) { SwiGLU.forward($0, gateUp, rows: rows, width: c, roundingOutput: $1) }),
+        ]
+        for (name, output) in outputs {
+            XCTAssertEqual(output.rounded, output.plain.map(roundedToBFloat16), name)
+            XCTAssertNotEqual(output.rounded, output.plain, "\(name): the test's values are not bf16 already")
+        }
+        XCTAssertEqual(MatrixPrecision.bfloat16.roundsProducedOperands, BFloat16Engine.selected == .blas)
+        XCTAssertFalse(MatrixPrecision.float32.roundsProducedOperands)
+    }
+
+    /// A linear layer told that its input holds bf16 values gives the bits it gives when it rounds that input itself,
+    /// forward and in both backward halves, for both weight layouts; only on the blas engine does it then skip the
+    /// rounding (a flag on the wrong operand would leave the weight or ∂loss/∂output unrounded there).
+    func testLinearReadsARoundedInputAsItIs() throws {
+        _ = try engines()
+        var stream = RandomStream(seed: 29)
+        let rows = 40, i = 48, o = 72
+        for layout in [WeightLayout.inputMajor, .outputMajor] {
+            let shape = LinearShape(inFeatures: i, outFeatures: o, layout: layout)
+            let weight = random(i * o, &stream), bias = random(o, &stream), dOut = random(rows * o, &stream)
+            let input = random(rows * i, &stream).map(roundedToBFloat16), start = random(i * o, &stream)
+            func run(_ inputIsRounded: Bool) -> [[Float]] {
+                var out = [Float](repeating: 0, count: rows * o), dInput = [Float](repeating: 0, count: rows * i)
+                var dWeight = start, dBias = [Float](repeating: 0, count: o), deferred = start
+                shape.forward(&out, input, inputIsRounded: inputIsRounded, weight: weight, bias: bias, rows: rows,
+                              precision: .bfloat16)
+                shape.backward(dInput: &dInput, accumulateInput: false, dWeight: &dWeight, dBias: &dBias, dOut: dOut,
+                               input: input, inputIsRounded: inputIsRounded, weight: weight, rows: rows, precision: .bfloat16)
+                shape.weightGradient(&deferred, dBias: nil, dOut: dOut, input: input, inputIsRounded: inputIsRounded,
+                                     rows: rows, precision: .bfloat16)
+                return [out, dInput, dWeight, dBias, deferred]
+            }
+            XCTAssertEqual(run(true), run(false), "\(layout)")
+        }
+    }
+
     /// bf16 attention (scores, outputs and all five backward products on bf16 operands) stays within bf16's
     /// rounding of fp32 attention, with several query blocks, grouped heads, a head size that is not a whole K
     /// step, and with and without documents, and gives the same bits on every run.

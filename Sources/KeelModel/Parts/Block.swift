@@ -24,16 +24,17 @@ struct Block {
         let part = ModelPart.block(layer), layout = config.architecture.family.weightLayout
         let c = config.width, d = shape.headDim, f = shape.hiddenWidth
         func projection(_ weight: TensorSlot, _ bias: TensorSlot, _ input: Int, _ output: Int,
-                        rowParallel: Bool = false) -> ProjectionParameters {
+                        rowParallel: Bool = false, afterAttention: Bool = false) -> ProjectionParameters {
             ProjectionParameters(table, part, weight: weight, bias: bias,
                                  shape: LinearShape(inFeatures: input, outFeatures: output, layout: layout),
-                                 summedAfterwards: rowParallel)
+                                 summedAfterwards: rowParallel, readsRoundedOperand: !afterAttention)
         }
         span = table.range(of: part)
         attentionNorm = NormParameters(table, part, weight: .attentionNorm, bias: .attentionNormBias)
         mlpNorm = NormParameters(table, part, weight: .mlpNorm, bias: .mlpNormBias)
         qkv = projection(.qkv, .qkvBias, c, shape.qkvWidth)
-        attentionOutput = projection(.attentionOutput, .attentionOutputBias, shape.heads * d, c, rowParallel: true)
+        attentionOutput = projection(.attentionOutput, .attentionOutputBias, shape.heads * d, c, rowParallel: true,
+                                     afterAttention: true)
         // Llama's gate and up projections are one product of twice the width.
         up = projection(.up, .upBias, c, config.architecture == .llama ? 2 * f : f)
         down = projection(.down, .downBias, f, c, rowParallel: true)
@@ -46,7 +47,8 @@ struct Block {
     ) {
         let config = context.config, n = context.rows, c = config.width, attention = context.attention
         let shape = context.shape, f = shape.hiddenWidth, stream = context.streamRows
-        context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm)
+        let rounding = context.roundsProducedOperands
+        context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm, rounding: rounding)
         context.project(s.qkv.pointer, s.norm1.pointer, qkv)
         context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {
             rope?.apply(s.qkv.pointer, batch: context.batch, length: context.length, stride: attention.rowStride,
@@ -59,12 +61,12 @@ struct Block {
         context.profiled(.residual, .forward, bytes: 12 * Double(stream * c)) {
             addInPlace(x, into: s.mid.pointer, count: stream * c)
         }
-        context.normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, mlpNorm)
+        context.normalize(s.norm2.pointer, s.mean2.pointer, s.rstd2.pointer, s.mid.pointer, mlpNorm, rounding: rounding)
         context.project(s.hidden.pointer, s.norm2.pointer, up)
         context.profiled(.activation, .forward, bytes: 12 * Double(n * f)) {
             switch config.architecture {
-            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * f)
-            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: f)
+            case .gpt2: GELU.forward(s.activated.pointer, s.hidden.pointer, count: n * f, roundingOutput: rounding)
+            case .llama: SwiGLU.forward(s.activated.pointer, s.hidden.pointer, rows: n, width: f, roundingOutput: rounding)
             }
         }
         context.project(context.partialOutput(out, a), s.activated.pointer, down)

@@ -48,21 +48,27 @@ struct PartContext {
         return direction == .forward ? 2 * base : 5 * base
     }
 
+    /// Whether the norms and activation functions inside the blocks, whose outputs only projections read, write them
+    /// rounded to bf16 for the projections to read as they are (`MatrixPrecision.roundsProducedOperands`).
+    var roundsProducedOperands: Bool { precision.roundsProducedOperands }
+
     /// Normalises the residual stream x ([streamRows, C]) into `out`, the input of the column-parallel projection
     /// that follows, for all `rows` ([N, C]): under sequence parallelism each rank normalises its rows and the
-    /// group all-gathers them. `mean` and `rstd` keep the statistics of the stream's rows.
+    /// group all-gathers them. `mean` and `rstd` keep the statistics of the stream's rows. `rounding`: out rounded
+    /// to bf16 (where only projections that read it as such read it).
     func normalize(
         _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
-        _ x: UnsafePointer<Float>, _ norm: NormParameters
+        _ x: UnsafePointer<Float>, _ norm: NormParameters, rounding: Bool = false
     ) {
         let p = parameters, c = config.width, n = streamRows
         let own = sequenceParallel ? out + tensor!.streamRows(of: rows).lowerBound * c : out
         profiled(.norm, .forward, bytes: 8 * Double(n * c)) {
             if let bias = norm.bias {
                 LayerNorm.forward(own, mean: mean, rstd: rstd, x, weight: p + norm.weight, bias: p + bias, rows: n,
-                                  columns: c, epsilon: config.normEpsilon)
+                                  columns: c, epsilon: config.normEpsilon, roundingOutput: rounding)
             } else {
-                RMSNorm.forward(own, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon)
+                RMSNorm.forward(own, rstd: rstd, x, weight: p + norm.weight, rows: n, columns: c, epsilon: config.normEpsilon,
+                                roundingOutput: rounding)
             }
         }
         if sequenceParallel {
@@ -140,8 +146,8 @@ struct PartContext {
     func project(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ layer: ProjectionParameters) {
         let p = parameters, n = rows
         profiled(.matmul, .forward, flops: 2 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
-            layer.shape.forward(out, input, weight: p + layer.weight, bias: layer.forwardBias.map { p + $0 }, rows: n,
-                                precision: precision)
+            layer.shape.forward(out, input, inputIsRounded: inputIsRounded(layer), weight: p + layer.weight,
+                                bias: layer.forwardBias.map { p + $0 }, rows: n, precision: precision)
         }
     }
 
@@ -155,8 +161,8 @@ struct PartContext {
         guard let deferred else {
             profiled(.matmul, .backward, flops: 4 * products) {
                 layer.shape.backward(dInput: dInput, accumulateInput: false, dWeight: g + layer.weight,
-                                     dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, weight: p + layer.weight,
-                                     rows: n, precision: precision)
+                                     dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input,
+                                     inputIsRounded: inputIsRounded(layer), weight: p + layer.weight, rows: n, precision: precision)
             }
             return
         }
@@ -171,9 +177,14 @@ struct PartContext {
     func projectWeightGradient(_ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>, _ layer: ProjectionParameters) {
         let g = gradients, n = rows
         profiled(.matmul, .backward, flops: 2 * Double(n * layer.shape.inFeatures * layer.shape.outFeatures)) {
-            layer.shape.weightGradient(g + layer.weight, dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input, rows: n,
-                                       precision: precision)
+            layer.shape.weightGradient(g + layer.weight, dBias: layer.bias.map { g + $0 }, dOut: dOut, input: input,
+                                       inputIsRounded: inputIsRounded(layer), rows: n, precision: precision)
         }
+    }
+
+    /// Whether `layer`'s input holds bf16 values: written by a norm or activation function that rounds it.
+    private func inputIsRounded(_ layer: ProjectionParameters) -> Bool {
+        layer.readsRoundedOperand && roundsProducedOperands
     }
 }
 
@@ -197,14 +208,18 @@ struct ProjectionParameters {
     /// are summed over the tensor group afterwards (a row-parallel projection), so it is added once.
     let forwardBias: Int?
     let shape: LinearShape
+    /// Whether the input is written by a norm or an activation function, which writes it rounded to bf16 where
+    /// `PartContext.roundsProducedOperands` (attention's output is not: its backward reads it in fp32).
+    let readsRoundedOperand: Bool
 
     init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot, shape: LinearShape,
-         summedAfterwards: Bool = false) {
+         summedAfterwards: Bool = false, readsRoundedOperand: Bool) {
         guard let offset = table.offset(weight, in: part) else { preconditionFailure("\(part) has no \(weight)") }
         self.weight = offset
         self.bias = table.offset(bias, in: part)
         let firstRank = table.entries.first { $0.part == part && $0.slot == weight }!.tensorRank.rank == 0
         forwardBias = summedAfterwards && !firstRank ? nil : self.bias
         self.shape = shape
+        self.readsRoundedOperand = readsRoundedOperand
     }
 }
