@@ -34,7 +34,8 @@ public final class BuddyCopy: @unchecked Sendable {
         let buddy = machines.buddy(of: rank), sources = machines.buddied(by: rank)
         let directory = file.deletingLastPathComponent()
         var failure: Error?
-        // One transfer both ways: its messages to and from each peer go one after another (`FileTransfer`).
+        // One transfer both ways: `finish` moves only its own messages along, and this rank's receives are what let
+        // its sources' sends go on while its own sends wait for its buddy (`FileTransfer`).
         let transfer = FileTransfer()
         // [0] this file's size (-1: none to send); then each source's size; the answers to them; the buddy's answer.
         let words = UnsafeMutableBufferPointer<Int64>.allocate(capacity: 2 + 2 * sources.count)

@@ -10,7 +10,10 @@ import KeelCore
 /// files are prepared first (`offer`, `expect`): a receiver reserves the file's whole size then, so a full
 /// tmpfs is an error there — before anything is sent, when every rank can still agree to give up — not a
 /// crash when a message lands in a page that cannot be had. Then `start` posts the first message of every file, and
-/// `finish` posts each next one as the one before it completes (see `Lane`).
+/// `finish` posts each next one as the one before it completes (see `Lane`). Files that share a peer and a tag go in
+/// the order they were prepared, which must be the same at both ends. Messages that depend on each other (a rank's
+/// sends and its receives, where its peers send and receive too) belong in one transfer: `finish` moves only its own
+/// transfer's messages along, so two finished one after the other could each wait for the other's peer.
 public final class FileTransfer: @unchecked Sendable {
     /// A file mapped for a message, and where a received one goes once complete.
     private struct Mapped {
@@ -89,8 +92,9 @@ public final class FileTransfer: @unchecked Sendable {
         receivedBytes += bytes
     }
 
-    /// Drops the files prepared to send (`offer`): the receiver could not make room for them.
+    /// Drops the files prepared to send (`offer`): the receiver could not make room for them. Before `start` only.
     public func withdrawOffers() {
+        precondition(channel == nil, "offers withdrawn from a transfer already started")
         for file in files where !file.isReceive { munmap(file.pointer, file.length) }
         files.removeAll { !$0.isReceive }
     }
@@ -134,7 +138,7 @@ public final class FileTransfer: @unchecked Sendable {
     public var isEmpty: Bool { files.isEmpty }
 
     /// Waits for every message, then puts each received file in place; throws the first failure, after removing
-    /// what was received. Also what gives up on a transfer never started.
+    /// what was received. Also what gives up on a transfer never started: its files are removed, none put in place.
     ///
     /// A file with a failed message stays mapped until the process ends: a message that timed out is still posted
     /// with the transport, which may yet write into the file's pages (or read from them) when its peer comes back,
@@ -162,16 +166,18 @@ public final class FileTransfer: @unchecked Sendable {
             if !progressed { usleep(pause) }
             pause = progressed ? 50 : min(pause * 2, 2000)
         }
+        let started = channel != nil
         for (index, file) in files.enumerated() {
             if !failed.contains(index) { munmap(file.pointer, file.length) }
             guard let temporary = file.temporary, let destination = file.destination else { continue }
-            if failure == nil, Foundation.rename(temporary.path, destination.path) != 0 {
+            if started, failure == nil, Foundation.rename(temporary.path, destination.path) != 0 {
                 failure = KeelError("cannot rename \(temporary.path) to \(destination.path): \(String(cString: strerror(errno)))")
             }
-            if failure != nil { unlink(temporary.path) }
+            if !started || failure != nil { unlink(temporary.path) }
         }
         files = []
         lanes = []
+        channel = nil
         if let failure { throw failure }
     }
 }

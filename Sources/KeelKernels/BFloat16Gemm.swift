@@ -67,7 +67,7 @@ public enum BFloat16Engine: String, CaseIterable, Sendable {
         case .avx512f: "operands widened to fp32 in 512-bit registers: the same results as AVX512-BF16; not measured on an Intel CPU without BF16 (0.87× fp32's speed, median of the small shape, on a Zen 4 forced onto it)"
         case .avx2: "operands widened to fp32 in registers: the same results as AVX512-BF16, at 0.83–0.90× fp32's speed on AMD Zen 4 forced onto it, 0.97–1.00× on Zen 5 (medians)"
         case .portable: "plain C: the same results as AVX512-BF16, several times slower than fp32"
-        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.96–0.97× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
+        case .blas: "operands rounded to bf16, multiplied by the fp32 library: AVX512-BF16's products summed in the library's order, at 0.97–0.99× fp32's speed on AMD Zen 4 forced onto AVX2 (medians)"
         }
     }
 
@@ -359,6 +359,14 @@ private func roundedGemm(
 /// An operand of the `blas` engine's product as the fp32 `gemm` reads it: rounded already, or a matrix to round
 /// into memory of its own, kept as it is stored (dense rows).
 private struct RoundedOperand {
+    /// Whether up to 64 × 64 elements spread over x's stored rows × columns are bf16 values (low 16 bits zero).
+    static func holdsBFloat16(_ x: UnsafePointer<Float>, _ shape: (rows: Int, columns: Int), ld: Int) -> Bool {
+        let rowStep = max(1, shape.rows / 64), columnStep = max(1, shape.columns / 64)
+        return stride(from: 0, to: shape.rows, by: rowStep).allSatisfy { r in
+            stride(from: 0, to: shape.columns, by: columnStep).allSatisfy { x[r * ld + $0].bitPattern & 0xFFFF == 0 }
+        }
+    }
+
     let transpose: Transpose, pointer: UnsafePointer<Float>, ld: Int
     /// The matrix still to round (nil when it was rounded already), and its stored rows and columns.
     private let source: (pointer: UnsafePointer<Float>, ld: Int)?
@@ -370,6 +378,9 @@ private struct RoundedOperand {
         switch operand {
         case .rounded(let transpose, let pointer, let ld):
             (self.transpose, self.pointer, self.ld, source, rowsToRound, self.columns) = (transpose, pointer, ld, nil, 0, 0)
+            // A flag on the wrong operand would multiply fp32 values as if rounded: debug builds (the tests) look.
+            assert(Self.holdsBFloat16(pointer, transpose.stored(rows: rows, columns: columns), ld: ld),
+                   "an operand marked as rounded (RoundedOperands) holds values that are not bf16")
         case .matrix(let transpose, let matrix, let ld):
             let (stored, width) = transpose.stored(rows: rows, columns: columns)
             // BLAS wants a row stride of at least 1 even when there are no columns (k = 0).

@@ -51,7 +51,7 @@ extension TrainingDiverged {
     /// `clip` (0: no clipping), else 1. Throws, before anything changes, when the loss or the norm is not finite.
     static func clippingFactor(loss: Double, norm: Double, clip: Double, step: Int) throws -> Float {
         guard loss.isFinite, norm.isFinite else {
-            throw TrainingDiverged(step: step, reason: loss.isFinite ? "gradient norm is \(norm)" : "loss is \(loss)")
+            throw TrainingDiverged(step: step, loss: loss, norm: norm)
         }
         return clip > 0 && norm > clip ? Float(clip / norm) : 1
     }

@@ -24,6 +24,14 @@ public struct TrainingDiverged: Error, CustomStringConvertible {
 
     public var description: String { "training diverged: \(reason) at step \(step)" }
 
+    /// Step `step`'s loss or gradient norm was not finite: the reason names the first that was not, "NaN" or
+    /// "infinite".
+    init(step: Int, loss: Double, norm: Double) {
+        let value = { (x: Double) in x.isNaN ? "NaN" : "infinite" }
+        self.step = step
+        reason = loss.isFinite ? "gradient norm is \(value(norm))" : "loss is \(value(loss))"
+    }
+
     /// The error a run reports: this one, naming the checkpoint it can go back to (`lastCheckpoint`, nil when it wrote
     /// none), marked as one that resuming would meet again (resuming is bit for bit), so that no supervisor restarts it.
     public func reported(lastCheckpoint: URL?) -> KeelError {
@@ -242,8 +250,7 @@ public final class TrainingStep {
         }
         let gradientNorm = Float(sumOfSquares.squareRoot())
         guard loss.isFinite, gradientNorm.isFinite else {
-            throw TrainingDiverged(step: number, reason: loss.isFinite ? "gradient norm is \(gradientNorm.isNaN ? "NaN" : "infinite")"
-                                                                      : "loss is \(loss.isNaN ? "NaN" : "infinite")")
+            throw TrainingDiverged(step: number, loss: loss, norm: Double(gradientNorm))
         }
 
         // 6. Update, with the clipping factor applied as AdamW reads the gradients.

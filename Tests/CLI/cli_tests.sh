@@ -518,7 +518,7 @@ expect_error "dpo on a pair without a rejected response" 'bad-pairs.jsonl:2: a p
     --set training.steps=3 --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0 \
     --set checkpoint.every=1 >"$work/out" 2>"$work/err"
 status=$?
-[ $status -eq 3 ] && grep -q "^Error: training diverged: loss is nan at step 2; the last good checkpoint is $work/dpo-nan/checkpoints/step_00000001$" "$work/err" \
+[ $status -eq 3 ] && grep -q "^Error: training diverged: loss is NaN at step 2; the last good checkpoint is $work/dpo-nan/checkpoints/step_00000001$" "$work/err" \
     && pass "a diverged dpo names the step and its last checkpoint, and exits with status 3" \
     || fail "a diverged dpo names the step and its last checkpoint, and exits with status 3 (exit $status: $(tail -1 "$work/err"))"
 echo '{"prompt": "Who?", "chosen": [{"role": "assistant", "content": "Me."}], "rejected": " You."}' >"$work/mixed-pairs.jsonl"

@@ -234,6 +234,18 @@ if "$keel" import hf "$dpo_fixture/model" --out "$work/dpo-base" >"$work/out" 2>
 else
     fail "dpo on 2 data-parallel ranks logs one process's losses"
 fi
+# A fine-tuning job that diverges stops with status 3 (not restarted by keel launch), every rank naming the step and
+# the last checkpoint, which rank 0 wrote.
+"${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-nan" --set training.batch_size=1 --set training.lr=1e30 \
+    --set training.min_lr=1e30 --set training.grad_clip=0 --set checkpoint.every=1 >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -eq 3 ] && [ -d "$work/dpo-nan/checkpoints/step_00000001" ] && ( for rank in 0 1; do
+        grep -q "^Error: rank $rank: training diverged: loss is NaN at step 2; the last good checkpoint is $work/dpo-nan/checkpoints/step_00000001$" "$work/err" || exit 1
+    done ); then
+    pass "a diverged dpo job exits with status 3, every rank naming the step and the last checkpoint"
+else
+    fail "a diverged dpo job exits with status 3, every rank naming the step and the last checkpoint (exit $status): $(grep '^Error' "$work/err")"
+fi
 
 # keel reward train likewise: the head's gradient and the transformer's summed over the ranks.
 reward=(reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --set training.grad_accum=2

@@ -115,23 +115,27 @@ final class SnapshotRecoveryTests: XCTestCase {
             try FileManager.default.createDirectory(at: directories[rank], withIntermediateDirectories: true)
             try Data((0..<(1000 + 333 * rank)).map { UInt8(truncatingIfNeeded: $0 * (rank + 3)) }).write(to: files[rank])
         }
-        /// Every rank's outcome (written or the failure's text) and bytes received, with `written` saying whose write succeeded.
-        func exchange(written: [Bool]) throws -> [(String, Int)] {
-            try ThreadCommunicator.run(size: 2) { world -> (String, Int) in
-                let copies = BuddyCopy(machines: MachinePlacement(machineOfRank: [0, 1], rank: world.rank), channel: world)
+        /// Every rank's outcome (written or the failure's text), bytes received and longest message sent (in 8-byte
+        /// words: 1 for the sizes and answers, the file's words for the file), with `written` saying whose write succeeded.
+        func exchange(written: [Bool]) throws -> [(String, Int, Int)] {
+            try ThreadCommunicator.run(size: 2) { world -> (String, Int, Int) in
+                let channel = WatchedSends(world)
+                let copies = BuddyCopy(machines: MachinePlacement(machineOfRank: [0, 1], rank: world.rank), channel: channel)
                 let record = try CheckpointStore.record(of: files[world.rank])
                 let outcome = copies.exchange(after: written[world.rank] ? .written(record, seconds: 0) : .failed(KeelError("disk full")),
                                               file: files[world.rank])
+                let longest = channel.sentCounts.max() ?? 0
                 switch outcome {
-                case .written: return ("written", copies.receivedBytes)
-                case .failed(let error): return ("\(error)", copies.receivedBytes)
-                case .nonFinite: return ("non-finite", copies.receivedBytes)
+                case .written: return ("written", copies.receivedBytes, longest)
+                case .failed(let error): return ("\(error)", copies.receivedBytes, longest)
+                case .nonFinite: return ("non-finite", copies.receivedBytes, longest)
                 }
             }
         }
         var outcomes = try exchange(written: [true, true])
         XCTAssertEqual(outcomes.map(\.0), ["written", "written"])
         XCTAssertEqual(outcomes.map(\.1), [1333, 1000])
+        XCTAssertEqual(outcomes.map(\.2), [125, 167], "each file goes whole (1000 and 1333 bytes)")
         for rank in 0..<2 {
             XCTAssertEqual(try Data(contentsOf: directories[1 - rank].appendingPathComponent(ShardPlan.fileName(rank: rank))),
                            try Data(contentsOf: files[rank]))
@@ -144,6 +148,7 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertEqual(outcomes[0].0, "written")
         XCTAssertTrue(outcomes[1].0.contains("copying snapshot files between machines"), outcomes[1].0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directories[1].appendingPathComponent(ShardPlan.fileName(rank: 0)).path))
+        XCTAssertEqual(outcomes[0].2, 1, "rank 0 does not send the file its buddy has no room for")
         // Rank 0's own write failed: it sends nothing, and its buddy does not wait for it.
         try FileManager.default.removeItem(at: directories[1].appendingPathComponent(".rank_00000.safetensors.receiving"))
         outcomes = try exchange(written: [false, true])
@@ -187,6 +192,12 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertThrowsError(try FileTransfer().expect(directory.appendingPathComponent("missing/file"), bytes: 10, from: 0, tag: 0)) {
             XCTAssertTrue("\($0)".contains("missing"), "\($0)")
         }
+        // A transfer given up before it started (the ranks did not all prepare theirs) puts nothing in place.
+        let abandoned = FileTransfer()
+        try abandoned.expect(directory.appendingPathComponent("never"), bytes: 100, from: 0, tag: 0)
+        try abandoned.finish()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains("never") }, [],
+                       "neither the file nor its temporary name")
     }
 
     /// A copy that takes longer than the timeout in all, but whose every message arrives within it, succeeds: a
@@ -204,7 +215,7 @@ final class SnapshotRecoveryTests: XCTestCase {
             let transfer = FileTransfer(wordsPerMessage: 64)
             if world.rank == 0 {
                 try transfer.offer(sent, bytes: length, to: 1, tag: 0)
-                transfer.start(over: SlowSends(world, delay: 0.1))
+                transfer.start(over: WatchedSends(world, delay: 0.1))
             } else {
                 try transfer.expect(received, bytes: length, from: 0, tag: 0)
                 transfer.start(over: world)
@@ -238,15 +249,21 @@ final class SnapshotRecoveryTests: XCTestCase {
     }
 }
 
-/// A slow link: each send leaves `delay` seconds after it is started (the caller waits that long in `start`).
-private final class SlowSends: Communicator, @unchecked Sendable {
+/// A communicator whose sends are watched: each one's element count is recorded, and it leaves `delay` seconds after
+/// it is started (a slow link: the caller waits that long in `start`).
+private final class WatchedSends: Communicator, @unchecked Sendable {
     private let inner: any Communicator
     private let delay: Double
+    private let lock = NSLock()
+    private var counts: [Int] = []
 
-    init(_ inner: any Communicator, delay: Double) {
+    init(_ inner: any Communicator, delay: Double = 0) {
         self.inner = inner
         self.delay = delay
     }
+
+    /// The element count of every send started, in order.
+    var sentCounts: [Int] { lock.withLock { counts } }
 
     var rank: Int { inner.rank }
     var size: Int { inner.size }
@@ -255,7 +272,10 @@ private final class SlowSends: Communicator, @unchecked Sendable {
     var communicatedBytes: Int { inner.communicatedBytes }
 
     func start(_ operation: CommunicationOperation) -> CommunicationRequest {
-        if case .send = operation.kind { Thread.sleep(forTimeInterval: delay) }
+        if case .send(_, let count, _, _) = operation.kind {
+            lock.withLock { counts.append(count) }
+            if delay > 0 { Thread.sleep(forTimeInterval: delay) }
+        }
         return inner.start(operation)
     }
 
