@@ -22,12 +22,16 @@ public struct SupervisedExample: Sendable, Equatable {
 /// turn found as the difference between the conversation rendered up to that turn and up to the turn before with
 /// the generation prompt — which needs a template that renders a conversation's turns as prefixes of the whole, as
 /// most do; one that does not is refused, naming the turn. A string completion is trained on after its prompt, and
-/// ends with the end-of-sequence token.
+/// ends with the end-of-sequence token; a string prompt starts with the token the tokenizer puts before every text,
+/// if any (`TokenizerSettings.textStart`), as TRL's trainers encode strings with `tokenizer(text)` and as generation
+/// reads a prompt. A rendered conversation gets no such token: the template writes `bos_token` where the model wants
+/// it, and `apply_chat_template` adds none.
 public struct SupervisedFormatter: Sendable {
     public let template: ChatTemplate
     private let tokenizer: any TextTokenizer
     private let specialTokens: [String: String]
     private let endOfSequence: Int32?
+    private let textStart: Int32?
     /// The time `strftime_now` formats (in UTC): fixed for a dataset, so that its tokens do not change from day to day
     /// (a resumed run reads the same examples).
     private let now: Date
@@ -52,13 +56,15 @@ public struct SupervisedFormatter: Sendable {
     ///   - template: the model's chat template, or nil for Keel's ChatML.
     ///   - specialTokens: what the template sees as `bos_token`, `eos_token`.
     ///   - endOfSequence: the token a string completion ends with.
+    ///   - textStart: the token a string prompt starts with (`TokenizerSettings.beginningOfTextToken(in:)`).
     ///   - now: the time a template's `strftime_now` formats (Llama 3's write the date into the system prompt).
     public init(template: String?, tokenizer: any TextTokenizer, specialTokens: [String: String] = [:],
-                endOfSequence: Int32?, now: Date = Date(timeIntervalSince1970: 0)) throws {
+                endOfSequence: Int32?, textStart: Int32? = nil, now: Date = Date(timeIntervalSince1970: 0)) throws {
         self.template = try ChatTemplate(template ?? Self.chatML)
         self.tokenizer = tokenizer
         self.specialTokens = specialTokens
         self.endOfSequence = endOfSequence
+        self.textStart = textStart
         self.now = now
     }
 
@@ -107,7 +113,7 @@ public struct SupervisedFormatter: Sendable {
 
     /// A plain-text prompt and completion: the completion trained on, then the end-of-sequence token.
     public func example(prompt: String, completion: String) -> SupervisedExample {
-        var example = encode(prompt + completion, trained: [prompt.utf8.count..<(prompt + completion).utf8.count])
+        var example = text(prompt + completion, trained: [prompt.utf8.count..<(prompt + completion).utf8.count])
         if let endOfSequence {
             example.tokens.append(endOfSequence)
             example.trained.append(true)
@@ -133,6 +139,13 @@ public struct SupervisedFormatter: Sendable {
             throw KeelError("the chat template does not render the conversation up to message \(index + 1) (an assistant turn) as the start of the whole; mark what the assistant writes with {% generation %}")
         }
         return before.utf8.count..<through.utf8.count
+    }
+
+    /// A string's tokens (`encode`) after the start-of-text token, when the tokenizer puts one before every text.
+    func text(_ text: String, trained: [Range<Int>]) -> SupervisedExample {
+        let example = encode(text, trained: trained)
+        guard let textStart else { return example }
+        return SupervisedExample(tokens: [textStart] + example.tokens, trained: [false] + example.trained)
     }
 
     /// The tokens of `text`, with special tokens' spellings read as those tokens, and those inside `trained` (byte

@@ -36,7 +36,7 @@ extension SupervisedFormatter {
         }
         switch object["prompt"] {
         case .string(let text)?:
-            return TaskPrompt(tokens: encode(text, trained: []).tokens, fields: fields, prompt: .string(text))
+            return TaskPrompt(tokens: self.text(text, trained: []).tokens, fields: fields, prompt: .string(text))
         case .list?:
             let messages = try Self.conversation(object["prompt"]!, field: "prompt")
             return TaskPrompt(tokens: encode(try render(messages, prompt: true).text, trained: []).tokens, fields: fields,

@@ -184,8 +184,9 @@ public enum TokenizerFiles {
     }
 
     /// Writes a Hugging Face `tokenizer.json` for a vocabulary with a merge list (Keel-trained or loaded from
-    /// tokenizer.json); `tokenizers.Tokenizer.from_file` loads it and encodes text to the same ids.
-    public static func writeHuggingFace(_ vocabulary: BPEVocabulary, to url: URL) throws {
+    /// tokenizer.json); `tokenizers.Tokenizer.from_file` loads it and encodes text to the same ids, after
+    /// `textStart` (a special token's spelling) when given, which its post-processor puts before every text.
+    public static func writeHuggingFace(_ vocabulary: BPEVocabulary, textStart: String? = nil, to url: URL) throws {
         guard vocabulary.emitsWholePieces == false else {
             throw KeelError("tokenizer: a tiktoken vocabulary has no merge list; save it as .tiktoken")
         }
@@ -215,9 +216,21 @@ public enum TokenizerFiles {
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
             ]]
         }
+        var postProcessor: Any = NSNull()
+        if let textStart {
+            guard let id = vocabulary.specialTokens[textStart] else {
+                throw KeelError("tokenizer: the start-of-text token \(textStart) is not one of the vocabulary's special tokens")
+            }
+            let start: [String: Any] = ["SpecialToken": ["id": textStart, "type_id": 0]]
+            let text = { (name: String, type: Int) -> [String: Any] in ["Sequence": ["id": name, "type_id": type]] }
+            postProcessor = [
+                "type": "TemplateProcessing", "single": [start, text("A", 0)], "pair": [start, text("A", 0), text("B", 1)],
+                "special_tokens": [textStart: ["id": textStart, "ids": [Int(id)], "tokens": [textStart]]],
+            ] as [String: Any]
+        }
         let root: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
-            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": NSNull(),
+            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": postProcessor,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
                       "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,

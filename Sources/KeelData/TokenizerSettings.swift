@@ -1,13 +1,19 @@
 import Foundation
 
-/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation:
-/// the end-of-sequence token, the chat template, and whether texts start with the beginning-of-text token. Absent
-/// files say nothing.
+/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation,
+/// and what its `tokenizer.json` says about the start of a text: the end-of-sequence token, the chat template, and
+/// the token every text's tokens start with. Absent files say nothing.
 public struct TokenizerSettings: Sendable {
     public var endOfSequence: String?
     public var chatTemplate: String?
+    /// `bos_token`: what a chat template sees as `bos_token`.
     public var beginningOfText: String?
-    public var addsBeginningOfText: Bool
+    /// The special token Hugging Face's `tokenizer(text)` puts before a text's tokens, spelled; nil when it puts none.
+    /// The tokenizer file's post-processor decides, as it does in `transformers` 5 (a `TemplateProcessing` whose
+    /// template for one text starts with a special token, alone or in a `Sequence` of processors, as Llama 3's); a file
+    /// without one (a GGUF import's, before imports wrote one) falls back to `add_bos_token` and `bos_token` in
+    /// tokenizer_config.json.
+    public var textStart: String?
 
     /// The files these settings are read from, which travel with a tokenizer file wherever it is copied (a dataset,
     /// a checkpoint).
@@ -19,15 +25,24 @@ public struct TokenizerSettings: Sendable {
             .map { ($0, try Data(contentsOf: directory.appendingPathComponent($0))) }
     }
 
-    /// The settings in `directory`.
-    public init(directory: URL) {
-        let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))
-            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+    /// The settings in `directory`, for the tokenizer file named `tokenizerFile` there (nil, or a file that is not
+    /// Hugging Face JSON: no post-processor).
+    public init(directory: URL, tokenizerFile: String?) {
+        func json(_ name: String) -> [String: Any]? {
+            (try? Data(contentsOf: directory.appendingPathComponent(name)))
+                .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        }
+        let config = json("tokenizer_config.json") ?? [:]
         // A token is a string, or an object with its "content".
         func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
         endOfSequence = token(config["eos_token"])
         beginningOfText = token(config["bos_token"])
-        addsBeginningOfText = config["add_bos_token"] as? Bool ?? false
+        let processor = tokenizerFile.flatMap(json)?["post_processor"]
+        if let processor, !(processor is NSNull) {
+            textStart = Self.leadingToken(of: processor)
+        } else {
+            textStart = config["add_bos_token"] as? Bool == true ? beginningOfText : nil
+        }
         if let template = config["chat_template"] as? String {
             chatTemplate = template
         } else if let named = config["chat_template"] as? [[String: Any]] {
@@ -39,11 +54,28 @@ public struct TokenizerSettings: Sendable {
 
     /// The settings beside the tokenizer file at `path`.
     public init(besides path: String) {
-        self.init(directory: URL(fileURLWithPath: path).deletingLastPathComponent())
+        let url = URL(fileURLWithPath: path)
+        self.init(directory: url.deletingLastPathComponent(), tokenizerFile: url.lastPathComponent)
     }
 
-    /// The id in `tokenizer` of the token every text starts with, when the settings ask for one.
+    /// The special token a `tokenizers` post-processor puts first in a text's encoding: a `TemplateProcessing`'s
+    /// `single` template's first piece when it is a special token, the first such token of a `Sequence`'s processors,
+    /// none for the others (`ByteLevel` adds no token).
+    static func leadingToken(of processor: Any) -> String? {
+        guard let processor = processor as? [String: Any] else { return nil }
+        switch processor["type"] as? String {
+        case "TemplateProcessing":
+            let first = (processor["single"] as? [[String: Any]])?.first
+            return (first?["SpecialToken"] as? [String: Any])?["id"] as? String
+        case "Sequence":
+            return (processor["processors"] as? [Any] ?? []).lazy.compactMap(leadingToken).first
+        default:
+            return nil
+        }
+    }
+
+    /// The id in `tokenizer` of the token every text starts with, when the tokenizer puts one there (`textStart`).
     public func beginningOfTextToken(in tokenizer: any TextTokenizer) -> Int32? {
-        addsBeginningOfText ? beginningOfText.flatMap(tokenizer.specialToken) : nil
+        textStart.flatMap(tokenizer.specialToken)
     }
 }

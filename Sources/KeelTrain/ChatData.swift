@@ -36,7 +36,8 @@ struct ChatData {
         let dated = paths.compactMap { try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate] as? Date }
         do {
             return try SupervisedFormatter(template: settings?.chatTemplate, tokenizer: tokenizer, specialTokens: special,
-                                           endOfSequence: endOfSequence, now: dated.max() ?? Date(timeIntervalSince1970: 0))
+                                           endOfSequence: endOfSequence, textStart: settings?.beginningOfTextToken(in: tokenizer),
+                                           now: dated.max() ?? Date(timeIntervalSince1970: 0))
         } catch {
             throw KeelError("\(tokenizerPath): the chat template beside the tokenizer cannot be read: \(error)")
         }

@@ -120,7 +120,11 @@ struct Import: ParsableCommand {
             let extras = bpe == nil || settings.isEmpty ? [:]
                 : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]
             let checkpoint = try WeightsCheckpoint.write(
-                model, tokenizer: bpe.map { bpe in ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, to: $0) }) },
+                model, tokenizer: bpe.map { bpe in
+                    // Texts start with BOS as llama.cpp puts it there, and as Hugging Face's tokenizer(text) does from this file.
+                    let start = description.addsBeginningOfText ? description.spelling(of: description.beginningOfText) : nil
+                    return ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, textStart: start, to: $0) })
+                },
                 extras: extras, config: config, to: URL(fileURLWithPath: out))
             let types = description.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             print("""

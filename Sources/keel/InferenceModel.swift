@@ -45,8 +45,8 @@ struct InferenceModel {
 
     /// How chats become prompts for this model.
     let chat: ChatFormat
-    /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or
-    /// `add_bos_token` in an import's `tokenizer_config.json`: Llama 3's `<|begin_of_text|>`).
+    /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or a
+    /// checkpoint's `TokenizerSettings.textStart`: Llama 3's `<|begin_of_text|>`).
     let beginningOfText: Int32?
 
     /// `tokens` as the model reads a text: after its beginning-of-text token when it asks for one.
@@ -103,7 +103,7 @@ struct InferenceModel {
         }
         let checkpoint = try CheckpointReader(resolving: path)
         let model = try checkpoint.loadModel()
-        let settings = TokenizerSettings(directory: checkpoint.directory)
+        let settings = checkpointTokenizerSettings(checkpoint)
         let tokenizer = try loadCheckpointTokenizer(checkpoint)
         return InferenceModel(decoder: try Decoder(model: model, quantization: quantize, releasingFloatWeights: !keepingFloatWeights),
                               model: model, tokenizer: tokenizer,

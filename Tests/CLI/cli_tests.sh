@@ -395,6 +395,11 @@ for file in tiny tiny-bos; do
     "$keel" generate --checkpoint "$work/$file.gguf" --prompt "In 1599 the" --max-tokens 1 2>"$work/$file.err" >/dev/null
 done
 expect_ok "import the file that asks for BOS" "$keel" import gguf "$work/tiny-bos.gguf" --out "$work/tiny-bos-run"
+# Its tokenizer.json says so to Hugging Face's tokenizers too: the post-processor puts the file's BOS first, and only there.
+check "the import's tokenizer.json puts the file's BOS first for Hugging Face's tokenizers, the other import's nothing" \
+    '(lambda bos, first: first(sys.argv[1]) == bos != first(sys.argv[2]))((lambda f: int(f.parts[f.data[0]][0]))(__import__("gguf").GGUFReader(sys.argv[3]).fields["tokenizer.ggml.bos_token_id"]), lambda path: __import__("tokenizers").Tokenizer.from_file(path).encode("In 1599 the").ids[0])' \
+    "$work/tiny-bos-run/checkpoints/step_00000000/tokenizer.json" "$work/tiny-imported/checkpoints/step_00000000/tokenizer.json" \
+    "$work/tiny-bos.gguf"
 "$keel" generate --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --max-tokens 1 2>"$work/tiny-bos-run.err" >/dev/null
 check "BOS goes before the prompt of the file, and of its import, that ask for it" \
     '(lambda n: n[1] == n[0] + 1 and n[2] == n[1])([int(open(f).read().split(" prompt tokens")[0].split()[-1]) for f in sys.argv[1:]])' \
