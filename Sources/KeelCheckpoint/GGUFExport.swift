@@ -52,13 +52,17 @@ public enum GGUFExport {
         public let merges: [String]
         public let preTokenizer: String
         public let endOfText: Int
+        /// The token every text starts with (`tokenizer.ggml.add_bos_token`, as its BOS), or nil for none.
+        public let textStart: Int?
 
-        public init(tokens: [String], types: [Int32], merges: [String], preTokenizer: String, endOfText: Int) {
+        public init(tokens: [String], types: [Int32], merges: [String], preTokenizer: String, endOfText: Int,
+                    textStart: Int? = nil) {
             self.tokens = tokens
             self.types = types
             self.merges = merges
             self.preTokenizer = preTokenizer
             self.endOfText = endOfText
+            self.textStart = textStart
         }
     }
 
@@ -97,9 +101,9 @@ public enum GGUFExport {
             ("tokenizer.ggml.tokens", .array(.string, tokenizer.tokens.map(GGUFValue.string))),
             ("tokenizer.ggml.token_type", .array(.int32, tokenizer.types.map(GGUFValue.int32))),
             ("tokenizer.ggml.merges", .array(.string, tokenizer.merges.map(GGUFValue.string))),
-            ("tokenizer.ggml.bos_token_id", .uint32(UInt32(tokenizer.endOfText))),
+            ("tokenizer.ggml.bos_token_id", .uint32(UInt32(tokenizer.textStart ?? tokenizer.endOfText))),
             ("tokenizer.ggml.eos_token_id", .uint32(UInt32(tokenizer.endOfText))),
-            ("tokenizer.ggml.add_bos_token", .bool(false)),
+            ("tokenizer.ggml.add_bos_token", .bool(tokenizer.textStart != nil)),
         ]
         for entry in model.table.entries {
             guard let ggufName = llamaCppName(of: entry.name, config.architecture) else {

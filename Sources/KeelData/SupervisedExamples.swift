@@ -23,7 +23,7 @@ public struct SupervisedExample: Sendable, Equatable {
 /// the generation prompt — which needs a template that renders a conversation's turns as prefixes of the whole, as
 /// most do; one that does not is refused, naming the turn. A string completion is trained on after its prompt, and
 /// ends with the end-of-sequence token; a string prompt starts with the token the tokenizer puts before every text,
-/// if any (`TokenizerSettings.textStart`), as TRL's trainers encode strings with `tokenizer(text)` and as generation
+/// if any (`TokenizerSettings.beginningOfTextToken(in:)`), as TRL's trainers encode strings with `tokenizer(text)` and as generation
 /// reads a prompt. A rendered conversation gets no such token: the template writes `bos_token` where the model wants
 /// it, and `apply_chat_template` adds none.
 public struct SupervisedFormatter: Sendable {

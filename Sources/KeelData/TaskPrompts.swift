@@ -50,8 +50,9 @@ extension SupervisedFormatter {
     /// model trained on such pairs to score where it learnt to: after a string prompt, the completion's text and the
     /// end-of-sequence token; after a conversation, the assistant's reply as the chat template writes it, end of turn
     /// included. The text is encoded again, as TRL's `GRPOTrainer` decodes completions and encodes them again for a
-    /// reward model (which, for a string prompt, scores the text without an end-of-sequence token: Keel's reward
-    /// training ends every string completion with one, as TRL's `DPOTrainer` ends it, and reads the reward there).
+    /// reward model (which, for a string prompt, scores the text without special tokens, `add_special_tokens=False`:
+    /// Keel's reward training starts every string prompt with the tokenizer's start-of-text token and ends every string
+    /// completion with the end-of-sequence token, as TRL's `RewardTrainer` encodes pairs, and reads the reward there).
     public func rewardExample(_ task: TaskPrompt, completion: String) throws -> SupervisedExample {
         switch task.prompt {
         case .string(let prompt):

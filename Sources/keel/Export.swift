@@ -66,13 +66,16 @@ struct Export: ParsableCommand {
 /// itself, for its description.
 @discardableResult
 func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) throws -> GGUFFile {
-    let (model, tokenizer) = try loadCheckpoint(checkpoint)
+    let reader = try CheckpointReader(resolving: checkpoint)
+    let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
     let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
+    // A model whose texts start with a token asks llama.cpp for it, as generate puts it before a checkpoint's prompts.
+    let start = checkpointTokenizerSettings(reader).beginningOfTextToken(in: tokenizer)
     let file = try GGUFExport.file(
         for: model, type: type,
         tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),
                                         merges: vocabulary.merges, preTokenizer: vocabulary.preTokenizer,
-                                        endOfText: vocabulary.endOfText))
+                                        endOfText: vocabulary.endOfText, textStart: start.map(Int.init)))
     try file.write(to: url)
     return file
 }

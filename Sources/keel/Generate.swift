@@ -85,7 +85,7 @@ struct Generate: ParsableCommand {
         let encoded = try prompts.map { text in
             guard chat else { return loaded.prompt(tokenizer.encode(text)) }
             if let problem = loaded.chat.problem { throw KeelError(problem) }
-            return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer))
+            return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer), chat: true)
         }
         let stops = InferenceModel.stops(stop, endOfGeneration: loaded.endOfGeneration, chat: chat ? loaded.chat : nil)
             .map { Array($0.utf8) }

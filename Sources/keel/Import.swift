@@ -116,7 +116,6 @@ struct Import: ParsableCommand {
             settings["eos_token"] = description.spelling(of: description.endOfSequence)
             settings["bos_token"] = description.spelling(of: description.beginningOfText)
             settings["chat_template"] = description.chatTemplate
-            if description.addsBeginningOfText { settings["add_bos_token"] = true }
             let extras = bpe == nil || settings.isEmpty ? [:]
                 : ["tokenizer_config.json": try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])]
             let checkpoint = try WeightsCheckpoint.write(

@@ -46,11 +46,19 @@ struct InferenceModel {
     /// How chats become prompts for this model.
     let chat: ChatFormat
     /// The token the model expects before every text, when it asks for one (`tokenizer.ggml.add_bos_token`, or a
-    /// checkpoint's `TokenizerSettings.textStart`: Llama 3's `<|begin_of_text|>`).
+    /// checkpoint's `TokenizerSettings.beginningOfTextToken(in:)`: Llama 3's `<|begin_of_text|>`).
     let beginningOfText: Int32?
 
-    /// `tokens` as the model reads a text: after its beginning-of-text token when it asks for one.
-    func prompt(_ tokens: [Int32]) -> [Int32] { Self.prompt(tokens, beginningOfText: beginningOfText) }
+    /// The token a chat prompt is put after when the chat template has not written it: the beginning-of-text token of
+    /// a GGUF file that asks for one (llama.cpp's way), none for a checkpoint, whose conversations are trained with
+    /// only what the template writes, as Hugging Face's `apply_chat_template` renders them.
+    var chatStart: Int32? { isGGUF ? beginningOfText : nil }
+
+    /// `tokens` as the model reads a text, or with `chat` a rendered conversation: after `beginningOfText`, or
+    /// `chatStart`, when there is one.
+    func prompt(_ tokens: [Int32], chat: Bool = false) -> [Int32] {
+        Self.prompt(tokens, beginningOfText: chat ? chatStart : beginningOfText)
+    }
 
     /// `tokens` after `beginningOfText` (when given), unless they start with it already (a chat template that
     /// writes `bos_token` itself).

@@ -30,8 +30,10 @@ struct Sample: ParsableCommand {
     }
 
     func run() throws {
-        let (model, tokenizer) = try loadCheckpoint(checkpoint)
-        print(try Sampling.generate(model: model, tokenizer: tokenizer, prompt: prompt,
-                                    tokens: tokens, temperature: temperature, topK: topK, seed: seed))
+        let reader = try CheckpointReader(resolving: checkpoint)
+        let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
+        print(try Sampling.generate(model: model, tokenizer: tokenizer,
+                                    textStart: checkpointTokenizerSettings(reader).beginningOfTextToken(in: tokenizer),
+                                    prompt: prompt, tokens: tokens, temperature: temperature, topK: topK, seed: seed))
     }
 }

@@ -48,7 +48,8 @@ struct Serve: ParsableCommand {
         if let problem = loaded.chat.problem { throw KeelError(problem) }
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
-                                endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText)
+                                endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
+                                chatStart: loaded.chatStart)
         let server: HTTPServer
         do { server = try HTTPServer(host: host, port: port) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
@@ -66,8 +67,10 @@ struct CompletionAPI: Sendable {
     let chatFormat: ChatFormat
     /// What ends a completion or chat reply besides its stop strings (`InferenceModel.endOfGeneration`).
     let endOfGeneration: [String]
-    /// Starts every prompt, when the model asks for it.
+    /// Starts every completion prompt, when the model asks for it (`InferenceModel.beginningOfText`).
     let beginningOfText: Int32?
+    /// Starts every chat prompt that the chat template has not started with it (`InferenceModel.chatStart`).
+    let chatStart: Int32?
 
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
@@ -170,7 +173,8 @@ struct CompletionAPI: Sendable {
         case let value? where isJSONBoolean(value): stream = value as? Bool ?? false
         default: throw bad("'stream' must be true or false")
         }
-        return Parameters(prompt: InferenceModel.prompt(prompt, beginningOfText: beginningOfText), maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        return Parameters(prompt: InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText),
+                          maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {

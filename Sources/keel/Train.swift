@@ -154,7 +154,8 @@ struct Train: ParsableCommand {
             print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
             // A pipeline rank holds only its stages: sample from the whole model the checkpoint holds.
             let model = try trainer.model ?? CheckpointReader(summary.checkpoint).loadModel()
-            print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, prompt: settings.sample.prompt,
+            let start = trainer.tokenizerFile.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: trainer.tokenizer) }
+            print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, textStart: start, prompt: settings.sample.prompt,
                                         tokens: settings.sample.tokens,
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,
                                     seed: settings.training.seed))
@@ -164,14 +165,16 @@ struct Train: ParsableCommand {
 
 /// Text generation shared by `train` (the closing sample) and `sample`: the prompt and its continuation.
 enum Sampling {
+    /// The model reads the prompt after `textStart`, the token the tokenizer puts before every text
+    /// (`TokenizerSettings.beginningOfTextToken(in:)`), when it has one; the text returned does not show it.
     static func generate(
-        model: Transformer, tokenizer: any TextTokenizer, prompt: String, tokens: Int, temperature: Double, topK: Int,
-        seed: UInt64
+        model: Transformer, tokenizer: any TextTokenizer, textStart: Int32?, prompt: String, tokens: Int, temperature: Double,
+        topK: Int, seed: UInt64
     ) throws -> String {
         // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
         let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed, vocabulary: tokenizer.vocabSize)
-        let prompt = tokenizer.encode(prompt)
-        let generated = try Decoder(model: model).generate(prompts: [prompt], maxTokens: tokens, options: options)[0]
-        return try tokenizer.decodeText((prompt.isEmpty ? [0] : prompt) + generated)
+        let prompt = tokenizer.encode(prompt), read = (textStart.map { [$0] } ?? []) + prompt
+        let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options)[0]
+        return try tokenizer.decodeText((read.isEmpty ? [0] : prompt) + generated)
     }
 }

@@ -401,6 +401,25 @@ check "the import's tokenizer.json puts the file's BOS first for Hugging Face's 
     "$work/tiny-bos-run/checkpoints/step_00000000/tokenizer.json" "$work/tiny-imported/checkpoints/step_00000000/tokenizer.json" \
     "$work/tiny-bos.gguf"
 "$keel" generate --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --max-tokens 1 2>"$work/tiny-bos-run.err" >/dev/null
+# The import says so in its tokenizer.json alone (its tokenizer_config.json has no add_bos_token): export gguf writes
+# the BOS and add_bos_token back, and sample reads the prompt after it as generate does (greedy, the same text, which
+# sample prints with U+FFFD for bytes that are not UTF-8; the import of the file without BOS, the same weights,
+# continues otherwise).
+python3 -c 'import json, sys; assert "add_bos_token" not in json.load(open(sys.argv[1]))' \
+    "$work/tiny-bos-run/checkpoints/step_00000000/tokenizer_config.json" && pass "the import keeps no add_bos_token" \
+    || fail "the import keeps no add_bos_token"
+expect_ok "export gguf of the import that asks for BOS" "$keel" export gguf --checkpoint "$work/tiny-bos-run" --type f32 \
+    --out "$work/tiny-bos-again.gguf"
+check "the exported file asks for the original's BOS" \
+    '(lambda a, b: [a(f) for f in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id")] == [b(f) for f in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id")] and a("tokenizer.ggml.add_bos_token"))(*[(lambda r: lambda name: r.fields[name].parts[r.fields[name].data[0]][0].item())(__import__("gguf").GGUFReader(f)) for f in sys.argv[1:3]])' \
+    "$work/tiny-bos-again.gguf" "$work/tiny-bos.gguf"
+"$keel" generate --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --max-tokens 8 --temperature 0 >"$work/bos-generated.txt" 2>/dev/null
+"$keel" sample --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/bos-sampled.txt" 2>/dev/null
+"$keel" sample --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/no-bos-sampled.txt" 2>/dev/null
+check "sample continues a prompt after BOS, as generate does" \
+    '(lambda g, s, n: g == s != n)(*[open(f, "rb").read().decode("utf-8", "replace") for f in sys.argv[1:4]])' \
+    "$work/bos-generated.txt" "$work/bos-sampled.txt" \
+    "$work/no-bos-sampled.txt"
 check "BOS goes before the prompt of the file, and of its import, that ask for it" \
     '(lambda n: n[1] == n[0] + 1 and n[2] == n[1])([int(open(f).read().split(" prompt tokens")[0].split()[-1]) for f in sys.argv[1:]])' \
     "$work/tiny.err" "$work/tiny-bos.err" "$work/tiny-bos-run.err"

@@ -2,7 +2,7 @@ import Foundation
 import KeelData
 import XCTest
 
-/// The token a text starts with (`TokenizerSettings.textStart`), as Hugging Face's `tokenizer(text)` puts it there:
+/// The token a text starts with (`TokenizerSettings.beginningOfTextToken(in:)`), as Hugging Face's `tokenizer(text)` puts it there:
 /// for each tokenizer.json post-processor and tokenizer_config.json flag in Tests/Reference/text_start.json,
 /// transformers' ids of a text, and of a string prompt with its completion (what TRL's trainers encode), are Keel's.
 final class TextStartTests: XCTestCase {
@@ -32,7 +32,7 @@ final class TextStartTests: XCTestCase {
         let text = try XCTUnwrap(fixture["text"] as? String)
         let prompt = try XCTUnwrap(fixture["prompt"] as? String), completion = try XCTUnwrap(fixture["completion"] as? String)
         let cases = try XCTUnwrap(fixture["cases"] as? [[String: Any]])
-        XCTAssertEqual(cases.count, 6)
+        XCTAssertEqual(cases.count, 7)
         var started = 0
         for entry in cases {
             let name = try XCTUnwrap(entry["name"] as? String)
@@ -51,22 +51,33 @@ final class TextStartTests: XCTestCase {
             XCTAssertEqual(task.tokens, (start.map { [$0] } ?? []) + tokenizer.encode(prompt), name)
             if start != nil { started += 1 }
         }
-        XCTAssertEqual(started, 3, "three of the cases start their texts with <|im_start|>")
+        XCTAssertEqual(started, 4, "four of the cases start their texts with a token")
     }
 
     /// A tokenizer.json without a post-processor (a GGUF import's, before imports wrote one) starts texts as
     /// `add_bos_token` says, as llama.cpp reads the GGUF's flag; a conversation gets no start beyond its template's.
     func testWithoutAPostProcessorTheConfigSays() throws {
         let path = try tokenizerFile(processor: nil, keys: ["bos_token": "<|im_start|>", "add_bos_token": true])
-        let tokenizer = try loadTokenizer(path), settings = TokenizerSettings(besides: path)
-        XCTAssertEqual(settings.textStart, "<|im_start|>")
-        XCTAssertEqual(settings.beginningOfTextToken(in: tokenizer), 1)
+        let tokenizer = try loadTokenizer(path)
+        XCTAssertEqual(TokenizerSettings(besides: path).beginningOfTextToken(in: tokenizer), 1)
         let none = try tokenizerFile(processor: nil, keys: ["bos_token": "<|im_start|>"])
-        XCTAssertNil(TokenizerSettings(besides: none).textStart)
-        let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 0, textStart: 1)
+        XCTAssertNil(TokenizerSettings(besides: none).beginningOfTextToken(in: tokenizer))
+        // Token 0 as the start: ChatML's text starts with <|im_start|> (1), so a start put before it would show.
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 0, textStart: 0)
         let chat = try formatter.example(json: #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}"#)
         XCTAssertEqual(chat.tokens, try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 0)
             .example(json: #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}"#).tokens)
+    }
+
+    /// A BERT- or RoBERTa-style post-processor starts a text with its `cls` token (its id as the processor names it);
+    /// the `sep` it puts after the text is not added (Keel ends training texts itself).
+    func testBertAndRobertaProcessorsStartWithTheirClassToken() throws {
+        let tokenizer = try loadTokenizer(source.appendingPathComponent("tokenizer.json").path)
+        for type in ["BertProcessing", "RobertaProcessing"] {
+            let path = try tokenizerFile(processor: ["type": type, "cls": ["<|im_start|>", 1], "sep": ["<|im_end|>", 2],
+                                                     "trim_offsets": true, "add_prefix_space": false], keys: [:])
+            XCTAssertEqual(TokenizerSettings(besides: path).beginningOfTextToken(in: tokenizer), 1, type)
+        }
     }
 
     /// The tokenizer.json Keel writes for a model whose texts start with a token says so to Hugging Face's tokenizers
@@ -78,7 +89,7 @@ final class TextStartTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
         let written = directory.appendingPathComponent("tokenizer.json")
         try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, textStart: "<|im_start|>", to: written)
-        XCTAssertEqual(TokenizerSettings(besides: written.path).textStart, "<|im_start|>")
+        XCTAssertEqual(TokenizerSettings(besides: written.path).beginningOfTextToken(in: tokenizer), 1)
         XCTAssertThrowsError(try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, textStart: "<s>", to: written)) {
             XCTAssertTrue("\($0)".contains("<s> is not one of the vocabulary's special tokens"), "\($0)")
         }

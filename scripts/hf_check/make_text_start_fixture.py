@@ -1,5 +1,5 @@
 """Records which token Hugging Face's `tokenizer(text)` puts before a text, for the tokenizer.json post-processors
-and tokenizer_config.json flags Keel reads (`TokenizerSettings.textStart`), as Tests/Reference/text_start.json.
+and tokenizer_config.json flags Keel reads (`TokenizerSettings.beginningOfTextToken(in:)`), as Tests/Reference/text_start.json.
 
     .venv-hf/bin/python scripts/hf_check/make_text_start_fixture.py [OUT]     (OUT: Tests/Reference/text_start.json)
 
@@ -36,6 +36,10 @@ CASES = [
     ("sequence of ByteLevel and a template with a start",
      {"type": "Sequence", "processors": [{"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
                                           "use_regex": True}, WITH_START]}, {}),
+    ("a start spelled otherwise than in the vocabulary, given by its id",
+     {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, A],
+      "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, A, B],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [2], "tokens": ["<s>"]}}}, {}),
     ("ByteLevel alone, add_bos_token true",
      {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
      {"bos_token": "<|im_start|>", "add_bos_token": True}),
