@@ -6,7 +6,7 @@ public enum GELU {
     static let k1: Float = 0.044_715
 
     /// out[i] = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), for `count` elements; `roundingOutput`: rounded to bf16
-    /// (`MatrixPrecision.roundsProducedOperands`).
+    /// (`MatrixPrecision.readsRoundedOperands`).
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int,
                                roundingOutput: Bool = false) {
         parallelBlocks(count) { start, end in
@@ -54,7 +54,7 @@ public enum GELU {
 
 /// SwiGLU (Llama's MLP): out = silu(gate) · up, where each input row holds [gate (F) | up (F)].
 public enum SwiGLU {
-    /// gateUp: [N, 2F]; out: [N, F]; `roundingOutput`: rounded to bf16 (`MatrixPrecision.roundsProducedOperands`).
+    /// gateUp: [N, 2F]; out: [N, F]; `roundingOutput`: rounded to bf16 (`MatrixPrecision.readsRoundedOperands`).
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, _ gateUp: UnsafePointer<Float>, rows: Int, width f: Int, roundingOutput: Bool = false
     ) {

@@ -53,28 +53,31 @@ public struct CausalAttention: Sendable {
         // key/value gradients (keys × d × rows); where bf16 products read operands rounded beforehand, a head's
         // rounded Q, K, V and dO instead.
         func floats(_ m: Int, _ n: Int, _ k: Int) -> Int { (serialBFloat16ScratchBytes(m: m, n: n, k: k) + 3) / 4 }
-        let packing = roundsOnce(precision)
+        let packing = precision.readsRoundedOperands
             ? 4 * t * d : max(floats(blockRows, t, d), floats(blockRows, d, t), floats(t, d, blockRows))
         return (2 * blockRows * t + packing + 15) / 16 * 16
     }
 
     /// Whether this attention's products read Q, K, V, dO, the probabilities and dS rounded once beforehand (bf16 on
     /// the `blas` engine) instead of rounding each block's operands: a head's K and V are read by every block of
-    /// queries, which would round them again and again. (The forward pass works per query head, so with grouped
-    /// heads each of a group's heads rounds its K and V once; the backward pass, per key/value head, once for all.)
-    private var roundsOnce: Bool { Self.roundsOnce(precision) }
-
-    private static func roundsOnce(_ precision: MatrixPrecision) -> Bool {
-        precision == .bfloat16 && bfloat16ProductsReadRoundedOperands
-    }
+    /// queries, which would round them again and again. (The forward pass works per query head, and a thread rounds
+    /// a key/value head's K and V once for its run of that group's query heads; the backward pass, per key/value head,
+    /// once for all.)
+    private var roundsOnce: Bool { precision.readsRoundedOperands }
 
     /// Rounds the t × d matrix `head` (row stride `ld`) into the `slot`-th t × d block of `space` (dense rows, one of
     /// the four a thread's packing space holds); returns where it begins.
+    @discardableResult
     private func rounded(_ head: UnsafePointer<Float>, ld: Int, into space: UnsafeMutableRawPointer, slot: Int)
         -> UnsafePointer<Float> {
-        let t = length, d = headDim, block = space.assumingMemoryBound(to: Float.self) + slot * t * d
-        roundToBFloat16(rows: t, columns: d, head, ld: ld, into: block, ldOut: d)
-        return UnsafePointer(block)
+        let destination = UnsafeMutablePointer(mutating: packingBlock(space, slot: slot))
+        roundToBFloat16(rows: length, columns: headDim, head, ld: ld, into: destination, ldOut: headDim)
+        return UnsafePointer(destination)
+    }
+
+    /// The `slot`-th t × d block of a thread's packing space `space`.
+    private func packingBlock(_ space: UnsafeMutableRawPointer, slot: Int) -> UnsafePointer<Float> {
+        UnsafePointer(space.assumingMemoryBound(to: Float.self) + slot * length * headDim)
     }
 
     /// Thread `slot`'s two score blocks and its packing space.
@@ -126,13 +129,21 @@ public struct CausalAttention: Sendable {
         let group = heads / kvHeads, scale = self.scale, block = CausalAttention.blockRows
         ThreadPool.shared.parallelChunks(batch * heads) { slot, items in
             let (scores, packing) = slotScratch(scratch, slot)
+            // The key/value head (b · kvHeads + g) whose rounded K and V packing slots 1 and 2 hold: a group's query
+            // heads are consecutive items, and the products (reading rounded operands) leave the slots alone.
+            var roundedKeys: Int?
             for item in items {
                 let b = item / heads, h = item % heads, g = h / group
                 let base = qkv + b * t * stride
                 var (q, k, v, ld) = (base + h * d, base + (heads + g) * d, base + (heads + kvHeads + g) * d, stride)
                 if roundsOnce {
-                    (q, k, v, ld) = (rounded(q, ld: stride, into: packing, slot: 0), rounded(k, ld: stride, into: packing, slot: 1),
-                                     rounded(v, ld: stride, into: packing, slot: 2), d)
+                    if roundedKeys != b * kvHeads + g {
+                        rounded(k, ld: stride, into: packing, slot: 1)
+                        rounded(v, ld: stride, into: packing, slot: 2)
+                        roundedKeys = b * kvHeads + g
+                    }
+                    (q, k, v, ld) = (rounded(q, ld: stride, into: packing, slot: 0), packingBlock(packing, slot: 1),
+                                     packingBlock(packing, slot: 2), d)
                 }
                 let o = out + b * t * width + h * d
                 for start in Swift.stride(from: 0, to: t, by: block) {
@@ -153,7 +164,7 @@ public struct CausalAttention: Sendable {
                         (row + visible).update(repeating: 0, count: keys - hidden - visible)
                         lse[item * t + start + i] = maximum + log(sum)
                     }
-                    if roundsOnce { roundToBFloat16(rows: rows, columns: keys, scores, ld: keys, into: scores, ldOut: keys) }
+                    if roundsOnce { roundInPlace(scores, count: rows * keys) }
                     // O_block = P · V[first..<end]
                     product(.none, .none, m: rows, n: d, k: keys, scores, lda: keys, v + first * ld, ldb: ld,
                                beta: 0, o + start * width, ldc: width, packing: packing)
@@ -224,8 +235,8 @@ public struct CausalAttention: Sendable {
                             (dp + i * keys + hidden + visible).update(repeating: 0, count: keys - hidden - visible)
                         }
                         if roundsOnce {
-                            roundToBFloat16(rows: rows, columns: keys, p, ld: keys, into: p, ldOut: keys)
-                            roundToBFloat16(rows: rows, columns: keys, dp, ld: keys, into: dp, ldOut: keys)
+                            roundInPlace(p, count: rows * keys)
+                            roundInPlace(dp, count: rows * keys)
                         }
                         // dV += Pᵀ · dO_block
                         product(.transposed, .none, m: keys, n: d, k: rows, p, lda: keys, productDOBlock, ldb: ldO,

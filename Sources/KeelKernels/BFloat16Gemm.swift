@@ -261,15 +261,15 @@ public struct RoundedOperands: OptionSet, Sendable {
 var bfloat16ProductsReadRoundedOperands: Bool { BFloat16Engine.selected == .blas }
 
 extension MatrixPrecision {
-    /// Whether the kernels that write a matrix product's operand (the norms, the activation functions) write it rounded
-    /// to bf16 (their `roundingOutput`), for the products to read as rounded (`RoundedOperands`): in bf16 on the engine
-    /// that multiplies rounded operands as they are (`blas`), which then need not round them again, where rounding a
-    /// row the kernel has just written costs little. The other engines round while packing, and a bf16 value rounds to
-    /// itself: every engine's results are the same bits either way.
-    public var roundsProducedOperands: Bool { self == .bfloat16 && bfloat16ProductsReadRoundedOperands }
+    /// Whether this precision's products read operands rounded beforehand as they are (`RoundedOperands`): bf16 on the
+    /// `blas` engine. There an operand several products read is rounded once for all of them (a linear layer's
+    /// ∂loss/∂output, attention's heads), and the kernels that write a product's operand (the norms, the activation
+    /// functions) write it rounded (their `roundingOutput`), where rounding a row just written costs little. The other
+    /// engines round while packing, and a bf16 value rounds to itself: every engine's results are the same bits either way.
+    public var readsRoundedOperands: Bool { self == .bfloat16 && bfloat16ProductsReadRoundedOperands }
 }
 
-/// x[0..<count] rounded to bf16 in place, where a kernel has just written them (`MatrixPrecision.roundsProducedOperands`).
+/// x[0..<count] rounded to bf16 in place, where a kernel has just written them (`MatrixPrecision.readsRoundedOperands`).
 @inline(__always)
 func roundInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
     roundToBFloat16(rows: 1, columns: count, x, ld: count, into: x, ldOut: count)

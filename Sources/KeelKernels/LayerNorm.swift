@@ -3,7 +3,7 @@ import KeelCore
 /// LayerNorm over the last dimension (GPT-2): out = (x − mean) · rstd · weight + bias.
 public enum LayerNorm {
     /// x, out: [N, C]; mean, rstd: [N] are saved for the backward pass. `roundingOutput`: out rounded to bf16
-    /// (`MatrixPrecision.roundsProducedOperands`).
+    /// (`MatrixPrecision.readsRoundedOperands`).
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
         _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,

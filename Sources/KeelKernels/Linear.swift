@@ -50,7 +50,7 @@ public struct LinearShape: Sendable {
         dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, inputIsRounded: Bool = false,
         weight: UnsafePointer<Float>, rows: Int, precision: MatrixPrecision = .float32, packed: PackedLinearWeight? = nil
     ) {
-        guard precision == .bfloat16, bfloat16ProductsReadRoundedOperands else {
+        guard precision.readsRoundedOperands else {
             inputGradient(dInput, accumulate: accumulateInput, dOut: dOut, weight: weight, rows: rows, precision: precision,
                           packed: packed)
             weightGradient(dWeight, dBias: dBias, dOut: dOut, input: input, inputIsRounded: inputIsRounded, rows: rows,

@@ -3,7 +3,7 @@ import KeelCore
 /// RMSNorm over the last dimension (Llama): out = x · rstd · weight, rstd = 1/√(mean(x²) + ε).
 public enum RMSNorm {
     /// x, out: [N, C]; rstd: [N] is saved for the backward pass. `roundingOutput`: out rounded to bf16
-    /// (`MatrixPrecision.roundsProducedOperands`).
+    /// (`MatrixPrecision.readsRoundedOperands`).
     public static func forward(
         _ out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, rows: Int, columns c: Int, epsilon: Float, roundingOutput: Bool = false

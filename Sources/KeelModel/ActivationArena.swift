@@ -45,10 +45,10 @@ final class ActivationArena {
     /// (the stream's gradient), and the [S, C] rows of a summed input gradient.
     let sequenceScratch, dStreamScratch: FloatBuffer?
 
-    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes, with attention's scratch for
-    /// products in `precision`; the stream holds `rows / streamDivisor` of them (the tensor size under sequence
-    /// parallelism, else 1).
-    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, precision: MatrixPrecision, streamDivisor: Int = 1) {
+    /// Room for `layers` blocks (a pipeline stage's) over `n` rows, in `shape`'s sizes, with `attentionScratchCount`
+    /// floats of attention's scratch (`CausalAttention.scratchCount`); the stream holds `rows / streamDivisor` of them
+    /// (the tensor size under sequence parallelism, else 1).
+    init(config: ModelConfig, shape: LocalShape, layers: Int, rows n: Int, attentionScratchCount: Int, streamDivisor: Int = 1) {
         rows = n
         let c = config.width, h = shape.heads, d = shape.headDim, f = shape.hiddenWidth, s = n / streamDivisor
         let qkvWidth = shape.qkvWidth
@@ -82,8 +82,7 @@ final class ActivationArena {
         dAttention = FloatBuffer(count: n * h * d)
         dHidden = FloatBuffer(count: n * hiddenWidth)
         dActivated = FloatBuffer(count: n * f)
-        attentionScratch = FloatBuffer(count: CausalAttention.scratchCount(maxLength: config.maxLength, headDim: d,
-                                                                           precision: precision))
+        attentionScratch = FloatBuffer(count: attentionScratchCount)
     }
 
     /// What a split backward pass keeps for its weight-gradient half: each block's projection output

@@ -221,8 +221,8 @@ public final class Transformer: @unchecked Sendable {
         // Attention's scratch depends on the products' precision too (bf16 on the blas engine rounds whole heads).
         let scratch = CausalAttention.scratchCount(maxLength: config.maxLength, headDim: shape.headDim, precision: matrixPrecision)
         if arenas[slot] == nil || arenas[slot]!.rows < n || arenas[slot]!.attentionScratch.count < scratch {
-            arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n, precision: matrixPrecision,
-                                           streamDivisor: divisor)
+            arenas[slot] = ActivationArena(config: config, shape: shape, layers: blocks.count, rows: n,
+                                           attentionScratchCount: scratch, streamDivisor: divisor)
         }
         arenas[slot]!.batch = batch
         arenas[slot]!.length = length

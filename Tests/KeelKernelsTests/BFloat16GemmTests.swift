@@ -377,8 +377,8 @@ final class BFloat16GemmTests: XCTestCase {
             XCTAssertEqual(output.rounded, output.plain.map(roundedToBFloat16), name)
             XCTAssertNotEqual(output.rounded, output.plain, "\(name): the test's values are not bf16 already")
         }
-        XCTAssertEqual(MatrixPrecision.bfloat16.roundsProducedOperands, BFloat16Engine.selected == .blas)
-        XCTAssertFalse(MatrixPrecision.float32.roundsProducedOperands)
+        XCTAssertEqual(MatrixPrecision.bfloat16.readsRoundedOperands, BFloat16Engine.selected == .blas)
+        XCTAssertFalse(MatrixPrecision.float32.readsRoundedOperands)
     }
 
     /// A linear layer told that its input holds bf16 values gives the bits it gives when it rounds that input itself,

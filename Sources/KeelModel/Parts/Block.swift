@@ -24,17 +24,17 @@ struct Block {
         let part = ModelPart.block(layer), layout = config.architecture.family.weightLayout
         let c = config.width, d = shape.headDim, f = shape.hiddenWidth
         func projection(_ weight: TensorSlot, _ bias: TensorSlot, _ input: Int, _ output: Int,
-                        rowParallel: Bool = false, afterAttention: Bool = false) -> ProjectionParameters {
+                        rowParallel: Bool = false, readsRoundedOperand: Bool = true) -> ProjectionParameters {
             ProjectionParameters(table, part, weight: weight, bias: bias,
                                  shape: LinearShape(inFeatures: input, outFeatures: output, layout: layout),
-                                 summedAfterwards: rowParallel, readsRoundedOperand: !afterAttention)
+                                 summedAfterwards: rowParallel, readsRoundedOperand: readsRoundedOperand)
         }
         span = table.range(of: part)
         attentionNorm = NormParameters(table, part, weight: .attentionNorm, bias: .attentionNormBias)
         mlpNorm = NormParameters(table, part, weight: .mlpNorm, bias: .mlpNormBias)
         qkv = projection(.qkv, .qkvBias, c, shape.qkvWidth)
         attentionOutput = projection(.attentionOutput, .attentionOutputBias, shape.heads * d, c, rowParallel: true,
-                                     afterAttention: true)
+                                     readsRoundedOperand: false)
         // Llama's gate and up projections are one product of twice the width.
         up = projection(.up, .upBias, c, config.architecture == .llama ? 2 * f : f)
         down = projection(.down, .downBias, f, c, rowParallel: true)
@@ -47,7 +47,9 @@ struct Block {
     ) {
         let config = context.config, n = context.rows, c = config.width, attention = context.attention
         let shape = context.shape, f = shape.hiddenWidth, stream = context.streamRows
-        let rounding = context.roundsProducedOperands
+        // The norms and activation functions, whose outputs only projections read, write them rounded where those read
+        // rounded operands as they are.
+        let rounding = context.precision.readsRoundedOperands
         context.normalize(s.norm1.pointer, s.mean1.pointer, s.rstd1.pointer, x, attentionNorm, rounding: rounding)
         context.project(s.qkv.pointer, s.norm1.pointer, qkv)
         context.profiled(.attention, .forward, flops: context.attentionFlops(.forward)) {

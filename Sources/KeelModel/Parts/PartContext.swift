@@ -48,10 +48,6 @@ struct PartContext {
         return direction == .forward ? 2 * base : 5 * base
     }
 
-    /// Whether the norms and activation functions inside the blocks, whose outputs only projections read, write them
-    /// rounded to bf16 for the projections to read as they are (`MatrixPrecision.roundsProducedOperands`).
-    var roundsProducedOperands: Bool { precision.roundsProducedOperands }
-
     /// Normalises the residual stream x ([streamRows, C]) into `out`, the input of the column-parallel projection
     /// that follows, for all `rows` ([N, C]): under sequence parallelism each rank normalises its rows and the
     /// group all-gathers them. `mean` and `rstd` keep the statistics of the stream's rows. `rounding`: out rounded
@@ -184,7 +180,7 @@ struct PartContext {
 
     /// Whether `layer`'s input holds bf16 values: written by a norm or activation function that rounds it.
     private func inputIsRounded(_ layer: ProjectionParameters) -> Bool {
-        layer.readsRoundedOperand && roundsProducedOperands
+        layer.readsRoundedOperand && precision.readsRoundedOperands
     }
 }
 
@@ -209,7 +205,7 @@ struct ProjectionParameters {
     let forwardBias: Int?
     let shape: LinearShape
     /// Whether the input is written by a norm or an activation function, which writes it rounded to bf16 where
-    /// `PartContext.roundsProducedOperands` (attention's output is not: its backward reads it in fp32).
+    /// `MatrixPrecision.readsRoundedOperands` (attention's output is not: its backward reads it in fp32).
     let readsRoundedOperand: Bool
 
     init(_ table: ParameterTable, _ part: ModelPart, weight: TensorSlot, bias: TensorSlot, shape: LinearShape,
