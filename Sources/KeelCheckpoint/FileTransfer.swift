@@ -102,9 +102,10 @@ public final class FileTransfer: @unchecked Sendable {
     /// Posts the first message of every lane on `channel`; `finish` posts the rest.
     public func start(over channel: any Communicator) {
         self.channel = channel
-        var laneOf: [String: Int] = [:]
+        struct LaneKey: Hashable { let isReceive: Bool, peer: Int, tag: Int }
+        var laneOf: [LaneKey: Int] = [:]
         for (index, file) in files.enumerated() {
-            let key = "\(file.isReceive) \(file.peer) \(file.tag)"
+            let key = LaneKey(isReceive: file.isReceive, peer: file.peer, tag: file.tag)
             let lane = laneOf[key] ?? lanes.count
             if lane == lanes.count {
                 laneOf[key] = lane
@@ -133,9 +134,6 @@ public final class FileTransfer: @unchecked Sendable {
             : channel.startSend(UnsafeBufferPointer(start: UnsafePointer(words), count: message.words), to: file.peer,
                                 tag: file.tag, label: label)
     }
-
-    /// Whether nothing was prepared.
-    public var isEmpty: Bool { files.isEmpty }
 
     /// Waits for every message, then puts each received file in place; throws the first failure, after removing
     /// what was received. Also what gives up on a transfer never started: its files are removed, none put in place.

@@ -23,6 +23,18 @@ public final class BPEVocabulary: Sendable {
     public let endOfText: Int32?
     /// Whether a piece that is itself a token is emitted whole before any merging (tiktoken semantics).
     public let emitsWholePieces: Bool
+    /// What the tokenizer file's post-processor puts before a text (`TokenizerSettings.beginningOfTextToken(in:)`).
+    public let textStart: TextStart
+
+    /// The token Hugging Face's `tokenizer(text)` puts before a text's tokens, as a `tokenizer.json` post-processor says.
+    public enum TextStart: Sendable, Equatable {
+        /// The file says nothing: it has no post-processor, or it is not a Hugging Face file.
+        case unspecified
+        /// The post-processor puts no token first.
+        case none
+        /// The post-processor puts this token first.
+        case token(Int32)
+    }
 
     let tokenStarts: [Int]
     let tokenArena: [UInt8]
@@ -113,7 +125,7 @@ public final class BPEVocabulary: Sendable {
     /// order, each joining two ids into the token whose bytes are their concatenation.
     public convenience init(
         tokens: [[UInt8]], merges: [(left: Int32, right: Int32)], specialTokens: [String: Int32],
-        pattern: SplitPattern, emitsWholePieces: Bool = false
+        pattern: SplitPattern, emitsWholePieces: Bool = false, textStart: TextStart = .unspecified
     ) throws {
         var table = ByteStringTable(capacity: tokens.count)
         for (id, bytes) in tokens.enumerated() where !bytes.isEmpty {
@@ -131,12 +143,14 @@ public final class BPEVocabulary: Sendable {
             pairs.insert(merge.left, merge.right, PairTable.Merge(rank: Int32(rank), token: token))
         }
         try self.init(tokens: tokens, table: table, pairs: pairs, merges: merges, specialTokens: specialTokens,
-                      pattern: pattern, emitsWholePieces: emitsWholePieces, allowsMissingBytes: !emitsWholePieces)
+                      pattern: pattern, emitsWholePieces: emitsWholePieces, allowsMissingBytes: !emitsWholePieces,
+                      textStart: textStart)
     }
 
     private init(
         tokens: [[UInt8]], table: ByteStringTable, pairs: PairTable, merges: [(left: Int32, right: Int32)],
-        specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool, allowsMissingBytes: Bool = false
+        specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool, allowsMissingBytes: Bool = false,
+        textStart: TextStart = .unspecified
     ) throws {
         var byteTokens = [Int32](repeating: -1, count: 256)
         for byte in 0..<256 {
@@ -162,6 +176,7 @@ public final class BPEVocabulary: Sendable {
         specialTexts = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
         self.endOfText = specialTokens[BPEVocabulary.endOfTextText]
         self.emitsWholePieces = emitsWholePieces
+        self.textStart = textStart
         self.tokenStarts = starts
         self.tokenArena = arena
         self.byteTokens = byteTokens

@@ -152,7 +152,35 @@ public enum TokenizerFiles {
             merges.append((Int32(left), Int32(right)))
         }
         return try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: specials, pattern: pattern,
-                                 emitsWholePieces: model["ignore_merges"] as? Bool ?? false)
+                                 emitsWholePieces: model["ignore_merges"] as? Bool ?? false,
+                                 textStart: textStart(root["post_processor"], specials: specials))
+    }
+
+    /// What a post-processor puts first in a text's encoding, as `transformers` 5 reads it: a `TemplateProcessing`'s
+    /// `single` template's first piece when it is a special token (by the id the template names for it), a
+    /// `BertProcessing`'s or `RobertaProcessing`'s `cls`, the first such token of a `Sequence`'s processors, nothing
+    /// for the others (`ByteLevel` adds no token); none said without a post-processor.
+    static func textStart(_ processor: Any?, specials: [String: Int32]) -> BPEVocabulary.TextStart {
+        guard let processor, !(processor is NSNull) else { return .unspecified }
+        return leadingToken(of: processor).flatMap { $0.id ?? specials[$0.spelling] }.map { .token($0) } ?? .none
+    }
+
+    private static func leadingToken(of processor: Any) -> (spelling: String, id: Int32?)? {
+        guard let processor = processor as? [String: Any] else { return nil }
+        switch processor["type"] as? String {
+        case "TemplateProcessing":
+            let first = (processor["single"] as? [[String: Any]])?.first
+            guard let spelling = (first?["SpecialToken"] as? [String: Any])?["id"] as? String else { return nil }
+            let ids = ((processor["special_tokens"] as? [String: Any])?[spelling] as? [String: Any])?["ids"] as? [Int]
+            return (spelling, ids?.first.flatMap { Int32(exactly: $0) })
+        case "BertProcessing", "RobertaProcessing":
+            guard let cls = processor["cls"] as? [Any], let spelling = cls.first as? String else { return nil }
+            return (spelling, (cls.last as? Int).flatMap { Int32(exactly: $0) })
+        case "Sequence":
+            return (processor["processors"] as? [Any] ?? []).lazy.compactMap(leadingToken).first
+        default:
+            return nil
+        }
     }
 
     /// The split pattern of a `ByteLevel` pre-tokenizer (GPT-2's regex), or of a `Split` with one of the

@@ -9,11 +9,6 @@ public func loadCheckpointTokenizer(_ checkpoint: CheckpointReader) throws -> an
     try loadTokenizer(checkpoint.tokenizerPath)
 }
 
-/// What the files beside the checkpoint's tokenizer say about generation and the start of a text.
-public func checkpointTokenizerSettings(_ checkpoint: CheckpointReader) -> TokenizerSettings {
-    TokenizerSettings(directory: checkpoint.directory, tokenizerFile: checkpoint.state.tokenizer == "byte" ? nil : checkpoint.state.tokenizer)
-}
-
 /// The model and tokenizer of a user's `--checkpoint`: a checkpoint directory, or a run directory (its
 /// newest valid checkpoint), in any layout it was written in. Shared by `sample`, `export`, `eval` and `logits`.
 public func loadCheckpoint(_ path: String) throws -> (model: Transformer, tokenizer: any TextTokenizer) {

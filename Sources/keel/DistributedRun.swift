@@ -43,14 +43,15 @@ enum DistributedRun {
         (error as? KeelError)?.recursOnResume == true ? recurringFailureStatus : 1
     }
 
-    /// Runs `body` in a process of its own (no launcher): its error ends the process with `exitStatus(for:)`, as a
-    /// job's ranks end, so that `keel launch --max-restarts` of one process tells a diverged run from a crash too.
+    /// Runs `body` in a process of its own (no launcher): an error that resuming would meet again ends the process with
+    /// `recurringFailureStatus`, as a job's ranks end, so that `keel launch --max-restarts` of one process tells a
+    /// diverged run from a crash too.
     static func runAlone(_ body: () throws -> Void) throws {
         do {
             try body()
         } catch let error as KeelError where error.recursOnResume {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
-            throw ExitCode(exitStatus(for: error))
+            throw ExitCode(recurringFailureStatus)
         }
     }
 }

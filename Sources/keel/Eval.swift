@@ -81,7 +81,7 @@ struct Eval: ParsableCommand {
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         let length = try windowLength(model.config)
         let vocabulary = model.config.vocabSize
-        let bos = checkpointTokenizerSettings(reader).beginningOfTextToken(in: tokenizer)
+        let bos = TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer)
         let windows = try dataset.map {
             try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
                                    length: length)

@@ -70,7 +70,7 @@ func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) thr
     let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
     let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
     // A model whose texts start with a token asks llama.cpp for it, as generate puts it before a checkpoint's prompts.
-    let start = checkpointTokenizerSettings(reader).beginningOfTextToken(in: tokenizer)
+    let start = TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer)
     let file = try GGUFExport.file(
         for: model, type: type,
         tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),

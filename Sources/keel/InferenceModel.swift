@@ -111,7 +111,7 @@ struct InferenceModel {
         }
         let checkpoint = try CheckpointReader(resolving: path)
         let model = try checkpoint.loadModel()
-        let settings = checkpointTokenizerSettings(checkpoint)
+        let settings = TokenizerSettings(directory: checkpoint.directory)
         let tokenizer = try loadCheckpointTokenizer(checkpoint)
         return InferenceModel(decoder: try Decoder(model: model, quantization: quantize, releasingFloatWeights: !keepingFloatWeights),
                               model: model, tokenizer: tokenizer,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KeelCheckpoint
+import KeelData
 import KeelTrain
 
 struct Sample: ParsableCommand {
@@ -33,7 +34,7 @@ struct Sample: ParsableCommand {
         let reader = try CheckpointReader(resolving: checkpoint)
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         print(try Sampling.generate(model: model, tokenizer: tokenizer,
-                                    textStart: checkpointTokenizerSettings(reader).beginningOfTextToken(in: tokenizer),
+                                    textStart: TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer),
                                     prompt: prompt, tokens: tokens, temperature: temperature, topK: topK, seed: seed))
     }
 }

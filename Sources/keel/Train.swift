@@ -154,8 +154,8 @@ struct Train: ParsableCommand {
             print("sample (temperature \(settings.sample.temperature), top-k \(settings.sample.topK)):")
             // A pipeline rank holds only its stages: sample from the whole model the checkpoint holds.
             let model = try trainer.model ?? CheckpointReader(summary.checkpoint).loadModel()
-            let start = trainer.tokenizerFile.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: trainer.tokenizer) }
-            print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, textStart: start, prompt: settings.sample.prompt,
+            print(try Sampling.generate(model: model, tokenizer: trainer.tokenizer, textStart: trainer.textStart,
+                                        prompt: settings.sample.prompt,
                                         tokens: settings.sample.tokens,
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,
                                     seed: settings.training.seed))

@@ -72,11 +72,10 @@ final class TextStartTests: XCTestCase {
     /// A BERT- or RoBERTa-style post-processor starts a text with its `cls` token (its id as the processor names it);
     /// the `sep` it puts after the text is not added (Keel ends training texts itself).
     func testBertAndRobertaProcessorsStartWithTheirClassToken() throws {
-        let tokenizer = try loadTokenizer(source.appendingPathComponent("tokenizer.json").path)
         for type in ["BertProcessing", "RobertaProcessing"] {
             let path = try tokenizerFile(processor: ["type": type, "cls": ["<|im_start|>", 1], "sep": ["<|im_end|>", 2],
                                                      "trim_offsets": true, "add_prefix_space": false], keys: [:])
-            XCTAssertEqual(TokenizerSettings(besides: path).beginningOfTextToken(in: tokenizer), 1, type)
+            XCTAssertEqual(TokenizerSettings(besides: path).beginningOfTextToken(in: try loadTokenizer(path)), 1, type)
         }
     }
 
@@ -89,7 +88,7 @@ final class TextStartTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
         let written = directory.appendingPathComponent("tokenizer.json")
         try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, textStart: "<|im_start|>", to: written)
-        XCTAssertEqual(TokenizerSettings(besides: written.path).beginningOfTextToken(in: tokenizer), 1)
+        XCTAssertEqual(TokenizerSettings(besides: written.path).beginningOfTextToken(in: try loadTokenizer(written.path)), 1)
         XCTAssertThrowsError(try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, textStart: "<s>", to: written)) {
             XCTAssertTrue("\($0)".contains("<s> is not one of the vocabulary's special tokens"), "\($0)")
         }
