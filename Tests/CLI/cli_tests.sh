@@ -417,7 +417,7 @@ check "the exported file asks for the original's BOS" \
 "$keel" sample --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/bos-sampled.txt" 2>/dev/null
 "$keel" sample --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/no-bos-sampled.txt" 2>/dev/null
 check "sample continues a prompt after BOS, as generate does" \
-    '(lambda g, s, n: g == s != n)(*[open(f, "rb").read().decode("utf-8", "replace") for f in sys.argv[1:4]])' \
+    '(lambda g, s, n: g and g == s != n)(*[open(f, "rb").read().decode("utf-8", "replace") for f in sys.argv[1:4]])' \
     "$work/bos-generated.txt" "$work/bos-sampled.txt" \
     "$work/no-bos-sampled.txt"
 check "BOS goes before the prompt of the file, and of its import, that ask for it" \
@@ -798,6 +798,15 @@ python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_layer"] = T
     "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
 expect_error "import hf with a boolean layer count" "n_layer must be a positive integer" \
     "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+# RoPE's base must be a positive number, where transformers 5 writes it (rope_parameters) and where 4 did.
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["rope_parameters"]["rope_theta"] = True; json.dump(c, open(sys.argv[2], "w"))' \
+    "$fixtures/llama-gqa/config.json" "$work/hf-bad/config.json"
+expect_error "import hf with a boolean rope_parameters.rope_theta" "rope_parameters.rope_theta must be a positive number (got 1)" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x"
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); del c["rope_parameters"]; c["rope_theta"] = -1; json.dump(c, open(sys.argv[2], "w"))' \
+    "$fixtures/llama-gqa/config.json" "$work/hf-bad/config.json"
+expect_error "import hf with a negative rope_theta" "rope_theta must be a positive number (got -1)" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x"
 cp "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
 # A GPT-2 file may name its tensors with or without "transformer.": one holding a tensor under both names is refused
 # (the header gets a second name for the token table's bytes).

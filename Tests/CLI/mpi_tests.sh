@@ -28,6 +28,15 @@ for n in 2 4; do
         fail "collectives check on $n processes, in pieces of 7 elements"
     fi
 done
+# A limit that is not a count from 1 is named in a warning, and the collectives go whole.
+if "${mpi[@]}" -x KEEL_MPI_MESSAGE_LIMIT=0 -np 2 "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" \
+    && grep -q "15 checks passed" "$work/out" \
+    && [ "$(grep -c "^warning: KEEL_MPI_MESSAGE_LIMIT=0 is not a count from 1 to 2147483647; using 2147483647" "$work/err")" -eq 2 ] \
+    && ! grep -q "go in pieces" "$work/err"; then
+    pass "a KEEL_MPI_MESSAGE_LIMIT of 0 is warned about and ignored"
+else
+    fail "a KEEL_MPI_MESSAGE_LIMIT of 0 is warned about and ignored: $(cat "$work/err")"
+fi
 
 # A size that is not a number is refused, naming it.
 if ! "${mpi[@]}" -np 2 "$keel" collectives --sizes big >"$work/out" 2>"$work/err" \

@@ -11,9 +11,7 @@ final class TextStartTests: XCTestCase {
     /// A directory with the fixture tokenizer, its post-processor replaced by `processor` (nil: none) and `keys` added
     /// to its tokenizer_config.json; returns its tokenizer.json's path.
     private func tokenizerFile(processor: Any?, keys: [String: Any]) throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-text-start-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let directory = try DataFixtures.temporaryDirectory(self)
         func object(_ name: String) throws -> [String: Any] {
             try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent(name))) as? [String: Any])
         }
@@ -73,7 +71,8 @@ final class TextStartTests: XCTestCase {
     /// the `sep` it puts after the text is not added (Keel ends training texts itself).
     func testBertAndRobertaProcessorsStartWithTheirClassToken() throws {
         for type in ["BertProcessing", "RobertaProcessing"] {
-            let path = try tokenizerFile(processor: ["type": type, "cls": ["<|im_start|>", 1], "sep": ["<|im_end|>", 2],
+            // "<s>" is not in the vocabulary: the id the processor names is what counts, as in transformers.
+            let path = try tokenizerFile(processor: ["type": type, "cls": ["<s>", 1], "sep": ["</s>", 2],
                                                      "trim_offsets": true, "add_prefix_space": false], keys: [:])
             XCTAssertEqual(TokenizerSettings(besides: path).beginningOfTextToken(in: try loadTokenizer(path)), 1, type)
         }
@@ -83,9 +82,7 @@ final class TextStartTests: XCTestCase {
     /// (a GGUF import's: llama.cpp puts its BOS first), and Keel reads it back.
     func testAWrittenTokenizerKeepsItsTextStart() throws {
         let tokenizer = try XCTUnwrap(try loadTokenizer(source.appendingPathComponent("tokenizer.json").path) as? BPETokenizer)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-text-start-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let directory = try DataFixtures.temporaryDirectory(self)
         let written = directory.appendingPathComponent("tokenizer.json")
         try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, textStart: "<|im_start|>", to: written)
         XCTAssertEqual(TokenizerSettings(besides: written.path).beginningOfTextToken(in: try loadTokenizer(written.path)), 1)

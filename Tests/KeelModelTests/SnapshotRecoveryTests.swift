@@ -9,6 +9,14 @@ import XCTest
 /// what survives covers every file, each rank fetching from another machine only the files it needs and lacks;
 /// when it does not, the job falls back to disk.
 final class SnapshotRecoveryTests: XCTestCase {
+    /// An empty directory for a transfer's files, removed after the test.
+    private func transferDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        return directory
+    }
+
     private let config = ModelConfig(architecture: .gpt2, vocabSize: 36, layers: 2, heads: 4, kvHeads: 4, width: 32, maxLength: 8)
     /// Three machines of one rank each: rank 0's copy is kept on machine 1, 1's on 2, 2's on 0 (a ring).
     private let machineOfRank = [0, 1, 2]
@@ -159,9 +167,7 @@ final class SnapshotRecoveryTests: XCTestCase {
     /// Files move between ranks intact whatever their length, whole or in pieces, with a tag each or all with one
     /// (their pieces then go one file after another); and a receiver that cannot make room says where.
     func testFilesTravelWholeBetweenRanks() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let directory = try transferDirectory()
         let lengths = [1, 8, 12_345, 3_001]
         for (index, length) in lengths.enumerated() {
             try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 * 7 + index) }).write(to: directory.appendingPathComponent("sent-\(index)"))
@@ -204,9 +210,7 @@ final class SnapshotRecoveryTests: XCTestCase {
     /// large snapshot file on a slow link (here 16 pieces, each sent 0.1 s after the one before, under a timeout of
     /// 1 s). Posted all at once, the last pieces' receives would time out.
     func testACopySlowerThanTheTimeoutInAllStillArrives() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let directory = try transferDirectory()
         let sent = directory.appendingPathComponent("sent"), received = directory.appendingPathComponent("received")
         let length = 16 * 64 * 8
         try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 * 13) }).write(to: sent)
@@ -230,9 +234,7 @@ final class SnapshotRecoveryTests: XCTestCase {
     /// the file's pages when the peer comes back; pages freed under it would crash a run that carries on without the
     /// copy. The file itself is not put in place, and its temporary name is gone.
     func testAFailedTransferKeepsItsFileMapped() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-transfer-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let directory = try transferDirectory()
         let received = directory.appendingPathComponent("received")
         _ = try ThreadCommunicator.run(size: 2, timeout: 0.3) { world in
             guard world.rank == 1 else { return }  // rank 0 never sends
