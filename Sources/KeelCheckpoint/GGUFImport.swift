@@ -19,6 +19,8 @@ public enum GGUFImport {
         public let endOfSequence: Int?
         /// `tokenizer.ggml.add_bos_token`: llama.cpp puts the BOS token before every text it scores or continues.
         public let addsBeginningOfText: Bool
+        /// The token every text starts with, as llama.cpp reads the file: BOS when it adds one, else none.
+        public var textStart: Int? { addsBeginningOfText ? beginningOfText : nil }
         /// `tokenizer.chat_template` (Jinja), when given.
         public let chatTemplate: String?
         /// `general.name`, when given.

@@ -5,7 +5,9 @@ import KeelCore
 /// document and a manifest.
 ///
 /// Every document is preceded by end-of-text (llm.c's convention), so a window's context never runs from
-/// one document into the next without the separator. Documents are assigned to validation evenly: document
+/// one document into the next without the separator, and then by the token the tokenizer puts before every text
+/// when it has one (Llama 3's `<|begin_of_text|>`: Hugging Face's `tokenizer(text)` and torchtitan start each
+/// document with it, and a model trained that way reads text after it). Documents are assigned to validation evenly: document
 /// i goes to validation when ⌊(i+1)·f⌋ > ⌊i·f⌋, which holds out exactly ⌊n·f⌋ of n documents spread over
 /// the corpus, deterministically. Documents are tokenised in parallel in batches and written in input
 /// order, so the output does not depend on the thread count.
@@ -64,8 +66,9 @@ public struct DataPreparation {
             for (offset, tokens) in encoded.enumerated() {
                 let index = status.documents + offset
                 let isValidation = Int(Double(index + 1) * validationFraction) > Int(Double(index) * validationFraction)
-                try writers[isValidation ? 1 : 0].append(document: tokens, endOfText: encoders.endOfText)
-                status.tokens += tokens.count + 1
+                let document = [encoders.endOfText] + (encoders.textStart.map { [$0] } ?? []) + tokens
+                try writers[isValidation ? 1 : 0].append(document: document)
+                status.tokens += document.count
             }
             status.documents += batch.count
             status.bytes += batch.bytes.count
@@ -85,7 +88,7 @@ public struct DataPreparation {
         }
         let manifest = ShardManifest(
             tokenizer: try encoders.copyTokenizer(to: output), vocabSize: encoders.vocabSize,
-            endOfText: encoders.endOfText, dtype: format, train: try writers[0].finish(), val: try writers[1].finish(),
+            endOfText: encoders.endOfText, textStart: encoders.textStart, dtype: format, train: try writers[0].finish(), val: try writers[1].finish(),
             sourceBytes: status.bytes)
         try manifest.write(to: output)
         return manifest
@@ -110,11 +113,11 @@ private struct SplitWriter {
         self.directory = directory
     }
 
-    mutating func append(document: [Int32], endOfText: Int32) throws {
-        buffer.append(endOfText)
+    /// Adds one document's tokens, its separator included.
+    mutating func append(document: [Int32]) throws {
         buffer.append(contentsOf: document)
         documents += 1
-        tokens += document.count + 1
+        tokens += document.count
         while buffer.count >= shardTokens { try writeShard(count: shardTokens) }
     }
 

@@ -25,6 +25,8 @@ public struct DocumentBatch {
 public struct ParallelEncoder {
     public let vocabSize: Int
     public let endOfText: Int32
+    /// The token the tokenizer puts before every text (`TokenizerSettings.beginningOfTextToken(in:)`), if any.
+    public let textStart: Int32?
     private let source: String
     private let pool: ThreadPool
     private let bpe: [BPEEncoder]
@@ -36,6 +38,7 @@ public struct ParallelEncoder {
         if name == "byte" {
             vocabSize = ByteTokenizer.vocabSize
             endOfText = ByteTokenizer().endOfText
+            textStart = nil
             bpe = []
         } else {
             let vocabulary = try TokenizerFiles.load(name)
@@ -43,6 +46,7 @@ public struct ParallelEncoder {
                                              endOfSequence: TokenizerSettings(besides: name).endOfSequence)
             vocabSize = tokenizer.vocabSize
             endOfText = tokenizer.endOfText
+            textStart = TokenizerSettings(besides: name).beginningOfTextToken(in: tokenizer)
             bpe = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
         }
     }

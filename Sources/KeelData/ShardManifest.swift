@@ -24,6 +24,8 @@ public struct ShardManifest: Codable, Equatable, Sendable {
     public var tokenizer: String
     public var vocabSize: Int
     public var endOfText: Int32
+    /// The token written before every document, after end-of-text (the tokenizer's text start), if any.
+    public var textStart: Int32? = nil
     public var dtype: TokenShardFormat
     public var train: Split
     public var val: Split
@@ -32,8 +34,11 @@ public struct ShardManifest: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, tokenizer, dtype, train, val
-        case vocabSize = "vocab_size", endOfText = "end_of_text", sourceBytes = "source_bytes"
+        case vocabSize = "vocab_size", endOfText = "end_of_text", textStart = "text_start", sourceBytes = "source_bytes"
     }
+
+    /// The tokens written before each document's own: end-of-text, and the text start if any.
+    public var separatorsPerDocument: Int { textStart == nil ? 1 : 2 }
 
     public static let fileName = "manifest.json"
 

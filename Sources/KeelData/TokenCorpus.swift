@@ -7,15 +7,18 @@ import KeelCore
 /// Inputs are read as `keel data prepare` reads them (`DocumentSource`: text files, one document each; JSON
 /// Lines with a `text` field, one document per line; either gzip or zstd compressed), or are llm.c token
 /// shards (`.bin`); directories are read recursively in sorted order, hidden files skipped. Each document is
-/// followed by end-of-text; the last `validationFraction` of the stream is held out.
+/// followed by end-of-text, and starts with the token the tokenizer puts before every text when one is given
+/// (`DataPreparation` lays documents out alike); the last `validationFraction` of the stream is held out.
 public struct TokenCorpus: Sendable {
     public let train: [Int32]
     public let validation: [Int32]
     /// Number of input files read.
     public let fileCount: Int
 
-    /// Reads and tokenises `paths`, checking every token id against `vocabSize`.
-    public init(paths: [String], tokenizer: any TextTokenizer, vocabSize: Int, validationFraction: Double) throws {
+    /// Reads and tokenises `paths`, each text document after `textStart` when given, checking every token id against
+    /// `vocabSize`.
+    public init(paths: [String], tokenizer: any TextTokenizer, textStart: Int32? = nil, vocabSize: Int,
+                validationFraction: Double) throws {
         guard !paths.isEmpty else { throw KeelError("config: data.paths is empty: name at least one file or directory") }
         let files = try TokenCorpus.expand(paths)
         var tokens: [Int32] = []
@@ -24,6 +27,7 @@ public struct TokenCorpus: Sendable {
                 tokens += try TokenShard(url: file).tokens()
             } else {
                 try DocumentSource(url: file).forEachDocument { document in
+                    if let textStart { tokens.append(textStart) }
                     tokens += tokenizer.encode(document)
                     tokens.append(tokenizer.endOfText)
                 }

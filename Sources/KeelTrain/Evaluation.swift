@@ -72,11 +72,13 @@ extension Evaluation {
     }
 
     /// Windows of `length` tokens over text, JSONL or compressed files (read as `data.paths` reads them),
-    /// encoded with `tokenizer`, after `beginningOfText` when given (llama-perplexity tokenizes its text with the BOS
-    /// token first for a model that asks for one, so its windows start one token later).
-    public static func windows(files: [String], tokenizer: any TextTokenizer, vocabSize: Int, length: Int,
-                               beginningOfText: Int32? = nil) throws -> TokenWindows {
-        let corpus = try TokenCorpus(paths: files, tokenizer: tokenizer, vocabSize: vocabSize, validationFraction: 0)
-        return TokenWindows(segments: [.memory((beginningOfText.map { [$0] } ?? []) + corpus.train)], length: length)
+    /// encoded with `tokenizer`, each document after `textStart` when given, as training reads them (llama-perplexity
+    /// too tokenizes its text with the BOS token first for a model that asks for one, so its windows start one token
+    /// later).
+    public static func windows(files: [String], tokenizer: any TextTokenizer, textStart: Int32?, vocabSize: Int,
+                               length: Int) throws -> TokenWindows {
+        let corpus = try TokenCorpus(paths: files, tokenizer: tokenizer, textStart: textStart, vocabSize: vocabSize,
+                                     validationFraction: 0)
+        return TokenWindows(segments: [.memory(corpus.train)], length: length)
     }
 }

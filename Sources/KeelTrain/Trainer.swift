@@ -193,9 +193,7 @@ public final class Trainer {
     /// The run's tokenizer (to decode samples).
     public var tokenizer: any TextTokenizer { data.tokenizer }
     /// The token the run's tokenizer puts before every text, if any (`TokenizerSettings.beginningOfTextToken(in:)`).
-    public var textStart: Int32? {
-        data.tokenizerFile.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: tokenizer) }
-    }
+    public var textStart: Int32? { data.textStart }
 
     /// Runs until `training.steps` (or, with `stopAfter`, until that step, as if interrupted there, so that
     /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if

@@ -15,6 +15,14 @@ struct TrainingData {
     /// Targets in each split (the tokens the loss counts: all of them but a window's first, for pre-training).
     let trainTargets: Int, validationTargets: Int
 
+    /// The token the run's tokenizer puts before every text, if any (`TokenizerSettings.beginningOfTextToken(in:)`):
+    /// each document of the data starts with it, and so does a sample's prompt.
+    var textStart: Int32? { Self.textStart(of: tokenizer, file: tokenizerFile) }
+
+    private static func textStart(of tokenizer: any TextTokenizer, file: URL?) -> Int32? {
+        file.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: tokenizer) }
+    }
+
     init(config: TrainConfig) throws {
         let length = config.training.sequenceLength
         let tooLittleValidation: String
@@ -72,8 +80,9 @@ struct TrainingData {
             guard tokenizer.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the tokenizer's vocabulary (\(tokenizer.vocabSize))")
             }
-            let corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer, vocabSize: config.model.vocabSize,
-                                         validationFraction: config.data.validationFraction)
+            let corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer,
+                                         textStart: Self.textStart(of: tokenizer, file: tokenizerFile),
+                                         vocabSize: config.model.vocabSize, validationFraction: config.data.validationFraction)
             let documentEnd = config.data.documentMasking ? tokenizer.endOfText : nil
             train = TokenWindows(segments: [.memory(corpus.train)], length: length, documentEnd: documentEnd)
             validation = TokenWindows(segments: [.memory(corpus.validation)], length: length, documentEnd: documentEnd)

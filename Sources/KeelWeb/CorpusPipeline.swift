@@ -151,9 +151,10 @@ public struct CorpusPipeline: Sendable {
         report.trainTokens = manifest.train.tokens
         report.validationTokens = manifest.val.tokens
         if configuration.deduplicate {
-            // The shards hold one end-of-text token before each document; the rest is the documents' text.
+            // The shards hold end-of-text (and the text start, if any) before each document; the rest is the documents' text.
             let documents = manifest.train.documents + manifest.val.documents
-            report.stages[report.stages.count - 1].tokens = manifest.train.tokens + manifest.val.tokens - documents
+            report.stages[report.stages.count - 1].tokens = manifest.train.tokens + manifest.val.tokens
+                - documents * manifest.separatorsPerDocument
         }
         report.stages.append(Stage(name: "tokenize", documents: manifest.train.documents + manifest.val.documents,
                                    bytes: report.stages.last!.bytes, tokens: manifest.train.tokens + manifest.val.tokens,

@@ -13,7 +13,9 @@ struct DataCommand: ParsableCommand {
             abstract: "Tokenise a corpus into llm.c token shards with a train/validation split and a manifest.",
             discussion: """
                 Inputs: text files (one document each), JSONL files with a "text" field (one document per \
-                line), gzip (.gz) or zstd (.zst) compressed, and directories of them. Output: OUT/train_*.bin, \
+                line), gzip (.gz) or zstd (.zst) compressed, and directories of them. Each document is written after \
+                end-of-text and, when the tokenizer puts a token before every text (Llama 3's <|begin_of_text|>), \
+                after that token. Output: OUT/train_*.bin, \
                 OUT/val_*.bin (uint16 tokens, or uint32 when the vocabulary exceeds 65,536 ids), \
                 OUT/manifest.json and a copy of the tokenizer. Train on it with data.dataset = "OUT".
                 """)

@@ -70,8 +70,8 @@ struct Eval: ParsableCommand {
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
             let loaded = try InferenceModel.load(checkpoint, quantize: format, attention: attentionOption.attention)
             let length = try windowLength(loaded.model.config)
-            let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, vocabSize: loaded.model.config.vocabSize,
-                                                 length: length, beginningOfText: llamaCppScoring ? loaded.beginningOfText : nil)
+            let windows = try Evaluation.windows(files: files, tokenizer: loaded.tokenizer, textStart: loaded.beginningOfText,
+                                                 vocabSize: loaded.model.config.vocabSize, length: length)
             let count = try windowCount(windows, length: length, origin: loaded.origin)
             try score(loaded.decoder, label: loaded.decoder.quantization?.rawValue ?? "gguf", windows: windows, count: count,
                       length: length, beginningOfText: loaded.beginningOfText)
@@ -85,8 +85,7 @@ struct Eval: ParsableCommand {
         let windows = try dataset.map {
             try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
                                    length: length)
-        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, vocabSize: vocabulary, length: length,
-                                beginningOfText: llamaCppScoring ? bos : nil)
+        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, textStart: bos, vocabSize: vocabulary, length: length)
         let count = try windowCount(windows, length: length, origin: reader.directory.path)
         if llamaCppScoring {
             let decoder = try Decoder(model: model, quantization: format)
@@ -174,7 +173,7 @@ struct Eval: ParsableCommand {
         }
         if let bos = beginningOfText {
             let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
-                : "windows are cut from the text without it (--llama-cpp-scoring puts it first, as llama-perplexity does)"
+                : "each document starts with it, as training reads text, and windows are cut from the whole"
             FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; \(note)\n".utf8))
         }
         var loss = 0.0, scored = 0

@@ -121,8 +121,7 @@ struct Import: ParsableCommand {
             let checkpoint = try WeightsCheckpoint.write(
                 model, tokenizer: bpe.map { bpe in
                     // Texts start with BOS as llama.cpp puts it there, and as Hugging Face's tokenizer(text) does from this file.
-                    let start = description.addsBeginningOfText ? description.spelling(of: description.beginningOfText) : nil
-                    return ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, textStart: start, to: $0) })
+                    ("tokenizer.json", { try TokenizerFiles.writeHuggingFace(bpe, textStart: description.spelling(of: description.textStart), to: $0) })
                 },
                 extras: extras, config: config, to: URL(fileURLWithPath: out))
             let types = description.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
@@ -133,8 +132,8 @@ struct Import: ParsableCommand {
                 \(tokenizer.vocabSize) ids, end of text \(tokenizer.endOfText)
                 wrote \(checkpoint.path)
                 """)
-            if description.addsBeginningOfText, let bos = description.beginningOfText {
-                print("note: texts start with BOS token \(bos) (generate and serve put it before prompts; eval --llama-cpp-scoring puts it first, as llama-perplexity does)")
+            if let bos = description.textStart {
+                print("note: texts start with BOS token \(bos) (generate and serve put it before prompts, and training and eval before documents; eval --llama-cpp-scoring also puts it first in each window, as llama-perplexity does)")
             }
         }
     }

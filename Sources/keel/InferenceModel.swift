@@ -101,13 +101,12 @@ struct InferenceModel {
             let tokenizer = try description.textTokenizer()
             let (model, quantized) = try GGUFImport.quantizedModel(of: file, config: description.config, path: path)
             let endOfSequence = description.spelling(of: description.endOfSequence)
-            let bos = description.addsBeginningOfText ? description.beginningOfText.flatMap { Int32(exactly: $0) } : nil
             return InferenceModel(decoder: try Decoder(model: model, quantizedTensors: quantized), model: model,
                                   tokenizer: tokenizer, origin: path, isGGUF: true, endOfSequence: endOfSequence,
                                   chat: ChatFormat(template: description.chatTemplate,
                                                    beginningOfSequence: description.spelling(of: description.beginningOfText),
                                                    endOfSequence: endOfSequence),
-                                  beginningOfText: bos)
+                                  beginningOfText: description.textStart.flatMap { Int32(exactly: $0) })
         }
         let checkpoint = try CheckpointReader(resolving: path)
         let model = try checkpoint.loadModel()

@@ -395,6 +395,9 @@ for file in tiny tiny-bos; do
     "$keel" generate --checkpoint "$work/$file.gguf" --prompt "In 1599 the" --max-tokens 1 2>"$work/$file.err" >/dev/null
 done
 expect_ok "import the file that asks for BOS" "$keel" import gguf "$work/tiny-bos.gguf" --out "$work/tiny-bos-run"
+check "the import says its texts start with the file's BOS" \
+    '"note: texts start with BOS token %d " % (lambda f: int(f.parts[f.data[0]][0]))(__import__("gguf").GGUFReader(sys.argv[2]).fields["tokenizer.ggml.bos_token_id"]) in open(sys.argv[1]).read()' \
+    "$work/out" "$work/tiny-bos.gguf"
 # Its tokenizer.json says so to Hugging Face's tokenizers too: the post-processor puts the file's BOS first, and only there.
 check "the import's tokenizer.json puts the file's BOS first for Hugging Face's tokenizers, the other import's nothing" \
     '(lambda bos, first: first(sys.argv[1]) == bos != first(sys.argv[2]))((lambda f: int(f.parts[f.data[0]][0]))(__import__("gguf").GGUFReader(sys.argv[3]).fields["tokenizer.ggml.bos_token_id"]), lambda path: __import__("tokenizers").Tokenizer.from_file(path).encode("In 1599 the").ids[0])' \
@@ -432,6 +435,21 @@ check "eval --llama-cpp-scoring puts BOS first in each window of a file, and of 
     '(lambda p: p[0] != p[1] and p[2] != p[3])([json.load(open(f))["perplexity"] for f in sys.argv[1:5]]) and all("replaced by it" in open(f).read() for f in sys.argv[5:])' \
     "$work/tiny.gguf.json" "$work/tiny-bos.gguf.json" "$work/tiny-imported.json" "$work/tiny-bos-run.json" \
     "$work/tiny-bos.gguf.eval.err" "$work/tiny-bos-run.eval.err"
+# Pretraining text reads as Hugging Face's tokenizer(text) and torchtitan read it: a document starts with the token the
+# tokenizer puts before every text (here after llm.c's end-of-text), in prepared shards and in plain eval alike.
+for model in tiny-bos-run tiny-imported; do
+    expect_ok "prepare text with the tokenizer of $model" "$keel" data prepare --input "$work/hamlet.txt" --val-fraction 0 \
+        --tokenizer "$work/$model/checkpoints/step_00000000/tokenizer.json" --out "$work/$model-data"
+done
+for model in tiny-bos-run tiny-imported tiny-bos.gguf; do
+    "$keel" eval --checkpoint "$work/$model" "$work/hamlet.txt" --seq-len 16 --json >"$work/$model.plain.json" 2>"$work/$model.plain.err"
+done
+check "prepared documents start with end-of-text, then the text start of the tokenizer that has one" \
+    '(lambda bos, a, b: a[:2] == [a[0], bos] and b[0] == a[0] and b[1] != bos and a[2:] == b[1:-1])(*[(lambda f: int(f.parts[f.data[0]][0]))(__import__("gguf").GGUFReader(sys.argv[1]).fields["tokenizer.ggml.bos_token_id"])] + [(lambda b: list(__import__("struct").unpack_from("<%d%s" % (min(40, (len(b) - 1024) // 2), "H"), b, 1024)))(open(f, "rb").read()) for f in sys.argv[2:4]])' \
+    "$work/tiny-bos.gguf" "$work/tiny-bos-run-data/train_000000.bin" "$work/tiny-imported-data/train_000000.bin"
+check "plain eval reads each document after the text start, and a GGUF file's says so" \
+    '(lambda p: p[0] != p[1])([json.load(open(f))["perplexity"] for f in sys.argv[1:3]]) and "note: the model expects token 1 before every text; each document starts with it" in open(sys.argv[3]).read()' \
+    "$work/tiny-bos-run.plain.json" "$work/tiny-imported.plain.json" "$work/tiny-bos.gguf.plain.err"
 { cat "$work/tiny-imported/config.toml"; printf '[data]\npaths = ["%s"]\n[training]\nsteps = 1\nbatch_size = 2\nseq_len = 16\n' "$work/corpus"; } >"$work/smol.toml"
 expect_error "init from a model whose tokenizer is not the data's" "the data's tokenizer (byte) is not the checkpoint's" \
     "$keel" train --config "$work/smol.toml" --out "$work/smol-run" --init-from "$work/tiny-imported"

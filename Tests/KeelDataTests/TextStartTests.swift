@@ -52,6 +52,41 @@ final class TextStartTests: XCTestCase {
         XCTAssertEqual(started, 4, "four of the cases start their texts with a token")
     }
 
+    /// Pretraining text starts each document as transformers' `tokenizer(text)` starts it: prepared shards hold
+    /// end-of-text (llm.c's separator) then those ids, and a corpus read at start-up (`data.paths`, `keel eval`'s files)
+    /// holds those ids then end-of-text, for a tokenizer with a start and one without.
+    func testDocumentsStartAsTransformersStartsThem() throws {
+        let fixture = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: DataFixtures.repositoryRoot
+            .appendingPathComponent("Tests/Reference/text_start.json"))) as? [String: Any])
+        let text = try XCTUnwrap(fixture["text"] as? String)
+        let cases = try XCTUnwrap(fixture["cases"] as? [[String: Any]])
+        for name in ["template with a start", "no start"] {
+            let entry = try XCTUnwrap(cases.first { $0["name"] as? String == name })
+            let path = try tokenizerFile(processor: entry["post_processor"], keys: try XCTUnwrap(entry["config"] as? [String: Any]))
+            let expected = try XCTUnwrap(entry["text"] as? [Int]).map(Int32.init)
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+            let corpus = directory.appendingPathComponent("corpus.jsonl")
+            let line = String(decoding: try JSONSerialization.data(withJSONObject: ["text": text]), as: UTF8.self)
+            try Data((line + "\n" + line + "\n").utf8).write(to: corpus)
+            let endOfText = try loadTokenizer(path).endOfText
+
+            var preparation = DataPreparation(inputs: [corpus.path], tokenizer: path, output: directory.appendingPathComponent("dataset"))
+            preparation.validationFraction = 0
+            let manifest = try preparation.run()
+            let shard = try manifest.openShards(manifest.train, in: preparation.output)[0]
+            XCTAssertEqual(shard.tokens(), [endOfText] + expected + [endOfText] + expected, name)
+            XCTAssertEqual(manifest.train.tokens, 2 * (expected.count + 1), name)
+            XCTAssertEqual(manifest.separatorsPerDocument, name == "no start" ? 1 : 2, name)
+            XCTAssertEqual(try ShardManifest.read(from: preparation.output), manifest, name)
+
+            let tokenizer = try loadTokenizer(path)
+            let read = try TokenCorpus(paths: [corpus.path], tokenizer: tokenizer,
+                                       textStart: TokenizerSettings(besides: path).beginningOfTextToken(in: tokenizer),
+                                       vocabSize: tokenizer.vocabSize, validationFraction: 0)
+            XCTAssertEqual(read.train, expected + [endOfText] + expected + [endOfText], name)
+        }
+    }
+
     /// A tokenizer.json without a post-processor (a GGUF import's, before imports wrote one) starts texts as
     /// `add_bos_token` says, as llama.cpp reads the GGUF's flag; a conversation gets no start beyond its template's.
     func testWithoutAPostProcessorTheConfigSays() throws {

@@ -43,6 +43,7 @@ final class GGUFImportTests: XCTestCase {
         XCTAssertEqual(description.endOfSequence, 2)
         XCTAssertEqual(description.beginningOfText, 1)
         XCTAssertFalse(description.addsBeginningOfText)
+        XCTAssertNil(description.textStart, "BOS is given, but not asked for")
         XCTAssertEqual(description.name, "tiny smollm-like")
         XCTAssertEqual(description.tensorTypes, ["F32": 5, "F16": 1, "BF16": 1, "Q8_0": 5, "Q4_0": 1, "Q4_1": 5, "Q4_K": 2])
         XCTAssertTrue(description.chatTemplate?.contains("<|im_start|>") ?? false)
