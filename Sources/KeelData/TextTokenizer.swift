@@ -29,22 +29,25 @@ extension TextTokenizer {
     /// `<|im_start|>`), as Hugging Face tokenizers read them; the text between them is encoded as text. Where two
     /// special tokens start at one place, the longer is taken.
     public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
-        let specials = specialTokenTexts.filter { !$0.isEmpty }.sorted { $0.utf8.count > $1.utf8.count }
-        guard !specials.isEmpty else { return encode(text) }
+        let spellings = SpellingTrie(specialTokenTexts.compactMap { special in specialToken(special).map { (special, $0) } })
+        guard !spellings.isEmpty else { return encode(text) }
+        let bytes = Array(text.utf8)
         var ids: [Int32] = []
-        var rest = Substring(text)
-        while !rest.isEmpty {
-            var earliest: (range: Range<Substring.Index>, id: Int32)?
-            for special in specials {
-                guard let range = rest.range(of: special), let id = specialToken(special) else { continue }
-                if earliest == nil || range.lowerBound < earliest!.range.lowerBound { earliest = (range, id) }
+        bytes.withUnsafeBufferPointer { all in
+            var textStart = 0, position = 0
+            while position < all.count {
+                guard let (length, id) = spellings.longestMatch(in: all, at: position) else {
+                    position += 1
+                    continue
+                }
+                ids += encode(UnsafeBufferPointer(rebasing: all[textStart..<position]))
+                ids.append(id)
+                position += length
+                textStart = position
             }
-            guard let (range, id) = earliest else { break }
-            ids += encode(String(rest[..<range.lowerBound]))
-            ids.append(id)
-            rest = rest[range.upperBound...]
+            ids += encode(UnsafeBufferPointer(rebasing: all[textStart...]))
         }
-        return ids + encode(String(rest))
+        return ids
     }
 
     /// `ids` as text, with invalid UTF-8 shown as U+FFFD.
@@ -101,4 +104,44 @@ public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
     if name == "byte" { return ByteTokenizer() }
     return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name,
                             endOfSequence: TokenizerSettings(besides: name).endOfSequence)
+}
+
+/// Special tokens' spellings as a trie of their UTF-8 bytes: the longest spelling that starts at a place in a text is
+/// found in as many steps as it has bytes, however many tokens there are (Llama 3 has 256, all starting "<|"), so a
+/// text full of spellings costs no more to read than any other.
+private struct SpellingTrie {
+    /// Each node's children by byte, and the token spelled by the path to it.
+    private var children: [[UInt8: Int]] = [[:]]
+    private var tokens: [Int32?] = [nil]
+
+    init(_ spellings: [(String, Int32)]) {
+        for (spelling, id) in spellings where !spelling.isEmpty {
+            var node = 0
+            for byte in spelling.utf8 {
+                if let next = children[node][byte] {
+                    node = next
+                } else {
+                    children.append([:])
+                    tokens.append(nil)
+                    children[node][byte] = children.count - 1
+                    node = children.count - 1
+                }
+            }
+            tokens[node] = id
+        }
+    }
+
+    var isEmpty: Bool { children[0].isEmpty }
+
+    /// The byte length and token of the longest spelling at `bytes[position...]`, if one starts there.
+    func longestMatch(in bytes: UnsafeBufferPointer<UInt8>, at position: Int) -> (length: Int, id: Int32)? {
+        var node = 0, match: (length: Int, id: Int32)?
+        var index = position
+        while index < bytes.count, let next = children[node][bytes[index]] {
+            node = next
+            index += 1
+            if let id = tokens[node] { match = (index - position, id) }
+        }
+        return match
+    }
 }

@@ -54,8 +54,8 @@ public final class GenerationBatch {
         var stepping: [Int] = []
         for index in entries.indices {
             var random = RandomStream(seed: entries[index].options.seed, key: 0x5A3, UInt64(entries[index].generated.count))
-            let token = Sampler.choose(entries[index].logits, history: entries[index].text, options: entries[index].options,
-                                       random: &random)
+            let token = Sampler.choose(entries[index].logits, history: entries[index].text, generated: entries[index].generated,
+                                       options: entries[index].options, random: &random)
             entries[index].text.append(token)
             entries[index].generated.append(token)
             let entry = entries[index]

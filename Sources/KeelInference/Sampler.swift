@@ -12,6 +12,11 @@ public struct SamplingOptions: Sendable, Equatable {
     /// Tokens already in the sequence have their logits divided by this when positive and multiplied when
     /// negative (CTRL's repetition penalty; 1: none).
     public var repetitionPenalty: Float = 1
+    /// Subtracted once from the logit of every token already generated (OpenAI's `presence_penalty`, -2 to 2).
+    public var presencePenalty: Float = 0
+    /// Subtracted from the logit of every token already generated, once per time it was (OpenAI's
+    /// `frequency_penalty`, -2 to 2).
+    public var frequencyPenalty: Float = 0
     /// The seed: one (seed, position) always draws the same token from the same logits, so a prompt gets the same
     /// draws alone or in a batch.
     public var seed: UInt64 = 1
@@ -19,12 +24,14 @@ public struct SamplingOptions: Sendable, Equatable {
     /// multiple, has no text for the rest.
     public var vocabulary: Int?
 
-    public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 1, repetitionPenalty: Float = 1, seed: UInt64 = 1,
-                vocabulary: Int? = nil) {
+    public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 1, repetitionPenalty: Float = 1,
+                presencePenalty: Float = 0, frequencyPenalty: Float = 0, seed: UInt64 = 1, vocabulary: Int? = nil) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.repetitionPenalty = repetitionPenalty
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
         self.seed = seed
         self.vocabulary = vocabulary
     }
@@ -37,20 +44,34 @@ public struct SamplingOptions: Sendable, Equatable {
         guard repetitionPenalty > 0, repetitionPenalty.isFinite else {
             throw KeelError("repetition-penalty must be a finite number above 0 (got \(repetitionPenalty))")
         }
+        for (name, value) in [("presence", presencePenalty), ("frequency", frequencyPenalty)] where !(-2...2).contains(value) {
+            throw KeelError("\(name)-penalty must be between -2 and 2 (got \(value))")
+        }
     }
 }
 
-/// Chooses tokens from logits as `SamplingOptions` say: the repetition penalty, then (greedy, or) temperature,
-/// top-k and top-p, then a draw.
+/// Chooses tokens from logits as `SamplingOptions` say: the repetition, presence and frequency penalties, then
+/// (greedy, or) temperature, top-k and top-p, then a draw.
 public enum Sampler {
-    /// The next token after `logits`, given the tokens the sequence holds (`history`, for the penalty) and the
-    /// random stream of this draw.
-    public static func choose(_ logits: [Float], history: [Int32], options: SamplingOptions, random: inout RandomStream) -> Int32 {
+    /// The next token after `logits`, given the tokens the sequence holds (`history`, for the repetition penalty),
+    /// those of them it generated (`generated`, for the presence and frequency penalties) and the random stream of
+    /// this draw.
+    public static func choose(_ logits: [Float], history: [Int32], generated: [Int32] = [], options: SamplingOptions,
+                              random: inout RandomStream) -> Int32 {
         var logits = options.vocabulary.map { Array(logits.prefix(max(1, $0))) } ?? logits
         if options.repetitionPenalty != 1 {
             for token in Set(history) where Int(token) < logits.count {
                 let value = logits[Int(token)]
-                logits[Int(token)] = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
+                // Kept finite: a tiny penalty would make a logit infinite, and the draw's weights NaN.
+                let penalized = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
+                logits[Int(token)] = max(-.greatestFiniteMagnitude, min(.greatestFiniteMagnitude, penalized))
+            }
+        }
+        if options.presencePenalty != 0 || options.frequencyPenalty != 0 {
+            var counts: [Int32: Int] = [:]
+            for token in generated where Int(token) < logits.count { counts[token, default: 0] += 1 }
+            for (token, count) in counts {
+                logits[Int(token)] -= options.presencePenalty + Float(count) * options.frequencyPenalty
             }
         }
         // Most likely first; equal logits by token id, so the order never depends on the sort. Only the tokens that

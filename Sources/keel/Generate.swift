@@ -36,6 +36,12 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("repetition-penalty"), help: "Penalty on tokens already in the text (1: none).")
     var repetitionPenalty: Float = 1
 
+    @Option(name: .customLong("presence-penalty"), help: "Subtracted from the logits of tokens generated so far (OpenAI's presence_penalty, -2 to 2).")
+    var presencePenalty: Float = 0
+
+    @Option(name: .customLong("frequency-penalty"), help: "Subtracted from the logits of tokens generated so far, once per time each was (OpenAI's frequency_penalty, -2 to 2).")
+    var frequencyPenalty: Float = 0
+
     @Option(help: "Random seed.")
     var seed: UInt64 = 1
 
@@ -70,7 +76,8 @@ struct Generate: ParsableCommand {
     }
 
     private var options: SamplingOptions {
-        SamplingOptions(temperature: temperature, topK: topK, topP: topP, repetitionPenalty: repetitionPenalty, seed: seed)
+        SamplingOptions(temperature: temperature, topK: topK, topP: topP, repetitionPenalty: repetitionPenalty,
+                        presencePenalty: presencePenalty, frequencyPenalty: frequencyPenalty, seed: seed)
     }
 
     func run() throws {
@@ -86,6 +93,11 @@ struct Generate: ParsableCommand {
             guard chat else { return loaded.prompt(tokenizer.encode(text)) }
             if let problem = loaded.chat.problem { throw KeelError(problem) }
             return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer), chat: true)
+        }
+        let context = loaded.model.config.maxLength
+        for (index, tokens) in encoded.enumerated() where tokens.count > context {
+            // Generation reads the last `context` tokens, as the model was trained on no more.
+            FileHandle.standardError.write(Data("generate: note: prompt \(index + 1) is \(tokens.count) tokens, more than the model's context (\(context)): the model reads its last \(context)\n".utf8))
         }
         let stops = InferenceModel.stops(stop, endOfGeneration: loaded.endOfGeneration, chat: chat ? loaded.chat : nil)
             .map { Array($0.utf8) }

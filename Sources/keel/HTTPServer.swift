@@ -13,8 +13,9 @@ struct HTTPRequest {
 /// One client connection: the request it sent, and the response written back on it.
 ///
 /// Events are written from the generation thread every request shares, so they never wait for the client: what it
-/// has not taken yet waits here, and a client that leaves `unsentLimit` bytes unread has gone. Reads and the
-/// connection thread's own writes wait at most `timeoutSeconds` for the client.
+/// has not taken yet waits here, and a client that leaves `unsentLimit` bytes unread has gone. A whole request must
+/// arrive within `timeoutSeconds` (a client sending a byte a minute holds no thread for ever), and the connection
+/// thread's own writes wait at most that long for the client at a time.
 final class HTTPConnection: @unchecked Sendable {
     private let socket: Int32
     private var closed = false
@@ -38,6 +39,8 @@ final class HTTPConnection: @unchecked Sendable {
     /// Reads one request: the head up to a blank line (at most 64 KiB), then `Content-Length` bytes of body (at
     /// most `maximumBody`); a failure, with its status and reason, when the client sent something else.
     func readRequest(maximumBody: Int) -> Result<HTTPRequest, HTTPFailure> {
+        let deadline = Date().addingTimeInterval(Double(Self.timeoutSeconds))
+        let late = HTTPFailure(status: 408, message: "the request did not arrive within \(Self.timeoutSeconds) s")
         var buffer = Data()
         var chunk = [UInt8](repeating: 0, count: 16_384)
         let separator = Data("\r\n\r\n".utf8)
@@ -48,6 +51,7 @@ final class HTTPConnection: @unchecked Sendable {
             guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s before a whole request")) }
             buffer.append(contentsOf: chunk[0..<received])
             headEnd = buffer.range(of: separator)
+            if headEnd == nil, Date() > deadline { return .failure(late) }
         }
         let head = String(decoding: buffer[..<headEnd!.lowerBound], as: UTF8.self)
         var lines = head.components(separatedBy: "\r\n")
@@ -71,18 +75,38 @@ final class HTTPConnection: @unchecked Sendable {
             let received = recv(socket, &chunk, min(chunk.count, length - body.count), 0)
             guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s inside the body")) }
             body.append(contentsOf: chunk[0..<received])
+            if body.count < length, Date() > deadline { return .failure(late) }
         }
         return .success(HTTPRequest(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers,
                                     body: body.prefix(length)))
     }
 
     /// Writes a whole response with a body of `contentType`, and closes the connection.
+    ///
+    /// A refusal may come before the client has sent all of its request (a body over the limit): closing with its
+    /// bytes unread would reset the connection, and the client would lose the response with them. So after an
+    /// error the server stops sending and reads what still comes (at most `drainLimit` bytes for at most 5 s)
+    /// before it closes.
     func respond(status: Int, contentType: String = "application/json", body: Data) {
         var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
         head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        _ = write(Data(head.utf8) + body)
+        if write(Data(head.utf8) + body), status >= 400 {
+            shutdown(socket, Int32(SHUT_WR))
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var chunk = [UInt8](repeating: 0, count: 65_536), drained = 0
+            let deadline = Date().addingTimeInterval(5)
+            while drained < Self.drainLimit, Date() < deadline {
+                let received = recv(socket, &chunk, chunk.count, 0)
+                guard received > 0 else { break }
+                drained += received
+            }
+        }
         close()
     }
+
+    /// The most bytes of a refused request read before its connection closes.
+    static let drainLimit = 64 << 20
 
     /// Starts a server-sent-events response; `event` then writes each event, `close` ends it.
     func beginEvents() -> Bool {
@@ -152,7 +176,7 @@ final class HTTPConnection: @unchecked Sendable {
     }
 
     static func reason(_ status: Int) -> String {
-        [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+        [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
          413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"][status] ?? "Error"
     }
 }
@@ -161,6 +185,8 @@ final class HTTPConnection: @unchecked Sendable {
 struct HTTPFailure: Error {
     let status: Int
     let message: String
+    /// OpenAI's error code ("context_length_exceeded"), when there is one.
+    var code: String? = nil
 }
 
 /// A listening socket on a host and port; each accepted connection is handled on a thread of its own.
@@ -196,7 +222,12 @@ final class HTTPServer: Sendable {
     func run(_ handle: @escaping @Sendable (HTTPConnection) -> Void) -> Never {
         while true {
             let client = accept(socket, nil, nil)
-            guard client >= 0 else { continue }
+            guard client >= 0 else {
+                // Out of descriptors or memory: the connection stays queued and accept fails again at once, so wait
+                // for connections to close rather than spin.
+                if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) { usleep(100_000) }
+                continue
+            }
             let connection = HTTPConnection(socket: client)
             let thread = Thread { handle(connection) }
             thread.stackSize = 1 << 20

@@ -35,6 +35,9 @@ struct Serve: ParsableCommand {
     @Option(help: "The model's name in responses and /v1/models.")
     var name = "keel"
 
+    @Flag(help: "When a sequence fills the model's context, go on from its last half (llama.cpp's --context-shift) instead of ending the reply there (finish_reason \"length\").")
+    var contextShift = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
@@ -49,7 +52,7 @@ struct Serve: ParsableCommand {
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
-                                chatStart: loaded.chatStart)
+                                chatStart: loaded.chatStart, shiftsContext: contextShift)
         let server: HTTPServer
         do { server = try HTTPServer(host: host, port: port) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
@@ -71,6 +74,9 @@ struct CompletionAPI: Sendable {
     let beginningOfText: Int32?
     /// Starts every chat prompt that the chat template has not started with it (`InferenceModel.chatStart`).
     let chatStart: Int32?
+    /// Whether a sequence that fills the context goes on from its last half (`GenerationBatch.advance`); otherwise a
+    /// reply ends there, as llama.cpp's server ends it without `--context-shift`.
+    let shiftsContext: Bool
 
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
@@ -85,9 +91,9 @@ struct CompletionAPI: Sendable {
                 do {
                     try complete(request, chat: path.hasSuffix("chat/completions"), on: connection)
                 } catch let failure as HTTPFailure {
-                    connection.respond(status: failure.status, body: Self.error(failure.message))
+                    connection.respond(status: failure.status, body: Self.error(failure.message, code: failure.code))
                 } catch {
-                    connection.respond(status: 500, body: Self.error("\(error)"))
+                    connection.respond(status: 500, body: Self.error("\(error)", type: "server_error"))
                 }
             case (_, "/v1/models"), (_, "/v1/completions"), (_, "/v1/chat/completions"):
                 connection.respond(status: 405, body: Self.error("\(request.method) is not allowed on \(path)"))
@@ -120,8 +126,8 @@ struct CompletionAPI: Sendable {
                 throw bad("'messages' must be a non-empty array of {role, content} objects")
             }
             let conversation = try messages.map { message in
-                guard let role = message["role"] as? String, let content = message["content"] as? String else {
-                    throw bad("each message needs a string 'role' and a string 'content'")
+                guard let role = message["role"] as? String, let content = try Self.text(of: message["content"]) else {
+                    throw bad("each message needs a string 'role' and a 'content': a string, or a list of text parts")
                 }
                 return (role, content)
             }
@@ -152,14 +158,28 @@ struct CompletionAPI: Sendable {
             throw bad("'stop' takes at most \(Self.stopLimit.count) strings of at most \(Self.stopLimit.bytes) bytes each")
         }
         let stops = InferenceModel.stops(requested, endOfGeneration: endOfGeneration, chat: chat ? chatFormat : nil)
-        let maxTokens = try number("max_tokens", chat ? 256 : 16)
+        // The newer chat field first, as OpenAI reads it.
+        let limitField = chat && body["max_completion_tokens"].map({ !($0 is NSNull) }) == true ? "max_completion_tokens" : "max_tokens"
+        let maxTokens = try number(limitField, chat ? 256 : 16)
         guard maxTokens >= 1, maxTokens == maxTokens.rounded(), maxTokens <= 1_000_000 else {
-            throw bad("'max_tokens' must be a positive integer")
+            throw bad("'\(limitField)' must be a positive integer")
+        }
+        // What Keel does not do is refused, not ignored: a client counting on it would read a wrong answer.
+        if let n = body["n"], !(n is NSNull) {
+            guard let count = n as? NSNumber, !isJSONBoolean(n), count.doubleValue == 1 else {
+                throw bad("'n' must be 1: Keel returns one choice per request (send several requests: they are generated together)")
+            }
+        }
+        for field in ["logprobs", "echo", "top_logprobs"] {
+            guard let value = body[field], !(value is NSNull) else { continue }
+            guard isJSONBoolean(value), value as? Bool == false else { throw bad("'\(field)' is not supported") }
         }
         let options = SamplingOptions(temperature: Float(try number("temperature", 1)), topK: Int(try number("top_k", 0)),
                                       topP: Float(try number("top_p", 1)),
                                       repetitionPenalty: Float(try number("repetition_penalty", 1)),
-                                      seed: UInt64(clamping: Int64(try number("seed", 0))),
+                                      presencePenalty: Float(try number("presence_penalty", 0)),
+                                      frequencyPenalty: Float(try number("frequency_penalty", 0)),
+                                      seed: try seed(body["seed"]),
                                       // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
                                       vocabulary: tokenizer.vocabSize)
         do {
@@ -173,8 +193,48 @@ struct CompletionAPI: Sendable {
         case let value? where isJSONBoolean(value): stream = value as? Bool ?? false
         default: throw bad("'stream' must be true or false")
         }
-        return Parameters(prompt: InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText),
-                          maxTokens: Int(maxTokens), options: options, stops: stops, stream: stream)
+        prompt = InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText)
+        // The model reads at most its context: a longer prompt would lose its start (the system message, the template's
+        // header), so it is refused, as OpenAI and llama.cpp refuse it; with --context-shift, read from its last
+        // part, as llama.cpp's server then truncates it.
+        if shiftsContext { prompt = Array(prompt.suffix(contextLength)) }
+        guard shiftsContext || prompt.count < contextLength else {
+            throw HTTPFailure(status: 400, message: "the prompt is \(prompt.count) tokens, and the model's context is \(contextLength): "
+                + "at most \(contextLength - 1) leave room for a reply", code: "context_length_exceeded")
+        }
+        // (An empty prompt is read as one token: `GenerationBatch.admit`.)
+        let room = contextLength - max(1, prompt.count)
+        return Parameters(prompt: prompt, maxTokens: shiftsContext ? Int(maxTokens) : min(Int(maxTokens), room),
+                          options: options, stops: stops, stream: stream)
+    }
+
+    /// A request's `seed`: a 64-bit signed integer, taken as its bits; without one, a random seed, so that requests
+    /// without seeds draw differently, as OpenAI's do.
+    private func seed(_ value: Any?) throws -> UInt64 {
+        guard let value, !(value is NSNull) else { return UInt64.random(in: .min ... .max) }
+        guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue == number.doubleValue.rounded(),
+              abs(number.doubleValue) < 0x1p63 else {
+            throw HTTPFailure(status: 400, message: "'seed' must be an integer between -2^63 and 2^63")
+        }
+        return UInt64(bitPattern: number.int64Value)
+    }
+
+    /// A message's text: its `content` string, or the text parts of a list joined by newlines (as vLLM joins them);
+    /// an assistant message's null content (a tool call's) is empty. Nil for anything else; a part that is not text
+    /// is refused.
+    private static func text(of content: Any?) throws -> String? {
+        switch content {
+        case let text as String: return text
+        case is NSNull: return ""
+        case let parts as [[String: Any]]:
+            return try parts.map { part in
+                guard part["type"] as? String == "text", let text = part["text"] as? String else {
+                    throw HTTPFailure(status: 400, message: "Keel's models read text: a content part must be {\"type\": \"text\", \"text\": …}")
+                }
+                return text
+            }.joined(separator: "\n")
+        default: return nil
+        }
     }
 
     private func complete(_ request: HTTPRequest, chat: Bool, on connection: HTTPConnection) throws {
@@ -205,7 +265,7 @@ struct CompletionAPI: Sendable {
         }
         let tokenizer = self.tokenizer
         service.submit(GenerationService.Request(
-            prompt: Array(parameters.prompt.suffix(contextLength)), maxTokens: parameters.maxTokens, options: parameters.options,
+            prompt: parameters.prompt, maxTokens: parameters.maxTokens, options: parameters.options,
             onToken: { generated in
                 state.stream.update(generated, decodedBy: tokenizer)
                 if parameters.stream {
@@ -224,7 +284,7 @@ struct CompletionAPI: Sendable {
             }))
         finished.wait()
         // One line per request, as llama.cpp's server logs them.
-        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, "
+        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(parameters.options.seed), "
             + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n").utf8))
         if parameters.stream {
             let rest = state.stream.takeRest()
@@ -261,7 +321,7 @@ struct CompletionAPI: Sendable {
 
     static func json(_ object: Any) -> Data { (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data() }
 
-    static func error(_ message: String) -> Data {
-        json(["error": ["message": message, "type": "invalid_request_error", "param": NSNull(), "code": NSNull()]])
+    static func error(_ message: String, type: String = "invalid_request_error", code: String? = nil) -> Data {
+        json(["error": ["message": message, "type": type, "param": NSNull(), "code": code.map { $0 as Any } ?? NSNull()]])
     }
 }

@@ -11,7 +11,7 @@ export XDG_CACHE_HOME="${XDG_CACHE_HOME:-$work/xdg-cache}"
 # start_server MODEL: keel serve of MODEL on a free port, in the background: sets $server (its pid) and $port (empty
 # when it did not say it was serving within 10 s). stop_server ends it.
 start_server() {
-    "$keel" serve --checkpoint "$1" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+    "$keel" serve --checkpoint "$1" --port 0 "${@:2}" >"$work/serve.out" 2>"$work/serve.err" &
     server=$!
     for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
     port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
@@ -237,13 +237,35 @@ check "a repetition penalty changes the greedy text" \
     "$work/greedy40.jsonl" "$work/penalized40.jsonl"
 usage "generate with a repetition penalty of 0" "--repetition-penalty must be a finite number above 0 (got 0.0)" \
     "$keel" generate --checkpoint "$work/run" --repetition-penalty 0
-# keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks).
-start_server "$work/run"
+# keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks); with
+# --context-shift its replies go past the context (16 tokens here) as generate's do.
+start_server "$work/run" --context-shift
 post completions '{"prompt": "To be", "max_tokens": 40, "temperature": 0, "repetition_penalty": 100}'
 check "serve's completion with repetition_penalty is generate's penalized text" \
     '(lambda c, r: c["text"] == r["text"])(json.load(open(sys.argv[1]))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
     "$work/response.json" "$work/penalized40.jsonl"
 stop_server
+# Without it a reply ends where the context is full, and a prompt the context cannot hold with room for a reply is
+# refused (400, context_length_exceeded), as llama.cpp's server does; the usage counts what the model read.
+start_server "$work/run"
+post completions '{"prompt": "To be", "max_tokens": 40, "temperature": 0}'
+check "without --context-shift a completion ends where the context is full" \
+    '(lambda r: r["choices"][0]["finish_reason"] == "length" and r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] == 16 == r["usage"]["total_tokens"])(json.load(open(sys.argv[1])))' \
+    "$work/response.json"
+python3 -c '
+import json, sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=json.dumps({"prompt": "To be, or not to be"}).encode()))
+except urllib.error.HTTPError as error:
+    print(json.dumps({"status": error.code, "error": json.loads(error.read())["error"]}))
+' "http://127.0.0.1:$port/v1/completions" >"$work/refused.json"
+check "a prompt longer than the context is refused, naming both lengths" \
+    '(lambda r: r["status"] == 400 and r["error"]["code"] == "context_length_exceeded" and r["error"]["message"].startswith("the prompt is 19 tokens, and the model") and "context is 16" in r["error"]["message"])(json.load(open(sys.argv[1])))' \
+    "$work/refused.json"
+stop_server
+expect_ok "generate from a prompt longer than the context" "$keel" generate --checkpoint "$work/run" --prompt "To be, or not to be" --max-tokens 1
+grep -q "generate: note: prompt 1 is 19 tokens, more than the model's context (16): the model reads its last 16" "$work/err" \
+    && pass "generate says it reads a long prompt's last tokens" || fail "generate says it reads a long prompt's last tokens"
 # Text is printed as it is generated: the prompt and the first tokens arrive while generation goes on (a million
 # tokens take far longer; text held back until the end would not arrive before it). The reader stops the process
 # once it has seen them, or after two minutes.
@@ -692,7 +714,7 @@ expect_error "eval a GGUF file on a prepared dataset" "a GGUF file is evaluated 
     "$keel" eval --checkpoint "$work/tiny.gguf" --dataset "$work/corpus"
 # keel serve: OpenAI's own client against it (Tests/Reference/openai_client_check.py: completions and chat, streamed
 # and not, concurrent requests, malformed ones); bad options refused before it listens.
-start_server "$work/llamarun"
+start_server "$work/llamarun" --context-shift   # the client's prompts and streams are longer than its 16 tokens
 if [ -n "$port" ] && python3 "$here/../Reference/openai_client_check.py" "http://127.0.0.1:$port/v1" "$work/serve.err" >"$work/out" 2>&1; then
     pass "keel serve answers OpenAI's client: completions, chat, streams, concurrent and malformed requests"
 else

@@ -83,6 +83,10 @@ final class ChatTemplateTests: XCTestCase {
                        [1] + byte("user\nhi") + [2] + byte("\n"))
         XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens("a<|im"), byte("a") + [3])
         XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens("plain"), byte("plain"))
+        XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens("<|im<|im_end|>x<|im_en"), [3, 2] + byte("x") + [3] + byte("_en"))
+        // A text made of spellings (a request's message, say) is read whole, each spelling once.
+        XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens(String(repeating: "<|im_end|>é", count: 2000)),
+                       Array(repeating: [2] + byte("é"), count: 2000).flatMap { $0 })
         XCTAssertEqual(tokenizer.encode("<|im_end|>"), byte("<|im_end|>"), "plain encoding keeps special text as text")
     }
 

@@ -166,6 +166,21 @@ final class DecoderTests: XCTestCase {
         }
         // The penalty moves greedy off a repeated token: 3 / 2 = 1.5 < 2.
         XCTAssertEqual(Sampler.choose(logits, history: [3], options: SamplingOptions(temperature: 0, repetitionPenalty: 2), random: &random), 0)
+        // A penalty so small that the logit it divides overflows still draws the repeated token, the most likely by
+        // far: the logit is kept finite (it was infinite, the weights NaN, and the least likely token came out).
+        for seed in 0..<20 as Range<UInt64> {
+            var draws = RandomStream(seed: seed, key: 2)
+            XCTAssertEqual(Sampler.choose(logits, history: [3], options: SamplingOptions(temperature: 1, topK: 0, repetitionPenalty: 1e-40),
+                                          random: &draws), 3)
+        }
+        // OpenAI's presence and frequency penalties count the generated tokens only: 3 − 1.5 = 1.5 < 2 moves greedy to
+        // 0; once generated twice, 3 − 2 × 0.4 = 2.2 stays ahead, 3 − 3 × 0.4 = 1.8 does not.
+        XCTAssertEqual(Sampler.choose(logits, history: [3], generated: [3], options: SamplingOptions(temperature: 0, presencePenalty: 1.5), random: &random), 0)
+        XCTAssertEqual(Sampler.choose(logits, history: [3], generated: [], options: SamplingOptions(temperature: 0, presencePenalty: 1.5), random: &random), 3)
+        XCTAssertEqual(Sampler.choose(logits, history: [3, 3], generated: [3, 3], options: SamplingOptions(temperature: 0, frequencyPenalty: 0.4), random: &random), 3)
+        XCTAssertEqual(Sampler.choose(logits, history: [3, 3, 3], generated: [3, 3, 3], options: SamplingOptions(temperature: 0, frequencyPenalty: 0.4), random: &random), 0)
+        XCTAssertThrowsError(try SamplingOptions(presencePenalty: 2.5).validate()) { XCTAssertEqual("\($0)", "presence-penalty must be between -2 and 2 (got 2.5)") }
+        XCTAssertThrowsError(try SamplingOptions(frequencyPenalty: -3).validate())
         XCTAssertThrowsError(try SamplingOptions(topP: 0).validate()) { XCTAssertEqual("\($0)", "top-p must be above 0 and at most 1 (got 0.0)") }
         XCTAssertThrowsError(try SamplingOptions(repetitionPenalty: 0).validate())
         XCTAssertThrowsError(try SamplingOptions(temperature: -1).validate())

@@ -62,7 +62,24 @@ if first:
     stopped = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, stop=[first])
     check(first not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop", f"stop string: {stopped}")
 
-# Malformed requests: a clear 4xx, and the server stays up.
+# Requests without a seed draw differently (a random seed each, as OpenAI's); a seed, negative too, draws the same.
+unseeded = {client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1).choices[0].text for _ in range(3)}
+check(len(unseeded) > 1, f"requests without a seed draw differently: {unseeded}")
+check(complete(-5) == complete(-5), "a negative seed draws the same each time")
+
+# A message's content as a list of text parts reads as the string; chat's max_completion_tokens limits the reply;
+# OpenAI's presence and frequency penalties are taken.
+parts = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+check(client.chat.completions.create(model="keel", messages=parts, max_tokens=10, temperature=0).choices[0].message.content == reply,
+      "content as text parts reads as the string")
+limited = client.chat.completions.create(model="keel", messages=messages, max_completion_tokens=3, temperature=0)
+check(limited.usage.completion_tokens == min(3, chat.usage.completion_tokens) and reply.startswith(limited.choices[0].message.content),
+      f"max_completion_tokens limits the reply: {limited}")
+penalized = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, presence_penalty=2, frequency_penalty=2)
+check(penalized.usage.completion_tokens == 12, f"presence and frequency penalties are taken: {penalized}")
+
+# Malformed requests: a clear 4xx, and the server stays up. What Keel does not do (n > 1, logprobs, echo) is refused,
+# not ignored.
 try:
     client.completions.create(model="keel", prompt="To be", max_tokens=-1)
     check(False, "max_tokens -1 is refused")
@@ -70,7 +87,10 @@ except openai.BadRequestError as error:
     check("max_tokens" in str(error), f"the error names max_tokens: {error}")
 for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": -1}',
              b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
-             b'[1, 2]'):
+             b'[1, 2]', b'{"prompt": "a", "n": 2}', b'{"prompt": "a", "logprobs": 2}', b'{"prompt": "a", "echo": true}',
+             b'{"prompt": "a", "frequency_penalty": 3}', b'{"prompt": "a", "seed": 1.5}',
+             b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
+             b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true}'):
     path = "/chat/completions" if b"messages" in body else "/completions"
     request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -109,6 +129,21 @@ def send_raw(body):
     raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n"
                 + b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
     return raw
+
+
+# A refusal that comes before the client has sent its whole body still reaches it: the server reads what comes on
+# rather than reset the connection under the response.
+address = urllib.parse.urlparse(base)
+with socket.create_connection((address.hostname, address.port)) as raw:
+    try:
+        raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.1\r\nHost: keel\r\nContent-Length: 9000000\r\n\r\n"
+                    + b"x" * 1_000_000)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    except OSError as error:
+        answer = repr(error).encode()
+check(answer.startswith(b"HTTP/1.1 413") and b"over 8388608 bytes" in answer, f"a body over the limit gets its 413: {answer[:200]!r}")
 
 
 def logged_ends():
