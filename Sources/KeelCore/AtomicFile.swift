@@ -13,36 +13,58 @@ public enum AtomicFile {
     /// Atomically replaces `url` with what `body` writes to the handle it is given. A `KeelError` from `body`
     /// propagates unchanged; other failures become "cannot write URL: reason".
     public static func write(to url: URL, _ body: (FileHandle) throws -> Void) throws {
-        let directory = url.deletingLastPathComponent()
-        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-            throw KeelError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
-        }
-        do {
-            let handle = try FileHandle(forWritingTo: temporary)
-            defer { try? handle.close() }
-            try body(handle)
-            try handle.synchronize()
-        } catch let error as KeelError {
-            // Already a clear message (bad input found while writing, say): the file stays as it was.
-            try? FileManager.default.removeItem(at: temporary)
-            throw error
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw KeelError("cannot write \(url.path): \(systemReason(error))")
-        }
-        try rename(temporary, to: url)
+        try writeAll([url]) { handles in try body(handles[0]!) }
     }
 
-    /// Atomically replaces several files with what `body` writes to their handles (nil URLs get nil handles):
-    /// all are written before any is renamed into place, and a failure leaves every one as it was.
+    /// Atomically replaces several files with what `body` writes to their handles (nil URLs get nil handles).
+    /// Every file is written and synced under a temporary name before any is renamed into place, so a failure or
+    /// a crash while writing leaves every one as it was; only the renames themselves, one after another, come last.
+    /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind.
     public static func writeAll(_ urls: [URL?], _ body: ([FileHandle?]) throws -> Void) throws {
-        func open(_ index: Int, _ handles: [FileHandle?]) throws {
-            guard index < urls.count else { return try body(handles) }
-            guard let url = urls[index] else { return try open(index + 1, handles + [nil]) }
-            try write(to: url) { handle in try open(index + 1, handles + [handle]) }
+        var temporaries: [URL?] = []
+        var handles: [FileHandle?] = []
+        // Until every rename is done, what remains of the temporaries is removed on the way out.
+        defer {
+            for handle in handles { try? handle?.close() }
+            for temporary in temporaries.compactMap({ $0 }) { try? FileManager.default.removeItem(at: temporary) }
         }
-        try open(0, [])
+        var writing: URL?
+        do {
+            for url in urls {
+                guard let url else {
+                    temporaries.append(nil)
+                    handles.append(nil)
+                    continue
+                }
+                writing = url
+                let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+                guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+                    throw KeelError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
+                }
+                temporaries.append(temporary)
+                handles.append(try FileHandle(forWritingTo: temporary))
+            }
+            writing = nil
+            try body(handles)
+            for index in handles.indices {
+                guard let handle = handles[index] else { continue }
+                writing = urls[index]
+                try handle.synchronize()
+                handles[index] = nil
+                try handle.close()
+            }
+        } catch let error as KeelError {
+            // Already a clear message (bad input found while writing, say): the files stay as they were.
+            throw error
+        } catch {
+            // A failure in `body` without a file of its own is charged to the first file.
+            throw KeelError("cannot write \((writing ?? urls.compactMap { $0 }.first)?.path ?? "files"): \(systemReason(error))")
+        }
+        for (index, (temporary, url)) in zip(temporaries, urls).enumerated() {
+            guard let temporary, let url else { continue }
+            try rename(temporary, to: url)
+            temporaries[index] = nil
+        }
     }
 
     /// The operating system's words for a failed write ("No space left on device", "File too large"), rather

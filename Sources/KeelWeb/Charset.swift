@@ -39,6 +39,7 @@ public enum Charset {
         defer { iconv_close(converter) }
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count * 2)
+        let unit = codeUnitBytes(charset)
         let replacement: [UInt8] = [0xef, 0xbf, 0xbd]
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         bytes.withUnsafeBufferPointer { input in
@@ -60,16 +61,27 @@ public enum Charset {
                 case E2BIG:
                     continue
                 case EILSEQ, EINVAL:
-                    // An invalid (or, at the end, incomplete) sequence: one replacement character, one byte skipped.
+                    // An invalid (or, at the end, incomplete) sequence: one replacement character, one code unit
+                    // skipped — one byte would leave UTF-16 or UTF-32 misaligned, and the rest of the page garbage.
+                    let skipped = min(unit, inLeft)
                     output.append(contentsOf: replacement)
-                    inPointer += 1
-                    inLeft -= 1
+                    inPointer += skipped
+                    inLeft -= skipped
                 default:
                     return
                 }
             }
         }
         return String(decoding: output, as: UTF8.self)
+    }
+
+    /// The bytes in one code unit of `charset`: 2 for UTF-16 (and UCS-2), 4 for UTF-32 (and UCS-4), 1 for the
+    /// byte-oriented encodings, whose invalid sequences are passed over a byte at a time.
+    static func codeUnitBytes(_ charset: String) -> Int {
+        let name = charset.uppercased()
+        if name.hasPrefix("UTF-16") || name.hasPrefix("UTF16") || name.hasPrefix("UCS-2") || name.hasPrefix("UCS2") { return 2 }
+        if name.hasPrefix("UTF-32") || name.hasPrefix("UTF32") || name.hasPrefix("UCS-4") || name.hasPrefix("UCS4") { return 4 }
+        return 1
     }
 
     /// The `charset` parameter of a `Content-Type` value.

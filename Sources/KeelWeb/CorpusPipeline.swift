@@ -6,9 +6,11 @@ import KeelData
 /// filters → deduplication → token shards, with a report of what each stage kept.
 ///
 /// Resumable: each input file's extraction and filtering is written to `OUTPUT/work/` under a name derived from
-/// its path, atomically, with its statistics beside it; a restarted run skips every file whose statistics exist,
-/// so finished files are neither redone nor written twice. Deduplication and tokenisation run once all files are
-/// done and are skipped when their results exist. Input files are processed in parallel, one per thread.
+/// its path, atomically, with its statistics beside it; a restarted run skips every file whose statistics exist and
+/// which has not changed since (same size and modification time), so finished files are neither redone nor written
+/// twice. Deduplication and tokenisation run once all files are done and are skipped when their results exist and
+/// were made from the same per-file results. An input named twice (a file and a directory holding it) is read
+/// once. Input files are processed in parallel, one per thread.
 public struct CorpusPipeline: Sendable {
     public struct Configuration: Sendable {
         /// HTML files, directories of them, WARC files, or JSONL files with a `text` field (already extracted).
@@ -48,11 +50,33 @@ public struct CorpusPipeline: Sendable {
 
     /// One input file's extraction and filtering, kept beside its output so a restart can skip the file.
     struct FileResult: Codable, Sendable {
+        /// The input as it was read: results of a file changed since are stale.
+        var input: Fingerprint
+        /// New each time the file is processed: the whole-corpus stages record the ones they were made from, so a
+        /// file redone makes them be redone.
+        var identifier = UUID().uuidString
         var pages = 0
+        /// WARC records skipped (damaged, over the size limit, HTTP that could not be read), each warned of.
+        var skippedRecords = 0
         var extracted = Stage(name: "extract")
         var filter = FilterReport()
         var filterSeconds = 0.0
         var keptTokens = 0
+    }
+
+    /// What tells whether an input file changed since its results were made: its size and modification time (to
+    /// the nanosecond, where the file system keeps them), as rsync's quick check judges a file.
+    struct Fingerprint: Codable, Equatable, Sendable {
+        var size: Int
+        /// Nanoseconds since 1970.
+        var modified: Int
+
+        init(of path: String) throws {
+            var status = stat()
+            guard stat(path, &status) == 0 else { throw KeelError("cannot read \(path): \(String(cString: strerror(errno)))") }
+            size = Int(status.st_size)
+            modified = Int(status.st_mtim.tv_sec) * 1_000_000_000 + Int(status.st_mtim.tv_nsec)
+        }
     }
 
     public struct Report: Codable, Sendable {
@@ -60,6 +84,8 @@ public struct CorpusPipeline: Sendable {
         /// Files whose results a previous run had already written.
         public var resumedFiles = 0
         public var pages = 0
+        /// WARC records skipped (damaged, over the size limit, HTTP that could not be read), each warned of.
+        public var skippedRecords = 0
         public var stages: [Stage] = []
         public var filter = FilterReport()
         public var trainTokens = 0
@@ -80,8 +106,15 @@ public struct CorpusPipeline: Sendable {
         // Loaded now, so a wrong tokenizer stops the run before hours of extraction, not after; it also counts the
         // tokens each stage leaves.
         let tokenizer = try loadTokenizer(configuration.tokenizer)
-        let files = try configuration.inputs.flatMap { input in
+        let named = try configuration.inputs.flatMap { input in
             PageReader.isJSONL(input) ? [input] : try PageReader.files(input)
+        }
+        // A file named twice (listed, and under a listed directory; or through a symbolic link) would be read twice:
+        // its documents doubled, and two threads writing the same results.
+        var seen = Set<String>()
+        let files = named.filter { seen.insert(URL(fileURLWithPath: $0).resolvingSymlinksInPath().path).inserted }
+        if files.count < named.count {
+            progress("inputs: \(named.count - files.count) file(s) named more than once, read once")
         }
         guard !files.isEmpty else { throw KeelError("data pipeline: the inputs hold no HTML, WARC or JSONL files") }
         let work = configuration.output.appendingPathComponent("work")
@@ -96,6 +129,7 @@ public struct CorpusPipeline: Sendable {
         var extractStage = Stage(name: "extract", tokens: 0), filterStage = Stage(name: "filter", tokens: 0)
         for result in results {
             report.pages += result.pages
+            report.skippedRecords += result.skippedRecords
             extractStage.documents += result.extracted.documents
             extractStage.bytes += result.extracted.bytes
             extractStage.tokens! += result.extracted.tokens ?? 0
@@ -109,8 +143,9 @@ public struct CorpusPipeline: Sendable {
         report.stages = [extractStage, filterStage]
 
         var documents = outputs.map { $0.appendingPathExtension("jsonl").path }
-        // The later stages are redone when the set of files under them changed (inputs added or removed).
-        let sources = outputs.map(\.lastPathComponent).sorted()
+        // The later stages are redone when the results under them changed: inputs added or removed, or a file redone
+        // (changed, or its results lost).
+        let sources = zip(outputs, results).map { "\($0.lastPathComponent) \($1.identifier)" }.sorted()
         if configuration.deduplicate {
             let deduplicated = work.appendingPathComponent("deduplicated.jsonl")
             let statistics = work.appendingPathComponent("deduplicated.json")
@@ -175,7 +210,7 @@ public struct CorpusPipeline: Sendable {
         try FileManager.default.removeItem(at: configuration.output.appendingPathComponent(ShardManifest.fileName))
     }
 
-    /// A whole-corpus stage's result and the per-file outputs it was made from.
+    /// A whole-corpus stage's result and the per-file results it was made from (output names and identifiers).
     struct DoneStage: Codable {
         var stage: Stage
         var sources: [String]
@@ -212,17 +247,24 @@ public struct CorpusPipeline: Sendable {
     private func processFiles(_ files: [String], _ outputs: [URL], _ filter: QualityFilter, _ tokenizer: any TextTokenizer,
                               progress: @escaping @Sendable (String) -> Void, resumed: inout Int) throws -> [FileResult] {
         var results = [FileResult?](repeating: nil, count: files.count)
+        var changed = 0
         for (index, output) in outputs.enumerated() {
             let statistics = output.appendingPathExtension("json")
-            results[index] = try? JSONDecoder().decode(FileResult.self, from: Data(contentsOf: statistics))
+            guard let done = try? JSONDecoder().decode(FileResult.self, from: Data(contentsOf: statistics)) else { continue }
+            // Results of a file changed since they were made (or written before fingerprints were kept) are stale.
+            if try done.input == Fingerprint(of: files[index]) { results[index] = done } else { changed += 1 }
         }
         resumed = results.compactMap { $0 }.count
-        if resumed > 0 { progress("resume: \(resumed) of \(files.count) file(s) done by an earlier run") }
+        if resumed > 0 || changed > 0 {
+            progress("resume: \(resumed) of \(files.count) file(s) done by an earlier run"
+                + (changed > 0 ? "; \(changed) changed since, redone" : ""))
+        }
         let pending = results.indices.filter { results[$0] == nil }
         let done = try concurrentMap(pending.count, workers: configuration.threads) { position in
             let index = pending[position]
             let result = try processFile(files[index], into: outputs[index], filter, tokenizer, warn: progress)
-            progress("done: \(files[index]): \(result.pages) pages, \(result.filter.keptDocuments) kept")
+            progress("done: \(files[index]): \(result.pages) pages, \(result.filter.keptDocuments) kept"
+                + (result.skippedRecords > 0 ? ", \(result.skippedRecords) WARC record(s) skipped" : ""))
             return result
         }
         for (position, index) in pending.enumerated() { results[index] = done[position] }
@@ -233,7 +275,8 @@ public struct CorpusPipeline: Sendable {
     /// statistics to `output`.json — the marker a restart looks for.
     private func processFile(_ file: String, into output: URL, _ filter: QualityFilter, _ tokenizer: any TextTokenizer,
                              warn: @escaping @Sendable (String) -> Void) throws -> FileResult {
-        var result = FileResult()
+        // Taken before the file is read: a file changed while it is read is redone by the next run.
+        var result = FileResult(input: try Fingerprint(of: file))
         result.extracted.tokens = 0
         var reader = PageReader()
         reader.extractor.includeComments = configuration.includeComments
@@ -258,10 +301,13 @@ public struct CorpusPipeline: Sendable {
             if PageReader.isJSONL(file) {
                 try DocumentSource(url: URL(fileURLWithPath: file)).forEachRecord { record in
                     let text = String(decoding: record.text, as: UTF8.self)
+                    // Reading is the extraction; the tokens and the filter are timed apart, as for pages.
+                    result.extracted.seconds += Date().timeIntervalSince(started)
                     result.pages += 1
                     result.extracted.documents += 1
                     result.extracted.bytes += record.text.count
                     try judge(Array(record.line), text, record.textValue)
+                    started = Date()
                 }
             } else {
                 let counts = try reader.forEachPage(in: file, warn: warn) { page in
@@ -273,6 +319,7 @@ public struct CorpusPipeline: Sendable {
                     started = Date()
                 }
                 result.pages = counts.pages
+                result.skippedRecords = counts.skipped
             }
             result.extracted.seconds += Date().timeIntervalSince(started)
             try handle.write(contentsOf: pending)

@@ -4,7 +4,8 @@ import Foundation
 import KeelCore
 
 /// An HTTP/1.x response as a WARC `response` record holds it: status, headers, and the body with its transfer
-/// coding (chunked) and content coding (gzip, deflate, br) removed.
+/// coding (chunked) and content coding (gzip, deflate, br) removed; a body under any other content coding is kept as
+/// it is, as warcio keeps it.
 public struct HTTPResponse: Sendable {
     public let status: Int
     public let headers: [(name: String, value: String)]
@@ -14,8 +15,8 @@ public struct HTTPResponse: Sendable {
     /// and more, and one crafted to would otherwise exhaust the memory.
     public static let maximumDecodedBytes = 64 << 20
 
-    /// Parses `block`; throws when it does not begin with an HTTP status line and headers, or its content coding
-    /// cannot be undone, or its body decodes to more than `maximumDecodedBytes`.
+    /// Parses `block`; throws when it does not begin with an HTTP status line and headers, or its body decodes to
+    /// more than `maximumDecodedBytes`. A content coding other than gzip, deflate and br leaves the body as it is.
     public init(parsing block: [UInt8]) throws {
         guard let end = Self.headerEnd(block) else { throw KeelError("no end to the HTTP header") }
         // Lines split on bytes: as Characters, "\r\n" is one and would not split on "\n".
@@ -39,16 +40,20 @@ public struct HTTPResponse: Sendable {
         // Archives often store the body already de-chunked while keeping the header: only a body that parses as
         // chunks is de-chunked.
         if lookUp("Transfer-Encoding")?.contains("chunked") == true, let dechunked = Self.dechunked(body) { body = dechunked }
-        switch lookUp("Content-Encoding") ?? "identity" {
-        case "gzip", "x-gzip", "deflate":
-            // Some servers label a body gzip that was stored decoded: a body that does not inflate is kept.
-            if let inflated = try Self.inflated(body) { body = inflated }
-        case "br":
-            if let decoded = try Self.unbrotli(body) { body = decoded }
-        case "identity", "":
-            break
-        case let coding:
-            throw KeelError("unsupported content coding \(coding)")
+        // Codings are listed in the order they were applied, so they are undone from the last.
+        let codings = (lookUp("Content-Encoding") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        for coding in codings.reversed() {
+            switch coding {
+            case "gzip", "x-gzip", "deflate":
+                // Some servers label a body gzip that was stored decoded: a body that does not inflate is kept.
+                if let inflated = try Self.inflated(body) { body = inflated }
+            case "br":
+                if let decoded = try Self.unbrotli(body) { body = decoded }
+            default:
+                // "identity", and labels that name no coding (servers send "none", "utf-8", "text"), or one Keel
+                // cannot undo: the body is taken as it is, as warcio takes it — a page is not lost over a header.
+                break
+            }
         }
         self.body = body
     }

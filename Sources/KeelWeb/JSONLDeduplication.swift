@@ -70,12 +70,9 @@ public enum JSONLDeduplication {
                 throw KeelError("the inputs changed while they were being deduplicated (\(result.documents) documents, then \(document))")
             }
         }
-        try AtomicFile.write(to: URL(fileURLWithPath: output)) { kept in
-            if let removed {
-                try AtomicFile.write(to: URL(fileURLWithPath: removed)) { dropped in try write(kept, dropped) }
-            } else {
-                try write(kept, nil)
-            }
+        // Both are written before either replaces an earlier run's file, so kept and removed always match.
+        try AtomicFile.writeAll([URL(fileURLWithPath: output), removed.map(URL.init(fileURLWithPath:))]) { handles in
+            try write(handles[0]!, handles[1])
         }
         report.documents = result.documents
         report.exactDuplicates = result.exactDuplicates
@@ -92,12 +89,16 @@ public enum JSONLDeduplication {
     /// array per line: what scripts/bench/dedup_vs_datasketch.py compares with datatrove.
     public static func writeShingles(inputs: [String], to output: String, parameters: MinHashParameters) throws {
         var hasher = MinHasher(parameters)
-        var lines = Data()
-        try forEachRecord(inputs) { record in
-            let hashes = hasher.shingleHashes(of: String(decoding: record.text, as: UTF8.self))
-            lines.append(contentsOf: Array(("[" + hashes.map(String.init).joined(separator: ",") + "]\n").utf8))
+        // Streamed: a corpus's shingles take several times its size.
+        try AtomicFile.write(to: URL(fileURLWithPath: output)) { handle in
+            var lines = Data()
+            try forEachRecord(inputs) { record in
+                let hashes = hasher.shingleHashes(of: String(decoding: record.text, as: UTF8.self))
+                lines.append(contentsOf: Array(("[" + hashes.map(String.init).joined(separator: ",") + "]\n").utf8))
+                if lines.count >= 1 << 22 { try handle.write(contentsOf: lines); lines.removeAll(keepingCapacity: true) }
+            }
+            try handle.write(contentsOf: lines)
         }
-        try AtomicFile.write(lines, to: URL(fileURLWithPath: output))
     }
 
     /// Every record (non-blank line) of every input, in order.

@@ -66,14 +66,16 @@ public struct PageReader: Sendable {
         DocumentSource.classify(name: URL(fileURLWithPath: file).lastPathComponent).format == .jsonl
     }
 
-    /// Calls `body` with every page of `file` that has text; returns how many pages were read and how many had
-    /// no text. Damaged WARC records are skipped and reported to `warn`. With `littleText`, a page with fewer than
-    /// `minimumCharacters` of text goes there instead, with its UTF-8 HTML (to be rendered, say).
+    /// Calls `body` with every page of `file` that has text; returns how many pages were read, how many had no
+    /// text, and how many WARC records were skipped: damaged or over the size limit, or HTTP responses whose
+    /// message cannot be read (a body that decodes to more than `HTTPResponse.maximumDecodedBytes`), each reported
+    /// to `warn`. With `littleText`, a page with fewer than `minimumCharacters` of text goes there instead, with
+    /// its UTF-8 HTML (to be rendered, say).
     @discardableResult
     public func forEachPage(in file: String, warn: @escaping (String) -> Void, minimumCharacters: Int = 1,
                             littleText: ((Page, [UInt8]) throws -> Void)? = nil,
-                            _ body: (Page) throws -> Void) throws -> (pages: Int, empty: Int) {
-        var pages = 0, empty = 0
+                            _ body: (Page) throws -> Void) throws -> (pages: Int, empty: Int, skipped: Int) {
+        var pages = 0, empty = 0, skipped = 0
         func emit(source: String, url: String?, bytes: [UInt8], httpCharset: String?) throws {
             let charset = Charset.detect(bytes, httpCharset: httpCharset)
             let html = Charset.decode(bytes, charset: charset.name)
@@ -96,10 +98,21 @@ public struct PageReader: Sendable {
         } else if Self.isWARC(file) {
             let reader = try WARCReader(path: file, warn: warn)
             while let record = try reader.next() {
-                guard record.type == "response", let response = try? HTTPResponse(parsing: record.block),
-                      response.status == 200, response.mediaType == "text/html" else { continue }
+                guard record.type == "response" else { continue }
+                let response: HTTPResponse
+                do { response = try HTTPResponse(parsing: record.block) } catch {
+                    // A crawler's dns: responses are no HTTP; an HTTP response that cannot be read may have been a
+                    // page, so it is counted and named rather than lost.
+                    if let uri = record.targetURI?.lowercased(), uri.hasPrefix("http:") || uri.hasPrefix("https:") {
+                        skipped += 1
+                        warn("\(file): record at offset \(record.offset) skipped: \(error)")
+                    }
+                    continue
+                }
+                guard response.status == 200, response.mediaType == "text/html" else { continue }
                 try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset)
             }
+            skipped += reader.skipped
         } else {
             // Read whole as one page's HTML: a compressed file of another kind would be one page of noise.
             // By the magic bytes too: a gzip file named x.html is no page either.
@@ -112,6 +125,6 @@ public struct PageReader: Sendable {
             }
             try emit(source: file, url: nil, bytes: bytes, httpCharset: nil)
         }
-        return (pages, empty)
+        return (pages, empty, skipped)
     }
 }

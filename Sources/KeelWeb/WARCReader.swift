@@ -35,9 +35,10 @@ public struct WARCRecord: Sendable {
 /// Reads the records of a WARC or WARC.gz file one at a time, in memory bounded by the largest record kept.
 ///
 /// A record that cannot be read — a truncated or corrupt gzip member, a header that is not WARC's, a
-/// `Content-Length` that disagrees with the record, a block larger than `maxRecordBytes` — is skipped: counted in
-/// `skipped`, reported to `warn` with the file and offset, and reading goes on with the next record (the next gzip
-/// member, or in a plain file the next line that begins a record).
+/// `Content-Length` that disagrees with the record — is skipped: counted in `skipped`, reported to `warn` with the
+/// file and offset, and reading goes on with the next record (the next gzip member, or in a plain file the next line
+/// that begins a record). A sound record whose block is larger than `maxRecordBytes` is counted and reported too,
+/// but read through, so the record right after it is read even when both share a gzip member.
 public final class WARCReader {
     public let path: String
     /// Blocks larger than this are skipped (read through, not kept).
@@ -82,12 +83,21 @@ public final class WARCReader {
             } catch let problem as Problem {
                 skip(at: start, problem.reason)
                 try recover()
+            } catch let passed as Passed {
+                // Read through to its end: the next record follows, in this member or the next, and nothing of
+                // the member may be discarded (a WARC compressed as one member holds every later record in it).
+                skip(at: start, passed.reason)
             }
         }
     }
 
     /// A record's own content is wrong (the file's compression is intact).
     private struct Problem: Error {
+        let reason: String
+    }
+
+    /// A sound record not kept (its block is over the size limit), read through so the reader is at the next record.
+    private struct Passed: Error {
         let reason: String
     }
 
@@ -124,14 +134,12 @@ public final class WARCReader {
               let length = Int(lengthText), length >= 0 else {
             throw Problem(reason: "no valid Content-Length")
         }
-        let block: [UInt8]
         if length > maxRecordBytes {
             try discard(length)
             try expectTrailer()
-            throw Problem(reason: "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
-        } else {
-            block = try take(length)
+            throw Passed(reason: "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
         }
+        let block = try take(length)
         try expectTrailer()
         var recordLength: Int?
         if input.isCompressed {

@@ -32,7 +32,8 @@ extension DataCommand {
             }
             print("| stage | documents | text bytes | tokens | seconds |")
             print("| --- | ---: | ---: | ---: | ---: |")
-            print("| read | \(report.pages) pages in \(report.files) file(s) | | | |")
+            let skipped = report.skippedRecords > 0 ? ", \(report.skippedRecords) WARC record(s) skipped" : ""
+            print("| read | \(report.pages) pages in \(report.files) file(s)\(skipped) | | | |")
             for stage in report.stages {
                 print("| \(stage.name) | \(stage.documents) | \(stage.bytes) | \(stage.tokens.map(String.init) ?? "") | \(String(format: "%.2f", stage.seconds)) |")
             }

@@ -52,7 +52,7 @@ extension DataCommand {
             var renderer = render ? try PageRenderer(browser: chromium) : nil
             renderer?.timeout = renderTimeout
             let files = try inputs.flatMap(PageReader.files)
-            var pages = 0, empty = 0, rendered = 0, renderFailures = 0
+            var pages = 0, empty = 0, skipped = 0, rendered = 0, renderFailures = 0
             let started = Date()
             func warn(_ message: String) { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
             try AtomicFile.write(to: URL(fileURLWithPath: out)) { handle in
@@ -65,6 +65,7 @@ extension DataCommand {
                     }
                     pages += counts.pages
                     empty += counts.empty
+                    skipped += counts.skipped
                 }
                 guard let renderer, !waiting.isEmpty else { return }
                 FileHandle.standardError.write(Data("rendering \(waiting.count) page(s) with \(renderer.browser)\n".utf8))
@@ -87,9 +88,11 @@ extension DataCommand {
                 }
             }
             let seconds = Date().timeIntervalSince(started)
-            let renderNote = render ? String(format: "; %d rendered, %d could not be", rendered, renderFailures) : ""
+            var notes = render ? String(format: "; %d rendered, %d could not be", rendered, renderFailures) : ""
+            // Each was warned of above; the count says that the pages read are not all there were.
+            if skipped > 0 { notes += "; \(skipped) WARC record(s) skipped" }
             FileHandle.standardError.write(Data(String(format: "%d pages (%d without text%@) in %.2f s, %.0f pages/s; wrote %@\n",
-                                                       pages, empty, renderNote, seconds, Double(pages) / max(seconds, 1e-9), out).utf8))
+                                                       pages, empty, notes, seconds, Double(pages) / max(seconds, 1e-9), out).utf8))
         }
     }
 }

@@ -39,7 +39,7 @@ extension DataCommand {
         @Option(help: "Write the report (counts per rule set and reason) as JSON here.")
         var report: String?
 
-        @Option(help: "Write every rule set's decision on every document, each judged alone, as TSV (line, rule, reason or keep).")
+        @Option(help: "Write every rule set's decision on every document, each judged alone, as TSV (file, line in it, rule, reason or keep).")
         var decisions: String?
 
         @Option(help: "Write each document's words, as the rules count them, one JSON array per line.")
@@ -54,9 +54,9 @@ extension DataCommand {
             var filter = try QualityFilter(rules: rules.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             for setting in settings { try filter.set(setting) }
             try filter.prepare()
-            let files = try inputs.map { input -> DocumentSource in
+            let files = try inputs.map { input -> (name: String, source: DocumentSource) in
                 guard FileManager.default.fileExists(atPath: input) else { throw KeelError("data filter: \(input): no such file") }
-                return DocumentSource(url: URL(fileURLWithPath: input))
+                return (input, DocumentSource(url: URL(fileURLWithPath: input)))
             }
             let started = Date()
             var summary = FilterReport()
@@ -89,8 +89,11 @@ extension DataCommand {
                     }
                 }
                 for file in files {
-                    try file.forEachRecord { record in
-                        batch.append(record, number: summary.documents + batch.lines.count + 1)
+                    // The record's own line in its own file (blank lines count), as an editor or `sed -n` finds it;
+                    // a tab in the file's name would shift the columns.
+                    let name = file.name.replacingOccurrences(of: "\t", with: " ")
+                    try file.source.forEachRecord { record in
+                        batch.append(record, file: name)
                         if batch.lines.count == 1024 { try flush() }
                     }
                 }
@@ -124,13 +127,14 @@ private struct Batch {
     var lines: [[UInt8]] = []
     var texts: [String] = []
     var textValues: [Range<Int>] = []
-    var numbers: [Int] = []
+    /// Each document's file and line, as `--decisions` names it ("FILE<TAB>LINE").
+    var places: [String] = []
 
-    mutating func append(_ record: DocumentSource.Record, number: Int) {
+    mutating func append(_ record: DocumentSource.Record, file: String) {
         lines.append(Array(record.line))
         texts.append(String(decoding: record.text, as: UTF8.self))
         textValues.append(record.textValue)
-        numbers.append(number)
+        places.append("\(file)\t\(record.number)")
     }
 
     func process(_ filter: QualityFilter, judgeEach: Bool, words: Bool) -> [Result] {
@@ -152,7 +156,7 @@ private struct Batch {
             for rule in filter.rules {
                 // c4_quality rewrites the text it keeps, so it judges its own copy.
                 let document = rule is C4QualityRule ? FilterDocument(text: text) : shared
-                result.decisions += "\(numbers[index])\t\(rule.name)\t\(rule.check(document) ?? "keep")\n"
+                result.decisions += "\(places[index])\t\(rule.name)\t\(rule.check(document) ?? "keep")\n"
             }
         }
         if words {

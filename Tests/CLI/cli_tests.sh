@@ -1134,6 +1134,12 @@ check "data filter keeps the good document without its JavaScript line, other fi
     '(lambda k, r, rep: [d["id"] for d in k] == [1] and k[0]["text"].endswith("over the centuries.") and [(d["id"], d["filter"], d["filter_reason"]) for d in r] == [(2, "gopher_repetition", "top_2_gram"), (3, "gopher_repetition", "top_2_gram")] and rep["documents"] == 3 and rep["keptDocuments"] == 1)([json.loads(l) for l in open(sys.argv[1])], [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3])))' \
     "$work/kept.jsonl" "$work/removed.jsonl" "$work/filter-report.json"
 grep -q "| gopher_repetition | (all) | 2 (66.7%)" "$work/out" && pass "data filter prints the per-rule table" || fail "data filter prints the per-rule table"
+# --decisions names each document by its file and its own line there (docs.jsonl's third line is blank).
+expect_ok "data filter --decisions on two files" "$keel" data filter "$work/docs.jsonl" "$work/docs.jsonl" --out "$work/x.jsonl" \
+    --decisions "$work/decisions.tsv" --rules gopher_quality,c4_quality
+check "data filter --decisions gives each document's file and line in it, blank lines counted" \
+    '(lambda rows: [r[:3] for r in rows] == [[sys.argv[2], n, rule] for n in ["1", "2", "4"] * 2 for rule in ["gopher_quality", "c4_quality"]] and rows[0][3] == "keep" and rows[2][3] == "gopher_short_doc")([l.rstrip("\n").split("\t") for l in open(sys.argv[1])])' \
+    "$work/decisions.tsv" "$work/docs.jsonl"
 printf '{"text": "fine"}\n{"text": 3}\n' >"$work/badtext.jsonl"
 rm -f "$work/bad-out.jsonl"
 expect_error "data filter on a record whose text is not a string" "$work/badtext.jsonl: line 2: \"text\" is a number, not a string" \

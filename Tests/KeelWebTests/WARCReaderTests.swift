@@ -95,6 +95,31 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertTrue(read.warnings[0].contains("over the limit of 1000"), read.warnings[0])
     }
 
+    /// A WARC compressed as one gzip member: a record over the limit is read through, and every record after it in
+    /// the member is still read (recovering from it as from damage would discard the rest of the member).
+    func testARecordOverTheLimitInASingleMemberKeepsTheRecordsAfterIt() throws {
+        let big = WARCFixture.record(uri: "http://example.com/big", block: WARCFixture.response(String(repeating: "x", count: 5000)))
+        let all = records()
+        let url = try temporaryFile(WARCFixture.gzip(all[0] + big + all[1] + all[2]), name: "one-member.warc.gz")
+        let read = try read(url, maxRecordBytes: 1000)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1", "http://example.com/2"])
+        XCTAssertEqual(try read.records.last.map { try HTTPResponse(parsing: $0.block).body }, Array(bodies[2].utf8))
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertEqual(read.warnings.count, 1)
+        XCTAssertTrue(read.warnings[0].contains("over the limit of 1000"), read.warnings[0])
+    }
+
+    /// The same in a plain file: the record after the one over the limit is read, at its own offset.
+    func testARecordOverTheLimitInAPlainFileKeepsTheNextOffset() throws {
+        let big = WARCFixture.record(uri: "http://example.com/big", block: WARCFixture.response(String(repeating: "x", count: 5000)))
+        let all = records()
+        let url = try temporaryFile(all[0] + big + all[1], name: "plain-big.warc")
+        let read = try read(url, maxRecordBytes: 1000)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1"])
+        XCTAssertEqual(read.records[1].offset, all[0].count + big.count)
+        XCTAssertEqual(read.skipped, 1)
+    }
+
     func testAFileThatIsNotAWARC() throws {
         let url = try temporaryFile(Array("just some text\nand more\n".utf8), name: "text.warc")
         let read = try read(url)

@@ -94,7 +94,7 @@ def main():
         keel = {}
         with open(decisions_path, encoding="utf-8") as f:
             for line in f:
-                number, rule, reason = line.rstrip("\n").split("\t")
+                _, number, rule, reason = line.rstrip("\n").rsplit("\t", 3)
                 keel[(int(number) - 1, rule)] = None if reason == "keep" else reason
         with open(words_path, encoding="utf-8") as f:
             keel_words = [json.loads(line) for line in f]

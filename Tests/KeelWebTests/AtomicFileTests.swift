@@ -1,0 +1,63 @@
+import Foundation
+import KeelCore
+import XCTest
+
+/// Several files replaced together (`keel data filter`'s outputs, `keel data dedup`'s): every one is written before
+/// any is renamed, so a failure leaves them all as they were, and no temporary file stays behind.
+final class AtomicFileTests: XCTestCase {
+    private func directory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-atomic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        return directory
+    }
+
+    private func contents(_ url: URL) -> String? { try? String(contentsOf: url, encoding: .utf8) }
+
+    func testAllFilesAreReplacedTogether() throws {
+        let directory = try directory()
+        let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
+        try Data("old first".utf8).write(to: first)
+        try AtomicFile.writeAll([first, nil, second]) { handles in
+            XCTAssertNil(handles[1])
+            try handles[0]!.write(contentsOf: Data("new first".utf8))
+            try handles[2]!.write(contentsOf: Data("new second".utf8))
+        }
+        XCTAssertEqual(contents(first), "new first")
+        XCTAssertEqual(contents(second), "new second")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["first.txt", "second.txt"])
+    }
+
+    func testAFailureWhileWritingLeavesEveryFileAsItWas() throws {
+        let directory = try directory()
+        let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
+        try Data("old first".utf8).write(to: first)
+        try Data("old second".utf8).write(to: second)
+        XCTAssertThrowsError(try AtomicFile.writeAll([first, second]) { handles in
+            try handles[0]!.write(contentsOf: Data("new first".utf8))
+            try handles[1]!.write(contentsOf: Data("new second".utf8))
+            throw KeelError("bad input at line 3")
+        }) { XCTAssertEqual($0 as? KeelError, KeelError("bad input at line 3")) }
+        XCTAssertEqual(contents(first), "old first")
+        XCTAssertEqual(contents(second), "old second")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["first.txt", "second.txt"])
+    }
+
+    /// The renames come after every file is complete, in order: when the first cannot be renamed (its name is taken by
+    /// a directory), the others are not replaced either. Renaming each file as soon as it was written (the last first)
+    /// would leave the second file new and the first old.
+    func testNoFileIsRenamedBeforeEveryFileIsWritten() throws {
+        let directory = try directory()
+        let blocked = directory.appendingPathComponent("blocked"), second = directory.appendingPathComponent("second.txt")
+        try FileManager.default.createDirectory(at: blocked, withIntermediateDirectories: false)
+        try Data().write(to: blocked.appendingPathComponent("inside"))
+        try Data("old second".utf8).write(to: second)
+        XCTAssertThrowsError(try AtomicFile.writeAll([blocked, second]) { handles in
+            try handles[0]!.write(contentsOf: Data("new first".utf8))
+            try handles[1]!.write(contentsOf: Data("new second".utf8))
+        }) { XCTAssertTrue("\($0)".contains("cannot rename"), "\($0)") }
+        XCTAssertEqual(contents(second), "old second")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["blocked", "second.txt"],
+                       "no temporary file is left")
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import KeelWeb
+import XCTest
+
+/// `keel data pipeline` resumes only what is still right: a changed input, or a file whose results were lost, is
+/// redone and so are the deduplication and tokenisation after it; a file named twice is read once; the report's
+/// seconds are each stage's own.
+final class CorpusPipelineTests: XCTestCase {
+    /// The progress lines of a run (called from the pipeline's threads).
+    private final class Lines: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func append(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
+        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    }
+
+    private func directory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-pipeline-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        return directory
+    }
+
+    /// A document of 40 distinct words, all starting with `word`.
+    private func text(_ word: String) -> String { (0..<40).map { "\(word)\($0)" }.joined(separator: " ") }
+
+    private func jsonl(_ texts: [String]) -> Data {
+        Data(texts.map { "{\"text\":\"\($0)\"}\n" }.joined().utf8)
+    }
+
+    private func run(_ configuration: CorpusPipeline.Configuration) throws -> (report: CorpusPipeline.Report, progress: [String]) {
+        let lines = Lines()
+        let report = try CorpusPipeline(configuration).run { lines.append($0) }
+        return (report, lines.all)
+    }
+
+    private func configuration(_ inputs: [URL], output: URL, rules: [String] = ["gopher_repetition"]) -> CorpusPipeline.Configuration {
+        var configuration = CorpusPipeline.Configuration(inputs: inputs.map(\.path), output: output, tokenizer: "byte")
+        configuration.filterRules = rules
+        configuration.validationFraction = 0
+        configuration.threads = 2
+        return configuration
+    }
+
+    private func documents(_ report: CorpusPipeline.Report) -> [String: Int] {
+        Dictionary(uniqueKeysWithValues: report.stages.map { ($0.name, $0.documents) })
+    }
+
+    func testAChangedInputIsRedoneWithTheStagesAfterIt() throws {
+        let directory = try directory()
+        let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
+        try jsonl([text("alpha"), text("beta")]).write(to: first)
+        try jsonl([text("alpha")]).write(to: second)
+        let configuration = configuration([first, second], output: directory.appendingPathComponent("corpus"))
+        let fresh = try run(configuration)
+        XCTAssertEqual(documents(fresh.report), ["extract": 3, "filter": 3, "deduplicate": 2, "tokenize": 2])
+
+        // Unchanged: everything comes from the first run.
+        let again = try run(configuration)
+        XCTAssertEqual(again.report.resumedFiles, 2)
+        XCTAssertTrue(again.progress.contains("deduplicate: done by an earlier run"), "\(again.progress)")
+        XCTAssertTrue(again.progress.contains("tokenize: done by an earlier run"), "\(again.progress)")
+
+        // The same size, other words, a later modification time: the copy of "alpha" is now a new document.
+        let modified = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: second.path)[.modificationDate] as? Date)
+        try jsonl([text("gamma")]).write(to: second)
+        try FileManager.default.setAttributes([.modificationDate: modified.addingTimeInterval(60)], ofItemAtPath: second.path)
+        let changed = try run(configuration)
+        XCTAssertEqual(changed.report.resumedFiles, 1)
+        XCTAssertTrue(changed.progress.contains("resume: 1 of 2 file(s) done by an earlier run; 1 changed since, redone"),
+                      "\(changed.progress)")
+        XCTAssertEqual(documents(changed.report), ["extract": 3, "filter": 3, "deduplicate": 3, "tokenize": 3])
+        let kept = try String(contentsOf: configuration.output.appendingPathComponent("work/deduplicated.jsonl"), encoding: .utf8)
+        XCTAssertTrue(kept.contains("gamma0 gamma1"), kept)
+    }
+
+    func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
+        let directory = try directory()
+        let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
+        try jsonl([text("alpha")]).write(to: first)
+        try jsonl([text("beta")]).write(to: second)
+        let configuration = configuration([first, second], output: directory.appendingPathComponent("corpus"))
+        _ = try run(configuration)
+        let filtered = configuration.output.appendingPathComponent("work/filtered")
+        for name in try FileManager.default.contentsOfDirectory(atPath: filtered.path) where name.hasPrefix("b.jsonl-") && name.hasSuffix(".json") {
+            try FileManager.default.removeItem(at: filtered.appendingPathComponent(name))
+        }
+        let resumed = try run(configuration)
+        XCTAssertEqual(resumed.report.resumedFiles, 1)
+        XCTAssertTrue(resumed.progress.contains("deduplicate: 2 documents"), "\(resumed.progress)")
+        XCTAssertFalse(resumed.progress.contains { $0.hasSuffix("done by an earlier run") && !$0.hasPrefix("resume:") },
+                       "\(resumed.progress)")
+        XCTAssertEqual(documents(resumed.report)["tokenize"], 2)
+    }
+
+    func testAFileNamedTwiceIsReadOnce() throws {
+        let directory = try directory()
+        let site = directory.appendingPathComponent("site")
+        try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
+        let page = site.appendingPathComponent("page.html")
+        try Data("<html><body><article><p>\(text("delta"))</p></article></body></html>".utf8).write(to: page)
+        let link = directory.appendingPathComponent("link.html")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: page)
+        var configuration = configuration([site, page, site.appendingPathComponent("./page.html"), link],
+                                          output: directory.appendingPathComponent("corpus"))
+        configuration.deduplicate = false
+        let result = try run(configuration)
+        XCTAssertEqual(result.report.files, 1)
+        XCTAssertEqual(result.report.pages, 1)
+        XCTAssertEqual(documents(result.report), ["extract": 1, "filter": 1, "tokenize": 1])
+        XCTAssertTrue(result.progress.contains("inputs: 3 file(s) named more than once, read once"), "\(result.progress)")
+    }
+
+    /// Reading a JSONL file is its extraction: the filter's time (and the tokens counted) are not in it, so the
+    /// per-file stages' seconds, on one thread, add up to no more than the run took.
+    func testExtractSecondsOfJSONLExcludeTheFilter() throws {
+        let directory = try directory()
+        let input = directory.appendingPathComponent("docs.jsonl")
+        // Prose every rule set keeps (the CLI tests' good document).
+        let good = "The history of the town is long and varied, and it has been told many times by the people who live there. "
+            + "It was founded in the twelfth century by monks who wanted to have a place to pray and to work with their hands. "
+            + "Over time, the settlement grew into a market town with a church, a mill and several inns. "
+            + "Today it is known for its old bridge and the annual fair, which brings visitors from all over the country. "
+            + "The museum tells the story of the town and of the families that shaped it over the centuries."
+        try jsonl((0..<300).map { "Document \($0) is this one. " + good }).write(to: input)
+        var configuration = configuration([input], output: directory.appendingPathComponent("corpus"),
+                                          rules: ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"])
+        configuration.threads = 1
+        configuration.deduplicate = false
+        let started = Date()
+        let report = try run(configuration).report
+        let elapsed = Date().timeIntervalSince(started)
+        let extract = try XCTUnwrap(report.stages.first { $0.name == "extract" }), filter = try XCTUnwrap(report.stages.first { $0.name == "filter" })
+        XCTAssertEqual(extract.documents, 300)
+        XCTAssertLessThan(extract.seconds, filter.seconds, "parsing a JSON line is far cheaper than judging its text")
+        XCTAssertLessThanOrEqual(extract.seconds + filter.seconds, elapsed)
+    }
+}
