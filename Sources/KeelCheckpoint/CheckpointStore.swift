@@ -113,10 +113,11 @@ public enum CheckpointStore {
     }
 
     /// Every file `directory`'s manifest lists, each checked against its recorded size and checksum; throws
-    /// when there is no readable manifest.
-    public static func inspect(_ directory: URL) throws -> [FileStatus] {
-        let records = try parseManifest(directory).files
-        return try records.sorted(by: { $0.key < $1.key }).map { file, expected in
+    /// when there is no readable manifest. With `share` (index i of n), only the i-th, (i + n)-th, … file in name
+    /// order: ranks that check a checkpoint together each read their share of its bytes.
+    public static func inspect(_ directory: URL, share: (index: Int, count: Int) = (0, 1)) throws -> [FileStatus] {
+        let records = try parseManifest(directory).files.sorted(by: { $0.key < $1.key })
+        return try records.indices.filter { $0 % share.count == share.index }.map { records[$0] }.map { file, expected in
             let url = directory.appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: url.path) else {
                 return FileStatus(name: file, recorded: expected, problem: "\(file) is missing")

@@ -5,14 +5,15 @@
 public struct KeelError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The complete one-line message.
     public let message: String
-    /// Whether resuming from the newest checkpoint would meet this error again (training diverged: resuming is bit
-    /// for bit), so that a supervisor does not restart the job for it.
-    public let recursOnResume: Bool
+    /// Whether a supervisor must not restart the job for this error: resuming from the newest checkpoint would meet
+    /// it again (training diverged: resuming is bit for bit), or would continue a run that is not the job's (its
+    /// `--out` held another run before it started).
+    public let rulesOutRestart: Bool
 
     /// Creates an error with a complete one-line message.
-    public init(_ message: String, recursOnResume: Bool = false) {
+    public init(_ message: String, rulesOutRestart: Bool = false) {
         self.message = message
-        self.recursOnResume = recursOnResume
+        self.rulesOutRestart = rulesOutRestart
     }
 
     public var description: String { message }

@@ -143,7 +143,9 @@ public final class Trainer {
             buddyCopy = nil
         }
         if start == .fresh, let existing = CheckpointStore.list(checkpointRoot).first {
-            throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out")
+            // A restart with --resume would take that run over, its weights trained on by this job's settings.
+            throw KeelError("\(output.path) already holds a run (\(existing.lastPathComponent)); continue it with --resume or choose another --out",
+                            rulesOutRestart: true)
         }
         if isLeader {
             try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
@@ -532,7 +534,7 @@ public final class Trainer {
                 // reads, say): such a state is never saved as the last good one.
                 let name = shardPlan.slices(rank: bad)[Int(ranks[bad][1])].name
                 throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)",
-                                recursOnResume: true)
+                                rulesOutRestart: true)
             }
             let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
                                                                because: "rank \(bad) could not write its file (its error says why)")
@@ -619,15 +621,42 @@ public final class Trainer {
     /// (every rank alike: the search is collective).
     private func newestCheckpoint(required: Bool) throws -> URL? {
         // The newest valid step on disk; -1 with no checkpoint there, -2 with checkpoints of which none verifies.
-        // Only world rank 0 looks; the others take its answer (the maximum over the ranks).
-        var diskStep = -Double.infinity
-        if isLeader {
-            let found = CheckpointStore.latestValid(in: checkpointRoot)
-            for problem in found.problems { log("warning: skipping \(problem)") }
-            // Without a valid one, `problems` names each checkpoint there (none: none there).
-            diskStep = found.checkpoint.flatMap(CheckpointStore.step(of:)).map(Double.init) ?? (found.problems.isEmpty ? -1 : -2)
+        // The ranks check the checkpoints together, newest first, each reading its share of the files (rank r of n
+        // the r-th, (r + n)-th, … in name order), until one is intact on every rank: a large model's files read by
+        // one rank alone would outlast the timeout the others wait for it with.
+        let world = groups.world
+        let candidates = CheckpointStore.list(checkpointRoot)
+        if world.size > 1 {
+            let counts = try world.allReduce([Double(candidates.count), -Double(candidates.count)], .max, label: "checkpoints on disk")
+            guard counts[0] == -counts[1] else {
+                throw KeelError("--resume: the ranks see \(Int(-counts[1])) to \(Int(counts[0])) checkpoints in \(checkpointRoot.path): the run directory must be one that every machine shares")
+            }
         }
-        if groups.world.size > 1 { diskStep = try groups.world.allReduce([diskStep], .max, label: "newest checkpoint on disk")[0] }
+        var diskStep = candidates.isEmpty ? -1.0 : -2.0
+        for candidate in candidates {
+            var damaged = 0.0
+            do {
+                _ = try CheckpointStore.readManifest(candidate)
+                do {
+                    if let problem = try CheckpointStore.inspect(candidate, share: (world.rank, world.size)).compactMap(\.problem).first {
+                        throw KeelError("checkpoint \(candidate.path) is damaged: \(problem)")
+                    }
+                } catch {
+                    // A file of this rank's share: this rank alone knows.
+                    log("warning: skipping \(error)")
+                    damaged = 1
+                }
+            } catch {
+                // The manifest's fault, which every rank meets: one says so.
+                if isLeader { log("warning: skipping \(error)") }
+                damaged = 1
+            }
+            if world.size > 1 { damaged = try world.allReduce([damaged], .max, label: "checkpoint \(candidate.lastPathComponent) verified")[0] }
+            if damaged == 0 {
+                diskStep = Double(CheckpointStore.step(of: candidate)!)
+                break
+            }
+        }
         if let snapshotRoot, let machines, let snapshotChannel,
            let restored = try SnapshotRecovery.restore(root: snapshotRoot, machines: machines, channel: snapshotChannel,
                                                        newerThan: Int(diskStep), needs: neededFiles, warn: log) {

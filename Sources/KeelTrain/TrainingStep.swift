@@ -36,7 +36,7 @@ public struct TrainingDiverged: Error, CustomStringConvertible {
     /// none), marked as one that resuming would meet again (resuming is bit for bit), so that no supervisor restarts it.
     public func reported(lastCheckpoint: URL?) -> KeelError {
         let kept = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? "; no checkpoint was written"
-        return KeelError(description + kept, recursOnResume: true)
+        return KeelError(description + kept, rulesOutRestart: true)
     }
 }
 

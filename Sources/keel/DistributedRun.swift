@@ -13,13 +13,13 @@ enum DistributedRun {
         return placement
     }
 
-    /// The exit status of a job aborted by an error that resuming would meet again (`KeelError.recursOnResume`):
+    /// The exit status of a job aborted by an error that rules out a restart (`KeelError.rulesOutRestart`):
     /// mpirun exits with the status a rank aborts with, and `keel launch --max-restarts` does not restart on it.
     static let recurringFailureStatus: Int32 = 3
 
     /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints
     /// "Error: rank R: …" and aborts the whole job (a rank that merely exited would leave the others waiting
-    /// for it until their timeout), with `recurringFailureStatus` for an error that a restart would meet again.
+    /// for it until their timeout), with `recurringFailureStatus` for an error that rules out a restart.
     static func run(placement: ProcessPlacement, timeout: Double, _ body: (MPICommunicator) throws -> Void) throws {
         let world = try MPIRuntime.initialize(timeout: timeout)
         let mismatch = KeelError("\(placement.launcher) variables say this job has \(placement.worldSize) processes but MPI sees \(world.size): Keel's processes talk through MPI, so start them with mpirun, srun or `keel launch` (see docs/operations.md)")
@@ -38,18 +38,18 @@ enum DistributedRun {
         }
     }
 
-    /// The status a process ends with for `error`: `recurringFailureStatus` for one resuming would meet again, else 1.
+    /// The status a process ends with for `error`: `recurringFailureStatus` for one that rules out a restart, else 1.
     static func exitStatus(for error: Error) -> Int32 {
-        (error as? KeelError)?.recursOnResume == true ? recurringFailureStatus : 1
+        (error as? KeelError)?.rulesOutRestart == true ? recurringFailureStatus : 1
     }
 
-    /// Runs `body` in a process of its own (no launcher): an error that resuming would meet again ends the process with
+    /// Runs `body` in a process of its own (no launcher): an error that rules out a restart ends the process with
     /// `recurringFailureStatus`, as a job's ranks end, so that `keel launch --max-restarts` of one process tells a
     /// diverged run from a crash too.
     static func runAlone(_ body: () throws -> Void) throws {
         do {
             try body()
-        } catch let error as KeelError where error.recursOnResume {
+        } catch let error as KeelError where error.rulesOutRestart {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             throw ExitCode(recurringFailureStatus)
         }

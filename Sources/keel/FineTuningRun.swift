@@ -193,12 +193,14 @@ struct FineTuningRun {
 
     /// The weights as the run's checkpoint of `step`, with the tokenizer files of the run it started from.
     private func save(_ model: Transformer, step: Int, extras: [String: Data]) throws -> URL {
-        let source = checkpoint.directory, manager = FileManager.default, tokenizer = checkpoint.state.tokenizer
+        let source = checkpoint.directory, tokenizer = checkpoint.state.tokenizer
         var files = extras
         for (name, contents) in try TokenizerSettings.files(in: source) { files[name] = contents }
         let written = try WeightsCheckpoint.write(
             model, tokenizer: tokenizer == "byte" ? nil
-                : (tokenizer, { try manager.copyItem(at: URL(fileURLWithPath: checkpoint.tokenizerPath), to: $0) }),
+                // Written and synced as every file of a checkpoint is (a copy is not synced: after a power loss the
+                // checkpoint could hold an empty tokenizer once pruning had removed the one before).
+                : (tokenizer, { try AtomicFile.write(Data(contentsOf: URL(fileURLWithPath: checkpoint.tokenizerPath)), to: $0) }),
             extras: files, config: config.resolvedTOML, step: step, to: output)
         CheckpointStore.prune(output.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
                               keepEvery: config.checkpoint.keepEvery, written: step)

@@ -35,7 +35,7 @@ struct JobSupervisor {
                 throw ExitCode(outcome.status)
             }
             if outcome.status == DistributedRun.recurringFailureStatus {
-                log("the job failed with an error that resuming would meet again (training diverged; its message is above); not restarting")
+                log("the job failed with an error that a restart would not mend (its message is above: training diverged, or --out held another run); not restarting")
                 throw ExitCode(outcome.status)
             }
             guard attempt < maxRestarts else {

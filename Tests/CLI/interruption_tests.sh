@@ -197,10 +197,22 @@ refused "--max-restarts without a training run" "--max-restarts supervises a tra
     --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
 status=$?
 if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
-    && grep -q "^launch: the job failed with an error that resuming would meet again" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
+    && grep -q "^launch: the job failed with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
     pass "a diverged job exits with status 3 and is not restarted"
 else
     fail "a diverged job exits with status 3 and is not restarted (exit $status)"
+fi
+# A job whose --out already holds a run refuses to start, and is not restarted: a restart with --resume would take the
+# old run over (its weights, trained on under this job's settings).
+before=$(cat "$work/sup-straight-pp2dp2/config.toml")
+"$keel" launch --nproc 2 --max-restarts 2 -- train --config "$c" --out "$work/sup-straight-pp2dp2" --set training.steps=5 >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -eq 3 ] && grep -q "^Error: rank 0: $work/sup-straight-pp2dp2 already holds a run" "$work/err" \
+    && [ "$before" = "$(cat "$work/sup-straight-pp2dp2/config.toml")" ] \
+    && grep -q "^launch: the job failed with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
+    pass "a job whose --out holds another run exits with status 3 and does not take it over"
+else
+    fail "a job whose --out holds another run exits with status 3 and does not take it over (exit $status)"
 fi
 
 # A full disk, as a file-size limit of 64 KiB: the first checkpoint (about 130 KB of weights) cannot be written.

@@ -111,6 +111,23 @@ final class ShardedCheckpointTests: XCTestCase {
         assertLoadingFails(config, from: directory, saying: "'\(key.key)' does not decompress (zstd level 3)")
     }
 
+    /// Ranks that check a checkpoint together each read their share of its files (rank r of n the r-th, (r + n)-th, …
+    /// in name order): together every file, each once; a damaged file is found by the rank whose share holds it.
+    func testRanksCheckTheirShareOfTheFiles() throws {
+        let directory = try write(config(.llama), layout: layouts[1])
+        let names = try CheckpointStore.inspect(directory).map(\.name)
+        XCTAssertEqual(names, ["rank_00000.safetensors", "rank_00001.safetensors", "rank_00002.safetensors"])
+        let shares = try (0..<2).map { rank in try CheckpointStore.inspect(directory, share: (rank, 2)).map(\.name) }
+        XCTAssertEqual(shares, [[names[0], names[2]], [names[1]]])
+        let damaged = directory.appendingPathComponent(names[1])
+        let handle = try FileHandle(forUpdating: damaged)
+        try handle.seek(toOffset: 100)
+        try handle.write(contentsOf: Data([0xFF]))
+        try handle.close()
+        XCTAssertEqual(try CheckpointStore.inspect(directory, share: (0, 2)).compactMap(\.problem), [])
+        XCTAssertEqual(try CheckpointStore.inspect(directory, share: (1, 2)).compactMap(\.problem), ["\(names[1]) fails its checksum"])
+    }
+
     func testAMissingSliceIsNamed() throws {
         let config = config(.llama), layout = layouts[1]
         let directory = try write(config, layout: layout)
