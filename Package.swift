@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),
         // Web data: WARC reading, HTTP responses, character sets, main-content extraction, filters, deduplication.
         .target(name: "CProcessControl"),
-        .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CLZMA", "CBrotli", "CMyHTML", "CProcessControl"], swiftSettings: native),
+        .target(name: "KeelWeb", dependencies: ["KeelCore", "KeelData", "CZlib", "CLZMA", "CBrotli", "CZstd", "CMyHTML", "CProcessControl"], swiftSettings: native),
         // Communication sits below the model (so parallel layers may call collectives); strategies above it.
         .target(name: "KeelComm", dependencies: ["KeelCore", "CMPI"], swiftSettings: native),
         .target(name: "KeelParallel", dependencies: ["KeelCore", "KeelKernels", "KeelModel", "KeelComm"], swiftSettings: native),

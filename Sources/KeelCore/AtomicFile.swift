@@ -21,6 +21,11 @@ public enum AtomicFile {
     /// a crash while writing leaves every one as it was; only the renames themselves, one after another, come last.
     /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind.
     public static func writeAll(_ urls: [URL?], _ body: ([FileHandle?]) throws -> Void) throws {
+        // Two names for one file (`--out x --removed x`) would share a temporary file and write over each other.
+        var named = Set<String>()
+        for url in urls.compactMap({ $0 }) where !named.insert(url.standardizedFileURL.resolvingSymlinksInPath().path).inserted {
+            throw KeelError("\(url.standardizedFileURL.path) is named twice among the files to write")
+        }
         var temporaries: [URL?] = []
         var handles: [FileHandle?] = []
         // Until every rename is done, what remains of the temporaries is removed on the way out.

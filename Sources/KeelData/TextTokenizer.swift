@@ -15,6 +15,8 @@ public protocol TextTokenizer: Sendable {
     func specialToken(_ text: String) -> Int32?
     /// How the tokenizer's special tokens are spelled (none for a byte tokenizer).
     var specialTokenTexts: [String] { get }
+    /// The ids of a text in which special tokens' spellings stand for those tokens (see the extension's).
+    func encodeRecognizingSpecialTokens(_ text: String) -> [Int32]
 }
 
 extension TextTokenizer {
@@ -29,7 +31,11 @@ extension TextTokenizer {
     /// `<|im_start|>`), as Hugging Face tokenizers read them; the text between them is encoded as text. Where two
     /// special tokens start at one place, the longer is taken.
     public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
-        let spellings = SpellingTrie(specialTokenTexts.compactMap { special in specialToken(special).map { (special, $0) } })
+        encode(text, recognizing: SpellingTrie(self))
+    }
+
+    /// `encodeRecognizingSpecialTokens` with the spellings' trie made already (a tokenizer keeps its own).
+    func encode(_ text: String, recognizing spellings: SpellingTrie) -> [Int32] {
         guard !spellings.isEmpty else { return encode(text) }
         let bytes = Array(text.utf8)
         var ids: [Int32] = []
@@ -69,6 +75,8 @@ extension ByteTokenizer: TextTokenizer {
 public struct BPETokenizer: TextTokenizer {
     public let vocabulary: BPEVocabulary
     public let endOfText: Int32
+    /// The special tokens' spellings, made once: chat data reads every example through them.
+    private let spellings: SpellingTrie
 
     /// Wraps `vocabulary`, whose `<|endoftext|>` special token separates documents — or, for vocabularies that
     /// name it otherwise (Llama 3's `<|end_of_text|>`), the special token `endOfSequence` (a `tokenizer_config.json`'s
@@ -79,6 +87,7 @@ public struct BPETokenizer: TextTokenizer {
         }
         self.vocabulary = vocabulary
         self.endOfText = endOfText
+        spellings = SpellingTrie(vocabulary.specialTokens.map { ($0.key, $0.value) })
     }
 
     public var vocabSize: Int { vocabulary.size }
@@ -97,6 +106,8 @@ public struct BPETokenizer: TextTokenizer {
 
     public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }
     public var specialTokenTexts: [String] { Array(vocabulary.specialTokens.keys) }
+
+    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] { encode(text, recognizing: spellings) }
 }
 
 /// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.
@@ -109,10 +120,15 @@ public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
 /// Special tokens' spellings as a trie of their UTF-8 bytes: the longest spelling that starts at a place in a text is
 /// found in as many steps as it has bytes, however many tokens there are (Llama 3 has 256, all starting "<|"), so a
 /// text full of spellings costs no more to read than any other.
-private struct SpellingTrie {
+struct SpellingTrie {
     /// Each node's children by byte, and the token spelled by the path to it.
     private var children: [[UInt8: Int]] = [[:]]
     private var tokens: [Int32?] = [nil]
+
+    /// The spellings of `tokenizer`'s special tokens.
+    init(_ tokenizer: some TextTokenizer) {
+        self.init(tokenizer.specialTokenTexts.compactMap { special in tokenizer.specialToken(special).map { (special, $0) } })
+    }
 
     init(_ spellings: [(String, Int32)]) {
         for (spelling, id) in spellings where !spelling.isEmpty {

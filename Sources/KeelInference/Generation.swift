@@ -17,6 +17,9 @@ public final class GenerationBatch {
         let sequence: DecoderSequence
         var text: [Int32]
         var generated: [Int32] = []
+        /// The distinct tokens of `text` and how often each was generated: the penalties' inputs, kept as they grow.
+        var seen: Set<Int32>
+        var generatedCounts: [Int32: Int] = [:]
         var logits: [Float]
         let maxTokens: Int
         let options: SamplingOptions
@@ -38,7 +41,8 @@ public final class GenerationBatch {
         let text = prompt.isEmpty ? [Int32(0)] : prompt
         let sequence = decoder.makeSequence()
         let logits = decoder.append(Array(text.suffix(decoder.config.maxLength)), to: sequence)
-        entries.append(Entry(id: id, sequence: sequence, text: text, logits: logits, maxTokens: max(1, maxTokens), options: options))
+        entries.append(Entry(id: id, sequence: sequence, text: text, seen: Set(text), logits: logits, maxTokens: max(1, maxTokens),
+                             options: options))
     }
 
     /// Draws the next token of every sequence and hands it to `accept` (id, token, the sequence's tokens so far),
@@ -54,10 +58,13 @@ public final class GenerationBatch {
         var stepping: [Int] = []
         for index in entries.indices {
             var random = RandomStream(seed: entries[index].options.seed, key: 0x5A3, UInt64(entries[index].generated.count))
-            let token = Sampler.choose(entries[index].logits, history: entries[index].text, generated: entries[index].generated,
-                                       options: entries[index].options, random: &random)
+            let token = Sampler.choose(entries[index].logits, seen: entries[index].seen,
+                                       generatedCounts: entries[index].generatedCounts, options: entries[index].options,
+                                       random: &random)
             entries[index].text.append(token)
             entries[index].generated.append(token)
+            entries[index].seen.insert(token)
+            entries[index].generatedCounts[token, default: 0] += 1
             let entry = entries[index]
             if !accept(entry.id, token, entry.generated) {
                 finished.append((entry.id, entry.generated, .stop))

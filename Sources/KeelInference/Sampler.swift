@@ -58,9 +58,17 @@ public enum Sampler {
     /// this draw.
     public static func choose(_ logits: [Float], history: [Int32], generated: [Int32] = [], options: SamplingOptions,
                               random: inout RandomStream) -> Int32 {
+        choose(logits, seen: Set(history), generatedCounts: generated.reduce(into: [:]) { $0[$1, default: 0] += 1 },
+               options: options, random: &random)
+    }
+
+    /// `choose` given the distinct tokens the sequence holds and how often it generated each, which a sequence being
+    /// generated keeps up to date as it grows (gathering them afresh for every token costs the sequence's length).
+    public static func choose(_ logits: [Float], seen: Set<Int32>, generatedCounts: [Int32: Int], options: SamplingOptions,
+                              random: inout RandomStream) -> Int32 {
         var logits = options.vocabulary.map { Array(logits.prefix(max(1, $0))) } ?? logits
         if options.repetitionPenalty != 1 {
-            for token in Set(history) where Int(token) < logits.count {
+            for token in seen where Int(token) < logits.count {
                 let value = logits[Int(token)]
                 // Kept finite: a tiny penalty would make a logit infinite, and the draw's weights NaN.
                 let penalized = value > 0 ? value / options.repetitionPenalty : value * options.repetitionPenalty
@@ -68,9 +76,7 @@ public enum Sampler {
             }
         }
         if options.presencePenalty != 0 || options.frequencyPenalty != 0 {
-            var counts: [Int32: Int] = [:]
-            for token in generated where Int(token) < logits.count { counts[token, default: 0] += 1 }
-            for (token, count) in counts {
+            for (token, count) in generatedCounts where Int(token) < logits.count {
                 logits[Int(token)] -= options.presencePenalty + Float(count) * options.frequencyPenalty
             }
         }

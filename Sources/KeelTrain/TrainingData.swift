@@ -16,7 +16,8 @@ struct TrainingData {
     let trainTargets: Int, validationTargets: Int
 
     /// The token the run's tokenizer puts before every text, if any (`TokenizerSettings.beginningOfTextToken(in:)`):
-    /// each document of the data starts with it, and so does a sample's prompt.
+    /// each document of `data.paths` starts with it, as each of a dataset prepared with the tokenizer does (its
+    /// manifest's `text_start`; datasets prepared before Keel wrote it have none), and so does a sample's prompt.
     var textStart: Int32? { Self.textStart(of: tokenizer, file: tokenizerFile) }
 
     private static func textStart(of tokenizer: any TextTokenizer, file: URL?) -> Int32? {

@@ -250,9 +250,13 @@ public struct CorpusPipeline: Sendable {
         var changed = 0
         for (index, output) in outputs.enumerated() {
             let statistics = output.appendingPathExtension("json")
-            guard let done = try? JSONDecoder().decode(FileResult.self, from: Data(contentsOf: statistics)) else { continue }
+            guard let recorded = try? Data(contentsOf: statistics) else { continue }
             // Results of a file changed since they were made (or written before fingerprints were kept) are stale.
-            if try done.input == Fingerprint(of: files[index]) { results[index] = done } else { changed += 1 }
+            if let done = try? JSONDecoder().decode(FileResult.self, from: recorded), try done.input == Fingerprint(of: files[index]) {
+                results[index] = done
+            } else {
+                changed += 1
+            }
         }
         resumed = results.compactMap { $0 }.count
         if resumed > 0 || changed > 0 {

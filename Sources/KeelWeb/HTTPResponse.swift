@@ -1,11 +1,12 @@
 import CBrotli
 import CZlib
+import CZstd
 import Foundation
 import KeelCore
 
 /// An HTTP/1.x response as a WARC `response` record holds it: status, headers, and the body with its transfer
-/// coding (chunked) and content coding (gzip, deflate, br) removed; a body under any other content coding is kept as
-/// it is, as warcio keeps it.
+/// coding (chunked) and content coding (gzip, deflate, br, zstd) removed; a body under a label that names no coding
+/// ("none", "utf-8") is kept as it is, as warcio keeps it.
 public struct HTTPResponse: Sendable {
     public let status: Int
     public let headers: [(name: String, value: String)]
@@ -15,8 +16,9 @@ public struct HTTPResponse: Sendable {
     /// and more, and one crafted to would otherwise exhaust the memory.
     public static let maximumDecodedBytes = 64 << 20
 
-    /// Parses `block`; throws when it does not begin with an HTTP status line and headers, or its body decodes to
-    /// more than `maximumDecodedBytes`. A content coding other than gzip, deflate and br leaves the body as it is.
+    /// Parses `block`; throws when it does not begin with an HTTP status line and headers, its body decodes to
+    /// more than `maximumDecodedBytes`, or it is under Unix `compress` (LZW), a coding Keel does not undo, whose bytes
+    /// would read as noise. Another label leaves the body as it is.
     public init(parsing block: [UInt8]) throws {
         guard let end = Self.headerEnd(block) else { throw KeelError("no end to the HTTP header") }
         // Lines split on bytes: as Characters, "\r\n" is one and would not split on "\n".
@@ -49,9 +51,13 @@ public struct HTTPResponse: Sendable {
                 if let inflated = try Self.inflated(body) { body = inflated }
             case "br":
                 if let decoded = try Self.unbrotli(body) { body = decoded }
+            case "zstd":
+                if let decoded = try Self.unzstd(body) { body = decoded }
+            case "compress", "x-compress":
+                throw KeelError("the body is under Content-Encoding \(coding) (LZW), which Keel does not undo")
             default:
-                // "identity", and labels that name no coding (servers send "none", "utf-8", "text"), or one Keel
-                // cannot undo: the body is taken as it is, as warcio takes it — a page is not lost over a header.
+                // "identity", and labels that name no coding (servers send "none", "utf-8", "text"): the body is taken
+                // as it is, as warcio takes it — a page is not lost over a header.
                 break
             }
         }
@@ -136,6 +142,30 @@ public struct HTTPResponse: Sendable {
                 case BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT: return result.isEmpty ? nil : result
                 default: return nil
                 }
+            }
+        }
+    }
+
+    /// `body` decoded from Zstandard frames; nil when it is not one (kept as it is, as an undecodable gzip body is).
+    static func unzstd(_ body: [UInt8]) throws -> [UInt8]? {
+        guard !body.isEmpty, let context = ZSTD_createDCtx() else { return nil }
+        defer { ZSTD_freeDCtx(context) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        return try body.withUnsafeBufferPointer { input -> [UInt8]? in
+            var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
+            while true {
+                let (status, produced) = chunk.withUnsafeMutableBufferPointer { output -> (Int, Int) in
+                    var destination = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
+                    return (ZSTD_decompressStream(context, &destination, &source), destination.pos)
+                }
+                guard ZSTD_isError(status) == 0 else { return nil }
+                result.append(contentsOf: chunk[..<produced])
+                guard result.count <= maximumDecodedBytes else { throw tooLarge }
+                guard source.pos == source.size, produced < chunk.count else { continue }
+                // All input read and the output drained: a whole frame (status 0), or one cut short, kept as far as
+                // it goes, as a cut gzip body is.
+                return status == 0 || !result.isEmpty ? result : nil
             }
         }
     }

@@ -48,7 +48,7 @@ final class HTTPConnection: @unchecked Sendable {
         while headEnd == nil {
             guard buffer.count < 65_536 else { return .failure(HTTPFailure(status: 431, message: "the request head is over 64 KiB")) }
             let received = recv(socket, &chunk, chunk.count, 0)
-            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s before a whole request")) }
+            guard received > 0 else { return .failure(received < 0 && Self.timedOut ? late : HTTPFailure(status: 400, message: "the connection closed before a whole request")) }
             buffer.append(contentsOf: chunk[0..<received])
             headEnd = buffer.range(of: separator)
             if headEnd == nil, Date() > deadline { return .failure(late) }
@@ -73,7 +73,7 @@ final class HTTPConnection: @unchecked Sendable {
         var body = Data(buffer[headEnd!.upperBound...])
         while body.count < length {
             let received = recv(socket, &chunk, min(chunk.count, length - body.count), 0)
-            guard received > 0 else { return .failure(HTTPFailure(status: 400, message: "the connection closed or was idle for \(Self.timeoutSeconds) s inside the body")) }
+            guard received > 0 else { return .failure(received < 0 && Self.timedOut ? late : HTTPFailure(status: 400, message: "the connection closed inside the body")) }
             body.append(contentsOf: chunk[0..<received])
             if body.count < length, Date() > deadline { return .failure(late) }
         }
@@ -104,6 +104,9 @@ final class HTTPConnection: @unchecked Sendable {
         }
         close()
     }
+
+    /// Whether the receive that just failed waited its whole timeout (errno as `SO_RCVTIMEO` leaves it).
+    private static var timedOut: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
 
     /// The most bytes of a refused request read before its connection closes.
     static let drainLimit = 64 << 20

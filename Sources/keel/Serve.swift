@@ -209,9 +209,9 @@ struct CompletionAPI: Sendable {
     }
 
     /// A request's `seed`: a 64-bit signed integer, taken as its bits; without one, a random seed, so that requests
-    /// without seeds draw differently, as OpenAI's do.
+    /// without seeds draw differently, as OpenAI's do (the log line gives it as the integer to send back).
     private func seed(_ value: Any?) throws -> UInt64 {
-        guard let value, !(value is NSNull) else { return UInt64.random(in: .min ... .max) }
+        guard let value, !(value is NSNull) else { return UInt64(bitPattern: Int64.random(in: .min ... .max)) }
         guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue == number.doubleValue.rounded(),
               abs(number.doubleValue) < 0x1p63 else {
             throw HTTPFailure(status: 400, message: "'seed' must be an integer between -2^63 and 2^63")
@@ -220,7 +220,7 @@ struct CompletionAPI: Sendable {
     }
 
     /// A message's text: its `content` string, or the text parts of a list joined by newlines (as vLLM joins them);
-    /// an assistant message's null content (a tool call's) is empty. Nil for anything else; a part that is not text
+    /// null content (an assistant's tool call's) is empty. Nil for anything else; a part that is not text
     /// is refused.
     private static func text(of content: Any?) throws -> String? {
         switch content {
@@ -284,7 +284,7 @@ struct CompletionAPI: Sendable {
             }))
         finished.wait()
         // One line per request, as llama.cpp's server logs them.
-        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(parameters.options.seed), "
+        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(Int64(bitPattern: parameters.options.seed)), "
             + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n").utf8))
         if parameters.stream {
             let rest = state.stream.takeRest()

@@ -2,7 +2,7 @@ import Foundation
 import KeelCheckpoint
 import KeelCore
 import KeelData
-import KeelTrain
+@testable import KeelTrain
 import XCTest
 
 /// Training data and checkpoints that are wrong in every way a user's files can be: each gives one error
@@ -31,6 +31,28 @@ final class DataInputTests: XCTestCase {
         assertKeelError(bad.path, "line 2", "no \"text\" field") {
             _ = try TokenCorpus(paths: [bad.path], tokenizer: ByteTokenizer(), vocabSize: 257, validationFraction: 0)
         }
+    }
+
+    /// Text read at start-up (`data.paths`) starts each document with the token its tokenizer puts before every text,
+    /// as a prepared dataset does: here the vocabulary's one special token, which then also ends each document.
+    func testDataPathsStartEachDocumentWithTheTokenizersTextStart() throws {
+        let fixture = try TrainFixture()
+        let vocabulary = try TokenizerTraining.train(inputs: [fixture.corpus.path], vocabSize: 320)
+        let endOfText = try XCTUnwrap(vocabulary.endOfText)
+        let files = ["plain", "started"].map { fixture.root.appendingPathComponent($0).appendingPathComponent("tokenizer.json") }
+        for file in files { try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true) }
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: files[0])
+        try TokenizerFiles.writeHuggingFace(vocabulary, textStart: BPEVocabulary.endOfTextText, to: files[1])
+        let data = try files.map { try TrainingData(config: fixture.config(["data.tokenizer=\"\($0.path)\""])) }
+        XCTAssertEqual(data.map(\.textStart), [nil, endOfText])
+        // Three documents, each one token longer.
+        XCTAssertEqual(data[1].trainTargets + data[1].validationTargets, data[0].trainTargets + data[0].validationTargets + 3)
+        let first = data.map { data in
+            var inputs = [Int32](repeating: 0, count: 16), targets = inputs
+            data.train.copy(window: 0, inputs: &inputs, targets: &targets, documents: nil)
+            return inputs
+        }
+        XCTAssertEqual(first[1], [endOfText] + first[0].prefix(15))
     }
 
     func testMissingOrMalformedDatasetManifest() throws {

@@ -3,7 +3,8 @@ import KeelCore
 import XCTest
 
 /// Several files replaced together (`keel data filter`'s outputs, `keel data dedup`'s): every one is written before
-/// any is renamed, so a failure leaves them all as they were, and no temporary file stays behind.
+/// any is renamed, so a failure while writing, or at the first rename, leaves them all as they were, and no
+/// temporary file stays behind; one file named twice is refused before anything is written.
 final class AtomicFileTests: XCTestCase {
     private func directory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-atomic-\(UUID().uuidString)")
@@ -13,6 +14,17 @@ final class AtomicFileTests: XCTestCase {
     }
 
     private func contents(_ url: URL) -> String? { try? String(contentsOf: url, encoding: .utf8) }
+
+    func testAFileNamedTwiceIsRefused() throws {
+        let directory = try directory()
+        let file = directory.appendingPathComponent("out.jsonl")
+        try Data("old".utf8).write(to: file)
+        XCTAssertThrowsError(try AtomicFile.writeAll([file, directory.appendingPathComponent("./out.jsonl")]) { _ in
+            XCTFail("nothing is written")
+        }) { XCTAssertEqual("\($0)", "\(file.path) is named twice among the files to write") }
+        XCTAssertEqual(contents(file), "old")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), ["out.jsonl"])
+    }
 
     func testAllFilesAreReplacedTogether() throws {
         let directory = try directory()

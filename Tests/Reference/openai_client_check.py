@@ -63,9 +63,14 @@ if first:
     check(first not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop", f"stop string: {stopped}")
 
 # Requests without a seed draw differently (a random seed each, as OpenAI's); a seed, negative too, draws the same.
-unseeded = {client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1).choices[0].text for _ in range(3)}
-check(len(unseeded) > 1, f"requests without a seed draw differently: {unseeded}")
+unseeded = [client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1) for _ in range(3)]
+check(len({c.choices[0].text for c in unseeded}) > 1, f"requests without a seed draw differently: {unseeded}")
 check(complete(-5) == complete(-5), "a negative seed draws the same each time")
+if len(sys.argv) > 2:
+    # The server's log names the seed it drew: sent back, it draws the same text.
+    logged = [line for line in open(sys.argv[2]) if line.startswith(unseeded[-1].id + ":")]
+    check(len(logged) == 1 and complete(int(logged[0].split(" seed ")[1].split(",")[0])) == unseeded[-1].choices[0].text,
+          f"the logged seed, sent back, draws the same text: {logged}")
 
 # A message's content as a list of text parts reads as the string; chat's max_completion_tokens limits the reply;
 # OpenAI's presence and frequency penalties are taken.
@@ -137,7 +142,7 @@ address = urllib.parse.urlparse(base)
 with socket.create_connection((address.hostname, address.port)) as raw:
     try:
         raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.1\r\nHost: keel\r\nContent-Length: 9000000\r\n\r\n"
-                    + b"x" * 1_000_000)
+                    + b"x" * 9_000_000)
         answer = b""
         while chunk := raw.recv(65536):
             answer += chunk
