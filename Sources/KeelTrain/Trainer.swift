@@ -642,8 +642,9 @@ public final class Trainer {
                         throw KeelError("checkpoint \(candidate.path) is damaged: \(problem)")
                     }
                 } catch {
-                    // A file of this rank's share: this rank alone knows.
-                    log("warning: skipping \(error)")
+                    // A file of this rank's share: this rank alone knows, and says so itself (`log` is rank 0's).
+                    let warning = "warning: skipping \(error)"
+                    if isLeader { log(warning) } else { FileHandle.standardError.write(Data("rank \(world.rank): \(warning)\n".utf8)) }
                     damaged = 1
                 }
             } catch {

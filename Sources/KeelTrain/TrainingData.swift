@@ -71,6 +71,10 @@ struct TrainingData {
             validationTargets = validationWindows.tokenCount
             summary = "dataset \(dataset): \(manifest.train.documents) + \(manifest.val.documents) documents"
                 + Self.shardEnds(trainWindows)
+                + (Self.textStart(of: tokenizer, file: tokenizerFile).map { start in
+                    manifest.textStart == start ? ""
+                        : "; note: its documents do not start with token \(start), which its tokenizer puts before every text (it was prepared before Keel wrote text_start): prepare it again to train on text as the tokenizer reads it"
+                } ?? "")
             tooLittleValidation = "prepare the dataset again with a larger --val-fraction"
             guard trainWindows.count >= config.training.batchSize || trainWindows.tokenCount < (length + 1) * config.training.batchSize else {
                 throw KeelError("data: the training split's shards (the longest \(trainWindows.longestSegment) tokens) are too short for \(config.training.batchSize) windows of \(length + 1) tokens, which never cross a shard: prepare the dataset again with a larger --shard-tokens")

@@ -173,6 +173,18 @@ fi
 
 # (Checkpoints resumed in other layouts: Tests/CLI/resharding_tests.sh.)
 
+# --resume: the ranks check the newest checkpoint together, each its share of the files; a file damaged in rank 1's
+# share is named by rank 1, and every rank goes back to the checkpoint before.
+run "damaged" "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/damaged" --set training.steps=20 --set checkpoint.every=10
+printf '\377' | dd of="$work/damaged/checkpoints/step_00000020/rank_00001.safetensors" bs=1 seek=200 conv=notrunc 2>/dev/null
+run "resume past a damaged checkpoint" "${mpi[@]}" -np 2 "$keel" train --resume --out "$work/damaged"
+if grep -q "^rank 1: warning: skipping checkpoint $work/damaged/checkpoints/step_00000020 is damaged: rank_00001.safetensors fails its checksum" "$work/err" \
+    && grep -q "resumed from $work/damaged/checkpoints/step_00000010 at step 10" "$work/err"; then
+    pass "--resume on 2 ranks: rank 1 names the file of its share that fails its checksum, and the job resumes from the checkpoint before"
+else
+    fail "--resume on 2 ranks: rank 1 names the file of its share that fails its checksum, and the job resumes from the checkpoint before"
+fi
+
 # keel launch runs the same job through mpirun.
 if "$keel" launch --nproc 2 -- train --config "$c" --out "$work/launched" >"$work/out" 2>"$work/err" \
     && grep -q "^launch: mpirun -np 2" "$work/err"; then

@@ -53,6 +53,19 @@ final class DataInputTests: XCTestCase {
             return inputs
         }
         XCTAssertEqual(first[1], [endOfText] + first[0].prefix(15))
+
+        // A dataset prepared with that tokenizer says so in its manifest; one prepared before Keel wrote it is named.
+        let dataset = fixture.root.appendingPathComponent("dataset")
+        var preparation = DataPreparation(inputs: [fixture.corpus.path], tokenizer: files[1].path, output: dataset)
+        preparation.validationFraction = 0.34
+        try preparation.run()
+        XCTAssertFalse(try TrainingData(config: fixture.config(on: dataset)).summary.contains("note"))
+        let manifest = dataset.appendingPathComponent(ShardManifest.fileName)
+        var object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as? [String: Any])
+        object["text_start"] = nil
+        try JSONSerialization.data(withJSONObject: object).write(to: manifest)
+        XCTAssertTrue(try TrainingData(config: fixture.config(on: dataset)).summary
+            .contains("note: its documents do not start with token \(endOfText), which its tokenizer puts before every text"))
     }
 
     func testMissingOrMalformedDatasetManifest() throws {
