@@ -116,8 +116,13 @@ public enum CheckpointStore {
     /// when there is no readable manifest. With `share` (index i of n), only the i-th, (i + n)-th, … file in name
     /// order: ranks that check a checkpoint together each read their share of its bytes.
     public static func inspect(_ directory: URL, share: (index: Int, count: Int) = (0, 1)) throws -> [FileStatus] {
-        let records = try parseManifest(directory).files.sorted(by: { $0.key < $1.key })
-        return try records.indices.filter { $0 % share.count == share.index }.map { records[$0] }.map { file, expected in
+        try check(parseManifest(directory).files, in: directory, share: share)
+    }
+
+    /// `inspect` of the files `records` lists.
+    private static func check(_ records: [String: FileRecord], in directory: URL, share: (index: Int, count: Int)) throws -> [FileStatus] {
+        let records = records.sorted(by: { $0.key < $1.key })
+        return try stride(from: share.index, to: records.count, by: share.count).map { records[$0] }.map { file, expected in
             let url = directory.appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: url.path) else {
                 return FileStatus(name: file, recorded: expected, problem: "\(file) is missing")
@@ -132,8 +137,19 @@ public enum CheckpointStore {
 
     /// Throws unless `directory` holds a manifest and every file it lists has the recorded size and checksum.
     public static func verify(_ directory: URL) throws {
-        if let problem = try inspect(directory).compactMap(\.problem).first {
-            throw KeelError("checkpoint \(directory.path) is damaged: \(problem)")
+        if let fault = fault(of: directory) { throw KeelError(fault.message) }
+    }
+
+    /// What is wrong with `directory` as its manifest and `share` of its files show it (nil: nothing), and whether
+    /// every rank meets it (the manifest's fault) or only the one whose share holds the file.
+    private static func fault(of directory: URL, share: (index: Int, count: Int) = (0, 1)) -> (message: String, everyRank: Bool)? {
+        let records: [String: FileRecord]
+        do { records = try parseManifest(directory).files } catch { return ("\(error)", true) }
+        do {
+            return try check(records, in: directory, share: share).compactMap(\.problem).first
+                .map { ("checkpoint \(directory.path) is damaged: \($0)", false) }
+        } catch {
+            return ("\(error)", false)
         }
     }
 
@@ -146,15 +162,22 @@ public enum CheckpointStore {
     }
 
     /// The newest checkpoint under `root` that verifies, and a message for each newer one that did not.
-    public static func latestValid(in root: URL) -> (checkpoint: URL?, problems: [String]) {
-        var problems: [String] = []
+    public static func latestValid(in root: URL) -> (checkpoint: URL?, problems: [(message: String, everyRank: Bool)]) {
+        latestValid(in: root, share: (0, 1)) { $1 }
+    }
+
+    /// `latestValid(in:)` searched by ranks together: each checks its `share` of every candidate's files (so that no
+    /// rank reads a large model's every byte while the others wait), and `agree` turns whether this rank found a
+    /// candidate damaged into whether any rank did. Each problem says whether every rank met it (a manifest's fault)
+    /// or only this one (a file of its share).
+    public static func latestValid(in root: URL, share: (index: Int, count: Int),
+                                   agree: (_ candidate: URL, _ damaged: Bool) throws -> Bool) rethrows
+        -> (checkpoint: URL?, problems: [(message: String, everyRank: Bool)]) {
+        var problems: [(message: String, everyRank: Bool)] = []
         for candidate in list(root) {
-            do {
-                try verify(candidate)
-                return (candidate, problems)
-            } catch {
-                problems.append("\(error)")
-            }
+            let fault = fault(of: candidate, share: share)
+            if let fault { problems.append(fault) }
+            if try !agree(candidate, fault != nil) { return (candidate, problems) }
         }
         return (nil, problems)
     }

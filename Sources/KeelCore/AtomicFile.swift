@@ -23,7 +23,7 @@ public enum AtomicFile {
     public static func writeAll(_ urls: [URL?], _ body: ([FileHandle?]) throws -> Void) throws {
         // Two names for one file (`--out x --removed x`) would share a temporary file and write over each other.
         var named = Set<String>()
-        for url in urls.compactMap({ $0 }) where !named.insert(url.standardizedFileURL.resolvingSymlinksInPath().path).inserted {
+        for url in urls.compactMap({ $0 }) where urls.count > 1 && !named.insert(url.standardizedFileURL.resolvingSymlinksInPath().path).inserted {
             throw KeelError("\(url.standardizedFileURL.path) is named twice among the files to write")
         }
         var temporaries: [URL?] = []

@@ -21,8 +21,9 @@ public final class BPEEncoder {
     private let pairs: PairTable
     private let wholePieces: ByteStringTable?
     private let byteTokens: [Int32]
-    /// Special tokens' bytes, longest first so that one that prefixes another cannot shadow it.
-    private let specials: [(bytes: [UInt8], id: Int32)]
+    /// Special tokens' spellings, the longest found where two start at one place; made on first use (most encoders
+    /// read ordinary text only).
+    private lazy var specials = SpellingTrie(vocabulary.specialTokens.map { ($0.key, $0.value) })
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
@@ -43,7 +44,6 @@ public final class BPEEncoder {
         pairs = vocabulary.pairs.copied()
         wholePieces = vocabulary.emitsWholePieces ? vocabulary.tokensByBytes.copied() : nil
         byteTokens = vocabulary.byteTokens.map { $0 }
-        specials = vocabulary.specialTokens.map { (Array($0.key.utf8), $0.value) }.sorted { $0.bytes.count > $1.bytes.count }
         cacheIndex = ByteStringTable(capacity: 1024)
     }
 
@@ -65,17 +65,13 @@ public final class BPEEncoder {
         }
         var start = 0, i = 0
         while i < text.count {
-            if let (bytes, id) = specials.first(where: { special in
-                special.bytes.count <= text.count - i && special.bytes.withUnsafeBufferPointer {
-                    memcmp($0.baseAddress!, text.baseAddress! + i, special.bytes.count) == 0
-                }
-            }) {
+            if let (length, id) = specials.longestMatch(in: text, at: i) {
                 guard policy == .allowed else {
-                    throw KeelError("text contains the special token \(String(decoding: bytes, as: UTF8.self)) at byte \(i); allow it or encode it as ordinary text")
+                    throw KeelError("text contains the special token \(String(decoding: text[i..<(i + length)], as: UTF8.self)) at byte \(i); allow it or encode it as ordinary text")
                 }
                 encodeOrdinary(UnsafeBufferPointer(rebasing: text[start..<i]), into: &output)
                 output.append(id)
-                i += bytes.count
+                i += length
                 start = i
             } else {
                 i += 1

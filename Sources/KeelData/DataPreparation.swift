@@ -60,15 +60,15 @@ public struct DataPreparation {
         var status = Progress()
         let start = Date()
         var batch = DocumentBatch()
+        let separators = [encoders.endOfText] + (encoders.textStart.map { [$0] } ?? [])
         func flush() throws {
             guard batch.count > 0 else { return }
             let encoded = encoders.encode(batch)
             for (offset, tokens) in encoded.enumerated() {
                 let index = status.documents + offset
                 let isValidation = Int(Double(index + 1) * validationFraction) > Int(Double(index) * validationFraction)
-                let document = [encoders.endOfText] + (encoders.textStart.map { [$0] } ?? []) + tokens
-                try writers[isValidation ? 1 : 0].append(document: document)
-                status.tokens += document.count
+                try writers[isValidation ? 1 : 0].append(document: tokens, after: separators)
+                status.tokens += separators.count + tokens.count
             }
             status.documents += batch.count
             status.bytes += batch.bytes.count
@@ -113,11 +113,12 @@ private struct SplitWriter {
         self.directory = directory
     }
 
-    /// Adds one document's tokens, its separator included.
-    mutating func append(document: [Int32]) throws {
+    /// Adds one document's tokens after its `separators`.
+    mutating func append(document: [Int32], after separators: [Int32]) throws {
+        buffer.append(contentsOf: separators)
         buffer.append(contentsOf: document)
         documents += 1
-        tokens += document.count
+        tokens += separators.count + document.count
         while buffer.count >= shardTokens { try writeShard(count: shardTokens) }
     }
 

@@ -41,12 +41,11 @@ public struct ParallelEncoder {
             textStart = nil
             bpe = []
         } else {
-            let vocabulary = try TokenizerFiles.load(name)
-            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name,
-                                             endOfSequence: TokenizerSettings(besides: name).endOfSequence)
+            let vocabulary = try TokenizerFiles.load(name), settings = TokenizerSettings(besides: name)
+            let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: name, endOfSequence: settings.endOfSequence)
             vocabSize = tokenizer.vocabSize
             endOfText = tokenizer.endOfText
-            textStart = TokenizerSettings(besides: name).beginningOfTextToken(in: tokenizer)
+            textStart = settings.beginningOfTextToken(in: tokenizer)
             bpe = (0..<pool.threadCount).map { _ in BPEEncoder(vocabulary: vocabulary) }
         }
     }

@@ -15,7 +15,9 @@ public protocol TextTokenizer: Sendable {
     func specialToken(_ text: String) -> Int32?
     /// How the tokenizer's special tokens are spelled (none for a byte tokenizer).
     var specialTokenTexts: [String] { get }
-    /// The ids of a text in which special tokens' spellings stand for those tokens (see the extension's).
+    /// The ids of a text in which special tokens' spellings stand for those tokens (a rendered chat template's
+    /// `<|im_start|>`), as Hugging Face tokenizers read them; the text between them is encoded as text. Where two
+    /// special tokens start at one place, the longer is taken.
     func encodeRecognizingSpecialTokens(_ text: String) -> [Int32]
 }
 
@@ -26,35 +28,6 @@ extension TextTokenizer {
     }
 
     public var specialTokenTexts: [String] { [] }
-
-    /// The ids of a text in which special tokens' spellings stand for those tokens (a rendered chat template's
-    /// `<|im_start|>`), as Hugging Face tokenizers read them; the text between them is encoded as text. Where two
-    /// special tokens start at one place, the longer is taken.
-    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
-        encode(text, recognizing: SpellingTrie(self))
-    }
-
-    /// `encodeRecognizingSpecialTokens` with the spellings' trie made already (a tokenizer keeps its own).
-    func encode(_ text: String, recognizing spellings: SpellingTrie) -> [Int32] {
-        guard !spellings.isEmpty else { return encode(text) }
-        let bytes = Array(text.utf8)
-        var ids: [Int32] = []
-        bytes.withUnsafeBufferPointer { all in
-            var textStart = 0, position = 0
-            while position < all.count {
-                guard let (length, id) = spellings.longestMatch(in: all, at: position) else {
-                    position += 1
-                    continue
-                }
-                ids += encode(UnsafeBufferPointer(rebasing: all[textStart..<position]))
-                ids.append(id)
-                position += length
-                textStart = position
-            }
-            ids += encode(UnsafeBufferPointer(rebasing: all[textStart...]))
-        }
-        return ids
-    }
 
     /// `ids` as text, with invalid UTF-8 shown as U+FFFD.
     public func decodeText(_ ids: [Int32]) throws -> String {
@@ -69,14 +42,15 @@ extension ByteTokenizer: TextTokenizer {
 
     /// None: the byte tokenizer's end of text has no spelling.
     public func specialToken(_ text: String) -> Int32? { nil }
+
+    /// The bytes: the byte tokenizer has no special token spelled in text.
+    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] { encode(text) }
 }
 
 /// A byte-level BPE vocabulary as a `TextTokenizer`.
 public struct BPETokenizer: TextTokenizer {
     public let vocabulary: BPEVocabulary
     public let endOfText: Int32
-    /// The special tokens' spellings, made once: chat data reads every example through them.
-    private let spellings: SpellingTrie
 
     /// Wraps `vocabulary`, whose `<|endoftext|>` special token separates documents — or, for vocabularies that
     /// name it otherwise (Llama 3's `<|end_of_text|>`), the special token `endOfSequence` (a `tokenizer_config.json`'s
@@ -87,7 +61,6 @@ public struct BPETokenizer: TextTokenizer {
         }
         self.vocabulary = vocabulary
         self.endOfText = endOfText
-        spellings = SpellingTrie(vocabulary.specialTokens.map { ($0.key, $0.value) })
     }
 
     public var vocabSize: Int { vocabulary.size }
@@ -107,7 +80,11 @@ public struct BPETokenizer: TextTokenizer {
     public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }
     public var specialTokenTexts: [String] { Array(vocabulary.specialTokens.keys) }
 
-    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] { encode(text, recognizing: spellings) }
+    /// One encoder for the whole text (each makes copies of the merge tables), which finds the spellings itself.
+    public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
+        // `.allowed` never throws.
+        (try? BPEEncoder(vocabulary: vocabulary).encode(text, specialTokens: .allowed)) ?? []
+    }
 }
 
 /// Loads the tokenizer named by a config or command line: `byte`, or a `tokenizer.json` / `.tiktoken` file.
@@ -115,49 +92,4 @@ public func loadTokenizer(_ name: String) throws -> any TextTokenizer {
     if name == "byte" { return ByteTokenizer() }
     return try BPETokenizer(vocabulary: TokenizerFiles.load(name), origin: name,
                             endOfSequence: TokenizerSettings(besides: name).endOfSequence)
-}
-
-/// Special tokens' spellings as a trie of their UTF-8 bytes: the longest spelling that starts at a place in a text is
-/// found in as many steps as it has bytes, however many tokens there are (Llama 3 has 256, all starting "<|"), so a
-/// text full of spellings costs no more to read than any other.
-struct SpellingTrie {
-    /// Each node's children by byte, and the token spelled by the path to it.
-    private var children: [[UInt8: Int]] = [[:]]
-    private var tokens: [Int32?] = [nil]
-
-    /// The spellings of `tokenizer`'s special tokens.
-    init(_ tokenizer: some TextTokenizer) {
-        self.init(tokenizer.specialTokenTexts.compactMap { special in tokenizer.specialToken(special).map { (special, $0) } })
-    }
-
-    init(_ spellings: [(String, Int32)]) {
-        for (spelling, id) in spellings where !spelling.isEmpty {
-            var node = 0
-            for byte in spelling.utf8 {
-                if let next = children[node][byte] {
-                    node = next
-                } else {
-                    children.append([:])
-                    tokens.append(nil)
-                    children[node][byte] = children.count - 1
-                    node = children.count - 1
-                }
-            }
-            tokens[node] = id
-        }
-    }
-
-    var isEmpty: Bool { children[0].isEmpty }
-
-    /// The byte length and token of the longest spelling at `bytes[position...]`, if one starts there.
-    func longestMatch(in bytes: UnsafeBufferPointer<UInt8>, at position: Int) -> (length: Int, id: Int32)? {
-        var node = 0, match: (length: Int, id: Int32)?
-        var index = position
-        while index < bytes.count, let next = children[node][bytes[index]] {
-            node = next
-            index += 1
-            if let id = tokens[node] { match = (index - position, id) }
-        }
-        return match
-    }
 }

@@ -53,17 +53,10 @@ public struct SamplingOptions: Sendable, Equatable {
 /// Chooses tokens from logits as `SamplingOptions` say: the repetition, presence and frequency penalties, then
 /// (greedy, or) temperature, top-k and top-p, then a draw.
 public enum Sampler {
-    /// The next token after `logits`, given the tokens the sequence holds (`history`, for the repetition penalty),
-    /// those of them it generated (`generated`, for the presence and frequency penalties) and the random stream of
-    /// this draw.
-    public static func choose(_ logits: [Float], history: [Int32], generated: [Int32] = [], options: SamplingOptions,
-                              random: inout RandomStream) -> Int32 {
-        choose(logits, seen: Set(history), generatedCounts: generated.reduce(into: [:]) { $0[$1, default: 0] += 1 },
-               options: options, random: &random)
-    }
-
-    /// `choose` given the distinct tokens the sequence holds and how often it generated each, which a sequence being
-    /// generated keeps up to date as it grows (gathering them afresh for every token costs the sequence's length).
+    /// The next token after `logits`, given the distinct tokens the sequence holds (`seen`, for the repetition
+    /// penalty), how often it generated each (for the presence and frequency penalties) and the random stream of this
+    /// draw. A sequence being generated keeps the two up to date as it grows: gathered afresh for every token, they
+    /// would cost the sequence's length each time.
     public static func choose(_ logits: [Float], seen: Set<Int32>, generatedCounts: [Int32: Int], options: SamplingOptions,
                               random: inout RandomStream) -> Int32 {
         var logits = options.vocabulary.map { Array(logits.prefix(max(1, $0))) } ?? logits

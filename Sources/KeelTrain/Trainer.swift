@@ -614,61 +614,46 @@ public final class Trainer {
             .appendingPathComponent(safe)
     }
 
-    /// The checkpoint `--resume` continues from: the newest on disk that verifies (found by world rank 0, which
-    /// warns about newer damaged ones), unless the machines' in-memory snapshots hold a newer one — then that,
+    /// The checkpoint `--resume` continues from: the newest on disk that verifies (the ranks check it together,
+    /// warning about newer damaged ones), unless the machines' in-memory snapshots hold a newer one — then that,
     /// with the files this rank needs fetched to its machine (`SnapshotRecovery`). Without either: an error when
     /// `required` or when checkpoints are there but none verifies (a run to repair, not to start over), else nil
     /// (every rank alike: the search is collective).
     private func newestCheckpoint(required: Bool) throws -> URL? {
-        // The newest valid step on disk; -1 with no checkpoint there, -2 with checkpoints of which none verifies.
-        // The ranks check the checkpoints together, newest first, each reading its share of the files (rank r of n
-        // the r-th, (r + n)-th, … in name order), until one is intact on every rank: a large model's files read by
-        // one rank alone would outlast the timeout the others wait for it with.
         let world = groups.world
         let candidates = CheckpointStore.list(checkpointRoot)
         if world.size > 1 {
-            let counts = try world.allReduce([Double(candidates.count), -Double(candidates.count)], .max, label: "checkpoints on disk")
-            guard counts[0] == -counts[1] else {
-                throw KeelError("--resume: the ranks see \(Int(-counts[1])) to \(Int(counts[0])) checkpoints in \(checkpointRoot.path): the run directory must be one that every machine shares")
+            // The ranks check the checkpoints together, so they must see the same ones: one directory every machine shares.
+            let seen = [Double(candidates.count), candidates.first.map { Double(CheckpointStore.step(of: $0)!) } ?? -1]
+            let reduced = try world.allReduce(seen + seen.map { -$0 }, .max, label: "checkpoints on disk")
+            guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
+                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares")
             }
         }
-        var diskStep = candidates.isEmpty ? -1.0 : -2.0
-        for candidate in candidates {
-            var damaged = 0.0
-            do {
-                _ = try CheckpointStore.readManifest(candidate)
-                do {
-                    if let problem = try CheckpointStore.inspect(candidate, share: (world.rank, world.size)).compactMap(\.problem).first {
-                        throw KeelError("checkpoint \(candidate.path) is damaged: \(problem)")
-                    }
-                } catch {
-                    // A file of this rank's share: this rank alone knows, and says so itself (`log` is rank 0's).
-                    let warning = "warning: skipping \(error)"
-                    if isLeader { log(warning) } else { FileHandle.standardError.write(Data("rank \(world.rank): \(warning)\n".utf8)) }
-                    damaged = 1
-                }
-            } catch {
-                // The manifest's fault, which every rank meets: one says so.
-                if isLeader { log("warning: skipping \(error)") }
-                damaged = 1
-            }
-            if world.size > 1 { damaged = try world.allReduce([damaged], .max, label: "checkpoint \(candidate.lastPathComponent) verified")[0] }
-            if damaged == 0 {
-                diskStep = Double(CheckpointStore.step(of: candidate)!)
-                break
+        let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size)) { candidate, damaged in
+            guard world.size > 1 else { return damaged }
+            return try world.allReduce([damaged ? 1 : 0], .max, label: "checkpoint \(candidate.lastPathComponent) verified")[0] > 0
+        }
+        // A manifest's fault every rank meets: one says so. A file's, the rank whose share holds it (`log` is rank 0's).
+        for problem in found.problems {
+            if isLeader {
+                log("warning: skipping \(problem.message)")
+            } else if !problem.everyRank {
+                FileHandle.standardError.write(Data("rank \(world.rank): warning: skipping \(problem.message)\n".utf8))
             }
         }
         if let snapshotRoot, let machines, let snapshotChannel,
            let restored = try SnapshotRecovery.restore(root: snapshotRoot, machines: machines, channel: snapshotChannel,
-                                                       newerThan: Int(diskStep), needs: neededFiles, warn: log) {
+                                                       newerThan: found.checkpoint.flatMap(CheckpointStore.step(of:)) ?? -1, needs: neededFiles, warn: log) {
             fetchedAtRestore = restored
             return restored.directory
         }
-        guard diskStep >= 0 else {
-            guard required || diskStep < -1 else { return nil }
+        guard let checkpoint = found.checkpoint else {
+            // Checkpoints there of which none verifies: a run to repair, not to start over.
+            guard required || !candidates.isEmpty else { return nil }
             throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
         }
-        return checkpointRoot.appendingPathComponent(CheckpointStore.name(step: Int(diskStep)))
+        return checkpoint
     }
 
     /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's

@@ -18,7 +18,7 @@ struct TrainingData {
     /// The token the run's tokenizer puts before every text, if any (`TokenizerSettings.beginningOfTextToken(in:)`):
     /// each document of `data.paths` starts with it, as each of a dataset prepared with the tokenizer does (its
     /// manifest's `text_start`; datasets prepared before Keel wrote it have none), and so does a sample's prompt.
-    var textStart: Int32? { Self.textStart(of: tokenizer, file: tokenizerFile) }
+    let textStart: Int32?
 
     private static func textStart(of tokenizer: any TextTokenizer, file: URL?) -> Int32? {
         file.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: tokenizer) }
@@ -30,6 +30,7 @@ struct TrainingData {
         if !config.data.chat.isEmpty {
             tokenizer = try loadTokenizer(config.data.tokenizer)
             tokenizerFile = config.data.tokenizer == "byte" ? nil : URL(fileURLWithPath: config.data.tokenizer)
+            textStart = Self.textStart(of: tokenizer, file: tokenizerFile)
             guard tokenizer.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the tokenizer's vocabulary (\(tokenizer.vocabSize))")
             }
@@ -55,6 +56,7 @@ struct TrainingData {
                 tokenizer = try loadTokenizer(file.path)
                 tokenizerFile = file
             }
+            textStart = Self.textStart(of: tokenizer, file: tokenizerFile)
             guard manifest.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the dataset's vocabulary (\(manifest.vocabSize))")
             }
@@ -71,7 +73,7 @@ struct TrainingData {
             validationTargets = validationWindows.tokenCount
             summary = "dataset \(dataset): \(manifest.train.documents) + \(manifest.val.documents) documents"
                 + Self.shardEnds(trainWindows)
-                + (Self.textStart(of: tokenizer, file: tokenizerFile).map { start in
+                + (textStart.map { start in
                     manifest.textStart == start ? ""
                         : "; note: its documents do not start with token \(start), which its tokenizer puts before every text (it was prepared before Keel wrote text_start): prepare it again to train on text as the tokenizer reads it"
                 } ?? "")
@@ -82,11 +84,12 @@ struct TrainingData {
         } else {
             tokenizer = try loadTokenizer(config.data.tokenizer)
             tokenizerFile = config.data.tokenizer == "byte" ? nil : URL(fileURLWithPath: config.data.tokenizer)
+            textStart = Self.textStart(of: tokenizer, file: tokenizerFile)
             guard tokenizer.vocabSize <= config.model.vocabSize else {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the tokenizer's vocabulary (\(tokenizer.vocabSize))")
             }
             let corpus = try TokenCorpus(paths: config.data.paths, tokenizer: tokenizer,
-                                         textStart: Self.textStart(of: tokenizer, file: tokenizerFile),
+                                         textStart: textStart,
                                          vocabSize: config.model.vocabSize, validationFraction: config.data.validationFraction)
             let documentEnd = config.data.documentMasking ? tokenizer.endOfText : nil
             train = TokenWindows(segments: [.memory(corpus.train)], length: length, documentEnd: documentEnd)

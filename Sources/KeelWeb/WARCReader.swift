@@ -83,10 +83,6 @@ public final class WARCReader {
             } catch let problem as Problem {
                 skip(at: start, problem.reason)
                 try recover()
-            } catch let passed as Passed {
-                // Read through to its end: the next record follows, in this member or the next, and nothing of
-                // the member may be discarded (a WARC compressed as one member holds every later record in it).
-                skip(at: start, passed.reason)
             }
         }
     }
@@ -96,13 +92,8 @@ public final class WARCReader {
         let reason: String
     }
 
-    /// A sound record not kept (its block is over the size limit), read through so the reader is at the next record.
-    private struct Passed: Error {
-        let reason: String
-    }
-
     /// Reads the record beginning at the next byte, past blank lines (which move a plain file's `start`); nil when
-    /// only blank lines remained in the member.
+    /// only blank lines remained in the member, or when the record was skipped whole (its block over the size limit).
     private func readRecord(startingAt start: inout Int) throws -> WARCRecord? {
         var versionLine = pendingVersion
         if pendingVersion != nil { start = pendingStart }
@@ -135,9 +126,12 @@ public final class WARCReader {
             throw Problem(reason: "no valid Content-Length")
         }
         if length > maxRecordBytes {
+            // Read through to its end, counted and warned of: the next record follows, in this member or the next, and
+            // nothing of the member may be discarded (a WARC compressed as one member holds every later record in it).
             try discard(length)
             try expectTrailer()
-            throw Passed(reason: "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
+            skip(at: start, "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
+            return nil
         }
         let block = try take(length)
         try expectTrailer()

@@ -67,9 +67,9 @@ struct FineTuningRun {
             let found = CheckpointStore.latestValid(in: root)
             guard let latest = found.checkpoint else {
                 throw KeelError("--resume: \(options.out) holds no valid checkpoint to go on from"
-                                + (found.problems.isEmpty ? "" : " (\(found.problems.joined(separator: "; ")))"))
+                                + (found.problems.isEmpty ? "" : " (\(found.problems.map(\.message).joined(separator: "; ")))"))
             }
-            resumed = try CheckpointReader(latest)
+            resumed = try CheckpointReader(latest, verify: false)   // `latestValid` just verified it
         } else if let existing = CheckpointStore.list(root).first {
             throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
@@ -200,7 +200,7 @@ struct FineTuningRun {
             model, tokenizer: tokenizer == "byte" ? nil
                 // Written and synced as every file of a checkpoint is (a copy is not synced: after a power loss the
                 // checkpoint could hold an empty tokenizer once pruning had removed the one before).
-                : (tokenizer, { try AtomicFile.write(Data(contentsOf: URL(fileURLWithPath: checkpoint.tokenizerPath)), to: $0) }),
+                : (tokenizer, { try AtomicFile.write(checkpoint.tokenizerContents()!, to: $0) }),
             extras: files, config: config.resolvedTOML, step: step, to: output)
         CheckpointStore.prune(output.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
                               keepEvery: config.checkpoint.keepEvery, written: step)

@@ -83,14 +83,13 @@ final class HTTPConnection: @unchecked Sendable {
 
     /// Writes a whole response with a body of `contentType`, and closes the connection.
     ///
-    /// A refusal may come before the client has sent all of its request (a body over the limit): closing with its
-    /// bytes unread would reset the connection, and the client would lose the response with them. So after an
-    /// error the server stops sending and reads what still comes (at most `drainLimit` bytes for at most 5 s)
-    /// before it closes.
-    func respond(status: Int, contentType: String = "application/json", body: Data) {
+    /// With `draining`, for a refusal of a request not read whole (a body over the limit): closing with its bytes
+    /// unread would reset the connection, and the client would lose the response with them. So the server stops
+    /// sending and reads what still comes (at most `drainLimit` bytes for at most 5 s) before it closes.
+    func respond(status: Int, contentType: String = "application/json", body: Data, draining: Bool = false) {
         var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
         head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        if write(Data(head.utf8) + body), status >= 400 {
+        if write(Data(head.utf8) + body), draining {
             shutdown(socket, Int32(SHUT_WR))
             var timeout = timeval(tv_sec: 1, tv_usec: 0)
             setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

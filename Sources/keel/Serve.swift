@@ -81,7 +81,7 @@ struct CompletionAPI: Sendable {
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
         case .failure(let failure):
-            connection.respond(status: failure.status, body: Self.error(failure.message))
+            connection.respond(status: failure.status, body: Self.error(failure.message), draining: true)
         case .success(let request):
             let path = request.path.split(separator: "?").first.map(String.init) ?? request.path
             switch (request.method, path) {
@@ -165,10 +165,8 @@ struct CompletionAPI: Sendable {
             throw bad("'\(limitField)' must be a positive integer")
         }
         // What Keel does not do is refused, not ignored: a client counting on it would read a wrong answer.
-        if let n = body["n"], !(n is NSNull) {
-            guard let count = n as? NSNumber, !isJSONBoolean(n), count.doubleValue == 1 else {
-                throw bad("'n' must be 1: Keel returns one choice per request (send several requests: they are generated together)")
-            }
+        guard try number("n", 1) == 1 else {
+            throw bad("'n' must be 1: Keel returns one choice per request (send several requests: they are generated together)")
         }
         for field in ["logprobs", "echo", "top_logprobs"] {
             guard let value = body[field], !(value is NSNull) else { continue }
@@ -197,15 +195,19 @@ struct CompletionAPI: Sendable {
         // The model reads at most its context: a longer prompt would lose its start (the system message, the template's
         // header), so it is refused, as OpenAI and llama.cpp refuse it; with --context-shift, read from its last
         // part, as llama.cpp's server then truncates it.
-        if shiftsContext { prompt = Array(prompt.suffix(contextLength)) }
-        guard shiftsContext || prompt.count < contextLength else {
-            throw HTTPFailure(status: 400, message: "the prompt is \(prompt.count) tokens, and the model's context is \(contextLength): "
-                + "at most \(contextLength - 1) leave room for a reply", code: "context_length_exceeded")
+        let limit: Int
+        if shiftsContext {
+            prompt = Array(prompt.suffix(contextLength))
+            limit = Int(maxTokens)
+        } else {
+            guard prompt.count < contextLength else {
+                throw HTTPFailure(status: 400, message: "the prompt is \(prompt.count) tokens, and the model's context is \(contextLength): "
+                    + "at most \(contextLength - 1) leave room for a reply", code: "context_length_exceeded")
+            }
+            // (An empty prompt is read as one token: `GenerationBatch.admit`.)
+            limit = min(Int(maxTokens), contextLength - max(1, prompt.count))
         }
-        // (An empty prompt is read as one token: `GenerationBatch.admit`.)
-        let room = contextLength - max(1, prompt.count)
-        return Parameters(prompt: prompt, maxTokens: shiftsContext ? Int(maxTokens) : min(Int(maxTokens), room),
-                          options: options, stops: stops, stream: stream)
+        return Parameters(prompt: prompt, maxTokens: limit, options: options, stops: stops, stream: stream)
     }
 
     /// A request's `seed`: a 64-bit signed integer, taken as its bits; without one, a random seed, so that requests

@@ -237,6 +237,15 @@ check "a repetition penalty changes the greedy text" \
     "$work/greedy40.jsonl" "$work/penalized40.jsonl"
 usage "generate with a repetition penalty of 0" "--repetition-penalty must be a finite number above 0 (got 0.0)" \
     "$keel" generate --checkpoint "$work/run" --repetition-penalty 0
+# So do OpenAI's presence and frequency penalties.
+expect_ok "generate greedy with presence and frequency penalties" "$keel" generate --checkpoint "$work/run" --max-tokens 40 \
+    --prompt "To be" --temperature 0 --json --presence-penalty 2 --frequency-penalty 2
+cp "$work/out" "$work/presence40.jsonl"
+check "presence and frequency penalties change the greedy text" \
+    'json.loads(open(sys.argv[1]).readline())["text"] != json.loads(open(sys.argv[2]).readline())["text"]' \
+    "$work/greedy40.jsonl" "$work/presence40.jsonl"
+usage "generate with a presence penalty of 3" "--presence-penalty must be between -2 and 2 (got 3.0)" \
+    "$keel" generate --checkpoint "$work/run" --presence-penalty 3
 # keel serve takes the penalty as llama.cpp's server does (repetition_penalty, a field OpenAI's API lacks); with
 # --context-shift its replies go past the context (16 tokens here) as generate's do.
 start_server "$work/run" --context-shift
@@ -244,6 +253,10 @@ post completions '{"prompt": "To be", "max_tokens": 40, "temperature": 0, "repet
 check "serve's completion with repetition_penalty is generate's penalized text" \
     '(lambda c, r: c["text"] == r["text"])(json.load(open(sys.argv[1]))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
     "$work/response.json" "$work/penalized40.jsonl"
+post completions '{"prompt": "To be", "max_tokens": 40, "temperature": 0, "presence_penalty": 2, "frequency_penalty": 2}'
+check "serve's completion with OpenAI's penalties is generate's penalized text" \
+    '(lambda c, r: c["text"] == r["text"])(json.load(open(sys.argv[1]))["choices"][0], json.loads(open(sys.argv[2]).readline()))' \
+    "$work/response.json" "$work/presence40.jsonl"
 stop_server
 # Without it a reply ends where the context is full, and a prompt the context cannot hold with room for a reply is
 # refused (400, context_length_exceeded), as llama.cpp's server does; the usage counts what the model read.
@@ -1135,11 +1148,12 @@ check "data filter keeps the good document without its JavaScript line, other fi
     "$work/kept.jsonl" "$work/removed.jsonl" "$work/filter-report.json"
 grep -q "| gopher_repetition | (all) | 2 (66.7%)" "$work/out" && pass "data filter prints the per-rule table" || fail "data filter prints the per-rule table"
 # --decisions names each document by its file and its own line there (docs.jsonl's third line is blank).
-expect_ok "data filter --decisions on two files" "$keel" data filter "$work/docs.jsonl" "$work/docs.jsonl" --out "$work/x.jsonl" \
+cp "$work/docs.jsonl" "$work/docs-again.jsonl"
+expect_ok "data filter --decisions on two files" "$keel" data filter "$work/docs.jsonl" "$work/docs-again.jsonl" --out "$work/x.jsonl" \
     --decisions "$work/decisions.tsv" --rules gopher_quality,c4_quality
 check "data filter --decisions gives each document's file and line in it, blank lines counted" \
-    '(lambda rows: [r[:3] for r in rows] == [[sys.argv[2], n, rule] for n in ["1", "2", "4"] * 2 for rule in ["gopher_quality", "c4_quality"]] and rows[0][3] == "keep" and rows[2][3] == "gopher_short_doc")([l.rstrip("\n").split("\t") for l in open(sys.argv[1])])' \
-    "$work/decisions.tsv" "$work/docs.jsonl"
+    '(lambda rows: [r[:3] for r in rows] == [[f, n, rule] for f in sys.argv[2:4] for n in ["1", "2", "4"] for rule in ["gopher_quality", "c4_quality"]] and rows[0][3] == "keep" and rows[2][3] == "gopher_short_doc")([l.rstrip("\n").split("\t") for l in open(sys.argv[1])])' \
+    "$work/decisions.tsv" "$work/docs.jsonl" "$work/docs-again.jsonl"
 printf '{"text": "fine"}\n{"text": 3}\n' >"$work/badtext.jsonl"
 rm -f "$work/bad-out.jsonl"
 expect_error "data filter on a record whose text is not a string" "$work/badtext.jsonl: line 2: \"text\" is a number, not a string" \

@@ -199,3 +199,12 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(Sampler.choose(logits, history: [], options: SamplingOptions(temperature: 0), random: &random), Int32(full[0]))
     }
 }
+
+private extension Sampler {
+    /// `choose` after the tokens `history` of a sequence, of which it generated `generated`.
+    static func choose(_ logits: [Float], history: [Int32], generated: [Int32] = [], options: SamplingOptions,
+                       random: inout RandomStream) -> Int32 {
+        choose(logits, seen: Set(history), generatedCounts: generated.reduce(into: [:]) { $0[$1, default: 0] += 1 },
+               options: options, random: &random)
+    }
+}

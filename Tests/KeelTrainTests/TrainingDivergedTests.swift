@@ -15,7 +15,7 @@ final class TrainingDivergedTests: XCTestCase {
         }
     }
 
-    func testTheReportNamesTheLastCheckpointAndRecursOnResume() {
+    func testTheReportNamesTheLastCheckpointAndRulesOutARestart() {
         let diverged = TrainingDiverged(step: 3, loss: .nan, norm: 1)
         let kept = diverged.reported(lastCheckpoint: URL(fileURLWithPath: "/runs/a/checkpoints/step_00000002"))
         XCTAssertEqual(kept.message, "training diverged: loss is NaN at step 3; the last good checkpoint is /runs/a/checkpoints/step_00000002")

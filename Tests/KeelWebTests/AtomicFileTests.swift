@@ -6,17 +6,10 @@ import XCTest
 /// any is renamed, so a failure while writing, or at the first rename, leaves them all as they were, and no
 /// temporary file stays behind; one file named twice is refused before anything is written.
 final class AtomicFileTests: XCTestCase {
-    private func directory() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-atomic-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        return directory
-    }
-
     private func contents(_ url: URL) -> String? { try? String(contentsOf: url, encoding: .utf8) }
 
     func testAFileNamedTwiceIsRefused() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let file = directory.appendingPathComponent("out.jsonl")
         try Data("old".utf8).write(to: file)
         XCTAssertThrowsError(try AtomicFile.writeAll([file, directory.appendingPathComponent("./out.jsonl")]) { _ in
@@ -27,7 +20,7 @@ final class AtomicFileTests: XCTestCase {
     }
 
     func testAllFilesAreReplacedTogether() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
         try Data("old first".utf8).write(to: first)
         try AtomicFile.writeAll([first, nil, second]) { handles in
@@ -41,7 +34,7 @@ final class AtomicFileTests: XCTestCase {
     }
 
     func testAFailureWhileWritingLeavesEveryFileAsItWas() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
         try Data("old first".utf8).write(to: first)
         try Data("old second".utf8).write(to: second)
@@ -59,7 +52,7 @@ final class AtomicFileTests: XCTestCase {
     /// a directory), the others are not replaced either. Renaming each file as soon as it was written (the last first)
     /// would leave the second file new and the first old.
     func testNoFileIsRenamedBeforeEveryFileIsWritten() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let blocked = directory.appendingPathComponent("blocked"), second = directory.appendingPathComponent("second.txt")
         try FileManager.default.createDirectory(at: blocked, withIntermediateDirectories: false)
         try Data().write(to: blocked.appendingPathComponent("inside"))

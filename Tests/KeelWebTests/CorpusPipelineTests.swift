@@ -14,13 +14,6 @@ final class CorpusPipelineTests: XCTestCase {
         var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
     }
 
-    private func directory() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-pipeline-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        return directory
-    }
-
     /// A document of 40 distinct words, all starting with `word`.
     private func text(_ word: String) -> String { (0..<40).map { "\(word)\($0)" }.joined(separator: " ") }
 
@@ -47,7 +40,7 @@ final class CorpusPipelineTests: XCTestCase {
     }
 
     func testAChangedInputIsRedoneWithTheStagesAfterIt() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
         try jsonl([text("alpha"), text("beta")]).write(to: first)
         try jsonl([text("alpha")]).write(to: second)
@@ -75,7 +68,7 @@ final class CorpusPipelineTests: XCTestCase {
     }
 
     func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
         try jsonl([text("alpha")]).write(to: first)
         try jsonl([text("beta")]).write(to: second)
@@ -94,7 +87,7 @@ final class CorpusPipelineTests: XCTestCase {
     }
 
     func testAFileNamedTwiceIsReadOnce() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let site = directory.appendingPathComponent("site")
         try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
         let page = site.appendingPathComponent("page.html")
@@ -114,7 +107,7 @@ final class CorpusPipelineTests: XCTestCase {
     /// Reading a JSONL file is its extraction: the filter's time (and the tokens counted) are not in it, so the
     /// per-file stages' seconds, on one thread, add up to no more than the run took.
     func testExtractSecondsOfJSONLExcludeTheFilter() throws {
-        let directory = try directory()
+        let directory = try temporaryDirectory()
         let input = directory.appendingPathComponent("docs.jsonl")
         // Prose every rule set keeps (the CLI tests' good document).
         let good = "The history of the town is long and varied, and it has been told many times by the people who live there. "

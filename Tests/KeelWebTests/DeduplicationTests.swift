@@ -189,17 +189,10 @@ final class DeduplicationTests: XCTestCase {
 
     // MARK: files
 
-    private func directory() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-dedup-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        return directory
-    }
-
     /// A deduplication killed on this machine leaves its run directory; the next one removes it, and leaves those of
     /// processes still running and of other machines.
     func testRunsOfKilledDeduplicationsAreRemoved() throws {
-        let dir = try directory()
+        let dir = try temporaryDirectory()
         let finished = Process()
         finished.executableURL = URL(fileURLWithPath: "/bin/true")
         try finished.run()
@@ -217,7 +210,7 @@ final class DeduplicationTests: XCTestCase {
     }
 
     func testJSONLLinesPassThroughUnchanged() throws {
-        let dir = try directory()
+        let dir = try temporaryDirectory()
         let lines = [
             #"{"id": 1, "text": "\#(text(0..<20))", "meta": {"a": [1, 2]}}"#,
             #"{"text":"\#(text(0..<20))","id":2}"#,
@@ -235,7 +228,7 @@ final class DeduplicationTests: XCTestCase {
     }
 
     func testBadInputNamesTheFileAndLineAndWritesNothing() throws {
-        let dir = try directory()
+        let dir = try temporaryDirectory()
         let good = #"{"text": "fine"}"#
         // KeelData's DocumentSource reads the records, and its messages name the file and line.
         let cases: [(String, String)] = [

@@ -6,6 +6,10 @@ import XCTest
 /// A response's body comes out as the server meant it — chunks joined, gzip undone — and its text in UTF-8
 /// whatever encoding it was served in, found as the HTML standard finds it.
 final class HTTPAndCharsetTests: XCTestCase {
+    /// A gzip body that inflates to one byte more than `HTTPResponse.maximumDecodedBytes` (spaces): a decompression bomb,
+    /// made once for the tests that need it.
+    private static let gzipBomb = WARCFixture.gzip([UInt8](repeating: 0x20, count: HTTPResponse.maximumDecodedBytes + 1))
+
     func testChunkedAndGzippedBodies() throws {
         let chunked = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/html\r\n\r\n5\r\nHello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n".utf8)
         XCTAssertEqual(String(decoding: try HTTPResponse(parsing: chunked).body, as: UTF8.self), "Hello, world")
@@ -29,7 +33,7 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertEqual(String(decoding: try HTTPResponse(parsing: huge).body, as: UTF8.self), "<p>short</p>")
         // A body that inflates beyond 64 MiB (a thousandfold from 65 KB of gzip) is refused, not held in memory.
         let bomb = Array("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".utf8)
-            + WARCFixture.gzip([UInt8](repeating: 0x20, count: HTTPResponse.maximumDecodedBytes + 1))
+            + Self.gzipBomb
         XCTAssertThrowsError(try HTTPResponse(parsing: bomb)) { XCTAssertEqual("\($0)", "the body decodes to more than 64 MiB") }
     }
 
@@ -59,7 +63,7 @@ final class HTTPAndCharsetTests: XCTestCase {
         let none = WARCFixture.record(uri: "http://example.com/none",
                                       block: WARCFixture.response(page, headers: ["Content-Type: text/html", "Content-Encoding: none"]))
         let bomb = WARCFixture.record(uri: "http://example.com/bomb", block: Array("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n".utf8)
-            + WARCFixture.gzip([UInt8](repeating: 0x20, count: HTTPResponse.maximumDecodedBytes + 1)))
+            + Self.gzipBomb)
         let dns = WARCFixture.record(uri: "dns:example.com", block: Array("20240102030405\nexample.com.\t300\tIN\tA\t93.184.216.34\n".utf8))
         let url = try temporaryFile(WARCFixture.gzip(none) + WARCFixture.gzip(bomb) + WARCFixture.gzip(dns), name: "codings.warc.gz")
         var warnings: [String] = [], texts: [String] = []

@@ -42,12 +42,17 @@ enum WARCFixture {
 }
 
 extension XCTestCase {
-    /// Writes `bytes` to a new temporary file named `name`, removed when the test ends.
-    func temporaryFile(_ bytes: [UInt8], name: String) throws -> URL {
+    /// A new empty directory, removed when the test ends.
+    func temporaryDirectory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-web-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        let url = directory.appendingPathComponent(name)
+        return directory
+    }
+
+    /// Writes `bytes` to a new temporary file named `name`, removed when the test ends.
+    func temporaryFile(_ bytes: [UInt8], name: String) throws -> URL {
+        let url = try temporaryDirectory().appendingPathComponent(name)
         try Data(bytes).write(to: url)
         return url
     }

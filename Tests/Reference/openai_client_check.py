@@ -65,7 +65,7 @@ if first:
 # Requests without a seed draw differently (a random seed each, as OpenAI's); a seed, negative too, draws the same.
 unseeded = [client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1) for _ in range(3)]
 check(len({c.choices[0].text for c in unseeded}) > 1, f"requests without a seed draw differently: {unseeded}")
-check(complete(-5) == complete(-5), "a negative seed draws the same each time")
+check(complete(-5) == complete(-5) != complete(-6), "a negative seed draws the same each time, and its own text")
 if len(sys.argv) > 2:
     # The server's log names the seed it drew: sent back, it draws the same text.
     logged = [line for line in open(sys.argv[2]) if line.startswith(unseeded[-1].id + ":")]
@@ -81,7 +81,7 @@ limited = client.chat.completions.create(model="keel", messages=messages, max_co
 check(limited.usage.completion_tokens == min(3, chat.usage.completion_tokens) and reply.startswith(limited.choices[0].message.content),
       f"max_completion_tokens limits the reply: {limited}")
 penalized = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, presence_penalty=2, frequency_penalty=2)
-check(penalized.usage.completion_tokens == 12, f"presence and frequency penalties are taken: {penalized}")
+check(penalized.usage.completion_tokens == 12, f"the client's presence and frequency penalties are accepted (their effect: cli_tests.sh): {penalized}")
 
 # Malformed requests: a clear 4xx, and the server stays up. What Keel does not do (n > 1, logprobs, echo) is refused,
 # not ignored.
