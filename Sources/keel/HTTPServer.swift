@@ -23,12 +23,13 @@ final class HTTPConnection: @unchecked Sendable {
     private var unsent = Data()
     /// The most event bytes a client may leave unread (thousands of tokens' events) before it counts as gone.
     static let unsentLimit = 4 << 20
-    /// How long a read or a waiting write may wait for the client.
-    static let timeoutSeconds = 60
+    /// How long a whole request, or a waiting write, may take the client.
+    let timeoutSeconds: Int
 
-    init(socket: Int32) {
+    init(socket: Int32, timeoutSeconds: Int) {
         self.socket = socket
-        var timeout = timeval(tv_sec: Self.timeoutSeconds, tv_usec: 0)
+        self.timeoutSeconds = timeoutSeconds
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
             setsockopt(socket, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
@@ -38,9 +39,12 @@ final class HTTPConnection: @unchecked Sendable {
 
     /// Reads one request: the head up to a blank line (at most 64 KiB), then `Content-Length` bytes of body (at
     /// most `maximumBody`); a failure, with its status and reason, when the client sent something else.
+    ///
+    /// A client that asks `Expect: 100-continue` (curl does for bodies over 1 KiB) is told to go on before the body is
+    /// read, or refused at once when the body would be too long; otherwise it would wait a second for the answer.
     func readRequest(maximumBody: Int) -> Result<HTTPRequest, HTTPFailure> {
-        let deadline = Date().addingTimeInterval(Double(Self.timeoutSeconds))
-        let late = HTTPFailure(status: 408, message: "the request did not arrive within \(Self.timeoutSeconds) s")
+        let deadline = Date().addingTimeInterval(Double(timeoutSeconds))
+        let late = HTTPFailure(status: 408, message: "the request did not arrive within \(timeoutSeconds) s")
         var buffer = Data()
         var chunk = [UInt8](repeating: 0, count: 16_384)
         let separator = Data("\r\n\r\n".utf8)
@@ -71,6 +75,14 @@ final class HTTPConnection: @unchecked Sendable {
         guard length >= 0 else { return .failure(HTTPFailure(status: 400, message: "Content-Length is not a number")) }
         guard length <= maximumBody else { return .failure(HTTPFailure(status: 413, message: "the body is over \(maximumBody) bytes")) }
         var body = Data(buffer[headEnd!.upperBound...])
+        if let expectation = headers["expect"] {
+            guard expectation.lowercased() == "100-continue" else {
+                return .failure(HTTPFailure(status: 417, message: "the server meets no expectation but 100-continue (got \(expectation))"))
+            }
+            if body.count < length, !write(Data("HTTP/1.1 100 Continue\r\n\r\n".utf8)) {
+                return .failure(HTTPFailure(status: 400, message: "the connection closed before a whole request"))
+            }
+        }
         while body.count < length {
             let received = recv(socket, &chunk, min(chunk.count, length - body.count), 0)
             guard received > 0 else { return .failure(received < 0 && Self.timedOut ? late : HTTPFailure(status: 400, message: "the connection closed inside the body")) }
@@ -142,11 +154,19 @@ final class HTTPConnection: @unchecked Sendable {
 
     /// Whether the client has closed its side of the connection, or it failed: nobody will read what a request
     /// generates (an ASGI server's `http.disconnect`).
+    ///
+    /// Whatever the client sent after its request is read and dropped (the connection serves one request): only
+    /// past it can the end of the connection be seen. At most 256 KiB a look, so a client sending without end
+    /// cannot hold the thread every request shares.
     var clientHasGone: Bool {
         guard !closed else { return true }
-        var byte: UInt8 = 0
-        let result = recv(socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-        return result == 0 || (result < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<64 {
+            let result = recv(socket, &chunk, chunk.count, Int32(MSG_DONTWAIT))
+            if result > 0 { continue }
+            return result == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        }
+        return false
     }
 
     /// Writes all of `data` (waiting for the client at most `timeoutSeconds` at a time); false when the client has
@@ -179,7 +199,7 @@ final class HTTPConnection: @unchecked Sendable {
 
     static func reason(_ status: Int) -> String {
         [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-         413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"][status] ?? "Error"
+         413: "Payload Too Large", 417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error"][status] ?? "Error"
     }
 }
 
@@ -195,9 +215,12 @@ struct HTTPFailure: Error {
 final class HTTPServer: Sendable {
     private let socket: Int32
     let port: Int
+    /// How long each connection's request may take to arrive (`HTTPConnection.timeoutSeconds`).
+    let timeoutSeconds: Int
 
-    /// Listens on `host` (an IPv4 address) and `port` (0: any free port, reported in `port`).
-    init(host: String, port: Int) throws {
+    /// Listens on `host` (an IPv4 address) and `port` (0: any free port, reported in `port`); a request must arrive
+    /// within `timeoutSeconds`.
+    init(host: String, port: Int, timeoutSeconds: Int = 60) throws {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw KeelError("cannot open a socket (\(String(cString: strerror(errno))))") }
         var yes: Int32 = 1
@@ -218,6 +241,7 @@ final class HTTPServer: Sendable {
         _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
         self.socket = socket
         self.port = Int(UInt16(bigEndian: actual.sin_port))
+        self.timeoutSeconds = timeoutSeconds
     }
 
     /// Accepts connections for ever, handing each to `handle` on a new thread.
@@ -230,7 +254,7 @@ final class HTTPServer: Sendable {
                 if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) { usleep(100_000) }
                 continue
             }
-            let connection = HTTPConnection(socket: client)
+            let connection = HTTPConnection(socket: client, timeoutSeconds: timeoutSeconds)
             let thread = Thread { handle(connection) }
             thread.stackSize = 1 << 20
             thread.start()

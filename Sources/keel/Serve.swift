@@ -35,11 +35,15 @@ struct Serve: ParsableCommand {
     @Option(help: "The model's name in responses and /v1/models.")
     var name = "keel"
 
+    @Option(help: "Seconds a request may take to arrive, and a response may wait for its client at a time (llama.cpp's --timeout); a late request gets 408.")
+    var timeout = 60
+
     @Flag(help: "When a sequence fills the model's context, go on from its last half (llama.cpp's --context-shift) instead of ending the reply there (finish_reason \"length\").")
     var contextShift = false
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1 second (got \(timeout))") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
             throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
         }
@@ -54,7 +58,7 @@ struct Serve: ParsableCommand {
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
                                 chatStart: loaded.chatStart, shiftsContext: contextShift)
         let server: HTTPServer
-        do { server = try HTTPServer(host: host, port: port) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
+        do { server = try HTTPServer(host: host, port: port, timeoutSeconds: timeout) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
         server.run { api.handle($0) }
@@ -110,6 +114,8 @@ struct CompletionAPI: Sendable {
         var options: SamplingOptions
         var stops: [String]
         var stream: Bool
+        /// A stream ends with a chunk of the request's token counts (`stream_options.include_usage`).
+        var streamsUsage: Bool
     }
 
     private func parameters(_ body: [String: Any], chat: Bool) throws -> Parameters {
@@ -191,6 +197,18 @@ struct CompletionAPI: Sendable {
         case let value? where isJSONBoolean(value): stream = value as? Bool ?? false
         default: throw bad("'stream' must be true or false")
         }
+        var streamsUsage = false
+        switch body["stream_options"] {
+        case nil, is NSNull: break
+        case let options as [String: Any]:
+            guard stream else { throw bad("'stream_options' is only allowed with \"stream\": true") }
+            switch options["include_usage"] {
+            case nil, is NSNull: break
+            case let value? where isJSONBoolean(value): streamsUsage = value as? Bool ?? false
+            default: throw bad("'stream_options.include_usage' must be true or false")
+            }
+        default: throw bad("'stream_options' must be an object")
+        }
         prompt = InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText)
         // The model reads at most its context: a longer prompt would lose its start (the system message, the template's
         // header), so it is refused, as OpenAI and llama.cpp refuse it; with --context-shift, read from its last
@@ -207,18 +225,18 @@ struct CompletionAPI: Sendable {
             // (An empty prompt is read as one token: `GenerationBatch.admit`.)
             limit = min(Int(maxTokens), contextLength - max(1, prompt.count))
         }
-        return Parameters(prompt: prompt, maxTokens: limit, options: options, stops: stops, stream: stream)
+        return Parameters(prompt: prompt, maxTokens: limit, options: options, stops: stops, stream: stream, streamsUsage: streamsUsage)
     }
 
     /// A request's `seed`: a 64-bit signed integer, taken as its bits; without one, a random seed, so that requests
     /// without seeds draw differently, as OpenAI's do (the log line gives it as the integer to send back).
     private func seed(_ value: Any?) throws -> UInt64 {
         guard let value, !(value is NSNull) else { return UInt64(bitPattern: Int64.random(in: .min ... .max)) }
-        guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue == number.doubleValue.rounded(),
-              abs(number.doubleValue) < 0x1p63 else {
-            throw HTTPFailure(status: 400, message: "'seed' must be an integer between -2^63 and 2^63")
+        // Exactly, not through a Double: a seed the log names (any Int64) must come back as the same bits.
+        guard let number = value as? NSNumber, !isJSONBoolean(value), let exact = Int64(exactly: number) else {
+            throw HTTPFailure(status: 400, message: "'seed' must be an integer from -2^63 to 2^63 - 1")
         }
-        return UInt64(bitPattern: number.int64Value)
+        return UInt64(bitPattern: exact)
     }
 
     /// A message's text: its `content` string, or the text parts of a list joined by newlines (as vLLM joins them);
@@ -249,6 +267,17 @@ struct CompletionAPI: Sendable {
         let state = RequestState(stops: parameters.stops.map { Array($0.utf8) })
         let finished = DispatchSemaphore(value: 0)
         let model = self.model
+        @Sendable func usage() -> [String: Int] {
+            ["prompt_tokens": parameters.prompt.count, "completion_tokens": state.tokens, "total_tokens": parameters.prompt.count + state.tokens]
+        }
+        /// One event of a stream; with `include_usage`, every chunk has a null usage and the last one, of no choices,
+        /// the counts (as OpenAI sends them).
+        @Sendable func event(choices: [[String: Any]], usage: [String: Int]? = nil) -> String {
+            var object: [String: Any] = ["id": id, "object": chat ? "chat.completion.chunk" : "text_completion", "created": created,
+                                         "model": model, "choices": choices]
+            if parameters.streamsUsage { object["usage"] = usage.map { $0 as Any } ?? NSNull() }
+            return String(decoding: Self.json(object), as: UTF8.self)
+        }
         @Sendable func chunk(_ text: String?, role: Bool = false, finish: FinishReason? = nil) -> String {
             let choice: [String: Any]
             if chat {
@@ -259,8 +288,7 @@ struct CompletionAPI: Sendable {
             } else {
                 choice = ["index": 0, "text": text ?? "", "finish_reason": finish?.rawValue ?? NSNull(), "logprobs": NSNull()]
             }
-            return String(decoding: Self.json(["id": id, "object": chat ? "chat.completion.chunk" : "text_completion",
-                                                "created": created, "model": model, "choices": [choice]]), as: UTF8.self)
+            return event(choices: [choice])
         }
         if parameters.stream {
             guard connection.beginEvents(), !chat || connection.event(chunk(nil, role: true)) else { return }
@@ -292,6 +320,7 @@ struct CompletionAPI: Sendable {
             let rest = state.stream.takeRest()
             if !rest.isEmpty { _ = connection.event(chunk(String(decoding: rest, as: UTF8.self))) }
             _ = connection.event(chunk(nil, finish: state.reason))
+            if parameters.streamsUsage { _ = connection.event(event(choices: [], usage: usage())) }
             _ = connection.event("[DONE]")
             connection.close()
             return
@@ -302,9 +331,7 @@ struct CompletionAPI: Sendable {
             : ["index": 0, "text": text, "finish_reason": state.reason.rawValue, "logprobs": NSNull()]
         connection.respond(status: 200, body: Self.json([
             "id": id, "object": chat ? "chat.completion" : "text_completion", "created": created, "model": model,
-            "choices": [choice],
-            "usage": ["prompt_tokens": parameters.prompt.count, "completion_tokens": state.tokens,
-                      "total_tokens": parameters.prompt.count + state.tokens],
+            "choices": [choice], "usage": usage(),
         ]))
     }
 

@@ -734,6 +734,23 @@ else
     fail "keel serve answers OpenAI's client"; sed 's/^/    /' "$work/out" "$work/serve.err" | head -20
 fi
 stop_server
+# A request that does not arrive whole within --timeout gets 408 and its thread back; the server answers the next.
+start_server "$work/llamarun" --timeout 2
+python3 -c '
+import socket, sys, time
+started = time.monotonic()
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as raw:
+    raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: keel\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
+    answer = b""
+    while chunk := raw.recv(65536):
+        answer += chunk
+sys.stdout.write(f"{time.monotonic() - started:.1f} {answer.decode()}")' "$port" >"$work/late.txt" 2>&1
+post completions '{"prompt": "To be", "max_tokens": 2}'
+check "a request not whole within --timeout 2 gets 408 (not the 60 s default), and the server answers the next" \
+    '(lambda seconds, answer, r: answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer and seconds < 30 and r["usage"]["completion_tokens"] == 2)(float(open(sys.argv[1]).read().split(" ", 1)[0]), open(sys.argv[1]).read().split(" ", 1)[1], json.load(open(sys.argv[2])))' \
+    "$work/late.txt" "$work/response.json"
+stop_server
+usage "serve with no time for a request" "--timeout must be at least 1 second (got 0)" "$keel" serve --checkpoint "$work/llamarun" --timeout 0
 usage "serve on a port that cannot be" "--port must be 0 to 65535" "$keel" serve --checkpoint "$work/llamarun" --port 70000
 usage "serve in an unknown format" "--quantize must be one of" "$keel" serve --checkpoint "$work/llamarun" --quantize q9
 expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --max-windows 4 --quantize q8_0 --json

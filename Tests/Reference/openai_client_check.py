@@ -47,6 +47,16 @@ chunks = list(client.chat.completions.create(model="keel", messages=messages, ma
 check(chunks[0].choices[0].delta.role == "assistant", "the stream starts with the assistant's role")
 check("".join(c.choices[0].delta.content or "" for c in chunks) == reply, "the streamed chat reply is the same text")
 
+# stream_options.include_usage: every chunk carries a null usage, and one more chunk, of no choices, the counts.
+for counted, plain_reply in ((list(client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, stream=True,
+                                                            stream_options={"include_usage": True})), plain),
+                             (list(client.chat.completions.create(model="keel", messages=messages, max_tokens=10, temperature=0,
+                                                                 stream=True, stream_options={"include_usage": True})), chat)):
+    check(counted[-1].choices == [] and counted[-1].usage is not None and counted[-1].usage.completion_tokens == plain_reply.usage.completion_tokens
+          and counted[-1].usage.prompt_tokens == plain_reply.usage.prompt_tokens and all(c.usage is None for c in counted[:-1]),
+          f"a stream with include_usage ends with the counts: {counted[-1]}")
+check(all(getattr(c, "usage", None) is None for c in chunks), "a stream without stream_options has no usage")
+
 # Concurrent requests are batched; each gets what it gets alone.
 def complete(seed):
     return client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1, seed=seed).choices[0].text
@@ -66,6 +76,9 @@ if first:
 unseeded = [client.completions.create(model="keel", prompt="Now", max_tokens=16, temperature=1) for _ in range(3)]
 check(len({c.choices[0].text for c in unseeded}) > 1, f"requests without a seed draw differently: {unseeded}")
 check(complete(-5) == complete(-5) != complete(-6), "a negative seed draws the same each time, and its own text")
+# Every 64-bit seed is taken exactly (through a double, 2^63 - 1 and 2^63 - 2 would be one seed, and refused).
+check(complete(2**63 - 1) == complete(2**63 - 1) != complete(2**63 - 2) and complete(-2**63) != complete(-2**63 + 1),
+      "the largest and smallest seeds are taken, each its own")
 if len(sys.argv) > 2:
     # The server's log names the seed it drew: sent back, it draws the same text.
     logged = [line for line in open(sys.argv[2]) if line.startswith(unseeded[-1].id + ":")]
@@ -93,7 +106,9 @@ except openai.BadRequestError as error:
 for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": -1}',
              b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
              b'[1, 2]', b'{"prompt": "a", "n": 2}', b'{"prompt": "a", "logprobs": 2}', b'{"prompt": "a", "echo": true}',
-             b'{"prompt": "a", "frequency_penalty": 3}', b'{"prompt": "a", "seed": 1.5}',
+             b'{"prompt": "a", "frequency_penalty": 3}', b'{"prompt": "a", "seed": 1.5}', b'{"prompt": "a", "seed": 9223372036854775808}',
+             b'{"prompt": "a", "stream_options": {"include_usage": true}}', b'{"prompt": "a", "stream": true, "stream_options": 1}',
+             b'{"prompt": "a", "stream": true, "stream_options": {"include_usage": "yes"}}',
              b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
              b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true}'):
     path = "/chat/completions" if b"messages" in body else "/completions"
@@ -150,6 +165,30 @@ with socket.create_connection((address.hostname, address.port)) as raw:
         answer = repr(error).encode()
 check(answer.startswith(b"HTTP/1.1 413") and b"over 8388608 bytes" in answer, f"a body over the limit gets its 413: {answer[:200]!r}")
 
+# Expect: 100-continue (curl sends it for bodies over 1 KiB): the server says to go on before the body comes, rather
+# than leave the client waiting; a body over the limit is refused at once, and an expectation it cannot meet is 417.
+def expecting(length, expectation=b"100-continue"):
+    raw = socket.create_connection((address.hostname, address.port), timeout=10)
+    raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n"
+                + b"Expect: " + expectation + b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n")
+    return raw, raw.recv(65536)
+
+
+payload = json.dumps({"prompt": "To be", "max_tokens": 12, "temperature": 0}).encode()
+raw, interim = expecting(len(payload))
+with raw:
+    raw.sendall(payload)
+    answer = b""
+    while chunk := raw.recv(65536):
+        answer += chunk
+check(interim == b"HTTP/1.1 100 Continue\r\n\r\n" and answer.startswith(b"HTTP/1.1 200")
+      and json.loads(answer.split(b"\r\n\r\n", 1)[1])["choices"][0]["text"] == text,
+      f"Expect: 100-continue gets 100 Continue, then the answer: {interim!r} {answer[:100]!r}")
+for length, expectation, status in ((9_000_000, b"100-continue", b"413"), (len(payload), b"something-else", b"417")):
+    raw, refusal = expecting(length, expectation)
+    raw.close()
+    check(refusal.startswith(b"HTTP/1.1 " + status), f"Expect {expectation!r} with {length} bytes: {status!r}, not {refusal[:60]!r}")
+
 
 def logged_ends():
     return [line for line in open(sys.argv[2]) if "ended early: the client has gone" in line]
@@ -176,6 +215,17 @@ if len(sys.argv) > 2:
             break
         time.sleep(0.1)
     check(len(logged_ends()) == 2, "a closed request that is not streamed ends: its client has gone (the server's log)")
+    # The same with bytes after the request (another request, pipelined, sent once the first is being generated: read
+    # with it, they would hide nothing): the server sees past them to the close.
+    pipelined = send_raw({"prompt": "To be", "max_tokens": 1000000, "temperature": 1})
+    time.sleep(1)
+    pipelined.sendall(b"GET /v1/models HTTP/1.1\r\nHost: keel\r\n\r\n")
+    pipelined.close()
+    for _ in range(600):
+        if len(logged_ends()) == 3:
+            break
+        time.sleep(0.1)
+    check(len(logged_ends()) == 3, "a closed request with bytes after it ends too (the server's log)")
     again = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0)
     check(again.choices[0].text == text, "after the clients that left, the server still answers, the same")
 print("ok")
