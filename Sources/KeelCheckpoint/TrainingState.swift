@@ -20,9 +20,12 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var tokenizer: String
     /// The resolved configuration the run was started with, as TOML.
     public var config: String
+    /// The data the position `samplesConsumed` is in (nil in checkpoints written before Keel recorded it, and in
+    /// weights-only checkpoints).
+    public var data: DataFingerprint?
 
     public init(step: Int, tokens: Int, elapsedSeconds: Double, seed: UInt64, samplesConsumed: Int, tokenizer: String,
-                config: String) {
+                config: String, data: DataFingerprint? = nil) {
         self.step = step
         self.tokens = tokens
         self.elapsedSeconds = elapsedSeconds
@@ -30,10 +33,11 @@ public struct TrainingState: Codable, Equatable, Sendable {
         self.samplesConsumed = samplesConsumed
         self.tokenizer = tokenizer
         self.config = config
+        self.data = data
     }
 
     enum CodingKeys: String, CodingKey {
-        case step, tokens, seed, tokenizer, config
+        case step, tokens, seed, tokenizer, config, data
         case elapsedSeconds = "elapsed_s", samplesConsumed = "samples_consumed"
     }
 

@@ -69,6 +69,8 @@ public final class Trainer {
 
     private var state: TrainingState
     private var resumedFrom: URL?
+    /// Whether a resume may go on with data other than its checkpoint's (`init`).
+    private let acceptsChangedData: Bool
     private let checkpointRoot: URL
     private let log: (String) -> Void
     /// World rank 0 writes the run directory, metrics and progress.
@@ -95,7 +97,11 @@ public final class Trainer {
     /// `fresh` restores the newest valid checkpoint there. `groups` are this rank's process groups, laid out as
     /// `[parallel]` says (every rank constructs its own `Trainer`). `log` receives one-line status messages
     /// (on world rank 0 only).
-    public init(config: TrainConfig, output: URL, start: Start,
+    ///
+    /// A checkpoint records its data (`DataFingerprint`); resuming on other data is refused, since the saved data
+    /// position means nothing in another order of windows, unless `acceptingChangedData` (then it goes on from that
+    /// position in the new data's order, and says so).
+    public init(config: TrainConfig, output: URL, start: Start, acceptingChangedData: Bool = false,
                 groups: ParallelState = .singleProcess(), log: @escaping (String) -> Void) throws {
         let dataParallel = try config.parallel.dataParallelSize(processes: groups.world.size)
         guard groups.mesh.pipeline == config.parallel.pipeline, groups.mesh.tensor == config.parallel.tensor,
@@ -126,7 +132,10 @@ public final class Trainer {
                                   zstdLevel: config.checkpoint.zstdLevel > 0 ? config.checkpoint.zstdLevel : nil)
         if config.checkpoint.async { shardWriter.allocateSnapshot() }
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
-                              tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML)
+                              tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML,
+                              data: data.fingerprint(tokenizer: tokenizerFiles.first?.contents,
+                                                     documentMasking: config.data.documentMasking))
+        self.acceptsChangedData = acceptingChangedData
 
         if config.checkpoint.snapshotEvery > 0 {
             let machines = try MachinePlacement.discover(world: groups.world)
@@ -722,12 +731,28 @@ public final class Trainer {
         guard reader.model == config.model else {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
         }
+        guard reader.state.seed == config.training.seed else {
+            throw KeelError("--resume: \(checkpoint.path) was trained with seed \(reader.state.seed), the config says \(config.training.seed)")
+        }
+        let data = state.data!
+        if let saved = reader.state.data {
+            let differences = data.differences(from: saved)
+            if !differences.isEmpty {
+                let what = "the data is not what \(checkpoint.lastPathComponent) was trained on (\(differences.joined(separator: "; ")))"
+                guard acceptsChangedData else {
+                    // The same refusal on every restart: nothing a supervisor's retry could change.
+                    throw KeelError("--resume: \(what): its data position (\(reader.state.samplesConsumed) windows) would go on in another order of windows, repeating some and skipping others; restore the data and settings, or pass --accept-changed-data to go on with this data from that position",
+                                    rulesOutRestart: true)
+                }
+                log("note: \(what); going on with this data from position \(reader.state.samplesConsumed) (--accept-changed-data)")
+            }
+        }
         for target in restoreTargets {
             try reader.load(target.kind, table: target.table, into: target.destination, base: target.base, only: target.range)
         }
         state = reader.state
-        guard state.seed == config.training.seed else {
-            throw KeelError("--resume: \(checkpoint.path) was trained with seed \(state.seed), the config says \(config.training.seed)")
-        }
+        // Later checkpoints hold this data's fingerprint and this run's tokenizer file, under its name.
+        state.data = data
+        state.tokenizer = self.data.tokenizerFile?.lastPathComponent ?? "byte"
     }
 }

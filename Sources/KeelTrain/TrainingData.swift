@@ -1,4 +1,5 @@
 import Foundation
+import KeelCheckpoint
 import KeelCore
 import KeelData
 
@@ -109,6 +110,39 @@ struct TrainingData {
         guard validation.count > 0 else {
             throw KeelError("data: the validation split has \(size(validation)), fewer than training.seq_len + 1 (\(length + 1)) tokens; \(tooLittleValidation)")
         }
+    }
+
+    /// What a checkpoint records of this data, to refuse a resume on other data (`DataFingerprint`): the counts of
+    /// windows, their length and masking, the tokenizer file (`tokenizer`, nil for bytes), and the tokens of
+    /// `DataFingerprint.sampledWindows` windows of each split, a few reads however large the data.
+    func fingerprint(tokenizer file: Data?, documentMasking: Bool) -> DataFingerprint {
+        var hash = XXH64()
+        for windows in [train, validation] {
+            let length = windows.length, count = windows.count
+            var inputs = [Int32](repeating: 0, count: length), targets = inputs, documents = inputs
+            let last = DataFingerprint.sampledWindows - 1
+            var previous = -1
+            for i in 0...last {
+                let index = count <= 1 ? 0 : i * (count - 1) / last
+                guard index != previous, index < count else { continue }
+                previous = index
+                inputs.withUnsafeMutableBufferPointer { inputs in
+                    targets.withUnsafeMutableBufferPointer { targets in
+                        documents.withUnsafeMutableBufferPointer { documents in
+                            windows.copy(window: index, inputs: inputs.baseAddress!, targets: targets.baseAddress!,
+                                         documents: windows.packsDocuments ? documents.baseAddress! : nil)
+                        }
+                    }
+                }
+                for tokens in windows.packsDocuments ? [inputs, targets, documents] : [inputs, targets] {
+                    tokens.withUnsafeBytes { hash.update($0) }
+                }
+            }
+        }
+        return DataFingerprint(trainWindows: train.count, validationWindows: validation.count, windowLength: train.length,
+                               documentMasking: documentMasking,
+                               tokenizer: file.map { String(XXH64.hash([UInt8]($0)), radix: 16) } ?? "byte",
+                               windows: String(hash.digest(), radix: 16))
     }
 
     /// Cross-entropy of (up to 1M) validation tokens under add-one-smoothed frequencies of (up to 20M)

@@ -37,6 +37,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue as --resume does when the job has a valid checkpoint or in-memory snapshot on any of its machines, else start from the beginning (what `keel launch --max-restarts` adds when it restarts a job).")
     var resumeIfAny = false
 
+    @Flag(help: "With --resume, go on although the data, its tokenizer, training.seq_len or data.document_masking differ from the checkpoint's (refused otherwise: the saved data position means nothing in another order of windows).")
+    var acceptChangedData = false
+
     @Option(help: ArgumentHelp("Start from this run's or checkpoint's weights (fine-tuning; training.init_from).", valueName: "dir"))
     var initFrom: String?
 
@@ -57,6 +60,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if resume && resumeIfAny { throw ValidationError("give --resume or --resume-if-any, not both") }
+        if acceptChangedData && !(resume || resumeIfAny) { throw ValidationError("--accept-changed-data goes with --resume or --resume-if-any") }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be in 0...65535") }
         var address = in_addr()
         guard inet_pton(AF_INET, metricsHost, &address) == 1 else { throw ValidationError("--metrics-host \(metricsHost) is not an IPv4 address") }
@@ -119,7 +123,7 @@ struct Train: ParsableCommand {
             }
         }
         let trainer = try Trainer(config: settings, output: output, start: resume ? .resume : resumeIfAny ? .resumeIfAny : .fresh,
-                                  groups: groups) { message in
+                                  acceptingChangedData: acceptChangedData, groups: groups) { message in
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let profiler = profile ? Profiler() : nil

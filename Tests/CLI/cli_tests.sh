@@ -71,6 +71,19 @@ grep -q "validation loss" "$work/out" && pass "summary printed" || fail "summary
 check "metrics steps are 1..6, once each, with finite losses" \
     '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in map(json.loads, open(sys.argv[1])) if "loss" in r)' \
     "$work/run/metrics.jsonl"
+# A resume on other data, or on settings that cut it into other windows, is refused (status 3: a restart would not
+# mend it) unless --accept-changed-data, which says what changed and goes on.
+usage "--accept-changed-data without --resume" "--accept-changed-data goes with --resume or --resume-if-any" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/r0" --accept-changed-data
+expect_ok "a run to resume on other windows" "$keel" train --config "$work/tiny.toml" --out "$work/rewindowed" --stop-after 2
+"$keel" train --resume --out "$work/rewindowed" --set training.seq_len=8 >"$work/out" 2>"$work/err"
+status=$?
+[ $status -eq 3 ] && grep -q "^Error: --resume: the data is not what step_00000002 was trained on (.*window length (training.seq_len) 16 there, 8 here): .*pass --accept-changed-data" "$work/err" \
+    && pass "a resume on other windows is refused with status 3, naming what changed" \
+    || fail "a resume on other windows is refused with status 3, naming what changed (exit $status: $(tail -1 "$work/err"))"
+expect_ok "--accept-changed-data goes on" "$keel" train --resume --out "$work/rewindowed" --set training.seq_len=8 --accept-changed-data
+grep -q "^note: the data is not what step_00000002 was trained on (.*window length (training.seq_len) 16 there, 8 here); going on with this data from position 4" "$work/err" \
+    && pass "--accept-changed-data says what changed" || fail "--accept-changed-data says what changed"
 
 # bf16 training on each engine this CPU has: the log and hardware.json name the engine (the log says when it is no
 # faster than fp32), and the engines other than AMX and blas sum in the same order, so their runs' losses are the same

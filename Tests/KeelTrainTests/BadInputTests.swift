@@ -308,6 +308,51 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(fixture.checkpoints("damaged"), ["step_00000005"])
     }
 
+    /// A resume on other data would continue the saved position in another order of windows: refused, naming what
+    /// differs, unless accepted; then later checkpoints record the new data.
+    func testResumeOnChangedDataIsRefusedUnlessAccepted() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config(["training.steps=15"])
+        _ = try fixture.run(config, in: "run", stopAfter: 5)
+        let resume = { (config: TrainConfig, accepting: Bool) in
+            try Trainer(config: config, output: fixture.root.appendingPathComponent("run"), start: .resume,
+                        acceptingChangedData: accepting) { _ in }
+        }
+        // Settings that cut the data into other windows.
+        assertKeelError("the data is not what step_00000005 was trained on (document masking off there, on here)", "--accept-changed-data") {
+            _ = try resume(try fixture.config(["training.steps=15", "data.document_masking=true"]), false)
+        }
+        assertKeelError("window length (training.seq_len) 16 there, 8 here") {
+            _ = try resume(try fixture.config(["training.steps=15", "training.seq_len=8"]), false)
+        }
+        // The same number of windows, holding other tokens: the first window's first byte changed.
+        let first = fixture.corpus.appendingPathComponent("doc0.txt")
+        let original = try Data(contentsOf: first)
+        var changed = original
+        changed[0] = changed[0] == UInt8(ascii: "X") ? UInt8(ascii: "Y") : UInt8(ascii: "X")
+        try changed.write(to: first)
+        assertKeelError("(the same counts of windows, holding other tokens)") { _ = try resume(config, false) }
+        try original.write(to: first)
+        // A file added: more windows, and the validation split moved.
+        try Data(String(repeating: "the king shall speak.\n", count: 40).utf8).write(to: fixture.corpus.appendingPathComponent("doc9.txt"))
+        assertKeelError("training windows", "validation windows", "would go on in another order of windows") { _ = try resume(config, false) }
+        do {
+            try resume(config, false).run()
+            XCTFail("a resume on changed data ran")
+        } catch let error as KeelError {
+            XCTAssertTrue(error.rulesOutRestart, "a restart could not change the data")
+        }
+        XCTAssertEqual(fixture.checkpoints("run"), ["step_00000005"], "a refused resume writes nothing")
+        var messages: [String] = []
+        _ = try Trainer(config: config, output: fixture.root.appendingPathComponent("run"), start: .resume,
+                        acceptingChangedData: true) { messages.append($0) }.run(stopAfter: 10)
+        XCTAssertTrue(messages.contains { $0.hasPrefix("note: the data is not what step_00000005 was trained on (training windows ")
+            && $0.hasSuffix("going on with this data from position 20 (--accept-changed-data)") }, "\(messages)")
+        // The next checkpoint is of the new data: resuming from it needs nothing accepted.
+        _ = try resume(config, false).run()
+        XCTAssertEqual(fixture.checkpoints("run").last, "step_00000015")
+    }
+
     func testResumeWithDifferentModelShape() throws {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
