@@ -367,6 +367,8 @@ public struct TrainConfig: Sendable {
         try require(p.tensor >= 1, "parallel.tp", "must be positive (got \(p.tensor))")
         try require(distributed.zeroStage <= 1 || p.pipeline == 1, "distributed.zero_stage",
                     "(\(distributed.zeroStage)) must be 0 or 1 with pipeline parallelism (parallel.pp = \(p.pipeline)): ZeRO-2 and -3 reduce each micro-batch's gradients as its backward pass ends, which a pipeline's interleaved micro-batches do not allow; a stage already holds 1/pp of the model (DeepSpeed too limits pipelines to ZeRO-1)")
+        try require(distributed.zeroStage <= 1 || p.schedule != .gpipe, "distributed.zero_stage",
+                    "(\(distributed.zeroStage)) must be 0 or 1 with the gpipe schedule: ZeRO-2 and -3 send each micro-batch's gradients as its backward pass ends, and gpipe runs every forward pass first (an untied head's gradient, added at the end of each forward pass, would land in buckets already sent); use the 1f1b schedule")
         for (key, value) in [("model.n_head", model.heads), ("model.d_ff", model.hiddenWidth), ("model.vocab_size", model.vocabSize)] {
             try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")
         }

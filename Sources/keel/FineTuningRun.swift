@@ -86,17 +86,34 @@ struct FineTuningRun {
         }
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
                                          defaults: defaults, saved: saved)
+        try Self.refuseLayout(settings.parallel, zeroStage: settings.distributed.zeroStage)
         // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
         let tokenizerPath = checkpoint.tokenizerPath
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
+            if let replicas = settings.parallel.data, replicas != group.size {
+                throw KeelError("config: parallel.dp = \(replicas), and the job has \(group.size) process\(group.size == 1 ? "" : "es"): each is one data-parallel replica")
+            }
             try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,
                                    tokenizerPath: tokenizerPath, tokenizer: tokenizer, group: group), data)
         }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else { return try DistributedRun.runAlone { try run(SingleProcessCommunicator()) } }
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
+    }
+
+    /// Fine-tuning runs one whole replica per process (data parallelism only): a layout the settings ask for
+    /// otherwise is refused rather than ignored, since a user counting on it to fit memory would get full replicas.
+    static func refuseLayout(_ parallel: TrainConfig.ParallelSettings, zeroStage: Int) throws {
+        let asked = [("parallel.tp", parallel.tensor != 1 ? "\(parallel.tensor)" : nil),
+                     ("parallel.pp", parallel.pipeline != 1 ? "\(parallel.pipeline)" : nil),
+                     ("parallel.sequence_parallel", parallel.sequenceParallel ? "true" : nil),
+                     ("distributed.zero_stage", zeroStage != 0 ? "\(zeroStage)" : nil)]
+            .compactMap { key, value in value.map { "\(key) = \($0)" } }
+        guard asked.isEmpty else {
+            throw KeelError("config: \(asked.joined(separator: ", ")): fine-tuning runs data-parallel only, a whole replica per process (under mpirun); remove \(asked.count == 1 ? "it" : "them")")
+        }
     }
 
     /// TRL's training defaults where Keel's differ: its trainer's learning rate, no weight decay, β₂ 0.999.

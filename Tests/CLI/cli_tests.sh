@@ -602,6 +602,14 @@ check "shuffled pairs are not the file's order" \
 expect_error "dpo on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs "chosen" and "rejected"' \
     "$keel" dpo --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
 [ ! -e "$work/dpo-bad" ] && pass "a refused dpo writes nothing" || fail "a refused dpo writes nothing"
+# A layout fine-tuning does not run (one whole replica per process) is refused, not ignored.
+expect_error "dpo with tensor parallelism and ZeRO-3" "config: parallel.tp = 2, distributed.zero_stage = 3: fine-tuning runs data-parallel only" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" \
+    --set parallel.tp=2 --set distributed.zero_stage=3
+expect_error "reward train with two replicas asked of one process" "config: parallel.dp = 2, and the job has 1 process" \
+    "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" \
+    --set parallel.dp=2
+[ ! -e "$work/dpo-bad" ] && pass "a refused layout writes nothing" || fail "a refused layout writes nothing"
 # A fine-tuning run that diverges says so as `keel train` does, naming its last checkpoint, and exits with status 3 (so
 # that `keel launch --max-restarts` does not restart it).
 "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nan" "${dpo_settings[@]}" \

@@ -82,6 +82,11 @@ final class BadInputTests: XCTestCase {
         assertKeelError("distributed.zero_stage (2) must be 0 or 1 with pipeline parallelism (parallel.pp = 2)") {
             _ = try fixture.config(["distributed.zero_stage=2", "parallel.pp=2"])
         }
+        // Without a pipeline too: gpipe's forward passes all come first, and an untied head adds to its gradient in each.
+        assertKeelError("distributed.zero_stage (3) must be 0 or 1 with the gpipe schedule", "use the 1f1b schedule") {
+            _ = try fixture.config(["distributed.zero_stage=3", "parallel.schedule=\"gpipe\""])
+        }
+        XCTAssertNoThrow(try fixture.config(["distributed.zero_stage=1", "parallel.schedule=\"gpipe\""]))
         assertKeelError("distributed.bucket_mb must be a positive number") { _ = try fixture.config(["distributed.bucket_mb=0"]) }
         assertKeelError("distributed.bucket_mb must be a positive number of at most 1073741824") {
             _ = try fixture.config(["distributed.bucket_mb=1e14"])
@@ -337,7 +342,7 @@ final class BadInputTests: XCTestCase {
         try Data(String(repeating: "the king shall speak.\n", count: 40).utf8).write(to: fixture.corpus.appendingPathComponent("doc9.txt"))
         assertKeelError("training windows", "validation windows", "would go on in another order of windows") { _ = try resume(config, false) }
         do {
-            try resume(config, false).run()
+            _ = try resume(config, false).run()
             XCTFail("a resume on changed data ran")
         } catch let error as KeelError {
             XCTAssertTrue(error.rulesOutRestart, "a restart could not change the data")
