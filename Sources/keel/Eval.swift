@@ -16,7 +16,8 @@ struct Eval: ParsableCommand {
             from at most --seq-len tokens of context), as the training loop's validation pass does; the \
             result is the mean loss per predicted token and its exponential, the perplexity. Files are read \
             as data.paths reads them (text, JSONL with a "text" field, .gz/.zst) and encoded with the \
-            checkpoint's tokenizer; a dataset must have been prepared with that tokenizer.
+            checkpoint's tokenizer; a dataset must have been prepared with that tokenizer. A run trained with \
+            data.document_masking is evaluated with its documents kept apart too, as its validation pass ran.
             """)
 
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint), checkpoint directory, or a llama.cpp .gguf file (run in its own formats).")
@@ -39,6 +40,9 @@ struct Eval: ParsableCommand {
 
     @Option(help: "Evaluate only the first N windows (0: all).")
     var maxWindows = 0
+
+    @Flag(inversion: .prefixedNo, help: "Keep documents apart in each window (attention within a document, positions from its start), as data.document_masking trains (default: as the run was trained).")
+    var documentMasking: Bool?
 
     @Flag(help: "Print the result as one JSON object.")
     var json = false
@@ -65,6 +69,9 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let format = quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) }
+        if documentMasking == true, InferenceModel.isGGUF(checkpoint) || llamaCppScoring || format != nil {
+            throw KeelError("eval: --document-masking applies to the plain evaluation of a run: a GGUF file, --llama-cpp-scoring and --quantize attend across documents, as llama-perplexity does")
+        }
         if InferenceModel.isGGUF(checkpoint) {
             guard dataset == nil else { throw KeelError("eval: a GGUF file is evaluated on text files, not on a prepared --dataset") }
             // The file runs in its own formats: every prediction scored, or llama-perplexity's half of them.
@@ -82,10 +89,18 @@ struct Eval: ParsableCommand {
         let length = try windowLength(model.config)
         let vocabulary = model.config.vocabSize
         let bos = TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer)
+        let trainedMasked = Evaluation.trainedWithDocumentMasking(reader.state.config)
+        let plain = !llamaCppScoring && format == nil
+        if trainedMasked, !plain, documentMasking == nil {
+            FileHandle.standardError.write(Data("eval: note: the run was trained with data.document_masking; --llama-cpp-scoring and --quantize attend across documents, as llama-perplexity does\n".utf8))
+        }
+        let masked = plain && (documentMasking ?? trainedMasked)
+        let documentEnd = masked ? tokenizer.endOfText : nil
         let windows = try dataset.map {
             try Evaluation.windows(dataset: URL(fileURLWithPath: $0), split: split, checkpoint: reader, vocabSize: vocabulary,
-                                   length: length)
-        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, textStart: bos, vocabSize: vocabulary, length: length)
+                                   length: length, documentEnd: documentEnd)
+        } ?? Evaluation.windows(files: files, tokenizer: tokenizer, textStart: bos, vocabSize: vocabulary, length: length,
+                                documentEnd: documentEnd)
         let count = try windowCount(windows, length: length, origin: reader.directory.path)
         if llamaCppScoring {
             let decoder = try Decoder(model: model, quantization: format)
@@ -111,10 +126,10 @@ struct Eval: ParsableCommand {
         let loss = Float(sum / Double(count))
         let perplexity = exp(Double(loss))
         if json {
-            print("{\"loss\": \(loss), \"perplexity\": \(perplexity), \"windows\": \(count), \"seq_len\": \(length), \"tokens\": \(count * length)}")
+            print("{\"loss\": \(loss), \"perplexity\": \(perplexity), \"windows\": \(count), \"seq_len\": \(length), \"tokens\": \(count * length), \"document_masking\": \(masked)}")
         } else {
-            print(String(format: "loss %.4f  perplexity %.2f  (%d windows of %d tokens: %d predicted tokens)",
-                         Double(loss), perplexity, count, length, count * length))
+            print(String(format: "loss %.4f  perplexity %.2f  (%d windows of %d tokens: %d predicted tokens%@)",
+                         Double(loss), perplexity, count, length, count * length, masked ? "; documents kept apart" : ""))
         }
     }
 

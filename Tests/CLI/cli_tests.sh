@@ -1066,6 +1066,22 @@ expect_ok "eval on a dataset" "$keel" eval --checkpoint "$work/dsrun" --dataset 
 check "eval on the dataset equals the run's validation loss" \
     'json.load(open(sys.argv[1]))["loss"] == [r for r in map(json.loads, open(sys.argv[2])) if "val_loss" in r][-1]["val_loss"]' \
     "$work/out" "$work/dsrun/metrics.jsonl"
+# A run trained with data.document_masking is evaluated with its documents kept apart, as its validation ran: the
+# same loss; --no-document-masking attends across them (each validation window starts at a document's end-of-text).
+expect_ok "train on the dataset with document masking" "$keel" train --config "$work/ds.toml" --out "$work/dsrun-masked" \
+    --set data.document_masking=true
+expect_ok "eval of the masked run" "$keel" eval --checkpoint "$work/dsrun-masked" --dataset "$work/ds" --seq-len 16 --batch-size 2 \
+    --max-windows 2 --json
+check "eval keeps a masked run's documents apart: its validation loss exactly" \
+    '(lambda r, v: r["document_masking"] and r["loss"] == v)(json.load(open(sys.argv[1])), [r for r in map(json.loads, open(sys.argv[2])) if "val_loss" in r][-1]["val_loss"])' \
+    "$work/out" "$work/dsrun-masked/metrics.jsonl"
+cp "$work/out" "$work/masked-eval.json"
+expect_ok "eval --no-document-masking" "$keel" eval --checkpoint "$work/dsrun-masked" --dataset "$work/ds" --seq-len 16 --batch-size 2 \
+    --max-windows 2 --json --no-document-masking
+check "without masking, another loss" '(lambda r, m: not r["document_masking"] and r["loss"] != m["loss"])(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+    "$work/out" "$work/masked-eval.json"
+expect_error "--document-masking with llama.cpp's scoring" "--document-masking applies to the plain evaluation of a run" \
+    "$keel" eval --checkpoint "$work/dsrun-masked" --dataset "$work/ds" --llama-cpp-scoring --document-masking
 expect_error "eval on a split that does not exist" "--split must be \"val\" or \"train\" (got \"test\")" \
     "$keel" eval --checkpoint "$work/dsrun" --dataset "$work/ds" --split test
 expect_error "eval on a dataset of another tokenizer" "was tokenised with tokenizer.json, not with the checkpoint's tokenizer (byte)" \
