@@ -46,14 +46,14 @@ public struct DataPreparation {
             throw KeelError("--val-fraction must be in [0, 1) (got \(validationFraction))")
         }
         if let problem = TokenShardFormat.problem(shardTokens: shardTokens) { throw KeelError("--shard-tokens \(problem)") }
-        let files = try TokenCorpus.expand(inputs)
+        if FileManager.default.fileExists(atPath: output.appendingPathComponent(ShardManifest.fileName).path) {
+            throw KeelError("\(output.path) already holds a prepared dataset; choose another --out or delete it")
+        }
+        let files = try TokenCorpus.expandText(inputs, reader: "keel data prepare")
         let encoders = try ParallelEncoder(tokenizer)
         let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)
         try format.check(vocabSize: encoders.vocabSize)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        if FileManager.default.fileExists(atPath: output.appendingPathComponent(ShardManifest.fileName).path) {
-            throw KeelError("\(output.path) already holds a prepared dataset; choose another --out or delete it")
-        }
 
         var writers = [SplitWriter(name: "train", format: format, shardTokens: shardTokens, directory: output),
                        SplitWriter(name: "val", format: format, shardTokens: shardTokens, directory: output)]

@@ -45,6 +45,17 @@ public struct TokenCorpus: Sendable {
         fileCount = files.count
     }
 
+    /// The files of `paths` (`expand`) for a reader of text (`reader`, as the message names it): an llm.c token shard
+    /// among them is refused, since its bytes read as text would be one document of noise (and a tokenizer trained
+    /// on it, noise's merges).
+    public static func expandText(_ paths: [String], reader: String) throws -> [URL] {
+        let files = try expand(paths)
+        if let shard = files.first(where: { $0.pathExtension == "bin" }) {
+            throw KeelError("data: \(shard.path) is a token shard (.bin), not text: \(reader) reads text, JSONL or compressed files (train on shards with data.paths, or leave them out of the input)")
+        }
+        return files
+    }
+
     /// Regular files named by `paths`, directories expanded recursively, in a deterministic order. A symbolic link in
     /// a directory counts as the file it points to (a Hugging Face cache's snapshot holds only links); one that points
     /// nowhere is an error, not a file skipped.

@@ -15,7 +15,7 @@ public enum TokenizerTraining {
             throw KeelError("tokenizer: --vocab-size must be at least 257 (256 bytes + end-of-text), got \(vocabSize)")
         }
         let start = Date()
-        let pieces = try countPieces(files: TokenCorpus.expand(inputs), pattern: pattern)
+        let pieces = try countPieces(files: TokenCorpus.expandText(inputs, reader: "tokenizer training"), pattern: pattern)
         guard !pieces.isEmpty else { throw KeelError("tokenizer: the training files hold no text") }
         progress(String(format: "counted %d distinct pieces in %.1f s", pieces.count, Date().timeIntervalSince(start)))
         let mergeStart = Date()

@@ -115,6 +115,23 @@ final class ShardTests: XCTestCase {
         }
     }
 
+    /// A token shard among the inputs of `prepare` or tokenizer training is refused: its bytes would be read as one
+    /// document of text (and merges trained on them).
+    func testTokenShardsAreNotReadAsText() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let corpus = try writeCorpus(in: directory)
+        let manifest = try DataPreparation(inputs: [corpus.path], tokenizer: "byte", output: directory.appendingPathComponent("dataset")).run()
+        let shard = directory.appendingPathComponent("dataset").appendingPathComponent(manifest.train.shards[0].file)
+        try FileManager.default.copyItem(at: shard, to: corpus.appendingPathComponent("tokens.bin"))
+        XCTAssertThrowsError(try DataPreparation(inputs: [corpus.path], tokenizer: "byte", output: directory.appendingPathComponent("again")).run()) {
+            XCTAssertTrue("\($0)".contains("data: \(corpus.path)/tokens.bin is a token shard (.bin), not text: keel data prepare reads text"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("again").path), "a refused prepare writes nothing")
+        XCTAssertThrowsError(try TokenizerTraining.train(inputs: [corpus.path], vocabSize: 300)) {
+            XCTAssertTrue("\($0)".contains("tokens.bin is a token shard (.bin), not text: tokenizer training reads text"), "\($0)")
+        }
+    }
+
     /// A tokenizer whose documents end with the `eos_token` its `tokenizer_config.json` names (Llama 3's
     /// `<|end_of_text|>`): the dataset keeps that file beside its copy of the tokenizer, so training on the dataset
     /// loads the tokenizer as preparing it did.
