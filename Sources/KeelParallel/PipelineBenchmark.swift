@@ -19,8 +19,10 @@ public enum PipelineBenchmark {
         public let simulatedBubble: Double
         /// The published formula's bubble (equal costs).
         public let theoreticalBubble: Double
-        /// Each chunk's most activations held at once, on this rank.
-        public let activationSlots: [Int]
+        /// Each rank's most activations held at once, per chunk (the executor's slots).
+        public let activationSlots: [[Int]]
+        /// Each rank's most activations held at once as the simulator counts them (over its chunks).
+        public let simulatedSlots: [Int]
         /// The measured mean cost of each kind of pass, as the simulator takes them.
         public let costs: ScheduleCosts
     }
@@ -112,12 +114,16 @@ public enum PipelineBenchmark {
                 let costs = schedule == .zeroBubbleH1
                     ? ScheduleCosts(forward: mean(0), backwardInput: mean(2), backwardWeight: mean(3))
                     : ScheduleCosts(forward: mean(0), backwardInput: mean(1), backwardWeight: 0)
-                let simulated = try ScheduleSimulator.run(perRank, costs: costs).bubbleFraction
+                let simulation = try ScheduleSimulator.run(perRank, costs: costs)
+                var slots = [Double](repeating: 0, count: p * v)
+                for (chunk, count) in executor.activationSlots.enumerated() { slots[rank * v + chunk] = Double(count) }
+                let held = try pipeline.allReduce(slots, .sum, label: "pipeline bench: slots")
                 results.append(Result(
                     schedule: schedule, virtualStages: v, microBatches: m, stepSeconds: median.seconds,
-                    measuredBubble: median.bubble, simulatedBubble: simulated,
+                    measuredBubble: median.bubble, simulatedBubble: simulation.bubbleFraction,
                     theoreticalBubble: ScheduleSimulator.bubbleFormula(schedule, stages: p, virtualStages: v, microBatches: m),
-                    activationSlots: executor.activationSlots, costs: costs))
+                    activationSlots: (0..<p).map { r in (0..<v).map { Int(held[r * v + $0]) } },
+                    simulatedSlots: simulation.peakInFlight, costs: costs))
             }
         }
         return results

@@ -20,7 +20,8 @@ public enum PipelineSchedule: String, CaseIterable, Sendable {
     case interleaved
     /// ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism"): 1F1B with each backward split into its
     /// input-gradient half B, which the previous stage waits for, and its weight-gradient half W, which
-    /// nobody waits for and which fills the bubbles. Holds as many activations as 1F1B.
+    /// nobody waits for and which fills the bubbles. A micro-batch's activations are held until its W, so every
+    /// rank holds up to p micro-batches' (1F1B's first rank's count, which is the peak of both), not p − rank.
     case zeroBubbleH1 = "zb-h1"
 
     /// The actions of `rank` (0..<p) for one iteration of `m` micro-batches over `p` pipeline ranks with `v`

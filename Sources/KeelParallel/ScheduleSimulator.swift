@@ -53,7 +53,7 @@ public enum ScheduleSimulator {
         /// When the last rank finished.
         public let stepTime: Double
         /// Each rank's largest number of (micro-batch, chunk) pairs forwarded and not yet through their full
-        /// backward or their backwardInput: the activations it must hold at once.
+        /// backward or their backwardWeight: the activations it must hold at once (the executor's slots).
         public let peakInFlight: [Int]
 
         /// Each rank's share of the step spent idle: 1 − busy time / step time (0 for a step that takes no time).
@@ -99,7 +99,8 @@ public enum ScheduleSimulator {
             case let .forward(microBatch, chunk):
                 inFlight[rank].insert(MicroBatchChunk(microBatch: microBatch, chunk: chunk))
                 peakInFlight[rank] = max(peakInFlight[rank], inFlight[rank].count)
-            case let .backward(microBatch, chunk), let .backwardInput(microBatch, chunk):
+            case let .backward(microBatch, chunk), let .backwardWeight(microBatch, chunk):
+                // A split backward's B keeps the activations: its W reads them (and the output gradients B leaves).
                 inFlight[rank].remove(MicroBatchChunk(microBatch: microBatch, chunk: chunk))
             default:
                 break

@@ -83,15 +83,15 @@ public struct LayoutEstimate: Sendable {
     /// Estimates `layout` for `workload` on `cluster`. The layout must already be consistent with both
     /// (`Planner.layouts` builds only such ones).
     public init(_ layout: ParallelLayout, workload: Workload, cluster: Cluster, assumptions: PlanAssumptions) throws {
-        try self.init(layout, workload: workload, cluster: cluster, assumptions: assumptions, peakInFlight: nil)
+        try self.init(layout, workload: workload, cluster: cluster, assumptions: assumptions, held: nil)
     }
 
     init(_ layout: ParallelLayout, workload: Workload, cluster: Cluster, assumptions: PlanAssumptions,
-         peakInFlight: [Int]?) throws {
+         held: HeldActivations?) throws {
         try LayoutModel.check(layout, workload: workload)
         let model = LayoutModel(layout, workload: workload, cluster: cluster, assumptions: assumptions)
         self.layout = layout
-        memory = try model.memory(peakInFlight: peakInFlight)
+        memory = try model.memory(held: held)
         memoryLimit = model.memoryLimit
         time = try model.time()
         traffic = model.traffic()
@@ -197,24 +197,27 @@ struct LayoutModel {
     }
 
     /// Each pipeline rank's most (micro-batch, chunk) activations held at once, from the schedule's action lists.
-    func peakInFlight() throws -> [Int] {
-        guard layout.pipeline > 1 else { return [1] }
-        return try PipelineTiming.peakInFlight(layout.schedule, stages: layout.pipeline,
-                                               virtualStages: layout.virtualStages, microBatches: layout.microBatches)
+    func heldActivations() throws -> HeldActivations {
+        guard layout.pipeline > 1 else { return .unpipelined }
+        return try PipelineTiming.heldActivations(layout.schedule, stages: layout.pipeline,
+                                                  virtualStages: layout.virtualStages, microBatches: layout.microBatches)
     }
 
-    /// Memory of the busiest device: the first pipeline rank (most activations in flight, the embedding) or the
-    /// last (the head, its logits), whichever needs more.
-    func memory(peakInFlight: [Int]? = nil) throws -> MemoryBreakdown {
-        let peaks = try peakInFlight ?? self.peakInFlight()
-        let first = rank(parameters: firstParameters, inFlight: peaks[0], holdsHead: layout.pipeline == 1)
+    /// Memory of the busiest device: the first pipeline rank (the embedding; with 1F1B the most activations in flight)
+    /// or the last (the head, its logits; with ZB-H1 as many activations, and W passes waiting), whichever needs more.
+    func memory(held: HeldActivations? = nil) throws -> MemoryBreakdown {
+        let held = try held ?? heldActivations()
+        let first = rank(parameters: firstParameters, inFlight: held.slots[0], awaitingWeights: held.awaitingWeights[0],
+                         holdsHead: layout.pipeline == 1)
         guard layout.pipeline > 1 else { return first }
-        let last = rank(parameters: lastParameters, inFlight: peaks[peaks.count - 1], holdsHead: true)
+        let last = rank(parameters: lastParameters, inFlight: held.slots[held.slots.count - 1],
+                        awaitingWeights: held.awaitingWeights[held.slots.count - 1], holdsHead: true)
         return first.total >= last.total ? first : last
     }
 
-    /// One pipeline rank's memory: `parameters` per tensor rank, `inFlight` chunks of activations.
-    private func rank(parameters: Double, inFlight: Int, holdsHead: Bool) -> MemoryBreakdown {
+    /// One pipeline rank's memory: `parameters` per tensor rank, `inFlight` chunks of activations, `awaitingWeights`
+    /// of them holding their blocks' output gradients for W as well.
+    private func rank(parameters: Double, inFlight: Int, awaitingWeights: Int, holdsHead: Bool) -> MemoryBreakdown {
         let config = workload.model
         let t = Double(layout.tensor), dp = Double(layout.data), g = assumptions.gradientBytes
         let recomputed = Double(layout.recomputedLayers)
@@ -222,7 +225,10 @@ struct LayoutModel {
         let inputBytes = tokens * e / 2 * cost.recomputedActivationBytesPerLayer(tensor: layout.tensor,
                                                                         sequenceParallel: layout.sequenceParallel)
         let perChunk = (Double(chunkLayers) - recomputed) * layerBytes + recomputed * inputBytes
+        let outputGradients = Double(chunkLayers) * tokens
+            * cost.weightGradientInputBytesPerLayer(tensor: layout.tensor, sequenceParallel: layout.sequenceParallel, elementBytes: e)
         let activations = Double(inFlight) * perChunk + (recomputed > 0 ? layerBytes : 0)
+            + Double(awaitingWeights) * outputGradients
             + (holdsHead ? tokens * cost.headActivationBytes(tensor: layout.tensor, elementBytes: e) : 0)
         var buffers = layout.pipeline > 1 ? 4 * tokens * Double(config.width) * e / t : 0
         if layout.zeroStage == 3 {

@@ -105,6 +105,16 @@ public struct ModelCost: Sendable, Equatable {
         return replicated / (sequenceParallel ? t : 1) + (split + attentionBytes) / t
     }
 
+    /// Bytes per token of one block's output gradients that a split backward's W pass reads after its B (ZB-H1):
+    /// those of its products (Q, K and V; the attention output projection; the MLP's first product or gate and up;
+    /// its second), `elementBytes` each; the outputs of the row-parallel products are whole on every tensor rank
+    /// unless sequence parallelism splits them.
+    public func weightGradientInputBytesPerLayer(tensor: Int, sequenceParallel: Bool, elementBytes: Double = 2) -> Double {
+        let t = Double(tensor)
+        let mlpIn = config.architecture == .llama ? 2 * f : f
+        return elementBytes * ((h + 2 * kvWidth + mlpIn) / t + 2 * h / (sequenceParallel ? t : 1))
+    }
+
     /// Bytes per token that one block keeps when it is recomputed in the backward pass: its input only.
     public func recomputedActivationBytesPerLayer(tensor: Int, sequenceParallel: Bool) -> Double {
         2 * h / (sequenceParallel ? Double(tensor) : 1)

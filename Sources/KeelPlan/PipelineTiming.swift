@@ -21,24 +21,46 @@ enum PipelineTiming {
         return b + Double(m - second) * (b - a) / Double(p)
     }
 
-    /// Each rank's most (micro-batch, chunk) activations held at once: counted along its action list (it depends
-    /// on the order of the list only, not on timing). GPipe holds all m·v; the others stop growing after their
-    /// warm-up, so beyond 4p micro-batches the lists of 2p + m mod p are counted.
-    static func peakInFlight(_ schedule: PipelineSchedule, stages p: Int, virtualStages v: Int,
-                             microBatches m: Int) throws -> [Int] {
-        guard schedule != .gpipe else { return Array(repeating: m * v, count: p) }
+    /// Each rank's most (micro-batch, chunk) activations held at once, and how many of those wait for their W
+    /// then: counted along its action list (it depends on the order of the list only, not on timing). GPipe holds
+    /// all m·v; the others stop growing after their warm-up, so beyond 4p micro-batches the lists of 2p + m mod p
+    /// are counted.
+    static func heldActivations(_ schedule: PipelineSchedule, stages p: Int, virtualStages v: Int,
+                                microBatches m: Int) throws -> HeldActivations {
+        guard schedule != .gpipe else {
+            return HeldActivations(slots: Array(repeating: m * v, count: p), awaitingWeights: Array(repeating: 0, count: p))
+        }
         let counted = m > 4 * p ? 2 * p + m % p : m
-        return try (0..<p).map { rank in
-            var held = 0, peak = 0
+        var result = HeldActivations(slots: [], awaitingWeights: [])
+        for rank in 0..<p {
+            var held = 0, awaiting = 0, peak = (held: 0, awaiting: 0)
             for action in try schedule.actions(stages: p, virtualStages: v, microBatches: counted, rank: rank) {
                 switch action {
                 case .forward: held += 1
-                case .backward, .backwardInput: held -= 1
+                case .backward: held -= 1
+                case .backwardInput: awaiting += 1   // a split backward holds its slot until W
+                case .backwardWeight: held -= 1; awaiting -= 1
                 default: break
                 }
-                peak = max(peak, held)
+                // A slot outweighs the output gradients a W waits with: the most slots first, then the most waiting.
+                if (held, awaiting) > peak { peak = (held, awaiting) }
             }
-            return peak
+            result.slots.append(peak.held)
+            result.awaitingWeights.append(peak.awaiting)
         }
+        return result
     }
+}
+
+/// The activations each pipeline rank holds at its peak: `slots` micro-batches' (per chunk), of which
+/// `awaitingWeights` have run their backward's B half and wait for W (ZB-H1), holding their layers' output gradients
+/// as well.
+struct HeldActivations: Hashable {
+    var slots: [Int]
+    var awaitingWeights: [Int]
+}
+
+extension HeldActivations {
+    /// One stage (no pipeline): one micro-batch at a time.
+    static let unpipelined = HeldActivations(slots: [1], awaitingWeights: [0])
 }

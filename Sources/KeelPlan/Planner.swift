@@ -165,18 +165,18 @@ public enum Planner {
         // Memory first (cheap: schedules' held activations are counted once per shape), then a lower bound of
         // each fitting layout's step; the pipeline is simulated only for layouts whose bound could still place
         // them among the `top` fastest or first in their strategy.
-        var peaks: [PeakKey: [Int]] = [:]
-        var fitting: [(bound: Double, layout: ParallelLayout, peak: [Int])] = []
+        var peaks: [PeakKey: HeldActivations] = [:]
+        var fitting: [(bound: Double, layout: ParallelLayout, peak: HeldActivations)] = []
         var tooLarge: [LayoutMemory] = []
         for base in candidates {
             let key = PeakKey(schedule: base.schedule, stages: base.pipeline, virtualStages: base.virtualStages,
                               microBatches: base.microBatches)
-            let peak = try peaks[key] ?? LayoutModel(base, workload: workload, cluster: cluster, assumptions: assumptions).peakInFlight()
+            let peak = try peaks[key] ?? LayoutModel(base, workload: workload, cluster: cluster, assumptions: assumptions).heldActivations()
             peaks[key] = peak
             for layout in try recomputingVariants(of: base, peak: peak, workload: workload, cluster: cluster,
                                                   assumptions: assumptions, choices: choices.recompute) {
                 let model = LayoutModel(layout, workload: workload, cluster: cluster, assumptions: assumptions)
-                let memory = try model.memory(peakInFlight: peak)
+                let memory = try model.memory(held: peak)
                 if memory.total <= model.memoryLimit {
                     fitting.append((try model.time(simulatingPipeline: false).step, layout, peak))
                 } else {
@@ -192,7 +192,7 @@ public enum Planner {
             let threshold = fastest.count < top ? Double.infinity : fastest[top - 1]
             guard candidate.bound <= max(threshold, bestOfStrategy[candidate.layout.strategy] ?? .infinity) else { continue }
             let estimate = try LayoutEstimate(candidate.layout, workload: workload, cluster: cluster,
-                                              assumptions: assumptions, peakInFlight: candidate.peak)
+                                              assumptions: assumptions, held: candidate.peak)
             estimated.append(estimate)
             fastest.insert(estimate.time.step, at: fastest.firstIndex { $0 > estimate.time.step } ?? fastest.count)
             if fastest.count > top { fastest.removeLast() }
@@ -211,7 +211,7 @@ public enum Planner {
 
     /// `base` with the recomputation `choices` allow: none, every block of each chunk, or the fewest blocks
     /// that fit (all of them when nothing fits).
-    private static func recomputingVariants(of base: ParallelLayout, peak: [Int], workload: Workload, cluster: Cluster,
+    private static func recomputingVariants(of base: ParallelLayout, peak: HeldActivations, workload: Workload, cluster: Cluster,
                                             assumptions: PlanAssumptions, choices: [RecomputeChoice]) throws -> [ParallelLayout] {
         let chunk = base.chunkLayers(of: workload.model.layers)
         var counts = Set<Int>()
@@ -222,7 +222,7 @@ public enum Planner {
                 var layout = base
                 layout.recomputedLayers = layers
                 let model = LayoutModel(layout, workload: workload, cluster: cluster, assumptions: assumptions)
-                return try model.memory(peakInFlight: peak).total <= model.memoryLimit
+                return try model.memory(held: peak).total <= model.memoryLimit
             }
             counts.insert(fitting ?? chunk)
         }

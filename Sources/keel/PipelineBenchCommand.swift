@@ -14,7 +14,8 @@ struct PipelineBenchCommand: ParsableCommand {
             `KEEL_THREADS=1 keel launch --nproc 2 -- pipeline-bench`. For each schedule and micro-batch count it \
             prints the step time, the measured bubble (each rank's idle share of the step, from the executor's \
             timeline, averaged over ranks), the bubble the simulator predicts from the measured cost of each \
-            kind of pass, the published formula's, and the activations each rank held at most; then each schedule \
+            kind of pass, the published formula's, and the activations each rank held at most (per chunk; ranks \
+            apart by |) beside the simulator's count; then each schedule \
             simulated with those costs at larger pipeline sizes (--project).
             """)
 
@@ -64,12 +65,14 @@ struct PipelineBenchCommand: ParsableCommand {
                                                     steps: steps, pipeline: world)
             guard world.rank == 0 else { return }
             print("\(arch) \(layers) × \(width), micro-batches of \(batch) × \(seqLen) tokens, p = \(world.size)")
-            print("schedule      m   step (s)  bubble: measured  simulated  formula   slots (rank 0)")
+            print("schedule      m   step (s)  bubble: measured  simulated  formula   slots: held  simulated")
             for r in results {
-                print(String(format: "%@ %3d %10.3f %17.1f%% %9.1f%% %7.1f%%   %@",
+                let held = r.activationSlots.map { $0.map(String.init).joined(separator: ",") }.joined(separator: "|")
+                print(String(format: "%@ %3d %10.3f %17.1f%% %9.1f%% %7.1f%%   %@  %@",
                              r.schedule.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0), r.microBatches, r.stepSeconds,
                              100 * r.measuredBubble, 100 * r.simulatedBubble, 100 * r.theoreticalBubble,
-                             r.activationSlots.map(String.init).joined(separator: ",")))
+                             String(repeating: " ", count: max(0, 11 - held.count)) + held,
+                             r.simulatedSlots.map(String.init).joined(separator: "|")))
             }
             guard !projected.isEmpty else { return }
             print("\nsimulated at larger p with each schedule's costs measured at its largest m (transfers free):")

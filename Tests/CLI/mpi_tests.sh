@@ -56,7 +56,8 @@ for n in 2 4; do
 done
 
 # The schedule benchmark on a tiny model: one row per schedule and m, the formula's bubble, and the activations
-# rank 0 held (GPipe all m, 1F1B at most p = 2, interleaved per chunk).
+# each rank held, per chunk, beside the simulator's count (GPipe all m; 1F1B p − rank; ZB-H1 p on every rank, since a
+# micro-batch's slot is held until its W; interleaved per chunk).
 if "${mpi[@]}" -np 2 "$keel" pipeline-bench --layers 4 --width 32 --heads 2 --seq-len 16 --micro-batches 2,4 --steps 1 \
     >"$work/out" 2>"$work/err" && python3 - "$work/out" >"$work/err" 2>&1 <<'PY'
 import re, sys
@@ -64,7 +65,9 @@ measured, projected = open(sys.argv[1]).read().split("\n\n")
 rows = {(f[0], int(f[1])): f for f in (l.split() for l in measured.splitlines()[2:])}
 assert sorted(rows) == sorted((s, m) for s in ("gpipe", "1f1b", "interleaved", "zb-h1") for m in (2, 4)), rows.keys()
 assert rows[("gpipe", 2)][5] == "33.3%" and rows[("1f1b", 4)][5] == "20.0%" and rows[("interleaved", 4)][5] == "11.1%"
-assert rows[("gpipe", 4)][6] == "4" and rows[("1f1b", 4)][6] == "2" and rows[("interleaved", 4)][6] == "4,2"
+assert rows[("gpipe", 4)][6] == "4|4" and rows[("1f1b", 4)][6] == "2|1" and rows[("interleaved", 4)][6] == "4,2|3,1"
+assert rows[("zb-h1", 4)][6] == "2|2" and rows[("zb-h1", 2)][6] == "2|2", rows[("zb-h1", 4)]
+assert all(r[6] == r[7] for (s, m), r in rows.items() if s != "interleaved"), rows
 assert all(0 <= float(r[3].rstrip("%")) < 100 and float(r[2]) > 0 for r in rows.values())
 # Then each schedule simulated at p = 4, 8, 16 with m = p, 2p, 4p; with equal stages, GPipe's and 1F1B's bubble
 # is the formula's whatever the measured forward and backward costs.

@@ -60,8 +60,11 @@ final class PipelineScheduleTests: XCTestCase {
                 switch shape.schedule {
                 case .gpipe:
                     m
-                case .oneForwardOneBackward, .zeroBubbleH1:
+                case .oneForwardOneBackward:
                     min(p - rank, m)
+                case .zeroBubbleH1:
+                    // Rank r holds its first r W passes back: with them, p micro-batches' activations on every rank.
+                    min(p, m)
                 case .interleaved:
                     // Megatron's warm-up forwards plus the first steady-state one, counted in chunks (each holds
                     // 1/v of a stage's activations). Rank 0 holds (v + 1)p − 1 chunks, p + (p − 1)/v stages' worth

@@ -21,8 +21,12 @@ final class PipelineTimingTests: XCTestCase {
             let full = try ScheduleSimulator.run(lists, costs: split)
             let step = try PipelineTiming.step(schedule, stages: p, virtualStages: v, microBatches: m, costs: split)
             XCTAssertEqual(step, full.stepTime, accuracy: full.stepTime * 1e-12, "\(schedule) p \(p) v \(v) m \(m)")
-            let peaks = try PipelineTiming.peakInFlight(schedule, stages: p, virtualStages: v, microBatches: m)
-            XCTAssertEqual(peaks, full.peakInFlight, "\(schedule) p \(p) v \(v) m \(m)")
+            let held = try PipelineTiming.heldActivations(schedule, stages: p, virtualStages: v, microBatches: m)
+            XCTAssertEqual(held.slots, full.peakInFlight, "\(schedule) p \(p) v \(v) m \(m)")
+            // Only ZB-H1 splits backwards: at its peak rank r waits with the r W passes it holds back and the one
+            // whose B just ran.
+            XCTAssertEqual(held.awaitingWeights, (0..<p).map { schedule == .zeroBubbleH1 ? $0 + 1 : 0 },
+                           "\(schedule) p \(p) v \(v) m \(m)")
         }
     }
 }

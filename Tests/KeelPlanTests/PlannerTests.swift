@@ -83,6 +83,22 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(estimate.memory.parameters, 2 * (8 * cost.parametersPerLayer + cost.embeddingParameters), accuracy: 1)
     }
 
+    /// ZB-H1 holds a micro-batch's activations until its W: every rank holds p of them, and the last rank waits with
+    /// p W passes (the p − 1 it holds back and the one whose B just ran), each with its blocks' output gradients;
+    /// so its last rank, with the head, is the busiest, not 1F1B's first.
+    func testZeroBubbleHoldsActivationsUntilTheWeightPass() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 8192, globalBatch: 64)
+        let layout = ParallelLayout(tensor: 1, pipeline: 4, data: 2, schedule: .zeroBubbleH1, microBatchSize: 1, microBatches: 32,
+                                    zeroStage: 1)
+        let estimate = try LayoutEstimate(layout, workload: workload, cluster: try cluster(8), assumptions: PlanAssumptions())
+        let cost = ModelCost(workload.model)
+        let block = 8192 * cost.activationBytesPerLayer(sequence: 8192, tensor: 1, sequenceParallel: false, attention: .flash)
+        // Q, K, V (4096 + 2 × 1024), the output projection (4096), gate and up (2 × 14336), down (4096): 16-bit.
+        let outputGradients = 8192 * 2 * Double(4096 + 2 * 1024 + 4096 + 2 * 14336 + 4096)
+        XCTAssertEqual(estimate.memory.activations, 4 * 8 * block + 4 * 8 * outputGradients + 8192 * cost.headActivationBytes(tensor: 1),
+                       accuracy: 1, "the last rank: 4 micro-batches × 8 blocks, 4 waiting for W, and the head")
+    }
+
     func testLayoutsThisModelCannotEstimateAreRefused() throws {
         let workload = Workload(model: try ModelPresets.named("llama3-8b"), sequenceLength: 4096, globalBatch: 64)
         let bad = [ParallelLayout(tensor: 1, pipeline: 4, data: 2, schedule: .interleaved, virtualStages: 3, microBatchSize: 1,
