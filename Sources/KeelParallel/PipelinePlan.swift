@@ -11,14 +11,19 @@ public struct PipelinePlan: Sendable {
     public var layers: [Range<Int>]
     /// This rank's actions for one iteration.
     public var actions: [PipelineAction]
+    /// Other settings every rank must share, by name ("training.batch_size"): what sizes the messages (a larger
+    /// receive takes a shorter message without complaint, and the next pass reads what the buffer held before) or
+    /// what the stages compute.
+    public var settings: [(name: String, value: Int64)]
 
     public init(schedule: PipelineSchedule, virtualStages: Int, microBatches: Int, layers: [Range<Int>],
-                actions: [PipelineAction]) {
+                actions: [PipelineAction], settings: [(name: String, value: Int64)] = []) {
         self.schedule = schedule
         self.virtualStages = virtualStages
         self.microBatches = microBatches
         self.layers = layers
         self.actions = actions
+        self.settings = settings
     }
 
     /// Checks, before any training, that every rank of `pipeline` holds the same plan and that their action
@@ -31,8 +36,9 @@ public struct PipelinePlan: Sendable {
         // First what every rank runs, in a fixed width (the action count differs between ranks and is not
         // compared), then the stage boundaries, whose number the first row fixed, then the actions.
         let schedules = try rows([Int64(PipelineSchedule.allCases.firstIndex(of: schedule)!), Int64(virtualStages),
-                                       Int64(microBatches), Int64(layers.count), Int64(actions.count)],
+                                       Int64(microBatches), Int64(layers.count), Int64(actions.count)] + settings.map(\.value),
                                       over: pipeline, label: "pipeline plan")
+
         var boundaries: [[Int64]] = []
         if schedules.allSatisfy({ $0.prefix(4) == schedules[0].prefix(4) }) {
             boundaries = try rows(layers.map { Int64($0.upperBound) }, over: pipeline, label: "pipeline stages")
@@ -48,6 +54,13 @@ public struct PipelinePlan: Sendable {
             }
             throw KeelError("parallel layout: pipeline rank \(rank) runs \(describe(rank)) but rank 0 runs "
                 + "\(describe(0)); every rank must be started with the same [parallel] and [model] settings")
+        }
+        for (index, setting) in settings.enumerated() {
+            let column = 5 + index
+            if let rank = (1..<p).first(where: { schedules[$0][column] != schedules[0][column] }) {
+                throw KeelError("parallel layout: pipeline rank \(rank) runs \(setting.name) = \(schedules[rank][column]) but rank 0 runs "
+                    + "\(schedules[0][column]); every rank must be started with the same settings")
+            }
         }
 
         let counts = schedules.map { Int($0[4]) }, longest = counts.max()!

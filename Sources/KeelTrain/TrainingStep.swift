@@ -111,8 +111,12 @@ public final class TrainingStep {
             return chunk
         }
         let actions = try schedule.actions(stages: p, virtualStages: virtualStages, microBatches: microBatches, rank: rank)
+        // What sizes the messages between stages.
+        let shared: [(name: String, value: Int64)] = [
+            ("training.batch_size", Int64(batch)), ("training.seq_len", Int64(length)), ("model.d_model", Int64(model.width)),
+            ("model.vocab_size", Int64(model.vocabSize))]
         try PipelinePlan(schedule: schedule, virtualStages: virtualStages, microBatches: microBatches, layers: layers,
-                         actions: actions).checkAgreement(over: groups.pipeline)
+                         actions: actions, settings: shared).checkAgreement(over: groups.pipeline)
         executor = PipelineExecutor(chunks: chunks, pipeline: groups.pipeline, actions: actions, batch: batch, length: length)
         optimizers = chunks.map {
             Optimizer(model: $0, dataParallel: groups.data, zeroStage: distributed.zeroStage, settings: t.adamW,

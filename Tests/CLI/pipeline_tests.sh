@@ -158,6 +158,13 @@ failed_with "ranks started with different schedules" \
     "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/mismatch" --set parallel.pp=2 --set 'parallel.schedule="1f1b"' \
     : -np 1 "$keel" train --config "$c" --out "$work/mismatch" --set parallel.pp=2 --set 'parallel.schedule="gpipe"'
 [ -e "$work/mismatch/metrics.jsonl" ] && fail "the mismatched job logged a training step"
+# The same schedule but micro-batches of another size: their messages would not match, and a larger receive takes
+# a shorter message without complaint.
+failed_with "ranks started with different batch sizes" \
+    "pipeline rank 1 runs training.batch_size = 4 but rank 0 runs 2; every rank must be started with the same settings" \
+    "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/mismatch-batch" --set parallel.pp=2 --set training.batch_size=2 \
+    : -np 1 "$keel" train --config "$c" --out "$work/mismatch-batch" --set parallel.pp=2 --set training.batch_size=4
+[ -e "$work/mismatch-batch/metrics.jsonl" ] && fail "the job of mismatched batch sizes logged a training step"
 
 fault "a hung pipeline stage stops the job, named with the action waited on" STOP 5 30 \
     "^Error: rank 0: 'step [0-9]+: [^']*' did not finish within 5 s: rank 1 " "$c" --set parallel.pp=2
