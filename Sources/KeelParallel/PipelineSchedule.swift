@@ -34,11 +34,17 @@ public enum PipelineSchedule: String, CaseIterable, Sendable {
                                  virtualStages: v, rank: rank) + [.optimizerStep]
     }
 
-    /// A forward-only iteration (validation): micro-batch by micro-batch, each through this rank's chunks in
-    /// stage order, with the messages between stages. No gradients, no optimizer step; deadlock-free because
-    /// every pass waits only for a stage before it of the same or an earlier micro-batch.
+    /// A forward-only iteration (validation), with the messages between stages: groups of p micro-batches, each
+    /// group through this rank's chunks in stage order, micro-batch by micro-batch within a chunk (the interleaved
+    /// schedule's forward order; with one chunk, micro-batch by micro-batch). So a chunk's pass waits for the p − 1
+    /// stages after the previous chunk once per group, while the group's other micro-batches keep the rank busy,
+    /// instead of once per micro-batch: m·v + p − 1 passes' time with equal stages. No gradients, no optimizer
+    /// step; deadlock-free because every pass waits only for a stage before it of a group, chunk and micro-batch
+    /// that every rank runs earlier.
     public static func forwardOnly(stages p: Int, virtualStages v: Int, microBatches m: Int, rank: Int) -> [PipelineAction] {
-        let passes = (0..<m).flatMap { k in (0..<v).map { PipelineAction.forward(microBatch: k, chunk: $0) } }
+        let passes = stride(from: 0, to: m, by: p).flatMap { first in
+            (0..<v).flatMap { chunk in (first..<min(first + p, m)).map { PipelineAction.forward(microBatch: $0, chunk: chunk) } }
+        }
         return withMessages(passes, stages: p, virtualStages: v, rank: rank)
     }
 

@@ -441,7 +441,9 @@ public final class Trainer {
         let sums = try replicas.allReduce([local, weights.reduce(0, +)], .sum, label: "validation loss")
         var total = sums[1] > 0 ? sums[0] / sums[1] : 0
         if groups.pipeline.size > 1 {
-            total = try groups.pipeline.allReduce([losses.isEmpty ? 0 : total], .sum, label: "validation loss from the last stage")[0]
+            // The last stage's total (over its replicas, so also on one dealt no windows); the other stages' sums hold none.
+            let held = step.chunks.last!.isLastStage ? total : 0
+            total = try groups.pipeline.allReduce([held], .sum, label: "validation loss from the last stage")[0]
         }
         return Float(total)
     }

@@ -234,6 +234,13 @@ final class PipelineScheduleTests: XCTestCase {
                     XCTAssertEqual(sends.sorted(), receives.sorted(), "p=\(p) v=\(v) m=\(m)")
                     XCTAssertEqual(sends.count, m * (p * v - 1))
                     XCTAssertNoThrow(try PipelineReplay.run(perRank) { _, _ in }, "p=\(p) v=\(v) m=\(m)")
+                    // With equal stages and free messages, no rank idles once the first micro-batch reached it: the
+                    // last rank ends after p − 1 + m·v passes (one micro-batch after another through the chunks
+                    // would idle (v − 1)(p − 1) of them per micro-batch).
+                    if m % p == 0 {
+                        let time = try ScheduleSimulator.run(perRank, costs: ScheduleCosts(forward: 1, backwardInput: 1, backwardWeight: 0)).stepTime
+                        XCTAssertEqual(time, Double(p - 1 + m * v), "p=\(p) v=\(v) m=\(m)")
+                    }
                 }
             }
         }
