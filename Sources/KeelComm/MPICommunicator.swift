@@ -194,7 +194,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         let waited = String(format: "%.0f", timeout)
         let answers = responsivePeers().contains(peer)
         return KeelError("'\(operation.label)' did not finish within \(waited) s: rank \(worldRanks[peer]) "
-            + (answers ? "is alive but never matched it (do the ranks run the same schedule?)" : "does not respond (stopped or dead)"))
+            + (answers ? "is alive but has not matched it: its passes are that far behind (GPipe and validation let a faster stage run up to m passes ahead of a slower one; raise distributed.timeout_s above that), or it waits for something else" : "does not respond (stopped or dead)"))
     }
 
     private func post(
