@@ -51,6 +51,9 @@ extension ByteTokenizer: TextTokenizer {
 public struct BPETokenizer: TextTokenizer {
     public let vocabulary: BPEVocabulary
     public let endOfText: Int32
+    /// Encoders to reuse: each makes copies of the merge tables (megabytes for a large vocabulary), which a new
+    /// encoder per call paid for every document of a corpus and every request.
+    private let encoders: EncoderPool
 
     /// Wraps `vocabulary`, whose `<|endoftext|>` special token separates documents — or, for vocabularies that
     /// name it otherwise (Llama 3's `<|end_of_text|>`), the special token `endOfSequence` (a `tokenizer_config.json`'s
@@ -61,13 +64,14 @@ public struct BPETokenizer: TextTokenizer {
         }
         self.vocabulary = vocabulary
         self.endOfText = endOfText
+        encoders = EncoderPool(vocabulary: vocabulary)
     }
 
     public var vocabSize: Int { vocabulary.size }
 
     public func encode(_ text: UnsafeBufferPointer<UInt8>) -> [Int32] {
         var output: [Int32] = []
-        BPEEncoder(vocabulary: vocabulary).encodeOrdinary(text, into: &output)
+        encoders.borrow { $0.encodeOrdinary(text, into: &output) }
         return output
     }
 
@@ -80,10 +84,27 @@ public struct BPETokenizer: TextTokenizer {
     public func specialToken(_ text: String) -> Int32? { vocabulary.specialTokens[text] }
     public var specialTokenTexts: [String] { Array(vocabulary.specialTokens.keys) }
 
-    /// One encoder for the whole text (each makes copies of the merge tables), which finds the spellings itself.
+    /// One encoder for the whole text, which finds the spellings itself.
     public func encodeRecognizingSpecialTokens(_ text: String) -> [Int32] {
         // `.allowed` never throws.
-        (try? BPEEncoder(vocabulary: vocabulary).encode(text, specialTokens: .allowed)) ?? []
+        encoders.borrow { (try? $0.encode(text, specialTokens: .allowed)) ?? [] }
+    }
+}
+
+/// Encoders of one vocabulary for any thread to borrow (`BPEEncoder` is not thread-safe): as many exist as calls
+/// ever ran at once, each keeping its cache of pieces between calls.
+final class EncoderPool: @unchecked Sendable {
+    private let vocabulary: BPEVocabulary
+    private let lock = NSLock()
+    private var idle: [BPEEncoder] = []
+
+    init(vocabulary: BPEVocabulary) { self.vocabulary = vocabulary }
+
+    /// Runs `body` with an encoder no other call is using.
+    func borrow<Result>(_ body: (BPEEncoder) -> Result) -> Result {
+        let encoder = lock.withLock { idle.popLast() } ?? BPEEncoder(vocabulary: vocabulary)
+        defer { lock.withLock { idle.append(encoder) } }
+        return body(encoder)
     }
 }
 

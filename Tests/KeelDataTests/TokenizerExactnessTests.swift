@@ -119,6 +119,27 @@ final class TokenizerExactnessTests: XCTestCase {
         XCTAssertEqual(keel.last!.filter { $0 == 1000 }.count, 2)
     }
 
+    /// One `BPETokenizer` encoding on several threads at once (each call borrows an encoder of its own, kept for
+    /// later calls): every text gets what a lone encoder gives it.
+    func testOneTokenizerEncodesOnManyThreadsAtOnce() throws {
+        let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let vocabulary = try TokenizerFiles.load(path)
+        let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: path)
+        let files = Array(try DataFixtures.shakespeare().prefix(6)) + [stressText]
+        let expected = try keelIDs(vocabulary, files)
+        let texts = try files.map { Array(try Data(contentsOf: $0)) }
+        let lock = NSLock()
+        nonisolated(unsafe) var results: [Int: [Int32]] = [:]
+        DispatchQueue.concurrentPerform(iterations: texts.count * 4) { i in
+            let ids = texts[i % texts.count].withUnsafeBufferPointer { tokenizer.encode($0) }
+            lock.withLock { results[i] = ids }
+        }
+        XCTAssertEqual(results.count, texts.count * 4)
+        for (i, ids) in results where ids != expected[i % texts.count] {
+            XCTFail("\(files[i % texts.count].lastPathComponent), call \(i): other ids than a lone encoder's")
+        }
+    }
+
     func testRoundTripIncludingInvalidUTF8() throws {
         let path = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
         let encoder = BPEEncoder(vocabulary: try TokenizerFiles.load(path))
