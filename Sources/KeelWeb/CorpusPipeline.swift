@@ -106,16 +106,9 @@ public struct CorpusPipeline: Sendable {
         // Loaded now, so a wrong tokenizer stops the run before hours of extraction, not after; it also counts the
         // tokens each stage leaves.
         let tokenizer = try loadTokenizer(configuration.tokenizer)
-        let named = try configuration.inputs.flatMap { input in
-            PageReader.isJSONL(input) ? [input] : try PageReader.files(input)
-        }
-        // A file named twice (listed, and under a listed directory; or through a symbolic link) would be read twice:
-        // its documents doubled, and two threads writing the same results.
-        var seen = Set<String>()
-        let files = named.filter { seen.insert(URL(fileURLWithPath: $0).resolvingSymlinksInPath().path).inserted }
-        if files.count < named.count {
-            progress("inputs: \(named.count - files.count) file(s) named more than once, read once")
-        }
+        // Each file once: read twice, its documents would be doubled, and two threads would write the same results.
+        let (files, repeated) = try PageReader.inputFiles(configuration.inputs)
+        if repeated > 0 { progress("inputs: \(repeated) file(s) named more than once, read once") }
         guard !files.isEmpty else { throw KeelError("data pipeline: the inputs hold no HTML, WARC or JSONL files") }
         let work = configuration.output.appendingPathComponent("work")
         let extracted = work.appendingPathComponent("filtered")

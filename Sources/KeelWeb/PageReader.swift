@@ -54,6 +54,16 @@ public struct PageReader: Sendable {
             .filter { isWARC($0) || [".html", ".htm"].contains(where: $0.lowercased().hasSuffix) }.sorted()
     }
 
+    /// The files of `inputs` (`files` of each), in order, each once: a file named twice — listed and under a listed
+    /// directory, or through a symbolic link — would be read twice, its pages doubled. `repeated` counts the names
+    /// left out.
+    public static func inputFiles(_ inputs: [String]) throws -> (files: [String], repeated: Int) {
+        let named = try inputs.flatMap(files)
+        var seen = Set<String>()
+        let unique = named.filter { seen.insert(URL(fileURLWithPath: $0).resolvingSymlinksInPath().path).inserted }
+        return (unique, named.count - unique.count)
+    }
+
     /// Whether `file` is read as a WARC file (by its name, in any case).
     public static func isWARC(_ file: String) -> Bool {
         let name = file.lowercased()

@@ -51,7 +51,10 @@ extension DataCommand {
             reader.extractor.markdown = markdown
             var renderer = render ? try PageRenderer(browser: chromium) : nil
             renderer?.timeout = renderTimeout
-            let files = try inputs.flatMap(PageReader.files)
+            let (files, repeated) = try PageReader.inputFiles(inputs)
+            if repeated > 0 {
+                FileHandle.standardError.write(Data("note: \(repeated) file(s) named more than once, read once\n".utf8))
+            }
             var pages = 0, empty = 0, skipped = 0, rendered = 0, renderFailures = 0
             let started = Date()
             func warn(_ message: String) { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }

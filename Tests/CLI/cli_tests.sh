@@ -1132,6 +1132,10 @@ check "data extract decodes windows-1251, drops the menu, and lists the crawl's 
     "$work/pages.jsonl"
 expect_error "data extract on a missing input" "$work/nothing.html: no such file or directory" \
     "$keel" data extract "$work/nothing.html" --out "$work/x.jsonl"
+# A page named twice (its directory and itself) is read once, and the note says so.
+expect_ok "data extract of a page named twice" "$keel" data extract "$work/pages" "$work/pages/ru.html" --out "$work/twice.jsonl"
+[ "$(wc -l <"$work/twice.jsonl")" -eq 1 ] && grep -q "^note: 1 file(s) named more than once, read once" "$work/err" \
+    && pass "a page named twice is extracted once, with a note" || fail "a page named twice is extracted once, with a note"
 python3 -c 'import json, sys; f = open(sys.argv[1], "w"); f.write(json.dumps({"url": "https://example.org/a", "html": "<html lang=\"en\"><head><title>A</title><meta name=\"date\" content=\"2020-02-02\"></head><body><nav>Menu</nav><p>Fetched pages can come as JSON lines.</p></body></html>"}) + "\n")' "$work/fetched.jsonl"
 expect_ok "data extract on JSONL with an html field" "$keel" data extract "$work/fetched.jsonl" --out "$work/fetched-text.jsonl"
 check "data extract on JSONL keeps the URL and gives the text, declared language and date" \
