@@ -7,7 +7,8 @@ public struct DeduplicationOptions: Sendable {
     public var minHash = MinHashParameters()
     /// Only exact duplicates (no MinHash).
     public var exactOnly = false
-    /// Bytes of keys held in memory before they are sorted and spilled to a run file.
+    /// Bytes of keys held in memory, with what sorting them takes, before they are sorted and spilled to run files
+    /// (`Deduplicator.documentsPerRun`).
     public var memoryBudget = 1 << 30
     /// Run files merged at once (more are merged in passes).
     public var mergeFanIn = 64
@@ -43,6 +44,10 @@ public final class Deduplicator {
     private let bandKeys: [ExternalSorter]
     private var parent: [UInt32] = []
     private var record: [UInt64]
+    /// Documents whose keys are held before they are spilled: each has 3 words of exact key and, unless
+    /// `exactOnly`, rows + 1 per band, and sorting a sorter's buffer takes 4 bytes per record beside it (one sorter
+    /// at a time), so that keys and sorting together stay within `memoryBudget`.
+    public let documentsPerRun: Int
     private var whitespaceNormalized: [UInt8] = []
     private var withoutShingles = 0
     private var finished = false
@@ -60,9 +65,12 @@ public final class Deduplicator {
         } catch {
             throw KeelError("cannot create a temporary directory in \(options.temporaryDirectory.path): \(AtomicFile.systemReason(error))")
         }
-        exactKeys = ExternalSorter(width: 3, directory: directory, name: "exact")
+        let words = 3 + (options.exactOnly ? 0 : options.minHash.bands * (rows + 1))
+        let documentsPerRun = max(1, options.memoryBudget / (8 * words + 4))
+        self.documentsPerRun = documentsPerRun
+        exactKeys = ExternalSorter(width: 3, directory: directory, name: "exact", capacity: documentsPerRun)
         bandKeys = options.exactOnly ? [] : (0..<options.minHash.bands).map {
-            ExternalSorter(width: rows + 1, directory: directory, name: "band\($0)")
+            ExternalSorter(width: rows + 1, directory: directory, name: "band\($0)", capacity: documentsPerRun)
         }
         record = [UInt64](repeating: 0, count: max(3, rows + 1))
     }
@@ -113,8 +121,8 @@ public final class Deduplicator {
                 withoutShingles += 1
             }
         }
-        let buffered = exactKeys.bufferedBytes + bandKeys.reduce(0) { $0 + $1.bufferedBytes }
-        if buffered >= options.memoryBudget {
+        // Every document has an exact key; the band sorters hold as many or fewer (documents without shingles).
+        if exactKeys.bufferedRecords >= documentsPerRun {
             try exactKeys.spill()
             for sorter in bandKeys { try sorter.spill() }
         }

@@ -15,15 +15,18 @@ final class ExternalSorter {
     private var runs: [URL] = []
     private var runsMade = 0
 
-    init(width: Int, directory: URL, name: String) {
-        precondition(width > 0)
+    /// A sorter whose buffer holds `capacity` records, allocated once: a buffer that grew by doubling would copy
+    /// itself (holding both copies for a while) and keep up to twice what it holds.
+    init(width: Int, directory: URL, name: String, capacity: Int) {
+        precondition(width > 0 && capacity > 0)
         self.width = width
         self.directory = directory
         self.name = name
+        buffer.reserveCapacity(capacity * width)
     }
 
-    /// Bytes held in memory.
-    var bufferedBytes: Int { buffer.count * 8 }
+    /// Records held in memory.
+    var bufferedRecords: Int { buffer.count / width }
     /// Run files written so far.
     var spilledRuns: Int { runsMade }
 
@@ -40,7 +43,7 @@ final class ExternalSorter {
         try forEachSorted { try writer.write($0) }
         try writer.close()
         runs.append(url)
-        buffer = []
+        buffer.removeAll(keepingCapacity: true)
     }
 
     /// Calls `body` with every record in ascending order, then deletes the runs.
