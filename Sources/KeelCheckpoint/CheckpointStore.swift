@@ -119,6 +119,11 @@ public enum CheckpointStore {
         try check(parseManifest(directory).files, in: directory, share: share)
     }
 
+    /// How many files `directory`'s manifest lists (what `inspect`'s shares together cover).
+    public static func fileCount(_ directory: URL) throws -> Int {
+        try parseManifest(directory).files.count
+    }
+
     /// `inspect` of the files `records` lists.
     private static func check(_ records: [String: FileRecord], in directory: URL, share: (index: Int, count: Int)) throws -> [FileStatus] {
         let records = records.sorted(by: { $0.key < $1.key })

@@ -7,8 +7,10 @@ import KeelCore
 /// Each machine's snapshot directory holds its own ranks' files of a snapshot and the copies it keeps for its
 /// buddy machine (`MachinePlacement`), with the whole snapshot's manifest; no machine has them all. After a
 /// failure the job's machines — the same ones, or some replaced by machines with an empty tmpfs — pool what
-/// survives: each machine's leader checks its snapshots' files against their checksums, the ranks share what
-/// they found, and the newest snapshot whose every file is intact somewhere is chosen. Then each rank fetches,
+/// survives: the ranks of each machine check its snapshots' files against their checksums, each a share of the
+/// files (a machine holds twice its ranks' share of the model and moments: one rank reading it all would keep the
+/// others waiting past the timeout at scale), the ranks share what they found, and the newest snapshot whose every
+/// file is intact somewhere is chosen. Then each rank fetches,
 /// from a machine that has them, the files it needs (`CheckpointReader.files`) that its own machine lacks, and
 /// every rank reads its share from its machine's directory.
 public enum SnapshotRecovery {
@@ -29,18 +31,37 @@ public enum SnapshotRecovery {
     public static func restore(root: URL, machines: MachinePlacement, channel: any Communicator, newerThan: Int,
                                needs: (CheckpointReader) throws -> Set<String>,
                                warn: (String) -> Void) throws -> Restored? {
-        // 1. Every machine's leader surveys its snapshots; every rank learns what each machine holds.
-        let mine = machines.isMachineLeader ? survey(root) : []
+        // 1. Every machine's ranks survey its snapshots, each its share of the files; every rank learns what each
+        // machine holds.
+        let neighbours = machines.ranks(on: machines.machine)
+        let mine = survey(root, share: (neighbours.firstIndex(of: channel.rank)!, neighbours.count))
         var report: [Int64] = [Int64(mine.count)]
-        for snapshot in mine { report += [Int64(snapshot.step), Int64(snapshot.intact.count)] + snapshot.intact.map { $0 ? 1 : 0 } }
+        for snapshot in mine {
+            report += [Int64(snapshot.step), Int64(snapshot.files), Int64(snapshot.intact.count)] + snapshot.intact.map { $0 ? 1 : 0 }
+        }
         let reports = try gatherVariable(report, over: channel)
         var holdings: [Int: [Int: [Bool]]] = [:]  // step → machine → intact flags of its files (sorted by name)
-        for (rank, values) in reports.enumerated() where machines.leader(of: machines.machineOfRank[rank]) == rank {
-            var at = 1
-            for _ in 0..<Int(values[0]) {
-                let step = Int(values[at]), count = Int(values[at + 1])
-                holdings[step, default: [:]][machines.machineOfRank[rank]] = values[(at + 2)..<(at + 2 + count)].map { $0 != 0 }
-                at += 2 + count
+        for machine in 0..<machines.count {
+            let ranks = machines.ranks(on: machine)
+            // step → (files, each rank's share of flags): a step counts when every rank of the machine surveyed it.
+            var shares: [Int: (files: Int, flags: [[Bool]])] = [:]
+            for rank in ranks {
+                let values = reports[rank]
+                var at = 1
+                for _ in 0..<Int(values[0]) {
+                    let step = Int(values[at]), files = Int(values[at + 1]), count = Int(values[at + 2])
+                    let flags = values[(at + 3)..<(at + 3 + count)].map { $0 != 0 }
+                    at += 3 + count
+                    if shares[step] == nil { shares[step] = (files, []) }
+                    if shares[step]!.files == files { shares[step]!.flags.append(flags) }
+                }
+            }
+            for (step, share) in shares where share.flags.count == ranks.count {
+                var intact = [Bool](repeating: false, count: share.files)
+                for (position, flags) in share.flags.enumerated() {
+                    for (n, ok) in flags.enumerated() { intact[position + n * ranks.count] = ok }
+                }
+                holdings[step, default: [:]][machine] = intact
             }
         }
         // 2. The newest step whose every file survives somewhere.
@@ -121,19 +142,22 @@ public enum SnapshotRecovery {
         return Restored(directory: directory, fetchedFiles: fetched.files, fetchedBytes: fetched.bytes)
     }
 
-    /// One published snapshot on this machine: its step and, for each file its manifest lists (sorted by name),
-    /// whether it is here with its recorded size and checksum.
+    /// One published snapshot on this machine: its step, how many files its manifest lists, and for each file of a
+    /// share of them (the i-th, (i + n)-th, … sorted by name) whether it is here with its recorded size and checksum.
     struct Holding {
         let step: Int
+        let files: Int
         let intact: [Bool]
     }
 
-    /// The published snapshots under `root`, newest first (a snapshot whose manifest cannot be read is left out).
-    static func survey(_ root: URL) -> [Holding] {
+    /// The published snapshots under `root`, newest first, with `share` of their files checked (a snapshot whose
+    /// manifest cannot be read is left out).
+    static func survey(_ root: URL, share: (index: Int, count: Int) = (0, 1)) -> [Holding] {
         CheckpointStore.list(root).compactMap { directory in
-            guard let statuses = try? CheckpointStore.inspect(directory),
+            guard let files = try? CheckpointStore.fileCount(directory),
+                  let statuses = try? CheckpointStore.inspect(directory, share: share),
                   let step = CheckpointStore.step(of: directory) else { return nil }
-            return Holding(step: step, intact: statuses.map { $0.problem == nil })
+            return Holding(step: step, files: files, intact: statuses.map { $0.problem == nil })
         }
     }
 

@@ -19,25 +19,26 @@ final class SnapshotRecoveryTests: XCTestCase {
 
     private let config = ModelConfig(architecture: .gpt2, vocabSize: 36, layers: 2, heads: 4, kvHeads: 4, width: 32, maxLength: 8)
     /// Three machines of one rank each: rank 0's copy is kept on machine 1, 1's on 2, 2's on 0 (a ring).
-    private let machineOfRank = [0, 1, 2]
-    private func layout(zeroStage: Int) -> CheckpointLayout {
-        CheckpointLayout(pipeline: 1, tensor: 1, data: 3, virtualStages: 1, zeroStage: zeroStage, stageLayers: [0..<2])
+    private static let oneRankEach = [0, 1, 2]
+    private func layout(zeroStage: Int, ranks: Int = 3) -> CheckpointLayout {
+        CheckpointLayout(pipeline: 1, tensor: 1, data: ranks, virtualStages: 1, zeroStage: zeroStage, stageLayers: [0..<2])
     }
 
-    /// The snapshot `write` makes with 3 data-parallel ranks, laid out on each machine as training leaves it: its
-    /// own rank's file, its buddy copy and the manifest. `lost` machines have an empty directory (a replacement).
-    private func spread(lost: Set<Int> = []) throws -> [URL] {
-        let snapshot = try write(config, layout: layout(zeroStage: 1))
+    /// The snapshot `write` makes with one data-parallel rank per entry of `machineOfRank`, laid out on each machine
+    /// as training leaves it: its own ranks' files, its buddy copies and the manifest. `lost` machines have an empty
+    /// directory (a replacement). One root per machine.
+    private func spread(lost: Set<Int> = [], machineOfRank: [Int] = oneRankEach) throws -> [URL] {
+        let snapshot = try write(config, layout: layout(zeroStage: 1, ranks: machineOfRank.count))
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("keel-machines-\(UUID().uuidString)")
         addTeardownBlock { try? FileManager.default.removeItem(at: base) }
         let placement = MachinePlacement(machineOfRank: machineOfRank, rank: 0)
-        return try (0..<3).map { machine in
+        return try (0..<placement.count).map { machine in
             let root = base.appendingPathComponent("m\(machine)")
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
             guard !lost.contains(machine) else { return root }
             let directory = root.appendingPathComponent(snapshot.lastPathComponent)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let kept = [machine] + placement.buddied(by: machine)
+            let own = placement.ranks(on: machine), kept = own + own.flatMap { placement.buddied(by: $0) }
             for name in [CheckpointManifest.fileName] + kept.map({ ShardPlan.fileName(rank: $0) }) {
                 try FileManager.default.copyItem(at: snapshot.appendingPathComponent(name), to: directory.appendingPathComponent(name))
             }
@@ -45,17 +46,19 @@ final class SnapshotRecoveryTests: XCTestCase {
         }
     }
 
-    /// Restores on 3 ranks (one per machine) reading as `zeroStage`; checks every rank's weights (its shard under
-    /// ZeRO-3) and moments; returns the files fetched (nil: nothing restorable) and the warnings.
-    private func restore(_ roots: [URL], newerThan: Int = -1, zeroStage: Int = 1) throws -> (fetched: Int?, warnings: [String]) {
-        let config = config, machineOfRank = machineOfRank
-        let results = try ThreadCommunicator.run(size: 3) { world -> (Int?, [String]) in
+    /// Restores on the ranks of `machineOfRank` (3 machines of one rank by default) reading as `zeroStage`; checks
+    /// every rank's weights (its shard under ZeRO-3) and moments; returns the files fetched (nil: nothing restorable)
+    /// and the warnings.
+    private func restore(_ roots: [URL], newerThan: Int = -1, zeroStage: Int = 1,
+                         machineOfRank: [Int] = oneRankEach) throws -> (fetched: Int?, warnings: [String]) {
+        let config = config
+        let results = try ThreadCommunicator.run(size: machineOfRank.count) { world -> (Int?, [String]) in
             let table = ParameterTable(config: config)
-            let shard = evenPartition(count: table.count, parts: 3)[world.rank]
+            let shard = evenPartition(count: table.count, parts: world.size)[world.rank]
             let targets: [(CheckpointKind, Range<Int>?)] = [(.model, zeroStage == 3 ? shard : nil), (.firstMoment, shard), (.secondMoment, shard)]
             var warnings: [String] = []
             let restored = try SnapshotRecovery.restore(
-                root: roots[world.rank], machines: MachinePlacement(machineOfRank: machineOfRank, rank: world.rank),
+                root: roots[machineOfRank[world.rank]], machines: MachinePlacement(machineOfRank: machineOfRank, rank: world.rank),
                 channel: world, newerThan: newerThan,
                 needs: { reader in try targets.reduce(into: []) { $0.formUnion(try reader.files(for: $1.0, table: table, only: $1.1)) } },
                 warn: { warnings.append($0) })
@@ -98,6 +101,22 @@ final class SnapshotRecoveryTests: XCTestCase {
         bytes[bytes.count - 5] ^= 0xff
         try bytes.write(to: file)
         XCTAssertEqual(try restore(roots).fetched, 4, "machine 0 fetches its own file back from machine 1")
+    }
+
+    /// The ranks of a machine check its files together, each a share (rank 1 of machine 0 the second and fourth
+    /// file): a damaged file is found whichever rank's share holds it, and fetched again.
+    func testTheRanksOfAMachineShareTheSurvey() throws {
+        let machineOfRank = [0, 0, 1, 1]
+        let roots = try spread(machineOfRank: machineOfRank)
+        XCTAssertEqual(try restore(roots, machineOfRank: machineOfRank).fetched, 0, "every machine holds every file")
+        for (machine, rank) in [(0, 3), (1, 0)] {
+            let file = roots[machine].appendingPathComponent(CheckpointStore.name(step: 3)).appendingPathComponent(ShardPlan.fileName(rank: rank))
+            var bytes = try Data(contentsOf: file)
+            bytes[bytes.count - 5] ^= 0xff
+            try bytes.write(to: file)
+        }
+        XCTAssertEqual(try restore(roots, machineOfRank: machineOfRank).fetched, 2,
+                       "machine 0 fetches rank 3's file (its second rank's share), machine 1 rank 0's (its first rank's)")
     }
 
     func testTwoLostNeighboursLoseTheSnapshot() throws {
