@@ -73,7 +73,7 @@ public enum PipelineBenchmark {
         var results: [Result] = []
         let tokens = (0..<(batch * length)).map { Int32($0 * 7 % config.vocabSize) }
         for (schedule, v) in schedules {
-            let ranges = try StagePartition.balanced(config, stages: p * v)
+            let ranges = try StagePartition.balanced(config, stages: p * v, sequenceLength: length)
             let chunks = try (0..<v).map { try Transformer(config: config, seed: 1, layers: ranges[$0 * p + rank]) }
             for m in microBatches {
                 let perRank = try (0..<p).map { try schedule.actions(stages: p, virtualStages: v, microBatches: m, rank: $0) }

@@ -55,7 +55,7 @@ public enum PipelineCheck {
             whole.backward()
         }
 
-        let ranges = try StagePartition.balanced(config, stages: p * v)
+        let ranges = try StagePartition.balanced(config, stages: p * v, sequenceLength: length)
         let chunks = try (0..<v).map { c in try Transformer(config: config, seed: 5, layers: ranges[c * p + rank]) }
         let executor = PipelineExecutor(chunks: chunks, pipeline: pipeline, actions: perRank[rank], batch: batch, length: length)
         let losses = try inputs.withPointers { i in

@@ -39,6 +39,14 @@ public struct PipelinePlan: Sendable {
                                        Int64(microBatches), Int64(layers.count), Int64(actions.count)] + settings.map(\.value),
                                       over: pipeline, label: "pipeline plan")
 
+        // The settings first: the stage cut follows from some of them (the sequence length weighs attention).
+        for (index, setting) in settings.enumerated() {
+            let column = 5 + index
+            if let rank = (1..<p).first(where: { schedules[$0][column] != schedules[0][column] }) {
+                throw KeelError("parallel layout: pipeline rank \(rank) runs \(setting.name) = \(schedules[rank][column]) but rank 0 runs "
+                    + "\(schedules[0][column]); every rank must be started with the same settings")
+            }
+        }
         var boundaries: [[Int64]] = []
         if schedules.allSatisfy({ $0.prefix(4) == schedules[0].prefix(4) }) {
             boundaries = try rows(layers.map { Int64($0.upperBound) }, over: pipeline, label: "pipeline stages")
@@ -55,14 +63,6 @@ public struct PipelinePlan: Sendable {
             throw KeelError("parallel layout: pipeline rank \(rank) runs \(describe(rank)) but rank 0 runs "
                 + "\(describe(0)); every rank must be started with the same [parallel] and [model] settings")
         }
-        for (index, setting) in settings.enumerated() {
-            let column = 5 + index
-            if let rank = (1..<p).first(where: { schedules[$0][column] != schedules[0][column] }) {
-                throw KeelError("parallel layout: pipeline rank \(rank) runs \(setting.name) = \(schedules[rank][column]) but rank 0 runs "
-                    + "\(schedules[0][column]); every rank must be started with the same settings")
-            }
-        }
-
         let counts = schedules.map { Int($0[4]) }, longest = counts.max()!
         let codes = actions.flatMap(\.encoded) + [Int64](repeating: 0, count: (longest - actions.count) * 4)
         let all = try rows(codes, over: pipeline, label: "pipeline actions")

@@ -145,15 +145,20 @@ public struct TrainConfig: Sendable {
         /// group (Korthikanti et al., 2022); needs tp > 1 and training.seq_len divisible by tp.
         public var sequenceParallel: Bool
         /// `stage_boundaries`: the first block of every stage after the first (pp · virtual_stages − 1 values);
-        /// nil balances the stages by parameter count.
+        /// nil balances the stages by `stageBalance`.
         public var stageBoundaries: [Int]?
+        /// `stage_balance`: what the stages are balanced by without `stage_boundaries` ("compute", the default, or
+        /// "parameters").
+        public var stageBalance: StageBalance = .compute
 
         /// Pipeline stages in all: pp · virtual_stages.
         public var stages: Int { pipeline * virtualStages }
 
-        /// The blocks of each pipeline stage, in stage order.
-        public func stageLayers(_ model: ModelConfig) throws -> [Range<Int>] {
-            guard let boundaries = stageBoundaries else { return try StagePartition.balanced(model, stages: stages) }
+        /// The blocks of each pipeline stage, in stage order, for sequences of `sequenceLength` tokens.
+        public func stageLayers(_ model: ModelConfig, sequenceLength: Int) throws -> [Range<Int>] {
+            guard let boundaries = stageBoundaries else {
+                return try StagePartition.balanced(model, stages: stages, by: stageBalance, sequenceLength: sequenceLength)
+            }
             let edges = [0] + boundaries + [model.layers]
             guard zip(edges, edges.dropFirst()).allSatisfy({ $0 < $1 }) else {
                 throw KeelError("config: parallel.stage_boundaries \(boundaries) must rise strictly within 1..<model.n_layer (\(model.layers)), so that every stage has a block")
@@ -296,6 +301,13 @@ public struct TrainConfig: Sendable {
             virtualStages: try v.int("parallel.virtual_stages", pipelineSchedule == .interleaved ? 2 : 1),
             sequenceParallel: try v.bool("parallel.sequence_parallel", false),
             stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
+        let balance = try v.string("parallel.stage_balance", StageBalance.compute.rawValue)!
+        guard let stageBalance = StageBalance(rawValue: balance) else {
+            throw KeelError("config: parallel.stage_balance must be one of \(StageBalance.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(balance)\")")
+        }
+        parallel.stageBalance = stageBalance
+        // Saved with a pipeline's run, so that a resume cuts its stages as it started, whatever the default becomes.
+        if parallel.pipeline > 1 { v.resolve("parallel.stage_balance", .string(stageBalance.rawValue)) }
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
         try validate(requiresData: requiresData)
@@ -392,7 +404,7 @@ public struct TrainConfig: Sendable {
         if let boundaries = p.stageBoundaries {
             try require(boundaries.count == p.stages - 1, "parallel.stage_boundaries",
                         "needs pp × virtual_stages − 1 = \(p.stages - 1) values (got \(boundaries.count))")
-            _ = try p.stageLayers(model)
+            _ = try p.stageLayers(model, sequenceLength: t.sequenceLength)
         }
         try require(sample.topK >= 0, "sample.top_k", "must not be negative (got \(sample.topK))")
     }

@@ -117,7 +117,7 @@ public final class Trainer {
         tokenizerFiles = try data.tokenizerFile.map { file in
             try [(file.lastPathComponent, Data(contentsOf: file))] + TokenizerSettings.files(in: file.deletingLastPathComponent())
         } ?? []
-        stageLayers = try config.parallel.stageLayers(config.model)
+        stageLayers = try config.parallel.stageLayers(config.model, sequenceLength: config.training.sequenceLength)
         stageTables = stageLayers.map { ParameterTable(config: config.model, layers: $0) }
         wholeTable = ParameterTable(config: config.model)
         step = try TrainingStep(model: config.model, layers: stageLayers, schedule: config.parallel.schedule,
@@ -133,8 +133,7 @@ public final class Trainer {
         if config.checkpoint.async { shardWriter.allocateSnapshot() }
         state = TrainingState(step: 0, tokens: 0, elapsedSeconds: 0, seed: config.training.seed, samplesConsumed: 0,
                               tokenizer: data.tokenizerFile?.lastPathComponent ?? "byte", config: config.resolvedTOML,
-                              data: data.fingerprint(tokenizer: tokenizerFiles.first?.contents,
-                                                     documentMasking: config.data.documentMasking))
+                              data: data.fingerprint(tokenizer: tokenizerFiles.first?.contents))
         self.acceptsChangedData = acceptingChangedData
 
         if config.checkpoint.snapshotEvery > 0 {
@@ -748,6 +747,13 @@ public final class Trainer {
                 }
                 log("note: \(what); going on with this data from position \(reader.state.samplesConsumed) (--accept-changed-data)")
             }
+        }
+        // Another cut of the same pipeline reads fine (checkpoints reshard), but moves memory between the stages: said.
+        if let saved = reader.manifest?.layout, saved.pipeline == groups.mesh.pipeline, saved.virtualStages == config.parallel.virtualStages,
+           saved.stageLayers != stageLayers {
+            func ends(_ layers: [Range<Int>]) -> String { layers.map { String($0.upperBound) }.joined(separator: ", ") }
+            log("note: \(checkpoint.lastPathComponent)'s stages end at blocks [\(ends(saved.stageLayers))], this run's at [\(ends(stageLayers))] "
+                + (config.parallel.stageBoundaries == nil ? "(cut by parallel.stage_balance = \"\(config.parallel.stageBalance.rawValue)\"; parallel.stage_boundaries = [\(ends(Array(saved.stageLayers.dropLast())))] keeps the checkpoint's)" : "(parallel.stage_boundaries)"))
         }
         for target in restoreTargets {
             try reader.load(target.kind, table: target.table, into: target.destination, base: target.base, only: target.range)

@@ -113,9 +113,10 @@ struct TrainingData {
     }
 
     /// What a checkpoint records of this data, to refuse a resume on other data (`DataFingerprint`): the counts of
-    /// windows, their length and masking, the tokenizer file (`tokenizer`, nil for bytes), and the tokens of
+    /// windows, their length, whether they keep documents apart (chat data always does, whatever
+    /// `data.document_masking` says), the tokenizer file (`tokenizer`, nil for bytes), and the tokens of
     /// `DataFingerprint.sampledWindows` windows of each split, a few reads however large the data.
-    func fingerprint(tokenizer file: Data?, documentMasking: Bool) -> DataFingerprint {
+    func fingerprint(tokenizer file: Data?) -> DataFingerprint {
         var hash = XXH64()
         for windows in [train, validation] {
             let length = windows.length, count = windows.count
@@ -140,7 +141,7 @@ struct TrainingData {
             }
         }
         return DataFingerprint(trainWindows: train.count, validationWindows: validation.count, windowLength: train.length,
-                               documentMasking: documentMasking,
+                               documentMasking: train.packsDocuments,
                                tokenizer: file.map { String(XXH64.hash([UInt8]($0)), radix: 16) } ?? "byte",
                                windows: String(hash.digest(), radix: 16))
     }

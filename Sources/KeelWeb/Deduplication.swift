@@ -45,8 +45,9 @@ public final class Deduplicator {
     private var parent: [UInt32] = []
     private var record: [UInt64]
     /// Documents whose keys are held before they are spilled: each has 3 words of exact key and, unless
-    /// `exactOnly`, rows + 1 per band, and sorting a sorter's buffer takes 4 bytes per record beside it (one sorter
-    /// at a time), so that keys and sorting together stay within `memoryBudget`.
+    /// `exactOnly`, rows + 1 per band, and sorting a sorter's buffer takes 4 bytes of order per record beside it and
+    /// half that again of merge space (one sorter at a time), so that keys and sorting together stay within
+    /// `memoryBudget`; at most 2^32 − 1, the most the order's 32-bit numbers count.
     public let documentsPerRun: Int
     private var whitespaceNormalized: [UInt8] = []
     private var withoutShingles = 0
@@ -66,7 +67,7 @@ public final class Deduplicator {
             throw KeelError("cannot create a temporary directory in \(options.temporaryDirectory.path): \(AtomicFile.systemReason(error))")
         }
         let words = 3 + (options.exactOnly ? 0 : options.minHash.bands * (rows + 1))
-        let documentsPerRun = max(1, options.memoryBudget / (8 * words + 4))
+        let documentsPerRun = min(Int(UInt32.max), max(1, options.memoryBudget / (8 * words + 6)))
         self.documentsPerRun = documentsPerRun
         exactKeys = ExternalSorter(width: 3, directory: directory, name: "exact", capacity: documentsPerRun)
         bandKeys = options.exactOnly ? [] : (0..<options.minHash.bands).map {

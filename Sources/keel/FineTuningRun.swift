@@ -112,7 +112,7 @@ struct FineTuningRun {
                      ("distributed.zero_stage", zeroStage != 0 ? "\(zeroStage)" : nil)]
             .compactMap { key, value in value.map { "\(key) = \($0)" } }
         guard asked.isEmpty else {
-            throw KeelError("config: \(asked.joined(separator: ", ")): fine-tuning runs data-parallel only, a whole replica per process (under mpirun); remove \(asked.count == 1 ? "it" : "them")")
+            throw KeelError("config: \(asked.joined(separator: ", ")): fine-tuning runs data-parallel only, a whole replica per process (under mpirun); remove \(asked.count == 1 ? "it" : "them") from --set and --config (a resumed run's saved settings are overridden by --set, e.g. --set parallel.tp=1)")
         }
     }
 

@@ -75,7 +75,8 @@ final class HTTPConnection: @unchecked Sendable {
         guard length >= 0 else { return .failure(HTTPFailure(status: 400, message: "Content-Length is not a number")) }
         guard length <= maximumBody else { return .failure(HTTPFailure(status: 413, message: "the body is over \(maximumBody) bytes")) }
         var body = Data(buffer[headEnd!.upperBound...])
-        if let expectation = headers["expect"] {
+        // HTTP/1.0 has no interim responses: its Expect is ignored (RFC 9110 §10.1.1).
+        if let expectation = headers["expect"], requestLine[2] != "HTTP/1.0" {
             guard expectation.lowercased() == "100-continue" else {
                 return .failure(HTTPFailure(status: 417, message: "the server meets no expectation but 100-continue (got \(expectation))"))
             }

@@ -165,6 +165,17 @@ failed_with "ranks started with different batch sizes" \
     "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/mismatch-batch" --set parallel.pp=2 --set training.batch_size=2 \
     : -np 1 "$keel" train --config "$c" --out "$work/mismatch-batch" --set parallel.pp=2 --set training.batch_size=4
 [ -e "$work/mismatch-batch/metrics.jsonl" ] && fail "the job of mismatched batch sizes logged a training step"
+# A resume that cuts the stages otherwise than its checkpoint (here the default cut after stage_boundaries = [3]) reads
+# it all the same, and says how the cut moved and how to keep the checkpoint's.
+if "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/recut" --set parallel.pp=2 --set 'parallel.stage_boundaries=[3]' \
+        --set training.steps=4 --stop-after 2 >"$work/out" 2>"$work/err" \
+    && "${mpi[@]}" -np 2 "$keel" train --resume --config "$c" --out "$work/recut" --set parallel.pp=2 --set training.steps=4 >"$work/out" 2>"$work/err" \
+    && grep -q '^note: step_00000002.s stages end at blocks \[3, 8\], this run.s at \[4, 8\] (cut by parallel.stage_balance = "compute"; parallel.stage_boundaries = \[3\] keeps the checkpoint.s)' "$work/err" \
+    && grep -q '^stage_balance = "compute"$' "$work/recut/config.toml"; then
+    pass "a resume on another stage cut reads the checkpoint, says how the cut moved, and the run's settings record its balance"
+else
+    fail "a resume on another stage cut reads the checkpoint, says how the cut moved, and the run's settings record its balance"; tail -3 "$work/err"
+fi
 
 fault "a hung pipeline stage stops the job, named with the action waited on" STOP 5 30 \
     "^Error: rank 0: 'step [0-9]+: [^']*' did not finish within 5 s: rank 1 " "$c" --set parallel.pp=2

@@ -13,8 +13,9 @@ final class ParallelConfigTests: XCTestCase {
         XCTAssertNil(config.parallel.data)
         XCTAssertEqual(config.parallel.schedule, .oneForwardOneBackward)
         XCTAssertEqual(config.parallel.virtualStages, 1)
+        XCTAssertEqual(config.parallel.stageBalance, .compute)
         XCTAssertEqual(try config.parallel.dataParallelSize(processes: 4), 4)
-        XCTAssertEqual(try config.parallel.stageLayers(config.model), [0..<2])
+        XCTAssertEqual(try config.parallel.stageLayers(config.model, sequenceLength: 16), [0..<2])
     }
 
     func testSettingsAreReadAndMicroBatchesIsGradientAccumulation() throws {
@@ -28,14 +29,14 @@ final class ParallelConfigTests: XCTestCase {
         XCTAssertEqual(config.parallel.stages, 4)
         XCTAssertEqual(config.training.gradientAccumulation, 6)
         XCTAssertEqual(try config.parallel.dataParallelSize(processes: 6), 3)
-        // Without boundaries the stages are balanced by parameter count (StagePartitionTests checks the cut).
-        let balanced = try config.parallel.stageLayers(config.model)
+        // Without boundaries the stages are balanced by compute (StagePartitionTests checks the cut).
+        let balanced = try config.parallel.stageLayers(config.model, sequenceLength: 16)
         XCTAssertEqual(balanced.count, 4)
         XCTAssertEqual(balanced.first?.lowerBound, 0)
         XCTAssertEqual(balanced.last?.upperBound, 8)
         let resolved = try fixture.config(["model.n_layer=8", "parallel.pp=3", "parallel.stage_boundaries=[1, 5]",
                                            "parallel.schedule=\"gpipe\""])
-        XCTAssertEqual(try resolved.parallel.stageLayers(resolved.model), [0..<1, 1..<5, 5..<8])
+        XCTAssertEqual(try resolved.parallel.stageLayers(resolved.model, sequenceLength: 16), [0..<1, 1..<5, 5..<8])
     }
 
     func testParallelErrorsNameTheKey() throws {
@@ -43,6 +44,10 @@ final class ParallelConfigTests: XCTestCase {
         assertKeelError("parallel.pp must be positive") { _ = try fixture.config(["parallel.pp=0"]) }
         assertKeelError("parallel.dp must be positive") { _ = try fixture.config(["parallel.dp=0"]) }
         assertKeelError("parallel.schedule", "1f1b") { _ = try fixture.config(["parallel.schedule=\"pipedream\""]) }
+        assertKeelError("parallel.stage_balance must be one of \"compute\", \"parameters\", \"layers\" (got \"flops\")") {
+            _ = try fixture.config(["parallel.stage_balance=\"flops\""])
+        }
+        XCTAssertEqual(try fixture.config(["parallel.stage_balance=\"parameters\""]).parallel.stageBalance, .parameters)
         assertKeelError("parallel.virtual_stages must be 1 with the 1f1b schedule") {
             _ = try fixture.config(["parallel.pp=2", "parallel.virtual_stages=2"])
         }

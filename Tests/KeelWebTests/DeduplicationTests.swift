@@ -180,7 +180,7 @@ final class DeduplicationTests: XCTestCase {
         options.memoryBudget = 4096  // a few documents' keys per run
         options.mergeFanIn = 2  // and merge passes over the runs
         let spilled = try deduplicate(texts, options: options)
-        // 3 words of exact key and 14 × (8 + 1) of band keys per document, 8 bytes each, and 4 bytes of sorting: 3
+        // 3 words of exact key and 14 × (8 + 1) of band keys per document, 8 bytes each, and 6 bytes of sorting: 3
         // documents' keys fit in 4,096 bytes. Each of the 15 sorters spills every 3 documents and its rest at the end
         // (r runs), and its merge passes, two runs at a time, write r − 2 more.
         XCTAssertEqual(try Deduplicator(options: options).documentsPerRun, 3)

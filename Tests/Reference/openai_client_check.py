@@ -184,6 +184,14 @@ with raw:
 check(interim == b"HTTP/1.1 100 Continue\r\n\r\n" and answer.startswith(b"HTTP/1.1 200")
       and json.loads(answer.split(b"\r\n\r\n", 1)[1])["choices"][0]["text"] == text,
       f"Expect: 100-continue gets 100 Continue, then the answer: {interim!r} {answer[:100]!r}")
+# HTTP/1.0 has no interim responses: its Expect is ignored, and the answer comes whole.
+with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
+    raw.sendall(b"POST " + address.path.encode() + b"/completions HTTP/1.0\r\nHost: keel\r\nExpect: 100-continue\r\nContent-Length: "
+                + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    answer = b""
+    while chunk := raw.recv(65536):
+        answer += chunk
+check(answer.startswith(b"HTTP/1.1 200") and b"100 Continue" not in answer, f"an HTTP/1.0 Expect is ignored: {answer[:80]!r}")
 for length, expectation, status in ((9_000_000, b"100-continue", b"413"), (len(payload), b"something-else", b"417")):
     raw, refusal = expecting(length, expectation)
     raw.close()
