@@ -8,7 +8,9 @@ import KeelCore
 /// Lines with a `text` field, one document per line; either gzip or zstd compressed), or are llm.c token
 /// shards (`.bin`); directories are read recursively in sorted order, hidden files skipped. Each document is
 /// followed by end-of-text, and starts with the token the tokenizer puts before every text when one is given
-/// (`DataPreparation` lays documents out alike); the last `validationFraction` of the stream is held out.
+/// (`DataPreparation` writes the same separators, end-of-text first: the documents read alike, only the stream's
+/// ends differ); the last `validationFraction` of the stream is held out, so the document there is split between
+/// the two.
 public struct TokenCorpus: Sendable {
     public let train: [Int32]
     public let validation: [Int32]

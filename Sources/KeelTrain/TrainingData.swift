@@ -13,7 +13,8 @@ struct TrainingData {
     let train: any TrainingWindows
     let validation: any TrainingWindows
     let summary: String
-    /// Targets in each split (the tokens the loss counts: all of them but a window's first, for pre-training).
+    /// The size of each split as the log reports it: its tokens for pre-training (the whole stream, of which the
+    /// windows predict all but each window's first), the targets the loss counts for chat data.
     let trainTargets: Int, validationTargets: Int
 
     /// The token the run's tokenizer puts before every text, if any (`TokenizerSettings.beginningOfTextToken(in:)`):
