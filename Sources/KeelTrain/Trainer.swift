@@ -208,12 +208,13 @@ public final class Trainer {
     /// Runs until `training.steps` (or, with `stopAfter`, until that step, as if interrupted there, so that
     /// `--resume` can finish the run), returning the summary; throws (keeping the last good checkpoint) if
     /// the loss or gradient stops being finite. With `trace`, world rank 0 writes every rank's timeline of
-    /// the run's steps there as a Chrome trace.
+    /// the first `traceSteps` steps of this run (0: of every step; each rank holds them in memory until the end)
+    /// there as a Chrome trace.
     ///
     /// With `profiler`, every kernel call of this rank's chunks and its tensor group's collectives are timed into
     /// it, from the second step of this run on (the first warms up). `metricsOpened` gets `metrics.jsonl`'s log on
     /// world rank 0 as soon as it is open, before the first record (a metrics endpoint serves its newest values).
-    public func run(stopAfter: Int? = nil, trace: URL? = nil, profiler: Profiler? = nil,
+    public func run(stopAfter: Int? = nil, trace: URL? = nil, traceSteps: Int = 0, profiler: Profiler? = nil,
                     metricsOpened: ((MetricsLog) throws -> Void)? = nil) throws -> TrainingSummary {
         let t = config.training
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
@@ -296,7 +297,7 @@ public final class Trainer {
                 for chunk in step.chunks { chunk.profiler = nil }
             }
             let dataBytes = groups.data.communicatedBytes - dataBytesBefore
-            tracer?.record(step: number, step.executor)
+            if traceSteps == 0 || number - firstStep <= traceSteps { tracer?.record(step: number, step.executor) }
 
             state.step = number
             state.tokens += tokensPerStep
@@ -370,7 +371,8 @@ public final class Trainer {
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
             try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
-            log("trace: \(trace.path) (open it in https://ui.perfetto.dev or chrome://tracing)")
+            let last = traceSteps == 0 ? state.step : min(state.step, firstStep + traceSteps)
+            log("trace: \(trace.path), steps \(firstStep + 1)–\(last) (open it in https://ui.perfetto.dev or chrome://tracing)")
         }
         return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
                                finalValidationLoss: finalValidation, unigramLoss: unigram,

@@ -49,6 +49,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Write every rank's timeline of passes, waits and sends as a Chrome trace (Perfetto, chrome://tracing).", valueName: "file"))
     var trace: String?
 
+    @Option(help: ArgumentHelp("With --trace, the steps to record, from this run's first (0: every step; each step's passes stay in every rank's memory until the run ends).", valueName: "n"))
+    var traceSteps = 100
+
     @Flag(help: "Print where rank 0's steps went (time per kind of kernel, forward and backward, and the tensor group's collectives), after the first step.")
     var profile = false
 
@@ -62,6 +65,7 @@ struct Train: ParsableCommand {
         if resume && resumeIfAny { throw ValidationError("give --resume or --resume-if-any, not both") }
         if acceptChangedData && !(resume || resumeIfAny) { throw ValidationError("--accept-changed-data goes with --resume or --resume-if-any") }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be in 0...65535") }
+        if traceSteps < 0 { throw ValidationError("--trace-steps must not be negative (got \(traceSteps))") }
         var address = in_addr()
         guard inet_pton(AF_INET, metricsHost, &address) == 1 else { throw ValidationError("--metrics-host \(metricsHost) is not an IPv4 address") }
         // The trace is written after the last step: a place it cannot go must fail before training, not after.
@@ -127,7 +131,8 @@ struct Train: ParsableCommand {
             FileHandle.standardError.write(Data((message + "\n").utf8))
         }
         let profiler = profile ? Profiler() : nil
-        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, profiler: profiler) { log in
+        let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, traceSteps: traceSteps,
+                                      profiler: profiler) { log in
             guard let server else { return }
             MetricsEndpoint.serve(log, on: server)
             FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(server.port)/metrics\n".utf8))

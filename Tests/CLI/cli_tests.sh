@@ -947,6 +947,7 @@ usage "eval with negative --max-windows" "--max-windows must not be negative" \
     "$keel" eval --checkpoint "$work/run" --max-windows=-1 "$work/corpus"
 usage "pipeline-bench with an unknown schedule" "unknown schedule 'pipedream'" "$keel" pipeline-bench --schedules gpipe,pipedream
 usage "pipeline-bench with no timed steps" "--steps must be at least 1" "$keel" pipeline-bench --steps 0
+usage "train with a negative trace window" "--trace-steps must not be negative (got -1)" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --trace-steps=-1
 usage "pipeline-bench with a pipeline size of 0 to simulate" "--project: '0' is not a positive pipeline size" \
     "$keel" pipeline-bench --project 4,0
 usage "a trace in a directory that does not exist" "--trace: the directory $work/none does not exist" \

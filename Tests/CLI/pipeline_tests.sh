@@ -146,6 +146,16 @@ for send, forward in zip(sends, forwards):
 PY
 then pass "--trace writes both ranks' passes, waits and sends, in schedule order on one clock"
 else fail "--trace writes both ranks' passes, waits and sends, in schedule order on one clock"; fi
+# --trace-steps bounds what every rank keeps: the first step of the run only, and the log says which.
+if "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/traced-one" --set training.steps=3 --set parallel.pp=2 \
+        --set training.seq_len=16 --set training.batch_size=1 --set parallel.micro_batches=4 \
+        --trace "$work/trace-one.json" --trace-steps 1 >"$work/out" 2>"$work/err" \
+    && grep -q "^trace: $work/trace-one.json, steps 1–1 " "$work/err" \
+    && python3 -c 'import json, sys; e = json.load(open(sys.argv[1]))["traceEvents"]; s = {x["args"]["step"] for x in e if x["ph"] == "X"}; sys.exit(0 if s == {1} else 1)' "$work/trace-one.json"; then
+    pass "--trace-steps 1 records the run's first step only"
+else
+    fail "--trace-steps 1 records the run's first step only"
+fi
 
 # --- Bad layouts and failures --------------------------------------------------------------------------------
 refused "a pipeline outside a launcher" "parallel.pp × parallel.tp × parallel.dp needs 2 processes; start them with .mpirun -n 2" "$keel" train --config "$c" --out "$work/alone" \
