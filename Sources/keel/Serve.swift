@@ -232,8 +232,11 @@ struct CompletionAPI: Sendable {
     /// without seeds draw differently, as OpenAI's do (the log line gives it as the integer to send back).
     private func seed(_ value: Any?) throws -> UInt64 {
         guard let value, !(value is NSNull) else { return UInt64(bitPattern: Int64.random(in: .min ... .max)) }
-        // Exactly, not through a Double: a seed the log names (any Int64) must come back as the same bits.
-        guard let number = value as? NSNumber, !isJSONBoolean(value), let exact = Int64(exactly: number) else {
+        // Exactly, not through a Double: a seed the log names (any Int64) must come back as the same bits. Foundation
+        // reads large negative integers as NSDecimalNumber, whose Int64(exactly:) fails when the value ends in a zero:
+        // those are read from their digits.
+        guard let number = value as? NSNumber, !isJSONBoolean(value),
+              let exact = (number as? NSDecimalNumber).map({ Int64($0.stringValue) }) ?? Int64(exactly: number) else {
             throw HTTPFailure(status: 400, message: "'seed' must be an integer from -2^63 to 2^63 - 1")
         }
         return UInt64(bitPattern: exact)

@@ -79,6 +79,9 @@ check(complete(-5) == complete(-5) != complete(-6), "a negative seed draws the s
 # Every 64-bit seed is taken exactly (through a double, 2^63 - 1 and 2^63 - 2 would be one seed, and refused).
 check(complete(2**63 - 1) == complete(2**63 - 1) != complete(2**63 - 2) and complete(-2**63) != complete(-2**63 + 1),
       "the largest and smallest seeds are taken, each its own")
+# Large negative seeds ending in zero (Foundation reads them as decimals): taken too, as any the log may name.
+check(complete(-1461129139724881210) == complete(-1461129139724881210) != complete(-1461129139724881211),
+      "a large negative seed ending in zero is taken")
 if len(sys.argv) > 2:
     # The server's log names the seed it drew: sent back, it draws the same text.
     logged = [line for line in open(sys.argv[2]) if line.startswith(unseeded[-1].id + ":")]
