@@ -116,12 +116,13 @@ public enum CheckpointStore {
     /// when there is no readable manifest. With `share` (index i of n), only the i-th, (i + n)-th, … file in name
     /// order: ranks that check a checkpoint together each read their share of its bytes.
     public static func inspect(_ directory: URL, share: (index: Int, count: Int) = (0, 1)) throws -> [FileStatus] {
-        try check(parseManifest(directory).files, in: directory, share: share)
+        try inspectCounting(directory, share: share).statuses
     }
 
-    /// How many files `directory`'s manifest lists (what `inspect`'s shares together cover).
-    public static func fileCount(_ directory: URL) throws -> Int {
-        try parseManifest(directory).files.count
+    /// `inspect`, and how many files the manifest lists (what the shares together cover), from one reading of it.
+    public static func inspectCounting(_ directory: URL, share: (index: Int, count: Int)) throws -> (files: Int, statuses: [FileStatus]) {
+        let records = try parseManifest(directory).files
+        return (records.count, try check(records, in: directory, share: share))
     }
 
     /// `inspect` of the files `records` lists.
@@ -167,8 +168,9 @@ public enum CheckpointStore {
     }
 
     /// The newest checkpoint under `root` that verifies, and a message for each newer one that did not.
-    public static func latestValid(in root: URL) -> (checkpoint: URL?, problems: [(message: String, everyRank: Bool)]) {
-        latestValid(in: root, share: (0, 1)) { $1 }
+    public static func latestValid(in root: URL) -> (checkpoint: URL?, problems: [String]) {
+        let found = latestValid(in: root, share: (0, 1)) { $1 }
+        return (found.checkpoint, found.problems.map(\.message))
     }
 
     /// `latestValid(in:)` searched by ranks together: each checks its `share` of every candidate's files (so that no

@@ -59,7 +59,7 @@ public enum ModelFiles {
         for root in [url.appendingPathComponent("checkpoints"), url] {
             let found = CheckpointStore.latestValid(in: root)
             if let checkpoint = found.checkpoint { return checkpoint }
-            if let problem = found.problems.first { throw KeelError(problem.message) }
+            if let problem = found.problems.first { throw KeelError(problem) }
         }
         throw KeelError("checkpoint \(path): no checkpoint found there")
     }

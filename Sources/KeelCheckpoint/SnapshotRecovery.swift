@@ -152,12 +152,11 @@ public enum SnapshotRecovery {
 
     /// The published snapshots under `root`, newest first, with `share` of their files checked (a snapshot whose
     /// manifest cannot be read is left out).
-    static func survey(_ root: URL, share: (index: Int, count: Int) = (0, 1)) -> [Holding] {
+    static func survey(_ root: URL, share: (index: Int, count: Int)) -> [Holding] {
         CheckpointStore.list(root).compactMap { directory in
-            guard let files = try? CheckpointStore.fileCount(directory),
-                  let statuses = try? CheckpointStore.inspect(directory, share: share),
+            guard let found = try? CheckpointStore.inspectCounting(directory, share: share),
                   let step = CheckpointStore.step(of: directory) else { return nil }
-            return Holding(step: step, files: files, intact: statuses.map { $0.problem == nil })
+            return Holding(step: step, files: found.files, intact: found.statuses.map { $0.problem == nil })
         }
     }
 

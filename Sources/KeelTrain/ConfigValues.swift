@@ -156,6 +156,15 @@ public struct ConfigValues {
         return s
     }
 
+    /// A string naming one of `T`'s cases (`fallback` when absent); any other is an error listing them.
+    public mutating func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ fallback: T) throws -> T where T.RawValue == String {
+        let name = try string(key, fallback.rawValue)!
+        guard let chosen = T(rawValue: name) else {
+            throw KeelError("config: \(key) must be one of \(T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(name)\")")
+        }
+        return chosen
+    }
+
     public mutating func strings(_ key: String) throws -> [String] {
         guard let v = value(key) else { return [] }
         switch v {

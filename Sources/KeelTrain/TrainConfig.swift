@@ -291,20 +291,14 @@ public struct TrainConfig: Sendable {
         distributed = DistributedSettings(
             bucketMegabytes: try v.double("distributed.bucket_mb", 25), zeroStage: try v.int("distributed.zero_stage", 0),
             timeoutSeconds: try v.double("distributed.timeout_s", 60))
-        let schedule = try v.string("parallel.schedule", PipelineSchedule.oneForwardOneBackward.rawValue)!
-        guard let pipelineSchedule = PipelineSchedule(rawValue: schedule) else {
-            throw KeelError("config: parallel.schedule must be one of \(PipelineSchedule.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(schedule)\")")
-        }
+        let pipelineSchedule = try v.choice("parallel.schedule", PipelineSchedule.oneForwardOneBackward)
         parallel = ParallelSettings(
             pipeline: try v.int("parallel.pp", 1), tensor: try v.int("parallel.tp", 1), data: try v.optionalInt("parallel.dp"),
             schedule: pipelineSchedule,
             virtualStages: try v.int("parallel.virtual_stages", pipelineSchedule == .interleaved ? 2 : 1),
             sequenceParallel: try v.bool("parallel.sequence_parallel", false),
             stageBoundaries: try v.optionalInts("parallel.stage_boundaries"))
-        let balance = try v.string("parallel.stage_balance", StageBalance.compute.rawValue)!
-        guard let stageBalance = StageBalance(rawValue: balance) else {
-            throw KeelError("config: parallel.stage_balance must be one of \(StageBalance.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) (got \"\(balance)\")")
-        }
+        let stageBalance = try v.choice("parallel.stage_balance", StageBalance.compute)
         parallel.stageBalance = stageBalance
         // Saved with a pipeline's run, so that a resume cuts its stages as it started, whatever the default becomes.
         if parallel.pipeline > 1 { v.resolve("parallel.stage_balance", .string(stageBalance.rawValue)) }

@@ -760,9 +760,10 @@ public final class Trainer {
         for target in restoreTargets {
             try reader.load(target.kind, table: target.table, into: target.destination, base: target.base, only: target.range)
         }
-        state = reader.state
         // Later checkpoints hold this data's fingerprint and this run's tokenizer file, under its name.
-        state.data = data
-        state.tokenizer = self.data.tokenizerFile?.lastPathComponent ?? "byte"
+        let fresh = state
+        state = reader.state
+        state.data = fresh.data
+        state.tokenizer = fresh.tokenizer
     }
 }

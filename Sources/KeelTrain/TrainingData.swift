@@ -128,14 +128,8 @@ struct TrainingData {
                 let index = count <= 1 ? 0 : i * (count - 1) / last
                 guard index != previous, index < count else { continue }
                 previous = index
-                inputs.withUnsafeMutableBufferPointer { inputs in
-                    targets.withUnsafeMutableBufferPointer { targets in
-                        documents.withUnsafeMutableBufferPointer { documents in
-                            windows.copy(window: index, inputs: inputs.baseAddress!, targets: targets.baseAddress!,
-                                         documents: windows.packsDocuments ? documents.baseAddress! : nil)
-                        }
-                    }
-                }
+                // Windows that do not pack documents leave `documents` alone.
+                windows.copy(window: index, inputs: &inputs, targets: &targets, documents: &documents)
                 for tokens in windows.packsDocuments ? [inputs, targets, documents] : [inputs, targets] {
                     tokens.withUnsafeBytes { hash.update($0) }
                 }
@@ -143,7 +137,7 @@ struct TrainingData {
         }
         return DataFingerprint(trainWindows: train.count, validationWindows: validation.count, windowLength: train.length,
                                documentMasking: train.packsDocuments,
-                               tokenizer: file.map { String(XXH64.hash([UInt8]($0)), radix: 16) } ?? "byte",
+                               tokenizer: file.map { bytes in String(bytes.withUnsafeBytes { XXH64.hash($0) }, radix: 16) } ?? "byte",
                                windows: String(hash.digest(), radix: 16))
     }
 

@@ -67,7 +67,7 @@ struct FineTuningRun {
             let found = CheckpointStore.latestValid(in: root)
             guard let latest = found.checkpoint else {
                 throw KeelError("--resume: \(options.out) holds no valid checkpoint to go on from"
-                                + (found.problems.isEmpty ? "" : " (\(found.problems.map(\.message).joined(separator: "; ")))"))
+                                + (found.problems.isEmpty ? "" : " (\(found.problems.joined(separator: "; ")))"))
             }
             resumed = try CheckpointReader(latest, verify: false)   // `latestValid` just verified it
         } else if let existing = CheckpointStore.list(root).first {

@@ -21,6 +21,8 @@ final class HTTPConnection: @unchecked Sendable {
     private var closed = false
     /// Event bytes the client has not taken yet, sent before any later ones.
     private var unsent = Data()
+    /// Where `clientHasGone` reads what the client sent after its request (it looks at every token).
+    private var discarded = [UInt8](repeating: 0, count: 4096)
     /// The most event bytes a client may leave unread (thousands of tokens' events) before it counts as gone.
     static let unsentLimit = 4 << 20
     /// How long a whole request, or a waiting write, may take the client.
@@ -161,9 +163,8 @@ final class HTTPConnection: @unchecked Sendable {
     /// cannot hold the thread every request shares.
     var clientHasGone: Bool {
         guard !closed else { return true }
-        var chunk = [UInt8](repeating: 0, count: 4096)
         for _ in 0..<64 {
-            let result = recv(socket, &chunk, chunk.count, Int32(MSG_DONTWAIT))
+            let result = recv(socket, &discarded, discarded.count, Int32(MSG_DONTWAIT))
             if result > 0 { continue }
             return result == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
         }

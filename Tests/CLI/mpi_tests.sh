@@ -187,6 +187,16 @@ if grep -q "^rank 1: warning: skipping checkpoint $work/damaged/checkpoints/step
 else
     fail "--resume on 2 ranks: rank 1 names the file of its share that fails its checksum, and the job resumes from the checkpoint before"
 fi
+# Ranks that see different checkpoints (a run directory not shared by every machine) stop before reading any.
+cp -r "$work/damaged" "$work/unshared"
+rm -r "$work/unshared/checkpoints/step_00000020"
+if ! "${mpi[@]}" -np 1 "$keel" train --resume --out "$work/damaged" : -np 1 "$keel" train --resume --out "$work/unshared" \
+        >"$work/out" 2>"$work/err" \
+    && grep -q "^Error: .*--resume: the ranks see different checkpoints in .*(1 to 2 of them): the run directory must be one that every machine shares" "$work/err"; then
+    pass "--resume on ranks that see different checkpoints is one error"
+else
+    fail "--resume on ranks that see different checkpoints is one error"; tail -3 "$work/err"
+fi
 
 # keel launch runs the same job through mpirun.
 if "$keel" launch --nproc 2 -- train --config "$c" --out "$work/launched" >"$work/out" 2>"$work/err" \

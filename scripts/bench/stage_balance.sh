@@ -26,7 +26,6 @@ for round in $(seq 1 "$rounds"); do
   for balance in compute parameters; do
     "${mpi[@]}" $keel train "${train[@]}" --set "parallel.stage_balance=\"$balance\"" --out "$w/$balance-$round" \
       >"$w/$balance-$round.log" 2>&1
-    echo "$balance-$round" >>"$w/runs"
   done
 done
 python3 - "$w" "$rounds" <<'PY'
