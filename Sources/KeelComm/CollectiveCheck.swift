@@ -1,3 +1,4 @@
+import Foundation
 import KeelCore
 
 /// Self-checks and timings of every communicator operation across a job (what `keel collectives` runs,
@@ -161,6 +162,58 @@ public enum CollectiveCheck {
         try comm.barrier()
         passed.append("barrier")
         return passed
+    }
+
+    /// Checks that a rank that keeps communicating is waited for past the timeout, however long it takes:
+    /// rank 1 sends rank 0 a message every third of `timeout` for seven of them while rank 0 waits for the
+    /// one after (a receive), then again while every other rank waits for it in an all-reduce. Returns the
+    /// two waits' seconds on this rank (about 2⅓ timeouts each on the waiting ranks). Only for a
+    /// communicator whose hang detection watches progress (MPI); takes about five timeouts.
+    public static func verifyPatience(_ comm: any Communicator, timeout: Double) throws -> [Double] {
+        guard comm.size > 1 else { return [] }
+        let rounds = 7, pause = timeout / 3
+        /// Rank 1 sends `rounds` messages with `tag`, one every `pause`; rank 0 receives them. Rank 0 returns
+        /// the receives, still in flight.
+        func trickle(tag: Int, into buffer: UnsafeMutableBufferPointer<Float>) throws -> [CommunicationRequest] {
+            switch comm.rank {
+            case 0:
+                return (0..<rounds).map { comm.startReceive(UnsafeMutableBufferPointer(rebasing: buffer[$0...$0]), from: 1, tag: tag) }
+            case 1:
+                for round in 0..<rounds {
+                    usleep(UInt32(pause * 1e6))
+                    try [Float(round)].withUnsafeBufferPointer { try comm.send($0, to: 0, tag: tag) }
+                }
+                return []
+            default:
+                return []
+            }
+        }
+        var seconds: [Double] = []
+        var trickled = [Float](repeating: -1, count: rounds)
+        var last: [Float] = [-1]
+        try trickled.withUnsafeMutableBufferPointer { buffer in
+            let received = try trickle(tag: 10, into: buffer)
+            let began = monotonicSeconds()
+            try last.withUnsafeMutableBufferPointer { last in
+                if comm.rank == 0 { try comm.receive(last, from: 1, tag: 11, label: "patience: receive") }
+                if comm.rank == 1 { try [Float(rounds)].withUnsafeBufferPointer { try comm.send($0, to: 0, tag: 11) } }
+            }
+            seconds.append(monotonicSeconds() - began)
+            for request in received { try request.wait() }
+        }
+        if comm.rank == 0 && (trickled != (0..<rounds).map(Float.init) || last != [Float(rounds)]) {
+            throw KeelError("patience: rank 0 received \(trickled) then \(last)")
+        }
+        trickled = [Float](repeating: -1, count: rounds)
+        try trickled.withUnsafeMutableBufferPointer { buffer in
+            let received = try trickle(tag: 12, into: buffer)
+            let began = monotonicSeconds()
+            let sum = try comm.allReduce([1.0], .sum, label: "patience: all-reduce")[0]
+            seconds.append(monotonicSeconds() - began)
+            for request in received { try request.wait() }
+            guard sum == Double(comm.size) else { throw KeelError("patience: all-reduce gave \(sum)") }
+        }
+        return seconds
     }
 
     /// One operation's timing at one size.

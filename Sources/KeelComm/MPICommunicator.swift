@@ -4,12 +4,14 @@ import KeelCore
 
 /// A `Communicator` over an MPI communicator; every MPI call runs on the `MPIRuntime`'s progress thread.
 ///
-/// Hang detection: before each operation the progress thread tells every peer the operation's sequence
+/// Hang detection: before each collective the progress thread tells every peer the operation's sequence
 /// number (an 8-byte message on a duplicate communicator, so it never mixes with the caller's messages) and
-/// collects what the peers told it. When an operation outlives the timeout, the peers whose last announced
-/// operation is older than it are the ones that are hung or dead, and the error names them. If every peer
-/// had started it, the waiting rank pings them all: a progress thread that is waiting on an operation
-/// answers pings, so the peers that stay silent are the stopped or dead ones.
+/// collects what the peers told it. An operation that waits pings the peers it waits on (those that have not
+/// started it; a send's or receive's one peer) every eighth of the timeout; every progress thread answers
+/// pings, busy or idle, with the number of operations its process has finished. A wait ends in an error only
+/// when those peers finished nothing for a whole timeout: a slow stage that keeps communicating is waited
+/// for, however long, while a hung, stopped or dead one is named — the peers that never announced the
+/// operation, or that no longer answer.
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let size: Int
@@ -24,6 +26,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private var sequence: Int64 = 0
     private var lastAnnounced: [Int64]
     private var recentLabels: [Int64: String] = [:]
+    /// Each peer's latest answer to a ping: its count of finished operations, and when it arrived.
+    private var answers: [(finished: Int64, at: Double)?]
     /// The first failure; every later operation fails with it at once, so the caller hears of it right away.
     private var failure: KeelError?
     private static let announcementTag: Int32 = 7
@@ -50,6 +54,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         MPI_Allgather(&worldRank, 1, keel_mpi_int32(), &all, 1, keel_mpi_int32(), comm)
         worldRanks = all.map(Int.init)
         lastAnnounced = [Int64](repeating: 0, count: size)
+        answers = Array(repeating: nil, count: size)
+        if size > 1 {
+            runtime.addWatcher { [weak self] in
+                self?.answerPings()
+                self?.collectAnswers()
+            }
+        }
     }
 
     /// This process's rank in the job.
@@ -121,6 +132,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         if case .reduceScatter(_, let destination, let counts, .average) = operation.kind {
             divide(destination, count: counts[rank], scalar: operation.scalar)
         }
+        runtime.countFinished()
         request.finish(at: monotonicSeconds(), failure: nil)
     }
 
@@ -134,20 +146,65 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         guard code == MPI_SUCCESS else { return mpiFailure(operation, code) }
         var polls = 0
         var pause: UInt32 = 20
+        var patience = Patience(began: began, timeout: timeout)
         while true {
             var flag: Int32 = 0
             let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
             guard testCode == MPI_SUCCESS else { return mpiFailure(operation, testCode) }
             if flag != 0 { return nil }
             polls += 1
-            if size > 1 && polls % 16 == 0 { answerPings() }
             runtime.pollInFlight()
             if polls > 64 {
                 usleep(pause)
                 pause = min(pause * 2, 500)
             }
-            if monotonicSeconds() - began > timeout { return diagnoseTimeout(operation) }
+            let now = monotonicSeconds()
+            runtime.serviceWatchers(now: now)
+            // The peers that have not announced this operation are the ones it waits on; once all have, none
+            // can be waited for longer.
+            if now >= patience.nextPing { collectAnnouncements() }
+            let late = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
+            if exhausted(&patience, awaiting: late, now: now) { return diagnoseTimeout(operation) }
         }
+    }
+
+    /// A wait's deadline, moved while the peers it waits on keep finishing operations.
+    struct Patience {
+        let timeout: Double
+        var deadline: Double
+        var nextPing: Double
+        /// When this wait first pinged; answers from before it say nothing about this wait.
+        var firstPing = Double.infinity
+        /// Each awaited peer's count of finished operations when last heard in this wait, and when it last grew.
+        var finished: [Int: Int64] = [:]
+        var progressed: [Int: Double] = [:]
+
+        init(began: Double, timeout: Double) {
+            self.timeout = timeout
+            deadline = began + timeout
+            nextPing = began + min(1, timeout / 8)
+        }
+    }
+
+    /// Whether a wait on `awaiting` has run out of patience: pings those peers every eighth of the timeout,
+    /// notes which have finished operations since the wait's first ping, and moves the deadline to a timeout
+    /// after the last progress that every one of them has shown. True once past the deadline.
+    private func exhausted(_ patience: inout Patience, awaiting: [Int], now: Double) -> Bool {
+        for peer in awaiting {
+            guard let answer = answers[peer], answer.at >= patience.firstPing else { continue }
+            if let before = patience.finished[peer], before != answer.finished { patience.progressed[peer] = answer.at }
+            patience.finished[peer] = answer.finished
+        }
+        if now >= patience.nextPing && !awaiting.isEmpty {
+            ping(awaiting)
+            patience.firstPing = min(patience.firstPing, now)
+            patience.nextPing = now + patience.timeout / 8
+        }
+        guard now > patience.deadline else { return false }
+        let lastProgress = awaiting.map { patience.progressed[$0] ?? -Double.infinity }.min() ?? -Double.infinity
+        guard lastProgress + patience.timeout > now else { return true }
+        patience.deadline = lastProgress + patience.timeout
+        return false
     }
 
     /// Posts a send or receive and leaves it to the runtime to progress, beside later operations. Collectives'
@@ -163,38 +220,36 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             failure = mpiFailure(operation, code)
             return request.finish(at: monotonicSeconds(), failure: failure)
         }
-        var polls = 0
-        runtime.track(MPIRuntime.InFlight { [self] in
-            var flag: Int32 = 0
-            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
-            if testCode != MPI_SUCCESS || flag != 0 {
-                let error = testCode == MPI_SUCCESS ? nil : mpiFailure(operation, testCode)
-                if let error { failure = error }
-                request.finish(at: monotonicSeconds(), failure: error)
-                return true
-            }
-            polls += 1
-            if size > 1 && polls % 64 == 0 { answerPings() }
-            guard monotonicSeconds() - began > timeout else { return false }
-            failure = peerTimeout(operation)
-            request.finish(at: monotonicSeconds(), failure: failure)
-            return true
-        })
-    }
-
-    /// The error for a send or receive that outlived the timeout: its peer stopped answering, or answers but
-    /// never sent (or received) the matching message.
-    private func peerTimeout(_ operation: CommunicationOperation) -> KeelError {
         let peer: Int
         switch operation.kind {
         case .send(_, _, let destination, _): peer = destination
         case .receive(_, _, let source, _): peer = source
         default: preconditionFailure("not a point-to-point operation")
         }
+        var patience = Patience(began: began, timeout: timeout)
+        runtime.track(MPIRuntime.InFlight { [self] in
+            var flag: Int32 = 0
+            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
+            if testCode != MPI_SUCCESS || flag != 0 {
+                let error = testCode == MPI_SUCCESS ? nil : mpiFailure(operation, testCode)
+                if let error { failure = error } else { runtime.countFinished() }
+                request.finish(at: monotonicSeconds(), failure: error)
+                return true
+            }
+            guard exhausted(&patience, awaiting: [peer], now: monotonicSeconds()) else { return false }
+            failure = peerTimeout(operation, peer: peer)
+            request.finish(at: monotonicSeconds(), failure: failure)
+            return true
+        })
+    }
+
+    /// The error for a send or receive whose peer finished nothing for a whole timeout: it stopped answering,
+    /// or answers but is stuck on something else.
+    private func peerTimeout(_ operation: CommunicationOperation, peer: Int) -> KeelError {
         let waited = String(format: "%.0f", timeout)
-        let answers = responsivePeers().contains(peer)
+        let answers = responsivePeers([peer]).contains(peer)
         return KeelError("'\(operation.label)' did not finish within \(waited) s: rank \(worldRanks[peer]) "
-            + (answers ? "is alive but has not matched it: its passes are that far behind (GPipe and validation let a faster stage run up to m passes ahead of a slower one; raise distributed.timeout_s above that), or it waits for something else" : "does not respond (stopped or dead)"))
+            + (answers ? "is alive but finished no communication in that time: it waits for something else (do the ranks run the same program?), or computes for longer than distributed.timeout_s between two communications" : "does not respond (stopped or dead)"))
     }
 
     private func post(
@@ -253,12 +308,30 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    /// Replies to every ping a peer has sent.
+    /// Replies to every ping a peer has sent with the number of operations this process has finished.
     private func answerPings() {
         while let source = probe(tag: Self.pingTag) {
             var value: Int64 = 0
             MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pingTag, watch, keel_mpi_status_ignore())
+            value = runtime.finishedOperations
             MPI_Send(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch)
+        }
+    }
+
+    /// Records the peers' answers to pings.
+    private func collectAnswers() {
+        while let source = probe(tag: Self.pongTag) {
+            var value: Int64 = 0
+            MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch, keel_mpi_status_ignore())
+            answers[Int(source)] = (value, monotonicSeconds())
+        }
+    }
+
+    /// Pings `peers`; their answers arrive through `collectAnswers`.
+    private func ping(_ peers: [Int]) {
+        var value: Int64 = 0
+        for peer in peers {
+            MPI_Send(&value, 1, keel_mpi_int64(), Int32(peer), Self.pingTag, watch)
         }
     }
 
@@ -270,23 +343,16 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return flag == 0 ? nil : keel_mpi_status_source(&status)
     }
 
-    /// The peers that answer a ping within two seconds.
-    private func responsivePeers() -> Set<Int> {
-        var value: Int64 = sequence
-        for peer in 0..<size where peer != rank {
-            MPI_Send(&value, 1, keel_mpi_int64(), Int32(peer), Self.pingTag, watch)
-        }
-        var answered = Set<Int>()
-        let until = monotonicSeconds() + 2
-        while monotonicSeconds() < until && answered.count < size - 1 {
-            answerPings()
-            while let source = probe(tag: Self.pongTag) {
-                MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch, keel_mpi_status_ignore())
-                answered.insert(Int(source))
-            }
+    /// Those of `peers` that answer a ping within two seconds.
+    private func responsivePeers(_ peers: [Int]) -> Set<Int> {
+        let sent = monotonicSeconds()
+        ping(peers)
+        while true {
+            runtime.serviceWatchers()
+            let answered = Set(peers.filter { (answers[$0]?.at ?? -1) >= sent })
+            if answered.count == peers.count || monotonicSeconds() >= sent + 2 { return answered }
             usleep(10_000)
         }
-        return answered
     }
 
     /// The error for an operation that outlived the timeout, naming the ranks that never started it or
@@ -296,13 +362,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         let until = monotonicSeconds() + 1
         while monotonicSeconds() < until {
             collectAnnouncements()
-            answerPings()
+            runtime.serviceWatchers()
             usleep(10_000)
         }
         let missing = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
         let waited = String(format: "%.0f", timeout)
         guard !missing.isEmpty else {
-            let answered = responsivePeers()
+            let answered = responsivePeers((0..<size).filter { $0 != rank })
             let silent = (0..<size).filter { $0 != rank && !answered.contains($0) }.map { "rank \(worldRanks[$0])" }
             guard !silent.isEmpty else {
                 return KeelError("'\(operation.label)' did not finish within \(waited) s although every rank started it and responds; the transport is stuck")

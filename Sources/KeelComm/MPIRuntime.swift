@@ -9,8 +9,9 @@ import KeelCore
 /// an operation, keeps computing, and waits on the request when it needs the result. The thread drives
 /// OpenMPI's non-blocking operations by polling them (sleeping between polls once an operation is waiting
 /// for a peer, so it does not take a core from the computation), and it is also the watchdog: an operation
-/// that does not finish within the communicator's timeout fails with a message naming the ranks that
-/// never started it.
+/// whose peers finish no communication of their own within the communicator's timeout fails with a message
+/// naming the ranks that never started it or stopped answering. Even with nothing to do it wakes every 50 ms
+/// to answer the peers' pings, so a rank busy computing is never taken for a dead one.
 public final class MPIRuntime: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`:
@@ -22,6 +23,12 @@ public final class MPIRuntime: @unchecked Sendable {
     /// with later operations, because a pipeline's sends and receives must: a rank that waited for its send
     /// to finish before posting its next receive could deadlock with a neighbour doing the same.
     private var inFlight: [InFlight] = []
+    /// Operations of any communicator finished without error: what a ping's answer reports, so a waiting
+    /// peer can tell a rank that keeps communicating (slow, but going) from one that is stuck.
+    private(set) var finishedOperations: Int64 = 0
+    /// Each communicator's service of its watch messages (answering pings, collecting answers).
+    private var watchers: [() -> Void] = []
+    private var lastService = 0.0
 
     /// A posted point-to-point operation: `poll` tests it and finishes its request when done (or timed out),
     /// returning whether it is finished.
@@ -102,6 +109,25 @@ public final class MPIRuntime: @unchecked Sendable {
         inFlight.removeAll { $0.poll() }
     }
 
+    /// Counts an operation finished without error (progress thread only).
+    func countFinished() {
+        finishedOperations += 1
+    }
+
+    /// Adds a communicator's watch service, run whenever the thread waits or idles (progress thread only).
+    func addWatcher(_ service: @escaping () -> Void) {
+        watchers.append(service)
+    }
+
+    /// Runs every communicator's watch service, at most every 5 ms (progress thread only): a rank answers pings
+    /// on all its communicators whatever it waits on, so a pipeline neighbour waiting on it hears back while
+    /// it sits in a data-parallel all-reduce.
+    func serviceWatchers(now: Double = monotonicSeconds()) {
+        guard now - lastService >= 0.005 else { return }
+        lastService = now
+        for service in watchers { service() }
+    }
+
     private func progressLoop() {
         var pause: UInt32 = 20
         condition.lock()
@@ -116,6 +142,7 @@ public final class MPIRuntime: @unchecked Sendable {
                 // Messages in flight: keep polling them, napping briefly in between, until a job comes.
                 condition.unlock()
                 pollInFlight()
+                serviceWatchers()
                 usleep(pause)
                 pause = min(pause * 2, 200)
                 condition.lock()
@@ -125,7 +152,12 @@ public final class MPIRuntime: @unchecked Sendable {
                 condition.unlock()
                 return
             } else {
-                condition.wait()
+                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05))
+                if jobs.isEmpty && !stopping {
+                    condition.unlock()
+                    serviceWatchers()
+                    condition.lock()
+                }
             }
         }
     }

@@ -26,6 +26,9 @@ struct Collectives: ParsableCommand {
     @Flag(help: "Also fit keel plan's ring model (all-reduce = 2(n−1)/n · bytes / bandwidth + 2(n−1) · latency) to all-reduces of 4 KB and 64 MB, take reduce-scatter's and all-gather's rates at 64 MB, and print them as keel plan's link settings.")
     var link = false
 
+    @Flag(help: "Also check that a rank is waited for past --timeout while it keeps communicating: rank 1 sends rank 0 a message every third of the timeout, seven times, while rank 0 waits for one more, then while the others wait for it in an all-reduce (takes about five timeouts; e.g. --timeout 2).")
+    var checkPatience = false
+
     func run() throws {
         let placement = try DistributedRun.launchedPlacement(example: "keel launch --nproc 2 -- collectives")
         let megabytes = try sizes.split(separator: ",").map { text -> Double in
@@ -38,6 +41,13 @@ struct Collectives: ParsableCommand {
         try DistributedRun.run(placement: placement, timeout: timeout) { world in
             let passed = try CollectiveCheck.verify(world, elements: 1000)
             if world.rank == 0 { print("\(world.size) processes: \(passed.count) checks passed (\(passed.joined(separator: ", ")))") }
+            if checkPatience {
+                let waits = try CollectiveCheck.verifyPatience(world, timeout: timeout)
+                if world.rank == 0, waits.count == 2 {
+                    print(String(format: "patience: waited %.1f s for a receive and %.1f s in an all-reduce on a rank that kept "
+                                 + "communicating (timeout %g s)", waits[0], waits[1], timeout))
+                }
+            }
             for size in megabytes {
                 let timings = try CollectiveCheck.measure(world, elements: Int(size * 1_048_576 / 4), iterations: iterations)
                 guard world.rank == 0 else { continue }

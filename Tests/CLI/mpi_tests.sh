@@ -17,6 +17,16 @@ for n in 2 4; do
     fi
 done
 
+# A rank that keeps communicating is waited for past the timeout (a slow pipeline stage, a rank a step behind):
+# rank 1 sends a message every 2/3 s while rank 0 waits 4.7 s for a receive, then all wait for it in an all-reduce.
+# Only a rank that finishes nothing for a whole timeout is a hang (the fault tests below).
+if "${mpi[@]}" -np 3 "$keel" collectives --sizes "" --timeout 2 --check-patience >"$work/out" 2>"$work/err" \
+    && grep -Eq "^patience: waited ([4-9]|[1-9][0-9])\.[0-9] s for a receive and ([4-9]|[1-9][0-9])\.[0-9] s in an all-reduce on a rank that kept communicating \(timeout 2 s\)$" "$work/out"; then
+    pass "a rank that keeps communicating is waited for past the timeout ($(grep -o 'waited.*all-reduce' "$work/out"))"
+else
+    fail "a rank that keeps communicating is waited for past the timeout"; cat "$work/out"
+fi
+
 # The same checks with every collective cut into pieces of at most 7 elements, as MPI's 2³¹ − 1 element limit cuts
 # a huge model chunk's (KEEL_MPI_MESSAGE_LIMIT lowers the limit to reach the cutting with small buffers).
 for n in 2 4; do
