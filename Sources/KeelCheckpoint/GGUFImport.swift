@@ -9,6 +9,10 @@ import KeelModel
 /// back in Hugging Face's order (`GGUFExport.permutedForLlamaCpp` inverted), the head tied to the token embedding
 /// when the file has no `output.weight`, and the tokenizer's lists as the file holds them.
 public enum GGUFImport {
+    /// The pre-tokenizers (`tokenizer.ggml.pre`) under which llama.cpp starts every text with BOS when the file has
+    /// no `tokenizer.ggml.add_bos_token` (its `llama-vocab.cpp`: Llama 3's, under three names).
+    public static let preTokenizersAddingBOS: Set<String> = ["llama-bpe", "llama3", "llama-v3"]
+
     /// What a GGUF file says besides its weights.
     public struct Description: Sendable {
         public let config: ModelConfig
@@ -18,6 +22,8 @@ public enum GGUFImport {
         public let beginningOfText: Int?
         public let endOfSequence: Int?
         /// `tokenizer.ggml.add_bos_token`: llama.cpp puts the BOS token before every text it scores or continues.
+        /// When the file does not say, llama.cpp decides by the pre-tokenizer: Llama 3's (`preTokenizersAddingBOS`)
+        /// start with BOS, Llama 3's files have no such key, and others do not.
         public let addsBeginningOfText: Bool
         /// The token every text starts with, as llama.cpp reads the file: BOS when it adds one, else none.
         public var textStart: Int? { addsBeginningOfText ? beginningOfText : nil }
@@ -112,7 +118,10 @@ public enum GGUFImport {
                                             preTokenizer: file["tokenizer.ggml.pre"]?.string ?? "default",
                                             endOfText: eos ?? 0),
             beginningOfText: file["tokenizer.ggml.bos_token_id"]?.integer, endOfSequence: eos,
-            addsBeginningOfText: { if case .bool(let adds)? = file["tokenizer.ggml.add_bos_token"] { adds } else { false } }(),
+            addsBeginningOfText: {
+                if case .bool(let adds)? = file["tokenizer.ggml.add_bos_token"] { return adds }
+                return preTokenizersAddingBOS.contains(file["tokenizer.ggml.pre"]?.string ?? "default")
+            }(),
             chatTemplate: file["tokenizer.chat_template"]?.string, name: file["general.name"]?.string,
             tensorTypes: counts)
     }

@@ -12,12 +12,32 @@ public struct GGUFVocabulary: Sendable {
     public let tokens: [String]
     public let types: [TokenType]
     public let merges: [String]
-    /// `tokenizer.ggml.pre`: llama.cpp's name of the split pattern (`preTokenizerNames`).
+    /// `tokenizer.ggml.pre`: llama.cpp's name of the split pattern (`preTokenizers`).
     public let preTokenizer: String
-
-    /// llama.cpp's names of Keel's split patterns: GPT-2's, cl100k's (Llama 3 uses it), SmolLM's.
-    public static let preTokenizerNames: [String: SplitPattern] = ["gpt-2": .gpt2, "llama-bpe": .cl100k, "smollm": .gpt2Digits]
     public let endOfText: Int
+
+    /// What llama.cpp does for a pre-tokenizer name (its `llama-vocab.cpp`): the split pattern; whether a piece
+    /// that is itself a token is emitted whole before any merging (`ignore_merges`, Hugging Face's flag of the
+    /// same name); whether texts start with the BOS token when the file has no `tokenizer.ggml.add_bos_token`.
+    public struct PreTokenizer: Sendable, Equatable {
+        public let pattern: SplitPattern
+        public let ignoresMerges: Bool
+        public let addsBeginningOfText: Bool
+    }
+
+    /// llama.cpp's names of the pre-tokenizers Keel reproduces: GPT-2's; cl100k's split, which Llama 3 uses with
+    /// ignore_merges and BOS (under three names) and DBRX and Smaug without; SmolLM's.
+    public static let preTokenizers: [String: PreTokenizer] = {
+        let llama3 = PreTokenizer(pattern: .cl100k, ignoresMerges: true, addsBeginningOfText: true)
+        let cl100k = PreTokenizer(pattern: .cl100k, ignoresMerges: false, addsBeginningOfText: false)
+        return ["gpt-2": PreTokenizer(pattern: .gpt2, ignoresMerges: false, addsBeginningOfText: false),
+                "llama-bpe": llama3, "llama3": llama3, "llama-v3": llama3, "dbrx": cl100k, "smaug-bpe": cl100k,
+                "smollm": PreTokenizer(pattern: .gpt2Digits, ignoresMerges: false, addsBeginningOfText: false)]
+    }()
+
+    /// The name Keel writes for each pre-tokenizer (one per pattern and flag, so a file's bytes never depend on
+    /// a dictionary's order).
+    static let writtenNames = ["gpt-2", "llama-bpe", "dbrx", "smollm"]
 
     /// The vocabulary of `tokenizer`, padded to `size` ids (a model's vocabulary may be larger than its tokenizer's:
     /// those ids are "[PADn]", unused).
@@ -31,8 +51,13 @@ public struct GGUFVocabulary: Sendable {
             preTokenizer = "default"
         case let bpe as BPETokenizer:
             let vocabulary = bpe.vocabulary
-            guard !vocabulary.emitsWholePieces else {
+            guard !(vocabulary.emitsWholePieces && vocabulary.merges.isEmpty) else {
                 throw KeelError("a tiktoken vocabulary has no merge list, which llama.cpp's GGUF tokenizer needs")
+            }
+            guard let name = Self.writtenNames.first(where: {
+                Self.preTokenizers[$0]!.pattern == vocabulary.pattern && Self.preTokenizers[$0]!.ignoresMerges == vocabulary.emitsWholePieces
+            }) else {
+                throw KeelError("llama.cpp has no pre-tokenizer that splits as \(vocabulary.pattern) and ignores merges")
             }
             let special = Dictionary(uniqueKeysWithValues: vocabulary.specialTokens.map { ($1, $0) })
             for id in 0..<vocabulary.size {
@@ -48,7 +73,7 @@ public struct GGUFVocabulary: Sendable {
                 }
             }
             merges = vocabulary.merges.map { spell(vocabulary.bytes(of: $0.left)) + " " + spell(vocabulary.bytes(of: $0.right)) }
-            preTokenizer = Self.preTokenizerNames.first { $0.value == vocabulary.pattern }!.key
+            preTokenizer = name
         default:
             throw KeelError("this tokenizer cannot be written to a GGUF file")
         }
@@ -95,8 +120,8 @@ public struct GGUFVocabulary: Sendable {
 
     /// The byte-level BPE vocabulary these lists describe.
     public func vocabulary() throws -> BPEVocabulary {
-        guard let pattern = Self.preTokenizerNames[preTokenizer] else {
-            throw KeelError("tokenizer: llama.cpp pre-tokenizer \"\(preTokenizer)\" is not one Keel reproduces (\(Self.preTokenizerNames.keys.sorted().joined(separator: ", ")))")
+        guard let split = Self.preTokenizers[preTokenizer] else {
+            throw KeelError("tokenizer: llama.cpp pre-tokenizer \"\(preTokenizer)\" is not one Keel reproduces (\(Self.preTokenizers.keys.sorted().joined(separator: ", ")))")
         }
         var bytes = [[UInt8]](repeating: [], count: tokens.count)
         var specials: [String: Int32] = [:], ids: [String: Int32] = [:]
@@ -118,6 +143,7 @@ public struct GGUFVocabulary: Sendable {
             }
             return (left, right)
         }
-        return try BPEVocabulary(tokens: bytes, merges: pairs, specialTokens: specials, pattern: pattern)
+        return try BPEVocabulary(tokens: bytes, merges: pairs, specialTokens: specials, pattern: split.pattern,
+                                 emitsWholePieces: split.ignoresMerges)
     }
 }

@@ -118,6 +118,16 @@ public enum TokenizerFiles {
               let mergeList = model["merges"] as? [Any]
         else { throw KeelError("tokenizer: \(path): only byte-level BPE models are supported") }
         let pattern = try huggingFacePattern(root["pre_tokenizer"], path: path)
+        // Steps Keel does not run would change the ids: refused, rather than encoding otherwise than `tokenizers`.
+        if let normalizer = root["normalizer"], !(normalizer is NSNull) {
+            let type = (normalizer as? [String: Any])?["type"] as? String ?? "?"
+            throw KeelError("tokenizer: \(path): has a normalizer (\(type)), which Keel does not run; byte-level BPE files (GPT-2, Llama 3, SmolLM) have none")
+        }
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if let affix = model[key] as? String, !affix.isEmpty {
+                throw KeelError("tokenizer: \(path): model.\(key) is \"\(affix)\"; Keel reads byte-level BPE without one")
+            }
+        }
 
         // Added tokens are matched in the text before BPE runs, as `tokenizers` does, so they are special
         // tokens here. Hugging Face's own GPT-2 file also lists `<|endoftext|>` in model.vocab (id 50256):
@@ -204,6 +214,7 @@ public enum TokenizerFiles {
         if type == "Sequence", let steps = object["pretokenizers"] as? [[String: Any]], steps.count == 2,
            steps[0]["type"] as? String == "Split", steps[1]["type"] as? String == "ByteLevel",
            steps[1]["use_regex"] as? Bool == false,
+           steps[0]["behavior"] as? String ?? "Isolated" == "Isolated", !(steps[0]["invert"] as? Bool ?? false),
            let regex = (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String,
            let pattern = splitRegexes[regex] {
             return pattern
@@ -212,10 +223,11 @@ public enum TokenizerFiles {
     }
 
     /// Writes a Hugging Face `tokenizer.json` for a vocabulary with a merge list (Keel-trained or loaded from
-    /// tokenizer.json); `tokenizers.Tokenizer.from_file` loads it and encodes text to the same ids, after
+    /// tokenizer.json or a GGUF file, with `ignore_merges` as it has it); `tokenizers.Tokenizer.from_file` loads it
+    /// and encodes text to the same ids, after
     /// `textStart` (a special token's spelling) when given, which its post-processor puts before every text.
     public static func writeHuggingFace(_ vocabulary: BPEVocabulary, textStart: String? = nil, to url: URL) throws {
-        guard vocabulary.emitsWholePieces == false else {
+        guard !(vocabulary.emitsWholePieces && vocabulary.merges.isEmpty) else {
             throw KeelError("tokenizer: a tiktoken vocabulary has no merge list; save it as .tiktoken")
         }
         var vocab: [String: Int] = [:]
@@ -262,7 +274,7 @@ public enum TokenizerFiles {
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
                       "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": merges],
+                      "ignore_merges": vocabulary.emitsWholePieces, "vocab": vocab, "merges": merges],
         ]
         try AtomicFile.write(JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), to: url)
     }

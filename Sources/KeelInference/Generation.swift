@@ -26,21 +26,27 @@ public final class GenerationBatch {
     }
 
     public let decoder: Decoder
+    /// The token the model's texts start with (Llama's BOS), when it has one: kept first when a text is cut to the
+    /// context (`contextWindow`).
+    public let textStart: Int32?
     private var entries: [Entry] = []
 
-    public init(decoder: Decoder) { self.decoder = decoder }
+    public init(decoder: Decoder, textStart: Int32? = nil) {
+        self.decoder = decoder
+        self.textStart = textStart
+    }
 
     /// Whether no sequence is being generated.
     public var isEmpty: Bool { entries.isEmpty }
     /// How many sequences are being generated.
     public var count: Int { entries.count }
 
-    /// Adds a sequence: `prompt` (its last `max_seq_len` tokens; an empty one starts from token 0) goes through the
-    /// model as one batch of rows. It will get at most `maxTokens` tokens (at least one).
+    /// Adds a sequence: `prompt` (its last `max_seq_len` tokens, `contextWindow`; an empty one starts from token 0)
+    /// goes through the model as one batch of rows. It will get at most `maxTokens` tokens (at least one).
     public func admit(id: Int, prompt: [Int32], maxTokens: Int, options: SamplingOptions) {
         let text = prompt.isEmpty ? [Int32(0)] : prompt
         let sequence = decoder.makeSequence()
-        let logits = decoder.append(Array(text.suffix(decoder.config.maxLength)), to: sequence)
+        let logits = decoder.append(contextWindow(of: text, count: decoder.config.maxLength, keeping: textStart), to: sequence)
         entries.append(Entry(id: id, sequence: sequence, text: text, seen: Set(text), logits: logits, maxTokens: max(1, maxTokens),
                              options: options))
     }
@@ -74,7 +80,8 @@ public final class GenerationBatch {
                 // Full: refill from the last half of the text (its keys are rotated by position, so they are
                 // computed again rather than moved).
                 entry.sequence.reset()
-                entries[index].logits = decoder.append(Array(entry.text.suffix(decoder.config.maxLength / 2 + 1)), to: entry.sequence)
+                entries[index].logits = decoder.append(contextWindow(of: entry.text, count: decoder.config.maxLength / 2 + 1, keeping: textStart),
+                                                       to: entry.sequence)
             } else {
                 stepping.append(index)
             }
@@ -89,18 +96,28 @@ public final class GenerationBatch {
     }
 }
 
+/// The last `count` tokens of `text`, for a model that reads at most that many; when `text` begins with `start` (the
+/// token the model's texts start with, like Llama's BOS), that token stays first, as llama.cpp keeps BOS when it
+/// shifts its context: the model never saw a text without it.
+public func contextWindow(of text: [Int32], count: Int, keeping start: Int32?) -> [Int32] {
+    guard text.count > count else { return text }
+    if let start, text.first == start, count > 1 { return [start] + text.suffix(count - 1) }
+    return Array(text.suffix(count))
+}
+
 extension Decoder {
     /// Continues each of `prompts` by up to `maxTokens` tokens, the prompts prefilled one by one and then stepped
-    /// together (`GenerationBatch`). `emit` gets each token as it is chosen (prompt index, token); a sequence ends
-    /// when `shouldStop` says so after one of its tokens. Returns each prompt's generated tokens.
+    /// together (`GenerationBatch`, which keeps `textStart` first when it cuts a text to the context). `emit` gets
+    /// each token as it is chosen (prompt index, token); a sequence ends when `shouldStop` says so after one of its
+    /// tokens. Returns each prompt's generated tokens.
     public func generate(
-        prompts: [[Int32]], maxTokens: Int, options: SamplingOptions,
+        prompts: [[Int32]], maxTokens: Int, options: SamplingOptions, textStart: Int32? = nil,
         shouldStop: (_ sequence: Int, _ generated: [Int32]) -> Bool = { _, _ in false },
         emit: (_ sequence: Int, _ token: Int32) -> Void = { _, _ in }
     ) -> [[Int32]] {
         var generated = [[Int32]](repeating: [], count: prompts.count)
         guard maxTokens > 0 else { return generated }
-        let batch = GenerationBatch(decoder: self)
+        let batch = GenerationBatch(decoder: self, textStart: textStart)
         for (index, prompt) in prompts.enumerated() { batch.admit(id: index, prompt: prompt, maxTokens: maxTokens, options: options) }
         while !batch.isEmpty {
             for ended in batch.advance({ index, token, tokens in

@@ -32,8 +32,9 @@ public final class GenerationService: @unchecked Sendable {
     private var running: [Int: Request] = [:]
     private var nextID = 0
 
-    public init(decoder: Decoder) {
-        batch = GenerationBatch(decoder: decoder)
+    /// `textStart`: the token the model's texts start with, kept first when a text is cut to the context.
+    public init(decoder: Decoder, textStart: Int32? = nil) {
+        batch = GenerationBatch(decoder: decoder, textStart: textStart)
         let thread = Thread { [self] in run() }
         thread.stackSize = 4 << 20
         thread.start()

@@ -97,7 +97,7 @@ struct Generate: ParsableCommand {
         let context = loaded.model.config.maxLength
         for (index, tokens) in encoded.enumerated() where tokens.count > context {
             // Generation reads the last `context` tokens, as the model was trained on no more.
-            FileHandle.standardError.write(Data("generate: note: prompt \(index + 1) is \(tokens.count) tokens, more than the model's context (\(context)): the model reads its last \(context)\n".utf8))
+            FileHandle.standardError.write(Data("generate: note: prompt \(index + 1) is \(tokens.count) tokens, more than the model's context (\(context)): the model reads its last \(context)\(loaded.beginningOfText == nil ? "" : " (its first token kept)")\n".utf8))
         }
         let stops = InferenceModel.stops(stop, endOfGeneration: loaded.endOfGeneration, chat: chat ? loaded.chat : nil)
             .map { Array($0.utf8) }
@@ -108,11 +108,13 @@ struct Generate: ParsableCommand {
             FileHandle.standardOutput.write(Data(prompts[0].utf8))
         }
         if warmup {
-            _ = decoder.generate(prompts: encoded, maxTokens: 1, options: options, shouldStop: { _, _ in false }, emit: { _, _ in })
+            _ = decoder.generate(prompts: encoded, maxTokens: 1, options: options, textStart: loaded.beginningOfText,
+                                 shouldStop: { _, _ in false }, emit: { _, _ in })
         }
         let ready = Date()
         var firstToken: Date?
-        let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, shouldStop: { index, tokens in
+        let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, textStart: loaded.beginningOfText,
+                                         shouldStop: { index, tokens in
             // A token's bytes may end inside a character: the stream holds them back until the rest comes.
             streams[index].update(tokens, decodedBy: tokenizer)
             if streaming { streams[index].flush(to: FileHandle.standardOutput) }

@@ -53,7 +53,7 @@ struct Serve: ParsableCommand {
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
         if let problem = loaded.chat.problem { throw KeelError(problem) }
-        let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder), tokenizer: loaded.tokenizer, model: name,
+        let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder, textStart: loaded.beginningOfText), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
                                 chatStart: loaded.chatStart, shiftsContext: contextShift)
@@ -215,7 +215,7 @@ struct CompletionAPI: Sendable {
         // part, as llama.cpp's server then truncates it.
         let limit: Int
         if shiftsContext {
-            prompt = Array(prompt.suffix(contextLength))
+            prompt = contextWindow(of: prompt, count: contextLength, keeping: beginningOfText)
             limit = Int(maxTokens)
         } else {
             guard prompt.count < contextLength else {

@@ -183,7 +183,7 @@ enum Sampling {
         // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
         let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed, vocabulary: tokenizer.vocabSize)
         let prompt = tokenizer.encode(prompt), read = InferenceModel.prompt(prompt, beginningOfText: textStart)
-        let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options)[0]
+        let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options, textStart: textStart)[0]
         return try tokenizer.decodeText((read.isEmpty ? [0] : prompt) + generated)
     }
 }

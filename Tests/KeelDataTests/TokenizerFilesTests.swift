@@ -45,6 +45,17 @@ final class TokenizerFilesTests: XCTestCase {
         try check("bytes.tiktoken", "QQ== 0\n", "no token for byte")
         try check("tokenizer.json", "{\"model\": {\"type\": \"WordPiece\"}}", "byte-level BPE")
         try check("nomodel.json", "[1, 2]", "not a Hugging Face tokenizer.json")
+        // Steps that change the ids and that Keel does not run (GPT-NeoX's files normalize to NFC).
+        let bpe = #""model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}"#
+        try check("nfc.json", #"{"normalizer": {"type": "NFC"}, "# + bpe + "}", "has a normalizer (NFC), which Keel does not run")
+        try check("suffix.json", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "end_of_word_suffix": "</w>"}, "pre_tokenizer": {"type": "ByteLevel"}}"#,
+                  #"model.end_of_word_suffix is "</w>""#)
+        try check("invert.json", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "'(?:[sdmt]|ll|ve|re)| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"}, "behavior": "Removed", "invert": false}, {"type": "ByteLevel", "use_regex": false}]}}"#,
+                  "unsupported pre_tokenizer")
+        let isolated = directory.appendingPathComponent("isolated.json")
+        try String(contentsOf: directory.appendingPathComponent("invert.json"), encoding: .utf8)
+            .replacingOccurrences(of: "Removed", with: "Isolated").write(to: isolated, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try TokenizerFiles.load(isolated.path, pattern: .gpt2).pattern, .gpt2, "the same Split, isolating, loads")
         XCTAssertThrowsError(try TokenizerFiles.load(directory.appendingPathComponent("absent.json").path)) {
             XCTAssertTrue("\($0)".contains("no such file"))
         }
@@ -89,6 +100,28 @@ final class TokenizerFilesTests: XCTestCase {
         XCTAssertEqual(bytes.tokens[65], "A")
         XCTAssertThrowsError(try GGUFVocabulary(tokenizer, size: 10)) {
             XCTAssertEqual("\($0)", "the tokenizer has \(vocabulary.size) tokens, more than the model's vocabulary of 10")
+        }
+    }
+
+    /// llama.cpp's Llama 3 pre-tokenizer ("llama-bpe") emits a piece that is itself a token whole, as Hugging Face's
+    /// `ignore_merges` does; DBRX's ("dbrx", the same split) merges. "abc" is a token that merging "abc" does not
+    /// reach (b+c merges first, and nothing joins a with bc). Written back, each keeps its name, and tokenizer.json
+    /// its flag.
+    func testLlama3GGUFVocabularyIgnoresMergesAsLlamaCppDoes() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let spell = { (byte: Int) in String(TokenizerFiles.byteToCharacter[byte]) }
+        let tokens = (0..<256).map(spell) + ["bc", "ab", "abc", "<|endoftext|>"]
+        for (pre, expected) in [("llama-bpe", [Int32(258)]), ("llama3", [258]), ("dbrx", [97, 256]), ("gpt-2", [97, 256])] {
+            let lists = try GGUFVocabulary(tokens: tokens, types: Array(repeating: 1, count: 259) + [3],
+                                           merges: ["b c", "a b", "ab c"], preTokenizer: pre, endOfText: 259)
+            let tokenizer = try XCTUnwrap(lists.tokenizer() as? BPETokenizer)
+            XCTAssertEqual(tokenizer.encode("abc"), expected, pre)
+            XCTAssertEqual(try GGUFVocabulary(tokenizer, size: 260).preTokenizer, pre == "llama3" ? "llama-bpe" : pre)
+            let url = directory.appendingPathComponent("\(pre).json")
+            try TokenizerFiles.writeHuggingFace(tokenizer.vocabulary, to: url)
+            let model = (try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any])["model"] as! [String: Any]
+            XCTAssertEqual(model["ignore_merges"] as? Bool, expected.count == 1, pre)
+            XCTAssertEqual(try XCTUnwrap(loadTokenizer(url.path) as? BPETokenizer).encode("abc"), expected, pre)
         }
     }
 

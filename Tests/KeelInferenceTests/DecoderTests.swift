@@ -153,6 +153,33 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(alone[1], batch[1])
     }
 
+    /// A text cut to the context (a long prompt, a sequence refilled from its last half) keeps its first token when
+    /// that is the model's text start (BOS), as llama.cpp keeps it; other texts are cut to their last tokens.
+    func testCutsToTheContextKeepTheTextStart() throws {
+        let model = try Self.randomModel(Self.llama, seed: 6)
+        let decoder = try Decoder(model: model)
+        let context = model.config.maxLength, bos: Int32 = 9
+        let prompt = [bos] + (0..<20).map { Int32($0 % 7 + 1) }
+        for start in [bos, nil] as [Int32?] {
+            let greedy = decoder.generate(prompts: [prompt], maxTokens: 2 * context, options: SamplingOptions(temperature: 0), textStart: start)[0]
+            // What the model sees: the window of the prompt, one token more per step; full, the window of the text's last half.
+            var text = prompt, visible = start == nil ? Array(prompt.suffix(context)) : [bos] + prompt.suffix(context - 1)
+            for (step, next) in greedy.enumerated() {
+                let logits = Self.wholeForwardLogits(model, visible).last!
+                XCTAssertEqual(Int(next), logits.indices.max { logits[$0] < logits[$1] }, "start \(start.map(String.init) ?? "none"), step \(step)")
+                text.append(next)
+                if visible.count == context {
+                    visible = start == nil ? Array(text.suffix(context / 2 + 1)) : [bos] + text.suffix(context / 2)
+                } else {
+                    visible.append(next)
+                }
+            }
+        }
+        XCTAssertEqual(contextWindow(of: [bos, 1, 2, 3], count: 3, keeping: bos), [bos, 2, 3])
+        XCTAssertEqual(contextWindow(of: [4, 1, 2, 3], count: 3, keeping: bos), [1, 2, 3])
+        XCTAssertEqual(contextWindow(of: [bos, 1], count: 3, keeping: bos), [bos, 1])
+    }
+
     func testSamplerFiltersAndPenalises() throws {
         let logits: [Float] = [2, 1, 0.5, 3, -1]
         var random = RandomStream(seed: 1, key: 2)

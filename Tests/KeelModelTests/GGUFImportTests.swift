@@ -100,6 +100,26 @@ final class GGUFImportTests: XCTestCase {
         }
     }
 
+    /// A file without `tokenizer.ggml.add_bos_token` starts its texts with BOS as llama.cpp decides by the
+    /// pre-tokenizer: Llama 3's (whose files have no such key) do, GPT-2's do not; the key, when present, decides.
+    func testBOSWithoutTheKeyFollowsThePreTokenizer() throws {
+        let config = ModelConfig(architecture: .llama, vocabSize: 40, layers: 1, heads: 2, kvHeads: 1, width: 16,
+                                 hiddenWidth: 32, maxLength: 16, tiedEmbeddings: true)
+        let model = try ModelFixtures.randomModel(config, seed: 3)
+        for (pre, key, adds) in [("llama-bpe", nil, true), ("llama3", nil, true), ("gpt-2", nil, false), ("llama-bpe", false, false),
+                                 ("gpt-2", true, true)] as [(String, Bool?, Bool)] {
+            let tokenizer = GGUFExport.Tokenizer(tokens: (0..<40).map { "t\($0)" }, types: Array(repeating: 1, count: 38) + [3, 3],
+                                                 merges: ["t 1"], preTokenizer: pre, endOfText: 39, textStart: 38)
+            var file = try GGUFExport.file(for: model, type: .f32, tokenizer: tokenizer)
+            file.metadata.removeAll { $0.key == "tokenizer.ggml.add_bos_token" }
+            if let key { file.metadata.append((key: "tokenizer.ggml.add_bos_token", value: .bool(key))) }
+            let url = temporaryFile("bos.gguf")
+            try file.write(to: url)
+            let description = try GGUFImport.describe(GGUFFile(contentsOf: url), path: url.path)
+            XCTAssertEqual(description.textStart, adds ? 38 : nil, "\(pre), add_bos_token \(key.map(String.init) ?? "absent")")
+        }
+    }
+
     /// A file run in its own formats (its blocks or halves, its q/k rows put back in Keel's order, a projection
     /// assembled from several tensors) computes exactly what Keel's decoder computes quantizing the same weights itself.
     func testQuantizedFileRunsAsKeelsQuantizedDecoder() throws {
