@@ -71,7 +71,7 @@ public final class GroupRelativeOptimization {
     private let optimizer: Optimizer
     private let order: PairOrder
     private let padding: Int32
-    private let stopTokens: Set<Int32>
+    private let stops: [[Int32]]
     /// The tokenizer's ids: completions are drawn among them.
     private let vocabulary: Int
     private let reward: (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]
@@ -79,11 +79,12 @@ public final class GroupRelativeOptimization {
     /// - Parameters:
     ///   - reward: the rewards of completions (their tokens without the stop token), each for its task — all of a
     ///     batch at once, so that a reward model scores them together.
-    ///   - stopTokens: the tokens that end a completion (end of text, the chat template's end of turn).
+    ///   - stops: the token sequences that end a completion (end of text, the chat template's end of turn: one special
+    ///     token, or the bytes of `<|im_end|>` for a byte-level tokenizer).
     ///   - vocabulary: the tokenizer's ids, among which completions are drawn (the model's may be padded beyond).
     public init(policy: Transformer, reference: Transformer?, train: [TaskPrompt], validation: [TaskPrompt],
                 settings: GroupSettings, training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
-                stopTokens: Set<Int32>, vocabulary: Int,
+                stops: [[Int32]], vocabulary: Int,
                 reward: @escaping (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]) throws {
         order = try PairOrder(count: train.count, kind: "prompts", training: training, ranks: nil, shuffles: shuffles)
         guard settings.groupSize >= 2 else { throw KeelError("a group needs at least 2 completions (got \(settings.groupSize))") }
@@ -101,7 +102,8 @@ public final class GroupRelativeOptimization {
         self.train = train
         self.validation = validation
         self.padding = padding
-        self.stopTokens = stopTokens
+        guard !stops.contains(where: \.isEmpty) else { throw KeelError("an empty stop sequence") }
+        self.stops = stops
         self.vocabulary = vocabulary
         self.reward = reward
         policy.matrixPrecision = training.precision
@@ -115,7 +117,7 @@ public final class GroupRelativeOptimization {
     /// What a checkpoint keeps to resume: AdamW's moments (`TrainingStateFile`).
     public var stateBuffers: [String: FloatBuffer] { ["adam.m": optimizer.m, "adam.v": optimizer.v] }
 
-    /// A completion: its tokens (with the stop token that ended it, if one did) and its reward.
+    /// A completion: its tokens (with the stop sequence that ended it, if one did) and its reward.
     struct Completion {
         var tokens: [Int32]
         var stopped: Bool
@@ -136,14 +138,21 @@ public final class GroupRelativeOptimization {
         }
         var generated = [[Int32]](repeating: [], count: tasks.count * count)
         while !batch.isEmpty {
-            for ended in batch.advance({ _, token, _ in !stopTokens.contains(token) }) { generated[ended.id] = ended.generated }
+            for ended in batch.advance({ _, _, tokens in stopLength(tokens) == nil }) { generated[ended.id] = ended.generated }
         }
-        let stopped = generated.map { $0.last.map(stopTokens.contains) ?? false }
-        let rewards = try reward(zip(generated, stopped).map { $1 ? Array($0.dropLast()) : $0 },
+        let stopLengths = generated.map(stopLength)
+        let rewards = try reward(zip(generated, stopLengths).map { Array($0.dropLast($1 ?? 0)) },
                                  tasks.flatMap { Array(repeating: $0, count: count) })
         return tasks.indices.map { i in
-            (0..<count).map { j in Completion(tokens: generated[i * count + j], stopped: stopped[i * count + j], reward: rewards[i * count + j]) }
+            (0..<count).map { j in
+                Completion(tokens: generated[i * count + j], stopped: stopLengths[i * count + j] != nil, reward: rewards[i * count + j])
+            }
         }
+    }
+
+    /// The length of the stop sequence that `tokens` end with, if they end with one.
+    private func stopLength(_ tokens: [Int32]) -> Int? {
+        stops.first { tokens.count >= $0.count && tokens.suffix($0.count).elementsEqual($0) }?.count
     }
 
     /// A step's completions as the updates read them: per micro-batch, the sequences (prompt and completion), each

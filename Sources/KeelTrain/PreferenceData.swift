@@ -4,9 +4,10 @@ import KeelData
 
 /// Preference pairs for DPO and reward models: JSONL files in TRL's preference format (`SupervisedFormatter.pair`),
 /// rendered with the chat template beside the tokenizer as chat data is (`ChatData`), every 1/fraction-th pair held
-/// out for validation, and the pairs that leave either response nothing within a row of `length` positions dropped
-/// (their prompt fills it: `length + 1` tokens for DPO, `length` for a reward model, which reads whole sequences). A
-/// line that is not a pair stops with the file and line named.
+/// out for validation, and the pairs that cannot be learnt from in rows of `length` positions dropped: for DPO those
+/// whose prompt fills `length + 1` tokens, for a reward model (which reads a sequence's score at its last token) those
+/// with a sequence longer than `length`, as TRL drops them (`SequenceBatch.fits`). A line that is not a pair stops with
+/// the file and line named.
 public struct PreferenceData {
     public let train: [PreferencePair]
     public let validation: [PreferencePair]
@@ -17,18 +18,19 @@ public struct PreferenceData {
                 validationFraction: Double, forRewardModel: Bool = false) throws {
         let formatter = try ChatData.formatter(tokenizer: tokenizer, tokenizerPath: tokenizerPath, paths: paths)
         let pairs = try ChatData.records(paths, kind: "preference pairs", formatter.pair(json:))
-        let window = forRewardModel ? "training.seq_len (\(length))" : "training.seq_len + 1 (\(length + 1))"
         let fitting = pairs.filter {
             SequenceBatch.fits($0, maximumLength: length, layout: forRewardModel ? .wholeSequences : .nextTokens)
         }
+        let why = forRewardModel ? "a sequence is longer than training.seq_len (\(length)), and a reward model reads it whole"
+            : "the prompt fills training.seq_len + 1 (\(length + 1)) tokens"
         guard !fitting.isEmpty else {
-            throw KeelError("every pair's prompt fills \(window) tokens: no response is left to learn from")
+            throw KeelError("every pair is dropped: \(why)")
         }
         (train, validation) = ChatData.split(fitting, validationFraction: validationFraction)
         let dropped = pairs.count - fitting.count
         summary = "\(paths.count) preference file\(paths.count == 1 ? "" : "s"), \(train.count) + \(validation.count) pairs"
             + ChatData.templateNote(tokenizerPath)
-            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: the prompt fills \(window) tokens, or a response is empty" : "")
+            + (dropped > 0 ? "; \(dropped) pair\(dropped == 1 ? "" : "s") dropped: \(why)" : "")
     }
 }
 

@@ -57,11 +57,17 @@ struct SequenceBatch {
         lastPositions = positions.map { $0 - 1 }
     }
 
-    /// Whether a pair keeps completion tokens of both responses within a row of `maximumLength` positions (one that
-    /// does not teaches nothing: TRL drops pairs whose prompt fills its `max_length`).
+    /// Whether a pair can be learnt from in rows of `maximumLength` positions. DPO's: both responses keep completion
+    /// tokens (one that does not teaches nothing: TRL drops pairs whose prompt fills its `max_length`). A reward
+    /// model's: both sequences whole, as TRL's `RewardTrainer` keeps only those — a cut one would be scored in the
+    /// middle of its response instead of at its end.
     static func fits(_ pair: PreferencePair, maximumLength: Int, layout: Layout = .nextTokens) -> Bool {
-        let shift = layout == .nextTokens ? 1 : 0
-        return [pair.chosen, pair.rejected].allSatisfy { $0.trained.prefix(maximumLength + shift).dropFirst(shift).contains(true) }
+        switch layout {
+        case .nextTokens:
+            return [pair.chosen, pair.rejected].allSatisfy { $0.trained.prefix(maximumLength + 1).dropFirst().contains(true) }
+        case .wholeSequences:
+            return [pair.chosen, pair.rejected].allSatisfy { $0.tokens.count <= maximumLength && $0.trained.contains(true) }
+        }
     }
 
     /// Runs `body` with the inputs and targets.

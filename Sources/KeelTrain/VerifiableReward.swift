@@ -4,7 +4,8 @@ import KeelCore
 /// Rewards a program can check, from a completion's text and its task's fields: 1 when the completion is right, 0
 /// otherwise.
 public enum VerifiableReward: String, Sendable, CaseIterable {
-    /// The last number in the completion equals the task's `answer` as a number ("17 + 72 = 89" for 89).
+    /// The last number in the completion equals the task's `answer`, a number ("17 + 72 = 89" for 89; "1,234" is
+    /// 1234 in both).
     case lastNumber = "last-number"
     /// The completion, without leading and trailing white space, is the task's `answer`.
     case exactMatch = "exact-match"
@@ -17,15 +18,16 @@ public enum VerifiableReward: String, Sendable, CaseIterable {
         guard let answer = fields[Self.answerField] else { return 0 }
         switch self {
         case .lastNumber:
-            guard let expected = Double(answer.trimmingCharacters(in: .whitespaces)),
-                  let last = Self.numbers(in: completion).last else { return 0 }
-            return last == expected ? 1 : 0
+            let expected = Self.numbers(in: answer)
+            guard expected.count == 1, let last = Self.numbers(in: completion).last else { return 0 }
+            return last == expected[0] ? 1 : 0
         case .exactMatch:
             return completion.trimmingCharacters(in: .whitespacesAndNewlines) == answer ? 1 : 0
         }
     }
 
-    /// The numbers written in `text`: optional minus, digits, optional decimals ("3.", a sentence's full stop, is 3).
+    /// The numbers written in `text`: optional minus, digits with optional thousands commas ("1,234"), optional
+    /// decimals (".5" is 0.5; "3.", a sentence's full stop, is 3).
     static func numbers(in text: String) -> [Double] {
         var numbers: [Double] = [], current = ""
         let characters = Array(text)
@@ -33,13 +35,20 @@ public enum VerifiableReward: String, Sendable, CaseIterable {
             if let value = Double(current.hasSuffix(".") ? String(current.dropLast()) : current) { numbers.append(value) }
             current = ""
         }
+        func digit(_ offset: Int) -> Bool { characters.indices.contains(offset) && characters[offset].isASCII && characters[offset].isNumber }
+        /// Whether a sign or a point at `index` may start a number: not after a letter or a digit ("x-3" is 3).
+        func starts(_ index: Int) -> Bool { index == 0 || !(characters[index - 1].isLetter || characters[index - 1].isNumber) }
         for (index, character) in characters.enumerated() {
-            if character.isASCII && character.isNumber {
+            if digit(index) {
                 current.append(character)
-            } else if character == ".", !current.isEmpty, !current.contains(".") {
-                current.append(character)
-            } else if character == "-", current.isEmpty, index + 1 < characters.count, characters[index + 1].isASCII,
-                      characters[index + 1].isNumber, index == 0 || !(characters[index - 1].isLetter || characters[index - 1].isNumber) {
+            } else if character == ",", current.contains(where: \.isNumber), !current.contains("."),
+                      (1...3).allSatisfy({ digit(index + $0) }), !digit(index + 4) {
+                // A thousands separator: three digits follow, and no fourth.
+            } else if character == ".", !current.contains("."), digit(index + 1) || current.contains(where: \.isNumber),
+                      !current.isEmpty || starts(index) {
+                current += current.contains(where: \.isNumber) ? "." : "0."
+            } else if character == "-", current.isEmpty, digit(index + 1) || (characters.indices.contains(index + 1)
+                      && characters[index + 1] == "." && digit(index + 2)), starts(index) {
                 current.append(character)
             } else {
                 flush()

@@ -61,7 +61,13 @@ struct DPO: ParsableCommand {
             run.log("\(objective.objective == .sigmoid ? "DPO" : "IPO") from \(run.checkpoint.directory.path): β \(objective.beta), "
                     + "\(t.steps) steps of \(pairsPerStep) pairs (\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(data.train.count))) epochs), "
                     + "lr \(t.learningRate), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
+            let recipe = RunRecipe(options: ["loss": loss, "beta": "\(beta)", "label-smoothing": "\(labelSmoothing)",
+                                             "no-shuffle": "\(common.noShuffle)"]) { hasher in
+                (data.train + data.validation).forEach { hasher.add($0) }
+            }
             if let resumed = run.resumed {
+                // Before the reference log-probabilities, which belong to the data and options the run started with.
+                try recipe.verifyResume(from: resumed.directory)
                 try trainer.restoreReference(from: resumed.directory)
             } else {
                 let started = Date()
@@ -84,7 +90,7 @@ struct DPO: ParsableCommand {
                          ("val_rewards_chosen", .double(m.chosenReward)), ("val_rewards_rejected", .double(m.rejectedReward)),
                          ("val_rewards_margin", .double(m.margin))],
                         String(format: "loss %.4f, accuracy %.3f, margin %.4f (%d pairs)", m.loss, m.accuracy, m.margin, m.pairs))
-            }, model: model, state: trainer.stateBuffers, extras: {
+            }, model: model, state: trainer.stateBuffers, recipe: recipe, extras: {
                 [PreferenceOptimization.referenceFile: try trainer.referenceContents()]
             })
         }

@@ -159,12 +159,14 @@ struct FineTuningRun {
     /// step, 0 before the first) returns the fields of a validation record and its line, or nil without validation
     /// pairs; rank 0 writes config.toml, metrics.jsonl and, every checkpoint.every steps and after the last,
     /// a checkpoint of the weights with `extras` and the trainer's `state` (`TrainingStateFile`) beside them. A resumed
-    /// run starts after its checkpoint's step, its metrics of later steps dropped. Prints the last checkpoint's path.
+    /// run starts after its checkpoint's step, its metrics of later steps dropped, once its `recipe` is the one its
+    /// checkpoint keeps (every checkpoint keeps it). Prints the last checkpoint's path.
     func loop(step: (Int, Float) throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String),
               evaluate: () throws -> (fields: [(key: String, value: MetricsLog.Field)], line: String)?,
-              model: Transformer, state: [String: FloatBuffer], extras: () throws -> [String: Data]) throws {
+              model: Transformer, state: [String: FloatBuffer], recipe: RunRecipe, extras: () throws -> [String: Data]) throws {
         let t = config.training, first = (resumed?.state.step ?? 0) + 1
         if let resumed {
+            try recipe.verifyResume(from: resumed.directory)
             try TrainingStateFile.restore(state, from: resumed.directory)
             log("resuming after step \(first - 1) from \(resumed.directory.path)")
         }
@@ -200,7 +202,8 @@ struct FineTuningRun {
             if number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
                 // Every rank knows the newest checkpoint (a diverged step names it), only rank 0 writes it.
                 last = group.rank == 0
-                    ? try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state)]) { $1 })
+                    ? try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state),
+                                                                                  RunRecipe.fileName: try recipe.contents()]) { $1 })
                     : output.appendingPathComponent("checkpoints").appendingPathComponent(CheckpointStore.name(step: number))
             }
         }

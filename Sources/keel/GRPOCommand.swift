@@ -84,8 +84,11 @@ struct GRPO: ParsableCommand {
             let reference = settings.beta > 0 ? try run.checkpoint.loadModel() : nil
             let settingsFile = run.tokenizerPath == "byte" ? nil : TokenizerSettings(besides: run.tokenizerPath)
             // A reply ends at end of text, at the end-of-sequence token, or at ChatML's end of turn (Keel's ChatML and
-            // most templates close a turn with it, whatever eos_token says).
-            let stops = Set([run.tokenizer.endOfText] + [settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0.flatMap(run.tokenizer.specialToken) })
+            // most templates close a turn with it, whatever eos_token says): each its special token, or its text's
+            // tokens where it is not one (a byte-level tokenizer spells `<|im_end|>` in bytes, as its SFT taught it).
+            let stops = [[run.tokenizer.endOfText]] + Set([settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0 }).sorted().map {
+                run.tokenizer.specialToken($0).map { [$0] } ?? run.tokenizer.encode($0)
+            }
             let tokenizer = run.tokenizer
             let score: ([[Int32]], [TaskPrompt]) throws -> [Double]
             if let rewardModel {
@@ -112,7 +115,7 @@ struct GRPO: ParsableCommand {
             }
             let trainer = try GroupRelativeOptimization(
                 policy: policy, reference: reference, train: tasks.train, validation: tasks.validation, settings: settings,
-                training: t, shuffles: !common.noShuffle, padding: tokenizer.endOfText, stopTokens: stops,
+                training: t, shuffles: !common.noShuffle, padding: tokenizer.endOfText, stops: stops,
                 vocabulary: tokenizer.vocabSize, reward: score)
             run.log("data: \(tasks.summary)")
             run.log("GRPO from \(run.checkpoint.directory.path): \(t.steps) steps of \(t.batchSize * t.gradientAccumulation) prompts × "
@@ -133,7 +136,13 @@ struct GRPO: ParsableCommand {
                 return ([("val_reward", .double(result.reward))],
                         String(format: "greedy reward %.3f on %d prompts; the first: %@", result.reward, tasks.validation.count,
                                String(reflecting: first)))
-            }, model: policy, state: trainer.stateBuffers, extras: { [:] })
+            }, model: policy, state: trainer.stateBuffers,
+            recipe: RunRecipe(options: ["reward": reward, "reward-model": rewardModel ?? "(unset)", "group-size": "\(groupSize)",
+                                        "max-new-tokens": "\(maxNewTokens)", "temperature": "\(temperature)", "beta": "\(beta)",
+                                        "epsilon": "\(epsilon)", "iterations": "\(iterations)", "loss": loss,
+                                        "no-shuffle": "\(common.noShuffle)"]) { hasher in
+                (tasks.train + tasks.validation).forEach { hasher.add($0) }
+            }, extras: { [:] })
         }
     }
 }

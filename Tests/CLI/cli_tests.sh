@@ -586,6 +586,27 @@ check "it logs the uninterrupted run's losses bit for bit" "$same_steps" \
     "$work/dpo-text/metrics.jsonl" "$work/dpo-resumed-saved/metrics.jsonl" loss
 expect_error "dpo --resume of a directory without a checkpoint" "holds no valid checkpoint" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nothing" --resume
+# A resume with other options or other data would start another run from this one's middle, on reference values that
+# belong to the first: refused with status 3 (keel launch does not restart it), naming what differs, nothing written.
+cp -r "$work/dpo-text" "$work/dpo-other" && rm -rf "$work/dpo-other/checkpoints/step_00000010"
+sed 's/the king/a king/' "$dpo_fixture/pairs_text.jsonl" >"$work/pairs-changed.jsonl"
+fingerprint() { (cd "$1" && find . -type f | sort | xargs md5sum | md5sum); }
+before=$(fingerprint "$work/dpo-other")
+for other in "--beta 0.2" "--data $work/pairs-changed.jsonl"; do
+    data=(--data "$dpo_fixture/pairs_text.jsonl")
+    [ "${other%% *}" = --data ] && data=()
+    # shellcheck disable=SC2086
+    "$keel" dpo --init-from "$work/dpo-base" "${data[@]}" --out "$work/dpo-other" --no-shuffle $other --resume >"$work/out" 2>"$work/err"
+    status=$?
+    wanted="--beta 0.2 (the checkpoint's: 0.1)"
+    [ "${other%% *}" = --data ] && wanted="the data, whose tokens differ from those the checkpoint was trained on"
+    if [ $status -eq 3 ] && grep -q "^Error: --resume: this run differs from the one that wrote .*step_00000005: $wanted" "$work/err" \
+        && [ "$(fingerprint "$work/dpo-other")" = "$before" ]; then
+        pass "dpo --resume with $other is refused, naming it, with status 3, nothing written"
+    else
+        fail "dpo --resume with $other is refused, naming it, with status 3, nothing written (exit $status)"
+    fi
+done
 expect_ok "generate from the DPO run's checkpoint" "$keel" generate --checkpoint "$work/dpo-text" --prompt "What is the sea?" \
     --max-tokens 4 --temperature 0
 # Held-out pairs (every 10th): the policy starts as the reference, so their loss is log 2 exactly at step 0.
@@ -624,7 +645,7 @@ expect_error "dpo on a pair mixing text and messages" "must all be strings or al
     "$keel" dpo --init-from "$work/dpo-base" --data "$work/mixed-pairs.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}"
 expect_error "dpo into a run directory that holds a run" "already holds a run" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-text" "${dpo_settings[@]}"
-expect_error "dpo whose prompts fill the window" "every pair's prompt fills training.seq_len + 1 (4) tokens" \
+expect_error "dpo whose prompts fill the window" "every pair is dropped: the prompt fills training.seq_len + 1 (4) tokens" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --set training.seq_len=3
 expect_error "ipo with label smoothing" "label smoothing applies to the sigmoid (DPO) loss only" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --loss ipo --label-smoothing 0.1

@@ -25,7 +25,7 @@ final class GroupRelativeOptimizationTests: XCTestCase {
             let prompts = [TaskPrompt(tokens: [1, 2], fields: ["answer": "3"], prompt: .string("12")), TaskPrompt(tokens: [4], fields: ["answer": "5"], prompt: .string("4"))]
             let trainer = try GroupRelativeOptimization(policy: policy, reference: reference, train: prompts, validation: [],
                                                         settings: settings, training: training, shuffles: false, padding: 0,
-                                                        stopTokens: [0], vocabulary: 20) { completions, _ in completions.map { _ in 0 } }
+                                                        stops: [[0]], vocabulary: 20) { completions, _ in completions.map { _ in 0 } }
             func sequence(_ prompt: [Int32], _ completion: [Int32]) -> SupervisedExample {
                 SupervisedExample(tokens: prompt + completion, trained: prompt.map { _ in false } + completion.map { _ in true })
             }
@@ -76,6 +76,36 @@ final class GroupRelativeOptimizationTests: XCTestCase {
         }
     }
 
+    /// A completion ends where it ends with a stop sequence of several tokens (a byte-level tokenizer's `<|im_end|>`),
+    /// keeps that sequence (its tokens are trained), and is rewarded without it.
+    func testCompletionsStopAtSequencesOfTokens() throws {
+        var settings = GroupSettings()
+        settings.groupSize = 2
+        settings.maxNewTokens = 8
+        settings.beta = 0
+        let training = try TrainConfig.load(path: nil, overrides: ["training.batch_size=1", "training.seq_len=12"], requiresData: false).training
+        let prompts = [TaskPrompt(tokens: [1, 2], fields: [:], prompt: .string("12"))]
+        var rewarded: [[Int32]] = []
+        func trainer(_ stops: [[Int32]]) throws -> GroupRelativeOptimization {
+            try GroupRelativeOptimization(policy: try Transformer(config: config, seed: 3), reference: nil, train: prompts, validation: [],
+                                          settings: settings, training: training, shuffles: false, padding: 0, stops: stops,
+                                          vocabulary: 20) { completions, _ in
+                rewarded = completions
+                return completions.map { _ in 0 }
+            }
+        }
+        let free = try trainer([[-1]]).complete(prompts, count: 1, temperature: 0, seed: 0)[0][0]
+        XCTAssertEqual(free.tokens.count, 8)
+        XCTAssertFalse(free.stopped)
+        let stop = [free.tokens[2], free.tokens[3]]
+        let end = (1..<free.tokens.count).first { [free.tokens[$0 - 1], free.tokens[$0]] == stop }! + 1
+        let stopped = try trainer([[-1], stop]).complete(prompts, count: 1, temperature: 0, seed: 0)[0][0]
+        XCTAssertEqual(stopped.tokens, Array(free.tokens.prefix(end)))
+        XCTAssertTrue(stopped.stopped)
+        XCTAssertEqual(rewarded, [Array(free.tokens.prefix(end - 2))])
+        XCTAssertThrowsError(try trainer([[]])) { XCTAssertEqual("\($0)", "an empty stop sequence") }
+    }
+
     func testTheLastNumberIsTheAnswer() {
         let reward = VerifiableReward.lastNumber, answer = ["answer": "89"]
         XCTAssertEqual(reward.reward("17 + 72 = 89", fields: answer), 1)
@@ -86,6 +116,11 @@ final class GroupRelativeOptimizationTests: XCTestCase {
         XCTAssertEqual(reward.reward("x-3", fields: ["answer": "3"]), 1, "a hyphen after a letter is not a minus")
         XCTAssertEqual(reward.reward("2.50", fields: ["answer": "2.5"]), 1)
         XCTAssertEqual(VerifiableReward.numbers(in: "a -4 b 5.25 c 6."), [-4, 5.25, 6])
+        // Thousands separators, in the text and in the answer; a leading point.
+        XCTAssertEqual(reward.reward("The total is 1,234.", fields: ["answer": "1234"]), 1)
+        XCTAssertEqual(reward.reward("1234", fields: ["answer": "1,234"]), 1)
+        XCTAssertEqual(VerifiableReward.numbers(in: "1,234,567 and 1, 2 and 3,14 and 12,3456 and .5 or -.25 x.5"),
+                       [1_234_567, 1, 2, 3, 14, 12, 3456, 0.5, -0.25, 5])
         XCTAssertEqual(VerifiableReward.exactMatch.reward("  89\n", fields: answer), 1)
         XCTAssertEqual(VerifiableReward.exactMatch.reward("89 ", fields: ["answer": "8"]), 0)
     }

@@ -35,9 +35,11 @@ final class RewardModelTests: XCTestCase {
         XCTAssertEqual(whole.inputs, [1, 2, 3, 4, 7, 8, 0, 0, 1, 2, 6, 0, 7, 9, 10, 0])
         XCTAssertEqual(whole.lastPositions, [3, 1, 2, 2])
         XCTAssertTrue(whole.targets.allSatisfy { $0 == ignored })
-        // A prompt that fills the row leaves nothing to learn from.
+        // A prompt that fills the row leaves nothing to learn from; a reward model needs both sequences whole.
         XCTAssertFalse(SequenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .wholeSequences))
         XCTAssertTrue(SequenceBatch.fits(pair([1, 2, 3], [4], [5]), maximumLength: 3, layout: .nextTokens))
+        XCTAssertFalse(SequenceBatch.fits(pair([1], [2, 3, 4], [5]), maximumLength: 3, layout: .wholeSequences))
+        XCTAssertTrue(SequenceBatch.fits(pair([1], [2, 3], [5]), maximumLength: 3, layout: .wholeSequences))
     }
 
     func testBradleyTerryGradientsMatchFiniteDifferences() throws {
