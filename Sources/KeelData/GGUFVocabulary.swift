@@ -15,6 +15,8 @@ public struct GGUFVocabulary: Sendable {
     /// `tokenizer.ggml.pre`: llama.cpp's name of the split pattern (`preTokenizers`).
     public let preTokenizer: String
     public let endOfText: Int
+    /// Where llama.cpp will not split text exactly as the tokenizer written does (nil: it will).
+    public private(set) var difference: String?
 
     /// What llama.cpp does for a pre-tokenizer name (its `llama-vocab.cpp`): the split pattern; whether a piece
     /// that is itself a token is emitted whole before any merging (`ignore_merges`, Hugging Face's flag of the
@@ -25,11 +27,12 @@ public struct GGUFVocabulary: Sendable {
         public let addsBeginningOfText: Bool
     }
 
-    /// llama.cpp's names of the pre-tokenizers Keel reproduces: GPT-2's; cl100k's split, which Llama 3 uses with
-    /// ignore_merges and BOS (under three names) and DBRX and Smaug without; SmolLM's.
+    /// llama.cpp's names of the pre-tokenizers Keel reproduces: GPT-2's; Llama 3's split (cl100k's without
+    /// `\s++$`), which Llama 3 uses with ignore_merges and BOS (under three names) and DBRX and Smaug without;
+    /// SmolLM's.
     public static let preTokenizers: [String: PreTokenizer] = {
-        let llama3 = PreTokenizer(pattern: .cl100k, ignoresMerges: true, addsBeginningOfText: true)
-        let cl100k = PreTokenizer(pattern: .cl100k, ignoresMerges: false, addsBeginningOfText: false)
+        let llama3 = PreTokenizer(pattern: .llama3, ignoresMerges: true, addsBeginningOfText: true)
+        let cl100k = PreTokenizer(pattern: .llama3, ignoresMerges: false, addsBeginningOfText: false)
         return ["gpt-2": PreTokenizer(pattern: .gpt2, ignoresMerges: false, addsBeginningOfText: false),
                 "llama-bpe": llama3, "llama3": llama3, "llama-v3": llama3, "dbrx": cl100k, "smaug-bpe": cl100k,
                 "smollm": PreTokenizer(pattern: .gpt2Digits, ignoresMerges: false, addsBeginningOfText: false)]
@@ -54,10 +57,16 @@ public struct GGUFVocabulary: Sendable {
             guard !(vocabulary.emitsWholePieces && vocabulary.merges.isEmpty) else {
                 throw KeelError("a tiktoken vocabulary has no merge list, which llama.cpp's GGUF tokenizer needs")
             }
+            // llama.cpp has no split with tiktoken's `\s++$`: a cl100k vocabulary goes under Llama 3's split.
+            let pattern = vocabulary.pattern == .cl100k ? .llama3 : vocabulary.pattern
             guard let name = Self.writtenNames.first(where: {
-                Self.preTokenizers[$0]!.pattern == vocabulary.pattern && Self.preTokenizers[$0]!.ignoresMerges == vocabulary.emitsWholePieces
+                Self.preTokenizers[$0]!.pattern == pattern && Self.preTokenizers[$0]!.ignoresMerges == vocabulary.emitsWholePieces
             }) else {
                 throw KeelError("llama.cpp has no pre-tokenizer that splits as \(vocabulary.pattern) and ignores merges")
+            }
+            if pattern != vocabulary.pattern {
+                difference = "llama.cpp's \"\(name)\" splits as tiktoken's cl100k does but where a text ends in a line break "
+                    + "and more whitespace (\"a\\n  \": \"\\n\", \"  \" there, \"\\n  \" here)"
             }
             let special = Dictionary(uniqueKeysWithValues: vocabulary.specialTokens.map { ($1, $0) })
             for id in 0..<vocabulary.size {

@@ -6,6 +6,11 @@ public enum SplitPattern: String, Sendable, CaseIterable {
     /// cl100k_base's:
     /// `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s`
     case cl100k
+    /// cl100k's as Llama 3's tokenizer.json and llama.cpp's "llama-bpe" write it, without `\s++$`:
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    /// It splits as cl100k does but where whitespace ends the text after a line break: "a\n  " is "a", "\n", "  "
+    /// here and "a", "\n  " in tiktoken.
+    case llama3
     /// Every number character a piece of its own (`\p{N}`), then GPT-2's pattern on the text between them — Hugging
     /// Face's `Digits(individual_digits)` + `ByteLevel`, llama.cpp's "smollm" (StarCoder's and SmolLM's tokenizers).
     case gpt2Digits = "gpt2-digits"
@@ -53,9 +58,9 @@ public struct PreTokenizer: Sendable {
                     body(start..<end)
                     start = end
                 }
-            case .cl100k:
+            case .cl100k, .llama3:
                 while start < text.count {
-                    let end = scanner.cl100kPieceEnd(from: start)
+                    let end = scanner.cl100kPieceEnd(from: start, wholeTrailingWhitespace: pattern == .cl100k)
                     body(start..<end)
                     start = end
                 }
@@ -137,9 +142,10 @@ private struct PieceScanner {
         }
     }
 
-    /// Where a run of whitespace starting at `i` ends as a piece: `\s++$|\s+(?!\S)|\s` for GPT-2, and with
-    /// `\s*[\r\n]` before `\s+(?!\S)` when `stopAtLastNewline` (cl100k).
-    private func whitespaceEnd(from i: Int, stopAtLastNewline: Bool) -> Int {
+    /// Where a run of whitespace starting at `i` ends as a piece: `\s++$|\s+(?!\S)|\s` for GPT-2, with
+    /// `\s*[\r\n]` before `\s+(?!\S)` when `stopAtLastNewline` (cl100k), and without `\s++$` unless
+    /// `wholeTrailingWhitespace` (Llama 3's cl100k).
+    private func whitespaceEnd(from i: Int, stopAtLastNewline: Bool, wholeTrailingWhitespace: Bool) -> Int {
         var j = i, lastStart = i, newlineEnd = i
         while j < count {
             let (c, length) = character(at: j)
@@ -149,9 +155,11 @@ private struct PieceScanner {
             j += length
         }
         // `\s++$`: the run reaches the end of the text.
-        if j == count { return count }
+        if j == count && wholeTrailingWhitespace { return count }
         // `\s*[\r\n]`: `\s*` first takes the whole run, then backs off to the last line break in it.
         if stopAtLastNewline && newlineEnd > i { return newlineEnd }
+        // `\s+(?!\S)` where nothing follows the run: all of it.
+        if j == count { return count }
         // `\s+(?!\S)`: the run is followed by a non-space, so `\s+` backs off one character, leaving the last
         // whitespace to start the next piece (" word" keeps its space). A run of one character fails this.
         if lastStart > i { return lastStart }
@@ -190,12 +198,12 @@ private struct PieceScanner {
                 let (c1, length1) = character(at: next)
                 if c1 != .whitespace { return runEnd(of: c1, from: next + length1) }
             }
-            return whitespaceEnd(from: i, stopAtLastNewline: false)
+            return whitespaceEnd(from: i, stopAtLastNewline: false, wholeTrailingWhitespace: true)
         }
     }
 
-    /// The end of the cl100k piece that starts at `i`.
-    func cl100kPieceEnd(from i: Int) -> Int {
+    /// The end of the cl100k piece that starts at `i` (without `\s++$` unless `wholeTrailingWhitespace`: Llama 3's).
+    func cl100kPieceEnd(from i: Int, wholeTrailingWhitespace: Bool) -> Int {
         let (c0, length0) = character(at: i)
         let next = i + length0
         switch c0 {
@@ -231,7 +239,7 @@ private struct PieceScanner {
                     return lineBreaksEnd(from: runEnd(of: .other, from: next + length1))
                 }
             }
-            return whitespaceEnd(from: i, stopAtLastNewline: true)
+            return whitespaceEnd(from: i, stopAtLastNewline: true, wholeTrailingWhitespace: wholeTrailingWhitespace)
         }
     }
 

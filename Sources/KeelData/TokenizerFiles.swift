@@ -25,7 +25,7 @@ public enum TokenizerFiles {
             let name = url.deletingPathExtension().lastPathComponent
             let known = knownTiktoken(name)
             guard let split = pattern ?? known?.pattern else {
-                throw KeelError("tokenizer: \(path): a .tiktoken file does not say its split pattern; pass --pattern gpt2 or cl100k")
+                throw KeelError("tokenizer: \(path): a .tiktoken file does not say its split pattern; pass --pattern \(SplitPattern.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             return try BPEVocabulary(ranked: RankedTokens(tiktoken: data, path: path), specialTokens: known?.specials ?? [:],
                                      pattern: split)
@@ -86,11 +86,18 @@ public enum TokenizerFiles {
         }
     }
 
-    /// The regular expressions Hugging Face `Split` pre-tokenizers use for each pattern.
+    /// The regular expressions of Hugging Face `Split` pre-tokenizers, by the pattern each splits as (`tokenizers`
+    /// runs them with Oniguruma, where `$` is an end of line, `\z` the end of the text).
     static let splitRegexes: [String: SplitPattern] = [
         #"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#: .gpt2,
-        #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .cl100k,
+        // tiktoken's cl100k: with `\s+\z` for its `\s++$`.
+        cl100kRegex: .cl100k,
+        // Llama 3's own, and what Keel wrote for cl100k before it wrote `\s+\z`.
+        llama3Regex: .llama3,
+        #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .llama3,
     ]
+    static let cl100kRegex = #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+\z|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
     /// A GPT-2-style pair of `vocab.json` (token → id, spelled as tokenizer.json spells it) and `merges.txt` (one
     /// "left right" merge a line after a `#version` header), read as the ByteLevel tokenizer.json they make.
@@ -219,7 +226,7 @@ public enum TokenizerFiles {
            let pattern = splitRegexes[regex] {
             return pattern
         }
-        throw KeelError("tokenizer: \(path): unsupported pre_tokenizer (Keel reads ByteLevel, Digits(individual_digits) + ByteLevel, or Split with the GPT-2 or cl100k regex + ByteLevel)")
+        throw KeelError("tokenizer: \(path): unsupported pre_tokenizer (Keel reads ByteLevel, Digits(individual_digits) + ByteLevel, or Split with the GPT-2, cl100k or Llama 3 regex + ByteLevel)")
     }
 
     /// Writes a Hugging Face `tokenizer.json` for a vocabulary with a merge list (Keel-trained or loaded from
@@ -249,8 +256,8 @@ public enum TokenizerFiles {
             preTokenizer = byteLevel
         case .gpt2Digits:
             preTokenizer = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
-        case .cl100k:
-            let regex = splitRegexes.first { $0.value == .cl100k }!.key
+        case .cl100k, .llama3:
+            let regex = vocabulary.pattern == .cl100k ? cl100kRegex : llama3Regex
             preTokenizer = ["type": "Sequence", "pretokenizers": [
                 ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],

@@ -10,10 +10,12 @@ public struct QuantizationAccuracy: Sendable {
 
     public init() {}
 
-    /// Adds one window: `inputs` and the `targets` that follow each, through both decoders.
-    public mutating func add(inputs: [Int32], targets: [Int32], base: Decoder, quantized: Decoder) {
+    /// Adds one window: `inputs` and the `targets` that follow each, through both decoders, the predictions at
+    /// `positions` scored (all of them, or those llama-perplexity scores: the second half of the window).
+    public mutating func add(inputs: [Int32], targets: [Int32], positions: Range<Int>? = nil, base: Decoder, quantized: Decoder) {
         let baseLogits = base.logits(of: inputs), quantizedLogits = quantized.logits(of: inputs)
-        for (position, target) in targets.enumerated() {
+        for position in positions ?? targets.indices {
+            let target = targets[position]
             let p = Self.logSoftmax(baseLogits[position]), q = Self.logSoftmax(quantizedLogits[position])
             baseLoss -= p[Int(target)]
             quantizedLoss -= q[Int(target)]

@@ -102,19 +102,23 @@ struct Eval: ParsableCommand {
         } ?? Evaluation.windows(files: files, tokenizer: tokenizer, textStart: bos, vocabSize: vocabulary, length: length,
                                 documentEnd: documentEnd)
         let count = try windowCount(windows, length: length, origin: reader.directory.path)
+        if llamaCppScoring, let format {
+            // Both models on llama-perplexity's positions, as `llama-perplexity --kl-divergence` compares them.
+            try compare(model, format: format, windows: windows, count: count, length: length, beginningOfText: dataset == nil ? bos : nil)
+            return
+        }
         if llamaCppScoring {
-            let decoder = try Decoder(model: model, quantization: format)
+            let decoder = try Decoder(model: model)
             decoder.halfPrecisionAttention = attentionOption.attention == "f16"
             // A prepared dataset's windows are shards' tokens, not a text llama-perplexity would tokenize: as they are.
-            try score(decoder, label: format?.rawValue ?? "f32", windows: windows, count: count, length: length,
-                      beginningOfText: dataset == nil ? bos : nil)
+            try score(decoder, label: "f32", windows: windows, count: count, length: length, beginningOfText: dataset == nil ? bos : nil)
             return
         }
         if attentionOption.attention != nil {
             throw KeelError("--attention applies to a GGUF file or to --llama-cpp-scoring; the plain and --quantize evaluations run fp32 attention")
         }
         if let format {
-            try compare(model, format: format, windows: windows, count: count, length: length)
+            try compare(model, format: format, windows: windows, count: count, length: length, beginningOfText: nil)
             return
         }
         var reported = 0
@@ -154,11 +158,17 @@ struct Eval: ParsableCommand {
     }
 
     /// The fp32 model against its projections in `format`, window by window over a KV-cache decoder each.
-    private func compare(_ model: Transformer, format: QuantizationFormat, windows: TokenWindows, count: Int, length: Int) throws {
+    /// fp32 against `format` over windows 0..<count: every prediction, or with --llama-cpp-scoring those
+    /// llama-perplexity scores (`score`).
+    private func compare(_ model: Transformer, format: QuantizationFormat, windows: TokenWindows, count: Int, length: Int,
+                         beginningOfText: Int32?) throws {
         let base = try Decoder(model: model), quantized = try Decoder(model: model, quantization: format)
+        base.halfPrecisionAttention = attentionOption.attention == "f16"
+        quantized.halfPrecisionAttention = base.halfPrecisionAttention
+        let positions = try scoredPositions(length: length, beginningOfText: beginningOfText)
         var accuracy = QuantizationAccuracy()
-        forEachWindow(windows, count: count) { inputs, targets in
-            accuracy.add(inputs: inputs, targets: targets, base: base, quantized: quantized)
+        forEachWindow(windows, count: count, beginningOfText: beginningOfText) { inputs, targets in
+            accuracy.add(inputs: inputs, targets: targets, positions: positions, base: base, quantized: quantized)
         }
         if json {
             let result: [String: Any] = [
@@ -168,8 +178,9 @@ struct Eval: ParsableCommand {
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         } else {
-            print(String(format: "%@ against fp32 over %d tokens: perplexity %.4f against %.4f (%+.2f%%), KL divergence mean %.6f, 99th percentile %.6f, max %.6f; same top token %.2f%%",
-                         format.rawValue, accuracy.tokens, accuracy.quantizedPerplexity, accuracy.basePerplexity,
+            print(String(format: "%@ against fp32 over %d tokens%@: perplexity %.4f against %.4f (%+.2f%%), KL divergence mean %.6f, 99th percentile %.6f, max %.6f; same top token %.2f%%",
+                         format.rawValue, accuracy.tokens, llamaCppScoring ? " (as llama-perplexity scores them)" : "",
+                         accuracy.quantizedPerplexity, accuracy.basePerplexity,
                          (accuracy.quantizedPerplexity / accuracy.basePerplexity - 1) * 100, accuracy.meanDivergence,
                          accuracy.divergence99, accuracy.largestDivergence, accuracy.topOneAgreement * 100))
         }
@@ -182,21 +193,11 @@ struct Eval: ParsableCommand {
     /// then come from the text after it, as llama-perplexity's do).
     private func score(_ decoder: Decoder, label: String, windows: TokenWindows, count: Int, length: Int,
                        beginningOfText: Int32?) throws {
-        let scoredPositions = llamaCppScoring ? (length / 2)..<max(length / 2, length - 1) : 0..<length
-        guard !scoredPositions.isEmpty else {
-            throw KeelError("eval: windows of \(length) tokens leave nothing to score as llama-perplexity does (it scores positions length/2 to length − 2): use --seq-len 3 or more")
-        }
-        if let bos = beginningOfText {
-            let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
-                : "each document starts with it, as training reads text, and windows are cut from the whole"
-            FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; \(note)\n".utf8))
-        }
+        let positions = try scoredPositions(length: length, beginningOfText: beginningOfText)
         var loss = 0.0, scored = 0
-        forEachWindow(windows, count: count) { inputs, targets in
-            var inputs = inputs
-            if llamaCppScoring, let bos = beginningOfText { inputs[0] = bos }
+        forEachWindow(windows, count: count, beginningOfText: beginningOfText) { inputs, targets in
             let logits = decoder.logits(of: inputs)
-            for position in scoredPositions {
+            for position in positions {
                 loss -= QuantizationAccuracy.logSoftmax(logits[position])[Int(targets[position])]
                 scored += 1
             }
@@ -210,13 +211,30 @@ struct Eval: ParsableCommand {
         }
     }
 
-    /// Calls `body` with the inputs and targets of windows 0..<count.
-    private func forEachWindow(_ windows: TokenWindows, count: Int, _ body: ([Int32], [Int32]) -> Void) {
+    /// The positions of a window whose predictions are scored: all, or with --llama-cpp-scoring those
+    /// `llama-perplexity -c LENGTH` scores (LENGTH/2 to LENGTH − 2). Says how `beginningOfText` is read.
+    private func scoredPositions(length: Int, beginningOfText: Int32?) throws -> Range<Int> {
+        let positions = llamaCppScoring ? (length / 2)..<max(length / 2, length - 1) : 0..<length
+        guard !positions.isEmpty else {
+            throw KeelError("eval: windows of \(length) tokens leave nothing to score as llama-perplexity does (it scores positions length/2 to length − 2): use --seq-len 3 or more")
+        }
+        if let bos = beginningOfText {
+            let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
+                : "each document starts with it, as training reads text, and windows are cut from the whole"
+            FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; \(note)\n".utf8))
+        }
+        return positions
+    }
+
+    /// Calls `body` with the inputs and targets of windows 0..<count; with --llama-cpp-scoring, each window's first
+    /// input replaced by `beginningOfText` when given, as llama-perplexity replaces it.
+    private func forEachWindow(_ windows: TokenWindows, count: Int, beginningOfText: Int32?, _ body: ([Int32], [Int32]) -> Void) {
         var inputs = [Int32](repeating: 0, count: windows.length), targets = inputs
         for window in 0..<count {
             inputs.withUnsafeMutableBufferPointer { i in
                 targets.withUnsafeMutableBufferPointer { windows.copy(window: window, inputs: i.baseAddress!, targets: $0.baseAddress!) }
             }
+            if llamaCppScoring, let bos = beginningOfText { inputs[0] = bos }
             body(inputs, targets)
         }
     }

@@ -69,6 +69,7 @@ func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) thr
     let reader = try CheckpointReader(resolving: checkpoint)
     let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
     let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
+    if let difference = vocabulary.difference { FileHandle.standardError.write(Data("note: \(difference)\n".utf8)) }
     // A model whose texts start with a token asks llama.cpp for it, as generate puts it before a checkpoint's prompts.
     let start = TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer)
     let file = try GGUFExport.file(

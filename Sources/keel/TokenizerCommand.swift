@@ -25,7 +25,7 @@ struct TokenizerCommand: ParsableCommand {
         @Option(name: .long, parsing: .upToNextOption, help: "Text/JSONL files or directories (gzip or zstd allowed).")
         var input: [String]
 
-        @Option(help: "Split pattern applied before BPE: gpt2 or cl100k.")
+        @Option(help: "Split pattern applied before BPE: gpt2, cl100k (tiktoken's), llama3 (cl100k's as Llama 3 and llama.cpp write it) or gpt2-digits.")
         var pattern: SplitPattern = .gpt2
 
         @Option(name: .shortAndLong, help: "File to write (tokenizer.json, or NAME.tiktoken).")
@@ -53,7 +53,7 @@ struct TokenizerCommand: ParsableCommand {
         @Option(help: "tokenizer.json or .tiktoken file (or \"byte\").")
         var tokenizer: String
 
-        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2 or cl100k).")
+        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2, cl100k, llama3 or gpt2-digits).")
         var pattern: SplitPattern?
 
         @Option(help: "File to encode (default: standard input).")
@@ -83,7 +83,7 @@ struct TokenizerCommand: ParsableCommand {
         @Option(help: "tokenizer.json or .tiktoken file (or \"byte\").")
         var tokenizer: String
 
-        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2 or cl100k).")
+        @Option(help: "Split pattern for a .tiktoken file whose name does not say (gpt2, cl100k, llama3 or gpt2-digits).")
         var pattern: SplitPattern?
 
         @Option(help: "File of ids (default: standard input).")

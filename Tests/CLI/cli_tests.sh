@@ -333,7 +333,10 @@ printf 'To be, or not to be, that is the question: whether tis nobler in the min
 expect_ok "eval the quantized directory" "$keel" eval --checkpoint "$work/llama-q8" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --attention f32
 cp "$work/out" "$work/eval-q8.json"
 expect_ok "eval --quantize q8_0 of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --quantize q8_0
-check "the quantized directory scores as the run quantized at load" '(lambda a, b: a["format"] == "q8_0" and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-3)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+# With --llama-cpp-scoring, --quantize compares the two models on llama-perplexity's positions (as its --kl-divergence
+# does): the KL figures over the predictions the quantized directory's perplexity counts.
+check "the quantized directory scores as the run quantized at load, whose KL counts the same predictions" \
+    '(lambda a, b: a["format"] == "q8_0" and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-3 and b["tokens"] == a["scored_tokens"] and b["kl_mean"] >= 0)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
     "$work/eval-q8.json" "$work/out"
 expect_ok "generate from the quantized directory" "$keel" generate --checkpoint "$work/llama-q8" --prompt "To be" --max-tokens 8
 usage "quantize to a format that is not one" "--type must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got f32)" \
@@ -1041,7 +1044,7 @@ grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail
 # A run trained on a tokenizer file of another name (tok.json, recorded in its state): fine-tuning it tokenizes with
 # that file and keeps it (it used to fall back to bytes when the file was not called tokenizer.json).
 expect_ok "train on tok.json" "$keel" train --config "$work/tiny.toml" --out "$work/tokrun" --set training.steps=2 \
-    --set "data.tokenizer=\"$work/tok.json\"" --set model.vocab_size=300
+    --set "data.tokenizer=\"$work/tok.json\"" --set model.vocab_size=300 --set model.max_seq_len=64 --set training.seq_len=16
 expect_ok "dpo of a run whose tokenizer is tok.json" "$keel" dpo --init-from "$work/tokrun" \
     --data "$here/../Reference/dpo_trl/pairs_text.jsonl" --out "$work/dpo-tok" --set training.steps=1 \
     --set training.batch_size=2 --set training.seq_len=16 --set data.val_fraction=0
@@ -1052,7 +1055,7 @@ check "its checkpoint keeps tok.json, the run's tokenizer" \
 # not share a tokenizer (neither has a tokenizer.json, which once made them look alike, both read as bytes).
 pairs_text="$here/../Reference/dpo_trl/pairs_text.jsonl"
 expect_ok "reward train on the tok.json run" "$keel" reward train --init-from "$work/tokrun" --data "$pairs_text" \
-    --out "$work/rm-tok" --set training.steps=1 --set training.batch_size=2 --set training.seq_len=16 --set data.val_fraction=0
+    --out "$work/rm-tok" --set training.steps=1 --set training.batch_size=2 --set training.seq_len=64 --set data.val_fraction=0
 expect_ok "a byte-level run of 64 tokens" "$keel" train --config "$work/tiny.toml" --out "$work/byte64" --set training.steps=1 \
     --set model.max_seq_len=64 --set training.seq_len=64
 expect_ok "reward train on it" "$keel" reward train --init-from "$work/byte64" --data "$pairs_text" --out "$work/rm-byte" \

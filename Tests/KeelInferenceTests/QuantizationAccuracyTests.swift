@@ -37,6 +37,12 @@ final class QuantizationAccuracyTests: XCTestCase {
         XCTAssertEqual(accuracy.quantizedPerplexity, Foundation.exp(quantizedLoss / 8), accuracy: 1e-9 * accuracy.quantizedPerplexity)
         XCTAssertEqual(accuracy.topOneAgreement, Double(same) / 8)
         XCTAssertGreaterThan(accuracy.meanDivergence, 0)
+        // llama-perplexity's positions only (the window's second half, less its last): their figures alone.
+        var half = QuantizationAccuracy()
+        half.add(inputs: inputs, targets: targets, positions: 4..<7, base: base, quantized: quantized)
+        XCTAssertEqual(half.tokens, 3)
+        XCTAssertEqual(half.meanDivergence, divergences[4..<7].reduce(0, +) / 3, accuracy: 1e-9)
+        XCTAssertEqual(half.largestDivergence, divergences[4..<7].max()!, accuracy: 1e-9)
         // A model against itself: no divergence, full agreement.
         var itself = QuantizationAccuracy()
         itself.add(inputs: inputs, targets: targets, base: base, quantized: base)

@@ -3,7 +3,7 @@
 hand-written PreTokenizer (Sources/KeelData/PreTokenizer.swift).
 
 Usage:
-    python3 Tests/Reference/pretokenize_reference.py {gpt2,cl100k,gpt2-digits} FILE [--lengths LENGTHS]
+    python3 Tests/Reference/pretokenize_reference.py {gpt2,cl100k,llama3,gpt2-digits} FILE [--lengths LENGTHS]
 
 FILE is read as bytes. With --lengths, LENGTHS is a file of whitespace-separated decimal byte counts that sum
 to FILE's size, and FILE is taken as that many consecutive texts, each split on its own; otherwise FILE is one
@@ -41,6 +41,8 @@ import regex
 PATTERNS = {
     "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
     "cl100k": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+    # Llama 3's tokenizer.json and llama.cpp's "llama-bpe": cl100k's without `\s++$`.
+    "llama3": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
 }
 
 # The Unicode White_Space property (PropList.txt), unchanged since Unicode 6.3.
