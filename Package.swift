@@ -57,7 +57,8 @@ let package = Package(
         .target(name: "KeelReport", dependencies: ["KeelCore", "KeelPlot", "KeelTrain"], swiftSettings: native),
         .executableTarget(
             name: "keel",
-            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", "KeelPlan", "KeelPlot", "KeelReport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["KeelTrain", "KeelWeb", "KeelInference", "KeelPlan", "KeelPlot", "KeelReport", "CProcessControl",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: native),
         .testTarget(name: "KeelKernelsTests", dependencies: ["KeelKernels", "KeelComm"], swiftSettings: native),
         .testTarget(name: "KeelDataTests", dependencies: ["KeelData", "KeelCore"], swiftSettings: native),

@@ -100,6 +100,12 @@ public enum CheckpointStore {
         KeelError("checkpoint \(root.appendingPathComponent(name(step: step)).path) was not written (the previous ones are intact): \(reason)")
     }
 
+    /// Whether `directory` holds a readable manifest that passes its checksum (its files are not read: a
+    /// checkpoint that has one was published whole, and only its files' hashes can still fail).
+    public static func hasManifest(_ directory: URL) -> Bool {
+        (try? parseManifest(directory)) != nil
+    }
+
     /// The manifest of a sharded checkpoint; nil for a consolidated one (whose manifest lists only its files).
     public static func readManifest(_ directory: URL) throws -> CheckpointManifest? {
         try parseManifest(directory).sharded

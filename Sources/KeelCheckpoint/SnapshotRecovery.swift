@@ -82,6 +82,10 @@ public enum SnapshotRecovery {
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
             let partial = try CheckpointStore.prepare(root: root, step: step)
             try CheckpointStore.writeManifest(Data(manifest), into: partial)
+            // A directory of that step this machine does not count as holding — half deleted (no manifest), or one
+            // its survey could not read — would make the rename fail on every restart: it goes, and what it held
+            // is fetched like any missing file.
+            if FileManager.default.fileExists(atPath: directory.path) { try FileManager.default.removeItem(at: directory) }
             try AtomicFile.rename(partial, to: directory)
         }
         try channel.barrier(label: "snapshot \(step): manifest on every machine")

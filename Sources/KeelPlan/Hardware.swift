@@ -18,13 +18,15 @@ public struct Accelerator: Sendable, Equatable, Codable {
         self.memoryBandwidth = memoryBandwidth
     }
 
-    /// Datasheet figures (NVIDIA's A100, H100 SXM, H200 and HGX B200 datasheets; dense bf16, without sparsity).
+    /// Datasheet figures (NVIDIA's A100, H100 SXM, H200 and HGX B200 datasheets; dense bf16, without sparsity). The
+    /// datasheets' memory "GB" are binary: an A100 80GB has 81,920 MiB (nvidia-smi), 80 GiB.
     public static let presets: [Accelerator] = [
-        Accelerator(name: "a100-80gb", peakFLOPs: 312e12, memoryBytes: 80e9, memoryBandwidth: 2.039e12),
-        Accelerator(name: "h100-sxm", peakFLOPs: 989e12, memoryBytes: 80e9, memoryBandwidth: 3.35e12),
-        Accelerator(name: "h200", peakFLOPs: 989e12, memoryBytes: 141e9, memoryBandwidth: 4.8e12),
-        Accelerator(name: "b200", peakFLOPs: 2250e12, memoryBytes: 180e9, memoryBandwidth: 7.7e12),
+        Accelerator(name: "a100-80gb", peakFLOPs: 312e12, memoryBytes: 80 * gibibyte, memoryBandwidth: 2.039e12),
+        Accelerator(name: "h100-sxm", peakFLOPs: 989e12, memoryBytes: 80 * gibibyte, memoryBandwidth: 3.35e12),
+        Accelerator(name: "h200", peakFLOPs: 989e12, memoryBytes: 141 * gibibyte, memoryBandwidth: 4.8e12),
+        Accelerator(name: "b200", peakFLOPs: 2250e12, memoryBytes: 180 * gibibyte, memoryBandwidth: 7.7e12),
     ]
+    private static let gibibyte = 1_073_741_824.0
 
     /// The preset called `name`, or an error listing them.
     public static func preset(_ name: String) throws -> Accelerator {

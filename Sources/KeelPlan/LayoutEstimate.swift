@@ -227,7 +227,11 @@ struct LayoutModel {
         let perChunk = (Double(chunkLayers) - recomputed) * layerBytes + recomputed * inputBytes
         let outputGradients = Double(chunkLayers) * tokens
             * cost.weightGradientInputBytesPerLayer(tensor: layout.tensor, sequenceParallel: layout.sequenceParallel, elementBytes: e)
-        let activations = Double(inFlight) * perChunk + (recomputed > 0 ? layerBytes : 0)
+        // The backward pass reaches a chunk's recomputed blocks (its first r) last: by then its other blocks' activations
+        // are freed, and it holds the r inputs and one block recomputed whole. So recomputation adds to the peak only
+        // when every block of the chunk is recomputed.
+        let recomputing = recomputed > 0 ? recomputed * inputBytes + layerBytes : 0
+        let activations = Double(inFlight - 1) * perChunk + max(perChunk, recomputing)
             + Double(awaitingWeights) * outputGradients
             + (holdsHead ? tokens * cost.headActivationBytes(tensor: layout.tensor, elementBytes: e) : 0)
         var buffers = layout.pipeline > 1 ? 4 * tokens * Double(config.width) * e / t : 0

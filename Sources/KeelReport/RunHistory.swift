@@ -23,7 +23,8 @@ public struct RunHistory {
     public let checkpointStalls: [(step: Double, seconds: Double)]
 
     /// Reads `directory`; a missing or unreadable `metrics.jsonl`, or a line that is not a JSON object, is an
-    /// error naming the file (and line).
+    /// error naming the file (and line) — except a last line cut short (no line break after it: a run stopped
+    /// mid-write, or one still writing), which is left out, as a resumed run drops it.
     public init(directory: URL) throws {
         self.directory = directory
         name = directory.standardizedFileURL.lastPathComponent
@@ -32,10 +33,12 @@ public struct RunHistory {
             throw KeelError("report: \(metrics.path): no such file (is \(directory.path) a run directory?)")
         }
         var steps: [[String: Double]] = [], validation: [(Double, Double)] = [], stalls: [(Double, Double)] = []
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        for (index, line) in lines.enumerated() where !line.isEmpty {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
                   let step = (object["step"] as? NSNumber)?.doubleValue
             else {
+                if index == lines.count - 1 { break }   // the unfinished last line
                 throw KeelError("report: \(metrics.path):\(index + 1): not a metrics record (a JSON object with a step)")
             }
             if let loss = (object["val_loss"] as? NSNumber)?.doubleValue { validation.append((step, loss)) }
@@ -81,6 +84,10 @@ public struct RunHistory {
     }
 
     /// Devices the run used: its processes, as recorded (or, for runs before hardware.json, as its config's
-    /// layout needs: pp × tp × dp).
-    public var devices: Int { hardware?.processes ?? config?.parallel.processes ?? 1 }
+    /// layout needs: pp × tp × dp, when the config gives dp); nil when unknown.
+    public var devices: Int? {
+        if let hardware { return hardware.processes }
+        guard let parallel = config?.parallel, parallel.data != nil else { return nil }
+        return parallel.processes
+    }
 }

@@ -53,9 +53,10 @@ public struct RunReport {
         add("Gradient norm (before clipping)", x: "step", y: "norm", perRun("grad_norm"))
         add("Throughput", x: "step", y: "tokens/s", perRun("tokens_per_s"))
         let flops = runs.enumerated().map { index, run -> LineChart.Series in
-            guard let perToken = run.flopsPerToken else { return LineChart.Series(name: run.name, points: []) }
+            // Per device needs the device count: a run without hardware.json whose config leaves dp out has none.
+            guard let perToken = run.flopsPerToken, let devices = run.devices else { return LineChart.Series(name: run.name, points: []) }
             let points = run.series("tokens_per_s").map { point -> (x: Double, y: Double) in
-                let perDevice = point.y * perToken / Double(run.devices)
+                let perDevice = point.y * perToken / Double(devices)
                 return (point.x, peakFLOPs.map { perDevice / $0 * 100 } ?? perDevice / 1e9)
             }
             return LineChart.Series(name: run.name, points: points, color: color(index))
@@ -133,7 +134,7 @@ public struct RunReport {
                 out += "<h2>\(escape(run.name))</h2>\n"
                 if let hardware = run.hardware {
                     out += String(format: "<p>Hardware: %@ (%@), %d logical cores, %.1f GB; %d process%@ of %d thread%@.%@</p>\n",
-                                  escape(hardware.cpu), hardware.instructionSets.joined(separator: ", "), hardware.logicalCores,
+                                  escape(hardware.cpu), escape(hardware.instructionSets.joined(separator: ", ")), hardware.logicalCores,
                                   hardware.memoryBytes / 1e9, hardware.processes, hardware.processes == 1 ? "" : "es",
                                   hardware.threadsPerProcess, hardware.threadsPerProcess == 1 ? "" : "s",
                                   hardware.blas.map { " fp32 products: " + escape($0) + "." } ?? "")

@@ -227,7 +227,8 @@ public final class Trainer {
         metrics = isLeader ? try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"),
                                             keepingThrough: resumedFrom == nil ? nil : state.step) : nil
         if config.logging.tensorBoard {
-            metrics?.tensorBoard = try TensorBoardLog(directory: output.appendingPathComponent("tensorboard"))
+            metrics?.tensorBoard = try TensorBoardLog(directory: output.appendingPathComponent("tensorboard"),
+                                                      resumedAfter: resumedFrom == nil ? nil : state.step)
         }
         if let metrics, let metricsOpened { try metricsOpened(metrics) }
         let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
@@ -639,7 +640,8 @@ public final class Trainer {
             let seen = [Double(candidates.count), candidates.first.map { Double(CheckpointStore.step(of: $0)!) } ?? -1]
             let reduced = try world.allReduce(seen + seen.map { -$0 }, .max, label: "checkpoints on disk")
             guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
-                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares")
+                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares",
+                                rulesOutRestart: true)
             }
         }
         let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size)) { candidate, damaged in
@@ -663,7 +665,9 @@ public final class Trainer {
         guard let checkpoint = found.checkpoint else {
             // Checkpoints there of which none verifies: a run to repair, not to start over.
             guard required || !candidates.isEmpty else { return nil }
-            throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
+            // Every restart would meet the same damaged files: status 3, no restart.
+            throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))",
+                            rulesOutRestart: true)
         }
         return checkpoint
     }
@@ -731,11 +735,13 @@ public final class Trainer {
     /// only its range, so no rank ever holds the whole model) and its shard of the moments.
     private func restore(from checkpoint: URL) throws {
         let reader = try CheckpointReader(checkpoint, verify: false)
+        // Settings that differ from the checkpoint's differ on every restart too: status 3, no restart.
         guard reader.model == config.model else {
-            throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section")
+            throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section", rulesOutRestart: true)
         }
         guard reader.state.seed == config.training.seed else {
-            throw KeelError("--resume: \(checkpoint.path) was trained with seed \(reader.state.seed), the config says \(config.training.seed)")
+            throw KeelError("--resume: \(checkpoint.path) was trained with seed \(reader.state.seed), the config says \(config.training.seed)",
+                            rulesOutRestart: true)
         }
         let data = state.data!
         if let saved = reader.state.data {

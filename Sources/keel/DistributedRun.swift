@@ -17,6 +17,19 @@ enum DistributedRun {
     /// mpirun exits with the status a rank aborts with, and `keel launch --max-restarts` does not restart on it.
     static let recurringFailureStatus: Int32 = 3
 
+    /// The file a supervised job's rank writes, with its message, when it stops with an error that rules out a
+    /// restart (`keel launch --max-restarts` names it in this variable and looks for it when the job fails). A
+    /// launcher's exit status cannot be relied on to carry 3: srun reports a signal that killed any task in
+    /// preference to exit codes, and the ranks still running when one aborts are killed.
+    static let noRestartVariable = "KEEL_NO_RESTART_FILE"
+
+    /// Writes `error` to the file `noRestartVariable` names, when the job is supervised (best effort: the exit
+    /// status says it too).
+    static func recordNoRestart(_ error: Error) {
+        guard let path = ProcessInfo.processInfo.environment[noRestartVariable], !path.isEmpty else { return }
+        try? AtomicFile.write(Data("\(error)\n".utf8), to: URL(fileURLWithPath: path))
+    }
+
     /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints
     /// "Error: rank R: …" and aborts the whole job (a rank that merely exited would leave the others waiting
     /// for it until their timeout), with `recurringFailureStatus` for an error that rules out a restart.
@@ -34,7 +47,9 @@ enum DistributedRun {
             world.finalize()
         } catch {
             FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
-            world.abort(code: exitStatus(for: error))
+            let status = exitStatus(for: error)
+            if status == recurringFailureStatus { recordNoRestart(error) }
+            world.abort(code: status)
         }
     }
 
@@ -51,6 +66,7 @@ enum DistributedRun {
             try body()
         } catch let error as KeelError where error.rulesOutRestart {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            recordNoRestart(error)
             throw ExitCode(recurringFailureStatus)
         }
     }

@@ -20,12 +20,24 @@ struct JobSupervisor {
     let runDirectory: URL
     let maxRestarts: Int
 
+    /// Where the job's ranks say that a restart would not mend its error (`DistributedRun.noRestartVariable`).
+    static func noRestartFile(in runDirectory: URL) -> URL { runDirectory.appendingPathComponent(".no-restart") }
+
     func run() throws {
         StopSignals.install()
         var command = arguments
         var recovery: Recovery?
+        let marker = Self.noRestartFile(in: runDirectory)
+        var failure: Int32 = 0
         for attempt in 0...maxRestarts {
+            if attempt > 0, let signal = StopSignals.received {
+                // Between a failure and its restart: no job to pass the signal to.
+                log("stopped by \(StopSignals.name(of: signal)) before restart \(attempt); not restarting")
+                throw ExitCode(failure)
+            }
+            try? FileManager.default.removeItem(at: marker)
             let outcome = try runJob(command, recovery: recovery)
+            failure = outcome.status
             if outcome.status == 0 {
                 if attempt > 0 { log("finished after \(attempt) restart\(attempt == 1 ? "" : "s")") }
                 return
@@ -34,9 +46,10 @@ struct JobSupervisor {
                 log("stopped by \(StopSignals.name(of: signal)); not restarting")
                 throw ExitCode(outcome.status)
             }
-            if outcome.status == DistributedRun.recurringFailureStatus {
-                log("the job failed with an error that a restart would not mend (its message is above: training diverged, or --out held another run); not restarting")
-                throw ExitCode(outcome.status)
+            if outcome.status == DistributedRun.recurringFailureStatus || FileManager.default.fileExists(atPath: marker.path) {
+                try? FileManager.default.removeItem(at: marker)
+                log("the job failed (\(outcome.description)) with an error that a restart would not mend (its message is above: training diverged, --out held another run, or the run's data or settings changed); not restarting")
+                throw ExitCode(DistributedRun.recurringFailureStatus)
             }
             guard attempt < maxRestarts else {
                 log("the job failed (\(outcome.description)); giving up after \(maxRestarts) restart\(maxRestarts == 1 ? "" : "s")")
@@ -71,13 +84,15 @@ struct JobSupervisor {
     /// Runs the launcher once and waits for it, passing stop signals on and reporting when a restarted job has
     /// trained its first new step.
     private func runJob(_ command: [String], recovery: Recovery?) throws -> (status: Int32, description: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = command
-        do { try process.run() } catch {
-            throw ValidationError("cannot run \(command[0]) (\(error.localizedDescription))"
+        guard BoundToParent.canRun(command[0]) else {
+            throw ValidationError("cannot run \(command[0]) (not found)"
                                   + (command[0] == "srun" ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
+        // The launcher ends when this supervisor does, however it ends (`BoundToParent`).
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = ["exec-bound-to-parent", String(getpid()), "--"] + command
+        try process.run()
         var forwarded = false, recovered = recovery == nil, resumedAt: Int?
         while process.isRunning {
             if !forwarded, StopSignals.received != nil {
@@ -103,11 +118,12 @@ struct JobSupervisor {
     }
 
     /// What the restarted job will resume from, as far as this machine can tell: the newest checkpoint on disk
-    /// that verifies, or this machine's newest in-memory snapshot when the job takes them (its config, the resolved
-    /// config.toml the job wrote, says) and it is newer. A snapshot's files are spread over the job's machines,
-    /// so it is not verified here; the job says where it actually resumed from.
+    /// with a manifest, or this machine's newest in-memory snapshot when the job takes them (its config, the resolved
+    /// config.toml the job wrote, says) and it is newer. Files are not hashed here — a large model's checkpoint is
+    /// hundreds of gigabytes, which one process would read for minutes before every restart, and the ranks verify
+    /// their shares anyway, falling back to an older checkpoint; the job says where it actually resumed from.
     private func newestCheckpoint() -> (URL, inMemory: Bool)? {
-        let disk = CheckpointStore.latestValid(in: runDirectory.appendingPathComponent("checkpoints")).checkpoint
+        let disk = CheckpointStore.list(runDirectory.appendingPathComponent("checkpoints")).first(where: CheckpointStore.hasManifest)
         let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
         let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }.flatMap { root in
             CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil }

@@ -10,5 +10,5 @@ struct Keel: ParsableCommand {
             checkpoint) or one checkpoint directory.
             """,
         subcommands: [Train.self, SFT.self, DPO.self, Reward.self, GRPO.self, Launch.self, Sample.self, Generate.self, Serve.self, Eval.self, Import.self, Export.self, Quantize.self, Logits.self, TokenizerCommand.self, DataCommand.self,
-                      CheckpointCommand.self, Bench.self, Collectives.self, PipelineCheckCommand.self, PipelineBenchCommand.self, PlanCommand.self, ReportCommand.self])
+                      CheckpointCommand.self, Bench.self, Collectives.self, PipelineCheckCommand.self, PipelineBenchCommand.self, PlanCommand.self, ReportCommand.self, BoundToParent.self])
 }

@@ -74,8 +74,15 @@ struct Launch: ParsableCommand {
         // Each rank chooses OpenBLAS's kernels for its own machine (local ranks from this machine's cache).
         BLASEnvironment.forgetChoice()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        var environment = ProcessInfo.processInfo.environment
+        if maxRestarts > 0, let directory = runDirectory {
+            // Where a rank says that a restart would not mend the job's error (srun may not pass its status 3 on).
+            let marker = JobSupervisor.noRestartFile(in: directory).path
+            setenv(DistributedRun.noRestartVariable, marker, 1)
+            environment[DistributedRun.noRestartVariable] = marker
+        }
         let arguments = usesSrun ? srunArguments(executable: executable)
-            : mpirunArguments(executable: executable, environment: ProcessInfo.processInfo.environment)
+            : mpirunArguments(executable: executable, environment: environment)
         FileHandle.standardError.write(Data(("launch: " + arguments.joined(separator: " ") + "\n").utf8))
         if dryRun { return }
         guard maxRestarts > 0, let directory = runDirectory else {
@@ -96,7 +103,7 @@ struct Launch: ParsableCommand {
     func mpirunArguments(executable: String, environment: [String: String]) -> [String] {
         var arguments = [mpirun, "-np", String(nproc)]
         if getuid() == 0 { arguments.append("--allow-run-as-root") }
-        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let cores = Self.physicalCores()
         if let hosts {
             arguments += ["--host", hosts]
         } else if nproc > cores {
@@ -111,5 +118,24 @@ struct Launch: ParsableCommand {
             arguments += ["-x", name]
         }
         return arguments + [executable] + command
+    }
+
+    /// This machine's physical cores: OpenMPI's slots and `PE` count cores, not hardware threads (without
+    /// --use-hwthread-cpus), so on a machine with two threads a core `PE = threads / nproc` would ask for twice the
+    /// cores there are. Counted as the distinct sets of thread siblings among the online processors; the processor
+    /// count where /sys does not say.
+    static func physicalCores() -> Int {
+        let online = ProcessInfo.processInfo.activeProcessorCount
+        let base = "/sys/devices/system/cpu"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: base) else { return online }
+        var cores = Set<String>()
+        for name in names where name.hasPrefix("cpu") && name.dropFirst(3).allSatisfy(\.isNumber) && name.count > 3 {
+            if let online = try? String(contentsOfFile: "\(base)/\(name)/online", encoding: .utf8),
+               online.trimmingCharacters(in: .whitespacesAndNewlines) == "0" { continue }
+            guard let siblings = try? String(contentsOfFile: "\(base)/\(name)/topology/thread_siblings_list", encoding: .utf8)
+            else { return online }
+            cores.insert(siblings.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return cores.isEmpty ? online : min(cores.count, online)
     }
 }

@@ -25,7 +25,8 @@ enum MetricsEndpoint {
     /// The values as Prometheus gauges, in name order.
     static func exposition(_ values: [String: Double]) -> String {
         values.keys.sorted().map { key in
-            let name = "keel_" + String(key.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" })
+            // Prometheus names are [a-zA-Z_:][a-zA-Z0-9_:]*: ASCII only.
+            let name = "keel_" + String(key.map { $0.isASCII && ($0.isLetter || $0.isNumber) || $0 == "_" ? $0 : "_" })
             let value = values[key]!
             let text = value.isNaN ? "NaN" : value.isInfinite ? (value > 0 ? "+Inf" : "-Inf") : "\(value)"
             return "# HELP \(name) \(key) in metrics.jsonl, newest value\n# TYPE \(name) gauge\n\(name) \(text)\n"

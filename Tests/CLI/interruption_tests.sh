@@ -188,6 +188,42 @@ else
 fi
 rm -rf "$shm"
 
+# srun reports a signal that killed any task in preference to the exit status a rank aborted with (the ranks still
+# running when one aborts are killed), so status 3 may reach the supervisor as 137: the rank's .no-restart file still
+# stops it. A launcher that turns 3 into 137 stands in for srun here.
+printf '#!/bin/sh\nmpirun "$@"\ns=$?\n[ $s -eq 3 ] && exit 137\nexit $s\n' >"$work/mpirun-masking"
+chmod +x "$work/mpirun-masking"
+"$keel" launch --nproc 2 --mpirun "$work/mpirun-masking" --max-restarts 2 -- train --config "$c" --out "$work/diverged-masked" \
+    --set training.steps=5 --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
+    && grep -q "^launch: the job failed (exit status 137) with an error that a restart would not mend" "$work/err" \
+    && ! grep -q "restart 1 of 2" "$work/err" && [ ! -e "$work/diverged-masked/.no-restart" ]; then
+    pass "a diverged job whose launcher reports 137 is not restarted either (the rank's .no-restart file says why)"
+else
+    fail "a diverged job whose launcher reports 137 is not restarted either (exit $status)"
+fi
+# A supervisor killed with -9 takes its job with it (the launcher is bound to it): no rank is left training unsupervised.
+"$keel" launch --nproc 2 --max-restarts 1 -- train --config "$c" --out "$work/orphan" --set training.steps=100000 \
+    --set checkpoint.every=0 >"$work/out" 2>"$work/err" &
+supervisor=$!
+after_steps "$work/orphan" 2
+kill -9 $supervisor
+wait $supervisor 2>/dev/null
+gone=no
+for _ in $(seq 1 60); do
+    if [ -z "$(rank_pid "$work/orphan" 0)$(rank_pid "$work/orphan" 1)" ] && ! pgrep -f -- "mpirun .*--out $work/orphan( |\$)" >/dev/null; then
+        gone=yes
+        break
+    fi
+    sleep 0.5
+done
+if [ $gone = yes ]; then
+    pass "a supervisor killed with -9 takes its mpirun and ranks with it"
+else
+    fail "a supervisor killed with -9 takes its mpirun and ranks with it"
+    pkill -9 -f -- "--out $work/orphan( |\$)"
+fi
 refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
     "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 
@@ -197,7 +233,7 @@ refused "--max-restarts without a training run" "--max-restarts supervises a tra
     --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
 status=$?
 if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
-    && grep -q "^launch: the job failed with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
+    && grep -q "^launch: the job failed (exit status 3) with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
     pass "a diverged job exits with status 3 and is not restarted"
 else
     fail "a diverged job exits with status 3 and is not restarted (exit $status)"
@@ -209,7 +245,7 @@ before=$(cat "$work/sup-straight-pp2dp2/config.toml")
 status=$?
 if [ $status -eq 3 ] && grep -q "^Error: rank 0: $work/sup-straight-pp2dp2 already holds a run" "$work/err" \
     && [ "$before" = "$(cat "$work/sup-straight-pp2dp2/config.toml")" ] \
-    && grep -q "^launch: the job failed with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
+    && grep -q "^launch: the job failed (exit status 3) with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then
     pass "a job whose --out holds another run exits with status 3 and does not take it over"
 else
     fail "a job whose --out holds another run exits with status 3 and does not take it over (exit $status)"

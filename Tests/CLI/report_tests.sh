@@ -102,6 +102,24 @@ assert [(s.step, round(s.value, 5)) for s in events.Scalars("val_loss")] == [(r[
 assert len(validation) == 4 and len(steps) == 12
 PY
 then pass "TensorBoard reads every step's metrics as metrics.jsonl has them"; else fail "TensorBoard reads every step's metrics as metrics.jsonl has them"; fi
+# Resumed from step 6 after the run had logged to 12: steps 7 to 12 are in both event files, and TensorBoard shows
+# each step once, with the resumed run's values (the new file opens with a session start at step 7).
+cp -r "$work/tb" "$work/tb-resumed" && rm -rf "$work/tb-resumed/checkpoints/step_00000012"
+expect_ok "resuming the TensorBoard run from step 6" "$keel" train --config "$work/tiny.toml" --out "$work/tb-resumed" \
+    --set logging.tensorboard=true --resume
+if [ "$(ls "$work/tb-resumed/tensorboard" | wc -l)" -eq 2 ] && python3 - "$work/tb-resumed" <<'PY' 2>"$work/err"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+run = sys.argv[1]
+events = EventAccumulator(run + "/tensorboard")
+events.Reload()
+steps = [json.loads(line) for line in open(run + "/metrics.jsonl")]
+steps = [r for r in steps if "loss" in r]
+scalars = events.Scalars("loss")
+assert [s.step for s in scalars] == list(range(1, 13)) == [r["step"] for r in steps], [s.step for s in scalars]
+assert all(abs(s.value - r["loss"]) <= 1e-6 * abs(r["loss"]) for s, r in zip(scalars, steps))
+PY
+then pass "TensorBoard shows a resumed run's steps once each"; else fail "TensorBoard shows a resumed run's steps once each"; fi
 
 # Prometheus: while a run trains, /metrics answers in Prometheus's text format (parsed by prometheus_client) with
 # the newest step's loss; other paths are 404.

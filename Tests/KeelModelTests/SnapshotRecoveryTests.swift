@@ -89,6 +89,16 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertNotNil(try CheckpointStore.readManifest(roots[1].appendingPathComponent(CheckpointStore.name(step: 3))))
     }
 
+    /// A machine whose copy of the step lost its manifest (a deletion cut short) holds a directory of that step it does
+    /// not count as holding: it is replaced, not renamed onto (which failed, on every restart).
+    func testAHalfDeletedSnapshotIsReplaced() throws {
+        let roots = try spread()
+        let directory = roots[1].appendingPathComponent(CheckpointStore.name(step: 3))
+        try FileManager.default.removeItem(at: directory.appendingPathComponent(CheckpointManifest.fileName))
+        XCTAssertEqual(try restore(roots).fetched, 5)
+        XCTAssertNotNil(try CheckpointStore.readManifest(directory))
+    }
+
     func testARankFetchesOnlyWhatItReads() throws {
         // Under ZeRO-3 a rank of the same data-parallel layout reads only its own file: only the replacement fetches.
         XCTAssertEqual(try restore(try spread(lost: [1]), zeroStage: 3).fetched, 1)

@@ -36,11 +36,11 @@ final class RunReportTests: XCTestCase {
     /// Charts only for what the runs logged; the page carries them, escaped text, and the drawing check.
     func testPageHasTheChartsWithData() throws {
         let a = try run([#"{"step": 1, "loss": 5.4, "lr": 1e-4, "grad_norm": 2.0, "tokens": 512, "tokens_per_s": 1000.0, "elapsed_s": 0.5}"#],
-                        config: "[model]\nn_layer = 1 # <script>\n")
+                        config: "[model]\nn_layer = 1 # <script>\n[parallel]\ndp = 1\n")
         let report = RunReport(runs: [try RunHistory(directory: a)])
         let charts = try report.charts()
-        // loss, loss against tokens, lr, grad norm, throughput, model FLOP/s (the config counts them; no peak,
-        // so no MFU); no communication, checkpoint or bubble charts: nothing logged them.
+        // loss, loss against tokens, lr, grad norm, throughput, model FLOP/s (the config counts them, and its layout
+        // the devices; no peak, so no MFU); no communication, checkpoint or bubble charts: nothing logged them.
         XCTAssertEqual(charts.count, 6)
         let page = report.html(charts: charts)
         XCTAssertEqual(page.components(separatedBy: "<svg ").count - 1, 6)
@@ -65,6 +65,26 @@ final class RunReportTests: XCTestCase {
         XCTAssertEqual(latest["loss"], 2.25)
         XCTAssertEqual(latest["checkpoint_s"], 0.25)
         XCTAssertNil(latest["in_memory"])
+    }
+
+    /// A last line cut short (a run stopped mid-write, or still writing) is left out; the same line within the file,
+    /// or ended by its line break, is an error.
+    func testUnfinishedLastLineIsLeftOut() throws {
+        let directory = try run([#"{"step": 1, "loss": 5.4}"#])
+        let metrics = directory.appendingPathComponent("metrics.jsonl")
+        try Data((#"{"step": 1, "loss": 5.4}"# + "\n" + #"{"step": 2, "lo"#).utf8).write(to: metrics)
+        XCTAssertEqual(try RunHistory(directory: directory).steps.count, 1)
+        try Data((#"{"step": 1, "loss": 5.4}"# + "\n" + #"{"step": 2, "lo"# + "\n").utf8).write(to: metrics)
+        XCTAssertThrowsError(try RunHistory(directory: directory)) { XCTAssertTrue("\($0)".contains("metrics.jsonl:2"), "\($0)") }
+    }
+
+    /// Without hardware.json, the devices are the config's layout only when it gives dp: a data-parallel run that
+    /// left dp to the launcher has an unknown count, and no per-device FLOP/s are drawn rather than dp× too many.
+    func testDevicesAreUnknownWithoutDataParallelSize() throws {
+        let record = #"{"step": 1, "loss": 5.4, "tokens": 512, "tokens_per_s": 1000.0}"#
+        let model = "[model]\nn_layer = 1\nn_head = 2\nd_model = 16\nmax_seq_len = 16\n"
+        XCTAssertNil(try RunHistory(directory: run([record], config: model + "[parallel]\ntp = 1\n")).devices)
+        XCTAssertEqual(try RunHistory(directory: run([record], config: model + "[parallel]\ndp = 4\n")).devices, 4)
     }
 
     func testBadMetricsAreNamed() throws {

@@ -281,7 +281,7 @@ final class BadInputTests: XCTestCase {
 
     func testResumeWithoutCheckpoint() throws {
         let fixture = try TrainFixture()
-        assertKeelError("no valid checkpoint") {
+        assertKeelError("no valid checkpoint", rulesOutRestart: true) {
             _ = try fixture.run(try fixture.config(), in: "fresh", resume: true)
         }
     }
@@ -361,8 +361,12 @@ final class BadInputTests: XCTestCase {
     func testResumeWithDifferentModelShape() throws {
         let fixture = try TrainFixture()
         _ = try fixture.run(try fixture.config(["training.steps=5"]), in: "run")
-        assertKeelError("different model shape") {
+        assertKeelError("different model shape", rulesOutRestart: true) {
             _ = try fixture.run(try fixture.config(["model.d_model=64"]), in: "run", resume: true)
+        }
+        // Another seed: refused, and a supervisor is told not to retry (every restart would be refused alike).
+        assertKeelError("was trained with seed", rulesOutRestart: true) {
+            _ = try fixture.run(try fixture.config(["training.steps=5", "training.seed=99"]), in: "run", resume: true)
         }
     }
 }

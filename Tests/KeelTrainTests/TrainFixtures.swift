@@ -93,7 +93,8 @@ final class TrainFixture {
 
 extension XCTestCase {
     /// Runs `body`, which must throw one `KeelError` on one line that contains every `expected` fragment.
-    func assertKeelError(_ expected: String..., file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
+    func assertKeelError(_ expected: String..., rulesOutRestart: Bool? = nil, file: StaticString = #filePath, line: UInt = #line,
+                         _ body: () throws -> Void) {
         do {
             try body()
             XCTFail("expected an error containing \(expected)", file: file, line: line)
@@ -102,6 +103,7 @@ extension XCTestCase {
                 XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
             }
             XCTAssertFalse(error.message.contains("\n"), "error must be one line", file: file, line: line)
+            if let rulesOutRestart { XCTAssertEqual(error.rulesOutRestart, rulesOutRestart, "rules out a restart", file: file, line: line) }
         } catch {
             XCTFail("expected a KeelError, got \(error)", file: file, line: line)
         }
