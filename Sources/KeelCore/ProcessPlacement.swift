@@ -5,7 +5,8 @@ import Foundation
 ///
 /// Read in order: OpenMPI's `mpirun` (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
 /// `OMPI_COMM_WORLD_LOCAL_RANK`, `OMPI_COMM_WORLD_LOCAL_SIZE`), Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`,
-/// `SLURM_LOCALID`, `SLURM_NTASKS_PER_NODE`), then torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `SLURM_LOCALID`, and this node's entry of `SLURM_STEP_TASKS_PER_NODE` by `SLURM_NODEID`, else
+/// `SLURM_NTASKS_PER_NODE`), then torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 /// `LOCAL_WORLD_SIZE`). With none of them set, the process is alone.
 public struct ProcessPlacement: Equatable, Sendable {
     public var rank: Int
@@ -57,10 +58,35 @@ public struct ProcessPlacement: Equatable, Sendable {
                 throw KeelError("launcher environment: \(scheme.rank)=\(rank) is not below \(scheme.size)=\(size)")
             }
             let localRank = try number(scheme.localRank, required: false) ?? 0
-            let localSize = try number(scheme.localSize, required: false)
+            let localSize = try scheme.launcher == "Slurm" ? slurmTasksOnThisNode(environment) ?? number(scheme.localSize, required: false)
+                : number(scheme.localSize, required: false)
             return ProcessPlacement(rank: rank, worldSize: size, localRank: localRank, localSize: localSize,
                                     launcher: scheme.launcher)
         }
         return .single
+    }
+
+    /// This node's tasks in the step: `SLURM_STEP_TASKS_PER_NODE` (or `SLURM_TASKS_PER_NODE`) lists the count of each
+    /// node in order, runs of equal ones written "2(x3)" — "2(x3),1" is 2, 2, 2, 1 — and `SLURM_NODEID` picks this
+    /// node's. Nil when either is missing or does not read so.
+    static func slurmTasksOnThisNode(_ environment: [String: String]) -> Int? {
+        guard let list = environment["SLURM_STEP_TASKS_PER_NODE"] ?? environment["SLURM_TASKS_PER_NODE"],
+              let node = environment["SLURM_NODEID"].flatMap({ Int($0) }), node >= 0 else { return nil }
+        var counts: [Int] = []
+        for entry in list.split(separator: ",") {
+            let parts = entry.split(separator: "(")
+            guard let count = Int(parts[0]), count >= 0 else { return nil }
+            var repeats = 1
+            if parts.count == 2 {
+                guard parts[1].hasPrefix("x"), parts[1].hasSuffix(")"), let times = Int(parts[1].dropFirst().dropLast()), times >= 1
+                else { return nil }
+                repeats = times
+            } else if parts.count > 2 {
+                return nil
+            }
+            counts += Array(repeating: count, count: repeats)
+            if counts.count > node { return counts[node] }
+        }
+        return nil
     }
 }

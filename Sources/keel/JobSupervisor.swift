@@ -29,7 +29,11 @@ struct JobSupervisor {
         var recovery: Recovery?
         let marker = Self.noRestartFile(in: runDirectory)
         var failure: Int32 = 0
-        for attempt in 0...maxRestarts {
+        // Restarts in a row that trained no step past the one their predecessor failed after: a month-long run meets
+        // many unrelated failures, which should not use its restarts up, while a failure that recurs at the same place
+        // (a bad node, memory that runs out at a step) should not be retried at once, forever.
+        var attempt = 0, fruitless = 0, failedAfter = -1
+        while true {
             if attempt > 0, let signal = StopSignals.received {
                 // Between a failure and its restart: no job to pass the signal to.
                 log("stopped by \(StopSignals.name(of: signal)) before restart \(attempt); not restarting")
@@ -51,24 +55,34 @@ struct JobSupervisor {
                 log("the job failed (\(outcome.description)) with an error that a restart would not mend (its message is above: training diverged, --out held another run, or the run's data or settings changed); not restarting")
                 throw ExitCode(DistributedRun.recurringFailureStatus)
             }
-            guard attempt < maxRestarts else {
-                log("the job failed (\(outcome.description)); giving up after \(maxRestarts) restart\(maxRestarts == 1 ? "" : "s")")
+            let failed = Date(), reached = lastLoggedStep()
+            fruitless = reached > failedAfter ? 1 : fruitless + 1
+            failedAfter = max(failedAfter, reached)
+            guard fruitless <= maxRestarts else {
+                log("the job failed (\(outcome.description)); giving up after \(maxRestarts) restart\(maxRestarts == 1 ? "" : "s") in a row that trained no further")
                 throw ExitCode(outcome.status)
             }
-            let failed = Date(), reached = lastLoggedStep()
+            attempt += 1
             if let (checkpoint, inMemory) = newestCheckpoint(), let step = CheckpointStore.step(of: checkpoint) {
                 let source = inMemory ? "the in-memory snapshot " : ""
-                log("the job failed (\(outcome.description)) after step \(reached); restart \(attempt + 1) of \(maxRestarts) "
+                log("the job failed (\(outcome.description)) after step \(reached); restart \(fruitless) of \(maxRestarts) "
                     + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
                 command = resuming(arguments)
-                recovery = Recovery(failed: failed, staleMetrics: metricsFile())
             } else {
                 // This machine may run no rank of the job (a login node), so it does not see the snapshots on the
                 // job's machines: the job looks for them itself, and starts from the beginning only without any.
                 log("the job failed (\(outcome.description)) after step \(reached) with no checkpoint on disk or on this machine; "
-                    + "restart \(attempt + 1) of \(maxRestarts) from an in-memory snapshot on the job's machines if one survived, else from the beginning")
+                    + "restart \(fruitless) of \(maxRestarts) from an in-memory snapshot on the job's machines if one survived, else from the beginning")
                 command = resuming(arguments, ifAny: true)
-                recovery = Recovery(failed: failed, staleMetrics: metricsFile())
+            }
+            recovery = Recovery(failed: failed, staleMetrics: metricsFile())
+            // A failure again without progress waits 2, 4, 8 … up to 60 s: time for a node to be replaced, a
+            // filesystem to come back.
+            if fruitless > 1 {
+                let seconds = min(60, 1 << (fruitless - 1))
+                log("waiting \(seconds) s first: \(fruitless) failures in a row without a new step")
+                let until = Date().addingTimeInterval(Double(seconds))
+                while Date() < until && StopSignals.received == nil { usleep(100_000) }
             }
         }
     }

@@ -16,7 +16,8 @@ struct Launch: ParsableCommand {
             chooses. With --max-restarts N it supervises a `train … --out DIR` job: when the job \
             fails (a rank died, or hung past distributed.timeout_s), it starts it again with --resume from the \
             newest valid checkpoint or in-memory snapshot (with --resume-if-any where this machine sees neither: \
-            the ranks then look on their own machines), up to N times, saying what failed, where it resumed and \
+            the ranks then look on their own machines), up to N times in a row without a new step (each further \
+            one after a longer wait), saying what failed, where it resumed and \
             how many steps were lost. SIGTERM, SIGUSR1 or Ctrl-C to it stop the job cleanly (a checkpoint, no restart).
             """)
 
@@ -35,7 +36,7 @@ struct Launch: ParsableCommand {
     @Flag(help: "Print the mpirun command without running it.")
     var dryRun = false
 
-    @Option(help: "Restart a failed `train` job (with --resume from its newest checkpoint, or --resume-if-any where there is none here) up to this many times.")
+    @Option(help: "Restart a failed `train` job (with --resume from its newest checkpoint, or --resume-if-any where there is none here) up to this many times in a row without a new step.")
     var maxRestarts = 0
 
     @Argument(parsing: .postTerminator, help: "The keel command each process runs, after --.")

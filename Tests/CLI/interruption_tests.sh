@@ -224,6 +224,20 @@ else
     fail "a supervisor killed with -9 takes its mpirun and ranks with it"
     pkill -9 -f -- "--out $work/orphan( |\$)"
 fi
+# A failure that recurs without a new step in between (here a launcher that fails at once) is retried --max-restarts
+# times in a row, each after a longer wait (2 s before the second); one that trained further resets the count.
+printf '#!/bin/sh\nexit 1\n' >"$work/mpirun-failing"
+chmod +x "$work/mpirun-failing"
+"$keel" launch --nproc 2 --mpirun "$work/mpirun-failing" --max-restarts 2 -- train --config "$c" --out "$work/recurring" \
+    >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -eq 1 ] && [ "$(grep -c '^launch: the job failed (exit status 1) after step 0' "$work/err")" -eq 2 ] \
+    && grep -q "restart 2 of 2" "$work/err" && grep -q "^launch: waiting 2 s first: 2 failures in a row without a new step" "$work/err" \
+    && grep -q "^launch: the job failed (exit status 1); giving up after 2 restarts in a row that trained no further" "$work/err"; then
+    pass "a failure that recurs without progress is retried --max-restarts times in a row, waiting longer each time"
+else
+    fail "a failure that recurs without progress is retried --max-restarts times in a row, waiting longer each time (exit $status)"
+fi
 refused "--max-restarts without a training run" "--max-restarts supervises a training run" \
     "$keel" launch --nproc 2 --max-restarts 1 -- collectives
 

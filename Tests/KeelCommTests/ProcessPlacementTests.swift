@@ -15,6 +15,18 @@ final class ProcessPlacementTests: XCTestCase {
                        ProcessPlacement(rank: 1, worldSize: 2, localRank: 1, localSize: nil, launcher: "torchrun"))
     }
 
+    /// Slurm's per-node task list, runs written "N(xK)", read at this node: nodes of 2, 2, 2 and 1 tasks.
+    func testSlurmTasksOnThisNodeComeFromTheStepList() throws {
+        let base = ["SLURM_PROCID": "6", "SLURM_NTASKS": "7", "SLURM_LOCALID": "0", "SLURM_NTASKS_PER_NODE": "2"]
+        for (node, expected) in [("0", 2), ("2", 2), ("3", 1)] {
+            let environment = base.merging(["SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": node]) { $1 }
+            XCTAssertEqual(try ProcessPlacement.discover(environment).localSize, expected, "node \(node)")
+        }
+        // Without the list (or with one it cannot read), the requested count per node, as before.
+        XCTAssertEqual(try ProcessPlacement.discover(base).localSize, 2)
+        XCTAssertEqual(try ProcessPlacement.discover(base.merging(["SLURM_STEP_TASKS_PER_NODE": "2(y3)", "SLURM_NODEID": "0"]) { $1 }).localSize, 2)
+    }
+
     func testOpenMPITakesPrecedenceOverSlurm() throws {
         // srun --mpi=pmix inside an allocation sets both; mpirun's numbering is the one MPI uses.
         let placement = try ProcessPlacement.discover([
