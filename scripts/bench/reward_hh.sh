@@ -7,7 +7,8 @@
 #
 # HH.jsonl.gz: Anthropic's HH-RLHF (MIT), e.g. harmless-base/test.jsonl.gz — red-teaming dialogues, for measuring
 # only. Every 7th pair is held out; the first TRAIN_PAIRS (default 600) of the others are trained on, STEPS (default
-# 75) steps of 8 pairs, sequences cut to 192 tokens, learning rate 2e-5 after 5 warm-up steps. Writes OUT/train.jsonl,
+# 75) steps of 8 pairs, pairs with a sequence over 192 tokens dropped (as TRL drops them), learning rate 2e-5
+# after 5 warm-up steps. Writes OUT/train.jsonl,
 # OUT/heldout.jsonl, OUT/seed1, OUT/seed2, OUT/order2 and OUT/report.txt (and report.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
