@@ -125,6 +125,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         // the timeout runs per piece, which is still progressing when a huge buffer's whole transfer would outlast it.
         for piece in operation.pieces(limit: mpiMessageLimit, rank: rank) {
             if let error = run(piece) { return failed(error) }
+            // Each piece counts as progress: peers waiting on a huge collective's rank see it going.
+            runtime.countFinished()
         }
         if case .allReduce(let buffer, let count, .average) = operation.kind {
             divide(buffer, count: count, scalar: operation.scalar)
@@ -132,7 +134,6 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         if case .reduceScatter(_, let destination, let counts, .average) = operation.kind {
             divide(destination, count: counts[rank], scalar: operation.scalar)
         }
-        runtime.countFinished()
         request.finish(at: monotonicSeconds(), failure: nil)
     }
 

@@ -640,8 +640,8 @@ public final class Trainer {
             let seen = [Double(candidates.count), candidates.first.map { Double(CheckpointStore.step(of: $0)!) } ?? -1]
             let reduced = try world.allReduce(seen + seen.map { -$0 }, .max, label: "checkpoints on disk")
             guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
-                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares",
-                                rulesOutRestart: true)
+                // (A restart may mend it: a network filesystem's cache can lag right after a node failure.)
+                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares")
             }
         }
         let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size)) { candidate, damaged in
@@ -665,9 +665,9 @@ public final class Trainer {
         guard let checkpoint = found.checkpoint else {
             // Checkpoints there of which none verifies: a run to repair, not to start over.
             guard required || !candidates.isEmpty else { return nil }
-            // Every restart would meet the same damaged files: status 3, no restart.
-            throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))",
-                            rulesOutRestart: true)
+            // Not ruled out for a supervisor: a file server's hiccup fails reads too, and restarts that make no progress
+            // are limited and spaced out.
+            throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
         }
         return checkpoint
     }

@@ -34,10 +34,10 @@ struct RunRecipe: Codable, Equatable {
     /// kept recipes is not checked).
     func verifyResume(from checkpoint: URL) throws {
         let url = checkpoint.appendingPathComponent(Self.fileName)
-        guard let saved = try? Data(contentsOf: url) else { return }
+        guard FileManager.default.fileExists(atPath: url.path) else { return }
         let before: RunRecipe
-        do { before = try JSONDecoder().decode(RunRecipe.self, from: saved) } catch {
-            throw KeelError("--resume: \(url.path) is not a run recipe: \(error)")
+        do { before = try JSONDecoder().decode(RunRecipe.self, from: Data(contentsOf: url)) } catch {
+            throw KeelError("--resume: cannot read \(url.path) as a run recipe: \(error)")
         }
         var differences = Set(before.options.keys).union(options.keys).sorted().compactMap { name -> String? in
             let was = before.options[name] ?? "(unset)", now = options[name] ?? "(unset)"
