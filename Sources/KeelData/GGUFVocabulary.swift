@@ -18,24 +18,23 @@ public struct GGUFVocabulary: Sendable {
     /// Where llama.cpp will not split text exactly as the tokenizer written does (nil: it will).
     public private(set) var difference: String?
 
-    /// What llama.cpp does for a pre-tokenizer name (its `llama-vocab.cpp`): the split pattern; whether a piece
+    /// What llama.cpp does for a pre-tokenizer name (its `llama-vocab.cpp`): the split pattern, and whether a piece
     /// that is itself a token is emitted whole before any merging (`ignore_merges`, Hugging Face's flag of the
-    /// same name); whether texts start with the BOS token when the file has no `tokenizer.ggml.add_bos_token`.
+    /// same name). Whether texts start with BOS by default is KeelCheckpoint's `GGUFImport.preTokenizersAddingBOS`.
     public struct PreTokenizer: Sendable, Equatable {
         public let pattern: SplitPattern
         public let ignoresMerges: Bool
-        public let addsBeginningOfText: Bool
     }
 
     /// llama.cpp's names of the pre-tokenizers Keel reproduces: GPT-2's; Llama 3's split (cl100k's without
     /// `\s++$`), which Llama 3 uses with ignore_merges and BOS (under three names) and DBRX and Smaug without;
     /// SmolLM's.
     public static let preTokenizers: [String: PreTokenizer] = {
-        let llama3 = PreTokenizer(pattern: .llama3, ignoresMerges: true, addsBeginningOfText: true)
-        let cl100k = PreTokenizer(pattern: .llama3, ignoresMerges: false, addsBeginningOfText: false)
-        return ["gpt-2": PreTokenizer(pattern: .gpt2, ignoresMerges: false, addsBeginningOfText: false),
+        let llama3 = PreTokenizer(pattern: .llama3, ignoresMerges: true)
+        let cl100k = PreTokenizer(pattern: .llama3, ignoresMerges: false)
+        return ["gpt-2": PreTokenizer(pattern: .gpt2, ignoresMerges: false),
                 "llama-bpe": llama3, "llama3": llama3, "llama-v3": llama3, "dbrx": cl100k, "smaug-bpe": cl100k,
-                "smollm": PreTokenizer(pattern: .gpt2Digits, ignoresMerges: false, addsBeginningOfText: false)]
+                "smollm": PreTokenizer(pattern: .gpt2Digits, ignoresMerges: false)]
     }()
 
     /// The name Keel writes for each pre-tokenizer (one per pattern and flag, so a file's bytes never depend on
