@@ -20,9 +20,12 @@ public enum CrossEntropy {
     /// With `rowScales`, row n's gradient is scaled by gradientScale · rowScales[n] instead (the gradient of
     /// gradientScale · Σ rowScales[n] · losses[n]: a sequence's log-probability weighted, as preference optimisation
     /// and policy gradients weigh them).
+    /// With a `temperature` T other than 1 the loss is that of the softmax of logits / T (the distribution a sampler at
+    /// temperature T draws from: a policy's log-probabilities as GRPO scores its samples), and the gradient is with
+    /// respect to the logits themselves.
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-        rows: Int, vocab v: Int, gradientScale: Float?, rowScales: UnsafePointer<Float>? = nil
+        rows: Int, vocab v: Int, gradientScale: Float?, rowScales: UnsafePointer<Float>? = nil, temperature: Float = 1
     ) {
         ThreadPool.shared.parallelFor(rows) { range in
             for r in range {
@@ -33,13 +36,15 @@ public enum CrossEntropy {
                     if gradientScale != nil { row.update(repeating: 0, count: v) }
                     continue
                 }
+                if temperature != 1 { scaleInPlace(row, count: v, by: 1 / temperature) }
                 let maximum = rowMaximum(row, count: v)
                 let targetLogit = row[target]
                 guard let uniform = gradientScale else {
                     losses[r] = maximum + log(sumOfExponentials(row, count: v, shift: maximum)) - targetLogit
                     continue
                 }
-                let scale = rowScales.map { uniform * $0[r] } ?? uniform
+                // ∂/∂z of a loss of z / T is 1/T times its gradient in z / T.
+                let scale = (rowScales.map { uniform * $0[r] } ?? uniform) / temperature
                 let sum = exponentiate(row, count: v, shift: maximum)
                 losses[r] = maximum + log(sum) - targetLogit
                 scaleInPlace(row, count: v, by: scale / sum)

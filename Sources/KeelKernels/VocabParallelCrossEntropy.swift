@@ -24,18 +24,22 @@ public enum VocabParallelCrossEntropy {
     /// [rows, slice.count]: the columns of vocabulary ids `slice`.
     ///
     /// With `gradientScale`, `logits` is overwritten by this rank's columns of (softmax − onehot) · gradientScale,
-    /// as `CrossEntropy.forward` does for whole rows (and `rowScales` as there). Targets lie anywhere in the whole
-    /// vocabulary, or are `CrossEntropy.ignored` (loss and gradient 0).
+    /// as `CrossEntropy.forward` does for whole rows (and `rowScales` and `temperature` as there). Targets lie anywhere
+    /// in the whole vocabulary, or are `CrossEntropy.ignored` (loss and gradient 0).
     public static func forward(
         losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-        rows: Int, slice: Range<Int>, gradientScale: Float?, reductions: Reductions, rowScales: UnsafePointer<Float>? = nil
+        rows: Int, slice: Range<Int>, gradientScale: Float?, reductions: Reductions, rowScales: UnsafePointer<Float>? = nil,
+        temperature: Float = 1
     ) throws {
         let v = slice.count
-        // 1. The row maxima over the whole vocabulary, to shift every exponent.
+        // 1. The row maxima over the whole vocabulary, to shift every exponent (of the logits / T).
         let maxima = UnsafeMutableBufferPointer<Float>.allocate(capacity: rows)
         defer { maxima.deallocate() }
         ThreadPool.shared.parallelFor(rows) { range in
-            for r in range { maxima[r] = v > 0 ? rowMaximum(logits + r * v, count: v) : -.infinity }
+            for r in range {
+                if temperature != 1 { scaleInPlace(logits + r * v, count: v, by: 1 / temperature) }
+                maxima[r] = v > 0 ? rowMaximum(logits + r * v, count: v) : -.infinity
+            }
         }
         try reductions.maximum(maxima)
 
@@ -64,7 +68,7 @@ public enum VocabParallelCrossEntropy {
                 let sum = sums[r]
                 losses[r] = maxima[r] + log(sum) - sums[rows + r]
                 guard let uniform = gradientScale else { continue }
-                let scale = rowScales.map { uniform * $0[r] } ?? uniform
+                let scale = (rowScales.map { uniform * $0[r] } ?? uniform) / temperature
                 scaleInPlace(row, count: v, by: scale / sum)
                 if slice.contains(target) { row[target - slice.lowerBound] -= scale }
             }

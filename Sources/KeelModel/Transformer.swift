@@ -38,6 +38,10 @@ public final class Transformer: @unchecked Sendable {
     /// The operand format of every matrix product (projections, the head and attention's products);
     /// `.bfloat16` runs on `BFloat16Engine.selected`.
     public var matrixPrecision: MatrixPrecision = .float32
+    /// The losses of a forward pass with targets (and their gradients) are those of the softmax of logits / T: the
+    /// distribution a sampler at temperature T draws from, which GRPO's log-probabilities are of, as TRL's. 1: the
+    /// model's own. Logits read without targets are the model's, whatever it is.
+    public var lossTemperature: Float = 1
     private lazy var headPack = PackedLinearWeight()
     /// bf16 training: the head's ∂loss/∂logitsᵀ over all rows, packed chunk by chunk for its weight gradient.
     private lazy var headGradientPack = PackedLeftOperand()
@@ -261,7 +265,7 @@ public final class Transformer: @unchecked Sendable {
             return 0
         }
         a.targets.baseAddress!.update(from: targets, count: n)
-        let counted = head.loss(targets: targets, lossScale: lossScale, rowWeights: lossWeights, a,
+        let counted = head.loss(targets: targets, lossScale: lossScale, rowWeights: lossWeights, temperature: lossTemperature, a,
                                 packs: (headPack, headGradientPack), context)
         if lossScale != nil, let span = head.weightSpan { gradientsReady?(span) }
         var total = 0.0

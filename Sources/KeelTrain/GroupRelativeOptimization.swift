@@ -108,6 +108,12 @@ public final class GroupRelativeOptimization {
         self.reward = reward
         policy.matrixPrecision = training.precision
         reference?.matrixPrecision = training.precision
+        // The log-probabilities — the sampler's, the policy's and the reference's — are all of the distribution at the
+        // sampling temperature, as TRL's GRPOTrainer divides the logits by it: the ratio then compares the policy with
+        // the distribution the completions were drawn from.
+        guard settings.temperature > 0 else { throw KeelError("GRPO samples at a temperature above 0 (got \(settings.temperature))") }
+        policy.lossTemperature = settings.temperature
+        reference?.lossTemperature = settings.temperature
         // The decoder reads the policy's parameters where they are: it samples from the weights as they change.
         decoder = try Decoder(model: policy)
         optimizer = Optimizer(model: policy, dataParallel: SingleProcessCommunicator(), zeroStage: 0, settings: training.adamW,

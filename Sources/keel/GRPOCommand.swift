@@ -98,11 +98,29 @@ struct GRPO: ParsableCommand {
                 }
                 let model = try RewardModel(checkpoint: checkpoint)
                 let formatter = tasks.formatter
+                // The reward is read at a sequence's last token: one cut to the model's context would be scored in the
+                // middle of its completion, so every prompt must leave room for the longest completion.
+                let context = model.transformer.config.maxLength
+                if let longest = try (tasks.train + tasks.validation).map({ try formatter.rewardExample($0, completion: "").tokens.count }).max(),
+                   longest + maxNewTokens > context {
+                    throw KeelError("--reward-model \(rewardModel) reads at most \(context) tokens (its max_seq_len), and the longest prompt as it reads it takes \(longest): "
+                                    + (longest < context ? "lower --max-new-tokens to \(context - longest) or leave the longer prompts out"
+                                                         : "leave the prompts of \(context) tokens or more out"))
+                }
                 score = { completions, prompts in
                     // Each completion rendered after its prompt as the reward model's training pairs were, so that it
                     // reads the reward where it learnt to: after the end-of-sequence token or the end of the turn.
+                    var cut = 0
                     let sequences = try zip(completions, prompts).map { completion, prompt in
-                        try formatter.rewardExample(prompt, completion: try tokenizer.decodeText(completion))
+                        let sequence = try formatter.rewardExample(prompt, completion: try tokenizer.decodeText(completion))
+                        // Encoded again, a completion can take more tokens than it was sampled in (bytes that are not
+                        // UTF-8 decode to U+FFFD, three bytes): scored on its last tokens, where its reward is read.
+                        guard sequence.tokens.count > context else { return sequence }
+                        cut += 1
+                        return SupervisedExample(tokens: Array(sequence.tokens.suffix(context)), trained: Array(sequence.trained.suffix(context)))
+                    }
+                    if cut > 0 {
+                        run.log("warning: \(cut) completion\(cut == 1 ? "" : "s") took more than the reward model's \(context) tokens once decoded and encoded again: scored on \(cut == 1 ? "its" : "their") last \(context) tokens")
                     }
                     return model.rewards(of: sequences, batch: t.batchSize * groupSize,
                                          maximumLength: model.transformer.config.maxLength,

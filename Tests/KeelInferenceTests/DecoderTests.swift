@@ -197,7 +197,7 @@ final class DecoderTests: XCTestCase {
         // far: the logit is kept finite (it was infinite, the weights NaN, and the least likely token came out).
         for seed in 0..<20 as Range<UInt64> {
             var draws = RandomStream(seed: seed, key: 2)
-            XCTAssertEqual(Sampler.choose(logits, history: [3], options: SamplingOptions(temperature: 1, topK: 0, repetitionPenalty: 1e-40),
+            XCTAssertEqual(Sampler.choose(logits, history: [3], options: SamplingOptions(temperature: 1, topK: 0, repetitionPenalty: .leastNonzeroMagnitude),
                                           random: &draws), 3)
         }
         // OpenAI's presence and frequency penalties count the generated tokens only: 3 − 1.5 = 1.5 < 2 moves greedy to

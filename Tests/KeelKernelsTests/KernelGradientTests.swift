@@ -239,36 +239,40 @@ final class KernelGradientTests: XCTestCase {
         XCTAssertEqual(Double(work.pointer[stride]), a * cos(1) - b * sin(1), accuracy: 1e-5)
     }
 
+    /// At temperature 1 and at a sampler's temperature T (the loss of softmax(logits / T), its gradient in the logits).
     func testCrossEntropy() {
         let n = 4, v = 37
         let logits = check.buffer(n * v, scale: 3)
         // Row 2 is not trained on: no loss, no gradient.
         let targets: [Int32] = [0, 36, CrossEntropy.ignored, 17]
         let losses = FloatBuffer(count: n), work = FloatBuffer(count: n * v)
-        func loss() -> Double {
-            work.pointer.update(from: logits.pointer, count: logits.count)
-            targets.withUnsafeBufferPointer { t in
-                CrossEntropy.forward(losses: losses.pointer, logits: work.pointer, targets: t.baseAddress!, rows: n,
-                                     vocab: v, gradientScale: nil)
+        for temperature: Float in [1, 0.6] {
+            func loss() -> Double {
+                work.pointer.update(from: logits.pointer, count: logits.count)
+                targets.withUnsafeBufferPointer { t in
+                    CrossEntropy.forward(losses: losses.pointer, logits: work.pointer, targets: t.baseAddress!, rows: n,
+                                         vocab: v, gradientScale: nil, temperature: temperature)
+                }
+                return (0..<n).reduce(0.0) { $0 + Double(losses.pointer[$1]) }
             }
-            return (0..<n).reduce(0.0) { $0 + Double(losses.pointer[$1]) }
+            _ = loss()
+            // Loss against the definition.
+            for r in 0..<n where targets[r] != CrossEntropy.ignored {
+                let row = (0..<v).map { Double(logits.pointer[r * v + $0]) / Double(temperature) }
+                let lse = log(row.map { exp($0) }.reduce(0, +))
+                XCTAssertEqual(Double(losses.pointer[r]), lse - row[Int(targets[r])], accuracy: 1e-5, "T \(temperature)")
+            }
+            XCTAssertEqual(losses.pointer[2], 0)
+            let gradient = FloatBuffer(count: n * v)
+            gradient.pointer.update(from: logits.pointer, count: logits.count)
+            targets.withUnsafeBufferPointer { t in
+                CrossEntropy.forward(losses: losses.pointer, logits: gradient.pointer, targets: t.baseAddress!, rows: n,
+                                     vocab: v, gradientScale: 1, temperature: temperature)
+            }
+            GradientCheck.assertMatches(gradient, input: logits, epsilon: 1e-3, samples: 200, "cross-entropy dlogits T \(temperature)",
+                                        loss: loss)
+            XCTAssertTrue((0..<v).allSatisfy { gradient.pointer[2 * v + $0] == 0 }, "an ignored row has no gradient")
         }
-        _ = loss()
-        // Loss against the definition.
-        for r in 0..<n where targets[r] != CrossEntropy.ignored {
-            let row = (0..<v).map { Double(logits.pointer[r * v + $0]) }
-            let lse = log(row.map { exp($0) }.reduce(0, +))
-            XCTAssertEqual(Double(losses.pointer[r]), lse - row[Int(targets[r])], accuracy: 1e-5)
-        }
-        XCTAssertEqual(losses.pointer[2], 0)
-        let gradient = FloatBuffer(count: n * v)
-        gradient.pointer.update(from: logits.pointer, count: logits.count)
-        targets.withUnsafeBufferPointer { t in
-            CrossEntropy.forward(losses: losses.pointer, logits: gradient.pointer, targets: t.baseAddress!, rows: n,
-                                 vocab: v, gradientScale: 1)
-        }
-        GradientCheck.assertMatches(gradient, input: logits, epsilon: 1e-3, samples: 200, "cross-entropy dlogits", loss: loss)
-        XCTAssertTrue((0..<v).allSatisfy { gradient.pointer[2 * v + $0] == 0 }, "an ignored row has no gradient")
     }
 
     func testEmbeddingWithRepeatedTokens() {

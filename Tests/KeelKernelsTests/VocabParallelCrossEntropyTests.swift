@@ -5,7 +5,7 @@ import XCTest
 
 /// The vocab-parallel loss over 1–4 ranks (threads) equals the whole-row loss: every row's loss on every rank,
 /// and each rank's columns of the gradient, for targets in every rank's slice and maxima in other slices, and for a
-/// row not trained on.
+/// row not trained on; at temperature 1 and at a sampler's.
 final class VocabParallelCrossEntropyTests: XCTestCase {
     private let rows = 9, vocab = 50
 
@@ -23,12 +23,12 @@ final class VocabParallelCrossEntropyTests: XCTestCase {
 
     func testLossesAndGradientsEqualTheWholeRows() throws {
         let all = logits(), targets = self.targets, (rows, vocab) = (self.rows, self.vocab)
-        for scale: Float? in [nil, 0.25] {
+        for (scale, temperature): (Float?, Float) in [(nil, 1), (0.25, 1), (nil, 0.6), (0.25, 0.6)] {
             var expectedLosses = [Float](repeating: 0, count: rows), expectedGradient = all
             expectedGradient.withUnsafeMutableBufferPointer { g in
                 targets.withUnsafeBufferPointer { t in
                     CrossEntropy.forward(losses: &expectedLosses, logits: g.baseAddress!, targets: t.baseAddress!,
-                                         rows: rows, vocab: vocab, gradientScale: scale)
+                                         rows: rows, vocab: vocab, gradientScale: scale, temperature: temperature)
                 }
             }
             for size in 1...4 {
@@ -44,7 +44,7 @@ final class VocabParallelCrossEntropyTests: XCTestCase {
                         try targets.withUnsafeBufferPointer { t in
                             try VocabParallelCrossEntropy.forward(losses: &losses, logits: l.baseAddress!, targets: t.baseAddress!,
                                                                   rows: rows, slice: slice, gradientScale: scale,
-                                                                  reductions: reductions)
+                                                                  reductions: reductions, temperature: temperature)
                         }
                     }
                     return (losses, local)
@@ -52,14 +52,14 @@ final class VocabParallelCrossEntropyTests: XCTestCase {
                 for (rank, result) in results.enumerated() {
                     for r in 0..<rows {
                         XCTAssertEqual(result.losses[r], expectedLosses[r], accuracy: 1e-5 * max(1, abs(expectedLosses[r])),
-                                       "\(size) ranks, rank \(rank), row \(r)")
+                                       "T \(temperature): \(size) ranks, rank \(rank), row \(r)")
                     }
                     guard scale != nil else { continue }
                     let slice = slices[rank]
                     for r in 0..<rows {
                         for (j, id) in slice.enumerated() {
                             XCTAssertEqual(result.gradient[r * slice.count + j], expectedGradient[r * vocab + id], accuracy: 1e-6,
-                                           "\(size) ranks, rank \(rank), row \(r), id \(id)")
+                                           "T \(temperature): \(size) ranks, rank \(rank), row \(r), id \(id)")
                         }
                     }
                 }

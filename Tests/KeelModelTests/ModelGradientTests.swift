@@ -123,12 +123,14 @@ final class MaskedTokensTests: XCTestCase {
 
 /// Each position's cross-entropy weighed (what preference optimisation and policy gradients need): `rowLosses` are
 /// −log softmax(logits)[target], and the gradient with `lossWeights` is that of Σ weight · loss, against finite
-/// differences, for both families.
+/// differences, for both families; and so with a loss temperature T (GRPO's), of the softmax of logits / T, while the
+/// logits read without targets stay the model's.
 final class WeightedLossTests: XCTestCase {
     func testRowLossesAndWeightedGradients() throws {
-        for config in [ModelFixtures.gpt2, ModelFixtures.llama] {
+        for (config, temperature) in [(ModelFixtures.gpt2, Float(1)), (ModelFixtures.llama, 1), (ModelFixtures.llama, 0.7)] {
             let batch = 2, length = 5, n = batch * length
             let model = try ModelFixtures.randomModel(config, seed: 12)
+            model.lossTemperature = temperature
             var tokens = ModelFixtures.tokens(batch: batch, length: length, vocab: config.vocabSize, seed: 13)
             tokens.targets[3] = CrossEntropy.ignored
             // Positive and negative weights, as a policy gradient's advantages are.
@@ -139,7 +141,7 @@ final class WeightedLossTests: XCTestCase {
             }
             let expected: [Double] = (0..<n).map { r in
                 guard tokens.targets[r] != CrossEntropy.ignored else { return 0 }
-                let row = model.logits(row: r).map(Double.init), top = row.max()!
+                let row = model.logits(row: r).map { Double($0) / Double(temperature) }, top = row.max()!
                 return top + log(row.reduce(0) { $0 + exp($1 - top) }) - row[Int(tokens.targets[r])]
             }
             func weighted(_ scale: Float?) -> Double {
@@ -156,7 +158,7 @@ final class WeightedLossTests: XCTestCase {
             model.gradients.zero()
             _ = weighted(1)
             for (ours, theirs) in zip(model.rowLosses(), expected) {
-                XCTAssertEqual(Double(ours), theirs, accuracy: 1e-5 * max(1, abs(theirs)), "\(config.architecture)")
+                XCTAssertEqual(Double(ours), theirs, accuracy: 1e-5 * max(1, abs(theirs)), "\(config.architecture) T \(temperature)")
             }
             model.backward()
             let analytic = model.gradients.toArray()
@@ -167,7 +169,7 @@ final class WeightedLossTests: XCTestCase {
                     // The fp32 losses' rounding, divided by 2ε, depends on the BLAS library's kernels: up to 5.3e-4
                     // with BLIS's generic ones, within 2e-3 · |g| + 2e-4 with OpenBLAS's.
                     XCTAssertEqual(numeric, Double(analytic[i]), accuracy: 3e-3 * max(abs(numeric), 1e-1) + 4e-4,
-                                   "\(config.architecture) \(entry.name)[\(i - entry.offset)]")
+                                   "\(config.architecture) T \(temperature) \(entry.name)[\(i - entry.offset)]")
                 }
             }
         }

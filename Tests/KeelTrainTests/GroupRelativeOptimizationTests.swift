@@ -14,10 +14,12 @@ final class GroupRelativeOptimizationTests: XCTestCase {
                                      hiddenWidth: 16, maxLength: 16, ropeTheta: 10_000, tiedEmbeddings: false)
 
     func testRoundGradientsMatchFiniteDifferences() throws {
-        for (aggregation, shifted) in [(GroupSettings.Aggregation.tokens, false), (.sequences, false), (.tokens, true)] {
+        for (aggregation, shifted, temperature) in [(GroupSettings.Aggregation.tokens, false, Float(1)), (.sequences, false, 1),
+                                                    (.tokens, true, 1), (.tokens, true, 0.7)] {
             let policy = try Transformer(config: config, seed: 3), reference = try Transformer(config: config, seed: 4)
             var settings = GroupSettings()
             settings.groupSize = 2
+            settings.temperature = temperature
             settings.aggregation = aggregation
             settings.beta = 0.1
             let training = try TrainConfig.load(path: nil, overrides: ["training.batch_size=2", "training.seq_len=12"],
@@ -70,8 +72,35 @@ final class GroupRelativeOptimizationTests: XCTestCase {
                     policy.parameters.pointer[i] = saved
                     let numeric = (plus - minus) / (2 * Double(epsilon))
                     XCTAssertEqual(Double(analytic[i]), numeric, accuracy: 3e-3 * max(abs(numeric), 1e-1),
-                                   "\(aggregation) shifted \(shifted) \(entry.name)[\(i - entry.offset)]")
+                                   "\(aggregation) shifted \(shifted) T \(temperature) \(entry.name)[\(i - entry.offset)]")
                 }
+            }
+        }
+    }
+
+    /// The log-probabilities a round holds — the sampling policy's and the reference's — are those of the distribution
+    /// at the sampling temperature, log softmax(logits / T), as TRL's GRPOTrainer computes them, not the model's own.
+    func testLogProbabilitiesAreAtTheSamplingTemperature() throws {
+        let policy = try Transformer(config: config, seed: 3), reference = try Transformer(config: config, seed: 4)
+        var settings = GroupSettings()
+        settings.groupSize = 2
+        settings.temperature = 0.6
+        let training = try TrainConfig.load(path: nil, overrides: ["training.batch_size=1", "training.seq_len=12"],
+                                            requiresData: false).training
+        let prompt = TaskPrompt(tokens: [1, 2], fields: ["answer": "3"], prompt: .string("12"))
+        _ = try GroupRelativeOptimization(policy: policy, reference: reference, train: [prompt], validation: [], settings: settings,
+                                          training: training, shuffles: false, padding: 0, stops: [[0]], vocabulary: 20) { c, _ in c.map { _ in 0 } }
+        var round = GroupRelativeOptimization.Round()
+        let tokens: [Int32] = [1, 2, 7, 8, 9]
+        round.add([SupervisedExample(tokens: tokens, trained: [false, false, true, true, true])], advantages: [1],
+                  policy: policy, reference: reference, maximumLength: 12, padding: 0)
+        for (model, values, name) in [(policy, round.microBatches[0].old, "policy"), (reference, round.microBatches[0].reference, "reference")] {
+            // The model's raw logits (a pass without targets), divided by T here.
+            tokens.withUnsafeBufferPointer { _ = model.forward(inputs: $0.baseAddress!, targets: nil, batch: 1, length: tokens.count) }
+            for t in 1..<(tokens.count - 1) {
+                let row = model.logits(row: t).map { Double($0) / 0.6 }, top = row.max()!
+                let expected = row[Int(tokens[t + 1])] - top - log(row.reduce(0) { $0 + exp($1 - top) })
+                XCTAssertEqual(Double(values[t]), expected, accuracy: 1e-5, "\(name), position \(t)")
             }
         }
     }

@@ -61,9 +61,11 @@ struct OutputHead {
     /// `packs` are the bf16 caches: the weight packed once for all chunks, and ∂loss/∂logitsᵀ packed chunk by
     /// chunk for one weight-gradient product over all rows.
     /// With `rowWeights`, the gradients are those of `lossScale · Σ rowWeights[r] · loss[r]` instead (no mean).
+    /// With `temperature`, the losses are of the softmax of logits / temperature (`CrossEntropy.forward`).
     @discardableResult
     func loss(
-        targets: UnsafePointer<Int32>, lossScale: Float?, rowWeights: UnsafePointer<Float>? = nil, _ a: ActivationArena,
+        targets: UnsafePointer<Int32>, lossScale: Float?, rowWeights: UnsafePointer<Float>? = nil, temperature: Float = 1,
+        _ a: ActivationArena,
         packs: (weight: PackedLinearWeight, gradient: PackedLeftOperand), _ context: PartContext
     ) -> Int {
         let config = context.config, n = context.rows, c = config.width, v = context.shape.vocabulary.count
@@ -92,11 +94,12 @@ struct OutputHead {
                         try VocabParallelCrossEntropy.forward(
                             losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start, rows: rows,
                             slice: context.shape.vocabulary, gradientScale: scale, reductions: tensor.lossReductions,
-                            rowScales: rowScales)
+                            rowScales: rowScales, temperature: temperature)
                     }
                 } else {
                     CrossEntropy.forward(losses: a.losses.pointer + start, logits: a.headLogits.pointer, targets: targets + start,
-                                         rows: rows, vocab: v, gradientScale: scale, rowScales: rowScales)
+                                         rows: rows, vocab: v, gradientScale: scale, rowScales: rowScales,
+                                         temperature: temperature)
                 }
             }
             if let headGradient {
