@@ -39,7 +39,6 @@ public final class BuddyCopy: @unchecked Sendable {
         let transfer = FileTransfer()
         // [0] this file's size (-1: none to send); then each source's size; the answers to them; the buddy's answer.
         let words = UnsafeMutableBufferPointer<Int64>.allocate(capacity: 2 + 2 * sources.count)
-        defer { words.deallocate() }
         _ = words.initialize(from: repeatElement(0, count: words.count))
         let answers = 1 + sources.count, buddyAnswer = answers + sources.count
         words[0] = -1
@@ -81,6 +80,9 @@ public final class BuddyCopy: @unchecked Sendable {
         if words[0] < 0 || words[buddyAnswer] != 1 { transfer.withdrawOffers() }
         transfer.start(over: channel)
         do { try transfer.finish() } catch { failure = failure ?? error }
+        // A request that failed (timed out) stays posted — MPI cannot cancel it here — and may still write into the
+        // words: then they are kept (a few bytes), as `FileTransfer` keeps a failed transfer's mapping.
+        if failure == nil { words.deallocate() }
         seconds = monotonicSeconds() - started
         receivedBytes = transfer.receivedBytes
         guard case .written = outcome, let failure else { return outcome }

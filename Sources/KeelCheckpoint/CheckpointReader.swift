@@ -20,7 +20,7 @@ public final class CheckpointReader {
     private var files: [String: SafetensorsFile] = [:]
 
     /// The checkpoint's tokenizer as `loadTokenizer` takes it: the path of the file its state names (tokenizer.json,
-    /// tokenizer.tiktoken), or "byte".
+    /// cl100k_base.tiktoken), or "byte".
     public var tokenizerPath: String {
         state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path
     }
@@ -58,10 +58,16 @@ public final class CheckpointReader {
     }
 
     /// Opens what a user's `--checkpoint` names (`ModelFiles.resolveCheckpoint`): a checkpoint directory, verified
-    /// here, or a run directory's newest valid checkpoint, verified while it was found (not twice).
-    public convenience init(resolving path: String) throws {
-        let directory = try ModelFiles.resolveCheckpoint(path)
-        try self.init(directory, verify: directory.standardizedFileURL == URL(fileURLWithPath: path).standardizedFileURL)
+    /// here, or a run directory's newest valid checkpoint, verified while it was found (not twice). The ranks of a
+    /// group verify together with `share` and `agree` (`CheckpointStore.verify(_:share:agree:)`), each reading its
+    /// share of the files rather than all of them.
+    public convenience init(resolving path: String, share: (index: Int, count: Int) = (0, 1),
+                            agree: (_ candidate: URL, _ damaged: Bool) throws -> Bool = { $1 }) throws {
+        let directory = try ModelFiles.resolveCheckpoint(path, share: share, agree: agree)
+        if directory.standardizedFileURL == URL(fileURLWithPath: path).standardizedFileURL {
+            try CheckpointStore.verify(directory, share: share, agree: agree)
+        }
+        try self.init(directory, verify: false)
     }
 
     /// The whole model on one process.

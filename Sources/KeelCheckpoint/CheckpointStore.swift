@@ -48,7 +48,8 @@ public enum CheckpointStore {
         return partial
     }
 
-    /// Removes the partial directories a crash left under `root` (before a run writes its first checkpoint).
+    /// Removes the partial directories a crash left under `root` (before a run writes its first checkpoint), and the
+    /// checkpoints set aside for deletion (`setAside`).
     public static func removePartials(root: URL) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
         for name in names where name.hasPrefix(".step_") && name.hasSuffix(".partial") {
@@ -79,15 +80,35 @@ public enum CheckpointStore {
     public static func publish(_ manifest: CheckpointManifest, root: URL) throws -> URL {
         let final = root.appendingPathComponent(name(step: manifest.step))
         let partial = partialDirectory(root: root, step: manifest.step)
+        var replaced: URL?
         do {
             try writeManifest(manifest.encoded(), into: partial)
-            if FileManager.default.fileExists(atPath: final.path) { try FileManager.default.removeItem(at: final) }
+            replaced = FileManager.default.fileExists(atPath: final.path) ? try setAside(final) : nil
             try AtomicFile.rename(partial, to: final)
+            if let replaced { try? FileManager.default.removeItem(at: replaced) }
         } catch {
+            // The checkpoint it was to replace goes back (the error says the previous ones are intact).
+            if let replaced, !FileManager.default.fileExists(atPath: final.path) { try? AtomicFile.rename(replaced, to: final) }
             discard(root: root, step: manifest.step)
             throw notWritten(root: root, step: manifest.step, because: "\(error)")
         }
         return final
+    }
+
+    /// Renames checkpoint `directory` to a hidden name that `removePartials` sweeps, and returns that name: deleting a
+    /// checkpoint's files takes a while, and one deleted in place and interrupted would stay behind half-deleted, a
+    /// damaged checkpoint every later resume warns about. A rename is atomic.
+    private static func setAside(_ directory: URL) throws -> URL {
+        let aside = directory.deletingLastPathComponent().appendingPathComponent("." + directory.lastPathComponent + ".removed.partial")
+        try? FileManager.default.removeItem(at: aside)
+        try AtomicFile.rename(directory, to: aside)
+        return aside
+    }
+
+    /// Removes checkpoint `directory`: set aside by a rename, then deleted (`setAside`).
+    static func remove(_ directory: URL) {
+        guard let aside = try? setAside(directory) else { return }
+        try? FileManager.default.removeItem(at: aside)
     }
 
     /// Removes what was written of the checkpoint of `step` (a rank failed: nothing half-written stays behind).
@@ -149,7 +170,17 @@ public enum CheckpointStore {
 
     /// Throws unless `directory` holds a manifest and every file it lists has the recorded size and checksum.
     public static func verify(_ directory: URL) throws {
-        if let fault = fault(of: directory) { throw KeelError(fault.message) }
+        try verify(directory, share: (0, 1)) { $1 }
+    }
+
+    /// `verify` by the ranks of a group together, each checking `share` of the files; `agree` gets whether this rank
+    /// found a fault and returns whether any did (a reduction over the group), as in `latestValid(in:share:agree:)`.
+    public static func verify(_ directory: URL, share: (index: Int, count: Int),
+                              agree: (_ candidate: URL, _ damaged: Bool) throws -> Bool) throws {
+        let fault = fault(of: directory, share: share)
+        if try agree(directory, fault != nil) {
+            throw KeelError(fault?.message ?? "checkpoint \(directory.path) is damaged (the rank whose share of its files holds the fault names it)")
+        }
     }
 
     /// What is wrong with `directory` as its manifest and `share` of its files show it (nil: nothing), and whether
@@ -213,7 +244,7 @@ public enum CheckpointStore {
         let candidates = list(root).filter { step(of: $0)! <= written }
         for old in candidates.dropFirst(keep) {
             if keepEvery > 0, step(of: old)! % keepEvery == 0 { continue }
-            try? FileManager.default.removeItem(at: old)
+            remove(old)
         }
     }
 

@@ -45,8 +45,10 @@ public enum ModelFiles {
     }
 
     /// Resolves a user's `--checkpoint`: a checkpoint directory itself, or a run directory (or its
-    /// `checkpoints/` folder), in which case the newest valid checkpoint.
-    public static func resolveCheckpoint(_ path: String) throws -> URL {
+    /// `checkpoints/` folder), in which case the newest valid checkpoint — checked by the ranks of a group together
+    /// with `share` and `agree` as `CheckpointStore.latestValid(in:share:agree:)` takes them.
+    public static func resolveCheckpoint(_ path: String, share: (index: Int, count: Int) = (0, 1),
+                                         agree: (_ candidate: URL, _ damaged: Bool) throws -> Bool = { $1 }) throws -> URL {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -57,9 +59,12 @@ public enum ModelFiles {
             return url
         }
         for root in [url.appendingPathComponent("checkpoints"), url] {
-            let found = CheckpointStore.latestValid(in: root)
+            let found = try CheckpointStore.latestValid(in: root, share: share, agree: agree)
             if let checkpoint = found.checkpoint { return checkpoint }
-            if let problem = found.problems.first { throw KeelError(problem) }
+            if let problem = found.problems.first { throw KeelError(problem.message) }
+            if !CheckpointStore.list(root).isEmpty {
+                throw KeelError("checkpoint \(path): no valid checkpoint in \(root.path) (the rank whose share of the files holds a fault names it)")
+            }
         }
         throw KeelError("checkpoint \(path): no checkpoint found there")
     }

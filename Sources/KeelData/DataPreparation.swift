@@ -101,7 +101,10 @@ private struct SplitWriter {
     let format: TokenShardFormat
     let shardTokens: Int
     let directory: URL
+    /// Tokens not yet in a shard: `buffer[written...]` (the front is dropped once per document, not per shard, so a
+    /// document of many shards costs no quadratic copying).
     private var buffer: [Int32] = []
+    private var written = 0
     private var shards: [ShardManifest.Shard] = []
     private var documents = 0
     private var tokens = 0
@@ -119,18 +122,20 @@ private struct SplitWriter {
         buffer.append(contentsOf: document)
         documents += 1
         tokens += separators.count + document.count
-        while buffer.count >= shardTokens { try writeShard(count: shardTokens) }
+        while buffer.count - written >= shardTokens { try writeShard(count: shardTokens) }
+        buffer.removeFirst(written)
+        written = 0
     }
 
     mutating func finish() throws -> ShardManifest.Split {
-        if !buffer.isEmpty { try writeShard(count: buffer.count) }
+        if buffer.count > written { try writeShard(count: buffer.count - written) }
         return ShardManifest.Split(documents: documents, tokens: tokens, shards: shards)
     }
 
     private mutating func writeShard(count: Int) throws {
         let file = String(format: "%@_%06d.bin", name, shards.count)
-        let checksum = try format.write(buffer[..<count], to: directory.appendingPathComponent(file))
+        let checksum = try format.write(buffer[written..<(written + count)], to: directory.appendingPathComponent(file))
         shards.append(ShardManifest.Shard(file: file, tokens: count, xxh64: String(checksum, radix: 16)))
-        buffer.removeFirst(count)
+        written += count
     }
 }

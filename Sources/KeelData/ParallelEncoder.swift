@@ -72,11 +72,12 @@ public struct ParallelEncoder {
 
     /// Copies the tokenizer file into the dataset, with the settings files beside it (`TokenizerSettings`: its
     /// end-of-sequence token, which the dataset's documents end with, and chat template); returns its name there
-    /// ("byte" for byte-level).
+    /// ("byte" for byte-level). A `.tiktoken` file keeps its name, which says its split pattern and special tokens
+    /// (`TokenizerFiles.load`): under another it could not be read again.
     func copyTokenizer(to directory: URL) throws -> String {
         guard source != "byte" else { return "byte" }
         let url = URL(fileURLWithPath: source)
-        let name = url.pathExtension == "tiktoken" ? "tokenizer.tiktoken" : "tokenizer.json"
+        let name = url.pathExtension == "tiktoken" ? url.lastPathComponent : "tokenizer.json"
         try AtomicFile.write(Data(contentsOf: url), to: directory.appendingPathComponent(name))
         for (settings, contents) in try TokenizerSettings.files(in: url.deletingLastPathComponent()) {
             try AtomicFile.write(contents, to: directory.appendingPathComponent(settings))

@@ -19,8 +19,11 @@ public struct ShardManifest: Codable, Equatable, Sendable {
         public var shards: [Shard]
     }
 
-    public var version = 1
-    /// The tokenizer file inside the dataset directory (`tokenizer.json` or `tokenizer.tiktoken`), or "byte".
+    /// The layout's version: a manifest of another is refused rather than misread.
+    public var version = ShardManifest.currentVersion
+    public static let currentVersion = 1
+    /// The tokenizer file inside the dataset directory (`tokenizer.json`, or the `.tiktoken` file under its own name,
+    /// which says its split pattern), or "byte".
     public var tokenizer: String
     public var vocabSize: Int
     public var endOfText: Int32
@@ -48,9 +51,14 @@ public struct ShardManifest: Codable, Equatable, Sendable {
         guard let data = try? Data(contentsOf: url) else {
             throw KeelError("data: \(directory.path) is not a prepared dataset (no \(fileName); run keel data prepare)")
         }
-        do { return try JSONDecoder().decode(ShardManifest.self, from: data) } catch {
+        let manifest: ShardManifest
+        do { manifest = try JSONDecoder().decode(ShardManifest.self, from: data) } catch {
             throw KeelError("data: \(url.path) is malformed: \(decodingProblem(error))")
         }
+        guard manifest.version == ShardManifest.currentVersion else {
+            throw KeelError("data: \(url.path) is a version \(manifest.version) dataset; this Keel reads version \(ShardManifest.currentVersion)")
+        }
+        return manifest
     }
 
     /// Writes the manifest atomically.
@@ -60,13 +68,18 @@ public struct ShardManifest: Codable, Equatable, Sendable {
         try AtomicFile.write(encoder.encode(self), to: directory.appendingPathComponent(ShardManifest.fileName))
     }
 
-    /// Maps and verifies the shards of one split.
-    public func openShards(_ split: Split, in directory: URL) throws -> [TokenShard] {
-        try split.shards.map { shard in
+    /// Maps the shards of one split and verifies those of `share` (every `share.count`-th from `share.index`: the
+    /// ranks of a job verify a share each, rather than each reading the whole dataset), with `tokensBelow` also
+    /// that their tokens are below it.
+    public func openShards(_ split: Split, in directory: URL, share: (index: Int, count: Int) = (0, 1),
+                           tokensBelow vocabSize: Int? = nil) throws -> [TokenShard] {
+        try split.shards.enumerated().map { index, shard in
             guard let checksum = UInt64(shard.xxh64, radix: 16) else {
                 throw KeelError("data: \(ShardManifest.fileName) has a malformed checksum for \(shard.file)")
             }
-            let opened = try TokenShard(url: directory.appendingPathComponent(shard.file), checksum: checksum)
+            let verified = index % share.count == share.index
+            let opened = try TokenShard(url: directory.appendingPathComponent(shard.file), checksum: verified ? checksum : nil,
+                                        tokensBelow: verified ? vocabSize : nil)
             guard opened.count == shard.tokens else {
                 throw KeelError("data: \(shard.file) holds \(opened.count) tokens, the manifest says \(shard.tokens)")
             }

@@ -60,8 +60,15 @@ public struct TokenCorpus: Sendable {
 
     /// Regular files named by `paths`, directories expanded recursively, in a deterministic order. A symbolic link in
     /// a directory counts as the file it points to (a Hugging Face cache's snapshot holds only links); one that points
-    /// nowhere is an error, not a file skipped.
+    /// nowhere is an error, not a file skipped. A file named twice — a directory and a file in it, or two links to one
+    /// file — is read once, where it first appears: read twice, its documents would weigh double, and with a held-out
+    /// share some would be in both splits.
     public static func expand(_ paths: [String]) throws -> [URL] {
+        var seen = Set<String>()
+        return try expandAll(paths).filter { seen.insert($0.resolvingSymlinksInPath().standardizedFileURL.path).inserted }
+    }
+
+    private static func expandAll(_ paths: [String]) throws -> [URL] {
         var files: [URL] = []
         let manager = FileManager.default
         for path in paths {

@@ -65,8 +65,9 @@ public final class TokenShard: @unchecked Sendable {
     public let count: Int
     private let data: Data
 
-    /// Maps `url`; with `checksum`, verifies the file's XXH64 first.
-    public init(url: URL, checksum: UInt64? = nil) throws {
+    /// Maps `url`; with `checksum`, verifies the file's XXH64 first, and with `tokensBelow` as well that every token is
+    /// below it (as `checkTokens(below:)`), in the same pass: a dataset larger than memory is read from disk once.
+    public init(url: URL, checksum: UInt64? = nil, tokensBelow vocabSize: Int? = nil) throws {
         self.url = url
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw KeelError("data: cannot read shard \(url.path): \(error.localizedDescription)")
@@ -84,12 +85,34 @@ public final class TokenShard: @unchecked Sendable {
         guard header[2] >= 0, TokenShardFormat.headerBytes + Int(header[2]) * format.tokenSize == data.count else {
             throw KeelError("data: \(url.path): header says \(header[2]) tokens but the file holds \(stored)")
         }
-        if let checksum {
-            let actual = data.withUnsafeBytes { XXH64.hash($0) }
-            guard actual == checksum else { throw KeelError("data: \(url.path): checksum mismatch (the shard is damaged)") }
-        }
         self.format = format
         self.count = Int(header[2])
+        if let checksum {
+            var hasher = XXH64(), largest = 0
+            data.withUnsafeBytes { raw in
+                hasher.update(UnsafeRawBufferPointer(rebasing: raw[..<TokenShardFormat.headerBytes]))
+                // 1 MiB at a time: each piece's largest token is read while the piece is in the cache.
+                let piece = 1 << 20
+                for start in stride(from: TokenShardFormat.headerBytes, to: raw.count, by: piece) {
+                    let bytes = UnsafeRawBufferPointer(rebasing: raw[start..<min(start + piece, raw.count)])
+                    hasher.update(bytes)
+                    if vocabSize != nil { largest = max(largest, Self.largestToken(bytes, format)) }
+                }
+            }
+            guard hasher.digest() == checksum else { throw KeelError("data: \(url.path): checksum mismatch (the shard is damaged)") }
+            if let vocabSize, largest >= vocabSize { try checkTokens(below: vocabSize) }
+        } else if let vocabSize {
+            try checkTokens(below: vocabSize)
+        }
+    }
+
+    /// The largest of the tokens in `bytes` (whole tokens of `format`, aligned; read as the x86 host stores them, little-endian).
+    private static func largestToken(_ bytes: UnsafeRawBufferPointer, _ format: TokenShardFormat) -> Int {
+        guard let base = bytes.baseAddress else { return 0 }
+        switch format {
+        case .uint16: return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt16.self), count: bytes.count / 2).max() ?? 0)
+        case .uint32: return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt32.self), count: bytes.count / 4).max() ?? 0)
+        }
     }
 
     /// Copies tokens `range` into `destination` as Int32.
@@ -110,15 +133,7 @@ public final class TokenShard: @unchecked Sendable {
     /// Throws, naming the file and the first offending position, unless every token is below `vocabSize`
     /// (a shard made with another tokenizer would otherwise index past the embedding table).
     public func checkTokens(below vocabSize: Int) throws {
-        let largest = data.withUnsafeBytes { raw -> Int in
-            let base = raw.baseAddress! + TokenShardFormat.headerBytes
-            switch format {
-            case .uint16:
-                return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt16.self), count: count).max() ?? 0)
-            case .uint32:
-                return Int(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt32.self), count: count).max() ?? 0)
-            }
-        }
+        let largest = data.withUnsafeBytes { Self.largestToken(UnsafeRawBufferPointer(rebasing: $0[TokenShardFormat.headerBytes...]), format) }
         guard largest >= vocabSize else { return }
         let tokens = self.tokens()
         let position = tokens.firstIndex { Int(UInt32(bitPattern: $0)) >= vocabSize }!

@@ -73,8 +73,7 @@ extension Evaluation {
         case "train": chosen = manifest.train
         default: throw KeelError("eval: --split must be \"val\" or \"train\" (got \"\(split)\")")
         }
-        let shards = try manifest.openShards(chosen, in: dataset)
-        for shard in shards { try shard.checkTokens(below: vocabSize) }
+        let shards = try manifest.openShards(chosen, in: dataset, tokensBelow: vocabSize)
         return TokenWindows(segments: shards.map { .shard($0) }, length: length, documentEnd: documentEnd)
     }
 

@@ -113,7 +113,11 @@ public final class Trainer {
         self.groups = groups
         self.log = groups.world.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
-        data = try TrainingData(config: config)
+        // The ranks verify the dataset's shards together, each hashing a share: each reading all of them would read
+        // the dataset once per rank at every start.
+        data = try TrainingData(config: config, share: (groups.world.rank, groups.world.size)) { faulty in
+            try Self.onAnyRank(faulty, of: groups.world, label: "dataset verified")
+        }
         tokenizerFiles = try data.tokenizerFile.map { file in
             try [(file.lastPathComponent, Data(contentsOf: file))] + TokenizerSettings.files(in: file.deletingLastPathComponent())
         } ?? []
@@ -159,10 +163,27 @@ public final class Trainer {
             try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
             CheckpointStore.removePartials(root: checkpointRoot)
         }
-        if let snapshotRoot, machines!.isMachineLeader {
-            // A fresh run's snapshots would be another run's, left by a crash.
-            if start == .fresh { try? FileManager.default.removeItem(at: snapshotRoot) }
-            CheckpointStore.removePartials(root: snapshotRoot)
+        if let snapshotRoot {
+            // Snapshots on a machine whose identity is not this run's were left by another run of this directory (a
+            // crash, then the directory deleted and started again): never resumed, removed. World rank 0 decides the
+            // identity; every machine's leader compares.
+            var identity = [Int64(bitPattern: groups.world.rank == 0 ? try RunIdentity.establish(in: output, fresh: start == .fresh) : 0)]
+            try identity.withUnsafeMutableBufferPointer { try groups.world.broadcast($0, root: 0, label: "run identity") }
+            if machines!.isMachineLeader {
+                let run = UInt64(bitPattern: identity[0])
+                if start == .fresh || RunIdentity.read(snapshotRoot) != run {
+                    if !CheckpointStore.list(snapshotRoot).isEmpty {
+                        // Every machine's leader says so for its own machine (`log` is world rank 0's alone).
+                        let message = "removing the in-memory snapshots in \(snapshotRoot.path): another run's (the run directory's identity differs)"
+                        if groups.world.rank == 0 { self.log(message) } else {
+                            FileHandle.standardError.write(Data("rank \(groups.world.rank): \(message)\n".utf8))
+                        }
+                    }
+                    try? FileManager.default.removeItem(at: snapshotRoot)
+                }
+                CheckpointStore.removePartials(root: snapshotRoot)
+                try RunIdentity.write(run, to: snapshotRoot)
+            }
         }
         if start != .fresh, let checkpoint = try newestCheckpoint(required: start == .resume) {
             try restore(from: checkpoint)
@@ -291,6 +312,9 @@ public final class Trainer {
                 // Every rank diverges at the same step (the loss and norm are global): a checkpoint still being
                 // written holds the state before it, and is finished first.
                 if pending != nil { try finishCheckpoint() }
+                // The snapshots hold the steps that led up to it: `--resume` (with a lower learning rate, say) goes
+                // back to the checkpoint the error names, not to the brink.
+                forgetSnapshots()
                 throw diverged.reported(lastCheckpoint: lastCheckpoint)
             }
             if let profiler {  // validation and checkpoints are not part of the step
@@ -340,7 +364,8 @@ public final class Trainer {
             // A stop signal on any rank ends the run on every rank after this same step, with a checkpoint; a
             // checkpoint written in the background is published once every rank's file is written.
             let agreed = try agreeAfterStep(number)
-            stoppedBy = agreed.signal
+            // A signal after the last step stops nothing: the run is finished (and says so with its status).
+            stoppedBy = number < lastStep ? agreed.signal : nil
             if agreed.checkpointWritten { try finishCheckpoint() }
             if stoppedBy == nil, (t.evalEvery > 0 && number % t.evalEvery == 0) || number == lastStep {
                 let validation = try validationLoss()
@@ -364,11 +389,7 @@ public final class Trainer {
         if lastCheckpoint == nil { try startCheckpoint(in: checkpointRoot, finishing: true) }
         let checkpoint = lastCheckpoint!
         // The run's state is on disk: its snapshots would only hold memory.
-        if let snapshotRoot, machines!.isMachineLeader {
-            try? FileManager.default.removeItem(at: snapshotRoot)
-            // The run's directory of machines, once the last machine sharing this file system has left it.
-            rmdir(snapshotRoot.deletingLastPathComponent().path)
-        }
+        removeSnapshots()
         let seconds = Date().timeIntervalSince(segmentStart)
         if let trace, let tracer {
             try tracer.write(to: trace, world: groups.world, mesh: groups.mesh)
@@ -546,6 +567,7 @@ public final class Trainer {
                 // The loss and gradient norm were finite, but an update can still overflow a weight (one no pass
                 // reads, say): such a state is never saved as the last good one.
                 let name = shardPlan.slices(rank: bad)[Int(ranks[bad][1])].name
+                forgetSnapshots()  // as for a loss that is not finite
                 throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)",
                                 rulesOutRestart: true)
             }
@@ -616,6 +638,25 @@ public final class Trainer {
                            + (copies.map { [("checkpoint_copy_s", .double($0.seconds)), ("checkpoint_copy_bytes", .int($0.receivedBytes))] } ?? []))
     }
 
+    /// Removes this machine's in-memory snapshots of the run (its machine leader does): renamed aside first, at once,
+    /// since the background thread may still be pruning an older one inside the directory.
+    private func removeSnapshots() {
+        guard let snapshotRoot, machines!.isMachineLeader else { return }
+        let aside = snapshotRoot.deletingLastPathComponent().appendingPathComponent(".\(snapshotRoot.lastPathComponent).removed-\(getpid())")
+        if rename(snapshotRoot.path, aside.path) == 0 { try? FileManager.default.removeItem(at: aside) }
+        // The run's directory of machines, once the last machine sharing this file system has left it.
+        rmdir(snapshotRoot.deletingLastPathComponent().path)
+    }
+
+    /// After a divergence: the run takes a new identity, so that no machine's snapshots — also those of machines this
+    /// job does not run on, left by an earlier job of the run — count as this run's any more, and this job's machines
+    /// remove theirs.
+    private func forgetSnapshots() {
+        guard snapshotRoot != nil else { return }
+        if groups.world.rank == 0 { _ = try? RunIdentity.establish(in: output, fresh: true) }
+        removeSnapshots()
+    }
+
     /// Where the in-memory snapshots of a run in `output` configured as `config` go on the machine called
     /// `machine`; nil when it takes none. Each machine has a directory of its own under the run's, so that ranks
     /// standing for several machines on one host (`KEEL_MACHINE`) keep apart what separate machines would.
@@ -644,10 +685,7 @@ public final class Trainer {
                 throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares")
             }
         }
-        let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size)) { candidate, damaged in
-            guard world.size > 1 else { return damaged }
-            return try world.allReduce([damaged ? 1 : 0], .max, label: "checkpoint \(candidate.lastPathComponent) verified")[0] > 0
-        }
+        let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size), agree: damagedOnAnyRank)
         // A manifest's fault every rank meets: one says so. A file's, the rank whose share holds it (`log` is rank 0's).
         for problem in found.problems {
             if isLeader {
@@ -670,6 +708,18 @@ public final class Trainer {
             throw KeelError("--resume: no valid checkpoint in \(([checkpointRoot] + (snapshotRoot.map { [$0] } ?? [])).map(\.path).joined(separator: " or "))")
         }
         return checkpoint
+    }
+
+    /// Whether any rank found `candidate` damaged (`damaged`: this rank's share of its files did), for the ranks'
+    /// verification of a checkpoint together (each hashing a share of its files).
+    private func damagedOnAnyRank(_ candidate: URL, _ damaged: Bool) throws -> Bool {
+        try Self.onAnyRank(damaged, of: groups.world, label: "checkpoint \(candidate.lastPathComponent) verified")
+    }
+
+    /// Whether `flag` holds on any rank of `world` (collective).
+    private static func onAnyRank(_ flag: Bool, of world: any Communicator, label: String) throws -> Bool {
+        guard world.size > 1 else { return flag }
+        return try world.allReduce([flag ? 1 : 0], .max, label: label)[0] > 0
     }
 
     /// Where slice `index` of this rank's checkpoint slices lies in the live buffers, for `kind`: in its chunk's
@@ -705,7 +755,19 @@ public final class Trainer {
     /// them (under ZeRO-3 only its range), the optimizer fresh — fine-tuning. The checkpoint's model must be the
     /// config's, and its tokenizer the data's, or the ids would stand for other tokens.
     private func initialize(from path: String) throws {
-        let reader = try CheckpointReader(resolving: path)
+        // The ranks verify it together, each hashing its share of the files: each reading all of them would read the
+        // checkpoint once per rank from the shared file system, the first done waiting on the last.
+        let world = groups.world
+        if world.size > 1 {
+            // They check its checkpoints together, so they must see the same ones (as on --resume).
+            let url = URL(fileURLWithPath: path)
+            let listed = [url.appendingPathComponent("checkpoints"), url].map { Double(CheckpointStore.list($0).count) }
+            let reduced = try world.allReduce(listed + listed.map { -$0 }, .max, label: "training.init_from checkpoints")
+            guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
+                throw KeelError("training.init_from: the ranks see different checkpoints in \(path): it must be a directory every machine shares")
+            }
+        }
+        let reader = try CheckpointReader(resolving: path, share: (world.rank, world.size), agree: damagedOnAnyRank)
         guard reader.model == config.model else {
             throw KeelError("training.init_from: \(reader.directory.path) holds another model than the config's [model] section (\(Self.differences(reader.model, config.model))); copy the [model] section of the run's config.toml")
         }
@@ -737,7 +799,8 @@ public final class Trainer {
         let reader = try CheckpointReader(checkpoint, verify: false)
         // Settings that differ from the checkpoint's differ on every restart too: status 3, no restart.
         guard reader.model == config.model else {
-            throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section", rulesOutRestart: true)
+            throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section (\(Self.differences(reader.model, config.model)))",
+                            rulesOutRestart: true)
         }
         guard reader.state.seed == config.training.seed else {
             throw KeelError("--resume: \(checkpoint.path) was trained with seed \(reader.state.seed), the config says \(config.training.seed)",
@@ -766,10 +829,12 @@ public final class Trainer {
         for target in restoreTargets {
             try reader.load(target.kind, table: target.table, into: target.destination, base: target.base, only: target.range)
         }
-        // Later checkpoints hold this data's fingerprint and this run's tokenizer file, under its name.
+        // Later checkpoints hold this data's fingerprint, this run's tokenizer file, under its name, and this run's
+        // settings (a resume may change some — document masking with --accept-changed-data — which `keel eval` reads).
         let fresh = state
         state = reader.state
         state.data = fresh.data
         state.tokenizer = fresh.tokenizer
+        state.config = fresh.config
     }
 }

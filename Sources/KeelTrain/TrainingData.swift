@@ -26,7 +26,9 @@ struct TrainingData {
         file.flatMap { TokenizerSettings(besides: $0.path).beginningOfTextToken(in: tokenizer) }
     }
 
-    init(config: TrainConfig) throws {
+    /// `share` and `agree`: the ranks of a job verify a prepared dataset's shards together, each a share of them
+    /// (`ShardManifest.openShards`); `agree` gets whether this rank found a fault and returns whether any did.
+    init(config: TrainConfig, share: (index: Int, count: Int) = (0, 1), agree: (_ faulty: Bool) throws -> Bool = { $0 }) throws {
         let length = config.training.sequenceLength
         let tooLittleValidation: String
         if !config.data.chat.isEmpty {
@@ -63,12 +65,17 @@ struct TrainingData {
                 throw KeelError("config: model.vocab_size (\(config.model.vocabSize)) is smaller than the dataset's vocabulary (\(manifest.vocabSize))")
             }
             let documentEnd = config.data.documentMasking ? tokenizer.endOfText : nil
-            func windows(_ split: ShardManifest.Split) throws -> TokenWindows {
-                let shards = try manifest.openShards(split, in: directory)
-                for shard in shards { try shard.checkTokens(below: config.model.vocabSize) }
+            func windows(_ split: ShardManifest.Split, _ name: String) throws -> TokenWindows {
+                var shards: [TokenShard] = [], fault: Error?
+                do { shards = try manifest.openShards(split, in: directory, share: share, tokensBelow: config.model.vocabSize) } catch {
+                    fault = error
+                }
+                if try agree(fault != nil) {
+                    throw fault ?? KeelError("data: a shard of \(dataset)'s \(name) split is damaged (the rank that verified it names it)")
+                }
                 return TokenWindows(segments: shards.map { .shard($0) }, length: length, documentEnd: documentEnd)
             }
-            let (trainWindows, validationWindows) = (try windows(manifest.train), try windows(manifest.val))
+            let (trainWindows, validationWindows) = (try windows(manifest.train, "train"), try windows(manifest.val, "val"))
             train = trainWindows
             validation = validationWindows
             trainTargets = trainWindows.tokenCount

@@ -193,14 +193,15 @@ public struct CorpusPipeline: Sendable {
         return report
     }
 
-    /// Removes the token shards and manifest an earlier run made from other files (the pipeline owns them).
+    /// Removes the token shards and manifest an earlier run made from other files (the pipeline owns them): the
+    /// manifest first, so that a stop part-way leaves no dataset rather than one whose shards are missing.
     private func removeDataset() throws {
         guard let old = try? ShardManifest.read(from: configuration.output) else { return }
+        try FileManager.default.removeItem(at: configuration.output.appendingPathComponent(ShardManifest.fileName))
         for shard in old.train.shards + old.val.shards {
             try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(shard.file))
         }
         if old.tokenizer != "byte" { try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(old.tokenizer)) }
-        try FileManager.default.removeItem(at: configuration.output.appendingPathComponent(ShardManifest.fileName))
     }
 
     /// A whole-corpus stage's result and the per-file results it was made from (output names and identifiers).

@@ -24,6 +24,9 @@ struct CheckpointCommand: ParsableCommand {
         func run() throws {
             let url = URL(fileURLWithPath: path)
             let isCheckpoint = FileManager.default.fileExists(atPath: url.appendingPathComponent("manifest.json").path)
+            // Each checkpoint's files are read and hashed once (a large model's are hundreds of gigabytes): the newest
+            // valid one found while listing is the one inspected.
+            var newestValid: (directory: URL, files: [CheckpointStore.FileStatus])?
             if !isCheckpoint {
                 let root = FileManager.default.fileExists(atPath: url.appendingPathComponent("checkpoints").path)
                     ? url.appendingPathComponent("checkpoints") : url
@@ -31,14 +34,15 @@ struct CheckpointCommand: ParsableCommand {
                 guard !all.isEmpty else { throw KeelError("\(path): no checkpoints there") }
                 print("checkpoints in \(root.path), newest first:")
                 for checkpoint in all {
-                    let problem: String? = (try? CheckpointStore.inspect(checkpoint)).map { $0.compactMap(\.problem).first }
-                        ?? "no readable manifest.json"
+                    let files = try? CheckpointStore.inspect(checkpoint)
+                    let problem: String? = files.map { $0.compactMap(\.problem).first } ?? "no readable manifest.json"
                     print("  \(checkpoint.lastPathComponent)  \(problem.map { "DAMAGED: \($0)" } ?? "valid")")
+                    if problem == nil, newestValid == nil, let files { newestValid = (checkpoint, files) }
                 }
                 print("")
             }
-            let directory = try ModelFiles.resolveCheckpoint(path)
-            let files = try CheckpointStore.inspect(directory)
+            let directory = try newestValid?.directory ?? ModelFiles.resolveCheckpoint(path)
+            let files = try newestValid?.files ?? CheckpointStore.inspect(directory)
             print("checkpoint: \(directory.path)")
             let checkpoint = try CheckpointReader(directory, verify: false)
             let state = checkpoint.state, model = checkpoint.model

@@ -58,6 +58,10 @@ struct DataCommand: ParsableCommand {
             print("train: \(manifest.train.documents) documents, \(manifest.train.tokens) tokens in \(manifest.train.shards.count) shard(s)")
             print("val: \(manifest.val.documents) documents, \(manifest.val.tokens) tokens in \(manifest.val.shards.count) shard(s)")
             print("wrote \(out)/\(ShardManifest.fileName) (\(manifest.dtype.rawValue) tokens, vocabulary \(manifest.vocabSize))")
+            if manifest.val.documents == 0 {
+                // Said now rather than when a training run starts on it.
+                FileHandle.standardError.write(Data("note: no document was held out (--val-fraction \(valFraction) of \(last.documents)); keel train needs a validation split and will refuse this dataset (keel eval --split train reads it)\n".utf8))
+            }
         }
 
         static func describe(_ s: DataPreparation.Progress) -> String {

@@ -17,8 +17,13 @@ enum DistributedRun {
     /// mpirun exits with the status a rank aborts with, and `keel launch --max-restarts` does not restart on it.
     static let recurringFailureStatus: Int32 = 3
 
+    /// The exit status of a run that a stop signal (SIGTERM, SIGUSR1, Ctrl-C) ended before its last step, with a
+    /// checkpoint: sysexits' EX_TEMPFAIL, "try again later". Not 0, which says the run is finished — a batch script
+    /// requeues on it, a Kubernetes Job whose pod was evicted is run again, and a supervisor does not restart it.
+    static let stoppedStatus: Int32 = 75
+
     /// The file a supervised job's rank writes, with its message, when it stops with an error that rules out a
-    /// restart (`keel launch --max-restarts` names it in this variable and looks for it when the job fails). A
+    /// restart, or when a stop signal ended it (`recordStop`) (`keel launch --max-restarts` names it in this variable and looks for it when the job fails). A
     /// launcher's exit status cannot be relied on to carry 3: srun reports a signal that killed any task in
     /// preference to exit codes, and the ranks still running when one aborts are killed.
     static let noRestartVariable = "KEEL_NO_RESTART_FILE"
@@ -26,8 +31,21 @@ enum DistributedRun {
     /// Writes `error` to the file `noRestartVariable` names, when the job is supervised (best effort: the exit
     /// status says it too).
     static func recordNoRestart(_ error: Error) {
+        record("\(error)")
+    }
+
+    /// What `recordStop` writes first: the supervisor tells a stop from an error by it.
+    static let stopRecord = "stopped by "
+
+    /// Writes to the same file that a stop signal ended the run (`stoppedStatus`), as `stopRecord` and the signal: srun
+    /// with --kill-on-bad-exit may kill the ranks still finishing when the first exits 75, and then report the kill.
+    static func recordStop(signal: String, step: Int) {
+        record("\(stopRecord)\(signal) after step \(step)")
+    }
+
+    private static func record(_ message: String) {
         guard let path = ProcessInfo.processInfo.environment[noRestartVariable], !path.isEmpty else { return }
-        try? AtomicFile.write(Data("\(error)\n".utf8), to: URL(fileURLWithPath: path))
+        try? AtomicFile.write(Data((message + "\n").utf8), to: URL(fileURLWithPath: path))
     }
 
     /// Initialises MPI, runs `body` with the world communicator and shuts MPI down. When `body` throws, prints

@@ -87,7 +87,7 @@ struct FineTuningRun {
         let settings = try Self.settings(model: checkpoint.model, config: options.config, overrides: options.overrides,
                                          defaults: defaults, saved: saved)
         try Self.refuseLayout(settings.parallel, zeroStage: settings.distributed.zeroStage)
-        // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
+        // The tokenizer file the checkpoint's state names (a run on tiktoken's file keeps its name, cl100k_base.tiktoken).
         let tokenizerPath = checkpoint.tokenizerPath
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)

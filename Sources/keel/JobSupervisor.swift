@@ -50,6 +50,13 @@ struct JobSupervisor {
                 log("stopped by \(StopSignals.name(of: signal)); not restarting")
                 throw ExitCode(outcome.status)
             }
+            let recorded = try? String(contentsOf: marker, encoding: .utf8)
+            if outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true {
+                // A stop signal reached the ranks and not this supervisor (Slurm's --signal, a scheduler's pre-emption).
+                try? FileManager.default.removeItem(at: marker)
+                log("the job stopped on a stop signal to its ranks, with a checkpoint (exit status \(outcome.status)); not restarting")
+                throw ExitCode(DistributedRun.stoppedStatus)
+            }
             if outcome.status == DistributedRun.recurringFailureStatus || FileManager.default.fileExists(atPath: marker.path) {
                 try? FileManager.default.removeItem(at: marker)
                 log("the job failed (\(outcome.description)) with an error that a restart would not mend (its message is above: training diverged, --out held another run, or the run's data or settings changed); not restarting")
@@ -139,9 +146,10 @@ struct JobSupervisor {
     private func newestCheckpoint() -> (URL, inMemory: Bool)? {
         let disk = CheckpointStore.list(runDirectory.appendingPathComponent("checkpoints")).first(where: CheckpointStore.hasManifest)
         let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
-        let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }.flatMap { root in
-            CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil }
-        }
+        // Snapshots of another run of this directory (its identity differs) are removed by the job, not resumed.
+        let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }
+            .flatMap { root in RunIdentity.read(root) != nil && RunIdentity.read(root) == RunIdentity.read(runDirectory) ? root : nil }
+            .flatMap { root in CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil } }
         if let snapshot, disk.map({ CheckpointStore.step(of: snapshot)! > CheckpointStore.step(of: $0)! }) ?? true { return (snapshot, true) }
         return disk.map { ($0, false) }
     }

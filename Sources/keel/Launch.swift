@@ -18,7 +18,8 @@ struct Launch: ParsableCommand {
             newest valid checkpoint or in-memory snapshot (with --resume-if-any where this machine sees neither: \
             the ranks then look on their own machines), up to N times in a row without a new step (each further \
             one after a longer wait), saying what failed, where it resumed and \
-            how many steps were lost. SIGTERM, SIGUSR1 or Ctrl-C to it stop the job cleanly (a checkpoint, no restart).
+            how many steps were lost. SIGTERM, SIGUSR1 or Ctrl-C to it, or a stop signal to the job's ranks \
+            (Slurm's --signal), stop the job cleanly: a checkpoint, no restart, exit status 75.
             """)
 
     @Option(help: "Number of processes.")

@@ -116,7 +116,7 @@ struct RewardEval: ParsableCommand {
 
     func run() throws {
         let checkpoints = try models.map { try CheckpointReader(resolving: $0) }
-        // Each model's tokenizer is the file its state names (tokenizer.json, gpt2.json, tokenizer.tiktoken, or bytes).
+        // Each model's tokenizer is the file its state names (tokenizer.json, gpt2.json, cl100k_base.tiktoken, or bytes).
         let contents = try checkpoints.map { try $0.tokenizerContents() }
         if let different = contents.firstIndex(where: { $0 != contents[0] }) {
             throw KeelError("\(models[different]) has another tokenizer than \(models[0]): reward models compared on the same pairs must share one")

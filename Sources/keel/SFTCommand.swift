@@ -51,7 +51,7 @@ struct SFT: ParsableCommand {
             return
         }
         var checkpoint = try CheckpointReader(resolving: initFrom)
-        // The tokenizer file the checkpoint's state names (a run on tiktoken's file has tokenizer.tiktoken).
+        // The tokenizer file the checkpoint's state names (a run on tiktoken's file keeps its name, cl100k_base.tiktoken).
         var tokenizerName = checkpoint.tokenizerPath
         var start = initFrom
         // Keel's ChatML on a BPE tokenizer without its markers: they become tokens of their own first.

@@ -19,7 +19,8 @@ struct Train: ParsableCommand {
             processes form parallel.pp pipeline stages × parallel.dp data-parallel replicas (each replica reads \
             training.batch_size sequences per micro-batch); rank 0 writes the log and metrics, every rank its share of each checkpoint. SIGTERM, SIGUSR1 (Slurm's \
             pre-emption warning) or Ctrl-C on any rank: every rank finishes the current step, a checkpoint is \
-            written and keel exits 0; a second Ctrl-C exits at once.
+            written and keel exits 75 (not finished: resume it; 0 means the run reached training.steps); a second Ctrl-C \
+            exits at once.
             """)
 
     @Option(name: .shortAndLong, help: "TOML config file.")
@@ -106,17 +107,23 @@ struct Train: ParsableCommand {
             if processes > 1 {
                 throw ValidationError("parallel.pp × parallel.tp × parallel.dp needs \(processes) processes; start them with `mpirun -n \(processes) keel train …` (or srun, or `keel launch`)")
             }
-            try DistributedRun.runAlone { try train(settings, output: output, groups: .singleProcess()) }
+            var stopped = false
+            try DistributedRun.runAlone { stopped = try train(settings, output: output, groups: .singleProcess()) }
+            if stopped { throw ExitCode(DistributedRun.stoppedStatus) }
             return
         }
+        var stopped = false
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
             _ = try settings.parallel.dataParallelSize(processes: world.size)
             let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline, tensor: settings.parallel.tensor)
-            try train(settings, output: output, groups: ParallelState(mesh: mesh, world: world))
+            stopped = try train(settings, output: output, groups: ParallelState(mesh: mesh, world: world))
         }
+        // After MPI is shut down: every rank ends with the status, which mpirun and srun pass on.
+        if stopped { throw ExitCode(DistributedRun.stoppedStatus) }
     }
 
-    private func train(_ settings: TrainConfig, output: URL, groups: ParallelState) throws {
+    /// Trains; returns whether a stop signal ended the run before its last step (with a checkpoint).
+    private func train(_ settings: TrainConfig, output: URL, groups: ParallelState) throws -> Bool {
         // The port is taken before anything else happens, so that a port in use fails the run at once.
         var server: HTTPServer?
         if let metricsPort, groups.world.rank == 0 {
@@ -137,13 +144,14 @@ struct Train: ParsableCommand {
             MetricsEndpoint.serve(log, on: server)
             FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(server.port)/metrics\n".utf8))
         }
-        guard groups.world.rank == 0 else { return }
+        guard groups.world.rank == 0 else { return summary.stoppedBy != nil }
         if let profiler { print(profiler.report()) }
         if let signal = summary.stoppedBy {
+            DistributedRun.recordStop(signal: StopSignals.name(of: signal), step: summary.steps)
             print("stopped by \(StopSignals.name(of: signal)) after step \(summary.steps)")
             print("checkpoint: \(summary.checkpoint.path)")
             print("continue with: keel train --resume --out \(output.path)")
-            return
+            return true
         }
 
         var lines: [String] = []
@@ -169,6 +177,7 @@ struct Train: ParsableCommand {
                                     temperature: settings.sample.temperature, topK: settings.sample.topK,
                                     seed: settings.training.seed))
         }
+        return false
     }
 }
 

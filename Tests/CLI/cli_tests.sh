@@ -491,6 +491,8 @@ check "eval --llama-cpp-scoring puts BOS first in each window of a file, and of 
 for model in tiny-bos-run tiny-imported; do
     expect_ok "prepare text with the tokenizer of $model" "$keel" data prepare --input "$work/hamlet.txt" --val-fraction 0 \
         --tokenizer "$work/$model/checkpoints/step_00000000/tokenizer.json" --out "$work/$model-data"
+    grep -q "^note: no document was held out (--val-fraction 0.0 of [0-9]*); keel train needs a validation split" "$work/err" \
+        && pass "a dataset without validation documents is said to be one at once" || fail "a dataset without validation documents is said to be one"
 done
 for model in tiny-bos-run tiny-imported tiny-bos.gguf; do
     "$keel" eval --checkpoint "$work/$model" "$work/hamlet.txt" --seq-len 16 --json >"$work/$model.plain.json" 2>"$work/$model.plain.err"
@@ -722,6 +724,10 @@ expect_ok "grpo rewarded by a reward model" "$keel" grpo --init-from "$work/dpo-
 check "the reward model's scores are the rewards (not a checker's 0 or 1)" \
     '(lambda v: len(v) == 2 and all(x not in (0, 1) for x in v))([json.loads(l)["reward"] for l in open(sys.argv[1]) if "\"reward\"" in l])' \
     "$work/grpo-rm/metrics.jsonl"
+# The reward is read at a sequence's last token: a completion cut to the reward model's context would be scored mid-way.
+expect_error "grpo whose completions would not fit the reward model" "reads at most .* tokens (its max_seq_len), and the longest prompt as it reads it takes .*: lower --max-new-tokens to" \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward-model "$work/reward-1" \
+    --max-new-tokens 100000 --set training.seq_len=32
 expect_error "grpo with a reward model of another tokenizer" "has another tokenizer than --init-from" \
     "$keel" grpo --init-from "$work/llamarun" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --reward-model "$work/reward-1" \
     --set training.seq_len=16

@@ -29,18 +29,19 @@ only_complete_checkpoints() {
 # The uninterrupted run every resumed one must match.
 run "straight run" "$keel" train --config "$c" --out "$work/straight" "${long[@]}"
 
-# SIGTERM to one process: it finishes the step, writes its checkpoint, says how to continue and exits 0.
+# SIGTERM to one process: it finishes the step, writes its checkpoint, says how to continue and exits 75 (EX_TEMPFAIL:
+# not finished, to be resumed; 0 would tell a batch script or a Kubernetes Job that the run is done).
 "$keel" train --config "$c" --out "$work/term" "${long[@]}" >"$work/out" 2>"$work/err" &
 job=$!
 after_steps "$work/term" 5 && kill -TERM $job
 wait $job
 status=$?
 stopped=$(sed -n 's/^stopped by SIGTERM after step \([0-9]*\)$/\1/p' "$work/out")
-if [ $status -eq 0 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] \
+if [ $status -eq 75 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] \
     && [ -d "$work/term/checkpoints/$(printf 'step_%08d' "$stopped")" ] && grep -q "keel train --resume --out" "$work/out"; then
-    pass "SIGTERM: the step finishes, step $stopped is checkpointed, exit 0"
+    pass "SIGTERM: the step finishes, step $stopped is checkpointed, exit 75"
 else
-    fail "SIGTERM: the step finishes, a checkpoint is written, exit 0 (exit $status, stopped at '${stopped}')"
+    fail "SIGTERM: the step finishes, a checkpoint is written, exit 75 (exit $status, stopped at '${stopped}')"
 fi
 run "resume after SIGTERM" "$keel" train --resume --out "$work/term" \
     && same_logged_losses "resumed after SIGTERM logs the uninterrupted run's losses, as text" "$work/straight" "$work/term" $steps
@@ -55,14 +56,30 @@ after_steps "$work/usr1" 5 && kill -USR1 "$(rank_pid "$work/usr1" 2)"
 wait $job
 status=$?
 stopped=$(sed -n 's/^stopped by SIGUSR1 after step \([0-9]*\)$/\1/p' "$work/out")
-if [ $status -eq 0 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] && only_complete_checkpoints "$work/usr1" \
+if [ $status -eq 75 ] && [ -n "$stopped" ] && [ "$stopped" -lt $steps ] && only_complete_checkpoints "$work/usr1" \
     && [ -d "$work/usr1/checkpoints/$(printf 'step_%08d' "$stopped")" ]; then
-    pass "SIGUSR1 to rank 2 of 4: every rank stops after step $stopped, checkpointed, exit 0"
+    pass "SIGUSR1 to rank 2 of 4: every rank stops after step $stopped, checkpointed, mpirun exits 75"
 else
-    fail "SIGUSR1 to rank 2 of 4: every rank stops after the same step, checkpointed, exit 0 (exit $status, '${stopped}')"
+    fail "SIGUSR1 to rank 2 of 4: every rank stops after the same step, checkpointed, mpirun exits 75 (exit $status, '${stopped}')"
 fi
 run "resume after SIGUSR1" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/usr1" \
     && same_logged_losses "resumed after SIGUSR1 logs the uninterrupted run's losses, as text" "$work/straight4" "$work/usr1" $steps
+
+# Under keel launch --max-restarts, a stop signal that reaches a rank and not the supervisor (Slurm's --signal=USR1@90
+# goes to the job's tasks): the job stops with a checkpoint and is not restarted; the supervisor exits 75 too, so
+# that the batch script can requeue (with 0 it would read as finished; restarted, it would run into the time limit).
+"$keel" launch --nproc 2 --max-restarts 2 -- train --config "$c" --out "$work/usr1-supervised" "${long[@]}" \
+    >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/usr1-supervised" 5 && kill -USR1 "$(rank_pid "$work/usr1-supervised" 1)"
+wait $job
+status=$?
+if [ $status -eq 75 ] && grep -q "^launch: the job stopped on a stop signal to its ranks, with a checkpoint (exit status 75); not restarting" "$work/err" \
+    && ! grep -q "restart 1" "$work/err" && grep -q "^stopped by SIGUSR1 after step" "$work/out"; then
+    pass "SIGUSR1 to a rank of a supervised job: stopped with a checkpoint, not restarted, exit 75"
+else
+    fail "SIGUSR1 to a rank of a supervised job: stopped with a checkpoint, not restarted, exit 75 (exit $status)"
+fi
 
 # A 3 M-parameter model checkpointed every step, so a write is under way most of the time.
 big=(--set model.n_layer=4 --set model.d_model=256 --set model.n_head=4 --set model.n_kv_head=4 --set training.steps=30
@@ -202,6 +219,22 @@ if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" 
     pass "a diverged job whose launcher reports 137 is not restarted either (the rank's .no-restart file says why)"
 else
     fail "a diverged job whose launcher reports 137 is not restarted either (exit $status)"
+fi
+# And a job stopped by a signal to its ranks whose launcher reports 137 (srun's --kill-on-bad-exit may kill the ranks
+# still finishing when the first exits 75): the stop the rank recorded keeps it from being restarted.
+printf '#!/bin/sh\nmpirun "$@"\ns=$?\n[ $s -eq 75 ] && exit 137\nexit $s\n' >"$work/mpirun-masking-stop"
+chmod +x "$work/mpirun-masking-stop"
+"$keel" launch --nproc 2 --mpirun "$work/mpirun-masking-stop" --max-restarts 2 -- train --config "$c" \
+    --out "$work/stopped-masked" "${long[@]}" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/stopped-masked" 5 && kill -USR1 "$(rank_pid "$work/stopped-masked" 1)"
+wait $job
+status=$?
+if [ $status -eq 75 ] && grep -q "^launch: the job stopped on a stop signal to its ranks, with a checkpoint (exit status 137); not restarting" "$work/err" \
+    && ! grep -q "restart 1 of 2" "$work/err" && [ ! -e "$work/stopped-masked/.no-restart" ]; then
+    pass "a job stopped by a signal to a rank, whose launcher reports 137, is not restarted (the stop it recorded says so) and exits 75"
+else
+    fail "a job stopped by a signal to a rank, whose launcher reports 137, is not restarted and exits 75 (exit $status)"
 fi
 # A supervisor killed with -9 takes its job with it (the launcher is bound to it): no rank is left training unsupervised.
 "$keel" launch --nproc 2 --max-restarts 1 -- train --config "$c" --out "$work/orphan" --set training.steps=100000 \

@@ -208,6 +208,24 @@ else
     fail "--resume on ranks that see different checkpoints is one error"; tail -3 "$work/err"
 fi
 
+# A prepared dataset: the ranks verify its shards together, each hashing a share (each reading all of them would read
+# the dataset once per rank at every start). Two ranks on it log the losses of one process with twice the batch; a
+# shard damaged in rank 1's share is named by rank 1, and the job does not start.
+"$keel" data prepare --tokenizer byte --input "$work/corpus" --out "$work/ds" --val-fraction 0.34 --shard-tokens 4000 >/dev/null 2>&1
+on_dataset=(--set 'data.paths=[]' --set "data.dataset=\"$work/ds\"" --set training.steps=10)
+run "dataset reference" "$keel" train --config "$c" --out "$work/ds-ref4" "${on_dataset[@]}" --set training.batch_size=4 \
+    && run "dataset DP=2" "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/ds-dp2" "${on_dataset[@]}" \
+    && same_losses "a prepared dataset: DP=2 × batch 2 = one process × batch 4" "$work/ds-ref4" "$work/ds-dp2" 10
+printf '\377' | dd of="$work/ds/train_000001.bin" bs=1 seek=2000 conv=notrunc 2>/dev/null
+if ! "${mpi[@]}" -np 2 "$keel" train --config "$c" --out "$work/ds-damaged" "${on_dataset[@]}" >"$work/out" 2>"$work/err" \
+    && grep -q "^Error: rank 1: data: $work/ds/train_000001.bin: checksum mismatch (the shard is damaged)" "$work/err" \
+    && ! grep -q "^Error: rank 0: .*checksum mismatch" "$work/err" \
+    && [ ! -d "$work/ds-damaged/checkpoints/step_00000001" ]; then
+    pass "a prepared dataset on 2 ranks: rank 1 names the damaged shard of its share (rank 0 did not read it), and the job does not start"
+else
+    fail "a prepared dataset on 2 ranks: rank 1 names the damaged shard of its share (rank 0 did not read it), and the job does not start"
+fi
+
 # keel launch runs the same job through mpirun.
 if "$keel" launch --nproc 2 -- train --config "$c" --out "$work/launched" >"$work/out" 2>"$work/err" \
     && grep -q "^launch: mpirun -np 2" "$work/err"; then

@@ -115,6 +115,36 @@ final class ShardTests: XCTestCase {
         }
     }
 
+    /// A shard's checksum and largest token are read in one pass of 1 MiB pieces: the checksum equals the whole file's,
+    /// and a token outside the vocabulary in a later piece is found; the ranks of a job verify a share of the shards each.
+    func testShardsAreVerifiedInOnePassAndByShares() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        var tokens = (0..<700_001).map { Int32($0 % 1000) }  // 1.4 MB: two pieces and a part
+        let shard = directory.appendingPathComponent("big.bin")
+        let checksum = try TokenShardFormat.uint16.write(tokens[...], to: shard)
+        XCTAssertEqual(try TokenShard(url: shard, checksum: checksum, tokensBelow: 1000).count, tokens.count)
+        tokens[600_000] = 1000
+        let changed = try TokenShardFormat.uint16.write(tokens[...], to: shard)
+        XCTAssertThrowsError(try TokenShard(url: shard, checksum: changed, tokensBelow: 1000)) {
+            XCTAssertTrue("\($0)".contains("token id 1000 at position 600000"), "\($0)")
+        }
+        XCTAssertThrowsError(try TokenShard(url: shard, checksum: checksum)) { XCTAssertTrue("\($0)".contains("checksum mismatch")) }
+
+        let output = directory.appendingPathComponent("dataset")
+        var preparation = DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: "byte", output: output)
+        preparation.shardTokens = 700
+        let manifest = try preparation.run()
+        XCTAssertGreaterThan(manifest.train.shards.count, 2)
+        let damaged = output.appendingPathComponent(manifest.train.shards[1].file)
+        var bytes = try Data(contentsOf: damaged)
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: damaged)
+        // Shard 1 is the share of rank 1 of 2 (and of rank 1 of 3), not of rank 0.
+        XCTAssertNoThrow(try manifest.openShards(manifest.train, in: output, share: (0, 2)))
+        XCTAssertThrowsError(try manifest.openShards(manifest.train, in: output, share: (1, 2)))
+        XCTAssertThrowsError(try manifest.openShards(manifest.train, in: output, share: (1, 3)))
+    }
+
     /// A token shard among the inputs of `prepare` or tokenizer training is refused: its bytes would be read as one
     /// document of text (and merges trained on them).
     func testTokenShardsAreNotReadAsText() throws {
@@ -171,6 +201,44 @@ final class ShardTests: XCTestCase {
         XCTAssertThrowsError(try DataPreparation(inputs: [linked.path], tokenizer: "byte",
                                                  output: directory.appendingPathComponent("c")).run()) {
             XCTAssertEqual("\($0)", "data: \(linked.path)/gone.txt is a link to \(directory.path)/missing.txt, which does not exist")
+        }
+    }
+
+    /// A dataset prepared with a `.tiktoken` tokenizer keeps it under its own name, which says its split pattern and
+    /// special tokens: under "tokenizer.tiktoken" training could not read it again ("does not say its split pattern").
+    func testATiktokenDatasetReadsItsTokenizerAgain() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let cl100k = try DataFixtures.python([DataFixtures.reference, "tiktoken-path"])
+        let output = directory.appendingPathComponent("dataset")
+        let manifest = try DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: cl100k, output: output).run()
+        XCTAssertEqual(manifest.tokenizer, "cl100k_base.tiktoken")
+        let reread = try loadTokenizer(output.appendingPathComponent(manifest.tokenizer).path)
+        let source = try loadTokenizer(cl100k)
+        XCTAssertEqual(reread.endOfText, 100_257)
+        XCTAssertEqual(reread.encode(documents[1]), source.encode(documents[1]))
+    }
+
+    /// A file named twice — in a directory given and by its own name, or through a link beside it — is read once:
+    /// twice, its documents would weigh double and some fall in both splits.
+    func testAFileNamedTwiceIsReadOnce() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let corpus = try writeCorpus(in: directory)
+        try FileManager.default.createSymbolicLink(at: corpus.appendingPathComponent("again.txt"),
+                                                   withDestinationURL: corpus.appendingPathComponent("doc00.txt"))
+        let manifest = try DataPreparation(inputs: [corpus.path, corpus.appendingPathComponent("doc01.txt").path, corpus.path + "/"],
+                                           tokenizer: "byte", output: directory.appendingPathComponent("dataset")).run()
+        XCTAssertEqual(manifest.train.documents + manifest.val.documents, documents.count)
+    }
+
+    /// A manifest of another layout version is refused, naming it, rather than misread.
+    func testAManifestOfAnotherVersionIsRefused() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let output = directory.appendingPathComponent("dataset")
+        var manifest = try DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: "byte", output: output).run()
+        manifest.version = 2
+        try manifest.write(to: output)
+        XCTAssertThrowsError(try ShardManifest.read(from: output)) {
+            XCTAssertTrue("\($0)".contains("is a version 2 dataset; this Keel reads version 1"), "\($0)")
         }
     }
 

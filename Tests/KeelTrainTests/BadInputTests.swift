@@ -313,6 +313,65 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(fixture.checkpoints("damaged"), ["step_00000005"])
     }
 
+    /// A run that diverges removes its in-memory snapshots: they hold the steps that led up to it, and `--resume` goes
+    /// back to the checkpoint the error names instead of to the brink.
+    func testADivergedRunLeavesNoSnapshotToResumeFrom() throws {
+        let fixture = try TrainFixture()
+        let config = try fixture.config([
+            "training.lr=1e30", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0", "training.eval_every=0",
+            "checkpoint.every=100", "checkpoint.snapshot_every=1", "checkpoint.snapshot_dir=\"\(fixture.root.path)/shm\"",
+        ])
+        XCTAssertThrowsError(try fixture.run(config, in: "run")) { XCTAssertTrue("\($0)".contains("training diverged"), "\($0)") }
+        let metrics = try String(contentsOf: fixture.root.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8)
+        XCTAssertTrue(metrics.contains("\"in_memory\""), "a snapshot was taken before the divergence")
+        let snapshots = try XCTUnwrap(Trainer.snapshotRoot(config: config, output: fixture.root.appendingPathComponent("run")))
+        XCTAssertEqual(CheckpointStore.list(snapshots), [])
+    }
+
+    /// In-memory snapshots outlive a job on a machine's tmpfs, in a directory named after the run directory's path. A run
+    /// directory deleted and started again with --resume-if-any (every allocation of a Slurm script) meets the snapshots
+    /// an earlier run left there: another run's, which it must not resume (their weights and data position would become
+    /// its own), whether they record another identity or none (older Keel's). A snapshot of this run's identity is
+    /// resumed: the control that the planted snapshot is one a resume would take.
+    func testSnapshotsOfAnotherRunOfTheDirectoryAreNotResumed() throws {
+        let fixture = try TrainFixture()
+        // A snapshot's files are a checkpoint's: one of step 4 stands for the snapshot a crashed run left.
+        _ = try fixture.run(try fixture.config(["training.steps=4", "checkpoint.every=4"]), in: "earlier")
+        let left = fixture.root.appendingPathComponent("earlier/checkpoints/step_00000004")
+        let config = try fixture.config(["training.steps=6", "checkpoint.every=6", "checkpoint.snapshot_every=1",
+                                         "checkpoint.snapshot_dir=\"\(fixture.root.path)/shm\""])
+        for recorded in ["another", "none", "this run's"] {
+            let run = fixture.root.appendingPathComponent("run-\(recorded.prefix(4))")
+            let snapshots = try XCTUnwrap(Trainer.snapshotRoot(config: config, output: run))
+            try FileManager.default.createDirectory(at: snapshots, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: left, to: snapshots.appendingPathComponent(left.lastPathComponent))
+            switch recorded {
+            case "another": try RunIdentity.write(0x5eed, to: snapshots)
+            case "this run's":
+                try RunIdentity.write(0xc0ffee, to: run)
+                try RunIdentity.write(0xc0ffee, to: snapshots)
+            default: break
+            }
+            var messages: [String] = []
+            let trainer = try Trainer(config: config, output: run, start: .resumeIfAny) { messages.append($0) }
+            if recorded == "this run's" {
+                _ = try trainer.run()
+                XCTAssertTrue(messages.contains { $0.hasPrefix("resumed from the in-memory snapshot ") && $0.hasSuffix(" at step 4") },
+                              "\(messages)")
+                XCTAssertEqual(try fixture.losses(run.lastPathComponent).keys.sorted(), [5, 6])
+                continue
+            }
+            XCTAssertTrue(messages.contains("no valid checkpoint or in-memory snapshot yet: starting from the beginning"),
+                          "\(recorded): \(messages)")
+            XCTAssertTrue(messages.contains { $0.hasPrefix("removing the in-memory snapshots in ") }, "\(recorded): \(messages)")
+            XCTAssertEqual(CheckpointStore.list(snapshots), [], "\(recorded): the other run's snapshot is removed")
+            XCTAssertNotEqual(RunIdentity.read(run), nil)
+            XCTAssertEqual(RunIdentity.read(snapshots), RunIdentity.read(run), "the machine's snapshots are now this run's")
+            _ = try trainer.run()
+            XCTAssertEqual(try fixture.losses(run.lastPathComponent).keys.sorted(), Array(1...6), recorded)
+        }
+    }
+
     /// A resume on other data would continue the saved position in another order of windows: refused, naming what
     /// differs, unless accepted; then later checkpoints record the new data.
     func testResumeOnChangedDataIsRefusedUnlessAccepted() throws {
