@@ -28,6 +28,12 @@ public final class BPEEncoder {
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
     private static let cacheLimit = 1 << 18
+    /// Longer pieces are not cached: a run of letters with no space (DNA, base64, an adversarial prompt to a server) is
+    /// one piece, rarely seen twice, and caching each would grow the cache by its bytes until the 32-bit offsets
+    /// overflow. With this bound the cache holds at most 64 MiB of keys (`cacheLimit` entries).
+    static let longestCachedPiece = 256
+    /// Pieces in the cache (for tests).
+    var cachedPieces: Int { cacheSpans.count }
     // Scratch for merging one piece.
     private var parts: [Int32] = []
     private var ranks: [Int32] = []
@@ -117,6 +123,7 @@ public final class BPEEncoder {
         } else {
             mergeByScanning(piece, into: &output)
         }
+        guard piece.count <= BPEEncoder.longestCachedPiece else { return }
         if cacheSpans.count >= BPEEncoder.cacheLimit {
             cacheIndex = ByteStringTable(capacity: 1024)
             cacheSpans.removeAll(keepingCapacity: true)

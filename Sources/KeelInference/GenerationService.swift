@@ -14,15 +14,20 @@ public final class GenerationService: @unchecked Sendable {
         public let onToken: @Sendable (_ generated: [Int32]) -> Bool
         /// Called on the service's thread once, when the request ends.
         public let onFinish: @Sendable (_ generated: [Int32], _ reason: FinishReason) -> Void
+        /// Called on the service's thread before a queued request starts: true when nobody waits for it any more (its
+        /// client has gone), and it ends at once, unread, without its prompt being run.
+        public let isAbandoned: @Sendable () -> Bool
 
         public init(prompt: [Int32], maxTokens: Int, options: SamplingOptions,
                     onToken: @escaping @Sendable ([Int32]) -> Bool,
-                    onFinish: @escaping @Sendable ([Int32], FinishReason) -> Void) {
+                    onFinish: @escaping @Sendable ([Int32], FinishReason) -> Void,
+                    isAbandoned: @escaping @Sendable () -> Bool = { false }) {
             self.prompt = prompt
             self.maxTokens = maxTokens
             self.options = options
             self.onToken = onToken
             self.onFinish = onFinish
+            self.isAbandoned = isAbandoned
         }
     }
 
@@ -31,9 +36,15 @@ public final class GenerationService: @unchecked Sendable {
     private var pending: [(id: Int, request: Request)] = []
     private var running: [Int: Request] = [:]
     private var nextID = 0
+    /// The most requests generated at once; later ones wait their turn, in order.
+    public let parallel: Int
 
-    /// `textStart`: the token the model's texts start with, kept first when a text is cut to the context.
-    public init(decoder: Decoder, textStart: Int32? = nil) {
+    /// `textStart`: the token the model's texts start with, kept first when a text is cut to the context. `parallel`:
+    /// the most requests generated at once (llama.cpp's server slots): each holds a KV cache of up to the model's
+    /// context, so a burst of requests admitted all at once could take more memory than the machine has.
+    public init(decoder: Decoder, textStart: Int32? = nil, parallel: Int = .max) {
+        precondition(parallel >= 1, "at least one request at a time")
+        self.parallel = parallel
         batch = GenerationBatch(decoder: decoder, textStart: textStart)
         let thread = Thread { [self] in run() }
         thread.stackSize = 4 << 20
@@ -60,15 +71,20 @@ public final class GenerationService: @unchecked Sendable {
         while true {
             condition.lock()
             while pending.isEmpty && batch.isEmpty { condition.wait() }
-            let admitted = pending
-            pending = []
+            let admitted = Array(pending.prefix(max(0, parallel - running.count)))
+            pending.removeFirst(admitted.count)
             condition.unlock()
             for (id, request) in admitted {
+                if request.isAbandoned() {
+                    request.onFinish([], .stop)
+                    continue
+                }
                 condition.lock()
                 running[id] = request
                 condition.unlock()
                 batch.admit(id: id, prompt: request.prompt, maxTokens: request.maxTokens, options: request.options)
             }
+            if batch.isEmpty { continue }
             let ended = batch.advance { id, _, generated in
                 condition.lock()
                 let request = running[id]!

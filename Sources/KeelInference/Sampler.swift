@@ -73,6 +73,13 @@ public enum Sampler {
                 logits[Int(token)] -= options.presencePenalty + Float(count) * options.frequencyPenalty
             }
         }
+        if options.temperature > 0, options.topK == 0 || options.topK >= logits.count, options.topP >= 1 {
+            // Every token can be drawn: no order is needed, only a running sum in id order (a server's default request;
+            // sorting the whole vocabulary for every token of every sequence took most of a batched step).
+            let top = Double(logits.max()!), temperature = Double(options.temperature)
+            let weights = logits.map { exp((Double($0) - top) / temperature) }
+            return draw(weights, random: &random) { $0 }
+        }
         // Most likely first; equal logits by token id, so the order never depends on the sort. Only the tokens that
         // can be drawn are ordered (one for greedy, k for top-k): a 49,152-token vocabulary sorted whole for every
         // token took a seventh of SmolLM2's decoding time.
@@ -92,12 +99,17 @@ public enum Sampler {
             order = Array(order.prefix(kept))
             weights = Array(weights.prefix(kept))
         }
+        return draw(weights, random: &random) { order[$0] }
+    }
+
+    /// The token of the index drawn in proportion to `weights` (`token` maps an index to its id).
+    private static func draw(_ weights: [Double], random: inout RandomStream, token: (Int) -> Int) -> Int32 {
         var threshold = Double(random.nextUniform()) * weights.reduce(0, +)
         for (index, weight) in weights.enumerated() {
             threshold -= weight
-            if threshold < 0 { return Int32(order[index]) }
+            if threshold < 0 { return Int32(token(index)) }
         }
-        return Int32(order[order.count - 1])
+        return Int32(token(weights.count - 1))
     }
 
     /// The `count` most likely tokens in order: higher logit first, the lower id first among equal logits.

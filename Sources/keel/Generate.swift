@@ -90,7 +90,8 @@ struct Generate: ParsableCommand {
         options.vocabulary = tokenizer.vocabSize
         let prompts = prompt.isEmpty ? ["\n"] : prompt
         let encoded = try prompts.map { text in
-            guard chat else { return loaded.prompt(tokenizer.encode(text)) }
+            // Special tokens' spellings are those tokens, as llama.cpp reads a prompt.
+            guard chat else { return loaded.prompt(tokenizer.encodeRecognizingSpecialTokens(text)) }
             if let problem = loaded.chat.problem { throw KeelError(problem) }
             return loaded.prompt(try loaded.chat.prompt([(role: "user", content: text)], tokenizer: tokenizer), chat: true)
         }

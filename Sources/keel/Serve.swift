@@ -41,9 +41,13 @@ struct Serve: ParsableCommand {
     @Flag(help: "When a sequence fills the model's context, go on from its last half (llama.cpp's --context-shift) instead of ending the reply there (finish_reason \"length\").")
     var contextShift = false
 
+    @Option(help: "The most requests generated at once (llama.cpp's --parallel); more wait their turn. Each holds a KV cache of up to the model's context.")
+    var parallel = 4
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
         guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1 second (got \(timeout))") }
+        guard parallel >= 1 else { throw ValidationError("--parallel must be at least 1 (got \(parallel))") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
             throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
         }
@@ -53,7 +57,7 @@ struct Serve: ParsableCommand {
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
         if let problem = loaded.chat.problem { throw KeelError(problem) }
-        let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder, textStart: loaded.beginningOfText), tokenizer: loaded.tokenizer, model: name,
+        let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder, textStart: loaded.beginningOfText, parallel: parallel), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
                                 chatStart: loaded.chatStart, shiftsContext: contextShift)
@@ -144,9 +148,11 @@ struct CompletionAPI: Sendable {
                 throw bad("the model's chat template refused these messages: \(error)")
             }
         } else if let text = body["prompt"] as? String {
-            prompt = tokenizer.encode(text)
+            // Special tokens' spellings are those tokens (a hand-written ChatML prompt), as llama.cpp's server and
+            // Hugging Face tokenizers read a prompt.
+            prompt = tokenizer.encodeRecognizingSpecialTokens(text)
         } else if let prompts = body["prompt"] as? [String], prompts.count == 1 {
-            prompt = tokenizer.encode(prompts[0])
+            prompt = tokenizer.encodeRecognizingSpecialTokens(prompts[0])
         } else {
             throw bad("'prompt' must be a string (one prompt per request)")
         }
@@ -178,8 +184,21 @@ struct CompletionAPI: Sendable {
             guard let value = body[field], !(value is NSNull) else { continue }
             guard isJSONBoolean(value), value as? Bool == false else { throw bad("'\(field)' is not supported") }
         }
-        let options = SamplingOptions(temperature: Float(try number("temperature", 1)), topK: Int(try number("top_k", 0)),
-                                      topP: Float(try number("top_p", 1)),
+        // Tools, structured output, logit biases, suffixes and best-of would all change what comes back; without them a
+        // client would read plain text as if they had been honoured.
+        for field in ["tools", "tool_choice", "functions", "function_call", "logit_bias", "suffix"] {
+            guard let value = body[field], !(value is NSNull) else { continue }
+            throw bad("'\(field)' is not supported")
+        }
+        if let format = body["response_format"], !(format is NSNull), (format as? [String: Any])?["type"] as? String != "text" {
+            throw bad("'response_format' other than {\"type\": \"text\"} is not supported")
+        }
+        guard try number("best_of", 1) == 1 else { throw bad("'best_of' must be 1") }
+        // top_k: vLLM's -1 and 0 mean all tokens; top_p 0 (OpenAI's range is 0 to 1), the most likely token alone.
+        let topK = try number("top_k", 0), topP = try number("top_p", 1)
+        guard topK == topK.rounded() else { throw bad("'top_k' must be an integer") }
+        let options = SamplingOptions(temperature: topP == 0 ? 0 : Float(try number("temperature", 1)), topK: max(0, Int(topK)),
+                                      topP: topP == 0 ? 1 : Float(topP),
                                       repetitionPenalty: Float(try number("repetition_penalty", 1)),
                                       presencePenalty: Float(try number("presence_penalty", 0)),
                                       frequencyPenalty: Float(try number("frequency_penalty", 0)),
@@ -303,7 +322,10 @@ struct CompletionAPI: Sendable {
                 state.stream.update(generated, decodedBy: tokenizer)
                 if parameters.stream {
                     let delta = state.stream.takeCertain()
-                    state.clientHasGone = !delta.isEmpty && !connection.event(chunk(String(decoding: delta, as: UTF8.self)))
+                    // A token that adds nothing certain yet (part of a character, or of what may be a stop string)
+                    // writes nothing: the client's leaving is then seen by looking.
+                    state.clientHasGone = delta.isEmpty ? connection.clientHasGone
+                        : !connection.event(chunk(String(decoding: delta, as: UTF8.self)))
                 } else {
                     // Nothing is written until the end: a client that left is seen only by looking.
                     state.clientHasGone = connection.clientHasGone
@@ -314,7 +336,9 @@ struct CompletionAPI: Sendable {
                 state.tokens = generated.count
                 state.reason = state.stream.stopped ? .stop : reason
                 finished.signal()
-            }))
+            },
+            // A request that waited its turn while its client left is not run at all.
+            isAbandoned: { state.clientHasGone = connection.clientHasGone; return state.clientHasGone }))
         finished.wait()
         // One line per request, as llama.cpp's server logs them.
         FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(Int64(bitPattern: parameters.options.seed)), "

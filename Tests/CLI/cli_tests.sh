@@ -747,6 +747,12 @@ grep -q "chat format: the model's chat template" "$work/serve.err" \
 post chat/completions '{"messages": [{"role": "user", "content": "In 1599 the"}], "max_tokens": 3}'
 check "a chat completion from the imported model" '(lambda r: r["choices"][0]["message"]["role"] == "assistant")(json.load(open(sys.argv[1])))' \
     "$work/response.json"
+# A completion's prompt reads a special token's spelling as that token, as llama.cpp's server does: one token more.
+post completions '{"prompt": "In 1599 the", "max_tokens": 1}' && cp "$work/response.json" "$work/plain.json"
+post completions '{"prompt": "<|im_start|>In 1599 the", "max_tokens": 1}'
+check "a completion's prompt reads <|im_start|> as the special token, not its letters" \
+    'json.load(open(sys.argv[1]))["usage"]["prompt_tokens"] == json.load(open(sys.argv[2]))["usage"]["prompt_tokens"] + 1' \
+    "$work/response.json" "$work/plain.json"
 stop_server
 # generate --chat formats the prompt with the model's template, as jinja2 renders it (transformers' settings); a model
 # without a template gets ChatML.

@@ -1,6 +1,6 @@
 import Foundation
 import KeelCore
-import KeelData
+@testable import KeelData
 import XCTest
 
 /// Keel's BPE against the implementations people already use: tiktoken's cl100k_base and Hugging Face
@@ -222,4 +222,19 @@ final class TokenizerExactnessTests: XCTestCase {
         try DataFixtures.python([DataFixtures.reference, "tiktoken", out.path] + texts.map(\.path))
         assertSameIDs(try keelIDs(vocabulary, texts), try DataFixtures.readIDLists(out), texts)
     }
+
+    /// A piece longer than `BPEEncoder.longestCachedPiece` bytes is merged each time, not cached: a server's prompts of
+    /// long letter runs (DNA, base64, an adversary's) grew the cache by their bytes until its 32-bit offsets trapped.
+    func testLongPiecesAreNotCached() throws {
+        let vocabulary = try BPEVocabulary(tokens: (0..<256).map { [UInt8($0)] } + [[97, 98]], merges: [(left: 97, right: 98)],
+                                           specialTokens: [:], pattern: .gpt2)
+        let encoder = BPEEncoder(vocabulary: vocabulary)
+        let long = String(repeating: "ab", count: 200)  // one piece of 400 letters
+        XCTAssertEqual(try encoder.encode(long), [Int32](repeating: 256, count: 200))
+        XCTAssertEqual(encoder.cachedPieces, 0)
+        XCTAssertEqual(try encoder.encode(long), [Int32](repeating: 256, count: 200))
+        XCTAssertEqual(try encoder.encode(" abab"), [32, 256, 256])
+        XCTAssertEqual(encoder.cachedPieces, 1, "a short piece is cached")
+    }
+
 }

@@ -92,4 +92,42 @@ final class GenerationServiceTests: XCTestCase {
         XCTAssertEqual(order.count, 18)
         XCTAssertEqual((0...2).map { results.finished[$0]!.0.count }, [6, 6, 6])
     }
+
+    /// With `parallel` 2, at most two requests generate at once: the third starts only when one has finished, the
+    /// requests start in the order they came, each still gets what it gets alone; one whose client left while it
+    /// waited ends unread, its prompt never run.
+    func testAtMostParallelRequestsRunAndTheRestWaitTheirTurn() throws {
+        let model = try DecoderTests.randomModel(DecoderTests.llama, seed: 8)
+        let decoder = try Decoder(model: model)
+        let options = SamplingOptions(temperature: 0, seed: 1)
+        let prompts: [[Int32]] = [[1], [2, 3], [4], [5]]
+        let alone = prompts.map { decoder.generate(prompts: [$0], maxTokens: 4, options: options)[0] }
+        let service = GenerationService(decoder: try Decoder(model: model), parallel: 2)
+        let results = Results(), done = DispatchGroup()
+        for (index, prompt) in prompts.enumerated() {
+            done.enter()
+            service.submit(GenerationService.Request(
+                prompt: prompt, maxTokens: 4, options: options,
+                onToken: { _ in
+                    results.lock.withLock { results.order.append(index) }
+                    return true
+                },
+                onFinish: { generated, reason in
+                    results.lock.withLock { results.finished[index] = (generated, reason) }
+                    done.leave()
+                },
+                isAbandoned: { index == 3 }))
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        let order = results.order
+        // Requests 0 and 1 share the first four steps; request 2 starts only after they have finished.
+        XCTAssertEqual(Set(order.prefix(8)), [0, 1], "tokens: \(order)")
+        XCTAssertEqual(Array(order.dropFirst(8)), [2, 2, 2, 2], "tokens: \(order)")
+        for index in 0...2 { XCTAssertEqual(results.finished[index]!.0, alone[index], "request \(index)") }
+        XCTAssertEqual(results.finished[3]!.0, [], "the abandoned request generates nothing")
+        XCTAssertEqual(results.finished[3]!.1, .stop)
+        XCTAssertFalse(order.contains(3))
+        XCTAssertEqual(service.load, 0)
+    }
+
 }

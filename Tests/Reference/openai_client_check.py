@@ -97,6 +97,9 @@ limited = client.chat.completions.create(model="keel", messages=messages, max_co
 check(limited.usage.completion_tokens == min(3, chat.usage.completion_tokens) and reply.startswith(limited.choices[0].message.content),
       f"max_completion_tokens limits the reply: {limited}")
 penalized = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=0, presence_penalty=2, frequency_penalty=2)
+# vLLM's top_k -1 (all tokens) is taken, and top_p 0 takes the most likely token: the greedy text.
+nucleus = client.completions.create(model="keel", prompt="To be", max_tokens=12, temperature=1, top_p=0, extra_body={"top_k": -1})
+check(nucleus.choices[0].text == plain.choices[0].text, f"top_p 0 is greedy, top_k -1 all tokens: {nucleus} vs {plain}")
 check(penalized.usage.completion_tokens == 12, f"the client's presence and frequency penalties are accepted (their effect: cli_tests.sh): {penalized}")
 
 # Malformed requests: a clear 4xx, and the server stays up. What Keel does not do (n > 1, logprobs, echo) is refused,
@@ -106,14 +109,18 @@ try:
     check(False, "max_tokens -1 is refused")
 except openai.BadRequestError as error:
     check("max_tokens" in str(error), f"the error names max_tokens: {error}")
-for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": -1}',
+for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": 2.5}',
              b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
              b'[1, 2]', b'{"prompt": "a", "n": 2}', b'{"prompt": "a", "logprobs": 2}', b'{"prompt": "a", "echo": true}',
              b'{"prompt": "a", "frequency_penalty": 3}', b'{"prompt": "a", "seed": 1.5}', b'{"prompt": "a", "seed": 9223372036854775808}',
              b'{"prompt": "a", "stream_options": {"include_usage": true}}', b'{"prompt": "a", "stream": true, "stream_options": 1}',
              b'{"prompt": "a", "stream": true, "stream_options": {"include_usage": "yes"}}',
              b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
-             b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true}'):
+             b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true}',
+             # What would change the reply's form is refused, not ignored.
+             b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}',
+             b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}',
+             b'{"prompt": "a", "logit_bias": {"5": 10}}', b'{"prompt": "a", "suffix": "x"}', b'{"prompt": "a", "best_of": 2}'):
     path = "/chat/completions" if b"messages" in body else "/completions"
     request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
     try:
