@@ -74,8 +74,8 @@ public enum Sampler {
             }
         }
         if options.temperature > 0, options.topK == 0 || options.topK >= logits.count, options.topP >= 1 {
-            // Every token can be drawn: no order is needed, only a running sum in id order (a server's default request;
-            // sorting the whole vocabulary for every token of every sequence took most of a batched step).
+            // Every token can be drawn (a server request's default): no order is needed, only a running sum in id order,
+            // rather than a sort of the whole vocabulary for every token of every sequence.
             let top = Double(logits.max()!), temperature = Double(options.temperature)
             let weights = logits.map { exp((Double($0) - top) / temperature) }
             return draw(weights, random: &random) { $0 }
