@@ -8,7 +8,11 @@ import Glibc
 /// in the first 1,024 bytes; then the bytes themselves — UTF-8 when they are valid UTF-8, otherwise the legacy
 /// encoding whose decoding looks most like text (`CharsetGuess`: windows-1252, the standard's default for most
 /// locales, unless the bytes read as Cyrillic, Greek, Chinese, Japanese or Korean). Labels are normalised as the WHATWG Encoding
-/// standard maps them (latin1, ascii and iso-8859-1 mean windows-1252; gb2312 means GBK, read as GB18030).
+/// standard maps them (latin1, ascii and iso-8859-1 mean windows-1252; gb2312 means GBK, read as GB18030; Shift_JIS and
+/// EUC-JP are read with Microsoft's extensions, ① and Ⅱ among them, as browsers read them; UTF-32, UTF-7 and an empty
+/// label name nothing, and are passed over). A declaration that a page's bytes contradict — a legacy encoding declared
+/// for bytes that are valid UTF-8 with letters outside ASCII, as servers often mislabel pages — gives way to UTF-8:
+/// the odds that legacy text is valid UTF-8 are negligible.
 public enum Charset {
     /// Where the encoding was found.
     public enum Source: String, Sendable {
@@ -20,12 +24,19 @@ public enum Charset {
         if bytes.starts(with: [0xef, 0xbb, 0xbf]) { return ("UTF-8", .byteOrderMark) }
         if bytes.starts(with: [0xfe, 0xff]) { return ("UTF-16BE", .byteOrderMark) }
         if bytes.starts(with: [0xff, 0xfe]) { return ("UTF-16LE", .byteOrderMark) }
-        if let label = httpCharset, let name = normalized(label) { return (name, .http) }
-        if let label = metaCharset(bytes.prefix(1024)), let name = normalized(label) {
-            // A page that declares UTF-16 in ASCII bytes cannot be UTF-16 (the standard reads it as UTF-8).
-            return (name.hasPrefix("UTF-16") ? "UTF-8" : name, .meta)
+        let valid = isValidUTF8(bytes)
+        // Valid UTF-8 with some byte outside ASCII: UTF-8 whatever a declaration says (ASCII alone is the same in all).
+        let evidentlyUTF8 = valid && bytes.contains { $0 >= 0x80 }
+        // UTF-16 markup has a zero byte in every other place; a page declared UTF-16 without one is ASCII-compatible
+        // (the standard reads a <meta> declaring UTF-16 as UTF-8 for this reason).
+        let notUTF16 = !bytes.prefix(1024).contains(0)
+        if let label = httpCharset, let name = normalized(label) {
+            return (evidentlyUTF8 || (name.hasPrefix("UTF-16") && notUTF16) ? "UTF-8" : name, .http)
         }
-        return (isValidUTF8(bytes) ? "UTF-8" : CharsetGuess.guess(bytes), .bytes)
+        if let label = metaCharset(bytes.prefix(1024)), let name = normalized(label) {
+            return (name.hasPrefix("UTF-16") || evidentlyUTF8 ? "UTF-8" : name, .meta)
+        }
+        return (valid ? "UTF-8" : CharsetGuess.guess(bytes), .bytes)
     }
 
     /// `bytes` in `charset` as a string; sequences invalid in it become U+FFFD. An encoding iconv does not know is
@@ -33,6 +44,11 @@ public enum Charset {
     public static func decode(_ bytes: [UInt8], charset: String) -> String {
         if charset == "UTF-8" {
             return String(decoding: bytes.starts(with: [0xef, 0xbb, 0xbf]) ? bytes.dropFirst(3) : bytes[...], as: UTF8.self)
+        }
+        // A UTF-16 byte order mark is dropped too (iconv keeps it as U+FEFF, which would put the HTML parser in quirks
+        // mode and the page's head into its body).
+        if (charset == "UTF-16LE" && bytes.starts(with: [0xff, 0xfe])) || (charset == "UTF-16BE" && bytes.starts(with: [0xfe, 0xff])) {
+            return decode(Array(bytes.dropFirst(2)), charset: charset)
         }
         let converter = iconv_open("UTF-8", charset)
         guard converter != iconv_t(bitPattern: -1) else { return String(decoding: bytes, as: UTF8.self) }
@@ -156,11 +172,17 @@ public enum Charset {
             "iso8859-1": "WINDOWS-1252", "l1": "WINDOWS-1252", "cp1252": "WINDOWS-1252", "windows-1252": "WINDOWS-1252",
             "x-cp1252": "WINDOWS-1252",
             "gb2312": "GB18030", "gbk": "GB18030", "x-gbk": "GB18030", "gb18030": "GB18030", "chinese": "GB18030",
-            "shift_jis": "SHIFT_JIS", "sjis": "SHIFT_JIS", "x-sjis": "SHIFT_JIS", "ms_kanji": "SHIFT_JIS", "windows-31j": "CP932",
+            "shift_jis": "CP932", "sjis": "CP932", "x-sjis": "CP932", "ms_kanji": "CP932", "windows-31j": "CP932", "csshiftjis": "CP932",
+            "euc-jp": "EUC-JP-MS", "x-euc-jp": "EUC-JP-MS", "cseucpkdfmtjapanese": "EUC-JP-MS",
+            // The standard's UTF-16LE labels; UTF-32 and UTF-7 are none of its encodings.
+            "unicode": "UTF-16LE", "ucs-2": "UTF-16LE", "utf-16": "UTF-16LE", "iso-10646-ucs-2": "UTF-16LE", "csunicode": "UTF-16LE",
+            "unicodefeff": "UTF-16LE", "utf-16le": "UTF-16LE", "utf-16be": "UTF-16BE", "unicodefffe": "UTF-16BE",
             "euc-kr": "CP949", "ks_c_5601-1987": "CP949", "windows-949": "CP949",
             "big5": "BIG5-HKSCS", "big5-hkscs": "BIG5-HKSCS", "x-x-big5": "BIG5-HKSCS",
             "iso-8859-9": "WINDOWS-1254", "latin5": "WINDOWS-1254", "tis-620": "WINDOWS-874", "iso-8859-11": "WINDOWS-874",
         ]
+        // An empty label would be iconv's locale encoding; UTF-32, UCS-4 and UTF-7 are no encodings of the web's.
+        guard !key.isEmpty, !["utf-32", "utf32", "ucs-4", "ucs4", "utf-7", "utf7"].contains(where: { key.hasPrefix($0) }) else { return nil }
         let name = aliases[key] ?? key.uppercased()
         let probe = iconv_open("UTF-8", name)
         guard probe != iconv_t(bitPattern: -1) else { return nil }

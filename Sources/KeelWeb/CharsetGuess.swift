@@ -11,8 +11,8 @@
 /// Latin encodings among themselves (windows-1252 is taken), and Big5 from GB18030 (GB18030 is taken).
 enum CharsetGuess {
     /// Candidates, in the order that breaks ties.
-    static let candidates = ["WINDOWS-1252", "WINDOWS-1251", "KOI8-R", "WINDOWS-1253", "GB18030", "SHIFT_JIS", "EUC-JP", "CP949"]
-    private static let twoByte: Set<String> = ["GB18030", "SHIFT_JIS", "EUC-JP", "CP949"]
+    static let candidates = ["WINDOWS-1252", "WINDOWS-1251", "KOI8-R", "WINDOWS-1253", "GB18030", "CP932", "EUC-JP-MS", "CP949"]
+    private static let twoByte: Set<String> = ["GB18030", "CP932", "EUC-JP-MS", "CP949"]
 
     private enum Script { case latin, greek, cyrillic, han, kana, hangul }
 
@@ -110,7 +110,7 @@ enum CharsetGuess {
         case "WINDOWS-1251", "KOI8-R", "WINDOWS-1253":
             // Running text is mostly lower case; the wrong one of these reads it mostly upper case.
             if lower < upper { score -= dominant }
-        case "SHIFT_JIS", "EUC-JP":
+        case "CP932", "EUC-JP-MS":
             // Japanese is written with kana.
             if kana * 10 < Double(cjk) { score -= width * Double(cjk) }
         case "CP949":

@@ -69,10 +69,12 @@ public struct HTTPResponse: Sendable {
         headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
     }
 
-    /// The media type of `Content-Type`, lower-cased, without parameters ("text/html").
+    /// The media type of `Content-Type`, lower-cased, without parameters ("text/html"; also from a value that leaves
+    /// out the semicolon, "text/html charset=utf-8", as some servers send it).
     public var mediaType: String? {
-        header("Content-Type").map { $0.prefix { $0 != ";" }.trimmingCharacters(in: .whitespaces).lowercased() }
-            .flatMap { $0.isEmpty ? nil : $0 }
+        header("Content-Type").map { value in
+            value.trimmingCharacters(in: .whitespaces).prefix { $0 != ";" && $0 != " " && $0 != "\t" && $0 != "," }.lowercased()
+        }.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// The `charset` parameter of `Content-Type`, if any.

@@ -119,7 +119,7 @@ public struct PageReader: Sendable {
                     }
                     continue
                 }
-                guard response.status == 200, response.mediaType == "text/html" else { continue }
+                guard response.status == 200, Self.isHTML(response, identified: record.header("WARC-Identified-Payload-Type")) else { continue }
                 try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset)
             }
             skipped += reader.skipped
@@ -137,4 +137,13 @@ public struct PageReader: Sendable {
         }
         return (pages, empty, skipped)
     }
+
+    /// Whether a response is a page: HTML or XHTML by its `Content-Type`, or — when the server sent none — by the
+    /// type the crawler found in its bytes (Common Crawl's `WARC-Identified-Payload-Type`).
+    static func isHTML(_ response: HTTPResponse, identified: String?) -> Bool {
+        let html: Set<String> = ["text/html", "application/xhtml+xml"]
+        if let declared = response.mediaType { return html.contains(declared) }
+        return identified.map { html.contains($0.prefix { $0 != ";" }.trimmingCharacters(in: .whitespaces).lowercased()) } ?? false
+    }
+
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import KeelWeb
+@testable import KeelWeb
 import XCTest
 
 /// A response's body comes out as the server meant it — chunks joined, gzip undone — and its text in UTF-8
@@ -89,18 +89,60 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertEqual(String(decoding: try HTTPResponse(parsing: header + Array("<p>plain</p>".utf8)).body, as: UTF8.self), "<p>plain</p>")
     }
 
+    /// A page is HTML or XHTML by its Content-Type (also one that leaves out the semicolon before its charset), or by
+    /// the crawler's sniffing when the server declared no type; another declared type is not a page.
+    func testPagesAreFoundByTheirTypeOrTheCrawlersSniffing() throws {
+        func response(_ contentType: String?) throws -> HTTPResponse {
+            try HTTPResponse(parsing: Array(("HTTP/1.1 200 OK\r\n" + (contentType.map { "Content-Type: \($0)\r\n" } ?? "") + "\r\n<p>x</p>").utf8))
+        }
+        XCTAssertTrue(PageReader.isHTML(try response("text/html; charset=utf-8"), identified: nil))
+        XCTAssertTrue(PageReader.isHTML(try response("application/xhtml+xml"), identified: nil))
+        XCTAssertTrue(PageReader.isHTML(try response("text/html charset=utf-8"), identified: nil))
+        XCTAssertEqual(try response("text/html charset=utf-8").charset, "utf-8")
+        XCTAssertTrue(PageReader.isHTML(try response(nil), identified: "text/html"))
+        XCTAssertFalse(PageReader.isHTML(try response(nil), identified: nil))
+        XCTAssertFalse(PageReader.isHTML(try response("application/pdf"), identified: "text/html"), "a declared type stands")
+    }
+
     func testTheEncodingIsFoundInTheStandardsOrder() {
         let meta = Array("<html><head><META Charset='koi8-r'></head>".utf8)
         XCTAssertEqual(Charset.detect([0xef, 0xbb, 0xbf] + meta, httpCharset: "iso-8859-2").name, "UTF-8", "a BOM comes first")
         XCTAssertEqual(Charset.detect(meta, httpCharset: "iso-8859-2").name, "ISO-8859-2", "then the HTTP header")
         XCTAssertEqual(Charset.detect(meta, httpCharset: nil).name, "KOI8-R", "then <meta charset>")
         let equiv = Array(#"<meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">"#.utf8)
-        XCTAssertEqual(Charset.detect(equiv, httpCharset: nil).name, "SHIFT_JIS")
+        XCTAssertEqual(Charset.detect(equiv, httpCharset: nil).name, "CP932", "Shift_JIS is read with Microsoft's extensions")
         XCTAssertEqual(Charset.detect(equiv, httpCharset: nil).source, .meta)
         XCTAssertEqual(Charset.detect(Array("<p>naïve</p>".utf8), httpCharset: nil).name, "UTF-8", "valid UTF-8 bytes")
         XCTAssertEqual(Charset.detect([0x3c, 0x70, 0x3e, 0xe9, 0x3c], httpCharset: nil).name, "WINDOWS-1252", "otherwise windows-1252")
         XCTAssertEqual(Charset.detect(meta, httpCharset: "latin1").name, "WINDOWS-1252", "latin1 means windows-1252")
         XCTAssertEqual(Charset.detect(meta, httpCharset: "no-such-charset").name, "KOI8-R", "an unknown label is passed over")
+    }
+
+    /// Labels that would decode a page wrongly: an empty one (iconv's locale encoding), UTF-32 and UTF-7 (no encodings of
+    /// the web's) are passed over; UTF-16 declared for a page without zero bytes is UTF-8; a legacy encoding declared for
+    /// valid UTF-8 with letters outside ASCII (a mislabelled page) gives way to UTF-8; Japanese pages are read with
+    /// Microsoft's extensions (① is 0x87 0x40 in Shift_JIS as browsers read it; glibc's SHIFT_JIS has no such character).
+    func testLabelsThatWouldMisreadAPageAreNotTaken() {
+        let ascii = Array("<p>plain text</p>".utf8)
+        for label in ["", "utf-32", "UTF-7", "ucs-4"] {
+            let page = Array("<meta charset=\"\(label)\">".utf8) + ascii
+            XCTAssertEqual(Charset.detect(page, httpCharset: nil).source, .bytes, "<meta charset=\"\(label)\"> is passed over")
+            XCTAssertEqual(Charset.detect(ascii, httpCharset: label).source, .bytes, "charset=\(label) is passed over")
+        }
+        for label in ["unicode", "ucs-2", "utf-16"] {
+            XCTAssertEqual(Charset.detect(Array("<meta charset=\"\(label)\">".utf8) + ascii, httpCharset: nil).name, "UTF-8", label)
+            XCTAssertEqual(Charset.detect(ascii, httpCharset: label).name, "UTF-8", label)
+        }
+        let utf8 = Array("<p>naïve café, 日本</p>".utf8)
+        XCTAssertEqual(Charset.detect(utf8, httpCharset: "iso-8859-1").name, "UTF-8")
+        XCTAssertEqual(Charset.detect(Array("<meta charset=\"windows-1251\">".utf8) + utf8, httpCharset: nil).name, "UTF-8")
+        XCTAssertEqual(Charset.detect(ascii, httpCharset: "iso-8859-2").name, "ISO-8859-2", "ASCII alone keeps the declaration")
+        let japanese = Charset.normalized("shift_jis")!
+        XCTAssertEqual(Charset.decode([0x87, 0x40, 0x87, 0x54], charset: japanese), "①Ⅰ")
+        XCTAssertEqual(Charset.decode([0xad, 0xa1], charset: Charset.normalized("euc-jp")!), "①")
+        // A UTF-16 page's byte order mark is dropped, as UTF-8's is.
+        XCTAssertEqual(Charset.decode([0xff, 0xfe, 0x61, 0x00], charset: "UTF-16LE"), "a")
+        XCTAssertEqual(Charset.decode([0xfe, 0xff, 0x00, 0x61], charset: "UTF-16BE"), "a")
     }
 
     /// `text` in `charset`, by glibc's iconv (the reference encoder).
@@ -125,7 +167,7 @@ final class HTTPAndCharsetTests: XCTestCase {
             ("Привет, мир! Это простой текст на русском языке для проверки кодировки.", ["WINDOWS-1251", "KOI8-R"]),
             ("Η γρήγορη καφέ αλεπού πηδά πάνω από τον τεμπέλη σκύλο.", ["WINDOWS-1253"]),
             ("这是一个用于测试编码检测的简体中文句子，内容很普通。", ["GB18030"]),
-            ("これは文字コードの判定を確かめるための日本語の文章です。", ["SHIFT_JIS", "EUC-JP"]),
+            ("これは文字コードの判定を確かめるための日本語の文章です。", ["CP932", "EUC-JP-MS"]),
             ("이것은 인코딩 감지를 확인하기 위한 한국어 문장입니다.", ["CP949"]),
         ] {
             for charset in charsets {
