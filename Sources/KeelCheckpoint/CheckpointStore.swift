@@ -105,8 +105,9 @@ public enum CheckpointStore {
         return aside
     }
 
-    /// Removes checkpoint `directory`: set aside by a rename, then deleted (`setAside`).
-    static func remove(_ directory: URL) {
+    /// Removes checkpoint `directory` (or a directory of them, a machine's snapshots): set aside by a rename, at once,
+    /// then deleted (`setAside`).
+    public static func remove(_ directory: URL) {
         guard let aside = try? setAside(directory) else { return }
         try? FileManager.default.removeItem(at: aside)
     }

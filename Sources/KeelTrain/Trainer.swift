@@ -642,8 +642,7 @@ public final class Trainer {
     /// since the background thread may still be pruning an older one inside the directory.
     private func removeSnapshots() {
         guard let snapshotRoot, machines!.isMachineLeader else { return }
-        let aside = snapshotRoot.deletingLastPathComponent().appendingPathComponent(".\(snapshotRoot.lastPathComponent).removed-\(getpid())")
-        if rename(snapshotRoot.path, aside.path) == 0 { try? FileManager.default.removeItem(at: aside) }
+        CheckpointStore.remove(snapshotRoot)
         // The run's directory of machines, once the last machine sharing this file system has left it.
         rmdir(snapshotRoot.deletingLastPathComponent().path)
     }
@@ -679,10 +678,10 @@ public final class Trainer {
         if world.size > 1 {
             // The ranks check the checkpoints together, so they must see the same ones: one directory every machine shares.
             let seen = [Double(candidates.count), candidates.first.map { Double(CheckpointStore.step(of: $0)!) } ?? -1]
-            let reduced = try world.allReduce(seen + seen.map { -$0 }, .max, label: "checkpoints on disk")
-            guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
+            let (lowest, highest) = try Self.extremes(seen, over: world, label: "checkpoints on disk")
+            guard lowest == highest else {
                 // (A restart may mend it: a network filesystem's cache can lag right after a node failure.)
-                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(-reduced[2])) to \(Int(reduced[0])) of them): the run directory must be one that every machine shares")
+                throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(lowest[0])) to \(Int(highest[0])) of them): the run directory must be one that every machine shares")
             }
         }
         let found = try CheckpointStore.latestValid(in: checkpointRoot, share: (world.rank, world.size), agree: damagedOnAnyRank)
@@ -714,6 +713,12 @@ public final class Trainer {
     /// verification of a checkpoint together (each hashing a share of its files).
     private func damagedOnAnyRank(_ candidate: URL, _ damaged: Bool) throws -> Bool {
         try Self.onAnyRank(damaged, of: groups.world, label: "checkpoint \(candidate.lastPathComponent) verified")
+    }
+
+    /// Each of `values`' lowest and highest value over the ranks of `world` (collective: one all-reduce).
+    private static func extremes(_ values: [Double], over world: any Communicator, label: String) throws -> (lowest: [Double], highest: [Double]) {
+        let reduced = try world.allReduce(values + values.map { -$0 }, .max, label: label)
+        return (reduced[values.count...].map { -$0 }, Array(reduced[..<values.count]))
     }
 
     /// Whether `flag` holds on any rank of `world` (collective).
@@ -762,8 +767,8 @@ public final class Trainer {
             // They check its checkpoints together, so they must see the same ones (as on --resume).
             let url = URL(fileURLWithPath: path)
             let listed = [url.appendingPathComponent("checkpoints"), url].map { Double(CheckpointStore.list($0).count) }
-            let reduced = try world.allReduce(listed + listed.map { -$0 }, .max, label: "training.init_from checkpoints")
-            guard reduced[0] == -reduced[2], reduced[1] == -reduced[3] else {
+            let (lowest, highest) = try Self.extremes(listed, over: world, label: "training.init_from checkpoints")
+            guard lowest == highest else {
                 throw KeelError("training.init_from: the ranks see different checkpoints in \(path): it must be a directory every machine shares")
             }
         }
