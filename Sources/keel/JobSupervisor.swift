@@ -148,7 +148,7 @@ struct JobSupervisor {
         let config = try? TrainConfig.load(path: runDirectory.appendingPathComponent("config.toml").path, overrides: [])
         // Snapshots of another run of this directory (its identity differs) are removed by the job, not resumed.
         let snapshot = config.flatMap { Trainer.snapshotRoot(config: $0, output: runDirectory) }
-            .flatMap { root in RunIdentity.read(root) != nil && RunIdentity.read(root) == RunIdentity.read(runDirectory) ? root : nil }
+            .flatMap { root in RunIdentity.read(root).flatMap { $0 == RunIdentity.read(runDirectory) ? root : nil } }
             .flatMap { root in CheckpointStore.list(root).first { (try? CheckpointStore.readManifest($0)) != nil } }
         if let snapshot, disk.map({ CheckpointStore.step(of: snapshot)! > CheckpointStore.step(of: $0)! }) ?? true { return (snapshot, true) }
         return disk.map { ($0, false) }

@@ -810,6 +810,7 @@ stop_server
 usage "serve with no time for a request" "--timeout must be at least 1 second (got 0)" "$keel" serve --checkpoint "$work/llamarun" --timeout 0
 usage "serve on a port that cannot be" "--port must be 0 to 65535" "$keel" serve --checkpoint "$work/llamarun" --port 70000
 usage "serve in an unknown format" "--quantize must be one of" "$keel" serve --checkpoint "$work/llamarun" --quantize q9
+usage "serve with no request at a time" "--parallel must be at least 1 (got 0)" "$keel" serve --checkpoint "$work/llamarun" --parallel 0
 expect_ok "eval --quantize q8_0" "$keel" eval --checkpoint "$work/llamarun" "$work/corpus" --max-windows 4 --quantize q8_0 --json
 check "eval --quantize reports both perplexities, the KL divergence and top-1 agreement" \
     '(lambda r: r["format"] == "q8_0" and r["tokens"] == 64 and r["perplexity"] > 1 and r["perplexity_fp32"] > 1 and 0 <= r["kl_mean"] <= r["kl_p99"] <= r["kl_max"] and 0 <= r["top1_agreement"] <= 1)(json.loads(open(sys.argv[1]).read()))' \

@@ -370,6 +370,12 @@ final class BadInputTests: XCTestCase {
             _ = try trainer.run()
             XCTAssertEqual(try fixture.losses(run.lastPathComponent).keys.sorted(), Array(1...6), recorded)
         }
+        // An identity that is there but cannot be read (here a directory in its place) is an error, not a new identity
+        // that would disown every machine's snapshots of the run.
+        let unreadable = fixture.root.appendingPathComponent("unreadable")
+        try FileManager.default.createDirectory(at: unreadable.appendingPathComponent(RunIdentity.fileName), withIntermediateDirectories: true)
+        assertKeelError("cannot read the run's identity from") { _ = try RunIdentity.establish(in: unreadable, fresh: false) }
+        XCTAssertNotNil(try RunIdentity.establish(in: fixture.root.appendingPathComponent("fresh"), fresh: true))
     }
 
     /// A resume on other data would continue the saved position in another order of windows: refused, naming what
