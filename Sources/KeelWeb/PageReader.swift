@@ -14,13 +14,16 @@ public struct PageReader: Sendable {
         /// The language the page declares (its primary subtag), and its publication date (YYYY-MM-DD).
         public var declaredLanguage: String?
         public var date: String?
+        /// Why the crawler cut the page short (its WARC record's `WARC-Truncated`: "length", "time", "disconnect",
+        /// "unspecified"): the text is the part that was fetched, perhaps ending mid-sentence. Nil for a whole page.
+        public var truncated: String?
         public var text: String
 
-        /// The page as a JSON line (without its newline) — source, url, title, declared_language, date, text —
+        /// The page as a JSON line (without its newline) — source, url, title, declared_language, date, truncated, text —
         /// and where the text's value lies in it.
         public var record: (line: [UInt8], textValue: Range<Int>) {
             var line: [UInt8] = Array("{".utf8)
-            for (key, value) in [("source", source), ("url", url), ("title", title), ("declared_language", declaredLanguage), ("date", date)] {
+            for (key, value) in [("source", source), ("url", url), ("title", title), ("declared_language", declaredLanguage), ("date", date), ("truncated", truncated)] {
                 guard let value else { continue }
                 JSONString.append(key, to: &line)
                 line.append(UInt8(ascii: ":"))
@@ -76,25 +79,49 @@ public struct PageReader: Sendable {
         DocumentSource.classify(name: URL(fileURLWithPath: file).lastPathComponent).format == .jsonl
     }
 
-    /// Calls `body` with every page of `file` that has text; returns how many pages were read, how many had no
-    /// text, and how many WARC records were skipped: damaged or over the size limit, or HTTP responses whose
-    /// message cannot be read (a body that decodes to more than `HTTPResponse.maximumDecodedBytes`), each reported
-    /// to `warn`. With `littleText`, a page with fewer than `minimumCharacters` of text goes there instead, with
-    /// its UTF-8 HTML (to be rendered, say).
+    /// What `forEachPage` found in a file.
+    public struct Counts: Sendable {
+        /// Pages read (HTML files, JSON Lines records, WARC responses with status 200 and an HTML type).
+        public var pages = 0
+        /// Pages with no text.
+        public var empty = 0
+        /// WARC records skipped: damaged or over the size limit, or HTTP responses whose message cannot be read (a
+        /// body that decodes to more than `HTTPResponse.maximumDecodedBytes`), each reported to `warn`.
+        public var skipped = 0
+        /// Pages the crawler cut short (`Page.truncated`).
+        public var truncated = 0
+        /// HTTP responses that are not pages: another status than 200 (redirects, errors) or another type than HTML
+        /// (PDFs, images, scripts) — in a crawl, often as many as the pages.
+        public var notPages = 0
+
+        public init() {}
+
+        public static func += (total: inout Counts, more: Counts) {
+            total.pages += more.pages
+            total.empty += more.empty
+            total.skipped += more.skipped
+            total.truncated += more.truncated
+            total.notPages += more.notPages
+        }
+    }
+
+    /// Calls `body` with every page of `file` that has text, and returns what it found. With `littleText`, a page
+    /// with fewer than `minimumCharacters` of text goes there instead, with its UTF-8 HTML (to be rendered, say).
     @discardableResult
     public func forEachPage(in file: String, warn: @escaping (String) -> Void, minimumCharacters: Int = 1,
                             littleText: ((Page, [UInt8]) throws -> Void)? = nil,
-                            _ body: (Page) throws -> Void) throws -> (pages: Int, empty: Int, skipped: Int) {
-        var pages = 0, empty = 0, skipped = 0
-        func emit(source: String, url: String?, bytes: [UInt8], httpCharset: String?) throws {
+                            _ body: (Page) throws -> Void) throws -> Counts {
+        var counts = Counts()
+        func emit(source: String, url: String?, bytes: [UInt8], httpCharset: String?, truncated: String? = nil) throws {
             let charset = Charset.detect(bytes, httpCharset: httpCharset)
             let html = Charset.decode(bytes, charset: charset.name)
             let page = extractor.extract(html: html)
-            pages += 1
+            counts.pages += 1
+            if truncated != nil { counts.truncated += 1 }
             let found = Page(source: source, url: url, title: page.title, declaredLanguage: page.language, date: page.date,
-                             text: page.text)
+                             truncated: truncated, text: page.text)
             if let littleText, page.text.count < minimumCharacters { return try littleText(found, Array(html.utf8)) }
-            guard !page.text.isEmpty else { return empty += 1 }
+            guard !page.text.isEmpty else { return counts.empty += 1 }
             try body(found)
         }
         if Self.isJSONL(file) {
@@ -114,15 +141,19 @@ public struct PageReader: Sendable {
                     // A crawler's dns: responses are no HTTP; an HTTP response that cannot be read may have been a
                     // page, so it is counted and named rather than lost.
                     if let uri = record.targetURI?.lowercased(), uri.hasPrefix("http:") || uri.hasPrefix("https:") {
-                        skipped += 1
+                        counts.skipped += 1
                         warn("\(file): record at offset \(record.offset) skipped: \(error)")
                     }
                     continue
                 }
-                guard response.status == 200, Self.isHTML(response, identified: record.header("WARC-Identified-Payload-Type")) else { continue }
-                try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset)
+                guard response.status == 200, Self.isHTML(response, identified: record.header("WARC-Identified-Payload-Type")) else {
+                    counts.notPages += 1
+                    continue
+                }
+                try emit(source: "\(file)@\(record.offset)", url: record.targetURI, bytes: response.body, httpCharset: response.charset,
+                         truncated: record.header("WARC-Truncated"))
             }
-            skipped += reader.skipped
+            counts.skipped += reader.skipped
         } else {
             // Read whole as one page's HTML: a compressed file of another kind would be one page of noise.
             // By the magic bytes too: a gzip file named x.html is no page either.
@@ -135,7 +166,7 @@ public struct PageReader: Sendable {
             }
             try emit(source: file, url: nil, bytes: bytes, httpCharset: nil)
         }
-        return (pages, empty, skipped)
+        return counts
     }
 
     /// Whether a response is a page: HTML or XHTML by its `Content-Type`, or — when the server sent none — by the

@@ -36,9 +36,11 @@ public struct WARCRecord: Sendable {
 ///
 /// A record that cannot be read — a truncated or corrupt gzip member, a header that is not WARC's, a
 /// `Content-Length` that disagrees with the record — is skipped: counted in `skipped`, reported to `warn` with the
-/// file and offset, and reading goes on with the next record (the next gzip member, or in a plain file the next line
-/// that begins a record). A sound record whose block is larger than `maxRecordBytes` is counted and reported too,
-/// but read through, so the record right after it is read even when both share a gzip member.
+/// file and offset, and reading goes on with the next record: the next line that begins one, looked for from the end
+/// of the bad record's header (so a length too long does not swallow the records it spans), in the same gzip member
+/// (a WARC compressed as one member) or, when the member is damaged, from the next member on. A sound record whose
+/// block is larger than `maxRecordBytes` is counted and reported too, but read through, so the record right after
+/// it is read even when both share a gzip member; its length is trusted, as it is not kept to look through again.
 public final class WARCReader {
     public let path: String
     /// Blocks larger than this are skipped (read through, not kept).
@@ -133,8 +135,7 @@ public final class WARCReader {
             skip(at: start, "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
             return nil
         }
-        let block = try take(length)
-        try expectTrailer()
+        let block = try takeBlock(length)
         var recordLength: Int?
         if input.isCompressed {
             // A record that is a member of its own: the member ends right after it.
@@ -145,7 +146,35 @@ public final class WARCReader {
         return WARCRecord(offset: start, length: recordLength, version: version, headers: headers, block: block)
     }
 
-    /// The two line ends after a block; anything else means `Content-Length` was wrong.
+    /// The block of `length` bytes and the two line ends after it, consumed only when both are there: otherwise
+    /// `Content-Length` was wrong, and the search for the next record begins right after the header.
+    private func takeBlock(_ length: Int) throws -> [UInt8] {
+        while buffer.count - position < length + 4 {
+            guard try fill() else { break }
+        }
+        let available = buffer.count - position
+        guard available >= length else {
+            throw Problem(reason: "the file ends inside the record's block (\(available) of \(length) bytes)")
+        }
+        // Each line end is CRLF or LF; the last record of a file (or of its member) may lack them.
+        var end = position + length
+        for _ in 0..<2 where end < buffer.count {
+            if buffer[end] == 0x0a {
+                end += 1
+            } else if buffer[end] == 0x0d, end + 1 < buffer.count, buffer[end + 1] == 0x0a {
+                end += 2
+            } else {
+                let found = String(decoding: buffer[end..<min(end + 40, buffer.count)], as: UTF8.self)
+                throw Problem(reason: "the record does not end where its Content-Length says (found \(String(reflecting: found)))")
+            }
+        }
+        let block = Array(buffer[position..<(position + length)])
+        consumed += end - position
+        position = end
+        return block
+    }
+
+    /// The two line ends after a block read through; anything else means `Content-Length` was wrong.
     private func expectTrailer() throws {
         for _ in 0..<2 {
             guard let line = try readLine() else { return }  // the last record of a file may lack its trailer
@@ -160,24 +189,19 @@ public final class WARCReader {
         warn("\(path): record at offset \(offset) skipped: \(reason)")
     }
 
-    /// After a record's own damage, finds the next record: the rest of a gzip member is read through (its end is
-    /// the next record's start); a plain file is read line by line up to the next version line.
+    /// After a record's own damage, finds the next record: reads line by line up to the next version line, or to the
+    /// end of the gzip member (the next member begins a record); a member damaged on the way is left for the next.
     private func recover() throws {
-        if input.isCompressed {
-            do {
-                while try fill() { position = buffer.count }
-            } catch is RecordInput.Damage {
-                try input.skipToNextMember()
-            }
-            buffer.removeAll(keepingCapacity: true)
-            position = 0
-            return
-        }
         while true {
-            let lineStart = consumed
+            let lineStart = input.isCompressed ? input.memberStart : consumed
             let line: String?
             do {
                 line = try readLine()
+            } catch is RecordInput.Damage {
+                try input.skipToNextMember()
+                buffer.removeAll(keepingCapacity: true)
+                position = 0
+                return
             } catch is Problem {
                 // A line of over 1 MB (a crashed writer's zeros, a minified script) starts no record: what is
                 // buffered of it is passed over, and the search goes on.
@@ -232,18 +256,6 @@ public final class WARCReader {
                 return line
             }
         }
-    }
-
-    /// The next `count` bytes.
-    private func take(_ count: Int) throws -> [UInt8] {
-        while buffer.count - position < count {
-            guard try fill() else { throw Problem(reason: "the file ends inside the record's block (\(buffer.count - position) of \(count) bytes)") }
-        }
-        defer {
-            position += count
-            consumed += count
-        }
-        return Array(buffer[position..<(position + count)])
     }
 
     /// Reads through the next `count` bytes without keeping them.

@@ -55,20 +55,17 @@ extension DataCommand {
             if repeated > 0 {
                 FileHandle.standardError.write(Data("note: \(repeated) file(s) named more than once, read once\n".utf8))
             }
-            var pages = 0, empty = 0, skipped = 0, rendered = 0, renderFailures = 0
+            var counts = PageReader.Counts(), rendered = 0, renderFailures = 0
             let started = Date()
             func warn(_ message: String) { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
             try AtomicFile.write(to: URL(fileURLWithPath: out)) { handle in
                 // Pages to render wait until every file is read, then render in parallel and come last.
                 var waiting: [(page: PageReader.Page, html: [UInt8])] = []
                 for file in files {
-                    let counts = try reader.forEachPage(in: file, warn: warn, minimumCharacters: renderer == nil ? 1 : 100,
-                                                        littleText: renderer == nil ? nil : { waiting.append(($0, $1)) }) { page in
+                    counts += try reader.forEachPage(in: file, warn: warn, minimumCharacters: renderer == nil ? 1 : 100,
+                                                     littleText: renderer == nil ? nil : { waiting.append(($0, $1)) }) { page in
                         try handle.write(contentsOf: Data(page.record.line + [0x0A]))
                     }
-                    pages += counts.pages
-                    empty += counts.empty
-                    skipped += counts.skipped
                 }
                 guard let renderer, !waiting.isEmpty else { return }
                 FileHandle.standardError.write(Data("rendering \(waiting.count) page(s) with \(renderer.browser)\n".utf8))
@@ -87,15 +84,18 @@ extension DataCommand {
                         renderFailures += 1
                         warn("\(page.source): not rendered: \(error.message)")
                     }
-                    if page.text.isEmpty { empty += 1 } else { try handle.write(contentsOf: Data(page.record.line + [0x0A])) }
+                    if page.text.isEmpty { counts.empty += 1 } else { try handle.write(contentsOf: Data(page.record.line + [0x0A])) }
                 }
             }
             let seconds = Date().timeIntervalSince(started)
             var notes = render ? String(format: "; %d rendered, %d could not be", rendered, renderFailures) : ""
+            if counts.truncated > 0 { notes += "; \(counts.truncated) cut short by the crawler, marked \"truncated\"" }
             // Each was warned of above; the count says that the pages read are not all there were.
-            if skipped > 0 { notes += "; \(skipped) WARC record(s) skipped" }
+            if counts.skipped > 0 { notes += "; \(counts.skipped) WARC record(s) skipped" }
+            if counts.notPages > 0 { notes += "; \(counts.notPages) other response(s) passed over: not status 200, or not HTML" }
             FileHandle.standardError.write(Data(String(format: "%d pages (%d without text%@) in %.2f s, %.0f pages/s; wrote %@\n",
-                                                       pages, empty, notes, seconds, Double(pages) / max(seconds, 1e-9), out).utf8))
+                                                       counts.pages, counts.empty, notes, seconds,
+                                                       Double(counts.pages) / max(seconds, 1e-9), out).utf8))
         }
     }
 }

@@ -1165,6 +1165,8 @@ mkdir -p "$work/pages"
 printf '<html><head><meta charset="windows-1251"><title>T</title></head><body><nav><a href="/">\xcc\xe5\xed\xfe</a></nav><article><p>\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0!</p></article></body></html>' \
     >"$work/pages/ru.html"
 expect_ok "data extract on HTML files and a crawl" "$keel" data extract "$work/pages" "$crawl" --out "$work/pages.jsonl"
+grep -q "other response(s) passed over: not status 200, or not HTML" "$work/err" \
+    && pass "data extract counts the crawl's responses that are not pages" || fail "data extract counts the crawl's responses that are not pages"
 check "data extract decodes windows-1251, drops the menu, and lists the crawl's HTML pages with their URLs" \
     '(lambda r: r[0]["text"] == "Привет, мир!" and r[0]["title"] == "T" and any(x.get("url") == "http://www.iana.org/" and "IANA manages the DNS Root Zone" in x["text"] for x in r))([json.loads(l) for l in open(sys.argv[1])])' \
     "$work/pages.jsonl"

@@ -76,6 +76,25 @@ final class HTTPAndCharsetTests: XCTestCase {
                       "\(warnings)")
     }
 
+    /// A page the crawler cut short is marked so in its record (its text may end mid-sentence), and the responses
+    /// that are not pages — another status, another type — are counted, so that the summary accounts for the crawl.
+    func testTruncatedPagesAreMarkedAndOtherResponsesCounted() throws {
+        let text = "<html><body><article><p>A page long enough that the crawler stopped fetching it after a megabyte of it"
+        let cut = WARCFixture.record(uri: "http://example.com/cut", block: WARCFixture.response(text), headers: ["WARC-Truncated: length"])
+        let whole = WARCFixture.record(uri: "http://example.com/whole", block: WARCFixture.response("<p>A whole page.</p>"))
+        let pdf = WARCFixture.record(uri: "http://example.com/a.pdf", block: WARCFixture.response("%PDF-1.4", headers: ["Content-Type: application/pdf"]))
+        let moved = WARCFixture.record(uri: "http://example.com/old", block: Array("HTTP/1.1 301 Moved Permanently\r\nLocation: /new\r\n\r\n".utf8))
+        let url = try temporaryFile([cut, pdf, whole, moved].flatMap(WARCFixture.gzip), name: "truncated.warc.gz")
+        var pages: [PageReader.Page] = []
+        let counts = try PageReader().forEachPage(in: url.path, warn: { XCTFail($0) }) { pages.append($0) }
+        XCTAssertEqual(pages.map(\.url), ["http://example.com/cut", "http://example.com/whole"])
+        XCTAssertEqual(pages.map(\.truncated), ["length", nil])
+        let line = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(pages[0].record.line)) as? [String: String])
+        XCTAssertEqual(line["truncated"], "length")
+        XCTAssertNil(try XCTUnwrap(JSONSerialization.jsonObject(with: Data(pages[1].record.line)) as? [String: String])["truncated"])
+        XCTAssertEqual([counts.pages, counts.truncated, counts.notPages, counts.skipped, counts.empty], [2, 1, 2, 0, 0])
+    }
+
     func testBrotliBodies() throws {
         // brotli.compress(b"<html><body><p>Brotli-coded pages are common on the modern web.</p></body></html>"), Python's
         // brotli 1.x: the reference encoder.

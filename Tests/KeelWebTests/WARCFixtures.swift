@@ -6,8 +6,9 @@ import XCTest
 enum WARCFixture {
     /// A record of `type` for `uri` whose block is `block`.
     static func record(type: String = "response", uri: String = "http://example.com/", block: [UInt8],
-                       contentLength: Int? = nil) -> [UInt8] {
+                       contentLength: Int? = nil, headers: [String] = []) -> [UInt8] {
         var header = "WARC/1.0\r\nWARC-Type: \(type)\r\nWARC-Target-URI: \(uri)\r\n"
+        header += headers.map { $0 + "\r\n" }.joined()
         header += "WARC-Date: 2024-01-02T03:04:05Z\r\nContent-Type: application/http; msgtype=response\r\n"
         header += "Content-Length: \(contentLength ?? block.count)\r\n\r\n"
         return Array(header.utf8) + block + Array("\r\n\r\n".utf8)

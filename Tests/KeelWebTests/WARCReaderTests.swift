@@ -73,6 +73,41 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertTrue(read.warnings[0].contains("does not end where its Content-Length says"), read.warnings[0])
     }
 
+    /// A `Content-Length` too long spans the records after it: the search for the next record starts right after the
+    /// bad record's header, so they are read, at their own offsets.
+    func testAContentLengthTooLongDoesNotSwallowTheRecordsItSpans() throws {
+        let good = records()
+        let block = WARCFixture.response("<p>x</p>")
+        let long = WARCFixture.record(uri: "http://example.com/long", block: block, contentLength: block.count + 100)
+        let url = try temporaryFile(good[0] + long + good[1] + good[2], name: "long.warc")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1", "http://example.com/2"])
+        XCTAssertEqual(read.records.map(\.offset), [0, good[0].count + long.count, good[0].count + long.count + good[1].count])
+        XCTAssertEqual(read.skipped, 1)
+        XCTAssertTrue(read.warnings[0].contains("record at offset \(good[0].count) skipped: the record does not end where its Content-Length says"),
+                      read.warnings[0])
+        // A length past the end of the file: the records after it are found the same way.
+        let beyond = WARCFixture.record(uri: "http://example.com/long", block: block, contentLength: 100_000)
+        let cut = try self.read(try temporaryFile(good[0] + beyond + good[1], name: "beyond.warc"))
+        XCTAssertEqual(cut.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1"])
+        XCTAssertTrue(cut.warnings[0].contains("the file ends inside the record's block"), cut.warnings[0])
+    }
+
+    /// A WARC compressed as one gzip member (`gzip file.warc`): a record with a wrong `Content-Length`, too short or
+    /// too long, costs only itself — the records after it in the member are read.
+    func testABadRecordInASingleMemberCostsOnlyItself() throws {
+        let good = records()
+        let block = WARCFixture.response("<p>x</p>")
+        let short = WARCFixture.record(uri: "http://example.com/short", block: block, contentLength: 10)
+        let long = WARCFixture.record(uri: "http://example.com/long", block: block, contentLength: block.count + 30)
+        let url = try temporaryFile(WARCFixture.gzip(good[0] + short + good[1] + long + good[2]), name: "one-member-bad.warc.gz")
+        let read = try read(url)
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1", "http://example.com/2"])
+        XCTAssertEqual(try read.records.last.map { try HTTPResponse(parsing: $0.block).body }, Array(bodies[2].utf8))
+        XCTAssertEqual(read.skipped, 2)
+        XCTAssertEqual(read.warnings.count, 2)
+    }
+
     /// Recovery in a plain file passes over lines of any length (a crashed writer's zeros) to the next record.
     func testRecoveryPassesOverLinesOfOverAMegabyte() throws {
         let good = records()
