@@ -81,15 +81,20 @@ public enum Sampler {
             return draw(weights, random: &random) { $0 }
         }
         // Most likely first; equal logits by token id, so the order never depends on the sort. Only the tokens that
-        // can be drawn are ordered (one for greedy, k for top-k): a 49,152-token vocabulary sorted whole for every
-        // token took a seventh of SmolLM2's decoding time.
-        let count = options.temperature == 0 ? 1 : options.topK > 0 ? min(options.topK, logits.count) : logits.count
-        var order = mostLikely(logits, count: count)
-        if options.temperature == 0 { return Int32(order[0]) }
+        // can be drawn are ordered (one for greedy, k for top-k, the nucleus's for top-p alone): a 49,152-token
+        // vocabulary sorted whole for every token took a seventh of SmolLM2's decoding time.
+        if options.temperature == 0 { return Int32(mostLikely(logits, count: 1)[0]) }
+        var order: [Int], total: Double?
+        if options.topK > 0, options.topK < logits.count {
+            order = mostLikely(logits, count: options.topK)
+        } else {
+            (order, total) = nucleusCandidates(logits, temperature: options.temperature, topP: options.topP)
+        }
         let top = Double(logits[order[0]])
         var weights = order.map { exp((Double(logits[$0]) - top) / Double(options.temperature)) }
         if options.topP < 1 {
-            let total = weights.reduce(0, +)
+            // Top-p after top-k shares the probability among the k kept (as transformers' warpers do).
+            let total = total ?? weights.reduce(0, +)
             var cumulative = 0.0, kept = 0
             while kept < weights.count {
                 cumulative += weights[kept] / total
@@ -112,9 +117,44 @@ public enum Sampler {
         return Int32(token(weights.count - 1))
     }
 
+    /// Whether token `a` comes before `b` in the order of likelihood: higher logit first, the lower id first among
+    /// equal logits.
+    private static func before(_ a: Int, _ b: Int, in logits: [Float]) -> Bool {
+        logits[a] > logits[b] || (logits[a] == logits[b] && a < b)
+    }
+
+    /// The most likely tokens, in order, up to at least the last one the nucleus of `topP` can hold, and the sum of
+    /// every token's weight exp((logit − top) / temperature) — found in two passes over the vocabulary instead of a
+    /// sort of it. Each token falls in a bucket by its weight (an eighth of a temperature below the top per bucket,
+    /// so a bucket never holds a token less likely than one in a later bucket); the buckets' sums say in which the
+    /// nucleus ends, and only the tokens up to that bucket are sorted — tens or hundreds, not the vocabulary.
+    static func nucleusCandidates(_ logits: [Float], temperature: Float, topP: Float) -> (order: [Int], total: Double) {
+        let buckets = 256, perTemperature = 8.0
+        let top = Double(logits.max()!), temperature = Double(temperature)
+        var sums = [Double](repeating: 0, count: buckets)
+        var bucketOf = [UInt8](repeating: 0, count: logits.count)
+        var total = 0.0
+        for token in logits.indices {
+            let below = (top - Double(logits[token])) / temperature
+            let weight = exp(-below)
+            // The last bucket takes the rest: weights under e^-32 of the top, and −∞ (which Int() would trap on).
+            let bucket = below < Double(buckets - 1) / perTemperature ? Int(below * perTemperature) : buckets - 1
+            bucketOf[token] = UInt8(bucket)
+            sums[bucket] += weight
+            total += weight
+        }
+        var last = 0, running = sums[0]
+        while running < Double(topP) * total, last < buckets - 1 {
+            last += 1
+            running += sums[last]
+        }
+        let candidates = logits.indices.filter { Int(bucketOf[$0]) <= last }
+        return (candidates.sorted { before($0, $1, in: logits) }, total)
+    }
+
     /// The `count` most likely tokens in order: higher logit first, the lower id first among equal logits.
     static func mostLikely(_ logits: [Float], count: Int) -> [Int] {
-        func before(_ a: Int, _ b: Int) -> Bool { logits[a] > logits[b] || (logits[a] == logits[b] && a < b) }
+        func before(_ a: Int, _ b: Int) -> Bool { Self.before(a, b, in: logits) }
         // Insertion costs vocabulary × count at worst: for a large k (a request may ask for thousands), sort.
         guard count <= 64, count < logits.count / 8 else { return logits.indices.sorted(by: before).prefix(count).map { $0 } }
         // Insertion into a short sorted list: a token enters only when it beats the last kept one.

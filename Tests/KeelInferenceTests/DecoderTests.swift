@@ -225,6 +225,41 @@ final class DecoderTests: XCTestCase {
         }
         XCTAssertEqual(Sampler.choose(logits, history: [], options: SamplingOptions(temperature: 0), random: &random), Int32(full[0]))
     }
+
+    /// Top-p without top-k orders only the candidates for the nucleus, and they begin with the nucleus itself: the
+    /// smallest run of the whole vocabulary, sorted, whose probabilities reach p — for peaked and flat logits, ties,
+    /// masked (−∞) tokens, and temperatures high and low.
+    func testTheNucleusIsFoundWithoutSortingTheVocabulary() {
+        var random = RandomStream(seed: 7, key: 3)
+        for (temperature, spread) in [(Float(0.7), 300), (1, 60), (2, 3000), (0.05, 30)] {
+            var logits = (0..<8000).map { _ in Float(random.nextInt(below: spread)) / 10 }
+            for token in stride(from: 5, to: logits.count, by: 97) { logits[token] = -.infinity }
+            let full = logits.indices.sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            let top = Double(logits[full[0]])
+            let weights = full.map { exp((Double(logits[$0]) - top) / Double(temperature)) }
+            let total = weights.reduce(0, +)
+            for topP: Float in [0.05, 0.5, 0.9, 0.99] {
+                var cumulative = 0.0, size = 0
+                while size < full.count, cumulative < Double(topP) {
+                    cumulative += weights[size] / total
+                    size += 1
+                }
+                let found = Sampler.nucleusCandidates(logits, temperature: temperature, topP: topP)
+                XCTAssertEqual(Array(found.order.prefix(size)), Array(full.prefix(size)), "T \(temperature), p \(topP)")
+                XCTAssertEqual(found.total, total, accuracy: total * 1e-12)
+                XCTAssertFalse(found.order.contains { logits[$0] == -.infinity })
+                var draws = RandomStream(seed: 1, key: 2)
+                for _ in 0..<20 {
+                    let token = Sampler.choose(logits, history: [], options: SamplingOptions(temperature: temperature, topK: 0, topP: topP),
+                                               random: &draws)
+                    XCTAssertTrue(full.prefix(size).contains(Int(token)), "T \(temperature), p \(topP): \(token) is outside the nucleus")
+                }
+            }
+        }
+        // A peaked distribution (a trained model's usual one) sorts a small part of the vocabulary.
+        let peaked = (0..<8000).map { Float(-Double($0) / 50) }
+        XCTAssertLessThan(Sampler.nucleusCandidates(peaked, temperature: 1, topP: 0.9).order.count, 200)
+    }
 }
 
 private extension Sampler {
