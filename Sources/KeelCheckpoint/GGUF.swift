@@ -241,8 +241,16 @@ public struct GGUFFile: Sendable {
             let offset: UInt64 = try reader.integer("the offset of \(name)")
             infos.append((name, dimensions, Int(type), offset))
         }
-        // Tensors are read as floats and halves where they lie: their offsets must keep that alignment.
-        guard alignment % 8 == 0 else { throw reader.error("general.alignment is \(alignment), not a multiple of 8") }
+        // Tensors are read as floats and halves where they lie: their offsets must keep that alignment. As in
+        // gguf.cpp, the alignment is a 32-bit count and a power of two.
+        if let value = self["general.alignment"] {
+            guard case .uint32(let count) = value, count > 0 else {
+                throw reader.error("general.alignment is \(value), not a uint32 above 0")
+            }
+        }
+        guard alignment % 8 == 0, alignment & (alignment - 1) == 0 else {
+            throw reader.error("general.alignment is \(alignment), not a power of two of at least 8")
+        }
         let dataStart = Self.padded(reader.position, to: alignment)
         var expected = 0
         for info in infos {
@@ -322,7 +330,17 @@ private struct GGUFByteReader {
                 throw error("metadata \(key) is an array of type \(raw), which GGUF does not allow")
             }
             let count: UInt64 = try integer("the length of \(key)")
-            guard count <= UInt64(data.count - position) else { throw error("metadata \(key) claims \(count) elements, more than the file holds") }
+            // Each element takes at least its fixed size in the file (a string, its 8-byte length): a count the rest
+            // of the file cannot hold is refused before any memory is reserved for it.
+            let smallest: UInt64 = switch element {
+            case .uint8, .int8, .bool: 1
+            case .uint16, .int16: 2
+            case .uint32, .int32, .float32: 4
+            case .uint64, .int64, .float64, .string, .array: 8
+            }
+            guard count <= UInt64(data.count - position) / smallest else {
+                throw error("metadata \(key) claims \(count) elements, more than the file holds")
+            }
             var elements: [GGUFValue] = []
             elements.reserveCapacity(Int(count))
             for _ in 0..<count { elements.append(try value(of: element, key: key)) }

@@ -54,9 +54,13 @@ public enum GGUFExport {
         public let endOfText: Int
         /// The token every text starts with (`tokenizer.ggml.add_bos_token`, as its BOS), or nil for none.
         public let textStart: Int?
+        /// The chat template (`tokenizer.chat_template`), or nil for none: without it llama.cpp, and Keel reading the
+        /// file, would talk to an instruction-tuned model in ChatML, its fallback, whatever format it was tuned on.
+        public let chatTemplate: String?
 
         public init(tokens: [String], types: [Int32], merges: [String], preTokenizer: String, endOfText: Int,
-                    textStart: Int? = nil) {
+                    textStart: Int? = nil, chatTemplate: String? = nil) {
+            self.chatTemplate = chatTemplate
             self.tokens = tokens
             self.types = types
             self.merges = merges
@@ -105,6 +109,7 @@ public enum GGUFExport {
             ("tokenizer.ggml.eos_token_id", .uint32(UInt32(tokenizer.endOfText))),
             ("tokenizer.ggml.add_bos_token", .bool(tokenizer.textStart != nil)),
         ]
+        if let template = tokenizer.chatTemplate { file.metadata.append(("tokenizer.chat_template", .string(template))) }
         for entry in model.table.entries {
             guard let ggufName = llamaCppName(of: entry.name, config.architecture) else {
                 throw KeelError("GGUF export: no llama.cpp name for \(entry.name)")

@@ -109,6 +109,16 @@ public enum GGUFImport {
         guard config.vocabSize == tokens.count else {
             throw fail("\(arch).vocab_size is \(config.vocabSize) but the tokenizer lists \(tokens.count) tokens")
         }
+        // Every block the header counts has tensors, and every tensor the model needs is there in its shape, before
+        // anything is laid out or allocated for the sizes the header claims (llama.cpp checks its keys' ranges too).
+        let blocks = Set(file.tensors.compactMap { tensor -> Int? in
+            tensor.name.hasPrefix("blk.") ? Int(tensor.name.dropFirst(4).prefix { $0 != "." }) : nil
+        })
+        guard blocks.count == config.layers, blocks.allSatisfy({ $0 < config.layers }) else {
+            throw fail("\(arch).block_count is \(config.layers), but the file holds the tensors of \(blocks.count) blocks")
+        }
+        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for entry in ParameterTable(config: config).entries { _ = try tensor(for: entry, in: tensors, config: config, fail: fail) }
         let eos = file["tokenizer.ggml.eos_token_id"]?.integer
         var counts: [String: Int] = [:]
         for tensor in file.tensors { counts[GGMLType.name(tensor.type) ?? "type \(tensor.type)", default: 0] += 1 }
@@ -124,6 +134,22 @@ public enum GGUFImport {
             }(),
             chatTemplate: file["tokenizer.chat_template"]?.string, name: file["general.name"]?.string,
             tensorTypes: counts)
+    }
+
+    /// The file's tensor for Keel's `entry`, by its llama.cpp name, checked to have the entry's shape.
+    private static func tensor(for entry: ParameterEntry, in tensors: [String: GGUFTensor], config: ModelConfig,
+                               fail: (String) -> KeelError) throws -> GGUFTensor {
+        guard let name = GGUFExport.llamaCppName(of: entry.name, config.architecture) else {
+            throw fail("no llama.cpp name for \(entry.name)")
+        }
+        guard let tensor = tensors[name] else { throw fail("missing tensor \(name) (Keel's \(entry.name))") }
+        // Rows of output features; GGUF lists dimensions innermost first.
+        let (rows, columns) = GGUFExport.rowsAndColumns(entry, config)
+        let expected = entry.shape.count == 1 ? entry.shape : [columns, rows]
+        guard tensor.dimensions == expected else {
+            throw fail("tensor \(name) has dimensions \(tensor.dimensions), expected \(expected)")
+        }
+        return tensor
     }
 
     /// The model of `file` with `config` (from `describe`): every tensor of Keel's Llama found under its llama.cpp
@@ -149,18 +175,10 @@ public enum GGUFImport {
         var used = Set<String>()
         var quantized: [String: QuantizedMatrix] = [:]
         for entry in model.table.entries {
-            guard let name = GGUFExport.llamaCppName(of: entry.name, config.architecture) else {
-                throw fail("no llama.cpp name for \(entry.name)")
-            }
-            guard let tensor = tensors[name], let bytes = file.bytes(of: name) else {
-                throw fail("missing tensor \(name) (Keel's \(entry.name))")
-            }
-            // Rows of output features; GGUF lists dimensions innermost first.
+            let tensor = try tensor(for: entry, in: tensors, config: config, fail: fail)
+            let name = tensor.name
+            guard let bytes = file.bytes(of: name) else { throw fail("missing tensor \(name) (Keel's \(entry.name))") }
             let (rows, columns) = GGUFExport.rowsAndColumns(entry, config)
-            let expected = entry.shape.count == 1 ? entry.shape : [columns, rows]
-            guard tensor.dimensions == expected else {
-                throw fail("tensor \(name) has dimensions \(tensor.dimensions), expected \(expected)")
-            }
             used.insert(name)
             let heads = GGUFExport.rotatedHeads(entry.name, config)
             // Kept as blocks: the matrices products read, and the token table (looked up a row at a time).

@@ -5,13 +5,18 @@ import KeelModel
 /// Writes a model as a Hugging Face `transformers` directory: `config.json` and `model.safetensors`,
 /// loadable with `AutoModelForCausalLM.from_pretrained(directory)` (GPT2LMHeadModel or LlamaForCausalLM).
 public enum HuggingFaceExport {
-    /// Exports `model` into `directory` (created if needed); `endOfText` becomes the BOS/EOS token id.
+    /// Exports `model` into `directory` (created if needed); `endOfText` becomes the BOS/EOS token id. Both files
+    /// are written before either replaces an older one: a failure leaves the directory's model as it was, not a new
+    /// config beside old weights (which may still load, with the wrong settings).
     public static func write(_ model: Transformer, to directory: URL, endOfText: Int) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys]
         let json = try JSONSerialization.data(withJSONObject: config(for: model.config, endOfText: endOfText), options: options)
-        try AtomicFile.write(json, to: directory.appendingPathComponent("config.json"))
-        try ModelFiles.writeWeights(of: model, to: directory.appendingPathComponent("model.safetensors"))
+        // The weights are renamed into place first: the config that says how to read them follows them.
+        try AtomicFile.writeAll([directory.appendingPathComponent(ModelFiles.weightsFile), directory.appendingPathComponent("config.json")]) {
+            try ModelFiles.writeWeights(model.table, model.parameters, to: $0[0]!)
+            try $0[1]!.write(contentsOf: json)
+        }
     }
 
     /// The `config.json` contents for `config`.

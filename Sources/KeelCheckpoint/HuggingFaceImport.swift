@@ -135,10 +135,15 @@ public enum HuggingFaceImport {
         return model
     }
 
-    /// Which file holds each tensor: every tensor of `model.safetensors`, or the index's weight map.
+    /// Which file holds each tensor: every tensor of `model.safetensors`, or the index's weight map — in that
+    /// order, as `from_pretrained` looks for them (a directory exported into over an older sharded download holds
+    /// both, and the single file is the new one).
     private static func weightFiles(_ directory: URL) throws -> [String: String] {
         let single = directory.appendingPathComponent(ModelFiles.weightsFile)
         let index = directory.appendingPathComponent("model.safetensors.index.json")
+        if FileManager.default.fileExists(atPath: single.path) {
+            return Dictionary(uniqueKeysWithValues: try SafetensorsFile(url: single).entries.keys.map { ($0, ModelFiles.weightsFile) })
+        }
         if FileManager.default.fileExists(atPath: index.path) {
             guard let data = try? Data(contentsOf: index),
                   let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
@@ -148,9 +153,6 @@ public enum HuggingFaceImport {
                 throw KeelError("\(index.path): weight file \(file) is not a file of the directory")
             }
             return map
-        }
-        if FileManager.default.fileExists(atPath: single.path) {
-            return Dictionary(uniqueKeysWithValues: try SafetensorsFile(url: single).entries.keys.map { ($0, ModelFiles.weightsFile) })
         }
         let hasBin = FileManager.default.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
         throw KeelError("\(directory.path): no model.safetensors or model.safetensors.index.json"

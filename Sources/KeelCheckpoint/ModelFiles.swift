@@ -17,10 +17,15 @@ public enum ModelFiles {
 
     /// Writes every tensor of `table` from `parameters` (laid out by it) as safetensors.
     public static func writeWeights(_ table: ParameterTable, _ parameters: FloatBuffer, to url: URL) throws {
+        try AtomicFile.write(to: url) { try writeWeights(table, parameters, to: $0) }
+    }
+
+    /// The same, to an open file (one of several written together).
+    public static func writeWeights(_ table: ParameterTable, _ parameters: FloatBuffer, to handle: FileHandle) throws {
         let slices = table.entries.map {
             TensorSlice(name: $0.name, shape: $0.shape, floats: parameters.pointer + $0.offset)
         }
-        try Safetensors.write(slices, metadata: ["format": "pt"], to: url)
+        try Safetensors.write(slices, metadata: ["format": "pt"], to: handle)
     }
 
     /// Writes the model's shape as JSON.

@@ -45,6 +45,11 @@ public struct TensorSlice {
 public enum Safetensors {
     /// Writes `tensors` atomically to `url`, in the given order, with string `metadata`.
     public static func write(_ tensors: [TensorSlice], metadata: [String: String] = [:], to url: URL) throws {
+        try AtomicFile.write(to: url) { try write(tensors, metadata: metadata, to: $0) }
+    }
+
+    /// The same, to an open file.
+    public static func write(_ tensors: [TensorSlice], metadata: [String: String] = [:], to handle: FileHandle) throws {
         var header: [String: Any] = [:]
         var offset = 0
         for tensor in tensors {
@@ -57,14 +62,12 @@ public enum Safetensors {
         // Pad with spaces so the data starts 8-byte aligned, as the reference implementation does.
         json.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8))
         var length = UInt64(json.count).littleEndian
-        try AtomicFile.write(to: url) { handle in
-            try handle.write(contentsOf: Data(bytes: &length, count: 8))
-            try handle.write(contentsOf: json)
-            for tensor in tensors where tensor.bytes.count > 0 {
-                try handle.write(contentsOf: Data(
-                    bytesNoCopy: UnsafeMutableRawPointer(mutating: tensor.bytes.baseAddress!),
-                    count: tensor.bytes.count, deallocator: .none))
-            }
+        try handle.write(contentsOf: Data(bytes: &length, count: 8))
+        try handle.write(contentsOf: json)
+        for tensor in tensors where tensor.bytes.count > 0 {
+            try handle.write(contentsOf: Data(
+                bytesNoCopy: UnsafeMutableRawPointer(mutating: tensor.bytes.baseAddress!),
+                count: tensor.bytes.count, deallocator: .none))
         }
     }
 }
@@ -131,6 +134,19 @@ public struct SafetensorsFile: @unchecked Sendable {
                 throw KeelError("\(path): tensor '\(name)' has \(end - begin) bytes but shape \(shape) needs \(needed)")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, range: begin..<end)
+        }
+        // As the safetensors library validates a file: the tensors tile the data from its first byte to its last, so
+        // no two names share bytes and nothing lies between or after them.
+        var next = 0
+        for (name, entry) in entries.sorted(by: { ($0.value.range.lowerBound, $0.value.range.upperBound, $0.key) < ($1.value.range.lowerBound, $1.value.range.upperBound, $1.key) }) {
+            guard entry.range.lowerBound == next else {
+                throw KeelError("\(path): tensor '\(name)' starts at byte \(entry.range.lowerBound) of data, not \(next) where the tensor before it ends"
+                                + (entry.range.lowerBound < next ? " (two tensors share bytes)" : ""))
+            }
+            next = entry.range.upperBound
+        }
+        guard next == available else {
+            throw KeelError("\(path): the data holds \(available - next) bytes after its last tensor")
         }
         self.entries = entries
         self.metadata = metadata

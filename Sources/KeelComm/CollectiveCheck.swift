@@ -124,6 +124,28 @@ public enum CollectiveCheck {
         try expect("non-blocking all-reduces", first) { rankSum * Float($0 % 7 + 1) }
         try expect("non-blocking all-reduces (second)", second) { value(rank: n - 1, index: $0) }
 
+        // Two communicators' collectives progress independently: rank 0 starts one on the first and then waits for
+        // one on the second, which the other ranks run first and only then join the first. A rank that ran its
+        // collectives one after another, whatever their communicator, would wait in the first for ever.
+        if n > 1 {
+            let other = try comm.split(color: 0, key: r)
+            var early = filled(elements, rank: r), late = filled(elements, rank: r)
+            try early.withUnsafeMutableBufferPointer { e in
+                try late.withUnsafeMutableBufferPointer { l in
+                    if r == 0 {
+                        let started = comm.startAllReduce(e, .sum, label: "independent communicators: first")
+                        try other.allReduce(l, .max, label: "independent communicators: second")
+                        try started.wait()
+                    } else {
+                        try other.allReduce(l, .max, label: "independent communicators: second")
+                        try comm.allReduce(e, .sum, label: "independent communicators: first")
+                    }
+                }
+            }
+            try expect("independent communicators", early) { rankSum * Float($0 % 7 + 1) }
+            try expect("independent communicators (second)", late) { value(rank: n - 1, index: $0) }
+        }
+
         // Sub-groups from a mesh: with 2-way tensor parallelism the data-parallel groups are the even and
         // the odd ranks, which reduce separately.
         let mesh = try Mesh(worldSize: n, tensor: n % 2 == 0 ? 2 : 1)

@@ -30,6 +30,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private var answers: [(finished: Int64, at: Double)?]
     /// The first failure; every later operation fails with it at once, so the caller hears of it right away.
     private var failure: KeelError?
+    /// The collective in flight, and those started after it: one at a time, in the order started (every rank posts
+    /// a communicator's collectives in the same order), while other communicators' collectives and the sends and
+    /// receives progress beside them — a tensor-parallel all-reduce does not wait behind data-parallel buckets.
+    private var current: RunningCollective?
+    private var queued: [(operation: CommunicationOperation, request: CommunicationRequest)] = []
     private static let announcementTag: Int32 = 7
     private static let pingTag: Int32 = 8
     private static let pongTag: Int32 = 9
@@ -108,65 +113,122 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             request.finish(at: monotonicSeconds(), failure: failure)
             return
         }
-        let failed = { (error: KeelError) in
-            self.failure = error
-            request.finish(at: monotonicSeconds(), failure: error)
-        }
         if operation.kind.isPointToPoint { return startPointToPoint(operation, request) }
-        sequence += 1
-        recentLabels[sequence] = operation.label
-        recentLabels[sequence - 256] = nil
-        if size > 1 {
-            announce(sequence)
-            collectAnnouncements()
+        queued.append((operation, request))
+        guard current == nil else { return }
+        startNextCollective()
+        if current != nil { runtime.track(MPIRuntime.InFlight { [self] in progressCollectives() }) }
+    }
+
+    /// A collective being run: one MPI call per piece of at most 2³¹ − 1 elements (one piece for all but huge
+    /// buffers), each posted when the one before it finished; the timeout runs per piece, which is still progressing
+    /// when a huge buffer's whole transfer would outlast it.
+    private final class RunningCollective {
+        let operation: CommunicationOperation
+        let request: CommunicationRequest
+        let pieces: [CommunicationOperation]
+        /// The piece posted (an index into `pieces`), its MPI request, and when it was posted.
+        var posted = -1
+        var handle: MPI_Request? = keel_mpi_request_null()
+        var patience: Patience
+        // Counts and displacements must outlive the non-blocking call.
+        var counts: [Int32] = []
+        var displacements: [Int32] = []
+
+        init(_ operation: CommunicationOperation, _ request: CommunicationRequest, pieces: [CommunicationOperation], timeout: Double) {
+            self.operation = operation
+            self.request = request
+            self.pieces = pieces
+            patience = Patience(began: monotonicSeconds(), timeout: timeout)
         }
-        request.markStarted(at: monotonicSeconds())
-        // One MPI call per piece of at most 2³¹ − 1 elements (one piece for all but huge buffers), one after another;
-        // the timeout runs per piece, which is still progressing when a huge buffer's whole transfer would outlast it.
-        for piece in operation.pieces(limit: mpiMessageLimit, rank: rank) {
-            if let error = run(piece) { return failed(error) }
+    }
+
+    /// Posts the next queued collective, after announcing it to the peers; those queued after a failure fail at
+    /// once. `current` is nil afterwards when none was left.
+    private func startNextCollective() {
+        current = nil
+        while !queued.isEmpty {
+            let (operation, request) = queued.removeFirst()
+            if let failure {
+                request.finish(at: monotonicSeconds(), failure: failure)
+                continue
+            }
+            sequence += 1
+            recentLabels[sequence] = operation.label
+            recentLabels[sequence - 256] = nil
+            if size > 1 {
+                announce(sequence)
+                collectAnnouncements()
+            }
+            request.markStarted(at: monotonicSeconds())
+            let collective = RunningCollective(operation, request, pieces: operation.pieces(limit: mpiMessageLimit, rank: rank),
+                                               timeout: timeout)
+            if let error = postNextPiece(of: collective) {
+                fail(collective, error)
+                continue
+            }
+            current = collective
+            return
+        }
+    }
+
+    /// Posts `collective`'s next piece; the error when MPI refused it.
+    private func postNextPiece(of collective: RunningCollective) -> KeelError? {
+        collective.posted += 1
+        let piece = collective.pieces[collective.posted]
+        let code = post(piece, &collective.handle, &collective.counts, &collective.displacements)
+        collective.patience = Patience(began: monotonicSeconds(), timeout: timeout)
+        return code == MPI_SUCCESS ? nil : mpiFailure(piece, code)
+    }
+
+    /// Records `error` as the communicator's failure and ends `collective`'s request with it.
+    private func fail(_ collective: RunningCollective, _ error: KeelError) {
+        failure = error
+        collective.request.finish(at: monotonicSeconds(), failure: error)
+    }
+
+    /// Tests the collective in flight once, answering for its peers' progress (the runtime's poll of this
+    /// communicator's collectives): when it finished, posts its next piece or the next collective queued. True when
+    /// none is left in flight.
+    private func progressCollectives() -> Bool {
+        guard let collective = current else { return true }
+        let piece = collective.pieces[collective.posted]
+        var flag: Int32 = 0
+        let testCode = MPI_Test(&collective.handle, &flag, keel_mpi_status_ignore())
+        if testCode != MPI_SUCCESS {
+            fail(collective, mpiFailure(piece, testCode))
+        } else if flag != 0 {
             // Each piece counts as progress: peers waiting on a huge collective's rank see it going.
             runtime.countFinished()
+            if collective.posted + 1 < collective.pieces.count {
+                guard let error = postNextPiece(of: collective) else { return false }
+                fail(collective, error)
+            } else {
+                finish(collective)
+            }
+        } else {
+            let now = monotonicSeconds()
+            // The peers that have not announced this operation are the ones it waits on; once all have, none
+            // can be waited for longer.
+            if now >= collective.patience.nextPing { collectAnnouncements() }
+            let late = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
+            guard exhausted(&collective.patience, awaiting: late, now: now) else { return false }
+            fail(collective, diagnoseTimeout(piece))
         }
+        startNextCollective()
+        return current == nil
+    }
+
+    /// Ends a collective whose every piece finished: an average is the sum divided by the ranks.
+    private func finish(_ collective: RunningCollective) {
+        let operation = collective.operation
         if case .allReduce(let buffer, let count, .average) = operation.kind {
             divide(buffer, count: count, scalar: operation.scalar)
         }
         if case .reduceScatter(_, let destination, let counts, .average) = operation.kind {
             divide(destination, count: counts[rank], scalar: operation.scalar)
         }
-        request.finish(at: monotonicSeconds(), failure: nil)
-    }
-
-    /// Posts a collective and waits for it, answering pings meanwhile; returns the error that ended it, if any.
-    private func run(_ operation: CommunicationOperation) -> KeelError? {
-        // Counts and displacements must outlive the non-blocking call.
-        var counts: [Int32] = [], displacements: [Int32] = []
-        var handle: MPI_Request? = keel_mpi_request_null()
-        let code = post(operation, &handle, &counts, &displacements)
-        let began = monotonicSeconds()
-        guard code == MPI_SUCCESS else { return mpiFailure(operation, code) }
-        var polls = 0
-        var pause: UInt32 = 20
-        var patience = Patience(began: began, timeout: timeout)
-        while true {
-            var flag: Int32 = 0
-            let testCode = MPI_Test(&handle, &flag, keel_mpi_status_ignore())
-            guard testCode == MPI_SUCCESS else { return mpiFailure(operation, testCode) }
-            if flag != 0 { return nil }
-            polls += 1
-            runtime.pollInFlight()
-            if polls > 64 {
-                usleep(pause)
-                pause = min(pause * 2, 500)
-            }
-            let now = monotonicSeconds()
-            runtime.serviceWatchers(now: now)
-            // The peers that have not announced this operation are the ones it waits on; once all have, none
-            // can be waited for longer.
-            if now >= patience.nextPing { collectAnnouncements() }
-            let late = (0..<size).filter { $0 != rank && lastAnnounced[$0] < sequence }
-            if exhausted(&patience, awaiting: late, now: now) { return diagnoseTimeout(operation) }
-        }
+        collective.request.finish(at: monotonicSeconds(), failure: nil)
     }
 
     /// A wait's deadline, moved while the peers it waits on keep finishing operations.

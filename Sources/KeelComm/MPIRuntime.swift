@@ -19,9 +19,11 @@ public final class MPIRuntime: @unchecked Sendable {
     private var stopping = false
     private var stopped = false
     // Used only on the progress thread:
-    /// Point-to-point operations posted and not yet complete. They progress side by side with each other and
-    /// with later operations, because a pipeline's sends and receives must: a rank that waited for its send
-    /// to finish before posting its next receive could deadlock with a neighbour doing the same.
+    /// Operations posted and not yet complete: each send or receive, and each communicator's collectives (one in
+    /// flight per communicator). They progress side by side with each other and with later operations, because a
+    /// pipeline's sends and receives must — a rank that waited for its send to finish before posting its next
+    /// receive could deadlock with a neighbour doing the same — and so that one group's collectives (a tensor-parallel
+    /// all-reduce, on the critical path) never wait behind another's (data-parallel buckets on their way).
     private var inFlight: [InFlight] = []
     /// Operations of any communicator finished without error: what a ping's answer reports, so a waiting
     /// peer can tell a rank that keeps communicating (slow, but going) from one that is stuck.
@@ -30,8 +32,8 @@ public final class MPIRuntime: @unchecked Sendable {
     private var watchers: [() -> Void] = []
     private var lastService = 0.0
 
-    /// A posted point-to-point operation: `poll` tests it and finishes its request when done (or timed out),
-    /// returning whether it is finished.
+    /// A posted operation: `poll` tests it and finishes its request when done (or timed out), returning whether
+    /// it is finished.
     struct InFlight {
         let poll: () -> Bool
     }
@@ -97,15 +99,14 @@ public final class MPIRuntime: @unchecked Sendable {
         MPI_Finalize()
     }
 
-    /// Keeps a posted point-to-point operation progressing until its `poll` says it is finished (progress
-    /// thread only).
+    /// Keeps a posted operation progressing until its `poll` says it is finished (progress thread only, not from
+    /// within a poll).
     func track(_ operation: InFlight) {
         inFlight.append(operation)
     }
 
-    /// Tests every point-to-point operation in flight once (progress thread only; collectives call it while
-    /// they wait, so messages keep moving).
-    func pollInFlight() {
+    /// Tests every operation in flight once (progress thread only).
+    private func pollInFlight() {
         inFlight.removeAll { $0.poll() }
     }
 
@@ -129,7 +130,7 @@ public final class MPIRuntime: @unchecked Sendable {
     }
 
     private func progressLoop() {
-        var pause: UInt32 = 20
+        var pause: UInt32 = 20, polls = 0
         condition.lock()
         while true {
             if !jobs.isEmpty {
@@ -137,14 +138,22 @@ public final class MPIRuntime: @unchecked Sendable {
                 condition.unlock()
                 job()
                 pause = 20
+                polls = 0
                 condition.lock()
             } else if !inFlight.isEmpty {
-                // Messages in flight: keep polling them, napping briefly in between, until a job comes.
+                // Operations in flight: keep polling them until a job comes — at once for a while (a small
+                // collective finishes within microseconds), then napping briefly in between, so that a long wait
+                // for a peer does not take a core from the computation.
                 condition.unlock()
+                let before = inFlight.count
                 pollInFlight()
                 serviceWatchers()
-                usleep(pause)
-                pause = min(pause * 2, 200)
+                if inFlight.count < before { polls = 0 }
+                polls += 1
+                if polls > 64 {
+                    usleep(pause)
+                    pause = min(pause * 2, 200)
+                }
                 condition.lock()
             } else if stopping {
                 stopped = true

@@ -29,12 +29,14 @@ public struct TokenizerSettings: Sendable {
         endOfSequence = token(config["eos_token"])
         beginningOfText = token(config["bos_token"])
         addsBeginningOfText = config["add_bos_token"] as? Bool ?? false
-        if let template = config["chat_template"] as? String {
+        // The file's template wins over the config's, as in transformers (a repository that fixes its template in
+        // chat_template.jinja may leave the old one in tokenizer_config.json).
+        if let template = try? String(contentsOf: directory.appendingPathComponent("chat_template.jinja"), encoding: .utf8) {
+            chatTemplate = template
+        } else if let template = config["chat_template"] as? String {
             chatTemplate = template
         } else if let named = config["chat_template"] as? [[String: Any]] {
             chatTemplate = (named.first { $0["name"] as? String == "default" } ?? named.first)?["template"] as? String
-        } else {
-            chatTemplate = try? String(contentsOf: directory.appendingPathComponent("chat_template.jinja"), encoding: .utf8)
         }
     }
 

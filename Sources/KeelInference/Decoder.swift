@@ -45,6 +45,15 @@ public final class Decoder: @unchecked Sendable {
                     try weights.layers[layer].down.quantize(quantization)
                 }
                 try weights.output.quantize(quantization.headFormat(columns: config.width))
+                // Lookups read the token table as `keel quantize` and `export gguf` write it — a tied head's in the
+                // head's format, another's in the model's — so that `eval --quantize` measures the file it stands for.
+                if model.table.entries.contains(where: { $0.slot == .output }) {
+                    let table = Array(UnsafeBufferPointer(start: weights.tokenTable, count: config.vocabSize * config.width))
+                    weights.quantizedTokenTable = try QuantizedMatrix(quantizing: table, rows: config.vocabSize, columns: config.width,
+                                                                      format: quantization.fitting(columns: config.width))
+                } else {
+                    weights.quantizedTokenTable = weights.output.quantized.first
+                }
             } catch {
                 throw KeelError("cannot run this model in \(quantization.rawValue): \(error)")
             }

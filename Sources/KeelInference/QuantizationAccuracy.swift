@@ -21,7 +21,8 @@ public struct QuantizationAccuracy: Sendable {
             quantizedLoss -= q[Int(target)]
             var divergence = 0.0
             for i in p.indices { divergence += exp(p[i]) * (p[i] - q[i]) }
-            divergences.append(max(0, divergence))
+            // Not clamped at 0 (rounding can take a near-zero divergence below it), as llama.cpp does not.
+            divergences.append(divergence)
             if Self.argmax(p) == Self.argmax(q) { agreements += 1 }
             tokens += 1
         }
@@ -33,11 +34,13 @@ public struct QuantizationAccuracy: Sendable {
     public var basePerplexity: Double { exp(baseMeanLoss) }
     public var quantizedPerplexity: Double { exp(quantizedMeanLoss) }
     public var meanDivergence: Double { divergences.reduce(0, +) / Double(max(1, tokens)) }
-    /// The 99th percentile of the per-token divergences (nearest rank).
+    /// The 99th percentile of the per-token divergences, as llama-perplexity computes it: interpolated between the
+    /// two sorted values around the fractional position 0.99 · (n − 1).
     public var divergence99: Double {
         guard !divergences.isEmpty else { return 0 }
         let sorted = divergences.sorted()
-        return sorted[min(sorted.count - 1, Int((0.99 * Double(sorted.count)).rounded(.up)) - 1)]
+        let position = 0.99 * Double(sorted.count - 1), below = Int(position), fraction = position - Double(below)
+        return (1 - fraction) * sorted[below] + fraction * sorted[min(below + 1, sorted.count - 1)]
     }
     public var largestDivergence: Double { divergences.max() ?? 0 }
     /// The share of tokens whose most likely next token is the same in both.

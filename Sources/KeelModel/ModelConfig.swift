@@ -89,7 +89,29 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         try require(normEpsilon > 0 && normEpsilon.isFinite, "norm_eps", "must be a positive number (got \(normEpsilon))")
         try require(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta", "must be a positive number (got \(ropeTheta))")
         try require(architecture != .gpt2 || tiedEmbeddings, "tie_embeddings", "must be true for gpt2 (its head is the token embedding)")
+        // Sizes read from a damaged or hostile file (a GGUF header, a config.json) must be an error here, not an
+        // overflow trap or an allocation of terabytes when the model's tables are laid out.
+        try require(layers <= Self.mostLayers, "n_layer", "is \(layers), over \(Self.mostLayers): not a model Keel can hold")
+        func sum(_ a: Int?, _ b: Int?) -> Int? {
+            guard let a, let b else { return nil }
+            let (total, overflow) = a.addingReportingOverflow(b)
+            return overflow ? nil : total
+        }
+        // Over-estimates: four square projections, three feed-forward matrices and a few vectors per layer, and
+        // an untied head.
+        let perLayer = sum(sum(checkedProduct([4, width, width]), checkedProduct([3, width, hiddenWidth])), checkedProduct([8, width]))
+        let total = sum(perLayer.flatMap { checkedProduct([layers], times: $0) }, checkedProduct([2, vocabSize, width]))
+        try require(total.map { $0 <= Self.mostParameters } ?? false, "n_layer",
+                    "(\(layers)), d_model (\(width)), d_ff (\(hiddenWidth)) and vocab_size (\(vocabSize)) make over 2⁴⁰ parameters: not a model Keel can hold")
+        try require(maxLength <= Self.mostPositions, "max_seq_len", "is \(maxLength), over \(Self.mostPositions) positions")
     }
+
+    /// The most layers a model may have (the deepest published models have under 200; llama.cpp allows 512).
+    static let mostLayers = 4096
+    /// The most parameters a model may have: 2⁴⁰, about 1.1 trillion (4.4 TB in fp32).
+    static let mostParameters = 1 << 40
+    /// The longest context a model may have: 2²⁴ positions (Llama 4 Scout's is 10 million).
+    static let mostPositions = 1 << 24
 
     /// The keys of the JSON form used by `state.json` and the NumPy reference (matches the TOML keys).
     enum CodingKeys: String, CodingKey {

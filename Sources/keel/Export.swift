@@ -71,12 +71,14 @@ func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) thr
     let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
     if let difference = vocabulary.difference { FileHandle.standardError.write(Data("note: \(difference)\n".utf8)) }
     // A model whose texts start with a token asks llama.cpp for it, as generate puts it before a checkpoint's prompts.
-    let start = TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer)
+    let settings = TokenizerSettings(directory: reader.directory)
+    let start = settings.beginningOfTextToken(in: tokenizer)
     let file = try GGUFExport.file(
         for: model, type: type,
         tokenizer: GGUFExport.Tokenizer(tokens: vocabulary.tokens, types: vocabulary.types.map(\.rawValue),
                                         merges: vocabulary.merges, preTokenizer: vocabulary.preTokenizer,
-                                        endOfText: vocabulary.endOfText, textStart: start.map(Int.init)))
+                                        endOfText: vocabulary.endOfText, textStart: start.map(Int.init),
+                                        chatTemplate: settings.chatTemplate))
     try file.write(to: url)
     return file
 }

@@ -324,25 +324,30 @@ expect_ok "export gguf q8_0" "$keel" export gguf --checkpoint "$work/llamarun" -
 check "gguf-py reads the file: llama metadata, 12 tensors, projections in Q8_0, norms in F32" \
     '(lambda r: r.fields["general.architecture"].contents() == "llama" and len(r.tensors) == 12 and {t.name: int(t.tensor_type) for t in r.tensors}["blk.0.attn_q.weight"] == 8 and {t.name: int(t.tensor_type) for t in r.tensors}["output_norm.weight"] == 0)(__import__("gguf").GGUFReader(sys.argv[1]))' \
     "$work/llama.gguf"
-# keel quantize: a directory with the model in a llama.cpp format, which generate and eval run on its blocks (the same
-# perplexity as eval --quantize of the run, up to the token table's lookups in the format).
-expect_ok "quantize q8_0" "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
-grep -q "bits a weight" "$work/out" && [ -s "$work/llama-q8/model.gguf" ] && pass "quantize wrote model.gguf and its size" \
-    || fail "quantize wrote model.gguf and its size"
+# keel quantize: a directory with the model in a llama.cpp format, which generate and eval run on its blocks — the same
+# perplexity as eval --quantize of the run, whose lookups read the token table in the file's format too (q4_k holds
+# this untied table in a 4-bit format: Q5_0, for rows of 32).
 printf 'To be, or not to be, that is the question: whether tis nobler in the mind' >"$work/hamlet.txt"
-expect_ok "eval the quantized directory" "$keel" eval --checkpoint "$work/llama-q8" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --attention f32
-cp "$work/out" "$work/eval-q8.json"
-expect_ok "eval --quantize q8_0 of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 --llama-cpp-scoring --json --quantize q8_0
-# With --llama-cpp-scoring, --quantize compares the two models on llama-perplexity's positions (as its --kl-divergence
-# does): the KL figures over the predictions the quantized directory's perplexity counts.
-check "the quantized directory scores as the run quantized at load, whose KL counts the same predictions" \
-    '(lambda a, b: a["format"] == "q8_0" and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-3 and b["tokens"] == a["scored_tokens"] and b["kl_mean"] >= 0)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
-    "$work/eval-q8.json" "$work/out"
-expect_ok "generate from the quantized directory" "$keel" generate --checkpoint "$work/llama-q8" --prompt "To be" --max-tokens 8
+for format in q8_0 q4_k; do
+    expect_ok "quantize $format" "$keel" quantize --checkpoint "$work/llamarun" --type $format --out "$work/llama-$format"
+    grep -q "bits a weight" "$work/out" && [ -s "$work/llama-$format/model.gguf" ] && pass "quantize $format wrote model.gguf and its size" \
+        || fail "quantize $format wrote model.gguf and its size"
+    expect_ok "eval the $format directory" "$keel" eval --checkpoint "$work/llama-$format" "$work/hamlet.txt" --seq-len 16 \
+        --llama-cpp-scoring --json --attention f32
+    cp "$work/out" "$work/eval-$format.json"
+    expect_ok "eval --quantize $format of the run" "$keel" eval --checkpoint "$work/llamarun" "$work/hamlet.txt" --seq-len 16 \
+        --llama-cpp-scoring --json --quantize $format
+    # With --llama-cpp-scoring, --quantize compares the two models on llama-perplexity's positions (as its
+    # --kl-divergence does): the KL figures over the predictions the quantized directory's perplexity counts.
+    check "the $format directory scores as the run quantized at load, whose KL counts the same predictions" \
+        '(lambda a, b: a["format"] == sys.argv[3] and abs(a["perplexity"] / b["perplexity"] - 1) < 1e-9 and b["tokens"] == a["scored_tokens"] and b["kl_mean"] >= 0)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+        "$work/eval-$format.json" "$work/out" $format
+done
+expect_ok "generate from the quantized directory" "$keel" generate --checkpoint "$work/llama-q8_0" --prompt "To be" --max-tokens 8
 usage "quantize to a format that is not one" "--type must be one of f16, q8_0, q4_0, q4_1, q5_0, q4_k (got f32)" \
     "$keel" quantize --checkpoint "$work/llamarun" --type f32 --out "$work/x"
 expect_error "quantize over a quantized directory" "model.gguf exists; choose another --out" \
-    "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8"
+    "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llama-q8_0"
 expect_error "quantize into a run's own directory" "holds a run or a checkpoint; choose another --out" \
     "$keel" quantize --checkpoint "$work/llamarun" --type q8_0 --out "$work/llamarun"
 [ ! -e "$work/llamarun/model.gguf" ] && pass "a refused quantize writes nothing" || fail "a refused quantize writes nothing"
@@ -870,6 +875,11 @@ for case in gpt2 llama-gqa llama-tied; do
         && cmp -s "$work/hf-$case-1/model.safetensors" "$work/hf-$case-2/model.safetensors" \
         && pass "$case: export → import → export is byte-identical" || fail "$case: export → import → export is byte-identical"
 done
+# A directory exported into over an older sharded download holds model.safetensors and a stale shard index: the
+# single file is read, as from_pretrained reads it (the index names a shard that is gone).
+mkdir -p "$work/hf-stale" && cp "$fixtures/gpt2/"* "$work/hf-stale/"
+printf '{"weight_map": {"transformer.wte.weight": "model-00001-of-00002.safetensors"}}' >"$work/hf-stale/model.safetensors.index.json"
+expect_ok "import hf reads model.safetensors before a stale shard index" "$keel" import hf "$work/hf-stale" --out "$work/hf-stale-run"
 # The Hub's GPT-2 files (openai-community/gpt2 and its kind) store the base model's names, without "transformer.",
 # and old transformers' attention-mask buffers: the import reads them as transformers does, to the same logits.
 mkdir -p "$work/hf-gpt2-hub"
@@ -889,6 +899,11 @@ expect_ok "import it back" "$keel" import hf "$work/mqa-hf" --out "$work/mqa-aga
     --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
 [ -s "$work/hf-llama-tied/checkpoints/step_00000000/chat_template.jinja" ] && pass "the chat template is kept beside the tokenizer" \
     || fail "the chat template is kept beside the tokenizer"
+# and goes into a GGUF export (and so a quantized model), where llama.cpp and keel serve find it.
+expect_ok "export the imported llama-tied as GGUF" "$keel" export gguf --checkpoint "$work/hf-llama-tied" --type f16 --out "$work/hf-llama-tied.gguf"
+check "the GGUF export carries the chat template" \
+    '(lambda f: bytes(f.parts[f.data[0]]).decode() == open(sys.argv[2]).read())(__import__("gguf").GGUFReader(sys.argv[1]).fields["tokenizer.chat_template"])' \
+    "$work/hf-llama-tied.gguf" "$work/hf-llama-tied/checkpoints/step_00000000/chat_template.jinja"
 # An import is a run like the others: sample continues a prompt from it, and train --init-from fine-tunes it with its
 # own tokenizer (at a learning rate of 1e-30 the weights stay as imported, to the bit: the same logits).
 expect_ok "sample from the imported llama-gqa" "$keel" sample --checkpoint "$work/hf-llama-gqa" --tokens 6 --prompt "The" --temperature 0

@@ -10,7 +10,7 @@ source "$here/mpi_common.sh"
 
 # --- Collectives ------------------------------------------------------------------------------------------
 for n in 2 4; do
-    if "${mpi[@]}" -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" && grep -q "15 checks passed" "$work/out"; then
+    if "${mpi[@]}" -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" && grep -q "17 checks passed" "$work/out"; then
         pass "collectives check on $n processes"
     else
         fail "collectives check on $n processes"
@@ -31,7 +31,7 @@ fi
 # a huge model chunk's (KEEL_MPI_MESSAGE_LIMIT lowers the limit to reach the cutting with small buffers).
 for n in 2 4; do
     if "${mpi[@]}" -x KEEL_MPI_MESSAGE_LIMIT=7 -np $n "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" \
-        && grep -q "15 checks passed" "$work/out" \
+        && grep -q "17 checks passed" "$work/out" \
         && [ "$(grep -c "^note: MPI collectives go in pieces of at most 7 elements" "$work/err")" -eq $n ]; then
         pass "collectives check on $n processes, in pieces of 7 elements"
     else
@@ -40,7 +40,7 @@ for n in 2 4; do
 done
 # A limit that is not a count from 1 is named in a warning, and the collectives go whole.
 if "${mpi[@]}" -x KEEL_MPI_MESSAGE_LIMIT=0 -np 2 "$keel" collectives --sizes "" >"$work/out" 2>"$work/err" \
-    && grep -q "15 checks passed" "$work/out" \
+    && grep -q "17 checks passed" "$work/out" \
     && [ "$(grep -c "^warning: KEEL_MPI_MESSAGE_LIMIT=0 is not a count from 1 to 2147483647; using 2147483647" "$work/err")" -eq 2 ] \
     && ! grep -q "go in pieces" "$work/err"; then
     pass "a KEEL_MPI_MESSAGE_LIMIT of 0 is warned about and ignored"

@@ -10,6 +10,17 @@ final class TokenizerFilesTests: XCTestCase {
         return try TokenizerTraining.train(inputs: [corpus.path], vocabSize: 280)
     }
 
+    /// A chat template in chat_template.jinja wins over one in tokenizer_config.json, as in transformers; either
+    /// alone is read.
+    func testTheChatTemplateFileWinsOverTheConfigs() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        try Data(#"{"chat_template": "config's", "eos_token": "</s>"}"#.utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        XCTAssertEqual(TokenizerSettings(directory: directory).chatTemplate, "config's")
+        try Data("file's".utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
+        XCTAssertEqual(TokenizerSettings(directory: directory).chatTemplate, "file's")
+        XCTAssertEqual(TokenizerSettings(directory: directory).endOfSequence, "</s>")
+    }
+
     func testTiktokenFileRoundTrip() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
         let vocabulary = try trained(directory)

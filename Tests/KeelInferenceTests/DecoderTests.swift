@@ -83,8 +83,9 @@ final class DecoderTests: XCTestCase {
             let decoder = try Decoder(model: model, quantization: format)
             let logits = decoder.append(text, to: decoder.makeSequence())
             let rounded = try Self.randomModel(config, seed: 4, std: 1 / 16)
-            // The head in its own format (Q8_0 beside a 4-bit format), the other matrices in `format`.
-            for entry in rounded.table.entries where entry.role == .matrix {
+            // The head in its own format (Q8_0 beside a 4-bit format), the other matrices in `format`, and the token
+            // table too, as the lookups read it (as a quantized file holds it).
+            for entry in rounded.table.entries where entry.role == .matrix || entry.slot == .tokenTable {
                 let p = rounded.parameters.pointer + entry.offset
                 let values = Array(UnsafeBufferPointer(start: p, count: entry.count))
                 let rowFormat = entry.slot == .output ? format.headFormat(columns: entry.shape[1]) : format

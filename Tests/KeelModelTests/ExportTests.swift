@@ -107,4 +107,43 @@ final class ExportTests: XCTestCase {
         XCTAssertThrowsError(try SafetensorsFile(url: url)) { XCTAssertTrue("\($0)".contains(url.path)) }
         XCTAssertThrowsError(try SafetensorsFile(url: directory.appendingPathComponent("missing.safetensors")))
     }
+
+    /// Files the safetensors library refuses are refused: two tensors on the same bytes, a gap between tensors,
+    /// bytes after the last one.
+    func testSafetensorsWhoseTensorsDoNotTileTheDataAreRefused() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("keel-tile-\(UUID()).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        func file(_ tensors: [(String, [Int])], dataBytes: Int) throws -> String {
+            let entries = tensors.map { "\"\($0.0)\":{\"dtype\":\"F32\",\"shape\":[\(($0.1[1] - $0.1[0]) / 4)],\"data_offsets\":[\($0.1[0]),\($0.1[1])]}" }
+            var header = Array("{\(entries.joined(separator: ","))}".utf8)
+            header += [UInt8](repeating: 0x20, count: (8 - header.count % 8) % 8)
+            let length = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) }
+            try Data(length + header + [UInt8](repeating: 0, count: dataBytes)).write(to: url)
+            do { _ = try SafetensorsFile(url: url) } catch { return "\(error)" }
+            return "no error"
+        }
+        XCTAssertEqual(try file([("a", [0, 16]), ("b", [16, 24])], dataBytes: 24), "no error")
+        XCTAssertEqual(try file([("a", [0, 16]), ("b", [0, 16])], dataBytes: 16),
+                       "\(url.path): tensor 'b' starts at byte 0 of data, not 16 where the tensor before it ends (two tensors share bytes)")
+        XCTAssertEqual(try file([("a", [0, 8]), ("b", [16, 24])], dataBytes: 24),
+                       "\(url.path): tensor 'b' starts at byte 16 of data, not 8 where the tensor before it ends")
+        XCTAssertEqual(try file([("a", [0, 16])], dataBytes: 20), "\(url.path): the data holds 4 bytes after its last tensor")
+    }
+
+    /// An export whose weights cannot be written leaves the directory's earlier export whole: its config is not
+    /// replaced by one that no longer matches the weights beside it (here a directory is in the weights' place).
+    func testAFailedExportLeavesTheEarlierOneAsItWas() throws {
+        let (directory, _) = try export(ModelFixtures.gpt2)
+        let config = directory.appendingPathComponent("config.json")
+        let before = try Data(contentsOf: config)
+        let weights = directory.appendingPathComponent("model.safetensors")
+        try FileManager.default.removeItem(at: weights)
+        try FileManager.default.createDirectory(at: weights, withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(at: weights.appendingPathComponent("in-the-way"), withIntermediateDirectories: false)
+        var llama = ModelFixtures.gpt2
+        llama.architecture = .llama
+        llama.tiedEmbeddings = false
+        XCTAssertThrowsError(try HuggingFaceExport.write(try ModelFixtures.randomModel(llama, seed: 3), to: directory, endOfText: 22))
+        XCTAssertEqual(try Data(contentsOf: config), before)
+    }
 }

@@ -192,6 +192,18 @@ final class GGUFImportTests: XCTestCase {
         }), "bad.gguf: tensor blk.0.ffn_gate.weight has dimensions [32, 64], expected [32, 32]")
         try expectError(try rebuilt(metadata: { m in m = m.filter { $0.key != "llama.block_count" } }),
                         "bad.gguf: missing or invalid llama.block_count")
+        // Sizes no file could back are refused before a model is laid out for them (they ran out of memory, or
+        // trapped on an overflow): a block count of four billion, a width of 2⁴⁷, more blocks than the file has.
+        func setting(_ values: [String: GGUFValue]) -> (inout [(key: String, value: GGUFValue)]) -> Void {
+            { m in m = m.filter { $0.key != "llama.rope.dimension_count" }.map { (key: $0.key, value: values[$0.key] ?? $0.value) } }
+        }
+        try expectError(try rebuilt(metadata: setting(["llama.block_count": .uint32(4_000_000_000)])),
+                        "bad.gguf: config: model.n_layer is 4000000000, over 4096: not a model Keel can hold")
+        try expectError(try rebuilt(metadata: setting(["llama.embedding_length": .uint64(1 << 47), "llama.attention.head_count": .uint64(1 << 46),
+                                                       "llama.attention.head_count_kv": .uint64(1 << 46)])),
+                        "bad.gguf: config: model.n_layer (1), d_model (140737488355328), d_ff (64) and vocab_size (40) make over 2⁴⁰ parameters: not a model Keel can hold")
+        try expectError(try rebuilt(metadata: setting(["llama.block_count": .uint32(3)])),
+                        "bad.gguf: llama.block_count is 3, but the file holds the tensors of 1 blocks")
         try expectError(try rebuilt(metadata: { m in m.append((key: "llama.rope.scaling.type", value: .string("yarn"))) }),
                         "bad.gguf: the model scales RoPE (llama.rope.scaling.*), which Keel does not implement")
     }

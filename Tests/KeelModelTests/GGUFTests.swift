@@ -153,6 +153,45 @@ final class GGUFTests: XCTestCase {
         XCTAssertTrue(shiftedError.contains("is at offset 32 of the data, not 0"), shiftedError)
     }
 
+    /// Header values gguf.cpp refuses are refused: an alignment that is not a power of two or not a uint32, and an
+    /// array whose count its elements could not fill in the rest of the file (refused before memory is reserved
+    /// for it, not when the file runs out while reading them).
+    func testAlignmentAndArrayCountsAreChecked() throws {
+        func error(_ file: GGUFFile, patch: ((inout [UInt8]) -> Void)? = nil) throws -> String {
+            let url = temporaryFile("header.gguf")
+            try file.write(to: url)
+            var bytes = [UInt8](try Data(contentsOf: url))
+            patch?(&bytes)
+            try Data(bytes).write(to: url)
+            do { _ = try GGUFFile(contentsOf: url) } catch { return "\(error)" }
+            return "no error"
+        }
+        var file = GGUFFile()
+        file.metadata = [(key: "general.architecture", value: .string("llama"))]
+        try file.append(name: "t", type: 0, dimensions: [8], bytes: Data(count: 32))
+        XCTAssertEqual(try error(file), "no error")
+        for (value, shown) in [(GGUFValue.uint32(24), "uint32(24)"), (.uint32(4), "uint32(4)")] {
+            var aligned = file
+            aligned.metadata.append((key: "general.alignment", value: value))
+            XCTAssertTrue(try error(aligned).hasSuffix("general.alignment is \(Int(value.integer!)), not a power of two of at least 8"), shown)
+        }
+        var wrongType = file
+        wrongType.metadata.append((key: "general.alignment", value: .uint16(32)))
+        let wrongTypeError = try error(wrongType)
+        XCTAssertTrue(wrongTypeError.hasSuffix("general.alignment is uint16(32), not a uint32 above 0"), wrongTypeError)
+        var counted = file
+        counted.metadata.append((key: "tokenizer.ggml.token_type", value: .array(.int32, (0..<4).map { .int32($0) })))
+        let claimed = try error(counted) { bytes in
+            // The count follows the key, its value type (array) and its element type: half the bytes left, which
+            // 4-byte elements cannot fill.
+            let key = Array("tokenizer.ggml.token_type".utf8)
+            let at = (0...(bytes.count - key.count)).first { Array(bytes[$0..<($0 + key.count)]) == key }! + key.count + 8
+            let count = UInt64((bytes.count - at - 8) / 2)
+            withUnsafeBytes(of: count.littleEndian) { bytes.replaceSubrange(at..<(at + 8), with: $0) }
+        }
+        XCTAssertTrue(claimed.contains("metadata tokenizer.ggml.token_type claims") && claimed.hasSuffix("elements, more than the file holds"), claimed)
+    }
+
     /// A Llama model as llama.cpp's GGUF: `llama.*` metadata typed as llama.cpp reads it, the tokenizer, tensors
     /// under llama.cpp's names and dimensions, q and k permuted as llama.cpp's converter permutes them, quantized
     /// tensors that dequantize to the weights.
