@@ -117,6 +117,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         queued.append((operation, request))
         guard current == nil else { return }
         startNextCollective()
+        // A small collective finishes within microseconds: a few polls at once spare it a round of the progress loop.
+        for _ in 0..<64 where current != nil { _ = progressCollectives() }
         if current != nil { runtime.track(MPIRuntime.InFlight { [self] in progressCollectives() }) }
     }
 
