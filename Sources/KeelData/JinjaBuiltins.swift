@@ -222,16 +222,35 @@ enum JinjaBuiltins {
         }
     }
 
+    /// Python's `int(x)` of a float: nil for NaN (the `int` filter then gives its default, as Jinja2 does), an error for
+    /// a value no 64-bit integer holds (Python's integers would; infinity is an error in Python too).
+    private static func truncated(_ number: Double) throws -> JinjaValue? {
+        guard !number.isNaN else { return nil }
+        guard let integer = Int(exactly: number.rounded(.towardZero)) else {
+            throw JinjaError("cannot convert \(number) to a 64-bit integer")
+        }
+        return .int(integer)
+    }
+
     /// Python's `str.split` (and `rsplit`): on runs of whitespace without a separator, else on each separator.
     private static func split(_ text: String, separator: String?, limit: Int, fromRight: Bool) -> [String] {
         guard let separator else {
             var parts = text.split(whereSeparator: \.isWhitespace).map(String.init)
-            if limit >= 0, parts.count > limit + 1 {
+            if limit >= 0, parts.count > limit {
                 // Python keeps the rest of the text, from the first piece past the limit, as the last part.
                 if fromRight {
-                    let kept = parts.suffix(limit)
-                    let restEnd = text.range(of: kept.first!, options: .backwards)!.lowerBound
-                    parts = [String(text[..<restEnd]).trimmingCharacters(in: .whitespacesAndNewlines)] + kept
+                    // The mirror of the split from the left: the words from the end, the rest keeping its leading
+                    // white space.
+                    var rest = Substring(text)
+                    var tail: [String] = []
+                    for _ in 0..<limit {
+                        while let last = rest.last, last.isWhitespace { rest.removeLast() }
+                        let start = rest.lastIndex(where: \.isWhitespace).map(rest.index(after:)) ?? rest.startIndex
+                        tail.insert(String(rest[start...]), at: 0)
+                        rest = rest[..<start]
+                    }
+                    while let last = rest.last, last.isWhitespace { rest.removeLast() }
+                    parts = [String(rest)] + tail
                 } else {
                     var rest = Substring(text)
                     var head: [String] = []
@@ -338,10 +357,15 @@ enum JinjaBuiltins {
             throw JinjaError("unsupported operand type(s) for \(op): '\(left.typeName)' and '\(right.typeName)'")
         }
         let integers: (Int, Int)? = if case .int(let x) = left, case .int(let y) = right { (x, y) } else { nil }
+        /// An integer result, or an error where Python's integers (of any size) would go past 64 bits.
+        func integer(_ result: (partialValue: Int, overflow: Bool)) throws -> JinjaValue {
+            guard !result.overflow else { throw JinjaError("integer overflow in \(op): the result does not fit 64 bits") }
+            return .int(result.partialValue)
+        }
         switch op {
-        case "+": return integers.map { .int($0 + $1) } ?? .double(a + b)
-        case "-": return integers.map { .int($0 - $1) } ?? .double(a - b)
-        case "*": return integers.map { .int($0 * $1) } ?? .double(a * b)
+        case "+": return try integers.map { try integer($0.addingReportingOverflow($1)) } ?? .double(a + b)
+        case "-": return try integers.map { try integer($0.subtractingReportingOverflow($1)) } ?? .double(a - b)
+        case "*": return try integers.map { try integer($0.multipliedReportingOverflow(by: $1)) } ?? .double(a * b)
         case "/":
             guard b != 0 else { throw JinjaError("division by zero") }
             return .double(a / b)
@@ -349,13 +373,20 @@ enum JinjaBuiltins {
             guard b != 0 else { throw JinjaError("integer division or modulo by zero") }
             if let (x, y) = integers {
                 // Python floors: the remainder takes the divisor's sign.
-                let quotient = Int((Double(x) / Double(y)).rounded(.down))
-                return op == "//" ? .int(quotient) : .int(x - quotient * y)
+                guard let quotient = Int(exactly: (Double(x) / Double(y)).rounded(.down)) else {
+                    throw JinjaError("integer overflow in \(op): the result does not fit 64 bits")
+                }
+                return op == "//" ? .int(quotient) : try integer(x.subtractingReportingOverflow(quotient &* y))
             }
             let quotient = (a / b).rounded(.down)
             return op == "//" ? .double(quotient) : .double(a - quotient * b)
         case "**":
-            if let (x, y) = integers, y >= 0 { return .int(Int(pow(Double(x), Double(y)))) }
+            if let (x, y) = integers, y >= 0 {
+                guard let power = Int(exactly: pow(Double(x), Double(y))) else {
+                    throw JinjaError("integer overflow in **: the result does not fit 64 bits")
+                }
+                return .int(power)
+            }
             return .double(pow(a, b))
         default: throw JinjaError("unknown operator \(op)")
         }
@@ -489,9 +520,11 @@ enum JinjaBuiltins {
         case "int":
             switch value {
             case .int: return value
-            case .double(let number): return .int(Int(number))
+            case .double(let number): return try truncated(number) ?? argument(0, "default") ?? .int(0)
             case .bool(let flag): return .int(flag ? 1 : 0)
-            case .string(let text): return .int(Int(text.trimmingCharacters(in: .whitespaces)) ?? Int(Double(text) ?? 0))
+            case .string(let text):
+                if let number = Int(text.trimmingCharacters(in: .whitespaces)) { return .int(number) }
+                return try Double(text).flatMap(truncated) ?? argument(0, "default") ?? .int(0)
             default: return argument(0, "default") ?? .int(0)
             }
         case "float":
@@ -510,11 +543,14 @@ enum JinjaBuiltins {
             let prefix: String = if case .string(let text)? = width { text } else if case .int(let count)? = width {
                 String(repeating: " ", count: count) } else { "    " }
             let first = argument(1, "first")?.isTrue ?? false, blank = argument(2, "blank")?.isTrue ?? false
-            var lines = value.text.components(separatedBy: "\n")
-            for index in lines.indices where (index > 0 || first) && (blank || !lines[index].trimmingCharacters(in: .whitespaces).isEmpty) {
-                lines[index] = prefix + lines[index]
-            }
-            return .string(lines.joined(separator: "\n"))
+            // Jinja2's do_indent: the lines after the first, each unless empty (white space is not empty) or all with
+            // `blank`; the first with `first`, whatever it holds; a final line end kept.
+            var lines = (value.text + "\n").components(separatedBy: "\n")
+            lines.removeLast()
+            var indented = blank ? lines.joined(separator: "\n" + prefix)
+                : ([lines[0]] + lines.dropFirst().map { $0.isEmpty ? $0 : prefix + $0 }).joined(separator: "\n")
+            if first { indented = prefix + indented }
+            return .string(indented)
         case "selectattr", "rejectattr", "select", "reject":
             let byAttribute = name.hasSuffix("attr")
             guard !byAttribute || !positional.isEmpty else { throw JinjaError("\(name) needs an attribute name") }

@@ -128,11 +128,12 @@ struct JinjaLexer {
         while let (position, kind) = nextTag(from: search) {
             search = position + 2
             guard kind == UInt8(ascii: "%") else { continue }
-            var tokenizer = JinjaTokenizer(bytes: bytes, index: position + 2 + (bytes[position + 2] == UInt8(ascii: "-") ? 1 : 0),
-                                           line: line)
+            // A template may end right after the tag's opening.
+            let dashed = position + 2 < bytes.count && bytes[position + 2] == UInt8(ascii: "-")
+            var tokenizer = JinjaTokenizer(bytes: bytes, index: position + 2 + (dashed ? 1 : 0), line: line)
             guard let (tokens, dash) = try? tokenizer.tokens(until: UInt8(ascii: "%")), tokens == [.name("endraw")] else { continue }
             var text = Array(bytes[index..<position])
-            if bytes[position + 2] == UInt8(ascii: "-") { while let last = text.last, isSpace(last) { text.removeLast() } }
+            if dashed { while let last = text.last, isSpace(last) { text.removeLast() } }
             if stripLeading { text = Array(text.drop(while: isSpace)) }
             index = tokenizer.index
             stripLeading = dash

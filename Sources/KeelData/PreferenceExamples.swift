@@ -48,15 +48,16 @@ extension SupervisedFormatter {
             fields["chosen"] = split.chosen
             fields["rejected"] = split.rejected
         }
+        let formatter = try with(tools: fields["tools"])
         switch (fields["prompt"]!, fields["chosen"]!, fields["rejected"]!) {
         case (.string(let prompt), .string(let chosen), .string(let rejected)):
-            return PreferencePair(chosen: example(prompt: prompt, completion: chosen),
-                                  rejected: example(prompt: prompt, completion: rejected))
+            return PreferencePair(chosen: formatter.example(prompt: prompt, completion: chosen),
+                                  rejected: formatter.example(prompt: prompt, completion: rejected))
         case (.list(let prompt), .list(let chosen), .list(let rejected)):
             let messages = try Self.conversation(.list(prompt), field: "prompt")
             return PreferencePair(
-                chosen: try example(prompt: messages, completion: try Self.conversation(.list(chosen), field: "chosen")),
-                rejected: try example(prompt: messages, completion: try Self.conversation(.list(rejected), field: "rejected")))
+                chosen: try formatter.example(prompt: messages, completion: try Self.conversation(.list(chosen), field: "chosen")),
+                rejected: try formatter.example(prompt: messages, completion: try Self.conversation(.list(rejected), field: "rejected")))
         default:
             throw KeelError("\"prompt\", \"chosen\" and \"rejected\" must all be strings or all be lists of messages")
         }

@@ -35,6 +35,9 @@ public struct SupervisedFormatter: Sendable {
     /// The time `strftime_now` formats (in UTC): fixed for a dataset, so that its tokens do not change from day to day
     /// (a resumed run reads the same examples).
     private let now: Date
+    /// The tools of the conversation being rendered (a line's top-level "tools"), which the template describes to the
+    /// model: `with(tools:)`.
+    private var tools: [JinjaValue]?
 
     /// Keel's ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the assistant's content and `<|im_end|>` marked as
     /// generated: the template of a model that brings none.
@@ -73,18 +76,19 @@ public struct SupervisedFormatter: Sendable {
         guard case .dictionary(let fields) = try JinjaValue(json: line) else {
             throw KeelError("an example must be a JSON object with \"messages\", or \"prompt\" and \"completion\"")
         }
+        let formatter = try with(tools: fields["tools"])
         if let messages = fields["messages"] {
-            return try example(messages: try Self.conversation(messages, field: "messages"))
+            return try formatter.example(messages: try Self.conversation(messages, field: "messages"))
         }
         guard let prompt = fields["prompt"], let completion = fields["completion"] else {
             throw KeelError("an example needs \"messages\", or \"prompt\" and \"completion\" (it has \(fields.keys.map { "\"\($0)\"" }.joined(separator: ", ")))")
         }
         switch (prompt, completion) {
         case (.string(let prompt), .string(let completion)):
-            return example(prompt: prompt, completion: completion)
+            return formatter.example(prompt: prompt, completion: completion)
         case (.list, .list):
-            return try example(prompt: try Self.conversation(prompt, field: "prompt"),
-                               completion: try Self.conversation(completion, field: "completion"))
+            return try formatter.example(prompt: try Self.conversation(prompt, field: "prompt"),
+                                         completion: try Self.conversation(completion, field: "completion"))
         default:
             throw KeelError("\"prompt\" and \"completion\" must both be strings or both be lists of messages")
         }
@@ -103,7 +107,7 @@ public struct SupervisedFormatter: Sendable {
 
     /// A conversational prompt and its completion: the completion's turns trained on.
     public func example(prompt: [JinjaValue], completion: [JinjaValue]) throws -> SupervisedExample {
-        let before = try render(prompt, prompt: true).text
+        let before = try renderPrompt(prompt)
         let whole = try render(prompt + completion, prompt: false).text
         guard whole.hasPrefix(before) else {
             throw KeelError("the chat template does not render the prompt as the start of the prompt and completion; mark what the assistant writes with {% generation %}")
@@ -111,22 +115,74 @@ public struct SupervisedFormatter: Sendable {
         return encode(whole, trained: [before.utf8.count..<whole.utf8.count])
     }
 
-    /// A plain-text prompt and completion: the completion trained on, then the end-of-sequence token.
+    /// A plain-text prompt and completion: the completion trained on, then the end-of-sequence token — unless the
+    /// completion already ends with it (its text spells the token), as TRL adds it only then.
     public func example(prompt: String, completion: String) -> SupervisedExample {
         var example = text(prompt + completion, trained: [prompt.utf8.count..<(prompt + completion).utf8.count])
-        if let endOfSequence {
+        if let endOfSequence, example.tokens.last != endOfSequence {
             example.tokens.append(endOfSequence)
             example.trained.append(true)
         }
         return example
     }
 
+    /// This formatter rendering conversations with `tools` (a line's "tools", as TRL passes it to the template; nil
+    /// for none): a list of tool descriptions, or an error.
+    public func with(tools value: JinjaValue?) throws -> SupervisedFormatter {
+        guard let value, value != .none else { return self }
+        guard case .list(let list) = value else { throw KeelError("\"tools\" must be a list of tool descriptions") }
+        var formatter = self
+        formatter.tools = list
+        return formatter
+    }
+
     func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
         do {
-            return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens, now: now,
-                                       timeZone: TimeZone(identifier: "UTC")!)
+            return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens, tools: tools,
+                                       now: now, timeZone: TimeZone(identifier: "UTC")!)
         } catch let error as JinjaError {
             throw KeelError("the chat template refused the conversation: \(error)")
+        }
+    }
+
+    /// A conversation that a completion follows, rendered as TRL's `maybe_apply_chat_template` renders a prompt: after
+    /// the user's turn, with the generation prompt; after the assistant's (a reply begun, "<think>"), with that turn
+    /// left open — the text up to the end of its content, as transformers' `continue_final_message` cuts it; after
+    /// any other role, refused (TRL raises too).
+    func renderPrompt(_ messages: [JinjaValue]) throws -> String {
+        switch Self.role(messages.last!) {
+        case "user":
+            return try render(messages, prompt: true).text
+        case "assistant":
+            let rendered = try render(messages, prompt: false).text
+            guard let content = Self.text(of: messages.last!) else {
+                throw KeelError("the prompt ends with an assistant message to continue, but it holds no text")
+            }
+            let stripped = content.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let found = rendered.range(of: stripped, options: .backwards) else {
+                throw KeelError("the prompt ends with an assistant message to continue, but the chat template does not write its text")
+            }
+            // Where the template kept the message's trailing white space (and it has none leading), the cut keeps it too.
+            if content.first?.isWhitespace == false, rendered[found.lowerBound...].hasPrefix(content) {
+                return String(rendered[..<found.lowerBound]) + content
+            }
+            return String(rendered[..<found.upperBound])
+        case let role:
+            throw KeelError("the prompt's last message is from \"\(role ?? "")\": a prompt ends with the user's turn, or with the assistant's to be continued")
+        }
+    }
+
+    /// A message's text: its string content, or the last text part of a list of parts.
+    private static func text(of message: JinjaValue) -> String? {
+        guard case .dictionary(let fields) = message else { return nil }
+        switch fields["content"] {
+        case .string(let text)?: return text
+        case .list(let parts)?:
+            for case .dictionary(let part) in parts.reversed() {
+                if case .string(let text)? = part["text"] { return text }
+            }
+            return nil
+        default: return nil
         }
     }
 

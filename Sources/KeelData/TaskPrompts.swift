@@ -9,11 +9,14 @@ public struct TaskPrompt: Sendable, Equatable {
     public var fields: [String: String]
     /// The line's `prompt` as given: a string, or a list of messages.
     public var prompt: JinjaValue
+    /// The line's `tools`, which the chat template describes to the model (nil: none).
+    public var tools: JinjaValue?
 
-    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue) {
+    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue, tools: JinjaValue? = nil) {
         self.tokens = tokens
         self.fields = fields
         self.prompt = prompt
+        self.tools = tools
     }
 }
 
@@ -39,8 +42,8 @@ extension SupervisedFormatter {
             return TaskPrompt(tokens: self.text(text, trained: []).tokens, fields: fields, prompt: .string(text))
         case .list?:
             let messages = try Self.conversation(object["prompt"]!, field: "prompt")
-            return TaskPrompt(tokens: encode(try render(messages, prompt: true).text, trained: []).tokens, fields: fields,
-                              prompt: .list(messages))
+            return TaskPrompt(tokens: encode(try with(tools: object["tools"]).renderPrompt(messages), trained: []).tokens, fields: fields,
+                              prompt: .list(messages), tools: object["tools"])
         default:
             throw KeelError("a task needs \"prompt\": a string or a list of messages")
         }
@@ -59,7 +62,7 @@ extension SupervisedFormatter {
             return example(prompt: prompt, completion: completion)
         case .list(let messages):
             let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string(completion))]))
-            return try example(prompt: messages, completion: [reply])
+            return try with(tools: task.tools).example(prompt: messages, completion: [reply])
         default:
             preconditionFailure("a task's prompt is a string or a list of messages")
         }

@@ -118,6 +118,10 @@ struct TrainingData {
         guard validation.count > 0 else {
             throw KeelError("data: the validation split has \(size(validation)), fewer than training.seq_len + 1 (\(length + 1)) tokens; \(tooLittleValidation)")
         }
+        // Held-out conversations cut before the assistant writes count nothing: their loss would read 0, a perfect score.
+        guard validationTargets > 0 else {
+            throw KeelError("data.chat: the validation split holds no token the loss counts: its examples are cut (at training.seq_len + 1 = \(length + 1) tokens) before the assistant writes; raise training.seq_len, or \(tooLittleValidation)")
+        }
     }
 
     /// What a checkpoint records of this data, to refuse a resume on other data (`DataFingerprint`): the counts of

@@ -4,8 +4,8 @@ import KeelCore
 /// Rewards a program can check, from a completion's text and its task's fields: 1 when the completion is right, 0
 /// otherwise.
 public enum VerifiableReward: String, Sendable, CaseIterable {
-    /// The last number in the completion equals the task's `answer`, a number ("17 + 72 = 89" for 89; "1,234" is
-    /// 1234 in both).
+    /// The last number in the completion equals the number the task's `answer` states ("17 + 72 = 89" for 89;
+    /// "1,234" is 1234 in both): its only number, or the one after GSM8K's "####" (its worked solution holds others).
     case lastNumber = "last-number"
     /// The completion, without leading and trailing white space, is the task's `answer`.
     case exactMatch = "exact-match"
@@ -18,12 +18,28 @@ public enum VerifiableReward: String, Sendable, CaseIterable {
         guard let answer = fields[Self.answerField] else { return 0 }
         switch self {
         case .lastNumber:
-            let expected = Self.numbers(in: answer)
-            guard expected.count == 1, let last = Self.numbers(in: completion).last else { return 0 }
-            return last == expected[0] ? 1 : 0
+            guard let expected = Self.statedNumber(answer), let last = Self.numbers(in: completion).last else { return 0 }
+            return last == expected ? 1 : 0
         case .exactMatch:
             return completion.trimmingCharacters(in: .whitespacesAndNewlines) == answer ? 1 : 0
         }
+    }
+
+    /// Checks that a task's `fields` hold what the reward compares with: an `answer`, and for `lastNumber` one that
+    /// states a number — a task it could never reward would train on nothing but flat groups, without a word.
+    public func check(_ fields: [String: String]) throws {
+        guard let answer = fields[Self.answerField] else { throw KeelError("a task needs \"\(Self.answerField)\", which the reward checks") }
+        if self == .lastNumber, Self.statedNumber(answer) == nil {
+            throw KeelError("the \"\(Self.answerField)\" \(String(reflecting: String(answer.prefix(60)))) states no single number, which the last-number reward compares with (GSM8K's worked answers are read after their \"####\")")
+        }
+    }
+
+    /// The number `answer` states: what follows its last "####" when it has one (GSM8K's "… = 72\n#### 72"), else its
+    /// only number; nil when that is none or several.
+    static func statedNumber(_ answer: String) -> Double? {
+        let stated = answer.range(of: "####", options: .backwards).map { String(answer[$0.upperBound...]) } ?? answer
+        let found = numbers(in: stated)
+        return found.count == 1 ? found[0] : nil
     }
 
     /// The numbers written in `text`: optional minus, digits with optional thousands commas ("1,234"), optional

@@ -61,8 +61,11 @@ struct DPO: ParsableCommand {
             run.log("\(objective.objective == .sigmoid ? "DPO" : "IPO") from \(run.checkpoint.directory.path): β \(objective.beta), "
                     + "\(t.steps) steps of \(pairsPerStep) pairs (\(String(format: "%.2f", Double(t.steps * pairsPerStep) / Double(data.train.count))) epochs), "
                     + "lr \(t.learningRate), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
+            // The reference log-probabilities were computed at the run's sequence length and precision: a resume at
+            // others would compare the policy with values of another truncation or rounding.
             let recipe = RunRecipe(options: ["loss": loss, "beta": "\(beta)", "label-smoothing": "\(labelSmoothing)",
-                                             "no-shuffle": "\(common.noShuffle)"]) { hasher in
+                                             "no-shuffle": "\(common.noShuffle)", "training.seq_len": "\(t.sequenceLength)",
+                                             "training.precision": t.precision.rawValue]) { hasher in
                 (data.train + data.validation).forEach { hasher.add($0) }
             }
             if let resumed = run.resumed {

@@ -76,19 +76,21 @@ struct GRPO: ParsableCommand {
         try FineTuningRun.start(common, defaults: defaults, load: { tokenizer, path, config in
             try TaskData(paths: common.data, tokenizer: tokenizer, tokenizerPath: path,
                          validationFraction: config.data.validationFraction,
-                         required: rewardModel == nil ? VerifiableReward.answerField : nil)
+                         reward: rewardModel == nil ? check : nil)
         }) { run, tasks in
             guard run.group.size == 1 else { throw KeelError("keel grpo runs on one process (start it without mpirun)") }
             let t = run.config.training
             let policy = try (run.resumed ?? run.checkpoint).loadModel()
             let reference = settings.beta > 0 ? try run.checkpoint.loadModel() : nil
             let settingsFile = run.tokenizerPath == "byte" ? nil : TokenizerSettings(besides: run.tokenizerPath)
-            // A reply ends at end of text, at the end-of-sequence token, or at ChatML's end of turn (Keel's ChatML and
-            // most templates close a turn with it, whatever eos_token says): each its special token, or its text's
-            // tokens where it is not one (a byte-level tokenizer spells `<|im_end|>` in bytes, as its SFT taught it).
-            let stops = [[run.tokenizer.endOfText]] + Set([settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0 }).sorted().map {
+            // A reply ends at end of text, at the end-of-sequence token, at ChatML's end of turn (Keel's ChatML and
+            // most templates close a turn with it, whatever eos_token says) — each its special token, or its text's
+            // tokens where it is not one (a byte-level tokenizer spells `<|im_end|>` in bytes, as its SFT taught it) —
+            // and at any other end-of-turn token the tokenizer has (`<|eot_id|>`, `<|end|>`), where generate stops.
+            var stops = [[run.tokenizer.endOfText]] + Set([settingsFile?.endOfSequence, ChatFormat.end].compactMap { $0 }).sorted().map {
                 run.tokenizer.specialToken($0).map { [$0] } ?? run.tokenizer.encode($0)
             }
+            stops += EndOfTurn.tokens(in: run.tokenizer).map { [$0.token] }.filter { !stops.contains($0) }
             let tokenizer = run.tokenizer
             let score: ([[Int32]], [TaskPrompt]) throws -> [Double]
             if let rewardModel {

@@ -29,12 +29,8 @@ struct InferenceModel {
     /// and to files without an end of sequence, and leaves `<|end|>` out for gpt-oss's vocabulary.
     var endOfGeneration: [String] {
         guard let endOfSequence else { return [] }
-        return [endOfSequence] + Self.endOfGenerationTexts.filter { $0 != endOfSequence && tokenizer.specialToken($0) != nil }
+        return [endOfSequence] + EndOfTurn.tokens(in: tokenizer).map(\.text).filter { $0 != endOfSequence }
     }
-    /// The token texts llama.cpp ends generation at (its `llama-vocab.cpp`, 2025: end of turn, of message, of text).
-    static let endOfGenerationTexts = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-                                       "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>",
-                                       "<end_of_utterance>", "<｜end▁of▁sentence｜>"]
     /// What ends a text, for `generate` and `serve` alike: the `requested` stop strings, the model's end-of-sequence and
     /// end-of-turn tokens (`endOfGeneration`), and with `chat` the end of its turn (a template's turn end, <|eot_id|>,
     /// need not be the token the model names as its end of sequence); each once.

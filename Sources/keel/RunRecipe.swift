@@ -3,7 +3,8 @@ import KeelCore
 import KeelData
 
 /// What makes a fine-tuning run (`keel dpo`, `keel reward train`, `keel grpo`) what it is besides its config: the
-/// command's options that change its steps (`--beta`, `--loss`, …, as given) and a fingerprint of its data's tokens.
+/// command's options that change its steps (`--beta`, `--loss`, …, as given; config keys, `training.seq_len`, by their
+/// dotted names) and a fingerprint of its data's tokens.
 /// Each checkpoint keeps it (`fileName`); a resume with other options or other data is refused, naming what
 /// differs — it would not continue the run but start another from its middle, with reference values (DPO's) or an
 /// order of examples that belong to the first.
@@ -40,8 +41,11 @@ struct RunRecipe: Codable, Equatable {
             throw KeelError("--resume: cannot read \(url.path) as a run recipe: \(error)")
         }
         var differences = Set(before.options.keys).union(options.keys).sorted().compactMap { name -> String? in
+            let isConfigKey = name.contains(".")
+            // A config key recorded only since a later Keel cannot be compared with a checkpoint written before.
+            if isConfigKey, before.options[name] == nil { return nil }
             let was = before.options[name] ?? "(unset)", now = options[name] ?? "(unset)"
-            return was == now ? nil : "--\(name) \(now) (the checkpoint's: \(was))"
+            return was == now ? nil : isConfigKey ? "\(name) = \(now) (the checkpoint's: \(was))" : "--\(name) \(now) (the checkpoint's: \(was))"
         }
         if before.data != data {
             differences.append("the data, whose tokens differ from those the checkpoint was trained on (a file changed, or its chat template rendered other text)")

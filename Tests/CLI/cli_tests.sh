@@ -565,6 +565,14 @@ expect_error "sft on a malformed line" "bad-chat.jsonl:3: JSON: unexpected end" 
 usage "sft without data" "give the chat data with --data" "$keel" sft --init-from "$work/tiny-imported" --out "$work/sft-none"
 expect_error "sft whose examples are cut before the assistant speaks" "no token the loss counts" \
     "$keel" sft --init-from "$work/tiny-imported" --data "$work/chat.jsonl" --out "$work/sft-short" "${sft_settings[@]}" --set training.seq_len=16
+# Held-out conversations (every tenth) cut before the assistant speaks would log a validation loss of 0: refused.
+python3 -c 'import json, sys
+for i in range(20):
+    question = "Tell me " + ("at great length " * 20 if i % 10 == 9 else "") + "what %d is." % i
+    print(json.dumps({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "It is %d." % i}]}))' >"$work/long-held.jsonl"
+expect_error "sft whose held-out examples are cut before the assistant speaks" "the validation split holds no token the loss counts" \
+    "$keel" sft --init-from "$work/tiny-imported" --data "$work/long-held.jsonl" --out "$work/sft-long-held" "${sft_settings[@]}" \
+    --set training.batch_size=2
 # keel dpo against TRL's DPOTrainer: the same tiny Llama (transformers wrote it), pairs and settings give TRL's losses,
 # rewards, reward accuracies and log-probabilities within 1e-4 for 10 steps (Tests/Reference/dpo_trl, written by
 # scripts/hf_check/make_dpo_fixture.py with TRL 1.16), as plain text, as conversations and with IPO's loss.
@@ -602,7 +610,8 @@ cp -r "$work/dpo-text" "$work/dpo-other" && rm -rf "$work/dpo-other/checkpoints/
 sed 's/the king/a king/' "$dpo_fixture/pairs_text.jsonl" >"$work/pairs-changed.jsonl"
 fingerprint() { (cd "$1" && find . -type f | sort | xargs md5sum | md5sum); }
 before=$(fingerprint "$work/dpo-other")
-for other in "--beta 0.2" "--data $work/pairs-changed.jsonl"; do
+# The reference log-probabilities belong to the run's sequence length too (pairs that fit both read other tokens).
+for other in "--beta 0.2" "--data $work/pairs-changed.jsonl" "--set training.seq_len=80"; do
     data=(--data "$dpo_fixture/pairs_text.jsonl")
     [ "${other%% *}" = --data ] && data=()
     # shellcheck disable=SC2086
@@ -610,6 +619,7 @@ for other in "--beta 0.2" "--data $work/pairs-changed.jsonl"; do
     status=$?
     wanted="--beta 0.2 (the checkpoint's: 0.1)"
     [ "${other%% *}" = --data ] && wanted="the data, whose tokens differ from those the checkpoint was trained on"
+    [ "${other%% *}" = --set ] && wanted=".*training.seq_len = 80 (the checkpoint's: 63)"
     if [ $status -eq 3 ] && grep -q "^Error: --resume: this run differs from the one that wrote .*step_00000005: $wanted" "$work/err" \
         && [ "$(fingerprint "$work/dpo-other")" = "$before" ]; then
         pass "dpo --resume with $other is refused, naming it, with status 3, nothing written"

@@ -120,5 +120,17 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertThrowsError(try ChatTemplate("{{ 'unclosed }}")) {
             XCTAssertEqual("\($0)", "line 1: a string is not closed")
         }
+        // What stopped the process before: a template ending inside a raw block's tag, and integers past 64 bits
+        // (Python's have any size; Keel says where it cannot follow).
+        XCTAssertThrowsError(try ChatTemplate("{% raw %}x{%")) { XCTAssertEqual("\($0)", "line 1: {% raw %} is not closed") }
+        for (expression, message) in [("2 ** 64", "integer overflow in **: the result does not fit 64 bits"),
+                                      ("9223372036854775807 + 1", "integer overflow in +: the result does not fit 64 bits"),
+                                      ("(-9223372036854775807 - 1) // -1", "integer overflow in //: the result does not fit 64 bits"),
+                                      ("3037000500 * 3037000500", "integer overflow in *: the result does not fit 64 bits"),
+                                      ("'1e400' | int", "cannot convert inf to a 64-bit integer")] {
+            XCTAssertThrowsError(try ChatTemplate("{{ \(expression) }}").render(messages: [], addGenerationPrompt: false), expression) {
+                XCTAssertEqual("\($0)", message)
+            }
+        }
     }
 }

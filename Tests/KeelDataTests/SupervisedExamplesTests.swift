@@ -49,8 +49,48 @@ final class SupervisedExamplesTests: XCTestCase {
         let plain = try formatter.example(json: #"{"prompt": "The sky is", "completion": " blue."}"#)
         XCTAssertEqual(try tokenizer.decodeText(plain.tokens), "The sky is blue.<|im_end|>")
         XCTAssertEqual(try DataFixtures.trainedRuns(plain, tokenizer), [" blue.<|im_end|>"])
+        // A completion that ends with the end-of-sequence token already gets no second one.
+        let ended = try formatter.example(json: #"{"prompt": "The sky is", "completion": " blue.<|im_end|>"}"#)
+        XCTAssertEqual(ended.tokens, plain.tokens)
+        XCTAssertEqual(ended.trained, plain.trained)
         let chat = try formatter.example(json: #"{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Yo"}]}"#)
         XCTAssertEqual(try DataFixtures.trainedRuns(chat, tokenizer), ["Yo<|im_end|>\n"])
+    }
+
+    /// A prompt that ends with the assistant's message is that message to be continued (TRL's
+    /// `continue_final_message`): its turn is left open, not closed and a new one opened. One that ends with another
+    /// role than the user's or the assistant's is refused, as TRL refuses it.
+    func testAPromptEndingWithTheAssistantIsContinued() throws {
+        let tokenizer = try DataFixtures.chatTokenizer()
+        let formatter = try SupervisedFormatter(template: nil, tokenizer: tokenizer, endOfSequence: 2)
+        let task = try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Let me think"}]}"#)
+        XCTAssertEqual(try tokenizer.decodeText(task.tokens), "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nLet me think")
+        let asked = try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}]}"#)
+        XCTAssertEqual(try tokenizer.decodeText(asked.tokens), "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
+        // A completion of such a prompt is trained from where the prompt stops.
+        let continued = try formatter.example(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "It is"}], "completion": [{"role": "assistant", "content": "4"}]}"#)
+        XCTAssertEqual(try DataFixtures.trainedRuns(continued, tokenizer), ["<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"])
+        XCTAssertThrowsError(try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}]}"#)) {
+            XCTAssertEqual("\($0)", "the prompt's last message is from \"system\": a prompt ends with the user's turn, or with the assistant's to be continued")
+        }
+    }
+
+    /// A line's top-level "tools" reach the template (TRL passes them to `apply_chat_template`), so that a model
+    /// trained to call tools is shown their descriptions; "tools" that are no list are refused.
+    func testToolsReachTheTemplate() throws {
+        let tokenizer = try DataFixtures.chatTokenizer()
+        let template = "{% if tools %}[{{ tools | map(attribute='name') | join(',') }}]{% endif %}{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+        let formatter = try SupervisedFormatter(template: template, tokenizer: tokenizer, endOfSequence: 2)
+        let line = #"{"tools": [{"name": "clock"}, {"name": "map"}], "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}"#
+        XCTAssertEqual(try tokenizer.decodeText(try formatter.example(json: line).tokens), "[clock,map]user:Hi;assistant:Yo;")
+        let task = try formatter.taskPrompt(json: #"{"tools": [{"name": "clock"}], "prompt": [{"role": "user", "content": "Hi"}], "answer": "1"}"#)
+        XCTAssertEqual(try tokenizer.decodeText(task.tokens), "[clock]user:Hi;assistant:")
+        XCTAssertEqual(try tokenizer.decodeText(try formatter.rewardExample(task, completion: "1").tokens), "[clock]user:Hi;assistant:1;")
+        let pair = try formatter.pair(json: #"{"tools": [{"name": "map"}], "prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "A"}], "rejected": [{"role": "assistant", "content": "B"}]}"#)
+        XCTAssertEqual(try tokenizer.decodeText(pair.chosen.tokens), "[map]user:Hi;assistant:A;")
+        XCTAssertThrowsError(try formatter.example(json: #"{"tools": "clock", "messages": [{"role": "user", "content": "Hi"}]}"#)) {
+            XCTAssertEqual("\($0)", "\"tools\" must be a list of tool descriptions")
+        }
     }
 
     func testBadExamplesAreNamed() throws {

@@ -10,6 +10,18 @@ final class TokenizerFilesTests: XCTestCase {
         return try TokenizerTraining.train(inputs: [corpus.path], vocabSize: 280)
     }
 
+    /// The end-of-turn tokens a reply stops at are the tokenizer's special tokens among llama.cpp's list, whatever its
+    /// end of sequence: Phi's `<|end|>` and Llama 3's `<|eot_id|>` as well as ChatML's; a text that is not a special
+    /// token (spelled in ordinary tokens) is not one.
+    func testEndOfTurnTokensAreTheTokenizersSpecialOnes() throws {
+        let characters = (0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) }
+        let tokenizer = try GGUFVocabulary(tokens: ["<|endoftext|>", "<|end|>", "<|eot_id|>", "<|user|>"] + characters,
+                                           types: [3, 3, 3, 3] + Array(repeating: 1, count: 256), merges: [], preTokenizer: "gpt-2",
+                                           endOfText: 0).tokenizer()
+        XCTAssertEqual(EndOfTurn.tokens(in: tokenizer).map(\.text), ["<|eot_id|>", "<|end|>", "<|endoftext|>"])
+        XCTAssertEqual(EndOfTurn.tokens(in: tokenizer).map(\.token), [2, 1, 0])
+    }
+
     /// A chat template in chat_template.jinja wins over one in tokenizer_config.json, as in transformers; either
     /// alone is read.
     func testTheChatTemplateFileWinsOverTheConfigs() throws {

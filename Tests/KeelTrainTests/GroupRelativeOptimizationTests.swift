@@ -152,5 +152,16 @@ final class GroupRelativeOptimizationTests: XCTestCase {
                        [1_234_567, 1, 2, 3, 14, 12, 3456, 0.5, -0.25, 5])
         XCTAssertEqual(VerifiableReward.exactMatch.reward("  89\n", fields: answer), 1)
         XCTAssertEqual(VerifiableReward.exactMatch.reward("89 ", fields: ["answer": "8"]), 0)
+        // GSM8K's answers: a worked solution, then "#### 72": the number after the ####.
+        let gsm8k = ["answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"]
+        XCTAssertEqual(reward.reward("She sold 72 clips.", fields: gsm8k), 1)
+        XCTAssertEqual(reward.reward("24", fields: gsm8k), 0)
+        XCTAssertNoThrow(try reward.check(gsm8k))
+        // An answer stating several numbers (and no ####) could never be rewarded: refused when the tasks are read.
+        XCTAssertThrowsError(try reward.check(["answer": "between 3 and 5"])) {
+            XCTAssertEqual("\($0)", "the \"answer\" \"between 3 and 5\" states no single number, which the last-number reward compares with (GSM8K's worked answers are read after their \"####\")")
+        }
+        XCTAssertThrowsError(try reward.check([:])) { XCTAssertEqual("\($0)", "a task needs \"answer\", which the reward checks") }
+        XCTAssertNoThrow(try VerifiableReward.exactMatch.check(["answer": "between 3 and 5"]))
     }
 }
