@@ -83,6 +83,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func split(color: Int, key: Int) throws -> any Communicator {
+        // MPI_Comm_split is a collective of this communicator, made on the progress thread at once: the collectives
+        // started before it must be through first, or one rank could make it before a collective another made after.
+        try barrier(label: "before a split")
         var result: Result<MPICommunicator, Error>!
         runtime.perform {
             var part: MPI_Comm?
@@ -129,7 +132,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         let operation: CommunicationOperation
         let request: CommunicationRequest
         let pieces: [CommunicationOperation]
-        /// The piece posted (an index into `pieces`), its MPI request, and when it was posted.
+        /// The piece posted (an index into `pieces`), its MPI request, and the wait's patience (from its posting).
         var posted = -1
         var handle: MPI_Request? = keel_mpi_request_null()
         var patience: Patience
@@ -137,11 +140,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         var counts: [Int32] = []
         var displacements: [Int32] = []
 
-        init(_ operation: CommunicationOperation, _ request: CommunicationRequest, pieces: [CommunicationOperation], timeout: Double) {
+        init(_ operation: CommunicationOperation, _ request: CommunicationRequest, pieces: [CommunicationOperation], patience: Patience) {
             self.operation = operation
             self.request = request
             self.pieces = pieces
-            patience = Patience(began: monotonicSeconds(), timeout: timeout)
+            self.patience = patience
         }
     }
 
@@ -164,7 +167,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             }
             request.markStarted(at: monotonicSeconds())
             let collective = RunningCollective(operation, request, pieces: operation.pieces(limit: mpiMessageLimit, rank: rank),
-                                               timeout: timeout)
+                                               patience: Patience(began: monotonicSeconds(), timeout: timeout))
             if let error = postNextPiece(of: collective) {
                 fail(collective, error)
                 continue

@@ -145,10 +145,14 @@ public final class MPIRuntime: @unchecked Sendable {
                 // collective finishes within microseconds), then napping briefly in between, so that a long wait
                 // for a peer does not take a core from the computation.
                 condition.unlock()
-                let before = inFlight.count
+                let before = finishedOperations
                 pollInFlight()
                 serviceWatchers()
-                if inFlight.count < before { polls = 0 }
+                // Something finished (and a communicator's next collective may have just been posted): poll at once again.
+                if finishedOperations != before {
+                    polls = 0
+                    pause = 20
+                }
                 polls += 1
                 if polls > 64 {
                     usleep(pause)

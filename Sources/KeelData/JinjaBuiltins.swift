@@ -358,32 +358,39 @@ enum JinjaBuiltins {
         }
         let integers: (Int, Int)? = if case .int(let x) = left, case .int(let y) = right { (x, y) } else { nil }
         /// An integer result, or an error where Python's integers (of any size) would go past 64 bits.
-        func integer(_ result: (partialValue: Int, overflow: Bool)) throws -> JinjaValue {
+        func checked(_ result: (partialValue: Int, overflow: Bool)) throws -> Int {
             guard !result.overflow else { throw JinjaError("integer overflow in \(op): the result does not fit 64 bits") }
-            return .int(result.partialValue)
+            return result.partialValue
         }
         switch op {
-        case "+": return try integers.map { try integer($0.addingReportingOverflow($1)) } ?? .double(a + b)
-        case "-": return try integers.map { try integer($0.subtractingReportingOverflow($1)) } ?? .double(a - b)
-        case "*": return try integers.map { try integer($0.multipliedReportingOverflow(by: $1)) } ?? .double(a * b)
+        case "+": return try integers.map { .int(try checked($0.addingReportingOverflow($1))) } ?? .double(a + b)
+        case "-": return try integers.map { .int(try checked($0.subtractingReportingOverflow($1))) } ?? .double(a - b)
+        case "*": return try integers.map { .int(try checked($0.multipliedReportingOverflow(by: $1))) } ?? .double(a * b)
         case "/":
             guard b != 0 else { throw JinjaError("division by zero") }
             return .double(a / b)
         case "//", "%":
             guard b != 0 else { throw JinjaError("integer division or modulo by zero") }
             if let (x, y) = integers {
-                // Python floors: the remainder takes the divisor's sign.
-                guard let quotient = Int(exactly: (Double(x) / Double(y)).rounded(.down)) else {
-                    throw JinjaError("integer overflow in \(op): the result does not fit 64 bits")
+                // In integers (a Double loses digits past 2⁵³); Python floors: the remainder takes the divisor's sign.
+                guard x != .min || y != -1 else { throw JinjaError("integer overflow in \(op): the result does not fit 64 bits") }
+                var (quotient, remainder) = x.quotientAndRemainder(dividingBy: y)
+                if remainder != 0, (remainder < 0) != (y < 0) {
+                    quotient -= 1
+                    remainder += y
                 }
-                return op == "//" ? .int(quotient) : try integer(x.subtractingReportingOverflow(quotient &* y))
+                return .int(op == "//" ? quotient : remainder)
             }
             let quotient = (a / b).rounded(.down)
             return op == "//" ? .double(quotient) : .double(a - quotient * b)
         case "**":
             if let (x, y) = integers, y >= 0 {
-                guard let power = Int(exactly: pow(Double(x), Double(y))) else {
-                    throw JinjaError("integer overflow in **: the result does not fit 64 bits")
+                // By squaring, in integers.
+                var power = 1, base = x, exponent = y
+                while exponent > 0 {
+                    if exponent & 1 == 1 { power = try checked(power.multipliedReportingOverflow(by: base)) }
+                    exponent >>= 1
+                    if exponent > 0 { base = try checked(base.multipliedReportingOverflow(by: base)) }
                 }
                 return .int(power)
             }

@@ -148,14 +148,15 @@ public struct SupervisedFormatter: Sendable {
     /// A conversation that a completion follows, rendered as TRL's `maybe_apply_chat_template` renders a prompt: after
     /// the user's turn, with the generation prompt; after the assistant's (a reply begun, "<think>"), with that turn
     /// left open — the text up to the end of its content, as transformers' `continue_final_message` cuts it; after
-    /// any other role, refused (TRL raises too).
+    /// any other role but a tool's result (like the user's), refused (TRL raises too).
     func renderPrompt(_ messages: [JinjaValue]) throws -> String {
-        switch Self.role(messages.last!) {
-        case "user":
+        guard let last = messages.last else { throw KeelError("the prompt holds no message") }
+        switch Self.role(last) {
+        case "user", "tool":
             return try render(messages, prompt: true).text
         case "assistant":
             let rendered = try render(messages, prompt: false).text
-            guard let content = Self.text(of: messages.last!) else {
+            guard let content = Self.text(of: last) else {
                 throw KeelError("the prompt ends with an assistant message to continue, but it holds no text")
             }
             let stripped = content.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -168,12 +169,12 @@ public struct SupervisedFormatter: Sendable {
             }
             return String(rendered[..<found.upperBound])
         case let role:
-            throw KeelError("the prompt's last message is from \"\(role ?? "")\": a prompt ends with the user's turn, or with the assistant's to be continued")
+            throw KeelError("the prompt's last message is from \"\(role ?? "")\": a prompt ends with the user's turn (or a tool's result), or with the assistant's to be continued")
         }
     }
 
     /// A message's text: its string content, or the last text part of a list of parts.
-    private static func text(of message: JinjaValue) -> String? {
+    static func text(of message: JinjaValue) -> String? {
         guard case .dictionary(let fields) = message else { return nil }
         switch fields["content"] {
         case .string(let text)?: return text
@@ -226,7 +227,7 @@ public struct SupervisedFormatter: Sendable {
         return example
     }
 
-    private static func role(_ message: JinjaValue) -> String? {
+    static func role(_ message: JinjaValue) -> String? {
         guard case .dictionary(let fields) = message, case .string(let role)? = fields["role"] else { return nil }
         return role
     }

@@ -11,12 +11,16 @@ public struct TaskPrompt: Sendable, Equatable {
     public var prompt: JinjaValue
     /// The line's `tools`, which the chat template describes to the model (nil: none).
     public var tools: JinjaValue?
+    /// The start of the reply the prompt holds — the text of a last assistant message, which the model continues —
+    /// or empty. A completion is judged with it in front, as TRL's `GRPOTrainer` judges one ("bootstrap").
+    public var reply: String
 
-    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue, tools: JinjaValue? = nil) {
+    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue, tools: JinjaValue? = nil, reply: String = "") {
         self.tokens = tokens
         self.fields = fields
         self.prompt = prompt
         self.tools = tools
+        self.reply = reply
     }
 }
 
@@ -42,8 +46,9 @@ extension SupervisedFormatter {
             return TaskPrompt(tokens: self.text(text, trained: []).tokens, fields: fields, prompt: .string(text))
         case .list?:
             let messages = try Self.conversation(object["prompt"]!, field: "prompt")
+            let reply = Self.role(messages.last!) == "assistant" ? Self.text(of: messages.last!) ?? "" : ""
             return TaskPrompt(tokens: encode(try with(tools: object["tools"]).renderPrompt(messages), trained: []).tokens, fields: fields,
-                              prompt: .list(messages), tools: object["tools"])
+                              prompt: .list(messages), tools: object["tools"], reply: reply)
         default:
             throw KeelError("a task needs \"prompt\": a string or a list of messages")
         }
@@ -61,8 +66,12 @@ extension SupervisedFormatter {
         case .string(let prompt):
             return example(prompt: prompt, completion: completion)
         case .list(let messages):
-            let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string(completion))]))
-            return try with(tools: task.tools).example(prompt: messages, completion: [reply])
+            // A prompt that ends with the reply begun is scored as TRL scores it: that message taken off, and one reply of
+            // its text and the completion.
+            let formatter = try with(tools: task.tools)
+            let asked = Self.role(messages.last!) == "assistant" ? Array(messages.dropLast()) : messages
+            let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string(task.reply + completion))]))
+            return asked.isEmpty ? try formatter.example(messages: [reply]) : try formatter.example(prompt: asked, completion: [reply])
         default:
             preconditionFailure("a task's prompt is a string or a list of messages")
         }

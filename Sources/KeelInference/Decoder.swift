@@ -31,8 +31,9 @@ public final class Decoder: @unchecked Sendable {
     fileprivate let blockScores: FloatBuffer
 
     /// With `releasingFloatWeights` (and a `quantization`), the projections' fp32 weights are handed back to the
-    /// operating system once quantized — the model's buffer then reads zero there, so only a model used for nothing
-    /// else may be given — and a quantized run holds the embeddings and norms in fp32 and the rest quantized.
+    /// operating system once quantized, the token table's too — the model's buffer then reads zero there, so only a
+    /// model used for nothing else may be given — and a quantized run holds the norms (and GPT-2's positions) in fp32
+    /// and the rest quantized: the token table as `keel quantize` writes it (lookups dequantize its rows).
     public convenience init(model: Transformer, quantization: QuantizationFormat? = nil, releasingFloatWeights: Bool = false) throws {
         self.init(running: model)
         if let quantization {
@@ -58,8 +59,10 @@ public final class Decoder: @unchecked Sendable {
                 throw KeelError("cannot run this model in \(quantization.rawValue): \(error)")
             }
             if releasingFloatWeights {
-                // Every matrix but the token table (embedding lookups read it in fp32) now runs quantized.
-                for entry in model.table.entries where entry.role == .matrix { model.parameters.release(entry.range) }
+                // Every matrix, and the token table (lookups read its quantized rows), now runs quantized.
+                for entry in model.table.entries where entry.role == .matrix || entry.slot == .tokenTable {
+                    model.parameters.release(entry.range)
+                }
             }
         }
     }

@@ -70,7 +70,8 @@ struct LayerWeights {
 /// A whole model's weights, viewed in its flat parameter buffer (the model must outlive them).
 struct DecoderWeights {
     let tokenTable: UnsafePointer<Float>
-    /// The token table quantized, when the decoder runs on a quantized file's: lookups dequantize its rows.
+    /// The token table quantized — a quantized file's, or the model's quantized at load as the file would hold it:
+    /// lookups dequantize its rows.
     var quantizedTokenTable: QuantizedMatrix?
     /// GPT-2's learned positions.
     let positionTable: UnsafePointer<Float>?

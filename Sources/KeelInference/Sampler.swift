@@ -87,8 +87,11 @@ public enum Sampler {
         var order: [Int], total: Double?
         if options.topK > 0, options.topK < logits.count {
             order = mostLikely(logits, count: options.topK)
+        } else if let nucleus = nucleusCandidates(logits, temperature: options.temperature, topP: options.topP) {
+            (order, total) = nucleus
         } else {
-            (order, total) = nucleusCandidates(logits, temperature: options.temperature, topP: options.topP)
+            // Logits no bucket can order (NaN or +∞, from a model that overflowed): the whole vocabulary, sorted.
+            order = mostLikely(logits, count: logits.count)
         }
         let top = Double(logits[order[0]])
         var weights = order.map { exp((Double(logits[$0]) - top) / Double(options.temperature)) }
@@ -127,9 +130,11 @@ public enum Sampler {
     /// every token's weight exp((logit − top) / temperature) — found in two passes over the vocabulary instead of a
     /// sort of it. Each token falls in a bucket by its weight (an eighth of a temperature below the top per bucket,
     /// so a bucket never holds a token less likely than one in a later bucket); the buckets' sums say in which the
-    /// nucleus ends, and only the tokens up to that bucket are sorted — tens or hundreds, not the vocabulary.
-    static func nucleusCandidates(_ logits: [Float], temperature: Float, topP: Float) -> (order: [Int], total: Double) {
+    /// nucleus ends, and only the tokens up to that bucket are sorted — tens or hundreds, not the vocabulary. Nil when
+    /// the logits hold NaN or +∞, whose weights no bucket orders.
+    static func nucleusCandidates(_ logits: [Float], temperature: Float, topP: Float) -> (order: [Int], total: Double)? {
         let buckets = 256, perTemperature = 8.0
+        guard logits.allSatisfy({ !$0.isNaN && $0 != .infinity }) else { return nil }
         let top = Double(logits.max()!), temperature = Double(temperature)
         var sums = [Double](repeating: 0, count: buckets)
         var bucketOf = [UInt8](repeating: 0, count: logits.count)

@@ -94,8 +94,10 @@ public struct PageReader: Sendable {
         /// (PDFs, images, scripts) — in a crawl, often as many as the pages.
         public var notPages = 0
 
+        /// Nothing found yet.
         public init() {}
 
+        /// Adds another file's counts.
         public static func += (total: inout Counts, more: Counts) {
             total.pages += more.pages
             total.empty += more.empty

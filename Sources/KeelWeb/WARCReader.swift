@@ -37,8 +37,9 @@ public struct WARCRecord: Sendable {
 /// A record that cannot be read — a truncated or corrupt gzip member, a header that is not WARC's, a
 /// `Content-Length` that disagrees with the record — is skipped: counted in `skipped`, reported to `warn` with the
 /// file and offset, and reading goes on with the next record: the next line that begins one, looked for from the end
-/// of the bad record's header (so a length too long does not swallow the records it spans), in the same gzip member
-/// (a WARC compressed as one member) or, when the member is damaged, from the next member on. A sound record whose
+/// of the bad record's header (so a length too long does not swallow the records it spans) — in a gzip member that
+/// held a record before (a WARC compressed as one member), else from the next member on (Common Crawl's members hold
+/// one record each, whose payload may quote a WARC record's lines). A sound record whose
 /// block is larger than `maxRecordBytes` is counted and reported too, but read through, so the record right after
 /// it is read even when both share a gzip member; its length is trusted, as it is not kept to look through again.
 public final class WARCReader {
@@ -56,6 +57,8 @@ public final class WARCReader {
     /// A plain file's version line found while looking for the next record after damage, and where it began.
     private var pendingVersion: String?
     private var pendingStart = 0
+    /// Whether the current gzip member has held a whole record: only then may it hold another after a bad one.
+    private var memberHeldRecord = false
 
     public init(path: String, maxRecordBytes: Int = 64 << 20, warn: @escaping (String) -> Void) throws {
         self.path = path
@@ -72,6 +75,8 @@ public final class WARCReader {
                 if position == buffer.count, try !fill() {
                     // The member is done: the next record starts a new one.
                     guard try input.beginMember() else { return nil }
+                    memberHeldRecord = false
+                    pendingVersion = nil
                     continue
                 }
                 start = input.isCompressed ? input.memberStart : consumed
@@ -131,11 +136,13 @@ public final class WARCReader {
             // Read through to its end, counted and warned of: the next record follows, in this member or the next, and
             // nothing of the member may be discarded (a WARC compressed as one member holds every later record in it).
             try discard(length)
-            try expectTrailer()
+            _ = try takeBlock(0)  // the line ends after it
+            memberHeldRecord = true
             skip(at: start, "a block of \(length) bytes, over the limit of \(maxRecordBytes)")
             return nil
         }
         let block = try takeBlock(length)
+        memberHeldRecord = true
         var recordLength: Int?
         if input.isCompressed {
             // A record that is a member of its own: the member ends right after it.
@@ -174,24 +181,25 @@ public final class WARCReader {
         return block
     }
 
-    /// The two line ends after a block read through; anything else means `Content-Length` was wrong.
-    private func expectTrailer() throws {
-        for _ in 0..<2 {
-            guard let line = try readLine() else { return }  // the last record of a file may lack its trailer
-            guard line.isEmpty else {
-                throw Problem(reason: "the record does not end where its Content-Length says (found \(String(reflecting: String(line.prefix(40)))))")
-            }
-        }
-    }
-
     private func skip(at offset: Int, _ reason: String) {
         skipped += 1
         warn("\(path): record at offset \(offset) skipped: \(reason)")
     }
 
     /// After a record's own damage, finds the next record: reads line by line up to the next version line, or to the
-    /// end of the gzip member (the next member begins a record); a member damaged on the way is left for the next.
+    /// end of the gzip member (the next member begins a record); a member damaged on the way is left for the next. A
+    /// member whose first record is the bad one is passed over whole: it holds one record, or its first is lost.
     private func recover() throws {
+        if input.isCompressed, !memberHeldRecord {
+            do {
+                while try fill() { position = buffer.count }
+            } catch is RecordInput.Damage {
+                try input.skipToNextMember()
+            }
+            buffer.removeAll(keepingCapacity: true)
+            position = 0
+            return
+        }
         while true {
             let lineStart = input.isCompressed ? input.memberStart : consumed
             let line: String?

@@ -130,7 +130,7 @@ struct GRPO: ParsableCommand {
                 }
             } else {
                 score = { completions, tasks in
-                    try zip(completions, tasks).map { check.reward(try tokenizer.decodeText($0), fields: $1.fields) }
+                    try zip(completions, tasks).map { check.reward($1.reply + (try tokenizer.decodeText($0)), fields: $1.fields) }
                 }
             }
             let trainer = try GroupRelativeOptimization(

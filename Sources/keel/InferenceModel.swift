@@ -22,7 +22,7 @@ struct InferenceModel {
     /// `tokenizer.ggml.eos_token_id`, an import's `tokenizer_config.json`).
     let endOfSequence: String?
     /// Where a plain continuation stops (`generate`, `serve`'s completions): the end-of-sequence token's text, and
-    /// the end-of-turn markers among the model's special tokens (`<|im_end|>`, `<|eot_id|>`, … as listed below),
+    /// the end-of-turn markers among the model's special tokens (`<|im_end|>`, `<|eot_id|>`, … KeelData's `EndOfTurn`),
     /// which llama.cpp also ends generation at, whichever token a file names as its end of sequence: an instruct
     /// model's continuation then stops where llama.cpp's does. Empty when the model declares no end of sequence (a
     /// model trained here). An approximation of llama.cpp's rule, which also applies to tokens not marked special

@@ -71,8 +71,16 @@ final class SupervisedExamplesTests: XCTestCase {
         let continued = try formatter.example(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "It is"}], "completion": [{"role": "assistant", "content": "4"}]}"#)
         XCTAssertEqual(try DataFixtures.trainedRuns(continued, tokenizer), ["<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"])
         XCTAssertThrowsError(try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}]}"#)) {
-            XCTAssertEqual("\($0)", "the prompt's last message is from \"system\": a prompt ends with the user's turn, or with the assistant's to be continued")
+            XCTAssertEqual("\($0)", "the prompt's last message is from \"system\": a prompt ends with the user's turn (or a tool's result), or with the assistant's to be continued")
         }
+        // A tool's result asks for the assistant's turn, as the user's does.
+        let tool = try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "tool", "content": "42"}]}"#)
+        XCTAssertTrue(try tokenizer.decodeText(tool.tokens).hasSuffix("<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n"))
+        // The reward model reads the continued reply as one message: the prompt's start of it and the completion, as TRL
+        // scores it; a verifiable reward sees the same text (`reply`).
+        XCTAssertEqual(task.reply, "Let me think")
+        XCTAssertEqual(try tokenizer.decodeText(try formatter.rewardExample(task, completion: ": 4").tokens),
+                       "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nLet me think: 4<|im_end|>\n")
     }
 
     /// A line's top-level "tools" reach the template (TRL passes them to `apply_chat_template`), so that a model

@@ -104,8 +104,8 @@ final class DecoderTests: XCTestCase {
         }
     }
 
-    /// A quantized decoder that hands the fp32 projections back gives the same logits, and the model's buffer reads
-    /// zero there (the memory is the operating system's again); the token table stays.
+    /// A quantized decoder that hands the fp32 projections and token table back gives the same logits, and the
+    /// model's buffer reads zero there (the memory is the operating system's again); the norms stay.
     func testReleasingTheFloatWeightsKeepsTheQuantizedLogits() throws {
         let config = ModelConfig(architecture: .llama, vocabSize: 64, layers: 2, heads: 4, kvHeads: 2, width: 64,
                                  hiddenWidth: 64, maxLength: 16)
@@ -116,7 +116,7 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(released.logits(of: text).flatMap { $0 }.map(\.bitPattern), kept.logits(of: text).flatMap { $0 }.map(\.bitPattern))
         for entry in model.table.entries {
             let values = UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count)
-            if entry.role == .matrix {
+            if entry.role == .matrix || entry.slot == .tokenTable {
                 XCTAssertTrue(values.allSatisfy { $0 == 0 }, "\(entry.name) released")
             } else {
                 XCTAssertTrue(values.contains { $0 != 0 }, "\(entry.name) kept")
@@ -230,7 +230,7 @@ final class DecoderTests: XCTestCase {
     /// Top-p without top-k orders only the candidates for the nucleus, and they begin with the nucleus itself: the
     /// smallest run of the whole vocabulary, sorted, whose probabilities reach p — for peaked and flat logits, ties,
     /// masked (−∞) tokens, and temperatures high and low.
-    func testTheNucleusIsFoundWithoutSortingTheVocabulary() {
+    func testTheNucleusIsFoundWithoutSortingTheVocabulary() throws {
         var random = RandomStream(seed: 7, key: 3)
         for (temperature, spread) in [(Float(0.7), 300), (1, 60), (2, 3000), (0.05, 30)] {
             var logits = (0..<8000).map { _ in Float(random.nextInt(below: spread)) / 10 }
@@ -245,7 +245,7 @@ final class DecoderTests: XCTestCase {
                     cumulative += weights[size] / total
                     size += 1
                 }
-                let found = Sampler.nucleusCandidates(logits, temperature: temperature, topP: topP)
+                let found = try XCTUnwrap(Sampler.nucleusCandidates(logits, temperature: temperature, topP: topP))
                 XCTAssertEqual(Array(found.order.prefix(size)), Array(full.prefix(size)), "T \(temperature), p \(topP)")
                 XCTAssertEqual(found.total, total, accuracy: total * 1e-12)
                 XCTAssertFalse(found.order.contains { logits[$0] == -.infinity })
@@ -259,7 +259,13 @@ final class DecoderTests: XCTestCase {
         }
         // A peaked distribution (a trained model's usual one) sorts a small part of the vocabulary.
         let peaked = (0..<8000).map { Float(-Double($0) / 50) }
-        XCTAssertLessThan(Sampler.nucleusCandidates(peaked, temperature: 1, topP: 0.9).order.count, 200)
+        XCTAssertLessThan(try XCTUnwrap(Sampler.nucleusCandidates(peaked, temperature: 1, topP: 0.9)).order.count, 200)
+        // Logits of a model that overflowed (NaN, +∞) draw a token as the whole sort did, rather than stop the process.
+        for broken: [Float] in [[.nan, 1, 0], [1, .infinity, 0]] {
+            var draws = RandomStream(seed: 3, key: 1)
+            XCTAssertNil(Sampler.nucleusCandidates(broken, temperature: 1, topP: 0.9))
+            XCTAssertTrue((0..<3).contains(Sampler.choose(broken, history: [], options: SamplingOptions(temperature: 1, topK: 0, topP: 0.9), random: &draws)))
+        }
     }
 }
 

@@ -108,6 +108,20 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertEqual(read.warnings.count, 2)
     }
 
+    /// A bad record alone in its gzip member (as Common Crawl writes them) costs its member, not more: a page that
+    /// quotes a WARC record's lines is not read for records — only a member that held a record before may hold another.
+    func testAQuotedRecordInABadMemberIsNoRecord() throws {
+        let good = records()
+        let quoted = WARCFixture.record(uri: "http://example.com/quoted", block: WARCFixture.response("<p>quoted</p>"))
+        let block = WARCFixture.response("<pre>\n" + String(decoding: quoted, as: UTF8.self) + "</pre>")
+        let bad = WARCFixture.record(uri: "http://example.com/bad", block: block, contentLength: block.count + 50)
+        let members = [good[0], bad, good[2]].map(WARCFixture.gzip)
+        let read = try read(try temporaryFile(members.flatMap { $0 }, name: "quoted.warc.gz"))
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/2"])
+        XCTAssertEqual(read.records.last?.offset, members[0].count + members[1].count)
+        XCTAssertEqual(read.skipped, 1)
+    }
+
     /// Recovery in a plain file passes over lines of any length (a crashed writer's zeros) to the next record.
     func testRecoveryPassesOverLinesOfOverAMegabyte() throws {
         let good = records()
