@@ -24,6 +24,8 @@ public final class BPEEncoder {
     /// Special tokens' spellings, the longest found where two start at one place; made on first use (most encoders
     /// read ordinary text only).
     private lazy var specials = SpellingTrie(vocabulary.specialTokens.map { ($0.key, $0.value) })
+    /// The spellings of the added tokens that are not special, which every text matches.
+    private lazy var textAdded = SpellingTrie(vocabulary.textAddedTokens.map { ($0, vocabulary.specialTokens[$0]!) })
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
@@ -54,8 +56,34 @@ public final class BPEEncoder {
     }
 
     /// Appends the tokens of `text` (UTF-8 bytes, not necessarily valid) to `output`, treating any special
-    /// token text as ordinary text.
+    /// token text as ordinary text — all but the added tokens that are not special, matched first as
+    /// `tokenizers` matches them (the longest where two start at one place).
     public func encodeOrdinary(_ text: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
+        guard !vocabulary.textAddedTokens.isEmpty else { return encodeSplitting(text, into: &output) }
+        Self.split(text, at: textAdded, between: { encodeSplitting($0, into: &output) }, matched: { id, _ in output.append(id) })
+    }
+
+    /// Walks `text` for `spellings`, leftmost first and the longest where two start at one place: `between` gets the
+    /// text before each match and after the last, `matched` each match's id and bytes.
+    private static func split(_ text: UnsafeBufferPointer<UInt8>, at spellings: SpellingTrie,
+                              between: (UnsafeBufferPointer<UInt8>) throws -> Void,
+                              matched: (Int32, Range<Int>) throws -> Void) rethrows {
+        var start = 0, i = 0
+        while i < text.count {
+            if let (length, id) = spellings.longestMatch(in: text, at: i) {
+                try between(UnsafeBufferPointer(rebasing: text[start..<i]))
+                try matched(id, i..<(i + length))
+                i += length
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        try between(UnsafeBufferPointer(rebasing: text[start..<text.count]))
+    }
+
+    /// The tokens of text without added tokens: split by the pattern, each piece merged.
+    private func encodeSplitting(_ text: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         guard text.count > 0 else { return }
         preTokenizer.split(text) { range in
             encodePiece(UnsafeBufferPointer(rebasing: text[range]), into: &output)
@@ -69,21 +97,12 @@ public final class BPEEncoder {
             encodeOrdinary(text, into: &output)
             return
         }
-        var start = 0, i = 0
-        while i < text.count {
-            if let (length, id) = specials.longestMatch(in: text, at: i) {
-                guard policy == .allowed else {
-                    throw KeelError("text contains the special token \(String(decoding: text[i..<(i + length)], as: UTF8.self)) at byte \(i); allow it or encode it as ordinary text")
-                }
-                encodeOrdinary(UnsafeBufferPointer(rebasing: text[start..<i]), into: &output)
-                output.append(id)
-                i += length
-                start = i
-            } else {
-                i += 1
+        try Self.split(text, at: specials, between: { encodeOrdinary($0, into: &output) }) { id, bytes in
+            guard policy == .allowed else {
+                throw KeelError("text contains the special token \(String(decoding: text[bytes], as: UTF8.self)) at byte \(bytes.lowerBound); allow it or encode it as ordinary text")
             }
+            output.append(id)
         }
-        encodeOrdinary(UnsafeBufferPointer(rebasing: text[start..<text.count]), into: &output)
     }
 
     /// Convenience: the tokens of `text`.

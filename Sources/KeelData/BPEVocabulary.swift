@@ -15,8 +15,12 @@ public final class BPEVocabulary: Sendable {
     public let pattern: SplitPattern
     /// Number of ids (one past the largest id, specials included).
     public let size: Int
-    /// Special tokens by text, e.g. `<|endoftext|>`.
+    /// Special tokens by text, e.g. `<|endoftext|>` — every added token, whether special or not.
     public let specialTokens: [String: Int32]
+    /// The added tokens that are not special (a `tokenizer.json`'s `"special": false`, a GGUF file's user-defined
+    /// tokens: Phi-2's runs of spaces): matched in every text, as `tokenizers` and llama.cpp match them — also where
+    /// special tokens' spellings are read as text.
+    public let textAddedTokens: Set<String>
     /// The text of each special token, by id (decoding, token by token, looks them up).
     private let specialTexts: [Int32: String]
     /// The end-of-text special token, if the vocabulary has one.
@@ -125,7 +129,8 @@ public final class BPEVocabulary: Sendable {
     /// order, each joining two ids into the token whose bytes are their concatenation.
     public convenience init(
         tokens: [[UInt8]], merges: [(left: Int32, right: Int32)], specialTokens: [String: Int32],
-        pattern: SplitPattern, emitsWholePieces: Bool = false, textStart: TextStart = .unspecified
+        pattern: SplitPattern, emitsWholePieces: Bool = false, textStart: TextStart = .unspecified,
+        textAddedTokens: Set<String> = []
     ) throws {
         var table = ByteStringTable(capacity: tokens.count)
         for (id, bytes) in tokens.enumerated() where !bytes.isEmpty {
@@ -144,13 +149,13 @@ public final class BPEVocabulary: Sendable {
         }
         try self.init(tokens: tokens, table: table, pairs: pairs, merges: merges, specialTokens: specialTokens,
                       pattern: pattern, emitsWholePieces: emitsWholePieces, allowsMissingBytes: !emitsWholePieces,
-                      textStart: textStart)
+                      textStart: textStart, textAddedTokens: textAddedTokens)
     }
 
     private init(
         tokens: [[UInt8]], table: ByteStringTable, pairs: PairTable, merges: [(left: Int32, right: Int32)],
         specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool, allowsMissingBytes: Bool = false,
-        textStart: TextStart = .unspecified
+        textStart: TextStart = .unspecified, textAddedTokens: Set<String> = []
     ) throws {
         var byteTokens = [Int32](repeating: -1, count: 256)
         for byte in 0..<256 {
@@ -170,10 +175,20 @@ public final class BPEVocabulary: Sendable {
         for (text, id) in specialTokens where Int(id) < tokens.count && !tokens[Int(id)].isEmpty {
             throw KeelError("tokenizer: special token \(text) reuses ordinary id \(id)")
         }
+        var specialTexts: [Int32: String] = [:]
+        for (text, id) in specialTokens.sorted(by: { $0.key < $1.key }) {
+            if let other = specialTexts.updateValue(text, forKey: id) {
+                throw KeelError("tokenizer: the added tokens \(other) and \(text) both have id \(id)")
+            }
+        }
+        if let unknown = textAddedTokens.first(where: { specialTokens[$0] == nil }) {
+            throw KeelError("tokenizer: \(unknown) is not one of the added tokens")
+        }
         self.pattern = pattern
         self.size = max(tokens.count, Int(largestSpecial) + 1)
         self.specialTokens = specialTokens
-        specialTexts = Dictionary(uniqueKeysWithValues: specialTokens.map { ($0.value, $0.key) })
+        self.specialTexts = specialTexts
+        self.textAddedTokens = textAddedTokens
         self.endOfText = specialTokens[BPEVocabulary.endOfTextText]
         self.emitsWholePieces = emitsWholePieces
         self.textStart = textStart

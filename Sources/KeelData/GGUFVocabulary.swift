@@ -71,7 +71,7 @@ public struct GGUFVocabulary: Sendable {
             for id in 0..<vocabulary.size {
                 if let text = special[Int32(id)] {
                     tokens.append(text)
-                    types.append(.control)
+                    types.append(vocabulary.textAddedTokens.contains(text) ? .userDefined : .control)
                 } else if id < vocabulary.ordinaryCount, !vocabulary.bytes(of: Int32(id)).isEmpty {
                     tokens.append(spell(vocabulary.bytes(of: Int32(id))))
                     types.append(.normal)
@@ -132,13 +132,17 @@ public struct GGUFVocabulary: Sendable {
             throw KeelError("tokenizer: llama.cpp pre-tokenizer \"\(preTokenizer)\" is not one Keel reproduces (\(Self.preTokenizers.keys.sorted().joined(separator: ", ")))")
         }
         var bytes = [[UInt8]](repeating: [], count: tokens.count)
-        var specials: [String: Int32] = [:], ids: [String: Int32] = [:]
+        var specials: [String: Int32] = [:], ids: [String: Int32] = [:], textAdded = Set<String>()
         for (id, (token, type)) in zip(tokens, types).enumerated() {
             switch type {
             case .normal, .byte:
                 bytes[id] = try TokenizerFiles.decodeKey(token, path: "the GGUF file's tokenizer")
                 ids[token] = Int32(id)
-            case .control, .userDefined, .unknown:
+            case .userDefined:
+                // llama.cpp matches user-defined tokens in every text (its `llama-vocab.cpp`, since #8228).
+                specials[token] = Int32(id)
+                textAdded.insert(token)
+            case .control, .unknown:
                 specials[token] = Int32(id)
             case .unused:
                 break
@@ -152,6 +156,6 @@ public struct GGUFVocabulary: Sendable {
             return (left, right)
         }
         return try BPEVocabulary(tokens: bytes, merges: pairs, specialTokens: specials, pattern: split.pattern,
-                                 emitsWholePieces: split.ignoresMerges)
+                                 emitsWholePieces: split.ignoresMerges, textAddedTokens: textAdded)
     }
 }

@@ -7,7 +7,8 @@ public enum TokenizerFiles {
     /// Loads `path` by its extension: `.tiktoken` or `.json` (Hugging Face).
     ///
     /// A `.tiktoken` file holds only ranks: its split pattern and special tokens come from `pattern`, or
-    /// from the file name for the standard vocabularies (cl100k_base, r50k_base/gpt2).
+    /// from the file name for the standard vocabularies (cl100k_base, r50k_base/gpt2) — when the file holds as many
+    /// ranks as that vocabulary (a trained file named `gpt2-small.tiktoken` is not GPT-2's).
     public static func load(_ path: String, pattern: SplitPattern? = nil) throws -> BPEVocabulary {
         do {
             return try loadUnnamed(path, pattern: pattern)
@@ -23,23 +24,23 @@ public enum TokenizerFiles {
         guard let data = try? Data(contentsOf: url) else { throw KeelError("tokenizer: \(path): cannot read") }
         if url.pathExtension == "tiktoken" {
             let name = url.deletingPathExtension().lastPathComponent
-            let known = knownTiktoken(name)
+            let ranked = try RankedTokens(tiktoken: data, path: path)
+            let known = knownTiktoken(name).flatMap { $0.ranks == ranked.count ? $0 : nil }
             guard let split = pattern ?? known?.pattern else {
                 throw KeelError("tokenizer: \(path): a .tiktoken file does not say its split pattern; pass --pattern \(SplitPattern.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            return try BPEVocabulary(ranked: RankedTokens(tiktoken: data, path: path), specialTokens: known?.specials ?? [:],
-                                     pattern: split)
+            return try BPEVocabulary(ranked: ranked, specialTokens: known?.specials ?? [:], pattern: split)
         }
         return try parseHuggingFace(data, path: path)
     }
 
-    /// Special tokens and pattern of the standard OpenAI vocabularies, by file name.
-    static func knownTiktoken(_ name: String) -> (pattern: SplitPattern, specials: [String: Int32])? {
+    /// Special tokens, pattern and number of ranks of the standard OpenAI vocabularies, by file name.
+    static func knownTiktoken(_ name: String) -> (pattern: SplitPattern, specials: [String: Int32], ranks: Int)? {
         if name.hasPrefix("cl100k_base") {
             return (.cl100k, ["<|endoftext|>": 100_257, "<|fim_prefix|>": 100_258, "<|fim_middle|>": 100_259,
-                              "<|fim_suffix|>": 100_260, "<|endofprompt|>": 100_276])
+                              "<|fim_suffix|>": 100_260, "<|endofprompt|>": 100_276], 100_256)
         }
-        if name.hasPrefix("r50k_base") || name.hasPrefix("gpt2") { return (.gpt2, ["<|endoftext|>": 50_256]) }
+        if name.hasPrefix("r50k_base") || name.hasPrefix("gpt2") { return (.gpt2, ["<|endoftext|>": 50_256], 50_256) }
         return nil
     }
 
@@ -139,15 +140,22 @@ public enum TokenizerFiles {
         // Added tokens are matched in the text before BPE runs, as `tokenizers` does, so they are special
         // tokens here. Hugging Face's own GPT-2 file also lists `<|endoftext|>` in model.vocab (id 50256):
         // that id then belongs to the special token, not to an ordinary token spelled `<|endoftext|>`.
-        var specials: [String: Int32] = [:]
+        // Ids past 2²⁴ (16.7 million; the largest vocabularies hold a few hundred thousand) are a damaged file, not one
+        // to allocate a table of tokens for.
+        let mostIds = 1 << 24
+        var specials: [String: Int32] = [:], textAdded = Set<String>()
         for case let added as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
-            guard let content = added["content"] as? String, let id = added["id"] as? Int, id >= 0 else {
-                throw KeelError("tokenizer: \(path): an entry of added_tokens lacks its content or id")
+            guard let content = added["content"] as? String, let id = added["id"] as? Int, (0..<mostIds).contains(id) else {
+                throw KeelError("tokenizer: \(path): an entry of added_tokens lacks its content or an id from 0 to \(mostIds - 1)")
             }
             if let listed = vocab[content], listed != id {
                 throw KeelError("tokenizer: \(path): '\(content)' has id \(listed) in model.vocab but \(id) in added_tokens")
             }
             specials[content] = Int32(id)
+            if added["special"] as? Bool == false { textAdded.insert(content) }
+        }
+        if let largest = vocab.values.max(), largest >= mostIds {
+            throw KeelError("tokenizer: \(path): model.vocab has id \(largest), past \(mostIds - 1)")
         }
         var tokens = [[UInt8]](repeating: [], count: (vocab.values.max() ?? -1) + 1)
         for (key, id) in vocab where specials[key] == nil {
@@ -170,7 +178,7 @@ public enum TokenizerFiles {
         }
         return try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: specials, pattern: pattern,
                                  emitsWholePieces: model["ignore_merges"] as? Bool ?? false,
-                                 textStart: textStart(root["post_processor"], specials: specials))
+                                 textStart: textStart(root["post_processor"], specials: specials), textAddedTokens: textAdded)
     }
 
     /// What a post-processor puts first in a text's encoding, as `transformers` 5 reads it: a `TemplateProcessing`'s
@@ -247,7 +255,7 @@ public enum TokenizerFiles {
         }
         let added: [[String: Any]] = vocabulary.specialTokens.sorted { $0.value < $1.value }.map {
             ["id": Int($0.value), "content": $0.key, "single_word": false, "lstrip": false, "rstrip": false,
-             "normalized": false, "special": true]
+             "normalized": false, "special": !vocabulary.textAddedTokens.contains($0.key)]
         }
         let preTokenizer: [String: Any]
         let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]

@@ -39,6 +39,8 @@ struct TokenizerCommand: ParsableCommand {
             let url = URL(fileURLWithPath: out)
             if url.pathExtension == "tiktoken" {
                 try TokenizerFiles.writeTiktoken(vocabulary, to: url)
+                // The format has no place for them: say what a reader must be told, and what training cannot do.
+                FileHandle.standardError.write(Data("note: a .tiktoken file holds the ranks only: read it with --pattern \(pattern.rawValue); without <|endoftext|> (id \(vocabulary.size - 1) here) Keel cannot prepare data or train with it — tokenizer.json keeps both\n".utf8))
             } else {
                 try TokenizerFiles.writeHuggingFace(vocabulary, to: url)
             }

@@ -33,12 +33,69 @@ final class TokenizerFilesTests: XCTestCase {
         XCTAssertEqual(TokenizerSettings(directory: directory).endOfSequence, "</s>")
     }
 
+    /// An added token that is not special (Phi-2's runs of spaces: `"special": false`; a GGUF file's user-defined
+    /// tokens) is matched in every text, as `tokenizers` and llama.cpp match it — where a special token's spelling is
+    /// still read as text; written back, it stays not special.
+    func testAddedTokensThatAreNotSpecialAreMatchedInText() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let url = directory.appendingPathComponent("tokenizer.json")
+        try Self.byteLevelFile(added: [[256, "<|endoftext|>", true], [257, "  ", false], [258, "   ", false]]).write(to: url)
+        let vocabulary = try TokenizerFiles.load(url.path)
+        XCTAssertEqual(vocabulary.textAddedTokens, ["  ", "   "])
+        let tokenizer = try BPETokenizer(vocabulary: vocabulary, origin: url.path)
+        // "a  b" is [a, "  ", b]; four spaces are the longest match, then a space; the special token's text is text.
+        XCTAssertEqual(tokenizer.encode("a  b"), [97, 257, 98])
+        XCTAssertEqual(tokenizer.encode("    x"), [258, 32, 120])
+        XCTAssertEqual(tokenizer.encode("<|endoftext|>").count, 13)
+        XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens("a<|endoftext|>  "), [97, 256, 257])
+        let written = directory.appendingPathComponent("written.json")
+        try TokenizerFiles.writeHuggingFace(vocabulary, to: written)
+        XCTAssertEqual(try TokenizerFiles.load(written.path).textAddedTokens, ["  ", "   "])
+        // llama.cpp's user-defined tokens (type 4) are the same kind.
+        let characters = (0..<256).map { String(TokenizerFiles.byteToCharacter[$0]) }
+        let gguf = try GGUFVocabulary(tokens: characters + ["<|endoftext|>", "  "], types: Array(repeating: 1, count: 256) + [3, 4],
+                                      merges: [], preTokenizer: "gpt-2", endOfText: 256).tokenizer()
+        XCTAssertEqual(gguf.encode("a  b"), [97, 257, 98])
+    }
+
+    /// Files that trapped (two added tokens on one id) or asked for gigabytes (an id of two billion) are one error.
+    func testAddedTokensOnOneIdAndHugeIdsAreRefused() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        func error(_ file: Data) throws -> String {
+            let url = directory.appendingPathComponent("bad.json")
+            try file.write(to: url)
+            do { _ = try TokenizerFiles.load(url.path) } catch { return "\(error)" }
+            return "no error"
+        }
+        XCTAssertTrue(try error(Self.byteLevelFile(added: [[256, "<a>", true], [256, "<b>", true]])).hasSuffix("the added tokens <a> and <b> both have id 256"))
+        XCTAssertTrue(try error(Self.byteLevelFile(added: [[2_000_000_000, "<a>", true]]))
+                        .contains("an entry of added_tokens lacks its content or an id from 0 to 16777215"))
+        XCTAssertTrue(try error(Self.byteLevelFile(added: [], extra: ["a": 2_000_000_000])).hasSuffix("model.vocab has id 2000000000, past 16777215"))
+    }
+
+    /// A byte-level tokenizer.json of the 256 bytes (GPT-2's spelling), `extra` vocabulary entries, and `added` tokens
+    /// ([id, content, special]).
+    private static func byteLevelFile(added: [[Any]], extra: [String: Int] = [:]) throws -> Data {
+        var vocab = Dictionary(uniqueKeysWithValues: (0..<256).map { (String(TokenizerFiles.byteToCharacter[$0]), $0) })
+        vocab.merge(extra) { $1 }
+        let root: [String: Any] = [
+            "model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "pre_tokenizer": ["type": "ByteLevel"],
+            "added_tokens": added.map { ["id": $0[0], "content": $0[1], "special": $0[2]] },
+        ]
+        return try JSONSerialization.data(withJSONObject: root)
+    }
+
     func testTiktokenFileRoundTrip() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
         let vocabulary = try trained(directory)
         let url = directory.appendingPathComponent("mine.tiktoken")
         try TokenizerFiles.writeTiktoken(vocabulary, to: url)
         XCTAssertThrowsError(try TokenizerFiles.load(url.path)) { XCTAssertTrue("\($0)".contains("--pattern")) }
+        // A trained file named like GPT-2's is not taken for it (its special tokens, its 50,257 ids): its ranks say so.
+        let named = directory.appendingPathComponent("gpt2-small.tiktoken")
+        try TokenizerFiles.writeTiktoken(vocabulary, to: named)
+        XCTAssertThrowsError(try TokenizerFiles.load(named.path)) { XCTAssertTrue("\($0)".contains("--pattern"), "\($0)") }
+        XCTAssertEqual(try TokenizerFiles.load(named.path, pattern: .gpt2).specialTokens, [:])
         let reloaded = try TokenizerFiles.load(url.path, pattern: .gpt2)
         XCTAssertEqual(reloaded.ordinaryCount, vocabulary.ordinaryCount)
         for id in 0..<vocabulary.ordinaryCount {
