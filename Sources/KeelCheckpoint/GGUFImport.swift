@@ -67,7 +67,11 @@ public enum GGUFImport {
             types = Array(repeating: 1, count: tokens.count)
         }
         var merges: [String] = []
-        if case .array(_, let values)? = file["tokenizer.ggml.merges"] { merges = values.compactMap(\.string) }
+        if case .array(_, let values)? = file["tokenizer.ggml.merges"] {
+            merges = values.compactMap(\.string)
+            // Merges of another type would be dropped silently, and the tokenizer encode otherwise.
+            guard merges.count == values.count else { throw fail("tokenizer.ggml.merges must be a list of strings") }
+        }
         guard tokens.count == tokenValues.count, types.count == tokens.count else {
             throw fail("tokenizer.ggml.tokens and token_type must be lists of \(tokenValues.count) strings and integers")
         }

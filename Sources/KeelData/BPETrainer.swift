@@ -24,6 +24,10 @@ public struct BPEMerge: Sendable, Equatable, Hashable {
 ///   on runs of one token.)
 /// - **Order.** Each step merges the pair with the highest score; ties go to the smallest left id, then the
 ///   smallest right id. Training is single-threaded and never depends on hash order, so it is deterministic.
+///   (Hugging Face's trainer breaks ties by its own ids, which order the byte alphabet by each byte's printable
+///   character — printable bytes first, the space's `Ġ` late — so where counts tie its merge list can differ; and it
+///   goes on with pairs seen once, where Keel stops at pairs seen at least twice, so on a small corpus it reaches a
+///   vocabulary size Keel stops short of: `keel tokenizer train` prints the ids it made.)
 /// - **No duplicate tokens.** A pair whose bytes together equal an existing token's bytes is skipped for good
 ///   (its bytes never change) and the next best pair is taken. Two ids spelling the same bytes would break the
 ///   correspondence between the vocabulary and its merges: a Hugging Face vocabulary (bytes → id) cannot hold both,

@@ -202,6 +202,10 @@ final class GGUFImportTests: XCTestCase {
         try expectError(try rebuilt(metadata: setting(["llama.embedding_length": .uint64(1 << 47), "llama.attention.head_count": .uint64(1 << 46),
                                                        "llama.attention.head_count_kv": .uint64(1 << 46)])),
                         "bad.gguf: config: model.n_layer (1), d_model (140737488355328), d_ff (64) and vocab_size (40) make over 2⁴⁰ parameters: not a model Keel can hold")
+        try expectError(try rebuilt(metadata: { m in
+            m = m.map { $0.key == "tokenizer.ggml.merges" ? ($0.key, .array(.uint32, [.uint32(1)])) : $0 }
+        }),
+                        "bad.gguf: tokenizer.ggml.merges must be a list of strings")
         try expectError(try rebuilt(metadata: setting(["llama.block_count": .uint32(3)])),
                         "bad.gguf: llama.block_count is 3, but the file holds the tensors of 1 blocks")
         try expectError(try rebuilt(metadata: { m in m.append((key: "llama.rope.scaling.type", value: .string("yarn"))) }),
