@@ -83,6 +83,10 @@ public struct ShardManifest: Codable, Equatable, Sendable {
             guard opened.count == shard.tokens else {
                 throw KeelError("data: \(shard.file) holds \(opened.count) tokens, the manifest says \(shard.tokens)")
             }
+            // A shard of another width than the manifest's comes from another dataset (or a manifest edited by hand).
+            guard opened.format == dtype else {
+                throw KeelError("data: \(shard.file) holds \(opened.format.rawValue) tokens, the manifest says \(dtype.rawValue)")
+            }
             return opened
         }
     }

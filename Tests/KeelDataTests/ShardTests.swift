@@ -230,6 +230,18 @@ final class ShardTests: XCTestCase {
         XCTAssertEqual(manifest.train.documents + manifest.val.documents, documents.count)
     }
 
+    /// A manifest whose token width is not its shards' is refused, naming the shard (it comes from another dataset).
+    func testAShardOfAnotherWidthThanTheManifestsIsRefused() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let output = directory.appendingPathComponent("dataset")
+        var manifest = try DataPreparation(inputs: [try writeCorpus(in: directory).path], tokenizer: "byte", output: output).run()
+        XCTAssertEqual(manifest.dtype, .uint16)
+        manifest.dtype = .uint32
+        XCTAssertThrowsError(try manifest.openShards(manifest.train, in: output)) {
+            XCTAssertEqual("\($0)", "data: \(manifest.train.shards[0].file) holds uint16 tokens, the manifest says uint32")
+        }
+    }
+
     /// A manifest of another layout version is refused, naming it, rather than misread.
     func testAManifestOfAnotherVersionIsRefused() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
