@@ -10,6 +10,9 @@ import KeelParallel
 ///
 /// See `docs/configuration.md` for every key, its default and its meaning.
 public struct TrainConfig: Sendable {
+    /// `data.val_fraction` when a config does not set it.
+    public static let defaultValidationFraction = 0.1
+
     public var model: ModelConfig
     public var data: DataSettings
     public var training: TrainingSettings
@@ -206,7 +209,7 @@ public struct TrainConfig: Sendable {
         data = DataSettings(
             dataset: try v.string("data.dataset", nil),
             paths: try v.strings("data.paths"),
-            validationFraction: try v.double("data.val_fraction", 0.1),
+            validationFraction: try v.double("data.val_fraction", Self.defaultValidationFraction),
             tokenizer: try v.string("data.tokenizer", "byte")!,
             chat: try v.strings("data.chat"),
             documentMasking: try v.bool("data.document_masking", false))

@@ -86,6 +86,9 @@ struct TrainingData {
                     manifest.textStart == start ? ""
                         : "; note: its documents do not start with token \(start), which its tokenizer puts before every text (it was prepared before Keel wrote text_start): prepare it again to train on text as the tokenizer reads it"
                 } ?? "")
+                // The split is the dataset's own; a fraction other than the default was meant for something.
+                + (config.data.validationFraction == TrainConfig.defaultValidationFraction ? ""
+                    : "; note: data.val_fraction (\(config.data.validationFraction)) does not apply to a prepared dataset, whose split `keel data prepare --val-fraction` made")
             tooLittleValidation = "prepare the dataset again with a larger --val-fraction"
             guard trainWindows.count >= config.training.batchSize || trainWindows.tokenCount < (length + 1) * config.training.batchSize else {
                 throw KeelError("data: the training split's shards (the longest \(trainWindows.longestSegment) tokens) are too short for \(config.training.batchSize) windows of \(length + 1) tokens, which never cross a shard: prepare the dataset again with a larger --shard-tokens")

@@ -60,6 +60,9 @@ final class DataInputTests: XCTestCase {
         preparation.validationFraction = 0.34
         try preparation.run()
         XCTAssertFalse(try TrainingData(config: fixture.config(on: dataset)).summary.contains("note"))
+        // data.val_fraction set for a prepared dataset, whose split is its own: said, not silently ignored.
+        XCTAssertTrue(try TrainingData(config: fixture.config(on: dataset, ["data.val_fraction=0.3"])).summary
+            .contains("note: data.val_fraction (0.3) does not apply to a prepared dataset, whose split `keel data prepare --val-fraction` made"))
         let manifest = dataset.appendingPathComponent(ShardManifest.fileName)
         var object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as? [String: Any])
         object["text_start"] = nil
