@@ -154,10 +154,9 @@ public enum TokenizerFiles {
             specials[content] = Int32(id)
             if added["special"] as? Bool == false { textAdded.insert(content) }
         }
-        if let largest = vocab.values.max(), largest >= mostIds {
-            throw KeelError("tokenizer: \(path): model.vocab has id \(largest), past \(mostIds - 1)")
-        }
-        var tokens = [[UInt8]](repeating: [], count: (vocab.values.max() ?? -1) + 1)
+        let largest = vocab.values.max() ?? -1
+        guard largest < mostIds else { throw KeelError("tokenizer: \(path): model.vocab has id \(largest), past \(mostIds - 1)") }
+        var tokens = [[UInt8]](repeating: [], count: largest + 1)
         for (key, id) in vocab where specials[key] == nil {
             guard id >= 0 else { throw KeelError("tokenizer: \(path): negative id for '\(key)'") }
             tokens[id] = try decodeKey(key, path: path)

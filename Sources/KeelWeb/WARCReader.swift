@@ -84,9 +84,7 @@ public final class WARCReader {
                 return record
             } catch let damage as RecordInput.Damage {
                 skip(at: damage.offset, damage.reason)
-                try input.skipToNextMember()
-                buffer.removeAll(keepingCapacity: true)
-                position = 0
+                try leaveMember()
             } catch let problem as Problem {
                 skip(at: start, problem.reason)
                 try recover()
@@ -194,8 +192,9 @@ public final class WARCReader {
             do {
                 while try fill() { position = buffer.count }
             } catch is RecordInput.Damage {
-                try input.skipToNextMember()
+                return try leaveMember()
             }
+            // The member is done: what is left of it buffered (the bad block, not consumed) goes with it.
             buffer.removeAll(keepingCapacity: true)
             position = 0
             return
@@ -206,10 +205,7 @@ public final class WARCReader {
             do {
                 line = try readLine()
             } catch is RecordInput.Damage {
-                try input.skipToNextMember()
-                buffer.removeAll(keepingCapacity: true)
-                position = 0
-                return
+                return try leaveMember()
             } catch is Problem {
                 // A line of over 1 MB (a crashed writer's zeros, a minified script) starts no record: what is
                 // buffered of it is passed over, and the search goes on.
@@ -227,6 +223,13 @@ public final class WARCReader {
     }
 
     // MARK: - Buffered bytes of the current member
+
+    /// Drops what is buffered of a damaged gzip member and moves to the next member.
+    private func leaveMember() throws {
+        try input.skipToNextMember()
+        buffer.removeAll(keepingCapacity: true)
+        position = 0
+    }
 
     /// Appends more decoded bytes of the current member to the buffer; false at its end.
     private func fill() throws -> Bool {

@@ -73,6 +73,9 @@ final class SupervisedExamplesTests: XCTestCase {
         XCTAssertThrowsError(try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}]}"#)) {
             XCTAssertEqual("\($0)", "the prompt's last message is from \"system\": a prompt ends with the user's turn (or a tool's result), or with the assistant's to be continued")
         }
+        // A prompt of no message (the public API takes any list) is refused, not a trap.
+        let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string("4"))]))
+        XCTAssertThrowsError(try formatter.example(prompt: [], completion: [reply])) { XCTAssertEqual("\($0)", "the prompt holds no message") }
         // A tool's result asks for the assistant's turn, as the user's does.
         let tool = try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Q"}, {"role": "tool", "content": "42"}]}"#)
         XCTAssertTrue(try tokenizer.decodeText(tool.tokens).hasSuffix("<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n"))
