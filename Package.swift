@@ -32,7 +32,8 @@ let package = Package(
         // llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q4_K) and their dot products on AVX2 / AVX-VNNI / AVX512-VNNI,
         // each function naming its instruction set; no contraction, so quantized bytes equal ggml's reference.
         .target(name: "CQuant", cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off", "-fno-math-errno"])]),
-        .target(name: "KeelCore", swiftSettings: native),
+        .target(name: "CMappedFiles"),
+        .target(name: "KeelCore", dependencies: ["CMappedFiles"], swiftSettings: native),
         .target(name: "KeelKernels", dependencies: ["KeelCore", "COpenBLAS", "CBFloat16", "CAdamW", "CQuant"], swiftSettings: native),
         .target(name: "KeelModel", dependencies: ["KeelCore", "KeelKernels", "KeelComm"], swiftSettings: native),
         .target(name: "KeelData", dependencies: ["KeelCore", "CZlib", "CZstd"], swiftSettings: native),

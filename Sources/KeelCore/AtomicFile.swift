@@ -86,14 +86,20 @@ public enum AtomicFile {
         guard Foundation.rename(source.path, destination.path) == 0 else {
             throw KeelError("cannot rename \(source.path) to \(destination.path): \(String(cString: strerror(errno)))")
         }
-        syncDirectory(destination.deletingLastPathComponent())
+        try syncDirectory(destination.deletingLastPathComponent())
     }
 
-    /// Flushes a directory's entries to disk so a completed rename survives a crash.
-    public static func syncDirectory(_ directory: URL) {
-        let fd = open(directory.path, O_RDONLY)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+    /// Flushes a directory's entries to disk so a completed rename survives a crash. A failure (EIO from a failing
+    /// disk or a network file system) is an error: the rename may not survive a crash, so nothing may count on it.
+    /// Only file systems that cannot sync a directory at all (EINVAL, as PostgreSQL's `fsync_fname` allows) pass.
+    public static func syncDirectory(_ directory: URL) throws {
+        let fd = open(directory.path, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else {
+            throw KeelError("cannot open directory \(directory.path) to sync it: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        guard fsync(fd) == 0 || errno == EINVAL else {
+            throw KeelError("cannot sync directory \(directory.path): \(String(cString: strerror(errno)))")
+        }
     }
 }

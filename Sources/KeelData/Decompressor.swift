@@ -51,7 +51,9 @@ final class FileInput: ByteStream {
         defer { munmap(mapped, size) }
         // The document is read once from front to back; read-ahead and early reclaim suit that.
         madvise(mapped, size, MADV_SEQUENTIAL)
-        try body(UnsafeBufferPointer(start: mapped.assumingMemoryBound(to: UInt8.self), count: size))
+        try withExtendedLifetime(MappedFileName(UnsafeRawBufferPointer(start: mapped, count: size), path: path)) {
+            try body(UnsafeBufferPointer(start: mapped.assumingMemoryBound(to: UInt8.self), count: size))
+        }
         return true
     }
 }

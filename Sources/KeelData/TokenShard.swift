@@ -64,6 +64,8 @@ public final class TokenShard: @unchecked Sendable {
     public let format: TokenShardFormat
     public let count: Int
     private let data: Data
+    /// Declared after `data`, so it goes first: the mapping is named for as long as it is mapped.
+    private let name: MappedFileName
 
     /// Maps `url`; with `checksum`, verifies the file's XXH64 first, and with `tokensBelow` as well that every token is
     /// below it (as `checkTokens(below:)`), in the same pass: a dataset larger than memory is read from disk once.
@@ -72,6 +74,7 @@ public final class TokenShard: @unchecked Sendable {
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw KeelError("data: cannot read shard \(url.path): \(error.localizedDescription)")
         }
+        name = MappedFileName(data, url: url)
         guard data.count >= TokenShardFormat.headerBytes else {
             throw KeelError("data: \(url.path): too short for a token shard header (\(data.count) bytes)")
         }

@@ -201,7 +201,8 @@ final class HTTPConnection: @unchecked Sendable {
 
     static func reason(_ status: Int) -> String {
         [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-         413: "Payload Too Large", 417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error"][status] ?? "Error"
+         413: "Payload Too Large", 417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+         503: "Service Unavailable"][status] ?? "Error"
     }
 }
 
@@ -230,7 +231,10 @@ final class HTTPServer: Sendable {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw KeelError("\(host) is not an IPv4 address") }
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            Glibc.close(socket)
+            throw KeelError("\(host) is not an IPv4 address")
+        }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -257,9 +261,36 @@ final class HTTPServer: Sendable {
                 continue
             }
             let connection = HTTPConnection(socket: client, timeoutSeconds: timeoutSeconds)
-            let thread = Thread { handle(connection) }
-            thread.stackSize = 1 << 20
-            thread.start()
+            guard Self.startThread({ handle(connection) }) else {
+                // Out of threads or memory: this client is told so, its descriptor closed (not held for ever by a
+                // thread that never ran), and the server goes on with the connections it has.
+                connection.respond(status: 503, body: Data(#"{"error":{"message":"the server cannot take another connection now","type":"server_error","param":null,"code":null}}"#.utf8))
+                connection.close()
+                usleep(100_000)
+                continue
+            }
         }
+    }
+
+    /// Runs `body` on a new detached thread with a 1 MiB stack; false when none could be started. (Foundation's
+    /// `Thread.start` reports no failure: the connection it was given would stay open, never answered.)
+    private static func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
+        final class Body { let run: @Sendable () -> Void; init(_ run: @escaping @Sendable () -> Void) { self.run = run } }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, 1 << 20)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let started = pthread_create(&thread, &attributes, { context in
+            Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard started == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            return false
+        }
+        return true
     }
 }

@@ -65,4 +65,18 @@ final class AtomicFileTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["blocked", "second.txt"],
                        "no temporary file is left")
     }
+
+    /// A directory that cannot be synced is an error, naming it: a rename it holds might not survive a crash, and a
+    /// checkpoint counted as written on it could vanish. (It returned quietly before.)
+    func testADirectoryThatCannotBeSyncedIsAnError() throws {
+        let directory = try temporaryDirectory()
+        try AtomicFile.syncDirectory(directory)
+        let gone = directory.appendingPathComponent("gone"), file = directory.appendingPathComponent("file")
+        try Data().write(to: file)
+        for url in [gone, file] {
+            XCTAssertThrowsError(try AtomicFile.syncDirectory(url)) {
+                XCTAssertTrue("\($0)".contains("cannot open directory \(url.path) to sync it"), "\($0)")
+            }
+        }
+    }
 }
