@@ -26,6 +26,7 @@ public final class BPEEncoder {
     private lazy var specials = SpellingTrie(vocabulary.specialTokens.map { ($0.key, $0.value) })
     /// The spellings of the added tokens that are not special, which every text matches.
     private lazy var textAdded = SpellingTrie(vocabulary.textAddedTokens.map { ($0, vocabulary.specialTokens[$0]!) })
+    private let rules: [Int32: AddedTokenRule]
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
@@ -52,6 +53,7 @@ public final class BPEEncoder {
         pairs = vocabulary.pairs.copied()
         wholePieces = vocabulary.emitsWholePieces ? vocabulary.tokensByBytes.copied() : nil
         byteTokens = vocabulary.byteTokens.map { $0 }
+        rules = vocabulary.addedTokenRules
         cacheIndex = ByteStringTable(capacity: 1024)
     }
 
@@ -60,24 +62,31 @@ public final class BPEEncoder {
     /// `tokenizers` matches them (the longest where two start at one place).
     public func encodeOrdinary(_ text: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         guard !vocabulary.textAddedTokens.isEmpty else { return encodeSplitting(text, into: &output) }
-        Self.split(text, at: textAdded, between: { encodeSplitting($0, into: &output) }, matched: { id, _ in output.append(id) })
+        Self.split(text, at: textAdded, rules: rules, between: { encodeSplitting($0, into: &output) }, matched: { id, _ in output.append(id) })
     }
 
     /// Walks `text` for `spellings`, leftmost first and the longest where two start at one place: `between` gets the
-    /// text before each match and after the last, `matched` each match's id and bytes.
-    private static func split(_ text: UnsafeBufferPointer<UInt8>, at spellings: SpellingTrie,
+    /// text before each match and after the last, `matched` each match's id and spelling. A token with a rule
+    /// (`AddedTokenRule`) takes the whitespace around it out of the text between, or is not matched where it does not
+    /// stand alone — its spelling is then text, and the walk goes on after it, as `tokenizers` goes on.
+    private static func split(_ text: UnsafeBufferPointer<UInt8>, at spellings: SpellingTrie, rules: [Int32: AddedTokenRule],
                               between: (UnsafeBufferPointer<UInt8>) throws -> Void,
                               matched: (Int32, Range<Int>) throws -> Void) rethrows {
         var start = 0, i = 0
         while i < text.count {
-            if let (length, id) = spellings.longestMatch(in: text, at: i) {
-                try between(UnsafeBufferPointer(rebasing: text[start..<i]))
-                try matched(id, i..<(i + length))
-                i += length
-                start = i
-            } else {
+            guard let (length, id) = spellings.longestMatch(in: text, at: i) else {
                 i += 1
+                continue
             }
+            let spelling = i..<(i + length)
+            guard let taken = rules[id].map({ $0.match(spelling, in: text, after: start) }) ?? spelling else {
+                i = spelling.upperBound
+                continue
+            }
+            try between(UnsafeBufferPointer(rebasing: text[start..<taken.lowerBound]))
+            try matched(id, spelling)
+            i = taken.upperBound
+            start = i
         }
         try between(UnsafeBufferPointer(rebasing: text[start..<text.count]))
     }
@@ -97,7 +106,7 @@ public final class BPEEncoder {
             encodeOrdinary(text, into: &output)
             return
         }
-        try Self.split(text, at: specials, between: { encodeOrdinary($0, into: &output) }) { id, bytes in
+        try Self.split(text, at: specials, rules: rules, between: { encodeOrdinary($0, into: &output) }) { id, bytes in
             guard policy == .allowed else {
                 throw KeelError("text contains the special token \(String(decoding: text[bytes], as: UTF8.self)) at byte \(bytes.lowerBound); allow it or encode it as ordinary text")
             }

@@ -21,6 +21,8 @@ public final class BPEVocabulary: Sendable {
     /// tokens: Phi-2's runs of spaces): matched in every text, as `tokenizers` and llama.cpp match them — also where
     /// special tokens' spellings are read as text.
     public let textAddedTokens: Set<String>
+    /// The added tokens matched otherwise than by their spelling alone (`lstrip`, `rstrip`, `single_word`), by id.
+    public let addedTokenRules: [Int32: AddedTokenRule]
     /// The text of each special token, by id (decoding, token by token, looks them up).
     private let specialTexts: [Int32: String]
     /// The end-of-text special token, if the vocabulary has one.
@@ -130,7 +132,7 @@ public final class BPEVocabulary: Sendable {
     public convenience init(
         tokens: [[UInt8]], merges: [(left: Int32, right: Int32)], specialTokens: [String: Int32],
         pattern: SplitPattern, emitsWholePieces: Bool = false, textStart: TextStart = .unspecified,
-        textAddedTokens: Set<String> = []
+        textAddedTokens: Set<String> = [], addedTokenRules: [Int32: AddedTokenRule] = [:]
     ) throws {
         var table = ByteStringTable(capacity: tokens.count)
         for (id, bytes) in tokens.enumerated() where !bytes.isEmpty {
@@ -149,13 +151,13 @@ public final class BPEVocabulary: Sendable {
         }
         try self.init(tokens: tokens, table: table, pairs: pairs, merges: merges, specialTokens: specialTokens,
                       pattern: pattern, emitsWholePieces: emitsWholePieces, allowsMissingBytes: !emitsWholePieces,
-                      textStart: textStart, textAddedTokens: textAddedTokens)
+                      textStart: textStart, textAddedTokens: textAddedTokens, addedTokenRules: addedTokenRules)
     }
 
     private init(
         tokens: [[UInt8]], table: ByteStringTable, pairs: PairTable, merges: [(left: Int32, right: Int32)],
         specialTokens: [String: Int32], pattern: SplitPattern, emitsWholePieces: Bool, allowsMissingBytes: Bool = false,
-        textStart: TextStart = .unspecified, textAddedTokens: Set<String> = []
+        textStart: TextStart = .unspecified, textAddedTokens: Set<String> = [], addedTokenRules: [Int32: AddedTokenRule] = [:]
     ) throws {
         var byteTokens = [Int32](repeating: -1, count: 256)
         for byte in 0..<256 {
@@ -184,11 +186,15 @@ public final class BPEVocabulary: Sendable {
         if let unknown = textAddedTokens.first(where: { specialTokens[$0] == nil }) {
             throw KeelError("tokenizer: \(unknown) is not one of the added tokens")
         }
+        if let unknown = addedTokenRules.keys.first(where: { specialTexts[$0] == nil }) {
+            throw KeelError("tokenizer: id \(unknown) has matching rules but is not an added token")
+        }
         self.pattern = pattern
         self.size = max(tokens.count, Int(largestSpecial) + 1)
         self.specialTokens = specialTokens
         self.specialTexts = specialTexts
         self.textAddedTokens = textAddedTokens
+        self.addedTokenRules = addedTokenRules.filter { !$0.value.isEmpty }
         self.endOfText = specialTokens[BPEVocabulary.endOfTextText]
         self.emitsWholePieces = emitsWholePieces
         self.textStart = textStart

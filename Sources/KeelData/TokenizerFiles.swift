@@ -143,7 +143,7 @@ public enum TokenizerFiles {
         // Ids past 2²⁴ (16.7 million; the largest vocabularies hold a few hundred thousand) are a damaged file, not one
         // to allocate a table of tokens for.
         let mostIds = 1 << 24
-        var specials: [String: Int32] = [:], textAdded = Set<String>()
+        var specials: [String: Int32] = [:], textAdded = Set<String>(), rules: [Int32: AddedTokenRule] = [:]
         for case let added as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
             guard let content = added["content"] as? String, let id = added["id"] as? Int, (0..<mostIds).contains(id) else {
                 throw KeelError("tokenizer: \(path): an entry of added_tokens lacks its content or an id from 0 to \(mostIds - 1)")
@@ -153,6 +153,7 @@ public enum TokenizerFiles {
             }
             specials[content] = Int32(id)
             if added["special"] as? Bool == false { textAdded.insert(content) }
+            rules[Int32(id)] = AddedTokenRule(json: added)
         }
         let largest = vocab.values.max() ?? -1
         guard largest < mostIds else { throw KeelError("tokenizer: \(path): model.vocab has id \(largest), past \(mostIds - 1)") }
@@ -177,7 +178,8 @@ public enum TokenizerFiles {
         }
         return try BPEVocabulary(tokens: tokens, merges: merges, specialTokens: specials, pattern: pattern,
                                  emitsWholePieces: model["ignore_merges"] as? Bool ?? false,
-                                 textStart: textStart(root["post_processor"], specials: specials), textAddedTokens: textAdded)
+                                 textStart: textStart(root["post_processor"], specials: specials), textAddedTokens: textAdded,
+                                 addedTokenRules: rules)
     }
 
     /// What a post-processor puts first in a text's encoding, as `transformers` 5 reads it: a `TemplateProcessing`'s
@@ -253,8 +255,8 @@ public enum TokenizerFiles {
             encodeKey(vocabulary.bytes(of: $0.left)) + " " + encodeKey(vocabulary.bytes(of: $0.right))
         }
         let added: [[String: Any]] = vocabulary.specialTokens.sorted { $0.value < $1.value }.map {
-            ["id": Int($0.value), "content": $0.key, "single_word": false, "lstrip": false, "rstrip": false,
-             "normalized": false, "special": !vocabulary.textAddedTokens.contains($0.key)]
+            ["id": Int($0.value), "content": $0.key, "normalized": false, "special": !vocabulary.textAddedTokens.contains($0.key)]
+                .merging((vocabulary.addedTokenRules[$0.value] ?? []).json) { first, _ in first }
         }
         let preTokenizer: [String: Any]
         let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]

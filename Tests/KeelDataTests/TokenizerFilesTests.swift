@@ -58,6 +58,31 @@ final class TokenizerFilesTests: XCTestCase {
         XCTAssertEqual(gguf.encode("a  b"), [97, 257, 98])
     }
 
+    /// Added tokens' `lstrip`, `rstrip` and `single_word` flags are applied as `tokenizers` applies them: the expected
+    /// ids are what `tokenizers` 0.23.3 gives for the same file (`Tokenizer.from_str(...).encode(text,
+    /// add_special_tokens=False).ids`); Keel gave [97, 32, 32, 256, 32, 98] for the first (the flags unread).
+    func testAddedTokensTakeTheWhitespaceTheirFlagsSay() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let url = directory.appendingPathComponent("tokenizer.json")
+        try Self.byteLevelFile(added: [[256, "<mask>", true, ["lstrip": true]], [257, "<|end|>", true, ["rstrip": true]],
+                                       [258, "<w>", false, ["single_word": true]],
+                                       [259, "<both>", true, ["lstrip": true, "rstrip": true]], [260, "<|endoftext|>", true]]).write(to: url)
+        let tokenizer = try BPETokenizer(vocabulary: TokenizerFiles.load(url.path), origin: url.path)
+        let expected: [(String, [Int32])] = [
+            ("a  <mask> b", [97, 256, 32, 98]), ("<|end|>\n\n x", [257, 120]), ("x<w>y", [120, 60, 119, 62, 121]),
+            ("x <w> y", [120, 32, 258, 32, 121]), ("<w>", [258]), ("\u{e9}<w>", [195, 169, 60, 119, 62]),
+            ("_<w>", [95, 60, 119, 62]), ("<|end|> <mask>", [257, 256]), ("a\u{3000}\u{a0}<mask>", [97, 256]),
+            ("a\t<both>\r\n b", [97, 259, 98]), ("<w>1", [60, 119, 62, 49]), ("\u{2003}<mask>\u{2003}", [256, 226, 128, 131]),
+        ]
+        for (text, ids) in expected { XCTAssertEqual(tokenizer.encodeRecognizingSpecialTokens(text), ids, text) }
+        // The token that is not special stands alone in ordinary text too; written back, the flags stay.
+        XCTAssertEqual(tokenizer.encode("x <w> y"), [120, 32, 258, 32, 121])
+        let written = directory.appendingPathComponent("written.json")
+        try TokenizerFiles.writeHuggingFace(TokenizerFiles.load(url.path), to: written)
+        XCTAssertEqual(try TokenizerFiles.load(written.path).addedTokenRules,
+                       [256: .takesWhitespaceBefore, 257: .takesWhitespaceAfter, 258: .standsAlone, 259: [.takesWhitespaceBefore, .takesWhitespaceAfter]])
+    }
+
     /// Files that trapped (two added tokens on one id) or asked for gigabytes (an id of two billion) are one error.
     func testAddedTokensOnOneIdAndHugeIdsAreRefused() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
@@ -74,13 +99,13 @@ final class TokenizerFilesTests: XCTestCase {
     }
 
     /// A byte-level tokenizer.json of the 256 bytes (GPT-2's spelling), `extra` vocabulary entries, and `added` tokens
-    /// ([id, content, special]).
+    /// ([id, content, special], and a dictionary of flags — `lstrip` and the like — as a fourth element).
     private static func byteLevelFile(added: [[Any]], extra: [String: Int] = [:]) throws -> Data {
         var vocab = Dictionary(uniqueKeysWithValues: (0..<256).map { (String(TokenizerFiles.byteToCharacter[$0]), $0) })
         vocab.merge(extra) { $1 }
         let root: [String: Any] = [
             "model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "pre_tokenizer": ["type": "ByteLevel"],
-            "added_tokens": added.map { ["id": $0[0], "content": $0[1], "special": $0[2]] },
+            "added_tokens": added.map { ["id": $0[0], "content": $0[1], "special": $0[2]].merging($0.count > 3 ? $0[3] as! [String: Bool] : [:]) { $1 } },
         ]
         return try JSONSerialization.data(withJSONObject: root)
     }
