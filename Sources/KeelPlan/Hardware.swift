@@ -32,7 +32,7 @@ public struct Accelerator: Sendable, Equatable, Codable {
     public static func preset(_ name: String) throws -> Accelerator {
         guard let found = presets.first(where: { $0.name == name }) else {
             throw KeelError("plan: unknown accelerator '\(name)' (known: \(presets.map(\.name).joined(separator: ", ")), "
-                + "or give --peak-tflops, --memory-gb and --memory-bandwidth-gbs)")
+                + "or give --set cluster.peak_tflops=… --set cluster.memory_gb=… --set cluster.memory_bandwidth_gbs=…)")
         }
         return found
     }
@@ -113,8 +113,10 @@ public struct Cluster: Sendable, Equatable, Codable {
     /// Checks that every figure is usable and names the one that is not.
     public func validate() throws {
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw KeelError("plan: \(message)") } }
-        try require(devicesPerNode >= 1, "devices per node must be at least 1 (got \(devicesPerNode))")
-        try require(nodes >= 1, "nodes must be at least 1 (got \(nodes))")
+        // Bounded so that counting layouts (divisors of the devices) and their products stay small.
+        try require((1...4096).contains(devicesPerNode), "devices per node must be from 1 to 4096 (got \(devicesPerNode))")
+        try require(nodes >= 1 && nodes <= (1 << 20) / devicesPerNode,
+                    "nodes must be at least 1, and the devices at most \(1 << 20) (got \(nodes) nodes of \(devicesPerNode))")
         let a = accelerator
         try require(a.peakFLOPs > 0 && a.peakFLOPs.isFinite, "the accelerator's peak FLOP/s must be positive")
         try require(a.memoryBytes > 0 && a.memoryBytes.isFinite, "the accelerator's memory must be positive")

@@ -88,7 +88,7 @@ public struct LayoutEstimate: Sendable {
 
     init(_ layout: ParallelLayout, workload: Workload, cluster: Cluster, assumptions: PlanAssumptions,
          held: HeldActivations?) throws {
-        try LayoutModel.check(layout, workload: workload)
+        try LayoutModel.check(layout, workload: workload, cluster: cluster)
         let model = LayoutModel(layout, workload: workload, cluster: cluster, assumptions: assumptions)
         self.layout = layout
         memory = try model.memory(held: held)
@@ -179,9 +179,10 @@ struct LayoutModel {
                 layers * 2 * forwardLayer + recomputed * forwardLayer, (layers + recomputed) * 2 * allReduce)
     }
 
-    /// Throws unless `layout` is one this model can estimate for `workload`: positive sizes, v dividing the
-    /// largest stage's blocks, recomputation within a chunk, a ZeRO stage of 0–3.
-    static func check(_ layout: ParallelLayout, workload: Workload) throws {
+    /// Throws unless `layout` is one this model can estimate for `workload` on `cluster`: positive sizes, all the
+    /// cluster's devices, the workload's batch, v dividing the largest stage's blocks with a block in every chunk,
+    /// recomputation within a chunk, a ZeRO stage of 0–3.
+    static func check(_ layout: ParallelLayout, workload: Workload, cluster: Cluster) throws {
         let stage = layout.stageLayers(of: workload.model.layers)
         func require(_ ok: Bool, _ what: String) throws {
             if !ok { throw KeelError("plan: layout \(layout.name): \(what)") }
@@ -190,9 +191,14 @@ struct LayoutModel {
         try require(layout.pipeline <= workload.model.layers, "more stages than blocks")
         try require(layout.virtualStages >= 1 && stage % layout.virtualStages == 0,
                     "\(layout.virtualStages) chunks do not divide a stage's \(stage) blocks")
+        try require(layout.pipeline * layout.virtualStages <= workload.model.layers,
+                    "\(layout.pipeline * layout.virtualStages) chunks for \(workload.model.layers) blocks leave some empty")
         try require((0...layout.chunkLayers(of: workload.model.layers)).contains(layout.recomputedLayers),
                     "recomputes more blocks than a chunk has")
         try require(layout.microBatchSize >= 1 && layout.microBatches >= 1, "micro-batches must be positive")
+        try require(layout.devices == cluster.devices, "uses \(layout.devices) devices of the cluster's \(cluster.devices)")
+        try require(layout.data * layout.microBatchSize * layout.microBatches == workload.globalBatch,
+                    "holds \(layout.data * layout.microBatchSize * layout.microBatches) sequences a step, not the workload's \(workload.globalBatch)")
         try require((0...3).contains(layout.zeroStage), "ZeRO stages are 0–3")
     }
 

@@ -241,7 +241,8 @@ public enum Planner {
             // Chunks of equal size on the largest stage (ceil(L/p) layers; smaller stages idle a little).
             let stageLayers = (layers + p - 1) / p
             guard m % p == 0, choices.maxVirtualStages >= 2 else { return [] }
-            return (2...choices.maxVirtualStages).filter { stageLayers % $0 == 0 }.map { (schedule, $0) }
+            // Every chunk holds a block at least: p·v chunks of more than L blocks would leave some empty.
+            return (2...choices.maxVirtualStages).filter { stageLayers % $0 == 0 && p * $0 <= layers }.map { (schedule, $0) }
         }
     }
 

@@ -29,8 +29,8 @@ public struct Workload: Sendable, Equatable {
                     "the heads (\(m.heads)) must be a multiple of the key/value heads (\(m.kvHeads))")
         try require(m.hiddenWidth >= 1, "the MLP width must be positive (got \(m.hiddenWidth))")
         try require(m.vocabSize >= 1, "the vocabulary must be positive (got \(m.vocabSize))")
-        try require(sequenceLength >= 1, "the sequence length must be positive (got \(sequenceLength))")
-        try require(globalBatch >= 1, "the global batch must be at least 1 sequence (got \(globalBatch))")
+        try require((1...1 << 24).contains(sequenceLength), "the sequence length must be from 1 to \(1 << 24) (got \(sequenceLength))")
+        try require((1...1 << 30).contains(globalBatch), "the global batch must be from 1 to \(1 << 30) sequences (got \(globalBatch))")
     }
 }
 

@@ -68,11 +68,13 @@ public struct RunHistory {
         }
     }
 
-    /// Tokens of the run by each validated step, for plotting validation against tokens.
+    /// Tokens of the run by each validated step, for plotting validation against tokens: step 0 at none, the others
+    /// where a training record of their step counts them (a run that logs no tokens — DPO, reward models — has none).
     public var validationByTokens: [(x: Double, y: Double)] {
         let tokensAt = Dictionary(steps.compactMap { r in r["step"].flatMap { s in r["tokens"].map { (s, $0) } } },
                                   uniquingKeysWith: { $1 })
-        return validation.map { (tokensAt[$0.step] ?? 0, $0.loss) }
+        guard !tokensAt.isEmpty else { return [] }
+        return validation.compactMap { point in (point.step == 0 ? 0 : tokensAt[point.step]).map { ($0, point.loss) } }
     }
 
     /// Model FLOPs per training token (6 per parameter in matrix products, plus attention), from the config.

@@ -95,10 +95,16 @@ public struct RunReport {
                                                    kind: event["cat"] as? String ?? "", name: event["name"] as? String ?? "")))
         }
         guard let last = spans.map(\.step).max() else { throw KeelError("report: \(file.path) has no timed events") }
-        let lanes = max(laneNames.keys.max() ?? 0, spans.map(\.span.lane).max() ?? 0) + 1
-        return TimelineChart(title: "Pipeline timeline, step \(last)", laneNames: (0..<lanes).map { laneNames[$0] ?? "rank \($0)" },
-                             spans: spans.filter { $0.step == last }.map(\.span), unit: "ms",
-                             width: 2 * RunReport.chartWidth + 20)
+        // One lane per process that appears, in order: Keel's pids are ranks, another tracer's (PyTorch's) are the
+        // system's process ids, which numbered lanes would spread over tens of thousands of empty ones.
+        let pids = Set(laneNames.keys).union(spans.map(\.span.lane)).sorted()
+        let lane = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
+        return TimelineChart(title: "Pipeline timeline, step \(last)", laneNames: pids.map { laneNames[$0] ?? "rank \($0)" },
+                             spans: spans.filter { $0.step == last }.map {
+                                 var span = $0.span
+                                 span.lane = lane[span.lane]!
+                                 return span
+                             }, unit: "ms", width: 2 * RunReport.chartWidth + 20)
     }
 
     /// Pixel height of the charts-only page (`html(chartsOnly: true)`), for a screenshot of all of it.

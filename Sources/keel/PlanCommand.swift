@@ -136,7 +136,8 @@ struct PlanCommand: ParsableCommand {
             let chart = LineChart(
                 title: "\(input.modelName), \(input.workload.globalBatch) × \(input.workload.sequenceLength) tokens per step, "
                     + "\(input.cluster.accelerator.name), \(input.cluster.interNode.name) between nodes",
-                xLabel: "devices", yLabel: "MFU of the best layout (%)", series: series, logarithmicX: true, yRange: 0...60)
+                xLabel: "devices", yLabel: "MFU of the best layout (%)", series: series, logarithmicX: true,
+                yRange: 0...max(60, (series.flatMap(\.points).map(\.y).max() ?? 0).rounded(.up)))
             try AtomicFile.write(Data(chart.svg().utf8), to: URL(fileURLWithPath: plot))
             if !json { print("wrote \(plot)") }
         }

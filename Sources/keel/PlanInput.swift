@@ -27,7 +27,7 @@ struct PlanInput {
         if batch != nil && batchTokens != nil {
             throw KeelError("plan: give workload.global_batch (sequences) or workload.global_batch_tokens, not both")
         }
-        let sequences = batch ?? batchTokens.map { ($0 + sequence - 1) / max(sequence, 1) } ?? 512
+        let sequences = batch ?? batchTokens.map { $0 / max(sequence, 1) + ($0 % max(sequence, 1) > 0 ? 1 : 0) } ?? 512
         workload = Workload(model: model, sequenceLength: sequence, globalBatch: sequences)
         let thisMachine = try PlanInput.measuresThisMachine(&values)
         cluster = try PlanInput.cluster(&values)
@@ -111,7 +111,8 @@ struct PlanInput {
             accelerator = try Accelerator.preset(name)
         }
         if let peak { accelerator.peakFLOPs = peak * 1e12 }
-        if let memory { accelerator.memoryBytes = memory * 1e9 }
+        // In GiB, as the presets and the datasheets' "80GB" mean it: `memory_gb = 80` is an 80GB card.
+        if let memory { accelerator.memoryBytes = memory * 1_073_741_824 }
         if let bandwidth { accelerator.memoryBandwidth = bandwidth * 1e9 }
 
         var intra = try Link.preset(values.string("cluster.intra_node", "nvlink4")!)
@@ -175,7 +176,9 @@ struct PlanInput {
         choices.maxVirtualStages = try values.int("layout.max_virtual_stages", choices.maxVirtualStages)
         guard choices.maxVirtualStages >= 1 else { throw KeelError("plan: layout.max_virtual_stages must be at least 1 (below 2: no interleaving)") }
         if let size = choices.microBatchSize, size < 1 { throw KeelError("plan: layout.micro_batch_size must be at least 1") }
-        guard choices.maxMicroBatchSize >= 1 else { throw KeelError("plan: layout.max_micro_batch_size must be at least 1") }
+        guard (1...1 << 20).contains(choices.maxMicroBatchSize) else {
+            throw KeelError("plan: layout.max_micro_batch_size must be from 1 to \(1 << 20) (got \(choices.maxMicroBatchSize))")
+        }
         if let parallel = try values.optionalBool("layout.sequence_parallel") { choices.sequenceParallel = [parallel] }
         let recompute = try values.strings("layout.recompute")
         if !recompute.isEmpty {

@@ -52,6 +52,13 @@ check "the file's model, batch (tokens → 2,048 sequences), cluster and strateg
 expect_ok "flags over the file" "$keel" plan --config "$work/plan.toml" --gpus 512 --pp 4 --json --top 3
 check "flags win: 512 devices, pp 4" \
     "(p := json.load(open(sys.argv[1]))) and p['workload']['devices'] == 512 and all(l['pp'] == 4 for l in p['layouts'])" "$work/out"
+# cluster.memory_gb is in the datasheets' GB (GiB), as the presets are: 80 is the H100's own 85.9e9 bytes, not 80e9.
+expect_ok "memory_gb = 80 on an H100" "$keel" plan --model llama3-8b --gpus 8 --set cluster.memory_gb=80 --json --top 1
+check "memory_gb = 80 is the preset's 80 GiB" "abs(json.load(open(sys.argv[1]))['workload']['memory_gb'] - 85.899345920) < 1e-9" "$work/out"
+expect_error "a planner input too large to count layouts for" "devices at most 1048576" \
+    "$keel" plan --model llama3-8b --set cluster.nodes=1000000000000
+expect_error "a micro-batch bound that would overflow" "max_micro_batch_size must be from 1 to 1048576" \
+    "$keel" plan --model llama3-8b --gpus 8 --set layout.max_micro_batch_size=9223372036854775807
 
 expect_ok "plan --validate" "$keel" plan --validate --json
 check "every published run within 15% with one calibration constant" \

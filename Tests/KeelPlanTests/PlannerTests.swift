@@ -104,11 +104,26 @@ final class PlannerTests: XCTestCase {
         let bad = [ParallelLayout(tensor: 1, pipeline: 4, data: 2, schedule: .interleaved, virtualStages: 3, microBatchSize: 1,
                                   microBatches: 32, zeroStage: 1),
                    ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: 0, recomputedLayers: 33),
-                   ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: 4)]
+                   ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 1, microBatches: 8, zeroStage: 4),
+                   // Another batch than the workload's (64 sequences), and fewer devices than the cluster's 8.
+                   ParallelLayout(tensor: 1, pipeline: 1, data: 8, microBatchSize: 2, microBatches: 8, zeroStage: 0),
+                   ParallelLayout(tensor: 1, pipeline: 1, data: 4, microBatchSize: 2, microBatches: 8, zeroStage: 0)]
         for layout in bad {
             XCTAssertThrowsError(try LayoutEstimate(layout, workload: workload, cluster: try cluster(8), assumptions: PlanAssumptions()),
                                  layout.name)
         }
+    }
+
+    /// Interleaving never cuts a model into more chunks than it has blocks: GPT-2 124M's 12 blocks on 8 stages are
+    /// 2 on the largest stage, which v = 2 divides, but 16 chunks would leave 4 empty (the planner once ranked them).
+    func testInterleavingLeavesNoChunkEmpty() throws {
+        let workload = Workload(model: try ModelPresets.named("gpt2-124m"), sequenceLength: 1024, globalBatch: 64)
+        let layouts = Planner.layouts(workload, cluster: try cluster(8), choices: LayoutChoices())
+        XCTAssertTrue(layouts.contains { $0.schedule == .interleaved }, "some interleaved layouts remain (pp 2, 4)")
+        XCTAssertTrue(layouts.allSatisfy { $0.pipeline * $0.virtualStages <= 12 }, "\(layouts.filter { $0.pipeline * $0.virtualStages > 12 }.map(\.name))")
+        XCTAssertThrowsError(try LayoutEstimate(ParallelLayout(tensor: 1, pipeline: 8, data: 1, schedule: .interleaved, virtualStages: 2,
+                                                               microBatchSize: 1, microBatches: 64, zeroStage: 0),
+                                                workload: workload, cluster: try cluster(8), assumptions: PlanAssumptions()))
     }
 
     func testNothingFitsListsTheSmallestFirst() throws {

@@ -33,6 +33,32 @@ final class RunReportTests: XCTestCase {
         XCTAssertNil(history.config, "no config.toml: the report goes on without it")
     }
 
+    /// Validation points are placed by tokens only where a training record of their step counts them: a DPO or reward
+    /// run logs no tokens (its points were all drawn at 0), and a validation without its step's record is left out.
+    func testValidationIsPlacedByTokensOnlyWhereTheyAreKnown() throws {
+        let untokened = try RunHistory(directory: run([#"{"step": 0, "val_loss": 0.69}"#, #"{"step": 1, "loss": 0.6}"#,
+                                                       #"{"step": 1, "val_loss": 0.65}"#]))
+        XCTAssertEqual(untokened.validationByTokens.count, 0)
+        let gap = try RunHistory(directory: run([#"{"step": 0, "val_loss": 5.5}"#, #"{"step": 1, "loss": 5.4, "tokens": 512}"#,
+                                                 #"{"step": 1, "val_loss": 5.3}"#, #"{"step": 3, "val_loss": 5.0}"#]))
+        XCTAssertEqual(gap.validationByTokens.map(\.x), [0, 512])
+    }
+
+    /// A timeline has one lane per process that appears, whatever its pid: another tracer's system pids (48213) once
+    /// made tens of thousands of empty lanes.
+    func testTimelineLanesAreTheProcessesThatAppear() throws {
+        let history = try RunHistory(directory: run([#"{"step": 1, "loss": 5.4, "tokens": 512}"#]))
+        func height(pids: [Int]) throws -> Int {
+            let events = pids.map { #"{"ph": "X", "pid": \#($0), "ts": 0, "dur": 1000, "cat": "forward", "name": "F0", "args": {"step": 1}}"# }
+            let trace = FileManager.default.temporaryDirectory.appendingPathComponent("keel-trace-\(UUID().uuidString).json")
+            addTeardownBlock { try? FileManager.default.removeItem(at: trace) }
+            try Data(#"{"traceEvents": [\#(events.joined(separator: ", "))]}"#.utf8).write(to: trace)
+            return try RunReport(runs: [history], trace: trace).chartsPageHeight()
+        }
+        XCTAssertEqual(try height(pids: [48213, 48214]), try height(pids: [0, 1]))
+        XCTAssertLessThan(try height(pids: [0, 1]), try height(pids: [0, 1, 2]))
+    }
+
     /// Charts only for what the runs logged; the page carries them, escaped text, and the drawing check.
     func testPageHasTheChartsWithData() throws {
         let a = try run([#"{"step": 1, "loss": 5.4, "lr": 1e-4, "grad_norm": 2.0, "tokens": 512, "tokens_per_s": 1000.0, "elapsed_s": 0.5}"#],
