@@ -6,8 +6,11 @@ import Foundation
 /// Read in order: OpenMPI's `mpirun` (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
 /// `OMPI_COMM_WORLD_LOCAL_RANK`, `OMPI_COMM_WORLD_LOCAL_SIZE`), Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`,
 /// `SLURM_LOCALID`, and this node's entry of `SLURM_STEP_TASKS_PER_NODE` by `SLURM_NODEID`, else
-/// `SLURM_NTASKS_PER_NODE`), then torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-/// `LOCAL_WORLD_SIZE`). With none of them set, the process is alone.
+/// `SLURM_NTASKS_PER_NODE`) — in a job step only (`SLURM_STEP_ID`, which srun sets: a batch script itself sees
+/// `SLURM_PROCID=0` and the allocation's `SLURM_NTASKS`, and is one process) — then torchrun-style variables (`RANK`,
+/// `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`). With none of them set, the process is alone — unless a launcher
+/// Keel does not read (MPICH's or Intel MPI's `mpiexec`: `PMI_SIZE`; Flux: `FLUX_JOB_SIZE`) started several, which
+/// is refused: each would train alone into the same run directory.
 public struct ProcessPlacement: Equatable, Sendable {
     public var rank: Int
     public var worldSize: Int
@@ -40,6 +43,7 @@ public struct ProcessPlacement: Equatable, Sendable {
     /// The placement described by `environment`; throws naming the variable when a value is malformed.
     public static func discover(_ environment: [String: String]) throws -> ProcessPlacement {
         for scheme in schemes where environment[scheme.rank] != nil || environment[scheme.size] != nil {
+            if scheme.launcher == "Slurm", environment["SLURM_STEP_ID"].flatMap({ Int($0) }) == nil { continue }
             func number(_ name: String, required: Bool) throws -> Int? {
                 guard let text = environment[name] else {
                     if required { throw KeelError("launcher environment: \(name) is not set (\(scheme.launcher) variables are incomplete)") }
@@ -62,6 +66,12 @@ public struct ProcessPlacement: Equatable, Sendable {
                 : number(scheme.localSize, required: false)
             return ProcessPlacement(rank: rank, worldSize: size, localRank: localRank, localSize: localSize,
                                     launcher: scheme.launcher)
+        }
+        for variable in ["PMI_SIZE", "FLUX_JOB_SIZE"] {
+            if let size = environment[variable].flatMap({ Int($0) }), size > 1 {
+                throw KeelError("launcher environment: \(variable)=\(size) says this process is one of \(size), started by a launcher "
+                    + "Keel does not read (MPICH's or Intel MPI's mpiexec, Flux); start the job with OpenMPI's mpirun, srun, or torchrun-style variables")
+            }
         }
         return .single
     }

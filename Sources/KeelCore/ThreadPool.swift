@@ -36,18 +36,21 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// The thread count from `KEEL_THREADS`; otherwise the processors this process may run on, divided among
-    /// the job's processes on this machine when the launcher left them all free to run anywhere (so that
-    /// N ranks on one machine do not run N × cores threads).
+    /// The thread count from `KEEL_THREADS`; otherwise the processors this process may run on and use
+    /// (`ProcessorAffinity`: its binding, cpuset and CPU quota), divided among the job's processes on this machine
+    /// when the launcher left them all free to run anywhere (so that N ranks on one machine do not run N × cores
+    /// threads).
     public static func defaultThreadCount() -> Int {
         let info = ProcessInfo.processInfo, environment = info.environment
         if let text = environment["KEEL_THREADS"], let value = Int(text), value > 0 {
             return value
         }
-        let allowed = info.activeProcessorCount
+        let allowed = ProcessorAffinity.usableProcessorCount()
         // A malformed launcher variable is reported by the command that starts the run, not here.
         let localProcesses = (try? ProcessPlacement.discover(environment))?.localSize ?? 1
-        if localProcesses > 1, allowed == info.processorCount { return max(1, allowed / localProcesses) }
+        if localProcesses > 1, ProcessorAffinity.allowedProcessors().count >= info.processorCount {
+            return max(1, allowed / localProcesses)
+        }
         return allowed
     }
 

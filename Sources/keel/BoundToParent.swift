@@ -21,6 +21,9 @@ struct BoundToParent: ParsableCommand {
         guard keel_die_with_parent(SIGTERM, parent) == 0 else {
             throw ValidationError("process \(parent) is not this process's parent any more (it ended): not starting \(command[0])")
         }
+        // This process chose OpenBLAS's kernels for this machine when it started; the job's ranks (srun passes them the
+        // whole environment, on other machines too) choose their own, as `keel launch` leaves them to.
+        BLASEnvironment.forgetChoice()
         let arguments = command.map { strdup($0) } + [nil]
         execvp(command[0], arguments)
         throw ValidationError("cannot run \(command[0]) (\(String(cString: strerror(errno))))")

@@ -46,12 +46,16 @@ struct JobSupervisor {
                 if attempt > 0 { log("finished after \(attempt) restart\(attempt == 1 ? "" : "s")") }
                 return
             }
-            if let signal = StopSignals.received {
-                log("stopped by \(StopSignals.name(of: signal)); not restarting")
-                throw ExitCode(outcome.status)
-            }
             let recorded = try? String(contentsOf: marker, encoding: .utf8)
-            if outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true {
+            let checkpointed = outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true
+            if let signal = StopSignals.received {
+                // The ranks stopped with a checkpoint (the launcher's own status may hide it: srun reports the ranks it
+                // killed once the first exited): the job stopped as asked, exit status 75, which requeues.
+                try? FileManager.default.removeItem(at: marker)
+                log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : ""); not restarting")
+                throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
+            }
+            if checkpointed {
                 // A stop signal reached the ranks and not this supervisor (Slurm's --signal, a scheduler's pre-emption).
                 try? FileManager.default.removeItem(at: marker)
                 log("the job stopped on a stop signal to its ranks, with a checkpoint (exit status \(outcome.status)); not restarting")
@@ -74,7 +78,9 @@ struct JobSupervisor {
                 let source = inMemory ? "the in-memory snapshot " : ""
                 log("the job failed (\(outcome.description)) after step \(reached); restart \(fruitless) of \(maxRestarts) "
                     + "from \(source)\(checkpoint.path): \(max(0, reached - step)) step\(reached - step == 1 ? "" : "s") lost")
-                command = resuming(arguments)
+                // Strictly from a checkpoint on disk; a snapshot this machine sees may not assemble on the others
+                // (its partner machine lost too), and the job then looks for one itself as below.
+                command = resuming(arguments, ifAny: inMemory)
             } else {
                 // This machine may run no rank of the job (a login node), so it does not see the snapshots on the
                 // job's machines: the job looks for them itself, and starts from the beginning only without any.
@@ -86,7 +92,7 @@ struct JobSupervisor {
             // A failure again without progress waits 2, 4, 8 … up to 60 s: time for a node to be replaced, a
             // filesystem to come back.
             if fruitless > 1 {
-                let seconds = min(60, 1 << (fruitless - 1))
+                let seconds = min(60, 1 << min(fruitless - 1, 6))
                 log("waiting \(seconds) s first: \(fruitless) failures in a row without a new step")
                 let until = Date().addingTimeInterval(Double(seconds))
                 while Date() < until && StopSignals.received == nil { usleep(100_000) }
@@ -167,14 +173,26 @@ struct JobSupervisor {
         return (attributes?[.systemFileNumber] as? NSNumber)?.intValue
     }
 
-    /// The last step the job logged in metrics.jsonl (0 when none).
+    /// The last step the job logged in metrics.jsonl (0 when none), read from the end: a month's file is hundreds of
+    /// megabytes, and this is asked ten times a second while a job recovers.
     private func lastLoggedStep() -> Int {
-        guard let text = try? String(contentsOf: runDirectory.appendingPathComponent("metrics.jsonl"), encoding: .utf8) else { return 0 }
-        return text.split(separator: "\n").reversed().lazy.compactMap { line -> Int? in
-            guard line.contains("\"loss\""), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            else { return nil }
-            return object["step"] as? Int
-        }.first ?? 0
+        guard let file = FileHandle(forReadingAtPath: runDirectory.appendingPathComponent("metrics.jsonl").path),
+              let size = try? file.seekToEnd() else { return 0 }
+        defer { try? file.close() }
+        var window: UInt64 = 1 << 16
+        while true {
+            let start = size - min(size, window)
+            guard (try? file.seek(toOffset: start)) != nil, let data = try? file.readToEnd() else { return 0 }
+            // Whole lines only: the first may be cut by the window's start.
+            let lines = data.split(separator: UInt8(ascii: "\n")).dropFirst(start > 0 ? 1 : 0)
+            for line in lines.reversed() {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], object["loss"] != nil,
+                      let step = object["step"] as? Int else { continue }
+                return step
+            }
+            if start == 0 { return 0 }
+            window *= 4
+        }
     }
 
     private func log(_ message: String) {

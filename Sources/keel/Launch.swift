@@ -125,19 +125,10 @@ struct Launch: ParsableCommand {
     /// The physical cores this process may run on: OpenMPI's slots and `PE` count cores, not hardware threads
     /// (without --use-hwthread-cpus), so on a machine with two threads a core `PE = threads / nproc` would ask for twice
     /// the cores there are. Counted as the distinct sets of thread siblings among the processors this process is
-    /// allowed (`Cpus_allowed_list`: a container's or a job's share, not the whole machine); the processor count
-    /// where /proc or /sys does not say.
+    /// allowed (`ProcessorAffinity`: a container's or a job's share, not the whole machine); the processor count
+    /// where /sys does not say.
     static func physicalCores() -> Int {
-        let available = ProcessInfo.processInfo.activeProcessorCount
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
-        else { return available }
-        var allowed: [Int] = []
-        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
-            let bounds = part.split(separator: "-").compactMap { Int($0) }
-            guard let first = bounds.first, let last = bounds.last, first <= last, bounds.count <= 2 else { return available }
-            allowed += Array(first...last)
-        }
+        let allowed = ProcessorAffinity.allowedProcessors(), available = ProcessorAffinity.usableProcessorCount()
         var cores = Set<String>()
         for cpu in allowed {
             guard let siblings = try? String(contentsOfFile: "/sys/devices/system/cpu/cpu\(cpu)/topology/thread_siblings_list",

@@ -1016,6 +1016,10 @@ usage "pipeline-bench with no timed steps" "--steps must be at least 1" "$keel" 
 usage "train with a negative trace window" "--trace-steps must not be negative (got -1)" "$keel" train --config "$work/tiny.toml" --out "$work/r0" --trace-steps=-1
 usage "pipeline-bench with a pipeline size of 0 to simulate" "--project: '0' is not a positive pipeline size" \
     "$keel" pipeline-bench --project 4,0
+# Threads follow the processors a process is bound to (taskset, a launcher's binding, a cpuset): bound to one, one
+# thread (Foundation's count ignores the binding: it ran the machine's every core's worth on one).
+expect_ok "bench --machine bound to one processor" env -u KEEL_THREADS taskset -c 0 "$keel" bench --machine --json
+check "a process bound to one processor runs one thread" 'json.load(open(sys.argv[1]))["threads"] == 1' "$work/out"
 usage "a trace in a directory that does not exist" "--trace: the directory $work/none does not exist" \
     "$keel" train --config "$work/tiny.toml" --trace "$work/none/trace.json"
 expect_ok "checkpoint inspect on a run" "$keel" checkpoint inspect "$work/run"

@@ -236,6 +236,24 @@ if [ $status -eq 75 ] && grep -q "^launch: the job stopped on a stop signal to i
 else
     fail "a job stopped by a signal to a rank, whose launcher reports 137, is not restarted and exits 75 (exit $status)"
 fi
+# The same launcher, with the stop sent to the supervisor (SIGTERM, as a batch system sends it): it passes SIGUSR1 on
+# (the wrapper forwards it to mpirun), the ranks checkpoint and exit 75, and the supervisor exits 75 though its
+# launcher reported 137 (it exited 137 before).
+printf '#!/bin/sh\nmpirun "$@" &\npid=$!\ntrap '"'"'kill -USR1 $pid'"'"' USR1\nwhile :; do wait $pid; s=$?; kill -0 $pid 2>/dev/null || break; done\n[ $s -eq 75 ] && exit 137\nexit $s\n' \
+    >"$work/mpirun-masking-forward"
+chmod +x "$work/mpirun-masking-forward"
+"$keel" launch --nproc 2 --mpirun "$work/mpirun-masking-forward" --max-restarts 2 -- train --config "$c" \
+    --out "$work/stopped-supervisor" "${long[@]}" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/stopped-supervisor" 5 && kill -TERM $job
+wait $job
+status=$?
+if [ $status -eq 75 ] && grep -q "^launch: stopped by SIGTERM, with a checkpoint; not restarting" "$work/err" \
+    && ls -d "$work"/stopped-supervisor/checkpoints/step_* >/dev/null 2>&1 && [ ! -e "$work/stopped-supervisor/.no-restart" ]; then
+    pass "a supervisor stopped by SIGTERM, whose launcher reports 137, exits 75 after its ranks checkpointed"
+else
+    fail "a supervisor stopped by SIGTERM, whose launcher reports 137, exits 75 after its ranks checkpointed (exit $status)"
+fi
 # A supervisor killed with -9 takes its job with it (the launcher is bound to it): no rank is left training unsupervised.
 "$keel" launch --nproc 2 --max-restarts 1 -- train --config "$c" --out "$work/orphan" --set training.steps=100000 \
     --set checkpoint.every=0 >"$work/out" 2>"$work/err" &

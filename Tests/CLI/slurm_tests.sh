@@ -48,5 +48,18 @@ else
     fail "kill -9 of rank $rank after step $at under srun: restarted within the allocation, the same weights (exit $status)"
 fi
 
+# A batch script's own commands are one process each, though Slurm tells them SLURM_PROCID=0 and the allocation's
+# SLURM_NTASKS=4 (no step): a single keel train in it trains (it was refused, "Slurm variables say this job has 4
+# processes but MPI sees 1").
+printf '#!/bin/sh\n"%s" train --config "%s" --out "%s" --set training.steps=2 >"%s" 2>&1\necho $? >"%s"\n' \
+    "$keel" "$work/gpt2.toml" "$work/batch-run" "$work/batch.err" "$work/batch.status" >"$work/batch.sh"
+sbatch -n 4 -o /dev/null "$work/batch.sh" >/dev/null
+for _ in $(seq 1 600); do [ -s "$work/batch.status" ] && break; sleep 0.2; done
+if [ "$(cat "$work/batch.status" 2>/dev/null)" = 0 ] && [ -f "$work/batch-run/checkpoints/step_00000002/manifest.json" ]; then
+    pass "a single keel train in a batch script of 4 tasks is one process and trains"
+else
+    fail "a single keel train in a batch script of 4 tasks is one process and trains (status '$(cat "$work/batch.status" 2>/dev/null)': $(tail -1 "$work/batch.err" 2>/dev/null))"
+fi
+
 echo "slurm tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
