@@ -13,7 +13,8 @@ import KeelTrain
 /// with `--resume-if-any`, so that the ranks look for snapshots on their own machines.
 ///
 /// A stop signal to the supervisor (SIGTERM, SIGUSR1, Ctrl-C) is passed to the launcher as SIGUSR1, which forwards
-/// it to every rank: they checkpoint and exit cleanly, and the job is not restarted.
+/// it to every rank: they checkpoint and exit cleanly, and the job is not restarted. Every `keel launch` of a training
+/// job runs under one, with `maxRestarts` 0 when none were asked for, for that alone.
 struct JobSupervisor {
     /// The launcher's command line (mpirun or srun first).
     let arguments: [String]
@@ -52,9 +53,11 @@ struct JobSupervisor {
                 // The ranks stopped with a checkpoint (the launcher's own status may hide it: srun reports the ranks it
                 // killed once the first exited): the job stopped as asked, exit status 75, which requeues.
                 try? FileManager.default.removeItem(at: marker)
-                log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : ""); not restarting")
+                log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : "")\(maxRestarts > 0 ? "; not restarting" : "")")
                 throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
             }
+            // Without restarts, the job's status is the supervisor's (its ranks said what went wrong).
+            guard maxRestarts > 0 else { throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status) }
             if checkpointed {
                 // A stop signal reached the ranks and not this supervisor (Slurm's --signal, a scheduler's pre-emption).
                 try? FileManager.default.removeItem(at: marker)

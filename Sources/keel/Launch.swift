@@ -18,8 +18,9 @@ struct Launch: ParsableCommand {
             newest valid checkpoint or in-memory snapshot (with --resume-if-any where this machine sees neither: \
             the ranks then look on their own machines), up to N times in a row without a new step (each further \
             one after a longer wait), saying what failed, where it resumed and \
-            how many steps were lost. SIGTERM, SIGUSR1 or Ctrl-C to it, or a stop signal to the job's ranks \
-            (Slurm's --signal), stop the job cleanly: a checkpoint, no restart, exit status 75.
+            how many steps were lost. A training job runs under that supervisor without --max-restarts too: \
+            SIGTERM, SIGUSR1 or Ctrl-C to it, or a stop signal to the job's ranks (Slurm's --signal), stop the job \
+            cleanly: a checkpoint, no restart, exit status 75.
             """)
 
     @Option(help: "Number of processes.")
@@ -87,7 +88,10 @@ struct Launch: ParsableCommand {
             : mpirunArguments(executable: executable, environment: environment)
         FileHandle.standardError.write(Data(("launch: " + arguments.joined(separator: " ") + "\n").utf8))
         if dryRun { return }
-        guard maxRestarts > 0, let directory = runDirectory else {
+        // A training job runs under a supervisor even without restarts, which passes SIGTERM and Ctrl-C on as
+        // SIGUSR1: OpenMPI's mpirun answers them itself by killing the ranks (SIGTERM, then SIGKILL a second later),
+        // before a step of a large model ends and its checkpoint is written.
+        guard command.first == "train", let directory = runDirectory else {
             let cArguments = arguments.map { strdup($0) } + [nil]
             execvp(arguments[0], cArguments)
             throw ValidationError("cannot run \(arguments[0]) (\(String(cString: strerror(errno))))" + (usesSrun ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))

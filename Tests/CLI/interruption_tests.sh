@@ -254,6 +254,20 @@ if [ $status -eq 75 ] && grep -q "^launch: stopped by SIGTERM, with a checkpoint
 else
     fail "a supervisor stopped by SIGTERM, whose launcher reports 137, exits 75 after its ranks checkpointed (exit $status)"
 fi
+# Ctrl-C in a terminal reaches the whole foreground process group. mpirun answers it by killing the ranks a second
+# after its SIGTERM (it exited 1, and a rank whose step took longer left no checkpoint); keel launch of a training job,
+# without --max-restarts too, takes it itself, passes it on as SIGUSR1, and exits 75 after the ranks checkpointed.
+setsid "$keel" launch --nproc 2 -- train --config "$c" --out "$work/ctrl-c" "${long[@]}" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/ctrl-c" 5 && kill -INT -- -$job
+wait $job
+status=$?
+if [ $status -eq 75 ] && grep -q "^launch: stopped by SIGINT, with a checkpoint$" "$work/err" \
+    && ls -d "$work"/ctrl-c/checkpoints/step_* >/dev/null 2>&1; then
+    pass "Ctrl-C to the process group of keel launch stops the job with a checkpoint and exits 75"
+else
+    fail "Ctrl-C to the process group of keel launch stops the job with a checkpoint and exits 75 (exit $status)"
+fi
 # A supervisor killed with -9 takes its job with it (the launcher is bound to it): no rank is left training unsupervised.
 "$keel" launch --nproc 2 --max-restarts 1 -- train --config "$c" --out "$work/orphan" --set training.steps=100000 \
     --set checkpoint.every=0 >"$work/out" 2>"$work/err" &
