@@ -12,8 +12,20 @@ public indirect enum ConfigValue: Equatable, Sendable {
         case .int(let v): return String(v)
         case .double(let v): return v == v.rounded() && abs(v) < 1e15 ? String(format: "%.1f", v) : "\(v)"
         case .string(let v):
-            let escaped = v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                .replacingOccurrences(of: "\n", with: "\\n")
+            // TOML's basic strings hold no control character but tab raw: a prompt of "Hi\r\n" written so would make
+            // the run's config.toml unreadable, and --resume with it.
+            var escaped = ""
+            for scalar in v.unicodeScalars {
+                switch scalar {
+                case "\\": escaped += "\\\\"
+                case "\"": escaped += "\\\""
+                case "\n": escaped += "\\n"
+                case "\r": escaped += "\\r"
+                case "\t": escaped += "\\t"
+                case _ where scalar.value < 0x20 || scalar.value == 0x7F: escaped += String(format: "\\u%04X", scalar.value)
+                default: escaped.unicodeScalars.append(scalar)
+                }
+            }
             return "\"\(escaped)\""
         case .bool(let v): return v ? "true" : "false"
         case .array(let v): return "[" + v.map(\.toml).joined(separator: ", ") + "]"

@@ -13,8 +13,8 @@ struct ProgressDisplay {
 
     func update(step: Int, loss: Float, learningRate: Double, tokensPerSecond: Double, secondsPerStep: Double) {
         let eta = Double(totalSteps - step) * secondsPerStep
-        let line = String(format: "step %*d/%d | loss %.4f | lr %.2e | %@ tok/s | ETA %@",
-                          String(totalSteps).count, step, totalSteps, loss, learningRate,
+        let line = String(format: "step %*ld/%ld | loss %.4f | lr %.2e | %@ tok/s | ETA %@",
+                          Int32(String(totalSteps).count), step, totalSteps, loss, learningRate,
                           ProgressDisplay.compact(tokensPerSecond), ProgressDisplay.duration(eta))
         if interactive {
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
@@ -34,7 +34,8 @@ struct ProgressDisplay {
     }
 
     static func duration(_ seconds: Double) -> String {
-        guard seconds.isFinite else { return "?" }
+        // Past a thousand years (steps = Int.max, "until stopped"), no figure: Int would overflow.
+        guard seconds.isFinite, seconds < 3e10 else { return "?" }
         let s = Int(seconds.rounded())
         return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
     }

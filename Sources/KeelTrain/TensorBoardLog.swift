@@ -3,17 +3,18 @@ import KeelCore
 
 /// TensorBoard's event file: a run's scalars (`logging.tensorboard = true`), one `Event` protocol buffer per
 /// record in TFRecord framing (length, masked CRC-32C of the length, data, masked CRC-32C of the data), written
-/// and flushed as each step ends, under `RUN/tensorboard/`. A resumed run starts a new file, which opens with a
-/// session start at the step it goes on from: TensorBoard then drops the earlier files' values from that step on
-/// (steps a run logged before it stopped and logs again after resuming), as it does for TensorFlow's own restarts.
+/// and flushed as each step ends, under `RUN/tensorboard/`. Every run starts a new file, which opens with a session
+/// start at the step it goes on from: TensorBoard then drops the earlier files' values from that step on (steps a run
+/// logged before it stopped and logs again after resuming; all of them for a run started afresh in the directory of
+/// one that failed before its first checkpoint), as it does for TensorFlow's own restarts.
 public final class TensorBoardLog {
     private let handle: FileHandle
     public let url: URL
 
     /// Creates `events.out.tfevents.<seconds>.<host>` in `directory` (another name when that one exists: a restart
-    /// within the same second) and writes the file-version record; for a run resumed after step `resumedAfter`, a
-    /// session start at the next step.
-    public init(directory: URL, resumedAfter: Int? = nil) throws {
+    /// within the same second) and writes the file-version record and a session start at the step after
+    /// `resumedAfter` (0 for a run from the beginning).
+    public init(directory: URL, resumedAfter: Int = -1) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let now = Date().timeIntervalSince1970
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "keel"
@@ -33,16 +34,14 @@ public final class TensorBoardLog {
         event.double(field: 1, now)
         event.string(field: 3, "brain.Event:2")
         try append(event.bytes)
-        if let resumedAfter {
-            // Event.session_log (field 7), SessionLog.status START (1): TensorBoard purges what follows the step.
-            var start = ProtocolBuffer()
-            start.varint(field: 1, 1)
-            var event = ProtocolBuffer()
-            event.double(field: 1, now)
-            event.varint(field: 2, UInt64(resumedAfter + 1))
-            event.message(field: 7, start)
-            try append(event.bytes)
-        }
+        // Event.session_log (field 7), SessionLog.status START (1): TensorBoard purges what follows the step.
+        var start = ProtocolBuffer()
+        start.varint(field: 1, 1)
+        var session = ProtocolBuffer()
+        session.double(field: 1, now)
+        session.varint(field: 2, UInt64(resumedAfter + 1))
+        session.message(field: 7, start)
+        try append(session.bytes)
     }
 
     deinit {

@@ -350,11 +350,15 @@ public struct TrainConfig: Sendable {
         try require(t.warmupSteps >= 0, "training.warmup_steps", "must not be negative (got \(t.warmupSteps))")
         try require((0..<1).contains(t.adamW.beta1), "training.beta1", "must be in [0, 1) (got \(t.adamW.beta1))")
         try require((0..<1).contains(t.adamW.beta2), "training.beta2", "must be in [0, 1) (got \(t.adamW.beta2))")
-        try require(t.adamW.epsilon > 0, "training.eps", "must be positive (got \(t.adamW.epsilon))")
-        try require(t.adamW.weightDecay >= 0, "training.weight_decay", "must not be negative (got \(t.adamW.weightDecay))")
+        try require(t.adamW.epsilon > 0 && t.adamW.epsilon.isFinite, "training.eps", "must be a positive number (got \(t.adamW.epsilon))")
+        try require(t.adamW.weightDecay >= 0 && t.adamW.weightDecay.isFinite, "training.weight_decay",
+                    "must be a number that is not negative (got \(t.adamW.weightDecay))")
+        // Decoupled decay multiplies each weight by 1 − lr·weight_decay every step: at 1 or more it zeroes or flips them.
+        try require(t.learningRate * Double(t.adamW.weightDecay) < 1, "training.weight_decay",
+                    "× training.lr must be below 1 (got \(t.adamW.weightDecay) × \(t.learningRate)): each step multiplies the weights by 1 − lr·weight_decay")
         try require(t.gradientClip >= 0, "training.grad_clip", "must not be negative (got \(t.gradientClip))")
         try require(t.evalEvery >= 0, "training.eval_every", "must not be negative (got \(t.evalEvery))")
-        try require(t.evalBatches > 0, "training.eval_batches", "must be positive (got \(t.evalBatches))")
+        try require((1...1 << 20).contains(t.evalBatches), "training.eval_batches", "must be from 1 to \(1 << 20) (got \(t.evalBatches))")
         try require(checkpoint.every >= 0, "checkpoint.every", "must not be negative (got \(checkpoint.every))")
         try require(checkpoint.keep >= 0, "checkpoint.keep", "must not be negative (got \(checkpoint.keep))")
         try require(checkpoint.keepEvery >= 0, "checkpoint.keep_every", "must not be negative (got \(checkpoint.keepEvery))")

@@ -249,7 +249,7 @@ public final class Trainer {
                                             keepingThrough: resumedFrom == nil ? nil : state.step) : nil
         if config.logging.tensorBoard {
             metrics?.tensorBoard = try TensorBoardLog(directory: output.appendingPathComponent("tensorboard"),
-                                                      resumedAfter: resumedFrom == nil ? nil : state.step)
+                                                      resumedAfter: resumedFrom == nil ? -1 : state.step)
         }
         if let metrics, let metricsOpened { try metricsOpened(metrics) }
         let progress = isLeader ? ProgressDisplay(totalSteps: t.steps, every: config.logging.every) : nil
@@ -265,7 +265,9 @@ public final class Trainer {
         }
         log("model: \(config.model.architecture.rawValue), \(wholeTable.count) parameters; \(tokensPerStep) tokens per step"
             + (t.precision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected.rawValue)" : "")
-            + (t.precision == .bfloat16 ? BFloat16Engine.selected.note.map { " (\($0))" } ?? "" : ""))
+            + (t.precision == .bfloat16 ? BFloat16Engine.selected.note.map { " (\($0))" } ?? "" : "")
+            + (t.warmupSteps >= t.steps ? "; note: training.warmup_steps (\(t.warmupSteps)) is not below training.steps (\(t.steps)): "
+                + "the learning rate never reaches training.lr nor decays to training.min_lr" : ""))
         if groups.pipeline.size > 1 { log(pipelineSummary()) }
         if replicas.size > 1 { log(dataParallelSummary()) }
         var initialValidation: Float?

@@ -1085,6 +1085,15 @@ expect_ok "train on a prepared dataset" "$keel" train --config "$work/ds.toml" -
 check "dataset run logged 4 steps" '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4]' \
     "$work/dsrun/metrics.jsonl"
 cmp -s "$work/dsrun/tokenizer.json" "$work/tok.json" && pass "run keeps its tokenizer" || fail "run keeps its tokenizer"
+# A warm-up as long as the run never reaches its peak learning rate nor decays: said, not silently done. And a run
+# "until stopped" (steps = Int.max) shows its count and no ETA (the ETA's Int conversion trapped, the count read -1).
+expect_ok "a warm-up longer than the run" "$keel" train --config "$work/ds.toml" --out "$work/warmrun" --set training.warmup_steps=4
+grep -q "note: training.warmup_steps (4) is not below training.steps (4): the learning rate never reaches training.lr" "$work/err" \
+    && pass "a warm-up as long as the run is noted" || fail "a warm-up as long as the run is noted"
+expect_ok "a run of Int.max steps, stopped after one" "$keel" train --config "$work/ds.toml" --out "$work/endless" \
+    --set training.steps=9223372036854775807 --stop-after 1
+grep -q "^step  *1/9223372036854775807 | .* | ETA ?$" "$work/err" && pass "a run of Int.max steps shows its count and no ETA" \
+    || fail "a run of Int.max steps shows its count and no ETA"
 # A shard cut short under a running job (rewritten in place by another tool, a network file system that cannot deliver
 # a page) makes the next read of its mapping a bus error: the run dies naming the file, not with a bare "Bus error".
 cp -r "$work/ds" "$work/ds-cut"

@@ -120,6 +120,23 @@ assert [s.step for s in scalars] == list(range(1, 13)) == [r["step"] for r in st
 assert all(abs(s.value - r["loss"]) <= 1e-6 * abs(r["loss"]) for s, r in zip(scalars, steps))
 PY
 then pass "TensorBoard shows a resumed run's steps once each"; else fail "TensorBoard shows a resumed run's steps once each"; fi
+# A run that failed before its first checkpoint, started afresh in its directory (as --resume-if-any does, and a
+# supervisor's restart): metrics.jsonl starts again, and so does TensorBoard — the old file's steps 6 to 12 showed on.
+cp -r "$work/tb" "$work/tb-fresh" && rm -rf "$work/tb-fresh/checkpoints"
+expect_ok "starting afresh where a run left event files" "$keel" train --config "$work/tiny.toml" --out "$work/tb-fresh" \
+    --set logging.tensorboard=true --set training.steps=5 --resume-if-any
+if python3 - "$work/tb-fresh" <<'PY' 2>"$work/err"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+run = sys.argv[1]
+events = EventAccumulator(run + "/tensorboard")
+events.Reload()
+steps = [r for r in map(json.loads, open(run + "/metrics.jsonl")) if "loss" in r]
+scalars = events.Scalars("loss")
+assert [s.step for s in scalars] == [1, 2, 3, 4, 5] == [r["step"] for r in steps], [s.step for s in scalars]
+assert all(abs(s.value - r["loss"]) <= 1e-6 * abs(r["loss"]) for s, r in zip(scalars, steps))
+PY
+then pass "TensorBoard shows only the steps of a run started afresh"; else fail "TensorBoard shows only the steps of a run started afresh"; fi
 
 # Prometheus: while a run trains, /metrics answers in Prometheus's text format (parsed by prometheus_client) with
 # the newest step's loss; other paths are 404.

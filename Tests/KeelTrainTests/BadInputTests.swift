@@ -99,6 +99,18 @@ final class BadInputTests: XCTestCase {
             _ = try fixture.config(["checkpoint.zstd_level=20"])
         }
         assertKeelError("checkpoint.snapshot_every must not be negative") { _ = try fixture.config(["checkpoint.snapshot_every=-1"]) }
+        // Values that passed as "positive" or "not negative" and then trained nothing (eps = inf: every update 0) or
+        // diverged at once (an infinite decay, or lr × weight_decay ≥ 1 zeroing every weight), and one that overflowed.
+        assertKeelError("training.eps must be a positive number (got inf)") { _ = try fixture.config(["training.eps=inf"]) }
+        assertKeelError("training.weight_decay must be a number that is not negative (got inf)") {
+            _ = try fixture.config(["training.weight_decay=inf"])
+        }
+        assertKeelError("training.weight_decay × training.lr must be below 1 (got 0.1 × 10.0)") {
+            _ = try fixture.config(["training.lr=10.0", "training.weight_decay=0.1"])
+        }
+        assertKeelError("training.eval_batches must be from 1 to 1048576 (got 4611686018427387904)") {
+            _ = try fixture.config(["training.eval_batches=4611686018427387904"])
+        }
         let file = fixture.root.appendingPathComponent("bad.toml")
         try Data("[training]\nsteps = = 3\n".utf8).write(to: file)
         assertKeelError(file.path, "line 2") { _ = try TrainConfig.load(path: file.path, overrides: []) }

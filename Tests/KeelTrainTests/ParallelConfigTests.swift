@@ -84,6 +84,13 @@ final class ParallelConfigTests: XCTestCase {
         XCTAssertEqual(try fixture.config(["parallel.tp=4", "model.n_head=4"]).model.vocabSize, 260)
         XCTAssertEqual(try fixture.config([]).model.vocabSize, 257)
         XCTAssertFalse(try fixture.config([]).resolvedTOML.contains("vocab_size"))
+        // A string with control characters is written as TOML can read it back (a raw carriage return made the
+        // run's config.toml unreadable, and --resume with it).
+        let prompt = try fixture.config(["sample.prompt=\"Hi\\r\\n\\u001B[1m\\t\\\"q\\\" \\\\ \\u007F\""])
+        XCTAssertEqual(prompt.sample.prompt, "Hi\r\n\u{1B}[1m\t\"q\" \\ \u{7F}")
+        let written = fixture.root.appendingPathComponent("prompt.toml")
+        try Data(prompt.resolvedTOML.utf8).write(to: written)
+        XCTAssertEqual(try TrainConfig.load(path: written.path, overrides: []).sample.prompt, prompt.sample.prompt)
         assertKeelError("parallel.tp (2) must divide model.vocab_size (257)") {
             _ = try fixture.config(["parallel.tp=2", "model.vocab_size=257"])
         }
