@@ -51,7 +51,7 @@ public struct CorpusPipeline: Sendable {
     /// One input file's extraction and filtering, kept beside its output so a restart can skip the file.
     struct FileResult: Codable, Sendable {
         /// The input as it was read: results of a file changed since are stale.
-        var input: Fingerprint
+        var input: FileFingerprint
         /// New each time the file is processed: the whole-corpus stages record the ones they were made from, so a
         /// file redone makes them be redone.
         var identifier = UUID().uuidString
@@ -62,21 +62,6 @@ public struct CorpusPipeline: Sendable {
         var filter = FilterReport()
         var filterSeconds = 0.0
         var keptTokens = 0
-    }
-
-    /// What tells whether an input file changed since its results were made: its size and modification time (to
-    /// the nanosecond, where the file system keeps them), as rsync's quick check judges a file.
-    struct Fingerprint: Codable, Equatable, Sendable {
-        var size: Int
-        /// Nanoseconds since 1970.
-        var modified: Int
-
-        init(of path: String) throws {
-            var status = stat()
-            guard stat(path, &status) == 0 else { throw KeelError("cannot read \(path): \(String(cString: strerror(errno)))") }
-            size = Int(status.st_size)
-            modified = Int(status.st_mtim.tv_sec) * 1_000_000_000 + Int(status.st_mtim.tv_nsec)
-        }
     }
 
     public struct Report: Codable, Sendable {
@@ -246,7 +231,7 @@ public struct CorpusPipeline: Sendable {
             let statistics = output.appendingPathExtension("json")
             guard let recorded = try? Data(contentsOf: statistics) else { continue }
             // Results of a file changed since they were made (or written before fingerprints were kept) are stale.
-            if let done = try? JSONDecoder().decode(FileResult.self, from: recorded), try done.input == Fingerprint(of: files[index]) {
+            if let done = try? JSONDecoder().decode(FileResult.self, from: recorded), try done.input == FileFingerprint(of: files[index]) {
                 results[index] = done
             } else {
                 changed += 1
@@ -274,7 +259,7 @@ public struct CorpusPipeline: Sendable {
     private func processFile(_ file: String, into output: URL, _ filter: QualityFilter, _ tokenizer: any TextTokenizer,
                              warn: @escaping @Sendable (String) -> Void) throws -> FileResult {
         // Taken before the file is read: a file changed while it is read is redone by the next run.
-        var result = FileResult(input: try Fingerprint(of: file))
+        var result = FileResult(input: try FileFingerprint(of: file))
         result.extracted.tokens = 0
         var reader = PageReader()
         reader.extractor.includeComments = configuration.includeComments

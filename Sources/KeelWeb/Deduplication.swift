@@ -34,8 +34,9 @@ public struct DeduplicationOptions: Sendable {
 /// made one space and the ends trimmed) and, unless `exactOnly`, one key per LSH band (the band's MinHash values)
 /// go to external sorters; memory grows only by one `UInt32` per document, for union-find. `finish` streams each
 /// sorter in key order: documents sharing an exact key, or a band's values, are merged into one cluster
-/// (union-find whose root is always the cluster's smallest index), so the first document in input order is kept
-/// — as datatrove keeps it — and chains A~B~C form one cluster even when A and C share no bucket.
+/// (union-find whose root is always the cluster's smallest index), so the first document in input order is kept —
+/// always, where datatrove's union-find may keep a later one (pairs 0~5 and 3~5 in two bands keep 3 there) — and
+/// chains A~B~C form one cluster even when A and C share no bucket.
 public final class Deduplicator {
     public let options: DeduplicationOptions
     private var hasher: MinHasher

@@ -127,10 +127,11 @@ final class ExternalSorter {
     }
 }
 
-/// Buffered writes of records to a run file.
+/// Buffered writes of records to a run file; closed by `close`, or when dropped after a failed write.
 private final class RunWriter {
     private let file: UnsafeMutablePointer<FILE>
     private let url: URL
+    private var closed = false
 
     init(url: URL) throws {
         guard let file = fopen(url.path, "wb") else {
@@ -149,7 +150,12 @@ private final class RunWriter {
     }
 
     func close() throws {
+        closed = true
         guard fclose(file) == 0 else { throw KeelError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
+    }
+
+    deinit {
+        if !closed { fclose(file) }
     }
 }
 

@@ -34,6 +34,15 @@ public enum JSONLDeduplication {
     public static func run(inputs: [String], output: String, removed: String? = nil, pairs: String? = nil,
                            options: DeduplicationOptions = DeduplicationOptions()) throws -> DeduplicationReport {
         let started = Date()
+        // Read twice: what the second reading finds must be what the first clustered.
+        // (A file that cannot be read is named by the first reading, as any bad input is.)
+        let fingerprints = inputs.map { try? FileFingerprint(of: $0) }
+        if let index = fingerprints.firstIndex(where: { $0.map { !$0.isRegular } ?? false }) {
+            throw KeelError("\(inputs[index]) is not a regular file: deduplication reads its inputs twice")
+        }
+        let changed = { (documents: String) in
+            KeelError("the inputs changed while they were being deduplicated (\(documents)); run it again on files that stay as they are")
+        }
         var report = DeduplicationReport()
         let deduplicator = try Deduplicator(options: options)
         try forEachRecord(inputs) { record in
@@ -50,8 +59,10 @@ public enum JSONLDeduplication {
         let write = { (kept: FileHandle, dropped: FileHandle?) throws in
             var keptBuffer = Data(), droppedBuffer = Data()
             var document = 0
+            guard inputs.map({ try? FileFingerprint(of: $0) }) == fingerprints else { throw changed("their sizes or times differ") }
             try forEachRecord(inputs) { record in
                 defer { document += 1 }
+                guard document < result.documents else { throw changed("\(result.documents) documents, then more") }
                 let line = record.line
                 if result.isKept(document) {
                     report.keptDocuments += 1
@@ -66,9 +77,7 @@ public enum JSONLDeduplication {
             }
             try kept.write(contentsOf: keptBuffer)
             try dropped?.write(contentsOf: droppedBuffer)
-            guard document == result.documents else {
-                throw KeelError("the inputs changed while they were being deduplicated (\(result.documents) documents, then \(document))")
-            }
+            guard document == result.documents else { throw changed("\(result.documents) documents, then \(document)") }
         }
         // Both are written before either replaces an earlier run's file, so kept and removed always match.
         try AtomicFile.writeAll([URL(fileURLWithPath: output), removed.map(URL.init(fileURLWithPath:))]) { handles in

@@ -40,10 +40,9 @@ final class RecordInput {
         guard isCompressed else { return }
         // 15 + 16: the largest window, and a gzip header and trailer.
         let status = keel_inflateInit2(stream, 15 + 16)
-        guard status == Z_OK else {
-            close(descriptor)
-            throw KeelError("\(path): cannot start gzip decoding (zlib status \(status))")
-        }
+        // Every property is set, so deinit runs after this throw and closes the descriptor (closing it here too
+        // closed it twice: by then another thread's file may have its number).
+        guard status == Z_OK else { throw KeelError("\(path): cannot start gzip decoding (zlib status \(status))") }
     }
 
     deinit {

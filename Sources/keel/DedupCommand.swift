@@ -57,6 +57,7 @@ extension DataCommand {
 
         func validate() throws {
             guard hashBits == 32 || hashBits == 64 else { throw ValidationError("--hash-bits must be 32 or 64") }
+            try OutputFiles.check([("--out", out), ("--removed", removed), ("--pairs", pairs), ("--shingles", shingles)], inputs: inputs)
             if let problem = DeduplicationOptions.problem(shingle: shingle, bands: bands, rows: rows, memoryMegabytes: memoryMb) {
                 throw ValidationError("--shingle, --bands, --rows, --memory-mb: \(problem)")
             }

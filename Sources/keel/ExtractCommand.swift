@@ -43,6 +43,7 @@ extension DataCommand {
         func validate() throws {
             guard renderTimeout > 0 else { throw ValidationError("--render-timeout must be positive") }
             guard renderWorkers > 0 else { throw ValidationError("--render-workers must be positive") }
+            try OutputFiles.check([("--out", out)], inputs: inputs)
         }
 
         func run() throws {

@@ -13,7 +13,8 @@ extension DataCommand {
                 writes; other fields pass through. Rule sets, applied in the order given: \
                 \(QualityFilter.ruleNames.joined(separator: ", ")). Thresholds default to datatrove 0.10's and \
                 are changed with --set rule.parameter=value (datatrove's parameter names; 0 or none turns a \
-                threshold off). c4_quality also drops lines from the documents it keeps. Words are counted \
+                gopher_quality or c4_quality threshold off, as in datatrove; fineweb_quality's and \
+                gopher_repetition's numbers are compared as given, as datatrove compares them). c4_quality also drops lines from the documents it keeps. Words are counted \
                 with spaCy's English tokenization, reimplemented. Prints the per-rule table of documents and \
                 bytes removed; output files are written whole or not at all.
                 """)
@@ -48,6 +49,8 @@ extension DataCommand {
         func validate() throws {
             if let removedPerRule, removedPerRule < 0 { throw ValidationError("--removed-per-rule must be 0 or more") }
             if removedPerRule != nil, removed == nil { throw ValidationError("--removed-per-rule needs --removed") }
+            try OutputFiles.check([("--out", out), ("--removed", removed), ("--report", report), ("--decisions", decisions),
+                                   ("--words", words)], inputs: inputs)
         }
 
         func run() throws {

@@ -27,6 +27,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps(d) + "\n")
 PY
 
+cp "$work/in.jsonl" "$work/in.jsonl.before"
 expect_ok "dedup" "$keel" data dedup "$work/in.jsonl" --out "$work/kept.jsonl" --removed "$work/removed.jsonl" --pairs "$work/pairs.tsv"
 grep -q "documents in: 6" "$work/out" && grep -q "exact duplicates removed: 1" "$work/out" \
     && grep -q "near-duplicate clusters: 1; near duplicates removed: 1" "$work/out" && grep -q "docs/s" "$work/out" \
@@ -57,6 +58,18 @@ expect_error "a line without text" "$work/notext.jsonl: line 3: the JSON object 
     "$keel" data dedup "$work/notext.jsonl" --out "$work/o3.jsonl"
 echo '{"text": ["not", "a", "string"]}' >"$work/array.jsonl"
 expect_error "text that is not a string" "line 1: \"text\" is an array, not a string" "$keel" data dedup "$work/array.jsonl" --out "$work/o4.jsonl"
+# Read twice, an input must read the same both times: a pipe is refused up front (it changed between the readings).
+expect_error "an input that is a pipe" "is not a regular file: deduplication reads its inputs twice" \
+    "$keel" data dedup <(cat "$work/in.jsonl") --out "$work/o5.jsonl"
+# Outputs are plain text: a .gz name (read back as gzip, and refused) is refused before anything runs; an output that
+# names an input would replace it before it is read.
+usage "dedup into a .gz name" "--out $work/o6.jsonl.gz: Keel writes plain text; name it without .gz" \
+    "$keel" data dedup "$work/in.jsonl" --out "$work/o6.jsonl.gz"
+usage "dedup writing its shingles over its input" "--shingles $work/in.jsonl is one of the inputs" \
+    "$keel" data dedup "$work/in.jsonl" --out "$work/o7.jsonl" --shingles "$work/in.jsonl"
+usage "filter into a .zst name" "--removed $work/r.jsonl.zst: Keel writes plain text; name it without .zst" \
+    "$keel" data filter "$work/in.jsonl" --out "$work/o8.jsonl" --removed "$work/r.jsonl.zst"
+cmp -s "$work/in.jsonl" "$work/in.jsonl.before" && pass "the input is as it was" || fail "the input is as it was"
 [ ! -e "$work/o1.jsonl" ] && [ ! -e "$work/o2.jsonl" ] && [ ! -e "$work/o3.jsonl" ] && [ ! -e "$work/o4.jsonl" ] \
     && [ -z "$(ls -A "$work" | grep '\.tmp-')" ] && pass "bad input leaves no output file" || fail "bad input leaves no output file"
 

@@ -67,6 +67,18 @@ final class CorpusPipelineTests: XCTestCase {
         XCTAssertTrue(kept.contains("gamma0 gamma1"), kept)
     }
 
+    /// A file dated past 2262 (a damaged archive's date) is read and resumed like any other: its time in
+    /// nanoseconds overflowed, a trap.
+    func testAFileFromTheFarFutureIsReadAndResumed() throws {
+        let directory = try temporaryDirectory()
+        let file = directory.appendingPathComponent("a.jsonl")
+        try jsonl([text("alpha")]).write(to: file)
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 32_503_680_000)], ofItemAtPath: file.path)
+        let configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
+        XCTAssertEqual(documents(try run(configuration).report)["tokenize"], 1)
+        XCTAssertEqual(try run(configuration).report.resumedFiles, 1)
+    }
+
     func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
         let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
