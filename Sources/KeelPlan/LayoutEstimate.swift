@@ -316,17 +316,22 @@ struct LayoutModel {
         let local = localParameters
         let link = cluster.link(groupSize: dp, stride: layout.tensor)
         let stageForward = v * passes.forward, stageBackward = v * passes.backward
-        let pieces = Double(stageLayers + 1)
-        // Overlapped communication hides behind compute, except the last piece (a bucket or a layer).
+        // The collectives go a piece at a time, each a ring of its own that pays its n − 1 latencies: FSDP a layer at a
+        // time (the stage's blocks, and its embedding or head), ZeRO 0–2 a 40M-element bucket at a time (Megatron's
+        // bucket; the memory model holds two). At a thousand devices a piece's latencies are milliseconds.
+        let pieceCount = layout.zeroStage == 3 ? stageLayers + 1 : max(1, Int((local / 40e6).rounded(.up)))
+        let pieces = Double(pieceCount)
+        // Overlapped communication hides behind compute, except the last piece.
         func exposed(_ seconds: Double, behind window: Double) -> Double {
             assumptions.overlapDataParallel ? max(seconds - window, seconds / pieces) : seconds
         }
-        let gather = CollectiveCost.allGather(bytes: local * assumptions.elementBytes, devices: dp, link: link)
-        let scatter = CollectiveCost.reduceScatter(bytes: local * g, devices: dp, link: link)
+        let gather = CollectiveCost.allGather(bytes: local * assumptions.elementBytes, devices: dp, link: link, pieces: pieceCount)
+        let scatter = CollectiveCost.reduceScatter(bytes: local * g, devices: dp, link: link, pieces: pieceCount)
         var dataParallel = 0.0, fsdp = 0.0
         switch layout.zeroStage {
         case 0:
-            dataParallel = exposed(CollectiveCost.allReduce(bytes: local * g, devices: dp, link: link), behind: stageBackward)
+            dataParallel = exposed(CollectiveCost.allReduce(bytes: local * g, devices: dp, link: link, pieces: pieceCount),
+                                   behind: stageBackward)
         case 1:
             dataParallel = exposed(scatter, behind: stageBackward) + exposed(gather, behind: stageForward)
         case 2:

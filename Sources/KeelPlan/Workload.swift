@@ -70,7 +70,7 @@ public struct PlanAssumptions: Sendable, Equatable {
 
     /// The calibration constant: the value that fits Narayanan et al.'s Table 1 and Llama 3's Table 4 best
     /// (`keel plan --validate` prints the fit).
-    public static let calibratedEfficiency = 0.585
+    public static let calibratedEfficiency = 0.595
 
     public init(efficiency: Double = calibratedEfficiency, attention: AttentionKind = .flash, gradientBytes: Double = 4,
                 overlapDataParallel: Bool = true, memoryHeadroom: Double = 0.1, precision: PlanPrecision = .bf16) {

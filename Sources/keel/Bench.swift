@@ -65,7 +65,7 @@ struct Bench: ParsableCommand {
                              + "(STREAM triad), %.1f GB of memory available", processes, processes == 1 ? "" : "es", threads,
                              threads == 1 ? "" : "s", profile.gemmGFLOPs, profile.memoryGBs, profile.memoryBytes / 1e9))
                 print(String(format: "for keel plan: --accelerator this-cpu --set cluster.peak_tflops=%.4f --set cluster.memory_bandwidth_gbs=%.2f "
-                             + "--set cluster.memory_gb=%.2f", profile.gemmGFLOPs / 1e3, profile.memoryGBs, profile.memoryBytes / 1e9))
+                             + "--set cluster.memory_gb=%.2f", profile.gemmGFLOPs / 1e3, profile.memoryGBs, profile.memoryBytes / 1_073_741_824))
             }
             return
         }

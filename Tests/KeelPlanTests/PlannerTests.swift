@@ -14,6 +14,24 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(CollectiveCost.reduceScatter(bytes: 1e9, devices: 4, link: link), 0.75 * 0.01 + 3e-5, accuracy: 1e-12)
         XCTAssertEqual(CollectiveCost.allReduce(bytes: 1e9, devices: 4, link: link), 1.5 * 0.01 + 6e-5, accuracy: 1e-12)
         XCTAssertEqual(CollectiveCost.allReduce(bytes: 1e9, devices: 1, link: link), 0)
+        // The same buffer in 10 pieces (FSDP's layers, ZeRO's buckets), each a ring of its own: the bytes once, the
+        // ring's 3 latencies 10 times.
+        XCTAssertEqual(CollectiveCost.allGather(bytes: 1e9, devices: 4, link: link, pieces: 10), 0.75 * 0.01 + 3e-4, accuracy: 1e-12)
+        XCTAssertEqual(CollectiveCost.allReduce(bytes: 1e9, devices: 4, link: link, pieces: 10), 1.5 * 0.01 + 6e-4, accuracy: 1e-12)
+    }
+
+    /// FSDP over 2,048 devices pays each layer's ring latencies (2,047 steps of 8 µs on RoCE, 16 ms a layer per
+    /// collective): Llama 3 70B's best FSDP layout at 16,384 H100s then spends longer communicating than computing.
+    func testFullyShardedLayersEachPayTheRingsLatencies() throws {
+        let workload = Workload(model: try ModelPresets.named("llama3-70b"), sequenceLength: 8192, globalBatch: 2048)
+        var roce = try cluster(16_384)
+        roce.interNode = try Link.preset("roce-400")
+        let layout = ParallelLayout(tensor: 8, pipeline: 1, data: 2048, microBatchSize: 1, microBatches: 1, zeroStage: 3,
+                                    sequenceParallel: true)
+        let estimate = try LayoutEstimate(layout, workload: workload, cluster: roce, assumptions: PlanAssumptions())
+        // 81 pieces (80 blocks and the embedding and head) × 3 collectives × 2,047 × 8 µs = 4.0 s of latencies alone.
+        XCTAssertGreaterThan(estimate.time.fsdp, 81 * 3 * 2047 * 8e-6 - estimate.time.compute)
+        XCTAssertGreaterThan(estimate.time.fsdp, estimate.time.compute)
     }
 
     /// Skipping layouts whose lower bound cannot rank changes nothing: the same top layouts, in the same order,
