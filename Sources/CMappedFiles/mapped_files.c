@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -42,8 +43,10 @@ static void write_number(uintptr_t value) {
 }
 
 static void report(int signal_number, siginfo_t *info, void *context) {
-    uintptr_t address = (uintptr_t)info->si_addr;
-    for (int slot = 0; slot < slot_count; slot++) {
+    int saved_errno = errno;
+    // A fault (si_code > 0) has an address; a SIGBUS sent by kill has the sender's pid there instead.
+    uintptr_t address = info->si_code > 0 ? (uintptr_t)info->si_addr : 0;
+    for (int slot = 0; address != 0 && slot < slot_count; slot++) {
         uintptr_t start = atomic_load_explicit(&mappings[slot].start, memory_order_acquire);
         if (start > 1 && address >= start && address < mappings[slot].end) {
             write_text("keel: reading ");
@@ -55,15 +58,20 @@ static void report(int signal_number, siginfo_t *info, void *context) {
             break;
         }
     }
+    errno = saved_errno;
     // The signal goes on as it would have without this handler: to the one before, or the default (death).
     if (previous.sa_flags & SA_SIGINFO) {
         if (previous.sa_sigaction) { previous.sa_sigaction(signal_number, info, context); return; }
+    } else if (previous.sa_handler == SIG_IGN && info->si_code <= 0) {
+        return;  // A sent SIGBUS was ignored; a fault cannot be (the kernel kills a process that ignores it).
     } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
         previous.sa_handler(signal_number);
         return;
     }
     signal(signal_number, SIG_DFL);
-    // Returning runs the faulting read again, which now dies by the default action.
+    // Returning runs a faulting read again, which now dies by the default action; a sent signal is sent again, to be
+    // delivered (by that action) once this handler returns.
+    if (info->si_code <= 0) raise(signal_number);
 }
 
 static void install(void) {

@@ -91,14 +91,16 @@ public enum AtomicFile {
 
     /// Flushes a directory's entries to disk so a completed rename survives a crash. A failure (EIO from a failing
     /// disk or a network file system) is an error: the rename may not survive a crash, so nothing may count on it.
-    /// Only file systems that cannot sync a directory at all (EINVAL, as PostgreSQL's `fsync_fname` allows) pass.
+    /// What PostgreSQL's `fsync_fname` lets pass for a directory passes: one this process may write but not read
+    /// (EACCES), and file systems that cannot sync a directory at all (EINVAL, EBADF).
     public static func syncDirectory(_ directory: URL) throws {
         let fd = open(directory.path, O_RDONLY | O_DIRECTORY)
         guard fd >= 0 else {
+            if errno == EACCES { return }
             throw KeelError("cannot open directory \(directory.path) to sync it: \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
-        guard fsync(fd) == 0 || errno == EINVAL else {
+        guard fsync(fd) == 0 || errno == EINVAL || errno == EBADF else {
             throw KeelError("cannot sync directory \(directory.path): \(String(cString: strerror(errno)))")
         }
     }

@@ -47,10 +47,14 @@ public enum ProcessorAffinity {
                     return quota / period
                 }
             } else if fields[1].split(separator: ",").contains("cpu") {
+                // The process's own cgroup, or the root of the hierarchy where a container sees its cgroup mounted
+                // there (Docker on cgroup v1 without a cgroup namespace names the host's path).
                 for root in ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"] {
-                    if let quota = read("\(root)\(path)/cpu.cfs_quota_us").flatMap(Double.init),
-                       let period = read("\(root)\(path)/cpu.cfs_period_us").flatMap(Double.init), quota > 0, period > 0 {
-                        return quota / period
+                    for directory in [root + path, root] {
+                        if let quota = read("\(directory)/cpu.cfs_quota_us").flatMap(Double.init),
+                           let period = read("\(directory)/cpu.cfs_period_us").flatMap(Double.init), quota > 0, period > 0 {
+                            return quota / period
+                        }
                     }
                 }
             }

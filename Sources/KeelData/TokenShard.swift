@@ -64,7 +64,7 @@ public final class TokenShard: @unchecked Sendable {
     public let format: TokenShardFormat
     public let count: Int
     private let data: Data
-    /// Declared after `data`, so it goes first: the mapping is named for as long as it is mapped.
+    /// Names the mapping to the SIGBUS handler for as long as it is mapped.
     private let name: MappedFileName
 
     /// Maps `url`; with `checksum`, verifies the file's XXH64 first, and with `tokensBelow` as well that every token is

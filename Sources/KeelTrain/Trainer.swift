@@ -267,7 +267,7 @@ public final class Trainer {
             + (t.precision == .bfloat16 ? "; bf16 matrix products on \(BFloat16Engine.selected.rawValue)" : "")
             + (t.precision == .bfloat16 ? BFloat16Engine.selected.note.map { " (\($0))" } ?? "" : "")
             + (t.warmupSteps >= t.steps ? "; note: training.warmup_steps (\(t.warmupSteps)) is not below training.steps (\(t.steps)): "
-                + "the learning rate never reaches training.lr nor decays to training.min_lr" : ""))
+                + "the learning rate warms up for the whole run (reaching training.lr at its last step at most) and never decays to training.min_lr" : ""))
         if groups.pipeline.size > 1 { log(pipelineSummary()) }
         if replicas.size > 1 { log(dataParallelSummary()) }
         var initialValidation: Float?

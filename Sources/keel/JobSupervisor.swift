@@ -57,7 +57,10 @@ struct JobSupervisor {
                 throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
             }
             // Without restarts, the job's status is the supervisor's (its ranks said what went wrong).
-            guard maxRestarts > 0 else { throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status) }
+            guard maxRestarts > 0 else {
+                try? FileManager.default.removeItem(at: marker)
+                throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
+            }
             if checkpointed {
                 // A stop signal reached the ranks and not this supervisor (Slurm's --signal, a scheduler's pre-emption).
                 try? FileManager.default.removeItem(at: marker)
@@ -118,7 +121,10 @@ struct JobSupervisor {
             throw ValidationError("cannot run \(command[0]) (not found)"
                                   + (command[0] == "srun" ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))
         }
-        // The launcher ends when this supervisor does, however it ends (`BoundToParent`).
+        // The launcher ends when this supervisor does, however it ends (`BoundToParent`). Foundation starts it in a
+        // process group of its own (POSIX_SPAWN_SETPGROUP), so a terminal's Ctrl-C reaches this supervisor only, which
+        // passes it on as SIGUSR1: mpirun would answer a SIGINT of its own by killing the ranks a second later.
+        // (Ctrl-Z, likewise, stops the supervisor and not the job.)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         process.arguments = ["exec-bound-to-parent", String(getpid()), "--"] + command

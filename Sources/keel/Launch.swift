@@ -59,13 +59,18 @@ struct Launch: ParsableCommand {
         }
     }
 
-    /// The run directory of a `train` command (`--out DIR`, `-o DIR` or `--out=DIR`).
+    /// The run directory of a `train` command: `--out DIR` (`-o DIR`, `--out=DIR`), else the one `train` makes of its
+    /// `--config` (runs/<config name>).
     private var runDirectory: URL? {
-        for (index, argument) in command.enumerated() {
-            if argument.hasPrefix("--out=") { return URL(fileURLWithPath: String(argument.dropFirst("--out=".count))) }
-            if (argument == "--out" || argument == "-o") && index + 1 < command.count { return URL(fileURLWithPath: command[index + 1]) }
+        guard command.first == "train" else { return nil }
+        func value(_ names: [String]) -> String? {
+            for (index, argument) in command.enumerated() {
+                if let name = names.first(where: { argument.hasPrefix($0 + "=") }) { return String(argument.dropFirst(name.count + 1)) }
+                if names.contains(argument) && index + 1 < command.count { return command[index + 1] }
+            }
+            return nil
         }
-        return nil
+        return Train.runDirectory(out: value(["--out", "-o"]), config: value(["--config", "-c"])).map { URL(fileURLWithPath: $0) }
     }
 
     /// Whether the job starts through Slurm's srun.
@@ -78,8 +83,9 @@ struct Launch: ParsableCommand {
         BLASEnvironment.forgetChoice()
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var environment = ProcessInfo.processInfo.environment
-        if maxRestarts > 0, let directory = runDirectory {
-            // Where a rank says that a restart would not mend the job's error (srun may not pass its status 3 on).
+        if let directory = runDirectory {
+            // Where a rank says that a restart would not mend the job's error, or that it stopped with a checkpoint
+            // (srun may pass neither status, 3 nor 75, on).
             let marker = JobSupervisor.noRestartFile(in: directory).path
             setenv(DistributedRun.noRestartVariable, marker, 1)
             environment[DistributedRun.noRestartVariable] = marker
@@ -91,7 +97,7 @@ struct Launch: ParsableCommand {
         // A training job runs under a supervisor even without restarts, which passes SIGTERM and Ctrl-C on as
         // SIGUSR1: OpenMPI's mpirun answers them itself by killing the ranks (SIGTERM, then SIGKILL a second later),
         // before a step of a large model ends and its checkpoint is written.
-        guard command.first == "train", let directory = runDirectory else {
+        guard let directory = runDirectory else {
             let cArguments = arguments.map { strdup($0) } + [nil]
             execvp(arguments[0], cArguments)
             throw ValidationError("cannot run \(arguments[0]) (\(String(cString: strerror(errno))))" + (usesSrun ? "" : "; install OpenMPI (scripts/setup.sh does) or pass --mpirun PATH"))

@@ -79,12 +79,17 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// The run directory: `--out`, else runs/<the config file's name>.
+    static func runDirectory(out: String?, config: String?) -> String? {
+        out ?? config.map { "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }
+    }
+
     func run() throws {
         // From now on SIGTERM, SIGUSR1 and Ctrl-C stop training after the current step, with a checkpoint.
         StopSignals.install()
         // A file-size limit (ulimit -f) then fails the write with an error naming it, instead of killing keel.
         signal(SIGXFSZ, SIG_IGN)
-        guard let directory = out ?? config.map({ "runs/" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }) else {
+        guard let directory = Self.runDirectory(out: out, config: config) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
         }
         let output = URL(fileURLWithPath: directory)

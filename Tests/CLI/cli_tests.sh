@@ -655,7 +655,7 @@ expect_error "reward train with two replicas asked of one process" "config: para
 # A fine-tuning run that diverges says so as `keel train` does, naming its last checkpoint, and exits with status 3 (so
 # that `keel launch --max-restarts` does not restart it).
 "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-nan" "${dpo_settings[@]}" \
-    --set training.steps=3 --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0 \
+    --set training.steps=3 --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0 \
     --set checkpoint.every=1 >"$work/out" 2>"$work/err"
 status=$?
 [ $status -eq 3 ] && grep -q "^Error: training diverged: loss is NaN at step 2; the last good checkpoint is $work/dpo-nan/checkpoints/step_00000001$" "$work/err" \
@@ -1035,9 +1035,9 @@ expect_error "checkpoint inspect names the damaged file" "rank_00000.safetensors
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
 
 expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
-    --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0
+    --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0
 ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
-"$keel" train --config "$work/tiny.toml" --out "$work/nan-status" --set training.lr=1e30 --set training.min_lr=1e30 \
+"$keel" train --config "$work/tiny.toml" --out "$work/nan-status" --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 \
     --set training.grad_clip=0.0 >/dev/null 2>&1
 status=$?
 [ $status -eq 3 ] && pass "a diverged run alone exits with status 3, as a job's ranks do" \
@@ -1088,7 +1088,7 @@ cmp -s "$work/dsrun/tokenizer.json" "$work/tok.json" && pass "run keeps its toke
 # A warm-up as long as the run never reaches its peak learning rate nor decays: said, not silently done. And a run
 # "until stopped" (steps = Int.max) shows its count and no ETA (the ETA's Int conversion trapped, the count read -1).
 expect_ok "a warm-up longer than the run" "$keel" train --config "$work/ds.toml" --out "$work/warmrun" --set training.warmup_steps=4
-grep -q "note: training.warmup_steps (4) is not below training.steps (4): the learning rate never reaches training.lr" "$work/err" \
+grep -q "note: training.warmup_steps (4) is not below training.steps (4): the learning rate warms up for the whole run" "$work/err" \
     && pass "a warm-up as long as the run is noted" || fail "a warm-up as long as the run is noted"
 expect_ok "a run of Int.max steps, stopped after one" "$keel" train --config "$work/ds.toml" --out "$work/endless" \
     --set training.steps=9223372036854775807 --stop-after 1
@@ -1098,16 +1098,19 @@ grep -q "^step  *1/9223372036854775807 | .* | ETA ?$" "$work/err" && pass "a run
 # a page) makes the next read of its mapping a bus error: the run dies naming the file, not with a bare "Bus error".
 cp -r "$work/ds" "$work/ds-cut"
 sed "s|$work/ds\"|$work/ds-cut\"|; s/^steps = 4/steps = 1000000/" "$work/ds.toml" >"$work/ds-cut.toml"
-("$keel" train --config "$work/ds-cut.toml" --out "$work/cutrun" >"$work/cut.out" 2>"$work/cut.err"; echo $? >"$work/cut.status") &
+"$keel" train --config "$work/ds-cut.toml" --out "$work/cutrun" >"$work/cut.out" 2>"$work/cut.err" &
+trainer=$!
 for _ in $(seq 1 300); do grep -q '"loss"' "$work/cutrun/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
-truncate -s 1024 "$work"/ds-cut/train_000000.bin
-for _ in $(seq 1 300); do [ -s "$work/cut.status" ] && break; sleep 0.1; done
-if [ -s "$work/cut.status" ] && [ "$(cat "$work/cut.status")" -ne 0 ] \
-    && grep -q "^keel: reading $work/ds-cut/train_000000.bin failed at byte [0-9]*: the file was truncated" "$work/cut.err"; then
+# To nothing: every page of the mapping then faults (a part of the first page would still read).
+truncate -s 0 "$work"/ds-cut/train_000000.bin
+for _ in $(seq 1 300); do kill -0 $trainer 2>/dev/null || break; sleep 0.1; done
+kill -9 $trainer 2>/dev/null
+wait $trainer 2>/dev/null
+status=$?
+if [ $status -ne 0 ] && grep -q "^keel: reading $work/ds-cut/train_000000.bin failed at byte [0-9]*: the file was truncated" "$work/cut.err"; then
     pass "a shard cut short while training is named when its read fails"
 else
-    fail "a shard cut short while training is named when its read fails (status $(cat "$work/cut.status" 2>/dev/null))"
-    pkill -f "$work/ds-cut.toml"
+    fail "a shard cut short while training is named when its read fails (status $status)"
 fi
 expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
 grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail "the sample starts with its prompt"

@@ -211,7 +211,7 @@ rm -rf "$shm"
 printf '#!/bin/sh\nmpirun "$@"\ns=$?\n[ $s -eq 3 ] && exit 137\nexit $s\n' >"$work/mpirun-masking"
 chmod +x "$work/mpirun-masking"
 "$keel" launch --nproc 2 --mpirun "$work/mpirun-masking" --max-restarts 2 -- train --config "$c" --out "$work/diverged-masked" \
-    --set training.steps=5 --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
+    --set training.steps=5 --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
 status=$?
 if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
     && grep -q "^launch: the job failed (exit status 137) with an error that a restart would not mend" "$work/err" \
@@ -309,7 +309,7 @@ refused "--max-restarts without a training run" "--max-restarts supervises a tra
 # A job that diverged would diverge again from any checkpoint (resuming is bit for bit): it exits with status 3, and
 # keel launch says so and does not restart it.
 "$keel" launch --nproc 2 --max-restarts 2 -- train --config "$c" --out "$work/diverged" --set training.steps=5 \
-    --set training.lr=1e30 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
+    --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0 >"$work/out" 2>"$work/err"
 status=$?
 if [ $status -eq 3 ] && grep -q "^Error: rank 0: training diverged" "$work/err" \
     && grep -q "^launch: the job failed (exit status 3) with an error that a restart would not mend" "$work/err" && ! grep -q "restart 1 of 2" "$work/err"; then

@@ -298,7 +298,7 @@ else
 fi
 # A fine-tuning job that diverges stops with status 3 (not restarted by keel launch), every rank naming the step and
 # the last checkpoint, which rank 0 wrote.
-"${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-nan" --set training.batch_size=1 --set training.lr=1e30 \
+"${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-nan" --set training.batch_size=1 --set training.lr=1e30 --set training.weight_decay=0.0 \
     --set training.min_lr=1e30 --set training.grad_clip=0 --set checkpoint.every=1 >"$work/out" 2>"$work/err"
 status=$?
 if [ $status -eq 3 ] && [ -d "$work/dpo-nan/checkpoints/step_00000001" ] && ( for rank in 0 1; do

@@ -122,7 +122,7 @@ final class BadInputTests: XCTestCase {
     func testNonFiniteLossStopsAndKeepsLastCheckpoint() throws {
         let fixture = try TrainFixture()
         let config = try fixture.config([
-            "training.lr=1e30", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0",
+            "training.lr=1e30", "training.weight_decay=0", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0",
             "checkpoint.every=1", "training.eval_every=0",
         ])
         var message = ""
@@ -330,7 +330,7 @@ final class BadInputTests: XCTestCase {
     func testADivergedRunLeavesNoSnapshotToResumeFrom() throws {
         let fixture = try TrainFixture()
         let config = try fixture.config([
-            "training.lr=1e30", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0", "training.eval_every=0",
+            "training.lr=1e30", "training.weight_decay=0", "training.min_lr=1e30", "training.warmup_steps=0", "training.grad_clip=0", "training.eval_every=0",
             "checkpoint.every=100", "checkpoint.snapshot_every=1", "checkpoint.snapshot_dir=\"\(fixture.root.path)/shm\"",
         ])
         XCTAssertThrowsError(try fixture.run(config, in: "run")) { XCTAssertTrue("\($0)".contains("training diverged"), "\($0)") }
