@@ -19,36 +19,18 @@ public struct FilteredRecord: Sendable {
         let fate = filter.apply(document)
         var output = line
         if let fate {
-            Self.addFields([("filter", .string(fate.rule)), ("filter_reason", .string(fate.reason))], to: &output)
+            JSONFields.add([("filter", .string(fate.rule)), ("filter_reason", .string(fate.reason))], to: &output)
         } else {
             if document.text != text {
                 output = Array(line[..<textValue.lowerBound]) + JSONString.quoted(document.text) + line[textValue.upperBound...]
             }
             if let language = document.language {
-                Self.addFields([("language", .string(language.code)), ("language_score", .number(language.probability))], to: &output)
+                JSONFields.add([("language", .string(language.code)), ("language_score", .number(language.probability))], to: &output)
             }
         }
         self.fate = fate
         self.line = output
         keptBytes = fate == nil ? document.text.utf8.count : 0
         keptText = fate == nil ? document.text : ""
-    }
-
-    private enum Value { case string(String), number(Double) }
-
-    /// Inserts fields before the object's closing brace.
-    private static func addFields(_ fields: [(String, Value)], to line: inout [UInt8]) {
-        guard let close = line.lastIndex(of: UInt8(ascii: "}")) else { return }
-        var added: [UInt8] = []
-        for (key, value) in fields {
-            added.append(UInt8(ascii: ","))
-            JSONString.append(key, to: &added)
-            added.append(UInt8(ascii: ":"))
-            switch value {
-            case .string(let string): JSONString.append(string, to: &added)
-            case .number(let number): added += Array(String(format: "%.4f", number).utf8)
-            }
-        }
-        line.insert(contentsOf: added, at: close)
     }
 }

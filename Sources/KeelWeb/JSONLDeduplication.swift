@@ -118,11 +118,9 @@ public enum JSONLDeduplication {
     /// The line with `"duplicate_of": representative` added as the object's last field, and a newline. The line
     /// was checked to be a JSON object with a "text" field, so it ends in "}" (then perhaps white space).
     static func annotated(_ line: UnsafeBufferPointer<UInt8>, representative: Int) -> [UInt8] {
-        let close = line.lastIndex(of: UInt8(ascii: "}"))!
-        var output = Array(line[..<close])
-        output.append(UInt8(ascii: ","))
-        JSONString.append("duplicate_of", to: &output)
-        output.append(contentsOf: Array(":\(representative)}\n".utf8))
+        var output = Array(line[...line.lastIndex(of: UInt8(ascii: "}"))!])
+        JSONFields.add([("duplicate_of", .integer(representative))], to: &output)
+        output.append(0x0A)
         return output
     }
 }
