@@ -42,7 +42,7 @@ public enum AtomicFile {
                     continue
                 }
                 writing = url
-                let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+                let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(host)")
                 guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
                     throw KeelError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
                 }
@@ -69,6 +69,28 @@ public enum AtomicFile {
             guard let temporary, let url else { continue }
             try rename(temporary, to: url)
             temporaries[index] = nil
+        }
+    }
+
+    /// This machine, in the names of temporaries: a writer of another machine (a shared file system) is not looked
+    /// for here.
+    public static let host = ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_")
+
+    /// Whether process `pid`, named with `host` in a temporary's name, is known to be gone: it ran on this machine and
+    /// no process has its number now.
+    public static func hasEnded(pid: Int32, on host: Substring) -> Bool {
+        host == self.host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH
+    }
+
+    /// Removes from `directory` the temporaries (`.NAME.tmp-PID-HOST`) that writers on this machine left when they were
+    /// killed (SIGKILL, the out-of-memory killer, a preempted job) before they could remove them: each restart of a
+    /// long job would leave more. Others' are left alone.
+    public static func removeAbandoned(in directory: URL) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(".") {
+            guard let marker = name.range(of: ".tmp-", options: .backwards) else { continue }
+            let parts = name[marker.upperBound...].split(separator: "-", maxSplits: 1)
+            guard parts.count == 2, let pid = Int32(parts[0]), hasEnded(pid: pid, on: parts[1]) else { continue }
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
         }
     }
 

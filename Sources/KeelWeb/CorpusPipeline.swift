@@ -99,6 +99,8 @@ public struct CorpusPipeline: Sendable {
         let extracted = work.appendingPathComponent("filtered")
         try FileManager.default.createDirectory(at: extracted, withIntermediateDirectories: true)
         try checkSettings(in: work)
+        // What a killed run was writing: a file's results, the deduplicated corpus (a whole copy of it), shards.
+        for directory in [extracted, work, configuration.output] { AtomicFile.removeAbandoned(in: directory) }
 
         var report = Report()
         report.files = files.count

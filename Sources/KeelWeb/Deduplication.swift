@@ -60,7 +60,7 @@ public final class Deduplicator {
         let rows = options.minHash.rows
         Self.removeAbandoned(in: options.temporaryDirectory)
         let directory = options.temporaryDirectory
-            .appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(Self.host)")
+            .appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(AtomicFile.host)")
         self.directory = directory
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -79,10 +79,6 @@ public final class Deduplicator {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    /// This machine, in the names of the run directories: a process of another machine (a shared file system) is
-    /// not looked for here.
-    private static let host = ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_")
-
     /// Removes the run directories that deduplications on this machine left when they were killed (SIGKILL, the
     /// out-of-memory killer, a preempted job): their process is gone, and their sorted runs hold up to a kilobyte
     /// per document.
@@ -91,8 +87,7 @@ public final class Deduplicator {
         for name in names where name.hasPrefix("keel-dedup-") {
             // keel-dedup-PID-RANDOM-HOST, the host compared whole (node-12 is not gpu-node-12).
             let parts = name.dropFirst("keel-dedup-".count).split(separator: "-", maxSplits: 2)
-            guard parts.count == 3, parts[2] == host, let pid = Int32(parts[0]), pid > 0,
-                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            guard parts.count == 3, let pid = Int32(parts[0]), AtomicFile.hasEnded(pid: pid, on: parts[2]) else { continue }
             try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 import KeelWeb
 import XCTest
 
@@ -77,6 +78,30 @@ final class CorpusPipelineTests: XCTestCase {
         let configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
         XCTAssertEqual(documents(try run(configuration).report)["tokenize"], 1)
         XCTAssertEqual(try run(configuration).report.resumedFiles, 1)
+    }
+
+    /// What a killed run was writing (`.NAME.tmp-PID-HOST` of a process of this machine that is gone) is removed when the
+    /// pipeline runs again: each restart of a preempted job left another. A live process's, and another machine's,
+    /// stay.
+    func testTheTemporariesOfAKilledRunAreRemoved() throws {
+        let directory = try temporaryDirectory()
+        let file = directory.appendingPathComponent("a.jsonl")
+        try jsonl([text("alpha")]).write(to: file)
+        let configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
+        _ = try run(configuration)
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let work = configuration.output.appendingPathComponent("work")
+        let abandoned = [work.appendingPathComponent("filtered/.a.jsonl-0.jsonl.tmp-\(ended.processIdentifier)-\(AtomicFile.host)"),
+                         work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended.processIdentifier)-\(AtomicFile.host)")]
+        let kept = [work.appendingPathComponent(".deduplicated.jsonl.tmp-\(getpid())-\(AtomicFile.host)"),
+                    work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended.processIdentifier)-another-\(AtomicFile.host)")]
+        for url in abandoned + kept { try Data("partial".utf8).write(to: url) }
+        _ = try run(configuration)
+        for url in abandoned { XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), url.lastPathComponent) }
+        for url in kept { XCTAssertTrue(FileManager.default.fileExists(atPath: url.path), url.lastPathComponent) }
     }
 
     func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
