@@ -130,7 +130,8 @@ public struct CorpusPipeline: Sendable {
             let deduplicated = work.appendingPathComponent("deduplicated.jsonl")
             let statistics = work.appendingPathComponent("deduplicated.json")
             var stage: Stage
-            if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: statistics)), done.sources == sources {
+            if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: statistics)), done.sources == sources,
+               done.settings == deduplicationSettings {
                 stage = done.stage
                 progress("deduplicate: done by an earlier run")
             } else {
@@ -141,7 +142,8 @@ public struct CorpusPipeline: Sendable {
                 let result = try JSONLDeduplication.run(inputs: documents, output: deduplicated.path, options: options)
                 stage = Stage(name: "deduplicate", documents: result.keptDocuments, bytes: 0, seconds: result.seconds)
                 stage.bytes = try Self.textBytes(deduplicated.path)
-                try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: stage, sources: sources)), to: statistics)
+                try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: stage, sources: sources, settings: deduplicationSettings)),
+                                     to: statistics)
             }
             report.stages.append(stage)
             documents = [deduplicated.path]
@@ -151,7 +153,7 @@ public struct CorpusPipeline: Sendable {
         let manifest: ShardManifest
         let tokenized = work.appendingPathComponent("tokenized.json")
         if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: tokenized)), done.sources == sources,
-           let finished = try? ShardManifest.read(from: configuration.output) {
+           done.settings == tokenizationSettings, let finished = try? ShardManifest.read(from: configuration.output) {
             manifest = finished
             progress("tokenize: done by an earlier run")
         } else {
@@ -161,7 +163,8 @@ public struct CorpusPipeline: Sendable {
             preparation.validationFraction = configuration.validationFraction
             preparation.shardTokens = configuration.shardTokens
             manifest = try preparation.run()
-            try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources)), to: tokenized)
+            try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources,
+                                                                settings: tokenizationSettings)), to: tokenized)
         }
         report.trainTokens = manifest.train.tokens
         report.validationTokens = manifest.val.tokens
@@ -191,29 +194,42 @@ public struct CorpusPipeline: Sendable {
         if old.tokenizer != "byte" { try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(old.tokenizer)) }
     }
 
-    /// A whole-corpus stage's result and the per-file results it was made from (output names and identifiers).
+    /// A whole-corpus stage's result, the per-file results it was made from (output names and identifiers), and the
+    /// settings it was made with (none recorded before they were: the stage is then redone once).
     struct DoneStage: Codable {
         var stage: Stage
         var sources: [String]
+        var settings: String?
     }
 
     /// The settings that shape every file's output, as the work directory records them: a run may resume only
-    /// with the same ones (inputs may be added; the whole-corpus stages are then redone).
+    /// with the same ones (inputs may be added; the whole-corpus stages are then redone). The tokenizer counts each
+    /// file's tokens. Those of the whole-corpus stages only redo their stage (`deduplicationSettings`,
+    /// `tokenizationSettings`).
     private var settings: [String: String] {
-        let dedup = configuration.deduplication.minHash
-        return [
+        [
             "rules": configuration.filterRules.joined(separator: ","), "settings": configuration.filterSettings.joined(separator: ";"),
             "comments": "\(configuration.includeComments)", "markdown": "\(configuration.markdown)",
-            "deduplicate": "\(configuration.deduplicate)",
-            "minhash": "\(dedup.shingleSize) \(dedup.bands) \(dedup.rows) \(dedup.seed) \(dedup.hashBits)",
-            "tokenizer": configuration.tokenizer, "val_fraction": "\(configuration.validationFraction)",
-            "shard_tokens": "\(configuration.shardTokens)",
+            "tokenizer": configuration.tokenizer,
         ]
+    }
+
+    /// What the deduplicated corpus depends on besides the files' results.
+    private var deduplicationSettings: String {
+        let options = configuration.deduplication, minHash = options.minHash
+        return "exact_only=\(options.exactOnly) minhash=\(minHash.shingleSize) \(minHash.bands) \(minHash.rows) \(minHash.seed) \(minHash.hashBits)"
+    }
+
+    /// What the shards depend on besides the files' results.
+    private var tokenizationSettings: String {
+        "deduplicate=\(configuration.deduplicate) \(configuration.deduplicate ? deduplicationSettings : "") tokenizer=\(configuration.tokenizer) "
+            + "val_fraction=\(configuration.validationFraction) shard_tokens=\(configuration.shardTokens)"
     }
 
     private func checkSettings(in work: URL) throws {
         let file = work.appendingPathComponent("settings.json")
         if let recorded = try? JSONDecoder().decode([String: String].self, from: Data(contentsOf: file)) {
+            // Only these keys: a record written before the whole-corpus stages kept their own holds theirs too.
             if let changed = settings.keys.sorted().first(where: { recorded[$0] != settings[$0] }) {
                 throw KeelError("data pipeline: \(configuration.output.path) was made with another \(changed) "
                     + "(\(recorded[changed] ?? "none"), now \(settings[changed]!)); use a new output directory, or remove "

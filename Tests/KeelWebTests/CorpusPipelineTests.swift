@@ -104,6 +104,30 @@ final class CorpusPipelineTests: XCTestCase {
         for url in kept { XCTAssertTrue(FileManager.default.fileExists(atPath: url.path), url.lastPathComponent) }
     }
 
+    /// Settings of the whole-corpus stages redo those stages only: the files' extraction and filtering (hours on a
+    /// crawl) are resumed. Before, any of them refused the directory ("remove work/ to start over").
+    func testOtherDeduplicationOrShardSettingsRedoOnlyTheirStages() throws {
+        let directory = try temporaryDirectory()
+        let file = directory.appendingPathComponent("a.jsonl")
+        try jsonl([text("alpha"), text("beta")]).write(to: file)
+        var configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
+        _ = try run(configuration)
+        configuration.validationFraction = 0.5
+        let split = try run(configuration)
+        XCTAssertEqual(split.report.resumedFiles, 1)
+        XCTAssertTrue(split.progress.contains("deduplicate: done by an earlier run"), "\(split.progress)")
+        XCTAssertFalse(split.progress.contains("tokenize: done by an earlier run"), "\(split.progress)")
+        XCTAssertEqual(split.report.validationTokens > 0, true)
+        configuration.deduplication.minHash.bands = 7
+        let rebanded = try run(configuration)
+        XCTAssertEqual(rebanded.report.resumedFiles, 1)
+        XCTAssertTrue(rebanded.progress.contains("deduplicate: 2 documents"), "\(rebanded.progress)")
+        XCTAssertFalse(rebanded.progress.contains("tokenize: done by an earlier run"), "\(rebanded.progress)")
+        // A setting of the files' own results still refuses the directory.
+        configuration.filterRules = ["gopher_quality"]
+        XCTAssertThrowsError(try run(configuration)) { XCTAssertTrue("\($0)".contains("was made with another rules"), "\($0)") }
+    }
+
     func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
         let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("a.jsonl"), second = directory.appendingPathComponent("b.jsonl")
