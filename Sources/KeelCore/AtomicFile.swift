@@ -73,8 +73,8 @@ public enum AtomicFile {
     }
 
     /// This machine, in the names of temporaries: a writer of another machine (a shared file system) is not looked
-    /// for here.
-    public static let host = ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_")
+    /// for here. At most 32 characters of it, so that a long file name's temporary still fits a file system's 255.
+    public static let host = String(ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_").prefix(32))
 
     /// Whether process `pid`, named with `host` in a temporary's name, is known to be gone: it ran on this machine and
     /// no process has its number now.
