@@ -1,7 +1,8 @@
 import Foundation
 
-/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`) beside a tokenizer say about generation:
-/// the end-of-sequence token, the chat template, and the token every text starts with. Absent files say nothing.
+/// What Hugging Face's `tokenizer_config.json` (and `chat_template.jinja`, `special_tokens_map.json`) beside a
+/// tokenizer say about generation: the end-of-sequence token, the chat template, and the token every text starts
+/// with. Absent files say nothing.
 public struct TokenizerSettings: Sendable {
     public var endOfSequence: String?
     public var chatTemplate: String?
@@ -12,7 +13,7 @@ public struct TokenizerSettings: Sendable {
 
     /// The files these settings are read from, which travel with a tokenizer file wherever it is copied (a dataset,
     /// a checkpoint).
-    public static let fileNames = ["tokenizer_config.json", "chat_template.jinja"]
+    public static let fileNames = ["tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"]
 
     /// The settings files `directory` holds, with their contents.
     public static func files(in directory: URL) throws -> [(name: String, contents: Data)] {
@@ -26,8 +27,11 @@ public struct TokenizerSettings: Sendable {
             .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
         // A token is a string, or an object with its "content".
         func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
-        endOfSequence = token(config["eos_token"])
-        beginningOfText = token(config["bos_token"])
+        // Older repositories name their special tokens only in special_tokens_map.json, which transformers reads too.
+        let map = (try? Data(contentsOf: directory.appendingPathComponent("special_tokens_map.json")))
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        endOfSequence = token(config["eos_token"]) ?? token(map["eos_token"])
+        beginningOfText = token(config["bos_token"]) ?? token(map["bos_token"])
         addsBeginningOfText = config["add_bos_token"] as? Bool ?? false
         // The file's template wins over the config's, as in transformers (a repository that fixes its template in
         // chat_template.jinja may leave the old one in tokenizer_config.json).

@@ -31,6 +31,14 @@ final class TokenizerFilesTests: XCTestCase {
         try Data("file's".utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
         XCTAssertEqual(TokenizerSettings(directory: directory).chatTemplate, "file's")
         XCTAssertEqual(TokenizerSettings(directory: directory).endOfSequence, "</s>")
+        // A repository that names its special tokens only in special_tokens_map.json (GPT-2's, older ones): read there.
+        try Data(#"{"chat_template": "config's"}"#.utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        try Data(#"{"bos_token": {"content": "<s>", "special": true}, "eos_token": "<|endoftext|>"}"#.utf8)
+            .write(to: directory.appendingPathComponent("special_tokens_map.json"))
+        XCTAssertEqual(TokenizerSettings(directory: directory).endOfSequence, "<|endoftext|>")
+        XCTAssertEqual(TokenizerSettings(directory: directory).beginningOfText, "<s>")
+        XCTAssertEqual(try TokenizerSettings.files(in: directory).map(\.name).sorted(),
+                       ["chat_template.jinja", "special_tokens_map.json", "tokenizer_config.json"], "they travel with the tokenizer")
     }
 
     /// An added token that is not special (Phi-2's runs of spaces: `"special": false`; a GGUF file's user-defined
