@@ -48,7 +48,7 @@ extension SupervisedFormatter {
             fields["chosen"] = split.chosen
             fields["rejected"] = split.rejected
         }
-        let formatter = try with(tools: fields["tools"])
+        let formatter = try with(tools: fields["tools"], templateArguments: fields["chat_template_kwargs"])
         switch (fields["prompt"]!, fields["chosen"]!, fields["rejected"]!) {
         case (.string(let prompt), .string(let chosen), .string(let rejected)):
             return PreferencePair(chosen: formatter.example(prompt: prompt, completion: chosen),

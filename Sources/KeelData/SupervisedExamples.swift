@@ -38,6 +38,9 @@ public struct SupervisedFormatter: Sendable {
     /// The tools of the conversation being rendered (a line's top-level "tools"), which the template describes to the
     /// model: `with(tools:)`.
     private var tools: [JinjaValue]?
+    /// Other variables the template reads for the conversation (a line's "chat_template_kwargs": Qwen 3's
+    /// `enable_thinking`), as TRL passes them to `apply_chat_template`.
+    private var variables = JinjaDictionary()
 
     /// Keel's ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the assistant's content and `<|im_end|>` marked as
     /// generated: the template of a model that brings none.
@@ -76,7 +79,7 @@ public struct SupervisedFormatter: Sendable {
         guard case .dictionary(let fields) = try JinjaValue(json: line) else {
             throw KeelError("an example must be a JSON object with \"messages\", or \"prompt\" and \"completion\"")
         }
-        let formatter = try with(tools: fields["tools"])
+        let formatter = try with(tools: fields["tools"], templateArguments: fields["chat_template_kwargs"])
         if let messages = fields["messages"] {
             return try formatter.example(messages: try Self.conversation(messages, field: "messages"))
         }
@@ -127,19 +130,27 @@ public struct SupervisedFormatter: Sendable {
     }
 
     /// This formatter rendering conversations with `tools` (a line's "tools", as TRL passes it to the template; nil
-    /// for none): a list of tool descriptions, or an error.
-    public func with(tools value: JinjaValue?) throws -> SupervisedFormatter {
-        guard let value, value != .none else { return self }
-        guard case .list(let list) = value else { throw KeelError("\"tools\" must be a list of tool descriptions") }
+    /// for none), a list of tool descriptions, and the template's other variables `templateArguments` (a line's
+    /// "chat_template_kwargs"), an object; or an error.
+    public func with(tools value: JinjaValue?, templateArguments arguments: JinjaValue? = nil) throws -> SupervisedFormatter {
         var formatter = self
-        formatter.tools = list
+        if let value, value != .none {
+            guard case .list(let list) = value else { throw KeelError("\"tools\" must be a list of tool descriptions") }
+            formatter.tools = list
+        }
+        if let arguments, arguments != .none {
+            guard case .dictionary(let variables) = arguments else {
+                throw KeelError("\"chat_template_kwargs\" must be an object of the chat template's variables")
+            }
+            formatter.variables = variables
+        }
         return formatter
     }
 
     func render(_ messages: [JinjaValue], prompt: Bool) throws -> ChatTemplate.Rendering {
         do {
             return try template.render(messages: messages, addGenerationPrompt: prompt, specialTokens: specialTokens, tools: tools,
-                                       now: now, timeZone: TimeZone(identifier: "UTC")!)
+                                       variables: variables, now: now, timeZone: TimeZone(identifier: "UTC")!)
         } catch let error as JinjaError {
             throw KeelError("the chat template refused the conversation: \(error)")
         }

@@ -11,15 +11,19 @@ public struct TaskPrompt: Sendable, Equatable {
     public var prompt: JinjaValue
     /// The line's `tools`, which the chat template describes to the model (nil: none).
     public var tools: JinjaValue?
+    /// The line's `chat_template_kwargs`: the template's other variables (nil: none).
+    public var templateArguments: JinjaValue?
     /// The start of the reply the prompt holds — the text of a last assistant message, which the model continues —
     /// or empty. A completion is judged with it in front, as TRL's `GRPOTrainer` judges one ("bootstrap").
     public var reply: String
 
-    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue, tools: JinjaValue? = nil, reply: String = "") {
+    public init(tokens: [Int32], fields: [String: String], prompt: JinjaValue, tools: JinjaValue? = nil,
+                templateArguments: JinjaValue? = nil, reply: String = "") {
         self.tokens = tokens
         self.fields = fields
         self.prompt = prompt
         self.tools = tools
+        self.templateArguments = templateArguments
         self.reply = reply
     }
 }
@@ -47,8 +51,10 @@ extension SupervisedFormatter {
         case .list?:
             let messages = try Self.conversation(object["prompt"]!, field: "prompt")
             let reply = Self.role(messages.last!) == "assistant" ? Self.text(of: messages.last!) ?? "" : ""
-            return TaskPrompt(tokens: encode(try with(tools: object["tools"]).renderPrompt(messages), trained: []).tokens, fields: fields,
-                              prompt: .list(messages), tools: object["tools"], reply: reply)
+            let formatter = try with(tools: object["tools"], templateArguments: object["chat_template_kwargs"])
+            return TaskPrompt(tokens: encode(try formatter.renderPrompt(messages), trained: []).tokens, fields: fields,
+                              prompt: .list(messages), tools: object["tools"], templateArguments: object["chat_template_kwargs"],
+                              reply: reply)
         default:
             throw KeelError("a task needs \"prompt\": a string or a list of messages")
         }
@@ -68,7 +74,7 @@ extension SupervisedFormatter {
         case .list(let messages):
             // A prompt that ends with the reply begun is scored as TRL scores it: that message taken off, and one reply of
             // its text and the completion.
-            let formatter = try with(tools: task.tools)
+            let formatter = try with(tools: task.tools, templateArguments: task.templateArguments)
             let asked = Self.role(messages.last!) == "assistant" ? Array(messages.dropLast()) : messages
             let reply = JinjaValue.dictionary(JinjaDictionary([("role", .string("assistant")), ("content", .string(task.reply + completion))]))
             return asked.isEmpty ? try formatter.example(messages: [reply]) : try formatter.example(prompt: asked, completion: [reply])

@@ -104,6 +104,30 @@ final class SupervisedExamplesTests: XCTestCase {
         }
     }
 
+    /// A line's "chat_template_kwargs" are the template's variables for that conversation (TRL passes them to
+    /// `apply_chat_template`: Qwen 3's `enable_thinking`), in SFT examples, preference pairs and GRPO tasks and their
+    /// scoring; ones that are no object are refused. Without them the template saw no `enable_thinking`.
+    func testChatTemplateArgumentsReachTheTemplate() throws {
+        let tokenizer = try DataFixtures.chatTokenizer()
+        let quietTurn = "{% if enable_thinking is defined and not enable_thinking %}<nothink>{% endif %}"
+        let template = "{% for m in messages %}{{ m.role }}:{% if m.role == 'assistant' %}" + quietTurn + "{% endif %}{{ m.content }};{% endfor %}"
+            + "{% if add_generation_prompt %}assistant:" + quietTurn + "{% endif %}"
+        let formatter = try SupervisedFormatter(template: template, tokenizer: tokenizer, endOfSequence: 2)
+        let quiet = #""chat_template_kwargs": {"enable_thinking": false}"#
+        let example = try formatter.example(json: "{\(quiet), \"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"completion\": [{\"role\": \"assistant\", \"content\": \"Yo\"}]}")
+        XCTAssertEqual(try tokenizer.decodeText(example.tokens), "user:Hi;assistant:<nothink>Yo;")
+        let task = try formatter.taskPrompt(json: "{\(quiet), \"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}]}")
+        XCTAssertEqual(try tokenizer.decodeText(task.tokens), "user:Hi;assistant:<nothink>")
+        XCTAssertEqual(try tokenizer.decodeText(try formatter.rewardExample(task, completion: "1").tokens), "user:Hi;assistant:<nothink>1;")
+        let thinking = try formatter.taskPrompt(json: #"{"prompt": [{"role": "user", "content": "Hi"}]}"#)
+        XCTAssertEqual(try tokenizer.decodeText(thinking.tokens), "user:Hi;assistant:")
+        let pair = try formatter.pair(json: "{\(quiet), \"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": \"A\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"B\"}]}")
+        XCTAssertEqual(try tokenizer.decodeText(pair.chosen.tokens), "user:Hi;assistant:<nothink>A;")
+        XCTAssertThrowsError(try formatter.example(json: #"{"chat_template_kwargs": [1], "messages": [{"role": "user", "content": "Hi"}]}"#)) {
+            XCTAssertEqual("\($0)", "\"chat_template_kwargs\" must be an object of the chat template's variables")
+        }
+    }
+
     func testBadExamplesAreNamed() throws {
         let formatter = try SupervisedFormatter(template: nil, tokenizer: try DataFixtures.chatTokenizer(), endOfSequence: 2)
         for (line, message) in [
