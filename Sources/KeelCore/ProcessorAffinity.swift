@@ -21,10 +21,10 @@ public enum ProcessorAffinity {
         return allowed.isEmpty ? everyProcessor : allowed
     }
 
-    /// How many processors this process can keep busy: those it may run on, or fewer when a CPU quota allows less
-    /// (rounded up: a quota of 2.5 processors still spreads over 3). At least 1.
-    public static func usableProcessorCount() -> Int {
-        let allowed = max(1, allowedProcessors().count)
+    /// How many processors this process can keep busy: those it may run on (`allowed`, read unless given), or fewer
+    /// when a CPU quota allows less (rounded up: a quota of 2.5 processors still spreads over 3). At least 1.
+    public static func usableProcessorCount(allowing processors: [Int] = allowedProcessors()) -> Int {
+        let allowed = max(1, processors.count)
         guard let quota = cpuQuota() else { return allowed }
         return max(1, min(allowed, Int(quota.rounded(.up))))
     }

@@ -45,10 +45,11 @@ public final class ThreadPool: @unchecked Sendable {
         if let text = environment["KEEL_THREADS"], let value = Int(text), value > 0 {
             return value
         }
-        let allowed = ProcessorAffinity.usableProcessorCount()
+        let processors = ProcessorAffinity.allowedProcessors()
+        let allowed = ProcessorAffinity.usableProcessorCount(allowing: processors)
         // A malformed launcher variable is reported by the command that starts the run, not here.
         let localProcesses = (try? ProcessPlacement.discover(environment))?.localSize ?? 1
-        if localProcesses > 1, ProcessorAffinity.allowedProcessors().count >= info.processorCount {
+        if localProcesses > 1, processors.count >= info.processorCount {
             return max(1, allowed / localProcesses)
         }
         return allowed

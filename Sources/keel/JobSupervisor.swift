@@ -49,16 +49,14 @@ struct JobSupervisor {
             }
             let recorded = try? String(contentsOf: marker, encoding: .utf8)
             let checkpointed = outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true
-            if let signal = StopSignals.received {
-                // The ranks stopped with a checkpoint (the launcher's own status may hide it: srun reports the ranks it
-                // killed once the first exited): the job stopped as asked, exit status 75, which requeues.
+            // Stopped by a signal to this supervisor, or not to be restarted at all: the job's status is the supervisor's
+            // (its ranks said what went wrong) — 75 when the ranks stopped with a checkpoint, which the launcher's own
+            // status may hide (srun reports the ranks it killed once the first exited).
+            if StopSignals.received != nil || maxRestarts == 0 {
                 try? FileManager.default.removeItem(at: marker)
-                log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : "")\(maxRestarts > 0 ? "; not restarting" : "")")
-                throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
-            }
-            // Without restarts, the job's status is the supervisor's (its ranks said what went wrong).
-            guard maxRestarts > 0 else {
-                try? FileManager.default.removeItem(at: marker)
+                if let signal = StopSignals.received {
+                    log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : "")\(maxRestarts > 0 ? "; not restarting" : "")")
+                }
                 throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
             }
             if checkpointed {

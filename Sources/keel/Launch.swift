@@ -138,7 +138,7 @@ struct Launch: ParsableCommand {
     /// allowed (`ProcessorAffinity`: a container's or a job's share, not the whole machine); the processor count
     /// where /sys does not say.
     static func physicalCores() -> Int {
-        let allowed = ProcessorAffinity.allowedProcessors(), available = ProcessorAffinity.usableProcessorCount()
+        let allowed = ProcessorAffinity.allowedProcessors(), available = ProcessorAffinity.usableProcessorCount(allowing: allowed)
         var cores = Set<String>()
         for cpu in allowed {
             guard let siblings = try? String(contentsOfFile: "/sys/devices/system/cpu/cpu\(cpu)/topology/thread_siblings_list",
