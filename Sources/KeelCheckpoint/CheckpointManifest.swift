@@ -10,8 +10,11 @@ import KeelModel
 /// any layout can read it back (`CheckpointReader`). It also holds the layout that wrote it, the model, the
 /// training state and the size and XXH64 of every file.
 public struct CheckpointManifest: Codable, Sendable {
-    /// The value of `format` this version writes and reads.
-    public static let currentFormat = "keel-sharded-1"
+    /// The value of `format` this version writes. Its manifest always has `manifest.json.xxh64` beside it.
+    public static let currentFormat = "keel-sharded-2"
+    /// The formats this version reads: the current one, and the one before, whose manifests written before
+    /// `manifest.json.xxh64` existed have none (the only change), so a missing checksum file cannot be told from a lost one.
+    public static let readableFormats = ["keel-sharded-1", currentFormat]
     public static let fileName = "manifest.json"
 
     public var format: String
@@ -41,6 +44,21 @@ public struct CheckpointManifest: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case format, step, layout, model, state, files, tensors
         case zstdLevel = "zstd_level"
+    }
+
+    /// Throws unless every stored tensor's slices lie within its pieces, tile each piece exactly once and are in files
+    /// the manifest lists (so under its checksums), and the tokenizer is one of those files: `CheckpointReader` copies
+    /// bytes by these numbers.
+    public func checkSlices() throws {
+        let listed = Set(files.keys)
+        if state.tokenizer != "byte" && !listed.contains(state.tokenizer) {
+            throw KeelError("its tokenizer \(state.tokenizer) is not one of the files it lists")
+        }
+        for (kind, stored) in tensors.sorted(by: { $0.key < $1.key }) {
+            for (name, tensor) in stored.sorted(by: { $0.key < $1.key }) {
+                if let problem = tensor.slicesProblem(listed: listed) { throw KeelError("\(kind) tensor '\(name)' \(problem)") }
+            }
+        }
     }
 
     /// The manifest as written: pretty-printed with sorted keys, so equal checkpoints have equal manifests.
@@ -103,6 +121,38 @@ public struct StoredTensor: Codable, Equatable, Sendable {
     public var split: TensorSplit
     public var pieces: Int
     public var slices: [StoredSlice]
+
+    /// Why the slices cannot be read as stored pieces of this tensor (see `CheckpointManifest.checkSlices`), or nil.
+    func slicesProblem(listed: Set<String>) -> String? {
+        guard shape.allSatisfy({ $0 >= 0 }), let elements = checkedProduct(shape) else { return "has an impossible shape \(shape)" }
+        guard pieces >= 1, elements % pieces == 0 else {
+            return "is cut into \(pieces) pieces, which do not divide its \(elements) elements"
+        }
+        let size = elements / pieces
+        var ranges = [[Range<Int>]](repeating: [], count: pieces)
+        for slice in slices {
+            guard listed.contains(slice.file), !slice.file.contains("/") else {
+                return "has a slice in \(slice.file), which is not one of the files the manifest lists"
+            }
+            guard (0..<pieces).contains(slice.piece), (0...size).contains(slice.start), slice.count >= 1, slice.count <= size - slice.start,
+                  (0...1 << 52).contains(slice.offset ?? 0) else {
+                return "has a slice outside its \(pieces) piece\(pieces == 1 ? "" : "s") of \(size) elements (piece \(slice.piece), start \(slice.start), count \(slice.count), offset \(slice.offset ?? 0))"
+            }
+            ranges[slice.piece].append(slice.start..<slice.start + slice.count)
+        }
+        for (piece, held) in ranges.enumerated() {
+            var next = 0
+            for range in held.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                guard range.lowerBound == next else {
+                    return range.lowerBound < next ? "has slices of piece \(piece) that overlap at element \(range.lowerBound)"
+                        : "misses elements \(next)..<\(range.lowerBound) of piece \(piece)"
+                }
+                next = range.upperBound
+            }
+            if next != size { return "misses elements \(next)..<\(size) of piece \(piece)" }
+        }
+        return nil
+    }
 }
 
 /// Elements `start ..< start + count` of piece `piece` (row-major, flattened) of a tensor, stored under `key`

@@ -99,10 +99,21 @@ public enum CheckpointStore {
     /// checkpoint's files takes a while, and one deleted in place and interrupted would stay behind half-deleted, a
     /// damaged checkpoint every later resume warns about. A rename is atomic.
     private static func setAside(_ directory: URL) throws -> URL {
-        let aside = directory.deletingLastPathComponent().appendingPathComponent("." + directory.lastPathComponent + ".removed.partial")
+        let aside = asideName(of: directory)
         try? FileManager.default.removeItem(at: aside)
         try AtomicFile.rename(directory, to: aside)
         return aside
+    }
+
+    private static func asideName(of directory: URL) -> URL {
+        directory.deletingLastPathComponent().appendingPathComponent("." + directory.lastPathComponent + ".removed.partial")
+    }
+
+    /// Deletes what a `remove` of `directory` that was interrupted (a job killed as it ended) left set aside, where no
+    /// `removePartials` looks: a machine's snapshots, set aside beside their directory, hold a whole share of the
+    /// run's state in memory (tmpfs).
+    public static func removeSetAside(_ directory: URL) {
+        try? FileManager.default.removeItem(at: asideName(of: directory))
     }
 
     /// Removes checkpoint `directory` (or a directory of them, a machine's snapshots): set aside by a rename, at once,
@@ -260,17 +271,25 @@ public enum CheckpointStore {
         guard let data = try? Data(contentsOf: manifestURL) else {
             throw KeelError("checkpoint \(directory.path) is incomplete: no manifest.json")
         }
-        if let recorded = try? String(contentsOf: directory.appendingPathComponent(manifestChecksumName), encoding: .utf8),
-           recorded.trimmingCharacters(in: .whitespacesAndNewlines) != manifestChecksum(data) {
-            throw KeelError("checkpoint \(directory.path) is damaged: manifest.json fails its checksum")
+        let recorded = try recordedManifestChecksum(in: directory)
+        if let recorded, recorded != manifestChecksum(data) {
+            throw KeelError("checkpoint \(directory.path) is damaged: manifest.json does not match its checksum in \(manifestChecksumName) "
+                            + "(\(recorded.prefix(32)) recorded, \(manifestChecksum(data)) computed)")
         }
         let format = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["format"] as? String
         do {
             guard let format else { return (try JSONDecoder().decode([String: FileRecord].self, from: data), nil) }
-            guard format == CheckpointManifest.currentFormat else {
-                throw KeelError("checkpoint \(directory.path) has format \(format), which this Keel cannot read (it reads \(CheckpointManifest.currentFormat))")
+            guard CheckpointManifest.readableFormats.contains(format) else {
+                throw KeelError("checkpoint \(directory.path) has format \(format), which this Keel cannot read (it reads \(CheckpointManifest.readableFormats.joined(separator: " and ")))")
+            }
+            // Only manifests of the format before may predate their checksum file.
+            guard recorded != nil || format != CheckpointManifest.currentFormat else {
+                throw KeelError("checkpoint \(directory.path) is damaged: \(manifestChecksumName), the checksum of its manifest, is missing")
             }
             let manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+            do { try manifest.checkSlices() } catch let error as KeelError {
+                throw KeelError("checkpoint \(directory.path) is damaged: its manifest's \(error.message)")
+            }
             // The step is written three times (the manifest, its training state, the directory's name): they agree,
             // or the manifest was damaged in a way that still parses.
             guard manifest.state.step == manifest.step, step(of: directory).map({ $0 == manifest.step }) ?? true else {
@@ -283,6 +302,22 @@ public enum CheckpointStore {
         } catch {
             throw KeelError("checkpoint \(directory.path): manifest.json is malformed: \(decodingProblem(error))")
         }
+    }
+
+    /// The checksum recorded in `directory`'s `manifestChecksumName`, nil when there is no such file; a file that is
+    /// there but cannot be read is an error (not taken for one that is not there, which skips the check).
+    private static func recordedManifestChecksum(in directory: URL) throws -> String? {
+        let url = directory.appendingPathComponent(manifestChecksumName)
+        var status = stat()
+        if stat(url.path, &status) != 0 && errno == ENOENT { return nil }
+        let contents: Data
+        do { contents = try Data(contentsOf: url) } catch {
+            throw KeelError("checkpoint \(directory.path) is damaged: cannot read \(manifestChecksumName) (\(error.localizedDescription))")
+        }
+        guard let text = String(data: contents, encoding: .utf8) else {
+            throw KeelError("checkpoint \(directory.path) is damaged: \(manifestChecksumName) is not text")
+        }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The size and XXH64 of the file at `url`, read in chunks (a mapping would count the whole file in the

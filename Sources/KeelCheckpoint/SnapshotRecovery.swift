@@ -75,9 +75,16 @@ public enum SnapshotRecovery {
 
         // 3. A machine without the snapshot (a replacement, or one whose tmpfs was cleared) gets its manifest.
         let source = machines.leader(of: holders.keys.min()!)
-        var manifest = channel.rank == source
-            ? [UInt8]((try? Data(contentsOf: directory.appendingPathComponent(CheckpointManifest.fileName))) ?? Data()) : []
+        var manifest: [UInt8] = []
+        if channel.rank == source {
+            do { manifest = [UInt8](try Data(contentsOf: directory.appendingPathComponent(CheckpointManifest.fileName))) } catch {
+                FileHandle.standardError.write(Data("rank \(channel.rank): warning: cannot read the manifest of the in-memory snapshot \(directory.path) (\(error.localizedDescription)): resuming without it\n".utf8))
+            }
+        }
         manifest = try broadcastBytes(manifest, from: source, over: channel)
+        // Empty: the source could not read it (a manifest never is). Every rank gives the snapshot up alike, rather than
+        // those of machines without it failing to read an empty one while the others wait for them.
+        guard !manifest.isEmpty else { return nil }
         if machines.isMachineLeader, holders[machines.machine] == nil {
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
             let partial = try CheckpointStore.prepare(root: root, step: step)

@@ -134,7 +134,7 @@ final class ShardedCheckpointTests: XCTestCase {
         var manifest = try XCTUnwrap(CheckpointStore.readManifest(directory))
         manifest.tensors["model"]!["model.norm.weight"]!.slices.removeLast()
         try CheckpointStore.writeManifest(manifest.encoded(), into: directory)
-        assertLoadingFails(config, from: directory, saying: "the slices of 'model.norm.weight' miss elements")
+        assertLoadingFails(config, from: directory, saying: "is damaged: its manifest's model tensor 'model.norm.weight' misses elements")
     }
 
     /// In the background the writer copies the live buffers first: once `waitUntilCopied` returns, changing them

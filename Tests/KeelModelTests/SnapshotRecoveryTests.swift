@@ -39,7 +39,7 @@ final class SnapshotRecoveryTests: XCTestCase {
             let directory = root.appendingPathComponent(snapshot.lastPathComponent)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let own = placement.ranks(on: machine), kept = own + own.flatMap { placement.buddied(by: $0) }
-            for name in [CheckpointManifest.fileName] + kept.map({ ShardPlan.fileName(rank: $0) }) {
+            for name in [CheckpointManifest.fileName, CheckpointStore.manifestChecksumName] + kept.map({ ShardPlan.fileName(rank: $0) }) {
                 try FileManager.default.copyItem(at: snapshot.appendingPathComponent(name), to: directory.appendingPathComponent(name))
             }
             return root

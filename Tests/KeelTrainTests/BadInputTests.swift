@@ -213,8 +213,24 @@ final class BadInputTests: XCTestCase {
         let text = String(decoding: original, as: UTF8.self)
         XCTAssertTrue(text.contains("\"samples_consumed\" : 12"), text)
         try Data(text.replacingOccurrences(of: "\"samples_consumed\" : 12", with: "\"samples_consumed\" : 92").utf8).write(to: manifest)
-        assertKeelError(newest.path, "is damaged: manifest.json fails its checksum") { try CheckpointStore.verify(newest) }
+        assertKeelError(newest.path, "is damaged: manifest.json does not match its checksum in manifest.json.xxh64") {
+            try CheckpointStore.verify(newest)
+        }
         XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+        // Its checksum file lost, or damaged so that it is no longer text: not read as "nothing to check against".
+        let checksum = newest.appendingPathComponent(CheckpointStore.manifestChecksumName)
+        try Data([0xff, 0x31]).write(to: checksum)
+        assertKeelError(newest.path, "is damaged: manifest.json.xxh64 is not text") { try CheckpointStore.verify(newest) }
+        try FileManager.default.removeItem(at: checksum)
+        assertKeelError(newest.path, "is damaged: manifest.json.xxh64, the checksum of its manifest, is missing") {
+            try CheckpointStore.verify(newest)
+        }
+        XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+        // A manifest of the format before, which may predate its checksum file, is read without one.
+        let older = String(decoding: original, as: UTF8.self).replacingOccurrences(of: "\"keel-sharded-2\"", with: "\"keel-sharded-1\"")
+        XCTAssertNotEqual(older, String(decoding: original, as: UTF8.self))
+        try Data(older.utf8).write(to: manifest)
+        XCTAssertNoThrow(try CheckpointStore.verify(newest))
 
         var object = try JSONSerialization.jsonObject(with: original) as! [String: Any]
         var state = object["state"] as! [String: Any]
@@ -223,10 +239,52 @@ final class BadInputTests: XCTestCase {
         try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: newest)
         assertKeelError(newest.path, "is damaged: its manifest says step 3, its training state step 4") { try CheckpointStore.verify(newest) }
         XCTAssertEqual(CheckpointStore.latestValid(in: checkpoints).checkpoint?.lastPathComponent, CheckpointStore.name(step: 2))
+        // Slices that the checksum covers but that do not tile their tensor (a writer's bug, or a manifest of the format
+        // before with no checksum): refused before any byte is copied by their numbers.
+        let restored = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+        let name = ((restored["tensors"] as! [String: Any])["model"] as! [String: Any]).keys.sorted().first!
+        func damaged(_ change: (inout [String: Any]) -> Void) throws {
+            var object = restored, tensors = object["tensors"] as! [String: Any], model = tensors["model"] as! [String: Any]
+            var tensor = model[name] as! [String: Any], slices = tensor["slices"] as! [[String: Any]]
+            change(&slices[0])
+            tensor["slices"] = slices
+            model[name] = tensor
+            tensors["model"] = model
+            object["tensors"] = tensors
+            try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: object), into: newest)
+        }
+        for (change, message) in [({ (s: inout [String: Any]) in s["offset"] = -4096 }, "offset -4096"),
+                                  ({ $0["count"] = ($0["count"] as! Int) - 1 }, "misses elements "),
+                                  ({ $0["count"] = Int.max }, "count \(Int.max)"),
+                                  ({ $0["piece"] = 1 }, "piece 1"),
+                                  ({ $0["file"] = "../manifest.json" }, "has a slice in ../manifest.json, which is not one of the files")] {
+            try damaged(change)
+            assertKeelError(newest.path, "is damaged: its manifest's model tensor '\(name)' ", message) { try CheckpointStore.verify(newest) }
+            assertKeelError(newest.path, message) { _ = try CheckpointReader(newest) }
+        }
+        try CheckpointStore.writeManifest(original, into: newest)
+        XCTAssertNoThrow(try CheckpointStore.verify(newest))
         // A checkpoint moved under another step's name.
         let moved = checkpoints.appendingPathComponent(CheckpointStore.name(step: 9))
         try FileManager.default.moveItem(at: checkpoints.appendingPathComponent(CheckpointStore.name(step: 2)), to: moved)
         assertKeelError(moved.path, "its manifest says step 2, its training state step 2, its name step 9") { try CheckpointStore.verify(moved) }
+    }
+
+    /// A machine's snapshots that a removal interrupted left set aside (the job killed as it ended) are deleted when the
+    /// run starts again: they hold a whole share of its state in memory.
+    func testSnapshotsLeftSetAsideAreRemovedAtStart() throws {
+        let fixture = try TrainFixture()
+        let base = fixture.root.appendingPathComponent("shm")
+        let config = try fixture.config(["training.steps=2", "checkpoint.snapshot_every=1", "checkpoint.snapshot_dir=\"\(base.path)\""])
+        let machine = try XCTUnwrap(Trainer.snapshotRoot(config: config, output: fixture.root.appendingPathComponent("run")))
+        let aside = machine.deletingLastPathComponent().appendingPathComponent("." + machine.lastPathComponent + ".removed.partial")
+        try FileManager.default.createDirectory(at: aside.appendingPathComponent("step_00000007"), withIntermediateDirectories: true)
+        try Data(count: 1024).write(to: aside.appendingPathComponent("step_00000007/rank_00000.safetensors"))
+        // At the start, not only by the next removal, which a job killed again as it ends would not reach.
+        let trainer = try Trainer(config: config, output: fixture.root.appendingPathComponent("run"), resume: false) { _ in }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: aside.path))
+        _ = try trainer.run()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: base.path), [])
     }
 
     /// Checkpoints are ordered by step, also past the eight digits their names are padded to.
