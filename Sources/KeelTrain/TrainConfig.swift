@@ -106,7 +106,7 @@ public struct TrainConfig: Sendable {
         public var tensorBoard: Bool = false
     }
 
-    /// `[sample]`: text printed after training (and the defaults of `keel sample`).
+    /// `[sample]`: text printed after training.
     public struct SampleSettings: Sendable {
         public var prompt: String
         /// `tokens`: how many to generate (0 = no sample).

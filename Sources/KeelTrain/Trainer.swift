@@ -182,6 +182,7 @@ public final class Trainer {
                     try? FileManager.default.removeItem(at: snapshotRoot)
                 }
                 CheckpointStore.removePartials(root: snapshotRoot)
+                CheckpointStore.removeSetAside(snapshotRoot)
                 try RunIdentity.write(run, to: snapshotRoot)
             }
         }

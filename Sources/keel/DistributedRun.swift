@@ -71,6 +71,21 @@ enum DistributedRun {
         }
     }
 
+    /// Refuses a job whose processes were not all given the same settings (`settings`: the resolved configuration, the
+    /// command line's --set overrides included): mpirun and srun start whatever each command line says, and replicas
+    /// trained with another learning rate drift apart without an error, with another bucket size or ZeRO stage their
+    /// collectives no longer pair up.
+    static func requireSameSettings(_ settings: String, on world: any Communicator) throws {
+        let hash = Int64(bitPattern: XXH64.hash(Array(settings.utf8)))
+        let hashes = try world.allGather([hash], label: "every process's settings")
+        let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
+        guard differing.isEmpty else {
+            let ranks = differing.count == 1 ? "rank \(differing[0]) differs"
+                : differing.count > 8 ? "\(differing.count) ranks differ" : "ranks " + differing.map(String.init).joined(separator: ", ") + " differ"
+            throw KeelError("the job's processes were given different settings: \(ranks) from rank 0 (config file, --set or --init-from); start every process with the same command")
+        }
+    }
+
     /// The status a process ends with for `error`: `recurringFailureStatus` for one that rules out a restart, else 1.
     static func exitStatus(for error: Error) -> Int32 {
         (error as? KeelError)?.rulesOutRestart == true ? recurringFailureStatus : 1

@@ -18,7 +18,7 @@ struct FineTuningOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Run directory to write (it must not hold a run).")
     var out: String
 
-    @Option(name: .shortAndLong, help: "TOML config with [training], [data] and [checkpoint] settings.")
+    @Option(name: .shortAndLong, help: "TOML config: [training], [data], [checkpoint], [logging], [distributed] settings (the model is the --init-from run's).")
     var config: String?
 
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key.", valueName: "section.key=value"))
@@ -61,6 +61,8 @@ struct FineTuningRun {
                             load: (any TextTokenizer, String, TrainConfig) throws -> Loaded,
                             _ body: (FineTuningRun, Loaded) throws -> Void) throws {
         signal(SIGXFSZ, SIG_IGN)
+        // SIGTERM, SIGUSR1 (Slurm's pre-emption warning) and Ctrl-C stop the run after the current step, with a checkpoint.
+        StopSignals.install()
         let output = URL(fileURLWithPath: options.out), root = output.appendingPathComponent("checkpoints")
         var resumed: CheckpointReader?
         if options.resume {
@@ -92,15 +94,46 @@ struct FineTuningRun {
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
+            if group.size > 1 { try DistributedRun.requireSameSettings(settings.resolvedTOML, on: group) }
             if let replicas = settings.parallel.data, replicas != group.size {
                 throw KeelError("config: parallel.dp = \(replicas), and the job has \(group.size) process\(group.size == 1 ? "" : "es"): each is one data-parallel replica")
             }
-            try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,
-                                   tokenizerPath: tokenizerPath, tokenizer: tokenizer, group: group), data)
+            if let resumed, group.size > 1 {
+                // Each process chose its checkpoint before the job's processes could talk (a machine whose view of a
+                // shared directory lags, or that found the newest damaged, chooses an older one): processes going on from
+                // different steps would train different weights, their collectives pairing up across steps.
+                let step = Double(resumed.state.step)
+                let extremes = try group.allReduce([step, -step], .max, label: "the checkpoint to resume from")
+                guard extremes[0] == -extremes[1] else {
+                    throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(-extremes[1])) to \(Int(extremes[0]))): every machine must see the same checkpoints")
+                }
+            }
+            do {
+                try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,
+                                       tokenizerPath: tokenizerPath, tokenizer: tokenizer, group: group), data)
+            } catch let stop as Stopped {
+                // Not an error: every process ends normally (MPI shut down), with the status that says "resume me".
+                stopped = stop
+                if group.rank == 0 {
+                    DistributedRun.recordStop(signal: StopSignals.name(of: stop.signal), step: stop.step)
+                    print("stopped by \(StopSignals.name(of: stop.signal)) after step \(stop.step)")
+                }
+            }
         }
+        var stopped: Stopped?
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
-        guard placement.isDistributed else { return try DistributedRun.runAlone { try run(SingleProcessCommunicator()) } }
-        try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
+        if placement.isDistributed {
+            try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { try run($0) }
+        } else {
+            try DistributedRun.runAlone { try run(SingleProcessCommunicator()) }
+        }
+        if stopped != nil { throw ExitCode(DistributedRun.stoppedStatus) }
+    }
+
+    /// A stop signal ended the run after `step`, with a checkpoint (`loop`).
+    private struct Stopped: Error {
+        let signal: Int32
+        let step: Int
     }
 
     /// Fine-tuning runs one whole replica per process (data parallelism only): a layout the settings ask for
@@ -198,13 +231,21 @@ struct FineTuningRun {
             if number == 1 || number == t.steps || number % max(1, config.logging.every) == 0 {
                 log("step \(number)/\(t.steps) | " + result.line + String(format: " | lr %.2e", rate))
             }
-            if t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
-            if number == t.steps || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
+            // A stop signal any process received, agreed by all, so that every one stops after the same step.
+            var signal = [Int64(StopSignals.received ?? 0)]
+            if group.size > 1 { signal = try group.allReduce(signal, .max, label: "step \(number): stop request") }
+            let stopping = signal[0] != 0 && number < t.steps
+            if !stopping, t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
+            if number == t.steps || stopping || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
                 // Every rank knows the newest checkpoint (a diverged step names it), only rank 0 writes it.
                 last = group.rank == 0
                     ? try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state),
                                                                                   RunRecipe.fileName: try recipe.contents()]) { $1 })
                     : output.appendingPathComponent("checkpoints").appendingPathComponent(CheckpointStore.name(step: number))
+            }
+            if stopping {
+                log("\(StopSignals.name(of: Int32(signal[0]))): stopped after step \(number) with checkpoint \(last!.path); continue with the same command and --resume")
+                throw Stopped(signal: Int32(signal[0]), step: number)
             }
         }
         if first <= t.steps { try validate(t.steps) }

@@ -20,7 +20,7 @@ struct Import: ParsableCommand {
             abstract: "Import a Hugging Face transformers directory of a GPT-2 or Llama model.",
             discussion: """
                 DIR holds config.json, the weights (model.safetensors, or shards listed by \
-                model.safetensors.index.json; F32, F16, BF16) and the tokenizer (tokenizer.json, or GPT-2's \
+                model.safetensors.index.json; F32, F16, BF16, F64) and the tokenizer (tokenizer.json, or GPT-2's \
                 vocab.json and merges.txt; or give --tokenizer). tokenizer_config.json, special_tokens_map.json, \
                 chat_template.jinja and generation_config.json are kept beside the tokenizer.
                 """)

@@ -35,7 +35,7 @@ struct Launch: ParsableCommand {
     @Option(help: "mpirun, srun, or auto: srun inside a Slurm allocation, mpirun otherwise.")
     var launcher = "auto"
 
-    @Flag(help: "Print the mpirun command without running it.")
+    @Flag(help: "Print the mpirun (or srun) command without running it.")
     var dryRun = false
 
     @Option(help: "Restart a failed `train` job (with --resume from its newest checkpoint, or --resume-if-any where there is none here) up to this many times in a row without a new step.")

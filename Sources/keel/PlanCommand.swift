@@ -25,8 +25,8 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .customLong("seq-len"), help: "Tokens per sequence.") var seqLen: Int?
     @Option(help: "Sequences per optimizer step.") var globalBatch: Int?
     @Option(help: "Tokens per optimizer step (instead of --global-batch).") var globalBatchTokens: Int?
-    @Option(help: "Accelerator preset (\(Accelerator.presets.map(\.name).joined(separator: ", "))).") var accelerator: String?
-    @Option(help: "Devices in all (a multiple of --gpus-per-node).") var gpus: Int?
+    @Option(help: "Accelerator preset (\(Accelerator.presets.map(\.name).joined(separator: ", ")), or this-cpu: this machine as keel bench --machine measures it).") var accelerator: String?
+    @Option(help: "Devices in all (a multiple of --gpus-per-node, or fewer).") var gpus: Int?
     @Option(help: "Nodes (instead of --gpus).") var nodes: Int?
     @Option(help: "Devices per node.") var gpusPerNode: Int?
     @Option(help: "Link inside a node (\(Link.presets.map(\.name).joined(separator: ", "))).") var intraNode: String?

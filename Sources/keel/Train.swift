@@ -16,7 +16,7 @@ struct Train: ParsableCommand {
             DIR/checkpoints/step_N/. Override any config key with --set, e.g. --set training.steps=20. \
             With --resume, continues bit-exactly from the newest valid checkpoint in DIR (using \
             DIR/config.toml when --config is not given). Started by mpirun, srun or `keel launch`, the \
-            processes form parallel.pp pipeline stages × parallel.dp data-parallel replicas (each replica reads \
+            processes form parallel.pp pipeline stages × parallel.tp tensor-parallel ranks × parallel.dp data-parallel replicas (each replica reads \
             training.batch_size sequences per micro-batch); rank 0 writes the log and metrics, every rank its share of each checkpoint. SIGTERM, SIGUSR1 (Slurm's \
             pre-emption warning) or Ctrl-C on any rank: every rank finishes the current step, a checkpoint is \
             written and keel exits 75 (not finished: resume it; 0 means the run reached training.steps); a second Ctrl-C \
@@ -119,6 +119,7 @@ struct Train: ParsableCommand {
         }
         var stopped = false
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
+            try DistributedRun.requireSameSettings(settings.resolvedTOML, on: world)
             _ = try settings.parallel.dataParallelSize(processes: world.size)
             let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline, tensor: settings.parallel.tensor)
             stopped = try train(settings, output: output, groups: ParallelState(mesh: mesh, world: world))

@@ -65,6 +65,32 @@ fi
 run "resume after SIGUSR1" "${mpi[@]}" -np 4 "$keel" train --resume --out "$work/usr1" \
     && same_logged_losses "resumed after SIGUSR1 logs the uninterrupted run's losses, as text" "$work/straight4" "$work/usr1" $steps
 
+# keel dpo likewise (as reward train and grpo, which share its loop): SIGUSR1 to rank 1 of 2 stops both after the same
+# step with a checkpoint, exit 75 (without the handler the signal killed the rank, and the job lost every step since its
+# last checkpoint); the same command with --resume then logs the uninterrupted run's losses.
+"$keel" import hf "$here/../Reference/dpo_trl/model" --out "$work/dpo-base" >"$work/out" 2>"$work/err" || fail "import the DPO fixture"
+dpo=(dpo --init-from "$work/dpo-base" --data "$here/../Reference/dpo_trl/pairs_text.jsonl" --set training.batch_size=1
+     --set training.steps=60 --set training.seq_len=63 --set training.lr=1e-3 --set checkpoint.every=0)
+run "straight dpo run" "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-straight"
+"${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-usr1" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/dpo-usr1" 3 && kill -USR1 "$(rank_pid "$work/dpo-usr1" 1)"
+wait $job
+status=$?
+stopped=$(sed -n 's/^stopped by SIGUSR1 after step \([0-9]*\)$/\1/p' "$work/out")
+if [ $status -eq 75 ] && [ -n "$stopped" ] && [ "$stopped" -lt 60 ] && [ -d "$work/dpo-usr1/checkpoints/$(printf 'step_%08d' "$stopped")" ] \
+    && grep -q "SIGUSR1: stopped after step $stopped with checkpoint .*; continue with the same command and --resume" "$work/err"; then
+    pass "SIGUSR1 to rank 1 of a 2-process dpo job: both stop after step $stopped, checkpointed, exit 75"
+else
+    fail "SIGUSR1 to rank 1 of a 2-process dpo job: both stop after the same step, checkpointed, exit 75 (exit $status, '${stopped}')"
+fi
+if run "resume dpo after SIGUSR1" "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-usr1" --resume \
+    && python3 "$here/compare_losses.py" "$work/dpo-straight/metrics.jsonl" "$work/dpo-usr1/metrics.jsonl" 60 0 >"$work/cmp" 2>&1; then
+    pass "dpo resumed after SIGUSR1 logs the uninterrupted run's losses ($(cat "$work/cmp"))"
+else
+    fail "dpo resumed after SIGUSR1 logs the uninterrupted run's losses: $(cat "$work/cmp")"
+fi
+
 # Under keel launch --max-restarts, a stop signal that reaches a rank and not the supervisor (Slurm's --signal=USR1@90
 # goes to the job's tasks): the job stops with a checkpoint and is not restarted; the supervisor exits 75 too, so
 # that the batch script can requeue (with 0 it would read as finished; restarted, it would run into the time limit).

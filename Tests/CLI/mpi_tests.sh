@@ -207,6 +207,16 @@ if ! "${mpi[@]}" -np 1 "$keel" train --resume --out "$work/damaged" : -np 1 "$ke
 else
     fail "--resume on ranks that see different checkpoints is one error"; tail -3 "$work/err"
 fi
+# Ranks given different settings (here another learning rate on rank 1's command line) stop before training: their
+# replicas would drift apart with no error.
+if ! "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/unequal" : -np 1 "$keel" train --config "$c" --out "$work/unequal" \
+        --set training.lr=0.003 >"$work/out" 2>"$work/err" \
+    && [ "$(grep -c "^Error: rank [01]: the job's processes were given different settings: rank 1 differ" "$work/err")" -eq 2 ] \
+    && [ ! -e "$work/unequal/metrics.jsonl" ]; then
+    pass "ranks given different settings are one error before training"
+else
+    fail "ranks given different settings are one error before training"; grep "^Error" "$work/err"
+fi
 
 # A prepared dataset: the ranks verify its shards together, each hashing a share (each reading all of them would read
 # the dataset once per rank at every start). Two ranks on it log the losses of one process with twice the batch; a
@@ -289,12 +299,24 @@ dpo=(dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --n
      --set training.steps=6 --set training.seq_len=63 --set training.lr=1e-3 --set training.min_lr=1e-3)
 if "$keel" import hf "$dpo_fixture/model" --out "$work/dpo-base" >"$work/out" 2>"$work/err" \
     && "$keel" "${dpo[@]}" --out "$work/dpo-one" --set training.batch_size=2 >"$work/out" 2>"$work/err" \
-    && "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-two" --set training.batch_size=1 >"$work/out" 2>"$work/err" \
+    && "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$work/dpo-two" --set training.batch_size=1 --set checkpoint.every=3 >"$work/out" 2>"$work/err" \
     && grep -q "6 steps of 4 pairs (.*), lr 0.001, 2 processes" "$work/err" \
     && python3 "$here/compare_losses.py" "$work/dpo-one/metrics.jsonl" "$work/dpo-two/metrics.jsonl" 6 1e-5 >"$work/err" 2>&1; then
     pass "dpo on 2 data-parallel ranks logs one process's losses ($(cat "$work/err"))"
 else
     fail "dpo on 2 data-parallel ranks logs one process's losses"
+fi
+# Processes that find different newest checkpoints to resume from (here: two directories, as a machine whose view of a
+# shared one lags would see it) are refused, not trained on from different steps.
+cp -r "$work/dpo-two" "$work/dpo-lag" && rm -r "$work/dpo-lag/checkpoints/step_00000006"
+"${mpi[@]}" -np 1 "$keel" "${dpo[@]}" --resume --out "$work/dpo-two" --set training.steps=8 --set distributed.timeout_s=10 \
+    : -np 1 "$keel" "${dpo[@]}" --resume --out "$work/dpo-lag" --set training.steps=8 --set distributed.timeout_s=10 >"$work/out" 2>"$work/err"
+status=$?
+if [ $status -ne 0 ] && grep -q "^Error: rank [01]: --resume: the job's processes found different newest valid checkpoints in .* (of steps 3 to 6)" "$work/err" \
+    && [ ! -e "$work/dpo-two/checkpoints/step_00000008" ]; then
+    pass "dpo --resume on processes that found different newest checkpoints is refused"
+else
+    fail "dpo --resume on processes that found different newest checkpoints is refused (exit $status): $(grep '^Error' "$work/err")"
 fi
 # A fine-tuning job that diverges stops with status 3 (not restarted by keel launch), every rank naming the step and
 # the last checkpoint, which rank 0 wrote.
