@@ -42,9 +42,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// threads).
     public static func defaultThreadCount() -> Int {
         let info = ProcessInfo.processInfo, environment = info.environment
-        if let text = environment["KEEL_THREADS"], let value = Int(text), value > 0 {
-            return value
-        }
+        if let requestedThreads { return requestedThreads }
         let processors = ProcessorAffinity.allowedProcessors()
         let allowed = ProcessorAffinity.usableProcessorCount(allowing: processors)
         // A malformed launcher variable is reported by the command that starts the run, not here.
@@ -54,6 +52,16 @@ public final class ThreadPool: @unchecked Sendable {
         }
         return allowed
     }
+
+    /// `KEEL_THREADS`, read once: a value that is not a count from 1 to 4,096 is warned about (once) and ignored.
+    private static let requestedThreads: Int? = {
+        guard let text = ProcessInfo.processInfo.environment["KEEL_THREADS"] else { return nil }
+        guard let value = Int(text), (1...4096).contains(value) else {
+            warn("KEEL_THREADS=\(text) is not a count from 1 to 4096; using the processors this process may run on")
+            return nil
+        }
+        return value
+    }()
 
     /// Calls `body` with disjoint contiguous sub-ranges that together cover `0..<count`, in parallel.
     ///

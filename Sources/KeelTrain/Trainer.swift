@@ -113,6 +113,10 @@ public final class Trainer {
         self.groups = groups
         self.log = groups.world.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
+        // Before anything is allocated: a model whose state alone this machine cannot hold is refused, not killed later.
+        let here = (try? ProcessPlacement.discover(ProcessInfo.processInfo.environment))?.localSize ?? 1
+        try TrainingMemory.check(config, processes: groups.world.size, processesHere: groups.world.size == 1 ? 1 : here,
+                                 warn: { if groups.world.rank == 0 { log($0) } })
         // The ranks verify the dataset's shards together, each hashing a share: each reading all of them would read
         // the dataset once per rank at every start.
         data = try TrainingData(config: config, share: (groups.world.rank, groups.world.size)) { faulty in
@@ -416,6 +420,9 @@ public final class Trainer {
         return (values[0] > 0 ? Int32(values[0]) : nil, pending != nil && values[1] == 0)
     }
 
+    /// The most micro-batches one validation pass evaluates (`validationLoss`); the tests set others.
+    var evaluationPass = 64
+
     /// Mean loss over up to `eval_batches` micro-batches per replica of consecutive validation windows: the
     /// replicas share the micro-batches out as `Evaluation.batches` deals them, each runs its own forward
     /// through its pipeline, and the sums are combined.
@@ -432,39 +439,44 @@ public final class Trainer {
             let most = Evaluation.batches(count: windows, batch: batch, rank: 0, ranks: replicas.size).count
             ranges += Array(repeating: 0..<min(batch, windows), count: most - dealt)
         }
-        let rows = { (k: Int) in ranges[k].count }
-        var inputs = [Int32](repeating: 0, count: max(1, ranges.count * batch * length)), targets = inputs, documents = inputs
-        inputs.withUnsafeMutableBufferPointer { i in
-            targets.withUnsafeMutableBufferPointer { t in
-                documents.withUnsafeMutableBufferPointer { d in
-                    for (k, range) in ranges.enumerated() {
-                        Evaluation.copy(range, of: data.validation, inputs: i.baseAddress! + k * batch * length,
-                                        targets: t.baseAddress! + k * batch * length, documents: d.baseAddress! + k * batch * length)
+        // A pass over at most `evaluationPass` micro-batches at a time: the ids held at once stay small however many
+        // windows are evaluated (every replica cuts its equal share under ZeRO-3 alike, so their gathers still pair up).
+        let packed = data.validation.packsDocuments, size = batch * length
+        var inputs = [Int32](repeating: 0, count: max(1, min(ranges.count, evaluationPass) * size)), targets = inputs, documents = inputs
+        var local = 0.0, weight = 0.0
+        for first in stride(from: 0, to: max(ranges.count, 1), by: evaluationPass) {
+            let pass = Array(ranges[first..<min(first + evaluationPass, ranges.count)])
+            let rows = { (k: Int) in pass[k].count }
+            inputs.withUnsafeMutableBufferPointer { i in
+                targets.withUnsafeMutableBufferPointer { t in
+                    documents.withUnsafeMutableBufferPointer { d in
+                        for (k, range) in pass.enumerated() {
+                            Evaluation.copy(range, of: data.validation, inputs: i.baseAddress! + k * size,
+                                            targets: t.baseAddress! + k * size, documents: d.baseAddress! + k * size)
+                        }
                     }
                 }
             }
-        }
-        let packed = data.validation.packsDocuments
-        let losses = try inputs.withUnsafeBufferPointer { i in
-            try targets.withUnsafeBufferPointer { t in
-                try documents.withUnsafeBufferPointer { d in
-                    try step.executor.evaluate(microBatches: ranges.count, rows: rows,
-                                               inputs: { i.baseAddress! + $0 * batch * length },
-                                               targets: { t.baseAddress! + $0 * batch * length },
-                                               documents: packed ? { d.baseAddress! + $0 * batch * length } : nil,
-                                               label: "validation")
+            let losses = try inputs.withUnsafeBufferPointer { i in
+                try targets.withUnsafeBufferPointer { t in
+                    try documents.withUnsafeBufferPointer { d in
+                        try step.executor.evaluate(microBatches: pass.count, rows: rows,
+                                                   inputs: { i.baseAddress! + $0 * size }, targets: { t.baseAddress! + $0 * size },
+                                                   documents: packed ? { d.baseAddress! + $0 * size } : nil, label: "validation")
+                    }
+                }
+            }
+            // Each micro-batch's loss is its mean per target counted: weigh it by its sequences (a corpus: every
+            // position counts), or by the targets it counts (chat data).
+            targets.withUnsafeBufferPointer { t in
+                for (k, loss) in losses.enumerated() where first + k < dealt {
+                    let w = packed ? Double(CrossEntropy.counted(t.baseAddress! + k * size, count: rows(k) * length)) : Double(rows(k))
+                    local += Double(loss) * w
+                    weight += w
                 }
             }
         }
-        // Each micro-batch's loss is its mean per target counted: weigh it by its sequences (a corpus: every
-        // position counts), or by the targets it counts (chat data).
-        let weights = targets.withUnsafeBufferPointer { t in
-            (0..<ranges.count).map { k in
-                k >= dealt ? 0 : packed ? Double(CrossEntropy.counted(t.baseAddress! + k * batch * length, count: rows(k) * length)) : Double(rows(k))
-            }
-        }
-        let local = losses.enumerated().reduce(0.0) { $0 + Double($1.element) * weights[$1.offset] }
-        let sums = try replicas.allReduce([local, weights.reduce(0, +)], .sum, label: "validation loss")
+        let sums = try replicas.allReduce([local, weight], .sum, label: "validation loss")
         var total = sums[1] > 0 ? sums[0] / sums[1] : 0
         if groups.pipeline.size > 1 {
             // The last stage's total (over its replicas, so also on one dealt no windows); the other stages' sums hold none.
@@ -808,6 +820,10 @@ public final class Trainer {
         // Settings that differ from the checkpoint's differ on every restart too: status 3, no restart.
         guard reader.model == config.model else {
             throw KeelError("--resume: \(checkpoint.path) holds a different model shape than the config's [model] section (\(Self.differences(reader.model, config.model)))",
+                            rulesOutRestart: true)
+        }
+        if let manifest = reader.manifest, manifest.tensors[CheckpointKind.firstMoment.rawValue] == nil {
+            throw KeelError("--resume: \(checkpoint.path) holds weights only, no optimizer state (an import's, or a dpo, reward or grpo run's): start a training run from it with --init-from \(checkpoint.path) and another --out",
                             rulesOutRestart: true)
         }
         guard reader.state.seed == config.training.seed else {

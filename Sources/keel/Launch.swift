@@ -117,7 +117,10 @@ struct Launch: ParsableCommand {
         if getuid() == 0 { arguments.append("--allow-run-as-root") }
         let cores = Self.physicalCores()
         if let hosts {
-            arguments += ["--host", hosts]
+            // Other machines' cores are not known here: OpenMPI's default would bind each rank to one core (two ranks)
+            // or a socket (more), whose threads Keel would then oversubscribe. Unbound, each rank divides its machine's
+            // cores among the job's ranks there itself (`ThreadPool.defaultThreadCount`).
+            arguments += ["--host", hosts, "--bind-to", "none"]
         } else if nproc > cores {
             arguments.append("--oversubscribe")
         } else {

@@ -264,6 +264,15 @@ if "$keel" launch --nproc 1 --dry-run -- train --config "$c" >"$work/out" 2>"$wo
 else
     fail "launch binds one process to all $(nproc) cores: $(cat "$work/err")"
 fi
+# With --hosts, the other machines' cores are unknown here: the ranks run unbound (OpenMPI's default would bind each
+# to one core, or to a socket whose cores every local rank would fill with threads) and divide their own machine.
+if "$keel" launch --nproc 2 --hosts localhost:2 --dry-run -- train --config "$c" >"$work/out" 2>"$work/err" \
+    && grep -Eq "^launch: mpirun -np 2 .*--host localhost:2 --bind-to none .*$keel train --config $c\$" "$work/err" \
+    && ! grep -q "map-by" "$work/err"; then
+    pass "launch --hosts leaves the ranks unbound"
+else
+    fail "launch --hosts leaves the ranks unbound: $(cat "$work/err")"
+fi
 
 # The environment forwarded to the ranks (-x): KEEL_*, OPENBLAS_* and OMP_*, but not what keel set when it chose
 # OpenBLAS's kernels for this machine (a remote machine chooses its own); what the user set is forwarded.

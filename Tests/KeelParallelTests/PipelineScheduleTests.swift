@@ -1,3 +1,4 @@
+import KeelComm
 import KeelCore
 import XCTest
 @testable import KeelParallel
@@ -165,6 +166,27 @@ final class PipelineScheduleTests: XCTestCase {
         XCTAssertFalse(first.contains(.sendGradient(microBatch: 0, chunk: 0, to: 1)))
         XCTAssertFalse(last.contains { if case .receiveGradient(_, 1, _) = $0 { true } else { false } })
         XCTAssertEqual(last.last, .optimizerStep)
+    }
+
+    /// Ranks whose plans differ — another schedule, or a setting that sizes the messages (as a different Keel on one
+    /// machine could make of the same settings) — are refused before any step, naming the rank and what differs.
+    func testRanksWithDifferentPlansAreRefused() throws {
+        func plans(_ schedule: @escaping @Sendable (Int) -> PipelineSchedule, batch: @escaping @Sendable (Int) -> Int64) throws -> [String?] {
+            try ThreadCommunicator.run(size: 2) { group -> String? in
+                let plan = PipelinePlan(schedule: schedule(group.rank), virtualStages: 1, microBatches: 4, layers: [0..<2, 2..<4],
+                                        actions: try schedule(group.rank).actions(stages: 2, virtualStages: 1, microBatches: 4, rank: group.rank),
+                                        settings: [("training.batch_size", batch(group.rank))])
+                do { try plan.checkAgreement(over: group) } catch let error as KeelError { return error.message }
+                return nil
+            }
+        }
+        XCTAssertEqual(try plans({ _ in .gpipe }, batch: { _ in 2 }), [nil, nil])
+        for message in try plans({ $0 == 0 ? .oneForwardOneBackward : .gpipe }, batch: { _ in 2 }) {
+            XCTAssertTrue(message?.contains("pipeline rank 1 runs schedule gpipe, virtual_stages 1, micro_batches 4 but rank 0 runs schedule 1f1b, virtual_stages 1, micro_batches 4") == true, "\(message ?? "no error")")
+        }
+        for message in try plans({ _ in .gpipe }, batch: { 2 + 2 * Int64($0) }) {
+            XCTAssertTrue(message?.contains("pipeline rank 1 runs training.batch_size = 4 but rank 0 runs 2; every rank must be started with the same settings") == true, "\(message ?? "no error")")
+        }
     }
 
     func testRawValuesAreTheScheduleNames() {
