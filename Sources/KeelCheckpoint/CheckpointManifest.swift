@@ -49,10 +49,10 @@ public struct CheckpointManifest: Codable, Sendable {
     /// Throws unless every stored tensor's slices lie within its pieces, tile each piece exactly once and are in files
     /// the manifest lists (so under its checksums), and the tokenizer is one of those files: `CheckpointReader` copies
     /// bytes by these numbers.
-    public func checkSlices() throws {
+    public func validate() throws {
         let listed = Set(files.keys)
         if state.tokenizer != "byte" && !listed.contains(state.tokenizer) {
-            throw KeelError("its tokenizer \(state.tokenizer) is not one of the files it lists")
+            throw KeelError("tokenizer \(state.tokenizer) is not one of the files it lists")
         }
         for (kind, stored) in tensors.sorted(by: { $0.key < $1.key }) {
             for (name, tensor) in stored.sorted(by: { $0.key < $1.key }) {
@@ -122,7 +122,7 @@ public struct StoredTensor: Codable, Equatable, Sendable {
     public var pieces: Int
     public var slices: [StoredSlice]
 
-    /// Why the slices cannot be read as stored pieces of this tensor (see `CheckpointManifest.checkSlices`), or nil.
+    /// Why the slices cannot be read as stored pieces of this tensor (see `CheckpointManifest.validate`), or nil.
     func slicesProblem(listed: Set<String>) -> String? {
         guard shape.allSatisfy({ $0 >= 0 }), let elements = checkedProduct(shape) else { return "has an impossible shape \(shape)" }
         guard pieces >= 1, elements % pieces == 0 else {

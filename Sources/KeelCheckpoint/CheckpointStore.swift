@@ -287,7 +287,7 @@ public enum CheckpointStore {
                 throw KeelError("checkpoint \(directory.path) is damaged: \(manifestChecksumName), the checksum of its manifest, is missing")
             }
             let manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
-            do { try manifest.checkSlices() } catch let error as KeelError {
+            do { try manifest.validate() } catch let error as KeelError {
                 throw KeelError("checkpoint \(directory.path) is damaged: its manifest's \(error.message)")
             }
             // The step is written three times (the manifest, its training state, the directory's name): they agree,

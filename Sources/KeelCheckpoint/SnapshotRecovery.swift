@@ -84,7 +84,10 @@ public enum SnapshotRecovery {
         manifest = try broadcastBytes(manifest, from: source, over: channel)
         // Empty: the source could not read it (a manifest never is). Every rank gives the snapshot up alike, rather than
         // those of machines without it failing to read an empty one while the others wait for them.
-        guard !manifest.isEmpty else { return nil }
+        guard !manifest.isEmpty else {
+            warn("the in-memory snapshot of step \(step) was given up: machine \(machines.machineOfRank[source])'s copy of its manifest could not be read (rank \(source) says why)")
+            return nil
+        }
         if machines.isMachineLeader, holders[machines.machine] == nil {
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
             let partial = try CheckpointStore.prepare(root: root, step: step)

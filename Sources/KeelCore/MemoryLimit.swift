@@ -29,38 +29,46 @@ public struct MemoryLimit: Sendable, Equatable {
         var limit = MemoryLimit(total: memory + (field("SwapTotal") ?? 0),
                                 available: (field("MemAvailable") ?? memory) + (field("SwapFree") ?? 0),
                                 source: "this machine's memory and swap")
-        if let (bytes, used, name) = cgroupLimit(), bytes < limit.total {
-            limit = MemoryLimit(total: bytes, available: min(limit.available, max(0, bytes - used)), source: name)
+        if let cgroup = cgroupLimit(swapTotal: field("SwapTotal") ?? 0), cgroup.bytes < limit.total {
+            limit = MemoryLimit(total: cgroup.bytes, available: min(limit.available, max(0, cgroup.bytes - cgroup.used)),
+                                source: "the memory limit of cgroup \(cgroup.directory)")
         }
         return limit
     }
 
-    /// The memory limit of this process's cgroup (swap included where v2 allows it), what the cgroup uses now, and
-    /// where the limit was read; nil without one.
-    private static func cgroupLimit() -> (Double, Double, String)? {
+    /// The tightest memory limit on this process's cgroup or its ancestors (a Slurm job's limit sits on `job_N`, its
+    /// tasks in cgroups below it with none of their own): bytes (with the swap cgroup v2 lets it use: `memory.swap.max`,
+    /// where "max" or no file means the machine's `swapTotal`), what that cgroup uses now, and its directory; nil
+    /// without a limit.
+    private static func cgroupLimit(swapTotal: Double) -> (bytes: Double, used: Double, directory: String)? {
         guard let membership = read("/proc/self/cgroup") else { return nil }
+        var tightest: (bytes: Double, used: Double, directory: String)?
+        func consider(_ bytes: Double, _ used: Double, _ directory: String) {
+            if bytes < tightest?.bytes ?? .infinity { tightest = (bytes, used, directory) }
+        }
         for line in membership.split(separator: "\n") {
             // "0::/path" (v2), "9:memory:/path" (v1); a container may see its own cgroup at the hierarchy's root.
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3 else { continue }
-            let path = String(fields[2])
+            let components = fields[2].split(separator: "/")
+            let paths = (0...components.count).map { "/" + components.prefix($0).joined(separator: "/") }
             if fields[1].isEmpty {
-                for directory in ["/sys/fs/cgroup" + path, "/sys/fs/cgroup"] {
+                for path in paths {
+                    let directory = "/sys/fs/cgroup" + (path == "/" ? "" : path)
                     guard let text = read(directory + "/memory.max"), let bytes = Double(text) else { continue }
-                    let swap = read(directory + "/memory.swap.max").flatMap(Double.init) ?? 0
-                    let used = read(directory + "/memory.current").flatMap(Double.init) ?? 0
-                    return (bytes + swap, used, "the memory limit of cgroup \(directory) (memory.max)")
+                    let swap = read(directory + "/memory.swap.max").flatMap(Double.init).map { min($0, swapTotal) } ?? swapTotal
+                    consider(bytes + swap, read(directory + "/memory.current").flatMap(Double.init) ?? 0, directory)
                 }
             } else if fields[1].split(separator: ",").contains("memory") {
-                for directory in ["/sys/fs/cgroup/memory" + path, "/sys/fs/cgroup/memory"] {
+                for path in paths {
+                    let directory = "/sys/fs/cgroup/memory" + (path == "/" ? "" : path)
                     // v1 writes a huge number (a page-rounded 2⁶³) for "no limit".
                     guard let text = read(directory + "/memory.limit_in_bytes"), let bytes = Double(text), bytes < 1e18 else { continue }
-                    let used = read(directory + "/memory.usage_in_bytes").flatMap(Double.init) ?? 0
-                    return (bytes, used, "the memory limit of cgroup \(directory) (memory.limit_in_bytes)")
+                    consider(bytes, read(directory + "/memory.usage_in_bytes").flatMap(Double.init) ?? 0, directory)
                 }
             }
         }
-        return nil
+        return tightest
     }
 
     private static func read(_ path: String) -> String? {

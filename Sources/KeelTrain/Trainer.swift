@@ -114,9 +114,14 @@ public final class Trainer {
         self.log = groups.world.rank == 0 ? log : { _ in }
         checkpointRoot = output.appendingPathComponent("checkpoints")
         // Before anything is allocated: a model whose state alone this machine cannot hold is refused, not killed later.
-        let here = (try? ProcessPlacement.discover(ProcessInfo.processInfo.environment))?.localSize ?? 1
-        try TrainingMemory.check(config, processes: groups.world.size, processesHere: groups.world.size == 1 ? 1 : here,
-                                 warn: { if groups.world.rank == 0 { log($0) } })
+        let placement = try? ProcessPlacement.discover(ProcessInfo.processInfo.environment)
+        try TrainingMemory.check(config, processes: groups.world.size,
+                                 processesHere: groups.world.size == 1 ? 1 : placement?.localSize ?? 1) { warning in
+            // Each machine's first rank says it of its own machine.
+            if groups.world.rank == 0 { log(warning) } else if placement?.localRank == 0 {
+                FileHandle.standardError.write(Data("rank \(groups.world.rank): \(warning)\n".utf8))
+            }
+        }
         // The ranks verify the dataset's shards together, each hashing a share: each reading all of them would read
         // the dataset once per rank at every start.
         data = try TrainingData(config: config, share: (groups.world.rank, groups.world.size)) { faulty in

@@ -72,19 +72,34 @@ enum DistributedRun {
     }
 
     /// Refuses a job whose processes were not all given the same settings (`settings`: the resolved configuration, the
-    /// command line's --set overrides included): mpirun and srun start whatever each command line says, and replicas
-    /// trained with another learning rate drift apart without an error, with another bucket size or ZeRO stage their
-    /// collectives no longer pair up.
-    static func requireSameSettings(_ settings: String, on world: any Communicator) throws {
-        let hash = Int64(bitPattern: XXH64.hash(Array(settings.utf8)))
+    /// command line's --set overrides included; `flags`: the command's options that change what the processes do
+    /// together, such as --resume): mpirun and srun start whatever each command line says, and replicas trained with
+    /// another learning rate drift apart without an error, with another bucket size or ZeRO stage their collectives no
+    /// longer pair up. Paths a machine may have its own copy under (`machineLocalKeys`) are not compared.
+    static func requireSameSettings(_ settings: String, flags: [String], on world: any Communicator) throws {
+        var section = "", compared: [Substring] = []
+        for line in settings.split(separator: "\n") {
+            if line.hasPrefix("[") { section = String(line.dropFirst().prefix { $0 != "]" }) }
+            let key = line.prefix { $0 != " " && $0 != "=" }
+            if !machineLocalKeys.contains("\(section).\(key)") { compared.append(line) }
+        }
+        let text = (compared.map(String.init) + flags).joined(separator: "\n")
+        let hash = Int64(bitPattern: XXH64.hash(Array(text.utf8)))
         let hashes = try world.allGather([hash], label: "every process's settings")
         let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
         guard differing.isEmpty else {
             let ranks = differing.count == 1 ? "rank \(differing[0]) differs"
                 : differing.count > 8 ? "\(differing.count) ranks differ" : "ranks " + differing.map(String.init).joined(separator: ", ") + " differ"
-            throw KeelError("the job's processes were given different settings: \(ranks) from rank 0 (config file, --set or --init-from); start every process with the same command")
+            // The same on every restart: not one for a supervisor to retry.
+            throw KeelError("the job's processes were given different settings: \(ranks) from rank 0 (config file, --set, or options such as --resume); start every process with the same command",
+                            rulesOutRestart: true)
         }
     }
+
+    /// Settings naming files that each machine may hold a copy of under its own path (a node-local dataset, its own
+    /// tmpfs): the data's identity is checked by other means (a resumed checkpoint's data fingerprint).
+    static let machineLocalKeys: Set<String> = ["data.paths", "data.dataset", "data.tokenizer", "training.init_from",
+                                                "checkpoint.snapshot_dir"]
 
     /// The status a process ends with for `error`: `recurringFailureStatus` for one that rules out a restart, else 1.
     static func exitStatus(for error: Error) -> Int32 {

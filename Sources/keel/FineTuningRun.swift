@@ -94,19 +94,21 @@ struct FineTuningRun {
         let tokenizer = try loadTokenizer(tokenizerPath)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
-            if group.size > 1 { try DistributedRun.requireSameSettings(settings.resolvedTOML, on: group) }
             if let replicas = settings.parallel.data, replicas != group.size {
                 throw KeelError("config: parallel.dp = \(replicas), and the job has \(group.size) process\(group.size == 1 ? "" : "es"): each is one data-parallel replica")
             }
-            if let resumed, group.size > 1 {
+            if group.size > 1 {
                 // Each process chose its checkpoint before the job's processes could talk (a machine whose view of a
                 // shared directory lags, or that found the newest damaged, chooses an older one): processes going on from
-                // different steps would train different weights, their collectives pairing up across steps.
-                let step = Double(resumed.state.step)
+                // different steps would train different weights, their collectives pairing up across steps. Compared
+                // first: each took its settings from its own checkpoint, so those would differ too.
+                let step = Double(resumed?.state.step ?? -1)
                 let extremes = try group.allReduce([step, -step], .max, label: "the checkpoint to resume from")
-                guard extremes[0] == -extremes[1] else {
+                // Without --resume on some: their settings and options differ, which the check below says.
+                if extremes[0] != -extremes[1], -extremes[1] >= 0 {
                     throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(-extremes[1])) to \(Int(extremes[0]))): every machine must see the same checkpoints")
                 }
+                try DistributedRun.requireSameSettings(settings.resolvedTOML, flags: ["resume \(options.resume)"], on: group)
             }
             do {
                 try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,

@@ -18,7 +18,8 @@ struct Launch: ParsableCommand {
             newest valid checkpoint or in-memory snapshot (with --resume-if-any where this machine sees neither: \
             the ranks then look on their own machines), up to N times in a row without a new step (each further \
             one after a longer wait), saying what failed, where it resumed and \
-            how many steps were lost. A training job runs under that supervisor without --max-restarts too: \
+            how many steps were lost. A training job (train, dpo, reward train, grpo) runs under that supervisor \
+            without --max-restarts too: \
             SIGTERM, SIGUSR1 or Ctrl-C to it, or a stop signal to the job's ranks (Slurm's --signal), stop the job \
             cleanly: a checkpoint, no restart, exit status 75.
             """)
@@ -59,10 +60,12 @@ struct Launch: ParsableCommand {
         }
     }
 
-    /// The run directory of a `train` command: `--out DIR` (`-o DIR`, `--out=DIR`), else the one `train` makes of its
-    /// `--config` (runs/<config name>).
+    /// The run directory of a training command — `train`, `dpo`, `reward train`, `grpo`, which stop cleanly on a
+    /// signal — where the supervisor keeps its marker: `--out DIR` (`-o DIR`, `--out=DIR`), else for `train` the one it
+    /// makes of its `--config` (runs/<config name>).
     private var runDirectory: URL? {
-        guard command.first == "train" else { return nil }
+        let fineTuning = ["dpo", "grpo"].contains(command.first) || command.prefix(2) == ["reward", "train"]
+        guard command.first == "train" || fineTuning else { return nil }
         func value(_ names: [String]) -> String? {
             for (index, argument) in command.enumerated() {
                 if let name = names.first(where: { argument.hasPrefix($0 + "=") }) { return String(argument.dropFirst(name.count + 1)) }
@@ -70,7 +73,8 @@ struct Launch: ParsableCommand {
             }
             return nil
         }
-        return Train.runDirectory(out: value(["--out", "-o"]), config: value(["--config", "-c"])).map { URL(fileURLWithPath: $0) }
+        let out = value(["--out", "-o"])
+        return (fineTuning ? out : Train.runDirectory(out: out, config: value(["--config", "-c"]))).map { URL(fileURLWithPath: $0) }
     }
 
     /// Whether the job starts through Slurm's srun.
@@ -94,7 +98,7 @@ struct Launch: ParsableCommand {
             : mpirunArguments(executable: executable, environment: environment)
         FileHandle.standardError.write(Data(("launch: " + arguments.joined(separator: " ") + "\n").utf8))
         if dryRun { return }
-        // A training job runs under a supervisor even without restarts, which passes SIGTERM and Ctrl-C on as
+        // A training job (fine-tuning too) runs under a supervisor even without restarts, which passes SIGTERM and Ctrl-C on as
         // SIGUSR1: OpenMPI's mpirun answers them itself by killing the ranks (SIGTERM, then SIGKILL a second later),
         // before a step of a large model ends and its checkpoint is written.
         guard let directory = runDirectory else {

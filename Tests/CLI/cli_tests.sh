@@ -1020,12 +1020,12 @@ usage "pipeline-bench with a pipeline size of 0 to simulate" "--project: '0' is 
 # thread (Foundation's count ignores the binding: it ran the machine's every core's worth on one).
 expect_ok "bench --machine bound to one processor" env -u KEEL_THREADS taskset -c 0 "$keel" bench --machine --json
 check "a process bound to one processor runs one thread" 'json.load(open(sys.argv[1]))["threads"] == 1' "$work/out"
-# A KEEL_THREADS that is not a count is said to be ignored (it was ignored silently), once.
+# A KEEL_THREADS that is not a count is said to be ignored (it was ignored silently).
 expect_ok "bench --machine with KEEL_THREADS=zero" env KEEL_THREADS=zero taskset -c 0 "$keel" bench --machine --json
-[ "$(grep -c "^keel: warning: KEEL_THREADS=zero is not a count from 1 to 4096; using the processors this process may run on$" "$work/err")" -eq 1 ] \
+grep -q "^keel: warning: KEEL_THREADS=zero is not a count from 1 to 4096; using the processors this process may run on$" "$work/err" \
     && python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["threads"] == 1' "$work/out" \
-    && pass "a KEEL_THREADS that is not a count is warned about once and ignored" \
-    || fail "a KEEL_THREADS that is not a count is warned about once and ignored: $(cat "$work/err")"
+    && pass "a KEEL_THREADS that is not a count is warned about and ignored" \
+    || fail "a KEEL_THREADS that is not a count is warned about and ignored: $(cat "$work/err")"
 usage "a trace in a directory that does not exist" "--trace: the directory $work/none does not exist" \
     "$keel" train --config "$work/tiny.toml" --trace "$work/none/trace.json"
 expect_ok "checkpoint inspect on a run" "$keel" checkpoint inspect "$work/run"

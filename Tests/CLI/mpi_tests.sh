@@ -211,11 +211,20 @@ fi
 # replicas would drift apart with no error.
 if ! "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/unequal" : -np 1 "$keel" train --config "$c" --out "$work/unequal" \
         --set training.lr=0.003 >"$work/out" 2>"$work/err" \
-    && [ "$(grep -c "^Error: rank [01]: the job's processes were given different settings: rank 1 differ" "$work/err")" -eq 2 ] \
+    && grep -q "^Error: rank [01]: the job's processes were given different settings: rank 1 differs from rank 0" "$work/err" \
     && [ ! -e "$work/unequal/metrics.jsonl" ]; then
     pass "ranks given different settings are one error before training"
 else
     fail "ranks given different settings are one error before training"; grep "^Error" "$work/err"
+fi
+# Paths a machine may hold its own copy under (here the corpus, copied) are not compared.
+cp -r "$work/corpus" "$work/corpus-copy"
+if "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/local-copies" --set training.steps=2 \
+        : -np 1 "$keel" train --config "$c" --out "$work/local-copies" --set training.steps=2 --set "data.paths=[\"$work/corpus-copy\"]" \
+        >"$work/out" 2>"$work/err"; then
+    pass "ranks reading their own copies of the data under other paths train together"
+else
+    fail "ranks reading their own copies of the data under other paths train together"
 fi
 
 # A prepared dataset: the ranks verify its shards together, each hashing a share (each reading all of them would read

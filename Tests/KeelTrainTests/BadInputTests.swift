@@ -262,6 +262,14 @@ final class BadInputTests: XCTestCase {
             assertKeelError(newest.path, "is damaged: its manifest's model tensor '\(name)' ", message) { try CheckpointStore.verify(newest) }
             assertKeelError(newest.path, message) { _ = try CheckpointReader(newest) }
         }
+        // A tokenizer that is not one of the files (so outside the checksums) is not read as the checkpoint's.
+        var unlisted = restored, unlistedState = restored["state"] as! [String: Any]
+        unlistedState["tokenizer"] = "../tokenizer.json"
+        unlisted["state"] = unlistedState
+        try CheckpointStore.writeManifest(JSONSerialization.data(withJSONObject: unlisted), into: newest)
+        assertKeelError(newest.path, "is damaged: its manifest's tokenizer ../tokenizer.json is not one of the files it lists") {
+            try CheckpointStore.verify(newest)
+        }
         try CheckpointStore.writeManifest(original, into: newest)
         XCTAssertNoThrow(try CheckpointStore.verify(newest))
         // A checkpoint moved under another step's name.
