@@ -72,11 +72,14 @@ extension CommunicationOperation {
     }
 }
 
-/// The most elements one MPI call moves: 2³¹ − 1, MPI's 32-bit counts; `KEEL_MPI_MESSAGE_LIMIT` sets a lower one, for
-/// tests that cut small models' collectives into pieces.
+/// The most elements one MPI call moves: 2²⁸ (1 GiB of fp32), well within MPI's 32-bit counts (2³¹ − 1), so that
+/// each piece of a collective of many gigabytes — the parameters broadcast at start, all-gathered by ZeRO — finishes
+/// within the hang detector's timeout over a slow link and counts as progress (a 4 GiB broadcast whole would take
+/// over a minute on 1 Gb/s Ethernet and be taken for a hang). `KEEL_MPI_MESSAGE_LIMIT` sets another, up to 2³¹ − 1,
+/// for tests that cut small models' collectives into pieces.
 let mpiMessageLimit: Int = {
     let most = Int(Int32.max)
-    guard let text = ProcessInfo.processInfo.environment["KEEL_MPI_MESSAGE_LIMIT"] else { return most }
+    guard let text = ProcessInfo.processInfo.environment["KEEL_MPI_MESSAGE_LIMIT"] else { return 1 << 28 }
     guard let value = Int(text), (1...most).contains(value) else {
         FileHandle.standardError.write(Data("warning: KEEL_MPI_MESSAGE_LIMIT=\(text) is not a count from 1 to \(most); using \(most)\n".utf8))
         return most

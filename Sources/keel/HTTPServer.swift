@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KeelCore
+import Synchronization
 
 /// A request as the server reads it: method, path, headers (names in lower case) and body.
 struct HTTPRequest {
@@ -220,10 +221,16 @@ final class HTTPServer: Sendable {
     let port: Int
     /// How long each connection's request may take to arrive (`HTTPConnection.timeoutSeconds`).
     let timeoutSeconds: Int
+    /// The most connections handled at once: each holds a thread and a descriptor for up to the timeout, so clients
+    /// that open many and send slowly would otherwise use the process's descriptors up (its checkpoint and data files
+    /// too, for a training run's metrics endpoint). One more is answered 503 at once.
+    let maxConnections: Int
+    private let open = Atomic<Int>(0)
 
     /// Listens on `host` (an IPv4 address) and `port` (0: any free port, reported in `port`); a request must arrive
-    /// within `timeoutSeconds`.
-    init(host: String, port: Int, timeoutSeconds: Int = 60) throws {
+    /// within `timeoutSeconds`; at most `maxConnections` are handled at once.
+    init(host: String, port: Int, timeoutSeconds: Int = 60, maxConnections: Int = 256) throws {
+        self.maxConnections = maxConnections
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw KeelError("cannot open a socket (\(String(cString: strerror(errno))))") }
         var yes: Int32 = 1
@@ -261,7 +268,14 @@ final class HTTPServer: Sendable {
                 continue
             }
             let connection = HTTPConnection(socket: client, timeoutSeconds: timeoutSeconds)
-            guard Self.startThread({ handle(connection) }) else {
+            guard open.add(1, ordering: .relaxed).newValue <= maxConnections else {
+                open.subtract(1, ordering: .relaxed)
+                connection.respond(status: 503, body: Data(#"{"error":{"message":"the server has all the connections it takes open (--max-connections); try again later","type":"server_error","param":null,"code":null}}"#.utf8))
+                connection.close()
+                continue
+            }
+            guard Self.startThread({ handle(connection); self.open.subtract(1, ordering: .relaxed) }) else {
+                open.subtract(1, ordering: .relaxed)
                 // Out of threads or memory: this client is told so, its descriptor closed (not held for ever by a
                 // thread that never ran), and the server goes on with the connections it has.
                 connection.respond(status: 503, body: Data(#"{"error":{"message":"the server cannot take another connection now","type":"server_error","param":null,"code":null}}"#.utf8))

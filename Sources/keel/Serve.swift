@@ -44,10 +44,18 @@ struct Serve: ParsableCommand {
     @Option(help: "The most requests generated at once (llama.cpp's --parallel); more wait their turn. Each holds a KV cache of up to the model's context.")
     var parallel = 4
 
+    @Option(name: .customLong("ctx-size"), help: ArgumentHelp("Tokens a request may take, prompt and reply (llama.cpp's --ctx-size); 0: the model's whole context. Default: the model's context, up to 8192 — a prompt is read in one pass, whose memory and time grow with its length.", valueName: "tokens"))
+    var contextSize: Int?
+
+    @Option(help: "The most connections handled at once; one more is answered 503 at once.")
+    var maxConnections = 256
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
         guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1 second (got \(timeout))") }
         guard parallel >= 1 else { throw ValidationError("--parallel must be at least 1 (got \(parallel))") }
+        if let contextSize, contextSize < 0 || contextSize == 1 { throw ValidationError("--ctx-size must be 0 or at least 2 (got \(contextSize))") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1 (got \(maxConnections))") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
             throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
         }
@@ -57,13 +65,20 @@ struct Serve: ParsableCommand {
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
         if let problem = loaded.chat.problem { throw KeelError(problem) }
+        let modelContext = loaded.model.config.maxLength
+        let context = contextSize == 0 ? modelContext : min(modelContext, contextSize ?? 8192)
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder, textStart: loaded.beginningOfText, parallel: parallel), tokenizer: loaded.tokenizer, model: name,
-                                contextLength: loaded.model.config.maxLength, chatFormat: loaded.chat,
+                                contextLength: context, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
                                 chatStart: loaded.chatStart, shiftsContext: contextShift)
         let server: HTTPServer
-        do { server = try HTTPServer(host: host, port: port, timeoutSeconds: timeout) } catch let error as KeelError { throw KeelError("serve: \(error.message)") }
+        do {
+            server = try HTTPServer(host: host, port: port, timeoutSeconds: timeout, maxConnections: maxConnections)
+        } catch let error as KeelError {
+            throw KeelError("serve: \(error.message)")
+        }
         FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
+        FileHandle.standardError.write(Data("context: \(context) tokens per request\(context < modelContext ? " (of the model's \(modelContext); --ctx-size)" : "")\n".utf8))
         FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
         server.run { api.handle($0) }
     }
@@ -238,7 +253,7 @@ struct CompletionAPI: Sendable {
             limit = Int(maxTokens)
         } else {
             guard prompt.count < contextLength else {
-                throw HTTPFailure(status: 400, message: "the prompt is \(prompt.count) tokens, and the model's context is \(contextLength): "
+                throw HTTPFailure(status: 400, message: "the prompt is \(prompt.count) tokens, and the context is \(contextLength): "
                     + "at most \(contextLength - 1) leave room for a reply", code: "context_length_exceeded")
             }
             // (An empty prompt is read as one token: `GenerationBatch.admit`.)

@@ -135,7 +135,8 @@ struct Train: ParsableCommand {
         var server: HTTPServer?
         if let metricsPort, groups.world.rank == 0 {
             do {
-                server = try HTTPServer(host: metricsHost, port: metricsPort)
+                // A scraper or two; more connections would only take the run's threads and descriptors.
+                server = try HTTPServer(host: metricsHost, port: metricsPort, maxConnections: 16)
             } catch let error as KeelError {
                 throw KeelError("--metrics-port: \(error.message)")
             }

@@ -286,8 +286,46 @@ except urllib.error.HTTPError as error:
     print(json.dumps({"status": error.code, "error": json.loads(error.read())["error"]}))
 ' "http://127.0.0.1:$port/v1/completions" >"$work/refused.json"
 check "a prompt longer than the context is refused, naming both lengths" \
-    '(lambda r: r["status"] == 400 and r["error"]["code"] == "context_length_exceeded" and r["error"]["message"].startswith("the prompt is 19 tokens, and the model") and "context is 16" in r["error"]["message"])(json.load(open(sys.argv[1])))' \
+    '(lambda r: r["status"] == 400 and r["error"]["code"] == "context_length_exceeded" and r["error"]["message"].startswith("the prompt is 19 tokens, and the context is 16"))(json.load(open(sys.argv[1])))' \
     "$work/refused.json"
+stop_server
+# --ctx-size holds a request to fewer tokens than the model's context (a GGUF's may be 131,072, read in one pass).
+start_server "$work/run" --ctx-size 8
+python3 -c '
+import json, sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=json.dumps({"prompt": "To be, or not"}).encode()))
+except urllib.error.HTTPError as error:
+    print(json.dumps({"status": error.code, "error": json.loads(error.read())["error"]}))
+' "http://127.0.0.1:$port/v1/completions" >"$work/refused.json"
+post completions '{"prompt": "To", "max_tokens": 40, "temperature": 0}'
+check "serve --ctx-size 8 refuses a longer prompt and ends a reply at 8 tokens" \
+    '(lambda r, c: r["status"] == 400 and r["error"]["message"].startswith("the prompt is 13 tokens, and the context is 8") and c["usage"]["total_tokens"] == 8)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+    "$work/refused.json" "$work/response.json"
+grep -q "^context: 8 tokens per request (of the model's 16; --ctx-size)$" "$work/serve.err" \
+    && pass "serve says the context it holds requests to" || fail "serve says the context it holds requests to"
+stop_server
+# --max-connections: two clients that hold their connections open (sending a request slowly) take them all; a third,
+# whose request is whole, is answered 503 (served, without the cap); once they go, requests are served again.
+start_server "$work/run" --max-connections 2
+python3 -c '
+import json, socket, sys, time, urllib.error, urllib.request
+port = int(sys.argv[1])
+slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+for s in slow: s.sendall(b"POST /v1/completions HTTP/1.1\r\n")
+time.sleep(0.5)
+try:
+    urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % port, timeout=10)
+    refused = None
+except urllib.error.HTTPError as error:
+    refused = error.code
+for s in slow: s.close()
+time.sleep(0.5)
+served = urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % port, timeout=10).status
+print(json.dumps({"refused": refused, "served": served}))
+' "$port" >"$work/connections.json"
+check "serve --max-connections 2 answers a third connection 503, and serves again once they close" \
+    '(lambda r: r["refused"] == 503 and r["served"] == 200)(json.load(open(sys.argv[1])))' "$work/connections.json"
 stop_server
 expect_ok "generate from a prompt longer than the context" "$keel" generate --checkpoint "$work/run" --prompt "To be, or not to be" --max-tokens 1
 grep -q "generate: note: prompt 1 is 19 tokens, more than the model's context (16): the model reads its last 16" "$work/err" \

@@ -294,6 +294,18 @@ if [ $status -eq 75 ] && grep -q "^launch: stopped by SIGINT, with a checkpoint$
 else
     fail "Ctrl-C to the process group of keel launch stops the job with a checkpoint and exits 75 (exit $status)"
 fi
+# The same for a fine-tuning job (dpo; reward train and grpo share its loop), which keel launch supervises too.
+setsid "$keel" launch --nproc 2 -- "${dpo[@]}" --out "$work/dpo-ctrl-c" >"$work/out" 2>"$work/err" &
+job=$!
+after_steps "$work/dpo-ctrl-c" 3 && kill -INT -- -$job
+wait $job
+status=$?
+if [ $status -eq 75 ] && grep -q "^launch: stopped by SIGINT, with a checkpoint$" "$work/err" \
+    && ls -d "$work"/dpo-ctrl-c/checkpoints/step_* >/dev/null 2>&1; then
+    pass "Ctrl-C to the process group of keel launch of dpo stops the job with a checkpoint and exits 75"
+else
+    fail "Ctrl-C to the process group of keel launch of dpo stops the job with a checkpoint and exits 75 (exit $status)"
+fi
 # A supervisor killed with -9 takes its job with it (the launcher is bound to it): no rank is left training unsupervised.
 "$keel" launch --nproc 2 --max-restarts 1 -- train --config "$c" --out "$work/orphan" --set training.steps=100000 \
     --set checkpoint.every=0 >"$work/out" 2>"$work/err" &

@@ -20,6 +20,20 @@ final class MessagePiecesTests: XCTestCase {
         }
     }
 
+    /// Without KEEL_MPI_MESSAGE_LIMIT, a collective of more than 1 GiB of fp32 goes in pieces of at most that, each of
+    /// which the hang detector counts as progress (never touched: the pointer only marks where each piece begins).
+    func testCollectivesOfMoreThanAGibibyteGoInPieces() throws {
+        XCTAssertNil(ProcessInfo.processInfo.environment["KEEL_MPI_MESSAGE_LIMIT"])
+        let base = UnsafeMutableRawPointer(bitPattern: 1 << 20)!
+        let pieces = Kind.allReduce(base, count: 3 << 28, .sum).pieces(limit: mpiMessageLimit, rank: 0, scalar: .float32)
+        XCTAssertEqual(pieces.count, 3)
+        for (index, piece) in pieces.enumerated() {
+            guard case .allReduce(let buffer, let count, _) = piece else { return XCTFail("piece \(index) is not an all-reduce") }
+            XCTAssertEqual(count, 1 << 28)
+            XCTAssertEqual(buffer, base + index * (1 << 30))
+        }
+    }
+
     func testPiecesStayWithinTheLimit() {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4 * total, alignment: 16)
         defer { buffer.deallocate() }
