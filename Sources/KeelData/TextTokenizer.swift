@@ -91,19 +91,28 @@ public struct BPETokenizer: TextTokenizer {
     }
 }
 
-/// Encoders of one vocabulary for any thread to borrow (`BPEEncoder` is not thread-safe): as many exist as calls
-/// ever ran at once, each keeping its cache of pieces between calls.
+/// Encoders of one vocabulary for any thread to borrow (`BPEEncoder` is not thread-safe), each keeping its cache of
+/// pieces between calls. As many exist as calls run at once, but at most `keptIdle` stay between calls — as many as
+/// this machine's processors run at once: a burst of a server's connections would otherwise leave an encoder (a copy
+/// of the merge tables and a cache of up to tens of megabytes) per connection behind for ever.
 final class EncoderPool: @unchecked Sendable {
     private let vocabulary: BPEVocabulary
     private let lock = NSLock()
     private var idle: [BPEEncoder] = []
+    let keptIdle: Int
 
-    init(vocabulary: BPEVocabulary) { self.vocabulary = vocabulary }
+    init(vocabulary: BPEVocabulary, keptIdle: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) {
+        self.vocabulary = vocabulary
+        self.keptIdle = keptIdle
+    }
+
+    /// Encoders kept for the next calls.
+    var idleCount: Int { lock.withLock { idle.count } }
 
     /// Runs `body` with an encoder no other call is using.
     func borrow<Result>(_ body: (BPEEncoder) -> Result) -> Result {
         let encoder = lock.withLock { idle.popLast() } ?? BPEEncoder(vocabulary: vocabulary)
-        defer { lock.withLock { idle.append(encoder) } }
+        defer { lock.withLock { if idle.count < keptIdle { idle.append(encoder) } } }
         return body(encoder)
     }
 }

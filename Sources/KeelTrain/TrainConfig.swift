@@ -398,6 +398,11 @@ public struct TrainConfig: Sendable {
                     "must be at least 2 for the interleaved schedule (got \(p.pipeline))")
         try require(p.schedule != .interleaved || p.virtualStages >= 2, "parallel.virtual_stages",
                     "must be at least 2 with the interleaved schedule (got \(p.virtualStages))")
+        // A pipeline stage sends a micro-batch's activations (its share of the rows under sequence parallelism) as one
+        // message, whose elements MPI counts in 32 bits: a larger one would trap on the communication thread.
+        let sent = checkedProduct([t.batchSize, t.sequenceLength, model.width]).map { $0 / (p.sequenceParallel ? p.tensor : 1) }
+        try require(p.pipeline == 1 || (sent ?? .max) <= Int(Int32.max), "training.batch_size",
+                    "(\(t.batchSize)) × training.seq_len (\(t.sequenceLength)) × model.d_model (\(model.width)): a micro-batch's activations, which a pipeline stage sends as one message, must be at most 2147483647 elements (MPI's limit); use smaller micro-batches")
         try require(p.stages <= model.layers, "parallel.pp",
                     "× parallel.virtual_stages = \(p.stages) stages need at least as many blocks (model.n_layer is \(model.layers))")
         try require(p.schedule != .interleaved || t.gradientAccumulation % p.pipeline == 0, "parallel.micro_batches",

@@ -210,9 +210,9 @@ struct CompletionAPI: Sendable {
         }
         guard try number("best_of", 1) == 1 else { throw bad("'best_of' must be 1") }
         // top_k: vLLM's -1 and 0 mean all tokens; top_p 0 (OpenAI's range is 0 to 1), the most likely token alone.
-        let topK = try number("top_k", 0), topP = try number("top_p", 1)
+        let topK = try number("top_k", 0), topP = try number("top_p", 1), temperature = try number("temperature", 1)
         guard topK == topK.rounded() else { throw bad("'top_k' must be an integer") }
-        let options = SamplingOptions(temperature: topP == 0 ? 0 : Float(try number("temperature", 1)), topK: max(0, Int(topK)),
+        let options = SamplingOptions(temperature: topP == 0 ? 0 : Float(temperature), topK: max(0, Int(topK)),
                                       topP: topP == 0 ? 1 : Float(topP),
                                       repetitionPenalty: Float(try number("repetition_penalty", 1)),
                                       presencePenalty: Float(try number("presence_penalty", 0)),

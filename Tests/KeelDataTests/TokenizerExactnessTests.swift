@@ -237,4 +237,31 @@ final class TokenizerExactnessTests: XCTestCase {
         XCTAssertEqual(encoder.cachedPieces, 1, "a short piece is cached")
     }
 
+    /// Eight calls at once use eight encoders, and the pool keeps only as many as it may between calls.
+    func testThePoolKeepsAtMostItsIdleEncoders() throws {
+        let vocabulary = try BPEVocabulary(tokens: (0..<256).map { [UInt8($0)] } + [[97, 98]], merges: [(left: 97, right: 98)],
+                                           specialTokens: [:], pattern: .gpt2)
+        let pool = EncoderPool(vocabulary: vocabulary, keptIdle: 2)
+        let inside = DispatchGroup(), release = DispatchSemaphore(value: 0), done = DispatchGroup()
+        final class Seen: @unchecked Sendable { let lock = NSLock(); var encoders = Set<ObjectIdentifier>() }
+        let seen = Seen()
+        for _ in 0..<8 {
+            inside.enter()
+            done.enter()
+            Thread.detachNewThread {
+                pool.borrow { encoder in
+                    seen.lock.withLock { _ = seen.encoders.insert(ObjectIdentifier(encoder)) }
+                    inside.leave()
+                    release.wait()  // every call holds its encoder before any returns
+                }
+                done.leave()
+            }
+        }
+        inside.wait()
+        for _ in 0..<8 { release.signal() }
+        done.wait()
+        XCTAssertEqual(seen.encoders.count, 8)
+        XCTAssertEqual(pool.idleCount, 2)
+    }
+
 }

@@ -76,6 +76,11 @@ final class BadInputTests: XCTestCase {
         assertKeelError("training.lr must be a positive number") { _ = try fixture.config(["training.lr=-1"]) }
         assertKeelError("training.seq_len") { _ = try fixture.config(["training.seq_len=100"]) }
         assertKeelError("model.arch") { _ = try fixture.config(["model.arch=\"bert\""]) }
+        // 2²² × 16 × 32 = 2³¹ elements of activations, one more than an MPI message holds.
+        assertKeelError("training.batch_size (4194304) × training.seq_len (16) × model.d_model (32)", "at most 2147483647 elements") {
+            _ = try fixture.config(["parallel.pp=2", "training.batch_size=4194304"])
+        }
+        XCTAssertNoThrow(try fixture.config(["parallel.pp=2", "training.batch_size=4194303"]))
         assertKeelError("--set training.steps", "section.key=value") { _ = try fixture.config(["training.steps"]) }
         assertKeelError("distributed.zero_stage must be 0", "or 3 (and parameters)") { _ = try fixture.config(["distributed.zero_stage=4"]) }
         XCTAssertEqual(try fixture.config(["distributed.zero_stage=3"]).distributed.zeroStage, 3)

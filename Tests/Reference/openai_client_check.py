@@ -110,7 +110,7 @@ try:
 except openai.BadRequestError as error:
     check("max_tokens" in str(error), f"the error names max_tokens: {error}")
 for body in (b"not json", b'{"prompt": 5}', b'{"messages": []}', b'{"prompt": "a", "seed": 1e300}', b'{"prompt": "a", "top_k": 2.5}',
-             b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
+             b'{"prompt": "a", "temperature": "hot"}', b'{"prompt": "a", "top_p": 0, "temperature": "hot"}', b'{"prompt": "a", "stream": "yes"}', b'{"prompt": "a", "stream": 1}',
              b'[1, 2]', b'{"prompt": "a", "n": 2}', b'{"prompt": "a", "logprobs": 2}', b'{"prompt": "a", "echo": true}',
              b'{"prompt": "a", "frequency_penalty": 3}', b'{"prompt": "a", "seed": 1.5}', b'{"prompt": "a", "seed": 9223372036854775808}',
              b'{"prompt": "a", "stream_options": {"include_usage": true}}', b'{"prompt": "a", "stream": true, "stream_options": 1}',
