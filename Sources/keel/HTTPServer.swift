@@ -69,7 +69,17 @@ final class HTTPConnection: @unchecked Sendable {
         var headers: [String: String] = [:]
         for line in lines {
             guard let colon = line.firstIndex(of: ":") else { return .failure(HTTPFailure(status: 400, message: "a header line without a colon")) }
-            headers[line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            // White space in a name, or a line folded onto the one before, is refused (RFC 9112 §5.1, §5.2): a proxy in
+            // front may read such a header otherwise than the server does.
+            let name = line[..<colon].lowercased(), value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty, !name.contains(where: \.isWhitespace) else {
+                return .failure(HTTPFailure(status: 400, message: "a header name that is empty or holds white space"))
+            }
+            // Two different lengths: which one frames the body is ambiguous (RFC 9112 §6.3), the ground of request smuggling.
+            if name == "content-length", let earlier = headers[name], earlier != value {
+                return .failure(HTTPFailure(status: 400, message: "Content-Length given twice, as \(earlier) and \(value)"))
+            }
+            headers[name] = value
         }
         if headers["transfer-encoding"] != nil {
             return .failure(HTTPFailure(status: 411, message: "send the body with a Content-Length, not chunked"))

@@ -860,6 +860,23 @@ post completions '{"prompt": "To be", "max_tokens": 2}'
 check "a request not whole within --timeout 2 gets 408 (not the 60 s default), and the server answers the next" \
     '(lambda seconds, answer, r: answer.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in answer and seconds < 30 and r["usage"]["completion_tokens"] == 2)(float(open(sys.argv[1]).read().split(" ", 1)[0]), open(sys.argv[1]).read().split(" ", 1)[1], json.load(open(sys.argv[2])))' \
     "$work/late.txt" "$work/response.json"
+# Headers whose meaning a proxy in front could read otherwise are refused: two different Content-Lengths, white space
+# in a name (RFC 9112 §6.3, §5.1); the server answers the next request.
+python3 -c '
+import json, socket, sys
+answers = []
+for head in (b"Content-Length: 2\r\nContent-Length: 12\r\n", b"Content-Length : 12\r\n"):
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as raw:
+        raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: keel\r\n" + head + b"\r\n{\"prompt\": 1}")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    answers.append(answer.decode())
+print(json.dumps(answers))' "$port" >"$work/smuggled.json" 2>&1
+post completions '{"prompt": "To be", "max_tokens": 2}'
+check "two Content-Lengths and a header name with a space are refused (400), and the server answers the next" \
+    '(lambda a, r: a[0].startswith("HTTP/1.1 400") and "Content-Length given twice, as 2 and 12" in a[0] and a[1].startswith("HTTP/1.1 400") and "header name" in a[1] and r["usage"]["completion_tokens"] == 2)(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))' \
+    "$work/smuggled.json" "$work/response.json"
 stop_server
 usage "serve with no time for a request" "--timeout must be at least 1 second (got 0)" "$keel" serve --checkpoint "$work/llamarun" --timeout 0
 usage "serve on a port that cannot be" "--port must be 0 to 65535" "$keel" serve --checkpoint "$work/llamarun" --port 70000
