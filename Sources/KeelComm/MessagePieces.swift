@@ -74,8 +74,8 @@ extension CommunicationOperation {
 
 /// The most elements one MPI call moves: 2²⁸ (1 GiB of fp32), well within MPI's 32-bit counts (2³¹ − 1), so that
 /// each piece of a collective of many gigabytes — the parameters broadcast at start, all-gathered by ZeRO — finishes
-/// within the hang detector's timeout over a slow link and counts as progress (a 4 GiB broadcast whole would take
-/// over a minute on 1 Gb/s Ethernet and be taken for a hang). `KEEL_MPI_MESSAGE_LIMIT` sets another, up to 2³¹ − 1,
+/// within the hang detector's timeout over a slow link and counts as progress (a piece of 2³¹ − 1 fp32 elements, 8 GiB,
+/// takes about 69 s on 1 Gb/s Ethernet, over the default 60 s timeout, and was taken for a hang). `KEEL_MPI_MESSAGE_LIMIT` sets another, up to 2³¹ − 1,
 /// for tests that cut small models' collectives into pieces.
 let mpiMessageLimit: Int = {
     let most = Int(Int32.max)
