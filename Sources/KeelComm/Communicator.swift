@@ -119,6 +119,12 @@ extension Communicator {
         }
     }
 
+    /// Each of `values`' lowest and highest value over the ranks (collective: one all-reduce).
+    public func extremes(_ values: [Double], label: String) throws -> (lowest: [Double], highest: [Double]) {
+        let reduced = try allReduce(values + values.map { -$0 }, .max, label: label)
+        return (reduced[values.count...].map { -$0 }, Array(reduced[..<values.count]))
+    }
+
     /// Starts an in-place all-reduce of `buffer`.
     public func startAllReduce<T: CommunicationScalar>(
         _ buffer: UnsafeMutableBufferPointer<T>, _ reduction: Reduction = .sum, label: String = "all-reduce"

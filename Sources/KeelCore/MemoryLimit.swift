@@ -19,7 +19,7 @@ public struct MemoryLimit: Sendable, Equatable {
 
     /// This process's limits, or nil where /proc/meminfo cannot be read.
     public static func current() -> MemoryLimit? {
-        guard let meminfo = read("/proc/meminfo") else { return nil }
+        guard let meminfo = ControlGroups.text(of: "/proc/meminfo") else { return nil }
         func field(_ name: String) -> Double? {
             guard let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
                   let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return nil }
@@ -41,25 +41,23 @@ public struct MemoryLimit: Sendable, Equatable {
     /// where "max" or no file means the machine's `swapTotal`), what that cgroup uses now, and its directory; nil
     /// without a limit.
     private static func cgroupLimit(swapTotal: Double) -> (bytes: Double, used: Double, directory: String)? {
-        guard let membership = read("/proc/self/cgroup") else { return nil }
+        let read = ControlGroups.text(of:)
         var tightest: (bytes: Double, used: Double, directory: String)?
         func consider(_ bytes: Double, _ used: Double, _ directory: String) {
             if bytes < tightest?.bytes ?? .infinity { tightest = (bytes, used, directory) }
         }
-        for line in membership.split(separator: "\n") {
-            // "0::/path" (v2), "9:memory:/path" (v1); a container may see its own cgroup at the hierarchy's root.
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            let components = fields[2].split(separator: "/")
+        for membership in ControlGroups.memberships() {
+            // The cgroup and its ancestors up to the hierarchy's root (where a container may see its own).
+            let components = membership.path.split(separator: "/")
             let paths = (0...components.count).map { "/" + components.prefix($0).joined(separator: "/") }
-            if fields[1].isEmpty {
+            if membership.isUnified {
                 for path in paths {
                     let directory = "/sys/fs/cgroup" + (path == "/" ? "" : path)
                     guard let text = read(directory + "/memory.max"), let bytes = Double(text) else { continue }
                     let swap = read(directory + "/memory.swap.max").flatMap(Double.init).map { min($0, swapTotal) } ?? swapTotal
                     consider(bytes + swap, read(directory + "/memory.current").flatMap(Double.init) ?? 0, directory)
                 }
-            } else if fields[1].split(separator: ",").contains("memory") {
+            } else if membership.controllers.contains("memory") {
                 for path in paths {
                     let directory = "/sys/fs/cgroup/memory" + (path == "/" ? "" : path)
                     // v1 writes a huge number (a page-rounded 2⁶³) for "no limit".
@@ -69,9 +67,5 @@ public struct MemoryLimit: Sendable, Equatable {
             }
         }
         return tightest
-    }
-
-    private static func read(_ path: String) -> String? {
-        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

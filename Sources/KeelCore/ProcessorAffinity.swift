@@ -32,21 +32,15 @@ public enum ProcessorAffinity {
     /// Processors' worth of CPU time per second the process's cgroup allows, when it sets a limit: cgroup v2's
     /// `cpu.max` ("QUOTA PERIOD", or "max" for none), or v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1: none).
     static func cpuQuota() -> Double? {
-        guard let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
-        func read(_ path: String) -> String? {
-            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        for line in membership.split(separator: "\n") {
-            // "0::/path" (v2), "4:cpu,cpuacct:/path" (v1).
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            let path = String(fields[2])
-            if fields[1].isEmpty, let limit = read("/sys/fs/cgroup\(path)/cpu.max") ?? read("/sys/fs/cgroup/cpu.max") {
+        let read = ControlGroups.text(of:)
+        for membership in ControlGroups.memberships() {
+            let path = membership.path
+            if membership.isUnified, let limit = read("/sys/fs/cgroup\(path)/cpu.max") ?? read("/sys/fs/cgroup/cpu.max") {
                 let parts = limit.split(separator: " ")
                 if parts.count == 2, let quota = Double(parts[0]), let period = Double(parts[1]), quota > 0, period > 0 {
                     return quota / period
                 }
-            } else if fields[1].split(separator: ",").contains("cpu") {
+            } else if membership.controllers.contains("cpu") {
                 // The process's own cgroup, or the root of the hierarchy where a container sees its cgroup mounted
                 // there (Docker on cgroup v1 without a cgroup namespace names the host's path).
                 for root in ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"] {

@@ -23,13 +23,15 @@ public struct TokenizerSettings: Sendable {
 
     /// The settings in `directory`.
     public init(directory: URL) {
-        let config = (try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")))
-            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        func object(_ name: String) -> [String: Any] {
+            (try? Data(contentsOf: directory.appendingPathComponent(name)))
+                .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        }
+        let config = object("tokenizer_config.json")
         // A token is a string, or an object with its "content".
         func token(_ value: Any?) -> String? { value as? String ?? (value as? [String: Any])?["content"] as? String }
         // Older repositories name their special tokens only in special_tokens_map.json, which transformers reads too.
-        let map = (try? Data(contentsOf: directory.appendingPathComponent("special_tokens_map.json")))
-            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        let map = object("special_tokens_map.json")
         endOfSequence = token(config["eos_token"]) ?? token(map["eos_token"])
         beginningOfText = token(config["bos_token"]) ?? token(map["bos_token"])
         addsBeginningOfText = config["add_bos_token"] as? Bool ?? false

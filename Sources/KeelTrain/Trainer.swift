@@ -698,7 +698,7 @@ public final class Trainer {
         if world.size > 1 {
             // The ranks check the checkpoints together, so they must see the same ones: one directory every machine shares.
             let seen = [Double(candidates.count), candidates.first.map { Double(CheckpointStore.step(of: $0)!) } ?? -1]
-            let (lowest, highest) = try Self.extremes(seen, over: world, label: "checkpoints on disk")
+            let (lowest, highest) = try world.extremes(seen, label: "checkpoints on disk")
             guard lowest == highest else {
                 // (A restart may mend it: a network filesystem's cache can lag right after a node failure.)
                 throw KeelError("--resume: the ranks see different checkpoints in \(checkpointRoot.path) (\(Int(lowest[0])) to \(Int(highest[0])) of them): the run directory must be one that every machine shares")
@@ -733,12 +733,6 @@ public final class Trainer {
     /// verification of a checkpoint together (each hashing a share of its files).
     private func damagedOnAnyRank(_ candidate: URL, _ damaged: Bool) throws -> Bool {
         try Self.onAnyRank(damaged, of: groups.world, label: "checkpoint \(candidate.lastPathComponent) verified")
-    }
-
-    /// Each of `values`' lowest and highest value over the ranks of `world` (collective: one all-reduce).
-    private static func extremes(_ values: [Double], over world: any Communicator, label: String) throws -> (lowest: [Double], highest: [Double]) {
-        let reduced = try world.allReduce(values + values.map { -$0 }, .max, label: label)
-        return (reduced[values.count...].map { -$0 }, Array(reduced[..<values.count]))
     }
 
     /// Whether `flag` holds on any rank of `world` (collective).
@@ -787,7 +781,7 @@ public final class Trainer {
             // They check its checkpoints together, so they must see the same ones (as on --resume).
             let url = URL(fileURLWithPath: path)
             let listed = [url.appendingPathComponent("checkpoints"), url].map { Double(CheckpointStore.list($0).count) }
-            let (lowest, highest) = try Self.extremes(listed, over: world, label: "training.init_from checkpoints")
+            let (lowest, highest) = try world.extremes(listed, label: "training.init_from checkpoints")
             guard lowest == highest else {
                 throw KeelError("training.init_from: the ranks see different checkpoints in \(path): it must be a directory every machine shares")
             }

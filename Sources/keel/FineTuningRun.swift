@@ -102,11 +102,10 @@ struct FineTuningRun {
                 // shared directory lags, or that found the newest damaged, chooses an older one): processes going on from
                 // different steps would train different weights, their collectives pairing up across steps. Compared
                 // first: each took its settings from its own checkpoint, so those would differ too.
-                let step = Double(resumed?.state.step ?? -1)
-                let extremes = try group.allReduce([step, -step], .max, label: "the checkpoint to resume from")
+                let (lowest, highest) = try group.extremes([Double(resumed?.state.step ?? -1)], label: "the checkpoint to resume from")
                 // Without --resume on some: their settings and options differ, which the check below says.
-                if extremes[0] != -extremes[1], -extremes[1] >= 0 {
-                    throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(-extremes[1])) to \(Int(extremes[0]))): every machine must see the same checkpoints")
+                if lowest[0] != highest[0], lowest[0] >= 0 {
+                    throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(lowest[0])) to \(Int(highest[0]))): every machine must see the same checkpoints")
                 }
                 try DistributedRun.requireSameSettings(settings.resolvedTOML, flags: ["resume \(options.resume)"], on: group)
             }

@@ -280,20 +280,25 @@ final class HTTPServer: Sendable {
             let connection = HTTPConnection(socket: client, timeoutSeconds: timeoutSeconds)
             guard open.add(1, ordering: .relaxed).newValue <= maxConnections else {
                 open.subtract(1, ordering: .relaxed)
-                connection.respond(status: 503, body: Data(#"{"error":{"message":"the server has all the connections it takes open (--max-connections); try again later","type":"server_error","param":null,"code":null}}"#.utf8))
-                connection.close()
+                Self.refuse(connection, "the server has all the connections it takes open (--max-connections); try again later")
                 continue
             }
             guard Self.startThread({ handle(connection); self.open.subtract(1, ordering: .relaxed) }) else {
                 open.subtract(1, ordering: .relaxed)
                 // Out of threads or memory: this client is told so, its descriptor closed (not held for ever by a
                 // thread that never ran), and the server goes on with the connections it has.
-                connection.respond(status: 503, body: Data(#"{"error":{"message":"the server cannot take another connection now","type":"server_error","param":null,"code":null}}"#.utf8))
-                connection.close()
+                Self.refuse(connection, "the server cannot take another connection now")
                 usleep(100_000)
                 continue
             }
         }
+    }
+
+    /// Answers `connection` 503 with `message` in OpenAI's error shape (`message` holds no character JSON escapes), and
+    /// closes it.
+    private static func refuse(_ connection: HTTPConnection, _ message: String) {
+        connection.respond(status: 503, body: Data(#"{"error":{"message":"\#(message)","type":"server_error","param":null,"code":null}}"#.utf8))
+        connection.close()
     }
 
     /// Runs `body` on a new detached thread with a 1 MiB stack; false when none could be started. (Foundation's
