@@ -48,6 +48,8 @@ public indirect enum ConfigValue: Equatable, Sendable {
 public struct ConfigValues {
     private(set) var values: [String: ConfigValue] = [:]
     private var known: [String] = []
+    /// The value each key read stands for, the fallback of one the text leaves out included (`effectiveText`).
+    private var effective: [String: ConfigValue] = [:]
 
     /// The section.key names the text sets.
     public var keys: [String] { values.keys.sorted() }
@@ -120,6 +122,19 @@ public struct ConfigValues {
     mutating func resolve(_ key: String, _ value: ConfigValue) {
         known.append(key)
         values[key] = value
+        effective[key] = value
+    }
+
+    /// Records what `key` stands for where the config derives it from other keys when it is left out (the saved
+    /// config keeps leaving it out, so that the derivation may change with the keys it follows).
+    mutating func settle(_ key: String, _ value: ConfigValue) {
+        effective[key] = value
+    }
+
+    /// Returns `value`, recorded as what `key` stands for.
+    private mutating func used<T>(_ key: String, _ value: T, as convert: (T) -> ConfigValue) -> T {
+        effective[key] = convert(value)
+        return value
     }
 
     func wrongType(_ key: String, _ expected: String, _ got: ConfigValue) -> KeelError {
@@ -127,34 +142,32 @@ public struct ConfigValues {
     }
 
     public mutating func int(_ key: String, _ fallback: Int) throws -> Int {
-        guard let v = value(key) else { return fallback }
-        guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
-        return i
+        used(key, try optionalInt(key) ?? fallback, as: ConfigValue.int)
     }
 
     public mutating func optionalInt(_ key: String) throws -> Int? {
         guard let v = value(key) else { return nil }
         guard case .int(let i) = v else { throw wrongType(key, "an integer", v) }
-        return i
+        return used(key, i, as: ConfigValue.int)
     }
 
     public mutating func double(_ key: String, _ fallback: Double) throws -> Double {
-        try optionalDouble(key) ?? fallback
+        used(key, try optionalDouble(key) ?? fallback, as: ConfigValue.double)
     }
 
     public mutating func optionalDouble(_ key: String) throws -> Double? {
         guard let v = value(key) else { return nil }
         switch v {
-        case .double(let d): return d
-        case .int(let i): return Double(i)
+        case .double(let d): return used(key, d, as: ConfigValue.double)
+        case .int(let i): return used(key, Double(i), as: ConfigValue.double)
         default: throw wrongType(key, "a number", v)
         }
     }
 
     public mutating func bool(_ key: String, _ fallback: Bool) throws -> Bool {
-        guard let v = value(key) else { return fallback }
+        guard let v = value(key) else { return used(key, fallback, as: ConfigValue.bool) }
         guard case .bool(let b) = v else { throw wrongType(key, "true or false", v) }
-        return b
+        return used(key, b, as: ConfigValue.bool)
     }
 
     public mutating func optionalBool(_ key: String) throws -> Bool? {
@@ -163,9 +176,9 @@ public struct ConfigValues {
     }
 
     public mutating func string(_ key: String, _ fallback: String?) throws -> String? {
-        guard let v = value(key) else { return fallback }
+        guard let v = value(key) else { return fallback.map { used(key, $0, as: ConfigValue.string) } }
         guard case .string(let s) = v else { throw wrongType(key, "a string", v) }
-        return s
+        return used(key, s, as: ConfigValue.string)
     }
 
     /// A string naming one of `T`'s cases (`fallback` when absent); any other is an error listing them.
@@ -178,14 +191,14 @@ public struct ConfigValues {
     }
 
     public mutating func strings(_ key: String) throws -> [String] {
-        guard let v = value(key) else { return [] }
+        guard let v = value(key) else { return used(key, [], as: { .array($0.map(ConfigValue.string)) }) }
         switch v {
-        case .string(let s): return [s]
+        case .string(let s): return used(key, [s], as: { .array($0.map(ConfigValue.string)) })
         case .array(let items):
-            return try items.map {
+            return used(key, try items.map {
                 guard case .string(let s) = $0 else { throw wrongType(key, "an array of strings", v) }
                 return s
-            }
+            }, as: { .array($0.map(ConfigValue.string)) })
         default: throw wrongType(key, "an array of strings", v)
         }
     }
@@ -194,10 +207,10 @@ public struct ConfigValues {
     mutating func optionalInts(_ key: String) throws -> [Int]? {
         guard let v = value(key) else { return nil }
         guard case .array(let items) = v else { throw wrongType(key, "an array of integers", v) }
-        return try items.map {
+        return used(key, try items.map {
             guard case .int(let i) = $0 else { throw wrongType(key, "an array of integers", v) }
             return i
-        }
+        }, as: { .array($0.map(ConfigValue.int)) })
     }
 
     /// Throws for the first key that no accessor asked for, suggesting the nearest known key.
@@ -208,6 +221,13 @@ public struct ConfigValues {
             let hint = nearest.map { editDistance($0, key) <= 3 ? " (did you mean '\($0)'?)" : "" } ?? ""
             throw KeelError("config: unknown key '\(key)'\(hint)")
         }
+    }
+
+    /// Every key read and the value it stands for — given, derived, or the fallback of one left out — as
+    /// `section.key = value` lines in key order: two sources that give it equal mean the same run, whether a key
+    /// was set to its default or left out, an integer given for a number or its decimal.
+    var effectiveText: String {
+        effective.keys.sorted().map { "\($0) = \(effective[$0]!.toml)\n" }.joined()
     }
 
     /// The values as TOML text, by section, for saving beside a run.

@@ -23,6 +23,9 @@ public struct TrainConfig: Sendable {
     public var parallel: ParallelSettings
     /// The resolved configuration as TOML (saved beside the run so `--resume` can reuse it).
     public let resolvedTOML: String
+    /// Every setting the run uses, its default where the config leaves it out, one `section.key = value` line each
+    /// in key order: what the processes of a job compare (`ConfigValues.effectiveText`).
+    public let effectiveSettings: String
 
     /// `[data]`
     public struct DataSettings: Sendable {
@@ -260,6 +263,11 @@ public struct TrainConfig: Sendable {
             throw KeelError("config: model.n_kv_head applies to llama only (gpt2 uses n_head)")
         }
         try model.validate()
+        // What the model makes of the keys that default from others, so that given or left out they compare alike.
+        v.settle("model.n_kv_head", .int(model.kvHeads))
+        v.settle("model.d_ff", .int(model.hiddenWidth))
+        v.settle("model.norm_eps", .double(Double(model.normEpsilon)))
+        v.settle("model.tie_embeddings", .bool(model.tiedEmbeddings))
 
         training = TrainingSettings(
             seed: UInt64(truncatingIfNeeded: try v.int("training.seed", 1337)),
@@ -281,6 +289,7 @@ public struct TrainConfig: Sendable {
             precision: try Self.precision(try v.string("training.precision", "fp32")!),
             initFrom: try v.string("training.init_from", nil))
         if v.values["training.min_lr"] == nil { training.minLearningRate = training.learningRate / 10 }
+        v.settle("training.min_lr", .double(training.minLearningRate))
         checkpoint = CheckpointSettings(every: try v.int("checkpoint.every", 0), keep: try v.int("checkpoint.keep", 3),
                                         keepEvery: try v.int("checkpoint.keep_every", 0),
                                         async: try v.bool("checkpoint.async", true),
@@ -307,6 +316,7 @@ public struct TrainConfig: Sendable {
         if parallel.pipeline > 1 { v.resolve("parallel.stage_balance", .string(stageBalance.rawValue)) }
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
+        effectiveSettings = v.effectiveText
         try validate(requiresData: requiresData)
     }
 
@@ -316,7 +326,10 @@ public struct TrainConfig: Sendable {
         if let accumulation, let microBatches, accumulation != microBatches {
             throw KeelError("config: training.grad_accum (\(accumulation)) and parallel.micro_batches (\(microBatches)) both set the micro-batches per step; give one")
         }
-        return microBatches ?? accumulation ?? 1
+        let count = microBatches ?? accumulation ?? 1
+        v.settle("training.grad_accum", .int(count))
+        v.settle("parallel.micro_batches", .int(count))
+        return count
     }
 
     static func precision(_ name: String) throws -> MatrixPrecision {

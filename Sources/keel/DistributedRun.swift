@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCore
 import KeelComm
+import KeelTrain
 
 /// How a command runs as one rank of a multi-process job.
 enum DistributedRun {
@@ -71,17 +72,15 @@ enum DistributedRun {
         }
     }
 
-    /// Refuses a job whose processes were not all given the same settings (`settings`: the resolved configuration, the
-    /// command line's --set overrides included; `flags`: the command's options that change what the processes do
+    /// Refuses a job whose processes were not all given the same settings (`settings`: each value the configuration
+    /// and the command line's --set overrides give, defaults included, so that a key set to its default on one machine
+    /// and left out on another is the same; `flags`: the command's options that change what the processes do
     /// together, such as --resume): mpirun and srun start whatever each command line says, and replicas trained with
     /// another learning rate drift apart without an error, with another bucket size or ZeRO stage their collectives no
     /// longer pair up. Paths a machine may have its own copy under (`machineLocalKeys`) are not compared.
-    static func requireSameSettings(_ settings: String, flags: [String], on world: any Communicator) throws {
-        var section = "", compared: [Substring] = []
-        for line in settings.split(separator: "\n") {
-            if line.hasPrefix("[") { section = String(line.dropFirst().prefix { $0 != "]" }) }
-            let key = line.prefix { $0 != " " && $0 != "=" }
-            if !machineLocalKeys.contains("\(section).\(key)") { compared.append(line) }
+    static func requireSameSettings(_ settings: TrainConfig, flags: [String], on world: any Communicator) throws {
+        let compared = settings.effectiveSettings.split(separator: "\n").filter {
+            !machineLocalKeys.contains(String($0.prefix { $0 != " " }))
         }
         let text = (compared.map(String.init) + flags).joined(separator: "\n")
         let hash = Int64(bitPattern: XXH64.hash(Array(text.utf8)))

@@ -107,7 +107,7 @@ struct FineTuningRun {
                 if lowest[0] != highest[0], lowest[0] >= 0 {
                     throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(lowest[0])) to \(Int(highest[0]))): every machine must see the same checkpoints")
                 }
-                try DistributedRun.requireSameSettings(settings.resolvedTOML, flags: ["resume \(options.resume)"], on: group)
+                try DistributedRun.requireSameSettings(settings, flags: ["resume \(options.resume)"], on: group)
             }
             do {
                 try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,

@@ -119,7 +119,7 @@ struct Train: ParsableCommand {
         }
         var stopped = false
         try DistributedRun.run(placement: placement, timeout: settings.distributed.timeoutSeconds) { world in
-            try DistributedRun.requireSameSettings(settings.resolvedTOML, flags: ["resume \(resume)", "resume-if-any \(resumeIfAny)",
+            try DistributedRun.requireSameSettings(settings, flags: ["resume \(resume)", "resume-if-any \(resumeIfAny)",
                                                                            "accept-changed-data \(acceptChangedData)"], on: world)
             _ = try settings.parallel.dataParallelSize(processes: world.size)
             let mesh = try Mesh(worldSize: world.size, pipeline: settings.parallel.pipeline, tensor: settings.parallel.tensor)

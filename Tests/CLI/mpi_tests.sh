@@ -217,6 +217,14 @@ if ! "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/unequal" : -np 1
 else
     fail "ranks given different settings are one error before training"; grep "^Error" "$work/err"
 fi
+# A setting given its default on one machine's command line and left out on the other's is the same setting.
+if "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/spelled-out" --set training.steps=2 \
+        : -np 1 "$keel" train --config "$c" --out "$work/spelled-out" --set training.steps=2 --set training.beta1=0.9 \
+        --set distributed.zero_stage=0 --set checkpoint.async=true >"$work/out" 2>"$work/err"; then
+    pass "ranks of which one spells out default settings train together"
+else
+    fail "ranks of which one spells out default settings train together"; grep "^Error" "$work/err"
+fi
 # Paths a machine may hold its own copy under (here the corpus, copied) are not compared.
 cp -r "$work/corpus" "$work/corpus-copy"
 if "${mpi[@]}" -np 1 "$keel" train --config "$c" --out "$work/local-copies" --set training.steps=2 \

@@ -39,6 +39,25 @@ final class ParallelConfigTests: XCTestCase {
         XCTAssertEqual(try resolved.parallel.stageLayers(resolved.model, sequenceLength: 16), [0..<1, 1..<5, 5..<8])
     }
 
+    /// What the processes of a job compare: a key set to its default means what leaving it out does (one machine's
+    /// config spelling out the defaults was refused as different settings), and anything else differs.
+    func testEffectiveSettingsAreTheSameWhetherADefaultIsGivenOrLeftOut() throws {
+        let fixture = try TrainFixture()
+        let plain = try fixture.config([], arch: "llama")
+        let spelledOut = try fixture.config(["training.beta1=0.9", "training.weight_decay=0.1", "distributed.bucket_mb=25",
+                                             "checkpoint.async=true", "training.precision=\"fp32\"", "parallel.tp=1",
+                                             "parallel.micro_batches=1", "model.n_kv_head=2",
+                                             "model.d_ff=\(plain.model.hiddenWidth)", "model.tie_embeddings=\(plain.model.tiedEmbeddings)",
+                                             "distributed.timeout_s=60"], arch: "llama")
+        XCTAssertNotEqual(plain.resolvedTOML, spelledOut.resolvedTOML)
+        XCTAssertEqual(plain.effectiveSettings, spelledOut.effectiveSettings)
+        XCTAssertTrue(plain.effectiveSettings.contains("training.beta1 = 0.9\n"), plain.effectiveSettings)
+        for change in ["training.beta1=0.91", "training.min_lr=3e-5", "parallel.micro_batches=2", "model.n_kv_head=1",
+                       "distributed.bucket_mb=26", "checkpoint.async=false"] {
+            XCTAssertNotEqual(try fixture.config([change], arch: "llama").effectiveSettings, plain.effectiveSettings, change)
+        }
+    }
+
     func testParallelErrorsNameTheKey() throws {
         let fixture = try TrainFixture()
         assertKeelError("parallel.pp must be positive") { _ = try fixture.config(["parallel.pp=0"]) }
