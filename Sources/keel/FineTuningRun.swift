@@ -91,7 +91,7 @@ struct FineTuningRun {
         try Self.refuseLayout(settings.parallel, zeroStage: settings.distributed.zeroStage)
         // The tokenizer file the checkpoint's state names (a run on tiktoken's file keeps its name, cl100k_base.tiktoken).
         let tokenizerPath = checkpoint.tokenizerPath
-        let tokenizer = try loadTokenizer(tokenizerPath)
+        let tokenizer = try loadCheckpointTokenizer(checkpoint)
         let data = try load(tokenizer, tokenizerPath, settings)
         func run(_ group: any Communicator) throws {
             if let replicas = settings.parallel.data, replicas != group.size {

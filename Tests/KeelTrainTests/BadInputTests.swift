@@ -1,6 +1,7 @@
 import Foundation
 import KeelCheckpoint
 import KeelCore
+import KeelData
 import KeelKernels
 import KeelTrain
 import XCTest
@@ -202,6 +203,29 @@ final class BadInputTests: XCTestCase {
             let checkpoint = fixture.root.appendingPathComponent("run/checkpoints/\(CheckpointStore.name(step: step))")
             try CheckpointStore.verify(checkpoint)
             XCTAssertEqual(try Data(contentsOf: checkpoint.appendingPathComponent("tokenizer.json")), original)
+        }
+    }
+
+    /// A checkpoint whose tokenizer has ids the model has no row for (its tokenizer.json replaced, the manifest
+    /// rewritten to match) is refused by whatever loads it to run it: `keel serve` indexed past the embedding on a
+    /// prompt holding one of the extra tokens' spellings.
+    func testACheckpointWhoseTokenizerOutgrowsTheModelIsRefused() throws {
+        let fixture = try TrainFixture()
+        let dataset = try fixture.dataset()
+        _ = try fixture.run(try fixture.config(on: dataset, ["training.steps=1", "checkpoint.every=1", "training.eval_every=0"]),
+                            in: "run")
+        let checkpoint = fixture.root.appendingPathComponent("run/checkpoints/\(CheckpointStore.name(step: 1))")
+        let reader = try CheckpointReader(checkpoint)
+        XCTAssertEqual(try loadCheckpointTokenizer(reader).vocabSize, reader.model.vocabSize)
+        // A text of every pair of lowercase letters, to learn merges from beyond the model's vocabulary.
+        let letters = "abcdefghijklmnopqrstuvwxyz".map(String.init), text = fixture.root.appendingPathComponent("pairs.txt")
+        try Data(letters.flatMap { a in letters.map { b in "\(a)\(b)\(a) \(a)\(b)\(b)\(a) " } }.joined().utf8).write(to: text)
+        let larger = fixture.root.appendingPathComponent("larger.json")
+        try TokenizerFiles.writeHuggingFace(try TokenizerTraining.train(inputs: [text.path], vocabSize: 600), to: larger)
+        XCTAssertGreaterThan(try loadTokenizer(larger.path).vocabSize, reader.model.vocabSize)
+        try fixture.replace(checkpoint.appendingPathComponent("tokenizer.json"), in: checkpoint, with: Data(contentsOf: larger))
+        assertKeelError(checkpoint.path, "its tokenizer (tokenizer.json) has", "ids, more than the model's vocab_size \(reader.model.vocabSize)") {
+            _ = try loadCheckpoint(checkpoint.path)
         }
     }
 
