@@ -18,6 +18,10 @@ public final class BuddyCopy: @unchecked Sendable {
     /// Seconds the last exchange took (from the file written to the copies delivered), and the bytes it received.
     public private(set) var seconds = 0.0
     public private(set) var receivedBytes = 0
+    /// Whether a message of an exchange failed (timed out). MPI cannot cancel it: it stays posted, and the next
+    /// exchange's messages of the same peers and tags would be matched with the old ones, so no later exchange can
+    /// succeed on this channel — the job takes no more snapshots (`Trainer`).
+    public private(set) var isBroken = false
 
     /// Copies between the machines of `machines`, over `channel`: a communicator over every rank of the job, in
     /// world rank order, that carries nothing else.
@@ -53,7 +57,12 @@ public final class BuddyCopy: @unchecked Sendable {
         func word(_ index: Int) -> UnsafeMutableBufferPointer<Int64> { UnsafeMutableBufferPointer(rebasing: words[index..<(index + 1)]) }
         func wait(_ requests: [CommunicationRequest]) {
             for request in requests {
-                do { try request.wait() } catch { failure = failure ?? error }
+                do {
+                    try request.wait()
+                } catch {
+                    failure = failure ?? error
+                    isBroken = true
+                }
             }
         }
         var requests: [CommunicationRequest] = []
@@ -80,6 +89,7 @@ public final class BuddyCopy: @unchecked Sendable {
         if words[0] < 0 || words[buddyAnswer] != 1 { transfer.withdrawOffers() }
         transfer.start(over: channel)
         do { try transfer.finish() } catch { failure = failure ?? error }
+        if transfer.lostMessages { isBroken = true }
         // A request that failed (timed out) stays posted — MPI cannot cancel it here — and may still write into the
         // words: then they are kept (a few bytes), as `FileTransfer` keeps a failed transfer's mapping.
         if failure == nil { words.deallocate() }

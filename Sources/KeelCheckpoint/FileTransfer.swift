@@ -135,6 +135,10 @@ public final class FileTransfer: @unchecked Sendable {
                                 tag: file.tag, label: label)
     }
 
+    /// Whether a message failed (timed out): it stays posted with the transport, where a later message of the same
+    /// peer and tag would be matched with it, so the channel can carry no more transfers.
+    public private(set) var lostMessages = false
+
     /// Waits for every message, then puts each received file in place; throws the first failure, after removing
     /// what was received. Also what gives up on a transfer never started: its files are removed, none put in place.
     ///
@@ -157,6 +161,7 @@ public final class FileTransfer: @unchecked Sendable {
                 } catch {
                     // The peer did not answer within the timeout: the rest of the lane is not posted.
                     failure = failure ?? error
+                    lostMessages = true
                     failed.insert(lanes[lane].messages[lanes[lane].next - 1].file)
                     lanes[lane].inFlight = nil
                 }

@@ -62,6 +62,8 @@ public final class Trainer {
     private let snapshotChannel: (any Communicator)?
     /// The copies of this rank's snapshot files on another machine, when the job runs on several.
     private let buddyCopy: BuddyCopy?
+    /// Set on every rank alike once a copy between machines failed (`BuddyCopy.isBroken`): no snapshot is taken after.
+    private var snapshotsStopped = false
     /// What the restore fetched from other machines, for the log.
     private var fetchedAtRestore: SnapshotRecovery.Restored?
     private var lastCheckpoint: URL?
@@ -388,7 +390,7 @@ public final class Trainer {
             if (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) || number == lastStep || stoppedBy != nil {
                 // The last one is finished before the run ends.
                 try startCheckpoint(in: checkpointRoot, finishing: number == lastStep || stoppedBy != nil)
-            } else if let snapshotRoot, number % config.checkpoint.snapshotEvery == 0 {
+            } else if let snapshotRoot, !snapshotsStopped, number % config.checkpoint.snapshotEvery == 0 {
                 try startCheckpoint(in: snapshotRoot, finishing: false)
             }
             if let stoppedBy {
@@ -566,7 +568,8 @@ public final class Trainer {
         self.pending = nil
         let started = monotonicSeconds(), world = groups.world, number = pending.state.step, root = pending.root
         let publishes = pending.isSnapshot ? machines!.isMachineLeader : isLeader
-        // This rank's outcome, shared with all: [0 written, 1 failed, 2 non-finite weights; that slice; bytes; xxh64].
+        // This rank's outcome, shared with all: [0 written, 1 failed, 2 non-finite weights; that slice, or for a failure
+        // 1 when a copy's message failed (`BuddyCopy.isBroken`); bytes; xxh64].
         var failure: Error?, writeSeconds = 0.0
         let local: [Int64]
         switch pending.outcome ?? shardWriter.finish() {
@@ -576,7 +579,7 @@ public final class Trainer {
         case .nonFinite(let slice):
             local = [2, Int64(slice), 0, 0]
         case .failed(let error):
-            local = [1, 0, 0, 0]
+            local = [1, pending.isSnapshot && buddyCopy?.isBroken == true ? 1 : 0, 0, 0]
             failure = CheckpointStore.notWritten(root: root, step: number, because: AtomicFile.systemReason(error))
         }
         let outcomes = try world.allGather(local, label: "checkpoint \(number): files written")
@@ -597,6 +600,11 @@ public final class Trainer {
             guard pending.isSnapshot else { throw error }
             if failure != nil, !isLeader { FileHandle.standardError.write(Data("warning: rank \(world.rank): \(error)\n".utf8)) }
             log("warning: no in-memory snapshot of step \(number): \(error)")
+            if let broken = ranks.firstIndex(where: { $0[0] == 1 && $0[1] == 1 }) {
+                // Every later snapshot would fail too, after its ranks waited up to the timeout for their copies.
+                snapshotsStopped = true
+                log("warning: no more in-memory snapshots in this job: a message of rank \(broken)'s copies between machines failed, and stays posted (MPI cannot withdraw it), so the copies can no longer pair up; checkpoints on disk go on, and a restarted job takes snapshots again")
+            }
             return
         }
         var published = true

@@ -153,9 +153,10 @@ final class SnapshotRecoveryTests: XCTestCase {
             try Data((0..<(1000 + 333 * rank)).map { UInt8(truncatingIfNeeded: $0 * (rank + 3)) }).write(to: files[rank])
         }
         /// Every rank's outcome (written or the failure's text), bytes received and longest message sent (in 8-byte
-        /// words: 1 for the sizes and answers, the file's words for the file), with `written` saying whose write succeeded.
-        func exchange(written: [Bool]) throws -> [(String, Int, Int)] {
-            try ThreadCommunicator.run(size: 2) { world -> (String, Int, Int) in
+        /// words: 1 for the sizes and answers, the file's words for the file) and whether its channel broke, with `written`
+        /// saying whose write succeeded.
+        func exchange(written: [Bool]) throws -> [(String, Int, Int, Bool)] {
+            try ThreadCommunicator.run(size: 2) { world -> (String, Int, Int, Bool) in
                 let channel = WatchedSends(world)
                 let copies = BuddyCopy(machines: MachinePlacement(machineOfRank: [0, 1], rank: world.rank), channel: channel)
                 let record = try CheckpointStore.record(of: files[world.rank])
@@ -163,9 +164,9 @@ final class SnapshotRecoveryTests: XCTestCase {
                                               file: files[world.rank])
                 let longest = channel.sentCounts.max() ?? 0
                 switch outcome {
-                case .written: return ("written", copies.receivedBytes, longest)
-                case .failed(let error): return ("\(error)", copies.receivedBytes, longest)
-                case .nonFinite: return ("non-finite", copies.receivedBytes, longest)
+                case .written: return ("written", copies.receivedBytes, longest, copies.isBroken)
+                case .failed(let error): return ("\(error)", copies.receivedBytes, longest, copies.isBroken)
+                case .nonFinite: return ("non-finite", copies.receivedBytes, longest, copies.isBroken)
                 }
             }
         }
@@ -186,11 +187,38 @@ final class SnapshotRecoveryTests: XCTestCase {
         XCTAssertTrue(outcomes[1].0.contains("copying snapshot files between machines"), outcomes[1].0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directories[1].appendingPathComponent(ShardPlan.fileName(rank: 0)).path))
         XCTAssertEqual(outcomes[0].2, 1, "rank 0 does not send the file its buddy has no room for")
+        XCTAssertEqual(outcomes.map(\.3), [false, false], "no message failed: later snapshots are copied again")
         // Rank 0's own write failed: it sends nothing, and its buddy does not wait for it.
         try FileManager.default.removeItem(at: directories[1].appendingPathComponent(".rank_00000.safetensors.receiving"))
         outcomes = try exchange(written: [false, true])
         XCTAssertEqual(outcomes.map(\.0), ["disk full", "written"])
         XCTAssertEqual(outcomes.map(\.1), [1333, 0])
+    }
+
+    /// A copy whose message failed (here: the buddy never took part, under a timeout of 0.3 s) marks the channel
+    /// broken — MPI keeps such a message posted, to be matched with the next exchange's — so that the job takes no
+    /// more snapshots; a copy the buddy had no room for, or an exchange that went through, does not.
+    func testACopyWhoseMessageFailedBreaksTheChannel() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("keel-broken-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: base) }
+        let files = (0..<2).map { base.appendingPathComponent("\($0)").appendingPathComponent(ShardPlan.fileName(rank: $0)) }
+        for file in files {
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 800).write(to: file)
+        }
+        /// Each rank's (outcome written, isBroken) after an exchange that the ranks in `taking` take part in.
+        func exchange(taking: Set<Int>) throws -> [[Bool]] {
+            try ThreadCommunicator.run(size: 2, timeout: 0.3) { world -> [Bool] in
+                let copies = BuddyCopy(machines: MachinePlacement(machineOfRank: [0, 1], rank: world.rank), channel: world)
+                guard taking.contains(world.rank) else { return [false, copies.isBroken] }
+                let outcome = copies.exchange(after: .written(try CheckpointStore.record(of: files[world.rank]), seconds: 0),
+                                              file: files[world.rank])
+                if case .written = outcome { return [true, copies.isBroken] }
+                return [false, copies.isBroken]
+            }
+        }
+        XCTAssertEqual(try exchange(taking: [0, 1]), [[true, false], [true, false]])
+        XCTAssertEqual(try exchange(taking: [0]), [[false, true], [false, false]], "rank 0's messages to its absent buddy failed")
     }
 
     /// Files move between ranks intact whatever their length, whole or in pieces, with a tag each or all with one
@@ -271,6 +299,7 @@ final class SnapshotRecoveryTests: XCTestCase {
             try transfer.expect(received, bytes: 4096, from: 0, tag: 0)
             transfer.start(over: world)
             XCTAssertThrowsError(try transfer.finish()) { XCTAssertTrue("\($0)".contains("never sent"), "\($0)") }
+            XCTAssertTrue(transfer.lostMessages, "the channel can carry no more transfers")
         }
         // Read to the end: /proc files report a size of 0.
         let maps = String(decoding: FileHandle(forReadingAtPath: "/proc/self/maps")!.readDataToEndOfFile(), as: UTF8.self)
