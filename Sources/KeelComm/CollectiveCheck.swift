@@ -188,9 +188,11 @@ public enum CollectiveCheck {
 
     /// Checks that a rank that keeps communicating is waited for past the timeout, however long it takes:
     /// rank 1 sends rank 0 a message every third of `timeout` for seven of them while rank 0 waits for the
-    /// one after (a receive), then again while every other rank waits for it in an all-reduce. Returns the
-    /// two waits' seconds on this rank (about 2⅓ timeouts each on the waiting ranks). Only for a
-    /// communicator whose hang detection watches progress (MPI); takes about five timeouts.
+    /// one after (a receive), then again while every other rank waits for it in an all-reduce; and one that works
+    /// alone (`Communicator.workingAlone`, as rank 0 writing a checkpoint for all) for 2½ timeouts, communicating
+    /// nothing, while the others wait for it in an all-reduce. Returns the three waits' seconds on this rank (about
+    /// 2⅓, 2⅓ and 2½ timeouts on the waiting ranks). Only for a communicator whose hang detection watches progress
+    /// (MPI); takes about eight timeouts.
     public static func verifyPatience(_ comm: any Communicator, timeout: Double) throws -> [Double] {
         guard comm.size > 1 else { return [] }
         let rounds = 7, pause = timeout / 3
@@ -235,6 +237,11 @@ public enum CollectiveCheck {
             for request in received { try request.wait() }
             guard sum == Double(comm.size) else { throw KeelError("patience: all-reduce gave \(sum)") }
         }
+        let began = monotonicSeconds()
+        if comm.rank == 1 { comm.workingAlone { usleep(UInt32(2.5 * timeout * 1e6)) } }
+        let sum = try comm.allReduce([1.0], .sum, label: "patience: all-reduce after working alone")[0]
+        seconds.append(monotonicSeconds() - began)
+        guard sum == Double(comm.size) else { throw KeelError("patience: all-reduce gave \(sum)") }
         return seconds
     }
 

@@ -104,9 +104,29 @@ public protocol Communicator: AnyObject, Sendable {
     func split(color: Int, key: Int) throws -> any Communicator
     /// Ends every process of the job after an unrecoverable error on this one.
     func abort(code: Int32) -> Never
+    /// Marks the start of work this process does alone while its peers may wait for it (a checkpoint that rank 0
+    /// writes for all, a file that one rank writes slower than the others): until `endWorkingAlone`, it answers
+    /// their pings as making progress, so that work longer than the timeout is not taken for a hang. Any thread may
+    /// call it; calls nest. `workingAlone(_:)` pairs them.
+    func beginWorkingAlone()
+    /// Marks the end of the work `beginWorkingAlone` began.
+    func endWorkingAlone()
 }
 
 extension Communicator {
+    /// Without a watchdog (one process, ranks that are threads) there is nothing to tell.
+    public func beginWorkingAlone() {}
+    public func endWorkingAlone() {}
+
+    /// Runs `body`, work this process does while its peers may wait for it, with its pings answered as progress
+    /// (`beginWorkingAlone`).
+    @discardableResult
+    public func workingAlone<T>(_ body: () throws -> T) rethrows -> T {
+        beginWorkingAlone()
+        defer { endWorkingAlone() }
+        return try body()
+    }
+
     /// Runs `body` where a failure cannot be thrown to the caller (inside a model's passes): a collective that
     /// fails (a rank that died or hangs past the timeout) ends the job as `keel` does for any error on a rank —
     /// one "Error: rank R of the GROUP: …" line, then every process is stopped.

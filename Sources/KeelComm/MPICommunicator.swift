@@ -104,6 +104,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         exit(code)
     }
 
+    public func beginWorkingAlone() {
+        runtime.beginWorkingAlone()
+    }
+
+    public func endWorkingAlone() {
+        runtime.endWorkingAlone()
+    }
+
     /// Waits for queued operations, then shuts MPI down (call once, on the world communicator, at the end).
     public func finalize() {
         runtime.finalize()
@@ -376,12 +384,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    /// Replies to every ping a peer has sent with the number of operations this process has finished.
+    /// Replies to every ping a peer has sent with the number of operations this process has finished
+    /// (`MPIRuntime.progressReport`).
     private func answerPings() {
         while let source = probe(tag: Self.pingTag) {
             var value: Int64 = 0
             MPI_Recv(&value, 1, keel_mpi_int64(), source, Self.pingTag, watch, keel_mpi_status_ignore())
-            value = runtime.finishedOperations
+            value = runtime.progressReport()
             MPI_Send(&value, 1, keel_mpi_int64(), source, Self.pongTag, watch)
         }
     }

@@ -1,6 +1,7 @@
 import CMPI
 import Foundation
 import KeelCore
+import Synchronization
 
 /// The process's MPI library: initialisation, one progress thread that makes every MPI call of the run, and
 /// shutdown.
@@ -28,6 +29,11 @@ public final class MPIRuntime: @unchecked Sendable {
     /// Operations of any communicator finished without error: what a ping's answer reports, so a waiting
     /// peer can tell a rank that keeps communicating (slow, but going) from one that is stuck.
     private(set) var finishedOperations: Int64 = 0
+    /// Work in progress that this process does alone while peers may wait for it (`Communicator.beginWorkingAlone`),
+    /// counted by any thread.
+    private let workAlone = Atomic<Int>(0)
+    /// The pings answered while such work was in progress (progress thread only): counted as operations finished.
+    private var answersWhileWorking: Int64 = 0
     /// Each communicator's service of its watch messages (answering pings, collecting answers).
     private var watchers: [() -> Void] = []
     private var lastService = 0.0
@@ -108,6 +114,21 @@ public final class MPIRuntime: @unchecked Sendable {
     /// Tests every operation in flight once (progress thread only).
     private func pollInFlight() {
         inFlight.removeAll { $0.poll() }
+    }
+
+    func beginWorkingAlone() {
+        workAlone.add(1, ordering: .relaxed)
+    }
+
+    func endWorkingAlone() {
+        workAlone.subtract(1, ordering: .relaxed)
+    }
+
+    /// What a ping's answer reports (progress thread only): the operations finished, and one more for every answer
+    /// given while this process works alone — so a peer waiting for it sees it going on, and waits as long as it takes.
+    func progressReport() -> Int64 {
+        if workAlone.load(ordering: .relaxed) > 0 { answersWhileWorking += 1 }
+        return finishedOperations + answersWhileWorking
     }
 
     /// Counts an operation finished without error (progress thread only).

@@ -547,7 +547,7 @@ public final class Trainer {
             if inBackground {
                 shardWriter.begin(to: url, from: source, then: copy)
             } else {
-                outcome = shardWriter.write(to: url, from: source, then: copy)
+                outcome = writingAlone(isSnapshot) { shardWriter.write(to: url, from: source, then: copy) }
             }
         } catch {
             // The buddy waits for word of this rank's file, written or not.
@@ -572,7 +572,7 @@ public final class Trainer {
         // 1 when a copy's message failed (`BuddyCopy.isBroken`); bytes; xxh64].
         var failure: Error?, writeSeconds = 0.0
         let local: [Int64]
-        switch pending.outcome ?? shardWriter.finish() {
+        switch writingAlone(pending.isSnapshot, { pending.outcome ?? shardWriter.finish() }) {
         case .written(let record, let seconds):
             local = [0, 0, Int64(record.bytes), Int64(bitPattern: UInt64(record.xxh64, radix: 16)!)]
             writeSeconds = seconds
@@ -610,34 +610,7 @@ public final class Trainer {
         var published = true
         if publishes {
             do {
-                var files: [String: CheckpointStore.FileRecord] = [:]
-                for (rank, outcome) in ranks.enumerated() {
-                    files[ShardPlan.fileName(rank: rank)] = CheckpointStore.FileRecord(
-                        bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
-                }
-                // The tokenizer, and what Hugging Face keeps beside it for generation (an imported model's
-                // end-of-sequence token and chat template), when present.
-                for (name, contents) in tokenizerFiles {
-                    let copy = CheckpointStore.partialDirectory(root: root, step: number).appendingPathComponent(name)
-                    try AtomicFile.write(contents, to: copy)
-                    files[name] = try CheckpointStore.record(of: copy)
-                }
-                try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
-                                                               state: pending.state, files: files, tensors: manifestTensors,
-                                                               zstdLevel: shardWriter.zstdLevel),
-                                            root: root)
-                if pending.isSnapshot {
-                    // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step. Snapshots
-                    // of later steps (which a resume found unusable) go too; they are listed now, before a next
-                    // snapshot is published.
-                    let later = CheckpointStore.list(root, after: number)
-                    Thread.detachNewThread {
-                        for snapshot in later { try? FileManager.default.removeItem(at: snapshot) }
-                        CheckpointStore.prune(root, keep: 1, written: number)
-                    }
-                } else {
-                    CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery, written: number)
-                }
+                try groups.world.workingAlone { try publish(pending, files: ranks) }
             } catch {
                 failure = error
                 published = false
@@ -664,6 +637,48 @@ public final class Trainer {
                             "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))]
                            + (pending.isSnapshot ? [("in_memory", .int(1))] : [])
                            + (copies.map { [("checkpoint_copy_s", .double($0.seconds)), ("checkpoint_copy_bytes", .int($0.receivedBytes))] } ?? []))
+    }
+
+    /// Publishes `pending` (its rank's files of sizes and checksums `files`: [_, _, bytes, xxh64] each): writes the
+    /// tokenizer's files and the manifest, renames the directory into place, and prunes the older ones.
+    private func publish(_ pending: PendingCheckpoint, files outcomes: [[Int64]]) throws {
+        let root = pending.root, number = pending.state.step
+        var files: [String: CheckpointStore.FileRecord] = [:]
+        for (rank, outcome) in outcomes.enumerated() {
+            files[ShardPlan.fileName(rank: rank)] = CheckpointStore.FileRecord(
+                bytes: Int(outcome[2]), xxh64: String(UInt64(bitPattern: outcome[3]), radix: 16))
+        }
+        // The tokenizer, and what Hugging Face keeps beside it for generation (an imported model's
+        // end-of-sequence token and chat template), when present.
+        for (name, contents) in tokenizerFiles {
+            let copy = CheckpointStore.partialDirectory(root: root, step: number).appendingPathComponent(name)
+            try AtomicFile.write(contents, to: copy)
+            files[name] = try CheckpointStore.record(of: copy)
+        }
+        try CheckpointStore.publish(CheckpointManifest(step: number, layout: checkpointLayout, model: config.model,
+                                                       state: pending.state, files: files, tensors: manifestTensors,
+                                                       zstdLevel: shardWriter.zstdLevel),
+                                    root: root)
+        if pending.isSnapshot {
+            // Freeing the older snapshot's memory takes a while (0.2 s for GPT-2 124M): not in the step. Snapshots
+            // of later steps (which a resume found unusable) go too; they are listed now, before a next
+            // snapshot is published.
+            let later = CheckpointStore.list(root, after: number)
+            Thread.detachNewThread {
+                for snapshot in later { try? FileManager.default.removeItem(at: snapshot) }
+                CheckpointStore.prune(root, keep: 1, written: number)
+            }
+        } else {
+            CheckpointStore.prune(root, keep: config.checkpoint.keep, keepEvery: config.checkpoint.keepEvery, written: number)
+        }
+    }
+
+    /// Runs `body`, which writes this rank's file of a checkpoint or waits for it, as work alone
+    /// (`Communicator.workingAlone`): the ranks done first wait in the next collective as long as this one writes. Not
+    /// for a snapshot on several machines, whose writer also copies files to and from other ranks: a copy that stalls
+    /// must still time out.
+    private func writingAlone(_ isSnapshot: Bool, _ body: () -> ShardWriter.Outcome) -> ShardWriter.Outcome {
+        isSnapshot && buddyCopy != nil ? body() : groups.world.workingAlone(body)
     }
 
     /// Removes this machine's in-memory snapshots of the run (its machine leader does): renamed aside first, at once,

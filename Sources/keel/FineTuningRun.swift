@@ -238,10 +238,13 @@ struct FineTuningRun {
             let stopping = signal[0] != 0 && number < t.steps
             if !stopping, t.evalEvery > 0, number % t.evalEvery == 0, number != t.steps { try validate(number) }
             if number == t.steps || stopping || (config.checkpoint.every > 0 && number % config.checkpoint.every == 0) {
-                // Every rank knows the newest checkpoint (a diverged step names it), only rank 0 writes it.
+                // Every rank knows the newest checkpoint (a diverged step names it), only rank 0 writes it, while the
+                // others wait for it in the next step's collectives: however long the write, they hear it is going on.
                 last = group.rank == 0
-                    ? try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state),
-                                                                                  RunRecipe.fileName: try recipe.contents()]) { $1 })
+                    ? try group.workingAlone {
+                        try save(model, step: number, extras: try extras().merging([TrainingStateFile.name: try TrainingStateFile.contents(state),
+                                                                                    RunRecipe.fileName: try recipe.contents()]) { $1 })
+                    }
                     : output.appendingPathComponent("checkpoints").appendingPathComponent(CheckpointStore.name(step: number))
             }
             if stopping {
