@@ -154,18 +154,19 @@ struct Generate: ParsableCommand {
 /// The text of one generated sequence as it grows: cut at the first stop string, and printable up to what is
 /// certain — whole UTF-8 characters, and not a tail that may be the start of a stop string.
 ///
-/// Each update decodes only the new tokens (a text's bytes are its tokens' bytes one after another) and looks for
-/// the stop strings only where a new one can end: a token costs the same at the end of a long text as at its start.
+/// Each update decodes only the new tokens (a text's bytes are its tokens' bytes one after another) and reads only
+/// them for the stop strings (`StopStringSearch`): a token costs the same at the end of a long text as at its start,
+/// whatever the stop strings.
 struct TextStream {
-    let stops: [[UInt8]]
     /// The text so far, cut before a stop string once one appears.
     private(set) var text: [UInt8] = []
     private(set) var stopped = false
+    private var search: StopStringSearch
     private var printed = 0
     /// Tokens decoded into `text` so far.
     private var decoded = 0
 
-    init(stops: [[UInt8]]) { self.stops = stops }
+    init(stops: [[UInt8]]) { search = StopStringSearch(stops) }
 
     /// Takes the generated tokens so far (those of the last update and any after them). A token the tokenizer
     /// cannot decode adds nothing.
@@ -173,19 +174,12 @@ struct TextStream {
         guard !stopped, tokens.count > decoded else { return }
         let added = (try? tokenizer.decode(Array(tokens[decoded...]))) ?? []
         decoded = tokens.count
-        let searched = text.count
         text += added
         // The text before held no stop string: a new one ends in the added bytes. Cut before the earliest.
-        let cut = stops.compactMap { firstRange(of: $0, in: text, from: max(0, searched - $0.count + 1)) }.min()
-        if let cut {
+        if let cut = search.read(added) {
             text.removeSubrange(cut...)
             stopped = true
         }
-    }
-
-    private func firstRange(of needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
-        guard needle.count <= haystack.count - start else { return nil }
-        return (start...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 
     /// The bytes that are certain and not yet taken: whole UTF-8 characters, not a tail that a stop string starts
@@ -194,13 +188,7 @@ struct TextStream {
         var end = text.count
         if !stopped {
             // Hold back a tail that a stop string starts with.
-            for stop in stops {
-                for length in stride(from: min(stop.count - 1, text.count), to: 0, by: -1)
-                    where text[(text.count - length)...].elementsEqual(stop.prefix(length)) {
-                    end = min(end, text.count - length)
-                    break
-                }
-            }
+            end -= search.pending
             // And an incomplete UTF-8 character.
             var start = end
             while start > printed, start > end - 4, text[start - 1] & 0xC0 == 0x80 { start -= 1 }

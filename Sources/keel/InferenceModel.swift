@@ -33,10 +33,11 @@ struct InferenceModel {
     }
     /// What ends a text, for `generate` and `serve` alike: the `requested` stop strings, the model's end-of-sequence and
     /// end-of-turn tokens (`endOfGeneration`), and with `chat` the end of its turn (a template's turn end, <|eot_id|>,
-    /// need not be the token the model names as its end of sequence); each once.
+    /// need not be the token the model names as its end of sequence); each once, none empty.
     static func stops(_ requested: [String], endOfGeneration: [String], chat: ChatFormat?) -> [String] {
         var seen = Set<String>()
-        return (requested + endOfGeneration + (chat?.stops ?? [])).filter { seen.insert($0).inserted }
+        // Not an empty one: a file may spell its end-of-sequence token as nothing.
+        return (requested + endOfGeneration + (chat?.stops ?? [])).filter { !$0.isEmpty && seen.insert($0).inserted }
     }
 
     /// How chats become prompts for this model.
