@@ -46,6 +46,10 @@ public struct DocumentSource: Sendable {
     public let format: DocumentFormat
     /// How the file is decompressed.
     public let compression: Compression
+    /// What the file's first bytes say it is when that is a format Keel does not read (`foreignFormat(of:)`): an xz,
+    /// bzip2, 7-Zip, lz4, zip or tar archive, Parquet, Arrow. Read, it would be one document of binary noise — as a
+    /// Hugging Face dataset's Parquet shards would, in a directory given whole — so reading it is an error instead.
+    public let foreignFormat: String?
 
     /// Format and compression of `url`, from its name and its first bytes.
     ///
@@ -55,12 +59,15 @@ public struct DocumentSource: Sendable {
     /// Compression comes from the magic bytes when they are gzip's (`1f 8b`) or zstd's (`28 b5 2f fd`),
     /// whatever the name says; otherwise from the name. So a mislabelled compressed file still decodes,
     /// while a `.gz` file without the gzip magic fails loudly rather than being tokenised as binary noise.
-    /// An unreadable file is classified by name alone; reading it later reports the problem.
+    /// An unreadable file is classified by name alone; reading it later reports the problem. So is anything but a
+    /// regular file (a pipe, `<(…)`): bytes read to look at would be gone from it.
     public init(url: URL) {
         self.url = url
         let named = Self.classify(name: url.lastPathComponent)
         format = named.format
-        compression = Self.magicCompression(of: url.path) ?? named.compression
+        let head = Self.head(of: url.path)
+        compression = head.flatMap(Self.compression(announcedBy:)) ?? named.compression
+        foreignFormat = head.flatMap(Self.foreignFormat(of:))
     }
 
     /// The format and compression a file's name says (`.jsonl`, `.ndjson` or `.json`, each also with `.gz`, `.zst` or
@@ -77,25 +84,63 @@ public struct DocumentSource: Sendable {
         return (jsonLines ? .jsonl : .text, compression)
     }
 
-    /// The compression announced by the first bytes of the file at `path`, if any.
-    private static func magicCompression(of path: String) -> Compression? {
+    /// The first 262 bytes (or fewer) of the regular file at `path`; nil for anything else, or one that cannot be read.
+    private static func head(of path: String) -> [UInt8]? {
+        // Looked at before it is opened: opening a named pipe would let its writer start, and closing it kill the writer.
+        var status = stat()
+        guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { return nil }
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
-        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
-        let got = withUnsafeMutableBytes(of: &magic) { read(descriptor, $0.baseAddress, 4) }
-        if got >= 2 && magic.0 == 0x1F && magic.1 == 0x8B { return .gzip }
-        if got == 4 && magic == (0x28, 0xB5, 0x2F, 0xFD) { return .zstd }
+        var bytes = [UInt8](repeating: 0, count: 262)
+        let got = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        guard got >= 0 else { return nil }
+        return Array(bytes.prefix(got))
+    }
+
+    /// The compression that a file's first bytes announce, if any.
+    private static func compression(announcedBy head: [UInt8]) -> Compression? {
+        if head.starts(with: [0x1F, 0x8B]) { return .gzip }
+        if head.starts(with: [0x28, 0xB5, 0x2F, 0xFD]) { return .zstd }
         return nil
+    }
+
+    /// The name of the format that a file beginning with `head` is in, when it is one Keel does not read: the magic
+    /// numbers of xz, bzip2 (its first block's, or an empty stream's, after the header), 7-Zip, lz4 frames, zip,
+    /// POSIX tar (`ustar` at byte 257), Parquet and Arrow files. Each is one no text file begins with.
+    public static func foreignFormat(of head: [UInt8]) -> String? {
+        let signatures: [(String, [UInt8])] = [
+            ("an xz-compressed file", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]),
+            ("a 7-Zip archive", [0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C]),
+            ("an lz4-compressed file", [0x04, 0x22, 0x4D, 0x18]),
+            ("a zip archive", [0x50, 0x4B, 0x03, 0x04]),
+            ("a zip archive", [0x50, 0x4B, 0x05, 0x06]),
+            ("a Parquet file", Array("PAR1".utf8)),
+            ("an Arrow file", Array("ARROW1".utf8)),
+        ]
+        if let (name, _) = signatures.first(where: { head.starts(with: $0.1) }) { return name }
+        if head.count >= 10, head.starts(with: Array("BZh".utf8)), (0x31...0x39).contains(head[3]),
+           [[0x31, 0x41, 0x59, 0x26, 0x53, 0x59], [0x17, 0x72, 0x45, 0x38, 0x50, 0x90]].contains(Array(head[4..<10])) {
+            return "a bzip2-compressed file"
+        }
+        if head.count >= 262, head[257..<262].elementsEqual("ustar".utf8) { return "a tar archive" }
+        return nil
+    }
+
+    /// Throws for a file in a format Keel does not read (`foreignFormat`), naming it.
+    private func refuseForeignFormat() throws {
+        guard let foreignFormat else { return }
+        throw KeelError("\(url.path) is \(foreignFormat), which Keel does not read: give text, JSON Lines, or either compressed with gzip or zstd (convert it first, or leave it out of the input)")
     }
 
     /// Calls `body` with each document's UTF-8 bytes, in file order. The bytes are valid only during the
     /// call. Errors from `body` propagate unchanged.
     ///
     /// Throws `KeelError` naming the file (and for JSONL the line and column) when the file cannot be
-    /// read, a compressed stream is corrupt or truncated, or a JSONL line is not a JSON object, has no
+    /// read, is in a format Keel does not read (`foreignFormat`), a compressed stream is corrupt or truncated, or a JSONL line is not a JSON object, has no
     /// `text` field, or has a `text` that is not a string.
     public func forEachDocument(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+        try refuseForeignFormat()
         let file = try FileInput(path: url.path)
         if compression == .none, format == .text, try file.withMappedContents(body) { return }
         let stream = try decompressed(file)
@@ -123,6 +168,7 @@ public struct DocumentSource: Sendable {
     /// a JSON object with a string `text` — or with a string `field`, when another field is wanted (`html`; the
     /// record's `text` is then that field). Memory stays bounded by the longest line.
     public func forEachRecord(field: String = "text", _ body: (Record) throws -> Void) throws {
+        try refuseForeignFormat()
         let lines = LineReader(try decompressed(FileInput(path: url.path)))
         let extractor = JSONLTextExtractor(field: field)
         while var line = try lines.next() {

@@ -35,25 +35,43 @@ public enum TokenShardFormat: String, Sendable, Codable, CaseIterable {
             : "must be 1 to \(maximumTokens) (a shard's header holds its count in 32 bits; got \(shardTokens))"
     }
 
-    /// Writes `tokens` as a shard, atomically; returns the file's XXH64.
+    /// Writes `tokens` as a shard, atomically; returns the file's XXH64. The tokens go in pieces of a million, each
+    /// hashed as it is written: a shard of a billion uint32 tokens is not copied whole into a file image first (with
+    /// the tokens themselves, that was three copies of it in memory at once).
     public func write(_ tokens: ArraySlice<Int32>, to url: URL) throws -> UInt64 {
-        var bytes = [UInt8](repeating: 0, count: TokenShardFormat.headerBytes + tokens.count * tokenSize)
-        bytes.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: Int32.self)
-            raw.storeBytes(of: version.littleEndian, toByteOffset: 4, as: Int32.self)
-            raw.storeBytes(of: Int32(tokens.count).littleEndian, toByteOffset: 8, as: Int32.self)
-            var offset = TokenShardFormat.headerBytes
-            for token in tokens {
-                if self == .uint16 {
-                    raw.storeBytes(of: UInt16(truncatingIfNeeded: token).littleEndian, toByteOffset: offset, as: UInt16.self)
-                } else {
-                    raw.storeBytes(of: UInt32(truncatingIfNeeded: token).littleEndian, toByteOffset: offset, as: UInt32.self)
+        var hash = XXH64()
+        try AtomicFile.write(to: url) { handle in
+            var header = [UInt8](repeating: 0, count: TokenShardFormat.headerBytes)
+            header.withUnsafeMutableBytes { raw in
+                raw.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: Int32.self)
+                raw.storeBytes(of: version.littleEndian, toByteOffset: 4, as: Int32.self)
+                raw.storeBytes(of: Int32(tokens.count).littleEndian, toByteOffset: 8, as: Int32.self)
+            }
+            header.withUnsafeBytes { hash.update($0) }
+            try handle.write(contentsOf: header)
+            var piece = [UInt8](repeating: 0, count: min(tokens.count, 1 << 20) * tokenSize)
+            var start = tokens.startIndex
+            while start < tokens.endIndex {
+                let end = min(start + (1 << 20), tokens.endIndex)
+                let length = (end - start) * tokenSize
+                piece.withUnsafeMutableBytes { raw in
+                    for (offset, token) in tokens[start..<end].enumerated() {
+                        if self == .uint16 {
+                            raw.storeBytes(of: UInt16(truncatingIfNeeded: token).littleEndian, toByteOffset: offset * 2, as: UInt16.self)
+                        } else {
+                            raw.storeBytes(of: UInt32(truncatingIfNeeded: token).littleEndian, toByteOffset: offset * 4, as: UInt32.self)
+                        }
+                    }
                 }
-                offset += tokenSize
+                try piece.withUnsafeBytes { raw in
+                    let written = UnsafeRawBufferPointer(rebasing: raw[..<length])
+                    hash.update(written)
+                    try handle.write(contentsOf: written)
+                }
+                start = end
             }
         }
-        try AtomicFile.write(Data(bytes), to: url)
-        return XXH64.hash(bytes)
+        return hash.digest()
     }
 }
 

@@ -152,6 +152,59 @@ final class DocumentSourceTests: XCTestCase {
         try assertError(try write("empty.jsonl.gz", []), contains: ["empty file, not a gzip stream"])
     }
 
+    /// Files in formats Keel does not read — archives and compressions other than gzip and zstd, Parquet, Arrow —
+    /// are refused by what their first bytes say, whatever their names (they were each read as one document of
+    /// binary noise: a Hugging Face dataset's Parquet shards in a directory given whole); text that happens to begin
+    /// with a format's first letters is still text.
+    func testFilesInFormatsKeelDoesNotReadAreRefused() throws {
+        let jsonl = try write("corpus.jsonl", "{\"text\": \"a document\"}\n")
+        // Real files, from Python's standard library.
+        let script = """
+            import bz2, lzma, sys, tarfile, zipfile
+            source, out = sys.argv[1], sys.argv[2]
+            data = open(source, "rb").read()
+            open(out + "/corpus.jsonl.xz", "wb").write(lzma.compress(data))
+            open(out + "/corpus.jsonl.bz2", "wb").write(bz2.compress(data))
+            open(out + "/empty.bz2", "wb").write(bz2.compress(b""))
+            with zipfile.ZipFile(out + "/corpus.zip", "w") as archive: archive.write(source, "corpus.jsonl")
+            with tarfile.open(out + "/corpus.tar", "w", format=tarfile.USTAR_FORMAT) as archive: archive.add(source, "corpus.jsonl")
+            """
+        try runTool("python3", ["-c", script, jsonl.path, directory.path])
+        for (name, format) in [("corpus.jsonl.xz", "an xz-compressed file"), ("corpus.jsonl.bz2", "a bzip2-compressed file"),
+                               ("empty.bz2", "a bzip2-compressed file"), ("corpus.zip", "a zip archive"), ("corpus.tar", "a tar archive")] {
+            try assertError(directory.appendingPathComponent(name), contains: [format, "which Keel does not read"])
+        }
+        // Parquet's and Arrow's and lz4's first bytes, under names that say text.
+        try assertError(try write("train-00000.txt", Array("PAR1".utf8) + [0x15, 0x04, 0x15, 0x00]), contains: ["a Parquet file"])
+        try assertError(try write("data.arrow", Array("ARROW1".utf8) + [0, 0]), contains: ["an Arrow file"])
+        try assertError(try write("part.jsonl", [0x04, 0x22, 0x4D, 0x18, 0x64, 0x40]), contains: ["an lz4-compressed file"])
+        do {
+            try DocumentSource(url: directory.appendingPathComponent("corpus.tar")).forEachRecord { _ in }
+            XCTFail("a tar archive read as JSON Lines")
+        } catch let error as KeelError {
+            XCTAssertTrue(error.message.contains("a tar archive"), error.message)
+        }
+        // Text that begins as a format's signature does, and then goes on as text.
+        for text in ["BZh9 is a bzip2 header", "PARADE of words", "PK is a monogram"] {
+            XCTAssertEqual(try documents(write("plain-\(text.prefix(3)).txt", text)), [Array(text.utf8)])
+        }
+    }
+
+    /// A named pipe (or `<(…)`) is read whole: looking at a file's first bytes read them from the pipe, and the
+    /// document lost its first four bytes (or, with a writer of more than a pipe's buffer, the reader hung).
+    func testANamedPipeIsReadWhole() throws {
+        let pipe = directory.appendingPathComponent("pipe.txt")
+        XCTAssertEqual(mkfifo(pipe.path, 0o600), 0)
+        let text = String(repeating: "Hello, pipe. ", count: 20_000)  // more than a pipe's 64 KiB buffer
+        let writer = Thread {
+            let handle = FileHandle(forWritingAtPath: pipe.path)!
+            handle.write(Data(text.utf8))
+            try? handle.close()
+        }
+        writer.start()
+        XCTAssertEqual(try documents(pipe), [Array(text.utf8)])
+    }
+
     // MARK: Compressed streams
 
     func testGzipMultiMember() throws {
