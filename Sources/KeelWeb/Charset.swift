@@ -183,11 +183,31 @@ public enum Charset {
         ]
         // An empty label would be iconv's locale encoding; UTF-32, UCS-4 and UTF-7 are no encodings of the web's.
         guard !key.isEmpty, !["utf-32", "utf32", "ucs-4", "ucs4", "utf-7", "utf7"].contains(where: { key.hasPrefix($0) }) else { return nil }
-        let name = aliases[key] ?? key.uppercased()
-        let probe = iconv_open("UTF-8", name)
-        guard probe != iconv_t(bitPattern: -1) else { return nil }
-        iconv_close(probe)
-        return name
+        if let name = aliases[key] { return name }
+        // A label iconv knows beyond the standard's must name an encoding that reads ASCII as ASCII, as every one of
+        // the web's but UTF-16 does: iconv also takes "utf16", "ucs-2be", "unicodebig" (UTF-16, which a page served
+        // in ASCII bytes would become CJK noise under) and EBCDIC's "ibm037", which no browser reads a page in.
+        let name = key.uppercased()
+        return readsASCIIAsASCII(name) ? name : nil
+    }
+
+    /// Whether iconv knows `name` and decodes the printable ASCII characters in it as themselves.
+    private static func readsASCIIAsASCII(_ name: String) -> Bool {
+        let converter = iconv_open("UTF-8", name)
+        guard converter != iconv_t(bitPattern: -1) else { return false }
+        defer { iconv_close(converter) }
+        var input = Array((32..<127).map { UInt8($0) })
+        var output = [UInt8](repeating: 0, count: 4 * input.count)
+        let produced = input.withUnsafeMutableBytes { source -> Int in
+            output.withUnsafeMutableBytes { destination -> Int in
+                var inPointer: UnsafeMutablePointer<CChar>? = source.baseAddress!.assumingMemoryBound(to: CChar.self)
+                var outPointer: UnsafeMutablePointer<CChar>? = destination.baseAddress!.assumingMemoryBound(to: CChar.self)
+                var inLeft = source.count, outLeft = destination.count
+                guard iconv(converter, &inPointer, &inLeft, &outPointer, &outLeft) != -1, inLeft == 0 else { return -1 }
+                return destination.count - outLeft
+            }
+        }
+        return produced == input.count && output.prefix(produced).elementsEqual(input)
     }
 
     /// Whether `bytes` are valid UTF-8.

@@ -56,6 +56,8 @@ public struct ContentExtractor: Sendable {
     public static let maximumDepth = 256
 
     private func extract(html: String, readingState: Bool) -> Page {
+        // A page nested far deeper than that gives no text either, and takes minutes to parse (`MarkupNesting`).
+        guard !MarkupNesting.exceeds(4 * Self.maximumDepth, in: html) else { return Page(title: nil, text: "", language: nil, date: nil) }
         let document = HTMLDocument(html: html)
         // The nodes live as long as the document; it must outlive every use of them below.
         defer { withExtendedLifetime(document) {} }

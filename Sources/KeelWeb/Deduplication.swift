@@ -24,6 +24,11 @@ public struct DeduplicationOptions: Sendable {
         // Each document gets bands × rows hashes.
         if bands > 1024 || rows > 1024 { return "bands and rows must be at most 1024 (got \(bands), \(rows))" }
         if !(1...(1 << 30)).contains(memoryMegabytes) { return "memory must be 1 to \(1 << 30) MB (got \(memoryMegabytes))" }
+        // The sort buffers are allocated whole at the start: more than the machine holds ended the run in an
+        // allocation failure, a temporary directory left behind.
+        if let limit = MemoryLimit.current(), Double(memoryMegabytes) * 1_048_576 > limit.total {
+            return "memory of \(memoryMegabytes) MB is more than \(limit.source) can hold (\(Int(limit.total / 1_048_576)) MB)"
+        }
         return nil
     }
 }

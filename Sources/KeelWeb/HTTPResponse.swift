@@ -148,9 +148,10 @@ public struct HTTPResponse: Sendable {
         }
     }
 
-    /// `body` decoded from Zstandard frames; nil when it is not one (kept as it is, as an undecodable gzip body is).
+    /// `body` decoded from Zstandard frames; nil when it is not one (kept as it is, as a body that is not gzip is). A
+    /// frame cut short or damaged on the way gives what decoded before, possibly nothing — never its own bytes.
     static func unzstd(_ body: [UInt8]) throws -> [UInt8]? {
-        guard !body.isEmpty, let context = ZSTD_createDCtx() else { return nil }
+        guard body.starts(with: [0x28, 0xB5, 0x2F, 0xFD]), let context = ZSTD_createDCtx() else { return nil }
         defer { ZSTD_freeDCtx(context) }
         var result: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -161,28 +162,32 @@ public struct HTTPResponse: Sendable {
                     var destination = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
                     return (ZSTD_decompressStream(context, &destination, &source), destination.pos)
                 }
-                guard ZSTD_isError(status) == 0 else { return nil }
+                guard ZSTD_isError(status) == 0 else { return result }
                 result.append(contentsOf: chunk[..<produced])
                 guard result.count <= maximumDecodedBytes else { throw tooLarge }
                 guard source.pos == source.size, produced < chunk.count else { continue }
                 // All input read and the output drained: a whole frame (status 0), or one cut short, kept as far as
                 // it goes, as a cut gzip body is.
-                return status == 0 || !result.isEmpty ? result : nil
+                return result
             }
         }
     }
 
-    /// `body` inflated from gzip, zlib or raw deflate; nil when it is none of them.
+    /// `body` inflated from gzip, zlib or raw deflate; nil when it is none of them. A gzip or zlib stream damaged on
+    /// the way (a flipped byte, a wrong checksum at its end) gives what inflated before the damage, and a gzip
+    /// stream damaged from its start gives nothing: its bytes, kept as the page, would be read as text in a legacy
+    /// encoding.
     static func inflated(_ body: [UInt8]) throws -> [UInt8]? {
         guard !body.isEmpty else { return body }
-        // 15 + 32: gzip or zlib, detected from the header; then raw deflate (-15), which some servers send as "deflate".
-        for windowBits in [15 + 32, -15] {
-            if let result = try inflate(body, windowBits: Int32(windowBits)) { return result }
-        }
-        return nil
+        // 15 + 32: gzip or zlib, detected from the header, which a body stored decoded does not pass.
+        if let result = try inflate(body, windowBits: 15 + 32, keepingWhatInflated: true) { return result }
+        if body.starts(with: [0x1F, 0x8B]) { return [] }
+        // Raw deflate, which some servers send as "deflate": no header to check, so a damaged stream is no stream (a
+        // body stored decoded may inflate to a few bytes of noise before it fails).
+        return try inflate(body, windowBits: -15, keepingWhatInflated: false)
     }
 
-    private static func inflate(_ body: [UInt8], windowBits: Int32) throws -> [UInt8]? {
+    private static func inflate(_ body: [UInt8], windowBits: Int32, keepingWhatInflated: Bool) throws -> [UInt8]? {
         // zlib keeps a pointer back to its z_stream and rejects a moved one, so it lives at a fixed address.
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
@@ -206,7 +211,7 @@ public struct HTTPResponse: Sendable {
                 case Z_OK: continue
                 // Truncated bodies are common in crawls: what inflated so far is kept.
                 case Z_BUF_ERROR: return result.isEmpty ? nil : result
-                default: return nil
+                default: return keepingWhatInflated && !result.isEmpty ? result : nil
                 }
             }
         }

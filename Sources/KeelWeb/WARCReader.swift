@@ -38,8 +38,9 @@ public struct WARCRecord: Sendable {
 /// `Content-Length` that disagrees with the record — is skipped: counted in `skipped`, reported to `warn` with the
 /// file and offset, and reading goes on with the next record: the next line that begins one, looked for from the end
 /// of the bad record's header (so a length too long does not swallow the records it spans) — in a gzip member that
-/// held a record before (a WARC compressed as one member), else from the next member on (Common Crawl's members hold
-/// one record each, whose payload may quote a WARC record's lines). A sound record whose
+/// held a record before, or the file's first (a WARC compressed as one member, whose every record would be lost with
+/// it), else from the next member on (Common Crawl's members hold one record each, whose payload may quote a WARC
+/// record's lines). A sound record whose
 /// block is larger than `maxRecordBytes` is counted and reported too, but read through, so the record right after
 /// it is read even when both share a gzip member; its length is trusted, as it is not kept to look through again.
 public final class WARCReader {
@@ -57,7 +58,8 @@ public final class WARCReader {
     /// A plain file's version line found while looking for the next record after damage, and where it began.
     private var pendingVersion: String?
     private var pendingStart = 0
-    /// Whether the current gzip member has held a whole record: only then may it hold another after a bad one.
+    /// Whether the current gzip member has held a whole record: only then, or in the file's first member, is another
+    /// looked for after a bad one.
     private var memberHeldRecord = false
 
     public init(path: String, maxRecordBytes: Int = 64 << 20, warn: @escaping (String) -> Void) throws {
@@ -108,6 +110,8 @@ public final class WARCReader {
             guard let line = try readLine() else { return nil }
             if !line.isEmpty { versionLine = line }
         }
+        // A byte-order mark some writers put at the start of a file.
+        if start == 0, let line = versionLine, line.hasPrefix("\u{FEFF}") { versionLine = String(line.dropFirst()) }
         guard let version = versionLine, version.hasPrefix("WARC/") else {
             throw Problem(reason: "not a WARC record (it begins \(String(reflecting: String((versionLine ?? "").prefix(40)))))")
         }
@@ -140,11 +144,12 @@ public final class WARCReader {
             return nil
         }
         let block = try takeBlock(length)
+        let firstInMember = !memberHeldRecord
         memberHeldRecord = true
         var recordLength: Int?
         if input.isCompressed {
-            // A record that is a member of its own: the member ends right after it.
-            if position == buffer.count, try !fill(), let end = input.memberEnd { recordLength = end - start }
+            // A record that is a member of its own: the member begins with it and ends right after it.
+            if firstInMember, position == buffer.count, try !fill(), let end = input.memberEnd { recordLength = end - start }
         } else {
             recordLength = consumed - start
         }
@@ -186,9 +191,10 @@ public final class WARCReader {
 
     /// After a record's own damage, finds the next record: reads line by line up to the next version line, or to the
     /// end of the gzip member (the next member begins a record); a member damaged on the way is left for the next. A
-    /// member whose first record is the bad one is passed over whole: it holds one record, or its first is lost.
+    /// member whose first record is the bad one is passed over whole, unless it is the file's first: it holds one
+    /// record, whose payload may quote another's lines — while a file's first member may be the whole file.
     private func recover() throws {
-        if input.isCompressed, !memberHeldRecord {
+        if input.isCompressed, !memberHeldRecord, input.memberStart != 0 {
             do {
                 while try fill() { position = buffer.count }
             } catch is RecordInput.Damage {

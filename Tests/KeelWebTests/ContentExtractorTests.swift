@@ -72,6 +72,25 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertEqual(extract("<html><body>" + String(repeating: "<div>", count: 20_000) + sentence + "</body></html>"), "")
     }
 
+    /// The nesting estimate that refuses a page before parsing follows how a parser opens and closes elements, so
+    /// that sloppy but shallow pages pass: 5,000 unclosed `<p>`s, spans closed by their parent's end tag, tags in
+    /// comments and scripts, a '>' inside a quoted attribute; and deep ones do not. A page 200,000 deep (1.2 MB) gives
+    /// no text without being parsed (parsing took minutes).
+    func testTheNestingEstimateFollowsTheParser() {
+        let limit = 1024
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "<p>text ", count: 5000)))
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: String(repeating: "<div>", count: limit + 1)))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "<div>", count: limit)))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "<DIV class=\"a>b\"><span><b>x</Div>", count: 5000)))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: "<!-- " + String(repeating: "<div>", count: 5000) + " -->"))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: "<script>if (a<b) {" + String(repeating: "'<div>'", count: 5000) + "}</SCRIPT >"))
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: "<script></script>" + String(repeating: "<section><span>", count: 600)))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "<svg><path d=\"M0\"/></svg>", count: 5000)))
+        XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "</div>", count: 5000) + "<div><"))
+        let sentence = "<p>A paragraph of text at the bottom of the nesting, long enough to be content.</p>"
+        XCTAssertEqual(ContentExtractor().extract(html: String(repeating: "<div>", count: 200_000) + sentence).text, "")
+    }
+
     func testCommentsAreKeptWhenAskedFor() {
         var extractor = ContentExtractor()
         extractor.includeComments = true

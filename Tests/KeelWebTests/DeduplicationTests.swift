@@ -100,6 +100,9 @@ final class DeduplicationTests: XCTestCase {
                        "bands and rows must be at most 1024 (got 14, 1025)")
         XCTAssertEqual(DeduplicationOptions.problem(shingle: 5, bands: 14, rows: 8, memoryMegabytes: 1 << 31),
                        "memory must be 1 to 1073741824 MB (got 2147483648)")
+        // More than the machine holds (its buffers were allocated, and the run ended in a failed allocation).
+        let problem = DeduplicationOptions.problem(shingle: 5, bands: 14, rows: 8, memoryMegabytes: 1 << 30) ?? ""
+        XCTAssertTrue(problem.hasPrefix("memory of 1073741824 MB is more than ") && problem.contains("can hold ("), problem)
     }
 
     func testShingleHashIsXXH64OfTheWordsJoinedBySpaces() {

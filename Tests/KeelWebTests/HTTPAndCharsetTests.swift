@@ -27,6 +27,26 @@ final class HTTPAndCharsetTests: XCTestCase {
         let cut = Array("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".utf8)
             + WARCFixture.gzip(Array(String(repeating: "<p>long text</p>", count: 500).utf8)).prefix(60)
         XCTAssertTrue(String(decoding: try HTTPResponse(parsing: cut).body, as: UTF8.self).hasPrefix("<p>long text</p>"))
+        // Damaged on the way: a wrong checksum at the end keeps the whole text, a byte flipped in the middle what came
+        // before it; damaged from its first block, nothing (the compressed bytes were kept, and read as text). The
+        // same for a Zstandard frame.
+        let header = Array("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".utf8), text = String(repeating: "<p>long text</p>", count: 500)
+        var wrongSum = WARCFixture.gzip(Array(text.utf8))
+        wrongSum[wrongSum.count - 6] ^= 0xFF
+        XCTAssertEqual(String(decoding: try HTTPResponse(parsing: header + wrongSum).body, as: UTF8.self), text)
+        var flipped = WARCFixture.gzip(Array((text + String(repeating: "<p>other words</p>", count: 500)).utf8))
+        flipped[flipped.count / 2] ^= 0xFF
+        let partial = String(decoding: try HTTPResponse(parsing: header + flipped).body, as: UTF8.self)
+        XCTAssertTrue(partial.hasPrefix("<p>long text</p>") && !partial.contains("\u{1F}"), partial.prefix(100).debugDescription)
+        var damagedFirstBlock = WARCFixture.gzip(Array(text.utf8))
+        for index in 10..<14 { damagedFirstBlock[index] ^= 0xFF }
+        // (A damaged deflate stream may inflate to a few bytes before zlib sees the damage.)
+        let fromDamaged = try HTTPResponse(parsing: header + damagedFirstBlock).body
+        XCTAssertTrue(fromDamaged.count < 8 && !fromDamaged.starts(with: [0x1F, 0x8B]), "\(fromDamaged)")
+        // A frame whose first block is of the reserved type 3.
+        let frame: [UInt8] = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0x07, 0x00, 0x00]
+        XCTAssertEqual(try HTTPResponse(parsing: Array("HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\n\r\n".utf8) + frame).body, [],
+                       "a Zstandard frame whose block header is damaged")
         XCTAssertThrowsError(try HTTPResponse(parsing: Array("GET / HTTP/1.1\r\n\r\n".utf8))) { XCTAssertTrue("\($0)".contains("not an HTTP response")) }
         // A chunk size near Int.max (a damaged or hostile record): the chunk keeps what arrived, no overflow.
         let huge = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n<p>short</p>".utf8)
@@ -143,7 +163,9 @@ final class HTTPAndCharsetTests: XCTestCase {
     /// Microsoft's extensions (① is 0x87 0x40 in Shift_JIS as browsers read it; glibc's SHIFT_JIS has no such character).
     func testLabelsThatWouldMisreadAPageAreNotTaken() {
         let ascii = Array("<p>plain text</p>".utf8)
-        for label in ["", "utf-32", "UTF-7", "ucs-4"] {
+        // Also labels iconv knows that are not the standard's, for UTF-16 ("utf16", "ucs-2be", "unicodebig": an ASCII page
+        // became CJK noise) or EBCDIC ("ibm037"), which reads no page as a browser does.
+        for label in ["", "utf-32", "UTF-7", "ucs-4", "utf16", "ucs-2be", "unicodebig", "ibm037"] {
             let page = Array("<meta charset=\"\(label)\">".utf8) + ascii
             XCTAssertEqual(Charset.detect(page, httpCharset: nil).source, .bytes, "<meta charset=\"\(label)\"> is passed over")
             XCTAssertEqual(Charset.detect(ascii, httpCharset: label).source, .bytes, "charset=\(label) is passed over")
@@ -156,6 +178,7 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertEqual(Charset.detect(utf8, httpCharset: "iso-8859-1").name, "UTF-8")
         XCTAssertEqual(Charset.detect(Array("<meta charset=\"windows-1251\">".utf8) + utf8, httpCharset: nil).name, "UTF-8")
         XCTAssertEqual(Charset.detect(ascii, httpCharset: "iso-8859-2").name, "ISO-8859-2", "ASCII alone keeps the declaration")
+        XCTAssertEqual(Charset.detect(ascii, httpCharset: "koi8-r").name, "KOI8-R", "an encoding iconv knows, ASCII-compatible")
         let japanese = Charset.normalized("shift_jis")!
         XCTAssertEqual(Charset.decode([0x87, 0x40, 0x87, 0x54], charset: japanese), "①Ⅰ")
         XCTAssertEqual(Charset.decode([0xad, 0xa1], charset: Charset.normalized("euc-jp")!), "①")

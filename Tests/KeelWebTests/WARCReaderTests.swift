@@ -122,6 +122,31 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertEqual(read.skipped, 1)
     }
 
+    /// A WARC compressed whole with gzip is one member: a bad first record costs that record, not every record after
+    /// it (the member was passed over whole, as a Common Crawl member of one record is), and the records in it give no
+    /// length of their own — the last one's is not the file's (a CDX reader would fetch the whole file for it).
+    func testABadFirstRecordOfAWholeCompressedFileCostsOnlyItself() throws {
+        let good = records()
+        let block = WARCFixture.response("<p>x</p>")
+        let wrong = WARCFixture.record(uri: "http://example.com/wrong", block: block, contentLength: block.count + 30)
+        let read = try read(try temporaryFile(WARCFixture.gzip(wrong + good.flatMap { $0 }), name: "whole-bad-first.warc.gz"))
+        XCTAssertEqual(read.records.map(\.targetURI), ["http://example.com/0", "http://example.com/1", "http://example.com/2"])
+        XCTAssertEqual(read.skipped, 1)
+        let whole = try self.read(try temporaryFile(WARCFixture.gzip(good.flatMap { $0 }), name: "whole.warc.gz"))
+        XCTAssertEqual(whole.records.map(\.length), [nil, nil, nil])
+        XCTAssertEqual(whole.records.map(\.offset), [0, 0, 0])
+    }
+
+    /// A byte-order mark before a file's first record (some writers put one) does not cost the record.
+    func testAByteOrderMarkBeforeTheFirstRecordIsPassedOver() throws {
+        let good = records(), bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+        for (name, bytes) in [("bom.warc", bom + good.flatMap { $0 }), ("bom.warc.gz", WARCFixture.gzip(bom + good.flatMap { $0 }))] {
+            let read = try read(try temporaryFile(bytes, name: name))
+            XCTAssertEqual(read.records.count, 3, name)
+            XCTAssertEqual(read.skipped, 0, name)
+        }
+    }
+
     /// Recovery in a plain file passes over lines of any length (a crashed writer's zeros) to the next record.
     func testRecoveryPassesOverLinesOfOverAMegabyte() throws {
         let good = records()
