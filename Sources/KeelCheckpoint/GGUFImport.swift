@@ -123,7 +123,14 @@ public enum GGUFImport {
         }
         let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for entry in ParameterTable(config: config).entries { _ = try tensor(for: entry, in: tensors, config: config, fail: fail) }
-        let eos = file["tokenizer.ggml.eos_token_id"]?.integer
+        let eos = file["tokenizer.ggml.eos_token_id"]?.integer, bos = file["tokenizer.ggml.bos_token_id"]?.integer
+        // Every prompt would start with the beginning-of-sequence id, and generation trapped on one the model has no
+        // row for.
+        for (key, id) in [("bos", bos), ("eos", eos)] {
+            if let id, !tokens.indices.contains(id) {
+                throw fail("tokenizer.ggml.\(key)_token_id is \(id), not one of the \(tokens.count) tokens")
+            }
+        }
         var counts: [String: Int] = [:]
         for tensor in file.tensors { counts[GGMLType.name(tensor.type) ?? "type \(tensor.type)", default: 0] += 1 }
         return Description(
@@ -131,7 +138,7 @@ public enum GGUFImport {
             tokenizer: GGUFExport.Tokenizer(tokens: tokens, types: types, merges: merges,
                                             preTokenizer: file["tokenizer.ggml.pre"]?.string ?? "default",
                                             endOfText: eos ?? 0),
-            beginningOfText: file["tokenizer.ggml.bos_token_id"]?.integer, endOfSequence: eos,
+            beginningOfText: bos, endOfSequence: eos,
             addsBeginningOfText: {
                 if case .bool(let adds)? = file["tokenizer.ggml.add_bos_token"] { return adds }
                 return preTokenizersAddingBOS.contains(file["tokenizer.ggml.pre"]?.string ?? "default")

@@ -102,7 +102,6 @@ public enum HuggingFaceImport {
             }
             files[name] = (file, stored)
         }
-        let model = try Transformer(config: config, seed: 0, initialized: false)
         var opened: [String: SafetensorsFile] = [:]
         func file(_ name: String) throws -> SafetensorsFile {
             if let file = opened[name] { return file }
@@ -110,10 +109,20 @@ public enum HuggingFaceImport {
             opened[name] = file
             return file
         }
-        for entry in model.table.entries {
+        // Every tensor the config asks for, there and of its shape, before the model is allocated: config.json alone
+        // sizes it, and a few bytes of it could ask for terabytes that no file backs.
+        for entry in ParameterTable(config: config).entries {
             guard let holder = files[entry.name] else {
                 throw KeelError("\(directory.path): no tensor \(entry.name) in the model's safetensors files")
             }
+            let stored = try file(holder.file).entry(holder.stored)
+            guard stored.shape == entry.shape else {
+                throw KeelError("\(directory.appendingPathComponent(holder.file).path): tensor '\(holder.stored)' has shape \(stored.shape), expected \(entry.shape)")
+            }
+        }
+        let model = try Transformer(config: config, seed: 0, initialized: false)
+        for entry in model.table.entries {
+            let holder = files[entry.name]!
             try file(holder.file).convertFloats(holder.stored, shape: entry.shape, to: model.parameters.pointer + entry.offset)
             if !UnsafeBufferPointer(start: model.parameters.pointer + entry.offset, count: entry.count).allSatisfy(\.isFinite) {
                 throw KeelError("\(directory.path): tensor \(entry.name) holds NaN or infinite values")

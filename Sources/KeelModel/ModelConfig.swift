@@ -104,7 +104,15 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         try require(total.map { $0 <= Self.mostParameters } ?? false, "n_layer",
                     "(\(layers)), d_model (\(width)), d_ff (\(hiddenWidth)) and vocab_size (\(vocabSize)) make over 2⁴⁰ parameters: not a model Keel can hold")
         try require(maxLength <= Self.mostPositions, "max_seq_len", "is \(maxLength), over \(Self.mostPositions) positions")
+        // Llama's rotary tables hold a cosine and a sine per position and pair of a head's dimensions, made at load: a
+        // file of kilobytes declaring a long context and one wide head would ask for hundreds of gigabytes.
+        try require(architecture != .llama || maxLength * (headDim / 2) <= Self.mostRotaryAngles, "max_seq_len",
+                    "(\(maxLength)) × half the head dimension (\(headDim / 2)) is over 2²⁸ rotary angles: the tables alone would take \((maxLength * headDim * 4) >> 30) GiB")
     }
+
+    /// The most rotary angles (positions × half a head) a Llama's tables may hold: 2²⁸, 1 GiB each for the cosines
+    /// and the sines (a context of a million positions with heads of 128 holds 2²⁶).
+    static let mostRotaryAngles = 1 << 28
 
     /// The most layers a model may have (the deepest published models have under 200; llama.cpp allows 512).
     static let mostLayers = 4096

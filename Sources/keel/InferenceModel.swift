@@ -54,13 +54,14 @@ struct InferenceModel {
     /// `tokens` as the model reads a text, or with `chat` a rendered conversation: after `beginningOfText`, or
     /// `chatStart`, when there is one.
     func prompt(_ tokens: [Int32], chat: Bool = false) -> [Int32] {
-        Self.prompt(tokens, beginningOfText: chat ? chatStart : beginningOfText)
+        Self.prompt(tokens, beginningOfText: chat ? chatStart : beginningOfText, endOfText: tokenizer.endOfText)
     }
 
     /// `tokens` after `beginningOfText` (when given), unless they start with it already (a chat template that
-    /// writes `bos_token` itself).
-    static func prompt(_ tokens: [Int32], beginningOfText: Int32?) -> [Int32] {
-        guard let beginningOfText, tokens.first != beginningOfText else { return tokens }
+    /// writes `bos_token` itself). An empty prompt without one is the end-of-text token, which every document was
+    /// read after in training (GPT-2's samples without a prompt start there too; token 0 was a byte, or "!").
+    static func prompt(_ tokens: [Int32], beginningOfText: Int32?, endOfText: Int32) -> [Int32] {
+        guard let beginningOfText, tokens.first != beginningOfText else { return tokens.isEmpty ? [endOfText] : tokens }
         return [beginningOfText] + tokens
     }
 

@@ -243,7 +243,7 @@ struct CompletionAPI: Sendable {
             }
         default: throw bad("'stream_options' must be an object")
         }
-        prompt = InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText)
+        prompt = InferenceModel.prompt(prompt, beginningOfText: chat ? chatStart : beginningOfText, endOfText: tokenizer.endOfText)
         // The model reads at most its context: a longer prompt would lose its start (the system message, the template's
         // header), so it is refused, as OpenAI and llama.cpp refuse it; with --context-shift, read from its last
         // part, as llama.cpp's server then truncates it.

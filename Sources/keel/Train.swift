@@ -199,8 +199,8 @@ enum Sampling {
     ) throws -> String {
         // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
         let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed, vocabulary: tokenizer.vocabSize)
-        let prompt = tokenizer.encode(prompt), read = InferenceModel.prompt(prompt, beginningOfText: textStart)
+        let prompt = tokenizer.encode(prompt), read = InferenceModel.prompt(prompt, beginningOfText: textStart, endOfText: tokenizer.endOfText)
         let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options, textStart: textStart)[0]
-        return try tokenizer.decodeText((read.isEmpty ? [0] : prompt) + generated)
+        return try tokenizer.decodeText(prompt + generated)
     }
 }

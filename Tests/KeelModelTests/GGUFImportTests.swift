@@ -202,6 +202,14 @@ final class GGUFImportTests: XCTestCase {
         try expectError(try rebuilt(metadata: setting(["llama.embedding_length": .uint64(1 << 47), "llama.attention.head_count": .uint64(1 << 46),
                                                        "llama.attention.head_count_kv": .uint64(1 << 46)])),
                         "bad.gguf: config: model.n_layer (1), d_model (140737488355328), d_ff (64) and vocab_size (40) make over 2⁴⁰ parameters: not a model Keel can hold")
+        // A long context with one wide head: rotary tables of gigabytes, for a file of kilobytes.
+        try expectError(try rebuilt(metadata: setting(["llama.embedding_length": .uint32(64), "llama.attention.head_count": .uint32(1),
+                                                       "llama.attention.head_count_kv": .uint32(1), "llama.context_length": .uint32(1 << 24)])),
+                        "bad.gguf: config: model.max_seq_len (16777216) × half the head dimension (32) is over 2²⁸ rotary angles: the tables alone would take 4 GiB")
+        // A beginning-of-sequence id outside the vocabulary (every prompt would start with it).
+        try expectError(try rebuilt(metadata: { m in
+            m = m.map { $0.key == "tokenizer.ggml.bos_token_id" ? ($0.key, .uint32(40)) : $0 }
+        }), "bad.gguf: tokenizer.ggml.bos_token_id is 40, not one of the 40 tokens")
         try expectError(try rebuilt(metadata: { m in
             m = m.map { $0.key == "tokenizer.ggml.merges" ? ($0.key, .array(.uint32, [.uint32(1)])) : $0 }
         }),

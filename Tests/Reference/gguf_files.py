@@ -12,7 +12,8 @@ Usage: gguf_files.py write PATH      a llama-style file: every metadata type, st
                                      in Hugging Face's row order, and "ids": Hugging Face `tokenizers`' ids of the
                                      text in the metadata key "text", for a tokenizer built from the file's lists
                                      (with --add-bos the file asks for BOS before every text; with
-                                     --broken-template its chat template does not parse)
+                                     --broken-template its chat template does not parse; with --bos-id N its
+                                     beginning-of-sequence token is N)
        gguf_files.py ends-turn PATH [--eot-id]
                                      a tiny Llama with that tokenizer whose greedy choice after any text is
                                      <|im_end|>, while its end-of-sequence token is <|endoftext|> (the
@@ -68,7 +69,8 @@ def llama_writer(path, name, C, L, H, KV, F, hd, specials, merges, tokens, eos):
     writer.add_token_list(tokens)
     writer.add_token_types([3] * len(specials) + [1] * (len(tokens) - len(specials)))
     writer.add_token_merges([a + " " + b for a, b in merges])
-    writer.add_bos_token_id(1)
+    # --bos-id N: a beginning-of-sequence id of the caller's (one outside the vocabulary, for a damaged file).
+    writer.add_bos_token_id(int(sys.argv[sys.argv.index("--bos-id") + 1]) if "--bos-id" in sys.argv else 1)
     writer.add_eos_token_id(eos)
     return writer
 
