@@ -25,6 +25,14 @@ public final class CheckpointReader {
         state.tokenizer == "byte" ? "byte" : directory.appendingPathComponent(state.tokenizer).path
     }
 
+    /// The checkpoint by its content: "files " and an XXH64 over its manifest's file names and checksums (the same
+    /// checkpoint gives the same, wherever it lies and however it is named), or its path for a consolidated one.
+    public var identity: String {
+        guard let files = manifest?.files else { return directory.standardizedFileURL.path }
+        let records = files.keys.sorted().map { "\($0) \(files[$0]!.xxh64)" }.joined(separator: "\n")
+        return String(format: "files %016llx", XXH64.hash(Array(records.utf8)))
+    }
+
     /// The bytes of the checkpoint's tokenizer file, nil for the byte tokenizer: two checkpoints read text as the
     /// same tokens when these are equal. A file the state names that cannot be read is an error, not the byte
     /// tokenizer.

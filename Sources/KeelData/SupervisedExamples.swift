@@ -101,6 +101,12 @@ public struct SupervisedFormatter: Sendable {
     public func example(messages: [JinjaValue]) throws -> SupervisedExample {
         let whole = try render(messages, prompt: false)
         if !whole.generated.isEmpty { return encode(whole.text, trained: whole.generated) }
+        // A conversation whose turns are named otherwise (ShareGPT's "human" and "gpt") would train on nothing, and a
+        // file of them end in an error that blamed the sequence length.
+        guard messages.contains(where: { Self.role($0) == "assistant" }) else {
+            let roles = messages.compactMap(Self.role)
+            throw KeelError("the conversation has no \"assistant\" message to train on (its roles: \(roles.isEmpty ? "none" : roles.map { "\"\($0)\"" }.joined(separator: ", "))); name the model's turns \"assistant\" and the person's \"user\"")
+        }
         var spans: [Range<Int>] = []
         for (index, message) in messages.enumerated() where Self.role(message) == "assistant" {
             spans.append(try turn(messages, index, within: whole.text))

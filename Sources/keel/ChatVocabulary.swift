@@ -13,11 +13,15 @@ enum ChatVocabulary {
     static let markers = [ChatFormat.start, ChatFormat.end]
 
     /// The extended checkpoint in run directory `base`: made by the first process (rank 0 of an `mpirun` job; the
-    /// others wait for it to be published), or reused when an earlier attempt made it and it has the markers.
+    /// others wait for it to be published), or reused when an earlier attempt made it from the same checkpoint
+    /// (`sourceFile` names it) and it has the markers. One an attempt made from another checkpoint (`--init-from`
+    /// corrected after a failure) is made again: reused, the run would train the other model's weights.
     static func base(at base: URL, extending checkpoint: CheckpointReader, tokenizerFile: URL, tokenizer: any TextTokenizer,
                      missing: [String]) throws -> CheckpointReader {
+        let source = base.appendingPathComponent(sourceFile)
         func ready() -> CheckpointReader? {
-            guard let reader = try? CheckpointReader(resolving: base.path),
+            guard (try? String(contentsOf: source, encoding: .utf8)) == checkpoint.identity,
+                  let reader = try? CheckpointReader(resolving: base.path),
                   let extended = try? loadTokenizer(reader.directory.appendingPathComponent("tokenizer.json").path),
                   missingMarkers(in: extended).isEmpty else { return nil }
             return reader
@@ -25,7 +29,10 @@ enum ChatVocabulary {
         if let reader = ready() { return reader }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         if placement.rank == 0 {
+            if FileManager.default.fileExists(atPath: base.path) { try FileManager.default.removeItem(at: base) }
             let line = try extend(checkpoint, tokenizerFile: tokenizerFile, tokenizer: tokenizer, missing: missing, into: base)
+            // Last: what the others wait for, and what tells a later attempt where the base came from.
+            try AtomicFile.write(Data(checkpoint.identity.utf8), to: source)
             FileHandle.standardError.write(Data((line + "\n").utf8))
             return try CheckpointReader(resolving: base.path)
         }
@@ -35,6 +42,9 @@ enum ChatVocabulary {
         }
         throw KeelError("rank \(placement.rank): \(base.path) was not published by rank 0 in 10 minutes")
     }
+
+    /// The file in the base run directory that names the checkpoint it extends (`CheckpointReader.identity`).
+    static let sourceFile = "extends.txt"
 
     /// The markers `tokenizer` lacks as special tokens.
     static func missingMarkers(in tokenizer: any TextTokenizer) -> [String] {

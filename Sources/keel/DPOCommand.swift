@@ -63,7 +63,7 @@ struct DPO: ParsableCommand {
                     + "lr \(t.learningRate), \(run.group.size) process\(run.group.size == 1 ? "" : "es")")
             // The reference log-probabilities were computed at the run's sequence length and precision: a resume at
             // others would compare the policy with values of another truncation or rounding.
-            let recipe = RunRecipe(options: ["loss": loss, "beta": "\(beta)", "label-smoothing": "\(labelSmoothing)",
+            let recipe = run.recipe(options: ["loss": loss, "beta": "\(beta)", "label-smoothing": "\(labelSmoothing)",
                                              "no-shuffle": "\(common.noShuffle)", "training.seq_len": "\(t.sequenceLength)",
                                              "training.precision": t.precision.rawValue]) { hasher in
                 (data.train + data.validation).forEach { hasher.add($0) }

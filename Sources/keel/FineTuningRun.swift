@@ -256,6 +256,25 @@ struct FineTuningRun {
         if group.rank == 0, let last { print("checkpoint: \(last.path)") }
     }
 
+    /// The run's recipe (`RunRecipe`): the command's `options`, what every fine-tuning run depends on besides
+    /// (`startingPoint`), and the examples `addData` feeds.
+    func recipe(options: [String: String], data addData: (inout DataHasher) -> Void) -> RunRecipe {
+        RunRecipe(options: options.merging(startingPoint) { $1 }, data: addData)
+    }
+
+    /// What every fine-tuning run's steps depend on besides its command's options (`RunRecipe`): the settings that
+    /// decide which examples a step takes — `training.seed`, `training.batch_size`, `training.grad_accum` and the
+    /// number of processes (a resume with others skipped some examples and repeated others) — and the checkpoint it
+    /// started from, by its content (`CheckpointReader.identity`: GRPO reads its KL reference from it again on a
+    /// resume). Named with dots,
+    /// so that a checkpoint written before they were recorded is not compared on them.
+    private var startingPoint: [String: String] {
+        let t = config.training
+        return ["training.seed": "\(t.seed)", "training.batch_size": "\(t.batchSize)",
+                "training.grad_accum": "\(t.gradientAccumulation)", "run.processes": "\(group.size)",
+                "run.init_from": checkpoint.identity]
+    }
+
     /// The weights as the run's checkpoint of `step`, with the tokenizer files of the run it started from.
     private func save(_ model: Transformer, step: Int, extras: [String: Data]) throws -> URL {
         let source = checkpoint.directory, tokenizer = checkpoint.state.tokenizer

@@ -157,7 +157,7 @@ struct GRPO: ParsableCommand {
                         String(format: "greedy reward %.3f on %d prompts; the first: %@", result.reward, tasks.validation.count,
                                String(reflecting: first)))
             }, model: policy, state: trainer.stateBuffers,
-            recipe: RunRecipe(options: ["reward": reward, "reward-model": rewardModel.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "(unset)", "group-size": "\(groupSize)",
+            recipe: run.recipe(options: ["reward": reward, "reward-model": rewardModel.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "(unset)", "group-size": "\(groupSize)",
                                         "max-new-tokens": "\(maxNewTokens)", "temperature": "\(temperature)", "beta": "\(beta)",
                                         "epsilon": "\(epsilon)", "iterations": "\(iterations)", "loss": loss,
                                         "no-shuffle": "\(common.noShuffle)"]) { hasher in

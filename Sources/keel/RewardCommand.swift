@@ -67,7 +67,7 @@ struct RewardTrain: ParsableCommand {
                 return ([("val_loss", .double(m.loss)), ("val_accuracy", .double(m.accuracy)), ("val_margin", .double(m.margin))],
                         String(format: "loss %.4f, accuracy %.3f, margin %.4f (%d pairs)", m.loss, m.accuracy, m.margin, m.pairs))
             }, model: model.transformer, state: trainer.stateBuffers,
-            recipe: RunRecipe(options: ["centering": "\(centering)", "order-seed": orderSeed.map(String.init) ?? "(unset)",
+            recipe: run.recipe(options: ["centering": "\(centering)", "order-seed": orderSeed.map(String.init) ?? "(unset)",
                                         "no-shuffle": "\(common.noShuffle)"]) { hasher in
                 (data.train + data.validation).forEach { hasher.add($0) }
             }, extras: { [RewardModel.headFile: try model.headFileContents()] })

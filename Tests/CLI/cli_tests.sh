@@ -649,8 +649,9 @@ cp -r "$work/dpo-text" "$work/dpo-other" && rm -rf "$work/dpo-other/checkpoints/
 sed 's/the king/a king/' "$dpo_fixture/pairs_text.jsonl" >"$work/pairs-changed.jsonl"
 fingerprint() { (cd "$1" && find . -type f | sort | xargs md5sum | md5sum); }
 before=$(fingerprint "$work/dpo-other")
-# The reference log-probabilities belong to the run's sequence length too (pairs that fit both read other tokens).
-for other in "--beta 0.2" "--data $work/pairs-changed.jsonl" "--set training.seq_len=80"; do
+# The reference log-probabilities belong to the run's sequence length too (pairs that fit both read other tokens); which
+# pairs a step takes, to its seed, batch size and accumulation (another seed went on reading pairs in another order).
+for other in "--beta 0.2" "--data $work/pairs-changed.jsonl" "--set training.seq_len=80" "--set training.seed=99"; do
     data=(--data "$dpo_fixture/pairs_text.jsonl")
     [ "${other%% *}" = --data ] && data=()
     # shellcheck disable=SC2086
@@ -658,7 +659,8 @@ for other in "--beta 0.2" "--data $work/pairs-changed.jsonl" "--set training.seq
     status=$?
     wanted="--beta 0.2 (the checkpoint's: 0.1)"
     [ "${other%% *}" = --data ] && wanted="the data, whose tokens differ from those the checkpoint was trained on"
-    [ "${other%% *}" = --set ] && wanted=".*training.seq_len = 80 (the checkpoint's: 63)"
+    [ "$other" = "--set training.seq_len=80" ] && wanted=".*training.seq_len = 80 (the checkpoint's: 63)"
+    [ "$other" = "--set training.seed=99" ] && wanted=".*training.seed = 99 (the checkpoint's: 1337)"
     if [ $status -eq 3 ] && grep -q "^Error: --resume: this run differs from the one that wrote .*step_00000005: $wanted" "$work/err" \
         && [ "$(fingerprint "$work/dpo-other")" = "$before" ]; then
         pass "dpo --resume with $other is refused, naming it, with status 3, nothing written"
@@ -828,6 +830,13 @@ expect_error "serve a model whose chat template does not parse" "the model's cha
 expect_error "generate --chat with a template that does not parse" "the model's chat template cannot be read" \
     "$keel" generate --checkpoint "$work/broken-template.gguf" --prompt "Hi" --chat --max-tokens 1
 expect_ok "generate without --chat from a model whose template does not parse" "$keel" generate --checkpoint "$work/broken-template.gguf" --prompt "Hi" --max-tokens 1
+# A beginning-of-sequence id the vocabulary lacks, in a file that asks for it before every text: refused by name (generate
+# and serve trapped on the model's missing row).
+python3 "$here/../Reference/gguf_files.py" model "$work/bad-bos.gguf" "$work/bad-bos.safetensors" --add-bos --bos-id 999999
+expect_error "generate from a GGUF file whose BOS id is outside its vocabulary" "tokenizer.ggml.bos_token_id is 999999, not one of the" \
+    "$keel" generate --checkpoint "$work/bad-bos.gguf" --prompt "Hi" --max-tokens 1
+expect_error "import a GGUF file whose BOS id is outside its vocabulary" "tokenizer.ggml.bos_token_id is 999999" \
+    "$keel" import gguf "$work/bad-bos.gguf" --out "$work/bad-bos-imported"
 expect_error "import a file that is not GGUF" "not a GGUF file" "$keel" import gguf "$work/hamlet.txt" --out "$work/not-imported"
 [ ! -e "$work/not-imported" ] && pass "a refused import leaves no run" || fail "a refused import leaves no run"
 expect_error "import into a run that exists" "already holds a run (step_00000000); choose another --out" \
@@ -992,6 +1001,12 @@ python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_layer"] = 3
     "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
 cp "$work/hf-gpt2-1/model.safetensors" "$work/hf-bad/"
 expect_error "import hf whose weights miss a layer" "no tensor transformer.h.2.ln_1.weight in the model's safetensors files" \
+    "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
+# A config.json that asks for 2³⁶ parameters over the small model's file: refused by the file's shapes before the model is
+# allocated (it failed allocating 320 GiB).
+python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["vocab_size"] = 1048576; c["n_embd"] = 65536; json.dump(c, open(sys.argv[2], "w"))' \
+    "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
+expect_error "import hf whose config.json is far larger than its weights" "has shape \\[.*\\], expected \\[1048576, 65536\\]" \
     "$keel" import hf "$work/hf-bad" --out "$work/x" --tokenizer "$work/hf-gpt2/checkpoints/step_00000000/tokenizer.json"
 python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["activation_function"] = "relu"; json.dump(c, open(sys.argv[2], "w"))' \
     "$work/hf-gpt2-1/config.json" "$work/hf-bad/config.json"
@@ -1174,6 +1189,12 @@ else
     fail "a shard cut short while training is named when its read fails (status $status)"
 fi
 expect_ok "sample decodes with the run's tokenizer" "$keel" sample --checkpoint "$work/dsrun" --tokens 10 --prompt "To be"
+# An empty prompt starts after the end-of-text token, as training's documents do (it started from token 0, a byte).
+"$keel" generate --checkpoint "$work/dsrun" --prompt "" --max-tokens 12 --temperature 0 --json >"$work/empty-prompt.jsonl" 2>/dev/null
+"$keel" generate --checkpoint "$work/dsrun" --prompt "<|endoftext|>" --max-tokens 12 --temperature 0 --json >"$work/eot-prompt.jsonl" 2>/dev/null
+check "an empty prompt is continued as the end-of-text token is" \
+    '(lambda e, t: len(e["text"]) > 0 and e["text"] == t["text"])(*[json.loads(open(f).readline()) for f in sys.argv[1:3]])' \
+    "$work/empty-prompt.jsonl" "$work/eot-prompt.jsonl"
 grep -q "^To be" "$work/out" && pass "the sample starts with its prompt" || fail "the sample starts with its prompt"
 # A run trained on a tokenizer file of another name (tok.json, recorded in its state): fine-tuning it tokenizes with
 # that file and keeps it (it used to fall back to bytes when the file was not called tokenizer.json).
@@ -1207,6 +1228,19 @@ check "the markers are special tokens of the tokenizer, and their embeddings sta
     'sys.path.insert(0, sys.argv[3]) is None and (lambda t, w, np: t.token_to_id("<|im_start|>") == 300 and t.encode("<|im_start|>user<|im_end|>").ids[0] == 300 and t.encode("<|im_start|>user<|im_end|>").ids[-1] == 301 and w.size == 320 * 16 and np.allclose(w.reshape(320, 16)[300], w.reshape(320, 16)[:300].mean(0), atol=1e-6) and np.allclose(w.reshape(320, 16)[301], w.reshape(320, 16)[300]))(__import__("tokenizers").Tokenizer.from_file(sys.argv[1]), __import__("safetensors_np").load_file(sys.argv[2])["model/transformer.wte.weight/0/0"], __import__("numpy"))' \
     "$work/sft-bpe/base/checkpoints/step_00000000/tokenizer.json" "$work/sft-bpe/base/checkpoints/step_00000000/rank_00000.safetensors" \
     "$here/../Reference"
+# An attempt that fails after the extended base is made (a malformed line), then corrected to start from another run into
+# the same directory: the base is made again from that run (it was reused, and the other run's weights trained), so the
+# run logs what the first sft from that run logged.
+printf '{"prompt": "To be", "completion": " or not"}\nnot json\n' >"$work/bad-sft-pairs.jsonl"
+"$keel" sft --init-from "$work/warmrun" --data "$work/bad-sft-pairs.jsonl" --out "$work/sft-retry" --set training.steps=2 \
+    --set training.batch_size=2 >"$work/out" 2>"$work/err"
+[ -d "$work/sft-retry/base" ] && grep -q "bad-sft-pairs.jsonl:2" "$work/err" && pass "a failed sft leaves its extended base" \
+    || fail "a failed sft leaves its extended base"
+expect_ok "sft retried from another run into the same directory" "$keel" sft --init-from "$work/dsrun" --data "$work/pairs.jsonl" \
+    --out "$work/sft-retry" --set training.steps=2 --set training.batch_size=2
+check "the retried sft starts from the run it names, not the failed attempt's" \
+    '(lambda a, b: len(a) == 2 and a == b)(*[[r["loss"] for r in map(json.loads, open(f)) if "loss" in r] for f in sys.argv[1:3]])' \
+    "$work/sft-retry/metrics.jsonl" "$work/sft-bpe/metrics.jsonl"
 # That model's vocabulary (320 rows) is padded beyond its tokenizer's 302 ids: sample, generate and serve draw only ids
 # the tokenizer can decode (a padding id drawn once used to empty generate's and serve's text, and fail sample's).
 expect_ok "sample from a model whose vocabulary is padded" "$keel" sample --checkpoint "$work/sft-bpe" --tokens 100 \

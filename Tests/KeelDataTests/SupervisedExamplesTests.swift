@@ -138,6 +138,9 @@ final class SupervisedExamplesTests: XCTestCase {
             (#"{"prompt": "a", "completion": [{"role": "assistant", "content": "b"}]}"#,
              "\"prompt\" and \"completion\" must both be strings or both be lists of messages"),
             (#"{"messages": [{"role": "user", "content": "x"}"#, "JSON: unexpected end at byte 46"),
+            // ShareGPT's roles: nothing to train on (a file of them was refused as cut before the assistant writes).
+            (#"{"messages": [{"role": "human", "content": "Hi"}, {"role": "gpt", "content": "Hello"}]}"#,
+             "the conversation has no \"assistant\" message to train on (its roles: \"human\", \"gpt\"); name the model's turns \"assistant\" and the person's \"user\""),
         ] {
             XCTAssertThrowsError(try formatter.example(json: line), line) { XCTAssertEqual("\($0)", message, line) }
         }
