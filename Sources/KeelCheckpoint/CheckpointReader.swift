@@ -26,11 +26,16 @@ public final class CheckpointReader {
     }
 
     /// The checkpoint by its content: "files " and an XXH64 over its manifest's file names and checksums (the same
-    /// checkpoint gives the same, wherever it lies and however it is named), or its path for a consolidated one.
+    /// checkpoint gives the same, wherever it lies and however it is named); for a consolidated one, which has no
+    /// manifest, over its model and state files (its step, seed and data position: not its weights, which would
+    /// take reading them all).
     public var identity: String {
-        guard let files = manifest?.files else { return directory.standardizedFileURL.path }
-        let records = files.keys.sorted().map { "\($0) \(files[$0]!.xxh64)" }.joined(separator: "\n")
-        return String(format: "files %016llx", XXH64.hash(Array(records.utf8)))
+        if let files = manifest?.files {
+            let records = files.keys.sorted().map { "\($0) \(files[$0]!.xxh64)" }.joined(separator: "\n")
+            return String(format: "files %016llx", XXH64.hash(Array(records.utf8)))
+        }
+        let described = [ModelFiles.configFile, "state.json"].map { FileManager.default.contents(atPath: directory.appendingPathComponent($0).path) ?? Data() }
+        return String(format: "state %016llx", XXH64.hash(Array(described.reduce(Data(), +))))
     }
 
     /// The bytes of the checkpoint's tokenizer file, nil for the byte tokenizer: two checkpoints read text as the

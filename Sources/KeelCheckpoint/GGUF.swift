@@ -278,6 +278,9 @@ private struct GGUFByteReader {
     let data: Data
     let path: String
     var position = 0
+    /// The longest metadata array read: 2²⁴ elements (Llama 3's vocabulary, the largest common one, has 128,256 tokens
+    /// and 280,147 merges).
+    static let mostArrayElements: UInt64 = 1 << 24
 
     init(data: Data, path: String) {
         self.data = data
@@ -340,6 +343,12 @@ private struct GGUFByteReader {
             }
             guard count <= UInt64(data.count - position) / smallest else {
                 throw error("metadata \(key) claims \(count) elements, more than the file holds")
+            }
+            // Each element is held as a value of its own (tens of bytes): a gigabyte of one-byte elements would take
+            // tens of gigabytes. The largest arrays real files hold, a vocabulary's tokens and merges, are under a
+            // million long.
+            guard count <= Self.mostArrayElements else {
+                throw error("metadata \(key) holds \(count) elements, more than the \(Self.mostArrayElements) Keel reads in an array")
             }
             var elements: [GGUFValue] = []
             elements.reserveCapacity(Int(count))

@@ -46,7 +46,7 @@ public struct DocumentSource: Sendable {
     public let format: DocumentFormat
     /// How the file is decompressed.
     public let compression: Compression
-    /// What the file's first bytes say it is when that is a format Keel does not read (`foreignFormat(of:)`): an xz,
+    /// What the file's first bytes say it is when that is a format Keel does not read (`foreignFormat(head:tail:)`): an xz,
     /// bzip2, 7-Zip, lz4, zip or tar archive, Parquet, Arrow. Read, it would be one document of binary noise — as a
     /// Hugging Face dataset's Parquet shards would, in a directory given whole — so reading it is an error instead.
     public let foreignFormat: String?
@@ -65,9 +65,9 @@ public struct DocumentSource: Sendable {
         self.url = url
         let named = Self.classify(name: url.lastPathComponent)
         format = named.format
-        let head = Self.head(of: url.path)
-        compression = head.flatMap(Self.compression(announcedBy:)) ?? named.compression
-        foreignFormat = head.flatMap(Self.foreignFormat(of:))
+        let ends = Self.ends(of: url.path)
+        compression = ends.flatMap { Self.compression(announcedBy: $0.head) } ?? named.compression
+        foreignFormat = ends.flatMap { Self.foreignFormat(head: $0.head, tail: $0.tail) }
     }
 
     /// The format and compression a file's name says (`.jsonl`, `.ndjson` or `.json`, each also with `.gz`, `.zst` or
@@ -84,18 +84,20 @@ public struct DocumentSource: Sendable {
         return (jsonLines ? .jsonl : .text, compression)
     }
 
-    /// The first 262 bytes (or fewer) of the regular file at `path`; nil for anything else, or one that cannot be read.
-    private static func head(of path: String) -> [UInt8]? {
+    /// The first 262 bytes (or fewer) and the last 4 of the regular file at `path`; nil for anything else, or one that
+    /// cannot be read.
+    private static func ends(of path: String) -> (head: [UInt8], tail: [UInt8])? {
         // Looked at before it is opened: opening a named pipe would let its writer start, and closing it kill the writer.
         var status = stat()
         guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { return nil }
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
-        var bytes = [UInt8](repeating: 0, count: 262)
-        let got = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-        guard got >= 0 else { return nil }
-        return Array(bytes.prefix(got))
+        var head = [UInt8](repeating: 0, count: 262), tail = [UInt8](repeating: 0, count: 4)
+        let got = head.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        let gotTail = status.st_size >= 4 ? tail.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, 4, status.st_size - 4) } : 0
+        guard got >= 0, gotTail >= 0 else { return nil }
+        return (Array(head.prefix(got)), Array(tail.prefix(gotTail)))
     }
 
     /// The compression that a file's first bytes announce, if any.
@@ -105,20 +107,21 @@ public struct DocumentSource: Sendable {
         return nil
     }
 
-    /// The name of the format that a file beginning with `head` is in, when it is one Keel does not read: the magic
-    /// numbers of xz, bzip2 (its first block's, or an empty stream's, after the header), 7-Zip, lz4 frames, zip,
-    /// POSIX tar (`ustar` at byte 257), Parquet and Arrow files. Each is one no text file begins with.
-    public static func foreignFormat(of head: [UInt8]) -> String? {
+    /// The name of the format that a file beginning with `head` and ending with `tail` (its last 4 bytes) is in, when it
+    /// is one Keel does not read: the magic numbers of xz, bzip2 (its first block's, or an empty stream's, after the
+    /// header), 7-Zip, lz4 frames, zip, POSIX tar (`ustar` at byte 257), Arrow (`ARROW1` and two zero bytes) and
+    /// Parquet (`PAR1` at both ends). Each holds bytes no text file begins with, or, for Parquet, both ends.
+    public static func foreignFormat(head: [UInt8], tail: [UInt8]) -> String? {
         let signatures: [(String, [UInt8])] = [
             ("an xz-compressed file", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]),
             ("a 7-Zip archive", [0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C]),
             ("an lz4-compressed file", [0x04, 0x22, 0x4D, 0x18]),
             ("a zip archive", [0x50, 0x4B, 0x03, 0x04]),
             ("a zip archive", [0x50, 0x4B, 0x05, 0x06]),
-            ("a Parquet file", Array("PAR1".utf8)),
-            ("an Arrow file", Array("ARROW1".utf8)),
+            ("an Arrow file", Array("ARROW1".utf8) + [0, 0]),
         ]
         if let (name, _) = signatures.first(where: { head.starts(with: $0.1) }) { return name }
+        if head.starts(with: Array("PAR1".utf8)), tail.elementsEqual("PAR1".utf8) { return "a Parquet file" }
         if head.count >= 10, head.starts(with: Array("BZh".utf8)), (0x31...0x39).contains(head[3]),
            [[0x31, 0x41, 0x59, 0x26, 0x53, 0x59], [0x17, 0x72, 0x45, 0x38, 0x50, 0x90]].contains(Array(head[4..<10])) {
             return "a bzip2-compressed file"
@@ -220,7 +223,12 @@ public struct DocumentSource: Sendable {
             if got == 0 { break }
             buffer.count += got
         }
-        if buffer.count > 0 { try body(buffer.bytes) }
+        guard buffer.count > 0 else { return }
+        // A compressed archive (`.tar.gz`): what the compression holds is not text either.
+        if let inside = Self.foreignFormat(head: Array(buffer.bytes.prefix(262)), tail: Array(buffer.bytes.suffix(4))) {
+            throw KeelError("\(url.path) holds \(inside) under its compression, which Keel does not read: give text, JSON Lines, or either compressed with gzip or zstd (unpack it first, or leave it out of the input)")
+        }
+        try body(buffer.bytes)
     }
 
     /// The `text` of every JSONL line.

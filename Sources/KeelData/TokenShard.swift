@@ -54,12 +54,14 @@ public enum TokenShardFormat: String, Sendable, Codable, CaseIterable {
             while start < tokens.endIndex {
                 let end = min(start + (1 << 20), tokens.endIndex)
                 let length = (end - start) * tokenSize
-                piece.withUnsafeMutableBytes { raw in
-                    for (offset, token) in tokens[start..<end].enumerated() {
+                tokens[start..<end].withUnsafeBufferPointer { source in
+                    piece.withUnsafeMutableBytes { raw in
                         if self == .uint16 {
-                            raw.storeBytes(of: UInt16(truncatingIfNeeded: token).littleEndian, toByteOffset: offset * 2, as: UInt16.self)
+                            let out = raw.bindMemory(to: UInt16.self)
+                            for index in source.indices { out[index] = UInt16(truncatingIfNeeded: source[index]).littleEndian }
                         } else {
-                            raw.storeBytes(of: UInt32(truncatingIfNeeded: token).littleEndian, toByteOffset: offset * 4, as: UInt32.self)
+                            let out = raw.bindMemory(to: UInt32.self)
+                            for index in source.indices { out[index] = UInt32(bitPattern: source[index]).littleEndian }
                         }
                     }
                 }

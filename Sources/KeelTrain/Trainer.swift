@@ -535,8 +535,11 @@ public final class Trainer {
     /// the same thread (`BuddyCopy`).
     private func startCheckpoint(in root: URL, finishing: Bool) throws {
         if pending != nil { try finishCheckpoint() }
-        let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
         let isSnapshot = root != checkpointRoot
+        // The snapshot before may have just ended the job's snapshots (its copies failed, `finishCheckpoint`): every
+        // rank learned so from the same all-gather, and none starts this one.
+        if isSnapshot, snapshotsStopped { return }
+        let started = monotonicSeconds(), inBackground = config.checkpoint.async && !finishing
         var outcome: ShardWriter.Outcome?
         let url = CheckpointStore.partialDirectory(root: root, step: state.step)
             .appendingPathComponent(ShardPlan.fileName(rank: groups.world.rank))

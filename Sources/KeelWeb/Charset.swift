@@ -172,7 +172,8 @@ public enum Charset {
             "iso8859-1": "WINDOWS-1252", "l1": "WINDOWS-1252", "cp1252": "WINDOWS-1252", "windows-1252": "WINDOWS-1252",
             "x-cp1252": "WINDOWS-1252",
             "gb2312": "GB18030", "gbk": "GB18030", "x-gbk": "GB18030", "gb18030": "GB18030", "chinese": "GB18030",
-            "shift_jis": "CP932", "sjis": "CP932", "x-sjis": "CP932", "ms_kanji": "CP932", "windows-31j": "CP932", "csshiftjis": "CP932",
+            "shift_jis": "CP932", "shift-jis": "CP932", "sjis": "CP932", "x-sjis": "CP932", "ms_kanji": "CP932", "ms932": "CP932",
+            "windows-31j": "CP932", "csshiftjis": "CP932",
             "euc-jp": "EUC-JP-MS", "x-euc-jp": "EUC-JP-MS", "cseucpkdfmtjapanese": "EUC-JP-MS",
             // The standard's UTF-16LE labels; UTF-32 and UTF-7 are none of its encodings.
             "unicode": "UTF-16LE", "ucs-2": "UTF-16LE", "utf-16": "UTF-16LE", "iso-10646-ucs-2": "UTF-16LE", "csunicode": "UTF-16LE",
@@ -203,7 +204,9 @@ public enum Charset {
                 var inPointer: UnsafeMutablePointer<CChar>? = source.baseAddress!.assumingMemoryBound(to: CChar.self)
                 var outPointer: UnsafeMutablePointer<CChar>? = destination.baseAddress!.assumingMemoryBound(to: CChar.self)
                 var inLeft = source.count, outLeft = destination.count
-                guard iconv(converter, &inPointer, &inLeft, &outPointer, &outLeft) != -1, inLeft == 0 else { return -1 }
+                guard iconv(converter, &inPointer, &inLeft, &outPointer, &outLeft) != -1, inLeft == 0,
+                      // Flushed: some decoders (glibc's CP1258, TCVN) hold the last character back until told the input ended.
+                      iconv(converter, nil, nil, &outPointer, &outLeft) != -1 else { return -1 }
                 return destination.count - outLeft
             }
         }

@@ -3,22 +3,41 @@
 /// broken or hostile markup) takes minutes to parse — 1 MB of it about a minute — only for its text to be refused as
 /// too deep (`ContentExtractor.maximumDepth`). A page this estimate finds too deep is refused before parsing.
 ///
-/// The estimate follows what a parser does with the tags that decide depth: an element opens on its start tag and
-/// closes, with every element opened inside it, on its end tag; an end tag that closes nothing is ignored. Elements
-/// that hold nothing (`<br>`, `<img>`) and those whose end tag may be left out because what follows implies it (`<p>`,
-/// `<li>`, table cells and rows) are not counted, since left open they do not deepen the tree; comments and the
-/// text of `<script>`, `<style>` and their kind hold no tags.
+/// The estimate keeps a stack of open elements as an HTML parser does for the tags that decide depth: a start tag
+/// opens an element and its end tag closes it with every element opened inside it (an end tag that closes nothing is
+/// ignored); the start tag of a paragraph, list item, table cell or row, option or link closes an open one of its kind
+/// (and a block's start tag an open paragraph), since its end is implied; a form inside a form is ignored. Elements
+/// that hold nothing (`<br>`, `<img>`) are not opened, and comments and the text of `<script>`, `<style>` and their
+/// kind hold no tags. Legacy pages of unclosed `<p>`s, `<li>`s and `<a name>`s, cells of `<font>`, stay shallow.
 public enum MarkupNesting {
-    /// Elements that never hold others, or whose end may be implied: counted, they would make a page of unclosed `<p>`s
-    /// look deep.
-    static let uncounted: Set<[UInt8]> = Set([
-        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr", "param",
-        "keygen", "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "thead", "tbody", "tfoot", "colgroup",
-        "caption", "rb", "rt", "rtc", "rp", "html", "head", "body",
-    ].map { Array($0.utf8) })
+    private static func names(_ list: [String]) -> Set<[UInt8]> { Set(list.map { Array($0.utf8) }) }
+
+    /// Elements that never hold others, and those a page holds once (their end is no boundary worth following).
+    static let notOpened = names(["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                                  "wbr", "param", "keygen", "html", "head", "body"])
     /// Elements whose content is text up to their end tag.
-    static let rawText: Set<[UInt8]> = Set(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
-                                            "noscript"].map { Array($0.utf8) })
+    static let rawText = names(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
+                                "plaintext"])
+    /// For each element whose start implies the end of an open one: the elements it closes (the nearest, with all
+    /// opened inside it), and those it does not reach past — the HTML standard's "in body" rules for li, dd/dt, p, a
+    /// and option (scopes end at tables, cells, buttons, lists), "in table" for cells, rows and row groups.
+    static let implied: [[UInt8]: (closes: Set<[UInt8]>, stopsAt: Set<[UInt8]>)] = {
+        let scope = ["table", "td", "th", "caption", "button", "object", "marquee", "applet", "template"]
+        var rules: [String: (closes: [String], stopsAt: [String])] = [
+            "li": (["li"], scope + ["ul", "ol"]), "dt": (["dt", "dd"], scope + ["dl"]), "dd": (["dt", "dd"], scope + ["dl"]),
+            "option": (["option"], scope + ["select"]), "optgroup": (["optgroup", "option"], scope + ["select"]),
+            "a": (["a"], scope), "td": (["td", "th"], ["table", "tr"]), "th": (["td", "th"], ["table", "tr"]),
+            "tr": (["tr"], ["table"]), "thead": (["thead", "tbody", "tfoot"], ["table"]),
+            "tbody": (["thead", "tbody", "tfoot"], ["table"]), "tfoot": (["thead", "tbody", "tfoot"], ["table"]),
+        ]
+        // The elements whose start closes an open paragraph (in its button scope).
+        for block in ["address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl",
+                      "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+                      "hgroup", "main", "menu", "nav", "ol", "p", "pre", "section", "summary", "table", "ul"] {
+            rules[block] = (["p"], scope)
+        }
+        return Dictionary(uniqueKeysWithValues: rules.map { (Array($0.key.utf8), (names($0.value.closes), names($0.value.stopsAt))) })
+    }()
 
     /// Whether `html`'s elements nest more than `limit` deep by this estimate.
     public static func exceeds(_ limit: Int, in html: String) -> Bool {
@@ -28,6 +47,11 @@ public enum MarkupNesting {
 
     private static func exceeds(_ limit: Int, in bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         var open: [[UInt8]] = []
+        var openCount: [[UInt8]: Int] = [:]
+        func close(from index: Int) {
+            for name in open[index...] { openCount[name, default: 1] -= 1 }
+            open.removeSubrange(index...)
+        }
         var index = 0
         let count = bytes.count
         while let start = find(UInt8(ascii: "<"), in: bytes, from: index) {
@@ -42,22 +66,38 @@ public enum MarkupNesting {
             while end < count, isNameByte(bytes[end]) { end += 1 }
             guard end > nameStart, isLetter(bytes[nameStart]) else { continue }
             let name = bytes[nameStart..<end].map { $0 | 0x20 }  // ASCII lower case
-            // The tag ends at the first '>' outside quotes.
-            var quote: UInt8?
+            // The tag ends at the first '>' outside a quoted attribute value (a quote opens one only after '=').
+            var quote: UInt8?, afterEquals = false
             while end < count, quote != nil || bytes[end] != UInt8(ascii: ">") {
-                if let open = quote { if bytes[end] == open { quote = nil } } else if bytes[end] == 0x22 || bytes[end] == 0x27 { quote = bytes[end] }
+                let byte = bytes[end]
+                if let open = quote {
+                    if byte == open { quote = nil }
+                } else if afterEquals, byte == 0x22 || byte == 0x27 {
+                    quote = byte
+                }
+                if quote == nil, byte != 0x20, byte != 0x09, byte != 0x0A, byte != 0x0D { afterEquals = byte == UInt8(ascii: "=") }
                 end += 1
             }
             let selfClosing = end > 0 && end < count && bytes[end - 1] == UInt8(ascii: "/")
             index = end + 1
             if closing {
-                if let last = open.lastIndex(of: name) { open.removeSubrange(last...) }
-            } else if rawText.contains(name) {
-                index = findEndTag(name, in: bytes, from: index) ?? count
-            } else if !uncounted.contains(name), !selfClosing {
-                open.append(name)
-                if open.count > limit { return true }
+                if openCount[name, default: 0] > 0, let last = open.lastIndex(of: name) { close(from: last) }
+                continue
             }
+            if rawText.contains(name) {
+                index = findEndTag(name, in: bytes, from: index) ?? count
+                continue
+            }
+            if let rule = implied[name], rule.closes.contains(where: { openCount[$0, default: 0] > 0 }) {
+                // The nearest open element it closes, not past one it stops at.
+                var at = open.count - 1
+                while at >= 0, !rule.closes.contains(open[at]), !rule.stopsAt.contains(open[at]) { at -= 1 }
+                if at >= 0, rule.closes.contains(open[at]) { close(from: at) }
+            }
+            if notOpened.contains(name) || selfClosing || (name == Array("form".utf8) && openCount[name, default: 0] > 0) { continue }
+            open.append(name)
+            openCount[name, default: 0] += 1
+            if open.count > limit { return true }
         }
         return false
     }

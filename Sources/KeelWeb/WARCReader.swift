@@ -61,6 +61,8 @@ public final class WARCReader {
     /// Whether the current gzip member has held a whole record: only then, or in the file's first member, is another
     /// looked for after a bad one.
     private var memberHeldRecord = false
+    /// Whether a bad record came before in the current gzip member: a record after it is not a member of its own.
+    private var memberHeldBadRecord = false
 
     public init(path: String, maxRecordBytes: Int = 64 << 20, warn: @escaping (String) -> Void) throws {
         self.path = path
@@ -78,6 +80,7 @@ public final class WARCReader {
                     // The member is done: the next record starts a new one.
                     guard try input.beginMember() else { return nil }
                     memberHeldRecord = false
+                    memberHeldBadRecord = false
                     pendingVersion = nil
                     continue
                 }
@@ -88,6 +91,7 @@ public final class WARCReader {
                 skip(at: damage.offset, damage.reason)
                 try leaveMember()
             } catch let problem as Problem {
+                memberHeldBadRecord = true
                 skip(at: start, problem.reason)
                 try recover()
             }
@@ -144,7 +148,7 @@ public final class WARCReader {
             return nil
         }
         let block = try takeBlock(length)
-        let firstInMember = !memberHeldRecord
+        let firstInMember = !memberHeldRecord && !memberHeldBadRecord
         memberHeldRecord = true
         var recordLength: Int?
         if input.isCompressed {

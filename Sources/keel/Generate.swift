@@ -140,7 +140,8 @@ struct Generate: ParsableCommand {
             }
         }
         let total = generated.reduce(0) { $0 + $1.count }
-        let promptTokens = encoded.reduce(0) { $0 + $1.count }
+        // The tokens read: a prompt longer than the context is read from its last `context` tokens.
+        let promptTokens = encoded.reduce(0) { $0 + min($1.count, context) }
         let prefill = (firstToken ?? finished).timeIntervalSince(ready)
         let decode = finished.timeIntervalSince(firstToken ?? finished)
         FileHandle.standardError.write(Data(String(

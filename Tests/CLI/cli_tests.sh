@@ -329,7 +329,8 @@ check "serve --max-connections 2 answers a third connection 503, and serves agai
 stop_server
 expect_ok "generate from a prompt longer than the context" "$keel" generate --checkpoint "$work/run" --prompt "To be, or not to be" --max-tokens 1
 grep -q "generate: note: prompt 1 is 19 tokens, more than the model's context (16): the model reads its last 16" "$work/err" \
-    && pass "generate says it reads a long prompt's last tokens" || fail "generate says it reads a long prompt's last tokens"
+    && grep -q "^16 prompt tokens in " "$work/err" \
+    && pass "generate says it reads a long prompt's last tokens, and counts those it read" || fail "generate says it reads a long prompt's last tokens"
 # Text is printed as it is generated: the prompt and the first tokens arrive while generation goes on (a million
 # tokens take far longer; text held back until the end would not arrive before it). The reader stops the process
 # once it has seen them, or after two minutes.

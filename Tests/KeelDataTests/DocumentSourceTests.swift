@@ -168,15 +168,18 @@ final class DocumentSourceTests: XCTestCase {
             open(out + "/empty.bz2", "wb").write(bz2.compress(b""))
             with zipfile.ZipFile(out + "/corpus.zip", "w") as archive: archive.write(source, "corpus.jsonl")
             with tarfile.open(out + "/corpus.tar", "w", format=tarfile.USTAR_FORMAT) as archive: archive.add(source, "corpus.jsonl")
+            with tarfile.open(out + "/corpus.tar.gz", "w:gz", format=tarfile.USTAR_FORMAT) as archive: archive.add(source, "corpus.jsonl")
             """
         try runTool("python3", ["-c", script, jsonl.path, directory.path])
         for (name, format) in [("corpus.jsonl.xz", "an xz-compressed file"), ("corpus.jsonl.bz2", "a bzip2-compressed file"),
                                ("empty.bz2", "a bzip2-compressed file"), ("corpus.zip", "a zip archive"), ("corpus.tar", "a tar archive")] {
             try assertError(directory.appendingPathComponent(name), contains: [format, "which Keel does not read"])
         }
-        // Parquet's and Arrow's and lz4's first bytes, under names that say text.
-        try assertError(try write("train-00000.txt", Array("PAR1".utf8) + [0x15, 0x04, 0x15, 0x00]), contains: ["a Parquet file"])
-        try assertError(try write("data.arrow", Array("ARROW1".utf8) + [0, 0]), contains: ["an Arrow file"])
+        // A tar archive under gzip is not text either: refused once it is decompressed.
+        try assertError(directory.appendingPathComponent("corpus.tar.gz"), contains: ["holds a tar archive under its compression"])
+        // Parquet's ends, Arrow's and lz4's first bytes, under names that say text.
+        try assertError(try write("train-00000.txt", Array("PAR1".utf8) + [0x15, 0x04, 0x15, 0x00] + Array("PAR1".utf8)), contains: ["a Parquet file"])
+        try assertError(try write("data.arrow", Array("ARROW1".utf8) + [0, 0, 0xFF]), contains: ["an Arrow file"])
         try assertError(try write("part.jsonl", [0x04, 0x22, 0x4D, 0x18, 0x64, 0x40]), contains: ["an lz4-compressed file"])
         do {
             try DocumentSource(url: directory.appendingPathComponent("corpus.tar")).forEachRecord { _ in }
@@ -185,7 +188,8 @@ final class DocumentSourceTests: XCTestCase {
             XCTAssertTrue(error.message.contains("a tar archive"), error.message)
         }
         // Text that begins as a format's signature does, and then goes on as text.
-        for text in ["BZh9 is a bzip2 header", "PARADE of words", "PK is a monogram"] {
+        for text in ["BZh9 is a bzip2 header", "PAR1: a heading, not Parquet, whose file does not end PAR1.", "PK is a monogram",
+                     "ARROW1 as a word"] {
             XCTAssertEqual(try documents(write("plain-\(text.prefix(3)).txt", text)), [Array(text.utf8)])
         }
     }

@@ -190,6 +190,18 @@ final class GGUFTests: XCTestCase {
             withUnsafeBytes(of: count.littleEndian) { bytes.replaceSubrange(at..<(at + 8), with: $0) }
         }
         XCTAssertTrue(claimed.contains("metadata tokenizer.ggml.token_type claims") && claimed.hasSuffix("elements, more than the file holds"), claimed)
+        // An array the file could hold, of more one-byte elements than any vocabulary has entries (each is read as a
+        // value of tens of bytes: a gigabyte of them took tens of gigabytes): its count made 2²⁴ + 1, and the file
+        // grown to hold that many bytes.
+        var long = file
+        long.metadata.append((key: "general.blob", value: .array(.uint8, [.uint8(7)])))
+        let refused = try error(long) { bytes in
+            let key = Array("general.blob".utf8)
+            let at = (0...(bytes.count - key.count)).first { Array(bytes[$0..<($0 + key.count)]) == key }! + key.count + 8
+            withUnsafeBytes(of: UInt64((1 << 24) + 1).littleEndian) { bytes.replaceSubrange(at..<(at + 8), with: $0) }
+            bytes += [UInt8](repeating: 0, count: 1 << 24)
+        }
+        XCTAssertTrue(refused.hasSuffix("metadata general.blob holds 16777217 elements, more than the 16777216 Keel reads in an array"), refused)
     }
 
     /// A Llama model as llama.cpp's GGUF: `llama.*` metadata typed as llama.cpp reads it, the tokenizer, tensors

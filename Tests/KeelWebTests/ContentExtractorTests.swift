@@ -87,6 +87,17 @@ final class ContentExtractorTests: XCTestCase {
         XCTAssertTrue(MarkupNesting.exceeds(limit, in: "<script></script>" + String(repeating: "<section><span>", count: 600)))
         XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "<svg><path d=\"M0\"/></svg>", count: 5000)))
         XCTAssertFalse(MarkupNesting.exceeds(limit, in: String(repeating: "</div>", count: 5000) + "<div><"))
+        // Legacy pages whose ends are implied: cells of <font> closed by their cell's end, paragraphs and items of
+        // inline markup, unclosed anchors (each closes the last), a form per cell, an apostrophe in a bare attribute.
+        for page in ["<table>" + String(repeating: "<tr><td><font face=Arial>cell</td></tr>", count: 5000),
+                     String(repeating: "<p><font size=2>para", count: 5000), "<ul>" + String(repeating: "<li><b>item</li>", count: 5000),
+                     String(repeating: "<a name=\"q\">question ", count: 5000),
+                     "<table>" + String(repeating: "<tr><td><form action=x><input>", count: 5000),
+                     "<div title=it's>" + String(repeating: "<div></div>", count: 5000)] {
+            XCTAssertFalse(MarkupNesting.exceeds(limit, in: page), String(page.prefix(60)))
+        }
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: String(repeating: "<ul><li>", count: limit)), "nested lists nest")
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: "<p>" + String(repeating: "<span>", count: limit + 1)), "spans in a paragraph nest")
         let sentence = "<p>A paragraph of text at the bottom of the nesting, long enough to be content.</p>"
         XCTAssertEqual(ContentExtractor().extract(html: String(repeating: "<div>", count: 200_000) + sentence).text, "")
     }

@@ -179,6 +179,10 @@ final class HTTPAndCharsetTests: XCTestCase {
         XCTAssertEqual(Charset.detect(Array("<meta charset=\"windows-1251\">".utf8) + utf8, httpCharset: nil).name, "UTF-8")
         XCTAssertEqual(Charset.detect(ascii, httpCharset: "iso-8859-2").name, "ISO-8859-2", "ASCII alone keeps the declaration")
         XCTAssertEqual(Charset.detect(ascii, httpCharset: "koi8-r").name, "KOI8-R", "an encoding iconv knows, ASCII-compatible")
+        // Vietnamese windows-1258, whose glibc decoder holds its last character back until the input ends; the standard's
+        // hyphenated Shift_JIS label (glibc's own SJIS reads 0x5C as ¥: Keel reads it as CP932, as browsers do).
+        XCTAssertEqual(Charset.detect(ascii, httpCharset: "windows-1258").name, "WINDOWS-1258")
+        XCTAssertEqual(Charset.detect(ascii, httpCharset: "shift-jis").name, "CP932")
         let japanese = Charset.normalized("shift_jis")!
         XCTAssertEqual(Charset.decode([0x87, 0x40, 0x87, 0x54], charset: japanese), "①Ⅰ")
         XCTAssertEqual(Charset.decode([0xad, 0xa1], charset: Charset.normalized("euc-jp")!), "①")

@@ -134,6 +134,10 @@ final class WARCReaderTests: XCTestCase {
         XCTAssertEqual(read.skipped, 1)
         let whole = try self.read(try temporaryFile(WARCFixture.gzip(good.flatMap { $0 }), name: "whole.warc.gz"))
         XCTAssertEqual(whole.records.map(\.length), [nil, nil, nil])
+        // The one good record after a bad one in a member is not a member of its own either.
+        let afterBad = try self.read(try temporaryFile(WARCFixture.gzip(wrong + good[0]), name: "bad-then-one.warc.gz"))
+        XCTAssertEqual(afterBad.records.map(\.targetURI), ["http://example.com/0"])
+        XCTAssertEqual(afterBad.records.map(\.length), [nil])
         XCTAssertEqual(whole.records.map(\.offset), [0, 0, 0])
     }
 
