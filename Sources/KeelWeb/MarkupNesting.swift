@@ -6,37 +6,54 @@
 /// The estimate keeps a stack of open elements as an HTML parser does for the tags that decide depth: a start tag
 /// opens an element and its end tag closes it with every element opened inside it (an end tag that closes nothing is
 /// ignored); the start tag of a paragraph, list item, table cell or row, option or link closes an open one of its kind
-/// (and a block's start tag an open paragraph), since its end is implied; a form inside a form is ignored. Elements
-/// that hold nothing (`<br>`, `<img>`) are not opened, and comments and the text of `<script>`, `<style>` and their
-/// kind hold no tags. Legacy pages of unclosed `<p>`s, `<li>`s and `<a name>`s, cells of `<font>`, stay shallow.
+/// (and a block's start tag an open paragraph; a table's, a table open at table level; a select's, an open select),
+/// since its end is implied; a form inside a form is ignored; any heading's end tag ends the open heading. Elements
+/// that hold nothing (`<br>`, `<img>`) are not opened, "/>" ends an element only inside SVG or MathML, and comments
+/// and the text of `<script>`, `<style>` and their kind hold no tags. Legacy pages of unclosed `<p>`s, `<li>`s,
+/// `<a name>`s, `<option>`s or `</table>`s, cells of `<font>`, mismatched headings, stay shallow.
 public enum MarkupNesting {
     private static func names(_ list: [String]) -> Set<[UInt8]> { Set(list.map { Array($0.utf8) }) }
 
     /// Elements that never hold others, and those a page holds once (their end is no boundary worth following).
-    static let notOpened = names(["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-                                  "wbr", "param", "keygen", "html", "head", "body"])
+    static let notOpened = names(["area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
+                                  "input", "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr", "html",
+                                  "head", "body"])
+    static let headings = names(["h1", "h2", "h3", "h4", "h5", "h6"])
     /// Elements whose content is text up to their end tag.
     static let rawText = names(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
                                 "plaintext"])
-    /// For each element whose start implies the end of an open one: the elements it closes (the nearest, with all
-    /// opened inside it), and those it does not reach past — the HTML standard's "in body" rules for li, dd/dt, p, a
-    /// and option (scopes end at tables, cells, buttons, lists), "in table" for cells, rows and row groups.
-    static let implied: [[UInt8]: (closes: Set<[UInt8]>, stopsAt: Set<[UInt8]>)] = {
+    /// What the start of an element implies: the end of the nearest open one of `closes` (with all opened inside it),
+    /// unless one of `stopsAt` is nearer.
+    struct ImpliedEnd {
+        let closes: Set<[UInt8]>
+        let stopsAt: Set<[UInt8]>
+    }
+
+    /// For each element whose start implies the end of an open one, the ends it implies — the HTML standard's "in
+    /// body" rules for li, dd/dt, p, a, nobr, button, option and a select in a select (scopes end at tables, cells,
+    /// buttons, lists), its "in table" rules for cells, rows, row groups and a table started at table level.
+    static let implied: [[UInt8]: [ImpliedEnd]] = {
         let scope = ["table", "td", "th", "caption", "button", "object", "marquee", "applet", "template"]
-        var rules: [String: (closes: [String], stopsAt: [String])] = [
-            "li": (["li"], scope + ["ul", "ol"]), "dt": (["dt", "dd"], scope + ["dl"]), "dd": (["dt", "dd"], scope + ["dl"]),
-            "option": (["option"], scope + ["select"]), "optgroup": (["optgroup", "option"], scope + ["select"]),
-            "a": (["a"], scope), "td": (["td", "th"], ["table", "tr"]), "th": (["td", "th"], ["table", "tr"]),
-            "tr": (["tr"], ["table"]), "thead": (["thead", "tbody", "tfoot"], ["table"]),
-            "tbody": (["thead", "tbody", "tfoot"], ["table"]), "tfoot": (["thead", "tbody", "tfoot"], ["table"]),
+        var rules: [String: [(closes: [String], stopsAt: [String])]] = [
+            "li": [(["li"], scope + ["ul", "ol"])], "dt": [(["dt", "dd"], scope + ["dl"])], "dd": [(["dt", "dd"], scope + ["dl"])],
+            "option": [(["option"], scope + ["select"])], "optgroup": [(["optgroup", "option"], scope + ["select"])],
+            "select": [(["select"], ["table", "td", "th", "caption", "template"])],
+            "a": [(["a"], scope)], "nobr": [(["nobr"], scope)], "button": [(["button"], scope.filter { $0 != "button" })],
+            "td": [(["td", "th"], ["table", "tr"])], "th": [(["td", "th"], ["table", "tr"])], "tr": [(["tr"], ["table"])],
+            "thead": [(["thead", "tbody", "tfoot"], ["table"])], "tbody": [(["thead", "tbody", "tfoot"], ["table"])],
+            "tfoot": [(["thead", "tbody", "tfoot"], ["table"])],
+            // A table started between another's rows (not in a cell) ends that one.
+            "table": [(["table"], ["td", "th", "caption", "template"])],
         ]
         // The elements whose start closes an open paragraph (in its button scope).
         for block in ["address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl",
                       "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
                       "hgroup", "main", "menu", "nav", "ol", "p", "pre", "section", "summary", "table", "ul"] {
-            rules[block] = (["p"], scope)
+            rules[block, default: []].append((["p"], scope))
         }
-        return Dictionary(uniqueKeysWithValues: rules.map { (Array($0.key.utf8), (names($0.value.closes), names($0.value.stopsAt))) })
+        return Dictionary(uniqueKeysWithValues: rules.map { name, ends in
+            (Array(name.utf8), ends.map { ImpliedEnd(closes: names($0.closes), stopsAt: names($0.stopsAt)) })
+        })
     }()
 
     /// Whether `html`'s elements nest more than `limit` deep by this estimate.
@@ -78,22 +95,30 @@ public enum MarkupNesting {
                 if quote == nil, byte != 0x20, byte != 0x09, byte != 0x0A, byte != 0x0D { afterEquals = byte == UInt8(ascii: "=") }
                 end += 1
             }
+            // "/>" ends an element only in SVG and MathML; HTML ignores it (`<div/>` opens a div).
             let selfClosing = end > 0 && end < count && bytes[end - 1] == UInt8(ascii: "/")
+                && (openCount[Array("svg".utf8), default: 0] > 0 || openCount[Array("math".utf8), default: 0] > 0)
             index = end + 1
             if closing {
-                if openCount[name, default: 0] > 0, let last = open.lastIndex(of: name) { close(from: last) }
+                if openCount[name, default: 0] > 0, let last = open.lastIndex(of: name) {
+                    close(from: last)
+                } else if headings.contains(name), let last = open.lastIndex(where: headings.contains) {
+                    close(from: last)  // any heading's end tag ends the open heading
+                }
                 continue
             }
             if rawText.contains(name) {
                 index = findEndTag(name, in: bytes, from: index) ?? count
                 continue
             }
-            if let rule = implied[name], rule.closes.contains(where: { openCount[$0, default: 0] > 0 }) {
+            for rule in implied[name] ?? [] where rule.closes.contains(where: { openCount[$0, default: 0] > 0 }) {
                 // The nearest open element it closes, not past one it stops at.
                 var at = open.count - 1
                 while at >= 0, !rule.closes.contains(open[at]), !rule.stopsAt.contains(open[at]) { at -= 1 }
                 if at >= 0, rule.closes.contains(open[at]) { close(from: at) }
             }
+            // A heading started right inside another ends it.
+            if headings.contains(name), let last = open.last, headings.contains(last) { close(from: open.count - 1) }
             if notOpened.contains(name) || selfClosing || (name == Array("form".utf8) && openCount[name, default: 0] > 0) { continue }
             open.append(name)
             openCount[name, default: 0] += 1

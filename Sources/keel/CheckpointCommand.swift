@@ -97,13 +97,12 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             let checkpoint = try CheckpointReader(resolving: path)
-            let model = try checkpoint.loadModel()
             let url = URL(fileURLWithPath: out)
             if to == "hf" {
-                let tokenizer = try loadCheckpointTokenizer(checkpoint)
-                try HuggingFaceExport.write(model, to: url, endOfText: Int(tokenizer.endOfText))
+                try Export.HuggingFace.write(checkpoint, to: url)
                 print("wrote \(out)/config.json and \(out)/model.safetensors from \(checkpoint.directory.path)")
             } else {
+                let model = try checkpoint.loadModel()
                 try ModelFiles.writeWeights(of: model, to: url)
                 print("wrote \(out): \(model.table.entries.count) tensors, \(model.table.count) parameters from \(checkpoint.directory.path)")
             }

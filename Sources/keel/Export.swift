@@ -21,9 +21,20 @@ struct Export: ParsableCommand {
         var out: String
 
         func run() throws {
-            let (model, tokenizer) = try loadCheckpoint(checkpoint)
-            try HuggingFaceExport.write(model, to: URL(fileURLWithPath: out), endOfText: Int(tokenizer.endOfText))
+            let reader = try CheckpointReader(resolving: checkpoint)
+            try Self.write(reader, to: URL(fileURLWithPath: out))
             print("wrote \(out)/config.json and \(out)/model.safetensors")
+        }
+
+        /// Writes `reader`'s model into `directory` for transformers, its config naming the model's end of sequence
+        /// (`tokenizer_config.json`'s `eos_token`, an imported instruct model's `<|im_end|>`; else end-of-text) and
+        /// the token its texts start with, when it has one.
+        static func write(_ reader: CheckpointReader, to directory: URL) throws {
+            let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
+            let settings = TokenizerSettings(directory: reader.directory)
+            let endOfSequence = settings.endOfSequence.flatMap { tokenizer.specialToken($0) } ?? tokenizer.endOfText
+            try HuggingFaceExport.write(model, to: directory, endOfText: Int(endOfSequence),
+                                        beginningOfText: settings.beginningOfTextToken(in: tokenizer).map(Int.init))
         }
     }
 

@@ -512,6 +512,13 @@ expect_ok "export gguf of the import that asks for BOS" "$keel" export gguf --ch
 check "the exported file asks for the original's BOS" \
     '(lambda a, b: [a(f) for f in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id")] == [b(f) for f in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id")] and a("tokenizer.ggml.add_bos_token"))(*[(lambda r: lambda name: r.fields[name].parts[r.fields[name].data[0]][0].item())(__import__("gguf").GGUFReader(f)) for f in sys.argv[1:3]])' \
     "$work/tiny-bos-again.gguf" "$work/tiny-bos.gguf"
+# And export hf names that BOS and the file's EOS (<|im_end|>) in config.json (it named the end-of-text token,
+# <|endoftext|>, for both); the import without BOS names its EOS for both, as GPT-2's config does.
+expect_ok "export hf of the import that asks for BOS" "$keel" export hf --checkpoint "$work/tiny-bos-run" --out "$work/tiny-bos-hf"
+expect_ok "export hf of the import without BOS" "$keel" export hf --checkpoint "$work/tiny-imported" --out "$work/tiny-hf"
+check "config.json names the file's BOS and EOS, or its EOS for both without a BOS" \
+    '(lambda field, a, b: [a["bos_token_id"], a["eos_token_id"]] == [field("bos"), field("eos")] and b["bos_token_id"] == b["eos_token_id"] == field("eos"))(lambda k: int((lambda f: f.parts[f.data[0]][0])(__import__("gguf").GGUFReader(sys.argv[1]).fields["tokenizer.ggml.%s_token_id" % k])), *[json.load(open(f)) for f in sys.argv[2:4]])' \
+    "$work/tiny-bos.gguf" "$work/tiny-bos-hf/config.json" "$work/tiny-hf/config.json"
 "$keel" generate --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --max-tokens 8 --temperature 0 >"$work/bos-generated.txt" 2>/dev/null
 "$keel" sample --checkpoint "$work/tiny-bos-run" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/bos-sampled.txt" 2>/dev/null
 "$keel" sample --checkpoint "$work/tiny-imported" --prompt "In 1599 the" --tokens 8 --temperature 0 >"$work/no-bos-sampled.txt" 2>/dev/null

@@ -74,6 +74,10 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(config["intermediate_size"] as? Int, 24)
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false)
         XCTAssertEqual(config["rms_norm_eps"] as? Double, 1e-6)
+        XCTAssertEqual([config["bos_token_id"] as? Int, config["eos_token_id"] as? Int], [22, 22], "GPT-2's way, without a text start")
+        // A model whose texts start with a token of their own (an imported Llama 3) names it as its BOS, not its EOS.
+        let started = HuggingFaceExport.config(for: ModelFixtures.llama, endOfText: 22, beginningOfText: 21)
+        XCTAssertEqual([started["bos_token_id"] as? Int, started["eos_token_id"] as? Int], [21, 22])
         let (header, _) = try parseBySpecification(directory.appendingPathComponent("model.safetensors"))
         let expected: [String: [Int]] = [
             "model.embed_tokens.weight": [23, 16], "lm_head.weight": [23, 16], "model.norm.weight": [16],

@@ -93,11 +93,20 @@ final class ContentExtractorTests: XCTestCase {
                      String(repeating: "<p><font size=2>para", count: 5000), "<ul>" + String(repeating: "<li><b>item</li>", count: 5000),
                      String(repeating: "<a name=\"q\">question ", count: 5000),
                      "<table>" + String(repeating: "<tr><td><form action=x><input>", count: 5000),
-                     "<div title=it's>" + String(repeating: "<div></div>", count: 5000)] {
+                     "<div title=it's>" + String(repeating: "<div></div>", count: 5000),
+                     // Found by a port of this estimate run on real and legacy pages against html5lib's depth: tables
+                     // whose </table> is missing, selects without </select>, a heading ended by another's end tag,
+                     // unclosed buttons and <nobr>s, elements HTML holds empty.
+                     String(repeating: "<table><tr><td>cell</td></tr>", count: 5000),
+                     String(repeating: "<form action=x><select name=s><option value=1>One<option value=2>Two", count: 5000),
+                     String(repeating: "<h3>Section title</h4><p>Body text", count: 5000), String(repeating: "<button>x", count: 5000),
+                     String(repeating: "<nobr>x", count: 5000), String(repeating: "<basefont size=3><image src=x><frame>", count: 5000)] {
             XCTAssertFalse(MarkupNesting.exceeds(limit, in: page), String(page.prefix(60)))
         }
         XCTAssertTrue(MarkupNesting.exceeds(limit, in: String(repeating: "<ul><li>", count: limit)), "nested lists nest")
         XCTAssertTrue(MarkupNesting.exceeds(limit, in: "<p>" + String(repeating: "<span>", count: limit + 1)), "spans in a paragraph nest")
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: String(repeating: "<div/>", count: limit + 1)), "HTML ignores the / of <div/>")
+        XCTAssertTrue(MarkupNesting.exceeds(limit, in: String(repeating: "<table><tr><td>", count: limit)), "tables in cells nest")
         let sentence = "<p>A paragraph of text at the bottom of the nesting, long enough to be content.</p>"
         XCTAssertEqual(ContentExtractor().extract(html: String(repeating: "<div>", count: 200_000) + sentence).text, "")
     }
