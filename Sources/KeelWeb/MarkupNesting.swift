@@ -18,6 +18,7 @@ public enum MarkupNesting {
     static let notOpened = names(["area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
                                   "input", "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr", "html",
                                   "head", "body"])
+    /// Headings, any of whose end tags ends the open one.
     static let headings = names(["h1", "h2", "h3", "h4", "h5", "h6"])
     /// Elements whose content is text up to their end tag.
     static let rawText = names(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",

@@ -21,8 +21,9 @@ struct Import: ParsableCommand {
             discussion: """
                 DIR holds config.json, the weights (model.safetensors, or shards listed by \
                 model.safetensors.index.json; F32, F16, BF16, F64) and the tokenizer (tokenizer.json, or GPT-2's \
-                vocab.json and merges.txt; or give --tokenizer). tokenizer_config.json, special_tokens_map.json, \
-                chat_template.jinja and generation_config.json are kept beside the tokenizer.
+                vocab.json and merges.txt; or give --tokenizer). tokenizer_config.json, special_tokens_map.json and \
+                chat_template.jinja (from beside the --tokenizer file when it has them, else DIR's) and DIR's \
+                generation_config.json are kept beside the tokenizer.
                 """)
 
         @Argument(help: "The model directory.")
@@ -62,10 +63,15 @@ struct Import: ParsableCommand {
                 throw KeelError("the tokenizer has \(vocabulary.size) ids, more than the model's vocab_size \(config.vocabSize)")
             }
             let model = try HuggingFaceImport.model(directory: root, config: config)
-            // What generation reads beside the tokenizer: its special tokens and chat template.
+            // What generation reads beside the tokenizer: its special tokens and chat template — those beside the tokenizer
+            // file (with --tokenizer, its own, as its end of sequence above was read from them), else DIR's — and DIR's
+            // generation settings (else the tokenizer's neighbour's).
             var extras: [String: Data] = [:]
-            for name in ["tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"] {
-                if let data = try? Data(contentsOf: root.appendingPathComponent(name)) { extras[name] = data }
+            let tokenizerDirectory = file.deletingLastPathComponent()
+            for (name, first, second) in [("tokenizer_config.json", tokenizerDirectory, root), ("special_tokens_map.json", tokenizerDirectory, root),
+                                          ("chat_template.jinja", tokenizerDirectory, root), ("generation_config.json", root, tokenizerDirectory)] {
+                let found = (try? Data(contentsOf: first.appendingPathComponent(name))) ?? (try? Data(contentsOf: second.appendingPathComponent(name)))
+                if let found { extras[name] = found }
             }
             let checkpoint = try WeightsCheckpoint.write(
                 model, tokenizer: ("tokenizer.json", write), extras: extras,
