@@ -53,8 +53,21 @@ public struct DataPreparation {
         let encoders = try ParallelEncoder(tokenizer)
         let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)
         try format.check(vocabSize: encoders.vocabSize)
+        // A directory this run makes goes again if the run fails (a bad line in the tenth file): neither it nor the
+        // shards written before the failure are left to look like a dataset in the making.
+        let made = !FileManager.default.fileExists(atPath: output.path)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        do {
+            return try write(files, encoders: encoders, format: format, progress: progress)
+        } catch {
+            if made { try? FileManager.default.removeItem(at: output) }
+            throw error
+        }
+    }
 
+    /// Tokenises `files` into shards of `format` in `output`, then writes the tokenizer and the manifest.
+    private func write(_ files: [URL], encoders: ParallelEncoder, format: TokenShardFormat,
+                       progress: (Progress) -> Void) throws -> ShardManifest {
         var writers = [SplitWriter(name: "train", format: format, shardTokens: shardTokens, directory: output),
                        SplitWriter(name: "val", format: format, shardTokens: shardTokens, directory: output)]
         var status = Progress()

@@ -1296,7 +1296,10 @@ expect_error "prepare refuses to overwrite a dataset" "already holds" \
     "$keel" data prepare --tokenizer "$work/tok.json" --input "$work/corpus" --out "$work/ds"
 printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$work/bad.jsonl"
 expect_error "JSONL line without text" "$work/bad.jsonl: line 2" \
-    "$keel" data prepare --tokenizer byte --input "$work/bad.jsonl" --out "$work/bad"
+    "$keel" data prepare --tokenizer byte --input "$work/bad.jsonl" --out "$work/bad" --shard-tokens 4
+# The directory the run made goes, with whatever it wrote before the second line failed.
+[ ! -e "$work/bad" ] && pass "a failed prepare leaves no directory of its own behind" \
+    || fail "a failed prepare leaves no directory of its own behind ($(ls -A "$work/bad"))"
 shard=$(ls "$work"/ds/train_*.bin | head -1)
 printf 'x' >>"$shard"
 expect_error "shard whose size disagrees with its header" "header says" "$keel" train --config "$work/ds.toml" --out "$work/dsrun2"
