@@ -18,6 +18,10 @@ public enum MarkupNesting {
     static let notOpened = names(["area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
                                   "input", "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr", "html",
                                   "head", "body"])
+    /// Names and markers the scan looks for, as bytes once rather than at every tag.
+    private static let svg = Array("svg".utf8), math = Array("math".utf8), form = Array("form".utf8)
+    private static let commentStart = Array("!--".utf8), commentEnd = Array("-->".utf8), endTagStart = Array("</".utf8)
+
     /// Headings, any of whose end tags ends the open one.
     static let headings = names(["h1", "h2", "h3", "h4", "h5", "h6"])
     /// Elements whose content is text up to their end tag.
@@ -74,8 +78,8 @@ public enum MarkupNesting {
         let count = bytes.count
         while let start = find(UInt8(ascii: "<"), in: bytes, from: index) {
             index = start + 1
-            if matches("!--", bytes, at: index) {
-                index = find("-->", in: bytes, from: index + 3).map { $0 + 3 } ?? count
+            if matches(commentStart, bytes, at: index) {
+                index = find(commentEnd, in: bytes, from: index + 3).map { $0 + 3 } ?? count
                 continue
             }
             let closing = index < count && bytes[index] == UInt8(ascii: "/")
@@ -98,7 +102,7 @@ public enum MarkupNesting {
             }
             // "/>" ends an element only in SVG and MathML; HTML ignores it (`<div/>` opens a div).
             let selfClosing = end > 0 && end < count && bytes[end - 1] == UInt8(ascii: "/")
-                && (openCount[Array("svg".utf8), default: 0] > 0 || openCount[Array("math".utf8), default: 0] > 0)
+                && (openCount[svg, default: 0] > 0 || openCount[math, default: 0] > 0)
             index = end + 1
             if closing {
                 if openCount[name, default: 0] > 0, let last = open.lastIndex(of: name) {
@@ -120,7 +124,7 @@ public enum MarkupNesting {
             }
             // A heading started right inside another ends it.
             if headings.contains(name), let last = open.last, headings.contains(last) { close(from: open.count - 1) }
-            if notOpened.contains(name) || selfClosing || (name == Array("form".utf8) && openCount[name, default: 0] > 0) { continue }
+            if notOpened.contains(name) || selfClosing || (name == form && openCount[name, default: 0] > 0) { continue }
             open.append(name)
             openCount[name, default: 0] += 1
             if open.count > limit { return true }
@@ -134,9 +138,8 @@ public enum MarkupNesting {
         isLetter(byte) || (byte >= 0x30 && byte <= 0x39) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
     }
 
-    private static func matches(_ text: String, _ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Bool {
-        let pattern = Array(text.utf8)
-        return index + pattern.count <= bytes.count && bytes[index..<(index + pattern.count)].elementsEqual(pattern)
+    private static func matches(_ pattern: [UInt8], _ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Bool {
+        index + pattern.count <= bytes.count && bytes[index..<(index + pattern.count)].elementsEqual(pattern)
     }
 
     private static func find(_ byte: UInt8, in bytes: UnsafeBufferPointer<UInt8>, from index: Int) -> Int? {
@@ -144,10 +147,10 @@ public enum MarkupNesting {
         return bytes[index...].firstIndex(of: byte)
     }
 
-    private static func find(_ text: String, in bytes: UnsafeBufferPointer<UInt8>, from index: Int) -> Int? {
+    private static func find(_ pattern: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from index: Int) -> Int? {
         var at = index
-        while let candidate = find(text.utf8.first!, in: bytes, from: at) {
-            if matches(text, bytes, at: candidate) { return candidate }
+        while let candidate = find(pattern[0], in: bytes, from: at) {
+            if matches(pattern, bytes, at: candidate) { return candidate }
             at = candidate + 1
         }
         return nil
@@ -156,7 +159,7 @@ public enum MarkupNesting {
     /// Where the end tag of `name` (any case) begins, from `index` on.
     private static func findEndTag(_ name: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from index: Int) -> Int? {
         var at = index
-        while let candidate = find("</", in: bytes, from: at) {
+        while let candidate = find(endTagStart, in: bytes, from: at) {
             let start = candidate + 2
             if start + name.count <= bytes.count, bytes[start..<(start + name.count)].map({ $0 | 0x20 }) == name,
                start + name.count == bytes.count || !isNameByte(bytes[start + name.count]) {

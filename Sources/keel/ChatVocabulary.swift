@@ -18,9 +18,9 @@ enum ChatVocabulary {
     /// corrected after a failure) is made again: reused, the run would train the other model's weights.
     static func base(at base: URL, extending checkpoint: CheckpointReader, tokenizerFile: URL, tokenizer: any TextTokenizer,
                      missing: [String]) throws -> CheckpointReader {
-        let source = base.appendingPathComponent(sourceFile)
+        let source = base.appendingPathComponent(sourceFile), identity = checkpoint.identity
         func ready() -> CheckpointReader? {
-            guard (try? String(contentsOf: source, encoding: .utf8)) == checkpoint.identity,
+            guard (try? String(contentsOf: source, encoding: .utf8)) == identity,
                   let reader = try? CheckpointReader(resolving: base.path),
                   let extended = try? loadTokenizer(reader.directory.appendingPathComponent("tokenizer.json").path),
                   missingMarkers(in: extended).isEmpty else { return nil }
@@ -32,7 +32,7 @@ enum ChatVocabulary {
             if FileManager.default.fileExists(atPath: base.path) { try FileManager.default.removeItem(at: base) }
             let line = try extend(checkpoint, tokenizerFile: tokenizerFile, tokenizer: tokenizer, missing: missing, into: base)
             // Last: what the others wait for, and what tells a later attempt where the base came from.
-            try AtomicFile.write(Data(checkpoint.identity.utf8), to: source)
+            try AtomicFile.write(Data(identity.utf8), to: source)
             FileHandle.standardError.write(Data((line + "\n").utf8))
             return try CheckpointReader(resolving: base.path)
         }
