@@ -88,6 +88,14 @@ public enum Charset {
                 }
             }
         }
+        // Flushed: some decoders (glibc's CP1258, TCVN) hold the last character back until told the input ended.
+        let flushed = chunk.withUnsafeMutableBufferPointer { out -> Int in
+            var outPointer: UnsafeMutablePointer<CChar>? = UnsafeMutableRawPointer(out.baseAddress!).assumingMemoryBound(to: CChar.self)
+            var outLeft = out.count
+            _ = iconv(converter, nil, nil, &outPointer, &outLeft)
+            return out.count - outLeft
+        }
+        output.append(contentsOf: chunk[..<flushed])
         return String(decoding: output, as: UTF8.self)
     }
 
@@ -196,21 +204,9 @@ public enum Charset {
     private static func readsASCIIAsASCII(_ name: String) -> Bool {
         let converter = iconv_open("UTF-8", name)
         guard converter != iconv_t(bitPattern: -1) else { return false }
-        defer { iconv_close(converter) }
-        var input = Array((32..<127).map { UInt8($0) })
-        var output = [UInt8](repeating: 0, count: 4 * input.count)
-        let produced = input.withUnsafeMutableBytes { source -> Int in
-            output.withUnsafeMutableBytes { destination -> Int in
-                var inPointer: UnsafeMutablePointer<CChar>? = source.baseAddress!.assumingMemoryBound(to: CChar.self)
-                var outPointer: UnsafeMutablePointer<CChar>? = destination.baseAddress!.assumingMemoryBound(to: CChar.self)
-                var inLeft = source.count, outLeft = destination.count
-                guard iconv(converter, &inPointer, &inLeft, &outPointer, &outLeft) != -1, inLeft == 0,
-                      // Flushed: some decoders (glibc's CP1258, TCVN) hold the last character back until told the input ended.
-                      iconv(converter, nil, nil, &outPointer, &outLeft) != -1 else { return -1 }
-                return destination.count - outLeft
-            }
-        }
-        return produced == input.count && output.prefix(produced).elementsEqual(input)
+        iconv_close(converter)
+        let ascii = (32..<127).map { UInt8($0) }
+        return decode(ascii, charset: name) == String(decoding: ascii, as: UTF8.self)
     }
 
     /// Whether `bytes` are valid UTF-8.
