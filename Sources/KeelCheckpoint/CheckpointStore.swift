@@ -41,7 +41,7 @@ public enum CheckpointStore {
     public static func prepare(root: URL, step: Int) throws -> URL {
         let partial = partialDirectory(root: root, step: step)
         do {
-            try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(partial)
         } catch {
             throw notWritten(root: root, step: step, because: AtomicFile.systemReason(error))
         }

@@ -9,7 +9,7 @@ public enum HuggingFaceExport {
     /// are written before either replaces an older one: a failure leaves the directory's model as it was, not a new
     /// config beside old weights (which may still load, with the wrong settings).
     public static func write(_ model: Transformer, to directory: URL, endOfText: Int, beginningOfText: Int? = nil) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(directory)
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys]
         let json = try JSONSerialization.data(withJSONObject: config(for: model.config, endOfText: endOfText, beginningOfText: beginningOfText), options: options)
         // The weights are renamed into place first: the config that says how to read them follows them.

@@ -19,7 +19,7 @@ public enum RunIdentity {
     /// Records `identity` in `directory` (created if needed), atomically: a reader sees the old identity or the new.
     public static func write(_ identity: UInt64, to directory: URL) throws {
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(directory)
             try Data((String(identity, radix: 16) + "\n").utf8).write(to: directory.appendingPathComponent(fileName), options: .atomic)
         } catch {
             throw KeelError("cannot record the run's identity in \(directory.path): \(error.localizedDescription)")

@@ -50,6 +50,24 @@ public enum Safetensors {
 
     /// The same, to an open file.
     public static func write(_ tensors: [TensorSlice], metadata: [String: String] = [:], to handle: FileHandle) throws {
+        try handle.write(contentsOf: header(tensors, metadata: metadata))
+        for tensor in tensors where tensor.bytes.count > 0 {
+            try handle.write(contentsOf: Data(
+                bytesNoCopy: UnsafeMutableRawPointer(mutating: tensor.bytes.baseAddress!),
+                count: tensor.bytes.count, deallocator: .none))
+        }
+    }
+
+    /// The bytes of a file of `tensors`, for a file written with others (a checkpoint's extras).
+    public static func contents(_ tensors: [TensorSlice], metadata: [String: String] = [:]) throws -> Data {
+        var contents = try header(tensors, metadata: metadata)
+        for tensor in tensors { contents.append(contentsOf: tensor.bytes) }
+        return contents
+    }
+
+    /// The header's length and the header, padded with spaces so the data starts 8-byte aligned, as the reference
+    /// implementation pads it.
+    private static func header(_ tensors: [TensorSlice], metadata: [String: String]) throws -> Data {
         var header: [String: Any] = [:]
         var offset = 0
         for tensor in tensors {
@@ -59,16 +77,9 @@ public enum Safetensors {
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        // Pad with spaces so the data starts 8-byte aligned, as the reference implementation does.
         json.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8))
         var length = UInt64(json.count).littleEndian
-        try handle.write(contentsOf: Data(bytes: &length, count: 8))
-        try handle.write(contentsOf: json)
-        for tensor in tensors where tensor.bytes.count > 0 {
-            try handle.write(contentsOf: Data(
-                bytesNoCopy: UnsafeMutableRawPointer(mutating: tensor.bytes.baseAddress!),
-                count: tensor.bytes.count, deallocator: .none))
-        }
+        return Data(bytes: &length, count: 8) + json
     }
 }
 

@@ -78,7 +78,7 @@ public enum SnapshotRecovery {
         var manifest: [UInt8] = []
         if channel.rank == source {
             do { manifest = [UInt8](try Data(contentsOf: directory.appendingPathComponent(CheckpointManifest.fileName))) } catch {
-                FileHandle.standardError.write(Data("rank \(channel.rank): warning: cannot read the manifest of the in-memory snapshot \(directory.path) (\(error.localizedDescription)): resuming without it\n".utf8))
+                StandardStreams.error("rank \(channel.rank): warning: cannot read the manifest of the in-memory snapshot \(directory.path) (\(error.localizedDescription)): resuming without it\n")
             }
         }
         manifest = try broadcastBytes(manifest, from: source, over: channel)
@@ -89,7 +89,7 @@ public enum SnapshotRecovery {
             return nil
         }
         if machines.isMachineLeader, holders[machines.machine] == nil {
-            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(root)
             let partial = try CheckpointStore.prepare(root: root, step: step)
             try CheckpointStore.writeManifest(Data(manifest), into: partial)
             // A directory of that step this machine does not count as holding — half deleted (no manifest), or one

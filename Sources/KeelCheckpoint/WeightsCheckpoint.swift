@@ -40,7 +40,7 @@ public enum WeightsCheckpoint {
             }
             let state = TrainingState(step: step, tokens: 0, elapsedSeconds: 0, seed: 0, samplesConsumed: 0,
                                       tokenizer: tokenizer?.name ?? "byte", config: config)
-            try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(run)
             try AtomicFile.write(Data(config.utf8), to: run.appendingPathComponent("config.toml"))
             return try CheckpointStore.publish(
                 CheckpointManifest(step: step, layout: plan.layout, model: model.config, state: state, files: files,

@@ -134,7 +134,7 @@ extension Communicator {
         do {
             try body()
         } catch {
-            FileHandle.standardError.write(Data("Error: rank \(rank) of the \(group): \(error)\n".utf8))
+            StandardStreams.error("Error: rank \(rank) of the \(group): \(error)\n")
             abort(code: 1)
         }
     }

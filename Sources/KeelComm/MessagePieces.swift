@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 
 extension CommunicationOperation.Kind {
     /// This collective as consecutive collectives of at most `limit` elements each, which together do what it does:
@@ -81,9 +82,9 @@ let mpiMessageLimit: Int = {
     let most = Int(Int32.max)
     guard let text = ProcessInfo.processInfo.environment["KEEL_MPI_MESSAGE_LIMIT"] else { return 1 << 28 }
     guard let value = Int(text), (1...most).contains(value) else {
-        FileHandle.standardError.write(Data("warning: KEEL_MPI_MESSAGE_LIMIT=\(text) is not a count from 1 to \(most); using \(most)\n".utf8))
+        StandardStreams.error("warning: KEEL_MPI_MESSAGE_LIMIT=\(text) is not a count from 1 to \(most); using \(most)\n")
         return most
     }
-    FileHandle.standardError.write(Data("note: MPI collectives go in pieces of at most \(value) elements (KEEL_MPI_MESSAGE_LIMIT)\n".utf8))
+    StandardStreams.error("note: MPI collectives go in pieces of at most \(value) elements (KEEL_MPI_MESSAGE_LIMIT)\n")
     return value
 }()

@@ -42,9 +42,15 @@ public enum AtomicFile {
                     continue
                 }
                 writing = url
+                // A device, a pipe or a directory would be replaced by a plain file (`--out /dev/null` would then
+                // delete the system's device), the output going nowhere it was meant to.
+                var existing = stat()
+                if stat(url.path, &existing) == 0, existing.st_mode & S_IFMT != S_IFREG {
+                    throw KeelError("cannot write \(url.path): it exists and is not a regular file (\(fileType(existing.st_mode)))")
+                }
                 let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(host)")
                 guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-                    throw KeelError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
+                    throw KeelError("cannot write \(url.path): its temporary file \(temporary.lastPathComponent) cannot be created: \(String(cString: strerror(errno)))")
                 }
                 temporaries.append(temporary)
                 handles.append(try FileHandle(forWritingTo: temporary))
@@ -62,13 +68,49 @@ public enum AtomicFile {
             // Already a clear message (bad input found while writing, say): the files stay as they were.
             throw error
         } catch {
-            // A failure in `body` without a file of its own is charged to the first file.
-            throw KeelError("cannot write \((writing ?? urls.compactMap { $0 }.first)?.path ?? "files"): \(systemReason(error))")
+            // A failure in `body` cannot say which of several handles failed: each file is named.
+            let named = writing.map { [$0] } ?? urls.compactMap { $0 }
+            let files = named.count == 1 ? named[0].path : "one of " + named.map(\.path).joined(separator: ", ")
+            throw KeelError("cannot write \(files): \(systemReason(error))")
         }
         for (index, (temporary, url)) in zip(temporaries, urls).enumerated() {
             guard let temporary, let url else { continue }
             try rename(temporary, to: url)
             temporaries[index] = nil
+        }
+    }
+
+    /// Creates `directory` and the directories above it that are missing; a failure names the directory and the
+    /// system's reason ("Read-only file system"), not Foundation's wrapping of them.
+    public static func createDirectory(_ directory: URL) throws {
+        // mkdir itself, a level at a time: Foundation's error for a path through a plain file has no reason in it.
+        func isDirectory(_ url: URL) -> Bool {
+            var status = stat()
+            return stat(url.path, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
+        }
+        var missing: [URL] = []
+        var level = directory.standardizedFileURL
+        while !isDirectory(level), level.path != "/" {
+            missing.append(level)
+            level = level.deletingLastPathComponent()
+        }
+        for level in missing.reversed() where mkdir(level.path, 0o777) != 0 {
+            let failure = errno
+            if failure == EEXIST && isDirectory(level) { continue }  // made by another process meanwhile
+            let reason = failure == EEXIST ? "it exists and is not a directory" : String(cString: strerror(failure))
+            throw KeelError("cannot create directory \(directory.path): \(level == directory.standardizedFileURL ? "" : "\(level.path): ")\(reason)")
+        }
+    }
+
+    /// What kind of file `mode` says, in words.
+    private static func fileType(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFIFO: "a named pipe"
+        case S_IFSOCK: "a socket"
+        default: "a file of another kind"
         }
     }
 
@@ -100,7 +142,9 @@ public enum AtomicFile {
         if let error = error as? KeelError { return error.message }
         var current = error as NSError
         while let underlying = current.userInfo[NSUnderlyingErrorKey] as? NSError { current = underlying }
-        return current.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32(current.code))) : "\(error)"
+        if current.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(current.code))) }
+        // Foundation's own words ("The volume is read only.") without its domain, code and user info.
+        return current.domain == NSCocoaErrorDomain ? current.localizedDescription : "\(error)"
     }
 
     /// Renames `source` to `destination` (replacing a file) and fsyncs the parent directory.

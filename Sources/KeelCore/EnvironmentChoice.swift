@@ -22,5 +22,5 @@ public func environmentChoice<Engine>(_ variable: String, among engines: [Engine
 
 /// Writes `keel: warning: message` on standard error: something the user asked for that Keel does otherwise.
 public func warn(_ message: String) {
-    FileHandle.standardError.write(Data("keel: warning: \(message)\n".utf8))
+    StandardStreams.error("keel: warning: \(message)\n")
 }

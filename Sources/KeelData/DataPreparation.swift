@@ -56,7 +56,7 @@ public struct DataPreparation {
         // A directory this run makes goes again if the run fails (a bad line in the tenth file): neither it nor the
         // shards written before the failure are left to look like a dataset in the making.
         let made = !FileManager.default.fileExists(atPath: output.path)
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(output)
         do {
             return try write(files, encoders: encoders, format: format, progress: progress)
         } catch {

@@ -66,7 +66,14 @@ public final class MetricsLog: @unchecked Sendable {
     /// Appends one record with fields in the given order.
     public func write(_ fields: [(key: String, value: Field)]) throws {
         let line = "{" + fields.map { "\"\($0.key)\": \($0.value.json)" }.joined(separator: ", ") + "}\n"
-        try handle.write(contentsOf: Data(line.utf8))
+        let end = try handle.offset()
+        do {
+            try handle.write(contentsOf: Data(line.utf8))
+        } catch {
+            // The file keeps whole records only: a line cut off by a full disk is taken back.
+            try? handle.truncate(atOffset: end)
+            throw KeelError("cannot write \(url.path): \(AtomicFile.systemReason(error))")
+        }
         let scalars = fields.compactMap { field -> (tag: String, value: Double)? in
             switch field.value {
             case .int(let v): (field.key, Double(v))

@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 
 /// The live progress line: redrawn in place on a terminal, printed every `every` steps otherwise.
 struct ProgressDisplay {
@@ -17,16 +18,16 @@ struct ProgressDisplay {
                           Int32(String(totalSteps).count), step, totalSteps, loss, learningRate,
                           ProgressDisplay.compact(tokensPerSecond), ProgressDisplay.duration(eta))
         if interactive {
-            FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
-            if step == totalSteps { FileHandle.standardError.write(Data("\n".utf8)) }
+            StandardStreams.error("\r\u{1B}[K" + line)
+            if step == totalSteps { StandardStreams.error("\n") }
         } else if step % every == 0 || step == totalSteps || step == 1 {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            StandardStreams.error(line + "\n")
         }
     }
 
     /// Prints a message on its own line without breaking the progress line.
     func message(_ text: String) {
-        FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+        StandardStreams.error((interactive ? "\r\u{1B}[K" : "") + text + "\n")
     }
 
     static func compact(_ value: Double) -> String {

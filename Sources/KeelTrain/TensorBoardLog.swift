@@ -15,7 +15,7 @@ public final class TensorBoardLog {
     /// within the same second) and writes the file-version record and a session start at the step after
     /// `resumedAfter` (0 for a run from the beginning).
     public init(directory: URL, resumedAfter: Int = -1) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(directory)
         let now = Date().timeIntervalSince1970
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "keel"
         let name = "events.out.tfevents.\(Int(now)).\(host)"

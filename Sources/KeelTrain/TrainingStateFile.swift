@@ -10,11 +10,7 @@ public enum TrainingStateFile {
 
     /// `buffers` as the bytes of a safetensors file.
     public static func contents(_ buffers: [String: FloatBuffer]) throws -> Data {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("keel-state-\(UUID()).safetensors")
-        defer { try? FileManager.default.removeItem(at: url) }
-        try Safetensors.write(buffers.sorted { $0.key < $1.key }.map { TensorSlice(name: $0.key, shape: [$0.value.count], floats: $0.value.pointer) },
-                              to: url)
-        return try Data(contentsOf: url)
+        try Safetensors.contents(buffers.sorted { $0.key < $1.key }.map { TensorSlice(name: $0.key, shape: [$0.value.count], floats: $0.value.pointer) })
     }
 
     /// Fills `buffers` from the file in checkpoint `directory`; a missing file or tensor, or one of another size, is

@@ -97,7 +97,7 @@ public struct CorpusPipeline: Sendable {
         guard !files.isEmpty else { throw KeelError("data pipeline: the inputs hold no HTML, WARC or JSONL files") }
         let work = configuration.output.appendingPathComponent("work")
         let extracted = work.appendingPathComponent("filtered")
-        try FileManager.default.createDirectory(at: extracted, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(extracted)
         try checkSettings(in: work)
         // What a killed run was writing: a file's results, the deduplicated corpus (a whole copy of it), shards.
         for directory in [extracted, work, configuration.output] { AtomicFile.removeAbandoned(in: directory) }
@@ -158,11 +158,14 @@ public struct CorpusPipeline: Sendable {
             progress("tokenize: done by an earlier run")
         } else {
             progress("tokenize: \(documents.count) file(s) with \(configuration.tokenizer)")
-            try removeDataset()
-            var preparation = DataPreparation(inputs: documents, tokenizer: configuration.tokenizer, output: configuration.output)
+            // Made aside and put in place once complete: a failure (a full disk) leaves the earlier dataset as it was.
+            let staged = work.appendingPathComponent("dataset.partial")
+            try? FileManager.default.removeItem(at: staged)
+            var preparation = DataPreparation(inputs: documents, tokenizer: configuration.tokenizer, output: staged)
             preparation.validationFraction = configuration.validationFraction
             preparation.shardTokens = configuration.shardTokens
             manifest = try preparation.run()
+            try replaceDataset(with: staged)
             try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources,
                                                                 settings: tokenizationSettings)), to: tokenized)
         }
@@ -183,15 +186,24 @@ public struct CorpusPipeline: Sendable {
         return report
     }
 
-    /// Removes the token shards and manifest an earlier run made from other files (the pipeline owns them): the
-    /// manifest first, so that a stop part-way leaves no dataset rather than one whose shards are missing.
-    private func removeDataset() throws {
-        guard let old = try? ShardManifest.read(from: configuration.output) else { return }
-        try FileManager.default.removeItem(at: configuration.output.appendingPathComponent(ShardManifest.fileName))
-        for shard in old.train.shards + old.val.shards {
-            try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(shard.file))
+    /// Replaces the token shards and manifest an earlier run made from other files (the pipeline owns them) with the
+    /// complete dataset in `staged`: the old manifest goes first and the new one comes last, so that a stop part-way
+    /// leaves no dataset rather than one whose shards are missing or another's.
+    private func replaceDataset(with staged: URL) throws {
+        let output = configuration.output, manager = FileManager.default
+        if let old = try? ShardManifest.read(from: output) {
+            try manager.removeItem(at: output.appendingPathComponent(ShardManifest.fileName))
+            for shard in old.train.shards + old.val.shards { try? manager.removeItem(at: output.appendingPathComponent(shard.file)) }
+            if old.tokenizer != "byte" { try? manager.removeItem(at: output.appendingPathComponent(old.tokenizer)) }
+            // Its tokenizer's settings too: left beside the new tokenizer, they would be read as its own.
+            for name in TokenizerSettings.fileNames { try? manager.removeItem(at: output.appendingPathComponent(name)) }
         }
-        if old.tokenizer != "byte" { try? FileManager.default.removeItem(at: configuration.output.appendingPathComponent(old.tokenizer)) }
+        let names = try manager.contentsOfDirectory(atPath: staged.path).filter { $0 != ShardManifest.fileName } + [ShardManifest.fileName]
+        for name in names {
+            try? manager.removeItem(at: output.appendingPathComponent(name))
+            try AtomicFile.rename(staged.appendingPathComponent(name), to: output.appendingPathComponent(name))
+        }
+        try manager.removeItem(at: staged)
     }
 
     /// A whole-corpus stage's result, the per-file results it was made from (output names and identifiers), and the

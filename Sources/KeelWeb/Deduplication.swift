@@ -68,7 +68,7 @@ public final class Deduplicator {
             .appendingPathComponent("keel-dedup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(AtomicFile.host)")
         self.directory = directory
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(directory)
         } catch {
             throw KeelError("cannot create a temporary directory in \(options.temporaryDirectory.path): \(AtomicFile.systemReason(error))")
         }

@@ -43,7 +43,7 @@ public struct PageRenderer: Sendable {
         defer { try? FileManager.default.removeItem(at: directory) }
         let page = directory.appendingPathComponent("page.html"), output = directory.appendingPathComponent("dom.html")
         do {
-            try FileManager.default.createDirectory(at: directory.appendingPathComponent("profile"), withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(directory.appendingPathComponent("profile"))
             try Data(html).write(to: page)
         } catch {
             return .failure(KeelError("cannot write the page to render: \(AtomicFile.systemReason(error))"))
@@ -64,7 +64,7 @@ public struct PageRenderer: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-render-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         do {
-            try FileManager.default.createDirectory(at: directory.appendingPathComponent("profile"), withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(directory.appendingPathComponent("profile"))
         } catch {
             return .failure(KeelError("cannot make the browser's profile directory: \(AtomicFile.systemReason(error))"))
         }

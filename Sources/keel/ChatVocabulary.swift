@@ -33,7 +33,7 @@ enum ChatVocabulary {
             let line = try extend(checkpoint, tokenizerFile: tokenizerFile, tokenizer: tokenizer, missing: missing, into: base)
             // Last: what the others wait for, and what tells a later attempt where the base came from.
             try AtomicFile.write(Data(identity.utf8), to: source)
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            StandardStreams.error(line + "\n")
             return try CheckpointReader(resolving: base.path)
         }
         for _ in 0..<3000 {  // up to 10 minutes

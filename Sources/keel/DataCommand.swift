@@ -50,17 +50,17 @@ struct DataCommand: ParsableCommand {
                 last = status
                 guard interactive || Date().timeIntervalSince(lastPrinted) > 5 else { return }
                 lastPrinted = Date()
-                FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + Prepare.describe(status)
-                    + (interactive ? "" : "\n")).utf8))
+                StandardStreams.error((interactive ? "\r\u{1B}[K" : "") + Prepare.describe(status)
+                    + (interactive ? "" : "\n"))
             }
-            if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+            if interactive { StandardStreams.error("\n") }
             print(Prepare.describe(last))
             print("train: \(manifest.train.documents) documents, \(manifest.train.tokens) tokens in \(manifest.train.shards.count) shard(s)")
             print("val: \(manifest.val.documents) documents, \(manifest.val.tokens) tokens in \(manifest.val.shards.count) shard(s)")
             print("wrote \(out)/\(ShardManifest.fileName) (\(manifest.dtype.rawValue) tokens, vocabulary \(manifest.vocabSize))")
             if manifest.val.documents == 0 {
                 // Said now rather than when a training run starts on it.
-                FileHandle.standardError.write(Data("note: no document was held out (--val-fraction \(valFraction) of \(last.documents)); keel train needs a validation split and will refuse this dataset (keel eval --split train reads it)\n".utf8))
+                StandardStreams.error("note: no document was held out (--val-fraction \(valFraction) of \(last.documents)); keel train needs a validation split and will refuse this dataset (keel eval --split train reads it)\n")
             }
         }
 

@@ -28,7 +28,7 @@ extension DataCommand {
             let configuration = try Self.configuration(path: config, overrides: overrides)
             let interactive = isatty(STDERR_FILENO) != 0
             let report = try CorpusPipeline(configuration).run { line in
-                FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + line + "\n").utf8))
+                StandardStreams.error((interactive ? "\r\u{1B}[K" : "") + line + "\n")
             }
             print("| stage | documents | text bytes | tokens | seconds |")
             print("| --- | ---: | ---: | ---: | ---: |")

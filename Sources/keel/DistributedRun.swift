@@ -65,7 +65,7 @@ enum DistributedRun {
             try body(world)
             world.finalize()
         } catch {
-            FileHandle.standardError.write(Data("Error: rank \(world.rank): \(error)\n".utf8))
+            StandardStreams.error("Error: rank \(world.rank): \(error)\n")
             let status = exitStatus(for: error)
             if status == recurringFailureStatus { recordNoRestart(error) }
             world.abort(code: status)
@@ -112,7 +112,7 @@ enum DistributedRun {
         do {
             try body()
         } catch let error as KeelError where error.rulesOutRestart {
-            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            StandardStreams.error("Error: \(error)\n")
             recordNoRestart(error)
             throw ExitCode(recurringFailureStatus)
         }

@@ -92,7 +92,7 @@ struct Eval: ParsableCommand {
         let trainedMasked = Evaluation.trainedWithDocumentMasking(reader.state.config)
         let plain = !llamaCppScoring && format == nil
         if trainedMasked, !plain, documentMasking == nil {
-            FileHandle.standardError.write(Data("eval: note: the run was trained with data.document_masking; --llama-cpp-scoring and --quantize attend across documents, as llama-perplexity does\n".utf8))
+            StandardStreams.error("eval: note: the run was trained with data.document_masking; --llama-cpp-scoring and --quantize attend across documents, as llama-perplexity does\n")
         }
         let masked = plain && (documentMasking ?? trainedMasked)
         let documentEnd = masked ? tokenizer.endOfText : nil
@@ -125,7 +125,7 @@ struct Eval: ParsableCommand {
         let sum = Evaluation.lossSum(of: model, on: windows, count: count, batch: batchSize) { done in
             guard done * 10 / count > reported * 10 / count, done < count else { return }
             reported = done
-            FileHandle.standardError.write(Data("eval: \(done)/\(count) windows\n".utf8))
+            StandardStreams.error("eval: \(done)/\(count) windows\n")
         }
         let loss = Float(sum / Double(count))
         let perplexity = exp(Double(loss))
@@ -153,7 +153,7 @@ struct Eval: ParsableCommand {
             throw KeelError("eval: the data has \(windows.tokenCount) tokens, fewer than --seq-len + 1 (\(length + 1))")
         }
         let source = dataset.map { "\($0) (\(split))" } ?? files.joined(separator: ", ")
-        FileHandle.standardError.write(Data("eval: \(origin) on \(source): \(count) windows of \(length) tokens\n".utf8))
+        StandardStreams.error("eval: \(origin) on \(source): \(count) windows of \(length) tokens\n")
         return count
     }
 
@@ -221,7 +221,7 @@ struct Eval: ParsableCommand {
         if let bos = beginningOfText {
             let note = llamaCppScoring ? "the text starts with it and each window's first token is replaced by it, as llama-perplexity does"
                 : "each document starts with it, as training reads text, and windows are cut from the whole"
-            FileHandle.standardError.write(Data("eval: note: the model expects token \(bos) before every text; \(note)\n".utf8))
+            StandardStreams.error("eval: note: the model expects token \(bos) before every text; \(note)\n")
         }
         return positions
     }

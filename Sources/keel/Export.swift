@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeelCheckpoint
+import KeelCore
 import KeelData
 import KeelTrain
 
@@ -80,7 +81,7 @@ func writeGGUF(checkpoint: String, type: GGUFExport.WeightType, to url: URL) thr
     let reader = try CheckpointReader(resolving: checkpoint)
     let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
     let vocabulary = try GGUFVocabulary(tokenizer, size: model.config.vocabSize)
-    if let difference = vocabulary.difference { FileHandle.standardError.write(Data("note: \(difference)\n".utf8)) }
+    if let difference = vocabulary.difference { StandardStreams.error("note: \(difference)\n") }
     // A model whose texts start with a token asks llama.cpp for it, as generate puts it before a checkpoint's prompts.
     let settings = TokenizerSettings(directory: reader.directory)
     let start = settings.beginningOfTextToken(in: tokenizer)

@@ -54,11 +54,11 @@ extension DataCommand {
             renderer?.timeout = renderTimeout
             let (files, repeated) = try PageReader.inputFiles(inputs)
             if repeated > 0 {
-                FileHandle.standardError.write(Data("note: \(repeated) file(s) named more than once, read once\n".utf8))
+                StandardStreams.error("note: \(repeated) file(s) named more than once, read once\n")
             }
             var counts = PageReader.Counts(), rendered = 0, renderFailures = 0
             let started = Date()
-            func warn(_ message: String) { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+            func warn(_ message: String) { StandardStreams.error("warning: \(message)\n") }
             try AtomicFile.write(to: URL(fileURLWithPath: out)) { handle in
                 // Pages to render wait until every file is read, then render in parallel and come last.
                 var waiting: [(page: PageReader.Page, html: [UInt8])] = []
@@ -69,7 +69,7 @@ extension DataCommand {
                     }
                 }
                 guard let renderer, !waiting.isEmpty else { return }
-                FileHandle.standardError.write(Data("rendering \(waiting.count) page(s) with \(renderer.browser)\n".utf8))
+                StandardStreams.error("rendering \(waiting.count) page(s) with \(renderer.browser)\n")
                 for (waited, result) in zip(waiting, renderer.renderAll(waiting.map(\.html), workers: renderWorkers)) {
                     var page = waited.page
                     switch result {
@@ -94,9 +94,8 @@ extension DataCommand {
             // Each was warned of above; the count says that the pages read are not all there were.
             if counts.skipped > 0 { notes += "; \(counts.skipped) WARC record(s) skipped" }
             if counts.notPages > 0 { notes += "; \(counts.notPages) other response(s) passed over: not status 200, or not HTML" }
-            FileHandle.standardError.write(Data(String(format: "%d pages (%d without text%@) in %.2f s, %.0f pages/s; wrote %@\n",
-                                                       counts.pages, counts.empty, notes, seconds,
-                                                       Double(counts.pages) / max(seconds, 1e-9), out).utf8))
+            StandardStreams.error(String(format: "%d pages (%d without text%@) in %.2f s, %.0f pages/s; wrote %@\n",
+                                         counts.pages, counts.empty, notes, seconds, Double(counts.pages) / max(seconds, 1e-9), out))
         }
     }
 }

@@ -88,7 +88,7 @@ extension DataCommand {
                     if Date().timeIntervalSince(lastProgress) > (interactive ? 0.5 : 10) {
                         lastProgress = Date()
                         let line = "\(summary.documents) documents, \(summary.keptDocuments) kept"
-                        FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line : line + "\n").utf8))
+                        StandardStreams.error(interactive ? "\r\u{1B}[K" + line : line + "\n")
                     }
                 }
                 for file in files {
@@ -102,7 +102,7 @@ extension DataCommand {
                 }
                 try flush()
             }
-            if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            if interactive { StandardStreams.error("\r\u{1B}[K") }
             if let report {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

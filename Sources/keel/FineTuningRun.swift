@@ -51,7 +51,7 @@ struct FineTuningRun {
 
     /// Rank 0's progress lines, on stderr.
     func log(_ message: String) {
-        if group.rank == 0 { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+        if group.rank == 0 { StandardStreams.error(message + "\n") }
     }
 
     /// Reads the checkpoint and the settings, refuses an output directory that holds a run, reads the data with
@@ -60,7 +60,6 @@ struct FineTuningRun {
     static func start<Loaded>(_ options: FineTuningOptions, defaults: [String],
                             load: (any TextTokenizer, String, TrainConfig) throws -> Loaded,
                             _ body: (FineTuningRun, Loaded) throws -> Void) throws {
-        signal(SIGXFSZ, SIG_IGN)
         // SIGTERM, SIGUSR1 (Slurm's pre-emption warning) and Ctrl-C stop the run after the current step, with a checkpoint.
         StopSignals.install()
         let output = URL(fileURLWithPath: options.out), root = output.appendingPathComponent("checkpoints")
@@ -177,7 +176,7 @@ struct FineTuningRun {
             throw KeelError("config: \(model): the model is the run's (--init-from); it cannot be changed here")
         }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-fine-tuning-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(directory)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("settings.toml").path
         try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
@@ -206,7 +205,7 @@ struct FineTuningRun {
         }
         var metrics: MetricsLog?
         if group.rank == 0 {
-            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(output)
             try AtomicFile.write(Data(config.resolvedTOML.utf8), to: output.appendingPathComponent("config.toml"))
             metrics = try MetricsLog(url: output.appendingPathComponent("metrics.jsonl"), keepingThrough: resumed.map { _ in first - 1 })
         }

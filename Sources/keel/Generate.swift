@@ -98,7 +98,7 @@ struct Generate: ParsableCommand {
         let context = loaded.model.config.maxLength
         for (index, tokens) in encoded.enumerated() where tokens.count > context {
             // Generation reads the last `context` tokens, as the model was trained on no more.
-            FileHandle.standardError.write(Data("generate: note: prompt \(index + 1) is \(tokens.count) tokens, more than the model's context (\(context)): the model reads its last \(context)\(loaded.beginningOfText == nil ? "" : " (its first token kept)")\n".utf8))
+            StandardStreams.error("generate: note: prompt \(index + 1) is \(tokens.count) tokens, more than the model's context (\(context)): the model reads its last \(context)\(loaded.beginningOfText == nil ? "" : " (its first token kept)")\n")
         }
         let stops = InferenceModel.stops(stop, endOfGeneration: loaded.endOfGeneration, chat: chat ? loaded.chat : nil)
             .map { Array($0.utf8) }
@@ -106,7 +106,7 @@ struct Generate: ParsableCommand {
         let streaming = prompts.count == 1 && !json
         // A continuation is printed after its prompt; a chat reply alone.
         if streaming && !chat {
-            FileHandle.standardOutput.write(Data(prompts[0].utf8))
+            try StandardStreams.output(prompts[0])
         }
         if warmup {
             _ = decoder.generate(prompts: encoded, maxTokens: 1, options: options, textStart: loaded.beginningOfText,
@@ -114,15 +114,20 @@ struct Generate: ParsableCommand {
         }
         let ready = Date()
         var firstToken: Date?
+        var lostOutput: Error?
         let generated = decoder.generate(prompts: encoded, maxTokens: maxTokens, options: options, textStart: loaded.beginningOfText,
                                          shouldStop: { index, tokens in
             // A token's bytes may end inside a character: the stream holds them back until the rest comes.
             streams[index].update(tokens, decodedBy: tokenizer)
-            if streaming { streams[index].flush(to: FileHandle.standardOutput) }
+            if streaming {
+                // Output that cannot be written ends the generation: no one would read the rest.
+                do { try streams[index].flush() } catch { lostOutput = error; return true }
+            }
             return streams[index].stopped
         }, emit: { _, _ in
             if firstToken == nil { firstToken = Date() }
         })
+        if let lostOutput { throw lostOutput }
         let finished = Date()
         for (index, tokens) in generated.enumerated() {
             let text = String(decoding: streams[index].text, as: UTF8.self)
@@ -133,7 +138,7 @@ struct Generate: ParsableCommand {
                 let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else if streaming {
-                streams[index].finish(to: FileHandle.standardOutput)
+                try streams[index].finish()
                 print()
             } else {
                 print(chat ? text : prompts[index] + text)
@@ -144,11 +149,11 @@ struct Generate: ParsableCommand {
         let promptTokens = encoded.reduce(0) { $0 + min($1.count, context) }
         let prefill = (firstToken ?? finished).timeIntervalSince(ready)
         let decode = finished.timeIntervalSince(firstToken ?? finished)
-        FileHandle.standardError.write(Data(String(
+        StandardStreams.error(String(
             format: "%d prompt tokens in %.2f s (%.1f tokens/s), %d generated in %.2f s (%.1f tokens/s)%@; loaded in %.2f s\n",
             promptTokens, prefill, Double(promptTokens) / max(prefill, 1e-9), total, decode,
             Double(max(0, total - generated.count)) / max(decode, 1e-9), decoder.quantization.map { ", \($0.rawValue)" } ?? "",
-            ready.timeIntervalSince(started)).utf8))
+            ready.timeIntervalSince(started)))
     }
 }
 
@@ -210,14 +215,14 @@ struct TextStream {
     }
 
     /// Writes what is certain and not yet written.
-    mutating func flush(to handle: FileHandle) {
+    mutating func flush() throws {
         let bytes = takeCertain()
-        if !bytes.isEmpty { handle.write(Data(bytes)) }
+        if !bytes.isEmpty { try StandardStreams.output(bytes) }
     }
 
     /// Writes the rest.
-    mutating func finish(to handle: FileHandle) {
+    mutating func finish() throws {
         let bytes = takeRest()
-        if !bytes.isEmpty { handle.write(Data(bytes)) }
+        if !bytes.isEmpty { try StandardStreams.output(bytes) }
     }
 }

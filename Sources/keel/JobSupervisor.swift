@@ -203,6 +203,6 @@ struct JobSupervisor {
     }
 
     private func log(_ message: String) {
-        FileHandle.standardError.write(Data("launch: \(message)\n".utf8))
+        StandardStreams.error("launch: \(message)\n")
     }
 }

@@ -96,7 +96,7 @@ struct Launch: ParsableCommand {
         }
         let arguments = usesSrun ? srunArguments(executable: executable)
             : mpirunArguments(executable: executable, environment: environment)
-        FileHandle.standardError.write(Data(("launch: " + arguments.joined(separator: " ") + "\n").utf8))
+        StandardStreams.error("launch: " + arguments.joined(separator: " ") + "\n")
         if dryRun { return }
         // A training job (fine-tuning too) runs under a supervisor even without restarts, which passes SIGTERM and Ctrl-C on as
         // SIGUSR1: OpenMPI's mpirun answers them itself by killing the ranks (SIGTERM, then SIGKILL a second later),

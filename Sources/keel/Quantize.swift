@@ -40,7 +40,7 @@ struct Quantize: ParsableCommand {
             || FileManager.default.fileExists(atPath: directory.appendingPathComponent(CheckpointManifest.fileName).path) {
             throw KeelError("\(out) holds a run or a checkpoint; choose another --out")
         }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(directory)
         let file = try writeGGUF(checkpoint: checkpoint, type: GGUFExport.WeightType(rawValue: type.lowercased())!, to: url)
         let quantized = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
         let values = file.tensors.reduce(0) { $0 + $1.count }

@@ -129,7 +129,7 @@ struct RewardEval: ParsableCommand {
         }
         let pairs = try PreferenceData(paths: data, tokenizer: tokenizer, tokenizerPath: tokenizerPath, length: length,
                                        validationFraction: 0, forRewardModel: true)
-        FileHandle.standardError.write(Data("data: \(pairs.summary)\n".utf8))
+        StandardStreams.error("data: \(pairs.summary)\n")
         var scores: [(name: String, rewards: [(chosen: Double, rejected: Double)])] = []
         for (name, checkpoint) in zip(models, checkpoints) {
             let model = try RewardModel(checkpoint: checkpoint)

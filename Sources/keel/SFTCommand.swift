@@ -104,7 +104,7 @@ struct SFT: ParsableCommand {
             if inModel { lines.append(line) }
         }
         guard !lines.isEmpty else { throw KeelError("the run's config.toml has no [model] section") }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.createDirectory(directory)
         let url = directory.appendingPathComponent("sft-model.toml")
         try AtomicFile.write(Data(lines.joined(separator: "\n").utf8), to: url)
         return url.path

@@ -77,9 +77,9 @@ struct Serve: ParsableCommand {
         } catch let error as KeelError {
             throw KeelError("serve: \(error.message)")
         }
-        FileHandle.standardError.write(Data("chat format: \(loaded.chat.summary)\n".utf8))
-        FileHandle.standardError.write(Data("context: \(context) tokens per request\(context < modelContext ? " (of the model's \(modelContext); --ctx-size)" : "")\n".utf8))
-        FileHandle.standardOutput.write(Data("serving \(name) on http://\(host):\(server.port)/v1\n".utf8))
+        StandardStreams.error("chat format: \(loaded.chat.summary)\n")
+        StandardStreams.error("context: \(context) tokens per request\(context < modelContext ? " (of the model's \(modelContext); --ctx-size)" : "")\n")
+        try StandardStreams.output("serving \(name) on http://\(host):\(server.port)/v1\n")
         server.run { api.handle($0) }
     }
 }
@@ -356,8 +356,8 @@ struct CompletionAPI: Sendable {
             isAbandoned: { state.clientHasGone = connection.clientHasGone; return state.clientHasGone }))
         finished.wait()
         // One line per request, as llama.cpp's server logs them.
-        FileHandle.standardError.write(Data(("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(Int64(bitPattern: parameters.options.seed)), "
-            + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n").utf8))
+        StandardStreams.error("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(Int64(bitPattern: parameters.options.seed)), "
+            + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n")
         if parameters.stream {
             let rest = state.stream.takeRest()
             if !rest.isEmpty { _ = connection.event(chunk(String(decoding: rest, as: UTF8.self))) }

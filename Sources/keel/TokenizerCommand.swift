@@ -35,12 +35,12 @@ struct TokenizerCommand: ParsableCommand {
             let start = Date()
             let vocabulary = try TokenizerTraining.train(
                 inputs: input, vocabSize: vocabSize, pattern: pattern,
-                progress: { FileHandle.standardError.write(Data(("tokenizer: " + $0 + "\n").utf8)) })
+                progress: { StandardStreams.error("tokenizer: " + $0 + "\n") })
             let url = URL(fileURLWithPath: out)
             if url.pathExtension == "tiktoken" {
                 try TokenizerFiles.writeTiktoken(vocabulary, to: url)
                 // The format has no place for them: say what a reader must be told, and what training cannot do.
-                FileHandle.standardError.write(Data("note: a .tiktoken file holds the ranks only: read it with --pattern \(pattern.rawValue); without <|endoftext|> (id \(vocabulary.size - 1) here) Keel cannot prepare data or train with it — tokenizer.json keeps both\n".utf8))
+                StandardStreams.error("note: a .tiktoken file holds the ranks only: read it with --pattern \(pattern.rawValue); without <|endoftext|> (id \(vocabulary.size - 1) here) Keel cannot prepare data or train with it — tokenizer.json keeps both\n")
             } else {
                 try TokenizerFiles.writeHuggingFace(vocabulary, to: url)
             }
@@ -75,7 +75,7 @@ struct TokenizerCommand: ParsableCommand {
                 try text.withUnsafeBufferPointer { try encoder.encode($0, specialTokens: special, into: &output) }
                 ids = output
             }
-            FileHandle.standardOutput.write(Data((ids.map(String.init).joined(separator: " ") + "\n").utf8))
+            try StandardStreams.output(ids.map(String.init).joined(separator: " ") + "\n")
         }
     }
 
@@ -100,7 +100,7 @@ struct TokenizerCommand: ParsableCommand {
             }
             let bytes = tokenizer == "byte" ? ByteTokenizer().decode(ids)
                 : try TokenizerFiles.load(tokenizer, pattern: pattern).decode(ids)
-            FileHandle.standardOutput.write(Data(bytes))
+            try StandardStreams.output(bytes)
         }
     }
 

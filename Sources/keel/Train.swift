@@ -87,8 +87,6 @@ struct Train: ParsableCommand {
     func run() throws {
         // From now on SIGTERM, SIGUSR1 and Ctrl-C stop training after the current step, with a checkpoint.
         StopSignals.install()
-        // A file-size limit (ulimit -f) then fails the write with an error naming it, instead of killing keel.
-        signal(SIGXFSZ, SIG_IGN)
         guard let directory = Self.runDirectory(out: out, config: config) else {
             throw ValidationError("give --config FILE (and optionally --out DIR), or --resume --out DIR")
         }
@@ -143,14 +141,14 @@ struct Train: ParsableCommand {
         }
         let trainer = try Trainer(config: settings, output: output, start: resume ? .resume : resumeIfAny ? .resumeIfAny : .fresh,
                                   acceptingChangedData: acceptChangedData, groups: groups) { message in
-            FileHandle.standardError.write(Data((message + "\n").utf8))
+            StandardStreams.error(message + "\n")
         }
         let profiler = profile ? Profiler() : nil
         let summary = try trainer.run(stopAfter: stopAfter, trace: trace.map { URL(fileURLWithPath: $0) }, traceSteps: traceSteps,
                                       profiler: profiler) { log in
             guard let server else { return }
             MetricsEndpoint.serve(log, on: server)
-            FileHandle.standardError.write(Data("metrics: Prometheus text at http://\(metricsHost):\(server.port)/metrics\n".utf8))
+            StandardStreams.error("metrics: Prometheus text at http://\(metricsHost):\(server.port)/metrics\n")
         }
         guard groups.world.rank == 0 else { return summary.stoppedBy != nil }
         if let profiler { print(profiler.report()) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeelCore
 import KeelWeb
 
 extension DataCommand {
@@ -28,7 +29,7 @@ extension DataCommand {
             var total = 0, skipped = 0
             for file in files {
                 let reader = try WARCReader(path: file, maxRecordBytes: maxRecordMb << 20) {
-                    FileHandle.standardError.write(Data("warning: \($0)\n".utf8))
+                    StandardStreams.error("warning: \($0)\n")
                 }
                 while let record = try reader.next() {
                     total += 1
@@ -46,7 +47,7 @@ extension DataCommand {
                 }
                 skipped += reader.skipped
             }
-            FileHandle.standardError.write(Data("\(total) records read, \(skipped) skipped\n".utf8))
+            StandardStreams.error("\(total) records read, \(skipped) skipped\n")
         }
     }
 }

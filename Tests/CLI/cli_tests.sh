@@ -1484,6 +1484,18 @@ expect_ok "data pipeline resumed after losing one file's results" "$keel" data p
 grep -q "resume: 4 of 5 file(s) done by an earlier run" "$work/err" && cmp -s "$work/first-shard.bin" "$work/corpus/train_000000.bin" \
     && pass "data pipeline redoes only the unfinished file and writes the same shards" \
     || fail "data pipeline redoes only the unfinished file and writes the same shards"
+# New shards are made aside: a tokenize stage that fails (here a file-size limit standing in for a full disk, ~2 KB of
+# shards against 1 KB allowed) leaves the earlier dataset whole; done again without the limit, the new one replaces it.
+sha256sum "$work"/corpus/manifest.json "$work"/corpus/*.bin >"$work/dataset.sha"
+(ulimit -f 1; "$keel" data pipeline --config "$work/pipeline.toml" --set output.val_fraction=0.5) >"$work/out" 2>"$work/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q "^Error: .*File too large" "$work/err" && sha256sum --quiet -c "$work/dataset.sha" \
+    && [ ! -e "$work/corpus/work/dataset.partial" ] \
+    && pass "a data pipeline whose shards cannot be written keeps the earlier dataset" \
+    || fail "a data pipeline whose shards cannot be written keeps the earlier dataset (exit $status)"
+expect_ok "data pipeline with another validation split" "$keel" data pipeline --config "$work/pipeline.toml" --set output.val_fraction=0.5
+check "the new dataset replaced the earlier one" \
+    '(lambda m: m["val"]["documents"] > 0 and len(m["train"]["shards"]) == 1)(json.load(open(sys.argv[1])))' "$work/corpus/manifest.json"
 expect_error "data pipeline resumed with other settings" "was made with another rules" \
     "$keel" data pipeline --config "$work/pipeline.toml" --set filter.rules=gopher_quality --set filter.settings=[]
 expect_error "data pipeline with a misspelt key" "unknown key 'output.tokeniser'" \
@@ -1512,6 +1524,46 @@ else
 fi
 expect_error "unreadable data file" "cannot read $work/secret.txt: permission denied" \
     "${as_user[@]}" "$keel" train --config "$work/tiny.toml" --out "$work/nobody/run" --set "data.paths=[\"$work/secret.txt\"]"
+
+# Failed writes. Output that cannot be written is an error, not success, and not a crash; a diagnostic that cannot be
+# written does not stop the work; a file-size limit fails the write with its reason and leaves no temporary behind; a
+# destination that is not a regular file is not replaced.
+printf 'to be or not\n' >"$work/words.txt"
+# (The corpus directory now holds the pipeline's dataset: the runs below read its documents alone.)
+written=(--set "data.paths=[\"$work/corpus/doc1.txt\", \"$work/corpus/doc2.txt\", \"$work/corpus/doc3.txt\"]")
+"$keel" tokenizer encode --tokenizer byte --input "$work/words.txt" >/dev/full 2>"$work/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q "^Error: cannot write the output: No space left on device" "$work/err" && ! grep -q "Fatal error" "$work/err" \
+    && pass "encode to a full disk fails with its reason" || fail "encode to a full disk fails with its reason (exit $status)"
+"$keel" sample --checkpoint "$work/run" --tokens 5 >/dev/full 2>"$work/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q "^Error: cannot write the output: No space left on device" "$work/err" \
+    && pass "sample to a full disk fails with its reason" || fail "sample to a full disk fails with its reason (exit $status)"
+"$keel" train --config "$work/tiny.toml" --out "$work/log-full" --set training.steps=2 "${written[@]}" >/dev/null 2>/dev/full
+status=$?
+[ "$status" -eq 0 ] && pass "training whose log goes to a full disk" || fail "training whose log goes to a full disk (exit $status)"
+[ -d "$work/log-full/checkpoints/step_00000002" ] && pass "training whose log cannot be written still trains" \
+    || fail "training whose log cannot be written still trains"
+mkdir "$work/limited"
+(cd "$work/limited" && ulimit -f 16 && "$keel" export gguf --checkpoint "$work/llamarun" --type f32 --out "$work/limited/m.gguf") >"$work/out" 2>"$work/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q "^Error: cannot write $work/limited/m.gguf: File too large" "$work/err" && [ -z "$(ls -A "$work/limited")" ] \
+    && pass "export past a file-size limit fails with its reason and leaves nothing" \
+    || fail "export past a file-size limit fails with its reason and leaves nothing (exit $status: $(ls -A "$work/limited"))"
+(ulimit -f 1 && "$keel" train --config "$work/tiny.toml" --out "$work/metrics-limit" --set training.steps=30 --set checkpoint.every=0 "${written[@]}") \
+    >"$work/out" 2>"$work/err"
+status=$?
+[ "$status" -ne 0 ] && grep -q "^Error: cannot write $work/metrics-limit/metrics.jsonl: File too large" "$work/err" \
+    && [ "$(tail -c 1 "$work/metrics-limit/metrics.jsonl" | od -An -c | tr -d ' ')" = '\n' ] \
+    && pass "a metrics log that cannot grow stops the run naming it, whole records kept" \
+    || fail "a metrics log that cannot grow stops the run naming it, whole records kept (exit $status)"
+mkfifo "$work/pipe.gguf"
+expect_error "export onto a named pipe" "cannot write $work/pipe.gguf: it exists and is not a regular file (a named pipe)" \
+    "$keel" export gguf --checkpoint "$work/llamarun" --type f32 --out "$work/pipe.gguf"
+[ -p "$work/pipe.gguf" ] && pass "the named pipe is left as it was" || fail "the named pipe is left as it was"
+: >"$work/plainfile"
+expect_error "an output directory under a file" "cannot create directory $work/plainfile/run/checkpoints: $work/plainfile: it exists and is not a directory" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/plainfile/run" --set training.steps=1 "${written[@]}"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -48,22 +48,67 @@ final class AtomicFileTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["first.txt", "second.txt"])
     }
 
-    /// The renames come after every file is complete, in order: when the first cannot be renamed (its name is taken by
-    /// a directory), the others are not replaced either. Renaming each file as soon as it was written (the last first)
-    /// would leave the second file new and the first old.
+    /// The renames come after every file is complete, in order: when the first cannot be renamed (its temporary file
+    /// is taken away while it is written), the others are not replaced either. Renaming each file as soon as it was
+    /// written (the last first) would leave the second file new and the first old.
     func testNoFileIsRenamedBeforeEveryFileIsWritten() throws {
         let directory = try temporaryDirectory()
-        let blocked = directory.appendingPathComponent("blocked"), second = directory.appendingPathComponent("second.txt")
-        try FileManager.default.createDirectory(at: blocked, withIntermediateDirectories: false)
-        try Data().write(to: blocked.appendingPathComponent("inside"))
+        let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
+        try Data("old first".utf8).write(to: first)
         try Data("old second".utf8).write(to: second)
-        XCTAssertThrowsError(try AtomicFile.writeAll([blocked, second]) { handles in
+        XCTAssertThrowsError(try AtomicFile.writeAll([first, second]) { handles in
             try handles[0]!.write(contentsOf: Data("new first".utf8))
             try handles[1]!.write(contentsOf: Data("new second".utf8))
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            try FileManager.default.removeItem(at: directory.appendingPathComponent(names.first { $0.hasPrefix(".first.txt.tmp-") }!))
         }) { XCTAssertTrue("\($0)".contains("cannot rename"), "\($0)") }
+        XCTAssertEqual(contents(first), "old first")
         XCTAssertEqual(contents(second), "old second")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["blocked", "second.txt"],
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["first.txt", "second.txt"],
                        "no temporary file is left")
+    }
+
+    /// A destination that is a named pipe, a device or a directory is refused before anything is written: renaming a
+    /// plain file over it (`--out /dev/null` as root) would replace it, and the output would go nowhere it was meant to.
+    func testADestinationThatIsNotARegularFileIsLeftAlone() throws {
+        let directory = try temporaryDirectory()
+        let pipe = directory.appendingPathComponent("pipe"), folder = directory.appendingPathComponent("folder")
+        XCTAssertEqual(mkfifo(pipe.path, 0o600), 0)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false)
+        for (url, kind) in [(pipe, "a named pipe"), (folder, "a directory")] {
+            XCTAssertThrowsError(try AtomicFile.write(Data("new".utf8), to: url)) {
+                XCTAssertEqual("\($0)", "cannot write \(url.path): it exists and is not a regular file (\(kind))")
+            }
+        }
+        var status = stat()
+        XCTAssertEqual(stat(pipe.path, &status), 0)
+        XCTAssertEqual(status.st_mode & S_IFMT, S_IFIFO, "the pipe is still a pipe")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["folder", "pipe"])
+    }
+
+    /// A failed write names the file with the system's reason; with several files open, and no way to tell which
+    /// handle failed, it names each rather than charging the first.
+    func testAFailedWriteNamesTheFilesItMayBe() throws {
+        let directory = try temporaryDirectory()
+        let kept = directory.appendingPathComponent("kept.jsonl"), decisions = directory.appendingPathComponent("decisions.tsv")
+        XCTAssertThrowsError(try AtomicFile.write(to: kept) { _ in throw POSIXError(.EFBIG) }) {
+            XCTAssertEqual("\($0)", "cannot write \(kept.path): File too large")
+        }
+        XCTAssertThrowsError(try AtomicFile.writeAll([kept, nil, decisions]) { _ in throw POSIXError(.ENOSPC) }) {
+            XCTAssertEqual("\($0)", "cannot write one of \(kept.path), \(decisions.path): No space left on device")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [])
+    }
+
+    /// A directory that cannot be made is named, with the system's words, not Foundation's error domain and codes.
+    func testADirectoryThatCannotBeMadeIsNamed() throws {
+        let file = try temporaryDirectory().appendingPathComponent("file")
+        try Data().write(to: file)
+        let wanted = file.appendingPathComponent("run")
+        XCTAssertThrowsError(try AtomicFile.createDirectory(wanted)) {
+            XCTAssertTrue("\($0)".hasPrefix("cannot create directory \(wanted.path): "), "\($0)")
+            XCTAssertFalse("\($0)".contains("Domain="), "\($0)")
+        }
     }
 
     /// A directory that cannot be synced is an error, naming it: a rename it holds might not survive a crash, and a
