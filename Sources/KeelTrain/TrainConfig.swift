@@ -357,7 +357,9 @@ public struct TrainConfig: Sendable {
         try require(t.sequenceLength > 0 && t.sequenceLength <= model.maxLength, "training.seq_len",
                     "must be in 1...model.max_seq_len (\(model.maxLength)) (got \(t.sequenceLength))")
         try require(t.gradientAccumulation > 0, "training.grad_accum", "must be positive (got \(t.gradientAccumulation))")
-        try require(t.learningRate > 0 && t.learningRate.isFinite, "training.lr", "must be a positive number (got \(t.learningRate))")
+        // Steps run in Float: a rate past its range would become infinite and every weight NaN at the first step.
+        try require(t.learningRate > 0 && Float(t.learningRate).isFinite, "training.lr",
+                    "must be a positive number below \(Float.greatestFiniteMagnitude) (got \(t.learningRate))")
         try require(t.minLearningRate >= 0 && t.minLearningRate <= t.learningRate, "training.min_lr",
                     "must be in [0, training.lr] (got \(t.minLearningRate))")
         try require(t.warmupSteps >= 0, "training.warmup_steps", "must not be negative (got \(t.warmupSteps))")
@@ -369,7 +371,7 @@ public struct TrainConfig: Sendable {
         // Decoupled decay multiplies each weight by 1 − lr·weight_decay every step: at 1 or more it zeroes or flips them.
         try require(t.learningRate * Double(t.adamW.weightDecay) < 1, "training.weight_decay",
                     "× training.lr must be below 1 (got \(t.adamW.weightDecay) × \(t.learningRate)): each step multiplies the weights by 1 − lr·weight_decay")
-        try require(t.gradientClip >= 0, "training.grad_clip", "must not be negative (got \(t.gradientClip))")
+        try require(t.gradientClip >= 0, "training.grad_clip", "must be a number that is not negative, 0 for none (got \(t.gradientClip))")
         try require(t.evalEvery >= 0, "training.eval_every", "must not be negative (got \(t.evalEvery))")
         try require((1...1 << 20).contains(t.evalBatches), "training.eval_batches", "must be from 1 to \(1 << 20) (got \(t.evalBatches))")
         try require(checkpoint.every >= 0, "checkpoint.every", "must not be negative (got \(checkpoint.every))")

@@ -121,7 +121,7 @@ public final class Trainer {
                                  processesHere: groups.world.size == 1 ? 1 : placement?.localSize ?? 1) { warning in
             // Each machine's first rank says it of its own machine.
             if groups.world.rank == 0 { log(warning) } else if placement?.localRank == 0 {
-                FileHandle.standardError.write(Data("rank \(groups.world.rank): \(warning)\n".utf8))
+                StandardStreams.error("rank \(groups.world.rank): \(warning)\n")
             }
         }
         // The ranks verify the dataset's shards together, each hashing a share: each reading all of them would read
@@ -171,7 +171,7 @@ public final class Trainer {
                             rulesOutRestart: true)
         }
         if isLeader {
-            try FileManager.default.createDirectory(at: checkpointRoot, withIntermediateDirectories: true)
+            try AtomicFile.createDirectory(checkpointRoot)
             CheckpointStore.removePartials(root: checkpointRoot)
         }
         if let snapshotRoot {
@@ -187,7 +187,7 @@ public final class Trainer {
                         // Every machine's leader says so for its own machine (`log` is world rank 0's alone).
                         let message = "removing the in-memory snapshots in \(snapshotRoot.path): another run's (the run directory's identity differs)"
                         if groups.world.rank == 0 { self.log(message) } else {
-                            FileHandle.standardError.write(Data("rank \(groups.world.rank): \(message)\n".utf8))
+                            StandardStreams.error("rank \(groups.world.rank): \(message)\n")
                         }
                     }
                     try? FileManager.default.removeItem(at: snapshotRoot)
@@ -594,14 +594,15 @@ public final class Trainer {
                 // reads, say): such a state is never saved as the last good one.
                 let name = shardPlan.slices(rank: bad)[Int(ranks[bad][1])].name
                 forgetSnapshots()  // as for a loss that is not finite
-                throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it (the older ones are intact)",
+                let older = lastCheckpoint.map { "; the last good checkpoint is \($0.path)" } ?? ""
+                throw KeelError("training diverged: \(name) holds NaN or infinite values after step \(number); no checkpoint was written for it\(older)",
                                 rulesOutRestart: true)
             }
             let error = failure ?? CheckpointStore.notWritten(root: root, step: number,
                                                                because: "rank \(bad) could not write its file (its error says why)")
             // Snapshots only shorten recovery: without one, training goes on (the checkpoints on disk still hold).
             guard pending.isSnapshot else { throw error }
-            if failure != nil, !isLeader { FileHandle.standardError.write(Data("warning: rank \(world.rank): \(error)\n".utf8)) }
+            if failure != nil, !isLeader { StandardStreams.error("warning: rank \(world.rank): \(error)\n") }
             log("warning: no in-memory snapshot of step \(number): \(error)")
             if let broken = ranks.firstIndex(where: { $0[0] == 1 && $0[1] == 1 }) {
                 // Every later snapshot would fail too, after its ranks waited up to the timeout for their copies.
@@ -635,10 +636,12 @@ public final class Trainer {
         // snapshot's record says so with `"in_memory": 1`; on several machines, world rank 0's copies to and from
         // its buddies took `checkpoint_copy_s` after its file was written and brought it `checkpoint_copy_bytes`.
         let copies = pending.isSnapshot ? buddyCopy : nil
-        try metrics?.write(["step": .int(number), "checkpoint_s": .double(pending.stall + monotonicSeconds() - started),
-                            "checkpoint_write_s": .double(writeSeconds),
-                            "checkpoint_bytes": .int(Int(ranks.reduce(0) { $0 + $1[2] }))]
-                           + (pending.isSnapshot ? [("in_memory", .int(1))] : [])
+        // Pairs, not a dictionary literal: a record's fields keep their order, and its kind is its first after "step".
+        let fields: [(key: String, value: MetricsLog.Field)] = [
+            ("step", .int(number)), ("checkpoint_s", .double(pending.stall + monotonicSeconds() - started)),
+            ("checkpoint_write_s", .double(writeSeconds)), ("checkpoint_bytes", .int(Int(ranks.reduce(0) { $0 + $1[2] }))),
+        ]
+        try metrics?.write(fields + (pending.isSnapshot ? [("in_memory", .int(1))] : [])
                            + (copies.map { [("checkpoint_copy_s", .double($0.seconds)), ("checkpoint_copy_bytes", .int($0.receivedBytes))] } ?? []))
     }
 
@@ -736,7 +739,7 @@ public final class Trainer {
             if isLeader {
                 log("warning: skipping \(problem.message)")
             } else if !problem.everyRank {
-                FileHandle.standardError.write(Data("rank \(world.rank): warning: skipping \(problem.message)\n".utf8))
+                StandardStreams.error("rank \(world.rank): warning: skipping \(problem.message)\n")
             }
         }
         if let snapshotRoot, let machines, let snapshotChannel,

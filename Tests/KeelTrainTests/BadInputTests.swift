@@ -75,6 +75,11 @@ final class BadInputTests: XCTestCase {
         assertKeelError("model.n_head", "must divide d_model") { _ = try fixture.config(["model.n_head=5"]) }
         assertKeelError("model.n_kv_head") { _ = try fixture.config(["model.n_kv_head=3"], arch: "llama") }
         assertKeelError("training.lr must be a positive number") { _ = try fixture.config(["training.lr=-1"]) }
+        // Past Float's range the rate would be infinite in the step, every weight NaN after it.
+        assertKeelError("training.lr must be a positive number below") { _ = try fixture.config(["training.lr=1e39"]) }
+        assertKeelError("training.grad_clip must be a number that is not negative, 0 for none (got nan)") {
+            _ = try fixture.config(["training.grad_clip=nan"])
+        }
         assertKeelError("training.seq_len") { _ = try fixture.config(["training.seq_len=100"]) }
         assertKeelError("model.arch") { _ = try fixture.config(["model.arch=\"bert\""]) }
         // 2²² × 16 × 32 = 2³¹ elements of activations, one more than an MPI message holds.

@@ -125,6 +125,22 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(validation.map(\.bitPattern), [summary.initialValidationLoss!, summary.finalValidationLoss!].map(\.bitPattern))
     }
 
+    /// A checkpoint's record keeps its fields in order, "step" then "checkpoint_s", as every record does: its kind (the
+    /// first field after "step") is what lets a disk checkpoint's record drop a snapshot's `in_memory` from the metrics
+    /// endpoint. (Built as a dictionary, the order was the hash's.)
+    func testCheckpointRecordsKeepTheirFieldOrder() throws {
+        let fixture = try TrainFixture()
+        _ = try fixture.run(try fixture.config(["training.steps=6", "checkpoint.every=2", "checkpoint.snapshot_every=1",
+                                                "checkpoint.snapshot_dir=\"\(fixture.root.path)/shm\""]), in: "run")
+        let text = try String(contentsOf: fixture.root.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8)
+        let records = text.split(separator: "\n").filter { $0.contains("\"checkpoint_s\"") }
+        XCTAssertEqual(records.count, 6)
+        XCTAssertEqual(records.filter { $0.contains("\"in_memory\": 1") }.count, 3)
+        for record in records {
+            XCTAssertNotNil(record.firstMatch(of: /^\{"step": \d+, "checkpoint_s": [^,]+, "checkpoint_write_s": [^,]+, "checkpoint_bytes": \d+/), "\(record)")
+        }
+    }
+
     /// The log writes floats so that their text parses back to the same bits, whatever the value.
     func testMetricsLogRoundTripsFloatsBitForBit() throws {
         let fixture = try TrainFixture()
