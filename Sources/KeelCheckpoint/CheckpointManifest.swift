@@ -122,21 +122,34 @@ public struct StoredTensor: Codable, Equatable, Sendable {
     public var pieces: Int
     public var slices: [StoredSlice]
 
+    /// The elements of stored piece `piece` (of `pieces`).
+    public func elements(ofPiece piece: Int) -> Int {
+        split.shape(of: shape, piece: TensorRank(rank: piece, size: pieces)).reduce(1, *)
+    }
+
     /// Why the slices cannot be read as stored pieces of this tensor (see `CheckpointManifest.validate`), or nil.
     func slicesProblem(listed: Set<String>) -> String? {
-        guard shape.allSatisfy({ $0 >= 0 }), let elements = checkedProduct(shape) else { return "has an impossible shape \(shape)" }
-        guard pieces >= 1, elements % pieces == 0 else {
-            return "is cut into \(pieces) pieces, which do not divide its \(elements) elements"
+        guard shape.allSatisfy({ $0 >= 0 }), checkedProduct(shape) != nil else { return "has an impossible shape \(shape)" }
+        switch split {
+        case .replicated:
+            guard pieces == 1 else { return "is replicated, yet stored in \(pieces) pieces" }
+        case .split(let axis, let blocks, _):
+            guard shape.indices.contains(axis), blocks.allSatisfy({ $0 >= 0 }), blocks.reduce(0, +) == shape[axis],
+                  (1...max(1, shape[axis])).contains(pieces) else {
+                return "is cut along axis \(axis) in blocks \(blocks) into \(pieces) pieces, which its shape \(shape) does not allow"
+            }
         }
-        let size = elements / pieces
+        // Each piece's elements: the pieces of a vocabulary that does not divide differ by a row.
+        let sizes = (0..<pieces).map(elements(ofPiece:))
         var ranges = [[Range<Int>]](repeating: [], count: pieces)
         for slice in slices {
             guard listed.contains(slice.file), !slice.file.contains("/") else {
                 return "has a slice in \(slice.file), which is not one of the files the manifest lists"
             }
-            guard (0..<pieces).contains(slice.piece), (0...size).contains(slice.start), slice.count >= 1, slice.count <= size - slice.start,
-                  (0...1 << 52).contains(slice.offset ?? 0) else {
-                return "has a slice outside its \(pieces) piece\(pieces == 1 ? "" : "s") of \(size) elements (piece \(slice.piece), start \(slice.start), count \(slice.count), offset \(slice.offset ?? 0))"
+            guard (0..<pieces).contains(slice.piece), (0...sizes[slice.piece]).contains(slice.start), slice.count >= 1,
+                  slice.count <= sizes[slice.piece] - slice.start, (0...1 << 52).contains(slice.offset ?? 0) else {
+                let size = (0..<pieces).contains(slice.piece) ? " of \(sizes[slice.piece]) elements" : ""
+                return "has a slice outside its \(pieces) piece\(pieces == 1 ? "" : "s") (piece \(slice.piece)\(size), start \(slice.start), count \(slice.count), offset \(slice.offset ?? 0))"
             }
             ranges[slice.piece].append(slice.start..<slice.start + slice.count)
         }
@@ -149,7 +162,7 @@ public struct StoredTensor: Codable, Equatable, Sendable {
                 }
                 next = range.upperBound
             }
-            if next != size { return "misses elements \(next)..<\(size) of piece \(piece)" }
+            if next != sizes[piece] { return "misses elements \(next)..<\(sizes[piece]) of piece \(piece)" }
         }
         return nil
     }

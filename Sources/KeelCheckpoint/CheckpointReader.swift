@@ -119,7 +119,7 @@ public final class CheckpointReader {
             let piece = ShardPlan.piece(of: entry)
             // As `read` does: the piece's own slices, or every piece's when the tensor must be assembled whole.
             let wanted = piece.size == stored.pieces ? [(piece.rank, elements)]
-                : (0..<stored.pieces).map { ($0, 0..<(stored.shape.reduce(1, *) / stored.pieces)) }
+                : (0..<stored.pieces).map { ($0, 0..<stored.elements(ofPiece: $0)) }
             for (p, range) in wanted {
                 names.formUnion(overlapping(stored, piece: p, elements: range).map(\.slice.file))
             }
@@ -137,9 +137,11 @@ public final class CheckpointReader {
         }
         // Written in another tensor-parallel layout: the whole tensor from its pieces, then the piece wanted.
         let count = shape.reduce(1, *)
-        let whole = FloatBuffer(count: count), scratch = FloatBuffer(count: count / min(stored.pieces, piece.size))
+        let whole = FloatBuffer(count: count)
+        let scratch = FloatBuffer(count: max((0..<stored.pieces).map(stored.elements(ofPiece:)).max()!,
+                                             split.shape(of: shape, piece: piece).reduce(1, *)))
         for p in 0..<stored.pieces {
-            try assemble(stored, name, piece: p, elements: 0..<(count / stored.pieces), into: scratch.pointer)
+            try assemble(stored, name, piece: p, elements: 0..<stored.elements(ofPiece: p), into: scratch.pointer)
             stored.split.copy(whole.pointer, shape: shape, scratch.pointer, rank: TensorRank(rank: p, size: stored.pieces),
                               gathering: true)
         }

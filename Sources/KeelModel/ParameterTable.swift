@@ -59,7 +59,15 @@ public struct ParameterTable: Sendable {
     public static func divides(_ config: ModelConfig, by size: Int) -> Bool {
         let family = config.architecture.family
         let parts = [ModelPart.embedding] + (0..<config.layers).map(ModelPart.block) + [.head]
-        return parts.allSatisfy { part in family.tensors(of: part, config).allSatisfy { $0.split.divides(by: size) } }
+        return parts.allSatisfy { part in family.tensors(of: part, config).allSatisfy { divides($0, by: size) } }
+    }
+
+    /// Whether `spec` divides into `size` pieces. The vocabulary's rows (the token table, the output head) are cut
+    /// even when they do not divide — its pieces then differ by a row (`TensorSplit`) — so that a run resumes at
+    /// any tensor-parallel size whatever its vocabulary (GPT-2's 50,257 ids, trained at tp = 1, at tp = 2). Heads
+    /// and the MLP's width must divide.
+    static func divides(_ spec: TensorSpec, by size: Int) -> Bool {
+        spec.slot == .tokenTable || spec.slot == .output || spec.split.divides(by: size)
     }
 
     /// The parameters of one pipeline stage: the embedding when `layers` starts at 0, blocks `layers`, and the
@@ -91,9 +99,9 @@ public struct ParameterTable: Sendable {
         var entries: [ParameterEntry] = []
         var offset = 0
         for (key, (part, spec)) in kept {
-            precondition(spec.split.divides(by: tensor.size), "\(spec.name) does not divide into \(tensor.size) pieces")
+            precondition(Self.divides(spec, by: tensor.size), "\(spec.name) does not divide into \(tensor.size) pieces")
             let piece = spec.split.piece(for: tensor)
-            let entry = ParameterEntry(name: spec.name, shape: spec.split.shape(of: spec.shape, size: piece.size),
+            let entry = ParameterEntry(name: spec.name, shape: spec.split.shape(of: spec.shape, piece: piece),
                                        wholeShape: spec.shape, split: spec.split, tensorRank: piece, offset: offset,
                                        role: spec.role, initialization: spec.initialization, part: part, slot: spec.slot,
                                        key: key)

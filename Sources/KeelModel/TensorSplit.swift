@@ -18,8 +18,10 @@ public enum TensorSplit: Sendable, Equatable {
     /// Every rank holds all of it (norms, the biases of row-parallel projections, GPT-2's position table).
     case replicated
     /// Cut along dimension `axis`, which is the concatenation of `blocks` (GPT-2's q | k | v columns are three
-    /// blocks of d_model): each block is cut into equal pieces, and rank r holds piece r of every block, in
-    /// block order — so a column-parallel q | k | v projection gives each rank whole heads of q, k and v.
+    /// blocks of d_model): each block is cut into pieces, and rank r holds piece r of every block, in block order —
+    /// so a column-parallel q | k | v projection gives each rank whole heads of q, k and v. Piece r of a block of
+    /// length b among n runs from ⌊r·b/n⌋ to ⌊(r+1)·b/n⌋: equal when n divides b (heads and MLP width must), and
+    /// otherwise one apart (the vocabulary's rows, so that any vocabulary splits over any group).
     /// With `pieces` (a key or value projection's heads), it is never cut into more than that many: in a larger
     /// group, consecutive ranks share a piece (Megatron-LM's replicated key/value heads).
     case split(axis: Int, blocks: [Int], pieces: Int? = nil)
@@ -30,12 +32,17 @@ public enum TensorSplit: Sendable, Equatable {
         return TensorRank(rank: rank.rank * limit / rank.size, size: limit)
     }
 
-    /// The shape of one of `size` pieces of a tensor of `shape`.
-    public func shape(of shape: [Int], size: Int) -> [Int] {
-        guard case .split(let axis, _, _) = self, size > 1 else { return shape }
+    /// The shape of piece `piece` of a tensor of `shape`.
+    public func shape(of shape: [Int], piece: TensorRank) -> [Int] {
+        guard case .split(let axis, let blocks, _) = self, piece.size > 1 else { return shape }
         var local = shape
-        local[axis] /= size
+        local[axis] = blocks.reduce(0) { $0 + Self.run(of: $1, piece: piece).count }
         return local
+    }
+
+    /// The elements along the axis that piece `piece` holds of a block of `length`.
+    static func run(of length: Int, piece: TensorRank) -> Range<Int> {
+        (piece.rank * length / piece.size)..<((piece.rank + 1) * length / piece.size)
     }
 
     /// Whether a group of `size` ranks can hold it: every block divides into its pieces, and with `pieces`,
@@ -61,8 +68,8 @@ public enum TensorSplit: Sendable, Equatable {
         var runs: [Range<Int>] = []
         var start = 0
         for block in blocks {
-            let piece = block / rank.size
-            runs.append((start + rank.rank * piece)..<(start + (rank.rank + 1) * piece))
+            let run = Self.run(of: block, piece: rank)
+            runs.append((start + run.lowerBound)..<(start + run.upperBound))
             start += block
         }
         let localLength = runs.reduce(0) { $0 + $1.count }

@@ -71,7 +71,7 @@ public final class Transformer: @unchecked Sendable {
         }
         let tensorRank = tensor.map { TensorRank(rank: $0.rank, size: $0.size) } ?? .whole
         guard config.heads % tensorRank.size == 0, ParameterTable.divides(config, by: tensorRank.size) else {
-            throw KeelError("tensor parallelism: \(tensorRank.size) ranks must divide n_head (\(config.heads)), d_ff (\(config.hiddenWidth)) and vocab_size (\(config.vocabSize)), and divide or be a multiple of n_kv_head (\(config.kvHeads))")
+            throw KeelError("tensor parallelism: \(tensorRank.size) ranks must divide n_head (\(config.heads)) and d_ff (\(config.hiddenWidth)), and divide or be a multiple of n_kv_head (\(config.kvHeads))")
         }
         self.config = config
         self.layers = layers

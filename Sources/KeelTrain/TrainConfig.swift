@@ -242,17 +242,12 @@ public struct TrainConfig: Sendable {
             throw KeelError("config: model.arch must be \"gpt2\" or \"llama\" (got \"\(archName)\")")
         }
         let heads = try v.int("model.n_head", shape.heads)
-        var vocabSize = try v.optionalInt("model.vocab_size")
-        if vocabSize == nil {
-            // The tokenizer's vocabulary, padded up to a multiple of the tensor ranks (as Megatron-LM pads it), so
-            // each holds an equal slice; the padded ids never occur, and the size is saved with the run so that
-            // it resumes in any layout.
-            let tokens = try TrainConfig.vocabularySize(of: data), tensor = max(try v.int("parallel.tp", 1), 1)
-            vocabSize = (tokens + tensor - 1) / tensor * tensor
-            if vocabSize != tokens { v.resolve("model.vocab_size", .int(vocabSize!)) }
-        }
+        // The tokenizer's vocabulary at every tensor-parallel size: its rows are cut into pieces that differ by one
+        // where the ranks do not divide it (`ParameterTable.divides`), so no padded ids change the loss, and a run
+        // resumes in any layout.
+        let vocabSize = try v.optionalInt("model.vocab_size") ?? TrainConfig.vocabularySize(of: data)
         model = ModelConfig(
-            architecture: architecture, vocabSize: vocabSize!,
+            architecture: architecture, vocabSize: vocabSize,
             layers: try v.int("model.n_layer", shape.layers), heads: heads,
             kvHeads: try v.optionalInt("model.n_kv_head"), width: try v.int("model.d_model", shape.width),
             hiddenWidth: try v.optionalInt("model.d_ff"), maxLength: try v.int("model.max_seq_len", shape.maxLength),
@@ -397,7 +392,7 @@ public struct TrainConfig: Sendable {
                     "(\(distributed.zeroStage)) must be 0 or 1 with pipeline parallelism (parallel.pp = \(p.pipeline)): ZeRO-2 and -3 reduce each micro-batch's gradients as its backward pass ends, which a pipeline's interleaved micro-batches do not allow; a stage already holds 1/pp of the model (DeepSpeed too limits pipelines to ZeRO-1)")
         try require(distributed.zeroStage <= 1 || p.schedule != .gpipe, "distributed.zero_stage",
                     "(\(distributed.zeroStage)) must be 0 or 1 with the gpipe schedule: ZeRO-2 and -3 send each micro-batch's gradients as its backward pass ends, and gpipe runs every forward pass first (an untied head's gradient, added at the end of each forward pass, would land in buckets already sent); use the 1f1b schedule")
-        for (key, value) in [("model.n_head", model.heads), ("model.d_ff", model.hiddenWidth), ("model.vocab_size", model.vocabSize)] {
+        for (key, value) in [("model.n_head", model.heads), ("model.d_ff", model.hiddenWidth)] {
             try require(value % p.tensor == 0, "parallel.tp", "(\(p.tensor)) must divide \(key) (\(value)): each tensor rank holds an equal share of it")
         }
         try require(model.kvHeads % p.tensor == 0 || p.tensor % model.kvHeads == 0, "parallel.tp",

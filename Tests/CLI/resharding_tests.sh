@@ -3,7 +3,8 @@
 # ZeRO-1, tp 2 × dp 2 with ZeRO-3 — resumes on one process and in each of the other two layouts, and every
 # resumed run logs the per-step losses of the single process's uninterrupted run (1e-5 relative). Every layout
 # trains on the same global batch (4 sequences per micro-batch, 2 micro-batches), its replicas sharing it. The
-# pp 2 × dp 2 run compresses its checkpoints with zstd.
+# pp 2 × dp 2 run compresses its checkpoints with zstd. The vocabulary is the byte tokenizer's 257 ids, which two
+# tensor ranks do not divide: a run written at tp = 1 resumes at tp = 2 (its rows cut 128 and 129) and back.
 # Usage: Tests/CLI/resharding_tests.sh PATH_TO_KEEL
 set -uo pipefail
 keel=$(realpath "${1:?usage: resharding_tests.sh PATH_TO_KEEL}")

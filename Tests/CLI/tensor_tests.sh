@@ -36,7 +36,7 @@ done
 # the sequence-parallel embedding and norms take each token's position from its document (tp = 2, with and without
 # sequence parallelism, equals one process).
 config "$work/sft-base.toml" llama 4
-if run "sft base run" "$keel" train --config "$work/sft-base.toml" --out "$work/sft-base" --set model.n_kv_head=2 --set model.vocab_size=258 \
+if run "sft base run" "$keel" train --config "$work/sft-base.toml" --out "$work/sft-base" --set model.n_kv_head=2 \
     --set training.steps=1; then
     python3 -c '
 import json, random

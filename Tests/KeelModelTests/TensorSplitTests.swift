@@ -6,13 +6,14 @@ import XCTest
 /// tensor, the pieces of all ranks put back together give the whole tensor, and a column-parallel q | k | v
 /// piece holds whole heads of q, k and v.
 final class TensorSplitTests: XCTestCase {
-    private func config(_ architecture: Architecture) -> ModelConfig {
-        ModelConfig(architecture: architecture, vocabSize: 36, layers: 2, heads: 4, kvHeads: 2, width: 32, maxLength: 8)
+    private func config(_ architecture: Architecture, vocabulary: Int = 36) -> ModelConfig {
+        ModelConfig(architecture: architecture, vocabSize: vocabulary, layers: 2, heads: 4, kvHeads: 2, width: 32, maxLength: 8)
     }
 
+    /// Also for a vocabulary no group size divides: its rows are cut into pieces one row apart.
     func testPiecesOfEveryRankMakeTheWholeModel() throws {
-        for architecture in Architecture.allCases {
-            let config = config(architecture)
+        for (architecture, vocabulary) in Architecture.allCases.flatMap({ a in [36, 37].map { (a, $0) } }) {
+            let config = config(architecture, vocabulary: vocabulary)
             let whole = ParameterTable(config: config), wholeValues = FloatBuffer(count: whole.count)
             whole.initialize(wholeValues, seed: 5)
             for size in [1, 2, 4] {
@@ -43,7 +44,7 @@ final class TensorSplitTests: XCTestCase {
                     if case .split = entry.split { XCTAssertEqual(pieces, entry.count, "\(entry.name)") }
                     XCTAssertEqual(Array(UnsafeBufferPointer(start: rebuilt.pointer, count: entry.count)),
                                    Array(UnsafeBufferPointer(start: wholeValues.pointer + entry.offset, count: entry.count)),
-                                   "\(architecture) tp=\(size): \(entry.name) put back together differs")
+                                   "\(architecture) V=\(vocabulary) tp=\(size): \(entry.name) put back together differs")
                 }
             }
         }
@@ -89,8 +90,14 @@ final class TensorSplitTests: XCTestCase {
         }
     }
 
+    /// Heads and the MLP's width must divide; the vocabulary's rows need not (they are cut one row apart).
     func testSizesThatDoNotDivideAreRefused() {
         XCTAssertFalse(ParameterTable.divides(config(.gpt2), by: 3))   // 4 heads
-        XCTAssertFalse(ParameterTable.divides(config(.llama), by: 8))  // 2 kv heads' rows, 36 vocabulary rows
+        XCTAssertFalse(ParameterTable.divides(config(.llama), by: 3))  // 4 heads, 2 kv heads
+        XCTAssertTrue(ParameterTable.divides(config(.gpt2, vocabulary: 37), by: 2))
+        XCTAssertTrue(ParameterTable.divides(config(.llama, vocabulary: 37), by: 4))
+        let pieces = (0..<4).map { ParameterTable(config: config(.llama, vocabulary: 37), layers: 0..<2, tensor: TensorRank(rank: $0, size: 4)) }
+        XCTAssertEqual(pieces.map { $0["lm_head.weight"]!.shape[0] }, [9, 9, 9, 10])
+        XCTAssertEqual(pieces.map { $0["model.embed_tokens.weight"]!.shape[0] }, [9, 9, 9, 10])
     }
 }

@@ -20,8 +20,7 @@ struct LocalShape {
         kvHeads = max(config.kvHeads / t, 1)
         headDim = config.headDim
         hiddenWidth = config.hiddenWidth / t
-        let slice = config.vocabSize / t
-        vocabulary = (tensor.rank * slice)..<((tensor.rank + 1) * slice)
+        vocabulary = TensorSplit.run(of: config.vocabSize, piece: tensor)
     }
 
     /// Columns of the fused q | k | v projection's output.
