@@ -87,9 +87,17 @@ public final class GroupRelativeOptimization {
                 stops: [[Int32]], vocabulary: Int,
                 reward: @escaping (_ completions: [[Int32]], _ tasks: [TaskPrompt]) throws -> [Double]) throws {
         order = try PairOrder(count: train.count, kind: "prompts", training: training, ranks: nil, shuffles: shuffles)
-        guard settings.groupSize >= 2 else { throw KeelError("a group needs at least 2 completions (got \(settings.groupSize))") }
-        guard settings.maxNewTokens >= 1, settings.iterations >= 1, settings.epsilon > 0, settings.beta >= 0 else {
-            throw KeelError("GRPO needs max new tokens ≥ 1, iterations ≥ 1, ε > 0 and β ≥ 0")
+        // Each bound names its flag; the group's completions are generated and held at once, so their count is capped.
+        guard (2...4096).contains(settings.groupSize) else {
+            throw KeelError("--group-size must be from 2 to 4096 completions per prompt (got \(settings.groupSize))")
+        }
+        guard settings.maxNewTokens >= 1 else { throw KeelError("--max-new-tokens must be positive (got \(settings.maxNewTokens))") }
+        guard settings.iterations >= 1 else { throw KeelError("--iterations must be positive (got \(settings.iterations))") }
+        guard settings.epsilon > 0, settings.epsilon.isFinite else {
+            throw KeelError("--epsilon must be a positive number (got \(settings.epsilon))")
+        }
+        guard settings.beta >= 0, settings.beta.isFinite else {
+            throw KeelError("--beta must be a number that is not negative (got \(settings.beta))")
         }
         guard settings.beta == 0 || reference != nil else { throw KeelError("a KL penalty (β > 0) needs the reference model") }
         if let longest = (train + validation).map(\.tokens.count).max(), longest >= training.sequenceLength {

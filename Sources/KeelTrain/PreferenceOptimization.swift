@@ -55,7 +55,7 @@ public final class PreferenceOptimization {
                 training: TrainConfig.TrainingSettings, shuffles: Bool, padding: Int32,
                 group: any Communicator = SingleProcessCommunicator()) throws {
         order = try PairOrder(count: train.count, kind: "pairs", training: training, ranks: group.size, shuffles: shuffles)
-        guard settings.beta > 0 else { throw KeelError("beta must be positive (got \(settings.beta))") }
+        guard settings.beta > 0, settings.beta.isFinite else { throw KeelError("--beta must be a positive number (got \(settings.beta))") }
         guard (0..<0.5).contains(settings.labelSmoothing) else {
             throw KeelError("label smoothing must be in [0, 0.5) (got \(settings.labelSmoothing))")
         }

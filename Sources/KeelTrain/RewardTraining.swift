@@ -33,7 +33,9 @@ public final class RewardTraining {
                 group: any Communicator = SingleProcessCommunicator()) throws {
         order = try PairOrder(count: train.count, kind: "pairs", training: training, ranks: group.size, seed: orderSeed,
                               shuffles: shuffles)
-        guard centering >= 0 else { throw KeelError("the centring coefficient must not be negative (got \(centering))") }
+        guard centering >= 0, centering.isFinite else {
+            throw KeelError("--centering must be a number that is not negative (got \(centering))")
+        }
         self.model = model
         self.train = train
         self.validation = validation

@@ -12,6 +12,9 @@ import KeelParallel
 public struct TrainConfig: Sendable {
     /// `data.val_fraction` when a config does not set it.
     public static let defaultValidationFraction = 0.1
+    /// The most tokens a sample (`sample.tokens`, `keel sample --tokens`) generates: its text is built whole before it
+    /// is printed, and a sample runs after training, where a count past any use would only hold the job.
+    public static let mostSampledTokens = 1 << 20
 
     public var model: ModelConfig
     public var data: DataSettings
@@ -202,9 +205,28 @@ public struct TrainConfig: Sendable {
             }
             text = contents
         }
-        var values = try ConfigValues(toml: text, origin: path ?? "(no file)")
+        return try TrainConfig(toml: text, origin: path ?? "(no file)", overrides: overrides, requiresData: requiresData)
+    }
+
+    /// The settings TOML `text` gives (`origin` names it in errors), with `overrides` applied.
+    public init(toml text: String, origin: String, overrides: [String] = [], requiresData: Bool = true) throws {
+        var values = try ConfigValues(toml: text, origin: origin)
         try values.override(overrides)
-        return try TrainConfig(values, requiresData: requiresData)
+        try self.init(values, requiresData: requiresData)
+    }
+
+    /// The settings that differ from `earlier`'s, as "key earlier → now" (defaults included on both sides, so a key
+    /// spelled out at its default is no change), in key order.
+    public func changes(since earlier: TrainConfig) -> [String] {
+        func values(_ text: String) -> [String: String] {
+            Dictionary(text.split(separator: "\n").compactMap { line in
+                line.firstRange(of: " = ").map { (String(line[..<$0.lowerBound]), String(line[$0.upperBound...])) }
+            }, uniquingKeysWith: { first, _ in first })
+        }
+        let before = values(earlier.effectiveSettings), now = values(effectiveSettings)
+        return Set(before.keys).union(now.keys).sorted().compactMap { key in
+            before[key] == now[key] ? nil : "\(key) \(before[key] ?? "(unset)") → \(now[key] ?? "(unset)")"
+        }
     }
 
     init(_ source: ConfigValues, requiresData: Bool = true) throws {
@@ -352,6 +374,11 @@ public struct TrainConfig: Sendable {
         try require(t.sequenceLength > 0 && t.sequenceLength <= model.maxLength, "training.seq_len",
                     "must be in 1...model.max_seq_len (\(model.maxLength)) (got \(t.sequenceLength))")
         try require(t.gradientAccumulation > 0, "training.grad_accum", "must be positive (got \(t.gradientAccumulation))")
+        // A micro-batch's tokens, and the activations they make, are allocated at once; a step's tokens are counted.
+        try require((checkedProduct([t.batchSize, t.sequenceLength]) ?? .max) <= 1 << 31, "training.batch_size",
+                    "(\(t.batchSize)) × training.seq_len (\(t.sequenceLength)) must be at most \(1 << 31) tokens per micro-batch")
+        try require((checkedProduct([t.batchSize, t.sequenceLength, t.gradientAccumulation]) ?? .max) <= 1 << 40, "training.grad_accum",
+                    "(\(t.gradientAccumulation)) × training.batch_size × training.seq_len must be at most \(1 << 40) tokens per step")
         // Steps run in Float: a rate past its range would become infinite and every weight NaN at the first step.
         try require(t.learningRate > 0 && Float(t.learningRate).isFinite, "training.lr",
                     "must be a positive number below \(Float.greatestFiniteMagnitude) (got \(t.learningRate))")
@@ -376,8 +403,10 @@ public struct TrainConfig: Sendable {
         try require((0...19).contains(checkpoint.zstdLevel), "checkpoint.zstd_level",
                     "must be 0 (no compression) or a zstd level from 1 to 19 (got \(checkpoint.zstdLevel))")
         try require(logging.every > 0, "logging.every", "must be positive (got \(logging.every))")
-        try require(sample.tokens >= 0, "sample.tokens", "must not be negative (got \(sample.tokens))")
-        try require(sample.temperature >= 0, "sample.temperature", "must not be negative (got \(sample.temperature))")
+        try require((0...Self.mostSampledTokens).contains(sample.tokens), "sample.tokens",
+                    "must be from 0 to \(Self.mostSampledTokens) (got \(sample.tokens))")
+        try require(sample.temperature >= 0 && sample.temperature.isFinite, "sample.temperature",
+                    "must be a number that is not negative (got \(sample.temperature))")
         // At most a petabyte: the bucket's float count must fit an Int.
         try require(distributed.bucketMegabytes > 0 && distributed.bucketMegabytes <= Double(1 << 30), "distributed.bucket_mb",
                     "must be a positive number of at most \(1 << 30) (got \(distributed.bucketMegabytes))")

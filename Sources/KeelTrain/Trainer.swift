@@ -871,6 +871,14 @@ public final class Trainer {
                 log("note: \(what); going on with this data from position \(reader.state.samplesConsumed) (--accept-changed-data)")
             }
         }
+        // Settings may change on a resume (a lower learning rate after a spike, another layout), but not unnoticed.
+        if let earlier = try? TrainConfig(toml: reader.state.config, origin: checkpoint.path, requiresData: false) {
+            let changes = config.changes(since: earlier)
+            if !changes.isEmpty {
+                log("note: settings changed since \(checkpoint.lastPathComponent) was written: " + changes.prefix(12).joined(separator: ", ")
+                    + (changes.count > 12 ? ", and \(changes.count - 12) more" : ""))
+            }
+        }
         // Another cut of the same pipeline reads fine (checkpoints reshard), but moves memory between the stages: said.
         if let saved = reader.manifest?.layout, saved.pipeline == groups.mesh.pipeline, saved.virtualStages == config.parallel.virtualStages,
            saved.stageLayers != stageLayers {

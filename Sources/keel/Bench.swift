@@ -45,7 +45,9 @@ struct Bench: ParsableCommand {
     var processes = 1
 
     func validate() throws {
-        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup not negative") }
+        guard (1...1_000_000).contains(steps), (0...1_000_000).contains(warmup) else {
+            throw ValidationError("--steps must be from 1 to 1000000 and --warmup from 0 to 1000000")
+        }
         let known = Set(BenchmarkPreset.all.map(\.name) + ["all"])
         for name in preset where !known.contains(name) {
             throw ValidationError("unknown preset '\(name)'; choose from \(known.sorted().joined(separator: ", "))")

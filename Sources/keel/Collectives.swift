@@ -29,6 +29,11 @@ struct Collectives: ParsableCommand {
     @Flag(help: "Also check that a rank is waited for past --timeout while it keeps communicating: rank 1 sends rank 0 a message every third of the timeout, seven times, while rank 0 waits for one more, then while the others wait for it in an all-reduce; and while it works alone for 2.5 timeouts as a rank writing a checkpoint does (takes about eight timeouts; e.g. --timeout 2).")
     var checkPatience = false
 
+    func validate() throws {
+        guard iterations >= 1 else { throw ValidationError("--iterations must be positive (got \(iterations))") }
+        guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds (got \(timeout))") }
+    }
+
     func run() throws {
         let placement = try DistributedRun.launchedPlacement(example: "keel launch --nproc 2 -- collectives")
         let megabytes = try sizes.split(separator: ",").map { text -> Double in

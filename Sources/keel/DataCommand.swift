@@ -92,6 +92,10 @@ struct DataCommand: ParsableCommand {
         func validate() throws {
             guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
             guard seqLen > 0 else { throw ValidationError("--seq-len must be positive") }
+            // A batch's tokens are allocated at once.
+            guard let tokens = checkedProduct([batchSize, seqLen]), tokens <= 1 << 31 else {
+                throw ValidationError("--batch-size × --seq-len must be at most \(1 << 31) tokens")
+            }
             guard batches > 0 else { throw ValidationError("--batches must be positive") }
         }
 

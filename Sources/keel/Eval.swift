@@ -122,7 +122,8 @@ struct Eval: ParsableCommand {
             return
         }
         var reported = 0
-        let sum = Evaluation.lossSum(of: model, on: windows, count: count, batch: batchSize) { done in
+        // No more windows per pass than there are: the batch's buffers are allocated whole.
+        let sum = Evaluation.lossSum(of: model, on: windows, count: count, batch: min(batchSize, count)) { done in
             guard done * 10 / count > reported * 10 / count, done < count else { return }
             reported = done
             StandardStreams.error("eval: \(done)/\(count) windows\n")

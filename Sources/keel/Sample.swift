@@ -25,8 +25,10 @@ struct Sample: ParsableCommand {
     var seed: UInt64 = 1
 
     func validate() throws {
-        guard tokens >= 0 else { throw ValidationError("--tokens must not be negative") }
-        guard temperature >= 0 else { throw ValidationError("--temperature must not be negative") }
+        guard (0...TrainConfig.mostSampledTokens).contains(tokens) else {
+            throw ValidationError("--tokens must be from 0 to \(TrainConfig.mostSampledTokens)")
+        }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be a number that is not negative") }
         guard topK >= 0 else { throw ValidationError("--top-k must not be negative") }
     }
 

@@ -198,7 +198,9 @@ enum Sampling {
         // Only ids the tokenizer can decode: a model's vocabulary may be padded beyond.
         let options = SamplingOptions(temperature: Float(temperature), topK: topK, seed: seed, vocabulary: tokenizer.vocabSize)
         let prompt = tokenizer.encode(prompt), read = InferenceModel.prompt(prompt, beginningOfText: textStart, endOfText: tokenizer.endOfText)
-        let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options, textStart: textStart)[0]
+        // A stop signal (SIGTERM, Ctrl-C) after training ends the closing sample too, with the text so far.
+        let generated = try Decoder(model: model).generate(prompts: [read], maxTokens: tokens, options: options, textStart: textStart,
+                                                           shouldStop: { _, _ in StopSignals.received != nil })[0]
         return try tokenizer.decodeText(prompt + generated)
     }
 }

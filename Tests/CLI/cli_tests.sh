@@ -731,6 +731,9 @@ expect_error "dpo with fewer pairs than a step takes" "22 training pairs are few
     --set training.batch_size=30
 usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" --loss hinge
+# A strength that is not a number would make every loss NaN and stop the run as diverged after its first step.
+expect_error "dpo with an infinite beta" "--beta must be a positive number (got inf)" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --beta inf
 # keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
 # saved with their head, and are measured and compared on the pairs; a run without a head is refused.
 reward_settings=(--set training.batch_size=4 --set training.steps=12 --set training.seq_len=64 --set training.lr=1e-3)
@@ -759,9 +762,12 @@ expect_error "reward eval of a run without a reward head" "is not a reward model
     "$keel" reward eval --model "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl"
 expect_error "reward train on a pair without a rejected response" 'bad-pairs.jsonl:2: a preference pair needs' \
     "$keel" reward train --init-from "$work/dpo-base" --data "$work/bad-pairs.jsonl" --out "$work/reward-bad" "${reward_settings[@]}"
-expect_error "reward train with a negative centring coefficient" "must not be negative" \
+expect_error "reward train with a negative centring coefficient" "--centering must be a number that is not negative (got -1.0)" \
     "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/reward-bad" "${reward_settings[@]}" \
     --centering=-1
+expect_error "reward train with an infinite centring coefficient" "--centering must be a number that is not negative (got inf)" \
+    "$keel" reward train --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_chat.jsonl" --out "$work/reward-bad" "${reward_settings[@]}" \
+    --centering inf
 expect_error "reward eval beyond the models' context" "--seq-len 0 must be within 1...128" \
     "$keel" reward eval --model "$work/reward-1" --data "$dpo_fixture/pairs_chat.jsonl" --seq-len 0
 usage "reward eval without a model" "give a reward model with --model" "$keel" reward eval --data "$dpo_fixture/pairs_chat.jsonl"
@@ -798,8 +804,12 @@ expect_error "grpo with a reward model of another tokenizer" "has another tokeni
 echo '{"prompt": "Say a lucky number:", "solution": "7"}' >"$work/no-answer.jsonl"
 expect_error "grpo on a task without an answer" 'no-answer.jsonl:1: a task needs "answer"' \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/no-answer.jsonl" --out "$work/grpo-bad"
-expect_error "grpo with no update per batch" "iterations ≥ 1" \
+expect_error "grpo with no update per batch" "--iterations must be positive (got 0)" \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --iterations 0 --set training.seq_len=32
+# Every completion of a group is generated and held at once: a count past any use would fill the machine's memory.
+expect_error "grpo with a group past its bound" "--group-size must be from 2 to 4096 completions per prompt" \
+    "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --group-size 9223372036854775807 \
+    --set training.seq_len=32
 usage "grpo at temperature 0" "--temperature must be above 0" \
     "$keel" grpo --init-from "$work/dpo-base" --data "$work/lucky.jsonl" --out "$work/grpo-bad" --temperature 0
 usage "grpo with an unknown reward" "--reward must be one of last-number, exact-match" \
@@ -1525,12 +1535,26 @@ fi
 expect_error "unreadable data file" "cannot read $work/secret.txt: permission denied" \
     "${as_user[@]}" "$keel" train --config "$work/tiny.toml" --out "$work/nobody/run" --set "data.paths=[\"$work/secret.txt\"]"
 
+# (The corpus directory now holds the pipeline's dataset: the runs below read its documents alone.)
+written=(--set "data.paths=[\"$work/corpus/doc1.txt\", \"$work/corpus/doc2.txt\", \"$work/corpus/doc3.txt\"]")
+# Counts that overflowed or filled the memory are refused by name before any work.
+usage "collectives with no timed calls" "--iterations must be positive (got 0)" "$keel" collectives --iterations 0
+usage "collectives with a timeout that is not a number" "--timeout must be a positive number of seconds (got nan)" "$keel" collectives --timeout nan
+usage "bench with too many steps" "--steps must be from 1 to 1000000" "$keel" bench --preset small --steps 9223372036854775807
+usage "data bench with windows too long" "--batch-size × --seq-len must be at most" \
+    "$keel" data bench --dataset "$work/corpus" --batches 1 --seq-len 9223372036854775807
+usage "sample past its bound" "--tokens must be from 0 to 1048576" "$keel" sample --checkpoint "$work/run" --tokens 9999999999999
+usage "sample at an infinite temperature" "--temperature must be a number that is not negative" \
+    "$keel" sample --checkpoint "$work/run" --temperature=inf
+expect_error "train with a micro-batch past its bound" "training.batch_size (4611686018427387904) × training.seq_len" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/huge" --set training.batch_size=4611686018427387904 "${written[@]}"
+expect_ok "eval with a batch larger than its windows" "$keel" eval --checkpoint "$work/run" "$work/corpus/doc1.txt" --seq-len 8 \
+    --batch-size 100000000 --max-windows 1
+
 # Failed writes. Output that cannot be written is an error, not success, and not a crash; a diagnostic that cannot be
 # written does not stop the work; a file-size limit fails the write with its reason and leaves no temporary behind; a
 # destination that is not a regular file is not replaced.
 printf 'to be or not\n' >"$work/words.txt"
-# (The corpus directory now holds the pipeline's dataset: the runs below read its documents alone.)
-written=(--set "data.paths=[\"$work/corpus/doc1.txt\", \"$work/corpus/doc2.txt\", \"$work/corpus/doc3.txt\"]")
 "$keel" tokenizer encode --tokenizer byte --input "$work/words.txt" >/dev/full 2>"$work/err"
 status=$?
 [ "$status" -eq 1 ] && grep -q "^Error: cannot write the output: No space left on device" "$work/err" && ! grep -q "Fatal error" "$work/err" \

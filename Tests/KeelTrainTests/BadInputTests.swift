@@ -75,6 +75,17 @@ final class BadInputTests: XCTestCase {
         assertKeelError("model.n_head", "must divide d_model") { _ = try fixture.config(["model.n_head=5"]) }
         assertKeelError("model.n_kv_head") { _ = try fixture.config(["model.n_kv_head=3"], arch: "llama") }
         assertKeelError("training.lr must be a positive number") { _ = try fixture.config(["training.lr=-1"]) }
+        // Counts whose products overflow, or that no machine could hold, are refused by name before any allocation.
+        assertKeelError("training.batch_size (4611686018427387904) × training.seq_len") {
+            _ = try fixture.config(["training.batch_size=4611686018427387904"])
+        }
+        assertKeelError("training.grad_accum (4611686018427387904) × training.batch_size × training.seq_len") {
+            _ = try fixture.config(["training.grad_accum=4611686018427387904"])
+        }
+        assertKeelError("sample.tokens must be from 0 to 1048576") { _ = try fixture.config(["sample.tokens=9999999999999"]) }
+        assertKeelError("sample.temperature must be a number that is not negative (got inf)") {
+            _ = try fixture.config(["sample.temperature=inf"])
+        }
         // Past Float's range the rate would be infinite in the step, every weight NaN after it.
         assertKeelError("training.lr must be a positive number below") { _ = try fixture.config(["training.lr=1e39"]) }
         assertKeelError("training.grad_clip must be a number that is not negative, 0 for none (got nan)") {

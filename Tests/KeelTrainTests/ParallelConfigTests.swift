@@ -58,6 +58,21 @@ final class ParallelConfigTests: XCTestCase {
         }
     }
 
+    /// What a resume names as changed: each key whose value differs, defaults included on both sides, and nothing
+    /// for a run read back from its own saved settings or one that spells a default out.
+    func testChangedSettingsAreNamed() throws {
+        let fixture = try TrainFixture()
+        let plain = try fixture.config([], arch: "llama")
+        let saved = try TrainConfig(toml: plain.resolvedTOML, origin: "saved", requiresData: false)
+        XCTAssertEqual(plain.changes(since: saved), [])
+        XCTAssertEqual(try fixture.config(["training.beta1=0.9"], arch: "llama").changes(since: plain), [])
+        // min_lr follows lr (a tenth of it) where not given: its change is named too.
+        let changed = try fixture.config(["training.lr=0.5", "training.beta1=0.5", "training.batch_size=8"], arch: "llama")
+        XCTAssertEqual(changed.changes(since: saved),
+                       ["training.batch_size \(plain.training.batchSize) → 8", "training.beta1 0.9 → 0.5",
+                        "training.lr \(plain.training.learningRate) → 0.5", "training.min_lr \(plain.training.minLearningRate) → 0.05"])
+    }
+
     func testParallelErrorsNameTheKey() throws {
         let fixture = try TrainFixture()
         assertKeelError("parallel.pp must be positive") { _ = try fixture.config(["parallel.pp=0"]) }
