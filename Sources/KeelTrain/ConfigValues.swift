@@ -66,6 +66,9 @@ public struct ConfigValues {
             }
             for key in sectionTable.keys.sorted() {
                 let name = "\(section).\(key)"
+                if sectionTable[key]?.table != nil {
+                    throw KeelError("config: \(origin): [\(name)] is a table inside [\(section)]; settings are keys of one section, like training.steps")
+                }
                 guard let value = ConfigValues.convert(sectionTable[key]!) else {
                     throw KeelError("config: \(name) has a value type Keel does not use")
                 }
@@ -87,6 +90,9 @@ public struct ConfigValues {
             }
             if let table = try? TOMLTable(string: "v = \(text)"), let value = table["v"].flatMap(ConfigValues.convert) {
                 values[key] = value
+            } else if text.wholeMatch(of: /[+-]?[0-9_]+/) != nil || Double(text).map({ !$0.isFinite && !text.lowercased().contains("inf") }) == true {
+                // A number TOML cannot hold would otherwise be taken for a string, and refused as "not a number".
+                throw KeelError("--set \(assignment): \(text) is out of range (integers are 64-bit, and floats must be finite)")
             } else {
                 values[key] = .string(text)
             }

@@ -48,6 +48,7 @@ struct Bench: ParsableCommand {
         guard (1...1_000_000).contains(steps), (0...1_000_000).contains(warmup) else {
             throw ValidationError("--steps must be from 1 to 1000000 and --warmup from 0 to 1000000")
         }
+        if processes != 1, !machine { throw ValidationError("--processes applies to --machine, which measures it") }
         let known = Set(BenchmarkPreset.all.map(\.name) + ["all"])
         for name in preset where !known.contains(name) {
             throw ValidationError("unknown preset '\(name)'; choose from \(known.sorted().joined(separator: ", "))")

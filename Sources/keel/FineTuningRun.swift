@@ -74,6 +74,7 @@ struct FineTuningRun {
         } else if let existing = CheckpointStore.list(root).first {
             throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
+        try Train.refuseTwoStarts(options.overrides)
         let checkpoint = try CheckpointReader(resolving: options.initFrom)
         // A resumed run goes on with the settings its checkpoint was written under, as `keel train --resume` does: the
         // reference's log-probabilities, the schedule and the data order were made with them. A --config given

@@ -45,6 +45,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "With --sweep-gpus: write an SVG chart of MFU against devices per strategy.") var plot: String?
 
     func run() throws {
+        if plot != nil, sweepGpus == nil { throw ValidationError("--plot charts a sweep: give --sweep-gpus too") }
         if validate { return try runValidation() }
         var values = try config.map { path -> ConfigValues in
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw KeelError("plan: cannot read \(path)") }

@@ -9,8 +9,8 @@ struct Sample: ParsableCommand {
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
     var checkpoint: String
 
-    @Option(help: "Text to continue.")
-    var prompt = "\n"
+    @Option(help: "Text to continue (default: a line break).")
+    var prompt: String?
 
     @Option(help: "Number of tokens to generate.")
     var tokens = 200
@@ -37,6 +37,6 @@ struct Sample: ParsableCommand {
         let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
         print(try Sampling.generate(model: model, tokenizer: tokenizer,
                                     textStart: TokenizerSettings(directory: reader.directory).beginningOfTextToken(in: tokenizer),
-                                    prompt: prompt, tokens: tokens, temperature: temperature, topK: topK, seed: seed))
+                                    prompt: prompt ?? "\n", tokens: tokens, temperature: temperature, topK: topK, seed: seed))
     }
 }

@@ -100,6 +100,7 @@ struct Train: ParsableCommand {
             configPath = saved
         }
         // --init-from is training.init_from, saved with the run's config.
+        if initFrom != nil { try Train.refuseTwoStarts(overrides) }
         let initOverride = initFrom.map { path in
             "training.init_from=\"" + path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
         }
@@ -184,6 +185,16 @@ struct Train: ParsableCommand {
                                     seed: settings.training.seed))
         }
         return false
+    }
+}
+
+extension Train {
+    /// Refuses `--set training.init_from` beside `--init-from`: one of the two starting points would be dropped
+    /// without a word (the later override wins).
+    static func refuseTwoStarts(_ overrides: [String]) throws {
+        if overrides.contains(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("training.init_from") }) {
+            throw ValidationError("--init-from and --set training.init_from both name the starting weights; give one")
+        }
     }
 }
 

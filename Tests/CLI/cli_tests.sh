@@ -1548,6 +1548,14 @@ usage "sample at an infinite temperature" "--temperature must be a number that i
     "$keel" sample --checkpoint "$work/run" --temperature=inf
 expect_error "train with a micro-batch past its bound" "training.batch_size (4611686018427387904) × training.seq_len" \
     "$keel" train --config "$work/tiny.toml" --out "$work/huge" --set training.batch_size=4611686018427387904 "${written[@]}"
+usage "plan --plot without a sweep" "--plot charts a sweep: give --sweep-gpus too" "$keel" plan --model gpt2-124m --plot "$work/x.svg"
+usage "bench --processes without --machine" "--processes applies to --machine" "$keel" bench --processes 2
+expect_error "an out-of-range number in --set" "--set training.steps=9223372036854775808: 9223372036854775808 is out of range" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/huge" --set training.steps=9223372036854775808
+printf '[training.sub]\nsteps = 3\n' >"$work/sub.toml"
+expect_error "a table inside a section" "\[training.sub\] is a table inside \[training\]" "$keel" train --config "$work/sub.toml" --out "$work/huge"
+usage "two starting points" "--init-from and --set training.init_from both name the starting weights" \
+    "$keel" train --config "$work/tiny.toml" --out "$work/huge" --init-from "$work/run" --set training.init_from=\"$work/run\"
 expect_ok "eval with a batch larger than its windows" "$keel" eval --checkpoint "$work/run" "$work/corpus/doc1.txt" --seq-len 8 \
     --batch-size 100000000 --max-windows 1
 
