@@ -82,7 +82,7 @@ public final class ShardWriter: @unchecked Sendable {
         // unchanged (`waitUntilCopied`).
         let live = UncheckedSource(read: source), then = UncheckedCompletion(run: completion)
         let slices = self.slices, starts = self.starts, total = self.total
-        let thread = Thread { [self] in
+        let work: @Sendable () -> Void = { [self] in
             let started = monotonicSeconds()
             let copy = { (kind: CheckpointKind, index: Int) -> UnsafePointer<Float> in
                 UnsafePointer(snapshot.pointer + CheckpointKind.allCases.firstIndex(of: kind)! * total + starts[index])
@@ -108,9 +108,13 @@ public final class ShardWriter: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-        thread.stackSize = 1 << 20
-        thread.start()
+        // Without a thread (the machine out of memory or threads), the checkpoint is written now, in the foreground:
+        // late, but neither lost nor waited for forever.
+        if !DetachedThread.start(stackSize: threadStackSize, work) { work() }
     }
+
+    /// The background thread's stack (tests ask for one no system gives, to see the write done in the foreground).
+    var threadStackSize = 1 << 20
 
     /// Allocates the snapshot buffer, if not yet done, and touches every page of it: done before training starts,
     /// the first background checkpoint's copy does not have to fault its memory in while the next step waits.

@@ -51,9 +51,7 @@ public final class TokenLoader: @unchecked Sendable {
         slotPositions = [Int](repeating: 0, count: max(prefetch, 1))
         if prefetch > 0 {
             running = true
-            let thread = Thread { self.produce() }
-            thread.name = "keel-loader"
-            thread.start()
+            DetachedThread.startOrExit("the data loader") { self.produce() }
         }
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import KeelCheckpoint
+@testable import KeelCheckpoint
 import KeelCore
 import KeelModel
 import XCTest
@@ -169,6 +169,27 @@ final class ShardedCheckpointTests: XCTestCase {
         guard case .nonFinite(let slice) = writer.finish() else { return XCTFail("a NaN weight was written") }
         XCTAssertEqual(slices[slice].name, table.entries.first { $0.range.contains(7) }!.name)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("again.safetensors").path))
+    }
+
+    /// When the system cannot start the writer's thread (asked here for a stack no system gives; in a job, a machine
+    /// out of memory), the file is written at once, in the foreground: with Foundation's Thread, which does not say
+    /// that it failed to start, the training loop waited for the copy forever.
+    func testAWriteWithoutAThreadIsDoneInTheForeground() throws {
+        XCTAssertFalse(DetachedThread.start(stackSize: 1 << 50) { XCTFail("a thread with a petabyte of stack ran") })
+        let config = config(.gpt2)
+        let slices = try ShardPlan(config: config, layout: layouts[0]).slices(rank: 0)
+        let table = ParameterTable(config: config), live = FloatBuffer(count: table.count)
+        table.initialize(live, seed: 4)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-writer-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let writer = ShardWriter(slices: slices), url = directory.appendingPathComponent("rank_00000.safetensors")
+        writer.threadStackSize = 1 << 50
+        writer.begin(to: url, from: { _, index in UnsafePointer(live.pointer + slices[index].offset) })
+        XCTAssertTrue(writer.isFinished, "written before begin returned")
+        writer.waitUntilCopied()
+        guard case .written(let record, _) = writer.finish() else { return XCTFail("the write failed") }
+        XCTAssertEqual(record, try CheckpointStore.record(of: url))
     }
 
     /// Loading the weights of `config` from `directory` throws an error containing `fragment`.
