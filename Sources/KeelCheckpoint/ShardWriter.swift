@@ -68,8 +68,10 @@ public final class ShardWriter: @unchecked Sendable {
     }
 
     /// Starts writing the file at `url` from `source` in the background, followed there by `completion`; returns
-    /// at once.
-    public func begin(to url: URL, from source: @escaping Source, then completion: Completion? = nil) {
+    /// at once. When no thread can be started (the machine out of memory or threads), writes it now instead, inside
+    /// `foreground` (the caller's way of telling peers that wait on it that it works alone).
+    public func begin(to url: URL, from source: @escaping Source, then completion: Completion? = nil,
+                      foreground: (() -> Void) -> Void = { $0() }) {
         precondition(!isPending, "a checkpoint is already being written")
         allocateSnapshot()
         let snapshot = self.snapshot!
@@ -82,7 +84,7 @@ public final class ShardWriter: @unchecked Sendable {
         // unchanged (`waitUntilCopied`).
         let live = UncheckedSource(read: source), then = UncheckedCompletion(run: completion)
         let slices = self.slices, starts = self.starts, total = self.total
-        let work: @Sendable () -> Void = { [self] in
+        let work: @Sendable (_ inBackground: Bool) -> Void = { [self] inBackground in
             let started = monotonicSeconds()
             let copy = { (kind: CheckpointKind, index: Int) -> UnsafePointer<Float> in
                 UnsafePointer(snapshot.pointer + CheckpointKind.allCases.firstIndex(of: kind)! * total + starts[index])
@@ -98,8 +100,8 @@ public final class ShardWriter: @unchecked Sendable {
             condition.unlock()
             // The copy ran at training's priority (the update may be waiting for it); the write runs below it, so
             // on a machine with as many cores as training threads it takes what training leaves. (Linux applies a
-            // process priority set for "0" to the calling thread only.)
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            // process priority set for "0" to the calling thread only: in the foreground, that is training's.)
+            if inBackground { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10) }
             var result = write(to: url, from: copy)
             if case .written(let record, _) = result { result = .written(record, seconds: monotonicSeconds() - started) }
             if let completion = then.run { result = completion(result) }
@@ -110,7 +112,7 @@ public final class ShardWriter: @unchecked Sendable {
         }
         // Without a thread (the machine out of memory or threads), the checkpoint is written now, in the foreground:
         // late, but neither lost nor waited for forever.
-        if !DetachedThread.start(stackSize: threadStackSize, work) { work() }
+        if !DetachedThread.start(stackSize: threadStackSize, { work(true) }) { foreground { work(false) } }
     }
 
     /// The background thread's stack (tests ask for one no system gives, to see the write done in the foreground).

@@ -89,7 +89,8 @@ public enum AtomicFile {
             return stat(url.path, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
         }
         var missing: [URL] = []
-        var level = directory.standardizedFileURL
+        // The path as given: `..` after a symbolic link is the kernel's to resolve, not the text's.
+        var level = directory
         while !isDirectory(level), level.path != "/" {
             missing.append(level)
             level = level.deletingLastPathComponent()
@@ -98,7 +99,7 @@ public enum AtomicFile {
             let failure = errno
             if failure == EEXIST && isDirectory(level) { continue }  // made by another process meanwhile
             let reason = failure == EEXIST ? "it exists and is not a directory" : String(cString: strerror(failure))
-            throw KeelError("cannot create directory \(directory.path): \(level == directory.standardizedFileURL ? "" : "\(level.path): ")\(reason)")
+            throw KeelError("cannot create directory \(directory.path): \(level == directory ? "" : "\(level.path): ")\(reason)")
         }
     }
 

@@ -90,7 +90,7 @@ public struct ConfigValues {
             }
             if let table = try? TOMLTable(string: "v = \(text)"), let value = table["v"].flatMap(ConfigValues.convert) {
                 values[key] = value
-            } else if text.wholeMatch(of: /[+-]?[0-9_]+/) != nil || Double(text).map({ !$0.isFinite && !text.lowercased().contains("inf") }) == true {
+            } else if text.wholeMatch(of: /[+-]?[1-9](_?[0-9])*/) != nil || Double(text).map({ $0.isInfinite && !text.lowercased().contains("inf") }) == true {
                 // A number TOML cannot hold would otherwise be taken for a string, and refused as "not a number".
                 throw KeelError("--set \(assignment): \(text) is out of range (integers are 64-bit, and floats must be finite)")
             } else {

@@ -29,6 +29,9 @@ public struct TrainConfig: Sendable {
     /// Every setting the run uses, its default where the config leaves it out, one `section.key = value` line each
     /// in key order: what the processes of a job compare (`ConfigValues.effectiveText`).
     public let effectiveSettings: String
+    /// The `section.key` names the configuration gives a value (the file, the overrides, and values settled from others
+    /// and saved with the run), as opposed to those left to their defaults.
+    public let givenKeys: Set<String>
 
     /// `[data]`
     public struct DataSettings: Sendable {
@@ -334,6 +337,7 @@ public struct TrainConfig: Sendable {
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
         effectiveSettings = v.effectiveText
+        givenKeys = Set(v.keys)
         try validate(requiresData: requiresData)
     }
 

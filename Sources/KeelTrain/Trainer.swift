@@ -548,7 +548,7 @@ public final class Trainer {
             _ = try CheckpointStore.prepare(root: root, step: state.step)
             let source: ShardWriter.Source = { [unowned self] kind, index in liveState(kind, slice: index) }
             if inBackground {
-                shardWriter.begin(to: url, from: source, then: copy)
+                shardWriter.begin(to: url, from: source, then: copy) { write in writingAlone(isSnapshot, write) }
             } else {
                 outcome = writingAlone(isSnapshot) { shardWriter.write(to: url, from: source, then: copy) }
             }
@@ -683,7 +683,7 @@ public final class Trainer {
     /// (`Communicator.workingAlone`): the ranks done first wait in the next collective as long as this one writes. Not
     /// for a snapshot on several machines, whose writer also copies files to and from other ranks: a copy that stalls
     /// must still time out.
-    private func writingAlone(_ isSnapshot: Bool, _ body: () -> ShardWriter.Outcome) -> ShardWriter.Outcome {
+    private func writingAlone<T>(_ isSnapshot: Bool, _ body: () -> T) -> T {
         isSnapshot && buddyCopy != nil ? body() : groups.world.workingAlone(body)
     }
 

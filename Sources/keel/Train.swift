@@ -104,7 +104,16 @@ struct Train: ParsableCommand {
         let initOverride = initFrom.map { path in
             "training.init_from=\"" + path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
         }
-        let settings = try TrainConfig.load(path: configPath, overrides: overrides + (initOverride.map { [$0] } ?? []))
+        var settings = try TrainConfig.load(path: configPath, overrides: overrides + (initOverride.map { [$0] } ?? []))
+        // A run begun by a Keel that padded the vocabulary to a multiple of tp resumes with its padded size, which only
+        // its saved config.toml records, also when the job gives its own --config (a restart keeps the command line).
+        if resume || resumeIfAny, config != nil, !settings.givenKeys.contains("model.vocab_size"),
+           let saved = try? TrainConfig(toml: String(contentsOf: output.appendingPathComponent("config.toml"), encoding: .utf8),
+                                        origin: "config.toml", requiresData: false),
+           saved.givenKeys.contains("model.vocab_size"), saved.model.vocabSize != settings.model.vocabSize {
+            settings = try TrainConfig.load(path: configPath, overrides: overrides + (initOverride.map { [$0] } ?? [])
+                                                + ["model.vocab_size=\(saved.model.vocabSize)"])
+        }
         let placement = try ProcessPlacement.discover(ProcessInfo.processInfo.environment)
         guard placement.isDistributed else {
             let processes = settings.parallel.processes

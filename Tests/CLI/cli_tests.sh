@@ -68,6 +68,14 @@ expect_error "fresh train refuses an existing run" "--resume" "$keel" train --co
 expect_ok "resume finishes the run" "$keel" train --resume --out "$work/run"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] && pass "6 step records after resume" || fail "6 step records after resume"
 grep -q "validation loss" "$work/out" && pass "summary printed" || fail "summary printed"
+# A run begun when Keel padded the vocabulary for tensor parallelism records its size only in its config.toml: resumed
+# with the job's own --config, which leaves the size out, it keeps the recorded one. A changed setting is named.
+expect_ok "a run whose config.toml records its vocabulary size" "$keel" train --config "$work/tiny.toml" --out "$work/padded" \
+    --set model.vocab_size=258 --stop-after 2
+expect_ok "resumed with a config that leaves the size out" "$keel" train --config "$work/tiny.toml" --out "$work/padded" --resume \
+    --set training.lr=0.002
+grep -q "note: settings changed since step_00000002 was written: .*training.lr 0.001 → 0.002" "$work/err" \
+    && pass "the resume names the changed learning rate" || fail "the resume names the changed learning rate"
 check "metrics steps are 1..6, once each, with finite losses" \
     '[r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in map(json.loads, open(sys.argv[1])) if "loss" in r)' \
     "$work/run/metrics.jsonl"

@@ -185,11 +185,14 @@ final class ShardedCheckpointTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
         let writer = ShardWriter(slices: slices), url = directory.appendingPathComponent("rank_00000.safetensors")
         writer.threadStackSize = 1 << 50
+        let priority = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
         writer.begin(to: url, from: { _, index in UnsafePointer(live.pointer + slices[index].offset) })
         XCTAssertTrue(writer.isFinished, "written before begin returned")
         writer.waitUntilCopied()
         guard case .written(let record, _) = writer.finish() else { return XCTFail("the write failed") }
         XCTAssertEqual(record, try CheckpointStore.record(of: url))
+        // The background thread lowers its own priority for the write; in the foreground, training's stays.
+        XCTAssertEqual(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0), priority)
     }
 
     /// Loading the weights of `config` from `directory` throws an error containing `fragment`.
