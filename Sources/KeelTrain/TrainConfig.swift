@@ -242,7 +242,7 @@ public struct TrainConfig: Sendable {
             chat: try v.strings("data.chat"),
             documentMasking: try v.bool("data.document_masking", false))
         if !data.chat.isEmpty, data.dataset != nil || !data.paths.isEmpty {
-            throw KeelError("config: data.chat is the whole training data; remove data.dataset and data.paths")
+            throw KeelError("config: data.chat (keel sft's --data) is the whole training data; remove data.dataset and data.paths from the config and --set")
         }
         if data.dataset != nil {
             guard data.paths.isEmpty else { throw KeelError("config: give data.dataset or data.paths, not both") }

@@ -58,6 +58,14 @@ struct Launch: ParsableCommand {
         if maxRestarts > 0 && (command.first != "train" || runDirectory == nil) {
             throw ValidationError("--max-restarts supervises a training run: give `-- train … --out DIR`, so that it can resume from DIR's checkpoints")
         }
+        guard command.first != "launch" else { throw ValidationError("give the command each process runs after --, not another launch") }
+        // Parsed here once, as each process will parse it: a misspelt option is one error before any process starts,
+        // not one from every rank after mpirun started them all.
+        do {
+            _ = try Keel.parseAsRoot(command)
+        } catch where Keel.exitCode(for: error) != .success {
+            throw ValidationError("the command after --: \(Keel.message(for: error))")
+        }
     }
 
     /// The run directory of a training command — `train`, `dpo`, `reward train`, `grpo`, which stop cleanly on a

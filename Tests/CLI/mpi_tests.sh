@@ -265,6 +265,10 @@ fi
 # --- Launcher environments and failures --------------------------------------------------------------------
 refused "launch without a command" "give the command after --" "$keel" launch --nproc 2
 refused "launch with no processes" "--nproc must be at least 1" "$keel" launch --nproc 0 -- train --config "$c"
+# The command is parsed once by the launcher: a misspelt option is one error before any process starts.
+refused "launch of a command with a misspelt option" "the command after --: Unknown option '--confg'" \
+    "$keel" launch --nproc 2 -- train --confg "$c"
+refused "launch inside launch" "not another launch" "$keel" launch --nproc 2 -- launch --nproc 2 -- train --config "$c"
 refused "collectives outside a launcher" "run this under a launcher" "$keel" collectives
 refused "pipeline-check outside a launcher" "run this under a launcher, e.g. .keel launch --nproc 2 -- pipeline-check" "$keel" pipeline-check
 more=$(($(nproc) + 1))
