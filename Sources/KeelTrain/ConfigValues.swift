@@ -48,7 +48,7 @@ public indirect enum ConfigValue: Equatable, Sendable {
 public struct ConfigValues {
     private(set) var values: [String: ConfigValue] = [:]
     private var known: [String] = []
-    /// The value each key read stands for, the fallback of one the text leaves out included (`effectiveText`).
+    /// The value each key read stands for, the fallback of one the text leaves out included (`effectiveValues`).
     private var effective: [String: ConfigValue] = [:]
 
     /// The section.key names the text sets.
@@ -232,8 +232,8 @@ public struct ConfigValues {
     /// Every key read and the value it stands for — given, derived, or the fallback of one left out — as
     /// `section.key = value` lines in key order: two sources that give it equal mean the same run, whether a key
     /// was set to its default or left out, an integer given for a number or its decimal.
-    var effectiveText: String {
-        effective.keys.sorted().map { "\($0) = \(effective[$0]!.toml)\n" }.joined()
+    var effectiveValues: [String: String] {
+        effective.mapValues(\.toml)
     }
 
     /// The values as TOML text, by section, for saving beside a run.

@@ -27,8 +27,13 @@ public struct TrainConfig: Sendable {
     /// The resolved configuration as TOML (saved beside the run so `--resume` can reuse it).
     public let resolvedTOML: String
     /// Every setting the run uses, its default where the config leaves it out, one `section.key = value` line each
-    /// in key order: what the processes of a job compare (`ConfigValues.effectiveText`).
-    public let effectiveSettings: String
+    /// in key order: what the processes of a job compare.
+    public var effectiveSettings: String {
+        effectiveValues.keys.sorted().map { "\($0) = \(effectiveValues[$0]!)\n" }.joined()
+    }
+    /// Every setting the run uses as TOML text by `section.key`, its default where the config leaves it out
+    /// (`ConfigValues.effectiveValues`).
+    public let effectiveValues: [String: String]
     /// The `section.key` names the configuration gives a value (the file, the overrides, and values settled from others
     /// and saved with the run), as opposed to those left to their defaults.
     public let givenKeys: Set<String>
@@ -221,12 +226,7 @@ public struct TrainConfig: Sendable {
     /// The settings that differ from `earlier`'s, as "key earlier → now" (defaults included on both sides, so a key
     /// spelled out at its default is no change), in key order.
     public func changes(since earlier: TrainConfig) -> [String] {
-        func values(_ text: String) -> [String: String] {
-            Dictionary(text.split(separator: "\n").compactMap { line in
-                line.firstRange(of: " = ").map { (String(line[..<$0.lowerBound]), String(line[$0.upperBound...])) }
-            }, uniquingKeysWith: { first, _ in first })
-        }
-        let before = values(earlier.effectiveSettings), now = values(effectiveSettings)
+        let before = earlier.effectiveValues, now = effectiveValues
         return Set(before.keys).union(now.keys).sorted().compactMap { key in
             before[key] == now[key] ? nil : "\(key) \(before[key] ?? "(unset)") → \(now[key] ?? "(unset)")"
         }
@@ -336,7 +336,7 @@ public struct TrainConfig: Sendable {
         if parallel.pipeline > 1 { v.resolve("parallel.stage_balance", .string(stageBalance.rawValue)) }
         try v.rejectUnknownKeys()
         resolvedTOML = v.tomlText
-        effectiveSettings = v.effectiveText
+        effectiveValues = v.effectiveValues
         givenKeys = Set(v.keys)
         try validate(requiresData: requiresData)
     }

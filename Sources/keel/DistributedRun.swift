@@ -79,10 +79,8 @@ enum DistributedRun {
     /// another learning rate drift apart without an error, with another bucket size or ZeRO stage their collectives no
     /// longer pair up. Paths a machine may have its own copy under (`machineLocalKeys`) are not compared.
     static func requireSameSettings(_ settings: TrainConfig, flags: [String], on world: any Communicator) throws {
-        let compared = settings.effectiveSettings.split(separator: "\n").filter {
-            !machineLocalKeys.contains(String($0.prefix { $0 != " " }))
-        }
-        let text = (compared.map(String.init) + flags).joined(separator: "\n")
+        let compared = settings.effectiveValues.filter { !machineLocalKeys.contains($0.key) }.sorted { $0.key < $1.key }
+        let text = (compared.map { "\($0.key) = \($0.value)" } + flags).joined(separator: "\n")
         let hash = Int64(bitPattern: XXH64.hash(Array(text.utf8)))
         let hashes = try world.allGather([hash], label: "every process's settings")
         let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
