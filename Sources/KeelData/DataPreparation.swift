@@ -53,20 +53,33 @@ public struct DataPreparation {
         let encoders = try ParallelEncoder(tokenizer)
         let format = self.format ?? TokenShardFormat.narrowest(vocabSize: encoders.vocabSize)
         try format.check(vocabSize: encoders.vocabSize)
-        // A directory this run makes goes again if the run fails (a bad line in the tenth file): neither it nor the
-        // shards written before the failure are left to look like a dataset in the making.
+        // The files are made in a hidden directory inside the output and moved out once all are complete, the manifest
+        // last: a run that fails (a bad line in the tenth file, a full disk) or is killed leaves no shards beside the
+        // directory's other files to look like a dataset in the making. A directory this run makes goes again.
         let made = !FileManager.default.fileExists(atPath: output.path)
         try AtomicFile.createDirectory(output)
+        let staged = output.appendingPathComponent(Self.stagingName)
         do {
-            return try write(files, encoders: encoders, format: format, progress: progress)
+            try? FileManager.default.removeItem(at: staged)  // left by a killed run
+            try AtomicFile.createDirectory(staged)
+            let manifest = try write(files, encoders: encoders, format: format, into: staged, progress: progress)
+            let names = try FileManager.default.contentsOfDirectory(atPath: staged.path).filter { $0 != ShardManifest.fileName }
+            for name in names + [ShardManifest.fileName] {
+                try AtomicFile.rename(staged.appendingPathComponent(name), to: output.appendingPathComponent(name))
+            }
+            try? FileManager.default.removeItem(at: staged)
+            return manifest
         } catch {
-            if made { try? FileManager.default.removeItem(at: output) }
+            try? FileManager.default.removeItem(at: made ? output : staged)
             throw error
         }
     }
 
-    /// Tokenises `files` into shards of `format` in `output`, then writes the tokenizer and the manifest.
-    private func write(_ files: [URL], encoders: ParallelEncoder, format: TokenShardFormat,
+    /// The hidden directory inside the output where a preparation makes its files.
+    public static let stagingName = ".prepare.partial"
+
+    /// Tokenises `files` into shards of `format` in `output` (the staging directory), then writes the tokenizer and the manifest.
+    private func write(_ files: [URL], encoders: ParallelEncoder, format: TokenShardFormat, into output: URL,
                        progress: (Progress) -> Void) throws -> ShardManifest {
         var writers = [SplitWriter(name: "train", format: format, shardTokens: shardTokens, directory: output),
                        SplitWriter(name: "val", format: format, shardTokens: shardTokens, directory: output)]

@@ -254,6 +254,37 @@ final class ShardTests: XCTestCase {
         }
     }
 
+    /// A preparation that fails after writing shards (a bad line in its last file) leaves a directory that existed with
+    /// its own files only, and one that it made not at all; shards left by a killed run's staging go with the next run.
+    func testAFailedPreparationLeavesNoShards() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let corpus = try writeCorpus(in: directory)
+        // Documents are tokenised in batches of 4,096: the first batch's shards are written before the bad line is read.
+        let lines = String(repeating: "{\"text\": \"fine\"}\n", count: 4_100) + "{\"text\": 5}\n"
+        try Data(lines.utf8).write(to: corpus.appendingPathComponent("zz.jsonl"))
+        let existing = directory.appendingPathComponent("existing")
+        try FileManager.default.createDirectory(at: existing, withIntermediateDirectories: true)
+        try Data("mine".utf8).write(to: existing.appendingPathComponent("notes.txt"))
+        for output in [existing, directory.appendingPathComponent("new")] {
+            var preparation = DataPreparation(inputs: [corpus.path], tokenizer: "byte", output: output)
+            preparation.shardTokens = 100
+            XCTAssertThrowsError(try preparation.run()) { XCTAssertTrue("\($0)".contains("zz.jsonl: line 4101"), "\($0)") }
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: existing.path), ["notes.txt"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("new").path))
+
+        try FileManager.default.removeItem(at: corpus.appendingPathComponent("zz.jsonl"))
+        let leftover = existing.appendingPathComponent(DataPreparation.stagingName)
+        try FileManager.default.createDirectory(at: leftover, withIntermediateDirectories: true)
+        try Data("partial".utf8).write(to: leftover.appendingPathComponent("train_000007.bin"))
+        var preparation = DataPreparation(inputs: [corpus.path], tokenizer: "byte", output: existing)
+        preparation.shardTokens = 100
+        let manifest = try preparation.run()
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: existing.path))
+        XCTAssertEqual(names, Set(["notes.txt", ShardManifest.fileName] + (manifest.train.shards + manifest.val.shards).map(\.file)))
+        XCTAssertEqual(try ShardManifest.read(from: existing), manifest)
+    }
+
     func testEmptyInputIsAnError() throws {
         let directory = try DataFixtures.temporaryDirectory(self)
         try Data().write(to: directory.appendingPathComponent("empty.txt"))
