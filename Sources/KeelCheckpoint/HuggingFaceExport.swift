@@ -5,17 +5,23 @@ import KeelModel
 /// Writes a model as a Hugging Face `transformers` directory: `config.json` and `model.safetensors`,
 /// loadable with `AutoModelForCausalLM.from_pretrained(directory)` (GPT2LMHeadModel or LlamaForCausalLM).
 public enum HuggingFaceExport {
-    /// Exports `model` into `directory` (created if needed); `endOfText` becomes the BOS/EOS token id. Both files
-    /// are written before either replaces an older one: a failure leaves the directory's model as it was, not a new
-    /// config beside old weights (which may still load, with the wrong settings).
-    public static func write(_ model: Transformer, to directory: URL, endOfText: Int, beginningOfText: Int? = nil) throws {
+    /// The files `write` writes besides those it is given.
+    public static let fileNames = [ModelFiles.weightsFile, "config.json"]
+
+    /// Exports `model` into `directory` (created if needed) with `files` beside it (the tokenizer's); `endOfText`
+    /// becomes the BOS/EOS token id. All files are written before any replaces an older one: a failure leaves the
+    /// directory's model as it was, not a new config beside old weights (which may still load, with the wrong settings).
+    public static func write(_ model: Transformer, to directory: URL, endOfText: Int, beginningOfText: Int? = nil,
+                             besides files: [(name: String, contents: Data)] = []) throws {
         try AtomicFile.createDirectory(directory)
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys]
         let json = try JSONSerialization.data(withJSONObject: config(for: model.config, endOfText: endOfText, beginningOfText: beginningOfText), options: options)
         // The weights are renamed into place first: the config that says how to read them follows them.
-        try AtomicFile.writeAll([directory.appendingPathComponent(ModelFiles.weightsFile), directory.appendingPathComponent("config.json")]) {
-            try ModelFiles.writeWeights(model.table, model.parameters, to: $0[0]!)
-            try $0[1]!.write(contentsOf: json)
+        let urls = ([ModelFiles.weightsFile] + files.map(\.name) + ["config.json"]).map { directory.appendingPathComponent($0) }
+        try AtomicFile.writeAll(urls) { handles in
+            try ModelFiles.writeWeights(model.table, model.parameters, to: handles[0]!)
+            for (index, file) in files.enumerated() { try handles[index + 1]!.write(contentsOf: file.contents) }
+            try handles.last!!.write(contentsOf: json)
         }
     }
 

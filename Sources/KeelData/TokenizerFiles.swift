@@ -243,6 +243,11 @@ public enum TokenizerFiles {
     /// and encodes text to the same ids, after
     /// `textStart` (a special token's spelling) when given, which its post-processor puts before every text.
     public static func writeHuggingFace(_ vocabulary: BPEVocabulary, textStart: String? = nil, to url: URL) throws {
+        try AtomicFile.write(huggingFaceJSON(vocabulary, textStart: textStart), to: url)
+    }
+
+    /// The contents of the `tokenizer.json` that `writeHuggingFace` writes.
+    public static func huggingFaceJSON(_ vocabulary: BPEVocabulary, textStart: String? = nil) throws -> Data {
         guard !(vocabulary.emitsWholePieces && vocabulary.merges.isEmpty) else {
             throw KeelError("tokenizer: a tiktoken vocabulary has no merge list; save it as .tiktoken")
         }
@@ -292,6 +297,6 @@ public enum TokenizerFiles {
                       "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
                       "ignore_merges": vocabulary.emitsWholePieces, "vocab": vocab, "merges": merges],
         ]
-        try AtomicFile.write(JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), to: url)
+        return try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
     }
 }

@@ -77,8 +77,9 @@ struct CheckpointCommand: ParsableCommand {
             abstract: "Write a checkpoint's model, whatever layout wrote it, as one consolidated file or a Hugging Face directory.",
             discussion: """
                 --to safetensors writes OUT as one safetensors file of every weight under its Hugging Face name \
-                (what PyTorch's safetensors.torch.load_file reads); --to hf writes OUT/config.json and \
-                OUT/model.safetensors, which transformers.AutoModelForCausalLM.from_pretrained(OUT) loads. The \
+                (what PyTorch's safetensors.torch.load_file reads); --to hf writes what keel export hf writes: \
+                OUT/config.json, OUT/model.safetensors and the tokenizer's files, which \
+                transformers.AutoModelForCausalLM.from_pretrained(OUT) and AutoTokenizer load. The \
                 checkpoint's checksums are verified first; OUT is written atomically.
                 """)
 
@@ -99,8 +100,8 @@ struct CheckpointCommand: ParsableCommand {
             let checkpoint = try CheckpointReader(resolving: path)
             let url = URL(fileURLWithPath: out)
             if to == "hf" {
-                try Export.HuggingFace.write(checkpoint, to: url)
-                print("wrote \(out)/config.json and \(out)/model.safetensors from \(checkpoint.directory.path)")
+                let names = try Export.HuggingFace.write(checkpoint, to: url)
+                print("wrote \(names.map { "\(out)/\($0)" }.joined(separator: ", ")) from \(checkpoint.directory.path)")
             } else {
                 let model = try checkpoint.loadModel()
                 try ModelFiles.writeWeights(of: model, to: url)

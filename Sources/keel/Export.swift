@@ -12,8 +12,13 @@ struct Export: ParsableCommand {
     struct HuggingFace: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "hf",
-            abstract: "Write config.json and model.safetensors for Hugging Face transformers.",
-            discussion: "The directory loads with transformers.AutoModelForCausalLM.from_pretrained(DIR).")
+            abstract: "Write config.json, model.safetensors and the tokenizer for Hugging Face transformers.",
+            discussion: """
+                The directory loads with transformers.AutoModelForCausalLM.from_pretrained(DIR) and \
+                AutoTokenizer.from_pretrained(DIR) (tokenizer.json, tokenizer_config.json, and the chat template and \
+                special tokens map the checkpoint keeps; a .tiktoken tokenizer is not written). DIR must be new, \
+                empty, or an earlier export (a README.md and hidden files may stay).
+                """)
 
         @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint) or checkpoint directory.")
         var checkpoint: String
@@ -23,19 +28,41 @@ struct Export: ParsableCommand {
 
         func run() throws {
             let reader = try CheckpointReader(resolving: checkpoint)
-            try Self.write(reader, to: URL(fileURLWithPath: out))
-            print("wrote \(out)/config.json and \(out)/model.safetensors")
+            let names = try Self.write(reader, to: URL(fileURLWithPath: out))
+            print("wrote \(names.map { "\(out)/\($0)" }.joined(separator: ", "))")
         }
 
         /// Writes `reader`'s model into `directory` for transformers, its config naming the model's end of sequence
         /// (`tokenizer_config.json`'s `eos_token`, an imported instruct model's `<|im_end|>`; else end-of-text) and
-        /// the token its texts start with, when it has one.
-        static func write(_ reader: CheckpointReader, to directory: URL) throws {
+        /// the token its texts start with, when it has one, and its tokenizer files; returns the names written.
+        /// A directory that holds other files than an export's is refused; an earlier export's files that this one
+        /// does not write (another tokenizer's settings) are removed, so none is read with the new model.
+        @discardableResult
+        static func write(_ reader: CheckpointReader, to directory: URL) throws -> [String] {
+            let owned = Set(HuggingFaceExport.fileNames + HuggingFaceTokenizer.fileNames)
+            if let existing = try? FileManager.default.contentsOfDirectory(atPath: directory.path) {
+                // A model card and a Hub clone's git files may stay; weights, tokenizers and runs of others may not.
+                let foreign = existing.filter { !owned.contains($0) && !$0.hasPrefix(".") && $0 != "README.md" }.sorted()
+                guard foreign.isEmpty else {
+                    throw KeelError("\(directory.path) holds files an export does not write (\(foreign.prefix(4).joined(separator: ", "))\(foreign.count > 4 ? ", …" : "")), which would be read with the exported model; choose a new or empty --out, or an earlier export's directory")
+                }
+            }
             let model = try reader.loadModel(), tokenizer = try loadCheckpointTokenizer(reader)
             let settings = TokenizerSettings(directory: reader.directory)
             let endOfSequence = settings.endOfSequence.flatMap { tokenizer.specialToken($0) } ?? tokenizer.endOfText
+            let beginningOfText = settings.beginningOfTextToken(in: tokenizer)
+            let files = try HuggingFaceTokenizer.files(for: tokenizer, at: reader.tokenizerPath, endOfSequence: endOfSequence,
+                                                       beginningOfText: beginningOfText, contextLength: model.config.maxLength)
+            if files == nil {
+                StandardStreams.error("note: the tokenizer (\(reader.state.tokenizer)) is a tiktoken file, which has no tokenizer.json form; load it with tiktoken beside the model\n")
+            }
             try HuggingFaceExport.write(model, to: directory, endOfText: Int(endOfSequence),
-                                        beginningOfText: settings.beginningOfTextToken(in: tokenizer).map(Int.init))
+                                        beginningOfText: beginningOfText.map(Int.init), besides: files ?? [])
+            let written = HuggingFaceExport.fileNames + (files ?? []).map(\.name)
+            for name in owned.subtracting(written) {
+                try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+            }
+            return written
         }
     }
 

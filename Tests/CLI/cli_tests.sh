@@ -955,6 +955,19 @@ usage "export gguf with an unknown type" "--type must be one of f32, f16, q8_0, 
 expect_ok "export hf" "$keel" export hf --checkpoint "$work/run" --out "$work/hf"
 python3 -c "import json,sys; c=json.load(open('$work/hf/config.json')); sys.exit(0 if c['model_type']=='gpt2' else 1)" \
     && [ -s "$work/hf/model.safetensors" ] && pass "export wrote config.json and weights" || fail "export wrote config.json and weights"
+# With the tokenizer, which AutoTokenizer reads as it is (PreTrainedTokenizerFast): the byte tokenizer's ids are the bytes
+# and 256 its end of text, for Hugging Face's tokenizers as for Keel.
+check "the byte tokenizer's export reads text as its bytes, and names its end of text" \
+    '(lambda t, c: t.encode("Hé<|endoftext|>").ids == list("Hé".encode()) + [256] and t.decode([72, 195, 169]) == "Hé" and (c["tokenizer_class"], c["eos_token"]) == ("PreTrainedTokenizerFast", "<|endoftext|>"))(__import__("tokenizers").Tokenizer.from_file(sys.argv[1] + "/tokenizer.json"), json.load(open(sys.argv[1] + "/tokenizer_config.json")))' \
+    "$work/hf"
+# An export writes into a new or empty directory or an earlier export's, whose files it replaces, removing those it
+# does not write again (another model's chat template); a directory with other weights or tokenizer files is refused.
+mkdir -p "$work/hf-foreign" && echo '{}' >"$work/hf-foreign/vocab.json"
+expect_error "export hf into a directory holding another tokenizer" "holds files an export does not write (vocab.json)" \
+    "$keel" export hf --checkpoint "$work/run" --out "$work/hf-foreign"
+[ "$(ls "$work/hf-foreign")" = "vocab.json" ] && pass "the refused export wrote nothing" || fail "the refused export wrote nothing"
+expect_error "export hf into a run" "holds files an export does not write (checkpoints, config.toml" \
+    "$keel" export hf --checkpoint "$work/run" --out "$work/run"
 
 # keel import hf: directories transformers itself wrote (scripts/hf_check/make_import_fixtures.py) — GPT-2 with only
 # vocab.json + merges.txt, Llama with GQA in bfloat16 shards, Llama with a tied head and SmolLM2's digit-splitting
@@ -969,13 +982,21 @@ for case in gpt2 llama-gqa llama-tied; do
         '(lambda k, t: (k["tokens"].reshape(-1) == t["tokens"]).all() and abs(k["logits"].reshape(t["logits"].shape) - t["logits"]).max() <= 1e-5 * abs(t["logits"]).max())(*(lambda m: (m.load_file(sys.argv[1]), m.load_file(sys.argv[2])))(__import__("sys").path.insert(0, sys.argv[3]) or __import__("safetensors_np")))' \
         "$work/hf-$case.logits" "$fixtures/$case/logits.safetensors" "$here/../Reference"
     expect_ok "export the imported $case" "$keel" export hf --checkpoint "$work/hf-$case" --out "$work/hf-$case-1"
-    expect_ok "import that export" "$keel" import hf "$work/hf-$case-1" --out "$work/hf-$case-again" \
-        --tokenizer "$work/hf-$case/checkpoints/step_00000000/tokenizer.json"
+    cmp -s "$work/hf-$case/checkpoints/step_00000000/tokenizer.json" "$work/hf-$case-1/tokenizer.json" \
+        && pass "$case: the export keeps the import's tokenizer.json" || fail "$case: the export keeps the import's tokenizer.json"
+    expect_ok "import that export, tokenizer and all" "$keel" import hf "$work/hf-$case-1" --out "$work/hf-$case-again"
     expect_ok "export it again" "$keel" export hf --checkpoint "$work/hf-$case-again" --out "$work/hf-$case-2"
-    cmp -s "$work/hf-$case-1/config.json" "$work/hf-$case-2/config.json" \
-        && cmp -s "$work/hf-$case-1/model.safetensors" "$work/hf-$case-2/model.safetensors" \
-        && pass "$case: export → import → export is byte-identical" || fail "$case: export → import → export is byte-identical"
+    [ "$(ls "$work/hf-$case-1")" = "$(ls "$work/hf-$case-2")" ] && (cd "$work/hf-$case-1" && for f in *; do cmp -s "$f" "../hf-$case-2/$f" || exit 1; done) \
+        && pass "$case: export → import → export is byte-identical, every file" || fail "$case: export → import → export is byte-identical, every file"
 done
+check "the tied Llama's export keeps its chat template, and its tokenizer_config.json its end of sequence" \
+    '(lambda d: open(d + "/chat_template.jinja").read() == open(sys.argv[2] + "/chat_template.jinja").read() and json.load(open(d + "/tokenizer_config.json"))["eos_token"] == json.load(open(sys.argv[2] + "/tokenizer_config.json"))["eos_token"])(sys.argv[1])' \
+    "$work/hf-llama-tied-1" "$fixtures/llama-tied"
+cp -r "$work/hf-llama-tied-1" "$work/hf-reexport" && echo "# model card" >"$work/hf-reexport/README.md"
+expect_ok "export GPT-2 over the Llama's export" "$keel" export hf --checkpoint "$work/hf-gpt2" --out "$work/hf-reexport"
+check "an export over an earlier one replaces its files, drops its chat template and keeps the model card" \
+    'set(__import__("os").listdir(sys.argv[1])) == set(__import__("os").listdir(sys.argv[2])) | {"README.md"} and all(open(sys.argv[1] + "/" + f, "rb").read() == open(sys.argv[2] + "/" + f, "rb").read() for f in __import__("os").listdir(sys.argv[2]))' \
+    "$work/hf-reexport" "$work/hf-gpt2-1"
 # A directory exported into over an older sharded download holds model.safetensors and a stale shard index: the
 # single file is read, as from_pretrained reads it (the index names a shard that is gone).
 mkdir -p "$work/hf-stale" && cp "$fixtures/gpt2/"* "$work/hf-stale/"
@@ -1088,7 +1109,7 @@ newest=$(ls -d "$work"/run/checkpoints/step_* | sort | tail -1)
 expect_ok "checkpoint convert to one safetensors file" "$keel" checkpoint convert "$work/run" --out "$work/consolidated.safetensors"
 expect_ok "checkpoint convert to a Hugging Face directory" "$keel" checkpoint convert "$newest" --to hf --out "$work/hf2"
 cmp -s "$work/hf/model.safetensors" "$work/hf2/model.safetensors" && cmp -s "$work/hf/config.json" "$work/hf2/config.json" \
-    && pass "checkpoint convert --to hf writes what export hf writes" || fail "checkpoint convert --to hf writes what export hf writes"
+    && cmp -s "$work/hf/tokenizer.json" "$work/hf2/tokenizer.json" && pass "checkpoint convert --to hf writes what export hf writes" || fail "checkpoint convert --to hf writes what export hf writes"
 
 # keel eval: the run's loss on a text file equals the float64 NumPy reference model's on the same windows (the
 # reference reads the converted weights, so this checks convert too).

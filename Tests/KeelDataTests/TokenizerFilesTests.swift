@@ -41,6 +41,54 @@ final class TokenizerFilesTests: XCTestCase {
                        ["chat_template.jinja", "special_tokens_map.json", "tokenizer_config.json"], "they travel with the tokenizer")
     }
 
+    /// The tokenizer files of a Hugging Face export: a checkpoint's tokenizer.json byte for byte with its settings, its
+    /// tokenizer_config.json naming PreTrainedTokenizerFast where it named no class (and kept where it did); one written
+    /// where there is none, with the end of sequence and beginning of text; the byte tokenizer as a tokenizer.json that
+    /// Keel reads to the same ids; none for a tiktoken file.
+    func testHuggingFaceExportTokenizerFiles() throws {
+        let directory = try DataFixtures.temporaryDirectory(self)
+        let json = directory.appendingPathComponent("tokenizer.json")
+        try TokenizerFiles.writeHuggingFace(try trained(directory), to: json)
+        let tokenizer = try loadTokenizer(json.path)
+        func files(_ tokenizer: any TextTokenizer, _ path: String, start: Int32? = nil) throws -> [String: Data] {
+            let files = try XCTUnwrap(try HuggingFaceTokenizer.files(for: tokenizer, at: path, endOfSequence: tokenizer.endOfText,
+                                                                     beginningOfText: start, contextLength: 64))
+            return Dictionary(uniqueKeysWithValues: files.map { ($0.name, $0.contents) })
+        }
+        func config(_ data: Data?) throws -> NSDictionary {
+            try XCTUnwrap(try JSONSerialization.jsonObject(with: XCTUnwrap(data)) as? NSDictionary)
+        }
+        var written = try files(tokenizer, json.path, start: tokenizer.endOfText - 1)
+        XCTAssertEqual(written["tokenizer.json"], try Data(contentsOf: json))
+        XCTAssertEqual(try config(written["tokenizer_config.json"]), [
+            "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+            "bos_token": try tokenizer.decodeText([tokenizer.endOfText - 1]), "model_max_length": 64, "clean_up_tokenization_spaces": false,
+        ] as NSDictionary)
+        try Data(#"{"eos_token": "<|endoftext|>"}"#.utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        try Data("{{ messages }}".utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
+        written = try files(tokenizer, json.path)
+        XCTAssertEqual(Set(written.keys), ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"])
+        XCTAssertEqual(try config(written["tokenizer_config.json"]), ["tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"] as NSDictionary)
+        XCTAssertEqual(written["chat_template.jinja"], Data("{{ messages }}".utf8))
+        let named = Data(#"{"tokenizer_class": "GPT2Tokenizer"}"#.utf8)
+        try named.write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        XCTAssertEqual(try files(tokenizer, json.path)["tokenizer_config.json"], named)
+
+        let bytes = try files(ByteTokenizer(), "byte")
+        let bytesFile = directory.appendingPathComponent("bytes").appendingPathComponent("tokenizer.json")
+        try AtomicFile.createDirectory(bytesFile.deletingLastPathComponent())
+        try AtomicFile.write(try XCTUnwrap(bytes["tokenizer.json"]), to: bytesFile)
+        let reread = try loadTokenizer(bytesFile.path)
+        XCTAssertEqual(reread.vocabSize, 257)
+        XCTAssertEqual(reread.endOfText, 256)
+        XCTAssertEqual(reread.encode("Hé, \u{1}\u{FF}"), "Hé, \u{1}\u{FF}".utf8.map(Int32.init))
+        XCTAssertEqual(try config(bytes["tokenizer_config.json"])["eos_token"] as? String, "<|endoftext|>")
+
+        let tiktoken = directory.appendingPathComponent("mine.tiktoken")
+        try TokenizerFiles.writeTiktoken(try trained(directory), to: tiktoken)
+        XCTAssertNil(try HuggingFaceTokenizer.files(for: tokenizer, at: tiktoken.path, endOfSequence: 0, beginningOfText: nil, contextLength: 64))
+    }
+
     /// An added token that is not special (Phi-2's runs of spaces: `"special": false`; a GGUF file's user-defined
     /// tokens) is matched in every text, as `tokenizers` and llama.cpp match it — where a special token's spelling is
     /// still read as text; written back, it stays not special.

@@ -100,7 +100,10 @@ run, steps = sys.argv[1], int(sys.argv[2])
 ckpts = sorted(glob.glob(os.path.join(run, "checkpoints", "step_*")))
 if not ckpts:
     sys.exit("no checkpoint written")
-step = json.load(open(os.path.join(ckpts[-1], "state.json")))["step"]
+# A sharded checkpoint's manifest.json holds its state; a consolidated one has state.json.
+manifest = os.path.join(ckpts[-1], "manifest.json")
+step = json.load(open(manifest))["state"]["step"] if os.path.exists(manifest) \
+    else json.load(open(os.path.join(ckpts[-1], "state.json")))["step"]
 if step != steps or steps <= 0:
     sys.exit(f"newest checkpoint is at step {step}, expected {steps}")
 vals = [r["val_loss"] for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))
@@ -143,12 +146,21 @@ run_case() {
         fail "check_export.py exit $rc (load/format error)" "$dir/check.log"; return
     fi
     sed 's/^/    /' "$dir/check.log"
+    # The export's tokenizer too: transformers continues a prompt greedily as keel generate does.
+    local greedy=match
+    if ! "$KEEL" generate --checkpoint "$dir/run" --prompt "ROMEO:" --max-tokens 16 --temperature 0 \
+            > "$dir/generated.txt" 2> "$dir/generate.log"; then
+        fail "keel generate failed" "$dir/generate.log"; return
+    fi
+    "$VPY" "$ROOT/scripts/hf_check/check_generation.py" "$dir/hf" "ROMEO:" "$dir/generated.txt" > "$dir/greedy.log" 2>&1 \
+        || { greedy=DIFFER; rc=1; }
+    sed 's/^/    /' "$dir/greedy.log"
     local rn rmax am
     rn="$(sed -n 's/^||keel - hf|| \/ ||hf|| *//p' "$dir/check.log")"
     rmax="$(sed -n 's/^max|keel - hf| \/ max|hf| *//p' "$dir/check.log")"
     am="$(sed -n 's/^argmax agreement *//p' "$dir/check.log")"
-    line="$(printf '%-10s %s  rel err ||d||/||hf|| %s, max|d|/max|hf| %s (tol %s), argmax agreement %s' \
-        "$name" "$([ "$rc" -eq 0 ] && echo PASS || echo FAIL)" "${rn:-?}" "${rmax:-?}" "$TOL" "${am:-?}")"
+    line="$(printf '%-10s %s  rel err ||d||/||hf|| %s, max|d|/max|hf| %s (tol %s), argmax agreement %s, greedy text %s' \
+        "$name" "$([ "$rc" -eq 0 ] && echo PASS || echo FAIL)" "${rn:-?}" "${rmax:-?}" "$TOL" "${am:-?}" "$greedy")"
     echo "$line" >> "$TMP/summary"
     log "$line"
 }
