@@ -14,15 +14,16 @@ public struct PreferenceData {
     /// A line for the log: files, pairs, what was dropped.
     public let summary: String
 
+    /// `lengthName` names the setting `length` comes from in messages (`keel reward eval`'s `--seq-len`).
     public init(paths: [String], tokenizer: any TextTokenizer, tokenizerPath: String, length: Int,
-                validationFraction: Double, forRewardModel: Bool = false) throws {
+                validationFraction: Double, forRewardModel: Bool = false, lengthName: String = "training.seq_len") throws {
         let formatter = try ChatData.formatter(tokenizer: tokenizer, tokenizerPath: tokenizerPath, paths: paths)
         let pairs = try ChatData.records(paths, kind: "preference pairs", formatter.pair(json:))
         let fitting = pairs.filter {
             SequenceBatch.fits($0, maximumLength: length, layout: forRewardModel ? .wholeSequences : .nextTokens)
         }
-        let why = forRewardModel ? "a sequence is longer than training.seq_len (\(length)), and a reward model reads it whole"
-            : "the prompt fills training.seq_len + 1 (\(length + 1)) tokens"
+        let why = forRewardModel ? "a sequence is longer than \(lengthName) (\(length)), and a reward model reads it whole"
+            : "the prompt fills \(lengthName) + 1 (\(length + 1)) tokens"
         guard !fitting.isEmpty else {
             throw KeelError("every pair is dropped: \(why)")
         }

@@ -70,7 +70,7 @@ public final class Deduplicator {
         do {
             try AtomicFile.createDirectory(directory)
         } catch {
-            throw KeelError("cannot create a temporary directory in \(options.temporaryDirectory.path): \(AtomicFile.systemReason(error))")
+            throw KeelError("deduplication's temporary files: \(AtomicFile.systemReason(error))")
         }
         let words = 3 + (options.exactOnly ? 0 : options.minHash.bands * (rows + 1))
         let documentsPerRun = min(Int(UInt32.max), max(1, options.memoryBudget / (8 * words + 6)))

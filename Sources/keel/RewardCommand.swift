@@ -128,7 +128,7 @@ struct RewardEval: ParsableCommand {
             throw KeelError("--seq-len \(length) must be within 1...\(checkpoints.map(\.model.maxLength).min()!) (the models' context)")
         }
         let pairs = try PreferenceData(paths: data, tokenizer: tokenizer, tokenizerPath: tokenizerPath, length: length,
-                                       validationFraction: 0, forRewardModel: true)
+                                       validationFraction: 0, forRewardModel: true, lengthName: "--seq-len")
         StandardStreams.error("data: \(pairs.summary)\n")
         var scores: [(name: String, rewards: [(chosen: Double, rejected: Double)])] = []
         for (name, checkpoint) in zip(models, checkpoints) {

@@ -778,6 +778,8 @@ expect_error "reward train with an infinite centring coefficient" "--centering m
     --centering inf
 expect_error "reward eval beyond the models' context" "--seq-len 0 must be within 1...128" \
     "$keel" reward eval --model "$work/reward-1" --data "$dpo_fixture/pairs_chat.jsonl" --seq-len 0
+expect_error "reward eval whose --seq-len drops every pair names it" "every pair is dropped: a sequence is longer than --seq-len (2)" \
+    "$keel" reward eval --model "$work/reward-1" --data "$dpo_fixture/pairs_chat.jsonl" --seq-len 2
 usage "reward eval without a model" "give a reward model with --model" "$keel" reward eval --data "$dpo_fixture/pairs_chat.jsonl"
 # keel grpo: the tiny Llama learns, from its own samples and a reward a program checks, to answer "7" (its random
 # weights draw it about once in 400 samples): the mean reward rises from 0 and the held-out prompts' greedy answers

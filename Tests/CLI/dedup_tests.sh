@@ -69,8 +69,12 @@ usage "dedup writing its shingles over its input" "--shingles $work/in.jsonl is 
     "$keel" data dedup "$work/in.jsonl" --out "$work/o7.jsonl" --shingles "$work/in.jsonl"
 usage "filter into a .zst name" "--removed $work/r.jsonl.zst: Keel writes plain text; name it without .zst" \
     "$keel" data filter "$work/in.jsonl" --out "$work/o8.jsonl" --removed "$work/r.jsonl.zst"
+# A --temp-dir that cannot hold a directory (a file stands there) is named once, with the level that failed.
+touch "$work/plain"
+expect_error "a --temp-dir under a file" "deduplication's temporary files: cannot create directory $work/plain/keel-dedup-.*: $work/plain: it exists and is not a directory" \
+    "$keel" data dedup "$work/in.jsonl" --out "$work/o9.jsonl" --temp-dir "$work/plain"
 cmp -s "$work/in.jsonl" "$work/in.jsonl.before" && pass "the input is as it was" || fail "the input is as it was"
-[ ! -e "$work/o1.jsonl" ] && [ ! -e "$work/o2.jsonl" ] && [ ! -e "$work/o3.jsonl" ] && [ ! -e "$work/o4.jsonl" ] \
+[ ! -e "$work/o9.jsonl" ] && [ ! -e "$work/o1.jsonl" ] && [ ! -e "$work/o2.jsonl" ] && [ ! -e "$work/o3.jsonl" ] && [ ! -e "$work/o4.jsonl" ] \
     && [ -z "$(ls -A "$work" | grep '\.tmp-')" ] && pass "bad input leaves no output file" || fail "bad input leaves no output file"
 
 echo "$passed passed, $failed failed"
