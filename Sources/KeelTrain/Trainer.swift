@@ -10,6 +10,8 @@ import KeelParallel
 /// What a finished run reports.
 public struct TrainingSummary: Sendable {
     public var steps: Int
+    /// The steps this invocation ran (none when a resumed run was already at `training.steps` or `--stop-after`).
+    public var stepsRun: Int
     /// Validation loss before the first step (nil when resumed) and after the last (nil when a stop signal
     /// ended the run: it stops as soon as the checkpoint is written).
     public var initialValidationLoss: Float?
@@ -410,7 +412,7 @@ public final class Trainer {
             let last = traceSteps == 0 ? state.step : min(state.step, firstStep + traceSteps)
             log("trace: \(trace.path), steps \(firstStep + 1)–\(last) (open it in https://ui.perfetto.dev or chrome://tracing)")
         }
-        return TrainingSummary(steps: state.step, initialValidationLoss: initialValidation,
+        return TrainingSummary(steps: state.step, stepsRun: state.step - firstStep, initialValidationLoss: initialValidation,
                                finalValidationLoss: finalValidation, unigramLoss: unigram,
                                tokensPerSecond: Double(segmentTokens) / max(seconds, 1e-9), checkpoint: checkpoint,
                                stoppedBy: stoppedBy)

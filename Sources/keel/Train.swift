@@ -180,7 +180,12 @@ struct Train: ParsableCommand {
             lines.append(String(format: "unigram baseline: %.4f (the model is %.1f%% %@ it)", summary.unigramLoss, abs(below),
                                 below >= 0 ? "below" : "still above"))
         }
-        lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
+        if summary.stepsRun > 0 {
+            lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
+        } else {
+            let limit = stopAfter.map { $0 < settings.training.steps ? "--stop-after is \($0)" : nil } ?? nil
+            lines.append("nothing trained: the run is at step \(summary.steps) and \(limit ?? "training.steps is \(settings.training.steps)")")
+        }
         lines.append("checkpoint: \(summary.checkpoint.path)")
         print(lines.joined(separator: "\n"))
         if settings.sample.tokens > 0 {

@@ -68,6 +68,11 @@ expect_error "fresh train refuses an existing run" "--resume" "$keel" train --co
 expect_ok "resume finishes the run" "$keel" train --resume --out "$work/run"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] && pass "6 step records after resume" || fail "6 step records after resume"
 grep -q "validation loss" "$work/out" && pass "summary printed" || fail "summary printed"
+# A finished run resumed again (a requeued job) trains nothing and says so, where it printed a throughput of 0.
+cp -r "$work/run" "$work/run-done"
+expect_ok "resume of a finished run" "$keel" train --resume --out "$work/run-done"
+grep -q "^nothing trained: the run is at step 6 and training.steps is 6$" "$work/out" && ! grep -q "throughput" "$work/out" \
+    && pass "a finished run says it trained nothing" || fail "a finished run says it trained nothing"
 # A run begun when Keel padded the vocabulary for tensor parallelism records its size only in its config.toml: resumed
 # with the job's own --config, which leaves the size out, it keeps the recorded one. A changed setting is named.
 expect_ok "a run whose config.toml records its vocabulary size" "$keel" train --config "$work/tiny.toml" --out "$work/padded" \
