@@ -325,6 +325,10 @@ public final class Trainer {
             do {
                 result = try step.run(number: number, learningRate: Float(rate), loader: loader)
             } catch let diverged as TrainingDiverged {
+                // The step's record, its loss or norm null (JSON has no NaN): the run's metrics end where it did, and
+                // a plot or a scraper sees the step it diverged at rather than the one before.
+                try metrics?.write([("step", .int(number)), ("loss", .double(diverged.loss)), ("lr", .double(rate)),
+                                    ("grad_norm", .double(diverged.norm)), ("diverged", .int(1))])
                 // Every rank diverges at the same step (the loss and norm are global): a checkpoint still being
                 // written holds the state before it, and is finished first.
                 if pending != nil { try finishCheckpoint() }

@@ -21,6 +21,9 @@ public struct TrainingDiverged: Error, CustomStringConvertible {
     public let step: Int
     /// What went wrong, e.g. "loss is NaN".
     public let reason: String
+    /// The step's loss and global gradient norm, one of them not finite.
+    public let loss: Double
+    public let norm: Double
 
     public var description: String { "training diverged: \(reason) at step \(step)" }
 
@@ -29,6 +32,8 @@ public struct TrainingDiverged: Error, CustomStringConvertible {
     init(step: Int, loss: Double, norm: Double) {
         let value = { (x: Double) in x.isNaN ? "NaN" : "infinite" }
         self.step = step
+        self.loss = loss
+        self.norm = norm
         reason = loss.isFinite ? "gradient norm is \(value(norm))" : "loss is \(value(loss))"
     }
 
