@@ -70,6 +70,6 @@ let package = Package(
         .testTarget(name: "KeelInferenceTests", dependencies: ["KeelInference", "KeelModel", "KeelKernels", "KeelCore"], swiftSettings: native),
         .testTarget(name: "KeelPlanTests", dependencies: ["KeelPlan", "KeelPlot", "KeelParallel", "KeelModel"], swiftSettings: native),
         .testTarget(name: "KeelReportTests", dependencies: ["KeelReport", "KeelTrain", "KeelCore"], swiftSettings: native),
-        .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "CZlib"], swiftSettings: native),
+        .testTarget(name: "KeelWebTests", dependencies: ["KeelWeb", "KeelCore", "KeelData", "CZlib"], swiftSettings: native),
     ]
 )

@@ -156,6 +156,16 @@ public enum AtomicFile {
         try syncDirectory(destination.deletingLastPathComponent())
     }
 
+    /// Removes the file at `url`, if there is one, and syncs its directory: what is written after it cannot reach the
+    /// disk first (a record removed before the result it describes is replaced).
+    public static func remove(_ url: URL) throws {
+        guard unlink(url.path) == 0 else {
+            guard errno == ENOENT else { throw KeelError("cannot remove \(url.path): \(String(cString: strerror(errno)))") }
+            return
+        }
+        try syncDirectory(url.deletingLastPathComponent())
+    }
+
     /// Flushes a directory's entries to disk so a completed rename survives a crash. A failure (EIO from a failing
     /// disk or a network file system) is an error: the rename may not survive a crash, so nothing may count on it.
     /// What PostgreSQL's `fsync_fname` lets pass for a directory passes: one this process may write but not read

@@ -136,6 +136,9 @@ public struct CorpusPipeline: Sendable {
                 progress("deduplicate: done by an earlier run")
             } else {
                 progress("deduplicate: \(filterStage.documents) documents")
+                // Its record goes before its result is replaced: a stop between the two would leave the new corpus
+                // beside a record of the old one's sources, which a rerun on those sources would take as its own.
+                try AtomicFile.remove(statistics)
                 // Sorted runs spill next to the work, not to a small /tmp.
                 var options = configuration.deduplication
                 options.temporaryDirectory = work
@@ -157,17 +160,28 @@ public struct CorpusPipeline: Sendable {
             manifest = finished
             progress("tokenize: done by an earlier run")
         } else {
-            progress("tokenize: \(documents.count) file(s) with \(configuration.tokenizer)")
+            // As the deduplicated corpus's record, this one goes before the dataset it describes is replaced.
+            try AtomicFile.remove(tokenized)
             // Made aside and put in place once complete: a failure (a full disk) leaves the earlier dataset as it was.
-            let staged = work.appendingPathComponent("dataset.partial")
-            try? FileManager.default.removeItem(at: staged)
-            var preparation = DataPreparation(inputs: documents, tokenizer: configuration.tokenizer, output: staged)
-            preparation.validationFraction = configuration.validationFraction
-            preparation.shardTokens = configuration.shardTokens
-            manifest = try preparation.run()
+            // A run stopped while putting it in place left it complete there, with its record beside: it is finished.
+            let staged = work.appendingPathComponent("dataset.partial"), stagedRecord = work.appendingPathComponent("dataset.partial.json")
+            if let earlier = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: stagedRecord)), earlier.sources == sources,
+               earlier.settings == tokenizationSettings, let complete = try? ShardManifest.read(from: staged) {
+                progress("tokenize: done by an earlier run, put in place now")
+                manifest = complete
+            } else {
+                progress("tokenize: \(documents.count) file(s) with \(configuration.tokenizer)")
+                try AtomicFile.remove(stagedRecord)
+                try? FileManager.default.removeItem(at: staged)
+                var preparation = DataPreparation(inputs: documents, tokenizer: configuration.tokenizer, output: staged)
+                preparation.validationFraction = configuration.validationFraction
+                preparation.shardTokens = configuration.shardTokens
+                manifest = try preparation.run()
+                try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources,
+                                                                    settings: tokenizationSettings)), to: stagedRecord)
+            }
             try replaceDataset(with: staged)
-            try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources,
-                                                                settings: tokenizationSettings)), to: tokenized)
+            try AtomicFile.rename(stagedRecord, to: tokenized)
         }
         report.trainTokens = manifest.train.tokens
         report.validationTokens = manifest.val.tokens
@@ -294,6 +308,8 @@ public struct CorpusPipeline: Sendable {
         var reader = PageReader()
         reader.extractor.includeComments = configuration.includeComments
         reader.extractor.markdown = configuration.markdown
+        // The marker goes first: a stop after the results are replaced must not leave them beside the old marker.
+        try AtomicFile.remove(output.appendingPathExtension("json"))
         try AtomicFile.write(to: output.appendingPathExtension("jsonl")) { handle in
             var pending = Data()
             func judge(_ line: [UInt8], _ text: String, _ textValue: Range<Int>) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelData
 import KeelWeb
 import XCTest
 
@@ -126,6 +127,41 @@ final class CorpusPipelineTests: XCTestCase {
         // A setting of the files' own results still refuses the directory.
         configuration.filterRules = ["gopher_quality"]
         XCTAssertThrowsError(try run(configuration)) { XCTAssertTrue("\($0)".contains("was made with another rules"), "\($0)") }
+    }
+
+    /// A run stopped while it put a new dataset in place (the old manifest gone, some new shards moved) left the
+    /// complete dataset in work/dataset.partial with its record beside it: the next run finishes putting it in place,
+    /// the same dataset an uninterrupted run wrote, without tokenizing again.
+    func testADatasetLeftHalfInPlaceIsFinished() throws {
+        let directory = try temporaryDirectory()
+        let file = directory.appendingPathComponent("a.jsonl")
+        try jsonl([text("alpha"), text("beta"), text("gamma")]).write(to: file)
+        var configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
+        configuration.shardTokens = 200  // several shards
+        _ = try run(configuration)
+        let output = configuration.output, work = output.appendingPathComponent("work"), manager = FileManager.default
+        let manifest = try ShardManifest.read(from: output)
+        let names = ["manifest.json"] + (manifest.train.shards + manifest.val.shards).map(\.file)
+        XCTAssertGreaterThan(names.count, 3)
+        let written = try names.map { try Data(contentsOf: output.appendingPathComponent($0)) }
+        // The state a stop after the second shard's move leaves.
+        let staged = work.appendingPathComponent("dataset.partial")
+        try manager.createDirectory(at: staged, withIntermediateDirectories: true)
+        for name in names.dropFirst(3) + ["manifest.json"] { try manager.moveItem(at: output.appendingPathComponent(name), to: staged.appendingPathComponent(name)) }
+        try manager.moveItem(at: work.appendingPathComponent("tokenized.json"), to: work.appendingPathComponent("dataset.partial.json"))
+        let finished = try run(configuration)
+        XCTAssertTrue(finished.progress.contains("tokenize: done by an earlier run, put in place now"), "\(finished.progress)")
+        XCTAssertEqual(try names.map { try Data(contentsOf: output.appendingPathComponent($0)) }, written)
+        XCTAssertFalse(manager.fileExists(atPath: staged.path))
+        XCTAssertTrue(try run(configuration).progress.contains("tokenize: done by an earlier run"))
+        // Another split makes the dataset again: the staged one is not taken for it.
+        try manager.createDirectory(at: staged, withIntermediateDirectories: true)
+        for name in names.dropFirst(3) + ["manifest.json"] { try manager.moveItem(at: output.appendingPathComponent(name), to: staged.appendingPathComponent(name)) }
+        try manager.moveItem(at: work.appendingPathComponent("tokenized.json"), to: work.appendingPathComponent("dataset.partial.json"))
+        configuration.validationFraction = 0.5
+        let other = try run(configuration)
+        XCTAssertTrue(other.progress.contains("tokenize: 1 file(s) with byte"), "\(other.progress)")
+        XCTAssertGreaterThan(other.report.validationTokens, 0)
     }
 
     func testAFileWhoseResultsWereLostIsRedoneWithTheStagesAfterIt() throws {
