@@ -10,15 +10,17 @@ public enum HuggingFaceExport {
 
     /// Exports `model` into `directory` (created if needed) with `files` beside it (the tokenizer's); `endOfText`
     /// becomes the BOS/EOS token id. All files are written before any replaces an older one: a failure leaves the
-    /// directory's model as it was, not a new config beside old weights (which may still load, with the wrong settings).
+    /// directory's model as it was, not a new config beside old weights (which may still load, with the wrong
+    /// settings), and a stop while they replace it leaves no config.
     public static func write(_ model: Transformer, to directory: URL, endOfText: Int, beginningOfText: Int? = nil,
                              besides files: [(name: String, contents: Data)] = []) throws {
         try AtomicFile.createDirectory(directory)
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys]
         let json = try JSONSerialization.data(withJSONObject: config(for: model.config, endOfText: endOfText, beginningOfText: beginningOfText), options: options)
-        // The weights are renamed into place first: the config that says how to read them follows them.
+        // The config says how to read the others: the old one goes before they are renamed into place, the new one
+        // comes after them. A stop between leaves no config, which transformers refuses, not one beside other weights.
         let urls = ([ModelFiles.weightsFile] + files.map(\.name) + ["config.json"]).map { directory.appendingPathComponent($0) }
-        try AtomicFile.writeAll(urls) { handles in
+        try AtomicFile.writeAll(urls, keyLast: true) { handles in
             try ModelFiles.writeWeights(model.table, model.parameters, to: handles[0]!)
             for (index, file) in files.enumerated() { try handles[index + 1]!.write(contentsOf: file.contents) }
             try handles.last!!.write(contentsOf: json)

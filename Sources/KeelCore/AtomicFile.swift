@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Writes files so that a reader (or a crash) only ever sees the old version or the complete new one:
 /// write to a temporary name in the same directory, fsync, rename, fsync the directory.
@@ -19,13 +20,16 @@ public enum AtomicFile {
     /// Atomically replaces several files with what `body` writes to their handles (nil URLs get nil handles).
     /// Every file is written and synced under a temporary name before any is renamed into place, so a failure or
     /// a crash while writing leaves every one as it was; only the renames themselves, one after another, come last.
-    /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind.
-    public static func writeAll(_ urls: [URL?], _ body: ([FileHandle?]) throws -> Void) throws {
+    /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind. With `keyLast`, the last file
+    /// says how to read the others (a config beside weights): the old one is removed before any is renamed, so that a
+    /// stop between the renames leaves it missing rather than describing files it was not written for.
+    public static func writeAll(_ urls: [URL?], keyLast: Bool = false, _ body: ([FileHandle?]) throws -> Void) throws {
         // Two names for one file (`--out x --removed x`) would share a temporary file and write over each other.
         var named = Set<String>()
         for url in urls.compactMap({ $0 }) where urls.count > 1 && !named.insert(url.standardizedFileURL.resolvingSymlinksInPath().path).inserted {
             throw KeelError("\(url.standardizedFileURL.path) is named twice among the files to write")
         }
+        for url in urls.compactMap({ $0 }) { sweepOnce(url.deletingLastPathComponent()) }
         var temporaries: [URL?] = []
         var handles: [FileHandle?] = []
         // Until every rename is done, what remains of the temporaries is removed on the way out.
@@ -73,6 +77,7 @@ public enum AtomicFile {
             let files = named.count == 1 ? named[0].path : "one of " + named.map(\.path).joined(separator: ", ")
             throw KeelError("cannot write \(files): \(systemReason(error))")
         }
+        if keyLast, let key = urls.last ?? nil { try remove(key) }
         for (index, (temporary, url)) in zip(temporaries, urls).enumerated() {
             guard let temporary, let url else { continue }
             try rename(temporary, to: url)
@@ -123,6 +128,17 @@ public enum AtomicFile {
     /// no process has its number now.
     public static func hasEnded(pid: Int32, on host: Substring) -> Bool {
         host == self.host && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH
+    }
+
+    /// The directories this process has swept of abandoned temporaries.
+    private static let swept = Mutex<Set<String>>([])
+
+    /// `removeAbandoned(in: directory)` the first time this process writes there: a command killed while it wrote (a
+    /// quantize stopped by Ctrl-C, whose temporary may be gigabytes) leaves its temporary for the next write there to
+    /// remove, and a directory of many files is listed once, not at every write.
+    private static func sweepOnce(_ directory: URL) {
+        guard swept.withLock({ $0.insert(directory.standardizedFileURL.path).inserted }) else { return }
+        removeAbandoned(in: directory)
     }
 
     /// Removes from `directory` the temporaries (`.NAME.tmp-PID-HOST`) that writers on this machine left when they were

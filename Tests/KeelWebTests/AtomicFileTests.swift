@@ -19,6 +19,22 @@ final class AtomicFileTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), ["out.jsonl"])
     }
 
+    /// The first write into a directory removes the temporaries that killed writers on this machine left there (a
+    /// quantize stopped by Ctrl-C left gigabytes under a hidden name); a living writer's are left alone.
+    func testTheFirstWriteIntoADirectoryRemovesAbandonedTemporaries() throws {
+        let directory = try temporaryDirectory()
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let abandoned = directory.appendingPathComponent(".model.gguf.tmp-\(ended.processIdentifier)-\(AtomicFile.host)")
+        let living = directory.appendingPathComponent(".other.json.tmp-\(getpid())-\(AtomicFile.host)")
+        for url in [abandoned, living] { try Data("partial".utf8).write(to: url) }
+        try AtomicFile.write(Data("new".utf8), to: directory.appendingPathComponent("config.json"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: abandoned.path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: living.path))
+    }
+
     func testAllFilesAreReplacedTogether() throws {
         let directory = try temporaryDirectory()
         let first = directory.appendingPathComponent("first.txt"), second = directory.appendingPathComponent("second.txt")
@@ -66,6 +82,27 @@ final class AtomicFileTests: XCTestCase {
         XCTAssertEqual(contents(second), "old second")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["first.txt", "second.txt"],
                        "no temporary file is left")
+    }
+
+    /// With `keyLast` the last file (a config that says how to read the others) is removed before the first rename:
+    /// renames that stop part-way (here the first fails) leave it missing, not describing the others' old versions.
+    func testTheKeyFileGoesBeforeTheOthersAreRenamed() throws {
+        let directory = try temporaryDirectory()
+        let weights = directory.appendingPathComponent("weights"), config = directory.appendingPathComponent("config.json")
+        try Data("old weights".utf8).write(to: weights)
+        try Data("old config".utf8).write(to: config)
+        XCTAssertThrowsError(try AtomicFile.writeAll([weights, config], keyLast: true) { handles in
+            try handles[0]!.write(contentsOf: Data("new weights".utf8))
+            try handles[1]!.write(contentsOf: Data("new config".utf8))
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            try FileManager.default.removeItem(at: directory.appendingPathComponent(names.first { $0.hasPrefix(".weights.tmp-") }!))
+        }) { XCTAssertTrue("\($0)".contains("cannot rename"), "\($0)") }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), ["weights"])
+        try AtomicFile.writeAll([weights, config], keyLast: true) { handles in
+            try handles[0]!.write(contentsOf: Data("new weights".utf8))
+            try handles[1]!.write(contentsOf: Data("new config".utf8))
+        }
+        XCTAssertEqual([contents(weights), contents(config)], ["new weights", "new config"])
     }
 
     /// A destination that is a named pipe, a device or a directory is refused before anything is written: renaming a
