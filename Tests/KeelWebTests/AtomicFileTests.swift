@@ -23,11 +23,8 @@ final class AtomicFileTests: XCTestCase {
     /// quantize stopped by Ctrl-C left gigabytes under a hidden name); a living writer's are left alone.
     func testTheFirstWriteIntoADirectoryRemovesAbandonedTemporaries() throws {
         let directory = try temporaryDirectory()
-        let ended = Process()
-        ended.executableURL = URL(fileURLWithPath: "/bin/true")
-        try ended.run()
-        ended.waitUntilExit()
-        let abandoned = directory.appendingPathComponent(".model.gguf.tmp-\(ended.processIdentifier)-\(AtomicFile.host)")
+        let ended = try endedProcessIdentifier()
+        let abandoned = directory.appendingPathComponent(".model.gguf.tmp-\(ended)-\(AtomicFile.host)")
         let living = directory.appendingPathComponent(".other.json.tmp-\(getpid())-\(AtomicFile.host)")
         for url in [abandoned, living] { try Data("partial".utf8).write(to: url) }
         try AtomicFile.write(Data("new".utf8), to: directory.appendingPathComponent("config.json"))

@@ -90,15 +90,12 @@ final class CorpusPipelineTests: XCTestCase {
         try jsonl([text("alpha")]).write(to: file)
         let configuration = configuration([file], output: directory.appendingPathComponent("corpus"))
         _ = try run(configuration)
-        let ended = Process()
-        ended.executableURL = URL(fileURLWithPath: "/bin/true")
-        try ended.run()
-        ended.waitUntilExit()
+        let ended = try endedProcessIdentifier()
         let work = configuration.output.appendingPathComponent("work")
-        let abandoned = [work.appendingPathComponent("filtered/.a.jsonl-0.jsonl.tmp-\(ended.processIdentifier)-\(AtomicFile.host)"),
-                         work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended.processIdentifier)-\(AtomicFile.host)")]
+        let abandoned = [work.appendingPathComponent("filtered/.a.jsonl-0.jsonl.tmp-\(ended)-\(AtomicFile.host)"),
+                         work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended)-\(AtomicFile.host)")]
         let kept = [work.appendingPathComponent(".deduplicated.jsonl.tmp-\(getpid())-\(AtomicFile.host)"),
-                    work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended.processIdentifier)-another-\(AtomicFile.host)")]
+                    work.appendingPathComponent(".deduplicated.jsonl.tmp-\(ended)-another-\(AtomicFile.host)")]
         for url in abandoned + kept { try Data("partial".utf8).write(to: url) }
         _ = try run(configuration)
         for url in abandoned { XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), url.lastPathComponent) }

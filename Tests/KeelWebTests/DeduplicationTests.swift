@@ -201,13 +201,10 @@ final class DeduplicationTests: XCTestCase {
     /// processes still running and of other machines.
     func testRunsOfKilledDeduplicationsAreRemoved() throws {
         let dir = try temporaryDirectory()
-        let finished = Process()
-        finished.executableURL = URL(fileURLWithPath: "/bin/true")
-        try finished.run()
-        finished.waitUntilExit()
+        let finished = try endedProcessIdentifier()
         let host = ProcessInfo.processInfo.hostName
-        let names = ["keel-dedup-\(finished.processIdentifier)-7-\(host)", "keel-dedup-\(getpid())-7-\(host)",
-                     "keel-dedup-\(finished.processIdentifier)-7-elsewhere"]
+        let names = ["keel-dedup-\(finished)-7-\(host)", "keel-dedup-\(getpid())-7-\(host)",
+                     "keel-dedup-\(finished)-7-elsewhere"]
         for name in names {
             try FileManager.default.createDirectory(at: dir.appendingPathComponent(name), withIntermediateDirectories: true)
         }

@@ -51,6 +51,15 @@ extension XCTestCase {
         return directory
     }
 
+    /// The number of a process that has ended (for the temporaries of a killed writer).
+    func endedProcessIdentifier() throws -> Int32 {
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        return ended.processIdentifier
+    }
+
     /// Writes `bytes` to a new temporary file named `name`, removed when the test ends.
     func temporaryFile(_ bytes: [UInt8], name: String) throws -> URL {
         let url = try temporaryDirectory().appendingPathComponent(name)
