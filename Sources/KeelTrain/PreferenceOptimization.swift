@@ -103,20 +103,20 @@ public final class PreferenceOptimization {
     }
 
     /// The reference's log-probabilities of every pair (the policy's weights before the first step), computed once;
-    /// `progress` hears how many pairs are done of how many.
-    public func computeReference(progress: (Int, Int) -> Void = { _, _ in }) {
+    /// `progress` hears how many pairs are done of how many, and may end the pass by throwing.
+    public func computeReference(progress: (Int, Int) throws -> Void = { _, _ in }) rethrows {
         let total = train.count + validation.count
         var done = 0
-        func logProbabilities(_ pairs: [PreferencePair]) -> [(chosen: Double, rejected: Double)] {
-            stride(from: 0, to: pairs.count, by: training.batchSize).flatMap { start in
+        func logProbabilities(_ pairs: [PreferencePair]) throws -> [(chosen: Double, rejected: Double)] {
+            try stride(from: 0, to: pairs.count, by: training.batchSize).flatMap { start in
                 let chunk = Array(pairs[start..<min(start + training.batchSize, pairs.count)])
                 let values = policyLogProbabilities(SequenceBatch(chunk, maximumLength: training.sequenceLength, padding: padding))
                 done += chunk.count
-                progress(done, total)
+                try progress(done, total)
                 return (0..<chunk.count).map { (values[$0], values[chunk.count + $0]) }
             }
         }
-        reference = (logProbabilities(train), logProbabilities(validation))
+        reference = (try logProbabilities(train), try logProbabilities(validation))
     }
 
     /// Runs optimizer step `number` (from 1) at `learningRate`; throws `TrainingDiverged`, before changing any

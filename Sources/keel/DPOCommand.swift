@@ -74,7 +74,9 @@ struct DPO: ParsableCommand {
                 try trainer.restoreReference(from: resumed.directory)
             } else {
                 let started = Date()
-                trainer.computeReference()
+                try trainer.computeReference { done, total in
+                    try run.stopIfSignalled(during: "the reference log-probabilities (\(done) of \(total) pairs)")
+                }
                 run.log(String(format: "reference log-probabilities of %d pairs: %.1f s", data.train.count + data.validation.count,
                                Date().timeIntervalSince(started)))
             }

@@ -40,8 +40,8 @@ enum DistributedRun {
 
     /// Writes to the same file that a stop signal ended the run (`stoppedStatus`), as `stopRecord` and the signal: srun
     /// with --kill-on-bad-exit may kill the ranks still finishing when the first exits 75, and then report the kill.
-    static func recordStop(signal: String, step: Int) {
-        record("\(stopRecord)\(signal) after step \(step)")
+    static func recordStop(signal: String, step: Int?) {
+        record("\(stopRecord)\(signal) " + (step.map { "after step \($0)" } ?? "before the first step"))
     }
 
     private static func record(_ message: String) {

@@ -117,7 +117,11 @@ struct FineTuningRun {
                 stopped = stop
                 if group.rank == 0 {
                     DistributedRun.recordStop(signal: StopSignals.name(of: stop.signal), step: stop.step)
-                    print("stopped by \(StopSignals.name(of: stop.signal)) after step \(stop.step)")
+                    if let step = stop.step {
+                        print("stopped by \(StopSignals.name(of: stop.signal)) after step \(step)")
+                    } else {
+                        print("stopped by \(StopSignals.name(of: stop.signal)) during \(stop.phase), before the first step: nothing was saved; run the command again")
+                    }
                 }
             }
         }
@@ -131,10 +135,20 @@ struct FineTuningRun {
         if stopped != nil { throw ExitCode(DistributedRun.stoppedStatus) }
     }
 
-    /// A stop signal ended the run after `step`, with a checkpoint (`loop`).
+    /// A stop signal ended the run after `step`, with a checkpoint (`loop`), or before the first step, during `phase`
+    /// (`stopIfSignalled`).
     private struct Stopped: Error {
         let signal: Int32
-        let step: Int
+        let step: Int?
+        var phase = ""
+    }
+
+    /// Ends the run when a stop signal has come before its first step, when there is nothing to checkpoint: called
+    /// between the pieces of the work before it (the reference log-probabilities, the first validation), which grows
+    /// with the data — a scheduler's grace period would otherwise end in SIGKILL. `phase` names the work for the message.
+    func stopIfSignalled(during phase: @autoclosure () -> String) throws {
+        guard let signal = StopSignals.received else { return }
+        throw Stopped(signal: signal, step: nil, phase: phase())
     }
 
     /// Fine-tuning runs one whole replica per process (data parallelism only): a layout the settings ask for
@@ -215,7 +229,11 @@ struct FineTuningRun {
             log("validation at step \(step): " + result.line)
             try metrics?.write([("step", .int(step))] + result.fields)
         }
-        if resumed == nil { try validate(0) }
+        if resumed == nil {
+            try stopIfSignalled(during: "the setup")
+            try validate(0)
+            try stopIfSignalled(during: "the validation before the first step")
+        }
         let schedule = LearningRateSchedule(peak: t.learningRate, minimum: t.minLearningRate, warmupSteps: t.warmupSteps,
                                             totalSteps: t.steps)
         var last: URL?

@@ -747,6 +747,21 @@ usage "dpo with an unknown loss" "--loss must be one of sigmoid, ipo" \
 # A strength that is not a number would make every loss NaN and stop the run as diverged after its first step.
 expect_error "dpo with an infinite beta" "--beta must be a positive number (got inf)" \
     "$keel" dpo --init-from "$work/dpo-base" --data "$dpo_fixture/pairs_text.jsonl" --out "$work/dpo-bad" "${dpo_settings[@]}" --beta inf
+# A stop signal during the reference log-probabilities (a pass over all the pairs: hours for a large set) ends the run
+# at once, before its first step, saying that nothing was saved (it waited for the whole pass and a step).
+python3 -c 'import sys; lines = open(sys.argv[1]).read().splitlines(); open(sys.argv[2], "w").write("\n".join(lines * 100) + "\n")' \
+    "$dpo_fixture/pairs_text.jsonl" "$work/pairs-many.jsonl"
+"$keel" dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --out "$work/dpo-stopped" "${dpo_settings[@]}" \
+    >"$work/out" 2>"$work/err" &
+dpo=$!
+for _ in $(seq 1 300); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
+kill -TERM $dpo
+wait $dpo
+status=$?
+[ $status -eq 75 ] && [ ! -e "$work/dpo-stopped/checkpoints" ] \
+    && grep -q "^stopped by SIGTERM during the reference log-probabilities ([0-9]* of 2400 pairs), before the first step: nothing was saved; run the command again$" "$work/out" \
+    && pass "a stop signal during dpo's reference pass ends it there" \
+    || fail "a stop signal during dpo's reference pass ends it there (exit $status: $(cat "$work/out"))"
 # keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
 # saved with their head, and are measured and compared on the pairs; a run without a head is refused.
 reward_settings=(--set training.batch_size=4 --set training.steps=12 --set training.seq_len=64 --set training.lr=1e-3)
