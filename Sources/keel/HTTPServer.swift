@@ -267,9 +267,17 @@ final class HTTPServer: Sendable {
         self.timeoutSeconds = timeoutSeconds
     }
 
-    /// Accepts connections for ever, handing each to `handle` on a new thread.
-    func run(_ handle: @escaping @Sendable (HTTPConnection) -> Void) -> Never {
-        while true {
+    /// Connections being handled now.
+    var openConnections: Int { open.load(ordering: .relaxed) }
+
+    /// Accepts connections, handing each to `handle` on a new thread, until `stop` says so (it is asked at least
+    /// five times a second); then closes the listening socket, so that new connections are refused (a load balancer
+    /// moves on), and returns while those accepted may still be handled (`openConnections`).
+    func run(_ handle: @escaping @Sendable (HTTPConnection) -> Void, until stop: () -> Bool = { false }) {
+        defer { Glibc.close(socket) }
+        while !stop() {
+            var listening = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&listening, 1, 200) > 0 else { continue }
             let client = accept(socket, nil, nil)
             guard client >= 0 else {
                 // Out of descriptors or memory: the connection stays queued and accept fails again at once, so wait

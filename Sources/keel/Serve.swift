@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import KeelCore
 import KeelData
 import KeelInference
@@ -15,7 +16,9 @@ struct Serve: ParsableCommand {
             messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply, with the \
             default system message of the model's own ChatML template (an imported model's or a GGUF file's); a \
             model's end-of-sequence and end-of-turn tokens end completions too. A malformed \
-            request gets a 4xx with an OpenAI-style error; the server stays up.
+            request gets a 4xx with an OpenAI-style error; the server stays up. SIGTERM or Ctrl-C stops it \
+            gracefully: no new connections, the requests in flight given --shutdown-timeout seconds to finish, \
+            those still generating then ended with an error the client sees; a second Ctrl-C stops at once.
             """)
 
     @Option(name: .shortAndLong, help: "Run directory (newest valid checkpoint), checkpoint directory, or a llama.cpp .gguf file (run in its own formats).")
@@ -50,18 +53,24 @@ struct Serve: ParsableCommand {
     @Option(help: "The most connections handled at once; one more is answered 503 at once.")
     var maxConnections = 256
 
+    @Option(help: ArgumentHelp("After SIGTERM or Ctrl-C, seconds the requests in flight have to finish before those still generating are ended with an error (Kubernetes allows 30 before SIGKILL).", valueName: "seconds"))
+    var shutdownTimeout = 25
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
         guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1 second (got \(timeout))") }
         guard parallel >= 1 else { throw ValidationError("--parallel must be at least 1 (got \(parallel))") }
         if let contextSize, contextSize < 0 || contextSize == 1 { throw ValidationError("--ctx-size must be 0 or at least 2 (got \(contextSize))") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1 (got \(maxConnections))") }
+        guard (0...86_400).contains(shutdownTimeout) else { throw ValidationError("--shutdown-timeout must be 0 to 86400 seconds (got \(shutdownTimeout))") }
         if let quantize, QuantizationFormat(rawValue: quantize.lowercased()) == nil {
             throw ValidationError("--quantize must be one of \(QuantizationFormat.allCases.map(\.rawValue).joined(separator: ", ")) (got \(quantize))")
         }
     }
 
     func run() throws {
+        // SIGTERM (a rollout, a scheduler) and Ctrl-C stop the server gracefully; a second Ctrl-C at once.
+        StopSignals.install()
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
         if let problem = loaded.chat.problem { throw KeelError(problem) }
@@ -70,7 +79,7 @@ struct Serve: ParsableCommand {
         let api = CompletionAPI(service: GenerationService(decoder: loaded.decoder, textStart: loaded.beginningOfText, parallel: parallel), tokenizer: loaded.tokenizer, model: name,
                                 contextLength: context, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
-                                chatStart: loaded.chatStart, shiftsContext: contextShift)
+                                chatStart: loaded.chatStart, shiftsContext: contextShift, cutShort: CutShort())
         let server: HTTPServer
         do {
             server = try HTTPServer(host: host, port: port, timeoutSeconds: timeout, maxConnections: maxConnections)
@@ -80,8 +89,33 @@ struct Serve: ParsableCommand {
         StandardStreams.error("chat format: \(loaded.chat.summary)\n")
         StandardStreams.error("context: \(context) tokens per request\(context < modelContext ? " (of the model's \(modelContext); --ctx-size)" : "")\n")
         try StandardStreams.output("serving \(name) on http://\(host):\(server.port)/v1\n")
-        server.run { api.handle($0) }
+        server.run({ api.handle($0) }, until: { StopSignals.received != nil })
+        stop(server, api, signal: StopSignals.received!)
     }
+
+    /// Lets the requests in flight finish within `shutdownTimeout`, then ends those still generating (each client told
+    /// so: an error event ends a stream, a 503 answers the others) and gives them a moment to be sent.
+    private func stop(_ server: HTTPServer, _ api: CompletionAPI, signal: Int32) {
+        let name = StopSignals.name(of: signal)
+        StandardStreams.error("serve: \(name): no new connections; \(server.openConnections) in flight, given up to \(shutdownTimeout) s"
+                              + (signal == SIGINT ? " (Ctrl-C again stops at once)" : "") + "\n")
+        let deadline = Date().addingTimeInterval(Double(shutdownTimeout))
+        while server.openConnections > 0, Date() < deadline { usleep(20_000) }
+        if server.openConnections > 0 {
+            StandardStreams.error("serve: ending the \(server.openConnections) request(s) still in flight\n")
+            api.cutShort.set()
+            let last = Date().addingTimeInterval(2)
+            while server.openConnections > 0, Date() < last { usleep(20_000) }
+        }
+        StandardStreams.error("serve: stopped by \(name)\n")
+    }
+}
+
+/// Set when a stopping server's grace period is over: the requests still generating end, each client told so.
+final class CutShort: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
 }
 
 /// OpenAI's completions and chat completions over a `GenerationService`.
@@ -100,6 +134,8 @@ struct CompletionAPI: Sendable {
     /// Whether a sequence that fills the context goes on from its last half (`GenerationBatch.advance`); otherwise a
     /// reply ends there, as llama.cpp's server ends it without `--context-shift`.
     let shiftsContext: Bool
+    /// Ends the requests still generating when the server stops.
+    let cutShort: CutShort
 
     func handle(_ connection: HTTPConnection) {
         switch connection.readRequest(maximumBody: 8 << 20) {
@@ -345,7 +381,8 @@ struct CompletionAPI: Sendable {
                     // Nothing is written until the end: a client that left is seen only by looking.
                     state.clientHasGone = connection.clientHasGone
                 }
-                return !state.stream.stopped && !state.clientHasGone
+                state.wasCutShort = cutShort.isSet
+                return !state.stream.stopped && !state.clientHasGone && !state.wasCutShort
             },
             onFinish: { generated, reason in
                 state.tokens = generated.count
@@ -353,11 +390,27 @@ struct CompletionAPI: Sendable {
                 finished.signal()
             },
             // A request that waited its turn while its client left is not run at all.
-            isAbandoned: { state.clientHasGone = connection.clientHasGone; return state.clientHasGone }))
+            isAbandoned: {
+                state.clientHasGone = connection.clientHasGone
+                state.wasCutShort = cutShort.isSet
+                return state.clientHasGone || state.wasCutShort
+            }))
         finished.wait()
         // One line per request, as llama.cpp's server logs them.
         StandardStreams.error("\(id): \(parameters.prompt.count) prompt tokens, \(state.tokens) generated, seed \(Int64(bitPattern: parameters.options.seed)), "
-            + (state.clientHasGone ? "ended early: the client has gone" : "finish reason \(state.reason.rawValue)") + "\n")
+            + (state.clientHasGone ? "ended early: the client has gone"
+               : state.wasCutShort ? "ended early: the server is stopping" : "finish reason \(state.reason.rawValue)") + "\n")
+        if state.wasCutShort && !state.clientHasGone {
+            // Not a reply that looks complete: a stream ends with an error event (OpenAI's clients raise it), no [DONE].
+            let message = "the server is stopping: the reply was cut short after \(state.tokens) tokens; send the request again"
+            if parameters.stream {
+                _ = connection.event(String(decoding: Self.error(message, type: "server_error"), as: UTF8.self))
+                connection.close()
+            } else {
+                connection.respond(status: 503, body: Self.error(message, type: "server_error"))
+            }
+            return
+        }
         if parameters.stream {
             let rest = state.stream.takeRest()
             if !rest.isEmpty { _ = connection.event(chunk(String(decoding: rest, as: UTF8.self))) }
@@ -384,6 +437,8 @@ struct CompletionAPI: Sendable {
         var reason = FinishReason.length
         /// The client closed the connection, or stopped reading a stream: the request ended for it.
         var clientHasGone = false
+        /// Whether the server's stopping ended the request.
+        var wasCutShort = false
         init(stops: [[UInt8]]) { stream = TextStream(stops: stops) }
     }
 

@@ -340,6 +340,57 @@ print(json.dumps({"refused": refused, "served": served}))
 check "serve --max-connections 2 answers a third connection 503, and serves again once they close" \
     '(lambda r: r["refused"] == 503 and r["served"] == 200)(json.load(open(sys.argv[1])))' "$work/connections.json"
 stop_server
+# SIGTERM stops serve gracefully: new connections are refused at once; a request in flight has --shutdown-timeout to
+# finish, and one still generating after it ends with an error event that OpenAI's client raises (the stream was cut
+# off, and the client saw it end as if complete).
+start_server "$work/run" --context-shift --shutdown-timeout 1
+python3 -c '
+import json, os, signal, sys, urllib.request
+from openai import OpenAI
+port, server = sys.argv[1], int(sys.argv[2])
+client = OpenAI(base_url="http://127.0.0.1:%s/v1" % port, api_key="none", max_retries=0)
+events, refused, outcome = 0, None, None
+try:
+    for event in client.completions.create(model="keel", prompt="To be", max_tokens=100000, temperature=0, stream=True):
+        events += 1
+        if events == 5:
+            os.kill(server, signal.SIGTERM)
+        if events == 40 and refused is None:
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%s/v1/models" % port, timeout=2)
+                refused = False
+            except OSError:
+                refused = True
+    outcome = "ended as if complete"
+except Exception as error:
+    outcome = "%s: %s" % (type(error).__name__, error)
+print(json.dumps({"events": events, "refused": refused, "outcome": outcome}))
+' "$port" "$server" >"$work/shutdown.json" 2>"$work/err"
+wait "$server"
+status=$?
+check "SIGTERM refuses new connections and ends a stream still generating after --shutdown-timeout with an error" \
+    '(lambda r: r["refused"] is True and r["outcome"].startswith("APIError: the server is stopping: the reply was cut short after "))(json.load(open(sys.argv[1])))' \
+    "$work/shutdown.json"
+[ $status -eq 0 ] && grep -q "^serve: SIGTERM: no new connections; 1 in flight, given up to 1 s$" "$work/serve.err" \
+    && grep -q "ended early: the server is stopping$" "$work/serve.err" && tail -1 "$work/serve.err" | grep -q "^serve: stopped by SIGTERM$" \
+    && pass "serve stopped by SIGTERM says so and exits 0" || fail "serve stopped by SIGTERM says so and exits 0 (exit $status)"
+# A request in flight that finishes within the time given is answered whole.
+start_server "$work/run" --context-shift --shutdown-timeout 60
+python3 -c '
+import json, os, signal, sys, urllib.request
+port, server = sys.argv[1], int(sys.argv[2])
+body = json.dumps({"prompt": "To be", "max_tokens": 2000, "temperature": 0, "stream": True}).encode()
+response = urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:%s/v1/completions" % port, data=body))
+first = response.readline()
+os.kill(server, signal.SIGTERM)
+print((first + response.read()).decode())
+' "$port" "$server" >"$work/finished.txt" 2>"$work/err"
+wait "$server"
+grep -q '"finish_reason": *"length"' "$work/finished.txt" && grep -v '^$' "$work/finished.txt" | tail -1 | grep -q '^data: \[DONE\]$' \
+    && pass "a request in flight at SIGTERM that finishes in time is answered whole" \
+    || fail "a request in flight at SIGTERM that finishes in time is answered whole"
+usage "serve --shutdown-timeout -1" "--shutdown-timeout must be 0 to 86400 seconds (got -1)" \
+    "$keel" serve --checkpoint "$work/run" --shutdown-timeout=-1
 expect_ok "generate from a prompt longer than the context" "$keel" generate --checkpoint "$work/run" --prompt "To be, or not to be" --max-tokens 1
 grep -q "generate: note: prompt 1 is 19 tokens, more than the model's context (16): the model reads its last 16" "$work/err" \
     && grep -q "^16 prompt tokens in " "$work/err" \
