@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelData
 
 /// `metrics.jsonl`: one JSON object per line, appended and flushed as each step ends.
 ///
@@ -19,20 +20,23 @@ public final class MetricsLog: @unchecked Sendable {
     private let latestLock = NSLock()
 
     /// Opens `url` for appending. With `keepingThrough`, first drops records of steps after that one
-    /// (a resumed run rewrites the steps it repeats), replacing the file atomically.
+    /// (a resumed run rewrites the steps it repeats), and a line cut off, replacing the file atomically. The file is
+    /// read a line at a time: a month's file is hundreds of megabytes, and every restart reads it (a whole copy in
+    /// memory took 4.6 times its size).
     public init(url: URL, keepingThrough lastStep: Int?) throws {
         self.url = url
-        let manager = FileManager.default
-        if let lastStep, let existing = try? String(contentsOf: url, encoding: .utf8) {
-            let kept = existing.split(separator: "\n").filter { line in
-                guard let data = line.data(using: .utf8),
-                      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                      let step = object["step"] as? Int
-                else { return false }
-                return step <= lastStep
+        if let lastStep, FileManager.default.fileExists(atPath: url.path) {
+            try AtomicFile.write(to: url) { output in
+                var kept = Data()
+                try TextLines.forEach(inFile: url.path) { line in
+                    guard let step = Self.step(of: line), step <= lastStep else { return }
+                    kept.append(line.baseAddress!, count: line.count)
+                    kept.append(0x0A)
+                    if kept.count >= 1 << 20 { try output.write(contentsOf: kept); kept.removeAll(keepingCapacity: true) }
+                }
+                try output.write(contentsOf: kept)
             }
-            try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
-        } else if lastStep == nil || !manager.fileExists(atPath: url.path) {
+        } else if lastStep == nil || !FileManager.default.fileExists(atPath: url.path) {
             try AtomicFile.write(Data(), to: url)
         }
         guard let handle = try? FileHandle(forWritingTo: url) else { throw KeelError("cannot open \(url.path) for writing") }
@@ -42,6 +46,24 @@ public final class MetricsLog: @unchecked Sendable {
 
     deinit {
         try? handle.close()
+    }
+
+    /// The step of a record, nil for a line that is not a whole one. A line as `write` makes it (`{"step": N, …}`) is
+    /// read by its first field; another is parsed whole.
+    static func step(of line: UnsafeBufferPointer<UInt8>) -> Int? {
+        let prefix = Array(#"{"step": "#.utf8)
+        if line.count > prefix.count, line.last == UInt8(ascii: "}"), line.starts(with: prefix) {
+            var step = 0, index = prefix.count
+            while index < line.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(line[index]), step < Int.max / 20 {
+                step = step * 10 + Int(line[index] - UInt8(ascii: "0"))
+                index += 1
+            }
+            if index > prefix.count, index < line.count, line[index] == UInt8(ascii: ",") || line[index] == UInt8(ascii: "}") {
+                return step
+            }
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return nil }
+        return object["step"] as? Int
     }
 
     /// A field's value in a record.

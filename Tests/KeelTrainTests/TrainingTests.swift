@@ -163,6 +163,25 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// A resume keeps the records of steps up to its checkpoint, in the file's order (a snapshot's record may follow a
+    /// later step's), whatever the order of their fields, and drops later steps, a line cut off, and lines that are not
+    /// records; it reads the file a line at a time, through lines longer than its buffer.
+    func testAResumeKeepsTheRecordsUpToItsStep() throws {
+        let fixture = try TrainFixture()
+        let url = fixture.root.appendingPathComponent("metrics.jsonl")
+        let long = "{\"step\": 2, \"bubble_per_stage\": [" + Array(repeating: "0.5", count: 400_000).joined(separator: ", ") + "]}"
+        let lines = [
+            #"{"step": 0, "val_loss": 5.5}"#, #"{"step": 1, "loss": 5.4, "lr": 0.001}"#, long, #"{"loss": 5.2, "step": 3}"#,
+            #"{"step": 4, "loss": 5.1}"#, #"{"step": 3, "checkpoint_s": 0.1, "in_memory": 1}"#, #"{"step": 12x, "loss": 1}"#,
+            "not a record", #"{"step": 5, "loss": 5.0}"#, #"{"step": 3, "loss": 4."#,
+        ]
+        try Data(lines.joined(separator: "\n").utf8).write(to: url)
+        let log = try MetricsLog(url: url, keepingThrough: 3)
+        try log.write(["step": .int(4), "loss": .float(4.5)])
+        let kept = try String(contentsOf: url, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(kept.map(String.init), [lines[0], lines[1], long, lines[3], lines[5], #"{"step": 4, "loss": 4.5}"#, ""])
+    }
+
     func testLearningRateSchedule() {
         let schedule = LearningRateSchedule(peak: 1, minimum: 0.1, warmupSteps: 10, totalSteps: 110)
         XCTAssertEqual(schedule.rate(at: 1), 0.1, accuracy: 1e-12)
