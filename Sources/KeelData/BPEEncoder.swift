@@ -30,10 +30,16 @@ public final class BPEEncoder {
     private var cacheIndex: ByteStringTable
     private var cacheSpans: [(start: Int32, count: Int32)] = []
     private var cacheTokens: [Int32] = []
+    /// What the cache holds, counted as its keys' bytes, its tokens' and each entry's span and hash slot.
+    private var cacheBytes = 0
+    /// The cache starts again past this many entries, or past `cacheByteLimit`: a server keeps an encoder per processor,
+    /// each with its cache, and text of long pieces (a client's prompts of long made-up words) filled each to over
+    /// 300 MiB when only entries were counted. Natural text's pieces are short: 2¹⁸ of them take about 10 MiB.
     private static let cacheLimit = 1 << 18
+    let cacheByteLimit: Int
     /// Longer pieces are not cached: a run of letters with no space (DNA, base64, an adversarial prompt to a server) is
     /// one piece, rarely seen twice, and caching each would grow the cache by its bytes until the 32-bit offsets
-    /// overflow. With this bound the cache holds at most 64 MiB of keys (`cacheLimit` entries).
+    /// overflow.
     static let longestCachedPiece = 256
     /// Pieces in the cache (for tests).
     var cachedPieces: Int { cacheSpans.count }
@@ -47,7 +53,12 @@ public final class BPEEncoder {
     /// Pieces longer than this merge through a heap (O(n log n)) instead of rescanning (O(n²)).
     static let heapThreshold = 128
 
-    public init(vocabulary: BPEVocabulary) {
+    public convenience init(vocabulary: BPEVocabulary) {
+        self.init(vocabulary: vocabulary, cacheByteLimit: 32 << 20)
+    }
+
+    init(vocabulary: BPEVocabulary, cacheByteLimit: Int) {
+        self.cacheByteLimit = cacheByteLimit
         self.vocabulary = vocabulary
         preTokenizer = PreTokenizer(pattern: vocabulary.pattern)
         pairs = vocabulary.pairs.copied()
@@ -152,15 +163,21 @@ public final class BPEEncoder {
             mergeByScanning(piece, into: &output)
         }
         guard piece.count <= BPEEncoder.longestCachedPiece else { return }
-        if cacheSpans.count >= BPEEncoder.cacheLimit {
+        if cacheSpans.count >= BPEEncoder.cacheLimit || cacheBytes >= cacheByteLimit {
+            // Its memory goes back too: the cache of a burst of unusual text would otherwise stay at its peak.
             cacheIndex = ByteStringTable(capacity: 1024)
-            cacheSpans.removeAll(keepingCapacity: true)
-            cacheTokens.removeAll(keepingCapacity: true)
+            cacheSpans = []
+            cacheTokens = []
+            cacheBytes = 0
         }
         cacheIndex.insert(raw, value: Int32(cacheSpans.count))
         cacheSpans.append((Int32(cacheTokens.count), Int32(output.count - first)))
         cacheTokens.append(contentsOf: output[first...])
+        cacheBytes += piece.count + 4 * (output.count - first) + 24
     }
+
+    /// The cache's size as `cacheByteLimit` counts it (for tests).
+    var cachedBytes: Int { cacheBytes }
 
     /// Puts the token of each byte of `piece` in `parts`, leaving out bytes the vocabulary has no token for.
     @inline(__always)

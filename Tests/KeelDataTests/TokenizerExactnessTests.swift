@@ -237,6 +237,25 @@ final class TokenizerExactnessTests: XCTestCase {
         XCTAssertEqual(encoder.cachedPieces, 1, "a short piece is cached")
     }
 
+    /// The cache starts again once it holds `cacheByteLimit` bytes (32 MiB; 1 MiB here), not only 2¹⁸ pieces: 250-letter made-up
+    /// words (a server's prompts) filled each pooled encoder's cache to over 300 MiB when only pieces were counted.
+    /// What it returns stays the same.
+    func testTheCacheIsBoundedByItsBytes() throws {
+        let vocabulary = try BPEVocabulary(tokens: (0..<256).map { [UInt8($0)] } + [[97, 98]], merges: [(left: 97, right: 98)],
+                                           specialTokens: [:], pattern: .gpt2)
+        let encoder = BPEEncoder(vocabulary: vocabulary, cacheByteLimit: 1 << 20)
+        var random = RandomStream(seed: 3)
+        var largest = 0
+        for _ in 0..<2_000 {
+            let word = " " + String((0..<250).map { _ in Character(Unicode.Scalar(UInt8(99 + random.nextInt(below: 20)))) })
+            XCTAssertEqual(try encoder.encode(word).count, 251)
+            largest = max(largest, encoder.cachedBytes)
+        }
+        XCTAssertLessThan(encoder.cachedPieces, 2_000, "the cache started again")
+        XCTAssertLessThanOrEqual(largest, (1 << 20) + 2_000)
+        XCTAssertEqual(try encoder.encode(" abab"), [32, 256, 256])
+    }
+
     /// Eight calls at once use eight encoders, and the pool keeps only as many as it may between calls.
     func testThePoolKeepsAtMostItsIdleEncoders() throws {
         let vocabulary = try BPEVocabulary(tokens: (0..<256).map { [UInt8($0)] } + [[97, 98]], merges: [(left: 97, right: 98)],
