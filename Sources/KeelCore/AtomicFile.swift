@@ -20,10 +20,11 @@ public enum AtomicFile {
     /// Atomically replaces several files with what `body` writes to their handles (nil URLs get nil handles).
     /// Every file is written and synced under a temporary name before any is renamed into place, so a failure or
     /// a crash while writing leaves every one as it was; only the renames themselves, one after another, come last.
-    /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind. With `keyLast`, the last file
-    /// says how to read the others (a config beside weights): the old one is removed before any is renamed, so that a
-    /// stop between the renames leaves it missing rather than describing files it was not written for.
-    public static func writeAll(_ urls: [URL?], keyLast: Bool = false, _ body: ([FileHandle?]) throws -> Void) throws {
+    /// Errors propagate as `write(to:_:)`'s do, and no temporary file is left behind. `removingFirst` are removed once
+    /// every file is written, before any is renamed: a file that says how to read the others (a config beside weights),
+    /// so that a stop between the renames leaves it missing rather than describing files it was not written for, and
+    /// files that must not be read with the new ones.
+    public static func writeAll(_ urls: [URL?], removingFirst: [URL] = [], _ body: ([FileHandle?]) throws -> Void) throws {
         // Two names for one file (`--out x --removed x`) would share a temporary file and write over each other.
         var named = Set<String>()
         for url in urls.compactMap({ $0 }) where urls.count > 1 && !named.insert(url.standardizedFileURL.resolvingSymlinksInPath().path).inserted {
@@ -77,7 +78,7 @@ public enum AtomicFile {
             let files = named.count == 1 ? named[0].path : "one of " + named.map(\.path).joined(separator: ", ")
             throw KeelError("cannot write \(files): \(systemReason(error))")
         }
-        if keyLast, let key = urls.last ?? nil { try remove(key) }
+        for url in removingFirst { try remove(url) }
         for (index, (temporary, url)) in zip(temporaries, urls).enumerated() {
             guard let temporary, let url else { continue }
             try rename(temporary, to: url)
@@ -120,9 +121,16 @@ public enum AtomicFile {
         }
     }
 
-    /// This machine, in the names of temporaries: a writer of another machine (a shared file system) is not looked
-    /// for here. At most 32 characters of it, so that a long file name's temporary still fits a file system's 255.
-    public static let host = String(ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_").prefix(32))
+    /// This machine and its process numbers, in the names of temporaries: a writer of another machine (a shared file
+    /// system), or of another container on this one that shares its host name, is not looked for here — its process
+    /// numbers are another namespace's, so a number that is free here may be a living writer's there. At most 32
+    /// characters of the host name, so that a long file name's temporary still fits a file system's 255, then the
+    /// process namespace's number (`/proc/self/ns/pid` reads "pid:[4026531836]").
+    public static let host: String = {
+        let name = String(ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_").prefix(32))
+        let namespace = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid"))?.filter(\.isNumber) ?? ""
+        return namespace.isEmpty ? name : name + "~" + namespace
+    }()
 
     /// Whether process `pid`, named with `host` in a temporary's name, is known to be gone: it ran on this machine and
     /// no process has its number now.

@@ -55,7 +55,7 @@ public struct DataPreparation {
         try format.check(vocabSize: encoders.vocabSize)
         // The files are made in a hidden directory inside the output and moved out once all are complete, the manifest
         // last: a run that fails (a bad line in the tenth file, a full disk) or is killed leaves no shards beside the
-        // directory's other files to look like a dataset in the making. A directory this run makes goes again.
+        // directory's other files to look like a dataset in the making. A directory this run made is removed then.
         let made = !FileManager.default.fileExists(atPath: output.path)
         try AtomicFile.createDirectory(output)
         let staged = output.appendingPathComponent(Self.stagingName)
@@ -63,10 +63,7 @@ public struct DataPreparation {
             try? FileManager.default.removeItem(at: staged)  // left by a killed run
             try AtomicFile.createDirectory(staged)
             let manifest = try write(files, encoders: encoders, format: format, into: staged, progress: progress)
-            let names = try FileManager.default.contentsOfDirectory(atPath: staged.path).filter { $0 != ShardManifest.fileName }
-            for name in names + [ShardManifest.fileName] {
-                try AtomicFile.rename(staged.appendingPathComponent(name), to: output.appendingPathComponent(name))
-            }
+            try ShardManifest.moveDataset(from: staged, to: output)
             try? FileManager.default.removeItem(at: staged)
             return manifest
         } catch {

@@ -61,6 +61,15 @@ public struct ShardManifest: Codable, Equatable, Sendable {
         return manifest
     }
 
+    /// Moves the files of a dataset made in `staged` into `output`, replacing files of the same names: every other
+    /// file first, the manifest last, so that `output` holds a dataset only once all of it is there.
+    public static func moveDataset(from staged: URL, to output: URL) throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: staged.path).filter { $0 != fileName }
+        for name in names + [fileName] {
+            try AtomicFile.rename(staged.appendingPathComponent(name), to: output.appendingPathComponent(name))
+        }
+    }
+
     /// Writes the manifest atomically.
     public func write(to directory: URL) throws {
         let encoder = JSONEncoder()

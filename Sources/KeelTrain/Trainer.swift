@@ -325,13 +325,13 @@ public final class Trainer {
             do {
                 result = try step.run(number: number, learningRate: Float(rate), loader: loader)
             } catch let diverged as TrainingDiverged {
-                // The step's record, its loss or norm null (JSON has no NaN): the run's metrics end where it did, and
-                // a plot or a scraper sees the step it diverged at rather than the one before.
-                try metrics?.write([("step", .int(number)), ("loss", .double(diverged.loss)), ("lr", .double(rate)),
-                                    ("grad_norm", .double(diverged.norm)), ("diverged", .int(1))])
                 // Every rank diverges at the same step (the loss and norm are global): a checkpoint still being
                 // written holds the state before it, and is finished first.
                 if pending != nil { try finishCheckpoint() }
+                // Then the step's record, its loss or norm null (JSON has no NaN): the run's metrics end where it did,
+                // and a plot or a scraper sees the step it diverged at rather than the one before.
+                try metrics?.write([("step", .int(number)), ("loss", .double(diverged.loss)), ("lr", .double(rate)),
+                                    ("grad_norm", .double(diverged.norm)), ("diverged", .int(1))])
                 // The snapshots hold the steps that led up to it: `--resume` (with a lower learning rate, say) goes
                 // back to the checkpoint the error names, not to the brink.
                 forgetSnapshots()

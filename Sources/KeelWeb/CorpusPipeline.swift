@@ -165,10 +165,18 @@ public struct CorpusPipeline: Sendable {
             // Made aside and put in place once complete: a failure (a full disk) leaves the earlier dataset as it was.
             // A run stopped while putting it in place left it complete there, with its record beside: it is finished.
             let staged = work.appendingPathComponent("dataset.partial"), stagedRecord = work.appendingPathComponent("dataset.partial.json")
-            if let earlier = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: stagedRecord)), earlier.sources == sources,
-               earlier.settings == tokenizationSettings, let complete = try? ShardManifest.read(from: staged) {
+            let earlier = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: stagedRecord))
+            let staging = earlier.map { $0.sources == sources && $0.settings == tokenizationSettings } == true
+            if staging, let complete = try? ShardManifest.read(from: staged) {
                 progress("tokenize: done by an earlier run, put in place now")
                 manifest = complete
+                try replaceDataset(with: staged, manifest: manifest)
+            } else if staging, let placed = try? ShardManifest.read(from: configuration.output) {
+                // Stopped after its manifest went in (the last file to), before its record: the dataset is in place.
+                progress("tokenize: done by an earlier run")
+                manifest = placed
+                try? FileManager.default.removeItem(at: staged)
+                try removeShards(otherThan: manifest)
             } else {
                 progress("tokenize: \(documents.count) file(s) with \(configuration.tokenizer)")
                 try AtomicFile.remove(stagedRecord)
@@ -179,8 +187,8 @@ public struct CorpusPipeline: Sendable {
                 manifest = try preparation.run()
                 try AtomicFile.write(JSONEncoder().encode(DoneStage(stage: Stage(name: "tokenize"), sources: sources,
                                                                     settings: tokenizationSettings)), to: stagedRecord)
+                try replaceDataset(with: staged, manifest: manifest)
             }
-            try replaceDataset(with: staged)
             try AtomicFile.rename(stagedRecord, to: tokenized)
         }
         report.trainTokens = manifest.train.tokens
@@ -201,23 +209,29 @@ public struct CorpusPipeline: Sendable {
     }
 
     /// Replaces the token shards and manifest an earlier run made from other files (the pipeline owns them) with the
-    /// complete dataset in `staged`: the old manifest goes first and the new one comes last, so that a stop part-way
-    /// leaves no dataset rather than one whose shards are missing or another's.
-    private func replaceDataset(with staged: URL) throws {
+    /// complete dataset `manifest` in `staged`: the old manifest goes first and the new one comes last, so that a stop
+    /// part-way leaves no dataset rather than one whose shards are missing or another's. Shards no manifest names (an
+    /// older dataset's, which a stop while they were removed left behind) go once the new one is in place.
+    private func replaceDataset(with staged: URL, manifest: ShardManifest) throws {
         let output = configuration.output, manager = FileManager.default
         if let old = try? ShardManifest.read(from: output) {
-            try manager.removeItem(at: output.appendingPathComponent(ShardManifest.fileName))
-            for shard in old.train.shards + old.val.shards { try? manager.removeItem(at: output.appendingPathComponent(shard.file)) }
+            try AtomicFile.remove(output.appendingPathComponent(ShardManifest.fileName))
             if old.tokenizer != "byte" { try? manager.removeItem(at: output.appendingPathComponent(old.tokenizer)) }
             // Its tokenizer's settings too: left beside the new tokenizer, they would be read as its own.
             for name in TokenizerSettings.fileNames { try? manager.removeItem(at: output.appendingPathComponent(name)) }
         }
-        let names = try manager.contentsOfDirectory(atPath: staged.path).filter { $0 != ShardManifest.fileName } + [ShardManifest.fileName]
-        for name in names {
-            try? manager.removeItem(at: output.appendingPathComponent(name))
-            try AtomicFile.rename(staged.appendingPathComponent(name), to: output.appendingPathComponent(name))
-        }
+        try ShardManifest.moveDataset(from: staged, to: output)
         try manager.removeItem(at: staged)
+        try removeShards(otherThan: manifest)
+    }
+
+    /// Removes from the output the shards `manifest` does not name.
+    private func removeShards(otherThan manifest: ShardManifest) throws {
+        let output = configuration.output, named = Set((manifest.train.shards + manifest.val.shards).map(\.file))
+        for name in try FileManager.default.contentsOfDirectory(atPath: output.path)
+        where name.wholeMatch(of: /(train|val)_[0-9]{6}\.bin/) != nil && !named.contains(name) {
+            try? FileManager.default.removeItem(at: output.appendingPathComponent(name))
+        }
     }
 
     /// A whole-corpus stage's result, the per-file results it was made from (output names and identifiers), and the

@@ -79,7 +79,8 @@ struct CheckpointCommand: ParsableCommand {
                 --to safetensors writes OUT as one safetensors file of every weight under its Hugging Face name \
                 (what PyTorch's safetensors.torch.load_file reads); --to hf writes what keel export hf writes: \
                 OUT/config.json, OUT/model.safetensors and the tokenizer's files, which \
-                transformers.AutoModelForCausalLM.from_pretrained(OUT) and AutoTokenizer load. The \
+                transformers.AutoModelForCausalLM.from_pretrained(OUT) and AutoTokenizer load (OUT new, empty or \
+                an earlier export's). The \
                 checkpoint's checksums are verified first; OUT is written atomically.
                 """)
 

@@ -41,11 +41,16 @@ enum DistributedRun {
     /// Writes to the same file that a stop signal ended the run (`stoppedStatus`), as `stopRecord` and the signal: srun
     /// with --kill-on-bad-exit may kill the ranks still finishing when the first exits 75, and then report the kill.
     static func recordStop(signal: String, step: Int?) {
-        record("\(stopRecord)\(signal) " + (step.map { "after step \($0)" } ?? "before the first step"))
+        record("\(stopRecord)\(signal) " + (step.map { "after step \($0)" } ?? stoppedBeforeFirstStep))
     }
+
+    /// How `recordStop` ends the record of a stop that saved nothing.
+    static let stoppedBeforeFirstStep = "before the first step"
 
     private static func record(_ message: String) {
         guard let path = ProcessInfo.processInfo.environment[noRestartVariable], !path.isEmpty else { return }
+        // In the run's directory, which a run stopped before its first step has not made yet.
+        try? AtomicFile.createDirectory(URL(fileURLWithPath: path).deletingLastPathComponent())
         try? AtomicFile.write(Data((message + "\n").utf8), to: URL(fileURLWithPath: path))
     }
 

@@ -54,14 +54,11 @@ struct Export: ParsableCommand {
             let files = try HuggingFaceTokenizer.files(for: tokenizer, at: reader.tokenizerPath, endOfSequence: endOfSequence,
                                                        beginningOfText: beginningOfText, contextLength: model.config.maxLength)
             if files == nil {
-                StandardStreams.error("note: the tokenizer (\(reader.state.tokenizer)) is a tiktoken file, which has no tokenizer.json form; load it with tiktoken beside the model\n")
+                StandardStreams.error("note: the tokenizer, \(reader.tokenizerPath), is a tiktoken file, which has no tokenizer.json form: the export holds the model only; read its text with that file\n")
             }
-            try HuggingFaceExport.write(model, to: directory, endOfText: Int(endOfSequence),
-                                        beginningOfText: beginningOfText.map(Int.init), besides: files ?? [])
             let written = HuggingFaceExport.fileNames + (files ?? []).map(\.name)
-            for name in owned.subtracting(written) {
-                try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
-            }
+            try HuggingFaceExport.write(model, to: directory, endOfText: Int(endOfSequence), beginningOfText: beginningOfText.map(Int.init),
+                                        besides: files ?? [], removing: owned.subtracting(written).sorted())
             return written
         }
     }

@@ -30,8 +30,12 @@ struct FineTuningOptions: ParsableArguments {
     @Flag(help: "Continue the run in --out from its newest valid checkpoint, bit for bit (give the command's other options as before; --set training.steps may grow).")
     var resume = false
 
+    @Flag(help: "Continue the run in --out if it has a valid checkpoint, else start it: one command for a job that may be requeued (a stop before the first step saves nothing).")
+    var resumeIfAny = false
+
     func validate() throws {
         if data.isEmpty { throw ValidationError("give the data with --data FILE.jsonl") }
+        if resume && resumeIfAny { throw ValidationError("give --resume or --resume-if-any, not both") }
     }
 }
 
@@ -64,14 +68,17 @@ struct FineTuningRun {
         StopSignals.install()
         let output = URL(fileURLWithPath: options.out), root = output.appendingPathComponent("checkpoints")
         var resumed: CheckpointReader?
-        if options.resume {
+        let existing = CheckpointStore.list(root).first
+        if options.resume || (options.resumeIfAny && existing != nil) {
+            // --resume-if-any goes on from a run that has checkpoints, and refuses one whose checkpoints are all damaged
+            // as --resume does: starting again over them would lose the run.
             let found = CheckpointStore.latestValid(in: root)
             guard let latest = found.checkpoint else {
-                throw KeelError("--resume: \(options.out) holds no valid checkpoint to go on from"
+                throw KeelError("--resume\(options.resume ? "" : "-if-any"): \(options.out) holds no valid checkpoint to go on from"
                                 + (found.problems.isEmpty ? "" : " (\(found.problems.joined(separator: "; ")))"))
             }
             resumed = try CheckpointReader(latest, verify: false)   // `latestValid` just verified it
-        } else if let existing = CheckpointStore.list(root).first {
+        } else if let existing, !options.resumeIfAny {
             throw KeelError("\(options.out) already holds a run (\(existing.lastPathComponent)); choose another --out, or go on with --resume")
         }
         try Train.refuseTwoStarts(options.overrides)
@@ -107,7 +114,7 @@ struct FineTuningRun {
                 if lowest[0] != highest[0], lowest[0] >= 0 {
                     throw KeelError("--resume: the job's processes found different newest valid checkpoints in \(root.path) (of steps \(Int(lowest[0])) to \(Int(highest[0]))): every machine must see the same checkpoints")
                 }
-                try DistributedRun.requireSameSettings(settings, flags: ["resume \(options.resume)"], on: group)
+                try DistributedRun.requireSameSettings(settings, flags: ["resume \(options.resume || resumed != nil)"], on: group)
             }
             do {
                 try body(FineTuningRun(checkpoint: checkpoint, resumed: resumed, config: settings, output: output,
@@ -145,10 +152,14 @@ struct FineTuningRun {
 
     /// Ends the run when a stop signal has come before its first step, when there is nothing to checkpoint: called
     /// between the pieces of the work before it (the reference log-probabilities, the first validation), which grows
-    /// with the data — a scheduler's grace period would otherwise end in SIGKILL. `phase` names the work for the message.
+    /// with the data — a scheduler's grace period would otherwise end in SIGKILL. A signal to any process stops them all
+    /// at the same call, as the steps' stop requests do: one stopping alone would leave the others waiting in their next
+    /// collective. `phase` names the work for the message.
     func stopIfSignalled(during phase: @autoclosure () -> String) throws {
-        guard let signal = StopSignals.received else { return }
-        throw Stopped(signal: signal, step: nil, phase: phase())
+        var signal = [Int64(StopSignals.received ?? 0)]
+        if group.size > 1 { signal = try group.allReduce(signal, .max, label: "stop request before the first step") }
+        guard signal[0] != 0 else { return }
+        throw Stopped(signal: Int32(signal[0]), step: nil, phase: phase())
     }
 
     /// Fine-tuning runs one whole replica per process (data parallelism only): a layout the settings ask for
@@ -230,7 +241,7 @@ struct FineTuningRun {
             try metrics?.write([("step", .int(step))] + result.fields)
         }
         if resumed == nil {
-            try stopIfSignalled(during: "the setup")
+            try stopIfSignalled(during: "the run's start")
             try validate(0)
             try stopIfSignalled(during: "the validation before the first step")
         }
@@ -243,6 +254,9 @@ struct FineTuningRun {
             do {
                 result = try step(number, Float(rate))
             } catch let diverged as TrainingDiverged {
+                // The step's record closes the metrics, its loss or norm null, as `keel train`'s does.
+                try metrics?.write([("step", .int(number)), ("loss", .double(diverged.loss)), ("grad_norm", .double(diverged.norm)),
+                                    ("lr", .double(rate)), ("diverged", .int(1))])
                 throw diverged.reported(lastCheckpoint: last ?? resumed?.directory)
             }
             try metrics?.write([("step", .int(number))] + result.fields

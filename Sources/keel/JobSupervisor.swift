@@ -48,21 +48,24 @@ struct JobSupervisor {
                 return
             }
             let recorded = try? String(contentsOf: marker, encoding: .utf8)
-            let checkpointed = outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true
+            let stopped = outcome.status == DistributedRun.stoppedStatus || recorded?.hasPrefix(DistributedRun.stopRecord) == true
+            // A stop before the first step (a fine-tuning run's reference pass) saved nothing.
+            let checkpointed = stopped && recorded?.hasSuffix(DistributedRun.stoppedBeforeFirstStep + "\n") != true
+            let saved = checkpointed ? "with a checkpoint" : "before its first step: nothing was saved"
             // Stopped by a signal to this supervisor, or not to be restarted at all: the job's status is the supervisor's
             // (its ranks said what went wrong) — 75 when the ranks stopped with a checkpoint, which the launcher's own
             // status may hide (srun reports the ranks it killed once the first exited).
             if StopSignals.received != nil || maxRestarts == 0 {
                 try? FileManager.default.removeItem(at: marker)
                 if let signal = StopSignals.received {
-                    log("stopped by \(StopSignals.name(of: signal))\(checkpointed ? ", with a checkpoint" : "")\(maxRestarts > 0 ? "; not restarting" : "")")
+                    log("stopped by \(StopSignals.name(of: signal))\(stopped ? ", \(saved)" : "")\(maxRestarts > 0 ? "; not restarting" : "")")
                 }
-                throw ExitCode(checkpointed ? DistributedRun.stoppedStatus : outcome.status)
+                throw ExitCode(stopped ? DistributedRun.stoppedStatus : outcome.status)
             }
-            if checkpointed {
+            if stopped {
                 // A stop signal reached the ranks and not this supervisor (Slurm's --signal, a scheduler's pre-emption).
                 try? FileManager.default.removeItem(at: marker)
-                log("the job stopped on a stop signal to its ranks, with a checkpoint (exit status \(outcome.status)); not restarting")
+                log("the job stopped on a stop signal to its ranks, \(saved) (exit status \(outcome.status)); not restarting")
                 throw ExitCode(DistributedRun.stoppedStatus)
             }
             if outcome.status == DistributedRun.recurringFailureStatus || FileManager.default.fileExists(atPath: marker.path) {

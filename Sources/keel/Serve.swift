@@ -16,7 +16,7 @@ struct Serve: ParsableCommand {
             messages are laid out in ChatML (<|im_start|>role … <|im_end|>), which ends each reply, with the \
             default system message of the model's own ChatML template (an imported model's or a GGUF file's); a \
             model's end-of-sequence and end-of-turn tokens end completions too. A malformed \
-            request gets a 4xx with an OpenAI-style error; the server stays up. SIGTERM or Ctrl-C stops it \
+            request gets a 4xx with an OpenAI-style error; the server stays up. SIGTERM, SIGUSR1 or Ctrl-C stops it \
             gracefully: no new connections, the requests in flight given --shutdown-timeout seconds to finish, \
             those still generating then ended with an error the client sees; a second Ctrl-C stops at once.
             """)
@@ -53,7 +53,7 @@ struct Serve: ParsableCommand {
     @Option(help: "The most connections handled at once; one more is answered 503 at once.")
     var maxConnections = 256
 
-    @Option(help: ArgumentHelp("After SIGTERM or Ctrl-C, seconds the requests in flight have to finish before those still generating are ended with an error (Kubernetes allows 30 before SIGKILL).", valueName: "seconds"))
+    @Option(help: ArgumentHelp("After SIGTERM, SIGUSR1 or Ctrl-C, seconds the requests in flight have to finish before those still generating are ended with an error (Kubernetes allows 30 before SIGKILL).", valueName: "seconds"))
     var shutdownTimeout = 25
 
     func validate() throws {
@@ -69,8 +69,6 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        // SIGTERM (a rollout, a scheduler) and Ctrl-C stop the server gracefully; a second Ctrl-C at once.
-        StopSignals.install()
         let loaded = try InferenceModel.load(checkpoint, quantize: quantize.flatMap { QuantizationFormat(rawValue: $0.lowercased()) },
                                              attention: attentionOption.attention)
         if let problem = loaded.chat.problem { throw KeelError(problem) }
@@ -80,6 +78,9 @@ struct Serve: ParsableCommand {
                                 contextLength: context, chatFormat: loaded.chat,
                                 endOfGeneration: loaded.endOfGeneration, beginningOfText: loaded.beginningOfText,
                                 chatStart: loaded.chatStart, shiftsContext: contextShift, cutShort: CutShort())
+        // From now on SIGTERM (a rollout, a scheduler), SIGUSR1 and Ctrl-C stop the server gracefully, a second Ctrl-C
+        // at once; while the model loads they end the process at once, as there is nothing to finish.
+        StopSignals.install()
         let server: HTTPServer
         do {
             server = try HTTPServer(host: host, port: port, timeoutSeconds: timeout, maxConnections: maxConnections)

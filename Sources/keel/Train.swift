@@ -183,7 +183,7 @@ struct Train: ParsableCommand {
         if summary.stepsRun > 0 {
             lines.append(String(format: "throughput: %.0f tokens/s", summary.tokensPerSecond))
         } else {
-            let limit = stopAfter.map { $0 < settings.training.steps ? "--stop-after is \($0)" : nil } ?? nil
+            let limit = stopAfter.flatMap { $0 < settings.training.steps ? "--stop-after is \($0)" : nil }
             lines.append("nothing trained: the run is at step \(summary.steps) and \(limit ?? "training.steps is \(settings.training.steps)")")
         }
         lines.append("checkpoint: \(summary.checkpoint.path)")

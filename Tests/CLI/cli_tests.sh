@@ -11,12 +11,19 @@ export XDG_CACHE_HOME="${XDG_CACHE_HOME:-$work/xdg-cache}"
 # start_server MODEL: keel serve of MODEL on a free port, in the background: sets $server (its pid) and $port (empty
 # when it did not say it was serving within 10 s). stop_server ends it.
 start_server() {
+    rm -f "$work/serve.out"  # the last server's port is not this one's
     "$keel" serve --checkpoint "$1" --port 0 "${@:2}" >"$work/serve.out" 2>"$work/serve.err" &
     server=$!
     for _ in $(seq 1 100); do grep -q "^serving" "$work/serve.out" && break; sleep 0.1; done
     port=$(sed -n 's|^serving keel on http://127.0.0.1:\([0-9]*\)/v1$|\1|p' "$work/serve.out")
 }
 stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; }
+# wait_for PID SECONDS: waits for PID to end, killing it after SECONDS (a test fails rather than hangs); its exit status.
+wait_for() {
+    for _ in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null
+    wait "$1"
+}
 # post PATH JSON: POSTs JSON to the running server's /v1/PATH; the response goes to $work/response.json (empty when
 # the request fails, which the checks reading it then fail on).
 post() {
@@ -344,7 +351,7 @@ stop_server
 # finish, and one still generating after it ends with an error event that OpenAI's client raises (the stream was cut
 # off, and the client saw it end as if complete).
 start_server "$work/run" --context-shift --shutdown-timeout 1
-python3 -c '
+timeout 120 python3 -c '
 import json, os, signal, sys, urllib.request
 from openai import OpenAI
 port, server = sys.argv[1], int(sys.argv[2])
@@ -366,7 +373,7 @@ except Exception as error:
     outcome = "%s: %s" % (type(error).__name__, error)
 print(json.dumps({"events": events, "refused": refused, "outcome": outcome}))
 ' "$port" "$server" >"$work/shutdown.json" 2>"$work/err"
-wait "$server"
+wait_for "$server" 60
 status=$?
 check "SIGTERM refuses new connections and ends a stream still generating after --shutdown-timeout with an error" \
     '(lambda r: r["refused"] is True and r["outcome"].startswith("APIError: the server is stopping: the reply was cut short after "))(json.load(open(sys.argv[1])))' \
@@ -376,7 +383,7 @@ check "SIGTERM refuses new connections and ends a stream still generating after 
     && pass "serve stopped by SIGTERM says so and exits 0" || fail "serve stopped by SIGTERM says so and exits 0 (exit $status)"
 # A request in flight that finishes within the time given is answered whole.
 start_server "$work/run" --context-shift --shutdown-timeout 60
-python3 -c '
+timeout 120 python3 -c '
 import json, os, signal, sys, urllib.request
 port, server = sys.argv[1], int(sys.argv[2])
 body = json.dumps({"prompt": "To be", "max_tokens": 2000, "temperature": 0, "stream": True}).encode()
@@ -385,7 +392,7 @@ first = response.readline()
 os.kill(server, signal.SIGTERM)
 print((first + response.read()).decode())
 ' "$port" "$server" >"$work/finished.txt" 2>"$work/err"
-wait "$server"
+wait_for "$server" 90
 grep -q '"finish_reason": *"length"' "$work/finished.txt" && grep -v '^$' "$work/finished.txt" | tail -1 | grep -q '^data: \[DONE\]$' \
     && pass "a request in flight at SIGTERM that finishes in time is answered whole" \
     || fail "a request in flight at SIGTERM that finishes in time is answered whole"
@@ -813,6 +820,8 @@ status=$?
     && grep -q "^stopped by SIGTERM during the reference log-probabilities ([0-9]* of 2400 pairs), before the first step: nothing was saved; run the command again$" "$work/out" \
     && pass "a stop signal during dpo's reference pass ends it there" \
     || fail "a stop signal during dpo's reference pass ends it there (exit $status: $(cat "$work/out"))"
+usage "dpo with --resume and --resume-if-any" "give --resume or --resume-if-any, not both" \
+    "$keel" dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --out "$work/dpo-x" --resume --resume-if-any
 # keel reward: two reward models (other seeds) on the conversations above learn to prefer the chosen answers, are
 # saved with their head, and are measured and compared on the pairs; a run without a head is refused.
 reward_settings=(--set training.batch_size=4 --set training.steps=12 --set training.seq_len=64 --set training.lr=1e-3)
@@ -1230,10 +1239,13 @@ expect_error "checkpoint inspect names the damaged file" "rank_00000.safetensors
     "$keel" checkpoint inspect "$newest"
 expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoint "$work/none"
 
+# (A checkpoint every step: the one still being written when the next step diverges is finished first.)
 expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
-    --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0
+    --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0 \
+    --set checkpoint.every=1
 ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
-# Its metrics end with the step it diverged at, the value that was not finite as null.
+# Its metrics end with the step it diverged at, the value that was not finite as null, after the record of the
+# checkpoint that was finished first.
 check "the diverged step's record closes metrics.jsonl" \
     '(lambda r: r["diverged"] == 1 and r["step"] == int(open(sys.argv[2]).read().split(" at step ")[1].split(";")[0]) and None in (r["loss"], r["grad_norm"]))(json.loads(open(sys.argv[1]).read().splitlines()[-1]))' \
     "$work/nan/metrics.jsonl" "$work/err"

@@ -90,6 +90,47 @@ if run "resume dpo after SIGUSR1" "${mpi[@]}" -np 2 "$keel" "${dpo[@]}" --out "$
 else
     fail "dpo resumed after SIGUSR1 logs the uninterrupted run's losses: $(cat "$work/cmp")"
 fi
+# Before the first step there is nothing to save: SIGUSR1 to rank 1 during the reference log-probabilities (a pass over
+# every pair) stops both processes at the same batch — one stopping alone left the other waiting in its next collective
+# until the timeout, and the job failed — with exit 75 and no checkpoint; --resume-if-any then starts the run, as a
+# requeued job's one command does, and goes on from its checkpoint the next time.
+python3 -c 'import sys; lines = open(sys.argv[1]).read().splitlines(); open(sys.argv[2], "w").write("\n".join(lines * 100) + "\n")' \
+    "$here/../Reference/dpo_trl/pairs_text.jsonl" "$work/pairs-many.jsonl"
+"${mpi[@]}" -np 2 "$keel" dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
+    --set distributed.timeout_s=30 --out "$work/dpo-early" >"$work/out" 2>"$work/err" &
+job=$!
+for _ in $(seq 1 600); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
+sleep 1
+kill -USR1 "$(rank_pid "$work/dpo-early" 1)"
+wait $job
+status=$?
+if [ $status -eq 75 ] && [ ! -e "$work/dpo-early/checkpoints" ] \
+    && grep -q "^stopped by SIGUSR1 during the reference log-probabilities ([0-9]* of 2400 pairs), before the first step: nothing was saved; run the command again$" "$work/out"; then
+    pass "SIGUSR1 to rank 1 of a 2-process dpo job before its first step: both stop there, exit 75, nothing saved"
+else
+    fail "SIGUSR1 to rank 1 of a 2-process dpo job before its first step: both stop there, exit 75, nothing saved (exit $status: $(tail -2 "$work/err"))"
+fi
+# Under keel launch the supervisor says that nothing was saved (it said "with a checkpoint" for any stop).
+"$keel" launch --nproc 2 -- dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
+    --out "$work/dpo-early-launch" >"$work/out" 2>"$work/err" &
+job=$!
+for _ in $(seq 1 600); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
+sleep 1
+kill -TERM $job
+wait $job
+status=$?
+if [ $status -eq 75 ] && [ ! -e "$work/dpo-early-launch/checkpoints" ] \
+    && grep -q "^launch: stopped by SIGTERM, before its first step: nothing was saved$" "$work/err"; then
+    pass "SIGTERM to keel launch of dpo before its first step: exit 75, the supervisor says nothing was saved"
+else
+    fail "SIGTERM to keel launch of dpo before its first step: exit 75, the supervisor says nothing was saved (exit $status: $(tail -2 "$work/err"))"
+fi
+early=(dpo --init-from "$work/dpo-base" --data "$here/../Reference/dpo_trl/pairs_text.jsonl" --set training.steps=2
+       --set training.seq_len=63 --out "$work/dpo-early" --resume-if-any)
+run "dpo --resume-if-any starts a run that saved nothing" "${mpi[@]}" -np 2 "$keel" "${early[@]}"
+run "dpo --resume-if-any goes on from its checkpoint" "${mpi[@]}" -np 2 "$keel" "${early[@]}" --set training.steps=3
+grep -q "resuming after step 2 from $work/dpo-early/checkpoints/step_00000002" "$work/err" \
+    && pass "the second --resume-if-any resumed after step 2" || fail "the second --resume-if-any resumed after step 2"
 
 # Under keel launch --max-restarts, a stop signal that reaches a rank and not the supervisor (Slurm's --signal=USR1@90
 # goes to the job's tasks): the job stops with a checkpoint and is not restarted; the supervisor exits 75 too, so

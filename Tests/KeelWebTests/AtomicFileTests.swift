@@ -81,21 +81,21 @@ final class AtomicFileTests: XCTestCase {
                        "no temporary file is left")
     }
 
-    /// With `keyLast` the last file (a config that says how to read the others) is removed before the first rename:
-    /// renames that stop part-way (here the first fails) leave it missing, not describing the others' old versions.
+    /// `removingFirst` go once every file is written, before the first rename: renames that stop part-way (here the
+    /// first fails) leave the config that says how to read the others missing, not describing their old versions.
     func testTheKeyFileGoesBeforeTheOthersAreRenamed() throws {
         let directory = try temporaryDirectory()
         let weights = directory.appendingPathComponent("weights"), config = directory.appendingPathComponent("config.json")
         try Data("old weights".utf8).write(to: weights)
         try Data("old config".utf8).write(to: config)
-        XCTAssertThrowsError(try AtomicFile.writeAll([weights, config], keyLast: true) { handles in
+        XCTAssertThrowsError(try AtomicFile.writeAll([weights, config], removingFirst: [config]) { handles in
             try handles[0]!.write(contentsOf: Data("new weights".utf8))
             try handles[1]!.write(contentsOf: Data("new config".utf8))
             let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
             try FileManager.default.removeItem(at: directory.appendingPathComponent(names.first { $0.hasPrefix(".weights.tmp-") }!))
         }) { XCTAssertTrue("\($0)".contains("cannot rename"), "\($0)") }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), ["weights"])
-        try AtomicFile.writeAll([weights, config], keyLast: true) { handles in
+        try AtomicFile.writeAll([weights, config], removingFirst: [config]) { handles in
             try handles[0]!.write(contentsOf: Data("new weights".utf8))
             try handles[1]!.write(contentsOf: Data("new config".utf8))
         }

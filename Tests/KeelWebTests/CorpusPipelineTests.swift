@@ -151,6 +151,17 @@ final class CorpusPipelineTests: XCTestCase {
         XCTAssertEqual(try names.map { try Data(contentsOf: output.appendingPathComponent($0)) }, written)
         XCTAssertFalse(manager.fileExists(atPath: staged.path))
         XCTAssertTrue(try run(configuration).progress.contains("tokenize: done by an earlier run"))
+        // Stopped after the manifest went in, before the record did; an older dataset's shard left behind by a stop
+        // while the old ones were removed: the dataset is taken as it is, the stray shard removed.
+        try manager.createDirectory(at: staged, withIntermediateDirectories: true)
+        try manager.moveItem(at: work.appendingPathComponent("tokenized.json"), to: work.appendingPathComponent("dataset.partial.json"))
+        try Data("old".utf8).write(to: output.appendingPathComponent("train_000099.bin"))
+        let placed = try run(configuration)
+        XCTAssertTrue(placed.progress.contains("tokenize: done by an earlier run"), "\(placed.progress)")
+        XCTAssertEqual(try names.map { try Data(contentsOf: output.appendingPathComponent($0)) }, written)
+        XCTAssertFalse(manager.fileExists(atPath: output.appendingPathComponent("train_000099.bin").path))
+        XCTAssertFalse(manager.fileExists(atPath: staged.path))
+        XCTAssertTrue(manager.fileExists(atPath: work.appendingPathComponent("tokenized.json").path))
         // Another split makes the dataset again: the staged one is not taken for it.
         try manager.createDirectory(at: staged, withIntermediateDirectories: true)
         for name in names.dropFirst(3) + ["manifest.json"] { try manager.moveItem(at: output.appendingPathComponent(name), to: staged.appendingPathComponent(name)) }

@@ -202,7 +202,7 @@ final class DeduplicationTests: XCTestCase {
     func testRunsOfKilledDeduplicationsAreRemoved() throws {
         let dir = try temporaryDirectory()
         let finished = try endedProcessIdentifier()
-        let host = ProcessInfo.processInfo.hostName
+        let host = AtomicFile.host
         let names = ["keel-dedup-\(finished)-7-\(host)", "keel-dedup-\(getpid())-7-\(host)",
                      "keel-dedup-\(finished)-7-elsewhere"]
         for name in names {
