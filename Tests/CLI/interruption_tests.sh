@@ -96,35 +96,34 @@ fi
 # requeued job's one command does, and goes on from its checkpoint the next time.
 python3 -c 'import sys; lines = open(sys.argv[1]).read().splitlines(); open(sys.argv[2], "w").write("\n".join(lines * 100) + "\n")' \
     "$here/../Reference/dpo_trl/pairs_text.jsonl" "$work/pairs-many.jsonl"
-"${mpi[@]}" -np 2 "$keel" dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
-    --set distributed.timeout_s=30 --out "$work/dpo-early" >"$work/out" 2>"$work/err" &
-job=$!
-for _ in $(seq 1 600); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
-sleep 1
-kill -USR1 "$(rank_pid "$work/dpo-early" 1)"
-wait $job
-status=$?
-if [ $status -eq 75 ] && [ ! -e "$work/dpo-early/checkpoints" ] \
-    && grep -q "^stopped by SIGUSR1 during the reference log-probabilities ([0-9]* of 2400 pairs), before the first step: nothing was saved; run the command again$" "$work/out"; then
-    pass "SIGUSR1 to rank 1 of a 2-process dpo job before its first step: both stop there, exit 75, nothing saved"
-else
-    fail "SIGUSR1 to rank 1 of a 2-process dpo job before its first step: both stop there, exit 75, nothing saved (exit $status: $(tail -2 "$work/err"))"
-fi
+# stopped_early NAME OUT PATTERN SIGNAL TARGET COMMAND...: COMMAND (a dpo of pairs-many.jsonl into OUT) in the
+# background, sent SIGNAL (to TARGET: "job" or a rank's number) a second into its reference pass; it must exit 75 with
+# no checkpoint and PATTERN in its output or log.
+stopped_early() {
+    local name=$1 out=$2 pattern=$3 signal=$4 target=$5
+    shift 5
+    "$@" >"$work/out" 2>"$work/err" &
+    local job=$!
+    for _ in $(seq 1 600); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
+    sleep 1
+    kill "-$signal" "$([ "$target" = job ] && echo $job || rank_pid "$out" "$target")"
+    wait $job
+    local status=$?
+    if [ $status -eq 75 ] && [ ! -e "$out/checkpoints" ] && cat "$work/out" "$work/err" | grep -q "$pattern"; then
+        pass "$name"
+    else
+        fail "$name (exit $status: $(tail -2 "$work/err"))"
+    fi
+}
+stopped_early "SIGUSR1 to rank 1 of a 2-process dpo job before its first step: both stop there, exit 75, nothing saved" \
+    "$work/dpo-early" "^stopped by SIGUSR1 during the reference log-probabilities ([0-9]* of 2400 pairs), before the first step: nothing was saved; run the command again$" \
+    USR1 1 "${mpi[@]}" -np 2 "$keel" dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
+    --set distributed.timeout_s=30 --out "$work/dpo-early"
 # Under keel launch the supervisor says that nothing was saved (it said "with a checkpoint" for any stop).
-"$keel" launch --nproc 2 -- dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
-    --out "$work/dpo-early-launch" >"$work/out" 2>"$work/err" &
-job=$!
-for _ in $(seq 1 600); do grep -q "^DPO from" "$work/err" && break; sleep 0.1; done
-sleep 1
-kill -TERM $job
-wait $job
-status=$?
-if [ $status -eq 75 ] && [ ! -e "$work/dpo-early-launch/checkpoints" ] \
-    && grep -q "^launch: stopped by SIGTERM, before its first step: nothing was saved$" "$work/err"; then
-    pass "SIGTERM to keel launch of dpo before its first step: exit 75, the supervisor says nothing was saved"
-else
-    fail "SIGTERM to keel launch of dpo before its first step: exit 75, the supervisor says nothing was saved (exit $status: $(tail -2 "$work/err"))"
-fi
+stopped_early "SIGTERM to keel launch of dpo before its first step: exit 75, the supervisor says nothing was saved" \
+    "$work/dpo-early-launch" "^launch: stopped by SIGTERM, before its first step: nothing was saved$" \
+    TERM job "$keel" launch --nproc 2 -- dpo --init-from "$work/dpo-base" --data "$work/pairs-many.jsonl" --set training.seq_len=63 \
+    --out "$work/dpo-early-launch"
 early=(dpo --init-from "$work/dpo-base" --data "$here/../Reference/dpo_trl/pairs_text.jsonl" --set training.steps=2
        --set training.seq_len=63 --out "$work/dpo-early" --resume-if-any)
 run "dpo --resume-if-any starts a run that saved nothing" "${mpi[@]}" -np 2 "$keel" "${early[@]}"
