@@ -1243,12 +1243,13 @@ expect_error "missing checkpoint" "no such directory" "$keel" sample --checkpoin
 expect_error "diverging run names the step" "diverged" "$keel" train --config "$work/tiny.toml" --out "$work/nan" \
     --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 --set training.grad_clip=0.0 \
     --set checkpoint.every=1
+cp "$work/err" "$work/nan.err"
 ls "$work"/nan/checkpoints/.step_* >/dev/null 2>&1 && fail "no partial checkpoint left" || pass "no partial checkpoint left"
 # Its metrics end with the step it diverged at, the value that was not finite as null, after the record of the
 # checkpoint that was finished first.
 check "the diverged step's record closes metrics.jsonl" \
     '(lambda r: r["diverged"] == 1 and r["step"] == int(open(sys.argv[2]).read().split(" at step ")[1].split(";")[0]) and None in (r["loss"], r["grad_norm"]))(json.loads(open(sys.argv[1]).read().splitlines()[-1]))' \
-    "$work/nan/metrics.jsonl" "$work/err"
+    "$work/nan/metrics.jsonl" "$work/nan.err"
 "$keel" train --config "$work/tiny.toml" --out "$work/nan-status" --set training.lr=1e30 --set training.weight_decay=0.0 --set training.min_lr=1e30 \
     --set training.grad_clip=0.0 >/dev/null 2>&1
 status=$?
