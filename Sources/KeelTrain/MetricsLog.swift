@@ -48,10 +48,13 @@ public final class MetricsLog: @unchecked Sendable {
         try? handle.close()
     }
 
+    /// How `write` starts every record (made once: `step(of:)` reads every line of a month's file).
+    private static let recordStart = Array(#"{"step": "#.utf8)
+
     /// The step of a record, nil for a line that is not a whole one. A line as `write` makes it (`{"step": N, …}`) is
     /// read by its first field; another is parsed whole.
     static func step(of line: UnsafeBufferPointer<UInt8>) -> Int? {
-        let prefix = Array(#"{"step": "#.utf8)
+        let prefix = recordStart
         if line.count > prefix.count, line.last == UInt8(ascii: "}"), line.starts(with: prefix) {
             var step = 0, index = prefix.count
             while index < line.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(line[index]), step < Int.max / 20 {

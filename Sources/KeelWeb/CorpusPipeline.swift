@@ -130,8 +130,7 @@ public struct CorpusPipeline: Sendable {
             let deduplicated = work.appendingPathComponent("deduplicated.jsonl")
             let statistics = work.appendingPathComponent("deduplicated.json")
             var stage: Stage
-            if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: statistics)), done.sources == sources,
-               done.settings == deduplicationSettings {
+            if let done = DoneStage.read(statistics, sources: sources, settings: deduplicationSettings) {
                 stage = done.stage
                 progress("deduplicate: done by an earlier run")
             } else {
@@ -155,8 +154,8 @@ public struct CorpusPipeline: Sendable {
         let tokenStart = Date()
         let manifest: ShardManifest
         let tokenized = work.appendingPathComponent("tokenized.json")
-        if let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: tokenized)), done.sources == sources,
-           done.settings == tokenizationSettings, let finished = try? ShardManifest.read(from: configuration.output) {
+        if DoneStage.read(tokenized, sources: sources, settings: tokenizationSettings) != nil,
+           let finished = try? ShardManifest.read(from: configuration.output) {
             manifest = finished
             progress("tokenize: done by an earlier run")
         } else {
@@ -165,8 +164,7 @@ public struct CorpusPipeline: Sendable {
             // Made aside and put in place once complete: a failure (a full disk) leaves the earlier dataset as it was.
             // A run stopped while putting it in place left it complete there, with its record beside: it is finished.
             let staged = work.appendingPathComponent("dataset.partial"), stagedRecord = work.appendingPathComponent("dataset.partial.json")
-            let earlier = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: stagedRecord))
-            let staging = earlier.map { $0.sources == sources && $0.settings == tokenizationSettings } == true
+            let staging = DoneStage.read(stagedRecord, sources: sources, settings: tokenizationSettings) != nil
             if staging, let complete = try? ShardManifest.read(from: staged) {
                 progress("tokenize: done by an earlier run, put in place now")
                 manifest = complete
@@ -240,6 +238,13 @@ public struct CorpusPipeline: Sendable {
         var stage: Stage
         var sources: [String]
         var settings: String?
+
+        /// The record at `url` when it was made from `sources` with `settings`; nil otherwise, or when there is none.
+        static func read(_ url: URL, sources: [String], settings: String) -> DoneStage? {
+            guard let done = try? JSONDecoder().decode(DoneStage.self, from: Data(contentsOf: url)),
+                  done.sources == sources, done.settings == settings else { return nil }
+            return done
+        }
     }
 
     /// The settings that shape every file's output, as the work directory records them: a run may resume only
